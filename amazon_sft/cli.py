@@ -1,0 +1,113 @@
+"""The ``amazon-sft`` command: one sub-command per job, user errors as one line, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from amazon_sft.errors import UserError
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="raw trn.json(.gz) -> cleaned, split, tokenized, packed shards",
+        description="Stream trn.json / trn.json.gz / tst.json into packed training shards, "
+        "held-out and probe files, a manifest and a report.",
+    )
+    p.add_argument("input", help="trn.json, trn.json.gz or tst.json (JSON lines)")
+    p.add_argument("--out", required=True, help="output folder (written atomically)")
+    p.add_argument(
+        "--config",
+        default=None,
+        help="config name or YAML whose model/data to use (default: smollm2-135m)",
+    )
+    p.add_argument(
+        "--tokenizer", default=None, help="tokenizer folder or hub id (default: the config's)"
+    )
+    p.add_argument("--max-seq-len", type=int, default=None, help="tokens per packed row")
+    p.add_argument(
+        "--strict", action="store_true", help="stop at the first bad line instead of skipping it"
+    )
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or printed report")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted config overrides, e.g. data.heldout_fraction=0.05"
+    )
+    p.set_defaults(run=_run_prepare)
+
+
+def _run_prepare(args) -> int:
+    from amazon_sft.config import load_run_config
+    from amazon_sft.prepare import prepare
+
+    overrides = list(args.overrides)
+    if args.max_seq_len is not None:
+        overrides.append(f"data.max_seq_len={args.max_seq_len}")
+    cfg = load_run_config(args.config, overrides)
+    manifest = prepare(
+        args.input,
+        args.out,
+        cfg,
+        tokenizer=args.tokenizer,
+        strict=args.strict,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote {manifest['rows']} rows of {manifest['max_seq_len']} tokens "
+        f"(fill_ratio {manifest['fill_ratio']}) to {args.out}; report: {args.out}/report.md"
+    )
+    return 0
+
+
+def _add_synth(sub) -> None:
+    p = sub.add_parser("synth", help="write a generated catalogue in the trn.json format")
+    p.add_argument("--out", required=True, help="file to write (.json or .json.gz)")
+    p.add_argument("--rows", type=int, default=5000, help="lines to write")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same file")
+    p.set_defaults(run=_run_synth)
+
+
+def _run_synth(args) -> int:
+    from amazon_sft.data.synthetic import write_catalogue
+
+    if args.rows < 1:
+        raise UserError(f"--rows must be >= 1, got {args.rows}")
+    try:
+        made = write_catalogue(args.out, args.rows, args.seed)
+    except OSError as err:
+        raise UserError(
+            f"cannot write {args.out} ({err.strerror}): choose a writable path"
+        ) from None
+    print(
+        f"wrote {args.rows} lines to {args.out}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(made.items()))
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="amazon-sft", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_synth(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except UserError as err:
+        print(f"amazon-sft {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"amazon-sft {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

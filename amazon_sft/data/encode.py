@@ -1,0 +1,147 @@
+"""Turn batches of cleaned (uid, title, content) into token ids: prompt ids + answer ids + EOS.
+
+Only the tokenizer's exact ids are ever used; the speed comes from not encoding what is known:
+
+- Prompts: the plain template's text has no special tokens, so the SentencePiece library may
+  encode it when it matches the fast tokenizer; a chat template's fixed head (system turn, user
+  header) is encoded once and its ids reused when that splice equals whole-string encoding.
+  Each shortcut is checked on the first documents of the run and dropped if any id differs.
+- Answers: encoded on their own, which is how the model meets them at generation time (it writes
+  answer tokens after the prompt's last token). A description far longer than the token budget is
+  cut at a space well past the budget before encoding: tokenizers do not merge across whitespace,
+  so the first ``budget`` ids are unchanged, and the cut is only trusted when it still yields more
+  than ``budget + margin`` ids (otherwise the whole text is encoded).
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+from collections import Counter
+from dataclasses import dataclass
+
+import numpy as np
+
+from amazon_sft.prompts import PromptFormat
+from amazon_sft.tokenizer import Encoder, answer_encoder, hf_encoder, special_token_texts
+
+CHARS_PER_TOKEN_CUT = 8  # real descriptions average ~4.5 characters per token
+CUT_MARGIN_TOKENS = 16
+
+
+@dataclass
+class EncodedBatch:
+    tokens: np.ndarray  # int32, the documents one after another
+    doc_lens: list[int]
+    prompt_lens: list[int]
+    answer_lens: list[int]  # after truncation, EOS excluded
+
+
+class SpecialTextScrubber:
+    """Removes special-token texts ("<|im_end|>", "</s>") that product text must not inject."""
+
+    def __init__(self, tok) -> None:
+        specials = special_token_texts(tok)
+        self._pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
+        self.removed = 0
+
+    def __call__(self, text: str) -> str:
+        if self._pattern is None or self._pattern.search(text) is None:
+            return text
+        self.removed += 1
+        return " ".join(self._pattern.sub(" ", text).split())
+
+
+class PromptEncoder:
+    """Prompt texts -> ids, by the fastest path that gives the fast tokenizer's exact ids."""
+
+    def __init__(
+        self, tok, fmt: PromptFormat, sample_prompts: list[str], sp: Encoder | None
+    ) -> None:
+        self.fmt, self.hf = fmt, hf_encoder(tok)
+        self._bos = [fmt.bos_id] if fmt.bos_id is not None else []
+        self._head = self.hf([fmt.before])[0] if fmt.before else []
+        whole = self._whole(sample_prompts)
+        has_specials = any(t in fmt.before + fmt.after for t in special_token_texts(tok))
+        self.path = "whole prompt (fast tokenizer)"
+        self._encode = self._whole
+        if sp is not None and not has_specials and self._with(sp, sample_prompts) == whole:
+            self.path, self._sp = "sentencepiece", sp
+            self._encode = lambda texts: self._with(self._sp, texts)
+        elif fmt.chat and self._spliced(sample_prompts) == whole:
+            self.path, self._encode = "cached head + rest", self._spliced
+
+    def __call__(self, prompts: list[str]) -> list[list[int]]:
+        return self._encode(prompts)
+
+    def _whole(self, prompts: list[str]) -> list[list[int]]:
+        return [self._bos + ids for ids in self.hf(prompts)]
+
+    def _with(self, encode: Encoder, prompts: list[str]) -> list[list[int]]:
+        return [self._bos + ids for ids in encode(prompts)]
+
+    def _spliced(self, prompts: list[str]) -> list[list[int]]:
+        n = len(self.fmt.before)
+        return [self._bos + self._head + ids for ids in self.hf([p[n:] for p in prompts])]
+
+
+class DocumentEncoder:
+    def __init__(
+        self,
+        tok,
+        fmt: PromptFormat,
+        max_seq_len: int,
+        max_answer_tokens: int,
+        backend: str,
+        sample: list[tuple[str, str, str]],
+    ) -> None:
+        self.fmt, self.max_seq_len, self.max_answer_tokens = fmt, max_seq_len, max_answer_tokens
+        self.eos = tok.eos_token_id
+        self.encode_answers, self.backend = answer_encoder(tok, backend, [c for _, _, c in sample])
+        sp = self.encode_answers if self.backend == "sentencepiece" else None
+        self.encode_prompts = PromptEncoder(tok, fmt, self._prompts(sample), sp)
+        self.dropped: Counter = Counter()
+        self.truncated = 0
+        self.precut = 0
+
+    def _prompts(self, batch: list[tuple[str, str, str]]) -> list[str]:
+        return [self.fmt.render(title, self.fmt.phrasing_for(uid)) for uid, title, _ in batch]
+
+    def _answers(self, contents: list[str]) -> list[list[int]]:
+        limit = (self.max_answer_tokens + CUT_MARGIN_TOKENS) * CHARS_PER_TOKEN_CUT
+        cut = {}
+        texts = list(contents)
+        for i, text in enumerate(contents):
+            if len(text) > limit:
+                space = text.rfind(" ", 0, limit)
+                if space > 0:
+                    texts[i] = text[:space]
+                    cut[i] = True
+        ids = self.encode_answers(texts)
+        redo = [i for i in cut if len(ids[i]) <= self.max_answer_tokens + CUT_MARGIN_TOKENS]
+        if redo:  # unusually dense text: the cut might have touched the kept ids
+            for i, full in zip(redo, self.encode_answers([contents[i] for i in redo])):
+                ids[i] = full
+        self.precut += len(cut) - len(redo)
+        return ids
+
+    def encode(self, batch: list[tuple[str, str, str]]) -> EncodedBatch:
+        prompt_ids = self.encode_prompts(self._prompts(batch))
+        answer_ids = self._answers([content for _, _, content in batch])
+        pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
+        eos = [self.eos]
+        for p, a in zip(prompt_ids, answer_ids):
+            budget = min(self.max_answer_tokens, self.max_seq_len - len(p) - 1)
+            if budget < 1:
+                self.dropped["prompt_too_long"] += 1
+                continue
+            if len(a) > budget:
+                a = a[:budget]  # the description is cut; the EOS after it is kept
+                self.truncated += 1
+            pieces += (p, a, eos)
+            doc_lens.append(len(p) + len(a) + 1)
+            prompt_lens.append(len(p))
+            answer_lens.append(len(a))
+        flat = itertools.chain.from_iterable(pieces)  # C-level walk, no per-token Python frame
+        tokens = np.fromiter(flat, dtype=np.int32, count=sum(doc_lens))
+        return EncodedBatch(tokens, doc_lens, prompt_lens, answer_lens)

@@ -1,0 +1,109 @@
+"""Stream packed rows to each rank: same order on any world size, equal rows per rank, O(1) resume.
+
+The global order of an epoch is a permutation of all rows seeded by ``(seed, epoch)``. It is
+padded with empty rows (pad ids, no loss) up to a multiple of ``world_size * micro_batch_size``,
+then consumed one global micro-step at a time: rank ``r`` takes the ``r``-th block of
+``micro_batch_size`` rows. The only state is ``(epoch, cursor)``, the count of global rows
+consumed, so resuming is computing one permutation and a slice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import numpy as np
+
+from amazon_sft.data.packing import position_ids
+from amazon_sft.data.shards import PackedShards
+
+IGNORE_INDEX = -100
+
+
+def epoch_order(
+    n_rows: int, seed: int, epoch: int, world_size: int, micro_batch_size: int
+) -> np.ndarray:
+    """Row indices of one epoch in read order; -1 marks an empty padding row.
+
+    >>> epoch_order(5, seed=0, epoch=0, world_size=2, micro_batch_size=2).tolist()
+    [2, 4, 3, 0, 1, -1, -1, -1]
+    """
+    order = np.random.default_rng([seed, epoch]).permutation(n_rows)
+    step = world_size * micro_batch_size
+    padded = -(-n_rows // step) * step
+    return np.concatenate([order, np.full(padded - n_rows, -1, dtype=order.dtype)])
+
+
+class PackedLoader:
+    """Micro-batches for one rank, as dicts of int64 torch tensors (or numpy with ``numpy=True``).
+
+    Keys: ``input_ids``, ``labels`` (-100 off the answers), ``position_ids`` (restarting per
+    document) and ``doc_lens`` (a list per row, for variable-length attention kernels).
+    """
+
+    def __init__(
+        self,
+        shards: PackedShards,
+        micro_batch_size: int,
+        rank: int = 0,
+        world_size: int = 1,
+        seed: int = 0,
+        numpy: bool = False,
+    ) -> None:
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} is outside world size {world_size}")
+        self.shards, self.micro_batch_size = shards, micro_batch_size
+        self.rank, self.world_size, self.seed, self.numpy = rank, world_size, seed, numpy
+        self.epoch, self.cursor = 0, 0
+        self.rows_per_step = world_size * micro_batch_size
+
+    def __len__(self) -> int:
+        """Micro-batches per epoch for this rank (the same on every rank)."""
+        return -(-len(self.shards) // self.rows_per_step)
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["cursor"] % self.rows_per_step:
+            raise ValueError(
+                f"data cursor {state['cursor']} is not a multiple of world_size x micro_batch_size "
+                f"= {self.rows_per_step}; resume with the batch shape the run was saved with"
+            )
+        self.epoch, self.cursor, self.seed = state["epoch"], state["cursor"], state["seed"]
+
+    def __iter__(self) -> Iterator[dict]:
+        """The rest of the current epoch from the cursor; afterwards the next epoch begins."""
+        order = epoch_order(
+            len(self.shards), self.seed, self.epoch, self.world_size, self.micro_batch_size
+        )
+        while self.cursor < len(order):
+            start = self.cursor + self.rank * self.micro_batch_size
+            batch = self._collate(order[start : start + self.micro_batch_size])
+            self.cursor += (
+                self.rows_per_step
+            )  # counted before yield: a saved state skips this batch
+            yield batch
+        self.epoch, self.cursor = self.epoch + 1, 0
+
+    def _collate(self, rows: np.ndarray) -> dict:
+        seq = self.shards.max_seq_len
+        ids = np.full((len(rows), seq), self.shards.pad_id, dtype=np.int64)
+        labels = np.full((len(rows), seq), IGNORE_INDEX, dtype=np.int64)
+        positions = np.tile(np.arange(seq, dtype=np.int64), (len(rows), 1))
+        doc_lens: list[list[int]] = []
+        for i, row in enumerate(rows.tolist()):
+            if row < 0:  # padding row: keeps every rank stepping together, adds no loss
+                doc_lens.append([])
+                continue
+            row_ids, mask, lens = self.shards.row(row)
+            ids[i] = row_ids
+            labels[i] = np.where(mask.astype(bool), row_ids, IGNORE_INDEX)
+            positions[i] = position_ids(lens, seq)
+            doc_lens.append([int(n) for n in lens])
+        batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "rows": rows}
+        if not self.numpy:
+            import torch
+
+            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
+        batch["doc_lens"] = doc_lens
+        return batch

@@ -1,0 +1,139 @@
+"""Stream ``trn.json`` / ``trn.json.gz`` / ``tst.json`` line by line into (uid, title, content).
+
+Nothing is loaded whole: lines come from a buffered (optionally gzip) reader and are parsed one by
+one with orjson. Bad lines are skipped and counted by reason with their first line numbers, or,
+in strict mode, stop the run with the line number and the reason.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+
+from amazon_sft.errors import UserError
+
+FIRST_LINES_KEPT = 5
+"""How many line numbers the report keeps per skip reason."""
+
+
+@dataclass
+class RawRecord:
+    line_no: int
+    uid: str
+    title: str
+    content: str
+
+
+@dataclass
+class ReadStats:
+    lines: int = 0
+    bytes_read: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    first_lines: dict[str, list[int]] = field(default_factory=dict)
+    uid_derived: int = 0
+    uid_coerced: int = 0
+
+    def skip(self, reason: str, line_no: int, strict: bool, detail: str = "") -> None:
+        if strict:
+            raise UserError(f"line {line_no}: {reason}{': ' + detail if detail else ''} (--strict)")
+        self.skipped[reason] += 1
+        kept = self.first_lines.setdefault(reason, [])
+        if len(kept) < FIRST_LINES_KEPT:
+            kept.append(line_no)
+
+
+def derived_uid(title: str) -> str:
+    """A stable id for a row without ``uid``: ``t-`` plus 16 hex digits of the title's hash.
+
+    >>> derived_uid("Mog's Kittens")
+    't-fdbd78b7d8a18821'
+    """
+    return "t-" + hashlib.blake2b(title.encode(), digest_size=8).hexdigest()
+
+
+def open_lines(path: Path) -> tuple[io.BufferedReader, io.BufferedReader | gzip.GzipFile]:
+    """(raw file for progress by compressed bytes, reader that yields decompressed lines)."""
+    if not path.exists():
+        raise UserError(f"input {path} does not exist: pass the path to trn.json or trn.json.gz")
+    if path.is_dir():
+        raise UserError(f"input {path} is a directory: pass the trn.json(.gz) file inside it")
+    raw = open(path, "rb")  # noqa: SIM115 - read_records closes it
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":  # gzip by content, whatever the name says
+        return raw, gzip.GzipFile(fileobj=raw, mode="rb")
+    return raw, raw
+
+
+def read_records(
+    path: Path,
+    stats: ReadStats,
+    strict: bool = False,
+    max_line_bytes: int = 1_000_000,
+) -> Iterator[RawRecord]:
+    """Yield one ``RawRecord`` per usable line; count every other line in ``stats.skipped``."""
+    raw, reader = open_lines(path)
+    loads = orjson.loads
+    try:
+        for line_no, line in enumerate(reader, start=1):
+            stats.lines = line_no
+            stats.bytes_read = raw.tell()
+            if len(line) > max_line_bytes:
+                stats.skip(
+                    "line_too_long", line_no, strict, f"{len(line)} bytes > {max_line_bytes}"
+                )
+                continue
+            if not line.strip():
+                stats.skip("blank_line", line_no, strict)
+                continue
+            try:
+                obj = loads(line)
+            except orjson.JSONDecodeError as err:
+                reason = "invalid_utf8" if "utf-8" in str(err).lower() else "malformed_json"
+                stats.skip(reason, line_no, strict, str(err))
+                continue
+            if not isinstance(obj, dict):
+                stats.skip("not_an_object", line_no, strict, type(obj).__name__)
+                continue
+            record = _to_record(obj, line_no, stats, strict)
+            if record is not None:
+                yield record
+    except (OSError, EOFError, gzip.BadGzipFile) as err:
+        raise UserError(f"input {path} could not be read ({err}): is it a complete file?") from None
+    finally:
+        raw.close()
+
+
+def _to_record(obj: dict, line_no: int, stats: ReadStats, strict: bool) -> RawRecord | None:
+    title = obj.get("title")
+    content = obj.get("content")
+    if title is None:
+        stats.skip("missing_title", line_no, strict)
+        return None
+    if content is None:
+        stats.skip("missing_content", line_no, strict)
+        return None
+    if not isinstance(title, str):
+        stats.skip("title_not_string", line_no, strict, type(title).__name__)
+        return None
+    if not isinstance(content, str):
+        stats.skip("content_not_string", line_no, strict, type(content).__name__)
+        return None
+    uid = obj.get("uid")
+    if uid is None or uid == "":
+        uid = derived_uid(title)
+        stats.uid_derived += 1
+    elif not isinstance(uid, str):
+        if not isinstance(uid, int) or isinstance(uid, bool):
+            stats.skip("uid_bad_type", line_no, strict, type(uid).__name__)
+            return None
+        uid = str(uid)  # a number: leading zeros are already gone, but keep it usable
+        stats.uid_coerced += 1
+    return RawRecord(line_no, uid, title, content)

@@ -1,0 +1,329 @@
+"""``amazon-sft prepare``: raw trn.json(.gz) -> cleaned, split, tokenized, packed shards + manifest.
+
+One streaming pass reads, cleans, splits and tokenizes (the tokenizer runs in a worker thread on
+all cores while the main thread reads the next batch); token ids go to a spill file on disk, so
+memory holds only per-document lengths. Then one global best-fit-decreasing pass packs every
+document, and the shards are written into a temporary folder that is renamed into place.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import mmap
+import os
+import shutil
+import time
+from array import array
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import orjson
+from tqdm import tqdm
+
+from amazon_sft import __version__
+from amazon_sft.config import RunConfig
+from amazon_sft.config_loader import to_dict
+from amazon_sft.data.cleaning import Cleaner
+from amazon_sft.data.encode import DocumentEncoder, EncodedBatch, SpecialTextScrubber
+from amazon_sft.data.packing import build_row, pack_bfd
+from amazon_sft.data.reading import ReadStats, read_records
+from amazon_sft.data.report import Histogram, write_report
+from amazon_sft.data.shards import MANIFEST, ShardWriter
+from amazon_sft.data.split import ProbeSample, is_heldout, normalise_title
+from amazon_sft.errors import UserError
+from amazon_sft.prompts import build_prompt_format
+from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
+
+RELEASE_EVERY_ROWS = 256  # each row's documents sit on their own pages of the spill file
+SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against plain encoding
+
+
+class _Spill:
+    """Token ids of every training document, appended to one file; lengths kept in memory."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._fh = open(path, "wb")  # noqa: SIM115 - closed in finish()
+        self.doc_lens = array("i")  # 4 bytes a document, not a Python int object
+        self.prompt_lens = array("i")
+        self._map: mmap.mmap | None = None
+
+    def add(self, enc: EncodedBatch) -> None:
+        enc.tokens.tofile(self._fh)
+        self.doc_lens.extend(enc.doc_lens)
+        self.prompt_lens.extend(enc.prompt_lens)
+
+    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(all token ids as a read-only map of the file, document offsets, prompt lengths)."""
+        self._fh.close()
+        lens = np.asarray(self.doc_lens, dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lens)])
+        prompt_lens = np.asarray(self.prompt_lens, dtype=np.int64)
+        if not lens.sum():
+            return np.zeros(0, np.int32), offsets, prompt_lens
+        with open(self.path, "rb") as fh:
+            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+        return np.frombuffer(self._map, dtype=np.int32), offsets, prompt_lens
+
+    def release_pages(self) -> None:
+        """Drop the map's resident pages from this process (they stay in the page cache): the
+        shard pass reads documents from all over the file, and RSS must not grow with it."""
+        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
+            self._map.madvise(mmap.MADV_DONTNEED)
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+
+
+def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
+        raise UserError(
+            f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
+        )
+    parent = out_dir.resolve().parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        staging = parent / f".{out_dir.name}.tmp-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise UserError(
+            f"cannot write to {parent} ({err.strerror}): choose a writable --out"
+        ) from None
+    return staging
+
+
+def _write_jsonl(path: Path, records: list[dict]) -> None:
+    with open(path, "wb") as fh:
+        for rec in records:
+            fh.write(orjson.dumps(rec) + b"\n")
+
+
+def prepare(
+    input_path: str | Path,
+    out_dir: str | Path,
+    cfg: RunConfig,
+    tokenizer: str | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict:
+    """Run the whole pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
+    started = time.perf_counter()
+    data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
+    if not input_path.is_file():
+        raise UserError(
+            f"input {input_path} does not exist: pass the path to trn.json or trn.json.gz"
+        )
+    tok = load_tokenizer(cfg.model, tokenizer)
+    fmt = build_prompt_format(tok, data)
+    staging = _staging_dir(out_dir, overwrite)
+    setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
+    try:
+        manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s)
+        manifest["tokenizer"] = tokenizer or cfg.model.tokenizer or cfg.model.path
+        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        staging.rename(out_dir)  # atomic on one filesystem: readers never see half a folder
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return manifest
+
+
+def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
+    started = time.perf_counter()
+    data = cfg.data
+    stats = ReadStats()
+    cleaner = Cleaner(data.clean)
+    probe = ProbeSample(data.probe_size)
+    hist = {
+        k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
+    }
+    records = read_records(input_path, stats, strict, data.clean.max_line_bytes)
+    bar = tqdm(
+        total=input_path.stat().st_size,
+        unit="B",
+        unit_scale=True,
+        desc="prepare",
+        disable=not progress,
+        mininterval=0.5,
+    )
+
+    def documents():
+        """Cleaned training rows; held-out and catalogue rows are written on the way."""
+        with (
+            open(staging / "heldout.jsonl", "wb") as heldout,
+            open(staging / "catalogue.jsonl", "wb") as cat,
+        ):
+            for rec in records:
+                bar.update(stats.bytes_read - bar.n)
+                pair = cleaner(rec.title, rec.content)
+                if pair is None:
+                    continue
+                title, content = scrub(pair[0]), scrub(pair[1])
+                hist["title_chars"].add(len(title))
+                hist["content_chars"].add(len(content))
+                row = {"uid": rec.uid, "title": title, "content": content}
+                key = normalise_title(title)
+                split = "heldout" if is_heldout(title, data.heldout_fraction, key) else "train"
+                cat.write(orjson.dumps({**row, "split": split}) + b"\n")
+                if split == "heldout":
+                    heldout.write(orjson.dumps(row) + b"\n")
+                    counts["heldout"] += 1
+                    continue
+                probe.offer(title, row, key)
+                yield rec.uid, title, content
+
+    counts = {"heldout": 0}
+    scrub = SpecialTextScrubber(tok)
+    docs = documents()
+    sample = list(itertools.islice(docs, SAMPLE_DOCS))  # read first: checks the fast paths
+    encoder = DocumentEncoder(
+        tok,
+        fmt,
+        data.max_seq_len,
+        data.max_answer_tokens,
+        data.tokenizer_backend,
+        sample or [("u", "Title", "Content text")],
+    )
+    spill = _Spill(staging / "_spill.bin")
+    t_tokenize = 0.0
+
+    def encode(batch):
+        t0 = time.perf_counter()
+        enc = encoder.encode(batch)
+        return enc, time.perf_counter() - t0
+
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = None
+        for batch in _batched(itertools.chain(sample, docs), data.tokenize_batch_docs):
+            future = pool.submit(encode, batch)  # tokenizes while the next batch is read
+            if pending is not None:
+                t_tokenize += _collect(pending, spill, hist)
+            pending = future
+        if pending is not None:
+            t_tokenize += _collect(pending, spill, hist)
+    bar.close()
+    t_read = time.perf_counter() - started
+
+    tokens, offsets, prompt_lens = spill.finish()
+    doc_lens = np.diff(offsets)
+    if len(doc_lens) == 0:
+        raise UserError(
+            f"all {stats.lines} lines of {input_path} were filtered out (skipped: "
+            f"{dict(stats.skipped + cleaner.dropped + encoder.dropped)}); check the file, "
+            "or relax data.clean (e.g. data.clean.min_content_chars) / data.heldout_fraction"
+        )
+    t0 = time.perf_counter()
+    bins = pack_bfd(doc_lens, data.max_seq_len)
+    t_pack = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    pad_id = choose_pad_id(tok)
+    writer = ShardWriter(staging, data.max_seq_len, data.shard_rows)
+    for n, docs_in_row in enumerate(bins, start=1):
+        row_docs = [(tokens[offsets[d] : offsets[d + 1]], int(prompt_lens[d])) for d in docs_in_row]
+        writer.add(*build_row(row_docs, data.max_seq_len, pad_id))
+        if n % RELEASE_EVERY_ROWS == 0:
+            spill.release_pages()
+    writer.flush()
+    del tokens, row_docs  # views into the map: it can only close once they are gone
+    spill.close()
+    (staging / "_spill.bin").unlink()
+    _write_jsonl(staging / "seen_probe.jsonl", probe.records())
+    t_write = time.perf_counter() - t0
+
+    total = time.perf_counter() - started
+    n_tokens = int(doc_lens.sum())
+    skipped = dict(stats.skipped + cleaner.dropped + encoder.dropped)
+    report = {
+        "input": str(input_path),
+        "lines_read": stats.lines,
+        "records_parsed": stats.lines - sum(stats.skipped.values()),
+        "kept": len(doc_lens) + counts["heldout"],
+        "train_docs": len(doc_lens),
+        "heldout_docs": counts["heldout"],
+        "probe_docs": len(probe.records()),
+        "answer_truncated": encoder.truncated,
+        "answer_precut_before_encoding": encoder.precut,
+        "uid_derived": stats.uid_derived,
+        "uid_coerced": stats.uid_coerced,
+        "special_token_text_removed": scrub.removed,
+        "rows": len(bins),
+        "tokens": n_tokens,
+        "answer_tokens": int(hist["answer_tokens"].total + len(doc_lens)),
+        "fill_ratio": round(n_tokens / (len(bins) * data.max_seq_len), 6),
+        "skipped": skipped,
+        "first_bad_lines": stats.first_lines,
+        "modified": dict(cleaner.modified),
+        "histograms": {k: h.summary() for k, h in hist.items()},
+        "tokenizer_backend": encoder.backend,
+        "prompt_encoding": encoder.encode_prompts.path,
+        "rows_per_sec": round(stats.lines / total, 1),
+        "rows_per_sec_with_setup": round(stats.lines / (total + setup_s), 1),
+        "seconds": {
+            "setup": round(setup_s, 2),
+            "total": round(total, 2),
+            "read_clean_tokenize": round(t_read, 2),
+            "tokenize_worker": round(t_tokenize, 2),
+            "pack": round(t_pack, 2),
+            "write": round(t_write, 2),
+        },
+    }
+    markdown = write_report(report, staging)
+    if progress:
+        print(markdown)
+    return {
+        **{
+            k: report[k]
+            for k in (
+                "lines_read",
+                "kept",
+                "train_docs",
+                "heldout_docs",
+                "probe_docs",
+                "rows",
+                "tokens",
+                "answer_tokens",
+                "fill_ratio",
+                "skipped",
+                "answer_truncated",
+            )
+        },
+        "format_version": 1,
+        "amazon_sft_version": __version__,
+        "max_seq_len": data.max_seq_len,
+        "pad_id": pad_id,
+        "eos_id": tok.eos_token_id,
+        "vocab_size": len(tok),
+        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
+        "template_fingerprint": fmt.fingerprint(),
+        "files": {
+            "heldout": "heldout.jsonl",
+            "seen_probe": "seen_probe.jsonl",
+            "catalogue": "catalogue.jsonl",
+            "report": "report.json",
+        },
+        "config": to_dict(cfg),
+        "shards": writer.shards,
+    }
+
+
+def _collect(future, spill: _Spill, hist: dict) -> float:
+    enc, seconds = future.result()
+    spill.add(enc)
+    for p, a in zip(enc.prompt_lens, enc.answer_lens):
+        hist["prompt_tokens"].add(p)
+        hist["answer_tokens"].add(a)
+    return seconds
+
+
+def _batched(items, size: int):
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch

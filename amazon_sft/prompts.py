@@ -1,0 +1,109 @@
+"""The one place that turns a product title into a prompt, for training, evaluation and answering.
+
+A ``PromptFormat`` is rendered once from the tokenizer's chat template (or the plain template) with
+a placeholder question, giving the fixed text before and after the question. Every prompt is then
+``before + question + after``, checked against the chat template itself when the format is built,
+so training, eval and the answering CLI cannot drift apart. The answer (the description) follows,
+then EOS; only answer tokens and the EOS carry loss.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from amazon_sft.config import DataConfig
+from amazon_sft.errors import UserError
+
+BUILTIN_TEMPLATES = Path(__file__).parent / "templates" / "questions.yaml"
+_PLACEHOLDER = "\x00QUESTION\x00"
+
+
+@dataclass(frozen=True)
+class PromptFormat:
+    before: str
+    """Rendered text before the question (system turn, user header, BOS for plain prompts)."""
+    after: str
+    """Rendered text after the question, up to where the answer starts."""
+    phrasings: tuple[str, ...]
+    """Question templates with ``{title}``; index 0 is the default for eval and answering."""
+    chat: bool
+    """True when rendered from the tokenizer's chat template."""
+    bos_id: int | None = None
+    """Plain prompts: the BOS id put before the encoded text (as ``tok(text)`` would for Llama and
+    Mistral). Chat templates write their own BOS text, so it is None for them."""
+
+    def question(self, title: str, phrasing: int = 0) -> str:
+        return self.phrasings[phrasing % len(self.phrasings)].replace("{title}", title)
+
+    def render(self, title: str, phrasing: int = 0) -> str:
+        """The full prompt text for one title, ending where the model starts the description."""
+        return self.wrap(self.question(title, phrasing))
+
+    def wrap(self, question: str) -> str:
+        """The prompt for a free-form question (used by the answering CLI)."""
+        return self.before + question + self.after
+
+    def phrasing_for(self, uid: str) -> int:
+        """The training phrasing of a product: stable in its uid, spread over all phrasings."""
+        digest = hashlib.blake2b(uid.encode(), digest_size=4).digest()
+        return int.from_bytes(digest, "big") % len(self.phrasings)
+
+    def fingerprint(self) -> str:
+        """sha256 over everything that shapes a prompt; stored in the manifest."""
+        payload = repr((self.before, self.after, self.phrasings, self.chat, self.bos_id)).encode()
+        return hashlib.sha256(payload).hexdigest()[:16]
+
+
+def load_templates(path: str) -> dict:
+    """The phrasings file: ``questions`` (lists per language) and ``plain`` (prefix/suffix)."""
+    file = BUILTIN_TEMPLATES if path == "builtin" else Path(path)
+    if not file.is_file():
+        raise UserError(f"data.templates: {file} does not exist (use builtin or a YAML path)")
+    raw = yaml.safe_load(file.read_text()) or {}
+    questions = raw.get("questions")
+    if not isinstance(questions, dict) or not questions:
+        raise UserError(f"data.templates: {file} needs a 'questions' mapping of language -> list")
+    flat = [q for qs in questions.values() for q in (qs or [])]
+    bad = [q for q in flat if not isinstance(q, str) or "{title}" not in q]
+    if not flat or bad:
+        raise UserError(
+            f"data.templates: every question in {file} must contain {{title}}: {bad[:1]}"
+        )
+    plain = raw.get("plain") or {"prefix": "### Question:\n", "suffix": "\n\n### Answer:\n"}
+    return {"phrasings": tuple(flat), "plain": plain}
+
+
+def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
+    """Render the template once around a placeholder and check it renders real prompts alike."""
+    templates = load_templates(data.templates)
+    phrasings = templates["phrasings"]
+    if data.use_chat_template and getattr(tok, "chat_template", None):
+        rendered = _apply_chat(tok, _PLACEHOLDER, data.system_prompt)
+        if rendered.count(_PLACEHOLDER) != 1:
+            raise UserError(
+                "the chat template does not insert the question verbatim; "
+                "set data.use_chat_template=false to use the plain template"
+            )
+        before, after = rendered.split(_PLACEHOLDER)
+        fmt = PromptFormat(before, after, phrasings, chat=True)
+        probe = fmt.question("Sample Title", 1)
+        if _apply_chat(tok, probe, data.system_prompt) != fmt.wrap(probe):
+            raise UserError(
+                "the chat template renders questions differently from before+question+after; "
+                "set data.use_chat_template=false"
+            )
+        return fmt
+    bos_id = tok.bos_token_id if tok.bos_token_id not in (None, tok.eos_token_id) else None
+    plain = templates["plain"]
+    return PromptFormat(plain["prefix"], plain["suffix"], phrasings, chat=False, bos_id=bos_id)
+
+
+def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
+    messages = [{"role": "user", "content": question}]
+    if system_prompt is not None:
+        messages.insert(0, {"role": "system", "content": system_prompt})
+    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

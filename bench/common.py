@@ -1,0 +1,63 @@
+"""Shared set-up for the benchmarks: the real-size Mistral tokenizer and real-like input files."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import orjson
+
+SHARED_ROWS = (
+    Path(__file__).resolve().parents[1].parent
+    / "shared"
+    / "data"
+    / "amazontitles_real_head_sample.jsonl"
+)
+
+
+def mistral_tokenizer_dir(root: Path) -> Path:
+    """The 32k Mistral SentencePiece tokenizer from the PyPI package mistral-common, as a folder
+    AutoTokenizer loads (``LlamaTokenizerFast(vocab_file=...)`` silently ignores the file)."""
+    import mistral_common
+
+    folder = root / "mistral-tokenizer"
+    folder.mkdir(parents=True, exist_ok=True)
+    src = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
+    shutil.copy(src, folder / "tokenizer.model")
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+def real_like_file(path: Path, n_rows: int) -> Path:
+    """``n_rows`` lines in the trn.json format: the real rows of ../shared/data, replicated with a
+    copy number in the title and uid so that de-duplication keeps them (no pipeline gets to skip
+    work the other does)."""
+    if not SHARED_ROWS.is_file():
+        raise SystemExit(
+            f"{SHARED_ROWS} is missing: the benchmarks read the real rows from ../shared/data"
+        )
+    rows = [orjson.loads(line) for line in SHARED_ROWS.read_bytes().splitlines() if line.strip()]
+    with open(path, "wb") as fh:
+        for i in range(n_rows):
+            row = rows[i % len(rows)]
+            copy = i // len(rows)
+            title = row["title"] if copy == 0 else f"{row['title']} (copy {copy})"
+            fh.write(
+                orjson.dumps({"uid": f"{i:010d}", "title": title, "content": row["content"]})
+                + b"\n"
+            )
+    return path
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process and its finished children."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system

@@ -1,0 +1,71 @@
+from collections import Counter
+
+import pytest
+
+from amazon_sft.config import CleanConfig
+from amazon_sft.data.cleaning import Cleaner, clean_text
+
+
+def test_html_entities_are_unescaped_in_both_fields():
+    clean = Cleaner(CleanConfig())
+    title, content = clean(
+        "Mog&#8217;s Kittens &amp; Cats", "Judith Kerr&#x2019;s best&mdash;selling&#160;cat book."
+    )
+    assert title == "Mog’s Kittens & Cats"
+    assert content == "Judith Kerr’s best—selling cat book."
+    assert (
+        clean.modified["html_unescaped_title"] == 1
+        and clean.modified["html_unescaped_content"] == 1
+    )
+
+
+def test_tags_stripped_but_comparisons_kept():
+    out = clean_text("Fits 2<b>x</b> faster<br/>and a < b > c", CleanConfig(), Counter(), "content")
+    assert out == "Fits 2 x faster and a < b > c"
+
+
+def test_edition_boilerplate_removed_anywhere():
+    text = "Great book.--Brian--This text refers to theHardcoveredition. More.--This text refers to thePaperbackedition."
+    assert clean_text(text, CleanConfig(), Counter(), "content") == "Great book.--Brian More."
+
+
+def test_each_text_step_can_be_switched_off():
+    cfg = CleanConfig(
+        unescape_html=False,
+        strip_tags=False,
+        strip_edition_boilerplate=False,
+        normalise_whitespace=False,
+    )
+    text = "a &amp; <b>b</b>  --This text refers to thePaperbackedition."
+    assert clean_text(text, cfg, Counter(), "content") == text
+
+
+@pytest.mark.parametrize(
+    ("title", "content", "reason"),
+    [
+        ("Tutu", "", "content_empty"),
+        ("Tutu", "TUtu ok", "content_too_short"),
+        ("Girls Ballet Tutu Neon Pink", "girls  ballet tutu NEON pink", "content_equals_title"),
+        ("", "a long enough description of nothing", "title_empty"),
+        ("T", "<br>", "title_empty"),
+    ],
+)
+def test_rows_dropped_by_reason(title, content, reason):
+    clean = Cleaner(CleanConfig())
+    assert clean(title, content) is None
+    assert clean.dropped == Counter({reason: 1})
+
+
+def test_duplicates_dropped_after_cleaning_and_switchable():
+    clean = Cleaner(CleanConfig())
+    row = ("The Prophet", "In a distant, timeless place, a prophet walks.")
+    assert clean(*row) is not None
+    assert clean(row[0] + " ", row[1].replace(",", ",  ")) is None
+    assert clean.dropped["duplicate"] == 1
+    keep_all = Cleaner(CleanConfig(drop_duplicates=False))
+    assert keep_all(*row) and keep_all(*row)
+
+
+def test_edition_note_cut_short_at_the_end_is_removed():
+    text = "A fine atlas of the oceans.--This text refers to an out of..."
+    assert clean_text(text, CleanConfig(), Counter(), "content") == "A fine atlas of the oceans."

@@ -1,0 +1,71 @@
+import pytest
+import yaml
+
+from amazon_sft.config import RunConfig, load_run_config
+from amazon_sft.config_loader import builtin_config_names, write_resolved
+from amazon_sft.errors import UserError
+
+
+@pytest.mark.parametrize("name", builtin_config_names())
+def test_every_shipped_config_loads_and_validates(name):
+    cfg = load_run_config(name)
+    assert isinstance(cfg, RunConfig)
+    assert cfg.data.max_seq_len >= 16
+
+
+def test_shipped_configs_cover_the_documented_set():
+    expected = {
+        "tiny",
+        "smollm2-135m",
+        "mistral-7b-lora",
+        "mistral-7b-full",
+        "llama3-8b-lora",
+        "llama3-8b-full",
+    }
+    assert expected <= set(builtin_config_names())
+
+
+def test_dotted_overrides_are_typed():
+    cfg = load_run_config(
+        "tiny",
+        [
+            "data.max_seq_len=512",
+            "data.heldout_fraction=5e-2",
+            "out_dir=x/y",
+            "data.clean.drop_duplicates=false",
+        ],
+    )
+    assert cfg.data.max_seq_len == 512
+    assert cfg.data.heldout_fraction == pytest.approx(0.05)
+    assert cfg.out_dir == "x/y"
+    assert cfg.data.clean.drop_duplicates is False
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("data.max_seq_lenn=5", "data.max_seq_lenn"),
+        ("data.max_seq_len=abc", "data.max_seq_len"),
+        ("data.max_seq_len=8", "data.max_seq_len must be >= 16"),
+        ("data.heldout_fraction=1.5", "data.heldout_fraction"),
+        ("data.clean.drop_duplicates=maybe", "data.clean.drop_duplicates"),
+        ("data.tokenizer_backend=fast", "data.tokenizer_backend"),
+        ("nonsense", "dotted.key=value"),
+    ],
+)
+def test_bad_values_name_the_key(override, needle):
+    with pytest.raises(UserError, match=needle.replace(".", r"\.")):
+        load_run_config("tiny", [override])
+
+
+def test_unknown_config_name_lists_the_choices():
+    with pytest.raises(UserError, match="tiny"):
+        load_run_config("no-such-config")
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_run_config("tiny", ["data.max_seq_len=300"])
+    write_resolved(cfg, tmp_path / "config.yaml")
+    again = load_run_config(str(tmp_path / "config.yaml"))
+    assert again == cfg
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["max_seq_len"] == 300

@@ -1,0 +1,206 @@
+"""End-to-end prepare on the generated catalogue, through the function and the real CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import orjson
+import pytest
+
+from amazon_sft.config import load_run_config
+from amazon_sft.data.shards import PackedShards, check_fingerprints, read_manifest, verify_checksums
+from amazon_sft.data.split import normalise_title
+from amazon_sft.errors import UserError
+from amazon_sft.prepare import prepare
+from amazon_sft.prompts import build_prompt_format
+from amazon_sft.tokenizer import tokenizer_fingerprint
+
+pytestmark = pytest.mark.e2e
+
+
+def _jsonl(path):
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+def test_manifest_report_and_files(prepared):
+    m = read_manifest(prepared)
+    for key in (
+        "fill_ratio",
+        "skipped",
+        "tokenizer_fingerprint",
+        "template_fingerprint",
+        "config",
+        "shards",
+    ):
+        assert key in m
+    assert 0.9 < m["fill_ratio"] <= 1.0
+    for reason in (
+        "content_empty",
+        "duplicate",
+        "malformed_json",
+        "invalid_utf8",
+        "content_equals_title",
+    ):
+        assert m["skipped"].get(reason, 0) > 0, reason
+    verify_checksums(prepared)
+    report = json.loads((prepared / "report.json").read_text())
+    assert report["histograms"]["answer_tokens"]["n"] == m["train_docs"]
+    assert "## Skipped" in (prepared / "report.md").read_text()
+    assert sum(s["rows"] for s in m["shards"]) == m["rows"] == len(PackedShards(prepared))
+
+
+def test_split_is_clean_and_probe_is_training_titles(prepared):
+    heldout = {normalise_title(r["title"]) for r in _jsonl(prepared / "heldout.jsonl")}
+    probe = {normalise_title(r["title"]) for r in _jsonl(prepared / "seen_probe.jsonl")}
+    catalogue = _jsonl(prepared / "catalogue.jsonl")
+    train = {normalise_title(r["title"]) for r in catalogue if r["split"] == "train"}
+    assert heldout and probe
+    assert not heldout & train
+    assert probe <= train
+    assert all(isinstance(r["uid"], str) for r in catalogue)
+
+
+def test_rows_decode_to_prompt_answer_eos_with_loss_only_on_answers(prepared, tiny_cfg, tiny_tok):
+    shards = PackedShards(prepared)
+    fmt = build_prompt_format(tiny_tok, tiny_cfg.data)
+    by_content = {r["content"]: r for r in _jsonl(prepared / "catalogue.jsonl")}
+    checked = 0
+    for index in range(min(len(shards), 20)):
+        ids, mask, lens = shards.row(index)
+        start = 0
+        for n in lens:
+            doc, doc_mask = ids[start : start + n], mask[start : start + n]
+            start += n
+            assert doc[-1] == tiny_tok.eos_token_id and doc_mask[-1] == 1
+            assert doc_mask[0] == 0
+            n_prompt = int(np.argmax(doc_mask))
+            assert doc_mask[n_prompt:].all() and not doc_mask[:n_prompt].any()
+            answer = tiny_tok.decode(doc[n_prompt:-1])
+            record = by_content[answer]  # the description, whole (nothing was cut at this budget)
+            prompt = tiny_tok.decode(doc[:n_prompt], skip_special_tokens=False)
+            assert prompt == tiny_tok.bos_token + fmt.render(
+                record["title"], fmt.phrasing_for(record["uid"])
+            )
+            checked += 1
+        assert not mask[start:].any() and (ids[start:] == shards.pad_id).all()
+    assert checked > 20
+
+
+def test_eos_is_kept_when_descriptions_are_cut(catalogue, tiny_cfg, tiny_tok, tmp_path):
+    cfg = load_run_config("tiny", ["data.max_answer_tokens=8"])
+    m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["answer_truncated"] > 0.9 * m["train_docs"]
+    shards = PackedShards(tmp_path / "out")
+    ids, mask, lens = shards.row(0)
+    ends = np.cumsum(lens) - 1
+    assert (ids[ends] == tiny_tok.eos_token_id).all() and mask[ends].all()
+    assert all(int(mask[e - 8 : e + 1].sum()) == 9 for e in ends)  # 8 answer tokens + EOS
+
+
+def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):
+    again = prepare(catalogue, tmp_path / "again", tiny_cfg, progress=False)
+    assert [s["sha256"] for s in again["shards"]] == [
+        s["sha256"] for s in read_manifest(prepared)["shards"]
+    ]
+
+
+def test_chat_template_prompts_use_the_exact_spliced_ids(chat_tok, catalogue, tiny_cfg, tmp_path):
+    chat_tok.save_pretrained(tmp_path / "tok")
+    prepare(catalogue, tmp_path / "out", tiny_cfg, tokenizer=str(tmp_path / "tok"), progress=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["prompt_encoding"] == "cached head + rest"
+    shards = PackedShards(tmp_path / "out")
+    ids, mask, lens = shards.row(0)
+    doc = ids[: lens[0]]
+    n_prompt = int(np.argmax(mask[: lens[0]]))
+    text = chat_tok.decode(doc[:n_prompt], skip_special_tokens=False)
+    assert text.startswith("<|im_start|>user\n") and text.endswith("<|im_start|>assistant\n")
+    assert chat_tok(text, add_special_tokens=False).input_ids == doc[:n_prompt].tolist()
+
+
+def test_fingerprint_mismatch_is_refused(prepared, chat_tok, tiny_tok, tiny_cfg):
+    m = read_manifest(prepared)
+    fmt = build_prompt_format(tiny_tok, tiny_cfg.data)
+    check_fingerprints(m, tokenizer_fingerprint(tiny_tok), fmt.fingerprint(), "x")
+    with pytest.raises(UserError, match="another tokenizer"):
+        check_fingerprints(m, tokenizer_fingerprint(chat_tok), fmt.fingerprint(), "x")
+    with pytest.raises(UserError, match="another prompt template"):
+        check_fingerprints(m, tokenizer_fingerprint(tiny_tok), "0" * 16, "x")
+
+
+def test_everything_filtered_out_is_a_clear_error(tmp_path, tiny_cfg):
+    src = tmp_path / "trn.json"
+    src.write_bytes(b'{"uid": "1", "title": "Tutu", "content": ""}\n' * 5)
+    with pytest.raises(UserError, match="all 5 lines"):
+        prepare(src, tmp_path / "out", tiny_cfg, progress=False)
+    assert not (tmp_path / "out").exists()
+    assert not list(tmp_path.glob(".out.tmp-*"))
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+def test_cli_prepare_and_its_one_line_errors(catalogue, tmp_path):
+    out = tmp_path / "data"
+    ok = _cli(
+        "prepare",
+        str(catalogue),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--max-seq-len",
+        "128",
+        "--quiet",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert read_manifest(out)["max_seq_len"] == 128
+
+    exists = _cli("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    missing = _cli(
+        "prepare", str(tmp_path / "nope.json.gz"), "--out", str(tmp_path / "o"), "--config", "tiny"
+    )
+    (tmp_path / "afile").write_text("x")
+    unwritable = _cli(
+        "prepare", str(catalogue), "--out", str(tmp_path / "afile" / "sub"), "--config", "tiny"
+    )
+    strict = _cli(
+        "prepare",
+        str(catalogue),
+        "--out",
+        str(tmp_path / "s"),
+        "--config",
+        "tiny",
+        "--strict",
+        "--quiet",
+    )
+    for proc, needle in (
+        (exists, "--overwrite"),
+        (missing, "does not exist"),
+        (unwritable, "writable"),
+        (strict, "(--strict)"),
+    ):
+        assert proc.returncode == 2, proc.stderr
+        assert "Traceback" not in proc.stderr and needle in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1
+
+    again = _cli(
+        "prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--overwrite", "--quiet"
+    )
+    assert again.returncode == 0 and read_manifest(out)["max_seq_len"] == 256
+
+
+def test_cli_synth_writes_the_real_format(tmp_path):
+    proc = _cli("synth", "--out", str(tmp_path / "trn.json"), "--rows", "300", "--seed", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = [
+        orjson.loads(line)
+        for line in (tmp_path / "trn.json").read_bytes().splitlines()[:50]
+        if line.startswith(b'{"uid"')
+    ]
+    assert rows and {"uid", "title", "content", "target_ind", "target_rel"} <= set(rows[0])

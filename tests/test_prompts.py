@@ -1,0 +1,67 @@
+import pytest
+
+from amazon_sft.config import DataConfig
+from amazon_sft.errors import UserError
+from amazon_sft.prompts import build_prompt_format, load_templates
+
+
+def test_builtin_templates_include_english_and_portuguese():
+    phrasings = load_templates("builtin")["phrasings"]
+    assert any("descrição" in p for p in phrasings)
+    assert any(p.startswith("What") for p in phrasings)
+    assert all("{title}" in p for p in phrasings)
+
+
+def test_plain_template_when_no_chat_template(tiny_tok):
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    assert not fmt.chat
+    prompt = fmt.render("Quiet River", 0)
+    assert prompt.startswith("### Question:\n") and prompt.endswith("### Answer:\n")
+    assert fmt.bos_id == tiny_tok.bos_token_id
+    assert '"Quiet River"' in prompt
+
+
+def test_chat_template_rendering_matches_apply_chat_template(chat_tok):
+    fmt = build_prompt_format(chat_tok, DataConfig(system_prompt="Be brief."))
+    assert fmt.chat
+    for i, title in enumerate(["Mog's Kittens", "Girls Ballet Tutu"]):
+        q = fmt.question(title, i)
+        expected = chat_tok.apply_chat_template(
+            [{"role": "system", "content": "Be brief."}, {"role": "user", "content": q}],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        assert fmt.render(title, i) == expected
+
+
+def test_template_fingerprint_changes_with_the_template(chat_tok, tiny_tok):
+    a = build_prompt_format(chat_tok, DataConfig())
+    b = build_prompt_format(tiny_tok, DataConfig())
+    c = build_prompt_format(chat_tok, DataConfig(system_prompt="x"))
+    assert len({a.fingerprint(), b.fingerprint(), c.fingerprint()}) == 3
+    assert a.fingerprint() == build_prompt_format(chat_tok, DataConfig()).fingerprint()
+
+
+def test_phrasing_choice_is_stable_and_spread():
+    from amazon_sft.prompts import PromptFormat
+
+    fmt = PromptFormat("", "", ("a {title}", "b {title}", "c {title}"), chat=False)
+    picks = [fmt.phrasing_for(str(uid)) for uid in range(300)]
+    assert picks == [fmt.phrasing_for(str(uid)) for uid in range(300)]
+    assert set(picks) == {0, 1, 2}
+
+
+def test_user_template_file_is_validated(tmp_path, tiny_tok):
+    bad = tmp_path / "q.yaml"
+    bad.write_text("questions:\n  en:\n    - 'no placeholder here'\n")
+    with pytest.raises(UserError, match="title"):
+        build_prompt_format(tiny_tok, DataConfig(templates=str(bad)))
+    with pytest.raises(UserError, match="does not exist"):
+        build_prompt_format(tiny_tok, DataConfig(templates=str(tmp_path / "missing.yaml")))
+    good = tmp_path / "good.yaml"
+    good.write_text("questions:\n  pt:\n    - 'Fale de {title}'\n")
+    assert (
+        build_prompt_format(tiny_tok, DataConfig(templates=str(good)))
+        .render("X")
+        .endswith("Fale de X\n\n### Answer:\n")
+    )

@@ -1,0 +1,97 @@
+import gzip
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amazon_sft.data.reading import ReadStats, derived_uid, read_records
+from amazon_sft.errors import UserError
+
+
+def _write(path, lines: list[bytes], gz=False):
+    data = b"\n".join(lines) + b"\n"
+    if gz:
+        with gzip.open(path, "wb") as fh:
+            fh.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+GOOD = orjson.dumps({"uid": "0001360000", "title": "A", "content": "B"})
+BAD_LINES = {
+    b'{"uid": "1", "title": "x", "content": "unterminated': "malformed_json",
+    b"[1, 2]": "not_an_object",
+    b'{"uid": "1", "title": 5, "content": "x"}': "title_not_string",
+    b'{"uid": "1", "title": "x", "content": ["x"]}': "content_not_string",
+    b'{"uid": "1", "content": "x"}': "missing_title",
+    b'{"uid": "1", "title": "x"}': "missing_content",
+    b'{"uid": "1", "title": "\xff\xfe", "content": "x"}': "invalid_utf8",
+    b'{"uid": [1], "title": "x", "content": "y"}': "uid_bad_type",
+}
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_streams_plain_and_gzip_and_keeps_uid_a_string(tmp_path, gz):
+    path = _write(tmp_path / ("trn.json.gz" if gz else "trn.json"), [GOOD, GOOD])
+    stats = ReadStats()
+    records = list(read_records(path, stats))
+    assert [r.uid for r in records] == ["0001360000", "0001360000"]
+    assert stats.lines == 2 and not stats.skipped
+
+
+def test_missing_uid_is_derived_from_the_title_stably(tmp_path):
+    path = _write(
+        tmp_path / "t.json",
+        [b'{"title": "Mog", "content": "c"}', b'{"uid": 42, "title": "x", "content": "c"}'],
+    )
+    stats = ReadStats()
+    a, b = read_records(path, stats)
+    assert a.uid == derived_uid("Mog") and a.uid.startswith("t-")
+    assert b.uid == "42" and stats.uid_derived == 1 and stats.uid_coerced == 1
+
+
+def test_bad_lines_are_skipped_and_counted_with_line_numbers(tmp_path):
+    lines = [GOOD]
+    for bad in BAD_LINES:
+        lines += [bad, GOOD]
+    lines.append(b'{"title": "' + b"x" * 3000 + b'", "content": "y"}')
+    path = _write(tmp_path / "t.json", lines)
+    stats = ReadStats()
+    records = list(read_records(path, stats, max_line_bytes=2000))
+    assert len(records) == len(BAD_LINES) + 1
+    expected = {reason: 1 for reason in BAD_LINES.values()} | {"line_too_long": 1}
+    assert dict(stats.skipped) == expected
+    assert stats.first_lines["malformed_json"] == [2]
+
+
+@pytest.mark.parametrize(("bad", "reason"), list(BAD_LINES.items()))
+def test_strict_stops_at_the_first_bad_line_naming_it(tmp_path, bad, reason):
+    path = _write(tmp_path / "t.json", [GOOD, bad, GOOD])
+    with pytest.raises(UserError, match=f"line 2: {reason}"):
+        list(read_records(path, ReadStats(), strict=True))
+
+
+def test_missing_input_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        list(read_records(tmp_path / "nope.json", ReadStats()))
+
+
+def test_truncated_gzip_is_a_user_error(tmp_path):
+    path = _write(tmp_path / "t.json.gz", [GOOD] * 2000, gz=True)
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(UserError, match="complete file"):
+        list(read_records(path, ReadStats()))
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.binary(max_size=80), max_size=12))
+def test_fuzz_any_bytes_are_read_or_counted_never_raised(tmp_path_factory, blobs):
+    lines = [b.replace(b"\n", b" ").replace(b"\r", b" ") for b in blobs]
+    path = tmp_path_factory.mktemp("fuzz") / "t.json"
+    path.write_bytes(b"\n".join([GOOD, *lines, GOOD]) + b"\n")
+    stats = ReadStats()
+    records = list(read_records(path, stats, max_line_bytes=60))
+    assert len(records) + sum(stats.skipped.values()) == stats.lines
+    assert all(isinstance(r.uid, str) and isinstance(r.title, str) for r in records)

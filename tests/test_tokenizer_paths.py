@@ -1,0 +1,116 @@
+"""The fast paths give the fast tokenizer's exact ids, or are not used."""
+
+import json
+
+import orjson
+import pytest
+
+from amazon_sft.config import DataConfig, ModelConfig, load_run_config
+from amazon_sft.data.encode import DocumentEncoder
+from amazon_sft.data.shards import read_manifest
+from amazon_sft.data.synthetic import generate_rows
+from amazon_sft.errors import UserError
+from amazon_sft.prepare import prepare
+from amazon_sft.prompts import build_prompt_format
+from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, resolve_location
+
+
+def _sp_tokenizer_dir(folder, normalization):
+    """A small SentencePiece BPE model trained offline, loaded as a Llama tokenizer folder."""
+    import sentencepiece as spm
+
+    folder.mkdir(parents=True)
+
+    texts = []
+    for line in generate_rows(1500, seed=11)[0]:
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            texts += [str(row.get("title")), str(row.get("content"))]
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(texts),
+        model_prefix=str(folder / "tokenizer"),
+        vocab_size=600,
+        model_type="bpe",
+        byte_fallback=True,
+        minloglevel=2,
+        normalization_rule_name=normalization,
+        remove_extra_whitespaces=normalization != "identity",
+    )
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("normalization", "prompt_path"),
+    [("identity", "sentencepiece"), ("nmt_nfkc", "whole prompt (fast tokenizer)")],
+)
+def test_sentencepiece_path_writes_the_same_shards_as_the_fast_tokenizer(
+    normalization, prompt_path, catalogue, tmp_path
+):
+    """Llama/Mistral models use identity normalisation: both paths apply. NFKC turns the prompt's
+    newlines into spaces in the C++ library only, so the check must refuse that path."""
+    sp_tokenizer_dir = _sp_tokenizer_dir(tmp_path / "tok", normalization)
+    outs = {}
+    for backend in ("auto", "hf"):
+        cfg = load_run_config("tiny", [f"data.tokenizer_backend={backend}"])
+        outs[backend] = prepare(
+            catalogue, tmp_path / backend, cfg, tokenizer=str(sp_tokenizer_dir), progress=False
+        )
+    report = json.loads((tmp_path / "auto" / "report.json").read_text())
+    assert report["tokenizer_backend"] == "sentencepiece"
+    assert report["prompt_encoding"] == prompt_path
+    assert [s["sha256"] for s in outs["auto"]["shards"]] == [
+        s["sha256"] for s in outs["hf"]["shards"]
+    ]
+    assert (
+        read_manifest(tmp_path / "auto")["tokenizer_fingerprint"]
+        == outs["hf"]["tokenizer_fingerprint"]
+    )
+
+
+def test_sentencepiece_backend_is_refused_without_a_model_file(catalogue, tmp_path):
+    cfg = load_run_config("tiny", ["data.tokenizer_backend=sentencepiece"])
+    with pytest.raises(UserError, match="sentencepiece is not usable"):
+        prepare(catalogue, tmp_path / "o", cfg, progress=False)
+
+
+def test_precut_long_descriptions_keep_the_exact_first_ids(tiny_tok):
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    words = "The Zentra headphones deliver noise cancelling in a bright navy case. " * 400
+    batch = [("u1", "Zentra X10", words), ("u2", "Short", "A short description of a small thing.")]
+    enc = DocumentEncoder(
+        tiny_tok, fmt, max_seq_len=256, max_answer_tokens=64, backend="hf", sample=batch
+    )
+    out = enc.encode(batch)
+    assert enc.precut == 1 and enc.truncated == 1
+    full = tiny_tok(words, add_special_tokens=False).input_ids[:64]
+    first_doc = out.tokens[: out.doc_lens[0]].tolist()
+    assert first_doc[out.prompt_lens[0] : -1] == full
+    assert first_doc[-1] == tiny_tok.eos_token_id
+
+
+def test_pad_is_never_eos(tiny_tok, chat_tok):
+    for tok in (tiny_tok, chat_tok):
+        assert choose_pad_id(tok) != tok.eos_token_id
+    tok = load_tokenizer(
+        ModelConfig(path="random", tokenizer="builtin:tiny", arch={"model_type": "llama"})
+    )
+    tok.pad_token = tok.eos_token  # as SmolLM2 ships it
+    assert choose_pad_id(tok) not in (tok.eos_token_id, None)
+
+
+def test_locations_resolve_or_explain(tmp_path):
+    assert resolve_location("builtin:tiny").endswith("tiny-tokenizer")
+    with pytest.raises(UserError, match="pip install --no-deps no-such-pkg"):
+        resolve_location("pkg:no_such_pkg")
+    with pytest.raises(UserError, match="could not load tokenizer"):
+        load_tokenizer(ModelConfig(path=str(tmp_path / "empty")))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import mmap
 import os
 import shutil
 import time
@@ -36,47 +35,44 @@ from amazon_sft.errors import UserError
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 
-RELEASE_EVERY_ROWS = 256  # each row's documents sit on their own pages of the spill file
 SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against plain encoding
 
 
 class _Spill:
-    """Token ids of every training document, appended to one file; lengths kept in memory."""
+    """Token ids of every training document, appended to one file; lengths kept in memory.
+
+    Documents are read back with ``pread``, not a memory map: this kernel maps whole cached
+    folios (~250 KB) per fault, so random reads through a map grow RSS with the file size.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fh = open(path, "wb")  # noqa: SIM115 - closed in finish()
+        self._fh = open(path, "w+b")  # noqa: SIM115 - closed in close()
         self.doc_lens = array("i")  # 4 bytes a document, not a Python int object
         self.prompt_lens = array("i")
-        self._map: mmap.mmap | None = None
+        self.offsets = np.zeros(1, dtype=np.int64)
 
     def add(self, enc: EncodedBatch) -> None:
         enc.tokens.tofile(self._fh)
         self.doc_lens.extend(enc.doc_lens)
         self.prompt_lens.extend(enc.prompt_lens)
 
-    def finish(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(all token ids as a read-only map of the file, document offsets, prompt lengths)."""
-        self._fh.close()
+    def finish(self) -> np.ndarray:
+        """Stop writing; returns the document lengths."""
+        self._fh.flush()
         lens = np.asarray(self.doc_lens, dtype=np.int64)
-        offsets = np.concatenate([[0], np.cumsum(lens)])
-        prompt_lens = np.asarray(self.prompt_lens, dtype=np.int64)
-        if not lens.sum():
-            return np.zeros(0, np.int32), offsets, prompt_lens
-        with open(self.path, "rb") as fh:
-            self._map = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
-        return np.frombuffer(self._map, dtype=np.int32), offsets, prompt_lens
+        self.offsets = np.concatenate([[0], np.cumsum(lens)]) * 4  # bytes
+        return lens
 
-    def release_pages(self) -> None:
-        """Drop the map's resident pages from this process (they stay in the page cache): the
-        shard pass reads documents from all over the file, and RSS must not grow with it."""
-        if self._map is not None and hasattr(mmap, "MADV_DONTNEED"):
-            self._map.madvise(mmap.MADV_DONTNEED)
+    def document(self, index: int) -> tuple[np.ndarray, int]:
+        """(token ids, prompt length) of one document."""
+        start, end = self.offsets[index], self.offsets[index + 1]
+        data = os.pread(self._fh.fileno(), int(end - start), int(start))
+        return np.frombuffer(data, dtype=np.int32), self.prompt_lens[index]
 
     def close(self) -> None:
-        if self._map is not None:
-            self._map.close()
-            self._map = None
+        self._fh.close()
+        self.path.unlink()
 
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
@@ -211,8 +207,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
     bar.close()
     t_read = time.perf_counter() - started
 
-    tokens, offsets, prompt_lens = spill.finish()
-    doc_lens = np.diff(offsets)
+    doc_lens = spill.finish()
     if len(doc_lens) == 0:
         raise UserError(
             f"all {stats.lines} lines of {input_path} were filtered out (skipped: "
@@ -226,15 +221,11 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
     t0 = time.perf_counter()
     pad_id = choose_pad_id(tok)
     writer = ShardWriter(staging, data.max_seq_len, data.shard_rows)
-    for n, docs_in_row in enumerate(bins, start=1):
-        row_docs = [(tokens[offsets[d] : offsets[d + 1]], int(prompt_lens[d])) for d in docs_in_row]
+    for docs_in_row in bins:
+        row_docs = [spill.document(d) for d in docs_in_row]
         writer.add(*build_row(row_docs, data.max_seq_len, pad_id))
-        if n % RELEASE_EVERY_ROWS == 0:
-            spill.release_pages()
     writer.flush()
-    del tokens, row_docs  # views into the map: it can only close once they are gone
     spill.close()
-    (staging / "_spill.bin").unlink()
     _write_jsonl(staging / "seen_probe.jsonl", probe.records())
     t_write = time.perf_counter() - t0
 

@@ -22,6 +22,9 @@ _EDITION = re.compile(
 )
 
 
+_NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
+
+
 def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> str:
     """Apply the text steps to one field, counting each change as ``<step>_<field>``.
 
@@ -45,7 +48,7 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
         if stripped != text:
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
-    if cfg.normalise_whitespace:
+    if cfg.normalise_whitespace and _NEEDS_SPACING.search(text):  # most texts are already clean
         text = " ".join(text.split())
     return text
 

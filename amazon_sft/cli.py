@@ -88,24 +88,40 @@ def _run_synth(args) -> int:
     return 0
 
 
+def _add_train(sub) -> None:
+    # Parsed by amazon_sft.train itself (main() forwards everything after "train"); listed for --help.
+    sub.add_parser(
+        "train",
+        help="fine-tune on prepared shards (same code as accelerate launch amazon_sft/train.py)",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amazon-sft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_synth(sub)
+    _add_train(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["train"]:
+        from amazon_sft.train import main as train_main
+
+        command, run = "train", lambda: train_main(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
+        command, run = args.command, lambda: args.run(args)
     try:
-        return args.run(args)
+        return run()
     except UserError as err:
-        print(f"amazon-sft {args.command}: error: {err}", file=sys.stderr)
+        print(f"amazon-sft {command}: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"amazon-sft {args.command}: interrupted", file=sys.stderr)
+        print(f"amazon-sft {command}: interrupted", file=sys.stderr)
         return 130
 
 

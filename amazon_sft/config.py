@@ -116,15 +116,130 @@ class DataConfig:
 
 
 @dataclass
+class TrainConfig:
+    micro_batch_size: int = 1
+    """Packed rows per rank per forward/backward."""
+    global_batch_size: int = 8
+    """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world."""
+    max_steps: int = 100
+    """Optimizer steps to run (the run stops there, whatever the epoch)."""
+    lr: float = 2e-4
+    """Peak learning rate (AdamW), reached after warmup."""
+    min_lr_ratio: float = 0.1
+    """Cosine decay ends at lr x this."""
+    warmup_steps: int = 10
+    """Linear warmup steps from 0 to lr."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (not applied to biases and norms)."""
+    adam_betas: list = field(default_factory=lambda: [0.9, 0.95])
+    """AdamW betas."""
+    max_grad_norm: float = 1.0
+    """Clip the global gradient norm to this (0 disables)."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in backward: less memory, ~30% more compute."""
+    precision: str = "auto"
+    """auto (bf16 where the GPU has it, fp32 on CPU), bf16 or fp32."""
+    attention: str = "auto"
+    """auto (flash_attention_2 when flash-attn imports and a GPU is present, else sdpa), or force
+    flash_attention_2, sdpa, flex_attention or eager."""
+    loss_chunk_tokens: int = 1024
+    """Answer tokens per chunk of the cross-entropy; the (tokens x vocab) logits never exist whole."""
+    max_bad_steps: int = 5
+    """Abort after this many optimizer steps in a row with a non-finite loss or gradient norm."""
+    log_every: int = 1
+    """Log a line (and TensorBoard scalars) every N optimizer steps."""
+    peak_tflops: float = 0.0
+    """Peak dense TFLOPS of one device for MFU; 0 = look up the GPU (H100/H200/A100) or skip."""
+    trackers: list = field(default_factory=lambda: ["tensorboard"])
+    """accelerate trackers: tensorboard, wandb (optional), or [] for none."""
+
+    def __post_init__(self) -> None:
+        for key in (
+            "micro_batch_size",
+            "global_batch_size",
+            "max_steps",
+            "loss_chunk_tokens",
+            "max_bad_steps",
+            "log_every",
+        ):
+            if getattr(self, key) < 1:
+                raise UserError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
+            raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
+        if self.precision not in ("auto", "bf16", "fp32"):
+            raise UserError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
+        attention = ("auto", "flash_attention_2", "sdpa", "flex_attention", "eager")
+        if self.attention not in attention:
+            raise UserError(
+                f"train.attention must be one of {', '.join(attention)}, got {self.attention!r}"
+            )
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train low-rank adapters (peft) instead of all weights."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scale numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    """Module names that get adapters (Llama/Mistral projection names)."""
+    modules_to_save: list = field(default_factory=list)
+    """Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."""
+    save_merged: bool = False
+    """Also write the base model with the adapter merged in, at the end."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
+            raise UserError("lora.r and lora.alpha must be >= 1 and lora.dropout in [0, 1)")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 50
+    """Save a resumable checkpoint every N optimizer steps (and at the end)."""
+    keep_last: int = 2
+    """Complete checkpoints to keep; older ones are deleted."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 1 or self.keep_last < 1:
+            raise UserError("checkpoint.every_steps and checkpoint.keep_last must be >= 1")
+
+
+@dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     """Which model and tokenizer."""
     data: DataConfig = field(default_factory=DataConfig)
     """How raw trn.json becomes packed rows, and where they are."""
+    train: TrainConfig = field(default_factory=TrainConfig)
+    """Optimisation, precision, attention and logging."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """Low-rank adapters; off means full fine-tuning."""
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    """Resumable checkpoints."""
+    deepspeed: str | None = None
+    """DeepSpeed config: zero2, zero3, zero3_offload (ds_configs/<name>.json) or a JSON path.
+    None uses the one accelerate launch was given, if any. "auto" values are filled from here."""
+    resume: str = "none"
+    """none, auto (newest complete checkpoint in out_dir, if any) or a checkpoint folder."""
     out_dir: str = "runs/default"
     """Where training writes checkpoints, logs and the final model."""
     seed: int = 1234
-    """Global seed for model init and dropout."""
+    """Global seed for model init, dropout and the data order."""
 
 
 def load_run_config(

@@ -136,5 +136,5 @@ def answer_encoder(tok, backend: str, sample: list[str]) -> tuple[Encoder, str]:
         reason = f"its ids differ from the fast tokenizer's on {mismatches}/{len(sample)} samples"
     if backend == "sentencepiece":
         raise UserError(f"data.tokenizer_backend=sentencepiece is not usable: {reason}; use hf")
-    log.info("sentencepiece path not used: %s", reason)
+    log.debug("sentencepiece path not used: %s", reason)
     return hf, "hf"

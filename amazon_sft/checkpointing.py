@@ -1,0 +1,88 @@
+"""Resumable checkpoints: written to a temporary folder, marked COMPLETE, renamed; newest K kept.
+
+A checkpoint is ``accelerator.save_state`` (model, optimizer, scheduler, every rank's RNG; the
+DeepSpeed engine's own shards under DeepSpeed) plus ``trainer_state.json`` with the step and the
+loader's integer cursor, so a resumed run reads exactly the rows the interrupted one had not.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+COMPLETE = "COMPLETE"
+STATE = "trainer_state.json"
+
+
+def checkpoint_dir(out_dir: Path, step: int) -> Path:
+    return out_dir / "checkpoints" / f"step-{step:08d}"
+
+
+def complete_checkpoints(out_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first (a folder without COMPLETE was interrupted mid-save)."""
+    root = out_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / COMPLETE).is_file())
+
+
+def find_resume_dir(resume: str, out_dir: Path) -> Path | None:
+    """``none`` -> None; ``auto`` -> newest complete checkpoint or None; else that folder."""
+    if resume == "none":
+        return None
+    if resume == "auto":
+        found = complete_checkpoints(out_dir)
+        return found[-1] if found else None
+    path = Path(resume)
+    if not (path / COMPLETE).is_file():
+        raise UserError(f"resume={resume}: not a complete checkpoint folder (no {COMPLETE} file)")
+    return path
+
+
+def save_checkpoint(
+    accelerator, out_dir: Path, step: int, trainer_state: dict, keep_last: int
+) -> Path:
+    """Every rank calls this; rank 0 finalises. Returns the checkpoint folder."""
+    final = checkpoint_dir(out_dir, step)
+    tmp = final.with_name(final.name + ".tmp")
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(final, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp))
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        (tmp / STATE).write_text(json.dumps(trainer_state, indent=2))
+        (tmp / COMPLETE).write_text(f"step {step}\n")
+        tmp.rename(final)
+        for old in complete_checkpoints(out_dir)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: Path) -> dict:
+    """Restore model/optimizer/scheduler/RNG into the prepared objects; return trainer_state."""
+    accelerator.load_state(str(path))
+    return json.loads((path / STATE).read_text())
+
+
+class StopFlag:
+    """SIGTERM / SIGUSR1 (SLURM's warning before preemption) set a flag the loop checks after
+    each optimizer step: it then saves a checkpoint and exits 0, and the requeued job resumes."""
+
+    def __init__(self) -> None:
+        self.signal_name: str | None = None
+        for sig in (signal.SIGTERM, signal.SIGUSR1):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum, frame) -> None:
+        self.signal_name = signal.Signals(signum).name
+
+    @property
+    def requested(self) -> bool:
+        return self.signal_name is not None

@@ -1,0 +1,188 @@
+"""The one module that knows about ranks, world size, backends and DeepSpeed configs.
+
+Everything else receives the ``Accelerator`` and asks it. Two traps of CPU runs are handled
+here: without CUDA, accelerate gives DeepSpeed no process-group backend (every rank then trains
+alone), so gloo is passed explicitly; and a launcher that silently starts one process is caught
+by comparing accelerate's count with torch.distributed's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from amazon_sft.config import RunConfig
+from amazon_sft.errors import UserError
+
+DS_CONFIG_DIR = Path(__file__).resolve().parents[1] / "ds_configs"
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    micro_batch_size: int
+    accumulation_steps: int
+    world_size: int
+    global_batch_size: int
+    max_seq_len: int
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Token slots per optimizer step over all ranks (padding included)."""
+        return self.global_batch_size * self.max_seq_len
+
+    def describe(self) -> str:
+        return (
+            f"global batch {self.global_batch_size} rows = micro {self.micro_batch_size} x "
+            f"accumulation {self.accumulation_steps} x world {self.world_size}; "
+            f"{self.tokens_per_step} token slots ({self.max_seq_len} per row) per optimizer step"
+        )
+
+
+def plan_batches(cfg: RunConfig, world_size: int) -> BatchPlan:
+    """global = micro x accumulation x world, checked with the numbers in the error."""
+    micro, glob = cfg.train.micro_batch_size, cfg.train.global_batch_size
+    per_step = micro * world_size
+    if glob % per_step:
+        raise UserError(
+            f"train.global_batch_size={glob} is not a multiple of train.micro_batch_size={micro} x "
+            f"world size {world_size} = {per_step}; use e.g. train.global_batch_size="
+            f"{max(per_step, glob // per_step * per_step)}"
+        )
+    return BatchPlan(micro, glob // per_step, world_size, glob, cfg.data.max_seq_len)
+
+
+def world_size_from_env() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def resolve_precision(cfg: RunConfig) -> str:
+    """'bf16' where the GPU supports it (or when asked), 'no' (fp32) on CPU."""
+    if cfg.train.precision == "fp32":
+        return "no"
+    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if cfg.train.precision == "bf16":
+        if not has_bf16 and torch.cuda.is_available():
+            raise UserError(
+                "train.precision=bf16 but this GPU has no bf16; use train.precision=fp32"
+            )
+        return "bf16"
+    return "bf16" if has_bf16 else "no"
+
+
+def deepspeed_config_path(cfg: RunConfig) -> Path | None:
+    """The DeepSpeed JSON from the run config, else the one accelerate launch was given."""
+    name = cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if not name or name == "none":
+        return None
+    path = Path(name)
+    if not path.suffix:
+        path = DS_CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        raise UserError(
+            f"deepspeed config {name!r} not found: use zero2, zero3, zero3_offload or a JSON path"
+        )
+    return path
+
+
+def fill_deepspeed_config(path: Path, cfg: RunConfig, plan: BatchPlan, precision: str) -> dict:
+    """The DeepSpeed config with every "auto" filled from the run config."""
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    filled = {
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.accumulation_steps,
+        "train_batch_size": plan.global_batch_size,
+        "gradient_clipping": cfg.train.max_grad_norm,
+    }
+    for key, value in filled.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif ds[key] != value:
+            raise UserError(
+                f'{path}: {key}={ds[key]} disagrees with the run config ({value}); set it to "auto"'
+            )
+    for section, enabled in (("bf16", precision == "bf16"), ("fp16", False)):
+        if ds.get(section, {}).get("enabled") == "auto":
+            ds[section]["enabled"] = enabled
+    return ds
+
+
+def build_accelerator(cfg: RunConfig, log_dir: Path):
+    """The Accelerator for this run, with gloo on CPU and a filled DeepSpeed plugin if any."""
+    from accelerate import Accelerator
+    from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
+
+    precision = resolve_precision(cfg)
+    plan = plan_batches(cfg, world_size_from_env())
+    ds_path = deepspeed_config_path(cfg)
+    kwargs: dict = {"mixed_precision": precision, "project_dir": str(log_dir)}
+    if ds_path is not None:
+        ds = fill_deepspeed_config(ds_path, cfg, plan, precision)
+        stage = ds.get("zero_optimization", {}).get("stage", 0)
+        # zero3_init_flag makes from_pretrained build the model inside deepspeed.zero.Init
+        kwargs["deepspeed_plugin"] = DeepSpeedPlugin(hf_ds_config=ds, zero3_init_flag=stage == 3)
+    else:
+        kwargs["gradient_accumulation_steps"] = plan.accumulation_steps
+    if not torch.cuda.is_available() and (plan.world_size > 1 or ds_path is not None):
+        kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    if cfg.train.trackers:
+        kwargs["log_with"] = list(cfg.train.trackers)
+    accelerator = Accelerator(**kwargs)
+    check_world(accelerator)
+    return accelerator, plan
+
+
+def check_world(accelerator) -> None:
+    """A launcher that meant N processes but started one (``accelerate launch --cpu``) must not
+    pass for a distributed run."""
+    expected = world_size_from_env()
+    if accelerator.num_processes != expected:
+        raise UserError(
+            f"accelerate sees {accelerator.num_processes} processes but WORLD_SIZE={expected}"
+        )
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        actual = torch.distributed.get_world_size()
+        if actual != accelerator.num_processes:
+            raise UserError(
+                f"accelerate counts {accelerator.num_processes} processes, torch.distributed {actual}: "
+                "on CPU launch with ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N"
+            )
+
+
+def is_deepspeed(accelerator) -> bool:
+    return accelerator.state.deepspeed_plugin is not None
+
+
+def zero_stage(accelerator) -> int:
+    if not is_deepspeed(accelerator):
+        return 0
+    return int(
+        accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get(
+            "stage", 0
+        )
+    )
+
+
+def global_sum(accelerator, value: float | int) -> float:
+    """Sum a number over ranks (every rank gets the result)."""
+    tensor = torch.tensor([float(value)], device=accelerator.device, dtype=torch.float64)
+    return float(accelerator.reduce(tensor, reduction="sum").item())
+
+
+def any_rank(accelerator, flag: bool) -> bool:
+    """True on every rank when it is true on any rank."""
+    return global_sum(accelerator, 1.0 if flag else 0.0) > 0
+
+
+def offloads_optimizer(accelerator) -> bool:
+    """True when the DeepSpeed config keeps optimizer states in host memory."""
+    if not is_deepspeed(accelerator):
+        return False
+    zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
+    return zero.get("offload_optimizer", {}).get("device", "none") == "cpu"

@@ -1,0 +1,134 @@
+"""Build the model: from a folder, a hub id, a GGUF file or random init; attention path; LoRA.
+
+Under ZeRO-3 the accelerator's DeepSpeed plugin has already made the DeepSpeed config live
+(``zero3_init_flag``), so ``from_pretrained``/``from_config`` build the model inside
+``deepspeed.zero.Init``: each rank materialises only its shard, never a full copy in host RAM.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+
+import torch
+
+from amazon_sft.config import LoraConfig, RunConfig
+from amazon_sft.errors import UserError
+from amazon_sft.tokenizer import resolve_location
+
+log = logging.getLogger(__name__)
+
+
+def choose_attention(requested: str) -> tuple[str, str]:
+    """(attn_implementation, why). Packed rows stay apart on every path: position ids restart
+    per document and no attention mask is passed, which flash-attn turns into varlen calls and
+    transformers' sdpa/eager/flex paths into a block-diagonal mask."""
+    has_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    if requested == "flash_attention_2" and not has_flash:
+        raise UserError(
+            "train.attention=flash_attention_2 needs a CUDA GPU and pip install '.[flash]'"
+        )
+    if requested != "auto":
+        return requested, "asked for in train.attention"
+    if has_flash:
+        return (
+            "flash_attention_2",
+            "flash-attn is installed and a GPU is present (varlen over documents)",
+        )
+    return "sdpa", "flash-attn not available; torch SDPA with a per-document block-diagonal mask"
+
+
+def model_dtype(precision: str, lora: bool) -> torch.dtype:
+    """Full fine-tuning keeps fp32 master weights (autocast / DeepSpeed do bf16 compute); LoRA's
+    frozen base can sit in bf16 to halve its memory."""
+    return torch.bfloat16 if precision == "bf16" and lora else torch.float32
+
+
+def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
+    """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    attn, _ = choose_attention(cfg.train.attention)
+    dtype = model_dtype(precision, cfg.lora.enabled)
+    m = cfg.model
+    try:
+        if m.path == "random":
+            arch = {**m.arch, "vocab_size": vocab_size, "pad_token_id": pad_id}
+            config = AutoConfig.for_model(**arch)
+            model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
+        else:
+            kwargs = {
+                "attn_implementation": attn,
+                "dtype": dtype,
+                "trust_remote_code": m.trust_remote_code,
+            }
+            if m.gguf_file:
+                kwargs["gguf_file"] = m.gguf_file
+            model = AutoModelForCausalLM.from_pretrained(resolve_location(m.path), **kwargs)
+    except (OSError, ValueError, ImportError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(
+            f"could not load model {m.path!r} ({first}); check model.path / model.gguf_file"
+        ) from None
+    model.config.pad_token_id = pad_id
+    model.config.use_cache = False  # the KV cache would let packed documents see each other
+    embeddings = model.get_input_embeddings().weight
+    n_embeddings = getattr(embeddings, "ds_shape", embeddings.shape)[
+        0
+    ]  # ZeRO-3: the unpartitioned shape
+    if n_embeddings < vocab_size:
+        raise UserError(
+            f"the tokenizer has {vocab_size} ids but the model only {n_embeddings} embeddings: "
+            "use the model's own tokenizer"
+        )
+    if cfg.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.lora.enabled:
+        model = wrap_lora(model, cfg.lora)
+    return model
+
+
+def wrap_lora(model, lora: LoraConfig):
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in lora.target_modules if t not in names]
+    if missing:
+        raise UserError(
+            f"lora.target_modules {missing} are not modules of this model (it has e.g. q_proj, v_proj)"
+        )
+    peft_cfg = PeftLoraConfig(
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        target_modules=list(lora.target_modules),
+        modules_to_save=list(lora.modules_to_save) or None,
+        task_type="CAUSAL_LM",
+    )
+    return get_peft_model(model, peft_cfg)
+
+
+def parameter_counts(model) -> dict[str, int]:
+    """Trainable and frozen parameter counts (ZeRO-3 shards report their full size via ds_numel)."""
+    trainable = frozen = 0
+    for p in model.parameters():
+        n = getattr(p, "ds_numel", p.numel())
+        if p.requires_grad:
+            trainable += n
+        else:
+            frozen += n
+    return {"trainable": trainable, "frozen": frozen, "total": trainable + frozen}
+
+
+def decoder_and_head(model):
+    """(the decoder stack, the lm_head) of a causal LM, through a peft wrapper if there is one."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    decoder = base.get_decoder() if hasattr(base, "get_decoder") else base.model
+    return decoder, base.get_output_embeddings()
+
+
+def architecture(model) -> tuple[int, int]:
+    """(layers, hidden size), for the attention term of the FLOP count."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return int(base.config.num_hidden_layers), int(base.config.hidden_size)

@@ -1,0 +1,48 @@
+"""AdamW with linear warmup then cosine decay to ``min_lr_ratio x lr``."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from amazon_sft.config import RunConfig
+
+
+def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+    """Multiplier of the peak lr at ``step`` (0-based count of steps already taken).
+
+    >>> [round(lr_factor(s, 2, 6, 0.1), 3) for s in range(7)]
+    [0.5, 1.0, 1.0, 0.775, 0.325, 0.1, 0.1]
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps - 1))
+    return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module, cpu_adam: bool = False):
+    """AdamW over trainable parameters; no weight decay on biases and norm weights (1-D).
+    ``cpu_adam``: DeepSpeed's CPU Adam, for optimizer states offloaded to host memory."""
+    t = cfg.train
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            shape = getattr(
+                p, "ds_shape", p.shape
+            )  # ZeRO-3 partitions look 1-D; ds_shape is the real one
+            (no_decay if len(shape) < 2 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": t.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    if cpu_adam:
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        optimizer = DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.adam_betas))
+    else:
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+    )
+    return optimizer, scheduler

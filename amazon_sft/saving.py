@@ -1,0 +1,91 @@
+"""The final save: adapter or full model as safetensors, tokenizer, config, model card; verified.
+
+The state dict is gathered with ``accelerator.get_state_dict`` (under ZeRO-3: the consolidated
+16-bit weights), and passed to ``save_pretrained``. Saving a peft model under ZeRO-3 without it
+writes the empty local shards (TRL #4416, peft #2892). After writing, the files are read back and
+compared with the gathered tensors; an empty or different save is an error, not a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from amazon_sft.config import RunConfig
+from amazon_sft.config_loader import write_resolved
+from amazon_sft.errors import UserError
+
+LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
+
+
+def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: dict) -> Path:
+    """Every rank calls this (the gather is collective); rank 0 writes and verifies."""
+    final = out_dir / "final"
+    state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
+    if accelerator.is_main_process:
+        lm = accelerator.unwrap_model(model).lm
+        lm_state = {k.removeprefix(LM_PREFIX): v for k, v in state.items()}
+        final.mkdir(parents=True, exist_ok=True)
+        lm.save_pretrained(final, state_dict=lm_state, safe_serialization=True)
+        expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
+        verify_saved(final, expected)
+        tok.save_pretrained(final)
+        write_resolved(cfg, final / "amazon_sft_config.yaml")
+        (final / "README.md").write_text(model_card(cfg, summary))
+        (final / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    accelerator.wait_for_everyone()
+    return final
+
+
+def _expected_tensors(lm, lm_state: dict, lora: bool) -> dict[str, torch.Tensor]:
+    if lora:
+        from peft import get_peft_model_state_dict
+
+        return get_peft_model_state_dict(lm, state_dict=lm_state)
+    return lm_state
+
+
+def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
+    """Read every safetensors file back; each expected tensor must be there, non-empty, equal."""
+    from safetensors.torch import load_file
+
+    saved: dict[str, torch.Tensor] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        saved.update(load_file(str(file)))
+    if not saved:
+        raise UserError(f"the save in {folder} wrote no safetensors file")
+    empty = [k for k, v in saved.items() if v.numel() == 0]
+    if empty:
+        raise UserError(
+            f"the save in {folder} holds empty tensors (e.g. {empty[0]}): ZeRO-3 shards were saved"
+        )
+    for key, tensor in expected.items():
+        match = saved.get(key)
+        if match is None:
+            match = next((v for k, v in saved.items() if k.endswith(key) or key.endswith(k)), None)
+        if match is None:
+            if "lm_head" in key:  # tied to the input embeddings, saved once
+                continue
+            raise UserError(f"the save in {folder} is missing {key}")
+        if match.shape != tensor.shape or not torch.equal(
+            match.to(tensor.dtype).cpu(), tensor.cpu()
+        ):
+            raise UserError(f"the save in {folder} differs from the trained weights at {key}")
+
+
+def model_card(cfg: RunConfig, summary: dict) -> str:
+    mode = f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}" if cfg.lora.enabled else "full fine-tune"
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    return f"""# amazon_sft fine-tune of {cfg.model.path}
+
+Trained with [amazon_sft](https://example.invalid/amazon_sft) on AmazonTitles-1.3MM question/answer
+prompts ({mode}); the answer is the product description. Prepared data: `{cfg.data.path}`.
+
+| run | value |
+|---|---|
+{rows}
+
+The full resolved config is in `amazon_sft_config.yaml`.
+"""

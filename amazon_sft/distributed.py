@@ -121,7 +121,13 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     precision = resolve_precision(cfg)
     plan = plan_batches(cfg, world_size_from_env())
     ds_path = deepspeed_config_path(cfg)
-    kwargs: dict = {"mixed_precision": precision, "project_dir": str(log_dir)}
+    # step_scheduler_with_optimizer=False: one scheduler step per optimizer step (accelerate
+    # otherwise steps it once per process, which bends the warmup/cosine curve under DDP).
+    kwargs: dict = {
+        "mixed_precision": precision,
+        "project_dir": str(log_dir),
+        "step_scheduler_with_optimizer": False,
+    }
     if ds_path is not None:
         ds = fill_deepspeed_config(ds_path, cfg, plan, precision)
         stage = ds.get("zero_optimization", {}).get("stage", 0)

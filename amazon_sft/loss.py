@@ -47,6 +47,17 @@ def chunked_cross_entropy(
     return total, n_tokens
 
 
+def micro_loss_scale(accumulation_steps: int, world_size: int, step_label_tokens: float) -> float:
+    """Factor for a micro-batch's *summed* loss so that, after accelerate/DeepSpeed divide by the
+    accumulation steps and average over ranks, the gradient is that of the step's summed loss
+    over all ranks divided by all its label tokens.
+
+    >>> micro_loss_scale(accumulation_steps=4, world_size=2, step_label_tokens=1000)
+    0.008
+    """
+    return accumulation_steps * world_size / max(step_label_tokens, 1.0)
+
+
 class SummedAnswerLoss(nn.Module):
     """Wraps a causal LM so that its forward returns the summed answer loss of a packed batch.
 

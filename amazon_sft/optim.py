@@ -28,13 +28,12 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module, cpu_adam: bool = Fal
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
-            shape = getattr(
-                p, "ds_shape", p.shape
-            )  # ZeRO-3 partitions look 1-D; ds_shape is the real one
+            shape = getattr(p, "ds_shape", p.shape)  # ZeRO-3 shards look 1-D; ds_shape is real
             (no_decay if len(shape) < 2 else decay).append(p)
     groups = [
-        {"params": decay, "weight_decay": t.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
+        {"params": params, "weight_decay": wd}
+        for params, wd in ((decay, t.weight_decay), (no_decay, 0.0))
+        if params  # DeepSpeed drops empty groups (LoRA has no 1-D parameters)
     ]
     if cpu_adam:
         from deepspeed.ops.adam import DeepSpeedCPUAdam

@@ -34,7 +34,7 @@ from amazon_sft.distributed import (
     offloads_optimizer,
 )
 from amazon_sft.errors import UserError
-from amazon_sft.loss import SummedAnswerLoss
+from amazon_sft.loss import SummedAnswerLoss, micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
@@ -192,7 +192,7 @@ def fit(
         t0 = time.perf_counter()
         micro = [next(batches) for _ in range(plan.accumulation_steps)]
         n_tokens = global_sum(accelerator, sum(count_labels(b) for b in micro))
-        scale = plan.accumulation_steps * plan.world_size / max(n_tokens, 1.0)
+        scale = micro_loss_scale(plan.accumulation_steps, plan.world_size, n_tokens)
         loss_sum, finite = 0.0, True
         for batch in micro:
             with accelerator.accumulate(model):

@@ -1,0 +1,140 @@
+"""The real training entrypoint on CPU: files, resume=auto, SIGKILL resume, SIGTERM stop."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from .conftest import train_overrides
+
+pytestmark = pytest.mark.e2e
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _train(*args, check=True, **kwargs):
+    cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, **kwargs)
+    if check:
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+def _losses(out_dir: Path) -> dict[int, float]:
+    """Loss per step; a step logged twice (before a kill and after resume) keeps the last."""
+    rows = [json.loads(x) for x in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+def test_train_writes_everything_then_resumes(prepared, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    base = train_overrides(
+        prepared, tiny_model_dir, out, "train.global_batch_size=4", "train.micro_batch_size=2"
+    )
+    _train(*base, "train.max_steps=4", "checkpoint.every_steps=2", "checkpoint.keep_last=1")
+    assert (out / "config.yaml").is_file()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # keep_last=1
+    assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()
+    final = out / "final"
+    for name in (
+        "model.safetensors",
+        "config.json",
+        "tokenizer.json",
+        "README.md",
+        "amazon_sft_config.yaml",
+    ):
+        assert (final / name).is_file(), name
+    weights = load_file(str(final / "model.safetensors"))
+    assert weights and all(t.numel() for t in weights.values())
+    losses = _losses(out)
+    assert sorted(losses) == [1, 2, 3, 4]
+    assert losses[4] < losses[1]  # it learns
+
+    proc = _train(*base, "train.max_steps=6", "checkpoint.every_steps=2", "resume=auto")
+    assert "resumed from" in proc.stderr and "at step 4" in proc.stderr
+    assert sorted(_losses(out)) == [1, 2, 3, 4, 5, 6]
+
+
+def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_model_dir, tmp_path):
+    args = [
+        "train.max_steps=30",
+        "checkpoint.every_steps=1",
+        "checkpoint.keep_last=3",
+        "train.global_batch_size=2",
+        "train.micro_batch_size=1",
+        "lora.enabled=false",
+    ]
+    straight = tmp_path / "straight"
+    _train(*train_overrides(prepared, tiny_model_dir, straight, *args))
+
+    killed = tmp_path / "killed"
+    cmd = [
+        sys.executable,
+        str(REPO / "amazon_sft" / "train.py"),
+        "--config",
+        "tiny",
+        *train_overrides(prepared, tiny_model_dir, killed, *args),
+    ]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    marker = killed / "checkpoints" / "step-00000003" / "COMPLETE"
+    deadline = time.time() + 120
+    while not marker.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert marker.exists() and not (killed / "final").exists(), "the kill did not land mid-run"
+    resumed = _train(*train_overrides(prepared, tiny_model_dir, killed, *args, "resume=auto"))
+    assert "resumed from" in resumed.stderr
+    assert _losses(killed) == _losses(straight)  # bit-exact on CPU, steps 1..30
+
+
+def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd = [
+        sys.executable,
+        str(REPO / "amazon_sft" / "train.py"),
+        "--config",
+        "tiny",
+        *train_overrides(
+            prepared,
+            tiny_model_dir,
+            out,
+            "train.max_steps=100000",
+            "checkpoint.every_steps=100000",
+            "train.global_batch_size=1",
+            "train.micro_batch_size=1",
+        ),
+    ]
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    saved = list((out / "checkpoints").glob("step-*/COMPLETE"))
+    assert len(saved) == 1 and "stopping at step" in stderr
+    assert not (out / "final").exists()
+
+
+def test_bad_config_and_missing_data_are_one_line_errors(tiny_model_dir, tmp_path):
+    for args, needle in (
+        ([f"data.path={tmp_path / 'nope'}"], "amazon-sft prepare"),
+        (["train.global_batch_size=3", "train.micro_batch_size=2"], "global_batch_size=3"),
+        (["train.lrr=1"], "train.lrr"),
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "amazon_sft.cli", "train", "--config", "tiny", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+        )
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr

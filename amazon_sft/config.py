@@ -140,8 +140,9 @@ class TrainConfig:
     precision: str = "auto"
     """auto (bf16 where the GPU has it, fp32 on CPU), bf16 or fp32."""
     attention: str = "auto"
-    """auto (flash_attention_2 when flash-attn imports and a GPU is present, else sdpa), or force
-    flash_attention_2, sdpa, flex_attention or eager."""
+    """auto (flash_attention_2 when flash-attn imports and a GPU is present, else
+    sdpa_per_document: torch SDPA per packed document), or force one of flash_attention_2,
+    sdpa_per_document, sdpa (block-diagonal mask), flex_attention, eager."""
     loss_chunk_tokens: int = 1024
     """Answer tokens per chunk of the cross-entropy; the (tokens x vocab) logits never exist whole."""
     max_bad_steps: int = 5
@@ -168,7 +169,14 @@ class TrainConfig:
             raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
-        attention = ("auto", "flash_attention_2", "sdpa", "flex_attention", "eager")
+        attention = (
+            "auto",
+            "flash_attention_2",
+            "sdpa_per_document",
+            "sdpa",
+            "flex_attention",
+            "eager",
+        )
         if self.attention not in attention:
             raise UserError(
                 f"train.attention must be one of {', '.join(attention)}, got {self.attention!r}"

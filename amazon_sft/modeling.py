@@ -12,6 +12,7 @@ import logging
 
 import torch
 
+from amazon_sft import attention
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import UserError
 from amazon_sft.tokenizer import resolve_location
@@ -21,8 +22,10 @@ log = logging.getLogger(__name__)
 
 def choose_attention(requested: str) -> tuple[str, str]:
     """(attn_implementation, why). Packed rows stay apart on every path: position ids restart
-    per document and no attention mask is passed, which flash-attn turns into varlen calls and
-    transformers' sdpa/eager/flex paths into a block-diagonal mask."""
+    per document and no attention mask is passed, which flash-attn turns into varlen calls,
+    sdpa_per_document into one causal SDPA call per document, and transformers' sdpa/eager/flex
+    paths into a block-diagonal mask."""
+    attention.register()
     has_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
@@ -35,7 +38,7 @@ def choose_attention(requested: str) -> tuple[str, str]:
             "flash_attention_2",
             "flash-attn is installed and a GPU is present (varlen over documents)",
         )
-    return "sdpa", "flash-attn not available; torch SDPA with a per-document block-diagonal mask"
+    return attention.NAME, "no flash-attn: torch SDPA run per document (no cross-document pairs)"
 
 
 def model_dtype(precision: str, lora: bool) -> torch.dtype:

@@ -62,8 +62,17 @@ def main(argv: list[str] | None = None) -> int:
     summary = fit(cfg, accelerator, plan, model, optimizer, scheduler, loader, state, counts)
     if summary["stopped_by"] is None:
         save_final(accelerator, cfg, model, tok, out_dir, summary)
-    accelerator.end_training()
+    shutdown(accelerator)
     return 0
+
+
+def shutdown(accelerator) -> None:
+    """Tear the process group down before interpreter exit: left to atexit, gloo's threads can
+    abort the process ("terminate called without an active exception") after a good run."""
+    accelerator.wait_for_everyone()
+    accelerator.end_training()  # closes trackers; newer accelerate also destroys the group here
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def parse_config(argv: list[str] | None) -> RunConfig:

@@ -7,6 +7,7 @@ from transformers import AutoConfig, AutoModelForCausalLM
 
 from amazon_sft.loss import SummedAnswerLoss, chunked_cross_entropy, micro_loss_scale
 from amazon_sft.metrics import FlopCounter
+from amazon_sft.modeling import choose_attention
 
 
 def _tiny_lm(attn="sdpa", seed=0, vocab=64):
@@ -85,8 +86,9 @@ def test_chunked_cross_entropy_equals_full_logits(chunk):
     torch.testing.assert_close(got[1], head.weight.grad)
 
 
-@pytest.mark.parametrize("attn", ["sdpa", "eager"])
+@pytest.mark.parametrize("attn", ["sdpa_per_document", "sdpa", "eager"])
 def test_packed_row_equals_documents_run_alone(attn):
+    choose_attention("auto")  # registers sdpa_per_document
     lm = _tiny_lm(attn).eval()
     g = torch.Generator().manual_seed(3)
     docs = [torch.randint(4, 64, (n,), generator=g) for n in (7, 5, 3)]
@@ -116,7 +118,8 @@ def test_packed_row_equals_documents_run_alone(attn):
 def test_packed_row_equals_documents_with_flash_or_sdpa_on_gpu():
     import importlib.util
 
-    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa"
+    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa_per_document"
+    choose_attention("auto")
     lm = _tiny_lm(attn).to("cuda", torch.bfloat16).eval()
     docs = [torch.randint(4, 64, (n,), device="cuda") for n in (9, 6)]
     row = torch.cat(docs)[None]

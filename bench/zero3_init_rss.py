@@ -25,9 +25,13 @@ sys.path.insert(0, str(REPO))
 
 
 def worker(model_dir: str, deepspeed: str) -> None:
+    import torch
+
     from amazon_sft.config import load_run_config
     from amazon_sft.distributed import build_accelerator
+    from amazon_sft.loss import SummedAnswerLoss
     from amazon_sft.modeling import load_model, parameter_counts
+    from amazon_sft.optim import build_optimizer
     from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
 
     overrides = [
@@ -35,28 +39,41 @@ def worker(model_dir: str, deepspeed: str) -> None:
         "model.tokenizer=builtin:tiny",
         "train.trackers=[]",
         "train.global_batch_size=2",
+        "train.micro_batch_size=1",
         f"deepspeed={deepspeed}",
     ]
     cfg = load_run_config("tiny", overrides)
     accelerator, _ = build_accelerator(cfg, Path(tempfile.mkdtemp()))
     tok = load_tokenizer(cfg.model)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    before = _peak_mb()
     model = load_model(cfg, len(tok), choose_pad_id(tok), "no")
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    local = sum(p.numel() for p in model.parameters())
-    print(
-        "RESULT "
-        + json.dumps(
-            {
-                "rank": accelerator.process_index,
-                "peak_rss_mb": round(peak),
-                "rss_before_load_mb": round(before),
-                "params_total": parameter_counts(model)["total"],
-                "params_held_by_rank": local,
-            }
-        ),
-        flush=True,
+    after_load = _peak_mb()
+    held = sum(p.numel() for p in model.parameters())
+    counts = parameter_counts(model)
+    # what training then holds: wrapped model, AdamW states, one step on a small batch
+    wrapped = SummedAnswerLoss(model, 256)
+    optimizer, scheduler = build_optimizer(cfg, wrapped)
+    wrapped, optimizer, scheduler = accelerator.prepare(wrapped, optimizer, scheduler)
+    ids = torch.randint(4, len(tok), (1, 64))
+    summed, _ = wrapped(ids, torch.arange(64)[None], ids)
+    accelerator.backward(summed)
+    optimizer.step()
+    result = {
+        "rank": accelerator.process_index,
+        "rss_before_load_mb": round(before),
+        "peak_rss_load_mb": round(after_load),
+        "peak_rss_after_step_mb": round(_peak_mb()),
+        "params_total": counts["total"],
+        "params_held_by_rank_after_load": held,
+    }
+    # a file per rank: two ranks printing at once can interleave on one stdout line
+    (Path(model_dir) / f"rss-{deepspeed}-{accelerator.process_index}.json").write_text(
+        json.dumps(result)
     )
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _free_port() -> int:
@@ -109,11 +126,11 @@ def main() -> None:
             out = subprocess.run(
                 cmd, capture_output=True, text=True, cwd=REPO, env={**os.environ, **env}
             )
-            rows = [json.loads(x[7:]) for x in out.stdout.splitlines() if x.startswith("RESULT ")]
-            if out.returncode or len(rows) != 2:
+            files = sorted(Path(tmp).glob(f"rss-{'zero3' if mode == 'zero3' else 'none'}-*.json"))
+            if out.returncode or len(files) != 2:
                 raise SystemExit(f"{mode} failed:\n{out.stderr[-3000:]}")
-            for r in sorted(rows, key=lambda r: r["rank"]):
-                print(json.dumps({"mode": mode, **r}))
+            for f in files:
+                print(json.dumps({"mode": mode, **json.loads(f.read_text())}))
 
 
 if __name__ == "__main__":

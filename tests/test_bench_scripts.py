@@ -1,0 +1,47 @@
+"""The benchmark scripts run (tiny sizes, CPU): the GPU one is ready before a GPU is."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def _run(*args):
+    proc = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=REPO, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+def test_gpu_train_benchmark_runs_at_tiny_size_on_cpu():
+    out = _run(
+        "bench/gpu_train.py", "--size", "tiny", "--steps", "1", "--seq-len", "256", "--rows", "600"
+    )
+    for variant in (
+        "full-sdpa-packed",
+        "full-sdpa-padded",
+        "full-docsdpa-packed",
+        "lora-sdpa-packed",
+    ):
+        assert f'"variant": "{variant}"' in out
+    assert "packed/padded" in out
+
+
+def test_loss_memory_benchmark_prints_its_ratio():
+    out = _run(
+        "bench/loss_memory.py",
+        "--tokens",
+        "1024",
+        "--hidden",
+        "64",
+        "--vocab",
+        "32000",
+        "--chunk",
+        "256",
+    )
+    assert "chunked/full peak memory" in out

@@ -1,0 +1,72 @@
+"""Every shipped accelerate YAML and DeepSpeed JSON loads and passes the libraries' own checks."""
+
+from pathlib import Path
+
+import pytest
+
+from amazon_sft.config import load_run_config
+from amazon_sft.distributed import deepspeed_config_path, fill_deepspeed_config, plan_batches
+from amazon_sft.errors import UserError
+
+REPO = Path(__file__).resolve().parents[1]
+YAMLS = sorted((REPO / "launch" / "accelerate").glob("*.yaml"))
+DS_JSONS = sorted((REPO / "ds_configs").glob("*.json"))
+
+
+def test_the_documented_launch_configs_exist():
+    names = {p.stem for p in YAMLS}
+    assert {"single_gpu", "multi_gpu", "zero2", "zero3", "zero3_offload"} <= names
+    assert {p.stem for p in DS_JSONS} == {"zero2", "zero3", "zero3_offload"}
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_accelerate_yaml_loads_and_points_at_a_real_deepspeed_config(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    ds = (config.deepspeed_config or {}).get("deepspeed_config_file")
+    if str(config.distributed_type) == "DistributedType.DEEPSPEED":
+        assert ds and (REPO / ds).is_file()
+        stage3 = "zero3" in ds
+        assert config.deepspeed_config["zero3_init_flag"] is stage3
+    else:
+        assert ds is None
+
+
+@pytest.mark.parametrize("path", DS_JSONS, ids=lambda p: p.stem)
+@pytest.mark.parametrize("precision", ["bf16", "no"])
+def test_deepspeed_json_filled_from_the_run_config_passes_deepspeed(path, precision):
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    cfg = load_run_config(
+        "tiny",
+        ["train.global_batch_size=16", "train.micro_batch_size=2", "train.max_grad_norm=0.5"],
+    )
+    plan = plan_batches(cfg, world_size=1)  # DeepSpeedConfig checks against this process's world
+    filled = fill_deepspeed_config(path, cfg, plan, precision)
+    assert "auto" not in str(filled)
+    checked = DeepSpeedConfig(filled)
+    assert checked.train_batch_size == 16
+    assert checked.train_micro_batch_size_per_gpu == 2
+    assert checked.gradient_accumulation_steps == 8
+    assert checked.gradient_clipping == 0.5
+    assert checked.bfloat16_config.enabled is (precision == "bf16")
+    assert checked.zero_optimization_stage == int(path.stem[4])
+
+
+def test_batch_arithmetic_errors_carry_the_numbers():
+    cfg = load_run_config("tiny", ["train.global_batch_size=10", "train.micro_batch_size=2"])
+    with pytest.raises(
+        UserError, match=r"global_batch_size=10 .*micro_batch_size=2 x world size 4 = 8"
+    ):
+        plan_batches(cfg, world_size=4)
+    plan = plan_batches(
+        load_run_config("tiny", ["train.global_batch_size=16", "train.micro_batch_size=2"]), 4
+    )
+    assert plan.accumulation_steps == 2 and "micro 2 x accumulation 2 x world 4" in plan.describe()
+
+
+def test_deepspeed_names_resolve_and_unknown_ones_explain():
+    assert deepspeed_config_path(load_run_config("tiny", ["deepspeed=zero3"])).name == "zero3.json"
+    with pytest.raises(UserError, match="zero2, zero3, zero3_offload"):
+        deepspeed_config_path(load_run_config("tiny", ["deepspeed=zero9"]))

@@ -94,6 +94,10 @@ def _add_train(sub) -> None:
         "train",
         help="fine-tune on prepared shards (same code as accelerate launch amazon_sft/train.py)",
     )
+    # Likewise parsed by amazon_sft.evaluation.main.
+    sub.add_parser(
+        "eval", help="score base and tuned models on held-out and seen titles (eval/evaluate.py)"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -112,6 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         from amazon_sft.train import main as train_main
 
         command, run = "train", lambda: train_main(argv[1:])
+    elif argv[:1] == ["eval"]:
+        from amazon_sft.evaluation.main import main as eval_main
+
+        command, run = "eval", lambda: eval_main(argv[1:])
     else:
         args = build_parser().parse_args(argv)
         command, run = args.command, lambda: args.run(args)

@@ -207,8 +207,6 @@ class LoraConfig:
     """Module names that get adapters (Llama/Mistral projection names)."""
     modules_to_save: list = field(default_factory=list)
     """Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."""
-    save_merged: bool = False
-    """Also write the base model with the adapter merged in, at the end."""
 
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:

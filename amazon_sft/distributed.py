@@ -192,3 +192,17 @@ def offloads_optimizer(accelerator) -> bool:
         return False
     zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
     return zero.get("offload_optimizer", {}).get("device", "none") == "cpu"
+
+
+def build_eval_accelerator():
+    """A plain Accelerator for spreading generation over ranks (no DeepSpeed: evaluation loads
+    consolidated weights), gloo when there is no CUDA."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    kwargs = {}
+    if not torch.cuda.is_available() and world_size_from_env() > 1:
+        kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
+    accelerator = Accelerator(**kwargs)
+    check_world(accelerator)
+    return accelerator

@@ -35,7 +35,7 @@ from amazon_sft.distributed import (
 )
 from amazon_sft.errors import UserError
 from amazon_sft.loss import SummedAnswerLoss, micro_loss_scale
-from amazon_sft.metrics import FlopCounter
+from amazon_sft.metrics import MFU_FORMULA, FlopCounter
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
 from amazon_sft.prompts import build_prompt_format
@@ -151,6 +151,7 @@ def start_logging(
     log.info(
         "precision: %s; distributed: %s", accelerator.mixed_precision, accelerator.distributed_type
     )
+    log.info("MFU = %s (peak: train.peak_tflops or the GPU's name; n/a on CPU)", MFU_FORMULA)
     if cfg.train.trackers:
         flat = {k: str(v) for k, v in to_dict(cfg).items()}
         accelerator.init_trackers("amazon_sft", config=flat)

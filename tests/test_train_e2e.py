@@ -138,3 +138,45 @@ def test_bad_config_and_missing_data_are_one_line_errors(tiny_model_dir, tmp_pat
         )
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_lora_with_gradient_checkpointing_trains_and_saves_an_adapter(
+    prepared, tiny_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    _train(
+        *train_overrides(
+            prepared,
+            tiny_model_dir,
+            out,
+            "train.max_steps=2",
+            "lora.enabled=true",
+            "lora.r=4",
+            "train.gradient_checkpointing=true",
+            "lora.modules_to_save=[lm_head]",
+        )
+    )
+    adapter = load_file(str(out / "final" / "adapter_model.safetensors"))
+    assert any("lora_A" in k for k in adapter) and any("lm_head" in k for k in adapter)
+    assert all(t.numel() for t in adapter.values())
+
+
+def test_non_finite_steps_are_skipped_then_the_run_aborts(prepared, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    proc = _train(
+        *train_overrides(
+            prepared,
+            tiny_model_dir,
+            out,
+            "train.max_steps=10",
+            "train.lr=1e30",
+            "train.warmup_steps=0",
+            "train.max_bad_steps=2",
+            "train.max_grad_norm=0",
+        ),
+        check=False,
+    )
+    assert proc.returncode == 2 and "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["skipped"] is False and rows[-1]["skipped"] is True
+    assert not (out / "final").exists()

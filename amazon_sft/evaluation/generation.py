@@ -1,0 +1,141 @@
+"""Batched greedy generation and teacher-forced reference scoring, spread over ranks.
+
+Prompts are sorted by length (so a batch pads little), left-padded (so every prompt ends where
+generation starts), and decoded with the KV cache. Each rank takes a contiguous slice of the
+sorted work and the results are gathered back into the original order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+
+@dataclass(frozen=True)
+class Decoding:
+    max_new_tokens: int = 128
+    """Hard cap on generated tokens; an answer that hits it without EOS counts as not stopping."""
+    repetition_penalty: float = 1.0
+    """>1 discourages repeating tokens (1.0 = off, the recorded default)."""
+    no_repeat_ngram_size: int = 0
+    """Forbid repeating any n-gram of this many tokens (0 = off)."""
+    batch_size: int = 8
+    """Prompts per generate call."""
+
+
+@dataclass
+class Generated:
+    text: str
+    ended_with_eos: bool
+    new_tokens: int
+
+
+def _rank_slice(accelerator, items: list) -> list:
+    if accelerator is None or accelerator.num_processes == 1:
+        return items
+    with accelerator.split_between_processes(items) as mine:
+        return list(mine)
+
+
+def _gather(accelerator, local: list) -> list:
+    if accelerator is None or accelerator.num_processes == 1:
+        return local
+    from accelerate.utils import gather_object
+
+    return gather_object(local)
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tok,
+    prompt_ids: list[list[int]],
+    decoding: Decoding,
+    pad_id: int,
+    accelerator=None,
+    desc: str = "generate",
+) -> list[Generated]:
+    """One ``Generated`` per prompt, in the prompts' order, computed across all ranks."""
+    from transformers import GenerationConfig
+
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
+    mine = _rank_slice(accelerator, order)
+    config = GenerationConfig(
+        max_new_tokens=decoding.max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        repetition_penalty=decoding.repetition_penalty,
+        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
+    local = []
+    show = accelerator is None or accelerator.is_main_process
+    for start in tqdm(range(0, len(mine), decoding.batch_size), desc=desc, disable=not show):
+        batch = mine[start : start + decoding.batch_size]
+        width = max(len(prompt_ids[i]) for i in batch)
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, i in enumerate(batch):  # left padding: the prompt ends where generation starts
+            ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
+            mask[row, width - len(prompt_ids[i]) :] = 1
+        out = model.generate(
+            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+        )
+        for row, i in enumerate(batch):
+            new = out[row, width:].tolist()
+            ended = tok.eos_token_id in new
+            if ended:
+                new = new[: new.index(tok.eos_token_id)]
+            new = [t for t in new if t != pad_id]
+            local.append(
+                (i, Generated(tok.decode(new, skip_special_tokens=True).strip(), ended, len(new)))
+            )
+    results = dict(_gather(accelerator, local))
+    return [results[i] for i in range(len(prompt_ids))]
+
+
+@torch.no_grad()
+def reference_nll(
+    model,
+    prompt_ids: list[list[int]],
+    answer_ids: list[list[int]],
+    pad_id: int,
+    batch_size: int = 8,
+    accelerator=None,
+) -> list[tuple[float, int]]:
+    """(summed negative log-likelihood, tokens) of each reference answer + EOS given its prompt,
+    teacher-forced, in the inputs' order."""
+    device = next(model.parameters()).device
+    order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]) + len(answer_ids[i]))
+    mine = _rank_slice(accelerator, order)
+    local = []
+    for start in range(0, len(mine), batch_size):
+        batch = mine[start : start + batch_size]
+        seqs = [prompt_ids[i] + answer_ids[i] for i in batch]
+        width = max(map(len, seqs))
+        ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+        labels = torch.full((len(batch), width), -100, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, (i, seq) in enumerate(zip(batch, seqs)):  # right padding: positions start at 0
+            ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+            labels[row, len(prompt_ids[i]) : len(seq)] = torch.tensor(answer_ids[i])
+        logits = model(
+            input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=False
+        ).logits.float()
+        nll = F.cross_entropy(
+            logits[:, :-1].transpose(1, 2),
+            labels[:, 1:].to(device),
+            reduction="none",
+            ignore_index=-100,
+        )
+        for row, i in enumerate(batch):
+            local.append((i, (float(nll[row].sum()), len(answer_ids[i]))))
+    results = dict(_gather(accelerator, local))
+    return [results[i] for i in range(len(prompt_ids))]

@@ -1,0 +1,82 @@
+"""Resolve what ``--model`` names into (model, tokenizer, run config, label), never through ZeRO-3.
+
+- ``config:NAME`` (or a config YAML): the *base* model of that run config, before any tuning.
+- a training ``out_dir`` or its ``final/`` folder: the saved result. A LoRA adapter is put on the
+  base model named in the saved config; a full model is read as it was written (consolidated
+  16-bit weights under ZeRO-3, so evaluation never generates through sharded parameters).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from amazon_sft.config import RunConfig, load_run_config
+from amazon_sft.errors import UserError
+from amazon_sft.modeling import load_model
+from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
+
+SAVED_CONFIG = "amazon_sft_config.yaml"
+
+
+def load_for_eval(spec: str, overrides: list[str], device: str):
+    """(model in eval mode on ``device``, tokenizer, run config, label)."""
+    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+        cfg = load_run_config(spec.removeprefix("config:"), overrides)
+        tok = load_tokenizer(cfg.model)
+        model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+        return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
+    folder = Path(spec)
+    if (folder / "final").is_dir():
+        folder = folder / "final"
+    if not folder.is_dir():
+        raise UserError(
+            f"--model {spec}: not a folder; give config:NAME or a training out_dir / final folder"
+        )
+    if not (folder / SAVED_CONFIG).is_file():
+        raise UserError(
+            f"--model {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"
+        )
+    has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
+    if not has_weights:
+        raise UserError(
+            f"--model {spec}: {folder} holds no weights (*.safetensors); the run did not finish"
+        )
+    if not (folder / "tokenizer_config.json").is_file():
+        raise UserError(
+            f"--model {spec}: {folder} holds no tokenizer; re-save it with the training run"
+        )
+    cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
+    tok = load_tokenizer(cfg.model, location=str(folder))
+    if (folder / "adapter_config.json").is_file():
+        from peft import PeftModel
+
+        base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+        model = PeftModel.from_pretrained(base, str(folder))
+        return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
+    full = _no_lora(cfg)
+    full.model.path, full.model.gguf_file = str(folder), None
+    model = load_model(full, len(tok), choose_pad_id(tok), "no")
+    return _ready(model, device), tok, cfg, f"tuned {folder}"
+
+
+def _no_lora(cfg: RunConfig) -> RunConfig:
+    """The same config without adapters or gradient checkpointing (inference needs neither)."""
+    import dataclasses
+
+    return dataclasses.replace(
+        cfg,
+        lora=dataclasses.replace(cfg.lora, enabled=False),
+        train=dataclasses.replace(cfg.train, gradient_checkpointing=False, attention="sdpa"),
+        model=dataclasses.replace(cfg.model),
+    )
+
+
+def _ready(model, device: str):
+    model.config.use_cache = True  # generation wants the KV cache (training turned it off)
+    return model.to(device).eval()
+
+
+def pick_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"

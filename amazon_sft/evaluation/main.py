@@ -1,0 +1,238 @@
+"""``amazon-sft eval`` / ``accelerate launch eval/evaluate.py``: score models on held-out and seen titles.
+
+    amazon-sft eval --data DIR --model config:smollm2-135m --out runs/eval-base
+    amazon-sft eval --data DIR --compare config:smollm2-135m runs/smollm2-lora --out runs/eval
+
+The prompts come from amazon_sft.prompts (phrasing 0), exactly as training renders them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import orjson
+
+from amazon_sft.data.shards import check_fingerprints, read_manifest
+from amazon_sft.distributed import build_eval_accelerator
+from amazon_sft.errors import UserError
+from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
+from amazon_sft.evaluation.loading import load_for_eval, pick_device
+from amazon_sft.evaluation.report import SHOWN, write_report
+from amazon_sft.prompts import build_prompt_format
+from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
+
+SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="amazon-sft eval", description=__doc__.splitlines()[0])
+    p.add_argument("--data", required=True, help="the folder amazon-sft prepare wrote")
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument(
+        "--model", help="config:NAME (base model) or a training out_dir / final folder"
+    )
+    group.add_argument(
+        "--compare",
+        nargs=2,
+        metavar=("BASE", "TUNED"),
+        help="two models, same titles, same decoding",
+    )
+    p.add_argument("--out", default="runs/eval", help="report folder")
+    p.add_argument("--n", type=int, default=100, help="titles per split (held-out and seen)")
+    p.add_argument("--splits", default="heldout,seen", help="comma list of heldout, seen")
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
+    p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
+    args = p.parse_args(argv)
+    if args.max_new_tokens < 1 or args.n < 1 or args.batch_size < 1:
+        raise UserError("--max-new-tokens, --n and --batch-size must be >= 1")
+    bad = set(args.splits.split(",")) - set(SPLIT_FILES)
+    if bad:
+        raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")
+    return args
+
+
+def read_eval_rows(path: Path, n: int) -> list[dict]:
+    """The first ``n`` rows of an eval file, each checked (uid, title, content as strings)."""
+    if not path.is_file():
+        raise UserError(
+            f"{path} not found: run amazon-sft prepare (it writes heldout.jsonl and seen_probe.jsonl)"
+        )
+    rows = []
+    with open(path, "rb") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise UserError(
+                    f"{path} line {line_no}: not valid JSON; re-run amazon-sft prepare"
+                ) from None
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) for k in ("uid", "title", "content")
+            ):
+                raise UserError(
+                    f"{path} line {line_no}: needs string uid, title and content; re-run amazon-sft prepare"
+                )
+            rows.append(row)
+            if len(rows) == n:
+                break
+    if not rows:
+        raise UserError(f"{path} is empty: prepare held out nothing (raise data.heldout_fraction)")
+    return rows
+
+
+def score_model(
+    spec, overrides, data_dir, manifest, splits, decoding, accelerator
+) -> tuple[str, dict]:
+    """Generate and score one model on every split: (label, split -> per-example arrays)."""
+    model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
+    fmt = build_prompt_format(tok, cfg.data)
+    check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
+    encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
+    bos = [fmt.bos_id] if fmt.bos_id is not None else []
+    out = {}
+    for split, rows in splits.items():
+        prompts = [bos + ids for ids in encode([fmt.render(r["title"], 0) for r in rows])]
+        answers = [
+            [*ids[: cfg.data.max_answer_tokens], tok.eos_token_id]
+            for ids in encode([r["content"] for r in rows])
+        ]
+        gens = generate_answers(model, tok, prompts, decoding, pad_id, accelerator, desc=f"{split}")
+        nll = reference_nll(model, prompts, answers, pad_id, decoding.batch_size, accelerator)
+        out[split] = {
+            "answers": [g.text for g in gens],
+            "eos": [g.ended_with_eos for g in gens],
+            "nll": nll,
+        }
+    del model
+    gc.collect()
+    return label, out
+
+
+def summarise(split_rows: list[dict], scored: dict) -> tuple[dict, dict]:
+    """(metrics, per-example vectors for the bootstrap)."""
+    refs, preds = [r["content"] for r in split_rows], scored["answers"]
+    rouge = M.rouge_scores(preds, refs)
+    vec = {
+        **rouge,
+        "chrf": M.chrf_scores(preds, refs),
+        "eos_rate": [float(e) for e in scored["eos"]],
+        "empty_rate": [float(not p) for p in preds],
+        "loop_rate": [float(M.is_loop(p)) for p in preds],
+        "length_ratio": [M.length_ratio(p, r) for p, r in zip(preds, refs)],
+        "perplexity": [list(x) for x in scored["nll"]],
+    }
+    nll = np.array(vec["perplexity"], dtype=float)
+    summary = {k: float(np.mean(v)) for k, v in vec.items() if k != "perplexity"}
+    summary["perplexity"] = math.exp(nll[:, 0].sum() / nll[:, 1].sum())
+    summary["bleu"] = M.corpus_bleu(preds, refs)
+    return summary, vec
+
+
+def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
+    """Delta and 95% paired-bootstrap interval of every metric, tuned minus base."""
+    out = {}
+    for key in SHOWN:
+        if key == "bleu":
+            refs = [r["content"] for r in rows]
+            delta, lo, hi = bleu_bootstrap(base["_preds"], tuned["_preds"], refs, seed)
+        elif key == "perplexity":
+            delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed, statistic=_ppl)
+        else:
+            delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed)
+        out[key] = {"delta": delta, "low": lo, "high": hi}
+    return out
+
+
+def _ppl(nll: np.ndarray) -> float:
+    return math.exp(nll[:, 0].sum() / nll[:, 1].sum())
+
+
+def bleu_bootstrap(before: list[str], after: list[str], refs: list[str], seed: int, n: int = 200):
+    """Corpus BLEU has no per-example value: resample the (before, after, reference) triples."""
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n):
+        idx = rng.integers(0, len(refs), len(refs)).tolist()
+        r = [refs[j] for j in idx]
+        deltas.append(
+            M.corpus_bleu([after[j] for j in idx], r) - M.corpus_bleu([before[j] for j in idx], r)
+        )
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return M.corpus_bleu(after, refs) - M.corpus_bleu(before, refs), float(lo), float(hi)
+
+
+def main(argv: list[str] | None = None) -> int:
+    from accelerate.utils import set_seed
+
+    args = parse_args(argv)
+    decoding = Decoding(
+        args.max_new_tokens, args.repetition_penalty, args.no_repeat_ngram_size, args.batch_size
+    )
+    accelerator = build_eval_accelerator()
+    data_dir = Path(args.data)
+    manifest = read_manifest(data_dir)
+    splits = {
+        s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
+        for s in args.splits.split(",")
+    }
+    specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
+    result = {
+        "data": str(data_dir),
+        "decoding": vars(decoding) | {"greedy": True, "seed": args.seed},
+        "models": {},
+        "splits": {s: {} for s in splits},
+        "rows": [],
+    }
+    vectors: dict = {}
+    for name, spec in specs.items():
+        set_seed(args.seed)
+        label, scored = score_model(
+            spec, args.overrides, data_dir, manifest, splits, decoding, accelerator
+        )
+        result["models"][name] = {"label": label, "spec": spec}
+        for split, rows in splits.items():
+            summary, vec = summarise(rows, scored[split])
+            vectors[(name, split)] = {**vec, "_preds": scored[split]["answers"]}
+            result["splits"][split][name] = {"n": len(rows), "metrics": summary}
+    if args.compare:
+        result["comparison"] = {
+            s: compare(rows, vectors[("base", s)], vectors[("tuned", s)], args.seed)
+            for s, rows in splits.items()
+        }
+    for split, rows in splits.items():
+        for i, r in enumerate(rows):
+            result["rows"].append(
+                {
+                    "split": split,
+                    "uid": r["uid"],
+                    "title": r["title"],
+                    "reference": r["content"],
+                    "answers": {m: vectors[(m, split)]["_preds"][i] for m in specs},
+                }
+            )
+    if accelerator.is_main_process:
+        write_report(Path(args.out), result, args.examples)
+        print(
+            f"report: {Path(args.out) / 'report.md'} (also report.json, report.png, answers.jsonl)"
+        )
+    accelerator.wait_for_everyone()
+    return 0
+
+
+def cli() -> None:
+    try:
+        sys.exit(main())
+    except UserError as err:
+        print(f"amazon-sft eval: error: {err}", file=sys.stderr)
+        sys.exit(2)

@@ -1,0 +1,77 @@
+"""Answer metrics: ROUGE (rouge-score, stemmed), BLEU and chrF (sacrebleu), loops, lengths, and the
+paired bootstrap for before/after deltas.
+
+rouge-score is called directly: ``evaluate.load("rouge")`` fetches a script from the hub.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+
+ROUGE_KEYS = ("rouge1", "rouge2", "rougeL")
+LOOP_NGRAM = 4  # words
+LOOP_REPEATS = 3  # an n-gram seen this often marks a repetition loop
+
+
+def rouge_scores(predictions: list[str], references: list[str]) -> dict[str, list[float]]:
+    """Per-example ROUGE-1/2/L F1 with Porter stemming.
+
+    >>> rouge_scores(["the cat is on the mat"], ["the cat sat on the mat"])["rougeL"]
+    [0.8333333333333334]
+    """
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=True)
+    out: dict[str, list[float]] = {k: [] for k in ROUGE_KEYS}
+    for pred, ref in zip(predictions, references):
+        scores = scorer.score(ref, pred)
+        for k in ROUGE_KEYS:
+            out[k].append(scores[k].fmeasure)
+    return out
+
+
+def chrf_scores(predictions: list[str], references: list[str]) -> list[float]:
+    import sacrebleu
+
+    return [sacrebleu.sentence_chrf(p, [r]).score for p, r in zip(predictions, references)]
+
+
+def corpus_bleu(predictions: list[str], references: list[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(predictions, [references]).score)
+
+
+def is_loop(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
+    """True when some word n-gram occurs ``repeats`` times or more: the answer is looping.
+
+    >>> is_loop("a great book a great book a great book a great book"), is_loop("a great book")
+    (True, False)
+    """
+    words = text.lower().split()
+    grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
+    return bool(grams) and max(grams.values()) >= repeats
+
+
+def length_ratio(prediction: str, reference: str) -> float:
+    return len(prediction.split()) / max(1, len(reference.split()))
+
+
+def paired_bootstrap(
+    before: np.ndarray, after: np.ndarray, n_resamples: int = 1000, seed: int = 0, statistic=np.mean
+) -> tuple[float, float, float]:
+    """(delta, low, high): ``statistic(after) - statistic(before)`` and its 95% percentile interval
+    over resamples of the same example indices for both (the pairing is what makes it tight).
+
+    >>> d, lo, hi = paired_bootstrap(np.zeros(50), np.ones(50))
+    >>> (d, lo, hi)
+    (1.0, 1.0, 1.0)
+    """
+    before, after = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(before), size=(n_resamples, len(before)))
+    deltas = np.array([statistic(after[i]) - statistic(before[i]) for i in idx])
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return float(statistic(after) - statistic(before)), float(lo), float(hi)

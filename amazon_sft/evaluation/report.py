@@ -1,0 +1,119 @@
+"""The evaluation report: report.json for machines, report.md for people, report.png, answers.jsonl."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+
+# metric -> (label, higher is better)
+SHOWN = {
+    "rougeL": ("ROUGE-L", True),
+    "rouge1": ("ROUGE-1", True),
+    "rouge2": ("ROUGE-2", True),
+    "chrf": ("chrF", True),
+    "bleu": ("BLEU", True),
+    "perplexity": ("ref. perplexity", False),
+    "eos_rate": ("EOS rate", True),
+    "empty_rate": ("empty rate", False),
+    "loop_rate": ("loop rate", False),
+    "length_ratio": ("length ratio", None),
+}
+
+
+def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(
+        json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
+    )
+    with open(out_dir / "answers.jsonl", "wb") as fh:
+        for row in result["rows"]:
+            fh.write(orjson.dumps(row) + b"\n")
+    (out_dir / "report.md").write_text(render_markdown(result, n_examples))
+    plot(result, out_dir / "report.png")
+
+
+def _fmt(v) -> str:
+    return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
+
+
+def render_markdown(result: dict, n_examples: int) -> str:
+    models = list(result["models"])
+    lines = [
+        f"# Evaluation: {' vs '.join(result['models'][m]['label'] for m in models)}",
+        "",
+        f"Data: `{result['data']}`; decoding: {result['decoding']}",
+        "",
+    ]
+    for split, by_model in result["splits"].items():
+        lines += [f"## {split} titles (n={by_model[models[0]]['n']})", ""]
+        header = (
+            "| metric | "
+            + " | ".join(models)
+            + (" | delta (95% CI) |" if "comparison" in result else " |")
+        )
+        lines += [header, "|---" * (len(models) + 1 + ("comparison" in result)) + "|"]
+        for key, (label, _) in SHOWN.items():
+            cells = [_fmt(by_model[m]["metrics"][key]) for m in models]
+            row = f"| {label} | " + " | ".join(cells) + " |"
+            if "comparison" in result:
+                c = result["comparison"][split][key]
+                row += f" {c['delta']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] |"
+            lines.append(row)
+        lines.append("")
+        examples = [r for r in result["rows"] if r["split"] == split][:n_examples]
+        if examples:
+            lines += [f"### {split}: examples", ""]
+            for r in examples:
+                lines += [
+                    f"**{r['title']}** (uid {r['uid']})",
+                    "",
+                    f"- reference: {r['reference'][:400]}",
+                ]
+                for m in models:
+                    lines.append(f"- {m}: {r['answers'][m][:400]}")
+                lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def plot(result: dict, path: Path) -> None:
+    """One panel per metric: a bar per model and split, CI bars on the tuned one when comparing."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models, splits = list(result["models"]), list(result["splits"])
+    keys = list(SHOWN)
+    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(3.2 * ((len(keys) + 1) // 2), 6.4))
+    for ax, key in zip(axes.flat, keys):
+        width = 0.8 / len(models)
+        for j, model in enumerate(models):
+            values = [result["splits"][s][model]["metrics"][key] or 0.0 for s in splits]
+            errors = None
+            if "comparison" in result and j == len(models) - 1:
+                base = [result["splits"][s][models[0]]["metrics"][key] or 0.0 for s in splits]
+                cmp = [result["comparison"][s][key] for s in splits]
+                errors = [
+                    [b + c["delta"] - (b + c["low"]) for b, c in zip(base, cmp)],
+                    [(b + c["high"]) - (b + c["delta"]) for b, c in zip(base, cmp)],
+                ]
+            ax.bar(
+                [i + j * width for i in range(len(splits))],
+                values,
+                width,
+                yerr=errors,
+                capsize=3,
+                label=model,
+            )
+        ax.set_title(SHOWN[key][0], fontsize=9)
+        ax.set_xticks(
+            [i + width * (len(models) - 1) / 2 for i in range(len(splits))], splits, fontsize=8
+        )
+    for ax in list(axes.flat)[len(keys) :]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

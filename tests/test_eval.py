@@ -1,0 +1,194 @@
+"""Evaluation: metrics on hand-computed cases, the bootstrap, the whole entrypoint, 2 processes."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from amazon_sft.evaluation import metrics as M
+
+from .conftest import train_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_rouge_and_chrf_match_hand_computed_values():
+    r = M.rouge_scores(["the cat is on the mat"], ["the cat sat on the mat"])
+    # unigrams: 5 of 6 match each way -> F1 5/6; bigrams: "the cat", "on the", "the mat" of 5 -> 3/5
+    assert r["rouge1"] == [pytest.approx(5 / 6)] and r["rouge2"] == [pytest.approx(3 / 5)]
+    assert r["rougeL"] == [pytest.approx(5 / 6)]
+    assert M.rouge_scores(["running dogs"], ["the dog runs"])["rouge1"][0] == pytest.approx(
+        0.8
+    )  # stemmed
+    assert M.chrf_scores(["same text"], ["same text"]) == [pytest.approx(100.0)]
+    assert M.corpus_bleu(["a b c d e"], ["a b c d e"]) == pytest.approx(100.0)
+
+
+def test_loops_lengths_and_empties():
+    assert M.is_loop("buy it " * 6) and not M.is_loop("a fine book about the sea and its ships")
+    assert M.length_ratio("one two", "one two three four") == 0.5
+
+
+def test_bootstrap_interval_covers_a_known_difference():
+    rng = np.random.default_rng(0)
+    before = rng.normal(0.0, 1.0, 400)
+    after = before + 0.5 + rng.normal(0.0, 0.1, 400)  # paired: the true shift is 0.5
+    delta, lo, hi = M.paired_bootstrap(before, after, seed=1)
+    assert (
+        lo < delta < hi and lo < 0.5 < hi and hi - lo < 0.05
+    )  # pairing removes the between-example spread
+    d0, lo0, hi0 = M.paired_bootstrap(before, before.copy())
+    assert (d0, lo0, hi0) == (0.0, 0.0, 0.0)
+
+
+@pytest.fixture(scope="module")
+def tuned_run(prepared, tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tuned")
+    cmd = [
+        sys.executable,
+        str(REPO / "amazon_sft" / "train.py"),
+        "--config",
+        "tiny",
+        *train_overrides(
+            prepared,
+            tiny_model_dir,
+            out,
+            "train.max_steps=25",
+            "train.global_batch_size=4",
+            "train.micro_batch_size=4",
+        ),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+def _eval(*args, launch=None, env=None):
+    cmd = [*(launch or [sys.executable]), str(REPO / "eval" / "evaluate.py"), *args]
+    return subprocess.run(
+        cmd,
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def _base(tiny_model_dir):
+    return ["config:tiny"], [f"model.path={tiny_model_dir}", "model.tokenizer=builtin:tiny"]
+
+
+@pytest.mark.e2e
+def test_compare_writes_every_report_file(prepared, tiny_model_dir, tuned_run, tmp_path):
+    (base,), overrides = _base(tiny_model_dir)
+    proc = _eval(
+        "--data",
+        str(prepared),
+        "--compare",
+        base,
+        str(tuned_run),
+        "--out",
+        str(tmp_path / "r"),
+        "--n",
+        "12",
+        "--max-new-tokens",
+        "24",
+        *overrides,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for name in ("report.json", "report.md", "report.png", "answers.jsonl"):
+        assert (tmp_path / "r" / name).stat().st_size > 0, name
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    for split in ("heldout", "seen"):
+        base_m, tuned_m = (report["splits"][split][m]["metrics"] for m in ("base", "tuned"))
+        assert (
+            tuned_m["perplexity"] < base_m["perplexity"]
+        )  # 25 steps teach the catalogue's language
+        c = report["comparison"][split]["perplexity"]
+        assert c["low"] <= c["delta"] <= c["high"] < 0
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "delta (95% CI)" in md and "### seen: examples" in md
+
+
+@pytest.mark.multiproc
+def test_two_processes_give_the_same_answers_as_one(prepared, tuned_run, tmp_path):
+    args = [
+        "--data",
+        str(prepared),
+        "--model",
+        str(tuned_run),
+        "--n",
+        "10",
+        "--max-new-tokens",
+        "16",
+        "--batch-size",
+        "3",
+    ]
+    one = _eval(*args, "--out", str(tmp_path / "one"))
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = str(s.getsockname()[1])
+    launch = [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        port,
+    ]
+    two = _eval(
+        *args, "--out", str(tmp_path / "two"), launch=launch, env={"ACCELERATE_USE_CPU": "true"}
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    read = lambda d: (tmp_path / d / "answers.jsonl").read_text()  # noqa: E731
+    assert read("one") == read("two")
+    r1, r2 = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("one", "two"))
+    for split in r1["splits"]:  # NLLs see other batch-mates' padding: equal up to float rounding
+        m1, m2 = (r["splits"][split]["model"]["metrics"] for r in (r1, r2))
+        assert m1 == pytest.approx(m2, rel=1e-5)
+
+
+def test_bad_inputs_are_one_line_errors(prepared, tiny_model_dir, tuned_run, tmp_path):
+    (base,), overrides = _base(tiny_model_dir)
+    empty_model = tmp_path / "empty"
+    empty_model.mkdir()
+    (empty_model / "amazon_sft_config.yaml").write_text(
+        (tuned_run / "final" / "amazon_sft_config.yaml").read_text()
+    )
+    bad_rows = tmp_path / "bad"
+    bad_rows.mkdir()
+    for name in ("manifest.json", "seen_probe.jsonl"):
+        (bad_rows / name).write_bytes((prepared / name).read_bytes())
+    (bad_rows / "heldout.jsonl").write_text(
+        '{"uid": "1", "title": "ok", "content": "fine"}\n{"uid": 2}\n'
+    )
+    chat_data = tmp_path / "chat"
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    chat_data.mkdir()
+    (chat_data / "manifest.json").write_text(
+        json.dumps({**manifest, "tokenizer_fingerprint": "0" * 16})
+    )
+    for name in ("heldout.jsonl", "seen_probe.jsonl"):
+        (chat_data / name).write_bytes((prepared / name).read_bytes())
+    cases = [
+        (["--data", str(prepared), "--model", str(empty_model)], "holds no weights"),
+        (["--data", str(bad_rows), "--model", base, *overrides], "line 2"),
+        (
+            ["--data", str(prepared), "--model", base, "--max-new-tokens", "0", *overrides],
+            "--max-new-tokens",
+        ),
+        (["--data", str(chat_data), "--model", base, *overrides], "another tokenizer"),
+        (["--data", str(tmp_path / "nowhere"), "--model", base, *overrides], "amazon-sft prepare"),
+    ]
+    for args, needle in cases:
+        proc = _eval(*args, "--out", str(tmp_path / "o"))
+        assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stderr

@@ -121,7 +121,14 @@ def main(argv: list[str] | None = None) -> int:
 
         command, run = "eval", lambda: eval_main(argv[1:])
     else:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        # dotted overrides may come after options (argparse stops filling positionals there)
+        args, extra = parser.parse_known_args(argv)
+        bad = [x for x in extra if x.startswith("-") or "=" not in x]
+        if bad or (extra and not hasattr(args, "overrides")):
+            parser.error(f"unrecognized arguments: {' '.join(bad or extra)}")
+        if extra:
+            args.overrides = [*args.overrides, *extra]
         command, run = args.command, lambda: args.run(args)
     try:
         return run()

@@ -157,9 +157,13 @@ def test_cli_prepare_and_its_one_line_errors(catalogue, tmp_path):
         "--max-seq-len",
         "128",
         "--quiet",
+        "data.heldout_fraction=0.2",  # a dotted override after the options
     )
     assert ok.returncode == 0, ok.stderr
     assert read_manifest(out)["max_seq_len"] == 128
+    assert read_manifest(out)["config"]["data"]["heldout_fraction"] == 0.2
+    wrong = _cli("prepare", str(catalogue), "--out", str(out), "--bogus")
+    assert wrong.returncode == 2 and "--bogus" in wrong.stderr
 
     exists = _cli("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
     missing = _cli(

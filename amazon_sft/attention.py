@@ -37,17 +37,13 @@ def per_document_sdpa(
 ):
     """The attention interface transformers calls: q [B, H, T, D], k/v [B, Hkv, T, D]."""
     position_ids = kwargs.get("position_ids")
-    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
-        from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
-        return sdpa_attention_forward(
-            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
-        )
     groups = query.shape[1] // key.shape[1]
     if groups > 1:  # grouped-query attention: share each key/value head across its query heads
         key = key.repeat_interleave(groups, dim=1)
         value = value.repeat_interleave(groups, dim=1)
     p = dropout if module.training else 0.0
+    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+        return _masked_sdpa(query, key, value, attention_mask, scaling, p), None
     rows = []
     for b in range(query.shape[0]):
         pieces = [
@@ -63,6 +59,26 @@ def per_document_sdpa(
         ]
         rows.append(torch.cat(pieces, dim=2))
     return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+
+
+def _masked_sdpa(query, key, value, attention_mask, scaling, p):
+    """Padded batches and cached decoding (generation): causal attention limited by the 2-D
+    padding mask that the flash mask function hands over. A query row with no visible key (a
+    left-padding position) is let see everything, so it stays finite; nothing reads it."""
+    q_len, k_len = query.shape[2], key.shape[2]
+    mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(
+        diagonal=k_len - q_len
+    )
+    if attention_mask is not None:
+        if attention_mask.dim() == 4:
+            mask = mask & attention_mask.bool()
+        else:
+            mask = mask & attention_mask[:, None, None, -k_len:].bool()
+        mask = mask | ~mask.any(dim=-1, keepdim=True)
+    out = F.scaled_dot_product_attention(
+        query, key, value, attn_mask=mask, scale=scaling, dropout_p=p
+    )
+    return out.transpose(1, 2).contiguous()
 
 
 def register() -> None:

@@ -138,3 +138,24 @@ def answer_encoder(tok, backend: str, sample: list[str]) -> tuple[Encoder, str]:
         raise UserError(f"data.tokenizer_backend=sentencepiece is not usable: {reason}; use hf")
     log.debug("sentencepiece path not used: %s", reason)
     return hf, "hf"
+
+
+def sentencepiece_folder(model_file: str | Path, folder: str | Path) -> Path:
+    """A tokenizer folder AutoTokenizer loads, made from a bare SentencePiece ``.model`` file
+    (Llama/Mistral style: <s>, </s>, <unk>). ``LlamaTokenizerFast(vocab_file=...)`` silently
+    ignores the file in transformers 5; a folder naming LlamaTokenizer does not."""
+    import json
+    import shutil
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    if Path(model_file).resolve() != (folder / "tokenizer.model").resolve():
+        shutil.copy(model_file, folder / "tokenizer.model")
+    config = {
+        "tokenizer_class": "LlamaTokenizer",
+        "bos_token": "<s>",
+        "eos_token": "</s>",
+        "unk_token": "<unk>",
+    }
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return folder

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from pathlib import Path
 
 import orjson
+
+from amazon_sft.tokenizer import sentencepiece_folder
 
 SHARED_ROWS = (
     Path(__file__).resolve().parents[1].parent
@@ -22,18 +22,8 @@ def mistral_tokenizer_dir(root: Path) -> Path:
     AutoTokenizer loads (``LlamaTokenizerFast(vocab_file=...)`` silently ignores the file)."""
     import mistral_common
 
-    folder = root / "mistral-tokenizer"
-    folder.mkdir(parents=True, exist_ok=True)
     src = Path(mistral_common.__file__).parent / "data" / "tokenizer.model.v1"
-    shutil.copy(src, folder / "tokenizer.model")
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
+    return sentencepiece_folder(src, root / "mistral-tokenizer")
 
 
 def real_like_file(path: Path, n_rows: int) -> Path:

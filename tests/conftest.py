@@ -85,3 +85,25 @@ def train_overrides(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str)
         "train.lr=3e-3",
         *extra,
     ]
+
+
+def train_command(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str) -> list[str]:
+    """The real entrypoint, as a subprocess command, for a tiny run (see train_overrides)."""
+    import sys
+
+    script = Path(__file__).resolve().parents[1] / "amazon_sft" / "train.py"
+    return [
+        sys.executable,
+        str(script),
+        "--config",
+        "tiny",
+        *train_overrides(data_dir, model_dir, out_dir, *extra),
+    ]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -2,7 +2,6 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 
 from amazon_sft.evaluation import metrics as M
 
-from .conftest import train_overrides
+from .conftest import free_port, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -49,20 +48,14 @@ def test_bootstrap_interval_covers_a_known_difference():
 @pytest.fixture(scope="module")
 def tuned_run(prepared, tiny_model_dir, tmp_path_factory):
     out = tmp_path_factory.mktemp("tuned")
-    cmd = [
-        sys.executable,
-        str(REPO / "amazon_sft" / "train.py"),
-        "--config",
-        "tiny",
-        *train_overrides(
-            prepared,
-            tiny_model_dir,
-            out,
-            "train.max_steps=25",
-            "train.global_batch_size=4",
-            "train.micro_batch_size=4",
-        ),
-    ]
+    cmd = train_command(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=25",
+        "train.global_batch_size=4",
+        "train.micro_batch_size=4",
+    )
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -132,9 +125,7 @@ def test_two_processes_give_the_same_answers_as_one(prepared, tuned_run, tmp_pat
     ]
     one = _eval(*args, "--out", str(tmp_path / "one"))
     assert one.returncode == 0, one.stderr[-3000:]
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = str(s.getsockname()[1])
+    port = str(free_port())
     launch = [
         str(Path(sys.executable).with_name("accelerate")),
         "launch",

@@ -133,3 +133,23 @@ def test_packed_row_equals_documents_with_flash_or_sdpa_on_gpu():
 def test_flop_count_names_each_term():
     counter = FlopCounter(n_trainable=10, n_frozen=100, layers=2, hidden=4, peak_flops=None)
     assert counter.flops([[3, 1], [2]]) == (6 * 10 + 4 * 100) * 6 + 6 * 2 * 4 * (9 + 1 + 4)
+
+
+def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches():
+    choose_attention("auto")
+    ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]])
+    mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    outs = []
+    for attn in ("sdpa", "sdpa_per_document"):
+        lm = _tiny_lm(attn, seed=4).eval()
+        with torch.no_grad():
+            outs.append(
+                lm.generate(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    max_new_tokens=8,
+                    do_sample=False,
+                    pad_token_id=0,
+                )
+            )
+    assert torch.equal(outs[0], outs[1])

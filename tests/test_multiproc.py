@@ -6,7 +6,6 @@ with the same global batch (the data order does not depend on the world size).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from .conftest import train_overrides
+from .conftest import free_port, train_overrides
 
 pytestmark = pytest.mark.multiproc
 REPO = Path(__file__).resolve().parents[1]
@@ -26,12 +25,6 @@ COMMON = [
     "train.micro_batch_size=1",
     "checkpoint.every_steps=100",
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _losses(out: Path) -> list[float]:
@@ -79,7 +72,7 @@ def test_two_processes_match_one(case, prepared, tiny_model_dir, references, tmp
         "--num_processes",
         "2",
         "--main_process_port",
-        str(_free_port()),
+        str(free_port()),
     ]
     proc = _run(launch, train_overrides(prepared, tiny_model_dir, tmp_path, *COMMON, *extra), env)
     assert "world 2" in proc.stderr  # the batch plan saw two processes

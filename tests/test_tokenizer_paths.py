@@ -12,7 +12,12 @@ from amazon_sft.data.synthetic import generate_rows
 from amazon_sft.errors import UserError
 from amazon_sft.prepare import prepare
 from amazon_sft.prompts import build_prompt_format
-from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, resolve_location
+from amazon_sft.tokenizer import (
+    choose_pad_id,
+    load_tokenizer,
+    resolve_location,
+    sentencepiece_folder,
+)
 
 
 def _sp_tokenizer_dir(folder, normalization):
@@ -39,14 +44,7 @@ def _sp_tokenizer_dir(folder, normalization):
         normalization_rule_name=normalization,
         remove_extra_whitespaces=normalization != "identity",
     )
-    config = {
-        "tokenizer_class": "LlamaTokenizer",
-        "bos_token": "<s>",
-        "eos_token": "</s>",
-        "unk_token": "<unk>",
-    }
-    (folder / "tokenizer_config.json").write_text(json.dumps(config))
-    return folder
+    return sentencepiece_folder(folder / "tokenizer.model", folder)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from .conftest import train_overrides
+from .conftest import train_command, train_overrides
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -73,13 +73,7 @@ def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_mod
     _train(*train_overrides(prepared, tiny_model_dir, straight, *args))
 
     killed = tmp_path / "killed"
-    cmd = [
-        sys.executable,
-        str(REPO / "amazon_sft" / "train.py"),
-        "--config",
-        "tiny",
-        *train_overrides(prepared, tiny_model_dir, killed, *args),
-    ]
+    cmd = train_command(prepared, tiny_model_dir, killed, *args)
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     marker = killed / "checkpoints" / "step-00000003" / "COMPLETE"
     deadline = time.time() + 120
@@ -95,21 +89,15 @@ def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_mod
 
 def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    cmd = [
-        sys.executable,
-        str(REPO / "amazon_sft" / "train.py"),
-        "--config",
-        "tiny",
-        *train_overrides(
-            prepared,
-            tiny_model_dir,
-            out,
-            "train.max_steps=100000",
-            "checkpoint.every_steps=100000",
-            "train.global_batch_size=1",
-            "train.micro_batch_size=1",
-        ),
-    ]
+    cmd = train_command(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=100000",
+        "checkpoint.every_steps=100000",
+        "train.global_batch_size=1",
+        "train.micro_batch_size=1",
+    )
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )

@@ -128,7 +128,7 @@ def summarise(split_rows: list[dict], scored: dict) -> tuple[dict, dict]:
         "chrf": M.chrf_scores(preds, refs),
         "eos_rate": [float(e) for e in scored["eos"]],
         "empty_rate": [float(not p) for p in preds],
-        "loop_rate": [float(M.is_loop(p)) for p in preds],
+        "loop_rate": [float(M.is_loop(p) and not e) for p, e in zip(preds, scored["eos"])],
         "length_ratio": [M.length_ratio(p, r) for p, r in zip(preds, refs)],
         "perplexity": [list(x) for x in scored["nll"]],
     }

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Shared by train_slurm.sbatch and eval_slurm.sbatch: the rendezvous address and a port per job,
+# per-node logs, forwarding of SLURM's pre-emption warning, and the dry run.
+# shellcheck disable=SC2034  # the variables are read by the scripts that source this file
+
+: "${SLURM_JOB_ID:?not inside a SLURM job (for a dry run: DRY_RUN=1 with SLURM_JOB_ID, SLURM_NNODES, SLURM_JOB_NODELIST set)}"
+NNODES="${SLURM_NNODES:-1}"
+GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
+MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE under pipefail
+MAIN_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: two jobs on one node never collide
+LOG_DIR="${LOG_DIR:-logs}"
+mkdir -p "$LOG_DIR"
+export MAIN_ADDR MAIN_PORT NNODES GPUS_PER_NODE
+
+# run_nodes ENTRY ARGS...: one task per node running launch/slurm_node.sh (or, in a dry run,
+# each node's resolved command printed by the same script).
+run_nodes() {
+  local entry="$1"
+  shift
+  if [ "${DRY_RUN:-0}" = 1 ]; then
+    local r
+    for ((r = 0; r < NNODES; r++)); do
+      SLURM_PROCID="$r" ENTRY="$entry" DRY_RUN=1 bash launch/slurm_node.sh -- "$@"
+    done
+    return 0
+  fi
+  ENTRY="$entry" srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
+    --output="$LOG_DIR/%x-%j-node%n.out" bash launch/slurm_node.sh -- "$@" &
+  SRUN_PID=$!
+  wait "$SRUN_PID"
+}
+
+# SLURM sends USR1 to this shell 90 s before the end (--signal=B:USR1@90): pass SIGTERM on to
+# every task (the training loop saves a checkpoint and exits 0), then requeue the job; the new
+# run starts with resume=auto.
+on_preempt() {
+  echo "pre-emption warning: checkpointing and requeueing job $SLURM_JOB_ID"
+  if [ -n "${SRUN_PID:-}" ]; then
+    kill -TERM "$SRUN_PID" 2>/dev/null || true
+    wait "$SRUN_PID" || true
+  fi
+  scontrol requeue "$SLURM_JOB_ID"
+  exit 0
+}
+trap on_preempt USR1

@@ -1,0 +1,140 @@
+"""launch/: shellcheck, dry runs under a faked 2-node SLURM job, and a real 2-process CPU run."""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import train_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = sorted([*REPO.glob("launch/*.sh"), *REPO.glob("launch/*.sbatch"), REPO / ".ci" / "run"])
+
+
+@pytest.mark.skipif(
+    shutil.which("shellcheck") is None,
+    reason="shellcheck not installed: apt-get install shellcheck (.ci/run does)",
+)
+def test_shellcheck_is_clean_on_every_script():
+    proc = subprocess.run(
+        ["shellcheck", "-x", *map(str, SCRIPTS)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stdout
+
+
+def _fake_slurm(tmp_path: Path, job_id: str) -> dict:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    scontrol = bin_dir / "scontrol"
+    scontrol.write_text(
+        '#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-node-17\\ngpu-node-18\\n"\n'
+    )
+    scontrol.chmod(0o755)
+    return {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": job_id,
+        "SLURM_NNODES": "2",
+        "SLURM_JOB_NODELIST": "gpu-node-[17-18]",
+        "DRY_RUN": "1",
+        "LOG_DIR": str(tmp_path / "logs"),
+        "PREPARED": str(tmp_path / "prepared"),
+    }
+
+
+def _nodes(stdout: str) -> list[dict]:
+    """The launch flags of each ``node N`` line of a dry run."""
+    keys = ("machine_rank", "main_process_ip", "main_process_port", "num_machines", "num_processes")
+    return [
+        {k: re.search(rf"--{k} (\S+)", line).group(1) for k in keys}
+        for line in stdout.splitlines()
+        if line.startswith("node ")
+    ]
+
+
+@pytest.mark.parametrize("script", ["train_slurm.sbatch", "eval_slurm.sbatch"])
+def test_sbatch_dry_run_gives_each_node_its_rank_and_one_address(script, tmp_path):
+    runs = {}
+    for job in ("4242", "4243"):
+        proc = subprocess.run(
+            ["bash", f"launch/{script}"],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env=_fake_slurm(tmp_path, job),
+        )
+        assert proc.returncode == 0, proc.stderr
+        runs[job] = _nodes(proc.stdout)
+    nodes = runs["4242"]
+    assert [n["machine_rank"] for n in nodes] == ["0", "1"]
+    assert {n["main_process_ip"] for n in nodes} == {"gpu-node-17"}
+    assert {n["num_machines"] for n in nodes} == {"2"} and {n["num_processes"] for n in nodes} == {
+        "16"
+    }
+    ports = {job: {n["main_process_port"] for n in r} for job, r in runs.items()}
+    assert len(ports["4242"]) == 1 and ports["4242"] != ports["4243"]  # one port per job
+
+
+def test_train_sbatch_prepares_once_and_resumes(tmp_path):
+    proc = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=_fake_slurm(tmp_path, "77"),
+    )
+    assert proc.stdout.count("amazon-sft prepare") == 1
+    assert all(
+        "resume=auto" in line for line in proc.stdout.splitlines() if line.startswith("node ")
+    )
+    text = (REPO / "launch" / "train_slurm.sbatch").read_text()
+    assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@90" in text
+
+
+def test_train_local_dry_run_and_a_real_two_process_cpu_run(prepared, tiny_model_dir, tmp_path):
+    venv_bin = str(Path(sys.executable).parent)  # accelerate, as an activated venv would have it
+    env = {
+        **os.environ,
+        "PATH": f"{venv_bin}:{os.environ['PATH']}",
+        "NGPU": "2",
+        "CPU": "1",
+        "CONFIG": "tiny",
+        "OUT": str(tmp_path / "run"),
+    }
+    dry = subprocess.run(
+        ["bash", "launch/train_local.sh"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env={**env, "DRY_RUN": "1"},
+    )
+    assert dry.returncode == 0 and "--num_processes 2" in dry.stdout and "--multi_gpu" in dry.stdout
+    overrides = [
+        o
+        for o in train_overrides(prepared, tiny_model_dir, tmp_path / "run")
+        if not o.startswith("out_dir")
+    ]
+    proc = subprocess.run(
+        [
+            "bash",
+            "launch/train_local.sh",
+            *overrides,
+            "train.max_steps=2",
+            "train.global_batch_size=2",
+            "train.micro_batch_size=1",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "world 2" in proc.stderr
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2]

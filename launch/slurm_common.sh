@@ -6,7 +6,11 @@
 : "${SLURM_JOB_ID:?not inside a SLURM job (for a dry run: DRY_RUN=1 with SLURM_JOB_ID, SLURM_NNODES, SLURM_JOB_NODELIST set)}"
 NNODES="${SLURM_NNODES:-1}"
 GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
-MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE under pipefail
+if command -v scontrol >/dev/null 2>&1; then
+  MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE
+else  # off-cluster dry runs: a plain comma list of hosts
+  MAIN_ADDR="${SLURM_JOB_NODELIST%%,*}"
+fi
 MAIN_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: two jobs on one node never collide
 LOG_DIR="${LOG_DIR:-logs}"
 mkdir -p "$LOG_DIR"

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from amazon_sft.answering.commands import add_commands
 from amazon_sft.errors import UserError
 
 
@@ -106,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prepare(sub)
     _add_synth(sub)
     _add_train(sub)
+    add_commands(sub)
     return parser
 
 

@@ -107,3 +107,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def tuned_run(prepared, tiny_model_dir, tmp_path_factory) -> Path:
+    """A full fine-tune of the tiny model for 25 steps, through the real entrypoint."""
+    import subprocess
+
+    out = tmp_path_factory.mktemp("tuned")
+    cmd = train_command(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=25",
+        "train.global_batch_size=4",
+        "train.micro_batch_size=4",
+    )
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out

@@ -11,7 +11,7 @@ import pytest
 
 from amazon_sft.evaluation import metrics as M
 
-from .conftest import free_port, train_command
+from .conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,22 +43,6 @@ def test_bootstrap_interval_covers_a_known_difference():
     )  # pairing removes the between-example spread
     d0, lo0, hi0 = M.paired_bootstrap(before, before.copy())
     assert (d0, lo0, hi0) == (0.0, 0.0, 0.0)
-
-
-@pytest.fixture(scope="module")
-def tuned_run(prepared, tiny_model_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("tuned")
-    cmd = train_command(
-        prepared,
-        tiny_model_dir,
-        out,
-        "train.max_steps=25",
-        "train.global_batch_size=4",
-        "train.micro_batch_size=4",
-    )
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return out
 
 
 def _eval(*args, launch=None, env=None):

@@ -1,0 +1,1 @@
+"""Answer questions about products with sources: catalogue retrieval, ask/chat, export."""

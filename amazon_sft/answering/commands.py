@@ -1,0 +1,176 @@
+"""The answering sub-commands of ``amazon-sft``: index, ask, chat, export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("index", help="build the catalogue index beside prepared shards")
+    p.add_argument("data", help="the folder amazon-sft prepare wrote")
+    p.set_defaults(run=_run_index)
+
+    for name, helptext in (
+        ("ask", "answer one question with its sources"),
+        ("chat", "ask questions interactively"),
+    ):
+        p = sub.add_parser(name, help=helptext)
+        if name == "ask":
+            p.add_argument("question", help='e.g. "What is the description of Mog\'s Kittens?"')
+            p.add_argument(
+                "--json", action="store_true", help='print {"answer": ..., "sources": [...]}'
+            )
+            p.add_argument(
+                "--sources-only", action="store_true", help="retrieval only; no model needed"
+            )
+        p.add_argument(
+            "--model", default=None, help="a training out_dir, or config:NAME for a base model"
+        )
+        p.add_argument(
+            "--index", default=None, help="prepared folder (default: the model config's data.path)"
+        )
+        p.add_argument(
+            "--grounded", action="store_true", help="put the retrieved description in the prompt"
+        )
+        p.add_argument("--k", type=int, default=3, help="sources to retrieve")
+        p.add_argument("--max-new-tokens", type=int, default=160)
+        p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
+
+    p = sub.add_parser("export", help="merge a LoRA run into a standalone safetensors model")
+    p.add_argument("run_dir", metavar="RUN", help="training out_dir (or its final/ folder)")
+    p.add_argument("--out", required=True, help="folder for the standalone model")
+    p.set_defaults(run=_run_export)
+
+
+def _run_index(args) -> int:
+    from amazon_sft.answering.index import build_index
+
+    stats = build_index(args.data)
+    print(
+        f"indexed {stats['titles']} titles in {stats['seconds']} s into {Path(args.data) / 'index'}"
+    )
+    return 0
+
+
+def _default_model() -> str:
+    from amazon_sft.config import DEFAULT_CONFIG, load_run_config
+
+    out = Path(load_run_config(DEFAULT_CONFIG).out_dir)
+    return str(out) if (out / "final").is_dir() else f"config:{DEFAULT_CONFIG}"
+
+
+def _session(args):
+    """(model, tokenizer, prompt format, index) for ask/chat."""
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation.loading import load_for_eval, pick_device
+    from amazon_sft.prompts import build_prompt_format
+
+    if args.max_new_tokens < 1 or args.k < 1:
+        raise UserError("--max-new-tokens and --k must be >= 1")
+    model, tok, cfg, _ = load_for_eval(args.model or _default_model(), [], pick_device())
+    return (
+        model,
+        tok,
+        build_prompt_format(tok, cfg.data),
+        CatalogueIndex(args.index or cfg.data.path),
+    )
+
+
+def _print_sources(sources: list[dict]) -> None:
+    print("\nSources:")
+    if not sources:
+        print("  (no catalogue title matched the question)")
+    for s in sources:
+        match = (
+            f", answer ROUGE-L vs its description {s['answer_rougeL']:.2f}"
+            if "answer_rougeL" in s
+            else ""
+        )
+        print(f"  [{s['uid']}] {s['title']} (retrieval score {s['score']:.2f}{match})")
+
+
+def _run_ask(args) -> int:
+    from amazon_sft.answering.ask import answer_question, sources_only
+    from amazon_sft.answering.index import CatalogueIndex
+
+    if args.sources_only:
+        if not args.index:
+            raise UserError("--sources-only needs --index DIR (the prepared folder)")
+        sources = sources_only(args.question, CatalogueIndex(args.index), args.k)
+        if args.json:
+            print(json.dumps({"sources": [_public(s) for s in sources]}, ensure_ascii=False))
+        else:
+            _print_sources(sources)
+        return 0
+    model, tok, fmt, index = _session(args)
+    stream = None if args.json else (lambda t: print(t, end="", flush=True))
+    result = answer_question(
+        args.question,
+        model,
+        tok,
+        fmt,
+        index,
+        k=args.k,
+        grounded=args.grounded,
+        max_new_tokens=args.max_new_tokens,
+        on_text=stream,
+    )
+    if args.json:
+        print(
+            json.dumps(
+                {"answer": result.answer, "sources": [_public(s) for s in result.sources]},
+                ensure_ascii=False,
+            )
+        )
+    else:
+        print()
+        _print_sources(result.sources)
+    return 0
+
+
+def _public(source: dict) -> dict:
+    return {k: source[k] for k in ("uid", "title", "score", "answer_rougeL") if k in source}
+
+
+def _run_chat(args) -> int:
+    from amazon_sft.answering.ask import answer_question
+
+    model, tok, fmt, index = _session(args)
+    print("Ask about a product (Ctrl-D or 'exit' to quit).")
+    while True:
+        try:
+            question = input("> ").strip()
+        except EOFError:
+            break
+        if question in ("exit", "quit"):
+            break
+        if not question:
+            continue
+        result = answer_question(
+            question,
+            model,
+            tok,
+            fmt,
+            index,
+            k=args.k,
+            grounded=args.grounded,
+            max_new_tokens=args.max_new_tokens,
+            on_text=lambda t: print(t, end="", flush=True),
+        )
+        print()
+        _print_sources(result.sources)
+        print()
+    return 0
+
+
+def _run_export(args) -> int:
+    from amazon_sft.answering.export import export_model
+
+    result = export_model(args.run_dir, args.out)
+    print(
+        f"exported {result['source']} to {result['out']} (reloaded; max logit difference {result['max_logit_diff']:.2e})"
+    )
+    return 0

@@ -1,0 +1,166 @@
+"""Answering: retrieval recall on paraphrased questions, ask/chat through the CLI, export."""
+
+import json
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+import torch
+
+from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.data.split import normalise_title
+
+from .conftest import train_command
+
+REPO = Path(__file__).resolve().parents[1]
+EN_PT = [
+    "What is {t}?",
+    "Tell me about {t}",
+    "Can you describe the product '{t}'?",
+    "What are the main features of {t}?",
+    "Qual é a descrição de {t}?",
+    "Me fale sobre {t}",
+]
+RECALL_FLOOR_FULL = 0.90  # the whole title, quoted in any of the phrasings
+RECALL_FLOOR_PARTIAL = 0.85  # lower-cased, punctuation dropped, commonest word missing
+
+
+def _cli(*args, **kw):
+    return subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+        **kw,
+    )
+
+
+def _records(prepared, n=120):
+    seen, out = set(), []
+    for line in (prepared / "catalogue.jsonl").read_bytes().splitlines():
+        rec = orjson.loads(line)
+        key = normalise_title(rec["title"])
+        if key not in seen:
+            seen.add(key)
+            out.append(rec)
+    return out[:n]
+
+
+def _recall(index, records, variant) -> float:
+    hits = 0
+    for i, rec in enumerate(records):
+        question = EN_PT[i % len(EN_PT)].format(t=variant(rec["title"]))
+        top = index.search(question, 1)
+        hits += bool(top) and normalise_title(top[0].title) == normalise_title(rec["title"])
+    return hits / len(records)
+
+
+def _drop_commonest(title: str, counts: Counter) -> str:
+    words = normalise_title(title).split()
+    if len(words) > 2:
+        words.remove(max(words, key=lambda w: counts[w]))
+    return " ".join(words)
+
+
+def test_retrieval_recall_at_1_on_paraphrased_questions(prepared):
+    stats = build_index(prepared)
+    index = CatalogueIndex(prepared)
+    records = _records(prepared)
+    full = _recall(index, records, lambda t: t)
+    # partly quoted: lower-cased, punctuation gone, and the title's most common word left out
+    counts = Counter(w for r in records for w in normalise_title(r["title"]).split())
+    partial = _recall(index, records, lambda t: _drop_commonest(t, counts))
+    print(f"recall@1 full {full:.3f}, partial {partial:.3f} over {len(records)} titles ({stats})")
+    assert full >= RECALL_FLOOR_FULL
+    assert partial >= RECALL_FLOOR_PARTIAL
+
+
+def test_sources_only_needs_no_model_and_prints_json(prepared):
+    title = _records(prepared, 1)[0]["title"]
+    proc = _cli(
+        "ask", f"Tell me about {title}", "--index", str(prepared), "--sources-only", "--json"
+    )
+    assert proc.returncode == 0, proc.stderr
+    sources = json.loads(proc.stdout)["sources"]
+    assert sources[0]["title"] == title and {"uid", "title", "score"} <= set(sources[0])
+
+
+def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
+    title = _records(prepared, 3)[2]["title"]
+    proc = _cli(
+        "ask",
+        f"Qual é a descrição de {title}?",
+        "--model",
+        str(tuned_run),
+        "--index",
+        str(prepared),
+        "--json",
+        "--max-new-tokens",
+        "12",
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert isinstance(out["answer"], str) and out["sources"][0]["title"] == title
+    assert 0.0 <= out["sources"][0]["answer_rougeL"] <= 1.0
+    chat = _cli(
+        "chat",
+        "--model",
+        str(tuned_run),
+        "--index",
+        str(prepared),
+        "--max-new-tokens",
+        "8",
+        input=f"Tell me about {title}\nexit\n",
+    )
+    assert chat.returncode == 0 and "Sources:" in chat.stdout and title in chat.stdout
+
+
+def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
+    for args, needle in (
+        (["ask", "x", "--sources-only"], "--index"),
+        (
+            [
+                "ask",
+                "x",
+                "--model",
+                str(tuned_run),
+                "--index",
+                str(prepared),
+                "--max-new-tokens",
+                "0",
+            ],
+            "--max-new-tokens",
+        ),
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.e2e
+def test_export_merges_lora_and_reloads_with_the_same_logits(prepared, tiny_model_dir, tmp_path):
+    run = tmp_path / "lora"
+    proc = subprocess.run(
+        train_command(
+            prepared, tiny_model_dir, run, "train.max_steps=3", "lora.enabled=true", "lora.r=4"
+        ),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = tmp_path / "exported"
+    proc = _cli("export", str(run), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(out)  # plain transformers, no peft
+    assert not any("lora" in name for name, _ in model.named_parameters())
+    assert (out / "tokenizer.json").is_file() and (out / "README.md").is_file()
+    with torch.no_grad():
+        assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9]])).logits).all()
+    again = _cli("export", str(run), "--out", str(out))
+    assert again.returncode == 2 and "not empty" in again.stderr

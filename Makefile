@@ -12,7 +12,7 @@ DEMO_ROWS ?= 5000
 # torch is pinned by constraints.txt (2.13.0: the CPU wheel here, the CUDA build on a GPU box).
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,serve]'
 	touch $@
 
 install: $(VENV)/.installed

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -38,6 +39,21 @@ def add_commands(sub) -> None:
         p.add_argument("--k", type=int, default=3, help="sources to retrieve")
         p.add_argument("--max-new-tokens", type=int, default=160)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
+
+    p = sub.add_parser("serve", help="web page and JSON API answering questions with sources")
+    p.add_argument(
+        "--model", default=None, help="a training out_dir, or config:NAME for a base model"
+    )
+    p.add_argument(
+        "--index", default=None, help="prepared folder (default: the model config's data.path)"
+    )
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=128, help="default generation length (capped at 512)"
+    )
+    p.add_argument("--k", type=int, default=3, help=argparse.SUPPRESS)
+    p.set_defaults(run=_run_serve)
 
     p = sub.add_parser("export", help="merge a LoRA run into a standalone safetensors model")
     p.add_argument("run_dir", metavar="RUN", help="training out_dir (or its final/ folder)")
@@ -163,6 +179,15 @@ def _run_chat(args) -> int:
         print()
         _print_sources(result.sources)
         print()
+    return 0
+
+
+def _run_serve(args) -> int:
+    from amazon_sft.answering.serve import create_app, serve
+
+    model, tok, fmt, index = _session(args)
+    print(f"serving on http://{args.host}:{args.port}/  (API: POST /api/ask)")
+    serve(create_app(model, tok, fmt, index, args.max_new_tokens), args.host, args.port)
     return 0
 
 

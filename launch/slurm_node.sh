@@ -36,6 +36,19 @@ cmd=(accelerate launch
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "node $rank ($(hostname)): ${cmd[*]}"
-else
-  exec "${cmd[@]}"
+  exit 0
 fi
+
+# SIGTERM here (scancel, or the batch script passing on SLURM's pre-emption warning) goes to the
+# training processes themselves as SIGUSR1: they save a checkpoint and exit 0. Signalling
+# accelerate's launcher instead would make torchrun SIGKILL its workers 30 s later, too soon for
+# a large ZeRO-3 checkpoint. setsid keeps the launcher out of this script's process group, which
+# is what slurmstepd signals.
+setsid "${cmd[@]}" &
+launcher=$!
+trap 'pkill -USR1 -P "$launcher" || true' TERM USR1
+status=0
+while kill -0 "$launcher" 2>/dev/null; do
+  if wait "$launcher"; then status=0; else status=$?; fi  # a trapped signal interrupts wait
+done
+exit "$status"

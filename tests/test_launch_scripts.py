@@ -6,6 +6,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +139,38 @@ def test_train_local_dry_run_and_a_real_two_process_cpu_run(prepared, tiny_model
     assert "world 2" in proc.stderr
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2]
+
+
+def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_path):
+    """A fake `accelerate` whose child (the "training process") records SIGUSR1 and exits 0."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "got-usr1"
+    worker = (
+        f"import signal, sys, time, pathlib\n"
+        f"signal.signal(signal.SIGUSR1, lambda *a: (pathlib.Path({str(marker)!r}).write_text('ok'), sys.exit(0)))\n"
+        f"pathlib.Path({str(tmp_path / 'ready')!r}).write_text('1')\n"
+        f"time.sleep(60)\nsys.exit(5)\n"
+    )
+    (tmp_path / "worker.py").write_text(worker)
+    fake = bin_dir / "accelerate"
+    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'worker.py'} &\nwait $!\n")
+    fake.chmod(0o755)
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_PROCID": "0",
+        "MAIN_ADDR": "h",
+        "MAIN_PORT": "1",
+        "NNODES": "1",
+        "GPUS_PER_NODE": "1",
+        "ACCEL_CONFIG": "x.yaml",
+        "ENTRY": "train.py",
+    }
+    proc = subprocess.Popen(["bash", "launch/slurm_node.sh", "--"], cwd=REPO, env=env)
+    deadline = time.time() + 30
+    while not (tmp_path / "ready").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    proc.terminate()  # what slurmstepd / the batch script's pre-emption trap sends
+    assert proc.wait(timeout=30) == 0
+    assert marker.read_text() == "ok"

@@ -8,6 +8,7 @@ import time
 import orjson
 import pytest
 
+from amazon_sft.answering.ask import Answerer
 from amazon_sft.answering.index import CatalogueIndex, build_index
 from amazon_sft.answering.serve import MAX_BODY_BYTES, create_app
 from amazon_sft.evaluation.loading import load_for_eval
@@ -40,14 +41,14 @@ def app_parts(prepared, tuned_run, tmp_path_factory):
         )
     build_index(data)
     model, tok, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
-    return model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(data)
+    return Answerer(model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(data))
 
 
 @pytest.fixture(scope="module")
 def client(app_parts):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(*app_parts, default_max_new_tokens=8))
+    return TestClient(create_app(app_parts, default_max_new_tokens=8))
 
 
 def test_ask_returns_answer_and_sources(client):
@@ -116,7 +117,7 @@ def test_page_in_headless_chromium_shows_answer_and_sources(app_parts, tmp_path)
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(*app_parts, default_max_new_tokens=8),
+            create_app(app_parts, default_max_new_tokens=8),
             host="127.0.0.1",
             port=port,
             log_level="warning",

@@ -86,5 +86,36 @@ def answer_question(
     return Answer(question, text, described, prompt)
 
 
+@dataclass
+class Answerer:
+    """What answering needs, loaded once: the model, its tokenizer and prompt format, the index."""
+
+    model: object
+    tok: object
+    fmt: PromptFormat
+    index: CatalogueIndex
+
+    def __call__(
+        self,
+        question: str,
+        *,
+        k: int = 3,
+        grounded: bool = False,
+        max_new_tokens: int = 128,
+        on_text: Callable[[str], None] | None = None,
+    ) -> Answer:
+        return answer_question(
+            question,
+            self.model,
+            self.tok,
+            self.fmt,
+            self.index,
+            k=k,
+            grounded=grounded,
+            max_new_tokens=max_new_tokens,
+            on_text=on_text,
+        )
+
+
 def sources_only(question: str, index: CatalogueIndex, k: int = 3) -> list[dict]:
     return [asdict(s) for s in index.search(" ".join(question.split())[:MAX_QUESTION_CHARS], k)]

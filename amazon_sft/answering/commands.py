@@ -79,7 +79,8 @@ def _default_model() -> str:
 
 
 def _session(args):
-    """(model, tokenizer, prompt format, index) for ask/chat."""
+    """The loaded Answerer for ask/chat/serve."""
+    from amazon_sft.answering.ask import Answerer
     from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
@@ -87,11 +88,18 @@ def _session(args):
     if args.max_new_tokens < 1 or args.k < 1:
         raise UserError("--max-new-tokens and --k must be >= 1")
     model, tok, cfg, _ = load_for_eval(args.model or _default_model(), [], pick_device())
-    return (
-        model,
-        tok,
-        build_prompt_format(tok, cfg.data),
-        CatalogueIndex(args.index or cfg.data.path),
+    return Answerer(
+        model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index or cfg.data.path)
+    )
+
+
+def _answer(answerer, args, question: str, on_text=None):
+    return answerer(
+        question,
+        k=args.k,
+        grounded=args.grounded,
+        max_new_tokens=args.max_new_tokens,
+        on_text=on_text,
     )
 
 
@@ -109,7 +117,7 @@ def _print_sources(sources: list[dict]) -> None:
 
 
 def _run_ask(args) -> int:
-    from amazon_sft.answering.ask import answer_question, sources_only
+    from amazon_sft.answering.ask import sources_only
     from amazon_sft.answering.index import CatalogueIndex
 
     if args.sources_only:
@@ -121,19 +129,8 @@ def _run_ask(args) -> int:
         else:
             _print_sources(sources)
         return 0
-    model, tok, fmt, index = _session(args)
     stream = None if args.json else (lambda t: print(t, end="", flush=True))
-    result = answer_question(
-        args.question,
-        model,
-        tok,
-        fmt,
-        index,
-        k=args.k,
-        grounded=args.grounded,
-        max_new_tokens=args.max_new_tokens,
-        on_text=stream,
-    )
+    result = _answer(_session(args), args, args.question, stream)
     if args.json:
         print(
             json.dumps(
@@ -152,9 +149,7 @@ def _public(source: dict) -> dict:
 
 
 def _run_chat(args) -> int:
-    from amazon_sft.answering.ask import answer_question
-
-    model, tok, fmt, index = _session(args)
+    answerer = _session(args)
     print("Ask about a product (Ctrl-D or 'exit' to quit).")
     while True:
         try:
@@ -165,17 +160,7 @@ def _run_chat(args) -> int:
             break
         if not question:
             continue
-        result = answer_question(
-            question,
-            model,
-            tok,
-            fmt,
-            index,
-            k=args.k,
-            grounded=args.grounded,
-            max_new_tokens=args.max_new_tokens,
-            on_text=lambda t: print(t, end="", flush=True),
-        )
+        result = _answer(answerer, args, question, lambda t: print(t, end="", flush=True))
         print()
         _print_sources(result.sources)
         print()
@@ -185,9 +170,9 @@ def _run_chat(args) -> int:
 def _run_serve(args) -> int:
     from amazon_sft.answering.serve import create_app, serve
 
-    model, tok, fmt, index = _session(args)
+    answerer = _session(args)
     print(f"serving on http://{args.host}:{args.port}/  (API: POST /api/ask)")
-    serve(create_app(model, tok, fmt, index, args.max_new_tokens), args.host, args.port)
+    serve(create_app(answerer, args.max_new_tokens), args.host, args.port)
     return 0
 
 

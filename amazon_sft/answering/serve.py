@@ -14,7 +14,7 @@ import json
 import queue
 import threading
 
-from amazon_sft.answering.ask import MAX_QUESTION_CHARS, answer_question
+from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 
 MAX_BODY_BYTES = 16_384
 MAX_NEW_TOKENS_CAP = 512
@@ -71,7 +71,7 @@ def safe_json(payload) -> bytes:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
-def create_app(model, tok, fmt, index, default_max_new_tokens: int = 128):
+def create_app(answerer, default_max_new_tokens: int = 128):
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -108,21 +108,21 @@ def create_app(model, tok, fmt, index, default_max_new_tokens: int = 128):
     def page() -> str:
         return PAGE
 
+    def run(req: AskRequest, on_text=None):
+        with lock:  # one generation at a time: the model is shared
+            return answerer(
+                req.question,
+                k=req.k,
+                grounded=req.grounded,
+                max_new_tokens=req.max_new_tokens,
+                on_text=on_text,
+            )
+
     @app.post("/api/ask")
     def ask(req: AskRequest) -> Response:
         if not req.question.strip():
             return error(422, "question: empty")
-        with lock:
-            result = answer_question(
-                req.question,
-                model,
-                tok,
-                fmt,
-                index,
-                k=req.k,
-                grounded=req.grounded,
-                max_new_tokens=req.max_new_tokens,
-            )
+        result = run(req)
         return Response(
             safe_json({"answer": result.answer, "sources": result.sources}),
             media_type="application/json",
@@ -135,22 +135,10 @@ def create_app(model, tok, fmt, index, default_max_new_tokens: int = 128):
         events: queue.Queue = queue.Queue()
 
         def work() -> None:
-            with lock:
-                try:
-                    result = answer_question(
-                        req.question,
-                        model,
-                        tok,
-                        fmt,
-                        index,
-                        k=req.k,
-                        grounded=req.grounded,
-                        max_new_tokens=req.max_new_tokens,
-                        on_text=lambda t: events.put({"text": t}),
-                    )
-                    events.put({"sources": result.sources})
-                finally:
-                    events.put(None)
+            try:
+                events.put({"sources": run(req, on_text=lambda t: events.put({"text": t})).sources})
+            finally:
+                events.put(None)
 
         threading.Thread(target=work, daemon=True).start()
 

@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 DATA ?=
 DEMO_DIR ?= demo_out
-DEMO_ROWS ?= 5000
+DEMO_ARGS ?=
 
 .PHONY: install demo-deps bench-deps test lint format demo bench-prepare clean
 
@@ -41,12 +41,11 @@ format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Until training lands, the demo prepares the generated catalogue (or DATA=path/to/trn.json.gz)
-# with SmolLM2's tokenizer and chat template, and prints the report.
+# The whole story offline on SmolLM2-135M (~15 min on 2 CPU cores): prepare the generated
+# catalogue (or DATA=path/to/trn.json.gz), base answers, LoRA fine-tune, before/after report,
+# answers with sources. DEMO_ARGS passes more options (see amazon-sft demo --help).
 demo: demo-deps
-	@mkdir -p $(DEMO_DIR)
-	@if [ -z "$(DATA)" ]; then $(VENV)/bin/amazon-sft synth --rows $(DEMO_ROWS) --out $(DEMO_DIR)/trn.json.gz; fi
-	$(VENV)/bin/amazon-sft prepare $(or $(DATA),$(DEMO_DIR)/trn.json.gz) --out $(DEMO_DIR)/prepared --config smollm2-135m --overwrite
+	$(VENV)/bin/amazon-sft demo --out $(DEMO_DIR) $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 
 bench-prepare: bench-deps
 	$(PY) bench/prepare_vs_usual.py --rows 200000

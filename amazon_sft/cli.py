@@ -95,7 +95,10 @@ def _add_train(sub) -> None:
         "train",
         help="fine-tune on prepared shards (same code as accelerate launch amazon_sft/train.py)",
     )
-    # Likewise parsed by amazon_sft.evaluation.main.
+    # Likewise parsed by amazon_sft.evaluation.main and amazon_sft.demo.
+    sub.add_parser(
+        "demo", help="the whole story offline: prepare, base answers, LoRA, eval, answers"
+    )
     sub.add_parser(
         "eval", help="score base and tuned models on held-out and seen titles (eval/evaluate.py)"
     )
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
         from amazon_sft.train import main as train_main
 
         command, run = "train", lambda: train_main(argv[1:])
+    elif argv[:1] == ["demo"]:
+        from amazon_sft.demo import main as demo_main
+
+        command, run = "demo", lambda: demo_main(argv[1:])
     elif argv[:1] == ["eval"]:
         from amazon_sft.evaluation.main import main as eval_main
 

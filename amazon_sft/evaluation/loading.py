@@ -25,6 +25,9 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
         cfg = load_run_config(spec.removeprefix("config:"), overrides)
         tok = load_tokenizer(cfg.model)
+        torch.manual_seed(
+            cfg.seed
+        )  # a random-init base is then the very model training starts from
         model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
     folder = Path(spec)

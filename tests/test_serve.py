@@ -2,15 +2,13 @@
 
 import json
 import shutil
-import threading
-import time
 
 import orjson
 import pytest
 
 from amazon_sft.answering.ask import Answerer
 from amazon_sft.answering.index import CatalogueIndex, build_index
-from amazon_sft.answering.serve import MAX_BODY_BYTES, create_app
+from amazon_sft.answering.serve import BROWSER_FLAGS, MAX_BODY_BYTES, BackgroundServer, create_app
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import build_prompt_format
 
@@ -111,53 +109,23 @@ def test_stream_sends_text_then_sources(client):
     CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
 )
 def test_page_in_headless_chromium_shows_answer_and_sources(app_parts, tmp_path):
-    import uvicorn
     from playwright.sync_api import sync_playwright
 
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(app_parts, default_max_new_tokens=8),
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.time() + 30
-    while not server.started and time.time() < deadline:
-        time.sleep(0.05)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(
-                executable_path=CHROMIUM,
-                args=[
-                    "--no-sandbox",
-                    "--disable-gpu",
-                    "--disable-quic",
-                    "--no-first-run",
-                    "--disable-background-networking",
-                    "--disable-component-update",
-                    "--disable-sync",
-                ],
-            )
-            page = browser.new_page()
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.fill("#q", f"Can you describe the product '{SCRIPT_TITLE}'?")
-            page.click("#ask")
-            page.wait_for_selector("#sources li", timeout=60_000)
-            page.wait_for_function("!document.getElementById('ask').disabled", timeout=60_000)
-            first = page.locator("#sources li").first
-            assert SCRIPT_TITLE in first.inner_text()
-            assert first.locator(".desc").inner_text() == SCRIPT_TEXT  # shown as text, not markup
-            assert page.evaluate("window.pwned") is None  # the description's script never ran
-            assert (
-                page.locator("#answer").inner_text() != ""
-                or page.locator("#sources li").count() > 0
-            )
-            page.screenshot(path=str(tmp_path / "page.png"))
-            browser.close()
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with (
+        BackgroundServer(create_app(app_parts, default_max_new_tokens=8), free_port()) as url,
+        sync_playwright() as p,
+    ):
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#q", f"Can you describe the product '{SCRIPT_TITLE}'?")
+        page.click("#ask")
+        page.wait_for_selector("#sources li", timeout=60_000)
+        page.wait_for_function("!document.getElementById('ask').disabled", timeout=60_000)
+        first = page.locator("#sources li").first
+        assert SCRIPT_TITLE in first.inner_text()
+        assert first.locator(".desc").inner_text() == SCRIPT_TEXT  # shown as text, not markup
+        assert page.evaluate("window.pwned") is None  # the description's script never ran
+        assert page.locator("#answer").inner_text() != "" or page.locator("#sources li").count() > 0
+        page.screenshot(path=str(tmp_path / "page.png"))
+        browser.close()

@@ -18,6 +18,16 @@ from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 
 MAX_BODY_BYTES = 16_384
 MAX_NEW_TOKENS_CAP = 512
+# Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
+BROWSER_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>amazon_sft: ask about a product</title>
@@ -155,3 +165,29 @@ def serve(app, host: str, port: int) -> None:
     import uvicorn
 
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+class BackgroundServer:
+    """The app on a local port in a thread (tests and screenshots): ``with BackgroundServer(app) as url``."""
+
+    def __init__(self, app, port: int) -> None:
+        import uvicorn
+
+        self.port = port
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    def __enter__(self) -> str:
+        import time
+
+        self.thread.start()
+        deadline = time.time() + 30
+        while not self.server.started and time.time() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{self.port}/"
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)

@@ -64,6 +64,31 @@ def run(step: str, args: list[str], log) -> str:
     return proc.stdout
 
 
+def ask_all(
+    who: str, model: str, questions: list[str], prepared: Path, max_new_tokens: int, log
+) -> list[dict]:
+    """`amazon-sft ask --json` for each question; the parsed JSON answers."""
+    answers = []
+    for q in questions:
+        out = run(
+            f"{who} answers: {q}",
+            [
+                "ask",
+                q,
+                "--model",
+                model,
+                "--index",
+                str(prepared),
+                "--json",
+                "--max-new-tokens",
+                str(max_new_tokens),
+            ],
+            log,
+        )
+        answers.append(json.loads(out.strip().splitlines()[-1]))
+    return answers
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     out = Path(args.out)
@@ -102,28 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         questions = [q.format(t=t) for q, t in zip(QUESTIONS, titles)]
         base = f"config:{args.config}"
-        before = [
-            json.loads(
-                run(
-                    f"base model answers: {q}",
-                    [
-                        "ask",
-                        q,
-                        "--model",
-                        base,
-                        "--index",
-                        str(prepared),
-                        "--json",
-                        "--max-new-tokens",
-                        str(args.max_new_tokens),
-                    ],
-                    log,
-                )
-                .strip()
-                .splitlines()[-1]
-            )
-            for q in questions
-        ]
+        before = ask_all("base model", base, questions, prepared, args.max_new_tokens, log)
         run(
             "LoRA fine-tune",
             [
@@ -161,28 +165,7 @@ def main(argv: list[str] | None = None) -> int:
             ],
             log,
         )
-        after = [
-            json.loads(
-                run(
-                    f"tuned model answers: {q}",
-                    [
-                        "ask",
-                        q,
-                        "--model",
-                        str(run_dir),
-                        "--index",
-                        str(prepared),
-                        "--json",
-                        "--max-new-tokens",
-                        str(args.max_new_tokens),
-                    ],
-                    log,
-                )
-                .strip()
-                .splitlines()[-1]
-            )
-            for q in questions
-        ]
+        after = ask_all("tuned model", str(run_dir), questions, prepared, args.max_new_tokens, log)
     summary = {
         "questions": [
             {"question": q, "before": b["answer"], "after": a["answer"], "sources": a["sources"]}

@@ -245,7 +245,7 @@ class RunConfig:
     out_dir: str = "runs/default"
     """Where training writes checkpoints, logs and the final model."""
     seed: int = 1234
-    """Global seed for model init, dropout and the data order."""
+    """Global seed for model init and dropout (the data order has its own, data.seed)."""
 
 
 def load_run_config(

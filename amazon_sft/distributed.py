@@ -165,16 +165,6 @@ def is_deepspeed(accelerator) -> bool:
     return accelerator.state.deepspeed_plugin is not None
 
 
-def zero_stage(accelerator) -> int:
-    if not is_deepspeed(accelerator):
-        return 0
-    return int(
-        accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {}).get(
-            "stage", 0
-        )
-    )
-
-
 def global_sum(accelerator, value: float | int) -> float:
     """Sum a number over ranks (every rank gets the result)."""
     tensor = torch.tensor([float(value)], device=accelerator.device, dtype=torch.float64)

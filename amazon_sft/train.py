@@ -270,7 +270,6 @@ def fit(
         "tokens_seen": tokens_seen,
         "stopped_by": stopped_by,
         "train_seconds": round(time.perf_counter() - started, 1),
-        "label": "amazon_sft",
     }
 
 

@@ -68,6 +68,8 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
             if m.gguf_file:
                 kwargs["gguf_file"] = m.gguf_file
             model = AutoModelForCausalLM.from_pretrained(resolve_location(m.path), **kwargs)
+            if m.gguf_file:
+                _forget_dequantized_gguf(model)
     except (OSError, ValueError, ImportError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(
@@ -89,6 +91,20 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
     if cfg.lora.enabled:
         model = wrap_lora(model, cfg.lora)
     return model
+
+
+def _forget_dequantized_gguf(model) -> None:
+    """Without GGUF kernels transformers unpacks a GGUF file into plain float tensors but keeps
+    its quantizer attached, and ``save_pretrained`` then refuses to save a fully fine-tuned
+    model ("quantized with gguf and is not serializable"). The weights are ordinary tensors,
+    so drop the marker; a model whose weights really stay in GGUF blocks keeps it."""
+    if not all(type(p) is torch.nn.Parameter and p.is_floating_point() for p in model.parameters()):
+        return
+    model.hf_quantizer = None
+    model.is_quantized = False
+    model.quantization_method = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
 
 
 def wrap_lora(model, lora: LoraConfig):

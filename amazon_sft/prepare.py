@@ -167,15 +167,21 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
                 row = {"uid": rec.uid, "title": title, "content": content}
                 key = normalise_title(title)
                 split = "heldout" if is_heldout(title, data.heldout_fraction, key) else "train"
+                if split == "train" and counts["taught"] == data.max_train_docs:
+                    split = "untaught"  # over the cap: still answerable from the catalogue
                 cat.write(orjson.dumps({**row, "split": split}) + b"\n")
                 if split == "heldout":
                     heldout.write(orjson.dumps(row) + b"\n")
                     counts["heldout"] += 1
                     continue
+                if split == "untaught":
+                    counts["over_max_train_docs"] += 1
+                    continue
+                counts["taught"] += 1
                 probe.offer(title, row, key)
                 yield rec.uid, title, content
 
-    counts = {"heldout": 0}
+    counts = {"heldout": 0, "taught": 0, "over_max_train_docs": 0}
     scrub = SpecialTextScrubber(tok)
     docs = documents()
     sample = list(itertools.islice(docs, SAMPLE_DOCS))  # read first: checks the fast paths
@@ -236,9 +242,10 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         "input": str(input_path),
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
-        "kept": len(doc_lens) + counts["heldout"],
+        "kept": len(doc_lens) + counts["heldout"] + counts["over_max_train_docs"],
         "train_docs": len(doc_lens),
         "heldout_docs": counts["heldout"],
+        "over_max_train_docs": counts["over_max_train_docs"],
         "probe_docs": len(probe.records()),
         "answer_truncated": encoder.truncated,
         "answer_precut_before_encoding": encoder.precut,
@@ -277,6 +284,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
                 "kept",
                 "train_docs",
                 "heldout_docs",
+                "over_max_train_docs",
                 "probe_docs",
                 "rows",
                 "tokens",

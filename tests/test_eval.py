@@ -167,3 +167,37 @@ def test_bad_inputs_are_one_line_errors(prepared, tiny_model_dir, tuned_run, tmp
         proc = _eval(*args, "--out", str(tmp_path / "o"))
         assert proc.returncode == 2 and needle in proc.stderr, (args, proc.stderr[-2000:])
         assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.e2e
+def test_vllm_backend_matches_the_hf_backend(prepared, tuned_run, tmp_path):
+    """Drives --backend vllm against tests/stand_ins/vllm (vLLM's documented offline API; real
+    vLLM needs CUDA): the exported folder loads, token prompts go in, EOS/length map back."""
+    args = ["--data", str(prepared), "--model", str(tuned_run), "--n", "6"]
+    args += ["--max-new-tokens", "20", "--batch-size", "1"]
+    hf = _eval(*args, "--out", str(tmp_path / "hf"))
+    assert hf.returncode == 0, hf.stderr[-3000:]
+    log = tmp_path / "vllm_calls.jsonl"
+    env = {"PYTHONPATH": str(REPO / "tests" / "stand_ins"), "FAKE_VLLM_LOG": str(log)}
+    vl = _eval(*args, "--backend", "vllm", "--out", str(tmp_path / "vllm"), env=env)
+    assert vl.returncode == 0, vl.stderr[-3000:]
+    read = lambda d: (tmp_path / d / "answers.jsonl").read_text()  # noqa: E731
+    assert read("hf") == read("vllm")
+    r_hf, r_vl = (json.loads((tmp_path / d / "report.json").read_text()) for d in ("hf", "vllm"))
+    assert r_vl["decoding"]["backend"] == "vllm"
+    for split in r_hf["splits"]:
+        assert r_hf["splits"][split]["model"]["metrics"] == pytest.approx(
+            r_vl["splits"][split]["model"]["metrics"], rel=1e-6
+        )
+    calls = [json.loads(x) for x in log.read_text().splitlines()]
+    assert calls and calls[0]["tensor_parallel_size"] == 1  # one LLM per model loaded
+
+
+def test_vllm_backend_refusals_are_one_line_errors(prepared, tuned_run, tmp_path):
+    args = ["--data", str(prepared), "--model", str(tuned_run), "--backend", "vllm"]
+    missing = _eval(*args, "--out", str(tmp_path / "o"))
+    assert missing.returncode == 2 and "vLLM is not installed" in missing.stderr
+    env = {"PYTHONPATH": str(REPO / "tests" / "stand_ins")}
+    ngram = _eval(*args, "--no-repeat-ngram-size", "3", "--out", str(tmp_path / "o"), env=env)
+    assert ngram.returncode == 2 and "--no-repeat-ngram-size" in ngram.stderr
+    assert "Traceback" not in missing.stderr + ngram.stderr

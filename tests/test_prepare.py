@@ -99,6 +99,21 @@ def test_eos_is_kept_when_descriptions_are_cut(catalogue, tiny_cfg, tiny_tok, tm
     assert all(int(mask[e - 8 : e + 1].sum()) == 9 for e in ends)  # 8 answer tokens + EOS
 
 
+def test_max_train_docs_teaches_a_prefix_and_counts_the_rest(catalogue, prepared, tmp_path):
+    full = read_manifest(prepared)
+    cfg = load_run_config("tiny", ["data.max_train_docs=7"])
+    m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
+    assert m["train_docs"] == 7
+    assert m["heldout_docs"] == full["heldout_docs"]  # the held-out split does not move
+    assert m["over_max_train_docs"] == full["train_docs"] - 7
+    catalogue_rows = _jsonl(tmp_path / "out" / "catalogue.jsonl")
+    taught = [r["title"] for r in catalogue_rows if r["split"] == "train"]
+    assert len(taught) == 7 and sum(r["split"] == "untaught" for r in catalogue_rows) > 0
+    assert {r["title"] for r in _jsonl(tmp_path / "out" / "seen_probe.jsonl")} <= set(taught)
+    with pytest.raises(UserError, match=r"data\.max_train_docs"):
+        load_run_config("tiny", ["data.max_train_docs=0"])
+
+
 def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):
     again = prepare(catalogue, tmp_path / "again", tiny_cfg, progress=False)
     assert [s["sha256"] for s in again["shards"]] == [

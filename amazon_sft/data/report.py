@@ -57,6 +57,7 @@ def render_markdown(report: dict) -> str:
         "kept",
         "train_docs",
         "heldout_docs",
+        "over_max_train_docs",
         "probe_docs",
         "answer_truncated",
         "rows",

@@ -24,6 +24,7 @@ from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.evaluation.report import SHOWN, write_report
+from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
@@ -51,11 +52,28 @@ def parse_args(argv):
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--no-repeat-ngram-size", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--backend",
+        choices=("hf", "vllm"),
+        default="hf",
+        help="generation engine: transformers (batched, spread over ranks) or vLLM (one process)",
+    )
+    p.add_argument(
+        "--vllm-tensor-parallel", type=int, default=1, help="GPUs vLLM shards one model over"
+    )
+    p.add_argument(
+        "--vllm-gpu-memory",
+        type=float,
+        default=0.85,
+        help="share of GPU memory vLLM may take (its gpu_memory_utilization)",
+    )
     p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.n < 1 or args.batch_size < 1:
         raise UserError("--max-new-tokens, --n and --batch-size must be >= 1")
+    if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
+        raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:
         raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")
@@ -92,9 +110,10 @@ def read_eval_rows(path: Path, n: int) -> list[dict]:
 
 
 def score_model(
-    spec, overrides, data_dir, manifest, splits, decoding, accelerator
+    spec, overrides, data_dir, manifest, splits, decoding, accelerator, args
 ) -> tuple[str, dict]:
-    """Generate and score one model on every split: (label, split -> per-example arrays)."""
+    """Generate and score one model on every split: (label, split -> per-example arrays).
+    Reference perplexity comes first: the vLLM backend hands the GPU over to vLLM."""
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
@@ -107,8 +126,19 @@ def score_model(
             [*ids[: cfg.data.max_answer_tokens], tok.eos_token_id]
             for ids in encode([r["content"] for r in rows])
         ]
-        gens = generate_answers(model, tok, prompts, decoding, pad_id, accelerator, desc=f"{split}")
         nll = reference_nll(model, prompts, answers, pad_id, decoding.batch_size, accelerator)
+        if args.backend == "vllm":
+            gens = generate_with_vllm(
+                model,
+                tok,
+                prompts,
+                decoding,
+                args.seed,
+                args.vllm_tensor_parallel,
+                args.vllm_gpu_memory,
+            )
+        else:
+            gens = generate_answers(model, tok, prompts, decoding, pad_id, accelerator, desc=split)
         out[split] = {
             "answers": [g.text for g in gens],
             "eos": [g.ended_with_eos for g in gens],
@@ -180,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
         args.max_new_tokens, args.repetition_penalty, args.no_repeat_ngram_size, args.batch_size
     )
     accelerator = build_eval_accelerator()
+    if args.backend == "vllm":
+        check_vllm_usable(decoding, accelerator.num_processes)
     data_dir = Path(args.data)
     manifest = read_manifest(data_dir)
     splits = {
@@ -189,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     result = {
         "data": str(data_dir),
-        "decoding": vars(decoding) | {"greedy": True, "seed": args.seed},
+        "decoding": vars(decoding) | {"greedy": True, "seed": args.seed, "backend": args.backend},
         "models": {},
         "splits": {s: {} for s in splits},
         "rows": [],
@@ -198,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, spec in specs.items():
         set_seed(args.seed)
         label, scored = score_model(
-            spec, args.overrides, data_dir, manifest, splits, decoding, accelerator
+            spec, args.overrides, data_dir, manifest, splits, decoding, accelerator, args
         )
         result["models"][name] = {"label": label, "spec": spec}
         for split, rows in splits.items():

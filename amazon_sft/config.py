@@ -77,10 +77,15 @@ class DataConfig:
     """Token budget of one description; longer ones are cut (and counted), EOS kept after."""
     heldout_fraction: float = 0.01
     """Share of distinct titles held out for evaluation, chosen by a stable hash of the title."""
-    max_train_docs: int | None = None
-    """Teach only the first N training documents (after cleaning and the held-out split); later
-    training rows are counted as ``over_max_train_docs`` and stay in catalogue.jsonl (split
+    max_train_products: int | None = None
+    """Teach only the first N training products (after cleaning and the held-out split); later
+    training rows are counted as ``over_max_train_products`` and stay in catalogue.jsonl (split
     ``untaught``). For small runs that must see a few products many times. None: all."""
+    phrasings_per_doc: int = 1
+    """Questions each product is taught with: first the canonical phrasing (index 0, the one
+    evaluation and answering ask), then others picked by a stable hash of the uid. More than 1
+    teaches the model to answer other wordings (English and Portuguese) of the same question,
+    at one more copy of the document each."""
     probe_size: int = 1000
     """How many *training* titles to write to seen_probe.jsonl for measuring catalogue recall."""
     templates: str = "builtin"
@@ -108,10 +113,12 @@ class DataConfig:
             raise UserError(f"data.max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
         if not 0.0 <= self.heldout_fraction < 1.0:
             raise UserError(f"data.heldout_fraction must be in [0, 1), got {self.heldout_fraction}")
-        if self.max_train_docs is not None and self.max_train_docs < 1:
+        if self.max_train_products is not None and self.max_train_products < 1:
             raise UserError(
-                f"data.max_train_docs must be >= 1 or null (all), got {self.max_train_docs}"
+                f"data.max_train_products must be >= 1 or null (all), got {self.max_train_products}"
             )
+        if self.phrasings_per_doc < 1:
+            raise UserError(f"data.phrasings_per_doc must be >= 1, got {self.phrasings_per_doc}")
         if self.probe_size < 0 or self.shard_rows < 1 or self.tokenize_batch_docs < 1:
             raise UserError(
                 "data.probe_size must be >= 0, data.shard_rows and data.tokenize_batch_docs >= 1"

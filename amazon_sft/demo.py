@@ -67,26 +67,24 @@ def run(step: str, args: list[str], log) -> str:
 def ask_all(
     who: str, model: str, questions: list[str], prepared: Path, max_new_tokens: int, log
 ) -> list[dict]:
-    """`amazon-sft ask --json` for each question; the parsed JSON answers."""
-    answers = []
-    for q in questions:
-        out = run(
-            f"{who} answers: {q}",
-            [
-                "ask",
-                q,
-                "--model",
-                model,
-                "--index",
-                str(prepared),
-                "--json",
-                "--max-new-tokens",
-                str(max_new_tokens),
-            ],
-            log,
-        )
-        answers.append(json.loads(out.strip().splitlines()[-1]))
-    return answers
+    """One `amazon-sft ask --json` with every question (the model loads once); the parsed
+    answers, one JSON line per question."""
+    out = run(
+        f"{who} answers {len(questions)} questions",
+        [
+            "ask",
+            *questions,
+            "--model",
+            model,
+            "--index",
+            str(prepared),
+            "--json",
+            "--max-new-tokens",
+            str(max_new_tokens),
+        ],
+        log,
+    )
+    return [json.loads(line) for line in out.strip().splitlines()[-len(questions) :]]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -167,7 +167,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
                 row = {"uid": rec.uid, "title": title, "content": content}
                 key = normalise_title(title)
                 split = "heldout" if is_heldout(title, data.heldout_fraction, key) else "train"
-                if split == "train" and counts["taught"] == data.max_train_docs:
+                if split == "train" and counts["taught"] == data.max_train_products:
                     split = "untaught"  # over the cap: still answerable from the catalogue
                 cat.write(orjson.dumps({**row, "split": split}) + b"\n")
                 if split == "heldout":
@@ -175,13 +175,13 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
                     counts["heldout"] += 1
                     continue
                 if split == "untaught":
-                    counts["over_max_train_docs"] += 1
+                    counts["over_max_train_products"] += 1
                     continue
                 counts["taught"] += 1
                 probe.offer(title, row, key)
                 yield rec.uid, title, content
 
-    counts = {"heldout": 0, "taught": 0, "over_max_train_docs": 0}
+    counts = {"heldout": 0, "taught": 0, "over_max_train_products": 0}
     scrub = SpecialTextScrubber(tok)
     docs = documents()
     sample = list(itertools.islice(docs, SAMPLE_DOCS))  # read first: checks the fast paths
@@ -192,6 +192,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         data.max_answer_tokens,
         data.tokenizer_backend,
         sample or [("u", "Title", "Content text")],
+        data.phrasings_per_doc,
     )
     spill = _Spill(staging / "_spill.bin")
     t_tokenize = 0.0
@@ -242,10 +243,11 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         "input": str(input_path),
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
-        "kept": len(doc_lens) + counts["heldout"] + counts["over_max_train_docs"],
-        "train_docs": len(doc_lens),
+        "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],
+        "train_products": counts["taught"],
+        "train_docs": len(doc_lens),  # products x data.phrasings_per_doc, less prompt_too_long
         "heldout_docs": counts["heldout"],
-        "over_max_train_docs": counts["over_max_train_docs"],
+        "over_max_train_products": counts["over_max_train_products"],
         "probe_docs": len(probe.records()),
         "answer_truncated": encoder.truncated,
         "answer_precut_before_encoding": encoder.precut,
@@ -282,9 +284,10 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
             for k in (
                 "lines_read",
                 "kept",
+                "train_products",
                 "train_docs",
                 "heldout_docs",
-                "over_max_train_docs",
+                "over_max_train_products",
                 "probe_docs",
                 "rows",
                 "tokens",

@@ -48,9 +48,23 @@ class PromptFormat:
         return self.before + question + self.after
 
     def phrasing_for(self, uid: str) -> int:
-        """The training phrasing of a product: stable in its uid, spread over all phrasings."""
+        """A phrasing picked by the product's uid: stable, spread over all phrasings."""
         digest = hashlib.blake2b(uid.encode(), digest_size=4).digest()
         return int.from_bytes(digest, "big") % len(self.phrasings)
+
+    def phrasings_for(self, uid: str, count: int) -> list[int]:
+        """The ``count`` training phrasings of a product: the canonical 0 first (evaluation and
+        answering ask it, and recall of a memorised fact hardly carries over to another wording),
+        then distinct others from the uid's hashed pick onwards.
+
+        >>> fmt = PromptFormat("", "", ("a {title}", "b {title}", "c {title}"), chat=False)
+        >>> fmt.phrasings_for("any uid", 1), sorted(fmt.phrasings_for("any uid", 3))
+        ([0], [0, 1, 2])
+        """
+        n = len(self.phrasings)
+        start = self.phrasing_for(uid)
+        others = [(start + i) % n for i in range(n) if (start + i) % n != 0]
+        return [0, *others][: min(count, n)]
 
     def fingerprint(self) -> str:
         """sha256 over everything that shapes a prompt; stored in the manifest."""

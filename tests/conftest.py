@@ -11,6 +11,7 @@ from amazon_sft.data.synthetic import write_catalogue
 from amazon_sft.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
+collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests themselves
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

@@ -90,9 +90,10 @@ def test_sources_only_needs_no_model_and_prints_json(prepared):
 
 
 def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
-    title = _records(prepared, 3)[2]["title"]
+    other, title = (r["title"] for r in _records(prepared, 3)[1:])
     proc = _cli(
         "ask",
+        f"Tell me about {other}",
         f"Qual é a descrição de {title}?",
         "--model",
         str(tuned_run),
@@ -103,7 +104,8 @@ def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
         "12",
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    first, out = (json.loads(line) for line in proc.stdout.strip().splitlines()[-2:])
+    assert first["sources"][0]["title"] == other  # one JSON line per question, in order
     assert isinstance(out["answer"], str) and out["sources"][0]["title"] == title
     assert 0.0 <= out["sources"][0]["answer_rougeL"] <= 1.0
     chat = _cli(

@@ -79,9 +79,7 @@ def test_rows_decode_to_prompt_answer_eos_with_loss_only_on_answers(prepared, ti
             answer = tiny_tok.decode(doc[n_prompt:-1])
             record = by_content[answer]  # the description, whole (nothing was cut at this budget)
             prompt = tiny_tok.decode(doc[:n_prompt], skip_special_tokens=False)
-            assert prompt == tiny_tok.bos_token + fmt.render(
-                record["title"], fmt.phrasing_for(record["uid"])
-            )
+            assert prompt == tiny_tok.bos_token + fmt.render(record["title"], 0)  # canonical
             checked += 1
         assert not mask[start:].any() and (ids[start:] == shards.pad_id).all()
     assert checked > 20
@@ -99,19 +97,39 @@ def test_eos_is_kept_when_descriptions_are_cut(catalogue, tiny_cfg, tiny_tok, tm
     assert all(int(mask[e - 8 : e + 1].sum()) == 9 for e in ends)  # 8 answer tokens + EOS
 
 
-def test_max_train_docs_teaches_a_prefix_and_counts_the_rest(catalogue, prepared, tmp_path):
+def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prepared, tmp_path):
     full = read_manifest(prepared)
-    cfg = load_run_config("tiny", ["data.max_train_docs=7"])
+    cfg = load_run_config("tiny", ["data.max_train_products=7"])
     m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
-    assert m["train_docs"] == 7
+    assert m["train_docs"] == m["train_products"] == 7
     assert m["heldout_docs"] == full["heldout_docs"]  # the held-out split does not move
-    assert m["over_max_train_docs"] == full["train_docs"] - 7
+    assert m["over_max_train_products"] == full["train_products"] - 7
     catalogue_rows = _jsonl(tmp_path / "out" / "catalogue.jsonl")
     taught = [r["title"] for r in catalogue_rows if r["split"] == "train"]
     assert len(taught) == 7 and sum(r["split"] == "untaught" for r in catalogue_rows) > 0
     assert {r["title"] for r in _jsonl(tmp_path / "out" / "seen_probe.jsonl")} <= set(taught)
-    with pytest.raises(UserError, match=r"data\.max_train_docs"):
-        load_run_config("tiny", ["data.max_train_docs=0"])
+    with pytest.raises(UserError, match=r"data\.max_train_products"):
+        load_run_config("tiny", ["data.max_train_products=0"])
+
+
+def test_phrasings_per_doc_teaches_the_canonical_question_and_others(catalogue, tiny_tok, tmp_path):
+    cfg = load_run_config("tiny", ["data.phrasings_per_doc=2", "data.max_train_products=30"])
+    m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
+    assert m["train_docs"] == 2 * m["train_products"] == 60
+    fmt = build_prompt_format(tiny_tok, cfg.data)
+    shards = PackedShards(tmp_path / "out")
+    questions: dict[str, list[str]] = {}
+    for index in range(len(shards)):
+        ids, mask, lens = shards.row(index)
+        start = 0
+        for n in lens:
+            n_prompt = int(np.argmax(mask[start : start + n]))
+            answer = tiny_tok.decode(ids[start + n_prompt : start + n - 1])
+            questions.setdefault(answer, []).append(tiny_tok.decode(ids[start : start + n_prompt]))
+            start += n
+    assert len(questions) == 30 and all(len(q) == 2 and q[0] != q[1] for q in questions.values())
+    canonical = fmt.phrasings[0].split("{title}")[0]
+    assert all(sum(canonical in q for q in qs) == 1 for qs in questions.values())
 
 
 def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):

@@ -26,7 +26,7 @@ pytestmark = [
 def test_full_fine_tune_of_the_gguf_model_saves_and_reloads(catalogue, tmp_path):
     """transformers keeps a GGUF quantizer on the unpacked float model, and save_pretrained
     then refused a full fine-tune's save; the run must save, verify and reload it."""
-    shape = ["data.max_seq_len=256", "data.max_answer_tokens=48", "data.max_train_docs=8"]
+    shape = ["data.max_seq_len=256", "data.max_answer_tokens=48", "data.max_train_products=8"]
     prepare(catalogue, tmp_path / "data", load_run_config("smollm2-135m", shape), progress=False)
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "smollm2-135m"]

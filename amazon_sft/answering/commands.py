@@ -20,7 +20,11 @@ def add_commands(sub) -> None:
     ):
         p = sub.add_parser(name, help=helptext)
         if name == "ask":
-            p.add_argument("question", help='e.g. "What is the description of Mog\'s Kittens?"')
+            p.add_argument(
+                "question",
+                nargs="+",
+                help='e.g. "What is the description of Mog\'s Kittens?" (several: one model load)',
+            )
             p.add_argument(
                 "--json", action="store_true", help='print {"answer": ..., "sources": [...]}'
             )
@@ -123,24 +127,30 @@ def _run_ask(args) -> int:
     if args.sources_only:
         if not args.index:
             raise UserError("--sources-only needs --index DIR (the prepared folder)")
-        sources = sources_only(args.question, CatalogueIndex(args.index), args.k)
-        if args.json:
-            print(json.dumps({"sources": [_public(s) for s in sources]}, ensure_ascii=False))
-        else:
-            _print_sources(sources)
+        index = CatalogueIndex(args.index)
+        for question in args.question:
+            sources = sources_only(question, index, args.k)
+            if args.json:
+                print(json.dumps({"sources": [_public(s) for s in sources]}, ensure_ascii=False))
+            else:
+                _print_sources(sources)
         return 0
     stream = None if args.json else (lambda t: print(t, end="", flush=True))
-    result = _answer(_session(args), args, args.question, stream)
-    if args.json:
-        print(
-            json.dumps(
-                {"answer": result.answer, "sources": [_public(s) for s in result.sources]},
-                ensure_ascii=False,
+    answerer = _session(args)  # loaded once for every question
+    for n, question in enumerate(args.question):
+        if not args.json and len(args.question) > 1:
+            print(f"{chr(10) if n else ''}Q: {question}\nA: ", end="", flush=True)
+        result = _answer(answerer, args, question, stream)
+        if args.json:  # one JSON line per question, in order
+            print(
+                json.dumps(
+                    {"answer": result.answer, "sources": [_public(s) for s in result.sources]},
+                    ensure_ascii=False,
+                )
             )
-        )
-    else:
-        print()
-        _print_sources(result.sources)
+        else:
+            print()
+            _print_sources(result.sources)
     return 0
 
 

@@ -94,8 +94,10 @@ class DocumentEncoder:
         max_answer_tokens: int,
         backend: str,
         sample: list[tuple[str, str, str]],
+        phrasings_per_doc: int = 1,
     ) -> None:
         self.fmt, self.max_seq_len, self.max_answer_tokens = fmt, max_seq_len, max_answer_tokens
+        self.phrasings_per_doc = phrasings_per_doc
         self.eos = tok.eos_token_id
         self.encode_answers, self.backend = answer_encoder(tok, backend, [c for _, _, c in sample])
         sp = self.encode_answers if self.backend == "sentencepiece" else None
@@ -105,7 +107,13 @@ class DocumentEncoder:
         self.precut = 0
 
     def _prompts(self, batch: list[tuple[str, str, str]]) -> list[str]:
-        return [self.fmt.render(title, self.fmt.phrasing_for(uid)) for uid, title, _ in batch]
+        """Every product's prompts, ``phrasings_per_doc`` consecutive ones each."""
+        k = self.phrasings_per_doc
+        return [
+            self.fmt.render(title, p)
+            for uid, title, _ in batch
+            for p in self.fmt.phrasings_for(uid, k)
+        ]
 
     def _answers(self, contents: list[str]) -> list[list[int]]:
         limit = (self.max_answer_tokens + CUT_MARGIN_TOKENS) * CHARS_PER_TOKEN_CUT
@@ -130,7 +138,9 @@ class DocumentEncoder:
         answer_ids = self._answers([content for _, _, content in batch])
         pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
         eos = [self.eos]
-        for p, a in zip(prompt_ids, answer_ids):
+        per_product = len(prompt_ids) // max(1, len(answer_ids))  # phrasings of each product
+        for j, p in enumerate(prompt_ids):
+            a = answer_ids[j // per_product]
             budget = min(self.max_answer_tokens, self.max_seq_len - len(p) - 1)
             if budget < 1:
                 self.dropped["prompt_too_long"] += 1

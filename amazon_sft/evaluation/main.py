@@ -120,11 +120,11 @@ def score_model(
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = [fmt.bos_id] if fmt.bos_id is not None else []
     out = {}
-    for split, rows in splits.items():
+    answer_limit = manifest["config"]["data"]["max_answer_tokens"]  # as prepare cut the targets,
+    for split, rows in splits.items():  # for both models whatever their own configs say
         prompts = [bos + ids for ids in encode([fmt.render(r["title"], 0) for r in rows])]
         answers = [
-            [*ids[: cfg.data.max_answer_tokens], tok.eos_token_id]
-            for ids in encode([r["content"] for r in rows])
+            [*ids[:answer_limit], tok.eos_token_id] for ids in encode([r["content"] for r in rows])
         ]
         nll = reference_nll(model, prompts, answers, pad_id, decoding.batch_size, accelerator)
         if args.backend == "vllm":

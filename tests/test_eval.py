@@ -190,7 +190,7 @@ def test_vllm_backend_matches_the_hf_backend(prepared, tuned_run, tmp_path):
             r_vl["splits"][split]["model"]["metrics"], rel=1e-6
         )
     calls = [json.loads(x) for x in log.read_text().splitlines()]
-    assert calls and calls[0]["tensor_parallel_size"] == 1  # one LLM per model loaded
+    assert len(calls) == 1 and calls[0]["tensor_parallel_size"] == 1  # one engine for both splits
 
 
 def test_vllm_backend_refusals_are_one_line_errors(prepared, tuned_run, tmp_path):

@@ -119,31 +119,43 @@ def score_model(
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = [fmt.bos_id] if fmt.bos_id is not None else []
-    out = {}
     answer_limit = manifest["config"]["data"]["max_answer_tokens"]  # as prepare cut the targets,
-    for split, rows in splits.items():  # for both models whatever their own configs say
-        prompts = [bos + ids for ids in encode([fmt.render(r["title"], 0) for r in rows])]
+    prompts, nll = {}, {}  # for both models whatever their own configs say
+    for split, rows in splits.items():
+        prompts[split] = [bos + ids for ids in encode([fmt.render(r["title"], 0) for r in rows])]
         answers = [
             [*ids[:answer_limit], tok.eos_token_id] for ids in encode([r["content"] for r in rows])
         ]
-        nll = reference_nll(model, prompts, answers, pad_id, decoding.batch_size, accelerator)
-        if args.backend == "vllm":
-            gens = generate_with_vllm(
-                model,
-                tok,
-                prompts,
-                decoding,
-                args.seed,
-                args.vllm_tensor_parallel,
-                args.vllm_gpu_memory,
-            )
-        else:
-            gens = generate_answers(model, tok, prompts, decoding, pad_id, accelerator, desc=split)
-        out[split] = {
-            "answers": [g.text for g in gens],
-            "eos": [g.ended_with_eos for g in gens],
-            "nll": nll,
+        nll[split] = reference_nll(
+            model, prompts[split], answers, pad_id, decoding.batch_size, accelerator
+        )
+    if args.backend == "vllm":  # one export and one engine for all splits
+        flat = generate_with_vllm(
+            model,
+            tok,
+            [p for split in splits for p in prompts[split]],
+            decoding,
+            args.seed,
+            args.vllm_tensor_parallel,
+            args.vllm_gpu_memory,
+        )
+        gens, start = {}, 0
+        for split in splits:
+            gens[split] = flat[start : start + len(prompts[split])]
+            start += len(gens[split])
+    else:
+        gens = {
+            split: generate_answers(model, tok, p, decoding, pad_id, accelerator, desc=split)
+            for split, p in prompts.items()
         }
+    out = {
+        split: {
+            "answers": [g.text for g in gens[split]],
+            "eos": [g.ended_with_eos for g in gens[split]],
+            "nll": nll[split],
+        }
+        for split in splits
+    }
     del model
     gc.collect()
     return label, out

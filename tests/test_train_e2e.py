@@ -69,12 +69,17 @@ def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_mod
         "train.micro_batch_size=1",
         "lora.enabled=false",
     ]
+    # One thread: under load MKL/OpenMP may run a reduction on fewer threads (MKL_DYNAMIC), which
+    # changes its order and the last bits; bit-exact must measure the resume, not the machine.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     straight = tmp_path / "straight"
-    _train(*train_overrides(prepared, tiny_model_dir, straight, *args))
+    _train(*train_overrides(prepared, tiny_model_dir, straight, *args), env=env)
 
     killed = tmp_path / "killed"
     cmd = train_command(prepared, tiny_model_dir, killed, *args)
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env
+    )
     marker = killed / "checkpoints" / "step-00000003" / "COMPLETE"
     deadline = time.time() + 120
     while not marker.exists() and proc.poll() is None and time.time() < deadline:
@@ -82,7 +87,9 @@ def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_mod
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert marker.exists() and not (killed / "final").exists(), "the kill did not land mid-run"
-    resumed = _train(*train_overrides(prepared, tiny_model_dir, killed, *args, "resume=auto"))
+    resumed = _train(
+        *train_overrides(prepared, tiny_model_dir, killed, *args, "resume=auto"), env=env
+    )
     assert "resumed from" in resumed.stderr
     assert _losses(killed) == _losses(straight)  # bit-exact on CPU, steps 1..30
 

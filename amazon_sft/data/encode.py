@@ -138,7 +138,7 @@ class DocumentEncoder:
         answer_ids = self._answers([content for _, _, content in batch])
         pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
         eos = [self.eos]
-        per_product = len(prompt_ids) // max(1, len(answer_ids))  # phrasings of each product
+        per_product = min(self.phrasings_per_doc, len(self.fmt.phrasings))  # as _prompts made them
         for j, p in enumerate(prompt_ids):
             a = answer_ids[j // per_product]
             budget = min(self.max_answer_tokens, self.max_seq_len - len(p) - 1)

@@ -1,64 +1,139 @@
-"""Per-document causal attention for packed rows, on torch SDPA: no extra wheel, no wasted pairs.
+"""Attention for packed rows: explicit document boundaries on every path, no extra wheel needed.
 
-transformers' own ``sdpa`` path keeps packed documents apart with a block-diagonal mask, but
-still computes every (query, key) pair of the row and, with a mask, cannot use SDPA's flash
-kernel. This path cuts each row at the positions where ``position_ids`` restart and runs causal
-SDPA per document: the cost is sum(len^2) instead of row_len^2, and with ``is_causal`` and no mask
-torch picks its built-in flash / memory-efficient kernels on GPUs. flash-attn's varlen kernel,
-when installed, is still preferred (one launch per layer instead of one per document).
+Every training batch carries ``cu_seqlens`` (``PackedBatch``): the boundaries of its documents
+over the flattened rows. Nothing here infers documents from position ids (transformers does that
+for flash-attn only at batch size 1, so a micro-batch of 2 rows would attend across documents).
 
-Registered with transformers as ``sdpa_per_document``; the mask function is the flash one, which
-returns no mask for causal packed rows.
+- ``varlen_attn``: torch's own variable-length flash kernel (torch >= 2.10, CUDA): one call per
+  layer for the whole micro-batch, grouped-query attention without copying key/value heads.
+- ``flash_attention_2``: transformers' flash-attn integration, handed the same ``cu_seq_lens_*``.
+- ``sdpa_per_document``: one causal SDPA call per document (CPU, or a GPU without either of the
+  above): the cost is sum(len^2) instead of rows x row_len^2.
+- ``sdpa`` / ``eager``: transformers' own paths, given a block-diagonal causal mask built from
+  the same boundaries (every pair of the row is computed; kept for comparison and debugging).
+
+The two functions defined here are registered with transformers under their names; outside
+training (generation with a padding mask and a KV cache) they run masked SDPA.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import itertools
+
 import torch
 import torch.nn.functional as F
 
+from amazon_sft.data.batch import PackedBatch
+
 NAME = "sdpa_per_document"
+VARLEN = "varlen_attn"
+BOUNDARY_PATHS = (VARLEN, "flash_attention_2", NAME)
+"""Implementations that take ``cu_seq_lens_*`` / ``max_length_*`` keyword arguments."""
+MASK_PATHS = ("sdpa", "eager")
+"""Implementations that take an explicit 4-D block-diagonal causal mask."""
 
 
-def document_spans(position_ids: torch.Tensor) -> list[tuple[int, int]]:
-    """(start, end) of each document of one row: a new document wherever the position is 0.
+def packed_attention_inputs(batch: PackedBatch, implementation: str) -> dict:
+    """Keyword arguments for the decoder's forward that keep the batch's documents apart."""
+    if implementation in BOUNDARY_PATHS:
+        cu = batch.cu_seqlens
+        n = batch.max_segment_len
+        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": n, "max_length_k": n}
+    if implementation in MASK_PATHS:
+        mask = block_causal_mask(batch.cu_seqlens, batch.input_ids.shape)
+        if implementation == "eager":  # eager adds the mask to the scores
+            mask = torch.zeros(mask.shape, device=mask.device).masked_fill(
+                ~mask, torch.finfo(torch.float32).min
+            )
+        return {"attention_mask": mask}
+    raise ValueError(f"no packed-row attention for {implementation!r}")
 
-    >>> document_spans(torch.tensor([0, 1, 2, 0, 1, 0]))
-    [(0, 3), (3, 5), (5, 6)]
+
+def block_causal_mask(cu_seqlens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """bool [rows, 1, seq, seq]: True where a query may see a key (same segment, not later).
+
+    >>> block_causal_mask(torch.tensor([0, 2, 3, 4]), torch.Size([2, 2]))[:, 0].int().tolist()
+    [[[1, 0], [1, 1]], [[1, 0], [0, 1]]]
     """
-    starts = torch.nonzero(position_ids == 0).flatten().tolist()
-    if not starts or starts[0] != 0:
-        starts = [0, *starts]
-    ends = [*starts[1:], position_ids.shape[-1]]
-    return list(zip(starts, ends))
+    rows, seq = shape
+    segment = torch.repeat_interleave(
+        torch.arange(len(cu_seqlens) - 1, device=cu_seqlens.device), cu_seqlens.diff()
+    ).view(rows, seq)
+    same = segment[:, :, None] == segment[:, None, :]
+    causal = torch.ones(seq, seq, dtype=torch.bool, device=cu_seqlens.device).tril()
+    return (same & causal)[:, None]
 
 
 def per_document_sdpa(
     module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs
 ):
     """The attention interface transformers calls: q [B, H, T, D], k/v [B, Hkv, T, D]."""
-    position_ids = kwargs.get("position_ids")
-    groups = query.shape[1] // key.shape[1]
-    if groups > 1:  # grouped-query attention: share each key/value head across its query heads
-        key = key.repeat_interleave(groups, dim=1)
-        value = value.repeat_interleave(groups, dim=1)
     p = dropout if module.training else 0.0
-    if attention_mask is not None or position_ids is None or query.shape[2] != key.shape[2]:
+    cu = kwargs.get("cu_seq_lens_q")
+    if cu is None or attention_mask is not None:
         return _masked_sdpa(query, key, value, attention_mask, scaling, p), None
-    rows = []
-    for b in range(query.shape[0]):
-        pieces = [
-            F.scaled_dot_product_attention(
-                query[b : b + 1, :, s:e],
-                key[b : b + 1, :, s:e],
-                value[b : b + 1, :, s:e],
-                is_causal=True,
-                scale=scaling,
-                dropout_p=p,
-            )
-            for s, e in document_spans(position_ids[b])
-        ]
-        rows.append(torch.cat(pieces, dim=2))
-    return torch.cat(rows, dim=0).transpose(1, 2).contiguous(), None
+    b, h, t, d = query.shape
+    flat = [
+        x.transpose(1, 2).reshape(1, b * t, x.shape[1], d).transpose(1, 2)
+        for x in (query, key, value)
+    ]
+    # one host read of the boundaries per layer: this is the CPU path (GPUs take varlen_attn)
+    bounds = cu.tolist()
+    pieces = [
+        F.scaled_dot_product_attention(
+            flat[0][:, :, s:e],
+            flat[1][:, :, s:e],
+            flat[2][:, :, s:e],
+            is_causal=True,
+            scale=scaling,
+            dropout_p=p,
+            enable_gqa=key.shape[1] != h,
+        )
+        for s, e in itertools.pairwise(bounds)
+    ]
+    out = torch.cat(pieces, dim=2)  # [1, H, B*T, D]
+    return out.transpose(1, 2).reshape(b, t, h, d), None
+
+
+@functools.cache
+def _varlen_call():
+    """torch's varlen_attn with causal masking and GQA, across the torch versions that have it:
+    2.10 takes ``is_causal``, later ones ``window_size=(-1, 0)``; ``enable_gqa`` came later."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    has_gqa = "enable_gqa" in params
+
+    def call(q, k, v, cu, max_len, scale):
+        extra = dict(causal)
+        if q.shape[1] != k.shape[1]:
+            if has_gqa:
+                extra["enable_gqa"] = True
+            else:  # older torch: share each key/value head by copying it
+                groups = q.shape[1] // k.shape[1]
+                k, v = (x.repeat_interleave(groups, dim=1) for x in (k, v))
+        return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, **extra)
+
+    return call
+
+
+def varlen_attention(
+    module, query, key, value, attention_mask, scaling=None, dropout=0.0, **kwargs
+):
+    """torch ``varlen_attn`` over the flattened micro-batch, one call per layer."""
+    cu, max_len = kwargs.get("cu_seq_lens_q"), kwargs.get("max_length_q")
+    if cu is None or attention_mask is not None:
+        p = dropout if module.training else 0.0
+        return _masked_sdpa(query, key, value, attention_mask, scaling, p), None
+    if module.training and dropout > 0:
+        raise ValueError("varlen_attn has no attention dropout; set attention_dropout=0")
+    b, h, t, d = query.shape
+    q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d) for x in (query, key, value))
+    out = _varlen_call()(q, k, v, cu.to(torch.int32), int(max_len), scaling)
+    return out.view(b, t, h, d), None
 
 
 def _masked_sdpa(query, key, value, attention_mask, scaling, p):
@@ -76,15 +151,33 @@ def _masked_sdpa(query, key, value, attention_mask, scaling, p):
             mask = mask & attention_mask[:, None, None, -k_len:].bool()
         mask = mask | ~mask.any(dim=-1, keepdim=True)
     out = F.scaled_dot_product_attention(
-        query, key, value, attn_mask=mask, scale=scaling, dropout_p=p
+        query,
+        key,
+        value,
+        attn_mask=mask,
+        scale=scaling,
+        dropout_p=p,
+        enable_gqa=key.shape[1] != query.shape[1],
     )
     return out.transpose(1, 2).contiguous()
 
 
+def has_varlen_attn() -> bool:
+    """torch ships ``torch.nn.attention.varlen`` (2.10+) and a CUDA device is present."""
+    import importlib.util
+
+    return (
+        torch.cuda.is_available()
+        and importlib.util.find_spec("torch.nn.attention.varlen") is not None
+    )
+
+
 def register() -> None:
-    """Make ``attn_implementation="sdpa_per_document"`` known to transformers (idempotent)."""
+    """Make ``sdpa_per_document`` and ``varlen_attn`` known to transformers (idempotent). Their
+    mask function is flash-attn's, which passes no mask for unpadded packed rows."""
     from transformers import AttentionInterface
     from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
 
-    AttentionInterface.register(NAME, per_document_sdpa)
-    AttentionMaskInterface.register(NAME, flash_attention_mask)
+    for name, fn in ((NAME, per_document_sdpa), (VARLEN, varlen_attention)):
+        AttentionInterface.register(name, fn)
+        AttentionMaskInterface.register(name, flash_attention_mask)

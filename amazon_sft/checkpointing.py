@@ -10,12 +10,27 @@ from __future__ import annotations
 import json
 import shutil
 import signal
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from amazon_sft.errors import UserError
 
 COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
+
+
+@dataclass
+class TrainerState:
+    """The loop's own progress, saved beside accelerate's state as ``trainer_state.json``."""
+
+    step: int = 0
+    """Optimizer steps taken."""
+    bad_in_row: int = 0
+    """Consecutive steps with a non-finite loss or gradient norm, up to now."""
+    tokens_seen: int = 0
+    """Real (non-padding) tokens trained on, over all ranks."""
+    loader: dict = field(default_factory=dict)
+    """``PackedLoader.state_dict()``: data epoch, row cursor and seed."""
 
 
 def checkpoint_dir(out_dir: Path, step: int) -> Path:
@@ -43,10 +58,9 @@ def find_resume_dir(resume: str, out_dir: Path) -> Path | None:
     return path
 
 
-def save_checkpoint(
-    accelerator, out_dir: Path, step: int, trainer_state: dict, keep_last: int
-) -> Path:
+def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: int) -> Path:
     """Every rank calls this; rank 0 finalises. Returns the checkpoint folder."""
+    step = state.step
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:
@@ -56,7 +70,7 @@ def save_checkpoint(
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        (tmp / STATE).write_text(json.dumps(trainer_state, indent=2))
+        (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
         (tmp / COMPLETE).write_text(f"step {step}\n")
         tmp.rename(final)
         for old in complete_checkpoints(out_dir)[:-keep_last]:
@@ -65,10 +79,10 @@ def save_checkpoint(
     return final
 
 
-def load_checkpoint(accelerator, path: Path) -> dict:
-    """Restore model/optimizer/scheduler/RNG into the prepared objects; return trainer_state."""
+def load_checkpoint(accelerator, path: Path) -> TrainerState:
+    """Restore model/optimizer/scheduler/RNG into the prepared objects; return the loop's state."""
     accelerator.load_state(str(path))
-    return json.loads((path / STATE).read_text())
+    return TrainerState(**json.loads((path / STATE).read_text()))
 
 
 class StopFlag:

@@ -155,9 +155,10 @@ class TrainConfig:
     precision: str = "auto"
     """auto (bf16 where the GPU has it, fp32 on CPU), bf16 or fp32."""
     attention: str = "auto"
-    """auto (flash_attention_2 when flash-attn imports and a GPU is present, else
-    sdpa_per_document: torch SDPA per packed document), or force one of flash_attention_2,
-    sdpa_per_document, sdpa (block-diagonal mask), flex_attention, eager."""
+    """auto (on CUDA: torch's varlen_attn when torch has it, else flash_attention_2 when
+    flash-attn imports; on CPU: sdpa_per_document, torch SDPA per packed document), or force one
+    of varlen_attn, flash_attention_2, sdpa_per_document, sdpa or eager (block-diagonal mask).
+    Every path is given the batch's document boundaries; none infers them from position ids."""
     loss_chunk_tokens: int = 1024
     """Answer tokens per chunk of the cross-entropy; the (tokens x vocab) logits never exist whole."""
     max_bad_steps: int = 5
@@ -186,10 +187,10 @@ class TrainConfig:
             raise UserError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         attention = (
             "auto",
+            "varlen_attn",
             "flash_attention_2",
             "sdpa_per_document",
             "sdpa",
-            "flex_attention",
             "eager",
         )
         if self.attention not in attention:

@@ -165,23 +165,28 @@ def is_deepspeed(accelerator) -> bool:
     return accelerator.state.deepspeed_plugin is not None
 
 
-def global_sum(accelerator, value: float | int) -> float:
-    """Sum a number over ranks (every rank gets the result)."""
-    tensor = torch.tensor([float(value)], device=accelerator.device, dtype=torch.float64)
-    return float(accelerator.reduce(tensor, reduction="sum").item())
+def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
+    """Sum a float64 vector over ranks, on the device: no host synchronisation here."""
+    return accelerator.reduce(values.to(accelerator.device, torch.float64), reduction="sum")
 
 
-def any_rank(accelerator, flag: bool) -> bool:
-    """True on every rank when it is true on any rank."""
-    return global_sum(accelerator, 1.0 if flag else 0.0) > 0
+def seed_per_rank(seed: int, accelerator) -> None:
+    """After the model is built with the same seed everywhere (identical weights), give each
+    rank its own random stream: dropout masks (LoRA, attention) must differ between the ranks'
+    data, as they would over one big batch."""
+    from accelerate.utils import set_seed
+
+    set_seed(seed + accelerator.process_index)
 
 
-def offloads_optimizer(accelerator) -> bool:
-    """True when the DeepSpeed config keeps optimizer states in host memory."""
-    if not is_deepspeed(accelerator):
-        return False
-    zero = accelerator.state.deepspeed_plugin.deepspeed_config.get("zero_optimization", {})
-    return zero.get("offload_optimizer", {}).get("device", "none") == "cpu"
+def describe_optimizer(optimizer) -> str:
+    """The optimizer that really runs, through accelerate's and DeepSpeed's wrappers."""
+    inner = optimizer
+    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
+        inner = inner.optimizer
+    adamw = getattr(inner, "adam_w_mode", isinstance(inner, torch.optim.AdamW))
+    rule = "AdamW: decoupled weight decay" if adamw else "Adam: L2 weight decay"
+    return f"{type(inner).__name__} ({rule})"
 
 
 def build_eval_accelerator():

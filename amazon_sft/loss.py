@@ -18,7 +18,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from amazon_sft.data.loader import IGNORE_INDEX
+from amazon_sft.attention import packed_attention_inputs
+from amazon_sft.data.batch import IGNORE_INDEX, PackedBatch
 from amazon_sft.modeling import decoder_and_head
 
 
@@ -27,24 +28,38 @@ def _chunk_loss(head: nn.Module, hidden: torch.Tensor, targets: torch.Tensor) ->
     return F.cross_entropy(logits, targets, reduction="sum")
 
 
+def head_calls(label_slots: int, chunk_tokens: int) -> int:
+    """LM-head calls per micro-batch: fixed by the batch *shape*, never by its data.
+
+    Under ZeRO-3 every call of the head gathers its weight with a collective, so every rank must
+    make the same calls in the same order; a data-dependent count (1 chunk here, 2 on the other
+    rank, 1 for a padding-only batch) leaves ranks waiting on each other forever. ``label_slots``
+    is rows x (seq_len - 1), the most labels a micro-batch of that shape can hold.
+
+    >>> head_calls(label_slots=2 * 2047, chunk_tokens=1024)
+    4
+    """
+    return max(1, -(-label_slots // chunk_tokens))
+
+
 def chunked_cross_entropy(
     head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk_tokens: int
 ):
-    """(sum of next-token cross-entropy over labelled positions, number of labelled positions)."""
-    first = hidden[:, 0]
+    """(sum of next-token cross-entropy over labelled positions, number of labelled positions).
+
+    The labelled positions are split evenly over ``head_calls(...)`` chunks, so no chunk holds
+    more than ``chunk_tokens`` and the number of head calls (and of their recomputations in
+    backward) is the same on every rank, padding-only batches included (their chunks are empty
+    and still reach every parameter with a zero gradient, as DDP needs).
+    """
     targets = labels[:, 1:]
     selected = targets != IGNORE_INDEX
     hidden, targets = hidden[:, :-1][selected], targets[selected]
-    n_tokens = targets.numel()
-    if (
-        n_tokens == 0
-    ):  # a padding-only batch: a zero that still reaches every parameter (DDP needs it)
-        return head(first).float().sum() * 0.0, 0
+    n_calls = head_calls(selected.numel(), chunk_tokens)
     total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, n_tokens, chunk_tokens):
-        h, t = hidden[start : start + chunk_tokens], targets[start : start + chunk_tokens]
+    for h, t in zip(hidden.tensor_split(n_calls), targets.tensor_split(n_calls)):
         total = total + checkpoint(_chunk_loss, head, h, t, use_reentrant=False)
-    return total, n_tokens
+    return total, targets.numel()
 
 
 def micro_loss_scale(accumulation_steps: int, world_size: int, step_label_tokens: float) -> float:
@@ -69,8 +84,14 @@ class SummedAnswerLoss(nn.Module):
         self.lm = lm
         self.chunk_tokens = chunk_tokens
 
-    def forward(self, input_ids: torch.Tensor, position_ids: torch.Tensor, labels: torch.Tensor):
+    def forward(self, batch: PackedBatch):
         decoder, head = decoder_and_head(self.lm)
-        # No attention mask: position ids restarting at 0 keep packed documents apart.
-        out = decoder(input_ids=input_ids, position_ids=position_ids, use_cache=False)
-        return chunked_cross_entropy(head, out.last_hidden_state, labels, self.chunk_tokens)
+        # the batch's own document boundaries keep packed documents apart on every attention path
+        boundaries = packed_attention_inputs(batch, self.lm.config._attn_implementation)
+        out = decoder(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **boundaries,
+        )
+        return chunked_cross_entropy(head, out.last_hidden_state, batch.labels, self.chunk_tokens)

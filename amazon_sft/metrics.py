@@ -1,11 +1,18 @@
 """Model FLOPs utilisation: the FLOP count of a training step and the device's peak.
 
-FLOPs per step = (6 x N_trainable + 4 x N_frozen) x tokens + 6 x layers x hidden x sum(doc_len^2)
+FLOPs per step = (6 N_trained + 4 N_frozen) x tokens + (6 | 4) x N_head x answer_tokens
+                 + 6 x layers x hidden x sum(doc_len^2)
 
-- 6N: forward (2N) + backward (4N) per token for trained weights; frozen (LoRA base) weights
-  skip their weight gradient, so 4N.
-- attention: causal QK^T and AV per layer cost 2 x len^2 x hidden forward (half of 4 x len^2 x
-  hidden), x3 with backward; summed per *document*, since packed documents do not attend across.
+The PaLM appendix B / torchtitan convention (model FLOPs, not hardware FLOPs):
+- N_trained / N_frozen: the weights every token goes through, *without* the input embedding (a
+  table lookup, no matmul) and without the LM head. 6N = forward 2N + backward 4N; a frozen
+  weight (LoRA's base) skips its weight gradient, so 4N.
+- the LM head runs only on answer positions (``amazon_sft.loss``), so it is charged for those,
+  6 or 4 per weight as above.
+- attention: QK^T and AV cost 4 x len^2 x hidden per layer forward for full attention; causal
+  halves it (2 x len^2 x hidden), x3 with backward. Summed per *document*: packed documents do
+  not attend to each other.
+- gradient checkpointing's recomputation is not counted (it is work, not model FLOPs).
 """
 
 from __future__ import annotations
@@ -14,12 +21,12 @@ from dataclasses import dataclass
 
 import torch
 
-from amazon_sft.distributed import global_sum
 from amazon_sft.modeling import architecture
 
 PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0}
 MFU_FORMULA = (
-    "((6*N_trainable + 4*N_frozen)*tokens + 6*layers*hidden*sum(doc_len^2)) / (seconds * peak)"
+    "((6*N_trained + 4*N_frozen)*tokens + (6|4)*N_head*answer_tokens"
+    " + 6*layers*hidden*sum(doc_len^2)) / (seconds * peak); N without the input embedding"
 )
 
 
@@ -30,31 +37,56 @@ def device_peak_tflops() -> float | None:
     return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
-@dataclass
+def _numel(p: torch.nn.Parameter) -> int:
+    return getattr(p, "ds_numel", p.numel())  # ZeRO-3 shards report their full size here
+
+
+@dataclass(frozen=True)
 class FlopCounter:
-    n_trainable: int
+    n_trained: int
+    """Trained weights that every token goes through (no input embedding, no LM head)."""
     n_frozen: int
+    """Frozen weights that every token goes through (LoRA's base model)."""
+    n_head: int
+    """LM head weights, run on answer positions only."""
+    head_trained: bool
     layers: int
     hidden: int
     peak_flops: float | None  # all ranks together
 
     @classmethod
-    def for_model(cls, lm, counts: dict, peak_tflops: float, world_size: int) -> FlopCounter:
+    def for_model(cls, lm, peak_tflops: float, world_size: int) -> FlopCounter:
+        """Counts read from the model itself; tied input/output embeddings are charged once, as
+        the head (the lookup costs no FLOPs)."""
+        base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
+        embed = base.get_input_embeddings().weight
+        head = base.get_output_embeddings().weight
+        trained = frozen = 0
+        head_trained = False
+        for name, p in lm.named_parameters():
+            if p is head or "lm_head" in name:  # LoRA's modules_to_save keeps a trained copy
+                head_trained = head_trained or p.requires_grad
+            elif p is embed:
+                continue
+            elif p.requires_grad:
+                trained += _numel(p)
+            else:
+                frozen += _numel(p)
         layers, hidden = architecture(lm)
         per_device = peak_tflops or device_peak_tflops()
         peak = per_device * 1e12 * world_size if per_device else None
-        return cls(counts["trainable"], counts["frozen"], layers, hidden, peak)
+        return cls(trained, frozen, _numel(head), head_trained, layers, hidden, peak)
 
-    def flops(self, doc_lens: list[list[int]]) -> float:
+    def flops(self, doc_lens: list[list[int]], answer_tokens: int) -> float:
+        """Model FLOPs of one micro-batch (its documents' lengths and its labelled positions)."""
         lens = [n for row in doc_lens for n in row]
-        tokens = sum(lens)
+        body = (6 * self.n_trained + 4 * self.n_frozen) * sum(lens)
+        head = (6 if self.head_trained else 4) * self.n_head * answer_tokens
         attention = 6 * self.layers * self.hidden * sum(n * n for n in lens)
-        return (6 * self.n_trainable + 4 * self.n_frozen) * tokens + attention
+        return body + head + attention
 
-    def mfu(self, micro: list[dict], seconds: float, accelerator) -> float | None:
+    def mfu(self, step_flops: float, seconds: float) -> float | None:
         """The step's MFU over all ranks, or None when the peak is unknown (CPU)."""
-        local = sum(self.flops(b["doc_lens"]) for b in micro)
-        total = global_sum(accelerator, local)
         if self.peak_flops is None or seconds <= 0:
             return None
-        return total / (seconds * self.peak_flops)
+        return step_flops / (seconds * self.peak_flops)

@@ -21,24 +21,28 @@ log = logging.getLogger(__name__)
 
 
 def choose_attention(requested: str) -> tuple[str, str]:
-    """(attn_implementation, why). Packed rows stay apart on every path: position ids restart
-    per document and no attention mask is passed, which flash-attn turns into varlen calls,
-    sdpa_per_document into one causal SDPA call per document, and transformers' sdpa/eager/flex
-    paths into a block-diagonal mask."""
+    """(attn_implementation, why). Every path gets the batch's document boundaries explicitly
+    (``amazon_sft.attention``); ``auto`` picks the fastest one this machine can run."""
     attention.register()
-    has_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    has_gpu = torch.cuda.is_available()
+    has_flash = has_gpu and importlib.util.find_spec("flash_attn") is not None
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
             "train.attention=flash_attention_2 needs a CUDA GPU and pip install '.[flash]'"
         )
+    if requested == attention.VARLEN and not attention.has_varlen_attn():
+        raise UserError(
+            f"train.attention={attention.VARLEN} needs a CUDA GPU and torch >= 2.10 "
+            f"(this is torch {torch.__version__}); use train.attention=auto"
+        )
     if requested != "auto":
         return requested, "asked for in train.attention"
+    if attention.has_varlen_attn():
+        return attention.VARLEN, "CUDA and torch's varlen_attn: one flash call per layer, no wheel"
     if has_flash:
-        return (
-            "flash_attention_2",
-            "flash-attn is installed and a GPU is present (varlen over documents)",
-        )
-    return attention.NAME, "no flash-attn: torch SDPA run per document (no cross-document pairs)"
+        return "flash_attention_2", "flash-attn is installed and a GPU is present (varlen)"
+    why = "no CUDA varlen kernel here: torch SDPA run per document (no cross-document pairs)"
+    return attention.NAME, why
 
 
 def model_dtype(precision: str, lora: bool) -> torch.dtype:

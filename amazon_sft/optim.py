@@ -21,9 +21,12 @@ def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float)
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_optimizer(cfg: RunConfig, model: torch.nn.Module, cpu_adam: bool = False):
+def build_optimizer(cfg: RunConfig, model: torch.nn.Module):
     """AdamW over trainable parameters; no weight decay on biases and norm weights (1-D).
-    ``cpu_adam``: DeepSpeed's CPU Adam, for optimizer states offloaded to host memory."""
+
+    Always a ``torch.optim.AdamW``, also when DeepSpeed offloads optimizer states to host memory:
+    accelerate then maps it to ``DeepSpeedCPUAdam(adamw_mode=True)``. Handing accelerate a
+    DeepSpeedCPUAdam instead makes it rebuild one with ``adamw_mode=False`` (Adam + L2)."""
     t = cfg.train
     decay, no_decay = [], []
     for p in model.parameters():
@@ -35,12 +38,7 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module, cpu_adam: bool = Fal
         for params, wd in ((decay, t.weight_decay), (no_decay, 0.0))
         if params  # DeepSpeed drops empty groups (LoRA has no 1-D parameters)
     ]
-    if cpu_adam:
-        from deepspeed.ops.adam import DeepSpeedCPUAdam
-
-        optimizer = DeepSpeedCPUAdam(groups, lr=t.lr, betas=tuple(t.adam_betas))
-    else:
-        optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas))
+    optimizer = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio)
     )

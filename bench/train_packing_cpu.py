@@ -24,7 +24,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_ROWS
 
 from amazon_sft.config import load_run_config
-from amazon_sft.data.loader import IGNORE_INDEX, PackedLoader
+from amazon_sft.data.batch import IGNORE_INDEX, PackedBatch
+from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.shards import PackedShards
 from amazon_sft.loss import SummedAnswerLoss
 from amazon_sft.modeling import load_model
@@ -45,39 +46,37 @@ def documents(shards: PackedShards) -> list[tuple[np.ndarray, np.ndarray]]:
 
 
 def padded_batches(docs, per_batch: int, pad_id: int, seed: int = 0):
+    """The same documents, one per row, right-padded to the batch's longest (dynamic padding)."""
     order = np.random.default_rng(seed).permutation(len(docs))
     for b in range(0, len(order) - per_batch + 1, per_batch):
         chosen = [docs[i] for i in order[b : b + per_batch]]
         width = max(len(ids) for ids, _ in chosen)
-        ids = torch.full((per_batch, width), pad_id, dtype=torch.long)
-        labels = torch.full((per_batch, width), IGNORE_INDEX, dtype=torch.long)
+        ids = np.full((per_batch, width), pad_id, dtype=np.int64)
+        labels = np.full((per_batch, width), IGNORE_INDEX, dtype=np.int64)
         for r, (d, m) in enumerate(chosen):
-            ids[r, : len(d)] = torch.from_numpy(d.astype(np.int64))
-            labels[r, : len(d)] = torch.where(
-                torch.from_numpy(m.astype(bool)), ids[r, : len(d)], IGNORE_INDEX
-            )
-        pos = torch.arange(width).repeat(per_batch, 1)
-        yield ids, pos, labels, sum(len(d) for d, _ in chosen)
+            ids[r, : len(d)] = d
+            labels[r, : len(d)] = np.where(m.astype(bool), d, IGNORE_INDEX)
+        pos = np.tile(np.arange(width, dtype=np.int64), (per_batch, 1))
+        lens = [[len(d)] for d, _ in chosen]
+        yield PackedBatch.from_rows(ids, labels, pos, lens, np.arange(per_batch))
 
 
 def packed_batches(shards: PackedShards, micro: int):
-    for batch in PackedLoader(shards, micro, seed=0):
-        real = sum(sum(lens) for lens in batch["doc_lens"])
-        yield batch["input_ids"], batch["position_ids"], batch["labels"], real
+    yield from PackedLoader(shards, micro, seed=0)
 
 
 def measure(model, optimizer, batches, steps: int) -> float:
     """Real (non-padding) tokens per second over ``steps`` optimizer steps, after one warm-up."""
     tokens, seconds = 0, 0.0
-    for i, (ids, pos, labels, real) in enumerate(batches):
+    for i, batch in enumerate(batches):
         t0 = time.perf_counter()
-        summed, n = model(ids, pos, labels)
+        summed, n = model(batch)
         (summed / max(n, 1)).backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         if i > 0:
             seconds += time.perf_counter() - t0
-            tokens += real
+            tokens += batch.real_tokens
         if i == steps:
             break
     return tokens / seconds
@@ -129,7 +128,7 @@ def main() -> None:
             f"torch threads {torch.get_num_threads()}"
         )
         real = sum(len(d) for d, _ in docs)
-        slots = sum(b[0].numel() for b in padded_batches(docs, args.docs_per_batch, shards.pad_id))
+        slots = sum(b.input_ids.numel() for b in padded_batches(docs, args.docs_per_batch, shards.pad_id))
         print(
             f"padded batches: {real / slots:.3f} of token slots are real; packed rows: "
             f"{shards.manifest['fill_ratio']:.3f}"

@@ -129,3 +129,71 @@ def tuned_run(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
+
+
+# --- The shapes users run: a saved-and-reloaded model, 1024-token rows of real product text ---
+
+REAL_ROWS = REPO.parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl"
+REAL_SHAPE_SEQ = 1024
+
+
+def save_random_model(folder: Path, tiny_cfg, tiny_tok, model_type: str, tied: bool) -> Path:
+    """A small random Llama/Mistral (grouped-query attention: 4 query heads, 2 key/value heads)
+    written with ``save_pretrained``, so tests load it with ``from_pretrained`` as users do."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from amazon_sft.tokenizer import choose_pad_id
+
+    torch.manual_seed(0)
+    arch = {
+        **tiny_cfg.model.arch,
+        "model_type": model_type,
+        "vocab_size": len(tiny_tok),
+        "pad_token_id": choose_pad_id(tiny_tok),
+        "tie_word_embeddings": tied,
+    }
+    if model_type == "mistral":
+        arch["sliding_window"] = None
+    AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch)).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def mistral_model_dir(tiny_cfg, tiny_tok, tmp_path_factory) -> Path:
+    """A tiny Mistral with an untied LM head, saved with save_pretrained."""
+    return save_random_model(
+        tmp_path_factory.mktemp("tiny-mistral"), tiny_cfg, tiny_tok, "mistral", tied=False
+    )
+
+
+def _long_generated_catalogue(path: Path) -> Path:
+    """The generated catalogue with each description repeated to real lengths (hundreds of
+    tokens), for machines without ../shared/data."""
+    import orjson
+
+    src = path.with_name("short.json")
+    write_catalogue(src, 1500, seed=11)
+    with open(path, "wb") as fh:
+        for line in src.read_bytes().splitlines():
+            row = orjson.loads(line)
+            if row.get("content"):
+                row["content"] = " ".join([row["content"]] * 6)
+            fh.write(orjson.dumps(row) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_shape_data(tiny_cfg, tmp_path_factory) -> Path:
+    """Prepared rows of 1024 tokens: the real AmazonTitles rows of ../shared/data when present
+    (read there, never copied), else a generated catalogue with long descriptions."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.prepare import prepare
+
+    root = tmp_path_factory.mktemp("real-shape")
+    source = REAL_ROWS if REAL_ROWS.is_file() else _long_generated_catalogue(root / "trn.json")
+    cfg = load_run_config(
+        "tiny", [f"data.max_seq_len={REAL_SHAPE_SEQ}", "data.max_answer_tokens=512"]
+    )
+    prepare(source, root / "data", cfg, progress=False)
+    return root / "data"

@@ -26,14 +26,14 @@ class FakeShards:
 
 def _rows_seen(loader, limit=None):
     """Rows of the next ``limit`` batches (all, when None), fetching no batch beyond them."""
-    return [int(r) for batch in itertools.islice(loader, limit) for r in batch["rows"]]
+    return [int(r) for batch in itertools.islice(loader, limit) for r in batch.rows]
 
 
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 60), st.integers(1, 4), st.integers(1, 3), st.integers(0, 5))
 def test_every_row_once_across_ranks_and_equal_batches(n_rows, world, micro, seed):
     shards = FakeShards(n_rows)
-    loaders = [PackedLoader(shards, micro, r, world, seed, numpy=True) for r in range(world)]
+    loaders = [PackedLoader(shards, micro, r, world, seed) for r in range(world)]
     per_rank = [_rows_seen(ld) for ld in loaders]
     assert len({len(x) for x in per_rank}) == 1  # no rank runs dry before another
     real = sorted(r for x in per_rank for r in x if r >= 0)
@@ -44,14 +44,14 @@ def test_every_row_once_across_ranks_and_equal_batches(n_rows, world, micro, see
 @given(st.integers(1, 50), st.integers(1, 3), st.integers(1, 3), st.data())
 def test_resume_from_any_cursor_continues_exactly(n_rows, world, micro, data):
     shards = FakeShards(n_rows)
-    full = [_rows_seen(PackedLoader(shards, micro, r, world, 1, numpy=True)) for r in range(world)]
+    full = [_rows_seen(PackedLoader(shards, micro, r, world, 1)) for r in range(world)]
     steps = len(full[0]) // micro
     k = data.draw(st.integers(0, steps))
     for r in range(world):
-        first = PackedLoader(shards, micro, r, world, 1, numpy=True)
+        first = PackedLoader(shards, micro, r, world, 1)
         head = _rows_seen(first, limit=k) if k else []
         state = first.state_dict()
-        resumed = PackedLoader(shards, micro, r, world, 1, numpy=True)
+        resumed = PackedLoader(shards, micro, r, world, 1)
         resumed.load_state_dict(state)
         assert head + _rows_seen(resumed) == full[r]
 
@@ -66,11 +66,11 @@ def test_order_does_not_depend_on_world_size():
 def test_padding_rows_have_no_labels_and_batches_are_tensors():
     loader = PackedLoader(FakeShards(3), micro_batch_size=2, rank=1, world_size=2, seed=0)
     batch = next(iter(loader))
-    padded = [i for i, r in enumerate(batch["rows"].tolist()) if r < 0]
-    assert padded and (batch["labels"][padded] == -100).all()
-    real = [i for i, r in enumerate(batch["rows"].tolist()) if r >= 0]
-    assert batch["labels"][real[0]].tolist() == [-100, 7, 7, -100]
-    assert batch["position_ids"][real[0]].tolist() == [0, 1, 2, 0]
+    padded = [i for i, r in enumerate(batch.rows.tolist()) if r < 0]
+    assert padded and (batch.labels[padded] == -100).all()
+    real = [i for i, r in enumerate(batch.rows.tolist()) if r >= 0]
+    assert batch.labels[real[0]].tolist() == [-100, 7, 7, -100]
+    assert batch.position_ids[real[0]].tolist() == [0, 1, 2, 0]
 
 
 def test_resume_with_another_batch_shape_is_refused():

@@ -1,63 +1,92 @@
-"""Loss normalisation, chunked cross-entropy, and packed rows equal to separate documents."""
+"""Loss normalisation, chunked cross-entropy, head calls, and packed rows equal to separate
+documents on every attention path, at micro-batch 2, on models loaded with from_pretrained."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoConfig, AutoModelForCausalLM
 
+from amazon_sft.attention import packed_attention_inputs
+from amazon_sft.config import load_run_config
+from amazon_sft.data.batch import PackedBatch
 from amazon_sft.loss import SummedAnswerLoss, chunked_cross_entropy, micro_loss_scale
 from amazon_sft.metrics import FlopCounter
-from amazon_sft.modeling import choose_attention
+from amazon_sft.modeling import choose_attention, load_model
+
+from .conftest import save_random_model
+
+CPU_PATHS = ["sdpa_per_document", "sdpa", "eager"]
 
 
-def _tiny_lm(attn="sdpa", seed=0, vocab=64):
-    torch.manual_seed(seed)
-    config = AutoConfig.for_model(
-        "llama",
-        vocab_size=vocab,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=128,
+@pytest.fixture(scope="module")
+def saved_models(tiny_cfg, tiny_tok, tmp_path_factory):
+    """A tied Llama and an untied Mistral, both GQA, written with save_pretrained."""
+    return {
+        kind: save_random_model(
+            tmp_path_factory.mktemp(kind), tiny_cfg, tiny_tok, kind, tied=kind == "llama"
+        )
+        for kind in ("llama", "mistral")
+    }
+
+
+def _load(folder, attn, *extra):
+    cfg = load_run_config(
+        "tiny",
+        [f"model.path={folder}", "model.tokenizer=builtin:tiny", f"train.attention={attn}", *extra],
     )
-    return AutoModelForCausalLM.from_config(config, attn_implementation=attn)
+    from amazon_sft.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(cfg.model)
+    return load_model(cfg, len(tok), 0, "no")
 
 
-def _batch(n_rows, seq, seed):
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.randint(4, 64, (n_rows, seq), generator=g)
-    labels = ids.clone()
-    for i in range(n_rows):  # very different label counts per row: where a mean of means goes wrong
-        labels[i, : 2 + 5 * i] = -100
-    pos = torch.arange(seq).repeat(n_rows, 1)
-    return ids, pos, labels
+def _packed(rows: list[list[np.ndarray]], seq: int, vocab_seed: int = 0) -> PackedBatch:
+    """A batch of rows, each the given documents then pad (id 0), labels on every real token
+    but each document's first (as prepare lays them out)."""
+    ids = np.zeros((len(rows), seq), dtype=np.int64)
+    labels = np.full((len(rows), seq), -100, dtype=np.int64)
+    pos = np.tile(np.arange(seq, dtype=np.int64), (len(rows), 1))
+    lens = []
+    for r, docs in enumerate(rows):
+        at = 0
+        for d in docs:
+            ids[r, at : at + len(d)] = d
+            labels[r, at + 1 : at + len(d)] = d[1:]
+            pos[r, at : at + len(d)] = np.arange(len(d))
+            at += len(d)
+        if at < seq:
+            pos[r, at:] = np.arange(seq - at)
+        lens.append([len(d) for d in docs])
+    return PackedBatch.from_rows(ids, labels, pos, lens, np.arange(len(rows)))
 
 
-def _grads(model):
-    return [p.grad.detach().clone() for p in model.parameters()]
+def _docs(seed, sizes):
+    g = np.random.default_rng(seed)
+    return [g.integers(4, 500, n) for n in sizes]
 
 
-def test_accumulated_micro_batches_give_the_one_big_batch_gradient():
+def test_accumulated_micro_batches_give_the_one_big_batch_gradient(saved_models):
     from accelerate import Accelerator
 
-    ids, pos, labels = _batch(4, 16, seed=1)
-    big = SummedAnswerLoss(_tiny_lm(), chunk_tokens=7)
-    summed, n = big(ids, pos, labels)
+    rows = [_docs(i, [14 - 3 * i]) for i in range(4)]  # very different label counts per row
+    big = SummedAnswerLoss(_load(saved_models["llama"], "sdpa_per_document").train(), 7)
+    summed, n = big(_packed(rows, 16))
     (summed / n).backward()
-    expected, true_mean = _grads(big), float(summed.detach()) / n
+    expected, true_mean = [p.grad.clone() for p in big.parameters()], float(summed.detach()) / n
 
     accelerator = Accelerator(gradient_accumulation_steps=2, cpu=True)
-    model = accelerator.prepare(SummedAnswerLoss(_tiny_lm(), chunk_tokens=7))
-    n_step = float((labels[:, 1:] != -100).sum())
+    model = accelerator.prepare(
+        SummedAnswerLoss(_load(saved_models["llama"], "sdpa_per_document"), 7)
+    )
+    halves = [_packed(rows[:2], 16), _packed(rows[2:], 16)]
+    n_step = float(sum(b.label_tokens for b in halves))
     mean_of_means = []
-    for rows in (slice(0, 2), slice(2, 4)):
+    for batch in halves:
         with accelerator.accumulate(model):
-            summed, n_micro = model(ids[rows], pos[rows], labels[rows])
+            summed, n_micro = model(batch)
             mean_of_means.append(float(summed.detach()) / n_micro)
             accelerator.backward(summed * micro_loss_scale(2, 1, n_step))
-    for got, want in zip(_grads(model), expected):
+    for got, want in zip([p.grad for p in model.parameters()], expected):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-7)
     # the naive mean of per-micro-batch means is a different number here, so the test can fail
     assert abs(sum(mean_of_means) / 2 - true_mean) > 1e-3
@@ -86,62 +115,153 @@ def test_chunked_cross_entropy_equals_full_logits(chunk):
     torch.testing.assert_close(got[1], head.weight.grad)
 
 
-@pytest.mark.parametrize("attn", ["sdpa_per_document", "sdpa", "eager"])
-def test_packed_row_equals_documents_run_alone(attn):
-    choose_attention("auto")  # registers sdpa_per_document
-    lm = _tiny_lm(attn).eval()
-    g = torch.Generator().manual_seed(3)
-    docs = [torch.randint(4, 64, (n,), generator=g) for n in (7, 5, 3)]
-    row = torch.cat([*docs, torch.zeros(1, dtype=torch.long)])[None]  # one pad token at the end
-    pos = torch.cat([torch.arange(len(d)) for d in docs] + [torch.arange(1)])[None]
+def test_head_calls_depend_on_the_batch_shape_never_its_data():
+    """ZeRO-3 gathers the head's weight at every call, with a collective: ranks whose batches
+    hold different numbers of answer tokens (or none) must still call it equally often."""
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    sizes: list[int] = []
+    head.register_forward_hook(lambda m, args, out: sizes.append(args[0].shape[0]))
+    counts = []
+    for n_labels in (0, 3, 17, 30):  # a padding-only batch, then 1, 2 and 2 chunks' worth
+        labels = torch.full((2, 17), -100)
+        flat = torch.full((2 * 16,), -100)
+        flat[:n_labels] = 7
+        labels[:, 1:] = flat.view(2, 16)
+        sizes.clear()
+        hidden = torch.randn(2, 17, 8, requires_grad=True)
+        total, n = chunked_cross_entropy(head, hidden, labels, chunk_tokens=16)
+        total.backward()  # the recomputation in backward calls the head again
+        assert n == n_labels and max(sizes) <= 16
+        counts.append(len(sizes))
+        assert hidden.grad is not None and head.weight.grad is not None
+    # 2 rows x 16 label slots / 16 per chunk = 2 calls forward, 2 recomputed: for every batch
+    assert counts == [4, 4, 4, 4]
+
+
+def _packed_vs_alone(lm, attn: str, device: str = "cpu", dtype=torch.float32, tol=1e-5):
+    """Two rows (3 documents + padding; 1 document + padding) and a padding-only row through the
+    product's path; each document's logits must equal the document run alone."""
+    rows = [_docs(1, [37, 21, 9]), _docs(2, [50]), []]
+    batch = _packed(rows, 80).to(device)
+    lm = lm.to(device, dtype).eval()
     with torch.no_grad():
-        packed = lm(input_ids=row, position_ids=pos, use_cache=False).logits[0]
-        start = 0
-        for d in docs:
-            alone = lm(input_ids=d[None], use_cache=False).logits[0]
-            torch.testing.assert_close(packed[start : start + len(d)], alone, rtol=1e-5, atol=1e-5)
-            start += len(d)
-    # and the loss of the packed row is the sum of the documents' losses
-    labels = row.clone()
-    labels[0, -1] = -100
-    for s in (0, 7, 12):
-        labels[0, s] = -100
-    wrapped = SummedAnswerLoss(lm, chunk_tokens=4)
+        packed = lm(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            use_cache=False,
+            **packed_attention_inputs(batch, attn),
+        ).logits.float()
+        for r, docs in enumerate(rows):
+            start = 0
+            for d in docs:
+                ids = torch.as_tensor(d, device=device)[None]
+                alone = lm(input_ids=ids, use_cache=False).logits[0].float()
+                got = packed[r, start : start + len(d)]
+                torch.testing.assert_close(got, alone, rtol=tol, atol=tol)
+                start += len(d)
+    return batch
+
+
+@pytest.mark.parametrize("kind", ["llama", "mistral"])
+@pytest.mark.parametrize("attn", CPU_PATHS)
+def test_packed_rows_equal_documents_run_alone_at_micro_batch_2(attn, kind, saved_models):
+    choose_attention("auto")  # registers the packed-row functions
+    lm = _load(saved_models[kind], attn)
+    _packed_vs_alone(lm, attn)
+    # and the summed loss of the batch is the sum of the documents' losses
+    rows = [_docs(1, [37, 21, 9]), _docs(2, [50])]
+    wrapped = SummedAnswerLoss(lm.eval(), chunk_tokens=16)
     with torch.no_grad():
-        total, _ = wrapped(row, pos, labels)
-        alone = sum(wrapped(d[None], torch.arange(len(d))[None], d[None].clone())[0] for d in docs)
-    torch.testing.assert_close(total, alone, rtol=1e-5, atol=1e-5)
+        total, n = wrapped(_packed(rows, 80))
+        alone = [wrapped(_packed([[d]], len(d))) for docs in rows for d in docs]
+    assert n == sum(k for _, k in alone)
+    torch.testing.assert_close(total, sum(t for t, _ in alone), rtol=1e-5, atol=1e-4)
+
+
+def test_attention_follows_the_batch_boundaries_not_position_ids(saved_models):
+    """Same ids and restarting position ids, but boundaries that say one document per row: the
+    documents now see each other, so it is the explicit boundaries that keep them apart."""
+    choose_attention("auto")
+    lm = _load(saved_models["llama"], "sdpa_per_document").eval()
+    rows = [_docs(1, [37, 21, 9]), _docs(2, [50])]
+    apart = _packed(rows, 80)
+    one_doc = PackedBatch.from_rows(
+        apart.input_ids.numpy(),
+        apart.labels.numpy(),
+        apart.position_ids.numpy(),  # still restarting at each document
+        [[67], [50]],
+        apart.rows.numpy(),
+    )
+    with torch.no_grad():
+        logits = [
+            lm(
+                input_ids=b.input_ids,
+                position_ids=b.position_ids,
+                use_cache=False,
+                **packed_attention_inputs(b, "sdpa_per_document"),
+            ).logits
+            for b in (apart, one_doc)
+        ]
+    torch.testing.assert_close(logits[0][:, :37], logits[1][:, :37])  # the first document
+    assert not torch.allclose(logits[0][0, 37:67], logits[1][0, 37:67], atol=1e-4)
+
+
+GPU_PATHS = ["varlen_attn", "flash_attention_2", "sdpa_per_document"]
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-def test_packed_row_equals_documents_with_flash_or_sdpa_on_gpu():
+@pytest.mark.parametrize("attn", GPU_PATHS)
+def test_packed_rows_equal_documents_on_gpu_at_micro_batch_2(attn, saved_models):
     import importlib.util
 
-    attn = "flash_attention_2" if importlib.util.find_spec("flash_attn") else "sdpa_per_document"
+    from amazon_sft.attention import has_varlen_attn
+
+    if attn == "flash_attention_2" and not importlib.util.find_spec("flash_attn"):
+        pytest.skip("flash-attn is not installed")
+    if attn == "varlen_attn" and not has_varlen_attn():
+        pytest.skip("this torch has no torch.nn.attention.varlen")
     choose_attention("auto")
-    lm = _tiny_lm(attn).to("cuda", torch.bfloat16).eval()
-    docs = [torch.randint(4, 64, (n,), device="cuda") for n in (9, 6)]
-    row = torch.cat(docs)[None]
-    pos = torch.cat([torch.arange(len(d), device="cuda") for d in docs])[None]
-    with torch.no_grad():
-        packed = lm(input_ids=row, position_ids=pos, use_cache=False).logits[0].float()
-        alone = lm(input_ids=docs[1][None], use_cache=False).logits[0].float()
-    torch.testing.assert_close(packed[9:], alone, rtol=2e-2, atol=2e-2)
+    lm = _load(saved_models["llama"], attn)
+    _packed_vs_alone(lm, attn, "cuda", torch.bfloat16, tol=3e-2)
 
 
 def test_flop_count_names_each_term():
-    counter = FlopCounter(n_trainable=10, n_frozen=100, layers=2, hidden=4, peak_flops=None)
-    assert counter.flops([[3, 1], [2]]) == (6 * 10 + 4 * 100) * 6 + 6 * 2 * 4 * (9 + 1 + 4)
+    counter = FlopCounter(
+        n_trained=10,
+        n_frozen=100,
+        n_head=7,
+        head_trained=False,
+        layers=2,
+        hidden=4,
+        peak_flops=None,
+    )
+    body = (6 * 10 + 4 * 100) * 6
+    assert counter.flops([[3, 1], [2]], answer_tokens=5) == body + 4 * 7 * 5 + 6 * 2 * 4 * 14
 
 
-def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches():
+def test_flop_counter_leaves_out_the_input_embedding(saved_models, tiny_tok):
+    """PaLM/torchtitan convention: the embedding lookup is no matmul; the head is charged once
+    (tied or not), for answer positions only."""
+    for kind in ("llama", "mistral"):
+        lm = _load(saved_models[kind], "sdpa")
+        c = FlopCounter.for_model(lm, peak_tflops=0, world_size=1)
+        vocab_x_hidden = lm.get_input_embeddings().weight.numel()
+        total = sum(p.numel() for p in lm.parameters())
+        untied = 0 if kind == "llama" else vocab_x_hidden
+        assert c.n_head == vocab_x_hidden and c.head_trained
+        assert c.n_trained == total - vocab_x_hidden - untied and c.n_frozen == 0
+
+
+def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches(saved_models):
     choose_attention("auto")
     ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]])
     mask = torch.tensor([[0, 0, 0, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
     outs = []
     for attn in ("sdpa", "sdpa_per_document"):
-        lm = _tiny_lm(attn, seed=4).eval()
+        lm = _load(saved_models["llama"], attn).eval()
+        lm.config.use_cache = True
         with torch.no_grad():
             outs.append(
                 lm.generate(

@@ -173,5 +173,6 @@ def test_non_finite_steps_are_skipped_then_the_run_aborts(prepared, tiny_model_d
     )
     assert proc.returncode == 2 and "non-finite" in proc.stderr and "Traceback" not in proc.stderr
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert rows[0]["skipped"] is False and rows[-1]["skipped"] is True
+    assert rows[0]["non_finite"] is False and rows[0]["optimizer_stepped"] is True
+    assert rows[-1]["non_finite"] is True and rows[-1]["optimizer_stepped"] is False
     assert not (out / "final").exists()

@@ -13,10 +13,11 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from amazon_sft.data.batch import IGNORE_INDEX, PackedBatch
 from amazon_sft.data.packing import position_ids
 from amazon_sft.data.shards import PackedShards
 
-IGNORE_INDEX = -100
+__all__ = ["IGNORE_INDEX", "PackedLoader", "epoch_order"]
 
 
 def epoch_order(
@@ -34,11 +35,8 @@ def epoch_order(
 
 
 class PackedLoader:
-    """Micro-batches for one rank, as dicts of int64 torch tensors (or numpy with ``numpy=True``).
-
-    Keys: ``input_ids``, ``labels`` (-100 off the answers), ``position_ids`` (restarting per
-    document) and ``doc_lens`` (a list per row, for variable-length attention kernels).
-    """
+    """Micro-batches for one rank, as ``PackedBatch`` (ids, labels, positions restarting per
+    document, and the document boundaries the attention kernels use)."""
 
     def __init__(
         self,
@@ -47,12 +45,11 @@ class PackedLoader:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
-        numpy: bool = False,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.shards, self.micro_batch_size = shards, micro_batch_size
-        self.rank, self.world_size, self.seed, self.numpy = rank, world_size, seed, numpy
+        self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epoch, self.cursor = 0, 0
         self.rows_per_step = world_size * micro_batch_size
 
@@ -71,7 +68,7 @@ class PackedLoader:
             )
         self.epoch, self.cursor, self.seed = state["epoch"], state["cursor"], state["seed"]
 
-    def __iter__(self) -> Iterator[dict]:
+    def __iter__(self) -> Iterator[PackedBatch]:
         """The rest of the current epoch from the cursor; afterwards the next epoch begins."""
         order = epoch_order(
             len(self.shards), self.seed, self.epoch, self.world_size, self.micro_batch_size
@@ -85,7 +82,7 @@ class PackedLoader:
             yield batch
         self.epoch, self.cursor = self.epoch + 1, 0
 
-    def _collate(self, rows: np.ndarray) -> dict:
+    def _collate(self, rows: np.ndarray) -> PackedBatch:
         seq = self.shards.max_seq_len
         ids = np.full((len(rows), seq), self.shards.pad_id, dtype=np.int64)
         labels = np.full((len(rows), seq), IGNORE_INDEX, dtype=np.int64)
@@ -100,10 +97,4 @@ class PackedLoader:
             labels[i] = np.where(mask.astype(bool), row_ids, IGNORE_INDEX)
             positions[i] = position_ids(lens, seq)
             doc_lens.append([int(n) for n in lens])
-        batch = {"input_ids": ids, "labels": labels, "position_ids": positions, "rows": rows}
-        if not self.numpy:
-            import torch
-
-            batch = {k: torch.from_numpy(v) for k, v in batch.items()}
-        batch["doc_lens"] = doc_lens
-        return batch
+        return PackedBatch.from_rows(ids, labels, positions, doc_lens, rows)

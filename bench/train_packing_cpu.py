@@ -128,7 +128,9 @@ def main() -> None:
             f"torch threads {torch.get_num_threads()}"
         )
         real = sum(len(d) for d, _ in docs)
-        slots = sum(b.input_ids.numel() for b in padded_batches(docs, args.docs_per_batch, shards.pad_id))
+        slots = sum(
+            b.input_ids.numel() for b in padded_batches(docs, args.docs_per_batch, shards.pad_id)
+        )
         print(
             f"padded batches: {real / slots:.3f} of token slots are real; packed rows: "
             f"{shards.manifest['fill_ratio']:.3f}"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
+from amazon_sft.optim import lr_factor
+
 from .conftest import train_command, train_overrides
 
 pytestmark = pytest.mark.e2e
@@ -54,6 +56,10 @@ def test_train_writes_everything_then_resumes(prepared, tiny_model_dir, tmp_path
     losses = _losses(out)
     assert sorted(losses) == [1, 2, 3, 4]
     assert losses[4] < losses[1]  # it learns
+    # the logged lr is the one each step used (warmup_steps=1: 3e-3 from step 1 on), not the next
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    expected = [3e-3 * lr_factor(s, 1, 4, 0.1) for s in range(4)]
+    assert [r["lr"] for r in rows] == pytest.approx(expected)
 
     proc = _train(*base, "train.max_steps=6", "checkpoint.every_steps=2", "resume=auto")
     assert "resumed from" in proc.stderr and "at step 4" in proc.stderr

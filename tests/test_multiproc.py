@@ -137,3 +137,27 @@ def _reloads(out: Path, lora: bool) -> None:
         adapter = load_file(str(out / "final" / "adapter_model.safetensors"))
         assert adapter and all(t.numel() > 0 for t in adapter.values())
         assert any("lora_B" in k and torch.count_nonzero(t) > 0 for k, t in adapter.items())
+
+
+def test_deepspeed_non_finite_steps_report_what_deepspeed_did(prepared, tiny_model_dir, tmp_path):
+    """DeepSpeed steps inside backward: the metrics say whether it changed the weights
+    (``was_step_applied``), not what our own guard would have done."""
+    launch = [ACCELERATE, "launch", "--config_file", "launch/accelerate/zero2.yaml"]
+    launch += ["--num_processes", "2", "--main_process_port", str(free_port())]
+    overrides = train_overrides(
+        prepared,
+        tiny_model_dir,
+        tmp_path,
+        *("train.max_steps=6", "train.lr=1e30", "train.warmup_steps=0"),
+        *("train.max_bad_steps=2", "train.max_grad_norm=0", "train.global_batch_size=4"),
+    )
+    cmd = [*launch, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *overrides]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=RUN_TIMEOUT_S)
+    assert (
+        proc.returncode != 0
+        and "amazon-sft train: error: 2 optimizer steps in a row" in proc.stderr
+    )
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["optimizer_stepped"] and not rows[0]["non_finite"]
+    bad = [r for r in rows if r["non_finite"]]
+    assert len(bad) == 2 and not any(r["optimizer_stepped"] for r in bad)  # ZeRO skipped them

@@ -20,12 +20,13 @@ from amazon_sft.tokenizer import resolve_location
 log = logging.getLogger(__name__)
 
 
-def choose_attention(requested: str) -> tuple[str, str]:
+def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]:
     """(attn_implementation, why). Every path gets the batch's document boundaries explicitly
-    (``amazon_sft.attention``); ``auto`` picks the fastest one this machine can run."""
+    (``amazon_sft.attention``); ``auto`` picks the fastest one this machine can run.
+    ``precision`` is accelerate's mixed precision: the flash kernels need bf16/fp16."""
     attention.register()
-    has_gpu = torch.cuda.is_available()
-    has_flash = has_gpu and importlib.util.find_spec("flash_attn") is not None
+    half = precision in ("bf16", "fp16")
+    has_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
             "train.attention=flash_attention_2 needs a CUDA GPU and pip install '.[flash]'"
@@ -35,8 +36,15 @@ def choose_attention(requested: str) -> tuple[str, str]:
             f"train.attention={attention.VARLEN} needs a CUDA GPU and torch >= 2.10 "
             f"(this is torch {torch.__version__}); use train.attention=auto"
         )
+    if requested in (attention.VARLEN, "flash_attention_2") and not half:
+        raise UserError(
+            f"train.attention={requested} needs bf16 or fp16 compute; set train.precision=bf16 "
+            "or train.attention=sdpa_per_document"
+        )
     if requested != "auto":
         return requested, "asked for in train.attention"
+    if not half:
+        return attention.NAME, "fp32 compute: torch SDPA run per document (flash kernels need bf16)"
     if attention.has_varlen_attn():
         return attention.VARLEN, "CUDA and torch's varlen_attn: one flash call per layer, no wheel"
     if has_flash:
@@ -55,7 +63,7 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
     """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    attn, _ = choose_attention(cfg.train.attention)
+    attn, _ = choose_attention(cfg.train.attention, precision)
     dtype = model_dtype(precision, cfg.lora.enabled)
     m = cfg.model
     try:

@@ -143,7 +143,7 @@ def start_logging(
         out_dir.mkdir(parents=True, exist_ok=True)
         write_resolved(cfg, out_dir / "config.yaml")
     counts = parameter_counts(accelerator.unwrap_model(model).lm)
-    attn, why = choose_attention(cfg.train.attention)
+    attn, why = choose_attention(cfg.train.attention, accelerator.mixed_precision)
     log.info("batch: %s", plan.describe())
     log.info("attention: %s (%s)", attn, why)
     calls = head_calls(plan.micro_batch_size * (plan.max_seq_len - 1), cfg.train.loss_chunk_tokens)

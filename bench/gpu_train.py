@@ -224,7 +224,10 @@ def logits_check(name: str, device: str) -> float:
 
     cfg = load_run_config("tiny", [f"train.attention={PATHS[name]}"])
     torch.manual_seed(0)
-    lm = load_model(cfg, 2048, 0, "no").to(device, torch.bfloat16 if device == "cuda" else None)
+    precision = "bf16" if device == "cuda" else "no"
+    lm = load_model(cfg, 2048, 0, precision).to(
+        device, torch.bfloat16 if device == "cuda" else None
+    )
     g = np.random.default_rng(0)
     rows = [[g.integers(4, 2000, n) for n in (70, 41, 9)], [g.integers(4, 2000, 100)]]
     seq = 128

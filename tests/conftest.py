@@ -57,21 +57,9 @@ def prepared(catalogue, tiny_cfg, tmp_path_factory) -> Path:
 def tiny_model_dir(tiny_cfg, tiny_tok, tmp_path_factory) -> Path:
     """The tiny Llama saved once with fixed random weights, so every run (1 process, DDP,
     ZeRO-2/3) starts from identical weights whatever zero.Init does to random init."""
-    import torch
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    from amazon_sft.tokenizer import choose_pad_id
-
-    torch.manual_seed(0)
-    arch = {
-        **tiny_cfg.model.arch,
-        "vocab_size": len(tiny_tok),
-        "pad_token_id": choose_pad_id(tiny_tok),
-    }
-    model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**arch))
-    folder = tmp_path_factory.mktemp("tiny-model")
-    model.save_pretrained(folder)
-    return folder
+    return save_random_model(
+        tmp_path_factory.mktemp("tiny-model"), tiny_cfg, tiny_tok, "llama", tied=True
+    )
 
 
 def train_overrides(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str) -> list[str]:

@@ -31,7 +31,7 @@ def saved_models(tiny_cfg, tiny_tok, tmp_path_factory):
     }
 
 
-def _load(folder, attn, *extra):
+def _load(folder, attn, *extra, precision="no"):
     cfg = load_run_config(
         "tiny",
         [f"model.path={folder}", "model.tokenizer=builtin:tiny", f"train.attention={attn}", *extra],
@@ -39,7 +39,7 @@ def _load(folder, attn, *extra):
     from amazon_sft.tokenizer import load_tokenizer
 
     tok = load_tokenizer(cfg.model)
-    return load_model(cfg, len(tok), 0, "no")
+    return load_model(cfg, len(tok), 0, precision)
 
 
 def _packed(rows: list[list[np.ndarray]], seq: int, vocab_seed: int = 0) -> PackedBatch:
@@ -252,7 +252,8 @@ def test_varlen_attn_glue_against_a_cpu_stand_in(stand_in, saved_models, monkeyp
     attention._varlen_call.cache_clear()
     try:
         assert choose_attention("auto")[0] == "varlen_attn"
-        _packed_vs_alone(_load(saved_models["mistral"], "varlen_attn"), "varlen_attn")
+        lm = _load(saved_models["mistral"], "varlen_attn", precision="bf16")  # fp32 weights
+        _packed_vs_alone(lm, "varlen_attn")
     finally:
         attention._varlen_call.cache_clear()
 
@@ -273,7 +274,7 @@ def test_packed_rows_equal_documents_on_gpu_at_micro_batch_2(attn, saved_models)
     if attn == "varlen_attn" and not has_varlen_attn():
         pytest.skip("this torch has no torch.nn.attention.varlen")
     choose_attention("auto")
-    lm = _load(saved_models["llama"], attn)
+    lm = _load(saved_models["llama"], attn, precision="bf16")
     _packed_vs_alone(lm, attn, "cuda", torch.bfloat16, tol=3e-2)
 
 
@@ -323,3 +324,19 @@ def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches(saved_mode
                 )
             )
     assert torch.equal(outs[0], outs[1])
+
+
+def test_attention_choice_follows_the_machine_and_the_precision(monkeypatch):
+    from amazon_sft import attention
+    from amazon_sft.errors import UserError
+
+    monkeypatch.setattr(attention, "has_varlen_attn", lambda: True)  # a GPU with torch >= 2.10
+    assert choose_attention("auto", "bf16")[0] == "varlen_attn"
+    assert choose_attention("auto", "no")[0] == "sdpa_per_document"  # flash kernels need bf16
+    with pytest.raises(UserError, match="train.precision=bf16"):
+        choose_attention("varlen_attn", "no")
+    monkeypatch.setattr(attention, "has_varlen_attn", lambda: False)
+    if not torch.cuda.is_available():
+        assert choose_attention("auto", "bf16")[0] == "sdpa_per_document"
+    with pytest.raises(UserError, match=r"torch >= 2\.10"):
+        choose_attention("varlen_attn", "bf16")

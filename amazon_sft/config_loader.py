@@ -7,6 +7,8 @@ language for what is here a dict merge and a typed walk over dataclass fields.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import math
 import re
 import types
 import typing
@@ -16,6 +18,8 @@ from typing import Any, TypeVar
 import yaml
 
 from amazon_sft.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).parent / "configs"
 T = TypeVar("T")
@@ -39,6 +43,27 @@ def resolve_config_path(name_or_path: str) -> Path:
         names = ", ".join(builtin_config_names())
         raise UserError(f"unknown config {name_or_path!r}: use one of {names} or a path to a .yaml")
     return builtin
+
+
+COMMAND_LINE_ONLY = (("model", "trust_remote_code"),)
+"""Keys that widen what a folder may do (run its own Python): honoured only when the person
+running the command passes them on its command line, never read from a file, since a
+downloaded run folder carries its own config."""
+
+
+def _drop_file_permissions(raw: dict, path: Path) -> None:
+    for section, key in COMMAND_LINE_ONLY:
+        node = raw.get(section)
+        if isinstance(node, dict) and node.pop(key, None):
+            log.warning(
+                "%s sets %s.%s: ignored (files cannot grant it); pass %s.%s=true on the command "
+                "line if you trust this folder's code",
+                path,
+                section,
+                key,
+                section,
+                key,
+            )
 
 
 def apply_overrides(raw: dict, overrides: list[str]) -> dict:
@@ -81,6 +106,7 @@ def load_config(cls: type[T], name_or_path: str | None, overrides: list[str] | N
             raise UserError(
                 f"config {path} must be a mapping of sections, got {type(raw).__name__}"
             )
+        _drop_file_permissions(raw, path)
     raw = apply_overrides(raw, overrides or [])
     return from_dict(cls, raw)
 
@@ -122,7 +148,7 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise UserError(f"config key {key!r} must be an integer, got {value!r}")
     if hint is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            return _finite(float(value), key)
         raise UserError(f"config key {key!r} must be a number, got {value!r}")
     if hint is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
@@ -131,11 +157,21 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if origin is list or hint is list:
         if not isinstance(value, list):
             raise UserError(f"config key {key!r} must be a list, got {value!r}")
+        for item in value:
+            if isinstance(item, float):
+                _finite(item, key)
         return list(value)
     if origin is dict or hint is dict:
         if not isinstance(value, dict):
             raise UserError(f"config key {key!r} must be a mapping, got {value!r}")
         return dict(value)
+    return value
+
+
+def _finite(value: float, key: str) -> float:
+    """NaN passes every ``<`` / ``>`` check (all comparisons are False) and inf passes most."""
+    if not math.isfinite(value):
+        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
     return value
 
 

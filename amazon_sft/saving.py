@@ -15,6 +15,7 @@ import torch
 
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
+from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
 
 LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
@@ -23,6 +24,7 @@ LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
 def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: dict) -> Path:
     """Every rank calls this (the gather is collective); rank 0 writes and verifies."""
     final = out_dir / "final"
+    refuse_non_finite(accelerator, model)
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
@@ -37,6 +39,25 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         (final / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     accelerator.wait_for_everyone()
     return final
+
+
+def refuse_non_finite(accelerator, model) -> None:
+    """A model with NaN/inf weights is not a result: every rank checks its own weights (its
+    partition under ZeRO-3) and all agree, so all stop together instead of saving it."""
+    bad = next(
+        (
+            name
+            for name, p in model.named_parameters()
+            if (t := getattr(p, "ds_tensor", p)).numel() and not bool(torch.isfinite(t).all())
+        ),
+        None,
+    )
+    if reduce_sum(accelerator, torch.tensor([float(bad is not None)])).item():
+        where = f" (first at {bad})" if bad else " on another rank"
+        raise UserError(
+            f"the trained weights are not finite{where}; no final model was saved: lower "
+            "train.lr or check the data, then resume from an earlier checkpoint"
+        )
 
 
 def _expected_tensors(lm, lm_state: dict, lora: bool) -> dict[str, torch.Tensor]:

@@ -115,6 +115,11 @@ class Trainer:
                 )
                 break
         bar.close()
+        if state.bad_in_row and not stopped_by:
+            raise UserError(
+                f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "
+                "did not end on a usable model and no final model was saved; lower train.lr"
+            )
         return {
             "steps": state.step,
             "final_loss": loss,

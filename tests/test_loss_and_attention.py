@@ -333,7 +333,7 @@ def test_attention_choice_follows_the_machine_and_the_precision(monkeypatch):
     monkeypatch.setattr(attention, "has_varlen_attn", lambda: True)  # a GPU with torch >= 2.10
     assert choose_attention("auto", "bf16")[0] == "varlen_attn"
     assert choose_attention("auto", "no")[0] == "sdpa_per_document"  # flash kernels need bf16
-    with pytest.raises(UserError, match="train.precision=bf16"):
+    with pytest.raises(UserError, match=r"train\.precision=bf16"):
         choose_attention("varlen_attn", "no")
     monkeypatch.setattr(attention, "has_varlen_attn", lambda: False)
     if not torch.cuda.is_available():

@@ -42,6 +42,7 @@ def add_commands(sub) -> None:
         )
         p.add_argument("--k", type=int, default=3, help="sources to retrieve")
         p.add_argument("--max-new-tokens", type=int, default=160)
+        _add_trust_flag(p)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
 
     p = sub.add_parser("serve", help="web page and JSON API answering questions with sources")
@@ -57,12 +58,27 @@ def add_commands(sub) -> None:
         "--max-new-tokens", type=int, default=128, help="default generation length (capped at 512)"
     )
     p.add_argument("--k", type=int, default=3, help=argparse.SUPPRESS)
+    _add_trust_flag(p)
     p.set_defaults(run=_run_serve)
 
     p = sub.add_parser("export", help="merge a LoRA run into a standalone safetensors model")
     p.add_argument("run_dir", metavar="RUN", help="training out_dir (or its final/ folder)")
     p.add_argument("--out", required=True, help="folder for the standalone model")
+    _add_trust_flag(p)
     p.set_defaults(run=_run_export)
+
+
+def _add_trust_flag(p) -> None:
+    p.add_argument(
+        "--trust-remote-code",
+        action="store_true",
+        help="run Python shipped in the model folder (never taken from a saved config)",
+    )
+
+
+def model_overrides(args) -> list[str]:
+    """Overrides the person running the command granted on its command line."""
+    return ["model.trust_remote_code=true"] if args.trust_remote_code else []
 
 
 def _run_index(args) -> int:
@@ -91,7 +107,8 @@ def _session(args):
 
     if args.max_new_tokens < 1 or args.k < 1:
         raise UserError("--max-new-tokens and --k must be >= 1")
-    model, tok, cfg, _ = load_for_eval(args.model or _default_model(), [], pick_device())
+    spec = args.model or _default_model()
+    model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
     return Answerer(
         model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index or cfg.data.path)
     )
@@ -189,7 +206,7 @@ def _run_serve(args) -> int:
 def _run_export(args) -> int:
     from amazon_sft.answering.export import export_model
 
-    result = export_model(args.run_dir, args.out)
+    result = export_model(args.run_dir, args.out, model_overrides(args))
     print(
         f"exported {result['source']} to {result['out']} (reloaded; max logit difference {result['max_logit_diff']:.2e})"
     )

@@ -19,11 +19,11 @@ from amazon_sft.tokenizer import hf_encoder
 LOGIT_TOLERANCE = 1e-3
 
 
-def export_model(run: str, out_dir: str | Path) -> dict:
+def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
-    trained, tok, cfg, label = load_for_eval(run, [], "cpu")
+    trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu")
     fmt = build_prompt_format(tok, cfg.data)
     sample = ([fmt.bos_id] if fmt.bos_id is not None else []) + hf_encoder(tok)(
         [fmt.render("Sample product")]

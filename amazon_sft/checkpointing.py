@@ -8,15 +8,18 @@ loader's integer cursor, so a resumed run reads exactly the rows the interrupted
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 
 COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
+CHECKSUMS = "checksums.json"
 
 
 @dataclass
@@ -45,17 +48,48 @@ def complete_checkpoints(out_dir: Path) -> list[Path]:
     return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / COMPLETE).is_file())
 
 
-def find_resume_dir(resume: str, out_dir: Path) -> Path | None:
-    """``none`` -> None; ``auto`` -> newest complete checkpoint or None; else that folder."""
+def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
+    """Checkpoints to try, in order: ``none`` -> none; ``auto`` -> every complete checkpoint,
+    newest first (an unusable one gives way to the one before); else that folder."""
     if resume == "none":
-        return None
+        return []
     if resume == "auto":
-        found = complete_checkpoints(out_dir)
-        return found[-1] if found else None
+        return complete_checkpoints(out_dir)[::-1]
     path = Path(resume)
     if not (path / COMPLETE).is_file():
         raise UserError(f"resume={resume}: not a complete checkpoint folder (no {COMPLETE} file)")
-    return path
+    return [path]
+
+
+class CorruptCheckpoint(Exception):
+    """A checkpoint whose files do not match what was written; an older one may still load."""
+
+
+def write_checksums(folder: Path) -> None:
+    """Size and quick digest of every file of a checkpoint, checked before it is loaded."""
+    files = {
+        str(p.relative_to(folder)): {"bytes": p.stat().st_size, "quick": quick_digest(p)}
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
+    (folder / CHECKSUMS).write_text(json.dumps(files, indent=1))
+
+
+def verify_checkpoint(folder: Path) -> None:
+    """Raise ``CorruptCheckpoint`` naming the first file that is missing, cut or changed."""
+    listed = folder / CHECKSUMS
+    if not listed.is_file():
+        raise CorruptCheckpoint(f"{folder} has no {CHECKSUMS}")
+    try:
+        files = json.loads(listed.read_text())
+    except ValueError as err:
+        raise CorruptCheckpoint(f"{listed} is not JSON ({err})") from None
+    for name, want in files.items():
+        path = folder / name
+        if not path.is_file() or path.stat().st_size != want["bytes"]:
+            raise CorruptCheckpoint(f"{path.name} is missing or has the wrong size")
+        if quick_digest(path) != want["quick"]:
+            raise CorruptCheckpoint(f"{path.name} does not match its checksum")
 
 
 def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: int) -> Path:
@@ -71,6 +105,7 @@ def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
+        write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
         tmp.rename(final)
         for old in complete_checkpoints(out_dir)[:-keep_last]:
@@ -79,10 +114,27 @@ def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: 
     return final
 
 
+LOAD_ERRORS = (
+    CorruptCheckpoint,
+    OSError,
+    EOFError,
+    ValueError,
+    RuntimeError,
+    KeyError,
+    TypeError,
+    pickle.UnpicklingError,
+)
+"""What a cut or altered checkpoint raises while loading (safetensors, torch.load, json): caught
+only around one checkpoint's load, so the next older one can be tried."""
+
+
 def load_checkpoint(accelerator, path: Path) -> TrainerState:
-    """Restore model/optimizer/scheduler/RNG into the prepared objects; return the loop's state."""
+    """Check, then restore model/optimizer/scheduler/RNG into the prepared objects; return the
+    loop's state. Raises one of ``LOAD_ERRORS`` when the checkpoint is unusable."""
+    verify_checkpoint(path)
+    state = TrainerState(**json.loads((path / STATE).read_text()))
     accelerator.load_state(str(path))
-    return TrainerState(**json.loads((path / STATE).read_text()))
+    return state
 
 
 class StopFlag:

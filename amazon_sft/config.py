@@ -103,6 +103,10 @@ class DataConfig:
     same ids) or ``auto`` (sentencepiece when the check passes)."""
     seed: int = 1234
     """Seeds the shuffled row order the loader reads."""
+    verify: str = "quick"
+    """How training checks the shards against the manifest before reading them: ``quick``
+    (sizes + a digest of each file's ends and 64 sampled blocks, ~0.4 MB read per file), ``full``
+    (sha256 of every byte) or ``none``. The manifest's own integrity digest is always checked."""
     clean: CleanConfig = field(default_factory=CleanConfig)
     """Cleaning steps, each switchable and counted in the report."""
 
@@ -123,6 +127,8 @@ class DataConfig:
             raise UserError(
                 "data.probe_size must be >= 0, data.shard_rows and data.tokenize_batch_docs >= 1"
             )
+        if self.verify not in ("quick", "full", "none"):
+            raise UserError(f"data.verify must be quick, full or none, got {self.verify!r}")
         if self.tokenizer_backend not in ("auto", "hf", "sentencepiece"):
             raise UserError(
                 f"data.tokenizer_backend must be auto, hf or sentencepiece, "
@@ -257,7 +263,11 @@ class RunConfig:
     """DeepSpeed config: zero2, zero3, zero3_offload (ds_configs/<name>.json) or a JSON path.
     None uses the one accelerate launch was given, if any. "auto" values are filled from here."""
     resume: str = "none"
-    """none, auto (newest complete checkpoint in out_dir, if any) or a checkpoint folder."""
+    """none (a new run: refused if out_dir already holds one, unless overwrite), auto (the newest
+    complete checkpoint in out_dir that loads, if any) or a checkpoint folder."""
+    overwrite: bool = False
+    """With resume=none: delete a previous run's metrics, checkpoints and final model in
+    out_dir first, instead of refusing to mix two runs in one folder."""
     out_dir: str = "runs/default"
     """Where training writes checkpoints, logs and the final model."""
     seed: int = 1234

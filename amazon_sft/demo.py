@@ -133,6 +133,7 @@ def main(argv: list[str] | None = None) -> int:
                 *model_args,
                 f"data.path={prepared}",
                 f"out_dir={run_dir}",
+                "overwrite=true",  # a second make demo starts the run over
                 "lora.enabled=true",
                 f"train.max_steps={args.steps}",
                 "train.global_batch_size=2",

@@ -22,14 +22,15 @@ import orjson
 from tqdm import tqdm
 
 from amazon_sft import __version__
+from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, EncodedBatch, SpecialTextScrubber
 from amazon_sft.data.packing import build_row, pack_bfd
-from amazon_sft.data.reading import ReadStats, read_records
+from amazon_sft.data.reading import ReadStats, check_input, read_records
 from amazon_sft.data.report import Histogram, write_report
-from amazon_sft.data.shards import MANIFEST, ShardWriter
+from amazon_sft.data.shards import MANIFEST, ShardWriter, seal
 from amazon_sft.data.split import ProbeSample, is_heldout, normalise_title
 from amazon_sft.errors import UserError
 from amazon_sft.prompts import build_prompt_format
@@ -76,19 +77,21 @@ class _Spill:
 
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder: choose a folder path")
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise UserError(
             f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
         )
-    parent = out_dir.resolve().parent
     try:
-        parent.mkdir(parents=True, exist_ok=True)
-        staging = parent / f".{out_dir.name}.tmp-{os.getpid()}"
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir)
+        staging = staging_name(out_dir)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as err:
         raise UserError(
-            f"cannot write to {parent} ({err.strerror}): choose a writable --out"
+            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
         ) from None
     return staging
 
@@ -111,10 +114,7 @@ def prepare(
     """Run the whole pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     started = time.perf_counter()
     data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
-    if not input_path.is_file():
-        raise UserError(
-            f"input {input_path} does not exist: pass the path to trn.json or trn.json.gz"
-        )
+    check_input(input_path)
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
     staging = _staging_dir(out_dir, overwrite)
@@ -122,10 +122,10 @@ def prepare(
     try:
         manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s)
         manifest["tokenizer"] = tokenizer or cfg.model.tokenizer or cfg.model.path
+        manifest = seal(manifest)
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        staging.rename(out_dir)  # atomic on one filesystem: readers never see half a folder
+        # the old output stays whole until the new one takes its place in one rename
+        swap_into_place(staging, out_dir)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return manifest

@@ -17,9 +17,10 @@ if __package__ in (None, ""):  # run as a file by accelerate launch: make the pa
 import torch
 
 from amazon_sft.checkpointing import (
+    LOAD_ERRORS,
     TrainerState,
-    find_resume_dir,
     load_checkpoint,
+    resume_candidates,
 )
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
@@ -47,9 +48,13 @@ log = logging.getLogger("amazon_sft.train")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     out_dir = Path(cfg.out_dir)
+    check_out_dir(cfg, out_dir)  # every rank, before any of them writes there
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     tok, shards = load_data(cfg)
+    if cfg.overwrite and accelerator.is_main_process:
+        clear_previous_run(out_dir)
+    accelerator.wait_for_everyone()
     model = build_model(cfg, tok, accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -96,7 +101,7 @@ def load_data(cfg: RunConfig):
     """The tokenizer and the shards, refusing shards made with another tokenizer or template."""
     tok = load_tokenizer(cfg.model)
     fmt = build_prompt_format(tok, cfg.data)
-    shards = PackedShards(cfg.data.path)
+    shards = PackedShards(cfg.data.path, verify=cfg.data.verify)
     check_fingerprints(
         shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path
     )
@@ -106,6 +111,38 @@ def load_data(cfg: RunConfig):
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
     return tok, shards
+
+
+RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "final", "logs", "config.yaml")
+
+
+def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:
+    """A new run (resume=none) must not mix with a previous one: its metrics would be appended
+    and a later resume=auto would pick the old run's checkpoint."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"out_dir={out_dir} is a file: choose a folder")
+    if cfg.overwrite and cfg.resume != "none":
+        raise UserError(f"overwrite=true starts over; it cannot go with resume={cfg.resume}")
+    if cfg.resume != "none" or cfg.overwrite:
+        return
+    found = [name for name in RUN_OUTPUTS[:3] if (out_dir / name).exists()]
+    if found:
+        raise UserError(
+            f"out_dir={out_dir} already holds a run ({', '.join(found)}): pass resume=auto to "
+            "continue it, overwrite=true to start over there, or another out_dir"
+        )
+
+
+def clear_previous_run(out_dir: Path) -> None:
+    import shutil
+
+    for name in RUN_OUTPUTS:
+        path = out_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    log.info("overwrite=true: removed the previous run's outputs from %s", out_dir)
 
 
 def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
@@ -121,19 +158,32 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
 
 
 def resume(cfg: RunConfig, accelerator, loader: PackedLoader, out_dir: Path) -> TrainerState:
-    path = find_resume_dir(cfg.resume, out_dir)
-    if path is None:
-        return TrainerState(loader=loader.state_dict())
-    state = load_checkpoint(accelerator, path)
-    loader.load_state_dict(state.loader)
-    log.info(
-        "resumed from %s at step %d (data epoch %d, row cursor %d)",
-        path,
-        state.step,
-        state.loader["epoch"],
-        state.loader["cursor"],
-    )
-    return state
+    """The newest checkpoint that loads (an unusable one is reported and the one before tried)."""
+    rejected: list[str] = []
+    for path in resume_candidates(cfg.resume, out_dir):
+        try:
+            state = load_checkpoint(accelerator, path)
+            loader.load_state_dict(state.loader)
+        except LOAD_ERRORS as err:
+            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
+            rejected.append(f"{path.name}: {why}")
+            continue
+        log.info(
+            "resumed from %s at step %d (data epoch %d, row cursor %d): %s",
+            path,
+            state.step,
+            state.loader["epoch"],
+            state.loader["cursor"],
+            f"newer ones unusable ({'; '.join(rejected)})" if rejected else "the newest complete",
+        )
+        return state
+    if rejected:
+        raise UserError(
+            f"no checkpoint in {out_dir} loads ({'; '.join(rejected)}): resume=none with "
+            "overwrite=true starts over"
+        )
+    return TrainerState(loader=loader.state_dict())
 
 
 def start_logging(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import zlib
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,8 @@ import orjson
 
 from amazon_sft.errors import UserError
 
+BOM = b"\xef\xbb\xbf"
+"""A UTF-8 byte order mark some editors put before line 1: not part of the record."""
 FIRST_LINES_KEPT = 5
 """How many line numbers the report keeps per skip reason."""
 
@@ -58,18 +61,47 @@ def derived_uid(title: str) -> str:
     return "t-" + hashlib.blake2b(title.encode(), digest_size=8).hexdigest()
 
 
-def open_lines(path: Path) -> tuple[io.BufferedReader, io.BufferedReader | gzip.GzipFile]:
-    """(raw file for progress by compressed bytes, reader that yields decompressed lines)."""
-    if not path.exists():
-        raise UserError(f"input {path} does not exist: pass the path to trn.json or trn.json.gz")
+def check_input(path: Path) -> None:
+    """One-line errors for an input that is missing, a folder, or cannot be opened."""
     if path.is_dir():
         raise UserError(f"input {path} is a directory: pass the trn.json(.gz) file inside it")
+    if not path.exists():
+        raise UserError(f"input {path} does not exist: pass the path to trn.json or trn.json.gz")
+    try:
+        with open(path, "rb"):
+            pass
+    except OSError as err:
+        raise UserError(
+            f"input {path} cannot be opened ({err.strerror}): check its permissions"
+        ) from None
+
+
+def open_lines(path: Path) -> tuple[io.BufferedReader, io.BufferedReader | gzip.GzipFile]:
+    """(raw file for progress by compressed bytes, reader that yields decompressed lines)."""
+    check_input(path)
     raw = open(path, "rb")  # noqa: SIM115 - read_records closes it
     magic = raw.read(2)
     raw.seek(0)
     if magic == b"\x1f\x8b":  # gzip by content, whatever the name says
         return raw, gzip.GzipFile(fileobj=raw, mode="rb")
     return raw, raw
+
+
+def bounded_lines(reader, max_line_bytes: int) -> Iterator[tuple[bytes | None, int]]:
+    """(line, bytes) per line, reading at most ``max_line_bytes + 1`` bytes of a line into
+    memory: a longer line is drained in 1 MiB pieces and given as (None, its length).
+
+    >>> list(bounded_lines(io.BytesIO(b"ab\\n" + b"x" * 10 + b"\\nc"), 5))
+    [(b'ab\\n', 3), (None, 11), (b'c', 1)]
+    """
+    while line := reader.readline(max_line_bytes + 1):
+        if len(line) <= max_line_bytes:
+            yield line, len(line)
+            continue
+        total = len(line)
+        while not line.endswith(b"\n") and (line := reader.readline(1 << 20)):
+            total += len(line)
+        yield None, total
 
 
 def read_records(
@@ -82,14 +114,14 @@ def read_records(
     raw, reader = open_lines(path)
     loads = orjson.loads
     try:
-        for line_no, line in enumerate(reader, start=1):
+        for line_no, (line, size) in enumerate(bounded_lines(reader, max_line_bytes), start=1):
             stats.lines = line_no
             stats.bytes_read = raw.tell()
-            if len(line) > max_line_bytes:
-                stats.skip(
-                    "line_too_long", line_no, strict, f"{len(line)} bytes > {max_line_bytes}"
-                )
+            if line is None:
+                stats.skip("line_too_long", line_no, strict, f"{size} bytes > {max_line_bytes}")
                 continue
+            if line_no == 1 and line.startswith(BOM):
+                line = line[len(BOM) :]
             if not line.strip():
                 stats.skip("blank_line", line_no, strict)
                 continue
@@ -105,8 +137,11 @@ def read_records(
             record = _to_record(obj, line_no, stats, strict)
             if record is not None:
                 yield record
-    except (OSError, EOFError, gzip.BadGzipFile) as err:
-        raise UserError(f"input {path} could not be read ({err}): is it a complete file?") from None
+    except (OSError, EOFError, zlib.error) as err:  # zlib.error (corrupt deflate) is no OSError
+        raise UserError(
+            f"input {path} could not be read at line {stats.lines + 1} ({err}): is it a "
+            "complete file, not corrupted? (`gzip -t FILE` checks a .gz)"
+        ) from None
     finally:
         raw.close()
 

@@ -23,6 +23,48 @@ MANIFEST = "manifest.json"
 ARRAYS = ("input_ids", "loss_mask", "doc_lens", "row_docs")
 
 
+QUICK_EDGE_BYTES = 64 << 10
+QUICK_BLOCKS, QUICK_BLOCK_BYTES = 64, 4 << 10
+REQUIRED_KEYS = (
+    "max_seq_len",
+    "pad_id",
+    "rows",
+    "shards",
+    "tokenizer_fingerprint",
+    "template_fingerprint",
+    "integrity",
+)
+
+
+def quick_digest(path: Path) -> str:
+    """sha256 of a file's size, its first and last 64 KiB and 64 evenly spread 4 KiB blocks:
+    ~0.4 MB read whatever the size, so it runs at every start (``verify_checksums`` reads all).
+
+    >>> import tempfile, os
+    >>> f = Path(tempfile.mkdtemp()) / "x"; _ = f.write_bytes(b"a" * 300_000)
+    >>> quick_digest(f) == quick_digest(f)
+    True
+    """
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as fh:
+        h.update(fh.read(QUICK_EDGE_BYTES))
+        for i in range(QUICK_BLOCKS):
+            fh.seek(size * i // QUICK_BLOCKS)
+            h.update(fh.read(QUICK_BLOCK_BYTES))
+        fh.seek(max(0, size - QUICK_EDGE_BYTES))
+        h.update(fh.read())
+    return h.hexdigest()
+
+
+def seal(manifest: dict) -> dict:
+    """The manifest with ``integrity``: the sha256 of everything else in it, so an edited
+    manifest (a checksum changed, a shard entry deleted) is caught before training reads it."""
+    body = {k: v for k, v in manifest.items() if k != "integrity"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {**body, "integrity": digest}
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -66,23 +108,42 @@ class ShardWriter:
             "doc_lens": np.concatenate(self._lens).astype(np.int32),
             "row_docs": np.concatenate([[0], np.cumsum(counts)]).astype(np.int64),
         }
-        files = {}
+        sha, size, quick = {}, {}, {}
         for key, arr in arrays.items():
-            np.save(folder / f"{key}.npy", arr)
-            files[f"{key}.npy"] = sha256_file(folder / f"{key}.npy")
-        self.shards.append({"name": name, "rows": self._n, "sha256": files})
+            file = folder / f"{key}.npy"
+            np.save(file, arr)
+            sha[file.name], size[file.name] = sha256_file(file), file.stat().st_size
+            quick[file.name] = quick_digest(file)
+        self.shards.append(
+            {"name": name, "rows": self._n, "sha256": sha, "bytes": size, "quick": quick}
+        )
         self._reset()
 
 
 def read_manifest(path: str | Path) -> dict:
-    """The manifest of a prepared folder, with an error that says how to make one."""
+    """The manifest of a prepared folder, checked whole: valid JSON, every key there, and its
+    own ``integrity`` digest matching (errors say how to make a good one)."""
     file = Path(path) / MANIFEST
+    redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
     if not file.is_file():
         raise UserError(
             f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "
             "(or set data.path to a prepared folder)"
         )
-    return json.loads(file.read_text())
+    try:
+        manifest = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{file} is unreadable or not JSON ({err}): {redo}") from None
+    if not isinstance(manifest, dict):
+        raise UserError(f"{file} is not a JSON object: {redo}")
+    missing = [k for k in REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise UserError(f"{file} lacks {missing[0]!r} (made by an older version or cut): {redo}")
+    if seal(manifest)["integrity"] != manifest["integrity"]:
+        raise UserError(
+            f"{file} was edited after prepare wrote it (integrity digest differs): {redo}"
+        )
+    return manifest
 
 
 def check_fingerprints(manifest: dict, tokenizer_fp: str, template_fp: str, where: str) -> None:
@@ -101,21 +162,44 @@ def check_fingerprints(manifest: dict, tokenizer_fp: str, template_fp: str, wher
         )
 
 
+def verify_shards(path: str | Path, manifest: dict, full: bool = False) -> None:
+    """Every shard the manifest lists is there, in order, with its size and digest, and no
+    other shard folder is: sizes + ``quick_digest`` (default), or a full sha256 (``full``)."""
+    root = Path(path)
+    redo = f"re-run `amazon-sft prepare ... --out {root} --overwrite`"
+    names = [s["name"] for s in manifest["shards"]]
+    if names != [f"shard-{i:05d}" for i in range(len(names))]:
+        raise UserError(f"{root / MANIFEST} lists shards {names[:3]}...: not shard-00000 onwards")
+    on_disk = sorted(p.name for p in root.glob("shard-*"))
+    if on_disk != names:
+        extra = sorted(set(on_disk) ^ set(names))
+        raise UserError(f"{root}: shard folders and manifest disagree ({extra[0]}): {redo}")
+    if sum(s["rows"] for s in manifest["shards"]) != manifest["rows"]:
+        raise UserError(f"{root / MANIFEST}: shard rows do not add up to {manifest['rows']}")
+    for shard in manifest["shards"]:
+        for name, digest in shard["sha256"].items():
+            file = root / shard["name"] / name
+            if not file.is_file() or file.stat().st_size != shard["bytes"][name]:
+                raise UserError(f"{file} is missing or has the wrong size: {redo}")
+            got = sha256_file(file) if full else quick_digest(file)
+            if got != (digest if full else shard["quick"][name]):
+                raise UserError(f"{file} is corrupt (checksum mismatch): {redo}")
+
+
 def verify_checksums(path: str | Path) -> None:
     """Recompute every shard file's sha256 against the manifest (a full read of the data)."""
-    root = Path(path)
-    for shard in read_manifest(root)["shards"]:
-        for name, digest in shard["sha256"].items():
-            if sha256_file(root / shard["name"] / name) != digest:
-                raise UserError(f"{root / shard['name'] / name} is corrupt: checksum mismatch")
+    verify_shards(path, read_manifest(path), full=True)
 
 
 class PackedShards:
     """Random access to packed rows across shards, through memory maps."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, verify: str = "quick") -> None:
+        """``verify``: quick (sizes + sampled digests), full (sha256 of everything) or none."""
         self.path = Path(path)
         self.manifest = read_manifest(self.path)
+        if verify != "none":
+            verify_shards(self.path, self.manifest, full=verify == "full")
         self.max_seq_len = int(self.manifest["max_seq_len"])
         self.pad_id = int(self.manifest["pad_id"])
         self._shards = []

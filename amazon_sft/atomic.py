@@ -1,0 +1,88 @@
+"""Replace an output folder atomically, and clean up what killed runs left behind.
+
+``swap_into_place`` exchanges a finished staging folder with the old output in one
+``renameat2(RENAME_EXCHANGE)`` call on Linux: at every instant the output path holds either the
+complete old folder or the complete new one. Elsewhere (or on a filesystem without the call) it
+renames the old folder aside first, then the new one in, and only then deletes the old one, so a
+kill in between leaves both complete folders and the next run's ``remove_stale`` restores the old
+one if the new one never arrived.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
+    """The hidden sibling a process writes into: ``.NAME.tmp-PID`` (``old`` for one set aside)."""
+    return out_dir.parent / f".{out_dir.name}.{kind}-{os.getpid()}"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths; False when the platform cannot."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    libc = ctypes.CDLL(libc_name, use_errno=True)
+    if not hasattr(libc, "renameat2"):
+        return False
+    rc = libc.renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def swap_into_place(staging: Path, out_dir: Path) -> None:
+    """Make ``staging`` the new ``out_dir``; the old ``out_dir`` (if any) is deleted after."""
+    if not out_dir.exists():
+        staging.rename(out_dir)
+        return
+    if _exchange(staging, out_dir):
+        shutil.rmtree(staging)  # now holds the old output
+        return
+    aside = staging_name(out_dir, "old")
+    out_dir.rename(aside)
+    staging.rename(out_dir)
+    shutil.rmtree(aside)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_stale(out_dir: Path) -> list[str]:
+    """Delete staging folders of dead processes beside ``out_dir`` (restoring an old output set
+    aside by a run killed mid-swap); returns what was done, for the log."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(\d+)$")
+    done = []
+    if not out_dir.parent.is_dir():
+        return done
+    for path in sorted(out_dir.parent.iterdir()):
+        m = pattern.match(path.name)
+        if not m or _pid_alive(int(m.group(2))):
+            continue
+        if m.group(1) == "old" and not out_dir.exists():
+            path.rename(out_dir)
+            done.append(
+                f"restored {out_dir} from {path.name} (a run was killed while replacing it)"
+            )
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        done.append(f"removed {path.name}, left by a killed run")
+    for line in done:
+        log.warning(line)
+    return done

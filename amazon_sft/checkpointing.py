@@ -65,12 +65,13 @@ class CorruptCheckpoint(Exception):
     """A checkpoint whose files do not match what was written; an older one may still load."""
 
 
-def write_checksums(folder: Path) -> None:
-    """Size and quick digest of every file of a checkpoint, checked before it is loaded."""
+def write_checksums(folder: Path, pattern: str = "*") -> None:
+    """Size and quick digest of the files of a checkpoint (or of a final model's weights,
+    ``pattern="*.safetensors"``), checked before they are loaded."""
     files = {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "quick": quick_digest(p)}
-        for p in sorted(folder.rglob("*"))
-        if p.is_file()
+        for p in sorted(folder.rglob(pattern))
+        if p.is_file() and p.name != CHECKSUMS
     }
     (folder / CHECKSUMS).write_text(json.dumps(files, indent=1))
 

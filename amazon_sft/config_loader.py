@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, first_line, reading
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +35,8 @@ def resolve_config_path(name_or_path: str) -> Path:
     """A shipped config name (``tiny``) or a path to a YAML file."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise UserError(f"config {name_or_path!r} is a folder: give a .yaml file")
         if not path.is_file():
             raise UserError(f"config file {name_or_path!r} does not exist")
         return path
@@ -99,9 +101,10 @@ def load_config(cls: type[T], name_or_path: str | None, overrides: list[str] | N
     if name_or_path:
         path = resolve_config_path(name_or_path)
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
+            with reading(path, "config", "give a YAML file of config sections"):
+                raw = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
-            raise UserError(f"config {path} is not valid YAML: {err}") from None
+            raise UserError(f"config {path} is not valid YAML: {first_line(err)}") from None
         if not isinstance(raw, dict):
             raise UserError(
                 f"config {path} must be a mapping of sections, got {type(raw).__name__}"

@@ -1,5 +1,58 @@
-"""The one exception type that reaches the user as a one-line message instead of a traceback."""
+"""The one exception type that reaches the user as a one-line message instead of a traceback,
+and the helper that turns the known ways a file can be bad into one."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 
 class UserError(Exception):
     """A problem the user can fix: the message names the field or file, and the fix."""
+
+
+def _safetensors_error() -> tuple[type[BaseException], ...]:
+    try:
+        from safetensors import SafetensorError
+    except ImportError:  # pragma: no cover - safetensors is a dependency
+        return ()
+    return (SafetensorError,)
+
+
+READ_ERRORS: tuple[type[BaseException], ...] = (
+    OSError,  # missing, unreadable, a folder where a file belongs, truncated gzip
+    EOFError,
+    zlib.error,  # corrupt deflate data is not an OSError
+    ValueError,  # JSON (json, orjson), numpy headers, UnicodeDecodeError
+    KeyError,  # a record or manifest without a field it must have
+    IndexError,
+    *_safetensors_error(),  # a cut or altered .safetensors file
+)
+"""What reading a truncated, corrupted, empty or wrong-kind file raises. Caught only around the
+read of one named file, so an unexpected exception elsewhere still shows its traceback."""
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
+@contextmanager
+def reading(path: str | Path, what: str, fix: str) -> Iterator[None]:
+    """Known read failures inside the block become ``UserError("<what> <path> ...: <fix>")``.
+
+    >>> with reading("x.json", "catalogue", "re-run prepare"):
+    ...     int("not a number")
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: catalogue x.json is unreadable or corrupt (invalid literal for int() with base 10: 'not a number'): re-run prepare
+    """
+    try:
+        yield
+    except UserError:
+        raise
+    except READ_ERRORS as err:
+        raise UserError(
+            f"{what} {path} is unreadable or corrupt ({first_line(err)}): {fix}"
+        ) from None

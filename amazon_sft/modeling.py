@@ -14,7 +14,7 @@ import torch
 
 from amazon_sft import attention
 from amazon_sft.config import LoraConfig, RunConfig
-from amazon_sft.errors import UserError
+from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.tokenizer import resolve_location
 
 log = logging.getLogger(__name__)
@@ -82,10 +82,10 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
             model = AutoModelForCausalLM.from_pretrained(resolve_location(m.path), **kwargs)
             if m.gguf_file:
                 _forget_dequantized_gguf(model)
-    except (OSError, ValueError, ImportError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    except (*READ_ERRORS, ImportError) as err:
         raise UserError(
-            f"could not load model {m.path!r} ({first}); check model.path / model.gguf_file"
+            f"could not load model {m.path!r} ({first_line(err)}); check model.path / "
+            "model.gguf_file, or re-save a truncated model"
         ) from None
     model.config.pad_token_id = pad_id
     model.config.use_cache = False  # the KV cache would let packed documents see each other

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
@@ -33,6 +34,7 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         lm.save_pretrained(final, state_dict=lm_state, safe_serialization=True)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
         verify_saved(final, expected)
+        write_checksums(final, "*.safetensors")  # checked by every command that loads it
         tok.save_pretrained(final)
         write_resolved(cfg, final / "amazon_sft_config.yaml")
         (final / "README.md").write_text(model_card(cfg, summary))

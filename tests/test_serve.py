@@ -2,6 +2,10 @@
 
 import json
 import shutil
+import socket
+import threading
+import time
+from types import SimpleNamespace
 
 import orjson
 import pytest
@@ -46,7 +50,7 @@ def app_parts(prepared, tuned_run, tmp_path_factory):
 def client(app_parts):
     from fastapi.testclient import TestClient
 
-    return TestClient(create_app(app_parts, default_max_new_tokens=8))
+    return TestClient(create_app(app_parts, default_max_new_tokens=8), base_url="http://127.0.0.1")
 
 
 def test_ask_returns_answer_and_sources(client):
@@ -129,3 +133,106 @@ def test_page_in_headless_chromium_shows_answer_and_sources(app_parts, tmp_path)
         assert page.locator("#answer").inner_text() != "" or page.locator("#sources li").count() > 0
         page.screenshot(path=str(tmp_path / "page.png"))
         browser.close()
+
+
+# --- the client is not trusted (issue 13, class 5) --------------------------------------------
+
+
+class SlowAnswerer:
+    """Stands in for the model: a piece of text every 20 ms for up to 8 s, stopping when the
+    request's ``cancel`` is set (recorded) or when the test releases it."""
+
+    def __init__(self) -> None:
+        self.cancelled, self.release = threading.Event(), threading.Event()
+        self.running = 0
+
+    def __call__(self, question, *, k, grounded, max_new_tokens, on_text=None, cancel=None):
+        self.running += 1
+        for _ in range(400):
+            if cancel is not None and cancel.is_set():
+                self.cancelled.set()
+                break
+            if self.release.is_set():
+                break
+            if on_text:
+                on_text("x")
+            time.sleep(0.02)
+        return SimpleNamespace(answer="x", sources=[])
+
+
+def test_the_host_header_must_name_this_server(client):
+    assert client.get("/").status_code == 200
+    evil = client.get("/", headers={"Host": "rebind.attacker.example"})
+    assert evil.status_code == 400  # DNS rebinding: a page elsewhere cannot reach this server
+
+
+def _raw_request(port: int, head: bytes, chunks, read_timeout: float = 10.0) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=read_timeout) as sock:
+        sock.sendall(head)
+        try:
+            for chunk in chunks:
+                sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except OSError:
+            pass  # the server answered and closed while the body was still coming: expected
+        return sock.recv(65536)
+
+
+def test_a_chunked_body_is_limited_by_the_bytes_that_arrive():
+    app = create_app(SlowAnswerer())
+    port = free_port()
+    sent = []
+
+    def body():  # 64 KB pieces, 3 MB at most: the server must stop it long before the end
+        for _ in range(48):
+            sent.append(1)
+            yield b"x" * 65536
+
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
+    with BackgroundServer(app, port):
+        reply = _raw_request(port, head, body())
+    assert reply.startswith(b"HTTP/1.1 413") and b"bytes" in reply
+
+
+def test_the_queue_is_bounded_and_says_503():
+    from fastapi.testclient import TestClient
+
+    slow = SlowAnswerer()
+    client = TestClient(create_app(slow, max_queue=1), base_url="http://127.0.0.1")
+    results = []
+    ask = {"question": "anything", "max_new_tokens": 4}
+    threads = [
+        threading.Thread(target=lambda: results.append(client.post("/api/ask", json=ask)))
+        for _ in range(2)
+    ]
+    for t in threads:  # one generating, one waiting: both seats taken
+        t.start()
+    deadline = time.time() + 10
+    while slow.running < 1 and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.2)
+    third = client.post("/api/ask", json=ask)
+    slow.release.set()
+    for t in threads:
+        t.join(timeout=20)
+    assert third.status_code == 503 and "busy" in third.json()["error"]
+    assert [r.status_code for r in results] == [200, 200]
+    assert client.post("/api/ask", json=ask).status_code == 200  # seats come back
+
+
+def test_an_abandoned_stream_stops_generating():
+    slow = SlowAnswerer()
+    port = free_port()
+    payload = json.dumps({"question": "anything", "max_new_tokens": 8}).encode()
+    head = (
+        b"POST /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(payload), payload)
+    )
+    with BackgroundServer(create_app(slow), port):
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(head)
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")  # streaming has begun
+        # the client is gone after ~0.1 s of an 8 s answer: generation must stop within seconds
+        assert slow.cancelled.wait(timeout=5), "generation went on for a client that left"

@@ -14,8 +14,11 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+from transformers import StoppingCriteria
 
 from amazon_sft.answering.index import CatalogueIndex, Source
+from amazon_sft.data.encode import SpecialTextScrubber
+from amazon_sft.errors import UserError
 from amazon_sft.evaluation.metrics import rouge_scores
 from amazon_sft.prompts import PromptFormat
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
@@ -40,6 +43,32 @@ def build_prompt(fmt: PromptFormat, question: str, sources: list[Source], ground
     return fmt.render(sources[0].title, 0)
 
 
+def clean_question(question: str, tok) -> str:
+    """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
+    special-token text ("<|im_end|>", "</s>") removed, so a question can never close the user
+    turn or open a system one (product text is scrubbed the same way at prepare time)."""
+    question = SpecialTextScrubber(tok)(" ".join(question.split()))[:MAX_QUESTION_CHARS]
+    if not question:
+        raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
+    return question
+
+
+def context_length(model) -> int | None:
+    config = getattr(model, "config", None)
+    return getattr(config, "max_position_embeddings", None)
+
+
+class Cancelled(StoppingCriteria):
+    """A stopping criterion that ends generation when ``event`` is set (the client went away)."""
+
+    def __init__(self, event: threading.Event) -> None:
+        super().__init__()
+        self.event = event
+
+    def __call__(self, input_ids, scores, **kwargs) -> torch.Tensor:
+        return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
+
+
 def answer_question(
     question: str,
     model,
@@ -51,14 +80,22 @@ def answer_question(
     grounded: bool = False,
     max_new_tokens: int = 128,
     on_text: Callable[[str], None] | None = None,
+    cancel: threading.Event | None = None,
 ) -> Answer:
-    """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources."""
-    from transformers import TextIteratorStreamer
+    """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources.
+    ``cancel``: set it to stop generating (what there is so far is returned)."""
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
 
-    question = " ".join(question.split())[:MAX_QUESTION_CHARS]
+    question = clean_question(question, tok)
     sources = index.search(question, k)
     prompt = build_prompt(fmt, question, sources, grounded)
     ids = ([fmt.bos_id] if fmt.bos_id is not None else []) + hf_encoder(tok)([prompt])[0]
+    context = context_length(model)
+    if context is not None and len(ids) + max_new_tokens > context:
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
+            f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
+        )
     device = next(model.parameters()).device
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     kwargs = {
@@ -68,6 +105,7 @@ def answer_question(
         "streamer": streamer,
         "eos_token_id": tok.eos_token_id,
         "pad_token_id": choose_pad_id(tok),
+        "stopping_criteria": StoppingCriteriaList([Cancelled(cancel or threading.Event())]),
     }
     thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
     thread.start()
@@ -103,6 +141,7 @@ class Answerer:
         grounded: bool = False,
         max_new_tokens: int = 128,
         on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
     ) -> Answer:
         return answer_question(
             question,
@@ -114,8 +153,12 @@ class Answerer:
             grounded=grounded,
             max_new_tokens=max_new_tokens,
             on_text=on_text,
+            cancel=cancel,
         )
 
 
 def sources_only(question: str, index: CatalogueIndex, k: int = 3) -> list[dict]:
-    return [asdict(s) for s in index.search(" ".join(question.split())[:MAX_QUESTION_CHARS], k)]
+    question = " ".join(question.split())[:MAX_QUESTION_CHARS]
+    if not question:
+        raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
+    return [asdict(s) for s in index.search(question, k)]

@@ -58,6 +58,16 @@ def add_commands(sub) -> None:
         "--max-new-tokens", type=int, default=128, help="default generation length (capped at 512)"
     )
     p.add_argument("--k", type=int, default=3, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        help="a name clients may use in the Host header besides localhost and --host "
+        "(repeat; needed when serving beyond this machine)",
+    )
+    p.add_argument(
+        "--max-queue", type=int, default=8, help="requests that may wait for the model (503 beyond)"
+    )
     _add_trust_flag(p)
     p.set_defaults(run=_run_serve)
 
@@ -141,6 +151,10 @@ def _run_ask(args) -> int:
     from amazon_sft.answering.ask import sources_only
     from amazon_sft.answering.index import CatalogueIndex
 
+    if args.k < 1 or args.max_new_tokens < 1:
+        raise UserError(
+            f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
+        )
     if args.sources_only:
         if not args.index:
             raise UserError("--sources-only needs --index DIR (the prepared folder)")
@@ -195,11 +209,16 @@ def _run_chat(args) -> int:
 
 
 def _run_serve(args) -> int:
-    from amazon_sft.answering.serve import create_app, serve
+    from amazon_sft.answering.serve import LOCAL_HOSTS, create_app, serve
+
+    if args.max_queue < 0:
+        raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
 
     answerer = _session(args)
     print(f"serving on http://{args.host}:{args.port}/  (API: POST /api/ask)")
-    serve(create_app(answerer, args.max_new_tokens), args.host, args.port)
+    hosts = (*LOCAL_HOSTS, args.host, *args.allowed_host)
+    app = create_app(answerer, args.max_new_tokens, allowed_hosts=hosts, max_queue=args.max_queue)
+    serve(app, args.host, args.port)
     return 0
 
 

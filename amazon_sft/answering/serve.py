@@ -6,18 +6,27 @@
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding
-``<script>`` stays text everywhere. Requests are bounded in size and generation length; bad ones
-get a 4xx JSON error. One generation runs at a time (a lock around the model).
+``<script>`` stays text everywhere. The client is not trusted: the body limit counts the bytes
+actually received (chunked bodies too), the ``Host`` header must name this server (DNS
+rebinding), one generation runs at a time with at most ``max_queue`` requests waiting (503
+beyond), a stream whose client goes away stops generating, and questions lose any special-token
+text before they are encoded (``ask.clean_question``). Bad requests get a 4xx JSON error.
 """
 
+import asyncio
 import json
 import queue
 import threading
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+from amazon_sft.errors import UserError
 
 MAX_BODY_BYTES = 16_384
 MAX_NEW_TOKENS_CAP = 512
+MAX_QUEUE = 8
+"""Requests waiting for the model beyond the one generating; more get 503."""
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+DISCONNECT_POLL_S = 0.25
 # Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -81,11 +90,63 @@ def safe_json(payload) -> bytes:
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 
-def create_app(answerer, default_max_new_tokens: int = 128):
+class BodyLimit:
+    """ASGI middleware: read the request body, counting the bytes that really arrive (a chunked
+    body has no Content-Length to trust), answer 413 past ``limit``, then hand the app the body
+    it read. Later ``receive`` calls pass through, so the app still sees a disconnect."""
+
+    def __init__(self, app, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                payload = safe_json({"error": f"request body over {self.limit} bytes"})
+                await send(
+                    {
+                        "type": "http.response.start",
+                        "status": 413,
+                        "headers": [
+                            (b"content-type", b"application/json"),
+                            (b"connection", b"close"),
+                        ],
+                    }
+                )
+                await send({"type": "http.response.body", "body": payload})
+                return None
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def create_app(
+    answerer,
+    default_max_new_tokens: int = 128,
+    allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
+    max_queue: int = MAX_QUEUE,
+):
+    """The FastAPI app. ``allowed_hosts``: names the ``Host`` header may carry (add the public
+    name when binding beyond this machine)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
     from pydantic import BaseModel, Field
+    from starlette.middleware.trustedhost import TrustedHostMiddleware
 
     class AskRequest(BaseModel):
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
@@ -95,18 +156,17 @@ def create_app(answerer, default_max_new_tokens: int = 128):
 
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None)
     lock = threading.Lock()
+    seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in allowed_hosts])
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
 
     def error(status: int, message: str) -> Response:
         return Response(
             safe_json({"error": message}), status_code=status, media_type="application/json"
         )
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        size = request.headers.get("content-length")
-        if size is not None and int(size) > MAX_BODY_BYTES:
-            return error(413, f"request body over {MAX_BODY_BYTES} bytes")
-        return await call_next(request)
+    def busy() -> Response:
+        return error(503, f"busy: {max_queue} requests are already waiting; retry in a moment")
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
@@ -118,43 +178,80 @@ def create_app(answerer, default_max_new_tokens: int = 128):
     def page() -> str:
         return PAGE
 
-    def run(req: AskRequest, on_text=None):
-        with lock:  # one generation at a time: the model is shared
-            return answerer(
-                req.question,
-                k=req.k,
-                grounded=req.grounded,
-                max_new_tokens=req.max_new_tokens,
-                on_text=on_text,
-            )
+    def run(req: AskRequest, on_text=None, cancel=None):
+        """Holds a seat (taken by the caller) until done; one generation at a time."""
+        try:
+            with lock:  # the model is shared
+                if cancel is not None and cancel.is_set():
+                    return None  # its client left while it waited
+                return answerer(
+                    req.question,
+                    k=req.k,
+                    grounded=req.grounded,
+                    max_new_tokens=req.max_new_tokens,
+                    on_text=on_text,
+                    cancel=cancel,
+                )
+        finally:
+            seats.release()
 
     @app.post("/api/ask")
     def ask(req: AskRequest) -> Response:
         if not req.question.strip():
             return error(422, "question: empty")
-        result = run(req)
+        if not seats.acquire(blocking=False):
+            return busy()
+        try:
+            result = run(req)
+        except UserError as err:
+            return error(422, str(err))
         return Response(
             safe_json({"answer": result.answer, "sources": result.sources}),
             media_type="application/json",
         )
 
     @app.post("/api/stream")
-    def stream(req: AskRequest):
+    def stream(req: AskRequest, request: Request):
         if not req.question.strip():
             return error(422, "question: empty")
+        if not seats.acquire(blocking=False):
+            return busy()
         events: queue.Queue = queue.Queue()
+        cancel = threading.Event()
 
         def work() -> None:
             try:
-                events.put({"sources": run(req, on_text=lambda t: events.put({"text": t})).sources})
+                result = run(req, on_text=lambda t: events.put({"text": t}), cancel=cancel)
+                if result is not None:
+                    events.put({"sources": result.sources})
+            except UserError as err:
+                events.put({"error": str(err)})
             finally:
                 events.put(None)
 
         threading.Thread(target=work, daemon=True).start()
 
-        def body():
-            while (event := events.get()) is not None:
-                yield safe_json(event) + b"\n"
+        async def body():
+            """Events as they come; every ``DISCONNECT_POLL_S`` a look at whether the client is
+            still there (a closed connection is only noticed by reading it)."""
+            loop = asyncio.get_running_loop()
+            checked = loop.time()
+            try:
+                while True:
+                    try:
+                        event = await asyncio.to_thread(events.get, True, DISCONNECT_POLL_S)
+                    except queue.Empty:
+                        event = ...
+                    if loop.time() - checked >= DISCONNECT_POLL_S:
+                        checked = loop.time()
+                        if await request.is_disconnected():
+                            return
+                    if event is None:
+                        return
+                    if event is not ...:
+                        yield safe_json(event) + b"\n"
+            finally:  # the answer is complete, or its client went away: stop generating
+                cancel.set()
 
         return StreamingResponse(body(), media_type="application/x-ndjson")
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from amazon_sft.checkpointing import CHECKSUMS, CorruptCheckpoint, verify_checkpoint
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.errors import UserError
 from amazon_sft.modeling import load_model
@@ -50,6 +51,14 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
         raise UserError(
             f"--model {spec}: {folder} holds no tokenizer; re-save it with the training run"
         )
+    if (folder / CHECKSUMS).is_file():
+        try:
+            verify_checkpoint(folder)
+        except CorruptCheckpoint as err:
+            raise UserError(
+                f"--model {spec}: {err}; the saved model is damaged: copy it again or re-run "
+                "training (resume=auto)"
+            ) from None
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
     if (folder / "adapter_config.json").is_file():

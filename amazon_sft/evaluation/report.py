@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import html
 import json
+import re
 from pathlib import Path
 
 import orjson
@@ -67,14 +69,28 @@ def render_markdown(result: dict, n_examples: int) -> str:
             lines += [f"### {split}: examples", ""]
             for r in examples:
                 lines += [
-                    f"**{r['title']}** (uid {r['uid']})",
+                    f"**{md_text(r['title'])}** (uid {md_text(r['uid'])})",
                     "",
-                    f"- reference: {r['reference'][:400]}",
+                    f"- reference: {md_text(r['reference'][:400])}",
                 ]
                 for m in models:
-                    lines.append(f"- {m}: {r['answers'][m][:400]}")
+                    lines.append(f"- {md_text(m)}: {md_text(r['answers'][m][:400])}")
                 lines.append("")
     return "\n".join(lines) + "\n"
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")
+
+
+def md_text(text: str) -> str:
+    """Product or model text as inert Markdown: HTML characters as entities (a renderer passes
+    raw HTML through), Markdown punctuation backslash-escaped, one line.
+
+    >>> md_text("<svg/onload=alert(1)> *bold* [x](y) a|b")
+    '&lt;svg/onload=alert(1)&gt; \\\\*bold\\\\* \\\\[x\\\\](y) a\\\\|b'
+    """
+    text = html.escape(" ".join(str(text).split()), quote=False)
+    return _MD_SPECIAL.sub(r"\\\1", text)
 
 
 def plot(result: dict, path: Path) -> None:

@@ -483,3 +483,19 @@ def test_the_tag_cleaner_removes_every_tag_shape(name, sep, attrs):
     raw = f"Before <{name}{sep}{attrs}> after, and a long enough description."
     cleaned = clean_text(raw, CleanConfig(unescape_html=False), Counter(), "content")
     assert f"<{name}" not in cleaned
+
+
+def test_outputs_that_name_a_file_are_one_line_errors(
+    catalogue, prepared, tiny_model_dir, tmp_path, capsys
+):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    code, err = _run_cli(
+        capsys, "prepare", str(catalogue), "--out", str(a_file), "--config", "tiny"
+    )
+    _assert_one_line(code, err, "prepare", "is a file")
+    code, err = _run_cli(
+        capsys, "train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, a_file)
+    )
+    _assert_one_line(code, err, "train", "is a file")
+    assert a_file.read_text() == "mine"

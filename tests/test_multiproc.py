@@ -161,3 +161,39 @@ def test_deepspeed_non_finite_steps_report_what_deepspeed_did(prepared, tiny_mod
     assert rows[0]["optimizer_stepped"] and not rows[0]["non_finite"]
     bad = [r for r in rows if r["non_finite"]]
     assert len(bad) == 2 and not any(r["optimizer_stepped"] for r in bad)  # ZeRO skipped them
+
+
+def test_sigusr1_to_the_training_processes_of_a_plain_accelerate_launch(
+    prepared, tiny_model_dir, tmp_path
+):
+    """What the README says to do without SLURM: signal the training processes (the launcher's
+    children), not the launcher. They save a checkpoint and exit 0, and so does the launcher."""
+    import signal
+    import time
+
+    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--main_process_port", str(free_port())]
+    overrides = train_overrides(
+        prepared,
+        tiny_model_dir,
+        tmp_path,
+        *("train.max_steps=100000", "checkpoint.every_steps=100000"),
+        *("train.global_batch_size=2", "train.micro_batch_size=1"),
+    )
+    cmd = [*launch, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *overrides]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true"}
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + RUN_TIMEOUT_S
+    while not (tmp_path / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.1)
+    children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(children) == 2, children
+    for pid in children:
+        os.kill(int(pid), signal.SIGUSR1)
+    _, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    assert proc.returncode == 0, stderr[-3000:]
+    assert "Traceback" not in stderr and "stopping at step" in stderr
+    saved = list((tmp_path / "checkpoints").glob("step-*/COMPLETE"))
+    assert len(saved) == 1 and not (tmp_path / "final").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from amazon_sft.data.shards import seal
 from amazon_sft.evaluation import metrics as M
 
 from .conftest import free_port
@@ -148,8 +149,8 @@ def test_bad_inputs_are_one_line_errors(prepared, tiny_model_dir, tuned_run, tmp
     chat_data = tmp_path / "chat"
     manifest = json.loads((prepared / "manifest.json").read_text())
     chat_data.mkdir()
-    (chat_data / "manifest.json").write_text(
-        json.dumps({**manifest, "tokenizer_fingerprint": "0" * 16})
+    (chat_data / "manifest.json").write_text(  # as prepare would write it for another tokenizer
+        json.dumps(seal({**manifest, "tokenizer_fingerprint": "0" * 16}))
     )
     for name in ("heldout.jsonl", "seen_probe.jsonl"):
         (chat_data / name).write_bytes((prepared / name).read_bytes())

@@ -62,14 +62,17 @@ def chunked_cross_entropy(
     return total, targets.numel()
 
 
-def micro_loss_scale(accumulation_steps: int, world_size: int, step_label_tokens: float) -> float:
+def micro_loss_scale(accumulation_steps: int, world_size: int, step_label_tokens):
     """Factor for a micro-batch's *summed* loss so that, after accelerate/DeepSpeed divide by the
     accumulation steps and average over ranks, the gradient is that of the step's summed loss
-    over all ranks divided by all its label tokens.
+    over all ranks divided by all its label tokens. ``step_label_tokens`` may be a device
+    tensor (the training step keeps it there: no host sync).
 
     >>> micro_loss_scale(accumulation_steps=4, world_size=2, step_label_tokens=1000)
     0.008
     """
+    if torch.is_tensor(step_label_tokens):
+        return accumulation_steps * world_size / step_label_tokens.clamp(min=1.0)
     return accumulation_steps * world_size / max(step_label_tokens, 1.0)
 
 

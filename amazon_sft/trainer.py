@@ -23,6 +23,7 @@ from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.distributed import BatchPlan, is_deepspeed, reduce_sum
 from amazon_sft.errors import UserError
+from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 
 log = logging.getLogger("amazon_sft.train")
@@ -150,7 +151,7 @@ class Trainer:
             dtype=torch.float64,
         )
         before = reduce_sum(acc, known)
-        scale = (plan.accumulation_steps * plan.world_size / before[0].clamp(min=1.0)).float()
+        scale = micro_loss_scale(plan.accumulation_steps, plan.world_size, before[0]).float()
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         bad = torch.zeros((), dtype=torch.float32, device=device)
         for batch in micro:

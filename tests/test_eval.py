@@ -202,3 +202,36 @@ def test_vllm_backend_refusals_are_one_line_errors(prepared, tuned_run, tmp_path
     ngram = _eval(*args, "--no-repeat-ngram-size", "3", "--out", str(tmp_path / "o"), env=env)
     assert ngram.returncode == 2 and "--no-repeat-ngram-size" in ngram.stderr
     assert "Traceback" not in missing.stderr + ngram.stderr
+
+
+def test_report_chart_draws_intervals_on_the_deltas_not_on_the_bars(tmp_path, monkeypatch):
+    """A loop rate of 0.02 with a delta interval of [-0.30, +0.10] once got a whisker down to
+    -0.28 on its bar; intervals now sit on their own delta panels."""
+    import matplotlib.axes
+
+    from amazon_sft.evaluation.report import SHOWN, plot
+
+    calls = []
+    real_bar = matplotlib.axes.Axes.bar
+
+    def spy(self, x, height, *args, yerr=None, **kwargs):
+        calls.append((self.get_title(), list(height), yerr))
+        return real_bar(self, x, height, *args, yerr=yerr, **kwargs)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
+    metrics = {key: 0.02 for key in SHOWN}
+    split = {"base": {"metrics": metrics}, "tuned": {"metrics": metrics}}
+    cmp = {key: {"delta": -0.1, "low": -0.3, "high": 0.1} for key in SHOWN}
+    result = {
+        "models": ["base", "tuned"],
+        "splits": {"heldout": split, "seen": split},
+        "comparison": {"heldout": cmp, "seen": cmp},
+    }
+    plot(result, tmp_path / "report.png")
+    assert (tmp_path / "report.png").stat().st_size > 0
+    value_bars = [c for c in calls if c[2] is None]
+    delta_bars = [c for c in calls if c[2] is not None]
+    assert len(value_bars) == 2 * len(SHOWN) and len(delta_bars) == len(SHOWN)
+    for _, heights, (below, above) in delta_bars:  # each whisker spans the delta's own interval
+        assert heights == [-0.1, -0.1]
+        assert below == pytest.approx([0.2, 0.2]) and above == pytest.approx([0.2, 0.2])

@@ -94,7 +94,9 @@ def md_text(text: str) -> str:
 
 
 def plot(result: dict, path: Path) -> None:
-    """One panel per metric: a bar per model and split, CI bars on the tuned one when comparing."""
+    """One panel per metric with a bar per model and split; when comparing, a second panel per
+    metric with the delta (tuned - base) and its bootstrap interval around it, so no interval is
+    drawn on a bar it does not belong to (a rate's bar never gets a whisker below 0 or above 1)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -102,34 +104,31 @@ def plot(result: dict, path: Path) -> None:
 
     models, splits = list(result["models"]), list(result["splits"])
     keys = list(SHOWN)
-    fig, axes = plt.subplots(2, (len(keys) + 1) // 2, figsize=(3.2 * ((len(keys) + 1) // 2), 6.4))
-    for ax, key in zip(axes.flat, keys):
-        width = 0.8 / len(models)
+    comparing = "comparison" in result
+    cols = (len(keys) + 1) // 2
+    rows = 4 if comparing else 2
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows))
+    value_axes, delta_axes = list(axes[:2].flat), list(axes[2:].flat) if comparing else []
+    width = 0.8 / len(models)
+    for ax, key in zip(value_axes, keys):
         for j, model in enumerate(models):
             values = [result["splits"][s][model]["metrics"][key] or 0.0 for s in splits]
-            errors = None
-            if "comparison" in result and j == len(models) - 1:
-                base = [result["splits"][s][models[0]]["metrics"][key] or 0.0 for s in splits]
-                cmp = [result["comparison"][s][key] for s in splits]
-                errors = [
-                    [b + c["delta"] - (b + c["low"]) for b, c in zip(base, cmp)],
-                    [(b + c["high"]) - (b + c["delta"]) for b, c in zip(base, cmp)],
-                ]
-            ax.bar(
-                [i + j * width for i in range(len(splits))],
-                values,
-                width,
-                yerr=errors,
-                capsize=3,
-                label=model,
-            )
+            ax.bar([i + j * width for i in range(len(splits))], values, width, label=model)
         ax.set_title(SHOWN[key][0], fontsize=9)
         ax.set_xticks(
             [i + width * (len(models) - 1) / 2 for i in range(len(splits))], splits, fontsize=8
         )
-    for ax in list(axes.flat)[len(keys) :]:
+    for ax, key in zip(delta_axes, keys):
+        cmp = [result["comparison"][s][key] for s in splits]
+        deltas = [c["delta"] for c in cmp]
+        errors = [[c["delta"] - c["low"] for c in cmp], [c["high"] - c["delta"] for c in cmp]]
+        ax.bar(range(len(splits)), deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
+        ax.axhline(0, color="black", linewidth=0.6)
+        ax.set_title(f"{SHOWN[key][0]}: tuned - base, 95% CI", fontsize=8)
+        ax.set_xticks(range(len(splits)), splits, fontsize=8)
+    for ax in value_axes[len(keys) :] + delta_axes[len(keys) :]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=7)
+    value_axes[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

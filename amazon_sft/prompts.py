@@ -36,6 +36,15 @@ class PromptFormat:
     """Plain prompts: the BOS id put before the encoded text (as ``tok(text)`` would for Llama and
     Mistral). Chat templates write their own BOS text, so it is None for them."""
 
+    @property
+    def bos(self) -> list[int]:
+        """The ids that go before an encoded prompt: ``[bos_id]`` or nothing.
+
+        >>> PromptFormat("", "", ("{title}",), chat=False, bos_id=1).bos
+        [1]
+        """
+        return [self.bos_id] if self.bos_id is not None else []
+
     def question(self, title: str, phrasing: int = 0) -> str:
         return self.phrasings[phrasing % len(self.phrasings)].replace("{title}", title)
 

@@ -66,7 +66,7 @@ def main() -> None:
             json.loads(x)["title"]
             for x in (Path(tmp) / "data" / "heldout.jsonl").read_text().splitlines()
         ]
-    bos = [fmt.bos_id] if fmt.bos_id is not None else []
+    bos = fmt.bos
     prompts = [
         bos + ids for ids in hf_encoder(tok)([fmt.render(t) for t in titles[: args.prompts]])
     ]

@@ -89,7 +89,7 @@ def answer_question(
     question = clean_question(question, tok)
     sources = index.search(question, k)
     prompt = build_prompt(fmt, question, sources, grounded)
-    ids = ([fmt.bos_id] if fmt.bos_id is not None else []) + hf_encoder(tok)([prompt])[0]
+    ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
         raise UserError(

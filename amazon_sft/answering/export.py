@@ -25,9 +25,7 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
     trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu")
     fmt = build_prompt_format(tok, cfg.data)
-    sample = ([fmt.bos_id] if fmt.bos_id is not None else []) + hf_encoder(tok)(
-        [fmt.render("Sample product")]
-    )[0]
+    sample = fmt.bos + hf_encoder(tok)([fmt.render("Sample product")])[0]
     ids = torch.tensor([sample])
     with torch.no_grad():
         expected = trained(input_ids=ids).logits

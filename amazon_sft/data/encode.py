@@ -59,7 +59,7 @@ class PromptEncoder:
         self, tok, fmt: PromptFormat, sample_prompts: list[str], sp: Encoder | None
     ) -> None:
         self.fmt, self.hf = fmt, hf_encoder(tok)
-        self._bos = [fmt.bos_id] if fmt.bos_id is not None else []
+        self._bos = fmt.bos
         self._head = self.hf([fmt.before])[0] if fmt.before else []
         whole = self._whole(sample_prompts)
         has_specials = any(t in fmt.before + fmt.after for t in special_token_texts(tok))

@@ -118,7 +118,7 @@ def score_model(
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
-    bos = [fmt.bos_id] if fmt.bos_id is not None else []
+    bos = fmt.bos
     answer_limit = manifest["config"]["data"]["max_answer_tokens"]  # as prepare cut the targets,
     prompts, nll = {}, {}  # for both models whatever their own configs say
     for split, rows in splits.items():

@@ -27,6 +27,8 @@ MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DISCONNECT_POLL_S = 0.25
+DISCARD_BYTES = 1 << 20
+"""How much of an oversized body is read and dropped before the 413 (never kept in memory)."""
 # Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -98,6 +100,18 @@ class BodyLimit:
     def __init__(self, app, limit: int) -> None:
         self.app, self.limit = app, limit
 
+    @staticmethod
+    async def _discard(receive, more: bool) -> None:
+        """Read and drop the rest of an oversized body, up to ``DISCARD_BYTES``: a server that
+        closes with unread data makes the client's kernel drop the 413 on the reset."""
+        dropped = 0
+        while more and dropped < DISCARD_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            dropped += len(message.get("body", b""))
+            more = message.get("more_body", False)
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
@@ -109,6 +123,7 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.limit:
+                await self._discard(receive, more)  # so the reply is not lost to a TCP reset
                 payload = safe_json({"error": f"request body over {self.limit} bytes"})
                 await send(
                     {
@@ -116,6 +131,7 @@ class BodyLimit:
                         "status": 413,
                         "headers": [
                             (b"content-type", b"application/json"),
+                            (b"content-length", str(len(payload)).encode()),
                             (b"connection", b"close"),
                         ],
                     }
@@ -196,15 +212,23 @@ def create_app(
             seats.release()
 
     @app.post("/api/ask")
-    def ask(req: AskRequest) -> Response:
+    async def ask(req: AskRequest, request: Request) -> Response:
         if not req.question.strip():
             return error(422, "question: empty")
         if not seats.acquire(blocking=False):
             return busy()
+        cancel = threading.Event()
+        task = asyncio.ensure_future(asyncio.to_thread(run, req, None, cancel))
+        while not task.done():  # a client that leaves stops the generation it asked for
+            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+            if not task.done() and await request.is_disconnected():
+                cancel.set()
         try:
-            result = run(req)
+            result = task.result()
         except UserError as err:
             return error(422, str(err))
+        if result is None:
+            return error(499, "client closed the request")
         return Response(
             safe_json({"answer": result.answer, "sources": result.sources}),
             media_type="application/json",

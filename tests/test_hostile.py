@@ -35,13 +35,9 @@ def _cli(*args, timeout=300):
 
 
 def _one_line_error(proc, command: str, *needles: str) -> None:
-    """Exit 2, one ``amazon-sft X: error:`` line naming what is wrong, no traceback."""
-    assert proc.returncode == 2, proc.stderr[-2000:]
+    """A subprocess's exit 2 with one ``amazon-sft X: error:`` line, no traceback."""
     assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    lines = [x for x in proc.stderr.splitlines() if x.startswith(f"amazon-sft {command}: error:")]
-    assert len(lines) == 1, proc.stderr[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
+    _assert_one_line(proc.returncode, proc.stderr, command, *needles)
 
 
 # --- class 3: numbers that pass validation but make no sense ---------------------------------
@@ -338,24 +334,11 @@ def test_final_model(damage, tuned_run, prepared, tmp_path, capsys):
 @pytest.mark.parametrize("victim", ["model.safetensors", "optimizer.bin", "trainer_state.json"])
 def test_resume_skips_a_damaged_newest_checkpoint(victim, prepared, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
-    base = train_overrides(prepared, tiny_model_dir, out, "checkpoint.every_steps=2")
-    cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny"]
-    first = subprocess.run(
-        [*cmd, *base, "train.max_steps=4", "checkpoint.keep_last=2"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    first = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
     assert first.returncode == 0, first.stderr[-2000:]
     _truncate(out / "checkpoints" / "step-00000004" / victim)
-    again = subprocess.run(
-        [*cmd, *base, "train.max_steps=6", "resume=auto"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        timeout=300,
-    )
+    again = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=6", "resume=auto")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "step-00000004 is unusable" in again.stderr and victim in again.stderr
     assert "resumed from" in again.stderr and "at step 2" in again.stderr

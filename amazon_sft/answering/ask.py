@@ -47,7 +47,12 @@ def clean_question(question: str, tok) -> str:
     """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
     special-token text ("<|im_end|>", "</s>") removed, so a question can never close the user
     turn or open a system one (product text is scrubbed the same way at prepare time)."""
-    question = SpecialTextScrubber(tok)(" ".join(question.split()))[:MAX_QUESTION_CHARS]
+    return normalise_question(SpecialTextScrubber(tok)(question))
+
+
+def normalise_question(question: str) -> str:
+    """Whitespace collapsed and length capped; an empty question is refused."""
+    question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:
         raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
     return question
@@ -158,7 +163,4 @@ class Answerer:
 
 
 def sources_only(question: str, index: CatalogueIndex, k: int = 3) -> list[dict]:
-    question = " ".join(question.split())[:MAX_QUESTION_CHARS]
-    if not question:
-        raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
-    return [asdict(s) for s in index.search(question, k)]
+    return [asdict(s) for s in index.search(normalise_question(question), k)]

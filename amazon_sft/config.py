@@ -86,6 +86,23 @@ class DataConfig:
     evaluation and answering ask), then others picked by a stable hash of the uid. More than 1
     teaches the model to answer other wordings (English and Portuguese) of the same question,
     at one more copy of the document each."""
+    closed_book_fraction: float = 1.0
+    """Share of training products taught closed-book (the title question, the description as
+    answer), picked by a stable hash of the uid. 1.0: all of them."""
+    grounded_fraction: float = 0.0
+    """Share of training products also taught grounded (RAFT): a question (any phrasing, EN/PT)
+    with ``context_records`` catalogue records retrieved for it from the training split, the
+    right one at a random place among hard negatives, and as answer its description followed by
+    ``[source: uid]``. Picked by a stable hash of the uid. Costs one retrieval per product."""
+    context_records: int = 3
+    """Records in a grounded prompt (the right one plus hard negatives)."""
+    context_record_tokens: int = 160
+    """Token budget of each record's description in a grounded prompt; the answer quotes the
+    right record as shown, so this also caps grounded answers."""
+    absent_fraction: float = 0.1
+    """Share of grounded examples whose right record is left out of the context (another hard
+    negative takes its place) and whose answer says, in the question's language, that the
+    catalogue has no such product."""
     probe_size: int = 1000
     """How many *training* titles to write to seen_probe.jsonl for measuring catalogue recall."""
     templates: str = "builtin"
@@ -120,6 +137,19 @@ class DataConfig:
         if self.max_train_products is not None and self.max_train_products < 1:
             raise UserError(
                 f"data.max_train_products must be >= 1 or null (all), got {self.max_train_products}"
+            )
+        for key in ("closed_book_fraction", "grounded_fraction", "absent_fraction"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise UserError(f"data.{key} must be in [0, 1], got {getattr(self, key)}")
+        if self.closed_book_fraction == 0 and self.grounded_fraction == 0:
+            raise UserError(
+                "data.closed_book_fraction and data.grounded_fraction are both 0: nothing to "
+                "teach; raise one of them"
+            )
+        if self.context_records < 1 or self.context_record_tokens < 8:
+            raise UserError(
+                "data.context_records must be >= 1 and data.context_record_tokens >= 8, got "
+                f"{self.context_records} and {self.context_record_tokens}"
             )
         if self.phrasings_per_doc < 1:
             raise UserError(f"data.phrasings_per_doc must be >= 1, got {self.phrasings_per_doc}")

@@ -1,11 +1,14 @@
 """``amazon-sft demo``: the whole story offline, through the same commands a user runs.
 
 1. prepare the generated catalogue (or ``--data trn.json[.gz]``), holding out half the titles so
-   the model is taught a small slice of the catalogue, a few dozen products, over several epochs;
-2. record the base model's answers to three example questions, before tuning;
+   the model is taught a small slice of the catalogue, a few dozen products, over several epochs,
+   closed-book and grounded (the question with catalogue records, answered with a citation);
+2. record the base model's answers to four questions (two taught products, two held-out ones),
+   closed-book and grounded, before tuning;
 3. LoRA fine-tune;
-4. evaluate base and tuned on the same held-out and seen titles (report, chart, examples);
-5. answer the three questions again with the tuned model, with their sources.
+4. evaluate base and tuned on the same held-out and seen titles, in both modes (report, chart,
+   examples);
+5. answer the four questions again with the tuned model in both modes, with their sources.
 
 Defaults are sized for ~15 minutes on 2 CPU cores with SmolLM2-135M; ``--config tiny`` runs the
 same path in seconds (what CI does). Every step is a real ``amazon-sft`` command, printed first.
@@ -23,11 +26,13 @@ from pathlib import Path
 
 from amazon_sft.errors import UserError
 
-QUESTIONS = (
+QUESTIONS = (  # two taught products, then two held-out ones
     'What is the description of the product "{t}"?',
     "Me fale sobre {t}",
     "Tell me about {t}",
+    "Qual é a descrição do produto {t}?",
 )
+MODES = ("closed", "grounded")
 
 
 def parse_args(argv):
@@ -44,6 +49,15 @@ def parse_args(argv):
     p.add_argument("--steps", type=int, default=40, help="optimizer steps of the LoRA fine-tune")
     p.add_argument("--n", type=int, default=20, help="titles per split in the evaluation")
     p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument(
+        "--max-seq-len", type=int, default=None, help="packed row length (default: the config's)"
+    )
+    p.add_argument(
+        "--grounded-fraction",
+        type=float,
+        default=0.5,
+        help="share of taught products also taught grounded (with records, cited)",
+    )
     p.add_argument(
         "overrides", nargs="*", help="extra dotted overrides for training (e.g. train.lr=5e-4)"
     )
@@ -65,12 +79,12 @@ def run(step: str, args: list[str], log) -> str:
 
 
 def ask_all(
-    who: str, model: str, questions: list[str], prepared: Path, max_new_tokens: int, log
+    who: str, model: str, questions: list[str], prepared: Path, max_new_tokens: int, mode, log
 ) -> list[dict]:
-    """One `amazon-sft ask --json` with every question (the model loads once); the parsed
-    answers, one JSON line per question."""
+    """One `amazon-sft ask --json` with every question (the model loads once) in one mode; the
+    parsed answers, one JSON line per question."""
     out = run(
-        f"{who} answers {len(questions)} questions",
+        f"{who} answers {len(questions)} questions, {mode}",
         [
             "ask",
             *questions,
@@ -78,6 +92,7 @@ def ask_all(
             model,
             "--index",
             str(prepared),
+            "--closed-book" if mode == "closed" else "--grounded",
             "--json",
             "--max-new-tokens",
             str(max_new_tokens),
@@ -116,16 +131,24 @@ def main(argv: list[str] | None = None) -> int:
                 "--quiet",
                 f"data.heldout_fraction={args.heldout_fraction}",
                 "data.probe_size=1000",
+                f"data.grounded_fraction={args.grounded_fraction}",
+                "data.absent_fraction=0.2",
+                "data.context_record_tokens=64",
+                *([f"data.max_seq_len={args.max_seq_len}"] if args.max_seq_len else []),
             ],
             log,
         )
         titles = [
             json.loads(x)["title"]
-            for x in (prepared / "seen_probe.jsonl").read_text().splitlines()[:3]
+            for name in ("seen_probe", "heldout")
+            for x in (prepared / f"{name}.jsonl").read_text().splitlines()[:2]
         ]
         questions = [q.format(t=t) for q, t in zip(QUESTIONS, titles)]
         base = f"config:{args.config}"
-        before = ask_all("base model", base, questions, prepared, args.max_new_tokens, log)
+        before = {
+            m: ask_all("base model", base, questions, prepared, args.max_new_tokens, m, log)
+            for m in MODES
+        }
         run(
             "LoRA fine-tune",
             [
@@ -142,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
                 "train.warmup_steps=4",
                 "checkpoint.every_steps=1000000",
                 "train.trackers=[]",
+                *([f"data.max_seq_len={args.max_seq_len}"] if args.max_seq_len else []),
                 *args.overrides,
             ],
             log,
@@ -164,11 +188,23 @@ def main(argv: list[str] | None = None) -> int:
             ],
             log,
         )
-        after = ask_all("tuned model", str(run_dir), questions, prepared, args.max_new_tokens, log)
+        after = {
+            m: ask_all(
+                "tuned model", str(run_dir), questions, prepared, args.max_new_tokens, m, log
+            )
+            for m in MODES
+        }
     summary = {
         "questions": [
-            {"question": q, "before": b["answer"], "after": a["answer"], "sources": a["sources"]}
-            for q, b, a in zip(questions, before, after)
+            {
+                "question": q,
+                "taught": i < 2,
+                **{f"before_{m}": before[m][i]["answer"] for m in MODES},
+                **{f"after_{m}": after[m][i]["answer"] for m in MODES},
+                "cited": after["grounded"][i]["cited"],
+                "sources": after["grounded"][i]["sources"],
+            }
+            for i, q in enumerate(questions)
         ]
     }
     (out / "answers.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
@@ -181,15 +217,25 @@ def print_summary(summary: dict, report: Path) -> None:
     print("\n== Summary")
     for split, by_model in metrics["splits"].items():
         b, t = by_model["base"]["metrics"], by_model["tuned"]["metrics"]
+        extra = "".join(
+            f"   {key.replace('_', ' ')} {b[key]:.2f} -> {t[key]:.2f}"
+            for key in ("citation_accuracy", "abstention_accuracy")
+            if key in b
+        )
         print(
-            f"{split:>8}: ROUGE-L {b['rougeL']:.3f} -> {t['rougeL']:.3f}   perplexity {b['perplexity']:.1f} -> "
-            f"{t['perplexity']:.1f}   EOS {b['eos_rate']:.2f} -> {t['eos_rate']:.2f}   loops {b['loop_rate']:.2f} -> "
-            f"{t['loop_rate']:.2f}"
+            f"{split:>16}: ROUGE-L {b['rougeL']:.3f} -> {t['rougeL']:.3f}   EOS {b['eos_rate']:.2f} "
+            f"-> {t['eos_rate']:.2f}   loops {b['loop_rate']:.2f} -> {t['loop_rate']:.2f}{extra}"
         )
     for item in summary["questions"]:
-        top = item["sources"][0] if item["sources"] else None
-        cited = f"[{top['uid']}] {top['title']}" if top else "no source found"
-        print(f"\nQ: {item['question']}\n   after: {item['after'][:160]}\n   source: {cited}")
+        by_uid = {s["uid"]: s for s in item["sources"]}
+        cited = ", ".join(f"[{u}] {by_uid[u]['title']}" for u in item["cited"] if u in by_uid)
+        print(
+            f"\nQ ({'taught' if item['taught'] else 'held out'}): {item['question']}\n"
+            f"   before, closed-book: {item['before_closed'][:140]}\n"
+            f"   after, closed-book:  {item['after_closed'][:140]}\n"
+            f"   after, grounded:     {item['after_grounded'][:140]}\n"
+            f"   cites: {cited or 'nothing'}"
+        )
     print(
         f"\nReport: {report / 'report.md'} (chart: {report / 'report.png'}); answers: {report.parent / 'answers.json'}"
     )

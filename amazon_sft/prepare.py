@@ -1,9 +1,14 @@
 """``amazon-sft prepare``: raw trn.json(.gz) -> cleaned, split, tokenized, packed shards + manifest.
 
-One streaming pass reads, cleans, splits and tokenizes (the tokenizer runs in a worker thread on
-all cores while the main thread reads the next batch); token ids go to a spill file on disk, so
-memory holds only per-document lengths. Then one global best-fit-decreasing pass packs every
-document, and the shards are written into a temporary folder that is renamed into place.
+Stages (``_run``): (1) one streaming pass reads, cleans and scrubs the input into a staging file,
+keeping two hashes a row; (2) the split groups rows that share a title or a description and
+holds groups out whole; a second pass over the cleaned rows writes the catalogue with each row's
+split and tokenizes closed-book documents (the tokenizer runs in a worker thread on all cores
+while the main thread reads the next batch); (3) with ``data.grounded_fraction``, the catalogue
+is indexed and grounded examples are built from it; (4) one global best-fit-decreasing pass packs
+every document and the shards are written. Token ids go to a spill file on disk, so memory holds
+only per-document lengths and hashes; everything is written into a temporary folder that is
+renamed into place.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import os
 import shutil
 import time
 from array import array
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,16 +29,24 @@ import orjson
 from tqdm import tqdm
 
 from amazon_sft import __version__
+from amazon_sft.answering.index import CatalogueIndex, build_index
 from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, EncodedBatch, SpecialTextScrubber
+from amazon_sft.data.grounded import GroundedBuilder, uid_share
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
 from amazon_sft.data.report import Histogram, write_report
 from amazon_sft.data.shards import MANIFEST, ShardWriter, seal
-from amazon_sft.data.split import ProbeSample, is_heldout, normalise_title
+from amazon_sft.data.split import (
+    ProbeSample,
+    heldout_mask,
+    normalise_title,
+    split_groups,
+    title_hash,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -131,16 +146,73 @@ def prepare(
     return manifest
 
 
+@dataclass
+class _Streamed:
+    """What the streaming stage leaves for the next ones."""
+
+    spill: _Spill
+    encoder: DocumentEncoder
+    stats: ReadStats
+    dropped: Counter
+    scrubbed: int
+    modified: dict
+    counts: dict
+    hist: dict
+    probes: dict
+    seconds: dict
+
+
 def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
+    """The stages, in order; each one's time is reported."""
     started = time.perf_counter()
-    data = cfg.data
+    cleaned = _read_clean(input_path, staging, cfg.data, tok, strict, progress)
+    heldout = heldout_mask(split_groups(*cleaned.hashes), cfg.data.heldout_fraction)
+    streamed = _split_encode(staging, cfg.data, tok, fmt, cleaned, heldout)
+    if cfg.data.grounded_fraction > 0:
+        _add_grounded(staging, cfg.data, tok, fmt, streamed, progress)
+    doc_lens = streamed.spill.finish()
+    if len(doc_lens) == 0:
+        raise UserError(
+            f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
+            f"{dict(streamed.dropped + streamed.encoder.dropped)}); check the file, or relax "
+            "data.clean (e.g. data.clean.min_content_chars) / data.heldout_fraction"
+        )
+    pad_id = choose_pad_id(tok)
+    shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)
+    for name, probe in streamed.probes.items():
+        _write_jsonl(staging / f"{name}.jsonl", probe.records())
+    total = time.perf_counter() - started
+    report = _report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
+    markdown = write_report(report, staging)
+    if progress:
+        print(markdown)
+    return _manifest(report, cfg, tok, fmt, pad_id, shards)
+
+
+@dataclass
+class _Cleaned:
+    """Stage 1's output: cleaned rows in a staging file, and what the split needs of them."""
+
+    path: Path
+    hashes: tuple[np.ndarray, np.ndarray]
+    """Per row: the hash of its normalised title and of its description."""
+    stats: ReadStats
+    cleaner: Cleaner
+    scrub: SpecialTextScrubber
+    hist: dict
+    seconds: float
+
+
+def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
+    """Stage 1, one streaming pass over the input: read, clean, scrub special-token text."""
+    started = time.perf_counter()
     stats = ReadStats()
     cleaner = Cleaner(data.clean)
-    probe = ProbeSample(data.probe_size)
+    scrub = SpecialTextScrubber(tok)
     hist = {
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }
-    records = read_records(input_path, stats, strict, data.clean.max_line_bytes)
+    title_hashes, text_hashes = array("Q"), array("Q")
     bar = tqdm(
         total=input_path.stat().st_size,
         unit="B",
@@ -149,40 +221,56 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         disable=not progress,
         mininterval=0.5,
     )
+    path = staging / "_cleaned.jsonl"
+    with open(path, "wb") as out:
+        for rec in read_records(input_path, stats, strict, data.clean.max_line_bytes):
+            bar.update(stats.bytes_read - bar.n)
+            pair = cleaner(rec.title, rec.content)
+            if pair is None:
+                continue
+            title, content = scrub(pair[0]), scrub(pair[1])
+            hist["title_chars"].add(len(title))
+            hist["content_chars"].add(len(content))
+            title_hashes.append(title_hash(title))
+            text_hashes.append(title_hash(content, key=content))
+            out.write(orjson.dumps({"uid": rec.uid, "title": title, "content": content}) + b"\n")
+    bar.close()
+    hashes = (np.frombuffer(title_hashes, np.uint64), np.frombuffer(text_hashes, np.uint64))
+    return _Cleaned(path, hashes, stats, cleaner, scrub, hist, time.perf_counter() - started)
+
+
+def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarray) -> _Streamed:
+    """Stage 2: write the catalogue with each row's split and the probes, and tokenize the
+    closed-book documents (in a worker thread while the next batch is read)."""
+    started = time.perf_counter()
+    probes = {"seen_probe": ProbeSample(data.probe_size), "heldout": ProbeSample(data.probe_size)}
+    hist = cleaned.hist
+    counts = {"heldout": 0, "taught": 0, "over_max_train_products": 0, "closed_book_products": 0}
 
     def documents():
-        """Cleaned training rows; held-out and catalogue rows are written on the way."""
-        with (
-            open(staging / "heldout.jsonl", "wb") as heldout,
-            open(staging / "catalogue.jsonl", "wb") as cat,
-        ):
-            for rec in records:
-                bar.update(stats.bytes_read - bar.n)
-                pair = cleaner(rec.title, rec.content)
-                if pair is None:
-                    continue
-                title, content = scrub(pair[0]), scrub(pair[1])
-                hist["title_chars"].add(len(title))
-                hist["content_chars"].add(len(content))
-                row = {"uid": rec.uid, "title": title, "content": content}
-                key = normalise_title(title)
-                split = "heldout" if is_heldout(title, data.heldout_fraction, key) else "train"
+        """Training rows taught closed-book; every row goes to the catalogue with its split."""
+        with open(cleaned.path, "rb") as rows, open(staging / "catalogue.jsonl", "wb") as cat:
+            for held, line in zip(heldout.tolist(), rows):
+                row = orjson.loads(line)
+                split = "heldout" if held else "train"
                 if split == "train" and counts["taught"] == data.max_train_products:
                     split = "untaught"  # over the cap: still answerable from the catalogue
                 cat.write(orjson.dumps({**row, "split": split}) + b"\n")
+                key = normalise_title(row["title"])
                 if split == "heldout":
-                    heldout.write(orjson.dumps(row) + b"\n")
                     counts["heldout"] += 1
+                    probes["heldout"].offer(row["title"], row, key)
                     continue
                 if split == "untaught":
                     counts["over_max_train_products"] += 1
                     continue
                 counts["taught"] += 1
-                probe.offer(title, row, key)
-                yield rec.uid, title, content
+                probes["seen_probe"].offer(row["title"], row, key)
+                if uid_share(row["uid"], "closed:") < data.closed_book_fraction:
+                    counts["closed_book_products"] += 1
+                    yield row["uid"], row["title"], row["content"]
+        cleaned.path.unlink()
 
-    counts = {"heldout": 0, "taught": 0, "over_max_train_products": 0}
-    scrub = SpecialTextScrubber(tok)
     docs = documents()
     sample = list(itertools.islice(docs, SAMPLE_DOCS))  # read first: checks the fast paths
     encoder = DocumentEncoder(
@@ -211,57 +299,103 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
             pending = future
         if pending is not None:
             t_tokenize += _collect(pending, spill, hist)
-    bar.close()
-    t_read = time.perf_counter() - started
+    seconds = {
+        "read_clean": cleaned.seconds,
+        "split_tokenize": time.perf_counter() - started,
+        "tokenize_worker": t_tokenize,
+    }
+    return _Streamed(
+        spill,
+        encoder,
+        cleaned.stats,
+        cleaned.stats.skipped + cleaned.cleaner.dropped,
+        cleaned.scrub.removed,
+        dict(cleaned.cleaner.modified),
+        counts,
+        hist,
+        probes,
+        seconds,
+    )
 
-    doc_lens = spill.finish()
-    if len(doc_lens) == 0:
-        raise UserError(
-            f"all {stats.lines} lines of {input_path} were filtered out (skipped: "
-            f"{dict(stats.skipped + cleaner.dropped + encoder.dropped)}); check the file, "
-            "or relax data.clean (e.g. data.clean.min_content_chars) / data.heldout_fraction"
+
+def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: bool) -> None:
+    """Stage 2: index the catalogue (answering uses the same index), then write one grounded
+    example for each picked training product, its records retrieved from the training split."""
+    started = time.perf_counter()
+    build_index(staging)
+    builder = GroundedBuilder(CatalogueIndex(staging), fmt, tok, data)
+
+    def picked():
+        with open(staging / "catalogue.jsonl", "rb") as fh:
+            for line in fh:
+                rec = orjson.loads(line)
+                if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
+                    yield rec
+
+    total = sum(1 for _ in picked()) if progress else None
+    bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
+    for batch in _batched(picked(), 256):
+        examples = builder.build(batch)
+        enc = streamed.encoder.encode_pairs(
+            [e.prompt for e in examples], [e.answer for e in examples]
         )
+        streamed.spill.add(enc)
+        for p, a in zip(enc.prompt_lens, enc.answer_lens):
+            streamed.hist["prompt_tokens"].add(p)
+            streamed.hist["answer_tokens"].add(a)
+        bar.update(len(batch))
+    bar.close()
+    streamed.counts.update(builder.counts)
+    streamed.seconds["grounded"] = time.perf_counter() - started
+
+
+def _pack_and_write(staging: Path, data, streamed: _Streamed, doc_lens, pad_id: int):
+    """Stage 3: one best-fit-decreasing pass over every document, then the shards."""
     t0 = time.perf_counter()
     bins = pack_bfd(doc_lens, data.max_seq_len)
-    t_pack = time.perf_counter() - t0
-
+    streamed.seconds["pack"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    pad_id = choose_pad_id(tok)
     writer = ShardWriter(staging, data.max_seq_len, data.shard_rows)
     for docs_in_row in bins:
-        row_docs = [spill.document(d) for d in docs_in_row]
+        row_docs = [streamed.spill.document(d) for d in docs_in_row]
         writer.add(*build_row(row_docs, data.max_seq_len, pad_id))
     writer.flush()
-    spill.close()
-    _write_jsonl(staging / "seen_probe.jsonl", probe.records())
-    t_write = time.perf_counter() - t0
+    streamed.spill.close()
+    streamed.seconds["write"] = time.perf_counter() - t0
+    return writer.shards, len(bins)
 
-    total = time.perf_counter() - started
+
+def _report(input_path, data, streamed: _Streamed, doc_lens, n_rows, total, setup_s) -> dict:
+    stats, counts, encoder = streamed.stats, streamed.counts, streamed.encoder
     n_tokens = int(doc_lens.sum())
-    skipped = dict(stats.skipped + cleaner.dropped + encoder.dropped)
-    report = {
+    return {
         "input": str(input_path),
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
         "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],
         "train_products": counts["taught"],
-        "train_docs": len(doc_lens),  # products x data.phrasings_per_doc, less prompt_too_long
+        "closed_book_products": counts["closed_book_products"],
+        "grounded_docs": counts.get("grounded", 0),
+        "grounded_absent_docs": counts.get("grounded_absent", 0),
+        "grounded_short_context": counts.get("grounded_short_context", 0),
+        # closed-book: products x data.phrasings_per_doc; + grounded; less the dropped ones
+        "train_docs": len(doc_lens),
         "heldout_docs": counts["heldout"],
         "over_max_train_products": counts["over_max_train_products"],
-        "probe_docs": len(probe.records()),
+        "probe_docs": len(streamed.probes["seen_probe"].records()),
         "answer_truncated": encoder.truncated,
         "answer_precut_before_encoding": encoder.precut,
         "uid_derived": stats.uid_derived,
         "uid_coerced": stats.uid_coerced,
-        "special_token_text_removed": scrub.removed,
-        "rows": len(bins),
+        "special_token_text_removed": streamed.scrubbed,
+        "rows": n_rows,
         "tokens": n_tokens,
-        "answer_tokens": int(hist["answer_tokens"].total + len(doc_lens)),
-        "fill_ratio": round(n_tokens / (len(bins) * data.max_seq_len), 6),
-        "skipped": skipped,
+        "answer_tokens": int(streamed.hist["answer_tokens"].total + len(doc_lens)),
+        "fill_ratio": round(n_tokens / (n_rows * data.max_seq_len), 6),
+        "skipped": dict(streamed.dropped + encoder.dropped),
         "first_bad_lines": stats.first_lines,
-        "modified": dict(cleaner.modified),
-        "histograms": {k: h.summary() for k, h in hist.items()},
+        "modified": streamed.modified,
+        "histograms": {k: h.summary() for k, h in streamed.hist.items()},
         "tokenizer_backend": encoder.backend,
         "prompt_encoding": encoder.encode_prompts.path,
         "rows_per_sec": round(stats.lines / total, 1),
@@ -269,15 +403,12 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         "seconds": {
             "setup": round(setup_s, 2),
             "total": round(total, 2),
-            "read_clean_tokenize": round(t_read, 2),
-            "tokenize_worker": round(t_tokenize, 2),
-            "pack": round(t_pack, 2),
-            "write": round(t_write, 2),
+            **{k: round(v, 2) for k, v in streamed.seconds.items()},
         },
     }
-    markdown = write_report(report, staging)
-    if progress:
-        print(markdown)
+
+
+def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list) -> dict:
     return {
         **{
             k: report[k]
@@ -285,6 +416,9 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
                 "lines_read",
                 "kept",
                 "train_products",
+                "closed_book_products",
+                "grounded_docs",
+                "grounded_absent_docs",
                 "train_docs",
                 "heldout_docs",
                 "over_max_train_products",
@@ -299,7 +433,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
         },
         "format_version": 1,
         "amazon_sft_version": __version__,
-        "max_seq_len": data.max_seq_len,
+        "max_seq_len": cfg.data.max_seq_len,
         "pad_id": pad_id,
         "eos_id": tok.eos_token_id,
         "vocab_size": len(tok),
@@ -312,7 +446,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
             "report": "report.json",
         },
         "config": to_dict(cfg),
-        "shards": writer.shards,
+        "shards": shards,
     }
 
 

@@ -10,6 +10,8 @@ then EOS; only answer tokens and the EOS carry loss.
 from __future__ import annotations
 
 import hashlib
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +22,75 @@ from amazon_sft.errors import UserError
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates" / "questions.yaml"
 _PLACEHOLDER = "\x00QUESTION\x00"
+
+# Grounded prompts: the question, then the catalogue records retrieved for it. The answer quotes
+# the right record's description and cites its uid in one fixed form, or says, in the question's
+# language, that no record is the product asked about (the RAFT recipe).
+RECORDS_HEADER = "Catalogue records:"
+INSTRUCTION = (
+    "Answer with the description of the product asked about, from the records above, and cite "
+    "its uid as [source: uid]. If no record is that product, say so."
+)
+ABSTENTIONS = {
+    "en": "The catalogue has no record of this product.",
+    "pt": "O catálogo não tem registro deste produto.",
+}
+_CITATION = re.compile(r"\[source: ([^\]\s]+)\]")
+
+
+@dataclass(frozen=True)
+class ContextRecord:
+    """One catalogue record as a grounded prompt shows it (description already cut)."""
+
+    uid: str
+    title: str
+    description: str
+
+
+def citation(uid: str) -> str:
+    """The one form an answer cites a record in.
+
+    >>> citation("B000123")
+    '[source: B000123]'
+    """
+    return f"[source: {uid}]"
+
+
+def cited_uids(answer: str) -> list[str]:
+    """Every uid an answer cites, in order.
+
+    >>> cited_uids("A soft bear.\\n[source: B01] and [source: B02]")
+    ['B01', 'B02']
+    """
+    return _CITATION.findall(answer)
+
+
+def strip_citations(answer: str) -> str:
+    """The answer's text without its citations (what is compared with a description)."""
+    return " ".join(_CITATION.sub(" ", answer).split())
+
+
+def is_abstention(answer: str) -> bool:
+    """True when the answer says the catalogue has no such product (in either language).
+
+    >>> is_abstention("O catálogo não tem registro deste produto."), is_abstention("A bear.")
+    (True, False)
+    """
+    text = " ".join(answer.split()).casefold()
+    return any(text.startswith(a.casefold().rstrip(".")) for a in ABSTENTIONS.values())
+
+
+def grounded_answer(description: str | None, uid: str | None, language: str) -> str:
+    """The training target: the description and its citation, or the abstention.
+
+    >>> grounded_answer("A soft bear.", "B01", "en")
+    'A soft bear.\\n[source: B01]'
+    >>> grounded_answer(None, None, "pt")
+    'O catálogo não tem registro deste produto.'
+    """
+    if description is None:
+        return ABSTENTIONS.get(language, ABSTENTIONS["en"])
+    return f"{description}\n{citation(uid)}"
 
 
 @dataclass(frozen=True)
@@ -35,6 +106,8 @@ class PromptFormat:
     bos_id: int | None = None
     """Plain prompts: the BOS id put before the encoded text (as ``tok(text)`` would for Llama and
     Mistral). Chat templates write their own BOS text, so it is None for them."""
+    languages: tuple[str, ...] = ()
+    """The language of each phrasing (``en``, ``pt``): grounded abstentions answer in it."""
 
     @property
     def bos(self) -> list[int]:
@@ -55,6 +128,27 @@ class PromptFormat:
     def wrap(self, question: str) -> str:
         """The prompt for a free-form question (used by the answering CLI)."""
         return self.before + question + self.after
+
+    def language(self, phrasing: int) -> str:
+        return self.languages[phrasing % len(self.languages)] if self.languages else "en"
+
+    def grounded(self, question: str, records: Sequence[ContextRecord]) -> str:
+        """The user turn of a grounded prompt: the question, then the numbered records.
+
+        >>> fmt = PromptFormat("", "", ("{title}",), chat=False)
+        >>> print(fmt.grounded("Tell me about X", [ContextRecord("B01", "X", "A soft bear.")]))
+        Tell me about X
+        <BLANKLINE>
+        Catalogue records:
+        [1] uid: B01 | title: X | description: A soft bear.
+        <BLANKLINE>
+        Answer with the description of the product asked about, from the records above, and cite its uid as [source: uid]. If no record is that product, say so.
+        """
+        lines = [
+            f"[{n}] uid: {r.uid} | title: {r.title} | description: {r.description}"
+            for n, r in enumerate(records, start=1)
+        ]
+        return f"{question}\n\n{RECORDS_HEADER}\n" + "\n".join(lines) + f"\n\n{INSTRUCTION}"
 
     def phrasing_for(self, uid: str) -> int:
         """A phrasing picked by the product's uid: stable, spread over all phrasings."""
@@ -77,8 +171,9 @@ class PromptFormat:
 
     def fingerprint(self) -> str:
         """sha256 over everything that shapes a prompt; stored in the manifest."""
-        payload = repr((self.before, self.after, self.phrasings, self.chat, self.bos_id)).encode()
-        return hashlib.sha256(payload).hexdigest()[:16]
+        grounded = (RECORDS_HEADER, INSTRUCTION, ABSTENTIONS, self.languages)
+        payload = repr((self.before, self.after, self.phrasings, self.chat, self.bos_id, grounded))
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
 def load_templates(path: str) -> dict:
@@ -91,13 +186,14 @@ def load_templates(path: str) -> dict:
     if not isinstance(questions, dict) or not questions:
         raise UserError(f"data.templates: {file} needs a 'questions' mapping of language -> list")
     flat = [q for qs in questions.values() for q in (qs or [])]
+    languages = tuple(lang for lang, qs in questions.items() for _ in qs or [])
     bad = [q for q in flat if not isinstance(q, str) or "{title}" not in q]
     if not flat or bad:
         raise UserError(
             f"data.templates: every question in {file} must contain {{title}}: {bad[:1]}"
         )
     plain = raw.get("plain") or {"prefix": "### Question:\n", "suffix": "\n\n### Answer:\n"}
-    return {"phrasings": tuple(flat), "plain": plain}
+    return {"phrasings": tuple(flat), "languages": languages, "plain": plain}
 
 
 def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
@@ -112,7 +208,7 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
                 "set data.use_chat_template=false to use the plain template"
             )
         before, after = rendered.split(_PLACEHOLDER)
-        fmt = PromptFormat(before, after, phrasings, chat=True)
+        fmt = PromptFormat(before, after, phrasings, chat=True, languages=templates["languages"])
         probe = fmt.question("Sample Title", 1)
         if _apply_chat(tok, probe, data.system_prompt) != fmt.wrap(probe):
             raise UserError(
@@ -122,7 +218,14 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
         return fmt
     bos_id = tok.bos_token_id if tok.bos_token_id not in (None, tok.eos_token_id) else None
     plain = templates["plain"]
-    return PromptFormat(plain["prefix"], plain["suffix"], phrasings, chat=False, bos_id=bos_id)
+    return PromptFormat(
+        plain["prefix"],
+        plain["suffix"],
+        phrasings,
+        chat=False,
+        bos_id=bos_id,
+        languages=templates["languages"],
+    )
 
 
 def _apply_chat(tok, question: str, system_prompt: str | None) -> str:

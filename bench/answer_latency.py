@@ -44,6 +44,7 @@ def main() -> None:
             tok,
             fmt,
             index,
+            cfg.data,
             max_new_tokens=args.max_new_tokens,
             on_text=lambda _t, m=marks: m.append(time.perf_counter()),
         )

@@ -38,7 +38,9 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     model, tok, cfg, _ = load_for_eval(args.model, [], pick_device())
-    answerer = Answerer(model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index))
+    answerer = Answerer(
+        model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index), cfg.data
+    )
     titles = [
         json.loads(x)["title"]
         for x in (Path(args.index) / "seen_probe.jsonl").read_text().splitlines()[:3]

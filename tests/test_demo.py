@@ -31,6 +31,8 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
             "4",
             "--max-new-tokens",
             "8",
+            "--max-seq-len",
+            "1024",
         ],
         capture_output=True,
         text=True,
@@ -47,6 +49,11 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
         "demo.log",
     ):
         assert (out / name).is_file(), name
+    manifest = json.loads((out / "prepared" / "manifest.json").read_text())
+    assert manifest["grounded_docs"] > 0 and manifest["closed_book_products"] > 0
     answers = json.loads((out / "answers.json").read_text())["questions"]
-    assert len(answers) == 3 and all(a["sources"] for a in answers)
+    assert len(answers) == 4 and all(a["sources"] for a in answers)
+    assert all(set(a) >= {"before_closed", "before_grounded", "after_grounded"} for a in answers)
+    report = json.loads((out / "eval" / "report.json").read_text())
+    assert report["mode"] == "both" and "heldout absent" in report["splits"]
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout

@@ -295,7 +295,7 @@ def test_config_file(damage, tmp_path, capsys):
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 @pytest.mark.parametrize(
-    "target", ["index/offsets.npy", "index/vocab.index.json", "catalogue.jsonl"]
+    "target", ["index/offsets.npy", "index/description/vocab.index.json", "catalogue.jsonl"]
 )
 def test_index_and_catalogue(damage, target, prepared_copy, capsys):
     from amazon_sft.answering.index import build_index

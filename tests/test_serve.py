@@ -43,7 +43,7 @@ def app_parts(prepared, tuned_run, tmp_path_factory):
         )
     build_index(data)
     model, tok, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
-    return Answerer(model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(data))
+    return Answerer(model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(data), cfg.data)
 
 
 @pytest.fixture(scope="module")
@@ -142,11 +142,13 @@ class SlowAnswerer:
     """Stands in for the model: a piece of text every 20 ms for up to 8 s, stopping when the
     request's ``cancel`` is set (recorded) or when the test releases it."""
 
+    default_mode = "closed"
+
     def __init__(self) -> None:
         self.cancelled, self.release = threading.Event(), threading.Event()
         self.running = 0
 
-    def __call__(self, question, *, k, grounded, max_new_tokens, on_text=None, cancel=None):
+    def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
         self.running += 1
         for _ in range(400):
             if cancel is not None and cancel.is_set():
@@ -157,7 +159,7 @@ class SlowAnswerer:
             if on_text:
                 on_text("x")
             time.sleep(0.02)
-        return SimpleNamespace(answer="x", sources=[])
+        return SimpleNamespace(answer="x", sources=[], mode="closed", cited=[])
 
 
 def test_the_host_header_must_name_this_server(client):

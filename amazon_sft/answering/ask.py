@@ -1,8 +1,15 @@
-"""Answer one question: retrieve the product, prompt as in training, stream the answer, cite sources.
+"""Answer one question: retrieve products, prompt as in training, stream the answer, cite sources.
 
-The default answers from what fine-tuning taught the model: the prompt is the training prompt of
-the best-matching title (phrasing 0), so the model is asked exactly what it learned to answer.
-``grounded`` instead puts the retrieved description into the prompt (retrieval-augmented).
+Two modes, each asking exactly what training taught:
+
+- ``grounded`` (the default for a model trained with grounded examples): the user's question
+  with the ``context_records`` best-matching catalogue records, cut as in training; the model
+  quotes the right record and cites it as ``[source: uid]``, or says the catalogue has no such
+  product. The citation is checked against the records shown: each source says whether the
+  answer cited it.
+- ``closed``: the training prompt of the best-matching title (phrasing 0), answered from what
+  fine-tuning taught; nothing in the prompt but the title.
+
 Every answer lists its sources (uid, title, retrieval score) and how closely the answer matches
 each source's description (ROUGE-L), so a user sees when the model invents.
 """
@@ -17,30 +24,51 @@ import torch
 from transformers import StoppingCriteria
 
 from amazon_sft.answering.index import CatalogueIndex, Source
+from amazon_sft.config import DataConfig
 from amazon_sft.data.encode import SpecialTextScrubber
+from amazon_sft.data.grounded import cut_to_tokens
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.metrics import rouge_scores
-from amazon_sft.prompts import PromptFormat
+from amazon_sft.prompts import ContextRecord, PromptFormat, cited_uids, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
 
 MAX_QUESTION_CHARS = 2000
+
+
+MODES = ("grounded", "closed")
 
 
 @dataclass
 class Answer:
     question: str
     answer: str
+    """What the model wrote, citations included."""
     sources: list[dict]
+    """The retrieved records, best first: uid, title, content, score, answer_rougeL and, in
+    grounded mode, ``cited`` (the answer cites it)."""
     prompt: str
+    mode: str
+    cited: list[str]
+    """The uids the answer cites (grounded mode)."""
 
 
-def build_prompt(fmt: PromptFormat, question: str, sources: list[Source], grounded: bool) -> str:
+def build_prompt(
+    fmt: PromptFormat, tok, data: DataConfig, question: str, sources: list[Source], mode: str
+) -> str:
+    """The prompt training taught for this mode: grounded records cut to the same budget, or
+    the closed-book question about the best-matching title."""
+    if mode == "grounded":
+        shown = cut_to_tokens(tok, [s.content for s in sources], data.context_record_tokens)
+        records = [ContextRecord(s.uid, s.title, text) for s, text in zip(sources, shown)]
+        return fmt.wrap(fmt.grounded(question, records))
     if not sources:
         return fmt.wrap(question)
-    if grounded:
-        context = "\n".join(f"- {s.title}: {s.content}" for s in sources[:1])
-        return fmt.wrap(f"{question}\n\nCatalogue record:\n{context}")
     return fmt.render(sources[0].title, 0)
+
+
+def default_mode(data: DataConfig) -> str:
+    """Grounded when the model was trained with grounded examples, else closed-book."""
+    return "grounded" if data.grounded_fraction > 0 else "closed"
 
 
 def clean_question(question: str, tok) -> str:
@@ -80,20 +108,27 @@ def answer_question(
     tok,
     fmt: PromptFormat,
     index: CatalogueIndex,
+    data: DataConfig,
     *,
-    k: int = 3,
-    grounded: bool = False,
+    k: int | None = None,
+    mode: str | None = None,
     max_new_tokens: int = 128,
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
 ) -> Answer:
     """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources.
-    ``cancel``: set it to stop generating (what there is so far is returned)."""
+    ``k``: records retrieved (grounded default: as many as training showed); ``mode``: grounded
+    or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
+    so far is returned)."""
     from transformers import StoppingCriteriaList, TextIteratorStreamer
 
+    mode = mode or default_mode(data)
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
     question = clean_question(question, tok)
+    k = k or (data.context_records if mode == "grounded" else 3)
     sources = index.search(question, k)
-    prompt = build_prompt(fmt, question, sources, grounded)
+    prompt = build_prompt(fmt, tok, data, question, sources, mode)
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
@@ -121,12 +156,16 @@ def answer_question(
             on_text(piece)
     thread.join()
     text = "".join(pieces).strip()
+    cited = cited_uids(text) if mode == "grounded" else []
     described = [asdict(s) for s in sources]
     if sources:
-        overlap = rouge_scores([text] * len(sources), [s.content for s in sources])["rougeL"]
+        plain = strip_citations(text)
+        overlap = rouge_scores([plain] * len(sources), [s.content for s in sources])["rougeL"]
         for d, r in zip(described, overlap):
             d["answer_rougeL"] = round(r, 3)
-    return Answer(question, text, described, prompt)
+            if mode == "grounded":
+                d["cited"] = d["uid"] in cited
+    return Answer(question, text, described, prompt, mode, cited)
 
 
 @dataclass
@@ -137,13 +176,19 @@ class Answerer:
     tok: object
     fmt: PromptFormat
     index: CatalogueIndex
+    data: DataConfig
+    """The run's data config: grounded settings and whether the model was taught them."""
+
+    @property
+    def default_mode(self) -> str:
+        return default_mode(self.data)
 
     def __call__(
         self,
         question: str,
         *,
-        k: int = 3,
-        grounded: bool = False,
+        k: int | None = None,
+        mode: str | None = None,
         max_new_tokens: int = 128,
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
@@ -154,8 +199,9 @@ class Answerer:
             self.tok,
             self.fmt,
             self.index,
+            self.data,
             k=k,
-            grounded=grounded,
+            mode=mode,
             max_new_tokens=max_new_tokens,
             on_text=on_text,
             cancel=cancel,

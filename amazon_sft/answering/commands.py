@@ -37,10 +37,13 @@ def add_commands(sub) -> None:
         p.add_argument(
             "--index", default=None, help="prepared folder (default: the model config's data.path)"
         )
+        _add_mode_flags(p)
         p.add_argument(
-            "--grounded", action="store_true", help="put the retrieved description in the prompt"
+            "--k",
+            type=int,
+            default=None,
+            help="sources to retrieve (default: the records training showed, or 3)",
         )
-        p.add_argument("--k", type=int, default=3, help="sources to retrieve")
         p.add_argument("--max-new-tokens", type=int, default=160)
         _add_trust_flag(p)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
@@ -57,7 +60,8 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=128, help="default generation length (capped at 512)"
     )
-    p.add_argument("--k", type=int, default=3, help=argparse.SUPPRESS)
+    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)
+    _add_mode_flags(p)
     p.add_argument(
         "--allowed-host",
         action="append",
@@ -78,6 +82,25 @@ def add_commands(sub) -> None:
     p.set_defaults(run=_run_export)
 
 
+def _add_mode_flags(p) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument(
+        "--closed-book",
+        dest="mode",
+        action="store_const",
+        const="closed",
+        help="answer from what tuning taught, no records in the prompt",
+    )
+    group.add_argument(
+        "--grounded",
+        dest="mode",
+        action="store_const",
+        const="grounded",
+        help="put the retrieved records in the prompt (the default for a model trained with "
+        "grounded examples)",
+    )
+
+
 def _add_trust_flag(p) -> None:
     p.add_argument(
         "--trust-remote-code",
@@ -96,7 +119,8 @@ def _run_index(args) -> int:
 
     stats = build_index(args.data)
     print(
-        f"indexed {stats['titles']} titles in {stats['seconds']} s into {Path(args.data) / 'index'}"
+        f"indexed {stats['products']} products (titles and descriptions) in {stats['seconds']} s "
+        f"into {Path(args.data) / 'index'}"
     )
     return 0
 
@@ -115,12 +139,16 @@ def _session(args):
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
 
-    if args.max_new_tokens < 1 or args.k < 1:
+    if args.max_new_tokens < 1 or (args.k is not None and args.k < 1):
         raise UserError("--max-new-tokens and --k must be >= 1")
     spec = args.model or _default_model()
     model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
     return Answerer(
-        model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index or cfg.data.path)
+        model,
+        tok,
+        build_prompt_format(tok, cfg.data),
+        CatalogueIndex(args.index or cfg.data.path),
+        cfg.data,
     )
 
 
@@ -128,7 +156,7 @@ def _answer(answerer, args, question: str, on_text=None):
     return answerer(
         question,
         k=args.k,
-        grounded=args.grounded,
+        mode=args.mode,
         max_new_tokens=args.max_new_tokens,
         on_text=on_text,
     )
@@ -137,21 +165,23 @@ def _answer(answerer, args, question: str, on_text=None):
 def _print_sources(sources: list[dict]) -> None:
     print("\nSources:")
     if not sources:
-        print("  (no catalogue title matched the question)")
+        print("  (no catalogue product matched the question)")
     for s in sources:
         match = (
             f", answer ROUGE-L vs its description {s['answer_rougeL']:.2f}"
             if "answer_rougeL" in s
             else ""
         )
-        print(f"  [{s['uid']}] {s['title']} (retrieval score {s['score']:.2f}{match})")
+        mark = {True: "cited ", False: "unused"}.get(s.get("cited"), "")
+        mark = f"{mark} " if mark else ""
+        print(f"  {mark}[{s['uid']}] {s['title']} (retrieval score {s['score']:.2f}{match})")
 
 
 def _run_ask(args) -> int:
     from amazon_sft.answering.ask import sources_only
     from amazon_sft.answering.index import CatalogueIndex
 
-    if args.k < 1 or args.max_new_tokens < 1:
+    if (args.k is not None and args.k < 1) or args.max_new_tokens < 1:
         raise UserError(
             f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
         )
@@ -160,7 +190,7 @@ def _run_ask(args) -> int:
             raise UserError("--sources-only needs --index DIR (the prepared folder)")
         index = CatalogueIndex(args.index)
         for question in args.question:
-            sources = sources_only(question, index, args.k)
+            sources = sources_only(question, index, args.k or 3)
             if args.json:
                 print(json.dumps({"sources": [_public(s) for s in sources]}, ensure_ascii=False))
             else:
@@ -175,7 +205,12 @@ def _run_ask(args) -> int:
         if args.json:  # one JSON line per question, in order
             print(
                 json.dumps(
-                    {"answer": result.answer, "sources": [_public(s) for s in result.sources]},
+                    {
+                        "answer": result.answer,
+                        "mode": result.mode,
+                        "cited": result.cited,
+                        "sources": [_public(s) for s in result.sources],
+                    },
                     ensure_ascii=False,
                 )
             )
@@ -186,7 +221,8 @@ def _run_ask(args) -> int:
 
 
 def _public(source: dict) -> dict:
-    return {k: source[k] for k in ("uid", "title", "score", "answer_rougeL") if k in source}
+    keys = ("uid", "title", "score", "answer_rougeL", "cited")
+    return {k: source[k] for k in keys if k in source}
 
 
 def _run_chat(args) -> int:

@@ -1,4 +1,14 @@
-"""The catalogue index: BM25 (bm25s) over product titles, saved beside the prepared shards.
+"""The catalogue index: BM25 (bm25s) over titles and over descriptions, fused, saved beside the
+prepared shards.
+
+A question names a product by its title ("Tell me about Mog's Kittens"), by part of it, with a
+typo, in Portuguese, or by what the product is ("the board book by Judith Kerr about a cat and
+her kittens"). Two BM25 indexes answer these: one over titles, one over the opening of each
+description. Their scores are added with the description weighted by ``DESCRIPTION_WEIGHT``;
+both are BM25 sums of idf-weighted word matches, so they share a unit, and a question that
+matches many description words outweighs one stray title word. A query word that neither index
+knows is repaired to the nearest indexed word within one or two edits (rapidfuzz; a swap of two letters is one edit), which is what
+rescues typos.
 
 Records are not held in memory: the index keeps the byte offset of each record in
 ``catalogue.jsonl`` and reads the few it returns.
@@ -23,12 +33,23 @@ REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft i
 
 INDEX_DIR = "index"
 STATS = "stats.json"
+FORMAT = 2  # 1: titles only
+DESCRIPTION_CHARS = 500
+"""Characters of each description indexed: its opening says what the product is; the rest is
+detail that costs build time and memory (1.3M descriptions) for little recall."""
+DESCRIPTION_WEIGHT = 0.6
+"""Weight of the description score against the title score (measured on the question set:
+bench/retrieval_quality.py)."""
+COVERAGE_POWER = 2.0
+"""How strongly a product missing some of the question's words is pushed down (measured on the
+question set: bench/retrieval_quality.py)."""
 # Words of the question, not of the product: dropped from queries (English stop words are
 # dropped by bm25s itself).
 QUESTION_WORDS = (  # noqa: SIM905
     "what is are the description of product products tell me about can you describe main features "
     "give information qual quais é são a o os as de do da dos das descrição produto me fale sobre "
-    "descreva principais características informações um uma"
+    "descreva principais características informações um uma que com para em no na por sobre "
+    "livro"
 ).split()
 
 
@@ -40,17 +61,47 @@ class Source:
     score: float
 
 
-def _tokenize(texts: list[str]):
+def _stopwords() -> list[str]:
     import bm25s
 
-    stop = sorted(set(QUESTION_WORDS) | set(bm25s.stopwords.STOPWORDS_EN))
+    return sorted(set(QUESTION_WORDS) | set(bm25s.stopwords.STOPWORDS_EN))
+
+
+def _tokenize(texts: list[str], return_ids: bool = True):
+    import bm25s
+
     # single characters count: "Set of 2" and "Set of 5" are different products
-    return bm25s.tokenize(texts, stopwords=stop, token_pattern=r"(?u)\b\w+\b", show_progress=False)
+    return bm25s.tokenize(
+        texts,
+        stopwords=_stopwords(),
+        token_pattern=r"(?u)\b\w+\b",
+        show_progress=False,
+        return_ids=return_ids,
+    )
+
+
+def _read_catalogue(catalogue: Path):
+    titles, descriptions, offsets, train, pos = [], [], [], [], 0
+    with reading(catalogue, "catalogue", REDO), open(catalogue, "rb") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            offsets.append(pos)
+            pos += len(line)
+            try:
+                rec = orjson.loads(line)
+                titles.append(rec["title"])
+                descriptions.append(rec["content"][:DESCRIPTION_CHARS])
+            except (ValueError, KeyError, TypeError) as err:
+                raise UserError(
+                    f"catalogue {catalogue} line {line_no} is cut or corrupt ({first_line(err)}): "
+                    f"{REDO}"
+                ) from None
+            train.append(rec.get("split", "train") == "train")
+    return titles, descriptions, offsets, train
 
 
 def build_index(prepared_dir: str | Path) -> dict:
-    """Index every title of ``catalogue.jsonl``; returns build statistics."""
-    import bm25s
+    """Index every title and description of ``catalogue.jsonl``; returns build statistics."""
+    from amazon_sft.answering.bm25 import FastBM25
 
     root = Path(prepared_dir)
     catalogue = root / "catalogue.jsonl"
@@ -59,31 +110,31 @@ def build_index(prepared_dir: str | Path) -> dict:
             f"{catalogue} not found: run amazon-sft prepare first (it writes the catalogue)"
         )
     start = time.perf_counter()
-    titles, offsets, pos = [], [], 0
-    with reading(catalogue, "catalogue", REDO), open(catalogue, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            offsets.append(pos)
-            pos += len(line)
-            try:
-                titles.append(orjson.loads(line)["title"])
-            except (ValueError, KeyError, TypeError) as err:
-                raise UserError(
-                    f"catalogue {catalogue} line {line_no} is cut or corrupt ({first_line(err)}): "
-                    f"{REDO}"
-                ) from None
+    titles, descriptions, offsets, train = _read_catalogue(catalogue)
     if not titles:
         raise UserError(f"{catalogue} is empty: nothing to index")
-    retriever = bm25s.BM25()
-    retriever.index(_tokenize(titles), show_progress=False)
     out = root / INDEX_DIR
     staging = staging_name(out)
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        retriever.save(str(staging), show_progress=False)
+        for name, texts in (("title", titles), ("description", descriptions)):
+            retriever = FastBM25()  # bm25s, its index build vectorised (bm25.py)
+            retriever.index(_tokenize(texts), show_progress=False)
+            retriever.save(str(staging / name), show_progress=False)
+            del retriever
         np.save(staging / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        stats = {"titles": len(titles), "seconds": round(time.perf_counter() - start, 2)}
-        files = {p.name: quick_digest(p) for p in sorted(staging.iterdir())}
+        np.save(staging / "train.npy", np.asarray(train, dtype=bool))
+        stats = {
+            "format": FORMAT,
+            "products": len(titles),
+            "seconds": round(time.perf_counter() - start, 2),
+        }
+        files = {
+            str(p.relative_to(staging)): quick_digest(p)
+            for p in sorted(staging.rglob("*"))
+            if p.is_file()
+        }
         files[catalogue.name] = quick_digest(catalogue)  # the index is only valid for this one
         (staging / STATS).write_text(json.dumps({**stats, "files": files}))
         swap_into_place(staging, out)
@@ -106,6 +157,13 @@ def check_index(folder: Path, catalogue: Path) -> None:
             raise ValueError(f"{path.name} changed since the index was built")
 
 
+def _is_current(folder: Path) -> bool:
+    try:
+        return json.loads((folder / STATS).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return True  # a damaged stats file is reported by check_index, not silently rebuilt
+
+
 class CatalogueIndex:
     def __init__(self, prepared_dir: str | Path) -> None:
         import bm25s
@@ -114,15 +172,27 @@ class CatalogueIndex:
         if not root.is_dir():
             raise UserError(f"--index {root} is not a folder: give the prepared folder")
         folder = root / INDEX_DIR
-        if not (folder / "offsets.npy").is_file():
-            build_index(root)
+        if not (folder / "offsets.npy").is_file() or not _is_current(folder):
+            build_index(root)  # missing, or written by an older version
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             check_index(folder, root / "catalogue.jsonl")
-            self.retriever = bm25s.BM25.load(str(folder), show_progress=False)
+            self.titles = bm25s.BM25.load(str(folder / "title"), show_progress=False)
+            self.descriptions = bm25s.BM25.load(str(folder / "description"), show_progress=False)
             self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
-            if len(self.offsets) != self.retriever.scores["num_docs"]:
-                raise ValueError("offsets.npy and the BM25 index disagree on the product count")
+            self.train = np.load(folder / "train.npy")
+            counts = {
+                len(self.offsets),
+                len(self.train),
+                self.titles.scores["num_docs"],
+                self.descriptions.scores["num_docs"],
+            }
+            if len(counts) != 1:
+                raise ValueError("the index files disagree on the product count")
         self.catalogue = root / "catalogue.jsonl"
+        self._by_length: dict[int, list[str]] | None = None
+
+    def __len__(self) -> int:
+        return len(self.offsets)
 
     def record(self, i: int) -> dict:
         with reading(self.catalogue, "catalogue", REDO), open(self.catalogue, "rb") as fh:
@@ -130,17 +200,73 @@ class CatalogueIndex:
             rec = orjson.loads(fh.readline())
             return {"uid": str(rec["uid"]), "title": rec["title"], "content": rec["content"]}
 
-    def search(self, question: str, k: int = 3) -> list[Source]:
-        """The ``k`` products whose titles best match the question, best first."""
-        tokens = _tokenize([question])
-        if not tokens.vocab or not any(tokens.ids):
+    def words(self, question: str) -> list[str]:
+        """The question's indexed words, unknown ones repaired to the nearest known word."""
+        tokens = _tokenize([question], return_ids=False)[0]
+        return [self._repair(t) for t in tokens]
+
+    def _repair(self, word: str) -> str:
+        if len(word) < 4 or word.isdigit():
+            return word
+        if word in self.titles.vocab_dict or word in self.descriptions.vocab_dict:
+            return word
+        from rapidfuzz import process
+        from rapidfuzz.distance import OSA
+
+        if self._by_length is None:  # built on the first unknown word: most queries have none
+            self._by_length = {}
+            for vocab in (self.titles.vocab_dict, self.descriptions.vocab_dict):
+                for known in vocab:
+                    self._by_length.setdefault(len(known), []).append(known)
+        edits = 1 if len(word) < 8 else 2
+        best = None
+        for n in range(len(word) - edits, len(word) + edits + 1):
+            hit = process.extractOne(
+                word, self._by_length.get(n, ()), scorer=OSA.distance, score_cutoff=edits
+            )
+            if hit is not None and (best is None or hit[1] < best[1]):
+                best = hit
+        return best[0] if best is not None else word
+
+    def scores(self, words: list[str]) -> np.ndarray:
+        """Fused score of every product: (title + weighted description BM25), times the share
+        of the question's words the product has in either field, squared. The product that has
+        every word the user gave beats one whose short title repeats one of them."""
+        fused = np.zeros(len(self.offsets), dtype=np.float32)
+        matched = np.zeros(len(self.offsets), dtype=np.float32)
+        known = 0
+        for word in dict.fromkeys(words):
+            present = None
+            for retriever, weight in ((self.titles, 1.0), (self.descriptions, DESCRIPTION_WEIGHT)):
+                ids = retriever.get_tokens_ids([word])
+                if ids:
+                    part = retriever.get_scores_from_ids(ids)
+                    fused += weight * part
+                    present = part > 0 if present is None else present | (part > 0)
+            if present is not None:
+                known += 1
+                matched += present
+        if known:
+            fused *= (matched / known) ** COVERAGE_POWER
+        return fused
+
+    def top(self, question: str, k: int, train_only: bool = False) -> list[tuple[int, float]]:
+        """(row, score) of the ``k`` best products with a positive score, best first;
+        ``train_only`` keeps products of the training split (prepare's hard negatives)."""
+        scores = self.scores(self.words(question))
+        if train_only:
+            scores = np.where(self.train, scores, 0.0)
+        k = min(k, len(scores))
+        if k <= 0:
             return []
-        k = min(k, len(self.offsets))
-        docs, scores = self.retriever.retrieve(tokens, k=k, show_progress=False)
+        best = np.argpartition(-scores, k - 1)[:k]
+        best = best[np.argsort(-scores[best], kind="stable")]
+        return [(int(i), float(scores[i])) for i in best if scores[i] > 0]
+
+    def search(self, question: str, k: int = 3) -> list[Source]:
+        """The ``k`` products that best match the question, best first."""
         out = []
-        for i, score in zip(docs[0].tolist(), scores[0].tolist()):
-            if score <= 0:
-                continue
+        for i, score in self.top(question, k):
             rec = self.record(i)
-            out.append(Source(rec["uid"], rec["title"], rec["content"], round(float(score), 3)))
+            out.append(Source(rec["uid"], rec["title"], rec["content"], round(score, 3)))
         return out

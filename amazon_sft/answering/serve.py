@@ -1,8 +1,11 @@
 """``amazon-sft serve``: a small web page and a JSON API on FastAPI/uvicorn, 127.0.0.1 by default.
 
-- ``GET /``: a question box; the answer streams in; the sources follow with their descriptions.
-- ``POST /api/ask`` ``{"question": ..., "grounded": false, "max_new_tokens": 128}`` -> the answer
-  and its sources as JSON. ``POST /api/stream``: the same as NDJSON events while generating.
+- ``GET /``: a question box; the answer streams in; the sources follow with their descriptions,
+  each marked cited or not used, and the answer's ``[source: uid]`` becomes a link to its source.
+- ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
+  -> the answer, its mode, the uids it cites and its sources as JSON (``mode`` left out: grounded
+  for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
+  while generating.
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding
@@ -17,6 +20,7 @@ import asyncio
 import json
 import queue
 import threading
+from typing import Literal
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 from amazon_sft.errors import UserError
@@ -46,21 +50,33 @@ PAGE = """<!doctype html>
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
 textarea{width:100%;height:4rem}#answer{white-space:pre-wrap;border-left:3px solid #888;padding:.5rem;min-height:2rem}
 li{margin:.6rem 0}.desc{color:#444;font-size:.9rem}.meta{color:#777;font-size:.8rem}
+.cited{border-left:3px solid #2a7;padding-left:.4rem}.unused{opacity:.6}.tag{font-size:.75rem;margin-left:.4rem}
 </style></head><body>
 <h1>Ask about a product</h1>
 <form id="f"><textarea id="q" name="q" placeholder="What is the description of ...? / Me fale sobre ..."></textarea>
-<label><input type="checkbox" id="grounded"> grounded (put the retrieved description in the prompt)</label>
+<label>mode <select id="mode"><option value="grounded">grounded: answer from the catalogue records, cited</option>
+<option value="closed">closed-book: from what tuning taught</option></select></label>
 <button id="ask" type="submit">Ask</button></form>
 <h2>Answer</h2><div id="answer"></div>
 <h2>Sources</h2><ol id="sources"></ol>
 <script>
 const $ = (id) => document.getElementById(id);
+$("mode").value = "__MODE__";
+function linkCitations() {  // "[source: uid]" -> a link to that source; text nodes only, no HTML
+  const text = $("answer").textContent; const parts = []; let last = 0;
+  for (const m of text.matchAll(/\\[source: ([^\\]\\s]+)\\]/g)) {
+    parts.push(document.createTextNode(text.slice(last, m.index)));
+    const a = document.createElement("a"); a.href = "#src-" + m[1]; a.textContent = m[0];
+    a.className = "citation"; parts.push(a); last = m.index + m[0].length;
+  }
+  parts.push(document.createTextNode(text.slice(last))); $("answer").replaceChildren(...parts);
+}
 $("f").addEventListener("submit", async (e) => {
   e.preventDefault();
   $("answer").textContent = ""; $("sources").replaceChildren(); $("ask").disabled = true;
   try {
     const r = await fetch("/api/stream", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({question: $("q").value, grounded: $("grounded").checked})});
+      body: JSON.stringify({question: $("q").value, mode: $("mode").value})});
     if (!r.ok) { $("answer").textContent = "error: " + (await r.json()).error; return; }
     const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
     for (;;) {
@@ -69,15 +85,20 @@ $("f").addEventListener("submit", async (e) => {
       while ((i = buf.indexOf("\\n")) >= 0) {
         const ev = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
         if (ev.text !== undefined) $("answer").textContent += ev.text;
-        if (ev.sources) for (const s of ev.sources) {
-          const li = document.createElement("li");
+        if (ev.sources) { linkCitations(); for (const s of ev.sources) {
+          const li = document.createElement("li"); li.id = "src-" + s.uid;
           const t = document.createElement("strong"); t.textContent = s.title; li.append(t);
+          if (s.cited !== undefined) {
+            li.className = s.cited ? "cited" : "unused";
+            const tag = document.createElement("span"); tag.className = "tag";
+            tag.textContent = s.cited ? "cited by the answer" : "not used by the answer"; li.append(tag);
+          }
           const m = document.createElement("div"); m.className = "meta";
           m.textContent = `uid ${s.uid} · retrieval score ${s.score}` +
             (s.answer_rougeL !== undefined ? ` · answer ROUGE-L vs description ${s.answer_rougeL}` : "");
           const d = document.createElement("div"); d.className = "desc"; d.textContent = s.content;
           li.append(m, d); $("sources").append(li);
-        }
+        } }
       }
     }
   } finally { $("ask").disabled = false; }
@@ -166,9 +187,15 @@ def create_app(
 
     class AskRequest(BaseModel):
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-        grounded: bool = False
+        mode: Literal["grounded", "closed"] | None = None
+        grounded: bool | None = None  # the older switch: true = grounded, false = closed
         max_new_tokens: int = Field(default=default_max_new_tokens, ge=1, le=MAX_NEW_TOKENS_CAP)
-        k: int = Field(default=3, ge=1, le=10)
+        k: int | None = Field(default=None, ge=1, le=10)
+
+        def chosen_mode(self) -> str | None:
+            if self.mode is None and self.grounded is not None:
+                return "grounded" if self.grounded else "closed"
+            return self.mode
 
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None)
     lock = threading.Lock()
@@ -192,7 +219,7 @@ def create_app(
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
-        return PAGE
+        return PAGE.replace("__MODE__", answerer.default_mode)
 
     def run(req: AskRequest, on_text=None, cancel=None):
         """Holds a seat (taken by the caller) until done; one generation at a time."""
@@ -203,7 +230,7 @@ def create_app(
                 return answerer(
                     req.question,
                     k=req.k,
-                    grounded=req.grounded,
+                    mode=req.chosen_mode(),
                     max_new_tokens=req.max_new_tokens,
                     on_text=on_text,
                     cancel=cancel,
@@ -230,7 +257,14 @@ def create_app(
         if result is None:
             return error(499, "client closed the request")
         return Response(
-            safe_json({"answer": result.answer, "sources": result.sources}),
+            safe_json(
+                {
+                    "answer": result.answer,
+                    "mode": result.mode,
+                    "cited": result.cited,
+                    "sources": result.sources,
+                }
+            ),
             media_type="application/json",
         )
 
@@ -247,7 +281,9 @@ def create_app(
             try:
                 result = run(req, on_text=lambda t: events.put({"text": t}), cancel=cancel)
                 if result is not None:
-                    events.put({"sources": result.sources})
+                    events.put(
+                        {"sources": result.sources, "cited": result.cited, "mode": result.mode}
+                    )
             except UserError as err:
                 events.put({"error": str(err)})
             finally:

@@ -74,6 +74,11 @@ class PromptEncoder:
     def __call__(self, prompts: list[str]) -> list[list[int]]:
         return self._encode(prompts)
 
+    def whole(self, prompts: list[str]) -> list[list[int]]:
+        """Whole-prompt encoding by the fast tokenizer: always exact, used for prompts whose
+        shape the fast paths were not checked on (grounded prompts)."""
+        return self._whole(prompts)
+
     def _whole(self, prompts: list[str]) -> list[list[int]]:
         return [self._bos + ids for ids in self.hf(prompts)]
 
@@ -152,6 +157,24 @@ class DocumentEncoder:
             doc_lens.append(len(p) + len(a) + 1)
             prompt_lens.append(len(p))
             answer_lens.append(len(a))
-        flat = itertools.chain.from_iterable(pieces)  # C-level walk, no per-token Python frame
-        tokens = np.fromiter(flat, dtype=np.int32, count=sum(doc_lens))
-        return EncodedBatch(tokens, doc_lens, prompt_lens, answer_lens)
+        return _batch(pieces, doc_lens, prompt_lens, answer_lens)
+
+    def encode_pairs(self, prompts: list[str], answers: list[str]) -> EncodedBatch:
+        """(prompt, answer) texts -> documents, never cut: a grounded answer ends with its
+        citation, so one that does not fit ``max_seq_len`` is dropped and counted."""
+        pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
+        for p, a in zip(self.encode_prompts.whole(prompts), self.encode_answers(answers)):
+            if len(p) + len(a) + 1 > self.max_seq_len:
+                self.dropped["grounded_too_long"] += 1
+                continue
+            pieces += (p, a, [self.eos])
+            doc_lens.append(len(p) + len(a) + 1)
+            prompt_lens.append(len(p))
+            answer_lens.append(len(a))
+        return _batch(pieces, doc_lens, prompt_lens, answer_lens)
+
+
+def _batch(pieces, doc_lens, prompt_lens, answer_lens) -> EncodedBatch:
+    flat = itertools.chain.from_iterable(pieces)  # C-level walk, no per-token Python frame
+    tokens = np.fromiter(flat, dtype=np.int32, count=sum(doc_lens))
+    return EncodedBatch(tokens, doc_lens, prompt_lens, answer_lens)

@@ -22,13 +22,15 @@ from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
+from amazon_sft.evaluation.items import MODES, EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
-from amazon_sft.prompts import build_prompt_format
+from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
 SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
+GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taught them
 
 
 def parse_args(argv):
@@ -47,6 +49,13 @@ def parse_args(argv):
     p.add_argument("--out", default="runs/eval", help="report folder")
     p.add_argument("--n", type=int, default=100, help="titles per split (held-out and seen)")
     p.add_argument("--splits", default="heldout,seen", help="comma list of heldout, seen")
+    p.add_argument(
+        "--mode",
+        choices=("auto", *MODES),
+        default="auto",
+        help="closed-book, grounded (records in the prompt; also scored with the right one "
+        "left out) or both; auto: both when the data taught grounded examples, else closed",
+    )
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--repetition-penalty", type=float, default=1.0)
@@ -110,21 +119,26 @@ def read_eval_rows(path: Path, n: int) -> list[dict]:
 
 
 def score_model(
-    spec, overrides, data_dir, manifest, splits, decoding, accelerator, args
-) -> tuple[str, dict]:
-    """Generate and score one model on every split: (label, split -> per-example arrays).
-    Reference perplexity comes first: the vLLM backend hands the GPU over to vLLM."""
+    spec, overrides, data_dir, manifest, splits, mode, decoding, accelerator, args
+) -> tuple[str, dict, dict[str, list[EvalItem]]]:
+    """Generate and score one model on every split: (label, split -> per-example arrays, the
+    items asked). Reference perplexity comes first: the vLLM backend hands the GPU to vLLM."""
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
+    items = build_items(
+        splits, mode, fmt, _grounded_builder(mode, data_dir, manifest, cfg, fmt, tok)
+    )
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = fmt.bos
     answer_limit = manifest["config"]["data"]["max_answer_tokens"]  # as prepare cut the targets,
     prompts, nll = {}, {}  # for both models whatever their own configs say
-    for split, rows in splits.items():
-        prompts[split] = [bos + ids for ids in encode([fmt.render(r["title"], 0) for r in rows])]
+    for split, asked in items.items():
+        prompts[split] = [bos + ids for ids in encode([it.prompt for it in asked])]
         answers = [
-            [*ids[:answer_limit], tok.eos_token_id] for ids in encode([r["content"] for r in rows])
+            # a grounded target is already cut to the record budget and ends with its citation
+            [*(ids if it.context else ids[:answer_limit]), tok.eos_token_id]
+            for it, ids in zip(asked, encode([it.target for it in asked]))
         ]
         nll[split] = reference_nll(
             model, prompts[split], answers, pad_id, decoding.batch_size, accelerator
@@ -133,14 +147,14 @@ def score_model(
         flat = generate_with_vllm(
             model,
             tok,
-            [p for split in splits for p in prompts[split]],
+            [p for split in items for p in prompts[split]],
             decoding,
             args.seed,
             args.vllm_tensor_parallel,
             args.vllm_gpu_memory,
         )
         gens, start = {}, 0
-        for split in splits:
+        for split in items:
             gens[split] = flat[start : start + len(prompts[split])]
             start += len(gens[split])
     else:
@@ -154,25 +168,43 @@ def score_model(
             "eos": [g.ended_with_eos for g in gens[split]],
             "nll": nll[split],
         }
-        for split in splits
+        for split in items
     }
     del model
     gc.collect()
-    return label, out
+    return label, out, items
 
 
-def summarise(split_rows: list[dict], scored: dict) -> tuple[dict, dict]:
-    """(metrics, per-example vectors for the bootstrap)."""
-    refs, preds = [r["content"] for r in split_rows], scored["answers"]
-    rouge = M.rouge_scores(preds, refs)
+def _grounded_builder(mode, data_dir, manifest, cfg, fmt, tok):
+    if mode == "closed":
+        return None
+    import dataclasses
+
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.data.grounded import GroundedBuilder
+
+    taught = {
+        k: manifest["config"]["data"][k] for k in GROUNDED_KEYS if k in manifest["config"]["data"]
+    }
+    return GroundedBuilder(
+        CatalogueIndex(data_dir), fmt, tok, dataclasses.replace(cfg.data, **taught)
+    )
+
+
+def summarise(items: list[EvalItem], scored: dict) -> tuple[dict, dict]:
+    """(metrics, per-example vectors for the bootstrap). Grounded answers are scored without
+    their citations, and the citations on their own."""
+    refs = [it.reference for it in items]
+    preds = [strip_citations(p) for p in scored["answers"]]
     vec = {
-        **rouge,
+        **M.rouge_scores(preds, refs),
         "chrf": M.chrf_scores(preds, refs),
         "eos_rate": [float(e) for e in scored["eos"]],
         "empty_rate": [float(not p) for p in preds],
         "loop_rate": [float(M.is_loop(p) and not e) for p, e in zip(preds, scored["eos"])],
         "length_ratio": [M.length_ratio(p, r) for p, r in zip(preds, refs)],
         "perplexity": [list(x) for x in scored["nll"]],
+        **grounded_vectors(items, scored["answers"]),
     }
     nll = np.array(vec["perplexity"], dtype=float)
     summary = {k: float(np.mean(v)) for k, v in vec.items() if k != "perplexity"}
@@ -181,12 +213,43 @@ def summarise(split_rows: list[dict], scored: dict) -> tuple[dict, dict]:
     return summary, vec
 
 
+def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, list[float]]:
+    """Per-example citation and abstention outcomes (empty for closed-book items):
+
+    - citation_accuracy: the answer cites the asked product's uid and no other;
+    - wrong_record_cited: it cites a record, but its text is closest (ROUGE-L) to a different
+      record of the context: it quotes one product and credits another;
+    - false_abstention: it says the product is missing when its record was there;
+    - abstention_accuracy (right record left out): it says the product is missing.
+    """
+    if not items or not items[0].context:
+        return {}
+    if items[0].absent:
+        return {"abstention_accuracy": [float(is_abstention(a)) for a in answers]}
+    cited, wrong, abstained = [], [], []
+    for it, answer in zip(items, answers):
+        uids = cited_uids(answer)
+        cited.append(float(uids == [it.uid]))
+        abstained.append(float(is_abstention(answer)))
+        if not uids:
+            wrong.append(0.0)
+            continue
+        overlap = M.rouge_scores(
+            [strip_citations(answer)] * len(it.context), [r.description for r in it.context]
+        )["rougeL"]
+        closest = it.context[int(np.argmax(overlap))].uid
+        wrong.append(float(closest not in uids))
+    return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}
+
+
 def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
     """Delta and 95% paired-bootstrap interval of every metric, tuned minus base."""
     out = {}
     for key in SHOWN:
+        if key not in base and key != "bleu":  # a grounded-only metric, closed-book split
+            continue
         if key == "bleu":
-            refs = [r["content"] for r in rows]
+            refs = [it.reference for it in rows]
             delta, lo, hi = bleu_bootstrap(base["_preds"], tuned["_preds"], refs, seed)
         elif key == "perplexity":
             delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed, statistic=_ppl)
@@ -230,39 +293,47 @@ def main(argv: list[str] | None = None) -> int:
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
         for s in args.splits.split(",")
     }
+    mode = resolve_mode(args.mode, manifest)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     result = {
         "data": str(data_dir),
+        "mode": mode,
         "decoding": vars(decoding) | {"greedy": True, "seed": args.seed, "backend": args.backend},
         "models": {},
-        "splits": {s: {} for s in splits},
+        "splits": {},
         "rows": [],
     }
     vectors: dict = {}
     for name, spec in specs.items():
         set_seed(args.seed)
-        label, scored = score_model(
-            spec, args.overrides, data_dir, manifest, splits, decoding, accelerator, args
+        label, scored, items = score_model(
+            spec, args.overrides, data_dir, manifest, splits, mode, decoding, accelerator, args
         )
         result["models"][name] = {"label": label, "spec": spec}
-        for split, rows in splits.items():
-            summary, vec = summarise(rows, scored[split])
-            vectors[(name, split)] = {**vec, "_preds": scored[split]["answers"]}
-            result["splits"][split][name] = {"n": len(rows), "metrics": summary}
+        for split, asked in items.items():
+            summary, vec = summarise(asked, scored[split])
+            answers = scored[split]["answers"]
+            vectors[(name, split)] = {
+                **vec,
+                "_preds": [strip_citations(a) for a in answers],
+                "_raw": answers,
+            }
+            result["splits"].setdefault(split, {})[name] = {"n": len(asked), "metrics": summary}
     if args.compare:
         result["comparison"] = {
-            s: compare(rows, vectors[("base", s)], vectors[("tuned", s)], args.seed)
-            for s, rows in splits.items()
+            s: compare(asked, vectors[("base", s)], vectors[("tuned", s)], args.seed)
+            for s, asked in items.items()
         }
-    for split, rows in splits.items():
-        for i, r in enumerate(rows):
+    for split, asked in items.items():
+        for i, it in enumerate(asked):
             result["rows"].append(
                 {
                     "split": split,
-                    "uid": r["uid"],
-                    "title": r["title"],
-                    "reference": r["content"],
-                    "answers": {m: vectors[(m, split)]["_preds"][i] for m in specs},
+                    "uid": it.uid,
+                    "title": it.title,
+                    "reference": it.reference,
+                    "context": [r.uid for r in it.context],
+                    "answers": {m: vectors[(m, split)]["_raw"][i] for m in specs},
                 }
             )
     if accelerator.is_main_process:
@@ -272,6 +343,13 @@ def main(argv: list[str] | None = None) -> int:
         )
     accelerator.wait_for_everyone()
     return 0
+
+
+def resolve_mode(mode: str, manifest: dict) -> str:
+    """``auto``: both modes when prepare taught grounded examples, closed-book otherwise."""
+    if mode != "auto":
+        return mode
+    return "both" if manifest.get("grounded_docs", 0) > 0 else "closed"
 
 
 def cli() -> None:

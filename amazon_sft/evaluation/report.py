@@ -21,6 +21,11 @@ SHOWN = {
     "empty_rate": ("empty rate", False),
     "loop_rate": ("loop rate", False),
     "length_ratio": ("length ratio", None),
+    # grounded splits only
+    "citation_accuracy": ("citation accuracy", True),
+    "wrong_record_cited": ("wrong record cited", False),
+    "false_abstention": ("false abstention", False),
+    "abstention_accuracy": ("abstention accuracy", True),
 }
 
 
@@ -57,6 +62,8 @@ def render_markdown(result: dict, n_examples: int) -> str:
         )
         lines += [header, "|---" * (len(models) + 1 + ("comparison" in result)) + "|"]
         for key, (label, _) in SHOWN.items():
+            if key not in by_model[models[0]]["metrics"]:
+                continue  # a grounded metric on a closed-book split
             cells = [_fmt(by_model[m]["metrics"][key]) for m in models]
             row = f"| {label} | " + " | ".join(cells) + " |"
             if "comparison" in result:
@@ -103,7 +110,7 @@ def plot(result: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     models, splits = list(result["models"]), list(result["splits"])
-    keys = list(SHOWN)
+    keys = [k for k in SHOWN if any(k in result["splits"][s][models[0]]["metrics"] for s in splits)]
     comparing = "comparison" in result
     cols = (len(keys) + 1) // 2
     rows = 4 if comparing else 2
@@ -112,20 +119,24 @@ def plot(result: dict, path: Path) -> None:
     width = 0.8 / len(models)
     for ax, key in zip(value_axes, keys):
         for j, model in enumerate(models):
-            values = [result["splits"][s][model]["metrics"][key] or 0.0 for s in splits]
-            ax.bar([i + j * width for i in range(len(splits))], values, width, label=model)
+            values = [result["splits"][s][model]["metrics"].get(key) for s in splits]
+            at = [i + j * width for i, v in enumerate(values) if v is not None]
+            ax.bar(at, [v for v in values if v is not None], width, label=model)
         ax.set_title(SHOWN[key][0], fontsize=9)
         ax.set_xticks(
-            [i + width * (len(models) - 1) / 2 for i in range(len(splits))], splits, fontsize=8
+            [i + width * (len(models) - 1) / 2 for i in range(len(splits))],
+            [s.replace(" ", "\n") for s in splits],
+            fontsize=7,
         )
     for ax, key in zip(delta_axes, keys):
-        cmp = [result["comparison"][s][key] for s in splits]
+        at = [i for i, s in enumerate(splits) if key in result["comparison"][s]]
+        cmp = [result["comparison"][splits[i]][key] for i in at]
         deltas = [c["delta"] for c in cmp]
         errors = [[c["delta"] - c["low"] for c in cmp], [c["high"] - c["delta"] for c in cmp]]
-        ax.bar(range(len(splits)), deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
+        ax.bar(at, deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title(f"{SHOWN[key][0]}: tuned - base, 95% CI", fontsize=8)
-        ax.set_xticks(range(len(splits)), splits, fontsize=8)
+        ax.set_xticks(range(len(splits)), [s.replace(" ", "\n") for s in splits], fontsize=7)
     for ax in value_axes[len(keys) :] + delta_axes[len(keys) :]:
         ax.axis("off")
     value_axes[0].legend(fontsize=7)

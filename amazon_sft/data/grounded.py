@@ -1,0 +1,136 @@
+"""Grounded (RAFT) training examples: a question, catalogue records retrieved for it, and an
+answer that quotes the right record and cites it, or says the catalogue has no such product.
+
+Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG": the model learns to
+read the right record among distractors, to quote it, and to abstain when it is missing. Here:
+
+- the question is one of the phrasings (EN/PT) picked by the product's uid;
+- the records are the ``context_records`` best matches of that question in the *training* split
+  (hard negatives: the products a user could confuse it with; the catalogue index, answering's
+  retrieval), the right one at a place picked by the uid; records with the same description or
+  title as the product are never distractors (they would be a second right answer);
+- every description is cut to ``context_record_tokens`` at a word boundary, and the answer is the
+  right record exactly as shown, then ``[source: uid]`` (prompts.grounded_answer);
+- for ``absent_fraction`` of products the right record is left out (one more negative instead)
+  and the answer is the abstention in the question's language.
+
+Products are picked by stable hashes of the uid, so a rerun teaches the same ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from amazon_sft.config import DataConfig
+from amazon_sft.data.split import normalise_title
+from amazon_sft.prompts import ContextRecord, PromptFormat, grounded_answer
+
+_RANGE = float(2**64)
+
+
+def uid_share(uid: str, salt: str) -> float:
+    """A stable number in [0, 1) for a uid and a purpose (which products are grounded, absent).
+
+    >>> uid_share("B01", "grounded:") == uid_share("B01", "grounded:")
+    True
+    """
+    digest = hashlib.blake2b((salt + uid).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / _RANGE
+
+
+@dataclass
+class GroundedExample:
+    uid: str
+    question: str
+    language: str
+    records: list[ContextRecord]
+    """The records as the prompt shows them (descriptions cut), in prompt order."""
+    absent: bool
+    """True when the right record was left out: the answer is the abstention."""
+    prompt: str
+    """The full prompt text (chat template or plain), as answering renders it."""
+    answer: str
+    """The right record's description as shown plus its citation, or the abstention."""
+
+
+def cut_to_tokens(tok, texts: list[str], budget: int) -> list[str]:
+    """Each text cut to at most ``budget`` tokens of ``tok``, at the last space before the cut
+    (a cut word would teach the model to stop mid-word)."""
+    if not texts:
+        return []
+    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    out = []
+    for text, offsets in zip(texts, enc["offset_mapping"]):
+        if len(offsets) <= budget:
+            out.append(text)
+            continue
+        end = offsets[budget - 1][1]
+        space = text.rfind(" ", 0, end + 1)
+        out.append(text[: space if space > end // 2 else end].rstrip())
+    return out
+
+
+class GroundedBuilder:
+    """Builds grounded examples; prepare (training split, absent by hash) and eval (the whole
+    catalogue, both variants of every product) share it, so they cannot drift apart."""
+
+    def __init__(self, index, fmt: PromptFormat, tok, data: DataConfig) -> None:
+        self.index, self.fmt, self.tok, self.data = index, fmt, tok, data
+        self.counts = {"grounded": 0, "grounded_absent": 0, "grounded_short_context": 0}
+
+    def wanted(self, uid: str) -> bool:
+        return uid_share(uid, "grounded:") < self.data.grounded_fraction
+
+    def negatives(self, question: str, product: dict, count: int, train_only: bool) -> list[dict]:
+        """The ``count`` best matches of the question that are not the product, an edition of it
+        (same description) or a twin (same title): those would be a second right answer."""
+        title, content = normalise_title(product["title"]), product["content"]
+        out = []
+        for i, _ in self.index.top(question, count + 8, train_only=train_only):
+            rec = self.index.record(i)
+            if rec["content"] == content or normalise_title(rec["title"]) == title:
+                continue
+            out.append(rec)
+            if len(out) == count:
+                break
+        return out
+
+    def build(
+        self,
+        products: Iterable[dict],
+        *,
+        phrasing: int | None = None,
+        absent: bool | None = None,
+        train_only: bool = True,
+    ) -> list[GroundedExample]:
+        """One example per product record. ``phrasing``: None picks one by the uid (training),
+        eval asks phrasing 0; ``absent``: None decides by the uid's hash and absent_fraction."""
+        k = self.data.context_records
+        plans = []
+        for product in products:
+            uid = str(product["uid"])
+            p = self.fmt.phrasing_for(uid) if phrasing is None else phrasing
+            question = self.fmt.question(product["title"], p)
+            leave_out = uid_share(uid, "absent:") < self.data.absent_fraction
+            leave_out = leave_out if absent is None else absent
+            want = k if leave_out else k - 1
+            records = self.negatives(question, product, want, train_only)
+            if len(records) < want:
+                self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
+            if not leave_out:
+                records.insert(int(uid_share(uid, "place:") * (len(records) + 1)), product)
+            plans.append((uid, question, self.fmt.language(p), leave_out, records))
+        texts = [r["content"] for *_, records in plans for r in records]
+        cut = iter(cut_to_tokens(self.tok, texts, self.data.context_record_tokens))
+        out = []
+        for uid, question, language, leave_out, records in plans:
+            shown = [ContextRecord(str(r["uid"]), r["title"], next(cut)) for r in records]
+            right = next((s.description for s in shown if s.uid == uid), None)
+            answer = grounded_answer(None if leave_out else right, uid, language)
+            prompt = self.fmt.wrap(self.fmt.grounded(question, shown))
+            out.append(GroundedExample(uid, question, language, shown, leave_out, prompt, answer))
+            self.counts["grounded"] += 1
+            self.counts["grounded_absent"] += leave_out
+        return out

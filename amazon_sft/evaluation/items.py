@@ -1,0 +1,74 @@
+"""What evaluation asks: one ``EvalItem`` per product and mode, built by the same code that
+builds training examples (prompts.PromptFormat for closed-book, data.grounded for grounded).
+
+Modes, each a split of its own in the report:
+
+- ``heldout`` / ``seen``: closed-book, the canonical question (phrasing 0) and nothing else;
+- ``heldout grounded`` / ``seen grounded``: the same question with ``context_records`` catalogue
+  records, the right one among hard negatives retrieved from the whole catalogue (the index
+  answering uses), placed as in training; the answer should quote it and cite its uid;
+- ``heldout absent`` / ``seen absent``: the same, with the right record (and its editions and
+  twins) left out: the answer should say the catalogue has no such product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amazon_sft.data.grounded import GroundedBuilder
+from amazon_sft.prompts import ContextRecord, PromptFormat
+
+MODES = ("closed", "grounded", "both")
+
+
+@dataclass
+class EvalItem:
+    uid: str
+    title: str
+    prompt: str
+    """The full prompt text."""
+    reference: str
+    """What the answer is scored against: the whole description, or the abstention."""
+    target: str
+    """The teacher-forced answer for reference perplexity (what training would teach)."""
+    context: list[ContextRecord] = field(default_factory=list)
+    """Grounded: the records the prompt shows."""
+    absent: bool = False
+    """Grounded: the right record was left out; the right answer is the abstention."""
+
+
+def closed_items(rows: list[dict], fmt: PromptFormat) -> list[EvalItem]:
+    return [
+        EvalItem(r["uid"], r["title"], fmt.render(r["title"], 0), r["content"], r["content"])
+        for r in rows
+    ]
+
+
+def grounded_items(rows: list[dict], builder: GroundedBuilder, absent: bool) -> list[EvalItem]:
+    examples = builder.build(rows, phrasing=0, absent=absent, train_only=False)
+    return [
+        EvalItem(
+            r["uid"],
+            r["title"],
+            e.prompt,
+            e.answer if absent else r["content"],
+            e.answer,
+            e.records,
+            absent,
+        )
+        for r, e in zip(rows, examples)
+    ]
+
+
+def build_items(
+    splits: dict[str, list[dict]], mode: str, fmt: PromptFormat, builder: GroundedBuilder | None
+) -> dict[str, list[EvalItem]]:
+    """Report split name -> items, closed-book first."""
+    out: dict[str, list[EvalItem]] = {}
+    if mode in ("closed", "both"):
+        out.update({split: closed_items(rows, fmt) for split, rows in splits.items()})
+    if mode in ("grounded", "both"):
+        for split, rows in splits.items():
+            out[f"{split} grounded"] = grounded_items(rows, builder, absent=False)
+            out[f"{split} absent"] = grounded_items(rows, builder, absent=True)
+    return out

@@ -1,0 +1,214 @@
+"""Grounded (RAFT) examples in prepare, the title-and-description split, eval's grounded scores
+and grounded answering."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import orjson
+import pytest
+
+from amazon_sft.config import load_run_config
+from amazon_sft.data.shards import PackedShards
+from amazon_sft.data.split import normalise_title, split_groups
+from amazon_sft.evaluation.items import EvalItem
+from amazon_sft.evaluation.main import grounded_vectors
+from amazon_sft.prepare import prepare
+from amazon_sft.prompts import ABSTENTIONS, RECORDS_HEADER, ContextRecord, cited_uids
+
+GROUNDED = [
+    "data.max_seq_len=512",
+    "data.grounded_fraction=0.5",
+    "data.absent_fraction=0.3",
+    "data.context_records=3",
+    "data.context_record_tokens=40",
+]
+_RECORD = re.compile(r"^\[\d+\] uid: (\S+) \| title: (.*) \| description: (.*)$", re.M)
+
+
+def _jsonl(path):
+    return [orjson.loads(line) for line in path.read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def grounded_prepared(catalogue, tmp_path_factory):
+    out = tmp_path_factory.mktemp("grounded") / "data"
+    prepare(catalogue, out, load_run_config("tiny", GROUNDED), progress=False)
+    return out
+
+
+def _documents(prepared, tok):
+    """(prompt text, answer text, loss mask) of every document in the shards."""
+    shards = PackedShards(prepared)
+    for index in range(len(shards)):
+        ids, mask, lens = shards.row(index)
+        start = 0
+        for n in lens:
+            doc, doc_mask = ids[start : start + n], mask[start : start + n]
+            start += n
+            n_prompt = int(np.argmax(doc_mask))
+            yield tok.decode(doc[:n_prompt]), tok.decode(doc[n_prompt:-1]), doc_mask
+
+
+def test_split_groups_titles_and_descriptions_together():
+    # rows 0-1 share a description (editions), 1-2 a title, 3 stands alone
+    titles = np.array([11, 22, 22, 33], dtype=np.uint64)
+    texts = np.array([1, 1, 2, 3], dtype=np.uint64)
+    assert split_groups(titles, texts).tolist() == [11, 11, 11, 33]
+
+
+def test_no_held_out_product_has_a_twin_in_training(tmp_path):
+    """Editions: two titles, one description. The old title-hash split put about half of the
+    pairs on both sides; now neither the title nor the description crosses."""
+    lines = []
+    for i in range(300):
+        text = f"Edition text number {i}: a story of ships, harbours and the sea, told anew."
+        for binding in ("Paperback", "Hardcover"):
+            lines.append(
+                orjson.dumps(
+                    {
+                        "uid": f"B{i:04d}{binding[0]}",
+                        "title": f"Sea {i} ({binding})",
+                        "content": text,
+                    }
+                )
+            )
+    (tmp_path / "trn.json").write_bytes(b"\n".join(lines) + b"\n")
+    prepare(
+        tmp_path / "trn.json",
+        tmp_path / "out",
+        load_run_config("tiny", ["data.heldout_fraction=0.3", "data.probe_size=1000"]),
+        progress=False,
+    )
+    rows = _jsonl(tmp_path / "out" / "catalogue.jsonl")
+    held = [r for r in rows if r["split"] == "heldout"]
+    train = [r for r in rows if r["split"] == "train"]
+    assert 120 < len(held) < 240  # ~30% of the groups, both editions each
+    assert not {r["content"] for r in held} & {r["content"] for r in train}
+    assert not {normalise_title(r["title"]) for r in held} & {
+        normalise_title(r["title"]) for r in train
+    }
+    # the held-out sample eval reads is drawn over the whole file, not its head
+    sample = [r["uid"] for r in _jsonl(tmp_path / "out" / "heldout.jsonl")]
+    order = {r["uid"]: i for i, r in enumerate(held)}
+    assert sorted(sample) == sorted(order)  # all of them here (probe_size > held-out rows)
+    assert [order[u] for u in sample[:20]] != sorted(order[u] for u in sample[:20])
+
+
+def test_grounded_examples_quote_and_cite_or_abstain(grounded_prepared, tiny_tok):
+    manifest = json.loads((grounded_prepared / "manifest.json").read_text())
+    catalogue = _jsonl(grounded_prepared / "catalogue.jsonl")
+    split_of = {r["uid"]: r["split"] for r in catalogue}
+    by_uid = {r["uid"]: r for r in catalogue}
+    taught = manifest["train_products"]
+    assert 0.35 * taught < manifest["grounded_docs"] < 0.65 * taught
+    assert 0.15 < manifest["grounded_absent_docs"] / manifest["grounded_docs"] < 0.45
+    seen = {"cited": 0, "abstained": 0, "pt": 0}
+    for prompt, answer, mask in _documents(grounded_prepared, tiny_tok):
+        if RECORDS_HEADER not in prompt:
+            continue
+        records = _RECORD.findall(prompt)
+        assert 1 <= len(records) <= 3
+        uids = [u for u, _, _ in records]
+        assert all(split_of[u] == "train" for u in uids)  # negatives from training only
+        assert mask[-1] == 1 and mask.sum() == len(mask) - int(np.argmax(mask))
+        question = prompt.split("\n")[1]
+        portuguese = question.startswith(("Qual", "Quais", "Me fale", "Descreva"))
+        if answer in ABSTENTIONS.values():
+            seen["abstained"] += 1
+            assert answer == ABSTENTIONS["pt" if portuguese else "en"]
+            asked = max(
+                (r for r in catalogue if r["title"] in question), key=lambda r: len(r["title"])
+            )
+            assert asked["uid"] not in uids
+            continue
+        (uid,) = cited_uids(answer)
+        assert uid in uids and answer.endswith(f"[source: {uid}]")
+        shown = dict((u, d) for u, _, d in records)[uid]
+        assert answer == f"{shown}\n[source: {uid}]"
+        assert by_uid[uid]["content"].startswith(shown)
+        others = [by_uid[u] for u in uids if u != uid]  # distractors: never a twin
+        assert all(o["content"] != by_uid[uid]["content"] for o in others)
+        seen["cited"] += 1
+        seen["pt"] += portuguese
+    assert seen["cited"] > 50 and seen["abstained"] > 10 and seen["pt"] > 5
+
+
+def test_grounded_scores_count_citations_twins_and_abstentions():
+    ctx = [ContextRecord("A", "Bear", "a soft brown bear"), ContextRecord("B", "Fox", "a red fox")]
+    present = [EvalItem("A", "Bear", "p", "a soft brown bear", "t", ctx) for _ in range(4)]
+    answers = [
+        "a soft brown bear\n[source: A]",  # right
+        "a soft brown bear\n[source: B]",  # quotes A, cites B
+        "a red fox\n[source: B]",  # wrong product, consistently cited
+        "The catalogue has no record of this product.",
+    ]
+    vec = grounded_vectors(present, answers)
+    assert vec["citation_accuracy"] == [1.0, 0.0, 0.0, 0.0]
+    assert vec["wrong_record_cited"] == [0.0, 1.0, 0.0, 0.0]
+    assert vec["false_abstention"] == [0.0, 0.0, 0.0, 1.0]
+    absent = [EvalItem("A", "Bear", "p", "r", "t", ctx[1:], absent=True)] * 2
+    pt = "O catálogo não tem registro deste produto."
+    assert grounded_vectors(absent, [pt, "a red fox [source: B]"]) == {
+        "abstention_accuracy": [1.0, 0.0]
+    }
+    assert grounded_vectors([EvalItem("A", "Bear", "p", "r", "t")], ["x"]) == {}
+
+
+@pytest.mark.e2e
+def test_eval_scores_both_modes_on_the_same_titles(grounded_prepared, tiny_model_dir, tmp_path):
+    from .test_eval import _eval
+
+    proc = _eval(
+        "--data",
+        str(grounded_prepared),
+        "--model",
+        "config:tiny",
+        "--out",
+        str(tmp_path / "r"),
+        "--n",
+        "6",
+        "--max-new-tokens",
+        "8",
+        f"model.path={tiny_model_dir}",
+        "model.tokenizer=builtin:tiny",
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["mode"] == "both"  # auto: the data taught grounded examples
+    splits = report["splits"]
+    assert set(splits) == {
+        f"{s}{m}" for s in ("heldout", "seen") for m in ("", " grounded", " absent")
+    }
+    grounded = splits["heldout grounded"]["model"]["metrics"]
+    assert {"citation_accuracy", "wrong_record_cited", "false_abstention"} <= set(grounded)
+    assert "abstention_accuracy" in splits["heldout absent"]["model"]["metrics"]
+    assert "citation_accuracy" not in splits["heldout"]["model"]["metrics"]
+    rows = _jsonl(tmp_path / "r" / "answers.jsonl")
+    for row in rows:
+        if row["split"].endswith("grounded"):
+            assert row["uid"] in row["context"]  # the right record is shown
+        if row["split"].endswith("absent"):
+            assert row["uid"] not in row["context"] and row["reference"] == ABSTENTIONS["en"]
+    assert "citation accuracy" in (tmp_path / "r" / "report.md").read_text()
+
+
+def test_answering_defaults_to_grounded_for_a_grounded_model(grounded_prepared, tuned_run):
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
+    answerer = Answerer(
+        model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(grounded_prepared), cfg.data
+    )
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    result = answerer(f"Tell me about {title}", max_new_tokens=4)
+    assert result.mode == "grounded" and RECORDS_HEADER in result.prompt
+    assert len(result.sources) == cfg.data.context_records
+    assert all(s["uid"] in result.prompt and "cited" in s for s in result.sources)
+    closed = answerer(f"Tell me about {title}", mode="closed", max_new_tokens=4)
+    assert RECORDS_HEADER not in closed.prompt and "cited" not in closed.sources[0]

@@ -1,0 +1,107 @@
+"""Retrieval over titles and descriptions: recall per question kind, typo repair, the train mask."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+import yaml
+
+from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.evaluation.questions import KINDS, Question, make_questions, recall
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _records(prepared: Path) -> list[dict]:
+    return [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def index(prepared) -> CatalogueIndex:
+    build_index(prepared)
+    return CatalogueIndex(prepared)
+
+
+def test_question_set_covers_every_kind_and_points_at_one_product(prepared):
+    questions = make_questions(_records(prepared), per_kind=20, seed=0)
+    assert len(questions) >= 100
+    assert {q.kind for q in questions} == set(KINDS)
+    assert questions == make_questions(_records(prepared), per_kind=20, seed=0)  # stable
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_recall_on_free_form_questions(prepared, index, seed):
+    """Goal of issue 12: recall@1 >= 0.95 overall and >= 0.7 on descriptive questions (the
+    title-only index scored 0.81 and 0.00 on these; seed 1 was not used to tune the weights)."""
+    result = recall(index, make_questions(_records(prepared), per_kind=20, seed=seed))
+    print(result)
+    assert result["all"]["recall@1"] >= 0.95
+    assert result["descriptive"]["recall@1"] >= 0.7
+
+
+def test_a_typo_is_repaired_to_the_nearest_indexed_word(index):
+    title = next(r["title"] for r in _records(index.catalogue.parent) if "Headphones" in r["title"])
+    assert "headphones" in index.words(title.replace("Headphones", "Haedphones"))
+    assert index.words("zzqxjw") == ["zzqxjw"]  # nothing near: left as it is, matches nothing
+
+
+def test_train_only_never_returns_held_out_products(prepared, index):
+    records = _records(prepared)
+    held = next(r for r in records if r["split"] == "heldout")
+    top = index.top(held["title"], 5, train_only=True)
+    assert top and all(records[i]["split"] == "train" for i, _ in top)
+    assert index.top(held["title"], 1)[0][0] == records.index(held)
+
+
+def test_an_old_title_only_index_is_rebuilt(prepared, index):
+    stats = prepared / "index" / "stats.json"
+    old = orjson.loads(stats.read_bytes())
+    stats.write_bytes(orjson.dumps({**old, "format": 1}))
+    assert len(CatalogueIndex(prepared)) == len(index)
+    assert orjson.loads(stats.read_bytes())["format"] == 2
+
+
+@pytest.mark.realdata
+def test_recall_on_hand_written_questions_about_real_rows(tmp_path, tiny_cfg):
+    rows = REAL / "amazontitles_real_head_sample.jsonl"
+    if not rows.is_file():
+        pytest.skip(f"{rows} not present")
+    from amazon_sft.prepare import prepare
+
+    prepare(rows, tmp_path / "data", tiny_cfg, progress=False)
+    questions = [
+        Question(q["kind"], q["question"], "", q["title"])
+        for q in yaml.safe_load((FIXTURES / "real_questions.yaml").read_text())
+    ]
+    result = recall(CatalogueIndex(tmp_path / "data"), questions)
+    print(result)
+    assert result["all"]["recall@1"] >= 0.95
+    assert result["descriptive"]["recall@1"] >= 0.7
+
+
+def test_the_vectorised_build_gives_bm25s_own_matrix():
+    import random
+
+    import bm25s
+    import numpy as np
+
+    from amazon_sft.answering.bm25 import FastBM25
+    from amazon_sft.answering.index import _tokenize
+    from amazon_sft.data.synthetic import _product
+
+    rng = random.Random(5)
+    texts = [_product(rng, i)[1] for i in range(2500)]
+    stock, fast = bm25s.BM25(), FastBM25()
+    stock.index(_tokenize(texts), show_progress=False)  # each gets its own tokenized corpus:
+    fast.index(_tokenize(texts), show_progress=False)  # index() adds "" to the vocabulary
+    for key in ("data", "indices", "indptr"):
+        assert stock.scores[key].dtype == fast.scores[key].dtype
+        np.testing.assert_allclose(stock.scores[key], fast.scores[key], rtol=1e-6)
+    assert stock.vocab_dict == fast.vocab_dict
+    ids = stock.get_tokens_ids(["bear", "soft", "oslo", "cotton"])
+    np.testing.assert_allclose(
+        stock.get_scores_from_ids(ids), fast.get_scores_from_ids(ids), rtol=1e-6
+    )

@@ -57,8 +57,8 @@ def _run_prepare(args) -> int:
         progress=not args.quiet,
     )
     print(
-        f"wrote {manifest['rows']} rows of {manifest['max_seq_len']} tokens "
-        f"(fill_ratio {manifest['fill_ratio']}) to {args.out}; report: {args.out}/report.md"
+        f"wrote {manifest.rows} rows of {manifest.max_seq_len} tokens "
+        f"(fill_ratio {manifest.fill_ratio}) to {args.out}; report: {args.out}/report.md"
     )
     return 0
 

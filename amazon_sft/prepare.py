@@ -13,9 +13,8 @@ renamed into place.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
-import json
-import os
 import shutil
 import time
 from array import array
@@ -34,12 +33,14 @@ from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
-from amazon_sft.data.encode import DocumentEncoder, EncodedBatch, SpecialTextScrubber
+from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber
 from amazon_sft.data.grounded import GroundedBuilder, uid_share
+from amazon_sft.data.manifest import Manifest, write_manifest
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
 from amazon_sft.data.report import Histogram, write_report
-from amazon_sft.data.shards import MANIFEST, ShardWriter, seal
+from amazon_sft.data.shards import ShardWriter
+from amazon_sft.data.spill import Spill
 from amazon_sft.data.split import (
     ProbeSample,
     heldout_mask,
@@ -52,43 +53,6 @@ from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 
 SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against plain encoding
-
-
-class _Spill:
-    """Token ids of every training document, appended to one file; lengths kept in memory.
-
-    Documents are read back with ``pread``, not a memory map: this kernel maps whole cached
-    folios (~250 KB) per fault, so random reads through a map grow RSS with the file size.
-    """
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._fh = open(path, "w+b")  # noqa: SIM115 - closed in close()
-        self.doc_lens = array("i")  # 4 bytes a document, not a Python int object
-        self.prompt_lens = array("i")
-        self.offsets = np.zeros(1, dtype=np.int64)
-
-    def add(self, enc: EncodedBatch) -> None:
-        enc.tokens.tofile(self._fh)
-        self.doc_lens.extend(enc.doc_lens)
-        self.prompt_lens.extend(enc.prompt_lens)
-
-    def finish(self) -> np.ndarray:
-        """Stop writing; returns the document lengths."""
-        self._fh.flush()
-        lens = np.asarray(self.doc_lens, dtype=np.int64)
-        self.offsets = np.concatenate([[0], np.cumsum(lens)]) * 4  # bytes
-        return lens
-
-    def document(self, index: int) -> tuple[np.ndarray, int]:
-        """(token ids, prompt length) of one document."""
-        start, end = self.offsets[index], self.offsets[index + 1]
-        data = os.pread(self._fh.fileno(), int(end - start), int(start))
-        return np.frombuffer(data, dtype=np.int32), self.prompt_lens[index]
-
-    def close(self) -> None:
-        self._fh.close()
-        self.path.unlink()
 
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
@@ -125,7 +89,7 @@ def prepare(
     strict: bool = False,
     overwrite: bool = False,
     progress: bool = True,
-) -> dict:
+) -> Manifest:
     """Run the whole pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     started = time.perf_counter()
     data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
@@ -135,10 +99,9 @@ def prepare(
     staging = _staging_dir(out_dir, overwrite)
     setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
     try:
-        manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s)
-        manifest["tokenizer"] = tokenizer or cfg.model.tokenizer or cfg.model.path
-        manifest = seal(manifest)
-        (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+        source = tokenizer or cfg.model.tokenizer or cfg.model.path
+        manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source)
+        manifest = write_manifest(staging, manifest)
         # the old output stays whole until the new one takes its place in one rename
         swap_into_place(staging, out_dir)
     finally:
@@ -150,7 +113,7 @@ def prepare(
 class _Streamed:
     """What the streaming stage leaves for the next ones."""
 
-    spill: _Spill
+    spill: Spill
     encoder: DocumentEncoder
     stats: ReadStats
     dropped: Counter
@@ -162,7 +125,7 @@ class _Streamed:
     seconds: dict
 
 
-def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
+def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) -> Manifest:
     """The stages, in order; each one's time is reported."""
     started = time.perf_counter()
     cleaned = _read_clean(input_path, staging, cfg.data, tok, strict, progress)
@@ -186,7 +149,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s) -> dict:
     markdown = write_report(report, staging)
     if progress:
         print(markdown)
-    return _manifest(report, cfg, tok, fmt, pad_id, shards)
+    return _manifest(report, cfg, tok, fmt, pad_id, shards, source)
 
 
 @dataclass
@@ -282,7 +245,7 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
         sample or [("u", "Title", "Content text")],
         data.phrasings_per_doc,
     )
-    spill = _Spill(staging / "_spill.bin")
+    spill = Spill(staging / "_spill.bin")
     t_tokenize = 0.0
 
     def encode(batch):
@@ -408,49 +371,30 @@ def _report(input_path, data, streamed: _Streamed, doc_lens, n_rows, total, setu
     }
 
 
-def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list) -> dict:
-    return {
-        **{
-            k: report[k]
-            for k in (
-                "lines_read",
-                "kept",
-                "train_products",
-                "closed_book_products",
-                "grounded_docs",
-                "grounded_absent_docs",
-                "train_docs",
-                "heldout_docs",
-                "over_max_train_products",
-                "probe_docs",
-                "rows",
-                "tokens",
-                "answer_tokens",
-                "fill_ratio",
-                "skipped",
-                "answer_truncated",
-            )
-        },
-        "format_version": 1,
-        "amazon_sft_version": __version__,
-        "max_seq_len": cfg.data.max_seq_len,
-        "pad_id": pad_id,
-        "eos_id": tok.eos_token_id,
-        "vocab_size": len(tok),
-        "tokenizer_fingerprint": tokenizer_fingerprint(tok),
-        "template_fingerprint": fmt.fingerprint(),
-        "files": {
+def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer: str) -> Manifest:
+    counted = {f.name for f in dataclasses.fields(Manifest)} & set(report)
+    return Manifest(
+        **{k: report[k] for k in counted},
+        amazon_sft_version=__version__,
+        max_seq_len=cfg.data.max_seq_len,
+        pad_id=pad_id,
+        eos_id=tok.eos_token_id,
+        vocab_size=len(tok),
+        tokenizer=tokenizer,
+        tokenizer_fingerprint=tokenizer_fingerprint(tok),
+        template_fingerprint=fmt.fingerprint(),
+        files={
             "heldout": "heldout.jsonl",
             "seen_probe": "seen_probe.jsonl",
             "catalogue": "catalogue.jsonl",
             "report": "report.json",
         },
-        "config": to_dict(cfg),
-        "shards": shards,
-    }
+        config=to_dict(cfg),
+        shards=tuple(shards),
+    )
 
 
-def _collect(future, spill: _Spill, hist: dict) -> float:
+def _collect(future, spill: Spill, hist: dict) -> float:
     enc, seconds = future.result()
     spill.add(enc)
     for p, a in zip(enc.prompt_lens, enc.answer_lens):

@@ -68,8 +68,8 @@ def run_ours(file: Path, tok_dir: Path, seq_len: int, work: Path, backend: str) 
     )
     report = json.loads((work / f"prepared-{backend}" / "report.json").read_text())
     return {
-        "fill_ratio": m["fill_ratio"],
-        "rows_packed": m["rows"],
+        "fill_ratio": m.fill_ratio,
+        "rows_packed": m.rows,
         "backend": report["tokenizer_backend"],
         "prompt_encoding": report["prompt_encoding"],
         "seconds": report["seconds"],

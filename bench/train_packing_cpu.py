@@ -133,7 +133,7 @@ def main() -> None:
         )
         print(
             f"padded batches: {real / slots:.3f} of token slots are real; packed rows: "
-            f"{shards.manifest['fill_ratio']:.3f}"
+            f"{shards.manifest.fill_ratio:.3f}"
         )
         print(f"packed / padded: {results['packed'] / results['padded']:.2f}x")
 

@@ -253,17 +253,24 @@ def test_quick_check_samples_and_full_verification_reads_every_byte(tmp_path):
             np.full(256, i % 50, np.int32), np.ones(256, np.uint8), np.array([256], np.int32)
         )
     writer.flush()
-    manifest = sh.seal(
-        {
-            "max_seq_len": 256,
-            "pad_id": 0,
-            "rows": 2000,
-            "shards": writer.shards,
-            "tokenizer_fingerprint": "t",
-            "template_fingerprint": "t",
-        }
+    from amazon_sft.data.manifest import Manifest, write_manifest
+
+    manifest = Manifest(
+        max_seq_len=256,
+        pad_id=0,
+        eos_id=1,
+        vocab_size=50,
+        rows=2000,
+        tokens=2000 * 256,
+        answer_tokens=2000 * 256,
+        fill_ratio=1.0,
+        tokenizer="t",
+        tokenizer_fingerprint="t",
+        template_fingerprint="t",
+        shards=tuple(writer.shards),
+        config={},
     )
-    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    write_manifest(tmp_path, manifest)
     big = tmp_path / "shard-00000" / "input_ids.npy"
     size = big.stat().st_size
     covered = [(0, sh.QUICK_EDGE_BYTES), (size - sh.QUICK_EDGE_BYTES, size)]

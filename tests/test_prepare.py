@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from amazon_sft.config import load_run_config
+from amazon_sft.data.manifest import FORMAT_VERSION
 from amazon_sft.data.shards import PackedShards, check_fingerprints, read_manifest, verify_checksums
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError
@@ -25,16 +26,9 @@ def _jsonl(path):
 
 def test_manifest_report_and_files(prepared):
     m = read_manifest(prepared)
-    for key in (
-        "fill_ratio",
-        "skipped",
-        "tokenizer_fingerprint",
-        "template_fingerprint",
-        "config",
-        "shards",
-    ):
-        assert key in m
-    assert 0.9 < m["fill_ratio"] <= 1.0
+    assert m.format_version == FORMAT_VERSION and m.integrity and m.tokenizer
+    assert m.data["heldout_fraction"] == m.config["data"]["heldout_fraction"]
+    assert 0.9 < m.fill_ratio <= 1.0
     for reason in (
         "content_empty",
         "duplicate",
@@ -42,12 +36,12 @@ def test_manifest_report_and_files(prepared):
         "invalid_utf8",
         "content_equals_title",
     ):
-        assert m["skipped"].get(reason, 0) > 0, reason
+        assert m.skipped.get(reason, 0) > 0, reason
     verify_checksums(prepared)
     report = json.loads((prepared / "report.json").read_text())
-    assert report["histograms"]["answer_tokens"]["n"] == m["train_docs"]
+    assert report["histograms"]["answer_tokens"]["n"] == m.train_docs
     assert "## Skipped" in (prepared / "report.md").read_text()
-    assert sum(s["rows"] for s in m["shards"]) == m["rows"] == len(PackedShards(prepared))
+    assert sum(s.rows for s in m.shards) == m.rows == len(PackedShards(prepared))
 
 
 def test_split_is_clean_and_probe_is_training_titles(prepared):
@@ -89,7 +83,7 @@ def test_eos_is_kept_when_descriptions_are_cut(catalogue, tiny_cfg, tiny_tok, tm
     cfg = load_run_config("tiny", ["data.max_answer_tokens=8"])
     m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert report["answer_truncated"] > 0.9 * m["train_docs"]
+    assert report["answer_truncated"] > 0.9 * m.train_docs
     shards = PackedShards(tmp_path / "out")
     ids, mask, lens = shards.row(0)
     ends = np.cumsum(lens) - 1
@@ -101,9 +95,9 @@ def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prep
     full = read_manifest(prepared)
     cfg = load_run_config("tiny", ["data.max_train_products=7"])
     m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
-    assert m["train_docs"] == m["train_products"] == 7
-    assert m["heldout_docs"] == full["heldout_docs"]  # the held-out split does not move
-    assert m["over_max_train_products"] == full["train_products"] - 7
+    assert m.train_docs == m.train_products == 7
+    assert m.heldout_docs == full.heldout_docs  # the held-out split does not move
+    assert m.over_max_train_products == full.train_products - 7
     catalogue_rows = _jsonl(tmp_path / "out" / "catalogue.jsonl")
     taught = [r["title"] for r in catalogue_rows if r["split"] == "train"]
     assert len(taught) == 7 and sum(r["split"] == "untaught" for r in catalogue_rows) > 0
@@ -115,7 +109,7 @@ def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prep
 def test_phrasings_per_doc_teaches_the_canonical_question_and_others(catalogue, tiny_tok, tmp_path):
     cfg = load_run_config("tiny", ["data.phrasings_per_doc=2", "data.max_train_products=30"])
     m = prepare(catalogue, tmp_path / "out", cfg, progress=False)
-    assert m["train_docs"] == 2 * m["train_products"] == 60
+    assert m.train_docs == 2 * m.train_products == 60
     fmt = build_prompt_format(tiny_tok, cfg.data)
     shards = PackedShards(tmp_path / "out")
     questions: dict[str, list[str]] = {}
@@ -134,9 +128,7 @@ def test_phrasings_per_doc_teaches_the_canonical_question_and_others(catalogue, 
 
 def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):
     again = prepare(catalogue, tmp_path / "again", tiny_cfg, progress=False)
-    assert [s["sha256"] for s in again["shards"]] == [
-        s["sha256"] for s in read_manifest(prepared)["shards"]
-    ]
+    assert [s.sha256 for s in again.shards] == [s.sha256 for s in read_manifest(prepared).shards]
 
 
 def test_chat_template_prompts_use_the_exact_spliced_ids(chat_tok, catalogue, tiny_cfg, tmp_path):
@@ -193,8 +185,8 @@ def test_cli_prepare_and_its_one_line_errors(catalogue, tmp_path):
         "data.heldout_fraction=0.2",  # a dotted override after the options
     )
     assert ok.returncode == 0, ok.stderr
-    assert read_manifest(out)["max_seq_len"] == 128
-    assert read_manifest(out)["config"]["data"]["heldout_fraction"] == 0.2
+    assert read_manifest(out).max_seq_len == 128
+    assert read_manifest(out).config["data"]["heldout_fraction"] == 0.2
     wrong = _cli("prepare", str(catalogue), "--out", str(out), "--bogus")
     assert wrong.returncode == 2 and "--bogus" in wrong.stderr
 
@@ -229,7 +221,7 @@ def test_cli_prepare_and_its_one_line_errors(catalogue, tmp_path):
     again = _cli(
         "prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--overwrite", "--quiet"
     )
-    assert again.returncode == 0 and read_manifest(out)["max_seq_len"] == 256
+    assert again.returncode == 0 and read_manifest(out).max_seq_len == 256
 
 
 def test_cli_synth_writes_the_real_format(tmp_path):
@@ -241,3 +233,15 @@ def test_cli_synth_writes_the_real_format(tmp_path):
         if line.startswith(b'{"uid"')
     ]
     assert rows and {"uid", "title", "content", "target_ind", "target_rel"} <= set(rows[0])
+
+
+def test_the_typed_manifest_round_trips_and_names_a_bad_field(prepared):
+    from amazon_sft.data.manifest import Manifest
+
+    m = read_manifest(prepared)
+    raw = json.loads((prepared / "manifest.json").read_text())
+    assert Manifest.from_dict(raw) == m and m.to_dict() == raw
+    with pytest.raises(UserError, match="unknown field 'extra'"):
+        Manifest.from_dict({**raw, "extra": 1})
+    with pytest.raises(UserError, match="lacks 'rows'"):
+        Manifest.from_dict({k: v for k, v in raw.items() if k != "rows"})

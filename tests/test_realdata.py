@@ -23,14 +23,14 @@ def test_real_rows_clean_split_and_pack(tmp_path):
     cfg = load_run_config("tiny", ["data.max_seq_len=1024", "data.max_answer_tokens=512"])
     m = prepare(REAL, tmp_path / "out", cfg, progress=False)
     report = json.loads((tmp_path / "out" / "report.json").read_text())
-    assert m["lines_read"] == 1000
+    assert m.lines_read == 1000
     assert report["modified"]["html_unescaped_content"] > 50  # "&#8217;" and friends are common
     assert report["modified"]["edition_note_stripped_content"] > 100
-    assert m["fill_ratio"] > 0.99
+    assert m.fill_ratio > 0.99
     catalogue = [
         orjson.loads(x) for x in (tmp_path / "out" / "catalogue.jsonl").read_bytes().splitlines()
     ]
     assert not any(
         "&#8217;" in r["content"] or "This text refers to" in r["content"] for r in catalogue
     )
-    assert len(PackedShards(tmp_path / "out")) == m["rows"]
+    assert len(PackedShards(tmp_path / "out")) == m.rows

@@ -66,12 +66,9 @@ def test_sentencepiece_path_writes_the_same_shards_as_the_fast_tokenizer(
     report = json.loads((tmp_path / "auto" / "report.json").read_text())
     assert report["tokenizer_backend"] == "sentencepiece"
     assert report["prompt_encoding"] == prompt_path
-    assert [s["sha256"] for s in outs["auto"]["shards"]] == [
-        s["sha256"] for s in outs["hf"]["shards"]
-    ]
+    assert [s.sha256 for s in outs["auto"].shards] == [s.sha256 for s in outs["hf"].shards]
     assert (
-        read_manifest(tmp_path / "auto")["tokenizer_fingerprint"]
-        == outs["hf"]["tokenizer_fingerprint"]
+        read_manifest(tmp_path / "auto").tokenizer_fingerprint == outs["hf"].tokenizer_fingerprint
     )
 
 

@@ -12,28 +12,25 @@ A shard is a folder of ``.npy`` arrays (numpy's own format, so any tool can read
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 
 import numpy as np
 
+from amazon_sft.data.manifest import (  # noqa: F401 - the manifest's readers import them here
+    MANIFEST,
+    Manifest,
+    ShardEntry,
+    check_fingerprints,
+    read_manifest,
+    seal,
+)
 from amazon_sft.errors import UserError
 
-MANIFEST = "manifest.json"
 ARRAYS = ("input_ids", "loss_mask", "doc_lens", "row_docs")
 
 
 QUICK_EDGE_BYTES = 64 << 10
 QUICK_BLOCKS, QUICK_BLOCK_BYTES = 64, 4 << 10
-REQUIRED_KEYS = (
-    "max_seq_len",
-    "pad_id",
-    "rows",
-    "shards",
-    "tokenizer_fingerprint",
-    "template_fingerprint",
-    "integrity",
-)
 
 
 def quick_digest(path: Path) -> str:
@@ -55,14 +52,6 @@ def quick_digest(path: Path) -> str:
         fh.seek(max(0, size - QUICK_EDGE_BYTES))
         h.update(fh.read())
     return h.hexdigest()
-
-
-def seal(manifest: dict) -> dict:
-    """The manifest with ``integrity``: the sha256 of everything else in it, so an edited
-    manifest (a checksum changed, a shard entry deleted) is caught before training reads it."""
-    body = {k: v for k, v in manifest.items() if k != "integrity"}
-    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
-    return {**body, "integrity": digest}
 
 
 def sha256_file(path: Path) -> str:
@@ -114,75 +103,31 @@ class ShardWriter:
             np.save(file, arr)
             sha[file.name], size[file.name] = sha256_file(file), file.stat().st_size
             quick[file.name] = quick_digest(file)
-        self.shards.append(
-            {"name": name, "rows": self._n, "sha256": sha, "bytes": size, "quick": quick}
-        )
+        self.shards.append(ShardEntry(name, self._n, sha, size, quick))
         self._reset()
 
 
-def read_manifest(path: str | Path) -> dict:
-    """The manifest of a prepared folder, checked whole: valid JSON, every key there, and its
-    own ``integrity`` digest matching (errors say how to make a good one)."""
-    file = Path(path) / MANIFEST
-    redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
-    if not file.is_file():
-        raise UserError(
-            f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "
-            "(or set data.path to a prepared folder)"
-        )
-    try:
-        manifest = json.loads(file.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise UserError(f"{file} is unreadable or not JSON ({err}): {redo}") from None
-    if not isinstance(manifest, dict):
-        raise UserError(f"{file} is not a JSON object: {redo}")
-    missing = [k for k in REQUIRED_KEYS if k not in manifest]
-    if missing:
-        raise UserError(f"{file} lacks {missing[0]!r} (made by an older version or cut): {redo}")
-    if seal(manifest)["integrity"] != manifest["integrity"]:
-        raise UserError(
-            f"{file} was edited after prepare wrote it (integrity digest differs): {redo}"
-        )
-    return manifest
-
-
-def check_fingerprints(manifest: dict, tokenizer_fp: str, template_fp: str, where: str) -> None:
-    """Refuse shards made with another tokenizer or prompt template: the ids would be wrong."""
-    if manifest["tokenizer_fingerprint"] != tokenizer_fp:
-        raise UserError(
-            f"{where} was prepared with another tokenizer ({manifest['tokenizer']!r}, fingerprint "
-            f"{manifest['tokenizer_fingerprint']} != {tokenizer_fp}); re-run amazon-sft prepare "
-            "with this model's config or point data.path at matching shards"
-        )
-    if manifest["template_fingerprint"] != template_fp:
-        raise UserError(
-            f"{where} was prepared with another prompt template (fingerprint "
-            f"{manifest['template_fingerprint']} != {template_fp}); re-run amazon-sft prepare "
-            "with the same data.templates / use_chat_template / system_prompt"
-        )
-
-
-def verify_shards(path: str | Path, manifest: dict, full: bool = False) -> None:
+def verify_shards(path: str | Path, manifest: Manifest, full: bool = False) -> None:
     """Every shard the manifest lists is there, in order, with its size and digest, and no
     other shard folder is: sizes + ``quick_digest`` (default), or a full sha256 (``full``)."""
     root = Path(path)
     redo = f"re-run `amazon-sft prepare ... --out {root} --overwrite`"
-    names = [s["name"] for s in manifest["shards"]]
+    names = [s.name for s in manifest.shards]
     if names != [f"shard-{i:05d}" for i in range(len(names))]:
         raise UserError(f"{root / MANIFEST} lists shards {names[:3]}...: not shard-00000 onwards")
     on_disk = sorted(p.name for p in root.glob("shard-*"))
     if on_disk != names:
         extra = sorted(set(on_disk) ^ set(names))
         raise UserError(f"{root}: shard folders and manifest disagree ({extra[0]}): {redo}")
-    if sum(s["rows"] for s in manifest["shards"]) != manifest["rows"]:
-        raise UserError(f"{root / MANIFEST}: shard rows do not add up to {manifest['rows']}")
-    for shard in manifest["shards"]:
-        for name, digest in shard["sha256"].items():
-            file = root / shard["name"] / name
-            if not file.is_file() or file.stat().st_size != shard["bytes"][name]:
+    if sum(s.rows for s in manifest.shards) != manifest.rows:
+        raise UserError(f"{root / MANIFEST}: shard rows do not add up to {manifest.rows}")
+    for shard in manifest.shards:
+        for name, digest in shard.sha256.items():
+            file = root / shard.name / name
+            if not file.is_file() or file.stat().st_size != shard.bytes[name]:
                 raise UserError(f"{file} is missing or has the wrong size: {redo}")
             got = sha256_file(file) if full else quick_digest(file)
-            if got != (digest if full else shard["quick"][name]):
+            if got != (digest if full else shard.quick[name]):
                 raise UserError(f"{file} is corrupt (checksum mismatch): {redo}")
 
 
@@ -200,11 +145,11 @@ class PackedShards:
         self.manifest = read_manifest(self.path)
         if verify != "none":
             verify_shards(self.path, self.manifest, full=verify == "full")
-        self.max_seq_len = int(self.manifest["max_seq_len"])
-        self.pad_id = int(self.manifest["pad_id"])
+        self.max_seq_len = self.manifest.max_seq_len
+        self.pad_id = self.manifest.pad_id
         self._shards = []
-        for shard in self.manifest["shards"]:
-            folder = self.path / shard["name"]
+        for shard in self.manifest.shards:
+            folder = self.path / shard.name
             try:
                 arrays = {k: np.load(folder / f"{k}.npy", mmap_mode="r") for k in ARRAYS}
             except (OSError, ValueError) as err:

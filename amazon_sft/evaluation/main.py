@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.data.shards import check_fingerprints, read_manifest
+from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import metrics as M
@@ -131,7 +131,7 @@ def score_model(
     )
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = fmt.bos
-    answer_limit = manifest["config"]["data"]["max_answer_tokens"]  # as prepare cut the targets,
+    answer_limit = manifest.data["max_answer_tokens"]  # as prepare cut the targets,
     prompts, nll = {}, {}  # for both models whatever their own configs say
     for split, asked in items.items():
         prompts[split] = [bos + ids for ids in encode([it.prompt for it in asked])]
@@ -183,9 +183,7 @@ def _grounded_builder(mode, data_dir, manifest, cfg, fmt, tok):
     from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.data.grounded import GroundedBuilder
 
-    taught = {
-        k: manifest["config"]["data"][k] for k in GROUNDED_KEYS if k in manifest["config"]["data"]
-    }
+    taught = {k: manifest.data[k] for k in GROUNDED_KEYS if k in manifest.data}
     return GroundedBuilder(
         CatalogueIndex(data_dir), fmt, tok, dataclasses.replace(cfg.data, **taught)
     )
@@ -345,11 +343,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def resolve_mode(mode: str, manifest: dict) -> str:
+def resolve_mode(mode: str, manifest: Manifest) -> str:
     """``auto``: both modes when prepare taught grounded examples, closed-book otherwise."""
     if mode != "auto":
         return mode
-    return "both" if manifest.get("grounded_docs", 0) > 0 else "closed"
+    return "both" if manifest.grounded_docs > 0 else "closed"
 
 
 def cli() -> None:

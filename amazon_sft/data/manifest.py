@@ -1,0 +1,162 @@
+"""The manifest of a prepared folder: one typed definition that prepare writes and the shard
+reader, training, evaluation, the CLI and the benchmarks read.
+
+It is stored as ``manifest.json`` with an ``integrity`` digest over everything else in it, so an
+edited manifest (a checksum changed, a shard entry deleted) is refused before training reads it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+MANIFEST = "manifest.json"
+FORMAT_VERSION = 2  # 2: split on title and description groups, grounded examples
+
+
+@dataclass(frozen=True)
+class ShardEntry:
+    name: str
+    """``shard-NNNNN``, numbered from 0 in order."""
+    rows: int
+    sha256: dict[str, str]
+    """File name -> sha256 of the whole file (``data.verify=full``)."""
+    bytes: dict[str, int]
+    quick: dict[str, str]
+    """File name -> ``quick_digest`` (size, ends and sampled blocks; ``data.verify=quick``)."""
+
+
+@dataclass(frozen=True)
+class Manifest:
+    max_seq_len: int
+    """Tokens per packed row."""
+    pad_id: int
+    eos_id: int
+    vocab_size: int
+    rows: int
+    """Packed rows over all shards."""
+    tokens: int
+    """Real (non-padding) tokens."""
+    answer_tokens: int
+    """Tokens that carry loss (answers and their EOS)."""
+    fill_ratio: float
+    tokenizer: str
+    """Where the tokenizer came from, as given to prepare."""
+    tokenizer_fingerprint: str
+    template_fingerprint: str
+    """``PromptFormat.fingerprint()``: training and evaluation refuse another prompt format."""
+    shards: tuple[ShardEntry, ...]
+    config: dict
+    """The resolved run config prepare ran with (``config["data"]`` shaped the examples)."""
+    lines_read: int = 0
+    kept: int = 0
+    train_products: int = 0
+    closed_book_products: int = 0
+    grounded_docs: int = 0
+    """Grounded (RAFT) examples; 0 when the data teaches closed-book only."""
+    grounded_absent_docs: int = 0
+    train_docs: int = 0
+    heldout_docs: int = 0
+    over_max_train_products: int = 0
+    probe_docs: int = 0
+    answer_truncated: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+    amazon_sft_version: str = ""
+    integrity: str = ""
+    """sha256 of everything else (``seal``)."""
+
+    @property
+    def data(self) -> dict:
+        """The data config prepare ran with."""
+        return self.config.get("data", {})
+
+    def to_dict(self) -> dict:
+        """As stored in manifest.json."""
+        raw = dataclasses.asdict(self)
+        raw["shards"] = list(raw["shards"])
+        return raw
+
+    @classmethod
+    def from_dict(cls, raw: dict, where: str = MANIFEST) -> Manifest:
+        """Checked: every required field there; unknown fields refused (another version)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        required = [
+            f.name
+            for f in dataclasses.fields(cls)
+            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ]
+        missing = [k for k in [*required, "integrity"] if k not in raw]
+        if missing:
+            raise UserError(f"{where} lacks {missing[0]!r} (made by an older version or cut)")
+        unknown = sorted(set(raw) - names)
+        if unknown:
+            raise UserError(f"{where} has an unknown field {unknown[0]!r} (another version)")
+        try:
+            shards = tuple(ShardEntry(**s) for s in raw["shards"])
+        except TypeError as err:
+            raise UserError(f"{where}: a shard entry is malformed ({err})") from None
+        return cls(**{**raw, "shards": shards})
+
+
+def seal(manifest: dict) -> dict:
+    """The manifest with ``integrity``: the sha256 of everything else in it."""
+    body = {k: v for k, v in manifest.items() if k != "integrity"}
+    digest = hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+    return {**body, "integrity": digest}
+
+
+def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
+    """Seal and write; returns the sealed manifest."""
+    sealed = seal(manifest.to_dict())
+    (folder / MANIFEST).write_text(json.dumps(sealed, indent=2) + "\n")
+    return Manifest.from_dict(sealed)
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """The manifest of a prepared folder, checked whole: valid JSON, every field there, and its
+    own ``integrity`` digest matching (errors say how to make a good one)."""
+    file = Path(path) / MANIFEST
+    redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
+    if not file.is_file():
+        raise UserError(
+            f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "
+            "(or set data.path to a prepared folder)"
+        )
+    try:
+        raw = json.loads(file.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise UserError(f"{file} is unreadable or not JSON ({err}): {redo}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{file} is not a JSON object: {redo}")
+    try:
+        manifest = Manifest.from_dict(raw, str(file))
+    except UserError as err:
+        raise UserError(f"{err}: {redo}") from None
+    if seal(raw)["integrity"] != raw["integrity"]:
+        raise UserError(
+            f"{file} was edited after prepare wrote it (integrity digest differs): {redo}"
+        )
+    return manifest
+
+
+def check_fingerprints(manifest: Manifest, tokenizer_fp: str, template_fp: str, where: str) -> None:
+    """Refuse shards made with another tokenizer or prompt template: the ids would be wrong."""
+    if manifest.tokenizer_fingerprint != tokenizer_fp:
+        raise UserError(
+            f"{where} was prepared with another tokenizer ({manifest.tokenizer!r}, fingerprint "
+            f"{manifest.tokenizer_fingerprint} != {tokenizer_fp}); re-run amazon-sft prepare "
+            "with this model's config or point data.path at matching shards"
+        )
+    if manifest.template_fingerprint != template_fp:
+        raise UserError(
+            f"{where} was prepared with another prompt template (fingerprint "
+            f"{manifest.template_fingerprint} != {template_fp}); re-run amazon-sft prepare "
+            "with the same data.templates / use_chat_template / system_prompt"
+        )

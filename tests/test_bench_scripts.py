@@ -1,5 +1,6 @@
 """The benchmark scripts run (tiny sizes, CPU): the GPU one is ready before a GPU is."""
 
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -45,3 +46,29 @@ def test_loss_memory_benchmark_prints_its_ratio():
         "256",
     )
     assert "chunked/full peak memory" in out
+
+
+def test_retrieval_quality_benchmark_prints_recall_per_kind():
+    out = _run("bench/retrieval_quality.py", "--rows", "600", "--per-kind", "4")
+    for kind in ("title", "typo", "portuguese", "descriptive", "all"):
+        assert f"| {kind} |" in out
+
+
+@pytest.mark.skipif(
+    not (shutil.which("chromium") and shutil.which("ffmpeg")),
+    reason="needs Debian's chromium and ffmpeg (apt-get install chromium ffmpeg)",
+)
+def test_video_script_records_the_page(prepared, tuned_run, tmp_path):
+    out = tmp_path / "answers.mp4"
+    log = _run(
+        "scripts/record_video.py",
+        *("--model", str(tuned_run), "--index", str(prepared), "--out", str(out)),
+        *("--max-new-tokens", "8", "--max-seconds", "20", "--questions", "Tell me about a bear"),
+    )
+    assert "recorded: Tell me about a bear" in log and out.stat().st_size > 1000
+    probe = subprocess.run(
+        ["ffprobe", "-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert 1.0 < float(probe.stdout) <= 21.0

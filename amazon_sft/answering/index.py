@@ -33,13 +33,19 @@ REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft i
 
 INDEX_DIR = "index"
 STATS = "stats.json"
-FORMAT = 2  # 1: titles only
+FORMAT = 3  # 1: titles only; 2: + descriptions; 3: + title lengths
 DESCRIPTION_CHARS = 500
 """Characters of each description indexed: its opening says what the product is; the rest is
 detail that costs build time and memory (1.3M descriptions) for little recall."""
 DESCRIPTION_WEIGHT = 0.6
 """Weight of the description score against the title score (measured on the question set:
 bench/retrieval_quality.py)."""
+TITLE_SHARE_FLOOR = 0.5
+"""A product's score is scaled by ``floor + (1 - floor) x`` the share of its title's words that
+the question has: of two products that both have every word asked, the one whose title *is*
+the question ("Kestrel Q10 Keyboard, Navy") beats one whose title differs and whose description
+happens to name the missing word. The floor keeps descriptive questions (no title word at all)
+ranked by their description match."""
 COVERAGE_POWER = 2.0
 """How strongly a product missing some of the question's words is pushed down (measured on the
 question set: bench/retrieval_quality.py)."""
@@ -120,7 +126,11 @@ def build_index(prepared_dir: str | Path) -> dict:
         staging.mkdir()
         for name, texts in (("title", titles), ("description", descriptions)):
             retriever = FastBM25()  # bm25s, its index build vectorised (bm25.py)
-            retriever.index(_tokenize(texts), show_progress=False)
+            tokens = _tokenize(texts)
+            if name == "title":
+                words = [len(ids) for ids in tokens.ids]
+                np.save(staging / "title_words.npy", np.asarray(words, dtype=np.uint16).clip(1))
+            retriever.index(tokens, show_progress=False)
             retriever.save(str(staging / name), show_progress=False)
             del retriever
         np.save(staging / "offsets.npy", np.asarray(offsets, dtype=np.int64))
@@ -180,9 +190,11 @@ class CatalogueIndex:
             self.descriptions = bm25s.BM25.load(str(folder / "description"), show_progress=False)
             self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
             self.train = np.load(folder / "train.npy")
+            self.title_words = np.load(folder / "title_words.npy").astype(np.float32)
             counts = {
                 len(self.offsets),
                 len(self.train),
+                len(self.title_words),
                 self.titles.scores["num_docs"],
                 self.descriptions.scores["num_docs"],
             }
@@ -230,10 +242,13 @@ class CatalogueIndex:
 
     def scores(self, words: list[str]) -> np.ndarray:
         """Fused score of every product: (title + weighted description BM25), times the share
-        of the question's words the product has in either field, squared. The product that has
-        every word the user gave beats one whose short title repeats one of them."""
-        fused = np.zeros(len(self.offsets), dtype=np.float32)
-        matched = np.zeros(len(self.offsets), dtype=np.float32)
+        of the question's words the product has in either field, squared (the product that has
+        every word the user gave beats one whose short title repeats one of them), times
+        ``TITLE_SHARE_FLOOR + (1 - floor) x`` the share of its title's words the question has."""
+        n = len(self.offsets)
+        fused = np.zeros(n, dtype=np.float32)
+        matched = np.zeros(n, dtype=np.float32)
+        in_title = np.zeros(n, dtype=np.float32)
         known = 0
         for word in dict.fromkeys(words):
             present = None
@@ -242,12 +257,16 @@ class CatalogueIndex:
                 if ids:
                     part = retriever.get_scores_from_ids(ids)
                     fused += weight * part
+                    if retriever is self.titles:
+                        in_title += part > 0
                     present = part > 0 if present is None else present | (part > 0)
             if present is not None:
                 known += 1
                 matched += present
         if known:
             fused *= (matched / known) ** COVERAGE_POWER
+            share = np.minimum(in_title / self.title_words, 1.0)
+            fused *= TITLE_SHARE_FLOOR + (1 - TITLE_SHARE_FLOOR) * share
         return fused
 
     def top(self, question: str, k: int, train_only: bool = False) -> list[tuple[int, float]]:

@@ -7,6 +7,7 @@ exact resume, tokens/s and MFU in the logs.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -25,6 +26,7 @@ from amazon_sft.checkpointing import (
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
+from amazon_sft.data.manifest import Manifest
 from amazon_sft.data.shards import PackedShards, check_fingerprints
 from amazon_sft.distributed import (
     BatchPlan,
@@ -52,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     tok, shards = load_data(cfg)
+    cfg = taught_by_the_data(cfg, shards.manifest)
     if cfg.overwrite and accelerator.is_main_process:
         clear_previous_run(out_dir)
     accelerator.wait_for_everyone()
@@ -111,6 +114,27 @@ def load_data(cfg: RunConfig):
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
     return tok, shards
+
+
+# what prepare taught: the run's saved config carries them, so answering knows the model was
+# taught grounded examples (and with how many records of how many tokens)
+DATA_TAUGHT = (
+    "closed_book_fraction",
+    "grounded_fraction",
+    "context_records",
+    "context_record_tokens",
+    "absent_fraction",
+)
+
+
+def taught_by_the_data(cfg: RunConfig, manifest: Manifest) -> RunConfig:
+    """The run config with the data fields that shaped the examples taken from the manifest
+    (a value given to train instead would describe data the model never saw)."""
+    taught = {k: manifest.data[k] for k in DATA_TAUGHT if k in manifest.data}
+    changed = {k: v for k, v in taught.items() if getattr(cfg.data, k) != v}
+    if changed:
+        log.info("from the prepared data's manifest: %s", changed)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taught))
 
 
 RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "final", "logs", "config.yaml")

@@ -212,3 +212,31 @@ def test_answering_defaults_to_grounded_for_a_grounded_model(grounded_prepared, 
     assert all(s["uid"] in result.prompt and "cited" in s for s in result.sources)
     closed = answerer(f"Tell me about {title}", mode="closed", max_new_tokens=4)
     assert RECORDS_HEADER not in closed.prompt and "cited" not in closed.sources[0]
+
+
+@pytest.mark.e2e
+def test_a_run_on_grounded_data_answers_grounded_by_default(
+    grounded_prepared, tiny_model_dir, tmp_path
+):
+    """The data taught grounded examples, whatever the train command said: the run's saved
+    config takes the grounded settings from the manifest (a run trained with
+    data.grounded_fraction left at 0 answered closed-book by default)."""
+    import subprocess
+
+    from amazon_sft.answering.ask import default_mode
+    from amazon_sft.config import load_run_config
+
+    from .conftest import train_command
+
+    cmd = train_command(
+        grounded_prepared,
+        tiny_model_dir,
+        tmp_path / "run",
+        "train.max_steps=1",
+        "data.max_seq_len=512",
+    )
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    saved = load_run_config(str(tmp_path / "run" / "final" / "amazon_sft_config.yaml"))
+    assert saved.data.grounded_fraction == 0.5 and saved.data.context_record_tokens == 40
+    assert default_mode(saved.data) == "grounded"

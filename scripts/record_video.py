@@ -59,7 +59,6 @@ def record(page, question: str, frames: Path, shots: list, deadline: float) -> N
         if page.evaluate("!document.getElementById('ask').disabled"):
             break
         time.sleep(FRAME_S)
-    page.locator("#sources").scroll_into_view_if_needed()
     end = time.perf_counter() + HOLD_S
     while time.perf_counter() < min(end, deadline):
         shot()
@@ -130,7 +129,7 @@ def main() -> None:
         sync_playwright() as p,
     ):
         browser = p.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
-        page = browser.new_page(viewport={"width": 960, "height": 720})
+        page = browser.new_page(viewport={"width": 960, "height": 1080})
         page.goto(url)
         shots: list = []
         deadline = time.perf_counter() + args.max_seconds

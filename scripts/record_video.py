@@ -42,12 +42,14 @@ def default_questions(index: Path) -> list[str]:
     return [f"Tell me about {first('seen_probe')}", f"Me fale sobre {first('heldout')}"]
 
 
-def record(page, question: str, frames: Path, shots: list, deadline: float) -> None:
+def record(page, question: str, mode, frames: Path, shots: list, deadline: float) -> None:
     def shot() -> None:
         path = frames / f"frame-{len(shots):05d}.png"
         page.screenshot(path=str(path))
         shots.append((path, time.perf_counter()))
 
+    if mode:
+        page.select_option("#mode", mode)
     page.fill("#q", "")
     for n in range(0, len(question) + 1, 4):  # typed, a few characters a frame
         page.fill("#q", question[:n])
@@ -106,6 +108,9 @@ def main() -> None:
     ap.add_argument("--index", required=True, help="prepared folder")
     ap.add_argument("--out", default="docs/video/answers.mp4")
     ap.add_argument("--questions", nargs="*", default=None, help="default: EN + PT, see above")
+    ap.add_argument(
+        "--mode", choices=("grounded", "closed"), default=None, help="default: the model's"
+    )
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--port", type=int, default=8766)
@@ -138,7 +143,7 @@ def main() -> None:
                 print(f"skipped (over --max-seconds): {question}")
                 continue
             page.goto(url)
-            record(page, question, Path(tmp), shots, deadline)
+            record(page, question, args.mode, Path(tmp), shots, deadline)
             print(f"recorded: {question}")
         browser.close()
         stitch(shots, out)

@@ -8,7 +8,7 @@ import orjson
 import pytest
 import yaml
 
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import FORMAT, CatalogueIndex, build_index
 from amazon_sft.evaluation.questions import KINDS, Question, make_questions, recall
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -61,7 +61,7 @@ def test_an_old_title_only_index_is_rebuilt(prepared, index):
     old = orjson.loads(stats.read_bytes())
     stats.write_bytes(orjson.dumps({**old, "format": 1}))
     assert len(CatalogueIndex(prepared)) == len(index)
-    assert orjson.loads(stats.read_bytes())["format"] == 2
+    assert orjson.loads(stats.read_bytes())["format"] == FORMAT
 
 
 @pytest.mark.realdata

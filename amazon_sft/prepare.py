@@ -38,7 +38,7 @@ from amazon_sft.data.grounded import GroundedBuilder, uid_share
 from amazon_sft.data.manifest import Manifest, write_manifest
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
-from amazon_sft.data.report import Histogram, write_report
+from amazon_sft.data.report import Histogram, build_report, write_report
 from amazon_sft.data.shards import ShardWriter
 from amazon_sft.data.spill import Spill
 from amazon_sft.data.split import (
@@ -145,7 +145,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     for name, probe in streamed.probes.items():
         _write_jsonl(staging / f"{name}.jsonl", probe.records())
     total = time.perf_counter() - started
-    report = _report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
+    report = build_report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
     markdown = write_report(report, staging)
     if progress:
         print(markdown)
@@ -326,49 +326,6 @@ def _pack_and_write(staging: Path, data, streamed: _Streamed, doc_lens, pad_id: 
     streamed.spill.close()
     streamed.seconds["write"] = time.perf_counter() - t0
     return writer.shards, len(bins)
-
-
-def _report(input_path, data, streamed: _Streamed, doc_lens, n_rows, total, setup_s) -> dict:
-    stats, counts, encoder = streamed.stats, streamed.counts, streamed.encoder
-    n_tokens = int(doc_lens.sum())
-    return {
-        "input": str(input_path),
-        "lines_read": stats.lines,
-        "records_parsed": stats.lines - sum(stats.skipped.values()),
-        "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],
-        "train_products": counts["taught"],
-        "closed_book_products": counts["closed_book_products"],
-        "grounded_docs": counts.get("grounded", 0),
-        "grounded_absent_docs": counts.get("grounded_absent", 0),
-        "grounded_short_context": counts.get("grounded_short_context", 0),
-        # closed-book: products x data.phrasings_per_doc; + grounded; less the dropped ones
-        "train_docs": len(doc_lens),
-        "heldout_docs": counts["heldout"],
-        "over_max_train_products": counts["over_max_train_products"],
-        "probe_docs": len(streamed.probes["seen_probe"].records()),
-        "answer_truncated": encoder.truncated,
-        "answer_precut_before_encoding": encoder.precut,
-        "uid_derived": stats.uid_derived,
-        "uid_coerced": stats.uid_coerced,
-        "special_token_text_removed": streamed.scrubbed,
-        "rows": n_rows,
-        "tokens": n_tokens,
-        "answer_tokens": int(streamed.hist["answer_tokens"].total + len(doc_lens)),
-        "fill_ratio": round(n_tokens / (n_rows * data.max_seq_len), 6),
-        "skipped": dict(streamed.dropped + encoder.dropped),
-        "first_bad_lines": stats.first_lines,
-        "modified": streamed.modified,
-        "histograms": {k: h.summary() for k, h in streamed.hist.items()},
-        "tokenizer_backend": encoder.backend,
-        "prompt_encoding": encoder.encode_prompts.path,
-        "rows_per_sec": round(stats.lines / total, 1),
-        "rows_per_sec_with_setup": round(stats.lines / (total + setup_s), 1),
-        "seconds": {
-            "setup": round(setup_s, 2),
-            "total": round(total, 2),
-            **{k: round(v, 2) for k, v in streamed.seconds.items()},
-        },
-    }
 
 
 def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer: str) -> Manifest:

@@ -37,16 +37,6 @@ def title_hash(title: str, salt: str = "", key: str | None = None) -> int:
     return int.from_bytes(hashlib.blake2b((salt + key).encode(), digest_size=8).digest(), "big")
 
 
-def is_heldout(title: str, heldout_fraction: float, key: str | None = None) -> bool:
-    """True for about ``heldout_fraction`` of distinct texts, always the same ones (prepare
-    passes the description as ``key``).
-
-    >>> is_heldout("Mog's Kittens", 0.0), is_heldout("Mog's Kittens", 0.999999)
-    (False, True)
-    """
-    return title_hash(title, key=key) / _HASH_RANGE < heldout_fraction
-
-
 def split_groups(title_hashes: np.ndarray, text_hashes: np.ndarray) -> np.ndarray:
     """For each row, the smallest title hash of its group: the rows linked through shared title
     hashes or shared description hashes (connected components, by min-label propagation; groups

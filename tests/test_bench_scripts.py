@@ -72,3 +72,15 @@ def test_video_script_records_the_page(prepared, tuned_run, tmp_path):
         text=True,
     )
     assert 1.0 < float(probe.stdout) <= 21.0
+
+
+def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
+    import json
+
+    rows = [
+        {"split": "heldout grounded", "uid": "A", "reference": "a bear", "answers": {"model": a}}
+        for a in ("a bear\n[source: A]", "a fox\n[source: B]")
+    ]
+    (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = _run("bench/grounded_intervals.py", str(tmp_path))
+    assert "'citation_accuracy': '0.500 [" in out

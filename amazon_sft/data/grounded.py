@@ -19,12 +19,11 @@ Products are picked by stable hashes of the uid, so a rerun teaches the same one
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from amazon_sft.config import DataConfig
-from amazon_sft.data.split import normalise_title
+from amazon_sft.data.split import normalise_title, title_hash
 from amazon_sft.prompts import ContextRecord, PromptFormat, grounded_answer
 
 _RANGE = float(2**64)
@@ -36,8 +35,7 @@ def uid_share(uid: str, salt: str) -> float:
     >>> uid_share("B01", "grounded:") == uid_share("B01", "grounded:")
     True
     """
-    digest = hashlib.blake2b((salt + uid).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / _RANGE
+    return title_hash(uid, salt, key=uid) / _RANGE  # the split's stable hash, raw uid as key
 
 
 @dataclass

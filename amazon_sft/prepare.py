@@ -34,7 +34,7 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber
-from amazon_sft.data.grounded import GroundedBuilder, uid_share
+from amazon_sft.data.grounded import GroundedBuilder, build_batches, uid_share, worker_count
 from amazon_sft.data.manifest import Manifest, write_manifest
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
@@ -295,10 +295,10 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
                 if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
                     yield rec
 
-    total = sum(1 for _ in picked()) if progress else None
+    total = sum(1 for _ in picked())
+    workers = worker_count(data.grounded_workers, total)
     bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
-    for batch in _batched(picked(), 256):
-        examples = builder.build(batch)
+    for examples in build_batches(builder, _batched(picked(), 256), workers, staging):
         enc = streamed.encoder.encode_pairs(
             [e.prompt for e in examples], [e.answer for e in examples]
         )
@@ -306,9 +306,10 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
         for p, a in zip(enc.prompt_lens, enc.answer_lens):
             streamed.hist["prompt_tokens"].add(p)
             streamed.hist["answer_tokens"].add(a)
-        bar.update(len(batch))
+        bar.update(len(examples))
     bar.close()
     streamed.counts.update(builder.counts)
+    streamed.counts["grounded_workers"] = workers
     streamed.seconds["grounded"] = time.perf_counter() - started
 
 

@@ -240,3 +240,18 @@ def test_a_run_on_grounded_data_answers_grounded_by_default(
     saved = load_run_config(str(tmp_path / "run" / "final" / "amazon_sft_config.yaml"))
     assert saved.data.grounded_fraction == 0.5 and saved.data.context_record_tokens == 40
     assert default_mode(saved.data) == "grounded"
+
+
+def test_grounded_workers_write_the_same_shards(grounded_prepared, catalogue, tmp_path):
+    """Retrieval for grounded examples in worker processes (data.grounded_workers) gives the
+    same documents, in the same order, as one process: only the wall time may change."""
+    out = tmp_path / "data"
+    cfg = load_run_config("tiny", [*GROUNDED, "data.grounded_workers=2"])
+    prepare(catalogue, out, cfg, progress=False)
+    for name in ("input_ids.npy", "loss_mask.npy", "doc_lens.npy"):
+        assert (out / "shard-00000" / name).read_bytes() == (
+            grounded_prepared / "shard-00000" / name
+        ).read_bytes(), name
+    one, two = (json.loads((p / "report.json").read_text()) for p in (grounded_prepared, out))
+    keys = ("grounded_docs", "grounded_absent_docs", "grounded_short_context", "train_docs")
+    assert [one[k] for k in keys] == [two[k] for k in keys] and two["grounded_docs"] > 100

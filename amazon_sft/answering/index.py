@@ -176,7 +176,9 @@ def _is_current(folder: Path) -> bool:
 
 
 class CatalogueIndex:
-    def __init__(self, prepared_dir: str | Path) -> None:
+    def __init__(self, prepared_dir: str | Path, mmap: bool = False) -> None:
+        """``mmap``: map the BM25 matrices instead of reading them, so that processes that
+        load the same index share its pages (prepare's grounded workers)."""
         import bm25s
 
         root = Path(prepared_dir)
@@ -187,8 +189,9 @@ class CatalogueIndex:
             build_index(root)  # missing, or written by an older version
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             check_index(folder, root / "catalogue.jsonl")
-            self.titles = bm25s.BM25.load(str(folder / "title"), show_progress=False)
-            self.descriptions = bm25s.BM25.load(str(folder / "description"), show_progress=False)
+            load = {"show_progress": False, "mmap": mmap}
+            self.titles = bm25s.BM25.load(str(folder / "title"), **load)
+            self.descriptions = bm25s.BM25.load(str(folder / "description"), **load)
             self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
             self.train = np.load(folder / "train.npy")
             self.title_words = np.load(folder / "title_words.npy").astype(np.float32)

@@ -19,14 +19,22 @@ Products are picked by stable hashes of the uid, so a rerun teaches the same one
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import multiprocessing
+import os
+from collections import deque
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 from amazon_sft.config import DataConfig
 from amazon_sft.data.split import normalise_title, title_hash
 from amazon_sft.prompts import ContextRecord, PromptFormat, grounded_answer
 
 _RANGE = float(2**64)
+AUTO_POOL_PRODUCTS = 4096
+"""Below this many grounded products one process does the retrieval (workers take seconds to
+start); above it ``data.grounded_workers=0`` starts one per core."""
+MAX_AUTO_WORKERS = 16
 
 
 def uid_share(uid: str, salt: str) -> float:
@@ -132,3 +140,65 @@ class GroundedBuilder:
             self.counts["grounded"] += 1
             self.counts["grounded_absent"] += leave_out
         return out
+
+
+def worker_count(requested: int, products: int) -> int:
+    """Processes for the retrieval of ``products`` grounded examples (``data.grounded_workers``).
+
+    >>> worker_count(3, 10), worker_count(0, 100)
+    (3, 1)
+    """
+    if requested:
+        return requested
+    if products <= AUTO_POOL_PRODUCTS:
+        return 1
+    return max(1, min(os.cpu_count() or 1, MAX_AUTO_WORKERS))
+
+
+_WORKER: GroundedBuilder | None = None
+
+
+def _start_worker(prepared_dir: str, fmt: PromptFormat, tok, data: DataConfig) -> None:
+    from amazon_sft.answering.index import CatalogueIndex
+
+    global _WORKER
+    _WORKER = GroundedBuilder(CatalogueIndex(prepared_dir, mmap=True), fmt, tok, data)
+
+
+def _build_in_worker(products: list[dict]) -> tuple[list[GroundedExample], dict]:
+    before = dict(_WORKER.counts)
+    examples = _WORKER.build(products)
+    return examples, {k: v - before[k] for k, v in _WORKER.counts.items()}
+
+
+def build_batches(
+    builder: GroundedBuilder, batches: Iterable[list[dict]], workers: int, prepared_dir: Path
+) -> Iterator[list[GroundedExample]]:
+    """``builder.build`` of each batch, in order; with ``workers`` > 1 in that many processes,
+    each loading the index of ``prepared_dir`` memory-mapped (its pages shared), at most two
+    batches per worker in flight (the products are not all queued at once). The counts of the
+    workers are added to ``builder.counts``.
+
+    Spawned, not forked: the parent holds the fast tokenizer's thread pool, and a fork of a
+    process with threads can deadlock.
+    """
+    if workers <= 1:
+        yield from (builder.build(batch) for batch in batches)
+        return
+    args = (str(prepared_dir), builder.fmt, builder.tok, builder.data)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_start_worker, initargs=args) as pool:
+        pending: deque = deque()
+        for batch in batches:
+            pending.append(pool.apply_async(_build_in_worker, (batch,)))
+            if len(pending) >= 2 * workers:
+                yield _collect(builder, pending.popleft().get())
+        while pending:
+            yield _collect(builder, pending.popleft().get())
+
+
+def _collect(builder: GroundedBuilder, done: tuple[list[GroundedExample], dict]):
+    examples, counts = done
+    for key, value in counts.items():
+        builder.counts[key] += value
+    return examples

@@ -122,6 +122,7 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "grounded_docs": counts.get("grounded", 0),
         "grounded_absent_docs": counts.get("grounded_absent", 0),
         "grounded_short_context": counts.get("grounded_short_context", 0),
+        "grounded_workers": counts.get("grounded_workers", 0),
         # closed-book: products x data.phrasings_per_doc; + grounded; less the dropped ones
         "train_docs": len(doc_lens),
         "heldout_docs": counts["heldout"],

@@ -84,3 +84,11 @@ def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
     (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = _run("bench/grounded_intervals.py", str(tmp_path))
     assert "'citation_accuracy': '0.500 [" in out
+
+
+def test_grounded_prepare_benchmark_compares_worker_counts():
+    out = _run(
+        "bench/grounded_prepare.py",
+        *("--products", "3000", "--grounded-fraction", "0.3", "--workers", "2"),
+    )
+    assert "in 2 workers: speed-up" in out and "shards identical: True" in out

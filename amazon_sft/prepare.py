@@ -286,6 +286,7 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
     example for each picked training product, its records retrieved from the training split."""
     started = time.perf_counter()
     build_index(staging)
+    streamed.seconds["grounded_index"] = time.perf_counter() - started
     builder = GroundedBuilder(CatalogueIndex(staging), fmt, tok, data)
 
     def picked():

@@ -91,4 +91,6 @@ def test_grounded_prepare_benchmark_compares_worker_counts():
         "bench/grounded_prepare.py",
         *("--products", "3000", "--grounded-fraction", "0.3", "--workers", "2"),
     )
-    assert "in 2 workers: speed-up" in out and "shards identical: True" in out
+    assert (
+        "in 2 workers (worker start included): speed-up" in out and "shards identical: True" in out
+    )

@@ -1,11 +1,13 @@
 """Means and 95% bootstrap intervals of an eval folder's answers, per split (ROUGE-L without
-citations, citation accuracy, false abstention, abstention accuracy).
+citations, citation accuracy, false abstention, abstention accuracy); with ``--base``, the paired
+deltas against another eval folder over the same titles (the same bootstrap draws for both).
 
-    python bench/grounded_intervals.py /tmp/r/eval-tuned [model]
+    python bench/grounded_intervals.py /tmp/r/eval-tuned [model] [--base /tmp/r/eval-base]
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from pathlib import Path
@@ -25,26 +27,47 @@ def interval(values) -> str:
     return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
 
 
+def per_example(asked: list[dict], model: str, split: str) -> dict[str, list]:
+    """The per-example values whose means the report shows, by metric."""
+    answers = [r["answers"][model] for r in asked]
+    plain = [strip_citations(a) for a in answers]
+    out = {"rougeL": M.rouge_scores(plain, [r["reference"] for r in asked])["rougeL"]}
+    if split.endswith("grounded"):
+        out["citation_accuracy"] = [cited_uids(a) == [r["uid"]] for a, r in zip(answers, asked)]
+        out["false_abstention"] = [is_abstention(a) for a in answers]
+    if split.endswith("absent"):
+        out["abstention_accuracy"] = [is_abstention(a) for a in answers]
+    return out
+
+
+def _rows(folder: Path) -> list[dict]:
+    return [json.loads(x) for x in (folder / "answers.jsonl").read_text().splitlines()]
+
+
 def main() -> None:
-    folder = Path(sys.argv[1])
-    model = sys.argv[2] if len(sys.argv) > 2 else "model"
-    rows = [json.loads(x) for x in (folder / "answers.jsonl").read_text().splitlines()]
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("folder", type=Path)
+    ap.add_argument("model", nargs="?", default="model")
+    ap.add_argument("--base", type=Path, help="an eval folder of the base model, same titles")
+    args = ap.parse_args()
+    rows = _rows(args.folder)
+    base = _rows(args.base) if args.base else []
     for split in dict.fromkeys(r["split"] for r in rows):
         asked = [r for r in rows if r["split"] == split]
-        answers = [r["answers"][model] for r in asked]
-        plain = [strip_citations(a) for a in answers]
-        out = {
-            "n": len(asked),
-            "rougeL": interval(M.rouge_scores(plain, [r["reference"] for r in asked])["rougeL"]),
+        values = per_example(asked, args.model, split)
+        print(split, {"n": len(asked), **{k: interval(v) for k, v in values.items()}})
+        by_uid = {r["uid"]: r for r in base if r["split"] == split}
+        if not by_uid:
+            continue
+        if set(by_uid) != {r["uid"] for r in asked}:
+            sys.exit(f"{args.base} asked other titles than {args.folder} in split {split!r}")
+        base_model = next(iter(by_uid.values()))["answers"]
+        base_values = per_example([by_uid[r["uid"]] for r in asked], next(iter(base_model)), split)
+        deltas = {
+            k: interval(np.asarray(values[k], float) - np.asarray(base_values[k], float))
+            for k in values
         }
-        if split.endswith("grounded"):
-            out["citation_accuracy"] = interval(
-                [cited_uids(a) == [r["uid"]] for a, r in zip(answers, asked)]
-            )
-            out["false_abstention"] = interval([is_abstention(a) for a in answers])
-        if split.endswith("absent"):
-            out["abstention_accuracy"] = interval([is_abstention(a) for a in answers])
-        print(split, out)
+        print(f"{split} tuned - base (paired)", deltas)
 
 
 if __name__ == "__main__":

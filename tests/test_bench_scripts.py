@@ -78,12 +78,19 @@ def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
     import json
 
     rows = [
-        {"split": "heldout grounded", "uid": "A", "reference": "a bear", "answers": {"model": a}}
-        for a in ("a bear\n[source: A]", "a fox\n[source: B]")
+        {"split": "heldout grounded", "uid": u, "reference": "a bear", "answers": {"model": a}}
+        for u, a in (("A", "a bear\n[source: A]"), ("C", "a fox\n[source: B]"))
     ]
     (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = _run("bench/grounded_intervals.py", str(tmp_path))
     assert "'citation_accuracy': '0.500 [" in out
+    base = tmp_path / "base"
+    base.mkdir()
+    for row in rows:
+        row["answers"] = {"base": "a fox"}
+    (base / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    out = _run("bench/grounded_intervals.py", str(tmp_path), "--base", str(base))
+    assert "tuned - base (paired) {'rougeL'" in out and "'citation_accuracy': '0.500 [" in out
 
 
 def test_grounded_prepare_benchmark_compares_worker_counts():

@@ -123,7 +123,9 @@ class Trainer:
             )
         return {
             "steps": state.step,
-            "final_loss": loss,
+            # None when this process ran no step (a finished or stopped run finalised by
+            # resume=auto at its own step): NaN is not JSON
+            "final_loss": loss if math.isfinite(loss) else None,
             "tokens_seen": state.tokens_seen,
             "stopped_by": stopped_by,
             "train_seconds": round(time.perf_counter() - started, 1),

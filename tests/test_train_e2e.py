@@ -124,6 +124,16 @@ def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
     assert len(saved) == 1 and "stopping at step" in stderr
     assert not (out / "final").exists()
 
+    # finishing there (the documented way to keep a stopped run as it is) writes the final model
+    # and a summary in strict JSON: no step ran in that process, so no loss (was NaN: not JSON)
+    step = int(saved[0].parent.name.split("-")[1])
+    argv = cmd[cmd.index("--config") :]
+    argv = [a for a in argv if not a.startswith("train.max_steps=")]
+    proc = _train(*argv[2:], f"train.max_steps={step}", "resume=auto")
+    text = (out / "final" / "run_summary.json").read_text()
+    summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in run_summary.json"))
+    assert summary["steps"] == step and summary["final_loss"] is None
+
 
 def test_bad_config_and_missing_data_are_one_line_errors(tiny_model_dir, tmp_path):
     for args, needle in (

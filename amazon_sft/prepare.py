@@ -287,7 +287,8 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
     started = time.perf_counter()
     build_index(staging)
     streamed.seconds["grounded_index"] = time.perf_counter() - started
-    builder = GroundedBuilder(CatalogueIndex(staging), fmt, tok, data)
+    # mapped, not read: with workers the parent only counts, and its pages are the workers' too
+    builder = GroundedBuilder(CatalogueIndex(staging, mmap=True), fmt, tok, data)
 
     def picked():
         with open(staging / "catalogue.jsonl", "rb") as fh:

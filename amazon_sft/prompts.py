@@ -27,6 +27,10 @@ _PLACEHOLDER = "\x00QUESTION\x00"
 # the right record's description and cites its uid in one fixed form, or says, in the question's
 # language, that no record is the product asked about (the RAFT recipe).
 RECORDS_HEADER = "Catalogue records:"
+# The uid comes last, right after the description: the answer copies the description and then
+# cites, so the uid to cite is the copy's next step (at the head of the record, ~100 tokens back,
+# a 135M model bound the citation to a neighbour's uid: docs/grounded.md).
+RECORD_LINE = "[{n}] title: {title} | description: {description} | uid: {uid}"
 INSTRUCTION = (
     "Answer with the description of the product asked about, from the records above, and cite "
     "its uid as [source: uid]. If no record is that product, say so."
@@ -140,12 +144,12 @@ class PromptFormat:
         Tell me about X
         <BLANKLINE>
         Catalogue records:
-        [1] uid: B01 | title: X | description: A soft bear.
+        [1] title: X | description: A soft bear. | uid: B01
         <BLANKLINE>
         Answer with the description of the product asked about, from the records above, and cite its uid as [source: uid]. If no record is that product, say so.
         """
         lines = [
-            f"[{n}] uid: {r.uid} | title: {r.title} | description: {r.description}"
+            RECORD_LINE.format(n=n, title=r.title, description=r.description, uid=r.uid)
             for n, r in enumerate(records, start=1)
         ]
         return f"{question}\n\n{RECORDS_HEADER}\n" + "\n".join(lines) + f"\n\n{INSTRUCTION}"
@@ -171,7 +175,7 @@ class PromptFormat:
 
     def fingerprint(self) -> str:
         """sha256 over everything that shapes a prompt; stored in the manifest."""
-        grounded = (RECORDS_HEADER, INSTRUCTION, ABSTENTIONS, self.languages)
+        grounded = (RECORDS_HEADER, RECORD_LINE, INSTRUCTION, ABSTENTIONS, self.languages)
         payload = repr((self.before, self.after, self.phrasings, self.chat, self.bos_id, grounded))
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -25,7 +25,7 @@ GROUNDED = [
     "data.context_records=3",
     "data.context_record_tokens=40",
 ]
-_RECORD = re.compile(r"^\[\d+\] uid: (\S+) \| title: (.*) \| description: (.*)$", re.M)
+_RECORD = re.compile(r"^\[\d+\] title: (.*) \| description: (.*) \| uid: (\S+)$", re.M)
 
 
 def _jsonl(path):
@@ -111,7 +111,7 @@ def test_grounded_examples_quote_and_cite_or_abstain(grounded_prepared, tiny_tok
             continue
         records = _RECORD.findall(prompt)
         assert 1 <= len(records) <= 3
-        uids = [u for u, _, _ in records]
+        uids = [u for _, _, u in records]
         assert all(split_of[u] == "train" for u in uids)  # negatives from training only
         assert mask[-1] == 1 and mask.sum() == len(mask) - int(np.argmax(mask))
         question = prompt.split("\n")[1]
@@ -126,7 +126,7 @@ def test_grounded_examples_quote_and_cite_or_abstain(grounded_prepared, tiny_tok
             continue
         (uid,) = cited_uids(answer)
         assert uid in uids and answer.endswith(f"[source: {uid}]")
-        shown = dict((u, d) for u, _, d in records)[uid]
+        shown = dict((u, d) for _, d, u in records)[uid]
         assert answer == f"{shown}\n[source: {uid}]"
         assert by_uid[uid]["content"].startswith(shown)
         others = [by_uid[u] for u in uids if u != uid]  # distractors: never a twin

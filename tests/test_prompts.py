@@ -2,7 +2,7 @@ import pytest
 
 from amazon_sft.config import DataConfig
 from amazon_sft.errors import UserError
-from amazon_sft.prompts import build_prompt_format, load_templates
+from amazon_sft.prompts import ContextRecord, PromptFormat, build_prompt_format, load_templates
 
 
 def test_builtin_templates_include_english_and_portuguese():
@@ -65,3 +65,28 @@ def test_user_template_file_is_validated(tmp_path, tiny_tok):
         .render("X")
         .endswith("Fale de X\n\n### Answer:\n")
     )
+
+
+def test_grounded_record_ends_with_its_uid_where_the_answer_cites_it():
+    # The answer copies a record's description and then cites its uid: with the uid at the head
+    # of the record (~100 tokens back) a 135M model cited a neighbour's uid in 8 of 13 misses on
+    # the real rows (docs/results.md). The uid follows the description, so the citation is the
+    # copy's next step.
+    fmt = PromptFormat("", "", ("{title}",), chat=False)
+    records = [ContextRecord("B01", "Bear", "A soft bear."), ContextRecord("B02", "Cat", "A cat.")]
+    lines = [line for line in fmt.grounded("Bear?", records).splitlines() if line.startswith("[")]
+    assert lines == [
+        "[1] title: Bear | description: A soft bear. | uid: B01",
+        "[2] title: Cat | description: A cat. | uid: B02",
+    ]
+
+
+def test_fingerprint_covers_the_grounded_record_layout(monkeypatch):
+    # Data prepared with another record layout must be refused by train and eval, not scored
+    # against prompts the model never saw.
+    import amazon_sft.prompts as prompts
+
+    fmt = PromptFormat("", "", ("{title}",), chat=False)
+    before = fmt.fingerprint()
+    monkeypatch.setattr(prompts, "RECORD_LINE", "[{n}] uid: {uid} | {title} | {description}")
+    assert fmt.fingerprint() != before

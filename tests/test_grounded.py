@@ -255,3 +255,26 @@ def test_grounded_workers_write_the_same_shards(grounded_prepared, catalogue, tm
     one, two = (json.loads((p / "report.json").read_text()) for p in (grounded_prepared, out))
     keys = ("grounded_docs", "grounded_absent_docs", "grounded_short_context", "train_docs")
     assert [one[k] for k in keys] == [two[k] for k in keys] and two["grounded_docs"] > 100
+
+
+def test_compare_opens_the_catalogue_index_once(
+    grounded_prepared, tiny_model_dir, tmp_path, monkeypatch
+):
+    # Both models are asked over the same index: at 1.3M products a second open is a second
+    # ~0.5 s load and a second copy of the arrays in memory.
+    from amazon_sft.answering import index
+    from amazon_sft.evaluation.main import main
+
+    opened = []
+    real_init = index.CatalogueIndex.__init__
+
+    def counting_init(self, *args, **kwargs):
+        opened.append(args)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(index.CatalogueIndex, "__init__", counting_init)
+    model = [f"model.path={tiny_model_dir}", "model.tokenizer=builtin:tiny"]
+    args = ["--data", str(grounded_prepared), "--compare", "config:tiny", "config:tiny"]
+    args += ["--mode", "grounded", "--splits", "heldout", "--n", "2", "--max-new-tokens", "4"]
+    assert main([*args, "--out", str(tmp_path / "r"), *model]) == 0
+    assert len(opened) == 1

@@ -119,16 +119,15 @@ def read_eval_rows(path: Path, n: int) -> list[dict]:
 
 
 def score_model(
-    spec, overrides, data_dir, manifest, splits, mode, decoding, accelerator, args
+    spec, overrides, data_dir, manifest, splits, mode, index, decoding, accelerator, args
 ) -> tuple[str, dict, dict[str, list[EvalItem]]]:
     """Generate and score one model on every split: (label, split -> per-example arrays, the
-    items asked). Reference perplexity comes first: the vLLM backend hands the GPU to vLLM."""
+    items asked). ``index`` is the catalogue grounded prompts retrieve from (None closed-book).
+    Reference perplexity comes first: the vLLM backend hands the GPU to vLLM."""
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
-    items = build_items(
-        splits, mode, fmt, _grounded_builder(mode, data_dir, manifest, cfg, fmt, tok)
-    )
+    items = build_items(splits, mode, fmt, _grounded_builder(index, manifest, cfg, fmt, tok))
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = fmt.bos
     answer_limit = manifest.data["max_answer_tokens"]  # as prepare cut the targets,
@@ -175,18 +174,24 @@ def score_model(
     return label, out, items
 
 
-def _grounded_builder(mode, data_dir, manifest, cfg, fmt, tok):
+def _open_index(mode: str, data_dir: Path):
+    """The catalogue index, opened once for every model asked (None closed-book)."""
     if mode == "closed":
+        return None
+    from amazon_sft.answering.index import CatalogueIndex
+
+    return CatalogueIndex(data_dir)
+
+
+def _grounded_builder(index, manifest, cfg, fmt, tok):
+    if index is None:
         return None
     import dataclasses
 
-    from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.data.grounded import GroundedBuilder
 
     taught = {k: manifest.data[k] for k in GROUNDED_KEYS if k in manifest.data}
-    return GroundedBuilder(
-        CatalogueIndex(data_dir), fmt, tok, dataclasses.replace(cfg.data, **taught)
-    )
+    return GroundedBuilder(index, fmt, tok, dataclasses.replace(cfg.data, **taught))
 
 
 def summarise(items: list[EvalItem], scored: dict) -> tuple[dict, dict]:
@@ -302,10 +307,20 @@ def main(argv: list[str] | None = None) -> int:
         "rows": [],
     }
     vectors: dict = {}
+    index = _open_index(mode, data_dir)
     for name, spec in specs.items():
         set_seed(args.seed)
         label, scored, items = score_model(
-            spec, args.overrides, data_dir, manifest, splits, mode, decoding, accelerator, args
+            spec,
+            args.overrides,
+            data_dir,
+            manifest,
+            splits,
+            mode,
+            index,
+            decoding,
+            accelerator,
+            args,
         )
         result["models"][name] = {"label": label, "spec": spec}
         for split, asked in items.items():

@@ -41,7 +41,7 @@ format: install
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# The whole story offline on SmolLM2-135M (~15 min on 2 CPU cores): prepare the generated
+# The whole story offline on SmolLM2-135M (43 min on 2 CPU cores without AMX): prepare the generated
 # catalogue (or DATA=path/to/trn.json.gz), base answers, LoRA fine-tune, before/after report,
 # answers with sources. DEMO_ARGS passes more options (see amazon-sft demo --help).
 demo: demo-deps

@@ -10,7 +10,7 @@
    examples);
 5. answer the four questions again with the tuned model in both modes, with their sources.
 
-Defaults are sized for ~15 minutes on 2 CPU cores with SmolLM2-135M; ``--config tiny`` runs the
+Defaults take 43 minutes on 2 CPU cores (fp32, no AMX) with SmolLM2-135M; ``--config tiny`` runs the
 same path in seconds (what CI does). Every step is a real ``amazon-sft`` command, printed first.
 """
 

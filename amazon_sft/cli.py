@@ -31,7 +31,11 @@ def _add_prepare(sub) -> None:
     p.add_argument(
         "--strict", action="store_true", help="stop at the first bad line instead of skipping it"
     )
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier prepare output (only a folder prepare wrote)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar or printed report")
     p.add_argument(
         "overrides", nargs="*", help="dotted config overrides, e.g. data.heldout_fraction=0.05"

@@ -306,8 +306,9 @@ class RunConfig:
     """none (a new run: refused if out_dir already holds one, unless overwrite), auto (the newest
     complete checkpoint in out_dir that loads, if any) or a checkpoint folder."""
     overwrite: bool = False
-    """With resume=none: delete a previous run's metrics, checkpoints and final model in
-    out_dir first, instead of refusing to mix two runs in one folder."""
+    """With resume=none: move a previous run's outputs (metrics, checkpoints, final model, logs)
+    into ``out_dir/previous/<UTC time>/`` first, instead of refusing to mix two runs in one
+    folder. Nothing is deleted, and files the run did not write are never touched."""
     out_dir: str = "runs/default"
     """Where training writes checkpoints, logs and the final model."""
     seed: int = 1234

@@ -170,6 +170,16 @@ def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
     return accelerator.reduce(values.to(accelerator.device, torch.float64), reduction="sum")
 
 
+def raise_if_any_rank(accelerator, error: UserError | None) -> None:
+    """Every rank raises when any rank failed (one all-reduce), so no rank is left waiting at
+    the next collective for one that gave up."""
+    failed = reduce_sum(accelerator, torch.tensor([float(error is not None)])).item()
+    if error is not None:
+        raise error
+    if failed:
+        raise UserError("another rank failed before training started: see rank 0's message")
+
+
 def seed_per_rank(seed: int, accelerator) -> None:
     """After the model is built with the same seed everywhere (identical weights), give each
     rank its own random stream: dropout masks (LoRA, attention) must differ between the ranks'

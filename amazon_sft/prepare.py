@@ -49,6 +49,7 @@ from amazon_sft.data.split import (
     title_hash,
 )
 from amazon_sft.errors import UserError
+from amazon_sft.ownership import OutputLock, check_prepare_target
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 
@@ -56,12 +57,7 @@ SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against pl
 
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a folder: choose a folder path")
-    if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
-        raise UserError(
-            f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
-        )
+    check_prepare_target(out_dir, overwrite)  # under the lock: nobody else is writing there
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_stale(out_dir)
@@ -94,18 +90,20 @@ def prepare(
     started = time.perf_counter()
     data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
     check_input(input_path)
+    check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
-    staging = _staging_dir(out_dir, overwrite)
-    setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
-    try:
-        source = tokenizer or cfg.model.tokenizer or cfg.model.path
-        manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source)
-        manifest = write_manifest(staging, manifest)
-        # the old output stays whole until the new one takes its place in one rename
-        swap_into_place(staging, out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with OutputLock(out_dir, "amazon-sft prepare"):
+        staging = _staging_dir(out_dir, overwrite)
+        setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
+        try:
+            source = tokenizer or cfg.model.tokenizer or cfg.model.path
+            manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source)
+            manifest = write_manifest(staging, manifest)
+            # the old output stays whole until the new one takes its place in one rename
+            swap_into_place(staging, out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return manifest
 
 

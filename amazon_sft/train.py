@@ -32,6 +32,7 @@ from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
     describe_optimizer,
+    raise_if_any_rank,
     seed_per_rank,
 )
 from amazon_sft.errors import UserError
@@ -39,6 +40,7 @@ from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
+from amazon_sft.ownership import OutputLock, check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -50,14 +52,12 @@ log = logging.getLogger("amazon_sft.train")
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_config(argv)
     out_dir = Path(cfg.out_dir)
-    check_out_dir(cfg, out_dir)  # every rank, before any of them writes there
+    check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     tok, shards = load_data(cfg)
     cfg = taught_by_the_data(cfg, shards.manifest)
-    if cfg.overwrite and accelerator.is_main_process:
-        clear_previous_run(out_dir)
-    accelerator.wait_for_everyone()
+    lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     model = build_model(cfg, tok, accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     if summary["stopped_by"] is None:
         save_final(accelerator, cfg, model, tok, out_dir, summary)
     shutdown(accelerator)
+    if lock is not None:
+        lock.release()
     return 0
 
 
@@ -137,36 +139,21 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest) -> RunConfig:
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taught))
 
 
-RUN_OUTPUTS = ("metrics.jsonl", "checkpoints", "final", "logs", "config.yaml")
-
-
-def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:
-    """A new run (resume=none) must not mix with a previous one: its metrics would be appended
-    and a later resume=auto would pick the old run's checkpoint."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"out_dir={out_dir} is a file: choose a folder")
-    if cfg.overwrite and cfg.resume != "none":
-        raise UserError(f"overwrite=true starts over; it cannot go with resume={cfg.resume}")
-    if cfg.resume != "none" or cfg.overwrite:
-        return
-    found = [name for name in RUN_OUTPUTS[:3] if (out_dir / name).exists()]
-    if found:
-        raise UserError(
-            f"out_dir={out_dir} already holds a run ({', '.join(found)}): pass resume=auto to "
-            "continue it, overwrite=true to start over there, or another out_dir"
-        )
-
-
-def clear_previous_run(out_dir: Path) -> None:
-    import shutil
-
-    for name in RUN_OUTPUTS:
-        path = out_dir / name
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
-    log.info("overwrite=true: removed the previous run's outputs from %s", out_dir)
+def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | None:
+    """The main process locks ``out_dir`` for the whole run, checks again under the lock, moves a
+    previous run aside (``overwrite``) and marks the folder as a run's; every rank learns whether
+    that worked, so none waits at a barrier for a rank that gave up."""
+    lock, error = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = OutputLock(out_dir, "amazon-sft train").acquire()
+            moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
+            if moved:
+                log.info("overwrite=true: the previous run in %s was moved to %s", out_dir, moved)
+        except UserError as err:
+            error = err
+    raise_if_any_rank(accelerator, error)
+    return lock
 
 
 def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:

@@ -387,7 +387,8 @@ def test_prepare_overwrite_keeps_the_old_output_until_the_new_one_is_whole(
     monkeypatch.setattr("amazon_sft.prepare.swap_into_place", atomic.swap_into_place)
     code, _ = _run_cli(capsys, *args)
     assert code == 0 and (out / "manifest.json").is_file()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]
+    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]
+    assert leftovers == [tmp_path / ".data.lock"]  # the lock file stays (ownership.py says why)
 
 
 def test_a_second_train_into_a_used_out_dir_is_refused(tuned_run, prepared, tiny_model_dir, capsys):
@@ -509,3 +510,96 @@ def test_outputs_that_name_a_file_are_one_line_errors(
     )
     _assert_one_line(code, err, "train", "is a file")
     assert a_file.read_text() == "mine"
+
+
+# --- issue 19: a command replaces or deletes only what it can prove it wrote -------------------
+
+
+def test_prepare_overwrite_never_deletes_a_folder_prepare_did_not_write(
+    catalogue, tmp_path, capsys
+):
+    out = tmp_path / "x"
+    (out / "src").mkdir(parents=True)
+    (out / "src" / "main.py").write_text("1\n")
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _assert_one_line(code, err, "prepare", "did not write", "src")
+    assert (out / "src" / "main.py").read_text() == "1\n"
+
+
+def test_prepare_overwrite_refuses_a_prepared_folder_with_foreign_files(
+    prepared, catalogue, tmp_path, capsys
+):
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    (out / "notes.txt").write_text("mine\n")
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _assert_one_line(code, err, "prepare", "notes.txt")
+    assert (out / "notes.txt").read_text() == "mine\n"
+    (out / "notes.txt").unlink()
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["rows"] += 1  # an edited manifest no longer proves prepare wrote the folder
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _assert_one_line(code, err, "prepare", "does not prove it")
+
+
+def test_train_never_replaces_a_users_files_in_out_dir(prepared, tiny_model_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.yaml").write_text("mine: true\n")
+    for extra in ((), ("overwrite=true",), ("resume=auto",)):
+        code, err = _run_cli(
+            capsys,
+            "train",
+            "--config",
+            "tiny",
+            *train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1", *extra),
+        )
+        _assert_one_line(code, err, "train", "config.yaml", "did not write")
+        assert (out / "config.yaml").read_text() == "mine: true\n"
+
+
+def test_train_overwrite_moves_the_previous_run_aside(
+    tuned_run, prepared, tiny_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    (out / "my_notes.md").write_text("keep me\n")  # the user's, beside the run
+    old_metrics = (out / "metrics.jsonl").read_text()
+    proc = _cli(
+        "train",
+        "--config",
+        "tiny",
+        *train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1", "overwrite=true"),
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (aside,) = (out / "previous").iterdir()
+    assert (aside / "metrics.jsonl").read_text() == old_metrics
+    assert (aside / "final" / "model.safetensors").is_file()
+    assert (out / "my_notes.md").read_text() == "keep me\n"
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "was moved to" in proc.stderr
+
+
+@pytest.mark.parametrize("command", ["prepare", "train"])
+def test_a_second_writer_is_refused_naming_the_first(
+    command, catalogue, prepared, tiny_model_dir, tmp_path
+):
+    from amazon_sft.ownership import OutputLock
+
+    out = tmp_path / "out"
+    if command == "prepare":
+        args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    else:
+        overrides = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1")
+        args = ("train", "--config", "tiny", *overrides)
+    import os
+
+    with OutputLock(out, "the first writer"):
+        proc = _cli(*args, timeout=120)
+        _one_line_error(proc, command, "another process", f"pid {os.getpid()}", "first writer")
+    assert not out.exists() or not any(out.iterdir())
+    proc = _cli(*args, timeout=300)  # the lock is free again
+    assert proc.returncode == 0, proc.stderr[-2000:]

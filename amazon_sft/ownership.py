@@ -1,0 +1,218 @@
+"""What an output folder belongs to, and one writer at a time.
+
+A command replaces or deletes only what it can prove it wrote:
+
+- a ``prepare`` output is proved by its sealed ``manifest.json`` (the integrity digest matches)
+  and by holding nothing but the entries prepare writes; ``--overwrite`` of anything else is
+  refused, naming the foreign entries, since the swap would delete them;
+- a training run folder is proved by the marker ``.amazon_sft_run.json`` that the run writes
+  before anything else (or, for folders from before the marker, by complete checkpoints). A run
+  never writes over a ``config.yaml``, ``metrics.jsonl``, ... it cannot prove it wrote, and
+  ``overwrite=true`` moves the previous run's outputs aside into ``previous/<UTC time>/`` instead
+  of deleting them.
+
+``OutputLock`` is an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside the folder, held for
+the whole write. Hand-written rather than ``filelock`` because the second writer's error must
+name the first one, and ``filelock`` opens its lock file with ``O_TRUNC``, so a waiting process
+wipes the holder's note. The lock file itself is never deleted: unlinking it while another
+process has it open would let two processes lock two different files of the same name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import fcntl
+import json
+import os
+import re
+import socket
+from pathlib import Path
+
+from amazon_sft import __version__
+from amazon_sft.data.manifest import MANIFEST, read_manifest
+from amazon_sft.errors import UserError
+
+PREPARED_ENTRY = re.compile(
+    r"^(manifest\.json|catalogue\.jsonl|heldout\.jsonl|seen_probe\.jsonl|report\.json|"
+    r"report\.md|index|shard-\d{5})$"
+)
+"""Top-level entries of a prepare output (``index`` may also be built later by ``ask``)."""
+
+RUN_MARKER = ".amazon_sft_run.json"
+RUN_OUTPUTS = (
+    "metrics.jsonl",
+    "checkpoints",
+    "final",
+    "logs",
+    "config.yaml",
+    "config_changes.jsonl",
+)
+"""What a training run writes into ``out_dir`` (besides its marker)."""
+PREVIOUS_RUNS = "previous"
+
+
+def _listing(names: list[str], most: int = 5) -> str:
+    shown = ", ".join(sorted(names)[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
+    """Refuse an ``--out`` that prepare may not replace (a file, a foreign folder).
+
+    An absent or empty folder is always fine; a non-empty one only with ``--overwrite`` and only
+    when it is a prepare output: sealed manifest, no foreign entries.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file, not a folder: choose a folder path")
+    if not out_dir.is_dir():
+        return
+    entries = [p.name for p in out_dir.iterdir()]
+    if not entries:
+        return
+    if not overwrite:
+        raise UserError(
+            f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
+        )
+    foreign = [name for name in entries if not PREPARED_ENTRY.match(name)]
+    if foreign:
+        raise UserError(
+            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} holds "
+            f"{_listing(foreign)}, which prepare did not write: move them out or choose "
+            "another --out"
+        )
+    if not (out_dir / MANIFEST).is_file():
+        raise UserError(
+            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} has no "
+            f"{MANIFEST}: remove the folder yourself or choose another --out"
+        )
+    try:
+        read_manifest(out_dir)
+    except UserError as err:
+        raise UserError(
+            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir}'s "
+            f"{MANIFEST} does not prove it ({str(err).split(': re-run')[0]}): remove the folder "
+            "yourself or choose another --out"
+        ) from None
+
+
+def _legacy_run(out_dir: Path) -> bool:
+    """A run folder from before the marker: its complete checkpoints prove it."""
+    root = out_dir / "checkpoints"
+    return root.is_dir() and any(
+        (p / "COMPLETE").is_file() and (p / "trainer_state.json").is_file()
+        for p in root.glob("step-*")
+    )
+
+
+def run_outputs_present(out_dir: Path) -> list[str]:
+    return [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
+
+
+def is_our_run(out_dir: Path) -> bool:
+    return (out_dir / RUN_MARKER).is_file() or _legacy_run(out_dir)
+
+
+def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
+    """Read-only checks every rank makes before anything is written (same answer on each)."""
+    if not out_dir_text.strip():
+        raise UserError("out_dir is empty: give the folder the run writes to, e.g. out_dir=runs/x")
+    out_dir = Path(out_dir_text)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"out_dir={out_dir} is a file: choose a folder")
+    if overwrite and resume != "none":
+        raise UserError(f"overwrite=true starts over; it cannot go with resume={resume}")
+    present = run_outputs_present(out_dir)
+    if not present:
+        return
+    if not is_our_run(out_dir):
+        raise UserError(
+            f"out_dir={out_dir} holds {_listing(present)} that amazon-sft train did not write "
+            f"(no {RUN_MARKER}): a run would replace them; move them out or choose another out_dir"
+        )
+    if resume == "none" and not overwrite:
+        found = [name for name in present if name in RUN_OUTPUTS[:3]]
+        if found:
+            raise UserError(
+                f"out_dir={out_dir} already holds a run ({', '.join(found)}): pass resume=auto "
+                "to continue it, overwrite=true to start over there (the old run is moved to "
+                f"{PREVIOUS_RUNS}/), or another out_dir"
+            )
+
+
+def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
+    """On the main process, under the folder's lock: check again, move a previous run aside when
+    ``overwrite``, write the marker. Returns where the previous run went, if it was moved."""
+    check_run_dir(str(out_dir), resume, overwrite)
+    moved = None
+    present = run_outputs_present(out_dir)
+    if overwrite and present:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+        aside = out_dir / PREVIOUS_RUNS / stamp
+        aside.mkdir(parents=True)
+        for name in [*present, RUN_MARKER]:
+            if (out_dir / name).exists():
+                (out_dir / name).rename(aside / name)
+        moved = str(aside)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / RUN_MARKER
+    if not marker.is_file():
+        note = {"written_by": f"amazon_sft {__version__} train", "created": _now()}
+        marker.write_text(json.dumps(note) + "\n")
+    return moved
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class OutputLock:
+    """Exclusive lock on an output folder for one writer; the second gets a one-line error.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out"
+    >>> with OutputLock(target, "doctest"):
+    ...     OutputLock(target, "second").acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: ...out is being written by another process (pid ...): wait for it to end or choose another output folder
+    """
+
+    def __init__(self, target: Path, command: str) -> None:
+        self.target = Path(target).resolve()  # "--out ." locks the folder's real name
+        self.path = self.target.parent / f".{self.target.name}.lock"
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as err:
+            raise UserError(
+                f"cannot write to {self.path.parent} ({err.strerror}): choose a writable folder"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(
+                f"{self.target} is being written by another process ({holder}): wait for it to "
+                "end or choose another output folder"
+            ) from None
+        os.ftruncate(fd, 0)
+        note = f"pid {os.getpid()} on {socket.gethostname()}: {self.command}, since {_now()}"
+        os.pwrite(fd, note.encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

@@ -14,12 +14,15 @@ import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import torch
+
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 
 COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
 CHECKSUMS = "checksums.json"
+RUN_CONFIG = "run_config.json"  # read by resume_config
 
 
 @dataclass
@@ -93,8 +96,11 @@ def verify_checkpoint(folder: Path) -> None:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
 
 
-def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: int) -> Path:
-    """Every rank calls this; rank 0 finalises. Returns the checkpoint folder."""
+def save_checkpoint(
+    accelerator, out_dir: Path, state: TrainerState, keep_last: int, run_record: dict
+) -> Path:
+    """Every rank calls this; rank 0 finalises. Returns the checkpoint folder. ``run_record``
+    (the config and the data's digest) is stored with it, so a resume can tell what changed."""
     step = state.step
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
@@ -106,6 +112,7 @@ def save_checkpoint(accelerator, out_dir: Path, state: TrainerState, keep_last: 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
+        (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
         tmp.rename(final)
@@ -136,6 +143,31 @@ def load_checkpoint(accelerator, path: Path) -> TrainerState:
     state = TrainerState(**json.loads((path / STATE).read_text()))
     accelerator.load_state(str(path))
     return state
+
+
+def capture_rng() -> dict:
+    """Python, NumPy, torch (and CUDA) RNG states: what accelerate's ``save_state`` saves."""
+    import random
+
+    import numpy as np
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state()}
+    states["torch"] = torch.get_rng_state()
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng(states: dict) -> None:
+    import random
+
+    import numpy as np
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states:
+        torch.cuda.set_rng_state_all(states["cuda"])
 
 
 class StopFlag:

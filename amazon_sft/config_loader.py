@@ -183,7 +183,8 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def write_resolved(cfg: Any, path: Path) -> None:
-    """Write the fully resolved config, so a run's output says exactly what produced it."""
+def write_resolved(cfg: Any, path: Path, header: str = "") -> None:
+    """Write the fully resolved config, so a run's output says exactly what produced it
+    (``header``: YAML comment lines put first, e.g. the changes made on resume)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    path.write_text(header + yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -42,9 +42,16 @@ from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
 from amazon_sft.ownership import OutputLock, check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
+from amazon_sft.resume_config import (
+    changes_on_resume,
+    history_header,
+    rebase_schedule,
+    record_changes,
+    saved_record,
+)
 from amazon_sft.saving import save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
-from amazon_sft.trainer import Trainer
+from amazon_sft.trainer import Trainer, drop_metrics_after
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -64,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = PackedLoader(
         shards, plan.micro_batch_size, accelerator.process_index, plan.world_size, cfg.data.seed
     )
-    state = resume(cfg, accelerator, loader, out_dir)
+    state = resume(cfg, accelerator, loader, scheduler, out_dir)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
     summary = trainer.train(state)
@@ -168,13 +175,17 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
     return SummedAnswerLoss(lm, cfg.train.loss_chunk_tokens)
 
 
-def resume(cfg: RunConfig, accelerator, loader: PackedLoader, out_dir: Path) -> TrainerState:
-    """The newest checkpoint that loads (an unusable one is reported and the one before tried)."""
+def resume(
+    cfg: RunConfig, accelerator, loader: PackedLoader, scheduler, out_dir: Path
+) -> TrainerState:
+    """The newest checkpoint that loads (an unusable one is reported and the one before tried),
+    with the config changes since it was written applied or refused (``resume_config``)."""
     rejected: list[str] = []
     for path in resume_candidates(cfg.resume, out_dir):
         try:
             state = load_checkpoint(accelerator, path)
             loader.load_state_dict(state.loader)
+            saved = saved_record(path, out_dir)
         except LOAD_ERRORS as err:
             why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
             log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
@@ -188,13 +199,39 @@ def resume(cfg: RunConfig, accelerator, loader: PackedLoader, out_dir: Path) -> 
             state.loader["cursor"],
             f"newer ones unusable ({'; '.join(rejected)})" if rejected else "the newest complete",
         )
+        apply_config_changes(cfg, accelerator, loader, scheduler, saved, state.step)
+        if accelerator.is_main_process:
+            drop_metrics_after(out_dir / "metrics.jsonl", state.step)
         return state
     if rejected:
         raise UserError(
             f"no checkpoint in {out_dir} loads ({'; '.join(rejected)}): resume=none with "
             "overwrite=true starts over"
         )
+    if accelerator.is_main_process:  # resume=auto before the first checkpoint: start over
+        drop_metrics_after(out_dir / "metrics.jsonl", 0)
     return TrainerState(loader=loader.state_dict())
+
+
+def apply_config_changes(cfg, accelerator, loader, scheduler, saved, step: int) -> None:
+    """Refuse changes that alter the run's meaning; apply, log and record the others."""
+    t = cfg.train
+    if saved is None:
+        log.warning("the checkpoint carries no config: changes since it cannot be checked")
+        changes = []
+    else:
+        try:
+            changes = changes_on_resume(saved, to_dict(cfg), loader.shards.manifest.integrity)
+        except ValueError as err:
+            raise UserError(
+                f"resume: these changes since the checkpoint at step {step} would make it "
+                f"another run ({err}): restore them, or start a new run (another out_dir)"
+            ) from None
+    rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+    for change in changes:
+        log.info("changed at step %d: %s", step, change.describe())
+    if changes and accelerator.is_main_process:
+        record_changes(Path(cfg.out_dir), step, changes)
 
 
 def start_logging(
@@ -202,7 +239,7 @@ def start_logging(
 ) -> None:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved(cfg, out_dir / "config.yaml")
+        write_resolved(cfg, out_dir / "config.yaml", header=history_header(out_dir))
     counts = parameter_counts(accelerator.unwrap_model(model).lm)
     attn, why = choose_attention(cfg.train.attention, accelerator.mixed_precision)
     log.info("batch: %s", plan.describe())

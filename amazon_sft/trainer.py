@@ -17,14 +17,22 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from amazon_sft.checkpointing import StopFlag, TrainerState, save_checkpoint
+from amazon_sft.checkpointing import (
+    StopFlag,
+    TrainerState,
+    capture_rng,
+    restore_rng,
+    save_checkpoint,
+)
 from amazon_sft.config import RunConfig
+from amazon_sft.config_loader import to_dict
 from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.distributed import BatchPlan, is_deepspeed, reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
+from amazon_sft.resume_config import run_record
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -32,6 +40,19 @@ log = logging.getLogger("amazon_sft.train")
 def batches_forever(loader: PackedLoader):
     while True:
         yield from loader  # each pass is the rest of the current epoch
+
+
+STOP_CHECK_MICRO_BATCHES = 8
+"""A step of more micro-batches than this checks for a stop signal every this many of them (one
+all-reduce and host read each time); shorter steps check once, at their end."""
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """The state a dropped step restores."""
+
+    rng: dict
+    accelerate_step: int
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,7 @@ class Trainer:
         lm = self.accelerator.unwrap_model(self.model).lm
         self.flops = FlopCounter.for_model(lm, self.cfg.train.peak_tflops, self.plan.world_size)
         self.stop = StopFlag()
+        self.run_record = run_record(to_dict(self.cfg), self.loader.shards.manifest.integrity)
 
     def train(self, state: TrainerState) -> dict:
         """Optimizer steps until ``train.max_steps`` or a stop signal; checkpoints on the way."""
@@ -87,8 +109,23 @@ class Trainer:
         started, stopped_by, loss = time.perf_counter(), None, float("nan")
         while state.step < cfg.train.max_steps:
             t0 = time.perf_counter()
+            at_start = self.step_start()
             micro = [next(batches) for _ in range(self.plan.accumulation_steps)]
             result = self.train_step(micro)
+            if result is None:  # a stop signal between micro-batches: the step is dropped
+                stopped_by = self.stop.signal_name or "signal on another rank"
+                self.drop_step(at_start)
+                save_checkpoint(
+                    acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
+                )
+                log.info(
+                    "stopping during step %d on %s: the step was dropped, checkpoint saved at "
+                    "step %d; resume with resume=auto",
+                    state.step + 1,
+                    stopped_by,
+                    state.step,
+                )
+                break
             seconds = time.perf_counter() - t0
             state.step += 1
             state.tokens_seen += result.real_tokens
@@ -107,7 +144,9 @@ class Trainer:
                 stopped_by = self.stop.signal_name or "signal on another rank"
             last = state.step == cfg.train.max_steps
             if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
-                save_checkpoint(acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last)
+                save_checkpoint(
+                    acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
+                )
             if stopped_by:
                 log.info(
                     "stopping at step %d on %s: checkpoint saved, resume with resume=auto",
@@ -131,7 +170,36 @@ class Trainer:
             "train_seconds": round(time.perf_counter() - started, 1),
         }
 
-    def train_step(self, micro: list[PackedBatch]) -> StepResult:
+    def step_start(self) -> StepStart | None:
+        """What a step dropped between micro-batches must restore, so the checkpoint saved then
+        resumes exactly: the RNG streams and accelerate's micro-batch counter (both saved by
+        ``save_state``). Only taken when the step can be dropped (many micro-batches)."""
+        if not self.can_drop_steps:
+            return None
+        return StepStart(rng=capture_rng(), accelerate_step=self.accelerator.step)
+
+    def drop_step(self, at_start: StepStart | None) -> None:
+        """Forget a step's accumulated gradients; the weights, optimizer and scheduler were not
+        touched yet, and the loader cursor in ``TrainerState`` is still the step's start."""
+        self.optimizer.zero_grad(set_to_none=True)
+        if at_start is not None:
+            restore_rng(at_start.rng)
+            self.accelerator.step = at_start.accelerate_step
+
+    @property
+    def can_drop_steps(self) -> bool:
+        # DeepSpeed counts micro-steps inside its engine and steps at its own boundary, so a
+        # step is not dropped there: the stop is honoured when the step ends (docs/finetuning.md)
+        return self.plan.accumulation_steps > STOP_CHECK_MICRO_BATCHES and not is_deepspeed(
+            self.accelerator
+        )
+
+    def stop_agreed(self) -> bool:
+        """All ranks learn whether any got a stop signal (one all-reduce and one host read)."""
+        flag = torch.tensor([float(self.stop.requested)])
+        return bool(reduce_sum(self.accelerator, flag).item() > 0)
+
+    def train_step(self, micro: list[PackedBatch]) -> StepResult | None:
         """``plan.accumulation_steps`` micro-batches, then one optimizer step.
 
         The loss of a step is the sum of cross-entropy over every answer token of the step on
@@ -156,7 +224,12 @@ class Trainer:
         scale = micro_loss_scale(plan.accumulation_steps, plan.world_size, before[0]).float()
         loss_sum = torch.zeros((), dtype=torch.float32, device=device)
         bad = torch.zeros((), dtype=torch.float32, device=device)
-        for batch in micro:
+        for i, batch in enumerate(micro):
+            # between micro-batches of a long step, every STOP_CHECK_MICRO_BATCHES: a stop drops
+            # the step (None) instead of waiting for maybe hours of accumulation to end
+            at_check = i and i % STOP_CHECK_MICRO_BATCHES == 0 and self.can_drop_steps
+            if at_check and self.stop_agreed():
+                return None
             with acc.accumulate(self.model):
                 summed, _ = self.model(batch.to(device))
                 finite = torch.isfinite(summed)
@@ -226,6 +299,21 @@ def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounte
         "optimizer_stepped": result.optimizer_stepped,
         "mfu": flops.mfu(result.flops, seconds),
     }
+
+
+def drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """On resume from ``step``, forget the rows of steps after it (they are run again), so
+    ``metrics.jsonl`` never repeats a step; rewritten beside and renamed, never cut in place."""
+    if not metrics_file.is_file():
+        return
+    kept = [
+        line
+        for line in metrics_file.read_text().splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= step
+    ]
+    tmp = metrics_file.with_name(metrics_file.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(metrics_file)
 
 
 def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:

@@ -603,3 +603,114 @@ def test_a_second_writer_is_refused_naming_the_first(
     assert not out.exists() or not any(out.iterdir())
     proc = _cli(*args, timeout=300)  # the lock is free again
     assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+# --- issue 19: resume is honest about what changed ---------------------------------------------
+
+
+def _metrics(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_resume_applies_a_new_lr_and_max_steps_and_records_it(prepared, tiny_model_dir, tmp_path):
+    from amazon_sft.optim import lr_factor
+
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    first = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
+    assert again.returncode == 0, again.stderr[-2000:]
+    rows = _metrics(out)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    ratio = load_run_config("tiny").train.min_lr_ratio
+    for row in rows[4:]:  # steps 5-6 follow the new lr and the new 6-step schedule
+        assert row["lr"] == pytest.approx(5e-2 * lr_factor(row["step"] - 1, 1, 6, ratio))
+    assert "changed at step 4: train.lr: 0.003 -> 0.05" in again.stderr
+    saved = (out / "config.yaml").read_text()
+    assert "# changed at step 4" in saved and "train.max_steps: 4 -> 6" in saved
+    assert load_run_config(str(out / "config.yaml")).train.lr == 5e-2
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        ("train.global_batch_size=8", "train.global_batch_size: 4 -> 8"),
+        ("train.adam_betas=[0.8,0.9]", "train.adam_betas"),
+        ("seed=7", "seed: 1234 -> 7"),
+    ],
+)
+def test_resume_refuses_a_change_that_makes_another_run(
+    change, needle, prepared, tiny_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    first = _cli(*base, "train.max_steps=2", "train.global_batch_size=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    again = _cli(*base, "train.max_steps=3", "train.global_batch_size=4", "resume=auto", change)
+    _one_line_error(again, "train", "another run", needle)
+    assert [r["step"] for r in _metrics(out)] == [1, 2]
+
+
+def test_resume_refuses_other_data_but_follows_the_same_data_moved(
+    prepared, catalogue, tiny_cfg, tiny_model_dir, tmp_path
+):
+    from amazon_sft.prepare import prepare
+
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    assert _cli(*base, "train.max_steps=2").returncode == 0
+    moved = tmp_path / "moved"
+    shutil.copytree(prepared, moved)
+    ok = _cli(*base, "train.max_steps=3", "resume=auto", f"data.path={moved}")
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    other = tmp_path / "other"
+    cfg = load_run_config("tiny", ["data.seed=99"])
+    prepare(catalogue, other, cfg, progress=False)
+    refused = _cli(*base, "train.max_steps=4", "resume=auto", f"data.path={other}")
+    _one_line_error(refused, "train", "another run", "manifest digest")
+
+
+def test_metrics_never_repeat_a_step_after_a_resume(prepared, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    first = _cli(*base, "checkpoint.every_steps=3", "train.max_steps=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
+    again = _cli(*base, "checkpoint.every_steps=3", "train.max_steps=5", "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert [r["step"] for r in _metrics(out)] == [1, 2, 3, 4, 5]
+
+
+def test_a_stop_signal_is_honoured_between_micro_batches_and_resumes_exactly(
+    prepared, tiny_model_dir, tmp_path
+):
+    import os
+    import signal
+
+    big_step = ("train.global_batch_size=64", "train.micro_batch_size=1", "train.max_steps=1")
+    whole = tmp_path / "whole"
+    args = ("--config", "tiny", *train_overrides(prepared, tiny_model_dir, whole, *big_step))
+    assert _cli("train", *args).returncode == 0
+    out = tmp_path / "stopped"
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "train", "--config", "tiny"]
+    cmd += train_overrides(prepared, tiny_model_dir, out, *big_step)
+    proc = subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE)
+    seen = b""
+    while b"train:" not in seen and proc.poll() is None:  # tqdm's bar: the loop has started
+        seen += os.read(proc.stderr.fileno(), 65536)
+    proc.send_signal(signal.SIGTERM)
+    err = (seen + proc.stderr.read()).decode(errors="replace")
+    assert proc.wait(timeout=120) == 0, err[-2000:]
+    assert "the step was dropped" in err, err[-2000:]
+    assert (out / "checkpoints" / "step-00000000" / "COMPLETE").is_file()
+    assert not (out / "metrics.jsonl").exists() or not _metrics(out)
+    again = _cli(
+        "train",
+        "--config",
+        "tiny",
+        *train_overrides(prepared, tiny_model_dir, out, *big_step),
+        "resume=auto",
+    )
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert _metrics(out)[0]["loss"] == _metrics(whole)[0]["loss"]  # the same step, exactly

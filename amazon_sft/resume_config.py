@@ -1,0 +1,171 @@
+"""Resume is honest about the config: what changed since the checkpoint is refused or applied.
+
+Each checkpoint carries the config it was written under (``run_config.json``, with the prepared
+data's manifest digest). On resume the new config is compared with it, key by key:
+
+- a change that alters what the run *is* (data, model, tokenizer, batch shape, optimizer
+  hyper-parameters held in the optimizer's state, precision, LoRA, seeds) is refused with the
+  diff: the resumed run would silently be a different one;
+- a change that can be applied from here on (lr and its schedule, max_steps, clipping, logging,
+  checkpoint cadence, attention kernel) is applied: the restored scheduler is re-based on the new
+  lr (``LambdaLR`` restores the old ``base_lrs``), logged as ``changed at step N: old -> new``,
+  appended to ``config_changes.jsonl`` and written at the top of the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from amazon_sft.checkpointing import RUN_CONFIG
+from amazon_sft.optim import lr_factor
+
+CHANGES = "config_changes.jsonl"
+
+APPLIED = frozenset(
+    {
+        "train.lr",
+        "train.min_lr_ratio",
+        "train.warmup_steps",
+        "train.max_steps",
+        "train.max_grad_norm",
+        "train.max_bad_steps",
+        "train.log_every",
+        "train.trackers",
+        "train.peak_tflops",
+        "train.loss_chunk_tokens",
+        "train.gradient_checkpointing",
+        "train.attention",
+        "checkpoint.every_steps",
+        "checkpoint.keep_last",
+        "data.verify",
+        "data.grounded_workers",
+        "data.tokenize_batch_docs",
+        "data.tokenizer_backend",
+        "resume",
+        "overwrite",
+        "out_dir",
+    }
+)
+"""Keys whose change a resumed run can apply from its next step on; any other change is refused
+(an unknown key too: refusing is the safe default)."""
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    old: Any
+    new: Any
+
+    def describe(self) -> str:
+        return f"{self.key}: {self.old!r} -> {self.new!r}"
+
+
+def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
+    """Dotted keys of a nested config dict.
+
+    >>> flatten({"train": {"lr": 1.0, "betas": [0.9]}, "seed": 3})
+    {'train.lr': 1.0, 'train.betas': [0.9], 'seed': 3}
+    """
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and key != "arch":  # model.arch is one value
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def diff(old: dict, new: dict) -> list[Change]:
+    """Changed keys between two nested configs, in the new config's order.
+
+    >>> diff({"train": {"lr": 1.0, "max_steps": 4}}, {"train": {"lr": 2.0, "max_steps": 4}})
+    [Change(key='train.lr', old=1.0, new=2.0)]
+    """
+    a, b = flatten(old), flatten(new)
+    return [
+        Change(k, a.get(k), b.get(k))
+        for k in [*b, *(k for k in a if k not in b)]
+        if a.get(k) != b.get(k)
+    ]
+
+
+def run_record(config: dict, data_integrity: str) -> dict:
+    """What a checkpoint stores of the run it belongs to."""
+    return {"config": config, "data_integrity": data_integrity}
+
+
+def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
+    """The checkpoint's run record; for checkpoints from before it, the run's ``config.yaml``
+    (written by the invocation that made them); None when neither exists."""
+    path = checkpoint / RUN_CONFIG
+    if path.is_file():
+        return json.loads(path.read_text())
+    legacy = out_dir / "config.yaml"
+    if legacy.is_file():
+        return {"config": yaml.safe_load(legacy.read_text()), "data_integrity": None}
+    return None
+
+
+def changes_on_resume(saved: dict, config: dict, data_integrity: str) -> list[Change]:
+    """The changes to apply; raises ``ValueError`` listing the ones that cannot be applied.
+
+    The data may move (``data.path``) when the prepared folder is the same one, which its
+    manifest digest proves.
+    """
+    changes = diff(saved["config"], config)
+    same_data = saved.get("data_integrity") == data_integrity
+    refused = [
+        c for c in changes if c.key not in APPLIED and not (c.key == "data.path" and same_data)
+    ]
+    if saved.get("data_integrity") not in (None, data_integrity):
+        refused.append(Change("data (manifest digest)", saved["data_integrity"], data_integrity))
+    if refused:
+        raise ValueError("; ".join(c.describe() for c in refused))
+    return [c for c in changes if c.key not in ("resume", "overwrite")]
+
+
+def rebase_schedule(scheduler, lr: float, warmup: int, max_steps: int, min_ratio: float) -> None:
+    """Make the restored scheduler follow the new lr and schedule from its current step: its
+    ``base_lrs`` come back from the checkpoint, and the optimizer's lr for the next step was set
+    by the old schedule, so both are recomputed here."""
+    inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+    step = inner.last_epoch
+    factor = lr_factor(step, warmup, max_steps, min_ratio)
+    inner.base_lrs = [lr for _ in inner.base_lrs]
+    for group in inner.optimizer.param_groups:
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor
+    inner._last_lr = [group["lr"] for group in inner.optimizer.param_groups]
+
+
+def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
+    """Append to ``config_changes.jsonl`` (the history ``config.yaml``'s header is made from)."""
+    when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    with open(out_dir / CHANGES, "a") as fh:
+        for c in changes:
+            fh.write(
+                json.dumps({"step": step, "key": c.key, "old": c.old, "new": c.new, "at": when})
+            )
+            fh.write("\n")
+
+
+def history_header(out_dir: Path) -> str:
+    """YAML comment lines, one per recorded change: ``# changed at step N: key: old -> new``."""
+    path = out_dir / CHANGES
+    if not path.is_file():
+        return ""
+    lines = []
+    for line in path.read_text().splitlines():
+        c = json.loads(line)
+        lines.append(
+            f"# changed at step {c['step']} ({c['at']}): {c['key']}: {c['old']!r} -> {c['new']!r}"
+        )
+    return (
+        "# This run's config changed on resume (config_changes.jsonl):\n" + "\n".join(lines) + "\n"
+    )

@@ -131,9 +131,39 @@ def varlen_attention(
     if module.training and dropout > 0:
         raise ValueError("varlen_attn has no attention dropout; set attention_dropout=0")
     b, h, t, d = query.shape
-    q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d) for x in (query, key, value))
+    dtype = kernel_dtype(query, key, value)
+    q, k, v = (
+        x.transpose(1, 2).reshape(b * t, x.shape[1], d).to(dtype) for x in (query, key, value)
+    )
     out = _varlen_call()(q, k, v, cu.to(torch.int32), int(max_len), scaling)
     return out.view(b, t, h, d), None
+
+
+def kernel_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The one half-precision dtype the flash kernels take for q, k and v together.
+
+    ``varlen_attn`` is a custom op that autocast does not cast (only the SDPA ops are on its
+    list), and under autocast over fp32 master weights RoPE promotes q and k to fp32 while v
+    stays bf16; the kernel refuses fp32 and mixed dtypes. As transformers' flash path does
+    (``get_target_dtype``): autocast's dtype when autocast is on, else the inputs' own dtype if
+    they share a half one.
+
+    >>> kernel_dtype(torch.ones(1, dtype=torch.bfloat16), torch.ones(1, dtype=torch.bfloat16))
+    torch.bfloat16
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     kernel_dtype(torch.ones(1), torch.ones(1, dtype=torch.bfloat16))
+    torch.bfloat16
+    """
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    dtypes = {x.dtype for x in tensors}
+    if len(dtypes) == 1 and dtypes <= {torch.float16, torch.bfloat16}:
+        return dtypes.pop()
+    raise ValueError(
+        f"varlen_attn takes fp16/bf16 q, k, v of one dtype, got {sorted(map(str, dtypes))}: "
+        "train with train.precision=bf16 (autocast) or load the model in bf16"
+    )
 
 
 def _masked_sdpa(query, key, value, attention_mask, scaling, p):
@@ -170,6 +200,13 @@ def has_varlen_attn() -> bool:
         torch.cuda.is_available()
         and importlib.util.find_spec("torch.nn.attention.varlen") is not None
     )
+
+
+def has_flash_attn() -> bool:
+    """flash-attn is installed and a CUDA device is present."""
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
 def register() -> None:

@@ -21,10 +21,11 @@ from amazon_sft.checkpointing import StopFlag, TrainerState, save_checkpoint
 from amazon_sft.config import RunConfig
 from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
-from amazon_sft.distributed import BatchPlan, is_deepspeed, reduce_sum
+from amazon_sft.distributed import BatchPlan, reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
+from amazon_sft.nonfinite import apply_step, poisoned_loss
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -107,7 +108,10 @@ class Trainer:
                 stopped_by = self.stop.signal_name or "signal on another rank"
             last = state.step == cfg.train.max_steps
             if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
-                save_checkpoint(acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last)
+                if result.finite:  # never a state whose last step was non-finite
+                    save_checkpoint(acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last)
+                else:
+                    log.warning("step %d was non-finite: no checkpoint of it", state.step)
             if stopped_by:
                 log.info(
                     "stopping at step %d on %s: checkpoint saved, resume with resume=auto",
@@ -159,11 +163,10 @@ class Trainer:
         for batch in micro:
             with acc.accumulate(self.model):
                 summed, _ = self.model(batch.to(device))
-                finite = torch.isfinite(summed)
-                bad = bad + (~finite).float()
-                summed = torch.where(finite, summed, torch.zeros_like(summed))
+                summed, shown, is_bad = poisoned_loss(summed)  # NaN gradients if non-finite
+                bad = bad + is_bad
                 acc.backward(summed * scale)
-                loss_sum = loss_sum + summed.detach()
+                loss_sum = loss_sum + shown
         grad_norm = self.clip_gradients()
         flags = torch.stack(
             [loss_sum, bad, torch.tensor(float(self.stop.requested), device=device)]
@@ -174,7 +177,7 @@ class Trainer:
         ).tolist()  # the step's one host synchronisation
         finite = n_bad == 0 and math.isfinite(norm)
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
-        stepped = self.step_optimizer(finite)
+        stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)
         return StepResult(
             loss=loss / max(labels, 1.0),
             grad_norm=norm,
@@ -196,22 +199,6 @@ class Trainer:
         if norm is None:
             return torch.tensor(float("nan"))
         return norm if torch.is_tensor(norm) else torch.tensor(float(norm))
-
-    def step_optimizer(self, finite: bool) -> bool:
-        """Step unless the step was non-finite; True when the weights changed."""
-        if is_deepspeed(self.accelerator):
-            # DeepSpeed stepped inside the last backward, finite or not: report what it did
-            self.optimizer.step()
-            self.scheduler.step()
-            stepped = bool(self.model.was_step_applied())
-        elif finite:
-            self.optimizer.step()
-            self.scheduler.step()
-            stepped = True
-        else:
-            stepped = False
-        self.optimizer.zero_grad(set_to_none=True)
-        return stepped
 
 
 def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounter) -> dict:

@@ -21,7 +21,7 @@ from amazon_sft.checkpointing import StopFlag, TrainerState, save_checkpoint
 from amazon_sft.config import RunConfig
 from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
-from amazon_sft.distributed import BatchPlan, reduce_sum
+from amazon_sft.distributed import BatchPlan, global_grad_norm, reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
@@ -192,13 +192,7 @@ class Trainer:
 
     def clip_gradients(self) -> torch.Tensor:
         """The global gradient norm before clipping (DeepSpeed clips inside its step)."""
-        max_norm = self.cfg.train.max_grad_norm
-        norm = self.accelerator.clip_grad_norm_(
-            self.model.parameters(), max_norm if max_norm > 0 else float("inf")
-        )
-        if norm is None:
-            return torch.tensor(float("nan"))
-        return norm if torch.is_tensor(norm) else torch.tensor(float(norm))
+        return global_grad_norm(self.accelerator, self.model, self.cfg.train.max_grad_norm)
 
 
 def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounter) -> dict:

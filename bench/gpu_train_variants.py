@@ -121,16 +121,18 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
     plan = BatchPlan(args.micro, 1, 1, args.micro, args.seq_len)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
     batches = iter(loader)
-    tokens = flops = seconds = 0.0
+    tokens = flops = seconds = collate = 0.0
     if device == "cuda":
         torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup + args.steps):
-        micro = [next(batches)]
+        t_batch = time.perf_counter()
+        micro = [next(batches)]  # collated on the main thread, between steps
         t0 = time.perf_counter()
         result = trainer.train_step(micro)  # ends with the step's one host sync
         if i < args.warmup:
             continue
         seconds += time.perf_counter() - t0
+        collate += t0 - t_batch
         tokens += result.real_tokens
         flops += result.flops
         if not result.finite:
@@ -147,6 +149,8 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
         "tokens_per_sec": round(tokens / seconds),
         "mfu": None if mfu is None else round(mfu, 4),
         "peak_mem_gib": None if peak is None else round(peak, 2),
+        # the host's share of the wall time: what a background collate could hide
+        "host_collate_share": round(collate / (collate + seconds), 4),
     }
 
 

@@ -150,20 +150,24 @@ def test_train_step_meets_the_kernel_contract_under_bf16_autocast(
     assert results[0].loss == pytest.approx(reference[0].loss, rel=BF16_REL_TOL)
 
 
-MULTIPROC_LAUNCH = {"ddp": (["--multi_gpu"], {"ACCELERATE_USE_CPU": "true"})}
-"""ZeRO-3 passes too (``zero3``: ``["--config_file", "launch/accelerate/zero3.yaml"]``) but took
-~300 s on the 2-core machine, too slow for ``make test``; DeepSpeed keeps the whole model in bf16
-(no autocast), so q/k/v reach the kernel in one dtype there anyway."""
+REAL_SHAPE = (f"data.max_seq_len={REAL_SHAPE_SEQ}", "train.gradient_checkpointing=true")
+MULTIPROC_LAUNCH = {
+    "ddp": (["--multi_gpu"], {"ACCELERATE_USE_CPU": "true"}, REAL_SHAPE),
+    "zero3": (["--config_file", "launch/accelerate/zero3.yaml"], {}, ()),
+}
+"""DDP at the real-shape tier's sizes; ZeRO-3 on the 256-token rows of the tiny config (38 s
+here; at 1024-token rows it took ~300 s on the 2 shared cores). DeepSpeed keeps the whole model
+in bf16 (no autocast), so what ZeRO-3 adds is its partitioned parameters reaching the kernel."""
 MULTIPROC_TIMEOUT_S = 300
 
 
 @pytest.mark.multiproc
 @pytest.mark.parametrize("launch", list(MULTIPROC_LAUNCH))
 def test_two_processes_train_through_the_varlen_kernel_contract(
-    launch, tiny_model_dir, real_shape_data, tmp_path
+    launch, tiny_model_dir, real_shape_data, prepared, tmp_path
 ):
-    """2 ranks over gloo (DDP), ``train.precision=bf16`` and ``train.attention=varlen_attn`` as on
-    a GPU: bf16 autocast over fp32 master weights, every rank through the kernel contract."""
+    """2 ranks over gloo, ``train.precision=bf16`` and ``train.attention=varlen_attn`` as on a
+    GPU (DDP: bf16 autocast over fp32 master weights), every rank through the kernel contract."""
     import json
     import os
     import subprocess
@@ -171,20 +175,19 @@ def test_two_processes_train_through_the_varlen_kernel_contract(
 
     from .conftest import REPO, free_port, train_overrides
 
-    flags, env = MULTIPROC_LAUNCH[launch]
+    flags, env, shape = MULTIPROC_LAUNCH[launch]
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     log = tmp_path / "kernel_calls.jsonl"
     cmd = [accelerate, "launch", *flags, "--num_processes", "2"]
     cmd += ["--main_process_port", str(free_port())]
     cmd += [str(REPO / "tests" / "stand_ins" / "train_on_stand_ins.py"), "--config", "tiny"]
     cmd += train_overrides(
-        real_shape_data,
+        real_shape_data if shape else prepared,
         tiny_model_dir,
         tmp_path / "run",
-        *(f"data.max_seq_len={REAL_SHAPE_SEQ}", "train.precision=bf16"),
-        *("train.attention=varlen_attn", "train.max_steps=1", "train.global_batch_size=4"),
-        *("train.micro_batch_size=2", "train.loss_chunk_tokens=256"),
-        "train.gradient_checkpointing=true",
+        *("train.precision=bf16", "train.attention=varlen_attn", "train.max_steps=1"),
+        *("train.global_batch_size=4", "train.micro_batch_size=2", "train.loss_chunk_tokens=256"),
+        *shape,
     )
     env = {**os.environ, **env, "STAND_IN_LOG": str(log)}
     proc = subprocess.run(

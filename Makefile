@@ -51,7 +51,7 @@ bench-prepare: bench-deps
 	$(PY) bench/prepare_vs_usual.py --rows 200000
 
 # On a machine with one CUDA GPU: GPU tests, packed-vs-alone logits per attention path, the quick
-# benchmark and a short SmolLM2 fine-tune + eval, one table (~10 min on an H100). Needs torch,
+# benchmark and a short SmolLM2 fine-tune + eval, one table (sized for 10 min on an H100, unmeasured). Needs torch,
 # transformers and peft; nothing is installed or downloaded (the venv's python if there is one).
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py

@@ -7,7 +7,7 @@ DATA ?=
 DEMO_DIR ?= demo_out
 DEMO_ARGS ?=
 
-.PHONY: install demo-deps bench-deps test lint format demo bench-prepare clean
+.PHONY: install demo-deps bench-deps test lint format demo bench-prepare gpu-check clean
 
 # torch is pinned by constraints.txt (2.13.0: the CPU wheel here, the CUDA build on a GPU box).
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt
@@ -50,5 +50,11 @@ demo: demo-deps
 bench-prepare: bench-deps
 	$(PY) bench/prepare_vs_usual.py --rows 200000
 
+# On a machine with one CUDA GPU: GPU tests, packed-vs-alone logits per attention path, the quick
+# benchmark and a short SmolLM2 fine-tune + eval, one table (sized for 10 min on an H100, unmeasured). Needs torch,
+# transformers and peft; nothing is installed or downloaded (the venv's python if there is one).
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py
+
 clean:
-	rm -rf $(DEMO_DIR) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(DEMO_DIR) gpu_check_out .pytest_cache .ruff_cache .hypothesis

@@ -25,12 +25,14 @@ import itertools
 import torch
 import torch.nn.functional as F
 
-from amazon_sft.data.batch import PackedBatch
+from amazon_sft.data.batch import PackedBatch, cumulative_lengths, segment_lengths
 
 NAME = "sdpa_per_document"
 VARLEN = "varlen_attn"
 BOUNDARY_PATHS = (VARLEN, "flash_attention_2", NAME)
 """Implementations that take ``cu_seq_lens_*`` / ``max_length_*`` keyword arguments."""
+BOUNDS = "document_bounds"
+"""Keyword argument of ``sdpa_per_document``: the segment boundaries as a tuple of host ints."""
 MASK_PATHS = ("sdpa", "eager")
 """Implementations that take an explicit 4-D block-diagonal causal mask."""
 
@@ -40,7 +42,10 @@ def packed_attention_inputs(batch: PackedBatch, implementation: str) -> dict:
     if implementation in BOUNDARY_PATHS:
         cu = batch.cu_seqlens
         n = batch.max_segment_len
-        return {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": n, "max_length_k": n}
+        out = {"cu_seq_lens_q": cu, "cu_seq_lens_k": cu, "max_length_q": n, "max_length_k": n}
+        if implementation == NAME:  # the same boundaries as host ints, for slicing
+            out[BOUNDS] = document_bounds(batch)
+        return out
     if implementation in MASK_PATHS:
         mask = block_causal_mask(batch.cu_seqlens, batch.input_ids.shape)
         if implementation == "eager":  # eager adds the mask to the scores
@@ -49,6 +54,19 @@ def packed_attention_inputs(batch: PackedBatch, implementation: str) -> dict:
             )
         return {"attention_mask": mask}
     raise ValueError(f"no packed-row attention for {implementation!r}")
+
+
+def document_bounds(batch: PackedBatch) -> tuple[int, ...]:
+    """``batch.cu_seqlens`` computed from the batch's host-side document lengths: reading the
+    device tensor back would be a host sync in every layer of a CUDA forward.
+
+    >>> import numpy as np
+    >>> ids = np.zeros((2, 4), dtype=np.int64)
+    >>> document_bounds(PackedBatch.from_rows(ids, ids, ids, [[3], [2, 2]], np.arange(2)))
+    (0, 3, 4, 6, 8)
+    """
+    seq = batch.input_ids.shape[1]
+    return tuple(int(x) for x in cumulative_lengths(segment_lengths(batch.doc_lens, seq)))
 
 
 def block_causal_mask(cu_seqlens: torch.Tensor, shape: torch.Size) -> torch.Tensor:
@@ -79,8 +97,7 @@ def per_document_sdpa(
         x.transpose(1, 2).reshape(1, b * t, x.shape[1], d).transpose(1, 2)
         for x in (query, key, value)
     ]
-    # one host read of the boundaries per layer: this is the CPU path (GPUs take varlen_attn)
-    bounds = cu.tolist()
+    bounds = kwargs.get(BOUNDS) or cu.tolist()  # tolist: a caller without the host copy
     pieces = [
         F.scaled_dot_product_attention(
             flat[0][:, :, s:e],
@@ -131,9 +148,39 @@ def varlen_attention(
     if module.training and dropout > 0:
         raise ValueError("varlen_attn has no attention dropout; set attention_dropout=0")
     b, h, t, d = query.shape
-    q, k, v = (x.transpose(1, 2).reshape(b * t, x.shape[1], d) for x in (query, key, value))
+    dtype = kernel_dtype(query, key, value)
+    q, k, v = (
+        x.transpose(1, 2).reshape(b * t, x.shape[1], d).to(dtype) for x in (query, key, value)
+    )
     out = _varlen_call()(q, k, v, cu.to(torch.int32), int(max_len), scaling)
     return out.view(b, t, h, d), None
+
+
+def kernel_dtype(*tensors: torch.Tensor) -> torch.dtype:
+    """The one half-precision dtype the flash kernels take for q, k and v together.
+
+    ``varlen_attn`` is a custom op that autocast does not cast (only the SDPA ops are on its
+    list), and under autocast over fp32 master weights RoPE promotes q and k to fp32 while v
+    stays bf16; the kernel refuses fp32 and mixed dtypes. As transformers' flash path does
+    (``get_target_dtype``): autocast's dtype when autocast is on, else the inputs' own dtype if
+    they share a half one.
+
+    >>> kernel_dtype(torch.ones(1, dtype=torch.bfloat16), torch.ones(1, dtype=torch.bfloat16))
+    torch.bfloat16
+    >>> with torch.autocast("cpu", dtype=torch.bfloat16):
+    ...     kernel_dtype(torch.ones(1), torch.ones(1, dtype=torch.bfloat16))
+    torch.bfloat16
+    """
+    device = tensors[0].device.type
+    if torch.is_autocast_enabled(device):
+        return torch.get_autocast_dtype(device)
+    dtypes = {x.dtype for x in tensors}
+    if len(dtypes) == 1 and dtypes <= {torch.float16, torch.bfloat16}:
+        return dtypes.pop()
+    raise ValueError(
+        f"varlen_attn takes fp16/bf16 q, k, v of one dtype, got {sorted(map(str, dtypes))}: "
+        "train with train.precision=bf16 (autocast) or load the model in bf16"
+    )
 
 
 def _masked_sdpa(query, key, value, attention_mask, scaling, p):
@@ -170,6 +217,13 @@ def has_varlen_attn() -> bool:
         torch.cuda.is_available()
         and importlib.util.find_spec("torch.nn.attention.varlen") is not None
     )
+
+
+def has_flash_attn() -> bool:
+    """flash-attn is installed and a CUDA device is present."""
+    import importlib.util
+
+    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
 
 
 def register() -> None:

@@ -165,6 +165,22 @@ def is_deepspeed(accelerator) -> bool:
     return accelerator.state.deepspeed_plugin is not None
 
 
+def global_grad_norm(accelerator, model, max_norm: float) -> torch.Tensor:
+    """The global gradient norm before clipping, as a tensor (on the device where it was
+    computed: the step reads it with its other numbers, in one host sync). DeepSpeed clipped
+    inside its step and keeps the norm on its engine; accelerate's ``clip_grad_norm_`` would
+    return it through ``.item()``, a host sync of its own."""
+    if is_deepspeed(accelerator):
+        norm = model.get_global_grad_norm()
+    else:
+        norm = accelerator.clip_grad_norm_(
+            model.parameters(), max_norm if max_norm > 0 else float("inf")
+        )
+    if norm is None:
+        return torch.tensor(float("nan"))
+    return norm if torch.is_tensor(norm) else torch.tensor(float(norm))
+
+
 def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
     """Sum a float64 vector over ranks, on the device: no host synchronisation here."""
     return accelerator.reduce(values.to(accelerator.device, torch.float64), reduction="sum")

@@ -23,18 +23,38 @@ import torch
 
 from amazon_sft.modeling import architecture
 
-PEAK_BF16_TFLOPS = {"H200": 989.4, "H100": 989.4, "A100": 312.0, "L40S": 362.1, "A10G": 70.0}
+PEAK_BF16_TFLOPS = (
+    # dense bf16 tensor-core peaks from NVIDIA's data sheets, most specific name first: the
+    # same chip is sold as SXM, PCIe and NVL cards with different clocks and power
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.5),
+    ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200 NVL", 835.5),
+    ("H200", 989.4),  # SXM, and GH200
+    ("B200", 2250.0),
+    ("A100", 312.0),
+    ("L40S", 362.1),
+    ("A10G", 70.0),
+)
 MFU_FORMULA = (
     "((6*N_trained + 4*N_frozen)*tokens + (6|4)*N_head*answer_tokens"
     " + 6*layers*hidden*sum(doc_len^2)) / (seconds * peak); N without the input embedding"
 )
 
 
+def peak_bf16_tflops(device_name: str) -> float | None:
+    """Dense bf16 peak of one card from its CUDA name, None when unknown (MFU is then n/a).
+
+    >>> peak_bf16_tflops("NVIDIA H100 PCIe"), peak_bf16_tflops("NVIDIA H100 80GB HBM3")
+    (756.0, 989.4)
+    """
+    return next((v for k, v in PEAK_BF16_TFLOPS if k in device_name), None)
+
+
 def device_peak_tflops() -> float | None:
     if not torch.cuda.is_available():
         return None
-    name = torch.cuda.get_device_name()
-    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+    return peak_bf16_tflops(torch.cuda.get_device_name())
 
 
 def _numel(p: torch.nn.Parameter) -> int:

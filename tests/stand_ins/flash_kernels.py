@@ -1,0 +1,215 @@
+"""CPU stand-ins for the CUDA variable-length flash kernels that check their input contract.
+
+The real kernels run on CUDA only, and refuse what they cannot take with a ``RuntimeError`` (or,
+for wrong boundaries, silently compute garbage). These stand-ins check everything those kernels
+check, plus the boundary values the kernels trust without reading (checking them on a GPU would
+cost a host sync), then compute reference attention: causal SDPA per segment, in fp32, returned
+in the input dtype, differentiable.
+
+- ``torch_varlen_attn``: torch's ``torch.nn.attention.varlen.varlen_attn`` (2.11+ signature:
+  ``window_size=(-1, 0)`` for causal, ``enable_gqa``), including the head checks its Python
+  wrapper makes before the kernel.
+- ``flash_attn_varlen_func``: flash-attn 2's ``flash_attn_varlen_func``, as transformers calls it.
+
+``install(monkeypatch)`` puts both in place for one test (and makes the product believe a GPU
+with both is present); ``install_globally()`` does the same for a whole process (the launcher
+``train_on_stand_ins.py``).
+
+What the kernels check (PyTorch ``aten/src/ATen/native/transformers/cuda/flash_attn/flash_api.cpp``
+``mha_varlen_fwd``, flash-attn's ``csrc/flash_attn/flash_api.cpp``): q/k/v fp16 or bf16, one dtype;
+int32 ``cu_seqlens`` on the tensors' device, contiguous; (total, heads, head_dim) tensors with a
+contiguous last dimension; head_dim a multiple of 8 and at most 256; key/value heads dividing the
+query heads; ``max_seqlen`` an int.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+import torch.nn.functional as F
+
+HALF = (torch.float16, torch.bfloat16)
+MAX_HEAD_DIM = 256
+CALLS: list[dict] = []
+"""One entry per stand-in call (kernel name, dtype, shapes): lets a test prove the kernel ran."""
+
+
+class KernelContractError(RuntimeError):
+    """What the CUDA kernel would have raised (or silently mis-computed)."""
+
+
+def check_contract(q, k, v, cu_q, cu_k, max_q, max_k) -> None:
+    """Raise ``KernelContractError`` for any input the CUDA varlen flash kernels refuse or
+    would read wrongly."""
+    _require(all(torch.is_tensor(x) for x in (q, k, v)), "q, k, v must be tensors")
+    _require(
+        q.dtype in HALF, f"FlashAttention only supports fp16 and bf16 data type, got {q.dtype}"
+    )
+    _require(
+        k.dtype == q.dtype and v.dtype == q.dtype,
+        f"query and key/value must have the same dtype, got {q.dtype}, {k.dtype}, {v.dtype}",
+    )
+    _require(q.dim() == 3 and k.dim() == 3 and v.dim() == 3, "q, k, v must be (total, heads, dim)")
+    for name, x in (("query", q), ("key", k), ("value", v)):
+        _require(x.stride(-1) == 1, f"{name} must have contiguous last dimension")
+        _require(x.device == q.device, f"{name} is on {x.device}, query on {q.device}")
+    head_dim = q.shape[-1]
+    _require(head_dim % 8 == 0, f"head_dim {head_dim} must be a multiple of 8")
+    _require(head_dim <= MAX_HEAD_DIM, f"head_dim {head_dim} is over {MAX_HEAD_DIM}")
+    _require(k.shape == v.shape, f"key {tuple(k.shape)} and value {tuple(v.shape)} differ")
+    _require(k.shape[-1] == head_dim, "key/value head_dim differs from the query's")
+    _require(
+        q.shape[1] % k.shape[1] == 0,
+        "Number of heads in key/value must divide number of heads in query",
+    )
+    for name, cu, total, max_len in (
+        ("q", cu_q, q.shape[0], max_q),
+        ("k", cu_k, k.shape[0], max_k),
+    ):
+        _check_boundaries(name, cu, total, max_len, q.device)
+
+
+def _check_boundaries(name, cu, total: int, max_len, device) -> None:
+    _require(torch.is_tensor(cu), f"cu_seqlens_{name} must be a tensor")
+    _require(cu.dtype == torch.int32, f"cu_seqlens_{name} must have dtype int32, got {cu.dtype}")
+    _require(cu.device == device, f"cu_seqlens_{name} is on {cu.device}, the tensors on {device}")
+    _require(cu.dim() == 1 and cu.is_contiguous(), f"cu_seqlens_{name} must be 1-D, contiguous")
+    _require(
+        type(max_len) is int,
+        f"max_seqlen_{name} must be a Python int, got {type(max_len).__name__}",
+    )
+    bounds = cu.tolist()
+    _require(len(bounds) >= 2 and bounds[0] == 0, f"cu_seqlens_{name} must start at 0")
+    _require(
+        all(b >= a for a, b in itertools.pairwise(bounds)),
+        f"cu_seqlens_{name} must be non-decreasing",
+    )
+    _require(
+        bounds[-1] == total, f"cu_seqlens_{name} ends at {bounds[-1]}, the tensors hold {total}"
+    )
+    longest = max(b - a for a, b in itertools.pairwise(bounds))
+    _require(max_len >= longest, f"max_seqlen_{name}={max_len} < longest segment {longest}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise KernelContractError(message)
+
+
+def reference_attention(q, k, v, cu, causal: bool, scale) -> torch.Tensor:
+    """Causal SDPA per segment in fp32 (outside autocast), returned in the input dtype."""
+    out = []
+    with torch.autocast(q.device.type, enabled=False):
+        for a, b in itertools.pairwise(cu.tolist()):
+            qs, ks, vs = (x[a:b].float().transpose(0, 1)[None] for x in (q, k, v))
+            o = F.scaled_dot_product_attention(
+                qs, ks, vs, is_causal=causal, scale=scale, enable_gqa=ks.shape[1] != qs.shape[1]
+            )
+            out.append(o[0].transpose(0, 1))
+    return torch.cat(out).to(q.dtype).contiguous()
+
+
+def torch_varlen_attn(
+    query,
+    key,
+    value,
+    cu_seq_q,
+    cu_seq_k,
+    max_q,
+    max_k,
+    *,
+    return_aux=None,
+    scale=None,
+    window_size=(-1, -1),
+    enable_gqa=False,
+    seqused_k=None,
+    block_table=None,
+    num_splits=None,
+):
+    """``torch.nn.attention.varlen.varlen_attn`` (torch 2.13), on CPU, contract-checked."""
+    hq, hk = query.size(1), key.size(1)
+    if not enable_gqa and hq != hk:  # the Python wrapper's own checks
+        raise ValueError(f"Expect query and key/value to have the same number of heads: {hq}, {hk}")
+    if enable_gqa and hq % hk:
+        raise ValueError(f"Expect query heads a multiple of key/value heads: {hq}, {hk}")
+    assert return_aux is None and seqused_k is None and block_table is None  # not used by training
+    check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
+    _require(tuple(window_size) in ((-1, -1), (-1, 0)), f"unexpected window {window_size}")
+    CALLS.append({"kernel": "varlen_attn", "dtype": query.dtype, "q": tuple(query.shape)})
+    return reference_attention(query, key, value, cu_seq_q, tuple(window_size) == (-1, 0), scale)
+
+
+def flash_attn_varlen_func(
+    q,
+    k,
+    v,
+    cu_seqlens_q,
+    cu_seqlens_k,
+    max_seqlen_q,
+    max_seqlen_k,
+    dropout_p=0.0,
+    softmax_scale=None,
+    causal=False,
+    window_size=(-1, -1),
+    softcap=0.0,
+    alibi_slopes=None,
+    deterministic=False,
+    return_attn_probs=False,
+    block_table=None,
+):
+    """flash-attn 2's ``flash_attn_varlen_func``, on CPU, contract-checked."""
+    check_contract(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    _require(dropout_p == 0.0 and softcap == 0.0 and alibi_slopes is None, "unexpected options")
+    _require(tuple(window_size) == (-1, -1), f"unexpected window {window_size}")
+    CALLS.append({"kernel": "flash_attn_varlen_func", "dtype": q.dtype, "q": tuple(q.shape)})
+    return reference_attention(q, k, v, cu_seqlens_q, causal, softmax_scale)
+
+
+def _flash_imports(*_args, **_kwargs):
+    """What transformers' ``_lazy_imports`` returns for flash-attn 2: the varlen function is the
+    only one a packed training batch reaches."""
+    from transformers import modeling_flash_attention_utils as fa
+
+    def no_dense(*a, **k):
+        raise KernelContractError(
+            "packed training must call the varlen function, not the dense one"
+        )
+
+    return no_dense, flash_attn_varlen_func, None, fa._pad_input, fa._unpad_input
+
+
+def _patches():
+    """(object, attribute, value) for every switch the stand-ins need."""
+    import torch.nn.attention.varlen as varlen
+    from transformers import PreTrainedModel
+    from transformers import modeling_flash_attention_utils as fa
+
+    from amazon_sft import attention
+
+    return [
+        (varlen, "varlen_attn", torch_varlen_attn),
+        (attention, "has_varlen_attn", lambda: True),
+        (attention, "has_flash_attn", lambda: True),
+        (fa, "_lazy_imports", _flash_imports),
+        (fa, "_loaded_implementation", None),  # forget a previous import
+        (PreTrainedModel, "_flash_attn_can_dispatch", lambda self, *a, **k: True),
+    ]
+
+
+def install(monkeypatch) -> None:
+    """The stand-ins in place for one test (undone by pytest's ``monkeypatch``)."""
+    from amazon_sft import attention
+
+    for obj, name, value in _patches():
+        monkeypatch.setattr(obj, name, value)
+    attention._varlen_call.cache_clear()  # the caller clears it again after the test
+
+
+def install_globally() -> None:
+    """The stand-ins in place for this whole process."""
+    from amazon_sft import attention
+
+    for obj, name, value in _patches():
+        setattr(obj, name, value)
+    attention._varlen_call.cache_clear()

@@ -1,0 +1,39 @@
+"""The one GPU check command runs on CPU at tiny shapes (``--cpu-smoke``), so it is ready before
+a GPU is: it prints one table, and what could not run here is listed as skipped with why. (Its
+benchmark step is ``bench/gpu_train.py``, smoke-tested in test_bench_scripts.py; its demo step
+is ``amazon-sft demo``, tested in test_demo.py: both are left out here to keep this cheap.)"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def test_gpu_check_cpu_smoke_prints_one_table_and_says_what_it_skipped(tmp_path):
+    cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)]
+    cmd += ["--skip", "benchmark,demo"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "| check | status | seconds | figures / reason |" in proc.stdout
+    checks = {c["name"]: c for c in json.loads((tmp_path / "gpu_check.json").read_text())}
+    assert checks["gpu tests"]["status"] == ("ok" if torch.cuda.is_available() else "skipped")
+    assert checks["logits sdpa_per_document"]["status"] == "ok"
+    assert checks["benchmark"]["status"] == "skipped"
+    if not torch.cuda.is_available():
+        assert checks["logits varlen_attn"]["status"] == "skipped"
+        assert "needs CUDA" in checks["logits varlen_attn"]["detail"]
+
+
+def test_gpu_check_refuses_a_machine_without_a_gpu_unless_asked_for_a_smoke_run():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    proc = subprocess.run(
+        [sys.executable, "scripts/gpu_check.py"], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 2 and "--cpu-smoke" in proc.stdout

@@ -1,0 +1,74 @@
+"""The small GPU-path contracts: the peak FLOP/s of each card (MFU's denominator), no host read
+per layer on the per-document path, and the DeepSpeed gradient norm kept on the device."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from amazon_sft.metrics import peak_bf16_tflops
+
+
+@pytest.mark.parametrize(
+    ("name", "tflops"),
+    [
+        ("NVIDIA H100 80GB HBM3", 989.4),  # SXM
+        ("NVIDIA H100 PCIe", 756.0),
+        ("NVIDIA H100 NVL", 835.5),
+        ("NVIDIA H200", 989.4),
+        ("NVIDIA H200 NVL", 835.5),
+        ("NVIDIA GH200 480GB", 989.4),
+        ("NVIDIA B200", 2250.0),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA L40S", 362.1),
+        ("Tesla T4", None),  # unknown: MFU is reported as n/a, not guessed
+    ],
+)
+def test_peak_flops_follow_the_exact_card(name, tflops):
+    assert peak_bf16_tflops(name) == tflops
+
+
+def test_sdpa_per_document_reads_no_boundaries_from_the_device_per_layer(monkeypatch):
+    """On CUDA ``cu.tolist()`` is a host sync; the boundaries come with the batch instead (its
+    document lengths are host lists already), so a forward makes no such read at all."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from amazon_sft.attention import NAME, packed_attention_inputs, register
+    from amazon_sft.data.batch import PackedBatch
+
+    register()
+    config = AutoConfig.for_model(
+        "llama",
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=3,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=100,
+    )
+    lm = AutoModelForCausalLM.from_config(config, attn_implementation=NAME).eval()
+    ids = np.arange(24, dtype=np.int64).reshape(2, 12) % 100
+    pos = np.array([list(range(5)) + list(range(7)), list(range(12))])
+    batch = PackedBatch.from_rows(ids, ids.copy(), pos, [[5, 7], [9]], np.arange(2))
+    reads = []
+    real = torch.Tensor.tolist
+    monkeypatch.setattr(torch.Tensor, "tolist", lambda t: reads.append(t.shape) or real(t))
+    with torch.no_grad():
+        lm(
+            input_ids=batch.input_ids,
+            position_ids=batch.position_ids,
+            **packed_attention_inputs(batch, NAME),
+        )
+    assert reads == []
+
+
+def test_the_deepspeed_gradient_norm_stays_on_the_device():
+    """accelerate's ``clip_grad_norm_`` under DeepSpeed calls ``.item()`` (a host sync of its
+    own); the step reads the engine's norm tensor with its other numbers, in one sync."""
+    from amazon_sft.distributed import global_grad_norm
+
+    norm = torch.tensor(3.0)
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=object()))
+    engine = SimpleNamespace(get_global_grad_norm=lambda: norm)
+    assert global_grad_norm(accelerator, engine, max_norm=1.0) is norm

@@ -1,0 +1,57 @@
+"""Non-finite steps are the same on every path: their gradients never reach the weights, the
+learning-rate schedule does not advance, and no checkpoint holds such a state."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from amazon_sft.nonfinite import poisoned_loss
+
+from .conftest import REPO, free_port, train_overrides
+
+ACCELERATE = str(Path(sys.executable).with_name("accelerate"))
+LAUNCH = {
+    "ddp": (["--multi_gpu"], {"ACCELERATE_USE_CPU": "true"}),
+    "zero2": (["--config_file", "launch/accelerate/zero2.yaml"], {}),
+}
+TIMEOUT_S = 300
+
+
+def test_an_infinite_loss_with_finite_gradients_back_propagates_nan():
+    w = torch.ones(3, requires_grad=True)
+    back, shown, bad = poisoned_loss(w.sum() + float("inf"))  # d/dw is finite (ones)
+    back.backward()
+    assert w.grad.isnan().all() and shown.item() == 0.0 and bad.item() == 1.0
+
+
+@pytest.mark.multiproc
+@pytest.mark.parametrize("launch", list(LAUNCH))
+def test_a_non_finite_step_on_one_rank_changes_nothing(launch, prepared, tiny_model_dir, tmp_path):
+    """Rank 1's first micro-batch of step 2 (of 4) has an infinite loss with finite gradients.
+    Step 2 must be skipped on both ranks, step 3 must use step 2's learning rate, and no
+    checkpoint may hold the state after step 2."""
+    flags, env = LAUNCH[launch]
+    cmd = [ACCELERATE, "launch", *flags, "--num_processes", "2"]
+    cmd += ["--main_process_port", str(free_port())]
+    cmd += [str(REPO / "tests" / "stand_ins" / "train_with_bad_step.py"), "--config", "tiny"]
+    cmd += train_overrides(
+        prepared,
+        tiny_model_dir,
+        tmp_path,
+        *("train.max_steps=4", "train.global_batch_size=4", "train.micro_batch_size=1"),
+        *("train.warmup_steps=0", "checkpoint.every_steps=1", "checkpoint.keep_last=10"),
+    )
+    env = {**os.environ, **env, "BAD_CALL": "3", "BAD_RANK": "1"}  # 2 micro-batches a step
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=TIMEOUT_S)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["non_finite"] for r in rows] == [False, True, False, False]
+    assert [r["optimizer_stepped"] for r in rows] == [True, False, True, True]
+    assert rows[2]["lr"] == rows[1]["lr"]  # the schedule did not advance on the skipped step
+    saved = sorted(p.parent.name for p in (tmp_path / "checkpoints").glob("step-*/COMPLETE"))
+    assert saved == ["step-00000001", "step-00000003", "step-00000004"]

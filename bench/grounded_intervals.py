@@ -1,6 +1,7 @@
 """Oracle context: means and 95% bootstrap intervals of an eval folder's answers, per split
 (ROUGE-L without citations, citation accuracy, false abstention, abstention accuracy); with
-``--base``, the paired deltas against another eval folder over the same titles (the same bootstrap draws for both).
+``--base``, the paired deltas against another eval folder over the same titles (the same
+bootstrap draws for both).
 
     python bench/grounded_intervals.py /tmp/r/eval-tuned [model] [--base /tmp/r/eval-base]
 """

@@ -227,3 +227,24 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     assert report["comparison"]["all"]["recall_at_k"]["delta"] == 0.0  # one index, both models
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
+
+
+def test_oracle_splits_are_labelled_oracle_context():
+    from amazon_sft.evaluation.report import render_markdown
+
+    metrics = {"rougeL": 0.5, "citation_accuracy": 0.9}
+    result = {
+        "models": {"model": {"label": "m"}},
+        "data": "d",
+        "decoding": {},
+        "splits": {
+            s: {"model": {"n": 1, "metrics": metrics}}
+            for s in ("heldout", "heldout grounded", "heldout absent")
+        },
+        "rows": [],
+    }
+    md = render_markdown(result, 0)
+    assert "## heldout titles (n=1)" in md
+    assert "## heldout grounded titles, oracle context (n=1)" in md
+    assert "## heldout absent titles, oracle context (n=1)" in md
+    assert "--questions FILE" in md

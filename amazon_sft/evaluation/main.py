@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest
+from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end_run
@@ -297,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
         check_vllm_usable(decoding, accelerator.num_processes)
     data_dir = Path(args.data)
     manifest = read_manifest(data_dir)
+    if (note := stale_split(manifest, str(data_dir))) and accelerator.is_main_process:
+        print(note, file=sys.stderr)
     if args.questions:
         return end_to_end_run.run(args, data_dir, accelerator)
     splits = {

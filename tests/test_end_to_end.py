@@ -227,6 +227,8 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     assert report["comparison"]["all"]["recall_at_k"]["delta"] == 0.0  # one index, both models
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
+    summary = md.split("## Summary")[1].split("\n## ")[0]
+    assert "| all | 6 |" in summary and "retrieval recall@k (tuned)" in summary
 
 
 def test_oracle_splits_are_labelled_oracle_context():
@@ -248,3 +250,17 @@ def test_oracle_splits_are_labelled_oracle_context():
     assert "## heldout grounded titles, oracle context (n=1)" in md
     assert "## heldout absent titles, oracle context (n=1)" in md
     assert "--questions FILE" in md
+
+
+def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_dir, tmp_path):
+    (base,), overrides = _base(tiny_model_dir)
+    bad = _write(tmp_path / "q.jsonl", ['{"question": "q", "uid": "B1", "kind": "typo"}', "{oops"])
+    other = _write(tmp_path / "o.jsonl", [{"question": "q", "uid": "NOT-HERE", "kind": "typo"}])
+    cases = [(bad, f"{bad} line 2: not valid JSON"), (other, "none of its products")]
+    for path, needle in cases:
+        proc = _eval(
+            "--data", str(prepared), "--model", base, "--questions", str(path),
+            "--out", str(tmp_path / "r"), *overrides,
+        )  # fmt: skip
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr

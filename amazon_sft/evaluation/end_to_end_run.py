@@ -141,6 +141,32 @@ def _cell(m: dict | None) -> str:
     return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (of {m['of']})"
 
 
+HEADLINE = (
+    "right_record_cited",
+    "wrong_record_cited",
+    "false_abstention",
+    "abstention_recall",
+    "abstention_precision",
+    "recall_at_1",
+    "recall_at_k",
+)
+
+
+def summary_table(result: dict, models: list[str]) -> list[str]:
+    """One line per group, the headline rates of each model (values only; intervals below)."""
+    heads = [f"{E.METRICS[k][0]} ({m})" for k in HEADLINE for m in models]
+    lines = ["## Summary", "", "| group | n | " + " | ".join(heads) + " |"]
+    lines.append("|---" * (len(heads) + 2) + "|")
+    for group, row in result["groups"][models[0]].items():
+        cells = []
+        for key in HEADLINE:
+            for m in models:
+                got = result["groups"][m][group].get(key)
+                cells.append("-" if got is None else f"{got['value']:.3f}")
+        lines.append(f"| {md_text(group)} | {row['n']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
 def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
     models = list(result["models"])
     lines = [
@@ -156,6 +182,7 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         info = result["models"][m]
         lines.append(f"- {m}: {md_text(info['label'])}, k = {info['k']} records")
     lines.append("")
+    lines += summary_table(result, models)
     for group in result["groups"][models[0]]:
         lines += [f"## {group} (n={result['groups'][models[0]][group]['n']})", ""]
         cmp = "comparison" in result

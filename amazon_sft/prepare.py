@@ -36,12 +36,14 @@ from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber
 from amazon_sft.data.grounded import GroundedBuilder, build_batches, uid_share, worker_count
 from amazon_sft.data.manifest import Manifest, write_manifest
+from amazon_sft.data.near_duplicates import NearDuplicateKeys
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
 from amazon_sft.data.report import Histogram, build_report, write_report
 from amazon_sft.data.shards import ShardWriter
 from amazon_sft.data.spill import Spill
 from amazon_sft.data.split import (
+    SPLIT_VERSION,
     ProbeSample,
     heldout_mask,
     normalise_title,
@@ -156,7 +158,8 @@ class _Cleaned:
 
     path: Path
     hashes: tuple[np.ndarray, np.ndarray]
-    """Per row: the hash of its normalised title and of its description."""
+    """Per row: the hash of its normalised title, and its description's near-duplicate group
+    (``near_duplicates``: 64 bytes a row while reading)."""
     stats: ReadStats
     cleaner: Cleaner
     scrub: SpecialTextScrubber
@@ -173,7 +176,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     hist = {
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }
-    title_hashes, text_hashes = array("Q"), array("Q")
+    title_hashes, near = array("Q"), NearDuplicateKeys()
     bar = tqdm(
         total=input_path.stat().st_size,
         unit="B",
@@ -193,10 +196,10 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
             hist["title_chars"].add(len(title))
             hist["content_chars"].add(len(content))
             title_hashes.append(title_hash(title))
-            text_hashes.append(title_hash(content, key=content))
+            near.add(content)
             out.write(orjson.dumps({"uid": rec.uid, "title": title, "content": content}) + b"\n")
     bar.close()
-    hashes = (np.frombuffer(title_hashes, np.uint64), np.frombuffer(text_hashes, np.uint64))
+    hashes = (np.frombuffer(title_hashes, np.uint64), near.labels())
     return _Cleaned(path, hashes, stats, cleaner, scrub, hist, time.perf_counter() - started)
 
 
@@ -334,6 +337,7 @@ def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer:
     return Manifest(
         **{k: report[k] for k in counted},
         amazon_sft_version=__version__,
+        split_version=SPLIT_VERSION,
         max_seq_len=cfg.data.max_seq_len,
         pad_id=pad_id,
         eos_id=tok.eos_token_id,

@@ -1,6 +1,7 @@
-"""Means and 95% bootstrap intervals of an eval folder's answers, per split (ROUGE-L without
-citations, citation accuracy, false abstention, abstention accuracy); with ``--base``, the paired
-deltas against another eval folder over the same titles (the same bootstrap draws for both).
+"""Oracle context: means and 95% bootstrap intervals of an eval folder's answers, per split
+(ROUGE-L without citations, citation accuracy, false abstention, abstention accuracy); with
+``--base``, the paired deltas against another eval folder over the same titles (the same
+bootstrap draws for both).
 
     python bench/grounded_intervals.py /tmp/r/eval-tuned [model] [--base /tmp/r/eval-base]
 """
@@ -20,11 +21,8 @@ from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
 
 
 def interval(values) -> str:
-    v = np.asarray(values, dtype=float)
-    rng = np.random.default_rng(0)
-    means = [v[rng.integers(0, len(v), len(v))].mean() for _ in range(2000)]
-    lo, hi = np.percentile(means, [2.5, 97.5])
-    return f"{v.mean():.3f} [{lo:.3f}, {hi:.3f}]"
+    mean, lo, hi = M.bootstrap_interval(values, n_resamples=2000, seed=0)
+    return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
 def per_example(asked: list[dict], model: str, split: str) -> dict[str, list]:

@@ -116,3 +116,23 @@ def test_grounded_prepare_benchmark_compares_worker_counts():
     assert (
         "in 2 workers (worker start included): speed-up" in out and "shards identical: True" in out
     )
+
+
+def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):
+    import json
+    import random
+
+    from .test_split import TWIN_A, TWIN_B
+
+    rng = random.Random(0)
+    words = [f"w{i}" for i in range(500)]
+    rows = [
+        {"title": f"Product {i}", "content": " ".join(rng.choice(words) for _ in range(40))}
+        for i in range(60)
+    ]
+    rows += [{"title": "The Iron Lantern", "content": TWIN_A}]
+    rows += [{"title": "The Silver Lantern", "content": TWIN_B}]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _run("bench/near_duplicates.py", "--rows", str(path), "--heldout-fraction", "0.5")
+    assert "groups merged by split version 2: 1 (62 -> 61)" in out, out

@@ -68,6 +68,8 @@ class Manifest:
     skipped: dict[str, int] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    split_version: int = 1
+    """``split.SPLIT_VERSION`` prepare split with (absent in manifests written before it: 1)."""
     amazon_sft_version: str = ""
     integrity: str = ""
     """sha256 of everything else (``seal``)."""
@@ -160,3 +162,17 @@ def check_fingerprints(manifest: Manifest, tokenizer_fp: str, template_fp: str, 
             f"{manifest.template_fingerprint} != {template_fp}); re-run amazon-sft prepare "
             "with the same data.templates / use_chat_template / system_prompt"
         )
+
+
+def stale_split(manifest: Manifest, where: str) -> str | None:
+    """A warning when ``where`` was split by an older version (held-out figures may count a
+    near-duplicate of a training product as held out), else None."""
+    from amazon_sft.data.split import SPLIT_VERSION
+
+    if manifest.split_version >= SPLIT_VERSION:
+        return None
+    return (
+        f"warning: {where} was split by split version {manifest.split_version} (< "
+        f"{SPLIT_VERSION}): near-duplicate descriptions may sit on both sides of the held-out "
+        "split; re-run amazon-sft prepare for held-out figures that hold"
+    )

@@ -2,8 +2,11 @@
 
     amazon-sft eval --data DIR --model config:smollm2-135m --out runs/eval-base
     amazon-sft eval --data DIR --compare config:smollm2-135m runs/smollm2-lora --out runs/eval
+    amazon-sft eval --data DIR --compare ... --questions questions.jsonl --out runs/eval-e2e
 
-The prompts come from amazon_sft.prompts (phrasing 0), exactly as training renders them.
+The prompts come from amazon_sft.prompts (phrasing 0), exactly as training renders them, with
+the right record handed over for grounded splits ("oracle context"); ``--questions`` instead
+asks free-form questions through ``ask``'s Answerer, end to end (evaluation/end_to_end.py).
 """
 
 from __future__ import annotations
@@ -17,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest
+from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import UserError
+from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import MODES, EvalItem, build_items
@@ -77,6 +81,7 @@ def parse_args(argv):
         help="share of GPU memory vLLM may take (its gpu_memory_utilization)",
     )
     p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
+    end_to_end_run.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_args(argv)
     if args.max_new_tokens < 1 or args.n < 1 or args.batch_size < 1:
@@ -292,6 +297,10 @@ def main(argv: list[str] | None = None) -> int:
         check_vllm_usable(decoding, accelerator.num_processes)
     data_dir = Path(args.data)
     manifest = read_manifest(data_dir)
+    if (note := stale_split(manifest, str(data_dir))) and accelerator.is_main_process:
+        print(note, file=sys.stderr)
+    if args.questions:
+        return end_to_end_run.run(args, data_dir, accelerator)
     splits = {
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
         for s in args.splits.split(",")

@@ -73,5 +73,42 @@ def paired_bootstrap(
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(before), size=(n_resamples, len(before)))
     deltas = np.array([statistic(after[i]) - statistic(before[i]) for i in idx])
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return float(statistic(after) - statistic(before)), float(lo), float(hi)
+    lo, hi = _percentiles(deltas)
+    return float(statistic(after) - statistic(before)), lo, hi
+
+
+def bootstrap_interval(
+    values: np.ndarray, n_resamples: int = 1000, seed: int = 0, statistic=np.mean
+) -> tuple[float, float, float]:
+    """(value, low, high): ``statistic(values)`` and its 95% percentile interval over resamples
+    of the examples (rows of ``values``).
+
+    >>> bootstrap_interval(np.ones(30))
+    (1.0, 1.0, 1.0)
+    """
+    values = np.asarray(values, dtype=float)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(values), size=(n_resamples, len(values)))
+    lo, hi = _percentiles(np.array([statistic(values[i]) for i in idx]))
+    return float(statistic(values)), lo, hi
+
+
+def ratio_of_sums(pairs: np.ndarray) -> float:
+    """``sum(numerator) / sum(denominator)`` of (numerator, denominator) rows; NaN when no row
+    counts (a rate over a subset a resample may leave empty: abstention precision when nothing
+    abstained).
+
+    >>> ratio_of_sums(np.array([[1, 1], [0, 1], [0, 0]])), ratio_of_sums(np.zeros((2, 2)))
+    (0.5, nan)
+    """
+    den = pairs[:, 1].sum()
+    return float(pairs[:, 0].sum() / den) if den else float("nan")
+
+
+def _percentiles(draws: np.ndarray) -> tuple[float, float]:
+    """The 2.5th and 97.5th percentiles of the draws that are defined (NaN when none is)."""
+    draws = draws[~np.isnan(draws)]
+    if not len(draws):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(draws, [2.5, 97.5])
+    return float(lo), float(hi)

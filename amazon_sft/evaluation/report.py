@@ -29,6 +29,13 @@ SHOWN = {
 }
 
 
+ORACLE_NOTE = (
+    "Grounded splits use *oracle context*: the canonical question with the exact title, the "
+    "right record handed over (or, for absent, left out) among retrieved ones. What `ask` "
+    "does with a shopper's own words is scored by `amazon-sft eval --questions FILE`."
+)
+
+
 def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "report.json").write_text(
@@ -52,9 +59,12 @@ def render_markdown(result: dict, n_examples: int) -> str:
         "",
         f"Data: `{result['data']}`; decoding: {result['decoding']}",
         "",
+        ORACLE_NOTE,
+        "",
     ]
     for split, by_model in result["splits"].items():
-        lines += [f"## {split} titles (n={by_model[models[0]]['n']})", ""]
+        oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
+        lines += [f"## {split} titles{oracle} (n={by_model[models[0]]['n']})", ""]
         header = (
             "| metric | "
             + " | ".join(models)

@@ -1,0 +1,212 @@
+"""The end-to-end mode of ``amazon-sft eval`` (``--questions FILE``): its flags, its run over one
+or two models, and its report (report.json, report.md, answers.jsonl). What is asked and how an
+answer is scored: ``end_to_end``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+
+from amazon_sft.errors import UserError
+from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation.report import md_text
+
+TITLE = "End to end: free-form questions through ask's Answerer (real retrieval, k records)"
+
+
+def add_arguments(p) -> None:
+    p.add_argument(
+        "--questions",
+        type=Path,
+        default=None,
+        help="end-to-end mode: JSON lines of free-form questions (question, uid or 'absent', "
+        "kind, source), each answered as `amazon-sft ask` answers it and scored; the oracle-"
+        "context splits are not run",
+    )
+    p.add_argument(
+        "--question-source",
+        choices=E.SOURCES,
+        default=None,
+        help="ask only the questions of this source (real rows or the generated catalogue)",
+    )
+    p.add_argument(
+        "--k", type=int, default=None, help="records retrieved (default: what training showed)"
+    )
+
+
+def run(args, data_dir: Path, accelerator) -> int:
+    """Ask every question of ``args.questions`` with each model, score, write the report."""
+    from accelerate.utils import set_seed
+
+    if accelerator.num_processes > 1:
+        raise UserError("--questions runs in one process: launch eval without several processes")
+    if args.backend != "hf":
+        raise UserError("--questions answers through transformers, as ask does: drop --backend")
+    if args.k is not None and args.k < 1:
+        raise UserError(f"--k must be >= 1, got {args.k}")
+    questions, products, removals, skipped = _questions(args, data_dir)
+    groups = E.question_groups(questions, products)
+    specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
+    from amazon_sft.answering.index import CatalogueIndex
+
+    index = CatalogueIndex(data_dir)  # opened once for every model
+    result: dict = {
+        "mode": "end to end",
+        "data": str(data_dir),
+        "questions": str(args.questions),
+        "asked": len(questions),
+        "skipped": skipped,
+        "max_new_tokens": args.max_new_tokens,
+        "seed": args.seed,
+        "models": {},
+        "groups": {},
+    }
+    answers, outcomes = {}, {}
+    for name, spec in specs.items():
+        set_seed(args.seed)
+        answerer, label = _answerer(spec, args.overrides, index)
+        k = args.k or answerer.data.context_records
+        result["models"][name] = {"label": label, "spec": spec, "k": k}
+        answers[name], outcomes[name] = E.ask_all(
+            answerer, questions, products, removals, k, args.max_new_tokens
+        )
+        result["groups"][name] = E.summarise(outcomes[name], groups, args.seed)
+        del answerer
+    if args.compare:
+        result["comparison"] = E.compare(outcomes["base"], outcomes["tuned"], groups, args.seed)
+    rows = [_row(i, q, answers, outcomes) for i, q in enumerate(questions)]
+    write_report(Path(args.out), result, rows)
+    print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
+    return 0
+
+
+def _questions(args, data_dir: Path):
+    questions = E.read_questions(args.questions)
+    if args.question_source:
+        questions = [q for q in questions if q.source == args.question_source]
+    products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
+    kept, skipped = E.keep_answerable(questions, products)
+    if not kept:
+        raise UserError(
+            f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
+            "(questions about another catalogue? pick them with --question-source)"
+        )
+    return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
+
+
+def _answerer(spec: str, overrides: list[str], index):
+    """``ask``'s Answerer for one model, on the index opened once."""
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.evaluation.loading import load_for_eval, pick_device
+    from amazon_sft.prompts import build_prompt_format
+
+    model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
+    return Answerer(model, tok, build_prompt_format(tok, cfg.data), index, cfg.data), label
+
+
+def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
+    return {
+        "line": q.line,
+        "question": q.text,
+        "kind": q.kind,
+        "source": q.source,
+        "uid": q.uid or E.ABSENT,
+        "removed": q.removed,
+        "retrieved": {m: [s["uid"] for s in answers[m][i].sources] for m in answers},
+        "answers": {m: answers[m][i].answer for m in answers},
+        "outcomes": {m: _plain(outcomes[m][i]) for m in outcomes},
+    }
+
+
+def _plain(outcome: E.Outcome) -> dict:
+    raw = vars(outcome).copy()
+    raw["rouge_l"] = None if raw["rouge_l"] != raw["rouge_l"] else raw["rouge_l"]  # NaN: JSON null
+    return raw
+
+
+def write_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "report.json").write_text(json.dumps(result, indent=2))
+    with open(out_dir / "answers.jsonl", "wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
+    (out_dir / "report.md").write_text(render_markdown(result, rows))
+
+
+def _cell(m: dict | None) -> str:
+    if m is None:
+        return "-"
+    return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (of {m['of']})"
+
+
+HEADLINE = (
+    "right_record_cited",
+    "wrong_record_cited",
+    "false_abstention",
+    "abstention_recall",
+    "abstention_precision",
+    "recall_at_1",
+    "recall_at_k",
+)
+
+
+def summary_table(result: dict, models: list[str]) -> list[str]:
+    """One line per group, the headline rates of each model (values only; intervals below)."""
+    heads = [f"{E.METRICS[k][0]} ({m})" for k in HEADLINE for m in models]
+    lines = ["## Summary", "", "| group | n | " + " | ".join(heads) + " |"]
+    lines.append("|---" * (len(heads) + 2) + "|")
+    for group, row in result["groups"][models[0]].items():
+        cells = []
+        for key in HEADLINE:
+            for m in models:
+                got = result["groups"][m][group].get(key)
+                cells.append("-" if got is None else f"{got['value']:.3f}")
+        lines.append(f"| {md_text(group)} | {row['n']} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
+    models = list(result["models"])
+    lines = [
+        f"# {TITLE}",
+        "",
+        f"Data: `{result['data']}`; questions: `{result['questions']}` ({result['asked']} asked, "
+        f"{len(result['skipped']['not_in_catalogue'])} skipped: their product is not in this "
+        "catalogue); greedy, "
+        f"max {result['max_new_tokens']} new tokens; 95% bootstrap intervals over questions.",
+        "",
+    ]
+    for m in models:
+        info = result["models"][m]
+        lines.append(f"- {m}: {md_text(info['label'])}, k = {info['k']} records")
+    lines.append("")
+    lines += summary_table(result, models)
+    for group in result["groups"][models[0]]:
+        lines += [f"## {group} (n={result['groups'][models[0]][group]['n']})", ""]
+        cmp = "comparison" in result
+        lines.append(
+            "| metric | " + " | ".join(models) + (" | tuned - base (95% CI) |" if cmp else " |")
+        )
+        lines.append("|---" * (len(models) + 1 + cmp) + "|")
+        for key, (label, _) in E.METRICS.items():
+            cells = [result["groups"][m][group].get(key) for m in models]
+            if all(c is None for c in cells):
+                continue
+            line = f"| {label} | " + " | ".join(_cell(c) for c in cells) + " |"
+            if cmp:
+                d = result["comparison"][group].get(key)
+                line += f" {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |" if d else " - |"
+            lines.append(line)
+        lines.append("")
+    lines += ["## Examples", ""]
+    for r in rows[:n_examples]:
+        lines.append(
+            f"**{md_text(r['question'])}** ({md_text(r['kind'])}; expected {md_text(r['uid'])})"
+        )
+        lines.append("")
+        for m in models:
+            lines.append(f"- {md_text(m)}: {md_text(r['answers'][m][:400])}")
+        lines.append("")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,266 @@
+"""End-to-end evaluation (``amazon-sft eval --questions``): the question file, the scoring
+arithmetic on known answers, the index with a product taken out, and one run through ``ask``'s
+Answerer with the tiny models."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from amazon_sft.answering.ask import Answer
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.errors import UserError
+from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import metrics as M
+
+from .test_eval import _base, _eval
+
+
+def _write(path: Path, rows: list) -> Path:
+    path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+    return path
+
+
+def test_question_file_in_the_question_sets_format(tmp_path):
+    path = _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": "mogs kitens", "uid": "B1", "kind": "typo", "source": "real"},
+            "",
+            {"question": "a red kayak?", "uid": "absent", "kind": "absent", "source": "generated"},
+            {"question": "Mog's Kittens", "absent": "B1", "kind": "absent", "split": "seen"},
+            {"question": "a blue kayak?", "absent": True, "kind": "absent"},
+        ],
+    )
+    q = E.read_questions(path)
+    assert [(x.uid, x.removed, x.kind, x.source, x.line) for x in q] == [
+        ("B1", None, "typo", "real", 1),
+        (None, None, "absent", "generated", 3),
+        (None, "B1", "absent", "generated", 4),
+        (None, None, "absent", "generated", 5),
+    ]
+    assert [x.absent for x in q] == [False, True, True, True]
+
+
+@pytest.mark.parametrize(
+    "line, needle",
+    [
+        ("{not json", "not valid JSON"),
+        ('["a list"]', "not a JSON object"),
+        ('{"uid": "B1", "kind": "typo"}', "'question'"),
+        ('{"question": "  ", "uid": "B1", "kind": "typo"}', "'question'"),
+        ('{"question": "q", "uid": "B1"}', "'kind'"),
+        ('{"question": "q", "kind": "typo"}', "needs 'uid'"),
+        ('{"question": "q", "uid": 7, "kind": "typo"}', "'uid'"),
+        ('{"question": "q", "uid": "B1", "kind": "t", "source": "web"}', "'source'"),
+        ('{"question": "q", "absent": 3, "kind": "t"}', "'absent'"),
+        ('{"question": "q", "uid": "B2", "absent": "B1", "kind": "t"}', "disagree"),
+    ],
+)
+def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, line, needle):
+    good = '{"question": "q", "uid": "B1", "kind": "typo"}'
+    path = _write(tmp_path / "q.jsonl", [good, line])
+    with pytest.raises(UserError) as err:
+        E.read_questions(path)
+    message = str(err.value)
+    assert f"{path} line 2" in message and needle in message and "\n" not in message
+
+
+@dataclass
+class ScriptedAnswerer:
+    """``ask``'s Answerer with a scripted model: real retrieval, the answer text looked up by
+    question (so the scoring is checked on answers whose right scores are known)."""
+
+    index: object
+    script: dict
+
+    def __call__(self, question, *, k, mode, max_new_tokens):
+        sources = [vars(s) for s in self.index.search(question, k)]
+        text = self.script[question]
+        return Answer(question, text, sources, "", mode, E.cited_uids(text))
+
+
+def _catalogue(prepared: Path) -> list[dict]:
+    return [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+
+
+def test_scoring_on_known_answers(prepared):
+    rows = _catalogue(prepared)
+    held = next(r for r in rows if r["split"] == "heldout")
+    p1, p2, p3, p4 = held, *[r for r in rows if r["split"] == "train"][:3]
+    half = " ".join(p4["content"].split()[: len(p4["content"].split()) // 2])
+    abstain = "The catalogue has no record of this product."
+    cases = [  # (question row, answer)
+        ({"uid": p1["uid"], "q": p1["title"]}, f"{p1['content']}\n[source: {p1['uid']}]"),
+        ({"uid": p2["uid"], "q": p2["title"]}, f"{p3['content']}\n[source: {p3['uid']}]"),
+        ({"uid": p3["uid"], "q": p3["title"]}, abstain),
+        ({"uid": p4["uid"], "q": p4["title"]}, f"{half}\n[source: {p4['uid']}]"),
+        ({"uid": "absent", "q": "a carbon bicycle frame"}, abstain),
+        ({"absent": p1["uid"], "q": p1["title"] + " please"}, abstain),
+        ({"uid": "absent", "q": "a wooden chess set"}, f"Chess.\n[source: {p2['uid']}]"),
+    ]
+    path = _write(
+        Path(prepared).parent / "known.jsonl",
+        [
+            {"question": c["q"], "kind": "k", **{k: v for k, v in c.items() if k != "q"}}
+            for c, _ in cases
+        ],
+    )
+    questions = E.read_questions(path)
+    products, removals = E.read_products(prepared / "catalogue.jsonl", questions)
+    assert E.keep_answerable(questions, products) == (questions, [])
+    index = CatalogueIndex(prepared)
+    answerer = ScriptedAnswerer(index, {c["q"]: a for c, a in cases})
+    answers, outcomes = E.ask_all(answerer, questions, products, removals, 3, 16)
+
+    assert [(o.right, o.wrong, o.abstained) for o in outcomes] == [
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+        (True, False, False),
+        (False, False, True),
+        (False, False, True),
+        (False, True, False),
+    ]
+    retrieved = [[s["uid"] for s in a.sources] for a in answers]
+    assert p1["uid"] not in retrieved[5] and removals[p1["uid"]] >= {
+        i for i, r in enumerate(rows) if r["uid"] == p1["uid"]
+    }
+    for q, got in zip(questions[:4], retrieved[:4]):  # the index's own answer, unchanged
+        assert got == [s.uid for s in index.search(q.text, 3)]
+
+    groups = E.question_groups(questions, products)
+    s = E.summarise(outcomes, groups)["all"]
+    r4 = M.rouge_scores([half], [p4["content"]])["rougeL"][0]
+    expected = {
+        "right_record_cited": 2 / 4,
+        "wrong_record_cited": 1 / 4,
+        "false_abstention": 1 / 4,
+        "abstention_recall": 2 / 3,  # q5, q6 of q5-q7
+        "abstention_precision": 2 / 3,  # q5, q6 of the abstentions q3, q5, q6
+        "cited_when_absent": 1 / 3,
+        "rougeL_when_right": (1.0 + r4) / 2,
+        "recall_at_1": sum(g[:1] == [q.uid] for q, g in zip(questions[:4], retrieved)) / 4,
+        "recall_at_k": sum(q.uid in g for q, g in zip(questions[:4], retrieved)) / 4,
+    }
+    for key, value in expected.items():
+        assert s[key]["value"] == pytest.approx(value), key
+        assert s[key]["low"] <= s[key]["value"] <= s[key]["high"], key
+    assert s["abstention_precision"]["of"] == 3 and s["n"] == 7
+    assert set(groups["held-out products"]) == {0, 5}  # p1's question and its removal
+    assert groups[E.NOT_IN_CATALOGUE] == [4, 6]
+    held_out = E.summarise(outcomes, groups)["held-out products"]
+    assert (
+        held_out["right_record_cited"]["value"] == 1.0
+        and held_out["abstention_recall"]["value"] == 1.0
+    )
+
+    perfect = [
+        E.Outcome(o.absent, not o.absent, False, o.absent, 1.0, o.top1, o.topk) for o in outcomes
+    ]
+    d = E.compare(outcomes, perfect, groups)["all"]
+    assert d["right_record_cited"]["delta"] == pytest.approx(0.5)
+    assert d["right_record_cited"]["low"] <= 0.5 <= d["right_record_cited"]["high"]
+    assert d["abstention_precision"]["delta"] == pytest.approx(1 / 3)
+    assert d["recall_at_k"] == {"delta": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_questions_about_another_catalogue_are_skipped_and_counted(prepared, tmp_path):
+    rows = _catalogue(prepared)
+    path = _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": rows[0]["title"], "uid": rows[0]["uid"], "kind": "title"},
+            {"question": "x", "uid": "NOT-A-UID", "kind": "title", "source": "real"},
+            {"question": "y", "absent": "NOT-A-UID", "kind": "absent", "source": "real"},
+        ],
+    )
+    questions = E.read_questions(path)
+    products, _ = E.read_products(prepared / "catalogue.jsonl", questions)
+    kept, skipped = E.keep_answerable(questions, products)
+    assert [q.line for q in kept] == [1] and [q.line for q in skipped] == [2, 3]
+
+
+@pytest.mark.e2e
+def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned_run, tmp_path):
+    rows = _catalogue(prepared)
+    held = [r for r in rows if r["split"] == "heldout"][:2]
+    seen = [r for r in rows if r["split"] == "train"][:2]
+    words = lambda r: " ".join(r["title"].split()[:3]).lower()  # noqa: E731
+    lines = [{"question": words(r), "uid": r["uid"], "kind": "partial"} for r in held + seen]
+    lines += [
+        {"question": seen[0]["title"], "absent": seen[0]["uid"], "kind": "absent"},
+        {"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"},
+    ]
+    questions = _write(tmp_path / "q.jsonl", lines)
+    (base,), overrides = _base(tiny_model_dir)
+    out = tmp_path / "r"
+    proc = _eval(
+        "--data", str(prepared), "--compare", base, str(tuned_run), "--questions", str(questions),
+        "--out", str(out), "--max-new-tokens", "12", *overrides,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((out / "report.json").read_text())
+    answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert report["asked"] == 6 and set(report["models"]) == {"base", "tuned"}
+    index = CatalogueIndex(prepared)
+    k = report["models"]["tuned"]["k"]
+    hits = [index.search(x["question"], k) for x in lines[:4]]
+    for model in ("base", "tuned"):
+        got = report["groups"][model]["all"]
+        assert got["recall_at_k"]["value"] == pytest.approx(
+            sum(x["uid"] in [s.uid for s in h] for x, h in zip(lines, hits)) / 4
+        )
+        assert got["recall_at_1"]["value"] == pytest.approx(
+            sum(h[:1] and h[0].uid == x["uid"] for x, h in zip(lines, hits)) / 4
+        )
+        assert (
+            answers[4]["retrieved"][model] and seen[0]["uid"] not in answers[4]["retrieved"][model]
+        )
+        assert {"held-out products", "seen products", E.NOT_IN_CATALOGUE, "kind partial"} <= set(
+            report["groups"][model]
+        )
+    assert report["comparison"]["all"]["recall_at_k"]["delta"] == 0.0  # one index, both models
+    md = (out / "report.md").read_text()
+    assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
+    summary = md.split("## Summary")[1].split("\n## ")[0]
+    assert "| all | 6 |" in summary and "retrieval recall@k (tuned)" in summary
+
+
+def test_oracle_splits_are_labelled_oracle_context():
+    from amazon_sft.evaluation.report import render_markdown
+
+    metrics = {"rougeL": 0.5, "citation_accuracy": 0.9}
+    result = {
+        "models": {"model": {"label": "m"}},
+        "data": "d",
+        "decoding": {},
+        "splits": {
+            s: {"model": {"n": 1, "metrics": metrics}}
+            for s in ("heldout", "heldout grounded", "heldout absent")
+        },
+        "rows": [],
+    }
+    md = render_markdown(result, 0)
+    assert "## heldout titles (n=1)" in md
+    assert "## heldout grounded titles, oracle context (n=1)" in md
+    assert "## heldout absent titles, oracle context (n=1)" in md
+    assert "--questions FILE" in md
+
+
+def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_dir, tmp_path):
+    (base,), overrides = _base(tiny_model_dir)
+    bad = _write(tmp_path / "q.jsonl", ['{"question": "q", "uid": "B1", "kind": "typo"}', "{oops"])
+    other = _write(tmp_path / "o.jsonl", [{"question": "q", "uid": "NOT-HERE", "kind": "typo"}])
+    cases = [(bad, f"{bad} line 2: not valid JSON"), (other, "none of its products")]
+    for path, needle in cases:
+        proc = _eval(
+            "--data", str(prepared), "--model", base, "--questions", str(path),
+            "--out", str(tmp_path / "r"), *overrides,
+        )  # fmt: skip
+        assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr

@@ -46,6 +46,18 @@ def test_question_file_in_the_question_sets_format(tmp_path):
     assert [x.absent for x in q] == [False, True, True, True]
 
 
+def test_real_row_questions_name_their_product_by_the_rows_title(tmp_path):
+    """eval/questions/real_*.jsonl key a real row by its exact title (the rows have no uid, so
+    prepare derives one from the title): the same uid here."""
+    from amazon_sft.data.reading import derived_uid
+
+    title = "Mog&#8217;s Kittens"
+    row = {"question": "the mog book?", "kind": "partial", "source": "real"}
+    path = _write(tmp_path / "q.jsonl", [{**row, "title": title, "line": 4}])
+    (q,) = E.read_questions(path)
+    assert q.uid == derived_uid(title) and not q.absent
+
+
 @pytest.mark.parametrize(
     "line, needle",
     [

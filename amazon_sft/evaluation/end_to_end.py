@@ -36,6 +36,7 @@ import numpy as np
 import orjson
 
 from amazon_sft.answering.index import Source
+from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError, reading
 from amazon_sft.evaluation import metrics as M
@@ -122,6 +123,8 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     if source not in SOURCES:
         raise UserError(f"{where}: 'source' must be one of {SOURCES}, got {source!r}")
     uid, absent = row.get("uid"), row.get("absent", False)
+    if uid is None and isinstance(row.get("title"), str) and row["title"]:
+        uid = derived_uid(row["title"])  # a real row keyed by its title: prepare's derived uid
     if uid is not None and (not isinstance(uid, str) or not uid):
         raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {uid!r}")
     if absent is not True and absent is not False and not (isinstance(absent, str) and absent):

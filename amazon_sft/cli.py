@@ -108,6 +108,15 @@ def _add_train(sub) -> None:
     )
 
 
+QUIET_LIBRARIES = ("absl", "bm25s")
+"""Libraries whose INFO/DEBUG logging is held back (rouge-score's absl says "Using default
+tokenizer" once per scored answer; bm25s logs each index build)."""
+
+
+def _quiet_libraries(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or record.name.split(".")[0] not in QUIET_LIBRARIES
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="amazon-sft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -120,6 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    for handler in logging.getLogger().handlers:  # bm25s sets its own level on import
+        handler.addFilter(_quiet_libraries)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
         from amazon_sft.train import main as train_main

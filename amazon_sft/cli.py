@@ -41,12 +41,14 @@ def _add_prepare(sub) -> None:
 
 def _run_prepare(args) -> int:
     from amazon_sft.config import load_run_config
+    from amazon_sft.outputs import check_output_folder
     from amazon_sft.prepare import prepare
 
     overrides = list(args.overrides)
     if args.max_seq_len is not None:
         overrides.append(f"data.max_seq_len={args.max_seq_len}")
     cfg = load_run_config(args.config, overrides)
+    check_output_folder(args.out, "--out")
     manifest = prepare(
         args.input,
         args.out,

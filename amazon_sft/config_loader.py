@@ -165,10 +165,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""Config numbers end up in float32 tensors (learning rate, decay, clipping): larger ones
+overflow there, deep inside torch, with an error that names no key."""
+
+
 def _finite(value: float, key: str) -> float:
     """NaN passes every ``<`` / ``>`` check (all comparisons are False) and inf passes most."""
-    if not math.isfinite(value):
-        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise UserError(
+            f"config key {key!r} must be a finite number within float32 range "
+            f"(|x| <= {FLOAT32_MAX:.3g}), got {value!r}"
+        )
     return value
 
 

@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a file by accelerate launch: make the pa
 
 import torch
 
+from amazon_sft.bounds import check_epochs_per_step
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
     TrainerState,
@@ -39,6 +40,7 @@ from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
+from amazon_sft.outputs import disk_full, run_kept
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -67,9 +69,10 @@ def main(argv: list[str] | None = None) -> int:
     state = resume(cfg, accelerator, loader, out_dir)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
-    summary = trainer.train(state)
-    if summary["stopped_by"] is None:
-        save_final(accelerator, cfg, model, tok, out_dir, summary)
+    with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
+        summary = trainer.train(state)
+        if summary["stopped_by"] is None:
+            save_final(accelerator, cfg, model, tok, out_dir, summary)
     shutdown(accelerator)
     return 0
 
@@ -113,6 +116,7 @@ def load_data(cfg: RunConfig):
             f"{cfg.data.path} holds rows of {shards.max_seq_len} tokens but data.max_seq_len="
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
+    check_epochs_per_step(cfg.train.global_batch_size, shards.manifest.rows, cfg.data.path)
     return tok, shards
 
 

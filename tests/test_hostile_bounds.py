@@ -5,6 +5,7 @@ tests/test_hostile.py."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -15,12 +16,22 @@ import pytest
 from amazon_sft.config import load_run_config
 from amazon_sft.errors import UserError
 
+from .conftest import train_overrides
+
 pytestmark = pytest.mark.hostile
 REPO = Path(__file__).resolve().parents[1]
 MEMORY_CAP = """
 import resource
 resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a failing run must not eat the machine
 """
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """train's ``basicConfig(force=True)`` leaves a handler on this test's captured stderr;
+    the next test would log into the closed stream (a 'Logging error' traceback)."""
+    yield
+    logging.root.handlers.clear()
 
 
 def _run_cli(capsys, *args) -> tuple[int, str]:
@@ -177,3 +188,246 @@ def test_a_hostile_templates_file_is_one_line(name, catalogue, tmp_path, capsys)
     )
     assert "Traceback" not in err and code == 2, err[-2000:]
     assert not out.exists()
+
+
+# --- numbers transformers, torch or numpy would reject with a traceback ------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.adam_betas=[2,0.9]", "train.adam_betas"),
+        ("train.adam_betas=[0.9]", "train.adam_betas"),
+        ("train.adam_betas=[a,b]", "train.adam_betas"),
+        ("seed=-1", "seed"),
+        ("seed=99999999999999999999", "seed"),
+        ("data.seed=-5", "data.seed"),
+        ("train.lr=1e300", "train.lr"),
+        ("train.lr=1e35", "train.lr"),
+        ("train.weight_decay=1e300", "train.weight_decay"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("out_dir=", "out_dir"),
+    ],
+)
+def test_config_values_the_libraries_reject_are_refused_by_name(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        load_run_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.arch.model_type=nonsense", "model.arch.model_type='nonsense'"),
+        ("model.arch.model_type=5", "model.arch.model_type=5"),
+        ("model.arch.hidden_size=-5", "model.arch is not a valid llama architecture"),
+        ("model.arch.num_hidden_layers=[1]", "model.arch is not a valid llama"),
+    ],
+)
+def test_a_wrong_model_arch_is_one_short_line(override, needle, tiny_tok):
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", [override])
+    with pytest.raises(UserError, match=needle.replace(".", r"\.").replace("'", ".")) as caught:
+        load_model(cfg, len(tiny_tok), 0, "no")
+    assert len(str(caught.value)) < 400 and "\n" not in str(caught.value)
+
+
+# --- lengths and counts bounded by what they apply to -----------------------------------------
+
+
+def test_max_seq_len_is_capped_by_the_model_context(catalogue, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--max-seq-len", "4096")  # tiny's context: 1024
+    _one_line(code, err, "prepare", "data.max_seq_len=4096", "1024 tokens", "<= 1024")
+    assert not out.exists()
+
+
+def test_training_refuses_rows_longer_than_the_context(prepared, tiny_model_dir, tiny_tok):
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", [f"model.path={tiny_model_dir}", "data.max_seq_len=2048"])
+    with pytest.raises(UserError, match="over the context of model"):
+        load_model(cfg, len(tiny_tok), 0, "no")
+
+
+def test_shard_rows_are_bounded_by_memory(catalogue, tmp_path, capsys):
+    from amazon_sft.bounds import memory_bytes
+
+    out = tmp_path / "out"
+    rows = memory_bytes() // 256  # x 256 tokens x 5 bytes: 5x the machine's memory
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, f"data.shard_rows={rows}")
+    _one_line(
+        code, err, "prepare", f"data.shard_rows={rows}", "GiB row buffer", "use data.shard_rows <="
+    )
+    assert not out.exists()
+
+
+def test_a_step_over_many_epochs_is_refused_and_over_one_warned(
+    prepared, tiny_model_dir, tmp_path, capsys
+):
+    import json
+
+    rows = json.loads((prepared / "manifest.json").read_text())["rows"]
+    base = ("train", "--config", "tiny")
+    huge = train_overrides(prepared, tiny_model_dir, tmp_path / "a", "train.max_steps=1")
+    code, err = _run_cli(capsys, *base, *huge, f"train.global_batch_size={rows * 100}")
+    _one_line(code, err, "train", f"{rows} rows", "passes over", "global_batch_size")
+    assert not (tmp_path / "a" / "final").exists()
+    from amazon_sft.bounds import check_epochs_per_step
+
+    assert check_epochs_per_step(rows * 2, rows, "d") == 2  # logged by train's own handler
+    assert "2.00 passes over" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--max-new-tokens", "100000000"), "--max-new-tokens must be in [1, "),
+        (("--max-new-tokens", "1000"), "does not fit: the model's context is 1024"),
+        (("--repetition-penalty", "nan"), "--repetition-penalty"),
+        (("--repetition-penalty", "-1"), "--repetition-penalty"),
+    ],
+)
+def test_eval_lengths_and_penalties_are_bounded(
+    args, needle, tuned_run, prepared, tmp_path, capsys
+):
+    out = tmp_path / "eval"
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--out", str(out))
+    code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", *args)
+    _one_line(code, err, "eval", needle)
+    assert not out.exists()
+
+
+# --- outputs that cannot be folders -----------------------------------------------------------
+
+
+def test_eval_and_export_outputs_that_name_a_file_are_one_line(
+    tuned_run, prepared, tmp_path, capsys
+):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--n", "2")
+    code, err = _run_cli(capsys, *base, "--out", str(a_file))
+    _one_line(code, err, "eval", "is a file")
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(a_file / "model"))
+    _one_line(code, err, "export", "which is a file")
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["prepare", "export"])
+def test_out_dot_is_refused(command, catalogue, tuned_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if command == "prepare":
+        args = ("prepare", str(catalogue), "--out", ".", "--config", "tiny", "--quiet")
+    else:
+        args = ("export", str(tuned_run), "--out", ".")
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, command, "the current folder")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_builds_aside_and_renames_into_place(tuned_run, tmp_path, capsys, monkeypatch):
+    from amazon_sft.answering import export
+
+    out = tmp_path / "model"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # a kill while the export is checked, after it was written
+
+    monkeypatch.setattr(export, "_max_logit_diff", killed)
+    code, _ = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    assert code == 130 and not out.exists() and not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert (out / "model.safetensors").is_file() and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]
+
+
+# --- a full disk: one line naming the folder and what was kept, on every writer ---------------
+
+
+def _can_mount_tmpfs(where: Path) -> str | None:
+    """None when a small tmpfs mounts here, else why not (not root, no mount(8), a container
+    without CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    try:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"mount(8) did not run ({err})"
+    if proc.returncode != 0:
+        return f"mount -t tmpfs failed: {proc.stderr.strip()}"
+    subprocess.run(["umount", str(where)], check=True, timeout=30)
+    return None
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """``mount(size)``: a fresh tmpfs of that size at ``tmp_path/disk``, unmounted after."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    why = _can_mount_tmpfs(where)
+    if why:
+        pytest.skip(f"no small disk to fill: {why}")
+    mounted = []
+
+    def mount(size: str) -> Path:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            check=True,
+            timeout=30,
+        )
+        mounted.append(where)
+        return where
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], timeout=30)
+
+
+def test_prepare_on_a_full_disk(small_disk, catalogue, capsys):
+    disk = small_disk("128k")
+    out = disk / "data"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, "prepare", "is full", str(disk), "nothing was written")
+    assert not list(disk.iterdir()), "the partial output was left on the full disk"
+
+
+def test_training_on_a_full_disk_keeps_the_last_checkpoint(
+    small_disk, prepared, tiny_model_dir, capsys
+):
+    disk = small_disk("4m")  # one 2.5 MB checkpoint fits, a second does not
+    out = disk / "run"
+    extra = ("train.max_steps=3", "checkpoint.every_steps=1", "checkpoint.keep_last=2")
+    args = train_overrides(prepared, tiny_model_dir, out, *extra)
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    line = _one_line(code, err, "train", "is full", str(out), "step-00000001", "resume=auto")
+    assert "no checkpoint" not in line
+    assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
+
+
+def test_export_on_a_full_disk_leaves_no_partial_folder(small_disk, tuned_run, capsys):
+    disk = small_disk("256k")  # the tiny model's weights alone are ~0.9 MB
+    out = disk / "model"
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    _one_line(code, err, "export", "is full", str(disk), "nothing was written")
+    assert not list(disk.iterdir())
+
+
+def test_eval_report_on_a_full_disk(small_disk, tuned_run, prepared, capsys):
+    disk = small_disk("8k")
+    out = disk / "eval"
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--out", str(out))
+    code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", "--max-new-tokens", "2")
+    _one_line(code, err, "eval", "is full", str(out), "previous report")
+    assert not [p for p in disk.rglob("*") if p.is_file()]

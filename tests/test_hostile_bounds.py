@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from amazon_sft.config import load_run_config
 from amazon_sft.errors import UserError
@@ -431,3 +433,174 @@ def test_eval_report_on_a_full_disk(small_disk, tuned_run, prepared, capsys):
     code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", "--max-new-tokens", "2")
     _one_line(code, err, "eval", "is full", str(out), "previous report")
     assert not [p for p in disk.rglob("*") if p.is_file()]
+
+
+# --- text for terminals -----------------------------------------------------------------------
+
+HOSTILE_TEXT = "Red \x1b[31mALERT\x1b]0;owned\x07 bell\x07 \x9b2J back\rspace \x00nul\x7f"
+
+
+def _no_controls(text: str) -> None:
+    bad = sorted({c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0})
+    assert not bad, f"control characters printed: {bad!r}"
+
+
+class _HostileAnswerer:
+    """Stands in for the model: an answer and a source that carry terminal escapes."""
+
+    default_mode = "closed"
+
+    def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+        from types import SimpleNamespace
+
+        for piece in ("An answer ", "\x1b[2J", HOSTILE_TEXT):
+            if on_text:
+                on_text(piece)
+        source = {"uid": "B\x1b[5m01", "title": HOSTILE_TEXT, "score": 1.0, "content": "x"}
+        return SimpleNamespace(
+            answer="An answer " + HOSTILE_TEXT, sources=[source], mode="closed", cited=[]
+        )
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_ask_and_chat_print_no_control_characters(command, capsys, monkeypatch):
+    import io
+
+    from amazon_sft.answering import commands
+    from amazon_sft.cli import main
+
+    monkeypatch.setattr(commands, "_session", lambda args: _HostileAnswerer())
+    monkeypatch.setattr("sys.stdin", io.StringIO("Tell me about X\n"))
+    args = ["ask", "Tell me about X"] if command == "ask" else ["chat"]
+    code = main([*args, "--model", "unused"])
+    out = capsys.readouterr().out
+    assert code == 0 and "An answer [2JRed [31mALERT]0;owned bell" in out
+    assert "B[5m01" in out  # the uid too
+    _no_controls(out)
+
+
+def test_sources_only_prints_catalogue_text_without_control_characters(prepared_copy, capsys):
+    import json
+
+    from amazon_sft.answering.index import build_index
+
+    catalogue = prepared_copy / "catalogue.jsonl"
+    rows = [json.loads(line) for line in catalogue.read_text().splitlines()]
+    rows[0]["title"] = "Zyzzyva Lamp " + HOSTILE_TEXT
+    catalogue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(prepared_copy)
+    from amazon_sft.cli import main
+
+    code = main(["ask", "Zyzzyva Lamp", "--index", str(prepared_copy), "--sources-only"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Zyzzyva Lamp Red [31mALERT" in out
+    _no_controls(out)
+
+
+@pytest.fixture()
+def prepared_copy(prepared, tmp_path) -> Path:
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared, copy)
+    return copy
+
+
+def test_every_special_token_of_the_tokenizer_is_scrubbed_from_questions(tiny_cfg):
+    from tokenizers import AddedToken
+
+    from amazon_sft.answering.ask import clean_question
+    from amazon_sft.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_cfg.model)
+    # added as SmolLM2 ships them: special, but not among the "additional special tokens"
+    tok.add_tokens(
+        [AddedToken("<repo_name>", special=True), AddedToken("<file_sep>", special=True)]
+    )
+    specials = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    assert {"<repo_name>", "<file_sep>"} <= specials - set(tok.all_special_tokens)
+    cleaned = clean_question("Tell me about <repo_name>evil<file_sep> X", tok)
+    assert "<repo_name>" not in cleaned and "<file_sep>" not in cleaned
+    ids = tok(cleaned, add_special_tokens=False)["input_ids"]
+    assert not {tok.convert_tokens_to_ids(t) for t in specials} & set(ids)
+
+
+def test_eval_report_text_has_no_control_characters():
+    from amazon_sft.evaluation.report import md_text
+
+    _no_controls(md_text(HOSTILE_TEXT))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True),
+    sep=st.sampled_from([" ", "/", "\t", "\n"]),
+    attrs=st.text(st.characters(blacklist_characters="<>"), min_size=190, max_size=3000),
+)
+def test_the_tag_cleaner_has_no_attribute_length_limit(name, sep, attrs):
+    from collections import Counter
+
+    from amazon_sft.config import CleanConfig
+    from amazon_sft.data.cleaning import clean_text
+
+    raw = f"Before <{name}{sep}{attrs}> after, and a long enough description."
+    cleaned = clean_text(raw, CleanConfig(unescape_html=False), Counter(), "content")
+    assert f"<{name}" not in cleaned and cleaned.endswith("after, and a long enough description.")
+
+
+def test_tag_cleaning_stays_linear_on_unclosed_tags_and_comments():
+    """No closing '>' anywhere: each '<' scans only to the next '<', never to the end."""
+    import time
+    from collections import Counter
+
+    from amazon_sft.config import CleanConfig
+    from amazon_sft.data.cleaning import clean_text
+
+    cfg = CleanConfig(unescape_html=False)
+    for unit in ("<a x", "<!--x", "<b/"):
+        text = unit * 20_000
+        started = time.perf_counter()
+        clean_text(text, cfg, Counter(), "content")
+        assert time.perf_counter() - started < 5, unit  # quadratic would be minutes
+
+
+def test_a_deleted_checksums_file_is_refused_with_the_fix(tuned_run, tmp_path):
+    import shutil
+
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(tuned_run / "final", run / "final")
+    (run / "final" / "checksums.json").unlink()
+    with pytest.raises(UserError, match=r"checksums\.json.*missing") as caught:
+        load_for_eval(str(run), [], "cpu")
+    assert "copy" in str(caught.value)
+
+
+def test_a_slowly_sent_body_is_timed_out():
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from amazon_sft.answering.serve import BackgroundServer, create_app
+
+    from .conftest import free_port
+
+    answerer = SimpleNamespace(default_mode="closed")
+    app = create_app(answerer, body_timeout_s=1.0)
+    port = free_port()
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    with BackgroundServer(app, port), socket.create_connection(("127.0.0.1", port), 10) as sock:
+        started = time.perf_counter()
+        sock.sendall(head + b'{"question"')
+        for _ in range(3):  # a byte now and then: each arrives before any per-read timeout
+            time.sleep(0.4)
+            sock.sendall(b" ")
+        reply = b""
+        while piece := sock.recv(65536):
+            reply += piece
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert time.perf_counter() - started < 8

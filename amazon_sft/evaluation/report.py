@@ -13,6 +13,7 @@ import orjson
 
 from amazon_sft.atomic import staging_name
 from amazon_sft.outputs import disk_full
+from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)
 SHOWN = {
@@ -116,7 +117,7 @@ def md_text(text: str) -> str:
     >>> md_text("<svg/onload=alert(1)> *bold* [x](y) a|b")
     '&lt;svg/onload=alert(1)&gt; \\\\*bold\\\\* \\\\[x\\\\](y) a\\\\|b'
     """
-    text = html.escape(" ".join(str(text).split()), quote=False)
+    text = html.escape(" ".join(printable(str(text)).split()), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from amazon_sft.answering.commands import add_commands
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, permission_denied
 
 
 def _add_prepare(sub) -> None:
@@ -145,6 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         return run()
     except UserError as err:
         print(f"amazon-sft {command}: error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:  # any reader or writer, on a file or a folder on its path
+        print(f"amazon-sft {command}: error: {permission_denied(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amazon-sft {command}: interrupted", file=sys.stderr)

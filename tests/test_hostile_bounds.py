@@ -604,3 +604,53 @@ def test_a_slowly_sent_body_is_timed_out():
             reply += piece
     assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
     assert time.perf_counter() - started < 8
+
+
+# --- a file inside a folder this user cannot read ---------------------------------------------
+
+DROP_READ_RIGHTS = (
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--",
+)
+"""Tests run as root, whom ``chmod 000`` does not stop: the command runs without the two
+capabilities that let root read any folder, so permissions apply to it as to a user."""
+
+
+@pytest.fixture()
+def locked_folder(prepared, tmp_path):
+    import shutil
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("needs setpriv(1) to drop root's read-any-folder capabilities")
+    locked = tmp_path / "locked"
+    shutil.copytree(prepared, locked)
+    (locked / "c.yaml").write_text("train:\n  max_steps: 3\n")
+    locked.chmod(0)
+    yield locked
+    locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--config", "{locked}/c.yaml"),
+        ("prepare", "{locked}/catalogue.jsonl", "--out", "{tmp}/out", "--config", "tiny"),
+        ("eval", "--data", "{locked}", "--model", "config:tiny", "--out", "{tmp}/eval"),
+        ("ask", "Tell me about X", "--index", "{locked}", "--sources-only"),
+    ],
+    ids=["config", "prepare input", "eval data", "ask index"],
+)
+def test_a_file_in_an_unreadable_folder_is_one_line(args, locked_folder, tmp_path):
+    filled = [a.format(locked=locked_folder, tmp=tmp_path) for a in args]
+    prefix = DROP_READ_RIGHTS if os.geteuid() == 0 else ()
+    code = "import sys; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", code, *filled],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    _one_line(proc.returncode, proc.stderr, args[0], str(locked_folder), "ermission denied")

@@ -20,7 +20,7 @@ import orjson
 from amazon_sft.bounds import check_new_tokens, check_prompt_fits, context_of
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest
 from amazon_sft.distributed import build_eval_accelerator
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, permission_denied
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import MODES, EvalItem, build_items
@@ -383,4 +383,7 @@ def cli() -> None:
         sys.exit(main())
     except UserError as err:
         print(f"amazon-sft eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except PermissionError as err:
+        print(f"amazon-sft eval: error: {permission_denied(err)}", file=sys.stderr)
         sys.exit(2)

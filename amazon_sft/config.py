@@ -89,7 +89,8 @@ class DataConfig:
     path: str = "data/prepared"
     """The folder ``amazon-sft prepare`` wrote (manifest.json and shards); training reads it."""
     max_seq_len: int = 2048
-    """Tokens per packed row. Documents are packed into rows of exactly this length."""
+    """Tokens per packed row. Documents are packed into rows of exactly this length. At most
+    the model's context (``max_position_embeddings``): checked by prepare and at model load."""
     max_answer_tokens: int = 512
     """Token budget of one description; longer ones are cut (and counted), EOS kept after."""
     heldout_fraction: float = 0.01
@@ -134,7 +135,8 @@ class DataConfig:
     system_prompt: str | None = None
     """A system message for chat templates; None keeps the template's own default."""
     shard_rows: int = 4096
-    """Packed rows per shard file."""
+    """Packed rows per shard file. prepare buffers one shard in memory (rows x max_seq_len x 5
+    bytes): refused when that is over a quarter of the machine's memory."""
     tokenize_batch_docs: int = 4096
     """Documents tokenized per batch (the fast tokenizer parallelises inside a batch)."""
     tokenizer_backend: str = "auto"
@@ -199,7 +201,8 @@ class TrainConfig:
     micro_batch_size: int = 1
     """Packed rows per rank per forward/backward."""
     global_batch_size: int = 8
-    """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world."""
+    """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world.
+    Above the prepared data's rows a step repeats rows (warned); above 8 times them, refused."""
     max_steps: int = 100
     """Optimizer steps to run (the run stops there, whatever the epoch)."""
     lr: float = 2e-4

@@ -30,7 +30,9 @@ def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True
         raise UserError(f"{flag} {path} is a file, not a folder: choose a folder path")
     under = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     if under is not None:
-        raise UserError(f"{flag} {path} lies under {under}, which is a file: choose a folder path")
+        raise UserError(
+            f"{flag} {path} lies under {under}, which is a file: choose a writable folder path"
+        )
     if not replaced_whole:
         return path
     here = Path.cwd().resolve()

@@ -7,7 +7,7 @@ import logging
 import sys
 
 from amazon_sft.answering.commands import add_commands
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, permission_denied
 
 
 def _add_prepare(sub) -> None:
@@ -45,12 +45,14 @@ def _add_prepare(sub) -> None:
 
 def _run_prepare(args) -> int:
     from amazon_sft.config import load_run_config
+    from amazon_sft.outputs import check_output_folder
     from amazon_sft.prepare import prepare
 
     overrides = list(args.overrides)
     if args.max_seq_len is not None:
         overrides.append(f"data.max_seq_len={args.max_seq_len}")
     cfg = load_run_config(args.config, overrides)
+    check_output_folder(args.out, "--out")
     manifest = prepare(
         args.input,
         args.out,
@@ -158,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         return run()
     except UserError as err:
         print(f"amazon-sft {command}: error: {err}", file=sys.stderr)
+        return 2
+    except PermissionError as err:  # any reader or writer, on a file or a folder on its path
+        print(f"amazon-sft {command}: error: {permission_denied(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"amazon-sft {command}: interrupted", file=sys.stderr)

@@ -11,6 +11,23 @@ from dataclasses import dataclass, field
 from amazon_sft.config_loader import load_config
 from amazon_sft.errors import UserError
 
+MAX_SEED = 2**32 - 1
+"""numpy's legacy seeding (accelerate's ``set_seed``) takes seeds in [0, 2**32 - 1]."""
+MAX_LR = 1e30
+"""Above it Adam's step (lr / (1 - beta1**t)) overflows the float32 it is applied in."""
+
+
+def check_seed(value: int, key: str) -> None:
+    """A seed every RNG it reaches accepts.
+
+    >>> check_seed(-1, "seed")
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: seed must be in [0, 4294967295] (numpy's seed range), got -1
+    """
+    if not 0 <= value <= MAX_SEED:
+        raise UserError(f"{key} must be in [0, {MAX_SEED}] (numpy's seed range), got {value}")
+
+
 DEFAULT_CONFIG = "smollm2-135m"
 """The config used when none is named: the real pretrained model that works offline."""
 
@@ -72,7 +89,8 @@ class DataConfig:
     path: str = "data/prepared"
     """The folder ``amazon-sft prepare`` wrote (manifest.json and shards); training reads it."""
     max_seq_len: int = 2048
-    """Tokens per packed row. Documents are packed into rows of exactly this length."""
+    """Tokens per packed row. Documents are packed into rows of exactly this length. At most
+    the model's context (``max_position_embeddings``): checked by prepare and at model load."""
     max_answer_tokens: int = 512
     """Token budget of one description; longer ones are cut (and counted), EOS kept after."""
     heldout_fraction: float = 0.01
@@ -117,7 +135,8 @@ class DataConfig:
     system_prompt: str | None = None
     """A system message for chat templates; None keeps the template's own default."""
     shard_rows: int = 4096
-    """Packed rows per shard file."""
+    """Packed rows per shard file. prepare buffers one shard in memory (rows x max_seq_len x 5
+    bytes): refused when that is over a quarter of the machine's memory."""
     tokenize_batch_docs: int = 4096
     """Documents tokenized per batch (the fast tokenizer parallelises inside a batch)."""
     tokenizer_backend: str = "auto"
@@ -169,6 +188,7 @@ class DataConfig:
             )
         if self.verify not in ("quick", "full", "none"):
             raise UserError(f"data.verify must be quick, full or none, got {self.verify!r}")
+        check_seed(self.seed, "data.seed")
         if self.tokenizer_backend not in ("auto", "hf", "sentencepiece"):
             raise UserError(
                 f"data.tokenizer_backend must be auto, hf or sentencepiece, "
@@ -181,7 +201,8 @@ class TrainConfig:
     micro_batch_size: int = 1
     """Packed rows per rank per forward/backward."""
     global_batch_size: int = 8
-    """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world."""
+    """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world.
+    Above the prepared data's rows a step repeats rows (warned); above 8 times them, refused."""
     max_steps: int = 100
     """Optimizer steps to run (the run stops there, whatever the epoch)."""
     lr: float = 2e-4
@@ -229,6 +250,21 @@ class TrainConfig:
                 raise UserError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
+        if self.lr > MAX_LR:
+            raise UserError(
+                f"train.lr={self.lr:g} is over {MAX_LR:g}: the optimizer's float32 step overflows"
+            )
+        if self.weight_decay < 0 or self.max_grad_norm < 0:
+            raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
+        betas = self.adam_betas
+        if not (
+            len(betas) == 2
+            and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in betas)
+            and all(0 <= b < 1 for b in betas)
+        ):
+            raise UserError(
+                f"train.adam_betas must be two numbers in [0, 1), e.g. [0.9, 0.95]; got {betas}"
+            )
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError(f"train.precision must be auto, bf16 or fp32, got {self.precision!r}")
         attention = (
@@ -313,6 +349,11 @@ class RunConfig:
     """Where training writes checkpoints, logs and the final model."""
     seed: int = 1234
     """Global seed for model init and dropout (the data order has its own, data.seed)."""
+
+    def __post_init__(self) -> None:
+        check_seed(self.seed, "seed")
+        if not self.out_dir.strip():  # Path("") is the current folder: training would write there
+            raise UserError("out_dir is empty: name the run's folder, e.g. out_dir=runs/my-run")
 
 
 def load_run_config(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import re
 import types
 import typing
@@ -17,7 +18,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from amazon_sft.errors import UserError, first_line, reading
+from amazon_sft.errors import UserError
+from amazon_sft.safe_input import load_yaml, load_yaml_file, require_regular_file
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +36,8 @@ def builtin_config_names() -> list[str]:
 def resolve_config_path(name_or_path: str) -> Path:
     """A shipped config name (``tiny``) or a path to a YAML file."""
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if path.is_dir():
-            raise UserError(f"config {name_or_path!r} is a folder: give a .yaml file")
-        if not path.is_file():
-            raise UserError(f"config file {name_or_path!r} does not exist")
-        return path
+    if path.suffix in (".yaml", ".yml") or os.path.exists(path):  # False, not raised, on EACCES
+        return require_regular_file(path, "config", "give a .yaml file of config sections")
     builtin = CONFIG_DIR / f"{name_or_path}.yaml"
     if not builtin.is_file():
         names = ", ".join(builtin_config_names())
@@ -84,12 +82,12 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = _parse_scalar(value)
+        node[leaf] = _parse_scalar(value, item)
     return raw
 
 
-def _parse_scalar(value: str) -> Any:
-    parsed = yaml.safe_load(value) if value else ""
+def _parse_scalar(value: str, item: str) -> Any:
+    parsed = load_yaml(value, f"the value of override {item!r}") if value else ""
     if isinstance(parsed, str) and _EXPONENT_FLOAT.match(parsed):
         return float(parsed)  # YAML 1.1 reads "3e-4" as a string; users mean a number
     return parsed
@@ -100,11 +98,7 @@ def load_config(cls: type[T], name_or_path: str | None, overrides: list[str] | N
     raw: dict = {}
     if name_or_path:
         path = resolve_config_path(name_or_path)
-        try:
-            with reading(path, "config", "give a YAML file of config sections"):
-                raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise UserError(f"config {path} is not valid YAML: {first_line(err)}") from None
+        raw = load_yaml_file(path, "config", "give a YAML file of config sections") or {}
         if not isinstance(raw, dict):
             raise UserError(
                 f"config {path} must be a mapping of sections, got {type(raw).__name__}"
@@ -171,10 +165,18 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     return value
 
 
+FLOAT32_MAX = 3.4028234663852886e38
+"""Config numbers end up in float32 tensors (learning rate, decay, clipping): larger ones
+overflow there, deep inside torch, with an error that names no key."""
+
+
 def _finite(value: float, key: str) -> float:
     """NaN passes every ``<`` / ``>`` check (all comparisons are False) and inf passes most."""
-    if not math.isfinite(value):
-        raise UserError(f"config key {key!r} must be a finite number, got {value!r}")
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise UserError(
+            f"config key {key!r} must be a finite number within float32 range "
+            f"(|x| <= {FLOAT32_MAX:.3g}), got {value!r}"
+        )
     return value
 
 

@@ -34,6 +34,16 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
 read of one named file, so an unexpected exception elsewhere still shows its traceback."""
 
 
+def permission_denied(err: PermissionError) -> str:
+    """The one line for a file or folder this user may not read or write, wherever it was met.
+
+    >>> permission_denied(PermissionError(13, "Permission denied", "/data/locked/manifest.json"))
+    '/data/locked/manifest.json: Permission denied: check its permissions and those of the folders above it'
+    """
+    where = err.filename or "a file or folder"
+    return f"{where}: {err.strerror or 'permission denied'}: check its permissions and those of the folders above it"
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

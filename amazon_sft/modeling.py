@@ -12,6 +12,7 @@ import logging
 import torch
 
 from amazon_sft import attention
+from amazon_sft.bounds import check_seq_len, context_of, model_context
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.tokenizer import resolve_location
@@ -60,17 +61,18 @@ def model_dtype(precision: str, lora: bool) -> torch.dtype:
 
 def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
     """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
-    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM
 
     attn, _ = choose_attention(cfg.train.attention, precision)
     dtype = model_dtype(precision, cfg.lora.enabled)
     m = cfg.model
     try:
         if m.path == "random":
-            arch = {**m.arch, "vocab_size": vocab_size, "pad_token_id": pad_id}
-            config = AutoConfig.for_model(**arch)
+            config = random_arch_config(m.arch, vocab_size, pad_id)
+            check_seq_len(cfg.data.max_seq_len, context_of(config), m.path)
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
         else:
+            check_seq_len(cfg.data.max_seq_len, model_context(m), m.path)
             kwargs = {
                 "attn_implementation": attn,
                 "dtype": dtype,
@@ -102,6 +104,28 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
     if cfg.lora.enabled:
         model = wrap_lora(model, cfg.lora)
     return model
+
+
+def random_arch_config(arch: dict, vocab_size: int, pad_id: int):
+    """The transformers config ``model.arch`` describes, or one line saying what is wrong."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = arch.get("model_type")
+    if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UserError(
+            f"model.arch.model_type={model_type!r} is not a causal LM type transformers knows: "
+            "use llama or mistral (or another of transformers' causal LM types)"
+        )
+    try:
+        return AutoConfig.for_model(**{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id})
+    except (ValueError, TypeError, StrictDataclassError) as err:
+        cause = err.__cause__ or err  # a strict-dataclass error's own first line names no field
+        raise UserError(
+            f"model.arch is not a valid {model_type} architecture ({first_line(cause)[:300]}): "
+            "fix model.arch"
+        ) from None
 
 
 def _forget_dequantized_gguf(model) -> None:

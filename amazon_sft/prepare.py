@@ -30,6 +30,7 @@ from tqdm import tqdm
 from amazon_sft import __version__
 from amazon_sft.answering.index import CatalogueIndex, build_index
 from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
+from amazon_sft.bounds import check_prepare_bounds
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
@@ -51,6 +52,7 @@ from amazon_sft.data.split import (
     title_hash,
 )
 from amazon_sft.errors import UserError
+from amazon_sft.outputs import disk_full
 from amazon_sft.ownership import OutputLock, check_prepare_target
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -92,16 +94,21 @@ def prepare(
     started = time.perf_counter()
     data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
     check_input(input_path)
+    check_prepare_bounds(cfg)
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
+    kept = f"{out_dir} is unchanged" if out_dir.exists() else f"nothing was written to {out_dir}"
     with OutputLock(out_dir, "amazon-sft prepare"):
         staging = _staging_dir(out_dir, overwrite)
         setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
         try:
             source = tokenizer or cfg.model.tokenizer or cfg.model.path
-            manifest = _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source)
-            manifest = write_manifest(staging, manifest)
+            with disk_full(out_dir.parent, "prepare", f"{kept}; the partial output was removed"):
+                manifest = _run(
+                    input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source
+                )
+                manifest = write_manifest(staging, manifest)
             # the old output stays whole until the new one takes its place in one rename
             swap_into_place(staging, out_dir)
         finally:

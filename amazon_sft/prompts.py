@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from amazon_sft.config import DataConfig
 from amazon_sft.errors import UserError
+from amazon_sft.safe_input import load_yaml_file
 
 BUILTIN_TEMPLATES = Path(__file__).parent / "templates" / "questions.yaml"
 _PLACEHOLDER = "\x00QUESTION\x00"
@@ -183,20 +182,25 @@ class PromptFormat:
 def load_templates(path: str) -> dict:
     """The phrasings file: ``questions`` (lists per language) and ``plain`` (prefix/suffix)."""
     file = BUILTIN_TEMPLATES if path == "builtin" else Path(path)
-    if not file.is_file():
-        raise UserError(f"data.templates: {file} does not exist (use builtin or a YAML path)")
-    raw = yaml.safe_load(file.read_text()) or {}
-    questions = raw.get("questions")
+    fix = "give a YAML file like amazon_sft/templates/questions.yaml, or data.templates=builtin"
+    raw = load_yaml_file(file, "data.templates", fix) or {}
+    questions = raw.get("questions") if isinstance(raw, dict) else None
     if not isinstance(questions, dict) or not questions:
         raise UserError(f"data.templates: {file} needs a 'questions' mapping of language -> list")
-    flat = [q for qs in questions.values() for q in (qs or [])]
-    languages = tuple(lang for lang, qs in questions.items() for _ in qs or [])
+    if not all(isinstance(qs, list) and isinstance(lang, str) for lang, qs in questions.items()):
+        raise UserError(f"data.templates: in {file}, each language's questions must be a list")
+    flat = [q for qs in questions.values() for q in qs]
+    languages = tuple(lang for lang, qs in questions.items() for _ in qs)
     bad = [q for q in flat if not isinstance(q, str) or "{title}" not in q]
     if not flat or bad:
         raise UserError(
             f"data.templates: every question in {file} must contain {{title}}: {bad[:1]}"
         )
     plain = raw.get("plain") or {"prefix": "### Question:\n", "suffix": "\n\n### Answer:\n"}
+    if not isinstance(plain, dict) or not all(
+        isinstance(plain.get(k), str) for k in ("prefix", "suffix")
+    ):
+        raise UserError(f"data.templates: 'plain' in {file} needs string 'prefix' and 'suffix'")
     return {"phrasings": tuple(flat), "languages": languages, "plain": plain}
 
 

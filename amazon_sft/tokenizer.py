@@ -94,8 +94,12 @@ def tokenizer_fingerprint(tok) -> str:
 
 
 def special_token_texts(tok) -> list[str]:
-    """Texts of the special tokens, which product text must not smuggle into a prompt."""
-    return sorted({t for t in tok.all_special_tokens if t}, key=len, reverse=True)
+    """Texts of the special tokens, which product text must not smuggle into a prompt: the named
+    ones (``all_special_tokens``) and every added token marked special (SmolLM2 adds 14 such,
+    ``<repo_name>``, ``<file_sep>``..., that are not among the named ones)."""
+    added = getattr(tok, "added_tokens_decoder", {}) or {}
+    texts = {*tok.all_special_tokens, *(t.content for t in added.values() if t.special)}
+    return sorted({t for t in texts if t}, key=len, reverse=True)
 
 
 def hf_encoder(tok) -> Encoder:

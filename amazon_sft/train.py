@@ -17,6 +17,7 @@ if __package__ in (None, ""):  # run as a file by accelerate launch: make the pa
 
 import torch
 
+from amazon_sft.bounds import check_epochs_per_step
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
     TrainerState,
@@ -35,11 +36,12 @@ from amazon_sft.distributed import (
     raise_if_any_rank,
     seed_per_rank,
 )
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, permission_denied
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
+from amazon_sft.outputs import disk_full, run_kept
 from amazon_sft.ownership import OutputLock, check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import (
@@ -74,9 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     state = resume(cfg, accelerator, loader, scheduler, out_dir)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
-    summary = trainer.train(state)
-    if summary["stopped_by"] is None:
-        save_final(accelerator, cfg, model, tok, out_dir, summary)
+    with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
+        summary = trainer.train(state)
+        if summary["stopped_by"] is None:
+            save_final(accelerator, cfg, model, tok, out_dir, summary)
     shutdown(accelerator)
     if lock is not None:
         lock.release()
@@ -122,6 +125,7 @@ def load_data(cfg: RunConfig):
             f"{cfg.data.path} holds rows of {shards.max_seq_len} tokens but data.max_seq_len="
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
+    check_epochs_per_step(cfg.train.global_batch_size, shards.manifest.rows, cfg.data.path)
     return tok, shards
 
 
@@ -267,6 +271,9 @@ def cli() -> None:
         sys.exit(main())
     except UserError as err:
         print(f"amazon-sft train: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except PermissionError as err:  # as amazon-sft train reports it (cli.main)
+        print(f"amazon-sft train: error: {permission_denied(err)}", file=sys.stderr)
         sys.exit(2)
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from amazon_sft.errors import UserError
+from amazon_sft.terminal import json_line, printable
 
 
 def add_commands(sub) -> None:
@@ -162,6 +162,11 @@ def _answer(answerer, args, question: str, on_text=None):
     )
 
 
+def _print_piece(text: str) -> None:
+    """A streamed piece of the answer, without control characters (model output is data)."""
+    print(printable(text), end="", flush=True)
+
+
 def _print_sources(sources: list[dict]) -> None:
     print("\nSources:")
     if not sources:
@@ -174,7 +179,8 @@ def _print_sources(sources: list[dict]) -> None:
         )
         mark = {True: "cited ", False: "unused"}.get(s.get("cited"), "")
         mark = f"{mark} " if mark else ""
-        print(f"  {mark}[{s['uid']}] {s['title']} (retrieval score {s['score']:.2f}{match})")
+        uid, title = printable(str(s["uid"])), printable(s["title"])
+        print(f"  {mark}[{uid}] {title} (retrieval score {s['score']:.2f}{match})")
 
 
 def _run_ask(args) -> int:
@@ -192,26 +198,25 @@ def _run_ask(args) -> int:
         for question in args.question:
             sources = sources_only(question, index, args.k or 3)
             if args.json:
-                print(json.dumps({"sources": [_public(s) for s in sources]}, ensure_ascii=False))
+                print(json_line({"sources": [_public(s) for s in sources]}))
             else:
                 _print_sources(sources)
         return 0
-    stream = None if args.json else (lambda t: print(t, end="", flush=True))
+    stream = None if args.json else _print_piece
     answerer = _session(args)  # loaded once for every question
     for n, question in enumerate(args.question):
         if not args.json and len(args.question) > 1:
-            print(f"{chr(10) if n else ''}Q: {question}\nA: ", end="", flush=True)
+            print(f"{chr(10) if n else ''}Q: {printable(question)}\nA: ", end="", flush=True)
         result = _answer(answerer, args, question, stream)
         if args.json:  # one JSON line per question, in order
             print(
-                json.dumps(
+                json_line(
                     {
                         "answer": result.answer,
                         "mode": result.mode,
                         "cited": result.cited,
                         "sources": [_public(s) for s in result.sources],
-                    },
-                    ensure_ascii=False,
+                    }
                 )
             )
         else:
@@ -237,7 +242,7 @@ def _run_chat(args) -> int:
             break
         if not question:
             continue
-        result = _answer(answerer, args, question, lambda t: print(t, end="", flush=True))
+        result = _answer(answerer, args, question, _print_piece)
         print()
         _print_sources(result.sources)
         print()

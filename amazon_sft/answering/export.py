@@ -2,17 +2,21 @@
 
 A LoRA run is merged into its base (peft ``merge_and_unload``); a full fine-tune is re-saved. The
 result (safetensors, tokenizer, model card) is reloaded and its logits compared with the trained
-model's on a sample prompt; a difference beyond fp32 rounding is an error.
+model's on a sample prompt; a difference beyond fp32 rounding is an error. Everything is
+written into a hidden sibling folder and renamed into place once checked, as prepare does.
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import torch
 
+from amazon_sft.atomic import remove_stale, staging_name
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.loading import load_for_eval
+from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import hf_encoder
 
@@ -20,7 +24,9 @@ LOGIT_TOLERANCE = 1e-3
 
 
 def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
-    out_dir = Path(out_dir)
+    """Merge, save into a hidden sibling folder, reload and compare there, then rename it into
+    place: ``out_dir`` is either absent, or holds the whole checked export."""
+    out_dir = check_output_folder(out_dir, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
     trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu")
@@ -30,21 +36,52 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
     merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
-    merged.save_pretrained(out_dir, safe_serialization=True)
-    tok.save_pretrained(out_dir)
-    (out_dir / "README.md").write_text(
+    staging = _staging(out_dir)
+    try:
+        kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
+        with disk_full(out_dir.parent, "export", kept):
+            _write(merged, tok, staging, out_dir.name, label, fmt.chat)
+        diff = _max_logit_diff(staging, ids, expected)
+        if not diff <= LOGIT_TOLERANCE:
+            raise UserError(
+                f"the exported model's logits differ from the trained model's by {diff:.2e}"
+            )
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        staging.rename(out_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return {"out": str(out_dir), "max_logit_diff": diff, "source": label}
+
+
+def _staging(out_dir: Path) -> Path:
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir)
+        staging = staging_name(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise UserError(
+            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
+        ) from None
+    return staging
+
+
+def _write(model, tok, folder: Path, name: str, label: str, chat: bool) -> None:
+    model.save_pretrained(folder, safe_serialization=True)
+    tok.save_pretrained(folder)
+    (folder / "README.md").write_text(
         f"# {label}, exported by amazon_sft\n\nStandalone weights (LoRA merged when there was one); load with\n"
-        f'`AutoModelForCausalLM.from_pretrained("{out_dir.name}")`. Prompts: amazon_sft\'s prompt format '
-        f"({'chat template' if fmt.chat else 'plain template'}).\n"
+        f'`AutoModelForCausalLM.from_pretrained("{name}")`. Prompts: amazon_sft\'s prompt format '
+        f"({'chat template' if chat else 'plain template'}).\n"
     )
+
+
+def _max_logit_diff(folder: Path, ids: torch.Tensor, expected: torch.Tensor) -> float:
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(out_dir).eval()
+    reloaded = AutoModelForCausalLM.from_pretrained(folder).eval()
     with torch.no_grad():
         got = reloaded(input_ids=ids).logits
-    diff = float((got - expected).abs().max())
-    if not diff <= LOGIT_TOLERANCE:
-        raise UserError(
-            f"the exported model's logits differ from the trained model's by {diff:.2e}"
-        )
-    return {"out": str(out_dir), "max_logit_diff": diff, "source": label}
+    return float((got - expected).abs().max())

@@ -10,10 +10,12 @@
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding
 ``<script>`` stays text everywhere. The client is not trusted: the body limit counts the bytes
-actually received (chunked bodies too), the ``Host`` header must name this server (DNS
-rebinding), one generation runs at a time with at most ``max_queue`` requests waiting (503
-beyond), a stream whose client goes away stops generating, and questions lose any special-token
-text before they are encoded (``ask.clean_question``). Bad requests get a 4xx JSON error.
+actually received (chunked bodies too), the whole body must arrive within ``BODY_TIMEOUT_S``
+(408 after: a body sent a byte at a time cannot hold a connection), the ``Host`` header must
+name this server (DNS rebinding), one generation runs at a time with at most ``max_queue``
+requests waiting (503 beyond), a stream whose client goes away stops generating, and questions
+lose any special-token text before they are encoded (``ask.clean_question``). Bad requests get
+a 4xx JSON error.
 """
 
 import asyncio
@@ -26,6 +28,9 @@ from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 from amazon_sft.errors import UserError
 
 MAX_BODY_BYTES = 16_384
+BODY_TIMEOUT_S = 10.0
+"""The whole request body must arrive within this: a body sent a byte at a time would hold a
+connection (and its memory) open for as long as the client likes."""
 MAX_NEW_TOKENS_CAP = 512
 MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
@@ -118,8 +123,8 @@ class BodyLimit:
     body has no Content-Length to trust), answer 413 past ``limit``, then hand the app the body
     it read. Later ``receive`` calls pass through, so the app still sees a disconnect."""
 
-    def __init__(self, app, limit: int) -> None:
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     @staticmethod
     async def _discard(receive, more: bool) -> None:
@@ -133,32 +138,41 @@ class BodyLimit:
             dropped += len(message.get("body", b""))
             more = message.get("more_body", False)
 
+    @staticmethod
+    async def _refuse(send, status: int, message: str) -> None:
+        payload = safe_json({"error": message})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         body, more = b"", True
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         while more:
-            message = await receive()
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except asyncio.TimeoutError:
+                sent = f"{len(body)} bytes in {self.timeout_s:g} s"
+                return await self._refuse(send, 408, f"request body too slow ({sent})")
             if message["type"] == "http.disconnect":
                 return None
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.limit:
                 await self._discard(receive, more)  # so the reply is not lost to a TCP reset
-                payload = safe_json({"error": f"request body over {self.limit} bytes"})
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": 413,
-                        "headers": [
-                            (b"content-type", b"application/json"),
-                            (b"content-length", str(len(payload)).encode()),
-                            (b"connection", b"close"),
-                        ],
-                    }
-                )
-                await send({"type": "http.response.body", "body": payload})
-                return None
+                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
         replayed = False
 
         async def replay():
@@ -176,9 +190,11 @@ def create_app(
     default_max_new_tokens: int = 128,
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
     max_queue: int = MAX_QUEUE,
+    body_timeout_s: float = BODY_TIMEOUT_S,
 ):
     """The FastAPI app. ``allowed_hosts``: names the ``Host`` header may carry (add the public
-    name when binding beyond this machine)."""
+    name when binding beyond this machine); ``body_timeout_s``: time the whole request body
+    has to arrive (408 after)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -201,7 +217,7 @@ def create_app(
     lock = threading.Lock()
     seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
     app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in allowed_hosts])
-    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout_s=body_timeout_s)
 
     def error(status: int, message: str) -> Response:
         return Response(

@@ -15,8 +15,9 @@ from collections import Counter
 from amazon_sft.config import CleanConfig
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
-# browser), or a self-closing slash; or a comment.
-_TAG = re.compile(r"<(?:/?[A-Za-z][A-Za-z0-9]*(?:[\s/][^<>]{0,200})?|!--.{0,200}?--)>")
+# browser), or a self-closing slash; or a comment. No length limit: neither branch can run past
+# the next "<", so a text of unclosed "<a ..." or "<!--" is still scanned in linear time.
+_TAG = re.compile(r"<(?:/?[A-Za-z][A-Za-z0-9]*(?:[\s/][^<>]*)?|!--[^<]*?--)>")
 # Amazon's note has lost its spaces in the dump ("thePaperbackedition"), so match loosely; a note
 # cut short by a truncated description ("--This text refers to an out of...") runs to the end.
 _EDITION = re.compile(

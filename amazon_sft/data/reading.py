@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+import os
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -19,6 +20,7 @@ from pathlib import Path
 import orjson
 
 from amazon_sft.errors import UserError
+from amazon_sft.safe_input import require_regular_file
 
 BOM = b"\xef\xbb\xbf"
 """A UTF-8 byte order mark some editors put before line 1: not part of the record."""
@@ -62,11 +64,16 @@ def derived_uid(title: str) -> str:
 
 
 def check_input(path: Path) -> None:
-    """One-line errors for an input that is missing, a folder, or cannot be opened."""
-    if path.is_dir():
+    """One-line errors for an input that is missing, a folder, a pipe or device (never ending, or
+    blocking at open: save it to a file first), or that cannot be opened."""
+    if os.path.isdir(path):  # False, not raised, when a folder on the way is unreadable
         raise UserError(f"input {path} is a directory: pass the trn.json(.gz) file inside it")
-    if not path.exists():
-        raise UserError(f"input {path} does not exist: pass the path to trn.json or trn.json.gz")
+    require_regular_file(
+        path,
+        "input",
+        "pass the path to trn.json or trn.json.gz (prepare reads .gz itself; save a stream to a "
+        "file first)",
+    )
     try:
         with open(path, "rb"):
             pass

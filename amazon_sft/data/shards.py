@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amazon_sft.bounds import check_row_buffer
 from amazon_sft.data.manifest import (  # noqa: F401 - the manifest's readers import them here
     MANIFEST,
     Manifest,
@@ -66,6 +67,7 @@ class ShardWriter:
     """Buffers rows and writes one shard folder every ``shard_rows`` rows."""
 
     def __init__(self, root: Path, max_seq_len: int, shard_rows: int) -> None:
+        check_row_buffer(shard_rows, max_seq_len)  # before np.empty asks for it
         self.root, self.max_seq_len, self.shard_rows = root, max_seq_len, shard_rows
         self.shards: list[dict] = []
         self._reset()

@@ -51,14 +51,18 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
         raise UserError(
             f"--model {spec}: {folder} holds no tokenizer; re-save it with the training run"
         )
-    if (folder / CHECKSUMS).is_file():
-        try:
-            verify_checkpoint(folder)
-        except CorruptCheckpoint as err:
-            raise UserError(
-                f"--model {spec}: {err}; the saved model is damaged: copy it again or re-run "
-                "training (resume=auto)"
-            ) from None
+    if not (folder / CHECKSUMS).is_file():  # never skip the check because its list is gone
+        raise UserError(
+            f"--model {spec}: {CHECKSUMS} is missing from {folder}, so its weights cannot be "
+            "verified: copy the whole folder again, or re-run training (resume=auto)"
+        )
+    try:
+        verify_checkpoint(folder)
+    except CorruptCheckpoint as err:
+        raise UserError(
+            f"--model {spec}: {err}; the saved model is damaged: copy it again or re-run "
+            "training (resume=auto)"
+        ) from None
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
     if (folder / "adapter_config.json").is_file():

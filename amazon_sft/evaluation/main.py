@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from amazon_sft.bounds import check_new_tokens, check_prompt_fits, context_of
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, permission_denied
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
@@ -30,6 +31,7 @@ from amazon_sft.evaluation.items import MODES, EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
+from amazon_sft.outputs import check_output_folder
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
@@ -84,10 +86,19 @@ def parse_args(argv):
     end_to_end_run.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_args(argv)
-    if args.max_new_tokens < 1 or args.n < 1 or args.batch_size < 1:
-        raise UserError("--max-new-tokens, --n and --batch-size must be >= 1")
+    if args.n < 1 or args.batch_size < 1:
+        raise UserError("--n and --batch-size must be >= 1")
+    check_new_tokens(args.max_new_tokens)
+    if not (math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0):
+        raise UserError(
+            f"--repetition-penalty must be a finite number > 0 (1.0: none), got "
+            f"{args.repetition_penalty}"
+        )
+    if args.no_repeat_ngram_size < 0:
+        raise UserError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
+    check_output_folder(args.out, "--out", replaced_whole=False)  # files replaced one by one
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:
         raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")
@@ -147,6 +158,8 @@ def score_model(
         nll[split] = reference_nll(
             model, prompts[split], answers, pad_id, decoding.batch_size, accelerator
         )
+    longest = max((len(p) for split in prompts.values() for p in split), default=0)
+    check_prompt_fits(longest, decoding.max_new_tokens, context_of(model.config))
     if args.backend == "vllm":  # one export and one engine for all splits
         flat = generate_with_vllm(
             model,
@@ -379,4 +392,7 @@ def cli() -> None:
         sys.exit(main())
     except UserError as err:
         print(f"amazon-sft eval: error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except PermissionError as err:
+        print(f"amazon-sft eval: error: {permission_denied(err)}", file=sys.stderr)
         sys.exit(2)

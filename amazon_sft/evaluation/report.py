@@ -4,10 +4,16 @@ from __future__ import annotations
 
 import html
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 
 import orjson
+
+from amazon_sft.atomic import staging_name
+from amazon_sft.outputs import disk_full
+from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)
 SHOWN = {
@@ -34,18 +40,31 @@ ORACLE_NOTE = (
     "right record handed over (or, for absent, left out) among retrieved ones. What `ask` "
     "does with a shopper's own words is scored by `amazon-sft eval --questions FILE`."
 )
+REPORT_FILES = ("report.json", "answers.jsonl", "report.md", "report.png")
 
 
 def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
+    """Write the four files into a hidden sibling folder, then move each into ``out_dir``: a
+    full disk or a kill while writing leaves the previous report there as it was."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(
-        json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
-    )
-    with open(out_dir / "answers.jsonl", "wb") as fh:
-        for row in result["rows"]:
-            fh.write(orjson.dumps(row) + b"\n")
-    (out_dir / "report.md").write_text(render_markdown(result, n_examples))
-    plot(result, out_dir / "report.png")
+    staging = staging_name(out_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    try:
+        kept = "the previous report there (if any) is unchanged"
+        with disk_full(out_dir, "eval could not write its report", kept):
+            (staging / "report.json").write_text(
+                json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
+            )
+            with open(staging / "answers.jsonl", "wb") as fh:
+                for row in result["rows"]:
+                    fh.write(orjson.dumps(row) + b"\n")
+            (staging / "report.md").write_text(render_markdown(result, n_examples))
+            plot(result, staging / "report.png")
+        for name in REPORT_FILES:
+            os.replace(staging / name, out_dir / name)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _fmt(v) -> str:
@@ -106,7 +125,7 @@ def md_text(text: str) -> str:
     >>> md_text("<svg/onload=alert(1)> *bold* [x](y) a|b")
     '&lt;svg/onload=alert(1)&gt; \\\\*bold\\\\* \\\\[x\\\\](y) a\\\\|b'
     """
-    text = html.escape(" ".join(str(text).split()), quote=False)
+    text = html.escape(" ".join(printable(str(text)).split()), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

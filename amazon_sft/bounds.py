@@ -1,0 +1,154 @@
+"""Lengths and counts capped by what they apply to, checked before the work they size starts.
+
+- ``data.max_seq_len`` by the model's context (``max_position_embeddings``): longer rows would
+  use positions the model has no embedding or rotary scaling for.
+- ``data.shard_rows`` by memory: prepare buffers one shard of rows (5 bytes a token) in RAM.
+- epochs per optimizer step: a global batch larger than the data repeats every row in one step.
+- ``--max-new-tokens`` of eval: an absolute cap, then the model's context.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from amazon_sft.errors import READ_ERRORS, UserError
+
+log = logging.getLogger(__name__)
+
+ROW_BUFFER_BYTES_PER_TOKEN = 5
+"""prepare's shard buffer: an int32 token id and a uint8 loss-mask byte per token."""
+ROW_BUFFER_SHARE = 0.25
+"""The share of this machine's memory one shard's row buffer may take."""
+MAX_EPOCHS_PER_STEP = 8.0
+"""Above this many passes over the data in one optimizer step a run is refused: every step
+would average the same rows many times over (and take that many times longer)."""
+MAX_EVAL_NEW_TOKENS = 4096
+"""eval's absolute cap on generated tokens, before the model's own context is known: longer
+than any product description the data cuts answers to (data.max_answer_tokens)."""
+
+
+def context_of(config) -> int | None:
+    """The positions a transformers config has embeddings for, or None when it does not say."""
+    for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
+def model_context(model_cfg) -> int | None:
+    """The context of the model a config names, read from its ``config.json`` (or ``arch``)
+    without loading weights; None when it cannot be read here (a hub id offline, GGUF)."""
+    if model_cfg.path == "random":
+        value = model_cfg.arch.get("max_position_embeddings")
+        return value if isinstance(value, int) and value > 0 else None
+    if model_cfg.gguf_file:
+        return None
+    from transformers import AutoConfig
+
+    from amazon_sft.tokenizer import resolve_location
+
+    try:
+        location = resolve_location(model_cfg.path)
+        config = AutoConfig.from_pretrained(location, trust_remote_code=False)
+    except (*READ_ERRORS, ImportError, UserError):
+        return None  # the model load itself reports why, with its own one line
+    return context_of(config)
+
+
+def check_seq_len(max_seq_len: int, context: int | None, model: str) -> None:
+    """Refuse rows longer than the model's context.
+
+    >>> check_seq_len(2048, 1024, "random")
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: data.max_seq_len=2048 is over the context of model 'random' (1024 tokens): use data.max_seq_len <= 1024
+    """
+    if context is not None and max_seq_len > context:
+        raise UserError(
+            f"data.max_seq_len={max_seq_len} is over the context of model {model!r} "
+            f"({context} tokens): use data.max_seq_len <= {context}"
+        )
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def check_row_buffer(shard_rows: int, max_seq_len: int, memory: int | None = None) -> None:
+    """Refuse a shard whose row buffer would not fit in ``ROW_BUFFER_SHARE`` of memory.
+
+    >>> check_row_buffer(4096, 2048, memory=64 << 30)
+    >>> check_row_buffer(10**9, 256, memory=16 << 30)
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: data.shard_rows=1000000000 x data.max_seq_len=256 needs a 1192.1 GiB row buffer (5 bytes a token), over 4.0 GiB (25% of this machine's 16.0 GiB): use data.shard_rows <= 3355443
+    """
+    memory = memory_bytes() if memory is None else memory
+    need = shard_rows * max_seq_len * ROW_BUFFER_BYTES_PER_TOKEN
+    budget = int(memory * ROW_BUFFER_SHARE)
+    if need > budget:
+        most = budget // (max_seq_len * ROW_BUFFER_BYTES_PER_TOKEN)
+        fix = (
+            f"use data.shard_rows <= {most}"
+            if most >= 1
+            else "lower data.max_seq_len (one row alone does not fit)"
+        )
+        raise UserError(
+            f"data.shard_rows={shard_rows} x data.max_seq_len={max_seq_len} needs a "
+            f"{need / 2**30:.1f} GiB row buffer ({ROW_BUFFER_BYTES_PER_TOKEN} bytes a token), "
+            f"over {budget / 2**30:.1f} GiB ({ROW_BUFFER_SHARE:.0%} of this machine's "
+            f"{memory / 2**30:.1f} GiB): {fix}"
+        )
+
+
+def check_prepare_bounds(cfg) -> None:
+    """What prepare checks before reading a line: rows fit the model and a shard fits memory."""
+    check_seq_len(cfg.data.max_seq_len, model_context(cfg.model), cfg.model.path)
+    check_row_buffer(cfg.data.shard_rows, cfg.data.max_seq_len)
+
+
+def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> float:
+    """Passes over the data one optimizer step makes: warned above 1, refused above
+    ``MAX_EPOCHS_PER_STEP``.
+
+    >>> check_epochs_per_step(8, 100, "d")
+    0.08
+    >>> check_epochs_per_step(100000, 100, "d")
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: train.global_batch_size=100000 is 1000 passes over the 100 rows of d in every optimizer step (at most 8 allowed): lower train.global_batch_size to <= 100, or prepare more data
+    """
+    epochs = global_batch_rows / max(data_rows, 1)
+    if epochs > MAX_EPOCHS_PER_STEP:
+        raise UserError(
+            f"train.global_batch_size={global_batch_rows} is {epochs:g} passes over the "
+            f"{data_rows} rows of {data} in every optimizer step (at most "
+            f"{MAX_EPOCHS_PER_STEP:g} allowed): lower train.global_batch_size to <= "
+            f"{data_rows}, or prepare more data"
+        )
+    if epochs > 1:
+        log.warning(
+            "train.global_batch_size=%d is %.2f passes over the %d rows of %s in every "
+            "optimizer step: rows repeat within a step",
+            global_batch_rows,
+            epochs,
+            data_rows,
+            data,
+        )
+    return epochs
+
+
+def check_new_tokens(max_new_tokens: int, flag: str = "--max-new-tokens") -> None:
+    """eval's absolute cap, before any model is loaded."""
+    if not 1 <= max_new_tokens <= MAX_EVAL_NEW_TOKENS:
+        raise UserError(f"{flag} must be in [1, {MAX_EVAL_NEW_TOKENS}], got {max_new_tokens}")
+
+
+def check_prompt_fits(longest_prompt: int, max_new_tokens: int, context: int | None) -> None:
+    """The longest prompt plus the tokens to generate must fit the model's context."""
+    if context is not None and longest_prompt + max_new_tokens > context:
+        raise UserError(
+            f"--max-new-tokens={max_new_tokens} does not fit: the model's context is {context} "
+            f"tokens and the longest prompt takes {longest_prompt}; use --max-new-tokens <= "
+            f"{max(context - longest_prompt, 0)}"
+        )

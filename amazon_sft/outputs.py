@@ -1,0 +1,112 @@
+"""Output paths checked before the work that fills them, and a full disk reported as one line.
+
+A full disk (``ENOSPC``, or a quota's ``EDQUOT``) surfaces deep inside numpy, torch or
+safetensors as an error that names no folder; ``disk_full`` turns it into one line naming the
+folder, how much room is left there, and what the command kept.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True) -> Path:
+    """Refuse an output folder that is a file or lies under one, and, when the command builds
+    its output aside and renames it into place (``replaced_whole``), the current folder or one
+    above it (those cannot be renamed)."""
+    path = Path(path)
+    if not str(path).strip():
+        raise UserError(f"{flag} is empty: name a folder")
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{flag} {path} is a file, not a folder: choose a folder path")
+    under = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if under is not None:
+        raise UserError(
+            f"{flag} {path} lies under {under}, which is a file: choose a writable folder path"
+        )
+    if not replaced_whole:
+        return path
+    here = Path.cwd().resolve()
+    resolved = path.resolve()
+    if resolved == here or resolved in here.parents:
+        raise UserError(
+            f"{flag} {path} is the current folder or one above it: name a new folder for the "
+            f"output, e.g. {flag} out"
+        )
+    return path
+
+
+def free_bytes(folder: Path) -> int | None:
+    """Free bytes on the filesystem holding ``folder`` (its nearest existing parent)."""
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except OSError:
+            continue
+    return None
+
+
+NEARLY_FULL_BYTES = 1 << 20
+"""A failed write with less than this left on the disk is taken for a full disk."""
+
+
+def is_disk_full(err: BaseException | None, folder: Path | None = None) -> bool:
+    """True for a full disk or quota, also when a library wrapped the OSError in its own error:
+    safetensors keeps the OS message; torch's writers drop it (``file write failed``,
+    ``basic_ios::clear: iostream error``), so an I/O error (``OSError`` or torch's
+    ``RuntimeError``) with the disk holding ``folder`` (nearly) full counts too."""
+    seen, wrote = 0, False
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in DISK_FULL:
+            return True
+        text = str(err)
+        if "No space left on device" in text or "Disk quota exceeded" in text:
+            return True
+        wrote = wrote or isinstance(err, (OSError, RuntimeError))
+        err = err.__cause__ or err.__context__
+        seen += 1
+    if wrote and folder is not None:
+        free = free_bytes(folder.absolute())
+        return free is not None and free < NEARLY_FULL_BYTES
+    return False
+
+
+def run_kept(out_dir: Path) -> str:
+    """What a training run keeps when a save fails: its newest complete checkpoint."""
+    from amazon_sft.checkpointing import complete_checkpoints
+
+    done = complete_checkpoints(out_dir)
+    if not done:
+        return "no checkpoint of this run was complete yet"
+    return f"the newest complete checkpoint, {done[-1]}, is kept (resume=auto continues from it)"
+
+
+@contextmanager
+def disk_full(folder: str | Path, what: str, kept: str | Callable[[], str]) -> Iterator[None]:
+    """A full disk inside the block becomes one line: ``<what>: the disk holding <folder> is
+    full (N MiB free); <kept>; free space there and re-run``. ``kept`` may be a function, asked
+    only then."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:
+        folder = Path(folder)
+        if not is_disk_full(err, folder):
+            raise
+        free = free_bytes(folder.absolute())
+        room = f"{free / 2**20:.0f} MiB free" if free is not None else "free space unknown"
+        raise UserError(
+            f"{what}: the disk holding {folder} is full ({room}; {os.strerror(errno.ENOSPC)}); "
+            f"{kept() if callable(kept) else kept}; free space there (or choose another folder) "
+            "and re-run"
+        ) from None

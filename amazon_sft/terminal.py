@@ -1,0 +1,39 @@
+"""Text from the catalogue or a model, made safe to print on a terminal.
+
+Product descriptions and generated answers are data: an ``ESC`` in them would let a catalogue
+row (or a model that learned one) recolour the terminal, move the cursor, rewrite the window
+title or, on some terminals, answer back with keystrokes. Every C0 and C1 control character
+except newline and tab is dropped before printing, ``DEL`` too; the text is otherwise unchanged.
+Stripping the characters, not whole escape sequences, works on streamed pieces too: a
+sequence split across two pieces loses its ``ESC`` and is inert text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """``text`` without control characters, newlines and tabs kept.
+
+    >>> printable("red \\x1b[31mALERT\\x07\\x9b2J\\r done\\n\\tnext")
+    'red [31mALERT2J done\\n\\tnext'
+    """
+    return _CONTROL.sub("", text)
+
+
+_C1_AND_DEL = re.compile(r"[\x7f-\x9f]")
+
+
+def json_line(payload) -> str:
+    """One JSON line for a terminal or a pipe: the data unchanged, every control character
+    escaped (``json.dumps`` escapes C0 ones itself, not ``DEL`` or the C1 range).
+
+    >>> json_line({"t": "a\\x1bb\\x9b"})
+    '{"t": "a\\\\u001bb\\\\u009b"}'
+    """
+    text = json.dumps(payload, ensure_ascii=False)
+    return _C1_AND_DEL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

@@ -1,0 +1,656 @@
+"""Hostile and careless inputs of issue 19, items 4-6: every length and count bounded by what
+it applies to, one-line errors for the rest of the list (a full disk included), and text that
+is safe to print on a terminal. The ownership, locking and resume classes are in
+tests/test_hostile.py."""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from amazon_sft.config import load_run_config
+from amazon_sft.errors import UserError
+
+from .conftest import train_overrides
+
+pytestmark = pytest.mark.hostile
+REPO = Path(__file__).resolve().parents[1]
+MEMORY_CAP = """
+import resource
+resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))  # a failing run must not eat the machine
+"""
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging():
+    """train's ``basicConfig(force=True)`` leaves a handler on this test's captured stderr;
+    the next test would log into the closed stream (a 'Logging error' traceback)."""
+    yield
+    logging.root.handlers.clear()
+
+
+def _run_cli(capsys, *args) -> tuple[int, str]:
+    from amazon_sft.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def _one_line(code: int, err: str, command: str, *needles: str) -> str:
+    """Exit 2 with exactly one ``amazon-sft X: error:`` line and no traceback; the line."""
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    lines = [x for x in err.splitlines() if x.startswith(f"amazon-sft {command}: error:")]
+    assert len(lines) == 1, err[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+    return lines[0]
+
+
+def _cli_process(*args, timeout: float = 60, stdin=None) -> subprocess.CompletedProcess:
+    """The CLI in a fresh interpreter under a 3 GiB address-space cap, killed at ``timeout``."""
+    code = MEMORY_CAP + "import sys; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=timeout,
+        stdin=stdin,
+    )
+
+
+# --- YAML: a size limit and an alias limit ----------------------------------------------------
+
+BILLION_LAUGHS = """model:
+  path: random
+  tokenizer: builtin:tiny
+  arch:
+    model_type: llama
+    a: &a ["lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol", "lol"]
+    b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]
+    c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]
+    d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]
+    e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]
+    f: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]
+    g: &g [*f, *f, *f, *f, *f, *f, *f, *f, *f]
+    h: &h [*g, *g, *g, *g, *g, *g, *g, *g, *g]
+    i: [*h, *h, *h, *h, *h, *h, *h, *h, *h]
+"""
+
+
+def test_a_yaml_alias_bomb_is_refused_before_it_expands(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    proc = _cli_process("train", "--config", str(bomb), timeout=60)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "aliases expand to over" in proc.stderr and str(bomb) in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "text", ["a: &a [*a]\n", "model: &m {arch: *m}\n"], ids=["list", "mapping"]
+)
+def test_a_recursive_alias_is_refused(text, tmp_path):
+    cfg = tmp_path / "loop.yaml"
+    cfg.write_text(text)
+    with pytest.raises(UserError, match="recursive alias"):
+        load_run_config(str(cfg))
+
+
+def test_an_oversized_config_is_refused_unread(tmp_path):
+    from amazon_sft.safe_input import MAX_YAML_BYTES
+
+    cfg = tmp_path / "big.yaml"
+    cfg.write_text("# padding\n" * (MAX_YAML_BYTES // 10 + 1))
+    with pytest.raises(UserError, match=f"over {MAX_YAML_BYTES} bytes"):
+        load_run_config(str(cfg))
+
+
+@pytest.mark.parametrize("value", ["[1", ": :", "{a: [}", "*nothing"])
+def test_a_bad_override_value_is_one_line(value, capsys):
+    code, err = _run_cli(capsys, "train", "--config", "tiny", f"train.lr={value}")
+    _one_line(code, err, "train", "override", "train.lr", "not valid YAML")
+
+
+# --- inputs that are not regular files --------------------------------------------------------
+
+
+def _fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "fifo.json"
+    os.mkfifo(path)  # nobody writes to it: open() would block forever
+    return path
+
+
+@pytest.mark.parametrize("source", ["fifo", "/dev/zero", "stdin pipe"])
+def test_prepare_input_that_is_not_a_file_is_refused(source, tmp_path):
+    if source == "fifo":
+        args, stdin, named = (str(_fifo(tmp_path)),), None, "fifo.json"
+    elif source == "stdin pipe":
+        args, stdin, named = ("/dev/stdin",), subprocess.PIPE, "/dev/stdin"
+    else:
+        args, stdin, named = (source,), None, source
+    out = tmp_path / "out"
+    proc = _cli_process(
+        "prepare", *args, "--out", str(out), "--config", "tiny", "--quiet", stdin=stdin
+    )
+    _one_line(proc.returncode, proc.stderr, "prepare", named, "not a regular file")
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "device"])
+def test_config_and_templates_that_are_not_files_are_refused(kind, tmp_path):
+    path = str(_fifo(tmp_path)) if kind == "fifo" else "/dev/zero"
+    proc = _cli_process("train", "--config", path, timeout=60)
+    _one_line(proc.returncode, proc.stderr, "train", "config", "not a regular file")
+    from amazon_sft.prompts import load_templates
+
+    with pytest.raises(UserError, match=r"data.templates .* not a regular file"):
+        load_templates(path)
+
+
+# --- a hostile data.templates file: one line each ---------------------------------------------
+
+HOSTILE_TEMPLATES = {
+    "a list": "- a\n- b\n",
+    "invalid YAML": "questions: [\n",
+    "not UTF-8": b"\xff\xfe questions",
+    "questions a number": "questions:\n  en: 5\n",
+    "plain a string": "questions:\n  en: ['Tell me about {title}']\nplain: oops\n",
+    "plain prefix a number": "questions:\n  en: ['{title}?']\nplain: {prefix: 5, suffix: x}\n",
+    "alias bomb": BILLION_LAUGHS.replace("model:", "questions:"),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE_TEMPLATES))
+def test_a_hostile_templates_file_is_one_line(name, catalogue, tmp_path, capsys):
+    from amazon_sft.prompts import load_templates
+
+    path = tmp_path / "q.yaml"
+    body = HOSTILE_TEMPLATES[name]
+    path.write_bytes(body if isinstance(body, bytes) else body.encode())
+    with pytest.raises(UserError, match=r"data\.templates"):
+        load_templates(str(path))
+    out = tmp_path / "out"
+    code, err = _run_cli(
+        capsys,
+        "prepare",
+        str(catalogue),
+        "--out",
+        str(out),
+        "--config",
+        "tiny",
+        "--quiet",
+        f"data.templates={path}",
+    )
+    assert "Traceback" not in err and code == 2, err[-2000:]
+    assert not out.exists()
+
+
+# --- numbers transformers, torch or numpy would reject with a traceback ------------------------
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("train.adam_betas=[2,0.9]", "train.adam_betas"),
+        ("train.adam_betas=[0.9]", "train.adam_betas"),
+        ("train.adam_betas=[a,b]", "train.adam_betas"),
+        ("seed=-1", "seed"),
+        ("seed=99999999999999999999", "seed"),
+        ("data.seed=-5", "data.seed"),
+        ("train.lr=1e300", "train.lr"),
+        ("train.lr=1e35", "train.lr"),
+        ("train.weight_decay=1e300", "train.weight_decay"),
+        ("train.weight_decay=-1", "train.weight_decay"),
+        ("out_dir=", "out_dir"),
+    ],
+)
+def test_config_values_the_libraries_reject_are_refused_by_name(override, key):
+    with pytest.raises(UserError, match=key.replace(".", r"\.")):
+        load_run_config("tiny", [override])
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.arch.model_type=nonsense", "model.arch.model_type='nonsense'"),
+        ("model.arch.model_type=5", "model.arch.model_type=5"),
+        ("model.arch.hidden_size=-5", "model.arch is not a valid llama architecture"),
+        ("model.arch.num_hidden_layers=[1]", "model.arch is not a valid llama"),
+    ],
+)
+def test_a_wrong_model_arch_is_one_short_line(override, needle, tiny_tok):
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", [override])
+    with pytest.raises(UserError, match=needle.replace(".", r"\.").replace("'", ".")) as caught:
+        load_model(cfg, len(tiny_tok), 0, "no")
+    assert len(str(caught.value)) < 400 and "\n" not in str(caught.value)
+
+
+# --- lengths and counts bounded by what they apply to -----------------------------------------
+
+
+def test_max_seq_len_is_capped_by_the_model_context(catalogue, tmp_path, capsys):
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--max-seq-len", "4096")  # tiny's context: 1024
+    _one_line(code, err, "prepare", "data.max_seq_len=4096", "1024 tokens", "<= 1024")
+    assert not out.exists()
+
+
+def test_training_refuses_rows_longer_than_the_context(prepared, tiny_model_dir, tiny_tok):
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", [f"model.path={tiny_model_dir}", "data.max_seq_len=2048"])
+    with pytest.raises(UserError, match="over the context of model"):
+        load_model(cfg, len(tiny_tok), 0, "no")
+
+
+def test_shard_rows_are_bounded_by_memory(catalogue, tmp_path, capsys):
+    from amazon_sft.bounds import memory_bytes
+
+    out = tmp_path / "out"
+    rows = memory_bytes() // 256  # x 256 tokens x 5 bytes: 5x the machine's memory
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, f"data.shard_rows={rows}")
+    _one_line(
+        code, err, "prepare", f"data.shard_rows={rows}", "GiB row buffer", "use data.shard_rows <="
+    )
+    assert not out.exists()
+
+
+def test_a_step_over_many_epochs_is_refused_and_over_one_warned(
+    prepared, tiny_model_dir, tmp_path, capsys
+):
+    import json
+
+    rows = json.loads((prepared / "manifest.json").read_text())["rows"]
+    base = ("train", "--config", "tiny")
+    huge = train_overrides(prepared, tiny_model_dir, tmp_path / "a", "train.max_steps=1")
+    code, err = _run_cli(capsys, *base, *huge, f"train.global_batch_size={rows * 100}")
+    _one_line(code, err, "train", f"{rows} rows", "passes over", "global_batch_size")
+    assert not (tmp_path / "a" / "final").exists()
+    from amazon_sft.bounds import check_epochs_per_step
+
+    assert check_epochs_per_step(rows * 2, rows, "d") == 2  # logged by train's own handler
+    assert "2.00 passes over" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--max-new-tokens", "100000000"), "--max-new-tokens must be in [1, "),
+        (("--max-new-tokens", "1000"), "does not fit: the model's context is 1024"),
+        (("--repetition-penalty", "nan"), "--repetition-penalty"),
+        (("--repetition-penalty", "-1"), "--repetition-penalty"),
+    ],
+)
+def test_eval_lengths_and_penalties_are_bounded(
+    args, needle, tuned_run, prepared, tmp_path, capsys
+):
+    out = tmp_path / "eval"
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--out", str(out))
+    code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", *args)
+    _one_line(code, err, "eval", needle)
+    assert not out.exists()
+
+
+# --- outputs that cannot be folders -----------------------------------------------------------
+
+
+def test_eval_and_export_outputs_that_name_a_file_are_one_line(
+    tuned_run, prepared, tmp_path, capsys
+):
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--n", "2")
+    code, err = _run_cli(capsys, *base, "--out", str(a_file))
+    _one_line(code, err, "eval", "is a file")
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(a_file / "model"))
+    _one_line(code, err, "export", "which is a file")
+    assert a_file.read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", ["prepare", "export"])
+def test_out_dot_is_refused(command, catalogue, tuned_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    if command == "prepare":
+        args = ("prepare", str(catalogue), "--out", ".", "--config", "tiny", "--quiet")
+    else:
+        args = ("export", str(tuned_run), "--out", ".")
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, command, "the current folder")
+    assert not list(tmp_path.iterdir())
+
+
+def test_export_builds_aside_and_renames_into_place(tuned_run, tmp_path, capsys, monkeypatch):
+    from amazon_sft.answering import export
+
+    out = tmp_path / "model"
+
+    def killed(*a, **k):
+        raise KeyboardInterrupt  # a kill while the export is checked, after it was written
+
+    monkeypatch.setattr(export, "_max_logit_diff", killed)
+    code, _ = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    assert code == 130 and not out.exists() and not list(tmp_path.iterdir())
+    monkeypatch.undo()
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    assert code == 0, err[-2000:]
+    assert (out / "model.safetensors").is_file() and [p.name for p in tmp_path.iterdir()] == [
+        "model"
+    ]
+
+
+# --- a full disk: one line naming the folder and what was kept, on every writer ---------------
+
+
+def _can_mount_tmpfs(where: Path) -> str | None:
+    """None when a small tmpfs mounts here, else why not (not root, no mount(8), a container
+    without CAP_SYS_ADMIN)."""
+    if os.geteuid() != 0:
+        return "mounting a tmpfs needs root"
+    try:
+        proc = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"mount(8) did not run ({err})"
+    if proc.returncode != 0:
+        return f"mount -t tmpfs failed: {proc.stderr.strip()}"
+    subprocess.run(["umount", str(where)], check=True, timeout=30)
+    return None
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """``mount(size)``: a fresh tmpfs of that size at ``tmp_path/disk``, unmounted after."""
+    where = tmp_path / "disk"
+    where.mkdir()
+    why = _can_mount_tmpfs(where)
+    if why:
+        pytest.skip(f"no small disk to fill: {why}")
+    mounted = []
+
+    def mount(size: str) -> Path:
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+            check=True,
+            timeout=30,
+        )
+        mounted.append(where)
+        return where
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], timeout=30)
+
+
+def test_prepare_on_a_full_disk(small_disk, catalogue, capsys):
+    disk = small_disk("128k")
+    out = disk / "data"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, "prepare", "is full", str(disk), "nothing was written")
+    assert not list(disk.iterdir()), "the partial output was left on the full disk"
+
+
+def test_training_on_a_full_disk_keeps_the_last_checkpoint(
+    small_disk, prepared, tiny_model_dir, capsys
+):
+    disk = small_disk("4m")  # one 2.5 MB checkpoint fits, a second does not
+    out = disk / "run"
+    extra = ("train.max_steps=3", "checkpoint.every_steps=1", "checkpoint.keep_last=2")
+    args = train_overrides(prepared, tiny_model_dir, out, *extra)
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    line = _one_line(code, err, "train", "is full", str(out), "step-00000001", "resume=auto")
+    assert "no checkpoint" not in line
+    assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
+
+
+def test_export_on_a_full_disk_leaves_no_partial_folder(small_disk, tuned_run, capsys):
+    disk = small_disk("256k")  # the tiny model's weights alone are ~0.9 MB
+    out = disk / "model"
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    _one_line(code, err, "export", "is full", str(disk), "nothing was written")
+    assert not list(disk.iterdir())
+
+
+def test_eval_report_on_a_full_disk(small_disk, tuned_run, prepared, capsys):
+    disk = small_disk("8k")
+    out = disk / "eval"
+    base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--out", str(out))
+    code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", "--max-new-tokens", "2")
+    _one_line(code, err, "eval", "is full", str(out), "previous report")
+    assert not [p for p in disk.rglob("*") if p.is_file()]
+
+
+# --- text for terminals -----------------------------------------------------------------------
+
+HOSTILE_TEXT = "Red \x1b[31mALERT\x1b]0;owned\x07 bell\x07 \x9b2J back\rspace \x00nul\x7f"
+
+
+def _no_controls(text: str) -> None:
+    bad = sorted({c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0})
+    assert not bad, f"control characters printed: {bad!r}"
+
+
+class _HostileAnswerer:
+    """Stands in for the model: an answer and a source that carry terminal escapes."""
+
+    default_mode = "closed"
+
+    def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+        from types import SimpleNamespace
+
+        for piece in ("An answer ", "\x1b[2J", HOSTILE_TEXT):
+            if on_text:
+                on_text(piece)
+        source = {"uid": "B\x1b[5m01", "title": HOSTILE_TEXT, "score": 1.0, "content": "x"}
+        return SimpleNamespace(
+            answer="An answer " + HOSTILE_TEXT, sources=[source], mode="closed", cited=[]
+        )
+
+
+@pytest.mark.parametrize("command", ["ask", "chat"])
+def test_ask_and_chat_print_no_control_characters(command, capsys, monkeypatch):
+    import io
+
+    from amazon_sft.answering import commands
+    from amazon_sft.cli import main
+
+    monkeypatch.setattr(commands, "_session", lambda args: _HostileAnswerer())
+    monkeypatch.setattr("sys.stdin", io.StringIO("Tell me about X\n"))
+    args = ["ask", "Tell me about X"] if command == "ask" else ["chat"]
+    code = main([*args, "--model", "unused"])
+    out = capsys.readouterr().out
+    assert code == 0 and "An answer [2JRed [31mALERT]0;owned bell" in out
+    assert "B[5m01" in out  # the uid too
+    _no_controls(out)
+
+
+def test_sources_only_prints_catalogue_text_without_control_characters(prepared_copy, capsys):
+    import json
+
+    from amazon_sft.answering.index import build_index
+
+    catalogue = prepared_copy / "catalogue.jsonl"
+    rows = [json.loads(line) for line in catalogue.read_text().splitlines()]
+    rows[0]["title"] = "Zyzzyva Lamp " + HOSTILE_TEXT
+    catalogue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(prepared_copy)
+    from amazon_sft.cli import main
+
+    code = main(["ask", "Zyzzyva Lamp", "--index", str(prepared_copy), "--sources-only"])
+    out = capsys.readouterr().out
+    assert code == 0 and "Zyzzyva Lamp Red [31mALERT" in out
+    _no_controls(out)
+
+
+@pytest.fixture()
+def prepared_copy(prepared, tmp_path) -> Path:
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(prepared, copy)
+    return copy
+
+
+def test_every_special_token_of_the_tokenizer_is_scrubbed_from_questions(tiny_cfg):
+    from tokenizers import AddedToken
+
+    from amazon_sft.answering.ask import clean_question
+    from amazon_sft.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_cfg.model)
+    # added as SmolLM2 ships them: special, but not among the "additional special tokens"
+    tok.add_tokens(
+        [AddedToken("<repo_name>", special=True), AddedToken("<file_sep>", special=True)]
+    )
+    specials = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    assert {"<repo_name>", "<file_sep>"} <= specials - set(tok.all_special_tokens)
+    cleaned = clean_question("Tell me about <repo_name>evil<file_sep> X", tok)
+    assert "<repo_name>" not in cleaned and "<file_sep>" not in cleaned
+    ids = tok(cleaned, add_special_tokens=False)["input_ids"]
+    assert not {tok.convert_tokens_to_ids(t) for t in specials} & set(ids)
+
+
+def test_eval_report_text_has_no_control_characters():
+    from amazon_sft.evaluation.report import md_text
+
+    _no_controls(md_text(HOSTILE_TEXT))
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    name=st.from_regex(r"[A-Za-z][A-Za-z0-9]{0,8}", fullmatch=True),
+    sep=st.sampled_from([" ", "/", "\t", "\n"]),
+    attrs=st.text(st.characters(blacklist_characters="<>"), min_size=190, max_size=3000),
+)
+def test_the_tag_cleaner_has_no_attribute_length_limit(name, sep, attrs):
+    from collections import Counter
+
+    from amazon_sft.config import CleanConfig
+    from amazon_sft.data.cleaning import clean_text
+
+    raw = f"Before <{name}{sep}{attrs}> after, and a long enough description."
+    cleaned = clean_text(raw, CleanConfig(unescape_html=False), Counter(), "content")
+    assert f"<{name}" not in cleaned and cleaned.endswith("after, and a long enough description.")
+
+
+def test_tag_cleaning_stays_linear_on_unclosed_tags_and_comments():
+    """No closing '>' anywhere: each '<' scans only to the next '<', never to the end."""
+    import time
+    from collections import Counter
+
+    from amazon_sft.config import CleanConfig
+    from amazon_sft.data.cleaning import clean_text
+
+    cfg = CleanConfig(unescape_html=False)
+    for unit in ("<a x", "<!--x", "<b/"):
+        text = unit * 20_000
+        started = time.perf_counter()
+        clean_text(text, cfg, Counter(), "content")
+        assert time.perf_counter() - started < 5, unit  # quadratic would be minutes
+
+
+def test_a_deleted_checksums_file_is_refused_with_the_fix(tuned_run, tmp_path):
+    import shutil
+
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(tuned_run / "final", run / "final")
+    (run / "final" / "checksums.json").unlink()
+    with pytest.raises(UserError, match=r"checksums\.json.*missing") as caught:
+        load_for_eval(str(run), [], "cpu")
+    assert "copy" in str(caught.value)
+
+
+def test_a_slowly_sent_body_is_timed_out():
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from amazon_sft.answering.serve import BackgroundServer, create_app
+
+    from .conftest import free_port
+
+    answerer = SimpleNamespace(default_mode="closed")
+    app = create_app(answerer, body_timeout_s=1.0)
+    port = free_port()
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: 100\r\n\r\n"
+    )
+    with BackgroundServer(app, port), socket.create_connection(("127.0.0.1", port), 10) as sock:
+        started = time.perf_counter()
+        sock.sendall(head + b'{"question"')
+        for _ in range(3):  # a byte now and then: each arrives before any per-read timeout
+            time.sleep(0.4)
+            sock.sendall(b" ")
+        reply = b""
+        while piece := sock.recv(65536):
+            reply += piece
+    assert reply.startswith(b"HTTP/1.1 408"), reply[:200]
+    assert time.perf_counter() - started < 8
+
+
+# --- a file inside a folder this user cannot read ---------------------------------------------
+
+DROP_READ_RIGHTS = (
+    "setpriv",
+    "--bounding-set=-dac_override,-dac_read_search",
+    "--inh-caps=-dac_override,-dac_read_search",
+    "--",
+)
+"""Tests run as root, whom ``chmod 000`` does not stop: the command runs without the two
+capabilities that let root read any folder, so permissions apply to it as to a user."""
+
+
+@pytest.fixture()
+def locked_folder(prepared, tmp_path):
+    import shutil
+
+    if os.geteuid() == 0 and not shutil.which("setpriv"):
+        pytest.skip("needs setpriv(1) to drop root's read-any-folder capabilities")
+    locked = tmp_path / "locked"
+    shutil.copytree(prepared, locked)
+    (locked / "c.yaml").write_text("train:\n  max_steps: 3\n")
+    locked.chmod(0)
+    yield locked
+    locked.chmod(0o755)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--config", "{locked}/c.yaml"),
+        ("prepare", "{locked}/catalogue.jsonl", "--out", "{tmp}/out", "--config", "tiny"),
+        ("eval", "--data", "{locked}", "--model", "config:tiny", "--out", "{tmp}/eval"),
+        ("ask", "Tell me about X", "--index", "{locked}", "--sources-only"),
+    ],
+    ids=["config", "prepare input", "eval data", "ask index"],
+)
+def test_a_file_in_an_unreadable_folder_is_one_line(args, locked_folder, tmp_path):
+    filled = [a.format(locked=locked_folder, tmp=tmp_path) for a in args]
+    prefix = DROP_READ_RIGHTS if os.geteuid() == 0 else ()
+    code = "import sys; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [*prefix, sys.executable, "-c", code, *filled],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    _one_line(proc.returncode, proc.stderr, args[0], str(locked_folder), "ermission denied")

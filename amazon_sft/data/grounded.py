@@ -91,10 +91,15 @@ class GroundedBuilder:
 
     def negatives(self, question: str, product: dict, count: int, train_only: bool) -> list[dict]:
         """The ``count`` best matches of the question that are not the product, an edition of it
-        (same description) or a twin (same title): those would be a second right answer."""
+        (same description) or a twin (same title): those would be a second right answer. One
+        query at a time (``build`` asks the batch's questions together)."""
+        best = self.index.top(question, count + 8, train_only=train_only)
+        return self._negatives(best, product, count)
+
+    def _negatives(self, best: list[tuple[int, float]], product: dict, count: int) -> list[dict]:
         title, content = normalise_title(product["title"]), product["content"]
         out = []
-        for i, _ in self.index.top(question, count + 8, train_only=train_only):
+        for i, _ in best[: count + 8]:  # what a query for this count alone would have returned
             rec = self.index.record(i)
             if rec["content"] == content or normalise_title(rec["title"]) == title:
                 continue
@@ -114,15 +119,20 @@ class GroundedBuilder:
         """One example per product record. ``phrasing``: None picks one by the uid (training),
         eval asks phrasing 0; ``absent``: None decides by the uid's hash and absent_fraction."""
         k = self.data.context_records
+        products = list(products)
+        picks = [self.fmt.phrasing_for(str(p["uid"])) if phrasing is None else phrasing
+                 for p in products]  # fmt: skip
+        questions = [self.fmt.question(p["title"], n) for p, n in zip(products, picks)]
+        # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
+        # so a product that needs one record fewer gets the same list, one shorter
+        found = self.index.top_many(questions, k + 8, train_only=train_only)
         plans = []
-        for product in products:
+        for product, p, question, best in zip(products, picks, questions, found):
             uid = str(product["uid"])
-            p = self.fmt.phrasing_for(uid) if phrasing is None else phrasing
-            question = self.fmt.question(product["title"], p)
             leave_out = uid_share(uid, "absent:") < self.data.absent_fraction
             leave_out = leave_out if absent is None else absent
             want = k if leave_out else k - 1
-            records = self.negatives(question, product, want, train_only)
+            records = self._negatives(best, product, want)
             if len(records) < want:
                 self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
             if not leave_out:

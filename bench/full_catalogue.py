@@ -54,6 +54,36 @@ def _sample_titles(catalogue: Path, n: int) -> list[str]:
         return [orjson.loads(line)["title"] for i, line in enumerate(fh) if i % step == 0][:n]
 
 
+def _status_kb(pid: str | int, key: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _memory_log(every_s: float) -> None:
+    """Logs this process's peak and current RSS and its children's RSS every ``every_s``, so a
+    run stopped before its end still says how much memory it had reached."""
+    import threading
+
+    def loop() -> None:
+        while True:
+            time.sleep(every_s)
+            kids = []
+            for task in Path("/proc/self/task").iterdir():
+                kids += (task / "children").read_text().split()
+            kids_mb = [_status_kb(k, "VmRSS") // 1024 for k in kids]
+            _log(
+                f"memory: peak {_status_kb('self', 'VmHWM') // 1024} MB, now "
+                f"{_status_kb('self', 'VmRSS') // 1024} MB; children now {kids_mb} MB"
+            )
+
+    threading.Thread(target=loop, daemon=True).start()
+
+
 def stage_generate(args, work: Path) -> dict:
     from shaped_catalogue import write_shaped_catalogue
 
@@ -70,8 +100,9 @@ def stage_prepare(args, work: Path) -> dict:
         f"data.grounded_workers={args.workers}",
     ]
     out = work / "prepared"
+    progress = args.lines >= 100_000  # its bars (stderr) time each pass of a long run
     prepare(work / "trn.json.gz", out, load_run_config(args.config, overrides), overwrite=True,
-            progress=False)  # fmt: skip
+            progress=progress)  # fmt: skip
     report = json.loads((out / "report.json").read_text())
     keep = ("lines_read", "kept", "train_docs", "grounded_docs", "grounded_workers", "rows")
     return {
@@ -132,6 +163,8 @@ def run_stage(args) -> None:
     work = Path(args.work)
     func = globals()[f"stage_{args.stage}"]
     t0 = time.perf_counter()
+    if args.lines >= 100_000:
+        _memory_log(60)
     if args.profile == args.stage:
         prof = cProfile.Profile()
         result = prof.runcall(func, args, work)

@@ -53,6 +53,8 @@ class BatchScorer:
             (r.vocab_dict, r.scores["indptr"], r.scores["indices"], r.scores["data"], w)
             for r, w in fields
         ]
+        if not all(all_positive(r.scores["data"]) for r, _ in fields):
+            raise ValueError("a BM25 score <= 0 in the index")  # BM25 (Lucene idf) is > 0
 
     def _postings(self, word: str):
         """(products, scores, weight, is_title) of the word in each field that knows it."""
@@ -78,15 +80,17 @@ class BatchScorer:
             known += 1
             for rows, part, weight, is_title in postings:
                 fused[rows] += weight * part  # the dense path's `fused += weight * part`
-                positive = rows[part > 0]
                 if is_title:
-                    in_title[positive] += 1
-                mark[positive] = 1
+                    in_title[rows] += 1  # every stored score is > 0 (checked on load)
                 touched.append(rows)
-            for rows, part, *_ in postings:  # each product once per word, in either field
-                positive = rows[part > 0]
-                matched[positive] += mark[positive]
-                mark[positive] = 0
+            if len(postings) == 1:
+                matched[postings[0][0]] += 1
+            else:  # in both fields: counted once
+                title_rows, description_rows = postings[0][0], postings[1][0]
+                mark[title_rows] = 1
+                matched[title_rows] += 1
+                matched[description_rows] += 1 - mark[description_rows]
+                mark[title_rows] = 0
         if not touched:
             return []
         rows = np.concatenate(touched)
@@ -100,3 +104,9 @@ class BatchScorer:
         if train_only:
             scores = np.where(self.index.train[rows], scores, np.float32(0))
         return rank_rows(rows, scores, k)
+
+
+def all_positive(data, chunk: int = 1 << 22) -> bool:
+    """Whether every stored BM25 score is > 0 (a product in a word's posting has the word: the
+    dense path's ``part > 0``); read in chunks, the data may be a memory map."""
+    return all(np.all(np.asarray(data[i : i + chunk]) > 0) for i in range(0, len(data), chunk))

@@ -94,12 +94,15 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
 
     rng = random.Random(5)
     texts = [_product(rng, i)[1] for i in range(2500)]
-    stock, fast = bm25s.BM25(), FastBM25()
+    stock, fast, one_chunk = bm25s.BM25(), FastBM25(), FastBM25()
+    fast.CHUNK_DOCS = 700  # four chunks, the last one short
     stock.index(_tokenize(texts), show_progress=False)  # each gets its own tokenized corpus:
     fast.index(_tokenize(texts), show_progress=False)  # index() adds "" to the vocabulary
+    one_chunk.index(_tokenize(texts), show_progress=False)
     for key in ("data", "indices", "indptr"):
         assert stock.scores[key].dtype == fast.scores[key].dtype
         np.testing.assert_allclose(stock.scores[key], fast.scores[key], rtol=1e-6)
+        assert np.array_equal(fast.scores[key], one_chunk.scores[key])  # chunks: bit for bit
     assert stock.vocab_dict == fast.vocab_dict
     ids = stock.get_tokens_ids(["bear", "soft", "oslo", "cotton"])
     np.testing.assert_allclose(

@@ -1,5 +1,6 @@
 """The benchmark scripts run (tiny sizes, CPU): the GPU one is ready before a GPU is."""
 
+import json
 import shutil
 import subprocess
 import sys
@@ -100,3 +101,18 @@ def test_grounded_prepare_benchmark_compares_worker_counts():
     )
     assert "one query at a time" in out and "speed-up" in out
     assert "shards identical in all three runs: True" in out
+
+
+def test_full_catalogue_benchmark_runs_every_stage_at_small_size(tmp_path):
+    """bench/full_catalogue.py at ~2,000 lines: every stage runs and reports time and memory."""
+    out = _run(
+        "bench/full_catalogue.py",
+        *("--lines", "2000", "--queries", "20", "--eval-questions", "2"),
+        *("--work", str(tmp_path)),
+    )
+    for stage in ("generate", "prepare", "index", "query", "eval"):
+        assert f"| {stage} | " in out
+    results = {r["stage"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert results["generate"]["lines"] == 2000 and 0.3 < results["generate"]["empty"] / 2000 < 0.5
+    assert results["prepare"]["grounded_docs"] > 0 and results["query"]["queries"] == 20
+    assert all(r["peak_rss_mb"] > 0 for r in results.values())

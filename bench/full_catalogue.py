@@ -74,7 +74,10 @@ def _memory_log(every_s: float) -> None:
             time.sleep(every_s)
             kids = []
             for task in Path("/proc/self/task").iterdir():
-                kids += (task / "children").read_text().split()
+                try:  # a thread may end between the listing and the read
+                    kids += (task / "children").read_text().split()
+                except OSError:
+                    continue
             kids_mb = [_status_kb(k, "VmRSS") // 1024 for k in kids]
             _log(
                 f"memory: peak {_status_kb('self', 'VmHWM') // 1024} MB, now "

@@ -61,9 +61,11 @@ class GroundedExample:
     """The right record's description as shown plus its citation, or the abstention."""
 
 
-CHARS_PER_TOKEN_READ = 12
-"""Characters of a text read per token of budget when cutting it: more than any tokenizer's
-tokens hold on average, so the budget ends inside what was read."""
+CHARS_PER_TOKEN_READ = 6
+"""Characters of a text read per token of budget when cutting it: more than the tokens of the
+usual tokenizers hold on average in English (~4 for Llama/Mistral's SentencePiece, ~2 for the
+tiny one), so the budget usually ends inside what was read; where it does not (digits, other
+scripts), the whole text is tokenized."""
 TOKENS_PAST_CUT = 8
 """Whole tokens that must follow the cut inside what was read, so that the tokens before it are
 the ones the whole text gives (a tokenizer merges within a few characters of a word)."""

@@ -113,9 +113,23 @@ def test_grounded_prepare_benchmark_compares_worker_counts():
         "bench/grounded_prepare.py",
         *("--products", "3000", "--grounded-fraction", "0.3", "--workers", "2"),
     )
-    assert (
-        "in 2 workers (worker start included): speed-up" in out and "shards identical: True" in out
+    assert "one query at a time" in out and "speed-up" in out
+    assert "shards identical in all three runs: True" in out
+
+
+def test_full_catalogue_benchmark_runs_every_stage_at_small_size(tmp_path):
+    """bench/full_catalogue.py at ~2,000 lines: every stage runs and reports time and memory."""
+    out = _run(
+        "bench/full_catalogue.py",
+        *("--lines", "2000", "--queries", "20", "--eval-questions", "2"),
+        *("--work", str(tmp_path)),
     )
+    for stage in ("generate", "prepare", "index", "query", "eval"):
+        assert f"| {stage} | " in out
+    results = {r["stage"]: r for r in json.loads((tmp_path / "results.json").read_text())}
+    assert results["generate"]["lines"] == 2000 and 0.3 < results["generate"]["empty"] / 2000 < 0.5
+    assert results["prepare"]["grounded_docs"] > 0 and results["query"]["queries"] == 20
+    assert all(r["peak_rss_mb"] > 0 for r in results.values())
 
 
 def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):

@@ -278,3 +278,50 @@ def test_compare_opens_the_catalogue_index_once(
     args += ["--mode", "grounded", "--splits", "heldout", "--n", "2", "--max-new-tokens", "4"]
     assert main([*args, "--out", str(tmp_path / "r"), *model]) == 0
     assert len(opened) == 1
+
+
+def test_batched_retrieval_picks_the_records_of_one_query_at_a_time(grounded_prepared, tiny_tok):
+    """GroundedBuilder asks a batch's questions together (index.top_many); asked one at a time
+    (index.top), the examples are the same: records, order, prompts and answers."""
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.data.grounded import GroundedBuilder
+    from amazon_sft.prompts import build_prompt_format
+
+    data = load_run_config("tiny", GROUNDED).data
+    fmt = build_prompt_format(tiny_tok, data)
+    products = [r for r in _jsonl(grounded_prepared / "catalogue.jsonl") if r["split"] == "train"]
+    products = products[:400]
+    index = CatalogueIndex(grounded_prepared)
+    batched = GroundedBuilder(index, fmt, tiny_tok, data).build(products)
+
+    class OneAtATime:
+        def __init__(self, index):
+            self.index = index
+
+        def __getattr__(self, name):
+            return getattr(self.index, name)
+
+        def top_many(self, questions, k, train_only=False):
+            return [self.index.top(q, k, train_only=train_only) for q in questions]
+
+    single = GroundedBuilder(OneAtATime(index), fmt, tiny_tok, data).build(products)
+    assert batched == single
+    assert sum(e.absent for e in batched) > 10 and all(len(e.records) == 3 for e in batched)
+
+
+def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny_tok):
+    """cut_to_tokens tokenizes the opening of a long description (they run to 197k characters);
+    the cut is the one tokenizing the whole text gives, whatever the text's words."""
+    import random
+
+    from amazon_sft.data import grounded
+
+    rng = random.Random(0)
+    words = ["headphones", "a", "Ünïcode", "x" * 40, "the", "&amp;", "12", "--", "", "日本語"]
+    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, n))) for n in (5, 300, 9000)]
+    texts = [t for t in texts for _ in range(3)] + ["y" * 5000, "word " * 3000, "short"]
+    texts += [" ".join(rng.choice(words) for _ in range(rng.randint(100, 3000))) for _ in range(60)]
+    for budget in (8, 40, 160):
+        whole = tiny_tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+        want = grounded._cut_at(texts, whole["offset_mapping"], budget)
+        assert grounded.cut_to_tokens(tiny_tok, texts, budget) == want

@@ -94,14 +94,40 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
 
     rng = random.Random(5)
     texts = [_product(rng, i)[1] for i in range(2500)]
-    stock, fast = bm25s.BM25(), FastBM25()
+    stock, fast, one_chunk = bm25s.BM25(), FastBM25(), FastBM25()
+    fast.CHUNK_DOCS = 700  # four chunks, the last one short
     stock.index(_tokenize(texts), show_progress=False)  # each gets its own tokenized corpus:
     fast.index(_tokenize(texts), show_progress=False)  # index() adds "" to the vocabulary
+    one_chunk.index(_tokenize(texts), show_progress=False)
     for key in ("data", "indices", "indptr"):
         assert stock.scores[key].dtype == fast.scores[key].dtype
         np.testing.assert_allclose(stock.scores[key], fast.scores[key], rtol=1e-6)
+        assert np.array_equal(fast.scores[key], one_chunk.scores[key])  # chunks: bit for bit
     assert stock.vocab_dict == fast.vocab_dict
     ids = stock.get_tokens_ids(["bear", "soft", "oslo", "cotton"])
     np.testing.assert_allclose(
         stock.get_scores_from_ids(ids), fast.get_scores_from_ids(ids), rtol=1e-6
     )
+
+
+def test_batched_queries_give_the_one_at_a_time_rows_and_scores(prepared, index):
+    """top_many (each question over its words' postings only) returns what top (dense scores
+    over the whole catalogue) does, bit for bit, ties included; the scores are today's."""
+    import numpy as np
+
+    records = _records(prepared)
+    questions = [f"Tell me about {r['title']}" for r in records[::7]]
+    questions += [r["content"][:60] for r in records[3::50]]  # descriptive: many common words
+    questions += ["Haedphones Kestrel", "zzqxjw", "", "qual é a descrição de Quiet River"]
+    for k, train_only in ((1, False), (5, True), (11, False)):
+        batched = index.top_many(questions, k, train_only=train_only)
+        assert batched == [index.top(q, k, train_only=train_only) for q in questions]
+        for q, got in zip(questions, batched):
+            dense = index.scores(index.words(q))
+            if train_only:
+                dense = np.where(index.train, dense, 0.0)
+            want = sorted(dense[dense > 0].tolist(), reverse=True)[:k]
+            assert [s for _, s in got] == want
+            assert all(dense[i] == s for i, s in got)
+    ties = sum(len(t) > 1 and t[0][1] == t[1][1] for t in index.top_many(questions, 5))
+    assert ties > 0  # the generated catalogue has tied products: their order is tested too

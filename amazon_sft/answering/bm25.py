@@ -5,7 +5,11 @@ function if you want to build the index in a different way"). The stock one walk
 by one in Python (a Counter and a small numpy array per document: 3.7 s per 100k descriptions
 here, most of the catalogue index's build time at 1.3M products). This one computes the same
 matrix with whole-array numpy: the (token, document) pairs and their counts from one sort, the
-document frequencies from a bincount, and bm25s's own idf and tf scorers on the arrays. Scores,
+document frequencies from a bincount, and bm25s's own idf and tf scorers on the arrays, a chunk
+of documents at a time (``CHUNK_DOCS``): whole-catalogue int64 temporaries (the pair keys, their
+sorted copy, the tokens and documents split back out: ~80 bytes a token) made the build of 1.3M
+descriptions peak at ~3 GB; a chunk's distinct (token, document, count) triples are kept as
+int32 (12 bytes a pair) and scattered into the final matrix (8 bytes a pair). Scores,
 saving, loading and retrieval are bm25s's; ``tests/test_retrieval.py`` checks that both builds
 give the same matrix.
 """
@@ -20,6 +24,9 @@ from bm25s.scoring import _build_idf_array, _select_idf_scorer, _select_tfc_scor
 
 
 class FastBM25(BM25):
+    CHUNK_DOCS = 20_000
+    """Documents whose (token, document) pairs are sorted at once: bounds the temporaries."""
+
     def build_index_from_ids(
         self, unique_token_ids, corpus_token_ids, show_progress=True, leave_progress=False
     ):
@@ -30,31 +37,53 @@ class FastBM25(BM25):
         self.nonoccurrence_array = None
         n_docs, n_vocab = len(corpus_token_ids), len(unique_token_ids)
         lens = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=n_docs)
-        flat = np.fromiter(
-            itertools.chain.from_iterable(corpus_token_ids), dtype=np.int64, count=int(lens.sum())
-        )
-        docs = np.repeat(np.arange(n_docs, dtype=np.int64), lens)
-        # one sort gives the pairs in the matrix's column order (token, then document) and counts
-        pairs, tf = np.unique(flat * n_docs + docs, return_counts=True)
-        token, doc = np.divmod(pairs, n_docs)
-        df = np.bincount(token, minlength=n_vocab)
+        triples = [
+            _pairs(corpus_token_ids, lens, start, min(start + self.CHUNK_DOCS, n_docs))
+            for start in range(0, n_docs, self.CHUNK_DOCS)
+        ]
+        df = np.zeros(n_vocab, dtype=np.int64)
+        for token, _, _ in triples:
+            df += np.bincount(token, minlength=n_vocab)
         idf = _build_idf_array(
             doc_frequencies=dict(zip(range(n_vocab), df.tolist())),
             n_docs=n_docs,
             compute_idf_fn=_select_idf_scorer(self.idf_method),
             dtype=self.dtype,
         )
-        tfc = _select_tfc_scorer(self.method)(
-            tf_array=tf.astype(self.dtype),
-            l_d=lens[doc].astype(self.dtype),
-            l_avg=float(lens.mean()),
-            k1=self.k1,
-            b=self.b,
-            delta=self.delta,
-        )
-        return {
-            "data": (idf[token] * tfc).astype(self.dtype),
-            "indices": doc.astype(self.int_dtype),
-            "indptr": np.concatenate([[0], np.cumsum(df)]),
-            "num_docs": n_docs,
-        }
+        tf_scorer, l_avg = _select_tfc_scorer(self.method), float(lens.mean())
+        indptr = np.concatenate([[0], np.cumsum(df)])
+        data = np.empty(int(indptr[-1]), dtype=self.dtype)
+        indices = np.empty(int(indptr[-1]), dtype=self.int_dtype)
+        free = indptr[:-1].copy()  # each token's next slot: chunks come in document order
+        while triples:
+            token, doc, tf = triples.pop(0)
+            counts = np.bincount(token, minlength=n_vocab)
+            first = np.cumsum(counts) - counts  # where each token starts in the chunk's triples
+            at = free[token] + np.arange(len(token)) - first[token]
+            tfc = tf_scorer(
+                tf_array=tf.astype(self.dtype),
+                l_d=lens[doc].astype(self.dtype),
+                l_avg=l_avg,
+                k1=self.k1,
+                b=self.b,
+                delta=self.delta,
+            )
+            data[at] = (idf[token] * tfc).astype(self.dtype)
+            indices[at] = doc.astype(self.int_dtype)
+            free += counts
+        return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
+
+
+def _pairs(corpus_token_ids, lens: np.ndarray, start: int, end: int):
+    """(token, document, count) of each distinct pair of documents [start, end), sorted by
+    token then document, as int32: one sort of the chunk's pair keys."""
+    n_docs = len(lens)
+    flat = np.fromiter(
+        itertools.chain.from_iterable(corpus_token_ids[start:end]),
+        dtype=np.int64,
+        count=int(lens[start:end].sum()),
+    )
+    docs = np.repeat(np.arange(start, end, dtype=np.int64), lens[start:end])
+    pairs, tf = np.unique(flat * n_docs + docs, return_counts=True)
+    token, doc = np.divmod(pairs, n_docs)
+    return token.astype(np.int32), doc.astype(np.int32), tf.astype(np.int32)

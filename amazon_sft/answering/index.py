@@ -208,6 +208,7 @@ class CatalogueIndex:
         self._fd: int | None = None
         self._size = 0
         self._by_length: dict[int, list[str]] | None = None
+        self._scorer = None
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -230,8 +231,12 @@ class CatalogueIndex:
 
     def words(self, question: str) -> list[str]:
         """The question's indexed words, unknown ones repaired to the nearest known word."""
-        tokens = _tokenize([question], return_ids=False)[0]
-        return [self._repair(t) for t in tokens]
+        return self.words_many([question])[0]
+
+    def words_many(self, questions: list[str]) -> list[list[str]]:
+        """``words`` of each question, tokenized in one call."""
+        tokens = _tokenize(questions, return_ids=False)
+        return [[self._repair(t) for t in one] for one in tokens]
 
     def _repair(self, word: str) -> str:
         if len(word) < 4 or word.isdigit():
@@ -286,17 +291,30 @@ class CatalogueIndex:
         return fused
 
     def top(self, question: str, k: int, train_only: bool = False) -> list[tuple[int, float]]:
-        """(row, score) of the ``k`` best products with a positive score, best first;
-        ``train_only`` keeps products of the training split (prepare's hard negatives)."""
+        """(row, score) of the ``k`` best products with a positive score, best first (ties: the
+        lower row first, so a longer list starts with a shorter one); ``train_only`` keeps products of the training split (prepare's hard negatives)."""
+        from amazon_sft.answering.batched import rank_rows
+
         scores = self.scores(self.words(question))
         if train_only:
             scores = np.where(self.train, scores, 0.0)
-        k = min(k, len(scores))
         if k <= 0:
             return []
-        best = np.argpartition(-scores, k - 1)[:k]
-        best = best[np.argsort(-scores[best], kind="stable")]
-        return [(int(i), float(scores[i])) for i in best if scores[i] > 0]
+        return rank_rows(np.arange(len(scores)), scores, k)
+
+    def top_many(
+        self, questions: list[str], k: int, train_only: bool = False
+    ) -> list[list[tuple[int, float]]]:
+        """``top`` of each question (the same rows and scores, bit for bit), tokenized together
+        and each scored over its words' postings only, not over the whole catalogue
+        (answering/batched.py): what prepare's grounded examples use."""
+        from amazon_sft.answering.batched import BatchScorer
+
+        if k <= 0:
+            return [[] for _ in questions]
+        if self._scorer is None:
+            self._scorer = BatchScorer(self)
+        return [self._scorer.top(w, k, train_only) for w in self.words_many(questions)]
 
     def search(self, question: str, k: int = 3) -> list[Source]:
         """The ``k`` products that best match the question, best first."""

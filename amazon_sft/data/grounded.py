@@ -61,14 +61,53 @@ class GroundedExample:
     """The right record's description as shown plus its citation, or the abstention."""
 
 
+CHARS_PER_TOKEN_READ = 6
+"""Characters of a text read per token of budget when cutting it: more than the tokens of the
+usual tokenizers hold on average in English (~4 for Llama/Mistral's SentencePiece, ~2 for the
+tiny one), so the budget usually ends inside what was read; where it does not (digits, other
+scripts), the whole text is tokenized."""
+TOKENS_PAST_CUT = 8
+"""Whole tokens that must follow the cut inside what was read, so that the tokens before it are
+the ones the whole text gives (a tokenizer merges within a few characters of a word)."""
+
+
 def cut_to_tokens(tok, texts: list[str], budget: int) -> list[str]:
     """Each text cut to at most ``budget`` tokens of ``tok``, at the last space before the cut
-    (a cut word would teach the model to stop mid-word)."""
+    (a cut word would teach the model to stop mid-word).
+
+    Only the opening of a long text is tokenized (``CHARS_PER_TOKEN_READ`` characters a token
+    of budget, up to a space): descriptions run to 197k characters and only ~160 tokens are
+    kept. Where the opening holds fewer than ``budget + TOKENS_PAST_CUT`` tokens, the whole text
+    is tokenized, so the cut is the one the whole text gives."""
     if not texts:
         return []
-    enc = tok(texts, add_special_tokens=False, return_offsets_mapping=True)
+    limit = budget * CHARS_PER_TOKEN_READ
+    heads = [_opening(t, limit) for t in texts]
+    offsets = tok(heads, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
+    offsets = list(offsets)
+    redo = [
+        i
+        for i, (text, head, o) in enumerate(zip(texts, heads, offsets))
+        if len(head) < len(text) and len(o) < budget + TOKENS_PAST_CUT
+    ]
+    if redo:
+        whole = tok([texts[i] for i in redo], add_special_tokens=False, return_offsets_mapping=True)
+        for i, o in zip(redo, whole["offset_mapping"]):
+            offsets[i] = o
+    return _cut_at(texts, offsets, budget)
+
+
+def _opening(text: str, limit: int) -> str:
+    """``text`` up to the last space before ``limit`` characters (whole words only)."""
+    if len(text) <= limit:
+        return text
+    space = text.rfind(" ", 0, limit)
+    return text[:space] if space > 0 else text
+
+
+def _cut_at(texts: list[str], offset_lists, budget: int) -> list[str]:
     out = []
-    for text, offsets in zip(texts, enc["offset_mapping"]):
+    for text, offsets in zip(texts, offset_lists):
         if len(offsets) <= budget:
             out.append(text)
             continue
@@ -91,10 +130,15 @@ class GroundedBuilder:
 
     def negatives(self, question: str, product: dict, count: int, train_only: bool) -> list[dict]:
         """The ``count`` best matches of the question that are not the product, an edition of it
-        (same description) or a twin (same title): those would be a second right answer."""
+        (same description) or a twin (same title): those would be a second right answer. One
+        query at a time (``build`` asks the batch's questions together)."""
+        best = self.index.top(question, count + 8, train_only=train_only)
+        return self._negatives(best, product, count)
+
+    def _negatives(self, best: list[tuple[int, float]], product: dict, count: int) -> list[dict]:
         title, content = normalise_title(product["title"]), product["content"]
         out = []
-        for i, _ in self.index.top(question, count + 8, train_only=train_only):
+        for i, _ in best[: count + 8]:  # what a query for this count alone would have returned
             rec = self.index.record(i)
             if rec["content"] == content or normalise_title(rec["title"]) == title:
                 continue
@@ -114,15 +158,20 @@ class GroundedBuilder:
         """One example per product record. ``phrasing``: None picks one by the uid (training),
         eval asks phrasing 0; ``absent``: None decides by the uid's hash and absent_fraction."""
         k = self.data.context_records
+        products = list(products)
+        picks = [self.fmt.phrasing_for(str(p["uid"])) if phrasing is None else phrasing
+                 for p in products]  # fmt: skip
+        questions = [self.fmt.question(p["title"], n) for p, n in zip(products, picks)]
+        # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
+        # so a product that needs one record fewer gets the same list, one shorter
+        found = self.index.top_many(questions, k + 8, train_only=train_only)
         plans = []
-        for product in products:
+        for product, p, question, best in zip(products, picks, questions, found):
             uid = str(product["uid"])
-            p = self.fmt.phrasing_for(uid) if phrasing is None else phrasing
-            question = self.fmt.question(product["title"], p)
             leave_out = uid_share(uid, "absent:") < self.data.absent_fraction
             leave_out = leave_out if absent is None else absent
             want = k if leave_out else k - 1
-            records = self.negatives(question, product, want, train_only)
+            records = self._negatives(best, product, want)
             if len(records) < want:
                 self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
             if not leave_out:

@@ -28,6 +28,24 @@ def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
     return out_dir.parent / f".{out_dir.name}.{kind}-{os.getpid()}"
 
 
+def new_staging(out_dir: Path) -> Path:
+    """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first); a
+    folder that cannot be written is a one-line error naming it."""
+    from amazon_sft.errors import UserError
+
+    try:
+        out_dir.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale(out_dir)
+        staging = staging_name(out_dir)
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+    except OSError as err:
+        raise UserError(
+            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
+        ) from None
+    return staging
+
+
 def _exchange(a: Path, b: Path) -> bool:
     """Atomically swap two existing paths; False when the platform cannot."""
     libc_name = ctypes.util.find_library("c")

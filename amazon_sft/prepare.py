@@ -29,7 +29,7 @@ from tqdm import tqdm
 
 from amazon_sft import __version__
 from amazon_sft.answering.index import CatalogueIndex, build_index
-from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
+from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.bounds import check_prepare_bounds
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
@@ -62,17 +62,7 @@ SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against pl
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
     check_prepare_target(out_dir, overwrite)  # under the lock: nobody else is writing there
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out_dir)
-        staging = staging_name(out_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-    except OSError as err:
-        raise UserError(
-            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
-        ) from None
-    return staging
+    return new_staging(out_dir)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

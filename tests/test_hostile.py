@@ -584,15 +584,17 @@ def test_train_overwrite_moves_the_previous_run_aside(
     assert "was moved to" in proc.stderr
 
 
-@pytest.mark.parametrize("command", ["prepare", "train"])
+@pytest.mark.parametrize("command", ["prepare", "train", "export"])
 def test_a_second_writer_is_refused_naming_the_first(
-    command, catalogue, prepared, tiny_model_dir, tmp_path
+    command, catalogue, prepared, tiny_model_dir, tuned_run, tmp_path
 ):
     from amazon_sft.ownership import OutputLock
 
     out = tmp_path / "out"
     if command == "prepare":
         args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    elif command == "export":
+        args = ("export", str(tuned_run), "--out", str(out))
     else:
         overrides = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1")
         args = ("train", "--config", "tiny", *overrides)

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
-from amazon_sft.atomic import remove_stale, staging_name
+from amazon_sft.atomic import new_staging
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.outputs import check_output_folder, disk_full
+from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import hf_encoder
 
@@ -36,36 +37,25 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
     merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
-    staging = _staging(out_dir)
-    try:
-        kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
-        with disk_full(out_dir.parent, "export", kept):
-            _write(merged, tok, staging, out_dir.name, label, fmt.chat)
-        diff = _max_logit_diff(staging, ids, expected)
-        if not diff <= LOGIT_TOLERANCE:
-            raise UserError(
-                f"the exported model's logits differ from the trained model's by {diff:.2e}"
-            )
-        if out_dir.exists():
-            out_dir.rmdir()  # empty, checked above
-        staging.rename(out_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with OutputLock(out_dir, "amazon-sft export"):  # one writer; checked again under it
+        if out_dir.exists() and any(out_dir.iterdir()):
+            raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
+        staging = new_staging(out_dir)
+        try:
+            kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
+            with disk_full(out_dir.parent, "export", kept):
+                _write(merged, tok, staging, out_dir.name, label, fmt.chat)
+            diff = _max_logit_diff(staging, ids, expected)
+            if not diff <= LOGIT_TOLERANCE:
+                raise UserError(
+                    f"the exported model's logits differ from the trained model's by {diff:.2e}"
+                )
+            if out_dir.exists():
+                out_dir.rmdir()  # empty, checked above
+            staging.rename(out_dir)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     return {"out": str(out_dir), "max_logit_diff": diff, "source": label}
-
-
-def _staging(out_dir: Path) -> Path:
-    try:
-        out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out_dir)
-        staging = staging_name(out_dir)
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
-    except OSError as err:
-        raise UserError(
-            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
-        ) from None
-    return staging
 
 
 def _write(model, tok, folder: Path, name: str, label: str, chat: bool) -> None:

@@ -288,11 +288,15 @@ def drop_metrics_after(metrics_file: Path, step: int) -> None:
     ``metrics.jsonl`` never repeats a step; rewritten beside and renamed, never cut in place."""
     if not metrics_file.is_file():
         return
-    kept = [
-        line
-        for line in metrics_file.read_text().splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+    kept = []
+    for line in metrics_file.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:  # the line a killed run was writing: cut, so not a step's record
+            log.warning("metrics.jsonl: dropped a cut line left by the interrupted run")
+            continue
+        if row.get("step", 0) <= step:
+            kept.append(line)
     tmp = metrics_file.with_name(metrics_file.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))
     tmp.replace(metrics_file)

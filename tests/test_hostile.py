@@ -704,3 +704,13 @@ def test_a_stop_signal_is_honoured_between_micro_batches_and_resumes_exactly(
     )
     assert again.returncode == 0, again.stderr[-2000:]
     assert _metrics(out)[0]["loss"] == _metrics(whole)[0]["loss"]  # the same step, exactly
+
+
+def test_resume_survives_the_cut_metrics_line_of_a_killed_run(tmp_path):
+    from amazon_sft.trainer import drop_metrics_after
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]
+    metrics.write_text("\n".join(rows) + '\n{"step": 4, "lo')  # killed mid-write
+    drop_metrics_after(metrics, 2)
+    assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2]

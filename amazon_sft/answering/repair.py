@@ -105,15 +105,18 @@ class Repairer:
 
     def repair(self, word: str, agree: np.ndarray) -> str:
         """The candidate whose products share the most of the question's other words (then the
-        nearest, then the commoner); a three-letter word agreeing with nothing is kept."""
+        nearest, then one that is a title word, then the commoner); a three-letter word that
+        agrees with none of the other words is kept."""
         best, best_key = word, None
+        titles = self.index.titles.vocab_dict
         for known, distance in self.candidates(word):
             rows = self.products(known)
             shared = int(agree[rows].max()) if len(rows) else 0
-            key = (shared, -distance, len(rows))
+            key = (shared, -distance, known in titles, len(rows))
             if best_key is None or key > best_key:
                 best, best_key = known, key
-        if best_key is None or (best_key[0] == 0 and len(word) <= MIN_LETTERS):
+        others = bool(agree.any())  # a lone word has nothing to agree with: nearest it is
+        if best_key is None or (others and best_key[0] == 0 and len(word) <= MIN_LETTERS):
             return word
         return best
 

@@ -31,7 +31,7 @@ def typo(word: str, kind: str, rng: random.Random) -> str:
     """``word`` with one typo of ``kind`` at a random inner position.
 
     >>> typo("kitten", "drop", random.Random(0))
-    'kiten'
+    'kittn'
     """
     i = rng.randrange(1, len(word) - 1) if len(word) > 2 else 1
     if kind == "drop":

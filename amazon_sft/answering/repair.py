@@ -15,6 +15,8 @@ then matches nothing). A longer word keeps its nearest repair even when nothing 
 
 from __future__ import annotations
 
+from itertools import chain
+
 import numpy as np
 
 from amazon_sft.answering.query_words import english_query
@@ -63,11 +65,8 @@ class Repairer:
 
         if self._by_length is None:  # built on the first unknown word: most queries have none
             self._by_length = {}
-            for vocab in self.vocabs:
-                for known in vocab:
-                    self._by_length.setdefault(len(known), []).append(known)
-            for n, words in self._by_length.items():
-                self._by_length[n] = sorted(set(words))
+            for known in dict.fromkeys(chain(*self.vocabs)):  # each word once
+                self._by_length.setdefault(len(known), []).append(known)
         edits = max_edits(word)
         found: dict[str, float] = {}
         for n in range(len(word) - edits, len(word) + edits + 1):
@@ -93,7 +92,7 @@ class Repairer:
         agree = self._agreement([w for w in words if self.known(w)])
         out = list(words)
         for i in todo:
-            out[i] = self.repair(words[i], agree)
+            out[i] = self.repair(words[i], agree, set(words))
         return out
 
     def _agreement(self, others: list[str]) -> np.ndarray:
@@ -103,13 +102,16 @@ class Repairer:
             counts[self.products(word)] += 1
         return counts
 
-    def repair(self, word: str, agree: np.ndarray) -> str:
+    def repair(self, word: str, agree: np.ndarray, asked: set[str] = frozenset()) -> str:
         """The candidate whose products share the most of the question's other words (then the
         nearest, then one that is a title word, then the commoner); a three-letter word that
-        agrees with none of the other words is kept."""
+        agrees with none of the other words is kept. A word already ``asked`` is no repair
+        (it agrees with itself, and adds nothing: "rad road" is not "road road")."""
         best, best_key = word, None
         titles = self.index.titles.vocab_dict
         for known, distance in self.candidates(word):
+            if known in asked:
+                continue
             rows = self.products(known)
             shared = int(agree[rows].max()) if len(rows) else 0
             key = (shared, -distance, known in titles, len(rows))

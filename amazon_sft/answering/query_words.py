@@ -40,6 +40,9 @@ ENGLISH_PHRASES = (
     "im looking for",
     "looking for",
     "i want",
+    "and want",
+    "want to",
+    "just got",
     "i'd like",
     "i would like",
     "i need",
@@ -95,6 +98,7 @@ PORTUGUESE_STOP = _words(
 
 # Portuguese -> English product words (accents stripped on lookup). One sense: the shopper's.
 GLOSSARY_TEXT = """
+divorciada:divorced divorciado:divorced casado:married casada:married viuva:widow
 livro:book livros:books romance:novel romances:novels conto:story contos:stories
 historia:story historias:stories autor:author autora:author escritor:writer escritora:writer
 biografia:biography autobiografia:autobiography memorias:memoir memoria:memoir

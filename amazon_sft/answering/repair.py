@@ -65,7 +65,9 @@ class Repairer:
 
         if self._by_length is None:  # built on the first unknown word: most queries have none
             self._by_length = {}
-            for known in dict.fromkeys(chain(*self.vocabs)):  # each word once
+            # a word of both fields is listed twice: cheaper than de-duplicating a million
+            # words on the first typo, and ``found`` below keeps it once
+            for known in chain(*self.vocabs):
                 self._by_length.setdefault(len(known), []).append(known)
         edits = max_edits(word)
         found: dict[str, float] = {}

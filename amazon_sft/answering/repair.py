@@ -6,8 +6,8 @@ A misspelt word ("tuscny", "brian" for "brain", "quen") matches nothing. Its nea
 words within one or two edits are candidates (rapidfuzz: a well-kept C++ library, the edit
 distance with a swap of two letters as one edit, OSA); several are often equally near ("quen":
 queen, quest, quean; "lynks": lynx, links). The one kept is the one that shares products with the
-question's other words (the title it belongs to has them too); ties go to the nearest, then the
-commoner word. A three-letter word has so many neighbours one edit away that a repair sharing no
+question's other words (the title it belongs to has them too); ties go to the nearest, then to a
+title word, then to the commoner word; a word the question already has is no repair. A three-letter word has so many neighbours one edit away that a repair sharing no
 product with the rest of the question is more likely wrong than right: it is left as typed (it
 then matches nothing). A longer word keeps its nearest repair even when nothing agrees with it
 ("krabbat book": "krabat" is the only candidate and the one word that finds the product).
@@ -104,7 +104,7 @@ class Repairer:
             counts[self.products(word)] += 1
         return counts
 
-    def repair(self, word: str, agree: np.ndarray, asked: set[str] = frozenset()) -> str:
+    def repair(self, word: str, agree: np.ndarray, asked: frozenset[str] | set[str] = frozenset()) -> str:
         """The candidate whose products share the most of the question's other words (then the
         nearest, then one that is a title word, then the commoner); a three-letter word that
         agrees with none of the other words is kept. A word already ``asked`` is no repair

@@ -104,7 +104,9 @@ class Repairer:
             counts[self.products(word)] += 1
         return counts
 
-    def repair(self, word: str, agree: np.ndarray, asked: frozenset[str] | set[str] = frozenset()) -> str:
+    def repair(
+        self, word: str, agree: np.ndarray, asked: frozenset[str] | set[str] = frozenset()
+    ) -> str:
         """The candidate whose products share the most of the question's other words (then the
         nearest, then one that is a title word, then the commoner); a three-letter word that
         agrees with none of the other words is kept. A word already ``asked`` is no repair

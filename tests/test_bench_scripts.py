@@ -154,7 +154,9 @@ def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):
 
 def test_question_recall_benchmark_prints_recall_per_kind_against_a_base():
     """On the demo catalogue's dev questions, this checkout as its own base: a zero difference."""
-    out = _run("bench/question_recall.py", "eval/questions/generated_dev.jsonl", "--base", str(REPO))
+    out = _run(
+        "bench/question_recall.py", "eval/questions/generated_dev.jsonl", "--base", str(REPO)
+    )
     for kind in ("all", "typo", "portuguese", "descriptive"):
         assert f"| {kind} | " in out
     assert "+0.000 [+0.000, +0.000] |" in out.splitlines()[3]  # the "all" row

@@ -150,3 +150,31 @@ def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     out = _run("bench/near_duplicates.py", "--rows", str(path), "--heldout-fraction", "0.5")
     assert "groups merged by split version 2: 1 (62 -> 61)" in out, out
+
+
+def test_question_recall_benchmark_prints_recall_per_kind_against_a_base():
+    """On the demo catalogue's dev questions, this checkout as its own base: a zero difference."""
+    out = _run(
+        "bench/question_recall.py", "eval/questions/generated_dev.jsonl", "--base", str(REPO)
+    )
+    for kind in ("all", "typo", "portuguese", "descriptive"):
+        assert f"| {kind} | " in out
+    assert "+0.000 [+0.000, +0.000] |" in out.splitlines()[3]  # the "all" row
+
+
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl").is_file(),
+    reason="reads the real rows of ../shared/data",
+)
+def test_short_title_typos_benchmark_runs_on_a_few_titles():
+    out = _run("bench/short_title_typos.py", "--limit", "5")
+    assert "5 short titles, 20 typo questions" in out
+    for kind in ("drop", "swap", "double", "neighbour"):
+        assert f"| {kind} | 5 |" in out
+
+
+def test_query_cost_benchmark_prints_the_ratio_to_a_base():
+    out = _run("bench/query_cost.py", "--products", "2000", "--queries", "3", "--base", str(REPO))
+    for kind in ("exact", "typo", "portuguese"):
+        assert f"| {kind} | " in out
+    assert out.count("x |") == 6

@@ -234,9 +234,10 @@ class CatalogueIndex:
         return self.words_many([question])[0]
 
     def words_many(self, questions: list[str]) -> list[list[str]]:
-        """``words`` of each question, tokenized in one call."""
-        tokens = _tokenize(questions, return_ids=False)
-        return [[self._repair(t) for t in one] for one in tokens]
+        """``words`` of each question, tokenized in one call (answering/repair.py)."""
+        from amazon_sft.answering.repair import words_many
+
+        return words_many(self, questions)
 
     def _repair(self, word: str) -> str:
         if len(word) < 4 or word.isdigit():

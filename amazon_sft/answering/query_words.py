@@ -1,0 +1,264 @@
+"""What a shopper's question means, as words the catalogue uses: the question's own scaffolding
+dropped, and a Portuguese question's product words put in English.
+
+The catalogue is English; shoppers ask "tell me about ...", "who wrote ...", "do you have ...", or
+ask in Portuguese about an English title ("Quero o romance da Hilary Mantel sobre Thomas
+Cromwell"). Scaffolding words match thousands of descriptions ("tell", "wrote", "looking") and
+push the product down; Portuguese words match nothing, or worse, are "repaired" into unrelated
+English words. So, before the question is tokenized like the index:
+
+- English question phrases are dropped;
+- a question detected as Portuguese (its function words and accents outnumber English ones)
+  loses its Portuguese function words, and its other words go through a small glossary of
+  product and book words, then suffix rules (-ção -> -tion, -dade -> -ty, ...) for the rest.
+  Proper names pass through unchanged: they are what the English title shares.
+
+The glossary is hand-written from general knowledge of Portuguese (no library offline does this:
+a translation model is hundreds of MB; a dictionary package would bring every sense of every
+word, and a product search needs the one sense shoppers use).
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+ENGLISH_PHRASES = (
+    "tell me about",
+    "tell me more about",
+    "can you tell me",
+    "could you tell me",
+    "what can you tell me about",
+    "do you have",
+    "do you sell",
+    "do you carry",
+    "have you got",
+    "is there",
+    "are there",
+    "i am looking for",
+    "i'm looking for",
+    "im looking for",
+    "looking for",
+    "i want",
+    "and want",
+    "want to",
+    "just got",
+    "i'd like",
+    "i would like",
+    "i need",
+    "what is",
+    "what's",
+    "what are",
+    "who wrote",
+    "who is the author of",
+    "who is",
+    "how many",
+    "how much",
+    "how long",
+    "how old",
+    "which",
+    "please",
+    "anything about",
+    "something about",
+)
+_ENGLISH = re.compile(
+    r"\b(?:"
+    + "|".join(re.escape(p) for p in sorted(ENGLISH_PHRASES, key=len, reverse=True))
+    + r")\b",
+    re.IGNORECASE,
+)
+
+
+def _words(text: str) -> frozenset[str]:
+    return frozenset(text.split())
+
+
+# Words that only a Portuguese sentence has (not English, not usual in English titles).
+PORTUGUESE_MARKERS = _words(
+    "o os as do da dos das de em no na nos nas um uma uns umas que com para sobre quero queria "
+    "tem têm temos vocês voce você livro livros é são não ao aos à às pelo pela pelos pelas meu "
+    "minha meus minhas seu sua seus suas ele ela eles elas este esta esse essa isso qual quais "
+    "quem onde como mais muito quanto quanta quantos quantas foi ser está estão procuro "
+    "gostaria preciso algum alguma há tenho sou filho filha"
+)
+ENGLISH_MARKERS = _words(
+    "the of and is for with about by to in my what who how this that i it are from an "
+    "was his her their you your have has"
+)
+# Portuguese words of the question itself, dropped like English stop words.
+PORTUGUESE_STOP = _words(
+    "o os a as do da dos das de em no na nos nas num numa um uma uns umas que com para sobre "
+    "quero queria tem têm temos vocês voce você é são não ao aos à às pelo pela pelos pelas "
+    "meu minha meus minhas seu sua seus suas ele ela eles elas este esta esse essa isso isto "
+    "qual quais quem onde como mais muito quanto quanta quantos quantas foi ser está estão "
+    "procuro gostaria preciso algum alguma há tenho sou se me mim por e ou mas já também "
+    "lá aqui cujo cuja era eram tinha fala fale diga existe alguém depois antes até entre "
+    "sem sob seja ter nesse nessa neste nesta dele dela deles delas desse dessa deste desta"
+)
+
+# Portuguese -> English product words (accents stripped on lookup). One sense: the shopper's.
+GLOSSARY_TEXT = """
+divorciada:divorced divorciado:divorced casado:married casada:married viuva:widow
+livro:book livros:books romance:novel romances:novels conto:story contos:stories
+historia:story historias:stories autor:author autora:author escritor:writer escritora:writer
+biografia:biography autobiografia:autobiography memorias:memoir memoria:memoir
+diario:diary diarios:diaries cartas:letters carta:letter poemas:poems poesia:poetry
+receitas:recipes receita:recipe culinaria:cookery cozinha:cooking cozinhar:cooking
+guia:guide mapa:map mapas:maps dicionario:dictionary edicao:edition volume:volume
+colecao:collection serie:series trilogia:trilogy saga:saga capa:cover dura:hardcover
+ilustrado:illustrated ilustrada:illustrated ilustracoes:illustrations fotos:photographs
+fotografias:photographs imagens:images infantil:children criancas:children crianca:child
+filhos:children bebe:baby bebes:babies menino:boy menina:girl meninos:boys meninas:girls
+garoto:boy garota:girl mulher:woman mulheres:women homem:man homens:men pai:father mae:mother
+pais:parents irma:sister irmao:brother irmaos:brothers irmas:sisters marido:husband
+esposa:wife filho:son filha:daughter avo:grandmother bisavo:grandmother neto:grandson
+familia:family amigo:friend amigos:friends amiga:friend rei:king rainha:queen principe:prince
+princesa:princess cavaleiro:knight guerra:war guerras:wars paz:peace morte:death vida:life
+amor:love mundo:world terra:earth mar:sea mares:seas rio:river ilha:island montanha:mountain
+montanhas:mountains floresta:forest deserto:desert cidade:city casa:house jardim:garden
+jardinagem:gardening escola:school igreja:church castelo:castle sul:south norte:north
+leste:east oeste:west noite:night dia:day dias:days ano:year anos:years seculo:century
+primeiro:first primeira:first segundo:second segunda:second terceiro:third terceira:third
+quarto:fourth quarta:fourth quinto:fifth ultimo:last ultima:last novo:new nova:new
+velho:old velha:old antigo:ancient antiga:ancient grande:great pequeno:little pequena:little
+azul:blue vermelho:red vermelha:red verde:green amarelo:yellow preto:black preta:black
+branco:white branca:white rosa:pink roxo:purple cinza:grey marinho:navy laranja:orange
+ouro:gold dourado:golden prata:silver gelo:ice fogo:fire agua:water sol:sun lua:moon
+estrela:star estrelas:stars ceu:sky vento:wind chuva:rain neve:snow tempestade:storm
+sombra:shadow luz:light espelho:mirror porto:harbor ponte:bridge lanterna:lantern
+gato:cat gatos:cats gatinhos:kittens cachorro:dog cao:dog filhote:puppy passaro:bird
+passaros:birds cavalo:horse elefante:elephant urso:bear pinguim:penguin lobo:wolf
+corvo:crow corvos:crows leao:lion coelho:bunny rato:mouse peixe:fish dragao:dragon
+monstro:monster bruxa:witch fantasma:ghost fantasmas:ghosts espiao:spy detetive:detective
+assassinato:murder assassino:murderer crime:crime misterio:mystery policial:detective
+suspense:thriller terror:horror aventura:adventure aventuras:adventures viagem:travel
+viagens:travels expedicao:expedition jangada:raft barco:boat navio:ship cruzeiro:cruise
+aviao:plane trem:train carro:car estrada:road caminho:way viajante:traveller
+festa:party festim:feast banquete:feast natal:christmas pascoa:easter aniversario:birthday
+musica:music cancoes:songs cancao:song disco:album album:album gravado:recorded
+vivo:live show:concert banda:band cantor:singer cantora:singer filme:film filmes:films
+video:video jogo:game jogos:games brinquedo:toy brinquedos:toys boneca:doll pelucia:plush
+fantasia:costume saia:skirt tutu:tutu bale:ballet camiseta:shirt sapato:shoe sapatos:shoes
+bolsa:bag relogio:watch fone:headphones fones:headphones ouvido:ear teclado:keyboard
+caixa:box som:sound alto:loud falante:speaker carregador:charger carregamento:charging
+rapido:fast bateria:battery garantia:warranty peso:weight pesa:weighs tamanho:size
+cor:colour cores:colours sem:without fio:wireless ruido:noise cancelamento:cancelling
+tela:screen camera:camera lente:lens computador:computer programacao:programming
+matematica:mathematics ciencia:science ciencias:science fisica:physics quimica:chemistry
+organica:organic biologia:biology medicina:medicine saude:health dieta:diet nutricao:nutrition
+gravidez:pregnancy parto:birth ioga:yoga exercicios:exercises corpo:body mente:mind
+alma:soul espirito:spirit santo:holy deus:god biblia:bible fe:faith oracao:prayer
+filosofia:philosophy politica:politics economia:economics negocios:business dinheiro:money
+gestao:management vendas:sales lingua:language idioma:language ingles:english
+portugues:portuguese frances:french italiano:italian italiana:italian espanhol:spanish
+alemao:german chines:chinese chinesa:chinese japones:japanese arte:art pintura:painting
+desenho:drawing desenhar:drawing aquarela:watercolour escultura:sculpture arquitetura:architecture
+fotografia:photography moda:fashion historico:historical historica:historical
+independencia:independence revolucao:revolution imperio:empire reino:kingdom
+segredo:secret segredos:secrets perdido:lost perdida:lost escondido:hidden
+sonho:dream sonhos:dreams medo:fear coracao:heart sangue:blood ossos:bones
+olhos:eyes mao:hand maos:hands cabeca:head rosto:face voz:voice nome:name
+palavras:words palavra:word licao:lesson licoes:lessons curso:course aulas:lessons
+manual:manual tecnicas:techniques dicas:tips receitas:recipes pao:bread paes:breads
+bolo:cake bolos:cakes chocolate:chocolate vinho:wine cerveja:beer uisque:whisky cafe:coffee
+cha:tea arroz:rice massa:pasta carne:meat frango:chicken peixes:fish legumes:vegetables
+verduras:vegetables frutas:fruit batata:potato batatas:potatoes queijo:cheese sopa:soup
+doces:sweets sobremesas:desserts vegetariano:vegetarian vegetariana:vegetarian
+cachorrinho:puppy animais:animals animal:animal bichos:animals estimacao:pet
+cuidar:care cuidados:care treinar:training treinamento:training escoteiro:scout
+soldado:soldier soldados:soldiers exercito:army batalha:battle piloto:pilot
+caca:fighter caças:fighters aviacao:aviation armas:guns arma:gun marinha:navy
+crianças:children infancia:childhood juventude:youth adolescente:teen adolescentes:teens
+nove:nine dez:ten cem:hundred mil:thousand um:one dois:two tres:three quatro:four
+cinco:five seis:six sete:seven oito:eight doze:twelve vinte:twenty cinquenta:fifty
+idade:age idades:ages edicao:edition atualizada:updated completa:complete completo:complete
+classico:classic classicos:classics selecionadas:selected obras:works obra:work
+ensaios:essays ensaio:essay cronicas:chronicles contos:tales lendas:legends mitos:myths
+folclore:folklore pesca:fishing caminhada:walking corrida:running futebol:football
+esporte:sport esportes:sports jogador:player time:team treinador:coach
+"""
+GLOSSARY = dict(pair.split(":") for pair in GLOSSARY_TEXT.split())
+
+# (Portuguese ending, English ending), longest first: cognates the glossary does not list.
+SUFFIXES = (
+    ("coes", "tions"),
+    ("cao", "tion"),
+    ("idades", "ities"),
+    ("idade", "ity"),
+    ("dade", "ty"),
+    ("encia", "ence"),
+    ("ancia", "ance"),
+    ("ismo", "ism"),
+    ("ista", "ist"),
+    ("osa", "ous"),
+    ("oso", "ous"),
+    ("mente", "ly"),
+    ("avel", "able"),
+    ("ivel", "ible"),
+    ("ario", "ary"),
+    ("aria", "ary"),
+    ("ica", "ic"),
+    ("ico", "ic"),
+    ("ivo", "ive"),
+    ("iva", "ive"),
+    ("ia", "y"),
+)
+_WORD = re.compile(r"\w+(?:'\w+)?", re.UNICODE)
+
+
+def plain(word: str) -> str:
+    """The word lower-cased, accents removed.
+
+    >>> plain("Crônicas"), plain("EXPEDIÇÃO")
+    ('cronicas', 'expedicao')
+    """
+    decomposed = unicodedata.normalize("NFKD", word.lower())
+    return "".join(c for c in decomposed if not unicodedata.combining(c))
+
+
+def is_portuguese(question: str) -> bool:
+    """Whether the question is in Portuguese: at least two Portuguese signs (function words,
+    or letters English does not use: ã õ ç ê ô â) and more of them than English function words.
+
+    >>> is_portuguese("Quero o romance da Hilary Mantel sobre Thomas Cromwell")
+    True
+    >>> is_portuguese("the story of a man and his dog"), is_portuguese("Pelúcia de elefante")
+    (False, True)
+    """
+    words = [w.lower() for w in _WORD.findall(question)]
+    pt = sum(w in PORTUGUESE_MARKERS or bool(set(w) & set("ãõçêôâáíóú")) for w in words)
+    en = sum(w in ENGLISH_MARKERS for w in words)
+    return pt >= 2 and pt > en
+
+
+def english_word(word: str) -> str:
+    """A Portuguese word in English: the glossary's word, else a cognate ending, else the word
+    itself (a name; accents kept, the index tokenizes them as the title does).
+
+    >>> english_word("Crônicas"), english_word("independência"), english_word("Cromwell")
+    ('chronicles', 'independence', 'Cromwell')
+    >>> english_word("expedição"), english_word("universidade")
+    ('expedition', 'university')
+    """
+    key = plain(word)
+    if key in GLOSSARY:
+        return GLOSSARY[key]
+    for ending, english in SUFFIXES:
+        if key.endswith(ending) and len(key) > len(ending) + 2:
+            return key[: -len(ending)] + english
+    return word
+
+
+def english_query(question: str) -> str:
+    """The question as the words to look up: English question phrases dropped; a Portuguese
+    question's function words dropped and its other words put in English.
+
+    >>> english_query("Tell me about Mog's Kittens")
+    "Mog's Kittens"
+    >>> english_query("O Festim dos Corvos, o quarto livro")
+    'feast crows fourth book'
+    """
+    if is_portuguese(question):
+        words = [w for w in _WORD.findall(question) if w.lower() not in PORTUGUESE_STOP]
+        return " ".join(english_word(w) for w in words)
+    return " ".join(_ENGLISH.sub(" ", question).split())

@@ -1,0 +1,141 @@
+"""Benchmark: CPU cost of a question through ``index.search`` at catalogue scale (generated
+products), for exact-title, misspelt and Portuguese questions, against a ``--base`` checkout.
+
+python bench/query_cost.py --products 300000 --base /tmp/recall/base
+
+The catalogue is bench/retrieval_speed.py's generated products; its index is built once, directly
+(``build_index``, not a full prepare), and each checkout loads it and answers the same questions
+in a process of its own. Printed: CPU milliseconds a question per kind (after one warm-up
+question of each kind, whose one-off cost, the vocabulary by length that repairs read, is printed
+apart) and the ratio to the base.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _code_path(argv: list[str]) -> str:
+    return argv[argv.index("--code") + 1] if "--code" in argv else str(REPO)
+
+
+sys.path.insert(0, _code_path(sys.argv))
+
+
+def write_catalogue(folder: Path, n: int) -> list[str]:
+    """``n`` generated products as catalogue.jsonl; returns their titles."""
+    import orjson
+
+    from amazon_sft.data.synthetic import _product
+
+    rng = random.Random(0)
+    titles = []
+    with open(folder / "catalogue.jsonl", "wb") as fh:
+        for i in range(n):
+            title, content = _product(rng, i)
+            titles.append(title)
+            rec = {"uid": f"{i:010d}", "title": title, "content": content, "split": "train"}
+            fh.write(orjson.dumps(rec) + b"\n")
+    return titles
+
+
+def misspelt(title: str, rng: random.Random) -> str:
+    """The title with two neighbouring letters of its longest word swapped.
+
+    >>> misspelt("Wild Penguin Plush", random.Random(0))
+    'Wild Pengiun Plush'
+    """
+    words = title.split()
+    i = max(range(len(words)), key=lambda j: len(words[j]))
+    w = words[i]
+    if len(w) > 3:
+        j = rng.randrange(1, len(w) - 2)
+        words[i] = w[:j] + w[j + 1] + w[j] + w[j + 2 :]
+    return " ".join(words)
+
+
+def questions(titles: list[str], n: int) -> dict[str, list[str]]:
+    """``n`` questions of each kind about randomly chosen titles."""
+    rng = random.Random(1)
+    picks = rng.sample(titles, n)
+    return {
+        "exact": [f"Tell me about {t}" for t in picks],
+        "typo": [misspelt(t, rng).lower() for t in picks],
+        "portuguese": [f"Vocês têm o {t} em português? Qual é a garantia?" for t in picks],
+    }
+
+
+def measure(folder: Path, asked: dict[str, list[str]]) -> dict[str, float]:
+    """CPU ms a question per kind with this checkout's code (and each kind's warm-up)."""
+    from amazon_sft.answering.index import CatalogueIndex
+
+    index = CatalogueIndex(folder)
+    out = {}
+    for kind, texts in asked.items():
+        t0 = time.process_time()
+        index.search(texts[0], 3)
+        out[f"{kind} first"] = 1000 * (time.process_time() - t0)
+        t0 = time.process_time()
+        for text in texts[1:]:
+            index.search(text, 3)
+        out[kind] = 1000 * (time.process_time() - t0) / max(len(texts) - 1, 1)
+    return out
+
+
+def _run(code: str, folder: Path, asked_file: Path) -> dict[str, float]:
+    cmd = [sys.executable, __file__, "--code", code, "--folder", str(folder)]
+    cmd += ["--asked", str(asked_file), "--emit"]
+    env = {**os.environ, "PYTHONPATH": code}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise SystemExit(f"{code} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--products", type=int, default=300_000)
+    ap.add_argument("--queries", type=int, default=100, help="questions of each kind")
+    ap.add_argument("--base", help="another checkout to compare with (e.g. git archive main)")
+    ap.add_argument("--code", help="the checkout measured (default: this one)")
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
+    ap.add_argument("--asked", help=argparse.SUPPRESS)
+    ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.emit:
+        asked = json.loads(Path(args.asked).read_text(encoding="utf-8"))
+        print(json.dumps(measure(Path(args.folder), asked)))
+        return
+    from amazon_sft.answering.index import build_index
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        titles = write_catalogue(folder, args.products)
+        stats = build_index(folder)
+        asked_file = folder / "asked.json"
+        asked_file.write_text(json.dumps(questions(titles, args.queries)), encoding="utf-8")
+        del titles
+        now = _run(str(REPO), folder, asked_file)
+        base = _run(args.base, folder, asked_file) if args.base else None
+    print(f"{args.products} products, index built in {stats['seconds']} s; CPU ms a question:")
+    print("| kind | this checkout |" + (" base | ratio |" if base else ""))
+    print("|---|---|" + ("---|---|" if base else ""))
+    for kind, ms in now.items():
+        row = f"| {kind} | {ms:.1f} |"
+        if base:
+            row += f" {base[kind]:.1f} | {ms / base[kind]:.2f}x |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""Benchmark: retrieval recall@1 / recall@k per kind, with 95% bootstrap intervals, of a question
+file in eval/questions' format, each question sent as typed through ``index.search`` (what
+``ask --sources-only`` does); with ``--base``, the same for another checkout and the paired
+difference.
+
+python bench/question_recall.py eval/questions/real_dev.jsonl
+python bench/question_recall.py eval/questions/real_dev.jsonl --base /tmp/recall/base --show-misses
+
+The catalogue comes from the file's source: the real rows of ../shared/data (``source: real``) or
+the demo's generated catalogue (``source: generated``), prepared once with the tiny config; each
+checkout builds its own index over that same catalogue.jsonl. Questions about absent products
+are left out (no right record to find). Protocol: end to end (real retrieval on the question
+text), k records; say whether the file was tuned on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _code_path(argv: list[str]) -> str:
+    """The checkout whose amazon_sft is imported (``--code``), read before any import."""
+    return argv[argv.index("--code") + 1] if "--code" in argv else str(REPO)
+
+
+sys.path.insert(0, _code_path(sys.argv))
+
+
+def prepared_catalogue(source: str, out: Path) -> Path:
+    """A prepared folder (catalogue.jsonl) of the real rows or of the demo's catalogue."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.prepare import prepare
+
+    if source == "real":
+        rows = REPO.parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl"
+        if not rows.is_file():
+            raise SystemExit(f"{rows} is missing: real-row questions need ../shared/data")
+    else:
+        from amazon_sft.data.synthetic import write_catalogue
+
+        rows = out / "trn.json.gz"
+        write_catalogue(rows, 160, seed=0)  # amazon-sft demo's default catalogue
+    prepare(rows, out / "data", load_run_config("tiny"), progress=False)
+    return out / "data"
+
+
+def ranks(questions_file: Path, catalogue: Path, k: int) -> list[dict]:
+    """Per question with a product: kind, text, and the rank (0-based, or -1) of its product
+    among the ``k`` records ``search`` returns; the index built by this checkout's code."""
+    from amazon_sft.answering.ask import normalise_question
+    from amazon_sft.answering.index import CatalogueIndex
+
+    with tempfile.TemporaryDirectory() as tmp:
+        shutil.copy(catalogue, Path(tmp) / "catalogue.jsonl")
+        index = CatalogueIndex(tmp)
+        out = []
+        for q in _questions(questions_file):
+            found = [s.uid for s in index.search(normalise_question(q["question"]), k)]
+            rank = found.index(q["uid"]) if q["uid"] in found else -1
+            out.append({"kind": q["kind"], "question": q["question"], "rank": rank, "top": found})
+        titles = {}
+        for i in range(len(index)):
+            rec = index.record(i)
+            titles[rec["uid"]] = rec["title"]
+        for row in out:
+            row["top"] = [titles[u] for u in row["top"]]
+    return out
+
+
+def _questions(path: Path) -> list[dict]:
+    """Questions with a product, uid resolved the way ``amazon-sft eval`` resolves it."""
+    from amazon_sft.evaluation.end_to_end import read_questions
+
+    return [
+        {"question": q.text, "kind": q.kind, "uid": q.uid}
+        for q in read_questions(path)
+        if not q.absent
+    ]
+
+
+def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
+    """A markdown table: kind, n, recall@1 and recall@k with intervals (and deltas vs base)."""
+    from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
+
+    kinds = ["all", *sorted({r["kind"] for r in rows})]
+    head = f"| kind | n | recall@1 | recall@{k} |"
+    if base:
+        head += f" base recall@1 | base recall@{k} | delta recall@1 |"
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    for kind in kinds:
+        pick = [i for i, r in enumerate(rows) if kind == "all" or r["kind"] == kind]
+        at1 = np.array([rows[i]["rank"] == 0 for i in pick], dtype=float)
+        atk = np.array([rows[i]["rank"] >= 0 for i in pick], dtype=float)
+        cells = [kind, str(len(pick))]
+        for values in (at1, atk):
+            v, lo, hi = bootstrap_interval(values, n_resamples=2000)
+            cells.append(f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
+        if base:
+            b1 = np.array([base[i]["rank"] == 0 for i in pick], dtype=float)
+            bk = np.array([base[i]["rank"] >= 0 for i in pick], dtype=float)
+            d, lo, hi = paired_bootstrap(b1, at1, n_resamples=2000)
+            cells += [f"{b1.mean():.3f}", f"{bk.mean():.3f}", f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def _base_ranks(base: Path, questions: Path, catalogue: Path, k: int) -> list[dict]:
+    """``ranks`` computed by the base checkout's code, in a process of its own."""
+    cmd = [sys.executable, __file__, str(questions), "--code", str(base), "--k", str(k)]
+    cmd += ["--catalogue", str(catalogue), "--emit"]
+    env = {**os.environ, "PYTHONPATH": str(base)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    if proc.returncode:
+        raise SystemExit(f"the base checkout {base} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("questions", help="a question file (eval/questions/*.jsonl)")
+    ap.add_argument("--k", type=int, default=3, help="records returned (ask's grounded k)")
+    ap.add_argument("--base", help="another checkout (e.g. git archive main) to compare with")
+    ap.add_argument("--show-misses", action="store_true", help="print the top-1 misses")
+    ap.add_argument("--code", help="the checkout whose code is measured (default: this one)")
+    ap.add_argument("--catalogue", help="a catalogue.jsonl (default: prepared from the source)")
+    ap.add_argument("--emit", action="store_true", help="print the ranks as JSON (for --base)")
+    args = ap.parse_args()
+    questions = Path(args.questions)
+    with tempfile.TemporaryDirectory() as tmp:
+        catalogue = Path(args.catalogue) if args.catalogue else None
+        if catalogue is None:
+            sources = {json.loads(x).get("source", "generated") for x in _lines(questions)}
+            if len(sources) != 1:
+                raise SystemExit(f"{questions} mixes sources {sorted(sources)}: give one source")
+            catalogue = prepared_catalogue(sources.pop(), Path(tmp)) / "catalogue.jsonl"
+        rows = ranks(questions, catalogue, args.k)
+        if args.emit:
+            print(json.dumps(rows))
+            return
+        base = _base_ranks(Path(args.base), questions, catalogue, args.k) if args.base else None
+    print(f"{questions}: {len(rows)} questions with a product, k={args.k}")
+    print(summary(rows, args.k, base))
+    if args.show_misses:
+        for i, r in enumerate(rows):
+            if r["rank"] != 0:
+                was = f" (base rank {base[i]['rank']})" if base else ""
+                print(
+                    f"miss [{r['kind']}] rank {r['rank']}{was} {r['question']!r} -> {r['top'][:1]}"
+                )
+
+
+def _lines(path: Path) -> list[str]:
+    return [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+
+
+if __name__ == "__main__":
+    main()

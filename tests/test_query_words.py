@@ -1,0 +1,129 @@
+"""What a question means as index words (answering/query_words.py) and how unknown words are
+repaired (answering/repair.py), checked through ``CatalogueIndex.search`` on small catalogues."""
+
+from __future__ import annotations
+
+import doctest
+import json
+from pathlib import Path
+
+import pytest
+
+from amazon_sft.answering import query_words, repair
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.query_words import english_query, english_word, is_portuguese
+
+
+def test_doctests():
+    for module in (query_words, repair):
+        assert doctest.testmod(module).failed == 0
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Quero o livro Freedom at Midnight sobre a independência da Índia",
+        "Tem o disco ao vivo no Cairo do Marco?",
+        "Pelúcia de elefante azul-marinho",
+        "Biografia do Fernando Torres, o El Niño",
+    ],
+)
+def test_portuguese_questions_are_detected(question):
+    assert is_portuguese(question)
+
+
+@pytest.mark.parametrize(
+    "question",
+    [
+        "Tell me about Mog's Kittens",
+        "the story of a man and his dog in the Sierra Madre",
+        "Who illustrated The Very Bad Bunny?",
+        "Casa de Campo",  # a Portuguese-looking title alone is not a Portuguese question
+        "Pizza Pilgrims: Recipes from the Backstreets of Italy",
+    ],
+)
+def test_english_questions_are_not_taken_for_portuguese(question):
+    assert not is_portuguese(question)
+
+
+def test_english_scaffolding_is_dropped_and_the_product_words_kept():
+    assert english_query("Do you have the Elements of Style?") == "the Elements of Style?"
+    assert english_query("Who wrote Ice Station Zebra?") == "Ice Station Zebra?"
+    assert english_query("tell me about Thailand") == "Thailand"
+
+
+def test_portuguese_words_go_to_english_and_names_stay():
+    assert english_query("Quero o romance da Hilary Mantel sobre a corte") == (
+        "novel Hilary Mantel corte"
+    )
+    assert english_word("trilogia") == "trilogy" and english_word("Mantel") == "Mantel"
+    assert english_word("revolução") == "revolution"  # suffix rule, not in the glossary
+
+
+def _index(tmp_path: Path, rows: list[tuple[str, str]]) -> CatalogueIndex:
+    with open(tmp_path / "catalogue.jsonl", "w", encoding="utf-8") as fh:
+        for i, (title, content) in enumerate(rows):
+            rec = {"uid": f"U{i}", "title": title, "content": content, "split": "train"}
+            fh.write(json.dumps(rec) + "\n")
+    return CatalogueIndex(tmp_path)
+
+
+FILLER = [(f"Garden Notes {i}", f"Notes on growing plant number {i}.") for i in range(20)]
+
+
+def test_a_typo_is_repaired_to_the_word_that_agrees_with_the_rest(tmp_path):
+    """'quen' is one edit from 'quean' and from 'queen': the title that also has 'seven' and
+    'realms' says which (the nearest alone would be whichever the vocabulary lists first)."""
+    index = _index(
+        tmp_path,
+        [
+            ("The Quean", "An old word for a bold woman."),
+            ("Exiled Queen (The Seven Realms Series)", "Han and Raisa in the seven realms."),
+            *FILLER,
+        ],
+    )
+    assert index.words("exiled quen seven realms")[1] == "queen"
+    assert index.search("quen seven realms", 1)[0].title.startswith("Exiled Queen")
+
+
+def test_three_letter_typos_are_repaired_when_the_rest_agrees(tmp_path):
+    index = _index(
+        tmp_path,
+        [("Big Cat Stories", "Lions and tigers."), ("The Red Road", "A road trip."), *FILLER],
+    )
+    assert index.words("the rad road") == ["red", "road"]
+    # nothing else in the question to agree with: the nearest repair is taken
+    assert index.words("rrd") == ["red"]
+
+
+def test_a_three_letter_repair_that_agrees_with_nothing_is_refused(tmp_path):
+    index = _index(
+        tmp_path,
+        [("Big Cat Stories", "Lions and tigers."), ("The Red Road", "A road trip."), *FILLER],
+    )
+    # "gig" could become "big", but no product has "big" with "garden": left as typed
+    assert index.words("gig garden") == ["gig", "garden"]
+
+
+def test_a_long_word_keeps_its_only_repair(tmp_path):
+    """'krabbat book': the only candidate agrees with nothing else, yet it is the word that finds
+    the product (refusing it lost the product in an earlier attempt)."""
+    index = _index(
+        tmp_path,
+        [("Krabat", "A boy apprenticed to a sorcerer in a mill."), *FILLER],
+    )
+    assert index.search("krabbat book", 1)[0].title == "Krabat"
+
+
+def test_a_portuguese_question_finds_the_english_title(tmp_path):
+    index = _index(
+        tmp_path,
+        [
+            ("A Feast for Crows (A Song of Ice and Fire)", "The fourth book of the saga."),
+            ("Crows of the Harbor", "A fishing village."),
+            ("The Feast Day", "A village celebration."),
+            *FILLER,
+        ],
+    )
+    top = index.search("O Festim dos Corvos, o quarto livro de Gelo e Fogo", 1)
+    assert top[0].title.startswith("A Feast for Crows")

@@ -212,9 +212,7 @@ class DataConfig:
                 "teach; raise one of them"
             )
         if self.series_distractors < 0:
-            raise UserError(
-                f"data.series_distractors must be >= 0, got {self.series_distractors}"
-            )
+            raise UserError(f"data.series_distractors must be >= 0, got {self.series_distractors}")
         if self.grounded_workers < 0:
             raise UserError(
                 f"data.grounded_workers must be >= 0 (0: one per CPU core), got "

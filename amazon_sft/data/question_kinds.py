@@ -25,10 +25,11 @@ KINDS = ("title", "fragment", "reorder", "typo", "portuguese", "descriptive", "a
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“])")
-_STOP = set(
+_STOP_WORDS = (
     "a an and the of for in on with to by at from is it its this that these every each new your "
-    "you are be or as all made into over our their his her was were has have will can one".split()
+    "you are be or as all made into over our their his her was were has have will can one"
 )
+_STOP = set(_STOP_WORDS.split())
 _PORTUGUESE = (
     "Vocês têm {t}?",
     "Me fale sobre {t}",

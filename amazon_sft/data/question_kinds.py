@@ -213,10 +213,18 @@ def descriptive(title: str, content: str, uid: str) -> KindQuestion | None:
     if not runs:
         return None
     rng = rng_for(uid, "descriptive")
-    run = rng.choice(runs)
-    size = min(len(run), rng.randint(3, 5))
-    start = rng.randrange(len(run) - size + 1)
-    phrase = " ".join(run[start : start + size]).lower()
+    for _ in range(8):  # a window whose ends are stop words says little: trim, else try again
+        run = rng.choice(runs)
+        size = min(len(run), rng.randint(3, 5))
+        start = rng.randrange(len(run) - size + 1)
+        window = run[start : start + size]
+        while window and window[0].lower() in _STOP:
+            window.pop(0)
+        while window and window[-1].lower() in _STOP:
+            window.pop()
+        if len([y for y in window if y.lower() not in _STOP]) >= 2:
+            break
+    phrase = " ".join(window).lower()
     return KindQuestion("descriptive", rng.choice(_DESCRIPTIVE).format(p=phrase))
 
 
@@ -249,7 +257,7 @@ def attribute(title: str, content: str, uid: str) -> KindQuestion | None:
         return None
     rng = rng_for(uid, "attribute")
     sentence, ask = rng.choice(found)
-    short = " ".join(words(title)[:4]).lower()
+    short = " ".join(words(re.split(r"[:(\[]", title)[0] or title)[:6]).lower()
     return KindQuestion("attribute", ask.format(t=short), lead=sentence)
 
 

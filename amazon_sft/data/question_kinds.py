@@ -56,7 +56,8 @@ _ATTRIBUTES = (  # (what the sentence says, the question it answers); {t} is a s
     (re.compile(r"\bwarranty\b", re.I), "what warranty does {t} have?"),
     (re.compile(r"\b\d+\s*(?:pages|songs|tracks|recipes|illustrations|pieces)\b", re.I),
      "how many are in {t}?"),
-    (re.compile(r"\bmade (?:of|from)\b|\bmaterial\b", re.I), "what is {t} made of?"),
+    (re.compile(r"\bmade (?:of|from)\b", re.I), "what is {t} made of?"),
+    (re.compile(r"\bperformed by\b|\brecorded (?:live )?(?:at|in)\b", re.I), "who plays on {t}?"),
     (re.compile(r"\b(?:weighs|measures|grams|centimetres|inches|millimetres)\b", re.I),
      "how big is {t}?"),
 )  # fmt: skip
@@ -112,10 +113,16 @@ def fragment(title: str, uid: str) -> KindQuestion | None:
     if len(w) < 3:
         return None
     rng = rng_for(uid, "fragment")
-    size = rng.randint(2, len(w) - 1)
-    start = rng.randrange(len(w) - size + 1)
-    part = " ".join(w[start : start + size])
-    return KindQuestion("fragment", rng.choice(_FRAGMENT).format(t=part.lower()))
+    best: list[str] = []
+    for _ in range(6):  # the most telling of a few runs with two words that are not stop words
+        size = rng.randint(2, len(w) - 1)
+        start = rng.randrange(len(w) - size + 1)
+        run = w[start : start + size]
+        if len([x for x in run if x.lower() not in _STOP]) >= 2 and _telling(run) > _telling(best):
+            best = run
+    if not best:
+        return None
+    return KindQuestion("fragment", rng.choice(_FRAGMENT).format(t=" ".join(best).lower()))
 
 
 def reorder(title: str, uid: str) -> KindQuestion | None:
@@ -213,7 +220,8 @@ def descriptive(title: str, content: str, uid: str) -> KindQuestion | None:
     if not runs:
         return None
     rng = rng_for(uid, "descriptive")
-    for _ in range(8):  # a window whose ends are stop words says little: trim, else try again
+    best: list[str] = []
+    for _ in range(8):  # the most telling of a few windows (stop words trimmed at the ends)
         run = rng.choice(runs)
         size = min(len(run), rng.randint(3, 5))
         start = rng.randrange(len(run) - size + 1)
@@ -222,10 +230,27 @@ def descriptive(title: str, content: str, uid: str) -> KindQuestion | None:
             window.pop(0)
         while window and window[-1].lower() in _STOP:
             window.pop()
-        if len([y for y in window if y.lower() not in _STOP]) >= 2:
-            break
-    phrase = " ".join(window).lower()
+        if len([y for y in window if y.lower() not in _STOP]) >= 2 and (
+            _telling(window) > _telling(best)
+        ):
+            best = window
+    if not best:
+        return None
+    phrase = " ".join(best).lower()
     return KindQuestion("descriptive", rng.choice(_DESCRIPTIVE).format(p=phrase))
+
+
+def _telling(window: list[str]) -> int:
+    """How much a phrase singles a product out, roughly: names, numbers and long words (shared
+    boilerplate is mostly short common words).
+
+    >>> _telling(["written", "by", "Diego", "in", "1999"]) > _telling(["for", "every", "age"])
+    True
+    """
+    return sum(
+        (w[:1].isupper() and n > 0) + any(c.isdigit() for c in w) + (len(w) >= 7)
+        for n, w in enumerate(window)
+    )
 
 
 def sentences(content: str) -> list[str]:

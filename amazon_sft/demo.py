@@ -61,7 +61,9 @@ def parse_args(argv):
         help="also run the oracle-context eval (right record handed over; slow)",
     )
     p.add_argument("--n", type=int, default=20, help="titles per split in the oracle eval")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument(
+        "--max-new-tokens", type=int, default=80, help="an answer: 64-token record + citation"
+    )
     p.add_argument(
         "--max-seq-len", type=int, default=None, help="packed row length (default: the config's)"
     )

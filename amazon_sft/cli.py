@@ -74,6 +74,13 @@ def _add_synth(sub) -> None:
     p.add_argument("--out", required=True, help="file to write (.json or .json.gz)")
     p.add_argument("--rows", type=int, default=5000, help="lines to write")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
+    p.add_argument(
+        "--version",
+        type=int,
+        choices=(1, 2),
+        default=1,
+        help="generator version: 2 writes descriptions about their titles (the demo's)",
+    )
     p.set_defaults(run=_run_synth)
 
 
@@ -83,7 +90,7 @@ def _run_synth(args) -> int:
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
     try:
-        made = write_catalogue(args.out, args.rows, args.seed)
+        made = write_catalogue(args.out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"

@@ -6,6 +6,7 @@ path) and applies dotted overrides such as ``data.max_seq_len=1024``.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from amazon_sft.config_loader import load_config
@@ -85,6 +86,39 @@ class CleanConfig:
 
 
 @dataclass
+class QuestionMix:
+    """Shares of grounded training questions per kind (amazon_sft/data/question_kinds.py), picked
+    per product by a stable hash of its uid; >= 0 each, summing to 1. Every kind but ``title``
+    retrieves its records for the question as typed, so retrieval misses teach abstention."""
+
+    title: float = 1.0
+    """The template phrasings around the exact title (EN/PT), right record always shown."""
+    fragment: float = 0.0
+    """A run of consecutive title words ("tutu neon")."""
+    reorder: float = 0.0
+    """The title words with one dropped and the rest shuffled."""
+    typo: float = 0.0
+    """The title with one or two words misspelt (character edits)."""
+    portuguese: float = 0.0
+    """Portuguese phrasings around the English title; abstentions answer in Portuguese."""
+    descriptive: float = 0.0
+    """Description words that are not in the title ("the one about a cat who has kittens")."""
+    attribute: float = 0.0
+    """One fact of the description ("who wrote ...?"); the answer leads with its sentence."""
+
+    def __post_init__(self) -> None:
+        shares = dataclasses.asdict(self)
+        for key, value in shares.items():
+            if not isinstance(value, (int, float)) or value < 0:
+                raise UserError(f"data.question_mix.{key} must be a number >= 0, got {value!r}")
+        if abs(sum(shares.values()) - 1.0) > 1e-6:
+            raise UserError(
+                f"data.question_mix: the shares must sum to 1, got {sum(shares.values()):.4g} "
+                f"({', '.join(f'{k}={v}' for k, v in shares.items() if v)})"
+            )
+
+
+@dataclass
 class DataConfig:
     path: str = "data/prepared"
     """The folder ``amazon-sft prepare`` wrote (manifest.json and shards); training reads it."""
@@ -121,6 +155,13 @@ class DataConfig:
     """Share of grounded examples whose right record is left out of the context (another hard
     negative takes its place) and whose answer says, in the question's language, that the
     catalogue has no such product."""
+    question_mix: QuestionMix = field(default_factory=QuestionMix)
+    """Kinds of grounded questions (title, fragment, reorder, typo, portuguese, descriptive,
+    attribute) and their shares; the default asks the title phrasings only."""
+    series_distractors: int = 1
+    """Same-series products (titles that differ only by "Book 2", "Vol. 3", "#12", an edition)
+    put among a grounded example's records in place of the last hard negatives, when the
+    training split has them: the twins a user's question most often confuses."""
     grounded_workers: int = 0
     """Processes that retrieve the records of grounded examples (one query per grounded product,
     ~40 ms each at 1.3M products: hours in one process). 0: one per CPU core, up to 16, when
@@ -170,6 +211,8 @@ class DataConfig:
                 "data.closed_book_fraction and data.grounded_fraction are both 0: nothing to "
                 "teach; raise one of them"
             )
+        if self.series_distractors < 0:
+            raise UserError(f"data.series_distractors must be >= 0, got {self.series_distractors}")
         if self.grounded_workers < 0:
             raise UserError(
                 f"data.grounded_workers must be >= 0 (0: one per CPU core), got "

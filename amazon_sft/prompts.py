@@ -83,17 +83,23 @@ def is_abstention(answer: str) -> bool:
     return any(text.startswith(a.casefold().rstrip(".")) for a in ABSTENTIONS.values())
 
 
-def grounded_answer(description: str | None, uid: str | None, language: str) -> str:
-    """The training target: the description and its citation, or the abstention.
+def grounded_answer(
+    description: str | None, uid: str | None, language: str, lead: str | None = None
+) -> str:
+    """The training target: the description and its citation, or the abstention. ``lead``: for
+    a question about one attribute, the description's sentence that answers it, which the answer
+    leads with instead of the whole description, then cites.
 
     >>> grounded_answer("A soft bear.", "B01", "en")
     'A soft bear.\\n[source: B01]'
+    >>> grounded_answer("A soft bear. Ages 3+.", "B01", "en", lead="Ages 3+.")
+    'Ages 3+.\\n[source: B01]'
     >>> grounded_answer(None, None, "pt")
     'O catálogo não tem registro deste produto.'
     """
     if description is None:
         return ABSTENTIONS.get(language, ABSTENTIONS["en"])
-    return f"{description}\n{citation(uid)}"
+    return f"{lead if lead is not None else description}\n{citation(uid)}"
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,13 @@ def test_retrieval_quality_benchmark_prints_recall_per_kind():
         assert f"| {kind} |" in out
 
 
+def test_grounded_kinds_benchmark_prints_a_miss_rate_per_kind():
+    out = _run("bench/grounded_kinds.py", "--generated", "--rows", "400", "--config", "tiny")
+    assert "miss rate (not in top 3)" in out
+    for kind in ("fragment", "reorder", "typo", "portuguese", "descriptive", "attribute"):
+        assert f"| {kind} |" in out
+
+
 @pytest.mark.skipif(
     not (shutil.which("chromium") and shutil.which("ffmpeg")),
     reason="needs Debian's chromium and ffmpeg (apt-get install chromium ffmpeg)",

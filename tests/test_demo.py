@@ -27,8 +27,8 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
             "400",
             "--steps",
             "4",
-            "--n",
-            "4",
+            "--per-kind",
+            "1",
             "--max-new-tokens",
             "8",
             "--max-seq-len",
@@ -44,16 +44,53 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
         "prepared/manifest.json",
         "run/final/adapter_model.safetensors",
         "eval/report.md",
-        "eval/report.png",
+        "heldout_questions.jsonl",
         "answers.json",
         "demo.log",
     ):
         assert (out / name).is_file(), name
     manifest = json.loads((out / "prepared" / "manifest.json").read_text())
-    assert manifest["grounded_docs"] > 0 and manifest["closed_book_products"] > 0
+    assert manifest["grounded_docs"] > 0
+    report_prep = json.loads((out / "prepared" / "report.json").read_text())
+    assert len(report_prep["grounded_kinds"]) >= 5  # every kind of question is taught
     answers = json.loads((out / "answers.json").read_text())["questions"]
     assert len(answers) == 4 and all(a["sources"] for a in answers)
-    assert all(set(a) >= {"before_closed", "before_grounded", "after_grounded"} for a in answers)
+    assert all(set(a) >= {"before", "after", "cited"} for a in answers)
     report = json.loads((out / "eval" / "report.json").read_text())
-    assert report["mode"] == "both" and "heldout absent" in report["splits"]
+    assert report["mode"] == "end to end" and set(report["models"]) == {"base", "tuned"}
+    assert "held-out products" in report["groups"]["tuned"]
+    assert "products not in the catalogue" in report["groups"]["tuned"]
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout
+
+
+def test_the_committed_heldout_questions_are_the_demo_catalogues(tmp_path):
+    """eval/questions/demo_heldout.jsonl is what the demo writes for its default catalogue:
+    every question names one of its held-out products (or a product not in it)."""
+    import importlib.util
+
+    import orjson
+
+    spec = importlib.util.spec_from_file_location("dq", REPO / "scripts" / "demo_questions.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    rows = script.demo_default_questions(tmp_path)
+    committed = [orjson.loads(x) for x in script.COMMITTED.read_bytes().splitlines()]
+    assert committed == rows, "re-run scripts/demo_questions.py"
+    split = {
+        r["uid"]: r["split"]
+        for r in map(
+            orjson.loads, (tmp_path / "prepared" / "catalogue.jsonl").read_bytes().split(b"\n")[:-1]
+        )
+    }
+    named = [r.get("absent") if r["kind"] == "absent" else r["uid"] for r in committed]
+    assert all(split[u] == "heldout" for u in named if u not in (None, "absent"))
+    kinds = {r["kind"] for r in committed}
+    assert kinds == {
+        "fragment",
+        "reorder",
+        "typo",
+        "portuguese",
+        "descriptive",
+        "attribute",
+        "absent",
+    }

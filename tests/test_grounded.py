@@ -314,7 +314,7 @@ def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny
     the cut is the one tokenizing the whole text gives, whatever the text's words."""
     import random
 
-    from amazon_sft.data import grounded
+    from amazon_sft.data import cutting
 
     rng = random.Random(0)
     words = ["headphones", "a", "Ünïcode", "x" * 40, "the", "&amp;", "12", "--", "", "日本語"]
@@ -323,5 +323,5 @@ def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny
     texts += [" ".join(rng.choice(words) for _ in range(rng.randint(100, 3000))) for _ in range(60)]
     for budget in (8, 40, 160):
         whole = tiny_tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-        want = grounded._cut_at(texts, whole["offset_mapping"], budget)
-        assert grounded.cut_to_tokens(tiny_tok, texts, budget) == want
+        want = cutting._cut_at(texts, whole["offset_mapping"], budget)
+        assert cutting.cut_to_tokens(tiny_tok, texts, budget) == want

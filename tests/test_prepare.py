@@ -235,6 +235,40 @@ def test_cli_synth_writes_the_real_format(tmp_path):
     assert rows and {"uid", "title", "content", "target_ind", "target_rel"} <= set(rows[0])
 
 
+def test_generator_version_2_describes_the_titled_product_and_version_1_is_unchanged(tmp_path):
+    """The demo's catalogue (version 2): a description names its title's words, so products can
+    be told apart by it; version 1 (the default, which eval/questions/ was written against)
+    keeps its bytes."""
+    import re
+
+    from amazon_sft.data.synthetic import generate_rows
+
+    assert _cli("synth", "--out", str(tmp_path / "a.json"), "--rows", "160").returncode == 0
+    assert (tmp_path / "a.json").read_bytes() == b"\n".join(generate_rows(160, 0)[0]) + b"\n"
+    generic = {"with", "edition", "beginners", "field", "guide", "novel", "album", "live", "set"}
+
+    def described(version: int) -> float:
+        rows = []
+        for line in generate_rows(400, 0, version)[0]:
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue  # the malformed lines the reader must survive
+            if not isinstance(row, dict) or not isinstance(row.get("title"), str):
+                continue
+            if len(row.get("content", "")) > 40:
+                rows.append(row)
+        named = [
+            {w.lower() for w in re.findall(r"[A-Za-z]{4,}", r["title"])} - generic
+            & {w.lower() for w in re.findall(r"[A-Za-z]{4,}", r["content"])}
+            for r in rows
+        ]
+        return sum(map(bool, named)) / len(rows)
+
+    assert described(2) > 0.9 > 0.5 > described(1)
+    assert _cli("synth", "--out", str(tmp_path / "b.json"), "--version", "3").returncode != 0
+
+
 def test_the_typed_manifest_round_trips_and_names_a_bad_field(prepared):
     from amazon_sft.data.manifest import Manifest
 

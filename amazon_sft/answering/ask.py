@@ -25,8 +25,8 @@ from transformers import StoppingCriteria
 
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.config import DataConfig
+from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
-from amazon_sft.data.grounded import cut_to_tokens
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.metrics import rouge_scores
 from amazon_sft.prompts import ContextRecord, PromptFormat, cited_uids, strip_citations

@@ -4,11 +4,19 @@ answer that quotes the right record and cites it, or says the catalogue has no s
 Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG": the model learns to
 read the right record among distractors, to quote it, and to abstain when it is missing. Here:
 
-- the question is one of the phrasings (EN/PT) picked by the product's uid;
-- the records are the ``context_records`` best matches of that question in the *training* split
-  (hard negatives: the products a user could confuse it with; the catalogue index, answering's
-  retrieval), the right one at a place picked by the uid; records with the same description or
-  title as the product are never distractors (they would be a second right answer);
+- the question is of a kind picked by the uid from ``data.question_mix``
+  (data/question_kinds.py): the title phrasings (EN/PT), or a title fragment, reordered or
+  misspelt title, Portuguese phrasing, descriptive or attribute question made from the record;
+- title questions: the records are the ``context_records`` best matches of the question in the
+  *training* split (hard negatives: the products a user could confuse it with; the catalogue
+  index, answering's retrieval), the right one at a place picked by the uid;
+- every other kind: the records are what retrieval returns for the question as typed, in its
+  order, so when it misses the right record the answer abstains (``grounded_retrieval_missed``);
+- records with the same description or title as the product are never distractors (they would
+  be a second right answer); up to ``series_distractors`` same-series products (titles that differ
+  by "Book 2", "Vol. 3", "#12") take the place of the last ones;
+- attribute questions are answered with the description's sentence that answers them, then the
+  citation;
 - every description is cut to ``context_record_tokens`` at a word boundary, and the answer is the
   right record exactly as shown, then ``[source: uid]`` (prompts.grounded_answer);
 - for ``absent_fraction`` of products the right record is left out (one more negative instead)
@@ -27,6 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from amazon_sft.config import DataConfig
+from amazon_sft.data.cutting import cut_to_tokens
+from amazon_sft.data.question_kinds import KINDS, make_question, series_stem
 from amazon_sft.data.split import normalise_title, title_hash
 from amazon_sft.prompts import ContextRecord, PromptFormat, grounded_answer
 
@@ -61,72 +71,32 @@ class GroundedExample:
     """The right record's description as shown plus its citation, or the abstention."""
 
 
-CHARS_PER_TOKEN_READ = 6
-"""Characters of a text read per token of budget when cutting it: more than the tokens of the
-usual tokenizers hold on average in English (~4 for Llama/Mistral's SentencePiece, ~2 for the
-tiny one), so the budget usually ends inside what was read; where it does not (digits, other
-scripts), the whole text is tokenized."""
-TOKENS_PAST_CUT = 8
-"""Whole tokens that must follow the cut inside what was read, so that the tokens before it are
-the ones the whole text gives (a tokenizer merges within a few characters of a word)."""
-
-
-def cut_to_tokens(tok, texts: list[str], budget: int) -> list[str]:
-    """Each text cut to at most ``budget`` tokens of ``tok``, at the last space before the cut
-    (a cut word would teach the model to stop mid-word).
-
-    Only the opening of a long text is tokenized (``CHARS_PER_TOKEN_READ`` characters a token
-    of budget, up to a space): descriptions run to 197k characters and only ~160 tokens are
-    kept. Where the opening holds fewer than ``budget + TOKENS_PAST_CUT`` tokens, the whole text
-    is tokenized, so the cut is the one the whole text gives."""
-    if not texts:
-        return []
-    limit = budget * CHARS_PER_TOKEN_READ
-    heads = [_opening(t, limit) for t in texts]
-    offsets = tok(heads, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
-    offsets = list(offsets)
-    redo = [
-        i
-        for i, (text, head, o) in enumerate(zip(texts, heads, offsets))
-        if len(head) < len(text) and len(o) < budget + TOKENS_PAST_CUT
-    ]
-    if redo:
-        whole = tok([texts[i] for i in redo], add_special_tokens=False, return_offsets_mapping=True)
-        for i, o in zip(redo, whole["offset_mapping"]):
-            offsets[i] = o
-    return _cut_at(texts, offsets, budget)
-
-
-def _opening(text: str, limit: int) -> str:
-    """``text`` up to the last space before ``limit`` characters (whole words only)."""
-    if len(text) <= limit:
-        return text
-    space = text.rfind(" ", 0, limit)
-    return text[:space] if space > 0 else text
-
-
-def _cut_at(texts: list[str], offset_lists, budget: int) -> list[str]:
-    out = []
-    for text, offsets in zip(texts, offset_lists):
-        if len(offsets) <= budget:
-            out.append(text)
-            continue
-        end = offsets[budget - 1][1]
-        space = text.rfind(" ", 0, end + 1)
-        out.append(text[: space if space > end // 2 else end].rstrip())
-    return out
-
-
 class GroundedBuilder:
     """Builds grounded examples; prepare (training split, absent by hash) and eval (the whole
     catalogue, both variants of every product) share it, so they cannot drift apart."""
 
     def __init__(self, index, fmt: PromptFormat, tok, data: DataConfig) -> None:
         self.index, self.fmt, self.tok, self.data = index, fmt, tok, data
-        self.counts = {"grounded": 0, "grounded_absent": 0, "grounded_short_context": 0}
+        self.counts = {
+            "grounded": 0,
+            "grounded_absent": 0,
+            "grounded_short_context": 0,
+            "grounded_retrieval_missed": 0,
+            "grounded_series_distractors": 0,
+            **{f"grounded_kind_{kind}": 0 for kind in KINDS},
+        }
 
     def wanted(self, uid: str) -> bool:
         return uid_share(uid, "grounded:") < self.data.grounded_fraction
+
+    def kind_for(self, uid: str) -> str:
+        """The question kind of a product: ``data.question_mix`` by a stable hash of the uid."""
+        share, upto = uid_share(uid, "kind:"), 0.0
+        for kind in KINDS:
+            upto += getattr(self.data.question_mix, kind)
+            if share < upto:
+                return kind
+        return "title"  # the shares' rounding left a sliver above their sum
 
     def negatives(self, question: str, product: dict, count: int, train_only: bool) -> list[dict]:
         """The ``count`` best matches of the question that are not the product, an edition of it
@@ -147,6 +117,16 @@ class GroundedBuilder:
                 break
         return out
 
+    def _question(self, product: dict, phrasing: int | None) -> tuple[str, str, str, str | None]:
+        """(kind, question, language, lead) of a product; the title phrasings when its kind is
+        ``title``, eval asks a phrasing, or the record cannot make its kind."""
+        uid = str(product["uid"])
+        made = None if phrasing is not None else make_question(self.kind_for(uid), product)
+        if made is not None:
+            return made.kind, made.text, made.language, made.lead
+        n = self.fmt.phrasing_for(uid) if phrasing is None else phrasing
+        return "title", self.fmt.question(product["title"], n), self.fmt.language(n), None
+
     def build(
         self,
         products: Iterable[dict],
@@ -155,40 +135,88 @@ class GroundedBuilder:
         absent: bool | None = None,
         train_only: bool = True,
     ) -> list[GroundedExample]:
-        """One example per product record. ``phrasing``: None picks one by the uid (training),
-        eval asks phrasing 0; ``absent``: None decides by the uid's hash and absent_fraction."""
+        """One example per product record. ``phrasing``: None picks the kind of question by the
+        uid (training), eval asks title phrasing 0 with the right record always shown (oracle
+        context); ``absent``: None decides by the uid's hash and absent_fraction.
+
+        Title questions show the right record at a place picked by the uid among hard
+        negatives. Every other kind shows what retrieval returns for the question as typed
+        (twins left out): when the right record is not among the first ``context_records``,
+        the answer abstains (counted as ``grounded_retrieval_missed``), as ``ask`` would need."""
         k = self.data.context_records
         products = list(products)
-        picks = [self.fmt.phrasing_for(str(p["uid"])) if phrasing is None else phrasing
-                 for p in products]  # fmt: skip
-        questions = [self.fmt.question(p["title"], n) for p, n in zip(products, picks)]
+        asked = [self._question(p, phrasing) for p in products]
         # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
         # so a product that needs one record fewer gets the same list, one shorter
-        found = self.index.top_many(questions, k + 8, train_only=train_only)
+        found = self.index.top_many([q for _, q, _, _ in asked], k + 8, train_only=train_only)
+        twins = self._series(products, phrasing, train_only)
         plans = []
-        for product, p, question, best in zip(products, picks, questions, found):
+        for product, (kind, question, language, lead), best, series in zip(
+            products, asked, found, twins
+        ):
             uid = str(product["uid"])
             leave_out = uid_share(uid, "absent:") < self.data.absent_fraction
             leave_out = leave_out if absent is None else absent
+            rows = [i for i, _ in best]
+            rank = next((n for n, i in enumerate(rows) if self._uid(i) == uid), None)
+            if kind != "title" and not leave_out and (rank is None or rank >= k):
+                leave_out = True  # retrieval missed it: ask could not answer either
+                self.counts["grounded_retrieval_missed"] += 1
             want = k if leave_out else k - 1
             records = self._negatives(best, product, want)
             if len(records) < want:
                 self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
+            records = self._with_series(records, series)
             if not leave_out:
-                records.insert(int(uid_share(uid, "place:") * (len(records) + 1)), product)
-            plans.append((uid, question, self.fmt.language(p), leave_out, records))
+                place = int(uid_share(uid, "place:") * (len(records) + 1))
+                if kind != "title":  # where retrieval ranked it among the records shown
+                    above = {self._uid(i) for i in rows[:rank]}
+                    place = sum(str(r["uid"]) in above for r in records)
+                records.insert(place, product)
+            self.counts[f"grounded_kind_{kind}"] += 1
+            plans.append((uid, question, language, lead, leave_out, records))
         texts = [r["content"] for *_, records in plans for r in records]
         cut = iter(cut_to_tokens(self.tok, texts, self.data.context_record_tokens))
         out = []
-        for uid, question, language, leave_out, records in plans:
+        for uid, question, language, lead, leave_out, records in plans:
             shown = [ContextRecord(str(r["uid"]), r["title"], next(cut)) for r in records]
             right = next((s.description for s in shown if s.uid == uid), None)
-            answer = grounded_answer(None if leave_out else right, uid, language)
+            lead = lead if lead is not None and right is not None and lead in right else None
+            answer = grounded_answer(None if leave_out else right, uid, language, lead=lead)
             prompt = self.fmt.wrap(self.fmt.grounded(question, shown))
             out.append(GroundedExample(uid, question, language, shown, leave_out, prompt, answer))
             self.counts["grounded"] += 1
             self.counts["grounded_absent"] += leave_out
         return out
+
+    def _uid(self, row: int) -> str:
+        return str(self.index.record(row)["uid"])
+
+    def _series(self, products: list[dict], phrasing, train_only: bool) -> list[list[dict]]:
+        """For each product, up to ``data.series_distractors`` other products of its series
+        (same ``series_stem``, not a twin), found by retrieving the stem; none for eval's oracle
+        context (its protocol stays the one docs/results.md measured)."""
+        want = self.data.series_distractors
+        stems = [series_stem(p["title"]) if want and phrasing is None else None for p in products]
+        asked = [n for n, stem in enumerate(stems) if stem]
+        out: list[list[dict]] = [[] for _ in products]
+        if not asked:
+            return out
+        found = self.index.top_many([stems[n] for n in asked], want + 8, train_only=train_only)
+        for n, best in zip(asked, found):
+            same = [r for r in self._negatives(best, products[n], want + 8)
+                    if series_stem(r["title"]) == stems[n]]  # fmt: skip
+            out[n] = same[:want]
+        return out
+
+    def _with_series(self, records: list[dict], series: list[dict]) -> list[dict]:
+        """The records with the series twins in place of the last ones not already shown."""
+        shown = {str(r["uid"]) for r in records}
+        new = [r for r in series if str(r["uid"]) not in shown][: len(records)]
+        if not new:
+            return records
+        self.counts["grounded_series_distractors"] += len(new)
+        return records[: len(records) - len(new)] + new
 
 
 def worker_count(requested: int, products: int) -> int:

@@ -71,6 +71,16 @@ def render_markdown(report: dict) -> str:
         "prompt_encoding",
     ):
         lines.append(f"| {key} | {report[key]} |")
+    if report.get("grounded_docs"):
+        for key in (
+            "grounded_docs",
+            "grounded_absent_docs",
+            "grounded_retrieval_missed",
+            "grounded_series_distractors",
+        ):
+            lines.append(f"| {key} | {report.get(key, 0)} |")
+        kinds = ", ".join(f"{k} {n}" for k, n in report.get("grounded_kinds", {}).items())
+        lines.append(f"| grounded question kinds | {kinds} |")
     lines += [
         "",
         "## Skipped (reason -> rows)",
@@ -122,6 +132,15 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "grounded_docs": counts.get("grounded", 0),
         "grounded_absent_docs": counts.get("grounded_absent", 0),
         "grounded_short_context": counts.get("grounded_short_context", 0),
+        # right record not in the first context_records retrieved for the question as typed:
+        # those examples teach the abstention (data.question_mix, every kind but title)
+        "grounded_retrieval_missed": counts.get("grounded_retrieval_missed", 0),
+        "grounded_series_distractors": counts.get("grounded_series_distractors", 0),
+        "grounded_kinds": {
+            key.removeprefix("grounded_kind_"): n
+            for key, n in counts.items()
+            if key.startswith("grounded_kind_") and n
+        },
         "grounded_workers": counts.get("grounded_workers", 0),
         # closed-book: products x data.phrasings_per_doc; + grounded; less the dropped ones
         "train_docs": len(doc_lens),

@@ -176,20 +176,54 @@ _MALFORMED = [
 ]
 
 
-def _fill(template: str, rng: random.Random) -> str:
+GENERATOR_VERSIONS = (1, 2)
+"""1: every sentence of a description draws its own words, so a description rarely names its
+title's brand, animal or place (the hand-written questions of eval/questions/ are about version
+1's catalogue). 2: a product's title and description share one draw, so the description is
+about the titled product and products can be told apart by it (the demo's catalogue)."""
+_MORE_SENTENCES = {  # version 2 only: facts the attribute questions ask about
+    "book": ["Written by {name}, this {adj} book runs to {count} pages."],
+    "electronics": ["The {model} comes in {color} and is sold by {brand}."],
+    "toy": ["The {color} {animal} is made from {material} by {brand}."],
+    "kitchen": ["Made by {brand} from {material}, the {utensil} measures {count} millimetres."],
+    "music": ["Performed by {name}, the album holds {small} {genre} tracks recorded in {place}."],
+}
+
+
+def _values(rng: random.Random) -> dict:
     values = {k: rng.choice(v) for k, v in _WORDS.items()}
     values.update(count=rng.randint(12, 900), small=rng.randint(2, 6))
-    return template.format(**values)
+    return values
 
 
-def _product(rng: random.Random, index: int) -> tuple[str, str]:
+def _fill(template: str, rng: random.Random) -> str:
+    return template.format(**_values(rng))
+
+
+def _product(rng: random.Random, index: int, version: int = 1) -> tuple[str, str]:
     kind = rng.choice(list(_KINDS))
     spec = _KINDS[kind]
+    if version >= 2:
+        return _product_v2(rng, index, kind, spec)
     title = _fill(rng.choice(spec["title"]), rng)
     if rng.random() < 0.5:  # keeps titles mostly distinct, as in the real catalogue
         title += f" #{index}"
     n_sentences = rng.randint(2, 6)
     content = " ".join(_fill(rng.choice(spec["sentence"]), rng) for _ in range(n_sentences))
+    if kind == "book" and rng.random() < 0.3:
+        content += f"--This text refers to the{rng.choice(['Paperback', 'Hardcover'])}edition."
+    return title, content
+
+
+def _product_v2(rng: random.Random, index: int, kind: str, spec: dict) -> tuple[str, str]:
+    """Title and description from one draw of words; sentences without repeats."""
+    values = _values(rng)
+    title = rng.choice(spec["title"]).format(**values)
+    if rng.random() < 0.5:
+        title += f" #{index}"
+    pool = spec["sentence"] + _MORE_SENTENCES[kind]
+    picked = rng.sample(pool, min(len(pool), rng.randint(2, 5)))
+    content = " ".join(t.format(**values) for t in picked)
     if kind == "book" and rng.random() < 0.3:
         content += f"--This text refers to the{rng.choice(['Paperback', 'Hardcover'])}edition."
     return title, content
@@ -205,8 +239,11 @@ def _add_quirks(title: str, content: str, rng: random.Random) -> tuple[str, str]
     return title, content
 
 
-def generate_rows(n_rows: int, seed: int = 0) -> tuple[list[bytes], Counter]:
-    """``n_rows`` JSON lines (as bytes, no newline) and a count of each quirk written."""
+def generate_rows(n_rows: int, seed: int = 0, version: int = 1) -> tuple[list[bytes], Counter]:
+    """``n_rows`` JSON lines (as bytes, no newline) and a count of each quirk written;
+    ``version``: one of ``GENERATOR_VERSIONS``."""
+    if version not in GENERATOR_VERSIONS:
+        raise ValueError(f"generator version must be one of {GENERATOR_VERSIONS}, got {version}")
     rng = random.Random(seed)
     lines: list[bytes] = []
     made: Counter = Counter()
@@ -222,7 +259,7 @@ def generate_rows(n_rows: int, seed: int = 0) -> tuple[list[bytes], Counter]:
             made["duplicate"] += 1
         else:
             uid = f"{rng.randrange(10**10):010d}"
-            title, content = _product(rng, index)
+            title, content = _product(rng, index, version)
             r = rng.random()
             if r < 0.35:
                 content, made["empty_content"] = "", made["empty_content"] + 1
@@ -249,11 +286,11 @@ def generate_rows(n_rows: int, seed: int = 0) -> tuple[list[bytes], Counter]:
     return lines, made
 
 
-def write_catalogue(path: str | Path, n_rows: int, seed: int = 0) -> Counter:
+def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int = 1) -> Counter:
     """Write a generated catalogue to ``path`` (``.gz`` compresses); returns the quirk counts."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines, made = generate_rows(n_rows, seed)
+    lines, made = generate_rows(n_rows, seed, version)
     data = b"\n".join(lines) + b"\n"
     if path.suffix == ".gz":
         with gzip.open(path, "wb", compresslevel=1) as fh:  # mtime in header; content is stable

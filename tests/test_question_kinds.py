@@ -1,0 +1,149 @@
+"""Question kinds generated from a record (data/question_kinds.py), the question mix config, and
+grounded examples whose records are what retrieval returns for the question as typed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from amazon_sft.config import DataConfig, QuestionMix, load_run_config
+from amazon_sft.data import question_kinds as qk
+from amazon_sft.data.grounded import GroundedBuilder
+from amazon_sft.errors import UserError
+from amazon_sft.prompts import ABSTENTIONS, PromptFormat, cited_uids
+
+TITLE = "The Golden Lantern of Lisbon"
+CONTENT = (
+    "A gentle story about a lighthouse keeper and her lost compass. Written by Clara Mendes. "
+    "The hardcover has 48 pages of watercolour illustrations."
+)
+
+
+def test_each_kind_is_deterministic_and_made_from_the_record():
+    product = {"uid": "B0001", "title": TITLE, "content": CONTENT}
+    for kind in qk.KINDS[1:]:
+        first = qk.make_question(kind, product)
+        assert first == qk.make_question(kind, dict(product)), kind
+        assert first.kind == kind
+    title_words = {w.lower() for w in qk.words(TITLE)}
+    frag = qk.make_question("fragment", product).text
+    assert any(" ".join(qk.words(TITLE)[i : i + 2]).lower() in frag for i in range(4))
+    assert qk.make_question("typo", product).text.lower() != TITLE.lower()
+    desc = qk.make_question("descriptive", product).text
+    assert not {w.lower() for w in qk.words(desc)} & (title_words - qk._STOP)
+    attr = qk.make_question("attribute", product)
+    assert attr.lead in qk.sentences(CONTENT) and attr.text.endswith("?")
+    assert qk.make_question("portuguese", product).language == "pt"
+
+
+def test_typos_differ_from_the_title_by_a_few_character_edits():
+    import difflib
+
+    title = "Zentra Headphones Bluetooth Speaker Charger".lower().split()
+    for n in range(50):
+        q = qk.typo(" ".join(title), f"uid{n}")
+        typed = q.text.split()[-len(title) :]  # the templates put the title last
+        changed = [(a, b) for a, b in zip(typed, title) if a != b]
+        assert 1 <= len(changed) <= 2, q.text
+        assert all(difflib.SequenceMatcher(None, a, b).ratio() >= 0.75 for a, b in changed)
+
+
+def test_series_stems_join_the_books_of_a_series_only():
+    assert qk.series_stem("Harbor Tales, Vol. 2") == qk.series_stem("Harbor Tales: Book 5")
+    assert qk.series_stem("Quiet Bear Plush #12") == qk.series_stem("Quiet Bear Plush #7")
+    assert qk.series_stem("Harbor Tales, Vol. 2") != qk.series_stem("Harbor Songs, Vol. 2")
+    assert qk.series_stem("Harbor Tales") is None
+
+
+def test_question_mix_is_validated_naming_the_key():
+    cfg = load_run_config("tiny", ["data.question_mix.title=0.4", "data.question_mix.typo=0.6"])
+    assert cfg.data.question_mix.typo == 0.6 and cfg.data.series_distractors == 1
+    with pytest.raises(UserError, match=r"data\.question_mix: the shares must sum to 1"):
+        load_run_config("tiny", ["data.question_mix.typo=0.5"])
+    with pytest.raises(UserError, match=r"data\.question_mix\.fragment must be a number >= 0"):
+        QuestionMix(title=1.5, fragment=-0.5)
+    with pytest.raises(UserError, match=r"data\.series_distractors must be >= 0"):
+        load_run_config("tiny", ["data.series_distractors=-1"])
+
+
+class FakeIndex:
+    """Retrieval with known answers: ``results[question]`` is the uids returned, best first."""
+
+    def __init__(self, records: list[dict], results: dict[str, list[str]]) -> None:
+        self.records, self.results = records, results
+        self.row = {r["uid"]: i for i, r in enumerate(records)}
+
+    def record(self, i: int) -> dict:
+        return self.records[i]
+
+    def top_many(self, questions, k, train_only=False):
+        return [
+            [(self.row[u], 1.0 / (n + 1)) for n, u in enumerate(self.results.get(q, [])[:k])]
+            for q in questions
+        ]
+
+
+def _builder(records, results, kind: str, **data):
+    mix = QuestionMix(**{"title": 0.0, kind: 1.0}) if kind != "title" else QuestionMix()
+    cfg = dataclasses.replace(DataConfig(), question_mix=mix, absent_fraction=0.0, **data)
+    fmt = PromptFormat("", "", ("Tell me about {title}.",), chat=False, languages=("en",))
+    return GroundedBuilder(FakeIndex(records, results), fmt, _Tok(), cfg)
+
+
+class _Tok:
+    """Whitespace tokens with offsets: enough for cut_to_tokens."""
+
+    def __call__(self, texts, add_special_tokens=False, return_offsets_mapping=True):
+        import re
+
+        return {"offset_mapping": [[m.span() for m in re.finditer(r"\S+", t)] for t in texts]}
+
+
+def _catalogue(n: int = 6) -> list[dict]:
+    records = [{"uid": f"U{i}", "title": f"Other Thing {i}", "content": f"Plain text {i}."}
+               for i in range(n)]  # fmt: skip
+    records.append({"uid": "P", "title": TITLE, "content": CONTENT})
+    return records
+
+
+def test_records_are_what_retrieval_returns_for_the_typed_question():
+    records = _catalogue()
+    product = records[-1]
+    question = qk.make_question("typo", product).text
+    found = _builder(records, {question: ["U1", "P", "U2", "U3"]}, "typo")
+    (example,) = found.build([product])
+    assert [r.uid for r in example.records] == ["U1", "P", "U2"]  # retrieval's order
+    assert example.question == question and cited_uids(example.answer) == ["P"]
+    assert found.counts["grounded_retrieval_missed"] == 0 and found.counts["grounded_kind_typo"]
+
+    missed = _builder(records, {question: ["U1", "U2", "U3", "P"]}, "typo")
+    (example,) = missed.build([product])  # P ranked 4th: ask's 3 records would not show it
+    assert "P" not in [r.uid for r in example.records]
+    assert example.absent and example.answer == ABSTENTIONS["en"]
+    assert missed.counts["grounded_retrieval_missed"] == 1
+
+
+def test_attribute_answers_lead_with_the_sentence_then_cite():
+    records = _catalogue()
+    product = records[-1]
+    q = qk.make_question("attribute", product)
+    builder = _builder(records, {q.text: ["P", "U1", "U2"]}, "attribute")
+    (example,) = builder.build([product])
+    assert example.answer == f"{q.lead}\n[source: P]"
+
+
+def test_same_series_products_join_the_distractors():
+    records = _catalogue()
+    product = {"uid": "P", "title": "Harbor Tales, Book 1", "content": CONTENT}
+    records[-1] = product
+    records.append({"uid": "S", "title": "Harbor Tales, Book 2", "content": "Book two text."})
+    question = "Tell me about Harbor Tales, Book 1."
+    results = {question: ["P", "U1", "U2"], "harbor tales": ["P", "S"]}
+    (example,) = _builder(records, results, "title").build([product])
+    assert sorted(r.uid for r in example.records) == ["P", "S", "U1"]
+    (plain,) = _builder(records, results, "title", series_distractors=0).build([product])
+    assert sorted(r.uid for r in plain.records) == ["P", "U1", "U2"]
+    # eval's oracle context (a phrasing asked) keeps its measured protocol: no series twins
+    (oracle,) = _builder(records, results, "title").build([product], phrasing=0)
+    assert sorted(r.uid for r in oracle.records) == ["P", "U1", "U2"]

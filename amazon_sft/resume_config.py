@@ -23,6 +23,8 @@ from typing import Any
 import yaml
 
 from amazon_sft.checkpointing import RUN_CONFIG
+from amazon_sft.config import RunConfig
+from amazon_sft.config_loader import to_dict
 from amazon_sft.optim import lr_factor
 
 CHANGES = "config_changes.jsonl"
@@ -118,7 +120,7 @@ def changes_on_resume(saved: dict, config: dict, data_integrity: str) -> list[Ch
     The data may move (``data.path``) when the prepared folder is the same one, which its
     manifest digest proves.
     """
-    changes = diff(saved["config"], config)
+    changes = _not_new_defaults(diff(saved["config"], config), saved["config"])
     same_data = saved.get("data_integrity") == data_integrity
     refused = [
         c for c in changes if c.key not in APPLIED and not (c.key == "data.path" and same_data)
@@ -128,6 +130,18 @@ def changes_on_resume(saved: dict, config: dict, data_integrity: str) -> list[Ch
     if refused:
         raise ValueError("; ".join(c.describe() for c in refused))
     return [c for c in changes if c.key not in ("resume", "overwrite")]
+
+
+def _not_new_defaults(changes: list[Change], saved_config: dict) -> list[Change]:
+    """Drop keys the checkpoint's config lacks (added to the tool since) that hold their default:
+    the run is the same one; a new key set to another value is still a change."""
+    saved_keys = flatten(saved_config)
+    defaults = flatten(to_dict(RunConfig()))
+    return [
+        c
+        for c in changes
+        if c.key in saved_keys or c.key not in defaults or c.new != defaults[c.key]
+    ]
 
 
 def rebase_schedule(scheduler, lr: float, warmup: int, max_steps: int, min_ratio: float) -> None:

@@ -2,8 +2,9 @@ import pytest
 import yaml
 
 from amazon_sft.config import RunConfig, load_run_config
-from amazon_sft.config_loader import builtin_config_names, write_resolved
+from amazon_sft.config_loader import builtin_config_names, to_dict, write_resolved
 from amazon_sft.errors import UserError
+from amazon_sft.resume_config import changes_on_resume
 
 
 @pytest.mark.parametrize("name", builtin_config_names())
@@ -69,3 +70,14 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_run_config(str(tmp_path / "config.yaml"))
     assert again == cfg
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["data"]["max_seq_len"] == 300
+
+
+def test_resume_takes_a_key_added_since_the_checkpoint_at_its_default_and_refuses_it_changed():
+    new = to_dict(RunConfig())
+    saved = to_dict(RunConfig())
+    del saved["data"]["series_distractors"]  # a checkpoint written before the key existed
+    del saved["data"]["question_mix"]
+    assert changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d") == []
+    new["data"]["series_distractors"] = 3
+    with pytest.raises(ValueError, match=r"data\.series_distractors"):
+        changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")

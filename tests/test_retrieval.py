@@ -89,7 +89,8 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
     import numpy as np
 
     from amazon_sft.answering.bm25 import FastBM25
-    from amazon_sft.answering.index import _tokenize
+    from amazon_sft.answering.corpus_tokens import tokenize_flat
+    from amazon_sft.answering.index import TOKEN_PATTERN, _stopwords, _tokenize
     from amazon_sft.data.synthetic import _product
 
     rng = random.Random(5)
@@ -104,6 +105,12 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
         np.testing.assert_allclose(stock.scores[key], fast.scores[key], rtol=1e-6)
         assert np.array_equal(fast.scores[key], one_chunk.scores[key])  # chunks: bit for bit
     assert stock.vocab_dict == fast.vocab_dict
+    flat = FastBM25()  # the build's path: flat token ids from corpus_tokens, bm25s's ids
+    flat.CHUNK_DOCS = 900
+    flat.index_flat(*tokenize_flat(texts, TOKEN_PATTERN, _stopwords()))
+    assert flat.vocab_dict == stock.vocab_dict
+    for key in ("data", "indices", "indptr"):
+        assert np.array_equal(fast.scores[key], flat.scores[key])
     ids = stock.get_tokens_ids(["bear", "soft", "oslo", "cotton"])
     np.testing.assert_allclose(
         stock.get_scores_from_ids(ids), fast.get_scores_from_ids(ids), rtol=1e-6

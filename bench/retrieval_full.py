@@ -62,19 +62,137 @@ def make_catalogue(path: Path, lines: int, seed: int) -> int:
     return kept
 
 
+def _sample(work: Path, n: int, seed: int) -> list[str]:
+    """``n`` titles drawn at random from the catalogue (the same for every code version)."""
+    import orjson
+
+    path = work / "queries.json"
+    if not path.is_file():
+        with open(work / "catalogue.jsonl", "rb") as fh:
+            titles = [orjson.loads(line)["title"] for line in fh]
+        path.write_text(json.dumps(random.Random(seed).sample(titles, n)))
+    return json.loads(path.read_text())
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure_build(folder: Path) -> dict:
+    from amazon_sft.answering.index import build_index
+
+    t0 = time.perf_counter()
+    stats = build_index(folder)
+    return {"build_s": round(time.perf_counter() - t0, 1), "build_peak_mb": round(_peak_mb()),
+            "products": stats["products"]}  # fmt: skip
+
+
+def measure_queries(folder: Path, titles: list[str], agree: int) -> dict:
+    """``ask --sources-only`` latency, ``top_many`` throughput (prepare's call: k=11, train
+    only) and, on ``agree`` questions, agreement with the exact dense scorer."""
+    import numpy as np
+
+    from amazon_sft.answering.ask import sources_only
+    from amazon_sft.answering.index import CatalogueIndex
+
+    t0 = time.perf_counter()
+    index = CatalogueIndex(folder)
+    out = {"load_s": round(time.perf_counter() - t0, 2)}
+    questions = [f"Tell me about {t}" for t in titles] + FREE_FORM
+    sources_only(questions[0], index, 3)  # the scorer's tables are read on the first query
+    lat, hits = [], 0
+    for q, title in zip(questions, titles + [None] * len(FREE_FORM)):
+        t0 = time.perf_counter()
+        found = sources_only(q, index, 3)
+        lat.append(1000 * (time.perf_counter() - t0))
+        hits += bool(found) and found[0]["title"] == title
+    lat.sort()
+    out |= {"queries": len(lat), "p50_ms": round(statistics.median(lat), 1),
+            "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 1),
+            "top1_exact_title": hits}  # fmt: skip
+    t0 = time.perf_counter()
+    many = []
+    for start in range(0, len(questions), 64):
+        many += index.top_many(questions[start : start + 64], 11, train_only=True)
+    out["top_many_per_s"] = round(len(questions) / (time.perf_counter() - t0), 1)
+    same_top1, overlap = 0, []
+    for q, got in zip(questions[:agree], many[:agree]):
+        dense = np.where(index.train, index.scores(index.words(q)), 0.0)
+        order = np.lexsort((np.arange(len(dense)), -dense))[:11]
+        want = [int(i) for i in order if dense[i] > 0]
+        same_top1 += bool(want) and bool(got) and got[0][0] == want[0]
+        overlap.append(len({i for i, _ in got} & set(want)) / max(1, len(want)))
+    if agree:
+        out["agree_top1"] = f"{same_top1}/{min(agree, len(questions))}"
+        out["agree_k11_overlap"] = round(statistics.fmean(overlap), 3)
+    out["peak_mb"] = round(_peak_mb())
+    return out
+
+
+def _child(args, code: Path, folder: Path, what: str) -> dict:
+    cmd = [sys.executable, __file__, "--work", str(args.work), "--measure", what]
+    cmd += ["--folder", str(folder), "--queries", str(args.queries), "--agree", str(args.agree)]
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=code)
+    if proc.returncode != 0:
+        sys.exit(f"{what} with {code} failed (exit {proc.returncode})")
+    line = next(x for x in proc.stdout.splitlines() if x.startswith("RESULT "))
+    result = json.loads(line[len("RESULT ") :])
+    result["load_avg_1m"] = round(os.getloadavg()[0], 2)
+    print(f"{code.name} {what}: {json.dumps(result)}", flush=True)
+    return result
+
+
+def _run_code(args, code: Path, name: str) -> dict:
+    folder = Path(args.work) / name
+    folder.mkdir(exist_ok=True)
+    link = folder / "catalogue.jsonl"
+    if not link.exists():
+        link.symlink_to(Path(args.work).resolve() / "catalogue.jsonl")
+    return _child(args, code, folder, "build") | _child(args, code, folder, "queries")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--work", required=True, help="folder of catalogue.jsonl and the index")
     ap.add_argument("--lines", type=int, default=2_248_619, help="shaped rows to generate")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--only-catalogue", action="store_true")
+    ap.add_argument("--before", help="another checkout of the package, measured too")
+    ap.add_argument("--queries", type=int, default=200, help="sampled title questions")
+    ap.add_argument("--agree", type=int, default=100, help="questions checked against dense")
+    ap.add_argument("--measure", choices=("build", "queries"), help=argparse.SUPPRESS)
+    ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()
     work = Path(args.work)
+    if args.measure:
+        titles = _sample(work, args.queries, args.seed)
+        folder = Path(args.folder)
+        got = measure_build(folder) if args.measure == "build" else None
+        got = got or measure_queries(folder, titles, args.agree)
+        print("RESULT " + json.dumps(got), flush=True)
+        return
     work.mkdir(parents=True, exist_ok=True)
     if not (work / "catalogue.jsonl").is_file():
         t0 = time.perf_counter()
         kept = make_catalogue(work / "catalogue.jsonl", args.lines, args.seed)
         print(f"catalogue: {kept} products in {time.perf_counter() - t0:.0f} s", flush=True)
+    if args.only_catalogue:
+        return
+    _sample(work, args.queries, args.seed)
+    after = _run_code(args, HERE.parent, "after")
+    if not args.before:
+        return
+    before = _run_code(args, Path(args.before).resolve(), "before")
+    print("\n| measure | before | after | before / after |\n|---|---|---|---|")
+    for key in ("build_s", "build_peak_mb", "p50_ms", "p99_ms", "top_many_per_s", "peak_mb"):
+        b, a = before[key], after[key]
+        ratio = (a / b if key == "top_many_per_s" else b / a) if a and b else float("nan")
+        print(
+            f"| {key} | {b} | {a} | {ratio:.2f}x{' (after / before)' * (key == 'top_many_per_s')} |"
+        )
+    for key in ("top1_exact_title", "agree_top1", "agree_k11_overlap", "load_avg_1m"):
+        print(f"| {key} | {before.get(key)} | {after.get(key)} | |")
 
 
 if __name__ == "__main__":

@@ -138,3 +138,18 @@ def test_batched_queries_give_the_one_at_a_time_rows_and_scores(prepared, index)
             assert all(dense[i] == s for i, s in got)
     ties = sum(len(t) > 1 and t[0][1] == t[1][1] for t in index.top_many(questions, 5))
     assert ties > 0  # the generated catalogue has tied products: their order is tested too
+
+
+def test_flat_tokens_are_bm25s_tokens_across_chunks_and_with_the_break_word(monkeypatch):
+    """corpus_tokens splits a chunk in one call with a break word between texts: a text that
+    has that word, empty texts, stop-word-only texts and chunk edges give bm25s's ids."""
+    from amazon_sft.answering import corpus_tokens
+    from amazon_sft.answering.index import TOKEN_PATTERN, _stopwords, _tokenize
+
+    monkeypatch.setattr(corpus_tokens, "CHUNK_TEXTS", 3)
+    texts = ["Red Kettle", "", "the of", "qxdocbreakxq kettle", "ÉCOLE Straße ΟΔΟΣ", "red", "x"]
+    ids, lens, vocab = corpus_tokens.tokenize_flat(texts, TOKEN_PATTERN, _stopwords())
+    want = _tokenize(texts)
+    assert vocab == want.vocab
+    assert lens.tolist() == [len(one) for one in want.ids]
+    assert ids.tolist() == [i for one in want.ids for i in one]

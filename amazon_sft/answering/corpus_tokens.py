@@ -77,10 +77,8 @@ def tokenize_flat(
             local[breaks] = -1
         ids = local[codes]
         keep = ids >= 0
-        if lens is None:  # each token's text: the breaks before it
-            docs = np.cumsum(codes == breaks)
-        else:
-            docs = np.repeat(np.arange(len(lens)), lens)
+        # each token's text: the breaks before it, or the texts' counts
+        docs = np.cumsum(codes == breaks) if lens is None else np.repeat(np.arange(len(lens)), lens)
         len_parts.append(np.bincount(docs[keep], minlength=len(chunk)))
         id_parts.append(ids[keep].astype(np.int32))
     vocab = dict(zip(known.tolist(), range(len(known))))

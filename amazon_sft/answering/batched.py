@@ -82,7 +82,7 @@ class BatchScorer:
         ):
             tids = np.load(folder / name / "common_tids.npy")
             common = dict(zip(tids.tolist(), range(len(tids))))
-            rows = np.load(folder / name / "common_rows.npy", mmap_mode="r")
+            rows = np.load(folder / name / "common_rows.npy")  # small: a memmap row costs ~1 ms
             s = r.scores
             self.fields.append(
                 (r.vocab_dict, s["indptr"], s["indices"], s["data"], weight, common, rows)

@@ -160,7 +160,8 @@ def _run_code(args, code: Path, name: str) -> dict:
     link = folder / "catalogue.jsonl"
     if not link.exists():
         link.symlink_to(Path(args.work).resolve() / "catalogue.jsonl")
-    return _child(args, code, folder, "build") | _child(args, code, folder, "queries")
+    built = {} if args.no_build else _child(args, code, folder, "build")
+    return built | _child(args, code, folder, "queries")
 
 
 def main() -> None:
@@ -172,6 +173,7 @@ def main() -> None:
     ap.add_argument("--before", help="another checkout of the package, measured too")
     ap.add_argument("--queries", type=int, default=200, help="sampled title questions")
     ap.add_argument("--agree", type=int, default=100, help="questions checked against dense")
+    ap.add_argument("--no-build", action="store_true", help="query the indexes already built")
     ap.add_argument("--measure", choices=("build", "queries"), help=argparse.SUPPRESS)
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     args = ap.parse_args()

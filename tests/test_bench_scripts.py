@@ -144,6 +144,10 @@ def test_retrieval_full_benchmark_measures_and_compares_two_checkouts(tmp_path):
         assert f"| {key} | " in out
     assert "| agree_top1 | 4/4 | 4/4 | |" in out  # no common word at this size: exact
     assert (tmp_path / "after" / "index" / "title" / "common_rows.npy").is_file()
+    again = _run(
+        "bench/retrieval_full.py", "--work", str(tmp_path), "--queries", "12", "--no-build"
+    )
+    assert " queries: {" in again and " build: {" not in again
 
 
 def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):

@@ -139,6 +139,24 @@ def test_full_catalogue_benchmark_runs_every_stage_at_small_size(tmp_path):
     assert all(r["peak_rss_mb"] > 0 for r in results.values())
 
 
+def test_retrieval_full_benchmark_measures_and_compares_two_checkouts(tmp_path):
+    """bench/retrieval_full.py at ~3,000 shaped lines, this checkout against itself as
+    ``--before``: every measure is taken twice and the ratio table printed."""
+    out = _run(
+        "bench/retrieval_full.py",
+        *("--work", str(tmp_path), "--lines", "3000", "--queries", "12", "--agree", "4"),
+        *("--before", str(REPO)),
+    )
+    for key in ("build_s", "p50_ms", "p99_ms", "top_many_per_s", "agree_top1", "load_avg_1m"):
+        assert f"| {key} | " in out
+    assert "| agree_top1 | 4/4 | 4/4 | |" in out  # no common word at this size: exact
+    assert (tmp_path / "after" / "index" / "title" / "common_rows.npy").is_file()
+    again = _run(
+        "bench/retrieval_full.py", "--work", str(tmp_path), "--queries", "12", "--no-build"
+    )
+    assert " queries: {" in again and " build: {" not in again
+
+
 def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):
     import json
     import random

@@ -89,7 +89,8 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
     import numpy as np
 
     from amazon_sft.answering.bm25 import FastBM25
-    from amazon_sft.answering.index import _tokenize
+    from amazon_sft.answering.corpus_tokens import tokenize_flat
+    from amazon_sft.answering.index import TOKEN_PATTERN, _stopwords, _tokenize
     from amazon_sft.data.synthetic import _product
 
     rng = random.Random(5)
@@ -104,6 +105,12 @@ def test_the_vectorised_build_gives_bm25s_own_matrix():
         np.testing.assert_allclose(stock.scores[key], fast.scores[key], rtol=1e-6)
         assert np.array_equal(fast.scores[key], one_chunk.scores[key])  # chunks: bit for bit
     assert stock.vocab_dict == fast.vocab_dict
+    flat = FastBM25()  # the build's path: flat token ids from corpus_tokens, bm25s's ids
+    flat.CHUNK_DOCS = 900
+    flat.index_flat(*tokenize_flat(texts, TOKEN_PATTERN, _stopwords()))
+    assert flat.vocab_dict == stock.vocab_dict
+    for key in ("data", "indices", "indptr"):
+        assert np.array_equal(fast.scores[key], flat.scores[key])
     ids = stock.get_tokens_ids(["bear", "soft", "oslo", "cotton"])
     np.testing.assert_allclose(
         stock.get_scores_from_ids(ids), fast.get_scores_from_ids(ids), rtol=1e-6
@@ -131,3 +138,18 @@ def test_batched_queries_give_the_one_at_a_time_rows_and_scores(prepared, index)
             assert all(dense[i] == s for i, s in got)
     ties = sum(len(t) > 1 and t[0][1] == t[1][1] for t in index.top_many(questions, 5))
     assert ties > 0  # the generated catalogue has tied products: their order is tested too
+
+
+def test_flat_tokens_are_bm25s_tokens_across_chunks_and_with_the_break_word(monkeypatch):
+    """corpus_tokens splits a chunk in one call with a break word between texts: a text that
+    has that word, empty texts, stop-word-only texts and chunk edges give bm25s's ids."""
+    from amazon_sft.answering import corpus_tokens
+    from amazon_sft.answering.index import TOKEN_PATTERN, _stopwords, _tokenize
+
+    monkeypatch.setattr(corpus_tokens, "CHUNK_TEXTS", 3)
+    texts = ["Red Kettle", "", "the of", "qxdocbreakxq kettle", "ÉCOLE Straße ΟΔΟΣ", "red", "x"]
+    ids, lens, vocab = corpus_tokens.tokenize_flat(texts, TOKEN_PATTERN, _stopwords())
+    want = _tokenize(texts)
+    assert vocab == want.vocab
+    assert lens.tolist() == [len(one) for one in want.ids]
+    assert ids.tolist() == [i for one in want.ids for i in one]

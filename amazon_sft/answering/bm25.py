@@ -34,11 +34,30 @@ class FastBM25(BM25):
             return super().build_index_from_ids(
                 unique_token_ids, corpus_token_ids, show_progress, leave_progress
             )
+        lens = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=len(corpus_token_ids))
+        flat = np.fromiter(
+            itertools.chain.from_iterable(corpus_token_ids), dtype=np.int64, count=int(lens.sum())
+        )
+        return self._scores_from_flat(flat, lens, len(unique_token_ids))
+
+    def index_flat(self, ids: np.ndarray, lens: np.ndarray, vocab: dict[str, int]) -> None:
+        """``index`` of a corpus given as flat token ids and tokens per document
+        (corpus_tokens.tokenize_flat): the same matrix and vocabulary, with no list per
+        document ever made."""
         self.nonoccurrence_array = None
-        n_docs, n_vocab = len(corpus_token_ids), len(unique_token_ids)
-        lens = np.fromiter(map(len, corpus_token_ids), dtype=np.int64, count=n_docs)
+        self.scores = self._scores_from_flat(ids, lens, len(vocab))
+        vocab = dict(vocab)
+        if "" not in vocab:  # what bm25s's index() adds (its create_empty_token)
+            vocab[""] = max(vocab.values(), default=-1) + 1
+        self.vocab_dict = vocab
+        self.unique_token_ids_set = set(vocab.values())
+
+    def _scores_from_flat(self, flat: np.ndarray, lens: np.ndarray, n_vocab: int) -> dict:
+        self.nonoccurrence_array = None
+        n_docs = len(lens)
+        ends = np.cumsum(lens)
         triples = [
-            _pairs(corpus_token_ids, lens, start, min(start + self.CHUNK_DOCS, n_docs))
+            _pairs(flat, ends, start, min(start + self.CHUNK_DOCS, n_docs))
             for start in range(0, n_docs, self.CHUNK_DOCS)
         ]
         df = np.zeros(n_vocab, dtype=np.int64)
@@ -50,7 +69,7 @@ class FastBM25(BM25):
             compute_idf_fn=_select_idf_scorer(self.idf_method),
             dtype=self.dtype,
         )
-        tf_scorer, l_avg = _select_tfc_scorer(self.method), float(lens.mean())
+        tf_scorer, l_avg = _select_tfc_scorer(self.method), float(lens.mean()) if n_docs else 0.0
         indptr = np.concatenate([[0], np.cumsum(df)])
         data = np.empty(int(indptr[-1]), dtype=self.dtype)
         indices = np.empty(int(indptr[-1]), dtype=self.int_dtype)
@@ -74,16 +93,14 @@ class FastBM25(BM25):
         return {"data": data, "indices": indices, "indptr": indptr, "num_docs": n_docs}
 
 
-def _pairs(corpus_token_ids, lens: np.ndarray, start: int, end: int):
+def _pairs(flat: np.ndarray, ends: np.ndarray, start: int, end: int):
     """(token, document, count) of each distinct pair of documents [start, end), sorted by
     token then document, as int32: one sort of the chunk's pair keys."""
-    n_docs = len(lens)
-    flat = np.fromiter(
-        itertools.chain.from_iterable(corpus_token_ids[start:end]),
-        dtype=np.int64,
-        count=int(lens[start:end].sum()),
-    )
-    docs = np.repeat(np.arange(start, end, dtype=np.int64), lens[start:end])
-    pairs, tf = np.unique(flat * n_docs + docs, return_counts=True)
-    token, doc = np.divmod(pairs, n_docs)
-    return token.astype(np.int32), doc.astype(np.int32), tf.astype(np.int32)
+    lo = int(ends[start - 1]) if start else 0
+    tokens = flat[lo : int(ends[end - 1])].astype(np.int64)
+    lens = np.diff(ends[start:end], prepend=lo)
+    span = end - start
+    docs = np.repeat(np.arange(span, dtype=np.int64), lens)
+    pairs, tf = np.unique(tokens * span + docs, return_counts=True)
+    token, doc = np.divmod(pairs, span)
+    return token.astype(np.int32), (doc + start).astype(np.int32), tf.astype(np.int32)

@@ -34,7 +34,7 @@ REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft i
 
 INDEX_DIR = "index"
 STATS = "stats.json"
-FORMAT = 3  # 1: titles only; 2: + descriptions; 3: + title lengths
+FORMAT = 4  # 1: titles only; 2: + descriptions; 3: + title lengths; 4: + common words' best
 DESCRIPTION_CHARS = 500
 """Characters of each description indexed: its opening says what the product is; the rest is
 detail that costs build time and memory (1.3M descriptions) for little recall."""
@@ -68,6 +68,9 @@ class Source:
     score: float
 
 
+TOKEN_PATTERN = r"(?u)\b\w+\b"
+
+
 def _stopwords() -> list[str]:
     import bm25s
 
@@ -81,7 +84,7 @@ def _tokenize(texts: list[str], return_ids: bool = True):
     return bm25s.tokenize(
         texts,
         stopwords=_stopwords(),
-        token_pattern=r"(?u)\b\w+\b",
+        token_pattern=TOKEN_PATTERN,
         show_progress=False,
         return_ids=return_ids,
     )
@@ -108,7 +111,9 @@ def _read_catalogue(catalogue: Path):
 
 def build_index(prepared_dir: str | Path) -> dict:
     """Index every title and description of ``catalogue.jsonl``; returns build statistics."""
+    from amazon_sft.answering.batched import save_common
     from amazon_sft.answering.bm25 import FastBM25
+    from amazon_sft.answering.corpus_tokens import tokenize_flat
 
     root = Path(prepared_dir)
     catalogue = root / "catalogue.jsonl"
@@ -120,25 +125,29 @@ def build_index(prepared_dir: str | Path) -> dict:
     titles, descriptions, offsets, train = _read_catalogue(catalogue)
     if not titles:
         raise UserError(f"{catalogue} is empty: nothing to index")
+    products = len(titles)
     out = root / INDEX_DIR
     staging = staging_name(out)
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         for name, texts in (("title", titles), ("description", descriptions)):
-            retriever = FastBM25()  # bm25s, its index build vectorised (bm25.py)
-            tokens = _tokenize(texts)
+            # bm25s's tokenizer and matrix, built from flat arrays (corpus_tokens.py, bm25.py)
+            ids, lens, vocab = tokenize_flat(texts, TOKEN_PATTERN, _stopwords())
+            texts.clear()  # the strings are no longer needed: their memory goes back now
             if name == "title":
-                words = [len(ids) for ids in tokens.ids]
-                np.save(staging / "title_words.npy", np.asarray(words, dtype=np.uint16).clip(1))
-            retriever.index(tokens, show_progress=False)
+                np.save(staging / "title_words.npy", lens.astype(np.uint16).clip(1))
+            retriever = FastBM25()
+            retriever.index_flat(ids, lens, vocab)
+            del ids, lens, vocab
             retriever.save(str(staging / name), show_progress=False)
+            save_common(staging / name, retriever.scores)
             del retriever
         np.save(staging / "offsets.npy", np.asarray(offsets, dtype=np.int64))
         np.save(staging / "train.npy", np.asarray(train, dtype=bool))
         stats = {
             "format": FORMAT,
-            "products": len(titles),
+            "products": products,
             "seconds": round(time.perf_counter() - start, 2),
         }
         files = {
@@ -294,14 +303,16 @@ class CatalogueIndex:
     def top(self, question: str, k: int, train_only: bool = False) -> list[tuple[int, float]]:
         """(row, score) of the ``k`` best products with a positive score, best first (ties: the
         lower row first, so a longer list starts with a shorter one); ``train_only`` keeps products of the training split (prepare's hard negatives)."""
-        from amazon_sft.answering.batched import rank_rows
-
-        scores = self.scores(self.words(question))
-        if train_only:
-            scores = np.where(self.train, scores, 0.0)
         if k <= 0:
             return []
-        return rank_rows(np.arange(len(scores)), scores, k)
+        return self._batch_scorer().top(self.words(question), k, train_only)
+
+    def _batch_scorer(self):
+        from amazon_sft.answering.batched import BatchScorer
+
+        if self._scorer is None:
+            self._scorer = BatchScorer(self)
+        return self._scorer
 
     def top_many(
         self, questions: list[str], k: int, train_only: bool = False
@@ -309,13 +320,10 @@ class CatalogueIndex:
         """``top`` of each question (the same rows and scores, bit for bit), tokenized together
         and each scored over its words' postings only, not over the whole catalogue
         (answering/batched.py): what prepare's grounded examples use."""
-        from amazon_sft.answering.batched import BatchScorer
-
         if k <= 0:
             return [[] for _ in questions]
-        if self._scorer is None:
-            self._scorer = BatchScorer(self)
-        return [self._scorer.top(w, k, train_only) for w in self.words_many(questions)]
+        scorer = self._batch_scorer()
+        return [scorer.top(w, k, train_only) for w in self.words_many(questions)]
 
     def search(self, question: str, k: int = 3) -> list[Source]:
         """The ``k`` products that best match the question, best first."""

@@ -6,9 +6,10 @@ typo, in Portuguese, or by what the product is ("the board book by Judith Kerr a
 her kittens"). Two BM25 indexes answer these: one over titles, one over the opening of each
 description. Their scores are added with the description weighted by ``DESCRIPTION_WEIGHT``;
 both are BM25 sums of idf-weighted word matches, so they share a unit, and a question that
-matches many description words outweighs one stray title word. A query word that neither index
-knows is repaired to the nearest indexed word within one or two edits (rapidfuzz; a swap of two letters is one edit), which is what
-rescues typos.
+matches many description words outweighs one stray title word. Question words are put
+into the catalogue's words first (answering/query_words.py: question phrases dropped, Portuguese
+put in English) and a word neither index knows is repaired to a near indexed word that agrees
+with the question's other words (answering/repair.py), which is what rescues typos.
 
 Records are not held in memory: the index keeps the byte offset of each record in
 ``catalogue.jsonl`` and reads the few it returns.
@@ -216,7 +217,6 @@ class CatalogueIndex:
         self.catalogue = root / "catalogue.jsonl"
         self._fd: int | None = None
         self._size = 0
-        self._by_length: dict[int, list[str]] | None = None
         self._scorer = None
 
     def __len__(self) -> int:
@@ -247,29 +247,6 @@ class CatalogueIndex:
         from amazon_sft.answering.repair import words_many
 
         return words_many(self, questions)
-
-    def _repair(self, word: str) -> str:
-        if len(word) < 4 or word.isdigit():
-            return word
-        if word in self.titles.vocab_dict or word in self.descriptions.vocab_dict:
-            return word
-        from rapidfuzz import process
-        from rapidfuzz.distance import OSA
-
-        if self._by_length is None:  # built on the first unknown word: most queries have none
-            self._by_length = {}
-            for vocab in (self.titles.vocab_dict, self.descriptions.vocab_dict):
-                for known in vocab:
-                    self._by_length.setdefault(len(known), []).append(known)
-        edits = 1 if len(word) < 8 else 2
-        best = None
-        for n in range(len(word) - edits, len(word) + edits + 1):
-            hit = process.extractOne(
-                word, self._by_length.get(n, ()), scorer=OSA.distance, score_cutoff=edits
-            )
-            if hit is not None and (best is None or hit[1] < best[1]):
-                best = hit
-        return best[0] if best is not None else word
 
     def scores(self, words: list[str]) -> np.ndarray:
         """Fused score of every product: (title + weighted description BM25), times the share

@@ -116,6 +116,13 @@ def main() -> None:
     ap.add_argument("--config", default="tiny")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", help="working folder (default: a temporary one)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        help="a config override for both (repeatable), e.g. data.shard_rows=64 when the two "
+        "checkouts' shipped configs differ",
+    )
     args = ap.parse_args()
     work = Path(args.work or tempfile.mkdtemp(prefix="prepare_stages_"))
     work.mkdir(parents=True, exist_ok=True)
@@ -125,7 +132,7 @@ def main() -> None:
         from shaped_catalogue import write_shaped_catalogue
 
         write_shaped_catalogue(input_path, args.lines, seed=args.seed)
-    overrides = [f"data.grounded_fraction={args.grounded_fraction}"]
+    overrides = [f"data.grounded_fraction={args.grounded_fraction}", *args.set]
     checkouts = {"current": REPO}
     if args.base:
         checkouts["base"] = Path(args.base).resolve()

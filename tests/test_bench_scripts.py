@@ -157,7 +157,16 @@ def test_prepare_stages_benchmark_compares_two_checkouts(tmp_path):
     stage's wall and CPU seconds and ratios, and the outputs are checked byte for byte."""
     out = _run(
         "bench/prepare_stages.py",
-        *("--lines", "1500", "--base", str(REPO), "--work", str(tmp_path)),
+        *(
+            "--lines",
+            "1500",
+            "--base",
+            str(REPO),
+            "--work",
+            str(tmp_path),
+            "--set",
+            "data.shard_rows=32",
+        ),
     )
     assert "| read_clean |" in out and "| split_tokenize |" in out and "CPU ratio" in out
     assert "prepared folders byte-identical (report excepted): yes" in out

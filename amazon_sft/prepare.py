@@ -356,9 +356,8 @@ def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer:
 def _collect(future, spill: Spill, hist: dict) -> float:
     enc, seconds = future.result()
     spill.add(enc)
-    for p, a in zip(enc.prompt_lens, enc.answer_lens):
-        hist["prompt_tokens"].add(p)
-        hist["answer_tokens"].add(a)
+    hist["prompt_tokens"].add_many(enc.prompt_lens)
+    hist["answer_tokens"].add_many(enc.answer_lens)
     return seconds
 
 

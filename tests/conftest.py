@@ -44,12 +44,17 @@ def catalogue(tmp_path_factory) -> Path:
     return path
 
 
+PREPARED_OVERRIDES = ["data.shard_rows=64"]
+"""The ``prepared`` folder's config on top of tiny (tests that prepare it again use them too)."""
+
+
 @pytest.fixture(scope="session")
 def prepared(catalogue, tiny_cfg, tmp_path_factory) -> Path:
     from amazon_sft.prepare import prepare
 
     out = tmp_path_factory.mktemp("prepared") / "data"
-    prepare(catalogue, out, tiny_cfg, progress=False)
+    # small shards: this folder's ~430 rows span several, so shard boundaries are exercised
+    prepare(catalogue, out, load_run_config("tiny", PREPARED_OVERRIDES), progress=False)
     return out
 
 

@@ -203,3 +203,43 @@ def test_query_cost_benchmark_prints_the_ratio_to_a_base():
     for kind in ("exact", "typo", "portuguese"):
         assert f"| {kind} | " in out
     assert out.count("x |") == 6
+
+
+def test_prepare_stages_benchmark_compares_two_checkouts(tmp_path):
+    """Both checkouts (here the same one) prepare the same generated file; the table has each
+    stage's wall and CPU seconds and ratios, and the outputs are checked byte for byte."""
+    out = _run(
+        "bench/prepare_stages.py",
+        *(
+            "--lines",
+            "1500",
+            "--base",
+            str(REPO),
+            "--work",
+            str(tmp_path),
+            "--set",
+            "data.shard_rows=32",
+        ),
+    )
+    assert "| read_clean |" in out and "| split_tokenize |" in out and "CPU ratio" in out
+    assert "prepared folders byte-identical (report excepted): yes" in out
+    runs = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert [r["checkout"] for r in runs] == ["current", "base"]
+    assert all(r["cpu_s"]["split_tokenize"] > 0 for r in runs)
+
+
+def test_prepare_stages_benchmark_names_differing_files(tmp_path):
+    sys.path.insert(0, str(REPO / "bench"))
+    from prepare_stages import differing_files
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d in (a, b):
+        d.mkdir()
+        (d / "report.json").write_text(str(d))  # timings: ignored
+        (d / "manifest.json").write_text(json.dumps({"rows": 1, "integrity": str(d)}))
+    (a / "catalogue.jsonl").write_text("x")
+    assert differing_files(a, b) == ["catalogue.jsonl (only in one)"]
+    (b / "catalogue.jsonl").write_text("y")
+    assert differing_files(a, b) == ["catalogue.jsonl"]
+    (b / "catalogue.jsonl").write_text("x")
+    assert differing_files(a, b) == []

@@ -51,3 +51,18 @@ def test_rows_never_cross_documents_and_never_drop_tokens(docs):
         assert mask[s : s + n].tolist() == [0] * max(min(n_prompt, n), 1) + [1] * (
             n - max(min(n_prompt, n), 1)
         )
+
+
+def test_tiny_config_shards_stay_under_the_memory_map_limit_at_full_size():
+    """Training maps every shard file (4 a shard); Linux refuses maps past vm.max_map_count
+    (65,530 by default). The whole catalogue (docs/dataset.md: 1.36M products with a description)
+    with 30% grounded examples is at most 1.77M documents, so at most that many rows: with
+    the tiny config's shard_rows they must stay well under the limit (64 rows made ~110k maps)."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.shards import ARRAYS
+
+    described, grounded_fraction, default_map_limit = 1_360_000, 0.3, 65_530
+    rows = int(described * (1 + grounded_fraction))
+    shard_rows = load_run_config("tiny").data.shard_rows
+    maps = -(-rows // shard_rows) * len(ARRAYS)
+    assert maps < default_map_limit // 2, (shard_rows, maps)

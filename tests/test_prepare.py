@@ -16,6 +16,7 @@ from amazon_sft.errors import UserError
 from amazon_sft.prepare import prepare
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import tokenizer_fingerprint
+from tests.conftest import PREPARED_OVERRIDES
 
 pytestmark = pytest.mark.e2e
 
@@ -127,7 +128,8 @@ def test_phrasings_per_doc_teaches_the_canonical_question_and_others(catalogue, 
 
 
 def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):
-    again = prepare(catalogue, tmp_path / "again", tiny_cfg, progress=False)
+    cfg = load_run_config("tiny", PREPARED_OVERRIDES)
+    again = prepare(catalogue, tmp_path / "again", cfg, progress=False)
     assert [s.sha256 for s in again.shards] == [s.sha256 for s in read_manifest(prepared).shards]
 
 

@@ -6,6 +6,7 @@ import orjson
 import pytest
 
 from amazon_sft.config import DataConfig, ModelConfig, load_run_config
+from amazon_sft.data import encode
 from amazon_sft.data.encode import DocumentEncoder
 from amazon_sft.data.shards import read_manifest
 from amazon_sft.data.synthetic import generate_rows
@@ -109,3 +110,28 @@ def test_locations_resolve_or_explain(tmp_path):
         resolve_location("pkg:no_such_pkg")
     with pytest.raises(UserError, match="could not load tokenizer"):
         load_tokenizer(ModelConfig(path=str(tmp_path / "empty")))
+
+
+def test_cut_is_sized_from_the_sample_and_a_sparser_text_is_still_exact(tiny_tok):
+    """The cut follows the tokenizer's characters per token on the sample (tighter than the
+    fixed bound for the tiny tokenizer); a later text with far more characters per token than
+    the sample's is re-encoded whole, so its first ids are still the plain encoding's."""
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    dense = " ".join(str(i % 97) for i in range(400))  # digits: few characters a token
+    sample = [("u1", "Numbers", dense)]
+    enc = DocumentEncoder(
+        tiny_tok, fmt, max_seq_len=256, max_answer_tokens=64, backend="hf", sample=sample
+    )
+    fixed = (64 + encode.CUT_MARGIN_TOKENS) * encode.CHARS_PER_TOKEN_CUT
+    assert enc.cut_chars < fixed
+    sparse = "the " * 3000  # a very common word: many characters per token
+    out = enc.encode([("u2", "Sparse", sparse), ("u3", "Dense", dense * 5)])
+    full = tiny_tok(sparse, add_special_tokens=False).input_ids[:64]
+    first = out.tokens[: out.doc_lens[0]].tolist()
+    assert first[out.prompt_lens[0] : -1] == full
+    second = out.tokens[out.doc_lens[0] : out.doc_lens[0] + out.doc_lens[1]].tolist()
+    assert (
+        second[out.prompt_lens[1] : -1]
+        == tiny_tok(dense * 5, add_special_tokens=False).input_ids[:64]
+    )
+    assert enc.precut >= 1  # the dense one was cut and trusted

@@ -10,7 +10,9 @@ Only the tokenizer's exact ids are ever used; the speed comes from not encoding 
   answer tokens after the prompt's last token). A description far longer than the token budget is
   cut at a space well past the budget before encoding: tokenizers do not merge across whitespace,
   so the first ``budget`` ids are unchanged, and the cut is only trusted when it still yields more
-  than ``budget + margin`` ids (otherwise the whole text is encoded).
+  than ``budget + margin`` ids (otherwise the whole text is encoded). "Far longer" is measured
+  on the run's own tokenizer: the most characters per token among the sample documents, with
+  head room, so a tokenizer of ~1.8 characters a token cuts at ~600 characters, not 1,400.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from amazon_sft.tokenizer import Encoder, answer_encoder, hf_encoder, special_to
 
 CHARS_PER_TOKEN_CUT = 8  # real descriptions average ~4.5 characters per token
 CUT_MARGIN_TOKENS = 16
+CUT_HEADROOM = 1.25  # above the sample's densest text: the re-encode stays rare
+CUT_MIN_SAMPLE_TOKENS = 32  # shorter sample texts say little about a long text's density
 
 
 @dataclass
@@ -107,6 +111,7 @@ class DocumentEncoder:
         self.encode_answers, self.backend = answer_encoder(tok, backend, [c for _, _, c in sample])
         sp = self.encode_answers if self.backend == "sentencepiece" else None
         self.encode_prompts = PromptEncoder(tok, fmt, self._prompts(sample), sp)
+        self.cut_chars = self._cut_chars([c for _, _, c in sample])
         self.dropped: Counter = Counter()
         self.truncated = 0
         self.precut = 0
@@ -120,8 +125,21 @@ class DocumentEncoder:
             for p in self.fmt.phrasings_for(uid, k)
         ]
 
+    def _cut_chars(self, contents: list[str]) -> int:
+        """Characters kept of a long description before encoding: the token budget times the
+        sample's highest characters per token (with head room), never above the fixed bound.
+        Only speed depends on it: a cut that leaves too few ids is re-encoded whole."""
+        keep = self.max_answer_tokens + CUT_MARGIN_TOKENS
+        ratios = [
+            len(text) / len(ids)
+            for text, ids in zip(contents, self.encode_answers(contents))
+            if len(ids) >= CUT_MIN_SAMPLE_TOKENS
+        ]
+        per_token = min(max(ratios) * CUT_HEADROOM, CHARS_PER_TOKEN_CUT) if ratios else None
+        return int(keep * (per_token or CHARS_PER_TOKEN_CUT))
+
     def _answers(self, contents: list[str]) -> list[list[int]]:
-        limit = (self.max_answer_tokens + CUT_MARGIN_TOKENS) * CHARS_PER_TOKEN_CUT
+        limit = self.cut_chars
         cut = {}
         texts = list(contents)
         for i, text in enumerate(contents):

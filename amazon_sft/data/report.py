@@ -28,6 +28,22 @@ class Histogram:
         self.max = max(self.max, value)
         self.min = value if self.min is None else min(self.min, value)
 
+    def add_many(self, values: list[int]) -> None:
+        """``add`` for each value, by C-level builtins (prepare adds two per document).
+
+        >>> a, b = Histogram(), Histogram(); [a.add(v) for v in (0, 5, 9)] and None
+        >>> b.add_many([0, 5]); b.add_many([]); b.add_many([9]); a.summary() == b.summary()
+        True
+        """
+        if not values:
+            return
+        self.counts.update(map(int.bit_length, values))
+        self.n += len(values)
+        self.total += sum(values)
+        self.max = max(self.max, max(values))
+        low = min(values)
+        self.min = low if self.min is None else min(self.min, low)
+
     def summary(self) -> dict:
         buckets = {}
         for bits in sorted(self.counts):

@@ -12,6 +12,7 @@ A shard is a folder of ``.npy`` arrays (numpy's own format, so any tool can read
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +53,24 @@ def quick_digest(path: Path) -> str:
             h.update(fh.read(QUICK_BLOCK_BYTES))
         fh.seek(max(0, size - QUICK_EDGE_BYTES))
         h.update(fh.read())
+    return h.hexdigest()
+
+
+def quick_digest_bytes(data: bytes | memoryview) -> str:
+    """``quick_digest`` of a file's bytes already in memory (the shard writer's, before they
+    are written): the same blocks, so the same digest, without reading the file back.
+
+    >>> f = Path(__import__("tempfile").mkdtemp()) / "x"; _ = f.write_bytes(bytes(range(256)) * 999)
+    >>> quick_digest_bytes(f.read_bytes()) == quick_digest(f)
+    True
+    """
+    size = len(data)
+    h = hashlib.sha256(str(size).encode())
+    h.update(data[:QUICK_EDGE_BYTES])
+    for i in range(QUICK_BLOCKS):
+        start = size * i // QUICK_BLOCKS
+        h.update(data[start : start + QUICK_BLOCK_BYTES])
+    h.update(data[max(0, size - QUICK_EDGE_BYTES) :])
     return h.hexdigest()
 
 
@@ -101,10 +120,15 @@ class ShardWriter:
         }
         sha, size, quick = {}, {}, {}
         for key, arr in arrays.items():
+            # saved to memory first: the digests come from these bytes, not a re-read of the file
+            buf = io.BytesIO()
+            np.save(buf, arr)
+            data = buf.getbuffer()
             file = folder / f"{key}.npy"
-            np.save(file, arr)
-            sha[file.name], size[file.name] = sha256_file(file), file.stat().st_size
-            quick[file.name] = quick_digest(file)
+            file.write_bytes(data)
+            sha[file.name], size[file.name] = hashlib.sha256(data).hexdigest(), len(data)
+            quick[file.name] = quick_digest_bytes(data)
+            del data  # the buffer cannot be freed while a view of it lives
         self.shards.append(ShardEntry(name, self._n, sha, size, quick))
         self._reset()
 

@@ -14,22 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import REPO, code_path, emitted_by
 
-
-def _code_path(argv: list[str]) -> str:
-    return argv[argv.index("--code") + 1] if "--code" in argv else str(REPO)
-
-
-sys.path.insert(0, _code_path(sys.argv))
+sys.path.insert(0, code_path(sys.argv))
 
 
 def write_catalogue(folder: Path, n: int) -> list[str]:
@@ -93,13 +87,7 @@ def measure(folder: Path, asked: dict[str, list[str]]) -> dict[str, float]:
 
 
 def _run(code: str, folder: Path, asked_file: Path) -> dict[str, float]:
-    cmd = [sys.executable, __file__, "--code", code, "--folder", str(folder)]
-    cmd += ["--asked", str(asked_file), "--emit"]
-    env = {**os.environ, "PYTHONPATH": code}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode:
-        raise SystemExit(f"{code} failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.splitlines()[-1])
+    return emitted_by(__file__, code, ["--folder", str(folder), "--asked", str(asked_file)])
 
 
 def main() -> None:

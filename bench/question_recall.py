@@ -17,24 +17,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import REPO, code_path, emitted_by
 
-
-def _code_path(argv: list[str]) -> str:
-    """The checkout whose amazon_sft is imported (``--code``), read before any import."""
-    return argv[argv.index("--code") + 1] if "--code" in argv else str(REPO)
-
-
-sys.path.insert(0, _code_path(sys.argv))
+sys.path.insert(0, code_path(sys.argv))
 
 
 def prepared_catalogue(source: str, out: Path) -> Path:
@@ -117,13 +110,9 @@ def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
 
 def _base_ranks(base: Path, questions: Path, catalogue: Path, k: int) -> list[dict]:
     """``ranks`` computed by the base checkout's code, in a process of its own."""
-    cmd = [sys.executable, __file__, str(questions), "--code", str(base), "--k", str(k)]
-    cmd += ["--catalogue", str(catalogue), "--emit"]
-    env = {**os.environ, "PYTHONPATH": str(base)}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
-    if proc.returncode:
-        raise SystemExit(f"the base checkout {base} failed: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout.splitlines()[-1])
+    return emitted_by(
+        __file__, base, [str(questions), "--k", str(k), "--catalogue", str(catalogue)]
+    )
 
 
 def main() -> None:

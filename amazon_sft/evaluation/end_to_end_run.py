@@ -70,7 +70,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
-            answerer, questions, products, removals, k, args.max_new_tokens
+            answerer, questions, products, removals, k, args.max_new_tokens, desc=name
         )
         result["groups"][name] = E.summarise(outcomes[name], groups, args.seed)
         del answerer

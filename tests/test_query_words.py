@@ -127,3 +127,23 @@ def test_a_portuguese_question_finds_the_english_title(tmp_path):
     )
     top = index.search("O Festim dos Corvos, o quarto livro de Gelo e Fogo", 1)
     assert top[0].title.startswith("A Feast for Crows")
+
+
+def test_every_question_template_leaves_only_the_title_words(tmp_path):
+    """The phrasings that training and eval ask (templates/questions.yaml, question_kinds)
+    must leave no scaffolding word: an unknown one is "repaired" into some catalogue word (a
+    wrong match, and at 1.3M products ~0.1 s of vocabulary search each; "descrição" went to
+    "descrition" by the suffix rules before it reached the stop words)."""
+    import yaml
+
+    from amazon_sft.data import question_kinds
+
+    index = _index(tmp_path, [("Ice Station Zebra", "A thriller at an arctic station."), *FILLER])
+    templates = yaml.safe_load(
+        (Path(query_words.__file__).parents[1] / "templates" / "questions.yaml").read_text()
+    )["questions"]
+    asked = [t.replace("{title}", "{t}") for group in templates.values() for t in group]
+    asked += [*question_kinds._PORTUGUESE, *question_kinds._FRAGMENT, *question_kinds._TYPO]
+    for template in asked:
+        question = template.replace("{t}", "Ice Station Zebra")
+        assert index.words(question) == ["ice", "station", "zebra"], question

@@ -71,3 +71,18 @@ def test_an_index_of_the_previous_format_is_rebuilt_with_the_pruning_tables(prun
     assert orjson.loads(stats.read_bytes())["format"] == FORMAT
     assert (folder / "title" / "common_rows.npy").is_file()
     assert again.top("Tell me about Widget model 005 zq005x", 1)[0][0] == 5
+
+
+def test_a_posting_looked_up_either_way_gives_the_same_scores():
+    """``_lookup`` searches the shorter of posting and candidates in the longer: both ways
+    must give every candidate its posting score, bit for bit (shards depend on it)."""
+    rng = np.random.default_rng(0)
+    for size_rows, size_wanted in ((3, 500), (500, 3), (50, 50), (0, 10), (10, 0)):
+        rows = np.sort(rng.choice(2_000, size_rows, replace=False))
+        data = rng.random(size_rows, dtype=np.float32) + np.float32(0.1)
+        wanted = np.sort(rng.choice(2_000, size_wanted, replace=False))
+        wanted = np.union1d(wanted, rows[::2])  # some hits, some misses
+        expected = np.zeros(len(wanted), np.float32)
+        at = {int(r): d for r, d in zip(rows, data)}
+        expected[:] = [at.get(int(w), 0.0) for w in wanted]
+        assert np.array_equal(batched._lookup(rows, data, wanted), expected)

@@ -161,16 +161,27 @@ class BatchScorer:
 
 def _lookup(rows: np.ndarray, data: np.ndarray, wanted: np.ndarray) -> np.ndarray:
     """The posting's score of each ``wanted`` product, 0 where it is not in the posting
-    (``rows`` sorted ascending).
+    (``rows`` and ``wanted`` sorted ascending, ``wanted`` without repeats). The shorter of the
+    two is searched in the longer: a question's candidates run to thousands, a rare word's
+    posting to a few products, a common word's to hundreds of thousands.
 
     >>> _lookup(np.array([1, 4, 7]), np.array([.5, .25, 2], np.float32), np.array([0, 4, 7, 9]))
     array([0.  , 0.25, 2.  , 0.  ], dtype=float32)
+    >>> _lookup(np.array([4]), np.array([.25], np.float32), np.array([0, 4, 7, 9]))
+    array([0.  , 0.25, 0.  , 0.  ], dtype=float32)
     """
+    out = np.zeros(len(wanted), dtype=data.dtype)
+    if len(rows) < len(wanted):  # a rare word: place its few products among the candidates
+        at = np.searchsorted(wanted, rows)  # O(posting x log candidates), not the reverse
+        inside = at < len(wanted)
+        hit = np.zeros(len(rows), dtype=bool)
+        hit[inside] = wanted[at[inside]] == rows[inside]
+        out[at[hit]] = data[hit]
+        return out
     at = np.searchsorted(rows, wanted)
     inside = at < len(rows)
     hit = np.zeros(len(wanted), dtype=bool)
     hit[inside] = rows[at[inside]] == wanted[inside]
-    out = np.zeros(len(wanted), dtype=data.dtype)
     out[hit] = data[at[hit]]
     return out
 

@@ -60,6 +60,11 @@ ENGLISH_PHRASES = (
     "please",
     "anything about",
     "something about",
+    "info on",
+    # Portuguese openings too short to be detected as Portuguese ("Procuro Ice Station Zebra")
+    "procuro",
+    "quero saber mais sobre",
+    "quero saber sobre",
 )
 _ENGLISH = re.compile(
     r"\b(?:"
@@ -93,7 +98,8 @@ PORTUGUESE_STOP = _words(
     "qual quais quem onde como mais muito quanto quanta quantos quantas foi ser está estão "
     "procuro gostaria preciso algum alguma há tenho sou se me mim por e ou mas já também "
     "lá aqui cujo cuja era eram tinha fala fale diga existe alguém depois antes até entre "
-    "sem sob seja ter nesse nessa neste nesta dele dela deles delas desse dessa deste desta"
+    "sem sob seja ter nesse nessa neste nesta dele dela deles delas desse dessa deste desta "
+    "saber info"
 )
 
 # Portuguese -> English product words (accents stripped on lookup). One sense: the shopper's.
@@ -176,6 +182,7 @@ classico:classic classicos:classics selecionadas:selected obras:works obra:work
 ensaios:essays ensaio:essay cronicas:chronicles contos:tales lendas:legends mitos:myths
 folclore:folklore pesca:fishing caminhada:walking corrida:running futebol:football
 esporte:sport esportes:sports jogador:player time:team treinador:coach
+descricao:description informacoes:information caracteristicas:features
 """
 GLOSSARY = dict(pair.split(":") for pair in GLOSSARY_TEXT.split())
 

@@ -147,3 +147,14 @@ def test_every_question_template_leaves_only_the_title_words(tmp_path):
     for template in asked:
         question = template.replace("{t}", "Ice Station Zebra")
         assert index.words(question) == ["ice", "station", "zebra"], question
+
+
+def test_a_portuguese_question_keeps_the_english_titles_own_words(tmp_path):
+    """The suffix rules turn Portuguese endings into English ones; an English title's words that
+    happen to end that way ("Mosaica", "Historia") are kept as the catalogue has them, not
+    changed and then "repaired" into another product's word."""
+    rows = [("Britannica Mosaica Historia", "A history of tiles."), ("Mosaic Tiles", "Tiles.")]
+    index = _index(tmp_path, rows + FILLER)
+    words = index.words("Vocês têm a Britannica Mosaica Historia?")
+    assert words == ["britannica", "mosaica", "story"]  # the glossary's word is still its own
+    assert index.search("Vocês têm a Britannica Mosaica Historia?", 1)[0].uid == "U0"

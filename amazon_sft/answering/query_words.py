@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 
 ENGLISH_PHRASES = (
     "tell me about",
@@ -238,27 +239,35 @@ def is_portuguese(question: str) -> bool:
     return pt >= 2 and pt > en
 
 
-def english_word(word: str) -> str:
+def english_word(word: str, known: Callable[[str], bool] | None = None) -> str:
     """A Portuguese word in English: the glossary's word, else a cognate ending, else the word
-    itself (a name; accents kept, the index tokenizes them as the title does).
+    itself (a name; accents kept, the index tokenizes them as the title does). With ``known``
+    (does the index have this lower-cased word?), a word the catalogue has is kept before any
+    suffix rule: a Portuguese question names an English title's words as they are
+    ("Me fale sobre Britannica Mosaica": "mosaica" would become "mosaic", then be "repaired").
 
     >>> english_word("Crônicas"), english_word("independência"), english_word("Cromwell")
     ('chronicles', 'independence', 'Cromwell')
     >>> english_word("expedição"), english_word("universidade")
     ('expedition', 'university')
+    >>> english_word("Mosaica"), english_word("Mosaica", known=lambda w: w == "mosaica")
+    ('mosaic', 'Mosaica')
     """
     key = plain(word)
     if key in GLOSSARY:
         return GLOSSARY[key]
+    if known is not None and known(word.lower()):
+        return word  # the catalogue has it (an English title's word): a suffix rule would break it
     for ending, english in SUFFIXES:
         if key.endswith(ending) and len(key) > len(ending) + 2:
             return key[: -len(ending)] + english
     return word
 
 
-def english_query(question: str) -> str:
+def english_query(question: str, known: Callable[[str], bool] | None = None) -> str:
     """The question as the words to look up: English question phrases dropped; a Portuguese
-    question's function words dropped and its other words put in English.
+    question's function words dropped and its other words put in English (``known``: see
+    ``english_word``).
 
     >>> english_query("Tell me about Mog's Kittens")
     "Mog's Kittens"
@@ -267,5 +276,5 @@ def english_query(question: str) -> str:
     """
     if is_portuguese(question):
         words = [w for w in _WORD.findall(question) if w.lower() not in PORTUGUESE_STOP]
-        return " ".join(english_word(w) for w in words)
+        return " ".join(english_word(w, known) for w in words)
     return " ".join(_ENGLISH.sub(" ", question).split())

@@ -131,8 +131,9 @@ def words_many(index, questions: list[str]) -> list[list[str]]:
     """Each question's indexed words: ``english_query``, tokenized like the index, repaired."""
     from amazon_sft.answering.index import _tokenize
 
-    tokens = _tokenize([english_query(q) for q in questions], return_ids=False)
     repairer = getattr(index, "_repairer", None)
     if repairer is None:
         repairer = index._repairer = Repairer(index)
+    queries = [english_query(q, known=repairer.known) for q in questions]
+    tokens = _tokenize(queries, return_ids=False)
     return [repairer.repair_all(list(one)) for one in tokens]

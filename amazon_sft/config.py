@@ -102,6 +102,13 @@ class DataConfig:
     """Same-series products (titles that differ only by "Book 2", "Vol. 3", "#12", an edition)
     put among a grounded example's records in place of the last hard negatives, when the
     training split has them: the twins a user's question most often confuses."""
+    grounded_shortlist: int = 2000
+    """Candidates scored exactly per grounded question that has a common word (one in more than
+    5,000 products of a field: answering/batched.py), chosen by a cheap estimate; ``ask`` and
+    ``serve`` score 10,000. At 1.3M products (docs/benchmarks.md) 2,000 costs ~0.6x the CPU of
+    10,000 per question and keeps the same first product; ~80% of an 11-product hard-negative
+    list is the same. Below 5,000 products per word (every test here) it changes nothing.
+    Raise it to make prepare's lists closer to ``ask``'s, at prepare's time."""
     grounded_workers: int = 0
     """Processes that retrieve the records of grounded examples (one query per grounded product,
     ~40 ms each at 1.3M products: hours in one process). 0: one per CPU core, up to 16, when
@@ -153,6 +160,11 @@ class DataConfig:
             )
         if self.series_distractors < 0:
             raise UserError(f"data.series_distractors must be >= 0, got {self.series_distractors}")
+        if self.grounded_shortlist < 100:
+            raise UserError(
+                f"data.grounded_shortlist must be >= 100 (ask uses 10000), got "
+                f"{self.grounded_shortlist}"
+            )
         if self.grounded_workers < 0:
             raise UserError(
                 f"data.grounded_workers must be >= 0 (0: one per CPU core), got "

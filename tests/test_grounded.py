@@ -301,8 +301,8 @@ def test_batched_retrieval_picks_the_records_of_one_query_at_a_time(grounded_pre
         def __getattr__(self, name):
             return getattr(self.index, name)
 
-        def top_many(self, questions, k, train_only=False):
-            return [self.index.top(q, k, train_only=train_only) for q in questions]
+        def top_many(self, questions, k, train_only=False, shortlist=None):
+            return [self.index.top(q, k, train_only, shortlist) for q in questions]
 
     single = GroundedBuilder(OneAtATime(index), fmt, tiny_tok, data).build(products)
     assert batched == single

@@ -73,11 +73,13 @@ class FakeIndex:
     def __init__(self, records: list[dict], results: dict[str, list[str]]) -> None:
         self.records, self.results = records, results
         self.row = {r["uid"]: i for i, r in enumerate(records)}
+        self.shortlists: list = []
 
     def record(self, i: int) -> dict:
         return self.records[i]
 
-    def top_many(self, questions, k, train_only=False):
+    def top_many(self, questions, k, train_only=False, shortlist=None):
+        self.shortlists.append(shortlist)
         return [
             [(self.row[u], 1.0 / (n + 1)) for n, u in enumerate(self.results.get(q, [])[:k])]
             for q in questions
@@ -122,6 +124,17 @@ def test_records_are_what_retrieval_returns_for_the_typed_question():
     assert "P" not in [r.uid for r in example.records]
     assert example.absent and example.answer == ABSTENTIONS["en"]
     assert missed.counts["grounded_retrieval_missed"] == 1
+
+
+def test_prepare_retrieves_with_its_own_shortlist():
+    """``data.grounded_shortlist`` reaches every query of the grounded examples (questions and
+    series stems); ``ask`` keeps answering/batched.py's ``SHORTLIST``."""
+    records = _catalogue()
+    product = {"uid": "P", "title": "Harbor Tales, Book 1", "content": CONTENT}
+    records[-1] = product
+    builder = _builder(records, {}, "title", grounded_shortlist=777)
+    builder.build([product])
+    assert builder.index.shortlists == [777, 777]  # the question, then the series stem
 
 
 def test_attribute_answers_lead_with_the_sentence_then_cite():

@@ -55,6 +55,17 @@ def test_only_common_words_still_rank_their_best_products(pruned):
     assert len(got) == 3 and all(dense[i] == s for i, s in got)
 
 
+def test_a_question_with_a_common_word_scores_at_most_its_shortlist(pruned):
+    """The shortlist passed to ``top`` (prepare's ``data.grounded_shortlist``) bounds the
+    candidates scored exactly; without one, ``SHORTLIST`` does."""
+    scorer = pruned._batch_scorer()
+    words = pruned.words("widget model rooms zq005x")
+    postings = [p for p in map(scorer._postings, words) if p]
+    assert len(scorer._candidates(postings, False, 3)) == 3
+    assert len(scorer._candidates(postings, False, batched.SHORTLIST)) > 3
+    assert pruned.top("widget model rooms zq005x", 2, shortlist=3)[0][0] == 5
+
+
 def test_without_a_common_word_the_sparse_scorer_is_the_dense_one(pruned):
     for question in ("gizmo holder", "gizmo stand", "zq005x gizmo", "holds"):
         assert pruned.top(question, 5) == _dense_top(pruned, question, 5)

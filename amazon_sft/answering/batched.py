@@ -106,12 +106,14 @@ class BatchScorer:
             out.append((rows, part, weight, number == 0, None if pruned is None else best[pruned]))
         return out
 
-    def top(self, words: list[str], k: int, train_only: bool) -> list[tuple[int, float]]:
-        """``CatalogueIndex.top`` of one question's words."""
+    def top(
+        self, words: list[str], k: int, train_only: bool, shortlist: int | None = None
+    ) -> list[tuple[int, float]]:
+        """``CatalogueIndex.top`` of one question's words (``shortlist``: ``SHORTLIST``'s)."""
         postings = [p for p in (self._postings(w) for w in dict.fromkeys(words)) if p]
         if not postings:
             return []
-        candidates = self._candidates(postings, train_only)
+        candidates = self._candidates(postings, train_only, shortlist or SHORTLIST)
         fused = np.zeros(len(candidates), dtype=np.float32)
         matched = np.zeros(len(candidates), dtype=np.float32)
         in_title = np.zeros(len(candidates), dtype=np.float32)
@@ -131,14 +133,14 @@ class BatchScorer:
             fused = np.where(self.index.train[candidates], fused, np.float32(0))
         return rank_rows(candidates, fused, k)
 
-    def _candidates(self, postings: list, train_only: bool) -> np.ndarray:
+    def _candidates(self, postings: list, train_only: bool, shortlist: int) -> np.ndarray:
         """The products to score exactly, in row order: every product of the words' postings,
-        or, with a common word, the ``SHORTLIST`` best by the estimate."""
+        or, with a common word, the ``shortlist`` best by the estimate."""
         rows = [r if best is None else best for f in postings for r, _, _, _, best in f]
         if all(best is None for f in postings for *_, best in f):
             return np.unique(np.concatenate(rows))
         found, where = np.unique(np.concatenate(rows), return_inverse=True)
-        if len(found) <= SHORTLIST:
+        if len(found) <= shortlist:
             return found
         estimate = np.zeros(len(found))
         has = np.zeros(len(found))
@@ -155,7 +157,7 @@ class BatchScorer:
         estimate *= (has / len(postings)) ** _index.COVERAGE_POWER
         if train_only:
             estimate *= self.index.train[found]
-        best = np.argpartition(-estimate, SHORTLIST - 1)[:SHORTLIST]
+        best = np.argpartition(-estimate, shortlist - 1)[:shortlist]
         return np.sort(found[best])
 
 

@@ -277,12 +277,16 @@ class CatalogueIndex:
             fused *= TITLE_SHARE_FLOOR + (1 - TITLE_SHARE_FLOOR) * share
         return fused
 
-    def top(self, question: str, k: int, train_only: bool = False) -> list[tuple[int, float]]:
+    def top(
+        self, question: str, k: int, train_only: bool = False, shortlist: int | None = None
+    ) -> list[tuple[int, float]]:
         """(row, score) of the ``k`` best products with a positive score, best first (ties: the
-        lower row first, so a longer list starts with a shorter one); ``train_only`` keeps products of the training split (prepare's hard negatives)."""
+        lower row first, so a longer list starts with a shorter one); ``train_only`` keeps
+        products of the training split (prepare's hard negatives); ``shortlist``: candidates of
+        a question with a common word scored exactly (answering/batched.py's ``SHORTLIST``)."""
         if k <= 0:
             return []
-        return self._batch_scorer().top(self.words(question), k, train_only)
+        return self._batch_scorer().top(self.words(question), k, train_only, shortlist)
 
     def _batch_scorer(self):
         from amazon_sft.answering.batched import BatchScorer
@@ -292,7 +296,11 @@ class CatalogueIndex:
         return self._scorer
 
     def top_many(
-        self, questions: list[str], k: int, train_only: bool = False
+        self,
+        questions: list[str],
+        k: int,
+        train_only: bool = False,
+        shortlist: int | None = None,
     ) -> list[list[tuple[int, float]]]:
         """``top`` of each question (the same rows and scores, bit for bit), tokenized together
         and each scored over its words' postings only, not over the whole catalogue
@@ -300,7 +308,7 @@ class CatalogueIndex:
         if k <= 0:
             return [[] for _ in questions]
         scorer = self._batch_scorer()
-        return [scorer.top(w, k, train_only) for w in self.words_many(questions)]
+        return [scorer.top(w, k, train_only, shortlist) for w in self.words_many(questions)]
 
     def search(self, question: str, k: int = 3) -> list[Source]:
         """The ``k`` products that best match the question, best first."""

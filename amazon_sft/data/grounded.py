@@ -102,7 +102,7 @@ class GroundedBuilder:
         """The ``count`` best matches of the question that are not the product, an edition of it
         (same description) or a twin (same title): those would be a second right answer. One
         query at a time (``build`` asks the batch's questions together)."""
-        best = self.index.top(question, count + 8, train_only=train_only)
+        best = self.index.top(question, count + 8, train_only, self.data.grounded_shortlist)
         return self._negatives(best, product, count)
 
     def _negatives(self, best: list[tuple[int, float]], product: dict, count: int) -> list[dict]:
@@ -148,7 +148,9 @@ class GroundedBuilder:
         asked = [self._question(p, phrasing) for p in products]
         # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
         # so a product that needs one record fewer gets the same list, one shorter
-        found = self.index.top_many([q for _, q, _, _ in asked], k + 8, train_only=train_only)
+        found = self.index.top_many(
+            [q for _, q, _, _ in asked], k + 8, train_only, self.data.grounded_shortlist
+        )
         twins = self._series(products, phrasing, train_only)
         plans = []
         for product, (kind, question, language, lead), best, series in zip(
@@ -202,7 +204,9 @@ class GroundedBuilder:
         out: list[list[dict]] = [[] for _ in products]
         if not asked:
             return out
-        found = self.index.top_many([stems[n] for n in asked], want + 8, train_only=train_only)
+        found = self.index.top_many(
+            [stems[n] for n in asked], want + 8, train_only, self.data.grounded_shortlist
+        )
         for n, best in zip(asked, found):
             same = [r for r in self._negatives(best, products[n], want + 8)
                     if series_stem(r["title"]) == stems[n]]  # fmt: skip

@@ -26,9 +26,9 @@ from amazon_sft.prepare import prepare
 SHARD_FILES = ("input_ids.npy", "loss_mask.npy", "doc_lens.npy")
 
 
-def _one_at_a_time(self, questions, k, train_only=False):
-    """The path before batching: one dense ``top`` a question."""
-    return [self.top(q, k, train_only=train_only) for q in questions]
+def _one_at_a_time(self, questions, k, train_only=False, shortlist=None):
+    """The path before batching: one ``top`` a question."""
+    return [self.top(q, k, train_only, shortlist) for q in questions]
 
 
 def _prepare(source: Path, out: Path, fraction: float, workers: int, config: str) -> dict:

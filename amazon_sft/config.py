@@ -110,8 +110,8 @@ class DataConfig:
     list is the same. Below 5,000 products per word (every test here) it changes nothing.
     Raise it to make prepare's lists closer to ``ask``'s, at prepare's time."""
     grounded_workers: int = 0
-    """Processes that retrieve the records of grounded examples (one query per grounded product,
-    ~40 ms each at 1.3M products: hours in one process). 0: one per CPU core, up to 16, when
+    """Processes that retrieve the records of grounded examples (a query or two per grounded
+    product, ~10 ms of CPU for an example at 1.3M products: an hour in one process). 0: one per CPU core, up to 16, when
     there are more than 4,096 grounded products, else 1 (a worker takes seconds to start). The
     shards are the same for any count."""
     probe_size: int = 1000

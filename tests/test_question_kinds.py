@@ -65,6 +65,8 @@ def test_question_mix_is_validated_naming_the_key():
         QuestionMix(title=1.5, fragment=-0.5)
     with pytest.raises(UserError, match=r"data\.series_distractors must be >= 0"):
         load_run_config("tiny", ["data.series_distractors=-1"])
+    with pytest.raises(UserError, match=r"data\.grounded_shortlist must be >= 100"):
+        load_run_config("tiny", ["data.grounded_shortlist=10"])
 
 
 class FakeIndex:

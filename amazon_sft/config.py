@@ -103,17 +103,18 @@ class DataConfig:
     put among a grounded example's records in place of the last hard negatives, when the
     training split has them: the twins a user's question most often confuses."""
     grounded_shortlist: int = 2000
-    """Candidates scored exactly per grounded question that has a common word (one in more than
-    5,000 products of a field: answering/batched.py), chosen by a cheap estimate; ``ask`` and
-    ``serve`` score 10,000. At 1.3M products (docs/benchmarks.md) 2,000 costs ~0.6x the CPU of
+    """Candidates scored exactly per grounded *title* question (and series stem) that has a
+    common word (one in more than 5,000 products of a field: answering/batched.py), chosen by a
+    cheap estimate: their records are hard negatives around the right one. The other kinds show
+    what ``ask`` retrieves, so they are ranked as ``ask`` ranks (10,000). At 1.3M products (docs/benchmarks.md) 2,000 costs ~0.6x the CPU of
     10,000 per question and keeps the same first product; ~80% of an 11-product hard-negative
     list is the same. Below 5,000 products per word (every test here) it changes nothing.
     Raise it to make prepare's lists closer to ``ask``'s, at prepare's time."""
     grounded_workers: int = 0
     """Processes that retrieve the records of grounded examples (a query or two per grounded
-    product, ~10 ms of CPU for an example at 1.3M products: an hour in one process). 0: one per CPU core, up to 16, when
-    there are more than 4,096 grounded products, else 1 (a worker takes seconds to start). The
-    shards are the same for any count."""
+    product, ~10 ms of CPU an example at 1.3M products: an hour in one process). 0: one per
+    CPU core, up to 16, when there are more than 4,096 grounded products, else 1 (a worker
+    takes seconds to start). The shards are the same for any count."""
     probe_size: int = 1000
     """How many *training* titles to write to seen_probe.jsonl for measuring catalogue recall."""
     templates: str = "builtin"

@@ -137,6 +137,10 @@ def test_prepare_retrieves_with_its_own_shortlist():
     builder = _builder(records, {}, "title", grounded_shortlist=777)
     builder.build([product])
     assert builder.index.shortlists == [777, 777]  # the question, then the series stem
+    # a typo question shows what ask retrieves: ranked with ask's shortlist, not prepare's
+    typo = _builder(records, {}, "typo", grounded_shortlist=777, series_distractors=0)
+    typo.build([product])
+    assert typo.index.shortlists == [None]
 
 
 def test_attribute_answers_lead_with_the_sentence_then_cite():

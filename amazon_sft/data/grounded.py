@@ -148,9 +148,7 @@ class GroundedBuilder:
         asked = [self._question(p, phrasing) for p in products]
         # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
         # so a product that needs one record fewer gets the same list, one shorter
-        found = self.index.top_many(
-            [q for _, q, _, _ in asked], k + 8, train_only, self.data.grounded_shortlist
-        )
+        found = self._retrieve(asked, k + 8, train_only)
         twins = self._series(products, phrasing, train_only)
         plans = []
         for product, (kind, question, language, lead), best, series in zip(
@@ -189,6 +187,22 @@ class GroundedBuilder:
             out.append(GroundedExample(uid, question, language, shown, leave_out, prompt, answer))
             self.counts["grounded"] += 1
             self.counts["grounded_absent"] += leave_out
+        return out
+
+    def _retrieve(self, asked: list, k: int, train_only: bool) -> list[list[tuple[int, float]]]:
+        """``top_many`` of each question. A title question's records are hard negatives around
+        a right record shown anyway: ``data.grounded_shortlist`` ranks them (cheaper at 1.3M
+        products). Any other kind shows what ``ask`` would retrieve, so it is ranked as ``ask``
+        ranks (answering's shortlist): when that misses the right record, the answer abstains."""
+        out: list = [None] * len(asked)
+        for title in (True, False):
+            picked = [n for n, (kind, *_) in enumerate(asked) if (kind == "title") == title]
+            if not picked:
+                continue
+            shortlist = self.data.grounded_shortlist if title else None
+            found = self.index.top_many([asked[n][1] for n in picked], k, train_only, shortlist)
+            for n, best in zip(picked, found):
+                out[n] = best
         return out
 
     def _uid(self, row: int) -> str:

@@ -106,10 +106,10 @@ class DataConfig:
     """Candidates scored exactly per grounded *title* question (and series stem) that has a
     common word (one in more than 5,000 products of a field: answering/batched.py), chosen by a
     cheap estimate: their records are hard negatives around the right one. The other kinds show
-    what ``ask`` retrieves, so they are ranked as ``ask`` ranks (10,000). At 1.3M products (docs/benchmarks.md) 2,000 costs ~0.6x the CPU of
-    10,000 per question and keeps the same first product; ~80% of an 11-product hard-negative
-    list is the same. Below 5,000 products per word (every test here) it changes nothing.
-    Raise it to make prepare's lists closer to ``ask``'s, at prepare's time."""
+    what ``ask`` retrieves, so they are ranked as ``ask`` ranks (10,000). At 1.3M products
+    (docs/benchmarks.md) 2,000 costs ~0.7x the CPU of 10,000 a question and keeps the same
+    first product; ~80% of an 11-product hard-negative list is the same. Below 5,000 products
+    a word (every test here) it changes nothing. Raise it for lists closer to ``ask``'s."""
     grounded_workers: int = 0
     """Processes that retrieve the records of grounded examples (a query or two per grounded
     product, ~10 ms of CPU an example at 1.3M products: an hour in one process). 0: one per

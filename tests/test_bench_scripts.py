@@ -137,6 +137,11 @@ def test_full_catalogue_benchmark_runs_every_stage_at_small_size(tmp_path):
     assert results["generate"]["lines"] == 2000 and 0.3 < results["generate"]["empty"] / 2000 < 0.5
     assert results["prepare"]["grounded_docs"] > 0 and results["query"]["queries"] == 20
     assert all(r["peak_rss_mb"] > 0 for r in results.values())
+    out = _run(
+        "bench/grounded_shortlist.py",
+        *("--prepared", str(tmp_path / "prepared"), "--questions", "20"),
+    )
+    assert "| 10000 | " in out and "| 2000 | " in out
 
 
 def test_retrieval_full_benchmark_measures_and_compares_two_checkouts(tmp_path):

@@ -86,6 +86,10 @@ class DataConfig:
     with ``context_records`` catalogue records retrieved for it from the training split, the
     right one at a random place among hard negatives, and as answer its description followed by
     ``[source: uid]``. Picked by a stable hash of the uid. Costs one retrieval per product."""
+    grounded_questions: int = 1
+    """Grounded examples per picked training product, each with its own question (its kind
+    drawn from ``question_mix`` by a hash of the uid and the example's number): more ways of
+    asking for the same products, at that many times the retrieval and tokens."""
     context_records: int = 3
     """Records in a grounded prompt (the right one plus hard negatives)."""
     context_record_tokens: int = 160
@@ -161,6 +165,11 @@ class DataConfig:
             )
         if self.series_distractors < 0:
             raise UserError(f"data.series_distractors must be >= 0, got {self.series_distractors}")
+        if self.grounded_questions < 1:
+            raise UserError(
+                f"data.grounded_questions must be >= 1 (examples per grounded product), got "
+                f"{self.grounded_questions}"
+            )
         if self.grounded_shortlist < 100:
             raise UserError(
                 f"data.grounded_shortlist must be >= 100 (ask uses 10000), got "

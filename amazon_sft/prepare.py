@@ -293,7 +293,7 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
             for line in fh:
                 rec = orjson.loads(line)
                 if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
-                    yield rec
+                    yield from ({**rec, "variant": n} for n in range(data.grounded_questions))
 
     total = sum(1 for _ in picked())
     workers = worker_count(data.grounded_workers, total)

@@ -67,6 +67,8 @@ def test_question_mix_is_validated_naming_the_key():
         load_run_config("tiny", ["data.series_distractors=-1"])
     with pytest.raises(UserError, match=r"data\.grounded_shortlist must be >= 100"):
         load_run_config("tiny", ["data.grounded_shortlist=10"])
+    with pytest.raises(UserError, match=r"data\.grounded_questions must be >= 1"):
+        load_run_config("tiny", ["data.grounded_questions=0"])
 
 
 class FakeIndex:
@@ -166,3 +168,23 @@ def test_same_series_products_join_the_distractors():
     # eval's oracle context (a phrasing asked) keeps its measured protocol: no series twins
     (oracle,) = _builder(records, results, "title").build([product], phrasing=0)
     assert sorted(r.uid for r in oracle.records) == ["P", "U1", "U2"]
+
+
+def test_each_extra_example_of_a_product_asks_its_own_question():
+    """``data.grounded_questions``: a product's n-th example draws its kind and wording from the
+    uid and n; the first is the example a single-question run makes, and every one cites the
+    product itself."""
+    records = _catalogue()
+    product = records[-1]
+    mix = {k: 1 / 7 for k in ("fragment", "reorder", "typo", "portuguese", "descriptive")}
+    builder = _builder(records, {}, "title", series_distractors=0)
+    builder.data = dataclasses.replace(
+        builder.data, question_mix=QuestionMix(title=2 / 7, attribute=0.0, **mix)
+    )
+    builder.index.results = {}  # every retrieval misses: only title questions show the product
+    plain = builder.build([product])
+    variants = builder.build([{**product, "variant": n} for n in range(8)])
+    assert variants[0].question == plain[0].question
+    assert len({v.question for v in variants}) >= 6
+    assert {v.uid for v in variants} == {"P"}
+    assert len({builder.kind_for(f"P#{n}") for n in range(1, 8)}) >= 3

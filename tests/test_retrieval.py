@@ -153,3 +153,36 @@ def test_flat_tokens_are_bm25s_tokens_across_chunks_and_with_the_break_word(monk
     assert vocab == want.vocab
     assert lens.tolist() == [len(one) for one in want.ids]
     assert ids.tolist() == [i for one in want.ids for i in one]
+
+
+def test_any_worker_count_builds_the_same_index_files(prepared, tmp_path):
+    """The catalogue read and tokenized in 1 or 3 spawned processes (ranges of lines, their
+    vocabularies merged in order) gives the same files, byte for byte; a last line without its
+    newline is a record; a corrupt line is named by its line number in the whole file."""
+    import shutil
+
+    from amazon_sft.answering.catalogue_tokens import line_starts
+    from amazon_sft.errors import UserError
+
+    digests = {}
+    for workers in (1, 3):
+        copy = tmp_path / f"w{workers}"
+        copy.mkdir()
+        shutil.copy(prepared / "catalogue.jsonl", copy / "catalogue.jsonl")
+        build_index(copy, workers=workers)
+        files = sorted(p for p in (copy / "index").rglob("*") if p.is_file())
+        digests[workers] = {p.relative_to(copy).as_posix(): p.read_bytes() for p in files}
+        digests[workers].pop("index/stats.json")  # it holds the build's seconds
+    assert digests[1] == digests[3]
+    assert len(digests[1]) > 8
+
+    lines = (prepared / "catalogue.jsonl").read_bytes().splitlines(keepends=True)
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "catalogue.jsonl").write_bytes(b"".join(lines).rstrip(b"\n"))
+    assert len(line_starts(cut / "catalogue.jsonl")) == len(lines)
+    assert build_index(cut, workers=2)["products"] == len(lines)
+    bad = len(lines) - 3
+    (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], b'{"title": 1\n', *lines[bad:]]))
+    with pytest.raises(UserError, match=rf"line {bad + 1} is cut or corrupt"):
+        build_index(cut, workers=2)

@@ -85,3 +85,27 @@ def tokenize_flat(
     if not id_parts:
         return np.zeros(0, np.int32), np.zeros(0, np.int64), vocab
     return np.concatenate(id_parts), np.concatenate(len_parts).astype(np.int64), vocab
+
+
+def merge_vocabularies(parts: list[tuple[np.ndarray, list[str]]]) -> tuple[np.ndarray, dict]:
+    """The token ids of consecutive parts of a corpus, each tokenized alone (its own ids, its
+    words in first-occurrence order), as if tokenized whole: a part's words the earlier parts
+    lacked are numbered after theirs, in the part's own order, so the vocabulary is still in
+    first-occurrence order over the whole corpus (bm25s's ids).
+
+    >>> ids, vocab = merge_vocabularies(
+    ...     [(np.array([0, 1, 0]), ["cat", "dog"]), (np.array([0, 1]), ["emu", "cat"])])
+    >>> ids.tolist(), vocab
+    ([0, 1, 0, 2, 0], {'cat': 0, 'dog': 1, 'emu': 2})
+    """
+    known = pd.Index([], dtype=object)
+    merged = []
+    for ids, words in parts:
+        uniques = pd.Index(words, dtype=object)
+        local = known.get_indexer(uniques) if len(known) else np.full(len(uniques), -1)
+        new = local < 0
+        local[new] = np.arange(len(known), len(known) + int(new.sum()))
+        known = known.append(uniques[new])
+        merged.append(local[ids].astype(np.int32) if len(ids) else ids.astype(np.int32))
+    ids = np.concatenate(merged) if merged else np.zeros(0, np.int32)
+    return ids, dict(zip(known.tolist(), range(len(known))))

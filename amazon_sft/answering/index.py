@@ -91,30 +91,13 @@ def _tokenize(texts: list[str], return_ids: bool = True):
     )
 
 
-def _read_catalogue(catalogue: Path):
-    titles, descriptions, offsets, train, pos = [], [], [], [], 0
-    with reading(catalogue, "catalogue", REDO), open(catalogue, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            offsets.append(pos)
-            pos += len(line)
-            try:
-                rec = orjson.loads(line)
-                titles.append(rec["title"])
-                descriptions.append(rec["content"][:DESCRIPTION_CHARS])
-            except (ValueError, KeyError, TypeError) as err:
-                raise UserError(
-                    f"catalogue {catalogue} line {line_no} is cut or corrupt ({first_line(err)}): "
-                    f"{REDO}"
-                ) from None
-            train.append(rec.get("split", "train") == "train")
-    return titles, descriptions, offsets, train
-
-
-def build_index(prepared_dir: str | Path) -> dict:
-    """Index every title and description of ``catalogue.jsonl``; returns build statistics."""
+def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
+    """Index every title and description of ``catalogue.jsonl``; returns build statistics.
+    ``workers``: processes that read and tokenize it (default: one per core from
+    ``catalogue_tokens.POOL_LINES`` lines); the files are the same for any count."""
     from amazon_sft.answering.batched import save_common
     from amazon_sft.answering.bm25 import FastBM25
-    from amazon_sft.answering.corpus_tokens import tokenize_flat
+    from amazon_sft.answering.catalogue_tokens import read_catalogue
 
     root = Path(prepared_dir)
     catalogue = root / "catalogue.jsonl"
@@ -123,29 +106,28 @@ def build_index(prepared_dir: str | Path) -> dict:
             f"{catalogue} not found: run amazon-sft prepare first (it writes the catalogue)"
         )
     start = time.perf_counter()
-    titles, descriptions, offsets, train = _read_catalogue(catalogue)
-    if not titles:
+    # bm25s's tokenizer and matrix, built from flat arrays (catalogue_tokens.py, bm25.py)
+    tokens = read_catalogue(catalogue, TOKEN_PATTERN, _stopwords(), workers)
+    products = len(tokens.offsets)
+    if not products:
         raise UserError(f"{catalogue} is empty: nothing to index")
-    products = len(titles)
     out = root / INDEX_DIR
     staging = staging_name(out)
     try:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        for name, texts in (("title", titles), ("description", descriptions)):
-            # bm25s's tokenizer and matrix, built from flat arrays (corpus_tokens.py, bm25.py)
-            ids, lens, vocab = tokenize_flat(texts, TOKEN_PATTERN, _stopwords())
-            texts.clear()  # the strings are no longer needed: their memory goes back now
-            if name == "title":
-                np.save(staging / "title_words.npy", lens.astype(np.uint16).clip(1))
+        np.save(staging / "title_words.npy", tokens.titles.lens.astype(np.uint16).clip(1))
+        for name in ("title", "description"):
+            field = getattr(tokens, f"{name}s")
+            setattr(tokens, f"{name}s", None)  # its arrays go back once it is indexed
             retriever = FastBM25()
-            retriever.index_flat(ids, lens, vocab)
-            del ids, lens, vocab
+            retriever.index_flat(field.ids, field.lens, field.vocab)
+            del field
             retriever.save(str(staging / name), show_progress=False)
             save_common(staging / name, retriever.scores)
             del retriever
-        np.save(staging / "offsets.npy", np.asarray(offsets, dtype=np.int64))
-        np.save(staging / "train.npy", np.asarray(train, dtype=bool))
+        np.save(staging / "offsets.npy", tokens.offsets.astype(np.int64))
+        np.save(staging / "train.npy", tokens.train.astype(bool))
         stats = {
             "format": FORMAT,
             "products": products,

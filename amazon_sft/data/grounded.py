@@ -71,6 +71,18 @@ class GroundedExample:
     """The right record's description as shown plus its citation, or the abstention."""
 
 
+def example_key(product: dict) -> str:
+    """What a grounded example's random choices (question kind and wording, absent, place) are
+    drawn from: the uid, or for a product's ``variant``-th extra example (``data.grounded_questions``)
+    the uid and that number, so each example of a product asks its own question.
+
+    >>> example_key({"uid": "B01"}), example_key({"uid": "B01", "variant": 2})
+    ('B01', 'B01#2')
+    """
+    variant = product.get("variant", 0)
+    return f"{product['uid']}#{variant}" if variant else str(product["uid"])
+
+
 class GroundedBuilder:
     """Builds grounded examples; prepare (training split, absent by hash) and eval (the whole
     catalogue, both variants of every product) share it, so they cannot drift apart."""
@@ -120,11 +132,12 @@ class GroundedBuilder:
     def _question(self, product: dict, phrasing: int | None) -> tuple[str, str, str, str | None]:
         """(kind, question, language, lead) of a product; the title phrasings when its kind is
         ``title``, eval asks a phrasing, or the record cannot make its kind."""
-        uid = str(product["uid"])
-        made = None if phrasing is not None else make_question(self.kind_for(uid), product)
+        seed = example_key(product)
+        asked = {**product, "uid": seed}  # the question's own random choices
+        made = None if phrasing is not None else make_question(self.kind_for(seed), asked)
         if made is not None:
             return made.kind, made.text, made.language, made.lead
-        n = self.fmt.phrasing_for(uid) if phrasing is None else phrasing
+        n = self.fmt.phrasing_for(seed) if phrasing is None else phrasing
         return "title", self.fmt.question(product["title"], n), self.fmt.language(n), None
 
     def build(
@@ -154,8 +167,8 @@ class GroundedBuilder:
         for product, (kind, question, language, lead), best, series in zip(
             products, asked, found, twins
         ):
-            uid = str(product["uid"])
-            leave_out = uid_share(uid, "absent:") < self.data.absent_fraction
+            uid, seed = str(product["uid"]), example_key(product)
+            leave_out = uid_share(seed, "absent:") < self.data.absent_fraction
             leave_out = leave_out if absent is None else absent
             rows = [i for i, _ in best]
             rank = next((n for n, i in enumerate(rows) if self._uid(i) == uid), None)
@@ -168,7 +181,7 @@ class GroundedBuilder:
                 self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
             records = self._with_series(records, series)
             if not leave_out:
-                place = int(uid_share(uid, "place:") * (len(records) + 1))
+                place = int(uid_share(seed, "place:") * (len(records) + 1))
                 if kind != "title":  # where retrieval ranked it among the records shown
                     above = {self._uid(i) for i in rows[:rank]}
                     place = sum(str(r["uid"]) in above for r in records)

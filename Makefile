@@ -28,10 +28,14 @@ demo-deps: $(VENV)/.demo-deps
 bench-deps: install
 	$(PIP) install -q -c constraints.txt -e '.[bench]'
 
+# Two pytest workers (pytest-xdist), a test file to a worker: most tests wait on a subprocess's
+# single-threaded start-up (imports, a model load), so two files at once keep both cores busy.
+# TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 lint: install
 	$(PY) -m ruff check .

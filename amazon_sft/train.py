@@ -7,8 +7,10 @@ exact resume, tokens/s and MFU in the logs.
 from __future__ import annotations
 
 import argparse
+import atexit
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -268,13 +270,29 @@ def start_logging(
 
 def cli() -> None:
     try:
-        sys.exit(main())
+        code = main()
     except UserError as err:
         print(f"amazon-sft train: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except PermissionError as err:  # as amazon-sft train reports it (cli.main)
         print(f"amazon-sft train: error: {permission_denied(err)}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
+    exit_skipping_teardown(code)
+
+
+def exit_skipping_teardown(code: int) -> None:
+    """Exit with ``code`` once the run is over, without the interpreter's teardown.
+
+    Exit handlers run (trackers, log handlers) and output is flushed; what is skipped is the
+    destruction of leftover module state and C++ statics, where gloo's and DeepSpeed's threads
+    sometimes abort a finished run ("terminate called without an active exception", SIGABRT:
+    seen once in CI after the final save of a 2-rank ZeRO-3 run, with the process group already
+    destroyed). Every file the run writes is closed by then; a launcher must see the run's code.
+    Uncaught exceptions do not come here: they exit as Python would, with their traceback."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

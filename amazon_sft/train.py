@@ -7,10 +7,8 @@ exact resume, tokens/s and MFU in the logs.
 from __future__ import annotations
 
 import argparse
-import atexit
 import dataclasses
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -39,6 +37,7 @@ from amazon_sft.distributed import (
     seed_per_rank,
 )
 from amazon_sft.errors import UserError, permission_denied
+from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
@@ -278,21 +277,6 @@ def cli() -> None:
         print(f"amazon-sft train: error: {permission_denied(err)}", file=sys.stderr)
         code = 2
     exit_skipping_teardown(code)
-
-
-def exit_skipping_teardown(code: int) -> None:
-    """Exit with ``code`` once the run is over, without the interpreter's teardown.
-
-    Exit handlers run (trackers, log handlers) and output is flushed; what is skipped is the
-    destruction of leftover module state and C++ statics, where gloo's and DeepSpeed's threads
-    sometimes abort a finished run ("terminate called without an active exception", SIGABRT:
-    seen once in CI after the final save of a 2-rank ZeRO-3 run, with the process group already
-    destroyed). Every file the run writes is closed by then; a launcher must see the run's code.
-    Uncaught exceptions do not come here: they exit as Python would, with their traceback."""
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        stream.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

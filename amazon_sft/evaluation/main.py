@@ -31,6 +31,7 @@ from amazon_sft.evaluation.items import MODES, EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
+from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.outputs import check_output_folder
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
@@ -389,10 +390,11 @@ def resolve_mode(mode: str, manifest: Manifest) -> str:
 
 def cli() -> None:
     try:
-        sys.exit(main())
+        code = main()
     except UserError as err:
         print(f"amazon-sft eval: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
     except PermissionError as err:
         print(f"amazon-sft eval: error: {permission_denied(err)}", file=sys.stderr)
-        sys.exit(2)
+        code = 2
+    exit_skipping_teardown(code)  # launched on several ranks: gloo's teardown can abort a done run

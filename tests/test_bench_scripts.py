@@ -248,3 +248,29 @@ def test_prepare_stages_benchmark_names_differing_files(tmp_path):
     assert differing_files(a, b) == ["catalogue.jsonl"]
     (b / "catalogue.jsonl").write_text("x")
     assert differing_files(a, b) == []
+
+
+def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp_path):
+    """Each question's records and both abstentions are scored on the real path; the table,
+    the AUC line and the scores file come out, for present and absent products."""
+    rows = [json.loads(x) for x in (prepared / "catalogue.jsonl").read_text().splitlines()[:3]]
+    first = rows[0]
+    questions = [{"question": f"tell me about {first['title']}", "uid": first["uid"], "kind": "t"}]
+    questions += [{"question": rows[1]["title"], "absent": rows[1]["uid"], "kind": "absent"}]
+    questions += [{"question": "a red kayak paddle", "uid": "absent", "kind": "absent"}]
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text("".join(json.dumps(q) + "\n" for q in questions))
+    scores = tmp_path / "scores.jsonl"
+    out = _run(
+        "bench/answer_choice.py",
+        *("--data", str(prepared), "--model", str(tuned_run), "--questions", str(qfile)),
+        *("--scores", str(scores)),
+    )
+    assert "questions: 1 about a product in the catalogue, 2 absent" in out
+    assert "| choice, margin +0 |" in out and "ROC AUC of the abstain log-odds" in out
+    scored = [json.loads(x) for x in scores.read_text().splitlines()]
+    assert [len(s["logp"]) for s in scored] == [len(s["shown"]) + 2 for s in scored]
+    assert rows[1]["uid"] not in scored[1]["shown"]  # the absent product was taken out
+    assert all(lp <= 0 for s in scored for cand in s["logp"] for lp in cand)
+    again = _run("bench/answer_choice.py", "--from-scores", str(scores))
+    assert again.splitlines()[-9:] == out.splitlines()[-9:]

@@ -50,7 +50,7 @@ def candidate_logprobs(
     n = len(candidates)
     with torch.no_grad():
         first = model(input_ids=torch.tensor([prompt_ids]), use_cache=True)
-        cache = first.past_key_values
+        cache = first.cache
         cache.batch_repeat_interleave(n)
         longest = max(len(c) for c in candidates)
         batch = torch.zeros((n, longest), dtype=torch.long)
@@ -59,7 +59,7 @@ def candidate_logprobs(
         for j, c in enumerate(candidates):
             batch[j, : len(c)] = torch.tensor(c)
             mask[j, len(prompt_ids) : len(prompt_ids) + len(c)] = 1
-        logits = model(input_ids=batch, attention_mask=mask, past_key_values=cache).logits
+        logits = model(input_ids=batch, attention_mask=mask, cache=cache).logits
     opening = torch.log_softmax(first.logits[0, -1].float(), -1)
     out = []
     for j, c in enumerate(candidates):

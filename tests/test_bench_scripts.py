@@ -274,3 +274,24 @@ def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp
     assert all(lp <= 0 for s in scored for cand in s["logp"] for lp in cand)
     again = _run("bench/answer_choice.py", "--from-scores", str(scores))
     assert again.splitlines()[-9:] == out.splitlines()[-9:]
+
+
+def test_answer_choice_scores_equal_a_full_forward_of_each_candidate(tiny_model_dir):
+    """Candidates of different lengths continue one cached prompt, right-padded: each one's
+    log-probs must be those of its own full sequence (positions and padding right)."""
+    import importlib.util
+
+    from transformers import AutoModelForCausalLM
+
+    spec = importlib.util.spec_from_file_location("answer_choice", REPO / "bench/answer_choice.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt, candidates = [5, 17, 42, 9, 100, 7], [[3, 4, 5, 6, 8], [11], [12, 13]]
+    got = bench.candidate_logprobs(model, prompt, candidates)
+    for cand, lps in zip(candidates, got):
+        with torch.no_grad():
+            logits = model(input_ids=torch.tensor([prompt + cand])).logits[0]
+        steps = torch.log_softmax(logits.float(), -1)[len(prompt) - 1 : -1]
+        want = steps[torch.arange(len(cand)), torch.tensor(cand)]
+        assert torch.allclose(torch.tensor(lps), want, atol=1e-4), (cand, lps, want.tolist())

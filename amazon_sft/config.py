@@ -99,6 +99,11 @@ class DataConfig:
     """Share of grounded examples whose right record is left out of the context (another hard
     negative takes its place) and whose answer says, in the question's language, that the
     catalogue has no such product."""
+    paired_absent: bool = False
+    """Teach every abstention (right record left out by ``absent_fraction``, or missed by
+    retrieval) beside its twin: the same question with the product shown among the same hard
+    negatives, answered and cited. Then only the record's presence, never the question's
+    wording, separates answering from abstaining. Adds one example per abstention."""
     question_mix: QuestionMix = field(default_factory=QuestionMix)
     """Kinds of grounded questions (title, fragment, reorder, typo, portuguese, descriptive,
     attribute) and their shares; the default asks the title phrasings only."""

@@ -92,7 +92,7 @@ class FakeIndex:
 
 def _builder(records, results, kind: str, **data):
     mix = QuestionMix(**{"title": 0.0, kind: 1.0}) if kind != "title" else QuestionMix()
-    cfg = dataclasses.replace(DataConfig(), question_mix=mix, absent_fraction=0.0, **data)
+    cfg = dataclasses.replace(DataConfig(), question_mix=mix, **{"absent_fraction": 0.0, **data})
     fmt = PromptFormat("", "", ("Tell me about {title}.",), chat=False, languages=("en",))
     return GroundedBuilder(FakeIndex(records, results), fmt, _Tok(), cfg)
 
@@ -188,3 +188,33 @@ def test_each_extra_example_of_a_product_asks_its_own_question():
     assert len({v.question for v in variants}) >= 6
     assert {v.uid for v in variants} == {"P"}
     assert len({builder.kind_for(f"P#{n}") for n in range(1, 8)}) >= 3
+
+
+def test_each_abstention_is_paired_with_the_same_question_answered():
+    """``data.paired_absent``: an abstention (left out by its hash, or missed by retrieval) is
+    taught beside its twin: the same question, the product shown among the same negatives, and
+    its description cited. Examples that answer are not doubled, and eval is never paired."""
+    records = _catalogue()
+    product = records[-1]
+    question = qk.make_question("typo", product).text
+    missed = {question: ["U1", "U2", "U3", "P"]}  # ranked 4th: the abstention of a miss
+    builder = _builder(records, missed, "typo", paired_absent=True, series_distractors=0)
+    absent, present = builder.build([product])
+    assert absent.absent and absent.answer == ABSTENTIONS["en"]
+    assert not present.absent and cited_uids(present.answer) == ["P"]
+    assert present.question == absent.question
+    assert [r.uid for r in absent.records] == ["U1", "U2", "U3"]
+    assert sorted(r.uid for r in present.records) == ["P", "U1", "U2"]
+    assert builder.counts["grounded_paired"] == 1 and builder.counts["grounded_absent"] == 1
+    assert builder.counts["grounded"] == 2
+
+    found = {question: ["U1", "P", "U2", "U3"]}
+    answered = _builder(records, found, "typo", paired_absent=True, series_distractors=0)
+    assert len(answered.build([product])) == 1  # nothing to pair
+    left_out = _builder(records, found, "typo", paired_absent=True, absent_fraction=1.0)
+    absent, present = left_out.build([product])  # left out by the hash: its twin at the rank
+    assert absent.absent and [r.uid for r in present.records][:2] == ["U1", "P"]
+    # eval decides absence itself (absent=True): one example per product, as measured
+    assert len(left_out.build([product], absent=True)) == 1
+    unpaired = _builder(records, missed, "typo", series_distractors=0)
+    assert len(unpaired.build([product])) == 1

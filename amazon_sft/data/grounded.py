@@ -20,7 +20,8 @@ read the right record among distractors, to quote it, and to abstain when it is 
 - every description is cut to ``context_record_tokens`` at a word boundary, and the answer is the
   right record exactly as shown, then ``[source: uid]`` (prompts.grounded_answer);
 - for ``absent_fraction`` of products the right record is left out (one more negative instead)
-  and the answer is the abstention in the question's language.
+  and the answer is the abstention in the question's language; with ``paired_absent`` every
+  abstention also comes with its twin, the same question with the product shown and answered.
 
 Products are picked by stable hashes of the uid, so a rerun teaches the same ones.
 """
@@ -95,6 +96,7 @@ class GroundedBuilder:
             "grounded_short_context": 0,
             "grounded_retrieval_missed": 0,
             "grounded_series_distractors": 0,
+            "grounded_paired": 0,
             **{f"grounded_kind_{kind}": 0 for kind in KINDS},
         }
 
@@ -148,7 +150,9 @@ class GroundedBuilder:
         absent: bool | None = None,
         train_only: bool = True,
     ) -> list[GroundedExample]:
-        """One example per product record. ``phrasing``: None picks the kind of question by the
+        """One example per product record, two for an abstention with ``data.paired_absent``
+        (training only: the abstention, then the same question with the product shown among
+        the same hard negatives). ``phrasing``: None picks the kind of question by the
         uid (training), eval asks title phrasing 0 with the right record always shown (oracle
         context); ``absent``: None decides by the uid's hash and absent_fraction.
 
@@ -172,22 +176,28 @@ class GroundedBuilder:
             leave_out = leave_out if absent is None else absent
             rows = [i for i, _ in best]
             rank = next((n for n, i in enumerate(rows) if self._uid(i) == uid), None)
-            if kind != "title" and not leave_out and (rank is None or rank >= k):
+            ranked = rank is not None and rank < k
+            if kind != "title" and not leave_out and not ranked:
                 leave_out = True  # retrieval missed it: ask could not answer either
                 self.counts["grounded_retrieval_missed"] += 1
-            want = k if leave_out else k - 1
-            records = self._negatives(best, product, want)
-            if len(records) < want:
-                self.counts["grounded_short_context"] += 1  # a small catalogue: fewer records
-            records = self._with_series(records, series)
-            if not leave_out:
-                place = int(uid_share(seed, "place:") * (len(records) + 1))
-                if kind != "title":  # where retrieval ranked it among the records shown
-                    above = {self._uid(i) for i in rows[:rank]}
-                    place = sum(str(r["uid"]) in above for r in records)
-                records.insert(place, product)
-            self.counts[f"grounded_kind_{kind}"] += 1
-            plans.append((uid, question, language, lead, leave_out, records))
+            # paired: the abstention and the same question with the product shown, so that
+            # only the record's presence, never the question's wording, tells them apart
+            paired = leave_out and self.data.paired_absent and absent is None
+            self.counts["grounded_paired"] += paired
+            for left_out in (True, False) if paired else (leave_out,):
+                want = k if left_out else k - 1
+                records = self._negatives(best, product, want)
+                if len(records) < want:
+                    self.counts["grounded_short_context"] += 1  # a small catalogue
+                records = self._with_series(records, series)
+                if not left_out:
+                    place = int(uid_share(seed, "place:") * (len(records) + 1))
+                    if kind != "title" and ranked:  # where retrieval ranked it among them
+                        above = {self._uid(i) for i in rows[:rank]}
+                        place = sum(str(r["uid"]) in above for r in records)
+                    records.insert(place, product)
+                self.counts[f"grounded_kind_{kind}"] += 1
+                plans.append((uid, question, language, lead, left_out, records))
         texts = [r["content"] for *_, records in plans for r in records]
         cut = iter(cut_to_tokens(self.tok, texts, self.data.context_record_tokens))
         out = []

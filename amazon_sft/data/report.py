@@ -93,6 +93,7 @@ def render_markdown(report: dict) -> str:
             "grounded_absent_docs",
             "grounded_retrieval_missed",
             "grounded_series_distractors",
+            "grounded_paired",
         ):
             lines.append(f"| {key} | {report.get(key, 0)} |")
         kinds = ", ".join(f"{k} {n}" for k, n in report.get("grounded_kinds", {}).items())
@@ -152,6 +153,8 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         # those examples teach the abstention (data.question_mix, every kind but title)
         "grounded_retrieval_missed": counts.get("grounded_retrieval_missed", 0),
         "grounded_series_distractors": counts.get("grounded_series_distractors", 0),
+        # abstentions taught beside the same question with the product shown (data.paired_absent)
+        "grounded_paired": counts.get("grounded_paired", 0),
         "grounded_kinds": {
             key.removeprefix("grounded_kind_"): n
             for key, n in counts.items()

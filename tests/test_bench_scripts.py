@@ -295,3 +295,35 @@ def test_answer_choice_scores_equal_a_full_forward_of_each_candidate(tiny_model_
         steps = torch.log_softmax(logits.float(), -1)[len(prompt) - 1 : -1]
         want = steps[torch.arange(len(cand)), torch.tensor(cand)]
         assert torch.allclose(torch.tensor(lps), want, atol=1e-4), (cand, lps, want.tolist())
+
+
+def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared, tmp_path):
+    """bench/abstain_gate.py: at ratio 1.0 no question with records is gated (scores come best
+    first), so the gate-and-model column is the answers file's own shares (the absent question
+    abstained); a higher ratio only abstains more."""
+    import orjson
+
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:6]]
+    lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    outcome = lambda right, absent: {"right": right, "wrong": False, "abstained": not right,  # noqa: E731
+                                     "absent": absent}  # fmt: skip
+    answers = tmp_path / "answers.jsonl"
+    answers.write_text(
+        "".join(
+            json.dumps({"line": n + 1, "outcomes": {"model": outcome(n % 2 == 0 and n < 6, n == 6)}}) + "\n"
+            for n in range(7)
+        )
+    )
+    out = _run("bench/abstain_gate.py", "--data", str(prepared), "--questions", str(questions),
+               "--answers", str(answers))  # fmt: skip
+    assert "6 questions about a product, 1 absent" in out and "ROC AUC" in out
+    table = [x for x in out.splitlines() if x.startswith("| ") and x[2].isdigit()]
+    assert len(table) == 9
+    first = [c.strip() for c in table[0].split("|")[1:-1]]
+    assert first[1] == "0.000" and first[4] == "0.500 / 0.000 / 0.500 / 1.000"
+    absent = [float(x.split("|")[3]) for x in table]
+    assert absent == sorted(absent)
+    assert "largest ratio whose gate alone abstains on <= 0.05 of present:" in out

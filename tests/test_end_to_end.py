@@ -276,3 +276,33 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
         )  # fmt: skip
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_dir, tmp_path):
+    """``eval --questions --abstain-below``: every answer goes through the same gate as ``ask``
+    (here a ratio no retrieval reaches: every question abstains, none generated); the report
+    says so. Without ``--questions`` the flag is refused: oracle context has no retrieval."""
+    rows = _catalogue(prepared)
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:2]]
+    questions = _write(tmp_path / "q.jsonl", lines)
+    (base,), overrides = _base(tiny_model_dir)
+    out = tmp_path / "r"
+    proc = _eval(
+        "--data", str(prepared), "--model", base, "--questions", str(questions),
+        "--out", str(out), "--max-new-tokens", "8", "--abstain-below", "1e9", *overrides,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
+    assert [a["doubtful"]["model"] for a in answers] == [True, True]
+    assert all(a["outcomes"]["model"]["abstained"] for a in answers)
+    assert json.loads((out / "report.json").read_text())["abstain_below"] == 1e9
+    assert "model 2 of 2 questions" in (out / "report.md").read_text()
+    for extra in (
+        ["--abstain-below", "1.3"],
+        ["--questions", str(questions), "--abstain-below", "-1"],
+    ):
+        proc = _eval(
+            "--data", str(prepared), "--model", base, "--out", str(out), *extra, *overrides
+        )
+        assert proc.returncode == 2 and "--abstain-below" in proc.stderr, proc.stderr[-2000:]
+        assert "Traceback" not in proc.stderr

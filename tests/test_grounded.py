@@ -325,3 +325,49 @@ def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny
         whole = tiny_tok(texts, add_special_tokens=False, return_offsets_mapping=True)
         want = cutting._cut_at(texts, whole["offset_mapping"], budget)
         assert cutting.cut_to_tokens(tiny_tok, texts, budget) == want
+
+
+def test_abstains_without_generating_when_retrieval_is_not_sure(grounded_prepared, tuned_run):
+    """``abstain_below``: when the first record's score is not that many times the second's,
+    the answer is an abstention the model did not generate (it only picks the language: the
+    likelier whole abstention after the prompt); with the gate off the model answers."""
+    import torch
+
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.doubt import likeliest_abstention
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+    from amazon_sft.tokenizer import hf_encoder
+
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
+    fmt = build_prompt_format(tok, cfg.data)
+    index = CatalogueIndex(grounded_prepared)
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    question = f"Tell me about {title}"
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("generate was called although retrieval was not sure")
+
+    model.generate, generate = refuse, model.generate
+    streamed: list[str] = []
+    doubtful = Answerer(model, tok, fmt, index, cfg.data, abstain_below=1e9)
+    result = doubtful(question, max_new_tokens=4, on_text=streamed.append)
+    assert result.doubtful and result.answer in ABSTENTIONS.values() and result.cited == []
+    assert streamed == [result.answer] and len(result.sources) == cfg.data.context_records
+    assert not any(s["cited"] for s in result.sources)
+
+    # the language: the abstention whose tokens (then EOS) are likelier, by the model's own loss
+    ids = fmt.bos + hf_encoder(tok)([result.prompt])[0]
+    losses = {}
+    for text in ABSTENTIONS.values():
+        answer = [*hf_encoder(tok)([text])[0], tok.eos_token_id]
+        labels = torch.tensor([[-100] * len(ids) + answer])
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids + answer]), labels=labels)
+        losses[text] = out.loss.item() * len(answer)  # mean over the answer's tokens
+    assert likeliest_abstention(model, tok, ids) == min(losses, key=losses.get) == result.answer
+
+    model.generate = generate
+    plain = Answerer(model, tok, fmt, index, cfg.data)(question, max_new_tokens=4)
+    assert not plain.doubtful

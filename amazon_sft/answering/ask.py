@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import StoppingCriteria
 
+from amazon_sft.answering.doubt import likeliest_abstention, retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
@@ -50,6 +51,9 @@ class Answer:
     mode: str
     cited: list[str]
     """The uids the answer cites (grounded mode)."""
+    doubtful: bool = False
+    """Retrieval was not sure the product is there (``abstain_below``): the answer is the
+    abstention, not generated; the model only chose its language (answering/doubt.py)."""
 
 
 def build_prompt(
@@ -115,13 +119,13 @@ def answer_question(
     max_new_tokens: int = 128,
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
+    abstain_below: float = 0.0,
 ) -> Answer:
     """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources.
     ``k``: records retrieved (grounded default: as many as training showed); ``mode``: grounded
     or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
-    so far is returned)."""
-    from transformers import StoppingCriteriaList, TextIteratorStreamer
-
+    so far is returned). ``abstain_below``: in grounded mode, abstain without generating when
+    the first record's score is under this many times the second's (0: never; doubt.py)."""
     mode = mode or default_mode(data)
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
@@ -136,6 +140,29 @@ def answer_question(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
             f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
         )
+    doubtful = mode == "grounded" and retrieval_doubtful(sources, abstain_below)
+    if doubtful:
+        text = likeliest_abstention(model, tok, ids)
+        if on_text:
+            on_text(text)
+    else:
+        text = _generate(model, tok, ids, max_new_tokens, on_text, cancel)
+    cited = cited_uids(text) if mode == "grounded" else []
+    described = [asdict(s) for s in sources]
+    if sources:
+        plain = strip_citations(text)
+        overlap = rouge_scores([plain] * len(sources), [s.content for s in sources])["rougeL"]
+        for d, r in zip(described, overlap):
+            d["answer_rougeL"] = round(r, 3)
+            if mode == "grounded":
+                d["cited"] = d["uid"] in cited
+    return Answer(question, text, described, prompt, mode, cited, doubtful)
+
+
+def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) -> str:
+    """Greedy generation after ``ids`` on a thread, its text streamed to ``on_text``."""
+    from transformers import StoppingCriteriaList, TextIteratorStreamer
+
     device = next(model.parameters()).device
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
     kwargs = {
@@ -155,17 +182,7 @@ def answer_question(
         if on_text:
             on_text(piece)
     thread.join()
-    text = "".join(pieces).strip()
-    cited = cited_uids(text) if mode == "grounded" else []
-    described = [asdict(s) for s in sources]
-    if sources:
-        plain = strip_citations(text)
-        overlap = rouge_scores([plain] * len(sources), [s.content for s in sources])["rougeL"]
-        for d, r in zip(described, overlap):
-            d["answer_rougeL"] = round(r, 3)
-            if mode == "grounded":
-                d["cited"] = d["uid"] in cited
-    return Answer(question, text, described, prompt, mode, cited)
+    return "".join(pieces).strip()
 
 
 @dataclass
@@ -178,6 +195,9 @@ class Answerer:
     index: CatalogueIndex
     data: DataConfig
     """The run's data config: grounded settings and whether the model was taught them."""
+    abstain_below: float = 0.0
+    """Abstain without generating when retrieval's first record is under this many times the
+    second's score (``--abstain-below``; 0: never). See answering/doubt.py."""
 
     @property
     def default_mode(self) -> str:
@@ -205,6 +225,7 @@ class Answerer:
             max_new_tokens=max_new_tokens,
             on_text=on_text,
             cancel=cancel,
+            abstain_below=self.abstain_below,
         )
 
 

@@ -45,6 +45,7 @@ def add_commands(sub) -> None:
             help="sources to retrieve (default: the records training showed, or 3)",
         )
         p.add_argument("--max-new-tokens", type=int, default=160)
+        add_abstain_flag(p)
         _add_trust_flag(p)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
 
@@ -72,6 +73,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--max-queue", type=int, default=8, help="requests that may wait for the model (503 beyond)"
     )
+    add_abstain_flag(p)
     _add_trust_flag(p)
     p.set_defaults(run=_run_serve)
 
@@ -99,6 +101,25 @@ def _add_mode_flags(p) -> None:
         help="put the retrieved records in the prompt (the default for a model trained with "
         "grounded examples)",
     )
+
+
+def add_abstain_flag(p) -> None:
+    """``--abstain-below``: ask, chat, serve and eval's end-to-end mode answer alike."""
+    p.add_argument(
+        "--abstain-below",
+        type=float,
+        default=0.0,
+        metavar="RATIO",
+        help="grounded mode: say the catalogue has no such product, without generating, when "
+        "the first record's retrieval score is under RATIO times the second's (0: never; 1.3 "
+        "was chosen on the real dev questions, docs/results.md)",
+    )
+
+
+def check_abstain_below(value: float) -> float:
+    if not value >= 0 or value == float("inf"):
+        raise UserError(f"--abstain-below must be a finite number >= 0, got {value}")
+    return value
 
 
 def _add_trust_flag(p) -> None:
@@ -149,6 +170,7 @@ def _session(args):
         build_prompt_format(tok, cfg.data),
         CatalogueIndex(args.index or cfg.data.path),
         cfg.data,
+        check_abstain_below(args.abstain_below),
     )
 
 

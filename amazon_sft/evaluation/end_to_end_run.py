@@ -9,6 +9,7 @@ from pathlib import Path
 
 import orjson
 
+from amazon_sft.answering.commands import add_abstain_flag, check_abstain_below
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation.report import md_text
@@ -34,6 +35,7 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--k", type=int, default=None, help="records retrieved (default: what training showed)"
     )
+    add_abstain_flag(p)
 
 
 def run(args, data_dir: Path, accelerator) -> int:
@@ -46,6 +48,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         raise UserError("--questions answers through transformers, as ask does: drop --backend")
     if args.k is not None and args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
+    abstain_below = check_abstain_below(args.abstain_below)
     questions, products, removals, skipped = _questions(args, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
@@ -59,6 +62,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "asked": len(questions),
         "skipped": skipped,
         "max_new_tokens": args.max_new_tokens,
+        "abstain_below": abstain_below,
         "seed": args.seed,
         "models": {},
         "groups": {},
@@ -66,7 +70,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     answers, outcomes = {}, {}
     for name, spec in specs.items():
         set_seed(args.seed)
-        answerer, label = _answerer(spec, args.overrides, index)
+        answerer, label = _answerer(spec, args.overrides, index, abstain_below)
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
@@ -96,14 +100,15 @@ def _questions(args, data_dir: Path):
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
 
 
-def _answerer(spec: str, overrides: list[str], index):
+def _answerer(spec: str, overrides: list[str], index, abstain_below: float):
     """``ask``'s Answerer for one model, on the index opened once."""
     from amazon_sft.answering.ask import Answerer
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
 
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
-    return Answerer(model, tok, build_prompt_format(tok, cfg.data), index, cfg.data), label
+    fmt = build_prompt_format(tok, cfg.data)
+    return Answerer(model, tok, fmt, index, cfg.data, abstain_below), label
 
 
 def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
@@ -116,6 +121,8 @@ def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "removed": q.removed,
         "retrieved": {m: [s["uid"] for s in answers[m][i].sources] for m in answers},
         "answers": {m: answers[m][i].answer for m in answers},
+        # abstained because retrieval was not sure (--abstain-below), not generated
+        "doubtful": {m: answers[m][i].doubtful for m in answers},
         "outcomes": {m: _plain(outcomes[m][i]) for m in outcomes},
     }
 
@@ -178,6 +185,15 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         f"max {result['max_new_tokens']} new tokens; 95% bootstrap intervals over questions.",
         "",
     ]
+    if result.get("abstain_below"):
+        doubtful = {m: sum(r["doubtful"][m] for r in rows) for m in models}
+        lines += [
+            f"Abstains without generating when the first record's retrieval score is under "
+            f"{result['abstain_below']} times the second's (`--abstain-below`): "
+            + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in doubtful.items())
+            + ".",
+            "",
+        ]
     for m in models:
         info = result["models"][m]
         lines.append(f"- {m}: {md_text(info['label'])}, k = {info['k']} records")

@@ -315,6 +315,8 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     if args.questions:
         return end_to_end_run.run(args, data_dir, accelerator)
+    if args.abstain_below:
+        raise UserError("--abstain-below is an answering setting: use it with --questions FILE")
     splits = {
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
         for s in args.splits.split(",")

@@ -1,0 +1,146 @@
+"""Does retrieval know when the asked product is not in the catalogue? And which
+``--abstain-below`` ratio to answer with (answering/doubt.py)?
+
+For every question of a question file, on the real path (``index.search`` on the question as
+typed, the product and its twins removed for a question that takes one out, ``k`` records), the
+ratio of the first record's score to the second's. Printed:
+
+- ROC AUC of that ratio, questions about products in the catalogue against absent ones (0.5 a
+  coin, 1.0 a perfect split; compare the tuned model's own, ``bench/answer_choice.py``);
+- per ratio, the gate alone (``retrieval_doubtful``, as ``ask`` applies it): the share of
+  questions about a product it abstains on (false abstention it adds), of absent products it
+  abstains on, and right/wrong first record when it lets the question through;
+- with ``--answers`` (an ungated ``eval --questions`` folder's ``answers.jsonl``): what the
+  gate and that model's answers give together (a gated question abstains, any other keeps the
+  model's greedy answer: the same as rerunning eval with ``--abstain-below``, as greedy
+  decoding is deterministic);
+- the ratio the rule picks: the largest of the grid whose gate alone abstains on at most
+  ``--budget`` of the questions about a product (the false-abstention goal). Pick it on dev.
+
+    python bench/abstain_gate.py --data PREPARED --questions eval/questions/real_dev.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from amazon_sft.answering.doubt import retrieval_doubtful
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.evaluation import end_to_end as E
+
+RATIOS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
+
+
+def first_to_second(scores: list[float]) -> float:
+    """The ratio the gate compares (none retrieved: 0; one: no rival, infinite).
+
+    >>> first_to_second([3.0, 2.0]), first_to_second([1.0]), first_to_second([])
+    (1.5, inf, 0.0)
+    """
+    if not scores:
+        return 0.0
+    if len(scores) == 1 or scores[1] <= 0:
+        return float("inf")
+    return scores[0] / scores[1]
+
+
+def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
+    index = CatalogueIndex(data_dir)
+    questions = E.read_questions(questions_file)
+    products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
+    questions, _ = E.keep_answerable(questions, products)
+    rows = []
+    for q in questions:
+        searched = E.WithoutRows(index, removals[q.removed]) if q.removed else index
+        sources = searched.search(q.text, k)
+        rows.append(
+            {
+                "line": q.line,
+                "absent": q.absent,
+                "sources": sources,
+                "top1": bool(sources) and not q.absent and sources[0].uid == q.uid,
+            }
+        )
+    return rows
+
+
+def roc_auc(positive: list[float], negative: list[float]) -> float:
+    """P(a positive scores above a negative), ties half.
+
+    >>> roc_auc([2.0, 3.0], [1.0, 2.0])
+    0.875
+    """
+    pairs = [(p > n) + 0.5 * (p == n) for p in positive for n in negative]
+    return sum(pairs) / len(pairs)
+
+
+def gate_table(rows: list[dict], answers: dict | None, budget: float) -> tuple[list[str], float]:
+    present = [r for r in rows if not r["absent"]]
+    absent = [r for r in rows if r["absent"]]
+    head = (
+        "| ratio | gate: false abstention | gate: absent abstention | gate: right / wrong first |"
+    )
+    lines = [
+        head + (" with model: right / wrong / false abst. / absent abst. |" if answers else "")
+    ]
+    lines.append("|---" * (5 if answers else 4) + "|")
+    chosen = RATIOS[0]
+    for ratio in RATIOS:
+        gated = {r["line"]: retrieval_doubtful(r["sources"], ratio) for r in rows}
+        false = sum(gated[r["line"]] for r in present) / len(present)
+        kept = sum(gated[r["line"]] for r in absent) / max(len(absent), 1)
+        right = sum(r["top1"] and not gated[r["line"]] for r in present) / len(present)
+        wrong = sum(not r["top1"] and not gated[r["line"]] for r in present) / len(present)
+        line = f"| {ratio} | {false:.3f} | {kept:.3f} | {right:.3f} / {wrong:.3f} |"
+        if answers:  # a gated question abstains; any other keeps the model's answer
+            gave = {"right": False, "wrong": False, "abstained": True}
+            o = {n: gave if gated[n] else answers[n] for n in gated}
+
+            def share(key: str, group: list[dict], o: dict = o) -> float:
+                return sum(o[r["line"]][key] for r in group) / max(len(group), 1)
+
+            line += (
+                f" {share('right', present):.3f} / {share('wrong', present):.3f} / "
+                f"{share('abstained', present):.3f} / {share('abstained', absent):.3f} |"
+            )
+        lines.append(line)
+        if false <= budget:
+            chosen = ratio
+    return lines, chosen
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=Path, required=True, help="the prepared folder (its index)")
+    p.add_argument("--questions", type=Path, required=True, help="a question file (eval/questions)")
+    p.add_argument("--k", type=int, default=3, help="records retrieved, as ask shows them")
+    p.add_argument("--answers", type=Path, help="an ungated eval --questions answers.jsonl")
+    p.add_argument("--model", default=None, help="its model name (default: tuned, else model)")
+    p.add_argument("--budget", type=float, default=0.05, help="false abstention the gate may add")
+    args = p.parse_args()
+    rows = retrieve(args.data, args.questions, args.k)
+    answers = None
+    if args.answers:
+        lines = [json.loads(x) for x in args.answers.read_text().splitlines() if x.strip()]
+        name = args.model or ("tuned" if "tuned" in lines[0]["outcomes"] else "model")
+        answers = {x["line"]: x["outcomes"][name] for x in lines}
+    ratio = [first_to_second([s.score for s in r["sources"]]) for r in rows]
+    auc = roc_auc(
+        [x for x, r in zip(ratio, rows) if not r["absent"]],
+        [x for x, r in zip(ratio, rows) if r["absent"]],
+    )
+    present = sum(not r["absent"] for r in rows)
+    print(f"{args.questions}: {present} questions about a product, {len(rows) - present} absent")
+    print(f"ROC AUC of first/second retrieval score, present vs absent: {auc:.3f}")
+    table, chosen = gate_table(rows, answers, args.budget)
+    print("\n".join(table))
+    print(f"largest ratio whose gate alone abstains on <= {args.budget} of present: {chosen}")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,7 +3,8 @@
 - ``GET /``: a question box; the answer streams in; the sources follow with their descriptions,
   each marked cited or not used, and the answer's ``[source: uid]`` becomes a link to its source.
 - ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
-  -> the answer, its mode, the uids it cites and its sources as JSON (``mode`` left out: grounded
+  -> the answer, its mode, the uids it cites, ``doubtful`` (retrieval was not sure: the
+  answer is the abstention, ``--abstain-below``) and its sources as JSON (``mode`` left out: grounded
   for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
   while generating.
 
@@ -278,6 +279,7 @@ def create_app(
                     "answer": result.answer,
                     "mode": result.mode,
                     "cited": result.cited,
+                    "doubtful": result.doubtful,
                     "sources": result.sources,
                 }
             ),
@@ -298,7 +300,12 @@ def create_app(
                 result = run(req, on_text=lambda t: events.put({"text": t}), cancel=cancel)
                 if result is not None:
                     events.put(
-                        {"sources": result.sources, "cited": result.cited, "mode": result.mode}
+                        {
+                            "sources": result.sources,
+                            "cited": result.cited,
+                            "mode": result.mode,
+                            "doubtful": result.doubtful,
+                        }
                     )
             except UserError as err:
                 events.put({"error": str(err)})

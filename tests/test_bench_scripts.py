@@ -313,7 +313,10 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     answers = tmp_path / "answers.jsonl"
     answers.write_text(
         "".join(
-            json.dumps({"line": n + 1, "outcomes": {"model": outcome(n % 2 == 0 and n < 6, n == 6)}}) + "\n"
+            json.dumps(
+                {"line": n + 1, "outcomes": {"model": outcome(n % 2 == 0 and n < 6, n == 6)}}
+            )
+            + "\n"
             for n in range(7)
         )
     )

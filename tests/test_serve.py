@@ -5,12 +5,11 @@ import shutil
 import socket
 import threading
 import time
-from types import SimpleNamespace
 
 import orjson
 import pytest
 
-from amazon_sft.answering.ask import Answerer
+from amazon_sft.answering.ask import Answer, Answerer
 from amazon_sft.answering.index import CatalogueIndex, build_index
 from amazon_sft.answering.serve import BROWSER_FLAGS, MAX_BODY_BYTES, BackgroundServer, create_app
 from amazon_sft.evaluation.loading import load_for_eval
@@ -159,7 +158,7 @@ class SlowAnswerer:
             if on_text:
                 on_text("x")
             time.sleep(0.02)
-        return SimpleNamespace(answer="x", sources=[], mode="closed", cited=[])
+        return Answer(question, "x", [], "", "closed", [])  # the contract serve reads
 
 
 def test_the_host_header_must_name_this_server(client):

@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation import end_to_end as E
+from bench.answer_choice import roc_auc  # the same AUC as the model's (ties half)
 
 RATIOS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
 
@@ -67,16 +68,6 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
             }
         )
     return rows
-
-
-def roc_auc(positive: list[float], negative: list[float]) -> float:
-    """P(a positive scores above a negative), ties half.
-
-    >>> roc_auc([2.0, 3.0], [1.0, 2.0])
-    0.875
-    """
-    pairs = [(p > n) + 0.5 * (p == n) for p in positive for n in negative]
-    return sum(pairs) / len(pairs)
 
 
 def gate_table(rows: list[dict], answers: dict | None, budget: float) -> tuple[list[str], float]:

@@ -38,6 +38,12 @@ def add_arguments(p) -> None:
     add_abstain_flag(p)
 
 
+def refuse_answering_flags(args) -> None:
+    """The answering flags are read in end-to-end mode only: refuse them anywhere else."""
+    if args.abstain_below:
+        raise UserError("--abstain-below is an answering setting: use it with --questions FILE")
+
+
 def run(args, data_dir: Path, accelerator) -> int:
     """Ask every question of ``args.questions`` with each model, score, write the report."""
     from accelerate.utils import set_seed

@@ -272,7 +272,7 @@ def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
             continue
         if key == "bleu":
             refs = [it.reference for it in rows]
-            delta, lo, hi = bleu_bootstrap(base["_preds"], tuned["_preds"], refs, seed)
+            delta, lo, hi = M.bleu_bootstrap(base["_preds"], tuned["_preds"], refs, seed)
         elif key == "perplexity":
             delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed, statistic=_ppl)
         else:
@@ -283,20 +283,6 @@ def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
 
 def _ppl(nll: np.ndarray) -> float:
     return math.exp(nll[:, 0].sum() / nll[:, 1].sum())
-
-
-def bleu_bootstrap(before: list[str], after: list[str], refs: list[str], seed: int, n: int = 200):
-    """Corpus BLEU has no per-example value: resample the (before, after, reference) triples."""
-    rng = np.random.default_rng(seed)
-    deltas = []
-    for _ in range(n):
-        idx = rng.integers(0, len(refs), len(refs)).tolist()
-        r = [refs[j] for j in idx]
-        deltas.append(
-            M.corpus_bleu([after[j] for j in idx], r) - M.corpus_bleu([before[j] for j in idx], r)
-        )
-    lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return M.corpus_bleu(after, refs) - M.corpus_bleu(before, refs), float(lo), float(hi)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,8 +301,7 @@ def main(argv: list[str] | None = None) -> int:
         print(note, file=sys.stderr)
     if args.questions:
         return end_to_end_run.run(args, data_dir, accelerator)
-    if args.abstain_below:
-        raise UserError("--abstain-below is an answering setting: use it with --questions FILE")
+    end_to_end_run.refuse_answering_flags(args)
     splits = {
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
         for s in args.splits.split(",")

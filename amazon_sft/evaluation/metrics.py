@@ -112,3 +112,17 @@ def _percentiles(draws: np.ndarray) -> tuple[float, float]:
         return float("nan"), float("nan")
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return float(lo), float(hi)
+
+
+def bleu_bootstrap(before: list[str], after: list[str], refs: list[str], seed: int, n: int = 200):
+    """Corpus BLEU has no per-example value: resample the (before, after, reference) triples."""
+    rng = np.random.default_rng(seed)
+    deltas = []
+    for _ in range(n):
+        idx = rng.integers(0, len(refs), len(refs)).tolist()
+        r = [refs[j] for j in idx]
+        deltas.append(
+            corpus_bleu([after[j] for j in idx], r) - corpus_bleu([before[j] for j in idx], r)
+        )
+    lo, hi = np.percentile(deltas, [2.5, 97.5])
+    return corpus_bleu(after, refs) - corpus_bleu(before, refs), float(lo), float(hi)

@@ -13,6 +13,7 @@ renamed into place.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import shutil
@@ -298,19 +299,41 @@ def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: 
     total = sum(1 for _ in picked())
     workers = worker_count(data.grounded_workers, total)
     bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
-    for examples in build_batches(builder, _batched(picked(), 256), workers, staging):
-        enc = streamed.encoder.encode_pairs(
-            [e.prompt for e in examples], [e.answer for e in examples]
-        )
-        streamed.spill.add(enc)
-        for p, a in zip(enc.prompt_lens, enc.answer_lens):
-            streamed.hist["prompt_tokens"].add(p)
-            streamed.hist["answer_tokens"].add(a)
-        bar.update(len(examples))
+    batches = build_batches(builder, _batched(picked(), 256), workers, staging)
+    with contextlib.closing(batches):  # a refusal below stops the workers at once
+        for n, examples in enumerate(batches):
+            enc = streamed.encoder.encode_pairs(
+                [e.prompt for e in examples], [e.answer for e in examples]
+            )
+            if n == 0:
+                _check_grounded_fit(data, len(examples), len(enc.doc_lens))
+            streamed.spill.add(enc)
+            _count_grounded(streamed, enc)
+            bar.update(len(examples))
     bar.close()
     streamed.counts.update(builder.counts)
     streamed.counts["grounded_workers"] = workers
     streamed.seconds["grounded"] = time.perf_counter() - started
+
+
+def _check_grounded_fit(data, built: int, kept: int) -> None:
+    """A grounded answer is never cut (it ends with its citation): an example longer than
+    ``max_seq_len`` is dropped. When most of the first batch is, the run would write a dataset
+    without the grounded examples asked for: refused before the rest is built."""
+    if built and kept < built / 2:
+        raise UserError(
+            f"data.max_seq_len={data.max_seq_len} holds {kept} of the first {built} grounded "
+            f"examples ({data.context_records} records of up to {data.context_record_tokens} "
+            f"tokens, then an answer of up to {data.max_answer_tokens}): raise "
+            "data.max_seq_len, or lower data.context_record_tokens / data.context_records / "
+            "data.max_answer_tokens"
+        )
+
+
+def _count_grounded(streamed: _Streamed, enc) -> None:
+    for p, a in zip(enc.prompt_lens, enc.answer_lens):
+        streamed.hist["prompt_tokens"].add(p)
+        streamed.hist["answer_tokens"].add(a)
 
 
 def _pack_and_write(staging: Path, data, streamed: _Streamed, doc_lens, pad_id: int):

@@ -101,6 +101,9 @@ def stage_prepare(args, work: Path) -> dict:
     overrides = [
         f"data.grounded_fraction={args.grounded_fraction}",
         f"data.grounded_workers={args.workers}",
+        # the default config's rows: at config tiny's 256 tokens a grounded example (3 records
+        # and a cited answer) does not fit, and prepare refuses (it used to drop them all)
+        "data.max_seq_len=1024",
     ]
     out = work / "prepared"
     progress = args.lines >= 100_000  # its bars (stderr) time each pass of a long run
@@ -110,6 +113,7 @@ def stage_prepare(args, work: Path) -> dict:
     keep = ("lines_read", "kept", "train_docs", "grounded_docs", "grounded_workers", "rows")
     return {
         **{k: report[k] for k in (*keep, "seconds")},
+        "grounded_too_long": report["skipped"].get("grounded_too_long", 0),  # built, not written
         "disk_mb": round(_disk_mb(out), 1),
         "index_disk_mb": round(_disk_mb(out / "index"), 1),
     }

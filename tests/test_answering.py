@@ -137,6 +137,8 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
             ],
             "--max-new-tokens",
         ),
+        (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--abstain-below RATIO"),
+        (["serve", "--model", str(tuned_run), "--abstain-below", "-2"], "--abstain-below"),
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

@@ -136,6 +136,8 @@ def test_full_catalogue_benchmark_runs_every_stage_at_small_size(tmp_path):
     results = {r["stage"]: r for r in json.loads((tmp_path / "results.json").read_text())}
     assert results["generate"]["lines"] == 2000 and 0.3 < results["generate"]["empty"] / 2000 < 0.5
     assert results["prepare"]["grounded_docs"] > 0 and results["query"]["queries"] == 20
+    # the grounded examples are in the shards, not built and dropped as too long
+    assert results["prepare"]["grounded_too_long"] < results["prepare"]["grounded_docs"] / 10
     assert all(r["peak_rss_mb"] > 0 for r in results.values())
     out = _run(
         "bench/grounded_shortlist.py",

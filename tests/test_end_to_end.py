@@ -289,20 +289,26 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     out = tmp_path / "r"
     proc = _eval(
         "--data", str(prepared), "--model", base, "--questions", str(questions),
-        "--out", str(out), "--max-new-tokens", "8", "--abstain-below", "1e9", *overrides,
+        "--out", str(out), "--max-new-tokens", "8", "--abstain-below", "1e9",
+        "--quote-when-sure", *overrides,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
     assert [a["doubtful"]["model"] for a in answers] == [True, True]
+    assert [a["quoted"]["model"] for a in answers] == [False, False]  # gated: nothing to quote
     assert all(a["outcomes"]["model"]["abstained"] for a in answers)
-    assert json.loads((out / "report.json").read_text())["abstain_below"] == 1e9
+    report = json.loads((out / "report.json").read_text())
+    assert report["abstain_below"] == 1e9 and report["quote_when_sure"] is True
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
-    for extra in (
-        ["--abstain-below", "1.3"],
-        ["--questions", str(questions), "--abstain-below", "-1"],
+    assert "model 0 of 2 questions" in (out / "report.md").read_text()
+    for extra, named in (
+        (["--abstain-below", "1.3"], "--abstain-below"),
+        (["--questions", str(questions), "--abstain-below", "-1"], "--abstain-below"),
+        (["--quote-when-sure"], "--quote-when-sure"),  # no retrieval without --questions
+        (["--questions", str(questions), "--quote-when-sure"], "--abstain-below RATIO"),
     ):
         proc = _eval(
             "--data", str(prepared), "--model", base, "--out", str(out), *extra, *overrides
         )
-        assert proc.returncode == 2 and "--abstain-below" in proc.stderr, proc.stderr[-2000:]
+        assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr

@@ -23,14 +23,26 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import StoppingCriteria
 
-from amazon_sft.answering.doubt import likeliest_abstention, retrieval_doubtful
+from amazon_sft.answering.doubt import (
+    HeldAbstention,
+    likeliest_abstention,
+    retrieval_doubtful,
+    retrieval_sure,
+)
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.metrics import rouge_scores
-from amazon_sft.prompts import ContextRecord, PromptFormat, cited_uids, strip_citations
+from amazon_sft.prompts import (
+    ContextRecord,
+    PromptFormat,
+    cited_uids,
+    grounded_answer,
+    is_abstention,
+    strip_citations,
+)
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
 
 MAX_QUESTION_CHARS = 2000
@@ -54,6 +66,10 @@ class Answer:
     doubtful: bool = False
     """Retrieval was not sure the product is there (``abstain_below``): the answer is the
     abstention, not generated; the model only chose its language (answering/doubt.py)."""
+    quoted: bool = False
+    """Retrieval was sure the product is there (``abstain_below``) and the model declined
+    anyway; with ``quote_when_sure`` the answer quotes the first record as training taught it
+    (its description cut as shown, then its citation), not generated (answering/doubt.py)."""
 
 
 def build_prompt(
@@ -68,6 +84,13 @@ def build_prompt(
     if not sources:
         return fmt.wrap(question)
     return fmt.render(sources[0].title, 0)
+
+
+def quote_record(tok, data: DataConfig, source: Source) -> str:
+    """The answer training taught for this record: its description cut as the prompt shows it,
+    then its citation."""
+    shown = cut_to_tokens(tok, [source.content], data.context_record_tokens)[0]
+    return grounded_answer(shown, source.uid, "en")
 
 
 def default_mode(data: DataConfig) -> str:
@@ -120,12 +143,14 @@ def answer_question(
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
     abstain_below: float = 0.0,
+    quote_when_sure: bool = False,
 ) -> Answer:
     """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources.
     ``k``: records retrieved (grounded default: as many as training showed); ``mode``: grounded
     or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
     so far is returned). ``abstain_below``: in grounded mode, abstain without generating when
-    the first record's score is under this many times the second's (0: never; doubt.py)."""
+    the first record's score is under this many times the second's (0: never; doubt.py);
+    ``quote_when_sure``: when it is not, and the model declines, quote the first record."""
     mode = mode or default_mode(data)
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
@@ -141,12 +166,22 @@ def answer_question(
             f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
         )
     doubtful = mode == "grounded" and retrieval_doubtful(sources, abstain_below)
+    quoted = False
     if doubtful:
         text = likeliest_abstention(model, tok, ids)
         if on_text:
             on_text(text)
     else:
-        text = _generate(model, tok, ids, max_new_tokens, on_text, cancel)
+        sure = quote_when_sure and mode == "grounded" and retrieval_sure(sources, abstain_below)
+        held = HeldAbstention(on_text) if sure and on_text else None
+        text = _generate(model, tok, ids, max_new_tokens, held or on_text, cancel)
+        quoted = sure and is_abstention(text)
+        if quoted:
+            text = quote_record(tok, data, sources[0])
+        if held:
+            held.release(replaced=quoted)
+        if quoted and on_text:
+            on_text(text)
     cited = cited_uids(text) if mode == "grounded" else []
     described = [asdict(s) for s in sources]
     if sources:
@@ -156,7 +191,7 @@ def answer_question(
             d["answer_rougeL"] = round(r, 3)
             if mode == "grounded":
                 d["cited"] = d["uid"] in cited
-    return Answer(question, text, described, prompt, mode, cited, doubtful)
+    return Answer(question, text, described, prompt, mode, cited, doubtful, quoted)
 
 
 def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) -> str:
@@ -198,6 +233,9 @@ class Answerer:
     abstain_below: float = 0.0
     """Abstain without generating when retrieval's first record is under this many times the
     second's score (``--abstain-below``; 0: never). See answering/doubt.py."""
+    quote_when_sure: bool = False
+    """With the gate on: when retrieval is sure and the model declines, quote the first record
+    (``--quote-when-sure``). See answering/doubt.py."""
 
     @property
     def default_mode(self) -> str:
@@ -226,6 +264,7 @@ class Answerer:
             on_text=on_text,
             cancel=cancel,
             abstain_below=self.abstain_below,
+            quote_when_sure=self.quote_when_sure,
         )
 
 

@@ -114,12 +114,26 @@ def add_abstain_flag(p) -> None:
         "the first record's retrieval score is under RATIO times the second's (0: never; 1.4 "
         "was picked on the real dev questions by bench/abstain_gate.py, docs/grounded.md)",
     )
+    p.add_argument(
+        "--quote-when-sure",
+        action="store_true",
+        help="with --abstain-below: when the first record is that far ahead and the model still "
+        "says the catalogue has no such product, quote that record (its description, cited) "
+        "instead (docs/grounded.md)",
+    )
 
 
 def check_abstain_below(value: float) -> float:
     if not value >= 0 or value == float("inf"):
         raise UserError(f"--abstain-below must be a finite number >= 0, got {value}")
     return value
+
+
+def check_quote_when_sure(args) -> bool:
+    """``--quote-when-sure`` reads the gate's ratio: refused without it."""
+    if args.quote_when_sure and not args.abstain_below:
+        raise UserError("--quote-when-sure needs --abstain-below RATIO: retrieval is sure above it")
+    return args.quote_when_sure
 
 
 def _add_trust_flag(p) -> None:
@@ -162,6 +176,7 @@ def _session(args):
 
     if args.max_new_tokens < 1 or (args.k is not None and args.k < 1):
         raise UserError("--max-new-tokens and --k must be >= 1")
+    abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
     spec = args.model or _default_model()
     model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
     return Answerer(
@@ -170,7 +185,8 @@ def _session(args):
         build_prompt_format(tok, cfg.data),
         CatalogueIndex(args.index or cfg.data.path),
         cfg.data,
-        check_abstain_below(args.abstain_below),
+        abstain_below,
+        quote,
     )
 
 
@@ -238,6 +254,7 @@ def _run_ask(args) -> int:
                         "mode": result.mode,
                         "cited": result.cited,
                         "doubtful": result.doubtful,
+                        "quoted": result.quoted,
                         "sources": [_public(s) for s in result.sources],
                     }
                 )

@@ -4,7 +4,8 @@
   each marked cited or not used, and the answer's ``[source: uid]`` becomes a link to its source.
 - ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
   -> the answer, its mode, the uids it cites, ``doubtful`` (retrieval was not sure: the
-  answer is the abstention, ``--abstain-below``) and its sources as JSON (``mode`` left out: grounded
+  answer is the abstention, ``--abstain-below``), ``quoted`` (retrieval was sure and the model
+  declined: the answer quotes the first record, ``--quote-when-sure``) and its sources as JSON (``mode`` left out: grounded
   for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
   while generating.
 
@@ -280,6 +281,7 @@ def create_app(
                     "mode": result.mode,
                     "cited": result.cited,
                     "doubtful": result.doubtful,
+                    "quoted": result.quoted,
                     "sources": result.sources,
                 }
             ),
@@ -305,6 +307,7 @@ def create_app(
                             "cited": result.cited,
                             "mode": result.mode,
                             "doubtful": result.doubtful,
+                            "quoted": result.quoted,
                         }
                     )
             except UserError as err:

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import orjson
 
-from amazon_sft.answering.commands import add_abstain_flag, check_abstain_below
+from amazon_sft.answering.commands import (
+    add_abstain_flag,
+    check_abstain_below,
+    check_quote_when_sure,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation.report import md_text
@@ -40,8 +44,9 @@ def add_arguments(p) -> None:
 
 def refuse_answering_flags(args) -> None:
     """The answering flags are read in end-to-end mode only: refuse them anywhere else."""
-    if args.abstain_below:
-        raise UserError("--abstain-below is an answering setting: use it with --questions FILE")
+    if args.abstain_below or args.quote_when_sure:
+        flag = "--abstain-below" if args.abstain_below else "--quote-when-sure"
+        raise UserError(f"{flag} is an answering setting: use it with --questions FILE")
 
 
 def run(args, data_dir: Path, accelerator) -> int:
@@ -55,6 +60,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     if args.k is not None and args.k < 1:
         raise UserError(f"--k must be >= 1, got {args.k}")
     abstain_below = check_abstain_below(args.abstain_below)
+    quote_when_sure = check_quote_when_sure(args)
     questions, products, removals, skipped = _questions(args, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
@@ -69,6 +75,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "skipped": skipped,
         "max_new_tokens": args.max_new_tokens,
         "abstain_below": abstain_below,
+        "quote_when_sure": quote_when_sure,
         "seed": args.seed,
         "models": {},
         "groups": {},
@@ -76,7 +83,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     answers, outcomes = {}, {}
     for name, spec in specs.items():
         set_seed(args.seed)
-        answerer, label = _answerer(spec, args.overrides, index, abstain_below)
+        answerer, label = _answerer(spec, args.overrides, index, abstain_below, quote_when_sure)
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
@@ -106,7 +113,7 @@ def _questions(args, data_dir: Path):
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
 
 
-def _answerer(spec: str, overrides: list[str], index, abstain_below: float):
+def _answerer(spec: str, overrides: list[str], index, abstain_below: float, quote: bool):
     """``ask``'s Answerer for one model, on the index opened once."""
     from amazon_sft.answering.ask import Answerer
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
@@ -114,7 +121,7 @@ def _answerer(spec: str, overrides: list[str], index, abstain_below: float):
 
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
-    return Answerer(model, tok, fmt, index, cfg.data, abstain_below), label
+    return Answerer(model, tok, fmt, index, cfg.data, abstain_below, quote), label
 
 
 def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
@@ -129,6 +136,8 @@ def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated
         "doubtful": {m: answers[m][i].doubtful for m in answers},
+        # retrieval was sure, the model declined: the first record quoted (--quote-when-sure)
+        "quoted": {m: answers[m][i].quoted for m in answers},
         "outcomes": {m: _plain(outcomes[m][i]) for m in outcomes},
     }
 
@@ -197,6 +206,15 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             f"Abstains without generating when the first record's retrieval score is under "
             f"{result['abstain_below']} times the second's (`--abstain-below`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in doubtful.items())
+            + ".",
+            "",
+        ]
+    if result.get("quote_when_sure"):
+        quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
+        lines += [
+            "Above it, an answer that declined was replaced by the first record, quoted and cited "
+            "(`--quote-when-sure`): "
+            + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
             + ".",
             "",
         ]

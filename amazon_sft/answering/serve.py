@@ -5,8 +5,8 @@
 - ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
   -> the answer, its mode, the uids it cites, ``doubtful`` (retrieval was not sure: the
   answer is the abstention, ``--abstain-below``), ``quoted`` (retrieval was sure and the model
-  declined: the answer quotes the first record, ``--quote-when-sure``) and its sources as JSON (``mode`` left out: grounded
-  for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
+  declined: the answer quotes the first record, ``--quote-when-sure``) and its sources as JSON
+  (``mode`` left out: grounded for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
   while generating.
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and

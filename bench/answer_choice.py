@@ -32,12 +32,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amazon_sft.answering.ask import build_prompt, clean_question
+from amazon_sft.answering.ask import build_prompt, clean_question, quote_record
 from amazon_sft.answering.index import CatalogueIndex
-from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation.loading import load_for_eval
-from amazon_sft.prompts import ABSTENTIONS, build_prompt_format, grounded_answer
+from amazon_sft.prompts import ABSTENTIONS, build_prompt_format
 from amazon_sft.tokenizer import hf_encoder
 
 MARGINS = (-4, -3, -2, -1, 0, 1, 2)
@@ -87,8 +86,7 @@ def score_questions(data_dir: Path, model_spec: str, questions_file: Path) -> li
         prompt_ids = (
             fmt.bos + encode([build_prompt(fmt, tok, cfg.data, text, sources, "grounded")])[0]
         )
-        shown = cut_to_tokens(tok, [s.content for s in sources], cfg.data.context_record_tokens)
-        answers = [grounded_answer(d, s.uid, "en") for s, d in zip(sources, shown)]
+        answers = [quote_record(tok, cfg.data, s) for s in sources]  # as ask quotes a record
         answers += [ABSTENTIONS["en"], ABSTENTIONS["pt"]]
         candidates = [[*ids, tok.eos_token_id] for ids in encode(answers)]
         rows.append(

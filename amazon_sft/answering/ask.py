@@ -24,7 +24,8 @@ import torch
 from transformers import StoppingCriteria
 
 from amazon_sft.answering.doubt import (
-    HeldAbstention,
+    HeldForFirstRecord,
+    answer_when_sure,
     likeliest_abstention,
     retrieval_doubtful,
     retrieval_sure,
@@ -40,7 +41,6 @@ from amazon_sft.prompts import (
     PromptFormat,
     cited_uids,
     grounded_answer,
-    is_abstention,
     strip_citations,
 )
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
@@ -67,9 +67,10 @@ class Answer:
     """Retrieval was not sure the product is there (``abstain_below``): the answer is the
     abstention, not generated; the model only chose its language (answering/doubt.py)."""
     quoted: bool = False
-    """Retrieval was sure the product is there (``abstain_below``) and the model declined
-    anyway; with ``quote_when_sure`` the answer quotes the first record as training taught it
-    (its description cut as shown, then its citation), not generated (answering/doubt.py)."""
+    """With ``quote_when_sure``: retrieval was sure of its first record (``abstain_below``)
+    and the model's answer did not cite it (it declined, or followed another record or none),
+    so the answer is that record as training taught it (its description cut as shown, then its
+    citation), or the model's text about it re-cited; not the model's own (answering/doubt.py)."""
 
 
 def build_prompt(
@@ -86,11 +87,15 @@ def build_prompt(
     return fmt.render(sources[0].title, 0)
 
 
+def shown_description(tok, data: DataConfig, source: Source) -> str:
+    """The record's description as a grounded prompt shows it (cut as in training)."""
+    return cut_to_tokens(tok, [source.content], data.context_record_tokens)[0]
+
+
 def quote_record(tok, data: DataConfig, source: Source) -> str:
     """The answer training taught for this record: its description cut as the prompt shows it,
     then its citation."""
-    shown = cut_to_tokens(tok, [source.content], data.context_record_tokens)[0]
-    return grounded_answer(shown, source.uid, "en")
+    return grounded_answer(shown_description(tok, data, source), source.uid, "en")
 
 
 def default_mode(data: DataConfig) -> str:
@@ -150,7 +155,8 @@ def answer_question(
     or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
     so far is returned). ``abstain_below``: in grounded mode, abstain without generating when
     the first record's score is under this many times the second's (0: never; doubt.py);
-    ``quote_when_sure``: when it is not, and the model declines, quote the first record."""
+    ``quote_when_sure``: when it is not, the answer must cite the first record (doubt.py's
+    ``answer_when_sure``: the model's when it does, else that record quoted)."""
     mode = mode or default_mode(data)
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
@@ -173,15 +179,13 @@ def answer_question(
             on_text(text)
     else:
         sure = quote_when_sure and mode == "grounded" and retrieval_sure(sources, abstain_below)
-        held = HeldAbstention(on_text) if sure and on_text else None
+        shown = shown_description(tok, data, sources[0]) if sure else ""
+        held = HeldForFirstRecord(on_text, shown) if sure and on_text else None
         text = _generate(model, tok, ids, max_new_tokens, held or on_text, cancel)
-        quoted = sure and is_abstention(text)
-        if quoted:
-            text = quote_record(tok, data, sources[0])
+        if sure:
+            text, quoted = answer_when_sure(text, sources[0].uid, shown)
         if held:
-            held.release(replaced=quoted)
-        if quoted and on_text:
-            on_text(text)
+            held.finish(text)
     cited = cited_uids(text) if mode == "grounded" else []
     described = [asdict(s) for s in sources]
     if sources:
@@ -234,8 +238,8 @@ class Answerer:
     """Abstain without generating when retrieval's first record is under this many times the
     second's score (``--abstain-below``; 0: never). See answering/doubt.py."""
     quote_when_sure: bool = False
-    """With the gate on: when retrieval is sure and the model declines, quote the first record
-    (``--quote-when-sure``). See answering/doubt.py."""
+    """With the gate on: when retrieval is sure, the answer must cite its first record, else
+    that record is quoted (``--quote-when-sure``). See answering/doubt.py."""
 
     @property
     def default_mode(self) -> str:

@@ -117,9 +117,9 @@ def add_abstain_flag(p) -> None:
     p.add_argument(
         "--quote-when-sure",
         action="store_true",
-        help="with --abstain-below: when the first record is that far ahead and the model still "
-        "says the catalogue has no such product, quote that record (its description, cited) "
-        "instead (docs/grounded.md)",
+        help="with --abstain-below: when the first record is that far ahead, the answer must "
+        "cite it: an answer that declines or follows another record is replaced by that record "
+        "(its description, cited) (docs/grounded.md)",
     )
 
 

@@ -136,7 +136,8 @@ def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated
         "doubtful": {m: answers[m][i].doubtful for m in answers},
-        # retrieval was sure, the model declined: the first record quoted (--quote-when-sure)
+        # retrieval was sure, the answer did not cite its first record: that record quoted
+        # (--quote-when-sure)
         "quoted": {m: answers[m][i].quoted for m in answers},
         "outcomes": {m: _plain(outcomes[m][i]) for m in outcomes},
     }
@@ -212,7 +213,8 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
     if result.get("quote_when_sure"):
         quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
         lines += [
-            "Above it, an answer that declined was replaced by the first record, quoted and cited "
+            "Above it, an answer that did not cite the first record (it declined, or followed "
+            "another record or none) was replaced by that record, quoted and cited "
             "(`--quote-when-sure`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
             + ".",

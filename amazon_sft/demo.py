@@ -12,6 +12,10 @@
    retrieval recall; held-out products); ``--oracle-eval`` adds the oracle-context eval;
 5. ask the four questions again with the tuned model, with their sources.
 
+Every answer goes through retrieval's gate as a user would run it (``--abstain-below 1.4
+--quote-when-sure``: abstain when retrieval is not sure; when it is, the answer must cite its
+first record, else that record is quoted); the summary says which answers are the model's own.
+
 Defaults are sized for <= 25 minutes on 2 CPU cores (fp32, no AMX) with SmolLM2-135M: the previous
 demo (40 steps, oracle eval of 20 titles x 5 splits) took 43; this one drops the oracle eval and the
 closed-book asks (not yet measured on idle cores); ``--config tiny`` runs the same path in seconds (what CI does). Every
@@ -69,6 +73,19 @@ def parse_args(argv):
         "--max-seq-len", type=int, default=None, help="packed row length (default: the config's)"
     )
     p.add_argument(
+        "--abstain-below",
+        type=float,
+        default=1.4,
+        metavar="RATIO",
+        help="retrieval's gate for every answer (ask, eval): abstain when the first record is not "
+        "RATIO times ahead of the second (1.4: picked on the real dev questions; 0: off)",
+    )
+    p.add_argument(
+        "--no-quote",
+        action="store_true",
+        help="leave out --quote-when-sure (above the gate, an answer must cite the first record)",
+    )
+    p.add_argument(
         "--grounded-fraction",
         type=float,
         default=1.0,
@@ -94,9 +111,18 @@ def run(step: str, args: list[str], log) -> str:
     return proc.stdout
 
 
-def ask_all(
-    who: str, model: str, questions: list[str], prepared: Path, max_new_tokens: int, log
-) -> list[dict]:
+def gate_args(args) -> list[str]:
+    """Retrieval's gate, as a user would answer with it (answering/doubt.py)."""
+    if not args.abstain_below:
+        return []
+    return [
+        "--abstain-below",
+        str(args.abstain_below),
+        *([] if args.no_quote else ["--quote-when-sure"]),
+    ]
+
+
+def ask_all(who: str, model: str, questions: list[str], prepared: Path, args, log) -> list[dict]:
     """One `amazon-sft ask --grounded --json` with every question (the model loads once); the
     parsed answers, one JSON line per question."""
     out = run(
@@ -111,7 +137,8 @@ def ask_all(
             "--grounded",
             "--json",
             "--max-new-tokens",
-            str(max_new_tokens),
+            str(args.max_new_tokens),
+            *gate_args(args),
         ],
         log,
     )
@@ -199,22 +226,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n== {len(rows)} held-out questions: {question_file}", flush=True)
         questions = demo_questions(rows)
         base = f"config:{args.config}"
-        before = ask_all("base model", base, questions, prepared, args.max_new_tokens, log)
+        before = ask_all("base model", base, questions, prepared, args, log)
         run("LoRA fine-tune", train_args(args, prepared, run_dir), log)
-        e2e = ["--questions", str(question_file)]
+        e2e = ["--questions", str(question_file), *gate_args(args)]
         run("evaluate end to end, before and after", eval_args(args, prepared, base, run_dir,
             report, e2e), log)  # fmt: skip
         if args.oracle_eval:
             extra = ["--n", str(args.n)]
             run("evaluate with oracle context", eval_args(args, prepared, base, run_dir, oracle,
                 extra), log)  # fmt: skip
-        after = ask_all("tuned model", str(run_dir), questions, prepared, args.max_new_tokens, log)
+        after = ask_all("tuned model", str(run_dir), questions, prepared, args, log)
     summary = {
         "questions": [
             {
                 "question": q,
                 "before": before[i]["answer"],
                 "after": after[i]["answer"],
+                "before_how": answered_how(before[i]),
+                "after_how": answered_how(after[i]),
                 "cited": after[i]["cited"],
                 "sources": after[i]["sources"],
             }
@@ -224,6 +253,15 @@ def main(argv: list[str] | None = None) -> int:
     (out / "answers.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(summary, report)
     return 0
+
+
+def answered_how(answer: dict) -> str:
+    """Who wrote the answer: the model, or retrieval's gate (answering/doubt.py)."""
+    if answer.get("doubtful"):
+        return "abstained: retrieval not sure"
+    if answer.get("quoted"):
+        return "first record quoted: retrieval sure, the model's answer did not cite it"
+    return "the model's own"
 
 
 HEADLINE = ("right_record_cited", "wrong_record_cited", "abstention_recall", "recall_at_k")
@@ -240,13 +278,24 @@ def print_summary(summary: dict, report: Path) -> None:
             if row.get(key) and tuned[group].get(key)
         ]
         print(f"{group:>24} (n={row['n']}): " + "   ".join(cells))
+    answers = [json.loads(x) for x in (report / "answers.jsonl").read_text().splitlines()]
+    if any(a["quoted"]["tuned"] or a["quoted"]["base"] for a in answers):
+        present = [a for a in answers if not a["outcomes"]["base"]["absent"]]
+        own = {
+            m: sum(a["outcomes"][m]["right"] and not a["quoted"][m] for a in present)
+            for m in ("base", "tuned")
+        }
+        print(
+            f"{'':>24} right record cited by the model's own answer (not quoted): "
+            f"{own['base']} -> {own['tuned']} of {len(present)}"
+        )
     for item in summary["questions"]:
         by_uid = {s["uid"]: s for s in item["sources"]}
         cited = ", ".join(f"[{u}] {by_uid[u]['title']}" for u in item["cited"] if u in by_uid)
         print(
             f"\nQ: {item['question']}\n"
-            f"   before: {item['before'][:140]}\n"
-            f"   after:  {item['after'][:140]}\n"
+            f"   before ({item['before_how']}): {item['before'][:140]}\n"
+            f"   after  ({item['after_how']}): {item['after'][:140]}\n"
             f"   cites: {cited or 'nothing'}"
         )
     print(f"\nReport: {report / 'report.md'}; answers: {report.parent / 'answers.json'}")

@@ -55,12 +55,18 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
     assert len(report_prep["grounded_kinds"]) >= 5  # every kind of question is taught
     answers = json.loads((out / "answers.json").read_text())["questions"]
     assert len(answers) == 4 and all(a["sources"] for a in answers)
-    assert all(set(a) >= {"before", "after", "cited"} for a in answers)
+    assert all(set(a) >= {"before", "after", "cited", "before_how", "after_how"} for a in answers)
     report = json.loads((out / "eval" / "report.json").read_text())
     assert report["mode"] == "end to end" and set(report["models"]) == {"base", "tuned"}
     assert "held-out products" in report["groups"]["tuned"]
     assert "products not in the catalogue" in report["groups"]["tuned"]
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout
+    # every answer goes through retrieval's gate as a user runs it (answering/doubt.py)
+    assert report["abstain_below"] == 1.4 and report["quote_when_sure"] is True
+    asks = [
+        x for x in (out / "demo.log").read_text().splitlines() if x.startswith("$ amazon-sft ask")
+    ]
+    assert len(asks) == 2 and all("--abstain-below 1.4 --quote-when-sure" in x for x in asks)
 
 
 def test_the_committed_heldout_questions_are_the_demo_catalogues(tmp_path):

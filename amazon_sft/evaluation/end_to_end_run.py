@@ -212,11 +212,19 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         ]
     if result.get("quote_when_sure"):
         quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
+        present = [r for r in rows if not r["outcomes"][models[0]]["absent"]]
+        own = {
+            m: sum(r["outcomes"][m]["right"] and not r["quoted"][m] for r in present)
+            for m in models
+        }
         lines += [
             "Above it, an answer that did not cite the first record (it declined, or followed "
             "another record or none) was replaced by that record, quoted and cited "
             "(`--quote-when-sure`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
+            + ". So behind the gate the citation is retrieval's; the right record cited by the "
+            "model's own answer (not replaced): "
+            + ", ".join(f"{m} {n} of {len(present)}" for m, n in own.items())
             + ".",
             "",
         ]

@@ -15,7 +15,11 @@ ratio of the first record's score to the second's. Printed:
   model's greedy answer: the same as rerunning eval with ``--abstain-below``, as greedy
   decoding is deterministic);
 - the ratio the rule picks: the largest of the grid whose gate alone abstains on at most
-  ``--budget`` of the questions about a product (the false-abstention goal). Pick it on dev.
+  ``--budget`` of the questions about a product (the false-abstention goal). Pick it on dev;
+- whether a second signal would help: the share of the question's indexed words that the first
+  record has (title or description opening), its ROC AUC, and the best rule "abstain when the
+  ratio is under R, or the share under C while the ratio is under R2" fitted on this very file
+  (in-sample: an upper bound of what the two signals can do at ``--budget``).
 
     python bench/abstain_gate.py --data PREPARED --questions eval/questions/real_dev.jsonl
 """
@@ -24,13 +28,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.doubt import retrieval_doubtful
-from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index import DESCRIPTION_CHARS, TOKEN_PATTERN, CatalogueIndex
 from amazon_sft.evaluation import end_to_end as E
 from bench.answer_choice import roc_auc  # the same AUC as the model's (ties half)
 
@@ -50,6 +55,20 @@ def first_to_second(scores: list[float]) -> float:
     return scores[0] / scores[1]
 
 
+def word_share(words: list[str], title: str, content: str) -> float:
+    """Share of the question's indexed words that the record has, in its title or its
+    description's indexed opening (index.DESCRIPTION_CHARS).
+
+    >>> word_share(["soft", "bear", "blue"], "Soft Bear", "A bear for babies.")
+    0.667
+    """
+    if not words:
+        return 1.0
+    text = f"{title} {content[:DESCRIPTION_CHARS]}".casefold()
+    have = set(re.findall(TOKEN_PATTERN, text))
+    return round(sum(w in have for w in words) / len(words), 3)
+
+
 def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
     index = CatalogueIndex(data_dir)
     questions = E.read_questions(questions_file)
@@ -59,12 +78,14 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
     for q in questions:
         searched = E.WithoutRows(index, removals[q.removed]) if q.removed else index
         sources = searched.search(q.text, k)
+        words = list(dict.fromkeys(index.words(q.text)))
         rows.append(
             {
                 "line": q.line,
                 "absent": q.absent,
                 "sources": sources,
                 "top1": bool(sources) and not q.absent and sources[0].uid == q.uid,
+                "share": word_share(words, sources[0].title, sources[0].content) if sources else 0,
             }
         )
     return rows
@@ -105,6 +126,24 @@ def gate_table(rows: list[dict], answers: dict | None, budget: float) -> tuple[l
     return lines, chosen
 
 
+def best_two_signal_rule(rows: list[dict], ratio: list[float], budget: float) -> str:
+    """The rule over ratio and word share that abstains on the most absent products while
+    abstaining on at most ``budget`` of the others, fitted on these rows."""
+    present = [i for i, r in enumerate(rows) if not r["absent"]]
+    absent = [i for i, r in enumerate(rows) if r["absent"]]
+    best = (-1.0, "")
+    shares = [x / 20 for x in range(21)] + [1.01]
+    for r1 in RATIOS:
+        for c in shares:
+            for r2 in (*RATIOS, 3.0, 5.0, 10.0, float("inf")):
+                gated = [x < r1 or (rows[i]["share"] < c and x < r2) for i, x in enumerate(ratio)]
+                false = sum(gated[i] for i in present) / len(present)
+                caught = sum(gated[i] for i in absent) / max(len(absent), 1)
+                if false <= budget and caught > best[0]:
+                    best = (caught, f"R={r1}, C={c}, R2={r2}: false abstention {false:.3f}")
+    return f"absent abstention {best[0]:.3f} ({best[1]})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=Path, required=True, help="the prepared folder (its index)")
@@ -131,6 +170,13 @@ def main() -> None:
     table, chosen = gate_table(rows, answers, args.budget)
     print("\n".join(table))
     print(f"largest ratio whose gate alone abstains on <= {args.budget} of present: {chosen}")
+    share_auc = roc_auc(
+        [r["share"] for r in rows if not r["absent"]], [r["share"] for r in rows if r["absent"]]
+    )
+    print(f"ROC AUC of the question's word share in the first record: {share_auc:.3f}")
+    print(
+        f"best ratio + word-share rule, fitted here: {best_two_signal_rule(rows, ratio, args.budget)}"
+    )
 
 
 if __name__ == "__main__":

@@ -325,6 +325,7 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     out = _run("bench/abstain_gate.py", "--data", str(prepared), "--questions", str(questions),
                "--answers", str(answers))  # fmt: skip
     assert "6 questions about a product, 1 absent" in out and "ROC AUC" in out
+    assert "word share in the first record" in out and "best ratio + word-share rule" in out
     table = [x for x in out.splitlines() if x.startswith("| ") and x[2].isdigit()]
     assert len(table) == 9
     first = [c.strip() for c in table[0].split("|")[1:-1]]

@@ -18,8 +18,9 @@ first record, else that record is quoted); the summary says which answers are th
 
 Defaults are sized for <= 25 minutes on 2 CPU cores (fp32, no AMX) with SmolLM2-135M: the previous
 demo (40 steps, oracle eval of 20 titles x 5 splits) took 43; this one drops the oracle eval and the
-closed-book asks (not yet measured on idle cores); ``--config tiny`` runs the same path in seconds (what CI does). Every
-step is a real ``amazon-sft`` command, printed first.
+closed-book asks: 23 min 13 s on an idle 2-core machine (docs/results.md); ``--config tiny`` runs
+the same path in seconds (what CI does). Every step is a real ``amazon-sft`` command, printed
+first.
 """
 
 from __future__ import annotations
@@ -78,12 +79,14 @@ def parse_args(argv):
         default=1.4,
         metavar="RATIO",
         help="retrieval's gate for every answer (ask, eval): abstain when the first record is not "
-        "RATIO times ahead of the second (1.4: picked on the real dev questions; 0: off)",
+        "RATIO times ahead of the second (default 1.4, picked on the real dev questions; 0: no "
+        "gate, and so no --quote-when-sure either)",
     )
     p.add_argument(
         "--no-quote",
         action="store_true",
-        help="leave out --quote-when-sure (above the gate, an answer must cite the first record)",
+        help="answer without --quote-when-sure: above the gate the model's answer is kept even "
+        "when it does not cite the first record",
     )
     p.add_argument(
         "--grounded-fraction",
@@ -260,7 +263,7 @@ def answered_how(answer: dict) -> str:
     if answer.get("doubtful"):
         return "abstained: retrieval not sure"
     if answer.get("quoted"):
-        return "first record quoted: retrieval sure, the model's answer did not cite it"
+        return "the first record's answer: retrieval sure, the model's did not cite it"
     return "the model's own"
 
 
@@ -287,7 +290,7 @@ def print_summary(summary: dict, report: Path) -> None:
         }
         print(
             f"{'':>24} right record cited by the model's own answer (not quoted): "
-            f"{own['base']} -> {own['tuned']} of {len(present)}"
+            f"{own['base']} -> {own['tuned']} of {len(present)} questions about a product"
         )
     for item in summary["questions"]:
         by_uid = {s["uid"]: s for s in item["sources"]}

@@ -86,7 +86,7 @@ def score_questions(data_dir: Path, model_spec: str, questions_file: Path) -> li
         prompt_ids = (
             fmt.bos + encode([build_prompt(fmt, tok, cfg.data, text, sources, "grounded")])[0]
         )
-        answers = [quote_record(tok, cfg.data, s) for s in sources]  # as ask quotes a record
+        answers = [quote_record(tok, cfg.data, s) for s in sources]  # as training taught them
         answers += [ABSTENTIONS["en"], ABSTENTIONS["pt"]]
         candidates = [[*ids, tok.eos_token_id] for ids in encode(answers)]
         rows.append(

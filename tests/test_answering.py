@@ -121,6 +121,24 @@ def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
     assert chat.returncode == 0 and "Sources:" in chat.stdout and title in chat.stdout
 
 
+def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_run):
+    """Printed answers say when the gate wrote them: quoted (retrieval sure, the tiny random
+    model cites nothing, so the first record is quoted) or abstained (retrieval not sure), as
+    ``--json`` says with ``quoted`` / ``doubtful``; an answer the model wrote gets no mark."""
+    title = _records(prepared, 1)[0]["title"]
+    common = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "6",
+              "--grounded")  # fmt: skip
+    quoted = _cli("ask", f"Tell me about {title}", *common, "--abstain-below", "1e-9",
+                  "--quote-when-sure")  # fmt: skip
+    assert quoted.returncode == 0, quoted.stderr[-2000:]
+    assert "(the first record's answer: retrieval was sure" in quoted.stdout
+    doubtful = _cli("chat", *common, "--abstain-below", "1e9", input=f"{title}\nexit\n")
+    assert doubtful.returncode == 0, doubtful.stderr[-2000:]
+    assert "(abstained without generating: retrieval was not sure" in doubtful.stdout
+    plain = _cli("ask", f"Tell me about {title}", *common)
+    assert plain.returncode == 0 and "retrieval was" not in plain.stdout
+
+
 def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
     for args, needle in (
         (["ask", "x", "--sources-only"], "--index"),
@@ -139,6 +157,25 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
         ),
         (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--abstain-below RATIO"),
         (["serve", "--model", str(tuned_run), "--abstain-below", "-2"], "--abstain-below"),
+        (
+            ["ask", "x", "--model", str(tuned_run), "--quote-when-sure", "--abstain-below", "0"],
+            "--abstain-below RATIO > 0",
+        ),
+        # the gate reads the records of a grounded prompt: a closed-book answer has none
+        (
+            [
+                "ask",
+                "x",
+                "--model",
+                str(tuned_run),
+                "--index",
+                str(prepared),
+                "--closed-book",
+                "--abstain-below",
+                "1.4",
+            ],
+            "--grounded",
+        ),
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

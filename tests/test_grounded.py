@@ -373,9 +373,7 @@ def test_abstains_without_generating_when_retrieval_is_not_sure(grounded_prepare
     assert not plain.doubtful
 
 
-def test_quotes_the_first_record_when_retrieval_is_sure_and_the_model_declines(
-    grounded_prepared, tuned_run
-):
+def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepared, tuned_run):
     """``quote_when_sure``: the gate lets the question through (the first record is far enough
     ahead), so the answer must be about the first record. The model's answer stands when it
     cites that record; an abstention, an answer copying another record (6 of the 8 wrong

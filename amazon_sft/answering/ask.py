@@ -23,14 +23,9 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import StoppingCriteria
 
-from amazon_sft.answering.doubt import (
-    HeldForFirstRecord,
-    answer_when_sure,
-    likeliest_abstention,
-    retrieval_doubtful,
-    retrieval_sure,
-)
+from amazon_sft.answering.doubt import likeliest_abstention, retrieval_doubtful, retrieval_sure
 from amazon_sft.answering.index import CatalogueIndex, Source
+from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
@@ -70,7 +65,8 @@ class Answer:
     """With ``quote_when_sure``: retrieval was sure of its first record (``abstain_below``)
     and the model's answer did not cite it (it declined, or followed another record or none),
     so the answer is that record as training taught it (its description cut as shown, then its
-    citation), or the model's text about it re-cited; not the model's own (answering/doubt.py)."""
+    citation; the model's opening kept as far as it copied it): not the model's own
+    (answering/sure.py)."""
 
 
 def build_prompt(
@@ -155,8 +151,8 @@ def answer_question(
     or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
     so far is returned). ``abstain_below``: in grounded mode, abstain without generating when
     the first record's score is under this many times the second's (0: never; doubt.py);
-    ``quote_when_sure``: when it is not, the answer must cite the first record (doubt.py's
-    ``answer_when_sure``: the model's when it does, else that record quoted)."""
+    ``quote_when_sure``: when it is not, the answer must cite the first record
+    (answering/sure.py: the model's when it does, else that record as training taught it)."""
     mode = mode or default_mode(data)
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
@@ -182,7 +178,7 @@ def answer_question(
         shown = shown_description(tok, data, sources[0]) if sure else ""
         held = HeldForFirstRecord(on_text, shown) if sure and on_text else None
         text = _generate(model, tok, ids, max_new_tokens, held or on_text, cancel)
-        if sure:
+        if sure and not (cancel and cancel.is_set()):  # cancelled: what there is, as it is
             text, quoted = answer_when_sure(text, sources[0].uid, shown)
         if held:
             held.finish(text)
@@ -239,7 +235,7 @@ class Answerer:
     second's score (``--abstain-below``; 0: never). See answering/doubt.py."""
     quote_when_sure: bool = False
     """With the gate on: when retrieval is sure, the answer must cite its first record, else
-    that record is quoted (``--quote-when-sure``). See answering/doubt.py."""
+    that record is quoted (``--quote-when-sure``). See answering/sure.py."""
 
     @property
     def default_mode(self) -> str:

@@ -26,7 +26,10 @@ def add_commands(sub) -> None:
                 help='e.g. "What is the description of Mog\'s Kittens?" (several: one model load)',
             )
             p.add_argument(
-                "--json", action="store_true", help='print {"answer": ..., "sources": [...]}'
+                "--json",
+                action="store_true",
+                help='one JSON line per question: {"answer", "mode", "cited", "doubtful", '
+                '"quoted", "sources"}',
             )
             p.add_argument(
                 "--sources-only", action="store_true", help="retrieval only; no model needed"
@@ -118,8 +121,8 @@ def add_abstain_flag(p) -> None:
         "--quote-when-sure",
         action="store_true",
         help="with --abstain-below: when the first record is that far ahead, the answer must "
-        "cite it: an answer that declines or follows another record is replaced by that record "
-        "(its description, cited) (docs/grounded.md)",
+        "cite it: an answer that declines, cites another record or none becomes that record's "
+        "(its description as shown, cited) (docs/grounded.md)",
     )
 
 
@@ -132,7 +135,9 @@ def check_abstain_below(value: float) -> float:
 def check_quote_when_sure(args) -> bool:
     """``--quote-when-sure`` reads the gate's ratio: refused without it."""
     if args.quote_when_sure and not args.abstain_below:
-        raise UserError("--quote-when-sure needs --abstain-below RATIO: retrieval is sure above it")
+        raise UserError(
+            "--quote-when-sure needs --abstain-below RATIO > 0: retrieval is sure above it"
+        )
     return args.quote_when_sure
 
 
@@ -169,7 +174,7 @@ def _default_model() -> str:
 
 def _session(args):
     """The loaded Answerer for ask/chat/serve."""
-    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.ask import Answerer, default_mode
     from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
@@ -179,6 +184,12 @@ def _session(args):
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
     spec = args.model or _default_model()
     model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
+    mode = getattr(args, "mode", None) or default_mode(cfg.data)  # serve: per request
+    if abstain_below and mode == "closed" and hasattr(args, "mode"):
+        raise UserError(
+            "--abstain-below and --quote-when-sure read the records of a grounded answer; this "
+            "one would be closed-book: add --grounded, or leave the gate out"
+        )
     return Answerer(
         model,
         tok,
@@ -203,6 +214,17 @@ def _answer(answerer, args, question: str, on_text=None):
 def _print_piece(text: str) -> None:
     """A streamed piece of the answer, without control characters (model output is data)."""
     print(printable(text), end="", flush=True)
+
+
+def _print_how(result) -> None:
+    """Say when the gate, not the model, wrote the answer (answering/doubt.py)."""
+    if result.doubtful:
+        print("(abstained without generating: retrieval was not sure, --abstain-below)")
+    elif result.quoted:
+        print(
+            "(the first record's answer: retrieval was sure and the model's answer did not "
+            "cite it, --quote-when-sure)"
+        )
 
 
 def _print_sources(sources: list[dict]) -> None:
@@ -261,6 +283,7 @@ def _run_ask(args) -> int:
             )
         else:
             print()
+            _print_how(result)
             _print_sources(result.sources)
     return 0
 
@@ -284,6 +307,7 @@ def _run_chat(args) -> int:
             continue
         result = _answer(answerer, args, question, _print_piece)
         print()
+        _print_how(result)
         _print_sources(result.sources)
         print()
     return 0

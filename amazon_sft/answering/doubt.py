@@ -12,17 +12,8 @@ without generating; the model still picks the abstention's language (the likelie
 ``prompts.ABSTENTIONS`` after the very prompt it would have answered), so a Portuguese question
 is declined in Portuguese. Off (0) unless asked for: the threshold is chosen on dev questions.
 
-The converse, ``--quote-when-sure`` (with the gate on): when the first record *is* that many
-times ahead, retrieval is sure the product is there, and it is rarely wrong: on the real dev
-questions at 1.4 the gate let 96 of the 101 questions about a product through, and the first
-record was the asked product for all 96. So the answer must then be about the first record: the
-model's answer stands when it cites that record; one that declines, copies another shown record
-or cites none is replaced by the first record as training taught the answer (its description
-cut as shown, then its citation); one that copies the first record's text but cites another
-keeps its text and cites the first (``answer_when_sure``). While it streams, the answer is held
-back until it is seen to follow the first record (``HeldForFirstRecord``), so a user never sees
-text that is then replaced. The cost: behind the gate the citation is retrieval's choice, not
-the model's, and an absent product that gets past the gate is quoted (docs/results.md).
+The converse, ``--quote-when-sure``: when the first record *is* that many times ahead, the
+answer must cite it (answering/sure.py).
 """
 
 from __future__ import annotations
@@ -30,7 +21,7 @@ from __future__ import annotations
 import torch
 
 from amazon_sft.answering.index import Source
-from amazon_sft.prompts import ABSTENTIONS, citation, cited_uids, grounded_answer
+from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
 
@@ -83,103 +74,3 @@ def retrieval_sure(sources: list[Source], abstain_below: float) -> bool:
     (False, False)
     """
     return abstain_below > 0 and bool(sources) and not retrieval_doubtful(sources, abstain_below)
-
-
-FOLLOW_CHARS = 24
-"""Characters (spaces not counted) of an answer that must be found in the first record's shown
-description before the answer is taken to follow it: about four words, past any common opening
-("The", "This book") that several records share."""
-
-
-def _squeezed(text: str) -> str:
-    """Spaces dropped and case folded: decoding may space punctuation differently."""
-    return "".join(text.split()).casefold()
-
-
-def follows(answer_text: str, shown: str) -> bool:
-    """True when the answer's text so far is a passage of ``shown`` (the first record's
-    description as the prompt showed it), at least ``FOLLOW_CHARS`` long.
-
-    >>> shown = "A soft plush bear for new babies. Machine washable, for ages 0 and up."
-    >>> follows("A soft plush bear for new babies", shown)
-    True
-    >>> follows("Machine washable, for ages 0 and up.", shown)
-    True
-    >>> follows("A soft plush", shown), follows("A wooden train set for toddlers", shown)
-    (False, False)
-    """
-    text = _squeezed(answer_text)
-    return len(text) >= FOLLOW_CHARS and text in _squeezed(shown)
-
-
-def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
-    """The answer when retrieval is sure of its first record, and whether it was replaced: the
-    model's when it cites that record (alone); its text re-cited when it follows that record but
-    cites another or none; else the record as training taught the answer.
-
-    >>> shown = "A soft plush bear for new babies. Machine washable."
-    >>> answer_when_sure("A soft plush bear for new babies.\\n[source: B1]", "B1", shown)
-    ('A soft plush bear for new babies.\\n[source: B1]', False)
-    >>> answer_when_sure("A soft plush bear for new babies.\\n[source: B2]", "B1", shown)
-    ('A soft plush bear for new babies.\\n[source: B1]', True)
-    >>> answer_when_sure("The catalogue has no record of this product.", "B1", shown)
-    ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
-    """
-    if cited_uids(text) == [first_uid]:
-        return text, False
-    body = text.split("[source:", 1)[0].rstrip()
-    if follows(body, shown):
-        return f"{body}\n{citation(first_uid)}", True
-    return grounded_answer(shown, first_uid, "en"), True
-
-
-class HeldForFirstRecord:
-    """Passes streamed pieces on to ``on_text`` once the text so far ``follows`` the first
-    record; until then (an abstention, another record's text, a paraphrase) everything is held,
-    and so is a citation, which may still be corrected. ``finish`` passes on what the final
-    answer adds to what was shown, so the stream is always the final answer.
-
-    >>> shown, out = "A soft plush bear for new babies. Machine washable.", []
-    >>> held = HeldForFirstRecord(out.append, shown)
-    >>> for piece in ["The", " catalogue has no", " record"]: held(piece)
-    >>> out
-    []
-    >>> held.finish("A soft plush bear for new babies. Machine washable.\\n[source: B1]")
-    >>> "".join(out)
-    'A soft plush bear for new babies. Machine washable.\\n[source: B1]'
-    >>> out = []
-    >>> held = HeldForFirstRecord(out.append, shown)
-    >>> for piece in ["A soft", " plush bear", " for new babies.", "\\n[source:", " B2]"]:
-    ...     held(piece)
-    >>> out
-    ['A soft plush bear for new babies.']
-    >>> held.finish("A soft plush bear for new babies.\\n[source: B1]"); "".join(out)
-    'A soft plush bear for new babies.\\n[source: B1]'
-    """
-
-    def __init__(self, on_text, shown: str) -> None:
-        self.on_text = on_text
-        self.shown = shown
-        self.held: list[str] = []
-        self.passed = ""
-        self.passing = False
-
-    def __call__(self, piece: str) -> None:
-        if self.passing and not self.held and "[" not in piece:
-            self.passed += piece
-            self.on_text(piece)
-            return
-        self.held.append(piece)
-        if not self.passing and follows("".join(self.held), self.shown):
-            self.passing = True
-            self.passed, self.held = "".join(self.held), []
-            self.on_text(self.passed)
-
-    def finish(self, answer: str) -> None:
-        """The answer is final: pass on what it adds to what was shown (the answer is built
-        to start with it: ``answer_when_sure`` keeps the text that follows the first record)."""
-        lead = self.passed.lstrip()
-        rest = answer[len(lead) :] if answer.startswith(lead) else answer
-        if rest:
-            self.on_text(rest)
-        self.held = []

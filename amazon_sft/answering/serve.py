@@ -4,10 +4,10 @@
   each marked cited or not used, and the answer's ``[source: uid]`` becomes a link to its source.
 - ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
   -> the answer, its mode, the uids it cites, ``doubtful`` (retrieval was not sure: the
-  answer is the abstention, ``--abstain-below``), ``quoted`` (retrieval was sure and the answer
-  did not cite its first record: it quotes that record, ``--quote-when-sure``) and its sources as JSON
-  (``mode`` left out: grounded for a model trained with grounded examples). ``POST /api/stream``: the same as NDJSON events
-  while generating.
+  answer is the abstention, ``--abstain-below``), ``quoted`` (retrieval was sure and the
+  answer did not cite its first record: it is that record's, ``--quote-when-sure``) and its
+  sources as JSON (``mode`` left out: grounded for a model trained with grounded examples).
+  ``POST /api/stream``: the same as NDJSON events while generating.
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding

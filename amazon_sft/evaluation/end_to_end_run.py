@@ -218,13 +218,14 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             for m in models
         }
         lines += [
-            "Above it, an answer that did not cite the first record (it declined, or followed "
-            "another record or none) was replaced by that record, quoted and cited "
+            "Above it, an answer that did not cite the first record alone (it declined, or cited "
+            "another record or none) was replaced by that record's description, cited "
             "(`--quote-when-sure`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
             + ". So behind the gate the citation is retrieval's; the right record cited by the "
             "model's own answer (not replaced): "
             + ", ".join(f"{m} {n} of {len(present)}" for m, n in own.items())
+            + " questions about a product"
             + ".",
             "",
         ]

@@ -454,15 +454,13 @@ class _HostileAnswerer:
     default_mode = "closed"
 
     def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
-        from types import SimpleNamespace
+        from amazon_sft.answering.ask import Answer
 
         for piece in ("An answer ", "\x1b[2J", HOSTILE_TEXT):
             if on_text:
                 on_text(piece)
         source = {"uid": "B\x1b[5m01", "title": HOSTILE_TEXT, "score": 1.0, "content": "x"}
-        return SimpleNamespace(
-            answer="An answer " + HOSTILE_TEXT, sources=[source], mode="closed", cited=[]
-        )
+        return Answer(question, "An answer " + HOSTILE_TEXT, [source], "", "closed", [])
 
 
 @pytest.mark.parametrize("command", ["ask", "chat"])

@@ -115,7 +115,7 @@ def run(step: str, args: list[str], log) -> str:
 
 
 def gate_args(args) -> list[str]:
-    """Retrieval's gate, as a user would answer with it (answering/doubt.py)."""
+    """Retrieval's gate, as a user would answer with it (answering/doubt.py, answering/sure.py)."""
     if not args.abstain_below:
         return []
     return [
@@ -259,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def answered_how(answer: dict) -> str:
-    """Who wrote the answer: the model, or retrieval's gate (answering/doubt.py)."""
+    """Who wrote the answer: the model, or retrieval's gate (answering/doubt.py, answering/sure.py)."""
     if answer.get("doubtful"):
         return "abstained: retrieval not sure"
     if answer.get("quoted"):

@@ -61,7 +61,7 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
     assert "held-out products" in report["groups"]["tuned"]
     assert "products not in the catalogue" in report["groups"]["tuned"]
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout
-    # every answer goes through retrieval's gate as a user runs it (answering/doubt.py)
+    # every answer goes through retrieval's gate as a user runs it (answering/doubt.py, answering/sure.py)
     assert report["abstain_below"] == 1.4 and report["quote_when_sure"] is True
     asks = [
         x for x in (out / "demo.log").read_text().splitlines() if x.startswith("$ amazon-sft ask")

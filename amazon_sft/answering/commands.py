@@ -217,7 +217,7 @@ def _print_piece(text: str) -> None:
 
 
 def _print_how(result) -> None:
-    """Say when the gate, not the model, wrote the answer (answering/doubt.py)."""
+    """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
     if result.doubtful:
         print("(abstained without generating: retrieval was not sure, --abstain-below)")
     elif result.quoted:

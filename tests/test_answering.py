@@ -140,42 +140,15 @@ def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_
 
 
 def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
+    ask = ["ask", "x", "--model", str(tuned_run), "--index", str(prepared)]
     for args, needle in (
         (["ask", "x", "--sources-only"], "--index"),
-        (
-            [
-                "ask",
-                "x",
-                "--model",
-                str(tuned_run),
-                "--index",
-                str(prepared),
-                "--max-new-tokens",
-                "0",
-            ],
-            "--max-new-tokens",
-        ),
+        ([*ask, "--max-new-tokens", "0"], "--max-new-tokens"),
         (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--abstain-below RATIO"),
         (["serve", "--model", str(tuned_run), "--abstain-below", "-2"], "--abstain-below"),
-        (
-            ["ask", "x", "--model", str(tuned_run), "--quote-when-sure", "--abstain-below", "0"],
-            "--abstain-below RATIO > 0",
-        ),
+        ([*ask, "--quote-when-sure", "--abstain-below", "0"], "--abstain-below RATIO > 0"),
         # the gate reads the records of a grounded prompt: a closed-book answer has none
-        (
-            [
-                "ask",
-                "x",
-                "--model",
-                str(tuned_run),
-                "--index",
-                str(prepared),
-                "--closed-book",
-                "--abstain-below",
-                "1.4",
-            ],
-            "--grounded",
-        ),
+        ([*ask, "--closed-book", "--abstain-below", "1.4"], "--grounded"),
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr

@@ -281,16 +281,12 @@ def print_summary(summary: dict, report: Path) -> None:
             if row.get(key) and tuned[group].get(key)
         ]
         print(f"{group:>24} (n={row['n']}): " + "   ".join(cells))
-    answers = [json.loads(x) for x in (report / "answers.jsonl").read_text().splitlines()]
-    if any(a["quoted"]["tuned"] or a["quoted"]["base"] for a in answers):
-        present = [a for a in answers if not a["outcomes"]["base"]["absent"]]
-        own = {
-            m: sum(a["outcomes"][m]["right"] and not a["quoted"][m] for a in present)
-            for m in ("base", "tuned")
-        }
+    own = metrics.get("own_right")  # with --quote-when-sure (evaluation/end_to_end_run.py)
+    if own:
         print(
             f"{'':>24} right record cited by the model's own answer (not quoted): "
-            f"{own['base']} -> {own['tuned']} of {len(present)} questions about a product"
+            f"{own['base']['right']} -> {own['tuned']['right']} of {own['base']['of']} questions "
+            "about a product"
         )
     for item in summary["questions"]:
         by_uid = {s["uid"]: s for s in item["sources"]}

@@ -63,6 +63,8 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout
     # every answer goes through retrieval's gate as a user runs it (answering/doubt.py, answering/sure.py)
     assert report["abstain_below"] == 1.4 and report["quote_when_sure"] is True
+    assert set(report["own_right"]) == {"base", "tuned"}
+    assert "right record cited by the model's own answer" in proc.stdout
     asks = [
         x for x in (out / "demo.log").read_text().splitlines() if x.startswith("$ amazon-sft ask")
     ]

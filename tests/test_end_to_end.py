@@ -299,6 +299,7 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     assert all(a["outcomes"]["model"]["abstained"] for a in answers)
     report = json.loads((out / "report.json").read_text())
     assert report["abstain_below"] == 1e9 and report["quote_when_sure"] is True
+    assert report["own_right"] == {"model": {"right": 0, "of": 2}}
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()
     assert (

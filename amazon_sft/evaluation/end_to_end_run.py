@@ -94,9 +94,24 @@ def run(args, data_dir: Path, accelerator) -> int:
     if args.compare:
         result["comparison"] = E.compare(outcomes["base"], outcomes["tuned"], groups, args.seed)
     rows = [_row(i, q, answers, outcomes) for i, q in enumerate(questions)]
+    if quote_when_sure:
+        result["own_right"] = own_right(rows, list(specs))
     write_report(Path(args.out), result, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
     return 0
+
+
+def own_right(rows: list[dict], models: list[str]) -> dict:
+    """Per model, the right citations its own answers made (not written by ``--quote-when-sure``)
+    and the questions about a product they are out of."""
+    present = [r for r in rows if not r["outcomes"][models[0]]["absent"]]
+    return {
+        m: {
+            "right": sum(r["outcomes"][m]["right"] and not r["quoted"][m] for r in present),
+            "of": len(present),
+        }
+        for m in models
+    }
 
 
 def _questions(args, data_dir: Path):
@@ -212,11 +227,7 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         ]
     if result.get("quote_when_sure"):
         quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
-        present = [r for r in rows if not r["outcomes"][models[0]]["absent"]]
-        own = {
-            m: sum(r["outcomes"][m]["right"] and not r["quoted"][m] for r in present)
-            for m in models
-        }
+        own = result.get("own_right") or own_right(rows, models)
         lines += [
             "Above it, an answer that did not cite the first record alone (it declined, or cited "
             "another record or none) was replaced by that record's description, cited "
@@ -224,7 +235,7 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
             + ". So behind the gate the citation is retrieval's; the right record cited by the "
             "model's own answer (not replaced): "
-            + ", ".join(f"{m} {n} of {len(present)}" for m, n in own.items())
+            + ", ".join(f"{m} {n['right']} of {n['of']}" for m, n in own.items())
             + " questions about a product"
             + ".",
             "",

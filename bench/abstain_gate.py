@@ -82,6 +82,7 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
         rows.append(
             {
                 "line": q.line,
+                "question": q.text,
                 "absent": q.absent,
                 "sources": sources,
                 "top1": bool(sources) and not q.absent and sources[0].uid == q.uid,
@@ -103,7 +104,7 @@ def gate_table(rows: list[dict], answers: dict | None, budget: float) -> tuple[l
     lines.append("|---" * (5 if answers else 4) + "|")
     chosen = RATIOS[0]
     for ratio in RATIOS:
-        gated = {r["line"]: retrieval_doubtful(r["sources"], ratio) for r in rows}
+        gated = {r["line"]: retrieval_doubtful(r["sources"], ratio, r["question"]) for r in rows}
         false = sum(gated[r["line"]] for r in present) / len(present)
         kept = sum(gated[r["line"]] for r in absent) / max(len(absent), 1)
         right = sum(r["top1"] and not gated[r["line"]] for r in present) / len(present)

@@ -447,6 +447,55 @@ def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepa
     assert not result.quoted and result.answer == ABSTENTIONS["en"]
 
 
+def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared, tuned_run):
+    """With the gate on, "Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" first,
+    8.9 times ahead of the second (real dev questions; "Your Chinese Horoscope 2014" had 2013's
+    10.3 times ahead on test), so ``--quote-when-sure`` answered with last year's calendar. A
+    first record whose title names numbers, none of them the question's, is another edition of
+    a series: the gate abstains without generating. The same record named by its own number,
+    or a question naming no number, is still sure."""
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.index import CatalogueIndex, Source
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
+    fmt = build_prompt_format(tok, cfg.data)
+    found = [
+        Source("t-2014", "Tolkien Calendar 2014: The Hobbit", "A calendar of Tolkien art.", 8.9),
+        Source("t-poem", "Poems", "Poems about the year.", 1.0),
+    ]
+
+    class Found:
+        """The catalogue index with what it found for the question fixed."""
+
+        def __init__(self, index):
+            self.index = index
+
+        def __getattr__(self, name):
+            return getattr(self.index, name)
+
+        def search(self, question, k):
+            return found[:k]
+
+    index = Found(CatalogueIndex(grounded_prepared))
+    answerer = Answerer(model, tok, fmt, index, cfg.data, 1.4, True)
+    generated: list[str] = []
+
+    def generate(input_ids, streamer, **kwargs):
+        generated.append("called")
+        streamer.put(input_ids.cpu())
+        streamer.end()
+
+    model.generate = generate
+    other_year = answerer("Tolkien Calendar 2015", max_new_tokens=4)
+    assert other_year.doubtful and other_year.answer in ABSTENTIONS.values()
+    assert other_year.cited == [] and generated == []
+    for question in ("Tolkien Calendar 2014", "the Tolkien calendar with The Hobbit"):
+        result = answerer(question, max_new_tokens=4)
+        assert not result.doubtful and result.quoted and result.cited == ["t-2014"], question
+
+
 def test_grounded_examples_that_do_not_fit_max_seq_len_are_refused_early(catalogue, tmp_path):
     """Grounded answers are never cut (they end with the citation), so an example longer than
     ``data.max_seq_len`` is dropped. The whole catalogue's benchmark ran config tiny (256

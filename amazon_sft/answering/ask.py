@@ -167,14 +167,18 @@ def answer_question(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
             f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
         )
-    doubtful = mode == "grounded" and retrieval_doubtful(sources, abstain_below)
+    doubtful = mode == "grounded" and retrieval_doubtful(sources, abstain_below, question)
     quoted = False
     if doubtful:
         text = likeliest_abstention(model, tok, ids)
         if on_text:
             on_text(text)
     else:
-        sure = quote_when_sure and mode == "grounded" and retrieval_sure(sources, abstain_below)
+        sure = (
+            quote_when_sure
+            and mode == "grounded"
+            and retrieval_sure(sources, abstain_below, question)
+        )
         shown = shown_description(tok, data, sources[0]) if sure else ""
         held = HeldForFirstRecord(on_text, shown) if sure and on_text else None
         text = _generate(model, tok, ids, max_new_tokens, held or on_text, cancel)

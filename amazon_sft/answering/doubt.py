@@ -13,7 +13,7 @@ without generating; the model still picks the abstention's language (the likelie
 is declined in Portuguese. Off (0) unless asked for: the threshold is chosen on dev questions.
 
 One more sign that the first record is not the asked product, whatever its lead: its title
-names numbers and none of them is one the question names ("Tolkien Calendar 2015" against
+numbers a word the question numbers otherwise ("Tolkien Calendar 2015" against
 "Tolkien Calendar 2014: The Hobbit", 8.9 times ahead of the second on the real dev questions):
 another year or volume of a series (``names_other_numbers``).
 
@@ -24,6 +24,7 @@ answer must cite it (answering/sure.py).
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 
 import torch
 
@@ -31,32 +32,54 @@ from amazon_sft.answering.index import Source
 from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
-NUMBER = re.compile(r"\d+")
+WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
+
+
+def numbered_words(text: str) -> dict[str, set[str]]:
+    """Each word directly followed by a number (punctuation between them aside) -> the numbers.
+
+    >>> found = numbered_words("Tolkien Calendar 2014: The Hobbit, Book #3 and book 4")
+    >>> {word: sorted(numbers) for word, numbers in found.items()}
+    {'calendar': ['2014'], 'book': ['3', '4']}
+    >>> numbered_words("Lumio T20"), numbered_words("416 illustrations")
+    ({'t': {'20'}}, {})
+    """
+    tokens = WORD_OR_NUMBER.findall(text.casefold())
+    out: dict[str, set[str]] = {}
+    for word, number in pairwise(tokens):
+        if number.isdigit() and not word.isdigit():
+            out.setdefault(word, set()).add(number)
+    return out
 
 
 def names_other_numbers(question: str, title: str) -> bool:
-    """True when the question names a number (a year, a volume), the title names numbers too,
-    and none of the question's is among them: another edition of a series. Numbers spelt out
-    ("the second book") are not read.
+    """True when a word of the question is followed by a number, the same word in the title by
+    another, and the title names none of the question's numbers: another year or volume of a
+    series ("Calendar 2015" / "Calendar 2014", "Book 20" / "Book 7"). Numbers elsewhere (an
+    age, a weight, "416 illustrations") and numbers spelt out ("the second book") are not read.
 
     >>> names_other_numbers("Tolkien Calendar 2015", "Tolkien Calendar 2014: The Hobbit")
     True
     >>> names_other_numbers("killer su doku book 1", "The Times Killer Su Doku Book 15")
     True
-    >>> names_other_numbers("pepys diary 1660", "The Diary of Samuel Pepys: 1660")
+    >>> names_other_numbers("Tolkien Calendar 2014", "Tolkien Calendar 2014: The Hobbit")
     False
-    >>> names_other_numbers("Tolkien calendar", "Tolkien Calendar 2014"), names_other_numbers(
-    ...     "a gift for my 9-year-old", "Paddington at Large")
-    (False, False)
+    >>> names_other_numbers("a soft toy for a 3 year old", "Bright Turtle Plush Toy #148")
+    False
+    >>> names_other_numbers("calendar 2015", "Calendar 2014 and 2015 (two years)")
+    False
     """
-    asked = set(NUMBER.findall(question))
-    named = set(NUMBER.findall(title))
-    return bool(asked) and bool(named) and not asked & named
+    asked, named = numbered_words(question), numbered_words(title)
+    in_title = set().union(*named.values()) if named else set()
+    return any(
+        named.get(word) and not numbers & named[word] and not numbers & in_title
+        for word, numbers in asked.items()
+    )
 
 
 def retrieval_doubtful(sources: list[Source], abstain_below: float, question: str = "") -> bool:
     """True when the gate is on and the first record's score is under ``abstain_below`` times
-    the second's, its title names other numbers than the ``question`` (``names_other_numbers``),
+    the second's, its title numbers a word of the ``question`` otherwise (``names_other_numbers``),
     or nothing was retrieved. One record alone has no rival: not doubtful.
 
     >>> s = lambda score, title="t": Source("u", title, "c", score)

@@ -152,6 +152,11 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    # the refusal names the flags given, not one that was not
+    alone = _cli(*ask, "--closed-book", "--abstain-below", "1.4")
+    both = _cli(*ask, "--closed-book", "--abstain-below", "1.4", "--quote-when-sure")
+    assert "--quote-when-sure" not in alone.stderr and "--quote-when-sure" in both.stderr
+    assert both.returncode == 2 and "--grounded" in both.stderr
 
 
 @pytest.mark.e2e

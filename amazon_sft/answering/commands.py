@@ -186,9 +186,10 @@ def _session(args):
     model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
     mode = getattr(args, "mode", None) or default_mode(cfg.data)  # serve: per request
     if abstain_below and mode == "closed" and hasattr(args, "mode"):
+        given = " and --quote-when-sure" if quote else ""
         raise UserError(
-            "--abstain-below and --quote-when-sure read the records of a grounded answer; this "
-            "one would be closed-book: add --grounded, or leave the gate out"
+            f"--abstain-below{given} read the records of a grounded answer; this one would be "
+            "closed-book: add --grounded, or leave the gate out"
         )
     return Answerer(
         model,

@@ -77,17 +77,17 @@ def names_other_numbers(question: str, title: str) -> bool:
     )
 
 
-def retrieval_doubtful(sources: list[Source], abstain_below: float, question: str = "") -> bool:
+def retrieval_doubtful(sources: list[Source], abstain_below: float, question: str) -> bool:
     """True when the gate is on and the first record's score is under ``abstain_below`` times
     the second's, its title numbers a word of the ``question`` otherwise (``names_other_numbers``),
     or nothing was retrieved. One record alone has no rival: not doubtful.
 
     >>> s = lambda score, title="t": Source("u", title, "c", score)
-    >>> retrieval_doubtful([s(2.0), s(1.0)], 1.3), retrieval_doubtful([s(1.2), s(1.0)], 1.3)
+    >>> retrieval_doubtful([s(2.0), s(1.0)], 1.3, "q"), retrieval_doubtful([s(1.2), s(1.0)], 1.3, "q")
     (False, True)
-    >>> retrieval_doubtful([s(1.2), s(1.0)], 0.0), retrieval_doubtful([s(0.5)], 1.3)
+    >>> retrieval_doubtful([s(1.2), s(1.0)], 0.0, "q"), retrieval_doubtful([s(0.5)], 1.3, "q")
     (False, False)
-    >>> retrieval_doubtful([], 1.3), retrieval_doubtful([], 0.0)
+    >>> retrieval_doubtful([], 1.3, "q"), retrieval_doubtful([], 0.0, "q")
     (True, False)
     >>> retrieval_doubtful([s(9.0, "Calendar 2014"), s(1.0)], 1.3, "calendar 2015")
     True
@@ -121,13 +121,13 @@ def likeliest_abstention(model, tok, prompt_ids: list[int]) -> str:
     return best
 
 
-def retrieval_sure(sources: list[Source], abstain_below: float, question: str = "") -> bool:
+def retrieval_sure(sources: list[Source], abstain_below: float, question: str) -> bool:
     """True when the gate is on and lets the ``question`` through: a first record to quote.
 
     >>> s = lambda score: Source("u", "t", "c", score)
-    >>> retrieval_sure([s(2.0), s(1.0)], 1.3), retrieval_sure([s(1.2), s(1.0)], 1.3)
+    >>> retrieval_sure([s(2.0), s(1.0)], 1.3, "q"), retrieval_sure([s(1.2), s(1.0)], 1.3, "q")
     (True, False)
-    >>> retrieval_sure([s(2.0), s(1.0)], 0.0), retrieval_sure([], 1.3)
+    >>> retrieval_sure([s(2.0), s(1.0)], 0.0, "q"), retrieval_sure([], 1.3, "q")
     (False, False)
     """
     doubtful = retrieval_doubtful(sources, abstain_below, question)

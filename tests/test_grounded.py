@@ -447,24 +447,16 @@ def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepa
     assert not result.quoted and result.answer == ABSTENTIONS["en"]
 
 
-def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared, tuned_run):
-    """With the gate on, "Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" first,
-    8.9 times ahead of the second (real dev questions; "Your Chinese Horoscope 2014" had 2013's
-    10.3 times ahead on test), so ``--quote-when-sure`` answered with last year's calendar. A
-    first record whose title names numbers, none of them the question's, is another edition of
-    a series: the gate abstains without generating. The same record named by its own number,
-    or a question naming no number, is still sure."""
+def _gate_with_found(tuned_run, grounded_prepared, found):
+    """An ``Answerer`` with the gate at 1.4 and ``--quote-when-sure`` whose retrieval returns
+    ``found`` whatever is asked, and the list its model's ``generate`` calls go to."""
     from amazon_sft.answering.ask import Answerer
-    from amazon_sft.answering.index import CatalogueIndex, Source
+    from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.evaluation.loading import load_for_eval
     from amazon_sft.prompts import build_prompt_format
 
     model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
     fmt = build_prompt_format(tok, cfg.data)
-    found = [
-        Source("t-2014", "Tolkien Calendar 2014: The Hobbit", "A calendar of Tolkien art.", 8.9),
-        Source("t-poem", "Poems", "Poems about the year.", 1.0),
-    ]
 
     class Found:
         """The catalogue index with what it found for the question fixed."""
@@ -478,8 +470,6 @@ def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared,
         def search(self, question, k):
             return found[:k]
 
-    index = Found(CatalogueIndex(grounded_prepared))
-    answerer = Answerer(model, tok, fmt, index, cfg.data, 1.4, True)
     generated: list[str] = []
 
     def generate(input_ids, streamer, **kwargs):
@@ -488,12 +478,61 @@ def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared,
         streamer.end()
 
     model.generate = generate
+    index = Found(CatalogueIndex(grounded_prepared))
+    return Answerer(model, tok, fmt, index, cfg.data, 1.4, True), generated
+
+
+def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared, tuned_run):
+    """With the gate on, "Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" first,
+    8.9 times ahead of the second (real dev questions; "Your Chinese Horoscope 2014" had 2013's
+    10.3 times ahead on test), so ``--quote-when-sure`` answered with last year's calendar. A
+    first record whose title names numbers, none of them the question's, is another edition of
+    a series: the gate abstains without generating. The same record named by its own number,
+    or a question naming no number, is still sure."""
+    from amazon_sft.answering.index import Source
+
+    found = [
+        Source("t-2014", "Tolkien Calendar 2014: The Hobbit", "A calendar of Tolkien art.", 8.9),
+        Source("t-poem", "Poems", "Poems about the year.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
     other_year = answerer("Tolkien Calendar 2015", max_new_tokens=4)
     assert other_year.doubtful and other_year.answer in ABSTENTIONS.values()
     assert other_year.cited == [] and generated == []
     for question in ("Tolkien Calendar 2014", "the Tolkien calendar with The Hobbit"):
         result = answerer(question, max_new_tokens=4)
         assert not result.doubtful and result.quoted and result.cited == ["t-2014"], question
+
+
+def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, tuned_run):
+    """With the gate on, "Paddington Helps Out" (not in the real catalogue) had "Paddington Races
+    Ahead" first, 3.6 times ahead of the second, and ``--quote-when-sure`` answered with it; so
+    did "Flashman at the Charge by George MacDonald Fraser" with another Fraser novel (real dev
+    questions, 8 of 14 absent products let through). A record that lacks a word the question
+    names with a capital, while under ``doubt.NAMED_LEAD`` times ahead, is another product of
+    the series or author: the gate abstains without generating. Not read as a name: the author
+    after "by" (descriptions often leave it out), a typo of the record's word, a question word."""
+    from amazon_sft.answering.index import Source
+
+    found = [
+        Source("p-races", "Paddington Races Ahead", "Paddington the bear by Michael Bond.", 3.6),
+        Source("p-large", "Paddington at Large", "More stories of the bear.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    other_title = answerer("Paddington Helps Out", max_new_tokens=4)
+    assert other_title.doubtful and other_title.answer in ABSTENTIONS.values()
+    assert other_title.cited == [] and generated == []
+    for question in (
+        "Paddington Races Ahead",
+        "Who wrote Padington Races Ahead?",
+        "Paddington Races Ahead by Bond",
+        "Paddington Races Ahead by Peggy Fortnum",
+    ):
+        result = answerer(question, max_new_tokens=4)
+        assert not result.doubtful and result.quoted and result.cited == ["p-races"], question
+    found[0].score = 4.5  # far enough ahead: the description merely leaves the word out
+    result = answerer("Paddington Helps Out", max_new_tokens=4)
+    assert not result.doubtful and result.cited == ["p-races"]
 
 
 def test_grounded_examples_that_do_not_fit_max_seq_len_are_refused_early(catalogue, tmp_path):

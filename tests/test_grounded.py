@@ -482,6 +482,17 @@ def _gate_with_found(tuned_run, grounded_prepared, found):
     return Answerer(model, tok, fmt, index, cfg.data, 1.4, True), generated
 
 
+def _assert_gate(answerer, generated, abstains_on: str, quotes: tuple[str, ...], uid: str) -> None:
+    """``abstains_on`` is gated (an abstention, nothing generated); each of ``quotes`` is sure and
+    answered with the record ``uid``."""
+    gated = answerer(abstains_on, max_new_tokens=4)
+    assert gated.doubtful and gated.answer in ABSTENTIONS.values()
+    assert gated.cited == [] and generated == []
+    for question in quotes:
+        result = answerer(question, max_new_tokens=4)
+        assert not result.doubtful and result.quoted and result.cited == [uid], question
+
+
 def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared, tuned_run):
     """With the gate on, "Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" first,
     8.9 times ahead of the second (real dev questions; "Your Chinese Horoscope 2014" had 2013's
@@ -496,12 +507,8 @@ def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared,
         Source("t-poem", "Poems", "Poems about the year.", 1.0),
     ]
     answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
-    other_year = answerer("Tolkien Calendar 2015", max_new_tokens=4)
-    assert other_year.doubtful and other_year.answer in ABSTENTIONS.values()
-    assert other_year.cited == [] and generated == []
-    for question in ("Tolkien Calendar 2014", "the Tolkien calendar with The Hobbit"):
-        result = answerer(question, max_new_tokens=4)
-        assert not result.doubtful and result.quoted and result.cited == ["t-2014"], question
+    asked = ("Tolkien Calendar 2014", "the Tolkien calendar with The Hobbit")
+    _assert_gate(answerer, generated, "Tolkien Calendar 2015", asked, "t-2014")
 
 
 def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, tuned_run):
@@ -519,17 +526,13 @@ def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, t
         Source("p-large", "Paddington at Large", "More stories of the bear.", 1.0),
     ]
     answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
-    other_title = answerer("Paddington Helps Out", max_new_tokens=4)
-    assert other_title.doubtful and other_title.answer in ABSTENTIONS.values()
-    assert other_title.cited == [] and generated == []
-    for question in (
+    asked = (
         "Paddington Races Ahead",
         "Who wrote Padington Races Ahead?",
         "Paddington Races Ahead by Bond",
         "Paddington Races Ahead by Peggy Fortnum",
-    ):
-        result = answerer(question, max_new_tokens=4)
-        assert not result.doubtful and result.quoted and result.cited == ["p-races"], question
+    )
+    _assert_gate(answerer, generated, "Paddington Helps Out", asked, "p-races")
     found[0].score = 4.5  # far enough ahead: the description merely leaves the word out
     result = answerer("Paddington Helps Out", max_new_tokens=4)
     assert not result.doubtful and result.cited == ["p-races"]

@@ -89,6 +89,30 @@ def test_sources_only_needs_no_model_and_prints_json(prepared):
     assert sources[0]["title"] == title and {"uid", "title", "score"} <= set(sources[0])
 
 
+def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared):
+    """A new user's run: ``--sources-only`` took ``--abstain-below -1`` and ``--quote-when-sure``
+    silently (checked only when a model loads) and never said what the gate would do; a question
+    past ``MAX_QUESTION_CHARS`` was cut without a word. Now the options are checked first, the
+    gate (retrieval only) is reported, and a long question is refused."""
+    title = _records(prepared, 1)[0]["title"]
+    only = ["ask", f"Tell me about {title}", "--index", str(prepared), "--sources-only"]
+    for args, needle in (
+        ([*only, "--abstain-below", "-1"], "--abstain-below must be"),
+        ([*only, "--quote-when-sure"], "--abstain-below RATIO"),
+        ([*only, "--abstain-below", "1.4", "--quote-when-sure"], "--sources-only"),
+        (["ask", "Tell " * 500, "--index", str(prepared), "--sources-only"], "at most 2000"),
+    ):
+        proc = _cli(*args)
+        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    sure, unsure, off = (
+        json.loads(_cli(*only, "--json", *extra).stdout)
+        for extra in (["--abstain-below", "1e-9"], ["--abstain-below", "1e9"], [])
+    )
+    assert sure["doubtful"] is False and unsure["doubtful"] is True and "doubtful" not in off
+    text = _cli(*only, "--abstain-below", "1e9").stdout
+    assert "ask abstains" in text and title in text
+
+
 def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
     other, title = (r["title"] for r in _records(prepared, 3)[1:])
     proc = _cli(

@@ -132,6 +132,17 @@ def check_abstain_below(value: float) -> float:
     return value
 
 
+def check_question_length(question: str) -> None:
+    """A question longer than ``ask.MAX_QUESTION_CHARS`` (spaces collapsed) is refused, not cut."""
+    from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+
+    chars = len(" ".join(question.split()))
+    if chars > MAX_QUESTION_CHARS:
+        raise UserError(
+            f"the question is {chars} characters; at most {MAX_QUESTION_CHARS}: ask it shorter"
+        )
+
+
 def check_quote_when_sure(args) -> bool:
     """``--quote-when-sure`` reads the gate's ratio: refused without it."""
     if args.quote_when_sure and not args.abstain_below:
@@ -246,21 +257,37 @@ def _print_sources(sources: list[dict]) -> None:
 
 def _run_ask(args) -> int:
     from amazon_sft.answering.ask import sources_only
-    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.answering.doubt import retrieval_doubtful
+    from amazon_sft.answering.index import CatalogueIndex, Source
 
     if (args.k is not None and args.k < 1) or args.max_new_tokens < 1:
         raise UserError(
             f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
         )
+    abstain_below = check_abstain_below(args.abstain_below)
+    check_quote_when_sure(args)
+    for question in args.question:
+        check_question_length(question)
     if args.sources_only:
         if not args.index:
             raise UserError("--sources-only needs --index DIR (the prepared folder)")
+        if args.quote_when_sure:
+            raise UserError(
+                "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
+            )
         index = CatalogueIndex(args.index)
         for question in args.question:
             sources = sources_only(question, index, args.k or 3)
+            # the gate reads retrieval only: say what ask would do with --abstain-below
+            doubtful = abstain_below > 0 and retrieval_doubtful(
+                [Source(**s) for s in sources], abstain_below, question
+            )
             if args.json:
-                print(json_line({"sources": [_public(s) for s in sources]}))
+                gate = {"doubtful": doubtful} if abstain_below else {}
+                print(json_line({**gate, "sources": [_public(s) for s in sources]}))
             else:
+                if doubtful:
+                    print(f"Retrieval is not sure (--abstain-below {abstain_below}): ask abstains.")
                 _print_sources(sources)
         return 0
     stream = None if args.json else _print_piece

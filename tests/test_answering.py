@@ -140,9 +140,10 @@ def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
         str(prepared),
         "--max-new-tokens",
         "8",
-        input=f"Tell me about {title}\nexit\n",
+        input=f"{'Tell ' * 500}\nTell me about {title}\nexit\n",
     )
     assert chat.returncode == 0 and "Sources:" in chat.stdout and title in chat.stdout
+    assert "amazon-sft chat: the question is 2499 characters; at most 2000" in chat.stdout
 
 
 def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_run):

@@ -333,6 +333,11 @@ def _run_chat(args) -> int:
             break
         if not question:
             continue
+        try:
+            check_question_length(question)
+        except UserError as err:  # one line, and the conversation goes on
+            print(f"amazon-sft chat: {err}")
+            continue
         result = _answer(answerer, args, question, _print_piece)
         print()
         _print_how(result)

@@ -16,7 +16,8 @@ One more sign that the first record is not the asked product, whatever its lead:
 numbers a word the question numbers otherwise ("Tolkien Calendar 2015" against
 "Tolkien Calendar 2014: The Hobbit", 8.9 times ahead of the second on the real dev questions):
 another year or volume of a series (``names_other_numbers``). And one more, while the first
-record is under ``NAMED_LEAD`` times ahead: the question names, with capitals, a word the record
+record is under ``NAMED_LEAD`` times ahead or retrieved alone: the question names, with
+capitals, a word the record
 has nowhere ("Paddington Helps Out" against "Paddington Races Ahead", 3.6 times ahead): the asked
 product is another one of the same series, author or shelf (``names_what_record_lacks``).
 

@@ -17,9 +17,9 @@ numbers a word the question numbers otherwise ("Tolkien Calendar 2015" against
 "Tolkien Calendar 2014: The Hobbit", 8.9 times ahead of the second on the real dev questions):
 another year or volume of a series (``names_other_numbers``). And one more, while the first
 record is under ``NAMED_LEAD`` times ahead or retrieved alone: the question names, with
-capitals, a word the record
-has nowhere ("Paddington Helps Out" against "Paddington Races Ahead", 3.6 times ahead): the asked
-product is another one of the same series, author or shelf (``names_what_record_lacks``).
+capitals, a word the record has nowhere ("Paddington Helps Out" against "Paddington Races
+Ahead", 3.6 times ahead): the asked product is another one of the same series, author or shelf
+(``names_what_record_lacks``).
 
 The converse, ``--quote-when-sure``: when the first record *is* that many times ahead, the
 answer must cite it (answering/sure.py).

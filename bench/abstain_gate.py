@@ -19,7 +19,8 @@ ratio of the first record's score to the second's. Printed:
 - whether a second signal would help: the share of the question's indexed words that the first
   record has (title or description opening), its ROC AUC, and the best rule "abstain when the
   ratio is under R, or the share under C while the ratio is under R2" fitted on this very file
-  (in-sample: an upper bound of what the two signals can do at ``--budget``).
+  (in-sample: an upper bound of what the two signals can do at ``--budget``);
+- what the gate costs a question, beside the search it reads.
 
     python bench/abstain_gate.py --data PREPARED --questions eval/questions/real_dev.jsonl
 """
@@ -30,6 +31,7 @@ import argparse
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -77,7 +79,9 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
     rows = []
     for q in questions:
         searched = E.WithoutRows(index, removals[q.removed]) if q.removed else index
+        start = time.perf_counter()
         sources = searched.search(q.text, k)
+        search_s = time.perf_counter() - start
         words = list(dict.fromkeys(index.words(q.text)))
         rows.append(
             {
@@ -87,6 +91,7 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
                 "sources": sources,
                 "top1": bool(sources) and not q.absent and sources[0].uid == q.uid,
                 "share": word_share(words, sources[0].title, sources[0].content) if sources else 0,
+                "search_s": search_s,
             }
         )
     return rows
@@ -178,6 +183,18 @@ def main() -> None:
     print(
         f"best ratio + word-share rule, fitted here: {best_two_signal_rule(rows, ratio, args.budget)}"
     )
+    print(gate_cost(rows, chosen))
+
+
+def gate_cost(rows: list[dict], ratio: float) -> str:
+    """Time of the gate (``retrieval_doubtful``, as ask applies it) per question, beside the time
+    of the search it reads (both on this machine, one pass each)."""
+    start = time.perf_counter()
+    for r in rows:
+        retrieval_doubtful(r["sources"], ratio, r["question"])
+    gate = (time.perf_counter() - start) / len(rows)
+    search = sum(r["search_s"] for r in rows) / len(rows)
+    return f"gate {gate * 1e3:.3f} ms per question, search {search * 1e3:.2f} ms ({gate / search:.3f}x)"
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -333,3 +334,4 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     absent = [float(x.split("|")[3]) for x in table]
     assert absent == sorted(absent)
     assert "largest ratio whose gate alone abstains on <= 0.05 of present:" in out
+    assert re.search(r"gate \d+\.\d+ ms per question, search \d+\.\d+ ms", out)

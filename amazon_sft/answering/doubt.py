@@ -35,14 +35,14 @@ from bm25s.stopwords import STOPWORDS_EN
 from rapidfuzz.distance import OSA
 from rapidfuzz.process import extractOne
 
-from amazon_sft.answering.index import QUESTION_WORDS, Source
+from amazon_sft.answering.index import QUESTION_WORDS, TOKEN_PATTERN, Source
 from amazon_sft.answering.query_words import english_query, is_portuguese
 from amazon_sft.answering.repair import MIN_LETTERS, max_edits
 from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
 WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
-WORD = re.compile(r"[^\W_]+")
+WORD = re.compile(TOKEN_PATTERN)  # as the index splits words
 NAMED_LEAD = 4.0
 """Under this lead of the first record over the second, a capitalized word of the question that
 the record lacks makes it doubtful (``names_what_record_lacks``); further ahead, the record is

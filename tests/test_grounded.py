@@ -538,6 +538,63 @@ def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, t
     assert not result.doubtful and result.cited == ["p-races"]
 
 
+def test_a_first_record_whose_title_swaps_the_asked_name_is_not_sure(grounded_prepared, tuned_run):
+    """ "A Day in the Life of Japan photo book" (not in the real catalogue) had "A Day in the Life
+    of Canada" first, whose description names Japan ("like the similar books about Australia,
+    Hawaii, and Japan"), so ``--quote-when-sure`` answered with Canada's book; on the generated
+    catalogue "A Field Guide to Pottery" had "A Field Guide to Astronomy" 30.9 times ahead. A
+    first record whose title is the asked title with the one name swapped for another is a
+    sibling, however far ahead: the gate abstains without generating. The title asked in part,
+    with its author, or with a typo, is still sure."""
+    from amazon_sft.answering.index import Source
+
+    canada = "Photos of Canada, like the similar books about Australia, Hawaii, and Japan."
+    found = [
+        Source("d-canada", "A Day in the Life of Canada", canada, 9.0),
+        Source("d-poems", "Poems", "Poems about the year.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = (
+        "A Day in the Life of Canada",
+        "Who took the photos in A Day in the Life of Canadaa?",
+        "the day in the life photo book about Canada, not the Japan one",
+    )
+    _assert_gate(answerer, generated, "A Day in the Life of Japan photo book", asked, "d-canada")
+    generated.clear()
+    found[0] = Source("d-ganges", "Slowly Down the Ganges", "A journey by Eric Newby.", 9.0)
+    asked = ("How long was Eric Newby's journey down the Ganges?", "Slowly Down the Ganges")
+    _assert_gate(answerer, generated, "Slowly Down the Nile", asked, "d-ganges")
+
+
+def test_a_first_record_whose_title_has_no_word_of_a_short_question_is_not_sure(
+    grounded_prepared, tuned_run
+):
+    """Questions written blind to the gate (eval/questions/real_blind_dev.jsonl) typed absent
+    titles in lower case: "master and commander patrick o'brian" had "Red Gold" first (3.2
+    times ahead; its description names O'Brian), and ``--quote-when-sure`` answered with it.
+    A short question (a title and an author, ``doubt.SHORT_QUESTION_WORDS``) none of whose words
+    the first record's title has, while under ``doubt.NAMED_LEAD`` times ahead, asks for
+    another title: the gate abstains without generating. A long question (a description, a
+    need) may name no title word, and a record far enough ahead stands."""
+    from amazon_sft.answering.index import Source
+
+    red_gold = "A sea story for readers of Patrick O'Brian and C. S. Forester."
+    found = [
+        Source("r-gold", "Red Gold", red_gold, 3.2),
+        Source("r-poems", "Poems", "Poems about the sea.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = (
+        "red gold",
+        "red gold, the sea story",
+        "a sea story for readers who like patrick o'brian and c. s. forester novels",
+    )
+    _assert_gate(answerer, generated, "master and commander patrick o'brian", asked, "r-gold")
+    found[0].score = 4.5  # far enough ahead: the question's words are its description's
+    result = answerer("master and commander patrick o'brian", max_new_tokens=4)
+    assert not result.doubtful and result.cited == ["r-gold"]
+
+
 def test_grounded_examples_that_do_not_fit_max_seq_len_are_refused_early(catalogue, tmp_path):
     """Grounded answers are never cut (they end with the citation), so an example longer than
     ``data.max_seq_len`` is dropped. The whole catalogue's benchmark ran config tiny (256

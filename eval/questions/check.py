@@ -24,6 +24,10 @@ HERE = Path(__file__).resolve().parent
 REAL_ROWS = HERE.parents[1].parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl"
 KINDS = ("partial", "descriptive", "portuguese", "attribute", "need", "typo", "absent")
 SOURCES = ("real", "generated")
+FAMILIES = {"real": "real", "generated": "generated", "real_blind": "real"}
+"""File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
+``real_blind``: real-row questions written later by someone blind to the answering code and
+to the gate's rules (README); its dev/test split is its own, so adding it moved no question."""
 SPLITS = ("dev", "test")
 DEV_SHARE = 0.4  # of each (source, kind): the rest is test, the reported part
 
@@ -35,6 +39,7 @@ class Question:
     text: str
     kind: str
     source: str
+    family: str
     split: str
     title: str | None
     line: int | None
@@ -65,9 +70,9 @@ def expected_dev(texts: list[str]) -> set[str]:
 def read_questions(problems: list[str]) -> list[Question]:
     """Every question of every file, with field problems appended to ``problems``."""
     out: list[Question] = []
-    for source in SOURCES:
+    for family, source in FAMILIES.items():
         for split in SPLITS:
-            path = HERE / f"{source}_{split}.jsonl"
+            path = HERE / f"{family}_{split}.jsonl"
             if not path.exists():
                 problems.append(f"{path.name}: missing")
                 continue
@@ -82,6 +87,7 @@ def read_questions(problems: list[str]) -> list[Question]:
                     text=obj.get("question", ""),
                     kind=obj.get("kind", ""),
                     source=obj.get("source", ""),
+                    family=family,
                     split=split,
                     title=obj.get("title"),
                     line=obj.get("line"),
@@ -162,29 +168,30 @@ def generated_uid_problems(questions: list[Question]) -> list[str]:
 
 
 def set_problems(questions: list[Question]) -> list[str]:
-    """No question twice (case-insensitive), and dev/test are the documented split."""
+    """No question twice in a family (case-insensitive; two writers blind to each other may
+    write the same one), and dev/test are the documented split."""
     bad = []
-    seen: dict[str, str] = {}
+    seen: dict[tuple[str, str], str] = {}
     for q in questions:
-        key = q.text.strip().lower()
+        key = (q.family, q.text.strip().lower())
         if key in seen:
             bad.append(f"{q.where}: same question as {seen[key]}")
         seen.setdefault(key, q.where)
     groups: dict[tuple[str, str], list[Question]] = defaultdict(list)
     for q in questions:
-        groups[(q.source, q.kind)].append(q)
-    for (source, _kind), qs in sorted(groups.items()):
+        groups[(q.family, q.kind)].append(q)
+    for (family, _kind), qs in sorted(groups.items()):
         dev = expected_dev([q.text for q in qs])
         for q in qs:
             if (q.split == "dev") != (q.text in dev):
-                bad.append(f"{q.where}: belongs in {source}_{'dev' if q.text in dev else 'test'}")
+                bad.append(f"{q.where}: belongs in {family}_{'dev' if q.text in dev else 'test'}")
     return bad
 
 
 def print_counts(questions: list[Question]) -> None:
-    """A table: kind by source/split, with totals."""
-    cols = [(s, p) for s in SOURCES for p in SPLITS]
-    count = Counter((q.kind, q.source, q.split) for q in questions)
+    """A table: kind by file family/split, with totals."""
+    cols = [(f, p) for f in FAMILIES for p in SPLITS]
+    count = Counter((q.kind, q.family, q.split) for q in questions)
     print(f"{'kind':<12}" + "".join(f"{s + '_' + p:>16}" for s, p in cols) + f"{'total':>8}")
     for kind in KINDS:
         cells = [count[(kind, s, p)] for s, p in cols]

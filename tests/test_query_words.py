@@ -156,5 +156,19 @@ def test_a_portuguese_question_keeps_the_english_titles_own_words(tmp_path):
     rows = [("Britannica Mosaica Historia", "A history of tiles."), ("Mosaic Tiles", "Tiles.")]
     index = _index(tmp_path, rows + FILLER)
     words = index.words("Vocês têm a Britannica Mosaica Historia?")
-    assert words == ["britannica", "mosaica", "story"]  # the glossary's word is still its own
+    assert words == ["britannica", "mosaica", "historia"]  # a capital the catalogue has: a name
     assert index.search("Vocês têm a Britannica Mosaica Historia?", 1)[0].uid == "U0"
+
+
+def test_a_portuguese_question_keeps_a_name_the_catalogue_has(tmp_path):
+    """ "tem alguma biografia do Paulo Coelho?" (questions written blind to the retriever) had
+    "Mog and Bunny" first: the glossary put the surname "Coelho" (rabbit) in English as "bunny".
+    A word written with a capital after the question's first word, that the catalogue has as
+    it is, is a name: kept. The first word and lower-case words still go through the glossary."""
+    rows = [
+        ("Paulo Coelho: Confessions of a Pilgrim", "Interviews with the author of The Alchemist."),
+        ("Mog and Bunny", "Mog the cat loves her toy bunny."),
+    ]
+    index = _index(tmp_path, rows + FILLER)
+    assert index.search("tem alguma biografia do Paulo Coelho?", 1)[0].uid == "U0"
+    assert index.words("tem pelúcia de coelho?") == ["plush", "bunny"]

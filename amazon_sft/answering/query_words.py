@@ -267,14 +267,26 @@ def english_word(word: str, known: Callable[[str], bool] | None = None) -> str:
 def english_query(question: str, known: Callable[[str], bool] | None = None) -> str:
     """The question as the words to look up: English question phrases dropped; a Portuguese
     question's function words dropped and its other words put in English (``known``: see
-    ``english_word``).
+    ``english_word``). A word written with a capital after the first, that the catalogue has
+    as it is (``known``), is a name and kept: "Paulo Coelho" is not "Paulo bunny".
 
     >>> english_query("Tell me about Mog's Kittens")
     "Mog's Kittens"
     >>> english_query("O Festim dos Corvos, o quarto livro")
     'feast crows fourth book'
+    >>> english_query("tem alguma biografia do Paulo Coelho?", known=lambda w: w in {"paulo", "coelho"})
+    'biography Paulo Coelho'
+    >>> english_query("tem pelúcia de coelho?", known=lambda w: w == "coelho")
+    'plush bunny'
     """
     if is_portuguese(question):
-        words = [w for w in _WORD.findall(question) if w.lower() not in PORTUGUESE_STOP]
-        return " ".join(english_word(w, known) for w in words)
+        words = _WORD.findall(question)
+        kept = [
+            w
+            if n and w[0].isupper() and known is not None and known(w.lower())
+            else english_word(w, known)
+            for n, w in enumerate(words)
+            if w.lower() not in PORTUGUESE_STOP
+        ]
+        return " ".join(kept)
     return " ".join(_ENGLISH.sub(" ", question).split())

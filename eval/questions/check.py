@@ -24,10 +24,11 @@ HERE = Path(__file__).resolve().parent
 REAL_ROWS = HERE.parents[1].parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl"
 KINDS = ("partial", "descriptive", "portuguese", "attribute", "need", "typo", "absent")
 SOURCES = ("real", "generated")
-FAMILIES = {"real": "real", "generated": "generated", "real_blind": "real"}
+FAMILIES = {"real": "real", "generated": "generated", "real_blind": "real", "real_blind2": "real"}
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
-``real_blind``: real-row questions written later by someone blind to the answering code and
-to the gate's rules (README); its dev/test split is its own, so adding it moved no question."""
+``real_blind``, ``real_blind2``: real-row questions written later, each set by someone blind to
+the answering code, the gate's rules and the other sets (README); each family's dev/test split
+is its own, so adding one moved no question."""
 SPLITS = ("dev", "test")
 DEV_SHARE = 0.4  # of each (source, kind): the rest is test, the reported part
 
@@ -192,12 +193,12 @@ def print_counts(questions: list[Question]) -> None:
     """A table: kind by file family/split, with totals."""
     cols = [(f, p) for f in FAMILIES for p in SPLITS]
     count = Counter((q.kind, q.family, q.split) for q in questions)
-    print(f"{'kind':<12}" + "".join(f"{s + '_' + p:>16}" for s, p in cols) + f"{'total':>8}")
+    print(f"{'kind':<12}" + "".join(f"{s + '_' + p:>17}" for s, p in cols) + f"{'total':>8}")
     for kind in KINDS:
         cells = [count[(kind, s, p)] for s, p in cols]
-        print(f"{kind:<12}" + "".join(f"{c:>16}" for c in cells) + f"{sum(cells):>8}")
+        print(f"{kind:<12}" + "".join(f"{c:>17}" for c in cells) + f"{sum(cells):>8}")
     totals = [sum(count[(k, s, p)] for k in KINDS) for s, p in cols]
-    print(f"{'total':<12}" + "".join(f"{c:>16}" for c in totals) + f"{sum(totals):>8}")
+    print(f"{'total':<12}" + "".join(f"{c:>17}" for c in totals) + f"{sum(totals):>8}")
 
 
 def main() -> int:

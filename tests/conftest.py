@@ -190,3 +190,23 @@ def real_shape_data(tiny_cfg, tmp_path_factory) -> Path:
     )
     prepare(source, root / "data", cfg, progress=False)
     return root / "data"
+
+
+GROUNDED = [
+    "data.max_seq_len=512",
+    "data.grounded_fraction=0.5",
+    "data.absent_fraction=0.3",
+    "data.context_records=3",
+    "data.context_record_tokens=40",
+]
+"""The grounded settings the grounded tests prepare with (small rows, three records)."""
+
+
+@pytest.fixture(scope="module")
+def grounded_prepared(catalogue, tmp_path_factory):
+    """The catalogue prepared with ``GROUNDED``, once per test module that asks for it."""
+    from amazon_sft.prepare import prepare
+
+    out = tmp_path_factory.mktemp("grounded") / "data"
+    prepare(catalogue, out, load_run_config("tiny", GROUNDED), progress=False)
+    return out

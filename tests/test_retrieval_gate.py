@@ -179,6 +179,14 @@ def _assert_gate(answerer, generated, abstains_on: str, quotes: tuple[str, ...],
         assert not result.doubtful and result.quoted and result.cited == [uid], question
 
 
+def _assert_sure_far_ahead(answerer, found, question: str, uid: str) -> None:
+    """With the first record past ``doubt.NAMED_LEAD`` times the second, ``question`` is sure:
+    the record is the asked one and its text merely leaves the question's word out."""
+    found[0].score = 4.5
+    result = answerer(question, max_new_tokens=4)
+    assert not result.doubtful and result.cited == [uid], question
+
+
 def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared, tuned_run):
     """With the gate on, "Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" first,
     8.9 times ahead of the second (real dev questions; "Your Chinese Horoscope 2014" had 2013's
@@ -219,9 +227,7 @@ def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, t
         "Paddington Races Ahead by Peggy Fortnum",
     )
     _assert_gate(answerer, generated, "Paddington Helps Out", asked, "p-races")
-    found[0].score = 4.5  # far enough ahead: the description merely leaves the word out
-    result = answerer("Paddington Helps Out", max_new_tokens=4)
-    assert not result.doubtful and result.cited == ["p-races"]
+    _assert_sure_far_ahead(answerer, found, "Paddington Helps Out", "p-races")
 
 
 def test_a_first_record_whose_title_swaps_the_asked_name_is_not_sure(grounded_prepared, tuned_run):
@@ -276,6 +282,4 @@ def test_a_first_record_whose_title_has_no_word_of_a_short_question_is_not_sure(
         "a sea story for readers who like patrick o'brian and c. s. forester novels",
     )
     _assert_gate(answerer, generated, "master and commander patrick o'brian", asked, "r-gold")
-    found[0].score = 4.5  # far enough ahead: the question's words are its description's
-    result = answerer("master and commander patrick o'brian", max_new_tokens=4)
-    assert not result.doubtful and result.cited == ["r-gold"]
+    _assert_sure_far_ahead(answerer, found, "master and commander patrick o'brian", "r-gold")

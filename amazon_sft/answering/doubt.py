@@ -140,9 +140,9 @@ def names_what_record_lacks(question: str, title: str, content: str) -> list[str
     >>> names_what_record_lacks("IS SHARPE'S FURY GOOD?", "Sharpe's Fury", "A novel.")
     []
     """
-    if is_portuguese(question) or not any(c.islower() for c in question):
-        return []  # all in capitals: no word is told apart as a name
-    asked = AUTHOR.sub(" ", english_query(question))
+    asked = _names_part(question)
+    if asked is None:
+        return []
     named = [w for w in WORD.findall(asked) if w[0].isupper() and len(w) > 1]
     named = [w for w in dict.fromkeys(named) if w.casefold() not in NOT_NAMES]
     has = set(WORD.findall(f"{title} {content}".casefold()))
@@ -172,21 +172,16 @@ def swaps_a_title_word(question: str, title: str) -> list[tuple[str, str]]:
     >>> swaps_a_title_word("a day in the life of japan", "A Day in the Life of Canada")
     []
     """
-    if is_portuguese(question) or not any(c.islower() for c in question):
+    names_part = _names_part(question)
+    if names_part is None:
         return []
-    asked = WORD.findall(AUTHOR.sub(" ", english_query(question)))
-    titled = WORD.findall(title)
+    asked, titled = WORD.findall(names_part), WORD.findall(title)
     asked_cf, titled_cf = [w.casefold() for w in asked], [w.casefold() for w in titled]
     in_question = {w.casefold() for w in WORD.findall(question)}
-
-    def content(words: list[str]) -> list[str]:
-        return [w for w in words if len(w) > 1 and not w.isdigit() and w not in NOT_NAMES]
-
     matcher = SequenceMatcher(None, asked_cf, titled_cf, autojunk=False)
-    frame = content(
-        [titled_cf[b.b + i] for b in matcher.get_matching_blocks() for i in range(b.size)]
-    )
-    if len(frame) < 2 or len(frame) < SWAP_FRAME * len(content(titled_cf)):
+    matched = [titled_cf[b.b + i] for b in matcher.get_matching_blocks() for i in range(b.size)]
+    frame = [w for w in matched if _is_lookup_word(w)]
+    if len(frame) < 2 or len(frame) < SWAP_FRAME * sum(map(_is_lookup_word, titled_cf)):
         return []
     swaps = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -196,13 +191,13 @@ def swaps_a_title_word(question: str, title: str) -> list[tuple[str, str]]:
             w
             for w in asked[i1:i2]
             if w[0].isupper()
-            and w.casefold() in content([w.casefold()])
+            and _is_lookup_word(w.casefold())
             and not _has_word(w.casefold(), set(titled_cf))
         ]
         others = [
             w
             for w in titled[j1:j2]
-            if content([w.casefold()]) and not _has_word(w.casefold(), in_question)
+            if _is_lookup_word(w.casefold()) and not _has_word(w.casefold(), in_question)
         ]
         if len(names) == 1 and others:
             swaps.append((names[0], others[0]))
@@ -230,12 +225,24 @@ def title_has_none_of(question: str, title: str) -> bool:
     """
     if is_portuguese(question):
         return False
-    asked = WORD.findall(english_query(question).casefold())
-    words = {w for w in asked if len(w) > 1 and not w.isdigit() and w not in NOT_NAMES}
+    words = set(filter(_is_lookup_word, WORD.findall(english_query(question).casefold())))
     if not words or len(words) > SHORT_QUESTION_WORDS:
         return False
     titled = set(WORD.findall(title.casefold()))
     return not any(_has_word(w, titled) for w in words)
+
+
+def _names_part(question: str) -> str | None:
+    """The question in English without the author after "by", where names can be told apart;
+    None for a Portuguese question (its title words come translated) or one all in capitals."""
+    if is_portuguese(question) or not any(c.islower() for c in question):
+        return None
+    return AUTHOR.sub(" ", english_query(question))
+
+
+def _is_lookup_word(word: str) -> bool:
+    """A lower-cased word that can name a product: not one letter, a number or ``NOT_NAMES``."""
+    return len(word) > 1 and not word.isdigit() and word not in NOT_NAMES
 
 
 def _has_word(word: str, words: set[str]) -> bool:

@@ -26,6 +26,7 @@ def test_doctests():
         "Tem o disco ao vivo no Cairo do Marco?",
         "Pelúcia de elefante azul-marinho",
         "Biografia do Fernando Torres, o El Niño",
+        "Asterix e os Godos",  # a blind question: "e" (and) is Portuguese between two words
     ],
 )
 def test_portuguese_questions_are_detected(question):
@@ -40,6 +41,8 @@ def test_portuguese_questions_are_detected(question):
         "Who illustrated The Very Bad Bunny?",
         "Casa de Campo",  # a Portuguese-looking title alone is not a Portuguese question
         "Pizza Pilgrims: Recipes from the Backstreets of Italy",
+        "an e-book os guide",  # "e-book" is English ("os": the operating system)
+        "vitamin e oil for dry skin",
     ],
 )
 def test_english_questions_are_not_taken_for_portuguese(question):

@@ -283,3 +283,54 @@ def test_a_first_record_whose_title_has_no_word_of_a_short_question_is_not_sure(
     )
     _assert_gate(answerer, generated, "master and commander patrick o'brian", asked, "r-gold")
     _assert_sure_far_ahead(answerer, found, "master and commander patrick o'brian", "r-gold")
+
+
+def test_a_first_record_whose_description_names_the_asked_sibling_is_not_sure(
+    grounded_prepared, tuned_run
+):
+    """Blind questions asked for another book that the first record's description names: "Raising
+    Boys by Steve Biddulph" had "Steve Biddulph's Raising Girls" 32 times ahead, its praise
+    quoting "Raising Boys"; "Flashman and the Tiger" had "Flashman on the March" ("Last seen
+    in<i>Flashman and the Tiger</i>"). Words the question shares with the title, then one the
+    title lacks, found together in the description; or the title's opening words alone ("Kaffir
+    Boy" against "Kaffir Boy in America", "the sequel to the author's Kaffir Boy"); or three
+    words in a row of a question the title shares none with ("A Short Walk in the Hindu Kush"
+    against "Round Ireland in Low Gear", 9.1 times ahead): the description mentions the asked
+    product, so this record is not it, however far ahead. The record's own title, asked with its
+    author (which its description names after the title), or a long descriptive question quoting
+    the description, stays sure."""
+    from amazon_sft.answering.index import Source
+
+    girls = (
+        "The follow-up to the bestselling Raising Boys. Steve Biddulph, author of Raising Boys, "
+        "on raising girls in a hard world: Raising Boys' readers asked for it."
+    )
+    found = [
+        Source("r-girls", "Steve Biddulph's Raising Girls", girls, 32.0),
+        Source("r-poems", "Poems", "Poems about the year.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = (
+        "raising girls steve biddulph",
+        "Raising Girls by Steve Biddulph",
+        "how old are the girls in raising girls?",
+        "the follow-up to the bestselling raising boys book, about girls in a hard world",
+    )
+    _assert_gate(answerer, generated, "Raising Boys by Steve Biddulph", asked, "r-girls")
+    generated.clear()
+    march = "Last seen in<i>Flashman and the Tiger</i>, Sir Harry Flashman, Fraser's rogue."
+    found[0] = Source("f-march", "Flashman on the March", march, 9.0)
+    asked = ("flashman on the march", "Flashman on the March, Fraser")
+    _assert_gate(answerer, generated, "Flashman and the Tiger", asked, "f-march")
+    generated.clear()
+    sequel = "The absorbing sequel to the author's Kaffir Boy: Mathabane's life in America."
+    found[0] = Source("k-america", "Kaffir Boy in America", sequel, 28.9)
+    asked = ("kaffir boy in america mark mathabane", "Kaffir Boy in America: An Encounter")
+    _assert_gate(answerer, generated, "kaffir boy mark mathabane", asked, "k-america")
+    generated.clear()
+    newby = "The author of A Short Walk in the Hindu Kush and his wife cycle round Ireland."
+    found[0] = Source("n-ireland", "Round Ireland in Low Gear", newby, 9.1)
+    asked = ("round ireland in low gear", "eric newby cycling round ireland with his wife wanda")
+    _assert_gate(
+        answerer, generated, "a short walk in the hindu kush eric newby", asked, "n-ireland"
+    )

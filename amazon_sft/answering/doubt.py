@@ -21,6 +21,11 @@ capitals, a word the record has nowhere ("Paddington Helps Out" against "Padding
 Ahead", 3.6 times ahead): the asked product is another one of the same series, author or shelf
 (``names_what_record_lacks``).
 
+At any lead, the first record is not the asked product when its title swaps the asked title's
+name for another ("A Day in the Life of Canada" for "... of Japan", ``swaps_a_title_word``) or
+its description names the asked title as another book ("From the author of Raising Boys" in
+"Raising Girls", answering/mentions.py).
+
 The converse, ``--quote-when-sure``: when the first record *is* that many times ahead, the
 answer must cite it (answering/sure.py).
 """
@@ -32,31 +37,27 @@ from difflib import SequenceMatcher
 from itertools import pairwise
 
 import torch
-from bm25s.stopwords import STOPWORDS_EN
-from rapidfuzz.distance import OSA
-from rapidfuzz.process import extractOne
 
-from amazon_sft.answering.index import QUESTION_WORDS, TOKEN_PATTERN, Source
+from amazon_sft.answering.index import Source
+from amazon_sft.answering.mentions import description_names_asked_title
 from amazon_sft.answering.query_words import english_query, is_portuguese
-from amazon_sft.answering.repair import MIN_LETTERS, max_edits
+from amazon_sft.answering.title_words import (
+    NOT_NAMES,
+    SHORT_QUESTION_WORDS,
+    WORD,
+    has_word,
+    is_lookup_word,
+    names_part,
+)
 from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
 WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
-WORD = re.compile(TOKEN_PATTERN)  # as the index splits words
 NAMED_LEAD = 4.0
 """Under this lead of the first record over the second, a capitalized word of the question that
 the record lacks makes it doubtful (``names_what_record_lacks``); further ahead, the record is
 the asked one and its description merely leaves the word out. Chosen on the dev questions
 (real and generated): 3 caught fewer absent products, 8 added false abstention."""
-REQUEST_WORDS = (  # noqa: SIM905
-    "who where what which how when why whose my me you does did do has have had were can could "
-    "would should shall may might must summarize summarise explain recommend describe tell show "
-    "give find list compare suggest according please get buy need want looking"
-).split()
-NOT_NAMES = frozenset({*STOPWORDS_EN, *QUESTION_WORDS, *REQUEST_WORDS})
-"""Capitalized words that name nothing: stop words, and the words that open a question or a
-request ("Does ...?", "Summarize ...", "My ...")."""
 SWAP_FRAME = 0.6
 """A title counts as the frame of the question's title when the question has at least this share
 (and at least two) of its words (``swaps_a_title_word``): "A Day in the Life of Canada" for "A
@@ -64,13 +65,6 @@ Day in the Life of Japan photo book" (day, life: 2 of 3), not "Slowly Down the G
 "Eric Newby's journey down the Ganges" (ganges: 1 of 2)."""
 SWAP_WORDS = 2
 """At most this many title words in the swapped slot ("Penguin" for "Bear")."""
-SHORT_QUESTION_WORDS = 6
-"""A question of at most this many words to look up (stop and question words aside) names a
-title, perhaps with its author; a longer one describes a product or a need, in words a title
-need not have (``title_has_none_of``). Chosen on the dev questions: 4 to 6 catch the same
-absent products; from 8 the rule fires on the asked product's own record."""
-AUTHOR = re.compile(r"\bby\b[^,;:?!()]*", re.IGNORECASE)
-""""by" and the name after it: a catalogue description often leaves out the author."""
 
 
 def numbered_words(text: str) -> dict[str, set[str]]:
@@ -140,13 +134,13 @@ def names_what_record_lacks(question: str, title: str, content: str) -> list[str
     >>> names_what_record_lacks("IS SHARPE'S FURY GOOD?", "Sharpe's Fury", "A novel.")
     []
     """
-    asked = _names_part(question)
+    asked = names_part(question)
     if asked is None:
         return []
     named = [w for w in WORD.findall(asked) if w[0].isupper() and len(w) > 1]
     named = [w for w in dict.fromkeys(named) if w.casefold() not in NOT_NAMES]
     has = set(WORD.findall(f"{title} {content}".casefold()))
-    return [w for w in named if not _has_word(w.casefold(), has)]
+    return [w for w in named if not has_word(w.casefold(), has)]
 
 
 def swaps_a_title_word(question: str, title: str) -> list[tuple[str, str]]:
@@ -172,16 +166,16 @@ def swaps_a_title_word(question: str, title: str) -> list[tuple[str, str]]:
     >>> swaps_a_title_word("a day in the life of japan", "A Day in the Life of Canada")
     []
     """
-    names_part = _names_part(question)
-    if names_part is None:
+    part = names_part(question)
+    if part is None:
         return []
-    asked, titled = WORD.findall(names_part), WORD.findall(title)
+    asked, titled = WORD.findall(part), WORD.findall(title)
     asked_cf, titled_cf = [w.casefold() for w in asked], [w.casefold() for w in titled]
     in_question = {w.casefold() for w in WORD.findall(question)}
     matcher = SequenceMatcher(None, asked_cf, titled_cf, autojunk=False)
     matched = [titled_cf[b.b + i] for b in matcher.get_matching_blocks() for i in range(b.size)]
-    frame = [w for w in matched if _is_lookup_word(w)]
-    if len(frame) < 2 or len(frame) < SWAP_FRAME * sum(map(_is_lookup_word, titled_cf)):
+    frame = [w for w in matched if is_lookup_word(w)]
+    if len(frame) < 2 or len(frame) < SWAP_FRAME * sum(map(is_lookup_word, titled_cf)):
         return []
     swaps = []
     for op, i1, i2, j1, j2 in matcher.get_opcodes():
@@ -191,13 +185,13 @@ def swaps_a_title_word(question: str, title: str) -> list[tuple[str, str]]:
             w
             for w in asked[i1:i2]
             if w[0].isupper()
-            and _is_lookup_word(w.casefold())
-            and not _has_word(w.casefold(), set(titled_cf))
+            and is_lookup_word(w.casefold())
+            and not has_word(w.casefold(), set(titled_cf))
         ]
         others = [
             w
             for w in titled[j1:j2]
-            if _is_lookup_word(w.casefold()) and not _has_word(w.casefold(), in_question)
+            if is_lookup_word(w.casefold()) and not has_word(w.casefold(), in_question)
         ]
         if len(names) == 1 and others:
             swaps.append((names[0], others[0]))
@@ -225,43 +219,22 @@ def title_has_none_of(question: str, title: str) -> bool:
     """
     if is_portuguese(question):
         return False
-    words = set(filter(_is_lookup_word, WORD.findall(english_query(question).casefold())))
+    words = set(filter(is_lookup_word, WORD.findall(english_query(question).casefold())))
     if not words or len(words) > SHORT_QUESTION_WORDS:
         return False
     titled = set(WORD.findall(title.casefold()))
-    return not any(_has_word(w, titled) for w in words)
-
-
-def _names_part(question: str) -> str | None:
-    """The question in English without the author after "by", where names can be told apart;
-    None for a Portuguese question (its title words come translated) or one all in capitals."""
-    if is_portuguese(question) or not any(c.islower() for c in question):
-        return None
-    return AUTHOR.sub(" ", english_query(question))
-
-
-def _is_lookup_word(word: str) -> bool:
-    """A lower-cased word that can name a product: not one letter, a number or ``NOT_NAMES``."""
-    return len(word) > 1 and not word.isdigit() and word not in NOT_NAMES
-
-
-def _has_word(word: str, words: set[str]) -> bool:
-    """The word, its plural or singular, or (longer than ``MIN_LETTERS``) a typo of it."""
-    if word in words or f"{word}s" in words or (word.endswith("s") and word[:-1] in words):
-        return True
-    if len(word) <= MIN_LETTERS:
-        return False
-    edits = max_edits(word)
-    return extractOne(word, words, scorer=OSA.distance, score_cutoff=edits) is not None
+    return not any(has_word(w, titled) for w in words)
 
 
 def retrieval_doubtful(sources: list[Source], abstain_below: float, question: str) -> bool:
     """True when the gate is on and the first record's score is under ``abstain_below`` times
     the second's, its title numbers a word of the ``question`` otherwise (``names_other_numbers``),
     it lacks a word the question names while under ``NAMED_LEAD`` times ahead or alone
-    (``names_what_record_lacks``), or nothing was retrieved. One record alone has no rival to be
-    ahead of: only the names it lacks can make it doubtful ("The Silmarillion" retrieved "The
-    History of Middle-Earth Index" alone, which was quoted).
+    (``names_what_record_lacks``, ``title_has_none_of``), its title swaps the asked name
+    (``swaps_a_title_word``), its description names the asked title as another book
+    (``mentions.description_names_asked_title``), or nothing was retrieved. One record alone
+    has no rival to be ahead of: only the names it lacks can make it doubtful ("The
+    Silmarillion" retrieved "The History of Middle-Earth Index" alone, which was quoted).
 
     >>> s = lambda score, title="t": Source("u", title, "c", score)
     >>> retrieval_doubtful([s(2.0), s(1.0)], 1.3, "q"), retrieval_doubtful([s(1.2), s(1.0)], 1.3, "q")
@@ -289,6 +262,8 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     if len(sources) > 1 and first.score < abstain_below * sources[1].score:
         return True
     if swaps_a_title_word(question, first.title):
+        return True
+    if description_names_asked_title(question, first.title, first.content):
         return True
     near = len(sources) == 1 or first.score < NAMED_LEAD * sources[1].score  # alone: no lead
     lacks = names_what_record_lacks(question, first.title, first.content)

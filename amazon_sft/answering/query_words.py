@@ -87,6 +87,9 @@ PORTUGUESE_MARKERS = _words(
     "quem onde como mais muito quanto quanta quantos quantas foi ser está estão procuro "
     "gostaria preciso algum alguma há tenho sou filho filha"
 )
+PORTUGUESE_AND = re.compile(r"(?<=\w )e(?= \w)")
+"""Portuguese "and": a lower-case "e" alone between two words ("Asterix e os Godos"); not a
+marker word, as "e" is English in "e-book" and "vitamin E"."""
 ENGLISH_MARKERS = _words(
     "the of and is for with about by to in my what who how this that i it are from an "
     "was his her their you your have has"
@@ -232,9 +235,12 @@ def is_portuguese(question: str) -> bool:
     True
     >>> is_portuguese("the story of a man and his dog"), is_portuguese("Pelúcia de elefante")
     (False, True)
+    >>> is_portuguese("Asterix e os Godos"), is_portuguese("an e-book on knitting")
+    (True, False)
     """
     words = [w.lower() for w in _WORD.findall(question)]
     pt = sum(w in PORTUGUESE_MARKERS or bool(set(w) & set("ãõçêôâáíóú")) for w in words)
+    pt += len(PORTUGUESE_AND.findall(question))
     en = sum(w in ENGLISH_MARKERS for w in words)
     return pt >= 2 and pt > en
 

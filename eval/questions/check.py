@@ -24,7 +24,13 @@ HERE = Path(__file__).resolve().parent
 REAL_ROWS = HERE.parents[1].parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl"
 KINDS = ("partial", "descriptive", "portuguese", "attribute", "need", "typo", "absent")
 SOURCES = ("real", "generated")
-FAMILIES = {"real": "real", "generated": "generated", "real_blind": "real", "real_blind2": "real"}
+FAMILIES = {
+    "real": "real",
+    "generated": "generated",
+    "real_blind": "real",
+    "real_blind2": "real",
+    "real_blind3": "real",
+}
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
 ``real_blind``, ``real_blind2``: real-row questions written later, each set by someone blind to
 the answering code, the gate's rules and the other sets (README); each family's dev/test split

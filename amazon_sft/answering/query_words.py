@@ -9,8 +9,8 @@ English words. So, before the question is tokenized like the index:
 
 - English question phrases are dropped;
 - a question detected as Portuguese (its function words and accents outnumber English ones)
-  loses its Portuguese function words, and its other words go through a small glossary of
-  product and book words, then suffix rules (-ção -> -tion, -dade -> -ty, ...) for the rest.
+  loses its Portuguese function words, and its other words go through a glossary of about
+  2,600 product and book words (``assets/glossary_pt_en.txt``), then suffix rules (-ção -> -tion, -dade -> -ty, ...) for the rest.
   Proper names pass through unchanged: they are what the English title shares.
 
 The glossary is hand-written from general knowledge of Portuguese (no library offline does this:
@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Callable
+from importlib.resources import files
 
 ENGLISH_PHRASES = (
     "tell me about",
@@ -106,89 +107,15 @@ PORTUGUESE_STOP = _words(
     "saber info"
 )
 
-# Portuguese -> English product words (accents stripped on lookup). One sense: the shopper's.
-GLOSSARY_TEXT = """
-divorciada:divorced divorciado:divorced casado:married casada:married viuva:widow
-livro:book livros:books romance:novel romances:novels conto:story contos:stories
-historia:story historias:stories autor:author autora:author escritor:writer escritora:writer
-biografia:biography autobiografia:autobiography memorias:memoir memoria:memoir
-diario:diary diarios:diaries cartas:letters carta:letter poemas:poems poesia:poetry
-receitas:recipes receita:recipe culinaria:cookery cozinha:cooking cozinhar:cooking
-guia:guide mapa:map mapas:maps dicionario:dictionary edicao:edition volume:volume
-colecao:collection serie:series trilogia:trilogy saga:saga capa:cover dura:hardcover
-ilustrado:illustrated ilustrada:illustrated ilustracoes:illustrations fotos:photographs
-fotografias:photographs imagens:images infantil:children criancas:children crianca:child
-filhos:children bebe:baby bebes:babies menino:boy menina:girl meninos:boys meninas:girls
-garoto:boy garota:girl mulher:woman mulheres:women homem:man homens:men pai:father mae:mother
-pais:parents irma:sister irmao:brother irmaos:brothers irmas:sisters marido:husband
-esposa:wife filho:son filha:daughter avo:grandmother bisavo:grandmother neto:grandson
-familia:family amigo:friend amigos:friends amiga:friend rei:king rainha:queen principe:prince
-princesa:princess cavaleiro:knight guerra:war guerras:wars paz:peace morte:death vida:life
-amor:love mundo:world terra:earth mar:sea mares:seas rio:river ilha:island montanha:mountain
-montanhas:mountains floresta:forest deserto:desert cidade:city casa:house jardim:garden
-jardinagem:gardening escola:school igreja:church castelo:castle sul:south norte:north
-leste:east oeste:west noite:night dia:day dias:days ano:year anos:years seculo:century
-primeiro:first primeira:first segundo:second segunda:second terceiro:third terceira:third
-quarto:fourth quarta:fourth quinto:fifth ultimo:last ultima:last novo:new nova:new
-velho:old velha:old antigo:ancient antiga:ancient grande:great pequeno:little pequena:little
-azul:blue vermelho:red vermelha:red verde:green amarelo:yellow preto:black preta:black
-branco:white branca:white rosa:pink roxo:purple cinza:grey marinho:navy laranja:orange
-ouro:gold dourado:golden prata:silver gelo:ice fogo:fire agua:water sol:sun lua:moon
-estrela:star estrelas:stars ceu:sky vento:wind chuva:rain neve:snow tempestade:storm
-sombra:shadow luz:light espelho:mirror porto:harbor ponte:bridge lanterna:lantern
-gato:cat gatos:cats gatinhos:kittens cachorro:dog cao:dog filhote:puppy passaro:bird
-passaros:birds cavalo:horse elefante:elephant urso:bear pinguim:penguin lobo:wolf
-corvo:crow corvos:crows leao:lion coelho:bunny rato:mouse peixe:fish dragao:dragon
-monstro:monster bruxa:witch fantasma:ghost fantasmas:ghosts espiao:spy detetive:detective
-assassinato:murder assassino:murderer crime:crime misterio:mystery policial:detective
-suspense:thriller terror:horror aventura:adventure aventuras:adventures viagem:travel
-viagens:travels expedicao:expedition jangada:raft barco:boat navio:ship cruzeiro:cruise
-aviao:plane trem:train carro:car estrada:road caminho:way viajante:traveller
-festa:party festim:feast banquete:feast natal:christmas pascoa:easter aniversario:birthday
-musica:music cancoes:songs cancao:song disco:album album:album gravado:recorded
-vivo:live show:concert banda:band cantor:singer cantora:singer filme:film filmes:films
-video:video jogo:game jogos:games brinquedo:toy brinquedos:toys boneca:doll pelucia:plush
-fantasia:costume saia:skirt tutu:tutu bale:ballet camiseta:shirt sapato:shoe sapatos:shoes
-bolsa:bag relogio:watch fone:headphones fones:headphones ouvido:ear teclado:keyboard
-caixa:box som:sound alto:loud falante:speaker carregador:charger carregamento:charging
-rapido:fast bateria:battery garantia:warranty peso:weight pesa:weighs tamanho:size
-cor:colour cores:colours sem:without fio:wireless ruido:noise cancelamento:cancelling
-tela:screen camera:camera lente:lens computador:computer programacao:programming
-matematica:mathematics ciencia:science ciencias:science fisica:physics quimica:chemistry
-organica:organic biologia:biology medicina:medicine saude:health dieta:diet nutricao:nutrition
-gravidez:pregnancy parto:birth ioga:yoga exercicios:exercises corpo:body mente:mind
-alma:soul espirito:spirit santo:holy deus:god biblia:bible fe:faith oracao:prayer
-filosofia:philosophy politica:politics economia:economics negocios:business dinheiro:money
-gestao:management vendas:sales lingua:language idioma:language ingles:english
-portugues:portuguese frances:french italiano:italian italiana:italian espanhol:spanish
-alemao:german chines:chinese chinesa:chinese japones:japanese arte:art pintura:painting
-desenho:drawing desenhar:drawing aquarela:watercolour escultura:sculpture arquitetura:architecture
-fotografia:photography moda:fashion historico:historical historica:historical
-independencia:independence revolucao:revolution imperio:empire reino:kingdom
-segredo:secret segredos:secrets perdido:lost perdida:lost escondido:hidden
-sonho:dream sonhos:dreams medo:fear coracao:heart sangue:blood ossos:bones
-olhos:eyes mao:hand maos:hands cabeca:head rosto:face voz:voice nome:name
-palavras:words palavra:word licao:lesson licoes:lessons curso:course aulas:lessons
-manual:manual tecnicas:techniques dicas:tips receitas:recipes pao:bread paes:breads
-bolo:cake bolos:cakes chocolate:chocolate vinho:wine cerveja:beer uisque:whisky cafe:coffee
-cha:tea arroz:rice massa:pasta carne:meat frango:chicken peixes:fish legumes:vegetables
-verduras:vegetables frutas:fruit batata:potato batatas:potatoes queijo:cheese sopa:soup
-doces:sweets sobremesas:desserts vegetariano:vegetarian vegetariana:vegetarian
-cachorrinho:puppy animais:animals animal:animal bichos:animals estimacao:pet
-cuidar:care cuidados:care treinar:training treinamento:training escoteiro:scout
-soldado:soldier soldados:soldiers exercito:army batalha:battle piloto:pilot
-caca:fighter caças:fighters aviacao:aviation armas:guns arma:gun marinha:navy
-crianças:children infancia:childhood juventude:youth adolescente:teen adolescentes:teens
-nove:nine dez:ten cem:hundred mil:thousand um:one dois:two tres:three quatro:four
-cinco:five seis:six sete:seven oito:eight doze:twelve vinte:twenty cinquenta:fifty
-idade:age idades:ages edicao:edition atualizada:updated completa:complete completo:complete
-classico:classic classicos:classics selecionadas:selected obras:works obra:work
-ensaios:essays ensaio:essay cronicas:chronicles contos:tales lendas:legends mitos:myths
-folclore:folklore pesca:fishing caminhada:walking corrida:running futebol:football
-esporte:sport esportes:sports jogador:player time:team treinador:coach
-descricao:description informacoes:information caracteristicas:features
-"""
-GLOSSARY = dict(pair.split(":") for pair in GLOSSARY_TEXT.split())
+GLOSSARY_FILE = files("amazon_sft") / "assets" / "glossary_pt_en.txt"
+"""Portuguese -> English product words, one sense (the shopper's): ``pt:en`` pairs, accents
+stripped on lookup, ``#`` lines are comments."""
+GLOSSARY = dict(
+    pair.split(":")
+    for line in GLOSSARY_FILE.read_text(encoding="utf-8").splitlines()
+    if not line.startswith("#")
+    for pair in line.split()
+)
 
 # (Portuguese ending, English ending), longest first: cognates the glossary does not list.
 SUFFIXES = (

@@ -305,32 +305,51 @@ def test_a_first_record_whose_description_names_the_asked_sibling_is_not_sure(
         "The follow-up to the bestselling Raising Boys. Steve Biddulph, author of Raising Boys, "
         "on raising girls in a hard world: Raising Boys' readers asked for it."
     )
-    found = [
-        Source("r-girls", "Steve Biddulph's Raising Girls", girls, 32.0),
-        Source("r-poems", "Poems", "Poems about the year.", 1.0),
+    cases = [  # (the first record, the absent product asked, questions the record answers)
+        (
+            Source("r-girls", "Steve Biddulph's Raising Girls", girls, 32.0),
+            "Raising Boys by Steve Biddulph",
+            (
+                "raising girls steve biddulph",
+                "Raising Girls by Steve Biddulph",
+                "how old are the girls in raising girls?",
+                "the follow-up to the bestselling raising boys book, about girls in a hard world",
+            ),
+        ),
+        (
+            Source(
+                "f-march",
+                "Flashman on the March",
+                "Last seen in<i>Flashman and the Tiger</i>, Sir Harry Flashman, Fraser's rogue.",
+                9.0,
+            ),
+            "Flashman and the Tiger",
+            ("flashman on the march", "Flashman on the March, Fraser"),
+        ),
+        (
+            Source(
+                "k-america",
+                "Kaffir Boy in America",
+                "The absorbing sequel to the author's Kaffir Boy: Mathabane's life in America.",
+                28.9,
+            ),
+            "kaffir boy mark mathabane",
+            ("kaffir boy in america mark mathabane", "Kaffir Boy in America: An Encounter"),
+        ),
+        (
+            Source(
+                "n-ireland",
+                "Round Ireland in Low Gear",
+                "The author of A Short Walk in the Hindu Kush and his wife cycle round Ireland.",
+                9.1,
+            ),
+            "a short walk in the hindu kush eric newby",
+            ("round ireland in low gear", "eric newby cycling round ireland with his wife wanda"),
+        ),
     ]
+    found = [cases[0][0], Source("r-poems", "Poems", "Poems about the year.", 1.0)]
     answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
-    asked = (
-        "raising girls steve biddulph",
-        "Raising Girls by Steve Biddulph",
-        "how old are the girls in raising girls?",
-        "the follow-up to the bestselling raising boys book, about girls in a hard world",
-    )
-    _assert_gate(answerer, generated, "Raising Boys by Steve Biddulph", asked, "r-girls")
-    generated.clear()
-    march = "Last seen in<i>Flashman and the Tiger</i>, Sir Harry Flashman, Fraser's rogue."
-    found[0] = Source("f-march", "Flashman on the March", march, 9.0)
-    asked = ("flashman on the march", "Flashman on the March, Fraser")
-    _assert_gate(answerer, generated, "Flashman and the Tiger", asked, "f-march")
-    generated.clear()
-    sequel = "The absorbing sequel to the author's Kaffir Boy: Mathabane's life in America."
-    found[0] = Source("k-america", "Kaffir Boy in America", sequel, 28.9)
-    asked = ("kaffir boy in america mark mathabane", "Kaffir Boy in America: An Encounter")
-    _assert_gate(answerer, generated, "kaffir boy mark mathabane", asked, "k-america")
-    generated.clear()
-    newby = "The author of A Short Walk in the Hindu Kush and his wife cycle round Ireland."
-    found[0] = Source("n-ireland", "Round Ireland in Low Gear", newby, 9.1)
-    asked = ("round ireland in low gear", "eric newby cycling round ireland with his wife wanda")
-    _assert_gate(
-        answerer, generated, "a short walk in the hindu kush eric newby", asked, "n-ireland"
-    )
+    for record, absent, asked in cases:
+        found[0] = record
+        generated.clear()
+        _assert_gate(answerer, generated, absent, asked, record.uid)

@@ -205,6 +205,28 @@ def test_a_first_record_of_another_year_or_volume_is_not_sure(grounded_prepared,
     _assert_gate(answerer, generated, "Tolkien Calendar 2015", asked, "t-2014")
 
 
+def test_a_later_book_of_a_series_is_not_sure_for_the_first(grounded_prepared, tuned_run):
+    """Blind questions asked for the first book of a series whose later one is here: "nigel
+    slater kitchen diaries, the first one not II" had "The Kitchen Diaries II" 7.8 times ahead
+    ("II" is no number ``names_other_numbers`` reads), and ``--quote-when-sure`` answered with
+    it. A question asking for the first ("the first one", "book one", "part 1") against a title
+    numbering a later one and no first: the gate abstains without generating. The later book
+    asked, or the first when the title numbers it ("Part 1 ... Book 3"), is still sure."""
+    from amazon_sft.answering.index import Source
+
+    found = [
+        Source("k-2", "The Kitchen Diaries II: A Year of Simple Suppers", "Recipes.", 7.8),
+        Source("k-poem", "Poems", "Poems about the year.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = ("nigel slater kitchen diaries II", "the kitchen diaries, a year of simple suppers")
+    absent = "nigel slater kitchen diaries, the first one not II"
+    _assert_gate(answerer, generated, absent, asked, "k-2")
+    found[0] = Source("s-1", "A Storm of Swords: Part 1 (A Song of Ice and Fire, Book 3)", "", 9)
+    result = answerer("storm of swords part 1", max_new_tokens=4)
+    assert not result.doubtful and result.cited == ["s-1"]
+
+
 def test_a_first_record_lacking_the_asked_title_is_not_sure(grounded_prepared, tuned_run):
     """With the gate on, "Paddington Helps Out" (not in the real catalogue) had "Paddington Races
     Ahead" first, 3.6 times ahead of the second, and ``--quote-when-sure`` answered with it; so

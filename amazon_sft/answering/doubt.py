@@ -53,6 +53,18 @@ from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
 WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
+FIRST = re.compile(
+    r"\b(?:first (?:one|book|novel|volume|part|title|instal+ment)"
+    r"|(?:book|volume|vol|part) (?:one|1|i)\b)",
+    re.IGNORECASE,
+)
+"""A question or title naming the first of a series."""
+LATER = re.compile(
+    r"\b(?:(?:book|volume|vol|part|no)\.? ?#?(?:[2-9]|[1-9]\d)|#(?:[2-9]|[1-9]\d)|"
+    r"(?:ii|iii|iv|v|vi|vii|viii|ix|x)(?![\w'-]))\b",
+    re.IGNORECASE,
+)
+"""A title numbering a later one of a series: "Book 3", "#12", "II" (not "V-Day", "X's")."""
 NAMED_LEAD = 4.0
 """Under this lead of the first record over the second, a capitalized word of the question that
 the record lacks makes it doubtful (``names_what_record_lacks``); further ahead, the record is
@@ -107,6 +119,23 @@ def names_other_numbers(question: str, title: str) -> bool:
         named.get(word) and not numbers & named[word] and not numbers & in_title
         for word, numbers in asked.items()
     )
+
+
+def asks_first_of_a_later(question: str, title: str) -> bool:
+    """True when the question asks for the first of a series ("the first one", "book one",
+    "part 1") and the title numbers a later one ("II", "Book 3", "#4") and no first: "nigel
+    slater kitchen diaries, the first one not II" against "The Kitchen Diaries II", "game of
+    thrones book one" against "The Poisoned Crown (The Accursed Kings, Book 3)". Spelt-out and
+    ordinal numbers, which ``names_other_numbers`` does not read.
+
+    >>> asks_first_of_a_later("the kitchen diaries, the first one", "The Kitchen Diaries II")
+    True
+    >>> asks_first_of_a_later("storm of swords part 1", "A Storm of Swords: Part 1 (Book 3)")
+    False
+    >>> asks_first_of_a_later("Barbara Erskine's first novel", "Lady of Hay")
+    False
+    """
+    return bool(FIRST.search(question)) and bool(LATER.search(title)) and not FIRST.search(title)
 
 
 def names_what_record_lacks(question: str, title: str, content: str) -> list[str]:
@@ -229,8 +258,10 @@ def title_has_none_of(question: str, title: str) -> bool:
 def retrieval_doubtful(sources: list[Source], abstain_below: float, question: str) -> bool:
     """True when the gate is on and the first record's score is under ``abstain_below`` times
     the second's, its title numbers a word of the ``question`` otherwise (``names_other_numbers``),
-    it lacks a word the question names while under ``NAMED_LEAD`` times ahead or alone
-    (``names_what_record_lacks``, ``title_has_none_of``), its title swaps the asked name
+    or numbers a later one of the series than the first the question asks for
+    (``asks_first_of_a_later``), it lacks a word the question names while under ``NAMED_LEAD``
+    times ahead or alone (``names_what_record_lacks``, ``title_has_none_of``), its title swaps
+    the asked name
     (``swaps_a_title_word``), its description names the asked title as another book
     (``mentions.description_names_asked_title``), or nothing was retrieved. One record alone
     has no rival to be ahead of: only the names it lacks can make it doubtful ("The
@@ -257,6 +288,8 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     if not sources:
         return True
     if names_other_numbers(question, sources[0].title):
+        return True
+    if asks_first_of_a_later(question, sources[0].title):
         return True
     first = sources[0]
     if len(sources) > 1 and first.score < abstain_below * sources[1].score:

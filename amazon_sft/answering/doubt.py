@@ -128,12 +128,12 @@ def asks_first_of_a_later(question: str, title: str) -> bool:
     thrones book one" against "The Poisoned Crown (The Accursed Kings, Book 3)". Spelt-out and
     ordinal numbers, which ``names_other_numbers`` does not read.
 
-    >>> asks_first_of_a_later("the kitchen diaries, the first one", "The Kitchen Diaries II")
-    True
-    >>> asks_first_of_a_later("storm of swords part 1", "A Storm of Swords: Part 1 (Book 3)")
-    False
-    >>> asks_first_of_a_later("Barbara Erskine's first novel", "Lady of Hay")
-    False
+    >>> [asks_first_of_a_later(question, title) for question, title in [
+    ...     ("the kitchen diaries, the first one", "The Kitchen Diaries II"),
+    ...     ("storm of swords part 1", "A Storm of Swords: Part 1 (Book 3)"),  # numbers the first
+    ...     ("Barbara Erskine's first novel", "Lady of Hay"),  # numbers nothing
+    ... ]]
+    [True, False, False]
     """
     return bool(FIRST.search(question)) and bool(LATER.search(title)) and not FIRST.search(title)
 

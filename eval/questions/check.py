@@ -33,9 +33,9 @@ FAMILIES = {
     "real_blind4": "real",
 }
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
-``real_blind``, ``real_blind2``, ``real_blind3``, ``real_blind4``: real-row questions written later, each set by someone blind to
-the answering code, the gate's rules and the other sets (README); each family's dev/test split
-is its own, so adding one moved no question."""
+``real_blind`` to ``real_blind4``: real-row questions written later, each set by someone blind
+to the answering code, the gate's rules and the other sets (README); each family's dev/test
+split is its own, so adding one moved no question."""
 SPLITS = ("dev", "test")
 DEV_SHARE = 0.4  # of each (source, kind): the rest is test, the reported part
 

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import DESCRIPTION_CHARS, TOKEN_PATTERN, CatalogueIndex
+from amazon_sft.answering.title_words import names_part
 from amazon_sft.evaluation import end_to_end as E
 from bench.answer_choice import roc_auc  # the same AUC as the model's (ties half)
 
@@ -188,7 +189,9 @@ def main() -> None:
 
 def gate_cost(rows: list[dict], ratio: float) -> str:
     """Time of the gate (``retrieval_doubtful``, as ask applies it) per question, beside the time
-    of the search it reads (both on this machine, one pass each)."""
+    of the search it reads (both on this machine, one pass each). The gate's cache of questions
+    put in English is emptied first: ``ask`` decides once per question, the tables above did not."""
+    names_part.cache_clear()
     start = time.perf_counter()
     for r in rows:
         retrieval_doubtful(r["sources"], ratio, r["question"])

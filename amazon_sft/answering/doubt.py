@@ -261,9 +261,8 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     or numbers a later one of the series than the first the question asks for
     (``asks_first_of_a_later``), it lacks a word the question names while under ``NAMED_LEAD``
     times ahead or alone (``names_what_record_lacks``, ``title_has_none_of``), its title swaps
-    the asked name
-    (``swaps_a_title_word``), its description names the asked title as another book
-    (``mentions.description_names_asked_title``), or nothing was retrieved. One record alone
+    the asked name (``swaps_a_title_word``), its description names the asked title as another
+    book (``mentions.description_names_asked_title``), or nothing was retrieved. One record alone
     has no rival to be ahead of: only the names it lacks can make it doubtful ("The
     Silmarillion" retrieved "The History of Middle-Earth Index" alone, which was quoted).
 

@@ -122,7 +122,7 @@ def _opening(asked: list[str], main: list[str]) -> tuple[str, str] | None:
         return None
     end = looked_up[asked_n - 1] + 1
     phrase = " ".join(main[looked_up[0] : end])
-    return (phrase, main[end]) if phrase in " ".join(asked) else None
+    return (phrase, main[end]) if f" {phrase} " in f" {' '.join(asked)} " else None
 
 
 def _runs(asked: list[str]) -> list[str]:

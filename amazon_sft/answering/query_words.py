@@ -10,7 +10,8 @@ English words. So, before the question is tokenized like the index:
 - English question phrases are dropped;
 - a question detected as Portuguese (its function words and accents outnumber English ones)
   loses its Portuguese function words, and its other words go through a glossary of about
-  2,600 product and book words (``assets/glossary_pt_en.txt``), then suffix rules (-ção -> -tion, -dade -> -ty, ...) for the rest.
+  2,600 product and book words (``assets/glossary_pt_en.txt``), then suffix rules (-ção ->
+  -tion, -dade -> -ty, ...) for the rest.
   Proper names pass through unchanged: they are what the English title shares.
 
 The glossary is hand-written from general knowledge of Portuguese (no library offline does this:

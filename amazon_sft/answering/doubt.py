@@ -24,7 +24,9 @@ Ahead", 3.6 times ahead): the asked product is another one of the same series, a
 At any lead, the first record is not the asked product when its title swaps the asked title's
 name for another ("A Day in the Life of Canada" for "... of Japan", ``swaps_a_title_word``) or
 its description names the asked title as another book ("From the author of Raising Boys" in
-"Raising Girls", answering/mentions.py).
+"Raising Girls", answering/mentions.py), or a short question names a title its main title is
+not ("ross poldark winston graham" against "The Loving Cup (The Poldark novels)",
+answering/other_title.py).
 
 The converse, ``--quote-when-sure``: when the first record *is* that many times ahead, the
 answer must cite it (answering/sure.py).
@@ -40,6 +42,7 @@ import torch
 
 from amazon_sft.answering.index import Source
 from amazon_sft.answering.mentions import description_names_asked_title
+from amazon_sft.answering.other_title import asks_another_title
 from amazon_sft.answering.query_words import english_query, is_portuguese
 from amazon_sft.answering.title_words import (
     NOT_NAMES,
@@ -262,7 +265,9 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     (``asks_first_of_a_later``), it lacks a word the question names while under ``NAMED_LEAD``
     times ahead or alone (``names_what_record_lacks``, ``title_has_none_of``), its title swaps
     the asked name (``swaps_a_title_word``), its description names the asked title as another
-    book (``mentions.description_names_asked_title``), or nothing was retrieved. One record alone
+    book (``mentions.description_names_asked_title``), a short question names another title
+    than its main title (``other_title.asks_another_title``), or nothing was retrieved. One
+    record alone
     has no rival to be ahead of: only the names it lacks can make it doubtful ("The
     Silmarillion" retrieved "The History of Middle-Earth Index" alone, which was quoted).
 
@@ -296,6 +301,8 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     if swaps_a_title_word(question, first.title):
         return True
     if description_names_asked_title(question, first.title, first.content):
+        return True
+    if asks_another_title(question, first.title):
         return True
     near = len(sources) == 1 or first.score < NAMED_LEAD * sources[1].score  # alone: no lead
     lacks = names_what_record_lacks(question, first.title, first.content)

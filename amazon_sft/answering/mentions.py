@@ -29,6 +29,7 @@ import re
 from difflib import SequenceMatcher
 
 from amazon_sft.answering.title_words import (
+    MAIN_PART,
     has_word,
     is_lookup_word,
     is_short,
@@ -43,8 +44,6 @@ MENTION_WORDS = 3
 """Words to look up that a title sharing none of the question's words must find in a row in its
 description: two ("Jane Goodall" in a question about her book, which the description names) is
 an author, not a title."""
-MAIN_PART = re.compile(r"\s*(?::|\(|\[|;|\. | - )")
-"""Where a title's main part ends: a subtitle, a series or an edition follows."""
 
 
 def description_names_asked_title(question: str, title: str, content: str) -> str | None:

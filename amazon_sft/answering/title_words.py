@@ -30,6 +30,8 @@ SHORT_QUESTION_WORDS = 6
 title, perhaps with its author; a longer one describes a product or a need, in words a title
 need not have. Chosen on the dev questions: 4 to 6 catch the same absent products; from 8 the
 rules that read it fire on the asked product's own record."""
+MAIN_PART = re.compile(r"\s*(?::|\(|\[|;|\. | - )")
+"""Where a title's main part ends: a subtitle, a series or an edition follows."""
 AUTHOR = re.compile(r"\bby\b[^,;:?!()]*", re.IGNORECASE)
 """"by" and the name after it: a catalogue description often leaves out the author."""
 

@@ -335,3 +335,31 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     assert absent == sorted(absent)
     assert "largest ratio whose gate alone abstains on <= 0.05 of present:" in out
     assert re.search(r"gate \d+\.\d+ ms per question, search \d+\.\d+ ms", out)
+
+
+def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
+    prepared, tuned_run, tmp_path
+):
+    """bench/embedding_rerank.py on the tiny tuned model (a folder with its tokenizer, as users
+    have): word retrieval finds every title asked, and
+    one row per pooling alone and per (candidates, weight) rerank; a rerank with weight 0 keeps
+    word retrieval's order, so its recall is word retrieval's."""
+    import orjson
+
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:5]]
+    lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = _run("bench/embedding_rerank.py", "--data", str(prepared), "--questions",
+               str(questions), "--model", str(tuned_run / "final"), "--candidates", "3",
+               "--weights", "0", "0.5")  # fmt: skip
+    assert "5 questions about a product" in out
+    table = {c[0]: c[1] for c in (
+        [x.strip() for x in line.split("|")[1:-1]] for line in out.splitlines()
+        if line.startswith("| ") and not line.startswith("| ranking")
+    )}  # fmt: skip
+    assert table["word retrieval (ask)"] == "1.000"
+    assert {"embeddings alone, eol", "embeddings alone, mean"} <= set(table)
+    assert table["rerank eol, N=3, w=0.0"] == table["rerank mean, N=3, w=0.0"] == "1.000"
+    assert "rerank mean, N=3, w=0.5" in table

@@ -55,6 +55,19 @@ def test_english_scaffolding_is_dropped_and_the_product_words_kept():
     assert english_query("tell me about Thailand") == "Thailand"
 
 
+def test_who_did_the_other_work_is_scaffolding_but_a_title_that_opens_with_who_stays():
+    """Blind questions: "who illustrated the gruffalo?" (absent) found "The Illustrated Man"
+    5.6 times ahead by the verb, and ``--quote-when-sure`` answered with it."""
+    assert english_query("who illustrated the gruffalo?") == "the gruffalo?"
+    assert (
+        english_query("Who narrates the audiobook of Wolf Hall?") == "the audiobook of Wolf Hall?"
+    )
+    assert (
+        english_query("who moved my cheese spencer johnson")
+        == "who moved my cheese spencer johnson"
+    )
+
+
 def test_portuguese_words_go_to_english_and_names_stay():
     assert english_query("Quero o romance da Hilary Mantel sobre a corte") == (
         "novel Hilary Mantel corte"

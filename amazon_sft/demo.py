@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
 def answered_how(answer: dict) -> str:
     """Who wrote the answer: the model, or retrieval's gate (answering/doubt.py, answering/sure.py)."""
     if answer.get("doubtful"):
-        return "abstained: retrieval not sure"
+        why = answer.get("doubt")
+        return f"abstained: retrieval not sure ({why})" if why else "abstained: retrieval not sure"
     if answer.get("quoted"):
         return "the first record's answer: retrieval sure, the model's did not cite it"
     return "the model's own"

@@ -164,6 +164,26 @@ def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_
     assert plain.returncode == 0 and "retrieval was" not in plain.stdout
 
 
+def test_an_abstention_by_the_gate_says_why(prepared, tuned_run):
+    """The gate's abstention names its reason (``doubt.doubt_reason``) in the printed answer, in
+    ``--json`` (``doubt``) and with ``--sources-only``: a shopper told "not sure" can tell a
+    close second record from another book's title; an answer the gate let through has none."""
+    title = _records(prepared, 1)[0]["title"]
+    common = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "4",
+              "--grounded", "--abstain-below", "1e9")  # fmt: skip
+    printed = _cli("ask", f"Tell me about {title}", *common)
+    assert printed.returncode == 0, printed.stderr[-2000:]
+    assert "times the second's (under 1e+09); --abstain-below)" in printed.stdout
+    line = json.loads(_cli("ask", f"Tell me about {title}", *common, "--json").stdout)
+    assert line["doubtful"] and "times the second's" in line["doubt"]
+    only = ("--index", str(prepared), "--sources-only", "--abstain-below")
+    gated = json.loads(_cli("ask", f"Tell me about {title}", *only, "1e9", "--json").stdout)
+    sure = json.loads(_cli("ask", f"Tell me about {title}", *only, "1e-9", "--json").stdout)
+    assert "times the second's" in gated["doubt"] and sure["doubt"] is None
+    said = _cli("ask", f"Tell me about {title}", *only, "1e9").stdout
+    assert "Retrieval is not sure (--abstain-below 1000000000.0): the first record's" in said
+
+
 def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
     ask = ["ask", "x", "--model", str(tuned_run), "--index", str(prepared)]
     for args, needle in (

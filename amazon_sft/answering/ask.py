@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass
 import torch
 from transformers import StoppingCriteria
 
-from amazon_sft.answering.doubt import likeliest_abstention, retrieval_doubtful, retrieval_sure
+from amazon_sft.answering.doubt import doubt_reason, likeliest_abstention, retrieval_sure
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
@@ -67,6 +67,9 @@ class Answer:
     so the answer is that record as training taught it (its description cut as shown, then its
     citation; the model's opening kept as far as it copied it): not the model's own
     (answering/sure.py)."""
+    doubt: str | None = None
+    """Why retrieval was not sure, in words for the shopper (``doubt.doubt_reason``); None when
+    it was."""
 
 
 def build_prompt(
@@ -167,7 +170,8 @@ def answer_question(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
             f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
         )
-    doubtful = mode == "grounded" and retrieval_doubtful(sources, abstain_below, question)
+    doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
+    doubtful = doubt is not None
     quoted = False
     if doubtful:
         text = likeliest_abstention(model, tok, ids)
@@ -195,7 +199,7 @@ def answer_question(
             d["answer_rougeL"] = round(r, 3)
             if mode == "grounded":
                 d["cited"] = d["uid"] in cited
-    return Answer(question, text, described, prompt, mode, cited, doubtful, quoted)
+    return Answer(question, text, described, prompt, mode, cited, doubtful, quoted, doubt)
 
 
 def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) -> str:

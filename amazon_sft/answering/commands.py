@@ -29,7 +29,7 @@ def add_commands(sub) -> None:
                 "--json",
                 action="store_true",
                 help='one JSON line per question: {"answer", "mode", "cited", "doubtful", '
-                '"quoted", "sources"}',
+                '"doubt", "quoted", "sources"}',
             )
             p.add_argument(
                 "--sources-only", action="store_true", help="retrieval only; no model needed"
@@ -231,7 +231,8 @@ def _print_piece(text: str) -> None:
 def _print_how(result) -> None:
     """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
     if result.doubtful:
-        print("(abstained without generating: retrieval was not sure, --abstain-below)")
+        print(f"(abstained without generating: retrieval was not sure: {result.doubt}; "
+              "--abstain-below)")  # fmt: skip
     elif result.quoted:
         print(
             "(the first record's answer: retrieval was sure and the model's answer did not "
@@ -257,7 +258,7 @@ def _print_sources(sources: list[dict]) -> None:
 
 def _run_ask(args) -> int:
     from amazon_sft.answering.ask import sources_only
-    from amazon_sft.answering.doubt import retrieval_doubtful
+    from amazon_sft.answering.doubt import doubt_reason
     from amazon_sft.answering.index import CatalogueIndex, Source
 
     if (args.k is not None and args.k < 1) or args.max_new_tokens < 1:
@@ -279,15 +280,16 @@ def _run_ask(args) -> int:
         for question in args.question:
             sources = sources_only(question, index, args.k or 3)
             # the gate reads retrieval only: say what ask would do with --abstain-below
-            doubtful = abstain_below > 0 and retrieval_doubtful(
-                [Source(**s) for s in sources], abstain_below, question
-            )
+            doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
             if args.json:
-                gate = {"doubtful": doubtful} if abstain_below else {}
+                gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
                 print(json_line({**gate, "sources": [_public(s) for s in sources]}))
             else:
-                if doubtful:
-                    print(f"Retrieval is not sure (--abstain-below {abstain_below}): ask abstains.")
+                if doubt:
+                    print(
+                        f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; "
+                        "ask abstains."
+                    )
                 _print_sources(sources)
         return 0
     stream = None if args.json else _print_piece
@@ -304,6 +306,7 @@ def _run_ask(args) -> int:
                         "mode": result.mode,
                         "cited": result.cited,
                         "doubtful": result.doubtful,
+                        "doubt": result.doubt,
                         "quoted": result.quoted,
                         "sources": [_public(s) for s in result.sources],
                     }

@@ -266,10 +266,10 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     times ahead or alone (``names_what_record_lacks``, ``title_has_none_of``), its title swaps
     the asked name (``swaps_a_title_word``), its description names the asked title as another
     book (``mentions.description_names_asked_title``), a short question names another title
-    than its main title (``other_title.asks_another_title``), or nothing was retrieved. One
-    record alone
-    has no rival to be ahead of: only the names it lacks can make it doubtful ("The
-    Silmarillion" retrieved "The History of Middle-Earth Index" alone, which was quoted).
+    than its main title (``other_title.asks_another_title``), or nothing was retrieved (the
+    reason: ``doubt_reason``). One record alone has no rival to be ahead of: only the names it
+    lacks can make it doubtful ("The Silmarillion" retrieved "The History of Middle-Earth
+    Index" alone, which was quoted).
 
     >>> s = lambda score, title="t": Source("u", title, "c", score)
     >>> retrieval_doubtful([s(2.0), s(1.0)], 1.3, "q"), retrieval_doubtful([s(1.2), s(1.0)], 1.3, "q")
@@ -287,26 +287,52 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
     ...  for lead in (3.0, 5.0)]
     [True, False]
     """
+    return doubt_reason(sources, abstain_below, question) is not None
+
+
+def doubt_reason(sources: list[Source], abstain_below: float, question: str) -> str | None:
+    """Why the gate abstains on ``question`` (``retrieval_doubtful``'s rules, in its order), said
+    to the shopper by ``ask`` and ``serve``; None when it does not.
+
+    >>> s = lambda score, title="t": Source("u", title, "c", score)
+    >>> doubt_reason([s(1.2), s(1.0)], 1.4, "q")
+    "the first record's score is only 1.20 times the second's (under 1.4)"
+    >>> cup = "The Loving Cup (The Poldark novels)"
+    >>> doubt_reason([s(9.0, cup), s(1.0)], 1.4, "ross poldark winston graham")
+    'the question names another title than "The Loving Cup (The Poldark novels)"'
+    """
     if abstain_below <= 0:
-        return False
+        return None
     if not sources:
-        return True
-    if names_other_numbers(question, sources[0].title):
-        return True
-    if asks_first_of_a_later(question, sources[0].title):
-        return True
+        return "nothing in the catalogue matched the question"
     first = sources[0]
+    title = first.title[:80]
+    if names_other_numbers(question, first.title):
+        return f'"{title}" numbers another year, volume or edition than the question'
+    if asks_first_of_a_later(question, first.title):
+        return f'the question asks for the first of a series and "{title}" is a later one'
     if len(sources) > 1 and first.score < abstain_below * sources[1].score:
-        return True
-    if swaps_a_title_word(question, first.title):
-        return True
-    if description_names_asked_title(question, first.title, first.content):
-        return True
+        lead = first.score / sources[1].score if sources[1].score > 0 else 0.0
+        return (
+            f"the first record's score is only {lead:.2f} times the second's "
+            f"(under {abstain_below:g})"
+        )
+    swaps = swaps_a_title_word(question, first.title)
+    if swaps:
+        return f'"{title}" has "{swaps[0][1]}" where the question asks "{swaps[0][0]}"'
+    phrase = description_names_asked_title(question, first.title, first.content)
+    if phrase:
+        return f'the description of "{title}" names "{phrase}" as another book'
     if asks_another_title(question, first.title):
-        return True
+        return f'the question names another title than "{title}"'
     near = len(sources) == 1 or first.score < NAMED_LEAD * sources[1].score  # alone: no lead
-    lacks = names_what_record_lacks(question, first.title, first.content)
-    return near and (bool(lacks) or title_has_none_of(question, first.title))
+    if near:
+        lacks = names_what_record_lacks(question, first.title, first.content)
+        if lacks:
+            return f'"{title}" has no "{lacks[0]}", which the question names'
+        if title_has_none_of(question, first.title):
+            return f'"{title}" has none of the question\'s words in its title'
+    return None
 
 
 @torch.no_grad()

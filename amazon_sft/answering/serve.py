@@ -281,6 +281,7 @@ def create_app(
                     "mode": result.mode,
                     "cited": result.cited,
                     "doubtful": result.doubtful,
+                    "doubt": result.doubt,
                     "quoted": result.quoted,
                     "sources": result.sources,
                 }
@@ -307,6 +308,7 @@ def create_app(
                             "cited": result.cited,
                             "mode": result.mode,
                             "doubtful": result.doubtful,
+                            "doubt": result.doubt,
                             "quoted": result.quoted,
                         }
                     )

@@ -151,6 +151,7 @@ def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated
         "doubtful": {m: answers[m][i].doubtful for m in answers},
+        "doubt": {m: answers[m][i].doubt for m in answers},  # why, in the gate's words
         # retrieval was sure, the answer did not cite its first record: that record quoted
         # (--quote-when-sure)
         "quoted": {m: answers[m][i].quoted for m in answers},

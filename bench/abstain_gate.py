@@ -36,7 +36,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amazon_sft.answering.doubt import retrieval_doubtful
+from amazon_sft.answering.doubt import RULES, doubt_rule, retrieval_doubtful
 from amazon_sft.answering.index import DESCRIPTION_CHARS, TOKEN_PATTERN, CatalogueIndex
 from amazon_sft.answering.title_words import names_part
 from amazon_sft.evaluation import end_to_end as E
@@ -159,6 +159,7 @@ def main() -> None:
     p.add_argument("--answers", type=Path, help="an ungated eval --questions answers.jsonl")
     p.add_argument("--model", default=None, help="its model name (default: tuned, else model)")
     p.add_argument("--budget", type=float, default=0.05, help="false abstention the gate may add")
+    p.add_argument("--rules-at", type=float, help="ratio of the which-rule table (default: chosen)")
     args = p.parse_args()
     rows = retrieve(args.data, args.questions, args.k)
     answers = None
@@ -177,6 +178,7 @@ def main() -> None:
     table, chosen = gate_table(rows, answers, args.budget)
     print("\n".join(table))
     print(f"largest ratio whose gate alone abstains on <= {args.budget} of present: {chosen}")
+    print("\n".join(rule_table(rows, args.rules_at or chosen)))
     share_auc = roc_auc(
         [r["share"] for r in rows if not r["absent"]], [r["share"] for r in rows if r["absent"]]
     )
@@ -185,6 +187,21 @@ def main() -> None:
         f"best ratio + word-share rule, fitted here: {best_two_signal_rule(rows, ratio, args.budget)}"
     )
     print(gate_cost(rows, chosen))
+
+
+def rule_table(rows: list[dict], ratio: float) -> list[str]:
+    """At ``ratio``, the questions each rule of the gate abstains on, credited to the first that
+    fires (``doubt.RULES`` order): absent products, and present ones whose first record is wrong
+    (an abstention that saves a wrong answer) or right (a false abstention)."""
+    counts = {rule: [0, 0, 0] for rule in (*RULES, "sure")}
+    for r in rows:
+        found = doubt_rule(r["sources"], ratio, r["question"])
+        column = 0 if r["absent"] else (2 if r["top1"] else 1)
+        counts[found[0] if found else "sure"][column] += 1
+    head = [f"which rule abstains at {ratio}:",
+            "| rule | absent | present, first record wrong | present, first record right |",
+            "|---|---|---|---|"]  # fmt: skip
+    return head + [f"| {rule} | {a} | {w} | {ok} |" for rule, (a, w, ok) in counts.items()]
 
 
 def gate_cost(rows: list[dict], ratio: float) -> str:

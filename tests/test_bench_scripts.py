@@ -334,6 +334,17 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     absent = [float(x.split("|")[3]) for x in table]
     assert absent == sorted(absent)
     assert "largest ratio whose gate alone abstains on <= 0.05 of present:" in out
+    from amazon_sft.answering.doubt import RULES
+
+    block = out.split("which rule abstains at", 1)[1].splitlines()[3:]
+    rules = {
+        x.split("|")[1].strip(): [int(c) for c in x.split("|")[2:5]]
+        for x in block
+        if x.startswith("| ")
+    }
+    assert list(rules) == [*RULES, "sure"]
+    assert sum(map(sum, rules.values())) == 7  # every question credited once
+    assert sum(counts[0] for counts in rules.values()) == 1  # the one absent product
     assert re.search(r"gate \d+\.\d+ ms per question, search \d+\.\d+ ms", out)
 
 

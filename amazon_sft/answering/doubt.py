@@ -15,7 +15,8 @@ is declined in Portuguese. Off (0) unless asked for: the threshold is chosen on 
 One more sign that the first record is not the asked product, whatever its lead: its title
 numbers a word the question numbers otherwise ("Tolkien Calendar 2015" against
 "Tolkien Calendar 2014: The Hobbit", 8.9 times ahead of the second on the real dev questions):
-another year or volume of a series (``names_other_numbers``). And one more, while the first
+another year or volume of a series (answering/series_numbers.py, as is the first of a series
+asked against a later one). And one more, while the first
 record is under ``NAMED_LEAD`` times ahead or retrieved alone: the question names, with
 capitals, a word the record has nowhere ("Paddington Helps Out" against "Paddington Races
 Ahead", 3.6 times ahead): the asked product is another one of the same series, author or shelf
@@ -28,15 +29,14 @@ its description names the asked title as another book ("From the author of Raisi
 not ("ross poldark winston graham" against "The Loving Cup (The Poldark novels)",
 answering/other_title.py).
 
-The converse, ``--quote-when-sure``: when the first record *is* that many times ahead, the
-answer must cite it (answering/sure.py).
+Which rule fired is said in words (``doubt_reason``): ``ask`` prints it after the abstention,
+``--json`` and the API give it as ``doubt``. The converse, ``--quote-when-sure``: when the first
+record *is* that many times ahead, the answer must cite it (answering/sure.py).
 """
 
 from __future__ import annotations
 
-import re
 from difflib import SequenceMatcher
-from itertools import pairwise
 
 import torch
 
@@ -44,6 +44,7 @@ from amazon_sft.answering.index import Source
 from amazon_sft.answering.mentions import description_names_asked_title
 from amazon_sft.answering.other_title import asks_another_title
 from amazon_sft.answering.query_words import english_query, is_portuguese
+from amazon_sft.answering.series_numbers import asks_first_of_a_later, names_other_numbers
 from amazon_sft.answering.title_words import (
     NOT_NAMES,
     SHORT_QUESTION_WORDS,
@@ -55,19 +56,6 @@ from amazon_sft.answering.title_words import (
 from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
-WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
-FIRST = re.compile(
-    r"\b(?:first (?:one|book|novel|volume|part|title|instal+ment)"
-    r"|(?:book|volume|vol|part) (?:one|1|i)\b)",
-    re.IGNORECASE,
-)
-"""A question or title naming the first of a series."""
-LATER = re.compile(
-    r"\b(?:(?:book|volume|vol|part|no)\.? ?#?(?:[2-9]|[1-9]\d)|#(?:[2-9]|[1-9]\d)|"
-    r"(?:ii|iii|iv|v|vi|vii|viii|ix|x)(?![\w'-]))\b",
-    re.IGNORECASE,
-)
-"""A title numbering a later one of a series: "Book 3", "#12", "II" (not "V-Day", "X's")."""
 NAMED_LEAD = 4.0
 """Under this lead of the first record over the second, a capitalized word of the question that
 the record lacks makes it doubtful (``names_what_record_lacks``); further ahead, the record is
@@ -80,65 +68,6 @@ Day in the Life of Japan photo book" (day, life: 2 of 3), not "Slowly Down the G
 "Eric Newby's journey down the Ganges" (ganges: 1 of 2)."""
 SWAP_WORDS = 2
 """At most this many title words in the swapped slot ("Penguin" for "Bear")."""
-
-
-def numbered_words(text: str) -> dict[str, set[str]]:
-    """Each word directly followed by a number (punctuation between them aside) -> the numbers.
-
-    >>> found = numbered_words("Tolkien Calendar 2014: The Hobbit, Book #3 and book 4")
-    >>> {word: sorted(numbers) for word, numbers in found.items()}
-    {'calendar': ['2014'], 'book': ['3', '4']}
-    >>> numbered_words("Lumio T20"), numbered_words("416 illustrations")
-    ({'t': {'20'}}, {})
-    """
-    tokens = WORD_OR_NUMBER.findall(text.casefold())
-    out: dict[str, set[str]] = {}
-    for word, number in pairwise(tokens):
-        if number.isdigit() and not word.isdigit():
-            out.setdefault(word, set()).add(number)
-    return out
-
-
-def names_other_numbers(question: str, title: str) -> bool:
-    """True when a word of the question is followed by a number, the same word in the title by
-    another, and the title names none of the question's numbers: another year or volume of a
-    series ("Calendar 2015" / "Calendar 2014", "Book 20" / "Book 7"). Numbers elsewhere (an
-    age, a weight, "416 illustrations") and numbers spelt out ("the second book") are not read.
-
-    >>> names_other_numbers("Tolkien Calendar 2015", "Tolkien Calendar 2014: The Hobbit")
-    True
-    >>> names_other_numbers("killer su doku book 1", "The Times Killer Su Doku Book 15")
-    True
-    >>> names_other_numbers("Tolkien Calendar 2014", "Tolkien Calendar 2014: The Hobbit")
-    False
-    >>> names_other_numbers("a soft toy for a 3 year old", "Bright Turtle Plush Toy #148")
-    False
-    >>> names_other_numbers("calendar 2015", "Calendar 2014 and 2015 (two years)")
-    False
-    """
-    asked, named = numbered_words(question), numbered_words(title)
-    in_title = set().union(*named.values()) if named else set()
-    return any(
-        named.get(word) and not numbers & named[word] and not numbers & in_title
-        for word, numbers in asked.items()
-    )
-
-
-def asks_first_of_a_later(question: str, title: str) -> bool:
-    """True when the question asks for the first of a series ("the first one", "book one",
-    "part 1") and the title numbers a later one ("II", "Book 3", "#4") and no first: "nigel
-    slater kitchen diaries, the first one not II" against "The Kitchen Diaries II", "game of
-    thrones book one" against "The Poisoned Crown (The Accursed Kings, Book 3)". Spelt-out and
-    ordinal numbers, which ``names_other_numbers`` does not read.
-
-    >>> [asks_first_of_a_later(question, title) for question, title in [
-    ...     ("the kitchen diaries, the first one", "The Kitchen Diaries II"),
-    ...     ("storm of swords part 1", "A Storm of Swords: Part 1 (Book 3)"),  # numbers the first
-    ...     ("Barbara Erskine's first novel", "Lady of Hay"),  # numbers nothing
-    ... ]]
-    [True, False, False]
-    """
-    return bool(FIRST.search(question)) and bool(LATER.search(title)) and not FIRST.search(title)
 
 
 def names_what_record_lacks(question: str, title: str, content: str) -> list[str]:
@@ -291,8 +220,8 @@ def retrieval_doubtful(sources: list[Source], abstain_below: float, question: st
 
 
 def doubt_reason(sources: list[Source], abstain_below: float, question: str) -> str | None:
-    """Why the gate abstains on ``question`` (``retrieval_doubtful``'s rules, in its order), said
-    to the shopper by ``ask`` and ``serve``; None when it does not.
+    """Why the gate abstains on ``question``, said to the shopper by ``ask`` and ``serve``
+    (``doubt_rule``'s words); None when it does not.
 
     >>> s = lambda score, title="t": Source("u", title, "c", score)
     >>> doubt_reason([s(1.2), s(1.0)], 1.4, "q")
@@ -301,38 +230,63 @@ def doubt_reason(sources: list[Source], abstain_below: float, question: str) -> 
     >>> doubt_reason([s(9.0, cup), s(1.0)], 1.4, "ross poldark winston graham")
     'the question names another title than "The Loving Cup (The Poldark novels)"'
     """
+    found = doubt_rule(sources, abstain_below, question)
+    return found[1] if found else None
+
+
+def doubt_rule(
+    sources: list[Source], abstain_below: float, question: str
+) -> tuple[str, str] | None:
+    """(the rule that fires first in ``retrieval_doubtful``'s order, the reason in words), or
+    None when the gate lets the question through. Rules: ``RULES``.
+
+    >>> doubt_rule([Source("u", "Calendar 2014", "c", 9.0)], 1.4, "calendar 2015")[0]
+    'numbers'
+    """
     if abstain_below <= 0:
         return None
     if not sources:
-        return "nothing in the catalogue matched the question"
+        return "nothing", "nothing in the catalogue matched the question"
     first = sources[0]
     title = first.title[:80]
     if names_other_numbers(question, first.title):
-        return f'"{title}" numbers another year, volume or edition than the question'
+        return "numbers", f'"{title}" numbers another year, volume or edition than the question'
     if asks_first_of_a_later(question, first.title):
-        return f'the question asks for the first of a series and "{title}" is a later one'
+        return "later", f'the question asks for the first of a series and "{title}" is a later one'
     if len(sources) > 1 and first.score < abstain_below * sources[1].score:
         lead = first.score / sources[1].score if sources[1].score > 0 else 0.0
-        return (
-            f"the first record's score is only {lead:.2f} times the second's "
-            f"(under {abstain_below:g})"
-        )
+        why = f"the first record's score is only {lead:.2f} times the second's"
+        return "ratio", f"{why} (under {abstain_below:g})"
     swaps = swaps_a_title_word(question, first.title)
     if swaps:
-        return f'"{title}" has "{swaps[0][1]}" where the question asks "{swaps[0][0]}"'
+        return "swap", f'"{title}" has "{swaps[0][1]}" where the question asks "{swaps[0][0]}"'
     phrase = description_names_asked_title(question, first.title, first.content)
     if phrase:
-        return f'the description of "{title}" names "{phrase}" as another book'
+        return "mentions", f'the description of "{title}" names "{phrase}" as another book'
     if asks_another_title(question, first.title):
-        return f'the question names another title than "{title}"'
+        return "other title", f'the question names another title than "{title}"'
     near = len(sources) == 1 or first.score < NAMED_LEAD * sources[1].score  # alone: no lead
     if near:
         lacks = names_what_record_lacks(question, first.title, first.content)
         if lacks:
-            return f'"{title}" has no "{lacks[0]}", which the question names'
+            return "lacks", f'"{title}" has no "{lacks[0]}", which the question names'
         if title_has_none_of(question, first.title):
-            return f'"{title}" has none of the question\'s words in its title'
+            return "none of", f'"{title}" has none of the question\'s words in its title'
     return None
+
+
+RULES = (
+    "numbers",
+    "later",
+    "ratio",
+    "swap",
+    "mentions",
+    "other title",
+    "lacks",
+    "none of",
+    "nothing",
+)
+"""``doubt_rule``'s names, in the order it tries them (``nothing``: no record retrieved)."""
 
 
 @torch.no_grad()

@@ -1,0 +1,87 @@
+"""Numbers in a question and a title: another year, volume or edition of a series is another
+product, however far ahead retrieval puts it (read by the gate, answering/doubt.py).
+
+"Tolkien Calendar 2015" had "Tolkien Calendar 2014: The Hobbit" 8.9 times ahead of the second
+record on the real dev questions: a title that numbers a word the question numbers otherwise is
+another year or volume (``names_other_numbers``); "house of cards ... the first one" against
+"(The Accursed Kings, Book 3)" asks for the first of a series where the title numbers a later
+one (``asks_first_of_a_later``).
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import pairwise
+
+WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
+FIRST = re.compile(
+    r"\b(?:first (?:one|book|novel|volume|part|title|instal+ment)"
+    r"|(?:book|volume|vol|part) (?:one|1|i)\b)",
+    re.IGNORECASE,
+)
+"""A question or title naming the first of a series."""
+LATER = re.compile(
+    r"\b(?:(?:book|volume|vol|part|no)\.? ?#?(?:[2-9]|[1-9]\d)|#(?:[2-9]|[1-9]\d)|"
+    r"(?:ii|iii|iv|v|vi|vii|viii|ix|x)(?![\w'-]))\b",
+    re.IGNORECASE,
+)
+"""A title numbering a later one of a series: "Book 3", "#12", "II" (not "V-Day", "X's")."""
+
+
+def numbered_words(text: str) -> dict[str, set[str]]:
+    """Each word directly followed by a number (punctuation between them aside) -> the numbers.
+
+    >>> found = numbered_words("Tolkien Calendar 2014: The Hobbit, Book #3 and book 4")
+    >>> {word: sorted(numbers) for word, numbers in found.items()}
+    {'calendar': ['2014'], 'book': ['3', '4']}
+    >>> numbered_words("Lumio T20"), numbered_words("416 illustrations")
+    ({'t': {'20'}}, {})
+    """
+    tokens = WORD_OR_NUMBER.findall(text.casefold())
+    out: dict[str, set[str]] = {}
+    for word, number in pairwise(tokens):
+        if number.isdigit() and not word.isdigit():
+            out.setdefault(word, set()).add(number)
+    return out
+
+
+def names_other_numbers(question: str, title: str) -> bool:
+    """True when a word of the question is followed by a number, the same word in the title by
+    another, and the title names none of the question's numbers: another year or volume of a
+    series ("Calendar 2015" / "Calendar 2014", "Book 20" / "Book 7"). Numbers elsewhere (an
+    age, a weight, "416 illustrations") and numbers spelt out ("the second book") are not read.
+
+    >>> names_other_numbers("Tolkien Calendar 2015", "Tolkien Calendar 2014: The Hobbit")
+    True
+    >>> names_other_numbers("killer su doku book 1", "The Times Killer Su Doku Book 15")
+    True
+    >>> names_other_numbers("Tolkien Calendar 2014", "Tolkien Calendar 2014: The Hobbit")
+    False
+    >>> names_other_numbers("a soft toy for a 3 year old", "Bright Turtle Plush Toy #148")
+    False
+    >>> names_other_numbers("calendar 2015", "Calendar 2014 and 2015 (two years)")
+    False
+    """
+    asked, named = numbered_words(question), numbered_words(title)
+    in_title = set().union(*named.values()) if named else set()
+    return any(
+        named.get(word) and not numbers & named[word] and not numbers & in_title
+        for word, numbers in asked.items()
+    )
+
+
+def asks_first_of_a_later(question: str, title: str) -> bool:
+    """True when the question asks for the first of a series ("the first one", "book one",
+    "part 1") and the title numbers a later one ("II", "Book 3", "#4") and no first: "nigel
+    slater kitchen diaries, the first one not II" against "The Kitchen Diaries II", "game of
+    thrones book one" against "The Poisoned Crown (The Accursed Kings, Book 3)". Spelt-out and
+    ordinal numbers, which ``names_other_numbers`` does not read.
+
+    >>> [asks_first_of_a_later(question, title) for question, title in [
+    ...     ("the kitchen diaries, the first one", "The Kitchen Diaries II"),
+    ...     ("storm of swords part 1", "A Storm of Swords: Part 1 (Book 3)"),  # numbers the first
+    ...     ("Barbara Erskine's first novel", "Lady of Hay"),  # numbers nothing
+    ... ]]
+    [True, False, False]
+    """
+    return bool(FIRST.search(question)) and bool(LATER.search(title)) and not FIRST.search(title)

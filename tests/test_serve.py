@@ -240,3 +240,36 @@ def test_an_abandoned_request_stops_generating(route):
                     time.sleep(0.02)  # generation has begun
         # the client is gone early in an 8 s answer: generation must stop within seconds
         assert slow.cancelled.wait(timeout=5), "generation went on for a client that left"
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
+)
+def test_the_page_and_the_api_say_why_the_gate_abstained(app_parts):
+    """With ``--abstain-below`` too high for any lead, every answer is the gate's abstention: the
+    API gives the rule in words (``doubt``) and the page shows it under the answer, as text."""
+    import dataclasses
+
+    from fastapi.testclient import TestClient
+    from playwright.sync_api import sync_playwright
+
+    gated = dataclasses.replace(app_parts, abstain_below=1e9)
+    app = create_app(gated, default_max_new_tokens=4)
+    body = (
+        TestClient(app, base_url="http://127.0.0.1")
+        .post("/api/ask", json={"question": f"Tell me about {SCRIPT_TITLE}", "mode": "grounded"})
+        .json()
+    )
+    assert body["doubtful"] and "times the second's" in body["doubt"]
+    with BackgroundServer(app, free_port()) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#q", f"Tell me about {SCRIPT_TITLE}")
+        page.select_option("#mode", "grounded")
+        page.click("#ask")
+        page.wait_for_selector("#sources li", timeout=60_000)
+        how = page.locator("#how").inner_text()
+        assert how.startswith("Abstained without generating: retrieval was not sure: the first")
+        browser.close()

@@ -4,7 +4,8 @@
   each marked cited or not used, and the answer's ``[source: uid]`` becomes a link to its source.
 - ``POST /api/ask`` ``{"question": ..., "mode": "grounded" | "closed", "max_new_tokens": 128}``
   -> the answer, its mode, the uids it cites, ``doubtful`` (retrieval was not sure: the
-  answer is the abstention, ``--abstain-below``), ``quoted`` (retrieval was sure and the
+  answer is the abstention, ``--abstain-below``; ``doubt`` says why, and the page shows it
+  under the answer), ``quoted`` (retrieval was sure and the
   answer did not cite its first record: it is that record's, ``--quote-when-sure``) and its
   sources as JSON (``mode`` left out: grounded for a model trained with grounded examples).
   ``POST /api/stream``: the same as NDJSON events while generating.
@@ -64,7 +65,7 @@ li{margin:.6rem 0}.desc{color:#444;font-size:.9rem}.meta{color:#777;font-size:.8
 <label>mode <select id="mode"><option value="grounded">grounded: answer from the catalogue records, cited</option>
 <option value="closed">closed-book: from what tuning taught</option></select></label>
 <button id="ask" type="submit">Ask</button></form>
-<h2>Answer</h2><div id="answer"></div>
+<h2>Answer</h2><div id="answer"></div><div id="how" class="meta"></div>
 <h2>Sources</h2><ol id="sources"></ol>
 <script>
 const $ = (id) => document.getElementById(id);
@@ -80,7 +81,8 @@ function linkCitations() {  // "[source: uid]" -> a link to that source; text no
 }
 $("f").addEventListener("submit", async (e) => {
   e.preventDefault();
-  $("answer").textContent = ""; $("sources").replaceChildren(); $("ask").disabled = true;
+  $("answer").textContent = ""; $("how").textContent = ""; $("sources").replaceChildren();
+  $("ask").disabled = true;
   try {
     const r = await fetch("/api/stream", {method: "POST", headers: {"Content-Type": "application/json"},
       body: JSON.stringify({question: $("q").value, mode: $("mode").value})});
@@ -92,6 +94,8 @@ $("f").addEventListener("submit", async (e) => {
       while ((i = buf.indexOf("\\n")) >= 0) {
         const ev = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
         if (ev.text !== undefined) $("answer").textContent += ev.text;
+        if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;
+        else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure and the model's answer did not cite it.";
         if (ev.sources) { linkCitations(); for (const s of ev.sources) {
           const li = document.createElement("li"); li.id = "src-" + s.uid;
           const t = document.createElement("strong"); t.textContent = s.title; li.append(t);

@@ -136,6 +136,21 @@ def roc_auc(positive: list[float], negative: list[float]) -> float:
     return sum(pairs) / len(pairs)
 
 
+def auc_behind_gate(rows: list[dict], through: dict[int, bool], ratio: float) -> str:
+    """The abstain log-odds' ROC AUC among the questions the gate at ``ratio`` lets through
+    (``through``: line -> let through): could the model catch the absent products the gate is
+    sure of?"""
+    kept = [r for r in rows if through.get(r["line"])]
+    absent = [abstain_log_odds(r) for r in kept if r["absent"]]
+    present = [abstain_log_odds(r) for r in kept if not r["absent"]]
+    if not absent or not present:
+        return f"behind the gate at {ratio}: {len(present)} present, {len(absent)} absent: no AUC"
+    return (
+        f"behind the gate at {ratio}: {len(present)} present, {len(absent)} absent: ROC AUC of "
+        f"the abstain log-odds {roc_auc(absent, present):.3f}"
+    )
+
+
 def outcome_table(rows: list[dict], greedy: dict | None) -> list[str]:
     present = [r for r in rows if not r["absent"]]
     absent = [r for r in rows if r["absent"]]
@@ -177,6 +192,8 @@ def main() -> None:
     p.add_argument("--from-scores", type=Path, help="read a --scores file instead of scoring")
     p.add_argument("--greedy", type=Path, help="answers.jsonl of eval --questions, same model")
     p.add_argument("--scores", type=Path, help="write every candidate's log-probs here")
+    p.add_argument("--sure-at", type=float, help="also the AUC behind the gate at this ratio "
+                   "(needs --data and --questions, also with --from-scores)")  # fmt: skip
     args = p.parse_args()
     if args.from_scores:
         rows = [json.loads(x) for x in args.from_scores.read_text().splitlines() if x.strip()]
@@ -193,6 +210,17 @@ def main() -> None:
             a["line"]: a["outcomes"].get("tuned", a["outcomes"].get("model")) for a in answers
         }
     print("\n".join(outcome_table(rows, greedy)))
+    if args.sure_at:
+        if not (args.data and args.questions):
+            p.error("--sure-at needs --data and --questions (the gate reads retrieval)")
+        from amazon_sft.answering.doubt import retrieval_doubtful
+        from bench.abstain_gate import retrieve  # the gate as ask applies it, k = 3
+
+        through = {
+            r["line"]: not retrieval_doubtful(r["sources"], args.sure_at, r["question"])
+            for r in retrieve(args.data, args.questions, 3)
+        }
+        print(auc_behind_gate(rows, through, args.sure_at))
 
 
 if __name__ == "__main__":

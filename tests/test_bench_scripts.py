@@ -277,6 +277,10 @@ def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp
     assert all(lp <= 0 for s in scored for cand in s["logp"] for lp in cand)
     again = _run("bench/answer_choice.py", "--from-scores", str(scores))
     assert again.splitlines()[-9:] == out.splitlines()[-9:]
+    gated = _run("bench/answer_choice.py", "--from-scores", str(scores), "--data", str(prepared),
+                 "--questions", str(qfile), "--sure-at", "1e-9")  # fmt: skip
+    assert gated.splitlines()[:-1] == again.splitlines()  # one line more: behind the gate
+    assert gated.splitlines()[-1].startswith("behind the gate at 1e-09: 1 present, ")
 
 
 def test_answer_choice_scores_equal_a_full_forward_of_each_candidate(tiny_model_dir):

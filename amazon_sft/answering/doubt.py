@@ -254,7 +254,7 @@ def doubt_rule(
     if asks_first_of_a_later(question, first.title):
         return "later", f'the question asks for the first of a series and "{title}" is a later one'
     if len(sources) > 1 and first.score < abstain_below * sources[1].score:
-        lead = first.score / sources[1].score if sources[1].score > 0 else 0.0
+        lead = first.score / sources[1].score  # retrieval's scores are positive
         why = f"the first record's score is only {lead:.2f} times the second's"
         return "ratio", f"{why} (under {abstain_below:g})"
     swaps = swaps_a_title_word(question, first.title)
@@ -276,6 +276,7 @@ def doubt_rule(
 
 
 RULES = (
+    "nothing",
     "numbers",
     "later",
     "ratio",
@@ -284,7 +285,6 @@ RULES = (
     "other title",
     "lacks",
     "none of",
-    "nothing",
 )
 """``doubt_rule``'s names, in the order it tries them (``nothing``: no record retrieved)."""
 

@@ -88,6 +88,8 @@ def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
             {
                 "line": q.line,
                 "question": q.text,
+                "kind": q.kind,
+                "uid": q.uid,
                 "absent": q.absent,
                 "sources": sources,
                 "top1": bool(sources) and not q.absent and sources[0].uid == q.uid,

@@ -378,3 +378,32 @@ def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
     assert {"embeddings alone, eol", "embeddings alone, mean"} <= set(table)
     assert table["rerank eol, N=3, w=0.0"] == table["rerank mean, N=3, w=0.0"] == "1.000"
     assert "rerank mean, N=3, w=0.5" in table
+
+
+def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_gate(
+    prepared, tmp_path
+):
+    """bench/static_embedding_fusion.py with WordLlama's own weights (no hub): gamma 0 is
+    ``ask``'s order, so its recall and its gate row are word retrieval's, and the gate row
+    counts the absent product; every (gamma, ratio) asked has its row."""
+    pytest.importorskip("wordllama")
+    import orjson
+
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:5]]
+    lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
+               str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2")  # fmt: skip
+    assert "5 questions about a product, 1 absent" in out
+    cells = [
+        [c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line[:2] == "| "
+    ]
+    recall = {c[0]: c[1] for c in cells if len(c) == 3 and c[0] != "ranking"}
+    assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=10"] == "1.000"
+    assert "embeddings alone (whole catalogue)" in recall and "fused, gamma=4, N=10" in recall
+    gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] != "gamma"}
+    assert set(gate) == {("0", "1.4"), ("0", "2"), ("4", "1.4"), ("4", "2")}
+    for right, wrong, false, _absent in gate.values():
+        assert float(right) + float(wrong) + float(false) == pytest.approx(1.0, abs=0.002)

@@ -1,40 +1,31 @@
-"""Would a static embedding model, fused with word retrieval, find what shoppers mean, and
-keep the gate's abstentions? A probe, not a retriever.
+"""Retrieval by meaning fused with word retrieval (``--meaning-weight``, answering/meaning.py):
+which (gamma, ``--abstain-below`` ratio) to answer with, and what it changes.
 
-WordLlama (PyPI ``wordllama``, MIT) ships its weights in its wheel (a 256-dimension token
-embedding table distilled from a Llama-2 tokenizer's embeddings, 16 MB): the one retrieval
-model of the registry that runs offline, and at about 0.2 ms a record on 2 CPU cores it could
-embed 1.3M records in minutes (the SmolLM2 hidden states of ``bench/embedding_rerank.py`` cost
-a thousand times that). Records are embedded as their title, then the first ``--chars``
-characters of the description; questions as typed.
+For the questions of the files given (one table over all of them), on the real path (the
+question as typed, ``index.search`` with the asked product taken out where a question file
+takes it out, ``abstain_gate.retrieve``), printed:
 
-Printed, for the questions of the files given (one table over all of them):
-
-- recall@1 per kind, about products in the catalogue: ``ask``'s retrieval (``index.search``
-  on the question as typed), the embeddings alone over the whole catalogue, and the fusion;
-- the gate (``doubt.retrieval_doubtful``, as ``ask --abstain-below`` applies it) on the fused
-  order, per (gamma, ratio): right and wrong first record, false abstention, absent abstention.
-
-The fusion multiplies each of word retrieval's ``--candidates`` first records' BM25 score by
-``exp(gamma x cosine)`` and re-sorts them: the gate's ratio of the first score to the second
-then carries both signals (gamma 0 is ``ask`` as it ships; a rerank by a convex sum of
-normalised scores would give the gate a ratio on another scale).
+- recall@1 per kind, questions about a product in the catalogue: word retrieval (``ask``
+  without ``--meaning-weight``), WordLlama's embeddings alone over the whole catalogue, and
+  word retrieval's ``--candidates`` first records re-scored by ``meaning.fuse`` per gamma;
+- the gate (``doubt.retrieval_doubtful`` on the first 3, as ``ask --abstain-below`` applies
+  it) per (gamma, ratio): right and wrong first record and false abstention (questions about
+  a product), abstention on absent products. Gamma 0 is ``ask`` without the flag.
 
     python bench/static_embedding_fusion.py --data /tmp/pair/g40p \\
         --questions eval/questions/real_dev.jsonl eval/questions/real_blind5_dev.jsonl
 
-Protocol: end to end (the question as typed, real retrieval, k = 3 for the gate); say whether
-the question files were tuned on. Absent products that a question file takes out of the
-catalogue are taken out here too (``abstain_gate.retrieve``).
+Protocol: end to end, gate alone (``--quote-when-sure`` makes the gate decide every citation);
+say whether the question files were tuned on. Also printed: the cost of embedding the
+catalogue's records (the probe embeds all of them for "alone"; ``ask`` embeds only the
+candidates of each question).
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -43,33 +34,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex, Source
+from amazon_sft.answering.meaning import CANDIDATES, embedder, fuse, record_text
+from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
 from bench.abstain_gate import retrieve
 
 GATE_K = 3  # records ask puts in the prompt, and the gate reads
-
-
-def load_wordllama():
-    """WordLlama from the weights and tokenizer its wheel ships, never the hub: 0.4 looks for
-    its tokenizer under ``tokenizer/`` while the wheel puts it under ``tokenizers/``, so the
-    package folder is given as the cache, where it finds both, with downloads off."""
-    import wordllama
-
-    return wordllama.WordLlama.load(
-        cache_dir=Path(wordllama.__file__).parent, disable_download=True
-    )
-
-
-def fuse(sources: list[Source], cosines: np.ndarray, gamma: float) -> list[Source]:
-    """The sources re-sorted by BM25 score x exp(gamma x cosine), with those scores.
-
-    >>> s = [Source("a", "A", "", 2.0), Source("b", "B", "", 1.8)]
-    >>> [x.uid for x in fuse(s, np.array([0.1, 0.5]), 0.0)], [x.uid for x in fuse(s, np.array([0.1, 0.5]), 1.0)]
-    (['a', 'b'], ['b', 'a'])
-    """
-    scored = [
-        replace(s, score=s.score * math.exp(gamma * float(c))) for s, c in zip(sources, cosines)
-    ]
-    return sorted(scored, key=lambda s: -s.score)
 
 
 def recall_line(name: str, hits: list[bool], kinds: list[str]) -> str:
@@ -79,41 +48,76 @@ def recall_line(name: str, hits: list[bool], kinds: list[str]) -> str:
     return f"| {name} | {np.mean(hits):.3f} | {per} |"
 
 
-def gate_line(gamma: float, ratio: float, rows: list[dict], fused: list[list[Source]]) -> str:
-    right = wrong = false = absent_abstained = 0
-    for row, sources in zip(rows, fused):
+OUTCOMES = ("right first", "wrong first", "false abstention", "absent abstention")
+
+
+def gate_outcomes(rows: list[dict], fused: list[list[Source]], ratio: float) -> np.ndarray:
+    """Per question, 0/1 per ``OUTCOMES`` (NaN where it does not apply: the first three are
+    shares of questions about a product, the last of absent ones), the gate as ``ask`` runs it.
+
+    >>> row = {"question": "q", "absent": False, "uid": "a"}
+    >>> gate_outcomes([row], [[Source("a", "A", "", 3.0), Source("b", "B", "", 1.0)]], 1.4)
+    array([[ 1.,  0.,  0., nan]])
+    """
+    out = np.full((len(rows), len(OUTCOMES)), np.nan)
+    for n, (row, sources) in enumerate(zip(rows, fused)):
         doubtful = retrieval_doubtful(sources[:GATE_K], ratio, row["question"])
         if row["absent"]:
-            absent_abstained += doubtful
-        elif doubtful:
-            false += 1
-        elif sources[0].uid == row["uid"]:
-            right += 1
+            out[n, 3] = doubtful
         else:
-            wrong += 1
-    present = max(sum(not r["absent"] for r in rows), 1)
-    absent = max(sum(r["absent"] for r in rows), 1)
-    return (
-        f"| {gamma:g} | {ratio:g} | {right / present:.3f} | {wrong / present:.3f} | "
-        f"{false / present:.3f} | {absent_abstained / absent:.3f} |"
-    )
+            right = not doubtful and sources[0].uid == row["uid"]
+            out[n, :3] = (right, not doubtful and not right, doubtful)
+    return out
+
+
+def share(column: np.ndarray) -> str:
+    """The share of the questions a column applies to, with its 95% bootstrap interval."""
+    value, low, high = bootstrap_interval(column[~np.isnan(column)])
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
+def change(before: np.ndarray, after: np.ndarray) -> str:
+    """after - before on the same questions, with its paired 95% bootstrap interval."""
+    keep = ~np.isnan(before)
+    delta, low, high = paired_bootstrap(before[keep], after[keep])
+    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def search_cost(data: Path, questions: list[str], gamma: float) -> float:
+    """Mean CPU milliseconds of ``ask``'s search (k = 3) a question, with ``--meaning-weight
+    gamma`` (one warm-up question first: the embedder's load is paid once per process)."""
+    index = CatalogueIndex(data, meaning_weight=gamma)
+    index.search(questions[0], GATE_K)
+    start = time.process_time()
+    for q in questions:
+        index.search(q, GATE_K)
+    return (time.process_time() - start) / len(questions) * 1000
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="the prepared folder (its index)")
     p.add_argument("--questions", type=Path, nargs="+", required=True, help="question files")
-    p.add_argument("--candidates", type=int, default=10, help="word retrieval's records fused")
+    p.add_argument("--candidates", type=int, default=CANDIDATES, help="records re-scored")
     p.add_argument("--gammas", type=float, nargs="+", default=[0, 2, 3, 4])
     p.add_argument("--ratios", type=float, nargs="+", default=[1.4, 1.6, 1.8, 2.0])
-    p.add_argument("--chars", type=int, default=500, help="description characters embedded")
+    p.add_argument(
+        "--compare",
+        type=float,
+        nargs=2,
+        action="append",
+        metavar=("GAMMA", "RATIO"),
+        help="twice: the paired change from the first (gamma, ratio) to the second",
+    )
     args = p.parse_args()
+    if args.compare and len(args.compare) != 2:
+        p.error("--compare GAMMA RATIO is given twice: before, then after")
 
-    model = load_wordllama()
+    model = embedder()
     index = CatalogueIndex(args.data)
     records = [index.record(i) for i in range(len(index))]
     rows = [r for f in args.questions for r in retrieve(args.data, f, args.candidates)]
-    text = {r["uid"]: f"{r['title']}. {r['content'][: args.chars]}" for r in records}
+    text = {r["uid"]: record_text(r["title"], r["content"]) for r in records}
     start = time.perf_counter()
     uids = list(text)
     catalogue = model.embed([text[u] for u in uids], norm=True)
@@ -143,11 +147,26 @@ def main() -> None:
     for g in args.gammas:
         hits = [bool(by_gamma[g][i]) and by_gamma[g][i][0].uid == rows[i]["uid"] for i in present]
         print(recall_line(f"fused, gamma={g:g}, N={args.candidates}", hits, kinds))
-    print("\n| gamma | ratio | right first | wrong first | false abstention | absent abstention |")
-    print("|---|---|---|---|---|---|")
+    asked_texts = [r["question"] for r in rows]
+    words_ms, fused_ms = (
+        search_cost(args.data, asked_texts, 0),
+        search_cost(args.data, asked_texts, 4),
+    )
+    print(f"\nsearch, CPU ms a question: words {words_ms:.2f}, with --meaning-weight {fused_ms:.2f} "
+          f"(+{fused_ms - words_ms:.2f})")  # fmt: skip
+    print("\n| gamma | ratio | " + " | ".join(OUTCOMES) + " |\n" + "|---" * 6 + "|")
+    table = {}
     for g in args.gammas:
         for ratio in args.ratios:
-            print(gate_line(g, ratio, rows, by_gamma[g]))
+            table[g, ratio] = gate_outcomes(rows, by_gamma[g], ratio)
+            cells = " | ".join(share(table[g, ratio][:, j]) for j in range(len(OUTCOMES)))
+            print(f"| {g:g} | {ratio:g} | {cells} |")
+    if args.compare:
+        (g0, r0), (g1, r1) = args.compare
+        before, after = gate_outcomes(rows, fused(g0), r0), gate_outcomes(rows, fused(g1), r1)
+        cells = " | ".join(change(before[:, j], after[:, j]) for j in range(len(OUTCOMES)))
+        print(f"\n| change, same questions | {' | '.join(OUTCOMES)} |\n" + "|---" * 5 + "|")
+        print(f"| gamma {g1:g} at {r1:g} - gamma {g0:g} at {r0:g} | {cells} |")
 
 
 if __name__ == "__main__":

@@ -352,13 +352,8 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     assert re.search(r"gate \d+\.\d+ ms per question, search \d+\.\d+ ms", out)
 
 
-def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
-    prepared, tuned_run, tmp_path
-):
-    """bench/embedding_rerank.py on the tiny tuned model (a folder with its tokenizer, as users
-    have): word retrieval finds every title asked, and
-    one row per pooling alone and per (candidates, weight) rerank; a rerank with weight 0 keeps
-    word retrieval's order, so its recall is word retrieval's."""
+def _titles_and_an_absent_product(prepared: Path, tmp_path: Path) -> Path:
+    """A question file: five products asked by their exact titles, and one absent product."""
     import orjson
 
     rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
@@ -366,6 +361,17 @@ def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
     lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
     questions = tmp_path / "q.jsonl"
     questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    return questions
+
+
+def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
+    prepared, tuned_run, tmp_path
+):
+    """bench/embedding_rerank.py on the tiny tuned model (a folder with its tokenizer, as users
+    have): word retrieval finds every title asked, and
+    one row per pooling alone and per (candidates, weight) rerank; a rerank with weight 0 keeps
+    word retrieval's order, so its recall is word retrieval's."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
     out = _run("bench/embedding_rerank.py", "--data", str(prepared), "--questions",
                str(questions), "--model", str(tuned_run / "final"), "--candidates", "3",
                "--weights", "0", "0.5")  # fmt: skip
@@ -384,26 +390,26 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     prepared, tmp_path
 ):
     """bench/static_embedding_fusion.py with WordLlama's own weights (no hub): gamma 0 is
-    ``ask``'s order, so its recall and its gate row are word retrieval's, and the gate row
-    counts the absent product; every (gamma, ratio) asked has its row."""
-    pytest.importorskip("wordllama")
-    import orjson
-
-    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
-    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:5]]
-    lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
-    questions = tmp_path / "q.jsonl"
-    questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    ``ask``'s order, so its recall is word retrieval's; every (gamma, ratio) asked has its gate
+    row (shares with intervals: the first three of the questions about a product sum to 1),
+    and the paired change of a setting against itself is zero."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
     out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
-               str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2")  # fmt: skip
+               str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2",
+               "--compare", "4", "2", "--compare", "4", "2")  # fmt: skip
     assert "5 questions about a product, 1 absent" in out
+    assert re.search(r"search, CPU ms a question: words [\d.]+, with --meaning-weight [\d.]+", out)
     cells = [
         [c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line[:2] == "| "
     ]
     recall = {c[0]: c[1] for c in cells if len(c) == 3 and c[0] != "ranking"}
     assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=10"] == "1.000"
     assert "embeddings alone (whole catalogue)" in recall and "fused, gamma=4, N=10" in recall
-    gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] != "gamma"}
+    gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] not in ("gamma",)}
     assert set(gate) == {("0", "1.4"), ("0", "2"), ("4", "1.4"), ("4", "2")}
-    for right, wrong, false, _absent in gate.values():
-        assert float(right) + float(wrong) + float(false) == pytest.approx(1.0, abs=0.002)
+    for right, wrong, false, absent in gate.values():
+        shares = [float(x.split()[0]) for x in (right, wrong, false)]
+        assert sum(shares) == pytest.approx(1.0, abs=0.002)
+        assert re.fullmatch(r"[01]\.000 \[[01]\.000, [01]\.000\]", absent)  # one absent product
+    change = next(c for c in cells if c[0].startswith("gamma 4 at 2 - gamma 4 at 2"))
+    assert all(x.startswith("+0.000") for x in change[1:])

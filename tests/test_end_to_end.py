@@ -290,7 +290,7 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     proc = _eval(
         "--data", str(prepared), "--model", base, "--questions", str(questions),
         "--out", str(out), "--max-new-tokens", "8", "--abstain-below", "1e9",
-        "--quote-when-sure", *overrides,
+        "--quote-when-sure", "--meaning-weight", "4", *overrides,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
@@ -299,6 +299,8 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     assert all(a["outcomes"]["model"]["abstained"] for a in answers)
     report = json.loads((out / "report.json").read_text())
     assert report["abstain_below"] == 1e9 and report["quote_when_sure"] is True
+    assert report["meaning_weight"] == 4.0
+    assert "exp(4 x cosine) (`--meaning-weight`" in (out / "report.md").read_text()
     assert report["own_right"] == {"model": {"right": 0, "of": 2}}
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()
@@ -311,6 +313,8 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         (["--questions", str(questions), "--abstain-below", "-1"], "--abstain-below"),
         (["--quote-when-sure"], "--quote-when-sure"),  # no retrieval without --questions
         (["--questions", str(questions), "--quote-when-sure"], "--abstain-below RATIO"),
+        (["--meaning-weight", "4"], "--meaning-weight"),  # no retrieval without --questions
+        (["--questions", str(questions), "--meaning-weight", "-1"], "--meaning-weight"),
     ):
         proc = _eval(
             "--data", str(prepared), "--model", base, "--out", str(out), *extra, *overrides

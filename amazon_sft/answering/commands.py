@@ -8,6 +8,9 @@ from pathlib import Path
 from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
 
+MAX_MEANING_WEIGHT = 20.0
+"""A cosine is at most 1: beyond exp(20) the words' score no longer counts."""
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("index", help="build the catalogue index beside prepared shards")
@@ -124,6 +127,23 @@ def add_abstain_flag(p) -> None:
         "cite it: an answer that declines, cites another record or none becomes that record's "
         "(its description as shown, cited) (docs/grounded.md)",
     )
+    p.add_argument(
+        "--meaning-weight",
+        type=float,
+        default=0.0,
+        metavar="GAMMA",
+        help="re-score retrieval's first records by meaning too: score x exp(GAMMA x cosine) "
+        "in a static embedding (wordllama; 0: words only). On the real rows 4, with "
+        "--abstain-below 2.0 (answering/meaning.py, docs/grounded.md)",
+    )
+
+
+def check_meaning_weight(value: float) -> float:
+    if not 0 <= value <= MAX_MEANING_WEIGHT:
+        raise UserError(
+            f"--meaning-weight must be between 0 and {MAX_MEANING_WEIGHT:g}, got {value}"
+        )
+    return value
 
 
 def check_abstain_below(value: float) -> float:
@@ -193,6 +213,7 @@ def _session(args):
     if args.max_new_tokens < 1 or (args.k is not None and args.k < 1):
         raise UserError("--max-new-tokens and --k must be >= 1")
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
+    meaning = check_meaning_weight(args.meaning_weight)
     spec = args.model or _default_model()
     model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
     mode = getattr(args, "mode", None) or default_mode(cfg.data)  # serve: per request
@@ -206,7 +227,7 @@ def _session(args):
         model,
         tok,
         build_prompt_format(tok, cfg.data),
-        CatalogueIndex(args.index or cfg.data.path),
+        CatalogueIndex(args.index or cfg.data.path, meaning_weight=meaning),
         cfg.data,
         abstain_below,
         quote,
@@ -266,6 +287,7 @@ def _run_ask(args) -> int:
             f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
         )
     abstain_below = check_abstain_below(args.abstain_below)
+    meaning = check_meaning_weight(args.meaning_weight)
     check_quote_when_sure(args)
     for question in args.question:
         check_question_length(question)
@@ -276,7 +298,7 @@ def _run_ask(args) -> int:
             raise UserError(
                 "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
             )
-        index = CatalogueIndex(args.index)
+        index = CatalogueIndex(args.index, meaning_weight=meaning)
         for question in args.question:
             sources = sources_only(question, index, args.k or 3)
             # the gate reads retrieval only: say what ask would do with --abstain-below

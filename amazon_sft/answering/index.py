@@ -168,11 +168,16 @@ def _is_current(folder: Path) -> bool:
 
 
 class CatalogueIndex:
-    def __init__(self, prepared_dir: str | Path, mmap: bool = False) -> None:
+    def __init__(
+        self, prepared_dir: str | Path, mmap: bool = False, meaning_weight: float = 0.0
+    ) -> None:
         """``mmap``: map the BM25 matrices instead of reading them, so that processes that
-        load the same index share its pages (prepare's grounded workers)."""
+        load the same index share its pages (prepare's grounded workers). ``meaning_weight``:
+        ``search`` re-scores word retrieval's first records by meaning too (answering/meaning.py;
+        0: words only)."""
         import bm25s
 
+        self.meaning_weight = meaning_weight
         root = Path(prepared_dir)
         if not root.is_dir():
             raise UserError(f"--index {root} is not a folder: give the prepared folder")
@@ -294,8 +299,26 @@ class CatalogueIndex:
 
     def search(self, question: str, k: int = 3) -> list[Source]:
         """The ``k`` products that best match the question, best first."""
+        return self.ranked(question, self.top(question, self.candidates(k)), k)
+
+    def candidates(self, k: int) -> int:
+        """Word retrieval's records ``ranked`` reads for ``k`` sources: more when it re-scores
+        them by meaning (answering/meaning.py's ``CANDIDATES``)."""
+        if not self.meaning_weight:
+            return k
+        from amazon_sft.answering.meaning import CANDIDATES
+
+        return max(k, CANDIDATES)
+
+    def ranked(self, question: str, hits: list[tuple[int, float]], k: int) -> list[Source]:
+        """The first ``k`` of word retrieval's ``hits`` (row, score) as sources, re-scored by
+        meaning when ``meaning_weight`` is set."""
         out = []
-        for i, score in self.top(question, k):
+        for i, score in hits:
             rec = self.record(i)
             out.append(Source(rec["uid"], rec["title"], rec["content"], round(score, 3)))
-        return out
+        if self.meaning_weight:
+            from amazon_sft.answering.meaning import by_meaning
+
+            out = by_meaning(question, out, self.meaning_weight)
+        return out[:k]

@@ -201,14 +201,13 @@ class WithoutRows:
 
     def search(self, question: str, k: int = 3) -> list[Source]:
         """``index.search`` without the removed rows (the next best fill their places)."""
+        wanted = self.index.candidates(k)  # as many as the whole index's search reads
         hits = [
-            (i, s) for i, s in self.index.top(question, k + len(self.rows)) if i not in self.rows
+            (i, s)
+            for i, s in self.index.top(question, wanted + len(self.rows))
+            if i not in self.rows
         ]
-        out = []
-        for i, score in hits[:k]:
-            rec = self.index.record(i)
-            out.append(Source(rec["uid"], rec["title"], rec["content"], round(score, 3)))
-        return out
+        return self.index.ranked(question, hits[:wanted], k)
 
 
 def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]) -> Outcome:

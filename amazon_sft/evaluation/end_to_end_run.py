@@ -12,6 +12,7 @@ import orjson
 from amazon_sft.answering.commands import (
     add_abstain_flag,
     check_abstain_below,
+    check_meaning_weight,
     check_quote_when_sure,
 )
 from amazon_sft.errors import UserError
@@ -44,8 +45,17 @@ def add_arguments(p) -> None:
 
 def refuse_answering_flags(args) -> None:
     """The answering flags are read in end-to-end mode only: refuse them anywhere else."""
-    if args.abstain_below or args.quote_when_sure:
-        flag = "--abstain-below" if args.abstain_below else "--quote-when-sure"
+    given = [
+        flag
+        for flag, value in (
+            ("--abstain-below", args.abstain_below),
+            ("--quote-when-sure", args.quote_when_sure),
+            ("--meaning-weight", args.meaning_weight),
+        )
+        if value
+    ]
+    if given:
+        flag = given[0]
         raise UserError(f"{flag} is an answering setting: use it with --questions FILE")
 
 
@@ -61,12 +71,13 @@ def run(args, data_dir: Path, accelerator) -> int:
         raise UserError(f"--k must be >= 1, got {args.k}")
     abstain_below = check_abstain_below(args.abstain_below)
     quote_when_sure = check_quote_when_sure(args)
+    meaning = check_meaning_weight(args.meaning_weight)
     questions, products, removals, skipped = _questions(args, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     from amazon_sft.answering.index import CatalogueIndex
 
-    index = CatalogueIndex(data_dir)  # opened once for every model
+    index = CatalogueIndex(data_dir, meaning_weight=meaning)  # opened once for every model
     result: dict = {
         "mode": "end to end",
         "data": str(data_dir),
@@ -76,6 +87,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "max_new_tokens": args.max_new_tokens,
         "abstain_below": abstain_below,
         "quote_when_sure": quote_when_sure,
+        "meaning_weight": meaning,
         "seed": args.seed,
         "models": {},
         "groups": {},
@@ -217,6 +229,12 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         f"max {result['max_new_tokens']} new tokens; 95% bootstrap intervals over questions.",
         "",
     ]
+    if result.get("meaning_weight"):
+        lines += [
+            "Retrieval re-scored its first records by meaning too: score x exp("
+            f"{result['meaning_weight']:g} x cosine) (`--meaning-weight`, answering/meaning.py).",
+            "",
+        ]
     if result.get("abstain_below"):
         doubtful = {m: sum(r["doubtful"][m] for r in rows) for m in models}
         lines += [

@@ -1,0 +1,118 @@
+"""Retrieval by meaning fused with word retrieval (``--meaning-weight``, answering/meaning.py),
+with WordLlama's own weights from its wheel: nothing is downloaded."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import orjson
+import pytest
+
+from amazon_sft.answering import meaning
+from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.errors import UserError
+from amazon_sft.evaluation.end_to_end import WithoutRows
+
+pytestmark = pytest.mark.unit
+
+SHELF = [
+    (
+        "The Sensitive Child: A Parent's Guide",
+        "For parents of a child who is overwhelmed by noise, bright lights and busy places; "
+        "calm routines for anxious, easily upset kids.",
+    ),
+    (
+        "Crowds and Power",
+        "A study of how crowds form, grow and act, from riots to stadiums: the mass behaviour "
+        "of people in noisy gatherings.",
+    ),
+    ("Gardening for Beginners", "Plant, water and harvest vegetables in a small garden."),
+    ("The Night Sky", "A guide to the stars and planets for amateur astronomers."),
+    ("Bread Baking at Home", "Sourdough, rye and white loaves baked in a home oven."),
+]
+NEED = "my child is scared of loud crowds, any parenting advice"
+"""Shares "crowds" and "loud"-ish words with the crowd study, its meaning with the guide."""
+
+
+@pytest.fixture(scope="module")
+def shelf(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("shelf")
+    with open(folder / "catalogue.jsonl", "wb") as fh:
+        for i, (title, content) in enumerate(SHELF):
+            fh.write(orjson.dumps({"uid": f"u{i}", "title": title, "content": content}) + b"\n")
+    build_index(folder)
+    return folder
+
+
+def test_a_need_in_other_words_finds_its_product_by_meaning(shelf):
+    """Word retrieval puts the crowd study first for a parent's need (it shares "crowds"); by
+    meaning too, the parent's guide comes first, its score the word score x exp(gamma x
+    cosine), so the gate's ratio reads both."""
+    words = CatalogueIndex(shelf).search(NEED, 3)
+    assert [s.uid for s in words[:2]] == ["u1", "u0"]
+    fused = CatalogueIndex(shelf, meaning_weight=4.0).search(NEED, 3)
+    assert [s.uid for s in fused[:2]] == ["u0", "u1"]
+    model = meaning.embedder()
+    asked = model.embed([NEED], norm=True)[0]
+    for s in fused:
+        before = next(w for w in words if w.uid == s.uid)
+        record = model.embed([meaning.record_text(s.title, s.content)], norm=True)[0]
+        expected = before.score * math.exp(4.0 * float(record @ asked))
+        assert s.score == pytest.approx(expected, abs=2e-3)
+
+
+def test_meaning_reads_more_candidates_than_it_returns_and_zero_is_words_only(shelf):
+    """k = 1 still re-scores word retrieval's CANDIDATES first records, so the guide is the one
+    record returned; weight 0 is word retrieval bit for bit."""
+    assert [s.uid for s in CatalogueIndex(shelf, meaning_weight=4.0).search(NEED, 1)] == ["u0"]
+    assert CatalogueIndex(shelf, meaning_weight=0.0).search(NEED, 3) == CatalogueIndex(
+        shelf
+    ).search(NEED, 3)
+
+
+def test_a_removed_product_stays_out_when_meaning_rescores(shelf):
+    """eval's absent-product path (``WithoutRows``): the product taken out never comes back,
+    and the rest are re-scored as search would."""
+    index = CatalogueIndex(shelf, meaning_weight=4.0)
+    found = WithoutRows(index, frozenset({0})).search(NEED, 3)
+    assert found and "u0" not in {s.uid for s in found}
+    assert found[0].uid == "u1"
+
+
+def test_without_wordllama_the_flag_says_how_to_install_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "wordllama", None)  # import fails
+    meaning.embedder.cache_clear()
+    try:
+        with pytest.raises(UserError, match=r"pip install 'wordllama"):
+            meaning.embedder()
+    finally:
+        meaning.embedder.cache_clear()
+
+
+@pytest.mark.parametrize("value", ["-1", "nan", "21"])
+def test_a_meaning_weight_out_of_range_is_one_line(shelf, value):
+    proc = subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", "ask", "--index", str(shelf), "--sources-only",
+         f"--meaning-weight={value}", NEED],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "--meaning-weight must be between 0 and 20" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_ask_sources_only_json_with_meaning_and_the_gate(shelf):
+    """What a user runs: the fused order, and the gate's decision on the fused ratio."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", "ask", "--index", str(shelf), "--sources-only",
+         "--json", "--meaning-weight", "4", "--abstain-below", "2.0", NEED],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    line = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [s["uid"] for s in line["sources"][:2]] == ["u0", "u1"]
+    ratio = line["sources"][0]["score"] / line["sources"][1]["score"]
+    assert line["doubtful"] is (ratio < 2.0)

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.answering.meaning import CANDIDATES, embedder, fuse, record_text
+from amazon_sft.answering.query_words import english_query
 from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
 from bench.abstain_gate import retrieve
 
@@ -83,6 +84,16 @@ def change(before: np.ndarray, after: np.ndarray) -> str:
     return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
+def question_text(question: str, index: CatalogueIndex, read_as: str) -> str:
+    """The question as embedded: as typed (what ``meaning.by_meaning`` embeds), as retrieval
+    reads it in English (``query_words.english_query``), or as its indexed words (repaired)."""
+    if read_as == "english":
+        return english_query(question)
+    if read_as == "indexed":
+        return " ".join(index.words(question))
+    return question
+
+
 def search_cost(data: Path, questions: list[str], gamma: float) -> float:
     """Mean CPU milliseconds of ``ask``'s search (k = 3) a question, with ``--meaning-weight
     gamma`` (one warm-up question first: the embedder's load is paid once per process)."""
@@ -101,6 +112,12 @@ def main() -> None:
     p.add_argument("--candidates", type=int, default=CANDIDATES, help="records re-scored")
     p.add_argument("--gammas", type=float, nargs="+", default=[0, 2, 3, 4])
     p.add_argument("--ratios", type=float, nargs="+", default=[1.4, 1.6, 1.8, 2.0])
+    p.add_argument(
+        "--question-as",
+        choices=("typed", "english", "indexed"),
+        default="typed",
+        help="the question text embedded (typed: what --meaning-weight does)",
+    )
     p.add_argument(
         "--compare",
         type=float,
@@ -123,7 +140,9 @@ def main() -> None:
     catalogue = model.embed([text[u] for u in uids], norm=True)
     took = time.perf_counter() - start
     position = {u: i for i, u in enumerate(uids)}
-    asked = model.embed([r["question"] for r in rows], norm=True)
+    asked = model.embed(
+        [question_text(r["question"], index, args.question_as) for r in rows], norm=True
+    )
     cosines = asked @ catalogue.T
     present = [i for i, r in enumerate(rows) if not r["absent"]]
     kinds = [rows[i]["kind"] for i in present]

@@ -396,7 +396,7 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     questions = _titles_and_an_absent_product(prepared, tmp_path)
     out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
                str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2",
-               "--compare", "4", "2", "--compare", "4", "2")  # fmt: skip
+               "--compare", "4", "2", "--compare", "4", "2", "--question-as", "indexed")  # fmt: skip
     assert "5 questions about a product, 1 absent" in out
     assert re.search(r"search, CPU ms a question: words [\d.]+, with --meaning-weight [\d.]+", out)
     cells = [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
 
@@ -116,3 +117,42 @@ def test_ask_sources_only_json_with_meaning_and_the_gate(shelf):
     assert [s["uid"] for s in line["sources"][:2]] == ["u0", "u1"]
     ratio = line["sources"][0]["score"] / line["sources"][1]["score"]
     assert line["doubtful"] is (ratio < 2.0)
+
+
+def test_a_rescored_source_shows_its_word_score_and_cosine(shelf):
+    """A new user could not tell why the order changed: each re-scored source carries the word
+    score it had and its cosine (``--json``: ``words_score``, ``cosine``; text: both after the
+    score), and the score is the one times exp(gamma x the other)."""
+    base = [sys.executable, "-m", "amazon_sft.cli", "ask", "--index", str(shelf), "--sources-only"]
+    proc = subprocess.run([*base, "--json", "--meaning-weight", "4", NEED],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for s in json.loads(proc.stdout.strip().splitlines()[-1])["sources"]:
+        assert s["score"] == pytest.approx(s["words_score"] * math.exp(4 * s["cosine"]), rel=2e-3)
+    proc = subprocess.run([*base, "--meaning-weight", "4", NEED],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert re.search(r"retrieval score [\d.]+: words [\d.]+, meaning cosine -?[\d.]+", proc.stdout)
+    words_only = subprocess.run(
+        [*base, "--json", NEED], capture_output=True, text=True, timeout=120
+    )
+    source = json.loads(words_only.stdout.strip().splitlines()[-1])["sources"][0]
+    assert "cosine" not in source and "words_score" not in source
+
+
+def test_several_questions_sources_only_each_under_its_own_question(shelf):
+    """A new user's run: with several questions, the gate's line for the second was printed
+    under the first one's sources, as if the first had abstained. Each question now heads its
+    own block, the gate's verdict (sure or not) under it, and ``--json`` names the question."""
+    base = [sys.executable, "-m", "amazon_sft.cli", "ask", "--index", str(shelf), "--sources-only",
+            "--abstain-below", "2.0", "--meaning-weight", "4"]  # fmt: skip
+    asked = ["Bread Baking at Home", "a carbon bicycle frame for racing"]
+    proc = subprocess.run([*base, *asked], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = proc.stdout.split("Q: ")[1:]
+    assert first.startswith("Bread Baking at Home") and "Retrieval is sure" in first
+    assert "not sure" not in first and "Bread Baking at Home (retrieval score" in first
+    assert second.startswith("a carbon bicycle frame") and "Retrieval is not sure" in second
+    proc = subprocess.run([*base, "--json", *asked], capture_output=True, text=True, timeout=120)
+    lines = [json.loads(x) for x in proc.stdout.strip().splitlines()]
+    assert [x["question"] for x in lines] == asked
+    assert [x["doubtful"] for x in lines] == [False, True]

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from transformers import StoppingCriteria
@@ -191,7 +191,7 @@ def answer_question(
         if held:
             held.finish(text)
     cited = cited_uids(text) if mode == "grounded" else []
-    described = [asdict(s) for s in sources]
+    described = [s.shown() for s in sources]
     if sources:
         plain = strip_citations(text)
         overlap = rouge_scores([plain] * len(sources), [s.content for s in sources])["rougeL"]
@@ -277,4 +277,4 @@ class Answerer:
 
 
 def sources_only(question: str, index: CatalogueIndex, k: int = 3) -> list[dict]:
-    return [asdict(s) for s in index.search(normalise_question(question), k)]
+    return [s.shown() for s in index.search(normalise_question(question), k)]

@@ -117,8 +117,9 @@ def add_abstain_flag(p) -> None:
         default=0.0,
         metavar="RATIO",
         help="grounded mode: say the catalogue has no such product, without generating, when "
-        "the first record's retrieval score is under RATIO times the second's (0: never; 1.4 "
-        "was picked on the real dev questions by bench/abstain_gate.py, docs/grounded.md)",
+        "the first record's retrieval score is under RATIO times the second's (0: never; on "
+        "the real dev questions 1.4 with words only, bench/abstain_gate.py, and 2.0 with "
+        "--meaning-weight 4, bench/static_embedding_fusion.py; docs/grounded.md)",
     )
     p.add_argument(
         "--quote-when-sure",
@@ -132,9 +133,11 @@ def add_abstain_flag(p) -> None:
         type=float,
         default=0.0,
         metavar="GAMMA",
-        help="re-score retrieval's first records by meaning too: score x exp(GAMMA x cosine) "
-        "in a static embedding (wordllama; 0: words only). On the real rows 4, with "
-        "--abstain-below 2.0 (answering/meaning.py, docs/grounded.md)",
+        help="re-score retrieval's first 10 records by meaning too: score x exp(GAMMA x cosine) "
+        "in a static embedding (wordllama), GAMMA from 0 (words only, the default) to 20. It "
+        "changes the scale of the ratio --abstain-below reads: on a real catalogue use 4 with "
+        "--abstain-below 2.0; alone it only reorders the records (answering/meaning.py, "
+        "docs/grounded.md)",
     )
 
 
@@ -274,7 +277,12 @@ def _print_sources(sources: list[dict]) -> None:
         mark = {True: "cited ", False: "unused"}.get(s.get("cited"), "")
         mark = f"{mark} " if mark else ""
         uid, title = printable(str(s["uid"])), printable(s["title"])
-        print(f"  {mark}[{uid}] {title} (retrieval score {s['score']:.2f}{match})")
+        meaning = (
+            f": words {s['words_score']:.2f}, meaning cosine {s['cosine']:.2f}"
+            if s.get("cosine") is not None
+            else ""
+        )
+        print(f"  {mark}[{uid}] {title} (retrieval score {s['score']:.2f}{meaning}{match})")
 
 
 def _run_ask(args) -> int:
@@ -299,20 +307,28 @@ def _run_ask(args) -> int:
                 "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
             )
         index = CatalogueIndex(args.index, meaning_weight=meaning)
-        for question in args.question:
+        for n, question in enumerate(args.question):
             sources = sources_only(question, index, args.k or 3)
             # the gate reads retrieval only: say what ask would do with --abstain-below
             doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
             if args.json:
                 gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
-                print(json_line({**gate, "sources": [_public(s) for s in sources]}))
-            else:
-                if doubt:
-                    print(
-                        f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; "
-                        "ask abstains."
-                    )
-                _print_sources(sources)
+                line = {"question": question, **gate, "sources": [_public(s) for s in sources]}
+                print(json_line(line))
+                continue
+            if len(args.question) > 1:  # each answer under its own question
+                print(f"{chr(10) if n else ''}Q: {printable(question)}")
+            if doubt:
+                print(
+                    f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; "
+                    "ask abstains."
+                )
+            elif abstain_below and sources:
+                print(
+                    f"Retrieval is sure (--abstain-below {abstain_below}): ask answers from the "
+                    "first record."
+                )
+            _print_sources(sources)
         return 0
     stream = None if args.json else _print_piece
     answerer = _session(args)  # loaded once for every question
@@ -342,7 +358,7 @@ def _run_ask(args) -> int:
 
 
 def _public(source: dict) -> dict:
-    keys = ("uid", "title", "score", "answer_rougeL", "cited")
+    keys = ("uid", "title", "score", "words_score", "cosine", "answer_rougeL", "cited")
     return {k: source[k] for k in keys if k in source}
 
 

@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -63,10 +63,24 @@ QUESTION_WORDS = (  # noqa: SIM905
 
 @dataclass
 class Source:
+    """A retrieved record and its retrieval score (the gate compares the first two)."""
+
     uid: str
     title: str
     content: str
     score: float
+    words_score: float | None = None
+    """With ``--meaning-weight``: the word score before meaning re-scored it (else None)."""
+    cosine: float | None = None
+    """With ``--meaning-weight``: the question's and the record's cosine (answering/meaning.py)."""
+
+    def shown(self) -> dict:
+        """Its fields as ``ask --json``, the API and eval show them: what is not set left out.
+
+        >>> Source("u", "T", "c", 2.0).shown()
+        {'uid': 'u', 'title': 'T', 'content': 'c', 'score': 2.0}
+        """
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
 TOKEN_PATTERN = r"(?u)\b\w+\b"

@@ -77,7 +77,12 @@ def fuse(sources: list[Source], cosines: np.ndarray, gamma: float) -> list[Sourc
     [('b', 2.968), ('a', 2.21)]
     """
     scored = [
-        replace(s, score=round(s.score * math.exp(gamma * float(c)), 3))
+        replace(
+            s,
+            score=round(s.score * math.exp(gamma * float(c)), 3),
+            words_score=s.score,
+            cosine=round(float(c), 3),
+        )
         for s, c in zip(sources, cosines)
     ]
     return sorted(scored, key=lambda s: -s.score)  # stable: ties keep word retrieval's order

@@ -106,6 +106,7 @@ $("f").addEventListener("submit", async (e) => {
           }
           const m = document.createElement("div"); m.className = "meta";
           m.textContent = `uid ${s.uid} · retrieval score ${s.score}` +
+            (s.cosine !== undefined ? ` (words ${s.words_score}, meaning cosine ${s.cosine})` : "") +
             (s.answer_rougeL !== undefined ? ` · answer ROUGE-L vs description ${s.answer_rougeL}` : "");
           const d = document.createElement("div"); d.className = "desc"; d.textContent = s.content;
           li.append(m, d); $("sources").append(li);

@@ -156,3 +156,17 @@ def test_several_questions_sources_only_each_under_its_own_question(shelf):
     lines = [json.loads(x) for x in proc.stdout.strip().splitlines()]
     assert [x["question"] for x in lines] == asked
     assert [x["doubtful"] for x in lines] == [False, True]
+
+
+@pytest.mark.parametrize("command", [["ask", NEED], ["chat"], ["serve"]])
+def test_every_answering_command_refuses_a_bad_weight_before_loading_a_model(shelf, command):
+    """ask (with a model), chat and serve read the flag as ``ask --sources-only`` does: one
+    line, before any model is loaded (none is given: loading would fail otherwise)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", *command, "--index", str(shelf),
+         "--model", str(shelf / "no-such-model"), "--meaning-weight=inf"],
+        capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip().endswith("--meaning-weight must be between 0 and 20, got inf")
+    assert len(proc.stderr.strip().splitlines()) == 1

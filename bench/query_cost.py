@@ -69,11 +69,12 @@ def questions(titles: list[str], n: int) -> dict[str, list[str]]:
     }
 
 
-def measure(folder: Path, asked: dict[str, list[str]]) -> dict[str, float]:
-    """CPU ms a question per kind with this checkout's code (and each kind's warm-up)."""
+def measure(folder: Path, asked: dict[str, list[str]], meaning: float = 0.0) -> dict[str, float]:
+    """CPU ms a question per kind with this checkout's code (and each kind's warm-up);
+    ``meaning``: ``--meaning-weight`` (answering/meaning.py; 0: words only)."""
     from amazon_sft.answering.index import CatalogueIndex
 
-    index = CatalogueIndex(folder)
+    index = CatalogueIndex(folder, meaning_weight=meaning) if meaning else CatalogueIndex(folder)
     out = {}
     for kind, texts in asked.items():
         t0 = time.process_time()
@@ -86,8 +87,9 @@ def measure(folder: Path, asked: dict[str, list[str]]) -> dict[str, float]:
     return out
 
 
-def _run(code: str, folder: Path, asked_file: Path) -> dict[str, float]:
-    return emitted_by(__file__, code, ["--folder", str(folder), "--asked", str(asked_file)])
+def _run(code: str, folder: Path, asked_file: Path, meaning: float = 0.0) -> dict[str, float]:
+    extra = ["--meaning-weight", str(meaning)] if meaning else []
+    return emitted_by(__file__, code, ["--folder", str(folder), "--asked", str(asked_file), *extra])
 
 
 def main() -> None:
@@ -96,13 +98,19 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=100, help="questions of each kind")
     ap.add_argument("--base", help="another checkout to compare with (e.g. git archive main)")
     ap.add_argument("--code", help="the checkout measured (default: this one)")
+    ap.add_argument(
+        "--meaning-weight",
+        type=float,
+        default=0.0,
+        help="compare this checkout with --meaning-weight GAMMA against words only (no --base)",
+    )
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--asked", help=argparse.SUPPRESS)
     ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.emit:
         asked = json.loads(Path(args.asked).read_text(encoding="utf-8"))
-        print(json.dumps(measure(Path(args.folder), asked)))
+        print(json.dumps(measure(Path(args.folder), asked, args.meaning_weight)))
         return
     from amazon_sft.answering.index import build_index
 
@@ -113,10 +121,19 @@ def main() -> None:
         asked_file = folder / "asked.json"
         asked_file.write_text(json.dumps(questions(titles, args.queries)), encoding="utf-8")
         del titles
-        now = _run(str(REPO), folder, asked_file)
-        base = _run(args.base, folder, asked_file) if args.base else None
+        if args.meaning_weight and args.base:
+            ap.error("--meaning-weight compares this checkout with itself: leave --base out")
+        now = _run(str(REPO), folder, asked_file, args.meaning_weight)
+        if args.meaning_weight:
+            base = _run(str(REPO), folder, asked_file)  # the same code, words only
+        else:
+            base = _run(args.base, folder, asked_file) if args.base else None
     print(f"{args.products} products, index built in {stats['seconds']} s; CPU ms a question:")
-    print("| kind | this checkout |" + (" base | ratio |" if base else ""))
+    now_name = (
+        f"--meaning-weight {args.meaning_weight:g}" if args.meaning_weight else "this checkout"
+    )
+    base_name = "words only" if args.meaning_weight else "base"
+    print(f"| kind | {now_name} |" + (f" {base_name} | ratio |" if base else ""))
     print("|---|---|" + ("---|---|" if base else ""))
     for kind, ms in now.items():
         row = f"| {kind} | {ms:.1f} |"

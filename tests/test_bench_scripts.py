@@ -213,6 +213,17 @@ def test_query_cost_benchmark_prints_the_ratio_to_a_base():
     assert out.count("x |") == 6
 
 
+def test_query_cost_benchmark_compares_meaning_with_words_only():
+    """``--meaning-weight``: the same checkout with the flag against words only, per kind."""
+    out = _run(
+        "bench/query_cost.py", "--products", "2000", "--queries", "3", "--meaning-weight", "4"
+    )
+    assert "| kind | --meaning-weight 4 | words only | ratio |" in out
+    for kind in ("exact", "typo", "portuguese"):
+        assert f"| {kind} | " in out
+    assert out.count("x |") == 6
+
+
 def test_prepare_stages_benchmark_compares_two_checkouts(tmp_path):
     """Both checkouts (here the same one) prepare the same generated file; the table has each
     stage's wall and CPU seconds and ratios, and the outputs are checked byte for byte."""

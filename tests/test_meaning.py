@@ -83,6 +83,17 @@ def test_a_removed_product_stays_out_when_meaning_rescores(shelf):
     assert found[0].uid == "u1"
 
 
+def test_the_index_loads_wordllama_when_built_so_the_first_question_pays_no_load(shelf):
+    """serve's first shopper, and query_cost's first question, must not wait on the embedder's
+    load (about 0.3 s): an index that re-scores by meaning loads it with the word index; one
+    that does not never imports it."""
+    meaning.embedder.cache_clear()
+    CatalogueIndex(shelf)
+    assert meaning.embedder.cache_info().currsize == 0
+    CatalogueIndex(shelf, meaning_weight=4.0)
+    assert meaning.embedder.cache_info().currsize == 1
+
+
 def test_without_wordllama_the_flag_says_how_to_install_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "wordllama", None)  # import fails
     meaning.embedder.cache_clear()

@@ -215,6 +215,10 @@ class CatalogueIndex:
             }
             if len(counts) != 1:
                 raise ValueError("the index files disagree on the product count")
+        if meaning_weight:  # loaded with the index, so that no question waits on it
+            from amazon_sft.answering.meaning import embedder
+
+            embedder()
         self.catalogue = root / "catalogue.jsonl"
         self._fd: int | None = None
         self._size = 0

@@ -102,7 +102,7 @@ def main() -> None:
         "--meaning-weight",
         type=float,
         default=0.0,
-        help="compare this checkout with --meaning-weight GAMMA against words only (no --base)",
+        help="measure this checkout with --meaning-weight GAMMA, and words only beside it",
     )
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--asked", help=argparse.SUPPRESS)
@@ -121,25 +121,22 @@ def main() -> None:
         asked_file = folder / "asked.json"
         asked_file.write_text(json.dumps(questions(titles, args.queries)), encoding="utf-8")
         del titles
-        if args.meaning_weight and args.base:
-            ap.error("--meaning-weight compares this checkout with itself: leave --base out")
         now = _run(str(REPO), folder, asked_file, args.meaning_weight)
+        name = (
+            f"--meaning-weight {args.meaning_weight:g}" if args.meaning_weight else "this checkout"
+        )
+        columns = {name: now}
         if args.meaning_weight:
-            base = _run(str(REPO), folder, asked_file)  # the same code, words only
-        else:
-            base = _run(args.base, folder, asked_file) if args.base else None
+            columns["words only"] = _run(str(REPO), folder, asked_file)  # the same code
+        if args.base:
+            columns["base"] = _run(args.base, folder, asked_file)
     print(f"{args.products} products, index built in {stats['seconds']} s; CPU ms a question:")
-    now_name = (
-        f"--meaning-weight {args.meaning_weight:g}" if args.meaning_weight else "this checkout"
-    )
-    base_name = "words only" if args.meaning_weight else "base"
-    print(f"| kind | {now_name} |" + (f" {base_name} | ratio |" if base else ""))
-    print("|---|---|" + ("---|---|" if base else ""))
+    names, rest = list(columns), list(columns)[1:]
+    print("| kind | " + " | ".join(names) + " |" + "".join(f" ratio to {n} |" for n in rest))
+    print("|---|" + "---|" * (len(names) + len(rest)))
     for kind, ms in now.items():
-        row = f"| {kind} | {ms:.1f} |"
-        if base:
-            row += f" {base[kind]:.1f} | {ms / base[kind]:.2f}x |"
-        print(row)
+        cells = [f"{columns[n][kind]:.1f}" for n in names] + [f"{ms / columns[n][kind]:.2f}x" for n in rest]  # fmt: skip
+        print(f"| {kind} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

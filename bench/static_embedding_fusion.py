@@ -7,7 +7,8 @@ takes it out, ``abstain_gate.retrieve``), printed:
 
 - recall@1 per kind, questions about a product in the catalogue: word retrieval (``ask``
   without ``--meaning-weight``), WordLlama's embeddings alone over the whole catalogue, and
-  word retrieval's ``--candidates`` first records re-scored by ``meaning.fuse`` per gamma;
+  word retrieval's ``--candidates`` first records re-scored by ``meaning.fuse`` (with
+  ``--floor`` added to the word score) per gamma, and recall@3 (the records ``ask`` shows);
 - the gate (``doubt.retrieval_doubtful`` on the first 3, as ``ask --abstain-below`` applies
   it) per (gamma, ratio): right and wrong first record and false abstention (questions about
   a product), abstention on absent products. Gamma 0 is ``ask`` without the flag.
@@ -34,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex, Source
-from amazon_sft.answering.meaning import CANDIDATES, embedder, fuse, record_text
+from amazon_sft.answering.meaning import CANDIDATES, WORD_SCORE_FLOOR, embedder, fuse, record_text
 from amazon_sft.answering.query_words import english_query
 from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
 from bench.abstain_gate import retrieve
@@ -110,6 +111,9 @@ def main() -> None:
     p.add_argument("--data", type=Path, required=True, help="the prepared folder (its index)")
     p.add_argument("--questions", type=Path, nargs="+", required=True, help="question files")
     p.add_argument("--candidates", type=int, default=CANDIDATES, help="records re-scored")
+    p.add_argument(
+        "--floor", type=float, default=WORD_SCORE_FLOOR, help="added to the word score (fuse)"
+    )
     p.add_argument("--gammas", type=float, nargs="+", default=[0, 2, 3, 4])
     p.add_argument("--ratios", type=float, nargs="+", default=[1.4, 1.6, 1.8, 2.0])
     p.add_argument(
@@ -121,19 +125,20 @@ def main() -> None:
     p.add_argument(
         "--compare",
         type=float,
-        nargs=2,
+        nargs=4,
         action="append",
-        metavar=("GAMMA", "RATIO"),
-        help="twice: the paired change from the first (gamma, ratio) to the second",
+        metavar=("GAMMA", "RATIO", "FLOOR", "CANDIDATES"),
+        help="twice: the paired change from the first setting to the second (gamma 0: words only)",
     )
     args = p.parse_args()
     if args.compare and len(args.compare) != 2:
-        p.error("--compare GAMMA RATIO is given twice: before, then after")
+        p.error("--compare GAMMA RATIO FLOOR CANDIDATES is given twice: before, then after")
 
     model = embedder()
     index = CatalogueIndex(args.data)
     records = [index.record(i) for i in range(len(index))]
-    rows = [r for f in args.questions for r in retrieve(args.data, f, args.candidates)]
+    most = max([args.candidates] + [int(c[3]) for c in args.compare or []])
+    rows = [r for f in args.questions for r in retrieve(args.data, f, most)]
     text = {r["uid"]: record_text(r["title"], r["content"]) for r in records}
     start = time.perf_counter()
     uids = list(text)
@@ -149,13 +154,17 @@ def main() -> None:
     print(f"{len(present)} questions about a product, {len(rows) - len(present)} absent; "
           f"{len(uids)} records embedded in {took:.1f} s ({took / len(uids) * 1000:.3f} ms a record)")  # fmt: skip
 
-    def fused(gamma: float) -> list[list[Source]]:
-        return [
-            fuse(r["sources"], cosines[i, [position[s.uid] for s in r["sources"]]], gamma)
-            for i, r in enumerate(rows)
-        ]
+    def fused(gamma: float, floor: float, candidates: int) -> list[list[Source]]:
+        if gamma == 0:  # ask without --meaning-weight: word retrieval as it is
+            return [r["sources"] for r in rows]
+        out = []
+        for i, r in enumerate(rows):
+            sources = r["sources"][:candidates]
+            near = cosines[i, [position[s.uid] for s in sources]]
+            out.append(fuse(sources, near, gamma, floor))
+        return out
 
-    by_gamma = {g: fused(g) for g in args.gammas}
+    by_gamma = {g: fused(g, args.floor, args.candidates) for g in args.gammas}
     print("\n| ranking | recall@1 | per kind |\n|---|---|---|")
     hits = [
         bool(rows[i]["sources"]) and rows[i]["sources"][0].uid == rows[i]["uid"] for i in present
@@ -165,7 +174,11 @@ def main() -> None:
     print(recall_line("embeddings alone (whole catalogue)", alone, kinds))
     for g in args.gammas:
         hits = [bool(by_gamma[g][i]) and by_gamma[g][i][0].uid == rows[i]["uid"] for i in present]
-        print(recall_line(f"fused, gamma={g:g}, N={args.candidates}", hits, kinds))
+        print(recall_line(f"fused, gamma={g:g}, N={args.candidates}, floor={args.floor:g}", hits, kinds))  # fmt: skip
+    print("\n| ranking | recall@3 |\n|---|---|")
+    for g in args.gammas:
+        hits = [rows[i]["uid"] in {s.uid for s in by_gamma[g][i][:GATE_K]} for i in present]
+        print(f"| gamma={g:g} | {np.mean(hits):.3f} |")
     asked_texts = [r["question"] for r in rows]
     words_ms, fused_ms = (
         search_cost(args.data, asked_texts, 0),
@@ -181,11 +194,13 @@ def main() -> None:
             cells = " | ".join(share(table[g, ratio][:, j]) for j in range(len(OUTCOMES)))
             print(f"| {g:g} | {ratio:g} | {cells} |")
     if args.compare:
-        (g0, r0), (g1, r1) = args.compare
-        before, after = gate_outcomes(rows, fused(g0), r0), gate_outcomes(rows, fused(g1), r1)
+        (g0, r0, f0, n0), (g1, r1, f1, n1) = args.compare
+        before = gate_outcomes(rows, fused(g0, f0, int(n0)), r0)
+        after = gate_outcomes(rows, fused(g1, f1, int(n1)), r1)
         cells = " | ".join(change(before[:, j], after[:, j]) for j in range(len(OUTCOMES)))
         print(f"\n| change, same questions | {' | '.join(OUTCOMES)} |\n" + "|---" * 5 + "|")
-        print(f"| gamma {g1:g} at {r1:g} - gamma {g0:g} at {r0:g} | {cells} |")
+        after, before = (f"gamma {g:g} at {r:g} (floor {f:g}, N {n:g})" for g, r, f, n in args.compare[::-1])  # fmt: skip
+        print(f"| {after} - {before} | {cells} |")
 
 
 if __name__ == "__main__":

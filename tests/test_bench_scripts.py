@@ -218,7 +218,7 @@ def test_query_cost_benchmark_compares_meaning_with_words_only():
     out = _run(
         "bench/query_cost.py", "--products", "2000", "--queries", "3", "--meaning-weight", "4"
     )
-    assert "| kind | --meaning-weight 4 | words only | ratio |" in out
+    assert "| kind | --meaning-weight 4 | words only | ratio to words only |" in out
     for kind in ("exact", "typo", "portuguese"):
         assert f"| {kind} | " in out
     assert out.count("x |") == 6
@@ -407,20 +407,26 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     questions = _titles_and_an_absent_product(prepared, tmp_path)
     out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
                str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2",
-               "--compare", "4", "2", "--compare", "4", "2", "--question-as", "indexed")  # fmt: skip
+               "--compare", "4", "2", "0.2", "50", "--compare", "4", "2", "0.2", "50",
+               "--question-as", "indexed")  # fmt: skip
     assert "5 questions about a product, 1 absent" in out
     assert re.search(r"search, CPU ms a question: words [\d.]+, with --meaning-weight [\d.]+", out)
     cells = [
         [c.strip() for c in line.split("|")[1:-1]] for line in out.splitlines() if line[:2] == "| "
     ]
     recall = {c[0]: c[1] for c in cells if len(c) == 3 and c[0] != "ranking"}
-    assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=10"] == "1.000"
-    assert "embeddings alone (whole catalogue)" in recall and "fused, gamma=4, N=10" in recall
+    assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=50, floor=0.2"] == "1.000"
+    assert "embeddings alone (whole catalogue)" in recall
+    assert "fused, gamma=4, N=50, floor=0.2" in recall
+    recall3 = {c[0]: c[1] for c in cells if len(c) == 2 and c[0] != "ranking"}
+    assert recall3["gamma=0"] == "1.000" and "gamma=4" in recall3
     gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] not in ("gamma",)}
     assert set(gate) == {("0", "1.4"), ("0", "2"), ("4", "1.4"), ("4", "2")}
     for right, wrong, false, absent in gate.values():
         shares = [float(x.split()[0]) for x in (right, wrong, false)]
         assert sum(shares) == pytest.approx(1.0, abs=0.002)
         assert re.fullmatch(r"[01]\.000 \[[01]\.000, [01]\.000\]", absent)  # one absent product
-    change = next(c for c in cells if c[0].startswith("gamma 4 at 2 - gamma 4 at 2"))
+    change = next(
+        c for c in cells if c[0].startswith("gamma 4 at 2 (floor 0.2, N 50) - gamma 4 at 2")
+    )
     assert all(x.startswith("+0.000") for x in change[1:])

@@ -50,8 +50,8 @@ def shelf(tmp_path_factory):
 
 def test_a_need_in_other_words_finds_its_product_by_meaning(shelf):
     """Word retrieval puts the crowd study first for a parent's need (it shares "crowds"); by
-    meaning too, the parent's guide comes first, its score the word score x exp(gamma x
-    cosine), so the gate's ratio reads both."""
+    meaning too, the parent's guide comes first, its score (the word score + the floor) x
+    exp(gamma x cosine), so the gate's ratio reads both."""
     words = CatalogueIndex(shelf).search(NEED, 3)
     assert [s.uid for s in words[:2]] == ["u1", "u0"]
     fused = CatalogueIndex(shelf, meaning_weight=4.0).search(NEED, 3)
@@ -61,7 +61,7 @@ def test_a_need_in_other_words_finds_its_product_by_meaning(shelf):
     for s in fused:
         before = next(w for w in words if w.uid == s.uid)
         record = model.embed([meaning.record_text(s.title, s.content)], norm=True)[0]
-        expected = before.score * math.exp(4.0 * float(record @ asked))
+        expected = (before.score + meaning.WORD_SCORE_FLOOR) * math.exp(4.0 * float(record @ asked))
         assert s.score == pytest.approx(expected, abs=2e-3)
 
 
@@ -81,6 +81,97 @@ def test_a_removed_product_stays_out_when_meaning_rescores(shelf):
     found = WithoutRows(index, frozenset({0})).search(NEED, 3)
     assert found and "u0" not in {s.uid for s in found}
     assert found[0].uid == "u1"
+
+
+HILLS = [
+    (f"Walking Guide to the {hills} Hills", f"A guide to {n} short walks in the {hills} hills.")
+    for hills, n in [
+        ("Cotswold", 20),
+        ("Malvern", 15),
+        ("Chiltern", 25),
+        ("Mendip", 12),
+        ("Quantock", 18),
+        ("Pennine", 30),
+        ("Brecon", 22),
+        ("Lammermuir", 16),
+        ("Ochil", 14),
+        ("Pentland", 19),
+        ("Cheviot", 21),
+        ("Howgill", 17),
+    ]
+]
+HEADACHE = (
+    "The Hormone Headache: A Guide",
+    "Why menstrual migraines strike and how to prevent and treat them: hormones, diet and "
+    "medicine for women.",
+)
+PERIOD = "my head hurts badly every month around my period, is there a guide"
+"""Shares only "guide" with every record: the headache guide, a longer record, is 13th by words."""
+
+
+def _catalogue(folder, shelf) -> None:
+    with open(folder / "catalogue.jsonl", "wb") as fh:
+        for i, (title, content) in enumerate(shelf):
+            fh.write(orjson.dumps({"uid": f"u{i}", "title": title, "content": content}) + b"\n")
+    build_index(folder)
+
+
+@pytest.fixture(scope="module")
+def hills(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hills")
+    _catalogue(folder, [*HILLS, HEADACHE])
+    return folder
+
+
+def test_a_product_words_barely_found_comes_first_by_meaning(hills):
+    """Twelve walking guides lead by words on "guide", the one word the question shares with
+    every record; the headache guide, 13th by words, is first by meaning: word retrieval's
+    first 50 are read, and the floor lets meaning order records words found about equally little."""
+    ranked = [i for i, _ in CatalogueIndex(hills).top(PERIOD, 20)]
+    assert ranked.index(12) == 12
+    found = CatalogueIndex(hills, meaning_weight=4.0).search(PERIOD, 3)
+    assert found[0].uid == "u12"
+    assert found[0].words_score < found[1].words_score
+
+
+@pytest.mark.parametrize("question", [PERIOD, "Walking Guide to the Ochil Hills", "ochil"])
+@pytest.mark.parametrize("k", [1, 3])
+def test_pruned_embedding_keeps_exactly_the_first_k_of_embedding_all(hills, question, k):
+    """``by_meaning`` embeds a record past the first ten only if it could still reach the first
+    k: the first k are those of fusing every candidate, scores and all."""
+    index = CatalogueIndex(hills)
+    sources = index.ranked(question, index.top(question, meaning.CANDIDATES), meaning.CANDIDATES)
+    model = meaning.embedder()
+    asked = model.embed([question], norm=True)[0]
+    records = model.embed([meaning.record_text(s.title, s.content) for s in sources], norm=True)
+    assert (
+        meaning.by_meaning(question, sources, 4.0, k)
+        == meaning.fuse(sources, records @ asked, 4.0)[:k]
+    )
+
+
+def test_a_record_that_cannot_reach_the_first_k_is_never_embedded(hills, monkeypatch):
+    """The cost: three guides named by their hills lead by words; for the first record (k = 1)
+    no record past the first ten could pass the leader even with a cosine of 1, so none of
+    them is embedded (with k = 3 the third place is within reach of them, and they are)."""
+    index = CatalogueIndex(hills, meaning_weight=4.0)
+    model = meaning.embedder()
+    embedded = []
+    real = model.embed
+
+    def counting(texts, **kw):
+        embedded.extend(texts)
+        return real(texts, **kw)
+
+    monkeypatch.setattr(model, "embed", counting)
+    question = "walking guide to the ochil pentland and cheviot hills"
+    found = index.search(question, 1)
+    assert found[0].title == "Walking Guide to the Cheviot Hills"
+    assert len(embedded) == 1 + meaning.FIRST_EMBEDDED  # the question, the first ten
+    assert not any(text.startswith(HEADACHE[0]) for text in embedded)
+    embedded.clear()
+    index.search(question, 3)
+    assert len(embedded) == 1 + len(HILLS) + 1
 
 
 def test_the_index_loads_wordllama_when_built_so_the_first_question_pays_no_load(shelf):
@@ -133,13 +224,14 @@ def test_ask_sources_only_json_with_meaning_and_the_gate(shelf):
 def test_a_rescored_source_shows_its_word_score_and_cosine(shelf):
     """A new user could not tell why the order changed: each re-scored source carries the word
     score it had and its cosine (``--json``: ``words_score``, ``cosine``; text: both after the
-    score), and the score is the one times exp(gamma x the other)."""
+    score), and the score is the one (plus the floor) times exp(gamma x the other)."""
     base = [sys.executable, "-m", "amazon_sft.cli", "ask", "--index", str(shelf), "--sources-only"]
     proc = subprocess.run([*base, "--json", "--meaning-weight", "4", NEED],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     for s in json.loads(proc.stdout.strip().splitlines()[-1])["sources"]:
-        assert s["score"] == pytest.approx(s["words_score"] * math.exp(4 * s["cosine"]), rel=2e-3)
+        fused = (s["words_score"] + meaning.WORD_SCORE_FLOOR) * math.exp(4 * s["cosine"])
+        assert s["score"] == pytest.approx(fused, rel=2e-3)
     proc = subprocess.run([*base, "--meaning-weight", "4", NEED],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert re.search(r"retrieval score [\d.]+: words [\d.]+, meaning cosine -?[\d.]+", proc.stdout)

@@ -133,8 +133,8 @@ def add_abstain_flag(p) -> None:
         type=float,
         default=0.0,
         metavar="GAMMA",
-        help="re-score retrieval's first 10 records by meaning too: score x exp(GAMMA x cosine) "
-        "in a static embedding (wordllama), GAMMA from 0 (words only, the default) to 20. It "
+        help="re-score retrieval's first 50 records by meaning too: (score + 0.2) x exp(GAMMA x "
+        "cosine) in a static embedding (wordllama), GAMMA from 0 (words only, the default) to 20. It "
         "changes the scale of the ratio --abstain-below reads: on a real catalogue use 4 with "
         "--abstain-below 2.0; alone it only reorders the records (answering/meaning.py, "
         "docs/grounded.md)",

@@ -338,5 +338,5 @@ class CatalogueIndex:
         if self.meaning_weight:
             from amazon_sft.answering.meaning import by_meaning
 
-            out = by_meaning(question, out, self.meaning_weight)
+            return by_meaning(question, out, self.meaning_weight, k)
         return out[:k]

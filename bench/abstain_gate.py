@@ -72,8 +72,12 @@ def word_share(words: list[str], title: str, content: str) -> float:
     return round(sum(w in have for w in words) / len(words), 3)
 
 
-def retrieve(data_dir: Path, questions_file: Path, k: int) -> list[dict]:
-    index = CatalogueIndex(data_dir)
+def retrieve(
+    data_dir: Path, questions_file: Path, k: int, meaning_weight: float = 0.0
+) -> list[dict]:
+    """Each question's ``k`` records as ``ask`` retrieves them (``meaning_weight``: its
+    ``--meaning-weight``), with the asked product taken out where the file takes it out."""
+    index = CatalogueIndex(data_dir, meaning_weight=meaning_weight)
     questions = E.read_questions(questions_file)
     products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
     questions, _ = E.keep_answerable(questions, products)

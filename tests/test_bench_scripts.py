@@ -375,6 +375,26 @@ def _titles_and_an_absent_product(prepared: Path, tmp_path: Path) -> Path:
     return questions
 
 
+def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path):
+    """bench/learned_gate.py: a weight per feature and the bias, then per collection (dev and
+    each test) the ratio gate's and the learned gate's outcomes and their paired change; the
+    first three outcomes of the questions about a product sum to 1."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
+    out = _run("bench/learned_gate.py", "--data", str(prepared), "--dev", str(questions),
+               "--test", str(questions))  # fmt: skip
+    assert "fitted on 6 dev questions" in out
+    assert out.count("  ") >= 10 and "bias:" in out and "a rule of doubt.py fires:" in out
+    assert "(dev: fitted on)" in out and "(test)" in out
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in out.splitlines()
+        if line.startswith(("| ratio", "| learned"))
+    ]
+    assert len(rows) == 4
+    for row in rows:
+        assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
+
+
 def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
     prepared, tuned_run, tmp_path
 ):

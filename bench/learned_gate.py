@@ -1,8 +1,9 @@
 """A probe: a logistic gate fitted on dev questions, against ``ask``'s ratio gate.
 
 ``ask --abstain-below 2.0 --meaning-weight 4`` abstains when the first record's fused score is
-under 2x the second's or a rule of answering/doubt.py fires. Nine numbers of the same first
-three records (``FEATURES``) may tell a product that is there from one that is not better than
+under 2x the second's or a rule of answering/doubt.py fires. Eight numbers of the same first
+three records (``FEATURES``: ratios and cosines, not scores, whose scale grows with the
+catalogue) may tell a product that is there from one that is not better than
 the ratio alone: this fits a logistic regression on them over the ``--dev`` questions (label:
 the first record is the asked product), then gates each ``--test`` question as
 
@@ -41,7 +42,6 @@ FEATURES = (
     "log word-score ratio",
     "cosine of the first",
     "cosine lead over the next two",
-    "log fused score of the first",
     "a rule of doubt.py fires",
     "fewer than two records",
     "Portuguese question",
@@ -53,12 +53,12 @@ def features(question: str, sources: list) -> list[float]:
     """``FEATURES`` of a question and its first records (fused, as ``ask`` ranks them).
 
     >>> from amazon_sft.answering.index import Source
-    >>> s = [Source("a", "A", "", 4.0, 2.0, 0.5), Source("b", "B", "", 2.0, 1.0, 0.25)]
+    >>> s = [Source("a", "The Cat", "", 4.0, 2.0, 0.5), Source("b", "Cat Tales", "", 2.0, 1.0, 0.25)]
     >>> [round(x, 3) for x in features("the cat", s)]
-    [0.693, 0.693, 0.5, 0.25, 1.386, 0.0, 0.0, 0.0, 2.0]
+    [0.693, 0.693, 0.5, 0.25, 0.0, 0.0, 0.0, 2.0]
     """
     if not sources:
-        return [0, 0, 0, 0, math.log(1e-3), 1, 1, is_portuguese(question), len(question.split())]
+        return [0, 0, 0, 0, 1, 1, is_portuguese(question), len(question.split())]
     first, rest = sources[0], sources[1:GATE_K]
     second = rest[0].score if rest else 1e-3
     words = [(s.words_score or s.score) + 1e-3 for s in (first, *rest[:1])] + [1e-3]
@@ -70,7 +70,6 @@ def features(question: str, sources: list) -> list[float]:
         math.log(words[0] / words[1]),
         cosine,
         lead,
-        math.log(max(first.score, 1e-3)),
         float(rule),
         float(len(sources) < 2),
         float(is_portuguese(question)),
@@ -99,7 +98,7 @@ def table(rows: list[dict], args, scale, w) -> tuple[np.ndarray, np.ndarray]:
         f = features(r["question"], r["sources"])
         doubts = (
             retrieval_doubtful(r["sources"][:GATE_K], args.ratio, r["question"]),
-            f[5] > 0 or math.exp(f[0]) < args.floor_ratio or p < args.threshold,
+            f[4] > 0 or math.exp(f[0]) < args.floor_ratio or p < args.threshold,
         )
         for out, doubtful in zip((ratio_gate, learned), doubts):
             if r["absent"]:

@@ -300,7 +300,10 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     report = json.loads((out / "report.json").read_text())
     assert report["abstain_below"] == 1e9 and report["quote_when_sure"] is True
     assert report["meaning_weight"] == 4.0
-    assert "exp(4 x cosine) (`--meaning-weight`" in (out / "report.md").read_text()
+    assert (  # the formula ask applies, floor and candidates included
+        "its first 50 records by meaning too: (score + 0.2) x exp(4 x cosine) (`--meaning-weight`"
+        in (out / "report.md").read_text()
+    )
     assert report["own_right"] == {"model": {"right": 0, "of": 2}}
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()

@@ -230,9 +230,12 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         "",
     ]
     if result.get("meaning_weight"):
+        from amazon_sft.answering.meaning import CANDIDATES, WORD_SCORE_FLOOR
+
         lines += [
-            "Retrieval re-scored its first records by meaning too: score x exp("
-            f"{result['meaning_weight']:g} x cosine) (`--meaning-weight`, answering/meaning.py).",
+            f"Retrieval re-scored its first {CANDIDATES} records by meaning too: (score + "
+            f"{WORD_SCORE_FLOOR:g}) x exp({result['meaning_weight']:g} x cosine) "
+            "(`--meaning-weight`, answering/meaning.py).",
             "",
         ]
     if result.get("abstain_below"):

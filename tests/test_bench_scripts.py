@@ -402,7 +402,9 @@ def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path
     out = _run("bench/learned_gate.py", "--data", str(prepared), "--dev", str(questions),
                "--test", str(questions))  # fmt: skip
     assert "fitted on 6 dev questions" in out
-    assert out.count("  ") >= 10 and "bias:" in out and "a rule of doubt.py fires:" in out
+    weights = [line for line in out.splitlines() if line.startswith("  ")]
+    assert len(weights) == 9 and weights[-1].startswith("  bias:")  # eight features, the bias
+    assert "a rule of doubt.py fires:" in out
     assert "(dev: fitted on)" in out and "(test)" in out
     rows = [
         [c.strip() for c in line.split("|")[1:-1]]

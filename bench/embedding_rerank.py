@@ -42,12 +42,15 @@ RECORD_CHARS = 400
 
 
 @torch.no_grad()
-def embed(model, tok, texts: list[str], prompt: str, batch: int = 16) -> dict[str, np.ndarray]:
-    """{"eol": last token's last hidden state, "mean": the mean over tokens} of each text."""
+def embed(
+    model, tok, texts: list[str], prompt: str, batch: int = 16, max_length: int = 160
+) -> dict[str, np.ndarray]:
+    """{"eol": last token's last hidden state, "mean": the mean over tokens} of each text
+    (cut at ``max_length`` tokens)."""
     out: dict[str, list[np.ndarray]] = {"eol": [], "mean": []}
     for i in range(0, len(texts), batch):
         enc = tok([prompt.format(t) for t in texts[i : i + batch]], return_tensors="pt",
-                  padding=True, truncation=True, max_length=160)  # fmt: skip
+                  padding=True, truncation=True, max_length=max_length)  # fmt: skip
         last = model(**enc, output_hidden_states=True).hidden_states[-1].float()
         mask = enc["attention_mask"].unsqueeze(-1).float()
         out["eol"].append(last[:, -1].numpy())  # left padding: the last token is the text's

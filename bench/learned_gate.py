@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import doubt_rule, retrieval_doubtful
 from amazon_sft.answering.query_words import is_portuguese
 from bench.abstain_gate import retrieve
-from bench.static_embedding_fusion import OUTCOMES, change, share
+from bench.static_embedding_fusion import OUTCOMES, change, outcome_table, share
 
 GATE_K = 3
 FEATURES = (
@@ -90,23 +90,14 @@ def fit(x: np.ndarray, y: np.ndarray, l2: float = 1.0, steps: int = 3000) -> np.
 
 def table(rows: list[dict], args, scale, w) -> tuple[np.ndarray, np.ndarray]:
     """Per question, 0/1 per ``OUTCOMES`` for the ratio gate and the learned one."""
-    ratio_gate = np.full((len(rows), 4), np.nan)
-    learned = np.full((len(rows), 4), np.nan)
-    for n, r in enumerate(rows):
-        x = (np.array(features(r["question"], r["sources"])) - scale[0]) / scale[1]
-        p = 1 / (1 + np.exp(-(x @ w[:-1] + w[-1])))
-        f = features(r["question"], r["sources"])
-        doubts = (
-            retrieval_doubtful(r["sources"][:GATE_K], args.ratio, r["question"]),
-            f[4] > 0 or math.exp(f[0]) < args.floor_ratio or p < args.threshold,
-        )
-        for out, doubtful in zip((ratio_gate, learned), doubts):
-            if r["absent"]:
-                out[n, 3] = doubtful
-            else:
-                right = not doubtful and r["sources"][0].uid == r["uid"]
-                out[n, :3] = (right, not doubtful and not right, doubtful)
-    return ratio_gate, learned
+    ratio_doubts, learned_doubts = [], []
+    for r in rows:
+        f = np.array(features(r["question"], r["sources"]))
+        p = 1 / (1 + np.exp(-((f - scale[0]) / scale[1] @ w[:-1] + w[-1])))
+        ratio_doubts.append(retrieval_doubtful(r["sources"][:GATE_K], args.ratio, r["question"]))
+        learned_doubts.append(f[4] > 0 or math.exp(f[0]) < args.floor_ratio or p < args.threshold)
+    sources = [r["sources"] for r in rows]
+    return outcome_table(rows, sources, ratio_doubts), outcome_table(rows, sources, learned_doubts)
 
 
 def main() -> None:

@@ -62,9 +62,14 @@ def gate_outcomes(rows: list[dict], fused: list[list[Source]], ratio: float) -> 
     >>> gate_outcomes([row], [[Source("a", "A", "", 3.0), Source("b", "B", "", 1.0)]], 1.4)
     array([[ 1.,  0.,  0., nan]])
     """
+    doubts = [retrieval_doubtful(s[:GATE_K], ratio, r["question"]) for r, s in zip(rows, fused)]
+    return outcome_table(rows, fused, doubts)
+
+
+def outcome_table(rows: list[dict], fused: list[list[Source]], doubts: list[bool]) -> np.ndarray:
+    """``gate_outcomes`` for any gate: its decision (doubtful or not) on each question."""
     out = np.full((len(rows), len(OUTCOMES)), np.nan)
-    for n, (row, sources) in enumerate(zip(rows, fused)):
-        doubtful = retrieval_doubtful(sources[:GATE_K], ratio, row["question"])
+    for n, (row, sources, doubtful) in enumerate(zip(rows, fused, doubts)):
         if row["absent"]:
             out[n, 3] = doubtful
         else:
@@ -104,26 +109,21 @@ def wordllama():
 
 def encoder(folder: Path, tokens: int, batch: int = 64):
     """Mean-pooled, normalised last hidden states of the transformers model in ``folder``
-    (what sentence-transformers does for all-MiniLM-L6-v2), texts cut at ``tokens``."""
-    import torch
+    (what sentence-transformers does for all-MiniLM-L6-v2), texts cut at ``tokens``
+    (``embedding_rerank.embed``'s mean)."""
     from transformers import AutoModel, AutoTokenizer
+
+    from bench.embedding_rerank import embed
 
     tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
     if tok.pad_token is None:  # a causal LM's tokenizer: padding is masked out anyway
         tok.pad_token = tok.eos_token
 
-    def embed(texts: list[str]) -> np.ndarray:
-        out = []
-        with torch.no_grad():
-            for i in range(0, len(texts), batch):
-                b = tok(texts[i : i + batch], padding=True, truncation=True, max_length=tokens,
-                        return_tensors="pt")  # fmt: skip
-                mask = b["attention_mask"].unsqueeze(-1).float()
-                pooled = (model(**b).last_hidden_state * mask).sum(1) / mask.sum(1)
-                out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
-        return np.vstack(out)
+    def mean(texts: list[str]) -> np.ndarray:
+        pooled = embed(model, tok, texts, "{}", batch, tokens)["mean"]
+        return pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
 
-    return embed
+    return mean
 
 
 def search_cost(data: Path, questions: list[str], gamma: float) -> float:

@@ -32,7 +32,8 @@ def add_commands(sub) -> None:
                 "--json",
                 action="store_true",
                 help='one JSON line per question: {"answer", "mode", "cited", "doubtful", '
-                '"doubt", "quoted", "sources"}',
+                '"doubt", "quoted", "sources"}; with --sources-only {"question", "sources"} '
+                '(and "doubtful", "doubt" with --abstain-below)',
             )
             p.add_argument(
                 "--sources-only", action="store_true", help="retrieval only; no model needed"

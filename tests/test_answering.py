@@ -101,12 +101,18 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared):
         ([*only, "--quote-when-sure"], "--abstain-below RATIO"),
         ([*only, "--abstain-below", "1.4", "--quote-when-sure"], "--sources-only"),
         (["ask", "Tell " * 500, "--index", str(prepared), "--sources-only"], "at most 2000"),
+        # a ratio under 1 never doubts (the first record scores at least the second), so the
+        # gate said "sure" of every question: refused, naming 1 (the other rules only)
+        ([*only, "--abstain-below", "0.5"], "under 1"),
+        # the refusal names the option that is wrong, not every count option
+        ([*only, "--k", "0"], "--k must be >= 1"),
     ):
         proc = _cli(*args)
         assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+    assert "--max-new-tokens" not in _cli(*only, "--k", "0").stderr
     sure, unsure, off = (
         json.loads(_cli(*only, "--json", *extra).stdout)
-        for extra in (["--abstain-below", "1e-9"], ["--abstain-below", "1e9"], [])
+        for extra in (["--abstain-below", "1"], ["--abstain-below", "1e9"], [])
     )
     assert sure["doubtful"] is False and unsure["doubtful"] is True and "doubtful" not in off
     text = _cli(*only, "--abstain-below", "1e9").stdout
@@ -153,7 +159,7 @@ def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_
     title = _records(prepared, 1)[0]["title"]
     common = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "6",
               "--grounded")  # fmt: skip
-    quoted = _cli("ask", f"Tell me about {title}", *common, "--abstain-below", "1e-9",
+    quoted = _cli("ask", f"Tell me about {title}", *common, "--abstain-below", "1",
                   "--quote-when-sure")  # fmt: skip
     assert quoted.returncode == 0, quoted.stderr[-2000:]
     assert "(the first record's answer: retrieval was sure" in quoted.stdout
@@ -178,7 +184,7 @@ def test_an_abstention_by_the_gate_says_why(prepared, tuned_run):
     assert line["doubtful"] and "times the second's" in line["doubt"]
     only = ("--index", str(prepared), "--sources-only", "--abstain-below")
     gated = json.loads(_cli("ask", f"Tell me about {title}", *only, "1e9", "--json").stdout)
-    sure = json.loads(_cli("ask", f"Tell me about {title}", *only, "1e-9", "--json").stdout)
+    sure = json.loads(_cli("ask", f"Tell me about {title}", *only, "1", "--json").stdout)
     assert "times the second's" in gated["doubt"] and sure["doubt"] is None
     said = _cli("ask", f"Tell me about {title}", *only, "1e9").stdout
     assert "Retrieval is not sure (--abstain-below 1000000000.0): the first record's" in said

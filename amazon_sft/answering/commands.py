@@ -118,7 +118,7 @@ def add_abstain_flag(p) -> None:
         default=0.0,
         metavar="RATIO",
         help="grounded mode: say the catalogue has no such product, without generating, when "
-        "the first record's retrieval score is under RATIO times the second's (0: never; on "
+        "the first record's retrieval score is under RATIO times the second's (0: never; 1: the gate's other rules only; on "
         "the real dev questions 1.4 with words only, bench/abstain_gate.py, and 2.0 with "
         "--meaning-weight 4, bench/static_embedding_fusion.py; docs/grounded.md)",
     )
@@ -151,9 +151,25 @@ def check_meaning_weight(value: float) -> float:
 
 
 def check_abstain_below(value: float) -> float:
+    """0 (no gate) or a finite ratio of at least 1: the first record scores at least the
+    second, so a ratio under 1 never doubts and the gate would call every question sure."""
     if not value >= 0 or value == float("inf"):
         raise UserError(f"--abstain-below must be a finite number >= 0, got {value}")
+    if 0 < value < 1:
+        raise UserError(
+            f"--abstain-below {value:g} is under 1, and the first record always scores at least "
+            "the second, so it would never doubt: give 0 (no gate), 1 (the gate's other rules "
+            "only) or a ratio such as 2.0"
+        )
     return value
+
+
+def check_counts(k: int | None, max_new_tokens: int | None = None) -> None:
+    """``--k`` (records in the prompt) and ``--max-new-tokens`` are counts of at least 1; the
+    refusal names the one that is wrong."""
+    for flag, value in (("--k", k), ("--max-new-tokens", max_new_tokens)):
+        if value is not None and value < 1:
+            raise UserError(f"{flag} must be >= 1, got {value}")
 
 
 def check_question_length(question: str) -> None:
@@ -214,8 +230,7 @@ def _session(args):
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
 
-    if args.max_new_tokens < 1 or (args.k is not None and args.k < 1):
-        raise UserError("--max-new-tokens and --k must be >= 1")
+    check_counts(args.k, args.max_new_tokens)
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
     meaning = check_meaning_weight(args.meaning_weight)
     spec = args.model or _default_model()
@@ -291,10 +306,7 @@ def _run_ask(args) -> int:
     from amazon_sft.answering.doubt import doubt_reason
     from amazon_sft.answering.index import CatalogueIndex, Source
 
-    if (args.k is not None and args.k < 1) or args.max_new_tokens < 1:
-        raise UserError(
-            f"--k and --max-new-tokens must be >= 1 (got {args.k}, {args.max_new_tokens})"
-        )
+    check_counts(args.k, args.max_new_tokens)
     abstain_below = check_abstain_below(args.abstain_below)
     meaning = check_meaning_weight(args.meaning_weight)
     check_quote_when_sure(args)

@@ -12,6 +12,7 @@ import orjson
 from amazon_sft.answering.commands import (
     add_abstain_flag,
     check_abstain_below,
+    check_counts,
     check_meaning_weight,
     check_quote_when_sure,
 )
@@ -67,8 +68,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         raise UserError("--questions runs in one process: launch eval without several processes")
     if args.backend != "hf":
         raise UserError("--questions answers through transformers, as ask does: drop --backend")
-    if args.k is not None and args.k < 1:
-        raise UserError(f"--k must be >= 1, got {args.k}")
+    check_counts(args.k)
     abstain_below = check_abstain_below(args.abstain_below)
     quote_when_sure = check_quote_when_sure(args)
     meaning = check_meaning_weight(args.meaning_weight)

@@ -208,6 +208,7 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 
 
 def main(argv: list[str] | None = None) -> int:
+    from amazon_sft.answering.commands import check_abstain_below
     from amazon_sft.evaluation.heldout_questions import (
         demo_questions,
         heldout_questions,
@@ -215,6 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     args = parse_args(argv)
+    check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"

@@ -416,6 +416,32 @@ def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path
         assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
 
 
+def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
+    prepared, tuned_run, tmp_path
+):
+    """bench/verifier_gate.py: training pairs from the catalogue's own generated questions (some
+    right, some not), a saved verifier, both AUCs, and one row for the shipped gate and one per
+    ``--rule``, whose first three outcomes of questions about a product sum to 1."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
+    out = _run("bench/verifier_gate.py", "--data", str(prepared), "--base", str(tuned_run / "final"),
+               "--out", str(tmp_path / "verifier"), "--questions", str(questions), "--rows", "4",
+               "--batch", "4", "--tokens", "48", "--meaning-weight", "0",
+               "--rule", "1.4", "0.5", "0.9")  # fmt: skip
+    made = int(out.split(" training pairs (")[0].split()[-1])
+    right = int(out.split(" training pairs (")[1].split()[0])
+    assert 0 < right < made
+    assert (tmp_path / "verifier" / "config.json").is_file()
+    assert "ROC AUC, first record right vs absent: verifier" in out
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in out.splitlines()
+        if line.startswith(("| shipped", "| p <"))
+    ]
+    assert len(rows) == 2
+    for row in rows:
+        assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
+
+
 def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
     prepared, tuned_run, tmp_path
 ):

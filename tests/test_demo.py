@@ -102,3 +102,16 @@ def test_the_committed_heldout_questions_are_the_demo_catalogues(tmp_path):
         "attribute",
         "absent",
     }
+
+
+def test_demo_refuses_a_gate_that_never_doubts_before_it_generates_anything(tmp_path):
+    """``--abstain-below`` under 1 would only be refused by ask, minutes in (after the catalogue
+    is generated and prepared): the demo checks it first, with ask's one-line error."""
+    out = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", "demo", "--config", "tiny", "--out", str(out),
+         "--abstain-below", "0.5"],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "under 1" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()

@@ -208,7 +208,7 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from amazon_sft.answering.commands import check_abstain_below
+    from amazon_sft.answering.option_checks import check_abstain_below
     from amazon_sft.evaluation.heldout_questions import (
         demo_questions,
         heldout_questions,

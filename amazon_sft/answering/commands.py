@@ -5,11 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from amazon_sft.answering.option_checks import (
+    check_abstain_below,
+    check_counts,
+    check_meaning_weight,
+    check_question_length,
+    check_quote_when_sure,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
-
-MAX_MEANING_WEIGHT = 20.0
-"""A cosine is at most 1: beyond exp(20) the words' score no longer counts."""
 
 
 def add_commands(sub) -> None:
@@ -140,56 +144,6 @@ def add_abstain_flag(p) -> None:
         "--abstain-below 2.0; alone it only reorders the records (answering/meaning.py, "
         "docs/grounded.md)",
     )
-
-
-def check_meaning_weight(value: float) -> float:
-    if not 0 <= value <= MAX_MEANING_WEIGHT:
-        raise UserError(
-            f"--meaning-weight must be between 0 and {MAX_MEANING_WEIGHT:g}, got {value}"
-        )
-    return value
-
-
-def check_abstain_below(value: float) -> float:
-    """0 (no gate) or a finite ratio of at least 1: the first record scores at least the
-    second, so a ratio under 1 never doubts and the gate would call every question sure."""
-    if not value >= 0 or value == float("inf"):
-        raise UserError(f"--abstain-below must be a finite number >= 0, got {value}")
-    if 0 < value < 1:
-        raise UserError(
-            f"--abstain-below {value:g} is under 1, and the first record always scores at least "
-            "the second, so it would never doubt: give 0 (no gate), 1 (the gate's other rules "
-            "only) or a ratio such as 2.0"
-        )
-    return value
-
-
-def check_counts(k: int | None, max_new_tokens: int | None = None) -> None:
-    """``--k`` (records in the prompt) and ``--max-new-tokens`` are counts of at least 1; the
-    refusal names the one that is wrong."""
-    for flag, value in (("--k", k), ("--max-new-tokens", max_new_tokens)):
-        if value is not None and value < 1:
-            raise UserError(f"{flag} must be >= 1, got {value}")
-
-
-def check_question_length(question: str) -> None:
-    """A question longer than ``ask.MAX_QUESTION_CHARS`` (spaces collapsed) is refused, not cut."""
-    from amazon_sft.answering.ask import MAX_QUESTION_CHARS
-
-    chars = len(" ".join(question.split()))
-    if chars > MAX_QUESTION_CHARS:
-        raise UserError(
-            f"the question is {chars} characters; at most {MAX_QUESTION_CHARS}: ask it shorter"
-        )
-
-
-def check_quote_when_sure(args) -> bool:
-    """``--quote-when-sure`` reads the gate's ratio: refused without it."""
-    if args.quote_when_sure and not args.abstain_below:
-        raise UserError(
-            "--quote-when-sure needs --abstain-below RATIO > 0: retrieval is sure above it"
-        )
-    return args.quote_when_sure
 
 
 def _add_trust_flag(p) -> None:

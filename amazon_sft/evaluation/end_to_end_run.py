@@ -9,8 +9,8 @@ from pathlib import Path
 
 import orjson
 
-from amazon_sft.answering.commands import (
-    add_abstain_flag,
+from amazon_sft.answering.commands import add_abstain_flag
+from amazon_sft.answering.option_checks import (
     check_abstain_below,
     check_counts,
     check_meaning_weight,

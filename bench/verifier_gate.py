@@ -14,14 +14,17 @@ evaluation questions:
   first record once the product is taken out of the index (label 0: what an absent product's
   question retrieves, the sibling the ratio gate lets through).
 
-Then, on each ``--questions`` file as ``ask`` retrieves it (``--meaning-weight``), it prints
-the ROC AUC of the model's probability p and of the ratio (the first record right vs absent),
-and the outcomes of the shipped gate and of
+With ``--dev``, shoppers' own questions are added (their first record, right or not, and the
+product asked when retrieved), repeated ``--dev-repeat`` times. Then, on each ``--questions``
+file as ``ask`` retrieves it (``--meaning-weight``), it prints the ROC AUC of the model's
+probability p and of the ratio (the first record right vs absent), and the outcomes of the
+shipped gate and of
 
     doubtful when p < P_DOUBT, or when the gate's rules at RATIO fire and p < P_SURE
 
-for each ``--rule RATIO P_DOUBT P_SURE``. Not shipped: a probe of whether a trained verifier
-is worth building (docs/results.md).
+for each ``--rule RATIO P_DOUBT P_SURE`` (``--verifier DIR``: score with one saved by ``--out``,
+without training, e.g. on other questions once a rule is chosen). Not shipped: a probe of
+whether a trained verifier is worth building (docs/results.md).
 
     python bench/verifier_gate.py --data /tmp/pair/g40p --base MINILM_DIR --out /tmp/verifier \\
         --questions eval/questions/real_dev.jsonl ... --rule 2.0 0 0.95
@@ -80,6 +83,19 @@ def training_pairs(index: CatalogueIndex, rows: int | None = None) -> list[tuple
     return pairs
 
 
+def question_pairs(rows: list[dict], repeat: int) -> list[tuple[str, str, float]]:
+    """(question, record text, label) from shoppers' questions as ``retrieve`` returns them: the
+    first record (1 when it is the product asked, else 0), and the product asked when it is
+    further down the first 3 (1); each ``repeat`` times."""
+    pairs = []
+    for row in rows:
+        for n, source in enumerate(row["sources"][:GATE_K]):
+            right = not row["absent"] and source.uid == row["uid"]
+            if n == 0 or right:
+                pairs.append((row["question"], record_text(source), float(right)))
+    return pairs * repeat
+
+
 def load(base: Path):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -128,34 +144,64 @@ def probabilities(tok, model, rows: list[dict], tokens: int) -> np.ndarray:
     return out
 
 
+def fitted(args, p, index: CatalogueIndex):
+    """The verifier trained as the options say (and saved to ``--out``)."""
+    if set(args.dev) & set(args.questions):
+        p.error("--dev and --questions share a file: train and score on different questions")
+    start = time.process_time()
+    pairs = training_pairs(index, args.rows)
+    dev = [r for f in args.dev for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
+    pairs += question_pairs(dev, args.dev_repeat)
+    if dev:
+        print(f"{len(dev)} --dev questions, {len(question_pairs(dev, 1))} pairs each repeated "
+              f"{args.dev_repeat} times")  # fmt: skip
+    positives = int(sum(x[2] for x in pairs))
+    print(f"{len(pairs)} training pairs ({positives} right) from the catalogue's generated "
+          f"questions{' and --dev' if dev else ''} in {time.process_time() - start:.0f} CPU s")  # fmt: skip
+    tok, model = load(args.base)
+    train(tok, model, pairs, args.epochs, args.batch, args.tokens, args.lr)
+    if args.out:
+        model.save_pretrained(args.out), tok.save_pretrained(args.out)
+    return tok, model
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", type=Path, required=True, help="the prepared folder (its index)")
-    p.add_argument("--base", type=Path, required=True, help="a transformers encoder's folder")
+    p.add_argument("--base", type=Path, help="a transformers encoder's folder, to train from")
     p.add_argument("--out", type=Path, help="save the trained verifier here")
+    p.add_argument(
+        "--verifier", type=Path, help="a verifier --out saved: score with it, no training"
+    )
     p.add_argument("--questions", type=Path, nargs="+", required=True, help="question files")
     p.add_argument("--meaning-weight", type=float, default=4.0)
     p.add_argument("--ratio", type=float, default=2.0, help="the shipped gate's ratio")
     p.add_argument("--rule", type=float, nargs=3, action="append", default=[],
                    metavar=("RATIO", "P_DOUBT", "P_SURE"), help="a verifier gate to table")  # fmt: skip
     p.add_argument("--rows", type=int, help="train on the first ROWS records only")
+    p.add_argument(
+        "--dev",
+        type=Path,
+        nargs="*",
+        default=[],
+        help="shoppers' question files to train on too (never those of --questions)",
+    )
+    p.add_argument("--dev-repeat", type=int, default=5, help="each --dev pair, this many times")
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--tokens", type=int, default=96, help="question + record, cut at")
     p.add_argument("--lr", type=float, default=4e-5)
     args = p.parse_args()
+    if not (args.base or args.verifier):
+        p.error("give --base DIR to train a verifier, or --verifier DIR to score with a saved one")
     torch.manual_seed(0)
 
     index = CatalogueIndex(args.data, meaning_weight=args.meaning_weight)
-    start = time.process_time()
-    pairs = training_pairs(index, args.rows)
-    positives = int(sum(x[2] for x in pairs))
-    print(f"{len(pairs)} training pairs ({positives} right) from the catalogue's generated "
-          f"questions in {time.process_time() - start:.0f} CPU s")  # fmt: skip
-    tok, model = load(args.base)
-    train(tok, model, pairs, args.epochs, args.batch, args.tokens, args.lr)
-    if args.out:
-        model.save_pretrained(args.out), tok.save_pretrained(args.out)
+    if args.verifier:
+        tok, model = load(args.verifier)
+        model.eval()
+    else:
+        tok, model = fitted(args, p, index)
 
     rows = [r for f in args.questions for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
     prob = probabilities(tok, model, rows, args.tokens)

@@ -432,6 +432,24 @@ def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
     assert 0 < right < made
     assert (tmp_path / "verifier" / "config.json").is_file()
     assert "ROC AUC, first record right vs absent: verifier" in out
+    # shoppers' questions may be added to training, never those it is scored on
+    dev = tmp_path / "dev.jsonl"
+    dev.write_text(questions.read_text())
+    both = ("bench/verifier_gate.py", "--data", str(prepared), "--base", str(tuned_run / "final"),
+            "--rows", "2", "--batch", "4", "--tokens", "48", "--meaning-weight", "0")  # fmt: skip
+    assert "6 --dev questions" in _run(*both, "--dev", str(dev), "--questions", str(questions))
+    same = subprocess.run([sys.executable, *both, "--dev", str(questions), "--questions",
+                           str(questions)], capture_output=True, text=True, cwd=REPO)  # fmt: skip
+    assert same.returncode == 2 and "share a file" in same.stderr
+    # a saved verifier scores without training; neither --base nor --verifier is refused
+    scored = _run("bench/verifier_gate.py", "--data", str(prepared), "--verifier",
+                  str(tmp_path / "verifier"), "--questions", str(questions), "--tokens", "48",
+                  "--meaning-weight", "0")  # fmt: skip
+    assert "training pairs" not in scored and "ROC AUC" in scored
+    neither = subprocess.run([sys.executable, "bench/verifier_gate.py", "--data", str(prepared),
+                              "--questions", str(questions)], capture_output=True, text=True,
+                             cwd=REPO)  # fmt: skip
+    assert neither.returncode == 2 and "--verifier DIR" in neither.stderr
     rows = [
         [c.strip() for c in line.split("|")[1:-1]]
         for line in out.splitlines()

@@ -83,17 +83,17 @@ def training_pairs(index: CatalogueIndex, rows: int | None = None) -> list[tuple
     return pairs
 
 
-def question_pairs(rows: list[dict], repeat: int) -> list[tuple[str, str, float]]:
+def question_pairs(rows: list[dict]) -> list[tuple[str, str, float]]:
     """(question, record text, label) from shoppers' questions as ``retrieve`` returns them: the
     first record (1 when it is the product asked, else 0), and the product asked when it is
-    further down the first 3 (1); each ``repeat`` times."""
+    further down the first 3 (1)."""
     pairs = []
     for row in rows:
         for n, source in enumerate(row["sources"][:GATE_K]):
             right = not row["absent"] and source.uid == row["uid"]
             if n == 0 or right:
                 pairs.append((row["question"], record_text(source), float(right)))
-    return pairs * repeat
+    return pairs
 
 
 def load(base: Path):
@@ -151,9 +151,10 @@ def fitted(args, p, index: CatalogueIndex):
     start = time.process_time()
     pairs = training_pairs(index, args.rows)
     dev = [r for f in args.dev for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
-    pairs += question_pairs(dev, args.dev_repeat)
+    shoppers = question_pairs(dev)
+    pairs += shoppers * args.dev_repeat
     if dev:
-        print(f"{len(dev)} --dev questions, {len(question_pairs(dev, 1))} pairs each repeated "
+        print(f"{len(dev)} --dev questions, {len(shoppers)} pairs each repeated "
               f"{args.dev_repeat} times")  # fmt: skip
     positives = int(sum(x[2] for x in pairs))
     print(f"{len(pairs)} training pairs ({positives} right) from the catalogue's generated "

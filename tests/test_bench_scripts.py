@@ -394,6 +394,19 @@ def test_static_embedding_fusion_takes_a_transformers_encoder_in_wordllamas_plac
     assert recall["word retrieval (ask)"] == recall["fused, gamma=0, N=50, floor=0.2"] == "1.000"
 
 
+def _gate_rows(out: str, starts: tuple[str, ...]) -> list[list[str]]:
+    """The gate-table rows of a probe's output that start so; each row's first three outcomes
+    (right, wrong, false abstention: shares of the questions about a product) sum to 1."""
+    rows = [
+        [c.strip() for c in line.split("|")[1:-1]]
+        for line in out.splitlines()
+        if line.startswith(starts)
+    ]
+    for row in rows:
+        assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
+    return rows
+
+
 def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path):
     """bench/learned_gate.py: a weight per feature and the bias, then per collection (dev and
     each test) the ratio gate's and the learned gate's outcomes and their paired change; the
@@ -406,14 +419,7 @@ def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path
     assert len(weights) == 9 and weights[-1].startswith("  bias:")  # eight features, the bias
     assert "a rule of doubt.py fires:" in out
     assert "(dev: fitted on)" in out and "(test)" in out
-    rows = [
-        [c.strip() for c in line.split("|")[1:-1]]
-        for line in out.splitlines()
-        if line.startswith(("| ratio", "| learned"))
-    ]
-    assert len(rows) == 4
-    for row in rows:
-        assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
+    assert len(_gate_rows(out, ("| ratio", "| learned"))) == 4
 
 
 def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
@@ -450,14 +456,7 @@ def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
                               "--questions", str(questions)], capture_output=True, text=True,
                              cwd=REPO)  # fmt: skip
     assert neither.returncode == 2 and "--verifier DIR" in neither.stderr
-    rows = [
-        [c.strip() for c in line.split("|")[1:-1]]
-        for line in out.splitlines()
-        if line.startswith(("| shipped", "| p <"))
-    ]
-    assert len(rows) == 2
-    for row in rows:
-        assert sum(float(c.split()[0]) for c in row[1:4]) == pytest.approx(1.0, abs=0.002)
+    assert len(_gate_rows(out, ("| shipped", "| p <"))) == 2
 
 
 def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(

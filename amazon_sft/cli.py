@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 
 from amazon_sft.answering.commands import add_commands
@@ -174,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"amazon-sft {command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader stopped (``| head``): end as Unix tools do, quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":

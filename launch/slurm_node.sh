@@ -44,9 +44,18 @@ fi
 # accelerate's launcher instead would make torchrun SIGKILL its workers 30 s later, too soon for
 # a large ZeRO-3 checkpoint. setsid keeps the launcher out of this script's process group, which
 # is what slurmstepd signals.
+# The trap is set before the launch: a signal between the two would otherwise kill this script
+# (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. One that comes
+# before the launcher exists is passed on once it does.
+launcher=""
+pending=0
+forward() {
+  if [ -n "$launcher" ]; then pkill -USR1 -P "$launcher" || true; else pending=1; fi
+}
+trap forward TERM USR1
 setsid "${cmd[@]}" &
 launcher=$!
-trap 'pkill -USR1 -P "$launcher" || true' TERM USR1
+if [ "$pending" = 1 ]; then forward; fi
 status=0
 while kill -0 "$launcher" 2>/dev/null; do
   if wait "$launcher"; then status=0; else status=$?; fi  # a trapped signal interrupts wait

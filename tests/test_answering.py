@@ -234,3 +234,29 @@ def test_export_merges_lora_and_reloads_with_the_same_logits(prepared, tiny_mode
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9]])).logits).all()
     again = _cli("export", str(run), "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def test_the_mode_and_the_index_are_checked_before_a_model_loads(
+    prepared, tuned_run, monkeypatch, tmp_path, capsys
+):
+    """A refusal that needs only the run's config comes before the model's load (25 s for
+    SmolLM2): the gate on a closed-book answer, and a missing prepared folder. Without
+    ``--index`` the folder is the model config's ``data.path``, which the message names as
+    such, with the flag that fixes it."""
+    import amazon_sft.evaluation.loading as loading
+    from amazon_sft.cli import main
+
+    monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("loaded a model"))
+    monkeypatch.chdir(tmp_path)  # config:smollm2-135m's data.path is relative: not here
+    for args, needles in (
+        (["ask", "x", "--model", str(tuned_run), "--index", str(prepared), "--closed-book",
+          "--abstain-below", "1.4"], ["--grounded"]),
+        (["ask", "x", "--model", "config:smollm2-135m", "--index", str(prepared),
+          "--abstain-below", "2.0"], ["--grounded"]),
+        (["ask", "x", "--model", "config:smollm2-135m", "--grounded"],
+         ["no --index given", "data.path", "--index"]),
+        (["serve", "--model", "config:smollm2-135m", "--grounded"], ["--index"]),
+    ):  # fmt: skip
+        assert main(args) == 2
+        err = capsys.readouterr().err.strip()
+        assert all(n in err for n in needles) and len(err.splitlines()) == 1, err

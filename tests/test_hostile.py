@@ -326,6 +326,32 @@ def test_index_and_catalogue(damage, target, prepared_copy, capsys):
     _assert_one_line(code, err, "ask")
 
 
+@pytest.mark.parametrize("change", ["cut", "edited", "deleted"])
+def test_a_catalogue_changed_since_its_index_names_the_fix_that_works(
+    change, prepared_copy, capsys
+):
+    """The catalogue is prepare's output and the index is built from it: a catalogue cut
+    mid-line, or gone, is fixed by prepare (rebuilding the index from it fails or cannot
+    start), a whole catalogue edited since by re-indexing. The message names that one."""
+    from amazon_sft.answering.index import build_index
+
+    build_index(prepared_copy)
+    catalogue = prepared_copy / "catalogue.jsonl"
+    lines = catalogue.read_bytes().splitlines(keepends=True)
+    if change == "cut":
+        catalogue.write_bytes(b"".join(lines[:5]) + lines[5][:20] + b"\n" + b"".join(lines[6:]))
+    elif change == "edited":
+        catalogue.write_bytes(b"".join(lines[:-1]))  # a whole record taken out
+    else:
+        catalogue.unlink()
+    code, err = _run_cli(capsys, "ask", "anything", "--index", str(prepared_copy), "--sources-only")
+    _assert_one_line(code, err, "ask", "catalogue.jsonl")
+    if change == "edited":
+        assert f"amazon-sft index {prepared_copy}" in err and "prepare" not in err
+    else:
+        assert "re-run amazon-sft prepare" in err and "rebuild the index" not in err
+
+
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_final_model(damage, tuned_run, prepared, tmp_path, capsys):
     run = tmp_path / "run"
@@ -714,3 +740,19 @@ def test_resume_survives_the_cut_metrics_line_of_a_killed_run(tmp_path):
     metrics.write_text("\n".join(rows) + '\n{"step": 4, "lo')  # killed mid-write
     drop_metrics_after(metrics, 2)
     assert [json.loads(x)["step"] for x in metrics.read_text().splitlines()] == [1, 2]
+
+
+def test_output_piped_to_a_reader_that_stops_early_ends_quietly(prepared):
+    """``ask ... | head -1``: the reader closes the pipe while sources are still printed; the
+    command ends as Unix tools do (no traceback, exit 141 for SIGPIPE), not with a
+    BrokenPipeError traceback."""
+    questions = " ".join(f"'question {n}'" for n in range(200))
+    proc = subprocess.run(
+        f"{sys.executable} -m amazon_sft.cli ask {questions} --index {prepared} --sources-only "
+        '--k 5 | head -1; echo "rc=${PIPESTATUS[0]}" >&2',
+        shell=True, capture_output=True, text=True, timeout=300,
+        executable="/bin/bash", cwd=str(Path(__file__).resolve().parents[1]),
+    )  # fmt: skip
+    assert len(proc.stdout.splitlines()) == 1
+    assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().endswith("rc=141")

@@ -273,3 +273,33 @@ def test_the_page_and_the_api_say_why_the_gate_abstained(app_parts):
         how = page.locator("#how").inner_text()
         assert how.startswith("Abstained without generating: retrieval was not sure: the first")
         browser.close()
+
+
+def test_serve_answers_in_the_mode_its_command_line_chose(prepared, tuned_run):
+    """``serve --grounded`` (or ``--closed-book``) is the mode of a request that names none and
+    of the page's first choice; before, both took the model's trained default, so an untuned
+    model served with ``--grounded --abstain-below 2.0`` answered closed-book, the gate off."""
+    from fastapi.testclient import TestClient
+
+    from amazon_sft.answering.ask import default_mode
+    from amazon_sft.answering.commands import _session
+    from amazon_sft.cli import build_parser
+
+    _, _, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
+    trained = default_mode(cfg.data)
+    chosen, flag = (
+        ("closed", "--closed-book") if trained == "grounded" else ("grounded", "--grounded")
+    )
+    args = build_parser().parse_args(
+        ["serve", "--model", str(tuned_run), "--index", str(prepared), flag]
+    )
+    served = TestClient(
+        create_app(_session(args), default_max_new_tokens=4), base_url="http://127.0.0.1"
+    )
+    assert f'$("mode").value = "{chosen}";' in served.get("/").text
+    r = served.post("/api/ask", json={"question": "Tell me about a speaker", "max_new_tokens": 4})
+    assert r.status_code == 200 and r.json()["mode"] == chosen
+    other = served.post(
+        "/api/ask", json={"question": "a speaker", "max_new_tokens": 4, "mode": trained}
+    )
+    assert other.json()["mode"] == trained  # a request that names its mode still gets it

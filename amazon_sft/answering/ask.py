@@ -244,10 +244,13 @@ class Answerer:
     quote_when_sure: bool = False
     """With the gate on: when retrieval is sure, the answer must cite its first record, else
     that record is quoted (``--quote-when-sure``). See answering/sure.py."""
+    mode: str | None = None
+    """The mode of a question asked without one (``--grounded`` / ``--closed-book``: serve's
+    API requests and its page's first choice); None: the model's, ``default_mode``."""
 
     @property
     def default_mode(self) -> str:
-        return default_mode(self.data)
+        return self.mode or default_mode(self.data)
 
     def __call__(
         self,
@@ -267,7 +270,7 @@ class Answerer:
             self.index,
             self.data,
             k=k,
-            mode=mode,
+            mode=mode or self.default_mode,
             max_new_tokens=max_new_tokens,
             on_text=on_text,
             cancel=cancel,

@@ -180,31 +180,53 @@ def _default_model() -> str:
 def _session(args):
     """The loaded Answerer for ask/chat/serve."""
     from amazon_sft.answering.ask import Answerer, default_mode
-    from amazon_sft.answering.index import CatalogueIndex
-    from amazon_sft.evaluation.loading import load_for_eval, pick_device
+    from amazon_sft.evaluation import loading
     from amazon_sft.prompts import build_prompt_format
 
     check_counts(args.k, args.max_new_tokens)
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
     meaning = check_meaning_weight(args.meaning_weight)
-    spec = args.model or _default_model()
-    model, tok, cfg, _ = load_for_eval(spec, model_overrides(args), pick_device())
-    mode = getattr(args, "mode", None) or default_mode(cfg.data)  # serve: per request
-    if abstain_below and mode == "closed" and hasattr(args, "mode"):
+    spec, overrides = args.model or _default_model(), model_overrides(args)
+    cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
+    index = None
+    if cfg is not None:
+        _check_gate_mode(args, default_mode(cfg.data), abstain_below, quote)
+        index = _open_index(args.index, cfg.data.path, meaning)
+    model, tok, cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
+    _check_gate_mode(args, default_mode(cfg.data), abstain_below, quote)
+    return Answerer(
+        model,
+        tok,
+        build_prompt_format(tok, cfg.data),
+        index or _open_index(args.index, cfg.data.path, meaning),
+        cfg.data,
+        abstain_below,
+        quote,
+        getattr(args, "mode", None),
+    )
+
+
+def _check_gate_mode(args, trained_mode: str, abstain_below: float, quote: bool) -> None:
+    """The gate reads the records of a grounded answer: refused on a closed-book one."""
+    mode = getattr(args, "mode", None) or trained_mode
+    if abstain_below and mode == "closed":
         given = " and --quote-when-sure" if quote else ""
         raise UserError(
             f"--abstain-below{given} read the records of a grounded answer; this one would be "
             "closed-book: add --grounded, or leave the gate out"
         )
-    return Answerer(
-        model,
-        tok,
-        build_prompt_format(tok, cfg.data),
-        CatalogueIndex(args.index or cfg.data.path, meaning_weight=meaning),
-        cfg.data,
-        abstain_below,
-        quote,
-    )
+
+
+def _open_index(given: str | None, data_path: str, meaning: float):
+    """The index of ``--index``, else of the model config's prepared folder (``data.path``)."""
+    from amazon_sft.answering.index import CatalogueIndex
+
+    if given is None and not Path(data_path).is_dir():
+        raise UserError(
+            f"no --index given, and the model config's data.path {data_path} is not a folder "
+            "here: pass --index PREPARED (the folder amazon-sft prepare wrote)"
+        )
+    return CatalogueIndex(given or data_path, meaning_weight=meaning)
 
 
 def _answer(answerer, args, question: str, on_text=None):

@@ -169,9 +169,41 @@ def check_index(folder: Path, catalogue: Path) -> None:
     sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
     files = json.loads((folder / STATS).read_text())["files"]
     for name, digest in files.items():
-        path = catalogue if name == catalogue.name else folder / name
-        if quick_digest(path) != digest:
-            raise ValueError(f"{path.name} changed since the index was built")
+        if name == catalogue.name:
+            continue  # ``check_catalogue``: its fix is another command's
+        if quick_digest(folder / name) != digest:
+            raise ValueError(f"{name} changed since the index was built")
+
+
+def check_catalogue(folder: Path, catalogue: Path) -> None:
+    """The catalogue is the one the index was built from, else a one-line error with the fix
+    that works: prepare for a catalogue that is gone or cut mid-record (the index cannot be
+    rebuilt from it), ``amazon-sft index`` for a whole one edited since. Only a catalogue that
+    changed is read whole, to tell the two apart."""
+    if not catalogue.is_file():
+        raise UserError(f"{catalogue.name} is missing from {catalogue.parent}: {REDO}")
+    try:
+        built_from = json.loads((folder / STATS).read_text())["files"][catalogue.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a damaged stats file: ``check_index`` refuses it
+    if quick_digest(catalogue) == built_from:
+        return
+    with open(catalogue, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                rec = orjson.loads(line)
+                whole = isinstance(rec, dict) and {"uid", "title", "content"} <= rec.keys()
+            except orjson.JSONDecodeError:
+                whole = False
+            if not whole:
+                raise UserError(
+                    f"{catalogue.name} changed since the index was built and its line {number} "
+                    f"is cut or corrupt: {REDO}"
+                ) from None
+    raise UserError(
+        f"{catalogue.name} changed since the index was built (edited or replaced): rebuild the "
+        f"index: amazon-sft index {catalogue.parent}"
+    )
 
 
 def _is_current(folder: Path) -> bool:
@@ -198,6 +230,7 @@ class CatalogueIndex:
         folder = root / INDEX_DIR
         if not (folder / "offsets.npy").is_file() or not _is_current(folder):
             build_index(root)  # missing, or written by an older version
+        check_catalogue(folder, root / "catalogue.jsonl")
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             check_index(folder, root / "catalogue.jsonl")
             load = {"show_progress": False, "mmap": mmap}

@@ -77,6 +77,18 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     return _ready(model, device), tok, cfg, f"tuned {folder}"
 
 
+def run_config_for(spec: str, overrides: list[str]) -> RunConfig | None:
+    """The run config ``--model`` names, read without loading a model, so that what needs only
+    the config is refused first; None when there is none to read (``load_for_eval`` says why)."""
+    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+        return load_run_config(spec.removeprefix("config:"), overrides)
+    folder = Path(spec)
+    if (folder / "final").is_dir():
+        folder = folder / "final"
+    saved = folder / SAVED_CONFIG
+    return load_run_config(str(saved), overrides) if saved.is_file() else None
+
+
 def _no_lora(cfg: RunConfig) -> RunConfig:
     """The same config without adapters or gradient checkpointing (inference needs neither)."""
     import dataclasses

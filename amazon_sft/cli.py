@@ -9,7 +9,7 @@ import signal
 import sys
 
 from amazon_sft.answering.commands import add_commands
-from amazon_sft.errors import UserError, permission_denied
+from amazon_sft.errors import OneLineParser, UserError, permission_denied
 
 
 def _add_prepare(sub) -> None:
@@ -129,7 +129,7 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="amazon-sft", description=__doc__)
+    parser = OneLineParser(prog="amazon-sft", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_synth(sub)

@@ -25,7 +25,6 @@ first.
 
 from __future__ import annotations
 
-import argparse
 import json
 import shlex
 import subprocess
@@ -33,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from amazon_sft.errors import UserError
+from amazon_sft.errors import OneLineParser, UserError
 
 MIX = {  # data.question_mix of the demo: every kind a shopper types, the title ones less
     "title": 0.15,
@@ -47,7 +46,7 @@ MIX = {  # data.question_mix of the demo: every kind a shopper types, the title 
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="amazon-sft demo", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="amazon-sft demo", description=__doc__.splitlines()[0])
     p.add_argument(
         "--config", default="smollm2-135m", help="run config (tiny for a seconds-long check)"
     )

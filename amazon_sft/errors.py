@@ -3,6 +3,8 @@ and the helper that turns the known ways a file can be bad into one."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -11,6 +13,16 @@ from pathlib import Path
 
 class UserError(Exception):
     """A problem the user can fix: the message names the field or file, and the fix."""
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse whose own refusals (a value of the wrong type, a missing argument, an unknown
+    command) are one line, like every other refusal, pointing at ``--help`` for the usage block
+    argparse would print (a page for ``ask``)."""
+
+    def error(self, message: str):
+        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
 
 
 def _safetensors_error() -> tuple[type[BaseException], ...]:

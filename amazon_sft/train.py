@@ -6,7 +6,6 @@ exact resume, tokens/s and MFU in the logs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import sys
@@ -36,7 +35,7 @@ from amazon_sft.distributed import (
     raise_if_any_rank,
     seed_per_rank,
 )
-from amazon_sft.errors import UserError, permission_denied
+from amazon_sft.errors import OneLineParser, UserError, permission_denied
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
@@ -97,7 +96,7 @@ def shutdown(accelerator) -> None:
 
 
 def parse_config(argv: list[str] | None) -> RunConfig:
-    parser = argparse.ArgumentParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
+    parser = OneLineParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"
     )

@@ -756,3 +756,27 @@ def test_output_piped_to_a_reader_that_stops_early_ends_quietly(prepared):
     assert len(proc.stdout.splitlines()) == 1
     assert "Traceback" not in proc.stderr and "BrokenPipe" not in proc.stderr, proc.stderr[-2000:]
     assert proc.stderr.strip().endswith("rc=141")
+
+
+@pytest.mark.parametrize(
+    ("argv", "needle"),
+    [
+        (["ask", "x", "--sources-only", "--meaning-weight", "abc"], "--meaning-weight"),
+        (["ask", "x", "--k", "three"], "--k"),
+        (["prepare"], "the following arguments are required"),
+        (["eval", "--max-new-tokens", "many"], "--max-new-tokens"),
+        (["demo", "--steps", "lots"], "--steps"),
+        (["train", "--config"], "--config"),
+        (["no-such-command"], "invalid choice"),
+    ],
+)
+def test_a_flag_argparse_refuses_is_one_line(argv, needle, capsys):
+    """argparse's own refusals (a value of the wrong type, a missing argument) are one line
+    naming the flag and pointing at --help, like every other refusal; not the usage block."""
+    from amazon_sft.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    err = capsys.readouterr().err.strip()
+    assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
+    assert needle in err and "--help" in err and err.startswith("amazon-sft")

@@ -11,7 +11,6 @@ asks free-form questions through ``ask``'s Answerer, end to end (evaluation/end_
 
 from __future__ import annotations
 
-import argparse
 import gc
 import math
 import sys
@@ -23,7 +22,7 @@ import orjson
 from amazon_sft.bounds import check_new_tokens, check_prompt_fits, context_of
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
-from amazon_sft.errors import UserError, permission_denied
+from amazon_sft.errors import OneLineParser, UserError, permission_denied
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
@@ -41,7 +40,7 @@ GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taugh
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="amazon-sft eval", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="amazon-sft eval", description=__doc__.splitlines()[0])
     p.add_argument("--data", required=True, help="the folder amazon-sft prepare wrote")
     group = p.add_mutually_exclusive_group(required=True)
     group.add_argument(

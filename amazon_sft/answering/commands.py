@@ -8,6 +8,7 @@ from pathlib import Path
 from amazon_sft.answering.option_checks import (
     check_abstain_below,
     check_counts,
+    check_gate_mode,
     check_meaning_weight,
     check_question_length,
     check_quote_when_sure,
@@ -188,33 +189,19 @@ def _session(args):
     meaning = check_meaning_weight(args.meaning_weight)
     spec, overrides = args.model or _default_model(), model_overrides(args)
     cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
-    index = None
-    if cfg is not None:
-        _check_gate_mode(args, default_mode(cfg.data), abstain_below, quote)
-        index = _open_index(args.index, cfg.data.path, meaning)
+    check_gate_mode(args.mode or default_mode(cfg.data), abstain_below, quote)
+    index = _open_index(args.index, cfg.data.path, meaning)
     model, tok, cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
-    _check_gate_mode(args, default_mode(cfg.data), abstain_below, quote)
     return Answerer(
         model,
         tok,
         build_prompt_format(tok, cfg.data),
-        index or _open_index(args.index, cfg.data.path, meaning),
+        index,
         cfg.data,
         abstain_below,
         quote,
-        getattr(args, "mode", None),
+        args.mode,
     )
-
-
-def _check_gate_mode(args, trained_mode: str, abstain_below: float, quote: bool) -> None:
-    """The gate reads the records of a grounded answer: refused on a closed-book one."""
-    mode = getattr(args, "mode", None) or trained_mode
-    if abstain_below and mode == "closed":
-        given = " and --quote-when-sure" if quote else ""
-        raise UserError(
-            f"--abstain-below{given} read the records of a grounded answer; this one would be "
-            "closed-book: add --grounded, or leave the gate out"
-        )
 
 
 def _open_index(given: str | None, data_path: str, meaning: float):

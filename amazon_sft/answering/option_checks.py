@@ -58,3 +58,14 @@ def check_quote_when_sure(args) -> bool:
             "--quote-when-sure needs --abstain-below RATIO > 0: retrieval is sure above it"
         )
     return args.quote_when_sure
+
+
+def check_gate_mode(mode: str, abstain_below: float, quote: bool) -> None:
+    """The gate reads the records of a grounded answer: refused on a closed-book one (``mode``:
+    the one the answer would take, given or the model's)."""
+    if abstain_below and mode == "closed":
+        given = " and --quote-when-sure" if quote else ""
+        raise UserError(
+            f"--abstain-below{given} read the records of a grounded answer; this one would be "
+            "closed-book: add --grounded, or leave the gate out"
+        )

@@ -7,7 +7,8 @@
   answer is the abstention, ``--abstain-below``; ``doubt`` says why, and the page shows it
   under the answer), ``quoted`` (retrieval was sure and the
   answer did not cite its first record: it is that record's, ``--quote-when-sure``) and its
-  sources as JSON (``mode`` left out: grounded for a model trained with grounded examples).
+  sources as JSON (``mode`` left out: the mode ``serve`` was started with, ``--grounded`` or
+  ``--closed-book``, else grounded for a model trained with grounded examples).
   ``POST /api/stream``: the same as NDJSON events while generating.
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and

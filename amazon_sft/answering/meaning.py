@@ -22,9 +22,9 @@ was chosen on the dev questions (bench/static_embedding_fusion.py): GAMMA 4 with
 descriptions share one template, meaning does not tell products apart and it stays off.
 
 Records are embedded when retrieved (title, then the description's first ``MEANING_CHARS``
-characters, twice what the word index reads), so the index and its build are unchanged; a question embeds itself, ``FIRST_EMBEDDED``
-records and those of the rest that could still reach the first ``k`` (``by_meaning``): a few
-milliseconds on top of the search (docs/benchmarks.md).
+characters, twice what the word index reads), so the index and its build are unchanged; a
+question embeds itself, ``FIRST_EMBEDDED`` records and those of the rest that could still reach
+the first ``k`` (``by_meaning``): a few milliseconds on top of the search (docs/benchmarks.md).
 """
 
 from __future__ import annotations

@@ -284,9 +284,9 @@ def test_serve_answers_in_the_mode_its_command_line_chose(prepared, tuned_run):
     from amazon_sft.answering.ask import default_mode
     from amazon_sft.answering.commands import _session
     from amazon_sft.cli import build_parser
+    from amazon_sft.evaluation.loading import run_config_for
 
-    _, _, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
-    trained = default_mode(cfg.data)
+    trained = default_mode(run_config_for(str(tuned_run), []).data)
     chosen, flag = (
         ("closed", "--closed-book") if trained == "grounded" else ("grounded", "--grounded")
     )

@@ -21,8 +21,9 @@ say whether the question files were tuned on. Also printed: the cost of embeddin
 catalogue's records (the probe embeds all of them for "alone"; ``ask`` embeds only the
 candidates of each question). ``--record-chars`` sets how much of a description is embedded
 (``meaning.MEANING_CHARS``); ``--before-chars`` embeds the first ``--compare`` setting's records
-with another cut, so the paired change measures the cut. ``--encoder DIR`` puts a sentence encoder's cosines in WordLlama's
-place (a probe: ``ask`` has only WordLlama; the search cost line stays WordLlama's).
+with another cut, so the paired change measures the cut. ``--encoder DIR`` puts a sentence
+encoder's cosines in WordLlama's place (a probe: ``ask`` has only WordLlama; the search cost
+line stays WordLlama's).
 """
 
 from __future__ import annotations
@@ -223,14 +224,16 @@ def main() -> None:
 
     by_gamma = {g: fused(g, args.floor, args.candidates) for g in args.gammas}
     print("\n| ranking | recall@1 | per kind |\n|---|---|---|")
-    hits = [
-        bool(rows[i]["sources"]) and rows[i]["sources"][0].uid == rows[i]["uid"] for i in present
-    ]
-    print(recall_line("word retrieval (ask)", hits, kinds))
+
+    def first_is_asked(ranked: list[list[Source]]) -> list[bool]:
+        """Per question about a product: whether ``ranked`` puts it first."""
+        return [bool(ranked[i]) and ranked[i][0].uid == rows[i]["uid"] for i in present]
+
+    print(recall_line("word retrieval (ask)", first_is_asked([r["sources"] for r in rows]), kinds))
     alone = [uids[int(cosines[i].argmax())] == rows[i]["uid"] for i in present]
     print(recall_line("embeddings alone (whole catalogue)", alone, kinds))
     for g in args.gammas:
-        hits = [bool(by_gamma[g][i]) and by_gamma[g][i][0].uid == rows[i]["uid"] for i in present]
+        hits = first_is_asked(by_gamma[g])
         print(recall_line(f"fused, gamma={g:g}, N={args.candidates}, floor={args.floor:g}", hits, kinds))  # fmt: skip
     print("\n| ranking | recall@3 |\n|---|---|")
     for g in args.gammas:
@@ -255,8 +258,7 @@ def main() -> None:
         first, second = fused(g0, f0, int(n0), cosines_before), fused(g1, f1, int(n1))
         before, after = gate_outcomes(rows, first, r0), gate_outcomes(rows, second, r1)
         cells = [change(before[:, j], after[:, j]) for j in range(len(OUTCOMES))]
-        tops = [[float(bool(f[i]) and f[i][0].uid == rows[i]["uid"]) for i in present] for f in (first, second)]  # fmt: skip
-        cells.append(change(np.array(tops[0]), np.array(tops[1])))
+        cells.append(change(*(np.array(first_is_asked(f), dtype=float) for f in (first, second))))
         print(
             f"\n| change, same questions | {' | '.join(OUTCOMES)} | recall@1 |\n" + "|---" * 6 + "|"
         )

@@ -64,8 +64,8 @@ def check_gate_mode(mode: str, abstain_below: float, quote: bool) -> None:
     """The gate reads the records of a grounded answer: refused on a closed-book one (``mode``:
     the one the answer would take, given or the model's)."""
     if abstain_below and mode == "closed":
-        given = " and --quote-when-sure" if quote else ""
+        given, verb = (" and --quote-when-sure", "read") if quote else ("", "reads")
         raise UserError(
-            f"--abstain-below{given} read the records of a grounded answer; this one would be "
+            f"--abstain-below{given} {verb} the records of a grounded answer; this one would be "
             "closed-book: add --grounded, or leave the gate out"
         )

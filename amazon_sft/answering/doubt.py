@@ -8,9 +8,11 @@ log-odds with 0.55. A BM25 score is not comparable across questions (it grows wi
 asked); its ratio within one question is: a product that is there stands out from the rest.
 
 So when the first record is not ``abstain_below`` times ahead of the second, ``ask`` abstains
-without generating; the model still picks the abstention's language (the likelier of
-``prompts.ABSTENTIONS`` after the very prompt it would have answered), so a Portuguese question
-is declined in Portuguese. Off (0) unless asked for: the threshold is chosen on dev questions.
+without generating (unless the question names the first record's main title and not the
+second's: series siblings score alike, answering/named_title.py); the model still picks the
+abstention's language (the likelier of ``prompts.ABSTENTIONS`` after the very prompt it would
+have answered), so a Portuguese question is declined in Portuguese. Off (0) unless asked for:
+the threshold is chosen on dev questions.
 
 One more sign that the first record is not the asked product, whatever its lead: its title
 numbers a word the question numbers otherwise ("Tolkien Calendar 2015" against
@@ -42,6 +44,7 @@ import torch
 
 from amazon_sft.answering.index import Source
 from amazon_sft.answering.mentions import description_names_asked_title
+from amazon_sft.answering.named_title import names_first_title_only
 from amazon_sft.answering.other_title import asks_another_title
 from amazon_sft.answering.query_words import english_query, is_portuguese
 from amazon_sft.answering.series_numbers import asks_first_of_a_later, names_other_numbers
@@ -253,8 +256,13 @@ def doubt_rule(
         return "numbers", f'"{title}" numbers another year, volume or edition than the question'
     if asks_first_of_a_later(question, first.title):
         return "later", f'the question asks for the first of a series and "{title}" is a later one'
-    if len(sources) > 1 and first.score < abstain_below * sources[1].score:
-        lead = first.score / sources[1].score  # retrieval's scores are positive
+    second = sources[1] if len(sources) > 1 else None
+    if (
+        second is not None
+        and first.score < abstain_below * second.score
+        and not names_first_title_only(question, first.title, second.title)
+    ):
+        lead = first.score / second.score  # retrieval's scores are positive
         why = f"the first record's score is only {lead:.2f} times the second's"
         return "ratio", f"{why} (under {abstain_below:g})"
     swaps = swaps_a_title_word(question, first.title)

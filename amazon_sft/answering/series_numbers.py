@@ -13,6 +13,8 @@ from __future__ import annotations
 import re
 from itertools import pairwise
 
+from bm25s.stopwords import STOPWORDS_EN
+
 WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
 FIRST = re.compile(
     r"\b(?:first (?:one|book|novel|volume|part|title|instal+ment)"
@@ -30,16 +32,22 @@ LATER = re.compile(
 
 def numbered_words(text: str) -> dict[str, set[str]]:
     """Each word directly followed by a number (punctuation between them aside) -> the numbers.
+    Not a stop word ("the 90s" and "The 1993 Pulitzer" number no series), nor a decade ("90s",
+    "1990s": a span of years, not one).
 
     >>> found = numbered_words("Tolkien Calendar 2014: The Hobbit, Book #3 and book 4")
     >>> {word: sorted(numbers) for word, numbers in found.items()}
     {'calendar': ['2014'], 'book': ['3', '4']}
     >>> numbered_words("Lumio T20"), numbered_words("416 illustrations")
     ({'t': {'20'}}, {})
+    >>> numbered_words("reports from the 90s Balkan war"), numbered_words("music of 1960s")
+    ({}, {})
     """
     tokens = WORD_OR_NUMBER.findall(text.casefold())
     out: dict[str, set[str]] = {}
-    for word, number in pairwise(tokens):
+    for (word, number), after in zip(pairwise(tokens), [*tokens[2:], ""]):
+        if (word in STOPWORDS_EN and word != "no") or after == "s":  # "No. 5" numbers one
+            continue
         if number.isdigit() and not word.isdigit():
             out.setdefault(word, set()).add(number)
     return out
@@ -63,7 +71,7 @@ def names_other_numbers(question: str, title: str) -> bool:
     False
     """
     asked, named = numbered_words(question), numbered_words(title)
-    in_title = set().union(*named.values()) if named else set()
+    in_title = {t for t in WORD_OR_NUMBER.findall(title) if t.isdigit()}
     return any(
         named.get(word) and not numbers & named[word] and not numbers & in_title
         for word, numbers in asked.items()

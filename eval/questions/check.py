@@ -37,9 +37,10 @@ FAMILIES = {
     "real_blind8": "real",
     "real_blind9": "real",
     "real_blind10": "real",
+    "real_blind11": "real",
 }
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
-``real_blind`` to ``real_blind10``: real-row questions written later, each set by someone blind
+``real_blind`` to ``real_blind11``: real-row questions written later, each set by someone blind
 to the answering code, the gate's rules and the other sets (README); each family's dev/test
 split is its own, so adding one moved no question."""
 SPLITS = ("dev", "test")

@@ -190,8 +190,20 @@ def test_an_abstention_by_the_gate_says_why(prepared, tuned_run):
     assert "Retrieval is not sure (--abstain-below 1000000000.0): the first record's" in said
 
 
-def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
+def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run, capsys):
+    """Options that cannot work together are refused in one line naming the flag, exit 2: in
+    this process through ``cli.main`` (each a subprocess cost ~7 s of imports), and once as
+    the real command, without a traceback."""
+    from amazon_sft.cli import main
+
     ask = ["ask", "x", "--model", str(tuned_run), "--index", str(prepared)]
+
+    def refused(args: list[str]) -> str:
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+        return err
+
     for args, needle in (
         (["ask", "x", "--sources-only"], "--index"),
         ([*ask, "--max-new-tokens", "0"], "--max-new-tokens"),
@@ -201,13 +213,13 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run):
         # the gate reads the records of a grounded prompt: a closed-book answer has none
         ([*ask, "--closed-book", "--abstain-below", "1.4"], "--grounded"),
     ):
-        proc = _cli(*args)
-        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
+        assert needle in refused(args), args
     # the refusal names the flags given, not one that was not
-    alone = _cli(*ask, "--closed-book", "--abstain-below", "1.4")
-    both = _cli(*ask, "--closed-book", "--abstain-below", "1.4", "--quote-when-sure")
-    assert "--quote-when-sure" not in alone.stderr and "--quote-when-sure" in both.stderr
-    assert both.returncode == 2 and "--grounded" in both.stderr
+    alone = refused([*ask, "--closed-book", "--abstain-below", "1.4"])
+    both = refused([*ask, "--closed-book", "--abstain-below", "1.4", "--quote-when-sure"])
+    assert "--quote-when-sure" not in alone and "--quote-when-sure" in both and "--grounded" in both
+    proc = _cli(*ask, "--closed-book", "--abstain-below", "1.4")  # the real command
+    assert proc.returncode == 2 and "--grounded" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.e2e

@@ -515,3 +515,24 @@ def test_static_embedding_fusion_probe_keeps_ask_at_gamma_zero_and_tables_the_ga
     change = next(c for c in cells if c[0] == f"gamma 4 at 2 {after} - gamma 4 at 2 {before}")
     assert len(change) == 6  # right, wrong, false abstention, absent abstention, recall@1
     assert all(x.startswith("+0.000") for x in change[1:])
+
+
+def test_gate_change_benchmark_pairs_two_checkouts_question_by_question(prepared, tmp_path):
+    """bench/gate_change.py: each checkout's gate outcomes come from its own code (the base in a
+    subprocess); a checkout against itself changes nothing, and each measure is a share with
+    its interval (the titles asked exactly are right first; the absent product is abstained
+    on at 2.0 or not, the same in both)."""
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
+    out = _run("bench/gate_change.py", "--data", str(prepared), "--questions", str(questions),
+               "--base", str(REPO))  # fmt: skip
+    assert "5 questions about a product, 1 absent" in out
+    rows = {
+        c[0]: c[1:]
+        for c in ([x.strip() for x in line.split("|")[1:-1]] for line in out.splitlines())
+        if len(c) == 4 and c[0] not in ("measure", "---")
+    }
+    assert list(rows) == ["right first", "wrong first", "false abstention", "absent abstention",
+                          "recall@1"]  # fmt: skip
+    for base, now, change in rows.values():
+        assert base == now and change == "+0.000 [+0.000, +0.000]"
+    assert rows["recall@1"][0] == "1.000 [1.000, 1.000]"

@@ -281,9 +281,14 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
 def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_dir, tmp_path):
     """``eval --questions --abstain-below``: every answer goes through the same gate as ``ask``
     (here a ratio no retrieval reaches: every question abstains, none generated); the report
-    says so. Without ``--questions`` the flag is refused: oracle context has no retrieval."""
+    says so. Without ``--questions`` the flag is refused: oracle context has no retrieval. The
+    questions describe the products: one that names a whole title is sure at any ratio when the
+    second record's title lacks a word of it (answering/named_title.py)."""
     rows = _catalogue(prepared)
-    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:2]]
+    described = [" ".join(r["content"].split()[:8]) for r in rows[:2]]
+    lines = [
+        {"question": q, "uid": r["uid"], "kind": "descriptive"} for q, r in zip(described, rows)
+    ]
     questions = _write(tmp_path / "q.jsonl", lines)
     (base,), overrides = _base(tiny_model_dir)
     out = tmp_path / "r"

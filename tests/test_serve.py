@@ -19,6 +19,7 @@ from .conftest import free_port
 
 SCRIPT_TITLE = "Zentra Injection Test Speaker"
 SCRIPT_TEXT = "Loud <script>window.pwned = 1</script> speaker & <b>bold</b> claims."
+ASKED_BY_PART = "Tell me about the loud Zentra speaker"  # not every word of its title
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
@@ -248,7 +249,8 @@ def test_an_abandoned_request_stops_generating(route):
 )
 def test_the_page_and_the_api_say_why_the_gate_abstained(app_parts):
     """With ``--abstain-below`` too high for any lead, every answer is the gate's abstention: the
-    API gives the rule in words (``doubt``) and the page shows it under the answer, as text."""
+    API gives the rule in words (``doubt``) and the page shows it under the answer, as text. (A
+    question naming the whole title would be sure at any ratio: answering/named_title.py.)"""
     import dataclasses
 
     from fastapi.testclient import TestClient
@@ -258,7 +260,7 @@ def test_the_page_and_the_api_say_why_the_gate_abstained(app_parts):
     app = create_app(gated, default_max_new_tokens=4)
     body = (
         TestClient(app, base_url="http://127.0.0.1")
-        .post("/api/ask", json={"question": f"Tell me about {SCRIPT_TITLE}", "mode": "grounded"})
+        .post("/api/ask", json={"question": ASKED_BY_PART, "mode": "grounded"})
         .json()
     )
     assert body["doubtful"] and "times the second's" in body["doubt"]
@@ -266,7 +268,7 @@ def test_the_page_and_the_api_say_why_the_gate_abstained(app_parts):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
         page = browser.new_page()
         page.goto(url)
-        page.fill("#q", f"Tell me about {SCRIPT_TITLE}")
+        page.fill("#q", ASKED_BY_PART)
         page.select_option("#mode", "grounded")
         page.click("#ask")
         page.wait_for_selector("#sources li", timeout=60_000)

@@ -1,0 +1,108 @@
+"""A code change's paired effect on the retrieval gate: this checkout against a ``--base`` one.
+
+Each question of the files goes through ``ask``'s retrieval (``--meaning-weight``) and gate
+(``--abstain-below``) with each checkout's own code (the base run in a subprocess with its
+``amazon_sft``), and is scored as ``ask --quote-when-sure`` cites: right first record, wrong
+first record, false abstention (a product that is there), absent abstention, recall@1. Prints
+both checkouts' figures with 95% bootstrap intervals and the paired change, so a rule of the
+gate (answering/doubt.py) is measured on the very questions before and after it:
+
+    git worktree add /tmp/base HEAD~1
+    python bench/gate_change.py --data /tmp/pair/g40p --base /tmp/base --questions eval/questions/real_blind11_test.jsonl
+
+``--data``: a prepared folder of the real rows (docs/results.md, "paired abstentions").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from checkout import REPO, code_path, emitted_by
+
+sys.path.insert(0, code_path(sys.argv))  # the checkout's amazon_sft (and bench), not this one's
+
+MEASURES = ("right first", "wrong first", "false abstention", "absent abstention", "recall@1")
+
+
+def outcomes(data: Path, files: list[str], meaning: float, ratio: float) -> list[list]:
+    """Per question, with this process's ``amazon_sft``: [kind, absent, right, wrong, abstained,
+    asked first] as ``ask`` retrieves and gates it."""
+    from amazon_sft.answering.doubt import retrieval_doubtful
+    from bench.abstain_gate import retrieve
+
+    out = []
+    for name in files:
+        for row in retrieve(data, Path(name), 3, meaning_weight=meaning):
+            doubtful = retrieval_doubtful(row["sources"], ratio, row["question"])
+            first = bool(row["top1"])
+            right = not doubtful and first
+            out.append([row["kind"], row["absent"], right, not doubtful and not right, doubtful, first])  # fmt: skip
+    return out
+
+
+def table(rows: list[list]) -> np.ndarray:
+    """0/1 per question and ``MEASURES`` (NaN where one does not apply: absent abstention is a
+    share of absent questions, the rest of questions about a product).
+
+    >>> table([["typo", False, True, False, False, True], ["absent", True, False, False, True, False]])
+    array([[ 1.,  0.,  0., nan,  1.],
+           [nan, nan, nan,  1., nan]])
+    """
+    out = np.full((len(rows), len(MEASURES)), np.nan)
+    for n, (_, absent, right, wrong, abstained, first) in enumerate(rows):
+        if absent:
+            out[n, 3] = abstained
+        else:
+            out[n, [0, 1, 2, 4]] = (right, wrong, abstained, first)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", required=True, help="the prepared folder (its index)")
+    ap.add_argument("--questions", nargs="+", required=True, help="question files")
+    ap.add_argument("--base", help="the checkout to compare with (required)")
+    ap.add_argument("--meaning-weight", type=float, default=4.0)
+    ap.add_argument("--abstain-below", type=float, default=2.0)
+    ap.add_argument("--code", help=argparse.SUPPRESS)
+    ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    files = [str(Path(f).resolve()) for f in args.questions]
+    if args.emit:
+        print(json.dumps(outcomes(Path(args.data), files, args.meaning_weight, args.abstain_below)))
+        return
+    if not args.base:
+        ap.error("--base is required: the checkout to compare with (git worktree add DIR REV)")
+    from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
+
+    runs = {}
+    for name, code in (("base", args.base), ("this checkout", REPO)):
+        cli = ["--data", args.data, "--questions", *files]
+        cli += ["--meaning-weight", str(args.meaning_weight), "--abstain-below", str(args.abstain_below)]  # fmt: skip
+        runs[name] = emitted_by(__file__, code, cli)
+    before, after = table(runs["base"]), table(runs["this checkout"])
+    kinds = [r[0] for r in runs["base"]]
+    if kinds != [r[0] for r in runs["this checkout"]]:
+        raise SystemExit("the two checkouts read the question files differently")
+    present = int(np.sum(~np.isnan(before[:, 0])))
+    print(f"{present} questions about a product, {len(kinds) - present} absent")
+    print("| measure | base | this checkout | paired change |")
+    print("|---|---|---|---|")
+    for m, name in enumerate(MEASURES):
+        keep = ~np.isnan(before[:, m])
+        cells = []
+        for col in (before[keep, m], after[keep, m]):
+            value, low, high = bootstrap_interval(col)
+            cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
+        delta, low, high = paired_bootstrap(before[keep, m], after[keep, m])
+        print(f"| {name} | {cells[0]} | {cells[1]} | {delta:+.3f} [{low:+.3f}, {high:+.3f}] |")
+
+
+if __name__ == "__main__":
+    main()

@@ -74,6 +74,8 @@ def test_portuguese_words_go_to_english_and_names_stay():
     )
     assert english_word("trilogia") == "trilogy" and english_word("Mantel") == "Mantel"
     assert english_word("revolução") == "revolution"  # suffix rule, not in the glossary
+    # "that one" points at the product: scaffolding, as "este" and "esse" are
+    assert english_query("aquele livro de receitas da França") == "book recipes france"
 
 
 def _index(tmp_path: Path, rows: list[tuple[str, str]]) -> CatalogueIndex:

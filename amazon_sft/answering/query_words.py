@@ -114,7 +114,7 @@ PORTUGUESE_STOP = _words(
     "procuro gostaria preciso algum alguma há tenho sou se me mim por e ou mas já também "
     "lá aqui cujo cuja era eram tinha fala fale diga existe alguém depois antes até entre "
     "sem sob seja ter nesse nessa neste nesta dele dela deles delas desse dessa deste desta "
-    "saber info"
+    "saber info aquele aquela aqueles aquelas daquele daquela naquele naquela"
 )
 
 GLOSSARY_FILE = files("amazon_sft") / "assets" / "glossary_pt_en.txt"

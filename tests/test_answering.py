@@ -89,11 +89,19 @@ def test_sources_only_needs_no_model_and_prints_json(prepared):
     assert sources[0]["title"] == title and {"uid", "title", "score"} <= set(sources[0])
 
 
-def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared):
+def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, capsys):
     """A new user's run: ``--sources-only`` took ``--abstain-below -1`` and ``--quote-when-sure``
     silently (checked only when a model loads) and never said what the gate would do; a question
     past ``MAX_QUESTION_CHARS`` was cut without a word. Now the options are checked first, the
-    gate (retrieval only) is reported, and a long question is refused."""
+    gate (retrieval only) is reported, and a long question is refused. Through ``cli.main`` in
+    this process (a subprocess costs ~7 s of imports a call), once as the real command."""
+    from amazon_sft.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return code, out, err
+
     title = _records(prepared, 1)[0]["title"]
     only = ["ask", f"Tell me about {title}", "--index", str(prepared), "--sources-only"]
     for args, needle in (
@@ -107,15 +115,18 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared):
         # the refusal names the option that is wrong, not every count option
         ([*only, "--k", "0"], "--k must be >= 1"),
     ):
-        proc = _cli(*args)
-        assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr
-    assert "--max-new-tokens" not in _cli(*only, "--k", "0").stderr
+        code, _, err = run(*args)
+        assert code == 2 and needle in err and len(err.strip().splitlines()) == 1, args
+    assert "--max-new-tokens" not in run(*only, "--k", "0")[2]
+    proc = _cli(*only, "--abstain-below", "-1")  # the real command: one line, exit 2
+    assert proc.returncode == 2 and "--abstain-below must be" in proc.stderr
+    assert "Traceback" not in proc.stderr
     sure, unsure, off = (
-        json.loads(_cli(*only, "--json", *extra).stdout)
+        json.loads(run(*only, "--json", *extra)[1])
         for extra in (["--abstain-below", "1"], ["--abstain-below", "1e9"], [])
     )
     assert sure["doubtful"] is False and unsure["doubtful"] is True and "doubtful" not in off
-    text = _cli(*only, "--abstain-below", "1e9").stdout
+    text = run(*only, "--abstain-below", "1e9")[1]
     assert "ask abstains" in text and title in text
 
 
@@ -170,23 +181,30 @@ def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_
     assert plain.returncode == 0 and "retrieval was" not in plain.stdout
 
 
-def test_an_abstention_by_the_gate_says_why(prepared, tuned_run):
+def test_an_abstention_by_the_gate_says_why(prepared, tuned_run, capsys):
     """The gate's abstention names its reason (``doubt.doubt_reason``) in the printed answer, in
     ``--json`` (``doubt``) and with ``--sources-only``: a shopper told "not sure" can tell a
-    close second record from another book's title; an answer the gate let through has none."""
+    close second record from another book's title; an answer the gate let through has none.
+    Through ``cli.main`` in this process (the printed answer once as the real command)."""
+    from amazon_sft.cli import main
+
+    def out(*args: str) -> str:
+        assert main(list(args)) == 0, args
+        return capsys.readouterr().out
+
     title = _records(prepared, 1)[0]["title"]
     common = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "4",
               "--grounded", "--abstain-below", "1e9")  # fmt: skip
     printed = _cli("ask", f"Tell me about {title}", *common)
     assert printed.returncode == 0, printed.stderr[-2000:]
     assert "times the second's (under 1e+09); --abstain-below)" in printed.stdout
-    line = json.loads(_cli("ask", f"Tell me about {title}", *common, "--json").stdout)
+    line = json.loads(out("ask", f"Tell me about {title}", *common, "--json"))
     assert line["doubtful"] and "times the second's" in line["doubt"]
     only = ("--index", str(prepared), "--sources-only", "--abstain-below")
-    gated = json.loads(_cli("ask", f"Tell me about {title}", *only, "1e9", "--json").stdout)
-    sure = json.loads(_cli("ask", f"Tell me about {title}", *only, "1", "--json").stdout)
+    gated = json.loads(out("ask", f"Tell me about {title}", *only, "1e9", "--json"))
+    sure = json.loads(out("ask", f"Tell me about {title}", *only, "1", "--json"))
     assert "times the second's" in gated["doubt"] and sure["doubt"] is None
-    said = _cli("ask", f"Tell me about {title}", *only, "1e9").stdout
+    said = out("ask", f"Tell me about {title}", *only, "1e9")
     assert "Retrieval is not sure (--abstain-below 1000000000.0): the first record's" in said
 
 

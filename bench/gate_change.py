@@ -90,12 +90,20 @@ def main() -> None:
     kinds = [r[0] for r in runs["base"]]
     if kinds != [r[0] for r in runs["this checkout"]]:
         raise SystemExit("the two checkouts read the question files differently")
+    if not kinds:
+        files = " ".join(args.questions)
+        raise SystemExit(
+            f"no question of {files} can be scored: none of its products is in {args.data}"
+        )
     present = int(np.sum(~np.isnan(before[:, 0])))
     print(f"{present} questions about a product, {len(kinds) - present} absent")
     print("| measure | base | this checkout | paired change |")
     print("|---|---|---|---|")
     for m, name in enumerate(MEASURES):
         keep = ~np.isnan(before[:, m])
+        if not keep.any():  # no absent question, or none about a product
+            print(f"| {name} | - | - | no such question |")
+            continue
         cells = []
         for col in (before[keep, m], after[keep, m]):
             value, low, high = bootstrap_interval(col)

@@ -536,3 +536,10 @@ def test_gate_change_benchmark_pairs_two_checkouts_question_by_question(prepared
     for base, now, change in rows.values():
         assert base == now and change == "+0.000 [+0.000, +0.000]"
     assert rows["recall@1"][0] == "1.000 [1.000, 1.000]"
+    elsewhere = tmp_path / "elsewhere.jsonl"  # products of another catalogue: one line, not NaN
+    elsewhere.write_text(json.dumps({"question": "q", "uid": "NOT-HERE", "kind": "typo"}) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "bench/gate_change.py", "--data", str(prepared), "--questions",
+         str(elsewhere), "--base", str(REPO)], capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 1 and "none of its products is in" in proc.stderr

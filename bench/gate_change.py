@@ -79,7 +79,7 @@ def main() -> None:
         return
     if not args.base:
         ap.error("--base is required: the checkout to compare with (git worktree add DIR REV)")
-    from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
+    from bench.static_embedding_fusion import change, share  # its tables' cells
 
     runs = {}
     for name, code in (("base", args.base), ("this checkout", REPO)):
@@ -104,12 +104,8 @@ def main() -> None:
         if not keep.any():  # no absent question, or none about a product
             print(f"| {name} | - | - | no such question |")
             continue
-        cells = []
-        for col in (before[keep, m], after[keep, m]):
-            value, low, high = bootstrap_interval(col)
-            cells.append(f"{value:.3f} [{low:.3f}, {high:.3f}]")
-        delta, low, high = paired_bootstrap(before[keep, m], after[keep, m])
-        print(f"| {name} | {cells[0]} | {cells[1]} | {delta:+.3f} [{low:+.3f}, {high:+.3f}] |")
+        cells = (share(before[:, m]), share(after[:, m]), change(before[:, m], after[:, m]))
+        print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

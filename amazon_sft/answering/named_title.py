@@ -28,25 +28,12 @@ from __future__ import annotations
 
 from amazon_sft.answering.query_words import english_query
 from amazon_sft.answering.title_words import (
-    MAIN_PART,
     has_word,
     is_lookup_word,
     is_short,
+    main_title_words,
     words_of,
 )
-
-
-def main_title_words(title: str) -> list[str]:
-    """The words to look up of the title's main part (the whole title when it starts with a
-    separator).
-
-    >>> main_title_words("Italy, The Beautiful Cookbook: Authentic Recipes from the Regions")
-    ['italy', 'beautiful', 'cookbook']
-    >>> main_title_words("Fix-it Duck (Duck in the Truck)")
-    ['fix', 'duck']
-    """
-    main = MAIN_PART.split(title, maxsplit=1)[0] or title
-    return [w for w in dict.fromkeys(words_of(main)) if is_lookup_word(w)]
 
 
 def names_first_title_only(question: str, first_title: str, second_title: str) -> bool:
@@ -88,5 +75,6 @@ def names_first_title_only(question: str, first_title: str, second_title: str) -
     in_second = set(words_of(second_title))
     if all(has_word(w, in_second) for w in main):
         return False
-    own = [w for w in main_title_words(second_title) if not has_word(w, set(main))]
-    return not (own and all(has_word(w, in_question) for w in main_title_words(second_title)))
+    second_main = main_title_words(second_title)
+    own = [w for w in second_main if not has_word(w, set(main))]
+    return not (own and all(has_word(w, in_question) for w in second_main))

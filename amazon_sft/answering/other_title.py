@@ -20,10 +20,10 @@ short with it: a description may say "by" too, "lured to an island by an unknown
 from __future__ import annotations
 
 from amazon_sft.answering.title_words import (
-    MAIN_PART,
     has_word,
     is_lookup_word,
     is_short,
+    main_title_words,
     names_part,
     words_of,
 )
@@ -69,7 +69,7 @@ def asks_another_title(question: str, title: str) -> bool:
     if DESCRIBING_WORDS.intersection(whole) or not is_short(whole):
         return False
     asked = [w for w in dict.fromkeys(words) if is_lookup_word(w)]
-    main = [w for w in dict.fromkeys(words_of(MAIN_PART.split(title)[0])) if is_lookup_word(w)]
+    main = main_title_words(title)
     if not asked or not main:
         return False
     in_question, titled = set(words), set(words_of(title))

@@ -90,3 +90,16 @@ def has_word(word: str, words: set[str]) -> bool:
         return False
     edits = max_edits(word)
     return extractOne(word, words, scorer=OSA.distance, score_cutoff=edits) is not None
+
+
+def main_title_words(title: str) -> list[str]:
+    """The words to look up of the title's main part (the whole title when it starts with a
+    separator).
+
+    >>> main_title_words("Italy, The Beautiful Cookbook: Authentic Recipes from the Regions")
+    ['italy', 'beautiful', 'cookbook']
+    >>> main_title_words("Fix-it Duck (Duck in the Truck)")
+    ['fix', 'duck']
+    """
+    main = MAIN_PART.split(title, maxsplit=1)[0] or title
+    return [w for w in dict.fromkeys(words_of(main)) if is_lookup_word(w)]

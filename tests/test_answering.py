@@ -130,6 +130,32 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, cap
     assert "ask abstains" in text and title in text
 
 
+
+def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monkeypatch):
+    """``ask --sources-only`` looked products up without a model; ``chat`` had no such option and
+    loaded a model for a shopper who only wanted the records. Now chat takes it: each question's
+    records (and the gate's verdict), a refused question is one line and the chat goes on, and
+    no model is loaded."""
+    from amazon_sft.answering import commands
+    from amazon_sft.cli import main
+
+    title = _records(prepared, 1)[0]["title"]
+    typed = iter([f"Tell me about {title}", "Tell " * 500, "", "exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+
+    def no_model(args):
+        raise AssertionError("chat --sources-only loaded a model")
+
+    monkeypatch.setattr(commands, "_session", no_model)
+    code = main(["chat", "--index", str(prepared), "--sources-only", "--abstain-below", "1.4"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert title in out and "Retrieval is" in out
+    assert "amazon-sft chat: the question is 2499 characters; at most 2000" in out
+    code = main(["chat", "--sources-only"])  # one line naming --index, before any prompt
+    err = capsys.readouterr().err
+    assert code == 2 and "--index" in err and len(err.strip().splitlines()) == 1
+
 def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
     other, title = (r["title"] for r in _records(prepared, 3)[1:])
     proc = _cli(

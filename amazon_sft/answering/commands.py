@@ -40,9 +40,11 @@ def add_commands(sub) -> None:
                 '"doubt", "quoted", "sources"}; with --sources-only {"question", "sources"} '
                 '(and "doubtful", "doubt" with --abstain-below)',
             )
-            p.add_argument(
-                "--sources-only", action="store_true", help="retrieval only; no model needed"
-            )
+        p.add_argument(
+            "--sources-only",
+            action="store_true",
+            help="retrieval only (and the gate's verdict with --abstain-below); no model needed",
+        )
         p.add_argument(
             "--model", default=None, help="a training out_dir, or config:NAME for a base model"
         )
@@ -265,46 +267,18 @@ def _print_sources(sources: list[dict]) -> None:
 
 
 def _run_ask(args) -> int:
-    from amazon_sft.answering.ask import sources_only
-    from amazon_sft.answering.doubt import doubt_reason
-    from amazon_sft.answering.index import CatalogueIndex, Source
-
     check_counts(args.k, args.max_new_tokens)
-    abstain_below = check_abstain_below(args.abstain_below)
-    meaning = check_meaning_weight(args.meaning_weight)
+    check_abstain_below(args.abstain_below)
+    check_meaning_weight(args.meaning_weight)
     check_quote_when_sure(args)
     for question in args.question:
         check_question_length(question)
     if args.sources_only:
-        if not args.index:
-            raise UserError("--sources-only needs --index DIR (the prepared folder)")
-        if args.quote_when_sure:
-            raise UserError(
-                "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
-            )
-        index = CatalogueIndex(args.index, meaning_weight=meaning)
+        show = _retrieval_only(args)
         for n, question in enumerate(args.question):
-            sources = sources_only(question, index, args.k or 3)
-            # the gate reads retrieval only: say what ask would do with --abstain-below
-            doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
-            if args.json:
-                gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
-                line = {"question": question, **gate, "sources": [_public(s) for s in sources]}
-                print(json_line(line))
-                continue
-            if len(args.question) > 1:  # each answer under its own question
+            if not args.json and len(args.question) > 1:  # each answer under its own question
                 print(f"{chr(10) if n else ''}Q: {printable(question)}")
-            if doubt:
-                print(
-                    f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; "
-                    "ask abstains."
-                )
-            elif abstain_below and sources:
-                print(
-                    f"Retrieval is sure (--abstain-below {abstain_below}): ask answers from the "
-                    "first record."
-                )
-            _print_sources(sources)
+            show(question)
         return 0
     stream = None if args.json else _print_piece
     answerer = _session(args)  # loaded once for every question
@@ -333,13 +307,58 @@ def _run_ask(args) -> int:
     return 0
 
 
+def _retrieval_only(args):
+    """``--sources-only`` for ask and chat: a function printing one question's records (and,
+    with ``--abstain-below``, what the gate would do), the index opened once, no model."""
+    from amazon_sft.answering.ask import sources_only
+    from amazon_sft.answering.doubt import doubt_reason
+    from amazon_sft.answering.index import CatalogueIndex, Source
+
+    check_counts(args.k, args.max_new_tokens)
+    abstain_below = check_abstain_below(args.abstain_below)
+    meaning = check_meaning_weight(args.meaning_weight)
+    if not args.index:
+        raise UserError("--sources-only needs --index DIR (the prepared folder)")
+    if args.quote_when_sure:
+        raise UserError(
+            "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
+        )
+    index = CatalogueIndex(args.index, meaning_weight=meaning)
+
+    def show(question: str) -> None:
+        sources = sources_only(question, index, args.k or 3)
+        # the gate reads retrieval only: say what ask would do with --abstain-below
+        doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
+        if getattr(args, "json", False):
+            gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
+            print(
+                json_line({"question": question, **gate, "sources": [_public(s) for s in sources]})
+            )
+            return
+        if doubt:
+            print(
+                f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; ask abstains."
+            )
+        elif abstain_below and sources:
+            print(
+                f"Retrieval is sure (--abstain-below {abstain_below}): ask answers from the "
+                "first record."
+            )
+        _print_sources(sources)
+
+    return show
+
+
 def _public(source: dict) -> dict:
     keys = ("uid", "title", "score", "words_score", "cosine", "answer_rougeL", "cited")
     return {k: source[k] for k in keys if k in source}
 
 
 def _run_chat(args) -> int:
-    answerer = _session(args)
+    if args.sources_only:
+        show, answerer = _retrieval_only(args), None
+    else:
+        answerer = _session(args)
     print("Ask about a product (Ctrl-D or 'exit' to quit).")
     while True:
         try:
@@ -355,10 +374,13 @@ def _run_chat(args) -> int:
         except UserError as err:  # one line, and the conversation goes on
             print(f"amazon-sft chat: {err}")
             continue
-        result = _answer(answerer, args, question, _print_piece)
-        print()
-        _print_how(result)
-        _print_sources(result.sources)
+        if answerer is None:
+            show(question)
+        else:
+            result = _answer(answerer, args, question, _print_piece)
+            print()
+            _print_how(result)
+            _print_sources(result.sources)
         print()
     return 0
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,11 @@ from amazon_sft.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
 collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests themselves
+# DeepSpeed compiles its CPU Adam (ZeRO offload) into TORCH_EXTENSIONS_DIR, by default one cache
+# for every environment of the user whose build file names the environment's include paths: two
+# checkouts' test runs each recompiled it (~80 s of both cores) after the other ran. One cache per
+# environment; the training processes the tests launch inherit it.
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

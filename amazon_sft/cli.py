@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from pathlib import Path
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.errors import OneLineParser, UserError, permission_denied
@@ -77,6 +78,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--rows", type=int, default=5000, help="lines to write")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
     p.add_argument(
+        "--overwrite", action="store_true", help="replace --out when it is already there"
+    )
+    p.add_argument(
         "--version",
         type=int,
         choices=(1, 2),
@@ -91,8 +95,15 @@ def _run_synth(args) -> int:
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
+    out = Path(args.out)
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
+    if (out.exists() or out.is_symlink()) and not args.overwrite:
+        raise UserError(
+            f"--out {out} already exists: pass --overwrite to replace it, or another --out"
+        )
     try:
-        made = write_catalogue(args.out, args.rows, args.seed, args.version)
+        made = write_catalogue(out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"

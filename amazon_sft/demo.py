@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     with open(out / "demo.log", "w") as log:
         if args.data is None:
             synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(data)]
+            synth.append("--overwrite")  # the demo folder's own catalogue, made again each run
             run("generate a catalogue", synth, log)
         run("prepare", prepare_args(args, args.data or str(data), prepared), log)
         rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")

@@ -11,6 +11,10 @@ A command replaces or deletes only what it can prove it wrote:
   ``overwrite=true`` moves the previous run's outputs aside into ``previous/<UTC time>/`` instead
   of deleting them.
 
+- an eval report folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes
+  before its report (or, for folders from before the marker, by an eval's ``report.json``); eval
+  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote.
+
 ``OutputLock`` is an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside the folder, held for
 the whole write. Hand-written rather than ``filelock`` because the second writer's error must
 name the first one, and ``filelock`` opens its lock file with ``O_TRUNC``, so a waiting process
@@ -30,6 +34,7 @@ from pathlib import Path
 
 from amazon_sft import __version__
 from amazon_sft.data.manifest import MANIFEST, read_manifest
+from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
 
 PREPARED_ENTRY = re.compile(
@@ -49,6 +54,9 @@ RUN_OUTPUTS = (
 )
 """What a training run writes into ``out_dir`` (besides its marker)."""
 PREVIOUS_RUNS = "previous"
+EVAL_MARKER = ".amazon_sft_eval.json"
+EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
+"""What ``amazon-sft eval`` writes into ``--out`` (besides its marker)."""
 
 
 def _listing(names: list[str], most: int = 5) -> str:
@@ -74,6 +82,7 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
             f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
         )
     foreign = [name for name in entries if not PREPARED_ENTRY.match(name)]
+    foreign += _foreign_inside(out_dir)
     if foreign:
         raise UserError(
             f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} holds "
@@ -93,6 +102,43 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
             f"{MANIFEST} does not prove it ({str(err).split(': re-run')[0]}): remove the folder "
             "yourself or choose another --out"
         ) from None
+
+
+SHARD_FILES = frozenset(f"{name}.npy" for name in ARRAYS)
+INDEX_ENTRY = re.compile(r"^((title|description)/)?[\w.]+\.(npy|json)$")
+"""The index's layout, for an index whose ``stats.json`` does not list its files."""
+
+
+def _foreign_inside(out_dir: Path) -> list[str]:
+    """Entries inside the folders prepare writes that it did not write (the swap deletes them):
+    a shard holds its four arrays; the index holds the files its ``stats.json`` lists."""
+    foreign = []
+    for shard in sorted(out_dir.glob("shard-*")):
+        if not PREPARED_ENTRY.match(shard.name):
+            continue  # named at the top level already
+        if shard.is_symlink() or not shard.is_dir():
+            foreign.append(shard.name)
+            continue
+        foreign += [
+            f"{shard.name}/{p.name}"
+            for p in sorted(shard.iterdir())
+            if p.name not in SHARD_FILES or p.is_symlink() or not p.is_file()
+        ]
+    index = out_dir / "index"
+    if index.is_symlink() or (index.exists() and not index.is_dir()):
+        return [*foreign, "index"]
+    if index.is_dir():
+        try:
+            listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
+            ours = listed.__contains__
+        except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
+            ours = INDEX_ENTRY.match
+        for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
+            for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:
+                rel = Path(root, name).relative_to(index).as_posix()
+                if not ours(rel) or Path(root, name).is_symlink():
+                    foreign.append(f"index/{rel}")
+    return foreign
 
 
 def _legacy_run(out_dir: Path) -> bool:
@@ -159,6 +205,38 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
         note = {"written_by": f"amazon_sft {__version__} train", "created": _now()}
         marker.write_text(json.dumps(note) + "\n")
     return moved
+
+
+def _is_our_eval(out_dir: Path) -> bool:
+    """The marker, or (a folder from before it) an eval's report.json: its models and data."""
+    if (out_dir / EVAL_MARKER).is_file():
+        return True
+    try:
+        report = json.loads((out_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(report, dict) and {"models", "data"} <= set(report)
+
+
+def check_eval_dir(out_dir: Path) -> None:
+    """Refuse an eval ``--out`` holding report files eval cannot prove it wrote (read-only: every
+    rank may call it, before any model loads)."""
+    present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
+    if present and not _is_our_eval(out_dir):
+        raise UserError(
+            f"--out {out_dir} holds {_listing(present)} that amazon-sft eval did not write (no "
+            f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
+        )
+
+
+def claim_eval_dir(out_dir: Path) -> None:
+    """Check again, then mark the folder as eval's before its report is written."""
+    check_eval_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / EVAL_MARKER
+    if not marker.is_file():
+        note = {"written_by": f"amazon_sft {__version__} eval", "created": _now()}
+        marker.write_text(json.dumps(note) + "\n")
 
 
 def _now() -> str:

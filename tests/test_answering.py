@@ -130,7 +130,6 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, cap
     assert "ask abstains" in text and title in text
 
 
-
 def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monkeypatch):
     """``ask --sources-only`` looked products up without a model; ``chat`` had no such option and
     loaded a model for a shopper who only wanted the records. Now chat takes it: each question's
@@ -150,11 +149,12 @@ def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monk
     code = main(["chat", "--index", str(prepared), "--sources-only", "--abstain-below", "1.4"])
     out = capsys.readouterr().out
     assert code == 0
-    assert title in out and "Retrieval is" in out
+    assert title in out and "Retrieval is sure (--abstain-below 1.4): chat answers" in out
     assert "amazon-sft chat: the question is 2499 characters; at most 2000" in out
     code = main(["chat", "--sources-only"])  # one line naming --index, before any prompt
     err = capsys.readouterr().err
     assert code == 2 and "--index" in err and len(err.strip().splitlines()) == 1
+
 
 def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
     other, title = (r["title"] for r in _records(prepared, 3)[1:])

@@ -307,7 +307,7 @@ def _run_ask(args) -> int:
     return 0
 
 
-def _retrieval_only(args):
+def _retrieval_only(args, command: str = "ask"):
     """``--sources-only`` for ask and chat: a function printing one question's records (and,
     with ``--abstain-below``, what the gate would do), the index opened once, no model."""
     from amazon_sft.answering.ask import sources_only
@@ -337,11 +337,11 @@ def _retrieval_only(args):
             return
         if doubt:
             print(
-                f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; ask abstains."
+                f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; {command} abstains."
             )
         elif abstain_below and sources:
             print(
-                f"Retrieval is sure (--abstain-below {abstain_below}): ask answers from the "
+                f"Retrieval is sure (--abstain-below {abstain_below}): {command} answers from the "
                 "first record."
             )
         _print_sources(sources)
@@ -356,7 +356,7 @@ def _public(source: dict) -> dict:
 
 def _run_chat(args) -> int:
     if args.sources_only:
-        show, answerer = _retrieval_only(args), None
+        show, answerer = _retrieval_only(args, "chat"), None
     else:
         answerer = _session(args)
     print("Ask about a product (Ctrl-D or 'exit' to quit).")

@@ -9,6 +9,7 @@ reader must survive. Same seed, same bytes.
 from __future__ import annotations
 
 import gzip
+import os
 import random
 from collections import Counter
 from pathlib import Path
@@ -292,9 +293,15 @@ def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int =
     path.parent.mkdir(parents=True, exist_ok=True)
     lines, made = generate_rows(n_rows, seed, version)
     data = b"\n".join(lines) + b"\n"
-    if path.suffix == ".gz":
-        with gzip.open(path, "wb", compresslevel=1) as fh:  # mtime in header; content is stable
-            fh.write(data)
-    else:
-        path.write_bytes(data)
+    # written beside it, then renamed: a kill or a full disk never leaves a cut file at ``path``
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        if path.suffix == ".gz":
+            with gzip.open(staging, "wb", compresslevel=1) as fh:  # mtime in header; content stable
+                fh.write(data)
+        else:
+            staging.write_bytes(data)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
     return made

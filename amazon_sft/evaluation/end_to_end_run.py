@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import orjson
-
 from amazon_sft.answering.commands import add_abstain_flag
 from amazon_sft.answering.option_checks import (
     check_abstain_below,
@@ -18,7 +16,7 @@ from amazon_sft.answering.option_checks import (
 )
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
-from amazon_sft.evaluation.report import md_text
+from amazon_sft.evaluation.report import md_text, write_rows, write_staged
 
 TITLE = "End to end: free-form questions through ask's Answerer (real retrieval, k records)"
 
@@ -178,12 +176,15 @@ def _plain(outcome: E.Outcome) -> dict:
 
 
 def write_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "report.json").write_text(json.dumps(result, indent=2))
-    with open(out_dir / "answers.jsonl", "wb") as fh:
-        for row in rows:
-            fh.write(orjson.dumps(row) + b"\n")
-    (out_dir / "report.md").write_text(render_markdown(result, rows))
+    """report.json, answers.jsonl and report.md, written aside and moved in (``write_staged``)."""
+    write_staged(
+        out_dir,
+        {
+            "report.json": lambda path: path.write_text(json.dumps(result, indent=2)),
+            "answers.jsonl": lambda path: write_rows(path, rows),
+            "report.md": lambda path: path.write_text(render_markdown(result, rows)),
+        },
+    )
 
 
 def _cell(m: dict | None) -> str:

@@ -32,6 +32,7 @@ from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.outputs import check_output_folder
+from amazon_sft.ownership import check_eval_dir
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
@@ -99,6 +100,7 @@ def parse_args(argv):
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
     check_output_folder(args.out, "--out", replaced_whole=False)  # files replaced one by one
+    check_eval_dir(Path(args.out))  # before any model loads: a report of the user's is refused
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:
         raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")

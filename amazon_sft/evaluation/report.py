@@ -13,6 +13,7 @@ import orjson
 
 from amazon_sft.atomic import staging_name
 from amazon_sft.outputs import disk_full
+from amazon_sft.ownership import claim_eval_dir
 from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)
@@ -40,28 +41,43 @@ ORACLE_NOTE = (
     "right record handed over (or, for absent, left out) among retrieved ones. What `ask` "
     "does with a shopper's own words is scored by `amazon-sft eval --questions FILE`."
 )
-REPORT_FILES = ("report.json", "answers.jsonl", "report.md", "report.png")
 
 
 def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
-    """Write the four files into a hidden sibling folder, then move each into ``out_dir``: a
-    full disk or a kill while writing leaves the previous report there as it was."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    """The four report files into ``out_dir`` (``write_staged``)."""
+    write_staged(
+        out_dir,
+        {
+            "report.json": lambda path: path.write_text(
+                json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
+            ),
+            "answers.jsonl": lambda path: write_rows(path, result["rows"]),
+            "report.md": lambda path: path.write_text(render_markdown(result, n_examples)),
+            "report.png": lambda path: plot(result, path),
+        },
+    )
+
+
+def write_rows(path: Path, rows: list[dict]) -> None:
+    with open(path, "wb") as fh:
+        for row in rows:
+            fh.write(orjson.dumps(row) + b"\n")
+
+
+def write_staged(out_dir: Path, writers: dict) -> None:
+    """Each file (name -> function writing it to a path) into a hidden sibling folder, then moved
+    into ``out_dir``, claimed as eval's first: a full disk or a kill while writing leaves the
+    previous report there as it was, and a report of the user's is never replaced."""
+    claim_eval_dir(out_dir)
     staging = staging_name(out_dir)
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     try:
         kept = "the previous report there (if any) is unchanged"
         with disk_full(out_dir, "eval could not write its report", kept):
-            (staging / "report.json").write_text(
-                json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
-            )
-            with open(staging / "answers.jsonl", "wb") as fh:
-                for row in result["rows"]:
-                    fh.write(orjson.dumps(row) + b"\n")
-            (staging / "report.md").write_text(render_markdown(result, n_examples))
-            plot(result, staging / "report.png")
-        for name in REPORT_FILES:
+            for name, write in writers.items():
+                write(staging / name)
+        for name in writers:
             os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

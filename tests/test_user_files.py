@@ -1,0 +1,104 @@
+"""A command never deletes or replaces a file it cannot prove it wrote (a new user's trial found
+three that did: synth over any file, eval over a report.md of the user's, prepare --overwrite over
+files inside its shard and index folders)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+pytestmark = pytest.mark.hostile
+
+
+def _run_cli(capsys, *args: str) -> tuple[int, str]:
+    from amazon_sft.cli import main
+
+    code = main(list(args))
+    return code, capsys.readouterr().err
+
+
+def _one_line(code: int, err: str, command: str, *needles: str) -> None:
+    assert code == 2, err[-2000:]
+    lines = [x for x in err.splitlines() if x.startswith(f"amazon-sft {command}: error:")]
+    assert len(lines) == 1, err[-2000:]
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+def test_synth_never_writes_over_an_existing_file_without_overwrite(tmp_path, capsys):
+    """``synth --out`` replaced any file silently (a copy of the real rows became 5 generated
+    lines). Now an existing file is refused unless ``--overwrite`` names the intent."""
+    mine = tmp_path / "trn.json.gz"
+    mine.write_bytes(b"precious")
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine))
+    _one_line(code, err, "synth", str(mine), "--overwrite")
+    assert mine.read_bytes() == b"precious"
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path))
+    _one_line(code, err, "synth", "folder")
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine), "--overwrite")
+    assert code == 0 and mine.read_bytes() != b"precious"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+
+
+def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsys):
+    """``eval --out`` wrote report.md, report.json, answers.jsonl over the user's files of those
+    names. Now a folder holding one of them without eval's marker is refused before any model
+    loads; a folder eval wrote (marker, or a report.json of an eval from before the marker) is
+    written again."""
+    from amazon_sft.ownership import EVAL_MARKER
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "report.md").write_text("precious\n")
+    (out / "mine.txt").write_text("mine\n")
+    questions = tmp_path / "q.jsonl"
+    title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
+    questions.write_text(json.dumps({"question": title, "uid": "absent", "kind": "partial"}) + "\n")
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
+    for extra in ([], ["--questions", str(questions)]):
+        code, err = _run_cli(capsys, *base, *extra)
+        _one_line(code, err, "eval", "report.md", "did not write")
+        assert (out / "report.md").read_text() == "precious\n"
+    (out / "report.md").unlink()
+    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    assert code == 0, err[-2000:]
+    assert (out / EVAL_MARKER).is_file() and (out / "mine.txt").read_text() == "mine\n"
+    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    assert code == 0, err[-2000:]  # its own report is written again
+    (out / EVAL_MARKER).unlink()  # an eval folder from before the marker: report.json proves it
+    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    assert code == 0, err[-2000:]
+
+
+@pytest.mark.parametrize("inside", ["shard-00000/mine.npy.txt", "index/notes.txt", "index/x/y"])
+def test_prepare_overwrite_refuses_files_of_the_users_inside_its_folders(
+    prepared, catalogue, tmp_path, capsys, inside
+):
+    """The check for foreign entries read only the top level: a file of the user's inside a shard
+    or the index folder was deleted by ``--overwrite`` without a word."""
+    from amazon_sft.answering.index import build_index
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    build_index(out)
+    mine = out / inside
+    mine.parent.mkdir(parents=True, exist_ok=True)
+    mine.write_text("mine\n")
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "prepare", inside, "did not write")
+    assert mine.read_text() == "mine\n"
+    if inside == "index/notes.txt":  # an index from before stats.json listed its files
+        stats = json.loads((out / "index" / "stats.json").read_text())
+        del stats["files"]
+        (out / "index" / "stats.json").write_text(json.dumps(stats))
+        code, err = _run_cli(capsys, *args, "--overwrite")
+        _one_line(code, err, "prepare", inside, "did not write")
+        assert mine.read_text() == "mine\n"
+    mine.unlink()
+    if mine.parent.name == "x":
+        mine.parent.rmdir()
+    code, err = _run_cli(capsys, *args, "--overwrite")  # its own index and shards: replaced
+    assert code == 0, err[-2000:]

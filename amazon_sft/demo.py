@@ -213,11 +213,12 @@ def main(argv: list[str] | None = None) -> int:
         heldout_questions,
         write_questions,
     )
+    from amazon_sft.ownership import claim_demo_dir
 
     args = parse_args(argv)
     check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    claim_demo_dir(out)  # never over files of the user's
     data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
     report, oracle = out / "eval", out / "eval-oracle"
     with open(out / "demo.log", "w") as log:

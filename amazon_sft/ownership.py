@@ -127,18 +127,26 @@ def _foreign_inside(out_dir: Path) -> list[str]:
     index = out_dir / "index"
     if index.is_symlink() or (index.exists() and not index.is_dir()):
         return [*foreign, "index"]
-    if index.is_dir():
-        try:
-            listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
-            ours = listed.__contains__
-        except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
-            ours = INDEX_ENTRY.match
-        for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
-            for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:
-                rel = Path(root, name).relative_to(index).as_posix()
-                if not ours(rel) or Path(root, name).is_symlink():
-                    foreign.append(f"index/{rel}")
-    return foreign
+    return foreign + [f"index/{rel}" for rel in foreign_in_index(index)]
+
+
+def foreign_in_index(index: Path) -> list[str]:
+    """Files (and links) in an index folder that the index build did not write, relative to it:
+    what its ``stats.json`` lists is the build's (an index from before the list: its layout)."""
+    if not index.is_dir():
+        return []
+    try:
+        listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
+        ours = listed.__contains__
+    except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
+        ours = INDEX_ENTRY.match
+    foreign = []
+    for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
+        for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:
+            rel = Path(root, name).relative_to(index).as_posix()
+            if not ours(rel) or Path(root, name).is_symlink():
+                foreign.append(rel)
+    return sorted(foreign)
 
 
 def _legacy_run(out_dir: Path) -> bool:
@@ -237,6 +245,30 @@ def claim_eval_dir(out_dir: Path) -> None:
     if not marker.is_file():
         note = {"written_by": f"amazon_sft {__version__} eval", "created": _now()}
         marker.write_text(json.dumps(note) + "\n")
+
+
+DEMO_MARKER = ".amazon_sft_demo.json"
+
+
+def claim_demo_dir(out_dir: Path) -> None:
+    """The demo writes a dozen files and folders into ``--out``: a new or empty folder, or one an
+    earlier demo wrote (its marker, or from before the marker its ``demo.log``), else refused."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file: name a new folder for the demo")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    log = out_dir / "demo.log"
+    earlier = (out_dir / DEMO_MARKER).is_file() or (
+        log.is_file() and log.read_bytes()[:13] == b"$ amazon-sft "
+    )
+    if entries and not earlier:
+        raise UserError(
+            f"--out {out_dir} holds {_listing(entries)} and is not a demo folder (no "
+            f"{DEMO_MARKER}): the demo would write over them; name a new folder"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    note = {"written_by": f"amazon_sft {__version__} demo", "created": _now()}
+    if not (out_dir / DEMO_MARKER).is_file():
+        (out_dir / DEMO_MARKER).write_text(json.dumps(note) + "\n")
 
 
 def _now() -> str:

@@ -102,3 +102,40 @@ def test_prepare_overwrite_refuses_files_of_the_users_inside_its_folders(
         mine.parent.rmdir()
     code, err = _run_cli(capsys, *args, "--overwrite")  # its own index and shards: replaced
     assert code == 0, err[-2000:]
+
+
+def test_index_build_never_deletes_a_users_file_in_the_index_folder(prepared, tmp_path, capsys):
+    """``amazon-sft index`` (and ``ask``'s build on first use) swaps a new index folder in and
+    deletes the old one, whatever it held. Now a file the build did not write stops it."""
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    (out / "index").mkdir(exist_ok=True)
+    mine = out / "index" / "notes.txt"
+    mine.write_text("mine\n")
+    code, err = _run_cli(capsys, "index", str(out))
+    _one_line(code, err, "index", "notes.txt", "did not write")
+    assert mine.read_text() == "mine\n"
+    mine.unlink()
+    code, err = _run_cli(capsys, "index", str(out))
+    assert code == 0, err[-2000:]
+    code, err = _run_cli(capsys, "index", str(out))  # its own index: built again
+    assert code == 0, err[-2000:]
+
+
+def test_demo_never_writes_into_a_folder_of_the_users(tmp_path, capsys):
+    """``demo --out`` wrote demo.log, trn.json.gz (synth), answers.json, ... into any folder. Now
+    a folder that holds anything and is not an earlier demo's is refused before any step."""
+    from amazon_sft.ownership import DEMO_MARKER, claim_demo_dir
+
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "answers.json").write_text("mine\n")
+    code, err = _run_cli(capsys, "demo", "--config", "tiny", "--out", str(out))
+    _one_line(code, err, "demo", "answers.json", "not a demo folder")
+    assert sorted(p.name for p in out.iterdir()) == ["answers.json"]
+    earlier = tmp_path / "demo_out"  # a demo folder from before the marker: its log proves it
+    earlier.mkdir()
+    (earlier / "demo.log").write_text("$ amazon-sft synth --rows 10\n")
+    claim_demo_dir(earlier)
+    claim_demo_dir(tmp_path / "new")
+    assert (earlier / DEMO_MARKER).is_file() and (tmp_path / "new" / DEMO_MARKER).is_file()

@@ -112,6 +112,7 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
     from amazon_sft.answering.batched import save_common
     from amazon_sft.answering.bm25 import FastBM25
     from amazon_sft.answering.catalogue_tokens import read_catalogue
+    from amazon_sft.ownership import foreign_in_index
 
     root = Path(prepared_dir)
     catalogue = root / "catalogue.jsonl"
@@ -126,6 +127,15 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
     if not products:
         raise UserError(f"{catalogue} is empty: nothing to index")
     out = root / INDEX_DIR
+    foreign = foreign_in_index(out)
+    if foreign or out.is_symlink() or (out.exists() and not out.is_dir()):
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise UserError(
+            f"{out} holds {shown or 'something'} that amazon-sft index did not write; building "
+            "the index replaces that folder: move them out first"
+        )
     staging = staging_name(out)
     try:
         shutil.rmtree(staging, ignore_errors=True)

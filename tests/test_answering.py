@@ -316,3 +316,15 @@ def test_the_mode_and_the_index_are_checked_before_a_model_loads(
         assert main(args) == 2
         err = capsys.readouterr().err.strip()
         assert all(n in err for n in needles) and len(err.splitlines()) == 1, err
+
+
+def test_an_empty_answer_is_said_to_be_empty(capsys):
+    """A 3-step model streamed 18 blank lines as its answer and nothing said so."""
+    from types import SimpleNamespace
+
+    from amazon_sft.answering.commands import _print_how
+
+    _print_how(SimpleNamespace(doubtful=False, quoted=False, answer="\n\n  \n"))
+    assert "answer is empty" in capsys.readouterr().out
+    _print_how(SimpleNamespace(doubtful=False, quoted=False, answer="A lamp. [uid 1]"))
+    assert capsys.readouterr().out == ""

@@ -243,6 +243,8 @@ def _print_how(result) -> None:
             "(the first record's answer: retrieval was sure and the model's answer did not "
             "cite it, --quote-when-sure)"
         )
+    elif not result.answer.strip():  # else a run of blank lines reads as a hang or a bug
+        print("(the model's answer is empty: it wrote only white space)")
 
 
 def _print_sources(sources: list[dict]) -> None:

@@ -13,7 +13,10 @@ A command replaces or deletes only what it can prove it wrote:
 
 - an eval report folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes
   before its report (or, for folders from before the marker, by an eval's ``report.json``); eval
-  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote.
+  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote;
+- an index folder is proved by its ``stats.json``'s list of files (a prepare ``--overwrite`` or
+  an index build that would delete anything else is refused), a shard folder by its four arrays;
+- a demo folder is new, empty, or marked ``.amazon_sft_demo.json`` by an earlier demo.
 
 ``OutputLock`` is an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside the folder, held for
 the whole write. Hand-written rather than ``filelock`` because the second writer's error must

@@ -322,9 +322,9 @@ def test_an_empty_answer_is_said_to_be_empty(capsys):
     """A 3-step model streamed 18 blank lines as its answer and nothing said so."""
     from types import SimpleNamespace
 
-    from amazon_sft.answering.commands import _print_how
+    from amazon_sft.answering.shown import print_how
 
-    _print_how(SimpleNamespace(doubtful=False, quoted=False, answer="\n\n  \n"))
+    print_how(SimpleNamespace(doubtful=False, quoted=False, answer="\n\n  \n"))
     assert "answer is empty" in capsys.readouterr().out
-    _print_how(SimpleNamespace(doubtful=False, quoted=False, answer="A lamp. [uid 1]"))
+    print_how(SimpleNamespace(doubtful=False, quoted=False, answer="A lamp. [uid 1]"))
     assert capsys.readouterr().out == ""

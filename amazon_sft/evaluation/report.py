@@ -68,13 +68,13 @@ def write_staged(out_dir: Path, writers: dict) -> None:
     """Each file (name -> function writing it to a path) into a hidden sibling folder, then moved
     into ``out_dir``, claimed as eval's first: a full disk or a kill while writing leaves the
     previous report there as it was, and a report of the user's is never replaced."""
-    claim_eval_dir(out_dir)
     staging = staging_name(out_dir)
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
     try:
         kept = "the previous report there (if any) is unchanged"
         with disk_full(out_dir, "eval could not write its report", kept):
+            claim_eval_dir(out_dir)
+            shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir()
             for name, write in writers.items():
                 write(staging / name)
         for name in writers:

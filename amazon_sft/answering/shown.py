@@ -1,0 +1,99 @@
+"""What ``ask`` and ``chat`` print: the streamed answer, how it was made, its sources, and the
+records alone (``--sources-only``)."""
+
+from __future__ import annotations
+
+from amazon_sft.answering.option_checks import (
+    check_abstain_below,
+    check_counts,
+    check_meaning_weight,
+)
+from amazon_sft.errors import UserError
+from amazon_sft.terminal import json_line, printable
+
+
+def print_piece(text: str) -> None:
+    """A streamed piece of the answer, without control characters (model output is data)."""
+    print(printable(text), end="", flush=True)
+
+
+def print_how(result) -> None:
+    """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
+    if result.doubtful:
+        print(f"(abstained without generating: retrieval was not sure: {result.doubt}; "
+              "--abstain-below)")  # fmt: skip
+    elif result.quoted:
+        print(
+            "(the first record's answer: retrieval was sure and the model's answer did not "
+            "cite it, --quote-when-sure)"
+        )
+    elif not result.answer.strip():  # else a run of blank lines reads as a hang or a bug
+        print("(the model's answer is empty: it wrote only white space)")
+
+
+def print_sources(sources: list[dict]) -> None:
+    print("\nSources:")
+    if not sources:
+        print("  (no catalogue product matched the question)")
+    for s in sources:
+        match = (
+            f", answer ROUGE-L vs its description {s['answer_rougeL']:.2f}"
+            if "answer_rougeL" in s
+            else ""
+        )
+        mark = {True: "cited ", False: "unused"}.get(s.get("cited"), "")
+        mark = f"{mark} " if mark else ""
+        uid, title = printable(str(s["uid"])), printable(s["title"])
+        meaning = (
+            f": words {s['words_score']:.2f}, meaning cosine {s['cosine']:.2f}"
+            if s.get("cosine") is not None
+            else ""
+        )
+        print(f"  {mark}[{uid}] {title} (retrieval score {s['score']:.2f}{meaning}{match})")
+
+
+def retrieval_only(args, command: str = "ask"):
+    """``--sources-only`` for ask and chat: a function printing one question's records (and,
+    with ``--abstain-below``, what the gate would do), the index opened once, no model."""
+    from amazon_sft.answering.ask import sources_only
+    from amazon_sft.answering.doubt import doubt_reason
+    from amazon_sft.answering.index import CatalogueIndex, Source
+
+    check_counts(args.k, args.max_new_tokens)
+    abstain_below = check_abstain_below(args.abstain_below)
+    meaning = check_meaning_weight(args.meaning_weight)
+    if not args.index:
+        raise UserError("--sources-only needs --index DIR (the prepared folder)")
+    if args.quote_when_sure:
+        raise UserError(
+            "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
+        )
+    index = CatalogueIndex(args.index, meaning_weight=meaning)
+
+    def show(question: str) -> None:
+        sources = sources_only(question, index, args.k or 3)
+        # the gate reads retrieval only: say what ask would do with --abstain-below
+        doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
+        if getattr(args, "json", False):
+            gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
+            print(
+                json_line({"question": question, **gate, "sources": [public(s) for s in sources]})
+            )
+            return
+        if doubt:
+            print(
+                f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; {command} abstains."
+            )
+        elif abstain_below and sources:
+            print(
+                f"Retrieval is sure (--abstain-below {abstain_below}): {command} answers from the "
+                "first record."
+            )
+        print_sources(sources)
+
+    return show
+
+
+def public(source: dict) -> dict:
+    keys = ("uid", "title", "score", "words_score", "cosine", "answer_rougeL", "cited")
+    return {k: source[k] for k in keys if k in source}

@@ -99,7 +99,10 @@ def remove_stale(out_dir: Path) -> list[str]:
                 f"restored {out_dir} from {path.name} (a run was killed while replacing it)"
             )
             continue
-        shutil.rmtree(path, ignore_errors=True)
+        if path.is_symlink():  # rmtree refuses a link (and must not follow it)
+            path.unlink()
+        else:
+            shutil.rmtree(path, ignore_errors=True)
         done.append(f"removed {path.name}, left by a killed run")
     for line in done:
         log.warning(line)

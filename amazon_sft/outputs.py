@@ -35,6 +35,11 @@ def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True
         )
     if not replaced_whole:
         return path
+    if path.is_symlink():  # the swap would replace the link itself and leave it aside
+        raise UserError(
+            f"{flag} {path} is a symbolic link (to {os.readlink(path)}): give the folder it "
+            f"points to, or a new folder path"
+        )
     here = Path.cwd().resolve()
     resolved = path.resolve()
     if resolved == here or resolved in here.parents:

@@ -108,8 +108,24 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
 
 
 SHARD_FILES = frozenset(f"{name}.npy" for name in ARRAYS)
-INDEX_ENTRY = re.compile(r"^((title|description)/)?[\w.]+\.(npy|json)$")
-"""The index's layout, for an index whose ``stats.json`` does not list its files."""
+INDEX_FILES = frozenset(
+    ["stats.json", "offsets.npy", "train.npy", "title_words.npy"]
+    + [
+        f"{field}/{name}"
+        for field in ("title", "description")
+        for name in (
+            "common_rows.npy",
+            "common_tids.npy",
+            "data.csc.index.npy",
+            "indices.csc.index.npy",
+            "indptr.csc.index.npy",
+            "params.index.json",
+            "vocab.index.json",
+        )
+    ]
+)
+"""The files an index build writes, for an index whose ``stats.json`` does not list them (any
+other file, even a ``.npy``, is someone else's)."""
 
 
 def _foreign_inside(out_dir: Path) -> list[str]:
@@ -142,7 +158,7 @@ def foreign_in_index(index: Path) -> list[str]:
         listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
         ours = listed.__contains__
     except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
-        ours = INDEX_ENTRY.match
+        ours = INDEX_FILES.__contains__
     foreign = []
     for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
         for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:

@@ -139,3 +139,49 @@ def test_demo_never_writes_into_a_folder_of_the_users(tmp_path, capsys):
     claim_demo_dir(earlier)
     claim_demo_dir(tmp_path / "new")
     assert (earlier / DEMO_MARKER).is_file() and (tmp_path / "new" / DEMO_MARKER).is_file()
+
+
+def test_an_index_folder_without_its_list_keeps_a_users_npy(prepared, tmp_path, capsys):
+    """With no stats.json in index/, any ``.npy`` or ``.json`` there passed for the build's own
+    and was deleted by the build (``ask`` builds it on first use). Now only the build's file
+    names pass, and they are the files a real build lists."""
+    from amazon_sft.answering.index import build_index
+    from amazon_sft.ownership import INDEX_FILES
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    build_index(out)
+    listed = set(json.loads((out / "index" / "stats.json").read_text())["files"])
+    assert INDEX_FILES == (listed - {"catalogue.jsonl"}) | {"stats.json"}
+    shutil.rmtree(out / "index")
+    (out / "index" / "title").mkdir(parents=True)
+    mine = [out / "index" / "my_vectors.npy", out / "index" / "title" / "notes.json"]
+    for path in mine:
+        path.write_text("mine\n")
+    code, err = _run_cli(capsys, "ask", "anything", "--index", str(out), "--sources-only")
+    _one_line(code, err, "ask", "my_vectors.npy", "did not write")
+    assert all(path.read_text() == "mine\n" for path in mine)
+
+
+def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_path, capsys):
+    """``prepare --overwrite --out LINK`` swapped the link itself aside and crashed on rmtree of
+    it; a killed index build's staging folder was never cleaned, and prepare then refused the
+    folder for it."""
+    from amazon_sft.atomic import remove_stale
+
+    real = tmp_path / "real"
+    shutil.copytree(prepared, real)
+    link = tmp_path / "data"
+    link.symlink_to(real)
+    args = ("prepare", str(catalogue), "--out", str(link), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "prepare", "symbolic link", str(real))
+    assert link.is_symlink() and (real / "manifest.json").is_file()
+    aside = tmp_path / ".x.tmp-999999999"  # a dead process's staging that is a link
+    aside.symlink_to(real)
+    assert remove_stale(tmp_path / "x") and not aside.is_symlink()
+    assert (real / "manifest.json").is_file()  # the link went, never what it pointed to
+    (real / ".index.tmp-999999999").mkdir()  # a killed index build's
+    code, err = _run_cli(capsys, "index", str(real))
+    assert code == 0, err[-2000:]
+    assert not (real / ".index.tmp-999999999").exists()

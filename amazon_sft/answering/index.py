@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.atomic import staging_name, swap_into_place
+from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError, first_line, reading
 
@@ -138,6 +138,7 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
         )
     staging = staging_name(out)
     try:
+        remove_stale(out)  # a killed build's staging folder, else prepare --overwrite refuses it
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         np.save(staging / "title_words.npy", tokens.titles.lens.astype(np.uint16).clip(1))

@@ -202,6 +202,14 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             f"out_dir={out_dir} holds {_listing(present)} that amazon-sft train did not write "
             f"(no {RUN_MARKER}): a run would replace them; move them out or choose another out_dir"
         )
+    no_checkpoint = not any((out_dir / "checkpoints").glob("step-*"))
+    if resume == "auto" and "final" in present and no_checkpoint:
+        # starting over there would write the new model into the finished run's final/
+        raise UserError(
+            f"out_dir={out_dir} holds a finished run (final/) and no checkpoint to resume from: "
+            f"pass overwrite=true to start over (the old run is moved to {PREVIOUS_RUNS}/), or "
+            "another out_dir"
+        )
     if resume == "none" and not overwrite:
         found = [name for name in present if name in RUN_OUTPUTS[:3]]
         if found:

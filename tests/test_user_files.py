@@ -185,3 +185,29 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     code, err = _run_cli(capsys, "index", str(real))
     assert code == 0, err[-2000:]
     assert not (real / ".index.tmp-999999999").exists()
+
+
+def test_resume_auto_never_starts_over_on_a_finished_run(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A finished run whose checkpoints were deleted (to free disk): ``resume=auto`` started over
+    silently, emptied metrics.jsonl and wrote the new model into the old final/ (a LoRA adapter
+    beside the old full weights, sealed together). Now refused; ``overwrite=true`` is the way."""
+    from .conftest import train_overrides
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    before = {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()}
+    metrics = (out / "metrics.jsonl").read_text()
+    for extra in ((), ("lora.enabled=true",)):
+        code, err = _run_cli(
+            capsys,
+            "train",
+            "--config",
+            "tiny",
+            *train_overrides(prepared, tiny_model_dir, out, "resume=auto", *extra),
+        )
+        _one_line(code, err, "train", "finished run", "overwrite=true")
+    assert {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()} == before
+    assert (out / "metrics.jsonl").read_text() == metrics

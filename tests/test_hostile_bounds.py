@@ -435,8 +435,11 @@ def test_eval_report_on_a_full_disk(small_disk, tuned_run, prepared, capsys):
     base = ("eval", "--data", str(prepared), "--model", str(tuned_run), "--out", str(out))
     code, err = _run_cli(capsys, *base, "--n", "2", "--splits", "heldout", "--max-new-tokens", "2")
     _one_line(code, err, "eval", "is full", str(out), "previous report")
-    # nothing but the marker that claims the folder as eval's
-    assert [p.name for p in disk.rglob("*") if p.is_file()] in ([], [".amazon_sft_eval.json"])
+    # nothing but the lock (never deleted) and the marker that claims the folder as eval's
+    assert {p.name for p in disk.rglob("*") if p.is_file()} <= {
+        ".eval.lock",
+        ".amazon_sft_eval.json",
+    }
 
 
 # --- text for terminals -----------------------------------------------------------------------

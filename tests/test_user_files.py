@@ -152,7 +152,7 @@ def test_an_index_folder_without_its_list_keeps_a_users_npy(prepared, tmp_path, 
     shutil.copytree(prepared, out)
     build_index(out)
     listed = set(json.loads((out / "index" / "stats.json").read_text())["files"])
-    assert INDEX_FILES == (listed - {"catalogue.jsonl"}) | {"stats.json"}
+    assert (listed - {"catalogue.jsonl"}) | {"stats.json"} == INDEX_FILES
     shutil.rmtree(out / "index")
     (out / "index" / "title").mkdir(parents=True)
     mine = [out / "index" / "my_vectors.npy", out / "index" / "title" / "notes.json"]
@@ -211,3 +211,26 @@ def test_resume_auto_never_starts_over_on_a_finished_run(
         _one_line(code, err, "train", "finished run", "overwrite=true")
     assert {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()} == before
     assert (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path, capsys):
+    """Two evals into one --out both ran (the README says a second writer is refused); an end to
+    end report written where a closed-book one was kept the old report.png beside it."""
+    from amazon_sft.ownership import EVAL_MARKER, OutputLock
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / EVAL_MARKER).write_text("{}\n")
+    (out / "report.png").write_bytes(b"an older eval's plot")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps({"question": "a red kayak", "uid": "absent", "kind": "absent"}) + "\n"
+    )
+    args = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
+    args += ["--questions", str(questions), "--max-new-tokens", "2"]
+    with OutputLock(out, "a first eval"):
+        code, err = _run_cli(capsys, *args)
+    _one_line(code, err, "eval", "being written by another process", "a first eval")
+    code, err = _run_cli(capsys, *args)
+    assert code == 0, err[-2000:]
+    assert (out / "report.md").is_file() and not (out / "report.png").exists()

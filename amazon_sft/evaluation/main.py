@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import math
 import sys
+from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
@@ -32,7 +33,7 @@ from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.outputs import check_output_folder
-from amazon_sft.ownership import check_eval_dir
+from amazon_sft.ownership import OutputLock, check_eval_dir
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
@@ -287,13 +288,20 @@ def _ppl(nll: np.ndarray) -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from accelerate.utils import set_seed
-
     args = parse_args(argv)
     decoding = Decoding(
         args.max_new_tokens, args.repetition_penalty, args.no_repeat_ngram_size, args.batch_size
     )
     accelerator = build_eval_accelerator()
+    with ExitStack() as held:
+        if accelerator.is_main_process:  # one writer of --out at a time, named to the second
+            held.enter_context(OutputLock(Path(args.out), "eval"))
+        return _evaluate(args, decoding, accelerator)
+
+
+def _evaluate(args, decoding: Decoding, accelerator) -> int:
+    from accelerate.utils import set_seed
+
     if args.backend == "vllm":
         check_vllm_usable(decoding, accelerator.num_processes)
     data_dir = Path(args.data)

@@ -13,7 +13,7 @@ import orjson
 
 from amazon_sft.atomic import staging_name
 from amazon_sft.outputs import disk_full
-from amazon_sft.ownership import claim_eval_dir
+from amazon_sft.ownership import EVAL_OUTPUTS, claim_eval_dir
 from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)
@@ -79,6 +79,8 @@ def write_staged(out_dir: Path, writers: dict) -> None:
                 write(staging / name)
         for name in writers:
             os.replace(staging / name, out_dir / name)
+        for name in set(EVAL_OUTPUTS) - set(writers):  # an older report's (the folder is eval's)
+            (out_dir / name).unlink(missing_ok=True)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -120,22 +120,27 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
         raise UserError(
             f"{catalogue} not found: run amazon-sft prepare first (it writes the catalogue)"
         )
+    out = root / INDEX_DIR
+    if out.is_symlink() or (out.exists() and not out.is_dir()):
+        raise UserError(
+            f"{out} is a {'symbolic link' if out.is_symlink() else 'file'}, not an index the "
+            "build wrote; building the index replaces it: move it away first"
+        )
+    foreign = foreign_in_index(out)  # before minutes of reading the catalogue
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise UserError(
+            f"{out} holds {shown} that amazon-sft index did not write; building the index "
+            "replaces that folder: move them out first"
+        )
     start = time.perf_counter()
     # bm25s's tokenizer and matrix, built from flat arrays (catalogue_tokens.py, bm25.py)
     tokens = read_catalogue(catalogue, TOKEN_PATTERN, _stopwords(), workers)
     products = len(tokens.offsets)
     if not products:
         raise UserError(f"{catalogue} is empty: nothing to index")
-    out = root / INDEX_DIR
-    foreign = foreign_in_index(out)
-    if foreign or out.is_symlink() or (out.exists() and not out.is_dir()):
-        shown = ", ".join(foreign[:5]) + (
-            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        )
-        raise UserError(
-            f"{out} holds {shown or 'something'} that amazon-sft index did not write; building "
-            "the index replaces that folder: move them out first"
-        )
     staging = staging_name(out)
     try:
         remove_stale(out)  # a killed build's staging folder, else prepare --overwrite refuses it

@@ -28,6 +28,7 @@ process has it open would let two processes lock two different files of the same
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import json
 import os
@@ -322,8 +323,13 @@ class OutputLock:
     def acquire(self) -> OutputLock:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # never through a link: opening follows it, and the note would truncate its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise UserError(
+                    f"{self.path} is a symbolic link, not amazon-sft's lock file: move it away"
+                ) from None
             raise UserError(
                 f"cannot write to {self.path.parent} ({err.strerror}): choose a writable folder"
             ) from None
@@ -336,6 +342,13 @@ class OutputLock:
                 f"{self.target} is being written by another process ({holder}): wait for it to "
                 "end or choose another output folder"
             ) from None
+        found = os.pread(fd, 64, 0)
+        if found and not found.startswith(b"pid "):  # emptied on release, else a holder's note
+            os.close(fd)
+            raise UserError(
+                f"{self.path} is not amazon-sft's lock file (it holds text of its own): move it "
+                "away, or choose another output folder"
+            )
         os.ftruncate(fd, 0)
         note = f"pid {os.getpid()} on {socket.gethostname()}: {self.command}, since {_now()}"
         os.pwrite(fd, note.encode(), 0)

@@ -234,3 +234,21 @@ def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path,
     code, err = _run_cli(capsys, *args)
     assert code == 0, err[-2000:]
     assert (out / "report.md").is_file() and not (out / "report.png").exists()
+
+
+def test_the_lock_never_truncates_a_users_file_of_its_name(catalogue, tmp_path, capsys):
+    """The lock ``.<out>.lock`` was opened and emptied whatever it was: a file of the user's of
+    that name (or a link's target) lost its text. A lock file is empty or holds a holder's note."""
+    notes = tmp_path / ".data.lock"
+    notes.write_text("my important notes\n")
+    args = ("prepare", str(catalogue), "--out", str(tmp_path / "data"), "--config", "tiny")
+    code, err = _run_cli(capsys, *args, "--quiet")
+    _one_line(code, err, "prepare", ".data.lock", "not amazon-sft's lock file")
+    assert notes.read_text() == "my important notes\n"
+    notes.unlink()
+    target = tmp_path / "precious.txt"
+    target.write_text("mine\n")
+    notes.symlink_to(target)
+    code, err = _run_cli(capsys, *args, "--quiet")
+    _one_line(code, err, "prepare", "symbolic link")
+    assert target.read_text() == "mine\n"

@@ -1,6 +1,6 @@
-"""A command never deletes or replaces a file it cannot prove it wrote (a new user's trial found
-three that did: synth over any file, eval over a report.md of the user's, prepare --overwrite over
-files inside its shard and index folders)."""
+"""A command never deletes or replaces a file it cannot prove it wrote (a new user's and a hostile
+user's trials found nine ways it did: synth, eval, prepare --overwrite, the index build, demo,
+resume=auto, a symlinked --out, two evals at once, the lock file)."""
 
 from __future__ import annotations
 
@@ -9,22 +9,10 @@ import shutil
 
 import pytest
 
+from .test_hostile import _assert_one_line as _one_line
+from .test_hostile import _run_cli
+
 pytestmark = pytest.mark.hostile
-
-
-def _run_cli(capsys, *args: str) -> tuple[int, str]:
-    from amazon_sft.cli import main
-
-    code = main(list(args))
-    return code, capsys.readouterr().err
-
-
-def _one_line(code: int, err: str, command: str, *needles: str) -> None:
-    assert code == 2, err[-2000:]
-    lines = [x for x in err.splitlines() if x.startswith(f"amazon-sft {command}: error:")]
-    assert len(lines) == 1, err[-2000:]
-    for needle in needles:
-        assert needle in lines[0], lines[0]
 
 
 def test_synth_never_writes_over_an_existing_file_without_overwrite(tmp_path, capsys):

@@ -10,9 +10,11 @@ DEMO_ARGS ?=
 .PHONY: install demo-deps bench-deps test lint format demo bench-prepare gpu-check clean
 
 # torch is pinned by constraints.txt (2.13.0: the CPU wheel here, the CUDA build on a GPU box).
+# DeepSpeed's CPU ops are compiled here, once (~2 min), not inside the first test or offload run.
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[dev,serve]'
+	$(PY) scripts/build_deepspeed_ops.py
 	touch $@
 
 install: $(VENV)/.installed

@@ -4,6 +4,9 @@ The state dict is gathered with ``accelerator.get_state_dict`` (under ZeRO-3: th
 16-bit weights), and passed to ``save_pretrained``. Saving a peft model under ZeRO-3 without it
 writes the empty local shards (TRL #4416, peft #2892). After writing, the files are read back and
 compared with the gathered tensors; an empty or different save is an error, not a warning.
+Rank 0 writes into a staging folder beside ``final/`` and swaps it in whole (``atomic``): a
+resumed run that already has a ``final/`` never leaves new weights under the old config, or an
+old run's files beside the new ones, when it is killed mid-save.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
@@ -30,15 +34,16 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
         lm_state = {k.removeprefix(LM_PREFIX): v for k, v in state.items()}
-        final.mkdir(parents=True, exist_ok=True)
-        lm.save_pretrained(final, state_dict=lm_state, safe_serialization=True)
+        staging = new_staging(final)  # only rank 0 writes, so no name need be agreed
+        lm.save_pretrained(staging, state_dict=lm_state, safe_serialization=True)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
-        verify_saved(final, expected)
-        write_checksums(final, "*.safetensors")  # checked by every command that loads it
-        tok.save_pretrained(final)
-        write_resolved(cfg, final / "amazon_sft_config.yaml")
-        (final / "README.md").write_text(model_card(cfg, summary))
-        (final / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        verify_saved(staging, expected)
+        write_checksums(staging, "*.safetensors")  # checked by every command that loads it
+        tok.save_pretrained(staging)
+        write_resolved(cfg, staging / "amazon_sft_config.yaml")
+        (staging / "README.md").write_text(model_card(cfg, summary))
+        (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final
 

@@ -240,3 +240,78 @@ def test_the_lock_never_truncates_a_users_file_of_its_name(catalogue, tmp_path, 
     code, err = _run_cli(capsys, *args, "--quiet")
     _one_line(code, err, "prepare", "symbolic link")
     assert target.read_text() == "mine\n"
+
+
+def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
+    tiny_cfg, tiny_tok, tiny_model_dir, tmp_path, monkeypatch
+):
+    """A resumed run (train.max_steps raised on a finished run) wrote its new final/ over the old
+    one file by file: a kill between the weights and the rest left new weights under the old
+    config and card, and a full model's old weights beside a new adapter. Now the new final/ is
+    written aside and swapped in whole; a save that dies leaves the old one as it was."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft import saving
+    from amazon_sft.loss import SummedAnswerLoss
+
+    out = tmp_path / "run"
+    final = out / "final"
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"old weights")
+    (final / "adapter_model.safetensors").write_bytes(b"an older run's adapter")
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    model = SummedAnswerLoss(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 64)
+    accelerator = Accelerator(cpu=True)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the job is killed after the weights are written
+
+    monkeypatch.setattr(saving, "write_resolved", killed)
+    with pytest.raises(KeyboardInterrupt):
+        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1})
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+
+    monkeypatch.undo()
+    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1})
+    names = {p.name for p in final.iterdir()}
+    assert "adapter_model.safetensors" not in names  # nothing of the old final is mixed in
+    assert {"model.safetensors", "checksums.json", "amazon_sft_config.yaml"} <= names
+    assert [p.name for p in out.iterdir()] == ["final"]  # no staging left beside it
+
+
+def test_a_report_moved_in_midway_is_never_taken_for_a_whole_one(tmp_path, monkeypatch):
+    """eval moved its new report files in one by one over the old ones: a kill between two moves
+    left the old report.json beside the new answers.jsonl, read as one report. Now the old report
+    goes first and report.json (what scripts read) is moved in last: a folder with a report.json
+    holds one whole report."""
+    from amazon_sft.evaluation import report
+    from amazon_sft.ownership import EVAL_MARKER
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / EVAL_MARKER).write_text("{}\n")
+    for name in ("report.json", "answers.jsonl", "report.md"):
+        (out / name).write_text("old")
+    writers = {
+        name: (lambda path: path.write_text("new"))
+        for name in ("report.json", "answers.jsonl", "report.md")
+    }
+    moves = []
+
+    def killed_after_one(src, dst):
+        if moves:
+            raise KeyboardInterrupt
+        moves.append(dst)
+        return real_replace(src, dst)
+
+    real_replace = report.os.replace
+    monkeypatch.setattr(report.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_staged(out, writers)
+    monkeypatch.undo()
+    left = {p.name: p.read_text() for p in out.iterdir() if p.name != EVAL_MARKER}
+    assert "report.json" not in left and "old" not in left.values(), left
+    report.write_staged(out, writers)
+    left = {p.name: p.read_text() for p in out.iterdir() if p.name != EVAL_MARKER}
+    assert left == {name: "new" for name in writers}

@@ -67,7 +67,8 @@ def write_rows(path: Path, rows: list[dict]) -> None:
 def write_staged(out_dir: Path, writers: dict) -> None:
     """Each file (name -> function writing it to a path) into a hidden sibling folder, then moved
     into ``out_dir``, claimed as eval's first: a full disk or a kill while writing leaves the
-    previous report there as it was, and a report of the user's is never replaced."""
+    previous report there as it was, and a report of the user's is never replaced. A kill while
+    moving them in leaves a folder without report.json: a report.json is always a whole report."""
     staging = staging_name(out_dir)
     try:
         kept = "the previous report there (if any) is unchanged"
@@ -77,10 +78,12 @@ def write_staged(out_dir: Path, writers: dict) -> None:
             staging.mkdir()
             for name, write in writers.items():
                 write(staging / name)
-        for name in writers:
-            os.replace(staging / name, out_dir / name)
-        for name in set(EVAL_OUTPUTS) - set(writers):  # an older report's (the folder is eval's)
+        # The old report goes first, report.json (what scripts read) comes in last: a kill
+        # between two moves leaves no report.json, never an old one beside new answers.
+        for name in ["report.json", *EVAL_OUTPUTS]:  # the folder is eval's (claimed above)
             (out_dir / name).unlink(missing_ok=True)
+        for name in sorted(writers, key=lambda name: name == "report.json"):
+            os.replace(staging / name, out_dir / name)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -3,7 +3,9 @@
 Product descriptions and generated answers are data: an ``ESC`` in them would let a catalogue
 row (or a model that learned one) recolour the terminal, move the cursor, rewrite the window
 title or, on some terminals, answer back with keystrokes. Every C0 and C1 control character
-except newline and tab is dropped before printing, ``DEL`` too; the text is otherwise unchanged.
+except newline and tab is dropped before printing, ``DEL`` too, and the bidirectional overrides,
+embeddings and isolates (U+202A-U+202E, U+2066-U+2069: a title holding one is shown reversed,
+"Invoice \u202etxt.exe" as "Invoice exe.txt"); the text is otherwise unchanged.
 Stripping the characters, not whole escape sequences, works on streamed pieces too: a
 sequence split across two pieces loses its ``ESC`` and is inert text.
 """
@@ -13,14 +15,14 @@ from __future__ import annotations
 import json
 import re
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(text: str) -> str:
     """``text`` without control characters, newlines and tabs kept.
 
-    >>> printable("red \\x1b[31mALERT\\x07\\x9b2J\\r done\\n\\tnext")
-    'red [31mALERT2J done\\n\\tnext'
+    >>> printable("red \\x1b[31mALERT\\x07\\x9b2J\\r done\\n\\tnext \\u202etxt.exe")
+    'red [31mALERT2J done\\n\\tnext txt.exe'
     """
     return _CONTROL.sub("", text)
 

@@ -444,18 +444,27 @@ def test_eval_report_on_a_full_disk(small_disk, tuned_run, prepared, capsys):
 
 # --- text for terminals -----------------------------------------------------------------------
 
-HOSTILE_TEXT = "Red \x1b[31mALERT\x1b]0;owned\x07 bell\x07 \x9b2J back\rspace \x00nul\x7f"
+HOSTILE_TEXT = (
+    "Red \x1b[31mALERT\x1b]0;owned\x07 bell\x07 \x9b2J back\rspace \x00nul\x7f"
+    " Invoice \u202etxt.exe\u202c \u2067isolated\u2069"  # shown reversed: "exe.txt"
+)
+BIDI_CONTROLS = set("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 
 
 def _no_controls(text: str) -> None:
     bad = sorted({c for c in text if (ord(c) < 32 and c not in "\n\t") or 0x7F <= ord(c) < 0xA0})
+    bad += sorted(BIDI_CONTROLS & set(text))  # they reorder what follows: a title can spoof
     assert not bad, f"control characters printed: {bad!r}"
 
 
 class _HostileAnswerer:
-    """Stands in for the model: an answer and a source that carry terminal escapes."""
+    """Stands in for the model: an answer and a source that carry terminal escapes (and, as
+    ``doubting``, the gate's reason quoting a hostile title)."""
 
     default_mode = "closed"
+
+    def __init__(self, doubting: bool = False) -> None:
+        self.doubting = doubting
 
     def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
         from amazon_sft.answering.ask import Answer
@@ -464,17 +473,20 @@ class _HostileAnswerer:
             if on_text:
                 on_text(piece)
         source = {"uid": "B\x1b[5m01", "title": HOSTILE_TEXT, "score": 1.0, "content": "x"}
-        return Answer(question, "An answer " + HOSTILE_TEXT, [source], "", "closed", [])
+        doubt = f'"{HOSTILE_TEXT}" numbers another year' if self.doubting else None
+        text = "An answer " + HOSTILE_TEXT
+        return Answer(question, text, [source], "", "closed", [], self.doubting, False, doubt)
 
 
+@pytest.mark.parametrize("doubting", [False, True], ids=["answered", "abstained"])
 @pytest.mark.parametrize("command", ["ask", "chat"])
-def test_ask_and_chat_print_no_control_characters(command, capsys, monkeypatch):
+def test_ask_and_chat_print_no_control_characters(command, doubting, capsys, monkeypatch):
     import io
 
     from amazon_sft.answering import commands
     from amazon_sft.cli import main
 
-    monkeypatch.setattr(commands, "_session", lambda args: _HostileAnswerer())
+    monkeypatch.setattr(commands, "_session", lambda args: _HostileAnswerer(doubting))
     monkeypatch.setattr("sys.stdin", io.StringIO("Tell me about X\n"))
     args = ["ask", "Tell me about X"] if command == "ask" else ["chat"]
     code = main([*args, "--model", "unused"])
@@ -491,14 +503,20 @@ def test_sources_only_prints_catalogue_text_without_control_characters(prepared_
 
     catalogue = prepared_copy / "catalogue.jsonl"
     rows = [json.loads(line) for line in catalogue.read_text().splitlines()]
-    rows[0]["title"] = "Zyzzyva Lamp " + HOSTILE_TEXT
+    rows[0]["title"] = "Zyzzyva Lamp 2014 " + HOSTILE_TEXT
     catalogue.write_text("".join(json.dumps(r) + "\n" for r in rows))
     build_index(prepared_copy)
     from amazon_sft.cli import main
 
     code = main(["ask", "Zyzzyva Lamp", "--index", str(prepared_copy), "--sources-only"])
     out = capsys.readouterr().out
-    assert code == 0 and "Zyzzyva Lamp Red [31mALERT" in out
+    assert code == 0 and "Zyzzyva Lamp 2014 Red [31mALERT" in out
+    _no_controls(out)
+    # the gate's reason quotes the title too (another year asked: "numbers another year")
+    args = ["ask", "Zyzzyva Lamp 2015", "--index", str(prepared_copy), "--sources-only"]
+    code = main([*args, "--abstain-below", "1.4"])
+    out = capsys.readouterr().out
+    assert code == 0 and 'not sure (--abstain-below 1.4): "Zyzzyva Lamp 2014 Red' in out
     _no_controls(out)
 
 

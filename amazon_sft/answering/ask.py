@@ -166,9 +166,14 @@ def answer_question(
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
+        if len(ids) >= context:  # no answer length fits: the question is what must change
+            raise UserError(
+                f"the question is too long for the model's context: with its {len(sources)} "
+                f"records the prompt takes {len(ids)} of {context} tokens; shorten the question"
+            )
         raise UserError(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
-            f"tokens and the prompt takes {len(ids)}; ask for at most {max(context - len(ids), 0)}"
+            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}"
         )
     doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
     doubtful = doubt is not None
@@ -217,7 +222,16 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
         "pad_token_id": choose_pad_id(tok),
         "stopping_criteria": StoppingCriteriaList([Cancelled(cancel or threading.Event())]),
     }
-    thread = threading.Thread(target=model.generate, kwargs=kwargs, daemon=True)
+    failure: list[BaseException] = []
+
+    def generate() -> None:
+        try:
+            model.generate(**kwargs)
+        except BaseException as err:  # out of memory...: end the stream, raise it below
+            failure.append(err)  # (else the loop below waits for the stream's end forever,
+            streamer.end()  # holding the server's model lock: every later request hangs)
+
+    thread = threading.Thread(target=generate, daemon=True)
     thread.start()
     pieces = []
     for piece in streamer:
@@ -225,6 +239,8 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
         if on_text:
             on_text(piece)
     thread.join()
+    if failure:
+        raise failure[0]
     return "".join(pieces).strip()
 
 

@@ -308,10 +308,11 @@ def _run_chat(args) -> int:
 
 
 def _run_serve(args) -> int:
-    from amazon_sft.answering.serve import LOCAL_HOSTS, create_app, serve
+    from amazon_sft.answering.serve import LOCAL_HOSTS, check_default_tokens, create_app, serve
 
     if args.max_queue < 0:
         raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
+    check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
 
     answerer = _session(args)
     print(f"serving on http://{args.host}:{args.port}/  (API: POST /api/ask)")

@@ -23,25 +23,31 @@ a 4xx JSON error.
 """
 
 import asyncio
-import json
+import logging
 import queue
 import threading
 from typing import Literal
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+from amazon_sft.answering.serve_guards import (
+    BODY_TIMEOUT_S,
+    HEADER_TIMEOUT_S,
+    MAX_BODY_BYTES,
+    BodyLimit,
+    HostCheck,
+    guarded_protocol,
+    safe_json,
+)
+from amazon_sft.answering.web_page import PAGE
 from amazon_sft.errors import UserError
 
-MAX_BODY_BYTES = 16_384
-BODY_TIMEOUT_S = 10.0
-"""The whole request body must arrive within this: a body sent a byte at a time would hold a
-connection (and its memory) open for as long as the client likes."""
+log = logging.getLogger("amazon_sft.serve")
+
 MAX_NEW_TOKENS_CAP = 512
 MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DISCONNECT_POLL_S = 0.25
-DISCARD_BYTES = 1 << 20
-"""How much of an oversized body is read and dropped before the 413 (never kept in memory)."""
 # Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -53,144 +59,20 @@ BROWSER_FLAGS = [
     "--disable-sync",
 ]
 
-PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>amazon_sft: ask about a product</title>
-<style>
-body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
-textarea{width:100%;height:4rem}#answer{white-space:pre-wrap;border-left:3px solid #888;padding:.5rem;min-height:2rem}
-li{margin:.6rem 0}.desc{color:#444;font-size:.9rem}.meta{color:#777;font-size:.8rem}
-.cited{border-left:3px solid #2a7;padding-left:.4rem}.unused{opacity:.6}.tag{font-size:.75rem;margin-left:.4rem}
-</style></head><body>
-<h1>Ask about a product</h1>
-<form id="f"><textarea id="q" name="q" placeholder="What is the description of ...? / Me fale sobre ..."></textarea>
-<label>mode <select id="mode"><option value="grounded">grounded: answer from the catalogue records, cited</option>
-<option value="closed">closed-book: from what tuning taught</option></select></label>
-<button id="ask" type="submit">Ask</button></form>
-<h2>Answer</h2><div id="answer"></div><div id="how" class="meta"></div>
-<h2>Sources</h2><ol id="sources"></ol>
-<script>
-const $ = (id) => document.getElementById(id);
-$("mode").value = "__MODE__";
-function linkCitations() {  // "[source: uid]" -> a link to that source; text nodes only, no HTML
-  const text = $("answer").textContent; const parts = []; let last = 0;
-  for (const m of text.matchAll(/\\[source: ([^\\]\\s]+)\\]/g)) {
-    parts.push(document.createTextNode(text.slice(last, m.index)));
-    const a = document.createElement("a"); a.href = "#src-" + m[1]; a.textContent = m[0];
-    a.className = "citation"; parts.push(a); last = m.index + m[0].length;
-  }
-  parts.push(document.createTextNode(text.slice(last))); $("answer").replaceChildren(...parts);
-}
-$("f").addEventListener("submit", async (e) => {
-  e.preventDefault();
-  $("answer").textContent = ""; $("how").textContent = ""; $("sources").replaceChildren();
-  $("ask").disabled = true;
-  try {
-    const r = await fetch("/api/stream", {method: "POST", headers: {"Content-Type": "application/json"},
-      body: JSON.stringify({question: $("q").value, mode: $("mode").value})});
-    if (!r.ok) { $("answer").textContent = "error: " + (await r.json()).error; return; }
-    const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
-    for (;;) {
-      const {value, done} = await reader.read(); if (done) break;
-      buf += dec.decode(value, {stream: true}); let i;
-      while ((i = buf.indexOf("\\n")) >= 0) {
-        const ev = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
-        if (ev.text !== undefined) $("answer").textContent += ev.text;
-        if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;
-        else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure and the model's answer did not cite it.";
-        if (ev.sources) { linkCitations(); for (const s of ev.sources) {
-          const li = document.createElement("li"); li.id = "src-" + s.uid;
-          const t = document.createElement("strong"); t.textContent = s.title; li.append(t);
-          if (s.cited !== undefined) {
-            li.className = s.cited ? "cited" : "unused";
-            const tag = document.createElement("span"); tag.className = "tag";
-            tag.textContent = s.cited ? "cited by the answer" : "not used by the answer"; li.append(tag);
-          }
-          const m = document.createElement("div"); m.className = "meta";
-          m.textContent = `uid ${s.uid} · retrieval score ${s.score}` +
-            (s.cosine !== undefined ? ` (words ${s.words_score}, meaning cosine ${s.cosine})` : "") +
-            (s.answer_rougeL !== undefined ? ` · answer ROUGE-L vs description ${s.answer_rougeL}` : "");
-          const d = document.createElement("div"); d.className = "desc"; d.textContent = s.content;
-          li.append(m, d); $("sources").append(li);
-        } }
-      }
-    }
-  } finally { $("ask").disabled = false; }
-});
-</script></body></html>
-"""
 
-
-def safe_json(payload) -> bytes:
-    """JSON with <, > and & escaped, so product text can never become markup where it lands."""
-    text = json.dumps(payload, ensure_ascii=False)
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
-
-
-class BodyLimit:
-    """ASGI middleware: read the request body, counting the bytes that really arrive (a chunked
-    body has no Content-Length to trust), answer 413 past ``limit``, then hand the app the body
-    it read. Later ``receive`` calls pass through, so the app still sees a disconnect."""
-
-    def __init__(self, app, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
-        self.app, self.limit, self.timeout_s = app, limit, timeout_s
-
-    @staticmethod
-    async def _discard(receive, more: bool) -> None:
-        """Read and drop the rest of an oversized body, up to ``DISCARD_BYTES``: a server that
-        closes with unread data makes the client's kernel drop the 413 on the reset."""
-        dropped = 0
-        while more and dropped < DISCARD_BYTES:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            dropped += len(message.get("body", b""))
-            more = message.get("more_body", False)
-
-    @staticmethod
-    async def _refuse(send, status: int, message: str) -> None:
-        payload = safe_json({"error": message})
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+def check_default_tokens(max_new_tokens: int) -> None:
+    """``serve --max-new-tokens``: what a request that names none gets, within the API's cap."""
+    if not 1 <= max_new_tokens <= MAX_NEW_TOKENS_CAP:
+        raise UserError(
+            f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_CAP} for serve (the cap a "
+            f"request may ask for), got {max_new_tokens}"
         )
-        await send({"type": "http.response.body", "body": payload})
 
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        body, more = b"", True
-        deadline = asyncio.get_running_loop().time() + self.timeout_s
-        while more:
-            left = deadline - asyncio.get_running_loop().time()
-            try:
-                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
-            except asyncio.TimeoutError:
-                sent = f"{len(body)} bytes in {self.timeout_s:g} s"
-                return await self._refuse(send, 408, f"request body too slow ({sent})")
-            if message["type"] == "http.disconnect":
-                return None
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-            if len(body) > self.limit:
-                await self._discard(receive, more)  # so the reply is not lost to a TCP reset
-                return await self._refuse(send, 413, f"request body over {self.limit} bytes")
-        replayed = False
 
-        async def replay():
-            nonlocal replayed
-            if replayed:
-                return await receive()
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        return await self.app(scope, replay, send)
+def failed(err: BaseException) -> str:
+    """What a client is told when answering failed for a reason not its own (logged in full)."""
+    log.error("answering failed", exc_info=err)
+    return f"answering failed on the server ({type(err).__name__}); the server log has the details"
 
 
 def create_app(
@@ -207,7 +89,9 @@ def create_app(
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
     from pydantic import BaseModel, Field
-    from starlette.middleware.trustedhost import TrustedHostMiddleware
+    from starlette.exceptions import HTTPException
+
+    check_default_tokens(default_max_new_tokens)
 
     class AskRequest(BaseModel):
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
@@ -221,10 +105,10 @@ def create_app(
                 return "grounded" if self.grounded else "closed"
             return self.mode
 
-    app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None)
+    app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=[h.strip("[]") for h in allowed_hosts])
+    app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout_s=body_timeout_s)
 
     def error(status: int, message: str) -> Response:
@@ -240,6 +124,10 @@ def create_app(
         first = exc.errors()[0] if exc.errors() else {}
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
+
+    @app.exception_handler(HTTPException)  # 404, 405, a body that is not UTF-8 JSON: same shape
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
 
     @app.get("/", response_class=HTMLResponse)
     def page() -> str:
@@ -278,6 +166,8 @@ def create_app(
             result = task.result()
         except UserError as err:
             return error(422, str(err))
+        except Exception as err:  # the model failed (out of memory...): this request only
+            return error(500, failed(err))
         if result is None:
             return error(499, "client closed the request")
         return Response(
@@ -320,6 +210,8 @@ def create_app(
                     )
             except UserError as err:
                 events.put({"error": str(err)})
+            except Exception as err:  # the model failed: the stream says so, the next is served
+                events.put({"error": failed(err)})
             finally:
                 events.put(None)
 
@@ -355,19 +247,21 @@ def create_app(
 def serve(app, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    uvicorn.run(app, host=host, port=port, log_level="info", http=guarded_protocol())
 
 
 class BackgroundServer:
     """The app on a local port in a thread (tests and screenshots): ``with BackgroundServer(app) as url``."""
 
-    def __init__(self, app, port: int) -> None:
+    def __init__(
+        self, app, port: int, header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = 0
+    ) -> None:
         import uvicorn
 
         self.port = port
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
-        )
+        http = guarded_protocol(header_timeout_s, max_connections)
+        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http)
+        self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
     def __enter__(self) -> str:

@@ -20,7 +20,7 @@ def print_piece(text: str) -> None:
 def print_how(result) -> None:
     """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
     if result.doubtful:
-        print(f"(abstained without generating: retrieval was not sure: {result.doubt}; "
+        print(f"(abstained without generating: retrieval was not sure: {printable(result.doubt)}; "
               "--abstain-below)")  # fmt: skip
     elif result.quoted:
         print(
@@ -82,7 +82,8 @@ def retrieval_only(args, command: str = "ask"):
             return
         if doubt:
             print(
-                f"Retrieval is not sure (--abstain-below {abstain_below}): {doubt}; {command} abstains."
+                f"Retrieval is not sure (--abstain-below {abstain_below}): {printable(doubt)}; "
+                f"{command} abstains."
             )
         elif abstain_below and sources:
             print(

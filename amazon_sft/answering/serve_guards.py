@@ -1,0 +1,171 @@
+"""What stands between the network and ``serve``'s app: the body limit, the ``Host`` check and
+a uvicorn protocol that bounds connections.
+
+- ``BodyLimit`` counts the body bytes that really arrive (a chunked body has no Content-Length
+  to trust): 413 past the limit, 408 when the whole body takes longer than ``BODY_TIMEOUT_S``.
+- ``HostCheck``: the ``Host`` header must name this server (DNS rebinding), read the way RFC
+  3986 writes hosts, so ``[::1]:8765`` is ``::1`` (Starlette's check splits at the first colon
+  and never matches an IPv6 address); an allowed name given with a port matches without it.
+- ``guarded_protocol``: uvicorn reads request headers without a time limit and accepts as many
+  connections as the process has file descriptors, so a client trickling header lines held
+  them all (1,100 took the server down and flooded its log with accept errors). Headers must
+  complete within ``HEADER_TIMEOUT_S`` of a connection (or of the previous response on a kept
+  connection), and connections beyond ``max_connections`` are closed as they are accepted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import resource
+
+MAX_BODY_BYTES = 16_384
+BODY_TIMEOUT_S = 10.0
+"""The whole request body must arrive within this: a body sent a byte at a time would hold a
+connection (and its memory) open for as long as the client likes."""
+HEADER_TIMEOUT_S = 10.0
+"""A request's headers must arrive within this of the connection (or the previous response)."""
+MAX_CONNECTIONS = 256
+"""Open connections at most (fewer when the process may open fewer than twice this many files)."""
+DISCARD_BYTES = 1 << 20
+"""How much of an oversized body is read and dropped before the 413 (never kept in memory)."""
+
+
+def safe_json(payload) -> bytes:
+    """JSON with <, > and & escaped, so product text can never become markup where it lands."""
+    text = json.dumps(payload, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
+
+
+async def _refuse(send, status: int, message: str) -> None:
+    payload = safe_json({"error": message})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload})
+
+
+def host_name(value: str) -> str:
+    """The host of a ``Host`` header or an allowed name, without port or brackets, lower case.
+
+    >>> [host_name(h) for h in ("[::1]:8765", "::1", "Shop.Example:8000", "127.0.0.1")]
+    ['::1', '::1', 'shop.example', '127.0.0.1']
+    """
+    value = value.strip().lower()
+    if value.startswith("["):
+        return value[1:].split("]", 1)[0]
+    if value.count(":") == 1:  # name:port; more than one colon is a bare IPv6 address
+        return value.split(":", 1)[0]
+    return value
+
+
+class HostCheck:
+    """ASGI middleware: 400 unless the ``Host`` header names one of ``allowed_hosts``."""
+
+    def __init__(self, app, allowed_hosts) -> None:
+        self.app, self.allowed = app, {host_name(h) for h in allowed_hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            headers = dict(scope["headers"])
+            host = host_name(headers.get(b"host", b"").decode("latin-1"))
+            if host not in self.allowed:
+                return await _refuse(send, 400, "invalid host header: this server is not it")
+        return await self.app(scope, receive, send)
+
+
+class BodyLimit:
+    """ASGI middleware: read the request body, counting the bytes that really arrive (a chunked
+    body has no Content-Length to trust), answer 413 past ``limit``, then hand the app the body
+    it read. Later ``receive`` calls pass through, so the app still sees a disconnect."""
+
+    def __init__(self, app, limit: int, timeout_s: float = BODY_TIMEOUT_S) -> None:
+        self.app, self.limit, self.timeout_s = app, limit, timeout_s
+
+    @staticmethod
+    async def _discard(receive, more: bool) -> None:
+        """Read and drop the rest of an oversized body, up to ``DISCARD_BYTES``: a server that
+        closes with unread data makes the client's kernel drop the 413 on the reset."""
+        dropped = 0
+        while more and dropped < DISCARD_BYTES:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            dropped += len(message.get("body", b""))
+            more = message.get("more_body", False)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        body, more = b"", True
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
+        while more:
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(left, 0.0))
+            except asyncio.TimeoutError:
+                sent = f"{len(body)} bytes in {self.timeout_s:g} s"
+                return await _refuse(send, 408, f"request body too slow ({sent})")
+            if message["type"] == "http.disconnect":
+                return None
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                await self._discard(receive, more)  # so the reply is not lost to a TCP reset
+                return await _refuse(send, 413, f"request body over {self.limit} bytes")
+        replayed = False
+
+        async def replay():
+            nonlocal replayed
+            if replayed:
+                return await receive()
+            replayed = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        return await self.app(scope, replay, send)
+
+
+def connection_cap() -> int:
+    """``MAX_CONNECTIONS``, or half the files this process may open when that is fewer."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return MAX_CONNECTIONS
+    return max(8, min(MAX_CONNECTIONS, soft // 2))
+
+
+def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = 0):
+    """uvicorn's h11 protocol, with a time limit on headers and a cap on connections (module
+    docstring); ``max_connections`` 0: ``connection_cap()``."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    cap = max_connections or connection_cap()
+
+    class GuardedH11Protocol(H11Protocol):
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            if len(self.connections) > cap:
+                transport.abort()  # frees the descriptor now; nothing was read
+                return
+            self._arm_header_timer()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._arm_header_timer()  # the next request on a kept connection, too
+
+        def _arm_header_timer(self) -> None:
+            self.loop.call_later(header_timeout_s, self._headers_late, self.cycle)
+
+        def _headers_late(self, cycle) -> None:
+            waiting = self.cycle is cycle and (cycle is None or cycle.response_complete)
+            if waiting and not self.transport.is_closing():
+                self.transport.close()  # no request began since the timer was armed
+
+    return GuardedH11Protocol

@@ -1,0 +1,167 @@
+"""The server against a hostile user's audit (2026-12-01): a generation that fails must not take
+the model away from everyone after it, half-sent headers must not hold connections forever, an
+IPv6 address must be servable, and every error has the documented ``{"error": ...}`` shape."""
+
+import dataclasses
+import socket
+import threading
+import time
+
+import pytest
+
+from amazon_sft.answering.serve import BackgroundServer, create_app
+from amazon_sft.errors import UserError
+
+from .conftest import free_port
+from .test_hostile import _assert_one_line, _run_cli
+from .test_serve import CHROMIUM, SlowAnswerer, app_parts  # noqa: F401 - the fixture
+
+pytestmark = pytest.mark.hostile
+
+
+class _FailingModel:
+    """The tuned model, except that ``generate`` raises (as CUDA out of memory would) once."""
+
+    def __init__(self, model) -> None:
+        self.model, self.failures = model, 1
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def generate(self, **kwargs):
+        if self.failures:
+            self.failures -= 1
+            raise RuntimeError("CUDA out of memory (a stand-in)")
+        return self.model.generate(**kwargs)
+
+
+def _within(seconds: float, call):
+    """``call()``'s result, or a failure naming the hang (a hung request must not hang pytest)."""
+    box = []
+    thread = threading.Thread(target=lambda: box.append(call()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert box, f"no answer within {seconds} s: the request hangs"
+    return box[0]
+
+
+@pytest.mark.parametrize("route", ["/api/ask", "/api/stream"])
+def test_a_generation_that_fails_frees_the_model_for_the_next_request(app_parts, route):  # noqa: F811
+    from fastapi.testclient import TestClient
+
+    failing = dataclasses.replace(app_parts, model=_FailingModel(app_parts.model))
+    client = TestClient(create_app(failing, default_max_new_tokens=4), base_url="http://127.0.0.1")
+    ask = {"question": "Tell me about a speaker", "mode": "closed"}
+    first = _within(60, lambda: client.post(route, json=ask))
+    if route == "/api/ask":
+        assert first.status_code == 500
+        assert "RuntimeError" in first.json()["error"] and "log" in first.json()["error"]
+    else:
+        assert first.status_code == 200 and '"error"' in first.text and "RuntimeError" in first.text
+    second = _within(60, lambda: client.post(route, json=ask))
+    assert second.status_code == 200 and "error" not in second.text
+
+
+def _closed_within(sock: socket.socket, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(4096) == b""
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_half_sent_headers_are_cut_and_connections_are_capped():
+    """A slow-headers client (slowloris) held its connections forever: 1,100 of them took every
+    file descriptor and the server flooded its log. Headers get ``header_timeout_s``, also for a
+    kept-alive connection's next request, and connections beyond ``max_connections`` are closed
+    as they come; the server answers again as soon as they are gone."""
+    port = free_port()
+    server = BackgroundServer(
+        create_app(SlowAnswerer()), port, header_timeout_s=1.0, max_connections=6
+    )
+    with server:
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        for sock in slow:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # never finished
+        beyond = socket.create_connection(("127.0.0.1", port))
+        assert _closed_within(beyond, 0.5), "a connection beyond the cap was kept"
+        assert all(_closed_within(sock, 3.0) for sock in slow), "half-sent headers were kept"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+            sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\n")  # the next one, half sent
+            start = time.time()
+            while sock.recv(65536):  # the rest of the page, then the close
+                pass
+            assert time.time() - start < 3.0
+        for sock in [*slow, beyond]:
+            sock.close()
+
+
+def test_an_ipv6_host_and_a_host_with_its_port_are_served():
+    from fastapi.testclient import TestClient
+
+    app = create_app(SlowAnswerer(), allowed_hosts=("::1", "shop.example:8000"))
+    client = TestClient(app, base_url="http://127.0.0.1")
+    assert client.get("/", headers={"Host": "[::1]:8765"}).status_code == 200
+    assert client.get("/", headers={"Host": "shop.example"}).status_code == 200
+    evil = client.get("/", headers={"Host": "[::2]:8765"})
+    assert evil.status_code == 400 and "host" in evil.json()["error"].lower()
+
+
+def test_every_error_has_the_documented_shape():
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
+    bad_bytes = client.post(
+        "/api/ask",
+        content=b'{"question": "\xff\xfe"}',
+        headers={"content-type": "application/json"},
+    )
+    assert bad_bytes.status_code == 400 and "error" in bad_bytes.json()
+    assert client.get("/nowhere").json().keys() == {"error"}
+    assert client.get("/api/ask").json().keys() == {"error"}  # 405
+    assert client.get("/openapi.json").status_code == 404
+
+
+def test_serve_refuses_a_default_answer_length_over_its_cap(capsys):
+    code, err = _run_cli(capsys, "serve", "--model", "config:tiny", "--max-new-tokens", "700")
+    _assert_one_line(code, err, "serve", "--max-new-tokens", "512")
+    with pytest.raises(UserError, match="512"):
+        create_app(SlowAnswerer(), default_max_new_tokens=700)
+
+
+def test_a_question_too_long_for_the_context_says_shorten_it(app_parts):  # noqa: F811
+    long = "Quokka Lantern 7 8 9 " * 90  # about 1,100 tokens: no answer length fits
+    with pytest.raises(UserError, match="shorten the question") as err:
+        app_parts(long, k=None, mode="grounded", max_new_tokens=64)
+    assert "at most 0" not in str(err.value)
+
+
+class _RefusingAnswerer(SlowAnswerer):
+    def __call__(self, question, **kwargs):
+        raise UserError("the question is too long for the model's context: shorten the question")
+
+
+@pytest.mark.e2e
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
+)
+def test_the_page_shows_an_error_the_stream_reports():
+    """The stream answers 200 and then ``{"error": ...}``; the page showed a blank answer."""
+    from playwright.sync_api import sync_playwright
+
+    from amazon_sft.answering.serve import BROWSER_FLAGS
+
+    port = free_port()
+    with BackgroundServer(create_app(_RefusingAnswerer()), port) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#q", "anything")
+        page.click("#ask")
+        page.wait_for_function("document.getElementById('answer').textContent.length > 0")
+        assert "shorten the question" in page.text_content("#answer")
+        browser.close()

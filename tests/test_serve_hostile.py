@@ -3,6 +3,7 @@ the model away from everyone after it, half-sent headers must not hold connectio
 IPv6 address must be servable, and every error has the documented ``{"error": ...}`` shape."""
 
 import dataclasses
+import json
 import socket
 import threading
 import time
@@ -165,3 +166,33 @@ def test_the_page_shows_an_error_the_stream_reports():
         page.wait_for_function("document.getElementById('answer').textContent.length > 0")
         assert "shorten the question" in page.text_content("#answer")
         browser.close()
+
+
+def test_a_stream_keeps_flowing_while_requests_wait_for_the_model():
+    """Requests waiting for the model each held a thread of the event loop's shared pool (6 on
+    2 cores), which a stream also needs to hand on its pieces: with 7 waiting, the stream stalled
+    until they were done. Waiting requests get threads of their own."""
+    import http.client
+
+    slow = SlowAnswerer()
+    port = free_port()
+    ask = json.dumps({"question": "anything", "max_new_tokens": 4})
+    with BackgroundServer(create_app(slow, max_queue=8), port):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
+        conn.request("POST", "/api/stream", ask, {"Content-Type": "application/json"})
+        stream = conn.getresponse()
+        assert stream.status == 200
+        stream.read(40)  # generating
+        waiting = []
+        for _ in range(7):
+            other = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            other.request("POST", "/api/ask", ask, {"Content-Type": "application/json"})
+            waiting.append(other)
+        time.sleep(1.0)  # they are all waiting for the model now
+        start = time.time()
+        got = stream.read(1000)  # pieces come every 20 ms: 1,000 bytes take about 1 s
+        took = time.time() - start
+        slow.release.set()
+        for other in waiting:
+            other.getresponse().read()
+        assert took < 5.0, f"the stream stalled {took:.1f} s behind waiting requests ({len(got)} B)"

@@ -26,6 +26,7 @@ import asyncio
 import logging
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
@@ -108,6 +109,9 @@ def create_app(
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None, openapi_url=None)
     lock = threading.Lock()
     seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
+    # A thread for each seat: waiting in the loop's shared pool (6 threads on 2 cores), requests
+    # took the threads a stream needs to hand on its pieces, and it stalled behind them.
+    answering = ThreadPoolExecutor(max_workers=max_queue + 1, thread_name_prefix="answer")
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout_s=body_timeout_s)
 
@@ -157,7 +161,8 @@ def create_app(
         if not seats.acquire(blocking=False):
             return busy()
         cancel = threading.Event()
-        task = asyncio.ensure_future(asyncio.to_thread(run, req, None, cancel))
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(loop.run_in_executor(answering, run, req, None, cancel))
         while not task.done():  # a client that leaves stops the generation it asked for
             await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
             if not task.done() and await request.is_disconnected():

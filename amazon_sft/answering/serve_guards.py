@@ -78,7 +78,12 @@ class HostCheck:
             headers = dict(scope["headers"])
             host = host_name(headers.get(b"host", b"").decode("latin-1"))
             if host not in self.allowed:
-                return await _refuse(send, 400, "invalid host header: this server is not it")
+                return await _refuse(
+                    send,
+                    400,
+                    "invalid host header: it names another server (serve --allowed-host NAME "
+                    "accepts a name)",
+                )
         return await self.app(scope, receive, send)
 
 

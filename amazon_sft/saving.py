@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import new_staging, swap_into_place
-from amazon_sft.checkpointing import write_checksums
+from amazon_sft.checkpointing import CHECKSUMS, write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
@@ -46,6 +46,19 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def finished_before(out_dir: Path, summary: dict) -> bool:
+    """This process ran no step and ``final/`` already holds the model of this very step (a
+    requeue of a finished run): saving again would only lose its final loss. Read from the
+    shared run folder, so every rank gives the same answer."""
+    final = out_dir / "final"
+    try:
+        saved = json.loads((final / "run_summary.json").read_text())
+    except (OSError, ValueError):
+        return False
+    ran_none = summary["final_loss"] is None
+    return ran_none and saved.get("steps") == summary["steps"] and (final / CHECKSUMS).is_file()
 
 
 def refuse_non_finite(accelerator, model) -> None:

@@ -51,7 +51,7 @@ from amazon_sft.resume_config import (
     record_changes,
     saved_record,
 )
-from amazon_sft.saving import save_final
+from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainer import Trainer, drop_metrics_after
 
@@ -78,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
-        if summary["stopped_by"] is None:
+        if summary["stopped_by"] is None and finished_before(out_dir, summary):
+            log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
+        elif summary["stopped_by"] is None:
             save_final(accelerator, cfg, model, tok, out_dir, summary)
     shutdown(accelerator)
     if lock is not None:
@@ -187,11 +189,14 @@ def resume(
     rejected: list[str] = []
     for path in resume_candidates(cfg.resume, out_dir):
         try:
+            saved = saved_record(path, out_dir)
+            # before the weights: a change of shape (LoRA, the model) fails to load, and would
+            # read as a damaged checkpoint instead of the change it is
+            changes = config_changes(cfg, loader, saved, path)
             state = load_checkpoint(accelerator, path)
             loader.load_state_dict(state.loader)
-            saved = saved_record(path, out_dir)
         except LOAD_ERRORS as err:
-            why = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            why = " ".join(str(err).split())[:300] or type(err).__name__
             log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
             rejected.append(f"{path.name}: {why}")
             continue
@@ -203,7 +208,7 @@ def resume(
             state.loader["cursor"],
             f"newer ones unusable ({'; '.join(rejected)})" if rejected else "the newest complete",
         )
-        apply_config_changes(cfg, accelerator, loader, scheduler, saved, state.step)
+        apply_config_changes(cfg, accelerator, scheduler, changes, state.step)
         if accelerator.is_main_process:
             drop_metrics_after(out_dir / "metrics.jsonl", state.step)
         return state
@@ -217,20 +222,29 @@ def resume(
     return TrainerState(loader=loader.state_dict())
 
 
-def apply_config_changes(cfg, accelerator, loader, scheduler, saved, step: int) -> None:
-    """Refuse changes that alter the run's meaning; apply, log and record the others."""
-    t = cfg.train
+def config_changes(cfg, loader, saved, checkpoint: Path) -> list:
+    """The changes since ``checkpoint`` was written; those that make another run are refused."""
     if saved is None:
         log.warning("the checkpoint carries no config: changes since it cannot be checked")
-        changes = []
-    else:
-        try:
-            changes = changes_on_resume(saved, to_dict(cfg), loader.shards.manifest.integrity)
-        except ValueError as err:
-            raise UserError(
-                f"resume: these changes since the checkpoint at step {step} would make it "
-                f"another run ({err}): restore them, or start a new run (another out_dir)"
-            ) from None
+        return []
+    try:
+        return changes_on_resume(saved, to_dict(cfg), loader.shards.manifest.integrity)
+    except ValueError as err:
+        raise UserError(
+            f"resume: these changes since the checkpoint {checkpoint.name} would make it "
+            f"another run ({err}): restore them, or start a new run (another out_dir)"
+        ) from None
+
+
+def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) -> None:
+    """Apply, log and record the changes that can go on from ``step``."""
+    t = cfg.train
+    if t.max_steps < step:
+        raise UserError(
+            f"resume: train.max_steps={t.max_steps} is below the checkpoint's step {step}: a "
+            f"run does not go back; give train.max_steps >= {step}, or resume=PATH from an "
+            "earlier checkpoint"
+        )
     rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
     for change in changes:
         log.info("changed at step %d: %s", step, change.describe())

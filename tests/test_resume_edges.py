@@ -42,3 +42,24 @@ def test_resume_into_lora_is_refused_with_its_diff_not_as_unusable_checkpoints(
     again = _cli(*base, "train.max_steps=3", "resume=auto", "lora.enabled=true")
     _one_line_error(again, "train", "another run", "lora.enabled: False -> True")
     assert "unusable" not in again.stderr and "overwrite=true" not in again.stderr
+
+
+def test_a_lora_run_on_a_random_base_loads_the_base_it_was_trained_on(prepared, tmp_path):
+    """``model.path: random`` (the tiny config) with LoRA: eval, ask and export built the base
+    with a fresh random init each time (export's own check compared against that same wrong
+    base). The base is built with the run's seed, as training built it."""
+    from safetensors.torch import load_file
+
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    out = tmp_path / "run"
+    overrides = [f"data.path={prepared}", f"out_dir={out}", "train.trackers=[]"]
+    first = _cli("train", "--config", "tiny", *overrides, "train.max_steps=2", "lora.enabled=true")
+    assert first.returncode == 0, first.stderr[-2000:]
+    (checkpoint,) = (out / "checkpoints").glob("step-*")
+    trained = load_file(str(checkpoint / "model.safetensors"))
+    embed = next(v for k, v in trained.items() if k.endswith("embed_tokens.weight"))
+    for _ in range(2):
+        model, *_ = load_for_eval(str(out), [], "cpu")
+        loaded = model.get_input_embeddings().weight.detach()
+        assert (loaded - embed).abs().max().item() == 0.0

@@ -58,6 +58,9 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        from accelerate.utils import set_seed
+
+        set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         model = PeftModel.from_pretrained(base, str(folder))
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"

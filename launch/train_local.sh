@@ -3,12 +3,17 @@
 # Settings from the environment:
 #   NGPU    processes (default: every visible GPU; 1 without GPUs)
 #   CONFIG  run config name or YAML (default smollm2-135m)
-#   OUT     run folder (default runs/$CONFIG);  DATA  prepared folder (default: the config's)
+#   OUT     run folder (default runs/$CONFIG);  DATA  prepared folder (default: the config's);
+#           relative paths (and a CONFIG given as a YAML path) are read from where you stand
 #   ACCEL   launch/accelerate/<name>.yaml (default single_gpu for 1 process, multi_gpu for more;
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
 #   DRY_RUN=1 prints the command and launches nothing.
+# SIGTERM, SIGUSR1 and SIGINT to this script reach training (a checkpoint, then exit 0): with one
+# process, accelerate's launcher would die alone and leave training running unwatched.
 set -euo pipefail
+here="$PWD"
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 cd "$(dirname "$0")/.."
 
 if [ -z "${NGPU:-}" ]; then
@@ -16,7 +21,9 @@ if [ -z "${NGPU:-}" ]; then
   [ "$NGPU" -ge 1 ] || NGPU=1
 fi
 CONFIG="${CONFIG:-smollm2-135m}"
-OUT="${OUT:-runs/$CONFIG}"
+OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
+case "$CONFIG" in *.yaml | *.yml) CONFIG="$(absolute "$CONFIG")" ;; esac
+[ -n "${DATA:-}" ] && DATA="$(absolute "$DATA")"
 if [ -z "${ACCEL:-}" ]; then
   if [ "$NGPU" -gt 1 ]; then ACCEL=multi_gpu; else ACCEL=single_gpu; fi
 fi
@@ -26,7 +33,9 @@ launch=(accelerate launch --config_file "launch/accelerate/$ACCEL.yaml" --num_pr
   --main_process_port "$PORT")
 if [ "${CPU:-0}" = 1 ]; then
   export ACCELERATE_USE_CPU=true  # with --multi_gpu: N real CPU processes (--cpu would start one)
-  if [ "$ACCEL" = multi_gpu ] || [ "$ACCEL" = single_gpu ]; then
+  if [ "$NGPU" = 1 ] && { [ "$ACCEL" = multi_gpu ] || [ "$ACCEL" = single_gpu ]; }; then
+    launch=(accelerate launch --cpu --num_processes 1)  # --multi_gpu needs two at least
+  elif [ "$ACCEL" = multi_gpu ] || [ "$ACCEL" = single_gpu ]; then
     launch=(accelerate launch --multi_gpu --num_processes "$NGPU" --main_process_port "$PORT")
   else
     unset ACCELERATE_USE_CPU  # DeepSpeed on CPU: gloo is chosen by amazon_sft.distributed
@@ -37,6 +46,20 @@ args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "${launch[*]} ${args[*]} $*"
-else
-  exec "${launch[@]}" "${args[@]}" "$@"
+  exit 0
 fi
+if [ "$NGPU" -gt 1 ]; then
+  exec "${launch[@]}" "${args[@]}" "$@"  # torch's launcher passes signals on to its workers
+fi
+"${launch[@]}" "${args[@]}" "$@" &
+launcher=$!
+for sig in TERM USR1 INT; do
+  # shellcheck disable=SC2064  # the pid is known now
+  trap "pkill -$sig -P $launcher || true" "$sig"  # to training, the launcher's child
+done
+rc=0
+while :; do
+  wait "$launcher" && rc=0 || rc=$?
+  kill -0 "$launcher" 2>/dev/null || break  # a trapped signal ends wait early: wait again
+done
+exit "$rc"

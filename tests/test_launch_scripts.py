@@ -174,3 +174,53 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
     proc.terminate()  # what slurmstepd / the batch script's pre-emption trap sends
     assert proc.wait(timeout=30) == 0
     assert marker.read_text() == "ok"
+
+
+def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_training(
+    prepared, tiny_model_dir, tmp_path
+):
+    """``CPU=1`` with one process died (``--multi_gpu`` wants two); relative OUT and DATA were
+    read from the repository, not where the user stands; and a scheduler's SIGTERM killed only
+    accelerate's one-process launcher, leaving training to run on unwatched. Now the signal
+    reaches training, which checkpoints and exits 0."""
+    import signal
+    import time
+
+    (tmp_path / "data").symlink_to(prepared)
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "NGPU": "1", "CPU": "1"}
+    env.update(CONFIG="tiny", OUT="run", DATA="data")
+    overrides = [
+        o
+        for o in train_overrides(prepared, tiny_model_dir, tmp_path / "unused")
+        if not o.startswith(("out_dir", "data.path"))
+    ]
+    script = str(REPO / "launch" / "train_local.sh")
+    dry = subprocess.run(
+        ["bash", script], capture_output=True, text=True, cwd=tmp_path, env={**env, "DRY_RUN": "1"}
+    )
+    assert (
+        f"out_dir={tmp_path / 'run'}" in dry.stdout
+        and f"data.path={tmp_path / 'data'}" in dry.stdout
+    )
+    run = tmp_path / "run"
+    cmd = ["bash", script, *overrides, "train.max_steps=100000", "checkpoint.every_steps=100000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        proc.send_signal(signal.SIGTERM)  # as a scheduler's preemption does, to the script
+        rc = proc.wait(timeout=120)
+        err = proc.stderr.read()
+        assert rc == 0, err[-3000:]
+        assert list((run / "checkpoints").glob("step-*")), err[-3000:]
+    finally:
+        proc.kill()
+        left = subprocess.run(["pgrep", "-f", f"out_dir={run}"], capture_output=True, text=True)
+        subprocess.run(["pkill", "-9", "-f", f"out_dir={run}"])
+    assert not left.stdout.strip(), "training went on after the script was stopped"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -113,11 +114,26 @@ def fill_deepspeed_config(path: Path, cfg: RunConfig, plan: BatchPlan, precision
     return ds
 
 
+def prebuilt_ops_dir() -> Path:
+    """Where ``make install`` compiles DeepSpeed's CPU ops (scripts/build_deepspeed_ops.py): one
+    folder per environment, since the shared default cache's build files name one environment's
+    include paths and every other environment rebuilds them (minutes on 2 cores)."""
+    return Path(sys.prefix) / "torch_extensions"
+
+
+def use_prebuilt_ops() -> None:
+    """Point DeepSpeed at the ops ``make install`` built, when it did (the user's own
+    ``TORCH_EXTENSIONS_DIR`` wins); else DeepSpeed's default cache, as before."""
+    if prebuilt_ops_dir().is_dir():
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
+
+
 def build_accelerator(cfg: RunConfig, log_dir: Path):
     """The Accelerator for this run, with gloo on CPU and a filled DeepSpeed plugin if any."""
     from accelerate import Accelerator
     from accelerate.utils import DeepSpeedPlugin, InitProcessGroupKwargs
 
+    use_prebuilt_ops()  # before DeepSpeed builds its comm op (ZeRO on CPU) or CPU Adam
     precision = resolve_precision(cfg)
     plan = plan_batches(cfg, world_size_from_env())
     ds_path = deepspeed_config_path(cfg)

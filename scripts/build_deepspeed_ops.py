@@ -1,10 +1,9 @@
 """Compile DeepSpeed's CPU ops (CPU Adam for ZeRO offload, shared-memory comm) once, at install.
 
 DeepSpeed builds these C++ ops just in time, the first time a run needs them: about 2.5 minutes
-of both cores here, which a fresh environment's first test run (or first offload run) otherwise
-pays inside its timing. They go where ``tests/conftest.py`` points ``TORCH_EXTENSIONS_DIR``: one
-folder per environment (``<sys.prefix>/torch_extensions``), because the shared default cache's
-build files name one environment's include paths and every other environment rebuilds them.
+of both cores here, which a fresh environment's first test run (or first ZeRO run on CPU)
+otherwise pays inside its timing. They go to ``amazon_sft.distributed.prebuilt_ops_dir()``
+(``<sys.prefix>/torch_extensions``), where training and the tests look for them.
 
 Run by ``make install``. An op that cannot be built here is named and skipped (exit 0): the run
 that needs it will try again and fail with DeepSpeed's own message.
@@ -15,13 +14,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from pathlib import Path
 
 OPS = ("CPUAdamBuilder", "ShareMemCommBuilder")
 
 
 def main() -> int:
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+    from amazon_sft.distributed import prebuilt_ops_dir
+
+    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
     try:
         from deepspeed.accelerator import get_accelerator
     except ImportError as err:

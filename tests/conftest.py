@@ -10,6 +10,7 @@ import pytest
 
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.data.synthetic import write_catalogue
+from amazon_sft.distributed import prebuilt_ops_dir
 from amazon_sft.tokenizer import load_tokenizer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -18,7 +19,7 @@ collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests 
 # for every environment of the user whose build file names the environment's include paths: two
 # checkouts' test runs each recompiled it (~80 s of both cores) after the other ran. One cache per
 # environment; the training processes the tests launch inherit it.
-os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(Path(sys.prefix) / "torch_extensions"))
+os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -90,7 +91,6 @@ def train_overrides(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str)
 
 def train_command(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str) -> list[str]:
     """The real entrypoint, as a subprocess command, for a tiny run (see train_overrides)."""
-    import sys
 
     script = Path(__file__).resolve().parents[1] / "amazon_sft" / "train.py"
     return [

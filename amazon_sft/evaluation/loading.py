@@ -56,9 +56,8 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
     if (folder / "adapter_config.json").is_file():
-        from peft import PeftModel
-
         from accelerate.utils import set_seed
+        from peft import PeftModel
 
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")

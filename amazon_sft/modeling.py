@@ -7,6 +7,8 @@ Under ZeRO-3 the accelerator's DeepSpeed plugin has already made the DeepSpeed c
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import logging
 
 import torch
@@ -118,6 +120,15 @@ def random_arch_config(arch: dict, vocab_size: int, pad_id: int):
             f"model.arch.model_type={model_type!r} is not a causal LM type transformers knows: "
             "use llama or mistral (or another of transformers' causal LM types)"
         )
+    known = _settings_of(model_type)
+    for key in arch:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" ({close[0]}?)" if close else ""
+            raise UserError(
+                f"model.arch.{key} is not a {model_type} setting{hint}: fix or remove it "
+                "(transformers would keep it unused and train the default shape)"
+            )
     try:
         return AutoConfig.for_model(**{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id})
     except (ValueError, TypeError, StrictDataclassError) as err:
@@ -126,6 +137,15 @@ def random_arch_config(arch: dict, vocab_size: int, pad_id: int):
             f"model.arch is not a valid {model_type} architecture ({first_line(cause)[:300]}): "
             "fix model.arch"
         ) from None
+
+
+def _settings_of(model_type: str) -> set[str]:
+    """The keys a ``model_type`` config knows: its defaults and its constructor's parameters."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type)
+    params = inspect.signature(type(config).__init__).parameters
+    return {*config.to_dict(), *params, *getattr(config, "attribute_map", {})} - {"self", "kwargs"}
 
 
 def _forget_dequantized_gguf(model) -> None:

@@ -223,6 +223,8 @@ def test_config_values_the_libraries_reject_are_refused_by_name(override, key):
         ("model.arch.model_type=5", "model.arch.model_type=5"),
         ("model.arch.hidden_size=-5", "model.arch is not a valid llama architecture"),
         ("model.arch.num_hidden_layers=[1]", "model.arch is not a valid llama"),
+        # a typo trained the default shape silently, the key kept as junk in config.json
+        ("model.arch.hiden_size=32", "model.arch.hiden_size is not a llama setting"),
     ],
 )
 def test_a_wrong_model_arch_is_one_short_line(override, needle, tiny_tok):

@@ -36,6 +36,7 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         lm_state = {k.removeprefix(LM_PREFIX): v for k, v in state.items()}
         staging = new_staging(final)  # only rank 0 writes, so no name need be agreed
         lm.save_pretrained(staging, state_dict=lm_state, safe_serialization=True)
+        readable_like_the_rest(staging)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
         verify_saved(staging, expected)
         write_checksums(staging, "*.safetensors")  # checked by every command that loads it
@@ -46,6 +47,18 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def readable_like_the_rest(folder: Path) -> None:
+    """transformers writes its safetensors files 0600 and the rest by the umask: a serving
+    account could read a folder's config and tokenizer but not its weights. They get the mode
+    the same save gave ``config.json``."""
+    config = folder / "config.json"
+    if not config.is_file():
+        return
+    mode = config.stat().st_mode & 0o666
+    for file in folder.glob("*.safetensors"):
+        file.chmod(mode)
 
 
 def finished_before(out_dir: Path, summary: dict) -> bool:

@@ -315,3 +315,18 @@ def test_a_report_moved_in_midway_is_never_taken_for_a_whole_one(tmp_path, monke
     report.write_staged(out, writers)
     left = {p.name: p.read_text() for p in out.iterdir() if p.name != EVAL_MARKER}
     assert left == {name: "new" for name in writers}
+
+
+def test_saved_weights_are_readable_like_every_other_file(tuned_run, tmp_path):
+    """transformers writes model.safetensors 0600 while every other file follows the umask: a
+    serving account reading the run folder could load its tokenizer but not its weights."""
+    import os
+
+    from amazon_sft.answering.export import export_model
+
+    umask = os.umask(0)
+    os.umask(umask)
+    export_model(str(tuned_run), tmp_path / "exported")
+    for folder in (tuned_run / "final", tmp_path / "exported"):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
+        assert set(modes.values()) == {0o666 & ~umask}, modes

@@ -19,6 +19,7 @@ from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format
+from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
 
 LOGIT_TOLERANCE = 1e-3
@@ -60,6 +61,7 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
 
 def _write(model, tok, folder: Path, name: str, label: str, chat: bool) -> None:
     model.save_pretrained(folder, safe_serialization=True)
+    readable_like_the_rest(folder)
     tok.save_pretrained(folder)
     (folder / "README.md").write_text(
         f"# {label}, exported by amazon_sft\n\nStandalone weights (LoRA merged when there was one); load with\n"

@@ -217,6 +217,8 @@ def resume(
             f"no checkpoint in {out_dir} loads ({'; '.join(rejected)}): resume=none with "
             "overwrite=true starts over"
         )
+    if cfg.resume == "auto":
+        log.info("resume=auto: no checkpoint in %s yet; starting at step 0", out_dir)
     if accelerator.is_main_process:  # resume=auto before the first checkpoint: start over
         drop_metrics_after(out_dir / "metrics.jsonl", 0)
     return TrainerState(loader=loader.state_dict())
@@ -271,6 +273,13 @@ def start_logging(
         counts["total"],
     )
     log.info("optimizer: %s", describe_optimizer(optimizer))
+    if cfg.train.warmup_steps >= cfg.train.max_steps:
+        log.warning(
+            "train.warmup_steps=%d is not below train.max_steps=%d: the learning rate never "
+            "reaches train.lr",
+            cfg.train.warmup_steps,
+            cfg.train.max_steps,
+        )
     log.info(
         "precision: %s; distributed: %s", accelerator.mixed_precision, accelerator.distributed_type
     )

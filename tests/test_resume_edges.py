@@ -63,3 +63,16 @@ def test_a_lora_run_on_a_random_base_loads_the_base_it_was_trained_on(prepared, 
         model, *_ = load_for_eval(str(out), [], "cpu")
         loaded = model.get_input_embeddings().weight.detach()
         assert (loaded - embed).abs().max().item() == 0.0
+
+
+def test_a_fresh_start_and_a_warmup_longer_than_the_run_are_said(
+    prepared, tiny_model_dir, tmp_path
+):
+    """resume=auto with no checkpoint started at step 0 without a word, and a warmup longer than
+    the run (the lr never reaching its peak) passed silently."""
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    run = _cli(*base, "train.max_steps=2", "train.warmup_steps=10", "resume=auto")
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert f"resume=auto: no checkpoint in {out} yet; starting at step 0" in run.stderr
+    assert "train.warmup_steps=10 is not below train.max_steps=2" in run.stderr

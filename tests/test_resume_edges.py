@@ -76,3 +76,11 @@ def test_a_fresh_start_and_a_warmup_longer_than_the_run_are_said(
     assert run.returncode == 0, run.stderr[-2000:]
     assert f"resume=auto: no checkpoint in {out} yet; starting at step 0" in run.stderr
     assert "train.warmup_steps=10 is not below train.max_steps=2" in run.stderr
+
+
+def test_a_checkpoint_given_as_a_model_is_named_for_what_it_is(tuned_run, tmp_path, capsys):
+    from .test_hostile import _assert_one_line, _run_cli
+
+    checkpoint = sorted((tuned_run / "checkpoints").glob("step-*"))[-1]
+    code, err = _run_cli(capsys, "export", str(checkpoint), "--out", str(tmp_path / "x"))
+    _assert_one_line(code, err, "export", "is a training checkpoint", "final/")

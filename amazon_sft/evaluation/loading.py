@@ -78,6 +78,11 @@ def _run_folder(spec: str) -> Path:
         raise UserError(
             f"--model {spec}: not a folder; give config:NAME or a training out_dir / final folder"
         )
+    if (folder / "trainer_state.json").is_file():  # checkpoints/step-N: state for resume
+        raise UserError(
+            f"{spec} is a training checkpoint (what resume=auto continues from), not a saved "
+            "model: give the run's folder (its final/), or let the run finish (resume=auto)"
+        )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(
             f"--model {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"

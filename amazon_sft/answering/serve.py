@@ -13,13 +13,15 @@
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding
-``<script>`` stays text everywhere. The client is not trusted: the body limit counts the bytes
-actually received (chunked bodies too), the whole body must arrive within ``BODY_TIMEOUT_S``
-(408 after: a body sent a byte at a time cannot hold a connection), the ``Host`` header must
-name this server (DNS rebinding), one generation runs at a time with at most ``max_queue``
-requests waiting (503 beyond), a stream whose client goes away stops generating, and questions
-lose any special-token text before they are encoded (``ask.clean_question``). Bad requests get
-a 4xx JSON error.
+``<script>`` stays text everywhere. The client is not trusted (``serve_guards``): the body limit
+counts the bytes actually received (chunked bodies too), the whole body must arrive within
+``BODY_TIMEOUT_S`` and the headers within ``HEADER_TIMEOUT_S`` (a client trickling bytes cannot
+hold a connection), connections are capped, and the ``Host`` header must name this server (DNS
+rebinding). One generation runs at a time with at most ``max_queue`` requests waiting (503
+beyond), each on a thread of its own; a stream whose client goes away stops generating; questions
+lose any special-token text before they are encoded (``ask.clean_question``). Every error is
+``{"error": ...}``: 4xx for the request's fault, 500 when the model failed (logged; the model is
+free for the next request).
 """
 
 import asyncio

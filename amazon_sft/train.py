@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         shards, plan.micro_batch_size, accelerator.process_index, plan.world_size, cfg.data.seed
     )
     state = resume(cfg, accelerator, loader, scheduler, out_dir)
-    start_logging(accelerator, cfg, plan, model, optimizer, out_dir)
+    start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
@@ -255,7 +255,7 @@ def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) 
 
 
 def start_logging(
-    accelerator, cfg: RunConfig, plan: BatchPlan, model, optimizer, out_dir: Path
+    accelerator, cfg: RunConfig, plan: BatchPlan, model, optimizer, out_dir: Path, step: int
 ) -> None:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
@@ -286,7 +286,10 @@ def start_logging(
     log.info("MFU = %s (peak: train.peak_tflops or the GPU's name; n/a on CPU)", MFU_FORMULA)
     if cfg.train.trackers:
         flat = {k: str(v) for k, v in to_dict(cfg).items()}
-        accelerator.init_trackers("amazon_sft", config=flat)
+        # TensorBoard hides what an earlier process logged after the step resumed from (those
+        # steps run again), as metrics.jsonl drops them
+        purge = {"tensorboard": {"purge_step": step + 1}} if step else {}
+        accelerator.init_trackers("amazon_sft", config=flat, init_kwargs=purge)
 
 
 def cli() -> None:

@@ -3,6 +3,7 @@
 smaller ``train.max_steps`` was taken, and a change of LoRA made every checkpoint "unusable"
 with advice to start over."""
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -84,3 +85,20 @@ def test_a_checkpoint_given_as_a_model_is_named_for_what_it_is(tuned_run, tmp_pa
     checkpoint = sorted((tuned_run / "checkpoints").glob("step-*"))[-1]
     code, err = _run_cli(capsys, "export", str(checkpoint), "--out", str(tmp_path / "x"))
     _assert_one_line(code, err, "export", "is a training checkpoint", "final/")
+
+
+def test_tensorboard_shows_each_step_once_after_a_resume(prepared, tiny_model_dir, tmp_path):
+    """metrics.jsonl dropped the rows run again after a resume, TensorBoard kept both copies."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    base = (*base, "train.trackers=[tensorboard]", "checkpoint.every_steps=2")
+    assert _cli(*base, "train.max_steps=4").returncode == 0
+    shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
+    again = _cli(*base, "train.max_steps=5", "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    events = EventAccumulator(str(out / "logs" / "amazon_sft"))  # both runs' files, as TB reads
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss")]
+    assert steps == [1, 2, 3, 4, 5], steps

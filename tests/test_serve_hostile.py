@@ -139,6 +139,9 @@ def test_a_question_too_long_for_the_context_says_shorten_it(app_parts):  # noqa
     with pytest.raises(UserError, match="shorten the question") as err:
         app_parts(long, k=None, mode="grounded", max_new_tokens=64)
     assert "at most 0" not in str(err.value)
+    # room for a shorter answer than asked: the page cannot set one, so both ways are said
+    with pytest.raises(UserError, match=r"ask for at most \d+, or shorten the question"):
+        app_parts("Quokka Lantern " * 130, k=None, mode="grounded", max_new_tokens=64)
 
 
 class _RefusingAnswerer(SlowAnswerer):

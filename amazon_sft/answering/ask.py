@@ -173,7 +173,8 @@ def answer_question(
             )
         raise UserError(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
-            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}"
+            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
+            "shorten the question"
         )
     doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
     doubtful = doubt is not None

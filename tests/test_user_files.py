@@ -1,6 +1,8 @@
 """A command never deletes or replaces a file it cannot prove it wrote (a new user's and a hostile
 user's trials found nine ways it did: synth, eval, prepare --overwrite, the index build, demo,
-resume=auto, a symlinked --out, two evals at once, the lock file)."""
+resume=auto, a symlinked --out, two evals at once, the lock file), never leaves half an output
+that reads as whole (a final save or an eval report killed midway), and writes weights others
+can read like the rest of the folder."""
 
 from __future__ import annotations
 

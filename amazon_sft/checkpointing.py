@@ -37,6 +37,8 @@ class TrainerState:
     """Real (non-padding) tokens trained on, over all ranks."""
     loader: dict = field(default_factory=dict)
     """``PackedLoader.state_dict()``: data epoch, row cursor and seed."""
+    train_seconds: float = 0.0
+    """Wall-clock seconds in optimizer steps, over every launch of the run so far."""
 
 
 def checkpoint_dir(out_dir: Path, step: int) -> Path:

@@ -129,6 +129,7 @@ class Trainer:
                 break
             seconds = time.perf_counter() - t0
             state.step += 1
+            state.train_seconds += seconds
             state.tokens_seen += result.real_tokens
             state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
             state.loader = self.loader.state_dict()
@@ -172,7 +173,8 @@ class Trainer:
             "final_loss": loss if math.isfinite(loss) else None,
             "tokens_seen": state.tokens_seen,
             "stopped_by": stopped_by,
-            "train_seconds": round(time.perf_counter() - started, 1),
+            "train_seconds": round(state.train_seconds, 1),
+            "train_seconds_this_launch": round(time.perf_counter() - started, 1),
         }
 
     def step_start(self) -> StepStart | None:

@@ -72,6 +72,15 @@ def test_dotted_overrides_are_typed():
     assert cfg.data.clean.drop_duplicates is False
 
 
+def test_a_whole_number_in_exponent_form_is_taken_for_an_integer():
+    """``train.max_steps=1e3`` is how people write a thousand steps; 2.5 steps still is not."""
+    cfg = load_run_config("tiny", ["train.max_steps=1e3", "train.global_batch_size=8.0"])
+    assert cfg.train.max_steps == 1000 and isinstance(cfg.train.max_steps, int)
+    assert cfg.train.global_batch_size == 8
+    with pytest.raises(UserError, match=r"train\.max_steps.*must be an integer.*2\.5"):
+        load_run_config("tiny", ["train.max_steps=2.5"])
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [

@@ -3,6 +3,7 @@
 smaller ``train.max_steps`` was taken, and a change of LoRA made every checkpoint "unusable"
 with advice to start over."""
 
+import json
 import shutil
 from pathlib import Path
 
@@ -43,6 +44,14 @@ def test_resume_into_lora_is_refused_with_its_diff_not_as_unusable_checkpoints(
     again = _cli(*base, "train.max_steps=3", "resume=auto", "lora.enabled=true")
     _one_line_error(again, "train", "another run", "lora.enabled: False -> True")
     assert "unusable" not in again.stderr and "overwrite=true" not in again.stderr
+    # the same run resumed: its time counts both segments (it counted the last one only)
+    first_seconds = json.loads((out / "checkpoints/step-00000002/trainer_state.json").read_text())
+    resumed = _cli(*base, "train.max_steps=3", "resume=auto")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    summary = json.loads((out / "final/run_summary.json").read_text())
+    assert first_seconds["train_seconds"] > 0
+    assert summary["train_seconds"] > first_seconds["train_seconds"]
+    assert summary["train_seconds"] >= summary["train_seconds_this_launch"] > 0
 
 
 def test_a_lora_run_on_a_random_base_loads_the_base_it_was_trained_on(prepared, tmp_path):

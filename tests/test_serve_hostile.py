@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from amazon_sft.answering.ask import Answer
 from amazon_sft.answering.serve import BackgroundServer, create_app
 from amazon_sft.errors import UserError
 
@@ -199,3 +200,82 @@ def test_a_stream_keeps_flowing_while_requests_wait_for_the_model():
         for other in waiting:
             other.getresponse().read()
         assert took < 5.0, f"the stream stalled {took:.1f} s behind waiting requests ({len(got)} B)"
+
+
+def test_a_stream_hands_on_its_pieces_without_the_loops_shared_threads():
+    """Each stream waited for its next piece on a thread of the event loop's shared pool: eight
+    streams queued for the model slowed the one generating (25 s against 6 s alone, the
+    re-audit). Pieces are now handed to the loop directly; here the shared pool is one thread,
+    held busy all along, and the stream must still arrive whole."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    class Quick:
+        default_mode = "closed"
+
+        def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+            for _ in range(5):
+                on_text("x")
+            return Answer(question, "xxxxx", [], "", "closed", [])
+
+    app = create_app(Quick())
+    held = threading.Event()
+
+    @app.post("/test/hold-the-shared-pool")
+    async def hold() -> dict:
+        loop = asyncio.get_running_loop()
+        loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+        loop.run_in_executor(None, held.wait)
+        return {}
+
+    with TestClient(app, base_url="http://127.0.0.1") as client:
+        try:
+            assert client.post("/test/hold-the-shared-pool").status_code == 200
+            ask = {"question": "anything", "max_new_tokens": 5}
+            reply = _within(20, lambda: client.post("/api/stream", json=ask))
+        finally:
+            held.set()  # else the loop waits for the held thread when the client closes
+    pieces = [json.loads(line) for line in reply.text.splitlines()]
+    assert [p["text"] for p in pieces if "text" in p] == ["x"] * 5
+    assert "sources" in pieces[-1]
+
+
+class _BidiAnswerer:
+    """A catalogue whose title and description hold bidi overrides and isolates."""
+
+    default_mode = "grounded"
+    title = "Invoice \u202etxt.exe\u202c and \u2067isolated\u2069"
+
+    def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+        answer = "It is \u202ereversed [source: B1]"
+        if on_text:
+            on_text(answer)
+        source = {"uid": "B1", "title": self.title, "content": "\u202egnirts", "score": 1.0}
+        return Answer(question, answer, [source], "", "grounded", ["B1"])
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
+)
+def test_the_page_drops_bidi_overrides_from_what_it_shows():
+    """The terminal dropped them, the page did not: a title "Invoice U+202E txt.exe" read as
+    "Invoice exe.txt" there. The JSON keeps the catalogue's text as it is."""
+    from playwright.sync_api import sync_playwright
+
+    from amazon_sft.answering.serve import BROWSER_FLAGS
+
+    app = create_app(_BidiAnswerer())
+    with BackgroundServer(app, free_port()) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#q", "invoice")
+        page.click("#ask")
+        page.wait_for_selector("#sources li", timeout=60_000)
+        shown = page.locator("body").inner_text()
+        browser.close()
+    assert "Invoice txt.exe and isolated" in shown and "It is reversed" in shown
+    assert "gnirts" in shown
+    assert not any(ch in shown for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

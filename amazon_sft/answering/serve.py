@@ -26,7 +26,6 @@ free for the next request).
 
 import asyncio
 import logging
-import queue
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -193,19 +192,29 @@ def create_app(
         )
 
     @app.post("/api/stream")
-    def stream(req: AskRequest, request: Request):
+    async def stream(req: AskRequest, request: Request):
         if not req.question.strip():
             return error(422, "question: empty")
         if not seats.acquire(blocking=False):
             return busy()
-        events: queue.Queue = queue.Queue()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
+
+        def put(event: dict | None) -> None:
+            """Hand an event to the loop from the generating thread. A thread waiting on a
+            queue for each stream took the loop's shared pool: queued streams slowed the one
+            generating. Nothing to hand to a loop that is already closed (server stopping)."""
+            try:
+                loop.call_soon_threadsafe(events.put_nowait, event)
+            except RuntimeError:
+                cancel.set()
 
         def work() -> None:
             try:
-                result = run(req, on_text=lambda t: events.put({"text": t}), cancel=cancel)
+                result = run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
                 if result is not None:
-                    events.put(
+                    put(
                         {
                             "sources": result.sources,
                             "cited": result.cited,
@@ -216,24 +225,23 @@ def create_app(
                         }
                     )
             except UserError as err:
-                events.put({"error": str(err)})
+                put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served
-                events.put({"error": failed(err)})
+                put({"error": failed(err)})
             finally:
-                events.put(None)
+                put(None)
 
         threading.Thread(target=work, daemon=True).start()
 
         async def body():
             """Events as they come; every ``DISCONNECT_POLL_S`` a look at whether the client is
             still there (a closed connection is only noticed by reading it)."""
-            loop = asyncio.get_running_loop()
             checked = loop.time()
             try:
                 while True:
                     try:
-                        event = await asyncio.to_thread(events.get, True, DISCONNECT_POLL_S)
-                    except queue.Empty:
+                        event = await asyncio.wait_for(events.get(), DISCONNECT_POLL_S)
+                    except TimeoutError:
                         event = ...
                     if loop.time() - checked >= DISCONNECT_POLL_S:
                         checked = loop.time()

@@ -22,6 +22,9 @@ li{margin:.6rem 0}.desc{color:#444;font-size:.9rem}.meta{color:#777;font-size:.8
 <h2>Sources</h2><ol id="sources"></ol>
 <script>
 const $ = (id) => document.getElementById(id);
+// Bidi overrides, embeddings and isolates in catalogue text would show a title reversed
+// ("Invoice \u202etxt.exe" as "Invoice exe.txt"): dropped from every string shown, as the terminal does.
+const shown = (k, v) => typeof v === "string" ? v.replace(/[\u202a-\u202e\u2066-\u2069]/g, "") : v;
 $("mode").value = "__MODE__";
 function linkCitations() {  // "[source: uid]" -> a link to that source; text nodes only, no HTML
   const text = $("answer").textContent; const parts = []; let last = 0;
@@ -41,7 +44,7 @@ $("f").addEventListener("submit", async (e) => {
       body: JSON.stringify({question: $("q").value, mode: $("mode").value})});
     if (!r.ok) {
       let why = r.status + " " + r.statusText;
-      try { why = (await r.json()).error || why; } catch (_) {}  // a proxy's page is not JSON
+      try { why = JSON.parse(await r.text(), shown).error || why; } catch (_) {}  // a proxy's page is not JSON
       $("answer").textContent = "error: " + why; return;
     }
     const reader = r.body.getReader(); const dec = new TextDecoder(); let buf = "";
@@ -49,7 +52,7 @@ $("f").addEventListener("submit", async (e) => {
       const {value, done} = await reader.read(); if (done) break;
       buf += dec.decode(value, {stream: true}); let i;
       while ((i = buf.indexOf("\\n")) >= 0) {
-        const ev = JSON.parse(buf.slice(0, i)); buf = buf.slice(i + 1);
+        const ev = JSON.parse(buf.slice(0, i), shown); buf = buf.slice(i + 1);
         if (ev.text !== undefined) $("answer").textContent += ev.text;
         if (ev.error !== undefined) $("answer").textContent = "error: " + ev.error;
         if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;

@@ -17,6 +17,7 @@ from amazon_sft import attention
 from amazon_sft.bounds import check_seq_len, context_of, model_context
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
+from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
 from amazon_sft.tokenizer import resolve_location
 
 log = logging.getLogger(__name__)
@@ -80,11 +81,17 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
                 "dtype": dtype,
                 "trust_remote_code": m.trust_remote_code,
             }
-            if m.gguf_file:
-                kwargs["gguf_file"] = m.gguf_file
-            model = AutoModelForCausalLM.from_pretrained(resolve_location(m.path), **kwargs)
-            if m.gguf_file:
-                _forget_dequantized_gguf(model)
+            location, gguf = resolve_location(m.path), m.gguf_file
+            cached = converted_folder(location, gguf, "model") if gguf else None
+            if cached is not None:
+                location, gguf = str(cached), None
+            if gguf:
+                kwargs["gguf_file"] = gguf
+            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
+            if gguf:
+                forget_dequantized_gguf(model)
+            if cached is not None:  # named by where it came from, as a direct GGUF load is
+                model.config._name_or_path = resolve_location(m.path)
     except (*READ_ERRORS, ImportError) as err:
         raise UserError(
             f"could not load model {m.path!r} ({first_line(err)}); check model.path / "
@@ -146,20 +153,6 @@ def _settings_of(model_type: str) -> set[str]:
     config = AutoConfig.for_model(model_type)
     params = inspect.signature(type(config).__init__).parameters
     return {*config.to_dict(), *params, *getattr(config, "attribute_map", {})} - {"self", "kwargs"}
-
-
-def _forget_dequantized_gguf(model) -> None:
-    """Without GGUF kernels transformers unpacks a GGUF file into plain float tensors but keeps
-    its quantizer attached, and ``save_pretrained`` then refuses to save a fully fine-tuned
-    model ("quantized with gguf and is not serializable"). The weights are ordinary tensors,
-    so drop the marker; a model whose weights really stay in GGUF blocks keeps it."""
-    if not all(type(p) is torch.nn.Parameter and p.is_floating_point() for p in model.parameters()):
-        return
-    model.hf_quantizer = None
-    model.is_quantized = False
-    model.quantization_method = None
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
 
 
 def wrap_lora(model, lora: LoraConfig):

@@ -46,10 +46,15 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
     """The fast tokenizer of ``model`` (or of ``location`` when given)."""
     from transformers import AutoTokenizer
 
+    from amazon_sft.gguf_cache import converted_folder  # lazy: it imports checkpointing
+
     spec = location or model.tokenizer or model.path
     gguf = model.gguf_file if spec == model.path else None
     folder = resolve_location(spec)
     kwargs = {"trust_remote_code": model.trust_remote_code}
+    cached = converted_folder(folder, gguf, "tokenizer") if gguf else None
+    if cached is not None:
+        folder, gguf = str(cached), None
     if gguf:
         kwargs["gguf_file"] = gguf
     try:

@@ -20,6 +20,9 @@ collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests 
 # checkouts' test runs each recompiled it (~80 s of both cores) after the other ran. One cache per
 # environment; the training processes the tests launch inherit it.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
+# GGUF models converted once (amazon_sft/gguf_cache.py) into the environment's folder, not the
+# user's ~/.cache; test processes and the commands they launch share it.
+os.environ.setdefault("AMAZON_SFT_CACHE", str(Path(sys.prefix) / "amazon_sft_cache"))
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"

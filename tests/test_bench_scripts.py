@@ -543,3 +543,16 @@ def test_gate_change_benchmark_pairs_two_checkouts_question_by_question(prepared
          str(elsewhere), "--base", str(REPO)], capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 1 and "none of its products is in" in proc.stderr
+
+
+def test_gguf_cache_benchmark_says_a_config_without_gguf_is_not_one_it_measures():
+    """Its full run reads SmolLM2's GGUF three ways (~80 s: docs/benchmarks.md has the table);
+    tests/test_pretrained.py checks the cache gives what the GGUF file gives."""
+    proc = subprocess.run(
+        [sys.executable, "bench/gguf_cache.py", "--config", "tiny"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert proc.returncode == 1 and "model.gguf_file is not set" in proc.stderr

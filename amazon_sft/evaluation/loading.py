@@ -23,12 +23,12 @@ SAVED_CONFIG = "amazon_sft_config.yaml"
 
 def load_for_eval(spec: str, overrides: list[str], device: str):
     """(model in eval mode on ``device``, tokenizer, run config, label)."""
+    from accelerate.utils import set_seed  # seeds as training does (train.build_model)
+
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
         cfg = load_run_config(spec.removeprefix("config:"), overrides)
         tok = load_tokenizer(cfg.model)
-        torch.manual_seed(
-            cfg.seed
-        )  # a random-init base is then the very model training starts from
+        set_seed(cfg.seed)  # a random-init base is then the very model training starts from
         model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
     folder = _run_folder(spec)
@@ -56,7 +56,6 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
     if (folder / "adapter_config.json").is_file():
-        from accelerate.utils import set_seed
         from peft import PeftModel
 
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew

@@ -365,12 +365,23 @@ def test_final_model(damage, tuned_run, prepared, tmp_path, capsys):
 # --- class 1 (checkpoints): a checkpoint that does not load gives way to the one before -------
 
 
-@pytest.mark.parametrize("victim", ["model.safetensors", "optimizer.bin", "trainer_state.json"])
-def test_resume_skips_a_damaged_newest_checkpoint(victim, prepared, tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def run_of_two_checkpoints(prepared, tiny_model_dir, tmp_path_factory) -> Path:
+    """A 4-step run with checkpoints at steps 2 and 4; tests damage copies of it."""
+    out = tmp_path_factory.mktemp("two-checkpoints") / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     first = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
     assert first.returncode == 0, first.stderr[-2000:]
+    return out
+
+
+@pytest.mark.parametrize("victim", ["model.safetensors", "optimizer.bin", "trainer_state.json"])
+def test_resume_skips_a_damaged_newest_checkpoint(
+    victim, run_of_two_checkpoints, prepared, tiny_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    shutil.copytree(run_of_two_checkpoints, out)
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     _truncate(out / "checkpoints" / "step-00000004" / victim)
     again = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=6", "resume=auto")
     assert again.returncode == 0, again.stderr[-2000:]

@@ -279,3 +279,65 @@ def test_the_page_drops_bidi_overrides_from_what_it_shows():
     assert "Invoice txt.exe and isolated" in shown and "It is reversed" in shown
     assert "gnirts" in shown
     assert not any(ch in shown for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+_LOW_FILE_LIMIT_SERVER = """
+import resource, sys
+resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+from amazon_sft.answering.ask import Answer
+from amazon_sft.answering.serve import create_app, serve
+
+class Quiet:
+    default_mode = "closed"
+
+    def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+        return Answer(question, "x", [], "", "closed", [])
+
+serve(create_app(Quiet()), "127.0.0.1", int(sys.argv[1]))
+"""
+
+
+def test_a_connection_burst_never_runs_the_server_out_of_files():
+    """With a soft file limit of 1,024 a burst of connections still logged asyncio's "accept
+    out of system resource" (190 KB/s): it accepts up to uvicorn's backlog (2,048) per wake-up,
+    before the connection cap can close them. The backlog is now bounded by the cap and the
+    file limit. Here the limit is 256 and 600 connections come at once."""
+    import subprocess
+    import sys
+
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", _LOW_FILE_LIMIT_SERVER, str(port)],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        burst = []
+        for _ in range(600):  # all at once: connects that do not wait for their answer
+            sock = socket.socket()
+            sock.setblocking(False)
+            sock.connect_ex(("127.0.0.1", port))
+            burst.append(sock)
+        time.sleep(3.0)
+        for sock in burst:
+            sock.close()
+        time.sleep(1.0)
+        page = _within(30, lambda: _get(port))
+        assert page.startswith(b"HTTP/1.1 200")
+    finally:
+        server.terminate()
+        err = server.communicate(timeout=30)[1]
+    assert "out of system resource" not in err and "Too many open files" not in err, err[-1500:]
+
+
+def _get(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        return sock.recv(64)

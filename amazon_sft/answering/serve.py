@@ -38,6 +38,7 @@ from amazon_sft.answering.serve_guards import (
     BodyLimit,
     HostCheck,
     guarded_protocol,
+    listen_backlog,
     safe_json,
 )
 from amazon_sft.answering.web_page import PAGE
@@ -262,7 +263,14 @@ def create_app(
 def serve(app, host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", http=guarded_protocol())
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="info",
+        http=guarded_protocol(),
+        backlog=listen_backlog(),
+    )
 
 
 class BackgroundServer:
@@ -275,7 +283,14 @@ class BackgroundServer:
 
         self.port = port
         http = guarded_protocol(header_timeout_s, max_connections)
-        config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", http=http)
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            http=http,
+            backlog=listen_backlog(max_connections),
+        )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

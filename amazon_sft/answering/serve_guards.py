@@ -10,7 +10,9 @@ a uvicorn protocol that bounds connections.
   connections as the process has file descriptors, so a client trickling header lines held
   them all (1,100 took the server down and flooded its log with accept errors). Headers must
   complete within ``HEADER_TIMEOUT_S`` of a connection (or of the previous response on a kept
-  connection), and connections beyond ``max_connections`` are closed as they are accepted.
+  connection), and connections beyond ``max_connections`` are closed as they are accepted;
+  the listening backlog (``listen_backlog``) keeps a burst from running the process out of
+  files before they are (a burst of 600 under a limit of 256 left the server unanswering).
 """
 
 from __future__ import annotations
@@ -144,6 +146,21 @@ def connection_cap() -> int:
     if soft == resource.RLIM_INFINITY:
         return MAX_CONNECTIONS
     return max(8, min(MAX_CONNECTIONS, soft // 2))
+
+
+def listen_backlog(max_connections: int = 0) -> int:
+    """The listening socket's backlog: asyncio accepts up to this many connections per wake-up
+    before the cap can close any, so with uvicorn's 2,048 a burst ran the process out of files
+    (and flooded the log with accept errors) below a file limit of ~2,300. At most the cap, and
+    a sixteenth of the file limit: a connection accepted over the cap holds its descriptor for
+    three more turns of the loop (the transport, ``connection_made``'s abort, the close), each
+    of which may accept another backlog, so the cap's half of the files plus four backlogs stay
+    under the limit. Clients beyond it wait in the kernel (SYN retries), never the process."""
+    cap = max_connections or connection_cap()
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return cap
+    return max(8, min(cap, soft // 16))
 
 
 def guarded_protocol(header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = 0):

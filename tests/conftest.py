@@ -20,6 +20,14 @@ collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests 
 # checkouts' test runs each recompiled it (~80 s of both cores) after the other ran. One cache per
 # environment; the training processes the tests launch inherit it.
 os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
+# Two xdist workers on two cores, each running torch (and the training processes it launches)
+# with a thread per core: OpenMP threads spin waiting for the core the other worker holds. One
+# thread each took test_resume_edges + test_train_e2e from 157 s to 128 s on 2 cores (-n 2).
+if os.environ.get("PYTEST_XDIST_WORKER") and "OMP_NUM_THREADS" not in os.environ:
+    import torch
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # the processes tests launch read it
+    torch.set_num_threads(1)
 # GGUF models converted once (amazon_sft/gguf_cache.py) into the environment's folder, not the
 # user's ~/.cache; test processes and the commands they launch share it.
 os.environ.setdefault("AMAZON_SFT_CACHE", str(Path(sys.prefix) / "amazon_sft_cache"))

@@ -81,17 +81,15 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
                 "dtype": dtype,
                 "trust_remote_code": m.trust_remote_code,
             }
-            location, gguf = resolve_location(m.path), m.gguf_file
-            cached = converted_folder(location, gguf, "model") if gguf else None
-            if cached is not None:
-                location, gguf = str(cached), None
-            if gguf:
-                kwargs["gguf_file"] = gguf
-            model = AutoModelForCausalLM.from_pretrained(location, **kwargs)
-            if gguf:
+            source = resolve_location(m.path)
+            cached = converted_folder(source, m.gguf_file, "model") if m.gguf_file else None
+            if cached is None and m.gguf_file:
+                kwargs["gguf_file"] = m.gguf_file
+            model = AutoModelForCausalLM.from_pretrained(str(cached or source), **kwargs)
+            if cached is None and m.gguf_file:
                 forget_dequantized_gguf(model)
             if cached is not None:  # named by where it came from, as a direct GGUF load is
-                model.config._name_or_path = resolve_location(m.path)
+                model.config._name_or_path = source
     except (*READ_ERRORS, ImportError) as err:
         raise UserError(
             f"could not load model {m.path!r} ({first_line(err)}); check model.path / "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from amazon_sft.config import ModelConfig
 from amazon_sft.errors import UserError
+from amazon_sft.gguf_cache import converted_folder
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
@@ -45,8 +46,6 @@ def resolve_location(spec: str) -> str:
 def load_tokenizer(model: ModelConfig, location: str | None = None):
     """The fast tokenizer of ``model`` (or of ``location`` when given)."""
     from transformers import AutoTokenizer
-
-    from amazon_sft.gguf_cache import converted_folder  # lazy: it imports checkpointing
 
     spec = location or model.tokenizer or model.path
     gguf = model.gguf_file if spec == model.path else None

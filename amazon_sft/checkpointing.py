@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import pickle
 import shutil
-import signal
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
 
+from amazon_sft import stop_signal
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 
@@ -174,15 +174,15 @@ def restore_rng(states: dict) -> None:
 
 class StopFlag:
     """SIGTERM / SIGUSR1 (SLURM's warning before preemption) set a flag the loop checks after
-    each optimizer step: it then saves a checkpoint and exits 0, and the requeued job resumes."""
+    each optimizer step: it then saves a checkpoint and exits 0, and the requeued job resumes.
+    A signal caught before the loop was built (``stop_signal.install`` runs first) counts too."""
 
     def __init__(self) -> None:
-        self.signal_name: str | None = None
-        for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, self._handle)
+        stop_signal.install()
 
-    def _handle(self, signum, frame) -> None:
-        self.signal_name = signal.Signals(signum).name
+    @property
+    def signal_name(self) -> str | None:
+        return stop_signal.received()
 
     @property
     def requested(self) -> bool:

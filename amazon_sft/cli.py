@@ -155,6 +155,9 @@ def main(argv: list[str] | None = None) -> int:
         handler.addFilter(_quiet_libraries)
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["train"]:
+        from amazon_sft import stop_signal
+
+        stop_signal.install()  # before train's imports: a stop during start-up is not fatal
         from amazon_sft.train import main as train_main
 
         command, run = "train", lambda: train_main(argv[1:])

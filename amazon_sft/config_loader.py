@@ -138,7 +138,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
     if hint is bool:
         if isinstance(value, bool):
             return value
-        raise UserError(f"config key {key!r} must be true or false, got {value!r}")
+        if type(value) is int and value in (0, 1):
+            return bool(value)  # "lora.enabled=1", as in shell scripts and env files
+        raise UserError(f"config key {key!r} must be true or false (or 1 / 0), got {value!r}")
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value

@@ -14,6 +14,11 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a file by accelerate launch: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+if __name__ == "__main__":  # a stop signal during start-up is honoured too, not fatal (143)
+    from amazon_sft import stop_signal
+
+    stop_signal.install()
+
 import torch
 
 from amazon_sft.bounds import check_epochs_per_step

@@ -108,7 +108,17 @@ class Trainer:
         )
         self.model.train()
         started, stopped_by, loss = time.perf_counter(), None, float("nan")
-        while state.step < cfg.train.max_steps:
+        if state.step < cfg.train.max_steps and self.stop_agreed():
+            # signalled during start-up: nothing was trained in this launch, so nothing new to
+            # save (a pre-emption warning leaves too little time for a step and a checkpoint)
+            stopped_by = self.stop.signal_name or "signal on another rank"
+            log.info(
+                "stopping before the first step of this launch on %s: nothing new to save; "
+                "resume with resume=auto (from step %d)",
+                stopped_by,
+                state.step,
+            )
+        while state.step < cfg.train.max_steps and not stopped_by:
             t0 = time.perf_counter()
             at_start = self.step_start()
             micro = [next(batches) for _ in range(self.plan.accumulation_steps)]

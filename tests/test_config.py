@@ -81,6 +81,14 @@ def test_a_whole_number_in_exponent_form_is_taken_for_an_integer():
         load_run_config("tiny", ["train.max_steps=2.5"])
 
 
+def test_one_and_zero_are_taken_for_true_and_false():
+    """``lora.enabled=1`` is how shell scripts and env files say true; 2 still is not."""
+    cfg = load_run_config("tiny", ["lora.enabled=1", "data.clean.drop_duplicates=0"])
+    assert cfg.lora.enabled is True and cfg.data.clean.drop_duplicates is False
+    with pytest.raises(UserError, match=r"lora\.enabled.*true or false.*got 2"):
+        load_run_config("tiny", ["lora.enabled=2"])
+
+
 @pytest.mark.parametrize(
     ("override", "needle"),
     [

@@ -135,6 +135,42 @@ def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
     assert summary["steps"] == step and summary["final_loss"] is None
 
 
+def _catches(pid: int, sig: int) -> bool:
+    """Whether the process has a handler for ``sig`` (the SigCgt mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    return False
+
+
+def test_a_stop_signal_during_start_up_exits_zero_without_training(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A pre-emption warning while the model loads is not fatal (it exited 143 / 138): the run
+    stops before its first step, saves nothing, and exits 0 for resume=auto to pick up."""
+    runs = {}
+    for how, sig in (("script", signal.SIGUSR1), ("cli", signal.SIGTERM)):
+        out = tmp_path / how
+        cmd = train_command(prepared, tiny_model_dir, out, "train.max_steps=5")
+        if how == "cli":
+            cmd[1:2] = ["-m", "amazon_sft.cli", "train"]
+        proc = subprocess.Popen(
+            cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+        )
+        runs[how] = (proc, sig, out)
+    for proc, sig, out in runs.values():
+        deadline = time.time() + 60
+        while not _catches(proc.pid, sig) and time.time() < deadline:
+            time.sleep(0.01)
+        assert not (out / "metrics.jsonl").exists()  # still starting up
+        proc.send_signal(sig)
+    for how, (proc, _sig, out) in runs.items():
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 0, (how, stderr[-2000:])
+        assert "stopping before the first step" in stderr, (how, stderr[-2000:])
+        assert not list(out.glob("checkpoints/step-*")) and not (out / "final").exists()
+
+
 def test_bad_config_and_missing_data_are_one_line_errors(tiny_model_dir, tmp_path):
     for args, needle in (
         ([f"data.path={tmp_path / 'nope'}"], "amazon-sft prepare"),

@@ -341,3 +341,28 @@ def _get(port: int) -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         sock.sendall(b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
         return sock.recv(64)
+
+
+def _turns(lock) -> list[str]:
+    """Who gets ``lock`` after a waiter when its holder lets go and at once asks again (what a
+    burst of new requests does): the waiter, if the lock is first come, first served."""
+    order: list[str] = []
+    lock.__enter__()
+    waiter = threading.Thread(
+        target=lambda: [lock.__enter__(), order.append("waiter"), lock.__exit__()]
+    )
+    waiter.start()
+    time.sleep(0.2)  # the waiter is blocked in the lock by now
+    lock.__exit__()
+    with lock:
+        order.append("newcomer")
+    waiter.join(timeout=10)
+    return order
+
+
+def test_the_model_goes_to_requests_in_the_order_they_came():
+    """serve's model lock: with ``threading.Lock`` a new request could take the model in the
+    moment after a release, before a request that had waited all along (newcomer first)."""
+    from amazon_sft.answering.first_come import FirstComeLock
+
+    assert _turns(FirstComeLock()) == ["waiter", "newcomer"]

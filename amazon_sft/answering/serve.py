@@ -17,8 +17,8 @@ JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a descripti
 counts the bytes actually received (chunked bodies too), the whole body must arrive within
 ``BODY_TIMEOUT_S`` and the headers within ``HEADER_TIMEOUT_S`` (a client trickling bytes cannot
 hold a connection), connections are capped, and the ``Host`` header must name this server (DNS
-rebinding). One generation runs at a time with at most ``max_queue`` requests waiting (503
-beyond), each on a thread of its own; a stream whose client goes away stops generating; questions
+rebinding). One generation runs at a time, in the order requests came, with at most
+``max_queue`` requests waiting (503 beyond), each on a thread of its own; a stream whose client goes away stops generating; questions
 lose any special-token text before they are encoded (``ask.clean_question``). Every error is
 ``{"error": ...}``: 4xx for the request's fault, 500 when the model failed (logged; the model is
 free for the next request).
@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+from amazon_sft.answering.first_come import FirstComeLock
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
@@ -109,7 +110,7 @@ def create_app(
             return self.mode
 
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None, openapi_url=None)
-    lock = threading.Lock()
+    lock = FirstComeLock()  # requests get the model in the order they came
     seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
     # A thread for each seat: waiting in the loop's shared pool (6 threads on 2 cores), requests
     # took the threads a stream needs to hand on its pieces, and it stalled behind them.

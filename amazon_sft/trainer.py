@@ -100,13 +100,6 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         metrics_file = Path(cfg.out_dir) / "metrics.jsonl"
         batches = batches_forever(self.loader)
-        bar = tqdm(
-            total=cfg.train.max_steps,
-            initial=state.step,
-            disable=not acc.is_main_process,
-            desc="train",
-        )
-        self.model.train()
         started, stopped_by, loss = time.perf_counter(), None, float("nan")
         if state.step < cfg.train.max_steps and self.stop_agreed():
             # signalled during start-up: nothing was trained in this launch, so nothing new to
@@ -118,6 +111,13 @@ class Trainer:
                 stopped_by,
                 state.step,
             )
+        bar = tqdm(  # shown once the loop starts (a stop before it is honoured above)
+            total=cfg.train.max_steps,
+            initial=state.step,
+            disable=not acc.is_main_process or bool(stopped_by),
+            desc="train",
+        )
+        self.model.train()
         while state.step < cfg.train.max_steps and not stopped_by:
             t0 = time.perf_counter()
             at_start = self.step_start()

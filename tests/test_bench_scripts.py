@@ -264,6 +264,7 @@ def test_prepare_stages_benchmark_names_differing_files(tmp_path):
     assert differing_files(a, b) == []
 
 
+@pytest.mark.probe
 def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp_path):
     """Each question's records and both abstentions are scored on the real path; the table,
     the AUC line and the scores file come out, for present and absent products."""
@@ -294,6 +295,7 @@ def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp
     assert gated.splitlines()[-1].startswith("behind the gate at 1e-09: 1 present, ")
 
 
+@pytest.mark.probe
 def test_answer_choice_scores_equal_a_full_forward_of_each_candidate(tiny_model_dir):
     """Candidates of different lengths continue one cached prompt, right-padded: each one's
     log-probs must be those of its own full sequence (positions and padding right)."""
@@ -375,6 +377,7 @@ def _titles_and_an_absent_product(prepared: Path, tmp_path: Path) -> Path:
     return questions
 
 
+@pytest.mark.probe
 def test_static_embedding_fusion_takes_a_transformers_encoder_in_wordllamas_place(
     prepared, tuned_run, tmp_path
 ):
@@ -407,6 +410,7 @@ def _gate_rows(out: str, starts: tuple[str, ...]) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.probe
 def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path):
     """bench/learned_gate.py: a weight per feature and the bias, then per collection (dev and
     each test) the ratio gate's and the learned gate's outcomes and their paired change; the
@@ -422,6 +426,7 @@ def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path
     assert len(_gate_rows(out, ("| ratio", "| learned"))) == 4
 
 
+@pytest.mark.probe
 def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
     prepared, tuned_run, tmp_path
 ):
@@ -429,21 +434,18 @@ def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
     right, some not), a saved verifier, both AUCs, and one row for the shipped gate and one per
     ``--rule``, whose first three outcomes of questions about a product sum to 1."""
     questions = _titles_and_an_absent_product(prepared, tmp_path)
-    out = _run("bench/verifier_gate.py", "--data", str(prepared), "--base", str(tuned_run / "final"),
-               "--out", str(tmp_path / "verifier"), "--questions", str(questions), "--rows", "4",
-               "--batch", "4", "--tokens", "48", "--meaning-weight", "0",
-               "--rule", "1.4", "0.5", "0.9")  # fmt: skip
-    made = int(out.split(" training pairs (")[0].split()[-1])
-    right = int(out.split(" training pairs (")[1].split()[0])
-    assert 0 < right < made
-    assert (tmp_path / "verifier" / "config.json").is_file()
-    assert "ROC AUC, first record right vs absent: verifier" in out
-    # shoppers' questions may be added to training, never those it is scored on
-    dev = tmp_path / "dev.jsonl"
+    dev = tmp_path / "dev.jsonl"  # shoppers' questions may be added to training
     dev.write_text(questions.read_text())
     both = ("bench/verifier_gate.py", "--data", str(prepared), "--base", str(tuned_run / "final"),
-            "--rows", "2", "--batch", "4", "--tokens", "48", "--meaning-weight", "0")  # fmt: skip
-    assert "6 --dev questions" in _run(*both, "--dev", str(dev), "--questions", str(questions))
+            "--rows", "4", "--batch", "4", "--tokens", "48", "--meaning-weight", "0")  # fmt: skip
+    out = _run(*both, "--out", str(tmp_path / "verifier"), "--questions", str(questions),
+               "--dev", str(dev), "--rule", "1.4", "0.5", "0.9")  # fmt: skip
+    made = int(out.split(" training pairs (")[0].split()[-1])
+    right = int(out.split(" training pairs (")[1].split()[0])
+    assert 0 < right < made and "6 --dev questions" in out
+    assert (tmp_path / "verifier" / "config.json").is_file()
+    assert "ROC AUC, first record right vs absent: verifier" in out
+    # ... never those it is scored on
     same = subprocess.run([sys.executable, *both, "--dev", str(questions), "--questions",
                            str(questions)], capture_output=True, text=True, cwd=REPO)  # fmt: skip
     assert same.returncode == 2 and "share a file" in same.stderr
@@ -459,6 +461,7 @@ def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
     assert len(_gate_rows(out, ("| shipped", "| p <"))) == 2
 
 
+@pytest.mark.probe
 def test_embedding_rerank_probe_tables_word_retrieval_embeddings_and_reranks(
     prepared, tuned_run, tmp_path
 ):

@@ -267,7 +267,9 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run, caps
 
 
 @pytest.mark.e2e
-def test_export_merges_lora_and_reloads_with_the_same_logits(prepared, tiny_model_dir, tmp_path):
+def test_lora_answers_merged_and_export_reloads_with_the_same_logits(
+    prepared, tiny_model_dir, tmp_path
+):
     run = tmp_path / "lora"
     proc = subprocess.run(
         train_command(
@@ -278,6 +280,21 @@ def test_export_merges_lora_and_reloads_with_the_same_logits(prepared, tiny_mode
         cwd=REPO,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
+    # ask, serve and eval answer with the adapters merged into the base (each step of generation
+    # ran three matmuls a projection), with the logits of the adapters kept apart
+    from peft import PeftModel
+
+    from amazon_sft.evaluation.loading import _no_lora, load_for_eval
+    from amazon_sft.modeling import load_model
+    from amazon_sft.tokenizer import choose_pad_id
+
+    answering, tok, cfg, _ = load_for_eval(str(run), [], "cpu")
+    assert not any("lora" in name for name, _ in answering.named_parameters())
+    base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+    apart = PeftModel.from_pretrained(base, str(run / "final")).eval()
+    ids = torch.tensor([[1, 5, 9, 14, 3]])
+    with torch.no_grad():
+        torch.testing.assert_close(answering(input_ids=ids).logits, apart(input_ids=ids).logits)
     out = tmp_path / "exported"
     proc = _cli("export", str(run), "--out", str(out))
     assert proc.returncode == 0, proc.stderr[-2000:]

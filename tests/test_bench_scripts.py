@@ -559,3 +559,15 @@ def test_gguf_cache_benchmark_says_a_config_without_gguf_is_not_one_it_measures(
         timeout=300,
     )
     assert proc.returncode == 1 and "model.gguf_file is not set" in proc.stderr
+
+
+def test_lora_merged_benchmark_refuses_a_run_without_adapters(tuned_run, prepared):
+    """bench/lora_merged.py times a LoRA run's adapters merged against apart (docs/benchmarks.md,
+    on the demo's run); a full fine-tune has nothing to merge and is told so."""
+    proc = subprocess.run(
+        [sys.executable, "bench/lora_merged.py", "--run", str(tuned_run), "--data", str(prepared)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert proc.returncode == 1 and "not a LoRA run" in proc.stderr

@@ -571,3 +571,19 @@ def test_lora_merged_benchmark_refuses_a_run_without_adapters(tuned_run, prepare
         cwd=REPO,
     )
     assert proc.returncode == 1 and "not a LoRA run" in proc.stderr
+
+
+def test_end_to_end_batched_benchmark_prints_the_ratio_and_the_agreement(
+    prepared, tuned_run, tmp_path
+):
+    """bench/end_to_end_batched.py: eval --questions in batches against one at a time."""
+    rows = [json.loads(x) for x in (prepared / "catalogue.jsonl").read_text().splitlines()][:3]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        "".join(
+            json.dumps({"question": r["title"], "uid": r["uid"], "kind": "t"}) + "\n" for r in rows
+        )
+    )
+    out = _run("bench/end_to_end_batched.py", "--model", str(tuned_run), "--data", str(prepared),
+               "--questions", str(questions), "--max-new-tokens", "8", "--batch-size", "2")  # fmt: skip
+    assert "3 questions (3 generated)" in out and "the same answer for 3 of 3" in out

@@ -4,6 +4,7 @@ Answerer with the tiny models."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -329,3 +330,31 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         )
         assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+
+
+def test_batched_answers_are_the_answers_ask_gives_one_at_a_time(prepared, tuned_run):
+    """eval --questions generates in batches (left-padded); every answer, citation, abstention
+    and quote must be what ``ask``'s one-at-a-time path gives, the gate on and off, with an
+    index that lacks the asked product for an absent-product question."""
+    from amazon_sft.answering.answer_many import answer_many
+    from amazon_sft.evaluation.end_to_end import WithoutRows
+    from amazon_sft.evaluation.end_to_end_run import _answerer
+
+    rows = _catalogue(prepared)
+    held = [r for r in rows if r["split"] == "heldout"][:3]
+    seen = [r for r in rows if r["split"] == "train"][:3]
+    index = CatalogueIndex(prepared)
+    without = WithoutRows(
+        index, frozenset(i for i, r in enumerate(rows) if r["uid"] == seen[0]["uid"])
+    )
+    items = [(r["title"], None) for r in held + seen]
+    items += [(" ".join(r["title"].split()[:2]).lower(), None) for r in held]
+    items += [(seen[0]["title"], without), ("a carbon bicycle frame", None)]
+    for gate in (0.0, 1.4):
+        answerer, _ = _answerer(str(tuned_run), [], index, gate, gate > 0)
+        asked = dict(k=3, mode="grounded", max_new_tokens=16)
+        one = answer_many(answerer, items, batch_size=1, **asked)
+        many = answer_many(answerer, items, batch_size=4, **asked)
+        assert [dataclasses.asdict(a) for a in many] == [dataclasses.asdict(a) for a in one]
+        if gate:
+            assert any(a.doubtful for a in one) and not all(a.doubtful for a in one)

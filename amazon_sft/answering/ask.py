@@ -133,6 +133,97 @@ class Cancelled(StoppingCriteria):
         return torch.full((input_ids.shape[0],), self.event.is_set(), dtype=torch.bool)
 
 
+@dataclass
+class Planned:
+    """A question made ready for the model (``plan_answer``): what it retrieved, the gate's
+    verdict and the prompt. ``answer_question`` generates after it one question at a time;
+    ``answer_many`` (eval) many at once."""
+
+    question: str
+    """As cleaned for the prompt (``clean_question``)."""
+    sources: list[Source]
+    prompt: str
+    ids: list[int]
+    """The prompt's token ids, BOS first."""
+    mode: str
+    doubt: str | None
+    """Why retrieval was not sure (the answer is then the abstention, not generated)."""
+    sure: bool
+    """``quote_when_sure`` and retrieval sure of its first record: the answer must cite it."""
+    shown: str
+    """The first record's description as the prompt shows it (when ``sure``)."""
+
+
+def plan_answer(
+    question: str,
+    model,
+    tok,
+    fmt: PromptFormat,
+    index: CatalogueIndex,
+    data: DataConfig,
+    *,
+    k: int | None = None,
+    mode: str | None = None,
+    max_new_tokens: int = 128,
+    abstain_below: float = 0.0,
+    quote_when_sure: bool = False,
+) -> Planned:
+    """Retrieve, ask the gate, render the prompt and check it fits the model's context."""
+    mode = mode or default_mode(data)
+    if mode not in MODES:
+        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+    question = clean_question(question, tok)
+    k = k or (data.context_records if mode == "grounded" else 3)
+    sources = index.search(question, k)
+    prompt = build_prompt(fmt, tok, data, question, sources, mode)
+    ids = fmt.bos + hf_encoder(tok)([prompt])[0]
+    context = context_length(model)
+    if context is not None and len(ids) + max_new_tokens > context:
+        if len(ids) >= context:  # no answer length fits: the question is what must change
+            raise UserError(
+                f"the question is too long for the model's context: with its {len(sources)} "
+                f"records the prompt takes {len(ids)} of {context} tokens; shorten the question"
+            )
+        raise UserError(
+            f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
+            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
+            "shorten the question"
+        )
+    doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
+    sure = (
+        doubt is None
+        and quote_when_sure
+        and mode == "grounded"
+        and retrieval_sure(sources, abstain_below, question)
+    )
+    shown = shown_description(tok, data, sources[0]) if sure else ""
+    return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)
+
+
+def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
+    """The answer to a planned question from what the model wrote (or the abstention): the
+    first record quoted when retrieval was sure and the model did not cite it, the citations,
+    and each source's overlap with the answer."""
+    quoted = False
+    if plan.sure and not cancelled:  # cancelled: what there is, as it is
+        text, quoted = answer_when_sure(text, plan.sources[0].uid, plan.shown)
+    grounded = plan.mode == "grounded"
+    cited = cited_uids(text) if grounded else []
+    described = [s.shown() for s in plan.sources]
+    if plan.sources:
+        plain = strip_citations(text)
+        contents = [s.content for s in plan.sources]
+        overlap = rouge_scores([plain] * len(contents), contents)["rougeL"]
+        for d, r in zip(described, overlap):
+            d["answer_rougeL"] = round(r, 3)
+            if grounded:
+                d["cited"] = d["uid"] in cited
+    doubtful = plan.doubt is not None
+    return Answer(
+        plan.question, text, described, plan.prompt, plan.mode, cited, doubtful, quoted, plan.doubt
+    )
+
+
 def answer_question(
     question: str,
     model,
@@ -156,56 +247,22 @@ def answer_question(
     the first record's score is under this many times the second's (0: never; doubt.py);
     ``quote_when_sure``: when it is not, the answer must cite the first record
     (answering/sure.py: the model's when it does, else that record as training taught it)."""
-    mode = mode or default_mode(data)
-    if mode not in MODES:
-        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
-    question = clean_question(question, tok)
-    k = k or (data.context_records if mode == "grounded" else 3)
-    sources = index.search(question, k)
-    prompt = build_prompt(fmt, tok, data, question, sources, mode)
-    ids = fmt.bos + hf_encoder(tok)([prompt])[0]
-    context = context_length(model)
-    if context is not None and len(ids) + max_new_tokens > context:
-        if len(ids) >= context:  # no answer length fits: the question is what must change
-            raise UserError(
-                f"the question is too long for the model's context: with its {len(sources)} "
-                f"records the prompt takes {len(ids)} of {context} tokens; shorten the question"
-            )
-        raise UserError(
-            f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
-            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
-            "shorten the question"
-        )
-    doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
-    doubtful = doubt is not None
-    quoted = False
-    if doubtful:
-        text = likeliest_abstention(model, tok, ids)
+    plan = plan_answer(
+        question, model, tok, fmt, index, data, k=k, mode=mode, max_new_tokens=max_new_tokens,
+        abstain_below=abstain_below, quote_when_sure=quote_when_sure,
+    )  # fmt: skip
+    held = None
+    if plan.doubt is not None:
+        text = likeliest_abstention(model, tok, plan.ids)
         if on_text:
             on_text(text)
     else:
-        sure = (
-            quote_when_sure
-            and mode == "grounded"
-            and retrieval_sure(sources, abstain_below, question)
-        )
-        shown = shown_description(tok, data, sources[0]) if sure else ""
-        held = HeldForFirstRecord(on_text, shown) if sure and on_text else None
-        text = _generate(model, tok, ids, max_new_tokens, held or on_text, cancel)
-        if sure and not (cancel and cancel.is_set()):  # cancelled: what there is, as it is
-            text, quoted = answer_when_sure(text, sources[0].uid, shown)
-        if held:
-            held.finish(text)
-    cited = cited_uids(text) if mode == "grounded" else []
-    described = [s.shown() for s in sources]
-    if sources:
-        plain = strip_citations(text)
-        overlap = rouge_scores([plain] * len(sources), [s.content for s in sources])["rougeL"]
-        for d, r in zip(described, overlap):
-            d["answer_rougeL"] = round(r, 3)
-            if mode == "grounded":
-                d["cited"] = d["uid"] in cited
-    return Answer(question, text, described, prompt, mode, cited, doubtful, quoted, doubt)
+        held = HeldForFirstRecord(on_text, plan.shown) if plan.sure and on_text else None
+        text = _generate(model, tok, plan.ids, max_new_tokens, held or on_text, cancel)
+    answer = finish_answer(plan, text, cancelled=bool(cancel and cancel.is_set()))
+    if held:
+        held.finish(answer.answer)
+    return answer
 
 
 def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) -> str:

@@ -83,6 +83,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "asked": len(questions),
         "skipped": skipped,
         "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
         "abstain_below": abstain_below,
         "quote_when_sure": quote_when_sure,
         "meaning_weight": meaning,
@@ -97,7 +98,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
-            answerer, questions, products, removals, k, args.max_new_tokens, desc=name
+            answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size
         )
         result["groups"][name] = E.summarise(outcomes[name], groups, args.seed)
         del answerer
@@ -219,6 +220,15 @@ def summary_table(result: dict, models: list[str]) -> list[str]:
     return [*lines, ""]
 
 
+def _batching(batch_size: int) -> str:
+    if batch_size <= 1:
+        return "one question at a time as `ask` answers"
+    return (
+        f"generated in batches of {batch_size} (left-padded: a near tie can go another way "
+        "than in `ask`; `--batch-size 1` answers one at a time, exactly as `ask`)"
+    )
+
+
 def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
     models = list(result["models"])
     lines = [
@@ -227,7 +237,8 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         f"Data: `{result['data']}`; questions: `{result['questions']}` ({result['asked']} asked, "
         f"{len(result['skipped']['not_in_catalogue'])} skipped: their product is not in this "
         "catalogue); greedy, "
-        f"max {result['max_new_tokens']} new tokens; 95% bootstrap intervals over questions.",
+        f"max {result['max_new_tokens']} new tokens, {_batching(result.get('batch_size', 1))}; "
+        "95% bootstrap intervals over questions.",
         "",
     ]
     if result.get("meaning_weight"):

@@ -65,7 +65,12 @@ def parse_args(argv):
         "left out) or both; auto: both when the data taught grounded examples, else closed",
     )
     p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=8,
+        help="prompts generated at once (with --questions: 1 answers one at a time, as ask)",
+    )
     p.add_argument("--repetition-penalty", type=float, default=1.0)
     p.add_argument("--no-repeat-ngram-size", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)

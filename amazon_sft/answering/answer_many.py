@@ -1,0 +1,62 @@
+"""Many questions at once, for ``eval --questions``: each planned as ``ask`` plans it (retrieval
+as typed, the gate, the prompt: ``ask.plan_answer``), those the gate lets through generated in
+batches (``evaluation.generation``: length-sorted, left-padded, greedy, the KV cache), each
+finished as ``ask`` finishes it (``ask.finish_answer``: quoting when sure, citations).
+
+One at a time, SmolLM2 writes about 7 tokens/s on 2 slow cores; a batch of 8 several times that
+(bench/end_to_end_batched.py). Left padding changes the float rounding, so a greedy answer can
+differ from ``ask``'s in a near tie; ``batch_size=1`` is ``ask``'s own path, exactly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from amazon_sft.answering.ask import Answer, Answerer, finish_answer, plan_answer
+from amazon_sft.answering.doubt import likeliest_abstention
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.evaluation.generation import Decoding, generate_answers
+from amazon_sft.tokenizer import choose_pad_id
+
+
+def answer_many(
+    answerer: Answerer,
+    items: list[tuple[str, CatalogueIndex | None]],
+    *,
+    k: int | None,
+    mode: str,
+    max_new_tokens: int,
+    batch_size: int = 8,
+    desc: str = "",
+) -> list[Answer]:
+    """The answer to each (question, index) of ``items``, in order; an index of None is the
+    answerer's own (eval passes one without the asked product for an absent-product question)."""
+    if batch_size <= 1:
+        from tqdm import tqdm
+
+        return [
+            (dataclasses.replace(answerer, index=index) if index is not None else answerer)(
+                question, k=k, mode=mode, max_new_tokens=max_new_tokens
+            )
+            for question, index in tqdm(items, desc=desc, unit="question", disable=not desc)
+        ]
+    a = answerer
+    plans = [
+        plan_answer(
+            question, a.model, a.tok, a.fmt, index if index is not None else a.index, a.data,
+            k=k, mode=mode, max_new_tokens=max_new_tokens, abstain_below=a.abstain_below,
+            quote_when_sure=a.quote_when_sure,
+        )
+        for question, index in items
+    ]  # fmt: skip
+    texts: list[str] = [
+        likeliest_abstention(a.model, a.tok, p.ids) if p.doubt is not None else "" for p in plans
+    ]
+    todo = [i for i, p in enumerate(plans) if p.doubt is None]
+    decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size)
+    made = generate_answers(
+        a.model, a.tok, [plans[i].ids for i in todo], decoding, choose_pad_id(a.tok), desc=desc
+    )
+    for i, generated in zip(todo, made):
+        texts[i] = generated.text
+    return [finish_answer(p, text) for p, text in zip(plans, texts)]

@@ -60,8 +60,8 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
 
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
-        # merged for answering: one matmul a projection, not three (generation 1.24x faster
-        # for SmolLM2 on 2 cores: bench/lora_merged.py)
+        # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
+        # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
         model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)

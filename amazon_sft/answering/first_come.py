@@ -11,13 +11,8 @@ import threading
 
 
 class FirstComeLock:
-    """A context-manager lock whose waiters get it first come, first served.
-
-    >>> lock = FirstComeLock()
-    >>> with lock:
-    ...     lock.waiting
-    0
-    """
+    """A context-manager lock whose waiters get it first come, first served (each takes a
+    ticket and waits for its number; tests/test_serve_hostile.py checks the order)."""
 
     def __init__(self) -> None:
         self._turns = threading.Condition(threading.Lock())
@@ -35,9 +30,3 @@ class FirstComeLock:
         with self._turns:
             self._serving += 1
             self._turns.notify_all()  # waiters are few (serve's queue): each checks its ticket
-
-    @property
-    def waiting(self) -> int:
-        """Threads waiting for their turn (not counting the holder)."""
-        with self._turns:
-            return max(0, self._next_ticket - self._serving - 1)

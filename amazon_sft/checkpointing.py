@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from amazon_sft import stop_signal
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 
@@ -170,20 +169,3 @@ def restore_rng(states: dict) -> None:
     torch.set_rng_state(states["torch"])
     if "cuda" in states:
         torch.cuda.set_rng_state_all(states["cuda"])
-
-
-class StopFlag:
-    """SIGTERM / SIGUSR1 (SLURM's warning before preemption) set a flag the loop checks after
-    each optimizer step: it then saves a checkpoint and exits 0, and the requeued job resumes.
-    A signal caught before the loop was built (``stop_signal.install`` runs first) counts too."""
-
-    def __init__(self) -> None:
-        stop_signal.install()
-
-    @property
-    def signal_name(self) -> str | None:
-        return stop_signal.received()
-
-    @property
-    def requested(self) -> bool:
-        return self.signal_name is not None

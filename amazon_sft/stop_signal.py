@@ -30,3 +30,8 @@ def install() -> None:
 def received() -> str | None:
     """The name of the first stop signal caught, or None."""
     return _received[0] if _received else None
+
+
+def requested() -> bool:
+    """Whether a stop signal was caught (the loop all-reduces it: any rank's stops all)."""
+    return bool(_received)

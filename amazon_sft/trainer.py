@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from amazon_sft import stop_signal
 from amazon_sft.checkpointing import (
-    StopFlag,
     TrainerState,
     capture_rng,
     restore_rng,
@@ -92,7 +92,7 @@ class Trainer:
     def __post_init__(self) -> None:
         lm = self.accelerator.unwrap_model(self.model).lm
         self.flops = FlopCounter.for_model(lm, self.cfg.train.peak_tflops, self.plan.world_size)
-        self.stop = StopFlag()
+        stop_signal.install()  # already, when train.py or amazon-sft train started the process
         self.run_record = run_record(to_dict(self.cfg), self.loader.shards.manifest.integrity)
 
     def train(self, state: TrainerState) -> dict:
@@ -104,7 +104,7 @@ class Trainer:
         if state.step < cfg.train.max_steps and self.stop_agreed():
             # signalled during start-up: nothing was trained in this launch, so nothing new to
             # save (a pre-emption warning leaves too little time for a step and a checkpoint)
-            stopped_by = self.stop.signal_name or "signal on another rank"
+            stopped_by = stop_signal.received() or "signal on another rank"
             log.info(
                 "stopping before the first step of this launch on %s: nothing new to save; "
                 "resume with resume=auto (from step %d)",
@@ -124,7 +124,7 @@ class Trainer:
             micro = [next(batches) for _ in range(self.plan.accumulation_steps)]
             result = self.train_step(micro)
             if result is None:  # a stop signal between micro-batches: the step is dropped
-                stopped_by = self.stop.signal_name or "signal on another rank"
+                stopped_by = stop_signal.received() or "signal on another rank"
                 self.drop_step(at_start)
                 save_checkpoint(
                     acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
@@ -153,7 +153,7 @@ class Trainer:
                     f"gradient norm (last at step {state.step}); lower train.lr or check the data"
                 )
             if result.stop_requested:
-                stopped_by = self.stop.signal_name or "signal on another rank"
+                stopped_by = stop_signal.received() or "signal on another rank"
             last = state.step == cfg.train.max_steps
             if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
                 if result.finite:  # never a state whose last step was non-finite
@@ -213,7 +213,7 @@ class Trainer:
 
     def stop_agreed(self) -> bool:
         """All ranks learn whether any got a stop signal (one all-reduce and one host read)."""
-        flag = torch.tensor([float(self.stop.requested)])
+        flag = torch.tensor([float(stop_signal.requested())])
         return bool(reduce_sum(self.accelerator, flag).item() > 0)
 
     def train_step(self, micro: list[PackedBatch]) -> StepResult | None:
@@ -255,7 +255,7 @@ class Trainer:
                 loss_sum = loss_sum + shown
         grad_norm = self.clip_gradients()
         flags = torch.stack(
-            [loss_sum, bad, torch.tensor(float(self.stop.requested), device=device)]
+            [loss_sum, bad, torch.tensor(float(stop_signal.requested()), device=device)]
         )
         after = reduce_sum(acc, flags)
         labels, tokens, flops, loss, n_bad, stops, norm = torch.cat(

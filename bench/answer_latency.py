@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from amazon_sft.answering.ask import answer_question
+from amazon_sft.answering.ask import Answerer
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.prompts import build_prompt_format
@@ -30,6 +30,7 @@ def main() -> None:
     model, tok, cfg, label = load_for_eval(args.model, [], pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     index = CatalogueIndex(args.index)
+    answerer = Answerer(model, tok, fmt, index, cfg.data)
     titles = [
         orjson.loads(x)["title"]
         for x in (Path(args.index) / "catalogue.jsonl").read_bytes().splitlines()
@@ -38,13 +39,8 @@ def main() -> None:
     for title in titles[: args.questions]:
         marks = []
         start = time.perf_counter()
-        result = answer_question(
+        result = answerer(
             f"Tell me about {title}",
-            model,
-            tok,
-            fmt,
-            index,
-            cfg.data,
             max_new_tokens=args.max_new_tokens,
             on_text=lambda _t, m=marks: m.append(time.perf_counter()),
         )

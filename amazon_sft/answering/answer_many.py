@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from amazon_sft.answering.ask import Answer, Answerer, finish_answer, plan_answer
+from amazon_sft.answering.ask import Answer, Answerer, finish_answer
 from amazon_sft.answering.doubt import likeliest_abstention
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation.generation import Decoding, generate_answers
@@ -31,7 +31,7 @@ def answer_many(
 ) -> list[Answer]:
     """The answer to each (question, index) of ``items``, in order; an index of None is the
     answerer's own (eval passes one without the asked product for an absent-product question)."""
-    if batch_size <= 1:
+    if batch_size <= 1:  # ask's own path (Answerer.__call__), one question at a time
         from tqdm import tqdm
 
         return [
@@ -40,22 +40,18 @@ def answer_many(
             )
             for question, index in tqdm(items, desc=desc, unit="question", disable=not desc)
         ]
-    a = answerer
     plans = [
-        plan_answer(
-            question, a.model, a.tok, a.fmt, index if index is not None else a.index, a.data,
-            k=k, mode=mode, max_new_tokens=max_new_tokens, abstain_below=a.abstain_below,
-            quote_when_sure=a.quote_when_sure,
-        )
+        answerer.plan(question, k=k, mode=mode, max_new_tokens=max_new_tokens, index=index)
         for question, index in items
-    ]  # fmt: skip
+    ]
+    model, tok = answerer.model, answerer.tok
     texts: list[str] = [
-        likeliest_abstention(a.model, a.tok, p.ids) if p.doubt is not None else "" for p in plans
+        likeliest_abstention(model, tok, p.ids) if p.doubt is not None else "" for p in plans
     ]
     todo = [i for i, p in enumerate(plans) if p.doubt is None]
     decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size)
     made = generate_answers(
-        a.model, a.tok, [plans[i].ids for i in todo], decoding, choose_pad_id(a.tok), desc=desc
+        model, tok, [plans[i].ids for i in todo], decoding, choose_pad_id(tok), desc=desc
     )
     for i, generated in zip(todo, made):
         texts[i] = generated.text

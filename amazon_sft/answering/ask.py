@@ -136,7 +136,7 @@ class Cancelled(StoppingCriteria):
 @dataclass
 class Planned:
     """A question made ready for the model (``plan_answer``): what it retrieved, the gate's
-    verdict and the prompt. ``answer_question`` generates after it one question at a time;
+    verdict and the prompt. ``answer_planned`` generates after it one question at a time;
     ``answer_many`` (eval) many at once."""
 
     question: str
@@ -224,33 +224,17 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
     )
 
 
-def answer_question(
-    question: str,
+def answer_planned(
+    plan: Planned,
     model,
     tok,
-    fmt: PromptFormat,
-    index: CatalogueIndex,
-    data: DataConfig,
-    *,
-    k: int | None = None,
-    mode: str | None = None,
     max_new_tokens: int = 128,
     on_text: Callable[[str], None] | None = None,
     cancel: threading.Event | None = None,
-    abstain_below: float = 0.0,
-    quote_when_sure: bool = False,
 ) -> Answer:
-    """Retrieve, generate (streaming pieces of text to ``on_text``), and score against sources.
-    ``k``: records retrieved (grounded default: as many as training showed); ``mode``: grounded
-    or closed (default: ``default_mode``). ``cancel``: set it to stop generating (what there is
-    so far is returned). ``abstain_below``: in grounded mode, abstain without generating when
-    the first record's score is under this many times the second's (0: never; doubt.py);
-    ``quote_when_sure``: when it is not, the answer must cite the first record
-    (answering/sure.py: the model's when it does, else that record as training taught it)."""
-    plan = plan_answer(
-        question, model, tok, fmt, index, data, k=k, mode=mode, max_new_tokens=max_new_tokens,
-        abstain_below=abstain_below, quote_when_sure=quote_when_sure,
-    )  # fmt: skip
+    """The answer to a planned question: the likeliest abstention when retrieval was not sure,
+    else a greedy generation streamed to ``on_text`` (``cancel``: set it to stop; what there is
+    so far is returned), then ``finish_answer``."""
     held = None
     if plan.doubt is not None:
         text = likeliest_abstention(model, tok, plan.ids)
@@ -326,6 +310,23 @@ class Answerer:
     def default_mode(self) -> str:
         return self.mode or default_mode(self.data)
 
+    def plan(
+        self,
+        question: str,
+        *,
+        k: int | None = None,
+        mode: str | None = None,
+        max_new_tokens: int = 128,
+        index: CatalogueIndex | None = None,
+    ) -> Planned:
+        """``plan_answer`` with this answerer's model, gate and ``index`` unless another is given
+        (eval passes one without the asked product for an absent-product question)."""
+        return plan_answer(
+            question, self.model, self.tok, self.fmt, self.index if index is None else index,
+            self.data, k=k, mode=mode or self.default_mode, max_new_tokens=max_new_tokens,
+            abstain_below=self.abstain_below, quote_when_sure=self.quote_when_sure,
+        )  # fmt: skip
+
     def __call__(
         self,
         question: str,
@@ -336,21 +337,14 @@ class Answerer:
         on_text: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> Answer:
-        return answer_question(
-            question,
-            self.model,
-            self.tok,
-            self.fmt,
-            self.index,
-            self.data,
-            k=k,
-            mode=mode or self.default_mode,
-            max_new_tokens=max_new_tokens,
-            on_text=on_text,
-            cancel=cancel,
-            abstain_below=self.abstain_below,
-            quote_when_sure=self.quote_when_sure,
-        )
+        """Retrieve, generate (streaming pieces of text to ``on_text``), and score against
+        sources. ``k``: records retrieved (grounded default: as many as training showed);
+        ``mode``: grounded or closed (default: ``default_mode``). ``cancel``: set it to stop
+        generating. With ``abstain_below``, a grounded question is abstained on without
+        generating when retrieval is not sure (doubt.py); with ``quote_when_sure`` too, the
+        answer must cite the first record when it is (sure.py)."""
+        plan = self.plan(question, k=k, mode=mode, max_new_tokens=max_new_tokens)
+        return answer_planned(plan, self.model, self.tok, max_new_tokens, on_text, cancel)
 
 
 def sources_only(question: str, index: CatalogueIndex, k: int = 3) -> list[dict]:

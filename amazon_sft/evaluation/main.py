@@ -20,97 +20,24 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.bounds import check_new_tokens, check_prompt_fits, context_of
+from amazon_sft.bounds import check_prompt_fits, context_of
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
-from amazon_sft.errors import OneLineParser, UserError, permission_denied
+from amazon_sft.errors import UserError, permission_denied
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
-from amazon_sft.evaluation.items import MODES, EvalItem, build_items
+from amazon_sft.evaluation.items import EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
-from amazon_sft.outputs import check_output_folder
-from amazon_sft.ownership import OutputLock, check_eval_dir
+from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 
-SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
 GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taught them
-
-
-def parse_args(argv):
-    p = OneLineParser(prog="amazon-sft eval", description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True, help="the folder amazon-sft prepare wrote")
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument(
-        "--model", help="config:NAME (base model) or a training out_dir / final folder"
-    )
-    group.add_argument(
-        "--compare",
-        nargs=2,
-        metavar=("BASE", "TUNED"),
-        help="two models, same titles, same decoding",
-    )
-    p.add_argument("--out", default="runs/eval", help="report folder")
-    p.add_argument("--n", type=int, default=100, help="titles per split (held-out and seen)")
-    p.add_argument("--splits", default="heldout,seen", help="comma list of heldout, seen")
-    p.add_argument(
-        "--mode",
-        choices=("auto", *MODES),
-        default="auto",
-        help="closed-book, grounded (records in the prompt; also scored with the right one "
-        "left out) or both; auto: both when the data taught grounded examples, else closed",
-    )
-    p.add_argument("--max-new-tokens", type=int, default=128)
-    p.add_argument(
-        "--batch-size",
-        type=int,
-        default=8,
-        help="prompts generated at once (with --questions: 1 answers one at a time, as ask)",
-    )
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--backend",
-        choices=("hf", "vllm"),
-        default="hf",
-        help="generation engine: transformers (batched, spread over ranks) or vLLM (one process)",
-    )
-    p.add_argument(
-        "--vllm-tensor-parallel", type=int, default=1, help="GPUs vLLM shards one model over"
-    )
-    p.add_argument(
-        "--vllm-gpu-memory",
-        type=float,
-        default=0.85,
-        help="share of GPU memory vLLM may take (its gpu_memory_utilization)",
-    )
-    p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
-    end_to_end_run.add_arguments(p)
-    p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
-    args = p.parse_args(argv)
-    if args.n < 1 or args.batch_size < 1:
-        raise UserError("--n and --batch-size must be >= 1")
-    check_new_tokens(args.max_new_tokens)
-    if not (math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0):
-        raise UserError(
-            f"--repetition-penalty must be a finite number > 0 (1.0: none), got "
-            f"{args.repetition_penalty}"
-        )
-    if args.no_repeat_ngram_size < 0:
-        raise UserError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
-    if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
-        raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
-    check_output_folder(args.out, "--out", replaced_whole=False)  # files replaced one by one
-    check_eval_dir(Path(args.out))  # before any model loads: a report of the user's is refused
-    bad = set(args.splits.split(",")) - set(SPLIT_FILES)
-    if bad:
-        raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")
-    return args
 
 
 def read_eval_rows(path: Path, n: int) -> list[dict]:

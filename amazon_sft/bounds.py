@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 
 from amazon_sft.errors import READ_ERRORS, UserError
 
@@ -38,16 +39,22 @@ def context_of(config) -> int | None:
 
 
 def model_context(model_cfg) -> int | None:
-    """The context of the model a config names, read from its ``config.json`` (or ``arch``)
-    without loading weights; None when it cannot be read here (a hub id offline, GGUF)."""
+    """The context of the model a config names, read from its ``config.json``, its GGUF file's
+    header or ``arch``, without loading weights; None when it cannot be read here (a hub id
+    offline, a damaged file: the model's load says why)."""
     if model_cfg.path == "random":
         value = model_cfg.arch.get("max_position_embeddings")
         return value if isinstance(value, int) and value > 0 else None
-    if model_cfg.gguf_file:
-        return None
-    from transformers import AutoConfig
-
     from amazon_sft.tokenizer import resolve_location
+
+    if model_cfg.gguf_file:
+        from amazon_sft.gguf_header import context_length
+
+        try:
+            return context_length(Path(resolve_location(model_cfg.path)) / model_cfg.gguf_file)
+        except UserError:
+            return None
+    from transformers import AutoConfig
 
     try:
         location = resolve_location(model_cfg.path)

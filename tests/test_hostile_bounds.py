@@ -679,3 +679,46 @@ def test_a_file_in_an_unreadable_folder_is_one_line(args, locked_folder, tmp_pat
         timeout=120,
     )
     _one_line(proc.returncode, proc.stderr, args[0], str(locked_folder), "ermission denied")
+
+
+def _gguf_header(path: Path, context: int | None, tokens_first: bool = True) -> Path:
+    """A GGUF file of metadata only, as llama.cpp's converter writes it (a string array before
+    the context length exercises skipping one)."""
+    gguf = pytest.importorskip("gguf")
+    writer = gguf.GGUFWriter(str(path), "llama")
+    if tokens_first:
+        writer.add_token_list(["<s>", "a", "b" * 300])
+        writer.add_token_scores([0.0, -1.0, -2.5])
+    writer.add_name("header only")
+    if context is not None:
+        writer.add_context_length(context)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+    return path
+
+
+def test_max_seq_len_is_capped_by_a_gguf_models_context(tmp_path):
+    from amazon_sft.bounds import check_prepare_bounds
+
+    _gguf_header(tmp_path / "m.gguf", 256)
+    cfg = load_run_config(
+        "tiny", [f"model.path={tmp_path}", "model.gguf_file=m.gguf", "data.max_seq_len=1024"]
+    )
+    with pytest.raises(UserError, match=r"max_seq_len=1024 is over the context .* \(256 tokens\)"):
+        check_prepare_bounds(cfg)
+
+
+@pytest.mark.parametrize("damage", ["no context", "truncated", "not gguf", "huge length"])
+def test_a_gguf_header_that_does_not_say_leaves_the_check_to_the_load(damage, tmp_path):
+    from amazon_sft.gguf_header import context_length
+
+    path = _gguf_header(tmp_path / "m.gguf", None if damage == "no context" else 256)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "not gguf":
+        path.write_bytes(b"PK\x03\x04" + data[4:])
+    elif damage == "huge length":  # the first key's length field claims 2**62 bytes
+        path.write_bytes(data[:24] + (1 << 62).to_bytes(8, "little") + data[32:])
+    assert context_length(path) is None

@@ -22,11 +22,14 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
+from amazon_sft.trained_on import TrainedOn, write_trained_on
 
 LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
 
 
-def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: dict) -> Path:
+def save_final(
+    accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: dict, trained_on: TrainedOn
+) -> Path:
     """Every rank calls this (the gather is collective); rank 0 writes and verifies."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
@@ -44,6 +47,7 @@ def save_final(accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: 
         write_resolved(cfg, staging / "amazon_sft_config.yaml")
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_trained_on(staging, trained_on)
         swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final

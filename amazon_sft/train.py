@@ -58,6 +58,7 @@ from amazon_sft.resume_config import (
 )
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
+from amazon_sft.trained_on import TrainedOn
 from amazon_sft.trainer import Trainer, drop_metrics_after
 
 log = logging.getLogger("amazon_sft.train")
@@ -86,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
         if summary["stopped_by"] is None and finished_before(out_dir, summary):
             log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
         elif summary["stopped_by"] is None:
-            save_final(accelerator, cfg, model, tok, out_dir, summary)
+            data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.integrity)
+            save_final(accelerator, cfg, model, tok, out_dir, summary, data)
     shutdown(accelerator)
     if lock is not None:
         lock.release()

@@ -345,3 +345,64 @@ def test_an_empty_answer_is_said_to_be_empty(capsys):
     assert "answer is empty" in capsys.readouterr().out
     print_how(SimpleNamespace(doubtful=False, quoted=False, answer="A lamp. [uid 1]"))
     assert capsys.readouterr().out == ""
+
+
+@pytest.fixture(scope="module")
+def other_prepared(tmp_path_factory) -> Path:
+    """A prepared folder of another catalogue (other products, another manifest)."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.prepare import prepare
+
+    root = tmp_path_factory.mktemp("other")
+    write_catalogue(root / "trn.json.gz", 200, seed=5)
+    prepare(root / "trn.json.gz", root / "data", load_run_config("tiny"), progress=False)
+    return root / "data"
+
+
+def _run_whose_data_path_is_relative(tuned_run: Path, where: Path) -> Path:
+    """The tuned run's saved model, its config's data.path as a user types it: ``data``."""
+    import shutil
+
+    import yaml
+
+    run = where / "run"
+    shutil.copytree(tuned_run / "final", run / "final")
+    config = run / "final" / "amazon_sft_config.yaml"
+    saved = yaml.safe_load(config.read_text())
+    saved["data"]["path"] = "data"
+    config.write_text(yaml.safe_dump(saved))
+    return run
+
+
+def test_ask_without_index_answers_from_the_data_the_run_was_trained_on(
+    prepared, other_prepared, tuned_run, tmp_path, monkeypatch, capsys
+):
+    """``data.path`` is kept as typed (``data``): from another project's folder, which has a
+    ``data`` of its own, ``ask`` answered from that other catalogue and said nothing. It uses
+    the prepared folder the run recorded; when that is gone and ``data`` here is another one,
+    it refuses, naming --index."""
+    import shutil
+
+    from amazon_sft.cli import main
+
+    run = _run_whose_data_path_is_relative(tuned_run, tmp_path)
+    elsewhere = tmp_path / "other_project"
+    shutil.copytree(other_prepared, elsewhere / "data")
+    monkeypatch.chdir(elsewhere)
+    title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
+    ask = ["ask", f"Tell me about {title}", "--model", str(run), "--max-new-tokens", "2", "--json"]
+    assert main(ask) == 0, capsys.readouterr().err[-2000:]
+    shown = json.loads(capsys.readouterr().out)
+    ours = {json.loads(x)["uid"] for x in (prepared / "catalogue.jsonl").read_text().splitlines()}
+    assert shown["sources"] and {s["uid"] for s in shown["sources"]} <= ours
+
+    moved = tmp_path / "trained_on.json"
+    (run / "final" / "trained_on.json").rename(moved)
+    recorded = json.loads(moved.read_text())
+    (run / "final" / "trained_on.json").write_text(
+        json.dumps({**recorded, "folder": str(tmp_path / "gone")})
+    )
+    assert main(ask) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--index" in err and "trained on" in err and len(err.splitlines()) == 1, err

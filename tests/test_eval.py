@@ -235,3 +235,23 @@ def test_report_chart_draws_intervals_on_the_deltas_not_on_the_bars(tmp_path, mo
     for _, heights, (below, above) in delta_bars:  # each whisker spans the delta's own interval
         assert heights == [-0.1, -0.1]
         assert below == pytest.approx([0.2, 0.2]) and above == pytest.approx([0.2, 0.2])
+
+
+def test_eval_refuses_data_the_run_was_not_trained_on(tuned_run, tmp_path):
+    """eval --data X --model RUN scored RUN's "held-out" titles from X's split: from another
+    prepared folder (another held-out fraction, another catalogue), products it was trained on.
+    It is refused before a model loads, naming the folder the run was trained on."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.prepare import prepare
+
+    write_catalogue(tmp_path / "trn.json.gz", 200, seed=5)
+    other = tmp_path / "other"
+    cfg = load_run_config("tiny", ["data.heldout_fraction=0.05"])
+    prepare(tmp_path / "trn.json.gz", other, cfg, progress=False)
+    proc = _eval("--data", str(other), "--model", str(tuned_run), "--out", str(tmp_path / "o"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    line = proc.stderr.strip().splitlines()[-1]
+    recorded = json.loads((tuned_run / "final" / "trained_on.json").read_text())["folder"]
+    assert "--data" in line and "trained on" in line and recorded in line, line
+    assert not (tmp_path / "o" / "report.md").exists()

@@ -256,6 +256,7 @@ def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
 
     from amazon_sft import saving
     from amazon_sft.loss import SummedAnswerLoss
+    from amazon_sft.trained_on import TrainedOn
 
     out = tmp_path / "run"
     final = out / "final"
@@ -265,20 +266,26 @@ def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
     before = {p.name: p.read_bytes() for p in final.iterdir()}
     model = SummedAnswerLoss(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 64)
     accelerator = Accelerator(cpu=True)
+    data = TrainedOn(str(tmp_path / "data"), "0" * 64)
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the job is killed after the weights are written
 
     monkeypatch.setattr(saving, "write_resolved", killed)
     with pytest.raises(KeyboardInterrupt):
-        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1})
+        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1}, data)
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
 
     monkeypatch.undo()
-    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1})
+    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1}, data)
     names = {p.name for p in final.iterdir()}
     assert "adapter_model.safetensors" not in names  # nothing of the old final is mixed in
-    assert {"model.safetensors", "checksums.json", "amazon_sft_config.yaml"} <= names
+    assert {
+        "model.safetensors",
+        "checksums.json",
+        "amazon_sft_config.yaml",
+        "trained_on.json",
+    } <= names
     assert [p.name for p in out.iterdir()] == ["final"]  # no staging left beside it
 
 

@@ -56,7 +56,9 @@ def add_commands(sub) -> None:
             "--model", default=None, help="a training out_dir, or config:NAME for a base model"
         )
         p.add_argument(
-            "--index", default=None, help="prepared folder (default: the model config's data.path)"
+            "--index",
+            default=None,
+            help="prepared folder (default: the one the model was trained on, else its data.path)",
         )
         _add_mode_flags(p)
         p.add_argument(
@@ -75,7 +77,9 @@ def add_commands(sub) -> None:
         "--model", default=None, help="a training out_dir, or config:NAME for a base model"
     )
     p.add_argument(
-        "--index", default=None, help="prepared folder (default: the model config's data.path)"
+        "--index",
+        default=None,
+        help="prepared folder (default: the one the model was trained on, else its data.path)",
     )
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: this machine only)")
     p.add_argument("--port", type=int, default=8000)
@@ -192,6 +196,7 @@ def _session(args):
     from amazon_sft.answering.ask import Answerer, default_mode
     from amazon_sft.evaluation import loading
     from amazon_sft.prompts import build_prompt_format
+    from amazon_sft.trained_on import index_folder_for
 
     check_counts(args.k, args.max_new_tokens)
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
@@ -199,7 +204,9 @@ def _session(args):
     spec, overrides = args.model or _default_model(), model_overrides(args)
     cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
     check_gate_mode(args.mode or default_mode(cfg.data), abstain_below, quote)
-    index = _open_index(args.index, cfg.data.path, meaning)
+    index = _open_index(
+        args.index, index_folder_for(loading.saved_folder(spec), cfg.data.path), meaning
+    )
     model, tok, cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
     return Answerer(
         model,
@@ -214,7 +221,8 @@ def _session(args):
 
 
 def _open_index(given: str | None, data_path: str, meaning: float):
-    """The index of ``--index``, else of the model config's prepared folder (``data.path``)."""
+    """The index of ``--index``, else of the prepared folder the model was trained on (its
+    recorded folder or ``data.path``: trained_on.py)."""
     from amazon_sft.answering.index import CatalogueIndex
 
     if given is None and not Path(data_path).is_dir():

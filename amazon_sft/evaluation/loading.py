@@ -91,6 +91,13 @@ def _run_folder(spec: str) -> Path:
     return folder
 
 
+def saved_folder(spec: str) -> Path | None:
+    """The saved model's folder ``--model`` names, None for a base model (``config:NAME``)."""
+    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+        return None
+    return _run_folder(spec)
+
+
 def run_config_for(spec: str, overrides: list[str]) -> RunConfig:
     """The run config ``--model`` names, read without loading a model (what needs only the
     config is refused before a load that takes SmolLM2 25 s)."""

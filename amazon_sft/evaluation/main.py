@@ -29,13 +29,14 @@ from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import EvalItem, build_items
-from amazon_sft.evaluation.loading import load_for_eval, pick_device
+from amazon_sft.evaluation.loading import load_for_eval, pick_device, saved_folder
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
+from amazon_sft.trained_on import check_trained_on
 
 GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taught them
 
@@ -238,6 +239,8 @@ def _evaluate(args, decoding: Decoding, accelerator) -> int:
         check_vllm_usable(decoding, accelerator.num_processes)
     data_dir = Path(args.data)
     manifest = read_manifest(data_dir)
+    for spec in args.compare or [args.model]:  # before a model loads (SmolLM2: 25 s)
+        check_trained_on(saved_folder(spec), data_dir)
     if (note := stale_split(manifest, str(data_dir))) and accelerator.is_main_process:
         print(note, file=sys.stderr)
     if args.questions:

@@ -1,0 +1,89 @@
+"""Which prepared folder a saved model was trained on, so that answering finds that one and eval
+refuses another.
+
+A run's config keeps ``data.path`` as it was typed: ``data/prepared`` is another folder from
+another directory, and two projects can both have one. ``ask`` without ``--index`` answered
+from whichever catalogue was there, and ``eval --data`` scored "held-out" titles from another
+folder's split (titles the run may have been trained on). ``save_final`` writes
+``trained_on.json`` beside the weights: the prepared folder's absolute path and its manifest's
+``integrity`` digest (over the manifest, which lists every shard's digest, the split's counts and
+the data settings), so a prepared folder is recognised wherever it is, and told apart from a
+namesake. A model saved before this file existed, or a base model, is not checked.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+FILE = "trained_on.json"
+
+
+@dataclass(frozen=True)
+class TrainedOn:
+    """The prepared folder a run was trained on."""
+
+    folder: str
+    """Its absolute path when the run was trained."""
+    data_integrity: str
+    """Its ``manifest.json``'s ``integrity`` digest."""
+
+
+def write_trained_on(model_folder: Path, record: TrainedOn) -> None:
+    (model_folder / FILE).write_text(json.dumps(asdict(record), indent=2) + "\n")
+
+
+def read_trained_on(model_folder: Path) -> TrainedOn | None:
+    """The record of ``model_folder`` (a saved model), or None when it has none."""
+    path = model_folder / FILE
+    if not path.is_file():
+        return None
+    try:
+        raw = json.loads(path.read_text())
+        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        raise UserError(
+            f"{path} is damaged: copy the saved model folder again (or delete the file to skip "
+            "the check of which prepared folder it was trained on)"
+        ) from None
+
+
+def integrity_of(prepared: str | Path) -> str | None:
+    """The manifest digest of a prepared folder, or None when it has no readable manifest (the
+    command that reads the folder says why)."""
+    try:
+        return str(json.loads((Path(prepared) / "manifest.json").read_text())["integrity"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def index_folder_for(model_folder: Path | None, data_path: str) -> str:
+    """The prepared folder to answer from when no ``--index`` is given: the one the model was
+    trained on, where it was recorded or at the config's ``data.path``; ``data.path`` as it
+    stands for a model without a record."""
+    record = read_trained_on(model_folder) if model_folder is not None else None
+    if record is None:
+        return data_path
+    for folder in (record.folder, data_path):
+        if integrity_of(folder) == record.data_integrity:
+            return folder
+    raise UserError(
+        f"no --index given, and the prepared folder the model was trained on is neither at "
+        f"{record.folder} nor at its data.path {data_path} here: pass --index PREPARED"
+    )
+
+
+def check_trained_on(model_folder: Path | None, data: Path, option: str = "--data") -> None:
+    """Refuse scoring a saved model on a prepared folder other than the one it was trained on:
+    that folder's held-out titles may be ones it was trained on."""
+    record = read_trained_on(model_folder) if model_folder is not None else None
+    if record is None or integrity_of(data) in (None, record.data_integrity):
+        return
+    raise UserError(
+        f"{option} {data} is not the prepared folder the model was trained on ({record.folder}, "
+        "by its manifest digest): its held-out titles may be ones the model was trained on; "
+        f"pass {option} {record.folder}"
+    )

@@ -29,6 +29,7 @@ BAD_LINES = {
     b'{"uid": "1", "title": "x"}': "missing_content",
     b'{"uid": "1", "title": "\xff\xfe", "content": "x"}': "invalid_utf8",
     b'{"uid": [1], "title": "x", "content": "y"}': "uid_bad_type",
+    b'{"uid": "B00 MOG K", "title": "x", "content": "y"}': "uid_not_citable",
 }
 
 
@@ -95,3 +96,22 @@ def test_fuzz_any_bytes_are_read_or_counted_never_raised(tmp_path_factory, blobs
     records = list(read_records(path, stats, max_line_bytes=60))
     assert len(records) + sum(stats.skipped.values()) == stats.lines
     assert all(isinstance(r.uid, str) and isinstance(r.title, str) for r in records)
+
+
+@pytest.mark.parametrize(
+    ("uid", "kept"),
+    [("B00 MOG K", False), ("B01]x", False), ("[B01", False), ("a\tb", False), ("x" * 101, False),
+     ("0001360000", True), ("t-fdbd78b7d8a18821", True), ("B00-X_Y.1:2", True), ("x" * 100, True)],
+)  # fmt: skip
+def test_a_uid_an_answer_could_not_cite_is_skipped_and_counted(tmp_path, uid, kept):
+    """Answers cite ``[source: UID]``, parsed up to the first space or bracket: a uid "B00 MOG K"
+    was kept, and its right citation read as none ("B01]x" as a uid that does not exist)."""
+    from amazon_sft.prompts import cited_uids
+
+    path = _write(tmp_path / "trn.json", [orjson.dumps({"uid": uid, "title": "A", "content": "B"})])
+    stats = ReadStats()
+    records = list(read_records(path, stats))
+    assert [r.uid for r in records] == ([uid] if kept else [])
+    assert stats.skipped == ({} if kept else {"uid_not_citable": 1})
+    if kept:
+        assert cited_uids(f"B [source: {uid}]") == [uid]

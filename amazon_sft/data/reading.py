@@ -54,6 +54,10 @@ class ReadStats:
             kept.append(line_no)
 
 
+UID_MAX_CHARS = 100
+"""A longer uid is not an id (it would fill the prompt's record lines): skipped and counted."""
+
+
 def derived_uid(title: str) -> str:
     """A stable id for a row without ``uid``: ``t-`` plus 16 hex digits of the title's hash.
 
@@ -178,4 +182,22 @@ def _to_record(obj: dict, line_no: int, stats: ReadStats, strict: bool) -> RawRe
             return None
         uid = str(uid)  # a number: leading zeros are already gone, but keep it usable
         stats.uid_coerced += 1
+    if not citable(uid):
+        stats.skip("uid_not_citable", line_no, strict, uid[:40])
+        return None
     return RawRecord(line_no, uid, title, content)
+
+
+def citable(uid: str) -> bool:
+    """Whether answers can cite ``uid`` as ``[source: UID]``: read back up to the first space or
+    bracket, so those (and control characters) would turn a right citation into none or into
+    another uid; and at most ``UID_MAX_CHARS`` (an ASIN has 10).
+
+    >>> citable("0001360000"), citable("t-fdbd78b7d8a18821"), citable("B00 MOG K"), citable("B01]x")
+    (True, True, False, False)
+    """
+    return (
+        len(uid) <= UID_MAX_CHARS
+        and uid.isprintable()
+        and not any(c.isspace() or c in "[]" for c in uid)
+    )

@@ -99,9 +99,16 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
+"""The steps' interpreter code: the CLI of the installed package, as the ``amazon-sft`` command
+runs it. ``python -m`` (and ``-c``) put the current folder first on ``sys.path``, so an
+``amazon_sft`` folder there (the parent of a clone) was imported instead; ``-P``, which stops
+that, needs Python 3.11."""
+
+
 def run(step: str, args: list[str], log) -> str:
     """Run one amazon-sft command, echo it, keep its output in the log; stop on failure."""
-    cmd = [sys.executable, "-m", "amazon_sft.cli", *args]
+    cmd = [sys.executable, "-c", CLI, *args]
     print(f"\n== {step}\n$ amazon-sft {shlex.join(args)}", flush=True)
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)

@@ -115,3 +115,20 @@ def test_demo_refuses_a_gate_that_never_doubts_before_it_generates_anything(tmp_
     )  # fmt: skip
     assert proc.returncode == 2 and "under 1" in proc.stderr and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+def test_demo_steps_run_the_installed_package_whatever_the_current_folder_holds(
+    tmp_path, monkeypatch
+):
+    """Run from a folder holding an ``amazon_sft`` folder (the parent of a clone), every step
+    imported that one (``python -m`` puts the current folder first): 'cannot import name
+    __version__'. The steps run the package the demo itself runs."""
+    import io
+
+    from amazon_sft import demo
+
+    (tmp_path / "amazon_sft").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(demo.UserError) as caught:  # index's import reads amazon_sft.__version__
+        demo.run("index", ["index", str(tmp_path / "nowhere")], io.StringIO())
+    assert "__version__" not in str(caught.value) and "nowhere" in str(caught.value)

@@ -70,7 +70,10 @@ def parse_args(argv):
         "--max-new-tokens", type=int, default=80, help="an answer: 64-token record + citation"
     )
     p.add_argument(
-        "--max-seq-len", type=int, default=None, help="packed row length (default: the config's)"
+        "--max-seq-len",
+        type=int,
+        default=DEMO_SEQ_LEN,
+        help=f"packed row length (default {DEMO_SEQ_LEN}: a grounded example with its records fits)",
     )
     p.add_argument(
         "--abstain-below",
@@ -99,6 +102,10 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+DEMO_SEQ_LEN = 1024
+"""Row length of the demo's examples, whatever the config's: a grounded example (question, three
+records of ``data.context_record_tokens=64``, the answer) needs several hundred tokens, so
+``tiny``'s 256 held none of them and ``demo --config tiny`` failed at prepare."""
 CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
 """The steps' interpreter code: the CLI of the installed package, as the ``amazon-sft`` command
 runs it. ``python -m`` (and ``-c``) put the current folder first on ``sys.path``, so an
@@ -172,7 +179,7 @@ def prepare_args(args, source: str, prepared: Path) -> list[str]:
         "data.absent_fraction=0.2",
         "data.context_record_tokens=64",
         *mix,
-        *([f"data.max_seq_len={args.max_seq_len}"] if args.max_seq_len else []),
+        f"data.max_seq_len={args.max_seq_len}",
     ]
 
 
@@ -192,7 +199,7 @@ def train_args(args, prepared: Path, run_dir: Path) -> list[str]:
         "train.warmup_steps=4",
         "checkpoint.every_steps=1000000",
         "train.trackers=[]",
-        *([f"data.max_seq_len={args.max_seq_len}"] if args.max_seq_len else []),
+        f"data.max_seq_len={args.max_seq_len}",
         *args.overrides,
     ]
 

@@ -72,6 +72,7 @@ def test_real_row_questions_name_their_product_by_the_rows_title(tmp_path):
         ('{"question": "q", "uid": "B1", "kind": "t", "source": "web"}', "'source'"),
         ('{"question": "q", "absent": 3, "kind": "t"}', "'absent'"),
         ('{"question": "q", "uid": "B2", "absent": "B1", "kind": "t"}', "disagree"),
+        ('{"question": "%s", "uid": "B1", "kind": "t"}' % ("word " * 401), "at most 2000"),
     ],
 )
 def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, line, needle):
@@ -265,6 +266,36 @@ def test_oracle_splits_are_labelled_oracle_context():
     assert "--questions FILE" in md
 
 
+def test_a_question_file_with_a_byte_order_mark_or_a_folder_given(tmp_path):
+    good = '{"question": "q", "uid": "B1", "kind": "typo"}'
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\n")  # Windows editors write one
+    assert [q.text for q in E.read_questions(path)] == ["q"]
+    with pytest.raises(UserError, match="is a folder: give a question file"):
+        E.read_questions(tmp_path)
+
+
+def test_a_question_over_the_models_context_is_named_by_its_line(prepared, tuned_run, tmp_path):
+    """The tiny model's context is 1024 tokens; a 1,800-character question (under ask's 2,000)
+    with its records does not fit. The whole eval stopped on "the question is too long" without
+    saying which of the file's questions it was."""
+    first = orjson.loads((prepared / "heldout.jsonl").read_bytes().splitlines()[0])
+    long = " ".join(f"w{i}" for i in range(450))[:1800]
+    path = _write(
+        tmp_path / "q.jsonl",
+        [{"question": first["title"], "uid": first["uid"], "kind": "typo"},
+         {"question": long, "uid": "absent", "kind": "t"}],
+    )  # fmt: skip
+    for batch in ("8",):  # one at a time: test_answer_many_names_the_question_it_failed_on
+        proc = _eval(
+            "--data", str(prepared), "--model", str(tuned_run), "--questions", str(path),
+            "--out", str(tmp_path / "r"), "--batch-size", batch, "--max-new-tokens", "4",
+        )  # fmt: skip
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        errors = [x for x in proc.stderr.splitlines() if "error:" in x]
+        assert len(errors) == 1 and f"{path} line 2: the question is too long" in errors[0], errors
+
+
 def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_dir, tmp_path):
     (base,), overrides = _base(tiny_model_dir)
     bad = _write(tmp_path / "q.jsonl", ['{"question": "q", "uid": "B1", "kind": "typo"}', "{oops"])
@@ -358,3 +389,19 @@ def test_batched_answers_are_the_answers_ask_gives_one_at_a_time(prepared, tuned
         assert [dataclasses.asdict(a) for a in many] == [dataclasses.asdict(a) for a in one]
         if gate:
             assert any(a.doubtful for a in one) and not all(a.doubtful for a in one)
+
+
+def test_answer_many_names_the_question_it_failed_on():
+    from amazon_sft.answering.answer_many import answer_many
+
+    def answerer(question, **kwargs):  # ask's Answerer, one question at a time
+        if question == "long":
+            raise UserError("the question is too long for the model's context")
+        return question
+
+    items = [("short", None), ("long", None)]
+    with pytest.raises(UserError, match=r"^q.jsonl line 9: the question is too long"):
+        answer_many(
+            answerer, items, k=3, mode="grounded", max_new_tokens=4, batch_size=1,
+            names=["q.jsonl line 8", "q.jsonl line 9"],
+        )  # fmt: skip

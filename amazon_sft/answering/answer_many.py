@@ -15,6 +15,7 @@ import dataclasses
 from amazon_sft.answering.ask import Answer, Answerer, finish_answer
 from amazon_sft.answering.doubt import likeliest_abstention
 from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import Decoding, generate_answers
 from amazon_sft.tokenizer import choose_pad_id
 
@@ -28,22 +29,36 @@ def answer_many(
     max_new_tokens: int,
     batch_size: int = 8,
     desc: str = "",
+    names: list[str] | None = None,
 ) -> list[Answer]:
     """The answer to each (question, index) of ``items``, in order; an index of None is the
-    answerer's own (eval passes one without the asked product for an absent-product question)."""
+    answerer's own (eval passes one without the asked product for an absent-product question).
+    ``names``: where each question comes from ("q.jsonl line 7"), put before its error (a
+    prompt over the model's context) so that the one to change is named."""
     if batch_size <= 1:  # ask's own path (Answerer.__call__), one question at a time
         from tqdm import tqdm
 
         return [
-            (dataclasses.replace(answerer, index=index) if index is not None else answerer)(
-                question, k=k, mode=mode, max_new_tokens=max_new_tokens
+            _named(
+                names,
+                i,
+                dataclasses.replace(answerer, index=index) if index is not None else answerer,
+                question,
+                k=k,
+                mode=mode,
+                max_new_tokens=max_new_tokens,
             )
-            for question, index in tqdm(items, desc=desc, unit="question", disable=not desc)
+            for i, (question, index) in enumerate(
+                tqdm(items, desc=desc, unit="question", disable=not desc)
+            )
         ]
     plans = [
-        answerer.plan(question, k=k, mode=mode, max_new_tokens=max_new_tokens, index=index)
-        for question, index in items
-    ]
+        _named(
+            names, i, answerer.plan, question, k=k, mode=mode, max_new_tokens=max_new_tokens,
+            index=index,
+        )
+        for i, (question, index) in enumerate(items)
+    ]  # fmt: skip
     model, tok = answerer.model, answerer.tok
     texts: list[str] = [
         likeliest_abstention(model, tok, p.ids) if p.doubt is not None else "" for p in plans
@@ -56,3 +71,13 @@ def answer_many(
     for i, generated in zip(todo, made):
         texts[i] = generated.text
     return [finish_answer(p, text) for p, text in zip(plans, texts)]
+
+
+def _named(names: list[str] | None, i: int, call, *args, **kwargs):
+    """``call(*args, **kwargs)``, its one-line error prefixed with where question ``i`` is from."""
+    try:
+        return call(*args, **kwargs)
+    except UserError as err:
+        if names is None:
+            raise
+        raise UserError(f"{names[i]}: {err}") from None

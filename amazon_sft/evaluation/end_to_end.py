@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 from amazon_sft.answering.index import Source
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
@@ -94,11 +95,15 @@ class Outcome:
 
 def read_questions(path: Path) -> list[ShopperQuestion]:
     """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
+    if path.is_dir():
+        raise UserError(f"--questions {path} is a folder: give a question file (JSON lines)")
     if not path.is_file():
         raise UserError(f"--questions {path}: no such file (JSON lines of question, uid, kind)")
     out = []
     with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):
+            if line_no == 1:
+                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as prepare reads
             if line.strip():
                 out.append(_question(line, f"{path} line {line_no}", line_no))
     if not out:
@@ -116,6 +121,11 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     text, kind = row.get("question"), row.get("kind")
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{where}: 'question' must be non-empty text")
+    if (chars := len(" ".join(text.split()))) > MAX_QUESTION_CHARS:
+        raise UserError(
+            f"{where}: 'question' is {chars} characters; at most {MAX_QUESTION_CHARS} (what ask "
+            "takes): shorten it"
+        )
     if not isinstance(kind, str) or not kind.strip():
         raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
     source = row.get("source", "generated")
@@ -248,11 +258,13 @@ def ask_all(
     max_new_tokens: int,
     desc: str = "",
     batch_size: int = 1,
+    source: str = "question file",
 ):
     """(answers, outcomes): every question through ``answerer`` (``ask``'s ``Answerer``), the
     index without the removed product for a question that takes one out. ``batch_size`` > 1
     generates the answers the gate lets through in batches (answering/answer_many.py); 1 asks
-    one question at a time, exactly as ``ask`` does. A progress bar on stderr (``desc``)."""
+    one question at a time, exactly as ``ask`` does. A progress bar on stderr (``desc``); an
+    error about one question names it as ``source`` line N."""
     from amazon_sft.answering.answer_many import answer_many
 
     items = [
@@ -261,7 +273,7 @@ def ask_all(
     ]
     answers = answer_many(
         answerer, items, k=k, mode="grounded", max_new_tokens=max_new_tokens,
-        batch_size=batch_size, desc=desc,
+        batch_size=batch_size, desc=desc, names=[f"{source} line {q.line}" for q in questions],
     )  # fmt: skip
     return answers, [score_answer(q, a, products) for q, a in zip(questions, answers)]
 

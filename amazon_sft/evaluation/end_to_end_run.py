@@ -98,8 +98,9 @@ def run(args, data_dir: Path, accelerator) -> int:
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
-            answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size
-        )
+            answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size,
+            source=str(args.questions),
+        )  # fmt: skip
         result["groups"][name] = E.summarise(outcomes[name], groups, args.seed)
         del answerer
     if args.compare:

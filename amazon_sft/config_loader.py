@@ -141,6 +141,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         if type(value) is int and value in (0, 1):
             return bool(value)  # "lora.enabled=1", as in shell scripts and env files
         raise UserError(f"config key {key!r} must be true or false (or 1 / 0), got {value!r}")
+    if hint in (int, float) and isinstance(value, str):
+        value = _number_text(value)  # "1e-3": YAML 1.1 needs a dot to read a float
     if hint is int:
         if isinstance(value, int) and not isinstance(value, bool):
             return value
@@ -172,6 +174,20 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
 FLOAT32_MAX = 3.4028234663852886e38
 """Config numbers end up in float32 tensors (learning rate, decay, clipping): larger ones
 overflow there, deep inside torch, with an error that names no key."""
+
+
+def _number_text(text: str) -> Any:
+    """The number a YAML text value spells as the command line reads it, else the text.
+
+    >>> _number_text("1e-3"), _number_text("1e3"), _number_text("12"), _number_text("fast")
+    (0.001, 1000.0, 12, 'fast')
+    """
+    for kind in (int, float):
+        try:
+            return kind(text.strip())
+        except ValueError:
+            pass
+    return text
 
 
 def _finite(value: float, key: str) -> float:

@@ -43,6 +43,24 @@ def resolve_location(spec: str) -> str:
     return spec
 
 
+def check_gguf_named(folder: str, gguf_file: str | None, spec: str) -> None:
+    """Refuse a model folder that holds only GGUF files when ``model.gguf_file`` names none:
+    transformers would fail on it with an error about a backend tokenizer, not about the key
+    (a config file of a few keys gets the bare default model, the SmolLM2 package)."""
+    root = Path(folder)
+    if gguf_file or not root.is_dir() or (root / "config.json").is_file():
+        return
+    if (root / "tokenizer.json").is_file() or (root / "tokenizer_config.json").is_file():
+        return
+    found = sorted(p.name for p in root.glob("*.gguf"))
+    if found:
+        raise UserError(
+            f"model.path {spec} holds GGUF weights ({', '.join(found[:3])}) and no config.json: "
+            f"set model.gguf_file={found[0]} (or start from a shipped config: --config "
+            "smollm2-135m)"
+        )
+
+
 def load_tokenizer(model: ModelConfig, location: str | None = None):
     """The fast tokenizer of ``model`` (or of ``location`` when given)."""
     from transformers import AutoTokenizer
@@ -50,6 +68,8 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
     spec = location or model.tokenizer or model.path
     gguf = model.gguf_file if spec == model.path else None
     folder = resolve_location(spec)
+    if spec == model.path:
+        check_gguf_named(folder, gguf, spec)
     kwargs = {"trust_remote_code": model.trust_remote_code}
     cached = converted_folder(folder, gguf, "tokenizer") if gguf else None
     if cached is not None:

@@ -128,3 +128,43 @@ def test_resume_takes_a_key_added_since_the_checkpoint_at_its_default_and_refuse
     new["data"]["series_distractors"] = 3
     with pytest.raises(ValueError, match=r"data\.series_distractors"):
         changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")
+
+
+def test_numbers_written_as_yaml_reads_them_as_text_are_numbers(tmp_path):
+    """PyYAML reads ``lr: 1e-3`` (no dot: YAML 1.1) as the text '1e-3'; the same value given on
+    the command line is a number. A config file that says so was refused."""
+    from amazon_sft.config_loader import CONFIG_DIR
+
+    path = tmp_path / "run.yaml"
+    raw = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    raw["train"] = {"lr": "1e-3", "max_steps": "1e3", "weight_decay": "0.1"}
+    path.write_text(yaml.safe_dump(raw))
+    cfg = load_run_config(str(path))
+    assert (cfg.train.lr, cfg.train.max_steps, cfg.train.weight_decay) == (1e-3, 1000, 0.1)
+    assert isinstance(cfg.train.max_steps, int)
+    for key, bad, needle in (
+        ("lr", "fast", "must be a number"),
+        ("lr", "nan", "finite"),
+        ("max_steps", "2.5", "must be an integer"),
+    ):
+        raw["train"][key] = bad
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(UserError, match=needle):
+            load_run_config(str(path))
+        raw["train"].update({"lr": "1e-3", "max_steps": "1e3"})
+
+
+def test_a_config_file_naming_a_gguf_package_without_its_file_says_which_key_to_set(tmp_path):
+    """A config file of one line (``seed: 1``) starts from the bare defaults: the SmolLM2 package,
+    whose folder holds only a GGUF file, with no ``model.gguf_file``. The tokenizer load then
+    failed with "Couldn't instantiate the backend tokenizer from one of: "."""
+    from amazon_sft.tokenizer import check_gguf_named
+
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "Model.Q4.gguf").write_bytes(b"GGUF")
+    with pytest.raises(UserError, match=r"model\.gguf_file=Model\.Q4\.gguf"):
+        check_gguf_named(str(pkg), None, "pkg:thing")
+    check_gguf_named(str(pkg), "Model.Q4.gguf", "pkg:thing")  # named: nothing to say
+    (pkg / "config.json").write_text("{}")
+    check_gguf_named(str(pkg), None, "pkg:thing")  # a transformers folder beside it

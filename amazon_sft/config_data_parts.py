@@ -16,7 +16,8 @@ class CleanConfig:
     strip_tags: bool = True
     """Replace stray HTML tags (``<br>``, ``<b>``) with a space."""
     normalise_whitespace: bool = True
-    """Collapse runs of whitespace to one space and trim the ends."""
+    """Collapse runs of whitespace to one space and trim the ends; remove control characters
+    that are not whitespace (NUL, bell, escape, DEL)."""
     strip_edition_boilerplate: bool = True
     """Remove the "--This text refers to ... edition." note Amazon appends to book texts."""
     min_content_chars: int = 20

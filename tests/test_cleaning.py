@@ -29,6 +29,15 @@ def test_edition_boilerplate_removed_anywhere():
     assert clean_text(text, CleanConfig(), Counter(), "content") == "Great book.--Brian More."
 
 
+def test_control_characters_are_removed_and_counted():
+    """A NUL or a bell in a title went into catalogue.jsonl and every prompt, uncounted."""
+    modified = Counter()
+    out = clean_text("Mog\x00's\x07 Kittens\x1b[31m\x7f", CleanConfig(), modified, "title")
+    assert out == "Mog's Kittens[31m" and modified["control_characters_removed_title"] == 1
+    assert clean_text("tab\tand\nline", CleanConfig(), modified, "title") == "tab and line"
+    assert modified["control_characters_removed_title"] == 1  # whitespace is collapsed, not this
+
+
 def test_each_text_step_can_be_switched_off():
     cfg = CleanConfig(
         unescape_html=False,

@@ -1,7 +1,7 @@
 """Clean one (title, content) pair; every step is switchable and counted.
 
 The steps, in order: HTML entities unescaped, stray tags replaced by a space, the "--This text
-refers to ... edition." note removed, whitespace collapsed; then the row is dropped when its
+refers to ... edition." note removed, control characters removed and whitespace collapsed; then the row is dropped when its
 content is (near) empty, equal to its title, or a repeat of an earlier (title, content) pair.
 """
 
@@ -26,6 +26,9 @@ _EDITION = re.compile(
 
 
 _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
+# Control characters that are not whitespace (NUL, bell, escape, DEL, C1): removed by the
+# whitespace step, so a terminal escape or a NUL never reaches catalogue.jsonl or a prompt.
+_CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
 def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> str:
@@ -51,6 +54,9 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
         if stripped != text:
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
+    if cfg.normalise_whitespace and _CONTROL.search(text):
+        text = _CONTROL.sub("", text)
+        modified[f"control_characters_removed_{field}"] += 1
     if cfg.normalise_whitespace and _NEEDS_SPACING.search(text):  # most texts are already clean
         text = " ".join(text.split())
     return text

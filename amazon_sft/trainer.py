@@ -92,7 +92,8 @@ class Trainer:
     def __post_init__(self) -> None:
         lm = self.accelerator.unwrap_model(self.model).lm
         self.flops = FlopCounter.for_model(lm, self.cfg.train.peak_tflops, self.plan.world_size)
-        stop_signal.install()  # already, when train.py or amazon-sft train started the process
+        # done with Ctrl-C where train.py / amazon-sft train began; in-process callers keep theirs
+        stop_signal.install(ctrl_c=False)
         self.run_record = run_record(to_dict(self.cfg), self.loader.shards.manifest.integrity)
 
     def train(self, state: TrainerState) -> dict:

@@ -135,6 +135,43 @@ def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
     assert summary["steps"] == step and summary["final_loss"] is None
 
 
+def test_ctrl_c_saves_like_a_stop_signal_and_a_second_one_stops_at_once(
+    prepared, tiny_model_dir, tmp_path
+):
+    """Ctrl-C in the terminal lost every step since the last checkpoint and said only
+    "interrupted". The first one now stops after the step with a checkpoint and exits 0, as
+    SIGTERM does; a second one stops at once (KeyboardInterrupt), as Python's own does."""
+    from amazon_sft import stop_signal
+
+    out = tmp_path / "run"
+    cmd = train_command(
+        prepared, tiny_model_dir, out, "train.max_steps=100000", "checkpoint.every_steps=100000",
+        "train.global_batch_size=1", "train.micro_batch_size=1",
+    )  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr[-2000:]
+    assert len(list((out / "checkpoints").glob("step-*/COMPLETE"))) == 1
+    assert "Ctrl-C" in stderr and "stopping at step" in stderr
+
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        stop_signal.install()
+        os.kill(os.getpid(), signal.SIGINT)  # the first: recorded
+        assert stop_signal.received() == "SIGINT"
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)  # the second: at once
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        stop_signal._received.clear()
+
+
 def _catches(pid: int, sig: int) -> bool:
     """Whether the process has a handler for ``sig`` (the SigCgt mask in /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

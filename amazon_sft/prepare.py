@@ -35,7 +35,7 @@ from amazon_sft.bounds import check_prepare_bounds
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
-from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber
+from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber, nothing_left_remedy
 from amazon_sft.data.grounded import GroundedBuilder, build_batches, uid_share, worker_count
 from amazon_sft.data.manifest import Manifest, write_manifest
 from amazon_sft.data.near_duplicates import NearDuplicateKeys
@@ -133,10 +133,10 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
         _add_grounded(staging, cfg.data, tok, fmt, streamed, progress)
     doc_lens = streamed.spill.finish()
     if len(doc_lens) == 0:
+        skipped = streamed.dropped + streamed.encoder.dropped
         raise UserError(
             f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
-            f"{dict(streamed.dropped + streamed.encoder.dropped)}); check the file, or relax "
-            "data.clean (e.g. data.clean.min_content_chars) / data.heldout_fraction"
+            f"{dict(skipped)}); {nothing_left_remedy(skipped, cfg.data.max_seq_len)}"
         )
     pad_id = choose_pad_id(tok)
     shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)

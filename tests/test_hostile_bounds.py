@@ -722,3 +722,12 @@ def test_a_gguf_header_that_does_not_say_leaves_the_check_to_the_load(damage, tm
     elif damage == "huge length":  # the first key's length field claims 2**62 bytes
         path.write_bytes(data[:24] + (1 << 62).to_bytes(8, "little") + data[32:])
     assert context_length(path) is None
+
+
+def test_rows_too_short_for_any_prompt_say_to_raise_the_row_length(catalogue, tmp_path, capsys):
+    """Every prompt over 16 tokens: the error said to relax data.clean / data.heldout_fraction."""
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, "--max-seq-len", "16")
+    _one_line(code, err, "prepare", "prompt_too_long", "raise data.max_seq_len")
+    assert not out.exists()

@@ -196,3 +196,19 @@ def _batch(pieces, doc_lens, prompt_lens, answer_lens) -> EncodedBatch:
     flat = itertools.chain.from_iterable(pieces)  # C-level walk, no per-token Python frame
     tokens = np.fromiter(flat, dtype=np.int32, count=sum(doc_lens))
     return EncodedBatch(tokens, doc_lens, prompt_lens, answer_lens)
+
+
+def nothing_left_remedy(skipped: Counter, max_seq_len: int) -> str:
+    """What to change when nothing is left: the row length when prompts did not fit it.
+
+    >>> nothing_left_remedy(Counter(prompt_too_long=260), 16)
+    'raise data.max_seq_len (16 tokens holds no prompt)'
+    >>> nothing_left_remedy(Counter(content_empty=3), 1024)[:14]
+    'check the file'
+    """
+    if skipped and skipped.most_common(1)[0][0] == "prompt_too_long":
+        return f"raise data.max_seq_len ({max_seq_len} tokens holds no prompt)"
+    return (
+        "check the file, or relax data.clean (e.g. data.clean.min_content_chars) / "
+        "data.heldout_fraction"
+    )

@@ -308,6 +308,12 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
         )  # fmt: skip
         assert proc.returncode == 2 and needle in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
+    proc = _eval(  # a filter that leaves nothing blamed the catalogue
+        "--data", str(prepared), "--model", base, "--questions", str(other),
+        "--question-source", "real", "--out", str(tmp_path / "r"), *overrides,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "none of the 1 questions" in proc.stderr, proc.stderr[-2000:]
+    assert "from: generated" in proc.stderr and "catalogue" not in proc.stderr
 
 
 def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_dir, tmp_path):

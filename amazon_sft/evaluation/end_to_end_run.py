@@ -129,7 +129,14 @@ def own_right(rows: list[dict], models: list[str]) -> dict:
 def _questions(args, data_dir: Path):
     questions = E.read_questions(args.questions)
     if args.question_source:
-        questions = [q for q in questions if q.source == args.question_source]
+        every = questions
+        questions = [q for q in every if q.source == args.question_source]
+        if not questions:
+            raise UserError(
+                f"--question-source {args.question_source}: none of the {len(every)} questions "
+                f"of {args.questions} is from it (they are from: "
+                f"{', '.join(sorted({q.source for q in every}))})"
+            )
     products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
     kept, skipped = E.keep_answerable(questions, products)
     if not kept:

@@ -406,3 +406,10 @@ def test_ask_without_index_answers_from_the_data_the_run_was_trained_on(
     assert main(ask) == 2
     err = capsys.readouterr().err.strip()
     assert "--index" in err and "trained on" in err and len(err.splitlines()) == 1, err
+
+
+def test_export_names_its_run_argument_not_an_option_it_lacks(tmp_path):
+    (tmp_path / "notes").mkdir()
+    proc = _cli("export", str(tmp_path / "notes"), "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and f"RUN {tmp_path / 'notes'}: no " in proc.stderr, proc.stderr
+    assert "--model" not in proc.stderr

@@ -31,7 +31,7 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
     out_dir = check_output_folder(out_dir, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
-    trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu")
+    trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu", what="RUN")
     fmt = build_prompt_format(tok, cfg.data)
     sample = fmt.bos + hf_encoder(tok)([fmt.render("Sample product")])[0]
     ids = torch.tensor([sample])

@@ -21,8 +21,9 @@ from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
 
-def load_for_eval(spec: str, overrides: list[str], device: str):
-    """(model in eval mode on ``device``, tokenizer, run config, label)."""
+def load_for_eval(spec: str, overrides: list[str], device: str, what: str = "--model"):
+    """(model in eval mode on ``device``, tokenizer, run config, label); errors name the model
+    as ``what`` ``spec`` (export's is its RUN argument)."""
     from accelerate.utils import set_seed  # seeds as training does (train.build_model)
 
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
@@ -31,26 +32,26 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
         set_seed(cfg.seed)  # a random-init base is then the very model training starts from
         model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
-    folder = _run_folder(spec)
+    folder = _run_folder(spec, what)
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
     if not has_weights:
         raise UserError(
-            f"--model {spec}: {folder} holds no weights (*.safetensors); the run did not finish"
+            f"{what} {spec}: {folder} holds no weights (*.safetensors); the run did not finish"
         )
     if not (folder / "tokenizer_config.json").is_file():
         raise UserError(
-            f"--model {spec}: {folder} holds no tokenizer; re-save it with the training run"
+            f"{what} {spec}: {folder} holds no tokenizer; re-save it with the training run"
         )
     if not (folder / CHECKSUMS).is_file():  # never skip the check because its list is gone
         raise UserError(
-            f"--model {spec}: {CHECKSUMS} is missing from {folder}, so its weights cannot be "
+            f"{what} {spec}: {CHECKSUMS} is missing from {folder}, so its weights cannot be "
             "verified: copy the whole folder again, or re-run training (resume=auto)"
         )
     try:
         verify_checkpoint(folder)
     except CorruptCheckpoint as err:
         raise UserError(
-            f"--model {spec}: {err}; the saved model is damaged: copy it again or re-run "
+            f"{what} {spec}: {err}; the saved model is damaged: copy it again or re-run "
             "training (resume=auto)"
         ) from None
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
@@ -70,14 +71,14 @@ def load_for_eval(spec: str, overrides: list[str], device: str):
     return _ready(model, device), tok, cfg, f"tuned {folder}"
 
 
-def _run_folder(spec: str) -> Path:
+def _run_folder(spec: str, what: str = "--model") -> Path:
     """The saved model's folder a training ``out_dir`` (or its ``final/``) names."""
     folder = Path(spec)
     if (folder / "final").is_dir():
         folder = folder / "final"
     if not folder.is_dir():
         raise UserError(
-            f"--model {spec}: not a folder; give config:NAME or a training out_dir / final folder"
+            f"{what} {spec}: not a folder; give config:NAME or a training out_dir / final folder"
         )
     if (folder / "trainer_state.json").is_file():  # checkpoints/step-N: state for resume
         raise UserError(
@@ -86,7 +87,7 @@ def _run_folder(spec: str) -> Path:
         )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(
-            f"--model {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"
+            f"{what} {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"
         )
     return folder
 

@@ -16,6 +16,7 @@ from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import build_prompt_format
 
 from .conftest import free_port
+from .test_hostile import _assert_one_line, _run_cli
 
 SCRIPT_TITLE = "Zentra Injection Test Speaker"
 SCRIPT_TEXT = "Loud <script>window.pwned = 1</script> speaker & <b>bold</b> claims."
@@ -305,3 +306,54 @@ def test_serve_answers_in_the_mode_its_command_line_chose(prepared, tuned_run):
         "/api/ask", json={"question": "a speaker", "max_new_tokens": 4, "mode": trained}
     )
     assert other.json()["mode"] == trained  # a request that names its mode still gets it
+
+
+# --- the port is bound before the model loads -------------------------------------------------
+
+
+def _no_model(*args, **kwargs):
+    raise AssertionError("serve loaded the model before binding its port")
+
+
+@pytest.mark.parametrize("port", ["70000", "-1"])
+def test_a_port_out_of_range_is_refused_before_the_model_loads(port, capsys, monkeypatch):
+    """``serve --port 70000`` loaded the model, said "serving on ...:70000/", then died in
+    uvicorn with an ``OverflowError`` traceback, exit 1."""
+    import amazon_sft.evaluation.loading as loading
+
+    monkeypatch.setattr(loading, "load_for_eval", _no_model)
+    code, err = _run_cli(capsys, "serve", "--model", "config:tiny", f"--port={port}")
+    _assert_one_line(code, err, "serve", "--port must be between 0 and 65535", f"got {port}")
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(prepared, capsys, monkeypatch):
+    """A taken port was found by uvicorn after the model's load and the "serving on" line:
+    ``ERROR: [Errno 98] address already in use``, exit 3."""
+    import amazon_sft.evaluation.loading as loading
+
+    monkeypatch.setattr(loading, "load_for_eval", _no_model)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, err = _run_cli(
+            capsys, "serve", "--model", "config:tiny", "--index", str(prepared), "--port", port
+        )
+    _assert_one_line(code, err, "serve", f"--port {port} is already in use", "another --port")
+
+
+def test_port_0_says_the_port_it_serves_on(prepared, tiny_tok, tiny_cfg, capsys, monkeypatch):
+    """``--port 0`` said "serving on http://127.0.0.1:0/" while uvicorn bound a port of its
+    own choosing: the socket is bound first, and its port is the one said."""
+    import amazon_sft.evaluation.loading as loading
+    from amazon_sft.answering import serve as serving
+    from amazon_sft.cli import main
+
+    served = []
+    monkeypatch.setattr(loading, "load_for_eval", lambda *a: (None, tiny_tok, tiny_cfg, None))
+    monkeypatch.setattr(serving, "serve", lambda app, sock: served.append(sock.getsockname()))
+    args = ["serve", "--model", "config:tiny", "--index", str(prepared), "--port", "0"]
+    assert main(args) == 0
+    host, port = served[0]
+    assert host == "127.0.0.1" and port != 0
+    assert f"serving on http://127.0.0.1:{port}/" in capsys.readouterr().out

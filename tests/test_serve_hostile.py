@@ -285,7 +285,7 @@ _LOW_FILE_LIMIT_SERVER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 from amazon_sft.answering.ask import Answer
-from amazon_sft.answering.serve import create_app, serve
+from amazon_sft.answering.serve import create_app, listen, serve
 
 class Quiet:
     default_mode = "closed"
@@ -293,7 +293,7 @@ class Quiet:
     def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
         return Answer(question, "x", [], "", "closed", [])
 
-serve(create_app(Quiet()), "127.0.0.1", int(sys.argv[1]))
+serve(create_app(Quiet()), listen("127.0.0.1", int(sys.argv[1])))
 """
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from amazon_sft.answering.option_checks import (
     check_abstain_below,
@@ -22,6 +24,9 @@ from amazon_sft.answering.shown import (
 )
 from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
+
+if TYPE_CHECKING:
+    from amazon_sft.answering.ask import Answerer
 
 
 def add_commands(sub) -> None:
@@ -193,6 +198,12 @@ def _default_model() -> str:
 
 def _session(args):
     """The loaded Answerer for ask/chat/serve."""
+    return _checked_session(args)()
+
+
+def _checked_session(args) -> Callable[[], Answerer]:
+    """Every check of ask/chat/serve's options that needs no model (the run's config, the
+    index), then what loads the model, to call when ready: serve binds its port in between."""
     from amazon_sft.answering.ask import Answerer, default_mode
     from amazon_sft.evaluation import loading
     from amazon_sft.prompts import build_prompt_format
@@ -207,17 +218,13 @@ def _session(args):
     index = _open_index(
         args.index, index_folder_for(loading.saved_folder(spec), cfg.data.path), meaning
     )
-    model, tok, cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
-    return Answerer(
-        model,
-        tok,
-        build_prompt_format(tok, cfg.data),
-        index,
-        cfg.data,
-        abstain_below,
-        quote,
-        args.mode,
-    )
+
+    def load() -> Answerer:
+        model, tok, run_cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
+        fmt = build_prompt_format(tok, run_cfg.data)
+        return Answerer(model, tok, fmt, index, run_cfg.data, abstain_below, quote, args.mode)
+
+    return load
 
 
 def _open_index(given: str | None, data_path: str, meaning: float):
@@ -316,17 +323,21 @@ def _run_chat(args) -> int:
 
 
 def _run_serve(args) -> int:
-    from amazon_sft.answering.serve import LOCAL_HOSTS, check_default_tokens, create_app, serve
+    from amazon_sft.answering import serve as serving
 
     if args.max_queue < 0:
         raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
-    check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
-
-    answerer = _session(args)
-    print(f"serving on http://{args.host}:{args.port}/  (API: POST /api/ask)")
-    hosts = (*LOCAL_HOSTS, args.host, *args.allowed_host)
-    app = create_app(answerer, args.max_new_tokens, allowed_hosts=hosts, max_queue=args.max_queue)
-    serve(app, args.host, args.port)
+    serving.check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
+    serving.check_port(args.port)
+    load = _checked_session(args)
+    with serving.listen(args.host, args.port) as sock:  # the port is ours before the load
+        answerer = load()
+        print(f"serving on {serving.address(sock)}  (API: POST /api/ask)")
+        hosts = (*serving.LOCAL_HOSTS, args.host, *args.allowed_host)
+        app = serving.create_app(
+            answerer, args.max_new_tokens, allowed_hosts=hosts, max_queue=args.max_queue
+        )
+        serving.serve(app, sock)
     return 0
 
 

@@ -25,7 +25,9 @@ free for the next request).
 """
 
 import asyncio
+import errno
 import logging
+import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -261,10 +263,52 @@ def create_app(
     return app
 
 
-def serve(app, host: str, port: int) -> None:
+def check_port(port: int) -> None:
+    """``serve --port``: a TCP port; refused here, not by ``bind()`` in a traceback."""
+    if not 0 <= port <= 65535:
+        raise UserError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket listening on ``host:port``, made before the model loads: a port that cannot be
+    had is a one-line error then, not uvicorn's after a long load, and ``--port 0`` has its real
+    port to print. It listens at once, so no other process can take the port meanwhile (clients
+    that come during the load wait in the backlog). Bound as uvicorn binds: IPv6 when the host
+    has a colon, ``SO_REUSEADDR`` so a restart need not wait for old connections to time out."""
+    check_port(port)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(listen_backlog())
+    except OSError as err:
+        sock.close()
+        if err.errno == errno.EADDRINUSE:
+            raise UserError(
+                f"--port {port} is already in use on {host}: stop what serves there, or give "
+                "another --port (0: any free port)"
+            ) from None
+        reason = err.strerror or str(err)  # an address not of this machine, a privileged port
+        raise UserError(
+            f"cannot listen on --host {host} --port {port} ({reason}): give an address of this "
+            "machine and a port it may use (1024 or above without privileges)"
+        ) from None
+    return sock
+
+
+def address(sock: socket.socket) -> str:
+    """The URL of a listening socket, its port the one bound (``--port 0`` picks one)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
+
+
+def serve(app, sock: socket.socket) -> None:
+    """Serve ``app`` on ``sock`` (``listen``) until stopped."""
     import uvicorn
 
-    uvicorn.run(
+    host, port = sock.getsockname()[:2]
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
@@ -272,6 +316,7 @@ def serve(app, host: str, port: int) -> None:
         http=guarded_protocol(),
         backlog=listen_backlog(),
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class BackgroundServer:

@@ -80,6 +80,12 @@ def test_markup_in_descriptions_is_escaped_in_the_api(client):
         ({"question": "x", "max_new_tokens": 0}, 422, "max_new_tokens"),
         ({"nothing": 1}, 422, "question"),
         ({"question": "x" * 5000}, 422, "question"),
+        # JSON's true is not the number 1 (Python's bool is an int), nor 1 true: each field
+        # takes its own JSON type only
+        ({"question": "x", "max_new_tokens": True}, 422, "max_new_tokens: Input should be"),
+        ({"question": "x", "k": True}, 422, "k: Input should be"),
+        ({"question": "x", "max_new_tokens": "8"}, 422, "max_new_tokens: Input should be"),
+        ({"question": "x", "grounded": 1}, 422, "grounded: Input should be"),
     ],
 )
 def test_bad_requests_get_a_4xx_json_error(client, payload, status, needle):

@@ -94,12 +94,16 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
-    from pydantic import BaseModel, Field
+    from pydantic import BaseModel, ConfigDict, Field
     from starlette.exceptions import HTTPException
 
     check_default_tokens(default_max_new_tokens)
 
     class AskRequest(BaseModel):
+        # JSON types as the API documents them: true is not the number 1 (a bool is an int in
+        # Python, so "max_new_tokens": true asked for one token), nor "8" the number 8.
+        model_config = ConfigDict(strict=True)
+
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
         mode: Literal["grounded", "closed"] | None = None
         grounded: bool | None = None  # the older switch: true = grounded, false = closed

@@ -128,6 +128,30 @@ def test_every_error_has_the_documented_shape():
     assert client.get("/openapi.json").status_code == 404
 
 
+@pytest.mark.parametrize(
+    ("body", "content_type", "needle"),
+    [
+        (b"{not json", "application/json", "not valid JSON (line 1 column 2: Expecting"),
+        (
+            b'{\n "question": "x",\n}',
+            "application/json",
+            "not valid JSON (line 3 column 1: Expecting",
+        ),
+        (b'["question"]', "application/json", "must be a JSON object"),
+        (b"", "application/json", "must be a JSON object"),
+        (b'{"question": "x"}', "text/plain", "Content-Type: application/json"),
+    ],
+)
+def test_a_body_that_is_not_a_json_object_says_what_to_send(body, content_type, needle):
+    """A body that was not JSON got ``{"error": "13: JSON decode error"}`` (13: an offset)."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
+    r = client.post("/api/ask", content=body, headers={"content-type": content_type})
+    error = r.json()["error"]
+    assert r.status_code == 422 and needle in error and 'send {"question": ' in error, error
+
+
 def test_serve_refuses_a_default_answer_length_over_its_cap(capsys):
     code, err = _run_cli(capsys, "serve", "--model", "config:tiny", "--max-new-tokens", "700")
     _assert_one_line(code, err, "serve", "--max-new-tokens", "512")

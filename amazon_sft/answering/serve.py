@@ -75,6 +75,29 @@ def check_default_tokens(max_new_tokens: int) -> None:
         )
 
 
+HOW_TO_ASK = (
+    'send {"question": "..."} as Content-Type: application/json (optional: "mode": "grounded" '
+    f'or "closed", "max_new_tokens": 1 to {MAX_NEW_TOKENS_CAP})'
+)
+
+
+def body_error(first: dict, body: object) -> str | None:
+    """What a client whose body is not a JSON object is told: where its JSON breaks (FastAPI
+    gives a character offset), and what to send. None: the body is an object; its fields'
+    errors say what is wrong."""
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid" and isinstance(body, str) and len(loc) == 2:
+        pos = loc[1]
+        line, column = body.count("\n", 0, pos) + 1, pos - body.rfind("\n", 0, pos)
+        reason = first.get("ctx", {}).get("error", "JSON decode error")
+        return (
+            f"request body is not valid JSON (line {line} column {column}: {reason}): {HOW_TO_ASK}"
+        )
+    if loc == ("body",):  # none, a list or a string, or not sent as JSON
+        return f"request body must be a JSON object: {HOW_TO_ASK}"
+    return None
+
+
 def failed(err: BaseException) -> str:
     """What a client is told when answering failed for a reason not its own (logged in full)."""
     log.error("answering failed", exc_info=err)
@@ -135,6 +158,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if (whole := body_error(first, exc.body)) is not None:
+            return error(422, whole)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
 

@@ -335,6 +335,45 @@ def test_the_mode_and_the_index_are_checked_before_a_model_loads(
         assert all(n in err for n in needles) and len(err.splitlines()) == 1, err
 
 
+def _refused_before_any_answer(capsys, args: list[str], *needles: str) -> None:
+    from amazon_sft.cli import main
+
+    assert main(args) == 2, args
+    out, err = capsys.readouterr()
+    lines = [x for x in err.splitlines() if x.startswith("amazon-sft ask: error:")]
+    assert out == "" and len(lines) == 1 and "Traceback" not in err, (out, err)
+    assert all(n in lines[0] for n in needles), lines[0]
+
+
+def test_every_question_is_checked_before_the_model_loads(prepared, monkeypatch, capsys):
+    """``ask "mogs kittens" "" "the prophet"`` answered the first question, then stopped at
+    the empty one, the third never asked; an over-long one among several was refused before
+    any. Each question's text is checked before the model loads (retrieval alone too), and
+    the refusal names the question by its position."""
+    import amazon_sft.evaluation.loading as loading
+
+    monkeypatch.setattr(loading, "load_for_eval", lambda *a, **k: pytest.fail("loaded a model"))
+    common = ["--model", "config:tiny", "--index", str(prepared)]
+    for questions, needles in (
+        (["mogs kittens", "", "the prophet"], ["question 2 of 3", "empty"]),
+        (["mogs kittens", "the prophet", " \n "], ["question 3 of 3", "empty"]),
+        (["mogs kittens", "Tell " * 500], ["question 2 of 2", "2499 characters; at most 2000"]),
+    ):
+        for only in ([], ["--sources-only"]):
+            _refused_before_any_answer(capsys, ["ask", *questions, *common, *only], *needles)
+
+
+def test_a_question_the_model_cannot_take_is_refused_before_any_is_answered(prepared, capsys):
+    """What needs the model (the prompt must fit its context) is checked for every question
+    after the load and before the first answer: the first question was answered, then the
+    second refused."""
+    long = "Quokka Lantern 7 8 9 " * 90  # about 1,100 tokens: over the tiny model's 1,024
+    args = ["ask", "Tell me about a speaker", long, "--model", "config:tiny", "--grounded"]
+    _refused_before_any_answer(
+        capsys, [*args, "--index", str(prepared)], "question 2 of 2", "shorten the question"
+    )
+
+
 def test_an_empty_answer_is_said_to_be_empty(capsys):
     """A 3-step model streamed 18 blank lines as its answer and nothing said so."""
     from types import SimpleNamespace

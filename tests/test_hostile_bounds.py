@@ -479,6 +479,12 @@ class _HostileAnswerer:
         text = "An answer " + HOSTILE_TEXT
         return Answer(question, text, [source], "", "closed", [], self.doubting, False, doubt)
 
+    def plan(self, question, *, k, mode, max_new_tokens):  # ask plans every question first
+        return question
+
+    def answer(self, question, max_new_tokens, on_text=None):
+        return self(question, k=None, mode=None, max_new_tokens=max_new_tokens, on_text=on_text)
+
 
 @pytest.mark.parametrize("doubting", [False, True], ids=["answered", "abstained"])
 @pytest.mark.parametrize("command", ["ask", "chat"])

@@ -344,6 +344,17 @@ class Answerer:
         generating when retrieval is not sure (doubt.py); with ``quote_when_sure`` too, the
         answer must cite the first record when it is (sure.py)."""
         plan = self.plan(question, k=k, mode=mode, max_new_tokens=max_new_tokens)
+        return self.answer(plan, max_new_tokens, on_text, cancel)
+
+    def answer(
+        self,
+        plan: Planned,
+        max_new_tokens: int = 128,
+        on_text: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> Answer:
+        """The answer to a question ``plan`` made ready (``answer_planned`` with this model):
+        ``ask`` plans every question before it answers the first."""
         return answer_planned(plan, self.model, self.tok, max_new_tokens, on_text, cancel)
 
 

@@ -13,7 +13,9 @@ from amazon_sft.answering.option_checks import (
     check_gate_mode,
     check_meaning_weight,
     check_question_length,
+    check_questions,
     check_quote_when_sure,
+    for_question,
 )
 from amazon_sft.answering.shown import (
     print_how,
@@ -250,13 +252,28 @@ def _answer(answerer, args, question: str, on_text=None):
     )
 
 
+def _plan_all(answerer, args) -> list:
+    """Every question of ``ask`` planned (retrieved, its prompt checked against the model's
+    context) before the first is answered: one the model cannot take is refused before any
+    answer is printed, named by its position."""
+    plans = []
+    for n, question in enumerate(args.question, 1):
+        try:
+            plan = answerer.plan(
+                question, k=args.k, mode=args.mode, max_new_tokens=args.max_new_tokens
+            )
+        except UserError as err:
+            raise for_question(err, n, len(args.question)) from None
+        plans.append(plan)
+    return plans
+
+
 def _run_ask(args) -> int:
     check_counts(args.k, args.max_new_tokens)
     check_abstain_below(args.abstain_below)
     check_meaning_weight(args.meaning_weight)
     check_quote_when_sure(args)
-    for question in args.question:
-        check_question_length(question)
+    check_questions(args.question)  # all of them, before a model loads or one is answered
     if args.sources_only:
         show = retrieval_only(args)
         for n, question in enumerate(args.question):
@@ -266,10 +283,11 @@ def _run_ask(args) -> int:
         return 0
     stream = None if args.json else print_piece
     answerer = _session(args)  # loaded once for every question
-    for n, question in enumerate(args.question):
+    plans = _plan_all(answerer, args)
+    for n, (question, plan) in enumerate(zip(args.question, plans)):
         if not args.json and len(args.question) > 1:
             print(f"{chr(10) if n else ''}Q: {printable(question)}\nA: ", end="", flush=True)
-        result = _answer(answerer, args, question, stream)
+        result = answerer.answer(plan, args.max_new_tokens, stream)
         if args.json:  # one JSON line per question, in order
             print(
                 json_line(

@@ -51,6 +51,34 @@ def check_question_length(question: str) -> None:
         )
 
 
+def check_questions(questions: list[str]) -> None:
+    """Each of ``ask``'s questions, before a model loads or any is answered: not empty (spaces
+    do not count), not over ``ask.MAX_QUESTION_CHARS``; the refusal names it by its position."""
+    from amazon_sft.answering.ask import normalise_question
+
+    for n, question in enumerate(questions, 1):
+        try:
+            check_question_length(question)
+            normalise_question(question)  # refuses an empty one
+        except UserError as err:
+            raise for_question(err, n, len(questions)) from None
+
+
+def for_question(err: UserError, n: int, total: int) -> UserError:
+    """``err`` naming its question by position among ``total`` ("the question is empty" ->
+    "question 2 of 3 is empty"), as it is when there is one question.
+
+    >>> str(for_question(UserError("the question is empty: ask"), 2, 3))
+    'question 2 of 3 is empty: ask'
+    """
+    text, which = str(err), f"question {n} of {total}"
+    if total == 1:
+        return err
+    if text.startswith("the question"):
+        return UserError(which + text.removeprefix("the question"))
+    return UserError(f"{which}: {text}")
+
+
 def check_quote_when_sure(args) -> bool:
     """``--quote-when-sure`` reads the gate's ratio: refused without it."""
     if args.quote_when_sure and not args.abstain_below:

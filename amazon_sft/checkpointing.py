@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from amazon_sft.atomic import swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 
@@ -105,9 +106,8 @@ def save_checkpoint(
     step = state.step
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.rmtree(final, ignore_errors=True)
+    if accelerator.is_main_process:  # a complete checkpoint of this step stays until the new
+        shutil.rmtree(tmp, ignore_errors=True)  # one is whole (a re-save after a dropped step)
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp))
     accelerator.wait_for_everyone()
@@ -116,7 +116,7 @@ def save_checkpoint(
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
-        tmp.rename(final)
+        swap_into_place(tmp, final)
         for old in complete_checkpoints(out_dir)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

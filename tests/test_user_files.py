@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -339,3 +340,38 @@ def test_saved_weights_are_readable_like_every_other_file(tuned_run, tmp_path):
     for folder in (tuned_run / "final", tmp_path / "exported"):
         modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
         assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_path, monkeypatch):
+    """A stop in the first step after a resume re-saves the step resumed from: its complete
+    checkpoint was deleted before the new one was written, so a kill during the save (SLURM's
+    SIGKILL after the grace period, a second Ctrl-C) left no checkpoint, and resume=auto
+    started over at step 0."""
+    from accelerate import Accelerator
+
+    from amazon_sft import checkpointing
+    from amazon_sft.checkpointing import COMPLETE, TrainerState, checkpoint_dir, save_checkpoint
+
+    out = tmp_path / "run"
+    kept = checkpoint_dir(out, 3)
+    kept.mkdir(parents=True)
+    (kept / COMPLETE).write_text("step 3\n")
+    (kept / "model.safetensors").write_bytes(b"the weights of step 3")
+    accelerator = Accelerator(cpu=True)
+
+    def killed(folder):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(accelerator, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, out, TrainerState(step=3), 3, {"config": {}})
+    assert checkpointing.complete_checkpoints(out) == [kept]
+    assert (kept / "model.safetensors").read_bytes() == b"the weights of step 3"
+
+    monkeypatch.setattr(accelerator, "save_state", lambda folder: Path(folder).mkdir())
+    save_checkpoint(accelerator, out, TrainerState(step=3), 3, {"config": {}})  # replaced whole
+    assert checkpointing.complete_checkpoints(out) == [kept]
+    assert not (kept / "model.safetensors").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]

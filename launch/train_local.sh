@@ -9,8 +9,10 @@
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
 #   DRY_RUN=1 prints the command and launches nothing.
-# SIGTERM, SIGUSR1 and SIGINT to this script reach training (a checkpoint, then exit 0): with one
-# process, accelerate's launcher would die alone and leave training running unwatched.
+# SIGTERM, SIGUSR1 and SIGINT to this script reach the training processes (a checkpoint, then
+# exit 0), passed on by this script: accelerate's one-process launcher would die alone and leave
+# training running unwatched, and torch's multi-process agent dies of SIGUSR1 (its workers went
+# on, orphaned) and turns SIGTERM into exit 1.
 set -euo pipefail
 here="$PWD"
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
@@ -48,14 +50,13 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "${launch[*]} ${args[*]} $*"
   exit 0
 fi
-if [ "$NGPU" -gt 1 ]; then
-  exec "${launch[@]}" "${args[@]}" "$@"  # torch's launcher passes signals on to its workers
-fi
 "${launch[@]}" "${args[@]}" "$@" &
 launcher=$!
 for sig in TERM USR1 INT; do
+  # To training, the launcher's child. Ctrl-C goes on as SIGTERM: the terminal gave training its
+  # own SIGINT already, and a second SIGINT stops it at once, without a checkpoint.
   # shellcheck disable=SC2064  # the pid is known now
-  trap "pkill -$sig -P $launcher || true" "$sig"  # to training, the launcher's child
+  trap "pkill -${sig/INT/TERM} -P $launcher || true" "$sig"
 done
 rc=0
 while :; do

@@ -224,3 +224,42 @@ def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_trainin
         left = subprocess.run(["pgrep", "-f", f"out_dir={run}"], capture_output=True, text=True)
         subprocess.run(["pkill", "-9", "-f", f"out_dir={run}"])
     assert not left.stdout.strip(), "training went on after the script was stopped"
+
+
+@pytest.mark.parametrize(("processes", "how"), [("1", "ctrl-c"), ("2", "SIGUSR1")])
+def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how):
+    """One process, Ctrl-C (the whole foreground group): training got the terminal's SIGINT and
+    the script's forwarded one, read as a second Ctrl-C (stop at once), so nothing was saved.
+    Two processes, SIGUSR1 to the script (a scheduler's warning): the script had exec'd torch's
+    agent, which died of it and left its workers training, orphaned."""
+    import signal
+    import time
+
+    venv_bin = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "NGPU": processes, "CPU": "1"}
+    env.update(CONFIG="tiny", OUT=str(tmp_path / "run"), DATA=str(prepared))
+    run = tmp_path / "run"
+    cmd = ["bash", str(REPO / "launch" / "train_local.sh"), "train.trackers=[]",
+           "train.max_steps=100000", "checkpoint.every_steps=100000",
+           f"train.global_batch_size={processes}", "train.micro_batch_size=1"]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        deadline = time.time() + 180
+        while time.time() < deadline and proc.poll() is None:
+            metrics = run / "metrics.jsonl"
+            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+                break
+            time.sleep(0.2)
+        if how == "ctrl-c":
+            os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+        else:
+            proc.send_signal(signal.SIGUSR1)
+        rc = proc.wait(timeout=120)
+        err = proc.stderr.read()
+        assert rc == 0 and list((run / "checkpoints").glob("step-*/COMPLETE")), err[-3000:]
+    finally:
+        left = subprocess.run(["pgrep", "-f", f"out_dir={run}"], capture_output=True, text=True)
+        subprocess.run(["pkill", "-9", "-f", f"out_dir={run}"])
+    assert not left.stdout.strip(), "training went on after the script stopped"

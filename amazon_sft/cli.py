@@ -188,7 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amazon-sft {command}: error: {permission_denied(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"amazon-sft {command}: interrupted", file=sys.stderr)
+        later = " (resume=auto goes on from the last checkpoint)" if command == "train" else ""
+        print(f"amazon-sft {command}: interrupted{later}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # the reader stopped (``| head``): end as Unix tools do, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit

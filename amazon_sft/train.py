@@ -308,6 +308,12 @@ def cli() -> None:
     except PermissionError as err:  # as amazon-sft train reports it (cli.main)
         print(f"amazon-sft train: error: {permission_denied(err)}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:  # a second Ctrl-C (stop_signal): one line, as amazon-sft train
+        print(
+            "amazon-sft train: interrupted (resume=auto goes on from the last checkpoint)",
+            file=sys.stderr,
+        )
+        code = 130
     exit_skipping_teardown(code)
 
 

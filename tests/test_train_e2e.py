@@ -172,6 +172,19 @@ def test_ctrl_c_saves_like_a_stop_signal_and_a_second_one_stops_at_once(
         stop_signal._received.clear()
 
 
+def test_a_second_ctrl_c_is_one_line_from_the_script_too():
+    """``python amazon_sft/train.py``: the KeyboardInterrupt of a second Ctrl-C was a traceback
+    (``amazon-sft train`` said "interrupted")."""
+    code = (
+        "import amazon_sft.train as t\n"
+        "def stopped():\n    raise KeyboardInterrupt\n"
+        "t.main = stopped\nt.cli()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 130 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "interrupted (resume=auto" in proc.stderr
+
+
 def _catches(pid: int, sig: int) -> bool:
     """Whether the process has a handler for ``sig`` (the SigCgt mask in /proc)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():

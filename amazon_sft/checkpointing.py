@@ -70,15 +70,22 @@ class CorruptCheckpoint(Exception):
     """A checkpoint whose files do not match what was written; an older one may still load."""
 
 
-def write_checksums(folder: Path, pattern: str = "*") -> None:
-    """Size and quick digest of the files of a checkpoint (or of a final model's weights,
-    ``pattern="*.safetensors"``), checked before they are loaded."""
+def write_checksums(folder: Path, patterns: tuple[str, ...] = ("*",)) -> None:
+    """Size and quick digest of the files of a checkpoint (or of a final model's weights and
+    the configs that shape them, ``FINAL_CHECKED``), checked before they are loaded."""
+    found = {p for pattern in patterns for p in folder.rglob(pattern)}
     files = {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "quick": quick_digest(p)}
-        for p in sorted(folder.rglob(pattern))
+        for p in sorted(found)
         if p.is_file() and p.name != CHECKSUMS
     }
     (folder / CHECKSUMS).write_text(json.dumps(files, indent=1))
+
+
+FINAL_CHECKED = ("*.safetensors", "config.json", "adapter_config.json")
+"""What a saved model's checksums cover: the weights, and the configs that give them their shape
+(a changed ``num_hidden_layers`` loaded with a layer of random weights and answered dots; a
+bare ``{"model_type": "llama"}`` built a default-size Llama until the machine ran out of memory)."""
 
 
 def verify_checkpoint(folder: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import new_staging, swap_into_place
-from amazon_sft.checkpointing import CHECKSUMS, write_checksums
+from amazon_sft.checkpointing import CHECKSUMS, FINAL_CHECKED, write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
@@ -42,7 +42,7 @@ def save_final(
         readable_like_the_rest(staging)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
         verify_saved(staging, expected)
-        write_checksums(staging, "*.safetensors")  # checked by every command that loads it
+        write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
         write_resolved(cfg, staging / "amazon_sft_config.yaml")
         (staging / "README.md").write_text(model_card(cfg, summary))

@@ -452,3 +452,23 @@ def test_export_names_its_run_argument_not_an_option_it_lacks(tmp_path):
     proc = _cli("export", str(tmp_path / "notes"), "--out", str(tmp_path / "x"))
     assert proc.returncode == 2 and f"RUN {tmp_path / 'notes'}: no " in proc.stderr, proc.stderr
     assert "--model" not in proc.stderr
+
+
+def test_a_changed_model_config_is_refused_as_damage(tuned_run, tmp_path):
+    """final/config.json was not checksummed: one more layer loaded with random weights and
+    answered dots, a bare {"model_type": "llama"} built a default-size Llama (24 GB, killed)."""
+    import shutil
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    run = tmp_path / "run"
+    shutil.copytree(tuned_run / "final", run / "final")
+    config = run / "final" / "config.json"
+    saved = json.loads(config.read_text())
+    config.write_text(json.dumps({**saved, "num_hidden_layers": saved["num_hidden_layers"] + 1}))
+    with pytest.raises(
+        UserError,
+        match=r"config\.json (does not match its checksum|is missing or has the wrong size)",
+    ):
+        load_for_eval(str(run), [], "cpu")

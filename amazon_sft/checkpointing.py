@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -51,6 +52,28 @@ def complete_checkpoints(out_dir: Path) -> list[Path]:
     if not root.is_dir():
         return []
     return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / COMPLETE).is_file())
+
+
+SET_ASIDE = ".set_aside"
+"""Where a run resumed from an older checkpoint moves the newer ones of its ``out_dir``."""
+
+
+def set_aside_newer(out_dir: Path, step: int) -> list[str]:
+    """Move ``out_dir``'s complete checkpoints newer than ``step`` into ``checkpoints/.set_aside``
+    (replacing one of the same name there): a run resumed from an older checkpoint left them in
+    place, retention then deleted its branch point, and the next ``resume=auto`` (a requeue)
+    went on from the abandoned run. Moved, not deleted: they are the user's. Returns the names."""
+    moved = []
+    for path in complete_checkpoints(out_dir):
+        found = re.fullmatch(r"step-(\d+)", path.name)
+        if found is None or int(found.group(1)) <= step:
+            continue
+        aside = path.parent / SET_ASIDE
+        aside.mkdir(exist_ok=True)
+        shutil.rmtree(aside / path.name, ignore_errors=True)
+        path.rename(aside / path.name)
+        moved.append(path.name)
+    return moved
 
 
 def resume_candidates(resume: str, out_dir: Path) -> list[Path]:

@@ -24,9 +24,11 @@ import torch
 from amazon_sft.bounds import check_epochs_per_step
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
+    SET_ASIDE,
     TrainerState,
     load_checkpoint,
     resume_candidates,
+    set_aside_newer,
 )
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
@@ -213,11 +215,21 @@ def resume(
             state.step,
             state.loader["epoch"],
             state.loader["cursor"],
-            f"newer ones unusable ({'; '.join(rejected)})" if rejected else "the newest complete",
+            f"newer ones unusable ({'; '.join(rejected)})"
+            if rejected
+            else ("the newest complete" if cfg.resume == "auto" else "as asked"),
         )
         apply_config_changes(cfg, accelerator, scheduler, changes, state.step)
         if accelerator.is_main_process:
             drop_metrics_after(out_dir / "metrics.jsonl", state.step)
+            if moved := set_aside_newer(out_dir, state.step):
+                log.warning(
+                    "set aside %s, newer than the step resumed from, into %s: resume=auto goes "
+                    "on from this run's own checkpoints",
+                    ", ".join(moved),
+                    out_dir / "checkpoints" / SET_ASIDE,
+                )
+        accelerator.wait_for_everyone()
         return state
     if rejected:
         raise UserError(

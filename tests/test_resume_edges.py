@@ -111,3 +111,28 @@ def test_tensorboard_shows_each_step_once_after_a_resume(prepared, tiny_model_di
     events.Reload()
     steps = [e.step for e in events.Scalars("loss")]
     assert steps == [1, 2, 3, 4, 5], steps
+
+
+def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
+    prepared, tiny_model_dir, tmp_path
+):
+    """resume=PATH of step 2 left steps 4 and 6 of the first run in place: retention then
+    deleted the branch point, and the next resume=auto (a requeue) went on from the old step 6."""
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    every = ("checkpoint.every_steps=2", "checkpoint.keep_last=3")
+    first = _cli(*base, *every, "train.max_steps=6")
+    assert first.returncode == 0, first.stderr[-2000:]
+    branch = out / "checkpoints" / "step-00000002"
+    again = _cli(*base, *every, "train.max_steps=3", f"resume={branch}", "train.lr=1e-5")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "set aside" in again.stderr
+    names = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
+    assert names == ["step-00000002", "step-00000003"], names
+    assert sorted(p.name for p in (out / "checkpoints" / ".set_aside").iterdir()) == [
+        "step-00000004",
+        "step-00000006",
+    ]
+    later = _cli(*base, *every, "train.max_steps=4", "resume=auto", "train.lr=1e-5")
+    assert later.returncode == 0, later.stderr[-2000:]
+    assert "resumed from" in later.stderr and "step-00000003 at step 3" in later.stderr

@@ -82,6 +82,12 @@ def check_trained_on(model_folder: Path | None, data: Path, option: str = "--dat
     record = read_trained_on(model_folder) if model_folder is not None else None
     if record is None or integrity_of(data) in (None, record.data_integrity):
         return
+    if Path(data).resolve() == Path(record.folder):
+        raise UserError(
+            f"{option} {data} was prepared again since the model was trained on it (its manifest "
+            "digest differs): its held-out titles may be ones the model was trained on; train "
+            "again on it, or evaluate on the data as it was prepared then"
+        )
     raise UserError(
         f"{option} {data} is not the prepared folder the model was trained on ({record.folder}, "
         "by its manifest digest): its held-out titles may be ones the model was trained on; "

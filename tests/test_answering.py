@@ -472,3 +472,23 @@ def test_a_changed_model_config_is_refused_as_damage(tuned_run, tmp_path):
         match=r"config\.json (does not match its checksum|is missing or has the wrong size)",
     ):
         load_for_eval(str(run), [], "cpu")
+
+
+def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_path):
+    """A stopped run (checkpoints, no final/) was "not an amazon_sft training output?"; eval on
+    the very folder prepared again (another digest) told the user to pass that same folder."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import saved_folder
+    from amazon_sft.trained_on import TrainedOn, check_trained_on, write_trained_on
+
+    stopped = tmp_path / "stopped"
+    (stopped / "checkpoints" / "step-00000004").mkdir(parents=True)
+    with pytest.raises(UserError, match=r"no saved model \(final/\) yet, only checkpoints"):
+        saved_folder(str(stopped))
+    data, model = tmp_path / "data", tmp_path / "final"
+    data.mkdir()
+    model.mkdir()
+    (data / "manifest.json").write_text(json.dumps({"integrity": "new"}))
+    write_trained_on(model, TrainedOn(str(data.resolve()), "old"))
+    with pytest.raises(UserError, match="was prepared again since the model was trained on it"):
+        check_trained_on(model, data)

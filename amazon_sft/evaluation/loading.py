@@ -85,6 +85,11 @@ def _run_folder(spec: str, what: str = "--model") -> Path:
             f"{spec} is a training checkpoint (what resume=auto continues from), not a saved "
             "model: give the run's folder (its final/), or let the run finish (resume=auto)"
         )
+    if not (folder / SAVED_CONFIG).is_file() and (folder / "checkpoints").is_dir():
+        raise UserError(
+            f"{what} {spec}: the run has no saved model (final/) yet, only checkpoints: let it "
+            "finish (train ... resume=auto), or set train.max_steps to its last checkpoint's step"
+        )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(
             f"{what} {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"

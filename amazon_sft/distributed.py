@@ -8,6 +8,7 @@ by comparing accelerate's count with torch.distributed's.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import sys
@@ -128,6 +129,26 @@ def use_prebuilt_ops() -> None:
         os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
 
 
+def checked_trackers(names: list) -> list[str]:
+    """``train.trackers``, each one accelerate knows and is installed: an unknown name was a
+    ValueError traceback, one not installed (wandb) only a warning, and the run went on unlogged.
+    """
+    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+    for name in names:
+        if name not in LOGGER_TYPE_TO_CLASS:
+            raise UserError(
+                f"train.trackers: {name!r} is not a tracker accelerate knows: use "
+                f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or [] for none"
+            )
+        if importlib.util.find_spec(name) is None:
+            raise UserError(
+                f"train.trackers: {name} is not installed: pip install {name.replace('_', '-')}, "
+                "or leave it out (train.trackers=[tensorboard])"
+            )
+    return list(names)
+
+
 def build_accelerator(cfg: RunConfig, log_dir: Path):
     """The Accelerator for this run, with gloo on CPU and a filled DeepSpeed plugin if any."""
     from accelerate import Accelerator
@@ -154,7 +175,7 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     if not torch.cuda.is_available() and (plan.world_size > 1 or ds_path is not None):
         kwargs["kwargs_handlers"] = [InitProcessGroupKwargs(backend="gloo")]
     if cfg.train.trackers:
-        kwargs["log_with"] = list(cfg.train.trackers)
+        kwargs["log_with"] = checked_trackers(cfg.train.trackers)
     accelerator = Accelerator(**kwargs)
     check_world(accelerator)
     return accelerator, plan

@@ -168,3 +168,21 @@ def test_a_config_file_naming_a_gguf_package_without_its_file_says_which_key_to_
     check_gguf_named(str(pkg), "Model.Q4.gguf", "pkg:thing")  # named: nothing to say
     (pkg / "config.json").write_text("{}")
     check_gguf_named(str(pkg), None, "pkg:thing")  # a transformers folder beside it
+
+
+def test_trackers_are_ones_accelerate_knows_and_that_are_installed(monkeypatch):
+    """train.trackers=[nonsense] was accelerate's ValueError traceback; [wandb] without wandb
+    only a warning, and the run went on unlogged."""
+    import importlib.util
+
+    from amazon_sft.distributed import checked_trackers
+
+    assert checked_trackers(["tensorboard"]) == ["tensorboard"]
+    with pytest.raises(UserError, match=r"'nonsense' is not a tracker accelerate knows.*wandb"):
+        checked_trackers(["nonsense"])
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n == "wandb" else real(n, *a)
+    )
+    with pytest.raises(UserError, match="wandb is not installed: pip install wandb"):
+        checked_trackers(["wandb"])

@@ -176,6 +176,18 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
     assert marker.read_text() == "ok"
 
 
+def _wait_for_two_steps(run: Path, proc, timeout_s: float = 180) -> None:
+    """Until the run logged two steps (or its launcher ended, or ``timeout_s`` passed)."""
+    import time
+
+    deadline = time.time() + timeout_s
+    while time.time() < deadline and proc.poll() is None:
+        metrics = run / "metrics.jsonl"
+        if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
+            return
+        time.sleep(0.2)
+
+
 def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_training(
     prepared, tiny_model_dir, tmp_path
 ):
@@ -184,7 +196,6 @@ def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_trainin
     accelerate's one-process launcher, leaving training to run on unwatched. Now the signal
     reaches training, which checkpoints and exits 0."""
     import signal
-    import time
 
     (tmp_path / "data").symlink_to(prepared)
     venv_bin = str(Path(sys.executable).parent)
@@ -207,12 +218,7 @@ def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_trainin
     cmd = ["bash", script, *overrides, "train.max_steps=100000", "checkpoint.every_steps=100000"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            metrics = run / "metrics.jsonl"
-            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.2)
+        _wait_for_two_steps(run, proc)
         assert proc.poll() is None, proc.stderr.read()[-3000:]
         proc.send_signal(signal.SIGTERM)  # as a scheduler's preemption does, to the script
         rc = proc.wait(timeout=120)
@@ -233,7 +239,6 @@ def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how)
     Two processes, SIGUSR1 to the script (a scheduler's warning): the script had exec'd torch's
     agent, which died of it and left its workers training, orphaned."""
     import signal
-    import time
 
     venv_bin = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "NGPU": processes, "CPU": "1"}
@@ -246,12 +251,7 @@ def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how)
         cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
     )
     try:
-        deadline = time.time() + 180
-        while time.time() < deadline and proc.poll() is None:
-            metrics = run / "metrics.jsonl"
-            if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
-                break
-            time.sleep(0.2)
+        _wait_for_two_steps(run, proc)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         else:

@@ -100,26 +100,27 @@ def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_mod
     assert _losses(killed) == _losses(straight)  # bit-exact on CPU, steps 1..30
 
 
-def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
+def _signalled_once_training(prepared, tiny_model_dir, out: Path, sig: int):
+    """(command, exit code, stderr) of an endless tiny run sent ``sig`` once it logged a step."""
     cmd = train_command(
-        prepared,
-        tiny_model_dir,
-        out,
-        "train.max_steps=100000",
-        "checkpoint.every_steps=100000",
-        "train.global_batch_size=1",
-        "train.micro_batch_size=1",
-    )
+        prepared, tiny_model_dir, out, "train.max_steps=100000", "checkpoint.every_steps=100000",
+        "train.global_batch_size=1", "train.micro_batch_size=1",
+    )  # fmt: skip
     proc = subprocess.Popen(
         cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
     while not (out / "metrics.jsonl").exists() and time.time() < deadline:
         time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGTERM)
+    os.kill(proc.pid, sig)
     _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr[-2000:]
+    return cmd, proc.returncode, stderr
+
+
+def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
+    out = tmp_path / "run"
+    cmd, rc, stderr = _signalled_once_training(prepared, tiny_model_dir, out, signal.SIGTERM)
+    assert rc == 0, stderr[-2000:]
     saved = list((out / "checkpoints").glob("step-*/COMPLETE"))
     assert len(saved) == 1 and "stopping at step" in stderr
     assert not (out / "final").exists()
@@ -129,7 +130,7 @@ def test_sigterm_saves_and_exits_zero(prepared, tiny_model_dir, tmp_path):
     step = int(saved[0].parent.name.split("-")[1])
     argv = cmd[cmd.index("--config") :]
     argv = [a for a in argv if not a.startswith("train.max_steps=")]
-    proc = _train(*argv[2:], f"train.max_steps={step}", "resume=auto")
+    _train(*argv[2:], f"train.max_steps={step}", "resume=auto")
     text = (out / "final" / "run_summary.json").read_text()
     summary = json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in run_summary.json"))
     assert summary["steps"] == step and summary["final_loss"] is None
@@ -144,19 +145,8 @@ def test_ctrl_c_saves_like_a_stop_signal_and_a_second_one_stops_at_once(
     from amazon_sft import stop_signal
 
     out = tmp_path / "run"
-    cmd = train_command(
-        prepared, tiny_model_dir, out, "train.max_steps=100000", "checkpoint.every_steps=100000",
-        "train.global_batch_size=1", "train.micro_batch_size=1",
-    )  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
-    deadline = time.time() + 120
-    while not (out / "metrics.jsonl").exists() and time.time() < deadline:
-        time.sleep(0.05)
-    os.kill(proc.pid, signal.SIGINT)
-    _, stderr = proc.communicate(timeout=60)
-    assert proc.returncode == 0, stderr[-2000:]
+    _, rc, stderr = _signalled_once_training(prepared, tiny_model_dir, out, signal.SIGINT)
+    assert rc == 0, stderr[-2000:]
     assert len(list((out / "checkpoints").glob("step-*/COMPLETE"))) == 1
     assert "Ctrl-C" in stderr and "stopping at step" in stderr
 

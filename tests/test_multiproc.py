@@ -36,7 +36,7 @@ SHAPE = [
     "train.loss_chunk_tokens=256",
     "train.gradient_checkpointing=true",
     "train.weight_decay=0.1",
-    "checkpoint.every_steps=100",
+    "checkpoint.every_steps=2",  # a checkpoint at step 2 under each engine, at these shapes
 ]
 # no LoRA dropout: 1 process and 2 ranks draw different dropout masks, which is not what is compared
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
@@ -120,6 +120,7 @@ def test_two_processes_match_one_at_real_shapes(
     got = _losses(tmp_path)
     assert all(map(torch.isfinite, torch.tensor(got)))
     assert got == pytest.approx(expected, rel=REL_TOL)
+    assert (tmp_path / "checkpoints" / "step-00000002" / "COMPLETE").is_file()
     _reloads(tmp_path, bool(extra))
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from amazon_sft.checkpoint_engine import Engine
 from amazon_sft.config import RunConfig
 from amazon_sft.errors import UserError
 
@@ -158,6 +159,8 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     precision = resolve_precision(cfg)
     plan = plan_batches(cfg, world_size_from_env())
     ds_path = deepspeed_config_path(cfg)
+    if ds_path is not None:
+        check_launched(cfg)
     # step_scheduler_with_optimizer=False: one scheduler step per optimizer step (accelerate
     # otherwise steps it once per process, which bends the warmup/cosine curve under DDP).
     kwargs: dict = {
@@ -181,6 +184,21 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     return accelerator, plan
 
 
+def check_launched(cfg: RunConfig) -> None:
+    """DeepSpeed needs a launcher's world (rank, world size, a rendezvous) even for one process,
+    as transformers' notebook recipe shows; without one accelerate stops in a torch traceback."""
+    if "LOCAL_RANK" in os.environ:
+        return
+    key = f"deepspeed={cfg.deepspeed}" if cfg.deepspeed else "ACCELERATE_DEEPSPEED_CONFIG_FILE"
+    name = cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+    example = name if name in ("zero2", "zero3", "zero3_offload") else "zero3"
+    raise UserError(
+        f"{key} needs a launcher, even for one process: accelerate launch --config_file "
+        f"launch/accelerate/{example}.yaml --num_processes N amazon_sft/train.py --config ... "
+        "(or launch/train_local.sh), or train without DeepSpeed (deepspeed=none)"
+    )
+
+
 def check_world(accelerator) -> None:
     """A launcher that meant N processes but started one (``accelerate launch --cpu``) must not
     pass for a distributed run."""
@@ -200,6 +218,13 @@ def check_world(accelerator) -> None:
 
 def is_deepspeed(accelerator) -> bool:
     return accelerator.state.deepspeed_plugin is not None
+
+
+def running_engine(accelerator) -> Engine:
+    """This run's engine, to check a checkpoint's against (``checkpoint_engine``)."""
+    plugin = accelerator.state.deepspeed_plugin
+    stage = None if plugin is None else int(plugin.zero_stage)
+    return Engine(stage, accelerator.num_processes)
 
 
 def global_grad_norm(accelerator, model, max_norm: float) -> torch.Tensor:

@@ -22,6 +22,7 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 import torch
 
 from amazon_sft.bounds import check_epochs_per_step
+from amazon_sft.checkpoint_engine import check_same_engine
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
     SET_ASIDE,
@@ -40,6 +41,7 @@ from amazon_sft.distributed import (
     build_accelerator,
     describe_optimizer,
     raise_if_any_rank,
+    running_engine,
     seed_per_rank,
 )
 from amazon_sft.errors import OneLineParser, UserError, permission_denied
@@ -197,6 +199,7 @@ def resume(
     with the config changes since it was written applied or refused (``resume_config``)."""
     rejected: list[str] = []
     for path in resume_candidates(cfg.resume, out_dir):
+        check_same_engine(path, running_engine(accelerator))  # not "unusable": another launcher
         try:
             saved = saved_record(path, out_dir)
             # before the weights: a change of shape (LoRA, the model) fails to load, and would

@@ -445,6 +445,30 @@ def test_ask_without_index_answers_from_the_data_the_run_was_trained_on(
     assert main(ask) == 2
     err = capsys.readouterr().err.strip()
     assert "--index" in err and "trained on" in err and len(err.splitlines()) == 1, err
+    # with --index given, the record is not consulted (it refused, saying "no --index given")
+    assert main([*ask, "--index", str(prepared)]) == 0, capsys.readouterr().err[-2000:]
+    assert json.loads(capsys.readouterr().out)["sources"]
+
+
+def test_sources_only_without_index_reads_the_runs_record(
+    prepared, other_prepared, tuned_run, tmp_path, monkeypatch, capsys
+):
+    """``--sources-only`` refused without --index even when --model names a run that records
+    the prepared folder it was trained on; it shows that folder's records, as ask does."""
+    import shutil
+
+    from amazon_sft.cli import main
+
+    run = _run_whose_data_path_is_relative(tuned_run, tmp_path)
+    elsewhere = tmp_path / "other_project"
+    shutil.copytree(other_prepared, elsewhere / "data")
+    monkeypatch.chdir(elsewhere)
+    title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
+    ask = ["ask", f"Tell me about {title}", "--model", str(run), "--sources-only", "--json"]
+    assert main(ask) == 0, capsys.readouterr().err[-2000:]
+    shown = json.loads(capsys.readouterr().out)
+    ours = {json.loads(x)["uid"] for x in (prepared / "catalogue.jsonl").read_text().splitlines()}
+    assert shown["sources"] and {s["uid"] for s in shown["sources"]} <= ours
 
 
 def test_export_names_its_run_argument_not_an_option_it_lacks(tmp_path):

@@ -220,6 +220,24 @@ def test_train_reads_manifest_and_shards(
     assert not (out / "final").exists() and not (out / "metrics.jsonl").exists()
 
 
+@pytest.mark.parametrize("how", ["key", "env"])
+def test_deepspeed_without_a_launcher_names_the_launcher(
+    how, prepared, tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    """DeepSpeed needs a launcher's world even for one process; without one accelerate fell
+    into torch's 'Default process group has not been initialized' traceback."""
+    for name in ("LOCAL_RANK", "RANK", "WORLD_SIZE"):
+        monkeypatch.delenv(name, raising=False)
+    extra = ["deepspeed=zero3"]
+    if how == "env":
+        monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", "zero2")
+        extra = []
+    out = tmp_path / "run"
+    code, err = _train_reads(capsys, prepared, tiny_model_dir, out, *extra)
+    _assert_one_line(code, err, "train", "accelerate launch", "--num_processes")
+    assert "Traceback" not in err and not (out / "metrics.jsonl").exists()
+
+
 @pytest.mark.parametrize(
     "edit",
     ["drop_shard_entry", "edit_checksum", "extra_shard_folder", "same_size_other_values"],

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from amazon_sft.checkpoint_engine import Engine, saved_engine
+
 from .conftest import REAL_SHAPE_SEQ, free_port, train_overrides
 
 pytestmark = pytest.mark.multiproc
@@ -121,6 +123,10 @@ def test_two_processes_match_one_at_real_shapes(
     assert all(map(torch.isfinite, torch.tensor(got)))
     assert got == pytest.approx(expected, rel=REL_TOL)
     assert (tmp_path / "checkpoints" / "step-00000002" / "COMPLETE").is_file()
+    # the layout a resume checks its engine against (checkpoint_engine), read off the real files
+    stage = {"ddp": None, "zero2": 2}.get(case, 3)
+    saved = saved_engine(tmp_path / "checkpoints" / "step-00000002")
+    assert saved == (None if stage is None else Engine(stage, 2))
     _reloads(tmp_path, bool(extra))
 
 

@@ -136,3 +136,85 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
     later = _cli(*base, *every, "train.max_steps=4", "resume=auto", "train.lr=1e-5")
     assert later.returncode == 0, later.stderr[-2000:]
     assert "resumed from" in later.stderr and "step-00000003 at step 3" in later.stderr
+
+
+@pytest.mark.multiproc
+def test_a_deepspeed_checkpoint_resumed_under_another_engine_names_the_launcher(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A ZeRO-2 checkpoint (DeepSpeed's own layout, 1 process) resumed by a plain ``amazon-sft
+    train`` read as "unusable" and the advice was to start over; on 2 processes DeepSpeed
+    stopped in a traceback. Both are one line naming the launch that loads it."""
+    import subprocess
+    import sys
+
+    from .conftest import REPO, free_port
+
+    out = tmp_path / "run"
+    overrides = train_overrides(prepared, tiny_model_dir, out)
+    launch = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file"]
+    launch += ["launch/accelerate/zero2.yaml", "--main_process_port", str(free_port())]
+    train = ["amazon_sft/train.py", "--config", "tiny", *overrides, "train.max_steps=1"]
+    first = subprocess.run(
+        [*launch, "--num_processes", "1", *train],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=600,
+    )
+    assert first.returncode == 0, first.stderr[-3000:]
+    plain = _cli("train", "--config", "tiny", *overrides, "train.max_steps=2", "resume=auto")
+    _one_line_error(plain, "train", "DeepSpeed ZeRO-2 on 1 process", "zero2.yaml --num_processes 1")
+    assert "overwrite=true" not in plain.stderr and "unusable" not in plain.stderr
+    assert (out / "checkpoints/step-00000001/COMPLETE").is_file()
+
+
+@pytest.mark.parametrize(
+    "files, running, refused",
+    [
+        (
+            [
+                "zero_pp_rank_0_mp_rank_00_model_states.pt",
+                "zero_pp_rank_1_mp_rank_00_model_states.pt",
+                "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+            ],
+            (3, 2),
+            None,
+        ),
+        (
+            [
+                "zero_pp_rank_0_mp_rank_00_model_states.pt",
+                "zero_pp_rank_1_mp_rank_00_model_states.pt",
+                "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+                "zero_pp_rank_1_mp_rank_00_optim_states.pt",
+            ],
+            (3, 4),
+            "zero3.yaml --num_processes 2",
+        ),
+        (
+            ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"],
+            (3, 1),
+            "zero2.yaml --num_processes 1",
+        ),
+        (
+            ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"],
+            (1, 1),
+            None,
+        ),  # ZeRO-1 and -2 write the same layout
+        ([], (3, 2), "without DeepSpeed"),
+        ([], (None, 4), None),  # a checkpoint without DeepSpeed loads on any process count
+    ],
+)
+def test_a_checkpoints_engine_is_read_off_its_files(files, running, refused, tmp_path):
+    from amazon_sft.checkpoint_engine import Engine, check_same_engine
+    from amazon_sft.errors import UserError
+
+    (tmp_path / "pytorch_model").mkdir()
+    for name in files:
+        (tmp_path / "pytorch_model" / name).write_bytes(b"")
+    if refused is None:
+        check_same_engine(tmp_path, Engine(*running))
+    else:
+        with pytest.raises(UserError, match=refused):
+            check_same_engine(tmp_path, Engine(*running))

@@ -29,6 +29,7 @@ from amazon_sft.terminal import json_line, printable
 
 if TYPE_CHECKING:
     from amazon_sft.answering.ask import Answerer
+    from amazon_sft.config import RunConfig
 
 
 def add_commands(sub) -> None:
@@ -209,7 +210,6 @@ def _checked_session(args) -> Callable[[], Answerer]:
     from amazon_sft.answering.ask import Answerer, default_mode
     from amazon_sft.evaluation import loading
     from amazon_sft.prompts import build_prompt_format
-    from amazon_sft.trained_on import index_folder_for
 
     check_counts(args.k, args.max_new_tokens)
     abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
@@ -217,9 +217,7 @@ def _checked_session(args) -> Callable[[], Answerer]:
     spec, overrides = args.model or _default_model(), model_overrides(args)
     cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
     check_gate_mode(args.mode or default_mode(cfg.data), abstain_below, quote)
-    index = _open_index(
-        args.index, index_folder_for(loading.saved_folder(spec), cfg.data.path), meaning
-    )
+    index = index_for(args, meaning, cfg)
 
     def load() -> Answerer:
         model, tok, run_cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
@@ -229,17 +227,25 @@ def _checked_session(args) -> Callable[[], Answerer]:
     return load
 
 
-def _open_index(given: str | None, data_path: str, meaning: float):
-    """The index of ``--index``, else of the prepared folder the model was trained on (its
-    recorded folder or ``data.path``: trained_on.py)."""
+def index_for(args, meaning: float, cfg: RunConfig | None = None):
+    """The index of ``--index``, else of the prepared folder the model (``--model``, or the
+    default) was trained on: its recorded folder or ``data.path`` (trained_on.py). ``cfg`` is
+    the model's run config when the caller has read it."""
     from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation import loading
+    from amazon_sft.trained_on import index_folder_for
 
-    if given is None and not Path(data_path).is_dir():
+    if args.index:  # the model's record is not consulted: the user named the catalogue
+        return CatalogueIndex(args.index, meaning_weight=meaning)
+    spec = args.model or _default_model()
+    cfg = cfg or loading.run_config_for(spec, model_overrides(args))
+    data_path = index_folder_for(loading.saved_folder(spec), cfg.data.path)
+    if not Path(data_path).is_dir():
         raise UserError(
             f"no --index given, and the model config's data.path {data_path} is not a folder "
             "here: pass --index PREPARED (the folder amazon-sft prepare wrote)"
         )
-    return CatalogueIndex(given or data_path, meaning_weight=meaning)
+    return CatalogueIndex(data_path, meaning_weight=meaning)
 
 
 def _answer(answerer, args, question: str, on_text=None):

@@ -56,19 +56,18 @@ def retrieval_only(args, command: str = "ask"):
     """``--sources-only`` for ask and chat: a function printing one question's records (and,
     with ``--abstain-below``, what the gate would do), the index opened once, no model."""
     from amazon_sft.answering.ask import sources_only
+    from amazon_sft.answering.commands import index_for
     from amazon_sft.answering.doubt import doubt_reason
-    from amazon_sft.answering.index import CatalogueIndex, Source
+    from amazon_sft.answering.index import Source
 
     check_counts(args.k, args.max_new_tokens)
     abstain_below = check_abstain_below(args.abstain_below)
     meaning = check_meaning_weight(args.meaning_weight)
-    if not args.index:
-        raise UserError("--sources-only needs --index DIR (the prepared folder)")
     if args.quote_when_sure:
         raise UserError(
             "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
         )
-    index = CatalogueIndex(args.index, meaning_weight=meaning)
+    index = index_for(args, meaning)  # --index, else the folder --model was trained on
 
     def show(question: str) -> None:
         sources = sources_only(question, index, args.k or 3)

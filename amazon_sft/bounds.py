@@ -1,7 +1,9 @@
 """Lengths and counts capped by what they apply to, checked before the work they size starts.
 
 - ``data.max_seq_len`` by the model's context (``max_position_embeddings``): longer rows would
-  use positions the model has no embedding or rotary scaling for.
+  use positions the model has no embedding or rotary scaling for; and by its sliding attention
+  window, which packed training's attention paths do not apply (a document attends to all of
+  its past): rows no longer than the window make the two the same.
 - ``data.shard_rows`` by memory: prepare buffers one shard of rows (5 bytes a token) in RAM.
 - epochs per optimizer step: a global batch larger than the data repeats every row in one step.
 - ``--max-new-tokens`` of eval: an absolute cap, then the model's context.
@@ -38,43 +40,81 @@ def context_of(config) -> int | None:
     return None
 
 
-def model_context(model_cfg) -> int | None:
-    """The context of the model a config names, read from its ``config.json``, its GGUF file's
-    header or ``arch``, without loading weights; None when it cannot be read here (a hub id
-    offline, a damaged file: the model's load says why)."""
+def window_of(config) -> int | None:
+    """The sliding attention window of a transformers config (or ``model.arch`` dict) when a
+    layer attends over one, else None.
+
+    >>> window_of({"model_type": "mistral", "sliding_window": 4096})
+    4096
+    >>> window_of({"sliding_window": 4096, "use_sliding_window": False}) is None  # Qwen2's switch
+    True
+    >>> window_of({"sliding_window": 512, "layer_types": ["full_attention"]}) is None
+    True
+    """
+    get = (
+        config.get
+        if isinstance(config, dict)
+        else lambda key, default=None: getattr(config, key, default)
+    )
+    window = get("sliding_window", None)
+    if not isinstance(window, int) or isinstance(window, bool) or window <= 0:
+        return None
+    if get("use_sliding_window", True) is False:
+        return None
+    layer_types = get("layer_types", None)
+    if layer_types and "sliding_attention" not in layer_types:
+        return None
+    return window
+
+
+def model_limits(model_cfg) -> tuple[int | None, int | None]:
+    """(context, sliding window) of the model a config names, read from its ``config.json``,
+    its GGUF file's header (context only: the load checks the window) or ``arch``, without
+    loading weights; None where it cannot be read here (a hub id offline, a damaged file: the
+    model's load says why)."""
     if model_cfg.path == "random":
         value = model_cfg.arch.get("max_position_embeddings")
-        return value if isinstance(value, int) and value > 0 else None
+        return (value if isinstance(value, int) and value > 0 else None), window_of(model_cfg.arch)
     from amazon_sft.tokenizer import resolve_location
 
     if model_cfg.gguf_file:
         from amazon_sft.gguf_header import context_length
 
         try:
-            return context_length(Path(resolve_location(model_cfg.path)) / model_cfg.gguf_file)
+            path = Path(resolve_location(model_cfg.path)) / model_cfg.gguf_file
+            return context_length(path), None
         except UserError:
-            return None
+            return None, None
     from transformers import AutoConfig
 
     try:
         location = resolve_location(model_cfg.path)
         config = AutoConfig.from_pretrained(location, trust_remote_code=False)
     except (*READ_ERRORS, ImportError, UserError):
-        return None  # the model load itself reports why, with its own one line
-    return context_of(config)
+        return None, None  # the model load itself reports why, with its own one line
+    return context_of(config), window_of(config)
 
 
-def check_seq_len(max_seq_len: int, context: int | None, model: str) -> None:
-    """Refuse rows longer than the model's context.
+def check_seq_len(
+    max_seq_len: int, context: int | None, model: str, window: int | None = None
+) -> None:
+    """Refuse rows longer than the model's context, or than its sliding attention window.
 
     >>> check_seq_len(2048, 1024, "random")
     Traceback (most recent call last):
     amazon_sft.errors.UserError: data.max_seq_len=2048 is over the context of model 'random' (1024 tokens): use data.max_seq_len <= 1024
+    >>> check_seq_len(4096, 32768, "mistral-7b-v0.1", window=4096)  # no document outgrows it
     """
     if context is not None and max_seq_len > context:
         raise UserError(
             f"data.max_seq_len={max_seq_len} is over the context of model {model!r} "
             f"({context} tokens): use data.max_seq_len <= {context}"
+        )
+    if window is not None and max_seq_len > window:
+        raise UserError(
+            f"data.max_seq_len={max_seq_len} is over the sliding attention window of model "
+            f"{model!r} ({window} tokens), which packed training does not apply (a document "
+            f"attends to all of its past): use data.max_seq_len <= {window}"
         )
 
 
@@ -111,7 +151,8 @@ def check_row_buffer(shard_rows: int, max_seq_len: int, memory: int | None = Non
 
 def check_prepare_bounds(cfg) -> None:
     """What prepare checks before reading a line: rows fit the model and a shard fits memory."""
-    check_seq_len(cfg.data.max_seq_len, model_context(cfg.model), cfg.model.path)
+    context, window = model_limits(cfg.model)
+    check_seq_len(cfg.data.max_seq_len, context, cfg.model.path, window)
     check_row_buffer(cfg.data.shard_rows, cfg.data.max_seq_len)
 
 

@@ -14,7 +14,7 @@ import logging
 import torch
 
 from amazon_sft import attention
-from amazon_sft.bounds import check_seq_len, context_of, model_context
+from amazon_sft.bounds import check_seq_len, context_of, model_limits, window_of
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
@@ -72,10 +72,11 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
     try:
         if m.path == "random":
             config = random_arch_config(m.arch, vocab_size, pad_id)
-            check_seq_len(cfg.data.max_seq_len, context_of(config), m.path)
+            check_seq_len(cfg.data.max_seq_len, context_of(config), m.path, window_of(config))
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
         else:
-            check_seq_len(cfg.data.max_seq_len, model_context(m), m.path)
+            context, window = model_limits(m)
+            check_seq_len(cfg.data.max_seq_len, context, m.path, window)
             kwargs = {
                 "attn_implementation": attn,
                 "dtype": dtype,
@@ -95,6 +96,8 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
             f"could not load model {m.path!r} ({first_line(err)}); check model.path / "
             "model.gguf_file, or re-save a truncated model"
         ) from None
+    # a GGUF file's window is known only now (its header is read for the context alone)
+    check_seq_len(cfg.data.max_seq_len, None, m.path, window_of(model.config))
     model.config.pad_token_id = pad_id
     model.config.use_cache = False  # the KV cache would let packed documents see each other
     embeddings = model.get_input_embeddings().weight

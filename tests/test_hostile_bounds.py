@@ -255,6 +255,37 @@ def test_training_refuses_rows_longer_than_the_context(prepared, tiny_model_dir,
         load_model(cfg, len(tiny_tok), 0, "no")
 
 
+def test_rows_longer_than_a_sliding_window_are_refused(
+    catalogue, tiny_cfg, tiny_tok, tmp_path, capsys
+):
+    """The packed attention paths attend over a document's whole past: a model with a sliding
+    window shorter than the rows (a helper's audit: Mistral with window 16 trained as if it had
+    none, while eval's transformers attention applied it) is refused before prepare and
+    training, and rows that fit in the window pass."""
+    from transformers import AutoConfig
+
+    from amazon_sft.modeling import load_model
+
+    from .conftest import save_random_model
+
+    saved = save_random_model(tmp_path / "mistral", tiny_cfg, tiny_tok, "mistral", tied=False)
+    config = AutoConfig.from_pretrained(saved)
+    config.sliding_window = 128
+    config.save_pretrained(saved)
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, f"model.path={saved}")  # tiny's rows: 256 tokens
+    _one_line(code, err, "prepare", "sliding attention window", "128 tokens", "<= 128")
+    assert not out.exists()
+
+    window = ["model.arch.model_type=mistral", "model.arch.sliding_window=16"]
+    cfg = load_run_config("tiny", [*window, "data.max_seq_len=32"])
+    with pytest.raises(UserError, match=r"data\.max_seq_len=32 is over the sliding attention"):
+        load_model(cfg, len(tiny_tok), 0, "no")
+    cfg = load_run_config("tiny", [*window, "data.max_seq_len=16"])
+    assert load_model(cfg, len(tiny_tok), 0, "no").config.sliding_window == 16
+
+
 def test_shard_rows_are_bounded_by_memory(catalogue, tmp_path, capsys):
     from amazon_sft.bounds import memory_bytes
 

@@ -80,8 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     model = build_model(cfg, tok, accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    rank = accelerator.process_index
     loader = PackedLoader(
-        shards, plan.micro_batch_size, accelerator.process_index, plan.world_size, cfg.data.seed
+        shards, plan.micro_batch_size, rank, plan.world_size, cfg.data.seed, plan.accumulation_steps
     )
     state = resume(cfg, accelerator, loader, scheduler, out_dir)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)

@@ -57,10 +57,10 @@ def test_resume_from_any_cursor_continues_exactly(n_rows, world, micro, data):
 
 
 def test_order_does_not_depend_on_world_size():
-    a = epoch_order(37, seed=5, epoch=0, world_size=1, micro_batch_size=1)
-    b = epoch_order(37, seed=5, epoch=0, world_size=4, micro_batch_size=3)
+    a = epoch_order(37, seed=5, epoch=0, rows_per_step=1)
+    b = epoch_order(37, seed=5, epoch=0, rows_per_step=12)
     assert a.tolist() == [x for x in b.tolist() if x >= 0]
-    assert epoch_order(37, 5, 1, 1, 1).tolist() != a.tolist()  # each epoch reshuffles
+    assert epoch_order(37, 5, 1, 1).tolist() != a.tolist()  # each epoch reshuffles
 
 
 def test_padding_rows_have_no_labels_and_batches_are_tensors():
@@ -77,3 +77,45 @@ def test_resume_with_another_batch_shape_is_refused():
     loader = PackedLoader(FakeShards(10), 2, 0, 2, 0)
     with pytest.raises(ValueError, match="batch shape"):
         loader.load_state_dict({"epoch": 0, "cursor": 6, "seed": 0})
+
+
+def _step_rows(n_rows: int, world: int, micro: int, accumulation: int, steps: int):
+    """The real rows of each of the first ``steps`` optimizer steps, as ``Trainer`` reads them
+    (every rank's ``accumulation`` micro-batches, epochs read on end to end)."""
+
+    def forever(loader):
+        while True:
+            yield from loader
+
+    ranks = [
+        forever(PackedLoader(FakeShards(n_rows), micro, r, world, 3, accumulation))
+        for r in range(world)
+    ]
+    return [
+        sorted(
+            int(row)
+            for stream in ranks
+            for batch in itertools.islice(stream, accumulation)
+            for row in batch.rows
+            if row >= 0
+        )
+        for _ in range(steps)
+    ]
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.integers(1, 40), st.sampled_from([4, 8, 12]))
+def test_each_step_reads_the_same_rows_for_any_split_of_the_global_batch(n_rows, global_rows):
+    """A helper's audit: epochs were padded to processes x micro-batch, so a 1-process run
+    (micro 2 x accumulation 4) and 2 processes (micro 2 x accumulation 2) put other rows in
+    the same step from the second epoch on. Padded to whole steps, every split agrees."""
+    splits = [
+        (w, m, global_rows // (w * m))
+        for w in (1, 2, 4)
+        for m in (1, 2, 3)
+        if global_rows % (w * m) == 0
+    ]
+    steps = 3 * -(-n_rows // global_rows)  # three epochs
+    reference = _step_rows(n_rows, *splits[0], steps)
+    for split in splits[1:]:
+        assert _step_rows(n_rows, *split, steps) == reference, split

@@ -1,9 +1,11 @@
 """Stream packed rows to each rank: same order on any world size, equal rows per rank, O(1) resume.
 
 The global order of an epoch is a permutation of all rows seeded by ``(seed, epoch)``. It is
-padded with empty rows (pad ids, no loss) up to a multiple of ``world_size * micro_batch_size``,
-then consumed one global micro-step at a time: rank ``r`` takes the ``r``-th block of
-``micro_batch_size`` rows. The only state is ``(epoch, cursor)``, the count of global rows
+padded with empty rows (pad ids, no loss) up to whole optimizer steps (``world_size *
+micro_batch_size * accumulation_steps`` rows), then consumed one global micro-step at a time:
+rank ``r`` takes the ``r``-th block of ``micro_batch_size`` rows. Padding to whole steps (not
+to micro-steps) makes an epoch end on a step, so every split of the same global batch reads
+the same rows in each step, in every epoch. The only state is ``(epoch, cursor)``, the count of global rows
 consumed, so resuming is computing one permutation and a slice.
 """
 
@@ -20,17 +22,15 @@ from amazon_sft.data.shards import PackedShards
 __all__ = ["IGNORE_INDEX", "PackedLoader", "epoch_order"]
 
 
-def epoch_order(
-    n_rows: int, seed: int, epoch: int, world_size: int, micro_batch_size: int
-) -> np.ndarray:
-    """Row indices of one epoch in read order; -1 marks an empty padding row.
+def epoch_order(n_rows: int, seed: int, epoch: int, rows_per_step: int) -> np.ndarray:
+    """Row indices of one epoch in read order, padded to whole optimizer steps of
+    ``rows_per_step`` rows; -1 marks an empty padding row.
 
-    >>> epoch_order(5, seed=0, epoch=0, world_size=2, micro_batch_size=2).tolist()
+    >>> epoch_order(5, seed=0, epoch=0, rows_per_step=4).tolist()
     [2, 4, 3, 0, 1, -1, -1, -1]
     """
     order = np.random.default_rng([seed, epoch]).permutation(n_rows)
-    step = world_size * micro_batch_size
-    padded = -(-n_rows // step) * step
+    padded = -(-n_rows // rows_per_step) * rows_per_step
     return np.concatenate([order, np.full(padded - n_rows, -1, dtype=order.dtype)])
 
 
@@ -45,17 +45,23 @@ class PackedLoader:
         rank: int = 0,
         world_size: int = 1,
         seed: int = 0,
+        accumulation_steps: int = 1,
     ) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         self.shards, self.micro_batch_size = shards, micro_batch_size
         self.rank, self.world_size, self.seed = rank, world_size, seed
         self.epoch, self.cursor = 0, 0
-        self.rows_per_step = world_size * micro_batch_size
+        self.rows_per_step = world_size * micro_batch_size  # one micro-step of every rank
+        self.rows_per_optimizer_step = self.rows_per_step * accumulation_steps
+
+    def _order(self) -> np.ndarray:
+        steps = self.rows_per_optimizer_step
+        return epoch_order(len(self.shards), self.seed, self.epoch, steps)
 
     def __len__(self) -> int:
         """Micro-batches per epoch for this rank (the same on every rank)."""
-        return -(-len(self.shards) // self.rows_per_step)
+        return len(self._order()) // self.rows_per_step
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
@@ -70,9 +76,7 @@ class PackedLoader:
 
     def __iter__(self) -> Iterator[PackedBatch]:
         """The rest of the current epoch from the cursor; afterwards the next epoch begins."""
-        order = epoch_order(
-            len(self.shards), self.seed, self.epoch, self.world_size, self.micro_batch_size
-        )
+        order = self._order()
         while self.cursor < len(order):
             start = self.cursor + self.rank * self.micro_batch_size
             batch = self._collate(order[start : start + self.micro_batch_size])

@@ -105,6 +105,22 @@ class _BoundedLoader(yaml.SafeLoader):
         return node
 
 
+    def construct_mapping(self, node, deep=False):
+        """Refuse a key given twice in one mapping (YAML keeps the last silently); a merge
+        (``<<``) may still be overridden, as YAML means it to be."""
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag.endswith(":merge"):
+                continue
+            key, line = self.construct_object(key_node), key_node.start_mark.line + 1
+            if key in lines:
+                raise yaml.YAMLError(
+                    f"{key!r} is given twice (lines {lines[key]} and {line}): keep one"
+                )
+            lines[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_yaml(text: str | bytes, what: str) -> Any:
     """Parse one YAML document with the alias limit; a YAML error is one line naming ``what``.
 

@@ -103,6 +103,20 @@ def test_a_recursive_alias_is_refused(text, tmp_path):
         load_run_config(str(cfg))
 
 
+def test_a_key_given_twice_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the last of two equal keys silently: a config with ``lr`` under ``train``
+    twice trained with the second, whichever the user meant. Merges (``<<``) still override."""
+    cfg = tmp_path / "twice.yaml"
+    cfg.write_text("train:\n  lr: 1.0e-3\n  max_steps: 5\n  lr: 3.0e-4\n")
+    with pytest.raises(UserError, match=r"twice.yaml .*'lr' is given twice \(lines 2 and 4\)"):
+        load_run_config(str(cfg))
+    merged = tmp_path / "merged.yaml"
+    merged.write_text("base: &b {lr: 0.1}\ntrain:\n  <<: *b\n  lr: 0.2\n")
+    from amazon_sft.safe_input import load_yaml_file
+
+    assert load_yaml_file(merged, "config", "fix")["train"] == {"lr": 0.2}
+
+
 def test_an_oversized_config_is_refused_unread(tmp_path):
     from amazon_sft.safe_input import MAX_YAML_BYTES
 

@@ -98,6 +98,25 @@ def body_error(first: dict, body: object) -> str | None:
     return None
 
 
+PARSE_FAILED = "There was an error parsing the body"
+"""FastAPI's detail for a body its JSON decoder could not take as text (not UTF-8)."""
+
+
+def unreadable_body(body: bytes) -> str:
+    """What a client whose body FastAPI could not parse is told, instead of its bare words.
+
+    >>> unreadable_body(b'{"question": "caf\\xe9"}')[:46]
+    'request body is not UTF-8 (byte 0xe9 at 17): s'
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return (
+            f"request body is not UTF-8 (byte 0x{body[err.start]:02x} at {err.start}): {HOW_TO_ASK}"
+        )
+    return f"request body could not be read as JSON: {HOW_TO_ASK}"
+
+
 def failed(err: BaseException) -> str:
     """What a client is told when answering failed for a reason not its own (logged in full)."""
     log.error("answering failed", exc_info=err)
@@ -165,6 +184,8 @@ def create_app(
 
     @app.exception_handler(HTTPException)  # 404, 405, a body that is not UTF-8 JSON: same shape
     async def http_error(request: Request, exc: HTTPException):
+        if exc.status_code == 400 and exc.detail == PARSE_FAILED:
+            return error(400, unreadable_body(await request.body()))
         return error(exc.status_code, str(exc.detail))
 
     @app.get("/", response_class=HTMLResponse)

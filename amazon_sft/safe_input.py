@@ -104,7 +104,6 @@ class _BoundedLoader(yaml.SafeLoader):
             )
         return node
 
-
     def construct_mapping(self, node, deep=False):
         """Refuse a key given twice in one mapping (YAML keeps the last silently); a merge
         (``<<``) may still be overridden, as YAML means it to be."""

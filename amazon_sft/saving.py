@@ -56,9 +56,11 @@ def save_final(
 def readable_like_the_rest(folder: Path) -> None:
     """transformers writes its safetensors files 0600 and the rest by the umask: a serving
     account could read a folder's config and tokenizer but not its weights. They get the mode
-    the same save gave ``config.json``."""
-    config = folder / "config.json"
-    if not config.is_file():
+    the same save gave ``config.json`` (``adapter_config.json`` for LoRA adapters)."""
+    config = next(
+        (c for c in (folder / "config.json", folder / "adapter_config.json") if c.is_file()), None
+    )
+    if config is None:
         return
     mode = config.stat().st_mode & 0o666
     for file in folder.glob("*.safetensors"):
@@ -134,10 +136,19 @@ def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
 def model_card(cfg: RunConfig, summary: dict) -> str:
     mode = f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}" if cfg.lora.enabled else "full fine-tune"
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    answers = (
+        "grounded questions (the question and the records retrieval found) are answered with "
+        "the product's description and `[source: uid]`, or an abstention when no record is the "
+        "product"
+        if cfg.data.grounded_fraction > 0
+        else "the answer is the product's description"
+    )
     return f"""# amazon_sft fine-tune of {cfg.model.path}
 
-Trained with amazon_sft on AmazonTitles-1.3MM question/answer
-prompts ({mode}); the answer is the product description. Prepared data: `{cfg.data.path}`.
+Trained with amazon_sft ({mode}) on a product catalogue in AmazonTitles-1.3MM's `trn.json`
+format, prepared in `{cfg.data.path}`: {answers}. Serve it with `amazon-sft ask/chat/serve
+--model` this run, or `amazon-sft export` it to a standalone folder (LoRA merged) whose README
+says how to prompt it.
 
 | run | value |
 |---|---|

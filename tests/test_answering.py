@@ -305,8 +305,41 @@ def test_lora_answers_merged_and_export_reloads_with_the_same_logits(
     assert (out / "tokenizer.json").is_file() and (out / "README.md").is_file()
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9]])).logits).all()
+    _serves_as_trained(out, cfg, tok, model)
     again = _cli("export", str(run), "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr
+
+
+def _serves_as_trained(out, cfg, tok, model) -> None:
+    """What a serving stack reads (a helper's audit): the prompt its chat template builds is
+    the one trained on, BOS included (a plain-prompt model had no template; ``tok(text)`` lost
+    the BOS); the pad is the model's; generation is ``ask``'s (the defaults stopped at 20
+    tokens, before the citation); files transformers 4 reads too; the README shows the prompt."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    from amazon_sft.prompts import ContextRecord, build_prompt_format
+    from amazon_sft.tokenizer import hf_encoder
+
+    served = AutoTokenizer.from_pretrained(out)
+    fmt = build_prompt_format(tok, cfg.data)
+    turn = fmt.grounded("Tell me about X", [ContextRecord("B01", "X", "A soft bear.")])
+    trained = fmt.bos + hf_encoder(tok)([fmt.wrap(turn)])[0]
+    messages = [{"role": "user", "content": turn}]
+    ids = served.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+    assert list(getattr(ids, "input_ids", ids)) == trained
+    assert served.pad_token_id == model.config.pad_token_id and served.padding_side == "left"
+    generation = GenerationConfig.from_pretrained(out)
+    assert generation.do_sample is False and generation.max_new_tokens == 160
+    assert generation.eos_token_id == model.config.eos_token_id
+    config = json.loads((out / "config.json").read_text())
+    rope = config.get("rope_parameters") or {}
+    assert config.get("rope_theta") == rope.get("rope_theta", config.get("rope_theta"))
+    assert "rope_theta" in config  # transformers 4 read 10000 when it was only in rope_parameters
+    tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
+    assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
+    readme = (out / "README.md").read_text()
+    assert "Catalogue records:" in readme and "[source: uid]" in readme
+    assert (out / "amazon_sft_config.yaml").is_file()
 
 
 def test_the_mode_and_the_index_are_checked_before_a_model_loads(

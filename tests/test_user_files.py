@@ -342,6 +342,19 @@ def test_saved_weights_are_readable_like_every_other_file(tuned_run, tmp_path):
         assert set(modes.values()) == {0o666 & ~umask}, modes
 
 
+def test_saved_adapters_are_readable_like_their_config(tmp_path):
+    """A LoRA run's final/ has no config.json, so its adapter_model.safetensors stayed 0600
+    (a helper's audit: a serving account could not read the adapters)."""
+    from amazon_sft.saving import readable_like_the_rest
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_config.json").chmod(0o644)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "adapter_model.safetensors").chmod(0o600)
+    readable_like_the_rest(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
 def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_path, monkeypatch):
     """A stop in the first step after a resume re-saves the step resumed from: its complete
     checkpoint was deleted before the new one was written, so a kill during the save (SLURM's

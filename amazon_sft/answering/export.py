@@ -8,14 +8,17 @@ written into a hidden sibling folder and renamed into place once checked, as pre
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
 import torch
 
+from amazon_sft.answering.export_files import export_readme, write_portable
 from amazon_sft.atomic import new_staging
+from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
-from amazon_sft.evaluation.loading import load_for_eval
+from amazon_sft.evaluation.loading import load_for_eval, saved_folder
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format
@@ -45,7 +48,8 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
         try:
             kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
             with disk_full(out_dir.parent, "export", kept):
-                _write(merged, tok, staging, out_dir.name, label, fmt.chat)
+                summary = _run_summary(run)
+                _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
             diff = _max_logit_diff(staging, ids, expected)
             if not diff <= LOGIT_TOLERANCE:
                 raise UserError(
@@ -59,15 +63,23 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
     return {"out": str(out_dir), "max_logit_diff": diff, "source": label}
 
 
-def _write(model, tok, folder: Path, name: str, label: str, chat: bool) -> None:
+def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     readable_like_the_rest(folder)
     tok.save_pretrained(folder)
-    (folder / "README.md").write_text(
-        f"# {label}, exported by amazon_sft\n\nStandalone weights (LoRA merged when there was one); load with\n"
-        f'`AutoModelForCausalLM.from_pretrained("{name}")`. Prompts: amazon_sft\'s prompt format '
-        f"({'chat template' if chat else 'plain template'}).\n"
-    )
+    pad_id = model.config.pad_token_id
+    write_portable(folder, fmt, tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None)
+    write_resolved(cfg, folder / "amazon_sft_config.yaml")
+    (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
+
+
+def _run_summary(run: str) -> dict | None:
+    """The run's ``run_summary.json`` (steps, final loss, tokens), None for a base model."""
+    folder = saved_folder(run)
+    try:
+        return json.loads((folder / "run_summary.json").read_text()) if folder else None
+    except (OSError, ValueError):
+        return None
 
 
 def _max_logit_diff(folder: Path, ids: torch.Tensor, expected: torch.Tensor) -> float:

@@ -1,0 +1,165 @@
+"""What an exported folder carries besides its weights, so that a serving stack that never saw
+amazon_sft (plain transformers, vLLM, TGI) reads the model as trained, builds the prompt it was
+trained on, and stops where ``ask`` stops.
+
+A helper's audit found the files ``save_pretrained`` writes under transformers 5 read wrongly
+by transformers 4 stacks: ``rope_theta`` only inside ``rope_parameters`` (4.x silently took
+10000 for SmolLM2's 100000: logits off by up to 9.3) and a tokenizer class 4.x lacks; a
+``generation_config.json`` whose defaults stopped after 20 tokens (before the citation); pads
+that disagreed; a plain-prompt model with no chat template at all; and a README that said
+nothing about the prompt. Written by hand: no library writes both generations' keys.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amazon_sft.prompts import ContextRecord, PromptFormat
+
+ANSWER_TOKENS = 160
+"""``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
+FAST_TOKENIZER = "PreTrainedTokenizerFast"
+"""A tokenizer class both transformers 4 and 5 know (5 writes ``TokenizersBackend``)."""
+
+
+def portable_config(config: dict) -> dict:
+    """``config.json`` readable by transformers 4 and 5 alike: 4 reads ``rope_theta`` and
+    ``rope_scaling`` at the top and ``torch_dtype``; 5 writes them into ``rope_parameters`` and
+    ``dtype`` (and still reads the old keys).
+
+    >>> portable_config({"rope_parameters": {"rope_theta": 1e5, "rope_type": "default"},
+    ...                  "dtype": "float32"})["rope_theta"]
+    100000.0
+    >>> portable_config({"rope_parameters": {"rope_theta": 5e5, "rope_type": "llama3",
+    ...                  "factor": 8.0}})["rope_scaling"]
+    {'rope_type': 'llama3', 'factor': 8.0}
+    """
+    out = dict(config)
+    rope = out.get("rope_parameters")
+    if isinstance(rope, dict) and "rope_theta" in rope:
+        out.setdefault("rope_theta", rope["rope_theta"])
+        if rope.get("rope_type", "default") != "default":
+            out.setdefault("rope_scaling", {k: v for k, v in rope.items() if k != "rope_theta"})
+    if "dtype" in out:
+        out.setdefault("torch_dtype", out["dtype"])
+    return out
+
+
+def portable_tokenizer_config(config: dict, pad_token: str | None) -> dict:
+    """``tokenizer_config.json`` with a class both generations know, the pad the model was
+    trained with (``config.json``'s ``pad_token_id``) and left padding, which batched
+    generation needs.
+
+    >>> portable_tokenizer_config({"tokenizer_class": "TokenizersBackend"}, "<pad>")
+    {'tokenizer_class': 'PreTrainedTokenizerFast', 'pad_token': '<pad>', 'padding_side': 'left'}
+    """
+    out = dict(config)
+    if out.get("tokenizer_class") in (None, "TokenizersBackend"):
+        out["tokenizer_class"] = FAST_TOKENIZER
+    if pad_token is not None:
+        out["pad_token"] = pad_token
+    out["padding_side"] = "left"
+    return out
+
+
+def generation_defaults(config: dict, pad_id: int | None, eos_id: int | None) -> dict:
+    """``generation_config.json`` asking for what ``ask`` does: greedy, up to
+    ``ANSWER_TOKENS`` new tokens, stopping at the EOS the answers were trained to end with.
+
+    >>> generation_defaults({"max_length": 20}, 0, 2)["max_new_tokens"]
+    160
+    """
+    out = {k: v for k, v in config.items() if k != "max_length"}  # a cap of 20 in all
+    out.update(do_sample=False, max_new_tokens=ANSWER_TOKENS)
+    if pad_id is not None:
+        out["pad_token_id"] = pad_id
+    if eos_id is not None:
+        out["eos_token_id"] = eos_id
+    return out
+
+
+def plain_chat_template(fmt: PromptFormat) -> str:
+    """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
+    suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and
+    ``tok(text)`` alone left out the BOS training put first.
+
+    >>> fmt = PromptFormat("### Question:\\n", "\\n\\n### Answer:\\n", ("{title}",), False, 1)
+    >>> print(plain_chat_template(fmt))
+    {{ bos_token }}{{ "### Question:\\n" }}{{ messages[-1]['content'] }}{{ "\\n\\n### Answer:\\n" }}
+    """
+    bos = "{{ bos_token }}" if fmt.bos_id is not None else ""
+    before, after = json.dumps(fmt.before), json.dumps(fmt.after)
+    return f"{bos}{{{{ {before} }}}}{{{{ messages[-1]['content'] }}}}{{{{ {after} }}}}"
+
+
+def example_prompt(fmt: PromptFormat, k: int) -> str:
+    """A grounded user turn as ``ask`` builds it, records numbered 1..k, for the README."""
+    records = [
+        ContextRecord(f"B00000000{n}", f"Title {n}", f"Description {n}, cut to its tokens.")
+        for n in range(1, k + 1)
+    ]
+    return fmt.grounded("Tell me about Title 1", records)
+
+
+def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: dict | None) -> str:
+    """The exported folder's README: what it is, and how to prompt it as it was trained."""
+    data, lora = cfg.data, cfg.lora
+    how = f"LoRA r={lora.r} alpha={lora.alpha}, merged" if lora.enabled else "full fine-tune"
+    trained = (
+        f"{summary['steps']} optimizer steps, final loss {summary['final_loss']:.4g}, "
+        f"{summary['tokens_seen']:,} tokens"
+        if summary and summary.get("final_loss") is not None
+        else "see the run's final/run_summary.json"
+    )
+    system = (
+        f"with the system message `{data.system_prompt}`"
+        if data.system_prompt is not None
+        else "with the template's own default system message (send none)"
+    )
+    turn = "the chat template" if fmt.chat else "the chat template written here (plain format)"
+    return f"""# {name}: {label}, exported by amazon_sft
+
+Standalone weights of a model fine-tuned by amazon_sft ({how}) on `{cfg.model.path}`, with
+a product catalogue in AmazonTitles-1.3MM's `trn.json` format ({trained}). Load it with
+`AutoModelForCausalLM.from_pretrained("{name}")` and `AutoTokenizer.from_pretrained("{name}")`
+(transformers 4 and 5 read the same files). `amazon_sft_config.yaml` is the run's config.
+
+## Prompt it as it was trained
+
+One user turn, rendered by {turn} {system}, with the generation prompt
+(`apply_chat_template(messages, add_generation_prompt=True)`). A grounded question (how
+`amazon-sft ask` answers) sends the question, then the {data.context_records} records retrieval
+found, each description cut to {data.context_record_tokens} tokens of this tokenizer:
+
+```text
+{example_prompt(fmt, data.context_records)}
+```
+
+The model answers with the description of the product asked about and `[source: uid]`, or says
+the catalogue has no record of it. A question alone (no records) is the closed-book form
+(`data.closed_book_fraction` {data.closed_book_fraction} in the run's config).
+`generation_config.json` asks for what `ask` does: greedy, up to {ANSWER_TOKENS} new tokens,
+stopping at EOS (the citation comes last: a shorter cap cuts it off). `ask` also removes
+special-token text (such as `<|im_end|>`) from questions before rendering them: do the same
+before a user's text reaches the template.
+"""
+
+
+def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None) -> None:
+    """Rewrite the saved config, tokenizer config and generation config in ``folder``."""
+    config = json.loads((folder / "config.json").read_text())
+    _write_json(folder / "config.json", portable_config(config))
+    tok_path = folder / "tokenizer_config.json"
+    tok_config = json.loads(tok_path.read_text())
+    if not fmt.chat and not (folder / "chat_template.jinja").exists():
+        tok_config.setdefault("chat_template", plain_chat_template(fmt))
+    _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))
+    gen_path = folder / "generation_config.json"
+    gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
+    eos = config.get("eos_token_id")
+    _write_json(gen_path, generation_defaults(gen, config.get("pad_token_id"), eos))
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")

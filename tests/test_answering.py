@@ -549,3 +549,19 @@ def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_
     write_trained_on(model, TrainedOn(str(data.resolve()), "old"))
     with pytest.raises(UserError, match="was prepared again since the model was trained on it"):
         check_trained_on(model, data)
+
+
+def test_export_in_bfloat16_holds_the_rounded_weights(tuned_run, tmp_path, capsys):
+    """Exports were always float32 (538 MB for SmolLM2, 28 GB for a 7B): ``--dtype bfloat16``
+    saves the weights rounded once, checked against them in float32."""
+    from safetensors import safe_open
+
+    from amazon_sft.cli import main
+
+    out = tmp_path / "bf16"
+    assert main(["export", str(tuned_run), "--out", str(out), "--dtype", "bfloat16"]) == 0
+    assert "max logit difference" in capsys.readouterr().out
+    with safe_open(out / "model.safetensors", "pt") as saved:
+        dtypes = {saved.get_tensor(name).dtype for name in saved.keys()}  # noqa: SIM118
+    assert dtypes == {torch.bfloat16}
+    assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"

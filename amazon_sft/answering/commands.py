@@ -113,6 +113,12 @@ def add_commands(sub) -> None:
     p = sub.add_parser("export", help="merge a LoRA run into a standalone safetensors model")
     p.add_argument("run_dir", metavar="RUN", help="training out_dir (or its final/ folder)")
     p.add_argument("--out", required=True, help="folder for the standalone model")
+    p.add_argument(
+        "--dtype",
+        choices=("float32", "bfloat16", "float16"),
+        default="float32",
+        help="dtype of the saved weights (bfloat16 halves the folder; default float32)",
+    )
     _add_trust_flag(p)
     p.set_defaults(run=_run_export)
 
@@ -368,7 +374,7 @@ def _run_serve(args) -> int:
 def _run_export(args) -> int:
     from amazon_sft.answering.export import export_model
 
-    result = export_model(args.run_dir, args.out, model_overrides(args))
+    result = export_model(args.run_dir, args.out, model_overrides(args), args.dtype)
     print(
         f"exported {result['source']} to {result['out']} (reloaded; max logit difference {result['max_logit_diff']:.2e})"
     )

@@ -28,9 +28,13 @@ from amazon_sft.tokenizer import hf_encoder
 LOGIT_TOLERANCE = 1e-3
 
 
-def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = None) -> dict:
+def export_model(
+    run: str, out_dir: str | Path, overrides: list[str] | None = None, dtype: str = "float32"
+) -> dict:
     """Merge, save into a hidden sibling folder, reload and compare there, then rename it into
-    place: ``out_dir`` is either absent, or holds the whole checked export."""
+    place: ``out_dir`` is either absent, or holds the whole checked export. Another ``dtype``
+    than float32: the merge is checked in float32, then the saved file against the merged
+    model cast to it (the cast's own rounding is the user's choice, not checked away)."""
     out_dir = check_output_folder(out_dir, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
@@ -41,6 +45,15 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
     merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
+    if dtype != "float32":
+        # compared in float32 on both sides: half-precision attention rounds differently in
+        # each implementation (1.3 apart on SmolLM2), which would hide or fake a bad file
+        _check(_max_diff(merged, ids, expected), "the merged model's")
+        with torch.no_grad():  # the weights rounded as saved, computed in fp32 (buffers kept:
+            for param in merged.parameters():  # RoPE's inv_freq is not saved, but recomputed)
+                param.data = param.data.to(getattr(torch, dtype)).float()
+            expected = merged(input_ids=ids).logits
+        merged = merged.to(getattr(torch, dtype))
     with OutputLock(out_dir, "amazon-sft export"):  # one writer; checked again under it
         if out_dir.exists() and any(out_dir.iterdir()):
             raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
@@ -51,10 +64,7 @@ def export_model(run: str, out_dir: str | Path, overrides: list[str] | None = No
                 summary = _run_summary(run)
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
             diff = _max_logit_diff(staging, ids, expected)
-            if not diff <= LOGIT_TOLERANCE:
-                raise UserError(
-                    f"the exported model's logits differ from the trained model's by {diff:.2e}"
-                )
+            _check(diff, "the exported model's")
             if out_dir.exists():
                 out_dir.rmdir()  # empty, checked above
             staging.rename(out_dir)
@@ -82,10 +92,19 @@ def _run_summary(run: str) -> dict | None:
         return None
 
 
+def _check(diff: float, what: str) -> None:
+    if not diff <= LOGIT_TOLERANCE:
+        raise UserError(f"{what} logits differ from the trained model's by {diff:.2e}")
+
+
+def _max_diff(model, ids: torch.Tensor, expected: torch.Tensor) -> float:
+    with torch.no_grad():
+        got = model(input_ids=ids).logits
+    return float((got.float() - expected.float()).abs().max())
+
+
 def _max_logit_diff(folder: Path, ids: torch.Tensor, expected: torch.Tensor) -> float:
     from transformers import AutoModelForCausalLM
 
-    reloaded = AutoModelForCausalLM.from_pretrained(folder).eval()
-    with torch.no_grad():
-        got = reloaded(input_ids=ids).logits
-    return float((got - expected).abs().max())
+    reloaded = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    return _max_diff(reloaded, ids, expected)

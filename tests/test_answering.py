@@ -468,6 +468,7 @@ def test_ask_without_index_answers_from_the_data_the_run_was_trained_on(
     shown = json.loads(capsys.readouterr().out)
     ours = {json.loads(x)["uid"] for x in (prepared / "catalogue.jsonl").read_text().splitlines()}
     assert shown["sources"] and {s["uid"] for s in shown["sources"]} <= ours
+    assert title in shown["prompt"]  # the prompt as sent (closed-book here), to send elsewhere
 
     moved = tmp_path / "trained_on.json"
     (run / "final" / "trained_on.json").rename(moved)

@@ -52,7 +52,7 @@ def add_commands(sub) -> None:
                 "--json",
                 action="store_true",
                 help='one JSON line per question: {"answer", "mode", "cited", "doubtful", '
-                '"doubt", "quoted", "sources"}; with --sources-only {"question", "sources"} '
+                '"doubt", "quoted", "sources", "prompt"}; with --sources-only {"question", "sources"} '
                 '(and "doubtful", "doubt" with --abstain-below)',
             )
         p.add_argument(
@@ -311,6 +311,7 @@ def _run_ask(args) -> int:
                         "doubt": result.doubt,
                         "quoted": result.quoted,
                         "sources": [public(s) for s in result.sources],
+                        "prompt": result.prompt,  # as rendered: to send it elsewhere as trained
                     }
                 )
             )

@@ -137,8 +137,9 @@ found, each description cut to {data.context_record_tokens} tokens of this token
 ```
 
 The model answers with the description of the product asked about and `[source: uid]`, or says
-the catalogue has no record of it. A question alone (no records) is the closed-book form
-(`data.closed_book_fraction` {data.closed_book_fraction} in the run's config).
+the catalogue has no record of it. The closed-book form (no records) is one question about an exact
+title, `{fmt.question("TITLE")}` (`ask --closed-book` asks it of the best-matching title;
+`data.closed_book_fraction` {data.closed_book_fraction} in the run's config).
 `generation_config.json` asks for what `ask` does: greedy, up to {ANSWER_TOKENS} new tokens,
 stopping at EOS (the citation comes last: a shorter cap cuts it off). `ask` also removes
 special-token text (such as `<|im_end|>`) from questions before rendering them: do the same

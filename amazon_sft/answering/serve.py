@@ -33,6 +33,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+from amazon_sft.answering.client_errors import (
+    MAX_NEW_TOKENS_CAP,
+    PARSE_FAILED,
+    body_error,
+    unreadable_body,
+)
 from amazon_sft.answering.first_come import FirstComeLock
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
@@ -49,7 +55,6 @@ from amazon_sft.errors import UserError
 
 log = logging.getLogger("amazon_sft.serve")
 
-MAX_NEW_TOKENS_CAP = 512
 MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -73,48 +78,6 @@ def check_default_tokens(max_new_tokens: int) -> None:
             f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_CAP} for serve (the cap a "
             f"request may ask for), got {max_new_tokens}"
         )
-
-
-HOW_TO_ASK = (
-    'send {"question": "..."} as Content-Type: application/json (optional: "mode": "grounded" '
-    f'or "closed", "max_new_tokens": 1 to {MAX_NEW_TOKENS_CAP})'
-)
-
-
-def body_error(first: dict, body: object) -> str | None:
-    """What a client whose body is not a JSON object is told: where its JSON breaks (FastAPI
-    gives a character offset), and what to send. None: the body is an object; its fields'
-    errors say what is wrong."""
-    loc = tuple(first.get("loc", ()))
-    if first.get("type") == "json_invalid" and isinstance(body, str) and len(loc) == 2:
-        pos = loc[1]
-        line, column = body.count("\n", 0, pos) + 1, pos - body.rfind("\n", 0, pos)
-        reason = first.get("ctx", {}).get("error", "JSON decode error")
-        return (
-            f"request body is not valid JSON (line {line} column {column}: {reason}): {HOW_TO_ASK}"
-        )
-    if loc == ("body",):  # none, a list or a string, or not sent as JSON
-        return f"request body must be a JSON object: {HOW_TO_ASK}"
-    return None
-
-
-PARSE_FAILED = "There was an error parsing the body"
-"""FastAPI's detail for a body its JSON decoder could not take as text (not UTF-8)."""
-
-
-def unreadable_body(body: bytes) -> str:
-    """What a client whose body FastAPI could not parse is told, instead of its bare words.
-
-    >>> unreadable_body(b'{"question": "caf\\xe9"}')[:46]
-    'request body is not UTF-8 (byte 0xe9 at 17): s'
-    """
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as err:
-        return (
-            f"request body is not UTF-8 (byte 0x{body[err.start]:02x} at {err.start}): {HOW_TO_ASK}"
-        )
-    return f"request body could not be read as JSON: {HOW_TO_ASK}"
 
 
 def failed(err: BaseException) -> str:

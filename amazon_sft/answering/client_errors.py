@@ -1,0 +1,48 @@
+"""What a client of ``amazon-sft serve``'s API is told when its request body cannot be taken:
+where its JSON breaks, what bytes are not UTF-8, and in every case what to send instead."""
+
+from __future__ import annotations
+
+MAX_NEW_TOKENS_CAP = 512
+"""The most tokens a request may ask for (``max_new_tokens``), and ``serve --max-new-tokens``."""
+
+HOW_TO_ASK = (
+    'send {"question": "..."} as Content-Type: application/json (optional: "mode": "grounded" '
+    f'or "closed", "max_new_tokens": 1 to {MAX_NEW_TOKENS_CAP})'
+)
+
+
+def body_error(first: dict, body: object) -> str | None:
+    """What a client whose body is not a JSON object is told: where its JSON breaks (FastAPI
+    gives a character offset), and what to send. None: the body is an object; its fields'
+    errors say what is wrong."""
+    loc = tuple(first.get("loc", ()))
+    if first.get("type") == "json_invalid" and isinstance(body, str) and len(loc) == 2:
+        pos = loc[1]
+        line, column = body.count("\n", 0, pos) + 1, pos - body.rfind("\n", 0, pos)
+        reason = first.get("ctx", {}).get("error", "JSON decode error")
+        return (
+            f"request body is not valid JSON (line {line} column {column}: {reason}): {HOW_TO_ASK}"
+        )
+    if loc == ("body",):  # none, a list or a string, or not sent as JSON
+        return f"request body must be a JSON object: {HOW_TO_ASK}"
+    return None
+
+
+PARSE_FAILED = "There was an error parsing the body"
+"""FastAPI's detail for a body its JSON decoder could not take as text (not UTF-8)."""
+
+
+def unreadable_body(body: bytes) -> str:
+    """What a client whose body FastAPI could not parse is told, instead of its bare words.
+
+    >>> unreadable_body(b'{"question": "caf\\xe9"}')[:46]
+    'request body is not UTF-8 (byte 0xe9 at 17): s'
+    """
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return (
+            f"request body is not UTF-8 (byte 0x{body[err.start]:02x} at {err.start}): {HOW_TO_ASK}"
+        )
+    return f"request body could not be read as JSON: {HOW_TO_ASK}"

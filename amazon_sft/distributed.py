@@ -76,9 +76,14 @@ def resolve_precision(cfg: RunConfig) -> str:
     return "bf16" if has_bf16 else "no"
 
 
+def deepspeed_name(cfg: RunConfig) -> str | None:
+    """``deepspeed`` of the run config, else the config accelerate launch was given."""
+    return cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+
+
 def deepspeed_config_path(cfg: RunConfig) -> Path | None:
     """The DeepSpeed JSON from the run config, else the one accelerate launch was given."""
-    name = cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    name = deepspeed_name(cfg)
     if not name or name == "none":
         return None
     path = Path(name)
@@ -190,7 +195,7 @@ def check_launched(cfg: RunConfig) -> None:
     if "LOCAL_RANK" in os.environ:
         return
     key = f"deepspeed={cfg.deepspeed}" if cfg.deepspeed else "ACCELERATE_DEEPSPEED_CONFIG_FILE"
-    name = cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE", "")
+    name = deepspeed_name(cfg)
     example = name if name in ("zero2", "zero3", "zero3_offload") else "zero3"
     raise UserError(
         f"{key} needs a launcher, even for one process: accelerate launch --config_file "

@@ -6,6 +6,10 @@ complete old folder or the complete new one. Elsewhere (or on a filesystem witho
 renames the old folder aside first, then the new one in, and only then deletes the old one, so a
 kill in between leaves both complete folders and the next run's ``remove_stale`` restores the old
 one if the new one never arrived.
+
+Staging folders carry the machine's name beside the process id: on a cluster's shared
+filesystem another node's process id means nothing here, so only this machine's dead
+processes' folders are cleaned (an older name without the machine is read as this machine's).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -23,9 +28,15 @@ _RENAME_EXCHANGE = 2
 _AT_FDCWD = -100
 
 
+def _machine() -> str:
+    """This machine's name as it goes into a file name (no separator a name cannot hold)."""
+    return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname()) or "localhost"
+
+
 def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
-    """The hidden sibling a process writes into: ``.NAME.tmp-PID`` (``old`` for one set aside)."""
-    return out_dir.parent / f".{out_dir.name}.{kind}-{os.getpid()}"
+    """The hidden sibling a process writes into: ``.NAME.tmp-MACHINE-PID`` (``old`` for one set
+    aside)."""
+    return out_dir.parent / f".{out_dir.name}.{kind}-{_machine()}-{os.getpid()}"
 
 
 def new_staging(out_dir: Path) -> Path:
@@ -83,15 +94,17 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale(out_dir: Path) -> list[str]:
-    """Delete staging folders of dead processes beside ``out_dir`` (restoring an old output set
-    aside by a run killed mid-swap); returns what was done, for the log."""
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(\d+)$")
+    """Delete staging folders of this machine's dead processes beside ``out_dir`` (restoring an
+    old output set aside by a run killed mid-swap); returns what was done, for the log. Another
+    machine's are left: whether its process lives cannot be known from here."""
+    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:(.+)-)?(\d+)$")
     done = []
     if not out_dir.parent.is_dir():
         return done
+    here = _machine()
     for path in sorted(out_dir.parent.iterdir()):
         m = pattern.match(path.name)
-        if not m or _pid_alive(int(m.group(2))):
+        if not m or m.group(2) not in (None, here) or _pid_alive(int(m.group(3))):
             continue
         if m.group(1) == "old" and not out_dir.exists():
             path.rename(out_dir)

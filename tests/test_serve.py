@@ -63,6 +63,14 @@ def test_ask_returns_answer_and_sources(client):
     assert isinstance(body["answer"], str)
     top = body["sources"][0]
     assert top["uid"] == "B0SCRIPT01" and top["title"] == SCRIPT_TITLE and top["score"] > 0
+    # the prompt as rendered, as `ask --json` gives it: what to send an exported model elsewhere
+    assert body["mode"] == "closed" and SCRIPT_TITLE in body["prompt"]  # this model's default
+    grounded = client.post(
+        "/api/ask",
+        json={"question": "Me fale sobre o Zentra", "mode": "grounded", "max_new_tokens": 2},
+    ).json()
+    assert "Me fale sobre o Zentra" in grounded["prompt"]
+    assert all(s["title"] in grounded["prompt"] for s in grounded["sources"])
 
 
 def test_markup_in_descriptions_is_escaped_in_the_api(client):
@@ -112,6 +120,7 @@ def test_stream_sends_text_then_sources(client):
     )
     events = [json.loads(line) for line in r.text.splitlines()]
     assert events[-1]["sources"][0]["title"] == SCRIPT_TITLE
+    assert SCRIPT_TITLE in events[-1]["prompt"] and "answer" not in events[-1]  # came in pieces
     assert all("text" in e for e in events[:-1])
 
 

@@ -178,6 +178,31 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     assert not (real / ".index.tmp-999999999").exists()
 
 
+def test_a_staging_folder_written_on_another_machine_is_never_cleaned_here(tmp_path, monkeypatch):
+    """On a cluster's shared filesystem another node's run writes beside the same output; its
+    process id means nothing on this node, and the cleanup of killed runs deleted its staging
+    folder while it was being written (and put an old output it had set aside back in place)."""
+    import socket
+
+    from amazon_sft import atomic
+
+    out = tmp_path / "x"
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-a")
+    monkeypatch.setattr(atomic.os, "getpid", lambda: 999999999)  # not a process on this node
+    writing = atomic.new_staging(out)
+    (writing / "shard-00000.bin").write_bytes(b"half written")
+    aside = atomic.staging_name(out, "old")  # node-a is mid-swap: its old output set aside
+    aside.mkdir()
+    monkeypatch.undo()
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-b")
+    assert atomic.remove_stale(out) == []
+    assert (writing / "shard-00000.bin").read_bytes() == b"half written"
+    assert aside.is_dir() and not out.exists()
+    monkeypatch.setattr(socket, "gethostname", lambda: "node-a")  # node-a itself, its run dead
+    assert len(atomic.remove_stale(out)) == 2
+    assert not writing.exists() and out.is_dir() and not aside.exists()
+
+
 def test_resume_auto_never_starts_over_on_a_finished_run(
     tuned_run, prepared, tiny_model_dir, tmp_path, capsys
 ):

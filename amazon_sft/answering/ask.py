@@ -71,6 +71,20 @@ class Answer:
     """Why retrieval was not sure, in words for the shopper (``doubt.doubt_reason``); None when
     it was."""
 
+    def fields(self) -> dict:
+        """What ``ask --json``, the API and the stream's last event say besides the sources
+        (each shows those its own way): the prompt is the text the model was given, as
+        rendered, to send an exported model elsewhere as it was trained."""
+        return {
+            "answer": self.answer,
+            "mode": self.mode,
+            "cited": self.cited,
+            "doubtful": self.doubtful,
+            "doubt": self.doubt,
+            "quoted": self.quoted,
+            "prompt": self.prompt,
+        }
+
 
 def build_prompt(
     fmt: PromptFormat, tok, data: DataConfig, question: str, sources: list[Source], mode: str

@@ -301,20 +301,7 @@ def _run_ask(args) -> int:
             print(f"{chr(10) if n else ''}Q: {printable(question)}\nA: ", end="", flush=True)
         result = answerer.answer(plan, args.max_new_tokens, stream)
         if args.json:  # one JSON line per question, in order
-            print(
-                json_line(
-                    {
-                        "answer": result.answer,
-                        "mode": result.mode,
-                        "cited": result.cited,
-                        "doubtful": result.doubtful,
-                        "doubt": result.doubt,
-                        "quoted": result.quoted,
-                        "sources": [public(s) for s in result.sources],
-                        "prompt": result.prompt,  # as rendered: to send it elsewhere as trained
-                    }
-                )
-            )
+            print(json_line({**result.fields(), "sources": [public(s) for s in result.sources]}))
         else:
             print()
             print_how(result)

@@ -194,17 +194,7 @@ def create_app(
         if result is None:
             return error(499, "client closed the request")
         return Response(
-            safe_json(
-                {
-                    "answer": result.answer,
-                    "mode": result.mode,
-                    "cited": result.cited,
-                    "doubtful": result.doubtful,
-                    "doubt": result.doubt,
-                    "quoted": result.quoted,
-                    "sources": result.sources,
-                }
-            ),
+            safe_json({**result.fields(), "sources": result.sources}),
             media_type="application/json",
         )
 
@@ -230,17 +220,9 @@ def create_app(
         def work() -> None:
             try:
                 result = run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
-                if result is not None:
-                    put(
-                        {
-                            "sources": result.sources,
-                            "cited": result.cited,
-                            "mode": result.mode,
-                            "doubtful": result.doubtful,
-                            "doubt": result.doubt,
-                            "quoted": result.quoted,
-                        }
-                    )
+                if result is not None:  # the answer came in pieces; the rest comes last
+                    last = {**result.fields(), "sources": result.sources}
+                    put({key: value for key, value in last.items() if key != "answer"})
             except UserError as err:
                 put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served

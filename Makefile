@@ -54,8 +54,8 @@ format: install
 
 # The whole story offline on SmolLM2-135M: prepare the generated catalogue (or
 # DATA=path/to/trn.json.gz), base answers to four free-form questions, LoRA fine-tune, end-to-end
-# before/after report on held-out questions, answers with sources: 23 min 13 s on 2 CPU cores
-# without AMX (docs/results.md). DEMO_ARGS passes more options (see amazon-sft demo --help).
+# before/after report on held-out questions, answers with sources: 19 min 28 s on 2 CPU cores
+# (an AMD EPYC without AVX-512, docs/results.md). DEMO_ARGS passes more options (see amazon-sft demo --help).
 demo: demo-deps
 	$(VENV)/bin/amazon-sft demo --out $(DEMO_DIR) $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 

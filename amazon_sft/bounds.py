@@ -164,7 +164,7 @@ def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> 
     0.08
     >>> check_epochs_per_step(100000, 100, "d")
     Traceback (most recent call last):
-    amazon_sft.errors.UserError: train.global_batch_size=100000 is 1000 passes over the 100 rows of d in every optimizer step (at most 8 allowed): lower train.global_batch_size to <= 100, or prepare more data
+    amazon_sft.errors.UserError: train.global_batch_size=100000 is 1000 passes over the 100 rows of d in every optimizer step (at most 8 allowed): lower train.global_batch_size to <= 100 (one pass; up to 800 runs, rows repeating within a step), or prepare more data
     """
     epochs = global_batch_rows / max(data_rows, 1)
     if epochs > MAX_EPOCHS_PER_STEP:
@@ -172,7 +172,8 @@ def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> 
             f"train.global_batch_size={global_batch_rows} is {epochs:g} passes over the "
             f"{data_rows} rows of {data} in every optimizer step (at most "
             f"{MAX_EPOCHS_PER_STEP:g} allowed): lower train.global_batch_size to <= "
-            f"{data_rows}, or prepare more data"
+            f"{data_rows} (one pass; up to {int(MAX_EPOCHS_PER_STEP * data_rows)} runs, rows "
+            "repeating within a step), or prepare more data"
         )
     if epochs > 1:
         log.warning(

@@ -83,10 +83,28 @@ def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
         return []
     if resume == "auto":
         return complete_checkpoints(out_dir)[::-1]
-    path = Path(resume)
+    path = _checkpoint_named(resume, out_dir)
+    if not path.is_dir():
+        have = ", ".join(p.name for p in complete_checkpoints(out_dir)) or "none"
+        raise UserError(
+            f"resume={resume}: no such checkpoint folder (looked in the working folder and in "
+            f"{out_dir}; its complete checkpoints: {have}): give one of them, or resume=auto"
+        )
     if not (path / COMPLETE).is_file():
         raise UserError(f"resume={resume}: not a complete checkpoint folder (no {COMPLETE} file)")
     return [path]
+
+
+def _checkpoint_named(resume: str, out_dir: Path) -> Path:
+    """The folder ``resume`` names: a path as given (from the working folder), else one inside
+    ``out_dir``; ``step-N`` or ``checkpoints/step-N`` with N unpadded is ``out_dir``'s."""
+    path = Path(resume)
+    if path.is_dir() or path.is_absolute():
+        return path
+    named = re.fullmatch(r"(?:checkpoints/)?step-(\d+)/?", resume)
+    if named:
+        return checkpoint_dir(out_dir, int(named.group(1)))
+    return out_dir / path
 
 
 class CorruptCheckpoint(Exception):

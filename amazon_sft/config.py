@@ -350,7 +350,8 @@ class RunConfig:
     None uses the one accelerate launch was given, if any. "auto" values are filled from here."""
     resume: str = "none"
     """none (a new run: refused if out_dir already holds one, unless overwrite), auto (the newest
-    complete checkpoint in out_dir that loads, if any) or a checkpoint folder."""
+    complete checkpoint in out_dir that loads, if any) or a checkpoint folder: a path, or
+    ``checkpoints/step-N`` / ``step-N`` (N padded or not) inside out_dir."""
     overwrite: bool = False
     """With resume=none: move a previous run's outputs (metrics, checkpoints, final model, logs)
     into ``out_dir/previous/<UTC time>/`` first, instead of refusing to mix two runs in one

@@ -288,17 +288,33 @@ def answered_how(answer: dict) -> str:
 HEADLINE = ("right_record_cited", "wrong_record_cited", "abstention_recall", "recall_at_k")
 
 
-def print_summary(summary: dict, report: Path) -> None:
-    metrics = json.loads((report / "report.json").read_text())
-    print("\n== Summary (end to end: the question through retrieval and the model, as ask does)")
+def headline(metrics: dict) -> list[str]:
+    """One line per group of an end-to-end eval report: each HEADLINE figure, base -> tuned
+    (the demo's summary and the GPU check's last row).
+
+    >>> cell = lambda v: {"right_record_cited": {"value": v}}
+    >>> headline({"groups": {"base": {"all": {"n": 3, **cell(0.5)}},
+    ...                      "tuned": {"all": {"n": 3, **cell(1.0)}}}})
+    ['all (n=3): right record cited 0.50 -> 1.00']
+    """
     base, tuned = metrics["groups"]["base"], metrics["groups"]["tuned"]
+    lines = []
     for group, row in base.items():
         cells = [
             f"{key.replace('_', ' ')} {row[key]['value']:.2f} -> {tuned[group][key]['value']:.2f}"
             for key in HEADLINE
             if row.get(key) and tuned[group].get(key)
         ]
-        print(f"{group:>24} (n={row['n']}): " + "   ".join(cells))
+        lines.append(f"{group} (n={row['n']}): " + "   ".join(cells))
+    return lines
+
+
+def print_summary(summary: dict, report: Path) -> None:
+    metrics = json.loads((report / "report.json").read_text())
+    print("\n== Summary (end to end: the question through retrieval and the model, as ask does)")
+    for line in headline(metrics):
+        group, rest = line.split(" (n=", 1)
+        print(f"{group:>24} (n={rest}")
     own = metrics.get("own_right")  # with --quote-when-sure (evaluation/end_to_end_run.py)
     if own:
         print(

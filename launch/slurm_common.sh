@@ -11,7 +11,9 @@ if command -v scontrol >/dev/null 2>&1; then
 else  # off-cluster dry runs: a plain comma list of hosts
   MAIN_ADDR="${SLURM_JOB_NODELIST%%,*}"
 fi
-MAIN_PORT=$((20000 + SLURM_JOB_ID % 20000))  # per job: two jobs on one node never collide
+# A port per job: only jobs whose ids differ by a multiple of 20,000 share one, and they collide
+# only when both run at once with the same first host (then give one another MAIN_PORT).
+MAIN_PORT="${MAIN_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
 LOG_DIR="${LOG_DIR:-logs}"
 mkdir -p "$LOG_DIR"
 export MAIN_ADDR MAIN_PORT NNODES GPUS_PER_NODE

@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     print(describe_machine(device), flush=True)
     checks = [missing_packages()]
     checks += timed("gpu tests", lambda: gpu_tests(args))
-    checks += logits_checks(device)
+    checks += logits_checks(args, device)
     checks += timed("benchmark", lambda: benchmark(args))
     checks += timed("SmolLM2 fine-tune + eval", lambda: fine_tune_and_eval(args))
     print(table(checks))
@@ -134,12 +134,12 @@ def gpu_tests(args) -> tuple[str, str]:
     return status, summary.strip("= ")
 
 
-def logits_checks(device: str) -> list[Check]:
+def logits_checks(args, device: str) -> list[Check]:
     from gpu_train_variants import PATHS, available, logits_check
 
     checks = []
     for name, path in PATHS.items():
-        why = available(name, device)
+        why = "--skip logits" if "logits" in args.skip else available(name, device)
         if why:
             checks.append(Check(f"logits {path}", "skipped", 0.0, why))
             continue
@@ -206,21 +206,17 @@ def fine_tune_and_eval(args) -> tuple[str, str]:
     (args.out / "demo.txt").write_text(proc.stdout + proc.stderr[-5000:])
     if proc.returncode:
         return "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]
-    return "ok", rouge_cells(json.loads((out / "eval" / "report.json").read_text()))
+    return "ok", demo_cells(json.loads((out / "eval" / "report.json").read_text()))
 
 
-def rouge_cells(report: dict) -> str:
-    """ROUGE-L of the base and the tuned model per split of an ``amazon-sft eval`` report.
+def demo_cells(report: dict) -> str:
+    """The demo's end-to-end figures, base -> tuned, of its groups but the kinds of question
+    (``amazon_sft.demo.headline``: the lines its summary prints), from its ``eval/report.json``;
+    the kinds are in the report."""
+    from amazon_sft.demo import headline
 
-    >>> m = lambda r: {"metrics": {"rougeL": r}}
-    >>> rouge_cells({"splits": {"heldout": {"base": m(0.1), "tuned": m(0.25)}}})
-    'heldout ROUGE-L 0.100 -> 0.250'
-    """
-    return "; ".join(
-        f"{split} ROUGE-L {m['base']['metrics']['rougeL']:.3f} -> "
-        f"{m['tuned']['metrics']['rougeL']:.3f}"
-        for split, m in report["splits"].items()
-    )
+    lines = [line for line in headline(report) if not line.startswith("kind ")]
+    return "; ".join(line.replace("   ", ", ") for line in lines)
 
 
 def table(checks: list[Check]) -> str:

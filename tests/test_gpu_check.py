@@ -19,6 +19,13 @@ def test_gpu_check_cpu_smoke_prints_one_table_and_says_what_it_skipped(tmp_path)
     cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path)]
     cmd += ["--skip", "benchmark,demo"]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    skipped = subprocess.run(  # each step can be left out, the logits too
+        [*cmd[:-3], str(tmp_path / "all_skipped"), "--skip", "benchmark,demo,logits,tests"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert skipped.returncode == 0 and "logits sdpa_per_document | skipped" in skipped.stdout
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "| check | status | seconds | figures / reason |" in proc.stdout
     checks = {c["name"]: c for c in json.loads((tmp_path / "gpu_check.json").read_text())}

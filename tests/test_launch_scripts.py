@@ -97,6 +97,27 @@ def test_train_sbatch_prepares_once_and_resumes(tmp_path):
     assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@90" in text
 
 
+def test_eval_sbatch_reads_the_folder_train_sbatch_prepared(tmp_path):
+    """The README's pair ``CONFIG=X sbatch train_slurm.sbatch`` then eval: eval's defaults named
+    another prepared folder (data/prepared-mistral), so it found no manifest there; and two jobs
+    whose ids share a port can be given another (MAIN_PORT)."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "20001").items() if k != "PREPARED"}
+    env |= {"CONFIG": "mistral-7b-full", "MAIN_PORT": "29555"}
+    flags = {}
+    for script in ("train_slurm.sbatch", "eval_slurm.sbatch"):
+        proc = subprocess.run(
+            ["bash", f"launch/{script}"], capture_output=True, text=True, cwd=REPO, env=env
+        )
+        assert proc.returncode == 0, proc.stderr
+        flags[script] = proc.stdout
+        assert {n["main_process_port"] for n in _nodes(proc.stdout)} == {"29555"}
+    assert "data.path=data/prepared-mistral-7b-full " in flags["train_slurm.sbatch"]
+    assert "out_dir=runs/mistral-7b-full " in flags["train_slurm.sbatch"]
+    evaluated = flags["eval_slurm.sbatch"]
+    assert "--data data/prepared-mistral-7b-full " in evaluated
+    assert "--compare config:mistral-7b-full runs/mistral-7b-full " in evaluated
+
+
 def test_train_local_dry_run_and_a_real_two_process_cpu_run(prepared, tiny_model_dir, tmp_path):
     venv_bin = str(Path(sys.executable).parent)  # accelerate, as an activated venv would have it
     env = {

@@ -237,6 +237,21 @@ def test_cli_synth_writes_the_real_format(tmp_path):
     assert rows and {"uid", "title", "content", "target_ind", "target_rel"} <= set(rows[0])
 
 
+def test_synth_same_seed_same_gz_file(tmp_path):
+    """``synth --help`` promises the same file for the same seed; a ``.gz`` carried the time it
+    was written and the name of its staging file (with the pid) in its header."""
+    import time
+
+    from amazon_sft.data.synthetic import write_catalogue
+
+    write_catalogue(tmp_path / "a" / "trn.json.gz", 50, seed=3)
+    time.sleep(1.1)  # gzip's header keeps whole seconds
+    write_catalogue(tmp_path / "b" / "trn.json.gz", 50, seed=3)
+    assert (tmp_path / "a" / "trn.json.gz").read_bytes() == (
+        tmp_path / "b" / "trn.json.gz"
+    ).read_bytes()
+
+
 def test_generator_version_2_describes_the_titled_product_and_version_1_is_unchanged(tmp_path):
     """The demo's catalogue (version 2): a description names its title's words, so products can
     be told apart by it; version 1 (the default, which eval/questions/ was written against)

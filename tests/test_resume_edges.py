@@ -218,3 +218,29 @@ def test_a_checkpoints_engine_is_read_off_its_files(files, running, refused, tmp
     else:
         with pytest.raises(UserError, match=refused):
             check_same_engine(tmp_path, Engine(*running))
+
+
+def test_a_checkpoint_named_as_the_docs_write_it_resumes_from_any_folder(tmp_path, monkeypatch):
+    """``resume=checkpoints/step-N`` (docs/finetuning.md) was read from the working folder, not
+    the run's, and the folders are ``step-0000000N``: the checkpoint that was there was said to
+    be "not a complete checkpoint folder"."""
+    from amazon_sft.checkpointing import COMPLETE, checkpoint_dir, resume_candidates
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "run"
+    for step in (2, 4):
+        checkpoint_dir(out, step).mkdir(parents=True)
+        (checkpoint_dir(out, step) / COMPLETE).write_text("")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    for given in (
+        "checkpoints/step-2",
+        "checkpoints/step-00000002",
+        "step-2",
+        str(out / "checkpoints/step-00000002"),
+    ):
+        assert resume_candidates(given, out) == [checkpoint_dir(out, 2)], given
+    with pytest.raises(UserError) as err:
+        resume_candidates("checkpoints/step-3", out)
+    assert "step-00000002, step-00000004" in str(err.value) and "no such" in str(err.value)

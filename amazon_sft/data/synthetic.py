@@ -297,7 +297,13 @@ def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int =
     staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         if path.suffix == ".gz":
-            with gzip.open(staging, "wb", compresslevel=1) as fh:  # mtime in header; content stable
+            # no time and the final name in the header: the same seed gives the same bytes
+            with (
+                open(staging, "wb") as raw,
+                gzip.GzipFile(
+                    path.name[: -len(".gz")], "wb", compresslevel=1, fileobj=raw, mtime=0
+                ) as fh,
+            ):
                 fh.write(data)
         else:
             staging.write_bytes(data)

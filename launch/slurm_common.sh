@@ -31,18 +31,20 @@ run_nodes() {
     return 0
   fi
   ENTRY="$entry" srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
-    --output="$LOG_DIR/%x-%j-node%n.out" bash launch/slurm_node.sh -- "$@" &
+    --open-mode=append --output="$LOG_DIR/%x-%j-node%n.out" bash launch/slurm_node.sh -- "$@" &
   SRUN_PID=$!
   wait "$SRUN_PID"
 }
 
-# SLURM sends USR1 to this shell 90 s before the end (--signal=B:USR1@90): pass SIGTERM on to
-# every task (the training loop saves a checkpoint and exits 0), then requeue the job; the new
-# run starts with resume=auto.
+# SLURM sends USR1 to this shell 90 s before the end (--signal=B:USR1@90): pass it on to every
+# task (the training loop saves a checkpoint and exits 0), then requeue the job; the new run
+# starts with resume=auto. USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
+# killing its tasks at once (seen under SLURM 22.05: nothing saved). PREEMPT_SIGNAL=TERM (eval,
+# which has nothing to save) stops the step at once instead.
 on_preempt() {
   echo "pre-emption warning: checkpointing and requeueing job $SLURM_JOB_ID"
   if [ -n "${SRUN_PID:-}" ]; then
-    kill -TERM "$SRUN_PID" 2>/dev/null || true
+    kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true
   fi
   scontrol requeue "$SLURM_JOB_ID"

@@ -39,11 +39,15 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   exit 0
 fi
 
-# SIGTERM here (scancel, or the batch script passing on SLURM's pre-emption warning) goes to the
-# training processes themselves as SIGUSR1: they save a checkpoint and exit 0. Signalling
-# accelerate's launcher instead would make torchrun SIGKILL its workers 30 s later, too soon for
-# a large ZeRO-3 checkpoint. setsid keeps the launcher out of this script's process group, which
-# is what slurmstepd signals.
+# A stop (scancel's SIGTERM, or the batch script passing on SLURM's pre-emption warning as
+# USR1) goes to the training processes themselves as SIGUSR1: they save a checkpoint and exit 0.
+# Signalling accelerate's launcher instead would make torchrun SIGKILL its workers 30 s later, too
+# soon for a large ZeRO-3 checkpoint. What slurmstepd signals depends on the cluster's
+# ProctrackType: pgid signals this script's process group, which setsid keeps the launcher out
+# of; linuxproc and cgroup signal every process of the step, the launcher too, so it starts with
+# USR1 ignored (the training processes install their own handler on their first line). Under
+# those two a scancel's SIGTERM also reaches the launcher, which then stops its workers itself
+# after they saved (the task exits 1; the checkpoint is whole).
 # The trap is set before the launch: a signal between the two would otherwise kill this script
 # (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. One that comes
 # before the launcher exists is passed on once it does.
@@ -53,7 +57,10 @@ forward() {
   if [ -n "$launcher" ]; then pkill -USR1 -P "$launcher" || true; else pending=1; fi
 }
 trap forward TERM USR1
-setsid "${cmd[@]}" &
+(
+  trap '' USR1
+  exec setsid "${cmd[@]}"
+) &
 launcher=$!
 if [ "$pending" = 1 ]; then forward; fi
 status=0

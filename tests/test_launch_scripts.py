@@ -4,6 +4,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -162,7 +163,8 @@ def test_train_local_dry_run_and_a_real_two_process_cpu_run(prepared, tiny_model
     assert [r["step"] for r in rows] == [1, 2]
 
 
-def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_path):
+@pytest.mark.parametrize("how", ["TERM", "USR1 to every process"])
+def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_path, how):
     """A fake `accelerate` whose child (the "training process") records SIGUSR1 and exits 0."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -192,9 +194,86 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
     deadline = time.time() + 30
     while not (tmp_path / "ready").exists() and time.time() < deadline:
         time.sleep(0.05)
-    proc.terminate()  # what slurmstepd / the batch script's pre-emption trap sends
+    if how == "TERM":
+        proc.terminate()  # scancel under proctrack/pgid: the task's process group only
+    else:  # srun passes the batch script's USR1 on; under proctrack/linuxproc or cgroup
+        # slurmstepd signals every process of the step, the launcher too (which USR1 killed)
+        step = [
+            proc.pid,
+            *map(int, subprocess.check_output(["pgrep", "-P", str(proc.pid)]).split()),
+        ]
+        for pid in step:
+            os.kill(pid, signal.SIGUSR1)
     assert proc.wait(timeout=30) == 0
     assert marker.read_text() == "ok"
+
+
+def _fake_srun_job(tmp_path: Path, script: str) -> tuple[int, str, str]:
+    """Run an sbatch script with a stand-in srun that behaves as SLURM 22.05's does: SIGTERM
+    kills its tasks at once (SIGKILL, nothing saved), any other signal is passed on to them.
+    Sends the pre-emption warning (USR1) to the batch shell; returns its exit code, what srun
+    was sent and scontrol's calls."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    got, calls, started = tmp_path / "srun-got", tmp_path / "scontrol-calls", tmp_path / "started"
+    (bin_dir / "srun").write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" > {tmp_path / "srun-args"}\n'
+        f"trap 'echo TERM > {got}; exit 137' TERM\n"
+        f"trap 'echo USR1 > {got}; exit 0' USR1\n"
+        f"touch {started}\n"
+        "for _ in $(seq 600); do sleep 0.1; done\n"
+    )
+    (bin_dir / "scontrol").write_text(
+        f'#!/usr/bin/env bash\n[ "$1" = show ] && echo node1 && exit 0\necho "$*" >> {calls}\n'
+    )
+    for name in ("srun", "scontrol"):
+        (bin_dir / name).chmod(0o755)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text("{}")
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        "SLURM_JOB_ID": "77",
+        "SLURM_NNODES": "1",
+        "SLURM_JOB_NODELIST": "node1",
+        "LOG_DIR": str(tmp_path / "logs"),
+        "PREPARED": str(prepared),
+    }
+    proc = subprocess.Popen(["bash", f"launch/{script}"], cwd=REPO, env=env)
+    deadline = time.time() + 30
+    while not started.exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)  # srun's traps are set
+    proc.send_signal(signal.SIGUSR1)  # --signal=B:USR1@90
+    code = proc.wait(timeout=30)
+    assert "--open-mode=append" in (tmp_path / "srun-args").read_text()  # a requeue appends
+    return code, got.read_text().strip(), calls.read_text()
+
+
+def test_the_pre_emption_warning_reaches_training_and_requeues(tmp_path):
+    """The batch shell passed SLURM's warning on to srun as SIGTERM, which srun answers by
+    killing the step: no checkpoint was saved (seen under a real SLURM 22.05). USR1 goes on as
+    it is; eval, which has nothing to save, is stopped at once. Both requeue."""
+    code, got, calls = _fake_srun_job(tmp_path, "train_slurm.sbatch")
+    assert (code, got) == (0, "USR1") and "requeue 77" in calls
+    text = (REPO / "launch" / "train_slurm.sbatch").read_text()
+    assert "#SBATCH --open-mode=append" in text  # the batch log survives a requeue too
+
+
+def test_the_pre_emption_warning_stops_eval_and_requeues(tmp_path):
+    code, got, calls = _fake_srun_job(tmp_path, "eval_slurm.sbatch")
+    assert (code, got) == (0, "TERM") and "requeue 77" in calls
+
+
+def test_the_log_folder_sbatch_writes_into_exists_in_a_clone():
+    """``#SBATCH --output=logs/...`` is opened by SLURM before the script runs: without the
+    folder the job failed at launch with no output at all."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "logs"], capture_output=True, text=True, cwd=REPO
+    ).stdout
+    assert "logs/.gitkeep" in tracked
 
 
 def _wait_for_two_steps(run: Path, proc, timeout_s: float = 180) -> None:

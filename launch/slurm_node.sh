@@ -49,22 +49,37 @@ fi
 # those two a scancel's SIGTERM also reaches the launcher, which then stops its workers itself
 # after they saved (the task exits 1; the checkpoint is whole).
 # The trap is set before the launch: a signal between the two would otherwise kill this script
-# (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. One that comes
-# before the launcher exists is passed on once it does.
-launcher=""
-pending=0
-forward() {
-  if [ -n "$launcher" ]; then pkill -USR1 -P "$launcher" || true; else pending=1; fi
+# (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. Once a stop
+# came, each training process gets it once it has set its handler (its SigCgt in /proc): one
+# that came while the launcher was starting (no training process yet, or one not yet at its
+# first line, ignoring USR1 as the launcher does) was lost, and training ran on into the time
+# limit. Once only: a second USR1 during Python's shutdown (handlers back to default) would kill
+# a process that had saved, and turn a clean stop into a failed task.
+catches_usr1() {
+  local mask
+  mask="$(awk '/^SigCgt:/ { print $2 }' "/proc/$1/status" 2>/dev/null)"
+  if [ -z "$mask" ]; then return 0; fi # no /proc to read: send it at once
+  (((16#$mask >> 9) & 1))              # SIGUSR1 is signal 10: bit 9
 }
-trap forward TERM USR1
+stop=0
+declare -A told=()
+trap 'stop=1' TERM USR1
 (
   trap '' USR1
   exec setsid "${cmd[@]}"
 ) &
 launcher=$!
-if [ "$pending" = 1 ]; then forward; fi
-status=0
 while kill -0 "$launcher" 2>/dev/null; do
-  if wait "$launcher"; then status=0; else status=$?; fi  # a trapped signal interrupts wait
+  if [ "$stop" = 1 ]; then
+    for pid in $(pgrep -P "$launcher" || true); do
+      if [ -z "${told[$pid]:-}" ] && catches_usr1 "$pid"; then
+        kill -USR1 "$pid" 2>/dev/null || true
+        told[$pid]=1
+      fi
+    done
+  fi
+  sleep 0.5 &
+  wait $! || true # a trapped signal ends the wait at once: the stop goes on without delay
 done
+if wait "$launcher"; then status=0; else status=$?; fi
 exit "$status"

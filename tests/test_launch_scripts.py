@@ -163,9 +163,11 @@ def test_train_local_dry_run_and_a_real_two_process_cpu_run(prepared, tiny_model
     assert [r["step"] for r in rows] == [1, 2]
 
 
-@pytest.mark.parametrize("how", ["TERM", "USR1 to every process"])
+@pytest.mark.parametrize("how", ["TERM", "USR1 to every process", "TERM before the workers start"])
 def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_path, how):
-    """A fake `accelerate` whose child (the "training process") records SIGUSR1 and exits 0."""
+    """A fake `accelerate` whose child (the "training process") records SIGUSR1 and exits 0.
+    A stop that came while the launcher was starting (no worker yet) was lost: training ran on
+    to the time limit and the job was not requeued (seen under a real SLURM)."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     marker = tmp_path / "got-usr1"
@@ -177,7 +179,10 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
     )
     (tmp_path / "worker.py").write_text(worker)
     fake = bin_dir / "accelerate"
-    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'worker.py'} &\nwait $!\n")
+    slow_start = "sleep 1.5\n" if how.endswith("start") else ""
+    fake.write_text(
+        f"#!/usr/bin/env bash\n{slow_start}{sys.executable} {tmp_path / 'worker.py'} &\nwait $!\n"
+    )
     fake.chmod(0o755)
     env = {
         **os.environ,
@@ -191,10 +196,15 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
         "ENTRY": "train.py",
     }
     proc = subprocess.Popen(["bash", "launch/slurm_node.sh", "--"], cwd=REPO, env=env)
+    if how.endswith("start"):
+        time.sleep(0.5)  # the launcher is starting: no training process yet
+        proc.terminate()
     deadline = time.time() + 30
     while not (tmp_path / "ready").exists() and time.time() < deadline:
         time.sleep(0.05)
-    if how == "TERM":
+    if how.endswith("start"):
+        pass
+    elif how == "TERM":
         proc.terminate()  # scancel under proctrack/pgid: the task's process group only
     else:  # srun passes the batch script's USR1 on; under proctrack/linuxproc or cgroup
         # slurmstepd signals every process of the step, the launcher too (which USR1 killed)

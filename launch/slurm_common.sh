@@ -42,7 +42,7 @@ run_nodes() {
 # killing its tasks at once (seen under SLURM 22.05: nothing saved). PREEMPT_SIGNAL=TERM (eval,
 # which has nothing to save) stops the step at once instead.
 on_preempt() {
-  echo "pre-emption warning: checkpointing and requeueing job $SLURM_JOB_ID"
+  echo "pre-emption warning: SIG${PREEMPT_SIGNAL:-USR1} to the tasks, then requeueing job $SLURM_JOB_ID"
   if [ -n "${SRUN_PID:-}" ]; then
     kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true

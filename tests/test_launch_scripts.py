@@ -218,7 +218,7 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
     assert marker.read_text() == "ok"
 
 
-def _fake_srun_job(tmp_path: Path, script: str) -> tuple[int, str, str]:
+def _fake_srun_job(tmp_path: Path, script: str, prepared: bool = True) -> tuple[int, str, str]:
     """Run an sbatch script with a stand-in srun that behaves as SLURM 22.05's does: SIGTERM
     kills its tasks at once (SIGKILL, nothing saved), any other signal is passed on to them.
     Sends the pre-emption warning (USR1) to the batch shell; returns its exit code, what srun
@@ -239,9 +239,10 @@ def _fake_srun_job(tmp_path: Path, script: str) -> tuple[int, str, str]:
     )
     for name in ("srun", "scontrol"):
         (bin_dir / name).chmod(0o755)
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    (prepared / "manifest.json").write_text("{}")
+    folder = tmp_path / "prepared"
+    folder.mkdir()
+    if prepared:
+        (folder / "manifest.json").write_text("{}")
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
@@ -249,7 +250,7 @@ def _fake_srun_job(tmp_path: Path, script: str) -> tuple[int, str, str]:
         "SLURM_NNODES": "1",
         "SLURM_JOB_NODELIST": "node1",
         "LOG_DIR": str(tmp_path / "logs"),
-        "PREPARED": str(prepared),
+        "PREPARED": str(folder),
     }
     proc = subprocess.Popen(["bash", f"launch/{script}"], cwd=REPO, env=env)
     deadline = time.time() + 30
@@ -270,6 +271,13 @@ def test_the_pre_emption_warning_reaches_training_and_requeues(tmp_path):
     assert (code, got) == (0, "USR1") and "requeue 77" in calls
     text = (REPO / "launch" / "train_slurm.sbatch").read_text()
     assert "#SBATCH --open-mode=append" in text  # the batch log survives a requeue too
+
+
+def test_the_pre_emption_warning_during_prepare_stops_it_and_requeues(tmp_path):
+    """prepare's srun ran in the foreground, so bash held the warning until prepare ended,
+    past the time limit: the job timed out instead of being requeued."""
+    code, got, calls = _fake_srun_job(tmp_path, "train_slurm.sbatch", prepared=False)
+    assert (code, got) == (0, "TERM") and "requeue 77" in calls
 
 
 def test_the_pre_emption_warning_stops_eval_and_requeues(tmp_path):

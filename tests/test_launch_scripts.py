@@ -33,8 +33,9 @@ def _fake_slurm(tmp_path: Path, job_id: str) -> dict:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir(exist_ok=True)
     scontrol = bin_dir / "scontrol"
-    scontrol.write_text(
-        '#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-node-17\\ngpu-node-18\\n"\n'
+    scontrol.write_text(  # its other calls (requeue) are recorded
+        '#!/usr/bin/env bash\n[ "$1 $2" = "show hostnames" ] && printf "gpu-node-17\\ngpu-node-18\\n"'
+        f' && exit 0\necho "$*" >> {tmp_path / "scontrol-calls"}\n'
     )
     scontrol.chmod(0o755)
     return {
@@ -223,10 +224,10 @@ def _fake_srun_job(tmp_path: Path, script: str, prepared: bool = True) -> tuple[
     kills its tasks at once (SIGKILL, nothing saved), any other signal is passed on to them.
     Sends the pre-emption warning (USR1) to the batch shell; returns its exit code, what srun
     was sent and scontrol's calls."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
+    env = {k: v for k, v in _fake_slurm(tmp_path, "77").items() if k != "DRY_RUN"}
     got, calls, started = tmp_path / "srun-got", tmp_path / "scontrol-calls", tmp_path / "started"
-    (bin_dir / "srun").write_text(
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text(
         "#!/usr/bin/env bash\n"
         f'echo "$*" > {tmp_path / "srun-args"}\n'
         f"trap 'echo TERM > {got}; exit 137' TERM\n"
@@ -234,24 +235,10 @@ def _fake_srun_job(tmp_path: Path, script: str, prepared: bool = True) -> tuple[
         f"touch {started}\n"
         "for _ in $(seq 600); do sleep 0.1; done\n"
     )
-    (bin_dir / "scontrol").write_text(
-        f'#!/usr/bin/env bash\n[ "$1" = show ] && echo node1 && exit 0\necho "$*" >> {calls}\n'
-    )
-    for name in ("srun", "scontrol"):
-        (bin_dir / name).chmod(0o755)
-    folder = tmp_path / "prepared"
-    folder.mkdir()
+    srun.chmod(0o755)
+    Path(env["PREPARED"]).mkdir()
     if prepared:
-        (folder / "manifest.json").write_text("{}")
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "SLURM_JOB_ID": "77",
-        "SLURM_NNODES": "1",
-        "SLURM_JOB_NODELIST": "node1",
-        "LOG_DIR": str(tmp_path / "logs"),
-        "PREPARED": str(folder),
-    }
+        (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
     proc = subprocess.Popen(["bash", f"launch/{script}"], cwd=REPO, env=env)
     deadline = time.time() + 30
     while not started.exists() and time.time() < deadline:

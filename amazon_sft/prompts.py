@@ -9,6 +9,7 @@ then EOS; only answer tokens and the EOS carry loss.
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import re
 from collections.abc import Sequence
@@ -242,8 +243,45 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
     )
 
 
+TEMPLATE_DATE = datetime.date(2024, 7, 26)
+"""The day a chat template that reads the clock is rendered on (transformers' ``strftime_now``:
+Llama 3.2's and 3.3's, SmolLM3's "Today Date: ..."). A prompt that carried the day it was
+rendered would change at midnight: data prepared one day would be refused by a training run,
+a resume after a requeue or an eval the next (the template fingerprint in the manifest), and
+the tuned model would be asked in prompts it was not trained on. Llama 3.1's own fallback date."""
+_CLOCK_CALL = re.compile(r"strftime_now\(\s*(['\"])([^'\"{}]*)\1\s*\)")
+
+
+def fixed_clock(template: str) -> str:
+    """``template`` with ``strftime_now`` answering ``TEMPLATE_DATE`` for every format it asks
+    (a macro of the same name defined first shadows transformers' function; callables cannot be
+    passed as template variables). Unchanged when the template does not read the clock.
+
+    >>> fixed_clock("{{ bos }}") == "{{ bos }}"
+    True
+    >>> from jinja2 import Template
+    >>> Template(fixed_clock("Today: {{ strftime_now('%d %b %Y') }}|")).render()
+    'Today: 26 Jul 2024|'
+    """
+    if "strftime_now" not in template:
+        return template
+    formats = dict.fromkeys(m.group(2) for m in _CLOCK_CALL.finditer(template)) or {"%d %b %Y": 0}
+    branches = "".join(
+        f"{{%- {'el' * (n > 0)}if format == {fmt!r} -%}}{TEMPLATE_DATE.strftime(fmt)}"
+        for n, fmt in enumerate(formats)
+    )
+    default = TEMPLATE_DATE.strftime("%d %b %Y")  # a format the template builds at run time
+    return (
+        f"{{% macro strftime_now(format) %}}{branches}{{%- else -%}}{default}{{%- endif -%}}"
+        f"{{% endmacro %}}{template}"
+    )
+
+
 def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
     messages = [{"role": "user", "content": question}]
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
-    return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    template = fixed_clock(tok.get_chat_template())
+    return tok.apply_chat_template(
+        messages, chat_template=template, tokenize=False, add_generation_prompt=True
+    )

@@ -90,3 +90,80 @@ def test_fingerprint_covers_the_grounded_record_layout(monkeypatch):
     before = fmt.fingerprint()
     monkeypatch.setattr(prompts, "RECORD_LINE", "[{n}] uid: {uid} | {title} | {description}")
     assert fmt.fingerprint() != before
+
+
+# Llama 3.2/3.3's and SmolLM3's chat templates put today's date in the system turn through
+# transformers' strftime_now (Llama 3.1's falls back to "26 Jul 2024" when no date is given).
+DATED_TEMPLATE = (
+    "{%- if not date_string is defined %}{%- if strftime_now is defined %}"
+    "{%- set date_string = strftime_now('%d %b %Y') %}{%- else %}"
+    "{%- set date_string = '26 Jul 2024' %}{%- endif %}{%- endif %}"
+    "Today Date: {{ date_string }} ({{ strftime_now('%Y-%m-%d') }})\n"
+    "{%- for m in messages %}\n{{ m['role'] }}: {{ m['content'] }}{%- endfor %}"
+    "{%- if add_generation_prompt %}\nassistant: {% endif %}"
+)
+
+
+def test_a_chat_template_that_reads_the_clock_renders_the_same_prompts_every_day(
+    tiny_cfg, monkeypatch
+):
+    """Data prepared one day must train, resume, evaluate and answer on the next: the prompt
+    (and its fingerprint, which train and eval check against the manifest) cannot carry the
+    day it was rendered."""
+    import datetime as dt
+
+    import transformers.utils.chat_template_utils as ctu
+
+    from amazon_sft.tokenizer import load_tokenizer
+
+    tok = load_tokenizer(tiny_cfg.model)
+    tok.chat_template = DATED_TEMPLATE
+
+    def on(day: dt.datetime):
+        class Clock(dt.datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return day
+
+        monkeypatch.setattr(ctu, "datetime", Clock)
+        return build_prompt_format(tok, DataConfig())
+
+    first, next_day = on(dt.datetime(2026, 12, 2, 23, 59)), on(dt.datetime(2026, 12, 3, 0, 1))
+    assert first.fingerprint() == next_day.fingerprint()
+    assert first.render("Mog", 0) == next_day.render("Mog", 0)
+    # what the model's own template renders on that one fixed day
+    on(dt.datetime(2024, 7, 26, 12, 0))
+    asked = [{"role": "user", "content": first.question("Mog", 0)}]
+    on_the_day = tok.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    assert first.render("Mog", 0) == on_the_day
+    assert on_the_day.startswith("Today Date: 26 Jul 2024 (2024-07-26)")
+
+
+def test_an_export_prompts_on_the_day_it_was_trained(tiny_cfg, tmp_path, monkeypatch):
+    """The exported tokenizer's template, as a serving stack renders it on any day, builds the
+    very prompt the model was trained on (``export``'s ``write_portable``)."""
+    import datetime as dt
+    import json
+
+    import transformers.utils.chat_template_utils as ctu
+    from transformers import AutoTokenizer
+
+    from amazon_sft.answering.export_files import write_portable
+    from amazon_sft.tokenizer import load_tokenizer
+
+    class Later(dt.datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return dt.datetime(2031, 5, 1)
+
+    tok = load_tokenizer(tiny_cfg.model)
+    tok.chat_template = DATED_TEMPLATE
+    fmt = build_prompt_format(tok, DataConfig())
+    tok.save_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "eos_token_id": 2}))
+    write_portable(tmp_path, fmt, tok.pad_token)
+    monkeypatch.setattr(ctu, "datetime", Later)
+    served = AutoTokenizer.from_pretrained(tmp_path)
+    asked = [{"role": "user", "content": fmt.question("Mog", 0)}]
+    rendered = served.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
+    assert rendered == fmt.render("Mog", 0)

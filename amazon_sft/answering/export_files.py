@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amazon_sft.prompts import ContextRecord, PromptFormat
+from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock
 
 ANSWER_TOKENS = 160
 """``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
@@ -153,8 +153,14 @@ def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None) -> No
     _write_json(folder / "config.json", portable_config(config))
     tok_path = folder / "tokenizer_config.json"
     tok_config = json.loads(tok_path.read_text())
-    if not fmt.chat and not (folder / "chat_template.jinja").exists():
+    jinja = folder / "chat_template.jinja"
+    if not fmt.chat and not jinja.exists():
         tok_config.setdefault("chat_template", plain_chat_template(fmt))
+    # the trained prompts' date, not the server's (prompts.TEMPLATE_DATE)
+    if jinja.exists():
+        jinja.write_text(fixed_clock(jinja.read_text()))
+    if isinstance(tok_config.get("chat_template"), str):
+        tok_config["chat_template"] = fixed_clock(tok_config["chat_template"])
     _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}

@@ -27,7 +27,9 @@ def test_shipped_configs_cover_the_documented_set():
     assert expected <= set(builtin_config_names())
 
 
-@pytest.mark.parametrize("name", [n for n in builtin_config_names() if n.endswith(("-lora", "-full"))])
+@pytest.mark.parametrize(
+    "name", [n for n in builtin_config_names() if n.endswith(("-lora", "-full"))]
+)
 def test_a_config_named_lora_trains_adapters_and_one_named_full_all_weights(name):
     """The 7B/8B configs' names are what they run (the -lora ones ran a full fine-tune, LoRA being
     off by default), and a full fine-tune of a 7-8B model is not run at LoRA's rate."""

@@ -17,6 +17,7 @@ from pathlib import Path
 from amazon_sft.config import ModelConfig
 from amazon_sft.errors import UserError
 from amazon_sft.gguf_cache import converted_folder
+from amazon_sft.prompts import fixed_clock
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"
@@ -88,25 +89,73 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
         raise UserError(f"tokenizer {spec!r} is not a fast tokenizer; amazon_sft needs one")
     if tok.eos_token_id is None:
         raise UserError(f"tokenizer {spec!r} has no EOS token; set eos_token in its config")
+    end = turn_end_token(tok)
+    if end is not None and end != tok.eos_token:
+        # Meta-Llama-3-8B-Instruct as released: EOS <|end_of_text|>, turns end with <|eot_id|>
+        # (Qwen2.5 base: <|endoftext|> and <|im_end|>). Answers end, and generation stops, where
+        # the chat template ends a turn, as Meta's later tokenizer_config.json says too.
+        tok.eos_token = end
     return tok
 
 
+_ANSWER_PROBE = "\x00ANSWER\x00"
+
+
+def template_text(tok) -> str:
+    """The tokenizer's chat template (its default one), or "" without one."""
+    try:
+        return tok.get_chat_template() if getattr(tok, "chat_template", None) else ""
+    except ValueError:  # several named templates and no default
+        return ""
+
+
+def turn_end_token(tok) -> str | None:
+    """The special token the chat template closes an assistant's turn with (``<|eot_id|>``,
+    ``<|im_end|>``, ``</s>``), or None: no template, or none follows the answer."""
+    from jinja2 import TemplateError
+
+    template = template_text(tok)
+    if not template:
+        return None
+    chat = [{"role": "user", "content": "Q"}, {"role": "assistant", "content": _ANSWER_PROBE}]
+    try:
+        text = tok.apply_chat_template(chat, chat_template=fixed_clock(template), tokenize=False)
+    except (TemplateError, ValueError, TypeError, KeyError, IndexError):
+        return None  # a template that refuses a plain exchange: keep the tokenizer's EOS
+    if text.count(_ANSWER_PROBE) != 1:
+        return None
+    after = text.split(_ANSWER_PROBE)[1].lstrip()
+    specials = {t.content for t in tok.added_tokens_decoder.values() if t.special}
+    return next((s for s in sorted(specials, key=len, reverse=True) if after.startswith(s)), None)
+
+
 def choose_pad_id(tok) -> int:
-    """A pad id distinct from EOS: the tokenizer's pad, else its unk, else another special token.
+    """A pad id distinct from EOS: the tokenizer's pad, else its unk, else a special token the
+    chat template never writes, one named for padding first (Llama 3's
+    ``<|finetune_right_pad_id|>``), then a reserved one.
 
     Packed rows rarely pad, but when pad == EOS any code that masks pad would also mask the EOS
-    labels, and the model would never learn to stop.
+    labels, and the model would never learn to stop; a pad the template writes
+    (``<|im_start|>``) is masked out of every prompt by ``generate`` when no mask is given.
     """
     eos = tok.eos_token_id
     if tok.pad_token_id is not None and tok.pad_token_id != eos:
         return tok.pad_token_id
     if tok.unk_token_id is not None and tok.unk_token_id != eos:
         return tok.unk_token_id
-    for token_id in sorted(tok.all_special_ids):
-        if token_id not in (eos, tok.bos_token_id):
-            return token_id
+    written = template_text(tok)
+    specials = {i: t.content for i, t in tok.added_tokens_decoder.items() if t.special}
+    specials.update({i: tok.convert_ids_to_tokens(i) for i in tok.all_special_ids})
+    free = sorted(
+        i for i, text in specials.items() if i not in (eos, tok.bos_token_id) and text not in written
+    )
+    for wanted in ("pad", "reserved", ""):
+        named = [i for i in free if wanted in specials[i].lower()]
+        if named:
+            return named[0]
     raise UserError(
-        "the tokenizer has no special token besides EOS/BOS to pad with; add a pad token"
+        "the tokenizer has no special token besides EOS/BOS that its chat template does not "
+        "write, to pad with; add a pad token (pad_token in tokenizer_config.json)"
     )
 
 

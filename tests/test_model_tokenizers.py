@@ -1,0 +1,125 @@
+"""The tokenizers of the models people tune, in the shapes their files have (a helper's audit with
+Meta's Llama 3 tiktoken vocabulary, Mistral's and Qwen's): built here on the tiny vocabulary
+with the same special tokens, BOS/EOS/pad/unk settings and chat templates, saved and loaded back
+as users load them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from tokenizers import AddedToken, Tokenizer
+
+from amazon_sft.config import ModelConfig
+from amazon_sft.data.shards import PackedShards
+from amazon_sft.prepare import prepare
+from amazon_sft.tiny_tokenizer import OUT_DIR as TOKENIZER_DIR
+from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
+
+LLAMA3_SPECIALS = [
+    "<|begin_of_text|>",
+    "<|end_of_text|>",
+    "<|reserved_special_token_0|>",
+    "<|reserved_special_token_1|>",
+    "<|finetune_right_pad_id|>",
+    "<|step_id|>",
+    "<|start_header_id|>",
+    "<|end_header_id|>",
+    "<|eom_id|>",
+    "<|eot_id|>",
+]
+# Meta-Llama-3-8B-Instruct's template (a turn ends with <|eot_id|>); at release its tokenizer's
+# EOS was <|end_of_text|>, later changed to <|eot_id|> (3.1 ships it so)
+LLAMA3_TEMPLATE = (
+    "{% set loop_messages = messages %}{% for message in loop_messages %}"
+    "{% set content = '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n'"
+    "+ message['content'] | trim + '<|eot_id|>' %}{% if loop.index0 == 0 %}"
+    "{% set content = bos_token + content %}{% endif %}{{ content }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}"
+    "{% endif %}"
+)
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|fim_pad|>"]
+CHATML = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + message['content']"
+    " + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def _saved(folder, specials, template, listed=False, **special_tokens) -> ModelConfig:
+    """The tiny vocabulary with ``specials`` added as special tokens (``listed``: also named
+    additional special tokens, as Qwen's config does; Meta's lists none), saved without pad/unk
+    unless given, as the model's folder."""
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer.from_file(str(TOKENIZER_DIR / "tokenizer.json"))
+    backend.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, **special_tokens)
+    if listed:
+        tok.add_special_tokens({"additional_special_tokens": specials[1:]})
+    tok.chat_template = template
+    tok.save_pretrained(folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    for key in {"pad_token", "unk_token"} - set(special_tokens):
+        config.pop(key, None)
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    return ModelConfig(path=str(folder))
+
+
+def llama3(folder, eos="<|eot_id|>") -> ModelConfig:
+    return _saved(
+        folder, LLAMA3_SPECIALS, LLAMA3_TEMPLATE, bos_token="<|begin_of_text|>", eos_token=eos
+    )
+
+
+def qwen_base(folder) -> ModelConfig:
+    """Qwen2.5 base: EOS and pad are <|endoftext|>, no unk; its template is ChatML."""
+    return _saved(
+        folder,
+        QWEN_SPECIALS,
+        CHATML,
+        listed=True,
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+    )
+
+
+def test_llama3_without_pad_or_unk_pads_with_a_special_token_named_for_it(tmp_path):
+    """Meta's tokenizers name no pad and no unk, and list only BOS and EOS as special ids:
+    ``prepare`` and ``train`` stopped on "no special token besides EOS/BOS to pad with"."""
+    tok = load_tokenizer(llama3(tmp_path / "llama3"))
+    pad = choose_pad_id(tok)
+    # the tiny vocabulary's own <pad> comes first here; Meta's has only the fine-tuning one
+    assert tok.convert_ids_to_tokens(pad) in ("<pad>", "<|finetune_right_pad_id|>")
+    assert pad not in (tok.eos_token_id, tok.bos_token_id)
+
+
+def test_a_fallback_pad_is_never_a_token_the_chat_template_writes(tmp_path):
+    """Qwen2.5 base (pad == EOS, no unk) padded with <|im_start|>, in every prompt three times:
+    ``generate`` without a mask reads a pad as padding and masked the prompt's own tokens."""
+    tok = load_tokenizer(qwen_base(tmp_path / "qwen"))
+    pad = tok.convert_ids_to_tokens(choose_pad_id(tok))
+    assert pad not in CHATML and choose_pad_id(tok) != tok.eos_token_id
+
+
+@pytest.mark.parametrize("eos", ["<|end_of_text|>", "<|eot_id|>"])
+def test_answers_end_with_the_token_the_chat_template_ends_a_turn_with(eos, catalogue, tmp_path):
+    """Meta-Llama-3-8B-Instruct as released (EOS <|end_of_text|>, turns end with <|eot_id|>):
+    every answer was trained to end with <|end_of_text|> and generation stopped only there,
+    while the model ends its turns with <|eot_id|>."""
+    model = llama3(tmp_path / "llama3", eos=eos)
+    tok = load_tokenizer(model)
+    eot = tok.convert_tokens_to_ids("<|eot_id|>")
+    assert tok.eos_token_id == eot
+    prepare(catalogue, tmp_path / "out", _tiny_with(model), progress=False)
+    ids, mask, lens = PackedShards(tmp_path / "out").row(0)
+    ends = np.cumsum(lens)
+    assert {int(ids[end - 1]) for end in ends if end > 0} == {eot}
+    assert all(mask[end - 1] for end in ends if end > 0)
+
+
+def _tiny_with(model: ModelConfig):
+    from amazon_sft.config import load_run_config
+
+    return load_run_config("tiny", [f"model.tokenizer={model.path}"])

@@ -147,7 +147,9 @@ def choose_pad_id(tok) -> int:
     specials = {i: t.content for i, t in tok.added_tokens_decoder.items() if t.special}
     specials.update({i: tok.convert_ids_to_tokens(i) for i in tok.all_special_ids})
     free = sorted(
-        i for i, text in specials.items() if i not in (eos, tok.bos_token_id) and text not in written
+        i
+        for i, text in specials.items()
+        if i not in (eos, tok.bos_token_id) and text not in written
     )
     for wanted in ("pad", "reserved", ""):
         named = [i for i in free if wanted in specials[i].lower()]

@@ -123,3 +123,61 @@ def _tiny_with(model: ModelConfig):
     from amazon_sft.config import load_run_config
 
     return load_run_config("tiny", [f"model.tokenizer={model.path}"])
+
+
+def test_ask_answers_greedily_whatever_the_models_generation_config_says(
+    tiny_model_dir, tiny_tok, tmp_path
+):
+    """``ask`` built on the model's own generation_config.json: Qwen2.5-Instruct's
+    repetition_penalty 1.05 (here 3) penalised the very record words a grounded answer copies.
+    Its answer is the plain greedy continuation, the prompt's every token attended."""
+    import shutil
+
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.answering.ask import _generate
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model_dir, folder)
+    settings = {"do_sample": True, "temperature": 0.7, "top_k": 20, "repetition_penalty": 3.0}
+    (folder / "generation_config.json").write_text(json.dumps(settings))
+    model = AutoModelForCausalLM.from_pretrained(folder).eval()
+    pad = choose_pad_id(tiny_tok)
+    prompt = [tiny_tok.bos_token_id, 40, 41, pad, 42, 40, 41, 43]
+    ids = list(prompt)
+    with torch.no_grad():
+        for _ in range(12):
+            ids.append(int(model(input_ids=torch.tensor([ids])).logits[0, -1].argmax()))
+    expected = tiny_tok.decode(ids[len(prompt) :], skip_special_tokens=True).strip()
+    if tiny_tok.eos_token_id in ids[len(prompt) :]:
+        pytest.skip("the random model stopped early: nothing to compare")
+    assert _generate(model, tiny_tok, prompt, 12, None, None) == expected
+
+
+def test_an_export_stops_where_the_model_was_trained_to_and_does_not_sample(catalogue, tmp_path):
+    """The exported generation_config.json kept the base's sampling settings (Llama 3.1's
+    temperature 0.6 and top_p 0.9 beside do_sample false: a server that reads only those
+    samples) and took its EOS from config.json (Llama-3-8B-Instruct as released: 128001 alone,
+    while the answers end with <|eot_id|>)."""
+    from amazon_sft.answering.export_files import write_portable
+    from amazon_sft.config import DataConfig
+    from amazon_sft.prompts import build_prompt_format
+
+    tok = load_tokenizer(llama3(tmp_path / "llama3", eos="<|end_of_text|>"))
+    end_of_text, eot = tok.convert_tokens_to_ids(["<|end_of_text|>", "<|eot_id|>"])
+    folder = tmp_path / "exported"
+    tok.save_pretrained(folder)
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "llama", "eos_token_id": end_of_text})
+    )
+    base = {"do_sample": True, "temperature": 0.6, "top_p": 0.9, "top_k": 20}
+    base.update(repetition_penalty=1.05, eos_token_id=end_of_text)
+    (folder / "generation_config.json").write_text(json.dumps(base))
+    pad = tok.convert_ids_to_tokens(choose_pad_id(tok))
+    write_portable(folder, build_prompt_format(tok, DataConfig()), pad, tok.eos_token_id)
+    written = json.loads((folder / "generation_config.json").read_text())
+    assert written["do_sample"] is False
+    assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(written)
+    stops = written["eos_token_id"]
+    assert eot in (stops if isinstance(stops, list) else [stops])

@@ -30,6 +30,7 @@ from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import UserError
+from amazon_sft.evaluation.generation import Decoding, greedy_config, own_settings_only
 from amazon_sft.evaluation.metrics import rouge_scores
 from amazon_sft.prompts import (
     ContextRecord,
@@ -269,14 +270,16 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
 
     device = next(model.parameters()).device
     streamer = TextIteratorStreamer(tok, skip_prompt=True, skip_special_tokens=True)
+    prompt = torch.tensor([ids], device=device)
     kwargs = {
-        "input_ids": torch.tensor([ids], device=device),
-        "max_new_tokens": max_new_tokens,
-        "do_sample": False,
+        "input_ids": prompt,
+        "attention_mask": torch.ones_like(prompt),  # else generate masks any pad id it sees
+        "generation_config": greedy_config(
+            tok, choose_pad_id(tok), Decoding(max_new_tokens=max_new_tokens)
+        ),
         "streamer": streamer,
-        "eos_token_id": tok.eos_token_id,
-        "pad_token_id": choose_pad_id(tok),
         "stopping_criteria": StoppingCriteriaList([Cancelled(cancel or threading.Event())]),
+        **own_settings_only(model),
     }
     failure: list[BaseException] = []
 

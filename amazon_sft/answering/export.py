@@ -78,7 +78,8 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     readable_like_the_rest(folder)
     tok.save_pretrained(folder)
     pad_id = model.config.pad_token_id
-    write_portable(folder, fmt, tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None)
+    pad = tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None
+    write_portable(folder, fmt, pad, tok.eos_token_id)
     write_resolved(cfg, folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
 

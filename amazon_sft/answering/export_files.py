@@ -63,19 +63,30 @@ def portable_tokenizer_config(config: dict, pad_token: str | None) -> dict:
     return out
 
 
-def generation_defaults(config: dict, pad_id: int | None, eos_id: int | None) -> dict:
-    """``generation_config.json`` asking for what ``ask`` does: greedy, up to
-    ``ANSWER_TOKENS`` new tokens, stopping at the EOS the answers were trained to end with.
+SAMPLING = ("temperature", "top_p", "top_k", "min_p", "typical_p", "repetition_penalty")
+"""The base model's decoding settings that ``ask`` does not use: a server that reads them and
+not ``do_sample`` would sample (Llama 3.1's temperature 0.6, top_p 0.9), and a repetition
+penalty (Qwen2.5's 1.05) penalises the record words a grounded answer copies."""
 
-    >>> generation_defaults({"max_length": 20}, 0, 2)["max_new_tokens"]
-    160
+
+def generation_defaults(config: dict, pad_id: int | None, eos_ids: list[int]) -> dict:
+    """``generation_config.json`` asking for what ``ask`` does: greedy, up to
+    ``ANSWER_TOKENS`` new tokens, stopping at the EOS the answers were trained to end with
+    (first) and the base model's own.
+
+    >>> generation_defaults({"max_length": 20, "temperature": 0.6}, 0, [2])
+    {'do_sample': False, 'max_new_tokens': 160, 'pad_token_id': 0, 'eos_token_id': 2}
+    >>> generation_defaults({}, None, [128009, 128001, 128009])["eos_token_id"]
+    [128009, 128001]
     """
-    out = {k: v for k, v in config.items() if k != "max_length"}  # a cap of 20 in all
+    drop = ("max_length", *SAMPLING)  # max_length: a cap of 20 in all
+    out = {k: v for k, v in config.items() if k not in drop}
     out.update(do_sample=False, max_new_tokens=ANSWER_TOKENS)
     if pad_id is not None:
         out["pad_token_id"] = pad_id
-    if eos_id is not None:
-        out["eos_token_id"] = eos_id
+    stops = list(dict.fromkeys(eos_ids))
+    if stops:
+        out["eos_token_id"] = stops[0] if len(stops) == 1 else stops
     return out
 
 
@@ -147,8 +158,9 @@ before a user's text reaches the template.
 """
 
 
-def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None) -> None:
-    """Rewrite the saved config, tokenizer config and generation config in ``folder``."""
+def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None, eos_id: int) -> None:
+    """Rewrite the saved config, tokenizer config and generation config in ``folder``
+    (``eos_id``: the token the answers were trained to end with)."""
     config = json.loads((folder / "config.json").read_text())
     _write_json(folder / "config.json", portable_config(config))
     tok_path = folder / "tokenizer_config.json"
@@ -164,8 +176,11 @@ def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None) -> No
     _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
-    eos = config.get("eos_token_id")
-    _write_json(gen_path, generation_defaults(gen, config.get("pad_token_id"), eos))
+    stops = [eos_id]
+    for source in (config, gen):  # the base's own stops (Llama 3.1: [128001, 128008, 128009])
+        found = source.get("eos_token_id")
+        stops += found if isinstance(found, list) else [found] if found is not None else []
+    _write_json(gen_path, generation_defaults(gen, config.get("pad_token_id"), stops))
 
 
 def _write_json(path: Path, value: dict) -> None:

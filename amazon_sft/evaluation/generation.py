@@ -33,6 +33,37 @@ class Generated:
     new_tokens: int
 
 
+def greedy_config(tok, pad_id: int, decoding: Decoding):
+    """Greedy decoding as ``decoding`` says, and nothing of the model's generation_config.json
+    (Qwen2.5-Instruct's asks for sampling and repetition_penalty 1.05, which would penalise the
+    record words a grounded answer copies): every setting ``generate`` reads is given here."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(
+        max_new_tokens=decoding.max_new_tokens,
+        do_sample=False,
+        num_beams=1,
+        temperature=1.0,
+        top_k=50,
+        top_p=1.0,
+        repetition_penalty=decoding.repetition_penalty,
+        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=pad_id,
+        use_cache=True,
+    )
+
+
+def own_settings_only(model) -> dict:
+    """``generate``'s keyword that keeps ``greedy_config`` whole: transformers 4.50 to 4.x
+    replace a setting equal to the library default (repetition_penalty 1.0) by the model's
+    unless told not to; 5 fills only settings left unset, and has no such keyword."""
+    import inspect
+
+    takes = "use_model_defaults" in inspect.signature(model.generate).parameters
+    return {"use_model_defaults": False} if takes else {}
+
+
 def _rank_slice(accelerator, items: list) -> list:
     if accelerator is None or accelerator.num_processes == 1:
         return items
@@ -59,21 +90,10 @@ def generate_answers(
     desc: str = "generate",
 ) -> list[Generated]:
     """One ``Generated`` per prompt, in the prompts' order, computed across all ranks."""
-    from transformers import GenerationConfig
-
     device = next(model.parameters()).device
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     mine = _rank_slice(accelerator, order)
-    config = GenerationConfig(
-        max_new_tokens=decoding.max_new_tokens,
-        do_sample=False,
-        num_beams=1,
-        repetition_penalty=decoding.repetition_penalty,
-        no_repeat_ngram_size=decoding.no_repeat_ngram_size,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=pad_id,
-        use_cache=True,
-    )
+    config = greedy_config(tok, pad_id, decoding)
     local = []
     show = accelerator is None or accelerator.is_main_process
     for start in tqdm(range(0, len(mine), decoding.batch_size), desc=desc, disable=not show):
@@ -85,7 +105,10 @@ def generate_answers(
             ids[row, width - len(prompt_ids[i]) :] = torch.tensor(prompt_ids[i])
             mask[row, width - len(prompt_ids[i]) :] = 1
         out = model.generate(
-            input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config
+            input_ids=ids.to(device),
+            attention_mask=mask.to(device),
+            generation_config=config,
+            **own_settings_only(model),
         )
         for row, i in enumerate(batch):
             new = out[row, width:].tolist()

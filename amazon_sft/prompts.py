@@ -282,6 +282,16 @@ def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
     template = fixed_clock(tok.get_chat_template())
-    return tok.apply_chat_template(
-        messages, chat_template=template, tokenize=False, add_generation_prompt=True
-    )
+    from jinja2 import TemplateError
+
+    try:
+        return tok.apply_chat_template(
+            messages, chat_template=template, tokenize=False, add_generation_prompt=True
+        )
+    except TemplateError as err:  # Mistral v0.1/v0.2: "Only user and assistant roles ..."
+        fix = "set data.use_chat_template=false to use the plain template"
+        if system_prompt is not None:
+            fix = f"unset data.system_prompt, or {fix}"
+        raise UserError(
+            f"the model's chat template refuses this conversation ({err}); {fix}"
+        ) from None

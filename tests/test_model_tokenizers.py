@@ -181,3 +181,29 @@ def test_an_export_stops_where_the_model_was_trained_to_and_does_not_sample(cata
     assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(written)
     stops = written["eos_token_id"]
     assert eot in (stops if isinstance(stops, list) else [stops])
+
+
+MISTRAL_V01_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}"
+    "{{ '[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+    "roles are supported!') }}{% endif %}{% endfor %}"
+)
+
+
+def test_a_system_prompt_the_chat_template_refuses_is_a_one_line_error(tmp_path):
+    """Mistral-7B-Instruct-v0.1/v0.2's template raises on a system turn: a jinja2 traceback."""
+    from amazon_sft.config import DataConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.prompts import build_prompt_format
+
+    model = _saved(tmp_path / "m", [], MISTRAL_V01_TEMPLATE, bos_token="<s>", eos_token="</s>")
+    tok = load_tokenizer(model)
+    assert build_prompt_format(tok, DataConfig()).chat
+    with pytest.raises(
+        UserError,
+        match=r"refuses this conversation .*roles must alternate.*; unset data\.system_prompt",
+    ):
+        build_prompt_format(tok, DataConfig(system_prompt="Be brief."))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 from pathlib import Path
 
@@ -154,6 +155,16 @@ def check_prepare_bounds(cfg) -> None:
     context, window = model_limits(cfg.model)
     check_seq_len(cfg.data.max_seq_len, context, cfg.model.path, window)
     check_row_buffer(cfg.data.shard_rows, cfg.data.max_seq_len)
+
+
+def steps_for_epochs(epochs: float, data_rows: int, global_batch_rows: int) -> int:
+    """Optimizer steps that make ``epochs`` passes over ``data_rows`` packed rows, a pass being
+    ceil(rows / rows a step) steps (the loader pads a pass to whole steps).
+
+    >>> steps_for_epochs(1, 395, 8), steps_for_epochs(1.5, 395, 4), steps_for_epochs(0.01, 10, 8)
+    (50, 149, 1)
+    """
+    return max(1, math.ceil(epochs * math.ceil(data_rows / global_batch_rows)))
 
 
 def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> float:

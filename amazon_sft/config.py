@@ -206,6 +206,9 @@ class DataConfig:
             )
 
 
+DEFAULT_MAX_STEPS = 100
+
+
 @dataclass
 class TrainConfig:
     micro_batch_size: int = 1
@@ -213,8 +216,12 @@ class TrainConfig:
     global_batch_size: int = 8
     """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world.
     Above the prepared data's rows a step repeats rows (warned); above 8 times them, refused."""
-    max_steps: int = 100
+    max_steps: int = DEFAULT_MAX_STEPS
     """Optimizer steps to run (the run stops there, whatever the epoch)."""
+    epochs: float = 0.0
+    """Passes over the prepared rows to train for, instead of ``max_steps``: ceil(epochs x
+    steps of one pass), a pass being ceil(rows / global_batch_size) steps (the log says how
+    many; the run's config.yaml has them as ``max_steps``, epochs 0). 0: ``max_steps``."""
     lr: float = 2e-4
     """Peak learning rate (AdamW), reached after warmup."""
     min_lr_ratio: float = 0.1
@@ -258,6 +265,13 @@ class TrainConfig:
         ):
             if getattr(self, key) < 1:
                 raise UserError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        if not self.epochs >= 0 or self.epochs == float("inf"):
+            raise UserError(f"train.epochs must be a number >= 0 (0: max_steps), got {self.epochs}")
+        if self.epochs and self.max_steps != DEFAULT_MAX_STEPS:
+            raise UserError(
+                f"train.epochs={self.epochs:g} and train.max_steps={self.max_steps} both size the "
+                "run: give one (train.epochs=0 to count steps)"
+            )
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
         if self.lr > MAX_LR:

@@ -35,6 +35,7 @@ APPLIED = frozenset(
         "train.min_lr_ratio",
         "train.warmup_steps",
         "train.max_steps",
+        "train.epochs",
         "train.max_grad_norm",
         "train.max_bad_steps",
         "train.log_every",

@@ -21,7 +21,7 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 
 import torch
 
-from amazon_sft.bounds import check_epochs_per_step
+from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
 from amazon_sft.checkpoint_engine import check_same_engine
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
@@ -75,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     tok, shards = load_data(cfg)
-    cfg = taught_by_the_data(cfg, shards.manifest)
+    cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     model = build_model(cfg, tok, accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
@@ -162,6 +162,22 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest) -> RunConfig:
     if changed:
         log.info("from the prepared data's manifest: %s", changed)
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taught))
+
+
+def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:
+    """The run config with ``train.max_steps`` set from ``train.epochs`` when that is given."""
+    t = cfg.train
+    if not t.epochs:
+        return cfg
+    steps = steps_for_epochs(t.epochs, data_rows, t.global_batch_size)
+    log.info(
+        "train.epochs=%g: %d optimizer steps (%d rows, %d a step)",
+        t.epochs,
+        steps,
+        data_rows,
+        t.global_batch_size,
+    )
+    return dataclasses.replace(cfg, train=dataclasses.replace(t, max_steps=steps, epochs=0.0))
 
 
 def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | None:

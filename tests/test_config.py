@@ -35,6 +35,7 @@ def test_a_config_named_lora_trains_adapters_and_one_named_full_all_weights(name
     off by default), and a full fine-tune of a 7-8B model is not run at LoRA's rate."""
     cfg = load_run_config(name)
     assert cfg.lora.enabled is name.endswith("-lora")
+    assert cfg.train.epochs == 1  # not the default 100 steps: under 1% of the catalogue
     if name.endswith("-full"):
         assert cfg.train.lr <= 5e-5
 
@@ -198,3 +199,13 @@ def test_trackers_are_ones_accelerate_knows_and_that_are_installed(monkeypatch):
     )
     with pytest.raises(UserError, match="wandb is not installed: pip install wandb"):
         checked_trackers(["wandb"])
+
+
+def test_epochs_and_steps_are_not_both_given():
+    """A smoke test's train.max_steps=50 on a config sized in epochs would otherwise run the
+    whole epoch (or be cut to 50 steps of a schedule made for the epoch)."""
+    with pytest.raises(UserError, match=r"train\.epochs=1 and train\.max_steps=50 both"):
+        load_run_config("mistral-7b-lora", ["train.max_steps=50"])
+    assert load_run_config("mistral-7b-lora", ["train.epochs=0", "train.max_steps=50"])
+    with pytest.raises(UserError, match=r"train\.epochs must be"):
+        load_run_config("tiny", ["train.epochs=-1"])

@@ -268,3 +268,21 @@ def test_non_finite_steps_are_skipped_then_the_run_aborts(prepared, tiny_model_d
     assert rows[0]["non_finite"] is False and rows[0]["optimizer_stepped"] is True
     assert rows[-1]["non_finite"] is True and rows[-1]["optimizer_stepped"] is False
     assert not (out / "final").exists()
+
+
+def test_epochs_set_the_steps_from_the_prepared_rows(prepared, tiny_model_dir, tmp_path):
+    """A 7-8B run on the catalogue is sized in passes over it, not in steps counted by hand
+    (the shipped configs trained the default 100 steps: under 1% of the real catalogue)."""
+    import math
+
+    import yaml
+
+    from amazon_sft.data.manifest import read_manifest
+
+    rows = read_manifest(prepared).rows
+    out = tmp_path / "run"
+    sizes = ("train.global_batch_size=64", "train.micro_batch_size=8", "train.epochs=0.5")
+    _train(*train_overrides(prepared, tiny_model_dir, out, *sizes))
+    steps = math.ceil(0.5 * math.ceil(rows / 64))
+    assert sorted(_losses(out)) == list(range(1, steps + 1))
+    assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == steps

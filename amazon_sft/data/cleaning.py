@@ -1,7 +1,8 @@
 """Clean one (title, content) pair; every step is switchable and counted.
 
 The steps, in order: HTML entities unescaped, stray tags replaced by a space, the "--This text
-refers to ... edition." note removed, control characters removed and whitespace collapsed; then the row is dropped when its
+refers to ... edition." note removed, citation-shaped text ("[source: X]") removed, control
+characters removed and whitespace collapsed; then the row is dropped when its
 content is (near) empty, equal to its title, or a repeat of an earlier (title, content) pair.
 """
 
@@ -13,6 +14,7 @@ import re
 from collections import Counter
 
 from amazon_sft.config import CleanConfig
+from amazon_sft.prompts import strip_citations
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
 # browser), or a self-closing slash; or a comment. No length limit: neither branch can run past
@@ -53,6 +55,11 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
         stripped = _EDITION.sub("", text)
         if stripped != text:
             modified[f"edition_note_stripped_{field}"] += 1
+            text = stripped
+    if cfg.strip_citations and "[source:" in text:
+        stripped = strip_citations(text)
+        if stripped != text:
+            modified[f"citation_stripped_{field}"] += 1
             text = stripped
     if cfg.normalise_whitespace and _CONTROL.search(text):
         text = _CONTROL.sub("", text)

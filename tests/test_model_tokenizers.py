@@ -207,3 +207,25 @@ def test_a_system_prompt_the_chat_template_refuses_is_a_one_line_error(tmp_path)
         match=r"refuses this conversation .*roles must alternate.*; unset data\.system_prompt",
     ):
         build_prompt_format(tok, DataConfig(system_prompt="Be brief."))
+
+
+def test_generation_stops_at_the_base_models_own_end_tokens_too(tiny_model_dir, tiny_tok):
+    """ask and eval stopped only at the trained EOS: Qwen2.5 base ends with <|endoftext|>, not
+    the template's <|im_end|>; it ran on to the cap (eval: "never stops", the text after the stop
+    glued on), while the export, listing the base's stops, cut there."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.answering.ask import _generate
+    from amazon_sft.evaluation.generation import Decoding, generate_answers
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    prompt = [tiny_tok.bos_token_id, 40, 41, 42]
+    with torch.no_grad():
+        first = int(model(input_ids=torch.tensor([prompt])).logits[0, -1].argmax())
+    assert first != tiny_tok.eos_token_id
+    model.generation_config.eos_token_id = [tiny_tok.eos_token_id, first]  # the base's own stops
+    # stopped after it (a real stop token is special: the streamer leaves its text out)
+    assert _generate(model, tiny_tok, prompt, 8, None, None) == tiny_tok.decode([first]).strip()
+    (made,) = generate_answers(model, tiny_tok, [prompt], Decoding(max_new_tokens=8), 3)
+    assert (made.text, made.ended_with_eos, made.new_tokens) == ("", True, 0)

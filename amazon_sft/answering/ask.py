@@ -30,7 +30,12 @@ from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import UserError
-from amazon_sft.evaluation.generation import Decoding, greedy_config, own_settings_only
+from amazon_sft.evaluation.generation import (
+    Decoding,
+    greedy_config,
+    own_settings_only,
+    stop_ids,
+)
 from amazon_sft.evaluation.metrics import rouge_scores
 from amazon_sft.prompts import (
     ContextRecord,
@@ -275,7 +280,7 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
         "input_ids": prompt,
         "attention_mask": torch.ones_like(prompt),  # else generate masks any pad id it sees
         "generation_config": greedy_config(
-            tok, choose_pad_id(tok), Decoding(max_new_tokens=max_new_tokens)
+            choose_pad_id(tok), Decoding(max_new_tokens=max_new_tokens), stop_ids(tok, model)
         ),
         "streamer": streamer,
         "stopping_criteria": StoppingCriteriaList([Cancelled(cancel or threading.Event())]),

@@ -33,7 +33,21 @@ class Generated:
     new_tokens: int
 
 
-def greedy_config(tok, pad_id: int, decoding: Decoding):
+def stop_ids(tok, model) -> list[int]:
+    """The ids generation stops at: the EOS the answers were trained to end with, then the
+    model's own (its generation_config.json: Llama 3.1's [128001, 128008, 128009], Qwen2.5
+    base's <|endoftext|> beside the template's <|im_end|>), as an export of it stops.
+
+    >>> from types import SimpleNamespace as NS
+    >>> stop_ids(NS(eos_token_id=9), NS(generation_config=NS(eos_token_id=[1, 9])))
+    [9, 1]
+    """
+    own = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    own = own if isinstance(own, list) else [] if own is None else [own]
+    return list(dict.fromkeys([tok.eos_token_id, *own]))
+
+
+def greedy_config(pad_id: int, decoding: Decoding, stops: list[int]):
     """Greedy decoding as ``decoding`` says, and nothing of the model's generation_config.json
     (Qwen2.5-Instruct's asks for sampling and repetition_penalty 1.05, which would penalise the
     record words a grounded answer copies): every setting ``generate`` reads is given here."""
@@ -48,7 +62,7 @@ def greedy_config(tok, pad_id: int, decoding: Decoding):
         top_p=1.0,
         repetition_penalty=decoding.repetition_penalty,
         no_repeat_ngram_size=decoding.no_repeat_ngram_size,
-        eos_token_id=tok.eos_token_id,
+        eos_token_id=stops,
         pad_token_id=pad_id,
         use_cache=True,
     )
@@ -93,7 +107,8 @@ def generate_answers(
     device = next(model.parameters()).device
     order = sorted(range(len(prompt_ids)), key=lambda i: len(prompt_ids[i]))
     mine = _rank_slice(accelerator, order)
-    config = greedy_config(tok, pad_id, decoding)
+    stops = stop_ids(tok, model)
+    config = greedy_config(pad_id, decoding, stops)
     local = []
     show = accelerator is None or accelerator.is_main_process
     for start in tqdm(range(0, len(mine), decoding.batch_size), desc=desc, disable=not show):
@@ -112,9 +127,10 @@ def generate_answers(
         )
         for row, i in enumerate(batch):
             new = out[row, width:].tolist()
-            ended = tok.eos_token_id in new
+            end = next((n for n, t in enumerate(new) if t in stops), None)
+            ended = end is not None
             if ended:
-                new = new[: new.index(tok.eos_token_id)]
+                new = new[:end]
             new = [t for t in new if t != pad_id]
             local.append(
                 (i, Generated(tok.decode(new, skip_special_tokens=True).strip(), ended, len(new)))

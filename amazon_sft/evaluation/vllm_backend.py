@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from amazon_sft.errors import UserError
-from amazon_sft.evaluation.generation import Decoding, Generated
+from amazon_sft.evaluation.generation import Decoding, Generated, stop_ids
 
 
 def check_vllm_usable(decoding: Decoding, num_processes: int) -> None:
@@ -63,6 +63,7 @@ def generate_with_vllm(
     import torch
     from vllm import LLM, SamplingParams
 
+    stops = stop_ids(tok, model)
     with tempfile.TemporaryDirectory(prefix="amazon_sft_vllm_") as tmp:
         export_for_vllm(model.to("cpu"), tok, Path(tmp))
         if torch.cuda.is_available():
@@ -79,11 +80,11 @@ def generate_with_vllm(
             temperature=0.0,  # greedy, as the HF backend
             max_tokens=decoding.max_new_tokens,
             repetition_penalty=decoding.repetition_penalty,
-            stop_token_ids=[tok.eos_token_id],
+            stop_token_ids=stops,
             skip_special_tokens=True,
         )
         outputs = llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], params)
-        results = [_to_generated(out.outputs[0], tok) for out in outputs]
+        results = [_to_generated(out.outputs[0], tok, stops) for out in outputs]
         del llm
         gc.collect()
         if torch.cuda.is_available():
@@ -91,11 +92,11 @@ def generate_with_vllm(
     return results
 
 
-def _to_generated(completion, tok) -> Generated:
+def _to_generated(completion, tok, stops: list[int]) -> Generated:
     """vLLM's completion -> ours: text decoded from the ids (as the HF backend does), EOS-ended
     when vLLM stopped on a stop token rather than on the length cap."""
     ids = list(completion.token_ids)
-    if ids and ids[-1] == tok.eos_token_id:
+    if ids and ids[-1] in stops:
         ids = ids[:-1]
     ended = completion.finish_reason == "stop"
     return Generated(tok.decode(ids, skip_special_tokens=True).strip(), ended, len(ids))

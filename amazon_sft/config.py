@@ -216,8 +216,9 @@ class TrainConfig:
     global_batch_size: int = 8
     """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world.
     Above the prepared data's rows a step repeats rows (warned); above 8 times them, refused."""
-    max_steps: int = DEFAULT_MAX_STEPS
-    """Optimizer steps to run (the run stops there, whatever the epoch)."""
+    max_steps: int = 0
+    """Optimizer steps to run (the run stops there, whatever the epoch); 0, not given: 100,
+    unless ``epochs`` sizes the run."""
     epochs: float = 0.0
     """Passes over the prepared rows to train for, instead of ``max_steps``: ceil(epochs x
     steps of one pass), a pass being ceil(rows / global_batch_size) steps (the log says how
@@ -258,7 +259,6 @@ class TrainConfig:
         for key in (
             "micro_batch_size",
             "global_batch_size",
-            "max_steps",
             "loss_chunk_tokens",
             "max_bad_steps",
             "log_every",
@@ -267,11 +267,15 @@ class TrainConfig:
                 raise UserError(f"train.{key} must be >= 1, got {getattr(self, key)}")
         if not self.epochs >= 0 or self.epochs == float("inf"):
             raise UserError(f"train.epochs must be a number >= 0 (0: max_steps), got {self.epochs}")
-        if self.epochs and self.max_steps != DEFAULT_MAX_STEPS:
+        if self.max_steps < 0:
+            raise UserError(f"train.max_steps must be >= 1 (0: not given), got {self.max_steps}")
+        if self.epochs and self.max_steps:
             raise UserError(
                 f"train.epochs={self.epochs:g} and train.max_steps={self.max_steps} both size the "
                 "run: give one (train.epochs=0 to count steps)"
             )
+        if not self.epochs and not self.max_steps:
+            self.max_steps = DEFAULT_MAX_STEPS
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
         if self.lr > MAX_LR:

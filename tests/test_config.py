@@ -204,8 +204,10 @@ def test_trackers_are_ones_accelerate_knows_and_that_are_installed(monkeypatch):
 def test_epochs_and_steps_are_not_both_given():
     """A smoke test's train.max_steps=50 on a config sized in epochs would otherwise run the
     whole epoch (or be cut to 50 steps of a schedule made for the epoch)."""
-    with pytest.raises(UserError, match=r"train\.epochs=1 and train\.max_steps=50 both"):
-        load_run_config("mistral-7b-lora", ["train.max_steps=50"])
+    for steps in (50, 100):  # 100, the default steps, too (it was taken for "not given")
+        with pytest.raises(UserError, match=rf"train\.epochs=1 and train\.max_steps={steps} both"):
+            load_run_config("mistral-7b-lora", [f"train.max_steps={steps}"])
+    assert load_run_config("tiny").train.max_steps == 100
     assert load_run_config("mistral-7b-lora", ["train.epochs=0", "train.max_steps=50"])
     with pytest.raises(UserError, match=r"train\.epochs must be"):
         load_run_config("tiny", ["train.epochs=-1"])

@@ -249,6 +249,7 @@ Llama 3.2's and 3.3's, SmolLM3's "Today Date: ..."). A prompt that carried the d
 rendered would change at midnight: data prepared one day would be refused by a training run,
 a resume after a requeue or an eval the next (the template fingerprint in the manifest), and
 the tuned model would be asked in prompts it was not trained on. Llama 3.1's own fallback date."""
+_CLOCK_MACRO = "{% macro strftime_now(format) %}"
 _CLOCK_CALL = re.compile(r"strftime_now\(\s*(['\"])([^'\"{}]*)\1\s*\)")
 
 
@@ -262,8 +263,10 @@ def fixed_clock(template: str) -> str:
     >>> from jinja2 import Template
     >>> Template(fixed_clock("Today: {{ strftime_now('%d %b %Y') }}|")).render()
     'Today: 26 Jul 2024|'
+    >>> fixed_clock(fixed_clock("{{ strftime_now('%Y') }}")) == fixed_clock("{{ strftime_now('%Y') }}")
+    True
     """
-    if "strftime_now" not in template:
+    if "strftime_now" not in template or template.startswith(_CLOCK_MACRO):
         return template
     formats = dict.fromkeys(m.group(2) for m in _CLOCK_CALL.finditer(template)) or {"%d %b %Y": 0}
     branches = "".join(
@@ -272,8 +275,7 @@ def fixed_clock(template: str) -> str:
     )
     default = TEMPLATE_DATE.strftime("%d %b %Y")  # a format the template builds at run time
     return (
-        f"{{% macro strftime_now(format) %}}{branches}{{%- else -%}}{default}{{%- endif -%}}"
-        f"{{% endmacro %}}{template}"
+        f"{_CLOCK_MACRO}{branches}{{%- else -%}}{default}{{%- endif -%}}{{% endmacro %}}{template}"
     )
 
 

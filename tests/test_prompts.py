@@ -167,3 +167,6 @@ def test_an_export_prompts_on_the_day_it_was_trained(tiny_cfg, tmp_path, monkeyp
     asked = [{"role": "user", "content": fmt.question("Mog", 0)}]
     rendered = served.apply_chat_template(asked, tokenize=False, add_generation_prompt=True)
     assert rendered == fmt.render("Mog", 0)
+    # also in tokenizer_config.json: TGI and older stacks read the template only there
+    in_config = json.loads((tmp_path / "tokenizer_config.json").read_text())["chat_template"]
+    assert (tmp_path / "chat_template.jinja").read_text() == in_config

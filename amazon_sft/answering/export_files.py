@@ -168,9 +168,12 @@ def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None, eos_i
     jinja = folder / "chat_template.jinja"
     if not fmt.chat and not jinja.exists():
         tok_config.setdefault("chat_template", plain_chat_template(fmt))
-    # the trained prompts' date, not the server's (prompts.TEMPLATE_DATE)
+    # the trained prompts' date, not the server's (prompts.TEMPLATE_DATE); the template in
+    # tokenizer_config.json as well as its own file: TGI and transformers before the .jinja
+    # file read it only there
     if jinja.exists():
         jinja.write_text(fixed_clock(jinja.read_text()))
+        tok_config["chat_template"] = jinja.read_text()
     if isinstance(tok_config.get("chat_template"), str):
         tok_config["chat_template"] = fixed_clock(tok_config["chat_template"])
     _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))

@@ -306,6 +306,12 @@ def test_lora_answers_merged_and_export_reloads_with_the_same_logits(
     with torch.no_grad():
         assert torch.isfinite(model(input_ids=torch.tensor([[1, 5, 9]])).logits).all()
     _serves_as_trained(out, cfg, tok, model)
+    # ask, eval and serve take the export as they take the run ("checksums.json is missing ...
+    # re-run training" before), its files verified
+    exported, _, _, label = load_for_eval(str(out), [], "cpu")
+    assert label == f"tuned {out}"
+    with torch.no_grad():
+        torch.testing.assert_close(exported(input_ids=ids).logits, model(input_ids=ids).logits)
     again = _cli("export", str(run), "--out", str(out))
     assert again.returncode == 2 and "not empty" in again.stderr
 

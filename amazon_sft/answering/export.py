@@ -16,6 +16,7 @@ import torch
 
 from amazon_sft.answering.export_files import export_readme, write_portable
 from amazon_sft.atomic import new_staging
+from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.loading import load_for_eval, saved_folder
@@ -82,6 +83,7 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     write_portable(folder, fmt, pad, tok.eos_token_id)
     write_resolved(cfg, folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
+    write_checksums(folder)  # ask, eval and serve verify it as they verify a run's final/
 
 
 def _run_summary(run: str) -> dict | None:

@@ -117,6 +117,9 @@ def test_answers_end_with_the_token_the_chat_template_ends_a_turn_with(eos, cata
     ends = np.cumsum(lens)
     assert {int(ids[end - 1]) for end in ends if end > 0} == {eot}
     assert all(mask[end - 1] for end in ends if end > 0)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert (report["end_token"], report["pad_token"]) == ("<|eot_id|>", "<pad>")
+    assert "| end_token | <|eot_id|> |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def _tiny_with(model: ModelConfig):

@@ -25,7 +25,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from amazon_sft.prompts import PromptFormat
-from amazon_sft.tokenizer import Encoder, answer_encoder, hf_encoder, special_token_texts
+from amazon_sft.tokenizer import (
+    Encoder,
+    answer_encoder,
+    choose_pad_id,
+    hf_encoder,
+    special_token_texts,
+)
 
 CHARS_PER_TOKEN_CUT = 8  # real descriptions average ~4.5 characters per token
 CUT_MARGIN_TOKENS = 16
@@ -108,6 +114,11 @@ class DocumentEncoder:
         self.fmt, self.max_seq_len, self.max_answer_tokens = fmt, max_seq_len, max_answer_tokens
         self.phrasings_per_doc = phrasings_per_doc
         self.eos = tok.eos_token_id
+        # shown in the prepare report: the end token is the chat template's (tokenizer.py)
+        self.end_token, self.pad_token = (
+            tok.eos_token,
+            tok.convert_ids_to_tokens(choose_pad_id(tok)),
+        )
         self.encode_answers, self.backend = answer_encoder(tok, backend, [c for _, _, c in sample])
         sp = self.encode_answers if self.backend == "sentencepiece" else None
         self.encode_prompts = PromptEncoder(tok, fmt, self._prompts(sample), sp)

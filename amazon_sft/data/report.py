@@ -85,6 +85,8 @@ def render_markdown(report: dict) -> str:
         "rows_per_sec_with_setup",
         "tokenizer_backend",
         "prompt_encoding",
+        "end_token",
+        "pad_token",
     ):
         lines.append(f"| {key} | {report[key]} |")
     if report.get("grounded_docs"):
@@ -180,6 +182,8 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "modified": streamed.modified,
         "histograms": {k: h.summary() for k, h in streamed.hist.items()},
         "tokenizer_backend": encoder.backend,
+        "end_token": encoder.end_token,
+        "pad_token": encoder.pad_token,
         "prompt_encoding": encoder.encode_prompts.path,
         "rows_per_sec": round(stats.lines / total, 1),
         "rows_per_sec_with_setup": round(stats.lines / (total + setup_s), 1),

@@ -20,9 +20,10 @@ class CleanConfig:
     that are not whitespace (NUL, bell, escape, DEL)."""
     strip_edition_boilerplate: bool = True
     """Remove the "--This text refers to ... edition." note Amazon appends to book texts."""
-    strip_citations: bool = True
-    """Remove citation-shaped text ("[source: B00...]"): an answer that quotes a record which
-    carries one would cite another product."""
+    strip_prompt_markup: bool = True
+    """Remove text shaped like the grounded prompt's markup, citations ("[source: B00...]") and
+    record fields ("| uid: B00..."): a record carrying them would have answers cite another
+    product."""
     min_content_chars: int = 20
     """Drop rows whose cleaned content is shorter than this (empty and "TUtu"-like rows)."""
     min_title_chars: int = 2

@@ -1,7 +1,7 @@
 """Clean one (title, content) pair; every step is switchable and counted.
 
 The steps, in order: HTML entities unescaped, stray tags replaced by a space, the "--This text
-refers to ... edition." note removed, citation-shaped text ("[source: X]") removed, control
+refers to ... edition." note removed, the grounded prompt's markup ("[source: X]", "| uid:") removed, control
 characters removed and whitespace collapsed; then the row is dropped when its
 content is (near) empty, equal to its title, or a repeat of an earlier (title, content) pair.
 """
@@ -27,6 +27,8 @@ _EDITION = re.compile(
 )
 
 
+# A field of prompts.RECORD_LINE ("| uid:"): in a description it would give its record a second uid
+_RECORD_FIELD = re.compile(r"\|\s*(?:uid|description|title)\s*:", re.IGNORECASE)
 _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
 # Control characters that are not whitespace (NUL, bell, escape, DEL, C1): removed by the
 # whitespace step, so a terminal escape or a NUL never reaches catalogue.jsonl or a prompt.
@@ -56,10 +58,10 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
         if stripped != text:
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
-    if cfg.strip_citations and "[source:" in text:
-        stripped = strip_citations(text)
+    if cfg.strip_prompt_markup and ("[source:" in text or "|" in text):
+        stripped = _RECORD_FIELD.sub(" ", strip_citations(text))
         if stripped != text:
-            modified[f"citation_stripped_{field}"] += 1
+            modified[f"prompt_markup_stripped_{field}"] += 1
             text = stripped
     if cfg.normalise_whitespace and _CONTROL.search(text):
         text = _CONTROL.sub("", text)

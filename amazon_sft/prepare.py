@@ -170,7 +170,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     started = time.perf_counter()
     stats = ReadStats()
     cleaner = Cleaner(data.clean)
-    scrub = SpecialTextScrubber(tok)
+    scrub = SpecialTextScrubber(tok, build_prompt_format(tok, data))
     hist = {
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }

@@ -122,11 +122,12 @@ def default_mode(data: DataConfig) -> str:
     return "grounded" if data.grounded_fraction > 0 else "closed"
 
 
-def clean_question(question: str, tok) -> str:
+def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
-    special-token text ("<|im_end|>", "</s>") removed, so a question can never close the user
-    turn or open a system one (product text is scrubbed the same way at prepare time)."""
-    return normalise_question(SpecialTextScrubber(tok)(question))
+    special-token text ("<|im_end|>", "</s>") or tag ``fmt`` writes as text ("[/INST]")
+    removed, so a question can never close the user turn or open a system one (product text is
+    scrubbed the same way at prepare time)."""
+    return normalise_question(SpecialTextScrubber(tok, fmt)(question))
 
 
 def normalise_question(question: str) -> str:
@@ -192,7 +193,7 @@ def plan_answer(
     mode = mode or default_mode(data)
     if mode not in MODES:
         raise UserError(f"mode must be one of {MODES}, got {mode!r}")
-    question = clean_question(question, tok)
+    question = clean_question(question, tok, fmt)
     k = k or (data.context_records if mode == "grounded" else 3)
     sources = index.search(question, k)
     prompt = build_prompt(fmt, tok, data, question, sources, mode)

@@ -178,12 +178,20 @@ def test_an_export_stops_where_the_model_was_trained_to_and_does_not_sample(cata
     base.update(repetition_penalty=1.05, eos_token_id=end_of_text)
     (folder / "generation_config.json").write_text(json.dumps(base))
     pad = tok.convert_ids_to_tokens(choose_pad_id(tok))
-    write_portable(folder, build_prompt_format(tok, DataConfig()), pad, tok.eos_token_id)
+    # as export passes them: the merged model's generation config is the base's file
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    from amazon_sft.evaluation.generation import stop_ids
+
+    merged = SimpleNamespace(generation_config=GenerationConfig.from_pretrained(folder))
+    stops = stop_ids(tok, merged)
+    write_portable(folder, build_prompt_format(tok, DataConfig()), pad, stops)
     written = json.loads((folder / "generation_config.json").read_text())
     assert written["do_sample"] is False
     assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(written)
-    stops = written["eos_token_id"]
-    assert eot in (stops if isinstance(stops, list) else [stops])
+    assert written["eos_token_id"] == [eot, end_of_text]
 
 
 MISTRAL_V01_TEMPLATE = (

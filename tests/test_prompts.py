@@ -161,7 +161,7 @@ def test_an_export_prompts_on_the_day_it_was_trained(tiny_cfg, tmp_path, monkeyp
     fmt = build_prompt_format(tok, DataConfig())
     tok.save_pretrained(tmp_path)
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama", "eos_token_id": 2}))
-    write_portable(tmp_path, fmt, tok.pad_token, tok.eos_token_id)
+    write_portable(tmp_path, fmt, tok.pad_token, [tok.eos_token_id])
     monkeypatch.setattr(ctu, "datetime", Later)
     served = AutoTokenizer.from_pretrained(tmp_path)
     asked = [{"role": "user", "content": fmt.question("Mog", 0)}]

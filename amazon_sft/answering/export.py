@@ -19,6 +19,7 @@ from amazon_sft.atomic import new_staging
 from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
+from amazon_sft.evaluation.generation import stop_ids
 from amazon_sft.evaluation.loading import load_for_eval, saved_folder
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import OutputLock
@@ -80,7 +81,7 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     tok.save_pretrained(folder)
     pad_id = model.config.pad_token_id
     pad = tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None
-    write_portable(folder, fmt, pad, tok.eos_token_id)
+    write_portable(folder, fmt, pad, stop_ids(tok, model))  # the trained EOS, then the base's
     write_resolved(cfg, folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
     write_checksums(folder)  # ask, eval and serve verify it as they verify a run's final/

@@ -158,9 +158,11 @@ before a user's text reaches the template.
 """
 
 
-def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None, eos_id: int) -> None:
+def write_portable(
+    folder: Path, fmt: PromptFormat, pad_token: str | None, stops: list[int]
+) -> None:
     """Rewrite the saved config, tokenizer config and generation config in ``folder``
-    (``eos_id``: the token the answers were trained to end with)."""
+    (``stops``: the ids generation stops at, ``generation.stop_ids``)."""
     config = json.loads((folder / "config.json").read_text())
     _write_json(folder / "config.json", portable_config(config))
     tok_path = folder / "tokenizer_config.json"
@@ -179,10 +181,6 @@ def write_portable(folder: Path, fmt: PromptFormat, pad_token: str | None, eos_i
     _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}
-    stops = [eos_id]
-    for source in (config, gen):  # the base's own stops (Llama 3.1: [128001, 128008, 128009])
-        found = source.get("eos_token_id")
-        stops += found if isinstance(found, list) else [found] if found is not None else []
     _write_json(gen_path, generation_defaults(gen, config.get("pad_token_id"), stops))
 
 

@@ -39,7 +39,7 @@ ABSTENTIONS = {
     "en": "The catalogue has no record of this product.",
     "pt": "O catálogo não tem registro deste produto.",
 }
-_CITATION = re.compile(r"\[source: ([^\]\s]+)\]")
+CITATION = re.compile(r"\[source: ([^\]\s]+)\]")
 
 
 @dataclass(frozen=True)
@@ -66,12 +66,12 @@ def cited_uids(answer: str) -> list[str]:
     >>> cited_uids("A soft bear.\\n[source: B01] and [source: B02]")
     ['B01', 'B02']
     """
-    return _CITATION.findall(answer)
+    return CITATION.findall(answer)
 
 
 def strip_citations(answer: str) -> str:
     """The answer's text without its citations (what is compared with a description)."""
-    return " ".join(_CITATION.sub(" ", answer).split())
+    return " ".join(CITATION.sub(" ", answer).split())
 
 
 def is_abstention(answer: str) -> bool:

@@ -97,3 +97,7 @@ def test_prompt_markup_is_removed_so_a_quoting_answer_cites_one_product():
     assert line.lower().count("uid:") == 1
     assert clean_text(text, CleanConfig(strip_prompt_markup=False), Counter(), "content") == text
     assert clean_text("Fits 2 | 3 sizes", CleanConfig(), modified, "content") == "Fits 2 | 3 sizes"
+    # only markup counts and changes: not a "|" with spacing the whitespace step owns
+    kept = CleanConfig(normalise_whitespace=False)
+    assert clean_text("Size: M | Color:\nRed", kept, modified, "content") == "Size: M | Color:\nRed"
+    assert modified["prompt_markup_stripped_content"] == 1

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 
 from amazon_sft.config import CleanConfig
-from amazon_sft.prompts import strip_citations
+from amazon_sft.prompts import CITATION
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
 # browser), or a self-closing slash; or a comment. No length limit: neither branch can run past
@@ -59,7 +59,7 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
     if cfg.strip_prompt_markup and ("[source:" in text or "|" in text):
-        stripped = _RECORD_FIELD.sub(" ", strip_citations(text))
+        stripped = _RECORD_FIELD.sub(" ", CITATION.sub(" ", text))  # spacing: the next step's
         if stripped != text:
             modified[f"prompt_markup_stripped_{field}"] += 1
             text = stripped

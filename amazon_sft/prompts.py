@@ -9,6 +9,7 @@ then EOS; only answer tokens and the EOS carry loss.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import hashlib
 import re
@@ -118,6 +119,9 @@ class PromptFormat:
     Mistral). Chat templates write their own BOS text, so it is None for them."""
     languages: tuple[str, ...] = ()
     """The language of each phrasing (``en``, ``pt``): grounded abstentions answer in it."""
+    text_tags: tuple[str, ...] = ()
+    """Tags the format writes as plain text around a turn ("[INST]", "<|user|>", "### Answer:"),
+    which product text and questions must not carry (``data.encode.SpecialTextScrubber``)."""
 
     @property
     def bos(self) -> list[int]:
@@ -223,7 +227,9 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
                 "set data.use_chat_template=false to use the plain template"
             )
         before, after = rendered.split(_PLACEHOLDER)
-        fmt = PromptFormat(before, after, phrasings, chat=True, languages=templates["languages"])
+        tags = text_tags(_turn_scaffold(tok))
+        languages = templates["languages"]
+        fmt = PromptFormat(before, after, phrasings, True, None, languages, tags)
         probe = fmt.question("Sample Title", 1)
         if _apply_chat(tok, probe, data.system_prompt) != fmt.wrap(probe):
             raise UserError(
@@ -240,7 +246,34 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
         chat=False,
         bos_id=bos_id,
         languages=templates["languages"],
+        text_tags=text_tags(plain["prefix"] + plain["suffix"]),
     )
+
+
+# Tags some prompt formats write as plain text, not special tokens: Mistral v0.1/v0.2's "[INST]",
+# Llama 2's "<<SYS>>", Zephyr's "<|user|>", the plain template's "### Answer:"
+_TEXT_TAG = re.compile(r"\[/?[A-Z][A-Z_]*\]|<</?[A-Z]+>>|<\|[a-z_]+\|>|#{2,} ?[A-Z][a-z]+:")
+
+
+def text_tags(scaffold: str) -> tuple[str, ...]:
+    """The tags in a format's own text (``_turn_scaffold``: never a system prompt, where "[DVD]"
+    is no tag).
+
+    >>> text_tags("<s>[INST] Q [/INST]"), text_tags("<|user|>\\nQ</s>"), text_tags("### Answer:")
+    (('[/INST]', '[INST]'), ('<|user|>',), ('### Answer:',))
+    """
+    return tuple(sorted(set(_TEXT_TAG.findall(scaffold))))
+
+
+def _turn_scaffold(tok) -> str:
+    """The chat template's text around the turns, with no user text in it: rendered with a
+    one-letter system turn (Zephyr's "<|system|>" is built from the role name) and without
+    one (a template may refuse a system turn), and the template's source."""
+    scaffold = [tok.get_chat_template()]
+    for system in ("S", None):
+        with contextlib.suppress(UserError):  # _apply_chat's one-line refusal
+            scaffold.append(_apply_chat(tok, "Q", system))
+    return "\n".join(scaffold)
 
 
 TEMPLATE_DATE = datetime.date(2024, 7, 26)

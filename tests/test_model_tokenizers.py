@@ -268,3 +268,28 @@ def test_text_tags_a_template_writes_as_plain_text_are_scrubbed_too(tmp_path, ca
     prepare(rows, tmp_path / "out", _tiny_with(model), progress=False)
     written = (tmp_path / "out" / "catalogue.jsonl").read_text()
     assert "[/INST]" not in written and "Now say yes." in written
+
+
+def test_text_tags_come_from_the_template_not_from_the_system_prompt(tmp_path):
+    """A system prompt that names "[DVD]" had "[DVD]" removed from every title and question;
+    Zephyr's <|user|> (plain text in its vocabulary) was not removed."""
+    from amazon_sft.config import DataConfig
+    from amazon_sft.data.encode import SpecialTextScrubber
+    from amazon_sft.prompts import build_prompt_format
+
+    llama2 = (
+        "{% for m in messages %}{% if m['role'] == 'system' %}{{ '<<SYS>>\\n' + m['content'] + "
+        "'\\n<</SYS>>\\n\\n' }}{% elif m['role'] == 'user' %}{{ bos_token + '[INST] ' + "
+        "m['content'] + ' [/INST]' }}{% else %}{{ ' ' + m['content'] + ' ' + eos_token }}"
+        "{% endif %}{% endfor %}"
+    )
+    tok = load_tokenizer(_saved(tmp_path / "l2", [], llama2, bos_token="<s>", eos_token="</s>"))
+    fmt = build_prompt_format(tok, DataConfig(system_prompt="Answer about [DVD] products."))
+    assert SpecialTextScrubber(tok, fmt)("Heat [DVD] <<SYS>> [/INST]") == "Heat [DVD]"
+    zephyr = (
+        "{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] + eos_token + "
+        "'\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|assistant|>\\n' }}{% endif %}"
+    )
+    tok = load_tokenizer(_saved(tmp_path / "z", [], zephyr, bos_token="<s>", eos_token="</s>"))
+    fmt = build_prompt_format(tok, DataConfig())
+    assert SpecialTextScrubber(tok, fmt)("Hi <|assistant|> <|system|> x") == "Hi x"

@@ -47,28 +47,12 @@ class EncodedBatch:
     answer_lens: list[int]  # after truncation, EOS excluded
 
 
-# Tags some prompt formats write as plain text, not special tokens (Mistral v0.1/v0.2's "[INST]",
-# Llama 2's "<<SYS>>", the plain template's "### Answer:")
-_TEXT_TAG = re.compile(r"\[/?[A-Z][A-Z_]*\]|<</?[A-Z]+>>|#{2,} ?[A-Z][a-z]+:")
-
-
-def text_tags(fmt: PromptFormat) -> list[str]:
-    """The tags ``fmt`` writes around the user's turn as plain text.
-
-    >>> text_tags(PromptFormat("<s>[INST] ", " [/INST]", ("{title}",), chat=True))
-    ['[/INST]', '[INST]']
-    >>> text_tags(PromptFormat("<|im_start|>user\\n", "<|im_end|>", ("{title}",), chat=True))
-    []
-    """
-    return sorted(set(_TEXT_TAG.findall(fmt.before + fmt.after)))
-
-
 class SpecialTextScrubber:
     """Removes special-token texts ("<|im_end|>", "</s>") that product text must not inject, and
     the tags ``fmt`` writes as plain text ("[/INST]"), which would end the user's turn early."""
 
     def __init__(self, tok, fmt: PromptFormat | None = None) -> None:
-        specials = special_token_texts(tok) + (text_tags(fmt) if fmt is not None else [])
+        specials = special_token_texts(tok) + list(fmt.text_tags if fmt is not None else ())
         self._pattern = re.compile("|".join(map(re.escape, specials))) if specials else None
         self.removed = 0
 

@@ -293,3 +293,27 @@ def test_text_tags_come_from_the_template_not_from_the_system_prompt(tmp_path):
     tok = load_tokenizer(_saved(tmp_path / "z", [], zephyr, bos_token="<s>", eos_token="</s>"))
     fmt = build_prompt_format(tok, DataConfig())
     assert SpecialTextScrubber(tok, fmt)("Hi <|assistant|> <|system|> x") == "Hi x"
+
+
+def test_a_plain_format_run_exports_its_plain_template_not_the_bases(tmp_path):
+    """use_chat_template=false on a model with a chat template (the remedy for Mistral v0.1's
+    refused system turn): the export kept the base's [INST] template, a prompt never trained on."""
+    from transformers import AutoTokenizer
+
+    from amazon_sft.answering.export_files import write_portable
+    from amazon_sft.config import DataConfig
+    from amazon_sft.prompts import build_prompt_format
+    from amazon_sft.tokenizer import hf_encoder
+
+    model = _saved(tmp_path / "m", [], MISTRAL_V01_TEMPLATE, bos_token="<s>", eos_token="</s>")
+    tok = load_tokenizer(model)
+    fmt = build_prompt_format(tok, DataConfig(use_chat_template=False))
+    folder = tmp_path / "exported"
+    tok.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "mistral", "eos_token_id": 2}))
+    write_portable(folder, fmt, tok.convert_ids_to_tokens(choose_pad_id(tok)), [2])
+    served = AutoTokenizer.from_pretrained(folder)
+    asked = [{"role": "user", "content": fmt.question("Mog", 0)}]
+    ids = served.apply_chat_template(asked, add_generation_prompt=True, tokenize=True)
+    trained = fmt.bos + hf_encoder(tok)([fmt.wrap(fmt.question("Mog", 0))])[0]
+    assert list(getattr(ids, "input_ids", ids)) == trained

@@ -168,16 +168,21 @@ def write_portable(
     tok_path = folder / "tokenizer_config.json"
     tok_config = json.loads(tok_path.read_text())
     jinja = folder / "chat_template.jinja"
-    if not fmt.chat and not jinja.exists():
-        tok_config.setdefault("chat_template", plain_chat_template(fmt))
-    # the trained prompts' date, not the server's (prompts.TEMPLATE_DATE); the template in
-    # tokenizer_config.json as well as its own file: TGI and transformers before the .jinja
-    # file read it only there
+    # the template the model was trained with: a plain-format run's own (not the base's chat
+    # template, which use_chat_template=false left unused), a chat run's on the trained date
+    # (prompts.TEMPLATE_DATE); in tokenizer_config.json as well as its own file: TGI and
+    # transformers before the .jinja file read it only there
+    if not fmt.chat:
+        template = plain_chat_template(fmt)
+    elif jinja.exists():
+        template = fixed_clock(jinja.read_text())
+    else:
+        template = tok_config.get("chat_template")
+        template = fixed_clock(template) if isinstance(template, str) else template
     if jinja.exists():
-        jinja.write_text(fixed_clock(jinja.read_text()))
-        tok_config["chat_template"] = jinja.read_text()
-    if isinstance(tok_config.get("chat_template"), str):
-        tok_config["chat_template"] = fixed_clock(tok_config["chat_template"])
+        jinja.write_text(template)
+    if template is not None:
+        tok_config["chat_template"] = template
     _write_json(tok_path, portable_tokenizer_config(tok_config, pad_token))
     gen_path = folder / "generation_config.json"
     gen = json.loads(gen_path.read_text()) if gen_path.is_file() else {}

@@ -272,7 +272,7 @@ class TrainConfig:
         if self.epochs and self.max_steps:
             raise UserError(
                 f"train.epochs={self.epochs:g} and train.max_steps={self.max_steps} both size the "
-                "run: give one (train.epochs=0 to count steps)"
+                "run: give one (train.epochs=0 to count steps, train.max_steps=0 to count epochs)"
             )
         if not self.epochs and not self.max_steps:
             self.max_steps = DEFAULT_MAX_STEPS

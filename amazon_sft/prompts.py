@@ -316,7 +316,14 @@ def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
     messages = [{"role": "user", "content": question}]
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
-    template = fixed_clock(tok.get_chat_template())
+    try:
+        template = fixed_clock(tok.get_chat_template())
+    except ValueError as err:  # named templates ("rag", "tool_use") and no default among them
+        first = str(err).split("!")[0]
+        raise UserError(
+            f"the model's chat templates have no default ({first}); name one in the "
+            "tokenizer's chat_template, or set data.use_chat_template=false"
+        ) from None
     from jinja2 import TemplateError
 
     try:

@@ -317,3 +317,15 @@ def test_a_plain_format_run_exports_its_plain_template_not_the_bases(tmp_path):
     ids = served.apply_chat_template(asked, add_generation_prompt=True, tokenize=True)
     trained = fmt.bos + hf_encoder(tok)([fmt.wrap(fmt.question("Mog", 0))])[0]
     assert list(getattr(ids, "input_ids", ids)) == trained
+
+
+def test_named_chat_templates_without_a_default_are_a_one_line_error(tmp_path, tiny_cfg):
+    """transformers' "multiple chat templates with no default specified" was a traceback."""
+    from amazon_sft.config import DataConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.prompts import build_prompt_format
+
+    tok = load_tokenizer(tiny_cfg.model)
+    tok.chat_template = {"rag": CHATML, "tool_use": CHATML}
+    with pytest.raises(UserError, match=r"no default.*use_chat_template=false"):
+        build_prompt_format(tok, DataConfig())

@@ -48,13 +48,15 @@ def stop_ids(tok, model) -> list[int]:
 
 
 def greedy_config(pad_id: int, decoding: Decoding, stops: list[int]):
-    """Greedy decoding as ``decoding`` says, and nothing of the model's generation_config.json
+    """Greedy decoding as ``decoding`` says, not as the model's generation_config.json does
     (Qwen2.5-Instruct's asks for sampling and repetition_penalty 1.05, which would penalise the
-    record words a grounded answer copies): every setting ``generate`` reads is given here."""
+    record words a grounded answer copies): the settings base models ship (sampling, penalties,
+    lengths, stops) are given here; transformers 5 fills the ones left unset from the model's."""
     from transformers import GenerationConfig
 
     return GenerationConfig(
         max_new_tokens=decoding.max_new_tokens,
+        min_new_tokens=0,
         do_sample=False,
         num_beams=1,
         temperature=1.0,

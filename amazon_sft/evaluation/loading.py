@@ -88,7 +88,8 @@ def _run_folder(spec: str, what: str = "--model") -> Path:
     if not (folder / SAVED_CONFIG).is_file() and (folder / "checkpoints").is_dir():
         raise UserError(
             f"{what} {spec}: the run has no saved model (final/) yet, only checkpoints: let it "
-            "finish (train ... resume=auto), or set train.max_steps to its last checkpoint's step"
+            "finish (train ... resume=auto), or set train.max_steps to its last checkpoint's step "
+            "(train.epochs=0 if its config sizes it in epochs)"
         )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(

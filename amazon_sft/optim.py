@@ -12,12 +12,16 @@ from amazon_sft.config import RunConfig
 def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
     """Multiplier of the peak lr at ``step`` (0-based count of steps already taken).
 
+    Warmup's last step is the peak and the cosine starts there, so the peak is used once and
+    the run's last step (``max_steps - 1``) is at the floor.
+
     >>> [round(lr_factor(s, 2, 6, 0.1), 3) for s in range(7)]
-    [0.5, 1.0, 1.0, 0.775, 0.325, 0.1, 0.1]
+    [0.5, 1.0, 0.868, 0.55, 0.232, 0.1, 0.1]
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, max_steps - warmup_steps - 1))
+    peak_step = max(warmup_steps - 1, 0)
+    progress = min(1.0, (step - peak_step) / max(1, max_steps - 1 - peak_step))
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 

@@ -162,7 +162,7 @@ def test_an_export_stops_where_the_model_was_trained_to_and_does_not_sample(cata
     """The exported generation_config.json kept the base's sampling settings (Llama 3.1's
     temperature 0.6 and top_p 0.9 beside do_sample false: a server that reads only those
     samples) and took its EOS from config.json (Llama-3-8B-Instruct as released: 128001 alone,
-    while the answers end with <|eot_id|>)."""
+    while the answers end with <|eot_id|>); config.json kept that EOS after the fix."""
     from amazon_sft.answering.export_files import write_portable
     from amazon_sft.config import DataConfig
     from amazon_sft.prompts import build_prompt_format
@@ -192,6 +192,10 @@ def test_an_export_stops_where_the_model_was_trained_to_and_does_not_sample(cata
     assert written["do_sample"] is False
     assert not {"temperature", "top_p", "top_k", "repetition_penalty"} & set(written)
     assert written["eos_token_id"] == [eot, end_of_text]
+    # config.json too: a stack that reads the model config's EOS (TGI's fallback, older
+    # vLLM) stopped only at <|end_of_text|>, after the answer's <|eot_id|>
+    config = json.loads((folder / "config.json").read_text())
+    assert config["eos_token_id"] == [eot, end_of_text]
 
 
 MISTRAL_V01_TEMPLATE = (

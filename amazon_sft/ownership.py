@@ -9,7 +9,11 @@ A command replaces or deletes only what it can prove it wrote:
   before anything else (or, for folders from before the marker, by complete checkpoints). A run
   never writes over a ``config.yaml``, ``metrics.jsonl``, ... it cannot prove it wrote, and
   ``overwrite=true`` moves the previous run's outputs aside into ``previous/<UTC time>/`` instead
-  of deleting them.
+  of deleting them. Its ``final/`` lists what its save wrote (``.amazon_sft_saved.json``): a run
+  holding anything else there is refused before training, since the next save replaces
+  ``final/``, and one put there while it trained is kept (the old ``final/`` set aside into
+  ``previous/``). Checkpoints are ``checkpoints/step-<8 digits>`` only: a user's copy beside them
+  ("step-00000300-best") is neither resumed from nor pruned.
 
 - an eval report folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes
   before its report (or, for folders from before the marker, by an eval's ``report.json``); eval
@@ -58,6 +62,16 @@ RUN_OUTPUTS = (
 )
 """What a training run writes into ``out_dir`` (besides its marker)."""
 PREVIOUS_RUNS = "previous"
+SAVED_LIST = ".amazon_sft_saved.json"
+"""In a saved ``final/``: the names of the entries that save wrote (what a later save of the
+run may replace)."""
+FINAL_ENTRY = re.compile(
+    r"^(README\.md|run_summary\.json|amazon_sft_config\.yaml|trained_on\.json|checksums\.json|"
+    r"(generation_|adapter_)?config\.json|.+\.safetensors(\.index\.json)?|tokenizer(\.json|"
+    r"_config\.json|\.model)|special_tokens_map\.json|added_tokens\.json|chat_template\.jinja|"
+    r"vocab\.(json|txt)|merges\.txt)$"
+)
+"""What a save wrote into ``final/`` before it listed its entries (``SAVED_LIST``)."""
 EVAL_MARKER = ".amazon_sft_eval.json"
 EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
 """What ``amazon-sft eval`` writes into ``--out`` (besides its marker)."""
@@ -178,6 +192,20 @@ def _legacy_run(out_dir: Path) -> bool:
     )
 
 
+def foreign_in_final(final: Path) -> list[str]:
+    """Entries of a run's ``final/`` that no save of the run wrote (a user's notes, an eval
+    report): the next save swaps a new folder over ``final/`` and would delete them."""
+    if not final.is_dir():
+        return []
+    try:
+        listed = set(json.loads((final / SAVED_LIST).read_text()))
+    except (OSError, ValueError, TypeError):
+        listed = None  # saved before the list: the names a save writes
+    names = (p.name for p in final.iterdir() if p.name != SAVED_LIST)
+    ours = (lambda n: n in listed) if listed is not None else FINAL_ENTRY.match
+    return sorted(n for n in names if not ours(n))
+
+
 def run_outputs_present(out_dir: Path) -> list[str]:
     return [name for name in RUN_OUTPUTS if (out_dir / name).exists()]
 
@@ -202,6 +230,12 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
         raise UserError(
             f"out_dir={out_dir} holds {_listing(present)} that amazon-sft train did not write "
             f"(no {RUN_MARKER}): a run would replace them; move them out or choose another out_dir"
+        )
+    foreign = foreign_in_final(out_dir / "final") if not overwrite else []
+    if foreign:
+        raise UserError(
+            f"out_dir={out_dir}: final/ holds {_listing(foreign)} that amazon-sft train did not "
+            "write, and the run's next save replaces final/: move them out of final/ first"
         )
     no_checkpoint = not any((out_dir / "checkpoints").glob("step-*"))
     if resume == "auto" and "final" in present and no_checkpoint:
@@ -228,8 +262,7 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
     moved = None
     present = run_outputs_present(out_dir)
     if overwrite and present:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        aside = out_dir / PREVIOUS_RUNS / stamp
+        aside = out_dir / PREVIOUS_RUNS / utc_stamp()
         aside.mkdir(parents=True)
         for name in [*present, RUN_MARKER]:
             if (out_dir / name).exists():
@@ -297,6 +330,11 @@ def claim_demo_dir(out_dir: Path) -> None:
     note = {"written_by": f"amazon_sft {__version__} demo", "created": _now()}
     if not (out_dir / DEMO_MARKER).is_file():
         (out_dir / DEMO_MARKER).write_text(json.dumps(note) + "\n")
+
+
+def utc_stamp() -> str:
+    """The time now as a folder name for what is set aside (``previous/<stamp>``), sortable."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def _now() -> str:

@@ -12,6 +12,7 @@ old run's files beside the new ones, when it is killed mid-save.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -22,8 +23,10 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
+from amazon_sft.ownership import PREVIOUS_RUNS, SAVED_LIST, foreign_in_final, utc_stamp
 from amazon_sft.trained_on import TrainedOn, write_trained_on
 
+log = logging.getLogger("amazon_sft.train")
 LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
 
 
@@ -48,9 +51,26 @@ def save_final(
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_trained_on(staging, trained_on)
+        (staging / SAVED_LIST).write_text(json.dumps(sorted(p.name for p in staging.iterdir())))
+        aside = set_aside_foreign_final(out_dir)
+        if aside is not None:
+            log.warning("final/ held files training did not write: the old final/ is in %s", aside)
         swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final
+
+
+def set_aside_foreign_final(out_dir: Path) -> Path | None:
+    """Move ``final/`` to ``previous/<UTC time>-final/`` when it holds a file no save wrote (put
+    there while the run trained: the start refuses one already there), so the swap that follows
+    deletes nothing of the user's. Returns where it went, None when nothing was moved."""
+    final = out_dir / "final"
+    if not foreign_in_final(final):
+        return None
+    aside = out_dir / PREVIOUS_RUNS / f"{utc_stamp()}-final"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    final.rename(aside)
+    return aside
 
 
 def readable_like_the_rest(folder: Path) -> None:

@@ -413,3 +413,67 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     assert checkpointing.complete_checkpoints(out) == [kept]
     assert not (kept / "model.safetensors").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
+
+
+def test_a_run_never_deletes_files_a_user_put_into_its_final(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A file-safety audit: notes and an eval report the user kept in ``run/final/`` were deleted
+    by the next save of that run (``resume=auto`` with more steps swapped a new folder over it).
+    Now refused before training; added during training, the old final/ is set aside, not
+    deleted."""
+    from amazon_sft.ownership import foreign_in_final
+
+    from .conftest import train_overrides
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert foreign_in_final(out / "final") == []
+    (out / "final" / "NOTES.txt").write_text("mine")
+    code, err = _run_cli(
+        capsys,
+        "train",
+        "--config",
+        "tiny",
+        *train_overrides(prepared, tiny_model_dir, out, "resume=auto", "train.max_steps=26"),
+    )
+    _one_line(code, err, "train", "NOTES.txt", "final")
+    assert (out / "final" / "NOTES.txt").read_text() == "mine"
+    assert foreign_in_final(out / "final") == ["NOTES.txt"]
+    (out / "final" / ".amazon_sft_saved.json").unlink()  # a final saved before the list
+    assert foreign_in_final(out / "final") == ["NOTES.txt"]
+
+
+def test_a_final_holding_a_users_file_at_save_time_is_set_aside(tuned_run, tmp_path):
+    from amazon_sft.saving import set_aside_foreign_final
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert set_aside_foreign_final(out) is None and (out / "final").is_dir()
+    (out / "final" / "report.md").write_text("# my eval")
+    aside = set_aside_foreign_final(out)
+    assert aside is not None and (aside / "report.md").read_text() == "# my eval"
+    assert not (out / "final").exists() and aside.parent.parent == out
+
+
+def test_a_users_copy_of_a_checkpoint_is_neither_resumed_nor_pruned(tmp_path):
+    """``cp -r step-00000003 step-00000003-backup`` was taken as the newest checkpoint, resumed
+    from, then deleted by keep_last; a second branch from an older step deleted the first
+    branch's set-aside checkpoints."""
+    from amazon_sft.checkpointing import COMPLETE, complete_checkpoints, set_aside_newer
+
+    root = tmp_path / "run" / "checkpoints"
+    for name in ("step-00000002", "step-00000003", "step-00000003-backup", "step-best"):
+        (root / name).mkdir(parents=True)
+        (root / name / COMPLETE).write_text("x")
+    assert [p.name for p in complete_checkpoints(tmp_path / "run")] == [
+        "step-00000002",
+        "step-00000003",
+    ]
+    assert set_aside_newer(tmp_path / "run", 2) == ["step-00000003"]
+    (root / "step-00000003").mkdir()  # the next branch got as far, and branches again
+    (root / "step-00000003" / COMPLETE).write_text("y")
+    assert set_aside_newer(tmp_path / "run", 2) == ["step-00000003"]
+    kept = sorted((p.name, (p / COMPLETE).read_text()) for p in (root / ".set_aside").iterdir())
+    assert len(kept) == 2 and {text for _, text in kept} == {"x", "y"}
+    assert (root / "step-00000003-backup").is_dir() and (root / "step-best").is_dir()

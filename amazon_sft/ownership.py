@@ -17,7 +17,8 @@ A command replaces or deletes only what it can prove it wrote:
 
 - an eval report folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes
   before its report (or, for folders from before the marker, by an eval's ``report.json``); eval
-  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote;
+  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote,
+  or one changed since it wrote it (the marker keeps each report file's sha256);
 - an index folder is proved by its ``stats.json``'s list of files (a prepare ``--overwrite`` or
   an index build that would delete anything else is refused), a shard folder by its four arrays;
 - a demo folder is new, empty, or marked ``.amazon_sft_demo.json`` by an earlier demo.
@@ -277,25 +278,71 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
 
 
 def _is_our_eval(out_dir: Path) -> bool:
-    """The marker, or (a folder from before it) an eval's report.json: its models and data."""
+    """The marker, or (a folder from before it) an eval's report.json: its models, data, mode
+    and its splits (oracle context) or groups (end to end)."""
     if (out_dir / EVAL_MARKER).is_file():
         return True
     try:
         report = json.loads((out_dir / "report.json").read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(report, dict) and {"models", "data"} <= set(report)
+    keys = set(report) if isinstance(report, dict) else set()
+    return {"models", "data", "mode"} <= keys and bool({"splits", "groups"} & keys)
+
+
+def _eval_digests(out_dir: Path) -> dict | None:
+    """The marker's digests of the report files eval wrote (name -> sha256s it may hold), None
+    for a marker from before they were kept."""
+    try:
+        files = json.loads((out_dir / EVAL_MARKER).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def check_eval_dir(out_dir: Path) -> None:
-    """Refuse an eval ``--out`` holding report files eval cannot prove it wrote (read-only: every
-    rank may call it, before any model loads)."""
+    """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
+    changed since it wrote them (read-only: every rank may call it, before any model loads)."""
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
     if present and not _is_our_eval(out_dir):
         raise UserError(
             f"--out {out_dir} holds {_listing(present)} that amazon-sft eval did not write (no "
             f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
         )
+    digests = _eval_digests(out_dir) if present else None
+    if digests is not None:
+        changed = [
+            name
+            for name in present
+            if not (out_dir / name).is_file()
+            or file_sha256(out_dir / name) not in digests.get(name, ())
+        ]
+        if changed:
+            raise UserError(
+                f"--out {out_dir}: {_listing(changed)} changed since eval wrote it (or eval did "
+                "not write it): the report would replace it; move it out or choose another --out"
+            )
+
+
+def record_eval_files(out_dir: Path, files: dict[str, list[str]]) -> None:
+    """Keep in the marker the sha256 of each report file eval wrote (before the files move in:
+    the old and new digest of each, so a kill between moves leaves the folder eval's; after:
+    the new only). A file changed since is then the user's, never replaced."""
+    marker = out_dir / EVAL_MARKER
+    try:
+        note = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        note = {}
+    note = note if isinstance(note, dict) else {}
+    note["files"] = files
+    marker.write_text(json.dumps(note) + "\n")
 
 
 def claim_eval_dir(out_dir: Path) -> None:

@@ -58,9 +58,29 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     assert (out / EVAL_MARKER).is_file() and (out / "mine.txt").read_text() == "mine\n"
     code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
     assert code == 0, err[-2000:]  # its own report is written again
+    (out / "report.md").write_text("# my notes on it\n")  # edited since: the user's now
+    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    _one_line(code, err, "eval", "report.md", "changed since")
+    assert (out / "report.md").read_text() == "# my notes on it\n"
+    (out / "report.md").unlink()
     (out / EVAL_MARKER).unlink()  # an eval folder from before the marker: report.json proves it
     code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
     assert code == 0, err[-2000:]
+
+
+def test_a_report_json_that_is_not_an_evals_does_not_prove_the_folder(tmp_path):
+    """Any report.json with "models" and "data" keys was taken for an eval's from before the
+    marker (a file-safety audit: a user's benchmark results were replaced)."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.ownership import check_eval_dir
+
+    mine = {"models": ["gpt-4o"], "data": "bench-v3", "scores": [0.8]}
+    (tmp_path / "report.json").write_text(json.dumps(mine))
+    with pytest.raises(UserError, match="did not write"):
+        check_eval_dir(tmp_path)
+    ours = {"models": {}, "data": "d", "mode": "end to end", "groups": {}}
+    (tmp_path / "report.json").write_text(json.dumps(ours))
+    check_eval_dir(tmp_path)
 
 
 @pytest.mark.parametrize("inside", ["shard-00000/mine.npy.txt", "index/notes.txt", "index/x/y"])

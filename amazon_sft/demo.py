@@ -222,17 +222,24 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 
 def main(argv: list[str] | None = None) -> int:
     from amazon_sft.answering.option_checks import check_abstain_below
+    from amazon_sft.ownership import OutputLock, claim_demo_dir
+
+    args = parse_args(argv)
+    check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
+    out = Path(args.out)
+    with OutputLock(out, "amazon-sft demo"):  # one demo a folder: a second is named the first
+        claim_demo_dir(out)  # never over files of the user's
+        return _demo(args, out)
+
+
+def _demo(args, out: Path) -> int:
+    """Every step of the demo into its claimed folder ``out``."""
     from amazon_sft.evaluation.heldout_questions import (
         demo_questions,
         heldout_questions,
         write_questions,
     )
-    from amazon_sft.ownership import claim_demo_dir
 
-    args = parse_args(argv)
-    check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
-    out = Path(args.out)
-    claim_demo_dir(out)  # never over files of the user's
     data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
     report, oracle = out / "eval", out / "eval-oracle"
     with open(out / "demo.log", "w") as log:

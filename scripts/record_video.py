@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -67,9 +68,16 @@ def record(page, question: str, mode, frames: Path, shots: list, deadline: float
         time.sleep(FRAME_S)
 
 
-def stitch(shots: list, out: Path) -> None:
-    """Frames to H.264 with each frame's real duration."""
-    listing = out.with_suffix(".frames.txt")
+def partial_video(out: Path) -> Path:
+    """Where this process encodes ``out`` before renaming it into place."""
+    return out.with_name(f".{out.name}.{os.getpid()}.partial.mp4")
+
+
+def stitch(shots: list, out: Path, tmp: Path) -> None:
+    """Frames to H.264 with each frame's real duration, encoded beside ``out`` under a hidden
+    name and renamed into place: a kill mid-encoding leaves no half video at ``out``."""
+    listing = tmp / "frames.txt"
+    partial = partial_video(out)
     lines = []
     for (path, at), (_, after) in zip(shots, [*shots[1:], (None, shots[-1][1] + FRAME_S)]):
         lines += [f"file '{path}'", f"duration {max(after - at, 0.04):.3f}"]
@@ -95,11 +103,11 @@ def stitch(shots: list, out: Path) -> None:
             "30",
             "-movflags",
             "+faststart",
-            str(out),
+            str(partial),
         ],
         check=True,
     )
-    listing.unlink()
+    os.replace(partial, out)
 
 
 def main() -> None:
@@ -114,7 +122,13 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--max-seconds", type=float, default=60.0)
     ap.add_argument("--port", type=int, default=8766)
+    ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args()
+    out = Path(args.out)
+    if out.exists() and not (args.overwrite and out.is_file()):
+        raise SystemExit(
+            f"record_video: --out {out} exists: name a new file, or pass --overwrite to replace it"
+        )
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None or shutil.which("ffmpeg") is None:
         raise SystemExit("needs Debian's chromium and ffmpeg: apt-get install chromium ffmpeg")
@@ -125,7 +139,6 @@ def main() -> None:
         model, tok, build_prompt_format(tok, cfg.data), CatalogueIndex(args.index), cfg.data
     )
     questions = args.questions or default_questions(Path(args.index))
-    out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     app = create_app(answerer, args.max_new_tokens)
     with (
@@ -146,7 +159,10 @@ def main() -> None:
             record(page, question, args.mode, Path(tmp), shots, deadline)
             print(f"recorded: {question}")
         browser.close()
-        stitch(shots, out)
+        try:
+            stitch(shots, out, Path(tmp))
+        finally:
+            partial_video(out).unlink(missing_ok=True)
     seconds = shots[-1][1] - shots[0][1] + FRAME_S
     print(f"{out}: {len(shots)} frames, {seconds:.0f} s")
 

@@ -136,3 +136,23 @@ def test_demo_steps_run_the_installed_package_whatever_the_current_folder_holds(
     with pytest.raises(demo.UserError) as caught:  # index's import reads amazon_sft.__version__
         demo.run("index", ["index", str(tmp_path / "nowhere")], io.StringIO())
     assert "__version__" not in str(caught.value) and "nowhere" in str(caught.value)
+
+
+def test_a_second_demo_into_the_same_folder_is_refused_naming_the_first(tmp_path):
+    """A file-safety audit: a second demo into a running one's folder truncated its demo.log
+    (the log its errors point to) and prepared again under it. Now one writer, as elsewhere."""
+    from amazon_sft.ownership import OutputLock
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.log").write_text("$ amazon-sft synth ... (the first demo, still running)\n")
+    with OutputLock(out, "amazon-sft demo"):
+        proc = subprocess.run(
+            [sys.executable, "-m", "amazon_sft.cli", "demo", "--config", "tiny", "--out", str(out)],
+            capture_output=True, text=True, cwd=REPO, timeout=120,
+        )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert (
+        "amazon-sft demo" in proc.stderr
+        and "(the first demo, still running)" in (out / "demo.log").read_text()
+    )

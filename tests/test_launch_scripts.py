@@ -99,6 +99,29 @@ def test_train_sbatch_prepares_once_and_resumes(tmp_path):
     assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@90" in text
 
 
+def test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue(tmp_path):
+    """A file-safety audit: with data/prepared-CONFIG already there, a new DATA (even one that
+    does not exist) was ignored and the job trained, and resumed, on the old catalogue."""
+    env = _fake_slurm(tmp_path, "78")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text("{}")
+    old = tmp_path / "old.json.gz"
+    (prepared / "report.json").write_text(json.dumps({"input": str(old)}))
+    new = tmp_path / "new.json.gz"
+    run = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO, env={**env, "DATA": str(new)},
+    )  # fmt: skip
+    assert run.returncode != 0 and "node " not in run.stdout
+    assert str(old) in run.stderr and str(new) in run.stderr and "PREPARED" in run.stderr
+    same = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO, env={**env, "DATA": str(old)},
+    )  # fmt: skip
+    assert same.returncode == 0 and "amazon-sft prepare" not in same.stdout, same.stderr
+
+
 def test_eval_sbatch_reads_the_folder_train_sbatch_prepared(tmp_path):
     """The README's pair ``CONFIG=X sbatch train_slurm.sbatch`` then eval: eval's defaults named
     another prepared folder (data/prepared-mistral), so it found no manifest there; and two jobs

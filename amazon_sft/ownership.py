@@ -310,6 +310,13 @@ def file_sha256(path: Path) -> str:
 def check_eval_dir(out_dir: Path) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
     changed since it wrote them (read-only: every rank may call it, before any model loads)."""
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UserError(
+            f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
+            "that folder or name another --out"
+        )
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file: name a folder for the report")
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
     if present and not _is_our_eval(out_dir):
         raise UserError(

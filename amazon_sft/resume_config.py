@@ -162,7 +162,15 @@ def rebase_schedule(scheduler, lr: float, warmup: int, max_steps: int, min_ratio
 def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
     """Append to ``config_changes.jsonl`` (the history ``config.yaml``'s header is made from)."""
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    with open(out_dir / CHANGES, "a") as fh:
+    path = out_dir / CHANGES
+    cut = False  # a line cut by a kill or a full disk must not swallow the next record
+    if path.is_file() and path.stat().st_size:
+        with open(path, "rb") as fh:
+            fh.seek(-1, 2)
+            cut = fh.read(1) != b"\n"
+    with open(path, "a") as fh:
+        if cut:
+            fh.write("\n")
         for c in changes:
             fh.write(
                 json.dumps({"step": step, "key": c.key, "old": c.old, "new": c.new, "at": when})
@@ -175,12 +183,18 @@ def history_header(out_dir: Path) -> str:
     path = out_dir / CHANGES
     if not path.is_file():
         return ""
-    lines = []
-    for line in path.read_text().splitlines():
-        c = json.loads(line)
-        lines.append(
-            f"# changed at step {c['step']} ({c['at']}): {c['key']}: {c['old']!r} -> {c['new']!r}"
-        )
+    lines, unreadable = [], 0
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            c = json.loads(line)
+            lines.append(
+                f"# changed at step {c['step']} ({c['at']}): {c['key']}: "
+                f"{c['old']!r} -> {c['new']!r}"
+            )
+        except (ValueError, TypeError, KeyError):  # cut by a kill or a full disk mid-append
+            unreadable += 1
+    if unreadable:
+        lines.append(f"# ({unreadable} unreadable line(s) of {CHANGES} skipped)")
     return (
         "# This run's config changed on resume (config_changes.jsonl):\n" + "\n".join(lines) + "\n"
     )

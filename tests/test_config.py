@@ -211,3 +211,17 @@ def test_epochs_and_steps_are_not_both_given():
     assert load_run_config("mistral-7b-lora", ["train.epochs=0", "train.max_steps=50"])
     with pytest.raises(UserError, match=r"train\.epochs must be"):
         load_run_config("tiny", ["train.epochs=-1"])
+
+
+def test_a_cut_line_in_the_change_history_is_skipped_and_said(tmp_path):
+    """A kill or a full disk mid-append left half a line in config_changes.jsonl: every later
+    resume=auto was a JSONDecodeError traceback, and the next change was glued onto the cut."""
+    from amazon_sft.resume_config import CHANGES, Change, history_header, record_changes
+
+    record_changes(tmp_path, 4, [Change("train.lr", 1e-4, 5e-5)])
+    with open(tmp_path / CHANGES, "a") as fh:
+        fh.write('{"step": 9, "key": "train.max')  # cut
+    record_changes(tmp_path, 12, [Change("train.max_steps", 100, 200)])
+    header = history_header(tmp_path)
+    assert "train.lr: 0.0001 -> 5e-05" in header and "train.max_steps: 100 -> 200" in header
+    assert "1 unreadable line" in header

@@ -497,3 +497,18 @@ def test_a_users_copy_of_a_checkpoint_is_neither_resumed_nor_pruned(tmp_path):
     kept = sorted((p.name, (p / COMPLETE).read_text()) for p in (root / ".set_aside").iterdir())
     assert len(kept) == 2 and {text for _, text in kept} == {"x", "y"}
     assert (root / "step-00000003-backup").is_dir() and (root / "step-best").is_dir()
+
+
+def test_eval_into_a_dangling_link_or_a_file_is_one_line_before_any_model_loads(
+    prepared, tmp_path, capsys
+):
+    """A link to a folder not there yet was a FileExistsError traceback after the whole eval."""
+    link = tmp_path / "dang"
+    link.symlink_to(tmp_path / "nowhere")
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--n", "1"]
+    code, err = _run_cli(capsys, *base, "--out", str(link))
+    _one_line(code, err, "eval", str(link), "does not exist")
+    (tmp_path / "file").write_text("mine")
+    code, err = _run_cli(capsys, *base, "--out", str(tmp_path / "file"))
+    _one_line(code, err, "eval", "is a file")
+    assert (tmp_path / "file").read_text() == "mine"

@@ -151,6 +151,12 @@ def verify_checkpoint(folder: Path) -> None:
         files = json.loads(listed.read_text())
     except ValueError as err:
         raise CorruptCheckpoint(f"{listed} is not JSON ({err})") from None
+    well_formed = isinstance(files, dict) and all(
+        isinstance(w, dict) and isinstance(w.get("bytes"), int) and isinstance(w.get("quick"), str)
+        for w in files.values()
+    )
+    if not well_formed or not files:  # {} verified nothing: the weights loaded unchecked
+        raise CorruptCheckpoint(f"{listed} does not list its files' sizes and digests")
     for name, want in files.items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != want["bytes"]:

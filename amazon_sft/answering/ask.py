@@ -16,6 +16,7 @@ each source's description (ROUGE-L), so a user sees when the model invents.
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,6 +46,7 @@ from amazon_sft.prompts import (
     strip_citations,
     without_markup,
 )
+from amazon_sft.terminal import printable
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
 
 MAX_QUESTION_CHARS = 2000
@@ -135,8 +137,14 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     return normalise_question(without_markup(SpecialTextScrubber(tok, fmt)(question)))
 
 
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def normalise_question(question: str) -> str:
-    """Whitespace collapsed and length capped; an empty question is refused."""
+    """Whitespace collapsed, control and bidi characters removed (``terminal.printable``), a
+    lone surrogate (argv's or stdin's bytes that are not UTF-8) replaced by U+FFFD, length
+    capped; an empty question is refused."""
+    question = printable(_LONE_SURROGATE.sub("\ufffd", question))
     question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:
         raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
@@ -205,11 +213,8 @@ def plan_answer(
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
-        if len(ids) >= context:  # no answer length fits: the question is what must change
-            raise UserError(
-                f"the question is too long for the model's context: with its {len(sources)} "
-                f"records the prompt takes {len(ids)} of {context} tokens; shorten the question"
-            )
+        if len(ids) >= context:  # no answer length fits: the question or k must change
+            raise UserError(_does_not_fit(tok, question, len(sources), len(ids), context))
         raise UserError(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
             f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
@@ -224,6 +229,20 @@ def plan_answer(
     )
     shown = shown_description(tok, data, sources[0]) if sure else ""
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)
+
+
+def _does_not_fit(tok, question: str, records: int, prompt_tokens: int, context: int) -> str:
+    """Why a prompt leaves no room for an answer, naming what to change: fewer records when
+    there are several, a shorter question when it is long or there is one record."""
+    asked = len(hf_encoder(tok)([question])[0])
+    fixes = [f"ask for fewer records (k, {records} now)"] if records > 1 else []
+    if records <= 1 or asked >= context // 4:
+        fixes.append("shorten the question")
+    return (
+        f"the prompt does not fit the model's context: it takes {prompt_tokens} of {context} "
+        f"tokens (the question {asked}, its {records} records and the instructions the rest); "
+        + " or ".join(fixes)
+    )
 
 
 def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:

@@ -98,6 +98,8 @@ def _read_range(
             line = fh.readline()
             try:
                 rec = orjson.loads(line)
+                if not (isinstance(rec["title"], str) and isinstance(rec["content"], str)):
+                    raise TypeError("its title and content must be text")
                 titles.append(rec["title"])
                 descriptions.append(rec["content"][:DESCRIPTION_CHARS])
                 train[i] = rec.get("split", "train") == "train"

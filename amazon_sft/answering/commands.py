@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -315,6 +316,8 @@ def _run_chat(args) -> int:
     else:
         answerer = _session(args)
     print("Ask about a product (Ctrl-D or 'exit' to quit).")
+    if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8: U+FFFD, not a traceback
+        sys.stdin.reconfigure(errors="replace")
     while True:
         try:
             question = input("> ").strip()
@@ -326,16 +329,16 @@ def _run_chat(args) -> int:
             continue
         try:
             check_question_length(question)
+            if answerer is None:
+                show(question)
+            else:
+                result = _answer(answerer, args, question, print_piece)
+                print()
+                print_how(result)
+                print_sources(result.sources)
         except UserError as err:  # one line, and the conversation goes on
             print(f"amazon-sft chat: {err}")
             continue
-        if answerer is None:
-            show(question)
-        else:
-            result = _answer(answerer, args, question, print_piece)
-            print()
-            print_how(result)
-            print_sources(result.sources)
         print()
     return 0
 

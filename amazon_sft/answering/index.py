@@ -184,6 +184,8 @@ def check_index(folder: Path, catalogue: Path) -> None:
     """The index files and the catalogue are the ones the index was built from (sizes and
     sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
     files = json.loads((folder / STATS).read_text())["files"]
+    if not isinstance(files, dict):
+        raise ValueError(f"{STATS} has no mapping of files to digests")
     for name, digest in files.items():
         if name == catalogue.name:
             continue  # ``check_catalogue``: its fix is another command's

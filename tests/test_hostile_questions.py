@@ -1,0 +1,85 @@
+"""Questions and files as a hostile user sends them to ask, chat and serve (an audit of
+2026-12-02): bytes that are not UTF-8, control characters, a chat that one bad question ended,
+a k too large named as a question too long, and damaged JSON a command reads."""
+
+import json
+import shutil
+
+import pytest
+
+from amazon_sft.answering.ask import normalise_question
+
+from .test_answering import _records
+from .test_hostile import _assert_one_line, _run_cli
+
+pytestmark = pytest.mark.hostile
+
+
+def test_a_question_keeps_no_lone_surrogate_control_or_bidi_character():
+    """``ask $'Nimbus \\xff\\xfe T50'`` (argv decodes bytes that are not UTF-8 to lone
+    surrogates) was a tokenizer TypeError; NUL, ESC and U+202E went into the prompt."""
+    assert normalise_question("Nimbus \udcff\udcfe T50") == "Nimbus \ufffd\ufffd T50"
+    assert normalise_question("Nimbus\x00 \x1b[31mT50\x07 \u202etxt") == "Nimbus [31mT50 txt"
+    assert normalise_question("a\tb\nc") == "a b c"
+
+
+def test_chat_goes_on_after_a_question_it_cannot_answer(prepared, tuned_run, capsys, monkeypatch):
+    """One question too long for the model's context ended the whole chat (only the length cap
+    in characters was caught)."""
+    from amazon_sft.cli import main
+
+    title = _records(prepared, 1)[0]["title"]
+    typed = iter(["é" * 1900, f"Tell me about {title}", "exit"])
+    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    code = main(["chat", "--model", str(tuned_run), "--index", str(prepared)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "amazon-sft chat: " in out and out.count("Sources:") == 1
+
+
+def test_a_k_too_large_for_the_context_names_k_not_the_question(prepared, tuned_run, capsys):
+    code, err = _run_cli(
+        capsys, "ask", "Tell me about a bear", "--model", str(tuned_run), "--index",
+        str(prepared), "--grounded", "--k", "100000",
+    )  # fmt: skip
+    _assert_one_line(code, err, "ask", "fewer records (k")
+    assert "shorten the question" not in err
+
+
+@pytest.mark.parametrize("listing", ["[]", '{"model.safetensors": []}', "{}"])
+def test_a_checksums_file_that_lists_nothing_right_is_damage_not_a_pass(
+    prepared, tuned_run, tmp_path, capsys, listing
+):
+    """``final/checksums.json`` holding ``[]`` was an AttributeError traceback; ``{}`` loaded
+    the model unverified."""
+    run = tmp_path / "run"
+    shutil.copytree(tuned_run / "final", run / "final")
+    (run / "final" / "checksums.json").write_text(listing)
+    code, err = _run_cli(capsys, "ask", "x", "--model", str(run), "--index", str(prepared))
+    _assert_one_line(code, err, "ask", "checksums.json")
+
+
+def test_an_index_stats_file_with_a_wrong_shape_is_one_line(prepared, tmp_path, capsys):
+    from amazon_sft.answering.index import build_index
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    build_index(data)
+    stats = data / "index" / "stats.json"
+    saved = json.loads(stats.read_text())
+    stats.write_text(json.dumps({**saved, "files": []}))
+    code, err = _run_cli(capsys, "ask", "x", "--index", str(data), "--sources-only")
+    _assert_one_line(code, err, "ask", "stats.json")
+
+
+def test_a_catalogue_record_whose_title_is_not_text_is_one_line(prepared, tmp_path, capsys):
+    """``{"title": ["x"]}`` in catalogue.jsonl was a TypeError in the index build and ask."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    shutil.rmtree(data / "index", ignore_errors=True)
+    lines = (data / "catalogue.jsonl").read_text().splitlines()
+    record = json.loads(lines[3])
+    lines[3] = json.dumps({**record, "title": ["x"]})
+    (data / "catalogue.jsonl").write_text("\n".join(lines) + "\n")
+    code, err = _run_cli(capsys, "index", str(data))
+    _assert_one_line(code, err, "index", "catalogue.jsonl")

@@ -15,6 +15,12 @@ class UserError(Exception):
     """A problem the user can fix: the message names the field or file, and the fix."""
 
 
+class RequestError(UserError):
+    """The request's own fault (an empty question, a prompt the model's context cannot take):
+    ``serve`` answers it 422 with its words; any other ``UserError`` met while answering (a
+    damaged file) is the server's, 500, its words only in the server log."""
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose own refusals (a value of the wrong type, a missing argument, an unknown
     command) are one line, like every other refusal, pointing at ``--help`` for the usage block

@@ -174,7 +174,9 @@ def test_a_question_too_long_for_the_context_says_shorten_it(app_parts):  # noqa
 
 class _RefusingAnswerer(SlowAnswerer):
     def __call__(self, question, **kwargs):
-        raise UserError("the question is too long for the model's context: shorten the question")
+        from amazon_sft.errors import RequestError
+
+        raise RequestError("the question is too long for the model's context: shorten the question")
 
 
 @pytest.mark.e2e
@@ -393,3 +395,53 @@ def test_the_model_goes_to_requests_in_the_order_they_came():
     from amazon_sft.answering.first_come import FirstComeLock
 
     assert _turns(FirstComeLock()) == ["waiter", "newcomer"]
+
+
+class _DamagedCatalogueAnswerer(SlowAnswerer):
+    """The catalogue was cut while the server ran: the answerer's one-line damage report."""
+
+    def __call__(self, question, **kwargs):
+        raise UserError("catalogue /srv/secret/data/catalogue.jsonl is unreadable: re-run prepare")
+
+
+class _TooLongAnswerer(SlowAnswerer):
+    def __call__(self, question, **kwargs):
+        from amazon_sft.errors import RequestError
+
+        raise RequestError("the prompt does not fit the model's context: shorten the question")
+
+
+@pytest.mark.parametrize("route", ["/api/ask", "/api/stream"])
+def test_a_fault_of_the_server_is_a_500_that_shows_no_path_and_is_logged(route, caplog):
+    """A damaged catalogue while serving was a 422 (the client's fault) naming the server's
+    file paths, and only "422" in the log; the request's own faults stay 422 with their words."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(_DamagedCatalogueAnswerer()), base_url="http://127.0.0.1")
+    with caplog.at_level("ERROR"):
+        got = client.post(route, json={"question": "a bear"})
+    text = got.text
+    assert "/srv/secret" not in text and "answering failed on the server" in text
+    assert got.status_code == (500 if route == "/api/ask" else 200)  # a stream has begun
+    assert "/srv/secret/data/catalogue.jsonl" in caplog.text
+    mine = TestClient(create_app(_TooLongAnswerer()), base_url="http://127.0.0.1")
+    got = mine.post(route, json={"question": "a bear"})
+    assert "shorten the question" in got.text
+    assert got.status_code == (422 if route == "/api/ask" else 200)
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"question": "x", "max_tokens": 1}, "max_tokens"),
+        ({"question": "x", "mode": "closed", "grounded": True}, "mode"),
+    ],
+)
+def test_a_request_field_the_api_does_not_have_or_two_that_disagree_are_refused(body, needle):
+    """Unknown fields ran with the defaults (a client's "max_tokens" silently ignored), and
+    mode closed with grounded true ran closed."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
+    got = client.post("/api/ask", json=body)
+    assert got.status_code == 422 and needle in got.json()["error"], got.text

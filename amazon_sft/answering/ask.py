@@ -30,7 +30,7 @@ from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
 from amazon_sft.data.encode import SpecialTextScrubber
-from amazon_sft.errors import UserError
+from amazon_sft.errors import RequestError
 from amazon_sft.evaluation.generation import (
     Decoding,
     greedy_config,
@@ -147,7 +147,9 @@ def normalise_question(question: str) -> str:
     question = printable(_LONE_SURROGATE.sub("\ufffd", question))
     question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:
-        raise UserError("the question is empty: ask about a product, e.g. 'Tell me about <title>'")
+        raise RequestError(
+            "the question is empty: ask about a product, e.g. 'Tell me about <title>'"
+        )
     return question
 
 
@@ -205,7 +207,7 @@ def plan_answer(
     """Retrieve, ask the gate, render the prompt and check it fits the model's context."""
     mode = mode or default_mode(data)
     if mode not in MODES:
-        raise UserError(f"mode must be one of {MODES}, got {mode!r}")
+        raise RequestError(f"mode must be one of {MODES}, got {mode!r}")
     question = clean_question(question, tok, fmt)
     k = k or (data.context_records if mode == "grounded" else 3)
     sources = index.search(question, k)
@@ -214,8 +216,8 @@ def plan_answer(
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
         if len(ids) >= context:  # no answer length fits: the question or k must change
-            raise UserError(_does_not_fit(tok, question, len(sources), len(ids), context))
-        raise UserError(
+            raise RequestError(_does_not_fit(tok, question, len(sources), len(ids), context))
+        raise RequestError(
             f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
             f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
             "shorten the question"

@@ -20,8 +20,9 @@ hold a connection), connections are capped, and the ``Host`` header must name th
 rebinding). One generation runs at a time, in the order requests came, with at most
 ``max_queue`` requests waiting (503 beyond), each on a thread of its own; a stream whose client goes away stops generating; questions
 lose any special-token text before they are encoded (``ask.clean_question``). Every error is
-``{"error": ...}``: 4xx for the request's fault, 500 when the model failed (logged; the model is
-free for the next request).
+``{"error": ...}``: 4xx for the request's fault (``RequestError``), 500 when the model failed or a
+file is damaged (logged, with the paths the client is not shown; the model is free for the next
+request).
 """
 
 import asyncio
@@ -51,7 +52,7 @@ from amazon_sft.answering.serve_guards import (
     safe_json,
 )
 from amazon_sft.answering.web_page import PAGE
-from amazon_sft.errors import UserError
+from amazon_sft.errors import RequestError, UserError
 
 log = logging.getLogger("amazon_sft.serve")
 
@@ -99,7 +100,7 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from pydantic import BaseModel, ConfigDict, Field, model_validator
     from starlette.exceptions import HTTPException
 
     check_default_tokens(default_max_new_tokens)
@@ -107,13 +108,20 @@ def create_app(
     class AskRequest(BaseModel):
         # JSON types as the API documents them: true is not the number 1 (a bool is an int in
         # Python, so "max_new_tokens": true asked for one token), nor "8" the number 8.
-        model_config = ConfigDict(strict=True)
+        model_config = ConfigDict(strict=True, extra="forbid")  # "max_tokens" is not ignored
 
         question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
         mode: Literal["grounded", "closed"] | None = None
         grounded: bool | None = None  # the older switch: true = grounded, false = closed
         max_new_tokens: int = Field(default=default_max_new_tokens, ge=1, le=MAX_NEW_TOKENS_CAP)
         k: int | None = Field(default=None, ge=1, le=10)
+
+        @model_validator(mode="after")
+        def _one_mode(self):
+            both = self.mode is not None and self.grounded is not None
+            if both and (self.mode == "grounded") != self.grounded:
+                raise ValueError(f"mode {self.mode!r} and grounded {self.grounded}: send one")
+            return self
 
         def chosen_mode(self) -> str | None:
             if self.mode is None and self.grounded is not None:
@@ -187,9 +195,9 @@ def create_app(
                 cancel.set()
         try:
             result = task.result()
-        except UserError as err:
+        except RequestError as err:  # the question, k, the answer length: the client's to fix
             return error(422, str(err))
-        except Exception as err:  # the model failed (out of memory...): this request only
+        except Exception as err:  # the model failed (out of memory), a file is damaged: ours
             return error(500, failed(err))
         if result is None:
             return error(499, "client closed the request")
@@ -223,7 +231,7 @@ def create_app(
                 if result is not None:  # the answer came in pieces; the rest comes last
                     last = {**result.fields(), "sources": result.sources}
                     put({key: value for key, value in last.items() if key != "answer"})
-            except UserError as err:
+            except RequestError as err:
                 put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served
                 put({"error": failed(err)})

@@ -445,3 +445,20 @@ def test_a_request_field_the_api_does_not_have_or_two_that_disagree_are_refused(
     client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
     got = client.post("/api/ask", json=body)
     assert got.status_code == 422 and needle in got.json()["error"], got.text
+
+
+def test_serve_k_is_the_default_a_request_can_override():
+    """``serve --k 5`` was checked and then never used."""
+    from fastapi.testclient import TestClient
+
+    asked = []
+
+    class Recording(SlowAnswerer):
+        def __call__(self, question, *, k, **kwargs):
+            asked.append(k)
+            return Answer(question, "x", [], "", "closed", [])
+
+    client = TestClient(create_app(Recording(), default_k=5), base_url="http://127.0.0.1")
+    assert client.post("/api/ask", json={"question": "a"}).status_code == 200
+    assert client.post("/api/ask", json={"question": "a", "k": 2}).status_code == 200
+    assert asked == [5, 2]

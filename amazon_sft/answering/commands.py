@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -95,7 +94,12 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--max-new-tokens", type=int, default=128, help="default generation length (capped at 512)"
     )
-    p.add_argument("--k", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="records a request without k gets (default: the records training showed, or 3)",
+    )
     _add_mode_flags(p)
     p.add_argument(
         "--allowed-host",
@@ -356,7 +360,11 @@ def _run_serve(args) -> int:
         print(f"serving on {serving.address(sock)}  (API: POST /api/ask)")
         hosts = (*serving.LOCAL_HOSTS, args.host, *args.allowed_host)
         app = serving.create_app(
-            answerer, args.max_new_tokens, allowed_hosts=hosts, max_queue=args.max_queue
+            answerer,
+            args.max_new_tokens,
+            allowed_hosts=hosts,
+            max_queue=args.max_queue,
+            default_k=args.k,
         )
         serving.serve(app, sock)
     return 0

@@ -93,10 +93,12 @@ def create_app(
     allowed_hosts: tuple[str, ...] = LOCAL_HOSTS,
     max_queue: int = MAX_QUEUE,
     body_timeout_s: float = BODY_TIMEOUT_S,
+    default_k: int | None = None,
 ):
     """The FastAPI app. ``allowed_hosts``: names the ``Host`` header may carry (add the public
     name when binding beyond this machine); ``body_timeout_s``: time the whole request body
-    has to arrive (408 after)."""
+    has to arrive (408 after); ``default_k``: records a request without ``k`` gets (``serve
+    --k``; None: the records training showed)."""
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
@@ -171,7 +173,7 @@ def create_app(
                     return None  # its client left while it waited
                 return answerer(
                     req.question,
-                    k=req.k,
+                    k=req.k if req.k is not None else default_k,
                     mode=req.chosen_mode(),
                     max_new_tokens=req.max_new_tokens,
                     on_text=on_text,

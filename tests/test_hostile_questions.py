@@ -83,3 +83,42 @@ def test_a_catalogue_record_whose_title_is_not_text_is_one_line(prepared, tmp_pa
     (data / "catalogue.jsonl").write_text("\n".join(lines) + "\n")
     code, err = _run_cli(capsys, "index", str(data))
     _assert_one_line(code, err, "index", "catalogue.jsonl")
+
+
+def test_a_same_size_edit_the_sampled_digest_misses_is_still_refused(tmp_path):
+    """The catalogue was checked by its quick digest alone (its edges and 64 blocks of 4 KiB): one
+    uid changed to another of the same length between the blocks was served, the title now
+    answering with another product's uid."""
+    from amazon_sft.answering.index import build_index, check_catalogue
+    from amazon_sft.data.shards import (
+        QUICK_BLOCK_BYTES,
+        QUICK_BLOCKS,
+        QUICK_EDGE_BYTES,
+        quick_digest,
+    )
+    from amazon_sft.errors import UserError
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = [
+        {"uid": f"B{n:09d}", "title": f"Product {n} lamp", "content": f"A lamp, model {n}. " * 9}
+        for n in range(6000)
+    ]
+    catalogue = folder / "catalogue.jsonl"
+    catalogue.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    build_index(folder)
+    size = catalogue.stat().st_size
+    sampled = [(0, QUICK_EDGE_BYTES), (size - QUICK_EDGE_BYTES, size)]
+    sampled += [(size * i // QUICK_BLOCKS, size * i // QUICK_BLOCKS + QUICK_BLOCK_BYTES)
+                for i in range(QUICK_BLOCKS)]  # fmt: skip
+    data = catalogue.read_bytes()
+    at = next(
+        at
+        for n in range(3000, 6000)
+        if not any(a <= (at := data.index(f"B{n:09d}".encode())) < b + 12 for a, b in sampled)
+    )
+    before = quick_digest(catalogue)
+    catalogue.write_bytes(data[:at] + b"B999999999" + data[at + 10 :])
+    assert quick_digest(catalogue) == before  # the sample does not see it
+    with pytest.raises(UserError, match="changed since the index was built"):
+        check_catalogue(folder / "index", catalogue)

@@ -462,3 +462,16 @@ def test_serve_k_is_the_default_a_request_can_override():
     assert client.post("/api/ask", json={"question": "a"}).status_code == 200
     assert client.post("/api/ask", json={"question": "a", "k": 2}).status_code == 200
     assert asked == [5, 2]
+
+
+def test_the_page_cannot_be_framed_by_another_site_and_answers_head():
+    """No X-Frame-Options or frame-ancestors: another site could frame the page (clickjacking);
+    HEAD / (what monitors send) was 405."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
+    page = client.get("/")
+    assert page.headers["x-frame-options"] == "DENY"
+    assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
+    assert page.headers["x-content-type-options"] == "nosniff"
+    assert client.head("/").status_code == 200

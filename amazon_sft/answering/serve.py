@@ -81,6 +81,13 @@ def check_default_tokens(max_new_tokens: int) -> None:
         )
 
 
+PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Content-Security-Policy": "frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
 def failed(err: BaseException) -> str:
     """What a client is told when answering failed for a reason not its own (logged in full)."""
     log.error("answering failed", exc_info=err)
@@ -161,9 +168,10 @@ def create_app(
             return error(400, unreadable_body(await request.body()))
         return error(exc.status_code, str(exc.detail))
 
-    @app.get("/", response_class=HTMLResponse)
-    def page() -> str:
-        return PAGE.replace("__MODE__", answerer.default_mode)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
+    def page() -> HTMLResponse:
+        # never inside another site's frame (clickjacking)
+        return HTMLResponse(PAGE.replace("__MODE__", answerer.default_mode), headers=PAGE_HEADERS)
 
     def run(req: AskRequest, on_text=None, cancel=None):
         """Holds a seat (taken by the caller) until done; one generation at a time."""

@@ -19,9 +19,8 @@ import torch
 from amazon_sft.atomic import swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
-from amazon_sft.ownership import utc_stamp
+from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 
-COMPLETE = "COMPLETE"
 STATE = "trainer_state.json"
 CHECKSUMS = "checksums.json"
 RUN_CONFIG = "run_config.json"  # read by resume_config
@@ -43,25 +42,8 @@ class TrainerState:
     """Wall-clock seconds in optimizer steps, over every launch of the run so far."""
 
 
-CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
-"""What ``checkpoint_dir`` names: a user's copy ("step-00000003-backup", "step-best") is neither
-resumed from nor pruned by ``keep_last``."""
-
-
 def checkpoint_dir(out_dir: Path, step: int) -> Path:
     return out_dir / "checkpoints" / f"step-{step:08d}"
-
-
-def complete_checkpoints(out_dir: Path) -> list[Path]:
-    """Complete checkpoints, oldest first (a folder without COMPLETE was interrupted mid-save)."""
-    root = out_dir / "checkpoints"
-    if not root.is_dir():
-        return []
-    return sorted(
-        p
-        for p in root.glob("step-*")
-        if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and (p / COMPLETE).is_file()
-    )
 
 
 SET_ASIDE = ".set_aside"

@@ -43,7 +43,7 @@ from pathlib import Path
 
 from amazon_sft import __version__
 from amazon_sft.data.manifest import MANIFEST, read_manifest
-from amazon_sft.data.shards import ARRAYS
+from amazon_sft.data.shards import ARRAYS, sha256_file
 from amazon_sft.errors import UserError
 
 PREPARED_ENTRY = re.compile(
@@ -184,13 +184,31 @@ def foreign_in_index(index: Path) -> list[str]:
     return sorted(foreign)
 
 
+CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
+"""What ``checkpointing.checkpoint_dir`` names: a user's copy ("step-00000003-backup",
+"step-best") is neither resumed from, nor pruned, nor taken for proof of a run."""
+
+
+COMPLETE = "COMPLETE"
+"""Written last into a checkpoint: a folder without it was interrupted mid-save."""
+
+
+def complete_checkpoints(out_dir: Path) -> list[Path]:
+    """A run's complete checkpoints, oldest first (here, not in ``checkpointing``, which imports
+    this module: both need them)."""
+    root = out_dir / "checkpoints"
+    if not root.is_dir():
+        return []
+    return sorted(
+        p
+        for p in root.glob("step-*")
+        if CHECKPOINT_NAME.fullmatch(p.name) and p.is_dir() and (p / COMPLETE).is_file()
+    )
+
+
 def _legacy_run(out_dir: Path) -> bool:
     """A run folder from before the marker: its complete checkpoints prove it."""
-    root = out_dir / "checkpoints"
-    return root.is_dir() and any(
-        (p / "COMPLETE").is_file() and (p / "trainer_state.json").is_file()
-        for p in root.glob("step-*")
-    )
+    return any((p / "trainer_state.json").is_file() for p in complete_checkpoints(out_dir))
 
 
 def foreign_in_final(final: Path) -> list[str]:
@@ -238,7 +256,7 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             f"out_dir={out_dir}: final/ holds {_listing(foreign)} that amazon-sft train did not "
             "write, and the run's next save replaces final/: move them out of final/ first"
         )
-    no_checkpoint = not any((out_dir / "checkpoints").glob("step-*"))
+    no_checkpoint = not complete_checkpoints(out_dir)
     if resume == "auto" and "final" in present and no_checkpoint:
         # starting over there would write the new model into the finished run's final/
         raise UserError(
@@ -278,8 +296,8 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
 
 
 def _is_our_eval(out_dir: Path) -> bool:
-    """The marker, or (a folder from before it) an eval's report.json: its models, data, mode
-    and its splits (oracle context) or groups (end to end)."""
+    """The marker, or (a folder from before it) an eval's report.json: its models, data and its
+    splits (oracle context) or groups (end to end)."""
     if (out_dir / EVAL_MARKER).is_file():
         return True
     try:
@@ -287,7 +305,7 @@ def _is_our_eval(out_dir: Path) -> bool:
     except (OSError, ValueError):
         return False
     keys = set(report) if isinstance(report, dict) else set()
-    return {"models", "data", "mode"} <= keys and bool({"splits", "groups"} & keys)
+    return {"models", "data"} <= keys and bool({"splits", "groups"} & keys)
 
 
 def _eval_digests(out_dir: Path) -> dict | None:
@@ -300,13 +318,6 @@ def _eval_digests(out_dir: Path) -> dict | None:
     return files if isinstance(files, dict) else None
 
 
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    with open(path, "rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
 def check_eval_dir(out_dir: Path) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
     changed since it wrote them (read-only: every rank may call it, before any model loads)."""
@@ -315,8 +326,6 @@ def check_eval_dir(out_dir: Path) -> None:
             f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
             "that folder or name another --out"
         )
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file: name a folder for the report")
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
     if present and not _is_our_eval(out_dir):
         raise UserError(
@@ -329,7 +338,7 @@ def check_eval_dir(out_dir: Path) -> None:
             name
             for name in present
             if not (out_dir / name).is_file()
-            or file_sha256(out_dir / name) not in digests.get(name, ())
+            or sha256_file(out_dir / name) not in digests.get(name, ())
         ]
         if changed:
             raise UserError(
@@ -365,25 +374,30 @@ def claim_eval_dir(out_dir: Path) -> None:
 DEMO_MARKER = ".amazon_sft_demo.json"
 
 
+def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = False) -> None:
+    """A folder ``what`` writes several files into (the demo, the GPU check): new, empty, or one
+    an earlier run of it wrote (``marker``, or ``earlier``: its proof from before the marker),
+    else refused naming what is there; then marked."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UserError(f"--out {out_dir} is a file: name a new folder for the {what}")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries and not ((out_dir / marker).is_file() or earlier):
+        raise UserError(
+            f"--out {out_dir} holds {_listing(entries)} and is not a {what} folder (no "
+            f"{marker}): the {what} would write over them; name a new folder"
+        )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if not (out_dir / marker).is_file():
+        note = {"written_by": f"amazon_sft {__version__} {what}", "created": _now()}
+        (out_dir / marker).write_text(json.dumps(note) + "\n")
+
+
 def claim_demo_dir(out_dir: Path) -> None:
     """The demo writes a dozen files and folders into ``--out``: a new or empty folder, or one an
     earlier demo wrote (its marker, or from before the marker its ``demo.log``), else refused."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file: name a new folder for the demo")
-    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     log = out_dir / "demo.log"
-    earlier = (out_dir / DEMO_MARKER).is_file() or (
-        log.is_file() and log.read_bytes()[:13] == b"$ amazon-sft "
-    )
-    if entries and not earlier:
-        raise UserError(
-            f"--out {out_dir} holds {_listing(entries)} and is not a demo folder (no "
-            f"{DEMO_MARKER}): the demo would write over them; name a new folder"
-        )
-    out_dir.mkdir(parents=True, exist_ok=True)
-    note = {"written_by": f"amazon_sft {__version__} demo", "created": _now()}
-    if not (out_dir / DEMO_MARKER).is_file():
-        (out_dir / DEMO_MARKER).write_text(json.dumps(note) + "\n")
+    earlier = log.is_file() and log.read_bytes()[:13] == b"$ amazon-sft "
+    claim_marked_dir(out_dir, DEMO_MARKER, "demo", earlier)
 
 
 def utc_stamp() -> str:

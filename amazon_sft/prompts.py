@@ -47,19 +47,24 @@ RECORD_FIELD = re.compile(r"\|\s*(?:uid|description|title)\s*:", re.IGNORECASE)
 
 def without_markup(text: str) -> str:
     """``text`` without the grounded prompt's own markup (a citation, a record field), each
-    removed and the white space of a text that had any collapsed (only then): product text or a
-    question can then never cite a record or give a record line a second uid (a hostile user's
-    audit: a description carrying "[source: X]" made every answer quoting it cite product X).
+    replaced by a space until none is left (removing one can join another: "| uid: uid:"):
+    product text or a question can then never cite a record or give a record line a second uid
+    (a hostile user's audit: a description carrying "[source: X]" made every answer quoting it
+    cite product X). White space is left to the steps that own it.
 
     >>> without_markup("A bear [source: B09] | uid: B09")
-    'A bear B09'
+    'A bear     B09'
+    >>> without_markup("a || uid: uid: b")
+    'a   b'
     >>> without_markup("Rock  | Pop")
     'Rock  | Pop'
     """
-    if "[source:" not in text and "|" not in text:
-        return text
-    stripped = RECORD_FIELD.sub(" ", CITATION.sub(" ", text))
-    return text if stripped == text else " ".join(stripped.split())
+    while "[source:" in text or "|" in text:
+        stripped = RECORD_FIELD.sub(" ", CITATION.sub(" ", text))
+        if stripped == text:
+            break
+        text = stripped
+    return text
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,9 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
+from amazon_sft.errors import UserError  # noqa: E402 - the repository is on the path above
+from amazon_sft.ownership import claim_marked_dir  # noqa: E402
+
 LOGITS_TOL = {"cuda": 5e-2, "cpu": 1e-4}
 """Largest |packed - alone| logit accepted: bf16 rounding on a GPU, fp32 on CPU (a document that
 sees another one moves logits by ~1e-1 and more)."""
@@ -45,22 +48,17 @@ OPTIONAL = {
 }
 
 
-MARKER = ".amazon_sft_gpu_check"
+MARKER = ".amazon_sft_gpu_check.json"
 """Written into ``--out`` first: a non-empty folder without it is not the check's to write."""
 
 
-def refuse_foreign_out(out: Path) -> str | None:
-    """Why ``--out`` must not be written (a file; a folder with files and no marker), or None.
-
-    Checked before anything runs: the check writes benchmark.txt, demo.txt, gpu_check.json and
-    the demo's folder there, and a user's folder may hold files of those names."""
-    if out.exists() and not out.is_dir():
-        return f"--out {out} is a file: name a new folder"
-    entries = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if entries and not (out / MARKER).is_file():
-        shown = ", ".join(entries[:5]) + (", ..." if len(entries) > 5 else "")
-        return f"--out {out} holds {shown} and no earlier check wrote it: name a new folder"
-    return None
+def earlier_check(out: Path) -> bool:
+    """A folder an earlier check wrote before its marker: its gpu_check.json, a list of checks."""
+    try:
+        checks = json.loads((out / "gpu_check.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(checks, list) and all(isinstance(c, dict) and "status" in c for c in checks)
 
 
 @dataclass
@@ -78,12 +76,11 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu" and not args.cpu_smoke:
         print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")
         return 2
-    refused = refuse_foreign_out(args.out)
-    if refused:
-        print(f"gpu-check: {refused}")
+    try:  # it writes benchmark.txt, demo.txt, gpu_check.json and demo/: never over a user's
+        claim_marked_dir(args.out, MARKER, "GPU check", earlier_check(args.out))
+    except UserError as err:
+        print(f"gpu-check: {err}")
         return 2
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / MARKER).touch()
     print(describe_machine(device), flush=True)
     checks = [missing_packages()]
     checks += timed("gpu tests", lambda: gpu_tests(args))

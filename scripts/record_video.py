@@ -125,7 +125,9 @@ def main() -> None:
     ap.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     args = ap.parse_args()
     out = Path(args.out)
-    if out.exists() and not (args.overwrite and out.is_file()):
+    if out.is_dir():
+        raise SystemExit(f"record_video: --out {out} is a folder: name the video file, e.g. x.mp4")
+    if out.exists() and not args.overwrite:
         raise SystemExit(
             f"record_video: --out {out} exists: name a new file, or pass --overwrite to replace it"
         )

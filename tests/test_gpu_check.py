@@ -63,10 +63,20 @@ def test_gpu_check_never_deletes_or_overwrites_what_it_did_not_write(tmp_path, m
     assert (user / "benchmark.txt").read_text() == "mine"
     assert sorted(p.name for p in user.iterdir()) == ["benchmark.txt", "demo"]
 
+    earlier = tmp_path / "gpu_check_out"  # an earlier check's, from before the marker
+    earlier.mkdir()
+    (earlier / "gpu_check.json").write_text('[{"name": "gpu tests", "status": "ok"}]')
+    (earlier / "benchmark.txt").write_text("old")
+    assert gpu_check.main(["--cpu-smoke", "--out", str(earlier), "--skip", ALL]) == 0
+    assert (earlier / gpu_check.MARKER).is_file()
+
     ours = tmp_path / "ours"  # a relative --out is this folder's, not the repo's
     monkeypatch.chdir(tmp_path)
     args = gpu_check.parse_args(["--cpu-smoke", "--out", "ours"])
     assert args.out == ours
+
+
+ALL = "tests,logits,benchmark,demo"
 
 
 def _no_subprocess(*args, **kwargs):

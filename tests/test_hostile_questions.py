@@ -44,6 +44,11 @@ def test_a_k_too_large_for_the_context_names_k_not_the_question(prepared, tuned_
     )  # fmt: skip
     _assert_one_line(code, err, "ask", "fewer records (k")
     assert "shorten the question" not in err
+    code, err = _run_cli(  # room for a shorter answer: the records named too (a review)
+        capsys, "ask", "Tell me about a bear", "--model", str(tuned_run), "--index",
+        str(prepared), "--grounded", "--k", "10", "--max-new-tokens", "1000",
+    )  # fmt: skip
+    _assert_one_line(code, err, "ask", "ask for at most", "fewer records (k; 10 now)")
 
 
 @pytest.mark.parametrize("listing", ["[]", '{"model.safetensors": []}', "{}"])

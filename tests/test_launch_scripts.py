@@ -101,25 +101,34 @@ def test_train_sbatch_prepares_once_and_resumes(tmp_path):
 
 def test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue(tmp_path):
     """A file-safety audit: with data/prepared-CONFIG already there, a new DATA (even one that
-    does not exist) was ignored and the job trained, and resumed, on the old catalogue."""
+    does not exist) was ignored and the job trained, and resumed, on the old catalogue. The
+    catalogue is told by its resolved path and size (a review: the path as typed refused the
+    same file given relative, and missed a new catalogue written over the old path)."""
     env = _fake_slurm(tmp_path, "78")
     prepared = tmp_path / "prepared"
     prepared.mkdir()
     (prepared / "manifest.json").write_text("{}")
     old = tmp_path / "old.json.gz"
-    (prepared / "report.json").write_text(json.dumps({"input": str(old)}))
+    old.write_bytes(b"x" * 100)
+    report = {"input": "old.json.gz", "input_resolved": str(old), "input_bytes": 100}
+    (prepared / "report.json").write_text(json.dumps(report))
+
+    def launch(data: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["bash", "launch/train_slurm.sbatch"],
+            capture_output=True, text=True, cwd=REPO, env={**env, "DATA": str(data)},
+        )  # fmt: skip
+
     new = tmp_path / "new.json.gz"
-    run = subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"],
-        capture_output=True, text=True, cwd=REPO, env={**env, "DATA": str(new)},
-    )  # fmt: skip
+    run = launch(new)
     assert run.returncode != 0 and "node " not in run.stdout
     assert str(old) in run.stderr and str(new) in run.stderr and "PREPARED" in run.stderr
-    same = subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"],
-        capture_output=True, text=True, cwd=REPO, env={**env, "DATA": str(old)},
-    )  # fmt: skip
+    same = launch(old)  # the same file, whatever path prepare was given
     assert same.returncode == 0 and "amazon-sft prepare" not in same.stdout, same.stderr
+    old.write_bytes(b"y" * 150)  # another catalogue written over the same path
+    assert launch(old).returncode != 0
+    (prepared / "report.json").write_text(json.dumps({"input": "x.json.gz"}))  # before the check
+    assert launch(new).returncode == 0
 
 
 def test_eval_sbatch_reads_the_folder_train_sbatch_prepared(tmp_path):

@@ -168,7 +168,9 @@ def test_a_question_too_long_for_the_context_says_shorten_it(app_parts):  # noqa
         app_parts(long, k=None, mode="grounded", max_new_tokens=64)
     assert "at most 0" not in str(err.value)
     # room for a shorter answer than asked: the page cannot set one, so both ways are said
-    with pytest.raises(UserError, match=r"ask for at most \d+, or shorten the question"):
+    with pytest.raises(
+        UserError, match=r"ask for at most \d+ new tokens, or .*shorten the question"
+    ):
         app_parts("Quokka Lantern " * 130, k=None, mode="grounded", max_new_tokens=64)
 
 
@@ -462,6 +464,10 @@ def test_serve_k_is_the_default_a_request_can_override():
     assert client.post("/api/ask", json={"question": "a"}).status_code == 200
     assert client.post("/api/ask", json={"question": "a", "k": 2}).status_code == 200
     assert asked == [5, 2]
+    from amazon_sft.answering.serve import check_default_k
+
+    with pytest.raises(UserError, match="--k must be between 1 and 10"):
+        check_default_k(40)  # a request without k was refused for a k it never sent
 
 
 def test_the_page_cannot_be_framed_by_another_site_and_answers_head():

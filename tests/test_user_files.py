@@ -233,7 +233,12 @@ def test_resume_auto_never_starts_over_on_a_finished_run(
 
     out = tmp_path / "run"
     shutil.copytree(tuned_run, out)
+    # a user's copy of a checkpoint is not one (a review: it let the run start over)
+    newest = sorted((out / "checkpoints").glob("step-*"))[-1]
+    shutil.copytree(newest, out / "kept-backup")
     shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "checkpoints").mkdir()
+    (out / "kept-backup").rename(out / "checkpoints" / f"{newest.name}-backup")
     before = {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()}
     metrics = (out / "metrics.jsonl").read_text()
     for extra in ((), ("lora.enabled=true",)):

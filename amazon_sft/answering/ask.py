@@ -81,7 +81,7 @@ class Answer:
     it was."""
     cited_unretrieved: list[str] = field(default_factory=list)
     """Uids the answer's text cites that retrieval did not return (made up, or copied): not
-    sources, not in ``cited``; eval scores them as wrong citations."""
+    sources, not in ``cited``; eval scores such a citation wrong, the asked uid's too."""
 
     def fields(self) -> dict:
         """What ``ask --json``, the API and the stream's last event say besides the sources
@@ -215,12 +215,8 @@ def plan_answer(
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
-        if len(ids) >= context:  # no answer length fits: the question or k must change
-            raise RequestError(_does_not_fit(tok, question, len(sources), len(ids), context))
         raise RequestError(
-            f"max_new_tokens={max_new_tokens} does not fit: the model's context is {context} "
-            f"tokens and the prompt takes {len(ids)}; ask for at most {context - len(ids)}, or "
-            "shorten the question"
+            _does_not_fit(tok, question, len(sources), len(ids), context, max_new_tokens)
         )
     doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
     sure = (
@@ -233,17 +229,26 @@ def plan_answer(
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)
 
 
-def _does_not_fit(tok, question: str, records: int, prompt_tokens: int, context: int) -> str:
-    """Why a prompt leaves no room for an answer, naming what to change: fewer records when
-    there are several, a shorter question when it is long or there is one record."""
+def _does_not_fit(
+    tok, question: str, records: int, prompt_tokens: int, context: int, max_new_tokens: int
+) -> str:
+    """Why the prompt and the answer length do not fit the model's context, naming what to
+    change: a shorter answer when some fits, fewer records when there are several (k), a
+    shorter question when it is long or there is one record."""
     asked = len(hf_encoder(tok)([question])[0])
-    fixes = [f"ask for fewer records (k, {records} now)"] if records > 1 else []
+    fixes = [f"ask for fewer records (k; {records} now)"] if records > 1 else []
     if records <= 1 or asked >= context // 4:
         fixes.append("shorten the question")
+    room = context - prompt_tokens
+    what = (
+        f"max_new_tokens={max_new_tokens} does not fit the model's context"
+        if room > 0
+        else "the prompt does not fit the model's context"
+    )
+    shorter = f"ask for at most {room} new tokens, or " if room > 0 else ""
     return (
-        f"the prompt does not fit the model's context: it takes {prompt_tokens} of {context} "
-        f"tokens (the question {asked}, its {records} records and the instructions the rest); "
-        + " or ".join(fixes)
+        f"{what}: the prompt takes {prompt_tokens} of {context} tokens (the question {asked}, "
+        f"its {records} records and the instructions the rest); {shorter}" + " or ".join(fixes)
     )
 
 

@@ -28,9 +28,8 @@ import numpy as np
 import orjson
 
 from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
-from amazon_sft.data.shards import quick_digest
+from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.errors import UserError, first_line, reading
-from amazon_sft.ownership import file_sha256
 
 REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft index"
 
@@ -170,7 +169,7 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
             if p.is_file()
         }
         files[catalogue.name] = quick_digest(catalogue)  # the index is only valid for this one
-        whole = {**catalogue_stamp(catalogue), "sha256": file_sha256(catalogue)}
+        whole = {**catalogue_stamp(catalogue), "sha256": sha256_file(catalogue)}
         (staging / STATS).write_text(json.dumps({**stats, "files": files, "catalogue": whole}))
         swap_into_place(staging, out)
     except OSError as err:
@@ -242,7 +241,7 @@ def _same_whole(catalogue: Path, whole) -> bool:
         return True
     if catalogue_stamp(catalogue) == {k: whole.get(k) for k in ("bytes", "mtime_ns")}:
         return True
-    return file_sha256(catalogue) == whole.get("sha256")
+    return sha256_file(catalogue) == whole.get("sha256")
 
 
 def _is_current(folder: Path) -> bool:

@@ -81,6 +81,16 @@ def check_default_tokens(max_new_tokens: int) -> None:
         )
 
 
+MAX_K = 10
+"""The most records a request may ask for (``k``), and ``serve --k``'s cap."""
+
+
+def check_default_k(k: int | None) -> None:
+    """``serve --k``: the records a request without k gets, within the cap a request has."""
+    if k is not None and not 1 <= k <= MAX_K:
+        raise UserError(f"--k must be between 1 and {MAX_K} (what a request may ask for), got {k}")
+
+
 PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "Content-Security-Policy": "frame-ancestors 'none'",
@@ -123,7 +133,7 @@ def create_app(
         mode: Literal["grounded", "closed"] | None = None
         grounded: bool | None = None  # the older switch: true = grounded, false = closed
         max_new_tokens: int = Field(default=default_max_new_tokens, ge=1, le=MAX_NEW_TOKENS_CAP)
-        k: int | None = Field(default=None, ge=1, le=10)
+        k: int | None = Field(default=None, ge=1, le=MAX_K)
 
         @model_validator(mode="after")
         def _one_mode(self):

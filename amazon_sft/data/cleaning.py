@@ -55,8 +55,8 @@ def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> st
         if stripped != text:
             modified[f"edition_note_stripped_{field}"] += 1
             text = stripped
-    if cfg.strip_prompt_markup and ("[source:" in text or "|" in text):
-        stripped = without_markup(text)
+    if cfg.strip_prompt_markup:
+        stripped = without_markup(text)  # spacing: the next step's
         if stripped != text:
             modified[f"prompt_markup_stripped_{field}"] += 1
             text = stripped

@@ -143,6 +143,9 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
     n_tokens = int(doc_lens.sum())
     return {
         "input": str(input_path),
+        # which catalogue, whatever path it was given by: launch/train_slurm.sbatch compares them
+        "input_resolved": str(Path(input_path).resolve()),
+        "input_bytes": Path(input_path).stat().st_size,
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
         "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],

@@ -228,11 +228,14 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     >>> products = {"7": Product("7", "A cat has kittens.", "seen")}
     >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown, "", "grounded", ["7"]), products)
     Outcome(absent=False, right=True, wrong=False, abstained=False, rouge_l=1.0, top1=False, topk=True)
+    >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown[:1], "", "grounded", []), products).wrong
+    True
     """
     uids = cited_uids(answer.answer)
-    wrong = any(u != question.uid for u in uids)
-    right = bool(uids) and not wrong
     retrieved = [s["uid"] for s in answer.sources]
+    # a uid retrieval did not return is no source (``cited_unretrieved``): wrong, even the asked one
+    wrong = any(u != question.uid or u not in retrieved for u in uids)
+    right = bool(uids) and not wrong
     rouge_l = math.nan
     if right:
         plain = strip_citations(answer.answer)

@@ -12,8 +12,9 @@ from pathlib import Path
 import orjson
 
 from amazon_sft.atomic import staging_name
+from amazon_sft.data.shards import sha256_file
 from amazon_sft.outputs import disk_full
-from amazon_sft.ownership import EVAL_OUTPUTS, claim_eval_dir, file_sha256, record_eval_files
+from amazon_sft.ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)
@@ -78,8 +79,8 @@ def write_staged(out_dir: Path, writers: dict) -> None:
             staging.mkdir()
             for name, write in writers.items():
                 write(staging / name)
-        new = {name: file_sha256(staging / name) for name in writers}
-        old = {n: file_sha256(out_dir / n) for n in EVAL_OUTPUTS if (out_dir / n).is_file()}
+        new = {name: sha256_file(staging / name) for name in writers}
+        old = {n: sha256_file(out_dir / n) for n in EVAL_OUTPUTS if (out_dir / n).is_file()}
         record_eval_files(out_dir, {n: [*{old.get(n), new.get(n)} - {None}] for n in {*old, *new}})
         # The old report goes first, report.json (what scripts read) comes in last: a kill
         # between two moves leaves no report.json, never an old one beside new answers.

@@ -65,3 +65,21 @@ def test_each_rank_draws_its_own_dropout_masks():
         draws.append(torch.nn.functional.dropout(torch.ones(64), p=0.5))
     assert not torch.equal(draws[0], draws[1])  # rank 0 and rank 1 differ
     assert torch.equal(draws[0], draws[2])  # and each rank is reproducible
+
+
+def test_the_real_shape_fallback_builds_without_the_shared_rows(tmp_path):
+    """Without ../shared/data the fallback catalogue crashed on the generator's deliberately
+    broken lines (a kernel-contract audit): every real-shape test errored on such a machine."""
+    import orjson
+
+    from .conftest import _long_generated_catalogue
+
+    path = _long_generated_catalogue(tmp_path / "trn.json")
+    long = 0
+    for line in path.read_bytes().splitlines():
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        long += isinstance(row, dict) and len(str(row.get("content"))) > 1000
+    assert long > 500

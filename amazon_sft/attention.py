@@ -209,21 +209,26 @@ def _masked_sdpa(query, key, value, attention_mask, scaling, p):
     return out.transpose(1, 2).contiguous()
 
 
+def _flash_capable_gpu() -> bool:
+    """A CUDA device the flash kernels run on: Ampere (compute capability 8.0) or newer; on a
+    T4 or V100 they refuse at the first step ("FlashAttention only supports Ampere GPUs")."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8
+
+
 def has_varlen_attn() -> bool:
-    """torch ships ``torch.nn.attention.varlen`` (2.10+) and a CUDA device is present."""
+    """torch ships ``torch.nn.attention.varlen`` (2.10+) and an Ampere-or-newer GPU is present."""
     import importlib.util
 
     return (
-        torch.cuda.is_available()
-        and importlib.util.find_spec("torch.nn.attention.varlen") is not None
+        _flash_capable_gpu() and importlib.util.find_spec("torch.nn.attention.varlen") is not None
     )
 
 
 def has_flash_attn() -> bool:
-    """flash-attn is installed and a CUDA device is present."""
+    """flash-attn is installed and an Ampere-or-newer GPU is present."""
     import importlib.util
 
-    return torch.cuda.is_available() and importlib.util.find_spec("flash_attn") is not None
+    return _flash_capable_gpu() and importlib.util.find_spec("flash_attn") is not None
 
 
 def register() -> None:

@@ -32,11 +32,12 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
     has_flash = attention.has_flash_attn()
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
-            "train.attention=flash_attention_2 needs a CUDA GPU and pip install '.[flash]'"
+            "train.attention=flash_attention_2 needs an Ampere-or-newer CUDA GPU and pip install "
+            "'.[flash]'"
         )
     if requested == attention.VARLEN and not attention.has_varlen_attn():
         raise UserError(
-            f"train.attention={attention.VARLEN} needs a CUDA GPU and torch >= 2.10 "
+            f"train.attention={attention.VARLEN} needs an Ampere-or-newer CUDA GPU and torch >= 2.10 "
             f"(this is torch {torch.__version__}); use train.attention=auto"
         )
     if requested in (attention.VARLEN, "flash_attention_2") and not half:
@@ -54,6 +55,32 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
         return "flash_attention_2", "flash-attn is installed and a GPU is present (varlen)"
     why = "no CUDA varlen kernel here: torch SDPA run per document (no cross-document pairs)"
     return attention.NAME, why
+
+
+FLASH_MAX_HEAD_DIM = 256
+
+
+def check_supported(config, attn: str, name: str) -> None:
+    """Refuse a model the training path would compute wrongly or the kernel would refuse: logit
+    softcapping (Gemma 2: no attention path here applies the attention cap, and the chunked
+    loss calls the LM head without the final one) and, on the flash paths, a head size they
+    do not take (a multiple of 8, at most 256)."""
+    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
+        if getattr(config, key, None):
+            raise UserError(
+                f"model {name} uses {key} (logit softcapping), which amazon_sft's attention "
+                "paths and chunked loss do not apply: choose a Llama/Mistral-class model"
+            )
+    if attn not in (attention.VARLEN, "flash_attention_2"):
+        return
+    head_dim = getattr(config, "head_dim", None) or (
+        config.hidden_size // config.num_attention_heads
+    )
+    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
+        raise UserError(
+            f"model {name} has head_dim {head_dim}; train.attention={attn} takes a multiple of 8 "
+            f"up to {FLASH_MAX_HEAD_DIM}: set train.attention=sdpa_per_document"
+        )
 
 
 def model_dtype(precision: str, lora: bool) -> torch.dtype:
@@ -98,6 +125,7 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
         ) from None
     # a GGUF file's window is known only now (its header is read for the context alone)
     check_seq_len(cfg.data.max_seq_len, None, m.path, window_of(model.config))
+    check_supported(model.config, attn, m.path)
     model.config.pad_token_id = pad_id
     model.config.use_cache = False  # the KV cache would let packed documents see each other
     embeddings = model.get_input_embeddings().weight

@@ -319,3 +319,43 @@ def test_attention_choice_follows_the_machine_and_the_precision(monkeypatch):
         assert choose_attention("auto", "bf16")[0] == "sdpa_per_document"
     with pytest.raises(UserError, match=r"torch >= 2\.10"):
         choose_attention("varlen_attn", "bf16")
+
+
+def test_a_gpu_older_than_ampere_gets_no_flash_path(monkeypatch):
+    """``auto`` picked varlen_attn on any CUDA GPU; the flash kernels need Ampere or newer
+    ("FlashAttention only supports Ampere GPUs or newer") and failed at the first step."""
+    from amazon_sft import attention
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (7, 5))
+    assert not attention.has_varlen_attn() and not attention.has_flash_attn()
+    assert choose_attention("auto")[0] == "sdpa_per_document"
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    assert attention.has_varlen_attn()
+
+
+@pytest.mark.parametrize(
+    ("fields", "needle"),
+    [
+        ({"attn_logit_softcapping": 50.0}, "softcapping"),
+        ({"final_logit_softcapping": 30.0}, "softcapping"),
+        ({"head_dim": 12}, "head_dim 12"),
+        ({"head_dim": 512}, "head_dim 512"),
+    ],
+)
+def test_a_model_the_attention_paths_cannot_compute_is_refused(fields, needle):
+    """A kernel audit: Gemma 2's attention softcapping was dropped by varlen_attn and its final
+    logit softcapping by the chunked loss, silently; a head size the flash kernels refuse
+    failed at the first step."""
+    from types import SimpleNamespace
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.modeling import check_supported
+
+    base = {"hidden_size": 64, "num_attention_heads": 4}
+    config = SimpleNamespace(**{**base, **fields})
+    with pytest.raises(UserError, match=needle):
+        check_supported(config, "varlen_attn", "m")
+    if "head_dim" in fields:  # per-document SDPA takes any head size
+        check_supported(config, "sdpa_per_document", "m")
+    check_supported(SimpleNamespace(**base), "varlen_attn", "m")

@@ -83,3 +83,34 @@ def test_the_real_shape_fallback_builds_without_the_shared_rows(tmp_path):
             continue
         long += isinstance(row, dict) and len(str(row.get("content"))) > 1000
     assert long > 500
+
+
+def test_every_batch_has_positions_that_restart_where_its_boundaries_are(real_shape_data):
+    """The attention paths read ``cu_seqlens``, the model's RoPE reads ``position_ids``: true by
+    construction, tied by no test (a kernel audit). Each position is its index less the start
+    of its segment, on every batch of the real-shape rows, padding tails included."""
+    loader = PackedLoader(PackedShards(real_shape_data), 2)
+    for batch, _ in zip(loader, range(20)):
+        cu = batch.cu_seqlens.long()
+        starts = torch.repeat_interleave(cu[:-1], cu.diff())
+        flat = batch.position_ids.flatten()
+        assert torch.equal(flat, torch.arange(flat.numel()) - starts)
+        assert batch.max_segment_len == int(cu.diff().max())
+        moved = batch.to("meta")
+        assert all(
+            getattr(moved, k).device.type == "meta"
+            for k in ("input_ids", "labels", "position_ids", "cu_seqlens")
+        )
+
+
+def test_varlen_attention_refuses_dropout_in_training():
+    """varlen_attn has no dropout: a model with attention dropout must not train without it."""
+    from amazon_sft.attention import varlen_attention
+
+    q = torch.zeros(1, 2, 4, 8)
+    cu = torch.tensor([0, 4], dtype=torch.int32)
+    with pytest.raises(ValueError, match="attention_dropout=0"):
+        varlen_attention(
+            SimpleNamespace(training=True), q, q, q, None, dropout=0.1, cu_seq_lens_q=cu,
+            max_length_q=4,
+        )  # fmt: skip

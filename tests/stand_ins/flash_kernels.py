@@ -136,8 +136,22 @@ def torch_varlen_attn(
     assert return_aux is None and seqused_k is None and block_table is None  # not used by training
     check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
     _require(tuple(window_size) in ((-1, -1), (-1, 0)), f"unexpected window {window_size}")
-    CALLS.append({"kernel": "varlen_attn", "dtype": query.dtype, "q": tuple(query.shape)})
-    return reference_attention(query, key, value, cu_seq_q, tuple(window_size) == (-1, 0), scale)
+    causal = tuple(window_size) == (-1, 0)
+    CALLS.append(_call("varlen_attn", query, causal, scale))
+    return reference_attention(query, key, value, cu_seq_q, causal, scale)
+
+
+def _call(kernel: str, q, causal: bool, scale) -> dict:
+    """What a test reads of a call: the kernel ran, in which dtype and shape, causal or not, and
+    at which scale (None: the kernel's own 1/sqrt(head_dim)); a non-causal or wrongly scaled
+    call moves a step's loss too little to be told from bf16 rounding (a kernel audit)."""
+    return {
+        "kernel": kernel,
+        "dtype": q.dtype,
+        "q": tuple(q.shape),
+        "causal": causal,
+        "scale": scale,
+    }
 
 
 def flash_attn_varlen_func(
@@ -162,7 +176,7 @@ def flash_attn_varlen_func(
     check_contract(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
     _require(dropout_p == 0.0 and softcap == 0.0 and alibi_slopes is None, "unexpected options")
     _require(tuple(window_size) == (-1, -1), f"unexpected window {window_size}")
-    CALLS.append({"kernel": "flash_attn_varlen_func", "dtype": q.dtype, "q": tuple(q.shape)})
+    CALLS.append(_call("flash_attn_varlen_func", q, causal, softmax_scale))
     return reference_attention(q, k, v, cu_seqlens_q, causal, softmax_scale)
 
 

@@ -237,6 +237,43 @@ def test_varlen_attn_glue_against_a_cpu_stand_in(version, saved_models, monkeypa
         attention._varlen_call.cache_clear()
 
 
+def test_flash_attention_2_glue_keeps_documents_apart_on_a_cpu_stand_in(saved_models, monkeypatch):
+    """flash_attention_2's boundaries and causal flag come from transformers (cu_seqlens from
+    position_ids; a mask, if one were passed, would override them): on CPU nothing checked that
+    documents stay apart there (a kernel audit). Each packed document's logits against the same
+    weights run alone with SDPA (the stand-in refuses the dense flash function)."""
+    from amazon_sft import attention
+
+    choose_attention("auto")
+    reference = _load(saved_models["mistral"], "sdpa").to(torch.bfloat16).eval()
+    flash_kernels.install(monkeypatch)
+    attention._varlen_call.cache_clear()
+    try:
+        assert choose_attention("auto")[0] == "varlen_attn"  # both are offered: name the one
+        lm = _load(saved_models["mistral"], "flash_attention_2", precision="bf16")
+        lm = lm.to(torch.bfloat16).eval()
+        rows = [_docs(1, [37, 21, 9]), _docs(2, [50]), []]
+        batch = _packed(rows, 80)
+        with torch.no_grad():
+            packed = lm(
+                input_ids=batch.input_ids,
+                position_ids=batch.position_ids,
+                use_cache=False,
+                **packed_attention_inputs(batch, "flash_attention_2"),
+            ).logits.float()
+            for r, docs in enumerate(rows):
+                start = 0
+                for d in docs:
+                    ids = torch.as_tensor(d)[None]
+                    alone = reference(input_ids=ids, use_cache=False).logits[0].float()
+                    got = packed[r, start : start + len(d)]
+                    torch.testing.assert_close(got, alone, rtol=3e-2, atol=3e-2)
+                    start += len(d)
+        assert any(c["kernel"] == "flash_attn_varlen_func" for c in flash_kernels.CALLS)
+    finally:
+        attention._varlen_call.cache_clear()
+
+
 GPU_PATHS = ["varlen_attn", "flash_attention_2", "sdpa_per_document"]
 
 

@@ -93,7 +93,15 @@ def main(argv: list[str] | None = None) -> int:
             log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
         elif summary["stopped_by"] is None:
             data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.integrity)
-            save_final(accelerator, cfg, model, tok, out_dir, summary, data)
+            final = save_final(accelerator, cfg, model, tok, out_dir, summary, data)
+            log.info(
+                'the model is in %s; next: amazon-sft ask "..." --model %s, amazon-sft eval '
+                "--model %s --data %s",
+                final,
+                out_dir,
+                out_dir,
+                cfg.data.path,
+            )
     shutdown(accelerator)
     if lock is not None:
         lock.release()

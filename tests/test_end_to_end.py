@@ -293,7 +293,7 @@ def test_a_question_over_the_models_context_is_named_by_its_line(prepared, tuned
         )  # fmt: skip
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         errors = [x for x in proc.stderr.splitlines() if "error:" in x]
-        assert len(errors) == 1 and f"{path} line 2: the question is too long" in errors[0], errors
+        assert len(errors) == 1 and f"{path} line 2: the prompt does not fit" in errors[0], errors
 
 
 def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_dir, tmp_path):

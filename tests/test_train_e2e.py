@@ -38,7 +38,9 @@ def test_train_writes_everything_then_resumes(prepared, tiny_model_dir, tmp_path
     base = train_overrides(
         prepared, tiny_model_dir, out, "train.global_batch_size=4", "train.micro_batch_size=2"
     )
-    _train(*base, "train.max_steps=4", "checkpoint.every_steps=2", "checkpoint.keep_last=1")
+    proc = _train(*base, "train.max_steps=4", "checkpoint.every_steps=2", "checkpoint.keep_last=1")
+    # a new user had to look for final/: the run says where the model is and what comes next
+    assert f"the model is in {out / 'final'}; next: amazon-sft ask" in proc.stderr
     assert (out / "config.yaml").is_file()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # keep_last=1
     assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()

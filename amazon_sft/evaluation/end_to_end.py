@@ -219,6 +219,26 @@ class WithoutRows:
         return self.index.ranked(question, hits[:wanted], k)
 
 
+QUOTE_MARGIN = 0.1
+"""ROUGE-L by which an answer must be closer to another shown record than to the one it cites
+to count as quoting that other record (series twins share most of a description)."""
+
+
+def quotes_another(sources: list[dict], cited: str) -> bool:
+    """The answer's text is another shown record's, under ``cited``'s citation (a new user's
+    walkthrough: *The Lion Wakes*' review cited as *The Butterfly Lion*, ROUGE-L 0.20 against
+    0.04, was scored right): by the answer's ROUGE-L against each source's description.
+
+    >>> quotes_another([{"uid": "a", "answer_rougeL": 0.2}, {"uid": "b", "answer_rougeL": 0.04}], "b")
+    True
+    >>> quotes_another([{"uid": "a", "answer_rougeL": 0.9}, {"uid": "b", "answer_rougeL": 0.85}], "b")
+    False
+    """
+    own = next((s.get("answer_rougeL") for s in sources if s["uid"] == cited), None)
+    others = [s["answer_rougeL"] for s in sources if s["uid"] != cited and "answer_rougeL" in s]
+    return own is not None and bool(others) and max(others) > own + QUOTE_MARGIN
+
+
 def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]) -> Outcome:
     """Score one ``ask`` answer (``answering.ask.Answer``: its text and the sources retrieved).
 
@@ -230,11 +250,15 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     Outcome(absent=False, right=True, wrong=False, abstained=False, rouge_l=1.0, top1=False, topk=True)
     >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown[:1], "", "grounded", []), products).wrong
     True
+    >>> quoting = [{"uid": "9", "answer_rougeL": 0.8}, {"uid": "7", "answer_rougeL": 0.1}]
+    >>> score_answer(q, Answer(q.text, "A dog. [source: 7]", quoting, "", "grounded", ["7"]), products).wrong
+    True
     """
     uids = cited_uids(answer.answer)
     retrieved = [s["uid"] for s in answer.sources]
     # a uid retrieval did not return is no source (``cited_unretrieved``): wrong, even the asked one
     wrong = any(u != question.uid or u not in retrieved for u in uids)
+    wrong = wrong or (bool(uids) and quotes_another(answer.sources, question.uid))
     right = bool(uids) and not wrong
     rouge_l = math.nan
     if right:

@@ -222,7 +222,8 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 
 def main(argv: list[str] | None = None) -> int:
     from amazon_sft.answering.option_checks import check_abstain_below
-    from amazon_sft.ownership import OutputLock, claim_demo_dir
+    from amazon_sft.output_lock import OutputLock
+    from amazon_sft.ownership import claim_demo_dir
 
     args = parse_args(argv)
     check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in

@@ -53,8 +53,9 @@ from amazon_sft.data.split import (
     title_hash,
 )
 from amazon_sft.errors import UserError
+from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full
-from amazon_sft.ownership import OutputLock, check_prepare_target
+from amazon_sft.ownership import check_prepare_target
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 

@@ -50,8 +50,9 @@ from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
+from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full, run_kept
-from amazon_sft.ownership import OutputLock, check_run_dir, claim_run_dir
+from amazon_sft.ownership import check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import (
     changes_on_resume,

@@ -141,7 +141,7 @@ def test_demo_steps_run_the_installed_package_whatever_the_current_folder_holds(
 def test_a_second_demo_into_the_same_folder_is_refused_naming_the_first(tmp_path):
     """A file-safety audit: a second demo into a running one's folder truncated its demo.log
     (the log its errors point to) and prepared again under it. Now one writer, as elsewhere."""
-    from amazon_sft.ownership import OutputLock
+    from amazon_sft.output_lock import OutputLock
 
     out = tmp_path / "demo"
     out.mkdir()

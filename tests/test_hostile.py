@@ -643,7 +643,7 @@ def test_train_overwrite_moves_the_previous_run_aside(
 def test_a_second_writer_is_refused_naming_the_first(
     command, catalogue, prepared, tiny_model_dir, tuned_run, tmp_path
 ):
-    from amazon_sft.ownership import OutputLock
+    from amazon_sft.output_lock import OutputLock
 
     out = tmp_path / "out"
     if command == "prepare":

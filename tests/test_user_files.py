@@ -257,7 +257,8 @@ def test_resume_auto_never_starts_over_on_a_finished_run(
 def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path, capsys):
     """Two evals into one --out both ran (the README says a second writer is refused); an end to
     end report written where a closed-book one was kept the old report.png beside it."""
-    from amazon_sft.ownership import EVAL_MARKER, OutputLock
+    from amazon_sft.output_lock import OutputLock
+    from amazon_sft.ownership import EVAL_MARKER
 
     out = tmp_path / "eval"
     out.mkdir()

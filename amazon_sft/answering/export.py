@@ -21,8 +21,8 @@ from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
 from amazon_sft.evaluation.loading import load_for_eval, saved_folder
+from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
-from amazon_sft.ownership import OutputLock
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder

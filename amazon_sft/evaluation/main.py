@@ -33,7 +33,7 @@ from amazon_sft.evaluation.loading import load_for_eval, pick_device, saved_fold
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
-from amazon_sft.ownership import OutputLock
+from amazon_sft.output_lock import OutputLock
 from amazon_sft.prompts import build_prompt_format, cited_uids, is_abstention, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 from amazon_sft.trained_on import check_trained_on

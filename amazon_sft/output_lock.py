@@ -1,0 +1,84 @@
+"""One writer a folder.
+
+``OutputLock`` is an exclusive ``fcntl.flock`` on ``.<name>.lock`` beside the folder, held for
+the whole write. Hand-written rather than ``filelock`` because the second writer's error must
+name the first one, and ``filelock`` opens its lock file with ``O_TRUNC``, so a waiting process
+wipes the holder's note. The lock file itself is never deleted: unlinking it while another
+process has it open would let two processes lock two different files of the same name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import fcntl
+import os
+import socket
+from pathlib import Path
+
+from amazon_sft.errors import UserError
+
+
+class OutputLock:
+    """Exclusive lock on an output folder for one writer; the second gets a one-line error.
+
+    >>> import tempfile
+    >>> target = Path(tempfile.mkdtemp()) / "out"
+    >>> with OutputLock(target, "doctest"):
+    ...     OutputLock(target, "second").acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: ...out is being written by another process (pid ...): wait for it to end or choose another output folder
+    """
+
+    def __init__(self, target: Path, command: str) -> None:
+        self.target = Path(target).resolve()  # "--out ." locks the folder's real name
+        self.path = self.target.parent / f".{self.target.name}.lock"
+        self.command = command
+        self._fd: int | None = None
+
+    def acquire(self) -> OutputLock:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # never through a link: opening follows it, and the note would truncate its target
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            if err.errno == errno.ELOOP:
+                raise UserError(
+                    f"{self.path} is a symbolic link, not amazon-sft's lock file: move it away"
+                ) from None
+            raise UserError(
+                f"cannot write to {self.path.parent} ({err.strerror}): choose a writable folder"
+            ) from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            raise UserError(
+                f"{self.target} is being written by another process ({holder}): wait for it to "
+                "end or choose another output folder"
+            ) from None
+        found = os.pread(fd, 64, 0)
+        if found and not found.startswith(b"pid "):  # emptied on release, else a holder's note
+            os.close(fd)
+            raise UserError(
+                f"{self.path} is not amazon-sft's lock file (it holds text of its own): move it "
+                "away, or choose another output folder"
+            )
+        os.ftruncate(fd, 0)
+        note = f"pid {os.getpid()} on {socket.gethostname()}: {self.command}, since {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
+        os.pwrite(fd, note.encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> OutputLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

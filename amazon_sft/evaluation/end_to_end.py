@@ -79,9 +79,11 @@ class Outcome:
 
     absent: bool
     right: bool
-    """It cites the asked product's uid and no other."""
+    """It cites the asked product's uid and no other, a uid retrieval returned, and its text is
+    not another shown record's (``quotes_another``)."""
     wrong: bool
-    """It cites some other uid (for an absent question: any uid)."""
+    """It cites some other uid, one retrieval did not return, or another record's text under
+    the asked uid (for an absent question: any uid)."""
     abstained: bool
     """It says the catalogue has no such product."""
     rouge_l: float

@@ -351,7 +351,7 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()
     assert (
-        "model's own answer (not replaced): model 0 of 2 questions about"
+        "model's own answer (not replaced): model 0 of 2 questions about a product**"
         in (out / "report.md").read_text()
     )
     for extra, named in (

@@ -271,15 +271,16 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
         own = result.get("own_right") or own_right(rows, models)
         lines += [
-            "Above it, an answer that did not cite the first record alone (it declined, or cited "
-            "another record or none) was replaced by that record's description, cited "
-            "(`--quote-when-sure`): "
+            "Above it, an answer that did not cite the first record alone, or whose text was "
+            "not that record's (it declined, or cited or quoted another record or none), was "
+            "replaced by that record's description, cited (`--quote-when-sure`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in quoted.items())
-            + ". So behind the gate the citation is retrieval's; the right record cited by the "
-            "model's own answer (not replaced): "
+            + ". So behind the gate the citation is retrieval's, and the tables below can read "
+            "the same for two models; **the right record cited by the model's own answer (not "
+            "replaced): "
             + ", ".join(f"{m} {n['right']} of {n['of']}" for m, n in own.items())
-            + " questions about a product"
-            + ".",
+            + " questions about a product** (to compare the models' own answers in the tables, "
+            "evaluate without `--quote-when-sure`).",
             "",
         ]
     for m in models:

@@ -17,8 +17,7 @@ from amazon_sft.answering.index import Source
 from amazon_sft.config import DataConfig
 from amazon_sft.prompts import ContextRecord, PromptFormat, cited_uids, grounded_answer
 
-from .conftest import free_port
-from .test_serve import CHROMIUM
+from .test_serve import CHROMIUM, asked_on_the_page
 
 pytestmark = pytest.mark.hostile
 
@@ -89,20 +88,13 @@ class _ForgingAnswerer:
     CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
 )
 def test_the_page_links_only_citations_of_records_it_shows():
-    from playwright.sync_api import sync_playwright
-
-    from amazon_sft.answering.serve import BROWSER_FLAGS, BackgroundServer, create_app
-
-    app = create_app(_ForgingAnswerer())
-    with BackgroundServer(app, free_port()) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
-        page = browser.new_page()
-        page.goto(url)
-        page.fill("#q", "bear")
-        page.click("#ask")
-        page.wait_for_selector("#sources li", timeout=60_000)
-        links = page.locator("#answer a.citation").all_inner_texts()
-        flagged = page.locator("#answer .unretrieved").all_inner_texts()
-        browser.close()
+    links, flagged = asked_on_the_page(
+        _ForgingAnswerer(),
+        "bear",
+        lambda page: (
+            page.locator("#answer a.citation").all_inner_texts(),
+            page.locator("#answer .unretrieved").all_inner_texts(),
+        ),
+    )
     assert links == ["[source: B1]"]
     assert flagged == ["[source: B0EVIL0000]"]

@@ -140,12 +140,16 @@ def test_head_calls_depend_on_the_batch_shape_never_its_data():
     assert counts == [4, 4, 4, 4]
 
 
-def _packed_vs_alone(lm, attn: str, device: str = "cpu", dtype=torch.float32, tol=1e-5):
+def _packed_vs_alone(
+    lm, attn: str, device: str = "cpu", dtype=torch.float32, tol=1e-5, alone_by=None
+):
     """Two rows (3 documents + padding; 1 document + padding) and a padding-only row through the
-    product's path; each document's logits must equal the document run alone."""
+    product's path; each document's logits must equal the document run alone (by ``alone_by``,
+    the same weights under another attention, when ``lm``'s cannot run a lone document)."""
     rows = [_docs(1, [37, 21, 9]), _docs(2, [50]), []]
     batch = _packed(rows, 80).to(device)
     lm = lm.to(device, dtype).eval()
+    alone_by = lm if alone_by is None else alone_by.to(device, dtype).eval()
     with torch.no_grad():
         packed = lm(
             input_ids=batch.input_ids,
@@ -157,7 +161,7 @@ def _packed_vs_alone(lm, attn: str, device: str = "cpu", dtype=torch.float32, to
             start = 0
             for d in docs:
                 ids = torch.as_tensor(d, device=device)[None]
-                alone = lm(input_ids=ids, use_cache=False).logits[0].float()
+                alone = alone_by(input_ids=ids, use_cache=False).logits[0].float()
                 got = packed[r, start : start + len(d)]
                 torch.testing.assert_close(got, alone, rtol=tol, atol=tol)
                 start += len(d)
@@ -245,30 +249,15 @@ def test_flash_attention_2_glue_keeps_documents_apart_on_a_cpu_stand_in(saved_mo
     from amazon_sft import attention
 
     choose_attention("auto")
-    reference = _load(saved_models["mistral"], "sdpa").to(torch.bfloat16).eval()
+    reference = _load(saved_models["mistral"], "sdpa")
     flash_kernels.install(monkeypatch)
     attention._varlen_call.cache_clear()
     try:
         assert choose_attention("auto")[0] == "varlen_attn"  # both are offered: name the one
         lm = _load(saved_models["mistral"], "flash_attention_2", precision="bf16")
-        lm = lm.to(torch.bfloat16).eval()
-        rows = [_docs(1, [37, 21, 9]), _docs(2, [50]), []]
-        batch = _packed(rows, 80)
-        with torch.no_grad():
-            packed = lm(
-                input_ids=batch.input_ids,
-                position_ids=batch.position_ids,
-                use_cache=False,
-                **packed_attention_inputs(batch, "flash_attention_2"),
-            ).logits.float()
-            for r, docs in enumerate(rows):
-                start = 0
-                for d in docs:
-                    ids = torch.as_tensor(d)[None]
-                    alone = reference(input_ids=ids, use_cache=False).logits[0].float()
-                    got = packed[r, start : start + len(d)]
-                    torch.testing.assert_close(got, alone, rtol=3e-2, atol=3e-2)
-                    start += len(d)
+        _packed_vs_alone(
+            lm, "flash_attention_2", dtype=torch.bfloat16, tol=3e-2, alone_by=reference
+        )
         assert any(c["kernel"] == "flash_attn_varlen_func" for c in flash_kernels.CALLS)
     finally:
         attention._varlen_call.cache_clear()

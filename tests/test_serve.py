@@ -24,6 +24,23 @@ ASKED_BY_PART = "Tell me about the loud Zentra speaker"  # not every word of its
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
+def asked_on_the_page(answerer, question: str, read):
+    """``read(page)`` once the page served for ``answerer`` has answered ``question`` (its
+    sources listed), in headless Chromium."""
+    from playwright.sync_api import sync_playwright
+
+    with BackgroundServer(create_app(answerer), free_port()) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
+        page = browser.new_page()
+        page.goto(url)
+        page.fill("#q", question)
+        page.click("#ask")
+        page.wait_for_selector("#sources li", timeout=60_000)
+        seen = read(page)
+        browser.close()
+    return seen
+
+
 @pytest.fixture(scope="module")
 def app_parts(prepared, tuned_run, tmp_path_factory):
     """The tuned tiny model over a copy of the catalogue with one record holding markup."""

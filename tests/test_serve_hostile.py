@@ -16,7 +16,7 @@ from amazon_sft.errors import UserError
 
 from .conftest import free_port
 from .test_hostile import _assert_one_line, _run_cli
-from .test_serve import CHROMIUM, SlowAnswerer, app_parts  # noqa: F401 - the fixture
+from .test_serve import CHROMIUM, SlowAnswerer, app_parts, asked_on_the_page  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.hostile
 
@@ -293,20 +293,9 @@ class _BidiAnswerer:
 def test_the_page_drops_bidi_overrides_from_what_it_shows():
     """The terminal dropped them, the page did not: a title "Invoice U+202E txt.exe" read as
     "Invoice exe.txt" there. The JSON keeps the catalogue's text as it is."""
-    from playwright.sync_api import sync_playwright
-
-    from amazon_sft.answering.serve import BROWSER_FLAGS
-
-    app = create_app(_BidiAnswerer())
-    with BackgroundServer(app, free_port()) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=BROWSER_FLAGS)
-        page = browser.new_page()
-        page.goto(url)
-        page.fill("#q", "invoice")
-        page.click("#ask")
-        page.wait_for_selector("#sources li", timeout=60_000)
-        shown = page.locator("body").inner_text()
-        browser.close()
+    shown = asked_on_the_page(
+        _BidiAnswerer(), "invoice", lambda page: page.locator("body").inner_text()
+    )
     assert "Invoice txt.exe and isolated" in shown and "It is reversed" in shown
     assert "gnirts" in shown
     assert not any(ch in shown for ch in "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")

@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amazon_sft.answering.ask import build_prompt, clean_question, quote_record
+from amazon_sft.answering.ask import build_prompt, quote_record
 from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.question_text import clean_question
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import ABSTENTIONS, build_prompt_format

@@ -51,8 +51,8 @@ def prepared_catalogue(source: str, out: Path) -> Path:
 def ranks(questions_file: Path, catalogue: Path, k: int) -> list[dict]:
     """Per question with a product: kind, text, and the rank (0-based, or -1) of its product
     among the ``k`` records ``search`` returns; the index built by this checkout's code."""
-    from amazon_sft.answering.ask import normalise_question
     from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.answering.question_text import normalise_question
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(catalogue, Path(tmp) / "catalogue.jsonl")

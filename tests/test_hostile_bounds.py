@@ -585,7 +585,7 @@ def prepared_copy(prepared, tmp_path) -> Path:
 def test_every_special_token_of_the_tokenizer_is_scrubbed_from_questions(tiny_cfg):
     from tokenizers import AddedToken
 
-    from amazon_sft.answering.ask import clean_question
+    from amazon_sft.answering.question_text import clean_question
     from amazon_sft.tokenizer import load_tokenizer
 
     tok = load_tokenizer(tiny_cfg.model)

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from amazon_sft.answering.ask import normalise_question
+from amazon_sft.answering.question_text import normalise_question
 
 from .test_answering import _records
 from .test_hostile import _assert_one_line, _run_cli

@@ -251,7 +251,7 @@ def test_text_tags_a_template_writes_as_plain_text_are_scrubbed_too(tmp_path, ca
     question carrying "[/INST]" ended the user's turn early (v0.3's are special, and were)."""
     import gzip
 
-    from amazon_sft.answering.ask import clean_question
+    from amazon_sft.answering.question_text import clean_question
     from amazon_sft.config import DataConfig
     from amazon_sft.data.encode import SpecialTextScrubber
     from amazon_sft.prompts import build_prompt_format

@@ -16,7 +16,6 @@ each source's description (ROUGE-L), so a user sees when the model invents.
 
 from __future__ import annotations
 
-import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,10 +25,10 @@ from transformers import StoppingCriteria
 
 from amazon_sft.answering.doubt import doubt_reason, likeliest_abstention, retrieval_sure
 from amazon_sft.answering.index import CatalogueIndex, Source
+from amazon_sft.answering.question_text import clean_question, does_not_fit, normalise_question
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
-from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.evaluation.generation import (
     Decoding,
@@ -46,11 +45,7 @@ from amazon_sft.prompts import (
     strip_citations,
     without_markup,
 )
-from amazon_sft.terminal import printable
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
-
-MAX_QUESTION_CHARS = 2000
-
 
 MODES = ("grounded", "closed")
 
@@ -129,30 +124,6 @@ def default_mode(data: DataConfig) -> str:
     return "grounded" if data.grounded_fraction > 0 else "closed"
 
 
-def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
-    """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
-    special-token text ("<|im_end|>", "</s>") or tag ``fmt`` writes as text ("[/INST]")
-    removed, so a question can never close the user turn or open a system one (product text is
-    scrubbed the same way at prepare time), nor carry a citation or a record field."""
-    return normalise_question(without_markup(SpecialTextScrubber(tok, fmt)(question)))
-
-
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
-
-
-def normalise_question(question: str) -> str:
-    """Whitespace collapsed, control and bidi characters removed (``terminal.printable``), a
-    lone surrogate (argv's or stdin's bytes that are not UTF-8) replaced by U+FFFD, length
-    capped; an empty question is refused."""
-    question = printable(_LONE_SURROGATE.sub("\ufffd", question))
-    question = " ".join(question.split())[:MAX_QUESTION_CHARS]
-    if not question:
-        raise RequestError(
-            "the question is empty: ask about a product, e.g. 'Tell me about <title>'"
-        )
-    return question
-
-
 def context_length(model) -> int | None:
     config = getattr(model, "config", None)
     return getattr(config, "max_position_embeddings", None)
@@ -216,7 +187,7 @@ def plan_answer(
     context = context_length(model)
     if context is not None and len(ids) + max_new_tokens > context:
         raise RequestError(
-            _does_not_fit(tok, question, len(sources), len(ids), context, max_new_tokens)
+            does_not_fit(tok, question, len(sources), len(ids), context, max_new_tokens)
         )
     doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
     sure = (
@@ -227,29 +198,6 @@ def plan_answer(
     )
     shown = shown_description(tok, data, sources[0]) if sure else ""
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)
-
-
-def _does_not_fit(
-    tok, question: str, records: int, prompt_tokens: int, context: int, max_new_tokens: int
-) -> str:
-    """Why the prompt and the answer length do not fit the model's context, naming what to
-    change: a shorter answer when some fits, fewer records when there are several (k), a
-    shorter question when it is long or there is one record."""
-    asked = len(hf_encoder(tok)([question])[0])
-    fixes = [f"ask for fewer records (k; {records} now)"] if records > 1 else []
-    if records <= 1 or asked >= context // 4:
-        fixes.append("shorten the question")
-    room = context - prompt_tokens
-    what = (
-        f"max_new_tokens={max_new_tokens} does not fit the model's context"
-        if room > 0
-        else "the prompt does not fit the model's context"
-    )
-    shorter = f"ask for at most {room} new tokens, or " if room > 0 else ""
-    return (
-        f"{what}: the prompt takes {prompt_tokens} of {context} tokens (the question {asked}, "
-        f"its {records} records and the instructions the rest); {shorter}" + " or ".join(fixes)
-    )
 
 
 def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:

@@ -41,8 +41,8 @@ def check_counts(k: int | None, max_new_tokens: int | None = None) -> None:
 
 
 def check_question_length(question: str) -> None:
-    """A question longer than ``ask.MAX_QUESTION_CHARS`` (spaces collapsed) is refused, not cut."""
-    from amazon_sft.answering.ask import MAX_QUESTION_CHARS
+    """A question longer than ``question_text.MAX_QUESTION_CHARS`` (spaces collapsed) is refused, not cut."""
+    from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
 
     chars = len(" ".join(question.split()))
     if chars > MAX_QUESTION_CHARS:
@@ -53,8 +53,8 @@ def check_question_length(question: str) -> None:
 
 def check_questions(questions: list[str]) -> None:
     """Each of ``ask``'s questions, before a model loads or any is answered: not empty (spaces
-    do not count), not over ``ask.MAX_QUESTION_CHARS``; the refusal names it by its position."""
-    from amazon_sft.answering.ask import normalise_question
+    do not count), not over ``question_text.MAX_QUESTION_CHARS``; the refusal names it by its position."""
+    from amazon_sft.answering.question_text import normalise_question
 
     for n, question in enumerate(questions, 1):
         try:

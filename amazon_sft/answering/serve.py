@@ -19,7 +19,7 @@ counts the bytes actually received (chunked bodies too), the whole body must arr
 hold a connection), connections are capped, and the ``Host`` header must name this server (DNS
 rebinding). One generation runs at a time, in the order requests came, with at most
 ``max_queue`` requests waiting (503 beyond), each on a thread of its own; a stream whose client goes away stops generating; questions
-lose any special-token text before they are encoded (``ask.clean_question``). Every error is
+lose any special-token text before they are encoded (``question_text.clean_question``). Every error is
 ``{"error": ...}``: 4xx for the request's fault (``RequestError``), 500 when the model failed or a
 file is damaged (logged, with the paths the client is not shown; the model is free for the next
 request).
@@ -33,7 +33,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
-from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 from amazon_sft.answering.client_errors import (
     MAX_NEW_TOKENS_CAP,
     PARSE_FAILED,
@@ -41,6 +40,7 @@ from amazon_sft.answering.client_errors import (
     unreadable_body,
 )
 from amazon_sft.answering.first_come import FirstComeLock
+from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,

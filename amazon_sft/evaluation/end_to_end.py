@@ -34,8 +34,8 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.answering.ask import MAX_QUESTION_CHARS
 from amazon_sft.answering.index import Source
+from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError, reading

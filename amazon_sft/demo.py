@@ -128,13 +128,24 @@ def run(step: str, args: list[str], log) -> str:
 
 
 def gate_args(args) -> list[str]:
-    """Retrieval's gate, as a user would answer with it (answering/doubt.py, answering/sure.py)."""
+    """Retrieval's gate, as a user would answer with it (answering/gate.py): words only (the
+    generated catalogue's descriptions share one template, so meaning cannot tell its products
+    apart: docs/grounded.md), sure at ``--abstain-below``; 0: none.
+
+    >>> from types import SimpleNamespace as N
+    >>> gate_args(N(abstain_below=1.4, no_quote=False))
+    ['--gate', 'words', '--abstain-below', '1.4']
+    >>> gate_args(N(abstain_below=0.0, no_quote=False))
+    ['--gate', 'off']
+    """
     if not args.abstain_below:
-        return []
+        return ["--gate", "off"]
     return [
+        "--gate",
+        "words",
         "--abstain-below",
         str(args.abstain_below),
-        *([] if args.no_quote else ["--quote-when-sure"]),
+        *(["--no-quote-when-sure"] if args.no_quote else []),
     ]
 
 

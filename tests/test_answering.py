@@ -106,7 +106,8 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, cap
     only = ["ask", f"Tell me about {title}", "--index", str(prepared), "--sources-only"]
     for args, needle in (
         ([*only, "--abstain-below", "-1"], "--abstain-below must be"),
-        ([*only, "--quote-when-sure"], "--abstain-below RATIO"),
+        ([*only, "--gate", "off", "--quote-when-sure"], "--abstain-below RATIO"),
+        ([*only, "--quote-when-sure"], "--sources-only"),
         ([*only, "--abstain-below", "1.4", "--quote-when-sure"], "--sources-only"),
         (["ask", "Tell " * 500, "--index", str(prepared), "--sources-only"], "at most 2000"),
         # a ratio under 1 never doubts (the first record scores at least the second), so the
@@ -123,7 +124,7 @@ def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, cap
     assert "Traceback" not in proc.stderr
     sure, unsure, off = (
         json.loads(run(*only, "--json", *extra)[1])
-        for extra in (["--abstain-below", "1"], ["--abstain-below", "1e9"], [])
+        for extra in (["--abstain-below", "1"], ["--abstain-below", "1e9"], ["--gate", "off"])
     )
     assert sure["doubtful"] is False and unsure["doubtful"] is True and "doubtful" not in off
     text = run(*only, "--abstain-below", "1e9")[1]
@@ -146,7 +147,7 @@ def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monk
         raise AssertionError("chat --sources-only loaded a model")
 
     monkeypatch.setattr(commands, "_session", no_model)
-    code = main(["chat", "--index", str(prepared), "--sources-only", "--abstain-below", "1.4"])
+    code = main(["chat", "--index", str(prepared), "--sources-only", "--gate", "words"])
     out = capsys.readouterr().out
     assert code == 0
     assert title in out and "Retrieval is sure (--abstain-below 1.4): chat answers" in out
@@ -192,7 +193,8 @@ def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
 def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_run):
     """Printed answers say when the gate wrote them: quoted (retrieval sure, the tiny random
     model cites nothing, so the first record is quoted) or abstained (retrieval not sure), as
-    ``--json`` says with ``quoted`` / ``doubtful``; an answer the model wrote gets no mark."""
+    ``--json`` says with ``quoted`` / ``doubtful``; an answer the model wrote (``--gate off``)
+    gets no mark."""
     title = _records(prepared, 1)[0]["title"]
     common = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "6",
               "--grounded")  # fmt: skip
@@ -203,7 +205,7 @@ def test_ask_and_chat_say_when_the_answer_is_not_the_models_own(prepared, tuned_
     doubtful = _cli("chat", *common, "--abstain-below", "1e9", input=f"{title}\nexit\n")
     assert doubtful.returncode == 0, doubtful.stderr[-2000:]
     assert "(abstained without generating: retrieval was not sure" in doubtful.stdout
-    plain = _cli("ask", f"Tell me about {title}", *common)
+    plain = _cli("ask", f"Tell me about {title}", *common, "--gate", "off")
     assert plain.returncode == 0 and "retrieval was" not in plain.stdout
 
 
@@ -223,7 +225,7 @@ def test_an_abstention_by_the_gate_says_why(prepared, tuned_run, capsys):
               "--grounded", "--abstain-below", "1e9")  # fmt: skip
     printed = _cli("ask", f"Tell me about {title}", *common)
     assert printed.returncode == 0, printed.stderr[-2000:]
-    assert "times the second's (under 1e+09); --abstain-below)" in printed.stdout
+    assert "times the second's (under 1e+09); the gate, --abstain-below;" in printed.stdout
     line = json.loads(out("ask", f"Tell me about {title}", *common, "--json"))
     assert line["doubtful"] and "times the second's" in line["doubt"]
     only = ("--index", str(prepared), "--sources-only", "--abstain-below")
@@ -251,7 +253,9 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run, caps
     for args, needle in (
         (["ask", "x", "--sources-only"], "--index"),
         ([*ask, "--max-new-tokens", "0"], "--max-new-tokens"),
-        (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--abstain-below RATIO"),
+        ([*ask, "--gate", "off", "--quote-when-sure"], "(the gate off has none)"),
+        # the closed-book model's answer has no records for the gate: one the user asked for
+        (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--gate off"),
         (["serve", "--model", str(tuned_run), "--abstain-below", "-2"], "--abstain-below"),
         ([*ask, "--quote-when-sure", "--abstain-below", "0"], "--abstain-below RATIO > 0"),
         # the gate reads the records of a grounded prompt: a closed-book answer has none

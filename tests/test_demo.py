@@ -61,12 +61,13 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
     assert "== Summary" in proc.stdout and "Report:" in proc.stdout
     # every answer goes through retrieval's gate as a user runs it (answering/doubt.py, answering/sure.py)
     assert report["abstain_below"] == 1.4 and report["quote_when_sure"] is True
+    assert report["meaning_weight"] == 0  # words only: the generated descriptions share a template
     assert set(report["own_right"]) == {"base", "tuned"}
     assert "right record cited by the model's own answer" in proc.stdout
     asks = [
         x for x in (out / "demo.log").read_text().splitlines() if x.startswith("$ amazon-sft ask")
     ]
-    assert len(asks) == 2 and all("--abstain-below 1.4 --quote-when-sure" in x for x in asks)
+    assert len(asks) == 2 and all("--gate words --abstain-below 1.4" in x for x in asks)
     # the GPU check's last row reads this very report (it read a key the report no longer has)
     sys.path.insert(0, str(REPO / "scripts"))
     import gpu_check

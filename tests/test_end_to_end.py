@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from amazon_sft.answering.ask import Answer
+from amazon_sft.answering.gate import DEFAULT_GATE, GATES
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
@@ -221,7 +222,9 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     report = json.loads((out / "report.json").read_text())
     answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
     assert report["asked"] == 6 and set(report["models"]) == {"base", "tuned"}
-    index = CatalogueIndex(prepared)
+    # ask's default gate, meaning re-scoring included: eval retrieves as a plain ask does
+    assert report["meaning_weight"] == GATES[DEFAULT_GATE].meaning_weight > 0
+    index = CatalogueIndex(prepared, meaning_weight=report["meaning_weight"])
     k = report["models"]["tuned"]["k"]
     hits = [index.search(x["question"], k) for x in lines[:4]]
     for model in ("base", "tuned"):
@@ -358,7 +361,8 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         (["--abstain-below", "1.3"], "--abstain-below"),
         (["--questions", str(questions), "--abstain-below", "-1"], "--abstain-below"),
         (["--quote-when-sure"], "--quote-when-sure"),  # no retrieval without --questions
-        (["--questions", str(questions), "--quote-when-sure"], "--abstain-below RATIO"),
+        (["--questions", str(questions), "--gate", "off", "--quote-when-sure"], "RATIO > 0"),
+        (["--gate", "off"], "--gate off"),  # no retrieval without --questions
         (["--meaning-weight", "4"], "--meaning-weight"),  # no retrieval without --questions
         (["--questions", str(questions), "--meaning-weight", "-1"], "--meaning-weight"),
     ):

@@ -279,7 +279,7 @@ def test_a_rescored_source_shows_its_word_score_and_cosine(shelf):
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert re.search(r"retrieval score [\d.]+: words [\d.]+, meaning cosine -?[\d.]+", proc.stdout)
     words_only = subprocess.run(
-        [*base, "--json", NEED], capture_output=True, text=True, timeout=120
+        [*base, "--json", "--gate", "off", NEED], capture_output=True, text=True, timeout=120
     )
     source = json.loads(words_only.stdout.strip().splitlines()[-1])["sources"][0]
     assert "cosine" not in source and "words_score" not in source

@@ -7,14 +7,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from amazon_sft.answering.gate import add_gate_flags, for_mode, resolve_gate
 from amazon_sft.answering.option_checks import (
-    check_abstain_below,
     check_counts,
-    check_gate_mode,
-    check_meaning_weight,
     check_question_length,
     check_questions,
-    check_quote_when_sure,
     for_question,
 )
 from amazon_sft.answering.shown import (
@@ -53,12 +50,12 @@ def add_commands(sub) -> None:
                 action="store_true",
                 help='one JSON line per question: {"answer", "mode", "cited", "cited_unretrieved", "doubtful", '
                 '"doubt", "quoted", "sources", "prompt"}; with --sources-only {"question", "sources"} '
-                '(and "doubtful", "doubt" with --abstain-below)',
+                '(and "doubtful", "doubt": the gate\'s verdict)',
             )
         p.add_argument(
             "--sources-only",
             action="store_true",
-            help="retrieval only (and the gate's verdict with --abstain-below); no model needed",
+            help="retrieval only (and the gate's verdict); no model needed",
         )
         p.add_argument(
             "--model", default=None, help="a training out_dir, or config:NAME for a base model"
@@ -76,7 +73,7 @@ def add_commands(sub) -> None:
             help="sources to retrieve (default: the records training showed, or 3)",
         )
         p.add_argument("--max-new-tokens", type=int, default=160)
-        add_abstain_flag(p)
+        add_gate_flags(p)
         _add_trust_flag(p)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)
 
@@ -111,7 +108,7 @@ def add_commands(sub) -> None:
     p.add_argument(
         "--max-queue", type=int, default=8, help="requests that may wait for the model (503 beyond)"
     )
-    add_abstain_flag(p)
+    add_gate_flags(p)
     _add_trust_flag(p)
     p.set_defaults(run=_run_serve)
 
@@ -144,38 +141,6 @@ def _add_mode_flags(p) -> None:
         const="grounded",
         help="put the retrieved records in the prompt (the default for a model trained with "
         "grounded examples)",
-    )
-
-
-def add_abstain_flag(p) -> None:
-    """``--abstain-below``: ask, chat, serve and eval's end-to-end mode answer alike."""
-    p.add_argument(
-        "--abstain-below",
-        type=float,
-        default=0.0,
-        metavar="RATIO",
-        help="grounded mode: say the catalogue has no such product, without generating, when "
-        "the first record's retrieval score is under RATIO times the second's (0: never; 1: the gate's other rules only; on "
-        "the real dev questions 1.4 with words only, bench/abstain_gate.py, and 2.0 with "
-        "--meaning-weight 4, bench/static_embedding_fusion.py; docs/grounded.md)",
-    )
-    p.add_argument(
-        "--quote-when-sure",
-        action="store_true",
-        help="with --abstain-below: when the first record is that far ahead, the answer must "
-        "cite it: an answer that declines, cites another record or none becomes that record's "
-        "(its description as shown, cited) (docs/grounded.md)",
-    )
-    p.add_argument(
-        "--meaning-weight",
-        type=float,
-        default=0.0,
-        metavar="GAMMA",
-        help="re-score retrieval's first 50 records by meaning too: (score + 0.2) x exp(GAMMA x "
-        "cosine) in a static embedding (wordllama), GAMMA from 0 (words only, the default) to 20. It "
-        "changes the scale of the ratio --abstain-below reads: on a real catalogue use 4 with "
-        "--abstain-below 2.0; alone it only reorders the records (answering/meaning.py, "
-        "docs/grounded.md)",
     )
 
 
@@ -223,17 +188,25 @@ def _checked_session(args) -> Callable[[], Answerer]:
     from amazon_sft.prompts import build_prompt_format
 
     check_counts(args.k, args.max_new_tokens)
-    abstain_below, quote = check_abstain_below(args.abstain_below), check_quote_when_sure(args)
-    meaning = check_meaning_weight(args.meaning_weight)
+    gate = resolve_gate(args)
     spec, overrides = args.model or _default_model(), model_overrides(args)
     cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
-    check_gate_mode(args.mode or default_mode(cfg.data), abstain_below, quote)
-    index = index_for(args, meaning, cfg)
+    gate = for_mode(gate, args.mode or default_mode(cfg.data), args)
+    index = index_for(args, gate.meaning_weight, cfg)
 
     def load() -> Answerer:
         model, tok, run_cfg, _ = loading.load_for_eval(spec, overrides, loading.pick_device())
         fmt = build_prompt_format(tok, run_cfg.data)
-        return Answerer(model, tok, fmt, index, run_cfg.data, abstain_below, quote, args.mode)
+        return Answerer(
+            model,
+            tok,
+            fmt,
+            index,
+            run_cfg.data,
+            gate.abstain_below,
+            gate.quote_when_sure,
+            args.mode,
+        )
 
     return load
 
@@ -287,9 +260,7 @@ def _plan_all(answerer, args) -> list:
 
 def _run_ask(args) -> int:
     check_counts(args.k, args.max_new_tokens)
-    check_abstain_below(args.abstain_below)
-    check_meaning_weight(args.meaning_weight)
-    check_quote_when_sure(args)
+    resolve_gate(args)
     check_questions(args.question)  # all of them, before a model loads or one is answered
     if args.sources_only:
         show = retrieval_only(args)

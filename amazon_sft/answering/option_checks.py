@@ -77,23 +77,3 @@ def for_question(err: UserError, n: int, total: int) -> UserError:
     if text.startswith("the question"):
         return UserError(which + text.removeprefix("the question"))
     return UserError(f"{which}: {text}")
-
-
-def check_quote_when_sure(args) -> bool:
-    """``--quote-when-sure`` reads the gate's ratio: refused without it."""
-    if args.quote_when_sure and not args.abstain_below:
-        raise UserError(
-            "--quote-when-sure needs --abstain-below RATIO > 0: retrieval is sure above it"
-        )
-    return args.quote_when_sure
-
-
-def check_gate_mode(mode: str, abstain_below: float, quote: bool) -> None:
-    """The gate reads the records of a grounded answer: refused on a closed-book one (``mode``:
-    the one the answer would take, given or the model's)."""
-    if abstain_below and mode == "closed":
-        given, verb = (" and --quote-when-sure", "read") if quote else ("", "reads")
-        raise UserError(
-            f"--abstain-below{given} {verb} the records of a grounded answer; this one would be "
-            "closed-book: add --grounded, or leave the gate out"
-        )

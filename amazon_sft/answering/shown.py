@@ -3,11 +3,8 @@ records alone (``--sources-only``)."""
 
 from __future__ import annotations
 
-from amazon_sft.answering.option_checks import (
-    check_abstain_below,
-    check_counts,
-    check_meaning_weight,
-)
+from amazon_sft.answering.gate import resolve_gate
+from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
 
@@ -21,11 +18,11 @@ def print_how(result) -> None:
     """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
     if result.doubtful:
         print(f"(abstained without generating: retrieval was not sure: {printable(result.doubt)}; "
-              "--abstain-below)")  # fmt: skip
+              "the gate, --abstain-below; --gate off asks the model anyway)")  # fmt: skip
     elif result.quoted:
         print(
             "(the first record's answer: retrieval was sure and the model's answer did not "
-            "cite it, --quote-when-sure)"
+            "cite it: the gate's --quote-when-sure; --no-quote-when-sure keeps the model's)"
         )
     elif not result.answer.strip():  # else a run of blank lines reads as a hang or a bug
         print("(the model's answer is empty: it wrote only white space)")
@@ -58,16 +55,16 @@ def print_sources(sources: list[dict]) -> None:
 
 def retrieval_only(args, command: str = "ask"):
     """``--sources-only`` for ask and chat: a function printing one question's records (and,
-    with ``--abstain-below``, what the gate would do), the index opened once, no model."""
+    what the gate would do unless ``--gate off``), the index opened once, no model."""
     from amazon_sft.answering.ask import sources_only
     from amazon_sft.answering.commands import index_for
     from amazon_sft.answering.doubt import doubt_reason
     from amazon_sft.answering.index import Source
 
     check_counts(args.k, args.max_new_tokens)
-    abstain_below = check_abstain_below(args.abstain_below)
-    meaning = check_meaning_weight(args.meaning_weight)
-    if args.quote_when_sure:
+    gate = resolve_gate(args)
+    abstain_below, meaning = gate.abstain_below, gate.meaning_weight
+    if args.quote_when_sure:  # given by the user (the gate's own quote is for answers)
         raise UserError(
             "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
         )
@@ -75,7 +72,7 @@ def retrieval_only(args, command: str = "ask"):
 
     def show(question: str) -> None:
         sources = sources_only(question, index, args.k or 3)
-        # the gate reads retrieval only: say what ask would do with --abstain-below
+        # the gate reads retrieval only: say what a grounded answer would do
         doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
         if getattr(args, "json", False):
             gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}

@@ -7,13 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amazon_sft.answering.commands import add_abstain_flag
-from amazon_sft.answering.option_checks import (
-    check_abstain_below,
-    check_counts,
-    check_meaning_weight,
-    check_quote_when_sure,
-)
+from amazon_sft.answering import gate as G
+from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation.report import md_text, write_rows, write_staged
@@ -39,23 +34,14 @@ def add_arguments(p) -> None:
     p.add_argument(
         "--k", type=int, default=None, help="records retrieved (default: what training showed)"
     )
-    add_abstain_flag(p)
+    G.add_gate_flags(p)
 
 
 def refuse_answering_flags(args) -> None:
     """The answering flags are read in end-to-end mode only: refuse them anywhere else."""
-    given = [
-        flag
-        for flag, value in (
-            ("--abstain-below", args.abstain_below),
-            ("--quote-when-sure", args.quote_when_sure),
-            ("--meaning-weight", args.meaning_weight),
-        )
-        if value
-    ]
+    given = G.given(args)
     if given:
-        flag = given[0]
-        raise UserError(f"{flag} is an answering setting: use it with --questions FILE")
+        raise UserError(f"{given[0]} is an answering setting: use it with --questions FILE")
 
 
 def run(args, data_dir: Path, accelerator) -> int:
@@ -67,9 +53,12 @@ def run(args, data_dir: Path, accelerator) -> int:
     if args.backend != "hf":
         raise UserError("--questions answers through transformers, as ask does: drop --backend")
     check_counts(args.k)
-    abstain_below = check_abstain_below(args.abstain_below)
-    quote_when_sure = check_quote_when_sure(args)
-    meaning = check_meaning_weight(args.meaning_weight)
+    gate = G.resolve_gate(args)  # ask's default unless given: eval scores the path users take
+    abstain_below, quote_when_sure, meaning = (
+        gate.abstain_below,
+        gate.quote_when_sure,
+        gate.meaning_weight,
+    )
     questions, products, removals, skipped = _questions(args, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}

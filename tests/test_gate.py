@@ -1,0 +1,81 @@
+"""Retrieval's gate as one setting (answering/gate.py): a plain ``ask``, ``chat``, ``serve`` and
+``eval --questions`` answer through the gate whose figures docs/results.md reports, not an
+ungated path nobody measured; ``--gate`` names another, each of its flags replaces one part."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from amazon_sft.answering.gate import DEFAULT_GATE, GATES, Gate, for_mode, given, resolve_gate
+from amazon_sft.errors import UserError
+
+pytestmark = pytest.mark.unit
+
+
+def _args(**given_flags) -> SimpleNamespace:
+    flags = {"gate": None, "abstain_below": None, "quote_when_sure": None, "meaning_weight": None}
+    return SimpleNamespace(**{**flags, **given_flags})
+
+
+def test_the_default_is_the_measured_gate_and_each_flag_replaces_one_part():
+    """The measured setting (docs/results.md: ``--meaning-weight 4 --abstain-below 2.0
+    --quote-when-sure``) needed three flags a new user never passed: ``ask`` without them
+    answered ungated, words only. It is the default now; a flag changes its own part only."""
+    assert resolve_gate(_args()) == Gate(2.0, True, 4.0) == GATES[DEFAULT_GATE]
+    assert resolve_gate(_args(abstain_below=3.0)) == Gate(3.0, True, 4.0)
+    assert resolve_gate(_args(meaning_weight=0.0)) == Gate(2.0, True, 0.0)
+    assert resolve_gate(_args(quote_when_sure=False)) == Gate(2.0, False, 4.0)
+    assert resolve_gate(_args(gate="words")) == Gate(1.4, True, 0.0)
+    assert resolve_gate(_args(gate="off")) == Gate(0.0, False, 0.0)
+    assert resolve_gate(_args(gate="off", abstain_below=1.4)) == Gate(1.4, False, 0.0)
+    # no ratio left to be sure above: the preset's quote goes, one asked for is refused
+    assert resolve_gate(_args(abstain_below=0.0)) == Gate(0.0, False, 4.0)
+    with pytest.raises(UserError, match="--quote-when-sure needs --abstain-below"):
+        resolve_gate(_args(abstain_below=0.0, quote_when_sure=True))
+    for bad, named in (({"abstain_below": 0.5}, "under 1"), ({"meaning_weight": -1.0}, "-1")):
+        with pytest.raises(UserError, match=named):
+            resolve_gate(_args(**bad))
+    assert given(_args(gate="words", quote_when_sure=False)) == [
+        "--gate words",
+        "--no-quote-when-sure",
+    ]
+
+
+def test_a_closed_book_answer_drops_the_default_gate_and_refuses_one_asked_for():
+    """A closed-book model's answer has no records to read: the default gate goes quietly (a
+    plain ``ask`` on it must not fail), a ratio the user gave is refused naming it."""
+    assert for_mode(resolve_gate(_args()), "closed", _args()) == Gate(0.0, False, 4.0)
+    assert for_mode(resolve_gate(_args()), "grounded", _args()) == Gate(2.0, True, 4.0)
+    asked = _args(abstain_below=1.4)
+    with pytest.raises(UserError, match=r"--abstain-below: the gate reads .* --gate off"):
+        for_mode(resolve_gate(asked), "closed", asked)
+    off = _args(gate="off")
+    assert for_mode(resolve_gate(off), "closed", off) == Gate(0.0, False, 0.0)
+
+
+def test_a_plain_ask_answers_through_the_measured_gate(prepared, tuned_run, capsys):
+    """Through ``cli.main`` as a user types it, no gate flag: the records are re-scored by
+    meaning and the gate's verdict is given (``--sources-only``), and a grounded answer is
+    gated or quoted as the figures were measured; ``--gate off`` is the model alone. A
+    closed-book model is answered without the gate, not refused."""
+    from amazon_sft.cli import main
+
+    def ask_json(*args: str) -> dict:
+        assert main(["ask", *args, "--json"]) == 0, args
+        return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+    title = json.loads((prepared / "catalogue.jsonl").read_text().splitlines()[0])["title"]
+    question = f"Tell me about {title}"
+    only = ask_json(question, "--index", str(prepared), "--sources-only")
+    assert "doubtful" in only and all("cosine" in s for s in only["sources"])
+    model = ("--model", str(tuned_run), "--index", str(prepared), "--max-new-tokens", "4")
+    grounded = ask_json(question, *model, "--grounded")
+    # the tiny random model cites nothing: the gate abstains or quotes the first record
+    assert grounded["doubtful"] or grounded["quoted"], grounded
+    alone = ask_json(question, *model, "--grounded", "--gate", "off")
+    assert not alone["doubtful"] and not alone["quoted"]
+    closed = ask_json(question, *model)  # tuned_run taught closed-book answers
+    assert closed["mode"] == "closed" and not closed["doubtful"] and not closed["quoted"]

@@ -1,7 +1,8 @@
 """Resumable checkpoints: written to a temporary folder, marked COMPLETE, renamed; newest K kept.
 
 A checkpoint is ``accelerator.save_state`` (model, optimizer, scheduler, every rank's RNG; the
-DeepSpeed engine's own shards under DeepSpeed) plus ``trainer_state.json`` with the step and the
+DeepSpeed engine's own shards under DeepSpeed; a LoRA run's frozen base left out,
+trainable_state.py) plus ``trainer_state.json`` with the step and the
 loader's integer cursor, so a resumed run reads exactly the rows the interrupted one had not.
 """
 
@@ -20,6 +21,7 @@ from amazon_sft.atomic import swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
+from amazon_sft.trainable_state import load_kwargs, trainable_only
 
 STATE = "trainer_state.json"
 CHECKSUMS = "checksums.json"
@@ -148,17 +150,19 @@ def verify_checkpoint(folder: Path) -> None:
 
 
 def save_checkpoint(
-    accelerator, out_dir: Path, state: TrainerState, keep_last: int, run_record: dict
+    accelerator, model, out_dir: Path, state: TrainerState, keep_last: int, run_record: dict
 ) -> Path:
     """Every rank calls this; rank 0 finalises. Returns the checkpoint folder. ``run_record``
-    (the config and the data's digest) is stored with it, so a resume can tell what changed."""
+    (the config and the data's digest) is stored with it, so a resume can tell what changed.
+    ``model``: the prepared one; its frozen weights are not saved (trainable_state.py)."""
     step = state.step
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:  # a complete checkpoint of this step stays until the new
         shutil.rmtree(tmp, ignore_errors=True)  # one is whole (a re-save after a dropped step)
     accelerator.wait_for_everyone()
-    accelerator.save_state(str(tmp))
+    with trainable_only(accelerator, model) as save_kwargs:
+        accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
@@ -186,12 +190,13 @@ LOAD_ERRORS = (
 only around one checkpoint's load, so the next older one can be tried."""
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainerState:
-    """Check, then restore model/optimizer/scheduler/RNG into the prepared objects; return the
-    loop's state. Raises one of ``LOAD_ERRORS`` when the checkpoint is unusable."""
+def load_checkpoint(accelerator, model, path: Path) -> TrainerState:
+    """Check, then restore model/optimizer/scheduler/RNG into the prepared objects (``model``
+    keeps the frozen weights a LoRA checkpoint leaves out); return the loop's state. Raises
+    one of ``LOAD_ERRORS`` when the checkpoint is unusable."""
     verify_checkpoint(path)
     state = TrainerState(**json.loads((path / STATE).read_text()))
-    accelerator.load_state(str(path))
+    accelerator.load_state(str(path), **load_kwargs(accelerator, model, path))
     return state
 
 

@@ -98,9 +98,10 @@ def diff(old: dict, new: dict) -> list[Change]:
     ]
 
 
-def run_record(config: dict, data_integrity: str) -> dict:
-    """What a checkpoint stores of the run it belongs to."""
-    return {"config": config, "data_integrity": data_integrity}
+def run_record(config: dict, data_integrity: str, base_weights: dict | None = None) -> dict:
+    """What a checkpoint stores of the run it belongs to (``base_weights``: a LoRA run's base
+    files' digest, trainable_state.py: its checkpoints do not hold the base)."""
+    return {"config": config, "data_integrity": data_integrity, "base_weights": base_weights}
 
 
 def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
@@ -115,11 +116,13 @@ def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
     return None
 
 
-def changes_on_resume(saved: dict, config: dict, data_integrity: str) -> list[Change]:
+def changes_on_resume(
+    saved: dict, config: dict, data_integrity: str, base_weights: dict | None = None
+) -> list[Change]:
     """The changes to apply; raises ``ValueError`` listing the ones that cannot be applied.
 
     The data may move (``data.path``) when the prepared folder is the same one, which its
-    manifest digest proves.
+    manifest digest proves. A LoRA checkpoint's base must be the files it was trained on.
     """
     changes = _not_new_defaults(diff(saved["config"], config), saved["config"])
     same_data = saved.get("data_integrity") == data_integrity
@@ -128,9 +131,27 @@ def changes_on_resume(saved: dict, config: dict, data_integrity: str) -> list[Ch
     ]
     if saved.get("data_integrity") not in (None, data_integrity):
         refused.append(Change("data (manifest digest)", saved["data_integrity"], data_integrity))
+    if saved.get("base_weights") not in (None, base_weights):
+        refused.append(
+            Change("the base model's weight files (a LoRA checkpoint holds only the adapter)",
+                   _files(saved["base_weights"]), _files(base_weights))
+        )  # fmt: skip
     if refused:
         raise ValueError("; ".join(c.describe() for c in refused))
     return [c for c in changes if c.key not in ("resume", "overwrite")]
+
+
+def _files(digests: dict | None) -> str:
+    """A base's weight files as a short text for the refusal (digests cut to 12 characters).
+
+    >>> _files({"model.safetensors": "0123456789abcdef"})
+    'model.safetensors 0123456789ab'
+    >>> _files(None)
+    'none found'
+    """
+    if not digests:
+        return "none found"
+    return ", ".join(f"{name} {digest[:12]}" for name, digest in sorted(digests.items()))
 
 
 def _not_new_defaults(changes: list[Change], saved_config: dict) -> list[Change]:

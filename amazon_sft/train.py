@@ -63,6 +63,7 @@ from amazon_sft.resume_config import (
 )
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
+from amazon_sft.trainable_state import frozen_base_of
 from amazon_sft.trained_on import TrainedOn
 from amazon_sft.trainer import Trainer, drop_metrics_after
 
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = PackedLoader(
         shards, plan.micro_batch_size, rank, plan.world_size, cfg.data.seed, plan.accumulation_steps
     )
-    state = resume(cfg, accelerator, loader, scheduler, out_dir)
+    state = resume(cfg, accelerator, model, loader, scheduler, out_dir)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
@@ -219,7 +220,7 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
 
 
 def resume(
-    cfg: RunConfig, accelerator, loader: PackedLoader, scheduler, out_dir: Path
+    cfg: RunConfig, accelerator, model, loader: PackedLoader, scheduler, out_dir: Path
 ) -> TrainerState:
     """The newest checkpoint that loads (an unusable one is reported and the one before tried),
     with the config changes since it was written applied or refused (``resume_config``)."""
@@ -231,7 +232,7 @@ def resume(
             # before the weights: a change of shape (LoRA, the model) fails to load, and would
             # read as a damaged checkpoint instead of the change it is
             changes = config_changes(cfg, loader, saved, path)
-            state = load_checkpoint(accelerator, path)
+            state = load_checkpoint(accelerator, model, path)
             loader.load_state_dict(state.loader)
         except LOAD_ERRORS as err:
             why = " ".join(str(err).split())[:300] or type(err).__name__
@@ -278,7 +279,9 @@ def config_changes(cfg, loader, saved, checkpoint: Path) -> list:
         log.warning("the checkpoint carries no config: changes since it cannot be checked")
         return []
     try:
-        return changes_on_resume(saved, to_dict(cfg), loader.shards.manifest.integrity)
+        return changes_on_resume(
+            saved, to_dict(cfg), loader.shards.manifest.integrity, frozen_base_of(cfg)
+        )
     except ValueError as err:
         raise UserError(
             f"resume: these changes since the checkpoint {checkpoint.name} would make it "

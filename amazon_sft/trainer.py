@@ -34,6 +34,7 @@ from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
+from amazon_sft.trainable_state import frozen_base_of
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -94,7 +95,9 @@ class Trainer:
         self.flops = FlopCounter.for_model(lm, self.cfg.train.peak_tflops, self.plan.world_size)
         # done with Ctrl-C where train.py / amazon-sft train began; in-process callers keep theirs
         stop_signal.install(ctrl_c=False)
-        self.run_record = run_record(to_dict(self.cfg), self.loader.shards.manifest.integrity)
+        self.run_record = run_record(
+            to_dict(self.cfg), self.loader.shards.manifest.integrity, frozen_base_of(self.cfg)
+        )
 
     def train(self, state: TrainerState) -> dict:
         """Optimizer steps until ``train.max_steps`` or a stop signal; checkpoints on the way."""
@@ -128,8 +131,9 @@ class Trainer:
                 stopped_by = stop_signal.received() or "signal on another rank"
                 self.drop_step(at_start)
                 save_checkpoint(
-                    acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
-                )
+                    acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
+                    self.run_record,
+                )  # fmt: skip
                 log.info(
                     "stopping during step %d on %s: the step was dropped, checkpoint saved at "
                     "step %d; resume with resume=auto",
@@ -159,8 +163,9 @@ class Trainer:
             if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
                 if result.finite:  # never a state whose last step was non-finite
                     save_checkpoint(
-                        acc, Path(cfg.out_dir), state, cfg.checkpoint.keep_last, self.run_record
-                    )
+                        acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
+                        self.run_record,
+                    )  # fmt: skip
                 else:
                     log.warning("step %d was non-finite: no checkpoint of it", state.step)
             if stopped_by:

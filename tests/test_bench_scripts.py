@@ -605,3 +605,16 @@ def test_end_to_end_batched_benchmark_prints_the_ratio_and_the_agreement(
     out = _run("bench/end_to_end_batched.py", "--model", str(tuned_run), "--data", str(prepared),
                "--questions", str(questions), "--max-new-tokens", "8", "--batch-size", "2")  # fmt: skip
     assert "3 questions (3 generated)" in out and "the same answer for 3 of 3" in out
+
+
+def test_checkpoint_size_benchmark_prints_the_ratio_of_two_checkouts(prepared, tiny_model_dir):
+    """bench/checkpoint_size.py at tiny size, this checkout against itself: one LoRA step's
+    checkpoint measured per checkout, the ratio printed (1.0x: the same code)."""
+    out = _run(
+        "bench/checkpoint_size.py", "--data", str(prepared), "--config", "tiny", "--base",
+        str(REPO), f"model.path={tiny_model_dir}", "model.tokenizer=builtin:tiny",
+    )  # fmt: skip
+    row = next(line for line in out.splitlines() if line.startswith("| single |"))
+    assert re.search(r"\| single \| [\d.]+ MB \(\d+ s\) \| [\d.]+ MB \(\d+ s\) \| 1\.0x \|", row), (
+        out
+    )

@@ -128,6 +128,28 @@ def test_two_processes_match_one_at_real_shapes(
     saved = saved_engine(tmp_path / "checkpoints" / "step-00000002")
     assert saved == (None if stage is None else Engine(stage, 2))
     _reloads(tmp_path, bool(extra))
+    if case == "zero3_lora":
+        _resumes_from_the_adapter_alone(launch, tmp_path, got, models[model], real_shape_data, env)
+
+
+def _resumes_from_the_adapter_alone(launch, out: Path, losses, model, data, env) -> None:
+    """A ZeRO-3 LoRA checkpoint holds the adapter, not the frozen base (trainable_state.py):
+    step 3 again from step 2's checkpoint, the base loaded from model.path, gives the same
+    loss within ``REL_TOL`` (the same run's own step 3, the same schedule)."""
+    checkpoint = out / "checkpoints" / "step-00000002"
+    frozen_name = "model.embed_tokens.weight"  # the tied embedding: frozen under LoRA
+    module = torch.load(
+        next((checkpoint / "pytorch_model").glob("*model_states.pt")), weights_only=False
+    )["module"]
+    assert module and all("lora_" in k for k in module), sorted(module)[:4]
+    assert not any(k.endswith(frozen_name) for k in module)
+    port = launch.index("--main_process_port") + 1
+    launch = [*launch[:port], str(free_port()), *launch[port + 1 :]]
+    proc = _run(
+        launch, train_overrides(data, model, out, *SHAPE, *LORA, f"resume={checkpoint.name}"), env
+    )
+    assert "resumed from" in proc.stderr and "at step 2" in proc.stderr
+    assert _losses(out) == pytest.approx(losses, rel=REL_TOL)  # step 3 run again
 
 
 def _reloads(out: Path, lora: bool) -> None:

@@ -423,19 +423,23 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     (kept / "model.safetensors").write_bytes(b"the weights of step 3")
     accelerator = Accelerator(cpu=True)
 
-    def killed(folder):
+    model = __import__("torch").nn.Linear(2, 2)  # all trained: saved whole
+
+    def killed(folder, **_):
         Path(folder).mkdir(parents=True)
         (Path(folder) / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
     monkeypatch.setattr(accelerator, "save_state", killed)
     with pytest.raises(KeyboardInterrupt):
-        save_checkpoint(accelerator, out, TrainerState(step=3), 3, {"config": {}})
+        save_checkpoint(accelerator, model, out, TrainerState(step=3), 3, {"config": {}})
     assert checkpointing.complete_checkpoints(out) == [kept]
     assert (kept / "model.safetensors").read_bytes() == b"the weights of step 3"
 
-    monkeypatch.setattr(accelerator, "save_state", lambda folder: Path(folder).mkdir())
-    save_checkpoint(accelerator, out, TrainerState(step=3), 3, {"config": {}})  # replaced whole
+    monkeypatch.setattr(accelerator, "save_state", lambda folder, **_: Path(folder).mkdir())
+    save_checkpoint(
+        accelerator, model, out, TrainerState(step=3), 3, {"config": {}}
+    )  # replaced whole
     assert checkpointing.complete_checkpoints(out) == [kept]
     assert not (kept / "model.safetensors").exists()
     assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]

@@ -1,0 +1,113 @@
+"""A LoRA run's checkpoints hold the adapter, not the frozen base (trainable_state.py): a 7B
+LoRA run wrote ~14 GB a checkpoint for ~40 MB of trained weights. The resume is still exact,
+and a base whose files changed since the checkpoint is refused, not silently trained on."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from .conftest import train_overrides
+
+REPO = Path(__file__).resolve().parents[1]
+LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
+# a flat lr: the first half stops at max_steps=2, whose schedule must be the whole run's
+STEPS = ["train.global_batch_size=2", "train.micro_batch_size=1", "checkpoint.keep_last=5",
+         "train.warmup_steps=0", "train.min_lr_ratio=1.0"]  # fmt: skip
+# one thread: a reduction split differently changes the last bits; bit-exact must measure the
+# resume, not the machine (as tests/test_train_e2e.py's kill-and-resume)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
+def _train(*args: str) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=ENV, timeout=600)
+
+
+def _losses(out: Path) -> dict[int, float]:
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows}
+
+
+@pytest.mark.e2e
+def test_a_lora_checkpoint_holds_the_adapter_and_resumes_exactly(
+    prepared, tiny_model_dir, tmp_path
+):
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model_dir, base)
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    every = [*STEPS, *LORA, "checkpoint.every_steps=2"]
+    run = _train(*train_overrides(prepared, base, straight, "train.max_steps=4", *every))
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    saved = load_file(str(straight / "checkpoints" / "step-00000002" / "model.safetensors"))
+    assert saved and all("lora_" in name for name in saved), sorted(saved)[:5]
+    base_bytes = sum(f.stat().st_size for f in base.glob("*.safetensors"))
+    checkpoint_model = (straight / "checkpoints" / "step-00000002" / "model.safetensors").stat()
+    assert checkpoint_model.st_size * 10 < base_bytes  # the adapter, not the base
+
+    half = _train(*train_overrides(prepared, base, resumed, "train.max_steps=2", *every))
+    assert half.returncode == 0, half.stderr[-3000:]
+    rest = _train(
+        *train_overrides(prepared, base, resumed, "train.max_steps=4", *every, "resume=auto")
+    )
+    assert rest.returncode == 0 and "resumed from" in rest.stderr, rest.stderr[-3000:]
+    assert _losses(resumed) == _losses(straight)  # bit-exact, steps 1..4
+    adapter = "final/adapter_model.safetensors"
+    a, b = load_file(str(straight / adapter)), load_file(str(resumed / adapter))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.mark.e2e
+@pytest.mark.hostile
+def test_a_lora_resume_on_a_changed_base_is_refused(prepared, tiny_model_dir, tmp_path):
+    """The checkpoint no longer carries the base: one whose weight files changed between a
+    preemption and its requeue would have been trained on without a word. Refused, naming the
+    base's files; an untouched base resumes."""
+    base, out = tmp_path / "base", tmp_path / "run"
+    shutil.copytree(tiny_model_dir, base)
+    every = [*STEPS, *LORA, "checkpoint.every_steps=1"]
+    first = _train(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
+    assert first.returncode == 0, first.stderr[-3000:]
+    (weights,) = base.glob("*.safetensors")
+    original = weights.read_bytes()
+    tensors = load_file(str(weights))
+    save_file({k: v + 0.01 for k, v in tensors.items()}, str(weights), metadata={"format": "pt"})
+    again = _train(
+        *train_overrides(prepared, base, out, "train.max_steps=2", *every, "resume=auto")
+    )
+    assert again.returncode == 2, again.stderr[-3000:]
+    err = again.stderr.strip().splitlines()[-1]
+    assert "the base model's weight files" in err and weights.name in err, err
+    assert "Traceback" not in again.stderr
+    weights.write_bytes(original)
+    back = _train(*train_overrides(prepared, base, out, "train.max_steps=2", *every, "resume=auto"))
+    assert back.returncode == 0 and "resumed from" in back.stderr, back.stderr[-3000:]
+
+
+@pytest.mark.unit
+def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial(tmp_path):
+    """``strict=False`` keeps the frozen weights the checkpoint leaves out; a trained weight it
+    lacks must not silently stay at its initial value."""
+    from types import SimpleNamespace
+
+    from amazon_sft.trainable_state import load_kwargs
+
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
+    model[0].requires_grad_(False)
+    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None))
+    save_file(
+        {"1.weight": torch.zeros(2, 2), "1.bias": torch.zeros(2)}, tmp_path / "model.safetensors"
+    )
+    assert load_kwargs(accelerator, model, tmp_path) == {"strict": False}
+    save_file({"1.weight": torch.zeros(2, 2)}, tmp_path / "model.safetensors")
+    with pytest.raises(ValueError, match=r"lacks 1 trained weights \(e.g. 1.bias\)"):
+        load_kwargs(accelerator, model, tmp_path)

@@ -351,6 +351,13 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         in (out / "report.md").read_text()
     )
     assert report["own_right"] == {"model": {"right": 0, "of": 2}}
+    # the model's own right citations are a row with its interval, as every figure
+    own = report["groups"]["model"]["all"]["right_own_answer"]
+    assert own["value"] == 0 and own["of"] == 2 and "low" in own
+    assert (
+        "| right record cited by the model's own answer | 0.000 ["
+        in (out / "report.md").read_text()
+    )
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()
     assert (

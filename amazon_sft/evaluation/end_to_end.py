@@ -93,6 +93,9 @@ class Outcome:
     """Retrieval returned the asked product first."""
     topk: bool
     """Retrieval returned it among the ``k`` records in the prompt."""
+    own: bool = False
+    """``right``, and the model's own answer: not the first record quoted by the gate
+    (``quoted``, ``--quote-when-sure``), which cites the same record whatever the model."""
 
 
 def read_questions(path: Path) -> list[ShopperQuestion]:
@@ -249,9 +252,12 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     >>> shown = [{"uid": "9"}, {"uid": "7"}]
     >>> products = {"7": Product("7", "A cat has kittens.", "seen")}
     >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown, "", "grounded", ["7"]), products)
-    Outcome(absent=False, right=True, wrong=False, abstained=False, rouge_l=1.0, top1=False, topk=True)
+    Outcome(absent=False, right=True, wrong=False, abstained=False, rouge_l=1.0, top1=False, topk=True, own=True)
     >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown[:1], "", "grounded", []), products).wrong
     True
+    >>> quoted = Answer(q.text, "A cat has kittens. [source: 7]", shown, "", "grounded", ["7"], quoted=True)
+    >>> (score_answer(q, quoted, products).right, score_answer(q, quoted, products).own)
+    (True, False)
     >>> quoting = [{"uid": "9", "answer_rougeL": 0.8}, {"uid": "7", "answer_rougeL": 0.1}]
     >>> score_answer(q, Answer(q.text, "A dog. [source: 7]", quoting, "", "grounded", ["7"]), products).wrong
     True
@@ -275,6 +281,7 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
         rouge_l,
         present and retrieved[:1] == [question.uid],
         present and question.uid in retrieved,
+        right and not getattr(answer, "quoted", False),
     )
 
 
@@ -312,6 +319,11 @@ def ask_all(
 # recomputes the ratio.
 METRICS: dict[str, tuple[str, Callable[[Outcome], tuple[float, bool]]]] = {
     "right_record_cited": ("right record cited", lambda o: (o.right, not o.absent)),
+    # behind the gate's quote the citation is retrieval's: this row is what the model did itself
+    "right_own_answer": (
+        "right record cited by the model's own answer",
+        lambda o: (o.own, not o.absent),
+    ),
     "wrong_record_cited": ("wrong record cited", lambda o: (o.wrong, not o.absent)),
     "false_abstention": ("false abstention", lambda o: (o.abstained, not o.absent)),
     "right_when_retrieved": (

@@ -268,8 +268,9 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             "the same for two models; **the right record cited by the model's own answer (not "
             "replaced): "
             + ", ".join(f"{m} {n['right']} of {n['of']}" for m, n in own.items())
-            + " questions about a product** (to compare the models' own answers in the tables, "
-            "evaluate without `--quote-when-sure`).",
+            + " questions about a product** (the row \"right record cited by the model's own "
+            "answer\" below, with its interval; to compare the models' own answers in every "
+            "row, evaluate with `--no-quote-when-sure`, or `--gate off` for the models alone).",
             "",
         ]
     for m in models:

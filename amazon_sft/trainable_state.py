@@ -93,6 +93,8 @@ def load_kwargs(accelerator, model, folder: Path) -> dict:
         return {}
     if is_deepspeed(accelerator):
         return {"load_module_strict": False}  # the module state: the trained names only
+    # accelerate saves and loads the unwrapped model (DDP's ``module.`` prefix is not in the file)
+    model = accelerator.unwrap_model(model)
     saved = folder / "model.safetensors"
     if saved.is_file():
         from safetensors import safe_open
@@ -109,9 +111,9 @@ def load_kwargs(accelerator, model, folder: Path) -> dict:
 
 def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | None:
     """Per weight file of the base model (``model.path``, or its ``gguf_file``): its size and
-    sampled-block digest (``quick_digest``: ~0.4 MB read a file). None for a random model (its
-    weights come from the seed and arch, both in the config) or a name that is not a folder
-    here.
+    sampled-block digest (``quick_digest``: ~0.4 MB read a file). A hub name is read from its
+    local snapshot. None for a random model (its weights come from the seed and arch, both in
+    the config) or a name neither a folder nor cached here.
 
     >>> base_weights_digest("random", None) is None
     True
@@ -123,11 +125,24 @@ def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | No
         return None
     folder = Path(resolve_location(path))
     if not folder.is_dir():
-        return None
+        folder = _cached_snapshot(path)
+        if folder is None:
+            return None
     files = [folder / gguf_file] if gguf_file else sorted(folder.iterdir())
     return {
         f.name: quick_digest(f) for f in files if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
     }
+
+
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The local snapshot folder of a hub name (the files ``from_pretrained`` read), never a
+    download; None when it is not cached here (then nothing can be compared)."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, local_files_only=True))
+    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not a hub name
+        return None
 
 
 def frozen_base_of(cfg) -> dict[str, str] | None:

@@ -39,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import RULES, doubt_rule, retrieval_doubtful
 from amazon_sft.answering.index import DESCRIPTION_CHARS, TOKEN_PATTERN, CatalogueIndex
 from amazon_sft.answering.title_words import names_part
-from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import question_file as QF
 from bench.answer_choice import roc_auc  # the same AUC as the model's (ties half)
 
 RATIOS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
@@ -78,12 +78,12 @@ def retrieve(
     """Each question's ``k`` records as ``ask`` retrieves them (``meaning_weight``: its
     ``--meaning-weight``), with the asked product taken out where the file takes it out."""
     index = CatalogueIndex(data_dir, meaning_weight=meaning_weight)
-    questions = E.read_questions(questions_file)
-    products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
-    questions, _ = E.keep_answerable(questions, products)
+    questions = QF.read_questions(questions_file)
+    products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
+    questions, _ = QF.keep_answerable(questions, products)
     rows = []
     for q in questions:
-        searched = E.WithoutRows(index, removals[q.removed]) if q.removed else index
+        searched = QF.WithoutRows(index, removals[q.removed]) if q.removed else index
         start = time.perf_counter()
         sources = searched.search(q.text, k)
         search_s = time.perf_counter() - start

@@ -34,7 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.index import CatalogueIndex
-from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import question_file as QF
 
 RECORD_PROMPT = 'This product: "{}" means in one word:"'
 QUESTION_PROMPT = 'This request: "{}" means in one word:"'
@@ -117,9 +117,9 @@ def main() -> None:
     uids = {r["uid"]: i for i, r in enumerate(records)}
     questions = []
     for f in args.questions:
-        asked = E.read_questions(f)
-        products, _ = E.read_products(args.data / "catalogue.jsonl", asked)
-        questions += [q for q in E.keep_answerable(asked, products)[0] if not q.absent]
+        asked = QF.read_questions(f)
+        products, _ = QF.read_products(args.data / "catalogue.jsonl", asked)
+        questions += [q for q in QF.keep_answerable(asked, products)[0] if not q.absent]
     start = time.perf_counter()
     texts = [f"{r['title']}. {r['content'][:RECORD_CHARS]}" for r in records]
     rec = embed(model, tok, texts, RECORD_PROMPT)

@@ -18,6 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.end_to_end_run import _answerer
 
 
@@ -32,9 +33,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--limit", type=int, default=0, help="the first N questions only")
     args = ap.parse_args()
-    questions = E.read_questions(args.questions)[: args.limit or None]
-    products, removals = E.read_products(args.data / "catalogue.jsonl", questions)
-    questions, _ = E.keep_answerable(questions, products)
+    questions = QF.read_questions(args.questions)[: args.limit or None]
+    products, removals = QF.read_products(args.data / "catalogue.jsonl", questions)
+    questions, _ = QF.keep_answerable(questions, products)
     index = CatalogueIndex(args.data)
     answerer, label = _answerer(args.model, [], index, args.abstain_below, args.quote_when_sure)
     runs = {}

@@ -73,7 +73,7 @@ def ranks(questions_file: Path, catalogue: Path, k: int) -> list[dict]:
 
 def _questions(path: Path) -> list[dict]:
     """Questions with a product, uid resolved the way ``amazon-sft eval`` resolves it."""
-    from amazon_sft.evaluation.end_to_end import read_questions
+    from amazon_sft.evaluation.question_file import read_questions
 
     return [
         {"question": q.text, "kind": q.kind, "uid": q.uid}

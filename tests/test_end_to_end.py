@@ -18,6 +18,7 @@ from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation import question_file as QF
 
 from .test_eval import _base, _eval
 
@@ -38,7 +39,7 @@ def test_question_file_in_the_question_sets_format(tmp_path):
             {"question": "a blue kayak?", "absent": True, "kind": "absent"},
         ],
     )
-    q = E.read_questions(path)
+    q = QF.read_questions(path)
     assert [(x.uid, x.removed, x.kind, x.source, x.line) for x in q] == [
         ("B1", None, "typo", "real", 1),
         (None, None, "absent", "generated", 3),
@@ -56,7 +57,7 @@ def test_real_row_questions_name_their_product_by_the_rows_title(tmp_path):
     title = "Mog&#8217;s Kittens"
     row = {"question": "the mog book?", "kind": "partial", "source": "real"}
     path = _write(tmp_path / "q.jsonl", [{**row, "title": title, "line": 4}])
-    (q,) = E.read_questions(path)
+    (q,) = QF.read_questions(path)
     assert q.uid == derived_uid(title) and not q.absent
 
 
@@ -80,7 +81,7 @@ def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, l
     good = '{"question": "q", "uid": "B1", "kind": "typo"}'
     path = _write(tmp_path / "q.jsonl", [good, line])
     with pytest.raises(UserError) as err:
-        E.read_questions(path)
+        QF.read_questions(path)
     message = str(err.value)
     assert f"{path} line 2" in message and needle in message and "\n" not in message
 
@@ -125,9 +126,9 @@ def test_scoring_on_known_answers(prepared):
             for c, _ in cases
         ],
     )
-    questions = E.read_questions(path)
-    products, removals = E.read_products(prepared / "catalogue.jsonl", questions)
-    assert E.keep_answerable(questions, products) == (questions, [])
+    questions = QF.read_questions(path)
+    products, removals = QF.read_products(prepared / "catalogue.jsonl", questions)
+    assert QF.keep_answerable(questions, products) == (questions, [])
     index = CatalogueIndex(prepared)
     answerer = ScriptedAnswerer(index, {c["q"]: a for c, a in cases})
     answers, outcomes = E.ask_all(answerer, questions, products, removals, 3, 16)
@@ -194,9 +195,9 @@ def test_questions_about_another_catalogue_are_skipped_and_counted(prepared, tmp
             {"question": "y", "absent": "NOT-A-UID", "kind": "absent", "source": "real"},
         ],
     )
-    questions = E.read_questions(path)
-    products, _ = E.read_products(prepared / "catalogue.jsonl", questions)
-    kept, skipped = E.keep_answerable(questions, products)
+    questions = QF.read_questions(path)
+    products, _ = QF.read_products(prepared / "catalogue.jsonl", questions)
+    kept, skipped = QF.keep_answerable(questions, products)
     assert [q.line for q in kept] == [1] and [q.line for q in skipped] == [2, 3]
 
 
@@ -273,9 +274,9 @@ def test_a_question_file_with_a_byte_order_mark_or_a_folder_given(tmp_path):
     good = '{"question": "q", "uid": "B1", "kind": "typo"}'
     path = tmp_path / "bom.jsonl"
     path.write_bytes(b"\xef\xbb\xbf" + good.encode() + b"\n")  # Windows editors write one
-    assert [q.text for q in E.read_questions(path)] == ["q"]
+    assert [q.text for q in QF.read_questions(path)] == ["q"]
     with pytest.raises(UserError, match="is a folder: give a question file"):
-        E.read_questions(tmp_path)
+        QF.read_questions(tmp_path)
 
 
 def test_a_question_over_the_models_context_is_named_by_its_line(prepared, tuned_run, tmp_path):
@@ -385,8 +386,8 @@ def test_batched_answers_are_the_answers_ask_gives_one_at_a_time(prepared, tuned
     and quote must be what ``ask``'s one-at-a-time path gives, the gate on and off, with an
     index that lacks the asked product for an absent-product question."""
     from amazon_sft.answering.answer_many import answer_many
-    from amazon_sft.evaluation.end_to_end import WithoutRows
     from amazon_sft.evaluation.end_to_end_run import _answerer
+    from amazon_sft.evaluation.question_file import WithoutRows
 
     rows = _catalogue(prepared)
     held = [r for r in rows if r["split"] == "heldout"][:3]

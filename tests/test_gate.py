@@ -79,3 +79,49 @@ def test_a_plain_ask_answers_through_the_measured_gate(prepared, tuned_run, caps
     assert not alone["doubtful"] and not alone["quoted"]
     closed = ask_json(question, *model)  # tuned_run taught closed-book answers
     assert closed["mode"] == "closed" and not closed["doubtful"] and not closed["quoted"]
+
+
+def test_refusals_name_what_the_user_gave():
+    """A review found two messages that named the wrong cause: "--gate off" advised to a user
+    who gave it, and the words gate said to have no ratio when the user's 0 removed it."""
+    closed = _args(gate="off", abstain_below=2.0)
+    with pytest.raises(UserError, match="leave the gate's flags out"):
+        for_mode(resolve_gate(closed), "closed", closed)
+    zeroed = _args(gate="words", abstain_below=0.0, quote_when_sure=True)
+    with pytest.raises(UserError) as err:
+        resolve_gate(zeroed)
+    assert "has none" not in str(err.value) and "--abstain-below RATIO > 0" in str(err.value)
+
+
+def test_serve_keeps_the_gate_for_grounded_requests_to_a_closed_book_model(
+    prepared, tuned_run, capsys
+):
+    """serve answers each request in the mode it asks: with a closed-book model's default the
+    gate was dropped at start, so a request asking ``"mode": "grounded"`` went ungated, and
+    ``serve --gate meaning`` was refused. The gate stays (it reads grounded answers only); ask
+    and chat, one mode a run, still drop it for a closed-book answer."""
+    from amazon_sft.answering.commands import _checked_session, add_commands
+
+    parser = __import__("argparse").ArgumentParser()
+    add_commands(parser.add_subparsers())
+    model = ["--model", str(tuned_run), "--index", str(prepared)]
+    served = _checked_session(parser.parse_args(["serve", *model]), serving=True)()
+    assert (served.abstain_below, served.quote_when_sure) == (2.0, True)
+    answer = served(f"Tell me about {_first_title(prepared)}", mode="grounded", max_new_tokens=4)
+    assert answer.doubtful or answer.quoted  # gated, as ask --grounded is
+    asked = _checked_session(parser.parse_args(["ask", "x", *model]))()
+    assert (asked.abstain_below, asked.quote_when_sure) == (0.0, False)
+    gated = parser.parse_args(["serve", *model, "--gate", "meaning"])
+    assert _checked_session(gated, serving=True)().abstain_below == 2.0  # not refused
+
+
+def test_sources_only_closed_book_reports_no_gate(prepared, capsys):
+    from amazon_sft.cli import main
+
+    args = ["ask", _first_title(prepared), "--index", str(prepared), "--sources-only", "--json"]
+    assert main([*args, "--closed-book"]) == 0
+    assert "doubtful" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def _first_title(prepared) -> str:
+    return json.loads((prepared / "catalogue.jsonl").read_text().splitlines()[0])["title"]

@@ -103,7 +103,9 @@ def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial
 
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Linear(2, 2))
     model[0].requires_grad_(False)
-    accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=None))
+    accelerator = SimpleNamespace(
+        state=SimpleNamespace(deepspeed_plugin=None), unwrap_model=lambda m: m
+    )
     save_file(
         {"1.weight": torch.zeros(2, 2), "1.bias": torch.zeros(2)}, tmp_path / "model.safetensors"
     )
@@ -111,3 +113,32 @@ def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial
     save_file({"1.weight": torch.zeros(2, 2)}, tmp_path / "model.safetensors")
     with pytest.raises(ValueError, match=r"lacks 1 trained weights \(e.g. 1.bias\)"):
         load_kwargs(accelerator, model, tmp_path)
+
+
+@pytest.mark.multiproc
+def test_a_ddp_lora_run_resumes_from_its_adapter_checkpoint(prepared, tiny_model_dir, tmp_path):
+    """Under DDP accelerate saves the unwrapped model (no ``module.`` prefix), and the resume's
+    check of the trained names read them off the DDP wrapper: every checkpoint was "unusable"
+    and the run said to start over (a review's finding). Steps 3-4 again from step 2's
+    checkpoint give the same losses."""
+    from .conftest import free_port
+
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    env = {**ENV, "ACCELERATE_USE_CPU": "true"}
+    out = tmp_path / "run"
+    every = [*STEPS, *LORA, "checkpoint.every_steps=2", "train.max_steps=4"]
+
+    def launch(*extra: str) -> subprocess.CompletedProcess:
+        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), str(REPO / "amazon_sft" / "train.py"),
+               "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out, *every, *extra)]  # fmt: skip
+        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc
+
+    launch()
+    first = _losses(out)
+    again = launch("resume=step-2")
+    assert "resumed from" in again.stderr and "at step 2" in again.stderr, again.stderr[-3000:]
+    assert "unusable" not in again.stderr
+    assert _losses(out) == pytest.approx(first, rel=1e-6)

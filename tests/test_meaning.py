@@ -15,7 +15,7 @@ import pytest
 from amazon_sft.answering import meaning
 from amazon_sft.answering.index import DESCRIPTION_CHARS, CatalogueIndex, build_index
 from amazon_sft.errors import UserError
-from amazon_sft.evaluation.end_to_end import WithoutRows
+from amazon_sft.evaluation.question_file import WithoutRows
 
 pytestmark = pytest.mark.unit
 

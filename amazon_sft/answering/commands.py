@@ -180,9 +180,11 @@ def _session(args):
     return _checked_session(args)()
 
 
-def _checked_session(args) -> Callable[[], Answerer]:
+def _checked_session(args, serving: bool = False) -> Callable[[], Answerer]:
     """Every check of ask/chat/serve's options that needs no model (the run's config, the
-    index), then what loads the model, to call when ready: serve binds its port in between."""
+    index), then what loads the model, to call when ready: serve binds its port in between.
+    ``serving``: a request may ask for either mode, so the gate is kept whatever the default
+    mode (it reads grounded answers only); ask and chat answer in one mode, checked here."""
     from amazon_sft.answering.ask import Answerer, default_mode
     from amazon_sft.evaluation import loading
     from amazon_sft.prompts import build_prompt_format
@@ -191,7 +193,8 @@ def _checked_session(args) -> Callable[[], Answerer]:
     gate = resolve_gate(args)
     spec, overrides = args.model or _default_model(), model_overrides(args)
     cfg = loading.run_config_for(spec, overrides)  # what needs only the config, before the model
-    gate = for_mode(gate, args.mode or default_mode(cfg.data), args)
+    if not serving:
+        gate = for_mode(gate, args.mode or default_mode(cfg.data), args)
     index = index_for(args, gate.meaning_weight, cfg)
 
     def load() -> Answerer:
@@ -326,7 +329,7 @@ def _run_serve(args) -> int:
     serving.check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
     serving.check_port(args.port)
     serving.check_default_k(args.k)
-    load = _checked_session(args)
+    load = _checked_session(args, serving=True)
     with serving.listen(args.host, args.port) as sock:  # the port is ours before the load
         answerer = load()
         print(f"serving on {serving.address(sock)}  (API: POST /api/ask)")

@@ -127,7 +127,8 @@ def resolve_gate(args) -> Gate:
     quote = gate.quote_when_sure
     if quote and not abstain_below:
         if getattr(args, "quote_when_sure", None):
-            where = f" (the gate {args.gate} has none)" if getattr(args, "gate", None) else ""
+            preset_has_none = getattr(args, "abstain_below", None) is None
+            where = f" (the gate {getattr(args, 'gate', None)} has none)" if preset_has_none else ""
             raise UserError(
                 "--quote-when-sure needs --abstain-below RATIO > 0: retrieval is sure above it"
                 + where
@@ -144,8 +145,11 @@ def for_mode(gate: Gate, mode: str, args) -> Gate:
         return gate
     flags = [f for f in given(args) if not f.startswith(("--meaning-weight", "--no-quote"))]
     if flags and gate.abstain_below:
+        leave = (
+            "leave the gate's flags out" if getattr(args, "gate", None) == "off" else "--gate off"
+        )
         raise UserError(
             f"{' '.join(flags)}: the gate reads the records of a grounded answer; this one "
-            "would be closed-book: add --grounded, or --gate off"
+            f"would be closed-book: add --grounded, or {leave}"
         )
     return replace(gate, abstain_below=0.0, quote_when_sure=False)

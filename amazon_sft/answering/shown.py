@@ -3,7 +3,7 @@ records alone (``--sources-only``)."""
 
 from __future__ import annotations
 
-from amazon_sft.answering.gate import resolve_gate
+from amazon_sft.answering.gate import for_mode, resolve_gate
 from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
@@ -63,6 +63,8 @@ def retrieval_only(args, command: str = "ask"):
 
     check_counts(args.k, args.max_new_tokens)
     gate = resolve_gate(args)
+    if args.mode == "closed":  # a closed-book answer has no gate to report
+        gate = for_mode(gate, "closed", args)
     abstain_below, meaning = gate.abstain_below, gate.meaning_weight
     if args.quote_when_sure:  # given by the user (the gate's own quote is for answers)
         raise UserError(

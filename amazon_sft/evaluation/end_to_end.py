@@ -11,17 +11,7 @@ for questions about products that are not in the catalogue, whether it abstained
 of the answer against the description when the right record was cited, and whether retrieval
 had the product first (recall@1) or among the ``k`` records (recall@k).
 
-The question file is JSON lines (``read_questions``)::
-
-    {"question": "mogs kitens board book", "uid": "0001", "kind": "typo", "source": "real"}
-    {"question": "do you sell a red kayak?", "uid": "absent", "kind": "absent"}
-    {"question": "tell me about Mog's Kittens", "absent": "0001", "kind": "absent"}
-
-``"uid": "absent"`` (or ``"absent": true``) asks about a product that does not exist;
-``"absent": UID`` asks about a product that does exist, taken out of retrieval for that question
-together with its twins (same normalised title or same description), so the right answer is
-the abstention. Whether a product is held out or seen in training is read from the prepared
-``catalogue.jsonl`` (a ``split`` field in the file is accepted and ignored).
+The question file and the catalogue it asks about: ``question_file``.
 """
 
 from __future__ import annotations
@@ -29,48 +19,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import orjson
 
-from amazon_sft.answering.index import Source
-from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
-from amazon_sft.data.reading import derived_uid
-from amazon_sft.data.split import normalise_title
-from amazon_sft.errors import UserError, reading
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.question_file import Product, ShopperQuestion, WithoutRows
 from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
-
-SOURCES = ("real", "generated")
-ABSENT = "absent"
-CATALOGUE_SPLITS = {"heldout": "held-out", "train": "seen", "untaught": "untaught"}
-"""The catalogue's ``split`` of a product -> its group in the report (``untaught``: kept in the
-catalogue over ``data.max_train_products``, never taught)."""
-
-
-@dataclass(frozen=True)
-class ShopperQuestion:
-    text: str
-    uid: str | None
-    """The product asked about; None when the right answer is the abstention."""
-    removed: str | None
-    """An existing product taken out of retrieval for this question (``"absent": UID``)."""
-    kind: str
-    source: str
-    line: int
-
-    @property
-    def absent(self) -> bool:
-        return self.uid is None
-
-
-@dataclass(frozen=True)
-class Product:
-    uid: str
-    content: str
-    group: str
-    """held-out, seen or untaught (``CATALOGUE_SPLITS``)."""
 
 
 @dataclass(frozen=True)
@@ -96,132 +50,6 @@ class Outcome:
     own: bool = False
     """``right``, and the model's own answer: not the first record quoted by the gate
     (``quoted``, ``--quote-when-sure``), which cites the same record whatever the model."""
-
-
-def read_questions(path: Path) -> list[ShopperQuestion]:
-    """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
-    if path.is_dir():
-        raise UserError(f"--questions {path} is a folder: give a question file (JSON lines)")
-    if not path.is_file():
-        raise UserError(f"--questions {path}: no such file (JSON lines of question, uid, kind)")
-    out = []
-    with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            if line_no == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as prepare reads
-            if line.strip():
-                out.append(_question(line, f"{path} line {line_no}", line_no))
-    if not out:
-        raise UserError(f"--questions {path} holds no question")
-    return out
-
-
-def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
-    try:
-        row = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
-    if not isinstance(row, dict):
-        raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
-    text, kind = row.get("question"), row.get("kind")
-    if not isinstance(text, str) or not text.strip():
-        raise UserError(f"{where}: 'question' must be non-empty text")
-    if (chars := len(" ".join(text.split()))) > MAX_QUESTION_CHARS:
-        raise UserError(
-            f"{where}: 'question' is {chars} characters; at most {MAX_QUESTION_CHARS} (what ask "
-            "takes): shorten it"
-        )
-    if not isinstance(kind, str) or not kind.strip():
-        raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
-    source = row.get("source", "generated")
-    if source not in SOURCES:
-        raise UserError(f"{where}: 'source' must be one of {SOURCES}, got {source!r}")
-    uid, absent = row.get("uid"), row.get("absent", False)
-    if uid is None and isinstance(row.get("title"), str) and row["title"]:
-        uid = derived_uid(row["title"])  # a real row keyed by its title: prepare's derived uid
-    if uid is not None and (not isinstance(uid, str) or not uid):
-        raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {uid!r}")
-    if absent is not True and absent is not False and not (isinstance(absent, str) and absent):
-        raise UserError(f"{where}: 'absent' must be true or the uid taken out, got {absent!r}")
-    if isinstance(absent, str) and uid not in (None, ABSENT, absent):
-        raise UserError(f"{where}: 'uid' {uid!r} and 'absent' {absent!r} disagree; give one")
-    if uid is None and absent is False:
-        raise UserError(f"{where}: needs 'uid' (the product asked about, or {ABSENT!r})")
-    if absent is False and uid != ABSENT:
-        return ShopperQuestion(text, uid, None, kind, source, line_no)
-    removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
-    return ShopperQuestion(text, None, removed, kind, source, line_no)
-
-
-def read_products(
-    catalogue: Path, questions: list[ShopperQuestion]
-) -> tuple[dict[str, Product], dict[str, frozenset[int]]]:
-    """(uid -> product for every uid the questions name, removed uid -> the catalogue rows to
-    take out of retrieval: the product and its twins). Two streaming passes over
-    ``catalogue.jsonl`` (the second only when a question removes a product), keeping only the
-    products asked about: memory grows with the questions, not the catalogue."""
-    named = {q.uid for q in questions if q.uid} | {q.removed for q in questions if q.removed}
-    products: dict[str, Product] = {}
-    rows: dict[str, int] = {}
-    keys: dict[str, tuple[str, str]] = {}
-    for i, rec in enumerate(_records(catalogue)):
-        uid = str(rec["uid"])
-        if uid in named and uid not in products:
-            group = CATALOGUE_SPLITS.get(rec.get("split", "train"), "seen")
-            products[uid] = Product(uid, rec["content"], group)
-            rows[uid] = i
-            keys[uid] = (normalise_title(rec["title"]), rec["content"])
-    removed = {q.removed for q in questions if q.removed and q.removed in products}
-    twins: dict[str, set[int]] = {uid: {rows[uid]} for uid in removed}
-    if removed:
-        by_title = {keys[u][0]: u for u in removed}
-        by_text = {keys[u][1]: u for u in removed}
-        for i, rec in enumerate(_records(catalogue)):
-            for uid in (by_title.get(normalise_title(rec["title"])), by_text.get(rec["content"])):
-                if uid:
-                    twins[uid].add(i)
-    return products, {uid: frozenset(r) for uid, r in twins.items()}
-
-
-def _records(catalogue: Path):
-    redo = "re-run amazon-sft prepare (it writes catalogue.jsonl)"
-    with reading(catalogue, "catalogue", redo), open(catalogue, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            try:
-                yield orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise UserError(f"{catalogue} line {line_no} is cut or corrupt: {redo}") from None
-
-
-def keep_answerable(
-    questions: list[ShopperQuestion], products: dict[str, Product]
-) -> tuple[list[ShopperQuestion], list[ShopperQuestion]]:
-    """(questions this catalogue can score, questions naming a product it lacks: another
-    catalogue's, or a row cleaning dropped; skipped and counted, never asked)."""
-    kept, skipped = [], []
-    for q in questions:
-        missing = (q.uid and q.uid not in products) or (q.removed and q.removed not in products)
-        (skipped if missing else kept).append(q)
-    return kept, skipped
-
-
-class WithoutRows:
-    """The catalogue index with some rows taken out: what ``search`` returns when the product a
-    question names is not in the catalogue. Only ``search`` is answered (what ``Answerer`` calls);
-    anything else is refused rather than passed through to the whole index."""
-
-    def __init__(self, index, rows: frozenset[int]) -> None:
-        self.index, self.rows = index, rows
-
-    def search(self, question: str, k: int = 3) -> list[Source]:
-        """``index.search`` without the removed rows (the next best fill their places)."""
-        wanted = self.index.candidates(k)  # as many as the whole index's search reads
-        hits = [
-            (i, s)
-            for i, s in self.index.top(question, wanted + len(self.rows))
-            if i not in self.rows
-        ]
-        return self.index.ranked(question, hits[:wanted], k)
 
 
 QUOTE_MARGIN = 0.1

@@ -11,6 +11,7 @@ from amazon_sft.answering import gate as G
 from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.report import md_text, write_rows, write_staged
 
 TITLE = "End to end: free-form questions through ask's Answerer (real retrieval, k records)"
@@ -27,7 +28,7 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--question-source",
-        choices=E.SOURCES,
+        choices=QF.SOURCES,
         default=None,
         help="ask only the questions of this source (real rows or the generated catalogue)",
     )
@@ -116,7 +117,7 @@ def own_right(rows: list[dict], models: list[str]) -> dict:
 
 
 def _questions(args, data_dir: Path):
-    questions = E.read_questions(args.questions)
+    questions = QF.read_questions(args.questions)
     if args.question_source:
         every = questions
         questions = [q for q in every if q.source == args.question_source]
@@ -126,8 +127,8 @@ def _questions(args, data_dir: Path):
                 f"of {args.questions} is from it (they are from: "
                 f"{', '.join(sorted({q.source for q in every}))})"
             )
-    products, removals = E.read_products(data_dir / "catalogue.jsonl", questions)
-    kept, skipped = E.keep_answerable(questions, products)
+    products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
+    kept, skipped = QF.keep_answerable(questions, products)
     if not kept:
         raise UserError(
             f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
@@ -147,13 +148,13 @@ def _answerer(spec: str, overrides: list[str], index, abstain_below: float, quot
     return Answerer(model, tok, fmt, index, cfg.data, abstain_below, quote), label
 
 
-def _row(i: int, q: E.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
+def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
     return {
         "line": q.line,
         "question": q.text,
         "kind": q.kind,
         "source": q.source,
-        "uid": q.uid or E.ABSENT,
+        "uid": q.uid or QF.ABSENT,
         "removed": q.removed,
         "retrieved": {m: [s["uid"] for s in answers[m][i].sources] for m in answers},
         "answers": {m: answers[m][i].answer for m in answers},

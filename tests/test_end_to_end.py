@@ -359,6 +359,7 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         "| right record cited by the model's own answer | 0.000 ["
         in (out / "report.md").read_text()
     )
+    assert "right record cited by the model's own answer (model)" in (out / "report.md").read_text()
     assert "model 2 of 2 questions" in (out / "report.md").read_text()
     assert "model 0 of 2 questions" in (out / "report.md").read_text()
     assert (

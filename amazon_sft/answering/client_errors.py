@@ -24,7 +24,9 @@ def body_error(first: dict, body: object) -> str | None:
         return (
             f"request body is not valid JSON (line {line} column {column}: {reason}): {HOW_TO_ASK}"
         )
-    if loc == ("body",):  # none, a list or a string, or not sent as JSON
+    # none, a list or a string, or not sent as JSON; an object whose fields disagree (the
+    # request's own check, a value_error at the body) is told its own error
+    if loc == ("body",) and first.get("type") != "value_error":
         return f"request body must be a JSON object: {HOW_TO_ASK}"
     return None
 

@@ -194,6 +194,7 @@ def _cell(m: dict | None) -> str:
 
 HEADLINE = (
     "right_record_cited",
+    "right_own_answer",  # behind the gate's quote, the one row that can tell two models apart
     "wrong_record_cited",
     "false_abstention",
     "abstention_recall",

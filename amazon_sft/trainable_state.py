@@ -75,8 +75,7 @@ def _deepspeed_module_trained_only(engine) -> Iterator[None]:
     original = engine.module_state_dict
 
     def trained_only(*args, **kwargs):
-        names = trainable_names(engine.module)
-        return {k: v for k, v in original(*args, **kwargs).items() if k in names}
+        return keep_trainable(original(*args, **kwargs), trainable_names(engine.module))
 
     engine.module_state_dict = trained_only  # this instance, this save only
     try:

@@ -139,7 +139,7 @@ def _resumes_from_the_adapter_alone(launch, out: Path, losses, model, data, env)
     checkpoint = out / "checkpoints" / "step-00000002"
     frozen_name = "model.embed_tokens.weight"  # the tied embedding: frozen under LoRA
     module = torch.load(
-        next((checkpoint / "pytorch_model").glob("*model_states.pt")), weights_only=False
+        next((checkpoint / "pytorch_model").glob("*model_states.pt")), weights_only=True
     )["module"]
     assert module and all("lora_" in k for k in module), sorted(module)[:4]
     assert not any(k.endswith(frozen_name) for k in module)

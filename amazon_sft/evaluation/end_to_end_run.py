@@ -5,6 +5,7 @@ answer is scored: ``end_to_end``."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 from amazon_sft.answering import gate as G
@@ -55,17 +56,14 @@ def run(args, data_dir: Path, accelerator) -> int:
         raise UserError("--questions answers through transformers, as ask does: drop --backend")
     check_counts(args.k)
     gate = G.resolve_gate(args)  # ask's default unless given: eval scores the path users take
-    abstain_below, quote_when_sure, meaning = (
-        gate.abstain_below,
-        gate.quote_when_sure,
-        gate.meaning_weight,
-    )
     questions, products, removals, skipped = _questions(args, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     from amazon_sft.answering.index import CatalogueIndex
 
-    index = CatalogueIndex(data_dir, meaning_weight=meaning)  # opened once for every model
+    index = CatalogueIndex(
+        data_dir, meaning_weight=gate.meaning_weight
+    )  # opened once for every model
     result: dict = {
         "mode": "end to end",
         "data": str(data_dir),
@@ -74,9 +72,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "skipped": skipped,
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
-        "abstain_below": abstain_below,
-        "quote_when_sure": quote_when_sure,
-        "meaning_weight": meaning,
+        **asdict(gate),  # abstain_below, quote_when_sure, meaning_weight
         "seed": args.seed,
         "models": {},
         "groups": {},
@@ -84,7 +80,9 @@ def run(args, data_dir: Path, accelerator) -> int:
     answers, outcomes = {}, {}
     for name, spec in specs.items():
         set_seed(args.seed)
-        answerer, label = _answerer(spec, args.overrides, index, abstain_below, quote_when_sure)
+        answerer, label = _answerer(
+            spec, args.overrides, index, gate.abstain_below, gate.quote_when_sure
+        )
         k = args.k or answerer.data.context_records
         result["models"][name] = {"label": label, "spec": spec, "k": k}
         answers[name], outcomes[name] = E.ask_all(
@@ -96,7 +94,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     if args.compare:
         result["comparison"] = E.compare(outcomes["base"], outcomes["tuned"], groups, args.seed)
     rows = [_row(i, q, answers, outcomes) for i, q in enumerate(questions)]
-    if quote_when_sure:
+    if gate.quote_when_sure:
         result["own_right"] = own_right(rows, list(specs))
     write_report(Path(args.out), result, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")

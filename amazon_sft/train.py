@@ -22,15 +22,6 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 import torch
 
 from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
-from amazon_sft.checkpoint_engine import check_same_engine
-from amazon_sft.checkpointing import (
-    LOAD_ERRORS,
-    SET_ASIDE,
-    TrainerState,
-    load_checkpoint,
-    resume_candidates,
-    set_aside_newer,
-)
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
@@ -41,7 +32,6 @@ from amazon_sft.distributed import (
     build_accelerator,
     describe_optimizer,
     raise_if_any_rank,
-    running_engine,
     seed_per_rank,
 )
 from amazon_sft.errors import OneLineParser, UserError, permission_denied
@@ -54,18 +44,13 @@ from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full, run_kept
 from amazon_sft.ownership import check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
-from amazon_sft.resume_config import (
-    changes_on_resume,
-    history_header,
-    rebase_schedule,
-    record_changes,
-    saved_record,
-)
+from amazon_sft.resume_config import history_header
+from amazon_sft.resuming import plan_resume, resume
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of
 from amazon_sft.trained_on import TrainedOn
-from amazon_sft.trainer import Trainer, drop_metrics_after
+from amazon_sft.trainer import Trainer
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -79,6 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     tok, shards = load_data(cfg)
     cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
+    base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
+    planned = plan_resume(
+        cfg, accelerator, shards.manifest.integrity, out_dir, base
+    )  # no model yet
     model = build_model(cfg, tok, accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -86,9 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     loader = PackedLoader(
         shards, plan.micro_batch_size, rank, plan.world_size, cfg.data.seed, plan.accumulation_steps
     )
-    state = resume(cfg, accelerator, model, loader, scheduler, out_dir)
+    state = resume(cfg, accelerator, model, loader, scheduler, out_dir, planned)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
-    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
+    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
         if summary["stopped_by"] is None and finished_before(out_dir, summary):
@@ -219,92 +208,6 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
     return SummedAnswerLoss(lm, cfg.train.loss_chunk_tokens)
 
 
-def resume(
-    cfg: RunConfig, accelerator, model, loader: PackedLoader, scheduler, out_dir: Path
-) -> TrainerState:
-    """The newest checkpoint that loads (an unusable one is reported and the one before tried),
-    with the config changes since it was written applied or refused (``resume_config``)."""
-    rejected: list[str] = []
-    for path in resume_candidates(cfg.resume, out_dir):
-        check_same_engine(path, running_engine(accelerator))  # not "unusable": another launcher
-        try:
-            saved = saved_record(path, out_dir)
-            # before the weights: a change of shape (LoRA, the model) fails to load, and would
-            # read as a damaged checkpoint instead of the change it is
-            changes = config_changes(cfg, loader, saved, path)
-            state = load_checkpoint(accelerator, model, path)
-            loader.load_state_dict(state.loader)
-        except LOAD_ERRORS as err:
-            why = " ".join(str(err).split())[:300] or type(err).__name__
-            log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
-            rejected.append(f"{path.name}: {why}")
-            continue
-        log.info(
-            "resumed from %s at step %d (data epoch %d, row cursor %d): %s",
-            path,
-            state.step,
-            state.loader["epoch"],
-            state.loader["cursor"],
-            f"newer ones unusable ({'; '.join(rejected)})"
-            if rejected
-            else ("the newest complete" if cfg.resume == "auto" else "as asked"),
-        )
-        apply_config_changes(cfg, accelerator, scheduler, changes, state.step)
-        if accelerator.is_main_process:
-            drop_metrics_after(out_dir / "metrics.jsonl", state.step)
-            if moved := set_aside_newer(out_dir, state.step):
-                log.warning(
-                    "set aside %s, newer than the step resumed from, into %s: resume=auto goes "
-                    "on from this run's own checkpoints",
-                    ", ".join(moved),
-                    out_dir / "checkpoints" / SET_ASIDE,
-                )
-        accelerator.wait_for_everyone()
-        return state
-    if rejected:
-        raise UserError(
-            f"no checkpoint in {out_dir} loads ({'; '.join(rejected)}): resume=none with "
-            "overwrite=true starts over"
-        )
-    if cfg.resume == "auto":
-        log.info("resume=auto: no checkpoint in %s yet; starting at step 0", out_dir)
-    if accelerator.is_main_process:  # resume=auto before the first checkpoint: start over
-        drop_metrics_after(out_dir / "metrics.jsonl", 0)
-    return TrainerState(loader=loader.state_dict())
-
-
-def config_changes(cfg, loader, saved, checkpoint: Path) -> list:
-    """The changes since ``checkpoint`` was written; those that make another run are refused."""
-    if saved is None:
-        log.warning("the checkpoint carries no config: changes since it cannot be checked")
-        return []
-    try:
-        return changes_on_resume(
-            saved, to_dict(cfg), loader.shards.manifest.integrity, frozen_base_of(cfg)
-        )
-    except ValueError as err:
-        raise UserError(
-            f"resume: these changes since the checkpoint {checkpoint.name} would make it "
-            f"another run ({err}): restore them, or start a new run (another out_dir)"
-        ) from None
-
-
-def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) -> None:
-    """Apply, log and record the changes that can go on from ``step``."""
-    t = cfg.train
-    if t.max_steps < step:
-        raise UserError(
-            f"resume: train.max_steps={t.max_steps} is below the checkpoint's step {step}: a "
-            f"run does not go back; give train.max_steps >= {step}, or resume=PATH from an "
-            "earlier checkpoint"
-        )
-    rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
-    for change in changes:
-        log.info("changed at step %d: %s", step, change.describe())
-    if changes and accelerator.is_main_process:
-        record_changes(Path(cfg.out_dir), step, changes)
-
-
 def start_logging(
     accelerator, cfg: RunConfig, plan: BatchPlan, model, optimizer, out_dir: Path, step: int
 ) -> None:
@@ -324,7 +227,7 @@ def start_logging(
         counts["total"],
     )
     log.info("optimizer: %s", describe_optimizer(optimizer))
-    if cfg.train.warmup_steps >= cfg.train.max_steps:
+    if cfg.train.warmup_steps >= cfg.train.max_steps and accelerator.is_main_process:
         log.warning(
             "train.warmup_steps=%d is not below train.max_steps=%d: the learning rate never "
             "reaches train.lr",

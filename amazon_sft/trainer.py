@@ -34,7 +34,6 @@ from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
-from amazon_sft.trainable_state import frozen_base_of
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -89,6 +88,8 @@ class Trainer:
     optimizer: object
     scheduler: object
     loader: PackedLoader
+    base_weights: dict | None
+    """A LoRA run's ``frozen_base_of`` (read once a launch), recorded in each checkpoint."""
 
     def __post_init__(self) -> None:
         lm = self.accelerator.unwrap_model(self.model).lm
@@ -96,7 +97,7 @@ class Trainer:
         # done with Ctrl-C where train.py / amazon-sft train began; in-process callers keep theirs
         stop_signal.install(ctrl_c=False)
         self.run_record = run_record(
-            to_dict(self.cfg), self.loader.shards.manifest.integrity, frozen_base_of(self.cfg)
+            to_dict(self.cfg), self.loader.shards.manifest.integrity, self.base_weights
         )
 
     def train(self, state: TrainerState) -> dict:

@@ -119,7 +119,7 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loader = PackedLoader(PackedShards(data_dir), args.micro)
     plan = BatchPlan(args.micro, 1, 1, args.micro, args.seq_len)
-    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
+    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, None)
     batches = iter(loader)
     tokens = flops = seconds = collate = 0.0
     if device == "cuda":

@@ -43,9 +43,9 @@ def test_question_file_in_the_question_sets_format(tmp_path):
     assert [(x.uid, x.removed, x.kind, x.source, x.line) for x in q] == [
         ("B1", None, "typo", "real", 1),
         (None, None, "absent", "generated", 3),
-        (None, "B1", "absent", "generated", 4),
-        (None, None, "absent", "generated", 5),
-    ]
+        (None, "B1", "absent", "unlabelled", 4),
+        (None, None, "absent", "unlabelled", 5),
+    ]  # a row naming no source was counted as the generated catalogue's (a user's own file)
     assert [x.absent for x in q] == [False, True, True, True]
 
 
@@ -317,7 +317,7 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
         "--question-source", "real", "--out", str(tmp_path / "r"), *overrides,
     )  # fmt: skip
     assert proc.returncode == 2 and "none of the 1 questions" in proc.stderr, proc.stderr[-2000:]
-    assert "from: generated" in proc.stderr and "catalogue" not in proc.stderr
+    assert "from: unlabelled" in proc.stderr and "catalogue" not in proc.stderr
 
 
 def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_dir, tmp_path):

@@ -50,7 +50,7 @@ def test_a_closed_book_answer_drops_the_default_gate_and_refuses_one_asked_for()
     assert for_mode(resolve_gate(_args()), "closed", _args()) == Gate(0.0, False, 4.0)
     assert for_mode(resolve_gate(_args()), "grounded", _args()) == Gate(2.0, True, 4.0)
     asked = _args(abstain_below=1.4)
-    with pytest.raises(UserError, match=r"--abstain-below: the gate reads .* --gate off"):
+    with pytest.raises(UserError, match=r"--abstain-below: the gate reads .* leave --abstain-"):
         for_mode(resolve_gate(asked), "closed", asked)
     off = _args(gate="off")
     assert for_mode(resolve_gate(off), "closed", off) == Gate(0.0, False, 0.0)
@@ -85,7 +85,7 @@ def test_refusals_name_what_the_user_gave():
     """A review found two messages that named the wrong cause: "--gate off" advised to a user
     who gave it, and the words gate said to have no ratio when the user's 0 removed it."""
     closed = _args(gate="off", abstain_below=2.0)
-    with pytest.raises(UserError, match="leave the gate's flags out"):
+    with pytest.raises(UserError, match="or leave --abstain-below out"):
         for_mode(resolve_gate(closed), "closed", closed)
     zeroed = _args(gate="words", abstain_below=0.0, quote_when_sure=True)
     with pytest.raises(UserError) as err:
@@ -121,6 +121,25 @@ def test_sources_only_closed_book_reports_no_gate(prepared, capsys):
     args = ["ask", _first_title(prepared), "--index", str(prepared), "--sources-only", "--json"]
     assert main([*args, "--closed-book"]) == 0
     assert "doubtful" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_a_gate_flag_that_cannot_apply_is_refused_not_ignored(prepared, capsys):
+    """``--no-quote-when-sure`` with a closed-book answer, or with ``--sources-only`` (no answer
+    to quote), changed nothing and was accepted without a word (a new user's trial): a flag
+    that does nothing is refused naming it; ``--gate off`` and ``--meaning-weight`` (it ranks
+    the sources listed) still go with a closed-book answer."""
+    from amazon_sft.cli import main
+
+    no_quote = _args(quote_when_sure=False)
+    with pytest.raises(UserError, match="--no-quote-when-sure: the gate reads"):
+        for_mode(resolve_gate(no_quote), "closed", no_quote)
+    kept = _args(gate="off", meaning_weight=2.0)
+    assert for_mode(resolve_gate(kept), "closed", kept) == Gate(0.0, False, 2.0)
+    only = ["ask", _first_title(prepared), "--index", str(prepared), "--sources-only"]
+    for flag in ("--no-quote-when-sure", "--quote-when-sure"):
+        assert main([*only, flag]) == 2
+        err = capsys.readouterr().err.strip()
+        assert f"{flag} chooses between an answer" in err and len(err.splitlines()) == 1, err
 
 
 def _first_title(prepared) -> str:

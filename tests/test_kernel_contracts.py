@@ -134,7 +134,7 @@ def _run_steps(model_dir, data_dir, attention: str, extra: list[str], steps: int
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loader = PackedLoader(PackedShards(data_dir), 2)
     plan = BatchPlan(2, 1, 1, 2, REAL_SHAPE_SEQ)
-    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader)
+    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, None)
     batches = iter(loader)
     return [trainer.train_step([next(batches)]) for _ in range(steps)]
 

@@ -93,6 +93,29 @@ def test_a_lora_resume_on_a_changed_base_is_refused(prepared, tiny_model_dir, tm
     assert back.returncode == 0 and "resumed from" in back.stderr, back.stderr[-3000:]
 
 
+@pytest.mark.e2e
+@pytest.mark.hostile
+def test_a_changed_base_is_refused_before_the_model_loads(prepared, tiny_model_dir, tmp_path):
+    """A resume whose ``model.path`` changed was refused only after the model had loaded (a
+    7B base: minutes; a GGUF one converted and cached again). The refusal now comes first: a
+    new base whose weights could not even load is refused for the change, not for its weights."""
+    base, other, out = tmp_path / "base", tmp_path / "other", tmp_path / "run"
+    shutil.copytree(tiny_model_dir, base)
+    shutil.copytree(tiny_model_dir, other)
+    for weights in other.glob("*.safetensors"):
+        weights.write_bytes(b"not a safetensors file")
+    every = [*STEPS, *LORA, "checkpoint.every_steps=1"]
+    first = _train(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
+    assert first.returncode == 0, first.stderr[-3000:]
+    again = _train(
+        *train_overrides(prepared, other, out, "train.max_steps=2", *every, "resume=auto")
+    )
+    assert again.returncode == 2, again.stderr[-3000:]
+    err = again.stderr.strip().splitlines()[-1]
+    assert "would make it another run" in err and "model.path" in err, err
+    assert "Traceback" not in again.stderr
+
+
 @pytest.mark.unit
 def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial(tmp_path):
     """``strict=False`` keeps the frozen weights the checkpoint leaves out; a trained weight it
@@ -126,7 +149,8 @@ def test_a_ddp_lora_run_resumes_from_its_adapter_checkpoint(prepared, tiny_model
     accelerate = str(Path(sys.executable).with_name("accelerate"))
     env = {**ENV, "ACCELERATE_USE_CPU": "true"}
     out = tmp_path / "run"
-    every = [*STEPS, *LORA, "checkpoint.every_steps=2", "train.max_steps=4"]
+    # warmup as long as the run: its warning was printed once a rank, now once
+    every = [*STEPS, *LORA, "checkpoint.every_steps=2", "train.max_steps=4", "train.warmup_steps=4"]
 
     def launch(*extra: str) -> subprocess.CompletedProcess:
         cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2",
@@ -136,7 +160,8 @@ def test_a_ddp_lora_run_resumes_from_its_adapter_checkpoint(prepared, tiny_model
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    launch()
+    warned = launch().stderr.count("never reaches train.lr")
+    assert warned == 1, warned
     first = _losses(out)
     again = launch("resume=step-2")
     assert "resumed from" in again.stderr and "at step 2" in again.stderr, again.stderr[-3000:]

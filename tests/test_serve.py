@@ -131,14 +131,16 @@ def test_oversized_and_malformed_bodies(client):
     assert broken.status_code == 422 and "error" in broken.json()
 
 
-def test_stream_sends_text_then_sources(client):
-    r = client.post(
-        "/api/stream", json={"question": f"Me fale sobre {SCRIPT_TITLE}", "max_new_tokens": 6}
-    )
-    events = [json.loads(line) for line in r.text.splitlines()]
+def test_stream_sends_text_then_what_ask_returns(client):
+    """The last event is /api/ask's reply, the whole answer included: it lacked ``answer``, so
+    a client had to join the pieces (and could not tell a lost piece)."""
+    ask = {"question": f"Me fale sobre {SCRIPT_TITLE}", "max_new_tokens": 6}
+    events = [json.loads(line) for line in client.post("/api/stream", json=ask).text.splitlines()]
     assert events[-1]["sources"][0]["title"] == SCRIPT_TITLE
-    assert SCRIPT_TITLE in events[-1]["prompt"] and "answer" not in events[-1]  # came in pieces
+    assert SCRIPT_TITLE in events[-1]["prompt"]
     assert all("text" in e for e in events[:-1])
+    assert events[-1]["answer"] == "".join(e["text"] for e in events[:-1])
+    assert events[-1] == client.post("/api/ask", json=ask).json()
 
 
 @pytest.mark.e2e

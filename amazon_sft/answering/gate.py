@@ -140,16 +140,26 @@ def resolve_gate(args) -> Gate:
 def for_mode(gate: Gate, mode: str, args) -> Gate:
     """The gate reads the records of a grounded answer: a closed-book one (``mode``: the one
     the answer would take, given or the model's) answers without it, the default's meaning
-    kept for the sources it lists; one the user asked for by a flag is refused."""
-    if mode != "closed" or not (gate.abstain_below or gate.quote_when_sure):
+    kept for the sources it lists. A part of the gate the user gave by a flag cannot apply
+    then, ``--no-quote-when-sure`` included, and is refused rather than silently ignored
+    (``--gate off`` says the same as the mode, ``--meaning-weight`` ranks the sources)."""
+    if mode != "closed":
         return gate
-    flags = [f for f in given(args) if not f.startswith(("--meaning-weight", "--no-quote"))]
-    if flags and gate.abstain_below:
-        leave = (
-            "leave the gate's flags out" if getattr(args, "gate", None) == "off" else "--gate off"
-        )
+    flags = [f for f in given(args) if f != "--gate off" and not f.startswith("--meaning-weight")]
+    if flags:
         raise UserError(
             f"{' '.join(flags)}: the gate reads the records of a grounded answer; this one "
-            f"would be closed-book: add --grounded, or {leave}"
+            f"would be closed-book: add --grounded, or leave {' '.join(flags)} out"
         )
     return replace(gate, abstain_below=0.0, quote_when_sure=False)
+
+
+def check_no_quote(args) -> None:
+    """``--sources-only`` writes no answer, so neither ``--quote-when-sure`` nor
+    ``--no-quote-when-sure`` can change anything: refused, not silently ignored."""
+    if getattr(args, "quote_when_sure", None) is not None:
+        flag = "--quote-when-sure" if args.quote_when_sure else "--no-quote-when-sure"
+        raise UserError(
+            f"{flag} chooses between an answer and the first record's text, and --sources-only "
+            f"writes no answer: leave one out"
+        )

@@ -9,7 +9,8 @@
   answer did not cite its first record: it is that record's, ``--quote-when-sure``) and its
   sources as JSON (``mode`` left out: the mode ``serve`` was started with, ``--grounded`` or
   ``--closed-book``, else grounded for a model trained with grounded examples).
-  ``POST /api/stream``: the same as NDJSON events while generating.
+  ``POST /api/stream``: NDJSON events, ``{"text": ...}`` pieces while generating, then one
+  with all ``/api/ask`` returns (the whole answer too: a client need not join the pieces).
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding
@@ -248,9 +249,8 @@ def create_app(
         def work() -> None:
             try:
                 result = run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
-                if result is not None:  # the answer came in pieces; the rest comes last
-                    last = {**result.fields(), "sources": result.sources}
-                    put({key: value for key, value in last.items() if key != "answer"})
+                if result is not None:  # the last event is /api/ask's reply, answer included
+                    put({**result.fields(), "sources": result.sources})
             except RequestError as err:
                 put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served

@@ -3,9 +3,8 @@ records alone (``--sources-only``)."""
 
 from __future__ import annotations
 
-from amazon_sft.answering.gate import for_mode, resolve_gate
+from amazon_sft.answering.gate import check_no_quote, for_mode, resolve_gate
 from amazon_sft.answering.option_checks import check_counts
-from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
 
 
@@ -66,10 +65,7 @@ def retrieval_only(args, command: str = "ask"):
     if args.mode == "closed":  # a closed-book answer has no gate to report
         gate = for_mode(gate, "closed", args)
     abstain_below, meaning = gate.abstain_below, gate.meaning_weight
-    if args.quote_when_sure:  # given by the user (the gate's own quote is for answers)
-        raise UserError(
-            "--quote-when-sure replaces an answer and --sources-only writes none: leave one out"
-        )
+    check_no_quote(args)  # given by the user (the gate's own quote is for answers)
     index = index_for(args, meaning)  # --index, else the folder --model was trained on
 
     def show(question: str) -> None:

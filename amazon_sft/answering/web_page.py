@@ -56,6 +56,7 @@ $("f").addEventListener("submit", async (e) => {
       while ((i = buf.indexOf("\\n")) >= 0) {
         const ev = JSON.parse(buf.slice(0, i), shown); buf = buf.slice(i + 1);
         if (ev.text !== undefined) $("answer").textContent += ev.text;
+        if (ev.answer !== undefined) $("answer").textContent = ev.answer;
         if (ev.error !== undefined) $("answer").textContent = "error: " + ev.error;
         if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;
         else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure and the model's answer did not cite it.";

@@ -29,9 +29,10 @@ def add_arguments(p) -> None:
     )
     p.add_argument(
         "--question-source",
-        choices=QF.SOURCES,
+        choices=(*QF.SOURCES, QF.UNLABELLED),
         default=None,
-        help="ask only the questions of this source (real rows or the generated catalogue)",
+        help="ask only the questions of this source (real rows, the generated catalogue, or "
+        "rows that name none)",
     )
     p.add_argument(
         "--k", type=int, default=None, help="records retrieved (default: what training showed)"

@@ -12,7 +12,8 @@ The question file is JSON lines (``read_questions``)::
 ``"uid": "absent"`` (or ``"absent": true``) asks about a product that does not exist;
 ``"absent": UID`` asks about a product that does exist, taken out of retrieval for that question
 together with its twins (same normalised title or same description), so the right answer is
-the abstention. Whether a product is held out or seen in training is read from the prepared
+the abstention. ``source`` (``real``: the AmazonTitles rows; ``generated``: the generated
+catalogue) only groups the report; a row without one is ``unlabelled``. Whether a product is held out or seen in training is read from the prepared
 ``catalogue.jsonl`` (a ``split`` field in the file is accepted and ignored).
 """
 
@@ -30,6 +31,8 @@ from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError, reading
 
 SOURCES = ("real", "generated")
+UNLABELLED = "unlabelled"
+"""The source of a row that names none: a user's own catalogue is neither of ours."""
 ABSENT = "absent"
 CATALOGUE_SPLITS = {"heldout": "held-out", "train": "seen", "untaught": "untaught"}
 """The catalogue's ``split`` of a product -> its group in the report (``untaught``: kept in the
@@ -95,8 +98,8 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         )
     if not isinstance(kind, str) or not kind.strip():
         raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
-    source = row.get("source", "generated")
-    if source not in SOURCES:
+    source = row.get("source", UNLABELLED)
+    if source not in (*SOURCES, UNLABELLED):
         raise UserError(f"{where}: 'source' must be one of {SOURCES}, got {source!r}")
     uid, absent = row.get("uid"), row.get("absent", False)
     if uid is None and isinstance(row.get("title"), str) and row["title"]:

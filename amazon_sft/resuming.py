@@ -1,0 +1,150 @@
+"""Resuming a run: which checkpoint loads, and the config changes since it was written (applied,
+or refused when they would make it another run). The changes are checked before the model
+loads (``plan_resume``), the weights after (``resume``)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from amazon_sft.checkpoint_engine import check_same_engine
+from amazon_sft.checkpointing import (
+    LOAD_ERRORS,
+    SET_ASIDE,
+    TrainerState,
+    load_checkpoint,
+    resume_candidates,
+    set_aside_newer,
+)
+from amazon_sft.config import RunConfig
+from amazon_sft.config_loader import to_dict
+from amazon_sft.data.loader import PackedLoader
+from amazon_sft.distributed import raise_if_any_rank, running_engine
+from amazon_sft.errors import UserError
+from amazon_sft.resume_config import (
+    changes_on_resume,
+    rebase_schedule,
+    record_changes,
+    saved_record,
+)
+from amazon_sft.trainer import drop_metrics_after
+
+log = logging.getLogger("amazon_sft.train")
+
+
+def plan_resume(
+    cfg: RunConfig, accelerator, integrity: str, out_dir: Path, base: dict | None
+) -> dict[Path, list | Exception]:
+    """Before the model loads (minutes for a 7B base; a GGUF one converted and cached first):
+    each checkpoint resume may load, newest first, with the config changes since it was written,
+    or why it cannot be used. A change that would make the newest readable one another run (its
+    base model's files, LoRA's shape, the data) is refused here, and on every rank when any
+    rank refuses it (node-local copies of a base that differ), so none waits at a collective for
+    a rank that gave up. ``integrity``: the prepared data's manifest digest; ``base``: a LoRA
+    run's ``frozen_base_of``."""
+    planned: dict[Path, list | Exception] = {}
+    error = None
+    try:
+        for path in resume_candidates(cfg.resume, out_dir):
+            check_same_engine(path, running_engine(accelerator))  # another launcher: not "unusable"
+            try:
+                planned[path] = config_changes(
+                    cfg, integrity, saved_record(path, out_dir), path, base
+                )
+            except LOAD_ERRORS as err:  # resume reports it as unusable and tries the one before
+                planned[path] = err
+            except UserError as err:
+                planned[path] = err
+                if all(isinstance(why, LOAD_ERRORS) for why in list(planned.values())[:-1]):
+                    raise  # the checkpoint resume would load first
+    except UserError as err:
+        error = err
+    raise_if_any_rank(accelerator, error)
+    return planned
+
+
+def resume(
+    cfg: RunConfig,
+    accelerator,
+    model,
+    loader: PackedLoader,
+    scheduler,
+    out_dir: Path,
+    planned: dict[Path, list | Exception],
+) -> TrainerState:
+    """The newest checkpoint that loads (an unusable one is reported and the one before tried),
+    with the config changes since it was written (``plan_resume``) applied."""
+    rejected: list[str] = []
+    for path, changes in planned.items():
+        try:
+            if isinstance(changes, Exception):
+                raise changes  # a refused change stops the run; an unreadable record: the one before
+            state = load_checkpoint(accelerator, model, path)
+            loader.load_state_dict(state.loader)
+        except LOAD_ERRORS as err:
+            why = " ".join(str(err).split())[:300] or type(err).__name__
+            log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
+            rejected.append(f"{path.name}: {why}")
+            continue
+        log.info(
+            "resumed from %s at step %d (data epoch %d, row cursor %d): %s",
+            path,
+            state.step,
+            state.loader["epoch"],
+            state.loader["cursor"],
+            f"newer ones unusable ({'; '.join(rejected)})"
+            if rejected
+            else ("the newest complete" if cfg.resume == "auto" else "as asked"),
+        )
+        apply_config_changes(cfg, accelerator, scheduler, changes, state.step)
+        if accelerator.is_main_process:
+            drop_metrics_after(out_dir / "metrics.jsonl", state.step)
+            if moved := set_aside_newer(out_dir, state.step):
+                log.warning(
+                    "set aside %s, newer than the step resumed from, into %s: resume=auto goes "
+                    "on from this run's own checkpoints",
+                    ", ".join(moved),
+                    out_dir / "checkpoints" / SET_ASIDE,
+                )
+        accelerator.wait_for_everyone()
+        return state
+    if rejected:
+        raise UserError(
+            f"no checkpoint in {out_dir} loads ({'; '.join(rejected)}): resume=none with "
+            "overwrite=true starts over"
+        )
+    if cfg.resume == "auto":
+        log.info("resume=auto: no checkpoint in %s yet; starting at step 0", out_dir)
+    if accelerator.is_main_process:  # resume=auto before the first checkpoint: start over
+        drop_metrics_after(out_dir / "metrics.jsonl", 0)
+    return TrainerState(loader=loader.state_dict())
+
+
+def config_changes(cfg, integrity: str, saved, checkpoint: Path, base: dict | None) -> list:
+    """The changes since ``checkpoint`` was written; those that make another run are refused."""
+    if saved is None:
+        log.warning("the checkpoint carries no config: changes since it cannot be checked")
+        return []
+    try:
+        return changes_on_resume(saved, to_dict(cfg), integrity, base)
+    except ValueError as err:
+        raise UserError(
+            f"resume: these changes since the checkpoint {checkpoint.name} would make it "
+            f"another run ({err}): restore them, or start a new run (another out_dir)"
+        ) from None
+
+
+def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) -> None:
+    """Apply, log and record the changes that can go on from ``step``."""
+    t = cfg.train
+    if t.max_steps < step:
+        raise UserError(
+            f"resume: train.max_steps={t.max_steps} is below the checkpoint's step {step}: a "
+            f"run does not go back; give train.max_steps >= {step}, or resume=PATH from an "
+            "earlier checkpoint"
+        )
+    rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+    for change in changes:
+        log.info("changed at step %d: %s", step, change.describe())
+    if changes and accelerator.is_main_process:
+        record_changes(Path(cfg.out_dir), step, changes)

@@ -255,7 +255,7 @@ def test_bad_questions_and_options_are_one_line_errors(prepared, tuned_run, caps
         ([*ask, "--max-new-tokens", "0"], "--max-new-tokens"),
         ([*ask, "--gate", "off", "--quote-when-sure"], "(the gate off has none)"),
         # the closed-book model's answer has no records for the gate: one the user asked for
-        (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "--gate off"),
+        (["ask", "x", "--model", str(tuned_run), "--quote-when-sure"], "leave --quote-when"),
         (["serve", "--model", str(tuned_run), "--abstain-below", "-2"], "--abstain-below"),
         ([*ask, "--quote-when-sure", "--abstain-below", "0"], "--abstain-below RATIO > 0"),
         # the gate reads the records of a grounded prompt: a closed-book answer has none

@@ -94,7 +94,8 @@ def test_a_same_size_edit_the_sampled_digest_misses_is_still_refused(tmp_path):
     """The catalogue was checked by its quick digest alone (its edges and 64 blocks of 4 KiB): one
     uid changed to another of the same length between the blocks was served, the title now
     answering with another product's uid."""
-    from amazon_sft.answering.index import build_index, check_catalogue
+    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_checks import check_catalogue
     from amazon_sft.data.shards import (
         QUICK_BLOCK_BYTES,
         QUICK_BLOCKS,

@@ -27,14 +27,19 @@ from pathlib import Path
 import numpy as np
 import orjson
 
+from amazon_sft.answering.index_checks import (
+    REDO,
+    STATS,
+    catalogue_stamp,
+    check_catalogue,
+    check_index,
+    is_current,
+)
 from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
 from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.errors import UserError, first_line, reading
 
-REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft index"
-
 INDEX_DIR = "index"
-STATS = "stats.json"
 FORMAT = 4  # 1: titles only; 2: + descriptions; 3: + title lengths; 4: + common words' best
 DESCRIPTION_CHARS = 500
 """Characters of each description indexed: its opening says what the product is; the rest is
@@ -181,76 +186,6 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
     return stats
 
 
-def check_index(folder: Path, catalogue: Path) -> None:
-    """The index files and the catalogue are the ones the index was built from (sizes and
-    sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
-    files = json.loads((folder / STATS).read_text())["files"]
-    if not isinstance(files, dict):
-        raise ValueError(f"{STATS} has no mapping of files to digests")
-    for name, digest in files.items():
-        if name == catalogue.name:
-            continue  # ``check_catalogue``: its fix is another command's
-        if quick_digest(folder / name) != digest:
-            raise ValueError(f"{name} changed since the index was built")
-
-
-def check_catalogue(folder: Path, catalogue: Path) -> None:
-    """The catalogue is the one the index was built from, else a one-line error with the fix
-    that works: prepare for a catalogue that is gone or cut mid-record (the index cannot be
-    rebuilt from it), ``amazon-sft index`` for a whole one edited since. Only a catalogue that
-    changed is read whole, to tell the two apart."""
-    if not catalogue.is_file():
-        raise UserError(f"{catalogue.name} is missing from {catalogue.parent}: {REDO}")
-    try:
-        stats = json.loads((folder / STATS).read_text())
-        built_from = stats["files"][catalogue.name]
-    except (OSError, ValueError, KeyError, TypeError):
-        return  # a damaged stats file: ``check_index`` refuses it
-    if quick_digest(catalogue) == built_from and _same_whole(catalogue, stats.get("catalogue")):
-        return
-    with open(catalogue, "rb") as fh:
-        for number, line in enumerate(fh, 1):
-            try:
-                rec = orjson.loads(line)
-                whole = isinstance(rec, dict) and {"uid", "title", "content"} <= rec.keys()
-            except orjson.JSONDecodeError:
-                whole = False
-            if not whole:
-                raise UserError(
-                    f"{catalogue.name} changed since the index was built and its line {number} "
-                    f"is cut or corrupt: {REDO}"
-                ) from None
-    raise UserError(
-        f"{catalogue.name} changed since the index was built (edited or replaced): rebuild the "
-        f"index: amazon-sft index {catalogue.parent}"
-    )
-
-
-def catalogue_stamp(catalogue: Path) -> dict:
-    """The catalogue's size and modification time, as the index build saw them."""
-    st = catalogue.stat()
-    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _same_whole(catalogue: Path, whole) -> bool:
-    """The quick digest samples ~0.4 MB: a same-size edit between its blocks (one uid for
-    another) passed. Unchanged size and time since the build prove nothing was written; else
-    (a copy, a touch, an edit) the whole file's sha256 must match. An index built before the
-    whole digest was kept has the quick digest only."""
-    if not isinstance(whole, dict):
-        return True
-    if catalogue_stamp(catalogue) == {k: whole.get(k) for k in ("bytes", "mtime_ns")}:
-        return True
-    return sha256_file(catalogue) == whole.get("sha256")
-
-
-def _is_current(folder: Path) -> bool:
-    try:
-        return json.loads((folder / STATS).read_text()).get("format") == FORMAT
-    except (OSError, ValueError, AttributeError):
-        return True  # a damaged stats file is reported by check_index, not silently rebuilt
-
-
 class CatalogueIndex:
     def __init__(
         self, prepared_dir: str | Path, mmap: bool = False, meaning_weight: float = 0.0
@@ -266,7 +201,7 @@ class CatalogueIndex:
         if not root.is_dir():
             raise UserError(f"--index {root} is not a folder: give the prepared folder")
         folder = root / INDEX_DIR
-        if not (folder / "offsets.npy").is_file() or not _is_current(folder):
+        if not (folder / "offsets.npy").is_file() or not is_current(folder, FORMAT):
             build_index(root)  # missing, or written by an older version
         check_catalogue(folder, root / "catalogue.jsonl")
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):

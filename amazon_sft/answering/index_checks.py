@@ -1,0 +1,88 @@
+"""Whether the index on disk is the one its catalogue was indexed into: its files as built
+(sizes and sampled digests), the catalogue unchanged since (sampled, then whole when its size
+or time moved), and written in the current format. A damaged or stale index is refused or
+rebuilt, never half-read."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import orjson
+
+from amazon_sft.data.shards import quick_digest, sha256_file
+from amazon_sft.errors import UserError
+
+REDO = "re-run amazon-sft prepare (it writes catalogue.jsonl), then amazon-sft index"
+STATS = "stats.json"
+
+
+def check_index(folder: Path, catalogue: Path) -> None:
+    """The index files and the catalogue are the ones the index was built from (sizes and
+    sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
+    files = json.loads((folder / STATS).read_text())["files"]
+    if not isinstance(files, dict):
+        raise ValueError(f"{STATS} has no mapping of files to digests")
+    for name, digest in files.items():
+        if name == catalogue.name:
+            continue  # ``check_catalogue``: its fix is another command's
+        if quick_digest(folder / name) != digest:
+            raise ValueError(f"{name} changed since the index was built")
+
+
+def check_catalogue(folder: Path, catalogue: Path) -> None:
+    """The catalogue is the one the index was built from, else a one-line error with the fix
+    that works: prepare for a catalogue that is gone or cut mid-record (the index cannot be
+    rebuilt from it), ``amazon-sft index`` for a whole one edited since. Only a catalogue that
+    changed is read whole, to tell the two apart."""
+    if not catalogue.is_file():
+        raise UserError(f"{catalogue.name} is missing from {catalogue.parent}: {REDO}")
+    try:
+        stats = json.loads((folder / STATS).read_text())
+        built_from = stats["files"][catalogue.name]
+    except (OSError, ValueError, KeyError, TypeError):
+        return  # a damaged stats file: ``check_index`` refuses it
+    if quick_digest(catalogue) == built_from and _same_whole(catalogue, stats.get("catalogue")):
+        return
+    with open(catalogue, "rb") as fh:
+        for number, line in enumerate(fh, 1):
+            try:
+                rec = orjson.loads(line)
+                whole = isinstance(rec, dict) and {"uid", "title", "content"} <= rec.keys()
+            except orjson.JSONDecodeError:
+                whole = False
+            if not whole:
+                raise UserError(
+                    f"{catalogue.name} changed since the index was built and its line {number} "
+                    f"is cut or corrupt: {REDO}"
+                ) from None
+    raise UserError(
+        f"{catalogue.name} changed since the index was built (edited or replaced): rebuild the "
+        f"index: amazon-sft index {catalogue.parent}"
+    )
+
+
+def catalogue_stamp(catalogue: Path) -> dict:
+    """The catalogue's size and modification time, as the index build saw them."""
+    st = catalogue.stat()
+    return {"bytes": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _same_whole(catalogue: Path, whole) -> bool:
+    """The quick digest samples ~0.4 MB: a same-size edit between its blocks (one uid for
+    another) passed. Unchanged size and time since the build prove nothing was written; else
+    (a copy, a touch, an edit) the whole file's sha256 must match. An index built before the
+    whole digest was kept has the quick digest only."""
+    if not isinstance(whole, dict):
+        return True
+    if catalogue_stamp(catalogue) == {k: whole.get(k) for k in ("bytes", "mtime_ns")}:
+        return True
+    return sha256_file(catalogue) == whole.get("sha256")
+
+
+def is_current(folder: Path, index_format: int) -> bool:
+    """The index in ``folder`` was written in ``index_format`` (else it is rebuilt)."""
+    try:
+        return json.loads((folder / STATS).read_text()).get("format") == index_format
+    except (OSError, ValueError, AttributeError):
+        return True  # a damaged stats file is reported by check_index, not silently rebuilt

@@ -10,6 +10,9 @@ from __future__ import annotations
 import difflib
 import inspect
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 
@@ -184,6 +187,18 @@ def _settings_of(model_type: str) -> set[str]:
     return {*config.to_dict(), *params, *getattr(config, "attribute_map", {})} - {"self", "kwargs"}
 
 
+@contextmanager
+def peft_quietly() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing`` when it wraps a model
+    (transformers 5: a FutureWarning in every LoRA run's log and every answer from a LoRA run,
+    about code neither the user nor this package can change); other warnings still show."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message="`is_gradient_checkpointing` is deprecated", category=FutureWarning
+        )
+        yield
+
+
 def wrap_lora(model, lora: LoraConfig):
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
@@ -202,7 +217,8 @@ def wrap_lora(model, lora: LoraConfig):
         modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, peft_cfg)
+    with peft_quietly():
+        return get_peft_model(model, peft_cfg)
 
 
 def parameter_counts(model) -> dict[str, int]:

@@ -15,7 +15,7 @@ import torch
 from amazon_sft.checkpointing import CHECKSUMS, CorruptCheckpoint, verify_checkpoint
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.errors import UserError
-from amazon_sft.modeling import load_model
+from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
 
 SAVED_CONFIG = "amazon_sft_config.yaml"
@@ -63,7 +63,8 @@ def load_for_eval(spec: str, overrides: list[str], device: str, what: str = "--m
         base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
-        model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+        with peft_quietly():
+            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None

@@ -255,12 +255,19 @@ def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
 
 def raise_if_any_rank(accelerator, error: UserError | None) -> None:
     """Every rank raises when any rank failed (one all-reduce), so no rank is left waiting at
-    the next collective for one that gave up."""
-    failed = reduce_sum(accelerator, torch.tensor([float(error is not None)])).item()
+    the next collective for one that gave up; the others name the ranks whose message to read
+    (a node-local base that differs fails on rank 1, not 0)."""
+    flags = torch.zeros(accelerator.num_processes, dtype=torch.float64)
+    flags[accelerator.process_index] = float(error is not None)
+    failed = reduce_sum(accelerator, flags).nonzero().flatten().tolist()
     if error is not None:
         raise error
     if failed:
-        raise UserError("another rank failed before training started: see rank 0's message")
+        ranks = ", ".join(str(r) for r in failed)
+        raise UserError(
+            f"rank {ranks} failed before training started: see its message above (this rank had "
+            "none)"
+        )
 
 
 def seed_per_rank(seed: int, accelerator) -> None:

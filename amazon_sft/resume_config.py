@@ -131,14 +131,26 @@ def changes_on_resume(
     ]
     if saved.get("data_integrity") not in (None, data_integrity):
         refused.append(Change("data (manifest digest)", saved["data_integrity"], data_integrity))
-    if saved.get("base_weights") not in (None, base_weights):
-        refused.append(
-            Change("the base model's weight files (a LoRA checkpoint holds only the adapter)",
-                   _files(saved["base_weights"]), _files(base_weights))
-        )  # fmt: skip
+    if changed := base_change(saved, base_weights):
+        refused.append(changed)
     if refused:
         raise ValueError("; ".join(c.describe() for c in refused))
     return [c for c in changes if c.key not in ("resume", "overwrite")]
+
+
+def base_change(saved: dict, base_weights: dict | None) -> Change | None:
+    """The change of a LoRA run's base weight files since the checkpoint ``saved`` recorded
+    them; None when they are the same, or when either side is unknown (a checkpoint from
+    before the record, a hub name whose weights are not downloaded yet: compared after the
+    load, ``resuming.recheck_base``)."""
+    recorded = saved.get("base_weights")
+    if recorded is None or base_weights is None or recorded == base_weights:
+        return None
+    return Change(
+        "the base model's weight files (a LoRA checkpoint holds only the adapter)",
+        _files(recorded),
+        _files(base_weights),
+    )
 
 
 def _files(digests: dict | None) -> str:

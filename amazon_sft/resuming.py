@@ -22,11 +22,13 @@ from amazon_sft.data.loader import PackedLoader
 from amazon_sft.distributed import raise_if_any_rank, running_engine
 from amazon_sft.errors import UserError
 from amazon_sft.resume_config import (
+    base_change,
     changes_on_resume,
     rebase_schedule,
     record_changes,
     saved_record,
 )
+from amazon_sft.trainable_state import frozen_base_of
 from amazon_sft.trainer import drop_metrics_after
 
 log = logging.getLogger("amazon_sft.train")
@@ -34,26 +36,27 @@ log = logging.getLogger("amazon_sft.train")
 
 def plan_resume(
     cfg: RunConfig, accelerator, integrity: str, out_dir: Path, base: dict | None
-) -> dict[Path, list | Exception]:
+) -> dict[Path, list | Exception | None]:
     """Before the model loads (minutes for a 7B base; a GGUF one converted and cached first):
     each checkpoint resume may load, newest first, with the config changes since it was written,
     or why it cannot be used. A change that would make the newest readable one another run (its
     base model's files, LoRA's shape, the data) is refused here, and on every rank when any
     rank refuses it (node-local copies of a base that differ), so none waits at a collective for
     a rank that gave up. ``integrity``: the prepared data's manifest digest; ``base``: a LoRA
-    run's ``frozen_base_of``."""
-    planned: dict[Path, list | Exception] = {}
+    run's ``frozen_base_of`` (None before a hub name's weights are downloaded: ``recheck_base``
+    after the load). Per checkpoint: its changes, None (no config recorded) or the error."""
+    planned: dict[Path, list | Exception | None] = {}
     error = None
     try:
         for path in resume_candidates(cfg.resume, out_dir):
-            check_same_engine(path, running_engine(accelerator))  # another launcher: not "unusable"
             try:
+                check_same_engine(path, running_engine(accelerator))  # not "unusable": relaunch
                 planned[path] = config_changes(
                     cfg, integrity, saved_record(path, out_dir), path, base
                 )
             except LOAD_ERRORS as err:  # resume reports it as unusable and tries the one before
                 planned[path] = err
-            except UserError as err:
+            except UserError as err:  # an older one's is raised only if resume comes to it
                 planned[path] = err
                 if all(isinstance(why, LOAD_ERRORS) for why in list(planned.values())[:-1]):
                     raise  # the checkpoint resume would load first
@@ -63,6 +66,28 @@ def plan_resume(
     return planned
 
 
+def base_after_load(
+    cfg: RunConfig, accelerator, planned: dict, out_dir: Path, base: dict | None
+) -> dict | None:
+    """A LoRA run's ``frozen_base_of``, read again when it was unknown before the load (a hub
+    name's weights come with it), and then compared with the checkpoint resume would load first,
+    which ``plan_resume`` could not do. Every rank of a LoRA run takes part (a rank's cache may
+    hold the weights where another's does not), refusing on all when any refuses."""
+    if not cfg.lora.enabled:
+        return base
+    error = None
+    if base is None:
+        base = frozen_base_of(cfg)
+        for path, changes in planned.items():
+            if isinstance(changes, Exception):
+                continue
+            if changed := base_change(saved_record(path, out_dir) or {}, base):
+                error = refused(path, changed.describe())
+            break
+    raise_if_any_rank(accelerator, error)
+    return base
+
+
 def resume(
     cfg: RunConfig,
     accelerator,
@@ -70,7 +95,7 @@ def resume(
     loader: PackedLoader,
     scheduler,
     out_dir: Path,
-    planned: dict[Path, list | Exception],
+    planned: dict[Path, list | Exception | None],
 ) -> TrainerState:
     """The newest checkpoint that loads (an unusable one is reported and the one before tried),
     with the config changes since it was written (``plan_resume``) applied."""
@@ -79,6 +104,10 @@ def resume(
         try:
             if isinstance(changes, Exception):
                 raise changes  # a refused change stops the run; an unreadable record: the one before
+            if changes is None:
+                log.warning(
+                    "checkpoint %s carries no config: changes since it cannot be checked", path
+                )
             state = load_checkpoint(accelerator, model, path)
             loader.load_state_dict(state.loader)
         except LOAD_ERRORS as err:
@@ -96,7 +125,7 @@ def resume(
             if rejected
             else ("the newest complete" if cfg.resume == "auto" else "as asked"),
         )
-        apply_config_changes(cfg, accelerator, scheduler, changes, state.step)
+        apply_config_changes(cfg, accelerator, scheduler, changes or [], state.step)
         if accelerator.is_main_process:
             drop_metrics_after(out_dir / "metrics.jsonl", state.step)
             if moved := set_aside_newer(out_dir, state.step):
@@ -120,18 +149,22 @@ def resume(
     return TrainerState(loader=loader.state_dict())
 
 
-def config_changes(cfg, integrity: str, saved, checkpoint: Path, base: dict | None) -> list:
-    """The changes since ``checkpoint`` was written; those that make another run are refused."""
+def config_changes(cfg, integrity: str, saved, checkpoint: Path, base: dict | None) -> list | None:
+    """The changes since ``checkpoint`` was written (None: it carries no config to compare);
+    those that make another run are refused."""
     if saved is None:
-        log.warning("the checkpoint carries no config: changes since it cannot be checked")
-        return []
+        return None
     try:
         return changes_on_resume(saved, to_dict(cfg), integrity, base)
     except ValueError as err:
-        raise UserError(
-            f"resume: these changes since the checkpoint {checkpoint.name} would make it "
-            f"another run ({err}): restore them, or start a new run (another out_dir)"
-        ) from None
+        raise refused(checkpoint, str(err)) from None
+
+
+def refused(checkpoint: Path, changes: str) -> UserError:
+    return UserError(
+        f"resume: these changes since the checkpoint {checkpoint.name} would make it another "
+        f"run ({changes}): restore them, or start a new run (another out_dir)"
+    )
 
 
 def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) -> None:

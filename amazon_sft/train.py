@@ -45,7 +45,7 @@ from amazon_sft.outputs import disk_full, run_kept
 from amazon_sft.ownership import check_run_dir, claim_run_dir
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header
-from amazon_sft.resuming import plan_resume, resume
+from amazon_sft.resuming import base_after_load, plan_resume, resume
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of
@@ -65,10 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
-    planned = plan_resume(
-        cfg, accelerator, shards.manifest.integrity, out_dir, base
-    )  # no model yet
+    planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
     model = build_model(cfg, tok, accelerator)
+    base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's, downloaded
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     rank = accelerator.process_index

@@ -112,7 +112,8 @@ def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | No
     """Per weight file of the base model (``model.path``, or its ``gguf_file``): its size and
     sampled-block digest (``quick_digest``: ~0.4 MB read a file). A hub name is read from its
     local snapshot. None for a random model (its weights come from the seed and arch, both in
-    the config) or a name neither a folder nor cached here.
+    the config), a name neither a folder nor cached here, or a folder without weight files yet
+    (a hub snapshot holding what prepare read: the tokenizer and config).
 
     >>> base_weights_digest("random", None) is None
     True
@@ -128,9 +129,10 @@ def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | No
         if folder is None:
             return None
     files = [folder / gguf_file] if gguf_file else sorted(folder.iterdir())
-    return {
+    digests = {
         f.name: quick_digest(f) for f in files if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
     }
+    return digests or None  # a hub snapshot with the tokenizer only: the weights come with the load
 
 
 def _cached_snapshot(repo_id: str) -> Path | None:

@@ -5,15 +5,19 @@
 
 : "${SLURM_JOB_ID:?not inside a SLURM job (for a dry run: DRY_RUN=1 with SLURM_JOB_ID, SLURM_NNODES, SLURM_JOB_NODELIST set)}"
 NNODES="${SLURM_NNODES:-1}"
-GPUS_PER_NODE="${GPUS_PER_NODE:-8}"
+GPUS_PER_NODE="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"  # what --gres gave this node
+# srun does not inherit --cpus-per-task from sbatch (SLURM 22.05 on): without this each node's
+# training step, 8 ranks and their data loaders, ran on one core
+if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi
 if command -v scontrol >/dev/null 2>&1; then
   MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE
 else  # off-cluster dry runs: a plain comma list of hosts
   MAIN_ADDR="${SLURM_JOB_NODELIST%%,*}"
 fi
 # A port per job: only jobs whose ids differ by a multiple of 20,000 share one, and they collide
-# only when both run at once with the same first host (then give one another MAIN_PORT).
-MAIN_PORT="${MAIN_PORT:-$((20000 + SLURM_JOB_ID % 20000))}"
+# only when both run at once with the same first host (then give one another MAIN_PORT). Below
+# Linux's ephemeral range (32768 up), where an outgoing connection may already hold the port.
+MAIN_PORT="${MAIN_PORT:-$((10000 + SLURM_JOB_ID % 20000))}"
 LOG_DIR="${LOG_DIR:-logs}"
 mkdir -p "$LOG_DIR"
 export MAIN_ADDR MAIN_PORT NNODES GPUS_PER_NODE
@@ -36,18 +40,30 @@ run_nodes() {
   wait "$SRUN_PID"
 }
 
-# SLURM sends USR1 to this shell 90 s before the end (--signal=B:USR1@90): pass it on to every
-# task (the training loop saves a checkpoint and exits 0), then requeue the job; the new run
-# starts with resume=auto. USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
+# SLURM sends USR1 to this shell before the time limit (--signal=B:USR1@SECONDS): pass it on to
+# every task (the training loop saves a checkpoint and exits 0), then requeue the job; the new
+# run starts with resume=auto. USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
 # killing its tasks at once (seen under SLURM 22.05: nothing saved). PREEMPT_SIGNAL=TERM (eval,
-# which has nothing to save) stops the step at once instead.
+# which has nothing to save) stops the step at once instead. A job requeued MAX_REQUEUES times
+# (default 20; SLURM counts them in SLURM_RESTART_COUNT and sets no limit of its own) is not
+# requeued again: an eval or a prepare longer than the time limit starts over each time.
 on_preempt() {
   echo "pre-emption warning: SIG${PREEMPT_SIGNAL:-USR1} to the tasks, then requeueing job $SLURM_JOB_ID"
   if [ -n "${SRUN_PID:-}" ]; then
     kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true
   fi
-  scontrol requeue "$SLURM_JOB_ID"
-  exit 0
+  if [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_REQUEUES:-20}" ]; then
+    echo "job $SLURM_JOB_ID was requeued ${SLURM_RESTART_COUNT} times (MAX_REQUEUES=${MAX_REQUEUES:-20}):" \
+      "not again; a longer --time, or MAX_REQUEUES=N to allow more" >&2
+    exit 1
+  fi
+  local try
+  for try in 1 2 3; do # a busy controller times out: try again before giving the job up
+    if scontrol requeue "$SLURM_JOB_ID"; then exit 0; fi
+    sleep $((try * 5))
+  done
+  echo "scontrol requeue $SLURM_JOB_ID failed 3 times: resubmit the job (resume=auto)" >&2
+  exit 1
 }
 trap on_preempt USR1

@@ -24,6 +24,7 @@ if [ -n "${WAIT_FOR_MANIFEST:-}" ] && [ "${DRY_RUN:-0}" != 1 ]; then
   done
 fi
 
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 cmd=(accelerate launch
   --config_file "$ACCEL_CONFIG"
   --num_machines "$NNODES"
@@ -46,40 +47,22 @@ fi
 # ProctrackType: pgid signals this script's process group, which setsid keeps the launcher out
 # of; linuxproc and cgroup signal every process of the step, the launcher too, so it starts with
 # USR1 ignored (the training processes install their own handler on their first line). Under
-# those two a scancel's SIGTERM also reaches the launcher, which then stops its workers itself
-# after they saved (the task exits 1; the checkpoint is whole).
+# those two a scancel's SIGTERM (and a pre-emption's, which comes as SIGTERM) also reaches the
+# launcher, whose agent stops its workers: it kills them TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds
+# later (torch's default 30: a large checkpoint was cut; 900 here, SLURM's KillWait is the limit
+# that remains) and exits 143 once they saved.
 # The trap is set before the launch: a signal between the two would otherwise kill this script
-# (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. Once a stop
-# came, each training process gets it once it has set its handler (its SigCgt in /proc): one
-# that came while the launcher was starting (no training process yet, or one not yet at its
-# first line, ignoring USR1 as the launcher does) was lost, and training ran on into the time
-# limit. Once only: a second USR1 during Python's shutdown (handlers back to default) would kill
-# a process that had saved, and turn a clean stop into a failed task.
-catches_usr1() {
-  local mask
-  mask="$(awk '/^SigCgt:/ { print $2 }' "/proc/$1/status" 2>/dev/null)"
-  if [ -z "$mask" ]; then return 0; fi # no /proc to read: send it at once
-  (((16#$mask >> 9) & 1))              # SIGUSR1 is signal 10: bit 9
-}
+# (exit 143) and leave the training running, unsignalled, until SLURM's SIGKILL. What is done
+# with a stop: launch/forward_stop.sh.
+# shellcheck source=launch/forward_stop.sh
+source "$(dirname "${BASH_SOURCE[0]}")/forward_stop.sh"
 stop=0
-declare -A told=()
 trap 'stop=1' TERM USR1
 (
   trap '' USR1
   exec setsid "${cmd[@]}"
 ) &
 launcher=$!
-while kill -0 "$launcher" 2>/dev/null; do
-  if [ "$stop" = 1 ]; then
-    for pid in $(pgrep -P "$launcher" || true); do
-      if [ -z "${told[$pid]:-}" ] && catches_usr1 "$pid"; then
-        kill -USR1 "$pid" 2>/dev/null || true
-        told[$pid]=1
-      fi
-    done
-  fi
-  sleep 0.5 &
-  wait $! || true # a trapped signal ends the wait at once: the stop goes on without delay
-done
+forward_stop "$launcher" USR1
 if wait "$launcher"; then status=0; else status=$?; fi
 exit "$status"

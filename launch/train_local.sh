@@ -50,17 +50,18 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "${launch[*]} ${args[*]} $*"
   exit 0
 fi
+# A stop to this script goes on to training as SIGTERM (launch/forward_stop.sh), also one that
+# comes before the training processes exist (it was lost, and training ran on). Ctrl-C too: the
+# terminal gave training its own SIGINT already, and a second SIGINT stops it at once, without a
+# checkpoint. torch's agent, if it is signalled itself (Ctrl-C), waits this long for its workers'
+# checkpoint before it kills them (its default: 30 s).
+export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
+# shellcheck source=launch/forward_stop.sh
+source launch/forward_stop.sh
+stop=0
+trap 'stop=1' TERM USR1 INT
 "${launch[@]}" "${args[@]}" "$@" &
 launcher=$!
-for sig in TERM USR1 INT; do
-  # To training, the launcher's child. Ctrl-C goes on as SIGTERM: the terminal gave training its
-  # own SIGINT already, and a second SIGINT stops it at once, without a checkpoint.
-  # shellcheck disable=SC2064  # the pid is known now
-  trap "pkill -${sig/INT/TERM} -P $launcher || true" "$sig"
-done
-rc=0
-while :; do
-  wait "$launcher" && rc=0 || rc=$?
-  kill -0 "$launcher" 2>/dev/null || break  # a trapped signal ends wait early: wait again
-done
+forward_stop "$launcher" TERM
+if wait "$launcher"; then rc=0; else rc=$?; fi
 exit "$rc"

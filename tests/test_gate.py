@@ -50,7 +50,7 @@ def test_a_closed_book_answer_drops_the_default_gate_and_refuses_one_asked_for()
     assert for_mode(resolve_gate(_args()), "closed", _args()) == Gate(0.0, False, 4.0)
     assert for_mode(resolve_gate(_args()), "grounded", _args()) == Gate(2.0, True, 4.0)
     asked = _args(abstain_below=1.4)
-    with pytest.raises(UserError, match=r"--abstain-below: the gate reads .* leave --abstain-"):
+    with pytest.raises(UserError, match=r"--abstain-below 1.4: the gate reads .* leave --abstain-"):
         for_mode(resolve_gate(asked), "closed", asked)
     off = _args(gate="off")
     assert for_mode(resolve_gate(off), "closed", off) == Gate(0.0, False, 0.0)
@@ -85,7 +85,7 @@ def test_refusals_name_what_the_user_gave():
     """A review found two messages that named the wrong cause: "--gate off" advised to a user
     who gave it, and the words gate said to have no ratio when the user's 0 removed it."""
     closed = _args(gate="off", abstain_below=2.0)
-    with pytest.raises(UserError, match="or leave --abstain-below out"):
+    with pytest.raises(UserError, match="or leave --abstain-below 2 out"):
         for_mode(resolve_gate(closed), "closed", closed)
     zeroed = _args(gate="words", abstain_below=0.0, quote_when_sure=True)
     with pytest.raises(UserError) as err:
@@ -123,23 +123,29 @@ def test_sources_only_closed_book_reports_no_gate(prepared, capsys):
     assert "doubtful" not in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_a_gate_flag_that_cannot_apply_is_refused_not_ignored(prepared, capsys):
-    """``--no-quote-when-sure`` with a closed-book answer, or with ``--sources-only`` (no answer
-    to quote), changed nothing and was accepted without a word (a new user's trial): a flag
-    that does nothing is refused naming it; ``--gate off`` and ``--meaning-weight`` (it ranks
-    the sources listed) still go with a closed-book answer."""
+def test_a_closed_book_answer_refuses_what_asks_for_the_gate_and_takes_what_asks_for_none(
+    prepared, capsys
+):
+    """A flag asking for a part of the gate cannot apply to a closed-book answer (refused,
+    naming it with its value, and the remedy works: leaving it out); one asking for the part's
+    absence (``--gate off``, ``--abstain-below 0``, ``--no-quote-when-sure``) says what the answer
+    does anyway and is taken, as ``--meaning-weight`` (it ranks the sources). ``--sources-only``
+    writes no answer: ``--quote-when-sure`` is refused before the closed-book check, whose
+    remedy (``--grounded``) would only meet that refusal next (a review's finding)."""
     from amazon_sft.cli import main
 
-    no_quote = _args(quote_when_sure=False)
-    with pytest.raises(UserError, match="--no-quote-when-sure: the gate reads"):
-        for_mode(resolve_gate(no_quote), "closed", no_quote)
-    kept = _args(gate="off", meaning_weight=2.0)
-    assert for_mode(resolve_gate(kept), "closed", kept) == Gate(0.0, False, 2.0)
+    for flags in ({"quote_when_sure": True}, {"gate": "words"}, {"abstain_below": 1.4}):
+        asked = _args(**flags)
+        with pytest.raises(UserError, match="would be closed-book: add --grounded, or leave"):
+            for_mode(resolve_gate(asked), "closed", asked)
+    for flags in ({"quote_when_sure": False}, {"abstain_below": 0.0}, {"gate": "off"}):
+        absent = _args(**flags, meaning_weight=2.0)
+        assert for_mode(resolve_gate(absent), "closed", absent) == Gate(0.0, False, 2.0)
     only = ["ask", _first_title(prepared), "--index", str(prepared), "--sources-only"]
-    for flag in ("--no-quote-when-sure", "--quote-when-sure"):
-        assert main([*only, flag]) == 2
-        err = capsys.readouterr().err.strip()
-        assert f"{flag} chooses between an answer" in err and len(err.splitlines()) == 1, err
+    assert main([*only, "--closed-book", "--quote-when-sure"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--sources-only writes no answer" in err and len(err.splitlines()) == 1, err
+    assert main([*only, "--no-quote-when-sure"]) == 0
 
 
 def _first_title(prepared) -> str:

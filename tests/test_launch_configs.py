@@ -70,3 +70,21 @@ def test_deepspeed_names_resolve_and_unknown_ones_explain():
     assert deepspeed_config_path(load_run_config("tiny", ["deepspeed=zero3"])).name == "zero3.json"
     with pytest.raises(UserError, match="zero2, zero3, zero3_offload"):
         deepspeed_config_path(load_run_config("tiny", ["deepspeed=zero9"]))
+
+
+@pytest.mark.parametrize("path", YAMLS, ids=lambda p: p.stem)
+def test_every_deepspeed_config_launches_one_world_across_nodes(path):
+    """launch/slurm_node.sh runs ``accelerate launch --num_machines N --machine_rank R`` on each
+    node. Without ``deepspeed_multinode_launcher: standard`` accelerate hands a DeepSpeed launch
+    of several machines to the ``deepspeed`` runner over pdsh, which finds no hostfile and starts
+    a world of one node on every node (a cluster user's review: the default sbatch's 2-node
+    ZeRO-2/3 jobs trained each node alone). Resolved as accelerate resolves it."""
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils.constants import DEEPSPEED_MULTINODE_LAUNCHERS
+
+    given = ["--config_file", str(path), "--num_machines", "2", "--num_processes", "16",
+             "--machine_rank", "1", "--main_process_ip", "node0", "--main_process_port", "29500",
+             "--rdzv_backend", "static", "amazon_sft/train.py"]  # fmt: skip
+    args, _, _ = _validate_launch_command(launch_command_parser().parse_args(given))
+    if args.use_deepspeed:  # accelerate's own test for its deepspeed-runner path
+        assert args.deepspeed_multinode_launcher == DEEPSPEED_MULTINODE_LAUNCHERS[1], path.name

@@ -119,6 +119,53 @@ def test_a_changed_base_is_refused_before_the_model_loads(prepared, tiny_model_d
 
 
 @pytest.mark.unit
+def test_a_hub_base_read_before_its_weights_are_downloaded_is_compared_after_the_load(
+    tmp_path, monkeypatch
+):
+    """The base's digest is read before the model loads now; a hub name's snapshot then holds
+    what prepare read (tokenizer, config), not the weights the load downloads. Its digest was
+    ``{}``, recorded in every checkpoint of the first launch, and every resume was refused as a
+    changed base (a review's finding). It is unknown (None) then, and compared after the load."""
+    from types import SimpleNamespace
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.resume_config import run_record
+    from amazon_sft.resuming import base_after_load
+    from amazon_sft.trainable_state import base_weights_digest
+
+    cache, rev = tmp_path / "hub", "a" * 40
+    import huggingface_hub.constants
+
+    # read at import: another test may have imported huggingface_hub with the real cache
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    repo = cache / "models--org--base"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    snapshot = repo / "snapshots" / rev
+    snapshot.mkdir(parents=True)
+    for name in ("tokenizer.json", "tokenizer_config.json", "config.json"):
+        (snapshot / name).write_text("{}")
+    assert base_weights_digest("org/base", None) is None  # was {}
+    (snapshot / "model.safetensors").write_bytes(b"weights" * 1000)  # what the load fetches
+    downloaded = base_weights_digest("org/base", None)
+    assert downloaded and "model.safetensors" in downloaded
+
+    cfg = SimpleNamespace(lora=SimpleNamespace(enabled=True), model=SimpleNamespace(path="org/base", gguf_file=None))  # fmt: skip
+    accelerator = SimpleNamespace(
+        num_processes=1, process_index=0, device="cpu", reduce=lambda v, reduction: v
+    )
+    step = tmp_path / "run" / "checkpoints" / "step-00000001"
+    step.mkdir(parents=True)
+    record = step / "run_config.json"
+    record.write_text(json.dumps(run_record({}, "x", downloaded)))
+    assert base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", None) == downloaded
+    record.write_text(json.dumps(run_record({}, "x", {"model.safetensors": "another"})))
+    with pytest.raises(UserError, match="the base model's weight files"):
+        base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", None)
+
+
+@pytest.mark.unit
 def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial(tmp_path):
     """``strict=False`` keeps the frozen weights the checkpoint leaves out; a trained weight it
     lacks must not silently stay at its initial value."""
@@ -169,3 +216,30 @@ def test_a_ddp_lora_run_resumes_from_its_adapter_checkpoint(prepared, tiny_model
     assert "resumed from" in again.stderr and "at step 2" in again.stderr, again.stderr[-3000:]
     assert "unusable" not in again.stderr
     assert _losses(out) == pytest.approx(first, rel=1e-6)
+
+
+@pytest.mark.multiproc
+@pytest.mark.hostile
+def test_a_base_that_differs_on_one_rank_stops_every_rank(prepared, tiny_model_dir, tmp_path):
+    """The resume's refusal of a changed base came on the ranks that saw the change only: a
+    node-local copy that differs on rank 1 left rank 0 waiting at the next collective. Every
+    rank stops now, and rank 0 names the rank whose message to read (it said "see rank 0's")."""
+    from .conftest import free_port
+
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    stand_in = str(REPO / "tests" / "stand_ins" / "train_with_a_rank_local_base.py")
+    out = tmp_path / "run"
+    every = [*STEPS, *LORA, "checkpoint.every_steps=1", "train.max_steps=1"]
+
+    def launch(env: dict, *extra: str) -> subprocess.CompletedProcess:
+        cmd = [accelerate, "launch", "--multi_gpu", "--num_processes", "2",
+               "--main_process_port", str(free_port()), stand_in,
+               "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out, *every, *extra)]  # fmt: skip
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+
+    env = {**ENV, "ACCELERATE_USE_CPU": "true"}
+    assert launch(env).returncode == 0
+    again = launch({**env, "OTHER_BASE_RANK": "1"}, "train.max_steps=2", "resume=auto")
+    assert again.returncode != 0
+    assert "the base model's weight files" in again.stderr, again.stderr[-3000:]
+    assert "rank 1 failed before training started" in again.stderr, again.stderr[-3000:]

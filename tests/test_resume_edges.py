@@ -248,3 +248,42 @@ def test_a_checkpoint_named_as_the_docs_write_it_resumes_from_any_folder(tmp_pat
     with pytest.raises(UserError) as err:
         resume_candidates("checkpoints/step-3", out)
     assert "step-00000002, step-00000004" in str(err.value) and "no such" in str(err.value)
+
+
+@pytest.mark.unit
+def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_reached(tmp_path):
+    """``plan_resume`` reads every checkpoint before the model loads: one older checkpoint
+    written under another engine stopped a resume whose newest loads (a review's finding), and
+    a checkpoint without a recorded config was warned about once per checkpoint, unnamed. The
+    newest decides; an older one's refusal waits until resume falls back to it."""
+    from types import SimpleNamespace
+
+    from amazon_sft.checkpointing import COMPLETE, checkpoint_dir
+    from amazon_sft.config import load_run_config
+    from amazon_sft.config_loader import to_dict
+    from amazon_sft.errors import UserError
+    from amazon_sft.resume_config import run_record
+    from amazon_sft.resuming import plan_resume
+
+    cfg = load_run_config("tiny", [f"out_dir={tmp_path / 'run'}", "resume=auto"])
+    out = tmp_path / "run"
+    for step in (1, 2):
+        checkpoint_dir(out, step).mkdir(parents=True)
+        (checkpoint_dir(out, step) / COMPLETE).write_text("")
+    (checkpoint_dir(out, 1) / "pytorch_model").mkdir()  # ZeRO-2 on one process
+    (checkpoint_dir(out, 1) / "pytorch_model" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"")  # fmt: skip
+    accelerator = SimpleNamespace(
+        num_processes=1,
+        process_index=0,
+        device="cpu",
+        reduce=lambda v, reduction: v,
+        state=SimpleNamespace(deepspeed_plugin=None),
+    )
+    planned = plan_resume(cfg, accelerator, "digest", out, None)
+    newest, older = planned.values()
+    assert newest is None  # no config recorded: said when (if) it is loaded
+    assert isinstance(older, UserError) and "ZeRO-2" in str(older)
+    record = run_record(to_dict(cfg), "another digest")  # the data changed since step 2
+    (checkpoint_dir(out, 2) / "run_config.json").write_text(json.dumps(record))
+    with pytest.raises(UserError, match="would make it another run"):
+        plan_resume(cfg, accelerator, "digest", out, None)

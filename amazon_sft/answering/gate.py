@@ -89,12 +89,19 @@ def add_gate_flags(p) -> None:
 
 
 def given(args) -> list[str]:
-    """The gate's flags the user gave (``--gate`` first), as typed."""
+    """The gate's flags the user gave (``--gate`` first), with their values.
+
+    >>> from types import SimpleNamespace as N
+    >>> given(N(gate="off", abstain_below=1.4, quote_when_sure=False, meaning_weight=None))
+    ['--gate off', '--abstain-below 1.4', '--no-quote-when-sure']
+    """
     out = [f"--gate {args.gate}"] if getattr(args, "gate", None) else []
     for flag, field in _PARTS:
         value = getattr(args, field, None)
-        if value is not None:
-            out.append(flag if value is not False else "--no-quote-when-sure")
+        if isinstance(value, bool):
+            out.append(flag if value else "--no-quote-when-sure")
+        elif value is not None:
+            out.append(f"{flag} {value:g}")
     return out
 
 
@@ -140,26 +147,28 @@ def resolve_gate(args) -> Gate:
 def for_mode(gate: Gate, mode: str, args) -> Gate:
     """The gate reads the records of a grounded answer: a closed-book one (``mode``: the one
     the answer would take, given or the model's) answers without it, the default's meaning
-    kept for the sources it lists. A part of the gate the user gave by a flag cannot apply
-    then, ``--no-quote-when-sure`` included, and is refused rather than silently ignored
-    (``--gate off`` says the same as the mode, ``--meaning-weight`` ranks the sources)."""
+    kept for the sources it lists. A flag that asks for a part of the gate (a ratio, a quote,
+    ``--gate meaning`` or ``words``) cannot apply then and is refused, naming it; one that asks
+    for a part's absence (``--gate off``, ``--abstain-below 0``, ``--no-quote-when-sure``) says
+    what a closed-book answer does anyway, so a script that passes it everywhere still runs."""
     if mode != "closed":
         return gate
-    flags = [f for f in given(args) if f != "--gate off" and not f.startswith("--meaning-weight")]
-    if flags:
+    absence = ("--gate off", "--abstain-below 0", "--no-quote-when-sure")
+    asked = [f for f in given(args) if f not in absence and not f.startswith("--meaning-weight")]
+    if asked:
         raise UserError(
-            f"{' '.join(flags)}: the gate reads the records of a grounded answer; this one "
-            f"would be closed-book: add --grounded, or leave {' '.join(flags)} out"
+            f"{' '.join(asked)}: the gate reads the records of a grounded answer; this one "
+            f"would be closed-book: add --grounded, or leave {' '.join(asked)} out"
         )
     return replace(gate, abstain_below=0.0, quote_when_sure=False)
 
 
 def check_no_quote(args) -> None:
-    """``--sources-only`` writes no answer, so neither ``--quote-when-sure`` nor
-    ``--no-quote-when-sure`` can change anything: refused, not silently ignored."""
-    if getattr(args, "quote_when_sure", None) is not None:
-        flag = "--quote-when-sure" if args.quote_when_sure else "--no-quote-when-sure"
+    """``--sources-only`` writes no answer, so none can be the first record's:
+    ``--quote-when-sure`` is refused, not silently ignored (``--no-quote-when-sure`` asks for
+    what happens anyway)."""
+    if getattr(args, "quote_when_sure", None):
         raise UserError(
-            f"{flag} chooses between an answer and the first record's text, and --sources-only "
-            f"writes no answer: leave one out"
+            "--quote-when-sure replaces an answer with the first record's, and --sources-only "
+            "writes no answer: leave one out"
         )

@@ -62,10 +62,10 @@ def retrieval_only(args, command: str = "ask"):
 
     check_counts(args.k, args.max_new_tokens)
     gate = resolve_gate(args)
+    check_no_quote(args)  # given by the user (the gate's own quote is for answers)
     if args.mode == "closed":  # a closed-book answer has no gate to report
         gate = for_mode(gate, "closed", args)
     abstain_below, meaning = gate.abstain_below, gate.meaning_weight
-    check_no_quote(args)  # given by the user (the gate's own quote is for answers)
     index = index_for(args, meaning)  # --index, else the folder --model was trained on
 
     def show(question: str) -> None:

@@ -100,7 +100,9 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
     source = row.get("source", UNLABELLED)
     if source not in (*SOURCES, UNLABELLED):
-        raise UserError(f"{where}: 'source' must be one of {SOURCES}, got {source!r}")
+        raise UserError(
+            f"{where}: 'source' must be one of {SOURCES} (or left out: {UNLABELLED}), got {source!r}"
+        )
     uid, absent = row.get("uid"), row.get("absent", False)
     if uid is None and isinstance(row.get("title"), str) and row["title"]:
         uid = derived_uid(row["title"])  # a real row keyed by its title: prepare's derived uid

@@ -142,9 +142,9 @@ def base_change(saved: dict, base_weights: dict | None) -> Change | None:
     """The change of a LoRA run's base weight files since the checkpoint ``saved`` recorded
     them; None when they are the same, or when either side is unknown (a checkpoint from
     before the record, a hub name whose weights are not downloaded yet: compared after the
-    load, ``resuming.recheck_base``)."""
-    recorded = saved.get("base_weights")
-    if recorded is None or base_weights is None or recorded == base_weights:
+    load, ``resuming.base_after_load``)."""
+    recorded = saved.get("base_weights")  # {}: recorded before the weights were downloaded
+    if not recorded or base_weights is None or recorded == base_weights:
         return None
     return Change(
         "the base model's weight files (a LoRA checkpoint holds only the adapter)",

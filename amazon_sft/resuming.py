@@ -43,7 +43,7 @@ def plan_resume(
     base model's files, LoRA's shape, the data) is refused here, and on every rank when any
     rank refuses it (node-local copies of a base that differ), so none waits at a collective for
     a rank that gave up. ``integrity``: the prepared data's manifest digest; ``base``: a LoRA
-    run's ``frozen_base_of`` (None before a hub name's weights are downloaded: ``recheck_base``
+    run's ``frozen_base_of`` (None before a hub name's weights are downloaded: ``base_after_load``
     after the load). Per checkpoint: its changes, None (no config recorded) or the error."""
     planned: dict[Path, list | Exception | None] = {}
     error = None
@@ -70,20 +70,22 @@ def base_after_load(
     cfg: RunConfig, accelerator, planned: dict, out_dir: Path, base: dict | None
 ) -> dict | None:
     """A LoRA run's ``frozen_base_of``, read again when it was unknown before the load (a hub
-    name's weights come with it), and then compared with the checkpoint resume would load first,
-    which ``plan_resume`` could not do. Every rank of a LoRA run takes part (a rank's cache may
+    name's weights come with it), and then compared with each checkpoint resume may load, which
+    ``plan_resume`` could not do: a refusal of the first is raised, an older one's kept in
+    ``planned`` for a fallback. Every rank of a LoRA run takes part (a rank's cache may
     hold the weights where another's does not), refusing on all when any refuses."""
     if not cfg.lora.enabled:
         return base
-    error = None
+    error, first = None, True
     if base is None:
         base = frozen_base_of(cfg)
         for path, changes in planned.items():
             if isinstance(changes, Exception):
                 continue
             if changed := base_change(saved_record(path, out_dir) or {}, base):
-                error = refused(path, changed.describe())
-            break
+                planned[path] = refused(path, changed.describe())  # raised if resume comes to it
+                error = planned[path] if first else error
+            first = False
     raise_if_any_rank(accelerator, error)
     return base
 

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Sourced by launch/slurm_node.sh and launch/train_local.sh: a stop that reaches the script goes
 # on to the training processes themselves (they save a checkpoint and exit 0), not to
-# accelerate's launcher (torch's agent kills its workers some seconds after a stop, and
-# accelerate's one-process launcher dies alone, leaving training unwatched).
+# accelerate's launcher: torch's agent kills its workers TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds
+# after a stop, and accelerate's one-process launcher terminates its child and SIGKILLs it 5 s
+# later, both too soon for a large checkpoint.
 #
-# The caller traps its stop signals with `stop=1` before it starts the launcher: a stop that
+# The caller counts its stop signals in `stops` (trap) before it starts the launcher: a stop that
 # comes while the launcher is starting (no training process yet, or one not yet at its first
 # line, where it installs its handler) is kept, and each training process gets it once it has
 # its handler (its SigCgt in /proc). Once only: a second signal during Python's shutdown
@@ -20,17 +21,19 @@ catches() {
   (((16#$mask >> (number - 1)) & 1))
 }
 
-# forward_stop LAUNCHER SIGNAL: until LAUNCHER exits, once `stop` is 1, send SIGNAL to each of
-# its children (the training processes) once it catches it.
+# forward_stop LAUNCHER: until LAUNCHER exits, each of its children (the training processes)
+# gets `$stop_signal` once for each stop the caller's traps counted in `stops`, as soon as it
+# catches that signal. slurm_node.sh counts one stop at most; train_local.sh counts Ctrl-Cs, so a
+# second one goes on as a second SIGINT (training stops at once, as in its own terminal).
 forward_stop() {
-  local launcher="$1" signal="$2" pid
-  local -A told=()
+  local launcher="$1" pid
+  local -a told=() # sent, by pid (an indexed array: bash 3, macOS's, has no associative ones)
   while kill -0 "$launcher" 2>/dev/null; do
-    if [ "${stop:-0}" = 1 ]; then
+    if [ "${stops:-0}" -gt 0 ]; then
       for pid in $(pgrep -P "$launcher" || true); do
-        if [ -z "${told[$pid]:-}" ] && catches "$signal" "$pid"; then
-          kill -"$signal" "$pid" 2>/dev/null || true
-          told[$pid]=1
+        if [ "${told[$pid]:-0}" -lt "$stops" ] && catches "${stop_signal:?}" "$pid"; then
+          kill -"$stop_signal" "$pid" 2>/dev/null || true
+          told[pid]=$((${told[$pid]:-0} + 1))
         fi
       done
     fi

@@ -44,18 +44,20 @@ run_nodes() {
 # every task (the training loop saves a checkpoint and exits 0), then requeue the job; the new
 # run starts with resume=auto. USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
 # killing its tasks at once (seen under SLURM 22.05: nothing saved). PREEMPT_SIGNAL=TERM (eval,
-# which has nothing to save) stops the step at once instead. A job requeued MAX_REQUEUES times
-# (default 20; SLURM counts them in SLURM_RESTART_COUNT and sets no limit of its own) is not
-# requeued again: an eval or a prepare longer than the time limit starts over each time.
+# which has nothing to save) stops the step at once instead. Eval and prepare start over at each
+# requeue, so one longer than the time limit would be requeued for ever (SLURM counts requeues
+# in SLURM_RESTART_COUNT and sets no limit of its own): while they run REQUEUE_LIMIT is
+# MAX_REQUEUES (default 20) and a job requeued that often ends failed. Training resumes from its
+# checkpoint at each requeue: no limit unless MAX_REQUEUES is given.
 on_preempt() {
   echo "pre-emption warning: SIG${PREEMPT_SIGNAL:-USR1} to the tasks, then requeueing job $SLURM_JOB_ID"
   if [ -n "${SRUN_PID:-}" ]; then
     kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true
   fi
-  if [ "${SLURM_RESTART_COUNT:-0}" -ge "${MAX_REQUEUES:-20}" ]; then
-    echo "job $SLURM_JOB_ID was requeued ${SLURM_RESTART_COUNT} times (MAX_REQUEUES=${MAX_REQUEUES:-20}):" \
-      "not again; a longer --time, or MAX_REQUEUES=N to allow more" >&2
+  if [ -n "${REQUEUE_LIMIT:-}" ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$REQUEUE_LIMIT" ]; then
+    echo "job $SLURM_JOB_ID was requeued ${SLURM_RESTART_COUNT} times (MAX_REQUEUES=$REQUEUE_LIMIT)" \
+      "and starts over each time: not again; give it a longer --time, or MAX_REQUEUES=N" >&2
     exit 1
   fi
   local try

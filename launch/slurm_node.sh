@@ -56,13 +56,13 @@ fi
 # with a stop: launch/forward_stop.sh.
 # shellcheck source=launch/forward_stop.sh
 source "$(dirname "${BASH_SOURCE[0]}")/forward_stop.sh"
-stop=0
-trap 'stop=1' TERM USR1
+stops=0 stop_signal=USR1
+trap 'stops=1' TERM USR1 # once: a second USR1 during Python's shutdown would kill a saved process
 (
   trap '' USR1
   exec setsid "${cmd[@]}"
 ) &
 launcher=$!
-forward_stop "$launcher" USR1
+forward_stop "$launcher"
 if wait "$launcher"; then status=0; else status=$?; fi
 exit "$status"

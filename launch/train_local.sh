@@ -50,18 +50,22 @@ if [ "${DRY_RUN:-0}" = 1 ]; then
   echo "${launch[*]} ${args[*]} $*"
   exit 0
 fi
-# A stop to this script goes on to training as SIGTERM (launch/forward_stop.sh), also one that
-# comes before the training processes exist (it was lost, and training ran on). Ctrl-C too: the
-# terminal gave training its own SIGINT already, and a second SIGINT stops it at once, without a
-# checkpoint. torch's agent, if it is signalled itself (Ctrl-C), waits this long for its workers'
-# checkpoint before it kills them (its default: 30 s).
+# A stop to this script goes on to training (launch/forward_stop.sh), also one that comes
+# before the training processes exist (it was lost, and training ran on): SIGTERM and SIGUSR1 as
+# SIGTERM, each Ctrl-C as SIGINT (a second one stops training at once, as in its own terminal).
+# The launcher runs in a session of its own, so the terminal's Ctrl-C reaches this script only:
+# torch's agent, which installs its own SIGINT handler, stopped its workers itself (exit 130)
+# and a second Ctrl-C never reached them. If the agent is stopped all the same (a signal to
+# its pid), it waits this long for its workers' checkpoint before it kills them (torch's
+# default 30 s; read by recent torch, the install's pinned 2.13 among them: older ones ignore it).
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 # shellcheck source=launch/forward_stop.sh
 source launch/forward_stop.sh
-stop=0
-trap 'stop=1' TERM USR1 INT
-"${launch[@]}" "${args[@]}" "$@" &
+stops=0 stop_signal=TERM
+trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1
+trap 'stops=$((stops + 1)) stop_signal=INT' INT
+(exec setsid "${launch[@]}" "${args[@]}" "$@") &
 launcher=$!
-forward_stop "$launcher" TERM
+forward_stop "$launcher"
 if wait "$launcher"; then rc=0; else rc=$?; fi
 exit "$rc"

@@ -265,6 +265,7 @@ def _fake_srun_job(
     srun.write_text(
         "#!/usr/bin/env bash\n"
         f'echo "$*" > {tmp_path / "srun-args"}\n'
+        f'echo "${{SRUN_CPUS_PER_TASK:-unset}}" > {tmp_path / "srun-cpus"}\n'
         f"trap 'echo TERM > {got}; exit 137' TERM\n"
         f"trap 'echo USR1 > {got}; exit 0' USR1\n"
         f"touch {started}\n"
@@ -313,6 +314,12 @@ def test_requeues_stop_at_max_requeues(tmp_path):
         tmp_path / "b", "eval_slurm.sbatch", SLURM_RESTART_COUNT="20", MAX_REQUEUES="21"
     )
     assert code == 0 and "requeue 77" in calls
+    # training resumes from its checkpoint at each requeue: no limit unless one is given
+    (tmp_path / "c").mkdir()
+    code, got, calls = _fake_srun_job(
+        tmp_path / "c", "train_slurm.sbatch", SLURM_RESTART_COUNT="50"
+    )
+    assert (code, got) == (0, "USR1") and "requeue 77" in calls
 
 
 def test_the_nodes_take_their_gpu_count_and_cpus_from_the_job(tmp_path):
@@ -323,8 +330,8 @@ def test_the_nodes_take_their_gpu_count_and_cpus_from_the_job(tmp_path):
                          cwd=REPO, env=env).stdout  # fmt: skip
     assert {n["num_processes"] for n in _nodes(out)} == {"8"}  # 2 nodes x 4
     assert {int(n["main_process_port"]) for n in _nodes(out)} < set(range(10000, 30000)), out
-    common = (REPO / "launch" / "slurm_common.sh").read_text()
-    assert 'export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"' in common
+    _fake_srun_job(tmp_path, "train_slurm.sbatch", SLURM_CPUS_PER_TASK="32")
+    assert (tmp_path / "srun-cpus").read_text().strip() == "32"  # what srun saw
 
 
 def test_the_pre_emption_warning_stops_eval_and_requeues(tmp_path):
@@ -397,10 +404,12 @@ def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_trainin
     assert not left.stdout.strip(), "training went on after the script was stopped"
 
 
-@pytest.mark.parametrize(("processes", "how"), [("1", "ctrl-c"), ("2", "SIGUSR1")])
+@pytest.mark.parametrize(("processes", "how"), [("1", "ctrl-c"), ("2", "SIGUSR1"), ("2", "ctrl-c")])
 def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how):
     """One process, Ctrl-C (the whole foreground group): training got the terminal's SIGINT and
     the script's forwarded one, read as a second Ctrl-C (stop at once), so nothing was saved.
+    Two processes, Ctrl-C: torch's agent caught the terminal's SIGINT itself and exited 130 (a
+    review's finding); the launcher runs in a session of its own now.
     Two processes, SIGUSR1 to the script (a scheduler's warning): the script had exec'd torch's
     agent, which died of it and left its workers training, orphaned."""
     import signal

@@ -160,9 +160,18 @@ def test_a_hub_base_read_before_its_weights_are_downloaded_is_compared_after_the
     record = step / "run_config.json"
     record.write_text(json.dumps(run_record({}, "x", downloaded)))
     assert base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", None) == downloaded
+    record.write_text(json.dumps(run_record({}, "x", {})))  # what 5b68473 recorded: unknown
+    assert base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", None) == downloaded
     record.write_text(json.dumps(run_record({}, "x", {"model.safetensors": "another"})))
     with pytest.raises(UserError, match="the base model's weight files"):
         base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", None)
+    older = step.with_name("step-00000000")  # refused too, kept for a fallback: not raised
+    older.mkdir()
+    (older / "run_config.json").write_text(record.read_text())
+    record.write_text(json.dumps(run_record({}, "x", downloaded)))
+    planned = {step: [], older: []}
+    base_after_load(cfg, accelerator, planned, tmp_path / "run", None)
+    assert planned[step] == [] and isinstance(planned[older], UserError)
 
 
 @pytest.mark.unit

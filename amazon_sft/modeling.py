@@ -141,7 +141,12 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
             "use the model's own tokenizer"
         )
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # transformers 5 renamed it (the old name warns in every run's log); 4.x has the old only
+        reentrant_off = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant_off)
+        else:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant_off)
     if cfg.lora.enabled:
         model = wrap_lora(model, cfg.lora)
     return model

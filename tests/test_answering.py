@@ -289,13 +289,14 @@ def test_lora_answers_merged_and_export_reloads_with_the_same_logits(
     from peft import PeftModel
 
     from amazon_sft.evaluation.loading import _no_lora, load_for_eval
-    from amazon_sft.modeling import load_model
+    from amazon_sft.modeling import load_model, peft_quietly
     from amazon_sft.tokenizer import choose_pad_id
 
     answering, tok, cfg, _ = load_for_eval(str(run), [], "cpu")
     assert not any("lora" in name for name, _ in answering.named_parameters())
     base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
-    apart = PeftModel.from_pretrained(base, str(run / "final")).eval()
+    with peft_quietly():
+        apart = PeftModel.from_pretrained(base, str(run / "final")).eval()
     ids = torch.tensor([[1, 5, 9, 14, 3]])
     with torch.no_grad():
         torch.testing.assert_close(answering(input_ids=ids).logits, apart(input_ids=ids).logits)

@@ -2,6 +2,7 @@
 real shapes (1024-token rows, micro-batch 2): training mode, checkpointing that really
 recomputes, per-rank dropout streams."""
 
+import warnings
 from types import SimpleNamespace
 
 import pytest
@@ -50,7 +51,11 @@ def test_pretrained_model_trains_in_train_mode_and_checkpointing_recomputes(
     checkpointing, tiny_model_dir, real_shape_data
 ):
     flag = f"train.gradient_checkpointing={str(checkpointing).lower()}"
-    model = _build(tiny_model_dir, flag)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _build(tiny_model_dir, flag)
+    deprecated = [str(w.message) for w in caught if "deprecated" in str(w.message)]
+    assert not deprecated, deprecated  # transformers' renamed checkpointing API, in every log
     assert model.training and model.lm.training  # from_pretrained alone returns eval mode
     batch = next(iter(PackedLoader(PackedShards(real_shape_data), micro_batch_size=2)))
     assert batch.input_ids.shape == (2, REAL_SHAPE_SEQ) and len(batch.doc_lens[0]) > 1

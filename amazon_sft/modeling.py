@@ -142,8 +142,10 @@ def load_model(cfg: RunConfig, vocab_size: int, pad_id: int, precision: str):
         )
     if cfg.train.gradient_checkpointing:
         # transformers 5 renamed it (the old name warns in every run's log); 4.x has the old only
+        # (a remote-code model that overrides the old name keeps its own, old-signature method)
         reentrant_off = {"use_reentrant": False}
-        if hasattr(model, "activation_checkpointing_enable"):
+        old = getattr(type(model).gradient_checkpointing_enable, "__qualname__", "")
+        if hasattr(model, "activation_checkpointing_enable") and old.startswith("PreTrainedModel."):
             model.activation_checkpointing_enable(activation_checkpointing_kwargs=reentrant_off)
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant_off)

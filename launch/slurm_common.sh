@@ -60,6 +60,11 @@ on_preempt() {
       "and starts over each time: not again; give it a longer --time, or MAX_REQUEUES=N" >&2
     exit 1
   fi
+  if declare -F stalled_too_often >/dev/null && stalled_too_often; then # train_slurm.sbatch's
+    echo "job $SLURM_JOB_ID: ${MAX_STALLED_REQUEUES:-3} requeues in a row saved no new checkpoint:" \
+      "not requeued again; its start-up and first step need a longer --time" >&2
+    exit 1
+  fi
   local try
   for try in 1 2 3; do # a busy controller times out: try again before giving the job up
     if scontrol requeue "$SLURM_JOB_ID"; then exit 0; fi

@@ -9,7 +9,7 @@
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
 #   DRY_RUN=1 prints the command and launches nothing.
-# SIGTERM, SIGUSR1 and SIGINT to this script reach the training processes (a checkpoint, then
+# SIGTERM, SIGUSR1, SIGHUP and SIGINT to this script reach the training processes (a checkpoint, then
 # exit 0), passed on by this script: accelerate's one-process launcher would die alone and leave
 # training running unwatched, and torch's multi-process agent dies of SIGUSR1 (its workers went
 # on, orphaned) and turns SIGTERM into exit 1.
@@ -61,9 +61,12 @@ fi
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 # shellcheck source=launch/forward_stop.sh
 source launch/forward_stop.sh
-stops=0 stop_signal=TERM
-trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1
-trap 'stops=$((stops + 1)) stop_signal=INT' INT
+# A hang-up (the terminal closed) stops it too: the launcher, in its own session, would not get it.
+# Ctrl-Cs are counted apart: a TERM then a Ctrl-C is one stop, not the "second Ctrl-C".
+# shellcheck disable=SC2034  # ctrl_c is read by the INT trap
+stops=0 ctrl_c=0 stop_signal=TERM
+trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1 HUP
+trap 'ctrl_c=$((ctrl_c + 1)) && stops=$((ctrl_c > stops ? ctrl_c : stops)) stop_signal=INT' INT
 (exec setsid "${launch[@]}" "${args[@]}" "$@") &
 launcher=$!
 forward_stop "$launcher"

@@ -322,6 +322,18 @@ def test_requeues_stop_at_max_requeues(tmp_path):
     assert (code, got) == (0, "USR1") and "requeue 77" in calls
 
 
+def test_training_requeues_stop_when_they_save_nothing_new(tmp_path):
+    """Training has no requeue limit (it resumes), but a run whose start-up and first step
+    outlast the time limit saves nothing and was requeued for ever (a review's finding): after
+    MAX_STALLED_REQUEUES (3) requeues in a row with no new checkpoint, it is not."""
+    for name, before, requeued in (("a", "0", True), ("b", "3", False)):
+        (tmp_path / name / "logs").mkdir(parents=True)
+        (tmp_path / name / "logs" / ".stalled-requeues-77").write_text(before)
+        code, _, calls = _fake_srun_job(tmp_path / name, "train_slurm.sbatch", OUT=str(tmp_path / name / "run"))  # fmt: skip
+        assert (code == 0 and "requeue 77" in calls) is requeued, (name, code, calls)
+    assert (tmp_path / "a" / "logs" / ".stalled-requeues-77").read_text().strip() == "1"
+
+
 def test_the_nodes_take_their_gpu_count_and_cpus_from_the_job(tmp_path):
     """``GPUS_PER_NODE`` was 8 whatever ``--gres`` gave, and srun (SLURM 22.05 on) does not
     inherit ``--cpus-per-task``: each node's training ran on one core."""
@@ -449,7 +461,8 @@ def test_train_local_keeps_a_stop_that_comes_before_the_training_processes(tmp_p
     marker = tmp_path / "got-term"
     (tmp_path / "worker.py").write_text(
         "import signal, sys, time, pathlib\n"
-        f"signal.signal(signal.SIGTERM, lambda *a: (pathlib.Path({str(marker)!r}).write_text('ok'), sys.exit(0)))\n"
+        f"stop = lambda *a: (pathlib.Path({str(marker)!r}).write_text('ok'), sys.exit(0))\n"
+        "for s in (signal.SIGTERM, signal.SIGUSR1): signal.signal(s, stop)  # as stop_signal\n"
         "time.sleep(60)\nsys.exit(5)\n"
     )
     fake = bin_dir / "accelerate"
@@ -465,3 +478,45 @@ def test_train_local_keeps_a_stop_that_comes_before_the_training_processes(tmp_p
     proc.terminate()
     assert proc.wait(timeout=30) == 0
     assert marker.read_text() == "ok"
+
+
+@pytest.mark.parametrize("how", ["ctrl-c while importing", "hang-up"])
+def test_train_local_waits_for_the_training_handler_and_stops_on_a_hang_up(tmp_path, how):
+    """A Ctrl-C was forwarded as soon as the training process caught SIGINT, which Python does
+    from its first line: one pressed while it was still importing raised KeyboardInterrupt,
+    no checkpoint (a review's finding). The stop now waits for the training's own handler (the
+    only one that catches SIGUSR1). And a hang-up (the terminal closed) left training running:
+    the launcher, in its own session, never got it."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "got"
+    (tmp_path / "worker.py").write_text(
+        "import signal, sys, time, pathlib\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n"
+        "time.sleep(1.5)  # the imports, before amazon_sft.stop_signal.install()\n"
+        f"def stop(signum, frame): pathlib.Path({str(marker)!r}).write_text(signal.Signals(signum).name); sys.exit(0)\n"
+        "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
+        "time.sleep(60)\nsys.exit(5)\n"
+    )
+    fake = bin_dir / "accelerate"
+    # in the foreground, as accelerate's Popen: the worker inherits SIGINT at its default, so
+    # Python catches it from its first line
+    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'worker.py'}\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NGPU": "1", "PORT": "1"}
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "launch" / "train_local.sh")],
+        cwd=tmp_path,
+        env=env,
+        start_new_session=True,
+    )
+    deadline = time.time() + 30
+    while not (tmp_path / "started").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)  # the worker is importing: Python's own SIGINT handler only
+    if how == "hang-up":
+        proc.send_signal(signal.SIGHUP)
+    else:
+        os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
+    assert proc.wait(timeout=30) == 0
+    assert marker.read_text() == ("SIGTERM" if how == "hang-up" else "SIGINT")

@@ -451,6 +451,15 @@ def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how)
     assert not left.stdout.strip(), "training went on after the script stopped"
 
 
+def _train_local_with_fake_accelerate(bin_dir: Path, body: str) -> dict:
+    """The environment for train_local.sh with an ``accelerate`` in ``bin_dir`` that runs the
+    bash ``body`` (it starts the stand-in training process)."""
+    fake = bin_dir / "accelerate"
+    fake.write_text(f"#!/usr/bin/env bash\n{body}\n")
+    fake.chmod(0o755)
+    return {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NGPU": "1", "PORT": "1"}
+
+
 def test_train_local_keeps_a_stop_that_comes_before_the_training_processes(tmp_path):
     """train_local.sh passed a stop on with ``pkill -P launcher`` at the moment it came: one that
     came while accelerate was starting (no training process yet) found nobody, and training ran
@@ -465,12 +474,8 @@ def test_train_local_keeps_a_stop_that_comes_before_the_training_processes(tmp_p
         "for s in (signal.SIGTERM, signal.SIGUSR1): signal.signal(s, stop)  # as stop_signal\n"
         "time.sleep(60)\nsys.exit(5)\n"
     )
-    fake = bin_dir / "accelerate"
-    fake.write_text(
-        f"#!/usr/bin/env bash\nsleep 1.5\n{sys.executable} {tmp_path / 'worker.py'} &\nwait $!\n"
-    )
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NGPU": "1", "PORT": "1"}
+    worker = f"{sys.executable} {tmp_path / 'worker.py'}"
+    env = _train_local_with_fake_accelerate(bin_dir, f"sleep 1.5\n{worker} &\nwait $!")
     proc = subprocess.Popen(
         ["bash", str(REPO / "launch" / "train_local.sh")], cwd=tmp_path, env=env
     )
@@ -498,12 +503,9 @@ def test_train_local_waits_for_the_training_handler_and_stops_on_a_hang_up(tmp_p
         "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
         "time.sleep(60)\nsys.exit(5)\n"
     )
-    fake = bin_dir / "accelerate"
     # in the foreground, as accelerate's Popen: the worker inherits SIGINT at its default, so
     # Python catches it from its first line
-    fake.write_text(f"#!/usr/bin/env bash\n{sys.executable} {tmp_path / 'worker.py'}\n")
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "NGPU": "1", "PORT": "1"}
+    env = _train_local_with_fake_accelerate(bin_dir, f"{sys.executable} {tmp_path / 'worker.py'}")
     proc = subprocess.Popen(
         ["bash", str(REPO / "launch" / "train_local.sh")],
         cwd=tmp_path,

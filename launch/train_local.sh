@@ -9,10 +9,10 @@
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
 #   DRY_RUN=1 prints the command and launches nothing.
-# SIGTERM, SIGUSR1, SIGHUP and SIGINT to this script reach the training processes (a checkpoint, then
-# exit 0), passed on by this script: accelerate's one-process launcher would die alone and leave
-# training running unwatched, and torch's multi-process agent dies of SIGUSR1 (its workers went
-# on, orphaned) and turns SIGTERM into exit 1.
+# SIGTERM, SIGUSR1, SIGHUP and SIGINT to this script reach the training processes (a checkpoint,
+# then exit 0), passed on by this script (a SIGKILL to it, by its watchdog): accelerate's
+# one-process launcher would die alone and leave training running unwatched, and torch's
+# multi-process agent dies of SIGUSR1 (its workers went on, orphaned) and turns SIGTERM into exit 1.
 set -euo pipefail
 here="$PWD"
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
@@ -69,6 +69,13 @@ trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1 HUP
 trap 'ctrl_c=$((ctrl_c + 1)) && stops=$((ctrl_c > stops ? ctrl_c : stops)) stop_signal=INT' INT
 (exec setsid "${launch[@]}" "${args[@]}" "$@") &
 launcher=$!
+# Killed outright (SIGKILL, the OOM killer), this script passes nothing on and the launcher, in
+# its own session, would train on unwatched, holding the GPUs and the run folder's lock: a
+# watchdog, in a session of its own too, gives training the stop once the script is gone.
+# shellcheck disable=SC2016  # expanded by the watchdog's shell
+setsid bash -c 'source "$3"; while kill -0 "$1" && kill -0 "$2"; do sleep 1; done 2>/dev/null
+  stops=1 stop_signal=TERM && forward_stop "$2"' watchdog "$$" "$launcher" \
+  "$PWD/launch/forward_stop.sh" </dev/null >/dev/null 2>&1 &
 forward_stop "$launcher"
 if wait "$launcher"; then rc=0; else rc=$?; fi
 exit "$rc"

@@ -522,3 +522,36 @@ def test_train_local_waits_for_the_training_handler_and_stops_on_a_hang_up(tmp_p
         os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
     assert proc.wait(timeout=30) == 0
     assert marker.read_text() == ("SIGTERM" if how == "hang-up" else "SIGINT")
+
+
+def test_train_local_killed_outright_still_stops_its_training(tmp_path):
+    """The launcher runs in a session of its own (so Ctrl-C reaches the script only): when the
+    script itself was killed outright (SIGKILL, the OOM killer), nothing was left to pass a stop
+    on, and training ran on unwatched, holding its GPUs and its run folder's lock. A watchdog,
+    in a session of its own too, gives the training processes the stop once the script is gone."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    marker = tmp_path / "got"
+    (tmp_path / "worker.py").write_text(
+        "import signal, sys, time, pathlib\n"
+        f"def stop(signum, frame): pathlib.Path({str(marker)!r}).write_text(signal.Signals(signum).name); sys.exit(0)\n"
+        "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n"
+        "time.sleep(60)\nsys.exit(5)\n"
+    )
+    env = _train_local_with_fake_accelerate(bin_dir, f"{sys.executable} {tmp_path / 'worker.py'}")
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "launch" / "train_local.sh")], cwd=tmp_path, env=env
+    )
+    try:
+        deadline = time.time() + 30
+        while not (tmp_path / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=10)
+        deadline = time.time() + 20
+        while not marker.exists() and time.time() < deadline:
+            time.sleep(0.1)
+        assert marker.exists() and marker.read_text() == "SIGTERM", "training ran on unwatched"
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "worker.py")])

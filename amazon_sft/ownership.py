@@ -15,10 +15,7 @@ A command replaces or deletes only what it can prove it wrote:
   ``previous/``). Checkpoints are ``checkpoints/step-<8 digits>`` only: a user's copy beside them
   ("step-00000300-best") is neither resumed from nor pruned.
 
-- an eval report folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes
-  before its report (or, for folders from before the marker, by an eval's ``report.json``); eval
-  never writes its report over a ``report.md``, ``report.json``, ... it cannot prove it wrote,
-  or one changed since it wrote it (the marker keeps each report file's sha256);
+- an eval report folder: ``amazon_sft.eval_ownership``;
 - an index folder is proved by its ``stats.json``'s list of files (a prepare ``--overwrite`` or
   an index build that would delete anything else is refused), a shard folder by its four arrays;
 - a demo folder is new, empty, or marked ``.amazon_sft_demo.json`` by an earlier demo.
@@ -36,7 +33,7 @@ from pathlib import Path
 
 from amazon_sft import __version__
 from amazon_sft.data.manifest import MANIFEST, read_manifest
-from amazon_sft.data.shards import ARRAYS, sha256_file
+from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
 
 PREPARED_ENTRY = re.compile(
@@ -66,12 +63,10 @@ FINAL_ENTRY = re.compile(
     r"vocab\.(json|txt)|merges\.txt)$"
 )
 """What a save wrote into ``final/`` before it listed its entries (``SAVED_LIST``)."""
-EVAL_MARKER = ".amazon_sft_eval.json"
-EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
-"""What ``amazon-sft eval`` writes into ``--out`` (besides its marker)."""
 
 
-def _listing(names: list[str], most: int = 5) -> str:
+def listing(names: list[str], most: int = 5) -> str:
+    """``names`` sorted, the first ``most`` of them, for an error message."""
     shown = ", ".join(sorted(names)[:most])
     return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
@@ -98,7 +93,7 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
     if foreign:
         raise UserError(
             f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} holds "
-            f"{_listing(foreign)}, which prepare did not write: move them out or choose "
+            f"{listing(foreign)}, which prepare did not write: move them out or choose "
             "another --out"
         )
     if not (out_dir / MANIFEST).is_file():
@@ -240,13 +235,13 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
         return
     if not is_our_run(out_dir):
         raise UserError(
-            f"out_dir={out_dir} holds {_listing(present)} that amazon-sft train did not write "
+            f"out_dir={out_dir} holds {listing(present)} that amazon-sft train did not write "
             f"(no {RUN_MARKER}): a run would replace them; move them out or choose another out_dir"
         )
     foreign = foreign_in_final(out_dir / "final") if not overwrite else []
     if foreign:
         raise UserError(
-            f"out_dir={out_dir}: final/ holds {_listing(foreign)} that amazon-sft train did not "
+            f"out_dir={out_dir}: final/ holds {listing(foreign)} that amazon-sft train did not "
             "write, and the run's next save replaces final/: move them out of final/ first"
         )
     no_checkpoint = not complete_checkpoints(out_dir)
@@ -283,85 +278,9 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / RUN_MARKER
     if not marker.is_file():
-        note = {"written_by": f"amazon_sft {__version__} train", "created": _now()}
+        note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
         marker.write_text(json.dumps(note) + "\n")
     return moved
-
-
-def _is_our_eval(out_dir: Path) -> bool:
-    """The marker, or (a folder from before it) an eval's report.json: its models, data and its
-    splits (oracle context) or groups (end to end)."""
-    if (out_dir / EVAL_MARKER).is_file():
-        return True
-    try:
-        report = json.loads((out_dir / "report.json").read_text())
-    except (OSError, ValueError):
-        return False
-    keys = set(report) if isinstance(report, dict) else set()
-    return {"models", "data"} <= keys and bool({"splits", "groups"} & keys)
-
-
-def _eval_digests(out_dir: Path) -> dict | None:
-    """The marker's digests of the report files eval wrote (name -> sha256s it may hold), None
-    for a marker from before they were kept."""
-    try:
-        files = json.loads((out_dir / EVAL_MARKER).read_text()).get("files")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return files if isinstance(files, dict) else None
-
-
-def check_eval_dir(out_dir: Path) -> None:
-    """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
-    changed since it wrote them (read-only: every rank may call it, before any model loads)."""
-    if out_dir.is_symlink() and not out_dir.exists():
-        raise UserError(
-            f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
-            "that folder or name another --out"
-        )
-    present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
-    if present and not _is_our_eval(out_dir):
-        raise UserError(
-            f"--out {out_dir} holds {_listing(present)} that amazon-sft eval did not write (no "
-            f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
-        )
-    digests = _eval_digests(out_dir) if present else None
-    if digests is not None:
-        changed = [
-            name
-            for name in present
-            if not (out_dir / name).is_file()
-            or sha256_file(out_dir / name) not in digests.get(name, ())
-        ]
-        if changed:
-            raise UserError(
-                f"--out {out_dir}: {_listing(changed)} changed since eval wrote it (or eval did "
-                "not write it): the report would replace it; move it out or choose another --out"
-            )
-
-
-def record_eval_files(out_dir: Path, files: dict[str, list[str]]) -> None:
-    """Keep in the marker the sha256 of each report file eval wrote (before the files move in:
-    the old and new digest of each, so a kill between moves leaves the folder eval's; after:
-    the new only). A file changed since is then the user's, never replaced."""
-    marker = out_dir / EVAL_MARKER
-    try:
-        note = json.loads(marker.read_text())
-    except (OSError, ValueError):
-        note = {}
-    note = note if isinstance(note, dict) else {}
-    note["files"] = files
-    marker.write_text(json.dumps(note) + "\n")
-
-
-def claim_eval_dir(out_dir: Path) -> None:
-    """Check again, then mark the folder as eval's before its report is written."""
-    check_eval_dir(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marker = out_dir / EVAL_MARKER
-    if not marker.is_file():
-        note = {"written_by": f"amazon_sft {__version__} eval", "created": _now()}
-        marker.write_text(json.dumps(note) + "\n")
 
 
 DEMO_MARKER = ".amazon_sft_demo.json"
@@ -376,12 +295,12 @@ def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = Fals
     entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
     if entries and not ((out_dir / marker).is_file() or earlier):
         raise UserError(
-            f"--out {out_dir} holds {_listing(entries)} and is not a {what} folder (no "
+            f"--out {out_dir} holds {listing(entries)} and is not a {what} folder (no "
             f"{marker}): the {what} would write over them; name a new folder"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     if not (out_dir / marker).is_file():
-        note = {"written_by": f"amazon_sft {__version__} {what}", "created": _now()}
+        note = {"written_by": f"amazon_sft {__version__} {what}", "created": now_iso()}
         (out_dir / marker).write_text(json.dumps(note) + "\n")
 
 
@@ -398,5 +317,6 @@ def utc_stamp() -> str:
     return dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """The time now, ISO 8601 in UTC to the second (the markers' ``created``)."""
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

@@ -38,7 +38,7 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     names. Now a folder holding one of them without eval's marker is refused before any model
     loads; a folder eval wrote (marker, or a report.json of an eval from before the marker) is
     written again."""
-    from amazon_sft.ownership import EVAL_MARKER
+    from amazon_sft.eval_ownership import EVAL_MARKER
 
     out = tmp_path / "eval"
     out.mkdir()
@@ -72,7 +72,7 @@ def test_a_report_json_that_is_not_an_evals_does_not_prove_the_folder(tmp_path):
     """Any report.json with "models" and "data" keys was taken for an eval's from before the
     marker (a file-safety audit: a user's benchmark results were replaced)."""
     from amazon_sft.errors import UserError
-    from amazon_sft.ownership import check_eval_dir
+    from amazon_sft.eval_ownership import check_eval_dir
 
     mine = {"models": ["gpt-4o"], "data": "bench-v3", "scores": [0.8]}
     (tmp_path / "report.json").write_text(json.dumps(mine))
@@ -257,8 +257,8 @@ def test_resume_auto_never_starts_over_on_a_finished_run(
 def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path, capsys):
     """Two evals into one --out both ran (the README says a second writer is refused); an end to
     end report written where a closed-book one was kept the old report.png beside it."""
+    from amazon_sft.eval_ownership import EVAL_MARKER
     from amazon_sft.output_lock import OutputLock
-    from amazon_sft.ownership import EVAL_MARKER
 
     out = tmp_path / "eval"
     out.mkdir()
@@ -346,8 +346,8 @@ def test_a_report_moved_in_midway_is_never_taken_for_a_whole_one(tmp_path, monke
     left the old report.json beside the new answers.jsonl, read as one report. Now the old report
     goes first and report.json (what scripts read) is moved in last: a folder with a report.json
     holds one whole report."""
+    from amazon_sft.eval_ownership import EVAL_MARKER
     from amazon_sft.evaluation import report
-    from amazon_sft.ownership import EVAL_MARKER
 
     out = tmp_path / "eval"
     out.mkdir()

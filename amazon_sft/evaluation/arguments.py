@@ -9,10 +9,10 @@ from pathlib import Path
 
 from amazon_sft.bounds import check_new_tokens
 from amazon_sft.errors import OneLineParser, UserError
+from amazon_sft.eval_ownership import check_eval_dir
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation.items import MODES
 from amazon_sft.outputs import check_output_folder
-from amazon_sft.ownership import check_eval_dir
 
 SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
 """Split name -> its file in the prepared folder (``NAME.jsonl``)."""

@@ -13,8 +13,8 @@ import orjson
 
 from amazon_sft.atomic import staging_name
 from amazon_sft.data.shards import sha256_file
+from amazon_sft.eval_ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.outputs import disk_full
-from amazon_sft.ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.terminal import printable
 
 # metric -> (label, higher is better)

@@ -1,0 +1,100 @@
+"""What an eval report folder belongs to: eval replaces only the report files it can prove it
+wrote.
+
+The folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes before its report
+(or, for folders from before the marker, by an eval's ``report.json``); eval never writes its
+report over a ``report.md``, ``report.json``, ... it cannot prove it wrote, or one changed since
+it wrote it (the marker keeps each report file's sha256). The other output folders:
+``amazon_sft.ownership``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from amazon_sft import __version__
+from amazon_sft.data.shards import sha256_file
+from amazon_sft.errors import UserError
+from amazon_sft.ownership import listing, now_iso
+
+EVAL_MARKER = ".amazon_sft_eval.json"
+EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
+"""What ``amazon-sft eval`` writes into ``--out`` (besides its marker)."""
+
+
+def _is_our_eval(out_dir: Path) -> bool:
+    """The marker, or (a folder from before it) an eval's report.json: its models, data and its
+    splits (oracle context) or groups (end to end)."""
+    if (out_dir / EVAL_MARKER).is_file():
+        return True
+    try:
+        report = json.loads((out_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return False
+    keys = set(report) if isinstance(report, dict) else set()
+    return {"models", "data"} <= keys and bool({"splits", "groups"} & keys)
+
+
+def _eval_digests(out_dir: Path) -> dict | None:
+    """The marker's digests of the report files eval wrote (name -> sha256s it may hold), None
+    for a marker from before they were kept."""
+    try:
+        files = json.loads((out_dir / EVAL_MARKER).read_text()).get("files")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return files if isinstance(files, dict) else None
+
+
+def check_eval_dir(out_dir: Path) -> None:
+    """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
+    changed since it wrote them (read-only: every rank may call it, before any model loads)."""
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UserError(
+            f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
+            "that folder or name another --out"
+        )
+    present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
+    if present and not _is_our_eval(out_dir):
+        raise UserError(
+            f"--out {out_dir} holds {listing(present)} that amazon-sft eval did not write (no "
+            f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
+        )
+    digests = _eval_digests(out_dir) if present else None
+    if digests is not None:
+        changed = [
+            name
+            for name in present
+            if not (out_dir / name).is_file()
+            or sha256_file(out_dir / name) not in digests.get(name, ())
+        ]
+        if changed:
+            raise UserError(
+                f"--out {out_dir}: {listing(changed)} changed since eval wrote it (or eval did "
+                "not write it): the report would replace it; move it out or choose another --out"
+            )
+
+
+def record_eval_files(out_dir: Path, files: dict[str, list[str]]) -> None:
+    """Keep in the marker the sha256 of each report file eval wrote (before the files move in:
+    the old and new digest of each, so a kill between moves leaves the folder eval's; after:
+    the new only). A file changed since is then the user's, never replaced."""
+    marker = out_dir / EVAL_MARKER
+    try:
+        note = json.loads(marker.read_text())
+    except (OSError, ValueError):
+        note = {}
+    note = note if isinstance(note, dict) else {}
+    note["files"] = files
+    marker.write_text(json.dumps(note) + "\n")
+
+
+def claim_eval_dir(out_dir: Path) -> None:
+    """Check again, then mark the folder as eval's before its report is written."""
+    check_eval_dir(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    marker = out_dir / EVAL_MARKER
+    if not marker.is_file():
+        note = {"written_by": f"amazon_sft {__version__} eval", "created": now_iso()}
+        marker.write_text(json.dumps(note) + "\n")

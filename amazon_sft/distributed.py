@@ -115,10 +115,44 @@ def fill_deepspeed_config(path: Path, cfg: RunConfig, plan: BatchPlan, precision
             raise UserError(
                 f'{path}: {key}={ds[key]} disagrees with the run config ({value}); set it to "auto"'
             )
-    for section, enabled in (("bf16", precision == "bf16"), ("fp16", False)):
-        if ds.get(section, {}).get("enabled") == "auto":
-            ds[section]["enabled"] = enabled
+    _fill_precision(ds, path, precision)
+    _check_zero3_saves(ds, path)
     return ds
+
+
+def _fill_precision(ds: dict, path: Path, precision: str) -> None:
+    """bf16/fp16 "enabled" from the run's precision; an explicit value that disagrees is refused
+    (a JSON saying bf16 trained in bf16 while config.yaml, and what resume compares, said fp32)."""
+    run = "bf16" if precision == "bf16" else "fp32"
+    for section, enabled in (("bf16", precision == "bf16"), ("fp16", False)):
+        block = ds.get(section)
+        if not isinstance(block, dict):
+            continue
+        value = block.get("enabled", False)
+        if value == "auto":
+            block["enabled"] = enabled
+        elif bool(value) != enabled:
+            raise UserError(
+                f"{path}: {section}.enabled={json.dumps(value)} disagrees with the run's precision "
+                f'({run}: train.precision={{auto,bf16,fp32}}); set it to "auto"'
+            )
+
+
+def _check_zero3_saves(ds: dict, path: Path) -> None:
+    """ZeRO-3 keeps each weight in pieces across ranks: the final save gathers them only when
+    the JSON says so, else accelerate's get_state_dict raises there, after the whole run."""
+    zero = ds.get("zero_optimization")
+    if not isinstance(zero, dict) or zero.get("stage") != 3:
+        return
+    names = (
+        "stage3_gather_16bit_weights_on_model_save",
+        "stage3_gather_fp16_weights_on_model_save",
+    )
+    if not any(zero.get(name) is True for name in names):
+        raise UserError(
+            f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save "
+            "cannot save the trained model (the run would fail at its final save): set it to true"
+        )
 
 
 def prebuilt_ops_dir() -> Path:

@@ -1,11 +1,17 @@
 """Every shipped accelerate YAML and DeepSpeed JSON loads and passes the libraries' own checks."""
 
+import json
 from pathlib import Path
 
 import pytest
 
 from amazon_sft.config import load_run_config
-from amazon_sft.distributed import deepspeed_config_path, fill_deepspeed_config, plan_batches
+from amazon_sft.distributed import (
+    DS_CONFIG_DIR,
+    deepspeed_config_path,
+    fill_deepspeed_config,
+    plan_batches,
+)
 from amazon_sft.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,3 +94,46 @@ def test_every_deepspeed_config_launches_one_world_across_nodes(path):
     args, _, _ = _validate_launch_command(launch_command_parser().parse_args(given))
     if args.use_deepspeed:  # accelerate's own test for its deepspeed-runner path
         assert args.deepspeed_multinode_launcher == DEEPSPEED_MULTINODE_LAUNCHERS[1], path.name
+
+
+def _ds_json(tmp_path, body: dict):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps(body))
+    return path
+
+
+def test_a_zero3_json_that_cannot_save_the_model_is_refused_before_training(tmp_path):
+    """ZeRO-3 without stage3_gather_16bit_weights_on_model_save trained to the end and then
+    died in the final save (accelerate's get_state_dict raises): no final/ after hours."""
+    cfg = load_run_config("tiny", [])
+    plan = plan_batches(cfg, world_size=1)
+    base = json.loads((DS_CONFIG_DIR / "zero3.json").read_text())
+    for value in (False, None):
+        body = json.loads(json.dumps(base))
+        if value is None:
+            del body["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+        else:
+            body["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = value
+        with pytest.raises(UserError, match="stage3_gather_16bit_weights_on_model_save.*true"):
+            fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
+    body["zero_optimization"]["stage3_gather_fp16_weights_on_model_save"] = True  # the old name
+    assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
+
+
+@pytest.mark.parametrize(
+    ("section", "enabled", "precision"),
+    [("bf16", True, "no"), ("bf16", False, "bf16"), ("fp16", True, "bf16"), ("fp16", True, "no")],
+)
+def test_a_deepspeed_json_whose_precision_disagrees_with_the_run_is_refused(
+    tmp_path, section, enabled, precision
+):
+    """train.precision=fp32 with a JSON saying bf16 enabled trained in bf16, while config.yaml
+    (and what resume compares) said fp32."""
+    cfg = load_run_config("tiny", [])
+    plan = plan_batches(cfg, world_size=1)
+    body = json.loads((DS_CONFIG_DIR / "zero2.json").read_text())
+    body[section] = {"enabled": enabled}
+    with pytest.raises(UserError, match=rf"{section}\.enabled={str(enabled).lower()} .*precision"):
+        fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, precision)
+    body[section] = {"enabled": precision == "bf16" and section == "bf16"}  # agrees: taken
+    assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, precision)

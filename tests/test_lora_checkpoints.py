@@ -252,3 +252,20 @@ def test_a_base_that_differs_on_one_rank_stops_every_rank(prepared, tiny_model_d
     assert again.returncode != 0
     assert "the base model's weight files" in again.stderr, again.stderr[-3000:]
     assert "rank 1 failed before training started" in again.stderr, again.stderr[-3000:]
+
+
+def test_a_misspelt_module_to_save_is_refused_not_trained_as_nothing(tiny_model_dir):
+    """lora.target_modules were checked against the model, lora.modules_to_save not: a typo
+    ("lm_heads") trained no extra module while the config and model card said the head was."""
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.config import LoraConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.modeling import wrap_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with pytest.raises(UserError, match=r"lora\.modules_to_save \['lm_heads'\].*lm_head"):
+        wrap_lora(model, LoraConfig(modules_to_save=["lm_heads", "embed_tokens"]))
+    wrapped = wrap_lora(model, LoraConfig(modules_to_save=["lm_head"]))
+    trained = [n for n, p in wrapped.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert trained and all("lm_head" in n for n in trained)

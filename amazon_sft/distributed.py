@@ -96,8 +96,11 @@ def deepspeed_config_path(cfg: RunConfig) -> Path | None:
     return path
 
 
-def fill_deepspeed_config(path: Path, cfg: RunConfig, plan: BatchPlan, precision: str) -> dict:
-    """The DeepSpeed config with every "auto" filled from the run config."""
+def fill_deepspeed_config(
+    path: Path, cfg: RunConfig, plan: BatchPlan, precision: str | None
+) -> dict:
+    """The DeepSpeed config with every "auto" filled from the run config (``precision`` None:
+    bf16/fp16 left as they are)."""
     try:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as err:
@@ -115,9 +118,22 @@ def fill_deepspeed_config(path: Path, cfg: RunConfig, plan: BatchPlan, precision
             raise UserError(
                 f'{path}: {key}={ds[key]} disagrees with the run config ({value}); set it to "auto"'
             )
-    _fill_precision(ds, path, precision)
+    if precision is not None:
+        _fill_precision(ds, path, precision)
     _check_zero3_saves(ds, path)
     return ds
+
+
+def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
+    """What every rank of a launch of ``world_size`` processes would refuse at start, checked
+    where no rank runs yet (``train.py --check-world N``: the SLURM job, before it prepares):
+    the batch split and the DeepSpeed JSON (its precision is left to the ranks, whose GPUs
+    decide ``auto``)."""
+    plan = plan_batches(cfg, world_size)
+    path = deepspeed_config_path(cfg)
+    if path is not None:
+        fill_deepspeed_config(path, cfg, plan, None)
+    return plan
 
 
 def _fill_precision(ds: dict, path: Path, precision: str) -> None:

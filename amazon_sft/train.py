@@ -30,6 +30,7 @@ from amazon_sft.data.shards import PackedShards, check_fingerprints
 from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
+    check_for_world,
     describe_optimizer,
     raise_if_any_rank,
     seed_per_rank,
@@ -56,7 +57,11 @@ log = logging.getLogger("amazon_sft.train")
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg = parse_config(argv)
+    cfg, check_world = parse_config(argv)
+    if check_world:
+        plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
+        print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
+        return 0
     out_dir = Path(cfg.out_dir)
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
@@ -107,7 +112,7 @@ def shutdown(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
-def parse_config(argv: list[str] | None) -> RunConfig:
+def parse_config(argv: list[str] | None) -> tuple[RunConfig, int]:
     parser = OneLineParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"
@@ -115,8 +120,18 @@ def parse_config(argv: list[str] | None) -> RunConfig:
     parser.add_argument(
         "overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=10 lora.enabled=true"
     )
+    parser.add_argument(
+        "--check-world",
+        type=int,
+        default=0,
+        metavar="N",
+        help="check the config for a launch of N processes (the batch split, the DeepSpeed "
+        "JSON) and exit: nothing is loaded or written",
+    )
     args = parser.parse_args(argv)
-    return load_run_config(args.config, args.overrides)
+    if args.check_world < 0:
+        parser.error(f"--check-world must be a number of processes, got {args.check_world}")
+    return load_run_config(args.config, args.overrides), args.check_world
 
 
 def setup_logging(accelerator) -> None:

@@ -114,7 +114,7 @@ def test_a_zero3_json_that_cannot_save_the_model_is_refused_before_training(tmp_
             del body["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
         else:
             body["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = value
-        with pytest.raises(UserError, match="stage3_gather_16bit_weights_on_model_save.*true"):
+        with pytest.raises(UserError, match=r"stage3_gather_16bit_weights_on_model_save.*true"):
             fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
     body["zero_optimization"]["stage3_gather_fp16_weights_on_model_save"] = True  # the old name
     assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
@@ -137,3 +137,11 @@ def test_a_deepspeed_json_whose_precision_disagrees_with_the_run_is_refused(
         fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, precision)
     body[section] = {"enabled": precision == "bf16" and section == "bf16"}  # agrees: taken
     assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, precision)
+
+
+@pytest.mark.parametrize("name", ["llama3-8b-full", "llama3-8b-lora", "mistral-7b-full", "mistral-7b-lora"])  # fmt: skip
+def test_the_7b_8b_configs_split_their_batch_over_one_gpu_to_eight_nodes_of_eight(name):
+    """Their batch of 8 rows failed the README's 2-node job (16 GPUs) at start."""
+    cfg = load_run_config(name, [])
+    for world in (1, 2, 4, 8, 16, 32, 64):
+        assert plan_batches(cfg, world).global_batch_size == cfg.train.global_batch_size

@@ -40,7 +40,8 @@ def _fake_slurm(tmp_path: Path, job_id: str) -> dict:
     scontrol.chmod(0o755)
     return {
         **os.environ,
-        "PATH": f"{bin_dir}:{os.environ['PATH']}",
+        # the job's shell has the install's commands, as after `source .venv/bin/activate`
+        "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}",
         "SLURM_JOB_ID": job_id,
         "SLURM_NNODES": "2",
         "SLURM_JOB_NODELIST": "gpu-node-[17-18]",
@@ -97,6 +98,27 @@ def test_train_sbatch_prepares_once_and_resumes(tmp_path):
     )
     text = (REPO / "launch" / "train_slurm.sbatch").read_text()
     assert "#SBATCH --requeue" in text and "#SBATCH --signal=B:USR1@300" in text
+
+
+def test_train_sbatch_checks_the_batch_for_the_jobs_world_before_preparing(tmp_path):
+    """The shipped configs' global batch of 8 rows could not be split over the default job's 16
+    GPUs: every rank refused it, but only after the job had prepared the catalogue. The config
+    is checked for the job's world first, and the 7-8B configs' batch splits over it."""
+    env = _fake_slurm(tmp_path, "79")
+    for config in ("mistral-7b-lora", "llama3-8b-full"):
+        ok = subprocess.run(
+            ["bash", "launch/train_slurm.sbatch"],
+            capture_output=True, text=True, cwd=REPO, env={**env, "CONFIG": config},
+        )  # fmt: skip
+        assert ok.returncode == 0 and "amazon-sft prepare" in ok.stdout, ok.stderr
+    bad = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO,
+        env={**env, "EXTRA": "train.global_batch_size=8"},
+    )  # fmt: skip
+    assert bad.returncode != 0 and "prepare" not in bad.stdout and "node " not in bad.stdout
+    assert "global_batch_size=8" in bad.stderr and "world size 16" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr  # one line, no traceback
 
 
 def test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue(tmp_path):

@@ -39,6 +39,7 @@ from amazon_sft.errors import OneLineParser, UserError, permission_denied
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
+from amazon_sft.model_memory import check_full_fine_tune_fits
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
 from amazon_sft.output_lock import OutputLock
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
+    check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
     tok, shards = load_data(cfg)
     cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside

@@ -1,0 +1,67 @@
+"""Whether a full fine-tune's model states fit one GPU without ZeRO, known before the load.
+
+Under plain DDP every GPU holds the whole model's fp32 weights, their gradients and AdamW's two
+moments: 16 bytes a parameter (a 7-8B model: 116-128 GB, more than an 80 GB card). Launched so
+(``launch/train_local.sh`` picks DDP for several GPUs unless ``ACCEL`` names a DeepSpeed
+config), each rank loaded the whole model (32 GB of host memory each for 8B) and then ran out of
+GPU memory in ``accelerator.prepare`` or at the first step. The count comes from ``config.json``
+alone, on meta tensors: no weight is read.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from amazon_sft.errors import READ_ERRORS, UserError
+
+FULL_FINE_TUNE_BYTES_PER_PARAMETER = 16
+"""fp32 weights, fp32 gradients and AdamW's two fp32 moments (bf16 compute is autocast's)."""
+
+
+def parameters_of(model_cfg) -> int | None:
+    """The parameter count of the model ``model_cfg`` names, from its ``config.json`` alone;
+    None where that cannot be read here (a GGUF file, a random or remote-code model, a hub id
+    offline): the check is then left out and the load says what it says."""
+    if model_cfg.gguf_file or model_cfg.path == "random" or model_cfg.trust_remote_code:
+        return None
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from amazon_sft.tokenizer import resolve_location
+
+    try:
+        config = AutoConfig.from_pretrained(resolve_location(model_cfg.path))
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(config)
+    except (*READ_ERRORS, ImportError, UserError):
+        return None
+    return sum(p.numel() for p in model.parameters())  # a tied head is counted once
+
+
+def check_fits_unsharded(parameters: int, gpu_bytes: int, gpu_name: str) -> None:
+    """Refuse a full fine-tune whose model states alone exceed the GPU, naming the remedies."""
+    need = parameters * FULL_FINE_TUNE_BYTES_PER_PARAMETER
+    if need <= gpu_bytes:
+        return
+    raise UserError(
+        f"a full fine-tune of {parameters / 1e9:.2f}B parameters without ZeRO keeps "
+        f"{need / 1e9:.0f} GB of fp32 weights, gradients and AdamW states on every GPU, more than "
+        f"this {gpu_name}'s {gpu_bytes / 1e9:.0f} GB: launch with DeepSpeed (ACCEL=zero2 or zero3 "
+        "with launch/train_local.sh, or accelerate launch --config_file "
+        "launch/accelerate/zero3.yaml), or train LoRA (lora.enabled=true)"
+    )
+
+
+def check_full_fine_tune_fits(cfg, accelerator) -> None:
+    """On CUDA, a full fine-tune outside DeepSpeed whose model states cannot fit one GPU is
+    refused before anything loads (every rank alike: they read the same config and cards)."""
+    from accelerate.utils import DistributedType
+
+    if cfg.lora.enabled or not torch.cuda.is_available():
+        return
+    if accelerator.distributed_type == DistributedType.DEEPSPEED:
+        return
+    parameters = parameters_of(cfg.model)
+    if parameters is None:
+        return
+    props = torch.cuda.get_device_properties(accelerator.device)
+    check_fits_unsharded(parameters, props.total_memory, props.name)

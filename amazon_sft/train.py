@@ -214,10 +214,11 @@ def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | No
 
 def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
     """The LM wrapped in its loss, in training mode, each rank with its own dropout stream."""
-    from accelerate.utils import set_seed
+    from accelerate.utils import DistributedType, set_seed
 
     set_seed(cfg.seed)  # same init on every rank
-    lm = load_model(cfg, len(tok), choose_pad_id(tok), accelerator.mixed_precision)
+    deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
+    lm = load_model(cfg, len(tok), choose_pad_id(tok), accelerator.mixed_precision, deepspeed)
     # from_pretrained returns eval mode: checkpointed layers would not recompute, dropout be off
     lm.train()
     seed_per_rank(cfg.seed, accelerator)

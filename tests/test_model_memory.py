@@ -73,3 +73,18 @@ def test_only_a_full_fine_tune_outside_deepspeed_on_cuda_is_checked(tmp_path, mo
     check_full_fine_tune_fits(lora, ddp)  # a frozen bf16 base: 16 GB
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     check_full_fine_tune_fits(full, ddp)  # CPU: host memory, no card to compare with
+
+
+def test_a_full_fine_tune_loads_in_bf16_only_where_deepspeed_keeps_the_fp32_masters():
+    """Under DeepSpeed in bf16 the engine casts the weights to bf16 and makes its fp32 masters
+    from them: an fp32 load doubled each rank's host memory (ZeRO-2: 32 GB a rank for 8B) for
+    the same values (a 1-process CPU run in bf16 gave the same 4 losses either way, ZeRO-2 and
+    ZeRO-3). Plain DDP keeps fp32 weights, autocast computing in bf16."""
+    import torch
+
+    from amazon_sft.modeling import model_dtype
+
+    assert model_dtype("bf16", lora=False, deepspeed=True) is torch.bfloat16
+    assert model_dtype("bf16", lora=False, deepspeed=False) is torch.float32
+    assert model_dtype("no", lora=False, deepspeed=True) is torch.float32
+    assert model_dtype("bf16", lora=True) is torch.bfloat16

@@ -124,6 +124,20 @@ def fill_deepspeed_config(
     return ds
 
 
+def deepspeed_json_of(accelerate_yaml: str) -> str | None:
+    """The DeepSpeed JSON an accelerate config names (``deepspeed_config.deepspeed_config_file``),
+    read as accelerate reads it; None for a config without one."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(accelerate_yaml).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
+    ds = loaded.get("deepspeed_config") if isinstance(loaded, dict) else None
+    name = ds.get("deepspeed_config_file") if isinstance(ds, dict) else None
+    return str(name) if name else None
+
+
 def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     """What every rank of a launch of ``world_size`` processes would refuse at start, checked
     where no rank runs yet (``train.py --check-world N``: the SLURM job, before it prepares):
@@ -147,11 +161,18 @@ def _fill_precision(ds: dict, path: Path, precision: str) -> None:
         value = block.get("enabled", False)
         if value == "auto":
             block["enabled"] = enabled
-        elif bool(value) != enabled:
+        elif _as_bool(value) != enabled:
             raise UserError(
                 f"{path}: {section}.enabled={json.dumps(value)} disagrees with the run's precision "
                 f'({run}: train.precision={{auto,bf16,fp32}}); set it to "auto"'
             )
+
+
+def _as_bool(value) -> bool:
+    """A JSON flag as DeepSpeed's config reads it (pydantic: "false" and "0" are False)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "t", "yes", "y", "on")
+    return bool(value)
 
 
 def _check_zero3_saves(ds: dict, path: Path) -> None:
@@ -164,7 +185,10 @@ def _check_zero3_saves(ds: dict, path: Path) -> None:
         "stage3_gather_16bit_weights_on_model_save",
         "stage3_gather_fp16_weights_on_model_save",
     )
-    if not any(zero.get(name) is True for name in names):
+    # "auto": accelerate fills it from this variable (a YAML's zero3_save_16bit_model sets it)
+    from_env = os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "false")
+    given = [zero[name] for name in names if name in zero]
+    if not any(from_env.lower() == "true" if v == "auto" else _as_bool(v) for v in given):
         raise UserError(
             f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save "
             "cannot save the trained model (the run would fail at its final save): set it to true"

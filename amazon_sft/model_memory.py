@@ -58,6 +58,8 @@ def check_full_fine_tune_fits(cfg, accelerator) -> None:
 
     if cfg.lora.enabled or not torch.cuda.is_available():
         return
+    if torch.device(accelerator.device).type != "cuda":  # put on CPU on a host with GPUs
+        return
     if accelerator.distributed_type == DistributedType.DEEPSPEED:
         return
     parameters = parameters_of(cfg.model)

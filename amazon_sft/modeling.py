@@ -222,10 +222,10 @@ def wrap_lora(model, lora: LoraConfig):
         raise UserError(
             f"lora.target_modules {missing} are not modules of this model (it has e.g. q_proj, v_proj)"
         )
-    # peft matches modules_to_save as suffixes of module names and skips one that matches
+    # peft matches modules_to_save as ends of module names (str.endswith) and skips one that matches
     # nothing: a typo trained no extra module while the config and model card named it
-    full = [f".{name}" for name, _ in model.named_modules()]
-    unknown = [t for t in lora.modules_to_save if not any(n.endswith(f".{t}") for n in full)]
+    full = [name for name, _ in model.named_modules()]
+    unknown = [t for t in lora.modules_to_save if not any(n.endswith(t) for n in full)]
     if unknown:
         raise UserError(
             f"lora.modules_to_save {unknown} are not modules of this model (it has e.g. lm_head, "

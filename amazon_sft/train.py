@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
     check_for_world,
+    deepspeed_json_of,
     describe_optimizer,
     raise_if_any_rank,
     seed_per_rank,
@@ -59,7 +61,7 @@ log = logging.getLogger("amazon_sft.train")
 
 def main(argv: list[str] | None = None) -> int:
     cfg, check_world = parse_config(argv)
-    if check_world:
+    if check_world is not None:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
         return 0
@@ -114,7 +116,7 @@ def shutdown(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
-def parse_config(argv: list[str] | None) -> tuple[RunConfig, int]:
+def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None]:
     parser = OneLineParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"
@@ -125,14 +127,31 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int]:
     parser.add_argument(
         "--check-world",
         type=int,
-        default=0,
+        default=None,
         metavar="N",
         help="check the config for a launch of N processes (the batch split, the DeepSpeed "
         "JSON) and exit: nothing is loaded or written",
     )
+    parser.add_argument(
+        "--accelerate-config",
+        default=None,
+        metavar="YAML",
+        help="with --check-world: the accelerate config the launch will use (its DeepSpeed JSON "
+        "is checked too)",
+    )
     args = parser.parse_args(argv)
-    if args.check_world < 0:
-        parser.error(f"--check-world must be a number of processes, got {args.check_world}")
+    if args.check_world is not None and args.check_world < 1:
+        parser.error(
+            f"--check-world takes a number of processes (1 or more), got {args.check_world}"
+        )
+    if args.accelerate_config and args.check_world is None:
+        parser.error(
+            "--accelerate-config goes with --check-world N (accelerate launch reads its own)"
+        )
+    if args.accelerate_config:
+        json_path = deepspeed_json_of(args.accelerate_config)
+        if json_path:  # as accelerate launch hands it to every rank
+            os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = json_path
     return load_run_config(args.config, args.overrides), args.check_world
 
 

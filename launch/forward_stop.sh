@@ -31,15 +31,22 @@ ready() {
 # gets `$stop_signal` once for each stop the caller's traps counted in `stops`, as soon as it is
 # `ready`. slurm_node.sh counts one stop at most; train_local.sh counts Ctrl-Cs, so a
 # second one goes on as a second SIGINT (training stops at once, as in its own terminal).
+# With `told_file` set, each stop sent is written there (a pid a line) and the ones already
+# written count as sent: train_local.sh's watchdog goes on where the killed script stopped, and
+# does not send a stop twice.
 forward_stop() {
   local launcher="$1" pid
   local -a told=() # sent, by pid (an indexed array: bash 3, macOS's, has no associative ones)
+  if [ -n "${told_file:-}" ] && [ -f "$told_file" ]; then
+    while read -r pid; do told[pid]=$((${told[$pid]:-0} + 1)); done <"$told_file"
+  fi
   while kill -0 "$launcher" 2>/dev/null; do
     if [ "${stops:-0}" -gt 0 ]; then
       for pid in $(pgrep -P "$launcher" || true); do
         if [ "${told[$pid]:-0}" -lt "$stops" ] && ready "$pid"; then
           kill -"${stop_signal:?}" "$pid" 2>/dev/null || true
           told[pid]=$((${told[$pid]:-0} + 1))
+          if [ -n "${told_file:-}" ]; then echo "$pid" >>"$told_file"; fi
         fi
       done
     fi

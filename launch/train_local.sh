@@ -72,10 +72,14 @@ launcher=$!
 # Killed outright (SIGKILL, the OOM killer), this script passes nothing on and the launcher, in
 # its own session, would train on unwatched, holding the GPUs and the run folder's lock: a
 # watchdog, in a session of its own too, gives training the stop once the script is gone.
+# The stops this script sent are kept in told_file, so the watchdog sends none twice (a second
+# SIGTERM during Python's shutdown would kill a process that had saved).
+told_file="$(mktemp "${TMPDIR:-/tmp}/train_local-told.XXXXXX")"
 # shellcheck disable=SC2016  # expanded by the watchdog's shell
 setsid bash -c 'source "$3"; while kill -0 "$1" && kill -0 "$2"; do sleep 1; done 2>/dev/null
-  stops=1 stop_signal=TERM && forward_stop "$2"' watchdog "$$" "$launcher" \
-  "$PWD/launch/forward_stop.sh" </dev/null >/dev/null 2>&1 &
+  stops=1 stop_signal=TERM told_file="$4" && forward_stop "$2"; rm -f "$4"' watchdog "$$" \
+  "$launcher" "$PWD/launch/forward_stop.sh" "$told_file" </dev/null >/dev/null 2>&1 &
 forward_stop "$launcher"
 if wait "$launcher"; then rc=0; else rc=$?; fi
+rm -f "$told_file"
 exit "$rc"

@@ -145,3 +145,51 @@ def test_the_7b_8b_configs_split_their_batch_over_one_gpu_to_eight_nodes_of_eigh
     cfg = load_run_config(name, [])
     for world in (1, 2, 4, 8, 16, 32, 64):
         assert plan_batches(cfg, world).global_batch_size == cfg.train.global_batch_size
+
+
+def test_deepspeed_flags_are_read_as_deepspeed_reads_them(tmp_path, monkeypatch):
+    """A review: "enabled": "false" (DeepSpeed: False) was refused under fp32, and a gather flag
+    "auto", which accelerate fills from ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL, always."""
+    cfg = load_run_config("tiny", [])
+    plan = plan_batches(cfg, world_size=1)
+    body = json.loads((DS_CONFIG_DIR / "zero3.json").read_text())
+    body["bf16"] = {"enabled": "false"}
+    assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
+    body["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"] = "auto"
+    monkeypatch.delenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", raising=False)
+    with pytest.raises(UserError, match="stage3_gather_16bit"):
+        fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "true")
+    assert fill_deepspeed_config(_ds_json(tmp_path, body), cfg, plan, "no")
+
+
+def test_check_world_reads_the_accelerate_config_as_accelerate_does(tmp_path):
+    """`train --check-world N --accelerate-config YAML` checks the JSON the YAML names, quoted
+    and commented as YAML allows (the sbatch's sed kept the quotes and the comment: a review),
+    and refuses a world of 0 (it started a real run)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    bad = json.loads((DS_CONFIG_DIR / "zero3.json").read_text())
+    del bad["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]
+    (tmp_path / "bad.json").write_text(json.dumps(bad))
+    for json_name, ok in ((str(DS_CONFIG_DIR / "zero3.json"), True), (str(tmp_path / "bad.json"), False)):  # fmt: skip
+        yaml_path = tmp_path / "mine.yaml"
+        yaml_path.write_text(
+            f"distributed_type: DEEPSPEED\ndeepspeed_config:\n"
+            f'  deepspeed_config_file: "{json_name}"  # ours\n'
+        )
+        run = subprocess.run(
+            [sys.executable, "amazon_sft/train.py", "--config", "tiny", "--check-world", "8",
+             "--accelerate-config", str(yaml_path)],
+            capture_output=True, text=True, cwd=repo,
+        )  # fmt: skip
+        assert (run.returncode == 0) is ok, run.stderr
+        assert ("8 processes can run" in run.stdout) is ok
+        assert ok or "stage3_gather_16bit_weights_on_model_save" in run.stderr
+    zero = subprocess.run(
+        [sys.executable, "amazon_sft/train.py", "--config", "tiny", "--check-world", "0"],
+        capture_output=True, text=True, cwd=repo,
+    )  # fmt: skip
+    assert zero.returncode == 2 and "1 or more" in zero.stderr

@@ -577,3 +577,41 @@ def test_train_local_killed_outright_still_stops_its_training(tmp_path):
         assert marker.exists() and marker.read_text() == "SIGTERM", "training ran on unwatched"
     finally:
         subprocess.run(["pkill", "-9", "-f", str(tmp_path / "worker.py")])
+
+
+def test_train_local_killed_while_stopping_sends_no_second_stop(tmp_path):
+    """A SIGTERM to the script, then a SIGKILL while training saves (`timeout -k`, systemd and
+    docker escalate so): its watchdog sent the stop again (a review), which during Python's
+    shutdown kills a process that had saved. The stops the script sent count as sent."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    got = tmp_path / "got"
+    (tmp_path / "worker.py").write_text(
+        "import signal, sys, time, pathlib\n"
+        f"log = pathlib.Path({str(got)!r})\n"
+        "def stop(signum, frame):\n"
+        "    with log.open('a') as fh: fh.write(signal.Signals(signum).name + '\\n')\n"
+        "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n"
+        "end = time.time() + 60\n"
+        "while time.time() < end and not log.exists(): time.sleep(0.05)\n"
+        "time.sleep(4)  # the save\n"
+    )
+    env = _train_local_with_fake_accelerate(bin_dir, f"{sys.executable} {tmp_path / 'worker.py'}")
+    proc = subprocess.Popen(
+        ["bash", str(REPO / "launch" / "train_local.sh")], cwd=tmp_path, env=env
+    )
+    try:
+        deadline = time.time() + 30
+        while not (tmp_path / "started").exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.terminate()
+        deadline = time.time() + 20
+        while not got.exists() and time.time() < deadline:
+            time.sleep(0.05)
+        proc.kill()
+        proc.wait(timeout=10)
+        time.sleep(3)  # the watchdog polls once a second
+        assert got.read_text().split() == ["SIGTERM"]
+    finally:
+        subprocess.run(["pkill", "-9", "-f", str(tmp_path / "worker.py")])

@@ -71,6 +71,8 @@ def test_only_a_full_fine_tune_outside_deepspeed_on_cuda_is_checked(tmp_path, mo
     check_full_fine_tune_fits(full, zero)  # ZeRO shards the states: its own concern
     lora = load_run_config("llama3-8b-lora", [f"model.path={tmp_path}"])
     check_full_fine_tune_fits(lora, ddp)  # a frozen bf16 base: 16 GB
+    on_cpu = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"))
+    check_full_fine_tune_fits(full, on_cpu)  # CPU=1 on a GPU host: no card (a review: it raised)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     check_full_fine_tune_fits(full, ddp)  # CPU: host memory, no card to compare with
 

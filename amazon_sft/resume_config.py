@@ -45,6 +45,7 @@ APPLIED = frozenset(
         "train.gradient_checkpointing",
         "train.attention",
         "checkpoint.every_steps",
+        "checkpoint.every_minutes",
         "checkpoint.keep_last",
         "data.verify",
         "data.grounded_workers",

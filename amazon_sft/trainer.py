@@ -75,6 +75,8 @@ class StepResult:
     """The weights changed (False for a skipped non-finite step, or one DeepSpeed skipped)."""
     stop_requested: bool
     """SIGTERM / SIGUSR1 arrived on some rank."""
+    save_due: bool = False
+    """``checkpoint.every_minutes`` have passed since the last save, on some rank's clock."""
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Trainer:
         self.flops = FlopCounter.for_model(lm, self.cfg.train.peak_tflops, self.plan.world_size)
         # done with Ctrl-C where train.py / amazon-sft train began; in-process callers keep theirs
         stop_signal.install(ctrl_c=False)
+        self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
         self.run_record = run_record(
             to_dict(self.cfg), self.loader.shards.manifest.integrity, self.base_weights
         )
@@ -161,12 +164,14 @@ class Trainer:
             if result.stop_requested:
                 stopped_by = stop_signal.received() or "signal on another rank"
             last = state.step == cfg.train.max_steps
-            if state.step % cfg.checkpoint.every_steps == 0 or last or stopped_by:
+            every = cfg.checkpoint.every_steps
+            if (every and state.step % every == 0) or last or stopped_by or result.save_due:
                 if result.finite:  # never a state whose last step was non-finite
                     save_checkpoint(
                         acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
                         self.run_record,
                     )  # fmt: skip
+                    self.last_save = time.monotonic()
                 else:
                     log.warning("step %d was non-finite: no checkpoint of it", state.step)
             if stopped_by:
@@ -261,11 +266,10 @@ class Trainer:
                 acc.backward(summed * scale)
                 loss_sum = loss_sum + shown
         grad_norm = self.clip_gradients()
-        flags = torch.stack(
-            [loss_sum, bad, torch.tensor(float(stop_signal.requested()), device=device)]
-        )
+        own = [float(stop_signal.requested()), float(self.save_due())]
+        flags = torch.cat([torch.stack([loss_sum, bad]), torch.tensor(own, device=device)])
         after = reduce_sum(acc, flags)
-        labels, tokens, flops, loss, n_bad, stops, norm = torch.cat(
+        labels, tokens, flops, loss, n_bad, stops, due, norm = torch.cat(
             [before, after, grad_norm.to(device, torch.float64).reshape(1)]
         ).tolist()  # the step's one host synchronisation of ours; transformers' mask
         # preparation adds one per micro-batch (masking_utils.find_packed_sequence_indices
@@ -283,7 +287,14 @@ class Trainer:
             finite=finite,
             optimizer_stepped=stepped,
             stop_requested=stops > 0,
+            save_due=due > 0,
         )
+
+    def save_due(self) -> bool:
+        """This rank's clock says ``checkpoint.every_minutes`` have passed since the last save
+        (the step's all-reduce makes any rank's say so everyone's)."""
+        minutes = self.cfg.checkpoint.every_minutes
+        return bool(minutes) and time.monotonic() - self.last_save >= minutes * 60
 
     def clip_gradients(self) -> torch.Tensor:
         """The global gradient norm before clipping (DeepSpeed clips inside its step)."""

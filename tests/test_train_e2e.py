@@ -288,3 +288,21 @@ def test_epochs_set_the_steps_from_the_prepared_rows(prepared, tiny_model_dir, t
     steps = math.ceil(0.5 * math.ceil(rows / 64))
     assert sorted(_losses(out)) == list(range(1, steps + 1))
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == steps
+
+
+def test_checkpoints_come_by_time_too(prepared, tiny_model_dir, tmp_path):
+    """checkpoint.every_minutes: a cadence in time, whatever a step costs on the cards at hand
+    (every_steps alone: a full 7-8B run at 50 steps saved ~100 GB every minute or two, an
+    ML engineer's review). Minutes this short make every step due; steps alone, only the end."""
+    base = train_overrides(prepared, tiny_model_dir, tmp_path / "x", "checkpoint.keep_last=10")
+
+    def saved(out, *cadence):
+        _train(*base, f"out_dir={out}", "train.max_steps=3", *cadence)
+        return sorted(p.name for p in (out / "checkpoints").iterdir())
+
+    by_time = saved(tmp_path / "t", "checkpoint.every_steps=0", "checkpoint.every_minutes=1e-9")
+    assert by_time == ["step-00000001", "step-00000002", "step-00000003"]
+    by_steps = saved(tmp_path / "s", "checkpoint.every_steps=100")
+    assert by_steps == ["step-00000003"]
+    refused = _train(*base, "checkpoint.every_steps=0", check=False)
+    assert refused.returncode == 2 and "checkpoint.every_minutes" in refused.stderr

@@ -62,3 +62,14 @@ def test_a_rewritten_answer_is_the_first_record_as_shown():
         if rewritten:
             body = final.rsplit("\n", 1)[0]
             assert "".join(body.split()) == "".join(SHOWN.split()), why
+
+
+@pytest.mark.parametrize("bare", ["[source: B1]", "  \n[source: B1]", "[source: B1] [source: B1]"])
+def test_a_bare_citation_is_no_answer_when_retrieval_is_sure(bare):
+    """A new user's walkthrough: the tuned model answered "mogs kitens" with its citation alone;
+    it passed as the model's own answer (nothing before the citation contradicted the record,
+    as nothing was there), the shopper got no description, and eval counted it as the model's
+    own right answer. It becomes the record's answer."""
+    shown = "A soft plush bear for new babies. Machine washable."
+    answer, rewritten = answer_when_sure(bare, "B1", shown)
+    assert rewritten and answer.startswith(shown) and answer.endswith("[source: B1]")

@@ -50,8 +50,8 @@ def copied_prefix(text: str, shown: str) -> tuple[int, int]:
 def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     """The answer when retrieval is sure of its first record (``shown``: its description as the
     prompt showed it), and whether it was rewritten: the model's own when it cites that record
-    alone and all it wrote before is a copy of the description (perhaps cut short); else the
-    model's text as far as it copies the description, the rest of the description, then the
+    alone and all it wrote before is a copy of the description (perhaps cut short, but not
+    nothing: a bare citation gave the shopper no description); else the model's text as far as it copies the description, the rest of the description, then the
     record's citation (a new user's walkthrough: another record's text under the first
     record's citation was kept, and scored right).
 
@@ -66,10 +66,14 @@ def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
     >>> answer_when_sure("The catalogue has no record of this product.", "B1", shown)
     ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
+    >>> answer_when_sure("[source: B1]", "B1", shown)
+    ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
     """
     body = text.split("[", 1)[0]
     used, upto = copied_prefix(body, shown)
-    if cited_uids(text) == [first_uid] and (not shown or not body[used:].strip()):
+    # a bare citation copies nothing: the shopper would get no description (it was kept)
+    copies = not shown or (used > 0 and not body[used:].strip())
+    if cited_uids(text) == [first_uid] and copies:
         return text, False
     return grounded_answer((body[:used] + shown[upto:]).strip(), first_uid, "en").strip(), True
 

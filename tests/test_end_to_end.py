@@ -15,6 +15,7 @@ import pytest
 from amazon_sft.answering.ask import Answer
 from amazon_sft.answering.gate import DEFAULT_GATE, GATES
 from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.data.manifest import read_manifest
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
@@ -218,6 +219,7 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     proc = _eval(
         "--data", str(prepared), "--compare", base, str(tuned_run), "--questions", str(questions),
         "--out", str(out), "--max-new-tokens", "12", *overrides,
+        "data.context_record_tokens=200",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "report.json").read_text())
@@ -243,6 +245,13 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
             report["groups"][model]
         )
     assert report["comparison"]["all"]["recall_at_k"]["delta"] == 0.0  # one index, both models
+    # both models see the records as prepare taught them, whatever their own configs say
+    # (here 200 tokens): a base config cutting them to 160 against a tuned run's 96 made a
+    # ROUGE-L "drop" of the gate's quotes alone (a new user's walkthrough)
+    taught = read_manifest(prepared).data
+    for model in ("base", "tuned"):
+        assert report["models"][model]["record_tokens"] == taught["context_record_tokens"] != 200
+        assert report["models"][model]["k"] == taught["context_records"]
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
     summary = md.split("## Summary")[1].split("\n## ")[0]

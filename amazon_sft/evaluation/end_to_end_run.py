@@ -79,13 +79,15 @@ def run(args, data_dir: Path, accelerator) -> int:
         "groups": {},
     }
     answers, outcomes = {}, {}
+    taught = _taught(data_dir)
     for name, spec in specs.items():
         set_seed(args.seed)
         answerer, label = _answerer(
-            spec, args.overrides, index, gate.abstain_below, gate.quote_when_sure
+            spec, args.overrides, index, gate.abstain_below, gate.quote_when_sure, taught
         )
         k = args.k or answerer.data.context_records
-        result["models"][name] = {"label": label, "spec": spec, "k": k}
+        tokens = answerer.data.context_record_tokens
+        result["models"][name] = {"label": label, "spec": spec, "k": k, "record_tokens": tokens}
         answers[name], outcomes[name] = E.ask_all(
             answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size,
             source=str(args.questions),
@@ -136,15 +138,32 @@ def _questions(args, data_dir: Path):
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
 
 
-def _answerer(spec: str, overrides: list[str], index, abstain_below: float, quote: bool):
-    """``ask``'s Answerer for one model, on the index opened once."""
+def _taught(data_dir: Path) -> dict:
+    """How many records a prompt shows and how far each is cut, as prepare taught them: every
+    model compared sees the same prompts (a base model's own config cut records to 160 tokens
+    against the tuned run's 96, and the report read the difference as the model's), as the
+    oracle-context mode does."""
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.evaluation.main import GROUNDED_KEYS
+
+    data = read_manifest(data_dir).data
+    return {key: data[key] for key in GROUNDED_KEYS if key in data}
+
+
+def _answerer(
+    spec: str, overrides: list[str], index, abstain_below: float, quote: bool, taught=None
+):
+    """``ask``'s Answerer for one model, on the index opened once, records as prepare taught."""
+    from dataclasses import replace
+
     from amazon_sft.answering.ask import Answerer
     from amazon_sft.evaluation.loading import load_for_eval, pick_device
     from amazon_sft.prompts import build_prompt_format
 
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
-    return Answerer(model, tok, fmt, index, cfg.data, abstain_below, quote), label
+    data = replace(cfg.data, **(taught or {}))
+    return Answerer(model, tok, fmt, index, data, abstain_below, quote), label
 
 
 def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict) -> dict:

@@ -577,3 +577,37 @@ def test_export_in_bfloat16_holds_the_rounded_weights(tuned_run, tmp_path, capsy
         dtypes = {saved.get_tensor(name).dtype for name in saved.keys()}  # noqa: SIM118
     assert dtypes == {torch.bfloat16}
     assert json.loads((out / "config.json").read_text())["torch_dtype"] == "bfloat16"
+
+
+@pytest.mark.e2e
+def test_export_checks_the_merge_against_the_adapters_kept_apart(
+    prepared, tiny_model_dir, tmp_path, monkeypatch
+):
+    """export "compares its logits with base + adapter", but it loaded the run already merged
+    (as answering does), so it compared the merge with itself (a new user's walkthrough: "max
+    logit difference 0.00e+00"). A merge that went wrong must be refused."""
+    from peft.tuners.lora import LoraModel
+
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.errors import UserError
+
+    run = tmp_path / "lora"
+    proc = subprocess.run(
+        train_command(
+            prepared, tiny_model_dir, run, "train.max_steps=2", "lora.enabled=true", "lora.r=4"
+        ),
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    real_merge = LoraModel.merge_and_unload
+
+    def bad_merge(self, *args, **kwargs):
+        merged = real_merge(self, *args, **kwargs)
+        with torch.no_grad():
+            merged.get_output_embeddings().weight.add_(0.5)
+        return merged
+
+    monkeypatch.setattr(LoraModel, "merge_and_unload", bad_merge)
+    with pytest.raises(UserError, match="logits differ"):
+        export_model(str(run), tmp_path / "exported")
+    assert not (tmp_path / "exported").exists()

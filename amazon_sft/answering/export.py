@@ -40,7 +40,9 @@ def export_model(
     out_dir = check_output_folder(out_dir, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
-    trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu", what="RUN")
+    # the adapters kept apart: the merge is checked against them (merged on load, as answering
+    # loads a run, the check compared the merge with itself)
+    trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu", what="RUN", merge=False)
     fmt = build_prompt_format(tok, cfg.data)
     sample = fmt.bos + hf_encoder(tok)([fmt.render("Sample product")])[0]
     ids = torch.tensor([sample])

@@ -21,9 +21,12 @@ from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
 
-def load_for_eval(spec: str, overrides: list[str], device: str, what: str = "--model"):
+def load_for_eval(
+    spec: str, overrides: list[str], device: str, what: str = "--model", merge: bool = True
+):
     """(model in eval mode on ``device``, tokenizer, run config, label); errors name the model
-    as ``what`` ``spec`` (export's is its RUN argument)."""
+    as ``what`` ``spec`` (export's is its RUN argument). A LoRA run comes merged into its base
+    unless ``merge`` is False (export: its check compares the merge with the adapters apart)."""
     from accelerate.utils import set_seed  # seeds as training does (train.build_model)
 
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
@@ -64,7 +67,8 @@ def load_for_eval(spec: str, overrides: list[str], device: str, what: str = "--m
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
         with peft_quietly():
-            model = PeftModel.from_pretrained(base, str(folder)).merge_and_unload()
+            model = PeftModel.from_pretrained(base, str(folder))
+            model = model.merge_and_unload() if merge else model
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None

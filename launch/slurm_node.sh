@@ -26,6 +26,7 @@ fi
 
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 cmd=(accelerate launch
+  --quiet # a refused run's one-line error is its last line, not accelerate's traceback
   --config_file "$ACCEL_CONFIG"
   --num_machines "$NNODES"
   --num_processes "$((NNODES * GPUS_PER_NODE))"

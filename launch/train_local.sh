@@ -31,14 +31,14 @@ if [ -z "${ACCEL:-}" ]; then
 fi
 PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
 
-launch=(accelerate launch --config_file "launch/accelerate/$ACCEL.yaml" --num_processes "$NGPU"
+launch=(accelerate launch --quiet --config_file "launch/accelerate/$ACCEL.yaml" --num_processes "$NGPU"
   --main_process_port "$PORT")
 if [ "${CPU:-0}" = 1 ]; then
   export ACCELERATE_USE_CPU=true  # with --multi_gpu: N real CPU processes (--cpu would start one)
   if [ "$NGPU" = 1 ] && { [ "$ACCEL" = multi_gpu ] || [ "$ACCEL" = single_gpu ]; }; then
-    launch=(accelerate launch --cpu --num_processes 1)  # --multi_gpu needs two at least
+    launch=(accelerate launch --quiet --cpu --num_processes 1)  # --multi_gpu needs two at least
   elif [ "$ACCEL" = multi_gpu ] || [ "$ACCEL" = single_gpu ]; then
-    launch=(accelerate launch --multi_gpu --num_processes "$NGPU" --main_process_port "$PORT")
+    launch=(accelerate launch --quiet --multi_gpu --num_processes "$NGPU" --main_process_port "$PORT")
   else
     unset ACCELERATE_USE_CPU  # DeepSpeed on CPU: gloo is chosen by amazon_sft.distributed
   fi

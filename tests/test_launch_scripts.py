@@ -615,3 +615,22 @@ def test_train_local_killed_while_stopping_sends_no_second_stop(tmp_path):
         assert got.read_text().split() == ["SIGTERM"]
     finally:
         subprocess.run(["pkill", "-9", "-f", str(tmp_path / "worker.py")])
+
+
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_a_run_train_local_refuses_ends_on_its_one_line_error(tmp_path, processes):
+    """A new user's walkthrough: a refused run (here an unprepared folder) printed its one-line
+    error, then accelerate's ~15-line traceback ending in CalledProcessError, the last thing the
+    user read. The launcher runs quiet: the error is the last line."""
+    venv_bin = str(Path(sys.executable).parent)
+    env = {
+        **os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "NGPU": processes, "CPU": "1",
+        "CONFIG": "tiny", "OUT": str(tmp_path / "run"), "DATA": str(tmp_path / "nothing"),
+    }  # fmt: skip
+    proc = subprocess.run(
+        ["bash", "launch/train_local.sh"], capture_output=True, text=True, cwd=REPO, env=env,
+        timeout=300,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr, proc.stderr
+    assert "manifest.json" in proc.stderr and "amazon-sft prepare" in proc.stderr

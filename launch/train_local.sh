@@ -82,4 +82,10 @@ setsid bash -c 'source "$3"; while kill -0 "$1" && kill -0 "$2"; do sleep 1; don
 forward_stop "$launcher"
 if wait "$launcher"; then rc=0; else rc=$?; fi
 rm -f "$told_file"
+# accelerate runs --quiet (a refused run's one-line error stays the last line), which also drops
+# its word on a process killed by a signal, one that prints nothing itself
+if [ "$rc" -ne 0 ]; then
+  echo "train_local.sh: training ended with exit $rc; its error is above (a process killed by a" \
+    "signal, as the OOM killer's SIGKILL, prints none: see dmesg)" >&2
+fi
 exit "$rc"

@@ -252,6 +252,7 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     for model in ("base", "tuned"):
         assert report["models"][model]["record_tokens"] == taught["context_record_tokens"] != 200
         assert report["models"][model]["k"] == taught["context_records"]
+    assert "data.context_record_tokens=160 as the prepared folder taught" in proc.stderr
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
     summary = md.split("## Summary")[1].split("\n## ")[0]

@@ -350,6 +350,8 @@ def _run_export(args) -> int:
 
     result = export_model(args.run_dir, args.out, model_overrides(args), args.dtype)
     print(
-        f"exported {result['source']} to {result['out']} (reloaded; max logit difference {result['max_logit_diff']:.2e})"
+        f"exported {result['source']} to {result['out']} (merge against the model as trained: "
+        f"max logit difference {result['merge_logit_diff']:.2e}; the saved files reloaded: "
+        f"{result['max_logit_diff']:.2e})"
     )
     return 0

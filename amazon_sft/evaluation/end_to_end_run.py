@@ -5,6 +5,7 @@ answer is scored: ``end_to_end``."""
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def run(args, data_dir: Path, accelerator) -> int:
         "groups": {},
     }
     answers, outcomes = {}, {}
-    taught = _taught(data_dir)
+    # compared models see the same records; one model alone answers as ask answers it
+    taught = _taught(data_dir) if args.compare else None
     for name, spec in specs.items():
         set_seed(args.seed)
         answerer, label = _answerer(
@@ -139,8 +141,8 @@ def _questions(args, data_dir: Path):
 
 
 def _taught(data_dir: Path) -> dict:
-    """How many records a prompt shows and how far each is cut, as prepare taught them: every
-    model compared sees the same prompts (a base model's own config cut records to 160 tokens
+    """How many records a prompt shows and how far each is cut, as prepare taught them: under
+    ``--compare`` every model sees the same prompts (a base model's own config cut records to 160 tokens
     against the tuned run's 96, and the report read the difference as the model's), as the
     oracle-context mode does."""
     from amazon_sft.data.manifest import read_manifest
@@ -163,6 +165,13 @@ def _answerer(
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     data = replace(cfg.data, **(taught or {}))
+    for key, value in (taught or {}).items():
+        if getattr(cfg.data, key) != value:
+            print(
+                f"eval: {label}: data.{key}={value} as the prepared folder taught (its config "
+                f"says {getattr(cfg.data, key)}): the models compared see the same records",
+                file=sys.stderr,
+            )
     return Answerer(model, tok, fmt, index, data, abstain_below, quote), label
 
 

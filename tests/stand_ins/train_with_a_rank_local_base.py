@@ -8,8 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import amazon_sft.train as train
-from amazon_sft.train import cli
+# as train.py does from its first line: without it, torch's agent's SIGTERM (sent when the
+# failing rank exits) killed rank 0 before it printed which rank to read (a flaky CI run)
+from amazon_sft import stop_signal
+
+stop_signal.install()
+
+import amazon_sft.train as train  # noqa: E402 (after the handler)
+from amazon_sft.train import cli  # noqa: E402
 
 _digest = train.frozen_base_of
 

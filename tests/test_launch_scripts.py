@@ -546,34 +546,43 @@ def test_train_local_waits_for_the_training_handler_and_stops_on_a_hang_up(tmp_p
     assert marker.read_text() == ("SIGTERM" if how == "hang-up" else "SIGINT")
 
 
-def test_train_local_killed_outright_still_stops_its_training(tmp_path):
-    """The launcher runs in a session of its own (so Ctrl-C reaches the script only): when the
-    script itself was killed outright (SIGKILL, the OOM killer), nothing was left to pass a stop
-    on, and training ran on unwatched, holding its GPUs and its run folder's lock. A watchdog,
-    in a session of its own too, gives the training processes the stop once the script is gone."""
+def _wait_for(path: Path, timeout_s: float) -> None:
+    deadline = time.time() + timeout_s
+    while not path.exists() and time.time() < deadline:
+        time.sleep(0.05)
+
+
+def _train_local_running(tmp_path: Path, on_stop: str, after: str) -> subprocess.Popen:
+    """train_local.sh with a stand-in training process that runs ``on_stop`` (Python, ``name``
+    the signal's) on a stop signal and then ``after``, started and past its handlers."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    marker = tmp_path / "got"
     (tmp_path / "worker.py").write_text(
         "import signal, sys, time, pathlib\n"
-        f"def stop(signum, frame): pathlib.Path({str(marker)!r}).write_text(signal.Signals(signum).name); sys.exit(0)\n"
+        f"def stop(signum, frame):\n    name = signal.Signals(signum).name\n    {on_stop}\n"
         "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
-        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n"
-        "time.sleep(60)\nsys.exit(5)\n"
+        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n{after}\n"
     )
     env = _train_local_with_fake_accelerate(bin_dir, f"{sys.executable} {tmp_path / 'worker.py'}")
     proc = subprocess.Popen(
         ["bash", str(REPO / "launch" / "train_local.sh")], cwd=tmp_path, env=env
     )
+    _wait_for(tmp_path / "started", 30)
+    return proc
+
+
+def test_train_local_killed_outright_still_stops_its_training(tmp_path):
+    """The launcher runs in a session of its own (so Ctrl-C reaches the script only): when the
+    script itself was killed outright (SIGKILL, the OOM killer), nothing was left to pass a stop
+    on, and training ran on unwatched, holding its GPUs and its run folder's lock. A watchdog,
+    in a session of its own too, gives the training processes the stop once the script is gone."""
+    marker = tmp_path / "got"
+    on_stop = f"pathlib.Path({str(marker)!r}).write_text(name); sys.exit(0)"
+    proc = _train_local_running(tmp_path, on_stop, "time.sleep(60)\nsys.exit(5)")
     try:
-        deadline = time.time() + 30
-        while not (tmp_path / "started").exists() and time.time() < deadline:
-            time.sleep(0.05)
         proc.kill()
         proc.wait(timeout=10)
-        deadline = time.time() + 20
-        while not marker.exists() and time.time() < deadline:
-            time.sleep(0.1)
+        _wait_for(marker, 20)
         assert marker.exists() and marker.read_text() == "SIGTERM", "training ran on unwatched"
     finally:
         subprocess.run(["pkill", "-9", "-f", str(tmp_path / "worker.py")])
@@ -583,32 +592,17 @@ def test_train_local_killed_while_stopping_sends_no_second_stop(tmp_path):
     """A SIGTERM to the script, then a SIGKILL while training saves (`timeout -k`, systemd and
     docker escalate so): its watchdog sent the stop again (a review), which during Python's
     shutdown kills a process that had saved. The stops the script sent count as sent."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
     got = tmp_path / "got"
-    (tmp_path / "worker.py").write_text(
-        "import signal, sys, time, pathlib\n"
-        f"log = pathlib.Path({str(got)!r})\n"
-        "def stop(signum, frame):\n"
-        "    with log.open('a') as fh: fh.write(signal.Signals(signum).name + '\\n')\n"
-        "for s in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT): signal.signal(s, stop)\n"
-        f"pathlib.Path({str(tmp_path / 'started')!r}).write_text('1')\n"
-        "end = time.time() + 60\n"
+    on_stop = f"open({str(got)!r}, 'a').write(name + '\\n')"
+    after = (
+        f"log = pathlib.Path({str(got)!r})\nend = time.time() + 60\n"
         "while time.time() < end and not log.exists(): time.sleep(0.05)\n"
-        "time.sleep(4)  # the save\n"
+        "time.sleep(4)  # the save"
     )
-    env = _train_local_with_fake_accelerate(bin_dir, f"{sys.executable} {tmp_path / 'worker.py'}")
-    proc = subprocess.Popen(
-        ["bash", str(REPO / "launch" / "train_local.sh")], cwd=tmp_path, env=env
-    )
+    proc = _train_local_running(tmp_path, on_stop, after)
     try:
-        deadline = time.time() + 30
-        while not (tmp_path / "started").exists() and time.time() < deadline:
-            time.sleep(0.05)
         proc.terminate()
-        deadline = time.time() + 20
-        while not got.exists() and time.time() < deadline:
-            time.sleep(0.05)
+        _wait_for(got, 20)
         proc.kill()
         proc.wait(timeout=10)
         time.sleep(3)  # the watchdog polls once a second

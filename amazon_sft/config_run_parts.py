@@ -1,0 +1,69 @@
+"""The run config's LoRA and checkpoint sections (``lora``, ``checkpoint``), apart so that
+config.py stays one screenful a section; amazon_sft.config re-exports both."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from amazon_sft.errors import UserError
+
+
+@dataclass
+class LoraConfig:
+    enabled: bool = False
+    """Train low-rank adapters (peft) instead of all weights."""
+    r: int = 16
+    """Adapter rank."""
+    alpha: int = 32
+    """Adapter scale numerator (scale = alpha / r)."""
+    dropout: float = 0.05
+    """Dropout on the adapter input."""
+    target_modules: list = field(
+        default_factory=lambda: [
+            "q_proj",
+            "k_proj",
+            "v_proj",
+            "o_proj",
+            "gate_proj",
+            "up_proj",
+            "down_proj",
+        ]
+    )
+    """Module names that get adapters (Llama/Mistral projection names)."""
+    modules_to_save: list = field(default_factory=list)
+    """Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."""
+
+    def __post_init__(self) -> None:
+        if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
+            raise UserError("lora.r and lora.alpha must be >= 1 and lora.dropout in [0, 1)")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 50
+    """Save a resumable checkpoint every N optimizer steps (and at the end, and on a stop
+    signal); 0: by ``every_minutes`` only."""
+    every_minutes: float = 0.0
+    """Also save when this many minutes have passed since this launch's last checkpoint (or its
+    start), checked after each optimizer step: a cadence in time, whatever a step costs on the
+    cards at hand (a full 7-8B checkpoint is ~100 GB). 0: by ``every_steps`` only. Any rank's
+    clock decides for all (in the step's one all-reduce)."""
+    keep_last: int = 2
+    """Complete checkpoints to keep; older ones are deleted."""
+
+    def __post_init__(self) -> None:
+        if self.every_steps < 0 or self.keep_last < 1:
+            raise UserError(
+                "checkpoint.every_steps must be >= 0 (0: by checkpoint.every_minutes only) and "
+                "checkpoint.keep_last >= 1"
+            )
+        if not 0 <= self.every_minutes < float("inf"):
+            raise UserError(
+                f"checkpoint.every_minutes must be a number of minutes >= 0 (0: by steps only), "
+                f"got {self.every_minutes}"
+            )
+        if self.every_steps == 0 and self.every_minutes == 0:
+            raise UserError(
+                "checkpoint.every_steps=0 needs checkpoint.every_minutes > 0: with neither, only "
+                "the end and a stop save (set checkpoint.every_steps to a large number for that)"
+            )

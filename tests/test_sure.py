@@ -73,3 +73,24 @@ def test_a_bare_citation_is_no_answer_when_retrieval_is_sure(bare):
     shown = "A soft plush bear for new babies. Machine washable."
     answer, rewritten = answer_when_sure(bare, "B1", shown)
     assert rewritten and answer.startswith(shown) and answer.endswith("[source: B1]")
+
+
+@pytest.mark.parametrize(
+    "near_bare", ["A\n[source: B1]", "A soft [source: B1]", "A  soft\n[source: B1]"]
+)
+def test_a_word_or_two_then_the_citation_is_no_answer_either(near_bare):
+    """The last session's note: "A [source: X]" still passed as the model's own answer (it
+    copies the description's first character); the shopper gets no description either."""
+    shown = "A soft plush bear for new babies. Machine washable."
+    answer, rewritten = answer_when_sure(near_bare, "B1", shown)
+    assert rewritten and answer.endswith("[source: B1]")
+    assert " ".join(answer.split()).startswith(shown)  # the model's spacing is kept
+
+
+def test_a_copy_of_a_short_description_stands_whole():
+    """A description of fewer words than the least kept copy stands when copied whole."""
+    assert answer_when_sure("Blue mug.\n[source: B1]", "B1", "Blue mug.") == (
+        "Blue mug.\n[source: B1]",
+        False,
+    )
+    assert answer_when_sure("A soft plush\n[source: B1]", "B1", "A soft plush bear.")[1] is False

@@ -22,6 +22,10 @@ from __future__ import annotations
 
 from amazon_sft.prompts import cited_uids, grounded_answer
 
+MIN_COPIED_WORDS = 3
+"""The fewest words of the description a kept answer copies (all of a shorter description):
+"A [source: X]" copied one character and gave the shopper no description."""
+
 
 def copied_prefix(text: str, shown: str) -> tuple[int, int]:
     """How far ``text`` copies ``shown`` from its start, spaces ignored (decoding may space
@@ -50,8 +54,8 @@ def copied_prefix(text: str, shown: str) -> tuple[int, int]:
 def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     """The answer when retrieval is sure of its first record (``shown``: its description as the
     prompt showed it), and whether it was rewritten: the model's own when it cites that record
-    alone and all it wrote before is a copy of the description (perhaps cut short, but not
-    nothing: a bare citation gave the shopper no description); else the model's text as far as it copies the description, the rest of the description, then the
+    alone and all it wrote before is a copy of the description (perhaps cut short, but at least
+    ``MIN_COPIED_WORDS`` of it: a bare citation gave the shopper no description); else the model's text as far as it copies the description, the rest of the description, then the
     record's citation (a new user's walkthrough: another record's text under the first
     record's citation was kept, and scored right).
 
@@ -71,8 +75,11 @@ def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     """
     body = text.split("[", 1)[0]
     used, upto = copied_prefix(body, shown)
-    # a bare citation copies nothing: the shopper would get no description (it was kept)
-    copies = not shown or (used > 0 and not body[used:].strip())
+    # a bare citation, or a word or two of it, gives the shopper no description (both were kept)
+    enough = min(MIN_COPIED_WORDS, len(shown.split()))
+    copies = not shown or (
+        used > 0 and len(body[:used].split()) >= enough and not body[used:].strip()
+    )
     if cited_uids(text) == [first_uid] and copies:
         return text, False
     return grounded_answer((body[:used] + shown[upto:]).strip(), first_uid, "en").strip(), True

@@ -43,7 +43,7 @@ def check_fits_unsharded(parameters: int, gpu_bytes: int, gpu_name: str) -> None
     if need <= gpu_bytes:
         return
     raise UserError(
-        f"a full fine-tune of {parameters / 1e9:.2f}B parameters without ZeRO keeps "
+        f"a full fine-tune of {parameters / 1e9:.2f}B parameters without ZeRO sharding (DDP, or ZeRO stage 0) keeps "
         f"{need / 1e9:.0f} GB of fp32 weights, gradients and AdamW states on every GPU, more than "
         f"this {gpu_name}'s {gpu_bytes / 1e9:.0f} GB: launch with DeepSpeed (ACCEL=zero2 or zero3 "
         "with launch/train_local.sh, or accelerate launch --config_file "
@@ -52,16 +52,22 @@ def check_fits_unsharded(parameters: int, gpu_bytes: int, gpu_name: str) -> None
 
 
 def check_full_fine_tune_fits(cfg, accelerator) -> None:
-    """On CUDA, a full fine-tune outside DeepSpeed whose model states cannot fit one GPU is
+    """On CUDA, a full fine-tune without ZeRO sharding (plain DDP, or DeepSpeed at stage 0,
+    which keeps every state on every GPU as DDP does) whose model states cannot fit one GPU is
     refused before anything loads (every rank alike: they read the same config and cards)."""
     from accelerate.utils import DistributedType
+
+    from amazon_sft.distributed import running_engine
 
     if cfg.lora.enabled or not torch.cuda.is_available():
         return
     if torch.device(accelerator.device).type != "cuda":  # put on CPU on a host with GPUs
         return
-    if accelerator.distributed_type == DistributedType.DEEPSPEED:
-        return
+    if (
+        accelerator.distributed_type == DistributedType.DEEPSPEED
+        and running_engine(accelerator).zero_stage
+    ):
+        return  # ZeRO-1/2/3 shard the states: the sharded share is DeepSpeed's own concern
     parameters = parameters_of(cfg.model)
     if parameters is None:
         return

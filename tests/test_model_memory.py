@@ -64,11 +64,19 @@ def test_only_a_full_fine_tune_outside_deepspeed_on_cuda_is_checked(tmp_path, mo
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device: card)
     ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_GPU, device="cuda:0")
-    zero = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, device="cuda:0")
+
+    def deepspeed(stage):
+        plugin = SimpleNamespace(zero_stage=stage)
+        state = SimpleNamespace(deepspeed_plugin=plugin)
+        return SimpleNamespace(distributed_type=DistributedType.DEEPSPEED, device="cuda:0", state=state, num_processes=8)  # fmt: skip
+
+    zero = deepspeed(2)
     full = load_run_config("llama3-8b-full", [f"model.path={tmp_path}"])
     with pytest.raises(UserError, match="without ZeRO"):
         check_full_fine_tune_fits(full, ddp)
     check_full_fine_tune_fits(full, zero)  # ZeRO shards the states: its own concern
+    with pytest.raises(UserError, match="without ZeRO"):  # stage 0 keeps them all, as DDP does
+        check_full_fine_tune_fits(full, deepspeed(0))
     lora = load_run_config("llama3-8b-lora", [f"model.path={tmp_path}"])
     check_full_fine_tune_fits(lora, ddp)  # a frozen bf16 base: 16 GB
     on_cpu = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, device=torch.device("cpu"))

@@ -311,16 +311,21 @@ def headline(metrics: dict) -> list[str]:
     """One line per group of an end-to-end eval report: each HEADLINE figure, base -> tuned
     (the demo's summary and the GPU check's last row).
 
-    >>> cell = lambda v: {"right_record_cited": {"value": v}}
+    Each figure names its own denominator: the group's questions include absent products, so
+    a rate over the questions about a product is not "of n" (a review: "0.83 on its 31
+    questions" was 20 of 24).
+
+    >>> cell = lambda v: {"right_record_cited": {"value": v, "of": 2}}
     >>> headline({"groups": {"base": {"all": {"n": 3, **cell(0.5)}},
     ...                      "tuned": {"all": {"n": 3, **cell(1.0)}}}})
-    ['all (n=3): right record cited 0.50 -> 1.00']
+    ['all (n=3): right record cited 0.50 -> 1.00 (of 2)']
     """
     base, tuned = metrics["groups"]["base"], metrics["groups"]["tuned"]
     lines = []
     for group, row in base.items():
         cells = [
             f"{key.replace('_', ' ')} {row[key]['value']:.2f} -> {tuned[group][key]['value']:.2f}"
+            f" (of {row[key]['of']})"
             for key in HEADLINE
             if row.get(key) and tuned[group].get(key)
         ]

@@ -3,8 +3,9 @@
 Each question of the files goes through ``ask``'s retrieval (``--meaning-weight``) and gate
 (``--abstain-below``) with each checkout's own code (the base run in a subprocess with its
 ``amazon_sft``), and is scored as ``ask --quote-when-sure`` cites: right first record, wrong
-first record, false abstention (a product that is there), absent abstention, recall@1. Prints
-both checkouts' figures with 95% bootstrap intervals and the paired change, so a rule of the
+first record, false abstention (a product that is there), absent abstention, recall@1 and
+recall@3 (the 3 records ``ask`` puts in the prompt). Prints both checkouts' figures with 95%
+Wilson intervals and the paired change (its paired bootstrap interval), so a rule of the
 gate (answering/doubt.py) is measured on the very questions before and after it:
 
     git worktree add /tmp/base HEAD~1
@@ -27,12 +28,19 @@ from checkout import REPO, code_path, emitted_by
 
 sys.path.insert(0, code_path(sys.argv))  # the checkout's amazon_sft (and bench), not this one's
 
-MEASURES = ("right first", "wrong first", "false abstention", "absent abstention", "recall@1")
+MEASURES = (
+    "right first",
+    "wrong first",
+    "false abstention",
+    "absent abstention",
+    "recall@1",
+    "recall@3",
+)
 
 
 def outcomes(data: Path, files: list[str], meaning: float, ratio: float) -> list[list]:
     """Per question, with this process's ``amazon_sft``: [kind, absent, right, wrong, abstained,
-    asked first] as ``ask`` retrieves and gates it."""
+    asked first, asked among the 3] as ``ask`` retrieves and gates it."""
     from amazon_sft.answering.doubt import retrieval_doubtful
     from bench.abstain_gate import retrieve
 
@@ -42,24 +50,27 @@ def outcomes(data: Path, files: list[str], meaning: float, ratio: float) -> list
             doubtful = retrieval_doubtful(row["sources"], ratio, row["question"])
             first = bool(row["top1"])
             right = not doubtful and first
-            out.append([row["kind"], row["absent"], right, not doubtful and not right, doubtful, first])  # fmt: skip
+            among = not row["absent"] and row["uid"] in [s.uid for s in row["sources"]]
+            out.append([row["kind"], row["absent"], right, not doubtful and not right, doubtful, first, among])  # fmt: skip
     return out
 
 
 def table(rows: list[list]) -> np.ndarray:
     """0/1 per question and ``MEASURES`` (NaN where one does not apply: absent abstention is a
-    share of absent questions, the rest of questions about a product).
+    share of absent questions, the rest of questions about a product; recall@3 from a checkout
+    older than it).
 
-    >>> table([["typo", False, True, False, False, True], ["absent", True, False, False, True, False]])
-    array([[ 1.,  0.,  0., nan,  1.],
-           [nan, nan, nan,  1., nan]])
+    >>> table([["typo", False, True, False, False, True, True], ["absent", True, False, False, True, False, False]])
+    array([[ 1.,  0.,  0., nan,  1.,  1.],
+           [nan, nan, nan,  1., nan, nan]])
     """
     out = np.full((len(rows), len(MEASURES)), np.nan)
-    for n, (_, absent, right, wrong, abstained, first) in enumerate(rows):
+    for n, (_, absent, right, wrong, abstained, first, *among) in enumerate(rows):
         if absent:
             out[n, 3] = abstained
         else:
             out[n, [0, 1, 2, 4]] = (right, wrong, abstained, first)
+            out[n, 5] = among[0] if among else np.nan
     return out
 
 
@@ -100,9 +111,12 @@ def main() -> None:
     print("| measure | base | this checkout | paired change |")
     print("|---|---|---|---|")
     for m, name in enumerate(MEASURES):
-        keep = ~np.isnan(before[:, m])
+        keep = ~np.isnan(after[:, m])
         if not keep.any():  # no absent question, or none about a product
             print(f"| {name} | - | - | no such question |")
+            continue
+        if np.isnan(before[:, m]).all():  # a base older than the measure
+            print(f"| {name} | - | {share(after[:, m])} | - |")
             continue
         cells = (share(before[:, m]), share(after[:, m]), change(before[:, m], after[:, m]))
         print(f"| {name} | " + " | ".join(cells) + " |")

@@ -20,8 +20,13 @@ from amazon_sft.evaluation import metrics as M
 from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
 
 
-def interval(values) -> str:
-    mean, lo, hi = M.bootstrap_interval(values, n_resamples=2000, seed=0)
+def interval(values, rate: bool = False) -> str:
+    """A mean with its 95% interval: Wilson's for a rate of yes/no outcomes (the bootstrap gives
+    0 of n the point [0, 0]), the bootstrap's for scores and paired differences."""
+    if rate:
+        mean, lo, hi = M.share_interval(values)
+    else:
+        mean, lo, hi = M.bootstrap_interval(values, n_resamples=2000, seed=0)
     return f"{mean:.3f} [{lo:.3f}, {hi:.3f}]"
 
 
@@ -53,7 +58,10 @@ def main() -> None:
     for split in dict.fromkeys(r["split"] for r in rows):
         asked = [r for r in rows if r["split"] == split]
         values = per_example(asked, args.model, split)
-        print(split, {"n": len(asked), **{k: interval(v) for k, v in values.items()}})
+        print(
+            split,
+            {"n": len(asked), **{k: interval(v, rate=k != "rougeL") for k, v in values.items()}},
+        )
         by_uid = {r["uid"]: r for r in base if r["split"] == split}
         if not by_uid:
             continue

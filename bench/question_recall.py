@@ -1,6 +1,6 @@
 """Benchmark: retrieval recall@1 / recall@k per kind, with 95% bootstrap intervals, of a question
-file in eval/questions' format, each question sent as typed through ``index.search`` (what
-``ask --sources-only`` does); with ``--base``, the same for another checkout and the paired
+file in eval/questions' format, each question sent as typed through ``index.search`` with
+``--meaning-weight`` (default: ask's default gate's, so what ``ask --sources-only`` does); with ``--base``, the same for another checkout and the paired
 difference.
 
 python bench/question_recall.py eval/questions/real_dev.jsonl
@@ -9,7 +9,8 @@ python bench/question_recall.py eval/questions/real_dev.jsonl --base /tmp/recall
 The catalogue comes from the file's source: the real rows of ../shared/data (``source: real``) or
 the demo's generated catalogue (``source: generated``), prepared once with the tiny config; each
 checkout builds its own index over that same catalogue.jsonl. Questions about absent products
-are left out (no right record to find). Protocol: end to end (real retrieval on the question
+are left out (no right record to find), as are questions about a product the catalogue lacks
+(counted and printed, as ``amazon-sft eval`` skips them). Protocol: end to end (real retrieval on the question
 text), k records; say whether the file was tuned on.
 """
 
@@ -48,27 +49,31 @@ def prepared_catalogue(source: str, out: Path) -> Path:
     return out / "data"
 
 
-def ranks(questions_file: Path, catalogue: Path, k: int) -> list[dict]:
-    """Per question with a product: kind, text, and the rank (0-based, or -1) of its product
-    among the ``k`` records ``search`` returns; the index built by this checkout's code."""
+def ranks(questions_file: Path, catalogue: Path, k: int, meaning_weight: float) -> dict:
+    """{"rows": per question with a product in the catalogue: kind, text, and the rank
+    (0-based, or -1) of its product among the ``k`` records ``search`` returns, "skipped":
+    questions whose product the catalogue lacks}; the index built by this checkout's code."""
     from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.answering.question_text import normalise_question
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(catalogue, Path(tmp) / "catalogue.jsonl")
-        index = CatalogueIndex(tmp)
-        out = []
-        for q in _questions(questions_file):
-            found = [s.uid for s in index.search(normalise_question(q["question"]), k)]
-            rank = found.index(q["uid"]) if q["uid"] in found else -1
-            out.append({"kind": q["kind"], "question": q["question"], "rank": rank, "top": found})
+        index = CatalogueIndex(tmp, meaning_weight=meaning_weight)
         titles = {}
         for i in range(len(index)):
             rec = index.record(i)
             titles[rec["uid"]] = rec["title"]
+        out, skipped = [], 0
+        for q in _questions(questions_file):
+            if q["uid"] not in titles:  # another catalogue's product: no record to find
+                skipped += 1
+                continue
+            found = [s.uid for s in index.search(normalise_question(q["question"]), k)]
+            rank = found.index(q["uid"]) if q["uid"] in found else -1
+            out.append({"kind": q["kind"], "question": q["question"], "rank": rank, "top": found})
         for row in out:
             row["top"] = [titles[u] for u in row["top"]]
-    return out
+    return {"rows": out, "skipped": skipped}
 
 
 def _questions(path: Path) -> list[dict]:
@@ -84,7 +89,7 @@ def _questions(path: Path) -> list[dict]:
 
 def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
     """A markdown table: kind, n, recall@1 and recall@k with intervals (and deltas vs base)."""
-    from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
+    from amazon_sft.evaluation.metrics import paired_bootstrap, share_interval
 
     kinds = ["all", *sorted({r["kind"] for r in rows})]
     head = f"| kind | n | recall@1 | recall@{k} |"
@@ -97,7 +102,7 @@ def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
         atk = np.array([rows[i]["rank"] >= 0 for i in pick], dtype=float)
         cells = [kind, str(len(pick))]
         for values in (at1, atk):
-            v, lo, hi = bootstrap_interval(values, n_resamples=2000)
+            v, lo, hi = share_interval(values)
             cells.append(f"{v:.3f} [{lo:.3f}, {hi:.3f}]")
         if base:
             b1 = np.array([base[i]["rank"] == 0 for i in pick], dtype=float)
@@ -108,17 +113,22 @@ def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
     return "\n".join(lines)
 
 
-def _base_ranks(base: Path, questions: Path, catalogue: Path, k: int) -> list[dict]:
+def _base_ranks(base: Path, questions: Path, catalogue: Path, k: int, meaning: float) -> dict:
     """``ranks`` computed by the base checkout's code, in a process of its own."""
-    return emitted_by(
-        __file__, base, [str(questions), "--k", str(k), "--catalogue", str(catalogue)]
-    )
+    args = [str(questions), "--k", str(k), "--catalogue", str(catalogue)]
+    return emitted_by(__file__, base, [*args, "--meaning-weight", str(meaning)])
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("questions", help="a question file (eval/questions/*.jsonl)")
     ap.add_argument("--k", type=int, default=3, help="records returned (ask's grounded k)")
+    ap.add_argument(
+        "--meaning-weight",
+        type=float,
+        default=None,
+        help="meaning's weight in the ranking (default: ask's default gate's; 0: words only)",
+    )
     ap.add_argument("--base", help="another checkout (e.g. git archive main) to compare with")
     ap.add_argument("--show-misses", action="store_true", help="print the top-1 misses")
     ap.add_argument("--code", help="the checkout whose code is measured (default: this one)")
@@ -126,6 +136,10 @@ def main() -> None:
     ap.add_argument("--emit", action="store_true", help="print the ranks as JSON (for --base)")
     args = ap.parse_args()
     questions = Path(args.questions)
+    if args.meaning_weight is None:
+        from amazon_sft.answering.gate import DEFAULT_GATE, GATES
+
+        args.meaning_weight = GATES[DEFAULT_GATE].meaning_weight
     with tempfile.TemporaryDirectory() as tmp:
         catalogue = Path(args.catalogue) if args.catalogue else None
         if catalogue is None:
@@ -133,12 +147,19 @@ def main() -> None:
             if len(sources) != 1:
                 raise SystemExit(f"{questions} mixes sources {sorted(sources)}: give one source")
             catalogue = prepared_catalogue(sources.pop(), Path(tmp)) / "catalogue.jsonl"
-        rows = ranks(questions, catalogue, args.k)
+        found = ranks(questions, catalogue, args.k, args.meaning_weight)
         if args.emit:
-            print(json.dumps(rows))
+            print(json.dumps(found))
             return
-        base = _base_ranks(Path(args.base), questions, catalogue, args.k) if args.base else None
-    print(f"{questions}: {len(rows)} questions with a product, k={args.k}")
+        base = None
+        if args.base:
+            base = _base_ranks(Path(args.base), questions, catalogue, args.k, args.meaning_weight)
+            base = base["rows"]
+    rows = found["rows"]
+    print(
+        f"{questions}: {len(rows)} questions with a product, k={args.k}, meaning weight "
+        f"{args.meaning_weight:g}; {found['skipped']} skipped (their product is not in the catalogue)"
+    )
     print(summary(rows, args.k, base))
     if args.show_misses:
         for i, r in enumerate(rows):

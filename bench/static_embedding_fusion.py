@@ -48,7 +48,7 @@ from amazon_sft.answering.meaning import (
     record_text,
 )
 from amazon_sft.answering.query_words import english_query
-from amazon_sft.evaluation.metrics import bootstrap_interval, paired_bootstrap
+from amazon_sft.evaluation.metrics import paired_bootstrap, share_interval
 from bench.abstain_gate import retrieve
 
 GATE_K = 3  # records ask puts in the prompt, and the gate reads
@@ -89,8 +89,8 @@ def outcome_table(rows: list[dict], fused: list[list[Source]], doubts: list[bool
 
 
 def share(column: np.ndarray) -> str:
-    """The share of the questions a column applies to, with its 95% bootstrap interval."""
-    value, low, high = bootstrap_interval(column[~np.isnan(column)])
+    """The share of the questions a column applies to, with its 95% Wilson interval."""
+    value, low, high = share_interval(column[~np.isnan(column)])
     return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 

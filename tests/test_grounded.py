@@ -328,3 +328,20 @@ def test_grounded_examples_that_do_not_fit_max_seq_len_are_refused_early(catalog
     with pytest.raises(UserError, match=r"data\.max_seq_len=96.*data\.context_record_tokens"):
         prepare(catalogue, out, cfg, progress=False)
     assert not out.exists()
+
+
+def test_a_bare_citation_or_a_cited_abstention_is_not_scored_as_quoting_another_record():
+    """An outside review: "[source: A]" alone scored citation 1 and wrong record cited 1 (every
+    overlap 0, so argmax named the context's first record); an abstention that also cites A
+    scored citation, wrong record and false abstention all at once."""
+    ctx = [ContextRecord("B", "Fox", "a red fox"), ContextRecord("A", "Bear", "a soft brown bear")]
+    present = [EvalItem("A", "Bear", "p", "a soft brown bear", "t", ctx) for _ in range(3)]
+    answers = [
+        "[source: A]",
+        "The catalogue has no record of this product.\n[source: A]",
+        "a soft red fox bear\n[source: A]",  # as close to both: no clear quote of another
+    ]
+    vec = grounded_vectors(present, answers)
+    assert vec["citation_accuracy"] == [1.0, 0.0, 1.0]
+    assert vec["wrong_record_cited"] == [0.0, 0.0, 0.0]
+    assert vec["false_abstention"] == [0.0, 1.0, 0.0]

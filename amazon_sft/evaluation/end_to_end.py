@@ -93,9 +93,13 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     uids = cited_uids(answer.answer)
     retrieved = [s["uid"] for s in answer.sources]
     # a uid retrieval did not return is no source (``cited_unretrieved``): wrong, even the asked one
+    # an answer that says the product is not there is an abstention, whatever it cites after
+    abstained = is_abstention(answer.answer)
     wrong = any(u != question.uid or u not in retrieved for u in uids)
-    wrong = wrong or (bool(uids) and quotes_another(answer.sources, question.uid))
-    right = bool(uids) and not wrong
+    wrong = not abstained and (
+        wrong or (bool(uids) and quotes_another(answer.sources, question.uid))
+    )
+    right = bool(uids) and not wrong and not abstained
     rouge_l = math.nan
     if right:
         plain = strip_citations(answer.answer)
@@ -105,7 +109,7 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
         question.absent,
         right,
         wrong,
-        is_abstention(answer.answer),
+        abstained,
         rouge_l,
         present and retrieved[:1] == [question.uid],
         present and question.uid in retrieved,
@@ -174,6 +178,8 @@ METRICS: dict[str, tuple[str, Callable[[Outcome], tuple[float, bool]]]] = {
     "recall_at_1": ("retrieval recall@1", lambda o: (o.top1, not o.absent)),
     "recall_at_k": ("retrieval recall@k", lambda o: (o.topk, not o.absent)),
 }
+MEANS = {"rougeL_when_right"}
+"""The metrics that average a score; every other one is a rate of yes/no outcomes."""
 NOT_IN_CATALOGUE = "products not in the catalogue"
 
 
@@ -209,8 +215,8 @@ def metric_pairs(outcomes: list[Outcome]) -> dict[str, np.ndarray]:
 def summarise(
     outcomes: list[Outcome], groups: dict[str, list[int]], seed: int = 0
 ) -> dict[str, dict]:
-    """Group -> {"n": questions, metric: {value, low, high, of}} with 95% bootstrap intervals;
-    ``of`` is the denominator (questions the rate is over). A metric with nothing to count in
+    """Group -> {"n": questions, metric: {value, low, high, of}} with 95% intervals (Wilson's
+    for a rate, the bootstrap's for a mean of ``MEANS``); ``of`` is the denominator (questions the rate is over). A metric with nothing to count in
     a group (no absent question, no abstention) is left out."""
     pairs = metric_pairs(outcomes)
     out = {}
@@ -218,9 +224,13 @@ def summarise(
         row: dict = {"n": len(idx)}
         for name, values in pairs.items():
             sub = values[idx]
-            if sub[:, 1].sum():
+            if not sub[:, 1].sum():
+                continue
+            if name in MEANS:
                 v, lo, hi = M.bootstrap_interval(sub, seed=seed, statistic=M.ratio_of_sums)
-                row[name] = {"value": v, "low": lo, "high": hi, "of": int(sub[:, 1].sum())}
+            else:  # a rate of yes/no outcomes: 0 of n is no proof of a rate of 0
+                v, lo, hi = M.wilson_interval(sub[:, 0].sum(), sub[:, 1].sum())
+            row[name] = {"value": v, "low": lo, "high": hi, "of": int(sub[:, 1].sum())}
         out[group] = row
     return out
 

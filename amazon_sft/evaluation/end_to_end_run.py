@@ -13,6 +13,7 @@ from amazon_sft.answering import gate as G
 from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
+from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.report import md_text, write_rows, write_staged
 
@@ -216,7 +217,7 @@ def write_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
 def _cell(m: dict | None) -> str:
     if m is None:
         return "-"
-    return f"{m['value']:.3f} [{m['low']:.3f}, {m['high']:.3f}] (of {m['of']})"
+    return f"{m['value']:.3f} {M.interval_text(m['low'], m['high'])} (of {m['of']})"
 
 
 HEADLINE = (
@@ -321,7 +322,11 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             line = f"| {label} | " + " | ".join(_cell(c) for c in cells) + " |"
             if cmp:
                 d = result["comparison"][group].get(key)
-                line += f" {d['delta']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}] |" if d else " - |"
+                line += (
+                    f" {d['delta']:+.3f} {M.interval_text(d['low'], d['high'], signed=True)} |"
+                    if d
+                    else " - |"
+                )
             lines.append(line)
         lines.append("")
     lines += ["## Examples", ""]

@@ -93,6 +93,40 @@ def bootstrap_interval(
     return float(statistic(values)), lo, hi
 
 
+WILSON_Z = 1.959964
+"""The standard normal's 97.5th percentile: a 95% interval."""
+
+
+def wilson_interval(successes: float, n: float) -> tuple[float, float, float]:
+    """(rate, low, high): ``successes / n`` and its 95% Wilson score interval. For a rate of
+    yes/no outcomes, where the percentile bootstrap gives 0 of n the point interval [0, 0]
+    (every resample is 0) though n questions cannot show a rate under ~3.8/n.
+
+    >>> [round(x, 4) for x in wilson_interval(0, 72)]
+    [0.0, 0.0, 0.0507]
+    >>> [round(x, 4) for x in wilson_interval(377, 438)]
+    [0.8607, 0.8252, 0.89]
+    """
+    rate, z2 = successes / n, WILSON_Z**2
+    centre = (rate + z2 / (2 * n)) / (1 + z2 / n)
+    half = WILSON_Z * np.sqrt(rate * (1 - rate) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17 off
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return float(rate), float(low), float(high)
+
+
+def share_interval(outcomes) -> tuple[float, float, float]:
+    """(share, low, high) of yes/no outcomes (booleans or 0/1): ``wilson_interval`` of them.
+
+    >>> [round(x, 3) for x in share_interval([True, False, True, True])]
+    [0.75, 0.301, 0.954]
+    """
+    values = np.asarray(outcomes, dtype=float)
+    if not np.isin(values, (0.0, 1.0)).all():
+        raise ValueError("share_interval takes yes/no outcomes; bootstrap_interval takes scores")
+    return wilson_interval(values.sum(), len(values))
+
+
 def ratio_of_sums(pairs: np.ndarray) -> float:
     """``sum(numerator) / sum(denominator)`` of (numerator, denominator) rows; NaN when no row
     counts (a rate over a subset a resample may leave empty: abstention precision when nothing
@@ -105,11 +139,33 @@ def ratio_of_sums(pairs: np.ndarray) -> float:
     return float(pairs[:, 0].sum() / den) if den else float("nan")
 
 
+MAX_UNDEFINED_SHARE = 0.05
+"""More resamples than this without a value (a rate whose denominator a resample left empty)
+and the interval is NaN: one from the rest would be an interval on the resamples that happened
+to include the rare questions, read as if whole."""
+
+
+def interval_text(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
+    """An interval as a report prints it; NaN ends (``_percentiles``) say why there is none.
+
+    >>> interval_text(0.1, 0.25), interval_text(-0.01, 0.2, 4, signed=True)
+    ('[0.100, 0.250]', '[-0.0100, +0.2000]')
+    >>> interval_text(float("nan"), float("nan"))
+    '[no interval: too few resamples define it]'
+    """
+    if np.isnan(low) or np.isnan(high):
+        return "[no interval: too few resamples define it]"
+    spec = f"{'+' if signed else ''}.{digits}f"
+    return f"[{low:{spec}}, {high:{spec}}]"
+
+
 def _percentiles(draws: np.ndarray) -> tuple[float, float]:
-    """The 2.5th and 97.5th percentiles of the draws that are defined (NaN when none is)."""
-    draws = draws[~np.isnan(draws)]
-    if not len(draws):
+    """The 2.5th and 97.5th percentiles of the draws, NaN when over ``MAX_UNDEFINED_SHARE`` of
+    them are undefined."""
+    defined = draws[~np.isnan(draws)]
+    if len(defined) < (1 - MAX_UNDEFINED_SHARE) * len(draws) or not len(defined):
         return float("nan"), float("nan")
+    draws = defined
     lo, hi = np.percentile(draws, [2.5, 97.5])
     return float(lo), float(hi)
 

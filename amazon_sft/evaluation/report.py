@@ -9,11 +9,13 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import orjson
 
 from amazon_sft.atomic import staging_name
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.eval_ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
+from amazon_sft.evaluation import metrics as M
 from amazon_sft.outputs import disk_full
 from amazon_sft.terminal import printable
 
@@ -123,7 +125,7 @@ def render_markdown(result: dict, n_examples: int) -> str:
             row = f"| {label} | " + " | ".join(cells) + " |"
             if "comparison" in result:
                 c = result["comparison"][split][key]
-                row += f" {c['delta']:+.4f} [{c['low']:+.4f}, {c['high']:+.4f}] |"
+                row += f" {c['delta']:+.4f} {M.interval_text(c['low'], c['high'], 4, True)} |"
             lines.append(row)
         lines.append("")
         examples = [r for r in result["rows"] if r["split"] == split][:n_examples]
@@ -188,6 +190,7 @@ def plot(result: dict, path: Path) -> None:
         cmp = [result["comparison"][splits[i]][key] for i in at]
         deltas = [c["delta"] for c in cmp]
         errors = [[c["delta"] - c["low"] for c in cmp], [c["high"] - c["delta"] for c in cmp]]
+        errors = np.nan_to_num(np.array(errors))  # no interval: no bar, not matplotlib's warning
         ax.bar(at, deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.6)
         ax.set_title(f"{SHOWN[key][0]}: tuned - base, 95% CI", fontsize=8)

@@ -66,7 +66,8 @@ def resolve_precision(cfg: RunConfig) -> str:
     """'bf16' where the GPU supports it (or when asked), 'no' (fp32) on CPU."""
     if cfg.train.precision == "fp32":
         return "no"
-    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    # not emulated: a T4 or V100 says True by default and then runs bf16 slowly in software
+    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
     if cfg.train.precision == "bf16":
         if not has_bf16 and torch.cuda.is_available():
             raise UserError(
@@ -322,9 +323,20 @@ def global_grad_norm(accelerator, model, max_norm: float) -> torch.Tensor:
     return norm if torch.is_tensor(norm) else torch.tensor(float(norm))
 
 
+def to_device(values: torch.Tensor, device) -> torch.Tensor:
+    """A small host tensor on ``device`` without making the host wait: on CUDA from pinned
+    memory, non-blocking (a copy from pageable memory waits for the stream's queued work, the
+    previous optimizer step's, before the host can queue the next forward)."""
+    if torch.device(device).type == "cuda":
+        return values.pin_memory().to(device, non_blocking=True)
+    return values.to(device)
+
+
 def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
     """Sum a float64 vector over ranks, on the device: no host synchronisation here."""
-    return accelerator.reduce(values.to(accelerator.device, torch.float64), reduction="sum")
+    return accelerator.reduce(
+        to_device(values.to(torch.float64), accelerator.device), reduction="sum"
+    )
 
 
 def raise_if_any_rank(accelerator, error: UserError | None) -> None:

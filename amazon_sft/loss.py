@@ -43,19 +43,32 @@ def head_calls(label_slots: int, chunk_tokens: int) -> int:
 
 
 def chunked_cross_entropy(
-    head: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, chunk_tokens: int
+    head: nn.Module,
+    hidden: torch.Tensor,
+    labels: torch.Tensor,
+    chunk_tokens: int,
+    label_positions: torch.Tensor | None = None,
 ):
     """(sum of next-token cross-entropy over labelled positions, number of labelled positions).
 
     The labelled positions are split evenly over ``head_calls(...)`` chunks, so no chunk holds
     more than ``chunk_tokens`` and the number of head calls (and of their recomputations in
     backward) is the same on every rank, padding-only batches included (their chunks are empty
-    and still reach every parameter with a zero gradient, as DDP needs).
+    and still reach every parameter with a zero gradient, as DDP needs). ``label_positions``
+    (``PackedBatch.label_positions``, found on the host) selects them without a boolean mask,
+    whose ``nonzero`` makes the host wait for the whole forward on CUDA; without them they are
+    found here.
     """
     targets = labels[:, 1:]
-    selected = targets != IGNORE_INDEX
-    hidden, targets = hidden[:, :-1][selected], targets[selected]
-    n_calls = head_calls(selected.numel(), chunk_tokens)
+    slots = targets.numel()
+    if label_positions is None:
+        label_positions = (targets != IGNORE_INDEX).reshape(-1).nonzero().squeeze(1)
+    # from the [rows, seq - 1] grid to the [rows, seq] one: views of the whole tensors, no copy
+    seq = labels.shape[1]
+    at = label_positions // (seq - 1) * seq + label_positions % (seq - 1)
+    hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, at)
+    targets = labels.reshape(-1).index_select(0, at + 1)
+    n_calls = head_calls(slots, chunk_tokens)
     total = hidden.new_zeros((), dtype=torch.float32)
     for h, t in zip(hidden.tensor_split(n_calls), targets.tensor_split(n_calls)):
         total = total + checkpoint(_chunk_loss, head, h, t, use_reentrant=False)
@@ -97,4 +110,6 @@ class SummedAnswerLoss(nn.Module):
             use_cache=False,
             **boundaries,
         )
-        return chunked_cross_entropy(head, out.last_hidden_state, batch.labels, self.chunk_tokens)
+        return chunked_cross_entropy(
+            head, out.last_hidden_state, batch.labels, self.chunk_tokens, batch.label_positions
+        )

@@ -156,7 +156,7 @@ def load_model(
         else:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant_off)
     if cfg.lora.enabled:
-        model = wrap_lora(model, cfg.lora)
+        model = wrap_lora(model, cfg.lora, dtype if deepspeed else torch.float32)
     return model
 
 
@@ -212,7 +212,10 @@ def peft_quietly() -> Iterator[None]:
         yield
 
 
-def wrap_lora(model, lora: LoraConfig):
+def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.float32):
+    """``model`` with ``lora``'s adapters; every trainable parameter in ``trainable_dtype``:
+    fp32 where autocast computes and the optimizer updates them (its master copy), the base's
+    dtype under DeepSpeed, which runs without autocast and keeps its own fp32 masters."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
 
@@ -240,7 +243,16 @@ def wrap_lora(model, lora: LoraConfig):
         task_type="CAUSAL_LM",
     )
     with peft_quietly():
-        return get_peft_model(model, peft_cfg)
+        model = get_peft_model(model, peft_cfg)
+    # peft upcasts its adapters to fp32 on a bf16 base but leaves the modules_to_save copies in
+    # the base's dtype: plain AdamW then updated them with no fp32 master (a step under bf16's
+    # resolution is lost), and ZeRO-3 refused one parameter group of two dtypes (fp32 copies
+    # would then meet bf16 activations: DeepSpeed runs no autocast). peft copies them whole
+    # (gathered under ZeRO-3), and adapters are made after the load: ordinary tensors to cast.
+    for param in model.parameters():
+        if param.requires_grad and param.dtype != trainable_dtype:
+            param.data = param.data.to(trainable_dtype)
+    return model
 
 
 def parameter_counts(model) -> dict[str, int]:

@@ -28,7 +28,13 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.batch import PackedBatch
 from amazon_sft.data.loader import PackedLoader
-from amazon_sft.distributed import BatchPlan, global_grad_norm, is_deepspeed, reduce_sum
+from amazon_sft.distributed import (
+    BatchPlan,
+    global_grad_norm,
+    is_deepspeed,
+    reduce_sum,
+    to_device,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
@@ -267,7 +273,7 @@ class Trainer:
                 loss_sum = loss_sum + shown
         grad_norm = self.clip_gradients()
         own = [float(stop_signal.requested()), float(self.save_due())]
-        flags = torch.cat([torch.stack([loss_sum, bad]), torch.tensor(own, device=device)])
+        flags = torch.cat([torch.stack([loss_sum, bad]), to_device(torch.tensor(own), device)])
         after = reduce_sum(acc, flags)
         labels, tokens, flops, loss, n_bad, stops, due, norm = torch.cat(
             [before, after, grad_norm.to(device, torch.float64).reshape(1)]

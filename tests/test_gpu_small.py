@@ -72,3 +72,30 @@ def test_the_deepspeed_gradient_norm_stays_on_the_device():
     accelerator = SimpleNamespace(state=SimpleNamespace(deepspeed_plugin=object()))
     engine = SimpleNamespace(get_global_grad_norm=lambda: norm)
     assert global_grad_norm(accelerator, engine, max_norm=1.0) is norm
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_the_loss_and_the_steps_small_copies_make_the_host_wait_for_nothing():
+    """A kernel-contract review: the loss's boolean mask (aten::nonzero) and the step's blocking
+    copies of its small host vectors each made the host wait for the GPU; torch's sync debug
+    mode raises on any synchronising call."""
+    from amazon_sft.data.batch import PackedBatch
+    from amazon_sft.distributed import to_device
+    from amazon_sft.loss import chunked_cross_entropy
+
+    ids = np.arange(24, dtype=np.int64).reshape(2, 12) % 100
+    labels = ids.copy()
+    labels[0, :5] = -100
+    pos = np.array([list(range(5)) + list(range(7)), list(range(12))])
+    batch = PackedBatch.from_rows(ids, labels, pos, [[5, 7], [12]], np.arange(2)).to("cuda")
+    head = torch.nn.Linear(16, 100, bias=False).cuda()
+    hidden = torch.randn(2, 12, 16, device="cuda", requires_grad=True)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        total, _ = chunked_cross_entropy(head, hidden, batch.labels, 8, batch.label_positions)
+        total.backward()
+        flags = to_device(torch.tensor([1.0, 0.0], dtype=torch.float64), "cuda")
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(total).item() and flags.tolist() == [1.0, 0.0]

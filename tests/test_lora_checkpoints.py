@@ -269,3 +269,38 @@ def test_a_misspelt_module_to_save_is_refused_not_trained_as_nothing(tiny_model_
     wrapped = wrap_lora(model, LoraConfig(modules_to_save=["head"]))  # peft: lm_head ends so
     trained = [n for n, p in wrapped.named_parameters() if p.requires_grad and "lora_" not in n]
     assert trained and all("lm_head" in n for n in trained)
+
+
+def test_every_trainable_parameter_is_fp32_on_a_bf16_base(tiny_model_dir):
+    """A kernel-contract review: on a bf16 LoRA base peft upcasts its adapters to fp32 but left
+    the lora.modules_to_save copies bf16, so plain AdamW updated them without an fp32 master
+    (an update under bf16's resolution is lost), and ZeRO-3 refused the mixed dtypes (below)."""
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.config import LoraConfig
+    from amazon_sft.modeling import wrap_lora
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+    wrapped = wrap_lora(model, LoraConfig(modules_to_save=["lm_head"]))
+    trained = {n: p.dtype for n, p in wrapped.named_parameters() if p.requires_grad}
+    assert any("modules_to_save" in n for n in trained)
+    assert set(trained.values()) == {torch.float32}, trained
+    frozen = {p.dtype for p in wrapped.parameters() if not p.requires_grad}
+    assert frozen == {torch.bfloat16}  # the base stays as loaded
+
+
+@pytest.mark.e2e
+def test_zero3_lora_in_bf16_with_a_module_to_save_trains(prepared, mistral_model_dir, tmp_path):
+    """The same review, on CPU in bf16 as a GPU runs it (the 2-rank tier runs fp32): ZeRO-3
+    stopped in accelerator.prepare on `assert len(set(t.dtype for t in tensors)) == 1`."""
+    from .conftest import free_port
+
+    accelerate = str(Path(sys.executable).with_name("accelerate"))
+    cmd = [accelerate, "launch", "--quiet", "--config_file", "launch/accelerate/zero3.yaml",
+           "--num_processes", "1", "--main_process_port", str(free_port()),
+           str(REPO / "amazon_sft" / "train.py"), "--config", "tiny",
+           *train_overrides(prepared, mistral_model_dir, tmp_path / "run", "train.max_steps=2",
+                            "train.precision=bf16", "lora.enabled=true", "lora.modules_to_save=[lm_head]")]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()

@@ -385,3 +385,42 @@ def test_a_model_the_attention_paths_cannot_compute_is_refused(fields, needle):
     if "head_dim" in fields:  # per-document SDPA takes any head size
         check_supported(config, "sdpa_per_document", "m")
     check_supported(SimpleNamespace(**base), "varlen_attn", "m")
+
+
+def test_a_gpu_older_than_ampere_trains_fp32_not_emulated_bf16(monkeypatch):
+    """A kernel-contract review: torch.cuda.is_bf16_supported() says True on a T4 or V100 by
+    default (bf16 emulated, slowly: including_emulation=True), so ``auto`` picked bf16 there and
+    ``train.precision=bf16`` was never refused. Stand-in: an sm_75 card as torch 2.13 answers."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.distributed import resolve_precision
+    from amazon_sft.errors import UserError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation)  # fmt: skip
+    assert resolve_precision(load_run_config("tiny", ["train.precision=auto"])) == "no"
+    with pytest.raises(UserError, match="this GPU has no bf16"):
+        resolve_precision(load_run_config("tiny", ["train.precision=bf16"]))
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
+    assert resolve_precision(load_run_config("tiny", ["train.precision=auto"])) == "bf16"
+
+
+def test_the_loss_selects_answer_positions_found_on_the_host_without_a_device_nonzero():
+    """A kernel-contract review: the boolean mask over labels ran aten::nonzero twice a
+    micro-batch, which on CUDA makes the host wait for the whole decoder forward before it can
+    queue the head and backward (the docstrings said one host synchronisation a step). The
+    batch carries the positions, found by numpy on the host; the loss is unchanged."""
+    from torch.profiler import profile
+
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 50, bias=False)
+    ids = np.random.default_rng(0).integers(3, 50, size=(2, 9))
+    labels = ids.copy()
+    labels[0, :4] = labels[1, 6:] = -100
+    batch = PackedBatch.from_rows(ids, labels, np.tile(np.arange(9), (2, 1)), [[9], [9]], np.arange(2))  # fmt: skip
+    hidden = torch.randn(2, 9, 8)
+    with profile() as prof:
+        total, n = chunked_cross_entropy(head, hidden, batch.labels, 4, batch.label_positions)
+    assert not [e.name for e in prof.events() if "nonzero" in e.name]
+    ref, ref_n = chunked_cross_entropy(head, hidden, batch.labels, 4)  # positions found here
+    torch.testing.assert_close(total, ref)
+    assert n == ref_n == batch.label_tokens == int((batch.labels[:, 1:] != -100).sum())

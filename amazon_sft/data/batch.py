@@ -61,11 +61,15 @@ class PackedBatch:
     """Real documents of each row, in tokens (no padding); an empty list for a padding row."""
     rows: torch.Tensor
     """int64 [rows]: global row index in the prepared shards, -1 for a padding row."""
+    label_positions: torch.Tensor
+    """int64 [label tokens]: flat indices into the [rows, seq - 1] positions whose next token is
+    a label, found on the host, so the loss selects them on the device without a
+    data-dependent ``nonzero`` (a host synchronisation per micro-batch on CUDA)."""
 
     @property
     def label_tokens(self) -> int:
         """Positions whose next token is a label: what the summed loss is summed over."""
-        return int((self.labels[:, 1:] != IGNORE_INDEX).sum())
+        return self.label_positions.numel()
 
     @property
     def real_tokens(self) -> int:
@@ -76,7 +80,7 @@ class PackedBatch:
         """The tensors on ``device`` (non-blocking from pinned memory where possible)."""
         move = {
             k: getattr(self, k).to(device, non_blocking=True)
-            for k in ("input_ids", "labels", "position_ids", "cu_seqlens")
+            for k in ("input_ids", "labels", "position_ids", "cu_seqlens", "label_positions")
         }
         return replace(self, **move)
 
@@ -99,4 +103,7 @@ class PackedBatch:
             max_segment_len=max(segments),
             doc_lens=doc_lens,
             rows=torch.from_numpy(np.asarray(rows, dtype=np.int64)),
+            label_positions=torch.from_numpy(
+                np.flatnonzero(labels[:, 1:] != IGNORE_INDEX).astype(np.int64)
+            ),
         )

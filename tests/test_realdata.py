@@ -33,4 +33,5 @@ def test_real_rows_clean_split_and_pack(tmp_path):
     assert not any(
         "&#8217;" in r["content"] or "This text refers to" in r["content"] for r in catalogue
     )
+    assert not any(r["content"].endswith(" of this title.") for r in catalogue)  # the note's tail
     assert len(PackedShards(tmp_path / "out")) == m.rows

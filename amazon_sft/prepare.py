@@ -124,6 +124,14 @@ class _Streamed:
     seconds: dict
 
 
+def _refuse_nothing_left(input_path, cfg, streamed: _Streamed) -> None:
+    skipped = streamed.dropped + streamed.encoder.dropped
+    raise UserError(
+        f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
+        f"{dict(skipped)}); {nothing_left_remedy(skipped, cfg.data.max_seq_len)}"
+    )
+
+
 def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) -> Manifest:
     """The stages, in order; each one's time is reported."""
     started = time.perf_counter()
@@ -131,14 +139,12 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     heldout = heldout_mask(split_groups(*cleaned.hashes), cfg.data.heldout_fraction)
     streamed = _split_encode(staging, cfg.data, tok, fmt, cleaned, heldout)
     if cfg.data.grounded_fraction > 0:
+        if not (staging / "catalogue.jsonl").stat().st_size:  # before indexing nothing
+            _refuse_nothing_left(input_path, cfg, streamed)
         _add_grounded(staging, cfg.data, tok, fmt, streamed, progress)
     doc_lens = streamed.spill.finish()
     if len(doc_lens) == 0:
-        skipped = streamed.dropped + streamed.encoder.dropped
-        raise UserError(
-            f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
-            f"{dict(skipped)}); {nothing_left_remedy(skipped, cfg.data.max_seq_len)}"
-        )
+        _refuse_nothing_left(input_path, cfg, streamed)
     pad_id = choose_pad_id(tok)
     shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)
     for name, probe in streamed.probes.items():

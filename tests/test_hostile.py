@@ -194,6 +194,21 @@ def test_prepare_input(damage, catalogue, tmp_path, capsys):
     assert not out.exists() and not left, "partial output left"
 
 
+@pytest.mark.parametrize(
+    "text", ["# A README, not JSON lines\n", '{"title": "", "content": "x"}\n']
+)
+def test_a_grounded_prepare_of_a_file_no_row_survives_names_the_file(text, tmp_path, capsys):
+    """A new user's walkthrough: with the grounded config, a file whose every line was skipped
+    ended in "<out>.tmp-.../catalogue.jsonl is empty: nothing to index", a temporary folder's
+    name, where the default config names the file, the skip reasons and the remedy."""
+    src = tmp_path / "README.md"
+    src.write_text(text)
+    code, err = _run_cli(capsys, "prepare", str(src), "--out", str(tmp_path / "out"), "--config",
+                         "tiny", "data.grounded_fraction=1.0", "--quiet")  # fmt: skip
+    _assert_one_line(code, err, "prepare", str(src))
+    assert "filtered out" in err and ".tmp-" not in err, err
+
+
 @pytest.fixture()
 def prepared_copy(prepared, tmp_path) -> Path:
     copy = tmp_path / "data"

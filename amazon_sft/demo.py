@@ -225,6 +225,7 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
         str(run_dir),
         "--out",
         str(out),
+        "--overwrite",  # the demo folder's own report, made again by each make demo
         "--max-new-tokens",
         str(args.max_new_tokens),
         *extra,

@@ -47,9 +47,10 @@ def _eval_digests(out_dir: Path) -> dict | None:
     return files if isinstance(files, dict) else None
 
 
-def check_eval_dir(out_dir: Path) -> None:
+def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
-    changed since it wrote them (read-only: every rank may call it, before any model loads)."""
+    changed since it wrote them, or (without ``overwrite``) an earlier report at all
+    (read-only: every rank may call it, before any model loads)."""
     if out_dir.is_symlink() and not out_dir.exists():
         raise UserError(
             f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
@@ -74,6 +75,11 @@ def check_eval_dir(out_dir: Path) -> None:
                 f"--out {out_dir}: {listing(changed)} changed since eval wrote it (or eval did "
                 "not write it): the report would replace it; move it out or choose another --out"
             )
+    if present and not overwrite:  # a new user's base-vs-tuned report went without a word
+        raise UserError(
+            f"--out {out_dir} already holds an eval report ({listing(present)}): pass "
+            "--overwrite to replace it, or choose another --out"
+        )
 
 
 def record_eval_files(out_dir: Path, files: dict[str, list[str]]) -> None:

@@ -389,9 +389,10 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
         (["--meaning-weight", "4"], "--meaning-weight"),  # no retrieval without --questions
         (["--questions", str(questions), "--meaning-weight", "-1"], "--meaning-weight"),
     ):
-        proc = _eval(
-            "--data", str(prepared), "--model", base, "--out", str(out), *extra, *overrides
-        )
+        proc = _eval(  # a new --out: the report above is refused without --overwrite
+            "--data", str(prepared), "--model", base, "--out", str(tmp_path / "r2"), *extra,
+            *overrides,
+        )  # fmt: skip
         assert proc.returncode == 2 and named in proc.stderr, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr
 

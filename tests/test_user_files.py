@@ -37,7 +37,7 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     """``eval --out`` wrote report.md, report.json, answers.jsonl over the user's files of those
     names. Now a folder holding one of them without eval's marker is refused before any model
     loads; a folder eval wrote (marker, or a report.json of an eval from before the marker) is
-    written again."""
+    written again with --overwrite (a new user's walkthrough: without it, refused)."""
     from amazon_sft.eval_ownership import EVAL_MARKER
 
     out = tmp_path / "eval"
@@ -56,15 +56,20 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
     assert code == 0, err[-2000:]
     assert (out / EVAL_MARKER).is_file() and (out / "mine.txt").read_text() == "mine\n"
-    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
-    assert code == 0, err[-2000:]  # its own report is written again
+    again = [*base, "--questions", str(questions), "--max-new-tokens", "2"]
+    before = (out / "report.json").read_bytes()
+    code, err = _run_cli(capsys, *again)  # a new user's base-vs-tuned report went without a word
+    _one_line(code, err, "eval", "already holds an eval report", "--overwrite")
+    assert (out / "report.json").read_bytes() == before
+    code, err = _run_cli(capsys, *again, "--overwrite")
+    assert code == 0, err[-2000:]  # its own report is written again when asked
     (out / "report.md").write_text("# my notes on it\n")  # edited since: the user's now
-    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    code, err = _run_cli(capsys, *again, "--overwrite")
     _one_line(code, err, "eval", "report.md", "changed since")
     assert (out / "report.md").read_text() == "# my notes on it\n"
     (out / "report.md").unlink()
     (out / EVAL_MARKER).unlink()  # an eval folder from before the marker: report.json proves it
-    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    code, err = _run_cli(capsys, *again, "--overwrite")
     assert code == 0, err[-2000:]
 
 
@@ -269,7 +274,7 @@ def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path,
         json.dumps({"question": "a red kayak", "uid": "absent", "kind": "absent"}) + "\n"
     )
     args = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
-    args += ["--questions", str(questions), "--max-new-tokens", "2"]
+    args += ["--questions", str(questions), "--max-new-tokens", "2", "--overwrite"]
     with OutputLock(out, "a first eval"):
         code, err = _run_cli(capsys, *args)
     _one_line(code, err, "eval", "being written by another process", "a first eval")

@@ -70,6 +70,11 @@ def parse_args(argv):
         help="share of GPU memory vLLM may take (its gpu_memory_utilization)",
     )
     p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier report in --out (never files eval did not write)",
+    )
     end_to_end_run.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_args(argv)
@@ -86,7 +91,7 @@ def parse_args(argv):
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
     check_output_folder(args.out, "--out", replaced_whole=False)  # files replaced one by one
-    check_eval_dir(Path(args.out))  # before any model loads: a report of the user's is refused
+    check_eval_dir(Path(args.out), args.overwrite)  # before any model loads
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:
         raise UserError(f"--splits: unknown {sorted(bad)}; use heldout and/or seen")

@@ -13,13 +13,11 @@ renamed into place.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import itertools
 import shutil
 import time
 from array import array
-from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,14 +27,14 @@ import orjson
 from tqdm import tqdm
 
 from amazon_sft import __version__
-from amazon_sft.answering.index import CatalogueIndex, build_index
 from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.bounds import check_prepare_bounds
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber, nothing_left_remedy
-from amazon_sft.data.grounded import GroundedBuilder, build_batches, uid_share, worker_count
+from amazon_sft.data.grounded import uid_share
+from amazon_sft.data.grounded_stage import add_grounded, batched
 from amazon_sft.data.manifest import Manifest, write_manifest
 from amazon_sft.data.near_duplicates import NearDuplicateKeys
 from amazon_sft.data.packing import build_row, pack_bfd
@@ -52,6 +50,7 @@ from amazon_sft.data.split import (
     split_groups,
     title_hash,
 )
+from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full
@@ -108,23 +107,7 @@ def prepare(
     return manifest
 
 
-@dataclass
-class _Streamed:
-    """What the streaming stage leaves for the next ones."""
-
-    spill: Spill
-    encoder: DocumentEncoder
-    stats: ReadStats
-    dropped: Counter
-    scrubbed: int
-    modified: dict
-    counts: dict
-    hist: dict
-    probes: dict
-    seconds: dict
-
-
-def _refuse_nothing_left(input_path, cfg, streamed: _Streamed) -> None:
+def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:
     skipped = streamed.dropped + streamed.encoder.dropped
     raise UserError(
         f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
@@ -141,7 +124,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     if cfg.data.grounded_fraction > 0:
         if not (staging / "catalogue.jsonl").stat().st_size:  # before indexing nothing
             _refuse_nothing_left(input_path, cfg, streamed)
-        _add_grounded(staging, cfg.data, tok, fmt, streamed, progress)
+        add_grounded(staging, cfg.data, tok, fmt, streamed, progress)
     doc_lens = streamed.spill.finish()
     if len(doc_lens) == 0:
         _refuse_nothing_left(input_path, cfg, streamed)
@@ -208,7 +191,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     return _Cleaned(path, hashes, stats, cleaner, scrub, hist, time.perf_counter() - started)
 
 
-def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarray) -> _Streamed:
+def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarray) -> Streamed:
     """Stage 2: write the catalogue with each row's split and the probes, and tokenize the
     closed-book documents (in a worker thread while the next batch is read)."""
     started = time.perf_counter()
@@ -261,7 +244,7 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
 
     with ThreadPoolExecutor(max_workers=1) as pool:
         pending = None
-        for batch in _batched(itertools.chain(sample, docs), data.tokenize_batch_docs):
+        for batch in batched(itertools.chain(sample, docs), data.tokenize_batch_docs):
             future = pool.submit(encode, batch)  # tokenizes while the next batch is read
             if pending is not None:
                 t_tokenize += _collect(pending, spill, hist)
@@ -273,7 +256,7 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
         "split_tokenize": time.perf_counter() - started,
         "tokenize_worker": t_tokenize,
     }
-    return _Streamed(
+    return Streamed(
         spill,
         encoder,
         cleaned.stats,
@@ -287,63 +270,7 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
     )
 
 
-def _add_grounded(staging: Path, data, tok, fmt, streamed: _Streamed, progress: bool) -> None:
-    """Stage 2: index the catalogue (answering uses the same index), then write one grounded
-    example for each picked training product, its records retrieved from the training split."""
-    started = time.perf_counter()
-    build_index(staging)
-    streamed.seconds["grounded_index"] = time.perf_counter() - started
-    # mapped, not read: with workers the parent only counts, and its pages are the workers' too
-    builder = GroundedBuilder(CatalogueIndex(staging, mmap=True), fmt, tok, data)
-
-    def picked():
-        with open(staging / "catalogue.jsonl", "rb") as fh:
-            for line in fh:
-                rec = orjson.loads(line)
-                if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
-                    yield from ({**rec, "variant": n} for n in range(data.grounded_questions))
-
-    total = sum(1 for _ in picked())
-    workers = worker_count(data.grounded_workers, total)
-    bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
-    batches = build_batches(builder, _batched(picked(), 256), workers, staging)
-    with contextlib.closing(batches):  # a refusal below stops the workers at once
-        for n, examples in enumerate(batches):
-            enc = streamed.encoder.encode_pairs(
-                [e.prompt for e in examples], [e.answer for e in examples]
-            )
-            if n == 0:
-                _check_grounded_fit(data, len(examples), len(enc.doc_lens))
-            streamed.spill.add(enc)
-            _count_grounded(streamed, enc)
-            bar.update(len(examples))
-    bar.close()
-    streamed.counts.update(builder.counts)
-    streamed.counts["grounded_workers"] = workers
-    streamed.seconds["grounded"] = time.perf_counter() - started
-
-
-def _check_grounded_fit(data, built: int, kept: int) -> None:
-    """A grounded answer is never cut (it ends with its citation): an example longer than
-    ``max_seq_len`` is dropped. When most of the first batch is, the run would write a dataset
-    without the grounded examples asked for: refused before the rest is built."""
-    if built and kept < built / 2:
-        raise UserError(
-            f"data.max_seq_len={data.max_seq_len} holds {kept} of the first {built} grounded "
-            f"examples ({data.context_records} records of up to {data.context_record_tokens} "
-            f"tokens, then an answer of up to {data.max_answer_tokens}): raise "
-            "data.max_seq_len, or lower data.context_record_tokens / data.context_records / "
-            "data.max_answer_tokens"
-        )
-
-
-def _count_grounded(streamed: _Streamed, enc) -> None:
-    for p, a in zip(enc.prompt_lens, enc.answer_lens):
-        streamed.hist["prompt_tokens"].add(p)
-        streamed.hist["answer_tokens"].add(a)
-
-
-def _pack_and_write(staging: Path, data, streamed: _Streamed, doc_lens, pad_id: int):
+def _pack_and_write(staging: Path, data, streamed: Streamed, doc_lens, pad_id: int):
     """Stage 3: one best-fit-decreasing pass over every document, then the shards."""
     t0 = time.perf_counter()
     bins = pack_bfd(doc_lens, data.max_seq_len)
@@ -389,9 +316,3 @@ def _collect(future, spill: Spill, hist: dict) -> float:
     hist["prompt_tokens"].add_many(enc.prompt_lens)
     hist["answer_tokens"].add_many(enc.answer_lens)
     return seconds
-
-
-def _batched(items, size: int):
-    it = iter(items)
-    while batch := list(itertools.islice(it, size)):
-        yield batch

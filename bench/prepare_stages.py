@@ -30,7 +30,8 @@ STAGES = ("read_clean", "split_tokenize", "grounded", "pack", "write", "total")
 WRAPPED = {
     "_read_clean": "read_clean",
     "_split_encode": "split_tokenize",
-    "_add_grounded": "grounded",
+    "_add_grounded": "grounded",  # checkouts before amazon_sft/data/grounded_stage.py
+    "add_grounded": "grounded",  # prepare's name for it since
     "_pack_and_write": "pack_write",
 }
 SKIPPED_FILES = {"report.json", "report.md"}

@@ -1,0 +1,79 @@
+"""prepare's grounded stage: index the catalogue, then one grounded example per picked training
+product, its records retrieved for its question (``data.grounded``), tokenized into the spill."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from pathlib import Path
+
+import orjson
+from tqdm import tqdm
+
+from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.data.grounded import GroundedBuilder, build_batches, worker_count
+from amazon_sft.data.streamed import Streamed
+from amazon_sft.errors import UserError
+
+
+def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bool) -> None:
+    """Stage 2: index the catalogue (answering uses the same index), then write one grounded
+    example for each picked training product, its records retrieved from the training split."""
+    started = time.perf_counter()
+    build_index(staging)
+    streamed.seconds["grounded_index"] = time.perf_counter() - started
+    # mapped, not read: with workers the parent only counts, and its pages are the workers' too
+    builder = GroundedBuilder(CatalogueIndex(staging, mmap=True), fmt, tok, data)
+
+    def picked():
+        with open(staging / "catalogue.jsonl", "rb") as fh:
+            for line in fh:
+                rec = orjson.loads(line)
+                if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
+                    yield from ({**rec, "variant": n} for n in range(data.grounded_questions))
+
+    total = sum(1 for _ in picked())
+    workers = worker_count(data.grounded_workers, total)
+    bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
+    batches = build_batches(builder, batched(picked(), 256), workers, staging)
+    with contextlib.closing(batches):  # a refusal below stops the workers at once
+        for n, examples in enumerate(batches):
+            enc = streamed.encoder.encode_pairs(
+                [e.prompt for e in examples], [e.answer for e in examples]
+            )
+            if n == 0:
+                _check_grounded_fit(data, len(examples), len(enc.doc_lens))
+            streamed.spill.add(enc)
+            _count_grounded(streamed, enc)
+            bar.update(len(examples))
+    bar.close()
+    streamed.counts.update(builder.counts)
+    streamed.counts["grounded_workers"] = workers
+    streamed.seconds["grounded"] = time.perf_counter() - started
+
+
+def _check_grounded_fit(data, built: int, kept: int) -> None:
+    """A grounded answer is never cut (it ends with its citation): an example longer than
+    ``max_seq_len`` is dropped. When most of the first batch is, the run would write a dataset
+    without the grounded examples asked for: refused before the rest is built."""
+    if built and kept < built / 2:
+        raise UserError(
+            f"data.max_seq_len={data.max_seq_len} holds {kept} of the first {built} grounded "
+            f"examples ({data.context_records} records of up to {data.context_record_tokens} "
+            f"tokens, then an answer of up to {data.max_answer_tokens}): raise "
+            "data.max_seq_len, or lower data.context_record_tokens / data.context_records / "
+            "data.max_answer_tokens"
+        )
+
+
+def _count_grounded(streamed: Streamed, enc) -> None:
+    for p, a in zip(enc.prompt_lens, enc.answer_lens):
+        streamed.hist["prompt_tokens"].add(p)
+        streamed.hist["answer_tokens"].add(a)
+
+
+def batched(items, size: int):
+    it = iter(items)
+    while batch := list(itertools.islice(it, size)):
+        yield batch

@@ -327,9 +327,9 @@ def to_device(values: torch.Tensor, device) -> torch.Tensor:
     """A small host tensor on ``device`` without making the host wait: on CUDA from pinned
     memory, non-blocking (a copy from pageable memory waits for the stream's queued work, the
     previous optimizer step's, before the host can queue the next forward)."""
-    if torch.device(device).type == "cuda":
+    if torch.device(device).type == "cuda" and values.device.type == "cpu":
         return values.pin_memory().to(device, non_blocking=True)
-    return values.to(device)
+    return values.to(device, non_blocking=True)  # on the device already: nothing to pin
 
 
 def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:

@@ -36,7 +36,9 @@ def per_example(asked: list[dict], model: str, split: str) -> dict[str, list]:
     plain = [strip_citations(a) for a in answers]
     out = {"rougeL": M.rouge_scores(plain, [r["reference"] for r in asked])["rougeL"]}
     if split.endswith("grounded"):
-        out["citation_accuracy"] = [cited_uids(a) == [r["uid"]] for a, r in zip(answers, asked)]
+        out["citation_accuracy"] = [  # an abstention is none, whatever it cites (eval's rule)
+            cited_uids(a) == [r["uid"]] and not is_abstention(a) for a, r in zip(answers, asked)
+        ]
         out["false_abstention"] = [is_abstention(a) for a in answers]
     if split.endswith("absent"):
         out["abstention_accuracy"] = [is_abstention(a) for a in answers]

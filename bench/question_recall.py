@@ -58,7 +58,12 @@ def ranks(questions_file: Path, catalogue: Path, k: int, meaning_weight: float) 
 
     with tempfile.TemporaryDirectory() as tmp:
         shutil.copy(catalogue, Path(tmp) / "catalogue.jsonl")
-        index = CatalogueIndex(tmp, meaning_weight=meaning_weight)
+        # words only as a checkout from before meaning builds it (a --base may be one)
+        index = (
+            CatalogueIndex(tmp, meaning_weight=meaning_weight)
+            if meaning_weight
+            else CatalogueIndex(tmp)
+        )
         titles = {}
         for i in range(len(index)):
             rec = index.record(i)

@@ -99,3 +99,29 @@ def test_the_loss_and_the_steps_small_copies_make_the_host_wait_for_nothing():
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(total).item() and flags.tolist() == [1.0, 0.0]
+
+
+def test_a_vector_already_on_the_device_is_not_pinned(monkeypatch):
+    """A review of the pinned copies: the step's flags are on the GPU already when reduce_sum
+    takes them, and ``pin_memory`` of a CUDA tensor raises ("only dense CPU tensors can be
+    pinned"): every GPU step would have crashed. Stand-ins: a meta tensor, a recorded pin."""
+    from amazon_sft.distributed import to_device
+
+    pinned = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t.device) or t)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: t)
+    to_device(torch.zeros(2, device="meta"), "cuda:0")
+    assert pinned == []
+    to_device(torch.zeros(2), "cuda:0")  # a host vector: pinned, then copied non-blocking
+    assert pinned == [torch.device("cpu")]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_reduce_sum_takes_host_and_device_vectors_on_cuda():
+    from types import SimpleNamespace
+
+    from amazon_sft.distributed import reduce_sum
+
+    acc = SimpleNamespace(device=torch.device("cuda"), reduce=lambda v, reduction: v)
+    for values in (torch.ones(3), torch.ones(3, device="cuda")):
+        assert reduce_sum(acc, values).tolist() == [1.0, 1.0, 1.0]

@@ -4,7 +4,6 @@ answer is scored: ``end_to_end``."""
 
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -15,7 +14,7 @@ from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation import question_file as QF
-from amazon_sft.evaluation.report import md_text, write_rows, write_staged
+from amazon_sft.evaluation.report import json_text, md_text, write_rows, write_staged
 
 TITLE = "End to end: free-form questions through ask's Answerer (real retrieval, k records)"
 
@@ -207,7 +206,7 @@ def write_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
     write_staged(
         out_dir,
         {
-            "report.json": lambda path: path.write_text(json.dumps(result, indent=2)),
+            "report.json": lambda path: path.write_text(json_text(result)),
             "answers.jsonl": lambda path: write_rows(path, rows),
             "report.md": lambda path: path.write_text(render_markdown(result, rows)),
         },

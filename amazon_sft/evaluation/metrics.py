@@ -145,15 +145,18 @@ and the interval is NaN: one from the rest would be an interval on the resamples
 to include the rare questions, read as if whole."""
 
 
-def interval_text(low: float, high: float, digits: int = 3, signed: bool = False) -> str:
-    """An interval as a report prints it; NaN ends (``_percentiles``) say why there is none.
+def interval_text(low, high, digits: int = 3, signed: bool = False) -> str:
+    """An interval as a report prints it; NaN ends (``_percentiles``; ``null`` once read back
+    from report.json) say why there is none.
 
     >>> interval_text(0.1, 0.25), interval_text(-0.01, 0.2, 4, signed=True)
     ('[0.100, 0.250]', '[-0.0100, +0.2000]')
-    >>> interval_text(float("nan"), float("nan"))
+    >>> interval_text(float("nan"), float("nan")) == interval_text(None, None)
+    True
+    >>> interval_text(None, None)
     '[no interval: too few resamples define it]'
     """
-    if np.isnan(low) or np.isnan(high):
+    if low is None or high is None or np.isnan(low) or np.isnan(high):
         return "[no interval: too few resamples define it]"
     spec = f"{'+' if signed else ''}.{digits}f"
     return f"[{low:{spec}}, {high:{spec}}]"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import json
 import os
 import re
 import shutil
@@ -46,13 +45,26 @@ ORACLE_NOTE = (
 )
 
 
+def json_text(result: dict) -> str:
+    """A report as strict JSON: an undefined figure (NaN: an interval too few resamples define)
+    is ``null``, which jq and browsers read; ``json.dumps`` wrote ``NaN``, which they refuse.
+
+    >>> print(json_text({"low": float("nan"), "value": 0.5}))
+    {
+      "low": null,
+      "value": 0.5
+    }
+    """
+    return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
+
+
 def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
     """The four report files into ``out_dir`` (``write_staged``)."""
     write_staged(
         out_dir,
         {
             "report.json": lambda path: path.write_text(
-                json.dumps({k: v for k, v in result.items() if k != "rows"}, indent=2)
+                json_text({k: v for k, v in result.items() if k != "rows"})
             ),
             "answers.jsonl": lambda path: write_rows(path, result["rows"]),
             "report.md": lambda path: path.write_text(render_markdown(result, n_examples)),

@@ -324,9 +324,10 @@ def global_grad_norm(accelerator, model, max_norm: float) -> torch.Tensor:
 
 
 def to_device(values: torch.Tensor, device) -> torch.Tensor:
-    """A small host tensor on ``device`` without making the host wait: on CUDA from pinned
-    memory, non-blocking (a copy from pageable memory waits for the stream's queued work, the
-    previous optimizer step's, before the host can queue the next forward)."""
+    """A small tensor on ``device`` without making the host wait: a host tensor goes to CUDA
+    from pinned memory, non-blocking (a copy from pageable memory waits for the stream's queued
+    work, the previous optimizer step's, before the host can queue the next forward); one on
+    the device already stays (``pin_memory`` of a CUDA tensor raises)."""
     if torch.device(device).type == "cuda" and values.device.type == "cpu":
         return values.pin_memory().to(device, non_blocking=True)
     return values.to(device, non_blocking=True)  # on the device already: nothing to pin

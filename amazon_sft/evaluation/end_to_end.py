@@ -69,7 +69,20 @@ def quotes_another(sources: list[dict], cited: str) -> bool:
     """
     own = next((s.get("answer_rougeL") for s in sources if s["uid"] == cited), None)
     others = [s["answer_rougeL"] for s in sources if s["uid"] != cited and "answer_rougeL" in s]
-    return own is not None and bool(others) and max(others) > own + QUOTE_MARGIN
+    return own is not None and closer_to_another(own, others)
+
+
+def closer_to_another(credited: float, others: list[float]) -> bool:
+    """The one rule, end to end and with oracle context: an answer quotes another record when
+    its ROUGE-L against one it does not cite beats the one it credits by ``QUOTE_MARGIN`` (a
+    bare citation overlaps nothing, so it quotes nothing).
+
+    >>> closer_to_another(0.04, [0.2]), closer_to_another(0.85, [0.9]), closer_to_another(0.0, [0.0])
+    (True, False, False)
+    >>> closer_to_another(0.3, [])
+    False
+    """
+    return max(others, default=0.0) > credited + QUOTE_MARGIN
 
 
 def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]) -> Outcome:

@@ -27,7 +27,7 @@ from amazon_sft.errors import UserError, permission_denied
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
-from amazon_sft.evaluation.end_to_end import QUOTE_MARGIN
+from amazon_sft.evaluation.end_to_end import closer_to_another
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device, saved_folder
@@ -177,7 +177,7 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     - citation_accuracy: the answer cites the asked product's uid and no other, and does not
       abstain;
     - wrong_record_cited: it cites a record, but its text is closer (ROUGE-L, by more than
-      ``QUOTE_MARGIN``) to a record of the context it does not cite: it quotes one product and
+      ``end_to_end.QUOTE_MARGIN``) to a record of the context it does not cite: it quotes one product and
       credits another;
     - false_abstention: it says the product is missing when its record was there;
     - abstention_accuracy (right record left out): it says the product is missing.
@@ -201,8 +201,8 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
         # clearly closer to a record it does not cite (as end to end's ``quotes_another``): a
         # bare citation overlaps none, and argmax of all zeros named the first record
         credited = max((o for o, r in zip(overlap, it.context) if r.uid in uids), default=0.0)
-        quoted = max((o for o, r in zip(overlap, it.context) if r.uid not in uids), default=0.0)
-        wrong.append(float(quoted > credited + QUOTE_MARGIN))
+        others = [o for o, r in zip(overlap, it.context) if r.uid not in uids]
+        wrong.append(float(closer_to_another(credited, others)))
     return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}
 
 

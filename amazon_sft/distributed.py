@@ -281,11 +281,20 @@ def check_launched(cfg: RunConfig) -> None:
 
 def check_world(accelerator) -> None:
     """A launcher that meant N processes but started one (``accelerate launch --cpu``) must not
-    pass for a distributed run."""
+    pass for a distributed run, nor N processes that accelerate runs each alone."""
+    from accelerate.utils import DistributedType
+
     expected = world_size_from_env()
     if accelerator.num_processes != expected:
         raise UserError(
             f"accelerate sees {accelerator.num_processes} processes but WORLD_SIZE={expected}"
+        )
+    if accelerator.num_processes > 1 and accelerator.distributed_type == DistributedType.NO:
+        # accelerate starts gloo, then runs each process alone: no DDP, no reduce (a review)
+        raise UserError(
+            f"accelerate runs each of the {accelerator.num_processes} processes alone (no GPU, "
+            "so no --multi_gpu): on CPU launch with ACCELERATE_USE_CPU=true accelerate launch "
+            "--multi_gpu --num_processes N (launch/train_local.sh CPU=1 does)"
         )
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         actual = torch.distributed.get_world_size()

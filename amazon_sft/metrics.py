@@ -38,7 +38,8 @@ PEAK_BF16_TFLOPS = (
 )
 MFU_FORMULA = (
     "((6*N_trained + 4*N_frozen)*tokens + (6|4)*N_head*answer_tokens"
-    " + 6*layers*hidden*sum(doc_len^2)) / (seconds * peak); N without the input embedding"
+    " + 6*layers*hidden*sum(doc_len^2)) / (seconds * peak); N without the input embedding;"
+    " peak: the card's dense bf16 peak, whatever the run's precision"
 )
 
 
@@ -79,14 +80,15 @@ class FlopCounter:
         """Counts read from the model itself; tied input/output embeddings are charged once, as
         the head (the lookup costs no FLOPs)."""
         base = lm.get_base_model() if hasattr(lm, "get_base_model") else lm
-        embed = base.get_input_embeddings().weight
+        # LoRA's modules_to_save wraps the embedding: its frozen original and trained copy
+        embedding = {id(p) for p in base.get_input_embeddings().parameters()}
         head = base.get_output_embeddings().weight
         trained = frozen = 0
         head_trained = False
         for name, p in lm.named_parameters():
             if p is head or "lm_head" in name:  # LoRA's modules_to_save keeps a trained copy
                 head_trained = head_trained or p.requires_grad
-            elif p is embed:
+            elif id(p) in embedding:
                 continue
             elif p.requires_grad:
                 trained += _numel(p)

@@ -310,6 +310,22 @@ def test_flop_counter_leaves_out_the_input_embedding(saved_models, tiny_tok):
         assert c.n_trained == total - vocab_x_hidden - untied and c.n_frozen == 0
 
 
+def test_flop_counter_leaves_out_both_embeddings_of_lora_modules_to_save(saved_models):
+    """LoRA with ``modules_to_save=["embed_tokens"]`` keeps the frozen embedding beside its
+    trained copy; the frozen one was charged as body weight (4 V d a token, ~7.5% of MFU on
+    Llama-3-8B; an outside review). Neither embedding is a matmul."""
+    from amazon_sft.config_run_parts import LoraConfig
+    from amazon_sft.modeling import wrap_lora
+
+    lm = _load(saved_models["mistral"], "sdpa")
+    body = sum(p.numel() for n, p in lm.named_parameters() if "embed_tokens" not in n)
+    body -= lm.get_output_embeddings().weight.numel()
+    peft_lm = wrap_lora(lm, LoraConfig(modules_to_save=["embed_tokens"]))
+    adapters = sum(p.numel() for n, p in peft_lm.named_parameters() if "lora_" in n)
+    c = FlopCounter.for_model(peft_lm, peak_tflops=0, world_size=1)
+    assert (c.n_trained, c.n_frozen, c.head_trained) == (adapters, body, False)
+
+
 def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches(saved_models):
     choose_attention("auto")
     ids = torch.tensor([[0, 0, 0, 5, 6, 7], [8, 9, 10, 11, 12, 13]])

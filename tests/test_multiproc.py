@@ -226,3 +226,26 @@ def test_sigusr1_to_the_training_processes_of_a_plain_accelerate_launch(
     assert "Traceback" not in stderr and "stopping at step" in stderr
     saved = list((tmp_path / "checkpoints").glob("step-*/COMPLETE"))
     assert len(saved) == 1 and not (tmp_path / "final").exists()
+
+
+def test_two_cpu_processes_that_accelerate_runs_alone_are_refused(
+    prepared, tiny_model_dir, tmp_path
+):
+    """``accelerate launch --multi_gpu --num_processes 2`` on a machine without a GPU and without
+    ACCELERATE_USE_CPU: accelerate starts gloo but runs each process alone (no DDP, its
+    ``reduce`` a no-op), so each rank trained on its half of the data with a gradient twice too
+    large and the launch exited 0 (an outside review). It must stop in one line, before
+    training, naming the fix."""
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--main_process_port", str(free_port())]
+    overrides = train_overrides(prepared, tiny_model_dir, tmp_path, "train.max_steps=2")
+    cmd = [*launch, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *overrides]
+    proc = subprocess.run(
+        cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S
+    )
+    assert proc.returncode != 0, proc.stderr[-3000:]
+    # the launcher's own traceback (a child exited non-zero) is accelerate's; none is ours
+    assert "runs each of the 2 processes alone" in proc.stderr, proc.stderr[-3000:]
+    assert "amazon_sft/" not in proc.stderr.split("runs each of")[0], proc.stderr[-3000:]
+    assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "final").exists()

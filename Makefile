@@ -68,5 +68,17 @@ bench-prepare: bench-deps
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py
 
+# A folder goes only when its tool's marker says the tool wrote it (a user's demo_out or
+# gpu_check_out, or a DEMO_DIR from the environment, is kept and named), with its lock file.
+define remove_marked
+if [ -L "$(1)" ] || { [ -e "$(1)" ] && [ ! -f "$(1)/$(2)" ]; }; then \
+  echo "make clean: kept $(1): no $(2) in it, so make demo / make gpu-check did not write it; remove it yourself"; \
+elif [ -e "$(1)" ]; then \
+  rm -rf "$(1)" && rm -f "$$(dirname "$(1)")/.$$(basename "$(1)").lock" && echo "removed $(1)"; \
+fi
+endef
+
 clean:
-	rm -rf $(DEMO_DIR) gpu_check_out .pytest_cache .ruff_cache .hypothesis
+	@$(call remove_marked,$(DEMO_DIR),.amazon_sft_demo.json)
+	@$(call remove_marked,gpu_check_out,.amazon_sft_gpu_check.json)
+	rm -rf .pytest_cache .ruff_cache .hypothesis

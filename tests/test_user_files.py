@@ -7,7 +7,9 @@ can read like the rest of the folder."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -527,3 +529,29 @@ def test_eval_into_a_dangling_link_or_a_file_is_one_line_before_any_model_loads(
     code, err = _run_cli(capsys, *base, "--out", str(tmp_path / "file"))
     _one_line(code, err, "eval", "is a file")
     assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
+    """``make clean`` ran ``rm -rf $(DEMO_DIR) gpu_check_out``: a ``demo_out`` the demo had
+    refused as not its own, a user's ``gpu_check_out`` and any folder a ``DEMO_DIR`` in the
+    environment named were deleted (an outside review). Only a folder holding its tool's marker
+    goes now; any other is kept and named."""
+    from amazon_sft.ownership import DEMO_MARKER
+
+    shutil.copy(Path(__file__).resolve().parents[1] / "Makefile", tmp_path / "Makefile")
+    mine, check, marked = tmp_path / "demo_out", tmp_path / "gpu_check_out", tmp_path / "d2"
+    for folder in (mine, check, marked):
+        folder.mkdir()
+        (folder / "thesis.txt").write_text("mine\n")
+    (marked / DEMO_MARKER).write_text("{}\n")
+    (tmp_path / ".d2.lock").write_text("")
+    make = ["make", "-s", "-C", str(tmp_path), "clean"]
+    kept = subprocess.run(make, capture_output=True, text=True, timeout=60)
+    assert kept.returncode == 0, kept.stderr
+    assert (mine / "thesis.txt").is_file() and (check / "thesis.txt").is_file()
+    assert "kept" in kept.stdout + kept.stderr and "demo_out" in kept.stdout + kept.stderr
+    env = {**os.environ, "DEMO_DIR": str(marked)}
+    gone = subprocess.run(make, capture_output=True, text=True, timeout=60, env=env)
+    assert gone.returncode == 0, gone.stderr
+    assert not marked.exists() and not (tmp_path / ".d2.lock").exists()
+    assert (mine / "thesis.txt").is_file()

@@ -57,7 +57,8 @@ def set_aside_newer(out_dir: Path, step: int) -> list[str]:
     (one of the same name already there, an earlier branch's, is kept: the new one gets the time
     it moved as a suffix): a run resumed from an older checkpoint left them in
     place, retention then deleted its branch point, and the next ``resume=auto`` (a requeue)
-    went on from the abandoned run. Moved, not deleted: they are the user's. Returns the names."""
+    went on from the abandoned run; and ``final/`` when it was saved after ``step`` (the new
+    branch's save replaced it). Moved, not deleted: they are the user's. Returns the names."""
     moved = []
     for path in complete_checkpoints(out_dir):
         found = re.fullmatch(r"step-(\d+)", path.name)
@@ -70,7 +71,28 @@ def set_aside_newer(out_dir: Path, step: int) -> list[str]:
             target = aside / f"{path.name}-{utc_stamp()}"
         path.rename(target)
         moved.append(path.name)
+    final = out_dir / "final"
+    steps = _final_steps(final)
+    if (
+        steps is not None and steps > step
+    ):  # the abandoned branch's model: the next save replaces it
+        aside = out_dir / "checkpoints" / SET_ASIDE
+        aside.mkdir(parents=True, exist_ok=True)
+        target = aside / f"final-step-{steps:08d}"
+        if target.exists():
+            target = aside / f"{target.name}-{utc_stamp()}"
+        final.rename(target)
+        moved.append(f"final/ (step {steps})")
     return moved
+
+
+def _final_steps(final: Path) -> int | None:
+    """The step ``final/`` was saved at (its ``run_summary.json``), None without one."""
+    try:
+        steps = json.loads((final / "run_summary.json").read_text()).get("steps")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return steps if isinstance(steps, int) else None
 
 
 def resume_candidates(resume: str, out_dir: Path) -> list[Path]:

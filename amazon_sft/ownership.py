@@ -244,6 +244,13 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             f"out_dir={out_dir}: final/ holds {listing(foreign)} that amazon-sft train did not "
             "write, and the run's next save replaces final/: move them out of final/ first"
         )
+    if resume not in ("none", "auto") and not _inside(Path(resume), out_dir):
+        # another run's checkpoint would replace this run's final/ and mix their metrics
+        raise UserError(
+            f"resume={resume} is another run's checkpoint and out_dir={out_dir} already holds "
+            f"a run ({', '.join(present)}): resume=auto to go on with {out_dir}'s own run, or a "
+            f"new out_dir to go on from {resume}"
+        )
     no_checkpoint = not complete_checkpoints(out_dir)
     if resume == "auto" and "final" in present and no_checkpoint:
         # starting over there would write the new model into the finished run's final/
@@ -260,6 +267,14 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
                 "to continue it, overwrite=true to start over there (the old run is moved to "
                 f"{PREVIOUS_RUNS}/), or another out_dir"
             )
+
+
+def _inside(named: Path, out_dir: Path) -> bool:
+    """``resume``'s folder is ``out_dir``'s: a name resume reads inside ``out_dir``
+    (``step-N``, ``checkpoints/step-N``), or a path that resolves under it."""
+    if not (named.is_dir() or named.is_absolute()):
+        return True
+    return out_dir.resolve() in named.resolve().parents
 
 
 def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:

@@ -277,8 +277,8 @@ def start_logging(
     if cfg.train.trackers:
         flat = {k: str(v) for k, v in to_dict(cfg).items()}
         # TensorBoard hides what an earlier process logged after the step resumed from (those
-        # steps run again), as metrics.jsonl drops them
-        purge = {"tensorboard": {"purge_step": step + 1}} if step else {}
+        # steps run again), as metrics.jsonl drops them; at step 0 too (killed before a save)
+        purge = {"tensorboard": {"purge_step": step + 1}}
         accelerator.init_trackers("amazon_sft", config=flat, init_kwargs=purge)
 
 

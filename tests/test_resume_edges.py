@@ -134,12 +134,61 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
     names = sorted(p.name for p in (out / "checkpoints").glob("step-*"))
     assert names == ["step-00000002", "step-00000003"], names
     assert sorted(p.name for p in (out / "checkpoints" / ".set_aside").iterdir()) == [
+        "final-step-00000006",  # the abandoned branch's model: its next save replaced final/
         "step-00000004",
         "step-00000006",
     ]
+    summary = out / "checkpoints" / ".set_aside" / "final-step-00000006" / "run_summary.json"
+    assert json.loads(summary.read_text())["steps"] == 6
+    assert json.loads((out / "final" / "run_summary.json").read_text())["steps"] == 3
     later = _cli(*base, *every, "train.max_steps=4", "resume=auto", "train.lr=1e-5")
     assert later.returncode == 0, later.stderr[-2000:]
     assert "resumed from" in later.stderr and "step-00000003 at step 3" in later.stderr
+
+
+def test_another_runs_checkpoint_is_not_resumed_into_a_folder_holding_a_run(
+    prepared, tiny_model_dir, tmp_path
+):
+    """``out_dir=B resume=A/checkpoints/step-2`` into B's finished run went on: B's final/ was
+    replaced, its metrics rows after step 2 deleted, A's rows appended to B's (an outside
+    review). Refused now, before anything is written; into a new folder it is a branch."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    every = ("checkpoint.every_steps=2", "train.max_steps=4")
+    for out in (a, b):
+        base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+        assert _cli(*base, *every).returncode == 0
+    before = {p: p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()}
+    branch = f"resume={a / 'checkpoints' / 'step-00000002'}"
+    into_b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, b))
+    refused = _cli(*into_b, *every, branch)
+    _one_line_error(refused, "train", "another run", str(b), "resume=auto", "new out_dir")
+    assert {p: p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} == before
+    c = tmp_path / "c"
+    into_c = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, c))
+    fresh = _cli(*into_c, "checkpoint.every_steps=2", "train.max_steps=3", branch)
+    assert fresh.returncode == 0 and "resumed from" in fresh.stderr, fresh.stderr[-2000:]
+    assert [r["step"] for r in _metrics(c)] == [3]
+
+
+def test_tensorboard_shows_each_step_once_after_a_restart_from_step_0(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A run killed before its first checkpoint and started again with resume=auto wrote steps
+    1.. twice into TensorBoard (``purge_step`` was given only after a resume)."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    base = (*base, "train.trackers=[tensorboard]", "train.max_steps=2")
+    assert _cli(*base).returncode == 0
+    shutil.rmtree(out / "checkpoints")  # killed after step 2, before any save
+    shutil.rmtree(out / "final")
+    again = _cli(*base, "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    events = EventAccumulator(str(out / "logs" / "amazon_sft"))
+    events.Reload()
+    steps = [e.step for e in events.Scalars("loss")]
+    assert steps == [1, 2], steps
 
 
 @pytest.mark.multiproc

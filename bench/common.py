@@ -17,6 +17,30 @@ SHARED_ROWS = (
 )
 
 
+BENCH_MARKER = ".amazon_sft_bench.json"
+"""Written into a working folder a benchmark made, so that a later stage or run may write there."""
+
+
+def claim_work_dir(path: Path, flag: str = "--work", inputs: tuple[str, ...] = ()) -> Path:
+    """``path`` as a benchmark's working folder: made if missing, marked; an existing folder
+    that holds anything and no marker is refused (a benchmark overwrote a user's trn.json.gz
+    and results.json in the folder it was given). ``inputs``: names the benchmark reads there
+    and never writes (retrieval_full's catalogue.jsonl)."""
+    path = Path(path)
+    if path.is_symlink() or (path.exists() and not path.is_dir()):
+        raise SystemExit(f"{flag} {path} is not a folder: give a new or empty folder")
+    if path.is_dir() and not (path / BENCH_MARKER).is_file():
+        held = sorted(p.name for p in path.iterdir() if p.name not in inputs)
+        if held:
+            raise SystemExit(
+                f"{flag} {path} holds {', '.join(held[:5])}{' ...' if len(held) > 5 else ''}, "
+                "which no benchmark wrote: give a new or empty folder"
+            )
+    path.mkdir(parents=True, exist_ok=True)
+    (path / BENCH_MARKER).write_text('{"written_by": "amazon_sft bench"}\n')
+    return path
+
+
 def mistral_tokenizer_dir(root: Path) -> Path:
     """The 32k Mistral SentencePiece tokenizer from the PyPI package mistral-common, as a folder
     AutoTokenizer loads (``LlamaTokenizerFast(vocab_file=...)`` silently ignores the file)."""

@@ -225,7 +225,9 @@ def main() -> None:
     if args.work is None:
         tmp = tempfile.mkdtemp(prefix="full_catalogue_")
         args.work = tmp
-    Path(args.work).mkdir(parents=True, exist_ok=True)
+    from common import claim_work_dir
+
+    claim_work_dir(Path(args.work))
     results = []
     try:
         for stage in args.stages.split(","):

@@ -125,8 +125,10 @@ def main() -> None:
         "checkouts' shipped configs differ",
     )
     args = ap.parse_args()
-    work = Path(args.work or tempfile.mkdtemp(prefix="prepare_stages_"))
-    work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+    from common import claim_work_dir
+
+    work = claim_work_dir(Path(args.work or tempfile.mkdtemp(prefix="prepare_stages_")))
     input_path = Path(args.input) if args.input else work / f"trn{args.lines}.json.gz"
     if not input_path.exists():
         sys.path.insert(0, str(HERE))

@@ -185,7 +185,10 @@ def main() -> None:
         got = got or measure_queries(folder, titles, args.agree)
         print("RESULT " + json.dumps(got), flush=True)
         return
-    work.mkdir(parents=True, exist_ok=True)
+    sys.path.insert(0, str(HERE))
+    from common import claim_work_dir
+
+    claim_work_dir(work, inputs=("catalogue.jsonl",))
     if not (work / "catalogue.jsonl").is_file():
         t0 = time.perf_counter()
         kept = make_catalogue(work / "catalogue.jsonl", args.lines, args.seed)

@@ -161,7 +161,7 @@ def fitted(args, p, index: CatalogueIndex):
           f"questions{' and --dev' if dev else ''} in {time.process_time() - start:.0f} CPU s")  # fmt: skip
     tok, model = load(args.base)
     train(tok, model, pairs, args.epochs, args.batch, args.tokens, args.lr)
-    if args.out:
+    if args.out:  # checked new or empty before training (main)
         model.save_pretrained(args.out), tok.save_pretrained(args.out)
     return tok, model
 
@@ -195,6 +195,9 @@ def main() -> None:
     args = p.parse_args()
     if not (args.base or args.verifier):
         p.error("give --base DIR to train a verifier, or --verifier DIR to score with a saved one")
+    out = args.out
+    if out and (out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir())))):
+        p.error(f"--out {args.out} is not a new or empty folder: saving would replace its files")
     torch.manual_seed(0)
 
     index = CatalogueIndex(args.data, meaning_weight=args.meaning_weight)

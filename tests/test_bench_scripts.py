@@ -115,6 +115,31 @@ def test_video_script_never_replaces_a_file_without_overwrite(tmp_path):
     assert (tmp_path / "answers.frames.txt").read_text() == "mine"
 
 
+@pytest.mark.parametrize(
+    "script, args",
+    [
+        ("bench/full_catalogue.py", ["--lines", "50", "--stages", "generate", "--work"]),
+        ("bench/prepare_stages.py", ["--lines", "50", "--work"]),
+        ("bench/retrieval_full.py", ["--lines", "50", "--only-catalogue", "--work"]),
+        ("bench/verifier_gate.py", ["--data", "x", "--questions", "q", "--base", "b", "--out"]),
+    ],
+)
+def test_benchmarks_never_write_into_a_users_folder(script, args, tmp_path):
+    """An outside review: ``full_catalogue.py --work DIR`` replaced the user's trn.json.gz and
+    results.json there with generated ones, and ``verifier_gate.py --out DIR`` saved a model over
+    the one in DIR. A folder no benchmark made, holding anything, is refused in one line."""
+    mine = {"trn.json.gz": b"my real rows", "results.json": b"{}", "model.safetensors": b"w"}
+    for name, data in mine.items():
+        (tmp_path / name).write_bytes(data)
+    proc = subprocess.run(
+        [sys.executable, script, *args, str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert str(tmp_path) in proc.stderr, proc.stderr[-2000:]
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == mine
+
+
 def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
     import json
 

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -555,3 +556,29 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
     assert gone.returncode == 0, gone.stderr
     assert not marked.exists() and not (tmp_path / ".d2.lock").exists()
     assert (mine / "thesis.txt").is_file()
+
+
+def test_eval_into_a_link_to_another_filesystem_keeps_the_report(prepared, tmp_path, capsys):
+    """``eval --out LINK`` whose folder is on another filesystem: the report was staged beside
+    the link, the old report deleted, then the move failed (EXDEV) with a traceback: neither the
+    old report nor the new one was left (an outside review). Staged beside the real folder."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's folder")
+    real = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        link = tmp_path / "eval"
+        link.symlink_to(real)
+        questions = tmp_path / "q.jsonl"
+        title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
+        questions.write_text(
+            json.dumps({"question": title, "uid": "absent", "kind": "partial"}) + "\n"
+        )
+        run = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(link)]
+        run += ["--questions", str(questions), "--max-new-tokens", "2"]
+        for extra in ([], ["--overwrite"]):
+            code, err = _run_cli(capsys, *run, *extra)
+            assert code == 0 and "Traceback" not in err, err[-2000:]
+            assert json.loads((real / "report.json").read_text())["models"]
+    finally:
+        shutil.rmtree(real, ignore_errors=True)

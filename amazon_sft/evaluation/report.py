@@ -84,7 +84,8 @@ def write_staged(out_dir: Path, writers: dict) -> None:
     into ``out_dir``, claimed as eval's first: a full disk or a kill while writing leaves the
     previous report there as it was, and a report of the user's is never replaced. A kill while
     moving them in leaves a folder without report.json: a report.json is always a whole report."""
-    staging = staging_name(out_dir)
+    # beside the folder itself, not beside a link to it: os.replace cannot cross filesystems
+    staging = staging_name(out_dir.resolve())
     try:
         kept = "the previous report there (if any) is unchanged"
         with disk_full(out_dir, "eval could not write its report", kept):

@@ -165,6 +165,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }
     title_hashes, near = array("Q"), NearDuplicateKeys()
+    kept_uids: set[str] = set()  # a citation names one record: a uid's first row is kept
     bar = tqdm(
         total=input_path.stat().st_size,
         unit="B",
@@ -180,6 +181,10 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
             pair = cleaner(rec.title, rec.content)
             if pair is None:
                 continue
+            if rec.uid in kept_uids:  # another product under a uid kept before (or a title
+                cleaner.dropped["uid_repeated"] += 1  # repeated without a uid: its made-up uid)
+                continue
+            kept_uids.add(rec.uid)
             title, content = scrub(pair[0]), scrub(pair[1])
             hist["title_chars"].add(len(title))
             hist["content_chars"].add(len(content))

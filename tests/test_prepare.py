@@ -1,5 +1,6 @@
 """End-to-end prepare on the generated catalogue, through the function and the real CLI."""
 
+import gzip
 import json
 import subprocess
 import sys
@@ -90,6 +91,31 @@ def test_eos_is_kept_when_descriptions_are_cut(catalogue, tiny_cfg, tiny_tok, tm
     ends = np.cumsum(lens) - 1
     assert (ids[ends] == tiny_tok.eos_token_id).all() and mask[ends].all()
     assert all(int(mask[e - 8 : e + 1].sum()) == 9 for e in ends)  # 8 answer tokens + EOS
+
+
+def test_a_uid_repeated_by_another_product_is_kept_once_and_counted(catalogue, tmp_path):
+    """Two products under one uid (or two rows without a uid and one title: the made-up uid
+    hashes the title) were both kept: an answer quoting one marked both "cited" on the page,
+    the API and ``ask``, and ``#src-<uid>`` could jump to the other (an outside review). The
+    first row of a uid is kept; the others are skipped and counted."""
+    src = tmp_path / "trn.json"
+    extra = [
+        {"uid": "B0DUP", "title": "Quokka Harmonica Deluxe", "content": "A brass harmonica in C with a pouch."},
+        {"uid": "B0DUP", "title": "Quokka Harmonica Case", "content": "A hard shell case for seven harmonicas."},
+        {"title": "Marmalade Cookbook", "content": "Seville orange recipes from a grandmother."},
+        {"title": "Marmalade Cookbook", "content": "Stories of a ginger cat who cooks pancakes."},
+    ]  # fmt: skip
+    raw = catalogue.read_bytes()
+    lines = (gzip.decompress(raw) if catalogue.suffix == ".gz" else raw).splitlines()
+    src.write_bytes(b"\n".join([*lines, *(orjson.dumps(r) for r in extra)]) + b"\n")
+    prepare(src, tmp_path / "out", load_run_config("tiny", []), progress=False)
+    rows = _jsonl(tmp_path / "out" / "catalogue.jsonl")
+    uids = [r["uid"] for r in rows]
+    assert len(uids) == len(set(uids))
+    assert [r["title"] for r in rows if r["uid"] == "B0DUP"] == ["Quokka Harmonica Deluxe"]
+    assert sum(r["title"] == "Marmalade Cookbook" for r in rows) == 1
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["skipped"]["uid_repeated"] == 2
 
 
 def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prepared, tmp_path):

@@ -128,3 +128,22 @@ def test_a_same_size_edit_the_sampled_digest_misses_is_still_refused(tmp_path):
     assert quick_digest(catalogue) == before  # the sample does not see it
     with pytest.raises(UserError, match="changed since the index was built"):
         check_catalogue(folder / "index", catalogue)
+
+
+def test_a_long_question_of_unknown_words_repairs_only_a_few(prepared, monkeypatch):
+    """Every unknown word of a question was repaired, each repair a scan of the indexed words
+    of nearby lengths: one 2,000-character question of made-up words held ``serve`` for ~20 s
+    at the full catalogue's vocabulary (an outside review). The first ``MAX_REPAIRED_WORDS``
+    are repaired (the 1,607 real questions of eval/questions have at most 7 unknown words)."""
+    from amazon_sft.answering import repair as R
+    from amazon_sft.answering.index import CatalogueIndex
+
+    repaired = []
+    real = R.Repairer.repair
+    monkeypatch.setattr(
+        R.Repairer, "repair", lambda self, word, *a: repaired.append(word) or real(self, word, *a)
+    )
+    index = CatalogueIndex(prepared)
+    made_up = " ".join(f"zq{chr(97 + i % 26)}{chr(97 + i // 26)}xv" for i in range(300))
+    index.search(made_up[:2000], 3)
+    assert 0 < len(repaired) <= R.MAX_REPAIRED_WORDS == 8

@@ -25,6 +25,11 @@ MIN_LETTERS = 3
 """Shorter words are not repaired (one edit turns them into any other short word)."""
 MAX_CANDIDATES = 24
 """Nearest candidates checked against the other words (each check reads one posting list)."""
+MAX_REPAIRED_WORDS = 8
+"""Unknown words repaired in one question, the first ones; the rest are kept as typed. Each
+repair scans the indexed words of nearby lengths: a 2,000-character question of made-up words
+held ``serve`` for ~20 s at the full catalogue's vocabulary (an outside review's estimate of
+it: 1.5M words). Real questions have at most 7 (the 1,607 of eval/questions)."""
 
 
 def max_edits(word: str) -> int:
@@ -88,7 +93,7 @@ class Repairer:
             i
             for i, w in enumerate(words)
             if len(w) >= MIN_LETTERS and not w.isdigit() and not self.known(w)
-        ]
+        ][:MAX_REPAIRED_WORDS]
         if not todo:
             return words
         agree = self._agreement([w for w in words if self.known(w)])

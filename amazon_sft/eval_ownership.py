@@ -11,13 +11,12 @@ it wrote it (the marker keeps each report file's sha256). The other output folde
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from amazon_sft import __version__
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
-from amazon_sft.ownership import listing, now_iso
+from amazon_sft.ownership import listing, now_iso, refuse_link_to_nowhere
 
 EVAL_MARKER = ".amazon_sft_eval.json"
 EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
@@ -51,11 +50,7 @@ def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
     changed since it wrote them, or (without ``overwrite``) an earlier report at all
     (read-only: every rank may call it, before any model loads)."""
-    if out_dir.is_symlink() and not out_dir.exists():
-        raise UserError(
-            f"--out {out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
-            "that folder or name another --out"
-        )
+    refuse_link_to_nowhere(out_dir, "--out ")
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
     if present and not _is_our_eval(out_dir):
         raise UserError(

@@ -14,9 +14,14 @@ import errno
 import fcntl
 import os
 import socket
+import sys
 from pathlib import Path
 
 from amazon_sft.errors import UserError
+
+NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
+"""flock's errors on a filesystem without locks (NFS mounted ``nolock``, Lustre ``noflock``):
+writing goes on, unchecked, rather than refusing a cluster's only shared disk."""
 
 
 class OutputLock:
@@ -31,12 +36,16 @@ class OutputLock:
     """
 
     def __init__(self, target: Path, command: str) -> None:
+        self.given = Path(target)
         self.target = Path(target).resolve()  # "--out ." locks the folder's real name
         self.path = self.target.parent / f".{self.target.name}.lock"
         self.command = command
         self._fd: int | None = None
 
     def acquire(self) -> OutputLock:
+        from amazon_sft.ownership import refuse_link_to_nowhere
+
+        refuse_link_to_nowhere(self.given, "")  # before the lock makes the link's parent
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # never through a link: opening follows it, and the note would truncate its target
@@ -58,6 +67,15 @@ class OutputLock:
                 f"{self.target} is being written by another process ({holder}): wait for it to "
                 "end or choose another output folder"
             ) from None
+        except OSError as err:
+            if err.errno not in NO_LOCKS:
+                os.close(fd)
+                raise
+            print(
+                f"warning: {self.path.parent} is on a filesystem with no file locks "
+                f"({err.strerror}): {self.command} writes without checking for another writer",
+                file=sys.stderr,
+            )
         found = os.pread(fd, 64, 0)
         if found and not found.startswith(b"pid "):  # emptied on release, else a holder's note
             os.close(fd)

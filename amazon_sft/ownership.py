@@ -221,11 +221,22 @@ def is_our_run(out_dir: Path) -> bool:
     return (out_dir / RUN_MARKER).is_file() or _legacy_run(out_dir)
 
 
+def refuse_link_to_nowhere(out_dir: Path, flag: str) -> None:
+    """An output named by a link whose folder does not exist: one line (``mkdir`` raised
+    FileExistsError after the lock had made the link's missing parent)."""
+    if out_dir.is_symlink() and not out_dir.exists():
+        raise UserError(
+            f"{flag}{out_dir} is a link to {os.readlink(out_dir)}, which does not exist: create "
+            "that folder or name another"
+        )
+
+
 def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
     """Read-only checks every rank makes before anything is written (same answer on each)."""
     if not out_dir_text.strip():
         raise UserError("out_dir is empty: give the folder the run writes to, e.g. out_dir=runs/x")
     out_dir = Path(out_dir_text)
+    refuse_link_to_nowhere(out_dir, "out_dir=")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"out_dir={out_dir} is a file: choose a folder")
     if overwrite and resume != "none":
@@ -305,6 +316,7 @@ def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = Fals
     """A folder ``what`` writes several files into (the demo, the GPU check): new, empty, or one
     an earlier run of it wrote (``marker``, or ``earlier``: its proof from before the marker),
     else refused naming what is there; then marked."""
+    refuse_link_to_nowhere(out_dir, "--out ")
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file: name a new folder for the {what}")
     entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from .test_hostile import _assert_one_line as _one_line
-from .test_hostile import _run_cli
+from .test_hostile import _cli, _one_line_error, _run_cli
 
 pytestmark = pytest.mark.hostile
 
@@ -582,3 +582,36 @@ def test_eval_into_a_link_to_another_filesystem_keeps_the_report(prepared, tmp_p
             assert json.loads((real / "report.json").read_text())["models"]
     finally:
         shutil.rmtree(real, ignore_errors=True)
+
+
+def test_a_link_to_nowhere_as_out_is_one_line_for_train_and_demo(prepared, tmp_path, capsys):
+    """``out_dir``/``--out`` a link whose folder does not exist: train and demo ended in a
+    FileExistsError traceback after their lock had made the link's missing parent folder (an
+    outside review). One line naming the link, and nothing made."""
+    link = tmp_path / "dang"
+    link.symlink_to(tmp_path / "nowhere" / "x")
+    code, err = _run_cli(capsys, "demo", "--config", "tiny", "--out", str(link))
+    _one_line(code, err, "demo", str(link), "does not exist")
+    train = _cli("train", "--config", "tiny", f"data.path={prepared}", f"out_dir={link}")
+    _one_line_error(train, "train", str(link), "does not exist")
+    assert not (tmp_path / "nowhere").exists() and link.is_symlink()
+
+
+@pytest.mark.parametrize("code", ["ENOLCK", "ENOSYS", "EOPNOTSUPP"])
+def test_a_filesystem_without_locks_warns_and_writes(tmp_path, monkeypatch, capsys, code):
+    """NFS mounted ``nolock`` (ENOLCK) or Lustre ``noflock`` (ENOSYS): every command that takes
+    the one-writer lock (train, prepare, eval, export, demo) died in an OSError traceback (an
+    outside review). It writes without the lock, saying so in one line."""
+    import errno
+    import fcntl
+
+    from amazon_sft.output_lock import OutputLock
+
+    def no_locks(fd, op):
+        raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with OutputLock(tmp_path / "out", "a writer"):
+        (tmp_path / "out").mkdir()
+    err = capsys.readouterr().err
+    assert "no file locks" in err and str(tmp_path) in err and len(err.strip().splitlines()) == 1

@@ -93,10 +93,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale(out_dir: Path) -> list[str]:
+def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
     """Delete staging folders of this machine's dead processes beside ``out_dir`` (restoring an
     old output set aside by a run killed mid-swap); returns what was done, for the log. Another
-    machine's are left: whether its process lives cannot be known from here."""
+    machine's are left: whether its process lives cannot be known from here, unless the caller
+    holds the folder's lock (``any_machine``: train, whose requeue lands on another node)."""
     pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:(.+)-)?(\d+)$")
     done = []
     if not out_dir.parent.is_dir():
@@ -104,7 +105,9 @@ def remove_stale(out_dir: Path) -> list[str]:
     here = _machine()
     for path in sorted(out_dir.parent.iterdir()):
         m = pattern.match(path.name)
-        if not m or m.group(2) not in (None, here) or _pid_alive(int(m.group(3))):
+        if not m:
+            continue
+        if not any_machine and (m.group(2) not in (None, here) or _pid_alive(int(m.group(3)))):
             continue
         if m.group(1) == "old" and not out_dir.exists():
             path.rename(out_dir)

@@ -9,6 +9,7 @@ loader's integer cursor, so a resumed run reads exactly the rows the interrupted
 from __future__ import annotations
 
 import json
+import logging
 import pickle
 import re
 import shutil
@@ -22,6 +23,8 @@ from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.trainable_state import load_kwargs, trainable_only
+
+log = logging.getLogger(__name__)
 
 STATE = "trainer_state.json"
 CHECKSUMS = "checksums.json"
@@ -169,6 +172,27 @@ def verify_checkpoint(folder: Path) -> None:
             raise CorruptCheckpoint(f"{path.name} is missing or has the wrong size")
         if quick_digest(path) != want["quick"]:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
+
+
+def clear_killed_saves(out_dir: Path) -> list[str]:
+    """What saves killed on any node left in a run's folder: ``final/``'s staging, checkpoints'
+    ``step-N.tmp`` (only the step being saved was cleared, so a stop's save killed mid-way
+    stayed for good) and one set aside mid-swap (restored when its step is missing). Only under
+    train's lock on ``out_dir``: no live process owns them. Returns what was done (logged)."""
+    from amazon_sft.atomic import remove_stale
+
+    done = remove_stale(out_dir / "final", any_machine=True)
+    root = out_dir / "checkpoints"
+    if not root.is_dir():
+        return done
+    swapped = {m.group(1) for p in root.iterdir() if (m := re.match(r"\.(step-\d+)\.old-", p.name))}
+    for name in sorted(swapped):
+        done += remove_stale(root / name, any_machine=True)
+    for path in sorted(root.glob("step-*.tmp")):
+        shutil.rmtree(path, ignore_errors=True)
+        log.warning("removed %s, left by a killed save", path)
+        done.append(f"removed {path.name}")
+    return done
 
 
 def save_checkpoint(

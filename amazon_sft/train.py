@@ -23,6 +23,7 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 import torch
 
 from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
+from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
@@ -223,6 +224,7 @@ def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | No
         try:
             lock = OutputLock(out_dir, "amazon-sft train").acquire()
             moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
+            clear_killed_saves(out_dir)  # under the lock: no live process owns them
             if moved:
                 log.info("overwrite=true: the previous run in %s was moved to %s", out_dir, moved)
         except UserError as err:

@@ -336,3 +336,32 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
     (checkpoint_dir(out, 2) / "run_config.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="would make it another run"):
         plan_resume(cfg, accelerator, "digest", out, None)
+
+
+def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoint(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A save killed at a step the next save does not repeat (a stop's, or SIGKILL at the time
+    limit) left ``checkpoints/step-N.tmp`` for good (a 7B ZeRO-3 checkpoint: ~100 GB, whatever
+    ``keep_last``), and ``final/``'s staging from another node (a requeue lands elsewhere) was
+    never removed (an outside review). Train holds the folder's lock, so no live process owns
+    them: cleared at the start, and a checkpoint set aside mid-swap is restored."""
+    import socket
+
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    every = ("checkpoint.every_steps=1", "checkpoint.keep_last=3")
+    assert _cli(*base, *every, "train.max_steps=2").returncode == 0
+    ck = out / "checkpoints"
+    (ck / "step-00000005.tmp").mkdir()
+    (ck / "step-00000005.tmp" / "model.safetensors").write_bytes(b"x" * 1000)
+    other = f"{socket.gethostname()}-elsewhere"
+    (out / f".final.tmp-{other}-12345").mkdir()
+    (ck / "step-00000002").rename(ck / f".step-00000002.old-{other}-12345")  # killed mid-swap
+    again = _cli(*base, *every, "train.max_steps=3", "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "step-00000002 at step 2" in again.stderr  # restored, then resumed from
+    left = sorted(
+        p.name for p in [*out.iterdir(), *ck.iterdir()] if ".tmp" in p.name or ".old" in p.name
+    )
+    assert left == [], left

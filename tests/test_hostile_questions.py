@@ -147,3 +147,45 @@ def test_a_long_question_of_unknown_words_repairs_only_a_few(prepared, monkeypat
     made_up = " ".join(f"zq{chr(97 + i % 26)}{chr(97 + i // 26)}xv" for i in range(300))
     index.search(made_up[:2000], 3)
     assert 0 < len(repaired) <= R.MAX_REPAIRED_WORDS == 8
+
+
+@pytest.mark.parametrize("dropped", ["all", "offsets.npy", "title/common_rows.npy"])
+def test_an_index_stats_file_that_lists_too_little_is_damage_not_a_pass(
+    prepared, tmp_path, capsys, dropped
+):
+    """``stats.json`` with ``"files": {}`` checked nothing: shifted offsets loaded and answered
+    with unrelated records, and a removed ``common_rows.npy`` was a FileNotFoundError traceback
+    (an outside review). The index's own files must all be listed."""
+    from amazon_sft.answering.index import build_index
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    build_index(data)
+    stats = data / "index" / "stats.json"
+    saved = json.loads(stats.read_text())
+    files = {} if dropped == "all" else {k: v for k, v in saved["files"].items() if k != dropped}
+    stats.write_text(json.dumps({**saved, "files": files}))
+    code, err = _run_cli(capsys, "ask", "x", "--index", str(data), "--sources-only")
+    _assert_one_line(code, err, "ask", "stats.json")
+
+
+def test_a_catalogue_replaced_after_the_index_loaded_is_not_read_with_old_offsets(
+    prepared, tmp_path
+):
+    """The catalogue was opened at the first question: replaced in between (``prepare
+    --overwrite`` while ``serve`` ran), it was read with the old offsets, every question an
+    error naming the wrong fix (an outside review). It is opened with the index."""
+    from amazon_sft.answering.index import CatalogueIndex
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    index = CatalogueIndex(data)
+    first = index.record(0)
+    catalogue = data / "catalogue.jsonl"
+    rows = catalogue.read_bytes().splitlines()
+    replaced = data / "new.jsonl"
+    replaced.write_bytes(b"\n".join([b'{"uid":"z","title":"Z","content":"z"}', *rows[3:]]) + b"\n")
+    index2 = CatalogueIndex(data)
+    replaced.replace(catalogue)  # prepare --overwrite renames its new folder into place
+    assert index.record(0) == first and index2.record(0) == first
+    assert index2.record(len(index2) - 1) == index.record(len(index) - 1)

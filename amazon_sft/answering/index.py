@@ -226,9 +226,15 @@ class CatalogueIndex:
 
             embedder()
         self.catalogue = root / "catalogue.jsonl"
-        self._fd: int | None = None
-        self._size = 0
-        self._scorer = None
+        # opened and read now, with the checks: a folder replaced later (prepare --overwrite
+        # while serve runs) would be read with these offsets and posting lists
+        with reading(self.catalogue, "catalogue", REDO):
+            self._fd: int | None = os.open(self.catalogue, os.O_RDONLY)
+            self._size = os.fstat(self._fd).st_size
+        with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
+            from amazon_sft.answering.batched import BatchScorer
+
+            self._scorer = BatchScorer(self)
 
     def __len__(self) -> int:
         return len(self.offsets)
@@ -237,9 +243,6 @@ class CatalogueIndex:
         """Record ``i``, read with one ``pread`` of its exact span from a descriptor kept open
         (prepare reads several records per grounded example: no open/seek/readline each time)."""
         with reading(self.catalogue, "catalogue", REDO):
-            if self._fd is None:
-                self._fd = os.open(self.catalogue, os.O_RDONLY)
-                self._size = os.fstat(self._fd).st_size
             start = int(self.offsets[i])
             end = int(self.offsets[i + 1]) if i + 1 < len(self.offsets) else self._size
             rec = orjson.loads(os.pread(self._fd, end - start, start))
@@ -300,10 +303,6 @@ class CatalogueIndex:
         return self._batch_scorer().top(self.words(question), k, train_only, shortlist)
 
     def _batch_scorer(self):
-        from amazon_sft.answering.batched import BatchScorer
-
-        if self._scorer is None:
-            self._scorer = BatchScorer(self)
         return self._scorer
 
     def top_many(

@@ -20,9 +20,14 @@ STATS = "stats.json"
 def check_index(folder: Path, catalogue: Path) -> None:
     """The index files and the catalogue are the ones the index was built from (sizes and
     sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
+    from amazon_sft.ownership import INDEX_FILES
+
     files = json.loads((folder / STATS).read_text())["files"]
     if not isinstance(files, dict):
         raise ValueError(f"{STATS} has no mapping of files to digests")
+    unlisted = sorted((INDEX_FILES - {STATS, *files}) | ({catalogue.name} - files.keys()))
+    if unlisted:  # {} checked nothing: shifted offsets answered with unrelated records
+        raise ValueError(f"{STATS} does not list {', '.join(unlisted[:3])}")
     for name, digest in files.items():
         if name == catalogue.name:
             continue  # ``check_catalogue``: its fix is another command's

@@ -399,6 +399,30 @@ def test_export_builds_aside_and_renames_into_place(tuned_run, tmp_path, capsys,
     assert (out / "model.safetensors").is_file() and _entries(tmp_path) == ["model"]
 
 
+def test_a_file_put_in_the_empty_out_while_exporting_is_kept_and_so_is_the_export(
+    tuned_run, tmp_path, capsys, monkeypatch
+):
+    """A file the user put into the empty ``--out`` while the export was written: ``rmdir``
+    raised ENOTEMPTY, a traceback, and the finished export was deleted (an outside review).
+    One line; the user's file stays and the export is kept beside it, named."""
+    from amazon_sft.answering import export
+
+    out = tmp_path / "model"
+    out.mkdir()
+    real = export._max_logit_diff
+
+    def user_writes(*a, **k):
+        (out / "notes.txt").write_text("mine\n")
+        return real(*a, **k)
+
+    monkeypatch.setattr(export, "_max_logit_diff", user_writes)
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(out))
+    _one_line(code, err, "export", str(out), "notes.txt")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    kept = [p for p in tmp_path.iterdir() if p.name.startswith("model.export-")]
+    assert len(kept) == 1 and (kept[0] / "model.safetensors").is_file() and str(kept[0]) in err
+
+
 # --- a full disk: one line naming the folder and what was kept, on every writer ---------------
 
 

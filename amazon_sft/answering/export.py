@@ -23,6 +23,7 @@ from amazon_sft.evaluation.generation import stop_ids
 from amazon_sft.evaluation.loading import load_for_eval, saved_folder
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
+from amazon_sft.ownership import listing, utc_stamp
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
@@ -72,9 +73,7 @@ def export_model(
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
-            if out_dir.exists():
-                out_dir.rmdir()  # empty, checked above
-            staging.rename(out_dir)
+            _into_place(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {
@@ -83,6 +82,23 @@ def export_model(
         "merge_logit_diff": merge_diff,
         "source": label,
     }
+
+
+def _into_place(staging: Path, out_dir: Path) -> None:
+    """The finished export renamed to ``out_dir``, empty when checked; a file the user put there
+    since is kept, and so is the export, beside it under a name of its own."""
+    try:
+        if out_dir.exists():
+            out_dir.rmdir()
+        staging.rename(out_dir)
+    except OSError:  # ENOTEMPTY / EEXIST: files arrived while the export was written
+        keep = out_dir.with_name(f"{out_dir.name}.export-{utc_stamp()}")
+        staging.rename(keep)
+        held = listing(sorted(p.name for p in out_dir.iterdir())) if out_dir.is_dir() else "a file"
+        raise UserError(
+            f"--out {out_dir} got {held} while the export was written: it is kept there, and "
+            f"the export is in {keep}"
+        ) from None
 
 
 def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -> None:

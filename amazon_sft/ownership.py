@@ -231,6 +231,17 @@ def refuse_link_to_nowhere(out_dir: Path, flag: str) -> None:
         )
 
 
+def refuse_run_in_data(out_dir: Path, data_path: str) -> None:
+    """A run's folder inside the prepared data's: its checkpoints and final/ would sit among the
+    shards, and ``prepare --overwrite`` of that folder refuse it."""
+    data = Path(data_path).resolve()
+    if data.is_dir() and (out_dir.resolve() == data or data in out_dir.resolve().parents):
+        raise UserError(
+            f"out_dir={out_dir} is inside data.path={data_path}, the prepared data: give the run "
+            "another out_dir (e.g. runs/x)"
+        )
+
+
 def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
     """Read-only checks every rank makes before anything is written (same answer on each)."""
     if not out_dir_text.strip():

@@ -615,3 +615,15 @@ def test_a_filesystem_without_locks_warns_and_writes(tmp_path, monkeypatch, caps
         (tmp_path / "out").mkdir()
     err = capsys.readouterr().err
     assert "no file locks" in err and str(tmp_path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_run_into_the_prepared_data_folder_is_one_line(prepared, tmp_path):
+    """``out_dir`` = ``data.path``: the run's checkpoints and final/ went in among the shards,
+    and a later ``prepare --overwrite`` of that folder refused it (an outside review)."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    before = sorted(p.name for p in data.iterdir())
+    for out in (data, data / "run"):
+        proc = _cli("train", "--config", "tiny", f"data.path={data}", f"out_dir={out}")
+        _one_line_error(proc, "train", "data.path", "another out_dir")
+    assert sorted(p.name for p in data.iterdir()) == before

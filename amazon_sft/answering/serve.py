@@ -10,7 +10,10 @@
   sources as JSON (``mode`` left out: the mode ``serve`` was started with, ``--grounded`` or
   ``--closed-book``, else grounded for a model trained with grounded examples).
   ``POST /api/stream``: NDJSON events, ``{"text": ...}`` pieces while generating, then one
-  with all ``/api/ask`` returns (the whole answer too: a client need not join the pieces).
+  with all ``/api/ask`` returns (the whole answer too: a client need not join the pieces). The
+  status (200) is sent before the question is planned, so an error found then (a prompt too
+  long for the model's context, a damaged file) is the stream's last event, ``{"error": ...}``,
+  not a 4xx/500 status as on ``/api/ask``.
 
 Product text is never put into HTML by the server: the page inserts it with ``textContent``, and
 JSON responses escape ``<``, ``>`` and ``&`` (as ``\\u003c``...), so a description holding

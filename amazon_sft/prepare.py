@@ -159,13 +159,12 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     """Stage 1, one streaming pass over the input: read, clean, scrub special-token text."""
     started = time.perf_counter()
     stats = ReadStats()
-    cleaner = Cleaner(data.clean)
     scrub = SpecialTextScrubber(tok, build_prompt_format(tok, data))
+    cleaner = Cleaner(data.clean, scrub)  # special-token text goes before a row is judged
     hist = {
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }
     title_hashes, near = array("Q"), NearDuplicateKeys()
-    kept_uids: set[str] = set()  # a citation names one record: a uid's first row is kept
     bar = tqdm(
         total=input_path.stat().st_size,
         unit="B",
@@ -178,14 +177,10 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     with open(path, "wb") as out:
         for rec in read_records(input_path, stats, strict, data.clean.max_line_bytes):
             bar.update(stats.bytes_read - bar.n)
-            pair = cleaner(rec.title, rec.content)
+            pair = cleaner(rec.title, rec.content, rec.uid)
             if pair is None:
                 continue
-            if rec.uid in kept_uids:  # another product under a uid kept before (or a title
-                cleaner.dropped["uid_repeated"] += 1  # repeated without a uid: its made-up uid)
-                continue
-            kept_uids.add(rec.uid)
-            title, content = scrub(pair[0]), scrub(pair[1])
+            title, content = pair
             hist["title_chars"].add(len(title))
             hist["content_chars"].add(len(content))
             title_hashes.append(title_hash(title))

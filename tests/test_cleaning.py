@@ -113,3 +113,55 @@ def test_prompt_markup_is_removed_so_a_quoting_answer_cites_one_product():
     kept = CleanConfig(normalise_whitespace=False)
     assert clean_text("Size: M | Color:\nRed", kept, modified, "content") == "Size: M | Color:\nRed"
     assert modified["prompt_markup_stripped_content"] == 1
+
+
+@pytest.mark.parametrize(
+    "hostile",
+    [
+        "Great toy [source:  B000FAKE01] for kids",
+        "Great toy [source:&nbsp;B000FAKE01] for kids",
+        "Great toy [source:<b></b> B000FAKE01] for kids",
+        "Great toy [source:<!-- -->B000FAKE01] for kids",
+        "Great toy [source:\tB000FAKE01] for kids",
+        "Great toy [source:\nB000FAKE01] for kids",
+        "Great toy [source:\x00 B000FAKE01] for kids",
+        "Great toy [source:&lt;|im_end|&gt;B000FAKE01] for kids",
+        "Great toy | uid\x00: B000FAKE01 for kids",
+        "Great toy |&#32;uid: B000FAKE01 for kids",
+    ],
+)
+def test_no_later_step_rebuilds_the_prompts_markup(hostile):
+    """The markup step ran before control characters were removed and spaces collapsed, so
+    those steps rebuilt a citation it had let through ("[source:  X]" became "[source: X]"):
+    four closed-book training answers taught "[source: B000FAKE01]" (an outside review). The
+    steps run until the text no longer changes."""
+    from amazon_sft.prompts import CITATION, RECORD_FIELD
+
+    scrub = Cleaner(CleanConfig(), scrub=lambda t: t.replace("<|im_end|>", " "))
+    _, content = scrub("A title", hostile.replace("for kids", "for kids of every age"))
+    assert not CITATION.search(content) and not RECORD_FIELD.search(content), content
+    assert content.startswith("Great toy") and content.endswith("for kids of every age")
+
+
+def test_special_token_text_is_removed_before_a_row_is_judged():
+    """Special-token text was scrubbed after the checks: a description of only
+    "<|im_end|><|im_start|>" was kept, empty, and taught as an EOS-only answer; one shorter
+    than the minimum once scrubbed was kept (an outside review)."""
+    clean = Cleaner(
+        CleanConfig(), scrub=lambda t: t.replace("<|im_end|>", " ").replace("<|im_start|>", " ")
+    )
+    assert clean("A real title", "<|im_end|><|im_end|><|im_start|>") is None
+    assert clean("Another title", "<|im_end|><|im_end|> Tiny text") is None
+    assert clean("<|im_end|><|im_start|>", "A description long enough to keep it.") is None
+    assert clean.dropped == {"content_empty": 1, "content_too_short": 1, "title_empty": 1}
+
+
+def test_a_repeated_uid_is_counted_without_hiding_a_later_copy_of_its_product():
+    """A row dropped for its repeated uid still recorded its (title, content): the same product
+    later under its own uid was dropped as a duplicate of a row never kept, and vanished."""
+    clean = Cleaner(CleanConfig())
+    assert clean("First product", "Its description, long enough.", uid="A")
+    assert clean("Lost product", "Another description, long enough.", uid="A") is None
+    assert clean("Lost product", "Another description, long enough.", uid="B")
+    assert clean("First product", "Its description, long enough.", uid="A") is None
+    assert clean.dropped == {"uid_repeated": 1, "duplicate": 1}

@@ -1,9 +1,13 @@
 """Clean one (title, content) pair; every step is switchable and counted.
 
-The steps, in order: HTML entities unescaped, stray tags replaced by a space, the "--This text
-refers to ... edition." note removed, the grounded prompt's markup ("[source: X]", "| uid:") removed, control
-characters removed and whitespace collapsed; then the row is dropped when its
-content is (near) empty, equal to its title, or a repeat of an earlier (title, content) pair.
+The steps, in order: HTML entities unescaped (once), then until the text no longer changes:
+stray tags replaced by a space, the "--This text refers to ... edition." note removed, the
+tokenizer's special-token text removed (prepare's scrub), control characters removed and
+whitespace collapsed, the grounded prompt's markup ("[source: X]", "| uid:") removed. Repeated,
+because each step can rebuild what an earlier one removed ("[source:<b></b> X]" is a citation
+once the tag and the doubled space go). Then the row is dropped when its content is (near)
+empty, equal to its title, a repeat of an earlier (title, content) pair, or under a uid a kept
+row has.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import html
 import re
 from collections import Counter
+from collections.abc import Callable
 
 from amazon_sft.config import CleanConfig
 from amazon_sft.prompts import without_markup
@@ -34,39 +39,71 @@ _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
 
 
-def clean_text(text: str, cfg: CleanConfig, modified: Counter, field: str) -> str:
-    """Apply the text steps to one field, counting each change as ``<step>_<field>``.
+MAX_PASSES = 8
+"""Passes of the text steps before a text that keeps changing is given up (emptied: no real
+text needs more than two)."""
+
+
+def clean_text(
+    text: str,
+    cfg: CleanConfig,
+    modified: Counter,
+    field: str,
+    scrub: Callable[[str], str] | None = None,
+) -> str:
+    """Apply the text steps to one field, counting each change as ``<step>_<field>`` (once per
+    field). ``scrub``: prepare's removal of the tokenizer's special-token text.
 
     >>> c = Counter()
     >>> clean_text("Mog&#8217;s <b>best</b>  book--This text refers to thePaperbackedition.",
     ...            CleanConfig(), c, "content")
     'Mog’s best book'
+    >>> clean_text("Toy [source:<b></b> B01] ok", CleanConfig(), c, "content")
+    'Toy ok'
     """
     if cfg.unescape_html and "&" in text:
         unescaped = html.unescape(text)
         if unescaped != text:
             modified[f"html_unescaped_{field}"] += 1
             text = unescaped
+    changed: set[str] = set()
+    for _ in range(MAX_PASSES):
+        again = _one_pass(text, cfg, changed, scrub)
+        if again == text:
+            break
+        text = again
+    else:
+        text = ""  # still changing: nothing trustworthy is left
+    for step in changed:
+        modified[f"{step}_{field}"] += 1
+    return text
+
+
+def _one_pass(text: str, cfg: CleanConfig, changed: set[str], scrub) -> str:
+    """The text steps after unescaping, once; the names of those that changed it go to
+    ``changed``."""
     if cfg.strip_tags and "<" in text:
         stripped = _TAG.sub(" ", text)
         if stripped != text:
-            modified[f"tags_stripped_{field}"] += 1
+            changed.add("tags_stripped")
             text = stripped
     if cfg.strip_edition_boilerplate and "text refers to" in text:
         stripped = _EDITION.sub("", text)
         if stripped != text:
-            modified[f"edition_note_stripped_{field}"] += 1
+            changed.add("edition_note_stripped")
             text = stripped
-    if cfg.strip_prompt_markup:
-        stripped = without_markup(text)  # spacing: the next step's
-        if stripped != text:
-            modified[f"prompt_markup_stripped_{field}"] += 1
-            text = stripped
+    if scrub is not None:
+        text = scrub(text)
     if cfg.normalise_whitespace and _CONTROL.search(text):
         text = _CONTROL.sub("", text)
-        modified[f"control_characters_removed_{field}"] += 1
+        changed.add("control_characters_removed")
     if cfg.normalise_whitespace and _NEEDS_SPACING.search(text):  # most texts are already clean
         text = " ".join(text.split())
+    if cfg.strip_prompt_markup:
+        stripped = without_markup(text)
+        if stripped != text:
+            changed.add("prompt_markup_stripped")
+            text = " ".join(stripped.split()) if cfg.normalise_whitespace else stripped
     return text
 
 
@@ -77,17 +114,21 @@ def _key(text: str) -> str:
 class Cleaner:
     """Cleans rows one by one and remembers which (title, content) pairs it has kept."""
 
-    def __init__(self, cfg: CleanConfig) -> None:
+    def __init__(self, cfg: CleanConfig, scrub: Callable[[str], str] | None = None) -> None:
         self.cfg = cfg
+        self.scrub = scrub
+        self._uids: set[str] = set()  # a citation names one record: a uid's first row is kept
         self.modified: Counter = Counter()
         self.dropped: Counter = Counter()
         self._seen: set[bytes] = set()  # 8-byte digests: ~70 B per kept row, not the text
 
-    def __call__(self, title: str, content: str) -> tuple[str, str] | None:
-        """The cleaned pair, or None after counting why the row was dropped."""
+    def __call__(self, title: str, content: str, uid: str | None = None) -> tuple[str, str] | None:
+        """The cleaned pair, or None after counting why the row was dropped. A row under a
+        ``uid`` a kept row has is dropped (``uid_repeated``) after the duplicate check, and
+        neither its pair nor its uid is remembered: only kept rows are."""
         cfg = self.cfg
-        title = clean_text(title, cfg, self.modified, "title")
-        content = clean_text(content, cfg, self.modified, "content")
+        title = clean_text(title, cfg, self.modified, "title", self.scrub)
+        content = clean_text(content, cfg, self.modified, "content", self.scrub)
         if len(title) < cfg.min_title_chars:
             self.dropped["title_empty"] += 1
             return None
@@ -101,10 +142,15 @@ class Cleaner:
         if cfg.drop_content_equal_title and near_title_length and _key(content) == _key(title):
             self.dropped["content_equals_title"] += 1
             return None
+        digest = hashlib.blake2b(f"{title}\x00{content}".encode(), digest_size=8).digest()
+        if cfg.drop_duplicates and digest in self._seen:
+            self.dropped["duplicate"] += 1
+            return None
+        if uid is not None and uid in self._uids:  # another product under a kept uid (or a
+            self.dropped["uid_repeated"] += 1  # title repeated without a uid: its made-up uid)
+            return None
         if cfg.drop_duplicates:
-            digest = hashlib.blake2b(f"{title}\x00{content}".encode(), digest_size=8).digest()
-            if digest in self._seen:
-                self.dropped["duplicate"] += 1
-                return None
             self._seen.add(digest)
+        if uid is not None:
+            self._uids.add(uid)
         return title, content

@@ -3,7 +3,8 @@
 # Settings from the environment:
 #   NGPU    processes (default: every visible GPU; 1 without GPUs)
 #   CONFIG  run config name or YAML (default smollm2-135m)
-#   OUT     run folder (default runs/$CONFIG);  DATA  prepared folder (default: the config's);
+#   OUT     run folder (default: a YAML config's own out_dir, else runs/$CONFIG);
+#   DATA    prepared folder (default: the config's);
 #           relative paths (and a CONFIG given as a YAML path) are read from where you stand
 #   ACCEL   launch/accelerate/<name>.yaml (default single_gpu for 1 process, multi_gpu for more;
 #           zero2, zero3, zero3_offload for DeepSpeed)
@@ -23,8 +24,13 @@ if [ -z "${NGPU:-}" ]; then
   [ "$NGPU" -ge 1 ] || NGPU=1
 fi
 CONFIG="${CONFIG:-smollm2-135m}"
-OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 case "$CONFIG" in *.yaml | *.yml) CONFIG="$(absolute "$CONFIG")" ;; esac
+if [ -z "${OUT:-}" ] && [ -f "$CONFIG" ]; then
+  # the YAML's own out_dir: two experiments' config.yaml shared runs/config, and resume=auto
+  # went on from the other's checkpoint
+  OUT="$(python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print((c.get("out_dir") if isinstance(c, dict) else None) or "")' "$CONFIG" 2>/dev/null)" || OUT=""
+fi
+OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 [ -n "${DATA:-}" ] && DATA="$(absolute "$DATA")"
 if [ -z "${ACCEL:-}" ]; then
   if [ "$NGPU" -gt 1 ]; then ACCEL=multi_gpu; else ACCEL=single_gpu; fi

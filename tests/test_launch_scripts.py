@@ -628,3 +628,24 @@ def test_a_run_train_local_refuses_ends_on_its_one_line_error(tmp_path, processe
     assert proc.returncode != 0
     assert "Traceback" not in proc.stderr and "CalledProcessError" not in proc.stderr, proc.stderr
     assert "manifest.json" in proc.stderr and "amazon-sft prepare" in proc.stderr
+
+
+def test_train_local_runs_a_yaml_config_in_its_own_out_dir(tmp_path):
+    """``CONFIG=exp_a/config.yaml`` ran in ``runs/config`` whatever the YAML's ``out_dir``: two
+    experiments' ``config.yaml`` shared one folder, and ``resume=auto`` went on from the other's
+    checkpoint (an outside review). The YAML's ``out_dir`` is used, read from where you stand."""
+    venv_bin = str(Path(sys.executable).parent)
+    outs = []
+    for name in ("exp_a", "exp_b"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.yaml").write_text(f"out_dir: runs/{name}-lr\n")
+        env = {**os.environ, "PATH": f"{venv_bin}:{os.environ['PATH']}", "DRY_RUN": "1"}
+        env.update(CONFIG=f"{name}/config.yaml", CPU="1", NGPU="1")
+        env.pop("OUT", None)
+        dry = subprocess.run(
+            ["bash", str(REPO / "launch" / "train_local.sh")],
+            capture_output=True, text=True, cwd=tmp_path, env=env,
+        )  # fmt: skip
+        assert dry.returncode == 0, dry.stderr
+        outs.append(re.search(r"out_dir=(\S+)", dry.stdout).group(1))
+    assert outs == [str(tmp_path / "runs" / "exp_a-lr"), str(tmp_path / "runs" / "exp_b-lr")]

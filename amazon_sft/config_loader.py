@@ -112,6 +112,12 @@ def from_dict(cls: type[T], raw: dict, prefix: str = "") -> T:
     """Build a dataclass from a dict, naming any unknown or mistyped key by its dotted path."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    not_text = [k for k in raw if not isinstance(k, str)]
+    if not_text:  # "on:" is a boolean to YAML 1.1, "2:" a number
+        raise UserError(
+            f"config key {prefix}{not_text[0]!r} is not a name (YAML read it as "
+            f"{type(not_text[0]).__name__}): quote it, or use one of " + ", ".join(sorted(names))
+        )
     unknown = sorted(set(raw) - names)
     if unknown:
         where = prefix.rstrip(".") or "the top level"

@@ -36,6 +36,18 @@ class LoraConfig:
     def __post_init__(self) -> None:
         if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
             raise UserError("lora.r and lora.alpha must be >= 1 and lora.dropout in [0, 1)")
+        for key, names in (
+            ("target_modules", self.target_modules),
+            ("modules_to_save", self.modules_to_save),
+        ):
+            if not all(isinstance(n, str) and n.strip() for n in names):
+                raise UserError(
+                    f"lora.{key} must list module names (e.g. [q_proj, v_proj]), got {names!r}"
+                )
+        if not self.target_modules:  # peft failed only after the model had loaded
+            raise UserError(
+                "lora.target_modules is empty: name the layers that get adapters, e.g. [q_proj, v_proj]"
+            )
 
 
 @dataclass

@@ -61,7 +61,7 @@ log = logging.getLogger("amazon_sft.train")
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, check_world = parse_config(argv)
+    cfg, check_world, given = parse_config(argv)
     if check_world is not None:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(accelerator)
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
     tok, shards = load_data(cfg)
+    refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
@@ -118,7 +119,7 @@ def shutdown(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
-def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None]:
+def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[str]]:
     parser = OneLineParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"
@@ -154,7 +155,7 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None]:
         json_path = deepspeed_json_of(args.accelerate_config)
         if json_path:  # as accelerate launch hands it to every rank
             os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = json_path
-    return load_run_config(args.config, args.overrides), args.check_world
+    return load_run_config(args.config, args.overrides), args.check_world, args.overrides
 
 
 def setup_logging(accelerator) -> None:
@@ -188,6 +189,33 @@ DATA_TAUGHT = (
     "context_record_tokens",
     "absent_fraction",
 )
+
+
+READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len")
+"""The data settings training itself reads; every other one shaped the prepared data."""
+
+
+def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifest) -> None:
+    """A ``data.*`` setting given on train's command line that the data was prepared with
+    another value of: the run went on teaching what the data held, its config.yaml recording
+    the value given. ``max_seq_len`` has its own check (``load_data``)."""
+    made = manifest.config.get("data", {}) if isinstance(manifest.config, dict) else {}
+    asked = to_dict(cfg)["data"]
+    for override in given:
+        key = override.split("=", 1)[0]
+        parts = key.split(".")[1:]
+        if key.split(".")[0] != "data" or not parts or parts[0] in READ_BY_TRAIN:
+            continue
+        value, prepared_with = asked, made
+        for part in parts:
+            value = value.get(part) if isinstance(value, dict) else None
+            prepared_with = prepared_with.get(part) if isinstance(prepared_with, dict) else None
+        if prepared_with is not None and value != prepared_with:
+            raise UserError(
+                f"{key}={value} was given to train, but {cfg.data.path} was prepared with "
+                f"{key}={prepared_with}: prepare again with it (amazon-sft prepare ... {key}="
+                f"{value}), or leave it out"
+            )
 
 
 def taught_by_the_data(cfg: RunConfig, manifest: Manifest) -> RunConfig:

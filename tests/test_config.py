@@ -225,3 +225,46 @@ def test_a_cut_line_in_the_change_history_is_skipped_and_said(tmp_path):
     header = history_header(tmp_path)
     assert "train.lr: 0.0001 -> 5e-05" in header and "train.max_steps: 100 -> 200" in header
     assert "1 unreadable line" in header
+
+
+def test_a_home_folder_path_is_the_users_home_not_a_folder_named_tilde(tmp_path, monkeypatch):
+    """``out_dir: ~/runs/x`` wrote into ``./~/runs/x`` while the log said ``~/runs/x/final``;
+    cleaning that up with ``rm -rf ~`` deletes the home folder (an outside review)."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_run_config(
+        "tiny", ["out_dir=~/runs/x", "data.path=~/data", "resume=~/runs/x/checkpoints/step-2"]
+    )
+    assert cfg.out_dir == str(tmp_path / "runs/x") and cfg.data.path == str(tmp_path / "data")
+    assert cfg.resume == str(tmp_path / "runs/x/checkpoints/step-2")
+
+
+def test_model_arch_given_for_a_saved_model_is_refused_not_recorded(tmp_path):
+    """``model.arch.num_hidden_layers=7`` with a saved model trained its 2 layers and the run's
+    config.yaml said 7 (an outside review): ``model.arch`` shapes only ``model.path=random``."""
+    with pytest.raises(UserError, match=r"model\.arch.*model\.path=random"):
+        load_run_config("tiny", [f"model.path={tmp_path}", "model.arch.num_hidden_layers=7"])
+    load_run_config("tiny", [f"model.path={tmp_path}"])  # tiny.yaml's own arch: not asked for
+
+
+@pytest.mark.parametrize("text", ["train:\n  on: 1\n", "2: x\nfoo: 1\n"])
+def test_a_yaml_key_that_is_not_text_is_one_line(text, tmp_path):
+    """``on:`` is a boolean key to YAML, ``2:`` a number: the loader died in a TypeError."""
+    path = tmp_path / "c.yaml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="key"):
+        load_run_config(str(path), [])
+
+
+@pytest.mark.parametrize(
+    "override, needle",
+    [
+        ("lora.target_modules=[]", "lora.target_modules"),
+        ("lora.modules_to_save=[1]", "lora.modules_to_save"),
+        ("lora.target_modules=[q_proj, 3]", "lora.target_modules"),
+    ],
+)
+def test_lora_module_lists_must_be_names(override, needle):
+    """An empty target list or a number among the names passed every check and failed in
+    peft after the model had loaded (an outside review)."""
+    with pytest.raises(UserError, match=needle):
+        load_run_config("tiny", ["lora.enabled=true", override])

@@ -649,3 +649,19 @@ def test_train_local_runs_a_yaml_config_in_its_own_out_dir(tmp_path):
         assert dry.returncode == 0, dry.stderr
         outs.append(re.search(r"out_dir=(\S+)", dry.stdout).group(1))
     assert outs == [str(tmp_path / "runs" / "exp_a-lr"), str(tmp_path / "runs" / "exp_b-lr")]
+
+
+def test_train_sbatch_hands_its_overrides_to_prepare_too(tmp_path):
+    """``EXTRA="model.path=/models/m data.grounded_fraction=0.5"`` reached training only: prepare
+    read the hub tokenizer and its own grounded fraction, and training took the data's value
+    (an outside review). Prepare gets the same overrides."""
+    env = {
+        **_fake_slurm(tmp_path, "78"),
+        "EXTRA": "model.path=/models/m data.grounded_fraction=0.5",
+    }
+    proc = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert proc.returncode == 0, proc.stderr
+    prepare = next(line for line in proc.stdout.splitlines() if "amazon-sft prepare" in line)
+    assert "model.path=/models/m data.grounded_fraction=0.5" in prepare, prepare

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import train_overrides
 from .test_hostile import _assert_one_line as _one_line
 from .test_hostile import _cli, _one_line_error, _run_cli
 
@@ -627,3 +628,23 @@ def test_a_run_into_the_prepared_data_folder_is_one_line(prepared, tmp_path):
         proc = _cli("train", "--config", "tiny", f"data.path={data}", f"out_dir={out}")
         _one_line_error(proc, "train", "data.path", "another out_dir")
     assert sorted(p.name for p in data.iterdir()) == before
+
+
+def test_a_data_setting_given_to_train_that_the_data_was_not_prepared_with_is_one_line(
+    prepared, tiny_model_dir, tmp_path
+):
+    """``data.grounded_fraction=1.0`` on train's command line, the data prepared with another:
+    the run went on (an INFO line), taught what the data held, and its config.yaml recorded
+    the value given (an outside review). A value given that differs from the manifest's is
+    refused, naming both; the same value, or one train reads itself (data.seed), is fine."""
+    from amazon_sft.data.manifest import read_manifest
+
+    made = read_manifest(prepared).config["data"]
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, tmp_path / "r"))
+    other = 0.5 if made["grounded_fraction"] != 0.5 else 0.25
+    for bad in (f"data.grounded_fraction={other}", "data.clean.min_content_chars=7"):
+        proc = _cli(*base, bad, "train.max_steps=1")
+        _one_line_error(proc, "train", bad.split("=")[0], "prepare")
+    same = _cli(*base, f"data.grounded_fraction={made['grounded_fraction']}", "data.seed=7",
+                "train.max_steps=1")  # fmt: skip
+    assert same.returncode == 0, same.stderr[-2000:]

@@ -136,6 +136,8 @@ def deepspeed_json_of(accelerate_yaml: str) -> str | None:
         raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
     ds = loaded.get("deepspeed_config") if isinstance(loaded, dict) else None
     name = ds.get("deepspeed_config_file") if isinstance(ds, dict) else None
+    if not name and isinstance(loaded, dict) and loaded.get("distributed_type") == "DEEPSPEED":
+        raise UserError(f"--accelerate-config {accelerate_yaml}: {INLINE_DEEPSPEED}")
     return str(name) if name else None
 
 
@@ -148,7 +150,19 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     path = deepspeed_config_path(cfg)
     if path is not None:
         fill_deepspeed_config(path, cfg, plan, None)
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise UserError(INLINE_DEEPSPEED)
+    checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start
     return plan
+
+
+INLINE_DEEPSPEED = (
+    "the accelerate config turns DeepSpeed on without a deepspeed_config_file (its own "
+    "zero_stage: ..., as `accelerate config` writes): give deepspeed=zero2|zero3|zero3_offload "
+    "or a JSON path, or launch with launch/accelerate/zero2.yaml / zero3.yaml"
+)
+"""accelerate then builds DeepSpeed from its own few settings, and prepare() stopped in a
+ValueError about train_micro_batch_size_per_gpu after the model had loaded."""
 
 
 def _fill_precision(ds: dict, path: Path, precision: str) -> None:
@@ -241,6 +255,8 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     ds_path = deepspeed_config_path(cfg)
     if ds_path is not None:
         check_launched(cfg)
+    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+        raise UserError(INLINE_DEEPSPEED)
     # step_scheduler_with_optimizer=False: one scheduler step per optimizer step (accelerate
     # otherwise steps it once per process, which bends the warmup/cosine curve under DDP).
     kwargs: dict = {

@@ -1,6 +1,9 @@
 """Every shipped accelerate YAML and DeepSpeed JSON loads and passes the libraries' own checks."""
 
+import importlib.util
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +196,25 @@ def test_check_world_reads_the_accelerate_config_as_accelerate_does(tmp_path):
         capture_output=True, text=True, cwd=repo,
     )  # fmt: skip
     assert zero.returncode == 2 and "1 or more" in zero.stderr
+
+
+def test_an_accelerate_config_with_deepspeed_inline_is_refused_before_any_load(tmp_path):
+    """What ``accelerate config`` writes (``zero_stage: 2`` and no ``deepspeed_config_file``)
+    passed ``--check-world`` and stopped the launch in accelerate's ValueError after the model
+    loaded; a tracker not installed passed it too (an outside review)."""
+    inline = tmp_path / "inline.yaml"
+    inline.write_text(
+        "distributed_type: DEEPSPEED\ndeepspeed_config:\n  zero_stage: 2\n  offload_optimizer_device: none\n"
+        "num_processes: 2\nmixed_precision: bf16\n"
+    )
+    check = [sys.executable, "amazon_sft/train.py", "--config", "tiny", "--check-world", "2"]
+    proc = subprocess.run(
+        [*check, "--accelerate-config", str(inline)], capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr
+    assert "deepspeed_config_file" in proc.stderr and "deepspeed=zero2" in proc.stderr
+    proc = subprocess.run(
+        [*check, "train.trackers=[wandb]"], capture_output=True, text=True, cwd=REPO
+    )
+    if importlib.util.find_spec("wandb") is None:
+        assert proc.returncode != 0 and "wandb is not installed" in proc.stderr, proc.stderr

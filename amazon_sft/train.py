@@ -142,7 +142,7 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[st
         help="with --check-world: the accelerate config the launch will use (its DeepSpeed JSON "
         "is checked too)",
     )
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)  # overrides after an option too, as prepare
     if args.check_world is not None and args.check_world < 1:
         parser.error(
             f"--check-world takes a number of processes (1 or more), got {args.check_world}"

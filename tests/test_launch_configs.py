@@ -218,3 +218,14 @@ def test_an_accelerate_config_with_deepspeed_inline_is_refused_before_any_load(t
     )
     if importlib.util.find_spec("wandb") is None:
         assert proc.returncode != 0 and "wandb is not installed" in proc.stderr, proc.stderr
+
+
+def test_overrides_may_follow_an_option_as_in_prepare():
+    """``train --config tiny train.lr=1 --check-world 2 train.global_batch_size=4``: the second
+    override was "unrecognized arguments" in train and eval, accepted by prepare."""
+    proc = subprocess.run(
+        [sys.executable, "amazon_sft/train.py", "--config", "tiny", "train.lr=1e-3",
+         "--check-world", "2", "train.global_batch_size=4"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr

@@ -77,7 +77,7 @@ def parse_args(argv):
     )
     end_to_end_run.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # overrides after an option too, as prepare
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be >= 1")
     check_new_tokens(args.max_new_tokens)

@@ -121,3 +121,34 @@ def test_the_manifest_records_the_split_version(prepared):
     del raw["split_version"]  # as prepare wrote it before split versions
     old = Manifest.from_dict(raw)
     assert old.split_version == 1 and "re-run amazon-sft prepare" in stale_split(old, "d")
+
+
+def test_rows_between_two_twins_in_a_bucket_do_not_keep_them_apart():
+    """Each bucket row was checked only against the next one in row order: for every band two
+    near-twins shared, one unlike row in between (a text quoting the four shingles that set
+    that band) kept them apart, and one was held out while the other was taught (an outside
+    review). A row is checked against the ``BUCKET_LOOKBACK`` rows before it in its bucket."""
+    from amazon_sft.data.near_duplicates import (
+        BANDS,
+        BUCKET_LOOKBACK,
+        MATCH,
+        PERMUTATIONS,
+        ROWS_PER_BAND,
+        duplicate_labels,
+    )
+
+    a = np.arange(PERMUTATIONS, dtype=np.uint16) + 100
+    b = a.copy()
+    b[-ROWS_PER_BAND:] = 7  # 28 of 32 agree, bands 0..6 shared
+    shared = BANDS - 1
+    blockers = []
+    for band in range(shared):  # one row a band, equal to a on that band only
+        row = np.full(PERMUTATIONS, 5000 + band, dtype=np.uint16)
+        row[band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND] = a[
+            band * ROWS_PER_BAND : (band + 1) * ROWS_PER_BAND
+        ]
+        blockers += [row] * min(BUCKET_LOOKBACK - 1, 3)
+    sig = np.stack([a, *blockers, b])
+    assert (sig[0] == sig[-1]).sum() >= MATCH
+    labels = duplicate_labels(sig)
+    assert labels[-1] == labels[0] == 0 and set(labels[1:-1].tolist()).isdisjoint({0})

@@ -34,6 +34,10 @@ SHINGLE_WORDS = 8
 PERMUTATIONS = 32
 BANDS = 8
 ROWS_PER_BAND = PERMUTATIONS // BANDS
+BUCKET_LOOKBACK = 8
+"""Within a band's bucket, each row is checked against this many rows before it (row order):
+against the one before only, an unlike row between two near-twins in every band they shared
+kept them apart (an outside review built one). Crowded buckets of boilerplate stay cheap."""
 MATCH = 16
 """Min-hashes of 32 a candidate pair must share to be joined (estimated Jaccard >= 0.5)."""
 BATCH = 1024
@@ -155,7 +159,8 @@ def signatures(texts: list[str]) -> np.ndarray:
 def duplicate_labels(signatures: np.ndarray) -> np.ndarray:
     """For each row, the first row of its near-duplicate group (uint64): rows joined when they
     share a band of ``ROWS_PER_BAND`` min-hashes and at least ``MATCH`` min-hashes in all
-    (within a band's bucket, each row is checked against the next one in row order).
+    (within a band's bucket, each row is checked against the ``BUCKET_LOOKBACK`` rows before
+    it in row order).
 
     >>> sig = np.zeros((4, PERMUTATIONS), dtype=np.uint16)
     >>> sig[1] = sig[0]; sig[1, 20:] = 7  # 20 of 32 agree: joined
@@ -169,10 +174,13 @@ def duplicate_labels(signatures: np.ndarray) -> np.ndarray:
     pairs = []
     for band in keys.T:
         order = np.lexsort((np.arange(n), band))
-        same = band[order[1:]] == band[order[:-1]]
-        a, b = order[:-1][same], order[1:][same]
-        agree = (signatures[a] == signatures[b]).sum(axis=1) >= MATCH
-        pairs.append((a[agree], b[agree]))
+        for lag in range(1, BUCKET_LOOKBACK + 1):
+            same = band[order[lag:]] == band[order[:-lag]]
+            if not same.any():
+                break  # no bucket holds lag + 1 rows
+            a, b = order[:-lag][same], order[lag:][same]
+            agree = (signatures[a] == signatures[b]).sum(axis=1) >= MATCH
+            pairs.append((a[agree], b[agree]))
     a = np.concatenate([p[0] for p in pairs] + [np.zeros(0, np.int64)])
     b = np.concatenate([p[1] for p in pairs] + [np.zeros(0, np.int64)])
     label = np.arange(n, dtype=np.int64)

@@ -284,6 +284,10 @@ class TrainConfig:
             raise UserError(f"train.epochs must be a number >= 0 (0: max_steps), got {self.epochs}")
         if self.max_steps < 0:
             raise UserError(f"train.max_steps must be >= 1 (0: not given), got {self.max_steps}")
+        if self.peak_tflops < 0:  # logged a negative MFU
+            raise UserError(
+                f"train.peak_tflops must be >= 0 (0: look the GPU up), got {self.peak_tflops}"
+            )
         if self.epochs and self.max_steps:
             raise UserError(
                 f"train.epochs={self.epochs:g} and train.max_steps={self.max_steps} both size the "

@@ -268,3 +268,9 @@ def test_lora_module_lists_must_be_names(override, needle):
     peft after the model had loaded (an outside review)."""
     with pytest.raises(UserError, match=needle):
         load_run_config("tiny", ["lora.enabled=true", override])
+
+
+def test_a_negative_peak_is_refused():
+    """``train.peak_tflops=-5`` was taken and logged ``mfu: -0.0031`` (an outside review)."""
+    with pytest.raises(UserError, match=r"train\.peak_tflops"):
+        load_run_config("tiny", ["train.peak_tflops=-5"])

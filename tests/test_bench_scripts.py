@@ -656,3 +656,14 @@ def test_checkpoint_size_benchmark_prints_the_ratio_of_two_checkouts(prepared, t
     assert re.search(r"\| single \| [\d.]+ MB \(\d+ s\) \| [\d.]+ MB \(\d+ s\) \| 1\.0x \|", row), (
         out
     )
+
+
+@pytest.mark.skipif(
+    not (REPO.parent / "shared" / "data" / "amazontitles_real_head_sample.jsonl").is_file(),
+    reason="reads the real rows of ../shared/data",
+)
+def test_cleaning_cost_benchmark_measures_two_checkouts():
+    out = _run("bench/cleaning_cost.py", "--repeat", "1", "--rows", "2000", "--base", str(REPO))
+    assert "us a row" in out and re.search(
+        r"ratio now / base: cleaning [\d.]+x, grouping [\d.]+x", out
+    )

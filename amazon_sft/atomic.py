@@ -107,7 +107,10 @@ def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
         m = pattern.match(path.name)
         if not m:
             continue
-        if not any_machine and (m.group(2) not in (None, here) or _pid_alive(int(m.group(3)))):
+        this_machine = m.group(2) in (None, here)
+        if this_machine and _pid_alive(int(m.group(3))):
+            continue  # a live process of this machine: never, lock or not
+        if not this_machine and not any_machine:
             continue
         if m.group(1) == "old" and not out_dir.exists():
             path.rename(out_dir)

@@ -44,7 +44,7 @@ class LoraConfig:
                 raise UserError(
                     f"lora.{key} must list module names (e.g. [q_proj, v_proj]), got {names!r}"
                 )
-        if not self.target_modules:  # peft failed only after the model had loaded
+        if self.enabled and not self.target_modules:  # peft failed after the model loaded
             raise UserError(
                 "lora.target_modules is empty: name the layers that get adapters, e.g. [q_proj, v_proj]"
             )

@@ -127,7 +127,9 @@ def fill_deepspeed_config(
 
 def deepspeed_json_of(accelerate_yaml: str) -> str | None:
     """The DeepSpeed JSON an accelerate config names (``deepspeed_config.deepspeed_config_file``),
-    read as accelerate reads it; None for a config without one."""
+    read as accelerate reads it; None for a config without one. A config that turns DeepSpeed on
+    marks the environment as ``accelerate launch`` would (``ACCELERATE_USE_DEEPSPEED``), so
+    ``check_for_world`` sees what a rank will."""
     import yaml
 
     try:
@@ -136,8 +138,8 @@ def deepspeed_json_of(accelerate_yaml: str) -> str | None:
         raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
     ds = loaded.get("deepspeed_config") if isinstance(loaded, dict) else None
     name = ds.get("deepspeed_config_file") if isinstance(ds, dict) else None
-    if not name and isinstance(loaded, dict) and loaded.get("distributed_type") == "DEEPSPEED":
-        raise UserError(f"--accelerate-config {accelerate_yaml}: {INLINE_DEEPSPEED}")
+    if isinstance(loaded, dict) and loaded.get("distributed_type") == "DEEPSPEED":
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as accelerate launch tells each rank
     return str(name) if name else None
 
 

@@ -41,6 +41,9 @@ class OutputLock:
         self.path = self.target.parent / f".{self.target.name}.lock"
         self.command = command
         self._fd: int | None = None
+        self.locked = False
+        """The flock is held (False on a filesystem without locks: nothing may be cleared as
+        a dead process's then)."""
 
     def acquire(self) -> OutputLock:
         from amazon_sft.ownership import refuse_link_to_nowhere
@@ -60,6 +63,7 @@ class OutputLock:
             ) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.locked = True
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
@@ -90,6 +94,7 @@ class OutputLock:
         return self
 
     def release(self) -> None:
+        self.locked = False
         if self._fd is not None:
             os.ftruncate(self._fd, 0)
             os.close(self._fd)  # closing the descriptor drops the flock

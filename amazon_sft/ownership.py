@@ -266,14 +266,16 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             f"out_dir={out_dir}: final/ holds {listing(foreign)} that amazon-sft train did not "
             "write, and the run's next save replaces final/: move them out of final/ first"
         )
-    if resume not in ("none", "auto") and not _inside(Path(resume), out_dir):
-        # another run's checkpoint would replace this run's final/ and mix their metrics
+    no_checkpoint = not complete_checkpoints(out_dir)
+    saved = not no_checkpoint or "final" in present  # not a launch killed before its first save
+    if resume not in ("none", "auto") and saved and not _inside(Path(resume), out_dir):
+        # another run's checkpoint would replace this run's final/ and mix their metrics (a
+        # requeue of a branch from it goes on from the branch's own: resuming.branch_goes_on)
         raise UserError(
             f"resume={resume} is another run's checkpoint and out_dir={out_dir} already holds "
             f"a run ({', '.join(present)}): resume=auto to go on with {out_dir}'s own run, or a "
             f"new out_dir to go on from {resume}"
         )
-    no_checkpoint = not complete_checkpoints(out_dir)
     if resume == "auto" and "final" in present and no_checkpoint:
         # starting over there would write the new model into the finished run's final/
         raise UserError(

@@ -4,6 +4,7 @@ loads (``plan_resume``), the weights after (``resume``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -32,6 +33,32 @@ from amazon_sft.trainable_state import frozen_base_of
 from amazon_sft.trainer import drop_metrics_after
 
 log = logging.getLogger("amazon_sft.train")
+
+
+def branch_goes_on(cfg: RunConfig, out_dir: Path) -> RunConfig:
+    """``resume=PATH`` of another run's checkpoint into a folder whose own checkpoints went on
+    from that very checkpoint (a SLURM requeue repeats the command line): ``resume=auto``, so
+    the branch goes on from its newest step rather than starting over from PATH (or being
+    refused as a second run: ``ownership.check_run_dir``)."""
+    if cfg.resume in ("none", "auto") or not Path(cfg.resume).is_dir():
+        return cfg
+    asked = Path(cfg.resume).resolve()
+    if out_dir.resolve() in asked.parents:
+        return cfg  # this run's own checkpoint: as asked
+    for checkpoint in resume_candidates("auto", out_dir):
+        try:
+            started = (saved_record(checkpoint, out_dir) or {})["config"]["resume"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if isinstance(started, str) and Path(started).is_dir() and Path(started).resolve() == asked:
+            log.info(
+                "resume=%s: %s went on from it to %s; going on from there (resume=auto)",
+                cfg.resume,
+                out_dir,
+                checkpoint.name,
+            )
+            return dataclasses.replace(cfg, resume="auto")
+    return cfg
 
 
 def plan_resume(

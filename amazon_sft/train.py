@@ -50,7 +50,7 @@ from amazon_sft.outputs import disk_full, run_kept
 from amazon_sft.ownership import check_run_dir, claim_run_dir, refuse_run_in_data
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header
-from amazon_sft.resuming import base_after_load, plan_resume, resume
+from amazon_sft.resuming import base_after_load, branch_goes_on, plan_resume, resume
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of
@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
         return 0
     out_dir = Path(cfg.out_dir)
+    cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     refuse_run_in_data(out_dir, cfg.data.path)
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
@@ -192,7 +193,10 @@ DATA_TAUGHT = (
 
 
 READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len")
-"""The data settings training itself reads; every other one shaped the prepared data."""
+"""The data settings training itself reads."""
+PREPARE_SPEED = ("grounded_workers", "tokenize_batch_docs", "tokenizer_backend", "shard_rows")
+"""prepare's speed and layout, which leave the examples as they are; every other data setting
+shaped them."""
 
 
 def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifest) -> None:
@@ -204,13 +208,13 @@ def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifes
     for override in given:
         key = override.split("=", 1)[0]
         parts = key.split(".")[1:]
-        if key.split(".")[0] != "data" or not parts or parts[0] in READ_BY_TRAIN:
+        if key.split(".")[0] != "data" or not parts or parts[0] in READ_BY_TRAIN + PREPARE_SPEED:
             continue
         value, prepared_with = asked, made
         for part in parts:
             value = value.get(part) if isinstance(value, dict) else None
-            prepared_with = prepared_with.get(part) if isinstance(prepared_with, dict) else None
-        if prepared_with is not None and value != prepared_with:
+            prepared_with = prepared_with.get(part, ...) if isinstance(prepared_with, dict) else ...
+        if prepared_with is not ... and value != prepared_with:  # None too: "all products"
             raise UserError(
                 f"{key}={value} was given to train, but {cfg.data.path} was prepared with "
                 f"{key}={prepared_with}: prepare again with it (amazon-sft prepare ... {key}="
@@ -253,7 +257,8 @@ def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | No
         try:
             lock = OutputLock(out_dir, "amazon-sft train").acquire()
             moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
-            clear_killed_saves(out_dir)  # under the lock: no live process owns them
+            if lock.locked:  # no live process owns them (without locks: unknown, kept)
+                clear_killed_saves(out_dir)
             if moved:
                 log.info("overwrite=true: the previous run in %s was moved to %s", out_dir, moved)
         except UserError as err:

@@ -27,6 +27,8 @@ def claim_work_dir(path: Path, flag: str = "--work", inputs: tuple[str, ...] = (
     and results.json in the folder it was given). ``inputs``: names the benchmark reads there
     and never writes (retrieval_full's catalogue.jsonl)."""
     path = Path(path)
+    if path.is_symlink() and path.is_dir():
+        path = path.resolve()  # a link to a scratch folder, as clusters have
     if path.is_symlink() or (path.exists() and not path.is_dir()):
         raise SystemExit(f"{flag} {path} is not a folder: give a new or empty folder")
     if path.is_dir() and not (path / BENCH_MARKER).is_file():

@@ -28,7 +28,11 @@ case "$CONFIG" in *.yaml | *.yml) CONFIG="$(absolute "$CONFIG")" ;; esac
 if [ -z "${OUT:-}" ] && [ -f "$CONFIG" ]; then
   # the YAML's own out_dir: two experiments' config.yaml shared runs/config, and resume=auto
   # went on from the other's checkpoint
-  OUT="$(python3 -c 'import sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print((c.get("out_dir") if isinstance(c, dict) else None) or "")' "$CONFIG" 2>/dev/null)" || OUT=""
+  read_out='import os, sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(os.path.expanduser((c.get("out_dir") if isinstance(c, dict) else None) or ""))'
+  if ! OUT="$(python3 -c "$read_out" "$CONFIG")"; then
+    echo "train_local.sh: cannot read out_dir from $CONFIG (python3 with PyYAML: activate the venv); or set OUT=run-folder" >&2
+    exit 2
+  fi
 fi
 OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 [ -n "${DATA:-}" ] && DATA="$(absolute "$DATA")"

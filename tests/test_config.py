@@ -274,3 +274,8 @@ def test_a_negative_peak_is_refused():
     """``train.peak_tflops=-5`` was taken and logged ``mfu: -0.0031`` (an outside review)."""
     with pytest.raises(UserError, match=r"train\.peak_tflops"):
         load_run_config("tiny", ["train.peak_tflops=-5"])
+
+
+def test_an_empty_target_list_is_fine_while_lora_is_off():
+    """A review: ``lora.target_modules=[]`` was refused with LoRA off."""
+    load_run_config("tiny", ["lora.enabled=false", "lora.target_modules=[]"])

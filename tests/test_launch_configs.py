@@ -213,6 +213,9 @@ def test_an_accelerate_config_with_deepspeed_inline_is_refused_before_any_load(t
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert "deepspeed_config_file" in proc.stderr and "deepspeed=zero2" in proc.stderr
+    named = [*check, "--accelerate-config", str(inline), "deepspeed=zero2"]  # as the line says
+    proc = subprocess.run(named, capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr
     proc = subprocess.run(
         [*check, "train.trackers=[wandb]"], capture_output=True, text=True, cwd=REPO
     )

@@ -649,6 +649,13 @@ def test_train_local_runs_a_yaml_config_in_its_own_out_dir(tmp_path):
         assert dry.returncode == 0, dry.stderr
         outs.append(re.search(r"out_dir=(\S+)", dry.stdout).group(1))
     assert outs == [str(tmp_path / "runs" / "exp_a-lr"), str(tmp_path / "runs" / "exp_b-lr")]
+    (tmp_path / "exp 1.yaml").write_text("out_dir: ~/runs/exp1\n")  # a review: a folder named ~
+    env.update(CONFIG="exp 1.yaml", HOME=str(tmp_path / "home"))
+    dry = subprocess.run(
+        ["bash", str(REPO / "launch" / "train_local.sh")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert f"out_dir={tmp_path / 'home' / 'runs' / 'exp1'}" in dry.stdout, dry.stdout + dry.stderr
 
 
 def test_train_sbatch_hands_its_overrides_to_prepare_too(tmp_path):

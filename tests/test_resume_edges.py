@@ -165,9 +165,15 @@ def test_another_runs_checkpoint_is_not_resumed_into_a_folder_holding_a_run(
     assert {p: p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} == before
     c = tmp_path / "c"
     into_c = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, c))
-    fresh = _cli(*into_c, "checkpoint.every_steps=2", "train.max_steps=3", branch)
+    (c / "logs").mkdir(parents=True)  # a launch killed before its first save (a review)
+    (c / ".amazon_sft_run.json").write_text("{}\n")
+    fresh = _cli(*into_c, "checkpoint.every_steps=1", "train.max_steps=3", branch)
     assert fresh.returncode == 0 and "resumed from" in fresh.stderr, fresh.stderr[-2000:]
     assert [r["step"] for r in _metrics(c)] == [3]
+    # a SLURM requeue repeats the command line: the branch goes on from its own step 3
+    again = _cli(*into_c, "checkpoint.every_steps=1", "train.max_steps=4", branch)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "step-00000003 at step 3" in again.stderr and [r["step"] for r in _metrics(c)] == [3, 4]
 
 
 def test_tensorboard_shows_each_step_once_after_a_restart_from_step_0(
@@ -365,3 +371,29 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
         p.name for p in [*out.iterdir(), *ck.iterdir()] if ".tmp" in p.name or ".old" in p.name
     )
     assert left == [], left
+
+
+def test_without_a_lock_nothing_a_live_process_may_own_is_cleared(tmp_path, monkeypatch):
+    """On a filesystem without locks the lock only warns, so another train may be saving
+    there: a review deleted a live ``.final.tmp`` of this machine and a ``step-N.tmp`` that way.
+    This machine's live processes' staging is never removed, and without the lock nothing is."""
+    import errno
+    import fcntl
+    import os
+    import socket
+
+    from amazon_sft.atomic import remove_stale
+    from amazon_sft.output_lock import OutputLock
+
+    out = tmp_path / "run"
+    out.mkdir()
+    live = out / f".final.tmp-{socket.gethostname()}-{os.getpid()}"
+    live.mkdir()
+    assert remove_stale(out / "final", any_machine=True) == [] and live.is_dir()
+
+    def no_locks(fd, op):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    with OutputLock(out, "train") as lock:
+        assert not lock.locked

@@ -642,9 +642,11 @@ def test_a_data_setting_given_to_train_that_the_data_was_not_prepared_with_is_on
     made = read_manifest(prepared).config["data"]
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, tmp_path / "r"))
     other = 0.5 if made["grounded_fraction"] != 0.5 else 0.25
-    for bad in (f"data.grounded_fraction={other}", "data.clean.min_content_chars=7"):
+    assert made["max_train_products"] is None  # prepared with every product: 50 is another
+    for bad in (f"data.grounded_fraction={other}", "data.clean.min_content_chars=7",
+                "data.max_train_products=50"):  # fmt: skip
         proc = _cli(*base, bad, "train.max_steps=1")
         _one_line_error(proc, "train", bad.split("=")[0], "prepare")
     same = _cli(*base, f"data.grounded_fraction={made['grounded_fraction']}", "data.seed=7",
-                "train.max_steps=1")  # fmt: skip
+                "data.grounded_workers=16", "data.tokenizer_backend=hf", "train.max_steps=1")  # fmt: skip
     assert same.returncode == 0, same.stderr[-2000:]

@@ -117,7 +117,7 @@ class Cleaner:
     def __init__(self, cfg: CleanConfig, scrub: Callable[[str], str] | None = None) -> None:
         self.cfg = cfg
         self.scrub = scrub
-        self._uids: set[str] = set()  # a citation names one record: a uid's first row is kept
+        self._uids: set[bytes] = set()  # a citation names one record: a uid's first row is kept
         self.modified: Counter = Counter()
         self.dropped: Counter = Counter()
         self._seen: set[bytes] = set()  # 8-byte digests: ~70 B per kept row, not the text
@@ -146,11 +146,12 @@ class Cleaner:
         if cfg.drop_duplicates and digest in self._seen:
             self.dropped["duplicate"] += 1
             return None
-        if uid is not None and uid in self._uids:  # another product under a kept uid (or a
-            self.dropped["uid_repeated"] += 1  # title repeated without a uid: its made-up uid)
+        uid_key = None if uid is None else hashlib.blake2b(uid.encode(), digest_size=8).digest()
+        if uid_key is not None and uid_key in self._uids:  # another product under a kept uid
+            self.dropped["uid_repeated"] += 1  # (or a title repeated without one: its made-up uid)
             return None
         if cfg.drop_duplicates:
             self._seen.add(digest)
-        if uid is not None:
-            self._uids.add(uid)
+        if uid_key is not None:
+            self._uids.add(uid_key)
         return title, content

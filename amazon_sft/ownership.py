@@ -88,7 +88,11 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
         raise UserError(
             f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
         )
-    foreign = [name for name in entries if not PREPARED_ENTRY.match(name)]
+    foreign = [
+        name
+        for name in entries
+        if not PREPARED_ENTRY.match(name) and not _released_lock(out_dir / name)
+    ]
     foreign += _foreign_inside(out_dir)
     if foreign:
         raise UserError(
@@ -130,6 +134,31 @@ INDEX_FILES = frozenset(
 )
 """The files an index build writes, for an index whose ``stats.json`` does not list them (any
 other file, even a ``.npy``, is someone else's)."""
+
+
+def _released_lock(path: Path) -> bool:
+    """An amazon-sft lock file no process holds (``output_lock``: emptied on release, never
+    deleted; a killed holder's keeps its note), left in a prepared folder by ``eval --out
+    prepared/eval``: not the user's file. One a live process holds is."""
+    import fcntl
+
+    name = path.name
+    if not (name.startswith(".") and name.endswith(".lock")) or path.is_symlink():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        note = os.pread(fd, 4, 0)
+        if note not in (b"", b"pid "):
+            return False  # text of the user's own
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # held by a live process (or no locks here: not ours to judge)
+        return False
+    finally:
+        os.close(fd)
 
 
 def _foreign_inside(out_dir: Path) -> list[str]:

@@ -650,3 +650,28 @@ def test_a_data_setting_given_to_train_that_the_data_was_not_prepared_with_is_on
     same = _cli(*base, f"data.grounded_fraction={made['grounded_fraction']}", "data.seed=7",
                 "data.grounded_workers=16", "data.tokenizer_backend=hf", "train.max_steps=1")  # fmt: skip
     assert same.returncode == 0, same.stderr[-2000:]
+
+
+def test_a_released_lock_file_left_inside_a_prepared_folder_does_not_block_overwrite(
+    catalogue, prepared, tmp_path, capsys
+):
+    """``eval --out prepared/eval`` leaves ``prepared/.eval.lock`` (lock files are never deleted):
+    every later ``prepare --overwrite`` of that folder refused it as a file prepare did not write
+    (an outside review). A released lock (empty) is amazon-sft's own; one held by a running
+    process is still refused."""
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    from amazon_sft.output_lock import OutputLock
+
+    cmd = ["prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--overwrite"]
+    cmd += ["--quiet", "data.shard_rows=64"]
+    with OutputLock(out / "eval", "eval"):  # a running eval's lock
+        code, err = _run_cli(capsys, *cmd)
+        _one_line(code, err, "prepare", ".eval.lock")
+    (out / ".notes.lock").write_text("my own notes\n")
+    code, err = _run_cli(capsys, *cmd)
+    _one_line(code, err, "prepare", ".notes.lock")
+    (out / ".notes.lock").unlink()
+    assert (out / ".eval.lock").is_file()  # released, as eval leaves it
+    code, err = _run_cli(capsys, *cmd)
+    assert code == 0, err[-2000:]

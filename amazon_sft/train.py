@@ -29,11 +29,11 @@ from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import Manifest
 from amazon_sft.data.shards import PackedShards, check_fingerprints
+from amazon_sft.deepspeed_config import deepspeed_json_of
 from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
     check_for_world,
-    deepspeed_json_of,
     describe_optimizer,
     raise_if_any_rank,
     seed_per_rank,

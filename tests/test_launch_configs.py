@@ -9,12 +9,8 @@ from pathlib import Path
 import pytest
 
 from amazon_sft.config import load_run_config
-from amazon_sft.distributed import (
-    DS_CONFIG_DIR,
-    deepspeed_config_path,
-    fill_deepspeed_config,
-    plan_batches,
-)
+from amazon_sft.deepspeed_config import DS_CONFIG_DIR, deepspeed_config_path, fill_deepspeed_config
+from amazon_sft.distributed import plan_batches
 from amazon_sft.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,0 +1,140 @@
+"""The DeepSpeed JSON of a run: which one (the run config's ``deepspeed`` or the one accelerate
+launch was given), its "auto" values filled from the run config, and what it must not say
+(a precision other than the run's, ZeRO-3 saves without gathered weights). ``distributed``
+builds the accelerator from it; this module reads files and the environment only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from amazon_sft.config import RunConfig
+from amazon_sft.errors import UserError
+
+if TYPE_CHECKING:
+    from amazon_sft.distributed import BatchPlan
+
+DS_CONFIG_DIR = Path(__file__).resolve().parents[1] / "ds_configs"
+
+
+def deepspeed_name(cfg: RunConfig) -> str | None:
+    """``deepspeed`` of the run config, else the config accelerate launch was given."""
+    return cfg.deepspeed or os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+
+
+def deepspeed_config_path(cfg: RunConfig) -> Path | None:
+    """The DeepSpeed JSON from the run config, else the one accelerate launch was given."""
+    name = deepspeed_name(cfg)
+    if not name or name == "none":
+        return None
+    path = Path(name)
+    if not path.suffix:
+        path = DS_CONFIG_DIR / f"{name}.json"
+    if not path.is_file():
+        raise UserError(
+            f"deepspeed config {name!r} not found: use zero2, zero3, zero3_offload or a JSON path"
+        )
+    return path
+
+
+def fill_deepspeed_config(
+    path: Path, cfg: RunConfig, plan: BatchPlan, precision: str | None
+) -> dict:
+    """The DeepSpeed config with every "auto" filled from the run config (``precision`` None:
+    bf16/fp16 left as they are)."""
+    try:
+        ds = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    filled = {
+        "train_micro_batch_size_per_gpu": plan.micro_batch_size,
+        "gradient_accumulation_steps": plan.accumulation_steps,
+        "train_batch_size": plan.global_batch_size,
+        "gradient_clipping": cfg.train.max_grad_norm,
+    }
+    for key, value in filled.items():
+        if ds.get(key, "auto") == "auto":
+            ds[key] = value
+        elif ds[key] != value:
+            raise UserError(
+                f'{path}: {key}={ds[key]} disagrees with the run config ({value}); set it to "auto"'
+            )
+    if precision is not None:
+        _fill_precision(ds, path, precision)
+    _check_zero3_saves(ds, path)
+    return ds
+
+
+def deepspeed_json_of(accelerate_yaml: str) -> str | None:
+    """The DeepSpeed JSON an accelerate config names (``deepspeed_config.deepspeed_config_file``),
+    read as accelerate reads it; None for a config without one. A config that turns DeepSpeed on
+    marks the environment as ``accelerate launch`` would (``ACCELERATE_USE_DEEPSPEED``), so
+    ``check_for_world`` sees what a rank will."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(accelerate_yaml).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
+    ds = loaded.get("deepspeed_config") if isinstance(loaded, dict) else None
+    name = ds.get("deepspeed_config_file") if isinstance(ds, dict) else None
+    if isinstance(loaded, dict) and loaded.get("distributed_type") == "DEEPSPEED":
+        os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as accelerate launch tells each rank
+    return str(name) if name else None
+
+
+INLINE_DEEPSPEED = (
+    "the accelerate config turns DeepSpeed on without a deepspeed_config_file (its own "
+    "zero_stage: ..., as `accelerate config` writes): give deepspeed=zero2|zero3|zero3_offload "
+    "or a JSON path, or launch with launch/accelerate/zero2.yaml / zero3.yaml"
+)
+"""accelerate then builds DeepSpeed from its own few settings, and prepare() stopped in a
+ValueError about train_micro_batch_size_per_gpu after the model had loaded."""
+
+
+def _fill_precision(ds: dict, path: Path, precision: str) -> None:
+    """bf16/fp16 "enabled" from the run's precision; an explicit value that disagrees is refused
+    (a JSON saying bf16 trained in bf16 while config.yaml, and what resume compares, said fp32)."""
+    run = "bf16" if precision == "bf16" else "fp32"
+    for section, enabled in (("bf16", precision == "bf16"), ("fp16", False)):
+        block = ds.get(section)
+        if not isinstance(block, dict):
+            continue
+        value = block.get("enabled", False)
+        if value == "auto":
+            block["enabled"] = enabled
+        elif _as_bool(value) != enabled:
+            raise UserError(
+                f"{path}: {section}.enabled={json.dumps(value)} disagrees with the run's precision "
+                f'({run}: train.precision={{auto,bf16,fp32}}); set it to "auto"'
+            )
+
+
+def _as_bool(value) -> bool:
+    """A JSON flag as DeepSpeed's config reads it (pydantic: "false" and "0" are False)."""
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "t", "yes", "y", "on")
+    return bool(value)
+
+
+def _check_zero3_saves(ds: dict, path: Path) -> None:
+    """ZeRO-3 keeps each weight in pieces across ranks: the final save gathers them only when
+    the JSON says so, else accelerate's get_state_dict raises there, after the whole run."""
+    zero = ds.get("zero_optimization")
+    if not isinstance(zero, dict) or zero.get("stage") != 3:
+        return
+    names = (
+        "stage3_gather_16bit_weights_on_model_save",
+        "stage3_gather_fp16_weights_on_model_save",
+    )
+    # "auto": accelerate fills it from this variable (a YAML's zero3_save_16bit_model sets it)
+    from_env = os.environ.get("ACCELERATE_DEEPSPEED_ZERO3_SAVE_16BIT_MODEL", "false")
+    given = [zero[name] for name in names if name in zero]
+    if not any(from_env.lower() == "true" if v == "auto" else _as_bool(v) for v in given):
+        raise UserError(
+            f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save "
+            "cannot save the trained model (the run would fail at its final save): set it to true"
+        )

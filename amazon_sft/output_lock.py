@@ -105,3 +105,26 @@ class OutputLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+
+def released_lock(path: Path) -> bool:
+    """An amazon-sft lock file no process holds (``OutputLock``: emptied on release, never
+    deleted; a killed holder's keeps its note), left in a prepared folder by ``eval --out
+    prepared/eval``: not the user's file. One a live process holds is."""
+    name = path.name
+    if not (name.startswith(".") and name.endswith(".lock")) or path.is_symlink():
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        note = os.pread(fd, 4, 0)
+        if note not in (b"", b"pid "):
+            return False  # text of the user's own
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:  # held by a live process (or no locks here: not ours to judge)
+        return False
+    finally:
+        os.close(fd)

@@ -35,6 +35,7 @@ from amazon_sft import __version__
 from amazon_sft.data.manifest import MANIFEST, read_manifest
 from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
+from amazon_sft.output_lock import released_lock
 
 PREPARED_ENTRY = re.compile(
     r"^(manifest\.json|catalogue\.jsonl|heldout\.jsonl|seen_probe\.jsonl|report\.json|"
@@ -91,7 +92,7 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
     foreign = [
         name
         for name in entries
-        if not PREPARED_ENTRY.match(name) and not _released_lock(out_dir / name)
+        if not PREPARED_ENTRY.match(name) and not released_lock(out_dir / name)
     ]
     foreign += _foreign_inside(out_dir)
     if foreign:
@@ -134,31 +135,6 @@ INDEX_FILES = frozenset(
 )
 """The files an index build writes, for an index whose ``stats.json`` does not list them (any
 other file, even a ``.npy``, is someone else's)."""
-
-
-def _released_lock(path: Path) -> bool:
-    """An amazon-sft lock file no process holds (``output_lock``: emptied on release, never
-    deleted; a killed holder's keeps its note), left in a prepared folder by ``eval --out
-    prepared/eval``: not the user's file. One a live process holds is."""
-    import fcntl
-
-    name = path.name
-    if not (name.startswith(".") and name.endswith(".lock")) or path.is_symlink():
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-    except OSError:
-        return False
-    try:
-        note = os.pread(fd, 4, 0)
-        if note not in (b"", b"pid "):
-            return False  # text of the user's own
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:  # held by a live process (or no locks here: not ours to judge)
-        return False
-    finally:
-        os.close(fd)
 
 
 def _foreign_inside(out_dir: Path) -> list[str]:
@@ -297,7 +273,7 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
         )
     no_checkpoint = not complete_checkpoints(out_dir)
     saved = not no_checkpoint or "final" in present  # not a launch killed before its first save
-    if resume not in ("none", "auto") and saved and not _inside(Path(resume), out_dir):
+    if resume not in ("none", "auto") and saved and not inside_run(Path(resume), out_dir):
         # another run's checkpoint would replace this run's final/ and mix their metrics (a
         # requeue of a branch from it goes on from the branch's own: resuming.branch_goes_on)
         raise UserError(
@@ -322,7 +298,7 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             )
 
 
-def _inside(named: Path, out_dir: Path) -> bool:
+def inside_run(named: Path, out_dir: Path) -> bool:
     """``resume``'s folder is ``out_dir``'s: a name resume reads inside ``out_dir``
     (``step-N``, ``checkpoints/step-N``), or a path that resolves under it."""
     if not (named.is_dir() or named.is_absolute()):

@@ -22,6 +22,7 @@ from amazon_sft.config_loader import to_dict
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.distributed import raise_if_any_rank, running_engine
 from amazon_sft.errors import UserError
+from amazon_sft.ownership import inside_run
 from amazon_sft.resume_config import (
     base_change,
     changes_on_resume,
@@ -43,7 +44,7 @@ def branch_goes_on(cfg: RunConfig, out_dir: Path) -> RunConfig:
     if cfg.resume in ("none", "auto") or not Path(cfg.resume).is_dir():
         return cfg
     asked = Path(cfg.resume).resolve()
-    if out_dir.resolve() in asked.parents:
+    if inside_run(asked, out_dir):
         return cfg  # this run's own checkpoint: as asked
     for checkpoint in resume_candidates("auto", out_dir):
         try:

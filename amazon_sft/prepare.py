@@ -131,7 +131,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     pad_id = choose_pad_id(tok)
     shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)
     for name, probe in streamed.probes.items():
-        _write_jsonl(staging / f"{name}.jsonl", probe.records())
+        _write_jsonl(staging / f"{name}.jsonl", probe_rows(probe, streamed.encoder.untaught))
     total = time.perf_counter() - started
     report = build_report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
     markdown = write_report(report, staging)
@@ -217,8 +217,10 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
                     counts["over_max_train_products"] += 1
                     continue
                 counts["taught"] += 1
-                probes["seen_probe"].offer(row["title"], row, key)
-                if uid_share(row["uid"], "closed:") < data.closed_book_fraction:
+                taught = taught_ways(row["uid"], data)
+                if taught:  # the seen probe scores what was taught, each way on its own
+                    probes["seen_probe"].offer(row["title"], {**row, "taught": taught}, key)
+                if "closed_book" in taught:
                     counts["closed_book_products"] += 1
                     yield row["uid"], row["title"], row["content"]
         cleaned.path.unlink()
@@ -268,6 +270,27 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
         probes,
         seconds,
     )
+
+
+def taught_ways(uid: str, data) -> list[str]:
+    """How prepare teaches a training product, by the stable hashes that pick it: closed-book
+    (``data.closed_book_fraction``), grounded (``data.grounded_fraction``), both or neither."""
+    closed = uid_share(uid, "closed:") < data.closed_book_fraction
+    grounded = uid_share(uid, "grounded:") < data.grounded_fraction
+    return [way for way, yes in (("closed_book", closed), ("grounded", grounded)) if yes]
+
+
+def probe_rows(probe: ProbeSample, untaught: set[str]) -> list[dict]:
+    """The probe's rows less what was not taught after all: a product whose every closed-book
+    prompt was too long for the rows (``prompt_too_long``) was not taught closed-book."""
+    rows = []
+    for row in probe.records():
+        if row["uid"] in untaught and "taught" in row:
+            row = {**row, "taught": [w for w in row["taught"] if w != "closed_book"]}
+            if not row["taught"]:
+                continue
+        rows.append(row)
+    return rows
 
 
 def _pack_and_write(staging: Path, data, streamed: Streamed, doc_lens, pad_id: int):

@@ -113,7 +113,9 @@ def stage_prepare(args, work: Path) -> dict:
     keep = ("lines_read", "kept", "train_docs", "grounded_docs", "grounded_workers", "rows")
     return {
         **{k: report[k] for k in (*keep, "seconds")},
-        "grounded_too_long": report["skipped"].get("grounded_too_long", 0),  # built, not written
+        "grounded_too_long": report["documents_dropped"].get(
+            "grounded_too_long", 0
+        ),  # built, not written
         "disk_mb": round(_disk_mb(out), 1),
         "index_disk_mb": round(_disk_mb(out / "index"), 1),
     }

@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from amazon_sft.config import load_run_config
+from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.shards import PackedShards
 from amazon_sft.data.split import normalise_title, split_groups
 from amazon_sft.evaluation.items import EvalItem
@@ -181,6 +182,11 @@ def test_eval_scores_both_modes_on_the_same_titles(grounded_prepared, tiny_model
         if row["split"].endswith("absent"):
             assert row["uid"] not in row["context"] and row["reference"] == ABSTENTIONS["en"]
     assert "citation accuracy" in (tmp_path / "r" / "report.md").read_text()
+    # "seen grounded" asks about products taught grounded (data.grounded_fraction=0.5), not any
+    # training product: half the "seen" grounded titles had never been taught grounded
+    seen = [r for r in rows if r["split"] in ("seen grounded", "seen absent")]
+    assert len(seen) == 12 and all(uid_share(r["uid"], "grounded:") < 0.5 for r in seen)
+    assert "taught grounded" in (tmp_path / "r" / "report.md").read_text()
 
 
 def test_answering_defaults_to_grounded_for_a_grounded_model(grounded_prepared, tuned_run):

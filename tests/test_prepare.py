@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from amazon_sft.config import load_run_config
+from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.manifest import FORMAT_VERSION
 from amazon_sft.data.shards import PackedShards, check_fingerprints, read_manifest, verify_checksums
 from amazon_sft.data.split import normalise_title
@@ -322,3 +323,43 @@ def test_the_typed_manifest_round_trips_and_names_a_bad_field(prepared):
         Manifest.from_dict({**raw, "extra": 1})
     with pytest.raises(UserError, match="lacks 'rows'"):
         Manifest.from_dict({k: v for k, v in raw.items() if k != "rows"})
+
+
+def test_seen_probe_holds_only_products_taught_and_says_how(catalogue, tmp_path):
+    """The seen probe was drawn from every training product, taught or not: with
+    ``data.closed_book_fraction=0.3`` (the grounded recipe teaches 0.15 closed-book), seven in ten
+    "seen" titles scored closed-book had never been taught closed-book, and a product whose every
+    prompt was too long for the rows (dropped as ``prompt_too_long``) counted as seen too. Now
+    each probe row says how it was taught (``taught``) and untaught products stay out."""
+    src = tmp_path / "trn.json"
+    giant = {"uid": "B0GIANT1", "title": "Gigantic " * 400, "content": "A very long titled thing."}
+    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
+    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
+    overrides = [
+        "data.closed_book_fraction=0.3",
+        "data.probe_size=100000",
+        "data.heldout_fraction=0.01",
+    ]
+    prepare(src, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    probe = _jsonl(tmp_path / "out" / "seen_probe.jsonl")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert probe and all(r["taught"] == ["closed_book"] for r in probe)
+    assert all(uid_share(r["uid"], "closed:") < 0.3 for r in probe)
+    catalogue_rows = {r["uid"]: r for r in _jsonl(tmp_path / "out" / "catalogue.jsonl")}
+    closed = {
+        normalise_title(r["title"])
+        for r in catalogue_rows.values()
+        if r["split"] == "train" and uid_share(r["uid"], "closed:") < 0.3
+    }
+    assert {normalise_title(r["title"]) for r in probe} == closed - {
+        normalise_title(giant["title"])
+    }
+    assert "B0GIANT1" not in {r["uid"] for r in probe}
+    # rows skipped and training documents dropped are counted apart: a prompt too long for the
+    # row drops documents (one per phrasing), not catalogue rows
+    assert "prompt_too_long" not in report["skipped"]
+    assert report["documents_dropped"]["prompt_too_long"] >= 1
+    assert read_manifest(tmp_path / "out").documents_dropped == report["documents_dropped"]
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Training documents dropped" in markdown
+    assert catalogue_rows["B0GIANT1"]["split"] == "train"  # the case this test is about

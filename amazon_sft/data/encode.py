@@ -125,6 +125,8 @@ class DocumentEncoder:
         self.encode_prompts = PromptEncoder(tok, fmt, self._prompts(sample), sp)
         self.cut_chars = self._cut_chars([c for _, _, c in sample])
         self.dropped: Counter = Counter()
+        self.untaught: set[str] = set()
+        """uids whose every closed-book prompt was too long for a row: not taught closed-book."""
         self.truncated = 0
         self.precut = 0
 
@@ -174,12 +176,14 @@ class DocumentEncoder:
         pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
         eos = [self.eos]
         per_product = min(self.phrasings_per_doc, len(self.fmt.phrasings))  # as _prompts made them
+        kept = Counter()
         for j, p in enumerate(prompt_ids):
             a = answer_ids[j // per_product]
             budget = min(self.max_answer_tokens, self.max_seq_len - len(p) - 1)
             if budget < 1:
                 self.dropped["prompt_too_long"] += 1
                 continue
+            kept[j // per_product] += 1
             if len(a) > budget:
                 a = a[:budget]  # the description is cut; the EOS after it is kept
                 self.truncated += 1
@@ -187,6 +191,7 @@ class DocumentEncoder:
             doc_lens.append(len(p) + len(a) + 1)
             prompt_lens.append(len(p))
             answer_lens.append(len(a))
+        self.untaught.update(uid for i, (uid, _, _) in enumerate(batch) if not kept[i])
         return _batch(pieces, doc_lens, prompt_lens, answer_lens)
 
     def encode_pairs(self, prompts: list[str], answers: list[str]) -> EncodedBatch:

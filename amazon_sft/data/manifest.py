@@ -66,6 +66,9 @@ class Manifest:
     probe_docs: int = 0
     answer_truncated: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    """Catalogue rows skipped, by reason (reading and cleaning)."""
+    documents_dropped: dict[str, int] = field(default_factory=dict)
+    """Training documents built and dropped, by reason (a prompt or example too long for a row)."""
     files: dict[str, str] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     split_version: int = 1

@@ -110,6 +110,16 @@ def render_markdown(report: dict) -> str:
     for reason, n in sorted(report["skipped"].items(), key=lambda kv: -kv[1]):
         first = ", ".join(map(str, report["first_bad_lines"].get(reason, [])))
         lines.append(f"| {reason} | {n} | {first} |")
+    if report.get("documents_dropped"):
+        lines += [
+            "",
+            "## Training documents dropped (reason -> documents)",
+            "",
+            "| reason | documents |",
+            "|---|---|",
+        ]
+        for reason, n in sorted(report["documents_dropped"].items(), key=lambda kv: -kv[1]):
+            lines.append(f"| {reason} | {n} |")
     lines += ["", "## Modified by cleaning (step -> rows)", "", "| step | rows |", "|---|---|"]
     for step, n in sorted(report["modified"].items()):
         lines.append(f"| {step} | {n} |")
@@ -194,7 +204,10 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "tokens": n_tokens,
         "answer_tokens": int(streamed.hist["answer_tokens"].total + len(doc_lens)),
         "fill_ratio": round(n_tokens / (n_rows * data.max_seq_len), 6),
-        "skipped": dict(streamed.dropped + encoder.dropped),
+        # catalogue rows skipped (reading, cleaning), apart from training documents dropped
+        # (one per phrasing or grounded example): they count different things
+        "skipped": dict(streamed.dropped),
+        "documents_dropped": dict(encoder.dropped),
         "first_bad_lines": stats.first_lines,
         "modified": streamed.modified,
         "histograms": {k: h.summary() for k, h in streamed.hist.items()},

@@ -60,15 +60,33 @@ def grounded_items(rows: list[dict], builder: GroundedBuilder, absent: bool) -> 
     ]
 
 
+def taught(rows: list[dict], way: str) -> list[dict]:
+    """The rows prepare taught ``way`` (``closed_book`` or ``grounded``): a seen-probe row names
+    how its product was taught (``taught``); held-out rows, and the probes of prepares before
+    that field, have none and are all kept.
+
+    >>> [r["uid"] for r in taught([{"uid": "a", "taught": ["grounded"]}, {"uid": "b"}], "closed_book")]
+    ['b']
+    """
+    return [r for r in rows if way in r.get("taught", (way,))]
+
+
 def build_items(
-    splits: dict[str, list[dict]], mode: str, fmt: PromptFormat, builder: GroundedBuilder | None
+    splits: dict[str, list[dict]],
+    mode: str,
+    fmt: PromptFormat,
+    builder: GroundedBuilder | None,
+    n: int,
 ) -> dict[str, list[EvalItem]]:
-    """Report split name -> items, closed-book first."""
+    """Report split name -> at most ``n`` items each, closed-book first; a seen split asks about
+    products taught the way it scores."""
     out: dict[str, list[EvalItem]] = {}
     if mode in ("closed", "both"):
-        out.update({split: closed_items(rows, fmt) for split, rows in splits.items()})
+        for split, rows in splits.items():
+            out[split] = closed_items(taught(rows, "closed_book")[:n], fmt)
     if mode in ("grounded", "both"):
         for split, rows in splits.items():
-            out[f"{split} grounded"] = grounded_items(rows, builder, absent=False)
-            out[f"{split} absent"] = grounded_items(rows, builder, absent=True)
+            asked = taught(rows, "grounded")[:n]
+            out[f"{split} grounded"] = grounded_items(asked, builder, absent=False)
+            out[f"{split} absent"] = grounded_items(asked, builder, absent=True)
     return out

@@ -42,8 +42,9 @@ from amazon_sft.trained_on import check_trained_on
 GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taught them
 
 
-def read_eval_rows(path: Path, n: int) -> list[dict]:
-    """The first ``n`` rows of an eval file, each checked (uid, title, content as strings)."""
+def read_eval_rows(path: Path) -> list[dict]:
+    """The rows of an eval file, each checked (uid, title, content as strings); eval asks the
+    first ``--n`` of those taught the way it scores (``items.build_items``)."""
     if not path.is_file():
         raise UserError(
             f"{path} not found: run amazon-sft prepare (it writes heldout.jsonl and seen_probe.jsonl)"
@@ -64,8 +65,6 @@ def read_eval_rows(path: Path, n: int) -> list[dict]:
                     f"{path} line {line_no}: needs string uid, title and content; re-run amazon-sft prepare"
                 )
             rows.append(row)
-            if len(rows) == n:
-                break
     if not rows:
         raise UserError(f"{path} is empty: prepare held out nothing (raise data.heldout_fraction)")
     return rows
@@ -80,7 +79,8 @@ def score_model(
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
-    items = build_items(splits, mode, fmt, _grounded_builder(index, manifest, cfg, fmt, tok))
+    builder = _grounded_builder(index, manifest, cfg, fmt, tok)
+    items = build_items(splits, mode, fmt, builder, args.n)
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = fmt.bos
     answer_limit = manifest.data["max_answer_tokens"]  # as prepare cut the targets,
@@ -254,8 +254,7 @@ def _evaluate(args, decoding: Decoding, accelerator) -> int:
         return end_to_end_run.run(args, data_dir, accelerator)
     end_to_end_run.refuse_answering_flags(args)
     splits = {
-        s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl", args.n)
-        for s in args.splits.split(",")
+        s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl") for s in args.splits.split(",")
     }
     mode = resolve_mode(args.mode, manifest)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
@@ -265,6 +264,8 @@ def _evaluate(args, decoding: Decoding, accelerator) -> int:
         "decoding": vars(decoding) | {"greedy": True, "seed": args.seed, "backend": args.backend},
         "models": {},
         "splits": {},
+        # whether the seen probe says how each product was taught (prepares before it did not)
+        "seen_by_way": all("taught" in r for r in splits.get("seen", [])),
         "rows": [],
     }
     vectors: dict = {}

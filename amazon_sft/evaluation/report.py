@@ -125,6 +125,8 @@ def render_markdown(result: dict, n_examples: int) -> str:
     for split, by_model in result["splits"].items():
         oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
         lines += [f"## {split} titles{oracle} (n={by_model[models[0]]['n']})", ""]
+        if split.startswith("seen"):
+            lines += [_seen_note(split, result.get("seen_by_way", False)), ""]
         header = (
             "| metric | "
             + " | ".join(models)
@@ -154,6 +156,14 @@ def render_markdown(result: dict, n_examples: int) -> str:
                     lines.append(f"- {md_text(m)}: {md_text(r['answers'][m][:400])}")
                 lines.append("")
     return "\n".join(lines) + "\n"
+
+
+def _seen_note(split: str, by_way: bool) -> str:
+    """What a seen split's products are: taught the way the split scores, where prepare said."""
+    if not by_way:
+        return "Training products, however prepare taught them (its probe does not say)."
+    way = "closed-book" if split == "seen" else "grounded"
+    return f"Training products prepare taught {way} (the seen probe's rows taught this way)."
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")

@@ -66,8 +66,9 @@ def _drop_file_permissions(raw: dict, path: Path) -> None:
             )
 
 
-def apply_overrides(raw: dict, overrides: list[str]) -> dict:
-    """Apply ``a.b.c=value`` strings to a nested dict; values are parsed as YAML scalars.
+def apply_overrides(raw: dict, overrides: list[str], cls: type | None = None) -> dict:
+    """Apply ``a.b.c=value`` strings to a nested dict; values are parsed as YAML scalars, but a
+    text setting of ``cls`` takes the text as typed (YAML reads ``0x10`` as 16, ``1:30`` as 90).
 
     >>> apply_overrides({"train": {"lr": 1.0}}, ["train.lr=3e-4", "out_dir=runs/x"])
     {'train': {'lr': 0.0003}, 'out_dir': 'runs/x'}
@@ -82,8 +83,34 @@ def apply_overrides(raw: dict, overrides: list[str]) -> dict:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = _parse_scalar(value, item)
+        parsed = _parse_scalar(value, item)
+        if _is_text(_hint_of(cls, key)) and parsed is not None and not isinstance(parsed, str):
+            parsed = value.strip()  # the text as typed, not the number or date YAML read
+        node[leaf] = parsed
     return raw
+
+
+def _hint_of(cls: type | None, dotted: str) -> Any:
+    """The type of a dotted setting of dataclass ``cls``; None where there is none."""
+    hint: Any = cls
+    for part in dotted.split("."):
+        hint = _optional_inner(hint)
+        if not dataclasses.is_dataclass(hint):
+            return None
+        hint = typing.get_type_hints(hint).get(part)
+    return hint
+
+
+def _optional_inner(hint: Any) -> Any:
+    """``X | None`` -> X; anything else as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        options = [o for o in typing.get_args(hint) if o is not type(None)]
+        return options[0] if len(options) == 1 else hint
+    return hint
+
+
+def _is_text(hint: Any) -> bool:
+    return _optional_inner(hint) is str
 
 
 def _parse_scalar(value: str, item: str) -> Any:
@@ -104,7 +131,7 @@ def load_config(cls: type[T], name_or_path: str | None, overrides: list[str] | N
                 f"config {path} must be a mapping of sections, got {type(raw).__name__}"
             )
         _drop_file_permissions(raw, path)
-    raw = apply_overrides(raw, overrides or [])
+    raw = apply_overrides(raw, overrides or [], cls)
     return from_dict(cls, raw)
 
 

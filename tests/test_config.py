@@ -85,6 +85,27 @@ def test_dotted_overrides_are_typed():
     assert cfg.data.clean.drop_duplicates is False
 
 
+def test_a_text_setting_given_on_the_command_line_is_the_text_as_typed():
+    """YAML reads ``0x10`` as 16, ``1:30`` as 90 (base 60) and ``2024-01-01`` as a date: a text
+    setting given one of those on the command line became "16" or "90", or was refused as not
+    text. The command line's own text is what a user typed."""
+    cfg = load_run_config(
+        "tiny",
+        [
+            "data.path=0x10",
+            "data.system_prompt=1:30",
+            "out_dir=2024-01-01",
+            "model.tokenizer=1e3",
+            "data.templates='quoted'",
+        ],
+    )
+    assert cfg.data.path == "0x10" and cfg.data.system_prompt == "1:30"
+    assert cfg.out_dir == "2024-01-01" and cfg.model.tokenizer == "1e3"
+    assert cfg.data.templates == "quoted"
+    assert load_run_config("tiny", ["data.system_prompt=null"]).data.system_prompt is None
+    assert load_run_config("tiny", ["data.max_seq_len=0x100"]).data.max_seq_len == 256
+
+
 def test_a_whole_number_in_exponent_form_is_taken_for_an_integer():
     """``train.max_steps=1e3`` is how people write a thousand steps; 2.5 steps still is not."""
     cfg = load_run_config("tiny", ["train.max_steps=1e3", "train.global_batch_size=8.0"])

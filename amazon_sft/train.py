@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
     tok, shards = load_data(cfg)
     refuse_data_not_prepared(given, cfg, shards.manifest)
-    cfg = steps_from_epochs(taught_by_the_data(cfg, shards.manifest), shards.manifest.rows)
+    cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
+    cfg = steps_from_epochs(cfg, shards.manifest.rows)
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
     planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
@@ -222,13 +223,21 @@ def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifes
             )
 
 
-def taught_by_the_data(cfg: RunConfig, manifest: Manifest) -> RunConfig:
+def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> RunConfig:
     """The run config with the data fields that shaped the examples taken from the manifest
-    (a value given to train instead would describe data the model never saw)."""
+    (a value given to train instead would describe data the model never saw); ``say``: warn
+    of the ones the config gave otherwise (the main process, once)."""
     taught = {k: manifest.data[k] for k in DATA_TAUGHT if k in manifest.data}
     changed = {k: v for k, v in taught.items() if getattr(cfg.data, k) != v}
-    if changed:
-        log.info("from the prepared data's manifest: %s", changed)
+    if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
+        log.warning(
+            "%s prepared the examples with %s; the config gave %s. Training teaches what the "
+            "data holds and records its values: to teach the config's, run amazon-sft prepare "
+            "again with it",
+            cfg.data.path,
+            ", ".join(f"data.{k}={v}" for k, v in changed.items()),
+            ", ".join(f"data.{k}={getattr(cfg.data, k)}" for k in changed),
+        )
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taught))
 
 

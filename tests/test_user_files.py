@@ -675,3 +675,26 @@ def test_a_released_lock_file_left_inside_a_prepared_folder_does_not_block_overw
     assert (out / ".eval.lock").is_file()  # released, as eval leaves it
     code, err = _run_cli(capsys, *cmd)
     assert code == 0, err[-2000:]
+
+
+def test_a_data_setting_in_the_config_file_that_the_data_was_not_prepared_with_is_a_warning(
+    prepared, caplog
+):
+    """A YAML edited between prepare and train (``data.grounded_fraction`` raised, prepare not
+    run again): the run teaches what the data holds and records the data's values, but said so
+    only at INFO, which the default log level hides. It is a WARNING naming the key and both
+    values, and what to do."""
+    import logging
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.train import taught_by_the_data
+
+    manifest = read_manifest(prepared)
+    other = 0.5 if manifest.data["grounded_fraction"] != 0.5 else 0.25
+    cfg = load_run_config("tiny", [f"data.grounded_fraction={other}"])
+    with caplog.at_level(logging.WARNING, logger="amazon_sft.train"):
+        taken = taught_by_the_data(cfg, manifest)
+    assert taken.data.grounded_fraction == manifest.data["grounded_fraction"]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("data.grounded_fraction" in m and str(other) in m and "prepare" in m for m in said)

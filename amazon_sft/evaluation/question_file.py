@@ -141,12 +141,17 @@ def read_products(
     removed = {q.removed for q in questions if q.removed and q.removed in products}
     twins: dict[str, set[int]] = {uid: {rows[uid]} for uid in removed}
     if removed:
-        by_title = {keys[u][0]: u for u in removed}
-        by_text = {keys[u][1]: u for u in removed}
+        # a key to every removed uid that has it: editions of one title asked about in two
+        # questions each take out all of them
+        by_title: dict[str, list[str]] = {}
+        by_text: dict[str, list[str]] = {}
+        for uid in removed:
+            by_title.setdefault(keys[uid][0], []).append(uid)
+            by_text.setdefault(keys[uid][1], []).append(uid)
         for i, rec in enumerate(_records(catalogue)):
-            for uid in (by_title.get(normalise_title(rec["title"])), by_text.get(rec["content"])):
-                if uid:
-                    twins[uid].add(i)
+            title, text = normalise_title(rec["title"]), rec["content"]
+            for uid in (*by_title.get(title, ()), *by_text.get(text, ())):
+                twins[uid].add(i)
     return products, {uid: frozenset(r) for uid, r in twins.items()}
 
 

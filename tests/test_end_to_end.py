@@ -259,6 +259,8 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     assert "data.context_record_tokens=160 as the prepared folder taught" in proc.stderr
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
+    # the rates' intervals are Wilson's, not a bootstrap (0 of 2 reads [0, 0.658], not [0, 0])
+    assert "95% Wilson intervals for rates" in md and "bootstrap intervals over questions" not in md
     summary = md.split("## Summary")[1].split("\n## ")[0]
     assert "| all | 6 |" in summary and "retrieval recall@k (tuned)" in summary
 

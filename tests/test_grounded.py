@@ -127,17 +127,21 @@ def test_grounded_examples_quote_and_cite_or_abstain(grounded_prepared, tiny_tok
 
 def test_grounded_scores_count_citations_twins_and_abstentions():
     ctx = [ContextRecord("A", "Bear", "a soft brown bear"), ContextRecord("B", "Fox", "a red fox")]
-    present = [EvalItem("A", "Bear", "p", "a soft brown bear", "t", ctx) for _ in range(4)]
+    present = [EvalItem("A", "Bear", "p", "a soft brown bear", "t", ctx) for _ in range(6)]
     answers = [
         "a soft brown bear\n[source: A]",  # right
         "a soft brown bear\n[source: B]",  # quotes A, cites B
         "a red fox\n[source: B]",  # wrong product, consistently cited
         "The catalogue has no record of this product.",
+        # right, cited twice: end to end's score_answer calls it right, and so does this
+        # (it asked for the list [A]; an outside review)
+        "a soft brown bear\n[source: A]\n[source: A]",
+        "a soft brown bear\n[source: A] [source: B]",  # credits another too: not right
     ]
     vec = grounded_vectors(present, answers)
-    assert vec["citation_accuracy"] == [1.0, 0.0, 0.0, 0.0]
-    assert vec["wrong_record_cited"] == [0.0, 1.0, 0.0, 0.0]
-    assert vec["false_abstention"] == [0.0, 0.0, 0.0, 1.0]
+    assert vec["citation_accuracy"] == [1.0, 0.0, 0.0, 0.0, 1.0, 0.0]
+    assert vec["wrong_record_cited"] == [0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
+    assert vec["false_abstention"] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
     absent = [EvalItem("A", "Bear", "p", "r", "t", ctx[1:], absent=True)] * 2
     pt = "O catálogo não tem registro deste produto."
     assert grounded_vectors(absent, [pt, "a red fox [source: B]"]) == {

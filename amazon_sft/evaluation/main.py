@@ -174,8 +174,8 @@ def summarise(items: list[EvalItem], scored: dict) -> tuple[dict, dict]:
 def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, list[float]]:
     """Per-example citation and abstention outcomes (empty for closed-book items):
 
-    - citation_accuracy: the answer cites the asked product's uid and no other, and does not
-      abstain;
+    - citation_accuracy: the answer cites the asked product's uid (once or more) and no other,
+      and does not abstain (as end to end's ``score_answer``);
     - wrong_record_cited: it cites a record, but its text is closer (ROUGE-L, by more than
       ``end_to_end.QUOTE_MARGIN``) to a record of the context it does not cite: it quotes one product and
       credits another;
@@ -190,7 +190,7 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     for it, answer in zip(items, answers):
         uids = cited_uids(answer)
         abstains = is_abstention(answer)  # whatever it cites after saying the product is missing
-        cited.append(float(uids == [it.uid] and not abstains))
+        cited.append(float(set(uids) == {it.uid} and not abstains))  # twice is still right
         abstained.append(float(abstains))
         if not uids or abstains:
             wrong.append(0.0)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -248,10 +249,16 @@ def load_templates(path: str) -> dict:
 
 
 def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
-    """Render the template once around a placeholder and check it renders real prompts alike."""
+    """Render the template once around a placeholder and check it renders real prompts alike.
+    A chat template that is the plain prompt an export wrote (``plain_chat_template``) is the
+    plain format it came from: the same tokens, and the fingerprint the data was prepared with."""
     templates = load_templates(data.templates)
     phrasings = templates["phrasings"]
-    if data.use_chat_template and getattr(tok, "chat_template", None):
+    plain_fmt = _plain_format(tok, templates)
+    template = getattr(tok, "chat_template", None)
+    if template and template == plain_chat_template(plain_fmt):
+        return plain_fmt
+    if data.use_chat_template and template:
         rendered = _apply_chat(tok, _PLACEHOLDER, data.system_prompt)
         if rendered.count(_PLACEHOLDER) != 1:
             raise UserError(
@@ -269,17 +276,36 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
                 "set data.use_chat_template=false"
             )
         return fmt
+    return plain_fmt
+
+
+def _plain_format(tok, templates: dict) -> PromptFormat:
+    """The plain ``### Question / ### Answer`` format, after the tokenizer's BOS."""
     bos_id = tok.bos_token_id if tok.bos_token_id not in (None, tok.eos_token_id) else None
     plain = templates["plain"]
     return PromptFormat(
         plain["prefix"],
         plain["suffix"],
-        phrasings,
+        templates["phrasings"],
         chat=False,
         bos_id=bos_id,
         languages=templates["languages"],
         text_tags=text_tags(plain["prefix"] + plain["suffix"]),
     )
+
+
+def plain_chat_template(fmt: PromptFormat) -> str:
+    """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
+    suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and
+    ``tok(text)`` alone left out the BOS training put first.
+
+    >>> fmt = PromptFormat("### Question:\\n", "\\n\\n### Answer:\\n", ("{title}",), False, 1)
+    >>> print(plain_chat_template(fmt))
+    {{ bos_token }}{{ "### Question:\\n" }}{{ messages[-1]['content'] }}{{ "\\n\\n### Answer:\\n" }}
+    """
+    bos = "{{ bos_token }}" if fmt.bos_id is not None else ""
+    before, after = json.dumps(fmt.before), json.dumps(fmt.after)
+    return f"{bos}{{{{ {before} }}}}{{{{ messages[-1]['content'] }}}}{{{{ {after} }}}}"
 
 
 # Tags some prompt formats write as plain text, not special tokens: Mistral v0.1/v0.2's "[INST]",

@@ -611,3 +611,29 @@ def test_export_checks_the_merge_against_the_adapters_kept_apart(
     with pytest.raises(UserError, match="logits differ"):
         export_model(str(run), tmp_path / "exported")
     assert not (tmp_path / "exported").exists()
+
+
+def test_an_export_keeps_which_data_it_was_trained_on_and_its_card_may_be_edited(
+    prepared, tuned_run, tmp_path, capsys
+):
+    """An export dropped ``trained_on.json``, so ``eval --model EXPORT --data OTHER`` scored
+    "held-out" products the model was trained on; and its checksums covered its README and
+    generation_config.json, so editing the model card before an upload made ask, eval and serve
+    call the model damaged (an outside review). The export keeps the record, and checks what
+    the run's final/ checks (weights, shape configs) and its tokenizer."""
+    from amazon_sft.cli import main
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval, saved_folder
+    from amazon_sft.trained_on import read_trained_on
+
+    out = tmp_path / "exported"
+    assert main(["export", str(tuned_run), "--out", str(out)]) == 0
+    assert read_trained_on(out) == read_trained_on(saved_folder(str(tuned_run)))
+    (out / "README.md").write_text("# My product model\n\nEdited before the upload.\n")
+    gen = json.loads((out / "generation_config.json").read_text())
+    (out / "generation_config.json").write_text(json.dumps({**gen, "max_new_tokens": 200}))
+    load_for_eval(str(out), [], "cpu")  # not "damaged"
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-8])
+    with pytest.raises(UserError, match=r"model\.safetensors"):
+        load_for_eval(str(out), [], "cpu")

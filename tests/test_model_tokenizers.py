@@ -333,3 +333,25 @@ def test_named_chat_templates_without_a_default_are_a_one_line_error(tmp_path, t
     tok.chat_template = {"rag": CHATML, "tool_use": CHATML}
     with pytest.raises(UserError, match=r"no default.*use_chat_template=false"):
         build_prompt_format(tok, DataConfig())
+
+
+def test_an_export_of_a_plain_prompt_model_reads_its_prompt_format_back_as_trained(
+    tiny_cfg, tmp_path
+):
+    """A model with no chat template (tiny, many base models) exports the plain prompt as a
+    chat template, for serving stacks. Read back, that template made amazon_sft build a chat
+    format (the same tokens, another fingerprint), so the oracle eval of the export refused it:
+    "prepared with another prompt template" (an outside review)."""
+    from amazon_sft.answering.export_files import write_portable
+    from amazon_sft.config import DataConfig
+    from amazon_sft.prompts import build_prompt_format
+
+    tok = load_tokenizer(tiny_cfg.model)
+    assert not getattr(tok, "chat_template", None)
+    fmt = build_prompt_format(tok, DataConfig())
+    folder = tmp_path / "exported"
+    tok.save_pretrained(folder)
+    (folder / "config.json").write_text(json.dumps({"model_type": "llama", "eos_token_id": 2}))
+    write_portable(folder, fmt, tok.convert_ids_to_tokens(choose_pad_id(tok)), [2])
+    again = build_prompt_format(load_tokenizer(ModelConfig(path=str(folder))), DataConfig())
+    assert not again.chat and again.fingerprint() == fmt.fingerprint()

@@ -16,7 +16,7 @@ import torch
 
 from amazon_sft.answering.export_files import export_readme, write_portable
 from amazon_sft.atomic import new_staging
-from amazon_sft.checkpointing import write_checksums
+from amazon_sft.checkpointing import FINAL_CHECKED, write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
@@ -27,6 +27,7 @@ from amazon_sft.ownership import listing, utc_stamp
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
+from amazon_sft.trained_on import read_trained_on, write_trained_on
 
 LOGIT_TOLERANCE = 1e-3
 """Of the largest logit's size (at least 1): what a correct merge and reload may differ by."""
@@ -71,6 +72,7 @@ def export_model(
             with disk_full(out_dir.parent, "export", kept):
                 summary = _run_summary(run)
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
+                _keep_trained_on(run, staging)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
             _into_place(staging, out_dir)
@@ -110,7 +112,18 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     write_portable(folder, fmt, pad, stop_ids(tok, model))  # the trained EOS, then the base's
     write_resolved(cfg, folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
-    write_checksums(folder)  # ask, eval and serve verify it as they verify a run's final/
+    # ask, eval and serve verify what they verify of a run's final/, and the tokenizer; the
+    # model card and generation defaults are the user's to edit before an upload
+    write_checksums(folder, (*FINAL_CHECKED, "tokenizer*.json"))
+
+
+def _keep_trained_on(run: str, folder: Path) -> None:
+    """The run's record of the prepared folder it was trained on: ``eval --model EXPORT``
+    refuses another folder's "held-out" products as it refuses them for the run."""
+    source = saved_folder(run)
+    record = read_trained_on(source) if source else None
+    if record is not None:
+        write_trained_on(folder, record)
 
 
 def _run_summary(run: str) -> dict | None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock
+from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock, plain_chat_template
 
 ANSWER_TOKENS = 160
 """``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
@@ -92,20 +92,6 @@ def _eos(eos_ids: list[int]) -> dict:
     """``{"eos_token_id": ...}``, one id or the list without repeats (none: nothing)."""
     stops = list(dict.fromkeys(eos_ids))
     return {"eos_token_id": stops[0] if len(stops) == 1 else stops} if stops else {}
-
-
-def plain_chat_template(fmt: PromptFormat) -> str:
-    """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
-    suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and
-    ``tok(text)`` alone left out the BOS training put first.
-
-    >>> fmt = PromptFormat("### Question:\\n", "\\n\\n### Answer:\\n", ("{title}",), False, 1)
-    >>> print(plain_chat_template(fmt))
-    {{ bos_token }}{{ "### Question:\\n" }}{{ messages[-1]['content'] }}{{ "\\n\\n### Answer:\\n" }}
-    """
-    bos = "{{ bos_token }}" if fmt.bos_id is not None else ""
-    before, after = json.dumps(fmt.before), json.dumps(fmt.after)
-    return f"{bos}{{{{ {before} }}}}{{{{ messages[-1]['content'] }}}}{{{{ {after} }}}}"
 
 
 def example_prompt(fmt: PromptFormat, k: int) -> str:

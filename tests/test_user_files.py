@@ -698,3 +698,30 @@ def test_a_data_setting_in_the_config_file_that_the_data_was_not_prepared_with_i
     assert taken.data.grounded_fraction == manifest.data["grounded_fraction"]
     said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert any("data.grounded_fraction" in m and str(other) in m and "prepare" in m for m in said)
+
+
+def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks_prepare(
+    tmp_path,
+):
+    """``kill -9`` while eval wrote its report left ``.OUT.tmp-MACHINE-PID/`` (a whole-looking
+    report.json inside) for good: later evals removed only their own pid's, and with
+    ``--out prepared/eval`` it made ``prepare --overwrite`` refuse the folder (an outside
+    review). The next eval removes a dead process's staging, never a live one's."""
+    import subprocess
+    import sys
+
+    from amazon_sft import atomic
+    from amazon_sft.evaluation.report import write_staged
+
+    out = tmp_path / "eval"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    killed = tmp_path / f".eval.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    killed.mkdir()
+    (killed / "report.json").write_text("{}")
+    live = tmp_path / f".eval.tmp-{atomic._machine()}-1"  # pid 1 lives
+    live.mkdir()
+    write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
+    assert (out / "report.json").read_text() == '{"ok": 1}'
+    assert not killed.exists() and live.is_dir()

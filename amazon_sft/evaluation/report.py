@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.atomic import staging_name
+from amazon_sft.atomic import remove_stale, staging_name
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.eval_ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.evaluation import metrics as M
@@ -90,6 +90,7 @@ def write_staged(out_dir: Path, writers: dict) -> None:
         kept = "the previous report there (if any) is unchanged"
         with disk_full(out_dir, "eval could not write its report", kept):
             claim_eval_dir(out_dir)
+            remove_stale(out_dir.resolve())  # a killed eval's, never a live process's
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
             for name, write in writers.items():

@@ -27,13 +27,23 @@ from amazon_sft.ownership import PREVIOUS_RUNS, SAVED_LIST, foreign_in_final, ut
 from amazon_sft.trained_on import TrainedOn, write_trained_on
 
 log = logging.getLogger("amazon_sft.train")
+LORA_BASE = "lora_base.json"
+"""In a LoRA run's final/: the base model's weight files and their digests when it trained."""
 LM_PREFIX = "lm."  # the SummedAnswerLoss wrapper's attribute name
 
 
 def save_final(
-    accelerator, cfg: RunConfig, model, tok, out_dir: Path, summary: dict, trained_on: TrainedOn
+    accelerator,
+    cfg: RunConfig,
+    model,
+    tok,
+    out_dir: Path,
+    summary: dict,
+    trained_on: TrainedOn,
+    base_weights: dict | None = None,
 ) -> Path:
-    """Every rank calls this (the gather is collective); rank 0 writes and verifies."""
+    """Every rank calls this (the gather is collective); rank 0 writes and verifies.
+    ``base_weights``: a LoRA run's ``frozen_base_of``, which loading checks the base against."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
@@ -51,6 +61,8 @@ def save_final(
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_trained_on(staging, trained_on)
+        if base_weights:  # the adapter is put on model.path when loaded: it must be this base
+            (staging / LORA_BASE).write_text(json.dumps(base_weights, indent=1) + "\n")
         (staging / SAVED_LIST).write_text(json.dumps(sorted(p.name for p in staging.iterdir())))
         aside = set_aside_foreign_final(out_dir)
         if aside is not None:

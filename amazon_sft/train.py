@@ -97,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
             log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
         elif summary["stopped_by"] is None:
             data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.integrity)
-            final = save_final(accelerator, cfg, model, tok, out_dir, summary, data)
+            weights = trainer.base_weights
+            final = save_final(accelerator, cfg, model, tok, out_dir, summary, data, weights)
             log.info(
                 'the model is in %s; next: amazon-sft ask "..." --model %s, amazon-sft eval '
                 "--model %s --data %s",

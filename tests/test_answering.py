@@ -637,3 +637,37 @@ def test_an_export_keeps_which_data_it_was_trained_on_and_its_card_may_be_edited
     weights.write_bytes(weights.read_bytes()[:-8])
     with pytest.raises(UserError, match=r"model\.safetensors"):
         load_for_eval(str(out), [], "cpu")
+
+
+@pytest.mark.e2e
+def test_a_lora_run_whose_base_was_replaced_since_is_refused_not_answered_with(
+    prepared, tiny_cfg, tiny_tok, tmp_path
+):
+    """A LoRA run's final/ holds only the adapter; ask, eval, serve and export put it on
+    whatever ``model.path`` holds now. A base re-saved with other weights since was used
+    silently (an outside review; other shapes gave a traceback). The run records its base's
+    weight digests, and a base that differs is refused in one line naming model.path."""
+    import shutil
+
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+    from tests.conftest import save_random_model
+
+    base = save_random_model(tmp_path / "base", tiny_cfg, tiny_tok, "llama", tied=True)
+    run = tmp_path / "lora"
+    proc = subprocess.run(
+        train_command(prepared, base, run, "train.max_steps=2", "lora.enabled=true", "lora.r=4"),
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    load_for_eval(str(run), [], "cpu")  # the base it was trained on: fine
+    model = AutoModelForCausalLM.from_pretrained(base)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01)
+    shutil.rmtree(base)
+    model.save_pretrained(base)  # same shapes, other weights
+    with pytest.raises(UserError, match=r"model\.path.*differ"):
+        load_for_eval(str(run), [], "cpu")

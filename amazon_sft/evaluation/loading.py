@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -62,6 +63,7 @@ def load_for_eval(
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
@@ -74,6 +76,30 @@ def load_for_eval(
     full.model.path, full.model.gguf_file = str(folder), None
     model = load_model(full, len(tok), choose_pad_id(tok), "no")
     return _ready(model, device), tok, cfg, f"tuned {folder}"
+
+
+def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
+    """Refuse a base at ``model.path`` whose weights differ from those the adapter was trained
+    on (``saving.LORA_BASE``; runs saved before it are not checked): the adapter would be put
+    on another model, silently, or with a shape traceback."""
+    from amazon_sft.saving import LORA_BASE
+    from amazon_sft.trainable_state import base_weights_digest
+
+    recorded = folder / LORA_BASE
+    if not recorded.is_file():
+        return
+    try:
+        then = json.loads(recorded.read_text())
+    except (OSError, ValueError):
+        raise UserError(f"{recorded} is damaged: copy the saved model folder again") from None
+    now = base_weights_digest(cfg.model.path, cfg.model.gguf_file)
+    if now is not None and now != then:
+        changed = sorted(set(now) ^ set(then) | {f for f in now if now[f] != then.get(f)})
+        raise UserError(
+            f"{what} {spec}: the LoRA adapter was trained on other base weights than model.path "
+            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): give model.path=THE_BASE "
+            "it was trained on, or train again on this one"
+        )
 
 
 def _run_folder(spec: str, what: str = "--model") -> Path:

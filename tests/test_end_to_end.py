@@ -502,3 +502,18 @@ def test_every_absent_question_takes_out_its_products_twins_when_two_share_a_tit
             prepared / "catalogue.jsonl", [q for q in questions if q.removed == uid]
         )
         assert removals[uid] == alone[uid] and removals[uid] >= set(twins), uid
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--k", "7"], ["--question-source", "real"], ["--gate", "off"], ["--abstain-below", "1"]],
+)
+def test_answering_flags_without_questions_are_refused_not_ignored(flags):
+    """The gate's flags were refused in oracle mode, but ``--k 7`` and ``--question-source``
+    were silently ignored and the report recorded no k (an outside review)."""
+    from amazon_sft.evaluation.arguments import parse_args
+    from amazon_sft.evaluation.end_to_end_run import refuse_answering_flags
+
+    args = parse_args(["--data", "d", "--model", "config:tiny", *flags])
+    with pytest.raises(UserError, match=f"{flags[0]}.*--questions FILE"):
+        refuse_answering_flags(args)

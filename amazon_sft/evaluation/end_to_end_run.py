@@ -43,7 +43,11 @@ def add_arguments(p) -> None:
 
 def refuse_answering_flags(args) -> None:
     """The answering flags are read in end-to-end mode only: refuse them anywhere else."""
-    given = G.given(args)
+    given = [
+        f"{flag} {value}"
+        for flag, value in (("--k", args.k), ("--question-source", args.question_source))
+        if value is not None
+    ] + G.given(args)
     if given:
         raise UserError(f"{given[0]} is an answering setting: use it with --questions FILE")
 

@@ -131,7 +131,9 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     pad_id = choose_pad_id(tok)
     shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)
     for name, probe in streamed.probes.items():
-        _write_jsonl(staging / f"{name}.jsonl", probe_rows(probe, streamed.encoder.untaught))
+        rows = probe_rows(probe, streamed.encoder.untaught)
+        _write_jsonl(staging / f"{name}.jsonl", rows)
+        streamed.counts[f"{name}_rows"] = len(rows)
     total = time.perf_counter() - started
     report = build_report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
     markdown = write_report(report, staging)

@@ -355,6 +355,7 @@ def test_seen_probe_holds_only_products_taught_and_says_how(catalogue, tmp_path)
         normalise_title(giant["title"])
     }
     assert "B0GIANT1" not in {r["uid"] for r in probe}
+    assert report["probe_docs"] == len(probe)
     # rows skipped and training documents dropped are counted apart: a prompt too long for the
     # row drops documents (one per phrasing), not catalogue rows
     assert "prompt_too_long" not in report["skipped"]

@@ -194,7 +194,7 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "train_docs": len(doc_lens),
         "heldout_docs": counts["heldout"],
         "over_max_train_products": counts["over_max_train_products"],
-        "probe_docs": len(streamed.probes["seen_probe"].records()),
+        "probe_docs": counts["seen_probe_rows"],  # as written: taught products only
         "answer_truncated": encoder.truncated,
         "answer_precut_before_encoding": encoder.precut,
         "uid_derived": stats.uid_derived,

@@ -37,7 +37,8 @@ def per_example(asked: list[dict], model: str, split: str) -> dict[str, list]:
     out = {"rougeL": M.rouge_scores(plain, [r["reference"] for r in asked])["rougeL"]}
     if split.endswith("grounded"):
         out["citation_accuracy"] = [  # an abstention is none, whatever it cites (eval's rule)
-            cited_uids(a) == [r["uid"]] and not is_abstention(a) for a, r in zip(answers, asked)
+            set(cited_uids(a)) == {r["uid"]} and not is_abstention(a)  # twice is still right
+            for a, r in zip(answers, asked)
         ]
         out["false_abstention"] = [is_abstention(a) for a in answers]
     if split.endswith("absent"):

@@ -32,6 +32,7 @@ import sys
 import time
 from pathlib import Path
 
+from amazon_sft.demo_files import check_demo_files, record_demo_file
 from amazon_sft.errors import OneLineParser, UserError
 
 MIX = {  # data.question_mix of the demo: every kind a shopper types, the title ones less
@@ -234,11 +235,14 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 
 def main(argv: list[str] | None = None) -> int:
     from amazon_sft.answering.option_checks import check_abstain_below
+    from amazon_sft.data.reading import check_input
     from amazon_sft.output_lock import OutputLock
     from amazon_sft.ownership import claim_demo_dir
 
     args = parse_args(argv)
     check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
+    if args.data is not None:
+        check_input(Path(args.data))  # before --out is made
     out = Path(args.out)
     with OutputLock(out, "amazon-sft demo"):  # one demo a folder: a second is named the first
         claim_demo_dir(out)  # never over files of the user's
@@ -247,35 +251,13 @@ def main(argv: list[str] | None = None) -> int:
 
 def _demo(args, out: Path) -> int:
     """Every step of the demo into its claimed folder ``out``."""
-    from amazon_sft.evaluation.heldout_questions import (
-        demo_questions,
-        heldout_questions,
-        write_questions,
-    )
-
-    data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
-    report, oracle = out / "eval", out / "eval-oracle"
-    with open(out / "demo.log", "w") as log:
-        if args.data is None:
-            synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(data)]
-            synth.append("--overwrite")  # the demo folder's own catalogue, made again each run
-            run("generate a catalogue", synth, log)
-        run("prepare", prepare_args(args, args.data or str(data), prepared), log)
-        rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")
-        question_file = write_questions(rows, out / "heldout_questions.jsonl")
-        print(f"\n== {len(rows)} held-out questions: {question_file}", flush=True)
-        questions = demo_questions(rows)
-        base = f"config:{args.config}"
-        before = ask_all("base model", base, questions, prepared, args, log)
-        run("LoRA fine-tune", train_args(args, prepared, run_dir), log)
-        e2e = ["--questions", str(question_file), *gate_args(args)]
-        run("evaluate end to end, before and after", eval_args(args, prepared, base, run_dir,
-            report, e2e), log)  # fmt: skip
-        if args.oracle_eval:
-            extra = ["--n", str(args.n)]
-            run("evaluate with oracle context", eval_args(args, prepared, base, run_dir, oracle,
-                extra), log)  # fmt: skip
-        after = ask_all("tuned model", str(run_dir), questions, prepared, args, log)
+    prepared, report, oracle = out / "prepared", out / "eval", out / "eval-oracle"
+    check_demo_files(out, prepared, [report, oracle])  # before the first step, not at eval's
+    try:
+        with open(out / "demo.log", "w") as log:
+            before, after, questions = _steps(args, out, log)
+    finally:
+        record_demo_file(out, "demo.log")
     summary = {
         "questions": [
             {
@@ -291,8 +273,44 @@ def _demo(args, out: Path) -> int:
         ]
     }
     (out / "answers.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
+    record_demo_file(out, "answers.json")
     print_summary(summary, report)
     return 0
+
+
+def _steps(args, out: Path, log) -> tuple[list[dict], list[dict], list[str]]:
+    """The demo's steps in order: (answers before tuning, after, the questions asked)."""
+    from amazon_sft.evaluation.heldout_questions import (
+        demo_questions,
+        heldout_questions,
+        write_questions,
+    )
+
+    data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
+    report, oracle = out / "eval", out / "eval-oracle"
+    if args.data is None:
+        synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(data)]
+        synth.append("--overwrite")  # the demo folder's own catalogue, made again each run
+        run("generate a catalogue", synth, log)
+        record_demo_file(out, data.name)
+    run("prepare", prepare_args(args, args.data or str(data), prepared), log)
+    rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")
+    question_file = write_questions(rows, out / "heldout_questions.jsonl")
+    record_demo_file(out, question_file.name)
+    print(f"\n== {len(rows)} held-out questions: {question_file}", flush=True)
+    questions = demo_questions(rows)
+    base = f"config:{args.config}"
+    before = ask_all("base model", base, questions, prepared, args, log)
+    run("LoRA fine-tune", train_args(args, prepared, run_dir), log)
+    e2e = ["--questions", str(question_file), *gate_args(args)]
+    run("evaluate end to end, before and after", eval_args(args, prepared, base, run_dir,
+        report, e2e), log)  # fmt: skip
+    if args.oracle_eval:
+        extra = ["--n", str(args.n)]
+        run("evaluate with oracle context", eval_args(args, prepared, base, run_dir, oracle,
+            extra), log)  # fmt: skip
+    after = ask_all("tuned model", str(run_dir), questions, prepared, args, log)
+    return before, after, questions
 
 
 def answered_how(answer: dict) -> str:

@@ -157,3 +157,48 @@ def test_a_second_demo_into_the_same_folder_is_refused_naming_the_first(tmp_path
         "amazon-sft demo" in proc.stderr
         and "(the first demo, still running)" in (out / "demo.log").read_text()
     )
+
+
+def _demo_cli(out, *extra):
+    return subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", "demo", "--config", "tiny", "--out", str(out), *extra],
+        capture_output=True, text=True, cwd=REPO, timeout=300,
+    )  # fmt: skip
+
+
+def test_a_demo_file_edited_since_is_refused_before_any_step(tmp_path):
+    """A new user's walkthrough: a second demo regenerated ``heldout_questions.jsonl`` over the
+    user's edit without a word, and refused an edited ``eval/report.md`` only at the eval step,
+    after generating, preparing and training again (and moving the run aside). Every file the
+    demo wrote is checked before the first step; an edited one is refused, nothing is run."""
+    from amazon_sft.demo_files import record_demo_file
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.log").write_text("$ amazon-sft synth ... (an earlier demo)\n")
+    questions = out / "heldout_questions.jsonl"
+    questions.write_text('{"question": "q", "uid": "1", "kind": "typo"}\n')
+    record_demo_file(out, "heldout_questions.jsonl")
+    record_demo_file(out, "demo.log")
+    questions.write_text(
+        questions.read_text() + '{"question": "mine", "uid": "2", "kind": "typo"}\n'
+    )
+    proc = _demo_cli(out)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "heldout_questions.jsonl" in proc.stderr and "changed since" in proc.stderr
+    assert "mine" in questions.read_text() and not (out / "trn.json.gz").exists()
+    questions.unlink()
+    (out / "eval").mkdir()
+    (out / "eval" / "report.md").write_text("my notes\n")  # eval never wrote it
+    proc = _demo_cli(out)
+    assert proc.returncode == 2 and "report.md" in proc.stderr, proc.stderr[-2000:]
+    assert not (out / "trn.json.gz").exists()
+
+
+def test_a_demo_given_a_missing_catalogue_creates_nothing(tmp_path):
+    """``demo --data missing.json.gz`` failed at its prepare step, after making --out with its
+    marker and log (a new user's walkthrough): the file is checked first."""
+    out = tmp_path / "demo"
+    proc = _demo_cli(out, "--data", str(tmp_path / "missing.json.gz"))
+    assert proc.returncode == 2 and "missing.json.gz" in proc.stderr, proc.stderr[-2000:]
+    assert not out.exists()

@@ -93,26 +93,38 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def stale_staging(out_dir: Path, name: str, any_machine: bool = False) -> str | None:
+    """``tmp`` or ``old`` when ``name`` (beside ``out_dir``) is a staging folder of ``out_dir``
+    left by a dead process of this machine (of any machine with ``any_machine``), else None.
+
+    >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1")  # another machine's
+    >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1", any_machine=True)
+    'tmp'
+    """
+    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:(.+)-)?(\d+)$", name)
+    if not m:
+        return None
+    this_machine = m.group(2) in (None, _machine())
+    if this_machine and _pid_alive(int(m.group(3))):
+        return None  # a live process of this machine: never, lock or not
+    if not this_machine and not any_machine:
+        return None
+    return m.group(1)
+
+
 def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
     """Delete staging folders of this machine's dead processes beside ``out_dir`` (restoring an
     old output set aside by a run killed mid-swap); returns what was done, for the log. Another
     machine's are left: whether its process lives cannot be known from here, unless the caller
     holds the folder's lock (``any_machine``: train, whose requeue lands on another node)."""
-    pattern = re.compile(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:(.+)-)?(\d+)$")
     done = []
     if not out_dir.parent.is_dir():
         return done
-    here = _machine()
     for path in sorted(out_dir.parent.iterdir()):
-        m = pattern.match(path.name)
-        if not m:
+        kind = stale_staging(out_dir, path.name, any_machine)
+        if kind is None:
             continue
-        this_machine = m.group(2) in (None, here)
-        if this_machine and _pid_alive(int(m.group(3))):
-            continue  # a live process of this machine: never, lock or not
-        if not this_machine and not any_machine:
-            continue
-        if m.group(1) == "old" and not out_dir.exists():
+        if kind == "old" and not out_dir.exists():
             path.rename(out_dir)
             done.append(
                 f"restored {out_dir} from {path.name} (a run was killed while replacing it)"

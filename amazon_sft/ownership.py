@@ -32,6 +32,7 @@ import re
 from pathlib import Path
 
 from amazon_sft import __version__
+from amazon_sft.atomic import stale_staging
 from amazon_sft.data.manifest import MANIFEST, read_manifest
 from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
@@ -92,7 +93,9 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
     foreign = [
         name
         for name in entries
-        if not PREPARED_ENTRY.match(name) and not released_lock(out_dir / name)
+        if not PREPARED_ENTRY.match(name)
+        and not released_lock(out_dir / name)
+        and stale_staging(out_dir / "index", name) is None  # a killed index build's
     ]
     foreign += _foreign_inside(out_dir)
     if foreign:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import train_overrides
+from .conftest import PREPARED_OVERRIDES, train_overrides
 from .test_hostile import _assert_one_line as _one_line
 from .test_hostile import _cli, _one_line_error, _run_cli
 
@@ -725,3 +725,85 @@ def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks
     write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
     assert (out / "report.json").read_text() == '{"ok": 1}'
     assert not killed.exists() and live.is_dir()
+
+
+def _build_with(monkeypatch, during):
+    """``build_index``'s catalogue reading, with ``during()`` run once it has read."""
+    from amazon_sft.answering import catalogue_tokens
+
+    read = catalogue_tokens.read_catalogue
+
+    def reading_then(*args, **kwargs):
+        tokens = read(*args, **kwargs)
+        during()
+        return tokens
+
+    monkeypatch.setattr(catalogue_tokens, "read_catalogue", reading_then)
+
+
+def test_a_file_put_into_the_index_while_it_builds_is_kept(prepared, tmp_path, monkeypatch):
+    """The index folder was checked for the user's files once, before minutes of reading; one
+    put there during the build was deleted by the swap (an outside review)."""
+    from amazon_sft.answering.index import build_index
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    build_index(out)
+    mine = out / "index" / "my-notes.txt"
+    _build_with(monkeypatch, lambda: mine.write_text("mine\n"))
+    with pytest.raises(UserError, match=r"my-notes\.txt"):
+        build_index(out)
+    assert mine.read_text() == "mine\n"
+
+
+def test_a_catalogue_changed_while_it_is_indexed_is_refused(prepared, tmp_path, monkeypatch):
+    """The catalogue's stamp and digest were taken after reading it: a product appended during
+    the build was recorded as indexed, and never found (an outside review)."""
+    from amazon_sft.answering.index import build_index
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    catalogue = out / "catalogue.jsonl"
+    row = b'{"uid": "NEW1", "title": "Zanzibar Quokka Lantern", "content": "A lantern.", "split": "train"}\n'
+    _build_with(monkeypatch, lambda: catalogue.write_bytes(catalogue.read_bytes() + row))
+    with pytest.raises(UserError, match="changed while"):
+        build_index(out)
+
+
+def test_index_takes_the_prepared_folders_lock(prepared, tmp_path):
+    """Two index builds (or an index build and prepare --overwrite) into one folder both ran
+    (an outside review; the README says a second writer is refused naming the first)."""
+    from amazon_sft.answering.index import build_index
+    from amazon_sft.errors import UserError
+    from amazon_sft.output_lock import OutputLock
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    with (
+        OutputLock(out, "amazon-sft prepare"),
+        pytest.raises(UserError, match="amazon-sft prepare"),
+    ):
+        build_index(out)
+
+
+def test_a_killed_index_builds_staging_does_not_block_prepare_overwrite(
+    prepared, catalogue, tmp_path, capsys
+):
+    """A build killed mid-way left ``.index.tmp-MACHINE-PID`` in the prepared folder, and
+    prepare --overwrite refused the folder for it (an outside review)."""
+    import subprocess
+    import sys
+
+    from amazon_sft import atomic
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    (out / f".index.tmp-{atomic._machine()}-{int(dead.stdout)}").mkdir()
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, *PREPARED_OVERRIDES, "--overwrite")
+    assert code == 0, err

@@ -110,16 +110,25 @@ def _tokenize(texts: list[str], return_ids: bool = True):
     )
 
 
-def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
+def build_index(prepared_dir: str | Path, workers: int | None = None, lock: bool = True) -> dict:
     """Index every title and description of ``catalogue.jsonl``; returns build statistics.
     ``workers``: processes that read and tokenize it (default: one per core from
-    ``catalogue_tokens.POOL_LINES`` lines); the files are the same for any count."""
+    ``catalogue_tokens.POOL_LINES`` lines); the files are the same for any count. ``lock``:
+    hold the prepared folder's lock, as prepare does (False: prepare's own staging folder,
+    under prepare's lock)."""
+    from amazon_sft.output_lock import OutputLock
+
+    if not lock:
+        return _build_index(Path(prepared_dir), workers)
+    with OutputLock(Path(prepared_dir), "amazon-sft index"):
+        return _build_index(Path(prepared_dir), workers)
+
+
+def _build_index(root: Path, workers: int | None) -> dict:
     from amazon_sft.answering.batched import save_common
     from amazon_sft.answering.bm25 import FastBM25
     from amazon_sft.answering.catalogue_tokens import read_catalogue
-    from amazon_sft.ownership import foreign_in_index
 
-    root = Path(prepared_dir)
     catalogue = root / "catalogue.jsonl"
     if not catalogue.is_file():
         raise UserError(
@@ -131,16 +140,12 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
             f"{out} is a {'symbolic link' if out.is_symlink() else 'file'}, not an index the "
             "build wrote; building the index replaces it: move it away first"
         )
-    foreign = foreign_in_index(out)  # before minutes of reading the catalogue
-    if foreign:
-        shown = ", ".join(foreign[:5]) + (
-            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
-        )
-        raise UserError(
-            f"{out} holds {shown} that amazon-sft index did not write; building the index "
-            "replaces that folder: move them out first"
-        )
+    _refuse_foreign(out)  # before minutes of reading the catalogue
     start = time.perf_counter()
+    # what is read, stamped before reading: a catalogue written to meanwhile is refused below
+    read_stamp = catalogue_stamp(catalogue)
+    whole = {**read_stamp, "sha256": sha256_file(catalogue)}
+    digest = quick_digest(catalogue)
     # bm25s's tokenizer and matrix, built from flat arrays (catalogue_tokens.py, bm25.py)
     tokens = read_catalogue(catalogue, TOKEN_PATTERN, _stopwords(), workers)
     products = len(tokens.offsets)
@@ -173,10 +178,18 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
             for p in sorted(staging.rglob("*"))
             if p.is_file()
         }
-        files[catalogue.name] = quick_digest(catalogue)  # the index is only valid for this one
-        whole = {**catalogue_stamp(catalogue), "sha256": sha256_file(catalogue)}
+        files[catalogue.name] = digest  # the index is only valid for this one
         (staging / STATS).write_text(json.dumps({**stats, "files": files, "catalogue": whole}))
+        if catalogue_stamp(catalogue) != read_stamp:
+            raise UserError(
+                f"{catalogue} changed while it was indexed: run amazon-sft index {root} again "
+                "once nothing writes to it"
+            )
+        _refuse_foreign(out)  # a file put there during the build: the swap would delete it
         swap_into_place(staging, out)
+    except UserError:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     except OSError as err:
         shutil.rmtree(staging, ignore_errors=True)
         raise UserError(
@@ -184,6 +197,21 @@ def build_index(prepared_dir: str | Path, workers: int | None = None) -> dict:
             "writable, or build it where you can with a copy"
         ) from None
     return stats
+
+
+def _refuse_foreign(out: Path) -> None:
+    """Refuse an index folder holding files the build did not write (it replaces the folder)."""
+    from amazon_sft.ownership import foreign_in_index
+
+    foreign = foreign_in_index(out)
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (
+            f" and {len(foreign) - 5} more" if len(foreign) > 5 else ""
+        )
+        raise UserError(
+            f"{out} holds {shown} that amazon-sft index did not write; building the index "
+            "replaces that folder: move them out first"
+        )
 
 
 class CatalogueIndex:

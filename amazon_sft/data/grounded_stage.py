@@ -21,7 +21,7 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
     """Stage 2: index the catalogue (answering uses the same index), then write one grounded
     example for each picked training product, its records retrieved from the training split."""
     started = time.perf_counter()
-    build_index(staging)
+    build_index(staging, lock=False)  # prepare's staging, under prepare's own lock
     streamed.seconds["grounded_index"] = time.perf_counter() - started
     # mapped, not read: with workers the parent only counts, and its pages are the workers' too
     builder = GroundedBuilder(CatalogueIndex(staging, mmap=True), fmt, tok, data)

@@ -828,3 +828,30 @@ def test_a_flag_argparse_refuses_is_one_line(argv, needle, capsys):
     err = capsys.readouterr().err.strip()
     assert exit_.value.code == 2 and len(err.splitlines()) == 1, err
     assert needle in err and "--help" in err and err.startswith("amazon-sft")
+
+
+@pytest.mark.parametrize("stats", ["null", "[]", '"x"'])
+def test_an_index_stats_file_that_is_not_a_mapping_is_one_line(stats, prepared_copy, capsys):
+    """``stats.json`` of null, a list or a string was a TypeError traceback (an outside review)."""
+    from amazon_sft.answering.index import build_index
+
+    build_index(prepared_copy)
+    (prepared_copy / "index" / "stats.json").write_text(stats)
+    args = ("ask", "anything", "--index", str(prepared_copy), "--sources-only")
+    code, err = _run_cli(capsys, *args)
+    _assert_one_line(code, err, "ask")
+
+
+def test_an_index_without_the_whole_catalogue_stamp_is_rebuilt(prepared_copy, capsys):
+    """An index from before the whole-catalogue stamp was checked by the sampled digest only:
+    two titles of equal length swapped mid-catalogue answered with the wrong uid (an outside
+    review). Such an index is rebuilt, as one of an older format is."""
+    from amazon_sft.answering.index import CatalogueIndex, build_index
+
+    build_index(prepared_copy)
+    path = prepared_copy / "index" / "stats.json"
+    stats = json.loads(path.read_text())
+    del stats["catalogue"]
+    path.write_text(json.dumps(stats))
+    CatalogueIndex(prepared_copy)
+    assert "catalogue" in json.loads(path.read_text())

@@ -22,7 +22,8 @@ def check_index(folder: Path, catalogue: Path) -> None:
     sampled digests): a damaged file or a catalogue changed since is refused, not half-read."""
     from amazon_sft.ownership import INDEX_FILES
 
-    files = json.loads((folder / STATS).read_text())["files"]
+    stats = json.loads((folder / STATS).read_text())
+    files = stats.get("files") if isinstance(stats, dict) else None
     if not isinstance(files, dict):
         raise ValueError(f"{STATS} has no mapping of files to digests")
     unlisted = sorted((INDEX_FILES - {STATS, *files}) | ({catalogue.name} - files.keys()))
@@ -77,17 +78,19 @@ def _same_whole(catalogue: Path, whole) -> bool:
     """The quick digest samples ~0.4 MB: a same-size edit between its blocks (one uid for
     another) passed. Unchanged size and time since the build prove nothing was written; else
     (a copy, a touch, an edit) the whole file's sha256 must match. An index built before the
-    whole digest was kept has the quick digest only."""
+    whole digest was kept proves nothing (``is_current`` has it rebuilt)."""
     if not isinstance(whole, dict):
-        return True
+        return False  # nothing to prove it by (is_current rebuilds such an index)
     if catalogue_stamp(catalogue) == {k: whole.get(k) for k in ("bytes", "mtime_ns")}:
         return True
     return sha256_file(catalogue) == whole.get("sha256")
 
 
 def is_current(folder: Path, index_format: int) -> bool:
-    """The index in ``folder`` was written in ``index_format`` (else it is rebuilt)."""
+    """The index in ``folder`` was written in ``index_format``, with the whole catalogue's
+    stamp (an index from before it was checked by a sampled digest only), else it is rebuilt."""
     try:
-        return json.loads((folder / STATS).read_text()).get("format") == index_format
+        stats = json.loads((folder / STATS).read_text())
+        return stats.get("format") == index_format and isinstance(stats.get("catalogue"), dict)
     except (OSError, ValueError, AttributeError):
         return True  # a damaged stats file is reported by check_index, not silently rebuilt

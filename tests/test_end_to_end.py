@@ -320,7 +320,19 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
     (base,), overrides = _base(tiny_model_dir)
     bad = _write(tmp_path / "q.jsonl", ['{"question": "q", "uid": "B1", "kind": "typo"}', "{oops"])
     other = _write(tmp_path / "o.jsonl", [{"question": "q", "uid": "NOT-HERE", "kind": "typo"}])
-    cases = [(bad, f"{bad} line 2: not valid JSON"), (other, "none of its products")]
+    # another catalogue's questions with absent-product ones among them: only those were
+    # scored ("abstention recall 1.000") where every product question was skipped (a new
+    # user's walkthrough); refused as the file of product questions alone is
+    mixed = _write(
+        tmp_path / "m.jsonl",
+        [{"question": "q", "uid": "NOT-HERE", "kind": "typo"},
+         {"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"}],
+    )  # fmt: skip
+    cases = [
+        (bad, f"{bad} line 2: not valid JSON"),
+        (other, "none of its products"),
+        (mixed, "none of its products"),
+    ]
     for path, needle in cases:
         proc = _eval(
             "--data", str(prepared), "--model", base, "--questions", str(path),

@@ -136,7 +136,8 @@ def _questions(args, data_dir: Path):
             )
     products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
     kept, skipped = QF.keep_answerable(questions, products)
-    if not kept:
+    about = [q for q in questions if q.uid or q.removed]  # the rest ask about no product
+    if not kept or (about and not any(q.uid or q.removed for q in kept)):
         raise UserError(
             f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
             "(questions about another catalogue? pick them with --question-source)"

@@ -364,3 +364,12 @@ def test_seen_probe_holds_only_products_taught_and_says_how(catalogue, tmp_path)
     markdown = (tmp_path / "out" / "report.md").read_text()
     assert "## Training documents dropped" in markdown
     assert catalogue_rows["B0GIANT1"]["split"] == "train"  # the case this test is about
+
+
+def test_a_catalogue_file_given_as_the_prepared_folder_says_to_prepare_it_into_a_folder(
+    catalogue,
+):
+    """``data.path=trn.json.gz`` said "run amazon-sft prepare trn.json.gz --out trn.json.gz",
+    which then refused: the output is a file (a new user's walkthrough)."""
+    with pytest.raises(UserError, match=r"is a file, not a prepared folder.*--out \S*trn-prepared"):
+        read_manifest(catalogue)

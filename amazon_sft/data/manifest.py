@@ -129,6 +129,13 @@ def read_manifest(path: str | Path) -> Manifest:
     own ``integrity`` digest matching (errors say how to make a good one)."""
     file = Path(path) / MANIFEST
     redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
+    if Path(path).is_file():  # the catalogue itself given where its prepared folder goes
+        folder = Path(path).with_name(Path(path).name.split(".")[0] + "-prepared")
+        raise UserError(
+            f"{path} is a file, not a prepared folder: prepare it into one first "
+            f"(`amazon-sft prepare {path} --out {folder}`), then give that folder (data.path="
+            f"{folder} / --data {folder})"
+        )
     if not file.is_file():
         raise UserError(
             f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "

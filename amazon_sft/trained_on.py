@@ -70,6 +70,13 @@ def index_folder_for(model_folder: Path | None, data_path: str) -> str:
     for folder in (record.folder, data_path):
         if integrity_of(folder) == record.data_integrity:
             return folder
+    again = [f for f in dict.fromkeys((record.folder, data_path)) if integrity_of(f) is not None]
+    if again:  # there, but prepared again since: saying "neither at" named the folder it was in
+        raise UserError(
+            f"no --index given, and {again[0]} was prepared again since the model was trained "
+            "on it (its manifest digest differs): pass --index "
+            f"{again[0]} to answer from it as it is now, or train again on it"
+        )
     raise UserError(
         f"no --index given, and the prepared folder the model was trained on is neither at "
         f"{record.folder} nor at its data.path {data_path} here: pass --index PREPARED"

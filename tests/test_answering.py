@@ -561,6 +561,12 @@ def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_
     write_trained_on(model, TrainedOn(str(data.resolve()), "old"))
     with pytest.raises(UserError, match="was prepared again since the model was trained on it"):
         check_trained_on(model, data)
+    # ask without --index said the folder was "neither at DATA nor at DATA" (a new user's
+    # walkthrough): it is there, prepared again
+    from amazon_sft.trained_on import index_folder_for
+
+    with pytest.raises(UserError, match=r"was prepared again since.*--index \S*data"):
+        index_folder_for(model, str(data))
 
 
 def test_export_in_bfloat16_holds_the_rounded_weights(tuned_run, tmp_path, capsys):

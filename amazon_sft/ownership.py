@@ -121,7 +121,7 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
 
 SHARD_FILES = frozenset(f"{name}.npy" for name in ARRAYS)
 INDEX_FILES = frozenset(
-    ["stats.json", "offsets.npy", "train.npy", "title_words.npy"]
+    ["stats.json", "offsets.npy", "train.npy", "title_words.npy", "title_repeats.npy"]
     + [
         f"{field}/{name}"
         for field in ("title", "description")

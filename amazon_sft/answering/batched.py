@@ -126,6 +126,10 @@ class BatchScorer:
                     in_title += part > 0
                 present = part > 0 if present is None else present | (part > 0)
             matched += present
+        for rows, extra in self.index.repeats_asked(words):  # candidates are in row order
+            at = np.searchsorted(candidates, rows).clip(max=len(candidates) - 1)
+            hit = candidates[at] == rows
+            in_title[at[hit]] += extra[hit]
         fused *= (matched / len(postings)) ** _index.COVERAGE_POWER
         share = np.minimum(in_title / self.index.title_words[candidates], 1.0)
         fused *= _index.TITLE_SHARE_FLOOR + (1 - _index.TITLE_SHARE_FLOOR) * share

@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -84,6 +85,31 @@ def index_workers(lines: int, requested: int | None = None) -> int:
     return max(1, min(requested, lines))
 
 
+def composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC), as a question is looked up: "é" typed as "e"
+    and a combining accent (NFD) is one word character, not a word split at the mark.
+
+    >>> composed("Parame\u0301dico") == "Paramédico"
+    True
+    """
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
+def repeated_words(ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """(token id, text, count) of every token a text holds more than once, by token id then
+    text (``ids`` concatenated, ``lens`` tokens a text).
+
+    >>> repeated_words(np.array([3, 3, 5, 4, 4, 4]), np.array([3, 0, 3])).tolist()
+    [[3, 0, 2], [4, 2, 3]]
+    """
+    if not len(ids):
+        return np.zeros((0, 3), dtype=np.int64)
+    text = np.repeat(np.arange(len(lens), dtype=np.int64), lens)
+    pairs, counts = np.unique(ids.astype(np.int64) * len(lens) + text, return_counts=True)
+    pairs, counts = pairs[counts > 1], counts[counts > 1]
+    return np.stack([pairs // len(lens), pairs % len(lens), counts], axis=1)
+
+
 def _read_range(
     catalogue: str, start: int, lines: int, first_line_no: int, pattern: str, stop: list[str]
 ) -> tuple[tuple, tuple, np.ndarray]:
@@ -100,8 +126,8 @@ def _read_range(
                 rec = orjson.loads(line)
                 if not (isinstance(rec["title"], str) and isinstance(rec["content"], str)):
                     raise TypeError("its title and content must be text")
-                titles.append(rec["title"])
-                descriptions.append(rec["content"][:DESCRIPTION_CHARS])
+                titles.append(composed(rec["title"]))
+                descriptions.append(composed(rec["content"][:DESCRIPTION_CHARS]))
                 train[i] = rec.get("split", "train") == "train"
             except (ValueError, KeyError, TypeError, AttributeError) as err:
                 raise UserError(

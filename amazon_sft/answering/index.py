@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -40,7 +41,8 @@ from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.errors import UserError, first_line, reading
 
 INDEX_DIR = "index"
-FORMAT = 4  # 1: titles only; 2: + descriptions; 3: + title lengths; 4: + common words' best
+FORMAT = 5  # 1: titles only; 2: + descriptions; 3: + title lengths; 4: + common words' best;
+# 5: + a title's repeated words (title_repeats.npy), text in composed Unicode (NFC)
 DESCRIPTION_CHARS = 500
 """Characters of each description indexed: its opening says what the product is; the rest is
 detail that costs build time and memory (1.3M descriptions) for little recall."""
@@ -127,7 +129,7 @@ def build_index(prepared_dir: str | Path, workers: int | None = None, lock: bool
 def _build_index(root: Path, workers: int | None) -> dict:
     from amazon_sft.answering.batched import save_common
     from amazon_sft.answering.bm25 import FastBM25
-    from amazon_sft.answering.catalogue_tokens import read_catalogue
+    from amazon_sft.answering.catalogue_tokens import read_catalogue, repeated_words
 
     catalogue = root / "catalogue.jsonl"
     if not catalogue.is_file():
@@ -157,6 +159,10 @@ def _build_index(root: Path, workers: int | None) -> dict:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
         np.save(staging / "title_words.npy", tokens.titles.lens.astype(np.uint16).clip(1))
+        # a title's repeated words: a question that repeats one as often has all of them
+        np.save(
+            staging / "title_repeats.npy", repeated_words(tokens.titles.ids, tokens.titles.lens)
+        )
         for name in ("title", "description"):
             field = getattr(tokens, f"{name}s")
             setattr(tokens, f"{name}s", None)  # its arrays go back once it is indexed
@@ -240,6 +246,7 @@ class CatalogueIndex:
             self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
             self.train = np.load(folder / "train.npy")
             self.title_words = np.load(folder / "title_words.npy").astype(np.float32)
+            self.title_repeats = np.load(folder / "title_repeats.npy")  # by token id
             counts = {
                 len(self.offsets),
                 len(self.train),
@@ -313,11 +320,27 @@ class CatalogueIndex:
             if present is not None:
                 known += 1
                 matched += present
+        for rows, extra in self.repeats_asked(words):
+            in_title[rows] += extra
         if known:
             fused *= (matched / known) ** COVERAGE_POWER
             share = np.minimum(in_title / self.title_words, 1.0)
             fused *= TITLE_SHARE_FLOOR + (1 - TITLE_SHARE_FLOOR) * share
         return fused
+
+    def repeats_asked(self, words: list[str]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rows, extra title words matched) for each word the question repeats, over the
+        titles that repeat it: "Heart to Heart" asked as typed has both its title words, not
+        one of two (it lost to "The Heart of the Family"); a word asked once counts once."""
+        out = []
+        for word, asked in Counter(words).items():
+            tid = self.titles.vocab_dict.get(word) if asked > 1 else None
+            if tid is None:
+                continue
+            lo, hi = np.searchsorted(self.title_repeats[:, 0], [tid, tid + 1])
+            held = self.title_repeats[lo:hi]
+            out.append((held[:, 1], (np.minimum(held[:, 2], asked) - 1).astype(np.float32)))
+        return out
 
     def top(
         self, question: str, k: int, train_only: bool = False, shortlist: int | None = None

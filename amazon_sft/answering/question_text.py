@@ -4,6 +4,7 @@ question-text half of answering (ask, chat, serve and eval all clean a question 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
@@ -27,9 +28,10 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 def normalise_question(question: str) -> str:
     """Whitespace collapsed, control and bidi characters removed (``terminal.printable``), a
-    lone surrogate (argv's or stdin's bytes that are not UTF-8) replaced by U+FFFD, length
-    capped; an empty question is refused."""
+    lone surrogate (argv's or stdin's bytes that are not UTF-8) replaced by U+FFFD, composed
+    accents (NFC), length capped; an empty question is refused."""
     question = printable(_LONE_SURROGATE.sub("\ufffd", question))
+    question = unicodedata.normalize("NFC", question)  # as the catalogue is indexed
     question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:
         raise RequestError(

@@ -1,5 +1,6 @@
 """Benchmark: CPU cost of a question through ``index.search`` at catalogue scale (generated
-products), for exact-title, misspelt and Portuguese questions, against a ``--base`` checkout.
+products), for exact-title, misspelt, Portuguese and very long questions, against a ``--base``
+checkout.
 
 python bench/query_cost.py --products 300000 --base /tmp/recall/base
 
@@ -62,10 +63,14 @@ def questions(titles: list[str], n: int) -> dict[str, list[str]]:
     """``n`` questions of each kind about randomly chosen titles."""
     rng = random.Random(1)
     picks = rng.sample(titles, n)
+    vocab = list(dict.fromkeys(w.lower() for t in titles for w in t.split() if w.isalpha()))
     return {
         "exact": [f"Tell me about {t}" for t in picks],
         "typo": [misspelt(t, rng).lower() for t in picks],
         "portuguese": [f"Vocês têm o {t} em português? Qual é a garantia?" for t in picks],
+        # up to 400 distinct catalogue words, what a 2,000-character request can hold: each
+        # word looked up cost a pass over its postings (answering/repair.py MAX_LOOKUP_WORDS)
+        "long": [" ".join(rng.sample(vocab, min(400, len(vocab)))) for _ in picks],
     }
 
 

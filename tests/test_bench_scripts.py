@@ -263,9 +263,9 @@ def test_short_title_typos_benchmark_runs_on_a_few_titles():
 
 def test_query_cost_benchmark_prints_the_ratio_to_a_base():
     out = _run("bench/query_cost.py", "--products", "2000", "--queries", "3", "--base", str(REPO))
-    for kind in ("exact", "typo", "portuguese"):
+    for kind in ("exact", "typo", "portuguese", "long"):
         assert f"| {kind} | " in out
-    assert out.count("x |") == 6
+    assert out.count("x |") == 8
 
 
 def test_query_cost_benchmark_compares_meaning_with_words_only():
@@ -274,9 +274,9 @@ def test_query_cost_benchmark_compares_meaning_with_words_only():
         "bench/query_cost.py", "--products", "2000", "--queries", "3", "--meaning-weight", "4"
     )
     assert "| kind | --meaning-weight 4 | words only | ratio to words only |" in out
-    for kind in ("exact", "typo", "portuguese"):
+    for kind in ("exact", "typo", "portuguese", "long"):
         assert f"| {kind} | " in out
-    assert out.count("x |") == 6
+    assert out.count("x |") == 8
 
 
 def test_prepare_stages_benchmark_compares_two_checkouts(tmp_path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
-import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +24,7 @@ import numpy as np
 import orjson
 
 from amazon_sft.answering.corpus_tokens import merge_vocabularies, tokenize_flat
+from amazon_sft.answering.query_words import composed
 from amazon_sft.errors import UserError, first_line, reading
 
 POOL_LINES = 100_000
@@ -83,16 +83,6 @@ def index_workers(lines: int, requested: int | None = None) -> int:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         requested = min(cores or 1, MAX_WORKERS) if lines >= POOL_LINES else 1
     return max(1, min(requested, lines))
-
-
-def composed(text: str) -> str:
-    """``text`` in Unicode's composed form (NFC), as a question is looked up: "é" typed as "e"
-    and a combining accent (NFD) is one word character, not a word split at the mark.
-
-    >>> composed("Parame\u0301dico") == "Paramédico"
-    True
-    """
-    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
 
 
 def repeated_words(ids: np.ndarray, lens: np.ndarray) -> np.ndarray:

@@ -86,6 +86,16 @@ _ENGLISH = re.compile(
 )
 
 
+def composed(text: str) -> str:
+    """``text`` in Unicode's composed form (NFC), as a question is looked up: "é" typed as "e"
+    and a combining accent (NFD) is one word character, not a word split at the mark.
+
+    >>> composed("Parame\u0301dico") == "Paramédico"
+    True
+    """
+    return text if unicodedata.is_normalized("NFC", text) else unicodedata.normalize("NFC", text)
+
+
 def _words(text: str) -> frozenset[str]:
     return frozenset(text.split())
 

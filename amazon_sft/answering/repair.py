@@ -19,7 +19,7 @@ from itertools import chain
 
 import numpy as np
 
-from amazon_sft.answering.query_words import english_query
+from amazon_sft.answering.query_words import composed, english_query
 
 MIN_LETTERS = 3
 """Shorter words are not repaired (one edit turns them into any other short word)."""
@@ -134,7 +134,6 @@ class Repairer:
 
 def words_many(index, questions: list[str]) -> list[list[str]]:
     """Each question's indexed words: ``english_query``, tokenized like the index, repaired."""
-    from amazon_sft.answering.catalogue_tokens import composed
     from amazon_sft.answering.index import _tokenize
 
     repairer = getattr(index, "_repairer", None)

@@ -70,7 +70,10 @@ def index_folder_for(model_folder: Path | None, data_path: str) -> str:
     for folder in (record.folder, data_path):
         if integrity_of(folder) == record.data_integrity:
             return folder
-    again = [f for f in dict.fromkeys((record.folder, data_path)) if integrity_of(f) is not None]
+    # the training folder itself, prepared again since (data.path only where it is that folder:
+    # another prepared folder there was never the one trained on)
+    same = [f for f in (record.folder, data_path) if Path(f).resolve() == Path(record.folder)]
+    again = [f for f in same[:1] if integrity_of(f) is not None]
     if again:  # there, but prepared again since: saying "neither at" named the folder it was in
         raise UserError(
             f"no --index given, and {again[0]} was prepared again since the model was trained "

@@ -567,6 +567,10 @@ def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_
 
     with pytest.raises(UserError, match=r"was prepared again since.*--index \S*data"):
         index_folder_for(model, str(data))
+    # another prepared folder at data.path was never the one trained on: not "prepared again"
+    write_trained_on(model, TrainedOn(str(tmp_path / "elsewhere"), "old"))
+    with pytest.raises(UserError, match="is neither at"):
+        index_folder_for(model, str(data))
 
 
 def test_export_in_bfloat16_holds_the_rounded_weights(tuned_run, tmp_path, capsys):

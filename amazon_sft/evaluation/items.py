@@ -16,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from amazon_sft.data.grounded import GroundedBuilder
+from amazon_sft.errors import UserError
 from amazon_sft.prompts import ContextRecord, PromptFormat
 
 MODES = ("closed", "grounded", "both")
@@ -79,14 +80,27 @@ def build_items(
     n: int,
 ) -> dict[str, list[EvalItem]]:
     """Report split name -> at most ``n`` items each, closed-book first; a seen split asks about
-    products taught the way it scores."""
+    products taught the way it scores, and is left out when none was (``closed_book_fraction``
+    0: no seen closed-book split).
+
+    >>> rows = [{"uid": "a", "title": "T", "content": "C", "taught": ["grounded"]}]
+    >>> list(build_items({"seen": rows}, "closed", None, None, 5))
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: no product of seen was taught the way --mode closed scores: choose another --mode (or --splits heldout)
+    """
     out: dict[str, list[EvalItem]] = {}
     if mode in ("closed", "both"):
         for split, rows in splits.items():
-            out[split] = closed_items(taught(rows, "closed_book")[:n], fmt)
+            if asked := taught(rows, "closed_book")[:n]:  # none: data.closed_book_fraction=0
+                out[split] = closed_items(asked, fmt)
     if mode in ("grounded", "both"):
         for split, rows in splits.items():
-            asked = taught(rows, "grounded")[:n]
-            out[f"{split} grounded"] = grounded_items(asked, builder, absent=False)
-            out[f"{split} absent"] = grounded_items(asked, builder, absent=True)
+            if asked := taught(rows, "grounded")[:n]:
+                out[f"{split} grounded"] = grounded_items(asked, builder, absent=False)
+                out[f"{split} absent"] = grounded_items(asked, builder, absent=True)
+    if not out:
+        raise UserError(
+            f"no product of {', '.join(splits)} was taught the way --mode {mode} scores: "
+            "choose another --mode (or --splits heldout)"
+        )
     return out

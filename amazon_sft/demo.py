@@ -32,7 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from amazon_sft.demo_files import check_demo_files, record_demo_file
+from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
 from amazon_sft.errors import OneLineParser, UserError
 
 MIX = {  # data.question_mix of the demo: every kind a shopper types, the title ones less
@@ -253,6 +253,7 @@ def _demo(args, out: Path) -> int:
     """Every step of the demo into its claimed folder ``out``."""
     prepared, report, oracle = out / "prepared", out / "eval", out / "eval-oracle"
     check_demo_files(out, prepared, [report, oracle])  # before the first step, not at eval's
+    forget_demo_file(out, "demo.log")
     try:
         with open(out / "demo.log", "w") as log:
             before, after, questions = _steps(args, out, log)
@@ -272,6 +273,7 @@ def _demo(args, out: Path) -> int:
             for i, q in enumerate(questions)
         ]
     }
+    forget_demo_file(out, "answers.json")
     (out / "answers.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     record_demo_file(out, "answers.json")
     print_summary(summary, report)
@@ -291,10 +293,12 @@ def _steps(args, out: Path, log) -> tuple[list[dict], list[dict], list[str]]:
     if args.data is None:
         synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(data)]
         synth.append("--overwrite")  # the demo folder's own catalogue, made again each run
+        forget_demo_file(out, data.name)
         run("generate a catalogue", synth, log)
         record_demo_file(out, data.name)
     run("prepare", prepare_args(args, args.data or str(data), prepared), log)
     rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")
+    forget_demo_file(out, "heldout_questions.jsonl")
     question_file = write_questions(rows, out / "heldout_questions.jsonl")
     record_demo_file(out, question_file.name)
     print(f"\n== {len(rows)} held-out questions: {question_file}", flush=True)

@@ -38,6 +38,15 @@ def record_demo_file(out: Path, name: str) -> None:
     (out / RECORD).write_text(json.dumps(recorded, indent=1) + "\n")
 
 
+def forget_demo_file(out: Path, name: str) -> None:
+    """Drop ``name``'s record before the demo writes it again: a demo killed while writing it
+    (SIGKILL, a closed terminal) leaves a file no record claims, taken as the demo's, not one
+    whose digest differs and that the next demo would refuse."""
+    recorded = _recorded(out)
+    if recorded.pop(name, None) is not None:
+        (out / RECORD).write_text(json.dumps(recorded, indent=1) + "\n")
+
+
 def check_demo_files(out: Path, prepared: Path, reports: list[Path]) -> None:
     """Refuse, before the first step, a demo file changed since the demo wrote it, a prepared
     folder prepare may not replace, or an eval report eval may not (read-only)."""

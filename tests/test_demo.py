@@ -202,3 +202,18 @@ def test_a_demo_given_a_missing_catalogue_creates_nothing(tmp_path):
     proc = _demo_cli(out, "--data", str(tmp_path / "missing.json.gz"))
     assert proc.returncode == 2 and "missing.json.gz" in proc.stderr, proc.stderr[-2000:]
     assert not out.exists()
+
+
+def test_a_demo_killed_while_writing_its_log_can_run_again(tmp_path):
+    """A review of the record above: a demo killed (SIGKILL, a closed terminal) after opening
+    demo.log never recorded it again, so the next demo refused its own log as "changed since".
+    A file's record is dropped before the demo writes it again."""
+    from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.log").write_text("$ amazon-sft synth ... (an earlier demo)\n")
+    record_demo_file(out, "demo.log")
+    forget_demo_file(out, "demo.log")  # what the demo does before it opens the log
+    (out / "demo.log").write_text("$ amazon-sft synth ... (killed half-way)\n")
+    check_demo_files(out, out / "prepared", [out / "eval"])  # not refused

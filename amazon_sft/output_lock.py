@@ -24,6 +24,10 @@ NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
 writing goes on, unchecked, rather than refusing a cluster's only shared disk."""
 
 
+class LockHeld(UserError):
+    """Another process holds the lock (its note in the message)."""
+
+
 class OutputLock:
     """Exclusive lock on an output folder for one writer; the second gets a one-line error.
 
@@ -67,7 +71,7 @@ class OutputLock:
         except BlockingIOError:
             holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
-            raise UserError(
+            raise LockHeld(
                 f"{self.target} is being written by another process ({holder}): wait for it to "
                 "end or choose another output folder"
             ) from None

@@ -807,3 +807,32 @@ def test_a_killed_index_builds_staging_does_not_block_prepare_overwrite(
     args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
     code, err = _run_cli(capsys, *args, *PREPARED_OVERRIDES, "--overwrite")
     assert code == 0, err
+
+
+def test_a_loader_waits_for_the_index_another_process_is_building(prepared, tmp_path):
+    """A review of the index lock: an 8-rank eval (or serve and eval started together) on a
+    folder whose index was old had every loader but one refused ("being written by another
+    process"). A loader waits for the lock, then uses the index the holder built."""
+    import threading
+    import time
+
+    from amazon_sft.answering import index as index_module
+    from amazon_sft.output_lock import OutputLock
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    shutil.rmtree(out / "index", ignore_errors=True)
+    loaded, built = [], []
+    real_build = index_module._build_index
+    with OutputLock(out, "amazon-sft index"):  # another process, building
+        loader = threading.Thread(target=lambda: loaded.append(index_module.CatalogueIndex(out)))
+        loader.start()
+        time.sleep(1.0)
+        assert loader.is_alive() and not loaded  # waiting, not refused
+        real_build(out, None)
+    index_module._build_index = lambda *a: built.append(a) or real_build(*a)
+    try:
+        loader.join(timeout=60)
+    finally:
+        index_module._build_index = real_build
+    assert loaded and len(loaded[0]) > 0 and not built  # the holder's index, not built again

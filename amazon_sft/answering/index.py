@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -205,6 +206,37 @@ def _build_index(root: Path, workers: int | None) -> dict:
     return stats
 
 
+INDEX_WAIT_S = 3600.0
+"""How long a loader waits for another process building the same index (an 8-rank eval, or serve
+and eval started together, each found an old index and all but one were refused)."""
+
+
+def _usable(folder: Path) -> bool:
+    return (folder / "offsets.npy").is_file() and is_current(folder, FORMAT)
+
+
+def build_when_free(root: Path) -> None:
+    """Build the index of ``root`` for a loader: when another process holds the folder's lock
+    (it is building the index, or prepare is writing the folder), wait for it, then build only
+    if the index is still missing or old."""
+    from amazon_sft.output_lock import LockHeld, OutputLock
+
+    deadline, said = time.monotonic() + INDEX_WAIT_S, False
+    while True:
+        try:
+            with OutputLock(root, "amazon-sft index"):
+                if not _usable(root / INDEX_DIR):  # another loader may have built it meanwhile
+                    _build_index(root, None)
+                return
+        except LockHeld as held:
+            if time.monotonic() > deadline:
+                raise
+            if not said:
+                print(f"waiting: {str(held).split(': wait')[0]}", file=sys.stderr, flush=True)
+                said = True
+            time.sleep(0.5)
+
+
 def _refuse_foreign(out: Path) -> None:
     """Refuse an index folder holding files the build did not write (it replaces the folder)."""
     from amazon_sft.ownership import foreign_in_index
@@ -235,8 +267,8 @@ class CatalogueIndex:
         if not root.is_dir():
             raise UserError(f"--index {root} is not a folder: give the prepared folder")
         folder = root / INDEX_DIR
-        if not (folder / "offsets.npy").is_file() or not is_current(folder, FORMAT):
-            build_index(root)  # missing, or written by an older version
+        if not _usable(folder):
+            build_when_free(root)  # missing, or written by an older version
         check_catalogue(folder, root / "catalogue.jsonl")
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             check_index(folder, root / "catalogue.jsonl")

@@ -36,7 +36,7 @@ class OutputLock:
     >>> with OutputLock(target, "doctest"):
     ...     OutputLock(target, "second").acquire()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
-    amazon_sft.errors.UserError: ...out is being written by another process (pid ...): wait for it to end or choose another output folder
+    amazon_sft.output_lock.LockHeld: ...out is being written by another process (pid ...): wait for it to end or choose another output folder
     """
 
     def __init__(self, target: Path, command: str) -> None:

@@ -133,14 +133,17 @@ class CorruptCheckpoint(Exception):
     """A checkpoint whose files do not match what was written; an older one may still load."""
 
 
-def write_checksums(folder: Path, patterns: tuple[str, ...] = ("*",)) -> None:
+def write_checksums(
+    folder: Path, patterns: tuple[str, ...] = ("*",), skip: tuple[str, ...] = ()
+) -> None:
     """Size and quick digest of the files of a checkpoint (or of a final model's weights and
-    the configs that shape them, ``FINAL_CHECKED``), checked before they are loaded."""
+    the configs that shape them, ``FINAL_CHECKED``), checked before they are loaded; ``skip``:
+    names left out (files a user may edit)."""
     found = {p for pattern in patterns for p in folder.rglob(pattern)}
     files = {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "quick": quick_digest(p)}
         for p in sorted(found)
-        if p.is_file() and p.name != CHECKSUMS
+        if p.is_file() and p.name != CHECKSUMS and p.name not in skip
     }
     (folder / CHECKSUMS).write_text(json.dumps(files, indent=1))
 

@@ -643,6 +643,10 @@ def test_an_export_keeps_which_data_it_was_trained_on_and_its_card_may_be_edited
     gen = json.loads((out / "generation_config.json").read_text())
     (out / "generation_config.json").write_text(json.dumps({**gen, "max_new_tokens": 200}))
     load_for_eval(str(out), [], "cpu")  # not "damaged"
+    # what makes the answers is still checked: the tokenizer and its chat template among them
+    listed = json.loads((out / "checksums.json").read_text())
+    assert "tokenizer_config.json" in listed and "amazon_sft_config.yaml" in listed
+    assert not {"README.md", "generation_config.json"} & set(listed)
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:-8])
     with pytest.raises(UserError, match=r"model\.safetensors"):

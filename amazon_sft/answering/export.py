@@ -16,7 +16,7 @@ import torch
 
 from amazon_sft.answering.export_files import export_readme, write_portable
 from amazon_sft.atomic import new_staging
-from amazon_sft.checkpointing import FINAL_CHECKED, write_checksums
+from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
@@ -29,6 +29,9 @@ from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
 from amazon_sft.trained_on import read_trained_on, write_trained_on
 
+EDITABLE = ("README.md", "generation_config.json", "trained_on.json")
+"""An export's files left out of its checksums: the model card and generation defaults (edited
+before an upload), and the training-data record (its own message says it may be deleted)."""
 LOGIT_TOLERANCE = 1e-3
 """Of the largest logit's size (at least 1): what a correct merge and reload may differ by."""
 
@@ -112,9 +115,9 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     write_portable(folder, fmt, pad, stop_ids(tok, model))  # the trained EOS, then the base's
     write_resolved(cfg, folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
-    # ask, eval and serve verify what they verify of a run's final/, and the tokenizer; the
-    # model card and generation defaults are the user's to edit before an upload
-    write_checksums(folder, (*FINAL_CHECKED, "tokenizer*.json"))
+    # ask, eval and serve verify every file (weights, tokenizer, chat template, config) but the
+    # model card and the generation defaults, the user's to edit before an upload
+    write_checksums(folder, skip=EDITABLE)
 
 
 def _keep_trained_on(run: str, folder: Path) -> None:

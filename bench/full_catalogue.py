@@ -122,7 +122,7 @@ def stage_prepare(args, work: Path) -> dict:
 
 
 def stage_index(args, work: Path) -> dict:
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     stats = build_index(work / "prepared")
     return {"products": stats["products"], "build_s": stats["seconds"]}

@@ -117,7 +117,7 @@ def main() -> None:
         asked = json.loads(Path(args.asked).read_text(encoding="utf-8"))
         print(json.dumps(measure(Path(args.folder), asked, args.meaning_weight)))
         return
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

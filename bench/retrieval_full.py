@@ -87,7 +87,7 @@ def _cpu_s() -> float:
 
 
 def measure_build(folder: Path) -> dict:
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     t0, cpu = time.perf_counter(), _cpu_s()
     stats = build_index(folder)

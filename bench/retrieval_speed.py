@@ -16,7 +16,8 @@ from pathlib import Path
 import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.data.synthetic import _product
 
 

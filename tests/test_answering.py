@@ -10,7 +10,8 @@ import orjson
 import pytest
 import torch
 
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.data.split import normalise_title
 
 from .conftest import train_command

@@ -339,7 +339,7 @@ def test_config_file(damage, tmp_path, capsys):
     "target", ["index/offsets.npy", "index/description/vocab.index.json", "catalogue.jsonl"]
 )
 def test_index_and_catalogue(damage, target, prepared_copy, capsys):
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     build_index(prepared_copy)
     if damage == "corrupted" and target == "catalogue.jsonl":  # a line cut short mid-record
@@ -366,7 +366,7 @@ def test_a_catalogue_changed_since_its_index_names_the_fix_that_works(
     """The catalogue is prepare's output and the index is built from it: a catalogue cut
     mid-line, or gone, is fixed by prepare (rebuilding the index from it fails or cannot
     start), a whole catalogue edited since by re-indexing. The message names that one."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     build_index(prepared_copy)
     catalogue = prepared_copy / "catalogue.jsonl"
@@ -833,7 +833,7 @@ def test_a_flag_argparse_refuses_is_one_line(argv, needle, capsys):
 @pytest.mark.parametrize("stats", ["null", "[]", '"x"'])
 def test_an_index_stats_file_that_is_not_a_mapping_is_one_line(stats, prepared_copy, capsys):
     """``stats.json`` of null, a list or a string was a TypeError traceback (an outside review)."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     build_index(prepared_copy)
     (prepared_copy / "index" / "stats.json").write_text(stats)
@@ -846,7 +846,8 @@ def test_an_index_without_the_whole_catalogue_stamp_is_rebuilt(prepared_copy, ca
     """An index from before the whole-catalogue stamp was checked by the sampled digest only:
     two titles of equal length swapped mid-catalogue answered with the wrong uid (an outside
     review). Such an index is rebuilt, as one of an older format is."""
-    from amazon_sft.answering.index import CatalogueIndex, build_index
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.answering.index_build import build_index
 
     build_index(prepared_copy)
     path = prepared_copy / "index" / "stats.json"

@@ -576,7 +576,7 @@ def test_ask_and_chat_print_no_control_characters(command, doubting, capsys, mon
 def test_sources_only_prints_catalogue_text_without_control_characters(prepared_copy, capsys):
     import json
 
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     catalogue = prepared_copy / "catalogue.jsonl"
     rows = [json.loads(line) for line in catalogue.read_text().splitlines()]

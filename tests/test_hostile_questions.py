@@ -65,7 +65,7 @@ def test_a_checksums_file_that_lists_nothing_right_is_damage_not_a_pass(
 
 
 def test_an_index_stats_file_with_a_wrong_shape_is_one_line(prepared, tmp_path, capsys):
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     data = tmp_path / "data"
     shutil.copytree(prepared, data)
@@ -94,7 +94,7 @@ def test_a_same_size_edit_the_sampled_digest_misses_is_still_refused(tmp_path):
     """The catalogue was checked by its quick digest alone (its edges and 64 blocks of 4 KiB): one
     uid changed to another of the same length between the blocks was served, the title now
     answering with another product's uid."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
     from amazon_sft.answering.index_checks import check_catalogue
     from amazon_sft.data.shards import (
         QUICK_BLOCK_BYTES,
@@ -156,7 +156,7 @@ def test_an_index_stats_file_that_lists_too_little_is_damage_not_a_pass(
     """``stats.json`` with ``"files": {}`` checked nothing: shifted offsets loaded and answered
     with unrelated records, and a removed ``common_rows.npy`` was a FileNotFoundError traceback
     (an outside review). The index's own files must all be listed."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     data = tmp_path / "data"
     shutil.copytree(prepared, data)

@@ -13,7 +13,8 @@ import orjson
 import pytest
 
 from amazon_sft.answering import meaning
-from amazon_sft.answering.index import DESCRIPTION_CHARS, CatalogueIndex, build_index
+from amazon_sft.answering.index import DESCRIPTION_CHARS, CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.question_file import WithoutRows
 

@@ -8,7 +8,8 @@ import orjson
 import pytest
 import yaml
 
-from amazon_sft.answering.index import FORMAT, CatalogueIndex, build_index
+from amazon_sft.answering.index import FORMAT, CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.evaluation.questions import KINDS, Question, make_questions, recall
 
 FIXTURES = Path(__file__).parent / "fixtures"

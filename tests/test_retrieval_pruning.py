@@ -7,7 +7,8 @@ import orjson
 import pytest
 
 from amazon_sft.answering import batched
-from amazon_sft.answering.index import FORMAT, CatalogueIndex, build_index
+from amazon_sft.answering.index import FORMAT, CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 
 
 def _catalogue(folder, titles_contents):

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from amazon_sft.answering.ask import Answer, Answerer
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.answering.serve import BROWSER_FLAGS, MAX_BODY_BYTES, BackgroundServer, create_app
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import build_prompt_format

@@ -98,7 +98,7 @@ def test_prepare_overwrite_refuses_files_of_the_users_inside_its_folders(
 ):
     """The check for foreign entries read only the top level: a file of the user's inside a shard
     or the index folder was deleted by ``--overwrite`` without a word."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     out = tmp_path / "data"
     shutil.copytree(prepared, out)
@@ -165,7 +165,7 @@ def test_an_index_folder_without_its_list_keeps_a_users_npy(prepared, tmp_path, 
     """With no stats.json in index/, any ``.npy`` or ``.json`` there passed for the build's own
     and was deleted by the build (``ask`` builds it on first use). Now only the build's file
     names pass, and they are the files a real build lists."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
     from amazon_sft.ownership import INDEX_FILES
 
     out = tmp_path / "data"
@@ -744,7 +744,7 @@ def _build_with(monkeypatch, during):
 def test_a_file_put_into_the_index_while_it_builds_is_kept(prepared, tmp_path, monkeypatch):
     """The index folder was checked for the user's files once, before minutes of reading; one
     put there during the build was deleted by the swap (an outside review)."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
     from amazon_sft.errors import UserError
 
     out = tmp_path / "data"
@@ -760,7 +760,7 @@ def test_a_file_put_into_the_index_while_it_builds_is_kept(prepared, tmp_path, m
 def test_a_catalogue_changed_while_it_is_indexed_is_refused(prepared, tmp_path, monkeypatch):
     """The catalogue's stamp and digest were taken after reading it: a product appended during
     the build was recorded as indexed, and never found (an outside review)."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
     from amazon_sft.errors import UserError
 
     out = tmp_path / "data"
@@ -775,7 +775,7 @@ def test_a_catalogue_changed_while_it_is_indexed_is_refused(prepared, tmp_path, 
 def test_index_takes_the_prepared_folders_lock(prepared, tmp_path):
     """Two index builds (or an index build and prepare --overwrite) into one folder both ran
     (an outside review; the README says a second writer is refused naming the first)."""
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
     from amazon_sft.errors import UserError
     from amazon_sft.output_lock import OutputLock
 
@@ -816,23 +816,24 @@ def test_a_loader_waits_for_the_index_another_process_is_building(prepared, tmp_
     import threading
     import time
 
-    from amazon_sft.answering import index as index_module
+    from amazon_sft.answering import index_build
+    from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.output_lock import OutputLock
 
     out = tmp_path / "data"
     shutil.copytree(prepared, out)
     shutil.rmtree(out / "index", ignore_errors=True)
     loaded, built = [], []
-    real_build = index_module._build_index
+    real_build = index_build._build_index
     with OutputLock(out, "amazon-sft index"):  # another process, building
-        loader = threading.Thread(target=lambda: loaded.append(index_module.CatalogueIndex(out)))
+        loader = threading.Thread(target=lambda: loaded.append(CatalogueIndex(out)))
         loader.start()
         time.sleep(1.0)
         assert loader.is_alive() and not loaded  # waiting, not refused
         real_build(out, None)
-    index_module._build_index = lambda *a: built.append(a) or real_build(*a)
+    index_build._build_index = lambda *a: built.append(a) or real_build(*a)
     try:
         loader.join(timeout=60)
     finally:
-        index_module._build_index = real_build
+        index_build._build_index = real_build
     assert loaded and len(loaded[0]) > 0 and not built  # the holder's index, not built again

@@ -158,7 +158,7 @@ def model_overrides(args) -> list[str]:
 
 
 def _run_index(args) -> int:
-    from amazon_sft.answering.index import build_index
+    from amazon_sft.answering.index_build import build_index
 
     stats = build_index(args.data)
     print(

@@ -11,7 +11,8 @@ from pathlib import Path
 import orjson
 from tqdm import tqdm
 
-from amazon_sft.answering.index import CatalogueIndex, build_index
+from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index_build import build_index
 from amazon_sft.data.grounded import GroundedBuilder, build_batches, worker_count
 from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError

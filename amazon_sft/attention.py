@@ -225,10 +225,13 @@ def has_varlen_attn() -> bool:
 
 
 def has_flash_attn() -> bool:
-    """flash-attn is installed and an Ampere-or-newer GPU is present."""
-    import importlib.util
+    """flash-attn 2 is installed as transformers takes it for ``flash_attention_2`` (the
+    ``flash-attn`` package, >= 2.3.3) and an Ampere-or-newer GPU is present. Asked of transformers,
+    not of ``find_spec("flash_attn")``: flash-attn 4 ships that module too, and transformers (5.25+,
+    which installs ``kernels``) then runs ``flash_attention_2`` as a kernel fetched from the hub."""
+    from transformers.utils import is_flash_attn_2_available
 
-    return _flash_capable_gpu() and importlib.util.find_spec("flash_attn") is not None
+    return _flash_capable_gpu() and is_flash_attn_2_available()
 
 
 def register() -> None:

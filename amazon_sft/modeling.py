@@ -35,8 +35,8 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
     has_flash = attention.has_flash_attn()
     if requested == "flash_attention_2" and not has_flash:
         raise UserError(
-            "train.attention=flash_attention_2 needs an Ampere-or-newer CUDA GPU and pip install "
-            "'.[flash]'"
+            "train.attention=flash_attention_2 needs an Ampere-or-newer CUDA GPU and flash-attn 2 "
+            "(>= 2.3.3): pip install '.[flash]', or use train.attention=auto"
         )
     if requested == attention.VARLEN and not attention.has_varlen_attn():
         raise UserError(

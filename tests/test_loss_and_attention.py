@@ -440,3 +440,37 @@ def test_the_loss_selects_answer_positions_found_on_the_host_without_a_device_no
     ref, ref_n = chunked_cross_entropy(head, hidden, batch.labels, 4)  # positions found here
     torch.testing.assert_close(total, ref)
     assert n == ref_n == batch.label_tokens == int((batch.labels[:, 1:] != -100).sum())
+
+
+def test_flash_attention_2_is_offered_only_when_transformers_would_use_flash_attn_2(
+    monkeypatch, tmp_path
+):
+    """``has_flash_attn`` asked only whether a ``flash_attn`` module exists; flash-attn 4 (and an
+    old flash-attn) ship one too. transformers then does not take it for ``flash_attention_2``:
+    from 5.25 (which installs ``kernels``) it fetches ``kernels-community/flash-attn2`` from the
+    hub instead, at the first model load, on a cluster node that cannot reach it."""
+    from transformers.utils import import_utils
+
+    from amazon_sft import attention
+    from amazon_sft.errors import UserError
+
+    # flash-attn 4 as pip installs it: module flash_attn, distribution flash-attn-4
+    (tmp_path / "flash_attn").mkdir()
+    (tmp_path / "flash_attn" / "__init__.py").write_text('__version__ = "4.0.0"\n')
+    info = tmp_path / "flash_attn_4-4.0.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: flash-attn-4\nVersion: 4.0.0\n")
+    (info / "top_level.txt").write_text("flash_attn\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    caches = (import_utils._package_distribution_mapping, import_utils.is_flash_attn_2_available)
+    for cached in caches:
+        cached.cache_clear()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (9, 0))
+    try:
+        assert not attention.has_flash_attn()
+        with pytest.raises(UserError, match=r"flash-attn 2"):
+            choose_attention("flash_attention_2", "bf16")
+    finally:
+        for cached in caches:
+            cached.cache_clear()

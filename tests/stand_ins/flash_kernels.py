@@ -217,6 +217,8 @@ def install(monkeypatch) -> None:
 
     for obj, name, value in _patches():
         monkeypatch.setattr(obj, name, value)
+    for table, key, value in _table_patches():
+        monkeypatch.setitem(table, key, value)
     attention._varlen_call.cache_clear()  # the caller clears it again after the test
 
 
@@ -226,4 +228,18 @@ def install_globally() -> None:
 
     for obj, name, value in _patches():
         setattr(obj, name, value)
+    for table, key, value in _table_patches():
+        table[key] = value
     attention._varlen_call.cache_clear()
+
+
+def _table_patches():
+    """(dict, key, value): transformers' own view that flash-attn 2 is installed. Without it,
+    transformers 5.25+ (which installs ``kernels``) runs ``flash_attention_2`` as the hub kernel
+    ``kernels-community/flash-attn2`` instead of flash-attn's functions, stand-ins included."""
+    from transformers import modeling_flash_attention_utils as fa
+
+    matrix = getattr(fa, "FLASH_ATTENTION_COMPATIBILITY_MATRIX", None)
+    if matrix is None or 2 not in matrix:  # transformers before the matrix: no hub fallback
+        return []
+    return [(matrix[2], "general_availability_check", lambda *a, **k: True)]

@@ -131,7 +131,7 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
     pad_id = choose_pad_id(tok)
     shards, n_rows = _pack_and_write(staging, cfg.data, streamed, doc_lens, pad_id)
     for name, probe in streamed.probes.items():
-        rows = probe_rows(probe, streamed.encoder.untaught)
+        rows = probe_rows(probe, streamed.encoder.untaught, streamed.encoder.taught_grounded)
         _write_jsonl(staging / f"{name}.jsonl", rows)
         streamed.counts[f"{name}_rows"] = len(rows)
     total = time.perf_counter() - started
@@ -282,15 +282,22 @@ def taught_ways(uid: str, data) -> list[str]:
     return [way for way, yes in (("closed_book", closed), ("grounded", grounded)) if yes]
 
 
-def probe_rows(probe: ProbeSample, untaught: set[str]) -> list[dict]:
+def probe_rows(probe: ProbeSample, untaught: set[str], taught_grounded: set[str]) -> list[dict]:
     """The probe's rows less what was not taught after all: a product whose every closed-book
-    prompt was too long for the rows (``prompt_too_long``) was not taught closed-book."""
+    prompt was too long for the rows (``prompt_too_long``) was not taught closed-book; one
+    without a kept grounded example answered with its own record (every one too long, or only
+    abstentions) was not taught grounded."""
     rows = []
     for row in probe.records():
-        if row["uid"] in untaught and "taught" in row:
-            row = {**row, "taught": [w for w in row["taught"] if w != "closed_book"]}
-            if not row["taught"]:
+        if "taught" in row:
+            ways = row["taught"]
+            if row["uid"] in untaught:
+                ways = [w for w in ways if w != "closed_book"]
+            if row["uid"] not in taught_grounded:
+                ways = [w for w in ways if w != "grounded"]
+            if not ways:
                 continue
+            row = {**row, "taught": ways}
         rows.append(row)
     return rows
 

@@ -373,3 +373,32 @@ def test_a_catalogue_file_given_as_the_prepared_folder_says_to_prepare_it_into_a
     which then refused: the output is a file (a new user's walkthrough)."""
     with pytest.raises(UserError, match=r"is a file, not a prepared folder.*--out \S*trn-prepared"):
         read_manifest(catalogue)
+
+
+def test_seen_probe_leaves_out_a_product_whose_grounded_examples_were_all_dropped(
+    catalogue, tmp_path
+):
+    """A product taught grounded only, whose every grounded example was too long for a row
+    (dropped as ``grounded_too_long``), stayed in the seen probe as taught grounded; so did one
+    whose only grounded example was an abstention (its own record never the answer)."""
+    from tests.conftest import GROUNDED
+
+    src = tmp_path / "trn.json"
+    giant = {"uid": "B0GIANT2", "title": "Gigantic " * 400, "content": "A very long titled thing."}
+    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
+    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
+    overrides = [
+        *GROUNDED,
+        "data.grounded_fraction=1.0",
+        "data.closed_book_fraction=0",
+        "data.probe_size=100000",
+        "data.heldout_fraction=0.01",
+    ]
+    prepare(src, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    probe = _jsonl(tmp_path / "out" / "seen_probe.jsonl")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["documents_dropped"]["grounded_too_long"] >= 1
+    assert probe and all(r["taught"] == ["grounded"] for r in probe)
+    assert "B0GIANT2" not in {r["uid"] for r in probe}
+    train = [r for r in _jsonl(tmp_path / "out" / "catalogue.jsonl") if r["split"] == "train"]
+    assert len(probe) < len(train) - 1  # abstention-only products are out too (absent 0.3)

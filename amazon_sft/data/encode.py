@@ -127,6 +127,9 @@ class DocumentEncoder:
         self.dropped: Counter = Counter()
         self.untaught: set[str] = set()
         """uids whose every closed-book prompt was too long for a row: not taught closed-book."""
+        self.taught_grounded: set[str] = set()
+        """uids of at least one grounded example kept whose answer is their own record (not an
+        abstention): the products taught grounded (``encode_pairs``'s ``answered``)."""
         self.truncated = 0
         self.precut = 0
 
@@ -194,14 +197,23 @@ class DocumentEncoder:
         self.untaught.update(uid for i, (uid, _, _) in enumerate(batch) if not kept[i])
         return _batch(pieces, doc_lens, prompt_lens, answer_lens)
 
-    def encode_pairs(self, prompts: list[str], answers: list[str]) -> EncodedBatch:
+    def encode_pairs(
+        self, prompts: list[str], answers: list[str], answered: list[str | None] | None = None
+    ) -> EncodedBatch:
         """(prompt, answer) texts -> documents, never cut: a grounded answer ends with its
-        citation, so one that does not fit ``max_seq_len`` is dropped and counted."""
+        citation, so one that does not fit ``max_seq_len`` is dropped and counted.
+        ``answered``: each pair's product uid when the answer is its record (None for an
+        abstention); the kept ones go to ``taught_grounded``."""
         pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
-        for p, a in zip(self.encode_prompts.whole(prompts), self.encode_answers(answers)):
+        owners = answered or [None] * len(prompts)
+        for p, a, uid in zip(
+            self.encode_prompts.whole(prompts), self.encode_answers(answers), owners
+        ):
             if len(p) + len(a) + 1 > self.max_seq_len:
                 self.dropped["grounded_too_long"] += 1
                 continue
+            if uid is not None:
+                self.taught_grounded.add(uid)
             pieces += (p, a, [self.eos])
             doc_lens.append(len(p) + len(a) + 1)
             prompt_lens.append(len(p))

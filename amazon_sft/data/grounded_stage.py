@@ -41,7 +41,9 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
     with contextlib.closing(batches):  # a refusal below stops the workers at once
         for n, examples in enumerate(batches):
             enc = streamed.encoder.encode_pairs(
-                [e.prompt for e in examples], [e.answer for e in examples]
+                [e.prompt for e in examples],
+                [e.answer for e in examples],
+                [None if e.absent else e.uid for e in examples],
             )
             if n == 0:
                 _check_grounded_fit(data, len(examples), len(enc.doc_lens))

@@ -5,9 +5,10 @@ merge, whether held-out descriptions still overlap a training one, and what the 
         [--heldout-fraction 0.1]
 
 Rows are read and cleaned as prepare does (reading.read_records, cleaning.Cleaner with the
-default clean config). Three splits are compared: split version 1 (title hash + exact hash of
-the cleaned description), the normalised description alone (punctuation, quotes, dashes), and
-split version 2 (title hash + near_duplicates labels). "Leaks" is the issue's measure: a
+default clean config). Four splits are compared: split version 1 (title hash + exact hash of
+the cleaned description), the normalised description alone (punctuation, quotes, dashes), split
+version 2 (title hash + near_duplicates' MinHash labels) and split version 3 (+ a description
+contained in another: ``NearDuplicateKeys.labels``). "Leaks" is the issue's measure: a
 held-out description that shares >= 50% of its 8-word shingles with one training description.
 """
 
@@ -25,6 +26,7 @@ from amazon_sft.config import CleanConfig
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.near_duplicates import (
     SHINGLE_WORDS,
+    NearDuplicateKeys,
     duplicate_labels,
     normalise_text,
     signatures,
@@ -82,6 +84,14 @@ def main() -> None:
     normalised = np.array([title_hash(normalise_text(c)) for c in contents], dtype=np.uint64)
     sig, sig_s = timed(signatures, list(contents))
     near, group_s = timed(duplicate_labels, sig)
+
+    def contained() -> np.ndarray:
+        keys = NearDuplicateKeys()
+        for c in contents:
+            keys.add(c)
+        return keys.labels()
+
+    v3, v3_s = timed(contained)
     print(f"rows after cleaning: {len(titles)}")
     print(
         f"prepare's first stage, read + clean: {read_clean_s / len(pairs) * 1e6:.1f} us a line; "
@@ -91,12 +101,14 @@ def main() -> None:
         f"cost per description: exact hash {exact_s / len(contents) * 1e6:.1f} us, "
         f"signature {sig_s / len(contents) * 1e6:.1f} us ({sig_s / exact_s:.1f}x), grouping "
         f"{group_s / len(contents) * 1e6:.1f} us; {sig.nbytes // len(sig)} bytes a row kept "
-        f"while reading vs {exact.itemsize}"
+        f"while reading vs {exact.itemsize}; version 3 (signatures, sampled shingles, "
+        f"grouping) {v3_s / len(contents) * 1e6:.1f} us"
     )
     splits = {
         "v1 exact description": exact,
         "normalised description": normalised,
         "v2 near-duplicates": near,
+        "v3 + contained": v3,
     }
     counts = {}
     for name, keys in splits.items():
@@ -111,6 +123,9 @@ def main() -> None:
         )
     first, last = counts["v1 exact description"], counts["v2 near-duplicates"]
     print(f"groups merged by split version 2: {first - last} ({first} -> {last})")
+    print(
+        f"groups merged by split version 3: {first - counts['v3 + contained']} ({first} -> {counts['v3 + contained']})"
+    )
 
 
 if __name__ == "__main__":

@@ -40,6 +40,20 @@ against the one before only, an unlike row between two near-twins in every band 
 kept them apart (an outside review built one). Crowded buckets of boilerplate stay cheap."""
 MATCH = 16
 """Min-hashes of 32 a candidate pair must share to be joined (estimated Jaccard >= 0.5)."""
+CONTAIN_SAMPLE = 8
+"""One shingle in this many (by hash) is kept for containment: ~15 a real description, 12 bytes
+each while reading (~230 MB at 1.3M rows). Every 8th caught 8 of the 9 held-out real
+descriptions contained in a training one (every shingle: 9; every 16th: 7;
+bench/near_duplicates.py)."""
+CONTAIN_SHARE = 0.5
+"""Share of the smaller text's sampled shingles the other must hold to join it: the leak
+measure (a held-out description sharing >= 50% of its shingles with a training one)."""
+CONTAIN_MIN_SHARED = 2
+"""Sampled shingles two texts must share to join by containment: one shared 8-word run (a
+quoted line) does not make two products one."""
+CONTAIN_RARE = 8
+"""A shingle more rows hold is boilerplate (a publisher's blurb, a seller's template) and joins
+none of them: with 50, templated generated descriptions chained into groups of hundreds."""
 BATCH = 1024
 _TYPOGRAPHIC = str.maketrans(
     dict.fromkeys(
@@ -112,17 +126,9 @@ def _words(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return words, np.searchsorted(breaks, starts)
 
 
-def signatures(texts: list[str]) -> np.ndarray:
-    """(len(texts), PERMUTATIONS) uint16 min-hashes of each text's set of ``SHINGLE_WORDS``-word
-    shingles (one shingle when shorter); a text with no word gets a digest of its own bytes.
-    A text's signature does not depend on the others of the batch.
-
-    >>> a = "Book two of the series: the king’s dead – a new war begins in the north."
-    >>> b = "Book two of the series: the king's dead - a new war begins in the north!"
-    >>> sig = signatures([a, b, "A stainless steel kettle that boils a litre in two minutes."])
-    >>> int((sig[0] == sig[1]).sum()), int((sig[0] == sig[2]).sum())
-    (32, 0)
-    """
+def _shingles(texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(hash of every ``SHINGLE_WORDS``-word shingle of every text, the text it is in, each
+    text's word count); a text shorter than a shingle is one shingle of all its words."""
     texts = [t.replace("\n", " ") for t in texts]
     words, owner = _words(texts)
     counts = np.bincount(owner, minlength=len(texts))
@@ -144,9 +150,27 @@ def signatures(texts: list[str]) -> np.ndarray:
         order = np.argsort(np.concatenate([shingle_owner, short]), kind="stable")
         shingles = np.concatenate([shingles, sums])[order]
         shingle_owner = np.concatenate([shingle_owner, short])[order]
+    return _mix(shingles), shingle_owner, counts
+
+
+def signatures(texts: list[str]) -> np.ndarray:
+    """(len(texts), PERMUTATIONS) uint16 min-hashes of each text's set of ``SHINGLE_WORDS``-word
+    shingles (one shingle when shorter); a text with no word gets a digest of its own bytes.
+    A text's signature does not depend on the others of the batch.
+
+    >>> a = "Book two of the series: the king’s dead – a new war begins in the north."
+    >>> b = "Book two of the series: the king's dead - a new war begins in the north!"
+    >>> sig = signatures([a, b, "A stainless steel kettle that boils a litre in two minutes."])
+    >>> int((sig[0] == sig[1]).sum()), int((sig[0] == sig[2]).sum())
+    (32, 0)
+    """
+    return _signatures(texts, *_shingles(texts))
+
+
+def _signatures(texts, shingles, shingle_owner, counts) -> np.ndarray:
     out = np.zeros((len(texts), PERMUTATIONS), dtype=np.uint16)
     if len(shingles):
-        hashes = _A[:, None] * _mix(shingles)[None, :] + _B[:, None]  # (PERMUTATIONS, shingles)
+        hashes = _A[:, None] * shingles[None, :] + _B[:, None]  # (PERMUTATIONS, shingles)
         has = np.flatnonzero(counts > 0)
         mins = np.minimum.reduceat(hashes, np.searchsorted(shingle_owner, has), axis=1).T
         out[has] = (mins >> np.uint64(48)).astype(np.uint16)  # the top 16 bits (b-bit MinHash)
@@ -156,11 +180,50 @@ def signatures(texts: list[str]) -> np.ndarray:
     return out
 
 
-def duplicate_labels(signatures: np.ndarray) -> np.ndarray:
+def sampled_shingles(shingles: np.ndarray, owner: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The (shingle, owner) pairs kept for containment: one shingle in ``CONTAIN_SAMPLE``, by
+    its hash (so two texts keep the same shared shingles), each once a text."""
+    keep = shingles % np.uint64(CONTAIN_SAMPLE) == 0
+    pairs = np.unique(np.stack([owner[keep].astype(np.uint64), shingles[keep]], axis=1), axis=0)
+    return pairs[:, 1], pairs[:, 0].astype(np.int64)
+
+
+def contained_pairs(shingles: np.ndarray, owner: np.ndarray, rows: int):
+    """(a, b) row pairs where the text with fewer sampled shingles has at least
+    ``CONTAIN_SHARE`` of them (and ``CONTAIN_MIN_SHARED``) in the other, counting only shingles
+    held by at most ``CONTAIN_RARE`` rows (boilerplate that many descriptions carry joins none).
+
+    >>> sh = np.array([8, 16, 24, 8, 16, 32, 40, 48, 56, 8, 16], dtype=np.uint64)
+    >>> rows = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2])  # row 1 holds 2 of row 0's 3
+    >>> [p.tolist() for p in contained_pairs(sh, rows, 3)]  # rows 0, 1, 2 share 8 and 16
+    [[0, 0, 1], [1, 2, 2]]
+    """
+    sizes = np.bincount(owner, minlength=rows)
+    order = np.lexsort((owner, shingles))
+    sh, who = shingles[order], owner[order]
+    starts = np.flatnonzero(np.concatenate([[True], sh[1:] != sh[:-1]]))
+    run = np.diff(np.concatenate([starts, [len(sh)]]))
+    rare = np.repeat(run <= CONTAIN_RARE, run)
+    keys = []
+    for lag in range(1, CONTAIN_RARE):
+        same = (sh[lag:] == sh[:-lag]) & rare[lag:]
+        if not same.any():
+            break
+        keys.append(who[:-lag][same].astype(np.uint64) * np.uint64(rows) + who[lag:][same])
+    if not keys:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    pair, shared = np.unique(np.concatenate(keys), return_counts=True)
+    a, b = (pair // np.uint64(rows)).astype(np.int64), (pair % np.uint64(rows)).astype(np.int64)
+    smaller = np.minimum(sizes[a], sizes[b])
+    keep = (shared >= CONTAIN_MIN_SHARED) & (shared >= CONTAIN_SHARE * smaller)
+    return a[keep], b[keep]
+
+
+def duplicate_labels(signatures: np.ndarray, joined=None) -> np.ndarray:
     """For each row, the first row of its near-duplicate group (uint64): rows joined when they
     share a band of ``ROWS_PER_BAND`` min-hashes and at least ``MATCH`` min-hashes in all
     (within a band's bucket, each row is checked against the ``BUCKET_LOOKBACK`` rows before
-    it in row order).
+    it in row order), or when ``joined`` (a pair of row arrays: ``contained_pairs``) pairs them.
 
     >>> sig = np.zeros((4, PERMUTATIONS), dtype=np.uint16)
     >>> sig[1] = sig[0]; sig[1, 20:] = 7  # 20 of 32 agree: joined
@@ -181,6 +244,8 @@ def duplicate_labels(signatures: np.ndarray) -> np.ndarray:
             a, b = order[:-lag][same], order[lag:][same]
             agree = (signatures[a] == signatures[b]).sum(axis=1) >= MATCH
             pairs.append((a[agree], b[agree]))
+    if joined is not None:
+        pairs.append(joined)
     a = np.concatenate([p[0] for p in pairs] + [np.zeros(0, np.int64)])
     b = np.concatenate([p[1] for p in pairs] + [np.zeros(0, np.int64)])
     label = np.arange(n, dtype=np.int64)
@@ -196,10 +261,14 @@ def duplicate_labels(signatures: np.ndarray) -> np.ndarray:
 
 
 class NearDuplicateKeys:
-    """Collects ``signatures`` of descriptions as they stream past, a batch at a time."""
+    """Collects ``signatures`` of descriptions as they stream past, a batch at a time, and
+    their ``sampled_shingles`` for ``contained_pairs``."""
 
     def __init__(self) -> None:
         self._signatures = array("H")
+        self._sampled = array("Q")
+        self._sampled_rows = array("I")  # the row of each sampled shingle
+        self._rows = 0
         self._pending: list[str] = []
 
     def add(self, description: str) -> None:
@@ -209,7 +278,13 @@ class NearDuplicateKeys:
 
     def _flush(self) -> None:
         if self._pending:
-            self._signatures.frombytes(signatures(self._pending).tobytes())
+            shingles, owner, counts = _shingles(self._pending)
+            sig = _signatures(self._pending, shingles, owner, counts)
+            self._signatures.frombytes(sig.tobytes())
+            sampled, rows = sampled_shingles(shingles, owner)
+            self._sampled.frombytes(sampled.tobytes())
+            self._sampled_rows.frombytes((rows + self._rows).astype(np.uint32).tobytes())
+            self._rows += len(self._pending)
             self._pending = []
 
     def signatures(self) -> np.ndarray:
@@ -218,5 +293,9 @@ class NearDuplicateKeys:
         return np.frombuffer(self._signatures, dtype=np.uint16).reshape(-1, PERMUTATIONS)
 
     def labels(self) -> np.ndarray:
-        """``duplicate_labels`` of every description added: one key a row for ``split_groups``."""
-        return duplicate_labels(self.signatures())
+        """``duplicate_labels`` of every description added, alike or contained in another: one
+        key a row for ``split_groups``."""
+        sig = self.signatures()
+        sampled = np.frombuffer(self._sampled, dtype=np.uint64)
+        rows = np.frombuffer(self._sampled_rows, dtype=np.uint32).astype(np.int64)
+        return duplicate_labels(sig, contained_pairs(sampled, rows, len(sig)))

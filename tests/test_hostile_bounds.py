@@ -706,6 +706,39 @@ def test_a_slowly_sent_body_is_timed_out():
     assert time.perf_counter() - started < 8
 
 
+def test_an_oversized_body_that_stalls_is_answered_and_closed_in_time():
+    """An outside review: a body over the limit that stops arriving was read for ever (the
+    rest is read and dropped so the 413 is not lost to a reset, with no deadline), so 256 such
+    connections locked every client out of ``serve``. Its rest is read within the body's
+    deadline too."""
+    import socket
+    import time
+    from types import SimpleNamespace
+
+    from amazon_sft.answering.serve import MAX_BODY_BYTES, BackgroundServer, create_app
+
+    from .conftest import free_port
+
+    app = create_app(SimpleNamespace(default_mode="closed"), body_timeout_s=1.0)
+    port = free_port()
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n" % (MAX_BODY_BYTES * 10)
+    )
+    with BackgroundServer(app, port), socket.create_connection(("127.0.0.1", port), 10) as sock:
+        started = time.perf_counter()
+        sock.sendall(head + b" " * (MAX_BODY_BYTES + 4096))  # over the limit, then nothing
+        reply = b""
+        sock.settimeout(15)
+        try:
+            while piece := sock.recv(65536):
+                reply += piece
+        except TimeoutError:
+            pass
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert time.perf_counter() - started < 8  # answered and closed, not held open
+
+
 # --- a file inside a folder this user cannot read ---------------------------------------------
 
 DROP_READ_RIGHTS = (

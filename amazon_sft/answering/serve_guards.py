@@ -98,12 +98,17 @@ class BodyLimit:
         self.app, self.limit, self.timeout_s = app, limit, timeout_s
 
     @staticmethod
-    async def _discard(receive, more: bool) -> None:
-        """Read and drop the rest of an oversized body, up to ``DISCARD_BYTES``: a server that
-        closes with unread data makes the client's kernel drop the 413 on the reset."""
-        dropped = 0
+    async def _discard(receive, more: bool, deadline: float) -> None:
+        """Read and drop the rest of an oversized body, up to ``DISCARD_BYTES`` and until the
+        body's ``deadline``: a server that closes with unread data makes the client's kernel
+        drop the 413 on the reset; without the deadline, a body that stopped arriving held its
+        connection for ever (256 of them locked every client out)."""
+        dropped, loop = 0, asyncio.get_running_loop()
         while more and dropped < DISCARD_BYTES:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(deadline - loop.time(), 0))
+            except asyncio.TimeoutError:
+                return
             if message["type"] == "http.disconnect":
                 return
             dropped += len(message.get("body", b""))
@@ -126,7 +131,7 @@ class BodyLimit:
             body += message.get("body", b"")
             more = message.get("more_body", False)
             if len(body) > self.limit:
-                await self._discard(receive, more)  # so the reply is not lost to a TCP reset
+                await self._discard(receive, more, deadline)  # so the reply is not lost to a reset
                 return await _refuse(send, 413, f"request body over {self.limit} bytes")
         replayed = False
 

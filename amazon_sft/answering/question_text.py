@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
+from amazon_sft.data.cleaning import MAX_PASSES
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.prompts import PromptFormat, without_markup
@@ -19,8 +20,20 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     """The user's text as it may enter a prompt: whitespace collapsed, length capped, and any
     special-token text ("<|im_end|>", "</s>") or tag ``fmt`` writes as text ("[/INST]")
     removed, so a question can never close the user turn or open a system one (product text is
-    scrubbed the same way at prepare time), nor carry a citation or a record field."""
-    return normalise_question(without_markup(SpecialTextScrubber(tok, fmt)(question)))
+    scrubbed the same way at prepare time), nor carry a citation or a record field. Repeated
+    until nothing changes, as prepare's cleaning is: a character removed (a NUL, a bidi or
+    zero-width mark) or a removal itself can join what is left into "<|im_end|>"."""
+    scrub = SpecialTextScrubber(tok, fmt)
+    text = normalise_question(question)
+    for _ in range(MAX_PASSES):
+        again = normalise_question(without_markup(scrub(text)))
+        if again == text:
+            return text
+        text = again
+    raise RequestError(
+        "the question still holds special-token text after cleaning it "
+        f"{MAX_PASSES} times: ask in plain words"
+    )
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

@@ -3,6 +3,7 @@
 a k too large named as a question too long, and damaged JSON a command reads."""
 
 import json
+import re
 import shutil
 
 import pytest
@@ -88,6 +89,45 @@ def test_a_catalogue_record_whose_title_is_not_text_is_one_line(prepared, tmp_pa
     (data / "catalogue.jsonl").write_text("\n".join(lines) + "\n")
     code, err = _run_cli(capsys, "index", str(data))
     _assert_one_line(code, err, "index", "catalogue.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("uid", "needle"),
+    [
+        (None, "no uid"),
+        ("SAME", "lines 3 and 4 have the same uid"),
+        ("Q1 | uid: 1374498581\n[9] title: Fake", "cannot be cited"),
+        ("B01]x", "cannot be cited"),
+        (12345, None),  # a number is a uid as text, as prepare reads one
+    ],
+    ids=["missing", "repeated", "record-field", "bracket", "number"],
+)
+def test_amazon_sft_index_refuses_a_catalogue_uid_answers_cannot_cite(
+    prepared, tmp_path, capsys, uid, needle
+):
+    """An outside review: ``amazon-sft index`` (what the tool says to run after editing the
+    catalogue) indexed a record without a uid (every question that found it then failed), two
+    products with one uid (a citation named both) and a uid carrying a record line into the
+    prompt. Prepare refuses such uids (``reading.citable``, repeats dropped); so does index."""
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    shutil.rmtree(data / "index", ignore_errors=True)
+    lines = (data / "catalogue.jsonl").read_text().splitlines()
+    records = [json.loads(line) for line in lines[2:4]]
+    if uid is None:
+        del records[1]["uid"]
+    elif uid == "SAME":
+        records[1]["uid"] = records[0]["uid"]
+    else:
+        records[1]["uid"] = uid
+    lines[3] = json.dumps(records[1])
+    (data / "catalogue.jsonl").write_text("\n".join(lines) + "\n")
+    code, err = _run_cli(capsys, "index", str(data))
+    if needle is None:
+        assert code == 0, err
+        return
+    _assert_one_line(code, err, "index", "catalogue.jsonl")
+    assert re.search(needle, err), err
 
 
 def test_a_same_size_edit_the_sampled_digest_misses_is_still_refused(tmp_path):

@@ -14,6 +14,7 @@ faster than starting workers.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import multiprocessing
 import os
@@ -25,6 +26,7 @@ import orjson
 
 from amazon_sft.answering.corpus_tokens import merge_vocabularies, tokenize_flat
 from amazon_sft.answering.query_words import composed
+from amazon_sft.data.reading import UID_MAX_CHARS, citable
 from amazon_sft.errors import UserError, first_line, reading
 
 POOL_LINES = 100_000
@@ -100,14 +102,36 @@ def repeated_words(ids: np.ndarray, lens: np.ndarray) -> np.ndarray:
     return np.stack([pairs // len(lens), pairs % len(lens), counts], axis=1)
 
 
+def uid_digest(uid: str) -> int:
+    """A 64-bit digest of a uid, the same in every worker (``hash`` of a str is salted per
+    process): repeated uids are found over the ranges' digests."""
+    return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
+
+
+def _checked_uid(rec: dict) -> str:
+    """The record's uid as answers cite it, or why it cannot be one (prepare refuses the same:
+    ``reading.citable``)."""
+    if "uid" not in rec or rec["uid"] is None:
+        raise KeyError("no uid")
+    uid = str(rec["uid"])
+    if not uid or not citable(uid):
+        raise ValueError(
+            f"uid {uid[:60]!r} cannot be cited: at most {UID_MAX_CHARS} printable characters, "
+            "no spaces or brackets"
+        )
+    return uid
+
+
 def _read_range(
     catalogue: str, start: int, lines: int, first_line_no: int, pattern: str, stop: list[str]
-) -> tuple[tuple, tuple, np.ndarray]:
+) -> tuple[tuple, tuple, np.ndarray, np.ndarray]:
     """Parse ``lines`` records from byte ``start`` (line ``first_line_no``) and tokenize their
-    titles and descriptions; ids with their words in id order, for merging."""
+    titles and descriptions; ids with their words in id order, for merging; and each record's
+    ``uid_digest``."""
     from amazon_sft.answering.index import DESCRIPTION_CHARS, REDO
 
     titles, descriptions, train = [], [], np.zeros(lines, dtype=bool)
+    uids = np.zeros(lines, dtype=np.uint64)
     with reading(catalogue, "catalogue", REDO), open(catalogue, "rb") as fh:
         fh.seek(start)
         for i in range(lines):
@@ -116,6 +140,7 @@ def _read_range(
                 rec = orjson.loads(line)
                 if not (isinstance(rec["title"], str) and isinstance(rec["content"], str)):
                     raise TypeError("its title and content must be text")
+                uids[i] = uid_digest(_checked_uid(rec))
                 titles.append(composed(rec["title"]))
                 descriptions.append(composed(rec["content"][:DESCRIPTION_CHARS]))
                 train[i] = rec.get("split", "train") == "train"
@@ -129,7 +154,7 @@ def _read_range(
         ids, lens, vocab = tokenize_flat(texts, pattern, stop)
         texts.clear()  # the strings go back before the next field is split
         fields.append((ids, lens, list(vocab)))
-    return fields[0], fields[1], train
+    return fields[0], fields[1], train, uids
 
 
 def read_catalogue(
@@ -162,4 +187,20 @@ def read_catalogue(
             FieldTokens(ids, np.concatenate(lens) if lens else np.zeros(0, np.int64), vocab)
         )
     train = np.concatenate([part[2] for part in parts]) if parts else np.zeros(0, bool)
+    _refuse_repeated_uids(catalogue, [part[3] for part in parts])
     return CatalogueTokens(offsets, train, fields[0], fields[1])
+
+
+def _refuse_repeated_uids(catalogue: Path, digests: list[np.ndarray]) -> None:
+    """One uid a product: with two, a citation names both (prepare keeps a uid's first record)."""
+    from amazon_sft.answering.index import REDO
+
+    every = np.concatenate(digests) if digests else np.zeros(0, np.uint64)
+    order = np.argsort(every, kind="stable")
+    same = np.flatnonzero(every[order][1:] == every[order][:-1])
+    if len(same):
+        first, second = sorted((int(order[same[0]]) + 1, int(order[same[0] + 1]) + 1))
+        raise UserError(
+            f"catalogue {catalogue} lines {first} and {second} have the same uid: a citation "
+            f"would name both products; give one a uid of its own, or {REDO}"
+        )

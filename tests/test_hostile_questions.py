@@ -229,3 +229,24 @@ def test_a_catalogue_replaced_after_the_index_loaded_is_not_read_with_old_offset
     replaced.replace(catalogue)  # prepare --overwrite renames its new folder into place
     assert index.record(0) == first and index2.record(0) == first
     assert index2.record(len(index2) - 1) == index.record(len(index) - 1)
+
+
+def test_a_catalogue_edited_in_place_while_served_is_refused_not_cited(prepared, tmp_path):
+    """An outside review: a running server read records through a descriptor opened at start-up;
+    a same-length edit of a record in place (another uid and text) was served, its answer citing
+    a uid the index never held. A search now checks the catalogue is the one it loaded."""
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.errors import UserError
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    index = CatalogueIndex(data)
+    question = index.record(5)["title"]
+    assert index.search(question, 3)
+    catalogue = data / "catalogue.jsonl"
+    raw = catalogue.read_bytes()
+    uid = json.loads(raw.splitlines()[5])["uid"].encode()
+    with open(catalogue, "r+b") as fh:  # in place: same inode, same length
+        fh.write(raw.replace(uid, b"9" * len(uid), 1))
+    with pytest.raises(UserError, match="changed since"):
+        index.search(question, 3)

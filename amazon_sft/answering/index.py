@@ -158,7 +158,8 @@ class CatalogueIndex:
         # while serve runs) would be read with these offsets and posting lists
         with reading(self.catalogue, "catalogue", REDO):
             self._fd: int | None = os.open(self.catalogue, os.O_RDONLY)
-            self._size = os.fstat(self._fd).st_size
+            self._stamp = self._opened_stamp()
+            self._size = self._stamp[0]
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             from amazon_sft.answering.batched import BatchScorer
 
@@ -175,6 +176,20 @@ class CatalogueIndex:
             end = int(self.offsets[i + 1]) if i + 1 < len(self.offsets) else self._size
             rec = orjson.loads(os.pread(self._fd, end - start, start))
             return {"uid": str(rec["uid"]), "title": rec["title"], "content": rec["content"]}
+
+    def _opened_stamp(self) -> tuple[int, int]:
+        opened = os.fstat(self._fd)
+        return opened.st_size, opened.st_mtime_ns
+
+    def check_unchanged(self) -> None:
+        """Refuse to answer from a catalogue written in place since it was loaded (its records
+        would no longer be the ones indexed: a served answer cited a uid never indexed). One
+        ``fstat`` of the open file; a catalogue replaced by a rename is not this file."""
+        if self._opened_stamp() != self._stamp:
+            raise UserError(
+                f"{self.catalogue} changed since the index was loaded (written in place): "
+                f"restart, after amazon-sft index {self.catalogue.parent} if you edited it"
+            )
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:
@@ -280,6 +295,7 @@ class CatalogueIndex:
     def ranked(self, question: str, hits: list[tuple[int, float]], k: int) -> list[Source]:
         """The first ``k`` of word retrieval's ``hits`` (row, score) as sources, re-scored by
         meaning when ``meaning_weight`` is set."""
+        self.check_unchanged()
         out = []
         for i, score in hits:
             rec = self.record(i)

@@ -250,6 +250,24 @@ def refuse_run_in_data(out_dir: Path, data_path: str) -> None:
         )
 
 
+def refuse_moving_inputs(out_dir: Path, overwrite: bool, inputs: dict[str, str | None]) -> None:
+    """``overwrite=true`` moves the previous run's outputs to ``previous/``: an input the run
+    loads (``model.path=RUN/final`` to continue from it) would be moved away before it is read.
+    ``inputs``: setting -> path (values that are not local paths are skipped)."""
+    present = run_outputs_present(out_dir) if overwrite else []
+    moved = [(out_dir / name).resolve() for name in present]
+    for key, value in inputs.items():
+        if not value or not Path(value).exists():
+            continue
+        where = Path(value).resolve()
+        if any(where == m or m in where.parents for m in moved):
+            raise UserError(
+                f"{key}={value} is inside the previous run in out_dir={out_dir}, which "
+                "overwrite=true moves to previous/ before the model loads: copy it out first, "
+                "or write to another out_dir"
+            )
+
+
 def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
     """Read-only checks every rank makes before anything is written (same answer on each)."""
     if not out_dir_text.strip():

@@ -47,7 +47,12 @@ from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full, run_kept
-from amazon_sft.ownership import check_run_dir, claim_run_dir, refuse_run_in_data
+from amazon_sft.ownership import (
+    check_run_dir,
+    claim_run_dir,
+    refuse_moving_inputs,
+    refuse_run_in_data,
+)
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header
 from amazon_sft.resuming import base_after_load, branch_goes_on, plan_resume, resume
@@ -70,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     refuse_run_in_data(out_dir, cfg.data.path)
+    refuse_moving_inputs(
+        out_dir,
+        cfg.overwrite,
+        {"model.path": cfg.model.path, "model.tokenizer": cfg.model.tokenizer},
+    )
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load

@@ -671,6 +671,25 @@ def test_train_overwrite_moves_the_previous_run_aside(
     assert "was moved to" in proc.stderr
 
 
+@pytest.mark.parametrize("field", ["model.path", "model.tokenizer"])
+def test_train_overwrite_refuses_to_move_aside_the_model_it_would_load(
+    field, tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """An outside review: continuing from a run's own ``final/`` into the same ``out_dir`` with
+    ``overwrite=true`` moved that model to ``previous/`` first, then failed to load it ("Repo
+    id must be in the form ..."), leaving the folder holding only ``previous/``."""
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    inside = str(out / "final")
+    overrides = train_overrides(
+        prepared, tiny_model_dir, out, "train.max_steps=1", "overwrite=true"
+    )
+    overrides.append(f"{field}={inside}")
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *overrides)
+    _assert_one_line(code, err, "train", field, "overwrite=true")
+    assert (out / "final" / "model.safetensors").is_file() and not (out / "previous").exists()
+
+
 @pytest.mark.parametrize("command", ["prepare", "train", "export"])
 def test_a_second_writer_is_refused_naming_the_first(
     command, catalogue, prepared, tiny_model_dir, tuned_run, tmp_path

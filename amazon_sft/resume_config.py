@@ -99,10 +99,22 @@ def diff(old: dict, new: dict) -> list[Change]:
     ]
 
 
-def run_record(config: dict, data_integrity: str, base_weights: dict | None = None) -> dict:
+def run_record(
+    config: dict,
+    data_integrity: str,
+    base_weights: dict | None = None,
+    precision: str | None = None,
+) -> dict:
     """What a checkpoint stores of the run it belongs to (``base_weights``: a LoRA run's base
-    files' digest, trainable_state.py: its checkpoints do not hold the base)."""
-    return {"config": config, "data_integrity": data_integrity, "base_weights": base_weights}
+    files' digest, trainable_state.py: its checkpoints do not hold the base; ``precision``: the
+    mixed precision that ran, accelerate's "bf16", "fp16" or "no", which ``auto`` leaves to
+    the machine)."""
+    return {
+        "config": config,
+        "data_integrity": data_integrity,
+        "base_weights": base_weights,
+        "precision": precision,
+    }
 
 
 def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
@@ -118,14 +130,26 @@ def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
 
 
 def changes_on_resume(
-    saved: dict, config: dict, data_integrity: str, base_weights: dict | None = None
+    saved: dict,
+    config: dict,
+    data_integrity: str,
+    base_weights: dict | None = None,
+    precision: str | None = None,
 ) -> list[Change]:
     """The changes to apply; raises ``ValueError`` listing the ones that cannot be applied.
 
     The data may move (``data.path``) when the prepared folder is the same one, which its
-    manifest digest proves. A LoRA checkpoint's base must be the files it was trained on.
+    manifest digest proves. A LoRA checkpoint's base must be the files it was trained on. When
+    the checkpoint recorded the precision that ran, that is compared with ``precision`` (what
+    would run now), not ``train.precision``'s word: ``auto`` is fp32 on a CPU, bf16 on an
+    Ampere GPU.
     """
     changes = _not_new_defaults(diff(saved["config"], config), saved["config"])
+    ran = saved.get("precision")
+    if ran is not None and precision is not None:
+        changes = [c for c in changes if c.key != "train.precision"]
+        if ran != precision:
+            changes.append(Change("train.precision as it ran", _named(ran), _named(precision)))
     same_data = saved.get("data_integrity") == data_integrity
     refused = [
         c for c in changes if c.key not in APPLIED and not (c.key == "data.path" and same_data)
@@ -137,6 +161,15 @@ def changes_on_resume(
     if refused:
         raise ValueError("; ".join(c.describe() for c in refused))
     return [c for c in changes if c.key not in ("resume", "overwrite")]
+
+
+def _named(precision: str) -> str:
+    """accelerate's mixed precision as ``train.precision`` names it ("no" is fp32).
+
+    >>> _named("no"), _named("bf16")
+    ('fp32', 'bf16')
+    """
+    return "fp32" if precision == "no" else precision
 
 
 def base_change(saved: dict, base_weights: dict | None) -> Change | None:

@@ -79,9 +79,9 @@ def plan_resume(
         for path in resume_candidates(cfg.resume, out_dir):
             try:
                 check_same_engine(path, running_engine(accelerator))  # not "unusable": relaunch
-                planned[path] = config_changes(
-                    cfg, integrity, saved_record(path, out_dir), path, base
-                )
+                saved = saved_record(path, out_dir)
+                ran = accelerator.mixed_precision
+                planned[path] = config_changes(cfg, integrity, saved, path, base, ran)
             except LOAD_ERRORS as err:  # resume reports it as unusable and tries the one before
                 planned[path] = err
             except UserError as err:  # an older one's is raised only if resume comes to it
@@ -179,13 +179,16 @@ def resume(
     return TrainerState(loader=loader.state_dict())
 
 
-def config_changes(cfg, integrity: str, saved, checkpoint: Path, base: dict | None) -> list | None:
+def config_changes(
+    cfg, integrity: str, saved, checkpoint: Path, base: dict | None, precision: str | None = None
+) -> list | None:
     """The changes since ``checkpoint`` was written (None: it carries no config to compare);
-    those that make another run are refused."""
+    those that make another run are refused. ``precision``: the mixed precision this launch
+    runs (accelerate's)."""
     if saved is None:
         return None
     try:
-        return changes_on_resume(saved, to_dict(cfg), integrity, base)
+        return changes_on_resume(saved, to_dict(cfg), integrity, base, precision)
     except ValueError as err:
         raise refused(checkpoint, str(err)) from None
 

@@ -106,7 +106,10 @@ class Trainer:
         stop_signal.install(ctrl_c=False)
         self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
         self.run_record = run_record(
-            to_dict(self.cfg), self.loader.shards.manifest.integrity, self.base_weights
+            to_dict(self.cfg),
+            self.loader.shards.manifest.integrity,
+            self.base_weights,
+            self.accelerator.mixed_precision,
         )
 
     def train(self, state: TrainerState) -> dict:

@@ -300,3 +300,24 @@ def test_a_negative_peak_is_refused():
 def test_an_empty_target_list_is_fine_while_lora_is_off():
     """A review: ``lora.target_modules=[]`` was refused with LoRA off."""
     load_run_config("tiny", ["lora.enabled=false", "lora.target_modules=[]"])
+
+
+def test_resume_compares_the_precision_that_ran_not_the_word_auto():
+    """An outside review: ``train.precision=auto`` is fp32 on a CPU and bf16 on an Ampere GPU;
+    resumed there with ``auto``, an fp32 checkpoint went on in bf16 unreported (and under ZeRO-2
+    it failed to load, telling the user to start over). Asking for what it saved
+    (``train.precision=fp32``) was refused as another run. The checkpoint records the precision
+    that ran; resume compares that."""
+    from amazon_sft.resume_config import run_record
+
+    config = to_dict(RunConfig())
+    assert config["train"]["precision"] == "auto"
+    saved = run_record(config, "d", None, precision="no")  # auto, resolved on a CPU
+    with pytest.raises(ValueError, match=r"train\.precision.*fp32.*bf16"):
+        changes_on_resume(saved, config, "d", precision="bf16")
+    fp32 = to_dict(RunConfig())
+    fp32["train"]["precision"] = "fp32"
+    assert changes_on_resume(saved, fp32, "d", precision="no") == []  # what ran: accepted
+    assert changes_on_resume(saved, config, "d", precision="no") == []
+    before = {"config": config, "data_integrity": "d"}  # a checkpoint from before the record
+    assert changes_on_resume(before, config, "d", precision="bf16") == []

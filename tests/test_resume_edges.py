@@ -333,6 +333,7 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
         device="cpu",
         reduce=lambda v, reduction: v,
         state=SimpleNamespace(deepspeed_plugin=None),
+        mixed_precision="no",
     )
     planned = plan_resume(cfg, accelerator, "digest", out, None)
     newest, older = planned.values()

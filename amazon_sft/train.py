@@ -25,7 +25,7 @@ import torch
 from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
 from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import RunConfig, load_run_config
-from amazon_sft.config_loader import to_dict, write_resolved
+from amazon_sft.config_loader import from_dict, to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import Manifest
 from amazon_sft.data.shards import PackedShards, check_fingerprints
@@ -193,17 +193,6 @@ def load_data(cfg: RunConfig):
     return tok, shards
 
 
-# what prepare taught: the run's saved config carries them, so answering knows the model was
-# taught grounded examples (and with how many records of how many tokens)
-DATA_TAUGHT = (
-    "closed_book_fraction",
-    "grounded_fraction",
-    "context_records",
-    "context_record_tokens",
-    "absent_fraction",
-)
-
-
 READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len")
 """The data settings training itself reads."""
 PREPARE_SPEED = ("grounded_workers", "tokenize_batch_docs", "tokenizer_backend", "shard_rows")
@@ -235,11 +224,19 @@ def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifes
 
 
 def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> RunConfig:
-    """The run config with the data fields that shaped the examples taken from the manifest
-    (a value given to train instead would describe data the model never saw); ``say``: warn
-    of the ones the config gave otherwise (the main process, once)."""
-    taught = {k: manifest.data[k] for k in DATA_TAUGHT if k in manifest.data}
-    changed = {k: v for k, v in taught.items() if getattr(cfg.data, k) != v}
+    """The run config with every data setting that shaped the examples taken from the manifest
+    (a value given to train instead would describe data the model never saw; only what train
+    reads, ``READ_BY_TRAIN``, and prepare's speed settings stay the config's); ``say``: warn of
+    the ones the config gave otherwise (the main process, once)."""
+    from amazon_sft.config import DataConfig
+
+    asked = to_dict(cfg)["data"]
+    made = {
+        k: v
+        for k, v in manifest.data.items()
+        if k in asked and k not in READ_BY_TRAIN + PREPARE_SPEED  # a key since removed: skipped
+    }
+    changed = {k: v for k, v in made.items() if asked[k] != v}
     if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
         log.warning(
             "%s prepared the examples with %s; the config gave %s. Training teaches what the "
@@ -247,9 +244,10 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
             "again with it",
             cfg.data.path,
             ", ".join(f"data.{k}={v}" for k, v in changed.items()),
-            ", ".join(f"data.{k}={getattr(cfg.data, k)}" for k in changed),
+            ", ".join(f"data.{k}={asked[k]}" for k in changed),
         )
-    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, **taught))
+    data = from_dict(DataConfig, {**asked, **made}, prefix="data.")
+    return dataclasses.replace(cfg, data=data)
 
 
 def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:

@@ -700,6 +700,39 @@ def test_a_data_setting_in_the_config_file_that_the_data_was_not_prepared_with_i
     assert any("data.grounded_fraction" in m and str(other) in m and "prepare" in m for m in said)
 
 
+def test_every_data_setting_that_shaped_the_examples_is_recorded_as_prepared(prepared, caplog):
+    """An outside review: only five data settings were taken from the data; a YAML giving
+    ``max_answer_tokens``, ``heldout_fraction``, ``phrasings_per_doc`` or a question mix the data
+    was not prepared with was recorded in config.yaml and final/ as if it had run, unwarned."""
+    import logging
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.train import taught_by_the_data
+
+    manifest = read_manifest(prepared)
+    made = manifest.data
+    given = {
+        "max_answer_tokens": made["max_answer_tokens"] + 7,
+        "heldout_fraction": 0.3 if made["heldout_fraction"] != 0.3 else 0.2,
+        "phrasings_per_doc": made["phrasings_per_doc"] + 2,
+        "question_mix.title": 0.5,  # the shares sum to 1
+        "question_mix.typo": 0.5,
+    }
+    assert made["question_mix"]["typo"] != 0.5
+    cfg = load_run_config("tiny", [f"data.{k}={v}" for k, v in given.items()])
+    with caplog.at_level(logging.WARNING, logger="amazon_sft.train"):
+        taken = taught_by_the_data(cfg, manifest)
+    assert taken.data.max_answer_tokens == made["max_answer_tokens"]
+    assert taken.data.heldout_fraction == made["heldout_fraction"]
+    assert taken.data.phrasings_per_doc == made["phrasings_per_doc"]
+    assert taken.data.question_mix.typo == made["question_mix"]["typo"]
+    assert taken.data.path == cfg.data.path  # what train reads is the config's
+    said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    for key in ("max_answer_tokens", "heldout_fraction", "phrasings_per_doc", "question_mix"):
+        assert f"data.{key}" in said, said
+
+
 def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks_prepare(
     tmp_path,
 ):

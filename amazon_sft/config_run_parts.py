@@ -3,7 +3,7 @@ config.py stays one screenful a section; amazon_sft.config re-exports both."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from amazon_sft.errors import UserError
 
@@ -48,6 +48,22 @@ class LoraConfig:
             raise UserError(
                 "lora.target_modules is empty: name the layers that get adapters, e.g. [q_proj, v_proj]"
             )
+
+    def unused(self) -> list[str]:
+        """The settings changed from their defaults while ``enabled`` is false: the run trains
+        every weight and they do nothing (train warns of them).
+
+        >>> LoraConfig(r=8).unused(), LoraConfig(enabled=True, r=8).unused()
+        (['lora.r=8'], [])
+        """
+        if self.enabled:
+            return []
+        default = LoraConfig()
+        return [
+            f"lora.{f.name}={getattr(self, f.name)}"
+            for f in fields(self)
+            if f.name != "enabled" and getattr(self, f.name) != getattr(default, f.name)
+        ]
 
 
 @dataclass

@@ -82,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
+    if accelerator.is_main_process and (unused := cfg.lora.unused()):
+        log.warning(
+            "%s set, but lora.enabled is false: this run trains every weight (add "
+            "lora.enabled=true to train adapters)",
+            ", ".join(unused),
+        )
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
     tok, shards = load_data(cfg)
     refuse_data_not_prepared(given, cfg, shards.manifest)

@@ -1,3 +1,5 @@
+import subprocess
+
 import pytest
 import yaml
 
@@ -321,3 +323,19 @@ def test_resume_compares_the_precision_that_ran_not_the_word_auto():
     assert changes_on_resume(saved, config, "d", precision="no") == []
     before = {"config": config, "data_integrity": "d"}  # a checkpoint from before the record
     assert changes_on_resume(before, config, "d", precision="bf16") == []
+
+
+def test_lora_settings_without_lora_enabled_are_named_as_unused(tiny_model_dir, prepared, tmp_path):
+    """An outside review: ``lora.r=8 lora.alpha=16`` without ``lora.enabled=true`` ran a full
+    fine-tune, unwarned, its config.yaml recording r 8 and alpha 16. Train warns, naming them
+    (not refused: ``lora.enabled=false`` over a LoRA config of one's own is a full run)."""
+    from amazon_sft.config_run_parts import LoraConfig
+    from tests.conftest import train_command
+
+    assert LoraConfig(r=8, alpha=16).unused() == ["lora.r=8", "lora.alpha=16"]
+    assert LoraConfig(enabled=True, r=8).unused() == [] and LoraConfig().unused() == []
+    cmd = train_command(prepared, tiny_model_dir, tmp_path / "run", "train.max_steps=1", "lora.r=8")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    warned = [line for line in proc.stderr.splitlines() if "WARNING" in line and "lora.r=8" in line]
+    assert warned and "lora.enabled" in warned[0], proc.stderr[-2000:]

@@ -25,8 +25,8 @@ ROW_BUFFER_BYTES_PER_TOKEN = 5
 ROW_BUFFER_SHARE = 0.25
 """The share of this machine's memory one shard's row buffer may take."""
 MAX_EPOCHS_PER_STEP = 8.0
-"""Above this many passes over the data in one optimizer step a run is refused: every step
-would average the same rows many times over (and take that many times longer)."""
+"""Above this many times the data's rows in one optimizer step a run is refused: every step
+would be one pass over them and the rest empty padding rows (that many times the compute)."""
 MAX_EVAL_NEW_TOKENS = 4096
 """eval's absolute cap on generated tokens, before the model's own context is known: longer
 than any product description the data cuts answers to (data.max_answer_tokens)."""
@@ -168,32 +168,36 @@ def steps_for_epochs(epochs: float, data_rows: int, global_batch_rows: int) -> i
 
 
 def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> float:
-    """Passes over the data one optimizer step makes: warned above 1, refused above
-    ``MAX_EPOCHS_PER_STEP``.
+    """Passes over the data one optimizer step would make: above 1 a step is one pass over the
+    rows and the rest of it empty padding rows, computed for nothing (``loader.epoch_order``):
+    warned; above ``MAX_EPOCHS_PER_STEP``, refused.
 
     >>> check_epochs_per_step(8, 100, "d")
     0.08
     >>> check_epochs_per_step(100000, 100, "d")
     Traceback (most recent call last):
-    amazon_sft.errors.UserError: train.global_batch_size=100000 is 1000 passes over the 100 rows of d in every optimizer step (at most 8 allowed): lower train.global_batch_size to <= 100 (one pass; up to 800 runs, rows repeating within a step), or prepare more data
+    amazon_sft.errors.UserError: train.global_batch_size=100000 is 1000 times the 100 rows of d (at most 8 allowed): every optimizer step would be one pass over them and 99900 empty padding rows; lower train.global_batch_size to <= 100, or prepare more data
     """
     epochs = global_batch_rows / max(data_rows, 1)
+    padding = global_batch_rows - data_rows
     if epochs > MAX_EPOCHS_PER_STEP:
         raise UserError(
-            f"train.global_batch_size={global_batch_rows} is {epochs:g} passes over the "
-            f"{data_rows} rows of {data} in every optimizer step (at most "
-            f"{MAX_EPOCHS_PER_STEP:g} allowed): lower train.global_batch_size to <= "
-            f"{data_rows} (one pass; up to {int(MAX_EPOCHS_PER_STEP * data_rows)} runs, rows "
-            "repeating within a step), or prepare more data"
+            f"train.global_batch_size={global_batch_rows} is {epochs:g} times the {data_rows} "
+            f"rows of {data} (at most {MAX_EPOCHS_PER_STEP:g} allowed): every optimizer step "
+            f"would be one pass over them and {padding} empty padding rows; lower "
+            f"train.global_batch_size to <= {data_rows}, or prepare more data"
         )
     if epochs > 1:
         log.warning(
-            "train.global_batch_size=%d is %.2f passes over the %d rows of %s in every "
-            "optimizer step: rows repeat within a step",
+            "train.global_batch_size=%d is more than the %d rows of %s: each optimizer step is "
+            "one pass over them and %d empty padding rows (%.0f%% of its compute for nothing); "
+            "lower train.global_batch_size to <= %d",
             global_batch_rows,
-            epochs,
             data_rows,
             data,
+            padding,
+            100 * padding / global_batch_rows,
+            data_rows,
         )
     return epochs
 

@@ -230,7 +230,8 @@ class TrainConfig:
     """Packed rows per rank per forward/backward."""
     global_batch_size: int = 8
     """Packed rows per optimizer step over all ranks; must equal micro x accumulation x world.
-    Above the prepared data's rows a step repeats rows (warned); above 8 times them, refused."""
+    Above the prepared data's rows a step is one pass over them and empty padding rows (warned);
+    above 8 times them, refused."""
     max_steps: int = 0
     """Optimizer steps to run (the run stops there, whatever the epoch); 0, not given: 100,
     unless ``epochs`` sizes the run."""

@@ -339,3 +339,23 @@ def test_lora_settings_without_lora_enabled_are_named_as_unused(tiny_model_dir, 
     assert proc.returncode == 0, proc.stderr[-2000:]
     warned = [line for line in proc.stderr.splitlines() if "WARNING" in line and "lora.r=8" in line]
     assert warned and "lora.enabled" in warned[0], proc.stderr[-2000:]
+
+
+def test_a_batch_larger_than_the_data_is_said_to_be_padding_not_repeated_rows(caplog):
+    """An outside review: above the prepared rows, the warning (and the refusal, and the
+    setting's docstring) said rows repeat within a step; each step is one pass over the rows,
+    the rest of it empty padding rows computed for nothing (``loader.epoch_order``)."""
+    import logging
+
+    from amazon_sft.bounds import check_epochs_per_step
+    from amazon_sft.data.loader import epoch_order
+
+    order = epoch_order(54, seed=0, epoch=0, rows_per_step=128)
+    assert sorted(order[order >= 0].tolist()) == list(range(54)) and (order < 0).sum() == 74
+    with caplog.at_level(logging.WARNING, logger="amazon_sft.bounds"):
+        check_epochs_per_step(128, 54, "d")
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "74 empty" in said and "<= 54" in said and "repeat" not in said, said
+    with pytest.raises(UserError) as refused:
+        check_epochs_per_step(1000, 54, "d")
+    assert "repeat" not in str(refused.value) and "<= 54" in str(refused.value)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from pathlib import Path
 
 import torch
@@ -46,6 +47,11 @@ def save_final(
     ``base_weights``: a LoRA run's ``frozen_base_of``, which loading checks the base against."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
+    if summary["final_loss"] is None:  # no step ran in this launch (resume=auto finalising)
+        summary = {
+            **summary,
+            "final_loss": logged_loss(out_dir / "metrics.jsonl", summary["steps"]),
+        }
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
@@ -97,6 +103,24 @@ def readable_like_the_rest(folder: Path) -> None:
     mode = config.stat().st_mode & 0o666
     for file in folder.glob("*.safetensors"):
         file.chmod(mode)
+
+
+def logged_loss(metrics: Path, step: int) -> float | None:
+    """The loss ``metrics.jsonl`` logged at ``step`` (its last row for it), None when it logged
+    none there (``train.log_every``) or cannot be read."""
+    loss = None
+    try:
+        with open(metrics, encoding="utf-8") as fh:
+            for line in fh:
+                try:
+                    row = json.loads(line)
+                except ValueError:
+                    continue  # a line cut by a kill
+                if isinstance(row, dict) and row.get("step") == step:
+                    loss = row.get("loss")
+    except OSError:
+        return None
+    return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None
 
 
 def finished_before(out_dir: Path, summary: dict) -> bool:

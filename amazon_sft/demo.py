@@ -26,14 +26,11 @@ first.
 from __future__ import annotations
 
 import json
-import shlex
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
-from amazon_sft.errors import OneLineParser, UserError
+from amazon_sft.demo_steps import run
+from amazon_sft.errors import OneLineParser
 
 MIX = {  # data.question_mix of the demo: every kind a shopper types, the title ones less
     "title": 0.15,
@@ -107,25 +104,6 @@ DEMO_SEQ_LEN = 1024
 """Row length of the demo's examples, whatever the config's: a grounded example (question, three
 records of ``data.context_record_tokens=64``, the answer) needs several hundred tokens, so
 ``tiny``'s 256 held none of them and ``demo --config tiny`` failed at prepare."""
-CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
-"""The steps' interpreter code: the CLI of the installed package, as the ``amazon-sft`` command
-runs it. ``python -m`` (and ``-c``) put the current folder first on ``sys.path``, so an
-``amazon_sft`` folder there (the parent of a clone) was imported instead; ``-P``, which stops
-that, needs Python 3.11."""
-
-
-def run(step: str, args: list[str], log) -> str:
-    """Run one amazon-sft command, echo it, keep its output in the log; stop on failure."""
-    cmd = [sys.executable, "-c", CLI, *args]
-    print(f"\n== {step}\n$ amazon-sft {shlex.join(args)}", flush=True)
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    log.write(f"$ amazon-sft {shlex.join(args)}\n{proc.stdout}\n{proc.stderr}\n")
-    if proc.returncode:
-        tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
-        raise UserError(f"demo step '{step}' failed: {tail} (full output in the demo log)")
-    print(f"   done in {time.perf_counter() - start:.0f} s", flush=True)
-    return proc.stdout
 
 
 def gate_args(args) -> list[str]:

@@ -131,10 +131,11 @@ def test_demo_steps_run_the_installed_package_whatever_the_current_folder_holds(
     import io
 
     from amazon_sft import demo
+    from amazon_sft.errors import UserError
 
     (tmp_path / "amazon_sft").mkdir()
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(demo.UserError) as caught:  # index's import reads amazon_sft.__version__
+    with pytest.raises(UserError) as caught:  # index's import reads amazon_sft.__version__
         demo.run("index", ["index", str(tmp_path / "nowhere")], io.StringIO())
     assert "__version__" not in str(caught.value) and "nowhere" in str(caught.value)
 
@@ -217,3 +218,26 @@ def test_a_demo_killed_while_writing_its_log_can_run_again(tmp_path):
     forget_demo_file(out, "demo.log")  # what the demo does before it opens the log
     (out / "demo.log").write_text("$ amazon-sft synth ... (killed half-way)\n")
     check_demo_files(out, out / "prepared", [out / "eval"])  # not refused
+
+
+def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):
+    """A new user's walkthrough: the demo printed each step's command, then nothing until
+    "done in 1137 s" (training: no step, loss or time shown), which looks like a hang. A step
+    that runs longer than ``HEARTBEAT_S`` prints its time and its latest output line."""
+    from amazon_sft import demo_steps as demo
+
+    monkeypatch.setattr(demo, "HEARTBEAT_S", 0.3)
+    slow = (
+        "import sys, time\n"
+        "for i in range(6):\n"
+        "    print(f'step {i}/6 loss 1.5', file=sys.stderr, flush=True); time.sleep(0.25)\n"
+        "print('answer')"
+    )
+    monkeypatch.setattr(demo, "CLI", slow)
+    with open(tmp_path / "log.txt", "w") as log:
+        out = demo.run("a slow step", ["train"], log)
+    shown = capsys.readouterr().out
+    assert out.strip() == "answer"
+    beats = [line for line in shown.splitlines() if line.startswith("   ...")]
+    assert beats and "step" in beats[-1] and " s:" in beats[-1], shown
+    assert "step 5/6" in (tmp_path / "log.txt").read_text()  # the log keeps every line

@@ -10,7 +10,7 @@ DEMO_ARGS ?=
 .PHONY: install demo-deps bench-deps test test-probes lint format demo bench-prepare gpu-check clean
 
 # torch is pinned by constraints.txt (2.13.0: the CPU wheel here, the CUDA build on a GPU box).
-# DeepSpeed's CPU ops are compiled here, once (~2 min), not inside the first test or offload run.
+# DeepSpeed's CPU ops are compiled here, once (~1.5 min on 2 idle cores), not inside the first test or offload run.
 $(VENV)/.installed: pyproject.toml setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q -c constraints.txt -e '.[dev,serve]'
@@ -54,8 +54,8 @@ format: install
 
 # The whole story offline on SmolLM2-135M: prepare the generated catalogue (or
 # DATA=path/to/trn.json.gz), base answers to four free-form questions, LoRA fine-tune, end-to-end
-# before/after report on held-out questions, answers with sources: 19 min 28 s on 2 CPU cores
-# (an AMD EPYC without AVX-512, docs/results.md). DEMO_ARGS passes more options (see amazon-sft demo --help).
+# before/after report on held-out questions, answers with sources: 11 to 20 min on 2 idle CPU cores
+# (10 min 32 s to 19 min 28 s measured, README "Results"; more beside other work). DEMO_ARGS passes more options (see amazon-sft demo --help).
 demo: demo-deps
 	$(VENV)/bin/amazon-sft demo --out $(DEMO_DIR) $(if $(DATA),--data $(DATA)) $(DEMO_ARGS)
 

@@ -33,6 +33,10 @@ def main() -> int:
         if builder is None or not builder.is_compatible(verbose=False):
             print(f"build_deepspeed_ops: {name} does not apply to this machine; skipped")
             continue
+        print(  # a C++ compile with no output of its own: minutes that looked like a hang
+            f"build_deepspeed_ops: {name}: compiling unless built before (once; minutes on 2 cores)",
+            flush=True,
+        )
         try:
             builder.load(verbose=False)
         except Exception as err:  # any compiler failure: name it; the run that needs it retries
@@ -40,7 +44,8 @@ def main() -> int:
             continue
         took = time.perf_counter() - start
         print(
-            f"build_deepspeed_ops: {name} ready in {os.environ['TORCH_EXTENSIONS_DIR']} ({took:.0f} s)"
+            f"build_deepspeed_ops: {name} ready in {os.environ['TORCH_EXTENSIONS_DIR']} ({took:.0f} s)",
+            flush=True,
         )
     return 0
 

@@ -431,6 +431,22 @@ def test_an_empty_answer_is_said_to_be_empty(capsys):
     assert capsys.readouterr().out == ""
 
 
+def test_a_streamed_answer_prints_no_leading_blank_lines(capsys):
+    """A new user's walkthrough: a tiny model's empty answer streamed about 8 blank lines before
+    "(the model's answer is empty ...)", which read as broken. Leading white space is not shown
+    (the answer itself, in --json and the API, is unchanged)."""
+    from amazon_sft.answering.shown import AnswerPrinter
+
+    show = AnswerPrinter()
+    for piece in ["\n", "\n  ", "\n", "A lamp", "\n", "that glows."]:
+        show(piece)
+    assert capsys.readouterr().out == "A lamp\nthat glows."
+    show = AnswerPrinter()
+    for piece in ["\n"] * 8:
+        show(piece)
+    assert capsys.readouterr().out == ""
+
+
 @pytest.fixture(scope="module")
 def other_prepared(tmp_path_factory) -> Path:
     """A prepared folder of another catalogue (other products, another manifest)."""

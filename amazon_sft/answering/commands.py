@@ -15,8 +15,8 @@ from amazon_sft.answering.option_checks import (
     for_question,
 )
 from amazon_sft.answering.shown import (
+    AnswerPrinter,
     print_how,
-    print_piece,
     print_sources,
     public,
     retrieval_only,
@@ -272,12 +272,12 @@ def _run_ask(args) -> int:
                 print(f"{chr(10) if n else ''}Q: {printable(question)}")
             show(question)
         return 0
-    stream = None if args.json else print_piece
     answerer = _session(args)  # loaded once for every question
     plans = _plan_all(answerer, args)
     for n, (question, plan) in enumerate(zip(args.question, plans)):
         if not args.json and len(args.question) > 1:
             print(f"{chr(10) if n else ''}Q: {printable(question)}\nA: ", end="", flush=True)
+        stream = None if args.json else AnswerPrinter()
         result = answerer.answer(plan, args.max_new_tokens, stream)
         if args.json:  # one JSON line per question, in order
             print(json_line({**result.fields(), "sources": [public(s) for s in result.sources]}))
@@ -310,7 +310,7 @@ def _run_chat(args) -> int:
             if answerer is None:
                 show(question)
             else:
-                result = _answer(answerer, args, question, print_piece)
+                result = _answer(answerer, args, question, AnswerPrinter())
                 print()
                 print_how(result)
                 print_sources(result.sources)

@@ -8,9 +8,21 @@ from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.terminal import json_line, printable
 
 
-def print_piece(text: str) -> None:
-    """A streamed piece of the answer, without control characters (model output is data)."""
-    print(printable(text), end="", flush=True)
+class AnswerPrinter:
+    """Prints a streamed answer's pieces, without control characters (model output is data)
+    and without its leading white space: a model's empty answer streamed blank lines before
+    ``print_how`` said it was empty. One a question."""
+
+    def __init__(self) -> None:
+        self.started = False
+
+    def __call__(self, text: str) -> None:
+        if not self.started:
+            text = text.lstrip()
+            if not text:
+                return
+            self.started = True
+        print(printable(text), end="", flush=True)
 
 
 def print_how(result) -> None:

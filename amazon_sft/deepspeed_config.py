@@ -68,6 +68,25 @@ def fill_deepspeed_config(
     return ds
 
 
+def refuse_one_process_launch(accelerate_yaml: str, world_size: int) -> None:
+    """An accelerate config of ``distributed_type: NO`` starts one process whatever
+    ``--num_processes`` says: a job of ``world_size`` > 1 would run one lone process a node, each
+    training by itself into the same out_dir (``--check-world`` said N processes could run)."""
+    import yaml
+
+    try:
+        loaded = yaml.safe_load(Path(accelerate_yaml).read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
+    kind = loaded.get("distributed_type") if isinstance(loaded, dict) else None
+    if world_size > 1 and kind in (None, "NO"):
+        raise UserError(
+            f"--accelerate-config {accelerate_yaml} starts one process (distributed_type: "
+            f"{kind or 'not set'}), not the {world_size} of this launch: use "
+            "launch/accelerate/multi_gpu.yaml, zero2.yaml or zero3.yaml"
+        )
+
+
 def deepspeed_json_of(accelerate_yaml: str) -> str | None:
     """The DeepSpeed JSON an accelerate config names (``deepspeed_config.deepspeed_config_file``),
     read as accelerate reads it; None for a config without one. A config that turns DeepSpeed on

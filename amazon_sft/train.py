@@ -29,7 +29,7 @@ from amazon_sft.config_loader import from_dict, to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import Manifest
 from amazon_sft.data.shards import PackedShards, check_fingerprints
-from amazon_sft.deepspeed_config import deepspeed_json_of
+from amazon_sft.deepspeed_config import deepspeed_json_of, refuse_one_process_launch
 from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
@@ -171,6 +171,7 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[st
             "--accelerate-config goes with --check-world N (accelerate launch reads its own)"
         )
     if args.accelerate_config:
+        refuse_one_process_launch(args.accelerate_config, args.check_world)
         json_path = deepspeed_json_of(args.accelerate_config)
         if json_path:  # as accelerate launch hands it to every rank
             os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = json_path

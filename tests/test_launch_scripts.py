@@ -676,3 +676,66 @@ def test_train_sbatch_hands_its_overrides_to_prepare_too(tmp_path):
     assert proc.returncode == 0, proc.stderr
     prepare = next(line for line in proc.stdout.splitlines() if "amazon-sft prepare" in line)
     assert "model.path=/models/m data.grounded_fraction=0.5" in prepare, prepare
+
+
+def _train_sbatch(env: dict, **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO, env={**env, **extra},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "word", ["resume=step-5", "overwrite=true", "out_dir=/elsewhere", "data.path=/elsewhere"]
+)
+def test_train_sbatch_refuses_extra_settings_a_requeue_would_get_wrong(tmp_path, word):
+    """An outside review: ``EXTRA=resume=step-N`` sent the run back to step N at every requeue
+    (newer checkpoints and final/ set aside each time); ``out_dir=`` in EXTRA trained elsewhere
+    while the stall check watched OUT and stopped requeuing a run that saved every time;
+    ``overwrite=true`` passed the world check, then every rank refused it with resume=auto."""
+    proc = _train_sbatch(_fake_slurm(tmp_path, "91"), EXTRA=f"train.lr=1e-4 {word}")
+    assert proc.returncode != 0 and "node " not in proc.stdout and "prepare" not in proc.stdout
+    assert word.split("=")[0] in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_train_sbatch_refuses_a_one_process_accelerate_config_for_a_multi_gpu_job(tmp_path):
+    """``ACCEL=single_gpu`` (distributed_type NO) on a 2-node job: accelerate started one
+    lone process per node, each training alone into the same out_dir; the world check said
+    16 processes could run it."""
+    proc = _train_sbatch(_fake_slurm(tmp_path, "92"), ACCEL="single_gpu")
+    assert proc.returncode != 0 and "node " not in proc.stdout, proc.stdout
+    assert "single_gpu" in proc.stderr and "16" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_train_sbatch_names_a_yaml_config_by_its_file_and_reads_its_out_dir_and_lora(tmp_path):
+    """``CONFIG=/path/exp.yaml`` gave ``out_dir=runs//path/exp.yaml``, ignored the YAML's own
+    out_dir, and chose ZeRO-3 for a LoRA config because its path lacked "lora"."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"lora:\n  enabled: true\ntrain:\n  global_batch_size: 16\nout_dir: {tmp_path / 'myrun'}\n"
+    )
+    env = {k: v for k, v in _fake_slurm(tmp_path, "93").items() if k != "PREPARED"}
+    proc = _train_sbatch(env, CONFIG=str(config))
+    assert proc.returncode == 0, proc.stderr
+    nodes = [line for line in proc.stdout.splitlines() if line.startswith("node ")]
+    assert nodes and all(f"out_dir={tmp_path / 'myrun'}" in line for line in nodes), nodes
+    assert all("zero2.yaml" in line for line in nodes), nodes
+    assert "--out data/prepared-exp " in proc.stdout, proc.stdout
+
+
+def test_train_sbatch_trains_a_copied_prepared_folder_when_its_catalogue_is_not_here(tmp_path):
+    """Prepared before reserving GPUs and copied over (the documented advice): with the
+    catalogue not on the cluster, the job refused the folder and suggested preparing again.
+    DATA left at its default is not asked for; a DATA given that is not there is still refused
+    (test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue)."""
+    env = _fake_slurm(tmp_path, "94")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text("{}")
+    report = {"input_resolved": "/laptop/trn.json.gz", "input_bytes": 100}
+    (prepared / "report.json").write_text(json.dumps(report))
+    assert not (REPO / "data" / "trn.json.gz").exists()  # the default DATA, not on this cluster
+    proc = _train_sbatch({k: v for k, v in env.items() if k != "DATA"})
+    assert proc.returncode == 0, proc.stderr
+    assert "node " in proc.stdout and "/laptop/trn.json.gz" in proc.stderr

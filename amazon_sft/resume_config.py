@@ -149,7 +149,9 @@ def changes_on_resume(
     if ran is not None and precision is not None:
         changes = [c for c in changes if c.key != "train.precision"]
         if ran != precision:
-            changes.append(Change("train.precision as it ran", _named(ran), _named(precision)))
+            changes.append(
+                Change("train.precision as it ran", precision_name(ran), precision_name(precision))
+            )
     same_data = saved.get("data_integrity") == data_integrity
     refused = [
         c for c in changes if c.key not in APPLIED and not (c.key == "data.path" and same_data)
@@ -163,10 +165,10 @@ def changes_on_resume(
     return [c for c in changes if c.key not in ("resume", "overwrite")]
 
 
-def _named(precision: str) -> str:
+def precision_name(precision: str) -> str:
     """accelerate's mixed precision as ``train.precision`` names it ("no" is fp32).
 
-    >>> _named("no"), _named("bf16")
+    >>> precision_name("no"), precision_name("bf16")
     ('fp32', 'bf16')
     """
     return "fp32" if precision == "no" else precision

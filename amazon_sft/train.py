@@ -36,6 +36,7 @@ from amazon_sft.distributed import (
     check_for_world,
     describe_optimizer,
     raise_if_any_rank,
+    running_engine,
     seed_per_rank,
 )
 from amazon_sft.errors import OneLineParser, UserError, permission_denied
@@ -54,7 +55,7 @@ from amazon_sft.ownership import (
     refuse_run_in_data,
 )
 from amazon_sft.prompts import build_prompt_format
-from amazon_sft.resume_config import history_header
+from amazon_sft.resume_config import history_header, precision_name
 from amazon_sft.resuming import base_after_load, branch_goes_on, plan_resume, resume
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -310,7 +311,14 @@ def start_logging(
 ) -> None:
     if accelerator.is_main_process:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_resolved(cfg, out_dir / "config.yaml", header=history_header(out_dir))
+        engine = running_engine(accelerator)
+        n = accelerator.num_processes
+        ran = (  # the config's auto / null leave these to the machine and the accelerate config
+            f"# this launch ran with: mixed precision {precision_name(accelerator.mixed_precision)}, "
+            f"{engine.describe()}, "
+            f"{n} process{'es' if n != 1 else ''}\n"
+        )
+        write_resolved(cfg, out_dir / "config.yaml", header=ran + history_header(out_dir))
     counts = parameter_counts(accelerator.unwrap_model(model).lm)
     attn, why = choose_attention(cfg.train.attention, accelerator.mixed_precision)
     log.info("batch: %s", plan.describe())

@@ -359,3 +359,13 @@ def test_a_batch_larger_than_the_data_is_said_to_be_padding_not_repeated_rows(ca
     with pytest.raises(UserError) as refused:
         check_epochs_per_step(1000, 54, "d")
     assert "repeat" not in str(refused.value) and "<= 54" in str(refused.value)
+
+
+def test_the_run_config_says_what_precision_and_engine_ran(tuned_run):
+    """An outside review: config.yaml said ``precision: auto, deepspeed: null`` for a run that
+    ran bf16 under ZeRO-2 (accelerate's config chose the engine): the written config did not
+    say what ran. A comment line at its top does."""
+    text = (tuned_run / "config.yaml").read_text()
+    first = next(line for line in text.splitlines() if line.startswith("# this launch ran"))
+    assert "mixed precision fp32" in first and "DistributedType.NO" not in first
+    assert "1 process" in first and yaml.safe_load(text)["train"]["precision"] == "auto"

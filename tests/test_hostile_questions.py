@@ -250,3 +250,22 @@ def test_a_catalogue_edited_in_place_while_served_is_refused_not_cited(prepared,
         fh.write(raw.replace(uid, b"9" * len(uid), 1))
     with pytest.raises(UserError, match="changed since"):
         index.search(question, 3)
+
+
+def test_a_catalogue_touched_but_not_changed_while_served_is_still_answered(prepared, tmp_path):
+    """A review of the in-place check: it compared size and time only, so a ``touch`` (a backup
+    tool, ``rsync --inplace`` of the same bytes) made every later search refuse until a restart,
+    where loading accepts a touched catalogue whose content is the same."""
+    import os
+
+    from amazon_sft.answering.index import CatalogueIndex
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    index = CatalogueIndex(data)
+    question = index.record(5)["title"]
+    first = index.search(question, 3)
+    catalogue = data / "catalogue.jsonl"
+    stat = catalogue.stat()
+    os.utime(catalogue, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert index.search(question, 3) == first

@@ -18,6 +18,7 @@ answering/index_build.py builds it.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -31,6 +32,7 @@ from amazon_sft.answering.index_checks import (
     check_catalogue,
     check_index,
     is_current,
+    whole_sha,
 )
 from amazon_sft.errors import UserError, reading
 
@@ -160,6 +162,7 @@ class CatalogueIndex:
             self._fd: int | None = os.open(self.catalogue, os.O_RDONLY)
             self._stamp = self._opened_stamp()
             self._size = self._stamp[0]
+            self._whole_sha = whole_sha(folder)
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):
             from amazon_sft.answering.batched import BatchScorer
 
@@ -177,6 +180,13 @@ class CatalogueIndex:
             rec = orjson.loads(os.pread(self._fd, end - start, start))
             return {"uid": str(rec["uid"]), "title": rec["title"], "content": rec["content"]}
 
+    def _content_sha(self) -> str:
+        digest, at = hashlib.sha256(), 0
+        while chunk := os.pread(self._fd, 1 << 22, at):
+            digest.update(chunk)
+            at += len(chunk)
+        return digest.hexdigest()
+
     def _opened_stamp(self) -> tuple[int, int]:
         opened = os.fstat(self._fd)
         return opened.st_size, opened.st_mtime_ns
@@ -184,12 +194,19 @@ class CatalogueIndex:
     def check_unchanged(self) -> None:
         """Refuse to answer from a catalogue written in place since it was loaded (its records
         would no longer be the ones indexed: a served answer cited a uid never indexed). One
-        ``fstat`` of the open file; a catalogue replaced by a rename is not this file."""
-        if self._opened_stamp() != self._stamp:
-            raise UserError(
-                f"{self.catalogue} changed since the index was loaded (written in place): "
-                f"restart, after amazon-sft index {self.catalogue.parent} if you edited it"
-            )
+        ``fstat`` of the open file; when its size or time moved, its bytes are hashed once (a
+        ``touch`` of the same bytes is not a change, as at loading). A catalogue replaced by a
+        rename is not this file."""
+        now = self._opened_stamp()
+        if now == self._stamp:
+            return
+        if now[0] == self._stamp[0] and self._content_sha() == self._whole_sha:
+            self._stamp = now  # the same bytes: not hashed again until it moves again
+            return
+        raise UserError(
+            f"{self.catalogue} changed since the index was loaded (written in place): "
+            f"restart, after amazon-sft index {self.catalogue.parent} if you edited it"
+        )
 
     def __del__(self) -> None:
         if getattr(self, "_fd", None) is not None:

@@ -86,6 +86,16 @@ def _same_whole(catalogue: Path, whole) -> bool:
     return sha256_file(catalogue) == whole.get("sha256")
 
 
+def whole_sha(folder: Path) -> str | None:
+    """The sha256 of the whole catalogue the index in ``folder`` was built from (None: not
+    recorded, or stats.json unreadable: ``check_index`` reports that)."""
+    try:
+        whole = json.loads((folder / STATS).read_text()).get("catalogue")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return whole.get("sha256") if isinstance(whole, dict) else None
+
+
 def is_current(folder: Path, index_format: int) -> bool:
     """The index in ``folder`` was written in ``index_format``, with the whole catalogue's
     stamp (an index from before it was checked by a sampled digest only), else it is rebuilt."""

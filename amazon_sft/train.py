@@ -234,28 +234,41 @@ def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifes
 def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> RunConfig:
     """The run config with every data setting that shaped the examples taken from the manifest
     (a value given to train instead would describe data the model never saw; only what train
-    reads, ``READ_BY_TRAIN``, and prepare's speed settings stay the config's); ``say``: warn of
-    the ones the config gave otherwise (the main process, once)."""
+    reads, ``READ_BY_TRAIN``, and prepare's speed settings stay the config's); ``say``: warn
+    of the ones the config gave otherwise (the main process, once). Key by key, nested
+    sections too: a key an older manifest lacks stays the config's, one since removed or
+    renamed is skipped."""
     from amazon_sft.config import DataConfig
 
     asked = to_dict(cfg)["data"]
-    made = {
-        k: v
-        for k, v in manifest.data.items()
-        if k in asked and k not in READ_BY_TRAIN + PREPARE_SPEED  # a key since removed: skipped
-    }
-    changed = {k: v for k, v in made.items() if asked[k] != v}
+    made = {k: v for k, v in manifest.data.items() if k not in READ_BY_TRAIN + PREPARE_SPEED}
+    merged, changed = _as_made(asked, made, "data.")
     if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
         log.warning(
             "%s prepared the examples with %s; the config gave %s. Training teaches what the "
             "data holds and records its values: to teach the config's, run amazon-sft prepare "
             "again with it",
             cfg.data.path,
-            ", ".join(f"data.{k}={v}" for k, v in changed.items()),
-            ", ".join(f"data.{k}={asked[k]}" for k in changed),
+            ", ".join(f"{k}={new}" for k, (_, new) in changed.items()),
+            ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
         )
-    data = from_dict(DataConfig, {**asked, **made}, prefix="data.")
-    return dataclasses.replace(cfg, data=data)
+    return dataclasses.replace(cfg, data=from_dict(DataConfig, merged, prefix="data."))
+
+
+def _as_made(asked: dict, made: dict, prefix: str) -> tuple[dict, dict]:
+    """``asked`` with ``made``'s value for every key both have (sections merged key by key), and
+    {dotted key: (asked, made)} of those that differ."""
+    merged, changed = dict(asked), {}
+    for key, value in made.items():
+        if key not in asked:
+            continue  # removed or renamed since that prepare
+        if isinstance(value, dict) and isinstance(asked[key], dict):
+            merged[key], inner = _as_made(asked[key], value, f"{prefix}{key}.")
+            changed.update(inner)
+        elif asked[key] != value:
+            merged[key] = value
+            changed[prefix + key] = (asked[key], value)
+    return merged, changed
 
 
 def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:

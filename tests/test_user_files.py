@@ -733,6 +733,28 @@ def test_every_data_setting_that_shaped_the_examples_is_recorded_as_prepared(pre
         assert f"data.{key}" in said, said
 
 
+def test_a_manifest_from_an_older_version_still_trains_and_keeps_what_it_does_not_say(prepared):
+    """A review of the change above: a manifest written before ``data.clean.strip_citations``
+    was renamed (``strip_prompt_markup``) made train refuse the folder ("unknown config key"),
+    and a section it has whole replaced the config's, so keys it lacks took defaults."""
+    import dataclasses
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.train import taught_by_the_data
+
+    manifest = read_manifest(prepared)
+    data = {**manifest.data, "clean": dict(manifest.data["clean"])}
+    data["clean"]["strip_citations"] = True  # a key since renamed
+    del data["clean"]["strip_prompt_markup"]  # a key it did not have
+    data["clean"]["min_content_chars"] = data["clean"]["min_content_chars"] + 3
+    old = dataclasses.replace(manifest, config={**manifest.config, "data": data})
+    cfg = load_run_config("tiny", ["data.clean.strip_prompt_markup=false"])
+    taken = taught_by_the_data(cfg, old)
+    assert taken.data.clean.min_content_chars == data["clean"]["min_content_chars"]
+    assert taken.data.clean.strip_prompt_markup is False  # not said by the data: the config's
+
+
 def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks_prepare(
     tmp_path,
 ):

@@ -739,3 +739,20 @@ def test_train_sbatch_trains_a_copied_prepared_folder_when_its_catalogue_is_not_
     proc = _train_sbatch({k: v for k, v in env.items() if k != "DATA"})
     assert proc.returncode == 0, proc.stderr
     assert "node " in proc.stdout and "/laptop/trn.json.gz" in proc.stderr
+
+
+def test_eval_sbatch_evaluates_the_folder_train_sbatch_trained_a_yaml_config_into(tmp_path):
+    """A review: for a YAML config with its own out_dir, train_slurm.sbatch trained there while
+    eval_slurm.sbatch evaluated runs/NAME (an older run there, silently, or no weights)."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        f"lora:\n  enabled: true\ntrain:\n  global_batch_size: 16\nout_dir: {tmp_path / 'myrun'}\n"
+    )
+    env = {k: v for k, v in _fake_slurm(tmp_path, "95").items() if k != "PREPARED"}
+    proc = subprocess.run(
+        ["bash", "launch/eval_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO, env={**env, "CONFIG": str(config)},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    nodes = [line for line in proc.stdout.splitlines() if line.startswith("node ")]
+    assert nodes and all(f" {tmp_path / 'myrun'} " in line for line in nodes), nodes

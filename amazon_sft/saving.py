@@ -47,7 +47,7 @@ def save_final(
     ``base_weights``: a LoRA run's ``frozen_base_of``, which loading checks the base against."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
-    if summary["final_loss"] is None:  # no step ran in this launch (resume=auto finalising)
+    if summary.get("final_loss") is None:  # no step ran in this launch (resume=auto finalising)
         summary = {
             **summary,
             "final_loss": logged_loss(out_dir / "metrics.jsonl", summary["steps"]),

@@ -322,12 +322,12 @@ def test_a_step_over_many_epochs_is_refused_and_over_one_warned(
     base = ("train", "--config", "tiny")
     huge = train_overrides(prepared, tiny_model_dir, tmp_path / "a", "train.max_steps=1")
     code, err = _run_cli(capsys, *base, *huge, f"train.global_batch_size={rows * 100}")
-    _one_line(code, err, "train", f"{rows} rows", "passes over", "global_batch_size")
+    _one_line(code, err, "train", f"{rows} rows", "empty padding rows", "global_batch_size")
     assert not (tmp_path / "a" / "final").exists()
     from amazon_sft.bounds import check_epochs_per_step
 
     assert check_epochs_per_step(rows * 2, rows, "d") == 2  # logged by train's own handler
-    assert "2.00 passes over" in capsys.readouterr().err
+    assert f"is more than the {rows} rows" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

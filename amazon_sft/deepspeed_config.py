@@ -79,10 +79,10 @@ def refuse_one_process_launch(accelerate_yaml: str, world_size: int) -> None:
     except (OSError, yaml.YAMLError) as err:
         raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
     kind = loaded.get("distributed_type") if isinstance(loaded, dict) else None
-    if world_size > 1 and kind in (None, "NO"):
+    if world_size > 1 and kind == "NO":
         raise UserError(
             f"--accelerate-config {accelerate_yaml} starts one process (distributed_type: "
-            f"{kind or 'not set'}), not the {world_size} of this launch: use "
+            f"NO), not the {world_size} of this launch: use "
             "launch/accelerate/multi_gpu.yaml, zero2.yaml or zero3.yaml"
         )
 

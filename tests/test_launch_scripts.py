@@ -756,3 +756,36 @@ def test_eval_sbatch_evaluates_the_folder_train_sbatch_trained_a_yaml_config_int
     assert proc.returncode == 0, proc.stderr
     nodes = [line for line in proc.stdout.splitlines() if line.startswith("node ")]
     assert nodes and all(f" {tmp_path / 'myrun'} " in line for line in nodes), nodes
+
+
+def test_train_sbatch_takes_a_byte_identical_copy_of_the_catalogue_as_the_same(tmp_path):
+    """An outside review: the check that PREPARED was made from DATA compared the resolved path
+    and size, so a byte-identical copy at another path (a cluster's copy) was refused. With the
+    input's quick digest recorded, content decides: the copy trains, another same-size file not."""
+    from amazon_sft.data.shards import quick_digest
+
+    env = _fake_slurm(tmp_path, "96")
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text("{}")
+    old = tmp_path / "old.json.gz"
+    old.write_bytes(b"x" * 100)
+    report = {"input_resolved": str(old), "input_bytes": 100, "input_digest": quick_digest(old)}
+    (prepared / "report.json").write_text(json.dumps(report))
+    copy = tmp_path / "cluster copy" / "trn.json.gz"
+    copy.parent.mkdir()
+    copy.write_bytes(old.read_bytes())
+    ok = _train_sbatch(env, DATA=str(copy))
+    assert ok.returncode == 0 and "node " in ok.stdout, ok.stderr
+    other = tmp_path / "other.json.gz"
+    other.write_bytes(b"y" * 100)
+    refused = _train_sbatch(env, DATA=str(other))
+    assert refused.returncode != 0 and "node " not in refused.stdout
+    assert str(old) in refused.stderr
+
+
+def test_prepare_records_its_inputs_quick_digest(prepared, catalogue):
+    from amazon_sft.data.shards import quick_digest
+
+    report = json.loads((prepared / "report.json").read_text())
+    assert report["input_digest"] == quick_digest(catalogue)

@@ -6,6 +6,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
+from amazon_sft.data.shards import quick_digest
+
 
 class Histogram:
     """Counts values in power-of-two buckets (``[0]``, ``[1, 2)``, ``[2, 4)``, ...) plus min/max/mean.
@@ -170,6 +172,7 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         # which catalogue, whatever path it was given by: launch/train_slurm.sbatch compares them
         "input_resolved": str(Path(input_path).resolve()),
         "input_bytes": Path(input_path).stat().st_size,
+        "input_digest": quick_digest(Path(input_path)),  # the same catalogue at another path
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
         "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],

@@ -121,6 +121,19 @@ def test_train_sbatch_checks_the_batch_for_the_jobs_world_before_preparing(tmp_p
     assert len(bad.stderr.strip().splitlines()) == 1, bad.stderr  # one line, no traceback
 
 
+def _prepared_from(tmp_path: Path, **recorded) -> Path:
+    """``tmp_path/old.json.gz`` (100 bytes) and a prepared folder whose report says it was made
+    from it (``recorded``: more report fields); returns the catalogue."""
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    (prepared / "manifest.json").write_text("{}")
+    old = tmp_path / "old.json.gz"
+    old.write_bytes(b"x" * 100)
+    report = {"input_resolved": str(old), "input_bytes": 100, **recorded}
+    (prepared / "report.json").write_text(json.dumps(report))
+    return old
+
+
 def test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue(tmp_path):
     """A file-safety audit: with data/prepared-CONFIG already there, a new DATA (even one that
     does not exist) was ignored and the job trained, and resumed, on the old catalogue. The
@@ -128,12 +141,7 @@ def test_train_sbatch_refuses_a_prepared_folder_made_from_another_catalogue(tmp_
     same file given relative, and missed a new catalogue written over the old path)."""
     env = _fake_slurm(tmp_path, "78")
     prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    (prepared / "manifest.json").write_text("{}")
-    old = tmp_path / "old.json.gz"
-    old.write_bytes(b"x" * 100)
-    report = {"input": "old.json.gz", "input_resolved": str(old), "input_bytes": 100}
-    (prepared / "report.json").write_text(json.dumps(report))
+    old = _prepared_from(tmp_path, input="old.json.gz")
 
     def launch(data: Path) -> subprocess.CompletedProcess:
         return subprocess.run(
@@ -765,13 +773,10 @@ def test_train_sbatch_takes_a_byte_identical_copy_of_the_catalogue_as_the_same(t
     from amazon_sft.data.shards import quick_digest
 
     env = _fake_slurm(tmp_path, "96")
-    prepared = tmp_path / "prepared"
-    prepared.mkdir()
-    (prepared / "manifest.json").write_text("{}")
-    old = tmp_path / "old.json.gz"
-    old.write_bytes(b"x" * 100)
-    report = {"input_resolved": str(old), "input_bytes": 100, "input_digest": quick_digest(old)}
-    (prepared / "report.json").write_text(json.dumps(report))
+    old = _prepared_from(tmp_path)
+    report = json.loads((tmp_path / "prepared" / "report.json").read_text())
+    report["input_digest"] = quick_digest(old)
+    (tmp_path / "prepared" / "report.json").write_text(json.dumps(report))
     copy = tmp_path / "cluster copy" / "trn.json.gz"
     copy.parent.mkdir()
     copy.write_bytes(old.read_bytes())

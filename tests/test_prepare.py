@@ -325,24 +325,34 @@ def test_the_typed_manifest_round_trips_and_names_a_bad_field(prepared):
         Manifest.from_dict({k: v for k, v in raw.items() if k != "rows"})
 
 
+GIANT_TITLE = "Gigantic " * 400
+
+
+def _prepare_with_a_giant_title(catalogue, tmp_path, uid: str, overrides: list[str]) -> dict:
+    """The catalogue plus one product whose 400-word title no row holds, prepared into
+    ``tmp_path/out`` with ``overrides``; returns its report."""
+    src = tmp_path / "trn.json"
+    giant = {"uid": uid, "title": GIANT_TITLE, "content": "A very long titled thing."}
+    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
+    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
+    prepare(src, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    return json.loads((tmp_path / "out" / "report.json").read_text())
+
+
 def test_seen_probe_holds_only_products_taught_and_says_how(catalogue, tmp_path):
     """The seen probe was drawn from every training product, taught or not: with
     ``data.closed_book_fraction=0.3`` (the grounded recipe teaches 0.15 closed-book), seven in ten
     "seen" titles scored closed-book had never been taught closed-book, and a product whose every
     prompt was too long for the rows (dropped as ``prompt_too_long``) counted as seen too. Now
     each probe row says how it was taught (``taught``) and untaught products stay out."""
-    src = tmp_path / "trn.json"
-    giant = {"uid": "B0GIANT1", "title": "Gigantic " * 400, "content": "A very long titled thing."}
-    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
-    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
+    giant = {"uid": "B0GIANT1", "title": GIANT_TITLE}
     overrides = [
         "data.closed_book_fraction=0.3",
         "data.probe_size=100000",
         "data.heldout_fraction=0.01",
     ]
-    prepare(src, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    report = _prepare_with_a_giant_title(catalogue, tmp_path, giant["uid"], overrides)
     probe = _jsonl(tmp_path / "out" / "seen_probe.jsonl")
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert probe and all(r["taught"] == ["closed_book"] for r in probe)
     assert all(uid_share(r["uid"], "closed:") < 0.3 for r in probe)
     catalogue_rows = {r["uid"]: r for r in _jsonl(tmp_path / "out" / "catalogue.jsonl")}
@@ -383,10 +393,6 @@ def test_seen_probe_leaves_out_a_product_whose_grounded_examples_were_all_droppe
     whose only grounded example was an abstention (its own record never the answer)."""
     from tests.conftest import GROUNDED
 
-    src = tmp_path / "trn.json"
-    giant = {"uid": "B0GIANT2", "title": "Gigantic " * 400, "content": "A very long titled thing."}
-    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
-    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
     overrides = [
         *GROUNDED,
         "data.grounded_fraction=1.0",
@@ -394,9 +400,8 @@ def test_seen_probe_leaves_out_a_product_whose_grounded_examples_were_all_droppe
         "data.probe_size=100000",
         "data.heldout_fraction=0.01",
     ]
-    prepare(src, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    report = _prepare_with_a_giant_title(catalogue, tmp_path, "B0GIANT2", overrides)
     probe = _jsonl(tmp_path / "out" / "seen_probe.jsonl")
-    report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["documents_dropped"]["grounded_too_long"] >= 1
     assert probe and all(r["taught"] == ["grounded"] for r in probe)
     assert "B0GIANT2" not in {r["uid"] for r in probe}

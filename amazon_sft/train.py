@@ -255,6 +255,11 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
     return dataclasses.replace(cfg, data=from_dict(DataConfig, merged, prefix="data."))
 
 
+TAKEN_WHOLE = ("question_mix",)
+"""Data sections that are one value: a question mix's shares sum to 1, so an older manifest's
+mix is not topped up with the config's share for a kind added since (it taught none of it)."""
+
+
 def _as_made(asked: dict, made: dict, prefix: str) -> tuple[dict, dict]:
     """``asked`` with ``made``'s value for every key both have (sections merged key by key), and
     {dotted key: (asked, made)} of those that differ."""
@@ -262,6 +267,8 @@ def _as_made(asked: dict, made: dict, prefix: str) -> tuple[dict, dict]:
     for key, value in made.items():
         if key not in asked:
             continue  # removed or renamed since that prepare
+        if key in TAKEN_WHOLE and isinstance(value, dict):
+            value = {kind: value.get(kind, 0.0) for kind in asked[key]}  # not named: not taught
         if isinstance(value, dict) and isinstance(asked[key], dict):
             merged[key], inner = _as_made(asked[key], value, f"{prefix}{key}.")
             changed.update(inner)

@@ -755,6 +755,26 @@ def test_a_manifest_from_an_older_version_still_trains_and_keeps_what_it_does_no
     assert taken.data.clean.strip_prompt_markup is False  # not said by the data: the config's
 
 
+def test_an_older_manifests_question_mix_is_taken_whole_its_missing_kinds_untaught(prepared):
+    """A mix is one value, not keys: merged key by key, a manifest written before a question
+    kind existed kept the config's share for that kind beside its own, the shares no longer
+    summed to 1, and train refused the folder. A kind the data does not name was not taught."""
+    import dataclasses
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.train import taught_by_the_data
+
+    manifest = read_manifest(prepared)
+    mix = {"title": 0.5, "fragment": 0.5}  # written before the other kinds were added
+    data = {**manifest.data, "question_mix": mix}
+    old = dataclasses.replace(manifest, config={**manifest.config, "data": data})
+    cfg = load_run_config("tiny", ["data.question_mix.title=0.5", "data.question_mix.typo=0.5"])
+    taken = taught_by_the_data(cfg, old, say=False)
+    assert taken.data.question_mix.title == 0.5 and taken.data.question_mix.fragment == 0.5
+    assert taken.data.question_mix.typo == 0.0
+
+
 def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks_prepare(
     tmp_path,
 ):

@@ -7,7 +7,6 @@ import logging
 import os
 import signal
 import sys
-from pathlib import Path
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.errors import OneLineParser, UserError, permission_denied
@@ -55,7 +54,7 @@ def _run_prepare(args) -> int:
     if args.max_seq_len is not None:
         overrides.append(f"data.max_seq_len={args.max_seq_len}")
     cfg = load_run_config(args.config, overrides)
-    check_output_folder(args.out, "--out")
+    args.out = check_output_folder(args.out, "--out")
     manifest = prepare(
         args.input,
         args.out,
@@ -92,10 +91,11 @@ def _add_synth(sub) -> None:
 
 def _run_synth(args) -> int:
     from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.outputs import landing
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
-    out = Path(args.out)
+    out = landing(args.out)
     if out.is_dir():
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
     if (out.exists() or out.is_symlink()) and not args.overwrite:

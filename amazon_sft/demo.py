@@ -215,13 +215,14 @@ def main(argv: list[str] | None = None) -> int:
     from amazon_sft.answering.option_checks import check_abstain_below
     from amazon_sft.data.reading import check_input
     from amazon_sft.output_lock import OutputLock
+    from amazon_sft.outputs import landing
     from amazon_sft.ownership import claim_demo_dir
 
     args = parse_args(argv)
     check_abstain_below(args.abstain_below)  # ask would refuse it only minutes in
     if args.data is not None:
         check_input(Path(args.data))  # before --out is made
-    out = Path(args.out)
+    out = landing(args.out)
     with OutputLock(out, "amazon-sft demo"):  # one demo a folder: a second is named the first
         claim_demo_dir(out)  # never over files of the user's
         return _demo(args, out)

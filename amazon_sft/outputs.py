@@ -19,11 +19,32 @@ from amazon_sft.errors import UserError
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
 
 
+def landing(path: str | Path) -> Path:
+    """Where an output path will land once its missing folders are made: ``nope/../mine`` is
+    ``mine``. While ``nope`` is missing, ``nope/..`` resolves to nothing, so every check of the
+    path as typed saw no folder there; once the command made ``nope``, it wrote into the user's
+    ``mine/``. A path without ``..`` is returned as given.
+
+    >>> import os, tempfile
+    >>> here = tempfile.mkdtemp()
+    >>> landing(f"{here}/nope/../mine") == Path(os.path.realpath(here)) / "mine"
+    True
+    >>> landing("runs/a")
+    PosixPath('runs/a')
+    """
+    path = Path(path)
+    if ".." not in path.parts:
+        return path
+    if path.name == "..":  # the path is a folder above: resolve it whole
+        return Path(os.path.realpath(path))
+    return Path(os.path.realpath(path.parent)) / path.name
+
+
 def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True) -> Path:
     """Refuse an output folder that is a file or lies under one, and, when the command builds
     its output aside and renames it into place (``replaced_whole``), the current folder or one
-    above it (those cannot be renamed)."""
-    path = Path(path)
+    above it (those cannot be renamed). Returns where the path lands (``landing``): use it."""
+    path = landing(path)
     if not str(path).strip():
         raise UserError(f"{flag} is empty: name a folder")
     if path.exists() and not path.is_dir():

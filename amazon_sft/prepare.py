@@ -53,7 +53,7 @@ from amazon_sft.data.split import (
 from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError
 from amazon_sft.output_lock import OutputLock
-from amazon_sft.outputs import disk_full
+from amazon_sft.outputs import disk_full, landing
 from amazon_sft.ownership import check_prepare_target
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -83,7 +83,7 @@ def prepare(
 ) -> Manifest:
     """Run the whole pipeline; returns the manifest (also written to ``out_dir/manifest.json``)."""
     started = time.perf_counter()
-    data, input_path, out_dir = cfg.data, Path(input_path), Path(out_dir)
+    data, input_path, out_dir = cfg.data, Path(input_path), landing(out_dir)
     check_input(input_path)
     check_prepare_bounds(cfg)
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded

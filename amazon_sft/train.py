@@ -47,7 +47,7 @@ from amazon_sft.model_memory import check_full_fine_tune_fits
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer
 from amazon_sft.output_lock import OutputLock
-from amazon_sft.outputs import disk_full, run_kept
+from amazon_sft.outputs import disk_full, landing, run_kept
 from amazon_sft.ownership import (
     check_run_dir,
     claim_run_dir,
@@ -72,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
         return 0
+    cfg = dataclasses.replace(cfg, out_dir=str(landing(cfg.out_dir)))  # nope/../mine: mine
     out_dir = Path(cfg.out_dir)
     cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes

@@ -34,6 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
 from amazon_sft.errors import UserError  # noqa: E402 - the repository is on the path above
+from amazon_sft.outputs import landing  # noqa: E402
 from amazon_sft.ownership import claim_marked_dir  # noqa: E402
 
 LOGITS_TOL = {"cuda": 5e-2, "cpu": 1e-4}
@@ -72,6 +73,7 @@ class Check:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    args.out = landing(args.out)  # nope/../mine is mine: checked and written there
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.cpu_smoke:
         print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")

@@ -912,3 +912,37 @@ def test_a_loader_waits_for_the_index_another_process_is_building(prepared, tmp_
     finally:
         index_build._build_index = real_build
     assert loaded and len(loaded[0]) > 0 and not built  # the holder's index, not built again
+
+
+@pytest.mark.parametrize("command", ["prepare", "synth", "eval", "train", "demo"])
+def test_an_output_path_through_a_folder_not_made_yet_is_checked_where_it_lands(
+    command, prepared, catalogue, tiny_model_dir, tmp_path, monkeypatch, capsys
+):
+    """An outside audit: ``nope/../mine`` does not resolve while ``nope`` is missing, so every
+    check of the path as typed saw nothing there; the command then made ``nope`` and wrote
+    into the user's ``mine/`` (prepare deleted it, synth replaced the catalogue, eval the
+    report, train rewrote config.yaml and appended to metrics.jsonl). Each is now checked
+    where it will land, and refused as the plain path is."""
+    monkeypatch.chdir(tmp_path)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    files = {
+        "thesis.txt": "precious\n",
+        "report.md": "mine\n",
+        "config.yaml": "mine: 1\n",
+        "metrics.jsonl": "{}\n",
+        "trn.json.gz": "mine\n",
+    }
+    for name, text in files.items():
+        (mine / name).write_text(text)
+    out = "nope/../mine"
+    args = {
+        "prepare": ["prepare", str(catalogue), "--out", out, "--config", "tiny", "--quiet"],
+        "synth": ["synth", "--out", f"{out}/trn.json.gz", "--rows", "5"],
+        "eval": ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", out],
+        "train": ["train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out)],
+        "demo": ["demo", "--out", out],
+    }[command]
+    code, err = _run_cli(capsys, *args)
+    assert code == 2 and "Traceback" not in err, err[-2000:]
+    assert {p.name: p.read_text() for p in mine.iterdir()} == files

@@ -90,7 +90,7 @@ def parse_args(argv):
         raise UserError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
-    check_output_folder(args.out, "--out", replaced_whole=False)  # files replaced one by one
+    args.out = str(check_output_folder(args.out, "--out", replaced_whole=False))  # file by file
     check_eval_dir(Path(args.out), args.overwrite)  # before any model loads
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:

@@ -100,11 +100,25 @@ def prepare(
                     input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source
                 )
                 manifest = write_manifest(staging, manifest)
+            _refuse_arrivals(out_dir, overwrite)  # the swap deletes what it replaces
             # the old output stays whole until the new one takes its place in one rename
             swap_into_place(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return manifest
+
+
+def _refuse_arrivals(out_dir: Path, overwrite: bool) -> None:
+    """Check ``--out`` again just before the swap: a folder made at the new path, or a report
+    written into the old output (``eval --out PREPARED/eval``) while prepare ran, would be
+    deleted with the output it replaces."""
+    try:
+        check_prepare_target(out_dir, overwrite)
+    except UserError as err:
+        raise UserError(
+            f"{out_dir} changed while prepare ran, and the prepared data was not put in place "
+            f"({err})"
+        ) from None
 
 
 def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:

@@ -946,3 +946,32 @@ def test_an_output_path_through_a_folder_not_made_yet_is_checked_where_it_lands(
     code, err = _run_cli(capsys, *args)
     assert code == 2 and "Traceback" not in err, err[-2000:]
     assert {p.name: p.read_text() for p in mine.iterdir()} == files
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_what_arrives_in_prepares_out_while_it_runs_is_never_deleted(
+    catalogue, tiny_cfg, tmp_path, monkeypatch, overwrite
+):
+    """An outside audit: prepare checked ``--out`` only at the start, and its swap then deleted
+    whatever had arrived there since (``eval --out PREPARED/eval`` run beside a prepare
+    --overwrite, or a folder the user made at the new path). It is checked again just before
+    the swap; what arrived stays, and the new data is not put in place."""
+    import amazon_sft.prepare as prep
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "prepared"
+    if overwrite:
+        prep.prepare(catalogue, out, tiny_cfg, progress=False)
+    arrived = out / "eval" / "report.md"
+    made = prep.write_manifest
+
+    def manifest_then_arrival(*args, **kwargs):
+        arrived.parent.mkdir(parents=True, exist_ok=True)
+        arrived.write_text("precious\n")
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(prep, "write_manifest", manifest_then_arrival)
+    with pytest.raises(UserError, match="changed while prepare ran"):
+        prep.prepare(catalogue, out, tiny_cfg, overwrite=overwrite, progress=False)
+    assert arrived.read_text() == "precious\n"
+    assert not list(tmp_path.glob(".prepared.tmp-*"))  # the staging folder is removed

@@ -286,6 +286,7 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
             f"out_dir={out_dir} holds {listing(present)} that amazon-sft train did not write "
             f"(no {RUN_MARKER}): a run would replace them; move them out or choose another out_dir"
         )
+    _refuse_odd_entries(out_dir, overwrite)
     foreign = foreign_in_final(out_dir / "final") if not overwrite else []
     if foreign:
         raise UserError(
@@ -317,6 +318,25 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
                 "to continue it, overwrite=true to start over there (the old run is moved to "
                 f"{PREVIOUS_RUNS}/), or another out_dir"
             )
+
+
+def _refuse_odd_entries(out_dir: Path, overwrite: bool) -> None:
+    """A ``final/`` that is a link (a save replaces final/ by renames, and rmtree refuses a
+    link: a traceback after the whole run, the user's link renamed aside), and, for
+    ``overwrite``, a ``previous`` that is not a folder (the old run is moved into it)."""
+    final = out_dir / "final"
+    if final.is_symlink():
+        raise UserError(
+            f"out_dir={out_dir}: final/ is a symbolic link (to {os.readlink(final)}), and a "
+            "save replaces final/: put the folder it points to in its place, or choose another "
+            "out_dir"
+        )
+    previous = out_dir / PREVIOUS_RUNS
+    if overwrite and (previous.is_symlink() or previous.exists()) and not previous.is_dir():
+        raise UserError(
+            f"out_dir={out_dir}: {PREVIOUS_RUNS} is not a folder, and overwrite=true moves the "
+            f"old run into {PREVIOUS_RUNS}/: move it out of {out_dir} first"
+        )
 
 
 def inside_run(named: Path, out_dir: Path) -> bool:

@@ -975,3 +975,28 @@ def test_what_arrives_in_prepares_out_while_it_runs_is_never_deleted(
         prep.prepare(catalogue, out, tiny_cfg, overwrite=overwrite, progress=False)
     assert arrived.read_text() == "precious\n"
     assert not list(tmp_path.glob(".prepared.tmp-*"))  # the staging folder is removed
+
+
+@pytest.mark.parametrize("made", ["final_link", "previous_file"])
+def test_a_run_folder_whose_final_is_a_link_or_previous_a_file_is_one_line(tmp_path, capsys, made):
+    """An outside audit: a run whose ``final/`` was a link to a served model ended, after a
+    whole resumed run, in a traceback (rmtree refuses a link), the user's link renamed to a
+    staging name the next train deletes; ``previous`` as a file made ``overwrite=true`` a
+    traceback. Both are refused before anything is written."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.ownership import RUN_MARKER, check_run_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / RUN_MARKER).write_text("{}")
+    (run / "metrics.jsonl").write_text("{}\n")
+    served = tmp_path / "served"
+    served.mkdir()
+    if made == "final_link":
+        (run / "final").symlink_to(served)
+        resume, overwrite, said = "auto", False, "final/ is a symbolic link"
+    else:
+        (run / "previous").write_text("my notes\n")
+        resume, overwrite, said = "none", True, "previous is not a folder"
+    with pytest.raises(UserError, match=said):
+        check_run_dir(str(run), resume, overwrite)

@@ -140,6 +140,10 @@ def resume(
                 )
             state = load_checkpoint(accelerator, model, path)
             loader.load_state_dict(state.loader)
+            # accelerate restores its micro-batch counter: with more accumulation now (fewer
+            # processes), one not a multiple of it synced mid-step and skipped every optimizer
+            # step after. A checkpoint is always at a step's end: the counter starts over.
+            accelerator.step = 0
         except LOAD_ERRORS as err:
             why = " ".join(str(err).split())[:300] or type(err).__name__
             log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)

@@ -274,6 +274,12 @@ class Trainer:
                 bad = bad + is_bad
                 acc.backward(summed * scale)
                 loss_sum = loss_sum + shown
+        if not acc.sync_gradients:  # accelerate would skip this optimizer step, unsaid
+            raise RuntimeError(
+                f"accelerate did not sync gradients after a step's {len(micro)} micro-batches: "
+                f"its micro-batch counter is off (acc.step {acc.step}); the optimizer would not "
+                "step"
+            )
         grad_norm = self.clip_gradients()
         own = [float(stop_signal.requested()), float(self.save_due())]
         flags = torch.cat([torch.stack([loss_sum, bad]), to_device(torch.tensor(own), device)])

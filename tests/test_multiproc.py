@@ -249,3 +249,39 @@ def test_two_cpu_processes_that_accelerate_runs_alone_are_refused(
     assert "runs each of the 2 processes alone" in proc.stderr, proc.stderr[-3000:]
     assert "amazon_sft/" not in proc.stderr.split("runs each of")[0], proc.stderr[-3000:]
     assert not (tmp_path / "metrics.jsonl").exists() and not (tmp_path / "final").exists()
+
+
+def test_a_ddp_run_resumed_on_fewer_processes_still_steps_the_optimizer(
+    prepared, tiny_model_dir, tmp_path
+):
+    """An outside review: accelerate's checkpoint holds its micro-batch counter. Resumed on
+    fewer processes (a requeue on fewer nodes: the same global batch, more accumulation), a
+    counter that is not a multiple of the new accumulation made accelerate sync gradients
+    mid-step and skip every later optimizer step, while the run logged normal steps and saved
+    step 1's weights as final/. The resumed run now gives the uninterrupted run's losses."""
+    import shutil
+
+    out = tmp_path / "run"
+    overrides = train_overrides(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=4",
+        "train.global_batch_size=4",
+        "train.micro_batch_size=1",
+        "checkpoint.every_steps=1",
+        "checkpoint.keep_last=4",
+    )
+    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    _run(
+        [*launch, "--main_process_port", str(free_port())],
+        overrides,
+        {"ACCELERATE_USE_CPU": "true"},
+    )  # accumulation 2: accelerate's counter is 2 at step 1
+    uninterrupted = _losses(out)
+    shutil.rmtree(out / "final")
+    for step in (2, 3, 4):
+        shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
+    (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text().splitlines()[0] + "\n")
+    _run([sys.executable], [*overrides, "resume=auto"])  # one process: accumulation 4
+    assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)

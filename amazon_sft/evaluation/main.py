@@ -175,10 +175,11 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     """Per-example citation and abstention outcomes (empty for closed-book items):
 
     - citation_accuracy: the answer cites the asked product's uid (once or more) and no other,
-      and does not abstain (as end to end's ``score_answer``);
-    - wrong_record_cited: it cites a record, but its text is closer (ROUGE-L, by more than
-      ``end_to_end.QUOTE_MARGIN``) to a record of the context it does not cite: it quotes one product and
-      credits another;
+      does not abstain, and does not quote another record (as end to end's ``score_answer``);
+    - wrong_record_cited: it does not abstain and cites another record than the asked one, or
+      cites one while its text is closer (ROUGE-L, by more than ``end_to_end.QUOTE_MARGIN``)
+      to a record of the context it does not cite (it quotes one product and credits another):
+      as end to end counts it;
     - false_abstention: it says the product is missing when its record was there;
     - abstention_accuracy (right record left out): it says the product is missing.
     """
@@ -190,10 +191,10 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     for it, answer in zip(items, answers):
         uids = cited_uids(answer)
         abstains = is_abstention(answer)  # whatever it cites after saying the product is missing
-        cited.append(float(set(uids) == {it.uid} and not abstains))  # twice is still right
         abstained.append(float(abstains))
         if not uids or abstains:
             wrong.append(0.0)
+            cited.append(0.0)
             continue
         overlap = M.rouge_scores(
             [strip_citations(answer)] * len(it.context), [r.description for r in it.context]
@@ -202,7 +203,9 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
         # bare citation overlaps none, and argmax of all zeros named the first record
         credited = max((o for o, r in zip(overlap, it.context) if r.uid in uids), default=0.0)
         others = [o for o, r in zip(overlap, it.context) if r.uid not in uids]
-        wrong.append(float(closer_to_another(credited, others)))
+        is_wrong = set(uids) != {it.uid} or closer_to_another(credited, others)
+        wrong.append(float(is_wrong))
+        cited.append(float(not is_wrong))  # the asked uid, once or more, and nothing else
     return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}
 
 

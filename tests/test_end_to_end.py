@@ -529,3 +529,32 @@ def test_answering_flags_without_questions_are_refused_not_ignored(flags):
     args = parse_args(["--data", "d", "--model", "config:tiny", *flags])
     with pytest.raises(UserError, match=f"{flags[0]}.*--questions FILE"):
         refuse_answering_flags(args)
+
+
+def test_a_training_product_taught_neither_way_is_not_scored_as_seen(catalogue, tmp_path):
+    """An outside review: end to end grouped every catalogue row of the training split as
+    "seen", also the products prepare taught neither closed-book nor grounded (both fractions
+    under 1, as the demo's --grounded-fraction 0.5): a question about one counted as a seen
+    product's. They are "untaught", as in the oracle mode's seen probe."""
+    from types import SimpleNamespace
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.evaluation.end_to_end_run import _questions
+    from amazon_sft.prepare import prepare, taught_ways
+
+    out = tmp_path / "data"
+    from .conftest import GROUNDED
+
+    shares = ["data.closed_book_fraction=0.5", "data.grounded_fraction=0.5"]
+    cfg = load_run_config("tiny", [*GROUNDED, *shares])
+    prepare(catalogue, out, cfg, progress=False)
+    train = [r for r in _catalogue(out) if r["split"] == "train"]
+    never = next(r for r in train if not taught_ways(r["uid"], cfg.data))
+    taught = next(r for r in train if taught_ways(r["uid"], cfg.data))
+    path = _write(
+        tmp_path / "q.jsonl",
+        [{"question": r["title"], "uid": r["uid"], "kind": "title"} for r in (never, taught)],
+    )
+    _, products, _, _ = _questions(SimpleNamespace(questions=path, question_source=None), out)
+    assert products[never["uid"]].group == "untaught"
+    assert products[taught["uid"]].group == "seen"

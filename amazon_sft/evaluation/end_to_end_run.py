@@ -7,6 +7,7 @@ from __future__ import annotations
 import sys
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 from amazon_sft.answering import gate as G
 from amazon_sft.answering.option_checks import check_counts
@@ -134,7 +135,9 @@ def _questions(args, data_dir: Path):
                 f"of {args.questions} is from it (they are from: "
                 f"{', '.join(sorted({q.source for q in every}))})"
             )
-    products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
+    products, removals = QF.read_products(
+        data_dir / "catalogue.jsonl", questions, taught=_taught_at_all(data_dir)
+    )
     kept, skipped = QF.keep_answerable(questions, products)
     about = [q for q in questions if q.uid or q.removed]  # the rest ask about no product
     if not kept or (about and not any(q.uid or q.removed for q in kept)):
@@ -143,6 +146,23 @@ def _questions(args, data_dir: Path):
             "(questions about another catalogue? pick them with --question-source)"
         )
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
+
+
+def _taught_at_all(data_dir: Path):
+    """uid -> whether prepare taught that training product one way or the other (the same
+    stable hashes, ``prepare.taught_ways``, on the folder's recorded fractions)."""
+    from amazon_sft.config import DataConfig
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.prepare import taught_ways
+
+    data = read_manifest(data_dir).data
+    shares = SimpleNamespace(
+        **{
+            key: data.get(key, getattr(DataConfig(), key))
+            for key in ("closed_book_fraction", "grounded_fraction")
+        }
+    )
+    return lambda uid: bool(taught_ways(uid, shares))
 
 
 def _taught(data_dir: Path) -> dict:

@@ -19,6 +19,7 @@ catalogue) only groups the report; a row without one is ``unlabelled``. Whether 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,7 +37,8 @@ UNLABELLED = "unlabelled"
 ABSENT = "absent"
 CATALOGUE_SPLITS = {"heldout": "held-out", "train": "seen", "untaught": "untaught"}
 """The catalogue's ``split`` of a product -> its group in the report (``untaught``: kept in the
-catalogue over ``data.max_train_products``, never taught)."""
+catalogue over ``data.max_train_products``, never taught; ``read_products`` also puts there a
+training product that prepare taught neither way)."""
 
 
 @dataclass(frozen=True)
@@ -121,12 +123,14 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
 
 
 def read_products(
-    catalogue: Path, questions: list[ShopperQuestion]
+    catalogue: Path, questions: list[ShopperQuestion], taught: Callable[[str], bool] | None = None
 ) -> tuple[dict[str, Product], dict[str, frozenset[int]]]:
     """(uid -> product for every uid the questions name, removed uid -> the catalogue rows to
     take out of retrieval: the product and its twins). Two streaming passes over
     ``catalogue.jsonl`` (the second only when a question removes a product), keeping only the
-    products asked about: memory grows with the questions, not the catalogue."""
+    products asked about: memory grows with the questions, not the catalogue. ``taught``: does
+    prepare teach this training product at all (``prepare.taught_ways``); one it does not is
+    ``untaught``, not seen."""
     named = {q.uid for q in questions if q.uid} | {q.removed for q in questions if q.removed}
     products: dict[str, Product] = {}
     rows: dict[str, int] = {}
@@ -135,6 +139,8 @@ def read_products(
         uid = str(rec["uid"])
         if uid in named and uid not in products:
             group = CATALOGUE_SPLITS.get(rec.get("split", "train"), "seen")
+            if group == "seen" and taught is not None and not taught(uid):
+                group = "untaught"  # both fractions under 1: neither closed-book nor grounded
             products[uid] = Product(uid, rec["content"], group)
             rows[uid] = i
             keys[uid] = (normalise_title(rec["title"]), rec["content"])

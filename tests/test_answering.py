@@ -702,3 +702,19 @@ def test_a_lora_run_whose_base_was_replaced_since_is_refused_not_answered_with(
     model.save_pretrained(base)  # same shapes, other weights
     with pytest.raises(UserError, match=r"model\.path.*differ"):
         load_for_eval(str(run), [], "cpu")
+
+
+def test_sources_only_says_when_the_gate_had_one_record_and_no_rival(prepared, capsys, monkeypatch):
+    """A new user's walkthrough: "Me fale sobre o Nintendo Switch" retrieved one unrelated book,
+    and --sources-only said "Retrieval is sure" as for a record far ahead of the next. With one
+    record there is no ratio to read: the verdict says so."""
+    from amazon_sft.answering import ask
+    from amazon_sft.cli import main
+
+    record = _records(prepared, 1)[0]
+    one = [{"uid": record["uid"], "title": record["title"], "content": "c", "score": 0.7}]
+    monkeypatch.setattr(ask, "sources_only", lambda question, index, k: one)
+    asked = ["ask", record["title"], "--index", str(prepared), "--sources-only", "--gate", "words"]
+    code = main(asked)
+    out = capsys.readouterr().out
+    assert code == 0 and "only one record matched: no second to be ahead of" in out, out

@@ -96,9 +96,12 @@ def retrieval_only(args, command: str = "ask"):
                 f"{command} abstains."
             )
         elif abstain_below and sources:
+            alone = (
+                "; only one record matched: no second to be ahead of" if len(sources) == 1 else ""
+            )
             print(
-                f"Retrieval is sure (--abstain-below {abstain_below}): {command} answers from the "
-                "first record."
+                f"Retrieval is sure (--abstain-below {abstain_below}{alone}): {command} answers "
+                "from the first record."
             )
         print_sources(sources)
 

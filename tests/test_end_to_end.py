@@ -558,3 +558,28 @@ def test_a_training_product_taught_neither_way_is_not_scored_as_seen(catalogue, 
     _, products, _, _ = _questions(SimpleNamespace(questions=path, question_source=None), out)
     assert products[never["uid"]].group == "untaught"
     assert products[taught["uid"]].group == "seen"
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [
+        ["--n", "3"],
+        ["--splits", "seen"],
+        ["--mode", "closed"],
+        ["--examples", "1"],
+        ["--repetition-penalty", "1.3"],
+        ["--no-repeat-ngram-size", "2"],
+    ],
+)
+def test_oracle_flags_with_questions_are_refused_not_ignored(flags):
+    """An outside review: with --questions, eval asked every question of the file whatever
+    --n, decoded without the penalties given, and showed 5 examples for --examples 1, all
+    unsaid. The oracle-context settings are refused there, as the answering ones are without
+    it; left out, each keeps its default for the oracle mode."""
+    from amazon_sft.evaluation.arguments import parse_args
+
+    with pytest.raises(UserError, match=f"{flags[0]} is an oracle-context setting"):
+        parse_args(["--data", "d", "--model", "config:tiny", "--questions", "q.jsonl", *flags])
+    args = parse_args(["--data", "d", "--model", "config:tiny"])
+    assert (args.n, args.splits, args.mode, args.examples) == (100, "heldout,seen", "auto", 5)
+    assert (args.repetition_penalty, args.no_repeat_ngram_size) == (1.0, 0)

@@ -21,6 +21,34 @@ SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
 DESCRIPTION = "score models on held-out and seen titles, or end to end on free-form questions"
 
 
+ORACLE_DEFAULTS = {
+    "n": 100,
+    "splits": "heldout,seen",
+    "mode": "auto",
+    "repetition_penalty": 1.0,
+    "no_repeat_ngram_size": 0,
+    "examples": 5,
+}
+"""The oracle-context mode's settings and their defaults. End to end (``--questions``) asks
+every question of the file and answers as ``ask`` does, so none of them applies there."""
+
+
+def oracle_defaults(args) -> None:
+    """Refuse an oracle-context setting given with ``--questions`` (it was silently ignored),
+    and fill in the defaults of those left out."""
+    if args.questions:
+        given = [key for key in ORACLE_DEFAULTS if getattr(args, key) is not None]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise UserError(
+                f"{flag} is an oracle-context setting: with --questions eval asks every question "
+                f"of the file and answers as ask does; leave {flag} out"
+            )
+    for key, default in ORACLE_DEFAULTS.items():
+        if getattr(args, key) is None:
+            setattr(args, key, default)
+
+
 def parse_args(argv):
     p = OneLineParser(prog="amazon-sft eval", description=DESCRIPTION)
     p.add_argument("--data", required=True, help="the folder amazon-sft prepare wrote")
@@ -35,12 +63,12 @@ def parse_args(argv):
         help="two models, same titles, same decoding",
     )
     p.add_argument("--out", default="runs/eval", help="report folder")
-    p.add_argument("--n", type=int, default=100, help="titles per split (held-out and seen)")
-    p.add_argument("--splits", default="heldout,seen", help="comma list of heldout, seen")
+    p.add_argument("--n", type=int, default=None, help="titles per split (held-out and seen)")
+    p.add_argument("--splits", default=None, help="comma list of heldout, seen")
     p.add_argument(
         "--mode",
         choices=("auto", *MODES),
-        default="auto",
+        default=None,
         help="closed-book, grounded (records in the prompt; also scored with the right one "
         "left out) or both; auto: both when the data taught grounded examples, else closed",
     )
@@ -51,8 +79,8 @@ def parse_args(argv):
         default=8,
         help="prompts generated at once (with --questions: 1 answers one at a time, as ask)",
     )
-    p.add_argument("--repetition-penalty", type=float, default=1.0)
-    p.add_argument("--no-repeat-ngram-size", type=int, default=0)
+    p.add_argument("--repetition-penalty", type=float, default=None)
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--backend",
@@ -69,7 +97,7 @@ def parse_args(argv):
         default=0.85,
         help="share of GPU memory vLLM may take (its gpu_memory_utilization)",
     )
-    p.add_argument("--examples", type=int, default=5, help="examples per split in report.md")
+    p.add_argument("--examples", type=int, default=None, help="examples per split in report.md")
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -78,6 +106,7 @@ def parse_args(argv):
     end_to_end_run.add_arguments(p)
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_intermixed_args(argv)  # overrides after an option too, as prepare
+    oracle_defaults(args)
     if args.n < 1 or args.batch_size < 1:
         raise UserError("--n and --batch-size must be >= 1")
     check_new_tokens(args.max_new_tokens)

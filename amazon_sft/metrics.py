@@ -73,6 +73,8 @@ class FlopCounter:
     head_trained: bool
     layers: int
     hidden: int
+    """The attention's width, heads x head size (``modeling.architecture``): the hidden size
+    for most models, not all (Mistral-Nemo)."""
     peak_flops: float | None  # all ranks together
 
     @classmethod

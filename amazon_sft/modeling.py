@@ -275,6 +275,9 @@ def decoder_and_head(model):
 
 
 def architecture(model) -> tuple[int, int]:
-    """(layers, hidden size), for the attention term of the FLOP count."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return int(base.config.num_hidden_layers), int(base.config.hidden_size)
+    """(layers, attention width: heads x head size), for the attention term of the FLOP count.
+    The width is not always the hidden size (Mistral-Nemo: 32 x 128 = 4096 against 5120)."""
+    cfg = (model.get_base_model() if hasattr(model, "get_base_model") else model).config
+    heads = int(cfg.num_attention_heads)
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return int(cfg.num_hidden_layers), heads * int(head_dim)

@@ -474,3 +474,22 @@ def test_flash_attention_2_is_offered_only_when_transformers_would_use_flash_att
     finally:
         for cached in caches:
             cached.cache_clear()
+
+
+def test_flop_counter_takes_the_attention_width_from_the_heads():
+    """An outside review: the attention term used ``hidden_size``; a model whose heads are not
+    hidden/heads wide (Mistral-Nemo: 32 heads x 128 = 4096 against 5120 hidden) runs its
+    attention matmuls at heads x head_dim, and the count was 25% too high there."""
+    from transformers import MistralConfig, MistralForCausalLM
+
+    cfg = MistralConfig(
+        vocab_size=64,
+        hidden_size=64,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        head_dim=16,
+    )
+    c = FlopCounter.for_model(MistralForCausalLM(cfg), peak_tflops=0, world_size=1)
+    assert (c.layers, c.hidden) == (1, 2 * 16)

@@ -540,6 +540,17 @@ def test_export_names_its_run_argument_not_an_option_it_lacks(tmp_path):
     assert "--model" not in proc.stderr
 
 
+@pytest.mark.parametrize("spec", ["config:tiny", "amazon_sft/configs/tiny.yaml"])
+def test_export_of_a_base_model_is_refused_not_carded_as_fine_tuned(spec, tmp_path):
+    """An outside review: ``export config:tiny`` wrote a model card saying "a model fine-tuned
+    by amazon_sft", and eval then titled its report "tuned". A base model needs no export."""
+    proc = _cli("export", spec, "--out", str(tmp_path / "x"))
+    assert proc.returncode == 2 and "is a base model, not a training run" in proc.stderr, (
+        proc.stderr
+    )
+    assert not (tmp_path / "x").exists()
+
+
 def test_a_changed_model_config_is_refused_as_damage(tuned_run, tmp_path):
     """final/config.json was not checksummed: one more layer loaded with random weights and
     answered dots, a bare {"model_type": "llama"} built a default-size Llama (24 GB, killed)."""

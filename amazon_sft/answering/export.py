@@ -43,6 +43,11 @@ def export_model(
     place: ``out_dir`` is either absent, or holds the whole checked export. Another ``dtype``
     than float32: the merge is checked in float32, then the saved file against the merged
     model cast to it (the cast's own rounding is the user's choice, not checked away)."""
+    if run.startswith("config:") or run.endswith((".yaml", ".yml")):  # its card says tuned
+        raise UserError(
+            f"RUN {run} is a base model, not a training run: it needs no export (load "
+            "model.path as it is); export takes a training run's out_dir or its final/"
+        )
     out_dir = check_output_folder(out_dir, "--out")
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")

@@ -583,3 +583,15 @@ def test_oracle_flags_with_questions_are_refused_not_ignored(flags):
     args = parse_args(["--data", "d", "--model", "config:tiny"])
     assert (args.n, args.splits, args.mode, args.examples) == (100, "heldout,seen", "auto", 5)
     assert (args.repetition_penalty, args.no_repeat_ngram_size) == (1.0, 0)
+
+
+def test_skipped_questions_are_named_on_the_terminal(capsys, tmp_path):
+    """An outside review: questions whose uid is not in the catalogue were skipped with no word
+    on the terminal (report.md said "2 skipped" without the lines)."""
+    from amazon_sft.evaluation.end_to_end_run import say_skipped
+
+    say_skipped({"not_in_catalogue": [4, 5]}, "q.jsonl", tmp_path)
+    err = capsys.readouterr().err
+    assert "2 questions of q.jsonl" in err and "lines 4, 5" in err and "catalogue.jsonl" in err
+    say_skipped({"not_in_catalogue": []}, "q.jsonl", tmp_path)
+    assert capsys.readouterr().err == ""

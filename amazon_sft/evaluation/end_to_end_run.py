@@ -64,6 +64,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     check_counts(args.k)
     gate = G.resolve_gate(args)  # ask's default unless given: eval scores the path users take
     questions, products, removals, skipped = _questions(args, data_dir)
+    say_skipped(skipped, args.questions, data_dir)
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     from amazon_sft.answering.index import CatalogueIndex
@@ -109,6 +110,19 @@ def run(args, data_dir: Path, accelerator) -> int:
     write_report(Path(args.out), result, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
     return 0
+
+
+def say_skipped(skipped: dict, questions: str | Path, data_dir: Path) -> None:
+    """One stderr line naming the questions skipped because their product is not in the
+    catalogue (a mistyped uid, or questions about another catalogue)."""
+    lines = skipped["not_in_catalogue"]
+    if lines:
+        shown = ", ".join(map(str, lines[:10])) + (" ..." if len(lines) > 10 else "")
+        print(
+            f"eval: {len(lines)} questions of {questions} skipped: their product is not in "
+            f"{data_dir}/catalogue.jsonl (lines {shown})",
+            file=sys.stderr,
+        )
 
 
 def own_right(rows: list[dict], models: list[str]) -> dict:

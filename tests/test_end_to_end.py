@@ -595,3 +595,26 @@ def test_skipped_questions_are_named_on_the_terminal(capsys, tmp_path):
     assert "2 questions of q.jsonl" in err and "lines 4, 5" in err and "catalogue.jsonl" in err
     say_skipped({"not_in_catalogue": []}, "q.jsonl", tmp_path)
     assert capsys.readouterr().err == ""
+
+
+def test_question_file_kinds_are_one_group_and_errors_stay_short(tmp_path):
+    """An outside review: "typo", "typo " and "Typo" made three groups (two printed alike); a
+    Latin-1 file was "not valid JSON"; a 2 MB 'source' was echoed whole into the error; a line
+    without uid did not name the 'title' a real row may be keyed by."""
+    rows = [{"question": "mog kitens", "uid": "a", "kind": k} for k in ("typo", "typo ", "Typo")]
+    got = QF.read_questions(_write(tmp_path / "q.jsonl", rows))
+    assert {q.kind for q in got} == {"typo"}
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"question": "pelúcia", "uid": "a", "kind": "pt"}\n'.encode("latin-1"))
+    with pytest.raises(UserError, match="not UTF-8"):
+        QF.read_questions(latin)
+    big = _write(
+        tmp_path / "big.jsonl",
+        [{"question": "q", "uid": "a", "kind": "t", "source": "x" * 2_000_000}],
+    )
+    with pytest.raises(UserError) as err:
+        QF.read_questions(big)
+    assert len(str(err.value)) < 400
+    no_uid = _write(tmp_path / "n.jsonl", [{"question": "q", "kind": "t"}])
+    with pytest.raises(UserError, match="'title'"):
+        QF.read_questions(no_uid)

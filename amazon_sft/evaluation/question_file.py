@@ -87,6 +87,10 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError:
+        try:
+            line.decode("utf-8")
+        except UnicodeDecodeError:
+            raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from None
         raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
     if not isinstance(row, dict):
         raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
@@ -100,26 +104,41 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         )
     if not isinstance(kind, str) or not kind.strip():
         raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
+    kind = " ".join(kind.split()).lower()  # "Typo " and "typo" are one group
     source = row.get("source", UNLABELLED)
     if source not in (*SOURCES, UNLABELLED):
         raise UserError(
-            f"{where}: 'source' must be one of {SOURCES} (or left out: {UNLABELLED}), got {source!r}"
+            f"{where}: 'source' must be one of {SOURCES} (or left out: {UNLABELLED}), got "
+            f"{_short(source)}"
         )
     uid, absent = row.get("uid"), row.get("absent", False)
     if uid is None and isinstance(row.get("title"), str) and row["title"]:
         uid = derived_uid(row["title"])  # a real row keyed by its title: prepare's derived uid
     if uid is not None and (not isinstance(uid, str) or not uid):
-        raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {uid!r}")
+        raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {_short(uid)}")
     if absent is not True and absent is not False and not (isinstance(absent, str) and absent):
-        raise UserError(f"{where}: 'absent' must be true or the uid taken out, got {absent!r}")
+        raise UserError(
+            f"{where}: 'absent' must be true or the uid taken out, got {_short(absent)}"
+        )
     if isinstance(absent, str) and uid not in (None, ABSENT, absent):
-        raise UserError(f"{where}: 'uid' {uid!r} and 'absent' {absent!r} disagree; give one")
+        raise UserError(
+            f"{where}: 'uid' {_short(uid)} and 'absent' {_short(absent)} disagree; give one"
+        )
     if uid is None and absent is False:
-        raise UserError(f"{where}: needs 'uid' (the product asked about, or {ABSENT!r})")
+        raise UserError(
+            f"{where}: needs 'uid' (the product asked about, or {ABSENT!r}), or the product's "
+            "'title' (a real row without a uid)"
+        )
     if absent is False and uid != ABSENT:
         return ShopperQuestion(text, uid, None, kind, source, line_no)
     removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
     return ShopperQuestion(text, None, removed, kind, source, line_no)
+
+
+def _short(value, most: int = 60) -> str:
+    """``repr(value)``, cut: an error line stays one line whatever a file holds."""
+    shown = repr(value)
+    return shown if len(shown) <= most else shown[:most] + f"... ({len(shown)} characters)"
 
 
 def read_products(

@@ -90,7 +90,8 @@ def test_precut_long_descriptions_keep_the_exact_first_ids(tiny_tok):
     assert enc.precut == 1 and enc.truncated == 1
     full = tiny_tok(words, add_special_tokens=False).input_ids[:64]
     first_doc = out.tokens[: out.doc_lens[0]].tolist()
-    assert first_doc[out.prompt_lens[0] : -1] == full
+    answer = first_doc[out.prompt_lens[0] : -1]  # cut at a whole word: up to 64 ids
+    assert answer == full[: len(answer)] and len(answer) > 64 - encode.WORD_BACKOFF_TOKENS
     assert first_doc[-1] == tiny_tok.eos_token_id
 
 
@@ -127,11 +128,35 @@ def test_cut_is_sized_from_the_sample_and_a_sparser_text_is_still_exact(tiny_tok
     sparse = "the " * 3000  # a very common word: many characters per token
     out = enc.encode([("u2", "Sparse", sparse), ("u3", "Dense", dense * 5)])
     full = tiny_tok(sparse, add_special_tokens=False).input_ids[:64]
-    first = out.tokens[: out.doc_lens[0]].tolist()
-    assert first[out.prompt_lens[0] : -1] == full
+    first = out.tokens[: out.doc_lens[0]].tolist()[out.prompt_lens[0] : -1]
+    assert first == full[: len(first)] and len(first) > 64 - encode.WORD_BACKOFF_TOKENS
     second = out.tokens[out.doc_lens[0] : out.doc_lens[0] + out.doc_lens[1]].tolist()
-    assert (
-        second[out.prompt_lens[1] : -1]
-        == tiny_tok(dense * 5, add_special_tokens=False).input_ids[:64]
-    )
+    second = second[out.prompt_lens[1] : -1]
+    dense_ids = tiny_tok(dense * 5, add_special_tokens=False).input_ids
+    assert second == dense_ids[: len(second)] and len(second) > 64 - encode.WORD_BACKOFF_TOKENS
     assert enc.precut >= 1  # the dense one was cut and trusted
+
+
+def test_a_cut_closed_book_answer_ends_at_a_word_not_inside_one(tiny_tok):
+    """An outside review: closed-book answers over ``max_answer_tokens`` were cut at the token
+    budget, mid-word, and EOS followed ("With that one fl<|im_end|>"): the model was taught to
+    stop inside a word. The cut now backs off to the last whole word (grounded records were
+    already cut so, data/cutting.py)."""
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    words = "Zentraphonics headphones deliver extraordinarily quiet listening everywhere. " * 60
+    batch = [("u1", "Zentra X10", words)]
+    cuts = []
+    for budget in range(20, 44):
+        enc = DocumentEncoder(
+            tiny_tok, fmt, max_seq_len=256, max_answer_tokens=budget, backend="hf", sample=batch
+        )
+        out = enc.encode(batch)
+        answer = out.tokens[out.prompt_lens[0] : out.doc_lens[0] - 1].tolist()
+        text = tiny_tok.decode(answer)
+        assert len(answer) <= budget and words.startswith(text), (budget, text)
+        whole = text.endswith(" ") or words[len(text)] in " ."  # a whole word, then EOS
+        assert whole, (budget, text[-30:])
+        full = tiny_tok(words, add_special_tokens=False).input_ids
+        assert answer == full[: len(answer)]  # the first ids, exactly as encoded
+        cuts.append(len(answer) < budget)
+    assert any(cuts)  # some budgets fell inside a word and were backed off

@@ -101,6 +101,29 @@ class PromptEncoder:
         return [self._bos + self._head + ids for ids in self.hf([p[n:] for p in prompts])]
 
 
+WORD_BACKOFF_TOKENS = 16
+"""Tokens a cut answer may give back to end at a whole word."""
+_SPACE_MARKS = (
+    "\u0120",
+    "\u2581",
+    "\u010a",
+    " ",
+    "\n",
+)  # byte-level BPE space, SentencePiece, newline
+
+
+def _starts_word(token: str | None) -> bool:
+    """Whether a vocabulary token begins a word: it carries a space marker, or its first
+    character is no letter or digit (punctuation: cutting before it leaves the word whole).
+
+    >>> [_starts_word(t) for t in ("\u0120quiet", "\u2581quiet", "ing", ".", "<|im_end|>")]
+    [True, True, False, True, True]
+    """
+    if not token:
+        return True
+    return token.startswith(_SPACE_MARKS) or not token[0].isalnum()
+
+
 class DocumentEncoder:
     def __init__(
         self,
@@ -132,6 +155,21 @@ class DocumentEncoder:
         abstention): the products taught grounded (``encode_pairs``'s ``answered``)."""
         self.truncated = 0
         self.precut = 0
+        tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
+        self.word_start = [_starts_word(t) for t in tokens]
+        """Per token id: does it begin a word (a space marker, or not a letter or digit)."""
+
+    def cut_at_word(self, ids: list[int], budget: int) -> list[int]:
+        """The first ``budget`` ids, or fewer: where the id after them goes on a word, the cut
+        backs off to before that word (at most ``WORD_BACKOFF_TOKENS``; a longer "word", a URL,
+        is cut where it is). A cut word would teach the model to stop mid-word."""
+        starts = self.word_start
+        if budget >= len(ids) or starts[ids[budget]]:
+            return ids[:budget]
+        for i in range(budget - 1, max(0, budget - WORD_BACKOFF_TOKENS), -1):
+            if starts[ids[i]]:
+                return ids[:i]
+        return ids[:budget]
 
     def _prompts(self, batch: list[tuple[str, str, str]]) -> list[str]:
         """Every product's prompts, ``phrasings_per_doc`` consecutive ones each."""
@@ -188,7 +226,7 @@ class DocumentEncoder:
                 continue
             kept[j // per_product] += 1
             if len(a) > budget:
-                a = a[:budget]  # the description is cut; the EOS after it is kept
+                a = self.cut_at_word(a, budget)  # the description is cut; the EOS kept after
                 self.truncated += 1
             pieces += (p, a, eos)
             doc_lens.append(len(p) + len(a) + 1)

@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     cfg, check_world, given = parse_config(argv)
     if check_world is not None:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
-        print(f"amazon-sft train: {check_world} processes can run this config: {plan.describe()}")
+        print(
+            f"amazon-sft train: {check_world} processes can run this config: {plan.describe()} "
+            "(the batch split and the engine; memory is not checked: see the README's table)"
+        )
         return 0
     cfg = dataclasses.replace(cfg, out_dir=str(landing(cfg.out_dir)))  # nope/../mine: mine
     out_dir = Path(cfg.out_dir)

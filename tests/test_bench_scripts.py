@@ -228,6 +228,20 @@ def test_near_duplicates_benchmark_counts_the_groups_it_merges(tmp_path):
     assert "groups merged by split version 2: 1 (62 -> 61)" in out, out
 
 
+def test_near_duplicates_scale_benchmark_prints_its_cost(tmp_path):
+    """The split's near-duplicate keys at a given size (1.3M in docs/benchmarks.md): here 2,000
+    descriptions made from a small file of rows, each printed figure present."""
+    rows = [
+        {"title": f"Product {i}", "content": " ".join(f"w{(i * 7 + j) % 300}" for j in range(40))}
+        for i in range(30)
+    ]
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = _run("bench/near_duplicates_scale.py", "--rows", "2000", "--real", str(path))
+    assert "2,000 descriptions made from 30 real ones" in out, out
+    assert "us a description" in out and "grouping (labels" in out
+
+
 def test_question_recall_benchmark_prints_recall_per_kind_against_a_base():
     """On the demo catalogue's dev questions, this checkout as its own base: a zero difference."""
     out = _run(

@@ -18,8 +18,8 @@ connected components. Identical normalised texts agree on every min-hash.
 
 Cost: 64 bytes a row (83 MB at 1.3M rows), a buffer of ``BATCH`` descriptions, and at grouping
 one sort per band; containment (split version 3) adds ~11 sampled shingles a real description
-at 12 bytes each (~175 MB at 1.3M rows) and, at grouping, ~10 s and ~0.9 GB (an outside
-review's scratch run at 1.3M rows; docs/benchmarks.md). datasketch's ``MinHash`` took ~0.7 ms a description here (a Python loop over
+at 12 bytes each (~175 MB at 1.3M rows); the grouping of 1.3M descriptions took 18 s and
+~1.0 GB of peak memory (bench/near_duplicates_scale.py, docs/benchmarks.md). datasketch's ``MinHash`` took ~0.7 ms a description here (a Python loop over
 hash values and numpy calls per description: 15 minutes at 1.3M rows on one core), so the
 min-hashes are computed for a whole batch at once with numpy (splitmix64 then ``a x + b`` mod
 2**64 as the permutations); bench/near_duplicates.py measures the merges and the cost.

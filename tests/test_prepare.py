@@ -4,6 +4,7 @@ import gzip
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -383,6 +384,16 @@ def test_a_catalogue_file_given_as_the_prepared_folder_says_to_prepare_it_into_a
     which then refused: the output is a file (a new user's walkthrough)."""
     with pytest.raises(UserError, match=r"is a file, not a prepared folder.*--out \S*trn-prepared"):
         read_manifest(catalogue)
+    # a new user's walkthrough: the folder was suggested beside the input (a shared, perhaps
+    # read-only data folder), and `amazon-sft index FILE` said FILE/catalogue.jsonl not found
+    with pytest.raises(UserError) as err:
+        read_manifest(catalogue)
+    assert f"--out {Path('data') / 'trn-prepared'}`" in str(err.value)
+    from amazon_sft.answering.index_build import build_index
+
+    with pytest.raises(UserError, match="is a file, not a prepared folder"):
+        build_index(catalogue)
+    assert not list(catalogue.parent.glob(".*.lock"))  # refused before any lock file
 
 
 def test_seen_probe_leaves_out_a_product_whose_grounded_examples_were_all_dropped(

@@ -19,6 +19,7 @@ import numpy as np
 from amazon_sft.answering.index import FORMAT, INDEX_DIR, TOKEN_PATTERN, _stopwords, usable
 from amazon_sft.answering.index_checks import STATS, catalogue_stamp
 from amazon_sft.atomic import remove_stale, staging_name, swap_into_place
+from amazon_sft.data.manifest import refuse_a_catalogue_file
 from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.errors import UserError, first_line
 
@@ -31,6 +32,7 @@ def build_index(prepared_dir: str | Path, workers: int | None = None, lock: bool
     under prepare's lock)."""
     from amazon_sft.output_lock import OutputLock
 
+    refuse_a_catalogue_file(prepared_dir)  # before a lock file is made beside it
     if not lock:
         return _build_index(Path(prepared_dir), workers)
     with OutputLock(Path(prepared_dir), "amazon-sft index"):

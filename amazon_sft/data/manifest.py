@@ -124,18 +124,24 @@ def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     return Manifest.from_dict(sealed)
 
 
+def refuse_a_catalogue_file(path: str | Path) -> None:
+    """The catalogue itself given where its prepared folder goes: say how to make the folder
+    (in ``data/`` here: the file's own folder may be a shared or read-only one)."""
+    if Path(path).is_file():
+        folder = Path("data") / (Path(path).name.split(".")[0] + "-prepared")
+        raise UserError(
+            f"{path} is a file, not a prepared folder: prepare it into one first "
+            f"(`amazon-sft prepare {path} --out {folder}`), then give that folder (train: "
+            f"data.path={folder}; ask, index, eval: the folder)"
+        )
+
+
 def read_manifest(path: str | Path) -> Manifest:
     """The manifest of a prepared folder, checked whole: valid JSON, every field there, and its
     own ``integrity`` digest matching (errors say how to make a good one)."""
     file = Path(path) / MANIFEST
     redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
-    if Path(path).is_file():  # the catalogue itself given where its prepared folder goes
-        folder = Path(path).with_name(Path(path).name.split(".")[0] + "-prepared")
-        raise UserError(
-            f"{path} is a file, not a prepared folder: prepare it into one first "
-            f"(`amazon-sft prepare {path} --out {folder}`), then give that folder (data.path="
-            f"{folder} / --data {folder})"
-        )
+    refuse_a_catalogue_file(path)
     if not file.is_file():
         raise UserError(
             f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
@@ -185,9 +186,10 @@ def test_scoring_on_known_answers(prepared):
     ]
     d = E.compare(outcomes, perfect, groups)["all"]
     assert d["right_record_cited"]["delta"] == pytest.approx(0.5)
-    assert d["right_record_cited"]["low"] <= 0.5 <= d["right_record_cited"]["high"]
+    # a handful of questions: no interval rather than one that collapses to a point
+    assert len(outcomes) < 10 and np.isnan(d["right_record_cited"]["low"])
     assert d["abstention_precision"]["delta"] == pytest.approx(1 / 3)
-    assert d["recall_at_k"] == {"delta": 0.0, "low": 0.0, "high": 0.0}
+    assert d["recall_at_k"]["delta"] == 0.0 and np.isnan(d["recall_at_k"]["high"])
 
 
 def test_questions_about_another_catalogue_are_skipped_and_counted(prepared, tmp_path):

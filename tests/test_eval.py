@@ -255,3 +255,17 @@ def test_eval_refuses_data_the_run_was_not_trained_on(tuned_run, tmp_path):
     recorded = json.loads((tuned_run / "final" / "trained_on.json").read_text())["folder"]
     assert "--data" in line and "trained on" in line and recorded in line, line
     assert not (tmp_path / "o" / "report.md").exists()
+
+
+def test_a_bootstrap_of_a_few_titles_gives_no_interval():
+    """An outside review: ``eval --compare ... --n 1`` printed "+0.0000 [+0.0000, +0.0000]"
+    for every rate (resamples of one title collapse to a point): the false certainty the
+    Wilson interval replaced for end-to-end rates. Under 10 examples there is no interval."""
+    import numpy as np
+
+    from amazon_sft.evaluation.metrics import bootstrap_interval, interval_text, paired_bootstrap
+
+    delta, low, high = paired_bootstrap(np.zeros(3), np.zeros(3))
+    assert delta == 0.0 and "no interval" in interval_text(low, high, signed=True)
+    assert "no interval" in interval_text(*bootstrap_interval(np.ones(5))[1:])
+    assert not np.isnan(paired_bootstrap(np.zeros(20), np.ones(20))[1])

@@ -553,9 +553,19 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
     assert (mine / "thesis.txt").is_file() and (check / "thesis.txt").is_file()
     assert "kept" in kept.stdout + kept.stderr and "demo_out" in kept.stdout + kept.stderr
     env = {**os.environ, "DEMO_DIR": str(marked)}
+    # a marked folder holding a file the demo did not write is kept, the file named (an
+    # outside audit: it went whole, the user's eval-mine/report.md with it)
+    kept = subprocess.run(make, capture_output=True, text=True, timeout=60, env=env)
+    assert kept.returncode == 0 and "thesis.txt" in kept.stdout, kept.stdout + kept.stderr
+    assert (marked / "thesis.txt").is_file()
+    (marked / "thesis.txt").unlink()
+    for name in ("prepared", "run", "eval"):  # what the demo writes goes, with its locks
+        (marked / name).mkdir()
+        (marked / f".{name}.lock").write_text("")
+    (marked / "answers.json").write_text("{}")
     gone = subprocess.run(make, capture_output=True, text=True, timeout=60, env=env)
     assert gone.returncode == 0, gone.stderr
-    assert not marked.exists() and not (tmp_path / ".d2.lock").exists()
+    assert not marked.exists() and not (tmp_path / ".d2.lock").exists(), gone.stdout
     assert (mine / "thesis.txt").is_file()
 
 

@@ -199,13 +199,21 @@ def model_card(cfg: RunConfig, summary: dict) -> str:
         if cfg.data.grounded_fraction > 0
         else "the answer is the product's description"
     )
+    base = ""
+    if cfg.lora.enabled and cfg.model.gguf_file:
+        base = (
+            f"\nThe adapter's base is `{cfg.model.gguf_file}` as converted once into amazon_sft's "
+            "conversion cache (`~/.cache/amazon_sft`, or `AMAZON_SFT_CACHE`), which "
+            "`adapter_config.json` names: plain transformers loads this folder only while that "
+            "cache is there. `amazon-sft export` this run for a standalone model.\n"
+        )
     return f"""# amazon_sft fine-tune of {cfg.model.path}
 
 Trained with amazon_sft ({mode}) on a product catalogue in AmazonTitles-1.3MM's `trn.json`
 format, prepared in `{cfg.data.path}`: {answers}. Serve it with `amazon-sft ask/chat/serve
 --model` this run, or `amazon-sft export` it to a standalone folder (LoRA merged) whose README
 says how to prompt it.
-
+{base}
 | run | value |
 |---|---|
 {rows}

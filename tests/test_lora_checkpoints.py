@@ -304,3 +304,18 @@ def test_zero3_lora_in_bf16_with_a_module_to_save_trains(prepared, mistral_model
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=os.environ, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "final" / "adapter_model.safetensors").is_file()
+
+
+def test_a_lora_runs_card_says_a_gguf_base_needs_its_cache_or_an_export():
+    """An outside review: a LoRA run on SmolLM2's GGUF file names the conversion cache as its
+    adapter's base; with the cache deleted (its docs say it may be) plain transformers cannot
+    load final/. The card says so, and how to get a standalone model."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.saving import model_card
+
+    lora_gguf = load_run_config("smollm2-135m", ["lora.enabled=true"])
+    assert lora_gguf.model.gguf_file and lora_gguf.lora.enabled
+    card = model_card(lora_gguf, {"steps": 1})
+    assert "conversion cache" in card and "amazon-sft export" in card
+    full = load_run_config("smollm2-135m", ["lora.enabled=false"])
+    assert "conversion cache" not in model_card(full, {"steps": 1})

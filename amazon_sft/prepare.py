@@ -123,6 +123,8 @@ def _refuse_arrivals(out_dir: Path, overwrite: bool) -> None:
 
 def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:
     skipped = streamed.dropped + streamed.encoder.dropped
+    if streamed.stats.lines == 0:
+        raise UserError(f"{input_path} is empty: give the trn.json(.gz) file of the catalogue")
     raise UserError(
         f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
         f"{dict(skipped)}); {nothing_left_remedy(skipped, cfg.data.max_seq_len)}"
@@ -174,7 +176,7 @@ class _Cleaned:
 def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
     """Stage 1, one streaming pass over the input: read, clean, scrub special-token text."""
     started = time.perf_counter()
-    stats = ReadStats()
+    stats = ReadStats(source=str(input_path))
     scrub = SpecialTextScrubber(tok, build_prompt_format(tok, data))
     cleaner = Cleaner(data.clean, scrub)  # special-token text goes before a row is judged
     hist = {

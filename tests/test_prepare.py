@@ -418,3 +418,20 @@ def test_seen_probe_leaves_out_a_product_whose_grounded_examples_were_all_droppe
     assert "B0GIANT2" not in {r["uid"] for r in probe}
     train = [r for r in _jsonl(tmp_path / "out" / "catalogue.jsonl") if r["split"] == "train"]
     assert len(probe) < len(train) - 1  # abstention-only products are out too (absent 0.3)
+
+
+def test_an_empty_input_and_a_strict_stop_name_the_file(tmp_path):
+    """An outside review: a 0-byte file said "all 0 lines ... were filtered out (skipped: {});
+    relax data.clean", and --strict stopped at "line 51: title_not_string" without the file."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.prepare import prepare
+
+    cfg = load_run_config("tiny", [])
+    empty = tmp_path / "empty.json"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match=r"empty\.json is empty"):
+        prepare(empty, tmp_path / "o1", cfg, progress=False)
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"title": ["x"], "content": "A long enough description here."}\n')
+    with pytest.raises(UserError, match=r"bad\.json line 1: title_not_string"):
+        prepare(bad, tmp_path / "o2", cfg, strict=True, progress=False)

@@ -44,10 +44,13 @@ class ReadStats:
     first_lines: dict[str, list[int]] = field(default_factory=dict)
     uid_derived: int = 0
     uid_coerced: int = 0
+    source: str = ""
+    """The file read, named in a --strict stop."""
 
     def skip(self, reason: str, line_no: int, strict: bool, detail: str = "") -> None:
         if strict:
-            raise UserError(f"line {line_no}: {reason}{': ' + detail if detail else ''} (--strict)")
+            where = f"{self.source} line {line_no}" if self.source else f"line {line_no}"
+            raise UserError(f"{where}: {reason}{': ' + detail if detail else ''} (--strict)")
         self.skipped[reason] += 1
         kept = self.first_lines.setdefault(reason, [])
         if len(kept) < FIRST_LINES_KEPT:

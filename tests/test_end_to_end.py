@@ -620,3 +620,18 @@ def test_question_file_kinds_are_one_group_and_errors_stay_short(tmp_path):
     no_uid = _write(tmp_path / "n.jsonl", [{"question": "q", "kind": "t"}])
     with pytest.raises(UserError, match="'title'"):
         QF.read_questions(no_uid)
+
+
+def test_a_question_file_given_as_a_pipe_is_read(tmp_path):
+    """An outside review: ``--questions <(cat q.jsonl)`` said "/dev/fd/63: no such file"."""
+    import os
+    import threading
+
+    fifo = tmp_path / "q.fifo"
+    os.mkfifo(fifo)
+    line = json.dumps({"question": "mog kitens", "uid": "a", "kind": "typo"}) + "\n"
+    writer = threading.Thread(target=lambda: fifo.write_text(line), daemon=True)
+    writer.start()
+    got = QF.read_questions(fifo)
+    writer.join(timeout=10)
+    assert [q.text for q in got] == ["mog kitens"]

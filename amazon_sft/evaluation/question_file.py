@@ -69,7 +69,7 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
     """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
     if path.is_dir():
         raise UserError(f"--questions {path} is a folder: give a question file (JSON lines)")
-    if not path.is_file():
+    if not path.exists():  # a pipe (--questions <(...)) is no regular file, and is read once
         raise UserError(f"--questions {path}: no such file (JSON lines of question, uid, kind)")
     out = []
     with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:

@@ -32,17 +32,15 @@ import re
 from pathlib import Path
 
 from amazon_sft import __version__
-from amazon_sft.atomic import stale_staging
-from amazon_sft.data.manifest import MANIFEST, read_manifest
-from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
-from amazon_sft.output_lock import released_lock
-
-PREPARED_ENTRY = re.compile(
-    r"^(manifest\.json|catalogue\.jsonl|heldout\.jsonl|seen_probe\.jsonl|report\.json|"
-    r"report\.md|index|shard-\d{5})$"
+from amazon_sft.prepared_ownership import (  # noqa: F401 - re-exported: callers import them here
+    INDEX_FILES,
+    PREPARED_ENTRY,
+    SHARD_FILES,
+    check_prepare_target,
+    foreign_in_index,
+    listing,
 )
-"""Top-level entries of a prepare output (``index`` may also be built later by ``ask``)."""
 
 RUN_MARKER = ".amazon_sft_run.json"
 RUN_OUTPUTS = (
@@ -65,119 +63,6 @@ FINAL_ENTRY = re.compile(
     r"vocab\.(json|txt)|merges\.txt)$"
 )
 """What a save wrote into ``final/`` before it listed its entries (``SAVED_LIST``)."""
-
-
-def listing(names: list[str], most: int = 5) -> str:
-    """``names`` sorted, the first ``most`` of them, for an error message."""
-    shown = ", ".join(sorted(names)[:most])
-    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
-
-
-def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
-    """Refuse an ``--out`` that prepare may not replace (a file, a foreign folder).
-
-    An absent or empty folder is always fine; a non-empty one only with ``--overwrite`` and only
-    when it is a prepare output: sealed manifest, no foreign entries.
-    """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UserError(f"--out {out_dir} is a file, not a folder: choose a folder path")
-    if not out_dir.is_dir():
-        return
-    entries = [p.name for p in out_dir.iterdir()]
-    if not entries:
-        return
-    if not overwrite:
-        raise UserError(
-            f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
-        )
-    foreign = [
-        name
-        for name in entries
-        if not PREPARED_ENTRY.match(name)
-        and not released_lock(out_dir / name)
-        and stale_staging(out_dir / "index", name) is None  # a killed index build's
-    ]
-    foreign += _foreign_inside(out_dir)
-    if foreign:
-        raise UserError(
-            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} holds "
-            f"{listing(foreign)}, which prepare did not write: move them out or choose "
-            "another --out"
-        )
-    if not (out_dir / MANIFEST).is_file():
-        raise UserError(
-            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} has no "
-            f"{MANIFEST}: remove the folder yourself or choose another --out"
-        )
-    try:
-        read_manifest(out_dir)
-    except UserError as err:
-        raise UserError(
-            f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir}'s "
-            f"{MANIFEST} does not prove it ({str(err).split(': re-run')[0]}): remove the folder "
-            "yourself or choose another --out"
-        ) from None
-
-
-SHARD_FILES = frozenset(f"{name}.npy" for name in ARRAYS)
-INDEX_FILES = frozenset(
-    ["stats.json", "offsets.npy", "train.npy", "title_words.npy", "title_repeats.npy"]
-    + [
-        f"{field}/{name}"
-        for field in ("title", "description")
-        for name in (
-            "common_rows.npy",
-            "common_tids.npy",
-            "data.csc.index.npy",
-            "indices.csc.index.npy",
-            "indptr.csc.index.npy",
-            "params.index.json",
-            "vocab.index.json",
-        )
-    ]
-)
-"""The files an index build writes, for an index whose ``stats.json`` does not list them (any
-other file, even a ``.npy``, is someone else's)."""
-
-
-def _foreign_inside(out_dir: Path) -> list[str]:
-    """Entries inside the folders prepare writes that it did not write (the swap deletes them):
-    a shard holds its four arrays; the index holds the files its ``stats.json`` lists."""
-    foreign = []
-    for shard in sorted(out_dir.glob("shard-*")):
-        if not PREPARED_ENTRY.match(shard.name):
-            continue  # named at the top level already
-        if shard.is_symlink() or not shard.is_dir():
-            foreign.append(shard.name)
-            continue
-        foreign += [
-            f"{shard.name}/{p.name}"
-            for p in sorted(shard.iterdir())
-            if p.name not in SHARD_FILES or p.is_symlink() or not p.is_file()
-        ]
-    index = out_dir / "index"
-    if index.is_symlink() or (index.exists() and not index.is_dir()):
-        return [*foreign, "index"]
-    return foreign + [f"index/{rel}" for rel in foreign_in_index(index)]
-
-
-def foreign_in_index(index: Path) -> list[str]:
-    """Files (and links) in an index folder that the index build did not write, relative to it:
-    what its ``stats.json`` lists is the build's (an index from before the list: its layout)."""
-    if not index.is_dir():
-        return []
-    try:
-        listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
-        ours = listed.__contains__
-    except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
-        ours = INDEX_FILES.__contains__
-    foreign = []
-    for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
-        for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:
-            rel = Path(root, name).relative_to(index).as_posix()
-            if not ours(rel) or Path(root, name).is_symlink():
-                foreign.append(rel)
-    return sorted(foreign)
 
 
 CHECKPOINT_NAME = re.compile(r"step-\d{8,}")

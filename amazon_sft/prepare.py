@@ -123,7 +123,7 @@ def _refuse_arrivals(out_dir: Path, overwrite: bool) -> None:
 
 def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:
     skipped = streamed.dropped + streamed.encoder.dropped
-    if streamed.stats.lines == 0:
+    if streamed.stats.lines == streamed.stats.skipped["blank_line"]:  # 0 lines, or blank ones
         raise UserError(f"{input_path} is empty: give the trn.json(.gz) file of the catalogue")
     raise UserError(
         f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "

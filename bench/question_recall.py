@@ -94,7 +94,7 @@ def _questions(path: Path) -> list[dict]:
 
 def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
     """A markdown table: kind, n, recall@1 and recall@k with intervals (and deltas vs base)."""
-    from amazon_sft.evaluation.metrics import paired_bootstrap, share_interval
+    from amazon_sft.evaluation.metrics import interval_text, paired_bootstrap, share_interval
 
     kinds = ["all", *sorted({r["kind"] for r in rows})]
     head = f"| kind | n | recall@1 | recall@{k} |"
@@ -113,7 +113,8 @@ def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
             b1 = np.array([base[i]["rank"] == 0 for i in pick], dtype=float)
             bk = np.array([base[i]["rank"] >= 0 for i in pick], dtype=float)
             d, lo, hi = paired_bootstrap(b1, at1, n_resamples=2000)
-            cells += [f"{b1.mean():.3f}", f"{bk.mean():.3f}", f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+            shown = f"{d:+.3f} {interval_text(lo, hi, signed=True)}"  # none under 10 questions
+            cells += [f"{b1.mean():.3f}", f"{bk.mean():.3f}", shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ from amazon_sft.answering.meaning import (
     record_text,
 )
 from amazon_sft.answering.query_words import english_query
-from amazon_sft.evaluation.metrics import paired_bootstrap, share_interval
+from amazon_sft.evaluation.metrics import interval_text, paired_bootstrap, share_interval
 from bench.abstain_gate import retrieve
 
 GATE_K = 3  # records ask puts in the prompt, and the gate reads
@@ -98,7 +98,7 @@ def change(before: np.ndarray, after: np.ndarray) -> str:
     """after - before on the same questions, with its paired 95% bootstrap interval."""
     keep = ~np.isnan(before)
     delta, low, high = paired_bootstrap(before[keep], after[keep])
-    return f"{delta:+.3f} [{low:+.3f}, {high:+.3f}]"
+    return f"{delta:+.3f} {interval_text(low, high, signed=True)}"  # none under 10 questions
 
 
 def question_text(question: str, index: CatalogueIndex, read_as: str) -> str:

@@ -431,6 +431,9 @@ def test_an_empty_input_and_a_strict_stop_name_the_file(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(UserError, match=r"empty\.json is empty"):
         prepare(empty, tmp_path / "o1", cfg, progress=False)
+    empty.write_bytes(b"\n\n")  # blank lines only (a review of the change)
+    with pytest.raises(UserError, match=r"empty\.json is empty"):
+        prepare(empty, tmp_path / "o1", cfg, progress=False)
     bad = tmp_path / "bad.json"
     bad.write_text('{"title": ["x"], "content": "A long enough description here."}\n')
     with pytest.raises(UserError, match=r"bad\.json line 1: title_not_string"):

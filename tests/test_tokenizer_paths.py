@@ -160,3 +160,21 @@ def test_a_cut_closed_book_answer_ends_at_a_word_not_inside_one(tiny_tok):
         assert answer == full[: len(answer)]  # the first ids, exactly as encoded
         cuts.append(len(answer) < budget)
     assert any(cuts)  # some budgets fell inside a word and were backed off
+
+
+def test_a_word_cut_never_splits_a_character(tiny_tok):
+    """A review of the change above: a byte-level token that starts with a UTF-8 continuation
+    byte ("¶", "¤" as drawn) counted as a word start, and the back-off cut "schö" into
+    "sch\\ufffd". Where the plain cut kept whole characters, the word cut does too."""
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    words = "Ein schönes Märchen über Größe, Mühe und naïve Träume für Kinder. " * 40
+    full = tiny_tok(words, add_special_tokens=False).input_ids
+    for budget in range(8, 60):
+        enc = DocumentEncoder(
+            tiny_tok, fmt, max_seq_len=256, max_answer_tokens=budget, backend="hf",
+            sample=[("u", "T", words)],
+        )  # fmt: skip
+        out = enc.encode([("u", "T", words)])
+        answer = out.tokens[out.prompt_lens[0] : out.doc_lens[0] - 1].tolist()
+        if "\ufffd" not in tiny_tok.decode(full[:budget]):
+            assert "\ufffd" not in tiny_tok.decode(answer), (budget, tiny_tok.decode(answer)[-20:])

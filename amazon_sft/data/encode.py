@@ -114,14 +114,19 @@ _SPACE_MARKS = (
 
 def _starts_word(token: str | None) -> bool:
     """Whether a vocabulary token begins a word: it carries a space marker, or its first
-    character is no letter or digit (punctuation: cutting before it leaves the word whole).
+    character is ASCII punctuation (cutting before it leaves the word whole). A byte-level
+    token drawn as another non-letter ("\u00b6", "\u00a4": a UTF-8 continuation byte) goes on
+    a character: cutting before it would split the character (an outside review).
 
     >>> [_starts_word(t) for t in ("\u0120quiet", "\u2581quiet", "ing", ".", "<|im_end|>")]
     [True, True, False, True, True]
+    >>> _starts_word("\u00b6")
+    False
     """
     if not token:
         return True
-    return token.startswith(_SPACE_MARKS) or not token[0].isalnum()
+    first = token[0]
+    return token.startswith(_SPACE_MARKS) or (first.isascii() and not first.isalnum())
 
 
 class DocumentEncoder:

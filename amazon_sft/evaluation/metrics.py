@@ -186,7 +186,15 @@ def _percentiles(draws: np.ndarray) -> tuple[float, float]:
 
 
 def bleu_bootstrap(before: list[str], after: list[str], refs: list[str], seed: int, n: int = 200):
-    """Corpus BLEU has no per-example value: resample the (before, after, reference) triples."""
+    """Corpus BLEU has no per-example value: resample the (before, after, reference) triples
+    (no interval under ``MIN_BOOTSTRAP_EXAMPLES``, as the other metrics).
+
+    >>> bleu_bootstrap(["a b c d"], ["a b c d"], ["a b c d"], seed=0)[1:]
+    (nan, nan)
+    """
+    delta = corpus_bleu(after, refs) - corpus_bleu(before, refs)
+    if len(refs) < MIN_BOOTSTRAP_EXAMPLES:
+        return delta, float("nan"), float("nan")
     rng = np.random.default_rng(seed)
     deltas = []
     for _ in range(n):
@@ -196,4 +204,4 @@ def bleu_bootstrap(before: list[str], after: list[str], refs: list[str], seed: i
             corpus_bleu([after[j] for j in idx], r) - corpus_bleu([before[j] for j in idx], r)
         )
     lo, hi = np.percentile(deltas, [2.5, 97.5])
-    return corpus_bleu(after, refs) - corpus_bleu(before, refs), float(lo), float(hi)
+    return delta, float(lo), float(hi)

@@ -635,3 +635,17 @@ def test_a_question_file_given_as_a_pipe_is_read(tmp_path):
     got = QF.read_questions(fifo)
     writer.join(timeout=10)
     assert [q.text for q in got] == ["mog kitens"]
+
+
+def test_a_damaged_catalogue_row_is_one_line_not_a_traceback(tmp_path):
+    """An outside review: a hand-edited catalogue.jsonl row whose title is a number crashed eval
+    (AttributeError in normalise_title)."""
+    catalogue = tmp_path / "catalogue.jsonl"
+    catalogue.write_text(
+        json.dumps({"uid": "a", "title": 7, "content": "x", "split": "train"}) + "\n"
+    )
+    questions = QF.read_questions(
+        _write(tmp_path / "q.jsonl", [{"question": "q", "uid": "a", "kind": "t"}])
+    )
+    with pytest.raises(UserError, match=r"catalogue\.jsonl line 1 is cut or corrupt"):
+        QF.read_products(catalogue, questions)

@@ -185,9 +185,13 @@ def _records(catalogue: Path):
     with reading(catalogue, "catalogue", redo), open(catalogue, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):
             try:
-                yield orjson.loads(line)
+                rec = orjson.loads(line)
             except orjson.JSONDecodeError:
-                raise UserError(f"{catalogue} line {line_no} is cut or corrupt: {redo}") from None
+                rec = None
+            fields = ("uid", "title", "content")  # as prepare writes them: text
+            if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in fields):
+                raise UserError(f"{catalogue} line {line_no} is cut or corrupt: {redo}")
+            yield rec
 
 
 def keep_answerable(

@@ -115,3 +115,17 @@ def test_a_uid_an_answer_could_not_cite_is_skipped_and_counted(tmp_path, uid, ke
     assert stats.skipped == ({} if kept else {"uid_not_citable": 1})
     if kept:
         assert cited_uids(f"B [source: {uid}]") == [uid]
+
+
+def test_two_files_joined_keep_the_second_ones_first_row(tmp_path):
+    """An outside review: ``cat a.json b.json`` where b starts with a byte-order mark put the
+    mark at the start of a later line, which was skipped as ``invalid_utf8`` (it is valid
+    UTF-8: the mark a file began with). It is read like the first line's."""
+    row = orjson.dumps({"uid": "b", "title": "Mog", "content": "A cat who forgets things."})
+    path = tmp_path / "joined.json"
+    path.write_bytes(
+        b"\xef\xbb\xbf" + row.replace(b'"b"', b'"a"') + b"\n\xef\xbb\xbf" + row + b"\n"
+    )
+    stats = ReadStats()
+    assert [r.uid for r in read_records(path, stats)] == ["a", "b"]
+    assert not stats.skipped

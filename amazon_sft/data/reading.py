@@ -134,7 +134,7 @@ def read_records(
             if line is None:
                 stats.skip("line_too_long", line_no, strict, f"{size} bytes > {max_line_bytes}")
                 continue
-            if line_no == 1 and line.startswith(BOM):
+            if line.startswith(BOM):  # a file's first line, or a joined file's (cat a b)
                 line = line[len(BOM) :]
             if not line.strip():
                 stats.skip("blank_line", line_no, strict)

@@ -183,28 +183,29 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
         k: Histogram() for k in ("title_chars", "content_chars", "prompt_tokens", "answer_tokens")
     }
     title_hashes, near = array("Q"), NearDuplicateKeys()
-    bar = tqdm(
+    with tqdm(
         total=input_path.stat().st_size,
         unit="B",
         unit_scale=True,
         desc="prepare",
         disable=not progress,
         mininterval=0.5,
-    )
-    path = staging / "_cleaned.jsonl"
-    with open(path, "wb") as out:
-        for rec in read_records(input_path, stats, strict, data.clean.max_line_bytes):
-            bar.update(stats.bytes_read - bar.n)
-            pair = cleaner(rec.title, rec.content, rec.uid)
-            if pair is None:
-                continue
-            title, content = pair
-            hist["title_chars"].add(len(title))
-            hist["content_chars"].add(len(content))
-            title_hashes.append(title_hash(title))
-            near.add(content)
-            out.write(orjson.dumps({"uid": rec.uid, "title": title, "content": content}) + b"\n")
-    bar.close()
+    ) as bar:
+        path = staging / "_cleaned.jsonl"
+        with open(path, "wb") as out:
+            for rec in read_records(input_path, stats, strict, data.clean.max_line_bytes):
+                bar.update(stats.bytes_read - bar.n)
+                pair = cleaner(rec.title, rec.content, rec.uid)
+                if pair is None:
+                    continue
+                title, content = pair
+                hist["title_chars"].add(len(title))
+                hist["content_chars"].add(len(content))
+                title_hashes.append(title_hash(title))
+                near.add(content)
+                out.write(
+                    orjson.dumps({"uid": rec.uid, "title": title, "content": content}) + b"\n"
+                )
     hashes = (np.frombuffer(title_hashes, np.uint64), near.labels())
     return _Cleaned(path, hashes, stats, cleaner, scrub, hist, time.perf_counter() - started)
 

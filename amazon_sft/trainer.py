@@ -128,70 +128,73 @@ class Trainer:
                 stopped_by,
                 state.step,
             )
-        bar = tqdm(  # shown once the loop starts (a stop before it is honoured above)
+        with tqdm(  # shown once the loop starts (a stop before it is honoured above)
             total=cfg.train.max_steps,
             initial=state.step,
             disable=not acc.is_main_process or bool(stopped_by),
             desc="train",
-        )
-        self.model.train()
-        while state.step < cfg.train.max_steps and not stopped_by:
-            t0 = time.perf_counter()
-            at_start = self.step_start()
-            micro = [next(batches) for _ in range(self.plan.accumulation_steps)]
-            result = self.train_step(micro)
-            if result is None:  # a stop signal between micro-batches: the step is dropped
-                stopped_by = stop_signal.received() or "signal on another rank"
-                self.drop_step(at_start)
-                save_checkpoint(
-                    acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
-                    self.run_record,
-                )  # fmt: skip
-                log.info(
-                    "stopping during step %d on %s: the step was dropped, checkpoint saved at "
-                    "step %d; resume with resume=auto",
-                    state.step + 1,
-                    stopped_by,
-                    state.step,
-                )
-                break
-            seconds = time.perf_counter() - t0
-            state.step += 1
-            state.train_seconds += seconds
-            state.tokens_seen += result.real_tokens
-            state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
-            state.loader = self.loader.state_dict()
-            loss = result.loss
-            report_step(
-                acc, cfg, metrics_row(state.step, result, seconds, self.flops), metrics_file, bar
-            )
-            if state.bad_in_row >= cfg.train.max_bad_steps:
-                raise UserError(
-                    f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
-                    f"gradient norm (last at step {state.step}); lower train.lr or check the data"
-                )
-            if result.stop_requested:
-                stopped_by = stop_signal.received() or "signal on another rank"
-            last = state.step == cfg.train.max_steps
-            every = cfg.checkpoint.every_steps
-            if (every and state.step % every == 0) or last or stopped_by or result.save_due:
-                if result.finite:  # never a state whose last step was non-finite
+        ) as bar:
+            self.model.train()
+            while state.step < cfg.train.max_steps and not stopped_by:
+                t0 = time.perf_counter()
+                at_start = self.step_start()
+                micro = [next(batches) for _ in range(self.plan.accumulation_steps)]
+                result = self.train_step(micro)
+                if result is None:  # a stop signal between micro-batches: the step is dropped
+                    stopped_by = stop_signal.received() or "signal on another rank"
+                    self.drop_step(at_start)
                     save_checkpoint(
                         acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
                         self.run_record,
                     )  # fmt: skip
-                    self.last_save = time.monotonic()
-                else:
-                    log.warning("step %d was non-finite: no checkpoint of it", state.step)
-            if stopped_by:
-                log.info(
-                    "stopping at step %d on %s: %s, resume with resume=auto",
-                    state.step,
-                    stopped_by,
-                    "checkpoint saved" if result.finite else "the checkpoint before it is kept",
+                    log.info(
+                        "stopping during step %d on %s: the step was dropped, checkpoint saved at "
+                        "step %d; resume with resume=auto",
+                        state.step + 1,
+                        stopped_by,
+                        state.step,
+                    )
+                    break
+                seconds = time.perf_counter() - t0
+                state.step += 1
+                state.train_seconds += seconds
+                state.tokens_seen += result.real_tokens
+                state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
+                state.loader = self.loader.state_dict()
+                loss = result.loss
+                report_step(
+                    acc,
+                    cfg,
+                    metrics_row(state.step, result, seconds, self.flops),
+                    metrics_file,
+                    bar,
                 )
-                break
-        bar.close()
+                if state.bad_in_row >= cfg.train.max_bad_steps:
+                    raise UserError(
+                        f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
+                        f"gradient norm (last at step {state.step}); lower train.lr or check the data"
+                    )
+                if result.stop_requested:
+                    stopped_by = stop_signal.received() or "signal on another rank"
+                last = state.step == cfg.train.max_steps
+                every = cfg.checkpoint.every_steps
+                if (every and state.step % every == 0) or last or stopped_by or result.save_due:
+                    if result.finite:  # never a state whose last step was non-finite
+                        save_checkpoint(
+                            acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
+                            self.run_record,
+                        )  # fmt: skip
+                        self.last_save = time.monotonic()
+                    else:
+                        log.warning("step %d was non-finite: no checkpoint of it", state.step)
+                if stopped_by:
+                    log.info(
+                        "stopping at step %d on %s: %s, resume with resume=auto",
+                        state.step,
+                        stopped_by,
+                        "checkpoint saved" if result.finite else "the checkpoint before it is kept",
+                    )
+                    break
         if state.bad_in_row and not stopped_by:
             raise UserError(
                 f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "

@@ -438,3 +438,15 @@ def test_an_empty_input_and_a_strict_stop_name_the_file(tmp_path):
     bad.write_text('{"title": ["x"], "content": "A long enough description here."}\n')
     with pytest.raises(UserError, match=r"bad\.json line 1: title_not_string"):
         prepare(bad, tmp_path / "o2", cfg, strict=True, progress=False)
+
+
+def test_an_error_during_reading_starts_its_own_line_after_the_progress_bar(catalogue, tmp_path):
+    """The progress bar was left open when reading stopped, so the one-line error was printed
+    on the bar's line ("prepare:  40%|####  | 12.0k/30.0k [00:00<...]amazon-sft prepare: error")."""
+    bad = tmp_path / "bad.json"
+    good = gzip.decompress(catalogue.read_bytes())
+    bad.write_bytes(good + b'{"title": ["x"], "content": "A long enough description."}\n')
+    proc = _cli("prepare", str(bad), "--out", str(tmp_path / "o"), "--config", "tiny", "--strict")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.replace("\r", "\n").splitlines()
+    assert any(line.startswith("amazon-sft prepare: error: ") for line in lines), proc.stderr

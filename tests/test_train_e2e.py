@@ -270,6 +270,8 @@ def test_non_finite_steps_are_skipped_then_the_run_aborts(prepared, tiny_model_d
         check=False,
     )
     assert proc.returncode == 2 and "non-finite" in proc.stderr and "Traceback" not in proc.stderr
+    lines = proc.stderr.replace("\r", "\n").splitlines()  # not on the progress bar's line
+    assert any(line.startswith("amazon-sft train: error: ") for line in lines), proc.stderr
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert rows[0]["non_finite"] is False and rows[0]["optimizer_stepped"] is True
     assert rows[-1]["non_finite"] is True and rows[-1]["optimizer_stepped"] is False

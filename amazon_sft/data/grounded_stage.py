@@ -38,7 +38,7 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
     workers = worker_count(data.grounded_workers, total)
     bar = tqdm(total=total, desc="grounded", disable=not progress, mininterval=0.5)
     batches = build_batches(builder, batched(picked(), 256), workers, staging)
-    with contextlib.closing(batches):  # a refusal below stops the workers at once
+    with contextlib.closing(batches), bar:  # a refusal stops the workers and ends the bar's line
         for n, examples in enumerate(batches):
             enc = streamed.encoder.encode_pairs(
                 [e.prompt for e in examples],
@@ -50,7 +50,6 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
             streamed.spill.add(enc)
             _count_grounded(streamed, enc)
             bar.update(len(examples))
-    bar.close()
     streamed.counts.update(builder.counts)
     streamed.counts["grounded_workers"] = workers
     streamed.seconds["grounded"] = time.perf_counter() - started

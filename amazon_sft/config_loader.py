@@ -84,8 +84,9 @@ def apply_overrides(raw: dict, overrides: list[str], cls: type | None = None) ->
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
         parsed = _parse_scalar(value, item)
-        if _is_text(_hint_of(cls, key)) and parsed is not None and not isinstance(parsed, str):
-            parsed = value.strip()  # the text as typed, not the number or date YAML read
+        if _is_text(_hint_of(cls, key)) and parsed is not None and not _quoted(value):
+            # the text as typed, not the number or date YAML read, nor cut at a " #" comment
+            parsed = value.strip()
         node[leaf] = parsed
     return raw
 
@@ -111,6 +112,12 @@ def _optional_inner(hint: Any) -> Any:
 
 def _is_text(hint: Any) -> bool:
     return _optional_inner(hint) is str
+
+
+def _quoted(value: str) -> bool:
+    """A value the user quoted for YAML (``out_dir="runs/a b"``): YAML's reading is meant."""
+    text = value.strip()
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
 
 
 def _parse_scalar(value: str, item: str) -> Any:
@@ -187,8 +194,15 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             return _finite(float(value), key)
         raise UserError(f"config key {key!r} must be a number, got {value!r}")
     if hint is str:
-        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
-            return str(value)
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            # only a file gets here (the command line keeps its text): YAML read "0630" as the
+            # octal 408 and "1.10" as 1.1, and the text it was cannot be read back
+            raise UserError(
+                f"config key {key!r} must be text, and YAML read a number ({value!r}): quote "
+                f"it in the file ({key.rsplit('.', 1)[-1]}: '...' as you wrote it)"
+            )
         raise UserError(f"config key {key!r} must be a string, got {value!r}")
     if origin is list or hint is list:
         if not isinstance(value, list):

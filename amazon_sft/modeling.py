@@ -127,6 +127,7 @@ def load_model(
                 forget_dequantized_gguf(model)
             if cached is not None:  # named by where it came from, as a direct GGUF load is
                 model.config._name_or_path = source
+            say_arch_unused(m.arch, model.config, m.path)
     except (*READ_ERRORS, ImportError) as err:
         raise UserError(
             f"could not load model {m.path!r} ({first_line(err)}); check model.path / "
@@ -158,6 +159,32 @@ def load_model(
     if cfg.lora.enabled:
         model = wrap_lora(model, cfg.lora, dtype if deepspeed else torch.float32)
     return model
+
+
+def say_arch_unused(arch: dict, config, path: str) -> list[str]:
+    """Warn of ``model.arch`` settings a saved model's own config contradicts (a copy of
+    tiny.yaml with ``path:`` set and ``num_hidden_layers: 1`` trained the model's 2 layers, the
+    run's config.yaml saying 1, silently: an outside review); returns them. A run's resolved
+    config keeps the arch of the config it came from, so agreeing settings are not named.
+
+    >>> from types import SimpleNamespace as NS
+    >>> say_arch_unused({"model_type": "llama", "num_hidden_layers": 1},
+    ...                 NS(model_type="llama", num_hidden_layers=2), "m")
+    ['num_hidden_layers: 1 (the model has 2)']
+    """
+    differ = [
+        f"{key}: {value!r} (the model has {getattr(config, key)!r})"
+        for key, value in arch.items()
+        if hasattr(config, key) and getattr(config, key) != value
+    ]
+    if differ:
+        log.warning(
+            "model.arch is not used for the saved model at %s, which keeps its own "
+            "architecture (model.arch shapes only model.path=random): %s; remove model.arch",
+            path,
+            ", ".join(differ),
+        )
+    return differ
 
 
 def random_arch_config(arch: dict, vocab_size: int, pad_id: int):

@@ -247,6 +247,26 @@ def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
             fh.write("\n")
 
 
+def forget_changes_from(out_dir: Path, step: int) -> None:
+    """On resume from ``step``, forget the changes recorded at or after it: they belong to the
+    branch left behind (the changes from ``step`` on are recorded again against its
+    checkpoint), as ``metrics.jsonl`` forgets the steps after it. Rewritten beside, renamed."""
+    path = out_dir / CHANGES
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            if int(json.loads(line)["step"]) >= step:
+                continue
+        except (ValueError, TypeError, KeyError):  # a cut line: history_header says it
+            pass
+        kept.append(line)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(path)
+
+
 def history_header(out_dir: Path) -> str:
     """YAML comment lines, one per recorded change: ``# changed at step N: key: old -> new``."""
     path = out_dir / CHANGES

@@ -26,6 +26,7 @@ from amazon_sft.ownership import inside_run
 from amazon_sft.resume_config import (
     base_change,
     changes_on_resume,
+    forget_changes_from,
     rebase_schedule,
     record_changes,
     saved_record,
@@ -159,6 +160,8 @@ def resume(
             if rejected
             else ("the newest complete" if cfg.resume == "auto" else "as asked"),
         )
+        if accelerator.is_main_process:  # a branch from an older checkpoint: its own history
+            forget_changes_from(out_dir, state.step)
         apply_config_changes(cfg, accelerator, scheduler, changes or [], state.step)
         if accelerator.is_main_process:
             drop_metrics_after(out_dir / "metrics.jsonl", state.step)

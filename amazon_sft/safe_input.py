@@ -127,12 +127,24 @@ def load_yaml(text: str | bytes, what: str) -> Any:
     {'a': [1, 2]}
     >>> load_yaml("a: [1", "override 'a=[1'")
     Traceback (most recent call last):
-    amazon_sft.errors.UserError: override 'a=[1' is not valid YAML: while parsing a flow sequence
+    amazon_sft.errors.UserError: override 'a=[1' is not valid YAML: line 1 column 6: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence)
     """
     try:
         return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
-        raise UserError(f"{what} is not valid YAML: {first_line(err)}") from None
+        raise UserError(f"{what} is not valid YAML: {_yaml_problem(err)}") from None
+
+
+def _yaml_problem(err: yaml.YAMLError) -> str:
+    """Where and what (PyYAML's first line was its context alone, "while scanning for the next
+    token", with no line: a tab in a 100-line config could not be found)."""
+    problem, mark = getattr(err, "problem", None), getattr(err, "problem_mark", None)
+    if not problem or mark is None:
+        return first_line(err)
+    context = getattr(err, "context", None)
+    return f"line {mark.line + 1} column {mark.column + 1}: {problem}" + (
+        f" ({context})" if context else ""
+    )
 
 
 def load_yaml_file(path: str | Path, what: str, fix: str) -> Any:

@@ -25,6 +25,7 @@ from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import PREVIOUS_RUNS, SAVED_LIST, foreign_in_final, utc_stamp
+from amazon_sft.resume_config import history_header
 from amazon_sft.trained_on import TrainedOn, write_trained_on
 
 log = logging.getLogger("amazon_sft.train")
@@ -63,7 +64,8 @@ def save_final(
         verify_saved(staging, expected)
         write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
-        write_resolved(cfg, staging / "amazon_sft_config.yaml")
+        # the changes made on resume, as the run's config.yaml says them
+        write_resolved(cfg, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_trained_on(staging, trained_on)

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One node, N GPUs (or N CPU processes over gloo): launch/train_local.sh [key=value ...]
 # Settings from the environment:
-#   NGPU    processes (default: every visible GPU; 1 without GPUs)
+#   NGPU    processes (default: every GPU CUDA_VISIBLE_DEVICES leaves, else nvidia-smi's;
+#           1 without GPUs)
 #   CONFIG  run config name or YAML (default smollm2-135m)
 #   OUT     run folder (default: a YAML config's own out_dir, else runs/$CONFIG);
 #   DATA    prepared folder (default: the config's);
-#           relative paths (and a CONFIG given as a YAML path) are read from where you stand
+#           relative paths (and a CONFIG given as a YAML path) are read from where you stand,
+#           as are the YAML's and the key=value arguments' data.path, model.path, resume, out_dir
 #   ACCEL   launch/accelerate/<name>.yaml (default single_gpu for 1 process, multi_gpu for more;
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
@@ -20,7 +22,15 @@ absolute() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 cd "$(dirname "$0")/.."
 
 if [ -z "${NGPU:-}" ]; then
-  if command -v nvidia-smi >/dev/null 2>&1; then NGPU="$(nvidia-smi -L | wc -l)"; else NGPU=1; fi
+  if [ -n "${CUDA_VISIBLE_DEVICES+set}" ]; then
+    # the GPUs this job may use (nvidia-smi lists the whole box: 8 processes for 2 GPUs);
+    # "-1" and "" hide them all. Every entry up to the first bad one counts, as CUDA reads it.
+    NGPU=0
+    IFS=, read -ra visible <<<"$CUDA_VISIBLE_DEVICES"
+    for gpu in ${visible[@]+"${visible[@]}"}; do
+      case "$gpu" in "" | -*) break ;; *) NGPU=$((NGPU + 1)) ;; esac
+    done
+  elif command -v nvidia-smi >/dev/null 2>&1; then NGPU="$(nvidia-smi -L | wc -l)"; else NGPU=1; fi
   [ "$NGPU" -ge 1 ] || NGPU=1
 fi
 CONFIG="${CONFIG:-smollm2-135m}"
@@ -36,6 +46,41 @@ if [ -z "${OUT:-}" ] && [ -f "$CONFIG" ]; then
 fi
 OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 [ -n "${DATA:-}" ] && DATA="$(absolute "$DATA")"
+# This script works in the repo (its accelerate configs name ds_configs/ from there), so the
+# folders a YAML or an argument names relative to where you stand go on whole: as they were,
+# training read the repo's data/prepared, not yours (an outside review). A model.path that is no
+# folder here is a name (pkg:..., a hub id) and stays as it is, as do resume=auto and none.
+whole() {
+  local key="${1%%=*}" value="${1#*=}"
+  case "$key=$value" in
+    data.path=[!/~]* | out_dir=[!/~]* | resume=[!/~]*) ;;
+    model.path=[!/~]*) [ -e "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
+    *) printf "%s\n" "$1" && return ;;
+  esac
+  case "$value" in auto | none | "") printf "%s\n" "$1" ;; *) printf "%s\n" "$key=$here/$value" ;; esac
+}
+yaml_paths=()
+if [ -f "$CONFIG" ]; then
+  read_paths='import sys, yaml
+c = yaml.safe_load(open(sys.argv[1]))
+c = c if isinstance(c, dict) else {}
+for key in ("data.path", "model.path", "resume"):
+    part, _, leaf = key.rpartition(".")
+    v = (c.get(part) if part else c)
+    v = v.get(leaf) if isinstance(v, dict) else None
+    if isinstance(v, str) and v:
+        print(f"{key}={v}")'
+  if ! listed="$(python3 -c "$read_paths" "$CONFIG")"; then
+    echo "train_local.sh: cannot read $CONFIG (python3 with PyYAML: activate the venv)" >&2
+    exit 2
+  fi
+  while IFS= read -r line; do
+    [ -z "$line" ] || [ "$(whole "$line")" = "$line" ] || yaml_paths+=("$(whole "$line")")
+  done <<<"$listed"
+fi
+given=()
+for arg in "$@"; do given+=("$(whole "$arg")"); done
+set -- ${given[@]+"${given[@]}"}
 if [ -z "${ACCEL:-}" ]; then
   if [ "$NGPU" -gt 1 ]; then ACCEL=multi_gpu; else ACCEL=single_gpu; fi
 fi
@@ -53,7 +98,7 @@ if [ "${CPU:-0}" = 1 ]; then
     unset ACCELERATE_USE_CPU  # DeepSpeed on CPU: gloo is chosen by amazon_sft.distributed
   fi
 fi
-args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT")
+args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT" ${yaml_paths[@]+"${yaml_paths[@]}"})
 [ -n "${DATA:-}" ] && args+=("data.path=$DATA")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then

@@ -369,3 +369,61 @@ def test_the_run_config_says_what_precision_and_engine_ran(tuned_run):
     first = next(line for line in text.splitlines() if line.startswith("# this launch ran"))
     assert "mixed precision fp32" in first and "DistributedType.NO" not in first
     assert "1 process" in first and yaml.safe_load(text)["train"]["precision"] == "auto"
+
+
+def test_a_text_setting_keeps_what_follows_a_hash_on_the_command_line():
+    """YAML reads `` #`` as a comment: ``data.system_prompt=You are assistant #2. Be brief.``
+    trained the prompt "You are assistant", and ``out_dir=runs/exp #3`` ran in runs/exp (an
+    outside review). A text setting is the text as typed; quoted, YAML's reading."""
+    cfg = load_run_config(
+        "tiny", ["data.system_prompt=You are assistant #2. Be brief.", "out_dir=runs/exp #3"]
+    )
+    assert cfg.data.system_prompt == "You are assistant #2. Be brief."
+    assert cfg.out_dir == "runs/exp #3"
+    assert load_run_config("tiny", ["data.system_prompt=~"]).data.system_prompt is None
+    assert load_run_config("tiny", ['out_dir="runs/a b"']).out_dir == "runs/a b"
+
+
+def test_a_text_setting_a_yaml_file_gives_as_a_number_is_refused_not_rewritten(tmp_path):
+    """``out_dir: 0630`` in a config file is the octal 408 to YAML: the run went to ./408 and
+    its config.yaml said so; ``system_prompt: 1.10`` became "1.1" (an outside review). The text
+    it was cannot be read back, so the key is named with the quoting that keeps it."""
+    for text, key in (("out_dir: 0630\n", "out_dir"), ("data:\n  system_prompt: 1.10\n", "data")):
+        path = tmp_path / "exp.yaml"
+        path.write_text(text)
+        with pytest.raises(UserError, match=rf"{key}.*must be text.*quote it"):
+            load_run_config(str(path))
+    path.write_text("out_dir: '0630'\n")
+    assert load_run_config(str(path)).out_dir == "0630"
+
+
+def test_model_arch_a_saved_model_contradicts_is_said_when_it_loads(tiny_model_dir, caplog):
+    """A copy of tiny.yaml with ``path:`` set to a saved model and ``num_hidden_layers: 1``
+    trained the saved model's 2 layers while config.yaml said 1, silently (an outside review).
+    Loading the model names each ``model.arch`` setting it contradicts."""
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", [f"model.path={tiny_model_dir}"])
+    cfg.model.arch["num_hidden_layers"] = 99
+    with caplog.at_level("WARNING"):
+        load_model(cfg, 512, 0, "fp32")
+    said = [r.getMessage() for r in caplog.records if "model.arch is not used" in r.getMessage()]
+    assert len(said) == 1 and "num_hidden_layers: 99 (the model has" in said[0], said
+    assert "model_type" not in said[0]  # what agrees is not named
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        load_model(load_run_config("tiny", [f"model.path={tiny_model_dir}"]), 512, 0, "fp32")
+    assert not any("model.arch" in r.getMessage() for r in caplog.records)
+
+
+def test_a_yaml_syntax_error_names_its_line_and_problem(tmp_path):
+    """A tab said only "while scanning for the next token", ``system_prompt: Answer: briefly``
+    only "mapping values are not allowed here", with no line (an outside review)."""
+    path = tmp_path / "exp.yaml"
+    path.write_text("train:\n  lr: 0.001\ndata:\n  system_prompt: Answer: briefly\n")
+    with pytest.raises(UserError, match=r"exp\.yaml is not valid YAML: line 4 .*mapping values"):
+        load_run_config(str(path))
+    path.write_text("train:\n\tlr: 0.001\n")
+    with pytest.raises(UserError, match=r"line 2 column 1: found character '\\t'") as err:
+        load_run_config(str(path))
+    assert len(str(err.value).splitlines()) == 1

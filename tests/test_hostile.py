@@ -744,6 +744,30 @@ def test_resume_applies_a_new_lr_and_max_steps_records_it_and_never_repeats_a_st
     assert load_run_config(str(out / "config.yaml")).train.lr == 5e-2
 
 
+def test_a_branch_from_an_older_checkpoint_keeps_only_its_own_change_history(
+    prepared, tiny_model_dir, tmp_path
+):
+    """Resumed from an older checkpoint, config.yaml's header still listed the changes of the
+    branch it left (made at later steps), and final/amazon_sft_config.yaml had no history at
+    all (an outside review). Changes at or after the step resumed from are forgotten, as
+    metrics.jsonl's rows are; the final model's config carries the same header."""
+    out = tmp_path / "run"
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    base = (*base, "checkpoint.keep_last=3", "checkpoint.every_steps=2")
+    first = _cli(*base, "train.max_steps=4")
+    assert first.returncode == 0, first.stderr[-2000:]
+    branch = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
+    assert branch.returncode == 0, branch.stderr[-2000:]
+    assert "train.lr: 0.003 -> 0.05" in (out / "config.yaml").read_text()
+    older = out / "checkpoints" / "step-00000002"
+    again = _cli(*base, f"resume={older}", "train.max_steps=6")
+    assert again.returncode == 0, again.stderr[-2000:]
+    for saved in (out / "config.yaml", out / "final" / "amazon_sft_config.yaml"):
+        header = [x for x in saved.read_text().splitlines() if x.startswith("# changed")]
+        assert len(header) == 1 and "at step 2" in header[0], (saved, header)
+        assert "train.max_steps: 4 -> 6" in header[0]
+
+
 def test_resume_refuses_a_change_that_makes_another_run(prepared, tiny_model_dir, tmp_path):
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))

@@ -794,3 +794,96 @@ def test_prepare_records_its_inputs_quick_digest(prepared, catalogue):
 
     report = json.loads((prepared / "report.json").read_text())
     assert report["input_digest"] == quick_digest(catalogue)
+
+
+def test_train_local_reads_relative_paths_from_where_you_stand_as_train_does(tmp_path):
+    """train_local.sh works in the repo (its accelerate configs name ds_configs/ from there),
+    and passed ``data.path=prep-x`` and a YAML's ``data.path: prep-x`` on as they were: training
+    read the repo's ``prep-x``, not the one where the user stood (an outside review; a folder of
+    that name in both places trained on the wrong data, silently). They reach training whole."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    seen = tmp_path / "args.txt"
+    env = _train_local_with_fake_accelerate(bin_dir, f"printf '%s\\n' \"$@\" > {seen}")
+    env["CONFIG"] = "exp.yaml"
+    (tmp_path / "prep-x").mkdir()
+    (tmp_path / "model-x").mkdir()
+    (tmp_path / "exp.yaml").write_text(
+        "out_dir: runs/x\ndata:\n  path: prep-x\nmodel:\n  path: model-x\nresume: ck/step-9\n"
+    )
+    run = ["bash", str(REPO / "launch" / "train_local.sh")]
+    proc = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = seen.read_text().splitlines()
+    assert (
+        f"data.path={tmp_path / 'prep-x'}" in args and f"model.path={tmp_path / 'model-x'}" in args
+    )
+    assert f"resume={tmp_path / 'ck' / 'step-9'}" in args, args
+    given = ["data.path=prep-x", "out_dir=o", "resume=auto", "model.path=org/hub-name"]
+    proc = subprocess.run([*run, *given], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = seen.read_text().splitlines()
+    assert args[-4:] == [
+        f"data.path={tmp_path / 'prep-x'}",
+        f"out_dir={tmp_path / 'o'}",
+        "resume=auto",
+        "model.path=org/hub-name",  # not a folder here: a name, left as it is
+    ]
+
+
+def test_train_sbatch_reads_its_settings_past_the_config_loaders_warnings(tmp_path):
+    """The loader's warning (a YAML's ``model.trust_remote_code: true`` is ignored) came first in
+    what the script read its ZeRO stage and out_dir from: it looked for
+    ``launch/accelerate//path/exp.yaml.yaml`` (an outside review). The warning is shown, the
+    settings read whole."""
+    config = tmp_path / "exp.yaml"
+    config.write_text(
+        "model:\n  trust_remote_code: true\nlora:\n  enabled: true\ntrain:\n"
+        f"  global_batch_size: 16\nout_dir: {tmp_path / 'myrun'}\n"
+    )
+    env = {k: v for k, v in _fake_slurm(tmp_path, "94").items() if k != "PREPARED"}
+    proc = _train_sbatch(env, CONFIG=str(config))
+    assert proc.returncode == 0, proc.stderr
+    nodes = [line for line in proc.stdout.splitlines() if line.startswith("node ")]
+    assert nodes and all(f"out_dir={tmp_path / 'myrun'} " in line for line in nodes), nodes
+    assert all("launch/accelerate/zero2.yaml" in line for line in nodes), nodes
+    assert "trust_remote_code" in proc.stderr
+
+
+def test_eval_sbatch_stops_at_once_when_the_prepared_folder_has_no_manifest(tmp_path):
+    """Nothing in the eval job prepares data, yet every node waited MANIFEST_TIMEOUT_S (30 min
+    by default) for a mistyped PREPARED's manifest, then blamed data preparation (an outside
+    review). The batch shell stops at once and says what to run."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
+    env |= {"CONFIG": "tiny", "PREPARED": str(tmp_path / "typo-prep"), "GPUS_PER_NODE": "1"}
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text(f"#!/usr/bin/env bash\ntouch {tmp_path / 'srun-ran'}\nsleep 30\n")
+    srun.chmod(0o755)
+    proc = subprocess.run(
+        ["bash", "launch/eval_slurm.sbatch"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0 and not (tmp_path / "srun-ran").exists()
+    assert "typo-prep" in proc.stderr and "amazon-sft prepare" in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("visible, processes", [("0,1", "2"), ("GPU-a1b2", "1"), ("", "1")])
+def test_train_local_counts_the_gpus_cuda_visible_devices_leaves(tmp_path, visible, processes):
+    """NGPU came from ``nvidia-smi -L``, which lists every GPU of the box: with
+    CUDA_VISIBLE_DEVICES=0,1 on an 8-GPU box (a shared machine, srun without device cgroups)
+    it started 8 processes for 2 GPUs (an outside review)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text('#!/usr/bin/env bash\nfor i in 0 1 2 3 4 5 6 7; do echo "GPU $i: H100"; done\n')
+    smi.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CUDA_VISIBLE_DEVICES": visible, "CONFIG": "tiny", "DRY_RUN": "1", "PORT": "1"}
+    env.pop("NGPU", None)
+    proc = subprocess.run(
+        ["bash", str(REPO / "launch" / "train_local.sh")],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert f"--num_processes {processes} " in proc.stdout, proc.stdout

@@ -478,3 +478,33 @@ def test_a_decade_or_a_stop_word_before_a_number_numbers_no_series(grounded_prep
     assert not result.doubtful and result.cited == ["w-gen"]
     found[0] = Source("t-2014", "Tolkien Calendar 2014: The Hobbit", "Tolkien art.", 14.0)
     assert answerer("Tolkien Calendar 2015", max_new_tokens=4).doubtful
+
+
+def test_the_gate_reads_two_records_whatever_k_shows(grounded_prepared, tuned_run, capsys):
+    """With ``k`` = 1 (``serve --k 1``, a model trained with ``data.context_records=1``) the
+    gate saw no second record, so its ratio rule never fired: a question matching two products
+    alike was "sure" and the first one's description quoted as the answer (an outside review).
+    The gate reads the first two records; the prompt and the sources show ``k``."""
+    import json
+
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.cli import main
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
+    fmt = build_prompt_format(tok, cfg.data)
+    index = CatalogueIndex(grounded_prepared)
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    question = f"Tell me about {title}"
+    assert len(index.search(question, 2)) == 2
+    gated = Answerer(model, tok, fmt, index, cfg.data, abstain_below=1e9, quote_when_sure=True)
+    for k in (1, 3):
+        plan = gated.plan(question, k=k, max_new_tokens=4)
+        assert plan.doubt and "times the second's" in plan.doubt and not plan.sure, (k, plan)
+        assert len(plan.sources) == k
+    args = ["ask", question, "--index", str(grounded_prepared), "--sources-only", "--json"]
+    assert main([*args, "--k", "1", "--abstain-below", "1e9"]) == 0
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert shown["doubtful"] and len(shown["sources"]) == 1, shown

@@ -23,7 +23,12 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria
 
-from amazon_sft.answering.doubt import doubt_reason, likeliest_abstention, retrieval_sure
+from amazon_sft.answering.doubt import (
+    GATE_RECORDS,
+    doubt_reason,
+    likeliest_abstention,
+    retrieval_sure,
+)
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.answering.question_text import clean_question, does_not_fit, normalise_question
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
@@ -181,7 +186,8 @@ def plan_answer(
         raise RequestError(f"mode must be one of {MODES}, got {mode!r}")
     question = clean_question(question, tok, fmt)
     k = k or (data.context_records if mode == "grounded" else 3)
-    sources = index.search(question, k)
+    found = index.search(question, max(k, GATE_RECORDS))  # the gate reads two at least
+    sources = found[:k]
     prompt = build_prompt(fmt, tok, data, question, sources, mode)
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
@@ -189,12 +195,12 @@ def plan_answer(
         raise RequestError(
             does_not_fit(tok, question, len(sources), len(ids), context, max_new_tokens)
         )
-    doubt = doubt_reason(sources, abstain_below, question) if mode == "grounded" else None
+    doubt = doubt_reason(found, abstain_below, question) if mode == "grounded" else None
     sure = (
         doubt is None
         and quote_when_sure
         and mode == "grounded"
-        and retrieval_sure(sources, abstain_below, question)
+        and retrieval_sure(found, abstain_below, question)
     )
     shown = shown_description(tok, data, sources[0]) if sure else ""
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 MAX_NEW_TOKENS_CAP = 512
 """The most tokens a request may ask for (``max_new_tokens``), and ``serve --max-new-tokens``."""
+MAX_K = 10
+"""The most records a request may ask for (``k``), and ``serve --k``'s cap."""
 
 HOW_TO_ASK = (
     'send {"question": "..."} as Content-Type: application/json (optional: "mode": "grounded" '
-    f'or "closed", "max_new_tokens": 1 to {MAX_NEW_TOKENS_CAP})'
+    f'or "closed", "max_new_tokens": 1 to {MAX_NEW_TOKENS_CAP}, "k": records, 1 to {MAX_K})'
 )
 
 

@@ -59,6 +59,9 @@ from amazon_sft.answering.title_words import (
 from amazon_sft.prompts import ABSTENTIONS
 from amazon_sft.tokenizer import hf_encoder
 
+GATE_RECORDS = 2
+"""Records the gate reads, however few a prompt shows: its ratio rule compares the first with
+the second, and with ``k`` = 1 there was no second, so every question was "sure"."""
 NAMED_LEAD = 4.0
 """Under this lead of the first record over the second, a capitalized word of the question that
 the record lacks makes it doubtful (``names_what_record_lacks``); further ahead, the record is

@@ -14,6 +14,9 @@ from amazon_sft.terminal import printable
 from amazon_sft.tokenizer import hf_encoder
 
 MAX_QUESTION_CHARS = 2000
+_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
+"""Marks of format a web page's text carries inside words (soft hyphens, zero-width spaces and
+joiners): retrieval's words split at them ("Cloi\u00adster"), so the question drops them."""
 
 
 def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
@@ -40,10 +43,11 @@ _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def normalise_question(question: str) -> str:
-    """Whitespace collapsed, control and bidi characters removed (``terminal.printable``), a
-    lone surrogate (argv's or stdin's bytes that are not UTF-8) replaced by U+FFFD, composed
-    accents (NFC), length capped; an empty question is refused."""
-    question = printable(_LONE_SURROGATE.sub("\ufffd", question))
+    """Whitespace collapsed, control, bidi and zero-width characters and soft hyphens removed
+    (``terminal.printable``, ``_INVISIBLE``), a lone surrogate (argv's or stdin's bytes that
+    are not UTF-8) replaced by U+FFFD, composed accents (NFC), length capped; an empty
+    question is refused."""
+    question = printable(_LONE_SURROGATE.sub("\ufffd", _INVISIBLE.sub("", question)))
     question = unicodedata.normalize("NFC", question)  # as the catalogue is indexed
     question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:

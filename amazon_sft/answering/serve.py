@@ -38,6 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from amazon_sft.answering.client_errors import (
+    MAX_K,
     MAX_NEW_TOKENS_CAP,
     PARSE_FAILED,
     body_error,
@@ -83,10 +84,6 @@ def check_default_tokens(max_new_tokens: int) -> None:
             f"--max-new-tokens must be between 1 and {MAX_NEW_TOKENS_CAP} for serve (the cap a "
             f"request may ask for), got {max_new_tokens}"
         )
-
-
-MAX_K = 10
-"""The most records a request may ask for (``k``), and ``serve --k``'s cap."""
 
 
 def check_default_k(k: int | None) -> None:

@@ -69,7 +69,7 @@ def retrieval_only(args, command: str = "ask"):
     what the gate would do unless ``--gate off``), the index opened once, no model."""
     from amazon_sft.answering.ask import sources_only
     from amazon_sft.answering.commands import index_for
-    from amazon_sft.answering.doubt import doubt_reason
+    from amazon_sft.answering.doubt import GATE_RECORDS, doubt_reason
     from amazon_sft.answering.index import Source
 
     check_counts(args.k, args.max_new_tokens)
@@ -81,9 +81,11 @@ def retrieval_only(args, command: str = "ask"):
     index = index_for(args, meaning)  # --index, else the folder --model was trained on
 
     def show(question: str) -> None:
-        sources = sources_only(question, index, args.k or 3)
+        k = args.k or 3
+        found = sources_only(question, index, max(k, GATE_RECORDS))  # as plan_answer reads
+        sources = found[:k]
         # the gate reads retrieval only: say what a grounded answer would do
-        doubt = doubt_reason([Source(**s) for s in sources], abstain_below, question)
+        doubt = doubt_reason([Source(**s) for s in found], abstain_below, question)
         if getattr(args, "json", False):
             gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
             print(
@@ -96,9 +98,7 @@ def retrieval_only(args, command: str = "ask"):
                 f"{command} abstains."
             )
         elif abstain_below and sources:
-            alone = (
-                "; only one record matched: no second to be ahead of" if len(sources) == 1 else ""
-            )
+            alone = "; only one record matched: no second to be ahead of" if len(found) == 1 else ""
             print(
                 f"Retrieval is sure (--abstain-below {abstain_below}{alone}): {command} answers "
                 "from the first record."

@@ -219,10 +219,39 @@ def save_checkpoint(
         write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
         swap_into_place(tmp, final)
-        for old in complete_checkpoints(out_dir)[:-keep_last]:
-            shutil.rmtree(old, ignore_errors=True)
+        drop_old_checkpoints(out_dir, keep_last)
     accelerator.wait_for_everyone()
     return final
+
+
+def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
+    """Remove all but the newest ``keep_last`` complete checkpoints; one holding files its save
+    did not write (a user's eval report put inside) is kept and named, never removed whole."""
+    for old in complete_checkpoints(out_dir)[:-keep_last]:
+        theirs = _not_written_by_its_save(old)
+        if theirs:
+            shown = ", ".join(theirs[:3]) + (" ..." if len(theirs) > 3 else "")
+            log.warning(
+                "kept %s past checkpoint.keep_last: it holds files its save did not write (%s); "
+                "move them out and remove the folder yourself",
+                old,
+                shown,
+            )
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _not_written_by_its_save(folder: Path) -> list[str]:
+    """Files in a checkpoint that its ``checksums.json`` does not list (nor itself, nor
+    ``COMPLETE``, written after it); none when the list cannot be read (a damaged checkpoint
+    of the run's own, removed as before)."""
+    try:
+        listed = set(json.loads((folder / CHECKSUMS).read_text()))
+    except (OSError, ValueError, TypeError):
+        return []
+    ours = listed | {CHECKSUMS, COMPLETE}
+    found = (str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+    return sorted(name for name in found if name not in ours)
 
 
 LOAD_ERRORS = (

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from amazon_sft.config_data_parts import CleanConfig, QuestionMix
 from amazon_sft.config_loader import load_config
-from amazon_sft.config_run_parts import CheckpointConfig, LoraConfig
+from amazon_sft.config_run_parts import CheckpointConfig, LoraConfig, check_ranges
 from amazon_sft.errors import UserError
 
 MAX_SEED = 2**32 - 1
@@ -207,10 +207,16 @@ class DataConfig:
             )
         if self.phrasings_per_doc < 1:
             raise UserError(f"data.phrasings_per_doc must be >= 1, got {self.phrasings_per_doc}")
-        if self.probe_size < 0 or self.shard_rows < 1 or self.tokenize_batch_docs < 1:
-            raise UserError(
-                "data.probe_size must be >= 0, data.shard_rows and data.tokenize_batch_docs >= 1"
-            )
+        check_ranges(
+            ("data.probe_size", self.probe_size, self.probe_size >= 0, ">= 0"),
+            ("data.shard_rows", self.shard_rows, self.shard_rows >= 1, ">= 1"),
+            (
+                "data.tokenize_batch_docs",
+                self.tokenize_batch_docs,
+                self.tokenize_batch_docs >= 1,
+                ">= 1",
+            ),
+        )
         if self.verify not in ("quick", "full", "none"):
             raise UserError(f"data.verify must be quick, full or none, got {self.verify!r}")
         check_seed(self.seed, "data.seed")
@@ -296,14 +302,19 @@ class TrainConfig:
             )
         if not self.epochs and not self.max_steps:
             self.max_steps = DEFAULT_MAX_STEPS
-        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
-            raise UserError("train.lr must be > 0, train.min_lr_ratio in [0, 1], warmup_steps >= 0")
+        check_ranges(
+            ("train.lr", self.lr, self.lr > 0, "> 0"),
+            ("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
+            ("train.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
+        )
         if self.lr > MAX_LR:
             raise UserError(
                 f"train.lr={self.lr:g} is over {MAX_LR:g}: the optimizer's float32 step overflows"
             )
-        if self.weight_decay < 0 or self.max_grad_norm < 0:
-            raise UserError("train.weight_decay and train.max_grad_norm must be >= 0")
+        check_ranges(
+            ("train.weight_decay", self.weight_decay, self.weight_decay >= 0, ">= 0"),
+            ("train.max_grad_norm", self.max_grad_norm, self.max_grad_norm >= 0, ">= 0"),
+        )
         betas = self.adam_betas
         if not (
             len(betas) == 2

@@ -8,6 +8,20 @@ from dataclasses import dataclass, field, fields
 from amazon_sft.errors import UserError
 
 
+def check_ranges(*checks: tuple[str, object, bool, str]) -> None:
+    """Refuse the first (key, value, ok, rule) that is not ok, naming that key alone with its
+    value: one message listing every key of a check ("train.lr must be > 0, train.min_lr_ratio
+    in [0, 1], warmup_steps >= 0") left the user to find which.
+
+    >>> check_ranges(("train.lr", 0.1, True, "> 0"), ("train.warmup_steps", -1, False, ">= 0"))
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: train.warmup_steps must be >= 0, got -1
+    """
+    for key, value, ok, rule in checks:
+        if not ok:
+            raise UserError(f"{key} must be {rule}, got {value!r}")
+
+
 @dataclass
 class LoraConfig:
     enabled: bool = False
@@ -34,8 +48,11 @@ class LoraConfig:
     """Modules trained in full beside the adapters (e.g. lm_head, embed_tokens)."""
 
     def __post_init__(self) -> None:
-        if self.r < 1 or self.alpha < 1 or not 0 <= self.dropout < 1:
-            raise UserError("lora.r and lora.alpha must be >= 1 and lora.dropout in [0, 1)")
+        check_ranges(
+            ("lora.r", self.r, self.r >= 1, ">= 1"),
+            ("lora.alpha", self.alpha, self.alpha >= 1, ">= 1"),
+            ("lora.dropout", self.dropout, 0 <= self.dropout < 1, "in [0, 1)"),
+        )
         for key, names in (
             ("target_modules", self.target_modules),
             ("modules_to_save", self.modules_to_save),

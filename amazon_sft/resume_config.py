@@ -51,6 +51,7 @@ APPLIED = frozenset(
         "data.grounded_workers",
         "data.tokenize_batch_docs",
         "data.tokenizer_backend",
+        "data.shard_rows",
         "resume",
         "overwrite",
         "out_dir",

@@ -1,3 +1,4 @@
+import re
 import subprocess
 
 import pytest
@@ -135,10 +136,18 @@ def test_one_and_zero_are_taken_for_true_and_false():
         ("data.clean.drop_duplicates=maybe", "data.clean.drop_duplicates"),
         ("data.tokenizer_backend=fast", "data.tokenizer_backend"),
         ("nonsense", "dotted.key=value"),
+        # each named alone with its value (a review: all three keys of a check were listed)
+        ("train.min_lr_ratio=2", "train.min_lr_ratio must be in [0, 1], got 2"),
+        ("train.warmup_steps=-1", "train.warmup_steps must be >= 0, got -1"),
+        ("train.max_grad_norm=-1", "train.max_grad_norm must be >= 0, got -1"),
+        ("lora.dropout=1", "lora.dropout must be in [0, 1), got 1"),
+        ("lora.r=0", "lora.r must be >= 1, got 0"),
+        ("data.probe_size=-1", "data.probe_size must be >= 0, got -1"),
+        ("data.shard_rows=0", "data.shard_rows must be >= 1, got 0"),
     ],
 )
 def test_bad_values_name_the_key(override, needle):
-    with pytest.raises(UserError, match=needle.replace(".", r"\.")):
+    with pytest.raises(UserError, match=re.escape(needle)):
         load_run_config("tiny", [override])
 
 
@@ -427,3 +436,18 @@ def test_a_yaml_syntax_error_names_its_line_and_problem(tmp_path):
     with pytest.raises(UserError, match=r"line 2 column 1: found character '\\t'") as err:
         load_run_config(str(path))
     assert len(str(err.value).splitlines()) == 1
+
+
+def test_resume_takes_every_prepare_speed_and_layout_setting_train_does_not_read():
+    """``data.shard_rows`` (how prepare lays out its files; train reads the folder as it is)
+    refused a resume as "another run" while the other three such settings were taken (an
+    outside review)."""
+    from amazon_sft.train import PREPARE_SPEED
+
+    saved = to_dict(RunConfig())
+    for key in PREPARE_SPEED:
+        new = to_dict(RunConfig())
+        value = new["data"][key]
+        new["data"][key] = (value or 1) * 2 if isinstance(value, int) else "other"
+        found = changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")
+        assert [c.key for c in found] == [f"data.{key}"]

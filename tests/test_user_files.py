@@ -1010,3 +1010,29 @@ def test_a_run_folder_whose_final_is_a_link_or_previous_a_file_is_one_line(tmp_p
         resume, overwrite, said = "none", True, "previous is not a folder"
     with pytest.raises(UserError, match=said):
         check_run_dir(str(run), resume, overwrite)
+
+
+def test_checkpoint_rotation_keeps_a_checkpoint_holding_a_users_files(tmp_path, caplog):
+    """``keep_last`` removed the oldest checkpoint whole, with an eval report a user had put
+    inside it, silently (an outside review). A checkpoint holding files its save did not write
+    (not in its checksums) is kept and named; the others go as before."""
+    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
+    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6, 8):
+        folder = root / f"step-{step:08d}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"w" * step)
+        (folder / "sub" / "optimizer.bin").write_bytes(b"o")
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {step}\n")
+    (root / "step-00000002" / "my_eval").mkdir()
+    (root / "step-00000002" / "my_eval" / "report.md").write_text("mine")
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=2)
+    names = [p.name for p in complete_checkpoints(tmp_path)]
+    assert names == ["step-00000002", "step-00000006", "step-00000008"]
+    assert (root / "step-00000002" / "my_eval" / "report.md").read_text() == "mine"
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "step-00000002" in said and "my_eval/report.md" in said

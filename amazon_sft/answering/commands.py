@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from amazon_sft.answering.ask import Answerer
     from amazon_sft.config import RunConfig
 
+ASK_MAX_NEW_TOKENS = 160
+"""ask's and chat's answer length; eval --questions answers as long (it answers as ask)."""
+
 
 def add_commands(sub) -> None:
     p = sub.add_parser("index", help="build the catalogue index beside prepared shards")
@@ -72,7 +75,7 @@ def add_commands(sub) -> None:
             default=None,
             help="sources to retrieve (default: the records training showed, or 3)",
         )
-        p.add_argument("--max-new-tokens", type=int, default=160)
+        p.add_argument("--max-new-tokens", type=int, default=ASK_MAX_NEW_TOKENS)
         add_gate_flags(p)
         _add_trust_flag(p)
         p.set_defaults(run=_run_ask if name == "ask" else _run_chat)

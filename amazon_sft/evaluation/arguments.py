@@ -47,6 +47,10 @@ def oracle_defaults(args) -> None:
     for key, default in ORACLE_DEFAULTS.items():
         if getattr(args, key) is None:
             setattr(args, key, default)
+    if args.max_new_tokens is None:  # end to end answers as long as ask does
+        from amazon_sft.answering.commands import ASK_MAX_NEW_TOKENS
+
+        args.max_new_tokens = ASK_MAX_NEW_TOKENS if args.questions else 128
 
 
 def parse_args(argv):
@@ -72,7 +76,12 @@ def parse_args(argv):
         help="closed-book, grounded (records in the prompt; also scored with the right one "
         "left out) or both; auto: both when the data taught grounded examples, else closed",
     )
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument(
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="default: 128; with --questions ask's (160), as ask answers",
+    )
     p.add_argument(
         "--batch-size",
         type=int,

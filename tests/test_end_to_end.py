@@ -64,6 +64,39 @@ def test_real_row_questions_name_their_product_by_the_rows_title(tmp_path):
     assert q.uid == derived_uid(title) and not q.absent
 
 
+def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_path):
+    """``"title"`` was hashed as given, and prepare derived the row's uid from the raw title:
+    the title as ask shows it (``HMS "Ulysses"``, cleaned of ``&quot;``) and any title of a
+    catalogue with its own uids were skipped as "not in this catalogue" (an outside review).
+    A title whose derived uid the catalogue lacks is found by the catalogue's own title."""
+    cat = _write(
+        tmp_path / "catalogue.jsonl",
+        [
+            {"uid": "u-1", "title": 'HMS "Ulysses"', "content": "A war novel.", "split": "train"},
+            {"uid": "B0007", "title": "Mog's Kittens", "content": "A cat.", "split": "heldout"},
+        ],
+    )
+    path = _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": "the ulysses one", "title": 'HMS "Ulysses"', "kind": "partial"},
+            {"question": "mogs kitens", "title": "mog's kittens", "kind": "typo"},
+            {"question": "no such", "title": "Not Here At All", "kind": "title"},
+            {"question": "take it out", "title": "Mog's Kittens", "absent": True, "kind": "x"},
+        ],
+    )
+    questions = QF.resolve_titles(cat, QF.read_questions(path))
+    assert [(q.uid, q.removed) for q in questions] == [
+        ("u-1", None),
+        ("B0007", None),
+        (questions[2].uid, None),  # no such title: left as derived, skipped as absent from it
+        (None, "B0007"),
+    ]
+    products, _ = QF.read_products(cat, questions)
+    _kept, skipped = QF.keep_answerable(questions, products)
+    assert [q.line for q in skipped] == [3]
+
+
 @pytest.mark.parametrize(
     "line, needle",
     [

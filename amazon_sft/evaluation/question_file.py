@@ -20,7 +20,7 @@ catalogue) only groups the report; a row without one is ``unlabelled``. Whether 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
@@ -51,6 +51,8 @@ class ShopperQuestion:
     kind: str
     source: str
     line: int
+    title: str | None = None
+    """The title the file named the product by, in place of a uid (``resolve_titles``)."""
 
     @property
     def absent(self) -> bool:
@@ -111,9 +113,10 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
             f"{where}: 'source' must be one of {SOURCES} (or left out: {UNLABELLED}), got "
             f"{_short(source)}"
         )
-    uid, absent = row.get("uid"), row.get("absent", False)
+    uid, absent, title = row.get("uid"), row.get("absent", False), None
     if uid is None and isinstance(row.get("title"), str) and row["title"]:
-        uid = derived_uid(row["title"])  # a real row keyed by its title: prepare's derived uid
+        title = row["title"]
+        uid = derived_uid(title)  # a real row keyed by its title: prepare's derived uid
     if uid is not None and (not isinstance(uid, str) or not uid):
         raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {_short(uid)}")
     if absent is not True and absent is not False and not (isinstance(absent, str) and absent):
@@ -130,9 +133,39 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
             "'title' (a real row without a uid)"
         )
     if absent is False and uid != ABSENT:
-        return ShopperQuestion(text, uid, None, kind, source, line_no)
+        return ShopperQuestion(text, uid, None, kind, source, line_no, title)
     removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
-    return ShopperQuestion(text, None, removed, kind, source, line_no)
+    return ShopperQuestion(text, None, removed, kind, source, line_no, title)
+
+
+def resolve_titles(catalogue: Path, questions: list[ShopperQuestion]) -> list[ShopperQuestion]:
+    """Questions naming their product by ``"title"`` whose derived uid (prepare's, from the raw
+    title) the catalogue lacks, given the catalogue's uid for that title: the title as the tool
+    shows it is cleaned (``&quot;`` read), and a catalogue with its own uids derives none (both
+    were skipped as "not in this catalogue"). Matched as the split matches titles
+    (``normalise_title``), the first row of that title. One streaming pass, when any question
+    names a title."""
+    titled = [q for q in questions if q.title]
+    if not titled:
+        return questions
+    derived = {q.uid or q.removed for q in titled}
+    wanted = {normalise_title(q.title) for q in titled}
+    present: set[str] = set()
+    by_title: dict[str, str] = {}
+    for rec in _records(catalogue):
+        uid = str(rec["uid"])
+        if uid in derived:
+            present.add(uid)
+        key = normalise_title(rec["title"])
+        if key in wanted and key not in by_title:
+            by_title[key] = uid
+    out = []
+    for q in questions:
+        found = by_title.get(normalise_title(q.title)) if q.title else None
+        if found and (q.uid or q.removed) not in present:
+            q = replace(q, uid=found) if q.uid else replace(q, removed=found)
+        out.append(q)
+    return out
 
 
 def _short(value, most: int = 60) -> str:

@@ -471,3 +471,18 @@ def test_the_page_cannot_be_framed_by_another_site_and_answers_head():
     assert "frame-ancestors 'none'" in page.headers["content-security-policy"]
     assert page.headers["x-content-type-options"] == "nosniff"
     assert client.head("/").status_code == 200
+
+
+def test_a_lone_surrogate_in_a_json_question_is_read_as_ask_reads_it():
+    """``{"question": "cats \\ud800"}`` (valid JSON, no valid text) got "Input should be a valid
+    string, unable to parse raw data as a unicode string", and a lone surrogate in a key "must
+    be a JSON object" (an outside review). The question's is U+FFFD, as ask reads argv's."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
+    body = b'{"question": "cats \\ud800", "mode": "closed", "max_new_tokens": 1}'
+    r = client.post("/api/ask", content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.json()
+    odd_key = b'{"question": "x", "\\ud800": 1}'
+    r = client.post("/api/ask", content=odd_key, headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "must be a JSON object" not in r.json()["error"], r.json()

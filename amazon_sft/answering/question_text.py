@@ -42,6 +42,15 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
+def without_lone_surrogates(text: str) -> str:
+    """A lone surrogate (argv's bytes that are not UTF-8, or JSON's ``"\\ud800"``) as U+FFFD.
+
+    >>> without_lone_surrogates("cats " + chr(0xD800)) == "cats \N{REPLACEMENT CHARACTER}"
+    True
+    """
+    return _LONE_SURROGATE.sub("\ufffd", text)
+
+
 def normalise_question(question: str) -> str:
     """Whitespace collapsed, control, bidi and zero-width characters and soft hyphens removed
     (``terminal.printable``, ``_INVISIBLE``), a lone surrogate (argv's or stdin's bytes that

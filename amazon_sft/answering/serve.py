@@ -45,7 +45,7 @@ from amazon_sft.answering.client_errors import (
     unreadable_body,
 )
 from amazon_sft.answering.first_come import FirstComeLock
-from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
+from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, without_lone_surrogates
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
@@ -135,6 +135,16 @@ def create_app(
         grounded: bool | None = None  # the older switch: true = grounded, false = closed
         max_new_tokens: int = Field(default=default_max_new_tokens, ge=1, le=MAX_NEW_TOKENS_CAP)
         k: int | None = Field(default=None, ge=1, le=MAX_K)
+
+        @model_validator(mode="before")
+        @classmethod
+        def _as_text(cls, body):
+            # JSON's "\ud800" is no text: read as ask reads such argv (U+FFFD), in keys too,
+            # not refused as "unable to parse raw data as a unicode string"
+            if not isinstance(body, dict):
+                return body
+            fix = lambda v: without_lone_surrogates(v) if isinstance(v, str) else v  # noqa: E731
+            return {fix(k): fix(v) for k, v in body.items()}
 
         @model_validator(mode="after")
         def _one_mode(self):

@@ -140,7 +140,8 @@ def changes_on_resume(
     """The changes to apply; raises ``ValueError`` listing the ones that cannot be applied.
 
     The data may move (``data.path``) when the prepared folder is the same one, which its
-    manifest digest proves. A LoRA checkpoint's base must be the files it was trained on. When
+    manifest digest proves. A LoRA checkpoint's base must be the files it was trained on, and
+    may move (``model.path``) when they are. When
     the checkpoint recorded the precision that ran, that is compared with ``precision`` (what
     would run now), not ``train.precision``'s word: ``auto`` is fp32 on a CPU, bf16 on an
     Ampere GPU.
@@ -154,9 +155,12 @@ def changes_on_resume(
                 Change("train.precision as it ran", precision_name(ran), precision_name(precision))
             )
     same_data = saved.get("data_integrity") == data_integrity
-    refused = [
-        c for c in changes if c.key not in APPLIED and not (c.key == "data.path" and same_data)
-    ]
+    # a LoRA base copied elsewhere (a requeue onto node-local storage): its weight files' record
+    # proves the same base; a full fine-tune records none, so its model.path stays put
+    recorded = saved.get("base_weights")
+    same_base = bool(recorded) and base_weights is not None and recorded == base_weights
+    moved = {"data.path": same_data, "model.path": same_base}
+    refused = [c for c in changes if c.key not in APPLIED and not moved.get(c.key, False)]
     if saved.get("data_integrity") not in (None, data_integrity):
         refused.append(Change("data (manifest digest)", saved["data_integrity"], data_integrity))
     if changed := base_change(saved, base_weights):

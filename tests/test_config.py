@@ -451,3 +451,19 @@ def test_resume_takes_every_prepare_speed_and_layout_setting_train_does_not_read
         new["data"][key] = (value or 1) * 2 if isinstance(value, int) else "other"
         found = changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")
         assert [c.key for c in found] == [f"data.{key}"]
+
+
+def test_a_lora_run_may_resume_on_its_base_copied_elsewhere():
+    """A requeue that copies the base to node-local storage changed model.path and was refused
+    as another run, though a LoRA checkpoint's record of the base's weight files proves the
+    same base (an outside review). The path may move when those files are the same; other
+    files are still refused, and a full fine-tune (no such record) still refuses the move."""
+    saved_cfg, new = to_dict(RunConfig()), to_dict(RunConfig())
+    new["model"]["path"] = "/local/copy"
+    files = {"model.safetensors": "abc123"}
+    saved = {"config": saved_cfg, "data_integrity": "d", "base_weights": files}
+    assert [c.key for c in changes_on_resume(saved, new, "d", files)] == ["model.path"]
+    with pytest.raises(ValueError, match=r"model\.path"):
+        changes_on_resume(saved, new, "d", {"model.safetensors": "other"})
+    with pytest.raises(ValueError, match=r"model\.path"):
+        changes_on_resume({"config": saved_cfg, "data_integrity": "d"}, new, "d", None)

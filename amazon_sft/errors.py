@@ -4,6 +4,7 @@ and the helper that turns the known ways a file can be bad into one."""
 from __future__ import annotations
 
 import argparse
+import struct
 import sys
 import zlib
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ READ_ERRORS: tuple[type[BaseException], ...] = (
     ValueError,  # JSON (json, orjson), numpy headers, UnicodeDecodeError
     KeyError,  # a record or manifest without a field it must have
     IndexError,
+    struct.error,  # a GGUF file cut inside its header (its reader unpacks past the end)
     *_safetensors_error(),  # a cut or altered .safetensors file
 )
 """What reading a truncated, corrupted, empty or wrong-kind file raises. Caught only around the

@@ -28,6 +28,7 @@ import json
 import logging
 import os
 import shutil
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -69,7 +70,11 @@ def converted_folder(folder: str, gguf_file: str, kind: str) -> Path | None:
         target.parent.mkdir(parents=True, exist_ok=True)
         lock_fd = os.open(target.parent / f".{kind}.lock", os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:  # a read-only cache (a container image): read it, never write it
-        if _usable(target, repair=False):
+        try:
+            usable = _usable(target, repair=False)
+        except OSError:  # another user's private entry: read the GGUF file itself
+            usable = False
+        if usable:
             log.info("reading %s from the GGUF cache %s (read-only)", kind, target)
             return target
         return _not_used(target, source, err)
@@ -100,6 +105,10 @@ def _identity(source: Path) -> dict:
 
 def _not_used(target: Path, source: Path, err: BaseException) -> None:
     first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if isinstance(err, (struct.error, ValueError, EOFError)):  # the file, not the cache
+        log.warning("could not convert %s (%s): reading it directly", source, first[:200])
+        _remove_if_only_locks(target.parent)
+        return None
     log.warning(
         "could not use the GGUF cache %s (%s): reading %s directly (about a minute each time); "
         "set %s to a writable folder with room for it, or to off",

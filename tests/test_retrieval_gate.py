@@ -44,7 +44,7 @@ def test_abstains_without_generating_when_retrieval_is_not_sure(grounded_prepare
     assert not any(s["cited"] for s in result.sources)
 
     # the language: the abstention whose tokens (then EOS) are likelier, by the model's own loss
-    ids = fmt.bos + hf_encoder(tok)([result.prompt])[0]
+    ids = hf_encoder(tok)([result.prompt])[0]  # the prompt's text holds the format's BOS
     losses = {}
     for text in ABSTENTIONS.values():
         answer = [*hf_encoder(tok)([text])[0], tok.eos_token_id]

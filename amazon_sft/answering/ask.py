@@ -164,6 +164,9 @@ class Planned:
     """``quote_when_sure`` and retrieval sure of its first record: the answer must cite it."""
     shown: str
     """The first record's description as the prompt shows it (when ``sure``)."""
+    sent: str = ""
+    """``prompt`` as the text of ``ids``: BOS's text first when the format puts one before it
+    (a plain format), so a server given it without special tokens added gets the same ids."""
 
 
 def plan_answer(
@@ -203,7 +206,8 @@ def plan_answer(
         and retrieval_sure(found, abstain_below, question)
     )
     shown = shown_description(tok, data, sources[0]) if sure else ""
-    return Planned(question, sources, prompt, ids, mode, doubt, sure, shown)
+    sent = (tok.bos_token if fmt.bos else "") + prompt
+    return Planned(question, sources, prompt, ids, mode, doubt, sure, shown, sent)
 
 
 def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
@@ -233,7 +237,7 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
         plan.question,
         text,
         described,
-        plan.prompt,
+        plan.sent or plan.prompt,
         plan.mode,
         cited,
         doubtful,

@@ -211,17 +211,20 @@ def _convert(source: Path, gguf_file: str, kind: str, target: Path, identity: di
 
 
 def _prune_older(target: Path, identity: dict) -> None:
-    """Conversions of the same GGUF file made before it changed, or by another transformers
-    or cache format, are never read again: removed (each holds the model's float32 weights)."""
+    """Conversions of the same GGUF file made before it changed are never read again: removed
+    (each holds the model's float32 weights). Another transformers' or cache format's of the
+    file as it is stays: two installs sharing the cache removed each other's in turn."""
     for other in target.parent.parent.glob(f"{Path(identity['gguf']).stem}-*"):
         if other == target.parent or not other.is_dir():
             continue
         for kind_folder in other.iterdir():
             try:
-                was = json.loads((kind_folder / SOURCE).read_text())["gguf"]
+                was = json.loads((kind_folder / SOURCE).read_text())
+                same_file = all(was[k] == identity[k] for k in ("bytes", "mtime_ns"))
+                was = was["gguf"]
             except (OSError, ValueError, KeyError, TypeError):
                 continue
-            if was == identity["gguf"]:
+            if was == identity["gguf"] and not same_file:
                 log.info("removing an older conversion of %s: %s", was, kind_folder)
                 shutil.rmtree(kind_folder, ignore_errors=True)
         _remove_if_only_locks(other)

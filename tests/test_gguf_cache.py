@@ -111,6 +111,23 @@ def test_an_older_conversion_of_the_same_file_is_removed(cache):
     assert second != first and second.is_dir() and not first.parent.exists()
 
 
+def test_two_transformers_versions_keep_each_others_conversion(cache, monkeypatch):
+    """Two installs (transformers 5.25 and 4.57) sharing one cache converted the same GGUF file
+    in turn, each removing the other's as "older": minutes and tens of GB a switch, and a rank
+    still loading the removed folder failed (an outside review). Only a conversion of the file
+    as it was before it changed is removed."""
+    import transformers
+
+    source, calls = cache
+    installed = transformers.__version__
+    first = gguf_cache.converted_folder(str(source.parent), source.name, "model")
+    monkeypatch.setattr(transformers, "__version__", "4.57.1")
+    other = gguf_cache.converted_folder(str(source.parent), source.name, "model")
+    monkeypatch.setattr(transformers, "__version__", installed)
+    again = gguf_cache.converted_folder(str(source.parent), source.name, "model")
+    assert other != first and again == first and other.is_dir() and calls == ["model"] * 2
+
+
 def test_a_damaged_gguf_file_is_one_line_with_the_cache_on(tmp_path, monkeypatch):
     """transformers' own error from the conversion was a traceback; the direct read that
     follows it says what is wrong in one line, as with the cache off."""

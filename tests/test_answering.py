@@ -749,3 +749,28 @@ def test_the_json_prompt_is_the_text_of_the_ids_the_model_was_given(prepared, tu
     plan = answerer.plan(question, max_new_tokens=2)
     shown = answerer.answer(plan, max_new_tokens=2).fields()["prompt"]
     assert tok(shown, add_special_tokens=False)["input_ids"] == plan.ids
+
+
+def test_a_lora_run_whose_base_moved_says_where_its_base_is_named(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A LoRA run whose base folder moved said "could not load model '...'; check model.path"
+    from ask and export, which take no model.path= (an outside review): it names the file that
+    says where the base is (the base's weight files are still checked against the adapter's)."""
+    import shutil
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    base, run = tmp_path / "base", tmp_path / "lora"
+    shutil.copytree(tiny_model_dir, base)
+    proc = subprocess.run(
+        train_command(prepared, base, run, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    base.rename(tmp_path / "moved")
+    with pytest.raises(UserError) as err:
+        load_for_eval(str(run), [], "cpu")
+    said = str(err.value)
+    assert str(base) in said and "final/amazon_sft_config.yaml" in said and "model.path" in said

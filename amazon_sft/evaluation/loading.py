@@ -65,7 +65,14 @@ def load_for_eval(
 
         check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
-        base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+        try:
+            base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+        except UserError as err:  # ask and export take no model.path=: say where it is named
+            raise UserError(
+                f"{what} {spec}: its LoRA base {cfg.model.path!r} does not load ({err}); put the "
+                f"base back there, or set model.path in {folder / SAVED_CONFIG} to where it is "
+                "now (its weight files are checked against the adapter's record)"
+            ) from None
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
         with peft_quietly():

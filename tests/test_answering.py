@@ -774,3 +774,22 @@ def test_a_lora_run_whose_base_moved_says_where_its_base_is_named(
         load_for_eval(str(run), [], "cpu")
     said = str(err.value)
     assert str(base) in said and "final/amazon_sft_config.yaml" in said and "model.path" in said
+
+
+def test_export_into_an_empty_folder_keeps_its_mode_and_group(tuned_run, tmp_path):
+    """An empty ``--out`` the user made for a team (group nogroup, setgid, 2770) was replaced by
+    the export's own folder (root:root, 755): teammates lost access (an outside review). The
+    export takes on the folder's mode and group, as files made inside it would."""
+    import os
+    import stat
+
+    from amazon_sft.cli import main
+
+    out = tmp_path / "shared"
+    out.mkdir()
+    os.chown(out, -1, 65534)
+    os.chmod(out, 0o2770)
+    assert main(["export", str(tuned_run), "--out", str(out)]) == 0
+    got = out.stat()
+    assert stat.S_IMODE(got.st_mode) == 0o2770 and got.st_gid == 65534
+    assert all(p.stat().st_gid == 65534 for p in out.rglob("*"))

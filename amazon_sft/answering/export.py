@@ -9,7 +9,10 @@ written into a hidden sibling folder and renamed into place once checked, as pre
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
+import stat
 from pathlib import Path
 
 import torch
@@ -28,6 +31,8 @@ from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
 from amazon_sft.trained_on import read_trained_on, write_trained_on
+
+log = logging.getLogger(__name__)
 
 EDITABLE = ("README.md", "generation_config.json", "trained_on.json")
 """An export's files left out of its checksums: the model card and generation defaults (edited
@@ -49,6 +54,11 @@ def export_model(
             "model.path as it is); export takes a training run's out_dir or its final/"
         )
     out_dir = check_output_folder(out_dir, "--out")
+    if out_dir.is_dir() and os.path.ismount(out_dir):  # renamed into place: not onto a mount
+        raise UserError(
+            f"--out {out_dir} is a mount point: the export is written beside --out and renamed "
+            f"into place, which a mount point cannot take; give --out {out_dir}/NAME"
+        )
     if out_dir.exists() and any(out_dir.iterdir()):
         raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
     # the adapters kept apart: the merge is checked against them (merged on load, as answering
@@ -96,9 +106,11 @@ def export_model(
 
 def _into_place(staging: Path, out_dir: Path) -> None:
     """The finished export renamed to ``out_dir``, empty when checked; a file the user put there
-    since is kept, and so is the export, beside it under a name of its own."""
+    since is kept, and so is the export, beside it under a name of its own. An empty folder the
+    user made (a team's: its group, setgid, 2770) gives the export its mode and group."""
     try:
         if out_dir.exists():
+            _take_on(out_dir.stat(), staging)
             out_dir.rmdir()
         staging.rename(out_dir)
     except OSError:  # ENOTEMPTY / EEXIST: files arrived while the export was written
@@ -109,6 +121,18 @@ def _into_place(staging: Path, out_dir: Path) -> None:
             f"--out {out_dir} got {held} while the export was written: it is kept there, and "
             f"the export is in {keep}"
         ) from None
+
+
+def _take_on(made: os.stat_result, staging: Path) -> None:
+    """``staging`` and what it holds with the group of the folder the user made, and the
+    folder's mode on ``staging`` itself (files keep theirs, as made inside a setgid folder)."""
+    try:
+        for path in [staging, *staging.rglob("*")]:
+            if path.stat().st_gid != made.st_gid:
+                os.chown(path, -1, made.st_gid)
+        os.chmod(staging, stat.S_IMODE(made.st_mode))
+    except PermissionError as err:  # not in that group: the export is whole, the group not
+        log.warning("could not give the export %s's group and mode (%s)", staging, err.strerror)
 
 
 def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -> None:

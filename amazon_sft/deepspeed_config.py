@@ -40,11 +40,33 @@ def deepspeed_config_path(cfg: RunConfig) -> Path | None:
     return path
 
 
+MIN_DEEPSPEED = "0.19.3"
+"""The oldest DeepSpeed training may run on (pyproject.toml asks for it too): up to 0.19.1 the
+engine's ``module.bfloat16()`` cast RoPE's inv_freq buffer to bf16 (DeepSpeed #8066; rotations
+off by up to 1.5 at position 2047 for Mistral's head size and theta, silently, and inference then
+ran the fp32 ones), and up to 0.19.2 every LoRA + ZeRO-3 run failed at its first backward, the
+chunked loss's checkpointed call of the tied head recomputed as an empty shard (DeepSpeed #8148).
+Neither shows on CPU, where no GPU runs DeepSpeed's bf16 engine: enforced here instead."""
+
+
+def check_deepspeed_version() -> None:
+    import deepspeed
+    from packaging.version import Version
+
+    if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
+        raise UserError(
+            f"deepspeed {deepspeed.__version__} is older than {MIN_DEEPSPEED}, which training "
+            "needs (older ones cast RoPE's frequencies to bf16, and fail LoRA under ZeRO-3): "
+            f"pip install 'deepspeed>={MIN_DEEPSPEED}'"
+        )
+
+
 def fill_deepspeed_config(
     path: Path, cfg: RunConfig, plan: BatchPlan, precision: str | None
 ) -> dict:
     """The DeepSpeed config with every "auto" filled from the run config (``precision`` None:
-    bf16/fp16 left as they are)."""
+    bf16/fp16 left as they are), on a DeepSpeed new enough (``MIN_DEEPSPEED``)."""
+    check_deepspeed_version()
     try:
         ds = json.loads(path.read_text())
     except json.JSONDecodeError as err:

@@ -230,3 +230,26 @@ def test_overrides_may_follow_an_option_as_in_prepare():
         capture_output=True, text=True, cwd=REPO,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.parametrize("version", ["0.16.0", "0.19.1", "0.19.2"])
+def test_a_deepspeed_older_than_the_fixes_training_needs_is_refused(version, monkeypatch):
+    """DeepSpeed up to 0.19.1 cast RoPE's inv_freq to bf16 with the model (DeepSpeed #8066:
+    rotations off by up to 1.5 at position 2047 for Mistral's shape, silently), and up to
+    0.19.2 every LoRA + ZeRO-3 run failed at the first backward (the tied head's checkpointed
+    recompute, DeepSpeed #8148); the package asked for >= 0.16 (an outside review)."""
+    import re
+
+    import deepspeed
+
+    from amazon_sft.deepspeed_config import MIN_DEEPSPEED
+
+    requires = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert f'"deepspeed>={MIN_DEEPSPEED}' in requires and MIN_DEEPSPEED == "0.19.3"
+    cfg = load_run_config("tiny", ["train.global_batch_size=4", "train.micro_batch_size=2"])
+    path = DS_CONFIG_DIR / "zero3.json"
+    monkeypatch.setattr(deepspeed, "__version__", version)
+    with pytest.raises(UserError, match=re.escape(f"deepspeed {version} is older than 0.19.3")):
+        fill_deepspeed_config(path, cfg, plan_batches(cfg, world_size=1), "bf16")
+    monkeypatch.setattr(deepspeed, "__version__", "0.19.3")
+    fill_deepspeed_config(path, cfg, plan_batches(cfg, world_size=1), "bf16")

@@ -1,7 +1,9 @@
 """Whether a full fine-tune's model states fit one GPU without ZeRO, known before the load.
 
 Under plain DDP every GPU holds the whole model's fp32 weights, their gradients and AdamW's two
-moments: 16 bytes a parameter (a 7-8B model: 116-128 GB, more than an 80 GB card). Launched so
+moments: 16 bytes a parameter (a 7-8B model: 116-128 GB, more than an 80 GB card), and at the
+optimizer step AdamW's temporaries and DDP's gradient buckets (``FULL_FINE_TUNE_BYTES_PER_PARAMETER``,
+``DDP_BUCKET_BYTES_PER_PARAMETER``). Launched so
 (``launch/train_local.sh`` picks DDP for several GPUs unless ``ACCEL`` names a DeepSpeed
 config), each rank loaded the whole model (32 GB of host memory each for 8B) and then ran out of
 GPU memory in ``accelerator.prepare`` or at the first step. The count comes from ``config.json``
@@ -14,8 +16,13 @@ import torch
 
 from amazon_sft.errors import READ_ERRORS, UserError
 
-FULL_FINE_TUNE_BYTES_PER_PARAMETER = 16
-"""fp32 weights, fp32 gradients and AdamW's two fp32 moments (bf16 compute is autocast's)."""
+FULL_FINE_TUNE_BYTES_PER_PARAMETER = 20
+"""fp32 weights, fp32 gradients and AdamW's two fp32 moments (bf16 compute is autocast's), and
+AdamW's step on CUDA (torch's foreach version, the default: "~ sizeof(params) more peak memory"
+in its docstring). 16 let an 8B model through on an H200 (141 GB), and its first step ran out."""
+DDP_BUCKET_BYTES_PER_PARAMETER = 4
+"""DDP's copy of the fp32 gradients in its all-reduce buckets (accelerate's default
+``gradient_as_bucket_view=False``), with more than one process."""
 
 
 def parameters_of(model_cfg) -> int | None:
@@ -37,14 +44,21 @@ def parameters_of(model_cfg) -> int | None:
     return sum(p.numel() for p in model.parameters())  # a tied head is counted once
 
 
-def check_fits_unsharded(parameters: int, gpu_bytes: int, gpu_name: str) -> None:
-    """Refuse a full fine-tune whose model states alone exceed the GPU, naming the remedies."""
-    need = parameters * FULL_FINE_TUNE_BYTES_PER_PARAMETER
+def check_fits_unsharded(
+    parameters: int, gpu_bytes: int, gpu_name: str, processes: int = 1
+) -> None:
+    """Refuse a full fine-tune whose model states alone exceed the GPU at the optimizer step's
+    peak (``processes`` > 1: DDP's gradient buckets too), naming the remedies."""
+    per = FULL_FINE_TUNE_BYTES_PER_PARAMETER + (
+        DDP_BUCKET_BYTES_PER_PARAMETER if processes > 1 else 0
+    )
+    need = parameters * per
     if need <= gpu_bytes:
         return
     raise UserError(
-        f"a full fine-tune of {parameters / 1e9:.2f}B parameters without ZeRO sharding (DDP, or ZeRO stage 0) keeps "
-        f"{need / 1e9:.0f} GB of fp32 weights, gradients and AdamW states on every GPU, more than "
+        f"a full fine-tune of {parameters / 1e9:.2f}B parameters without ZeRO sharding (DDP, or ZeRO stage 0) needs "
+        f"{need / 1e9:.0f} GB for fp32 weights, gradients, AdamW states and its step"
+        f"{' and DDP buckets' if processes > 1 else ''} on every GPU, more than "
         f"this {gpu_name}'s {gpu_bytes / 1e9:.0f} GB: launch with DeepSpeed (ACCEL=zero2 or zero3 "
         "with launch/train_local.sh, or accelerate launch --config_file "
         "launch/accelerate/zero3.yaml), or train LoRA (lora.enabled=true)"
@@ -72,4 +86,5 @@ def check_full_fine_tune_fits(cfg, accelerator) -> None:
     if parameters is None:
         return
     props = torch.cuda.get_device_properties(accelerator.device)
-    check_fits_unsharded(parameters, props.total_memory, props.name)
+    processes = getattr(accelerator, "num_processes", 1)
+    check_fits_unsharded(parameters, props.total_memory, props.name, processes)

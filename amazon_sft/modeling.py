@@ -66,7 +66,8 @@ FLASH_MAX_HEAD_DIM = 256
 def check_supported(config, attn: str, name: str) -> None:
     """Refuse a model the training path would compute wrongly or the kernel would refuse: logit
     softcapping (Gemma 2: no attention path here applies the attention cap, and the chunked
-    loss calls the LM head without the final one) and, on the flash paths, a head size they
+    loss calls the LM head without the final one), logits scaled after the head (Granite,
+    Cohere: the same), attention sinks (gpt-oss) and, on the flash paths, a head size they
     do not take (a multiple of 8, at most 256)."""
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if getattr(config, key, None):
@@ -74,6 +75,18 @@ def check_supported(config, attn: str, name: str) -> None:
                 f"model {name} uses {key} (logit softcapping), which amazon_sft's attention "
                 "paths and chunked loss do not apply: choose a Llama/Mistral-class model"
             )
+    for key in ("logits_scaling", "logit_scale"):  # Granite divides, Cohere multiplies
+        if getattr(config, key, 1) not in (None, 1):
+            raise UserError(
+                f"model {name} scales its logits ({key}={getattr(config, key)}), which the "
+                "chunked loss (it calls the LM head itself) does not apply: training would fit "
+                "another objective than generation uses; choose a Llama/Mistral-class model"
+            )
+    if getattr(config, "model_type", None) == "gpt_oss":
+        raise UserError(
+            f"model {name} uses attention sinks (gpt-oss), which amazon_sft's packed attention "
+            "paths drop: choose a Llama/Mistral-class model"
+        )
     if attn not in (attention.VARLEN, "flash_attention_2"):
         return
     head_dim = getattr(config, "head_dim", None) or (

@@ -80,7 +80,8 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
         kwargs["gguf_file"] = gguf
     try:
         tok = AutoTokenizer.from_pretrained(folder, **kwargs)
-    except (OSError, ValueError, ImportError, struct.error) as err:
+    except (OSError, ValueError, ImportError, struct.error, KeyError, TypeError) as err:
+        # KeyError, TypeError: a tokenizer.json of another structure (transformers reads it raw)
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         if gguf and isinstance(err, (struct.error, ValueError)):
             raise UserError(
@@ -89,7 +90,8 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
             ) from None
         raise UserError(
             f"could not load tokenizer {spec!r} ({first}); give a local folder with "
-            "tokenizer.json/tokenizer_config.json, or a hub id when you are online"
+            "tokenizer.json/tokenizer_config.json, or a hub id when you are online "
+            "(model.tokenizer= names one apart from the model, e.g. for a GGUF file without one)"
         ) from None
     if not getattr(tok, "is_fast", False):
         raise UserError(f"tokenizer {spec!r} is not a fast tokenizer; amazon_sft needs one")

@@ -178,3 +178,19 @@ def test_a_word_cut_never_splits_a_character(tiny_tok):
         answer = out.tokens[out.prompt_lens[0] : out.doc_lens[0] - 1].tolist()
         if "\ufffd" not in tiny_tok.decode(full[:budget]):
             assert "\ufffd" not in tiny_tok.decode(answer), (budget, tiny_tok.decode(answer)[-20:])
+
+
+@pytest.mark.parametrize("text", ["[]", '{"model": {"type": "Nope"}}'])
+def test_a_tokenizer_json_of_the_wrong_shape_is_one_line(tmp_path, text):
+    """A ``tokenizer.json`` of the wrong structure was a KeyError or TypeError traceback (an
+    outside review)."""
+    from amazon_sft.config import ModelConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.tokenizer import load_tokenizer
+
+    (tmp_path / "tokenizer.json").write_text(text)
+    (tmp_path / "tokenizer_config.json").write_text(
+        '{"tokenizer_class": "PreTrainedTokenizerFast"}'
+    )
+    with pytest.raises(UserError, match="could not load tokenizer"):
+        load_tokenizer(ModelConfig(path=str(tmp_path)))

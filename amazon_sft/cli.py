@@ -149,6 +149,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+STOPPABLE = ("prepare", "export", "index", "synth")
+"""Commands whose SIGTERM or SIGHUP (a scheduler's stop, ``kill``, a closed terminal) stops them
+as a Ctrl-C does: their ``finally`` removes the hidden staging folder (a whole copy of the
+output; a model's weights for export), which Python's default death by the signal left behind."""
+
+
+class _Stopped(KeyboardInterrupt):
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _stop(signum, frame) -> None:
+    raise _Stopped(signum)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # bm25s sets its own level on import
@@ -179,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             args.overrides = [*args.overrides, *extra]
         command, run = args.command, lambda: args.run(args)
+    if command in STOPPABLE:
+        for stop in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(stop, _stop)
     try:
         return run()
     except UserError as err:
@@ -187,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     except PermissionError as err:  # any reader or writer, on a file or a folder on its path
         print(f"amazon-sft {command}: error: {permission_denied(err)}", file=sys.stderr)
         return 2
+    except _Stopped as err:
+        name = signal.Signals(err.signum).name
+        print(f"amazon-sft {command}: stopped by {name}; nothing partial was left", file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         later = " (resume=auto goes on from the last checkpoint)" if command == "train" else ""
         print(f"amazon-sft {command}: interrupted{later}", file=sys.stderr)

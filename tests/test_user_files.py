@@ -1036,3 +1036,28 @@ def test_checkpoint_rotation_keeps_a_checkpoint_holding_a_users_files(tmp_path, 
     assert (root / "step-00000002" / "my_eval" / "report.md").read_text() == "mine"
     said = " ".join(r.getMessage() for r in caplog.records)
     assert "step-00000002" in said and "my_eval/report.md" in said
+
+
+def test_a_stopped_prepare_leaves_no_hidden_copy_behind(catalogue, tmp_path):
+    """SIGTERM (a scheduler's stop, ``kill``) ended prepare, export and index at once: their
+    hidden staging folders (a whole copy of the output, a model's weights for export) stayed
+    until a later run to the same output (an outside review). They stop as a Ctrl-C does: the
+    staging is removed, one line says so, exit 143."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "prepared"
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "prepare", str(catalogue), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", "tiny", "--quiet"], stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".prepared.tmp") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "prepare ended before staging"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert "amazon-sft prepare: stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".prepared.lock") == []

@@ -106,7 +106,7 @@ def _build_index(root: Path, workers: int | None) -> dict:
             )
         _refuse_foreign(out)  # a file put there during the build: the swap would delete it
         swap_into_place(staging, out)
-    except UserError:
+    except (UserError, KeyboardInterrupt):  # a Ctrl-C, or a stop (cli.STOPPABLE), too
         shutil.rmtree(staging, ignore_errors=True)
         raise
     except OSError as err:

@@ -197,7 +197,8 @@ def main(argv: list[str] | None = None) -> int:
         command, run = args.command, lambda: args.run(args)
     if command in STOPPABLE:
         for stop in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(stop, _stop)
+            if signal.getsignal(stop) is not signal.SIG_IGN:  # nohup's ignored hang-up stays so
+                signal.signal(stop, _stop)
     try:
         return run()
     except UserError as err:

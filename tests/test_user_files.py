@@ -1061,3 +1061,27 @@ def test_a_stopped_prepare_leaves_no_hidden_copy_behind(catalogue, tmp_path):
     assert proc.returncode == 143, err[-2000:]
     assert "amazon-sft prepare: stopped by SIGTERM" in err and "Traceback" not in err, err
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".prepared.lock") == []
+
+
+def test_a_prepare_under_nohup_goes_on_after_a_hang_up(catalogue, tmp_path):
+    """The stop above must not undo ``nohup``: a SIGHUP the command was started ignoring stays
+    ignored (a review of the change)."""
+    import signal
+    import sys
+    import time
+
+    out = tmp_path / "prepared"
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "prepare", str(catalogue), "--out", str(out)]
+    proc = subprocess.Popen(
+        [*cmd, "--config", "tiny", "--quiet"],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
+    )
+    deadline = time.time() + 120
+    while not any(p.name.startswith(".prepared.tmp") for p in tmp_path.iterdir()):
+        assert proc.poll() is None and time.time() < deadline, "prepare ended before staging"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGHUP)
+    err = proc.communicate(timeout=300)[1]
+    assert proc.returncode == 0 and (out / "manifest.json").is_file(), err[-2000:]

@@ -28,6 +28,7 @@ from amazon_sft.config_loader import to_dict
 from amazon_sft.optim import lr_factor
 
 CHANGES = "config_changes.jsonl"
+_ABSENT = object()  # a key the checkpoint's config lacks
 
 APPLIED = frozenset(
     {
@@ -252,19 +253,27 @@ def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
             fh.write("\n")
 
 
-def forget_changes_from(out_dir: Path, step: int) -> None:
-    """On resume from ``step``, forget the changes recorded at or after it: they belong to the
-    branch left behind (the changes from ``step`` on are recorded again against its
-    checkpoint), as ``metrics.jsonl`` forgets the steps after it. Rewritten beside, renamed."""
+def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> None:
+    """On resume from ``step``, forget the changes recorded after it: they belong to the branch
+    left behind (recorded again against its checkpoint if made again), as ``metrics.jsonl``
+    forgets the steps after it. A change recorded *at* ``step`` is kept when the checkpoint
+    (run record ``saved``) already holds its new value: a launch stopped within its first step
+    saves the step it resumed from again, with its config, and that change still happened.
+    Rewritten beside, renamed."""
     path = out_dir / CHANGES
     if not path.is_file():
         return
+    held = flatten(saved["config"]) if saved and isinstance(saved.get("config"), dict) else {}
+    if saved and saved.get("precision"):
+        held["train.precision as it ran"] = precision_name(saved["precision"])
     kept = []
     for line in path.read_text(errors="replace").splitlines():
         try:
-            if int(json.loads(line)["step"]) >= step:
+            change = json.loads(line)
+            at = int(change["step"])
+            if at > step or (at == step and held.get(change["key"], _ABSENT) != change["new"]):
                 continue
-        except (ValueError, TypeError, KeyError):  # a cut line: history_header says it
+        except (ValueError, TypeError, KeyError, AttributeError):  # a cut line: history_header
             pass
         kept.append(line)
     tmp = path.with_name(path.name + ".tmp")
@@ -289,6 +298,8 @@ def history_header(out_dir: Path) -> str:
             unreadable += 1
     if unreadable:
         lines.append(f"# ({unreadable} unreadable line(s) of {CHANGES} skipped)")
+    if not lines:  # every change forgotten by a branch from an older checkpoint
+        return ""
     return (
         "# This run's config changed on resume (config_changes.jsonl):\n" + "\n".join(lines) + "\n"
     )

@@ -161,7 +161,7 @@ def resume(
             else ("the newest complete" if cfg.resume == "auto" else "as asked"),
         )
         if accelerator.is_main_process:  # a branch from an older checkpoint: its own history
-            forget_changes_from(out_dir, state.step)
+            forget_changes_from(out_dir, state.step, saved_record(path, out_dir))
         apply_config_changes(cfg, accelerator, scheduler, changes or [], state.step)
         if accelerator.is_main_process:
             drop_metrics_after(out_dir / "metrics.jsonl", state.step)

@@ -259,6 +259,32 @@ def test_a_cut_line_in_the_change_history_is_skipped_and_said(tmp_path):
     assert "1 unreadable line" in header
 
 
+def test_a_change_the_checkpoint_was_saved_with_again_is_not_forgotten(tmp_path):
+    """A launch that changed train.lr at step 1 and was stopped within its first step saved
+    step 1 again, with the new lr; the next resume=auto found no change against it and
+    forgot the one recorded at step 1: config.yaml's history lost it (an outside review).
+    Changes after the step resumed from are forgotten; at it, only those the checkpoint lacks."""
+    from amazon_sft.resume_config import (
+        CHANGES,
+        Change,
+        forget_changes_from,
+        history_header,
+        record_changes,
+    )
+
+    record_changes(tmp_path, 1, [Change("train.lr", 3e-3, 1e-3)])
+    record_changes(tmp_path, 1, [Change("train.max_steps", 1, 3)])
+    record_changes(tmp_path, 2, [Change("train.warmup_steps", 1, 2)])
+    resaved = {"config": {"train": {"lr": 1e-3, "max_steps": 1}}, "precision": "no"}
+    forget_changes_from(tmp_path, 1, resaved)
+    header = history_header(tmp_path)
+    assert "train.lr: 0.003 -> 0.001" in header  # the checkpoint holds it: it happened
+    assert "max_steps" not in header and "warmup_steps" not in header
+    forget_changes_from(tmp_path, 1, {"config": {"train": {"lr": 3e-3}}})  # an older one
+    assert history_header(tmp_path) == ""  # no header left with no change under it
+    assert (tmp_path / CHANGES).read_text() == ""
+
+
 def test_a_home_folder_path_is_the_users_home_not_a_folder_named_tilde(tmp_path, monkeypatch):
     """``out_dir: ~/runs/x`` wrote into ``./~/runs/x`` while the log said ``~/runs/x/final``;
     cleaning that up with ``rm -rf ~`` deletes the home folder (an outside review)."""

@@ -53,14 +53,19 @@ OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 whole() {
   local key="${1%%=*}" value="${1#*=}"
   case "$key=$value" in
-    data.path=[!/~]* | out_dir=[!/~]* | resume=[!/~]*) ;;
+    data.path=[!/~]* | out_dir=[!/~]*) ;;
+    # resume=step-N names out_dir's checkpoint unless a folder of that name is here, as in train
+    resume=[!/~]*) [ -d "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
     model.path=[!/~]*) [ -e "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
     *) printf "%s\n" "$1" && return ;;
   esac
   case "$value" in auto | none | "") printf "%s\n" "$1" ;; *) printf "%s\n" "$key=$here/$value" ;; esac
 }
 yaml_paths=()
-if [ -f "$CONFIG" ]; then
+# a named config's relative data.path is read from where you stand too, as train reads it
+config_file="$CONFIG"
+[ -f "$config_file" ] || config_file="amazon_sft/configs/$CONFIG.yaml"
+if [ -f "$config_file" ]; then
   read_paths='import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 c = c if isinstance(c, dict) else {}
@@ -70,8 +75,8 @@ for key in ("data.path", "model.path", "resume"):
     v = v.get(leaf) if isinstance(v, dict) else None
     if isinstance(v, str) and v:
         print(f"{key}={v}")'
-  if ! listed="$(python3 -c "$read_paths" "$CONFIG")"; then
-    echo "train_local.sh: cannot read $CONFIG (python3 with PyYAML: activate the venv)" >&2
+  if ! listed="$(python3 -c "$read_paths" "$config_file")"; then
+    echo "train_local.sh: cannot read $config_file (python3 with PyYAML: activate the venv)" >&2
     exit 2
   fi
   while IFS= read -r line; do

@@ -811,6 +811,7 @@ def test_train_local_reads_relative_paths_from_where_you_stand_as_train_does(tmp
     (tmp_path / "exp.yaml").write_text(
         "out_dir: runs/x\ndata:\n  path: prep-x\nmodel:\n  path: model-x\nresume: ck/step-9\n"
     )
+    (tmp_path / "ck" / "step-9").mkdir(parents=True)  # a checkpoint folder here: read from here
     run = ["bash", str(REPO / "launch" / "train_local.sh")]
     proc = subprocess.run(run, cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
@@ -829,6 +830,15 @@ def test_train_local_reads_relative_paths_from_where_you_stand_as_train_does(tmp
         "resume=auto",
         "model.path=org/hub-name",  # not a folder here: a name, left as it is
     ]
+    # resume=step-N names out_dir's checkpoint, as train reads it (a review of the change:
+    # made whole, it named a folder that does not exist); a named config's data.path is whole
+    env["CONFIG"] = "tiny"
+    given = ["resume=step-3", "resume=checkpoints/step-00000003"]
+    proc = subprocess.run([*run, *given], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = seen.read_text().splitlines()
+    assert args[-2:] == given, args
+    assert f"data.path={tmp_path / 'runs' / 'tiny-data'}" in args, args
 
 
 def test_train_sbatch_reads_its_settings_past_the_config_loaders_warnings(tmp_path):

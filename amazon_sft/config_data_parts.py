@@ -17,7 +17,8 @@ class CleanConfig:
     """Replace stray HTML tags (``<br>``, ``<b>``) with a space."""
     normalise_whitespace: bool = True
     """Collapse runs of whitespace to one space and trim the ends; remove control characters
-    that are not whitespace (NUL, bell, escape, DEL)."""
+    that are not whitespace (NUL, bell, escape, DEL) and the invisible marks inside words (soft
+    hyphens, zero-width spaces), which split a word for retrieval."""
     strip_edition_boilerplate: bool = True
     """Remove the "--This text refers to ... edition." note Amazon appends to book texts."""
     strip_prompt_markup: bool = True

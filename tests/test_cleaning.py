@@ -1,3 +1,4 @@
+import html
 from collections import Counter
 
 import pytest
@@ -48,6 +49,20 @@ def test_control_characters_are_removed_and_counted():
     assert out == "Mog's Kittens[31m" and modified["control_characters_removed_title"] == 1
     assert clean_text("tab\tand\nline", CleanConfig(), modified, "title") == "tab and line"
     assert modified["control_characters_removed_title"] == 1  # whitespace is collapsed, not this
+
+
+def test_invisible_marks_inside_words_are_removed_and_counted():
+    """A soft hyphen or a zero-width space inside a catalogue title split its word for
+    retrieval and the gate ("Moon\u200bbeam" is "moon" and "beam"), while a question pasted
+    from the page drops them: the gate found "Moonbeam" missing from the asked product's own
+    record and abstained (an outside review). The catalogue drops them as the question does."""
+    from amazon_sft.answering.question_text import normalise_question
+
+    modified = Counter()
+    title = "Moon\u200bbeam Lan&shy;tern\u2060 for \ufeffKids"
+    out = clean_text(title, CleanConfig(), modified, "title")
+    assert out == "Moonbeam Lantern for Kids" == normalise_question(html.unescape(title))
+    assert modified["invisible_marks_removed_title"] == 1
 
 
 def test_each_text_step_can_be_switched_off():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from amazon_sft.data.cleaning import MAX_PASSES
+from amazon_sft.data.cleaning import INVISIBLE, MAX_PASSES
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.prompts import PromptFormat, without_markup
@@ -14,9 +14,6 @@ from amazon_sft.terminal import printable
 from amazon_sft.tokenizer import hf_encoder
 
 MAX_QUESTION_CHARS = 2000
-_INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
-"""Marks of format a web page's text carries inside words (soft hyphens, zero-width spaces and
-joiners): retrieval's words split at them ("Cloi\u00adster"), so the question drops them."""
 
 
 def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
@@ -53,10 +50,10 @@ def without_lone_surrogates(text: str) -> str:
 
 def normalise_question(question: str) -> str:
     """Whitespace collapsed, control, bidi and zero-width characters and soft hyphens removed
-    (``terminal.printable``, ``_INVISIBLE``), a lone surrogate (argv's or stdin's bytes that
+    (``terminal.printable``, ``cleaning.INVISIBLE``), a lone surrogate (argv's or stdin's bytes that
     are not UTF-8) replaced by U+FFFD, composed accents (NFC), length capped; an empty
     question is refused."""
-    question = printable(_LONE_SURROGATE.sub("\ufffd", _INVISIBLE.sub("", question)))
+    question = printable(_LONE_SURROGATE.sub("\ufffd", INVISIBLE.sub("", question)))
     question = unicodedata.normalize("NFC", question)  # as the catalogue is indexed
     question = " ".join(question.split())[:MAX_QUESTION_CHARS]
     if not question:

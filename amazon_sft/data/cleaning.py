@@ -2,8 +2,8 @@
 
 The steps, in order: HTML entities unescaped (once), then until the text no longer changes:
 stray tags replaced by a space, the "--This text refers to ... edition." note removed, the
-tokenizer's special-token text removed (prepare's scrub), control characters removed and
-whitespace collapsed, the grounded prompt's markup ("[source: X]", "| uid:") removed. Repeated,
+tokenizer's special-token text removed (prepare's scrub), control characters and invisible
+marks (soft hyphens, zero-width spaces) removed and whitespace collapsed, the grounded prompt's markup ("[source: X]", "| uid:") removed. Repeated,
 because each step can rebuild what an earlier one removed ("[source:<b></b> X]" is a citation
 once the tag and the doubled space go). Then the row is dropped when its content is (near)
 empty, equal to its title, a repeat of an earlier (title, content) pair, or under a uid a kept
@@ -37,6 +37,10 @@ _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
 # Control characters that are not whitespace (NUL, bell, escape, DEL, C1): removed by the
 # whitespace step, so a terminal escape or a NUL never reaches catalogue.jsonl or a prompt.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
+INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
+"""Marks of format a web page's text carries inside words (soft hyphens, zero-width spaces and
+joiners, word joiners, byte-order marks): retrieval's words split at them ("Cloi\u00adster"
+is "cloi" and "ster"), so the catalogue and the question (question_text) both drop them."""
 
 
 MAX_PASSES = 8
@@ -97,6 +101,9 @@ def _one_pass(text: str, cfg: CleanConfig, changed: set[str], scrub) -> str:
     if cfg.normalise_whitespace and _CONTROL.search(text):
         text = _CONTROL.sub("", text)
         changed.add("control_characters_removed")
+    if cfg.normalise_whitespace and INVISIBLE.search(text):
+        text = INVISIBLE.sub("", text)
+        changed.add("invisible_marks_removed")
     if cfg.normalise_whitespace and _NEEDS_SPACING.search(text):  # most texts are already clean
         text = " ".join(text.split())
     if cfg.strip_prompt_markup:

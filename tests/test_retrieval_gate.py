@@ -508,3 +508,24 @@ def test_the_gate_reads_two_records_whatever_k_shows(grounded_prepared, tuned_ru
     assert main([*args, "--k", "1", "--abstain-below", "1e9"]) == 0
     shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert shown["doubtful"] and len(shown["sources"]) == 1, shown
+
+
+def test_sources_only_gates_the_question_as_ask_reads_it(grounded_prepared, monkeypatch, capsys):
+    """``--sources-only`` said what ask's gate would do from the question as typed, soft hyphens
+    and zero-width spaces inside words included, while ask's gate reads it without them
+    (question_text.normalise_question): the two could disagree (an outside review)."""
+    from amazon_sft.answering import doubt
+    from amazon_sft.cli import main
+
+    read = []
+
+    def gate(sources, abstain_below, question):
+        read.append(question)
+        return None
+
+    monkeypatch.setattr(doubt, "doubt_reason", gate)
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    typed = "Tell me about \u00ad" + "\u200b".join(title.split(" ", 1))
+    assert main(["ask", typed, "--index", str(grounded_prepared), "--sources-only"]) == 0
+    capsys.readouterr()
+    assert read == [f"Tell me about {''.join(title.split(' ', 1))}"], read

@@ -71,6 +71,7 @@ def retrieval_only(args, command: str = "ask"):
     from amazon_sft.answering.commands import index_for
     from amazon_sft.answering.doubt import GATE_RECORDS, doubt_reason
     from amazon_sft.answering.index import Source
+    from amazon_sft.answering.question_text import normalise_question
 
     check_counts(args.k, args.max_new_tokens)
     gate = resolve_gate(args)
@@ -84,8 +85,10 @@ def retrieval_only(args, command: str = "ask"):
         k = args.k or 3
         found = sources_only(question, index, max(k, GATE_RECORDS))  # as plan_answer reads
         sources = found[:k]
-        # the gate reads retrieval only: say what a grounded answer would do
-        doubt = doubt_reason([Source(**s) for s in found], abstain_below, question)
+        # the gate reads retrieval only: say what a grounded answer would do, from the question
+        # as the answer reads it (no soft hyphens, zero-width spaces)
+        read = normalise_question(question)
+        doubt = doubt_reason([Source(**s) for s in found], abstain_below, read)
         if getattr(args, "json", False):
             gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
             print(

@@ -50,8 +50,16 @@ Neither shows on CPU, where no GPU runs DeepSpeed's bf16 engine: enforced here i
 
 
 def check_deepspeed_version() -> None:
-    import deepspeed
     from packaging.version import Version
+
+    try:
+        import deepspeed
+    except ImportError as err:
+        raise UserError(
+            f"this accelerate config runs DeepSpeed, which is not installed ({err}): "
+            f"pip install 'deepspeed>={MIN_DEEPSPEED}', or launch with a config without DeepSpeed "
+            "(launch/accelerate/single_gpu.yaml, multi_gpu.yaml)"
+        ) from None
 
     if Version(deepspeed.__version__) < Version(MIN_DEEPSPEED):
         raise UserError(

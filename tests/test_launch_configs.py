@@ -253,3 +253,15 @@ def test_a_deepspeed_older_than_the_fixes_training_needs_is_refused(version, mon
         fill_deepspeed_config(path, cfg, plan_batches(cfg, world_size=1), "bf16")
     monkeypatch.setattr(deepspeed, "__version__", "0.19.3")
     fill_deepspeed_config(path, cfg, plan_batches(cfg, world_size=1), "bf16")
+
+
+def test_a_deepspeed_config_without_deepspeed_installed_is_one_line(monkeypatch):
+    """A machine without deepspeed (a lent GPU, a fresh venv) was a ModuleNotFoundError
+    traceback from the version check (a review of the change): one line saying what to
+    install."""
+    import sys
+
+    cfg = load_run_config("tiny", ["train.global_batch_size=4", "train.micro_batch_size=2"])
+    monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed raises ImportError
+    with pytest.raises(UserError, match=r"DeepSpeed.* not installed.*pip install 'deepspeed>="):
+        fill_deepspeed_config(DS_CONFIG_DIR / "zero3.json", cfg, plan_batches(cfg, 1), "bf16")

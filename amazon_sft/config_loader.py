@@ -83,11 +83,13 @@ def apply_overrides(raw: dict, overrides: list[str], cls: type | None = None) ->
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
-        parsed = _parse_scalar(value, item)
-        if _is_text(_hint_of(cls, key)) and parsed is not None and not _quoted(value):
-            # the text as typed, not the number or date YAML read, nor cut at a " #" comment
-            parsed = value.strip()
-        node[leaf] = parsed
+        if _is_text(_hint_of(cls, key)) and not _quoted(value):
+            # the text as typed, not the number or date YAML read, nor cut at a " #" comment,
+            # nor refused where YAML reads a mapping ("Rule: answer briefly"); null is None
+            text = value.strip()
+            node[leaf] = None if text in _NULLS else text
+        else:
+            node[leaf] = _parse_scalar(value, item)
     return raw
 
 
@@ -114,10 +116,14 @@ def _is_text(hint: Any) -> bool:
     return _optional_inner(hint) is str
 
 
+_NULLS = frozenset({"null", "Null", "NULL", "~"})
+"""YAML's words for no value: a text setting given one is unset (``data.system_prompt=~``)."""
+
+
 def _quoted(value: str) -> bool:
-    """A value the user quoted for YAML (``out_dir="runs/a b"``): YAML's reading is meant."""
-    text = value.strip()
-    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
+    """A value the user quoted for YAML (``out_dir="runs/a b"``, ``out_dir='x' #try 2``):
+    YAML's reading is meant."""
+    return value.lstrip()[:1] in ("'", '"')
 
 
 def _parse_scalar(value: str, item: str) -> Any:

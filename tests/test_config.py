@@ -417,6 +417,14 @@ def test_a_text_setting_keeps_what_follows_a_hash_on_the_command_line():
     assert cfg.out_dir == "runs/exp #3"
     assert load_run_config("tiny", ["data.system_prompt=~"]).data.system_prompt is None
     assert load_run_config("tiny", ['out_dir="runs/a b"']).out_dir == "runs/a b"
+    # a review of the change: quoted then a comment is YAML's reading; a text YAML cannot read
+    # ("mapping values are not allowed") is the text as typed, not refused
+    assert load_run_config("tiny", ['out_dir="runs/x" #try 2']).out_dir == "runs/x"
+    prompt = "Rule: answer: briefly"
+    assert load_run_config("tiny", [f"data.system_prompt={prompt}"]).data.system_prompt == prompt
+    assert load_run_config("tiny", ["data.system_prompt=[draft] {v2}"]).data.system_prompt == (
+        "[draft] {v2}"
+    )
 
 
 def test_a_text_setting_a_yaml_file_gives_as_a_number_is_refused_not_rewritten(tmp_path):

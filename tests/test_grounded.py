@@ -153,6 +153,10 @@ def test_grounded_scores_count_citations_twins_and_abstentions():
         "abstention_accuracy": [1.0, 0.0]
     }
     assert grounded_vectors([EvalItem("A", "Bear", "p", "r", "t")], ["x"]) == {}
+    # the right record left out and retrieval found nothing else for the first item: its
+    # context is empty, and the split's abstention accuracy went missing (a new user's run)
+    alone = [EvalItem("A", "Bear", "p", "r", "t", [], absent=True), *absent]
+    assert grounded_vectors(alone, [pt, pt, "x"]) == {"abstention_accuracy": [1.0, 1.0, 0.0]}
 
 
 @pytest.mark.e2e

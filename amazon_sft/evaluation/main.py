@@ -89,7 +89,7 @@ def score_model(
         prompts[split] = [bos + ids for ids in encode([it.prompt for it in asked])]
         answers = [
             # a grounded target is already cut to the record budget and ends with its citation
-            [*(ids if it.context else ids[:answer_limit]), tok.eos_token_id]
+            [*(ids if it.context or it.absent else ids[:answer_limit]), tok.eos_token_id]
             for it, ids in zip(asked, encode([it.target for it in asked]))
         ]
         nll[split] = reference_nll(
@@ -183,10 +183,10 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     - false_abstention: it says the product is missing when its record was there;
     - abstention_accuracy (right record left out): it says the product is missing.
     """
-    if not items or not items[0].context:
-        return {}
-    if items[0].absent:
+    if items and items[0].absent:  # its context may be empty: nothing else was retrieved
         return {"abstention_accuracy": [float(is_abstention(a)) for a in answers]}
+    if not items or not items[0].context:  # closed-book (a grounded item shows its record)
+        return {}
     cited, wrong, abstained = [], [], []
     for it, answer in zip(items, answers):
         uids = cited_uids(answer)

@@ -529,3 +529,22 @@ def test_sources_only_gates_the_question_as_ask_reads_it(grounded_prepared, monk
     assert main(["ask", typed, "--index", str(grounded_prepared), "--sources-only"]) == 0
     capsys.readouterr()
     assert read == [f"Tell me about {''.join(title.split(' ', 1))}"], read
+
+
+def test_sources_only_for_a_closed_book_model_says_no_gate_applies(
+    grounded_prepared, tuned_run, monkeypatch, capsys
+):
+    """``ask --model M --sources-only`` for a model trained closed-book (its answers take no
+    records) said "Retrieval is not sure ...; ask abstains", which ask never does for it (a
+    review): the model's own mode decides, as in ask; ``--grounded`` still shows the gate."""
+    from amazon_sft.answering import doubt
+    from amazon_sft.cli import main
+
+    # the gate's rules as they fire when it is on (abstain_below > 0)
+    monkeypatch.setattr(doubt, "doubt_reason", lambda s, below, q: "a reason" if below else None)
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    args = ["ask", title, "--model", str(tuned_run), "--index", str(grounded_prepared)]
+    assert main([*args, "--sources-only"]) == 0
+    assert "abstains" not in capsys.readouterr().out
+    assert main([*args, "--sources-only", "--grounded"]) == 0
+    assert "a reason; ask abstains" in capsys.readouterr().out

@@ -67,19 +67,23 @@ def print_sources(sources: list[dict]) -> None:
 def retrieval_only(args, command: str = "ask"):
     """``--sources-only`` for ask and chat: a function printing one question's records (and,
     what the gate would do unless ``--gate off``), the index opened once, no model."""
-    from amazon_sft.answering.ask import sources_only
-    from amazon_sft.answering.commands import index_for
+    from amazon_sft.answering.ask import default_mode, sources_only
+    from amazon_sft.answering.commands import index_for, model_overrides
     from amazon_sft.answering.doubt import GATE_RECORDS, doubt_reason
     from amazon_sft.answering.index import Source
     from amazon_sft.answering.question_text import normalise_question
+    from amazon_sft.evaluation import loading
 
     check_counts(args.k, args.max_new_tokens)
     gate = resolve_gate(args)
     check_no_quote(args)  # given by the user (the gate's own quote is for answers)
-    if args.mode == "closed":  # a closed-book answer has no gate to report
-        gate = for_mode(gate, "closed", args)
+    cfg = None
+    if args.mode is None and args.model:  # the model's own mode, as ask answers in it
+        cfg = loading.run_config_for(args.model, model_overrides(args))
+    if (args.mode or (cfg and default_mode(cfg.data))) == "closed":
+        gate = for_mode(gate, "closed", args)  # a closed-book answer has no gate to report
     abstain_below, meaning = gate.abstain_below, gate.meaning_weight
-    index = index_for(args, meaning)  # --index, else the folder --model was trained on
+    index = index_for(args, meaning, cfg)  # --index, else the folder --model was trained on
 
     def show(question: str) -> None:
         k = args.k or 3

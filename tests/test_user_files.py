@@ -1085,3 +1085,11 @@ def test_a_prepare_under_nohup_goes_on_after_a_hang_up(catalogue, tmp_path):
     proc.send_signal(signal.SIGHUP)
     err = proc.communicate(timeout=300)[1]
     assert proc.returncode == 0 and (out / "manifest.json").is_file(), err[-2000:]
+
+
+def test_an_index_of_a_mistyped_folder_leaves_no_lock_file_beside_it(tmp_path, capsys):
+    """``amazon-sft index typo-prep`` said the catalogue was not found and left
+    ``.typo-prep.lock`` where the user stood (a review): the folder is checked before the lock."""
+    code, err = _run_cli(capsys, "index", str(tmp_path / "typo-prep"))
+    _one_line(code, err, "index", "typo-prep", "amazon-sft prepare")
+    assert list(tmp_path.iterdir()) == []

@@ -33,10 +33,20 @@ def build_index(prepared_dir: str | Path, workers: int | None = None, lock: bool
     from amazon_sft.output_lock import OutputLock
 
     refuse_a_catalogue_file(prepared_dir)  # before a lock file is made beside it
+    _catalogue_of(Path(prepared_dir))  # a mistyped folder: no lock file left beside it
     if not lock:
         return _build_index(Path(prepared_dir), workers)
     with OutputLock(Path(prepared_dir), "amazon-sft index"):
         return _build_index(Path(prepared_dir), workers)
+
+
+def _catalogue_of(root: Path) -> Path:
+    catalogue = root / "catalogue.jsonl"
+    if not catalogue.is_file():
+        raise UserError(
+            f"{catalogue} not found: run amazon-sft prepare first (it writes the catalogue)"
+        )
+    return catalogue
 
 
 def _build_index(root: Path, workers: int | None) -> dict:
@@ -44,11 +54,7 @@ def _build_index(root: Path, workers: int | None) -> dict:
     from amazon_sft.answering.bm25 import FastBM25
     from amazon_sft.answering.catalogue_tokens import read_catalogue, repeated_words
 
-    catalogue = root / "catalogue.jsonl"
-    if not catalogue.is_file():
-        raise UserError(
-            f"{catalogue} not found: run amazon-sft prepare first (it writes the catalogue)"
-        )
+    catalogue = _catalogue_of(root)
     out = root / INDEX_DIR
     if out.is_symlink() or (out.exists() and not out.is_dir()):
         raise UserError(

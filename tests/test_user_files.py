@@ -1087,9 +1087,21 @@ def test_a_prepare_under_nohup_goes_on_after_a_hang_up(catalogue, tmp_path):
     assert proc.returncode == 0 and (out / "manifest.json").is_file(), err[-2000:]
 
 
-def test_an_index_of_a_mistyped_folder_leaves_no_lock_file_beside_it(tmp_path, capsys):
+def test_a_mistyped_path_leaves_no_lock_file_beside_the_output(
+    prepared, tuned_run, tmp_path, capsys
+):
     """``amazon-sft index typo-prep`` said the catalogue was not found and left
-    ``.typo-prep.lock`` where the user stood (a review): the folder is checked before the lock."""
+    ``.typo-prep.lock`` where the user stood; eval with a mistyped --model, --data or
+    --questions left ``.<out>.lock`` (a review): what they name is checked before the lock."""
     code, err = _run_cli(capsys, "index", str(tmp_path / "typo-prep"))
     _one_line(code, err, "index", "typo-prep", "amazon-sft prepare")
-    assert list(tmp_path.iterdir()) == []
+    out = str(tmp_path / "ev")
+    base = ("eval", "--model", str(tuned_run), "--data", str(prepared), "--out", out)
+    for typo, args in (
+        ("typo-model", ("--model", str(tmp_path / "typo-model"))),
+        ("typo-data", ("--data", str(tmp_path / "typo-data"))),
+        ("typo-questions", ("--questions", str(tmp_path / "typo-questions.jsonl"))),
+    ):
+        code, err = _run_cli(capsys, *base, *args)
+        _one_line(code, err, "eval", typo)
+        assert list(tmp_path.iterdir()) == [], typo

@@ -31,6 +31,7 @@ from amazon_sft.evaluation.end_to_end import closer_to_another
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import EvalItem, build_items
 from amazon_sft.evaluation.loading import load_for_eval, pick_device, saved_folder
+from amazon_sft.evaluation.question_file import check_question_file
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
@@ -236,21 +237,30 @@ def main(argv: list[str] | None = None) -> int:
         args.max_new_tokens, args.repetition_penalty, args.no_repeat_ngram_size, args.batch_size
     )
     accelerator = build_eval_accelerator()
+    manifest = _check_inputs(args, decoding, accelerator)  # a mistyped path locks nothing
     with ExitStack() as held:
         if accelerator.is_main_process:  # one writer of --out at a time, named to the second
             held.enter_context(OutputLock(Path(args.out), "eval"))
-        return _evaluate(args, decoding, accelerator)
+        return _evaluate(args, decoding, accelerator, manifest)
 
 
-def _evaluate(args, decoding: Decoding, accelerator) -> int:
-    from accelerate.utils import set_seed
-
+def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
+    """What the arguments name, checked before ``--out``'s lock file is made and before a
+    model loads (SmolLM2: 25 s); the prepared folder's manifest."""
     if args.backend == "vllm":
         check_vllm_usable(decoding, accelerator.num_processes)
+    manifest = read_manifest(Path(args.data))
+    for spec in args.compare or [args.model]:
+        check_trained_on(saved_folder(spec), Path(args.data))
+    if args.questions:
+        check_question_file(Path(args.questions))
+    return manifest
+
+
+def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
+    from accelerate.utils import set_seed
+
     data_dir = Path(args.data)
-    manifest = read_manifest(data_dir)
-    for spec in args.compare or [args.model]:  # before a model loads (SmolLM2: 25 s)
-        check_trained_on(saved_folder(spec), data_dir)
     if (note := stale_split(manifest, str(data_dir))) and accelerator.is_main_process:
         print(note, file=sys.stderr)
     if args.questions:

@@ -67,12 +67,17 @@ class Product:
     """held-out, seen or untaught (``CATALOGUE_SPLITS``)."""
 
 
-def read_questions(path: Path) -> list[ShopperQuestion]:
-    """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
+def check_question_file(path: Path) -> None:
+    """One line for a folder or a missing file, before anything is read or locked."""
     if path.is_dir():
         raise UserError(f"--questions {path} is a folder: give a question file (JSON lines)")
     if not path.exists():  # a pipe (--questions <(...)) is no regular file, and is read once
         raise UserError(f"--questions {path}: no such file (JSON lines of question, uid, kind)")
+
+
+def read_questions(path: Path) -> list[ShopperQuestion]:
+    """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
+    check_question_file(path)
     out = []
     with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):

@@ -29,6 +29,8 @@ import datetime as dt
 import json
 import os
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from amazon_sft import __version__
@@ -251,6 +253,25 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
         note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
         marker.write_text(json.dumps(note) + "\n")
     return moved
+
+
+@contextmanager
+def run_dir_given_back(out_dir: Path, made_here: bool) -> Iterator[None]:
+    """A refusal before the first step (a mistyped model.path, resume=step-9) takes the run
+    folder this launch made (``made_here``) with it, when it holds nothing but the marker and
+    empty folders: a typo leaves nothing to clean. (The lock file beside it stays:
+    ``output_lock``.)"""
+    try:
+        yield
+    except UserError:
+        if made_here and out_dir.is_dir():
+            left = [p for p in out_dir.rglob("*") if not p.is_dir() and p.name != RUN_MARKER]
+            if not left:
+                (out_dir / RUN_MARKER).unlink(missing_ok=True)
+                for folder in sorted(out_dir.rglob("*"), reverse=True):  # deepest first
+                    folder.rmdir()
+                out_dir.rmdir()
+        raise
 
 
 DEMO_MARKER = ".amazon_sft_demo.json"

@@ -53,6 +53,7 @@ from amazon_sft.ownership import (
     claim_run_dir,
     refuse_moving_inputs,
     refuse_run_in_data,
+    run_dir_given_back,
 )
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header, precision_name
@@ -98,18 +99,25 @@ def main(argv: list[str] | None = None) -> int:
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
     cfg = steps_from_epochs(cfg, shards.manifest.rows)
+    made_here = accelerator.is_main_process and not out_dir.exists()
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
-    base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
-    planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
-    model = build_model(cfg, tok, accelerator)
-    base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's, downloaded
-    optimizer, scheduler = build_optimizer(cfg, model)
-    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    rank = accelerator.process_index
-    loader = PackedLoader(
-        shards, plan.micro_batch_size, rank, plan.world_size, cfg.data.seed, plan.accumulation_steps
-    )
-    state = resume(cfg, accelerator, model, loader, scheduler, out_dir, planned)
+    with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
+        base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
+        planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
+        model = build_model(cfg, tok, accelerator)
+        base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
+        optimizer, scheduler = build_optimizer(cfg, model)
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        rank = accelerator.process_index
+        loader = PackedLoader(
+            shards,
+            plan.micro_batch_size,
+            rank,
+            plan.world_size,
+            cfg.data.seed,
+            plan.accumulation_steps,
+        )
+        state = resume(cfg, accelerator, model, loader, scheduler, out_dir, planned)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):

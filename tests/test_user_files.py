@@ -1105,3 +1105,21 @@ def test_a_mistyped_path_leaves_no_lock_file_beside_the_output(
         code, err = _run_cli(capsys, *base, *args)
         _one_line(code, err, "eval", typo)
         assert list(tmp_path.iterdir()) == [], typo
+
+
+@pytest.mark.parametrize(
+    "refused, needle",
+    [(("model.path=typo-model",), "typo-model"), (("resume=step-9",), "resume=step-9")],
+)
+def test_a_train_refused_before_its_first_step_leaves_no_new_run_folder(
+    refused, needle, prepared, tiny_model_dir, tmp_path
+):
+    """A mistyped model.path or resume=step-9 in a new out_dir was one line, and left the folder
+    with only the run marker in it (a review): the folder this launch made goes with it."""
+    out = tmp_path / "run"
+    args = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    _one_line_error(_cli(*args, *refused, timeout=120), "train", needle)
+    assert not out.exists()
+    out.mkdir()  # a folder that was there is the user's: it stays, marked as a run's
+    _one_line_error(_cli(*args, *refused, timeout=120), "train", needle)
+    assert out.is_dir()

@@ -897,3 +897,18 @@ def test_train_local_counts_the_gpus_cuda_visible_devices_leaves(tmp_path, visib
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert f"--num_processes {processes} " in proc.stdout, proc.stdout
+
+
+@pytest.mark.parametrize("script", ["train_slurm.sbatch", "eval_slurm.sbatch"])
+def test_a_slurm_script_submitted_outside_the_repo_says_where_to_submit_from(script, tmp_path):
+    """Submitted from another folder, the job failed on a raw bash error about
+    launch/slurm_common.sh, or a ModuleNotFoundError (a new user): one line saying where to
+    submit from."""
+    env = {**os.environ, "DRY_RUN": "1", "SLURM_SUBMIT_DIR": str(tmp_path), "PREPARED": "p"}
+    proc = subprocess.run(
+        ["bash", str(REPO / "launch" / script)], capture_output=True, text=True, cwd=tmp_path,
+        env=env, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "repository" in proc.stderr and str(tmp_path) in proc.stderr, proc.stderr

@@ -37,6 +37,7 @@ APPLIED = frozenset(
         "train.warmup_steps",
         "train.max_steps",
         "train.epochs",
+        "train.micro_batch_size",  # the same rows each step (global_batch_size is refused)
         "train.max_grad_norm",
         "train.max_bad_steps",
         "train.log_every",

@@ -63,6 +63,12 @@ def test_invisible_marks_inside_words_are_removed_and_counted():
     out = clean_text(title, CleanConfig(), modified, "title")
     assert out == "Moonbeam Lantern for Kids" == normalise_question(html.unescape(title))
     assert modified["invisible_marks_removed_title"] == 1
+    # a review of the change: the joiners carry meaning (an emoji family, a Persian word)
+    for kept in (
+        "\U0001f468\u200d\U0001f469\u200d\U0001f467",
+        "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645",
+    ):
+        assert clean_text(kept, CleanConfig(), Counter(), "title") == kept
 
 
 def test_each_text_step_can_be_switched_off():

@@ -939,3 +939,28 @@ def test_an_index_without_the_whole_catalogue_stamp_is_rebuilt(prepared_copy, ca
     path.write_text(json.dumps(stats))
     CatalogueIndex(prepared_copy)
     assert "catalogue" in json.loads(path.read_text())
+
+
+def test_a_catalogue_prepared_before_invisible_marks_were_dropped_still_gates_right(
+    prepared_copy, capsys
+):
+    """A folder prepared before the catalogue dropped soft hyphens kept "Tu\u00adtu" in a title:
+    the gate said the record had "Tu" where the question asks "Tutu" and abstained (a review of
+    the change). Retrieved records are read without the marks, whatever prepared them."""
+    from amazon_sft.answering.index_build import build_index
+    from amazon_sft.cli import main
+
+    with open(prepared_copy / "catalogue.jsonl", "a") as fh:
+        for uid, title, content in (
+            ("z-moon", "Zanzibar Moon\u00adbeam Lantern", "A brass lamp for porches."),
+            ("z-sun", "Zanzibar Sunset Lantern", "A copper lamp."),
+        ):
+            fh.write(json.dumps({"uid": uid, "title": title, "content": content, "split": "train"}))
+            fh.write("\n")
+    build_index(prepared_copy)
+    question = "Zanzibar Moonbeam Lantern"
+    code = main(["ask", question, "--index", str(prepared_copy), "--sources-only", "--json"])
+    shown = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert code == 0 and shown["sources"][0]["uid"] == "z-moon", shown
+    assert shown["sources"][0]["title"] == question
+    assert "Moon" not in str(shown["doubt"]), shown

@@ -34,6 +34,7 @@ from amazon_sft.answering.index_checks import (
     is_current,
     whole_sha,
 )
+from amazon_sft.data.cleaning import INVISIBLE
 from amazon_sft.errors import UserError, reading
 
 INDEX_DIR = "index"
@@ -316,7 +317,10 @@ class CatalogueIndex:
         out = []
         for i, score in hits:
             rec = self.record(i)
-            out.append(Source(rec["uid"], rec["title"], rec["content"], round(score, 3)))
+            # a folder prepared before cleaning dropped soft hyphens and zero-width spaces: its
+            # records are read without them, as the question is (the gate splits words there)
+            title, content = (INVISIBLE.sub("", rec[f]) for f in ("title", "content"))
+            out.append(Source(rec["uid"], title, content, round(score, 3)))
         if self.meaning_weight:
             from amazon_sft.answering.meaning import by_meaning
 

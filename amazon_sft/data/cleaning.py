@@ -37,10 +37,11 @@ _NEEDS_SPACING = re.compile(r"\s\s|[^\S ]|^\s|\s$")
 # Control characters that are not whitespace (NUL, bell, escape, DEL, C1): removed by the
 # whitespace step, so a terminal escape or a NUL never reaches catalogue.jsonl or a prompt.
 _CONTROL = re.compile("[\x00-\x08\x0e-\x1b\x7f-\x84\x86-\x9f]")
-INVISIBLE = re.compile("[\u00ad\u200b-\u200d\u2060\ufeff]")
-"""Marks of format a web page's text carries inside words (soft hyphens, zero-width spaces and
-joiners, word joiners, byte-order marks): retrieval's words split at them ("Cloi\u00adster"
-is "cloi" and "ster"), so the catalogue and the question (question_text) both drop them."""
+INVISIBLE = re.compile("[\u00ad\u200b\u2060\ufeff]")
+"""Marks of format a web page's text carries inside words (soft hyphens, zero-width spaces, word
+joiners, byte-order marks): retrieval's words split at them ("Cloi\u00adster" is "cloi" and
+"ster"), so the catalogue, a retrieved record and the question (question_text) drop them. The
+zero-width (non-)joiners stay: they join an emoji sequence or shape a Persian word."""
 
 
 MAX_PASSES = 8

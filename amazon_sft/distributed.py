@@ -53,10 +53,13 @@ def plan_batches(cfg: RunConfig, world_size: int) -> BatchPlan:
     micro, glob = cfg.train.micro_batch_size, cfg.train.global_batch_size
     per_step = micro * world_size
     if glob % per_step:
+        rows = glob // world_size  # each process's rows a step, when they split evenly
+        fits = [m for m in range(micro, 0, -1) if not glob % world_size and not rows % m]
+        other = f", or train.micro_batch_size={fits[0]}" if fits else ""  # resume takes it
         raise UserError(
             f"train.global_batch_size={glob} is not a multiple of train.micro_batch_size={micro} x "
             f"world size {world_size} = {per_step}; use e.g. train.global_batch_size="
-            f"{max(per_step, glob // per_step * per_step)}"
+            f"{max(per_step, glob // per_step * per_step)}{other}"
         )
     return BatchPlan(micro, glob // per_step, world_size, glob, cfg.data.max_seq_len)
 

@@ -501,3 +501,20 @@ def test_a_lora_run_may_resume_on_its_base_copied_elsewhere():
         changes_on_resume(saved, new, "d", {"model.safetensors": "other"})
     with pytest.raises(ValueError, match=r"model\.path"):
         changes_on_resume({"config": saved_cfg, "data_integrity": "d"}, new, "d", None)
+
+
+def test_a_batch_the_processes_cannot_split_names_a_micro_batch_that_can():
+    """Global 4 rows with micro 3 said only "use e.g. train.global_batch_size=3", which resume
+    refuses as another run (a review): the micro-batch that splits it is named too."""
+    from amazon_sft.distributed import plan_batches
+
+    cfg = load_run_config("tiny", ["train.global_batch_size=4", "train.micro_batch_size=3"])
+    with pytest.raises(UserError, match=r"or train\.micro_batch_size=2\b"):
+        plan_batches(cfg, world_size=1)
+    cfg = load_run_config("tiny", ["train.global_batch_size=12", "train.micro_batch_size=4"])
+    with pytest.raises(UserError, match=r"or train\.micro_batch_size=3\b"):
+        plan_batches(cfg, world_size=2)  # 6 rows a process
+    cfg = load_run_config("tiny", ["train.global_batch_size=5", "train.micro_batch_size=1"])
+    with pytest.raises(UserError) as refused:
+        plan_batches(cfg, world_size=2)  # no micro-batch splits 5 rows over 2 processes
+    assert "micro_batch_size=" not in str(refused.value).split(";")[-1]

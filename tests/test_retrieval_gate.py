@@ -532,7 +532,7 @@ def test_sources_only_gates_the_question_as_ask_reads_it(grounded_prepared, monk
 
 
 def test_sources_only_for_a_closed_book_model_says_no_gate_applies(
-    grounded_prepared, tuned_run, monkeypatch, capsys
+    grounded_prepared, tuned_run, monkeypatch, capsys, tmp_path
 ):
     """``ask --model M --sources-only`` for a model trained closed-book (its answers take no
     records) said "Retrieval is not sure ...; ask abstains", which ask never does for it (a
@@ -547,4 +547,11 @@ def test_sources_only_for_a_closed_book_model_says_no_gate_applies(
     assert main([*args, "--sources-only"]) == 0
     assert "abstains" not in capsys.readouterr().out
     assert main([*args, "--sources-only", "--grounded"]) == 0
+    assert "a reason; ask abstains" in capsys.readouterr().out
+    # a review of the change: a run still training (checkpoints, no final model) or a plain
+    # model folder has no mode to read; with --index, sources are still listed, gate kept
+    midrun = tmp_path / "midrun"
+    (midrun / "checkpoints" / "step-00000002").mkdir(parents=True)
+    args = ["ask", title, "--model", str(midrun), "--index", str(grounded_prepared)]
+    assert main([*args, "--sources-only"]) == 0
     assert "a reason; ask abstains" in capsys.readouterr().out

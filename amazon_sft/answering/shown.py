@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from amazon_sft.answering.gate import check_no_quote, for_mode, resolve_gate
 from amazon_sft.answering.option_checks import check_counts
+from amazon_sft.errors import UserError
 from amazon_sft.terminal import json_line, printable
 
 
@@ -79,7 +80,11 @@ def retrieval_only(args, command: str = "ask"):
     check_no_quote(args)  # given by the user (the gate's own quote is for answers)
     cfg = None
     if args.mode is None and args.model:  # the model's own mode, as ask answers in it
-        cfg = loading.run_config_for(args.model, model_overrides(args))
+        try:
+            cfg = loading.run_config_for(args.model, model_overrides(args))
+        except UserError:  # a run still training: with --index, its sources all the same
+            if not args.index:
+                raise
     if (args.mode or (cfg and default_mode(cfg.data))) == "closed":
         gate = for_mode(gate, "closed", args)  # a closed-book answer has no gate to report
     abstain_below, meaning = gate.abstain_below, gate.meaning_weight

@@ -107,10 +107,13 @@ def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
         return complete_checkpoints(out_dir)[::-1]
     path = _checkpoint_named(resume, out_dir)
     if not path.is_dir():
-        have = ", ".join(p.name for p in complete_checkpoints(out_dir)) or "none"
+        # another run's checkpoints folder named: list that run's checkpoints, not this one's
+        run = path.parent.parent if path.parent.name == "checkpoints" else out_dir
+        run = run if run.is_dir() else out_dir
+        have = ", ".join(p.name for p in complete_checkpoints(run)) or "none"
         raise UserError(
             f"resume={resume}: no such checkpoint folder (looked in the working folder and in "
-            f"{out_dir}; its complete checkpoints: {have}): give one of them, or resume=auto"
+            f"{out_dir}; {run}'s complete checkpoints: {have}): give one of them, or resume=auto"
         )
     if not (path / COMPLETE).is_file():
         raise UserError(f"resume={resume}: not a complete checkpoint folder (no {COMPLETE} file)")
@@ -119,14 +122,19 @@ def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
 
 def _checkpoint_named(resume: str, out_dir: Path) -> Path:
     """The folder ``resume`` names: a path as given (from the working folder), else one inside
-    ``out_dir``; ``step-N`` or ``checkpoints/step-N`` with N unpadded is ``out_dir``'s."""
+    ``out_dir``; ``step-N`` or ``checkpoints/step-N`` with N unpadded is ``out_dir``'s, and
+    ``<run>/checkpoints/step-N`` that run's ``step-0000000N``."""
     path = Path(resume)
-    if path.is_dir() or path.is_absolute():
+    if path.is_dir():
         return path
     named = re.fullmatch(r"(?:checkpoints/)?step-(\d+)/?", resume)
     if named:
         return checkpoint_dir(out_dir, int(named.group(1)))
-    return out_dir / path
+    if (step := re.fullmatch(r"step-(\d+)", path.name)) and path.parent.name == "checkpoints":
+        padded = path.parent / f"step-{int(step.group(1)):08d}"  # another run's, unpadded
+        if padded.is_dir():
+            return padded
+    return path if path.is_absolute() else out_dir / path
 
 
 class CorruptCheckpoint(Exception):

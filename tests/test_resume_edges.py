@@ -303,6 +303,16 @@ def test_a_checkpoint_named_as_the_docs_write_it_resumes_from_any_folder(tmp_pat
     with pytest.raises(UserError) as err:
         resume_candidates("checkpoints/step-3", out)
     assert "step-00000002, step-00000004" in str(err.value) and "no such" in str(err.value)
+    # another run's checkpoint as the docs write it (runs/a/checkpoints/step-N, N unpadded)
+    # branches a new run from it; a missing one lists that run's checkpoints, not the new
+    # run's (a docs audit)
+    branch = tmp_path / "branch"
+    for given in (str(out / "checkpoints" / "step-4"), "../run/checkpoints/step-4"):
+        found = resume_candidates(given, branch)
+        assert [p.resolve() for p in found] == [checkpoint_dir(out, 4)], given
+    with pytest.raises(UserError) as err:
+        resume_candidates(str(out / "checkpoints" / "step-6"), branch)
+    assert "step-00000002, step-00000004" in str(err.value), err.value
 
 
 @pytest.mark.unit

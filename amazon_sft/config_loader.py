@@ -56,8 +56,9 @@ def _drop_file_permissions(raw: dict, path: Path) -> None:
         node = raw.get(section)
         if isinstance(node, dict) and node.pop(key, None):
             log.warning(
-                "%s sets %s.%s: ignored (files cannot grant it); pass %s.%s=true on the command "
-                "line if you trust this folder's code",
+                "%s sets %s.%s: ignored (files cannot grant it); if you trust this folder's "
+                "code, pass %s.%s=true to train or eval, --trust-remote-code to ask, chat, serve "
+                "or export",
                 path,
                 section,
                 key,

@@ -79,8 +79,9 @@ def parse_args(argv):
         default=1.4,
         metavar="RATIO",
         help="retrieval's gate for every answer (ask, eval): abstain when the first record is not "
-        "RATIO times ahead of the second (default 1.4, picked on the real dev questions; 0: no "
-        "gate, and so no --quote-when-sure either)",
+        "RATIO times ahead of the second (default 1.4, the words-only gate's for the generated "
+        "catalogue, whose descriptions share one template; 0: no gate, and so no "
+        "--quote-when-sure either)",
     )
     p.add_argument(
         "--no-quote",

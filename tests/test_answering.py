@@ -582,6 +582,12 @@ def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_
     (stopped / "checkpoints" / "step-00000004").mkdir(parents=True)
     with pytest.raises(UserError, match=r"no saved model \(final/\) yet, only checkpoints"):
         saved_folder(str(stopped))
+    # a run before its first checkpoint: its marker and config.yaml only (a docs audit)
+    started = tmp_path / "started"
+    started.mkdir()
+    (started / ".amazon_sft_run.json").write_text("{}")
+    with pytest.raises(UserError, match=r"no saved model \(final/\) yet, nor a checkpoint"):
+        saved_folder(str(started))
     data, model = tmp_path / "data", tmp_path / "final"
     data.mkdir()
     model.mkdir()

@@ -17,6 +17,7 @@ from amazon_sft.checkpointing import CHECKSUMS, CorruptCheckpoint, verify_checkp
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.errors import UserError
 from amazon_sft.modeling import load_model, peft_quietly
+from amazon_sft.ownership import RUN_MARKER
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
 
 SAVED_CONFIG = "amazon_sft_config.yaml"
@@ -128,6 +129,11 @@ def _run_folder(spec: str, what: str = "--model") -> Path:
             f"{what} {spec}: the run has no saved model (final/) yet, only checkpoints: let it "
             "finish (train ... resume=auto), or set train.max_steps to its last checkpoint's step "
             "(train.epochs=0 if its config sizes it in epochs)"
+        )
+    if not (folder / SAVED_CONFIG).is_file() and (folder / RUN_MARKER).is_file():
+        raise UserError(
+            f"{what} {spec}: the run has no saved model (final/) yet, nor a checkpoint: let it "
+            "train (train ... resume=auto), or give a finished run"
         )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(

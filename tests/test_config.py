@@ -476,7 +476,7 @@ def test_resume_takes_every_prepare_speed_and_layout_setting_train_does_not_read
     """``data.shard_rows`` (how prepare lays out its files; train reads the folder as it is)
     refused a resume as "another run" while the other three such settings were taken (an
     outside review)."""
-    from amazon_sft.train import PREPARE_SPEED
+    from amazon_sft.run_data import PREPARE_SPEED
 
     saved = to_dict(RunConfig())
     for key in PREPARE_SPEED:

@@ -698,7 +698,7 @@ def test_a_data_setting_in_the_config_file_that_the_data_was_not_prepared_with_i
 
     from amazon_sft.config import load_run_config
     from amazon_sft.data.manifest import read_manifest
-    from amazon_sft.train import taught_by_the_data
+    from amazon_sft.run_data import taught_by_the_data
 
     manifest = read_manifest(prepared)
     other = 0.5 if manifest.data["grounded_fraction"] != 0.5 else 0.25
@@ -718,7 +718,7 @@ def test_every_data_setting_that_shaped_the_examples_is_recorded_as_prepared(pre
 
     from amazon_sft.config import load_run_config
     from amazon_sft.data.manifest import read_manifest
-    from amazon_sft.train import taught_by_the_data
+    from amazon_sft.run_data import taught_by_the_data
 
     manifest = read_manifest(prepared)
     made = manifest.data
@@ -751,7 +751,7 @@ def test_a_manifest_from_an_older_version_still_trains_and_keeps_what_it_does_no
 
     from amazon_sft.config import load_run_config
     from amazon_sft.data.manifest import read_manifest
-    from amazon_sft.train import taught_by_the_data
+    from amazon_sft.run_data import taught_by_the_data
 
     manifest = read_manifest(prepared)
     data = {**manifest.data, "clean": dict(manifest.data["clean"])}
@@ -773,7 +773,7 @@ def test_an_older_manifests_question_mix_is_taken_whole_its_missing_kinds_untaug
 
     from amazon_sft.config import load_run_config
     from amazon_sft.data.manifest import read_manifest
-    from amazon_sft.train import taught_by_the_data
+    from amazon_sft.run_data import taught_by_the_data
 
     manifest = read_manifest(prepared)
     mix = {"title": 0.5, "fragment": 0.5}  # written before the other kinds were added

@@ -187,7 +187,9 @@ def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
         "8",
         input=f"{'Tell ' * 500}\nTell me about {title}\nexit\n",
     )
-    assert chat.returncode == 0 and "Sources:" in chat.stdout and title in chat.stdout
+    assert (
+        chat.returncode == 0 and "Nearest catalogue records" in chat.stdout and title in chat.stdout
+    )
     assert "amazon-sft chat: the question is 2499 characters; at most 2000" in chat.stdout
 
 

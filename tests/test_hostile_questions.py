@@ -47,7 +47,7 @@ def test_chat_goes_on_after_a_question_it_cannot_answer(prepared, tuned_run, cap
     code = main(["chat", "--model", str(tuned_run), "--index", str(prepared)])
     out = capsys.readouterr().out
     assert code == 0
-    assert "amazon-sft chat: " in out and out.count("Sources:") == 1
+    assert "amazon-sft chat: " in out and out.count("Nearest catalogue records") == 1
 
 
 def test_a_k_too_large_for_the_context_names_k_not_the_question(prepared, tuned_run, capsys):

@@ -555,3 +555,21 @@ def test_sources_only_for_a_closed_book_model_says_no_gate_applies(
     args = ["ask", title, "--model", str(midrun), "--index", str(grounded_prepared)]
     assert main([*args, "--sources-only"]) == 0
     assert "a reason; ask abstains" in capsys.readouterr().out
+
+
+def test_a_closed_book_answer_says_its_sources_were_not_given_to_the_model(
+    grounded_prepared, tuned_run, capsys
+):
+    """A model trained closed-book answered "Mog's Kittens is a luxury dog food..." above
+    "Sources:" and the real Mog records, as if it had read them (a new user's demo): the list
+    says the model was given no records; a grounded answer's list stays "Sources:"."""
+    from amazon_sft.cli import main
+
+    title = _jsonl(grounded_prepared / "heldout.jsonl")[0]["title"]
+    args = ["ask", title, "--model", str(tuned_run), "--index", str(grounded_prepared)]
+    assert main([*args, "--max-new-tokens", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "closed-book: the model was given no records" in out and "\nSources:" not in out
+    assert main([*args, "--max-new-tokens", "4", "--grounded", "--gate", "off"]) == 0
+    out = capsys.readouterr().out
+    assert "\nSources:" in out and "given no records" not in out

@@ -287,7 +287,7 @@ def _run_ask(args) -> int:
         else:
             print()
             print_how(result)
-            print_sources(result.sources)
+            print_sources(result.sources, closed=result.mode == "closed")
     return 0
 
 
@@ -316,7 +316,7 @@ def _run_chat(args) -> int:
                 result = _answer(answerer, args, question, AnswerPrinter())
                 print()
                 print_how(result)
-                print_sources(result.sources)
+                print_sources(result.sources, closed=result.mode == "closed")
         except UserError as err:  # one line, and the conversation goes on
             print(f"amazon-sft chat: {err}")
             continue

@@ -44,8 +44,13 @@ def print_how(result) -> None:
         print(f"(the answer cites {uids}: not a record retrieval returned, so not a source)")
 
 
-def print_sources(sources: list[dict]) -> None:
-    print("\nSources:")
+def print_sources(sources: list[dict], closed: bool = False) -> None:
+    """The records retrieved for a question; ``closed``: a closed-book answer, whose model was
+    given none of them (an invented answer above a plain "Sources:" read as sourced)."""
+    if closed:
+        print("\nNearest catalogue records (closed-book: the model was given no records):")
+    else:
+        print("\nSources:")
     if not sources:
         print("  (no catalogue product matched the question)")
     for s in sources:

@@ -45,6 +45,11 @@ def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifes
             )
 
 
+SPLIT_KEYS = ("data.heldout_fraction", "data.probe_size")
+"""Data settings that choose which products are held out or probed, not what an example
+teaches: given otherwise, the data's split is kept without sending the user back to prepare."""
+
+
 def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> RunConfig:
     """The run config with every data setting that shaped the examples taken from the manifest
     (a value given to train instead would describe data the model never saw; only what train
@@ -57,6 +62,15 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
     asked = to_dict(cfg)["data"]
     made = {k: v for k, v in manifest.data.items() if k not in READ_BY_TRAIN + PREPARE_SPEED}
     merged, changed = _as_made(asked, made, "data.")
+    split = {k: changed.pop(k) for k in SPLIT_KEYS if k in changed}
+    if split and say:  # prepared with another held-out share, as the docs advise for figures
+        log.warning(
+            "%s holds the held-out split prepare made with %s (the config gave %s): training "
+            "and eval use the data's split, and the run records it",
+            cfg.data.path,
+            ", ".join(f"{k}={new}" for k, (_, new) in split.items()),
+            ", ".join(f"{k}={old}" for k, (old, _) in split.items()),
+        )
     if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
         log.warning(
             "%s prepared the examples with %s; the config gave %s. Training teaches what the "

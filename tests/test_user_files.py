@@ -1123,3 +1123,26 @@ def test_a_train_refused_before_its_first_step_leaves_no_new_run_folder(
     out.mkdir()  # a folder that was there is the user's: it stays, marked as a run's
     _one_line_error(_cli(*args, *refused, timeout=120), "train", needle)
     assert out.is_dir()
+
+
+def test_a_held_out_fraction_the_data_was_split_with_otherwise_is_not_sent_back_to_prepare(
+    prepared, caplog
+):
+    """Prepared with ``data.heldout_fraction=0.1`` as the docs advise, then trained with the
+    config (0.01): the warning told the student to prepare again with the config's 0.01, back to
+    15 held-out products (a new user). The split is the data's: said so, not sent back."""
+    import logging
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.run_data import taught_by_the_data
+
+    manifest = read_manifest(prepared)
+    made = manifest.data["heldout_fraction"]
+    cfg = load_run_config("tiny", [f"data.heldout_fraction={made / 2}"])
+    with caplog.at_level(logging.WARNING, logger="amazon_sft.train"):
+        taken = taught_by_the_data(cfg, manifest)
+    assert taken.data.heldout_fraction == made
+    said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert f"data.heldout_fraction={made}" in said and "held-out split" in said, said
+    assert "prepare again" not in said, said

@@ -274,7 +274,11 @@ HEADLINE = (
 def summary_table(result: dict, models: list[str]) -> list[str]:
     """One line per group, the headline rates of each model (values only; intervals below)."""
     heads = [f"{E.METRICS[k][0]} ({m})" for k in HEADLINE for m in models]
-    lines = ["## Summary", "", "| group | n | " + " | ".join(heads) + " |"]
+    lines = [
+        "## Summary",
+        "",
+        "| group | questions (about a product) | " + " | ".join(heads) + " |",
+    ]
     lines.append("|---" * (len(heads) + 2) + "|")
     for group, row in result["groups"][models[0]].items():
         cells = []
@@ -282,8 +286,14 @@ def summary_table(result: dict, models: list[str]) -> list[str]:
             for m in models:
                 got = result["groups"][m][group].get(key)
                 cells.append("-" if got is None else f"{got['value']:.3f}")
-        lines.append(f"| {md_text(group)} | {row['n']} | " + " | ".join(cells) + " |")
-    return [*lines, ""]
+        about = (row.get("right_record_cited") or {}).get("of", "-")  # the rates' base
+        lines.append(f"| {md_text(group)} | {row['n']} ({about}) | " + " | ".join(cells) + " |")
+    note = (
+        "Right, wrong, false abstention and recall are out of the questions about a product "
+        "(in brackets), abstention recall out of those about absent products; the tables "
+        "below give each count and interval."
+    )
+    return [*lines, "", note, ""]
 
 
 def _batching(batch_size: int) -> str:

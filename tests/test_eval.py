@@ -285,3 +285,31 @@ def test_end_to_end_eval_answers_as_long_as_ask_does_unless_told():
     assert oracle.max_new_tokens == 128
     given = parse_args(["--data", "d", "--model", "m", "--questions", "q", "--max-new-tokens", "9"])
     assert given.max_new_tokens == 9
+
+
+def test_the_plot_names_its_protocol_and_each_splits_count(tmp_path, monkeypatch):
+    """report.png gave no n and no protocol: a grounded bar read as answers to shoppers, not as
+    oracle context (a new user). Each split's label carries its n; the title says oracle
+    context when a grounded split is drawn."""
+    import matplotlib.figure
+
+    from amazon_sft.evaluation.report import plot
+
+    seen = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: seen.append(fig)
+    )
+    metrics = {"rougeL": 0.4, "citation_accuracy": 0.5}
+    result = {
+        "models": ["model"],
+        "splits": {
+            "heldout": {"model": {"n": 16, "metrics": {"rougeL": 0.4}}},
+            "heldout grounded": {"model": {"n": 12, "metrics": metrics}},
+        },
+    }
+    plot(result, tmp_path / "report.png")
+    fig = seen[0]
+    title = fig._suptitle.get_text()
+    assert "oracle context" in title, title
+    labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
+    assert labels == ["heldout\nn=16", "heldout\ngrounded\nn=12"], labels

@@ -181,6 +181,13 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
+def _split_label(result: dict, split: str, model: str) -> str:
+    """A split's tick label: its name over its count of items."""
+    n = result["splits"][split][model].get("n")
+    name = split.replace(" ", "\n")
+    return name if n is None else f"{name}\nn={n}"
+
+
 def plot(result: dict, path: Path) -> None:
     """One panel per metric with a bar per model and split; when comparing, a second panel per
     metric with the delta (tuned - base) and its bootstrap interval around it, so no interval is
@@ -206,7 +213,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_title(SHOWN[key][0], fontsize=9)
         ax.set_xticks(
             [i + width * (len(models) - 1) / 2 for i in range(len(splits))],
-            [s.replace(" ", "\n") for s in splits],
+            [_split_label(result, s, models[0]) for s in splits],
             fontsize=7,
         )
     for ax, key in zip(delta_axes, keys):
@@ -222,6 +229,12 @@ def plot(result: dict, path: Path) -> None:
     for ax in value_axes[len(keys) :] + delta_axes[len(keys) :]:
         ax.axis("off")
     value_axes[0].legend(fontsize=7)
+    if any(s.endswith(("grounded", "absent")) for s in splits):
+        fig.suptitle(
+            "grounded / absent: oracle context (the exact title asked, the right record shown or "
+            "left out), not shoppers' questions through retrieval",
+            fontsize=8,
+        )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

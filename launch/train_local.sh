@@ -17,6 +17,13 @@
 # one-process launcher would die alone and leave training running unwatched, and torch's
 # multi-process agent dies of SIGUSR1 (its workers went on, orphaned) and turns SIGTERM into exit 1.
 set -euo pipefail
+# Caught from the first line (the setup reads YAML with python3: a stop then was fatal, 143).
+# A hang-up (the terminal closed) stops it too: the launcher, in its own session, would not get it.
+# Ctrl-Cs are counted apart: a TERM then a Ctrl-C is one stop, not the "second Ctrl-C".
+# shellcheck disable=SC2034  # ctrl_c is read by the INT trap
+stops=0 ctrl_c=0 stop_signal=TERM
+trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1 HUP
+trap 'ctrl_c=$((ctrl_c + 1)) && stops=$((ctrl_c > stops ? ctrl_c : stops)) stop_signal=INT' INT
 here="$PWD"
 absolute() { case "$1" in /*) echo "$1" ;; *) echo "$here/$1" ;; esac; }
 cd "$(dirname "$0")/.."
@@ -121,12 +128,6 @@ fi
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 # shellcheck source=launch/forward_stop.sh
 source launch/forward_stop.sh
-# A hang-up (the terminal closed) stops it too: the launcher, in its own session, would not get it.
-# Ctrl-Cs are counted apart: a TERM then a Ctrl-C is one stop, not the "second Ctrl-C".
-# shellcheck disable=SC2034  # ctrl_c is read by the INT trap
-stops=0 ctrl_c=0 stop_signal=TERM
-trap '[ "$stops" -gt 0 ] || stops=1' TERM USR1 HUP
-trap 'ctrl_c=$((ctrl_c + 1)) && stops=$((ctrl_c > stops ? ctrl_c : stops)) stop_signal=INT' INT
 (exec setsid "${launch[@]}" "${args[@]}" "$@") &
 launcher=$!
 # Killed outright (SIGKILL, the OOM killer), this script passes nothing on and the launcher, in

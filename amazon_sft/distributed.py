@@ -53,9 +53,12 @@ def plan_batches(cfg: RunConfig, world_size: int) -> BatchPlan:
     micro, glob = cfg.train.micro_batch_size, cfg.train.global_batch_size
     per_step = micro * world_size
     if glob % per_step:
-        rows = glob // world_size  # each process's rows a step, when they split evenly
-        fits = [m for m in range(micro, 0, -1) if not glob % world_size and not rows % m]
-        other = f", or train.micro_batch_size={fits[0]}" if fits else ""  # resume takes it
+        other = ""  # resume takes a micro-batch change, not a global one
+        if glob % world_size == 0:  # each process's rows split evenly: the largest that divides
+            rows = glob // world_size
+            other = (
+                f", or train.micro_batch_size={max(m for m in range(1, micro) if rows % m == 0)}"
+            )
         raise UserError(
             f"train.global_batch_size={glob} is not a multiple of train.micro_batch_size={micro} x "
             f"world size {world_size} = {per_step}; use e.g. train.global_batch_size="

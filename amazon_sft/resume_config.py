@@ -29,6 +29,8 @@ from amazon_sft.optim import lr_factor
 
 CHANGES = "config_changes.jsonl"
 _ABSENT = object()  # a key the checkpoint's config lacks
+RAN_PRECISION = "train.precision as it ran"
+"""The change of the precision that ran (``auto`` resolved), recorded beside the config's."""
 
 APPLIED = frozenset(
     {
@@ -153,9 +155,7 @@ def changes_on_resume(
     if ran is not None and precision is not None:
         changes = [c for c in changes if c.key != "train.precision"]
         if ran != precision:
-            changes.append(
-                Change("train.precision as it ran", precision_name(ran), precision_name(precision))
-            )
+            changes.append(Change(RAN_PRECISION, precision_name(ran), precision_name(precision)))
     same_data = saved.get("data_integrity") == data_integrity
     # a LoRA base copied elsewhere (a requeue onto node-local storage): its weight files' record
     # proves the same base; a full fine-tune records none, so its model.path stays put
@@ -266,7 +266,7 @@ def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> 
         return
     held = flatten(saved["config"]) if saved and isinstance(saved.get("config"), dict) else {}
     if saved and saved.get("precision"):
-        held["train.precision as it ran"] = precision_name(saved["precision"])
+        held[RAN_PRECISION] = precision_name(saved["precision"])
     kept = []
     for line in path.read_text(errors="replace").splitlines():
         try:

@@ -68,8 +68,8 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
             "%s holds the held-out split prepare made with %s (the config gave %s): training "
             "and eval use the data's split, and the run records it",
             cfg.data.path,
-            ", ".join(f"{k}={new}" for k, (_, new) in split.items()),
-            ", ".join(f"{k}={old}" for k, (old, _) in split.items()),
+            _listed(split, 1),
+            _listed(split, 0),
         )
     if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
         log.warning(
@@ -77,10 +77,15 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
             "data holds and records its values: to teach the config's, run amazon-sft prepare "
             "again with it",
             cfg.data.path,
-            ", ".join(f"{k}={new}" for k, (_, new) in changed.items()),
-            ", ".join(f"{k}={old}" for k, (old, _) in changed.items()),
+            _listed(changed, 1),
+            _listed(changed, 0),
         )
     return dataclasses.replace(cfg, data=from_dict(DataConfig, merged, prefix="data."))
+
+
+def _listed(changes: dict, side: int) -> str:
+    """``key=value`` of each change, the config's value (``side`` 0) or the data's (1)."""
+    return ", ".join(f"{k}={pair[side]}" for k, pair in changes.items())
 
 
 TAKEN_WHOLE = ("question_mix",)

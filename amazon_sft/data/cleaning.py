@@ -3,9 +3,9 @@
 The steps, in order: HTML entities unescaped (once), then until the text no longer changes:
 stray tags replaced by a space, the "--This text refers to ... edition." note removed, the
 tokenizer's special-token text removed (prepare's scrub), control characters and invisible
-marks (soft hyphens, zero-width spaces) removed and whitespace collapsed, the grounded prompt's markup ("[source: X]", "| uid:") removed. Repeated,
-because each step can rebuild what an earlier one removed ("[source:<b></b> X]" is a citation
-once the tag and the doubled space go). Then the row is dropped when its content is (near)
+marks (soft hyphens, zero-width spaces) removed and whitespace collapsed, the grounded prompt's
+markup ("[source: X]", "| uid:") removed. Repeated, because each step can rebuild what an
+earlier one removed ("[source:<b></b> X]" is a citation once the tag and the doubled space go). Then the row is dropped when its content is (near)
 empty, equal to its title, a repeat of an earlier (title, content) pair, or under a uid a kept
 row has.
 """

@@ -263,9 +263,12 @@ class TrainConfig:
     """auto (bf16 where the GPU has it, fp32 on CPU), bf16 or fp32."""
     attention: str = "auto"
     """auto (on CUDA: torch's varlen_attn when torch has it, else flash_attention_2 when
-    flash-attn imports; on CPU: sdpa_per_document, torch SDPA per packed document), or force one
+    flash-attn imports, else sdpa; on CPU: sdpa_per_document, torch SDPA per packed document), or force one
     of varlen_attn, flash_attention_2, sdpa_per_document, sdpa or eager (block-diagonal mask).
     Every path is given the batch's document boundaries; none infers them from position ids."""
+    compile: bool = False
+    """torch.compile each decoder layer (fuses the norm, RoPE and activation kernels): +21% tokens/s
+    on an H200 (docs/benchmarks.md); the first steps compile. Refused with DeepSpeed."""
     loss_chunk_tokens: int = 1024
     """Answer tokens per chunk of the cross-entropy; the (tokens x vocab) logits never exist whole."""
     max_bad_steps: int = 5

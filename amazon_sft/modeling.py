@@ -50,14 +50,16 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
         )
     if requested != "auto":
         return requested, "asked for in train.attention"
-    if not half:
-        return attention.NAME, "fp32 compute: torch SDPA run per document (flash kernels need bf16)"
-    if attention.has_varlen_attn():
+    if half and attention.has_varlen_attn():
         return attention.VARLEN, "CUDA and torch's varlen_attn: one flash call per layer, no wheel"
-    if has_flash:
+    if half and has_flash:
         return "flash_attention_2", "flash-attn is installed and a GPU is present (varlen)"
-    why = "no CUDA varlen kernel here: torch SDPA run per document (no cross-document pairs)"
-    return attention.NAME, why
+    if torch.cuda.is_available():
+        # one SDPA call per document is a kernel launch per document per layer: 3,081 tok/s on
+        # an H200 against 32,241 for one call with a mask (docs/benchmarks.md)
+        why = "fp32 compute" if not half else "no varlen flash kernel on this GPU"
+        return "sdpa", f"{why}: SDPA with a block-diagonal mask (no cross-document pairs)"
+    return attention.NAME, "CPU: torch SDPA run per document (no cross-document pairs)"
 
 
 FLASH_MAX_HEAD_DIM = 256
@@ -115,7 +117,18 @@ def load_model(
     """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
     from transformers import AutoModelForCausalLM
 
+    if cfg.train.compile and deepspeed:  # ZeRO-3's parameter hooks break compiled graphs
+        raise UserError(
+            "train.compile is not supported with DeepSpeed (untested here, and ZeRO-3 gathers "
+            "parameters in hooks a compiled graph skips); set train.compile=false"
+        )
     attn, _ = choose_attention(cfg.train.attention, precision)
+    if cfg.train.compile and attn == attention.NAME:  # 60 tok/s on CPU: a bench run
+        raise UserError(
+            "train.compile with sdpa_per_document (train.attention=auto on CPU) recompiles at "
+            "every step, its loop over documents changing with each batch; set "
+            "train.attention=varlen_attn, flash_attention_2 or sdpa, or train.compile=false"
+        )
     dtype = model_dtype(precision, cfg.lora.enabled, deepspeed)
     m = cfg.model
     try:
@@ -171,7 +184,33 @@ def load_model(
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=reentrant_off)
     if cfg.lora.enabled:
         model = wrap_lora(model, cfg.lora, dtype if deepspeed else torch.float32)
+    if cfg.train.compile:
+        compile_decoder_layers(model)
     return model
+
+
+def compile_decoder_layers(model) -> int:
+    """``torch.compile`` each decoder layer in place (transformers names their class in
+    ``_no_split_modules``); a layer-wise compile keeps one small graph that every layer reuses,
+    inside gradient checkpointing, and leaves the attention inputs (document boundaries) as
+    inputs. Returns how many were compiled; none found is said, not silent."""
+    # transformers >= 5.2x checkpoints inside forward, so the checkpoint sits in the compiled
+    # frame, and its output-capture hooks touch a context variable there: dynamo refuses to
+    # replay that in the recompute and ran the whole layer eager (0 graphs). Nothing is captured
+    # in training, so the recompute need not replay it.
+    torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    names = set(getattr(base, "_no_split_modules", None) or ())
+    layers = [m for m in base.modules() if type(m).__name__ in names]
+    for layer in layers:
+        layer.compile()
+    if not layers:
+        log.warning(
+            "train.compile: no decoder layers found in %s (transformers lists none in "
+            "_no_split_modules); the model runs uncompiled",
+            type(base).__name__,
+        )
+    return len(layers)
 
 
 def say_arch_unused(arch: dict, config, path: str) -> list[str]:

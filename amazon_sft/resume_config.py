@@ -47,6 +47,7 @@ APPLIED = frozenset(
         "train.peak_tflops",
         "train.loss_chunk_tokens",
         "train.gradient_checkpointing",
+        "train.compile",
         "train.attention",
         "checkpoint.every_steps",
         "checkpoint.every_minutes",

@@ -16,6 +16,13 @@ import time
 from pathlib import Path
 
 import torch
+from gpu_train_knobs import (
+    cfg_overrides,
+    fused_adamw,
+    micro_rows,
+    profile_steps,
+    split_knobs,
+)
 
 from amazon_sft.attention import has_varlen_attn
 from amazon_sft.config import load_run_config
@@ -56,7 +63,7 @@ PATHS = {
 }
 
 
-def build_cfg(args, attention: str, checkpointing: bool):
+def build_cfg(args, attention: str, checkpointing: bool, extra: tuple[str, ...] = ()):
     overrides = [
         f"data.max_seq_len={args.seq_len}",
         "data.max_answer_tokens=512",
@@ -72,6 +79,7 @@ def build_cfg(args, attention: str, checkpointing: bool):
         "model.arch.max_position_embeddings=8192",
         "model.arch.tie_word_embeddings=false",
         "train.trackers=[]",
+        *extra,
     ]
     overrides += [f"model.arch.{k}={v}" for k, v in SIZES[args.size].items()]
     return load_run_config("tiny", overrides)
@@ -79,6 +87,7 @@ def build_cfg(args, attention: str, checkpointing: bool):
 
 def available(name: str, device: str) -> str | None:
     """None when the variant can run here, else why not."""
+    name = split_knobs(name)[0]
     if name.startswith("varlen") and not has_varlen_attn():
         return "needs CUDA and torch >= 2.10 (torch.nn.attention.varlen)"
     if name == "flash" and not (device == "cuda" and importlib.util.find_spec("flash_attn")):
@@ -109,16 +118,21 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
 
     from amazon_sft.trainer import Trainer
 
-    attention = PATHS[name.removesuffix("-nockpt")]
-    cfg = build_cfg(args, attention, checkpointing=not name.endswith("-nockpt"))
+    base, knobs = split_knobs(name)  # knobs: bench/gpu_train_knobs.py
+    attention = PATHS[base.removesuffix("-nockpt")]
+    micro = micro_rows(knobs, args.micro)
+    extra = (f"train.micro_batch_size={micro}", f"train.global_batch_size={micro}")
+    cfg = build_cfg(args, attention, not base.endswith("-nockpt"), (*extra, *cfg_overrides(knobs)))
     accelerator = Accelerator(mixed_precision="bf16" if device == "cuda" else "no")
     tok = load_tokenizer(cfg.model)
     model = build_lm(cfg, tok, accelerator, SIZES[args.size]["vocab_size"])
     vocab = model.lm.get_input_embeddings().weight.shape[0]
     optimizer, scheduler = build_optimizer(cfg, model)
+    if "fused" in knobs:
+        optimizer, scheduler = fused_adamw(cfg, optimizer, model, accelerator.device)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-    loader = PackedLoader(PackedShards(data_dir), args.micro)
-    plan = BatchPlan(args.micro, 1, 1, args.micro, args.seq_len)
+    loader = PackedLoader(PackedShards(data_dir), micro)
+    plan = BatchPlan(micro, 1, 1, micro, args.seq_len)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, None)
     batches = iter(loader)
     tokens = flops = seconds = collate = 0.0
@@ -126,9 +140,9 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
         torch.cuda.reset_peak_memory_stats()
     for i in range(args.warmup + args.steps):
         t_batch = time.perf_counter()
-        micro = [next(batches)]  # collated on the main thread, between steps
+        batch = [next(batches)]  # collated on the main thread, between steps
         t0 = time.perf_counter()
-        result = trainer.train_step(micro)  # ends with the step's one host sync
+        result = trainer.train_step(batch)  # ends with the step's one host sync
         if i < args.warmup:
             continue
         seconds += time.perf_counter() - t0
@@ -138,6 +152,10 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
         if not result.finite:
             raise RuntimeError(f"step {i} was non-finite (loss {result.loss})")
     peak = torch.cuda.max_memory_allocated() / 2**30 if device == "cuda" else None
+    profiled = {}
+    if "prof" in knobs:
+        step = trainer.train_step
+        profiled = profile_steps(name, lambda: step([next(batches)]))
     # over the wall time, collation included: TRL's clock (run_trl) runs through its data
     # loading, and training's own tokens/s counts it (an outside review: step time alone
     # flattered the ratio to TRL)
@@ -150,11 +168,13 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
         "variant": name,
         "attention": attention,
         "vocab": vocab,
+        "rows_per_step": micro,
         "tokens_per_sec": round(tokens / wall),
         "mfu": None if mfu is None else round(mfu, 4),
         "peak_mem_gib": None if peak is None else round(peak, 2),
         # the host's share of the wall time: what a background collate could hide
         "host_collate_share": round(collate / wall, 4),
+        **profiled,
     }
 
 
@@ -278,6 +298,6 @@ def run_variant(name: str, args, data_dir: Path, device: str) -> dict:
     if name == "trl":
         return run_trl(args, data_dir, device)
     row = run_ours(name, args, data_dir, device)
-    if not name.endswith("-nockpt"):
+    if name in PATHS:  # a knob changes no attention path: checked once, on the plain variant
         row["logits_max_diff"] = float(f"{logits_check(name, device):.3g}")
     return row

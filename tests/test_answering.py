@@ -158,6 +158,21 @@ def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monk
     assert code == 2 and "--index" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.parametrize("leave", ["sair", "Quit", "/exit", " EXIT "])
+def test_chat_ends_on_the_words_people_type_to_leave(prepared, capsys, monkeypatch, leave):
+    """The course's users write Portuguese: "sair" was sent to retrieval as a question, and so
+    were "Quit" and "/exit"; after it, nothing more is read."""
+    from amazon_sft.cli import main
+
+    typed = iter([leave, "never read"])
+    asked = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(1) or next(typed))
+    code = main(["chat", "--index", str(prepared), "--sources-only", "--gate", "words"])
+    out = capsys.readouterr().out
+    assert code == 0 and len(asked) == 1, out
+    assert "'sair'" in out  # the banner names it
+
+
 def test_ask_json_and_chat_with_a_trained_model(prepared, tuned_run):
     other, title = (r["title"] for r in _records(prepared, 3)[1:])
     proc = _cli(

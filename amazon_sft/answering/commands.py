@@ -291,12 +291,17 @@ def _run_ask(args) -> int:
     return 0
 
 
+LEAVE_WORDS = frozenset({"exit", "quit", "sair"})
+"""What ends a chat, in any case, with or without a leading slash (the course's users write
+Portuguese: "sair")."""
+
+
 def _run_chat(args) -> int:
     if args.sources_only:
         show, answerer = retrieval_only(args, "chat"), None
     else:
         answerer = _session(args)
-    print("Ask about a product (Ctrl-D or 'exit' to quit).")
+    print("Ask about a product (Ctrl-D, 'exit' or 'sair' to quit).")
     if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8: U+FFFD, not a traceback
         sys.stdin.reconfigure(errors="replace")
     while True:
@@ -304,7 +309,7 @@ def _run_chat(args) -> int:
             question = input("> ").strip()
         except EOFError:
             break
-        if question in ("exit", "quit"):
+        if question.lower().lstrip("/") in LEAVE_WORDS:
             break
         if not question:
             continue

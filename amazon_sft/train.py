@@ -44,7 +44,7 @@ from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.model_memory import check_full_fine_tune_fits
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
-from amazon_sft.optim import build_optimizer
+from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import disk_full, landing, run_kept
 from amazon_sft.ownership import (
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
         model = build_model(cfg, tok, accelerator)
         base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
-        optimizer, scheduler = build_optimizer(cfg, model)
+        optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         rank = accelerator.process_index
         loader = PackedLoader(

@@ -29,7 +29,7 @@ from amazon_sft.config import load_run_config
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.shards import PackedShards
 from amazon_sft.distributed import BatchPlan
-from amazon_sft.optim import build_optimizer
+from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.tokenizer import load_tokenizer
 
 CRASH_ENV = "GPU_TRAIN_BENCH_CRASH"
@@ -127,7 +127,7 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
     tok = load_tokenizer(cfg.model)
     model = build_lm(cfg, tok, accelerator, SIZES[args.size]["vocab_size"])
     vocab = model.lm.get_input_embeddings().weight.shape[0]
-    optimizer, scheduler = build_optimizer(cfg, model)
+    optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))  # train's
     if "fused" in knobs:
         optimizer, scheduler = fused_adamw(cfg, optimizer, model, accelerator.device)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

@@ -232,3 +232,15 @@ def grounded_prepared(catalogue, tmp_path_factory):
     out = tmp_path_factory.mktemp("grounded") / "data"
     prepare(catalogue, out, load_run_config("tiny", GROUNDED), progress=False)
     return out
+
+
+@pytest.fixture()
+def fresh_accelerate():
+    """accelerate keeps one process-wide state; each run here sets its own precision."""
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()

@@ -22,7 +22,9 @@ def _compiled_layers(model) -> list:
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])
-def test_compiled_step_computes_what_the_eager_step_computes(kind, tiny_model_dir, real_shape_data):
+def test_compiled_step_computes_what_the_eager_step_computes(
+    kind, fresh_accelerate, tiny_model_dir, real_shape_data
+):
     """bf16 autocast, gradient checkpointing, 1024-token rows, micro-batch 2, as a GPU run
     (on sdpa: varlen_attn runs on CUDA only)."""
     extra = LORA if kind == "lora" else []

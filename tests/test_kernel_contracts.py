@@ -48,18 +48,6 @@ def stand_ins(monkeypatch):
     attention._varlen_call.cache_clear()
 
 
-@pytest.fixture()
-def fresh_accelerate():
-    """accelerate keeps one process-wide state; each run here sets its own precision."""
-    from accelerate.state import AcceleratorState, GradientState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-    yield
-    AcceleratorState._reset_state(reset_partial_state=True)
-    GradientState._reset_state()
-
-
 def _good(dtype=torch.bfloat16):
     """A valid varlen call: 2 segments (5 + 3 tokens), 4 query heads, 2 key/value heads."""
     q = torch.randn(8, 4, 16, dtype=dtype)

@@ -267,8 +267,9 @@ class TrainConfig:
     of varlen_attn, flash_attention_2, sdpa_per_document, sdpa or eager (block-diagonal mask).
     Every path is given the batch's document boundaries; none infers them from position ids."""
     compile: bool = False
-    """torch.compile each decoder layer (fuses the norm, RoPE and activation kernels): +21% tokens/s
-    on an H200 (docs/benchmarks.md); the first steps compile. Refused with DeepSpeed."""
+    """torch.compile each decoder layer (fuses the norm, RoPE and activation kernels): 1.21-1.32x
+    tokens/s on an H200 (docs/benchmarks.md); the first steps compile. Refused with DeepSpeed and
+    on sdpa_per_document (auto on CPU: set train.attention=sdpa there)."""
     loss_chunk_tokens: int = 1024
     """Answer tokens per chunk of the cross-entropy; the (tokens x vocab) logits never exist whole."""
     max_bad_steps: int = 5

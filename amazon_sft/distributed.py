@@ -91,11 +91,15 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     where no rank runs yet (``train.py --check-world N``: the SLURM job, before it prepares):
     the batch split and the DeepSpeed JSON (its precision is left to the ranks, whose GPUs
     decide ``auto``)."""
+    from amazon_sft.modeling import refuse_compile_with_deepspeed
+
     plan = plan_batches(cfg, world_size)
     path = deepspeed_config_path(cfg)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    refuse_compile_with_deepspeed(cfg, path is not None or deepspeed)
     if path is not None:
         fill_deepspeed_config(path, cfg, plan, None)
-    elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
+    elif deepspeed:
         raise UserError(INLINE_DEEPSPEED)
     checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start
     return plan

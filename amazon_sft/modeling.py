@@ -117,17 +117,14 @@ def load_model(
     """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
     from transformers import AutoModelForCausalLM
 
-    if cfg.train.compile and deepspeed:  # ZeRO-3's parameter hooks break compiled graphs
-        raise UserError(
-            "train.compile is not supported with DeepSpeed (untested here, and ZeRO-3 gathers "
-            "parameters in hooks a compiled graph skips); set train.compile=false"
-        )
+    refuse_compile_with_deepspeed(cfg, deepspeed)
     attn, _ = choose_attention(cfg.train.attention, precision)
     if cfg.train.compile and attn == attention.NAME:  # 60 tok/s on CPU: a bench run
+        here = "sdpa or eager" if not torch.cuda.is_available() else "varlen_attn or sdpa"
         raise UserError(
             "train.compile with sdpa_per_document (train.attention=auto on CPU) recompiles at "
             "every step, its loop over documents changing with each batch; set "
-            "train.attention=varlen_attn, flash_attention_2 or sdpa, or train.compile=false"
+            f"train.attention={here}, or train.compile=false"
         )
     dtype = model_dtype(precision, cfg.lora.enabled, deepspeed)
     m = cfg.model
@@ -189,6 +186,16 @@ def load_model(
     return model
 
 
+def refuse_compile_with_deepspeed(cfg: RunConfig, deepspeed: bool) -> None:
+    """Untested under DeepSpeed here, and ZeRO-3 gathers parameters in hooks a compiled graph
+    skips. Also checked by ``train.py --check-world`` before any rank starts."""
+    if cfg.train.compile and deepspeed:
+        raise UserError(
+            "train.compile is not supported with DeepSpeed (untested with ZeRO, whose stage 3 "
+            "gathers parameters in hooks a compiled graph skips); set train.compile=false"
+        )
+
+
 def compile_decoder_layers(model) -> int:
     """``torch.compile`` each decoder layer in place (transformers names their class in
     ``_no_split_modules``); a layer-wise compile keeps one small graph that every layer reuses,
@@ -204,7 +211,13 @@ def compile_decoder_layers(model) -> int:
     layers = [m for m in base.modules() if type(m).__name__ in names]
     for layer in layers:
         layer.compile()
-    if not layers:
+    if layers:
+        log.info(
+            "train.compile: %d decoder layers compiled (one graph; the first steps compile it, "
+            "so they run slower)",
+            len(layers),
+        )
+    else:
         log.warning(
             "train.compile: no decoder layers found in %s (transformers lists none in "
             "_no_split_modules); the model runs uncompiled",

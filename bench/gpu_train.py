@@ -43,7 +43,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import SHARED_ROWS, real_like_file
 from gpu_train_knobs import split_knobs
-from gpu_train_variants import SIZES, available, build_cfg, run_variant
+from gpu_train_variants import PATHS, SIZES, available, build_cfg, run_variant
 
 from amazon_sft.data.synthetic import write_catalogue
 from amazon_sft.metrics import MFU_FORMULA
@@ -177,7 +177,7 @@ def ratios(rows: list[dict], device: str) -> list[str]:
         out.append(f"peak memory with/without checkpointing: {on} / {off} GiB ({on / off:.2f}x)")
     # TRL runs with gradient checkpointing: the variants without it are not its match
     # (and a knob, bench/gpu_train_knobs.py, changes what is compared: only plain variants)
-    ours = [r for r in by.values() if r["variant"] in ("varlen", "flash", "docsdpa", "sdpa-mask")]
+    ours = [r for r in by.values() if r["variant"] in PATHS]
     if ours and "trl" in by:
         best, trl = max(ours, key=lambda r: r["tokens_per_sec"]), by["trl"]
         ratio = best["tokens_per_sec"] / trl["tokens_per_sec"]

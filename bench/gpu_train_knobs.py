@@ -3,9 +3,9 @@
 The first H200 run (docs/benchmarks.md) gave 23% MFU on ``varlen_attn``; each knob changes one
 thing about the same train step, so its tokens/s says what that thing costs:
 
-  fused      ``torch.optim.AdamW(fused=True)``, the parameters moved to the device first (the
-             first H200 run measured it against torch's default, ``foreach``; train has used it
-             on a single GPU since: ``amazon_sft.optim.fused_adamw_here``)
+  fused      ``build_optimizer(..., fused=True)`` (the first H200 run measured it against
+             torch's default, ``foreach``; train has used it on a single GPU since:
+             ``amazon_sft.optim.fused_adamw_here``, so there the knob changes nothing)
   m<N>       N packed rows per step instead of ``--micro``
   chunk<N>   ``train.loss_chunk_tokens=N`` (the LM head + cross-entropy in chunks of N tokens)
   compile    ``train.compile=true``: the product's torch.compile of each decoder layer
@@ -47,23 +47,6 @@ def micro_rows(knobs: list[str], default: int) -> int:
 def cfg_overrides(knobs: list[str]) -> list[str]:
     out = [f"train.loss_chunk_tokens={k[5:]}" for k in knobs if k.startswith("chunk")]
     return out + (["train.compile=true"] if "compile" in knobs else [])
-
-
-def fused_adamw(cfg, optimizer: torch.optim.Optimizer, model: torch.nn.Module, device: str):
-    """The same parameter groups and schedule with ``fused=True`` (the parameters must be on the
-    device before a fused AdamW is built)."""
-    from amazon_sft.optim import lr_factor
-
-    model.to(device)
-    t = cfg.train
-    groups = [
-        {"params": g["params"], "weight_decay": g["weight_decay"]} for g in optimizer.param_groups
-    ]
-    fused = torch.optim.AdamW(groups, lr=t.lr, betas=tuple(t.adam_betas), fused=True)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        fused, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio)
-    )
-    return fused, scheduler
 
 
 def profile_steps(name: str, step, n_steps: int = 2) -> dict:

@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 from gpu_train_knobs import (
     cfg_overrides,
-    fused_adamw,
     micro_rows,
     profile_steps,
     split_knobs,
@@ -127,9 +126,8 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
     tok = load_tokenizer(cfg.model)
     model = build_lm(cfg, tok, accelerator, SIZES[args.size]["vocab_size"])
     vocab = model.lm.get_input_embeddings().weight.shape[0]
-    optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))  # train's
-    if "fused" in knobs:
-        optimizer, scheduler = fused_adamw(cfg, optimizer, model, accelerator.device)
+    fused = "fused" in knobs or fused_adamw_here(accelerator)  # train's choice, or the knob's
+    optimizer, scheduler = build_optimizer(cfg, model, fused)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     loader = PackedLoader(PackedShards(data_dir), micro)
     plan = BatchPlan(micro, 1, 1, micro, args.seq_len)

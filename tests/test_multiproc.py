@@ -130,6 +130,8 @@ def test_two_processes_match_one_at_real_shapes(
     _reloads(tmp_path, bool(extra))
     if case == "zero3_lora":
         _resumes_from_the_adapter_alone(launch, tmp_path, got, models[model], real_shape_data, env)
+    if case == "zero3":
+        _resumes_with_another_micro_batch(launch, tmp_path, models[model], real_shape_data, env)
 
 
 def _resumes_from_the_adapter_alone(launch, out: Path, losses, model, data, env) -> None:
@@ -150,6 +152,28 @@ def _resumes_from_the_adapter_alone(launch, out: Path, losses, model, data, env)
     )
     assert "resumed from" in proc.stderr and "at step 2" in proc.stderr
     assert _losses(out) == pytest.approx(losses, rel=REL_TOL)  # step 3 run again
+
+
+def _resumes_with_another_micro_batch(launch, out: Path, model, data, env) -> None:
+    """A ZeRO-3 job requeued onto cards with less memory takes a smaller micro-batch on resume
+    (resume_config.APPLIED): DeepSpeed's engine then accumulates 4 micro-batches, not 2, and
+    its checkpoint was written under the old accumulation. Step 3 again from step 2's
+    checkpoint, micro 1 x accumulation 4 x world 2, must give the same loss and the same
+    gradient norm as the run's own step 3 (a gradient scaled by a stale accumulation, or a
+    boundary counted from the old micro-step counter, would not). Only the tiny-shape,
+    one-process case was tested before."""
+    checkpoint = out / "checkpoints" / "step-00000002"
+    before = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    port = launch.index("--main_process_port") + 1
+    launch = [*launch[:port], str(free_port()), *launch[port + 1 :]]
+    again = [*SHAPE, "train.micro_batch_size=1", f"resume={checkpoint.name}"]
+    proc = _run(launch, train_overrides(data, model, out, *again), env)
+    assert "micro 1 x accumulation 4 x world 2" in proc.stderr
+    assert "train.micro_batch_size: 2 -> 1" in proc.stderr
+    after = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in after] == [1, 2, 3]
+    assert after[2]["loss"] == pytest.approx(before[2]["loss"], rel=REL_TOL)
+    assert after[2]["grad_norm"] == pytest.approx(before[2]["grad_norm"], rel=1e-3)
 
 
 def _reloads(out: Path, lora: bool) -> None:

@@ -18,9 +18,9 @@ training (generation with a padding mask and a KV cache) they run masked SDPA.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import itertools
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -114,10 +114,25 @@ def per_document_sdpa(
     return out.transpose(1, 2).reshape(b, t, h, d), None
 
 
-@functools.cache
-def _varlen_call():
-    """torch's varlen_attn with causal masking and GQA, across the torch versions that have it:
-    2.10 takes ``is_causal``, later ones ``window_size=(-1, 0)``; ``enable_gqa`` came later."""
+_KERNELS: dict[str, Callable] = {}
+"""The varlen call built once per process. A dict, not ``functools.cache``: under
+``train.compile`` dynamo traces through a cache wrapper and warns the user that it did."""
+
+
+def _varlen_call() -> Callable:
+    """torch's varlen_attn with causal masking and GQA (built once; ``.cache_clear()`` forgets
+    it, for tests that swap the kernel)."""
+    if VARLEN not in _KERNELS:
+        _KERNELS[VARLEN] = _build_varlen_call()
+    return _KERNELS[VARLEN]
+
+
+_varlen_call.cache_clear = _KERNELS.clear  # type: ignore[attr-defined]
+
+
+def _build_varlen_call() -> Callable:
+    """Across the torch versions that have varlen_attn: 2.10 takes ``is_causal``, later ones
+    ``window_size=(-1, 0)``; ``enable_gqa`` came later."""
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters

@@ -235,6 +235,20 @@ def grounded_prepared(catalogue, tmp_path_factory):
 
 
 @pytest.fixture()
+def stand_ins(monkeypatch):
+    """The CPU stand-ins of the CUDA flash kernels in place (tests/stand_ins/flash_kernels.py);
+    yields the list of their calls."""
+    from amazon_sft import attention
+
+    from .stand_ins import flash_kernels
+
+    flash_kernels.install(monkeypatch)
+    flash_kernels.CALLS.clear()
+    yield flash_kernels.CALLS
+    attention._varlen_call.cache_clear()
+
+
+@pytest.fixture()
 def fresh_accelerate():
     """accelerate keeps one process-wide state; each run here sets its own precision."""
     from accelerate.state import AcceleratorState, GradientState

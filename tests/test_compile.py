@@ -120,3 +120,37 @@ def test_check_world_refuses_compile_with_deepspeed(prepared, engine):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "train.compile is not supported with DeepSpeed" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_compiled_step_on_the_varlen_kernel_computes_what_the_eager_step_computes(
+    stand_ins, fresh_accelerate, tiny_model_dir, real_shape_data, recwarn
+):
+    """The path the H200 measured (varlen_attn + compile, docs/benchmarks.md), on the kernel's
+        CPU stand-in, which like the real kernel is a custom op compiled graphs call without
+        tracing into: whole layers (no graph break), the kernel reached in bf16 through the compiled
+        layers, and the eager step's loss and gradient norm. Four steps whose batches hold other
+        document counts and lengths must not recompile each step (a graph per batch shape would be
+        slower than eager on a GPU), nor warn the user that dynamo skipped a cache it should not
+    trace through."""
+    from torch._dynamo.utils import counters
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = _run_steps(tiny_model_dir, real_shape_data, "varlen_attn", [], steps=4)
+    assert not counters["stats"]["unique_graphs"]
+    stand_ins.clear()
+    compiled = _run_steps(
+        tiny_model_dir, real_shape_data, "varlen_attn", ["train.compile=true"], steps=4
+    )
+    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    assert stand_ins and all(c["dtype"] == torch.bfloat16 for c in stand_ins)
+    assert len({c["q"] for c in stand_ins}) >= 1
+    assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
+    assert not [w for w in recwarn if "lru_cache" in str(w.message)], [
+        str(w.message) for w in recwarn
+    ]
+    for a, b in zip(eager, compiled):
+        assert b.finite and b.optimizer_stepped
+        assert b.loss == pytest.approx(a.loss, rel=1e-3)
+        assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-2)

@@ -38,16 +38,6 @@ attention that is not causal by 9.8e-2, documents that see each other by 4.5e-2 
 audit). A wrong scale moved it by 2.6e-4 only: the stand-ins record the scale, checked above."""
 
 
-@pytest.fixture()
-def stand_ins(monkeypatch):
-    from amazon_sft import attention
-
-    flash_kernels.install(monkeypatch)
-    flash_kernels.CALLS.clear()
-    yield flash_kernels.CALLS
-    attention._varlen_call.cache_clear()
-
-
 def _good(dtype=torch.bfloat16):
     """A valid varlen call: 2 segments (5 + 3 tokens), 4 query heads, 2 key/value heads."""
     q = torch.randn(8, 4, 16, dtype=dtype)

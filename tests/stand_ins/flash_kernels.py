@@ -100,8 +100,9 @@ def _require(ok: bool, message: str) -> None:
 def reference_attention(q, k, v, cu, causal: bool, scale) -> torch.Tensor:
     """Causal SDPA per segment in fp32 (outside autocast), returned in the input dtype."""
     out = []
+    bounds = cu if isinstance(cu, list) else cu.tolist()
     with torch.autocast(q.device.type, enabled=False):
-        for a, b in itertools.pairwise(cu.tolist()):
+        for a, b in itertools.pairwise(bounds):
             qs, ks, vs = (x[a:b].float().transpose(0, 1)[None] for x in (q, k, v))
             o = F.scaled_dot_product_attention(
                 qs, ks, vs, is_causal=causal, scale=scale, enable_gqa=ks.shape[1] != qs.shape[1]
@@ -134,11 +135,74 @@ def torch_varlen_attn(
     if enable_gqa and hq % hk:
         raise ValueError(f"Expect query heads a multiple of key/value heads: {hq}, {hk}")
     assert return_aux is None and seqused_k is None and block_table is None  # not used by training
-    check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
     _require(tuple(window_size) in ((-1, -1), (-1, 0)), f"unexpected window {window_size}")
     causal = tuple(window_size) == (-1, 0)
+    return _varlen_op(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal, scale)
+
+
+@torch.library.custom_op("amazon_sft_stand_in::varlen_attn", mutates_args=())
+def _varlen_op(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_q: torch.Tensor,
+    cu_seq_k: torch.Tensor,
+    max_q: int,
+    max_k: int,
+    causal: bool,
+    scale: float | None,
+) -> torch.Tensor:
+    """The kernel itself, a custom op as torch's is: a compiled graph calls it without tracing
+    into it (its host reads of ``cu_seqlens`` would be graph breaks a real run does not have).
+    ``max_q`` arrives as a plain int here even when the compiled graph holds it symbolic."""
+    check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
     CALLS.append(_call("varlen_attn", query, causal, scale))
     return reference_attention(query, key, value, cu_seq_q, causal, scale)
+
+
+@_varlen_op.register_fake
+def _varlen_op_fake(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal, scale):
+    return torch.empty_like(query)
+
+
+@torch.library.custom_op("amazon_sft_stand_in::varlen_attn_backward", mutates_args=())
+def _varlen_backward_op(
+    grad: torch.Tensor,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    cu_seq_q: torch.Tensor,
+    causal: bool,
+    scale: float | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The kernel's backward: the reference attention's gradients, recomputed."""
+    bounds = cu_seq_q.tolist()  # torch.func's vjp runs below the custom op's autograd
+
+    def attend(q, k, v):
+        return reference_attention(q, k, v, bounds, causal, scale)
+
+    _, vjp = torch.func.vjp(attend, query, key, value)
+    return tuple(g.contiguous() for g in vjp(grad))
+
+
+@_varlen_backward_op.register_fake
+def _varlen_backward_fake(grad, query, key, value, cu_seq_q, causal, scale):
+    return torch.empty_like(query), torch.empty_like(key), torch.empty_like(value)
+
+
+def _varlen_setup_context(ctx, inputs, output) -> None:
+    query, key, value, cu_seq_q, _cu_k, _max_q, _max_k, causal, scale = inputs
+    ctx.save_for_backward(query, key, value, cu_seq_q)
+    ctx.causal, ctx.scale = causal, scale
+
+
+def _varlen_backward(ctx, grad):
+    query, key, value, cu_seq_q = ctx.saved_tensors
+    dq, dk, dv = _varlen_backward_op(grad, query, key, value, cu_seq_q, ctx.causal, ctx.scale)
+    return dq, dk, dv, None, None, None, None, None, None
+
+
+_varlen_op.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)
 
 
 def _call(kernel: str, q, causal: bool, scale) -> dict:

@@ -206,7 +206,17 @@ def compile_decoder_layers(model) -> int:
     # replay that in the recompute and ran the whole layer eager (0 graphs). Nothing is captured
     # in training, so the recompute need not replay it.
     torch._dynamo.config.skip_fwd_side_effects_in_bwd_under_checkpoint = True
+    # flash_attention_2 over fp32 master weights logs "Casting fp32 inputs back to bf16" with
+    # transformers' warning_once inside the layer: a graph break in a checkpointed region runs
+    # the whole layer eager (0 graphs, compile silently a no-op). It is a no-op when compiled.
+    warning_once = getattr(logging.Logger, "warning_once", None)  # transformers adds it
+    if warning_once is not None:
+        torch._dynamo.config.ignore_logging_functions.add(warning_once)
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if getattr(base.config, "_attn_implementation", None) == "flash_attention_2":
+        # transformers hands each layer's layer_idx to the flash call: read as a constant, it
+        # made one graph per layer, and past dynamo's recompile limit (8) the rest ran eager
+        torch._dynamo.config.allow_unspec_int_on_nn_module = True
     names = set(getattr(base, "_no_split_modules", None) or ())
     layers = [m for m in base.modules() if type(m).__name__ in names]
     for layer in layers:

@@ -12,7 +12,7 @@ from amazon_sft.config import load_run_config
 from amazon_sft.errors import UserError
 from amazon_sft.modeling import load_model
 
-from .test_kernel_contracts import LORA, _run_steps
+from .test_kernel_contracts import KERNEL_PATHS, LORA, _run_steps
 
 pytestmark = pytest.mark.e2e
 
@@ -37,7 +37,9 @@ def test_compiled_step_computes_what_the_eager_step_computes(
     compiled = _run_steps(
         tiny_model_dir, real_shape_data, "sdpa", [*extra, "train.compile=true"], 2
     )
-    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])  # it did compile
+    assert counters["stats"]["unique_graphs"] >= 1, {
+        k: dict(v) for k, v in counters.items()
+    }  # it did compile
     assert not counters["graph_break"], dict(counters["graph_break"])  # whole layers
     for a, b in zip(eager, compiled):
         assert b.finite and b.optimizer_stepped
@@ -122,30 +124,29 @@ def test_check_world_refuses_compile_with_deepspeed(prepared, engine):
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+@pytest.mark.parametrize("kernel", ["varlen_attn", "flash_attention_2"])
 def test_compiled_step_on_the_varlen_kernel_computes_what_the_eager_step_computes(
-    stand_ins, fresh_accelerate, tiny_model_dir, real_shape_data, recwarn
+    kernel, stand_ins, fresh_accelerate, tiny_model_dir, real_shape_data, recwarn
 ):
-    """The path the H200 measured (varlen_attn + compile, docs/benchmarks.md), on the kernel's
-        CPU stand-in, which like the real kernel is a custom op compiled graphs call without
-        tracing into: whole layers (no graph break), the kernel reached in bf16 through the compiled
-        layers, and the eager step's loss and gradient norm. Four steps whose batches hold other
-        document counts and lengths must not recompile each step (a graph per batch shape would be
-        slower than eager on a GPU), nor warn the user that dynamo skipped a cache it should not
-    trace through."""
+    """The path the H200 measured (varlen_attn + compile, docs/benchmarks.md), on the kernels'
+    CPU stand-ins, which like the real kernels are custom ops that compiled graphs call without
+    tracing into: whole layers (no graph break), the kernel reached in bf16 through the compiled
+    layers, and the eager step's loss and gradient norm. Four batches that hold other document
+    counts must not recompile each step (a graph per batch would be slower than eager on a GPU),
+    nor warn the user that dynamo traced through a cache."""
     from torch._dynamo.utils import counters
 
     torch._dynamo.reset()
     counters.clear()
-    eager = _run_steps(tiny_model_dir, real_shape_data, "varlen_attn", [], steps=4)
+    eager = _run_steps(tiny_model_dir, real_shape_data, kernel, [], steps=4)
     assert not counters["stats"]["unique_graphs"]
     stand_ins.clear()
-    compiled = _run_steps(
-        tiny_model_dir, real_shape_data, "varlen_attn", ["train.compile=true"], steps=4
-    )
-    assert counters["stats"]["unique_graphs"] >= 1, dict(counters["stats"])
+    compiled = _run_steps(tiny_model_dir, real_shape_data, kernel, ["train.compile=true"], 4)
+    assert counters["stats"]["unique_graphs"] >= 1, {k: dict(v) for k, v in counters.items()}
     assert not counters["graph_break"], dict(counters["graph_break"])
     assert stand_ins and all(c["dtype"] == torch.bfloat16 for c in stand_ins)
-    assert len({c["q"] for c in stand_ins}) >= 1
+    assert {c["kernel"] for c in stand_ins} == {KERNEL_PATHS[kernel]}
+    assert len({c["segments"] for c in stand_ins}) > 1  # the batches' shapes differ
     assert counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
     assert not [w for w in recwarn if "lru_cache" in str(w.message)], [
         str(w.message) for w in recwarn

@@ -137,7 +137,8 @@ def torch_varlen_attn(
     assert return_aux is None and seqused_k is None and block_table is None  # not used by training
     _require(tuple(window_size) in ((-1, -1), (-1, 0)), f"unexpected window {window_size}")
     causal = tuple(window_size) == (-1, 0)
-    return _varlen_op(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal, scale)
+    args = (query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
+    return _varlen_op(*args, causal, scale, "varlen_attn")
 
 
 @torch.library.custom_op("amazon_sft_stand_in::varlen_attn", mutates_args=())
@@ -151,17 +152,18 @@ def _varlen_op(
     max_k: int,
     causal: bool,
     scale: float | None,
+    kernel: str,
 ) -> torch.Tensor:
     """The kernel itself, a custom op as torch's is: a compiled graph calls it without tracing
     into it (its host reads of ``cu_seqlens`` would be graph breaks a real run does not have).
     ``max_q`` arrives as a plain int here even when the compiled graph holds it symbolic."""
     check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
-    CALLS.append(_call("varlen_attn", query, causal, scale))
+    CALLS.append(_call(kernel, query, causal, scale) | {"segments": cu_seq_q.numel() - 1})
     return reference_attention(query, key, value, cu_seq_q, causal, scale)
 
 
 @_varlen_op.register_fake
-def _varlen_op_fake(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal, scale):
+def _varlen_op_fake(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, causal, scale, kernel):
     return torch.empty_like(query)
 
 
@@ -191,7 +193,7 @@ def _varlen_backward_fake(grad, query, key, value, cu_seq_q, causal, scale):
 
 
 def _varlen_setup_context(ctx, inputs, output) -> None:
-    query, key, value, cu_seq_q, _cu_k, _max_q, _max_k, causal, scale = inputs
+    query, key, value, cu_seq_q, _cu_k, _max_q, _max_k, causal, scale, _kernel = inputs
     ctx.save_for_backward(query, key, value, cu_seq_q)
     ctx.causal, ctx.scale = causal, scale
 
@@ -199,7 +201,7 @@ def _varlen_setup_context(ctx, inputs, output) -> None:
 def _varlen_backward(ctx, grad):
     query, key, value, cu_seq_q = ctx.saved_tensors
     dq, dk, dv = _varlen_backward_op(grad, query, key, value, cu_seq_q, ctx.causal, ctx.scale)
-    return dq, dk, dv, None, None, None, None, None, None
+    return dq, dk, dv, None, None, None, None, None, None, None
 
 
 _varlen_op.register_autograd(_varlen_backward, setup_context=_varlen_setup_context)
@@ -236,12 +238,12 @@ def flash_attn_varlen_func(
     return_attn_probs=False,
     block_table=None,
 ):
-    """flash-attn 2's ``flash_attn_varlen_func``, on CPU, contract-checked."""
-    check_contract(q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    """flash-attn 2's ``flash_attn_varlen_func``, on CPU, contract-checked (2.6+ runs its
+    kernel as a custom op, as this stand-in does)."""
     _require(dropout_p == 0.0 and softcap == 0.0 and alibi_slopes is None, "unexpected options")
     _require(tuple(window_size) == (-1, -1), f"unexpected window {window_size}")
-    CALLS.append(_call("flash_attn_varlen_func", q, causal, softmax_scale))
-    return reference_attention(q, k, v, cu_seqlens_q, causal, softmax_scale)
+    args = (q, k, v, cu_seqlens_q, cu_seqlens_k, max_seqlen_q, max_seqlen_k)
+    return _varlen_op(*args, causal, softmax_scale, "flash_attn_varlen_func")
 
 
 def _flash_imports(*_args, **_kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import pickle
 import re
 import shutil
@@ -185,6 +186,11 @@ def verify_checkpoint(folder: Path) -> None:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
 
 
+_SAVE_STAGING = re.compile(r"step-\d{8}\.tmp")
+"""The staging folder a save writes (``checkpoint_dir``'s name + ``.tmp``); any other name is
+not ours to remove (a user's ``step-00000003-before-lr-change.tmp`` backup)."""
+
+
 def clear_killed_saves(out_dir: Path) -> list[str]:
     """What saves killed on any node left in a run's folder: ``final/``'s staging, checkpoints'
     ``step-N.tmp`` (only the step being saved was cleared, so a stop's save killed mid-way
@@ -199,7 +205,7 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
     swapped = {m.group(1) for p in root.iterdir() if (m := re.match(r"\.(step-\d+)\.old-", p.name))}
     for name in sorted(swapped):
         done += remove_stale(root / name, any_machine=True)
-    for path in sorted(root.glob("step-*.tmp")):
+    for path in sorted(p for p in root.glob("step-*.tmp") if _SAVE_STAGING.fullmatch(p.name)):
         shutil.rmtree(path, ignore_errors=True)
         log.warning("removed %s, left by a killed save", path)
         done.append(f"removed {path.name}")
@@ -226,6 +232,7 @@ def save_checkpoint(
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
+        _carry_files_not_ours(final, tmp)
         swap_into_place(tmp, final)
         drop_old_checkpoints(out_dir, keep_last)
     accelerator.wait_for_everyone()
@@ -247,6 +254,21 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
             )
             continue
         shutil.rmtree(old, ignore_errors=True)
+
+
+def _carry_files_not_ours(old: Path, new: Path) -> None:
+    """A step saved again (a stop dropped the step after a resume, or a branch reaching a step
+    its abandoned branch saved) replaces its folder whole: the files its save did not write (a
+    user's notes, an eval report) move into the new folder first, never deleted with the old."""
+    if not old.is_dir():
+        return
+    for name in _not_written_by_its_save(old):
+        target = new / name
+        if target.exists():  # a name the new save writes: the user's copy stays beside it
+            target = target.with_name(target.name + ".yours")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(old / name, target)
+        log.warning("kept %s (not written by a save) in the new checkpoint of %s", name, new.stem)
 
 
 def _not_written_by_its_save(folder: Path) -> list[str]:

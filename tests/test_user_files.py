@@ -454,6 +454,46 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
 
 
+def test_a_checkpoint_saved_again_keeps_the_files_a_user_put_in_it(tmp_path):
+    """A hostile review: a stop between the micro-batches of the first step after a resume
+    drops the step and saves the same step again; the new save was swapped over the checkpoint
+    resumed from and the old folder deleted, with the user's notes in it (pruning keeps such a
+    folder; the re-save did not). The files its save did not write move into the new one."""
+    import torch
+    from accelerate import Accelerator
+
+    from amazon_sft.checkpointing import TrainerState, checkpoint_dir, save_checkpoint
+
+    out = tmp_path / "run"
+    accelerator, model = Accelerator(cpu=True), torch.nn.Linear(2, 2)
+    save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    kept = checkpoint_dir(out, 1)
+    (kept / "my_notes.txt").write_text("precious")
+    (kept / "eval").mkdir()
+    (kept / "eval" / "report.md").write_text("mine")
+    save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    assert (kept / "my_notes.txt").read_text() == "precious"
+    assert (kept / "eval" / "report.md").read_text() == "mine"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
+
+
+def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
+    """A hostile review: any ``checkpoints/step-*.tmp`` was removed as a killed save's, a
+    user's ``step-00000003-before-lr-change.tmp`` backup with it. Only ``step-<8 digits>.tmp``
+    is a save's."""
+    from amazon_sft.checkpointing import clear_killed_saves
+
+    root = tmp_path / "run" / "checkpoints"
+    theirs = root / "step-00000003-before-lr-change.tmp"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("backup")
+    killed = root / "step-00000004.tmp"
+    killed.mkdir()
+    clear_killed_saves(tmp_path / "run")
+    assert (theirs / "notes.txt").read_text() == "backup"
+    assert not killed.exists()
+
+
 def test_a_run_never_deletes_files_a_user_put_into_its_final(
     tuned_run, prepared, tiny_model_dir, tmp_path, capsys
 ):

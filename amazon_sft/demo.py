@@ -28,7 +28,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
+from amazon_sft.demo_files import (
+    DEMO_FILES,
+    check_demo_files,
+    forget_demo_file,
+    record_demo_file,
+)
 from amazon_sft.demo_steps import run
 from amazon_sft.errors import OneLineParser
 
@@ -232,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
 def _demo(args, out: Path) -> int:
     """Every step of the demo into its claimed folder ``out``."""
     prepared, report, oracle = out / "prepared", out / "eval", out / "eval-oracle"
-    check_demo_files(out, prepared, [report, oracle])  # before the first step, not at eval's
+    writes = [n for n in DEMO_FILES if not (args.data and n == "trn.json.gz")]
+    check_demo_files(out, prepared, [report, oracle], writes)  # before the first step
     forget_demo_file(out, "demo.log")
     try:
         with open(out / "demo.log", "w") as log:

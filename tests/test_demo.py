@@ -220,6 +220,26 @@ def test_a_demo_killed_while_writing_its_log_can_run_again(tmp_path):
     check_demo_files(out, out / "prepared", [out / "eval"])  # not refused
 
 
+def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
+    """A hostile review: a demo run with ``--data`` records no ``trn.json.gz``; the user's own
+    catalogue put there afterwards was taken as the demo's (no record claimed it) and the next
+    demo without ``--data`` generated a catalogue over it. A file the record does not name is
+    the demo's only in a folder from before the record; one it is writing is marked so."""
+    from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "demo.log").write_text("$ amazon-sft prepare mine.json.gz ... (a --data demo)\n")
+    record_demo_file(out, "demo.log")
+    (out / "trn.json.gz").write_bytes(b"my real products")
+    with pytest.raises(UserError, match=r"trn\.json\.gz.*not written by the demo"):
+        check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=[])  # --data: not written
+    forget_demo_file(out, "trn.json.gz")  # a demo killed while writing its own: still its own
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
+
+
 def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):
     """A new user's walkthrough: the demo printed each step's command, then nothing until
     "done in 1137 s" (training: no step, loss or time shown), which looks like a hang. A step

@@ -68,24 +68,9 @@ bench-prepare: bench-deps
 gpu-check:
 	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) scripts/gpu_check.py
 
-# A folder goes only when its tool's marker says the tool wrote it (a user's demo_out or
-# gpu_check_out, or a DEMO_DIR from the environment, is kept and named), with its lock file.
-# what each tool writes in its folder (with its locks and killed runs' staging); anything else
-# is the user's, and the folder is kept
-DEMO_ENTRIES := trn\.json\.gz|heldout_questions\.jsonl|answers\.json|demo\.log|prepared|run|eval|eval-oracle|\.amazon_sft_demo(_files)?\.json|\..+\.(lock|tmp-.+|old-.+)
-GPU_CHECK_ENTRIES := benchmark\.txt|demo\.txt|gpu_check\.json|demo|\.amazon_sft_gpu_check\.json|\..+\.(lock|tmp-.+|old-.+)
-
-define remove_marked
-if [ -L "$(1)" ] || { [ -e "$(1)" ] && [ ! -f "$(1)/$(2)" ]; }; then \
-  echo "make clean: kept $(1): no $(2) in it, so make demo / make gpu-check did not write it; remove it yourself"; \
-elif [ -e "$(1)" ] && others="$$(ls -A "$(1)" | grep -vxE '$(3)' | head -5 | tr '\n' ' ')" && [ -n "$$others" ]; then \
-  echo "make clean: kept $(1): it holds $$others(not written by make demo / make gpu-check): move them out, or remove the folder yourself"; \
-elif [ -e "$(1)" ]; then \
-  rm -rf "$(1)" && rm -f "$$(dirname "$(1)")/.$$(basename "$(1)").lock" && echo "removed $(1)"; \
-fi
-endef
-
+# A folder goes only when its tool's marker says the tool wrote it and everything in it, at every
+# depth, is what the tool wrote (a user's file anywhere keeps the folder, named): see
+# amazon_sft/clean_outputs.py. A user's demo_out or gpu_check_out is kept and named.
 clean:
-	@$(call remove_marked,$(DEMO_DIR),.amazon_sft_demo.json,$(DEMO_ENTRIES))
-	@$(call remove_marked,gpu_check_out,.amazon_sft_gpu_check.json,$(GPU_CHECK_ENTRIES))
+	@$(if $(wildcard $(PY)),$(PY),$(PYTHON)) -m amazon_sft.clean_outputs $(DEMO_DIR) gpu_check_out
 	rm -rf .pytest_cache .ruff_cache .hypothesis

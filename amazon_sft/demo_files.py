@@ -62,8 +62,8 @@ def check_demo_files(
     from amazon_sft.eval_ownership import check_eval_dir
     from amazon_sft.ownership import check_prepare_target
 
-    recorded = _recorded(out)
     present = [name for name in writes if (out / name).is_file()]
+    recorded = _recorded(out)
     if recorded is not None:
         foreign = [name for name in present if name not in recorded]
         if foreign:
@@ -71,16 +71,26 @@ def check_demo_files(
                 f"--out {out}: {', '.join(foreign)} was not written by the demo, and the demo "
                 "would write it: move it out of the folder, or choose another --out"
             )
-        changed = [
-            name
-            for name in present
-            if recorded[name] != WRITING and sha256_file(out / name) != recorded[name]
-        ]
-        if changed:
-            raise UserError(
-                f"--out {out}: {', '.join(changed)} changed since the demo wrote it, and the "
-                "demo would write it again: move it out of the folder, or choose another --out"
-            )
+    changed = foreign_or_changed(out, present)
+    if changed:
+        raise UserError(
+            f"--out {out}: {', '.join(changed)} changed since the demo wrote it, and the "
+            "demo would write it again: move it out of the folder, or choose another --out"
+        )
     check_prepare_target(prepared, overwrite=True)
     for report in reports:
         check_eval_dir(report, overwrite=True)
+
+
+def foreign_or_changed(out: Path, names: list[str]) -> list[str]:
+    """Of the files ``names`` in ``out``, those the record does not name or that changed since
+    the demo wrote them (none in a folder from before the record: all the demo's)."""
+    recorded = _recorded(out)
+    if recorded is None:
+        return []
+    return [
+        name
+        for name in names
+        if name not in recorded
+        or (recorded[name] != WRITING and sha256_file(out / name) != recorded[name])
+    ]

@@ -10,6 +10,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -587,7 +588,7 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
         (folder / "thesis.txt").write_text("mine\n")
     (marked / DEMO_MARKER).write_text("{}\n")
     (tmp_path / ".d2.lock").write_text("")
-    make = ["make", "-s", "-C", str(tmp_path), "clean"]
+    make = ["make", "-s", "-C", str(tmp_path), "clean", f"PYTHON={sys.executable}"]
     kept = subprocess.run(make, capture_output=True, text=True, timeout=60)
     assert kept.returncode == 0, kept.stderr
     assert (mine / "thesis.txt").is_file() and (check / "thesis.txt").is_file()
@@ -607,6 +608,55 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
     assert gone.returncode == 0, gone.stderr
     assert not marked.exists() and not (tmp_path / ".d2.lock").exists(), gone.stdout
     assert (mine / "thesis.txt").is_file()
+
+
+def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
+    """A hostile review: ``make clean`` checked the demo folder's top-level names only, then
+    removed it whole: the user's ``eval/my_analysis.md``, ``run/my_run_notes.txt`` and a note
+    in a checkpoint went with it. Each part is checked as its command checks it; the same
+    folder without the user's files goes (and the GPU check's folder, whose demo/ is a demo)."""
+    from amazon_sft.clean_outputs import GPU_MARKER, clean
+    from amazon_sft.ownership import DEMO_MARKER
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
+    import gpu_check
+
+    assert GPU_MARKER == gpu_check.MARKER
+    demo = tmp_path / "demo_out"
+    for name in ("eval", "eval-oracle", "prepared", "run/checkpoints", "run/logs/amazon_sft"):
+        (demo / name).mkdir(parents=True)
+    (demo / DEMO_MARKER).write_text("{}\n")
+    (demo / "run" / ".amazon_sft_run.json").write_text("{}\n")
+    (demo / "run" / "metrics.jsonl").write_text("{}\n")
+    (demo / "run" / "logs" / "amazon_sft" / "events.out.tfevents.1.host").write_bytes(b"tb")
+    step = demo / "run" / "checkpoints" / "step-00000001"
+    step.mkdir()
+    (step / "checksums.json").write_text('{"model.safetensors": {}}')
+    (step / "model.safetensors").write_bytes(b"w")
+    (step / "COMPLETE").write_text("step 1\n")
+    users = [
+        demo / "eval" / "my_analysis.md",
+        demo / "run" / "my_run_notes.txt",
+        step / "my_notes.txt",
+        demo / "run" / "logs" / "amazon_sft" / "notes.md",
+        demo / "run" / "previous" / "20261204T000000Z" / "thesis.txt",
+    ]
+    for path in users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+        line = clean(demo)
+        assert line.startswith(f"make clean: kept {demo}"), line
+        assert str(path.relative_to(demo)) in line, line
+        assert path.read_text() == "mine"
+        path.unlink()
+    check = tmp_path / "gpu_check_out"
+    shutil.move(demo, check / "demo")
+    (check / GPU_MARKER).write_text("{}\n")
+    (check / "benchmark.txt").write_text("table")
+    (check / "demo" / "eval" / "report.md").write_text("mine")  # eval never recorded it
+    assert "demo/eval/report.md" in clean(check) and (check / "benchmark.txt").is_file()
+    (check / "demo" / "eval" / "report.md").unlink()
+    assert clean(check) == f"removed {check}" and not check.exists()
 
 
 def test_eval_into_a_link_to_another_filesystem_keeps_the_report(prepared, tmp_path, capsys):

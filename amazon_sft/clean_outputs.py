@@ -1,0 +1,167 @@
+"""``make clean``: a demo or GPU-check folder goes only when all of it, at every depth, is what
+its tools wrote; otherwise it is kept whole and the user's files are named.
+
+The folder's marker proves the tool made it, not that everything in it is the tool's: checking
+its top-level names only, ``make clean`` deleted a user's ``eval/my_analysis.md`` and
+``run/my_run_notes.txt`` with the rest (a hostile review). Each part is checked as the command
+that writes it checks it before replacing it (prepare's, eval's and train's own rules), plus the
+names the command writes; anything else is the user's.
+
+    python -m amazon_sft.clean_outputs DEMO_DIR [gpu_check_out]
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+from pathlib import Path
+
+from amazon_sft.errors import UserError, first_line
+
+LITTER = re.compile(r"\..+\.(lock|tmp-.+|old-.+)")
+"""Lock files and killed runs' staging folders beside an output (``atomic.staging_name``)."""
+TENSORBOARD = re.compile(r"events\.out\.tfevents\..+")
+
+
+def foreign_in_run(run: Path) -> list[str]:
+    """What in a training run folder (or one set aside in ``previous/``) no run wrote."""
+    from amazon_sft.checkpointing import _SAVE_STAGING, _not_written_by_its_save
+    from amazon_sft.ownership import (
+        CHECKPOINT_NAME,
+        PREVIOUS_RUNS,
+        RUN_MARKER,
+        RUN_OUTPUTS,
+        SAVED_LIST,
+        foreign_in_final,
+    )
+
+    found = []
+    for entry in sorted(run.iterdir()):
+        name = entry.name
+        if name == "final":
+            found += [f"final/{n}" for n in foreign_in_final(entry) if n != SAVED_LIST]
+        elif name == "checkpoints" and entry.is_dir():
+            for step in sorted(entry.iterdir()):
+                if CHECKPOINT_NAME.fullmatch(step.name) and step.is_dir():
+                    mine = _not_written_by_its_save(step)
+                    found += [f"checkpoints/{step.name}/{n}" for n in mine]
+                elif not (_SAVE_STAGING.fullmatch(step.name) or LITTER.fullmatch(step.name)):
+                    found.append(f"checkpoints/{step.name}")
+        elif name == "logs" and entry.is_dir():
+            found += [
+                f"logs/{p.relative_to(entry)}"
+                for p in entry.rglob("*")
+                if not p.is_dir() and not TENSORBOARD.fullmatch(p.name)
+            ]
+        elif name == PREVIOUS_RUNS and entry.is_dir():
+            for earlier in sorted(entry.iterdir()):
+                inside = foreign_in_run(earlier) if earlier.is_dir() else [""]
+                found += [f"{PREVIOUS_RUNS}/{earlier.name}/{n}".rstrip("/") for n in inside]
+        elif name not in RUN_OUTPUTS and name != RUN_MARKER and not LITTER.fullmatch(name):
+            found.append(name)
+    return found
+
+
+def foreign_in_eval(report: Path) -> list[str]:
+    """What in an eval report folder eval did not write, or changed since it wrote it."""
+    from amazon_sft.eval_ownership import EVAL_MARKER, EVAL_OUTPUTS, check_eval_dir
+
+    found = [
+        p.name
+        for p in sorted(report.iterdir())
+        if p.name not in (*EVAL_OUTPUTS, EVAL_MARKER) and not LITTER.fullmatch(p.name)
+    ]
+    try:
+        check_eval_dir(report, overwrite=True)
+    except UserError:  # a report file eval did not write, or one changed since
+        present = [n for n in EVAL_OUTPUTS if (report / n).exists()]
+        found.append(f"{'/'.join(present)} (not as eval wrote them)")
+    return found
+
+
+def foreign_in_demo(out: Path) -> list[str]:
+    """What in a demo folder no demo step wrote (at every depth)."""
+    from amazon_sft.demo_files import DEMO_FILES, RECORD, foreign_or_changed
+    from amazon_sft.ownership import DEMO_MARKER, check_prepare_target
+
+    found = foreign_or_changed(out, [n for n in DEMO_FILES if (out / n).is_file()])
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in (DEMO_MARKER, RECORD, *DEMO_FILES) or LITTER.fullmatch(name):
+            continue
+        if not entry.is_dir() or entry.is_symlink():
+            found.append(name)
+        elif name == "prepared":
+            try:
+                check_prepare_target(entry, overwrite=True)
+            except UserError as err:
+                found.append(f"prepared/ ({first_line(err)})")
+        elif name in ("eval", "eval-oracle"):
+            found += [f"{name}/{n}" for n in foreign_in_eval(entry)]
+        elif name == "run":
+            found += [f"run/{n}" for n in foreign_in_run(entry)]
+        else:
+            found.append(name)
+    return found
+
+
+GPU_CHECK_FILES = ("benchmark.txt", "demo.txt", "gpu_check.json")
+
+
+def foreign_in_gpu_check(out: Path) -> list[str]:
+    """What in the GPU check's folder it did not write (its demo/ checked as a demo's)."""
+    found = []
+    for entry in sorted(out.iterdir()):
+        name = entry.name
+        if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
+            continue
+        if name == "demo" and entry.is_dir() and not entry.is_symlink():
+            found += [f"demo/{n}" for n in foreign_in_demo(entry)]
+        else:
+            found.append(name)
+    return found
+
+
+GPU_MARKER = ".amazon_sft_gpu_check.json"  # scripts/gpu_check.py's MARKER
+
+
+def clean(folder: Path) -> str:
+    """Remove ``folder`` (and its lock beside it) if a demo or the GPU check wrote all of it;
+    returns the line to print."""
+    from amazon_sft.ownership import DEMO_MARKER
+
+    if not folder.exists() and not folder.is_symlink():
+        return ""
+    if folder.is_symlink() or not folder.is_dir():
+        return f"make clean: kept {folder}: not a folder make demo / make gpu-check wrote"
+    if (folder / DEMO_MARKER).is_file():
+        found = foreign_in_demo(folder)
+    elif (folder / GPU_MARKER).is_file():
+        found = foreign_in_gpu_check(folder)
+    else:
+        return (
+            f"make clean: kept {folder}: no {DEMO_MARKER} or {GPU_MARKER} in it, so make demo / "
+            "make gpu-check did not write it; remove it yourself"
+        )
+    if found:
+        shown = " ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        return (
+            f"make clean: kept {folder}: it holds {shown} (not written by make demo / make "
+            "gpu-check): move them out, or remove the folder yourself"
+        )
+    shutil.rmtree(folder)
+    (folder.parent / f".{folder.name}.lock").unlink(missing_ok=True)
+    return f"removed {folder}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    for name in sys.argv[1:] if argv is None else argv:
+        line = clean(Path(name))
+        if line:
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -196,6 +196,10 @@ def main() -> None:
     p.add_argument("--sure-at", type=float, help="also the AUC behind the gate at this ratio "
                    "(needs --data and --questions, also with --from-scores)")  # fmt: skip
     args = p.parse_args()
+    if args.scores and not args.from_scores and (args.scores.exists() or args.scores.is_symlink()):
+        p.error(
+            f"--scores {args.scores} exists: give a new file (scores are never written over one)"
+        )
     if args.from_scores:
         rows = [json.loads(x) for x in args.from_scores.read_text().splitlines() if x.strip()]
     elif args.data and args.model and args.questions:

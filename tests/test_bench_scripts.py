@@ -381,6 +381,26 @@ def test_prepare_stages_benchmark_names_differing_files(tmp_path):
     assert differing_files(a, b) == []
 
 
+def test_answer_choice_never_writes_its_scores_over_a_file(prepared, tmp_path):
+    """A hostile review: ``--scores`` replaced any file without a word, the question file given
+    as ``--questions`` too (and ``--greedy``'s before it was read). An existing file is refused
+    before anything is scored."""
+    qfile = tmp_path / "q.jsonl"
+    qfile.write_text('{"question": "q", "uid": "absent", "kind": "absent"}\n')
+    for target in (qfile, tmp_path / "earlier_scores.jsonl"):
+        if target != qfile:
+            target.write_text("mine\n")
+        before = target.read_bytes()
+        proc = subprocess.run(
+            [sys.executable, "bench/answer_choice.py", "--data", str(prepared), "--model",
+             str(tmp_path / "no-model"), "--questions", str(qfile), "--scores", str(target)],
+            capture_output=True, text=True, cwd=REPO, timeout=300,
+        )  # fmt: skip
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+        assert f"--scores {target}" in proc.stderr and "exists" in proc.stderr, proc.stderr
+        assert target.read_bytes() == before
+
+
 @pytest.mark.probe
 def test_answer_choice_benchmark_scores_every_candidate(prepared, tuned_run, tmp_path):
     """Each question's records and both abstentions are scored on the real path; the table,

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from amazon_sft.atomic import stale_staging
-from amazon_sft.data.manifest import MANIFEST, read_manifest
+from amazon_sft.data.manifest import MANIFEST, edited_since_written, read_manifest
 from amazon_sft.data.shards import ARRAYS
 from amazon_sft.errors import UserError
 from amazon_sft.output_lock import released_lock
@@ -66,13 +66,19 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
             f"{MANIFEST}: remove the folder yourself or choose another --out"
         )
     try:
-        read_manifest(out_dir)
+        manifest = read_manifest(out_dir)
     except UserError as err:
         raise UserError(
             f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir}'s "
             f"{MANIFEST} does not prove it ({str(err).split(': re-run')[0]}): remove the folder "
             "yourself or choose another --out"
         ) from None
+    edited = edited_since_written(out_dir, manifest)
+    if edited:
+        raise UserError(
+            f"--overwrite would replace {listing(edited)} in {out_dir}, changed since prepare "
+            "wrote it: move it out (or undo the edit), or choose another --out"
+        )
 
 
 SHARD_FILES = frozenset(f"{name}.npy" for name in ARRAYS)

@@ -455,6 +455,28 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
 
 
+def test_prepare_overwrite_never_replaces_a_file_edited_since_prepare_wrote_it(
+    prepared, catalogue, tmp_path, capsys
+):
+    """A hostile review: a product added by hand to ``catalogue.jsonl`` (the README says an
+    edited catalogue is expected: ``amazon-sft index`` rebuilds its index) went without a word
+    with ``prepare --overwrite``, as eval's and the demo's edited files do not. The manifest
+    keeps each file's digest as prepare wrote it; an edited one is refused, named."""
+    out = tmp_path / "data"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args)
+    assert code == 0, err[-2000:]
+    mine = out / "catalogue.jsonl"
+    added = '{"uid": "MY0001", "title": "Mine", "content": "My own product.", "split": "train"}\n'
+    mine.write_text(mine.read_text() + added)
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "prepare", "catalogue.jsonl", "changed since")
+    assert mine.read_text().endswith(added)
+    mine.write_text(mine.read_text()[: -len(added)])  # as prepare wrote it: replaced
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    assert code == 0, err[-2000:]
+
+
 def test_a_checkpoint_saved_again_keeps_the_files_a_user_put_in_it(tmp_path):
     """A hostile review: a stop between the micro-batches of the first step after a resume
     drops the step and saves the same step again; the new save was swapped over the checkpoint

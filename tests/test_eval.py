@@ -92,6 +92,49 @@ def test_compare_writes_every_report_file(prepared, tiny_model_dir, tuned_run, t
         assert c["low"] <= c["delta"] <= c["high"] < 0
     md = (tmp_path / "r" / "report.md").read_text()
     assert "delta (95% CI)" in md and "### seen: examples" in md
+    for split in ("heldout", "seen"):  # each model's own figure with its interval
+        for m in ("base", "tuned"):
+            shown = report["splits"][split][m]
+            low, high = shown["intervals"]["rougeL"]
+            assert low <= shown["metrics"]["rougeL"] <= high
+            low, high = shown["intervals"]["perplexity"]
+            assert low <= shown["metrics"]["perplexity"] <= high
+    rouge_row = next(x for x in md.splitlines() if x.startswith("| ROUGE-L |"))
+    assert rouge_row.count("[") == 3, rouge_row  # base, tuned, delta
+
+
+def test_a_single_models_report_gives_each_figure_its_interval():
+    """A base-only (or tuned-only) oracle report printed bare means ("citation accuracy 0.963"
+    with no interval: bench/grounded_intervals.py had to be run for one); each figure now has
+    its 95% interval (Wilson's for a rate, the bootstrap's for a score)."""
+    from amazon_sft.evaluation.main import figure_intervals
+    from amazon_sft.evaluation.report import render_markdown
+
+    vec = {
+        "rougeL": [0.5, 0.7] * 10,
+        "citation_accuracy": [1.0] * 19 + [0.0],
+        "perplexity": [[2.0, 4.0]] * 20,
+        "eos_rate": [1.0] * 20,
+    }
+    intervals = figure_intervals(vec, seed=0)
+    assert intervals["citation_accuracy"][0] < 0.95 < intervals["citation_accuracy"][1] < 1
+    assert intervals["rougeL"][0] < 0.6 < intervals["rougeL"][1]
+    assert (
+        intervals["eos_rate"][1] == 1.0 and intervals["eos_rate"][0] < 1.0
+    )  # 20 of 20: not [1, 1]
+    metrics = {"rougeL": 0.6, "citation_accuracy": 0.95, "perplexity": 1.6487, "eos_rate": 1.0}
+    result = {
+        "models": {"model": {"label": "tuned"}},
+        "data": "d",
+        "decoding": {},
+        "splits": {
+            "heldout grounded": {"model": {"n": 20, "metrics": metrics, "intervals": intervals}}
+        },
+        "rows": [],
+    }
+    md = render_markdown(result, 0)
+    row = next(x for x in md.splitlines() if x.startswith("| citation accuracy |"))
+    assert "0.9500 [" in row, row
 
 
 @pytest.mark.multiproc

@@ -210,6 +210,39 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
     return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}
 
 
+RATES = frozenset(
+    {
+        "eos_rate",
+        "empty_rate",
+        "loop_rate",
+        "citation_accuracy",
+        "wrong_record_cited",
+        "false_abstention",
+        "abstention_accuracy",
+    }
+)
+"""Per-example yes/no outcomes: their interval is Wilson's (the bootstrap gives 20 of 20 the
+point [1, 1])."""
+
+
+def figure_intervals(vec: dict, seed: int) -> dict[str, list[float]]:
+    """Each figure's own 95% interval, [low, high]: Wilson's for a rate, the percentile
+    bootstrap's for a score (ROUGE, chrF, length ratio) and for perplexity (a ratio of sums).
+    BLEU, a corpus statistic, has its interval only as a paired delta (``compare``)."""
+    out = {}
+    for key, values in vec.items():
+        if key.startswith("_") or key not in SHOWN:
+            continue
+        if key in RATES:
+            _, low, high = M.share_interval(values)
+        elif key == "perplexity":
+            _, low, high = M.bootstrap_interval(values, seed=seed, statistic=_ppl)
+        else:
+            _, low, high = M.bootstrap_interval(values, seed=seed)
+        out[key] = [low, high]
+    return out
+
+
 def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
     """Delta and 95% paired-bootstrap interval of every metric, tuned minus base."""
     out = {}
@@ -306,7 +339,11 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
                 "_preds": [strip_citations(a) for a in answers],
                 "_raw": answers,
             }
-            result["splits"].setdefault(split, {})[name] = {"n": len(asked), "metrics": summary}
+            result["splits"].setdefault(split, {})[name] = {
+                "n": len(asked),
+                "metrics": summary,
+                "intervals": figure_intervals(vec, args.seed),
+            }
     if args.compare:
         result["comparison"] = {
             s: compare(asked, vectors[("base", s)], vectors[("tuned", s)], args.seed)

@@ -113,6 +113,14 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
+def _with_interval(shown: dict, key: str) -> str:
+    """A model's figure and its own 95% interval (reports from before them: the figure)."""
+    value, interval = shown["metrics"][key], shown.get("intervals", {}).get(key)
+    if value is None or interval is None:
+        return _fmt(value)
+    return f"{_fmt(value)} {M.interval_text(*interval, 4)}"
+
+
 def render_markdown(result: dict, n_examples: int) -> str:
     models = list(result["models"])
     lines = [
@@ -130,14 +138,14 @@ def render_markdown(result: dict, n_examples: int) -> str:
             lines += [_seen_note(split, result.get("seen_by_way", False)), ""]
         header = (
             "| metric | "
-            + " | ".join(models)
+            + " | ".join(f"{m} (95% CI)" for m in models)
             + (" | delta (95% CI) |" if "comparison" in result else " |")
         )
         lines += [header, "|---" * (len(models) + 1 + ("comparison" in result)) + "|"]
         for key, (label, _) in SHOWN.items():
             if key not in by_model[models[0]]["metrics"]:
                 continue  # a grounded metric on a closed-book split
-            cells = [_fmt(by_model[m]["metrics"][key]) for m in models]
+            cells = [_with_interval(by_model[m], key) for m in models]
             row = f"| {label} | " + " | ".join(cells) + " |"
             if "comparison" in result:
                 c = result["comparison"][split][key]

@@ -356,3 +356,24 @@ def test_the_plot_names_its_protocol_and_each_splits_count(tmp_path, monkeypatch
     assert "oracle context" in title, title
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["heldout\nn=16", "heldout\ngrounded\nn=12"], labels
+
+
+def test_the_plot_writes_each_bars_value_so_a_zero_is_not_an_empty_panel(tmp_path, monkeypatch):
+    """A panel whose bars are all 0 (no loops, no empty answers, no false abstention) drew
+    nothing and read as a metric that was not measured; each bar now carries its value."""
+    import matplotlib.figure
+
+    from amazon_sft.evaluation.report import plot
+
+    seen = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: seen.append(fig)
+    )
+    metrics = {"rougeL": 0.4, "loop_rate": 0.0}
+    result = {
+        "models": ["base", "tuned"],
+        "splits": {"heldout": {m: {"n": 16, "metrics": metrics} for m in ("base", "tuned")}},
+    }
+    plot(result, tmp_path / "report.png")
+    loop = next(ax for ax in seen[0].axes if ax.get_title() == "loop rate")
+    assert [t.get_text() for t in loop.texts] == ["0.00", "0.00"]

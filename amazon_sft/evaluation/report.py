@@ -217,7 +217,8 @@ def plot(result: dict, path: Path) -> None:
         for j, model in enumerate(models):
             values = [result["splits"][s][model]["metrics"].get(key) for s in splits]
             at = [i + j * width for i, v in enumerate(values) if v is not None]
-            ax.bar(at, [v for v in values if v is not None], width, label=model)
+            bars = ax.bar(at, [v for v in values if v is not None], width, label=model)
+            ax.bar_label(bars, fmt="%.2f", fontsize=6)  # a bar of 0 is a number, not nothing
         ax.set_title(SHOWN[key][0], fontsize=9)
         ax.set_xticks(
             [i + width * (len(models) - 1) / 2 for i in range(len(splits))],

@@ -76,8 +76,10 @@ def block_causal_mask(cu_seqlens: torch.Tensor, shape: torch.Size) -> torch.Tens
     [[[1, 0], [1, 1]], [[1, 0], [0, 1]]]
     """
     rows, seq = shape
-    segment = torch.repeat_interleave(
-        torch.arange(len(cu_seqlens) - 1, device=cu_seqlens.device), cu_seqlens.diff()
+    segment = torch.repeat_interleave(  # output_size: the host need not read the lengths back
+        torch.arange(len(cu_seqlens) - 1, device=cu_seqlens.device),
+        cu_seqlens.diff(),
+        output_size=rows * seq,
     ).view(rows, seq)
     same = segment[:, :, None] == segment[:, None, :]
     causal = torch.ones(seq, seq, dtype=torch.bool, device=cu_seqlens.device).tril()
@@ -212,14 +214,11 @@ def _masked_sdpa(query, key, value, attention_mask, scaling, p):
         else:
             mask = mask & attention_mask[:, None, None, -k_len:].bool()
         mask = mask | ~mask.any(dim=-1, keepdim=True)
+    groups = query.shape[1] // key.shape[1]
+    if groups > 1:  # CUDA's fused kernels take enable_gqa only without a mask (else: math)
+        key, value = (x.repeat_interleave(groups, dim=1) for x in (key, value))
     out = F.scaled_dot_product_attention(
-        query,
-        key,
-        value,
-        attn_mask=mask,
-        scale=scaling,
-        dropout_p=p,
-        enable_gqa=key.shape[1] != query.shape[1],
+        query, key, value, attn_mask=mask, scale=scaling, dropout_p=p
     )
     return out.transpose(1, 2).contiguous()
 

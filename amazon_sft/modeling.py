@@ -112,9 +112,15 @@ def model_dtype(precision: str, lora: bool, deepspeed: bool = False) -> torch.dt
 
 
 def load_model(
-    cfg: RunConfig, vocab_size: int, pad_id: int, precision: str, deepspeed: bool = False
+    cfg: RunConfig,
+    vocab_size: int,
+    pad_id: int,
+    precision: str,
+    deepspeed: bool = False,
+    dtype: torch.dtype | None = None,
 ):
-    """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``)."""
+    """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``); ``dtype``: the
+    weights' dtype for answering (training's follows ``model_dtype``)."""
     from transformers import AutoModelForCausalLM
 
     refuse_compile_with_deepspeed(cfg, deepspeed)
@@ -126,7 +132,7 @@ def load_model(
             "every step, its loop over documents changing with each batch; set "
             f"train.attention={here}, or train.compile=false"
         )
-    dtype = model_dtype(precision, cfg.lora.enabled, deepspeed)
+    dtype = dtype or model_dtype(precision, cfg.lora.enabled, deepspeed)
     m = cfg.model
     try:
         if m.path == "random":

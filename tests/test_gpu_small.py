@@ -125,3 +125,86 @@ def test_reduce_sum_takes_host_and_device_vectors_on_cuda():
     acc = SimpleNamespace(device=torch.device("cuda"), reduce=lambda v, reduction: v)
     for values in (torch.ones(3), torch.ones(3, device="cuda")):
         assert reduce_sum(acc, values).tolist() == [1.0, 1.0, 1.0]
+
+
+def test_a_batch_goes_to_the_gpu_from_pinned_memory(monkeypatch):
+    """A CUDA-contract audit: ``PackedBatch.to`` copied with ``non_blocking=True`` from pageable
+    memory, where the flag has no effect (torch's ``Tensor.to`` docs): each micro-batch's copy
+    waited for the GPU's queued backward. Every host tensor is pinned first, as ``to_device``
+    does for the step's small vectors."""
+    from amazon_sft.data.batch import PackedBatch
+
+    ids = np.arange(24, dtype=np.int64).reshape(2, 12) % 100
+    pos = np.tile(np.arange(12), (2, 1))
+    batch = PackedBatch.from_rows(ids, ids.copy(), pos, [[5, 7], [12]], np.arange(2))
+    pinned, copied = [], []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t.shape) or t)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: copied.append(k) or t)
+    batch.to("cuda:0")
+    assert len(pinned) == len(copied) == 5, (pinned, copied)
+    assert all(k.get("non_blocking") for k in copied)
+    pinned.clear()
+    batch.to("cpu")  # nothing to pin for a CPU run
+    assert pinned == []
+
+
+def test_the_block_mask_reads_nothing_back_from_the_device(monkeypatch):
+    """A CUDA-contract audit: the sdpa path's block mask called ``repeat_interleave`` with
+    device ``repeats`` and no ``output_size``, which makes the host wait for the GPU to learn
+    the output's length (torch's docs): one sync per micro-batch on ``auto``'s GPU fallback."""
+    from amazon_sft.attention import block_causal_mask
+
+    real = torch.repeat_interleave
+    seen = []
+
+    def strict(input, repeats=None, dim=None, *, output_size=None):
+        if torch.is_tensor(repeats) and output_size is None:
+            raise AssertionError("repeat_interleave with tensor repeats needs output_size")
+        seen.append(output_size)
+        return real(input, repeats, dim, output_size=output_size)
+
+    monkeypatch.setattr(torch, "repeat_interleave", strict)
+    mask = block_causal_mask(torch.tensor([0, 2, 3, 4]), torch.Size([2, 2]))
+    assert seen == [4] and mask[:, 0].int().tolist() == [[[1, 0], [1, 1]], [[1, 0], [0, 1]]]
+
+
+def test_masked_sdpa_never_asks_for_gqa_with_a_mask(monkeypatch):
+    """A CUDA-contract audit: CUDA's flash and memory-efficient SDPA kernels take
+    ``enable_gqa`` only without a mask (transformers' sdpa integration repeats key/value heads
+    instead); with both, SDPA falls back to the math kernel, slow and memory-hungry. The CPU
+    kernel takes both, so no CPU run showed it."""
+    import torch.nn.functional as F
+
+    from amazon_sft.attention import _masked_sdpa
+
+    real, calls = F.scaled_dot_product_attention, []
+
+    def spy(q, k, v, attn_mask=None, **kw):
+        calls.append((attn_mask is not None, kw.get("enable_gqa", False), k.shape[1]))
+        return real(q, k, v, attn_mask=attn_mask, **kw)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    q, k, v = torch.randn(1, 4, 5, 8), torch.randn(1, 2, 5, 8), torch.randn(1, 2, 5, 8)
+    out = _masked_sdpa(q, k, v, torch.ones(1, 5, dtype=torch.bool), None, 0.0)
+    assert calls == [(True, False, 4)], calls
+    expected = real(q, k, v, is_causal=True, enable_gqa=True).transpose(1, 2)
+    torch.testing.assert_close(out, expected)
+
+
+def test_answering_on_a_gpu_loads_the_model_in_bf16(monkeypatch, tiny_model_dir):
+    """A CUDA-contract audit: eval, ask and serve loaded every model in fp32 on a GPU too (the
+    training path's fp32 master weights): an 8B model took 32 GB of weights, not 16, and
+    generated about 2x slower. On a bf16-capable GPU the answering model is bf16; on CPU it
+    stays fp32."""
+    from amazon_sft import attention
+    from amazon_sft.evaluation import loading
+
+    monkeypatch.setattr(loading, "_ready", lambda model, device: model)
+    overrides = [f"model.path={tiny_model_dir}", "model.tokenizer=builtin:tiny"]
+    model, *_ = loading.load_for_eval("config:tiny", overrides, "cpu")
+    assert next(model.parameters()).dtype == torch.float32
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    monkeypatch.setattr(attention, "_flash_capable_gpu", lambda: False)  # no card to ask
+    model, *_ = loading.load_for_eval("config:tiny", overrides, "cuda")
+    assert next(model.parameters()).dtype == torch.bfloat16

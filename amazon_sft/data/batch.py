@@ -77,12 +77,17 @@ class PackedBatch:
         return sum(sum(lens) for lens in self.doc_lens)
 
     def to(self, device: torch.device | str) -> PackedBatch:
-        """The tensors on ``device`` (non-blocking from pinned memory where possible)."""
-        move = {
-            k: getattr(self, k).to(device, non_blocking=True)
-            for k in ("input_ids", "labels", "position_ids", "cu_seqlens", "label_positions")
-        }
-        return replace(self, **move)
+        """The tensors on ``device``; to CUDA from pinned memory, non-blocking: from pageable
+        memory ``non_blocking`` has no effect, and each micro-batch's copy waited for the GPU's
+        queued backward before the host could queue the next forward."""
+        pin = torch.device(device).type == "cuda"
+
+        def move(t: torch.Tensor) -> torch.Tensor:
+            t = t.pin_memory() if pin and t.device.type == "cpu" else t
+            return t.to(device, non_blocking=True)
+
+        fields = ("input_ids", "labels", "position_ids", "cu_seqlens", "label_positions")
+        return replace(self, **{k: move(getattr(self, k)) for k in fields})
 
     @classmethod
     def from_rows(

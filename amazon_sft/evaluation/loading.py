@@ -31,11 +31,13 @@ def load_for_eval(
     unless ``merge`` is False (export: its check compares the merge with the adapters apart)."""
     from accelerate.utils import set_seed  # seeds as training does (train.build_model)
 
+    dtype = answering_dtype(device)
+
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
         cfg = load_run_config(spec.removeprefix("config:"), overrides)
         tok = load_tokenizer(cfg.model)
         set_seed(cfg.seed)  # a random-init base is then the very model training starts from
-        model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+        model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype)
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
     folder = _run_folder(spec, what)
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
@@ -67,7 +69,7 @@ def load_for_eval(
         check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         try:
-            base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no")
+            base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype)
         except UserError as err:  # ask and export take no model.path=: say where it is named
             raise UserError(
                 f"{what} {spec}: its LoRA base {cfg.model.path!r} does not load ({err}); put the "
@@ -82,7 +84,7 @@ def load_for_eval(
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None
-    model = load_model(full, len(tok), choose_pad_id(tok), "no")
+    model = load_model(full, len(tok), choose_pad_id(tok), "no", dtype=dtype)
     return _ready(model, device), tok, cfg, f"tuned {folder}"
 
 
@@ -172,6 +174,13 @@ def _no_lora(cfg: RunConfig) -> RunConfig:
 def _ready(model, device: str):
     model.config.use_cache = True  # generation wants the KV cache (training turned it off)
     return model.to(device).eval()
+
+
+def answering_dtype(device: str) -> torch.dtype:
+    """bf16 on a GPU that has it (fp32 there doubled an 8B model's 16 GB of weights and halved
+    generation speed; training computes in bf16 under autocast anyway), fp32 on CPU."""
+    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
+    return torch.bfloat16 if cuda and torch.cuda.is_bf16_supported() else torch.float32
 
 
 def pick_device() -> str:

@@ -52,7 +52,7 @@ from amazon_sft.prepare import prepare
 ALL_VARIANTS = "varlen,flash,docsdpa,sdpa-mask,varlen-nockpt,trl"
 QUICK = {"steps": 5, "warmup": 2, "rows": 3000, "variant_timeout": 240}
 COLUMNS = ("variant", "status", "attention", "tokens_per_sec", "mfu", "peak_mem_gib")
-COLUMNS += ("host_collate_share", "logits_max_diff", "reason")
+COLUMNS += ("host_collate_share", "logits_max_diff", "logits_max_diff_autocast", "reason")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -157,9 +157,9 @@ def markdown_table(rows: list[dict]) -> str:
     """The rows as a Markdown table, one column per field of ``COLUMNS``.
 
     >>> print(markdown_table([{"variant": "a", "status": "ok", "mfu": 0.5}]))
-    | variant | status | attention | tokens_per_sec | mfu | peak_mem_gib | host_collate_share | logits_max_diff | reason |
-    |---|---|---|---|---|---|---|---|---|
-    | a | ok |  |  | 0.5 |  |  |  |  |
+    | variant | status | attention | tokens_per_sec | mfu | peak_mem_gib | host_collate_share | logits_max_diff | logits_max_diff_autocast | reason |
+    |---|---|---|---|---|---|---|---|---|---|
+    | a | ok |  |  | 0.5 |  |  |  |  |  |
     """
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for row in rows:

@@ -246,8 +246,10 @@ def run_trl(args, data_dir: Path, device: str) -> dict:
     }
 
 
-def logits_check(name: str, device: str) -> float:
-    """Largest |packed - alone| logit over the documents of a 2-row micro-batch (bf16 on GPU)."""
+def logits_check(name: str, device: str, autocast: bool = False) -> float:
+    """Largest |packed - alone| logit over the documents of a 2-row micro-batch: bf16 weights
+    on GPU, or (``autocast``) a full fine-tune's forward, fp32 weights under bf16 autocast,
+    where RoPE hands the kernel fp32 q/k beside a bf16 v unless the product casts them."""
     import numpy as np
 
     from amazon_sft.attention import packed_attention_inputs
@@ -256,9 +258,9 @@ def logits_check(name: str, device: str) -> float:
 
     cfg = load_run_config("tiny", [f"train.attention={PATHS[name]}"])
     torch.manual_seed(0)
-    precision = "bf16" if device == "cuda" else "no"
+    precision = "bf16" if device == "cuda" or autocast else "no"
     lm = load_model(cfg, 2048, 0, precision).to(
-        device, torch.bfloat16 if device == "cuda" else None
+        device, torch.bfloat16 if device == "cuda" and not autocast else None
     )
     g = np.random.default_rng(0)
     rows = [[g.integers(4, 2000, n) for n in (70, 41, 9)], [g.integers(4, 2000, 100)]]
@@ -274,7 +276,8 @@ def logits_check(name: str, device: str) -> float:
     lens = [[len(d) for d in docs] for docs in rows]
     batch = PackedBatch.from_rows(ids, ids.copy(), pos, lens, np.arange(2)).to(device)
     worst = 0.0
-    with torch.no_grad():
+    cast = torch.autocast(device, dtype=torch.bfloat16, enabled=autocast)
+    with torch.no_grad(), cast:
         packed = lm(
             input_ids=batch.input_ids,
             position_ids=batch.position_ids,
@@ -298,4 +301,7 @@ def run_variant(name: str, args, data_dir: Path, device: str) -> dict:
     row = run_ours(name, args, data_dir, device)
     if name in PATHS:  # a knob changes no attention path: checked once, on the plain variant
         row["logits_max_diff"] = float(f"{logits_check(name, device):.3g}")
+        if device == "cuda":  # the full fine-tune's forward too (fp32 weights, bf16 autocast)
+            diff = logits_check(name, device, autocast=True)
+            row["logits_max_diff_autocast"] = float(f"{diff:.3g}")
     return row

@@ -171,12 +171,18 @@ def logits_checks(args, device: str) -> list[Check]:
             checks.append(Check(f"logits {path}", "skipped", 0.0, why))
             continue
 
-        def run(name=name):
-            diff = logits_check(name, device)
-            ok = diff <= LOGITS_TOL[device]
-            return ("ok" if ok else "failed"), f"max |diff| {diff:.3g} (tol {LOGITS_TOL[device]})"
+        # on a GPU also a full fine-tune's forward: fp32 weights under bf16 autocast, where RoPE
+        # handed the flash kernels fp32 q/k beside a bf16 v before the product cast them
+        for autocast in (False, True) if device == "cuda" else (False,):
 
-        checks += timed(f"logits {path}", run)
+            def run(name=name, autocast=autocast):
+                diff = logits_check(name, device, autocast)
+                ok = diff <= LOGITS_TOL[device]
+                tol = LOGITS_TOL[device]
+                return ("ok" if ok else "failed"), f"max |diff| {diff:.3g} (tol {tol})"
+
+            label = f"logits {path}" + (" (fp32 weights, bf16 autocast)" if autocast else "")
+            checks += timed(label, run)
     return checks
 
 

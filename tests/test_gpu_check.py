@@ -81,3 +81,18 @@ ALL = "tests,logits,benchmark,demo"
 
 def _no_subprocess(*args, **kwargs):
     raise AssertionError(f"nothing may run before --out is checked: {args}")
+
+
+def test_the_logits_check_runs_a_full_fine_tunes_forward_through_the_kernel_contract(
+    stand_ins, monkeypatch
+):
+    """An outside audit: the GPU check's packed-vs-alone logits cast the whole model to bf16,
+    so the full fine-tune's forward (fp32 weights under bf16 autocast, where RoPE handed the
+    kernel fp32 q/k beside a bf16 v) was never checked on a GPU. Its autocast check runs here
+    on the kernel's stand-in, which refuses what the CUDA kernel refuses."""
+    monkeypatch.syspath_prepend(str(REPO / "bench"))
+    from gpu_train_variants import logits_check
+
+    diff = logits_check("varlen", "cpu", autocast=True)
+    assert stand_ins and {c["dtype"] for c in stand_ins} == {torch.bfloat16}
+    assert diff <= 5e-2  # the GPU check's bf16 tolerance

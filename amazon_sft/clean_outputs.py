@@ -17,7 +17,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from amazon_sft.errors import UserError, first_line
+from amazon_sft.errors import UserError
 
 LITTER = re.compile(r"\..+\.(lock|tmp-.+|old-.+)")
 """Lock files and killed runs' staging folders beside an output (``atomic.staging_name``)."""
@@ -63,67 +63,93 @@ def foreign_in_run(run: Path) -> list[str]:
     return found
 
 
-def foreign_in_eval(report: Path) -> list[str]:
-    """What in an eval report folder eval did not write, or changed since it wrote it."""
-    from amazon_sft.eval_ownership import EVAL_MARKER, EVAL_OUTPUTS, check_eval_dir
+def foreign_in_eval(report: Path) -> tuple[list[str], list[str]]:
+    """(files in an eval report folder eval did not write, report files edited since)."""
+    from amazon_sft.eval_ownership import (
+        EVAL_MARKER,
+        EVAL_OUTPUTS,
+        _is_our_eval,
+        changed_since_eval,
+    )
 
-    found = [
+    theirs = [
         p.name
         for p in sorted(report.iterdir())
         if p.name not in (*EVAL_OUTPUTS, EVAL_MARKER) and not LITTER.fullmatch(p.name)
     ]
-    try:
-        check_eval_dir(report, overwrite=True)
-    except UserError:  # a report file eval did not write, or one changed since
-        present = [n for n in EVAL_OUTPUTS if (report / n).exists()]
-        found.append(f"{'/'.join(present)} (not as eval wrote them)")
-    return found
+    present = [n for n in EVAL_OUTPUTS if (report / n).exists()]
+    if present and not _is_our_eval(report):
+        return theirs + present, []
+    return theirs, changed_since_eval(report)
 
 
-def foreign_in_demo(out: Path) -> list[str]:
-    """What in a demo folder no demo step wrote (at every depth)."""
-    from amazon_sft.demo_files import DEMO_FILES, RECORD, foreign_or_changed
-    from amazon_sft.ownership import DEMO_MARKER, check_prepare_target
+def foreign_in_demo(out: Path) -> tuple[list[str], list[str]]:
+    """(what in a demo folder, at any depth, no demo step wrote; what it wrote, edited since)."""
+    from amazon_sft.data.manifest import edited_since_written, read_manifest
+    from amazon_sft.demo_files import DEMO_FILES, RECORD, foreign_or_changed, recorded_names
+    from amazon_sft.ownership import DEMO_MARKER
+    from amazon_sft.prepared_ownership import foreign_in_prepared
 
-    found = foreign_or_changed(out, [n for n in DEMO_FILES if (out / n).is_file()])
+    present = [n for n in DEMO_FILES if (out / n).is_file()]
+    off_record = set(foreign_or_changed(out, present))
+    named = recorded_names(out)
+    theirs = [n for n in present if n in off_record and named is not None and n not in named]
+    edited = [n for n in present if n in off_record and n not in theirs]
     for entry in sorted(out.iterdir()):
         name = entry.name
         if name in (DEMO_MARKER, RECORD, *DEMO_FILES) or LITTER.fullmatch(name):
             continue
         if not entry.is_dir() or entry.is_symlink():
-            found.append(name)
+            theirs.append(name)
         elif name == "prepared":
+            if not any(entry.iterdir()):
+                continue  # a prepare that wrote nothing yet
+            theirs += [f"prepared/{n}" for n in foreign_in_prepared(entry)]
             try:
-                check_prepare_target(entry, overwrite=True)
-            except UserError as err:
-                found.append(f"prepared/ ({first_line(err)})")
+                edited += [
+                    f"prepared/{n}" for n in edited_since_written(entry, read_manifest(entry))
+                ]
+            except UserError:  # no sealed manifest: not a whole prepare output
+                theirs.append("prepared/manifest.json (missing or not prepare's)")
         elif name in ("eval", "eval-oracle"):
-            found += [f"{name}/{n}" for n in foreign_in_eval(entry)]
+            mine, changed = foreign_in_eval(entry)
+            theirs += [f"{name}/{n}" for n in mine]
+            edited += [f"{name}/{n}" for n in changed]
         elif name == "run":
-            found += [f"run/{n}" for n in foreign_in_run(entry)]
+            theirs += [f"run/{n}" for n in foreign_in_run(entry)]
         else:
-            found.append(name)
-    return found
+            theirs.append(name)
+    return theirs, edited
 
 
 GPU_CHECK_FILES = ("benchmark.txt", "demo.txt", "gpu_check.json")
 
 
-def foreign_in_gpu_check(out: Path) -> list[str]:
-    """What in the GPU check's folder it did not write (its demo/ checked as a demo's)."""
-    found = []
+def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
+    """(what in the GPU check's folder it did not write; edited since), its demo/ as a demo's."""
+    theirs, edited = [], []
     for entry in sorted(out.iterdir()):
         name = entry.name
         if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
             continue
         if name == "demo" and entry.is_dir() and not entry.is_symlink():
-            found += [f"demo/{n}" for n in foreign_in_demo(entry)]
+            mine, changed = foreign_in_demo(entry)
+            theirs += [f"demo/{n}" for n in mine]
+            edited += [f"demo/{n}" for n in changed]
         else:
-            found.append(name)
-    return found
+            theirs.append(name)
+    return theirs, edited
 
 
 GPU_MARKER = ".amazon_sft_gpu_check.json"  # scripts/gpu_check.py's MARKER
+
+
+def _shown(names: list[str]) -> str:
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+
+def _them(names: list[str]) -> str:
+    return "it" if len(names) == 1 else "them"
 
 
 def clean(folder: Path) -> str:
@@ -136,19 +162,23 @@ def clean(folder: Path) -> str:
     if folder.is_symlink() or not folder.is_dir():
         return f"make clean: kept {folder}: not a folder make demo / make gpu-check wrote"
     if (folder / DEMO_MARKER).is_file():
-        found = foreign_in_demo(folder)
+        theirs, edited = foreign_in_demo(folder)
     elif (folder / GPU_MARKER).is_file():
-        found = foreign_in_gpu_check(folder)
+        theirs, edited = foreign_in_gpu_check(folder)
     else:
         return (
             f"make clean: kept {folder}: no {DEMO_MARKER} or {GPU_MARKER} in it, so make demo / "
             "make gpu-check did not write it; remove it yourself"
         )
-    if found:
-        shown = " ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+    held = []
+    if theirs:
+        held.append(f"{_shown(theirs)}, which make demo / make gpu-check did not write")
+    if edited:
+        held.append(f"{_shown(edited)}, edited since it wrote {_them(edited)}")
+    if held:
         return (
-            f"make clean: kept {folder}: it holds {shown} (not written by make demo / make "
-            "gpu-check): move them out, or remove the folder yourself"
+            f"make clean: kept {folder}: it holds {'; and '.join(held)}. Move what you keep "
+            "out of the folder, or remove the folder yourself"
         )
     shutil.rmtree(folder)
     (folder.parent / f".{folder.name}.lock").unlink(missing_ok=True)

@@ -94,3 +94,9 @@ def foreign_or_changed(out: Path, names: list[str]) -> list[str]:
         if name not in recorded
         or (recorded[name] != WRITING and sha256_file(out / name) != recorded[name])
     ]
+
+
+def recorded_names(out: Path) -> set[str] | None:
+    """The names the demo's record holds (None in a folder from before the record)."""
+    recorded = _recorded(out)
+    return None if recorded is None else set(recorded)

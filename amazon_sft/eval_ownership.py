@@ -46,6 +46,23 @@ def _eval_digests(out_dir: Path) -> dict | None:
     return files if isinstance(files, dict) else None
 
 
+def changed_since_eval(out_dir: Path) -> list[str]:
+    """The report files in ``out_dir`` changed since eval wrote them, or that eval's record
+    does not hold (none for a marker from before the record)."""
+    digests = _eval_digests(out_dir)
+    if digests is None:
+        return []
+    return [
+        name
+        for name in EVAL_OUTPUTS
+        if (out_dir / name).exists()
+        and (
+            not (out_dir / name).is_file()
+            or sha256_file(out_dir / name) not in digests.get(name, ())
+        )
+    ]
+
+
 def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
     changed since it wrote them, or (without ``overwrite``) an earlier report at all
@@ -57,14 +74,8 @@ def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
             f"--out {out_dir} holds {listing(present)} that amazon-sft eval did not write (no "
             f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
         )
-    digests = _eval_digests(out_dir) if present else None
-    if digests is not None:
-        changed = [
-            name
-            for name in present
-            if not (out_dir / name).is_file()
-            or sha256_file(out_dir / name) not in digests.get(name, ())
-        ]
+    if present:
+        changed = changed_since_eval(out_dir)
         if changed:
             raise UserError(
                 f"--out {out_dir}: {listing(changed)} changed since eval wrote it (or eval did "

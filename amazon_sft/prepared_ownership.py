@@ -46,14 +46,7 @@ def check_prepare_target(out_dir: Path, overwrite: bool) -> None:
         raise UserError(
             f"output {out_dir} exists and is not empty: pass --overwrite or another --out"
         )
-    foreign = [
-        name
-        for name in entries
-        if not PREPARED_ENTRY.match(name)
-        and not released_lock(out_dir / name)
-        and stale_staging(out_dir / "index", name) is None  # a killed index build's
-    ]
-    foreign += _foreign_inside(out_dir)
+    foreign = foreign_in_prepared(out_dir)
     if foreign:
         raise UserError(
             f"--overwrite replaces only a folder amazon-sft prepare wrote, and {out_dir} holds "
@@ -100,6 +93,19 @@ INDEX_FILES = frozenset(
 )
 """The files an index build writes, for an index whose ``stats.json`` does not list them (any
 other file, even a ``.npy``, is someone else's)."""
+
+
+def foreign_in_prepared(out_dir: Path) -> list[str]:
+    """Entries of a prepared folder, at any depth, that prepare (or its index build) did not
+    write: what a swap over the folder would delete."""
+    foreign = [
+        p.name
+        for p in sorted(out_dir.iterdir())
+        if not PREPARED_ENTRY.match(p.name)
+        and not released_lock(p)
+        and stale_staging(out_dir / "index", p.name) is None  # a killed index build's
+    ]
+    return foreign + _foreign_inside(out_dir)
 
 
 def _foreign_inside(out_dir: Path) -> list[str]:

@@ -671,6 +671,12 @@ def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
         assert str(path.relative_to(demo)) in line, line
         assert path.read_text() == "mine"
         path.unlink()
+    (demo / "eval" / ".amazon_sft_eval.json").write_text('{"files": {}}')  # eval's, no digest
+    (demo / "eval" / "report.md").write_text("edited")
+    line = clean(demo)  # named alone, as edited, not as "not written"
+    assert "eval/report.md, edited since it wrote it" in line and "did not write" not in line
+    (demo / "eval" / "report.md").unlink()
+    (demo / "eval" / ".amazon_sft_eval.json").unlink()
     check = tmp_path / "gpu_check_out"
     shutil.move(demo, check / "demo")
     (check / GPU_MARKER).write_text("{}\n")

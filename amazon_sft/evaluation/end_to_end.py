@@ -251,7 +251,8 @@ def summarise(
 def compare(
     base: list[Outcome], tuned: list[Outcome], groups: dict[str, list[int]], seed: int = 0
 ) -> dict[str, dict]:
-    """Group -> metric -> tuned minus base and its 95% paired-bootstrap interval (the same
+    """Group -> metric -> tuned minus base and its 95% interval: Newcombe's paired score
+    interval for a rate over the same questions, else the paired bootstrap (the same
     questions resampled for both)."""
     before, after = metric_pairs(base), metric_pairs(tuned)
     out = {}
@@ -259,8 +260,16 @@ def compare(
         row = {}
         for name in METRICS:
             b, a = before[name][idx], after[name][idx]
-            if b[:, 1].sum() and a[:, 1].sum():
+            if not (b[:, 1].sum() and a[:, 1].sum()):
+                continue
+            counted = b[:, 1] == 1
+            binary = np.isin(np.concatenate([b, a]), (0, 1)).all()
+            if name not in MEANS and binary and (b[:, 1] == a[:, 1]).all():
+                # a rate over the same questions for both: Newcombe's paired interval (the
+                # bootstrap gives 0 of n before and after the point [0, 0])
+                d, lo, hi = M.paired_rate_interval(b[counted, 0], a[counted, 0])
+            else:  # a mean, or a rate over each model's own questions (abstention precision)
                 d, lo, hi = M.paired_bootstrap(b, a, seed=seed, statistic=M.ratio_of_sums)
-                row[name] = {"delta": d, "low": lo, "high": hi}
+            row[name] = {"delta": d, "low": lo, "high": hi}
         out[group] = row
     return out

@@ -314,8 +314,9 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         f"{len(result['skipped']['not_in_catalogue'])} skipped: their product is not in this "
         "catalogue); greedy, "
         f"max {result['max_new_tokens']} new tokens, {_batching(result.get('batch_size', 1))}; "
-        "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L and for the "
-        "differences between models.",
+        "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L; differences "
+        "between models: Newcombe's paired interval for a rate over the same questions, the "
+        "paired bootstrap otherwise.",
         "",
     ]
     if result.get("meaning_weight"):

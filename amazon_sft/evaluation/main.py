@@ -244,7 +244,8 @@ def figure_intervals(vec: dict, seed: int) -> dict[str, list[float]]:
 
 
 def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
-    """Delta and 95% paired-bootstrap interval of every metric, tuned minus base."""
+    """Tuned minus base of every metric, with its 95% interval: Newcombe's paired score
+    interval for a rate, the paired bootstrap for a score."""
     out = {}
     for key in SHOWN:
         if key not in base and key != "bleu":  # a grounded-only metric, closed-book split
@@ -254,6 +255,8 @@ def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
             delta, lo, hi = M.bleu_bootstrap(base["_preds"], tuned["_preds"], refs, seed)
         elif key == "perplexity":
             delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed, statistic=_ppl)
+        elif key in RATES:  # the bootstrap gives 0 of 20 before and after the point [0, 0]
+            delta, lo, hi = M.paired_rate_interval(base[key], tuned[key])
         else:
             delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed)
         out[key] = {"delta": delta, "low": lo, "high": hi}

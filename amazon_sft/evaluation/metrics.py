@@ -1,5 +1,6 @@
-"""Answer metrics: ROUGE (rouge-score, stemmed), BLEU and chrF (sacrebleu), loops, lengths, and the
-paired bootstrap for before/after deltas.
+"""Answer metrics: ROUGE (rouge-score, stemmed), BLEU and chrF (sacrebleu), loops, lengths, and
+their 95% intervals: Wilson's for a rate, the bootstrap for a score, and for before/after deltas
+Newcombe's paired interval (a rate) or the paired bootstrap (a score).
 
 rouge-score is called directly: ``evaluate.load("rouge")`` fetches a script from the hub.
 """
@@ -125,6 +126,39 @@ def wilson_interval(successes: float, n: float) -> tuple[float, float, float]:
     low = 0.0 if successes == 0 else max(0.0, centre - half)  # exact at the ends, not 1e-17 off
     high = 1.0 if successes == n else min(1.0, centre + half)
     return float(rate), float(low), float(high)
+
+
+def paired_rate_interval(before, after) -> tuple[float, float, float]:
+    """(delta, low, high): ``mean(after) - mean(before)`` of yes/no outcomes on the same
+    examples, with Newcombe's hybrid score interval for paired proportions (1998, method 10,
+    no continuity correction): each rate's Wilson interval, joined through their correlation.
+    The paired bootstrap gives 0 of 20 before and after the point [0, 0], and a 20-of-20
+    change [-1, -1]: the false certainty Wilson's interval replaced for the rates themselves.
+
+    >>> [round(x, 3) for x in paired_rate_interval([0] * 20, [0] * 20)]
+    [0.0, -0.161, 0.161]
+    >>> [round(x, 3) for x in paired_rate_interval([1] * 20, [0] * 20)]
+    [-1.0, -1.0, -0.772]
+    """
+    b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
+    if not (np.isin(b, (0.0, 1.0)).all() and np.isin(a, (0.0, 1.0)).all()) or len(a) != len(b):
+        raise ValueError("paired_rate_interval takes yes/no outcomes of the same examples")
+    n = len(a)
+    p1, l1, u1 = wilson_interval(b.sum(), n)
+    p2, l2, u2 = wilson_interval(a.sum(), n)
+    both, only_before = float((a * b).sum()), float(((1 - a) * b).sum())
+    only_after, neither = float((a * (1 - b)).sum()), float(((1 - a) * (1 - b)).sum())
+    margins = (both + only_before) * (only_after + neither) * (both + only_after)
+    margins *= only_before + neither
+    phi = (both * neither - only_before * only_after) / np.sqrt(margins) if margins else 0.0
+    delta = p2 - p1
+    low = delta - np.sqrt(
+        max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2)
+    )
+    high = delta + np.sqrt(
+        max(0.0, (u2 - p2) ** 2 - 2 * phi * (u2 - p2) * (p1 - l1) + (p1 - l1) ** 2)
+    )
+    return float(delta), float(max(-1.0, low)), float(min(1.0, high))
 
 
 def share_interval(outcomes) -> tuple[float, float, float]:

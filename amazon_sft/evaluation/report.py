@@ -38,6 +38,15 @@ SHOWN = {
 }
 
 
+INTERVALS_NOTE = (
+    "Each figure has its 95% interval over the titles asked: Wilson's for a rate (citation "
+    "accuracy, EOS rate, ...), the bootstrap's for a score (ROUGE, chrF, length ratio, "
+    "perplexity); BLEU, a corpus statistic, has one only as a delta."
+)
+COMPARE_NOTE = (
+    " The delta is tuned minus base, on the same titles: Newcombe's paired score interval for a "
+    "rate, the paired bootstrap for a score."
+)
 ORACLE_NOTE = (
     "Grounded splits use *oracle context*: the canonical question with the exact title, the "
     "right record handed over (or, for absent, left out) among retrieved ones. What `ask` "
@@ -123,14 +132,17 @@ def _with_interval(shown: dict, key: str) -> str:
 
 def render_markdown(result: dict, n_examples: int) -> str:
     models = list(result["models"])
+    decoding = ", ".join(f"{k} {v}" for k, v in result["decoding"].items())
     lines = [
         f"# Evaluation: {' vs '.join(result['models'][m]['label'] for m in models)}",
         "",
-        f"Data: `{result['data']}`; decoding: {result['decoding']}",
+        f"Data: `{result['data']}`; decoding: {decoding}",
         "",
-        ORACLE_NOTE,
+        INTERVALS_NOTE + (COMPARE_NOTE if "comparison" in result else ""),
         "",
     ]
+    if any(s.endswith(("grounded", "absent")) for s in result["splits"]):
+        lines += [ORACLE_NOTE, ""]
     for split, by_model in result["splits"].items():
         oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
         lines += [f"## {split} titles{oracle} (n={by_model[models[0]]['n']})", ""]

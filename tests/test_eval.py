@@ -31,6 +31,9 @@ def test_rouge_and_chrf_match_hand_computed_values():
 
 def test_loops_lengths_and_empties():
     assert M.is_loop("buy it " * 6) and not M.is_loop("a fine book about the sea and its ships")
+    # a new user's tuned model answered 128 dots: one "word", so no word 4-gram repeated
+    assert M.is_loop("." * 128) and M.is_loop("ab" * 20)
+    assert not M.is_loop("Hardcover, 1990s. Volumes 1-10 ... ISBN 0-00-000000-0")
     assert M.length_ratio("one two", "one two three four") == 0.5
 
 

@@ -7,6 +7,7 @@ rouge-score is called directly: ``evaluate.load("rouge")`` fetches a script from
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 import numpy as np
@@ -46,14 +47,23 @@ def corpus_bleu(predictions: list[str], references: list[str]) -> float:
 
 
 def is_loop(text: str, n: int = LOOP_NGRAM, repeats: int = LOOP_REPEATS) -> bool:
-    """True when some word n-gram occurs ``repeats`` times or more: the answer is looping.
+    """True when some word n-gram occurs ``repeats`` times or more, or a run of up to 8
+    characters repeats 12 times in a row (128 dots are one "word": a new user's tuned model
+    answered nothing else, at a loop rate of 0): the answer is looping.
 
     >>> is_loop("a great book a great book a great book a great book"), is_loop("a great book")
     (True, False)
+    >>> is_loop("." * 128), is_loop("Vol. 1-10 (1990s) ... the end.")
+    (True, False)
     """
+    if _CHARACTER_LOOP.search(text):
+        return True
     words = text.lower().split()
     grams = Counter(tuple(words[i : i + n]) for i in range(len(words) - n + 1))
     return bool(grams) and max(grams.values()) >= repeats
+
+
+_CHARACTER_LOOP = re.compile(r"(.{1,8}?)\1{11,}", re.DOTALL)
 
 
 def length_ratio(prediction: str, reference: str) -> float:

@@ -155,3 +155,37 @@ def test_compiled_step_on_the_varlen_kernel_computes_what_the_eager_step_compute
         assert b.finite and b.optimizer_stepped
         assert b.loss == pytest.approx(a.loss, rel=1e-3)
         assert b.grad_norm == pytest.approx(a.grad_norm, rel=1e-2)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("kind", ["full", "lora"])
+@pytest.mark.parametrize("kernel", ["varlen_attn", "flash_attention_2"])
+def test_compiled_step_on_the_real_kernel_computes_what_the_eager_step_computes(
+    kernel, kind, fresh_accelerate, tiny_model_dir, real_shape_data
+):
+    """The CPU test above on the card's own kernels (run by ``make gpu-check``): the H200 run
+    measured compile's speed, not that its steps equal the eager ones."""
+    import importlib.util
+
+    from torch._dynamo.utils import counters
+
+    from amazon_sft.attention import has_varlen_attn
+
+    if kernel == "flash_attention_2" and not importlib.util.find_spec("flash_attn"):
+        pytest.skip("flash-attn is not installed")
+    if kernel == "varlen_attn" and not has_varlen_attn():
+        pytest.skip("this torch has no torch.nn.attention.varlen for this card")
+    extra = LORA if kind == "lora" else []
+    torch._dynamo.reset()
+    counters.clear()
+    eager = _run_steps(tiny_model_dir, real_shape_data, kernel, extra, steps=4, cpu=False)
+    compiled = _run_steps(
+        tiny_model_dir, real_shape_data, kernel, [*extra, "train.compile=true"], 4, cpu=False
+    )
+    assert 1 <= counters["stats"]["unique_graphs"] <= 3, dict(counters["stats"])
+    assert not counters["graph_break"], dict(counters["graph_break"])
+    for a, b in zip(eager, compiled):
+        assert b.finite and b.optimizer_stepped
+        assert b.loss == pytest.approx(a.loss, rel=1e-2)
+        assert b.grad_norm == pytest.approx(a.grad_norm, rel=5e-2)

@@ -82,9 +82,11 @@ def test_the_stand_ins_compute_causal_attention_per_segment():
         flash_kernels.torch_varlen_attn(a["q"], a["k"], a["v"], a["cu_q"], a["cu_k"], 5, 5)
 
 
-def _run_steps(model_dir, data_dir, attention: str, extra: list[str], steps: int = 1):
-    """The product's own step (``Trainer.train_step``) under accelerate's bf16 autocast on CPU:
-    the losses and whether the optimizer stepped."""
+def _run_steps(
+    model_dir, data_dir, attention: str, extra: list[str], steps: int = 1, cpu: bool = True
+):
+    """The product's own step (``Trainer.train_step``) under accelerate's bf16 autocast, on CPU
+    (or, ``cpu=False``, the GPU): the losses and whether the optimizer stepped."""
     from accelerate import Accelerator
 
     from amazon_sft.train import build_model
@@ -106,7 +108,7 @@ def _run_steps(model_dir, data_dir, attention: str, extra: list[str], steps: int
             *extra,
         ],
     )
-    accelerator = Accelerator(cpu=True, mixed_precision="bf16")
+    accelerator = Accelerator(cpu=cpu, mixed_precision="bf16")
     model = build_model(cfg, load_tokenizer(cfg.model), accelerator)
     optimizer, scheduler = build_optimizer(cfg, model)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)

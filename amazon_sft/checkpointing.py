@@ -186,7 +186,7 @@ def verify_checkpoint(folder: Path) -> None:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
 
 
-_SAVE_STAGING = re.compile(r"step-\d{8}\.tmp")
+_SAVE_STAGING = re.compile(r"step-\d{8,}\.tmp")
 """The staging folder a save writes (``checkpoint_dir``'s name + ``.tmp``); any other name is
 not ours to remove (a user's ``step-00000003-before-lr-change.tmp`` backup)."""
 
@@ -259,7 +259,8 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
 def _carry_files_not_ours(old: Path, new: Path) -> None:
     """A step saved again (a stop dropped the step after a resume, or a branch reaching a step
     its abandoned branch saved) replaces its folder whole: the files its save did not write (a
-    user's notes, an eval report) move into the new folder first, never deleted with the old."""
+    user's notes, an eval report) are linked into the new folder first (a hard link: no copy,
+    and no moment when the only copy sits in a folder a killed save's clean-up removes)."""
     if not old.is_dir():
         return
     for name in _not_written_by_its_save(old):
@@ -267,7 +268,10 @@ def _carry_files_not_ours(old: Path, new: Path) -> None:
         if target.exists():  # a name the new save writes: the user's copy stays beside it
             target = target.with_name(target.name + ".yours")
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(old / name, target)
+        try:
+            os.link(old / name, target, follow_symlinks=False)
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(old / name, target, follow_symlinks=False)
         log.warning("kept %s (not written by a save) in the new checkpoint of %s", name, new.stem)
 
 

@@ -132,7 +132,7 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
         name = entry.name
         if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
             continue
-        if name == "demo" and entry.is_dir() and not entry.is_symlink():
+        if name == "demo" and entry.is_dir() and not entry.is_symlink() and _demo_marked(entry):
             mine, changed = foreign_in_demo(entry)
             theirs += [f"demo/{n}" for n in mine]
             edited += [f"demo/{n}" for n in changed]
@@ -142,6 +142,12 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
 
 
 GPU_MARKER = ".amazon_sft_gpu_check.json"  # scripts/gpu_check.py's MARKER
+
+
+def _demo_marked(folder: Path) -> bool:
+    from amazon_sft.ownership import DEMO_MARKER
+
+    return (folder / DEMO_MARKER).is_file()
 
 
 def _shown(names: list[str]) -> str:

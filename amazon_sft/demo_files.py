@@ -28,29 +28,52 @@ WRITING = "writing"
 """A file's record while the demo writes it: one killed half-way is still the demo's."""
 
 
+FORMAT_KEY, FORMAT = "_format", 2
+"""Records of format 2 name every file the demo wrote (one being written is marked
+``WRITING``), so a name missing from one is not the demo's. Earlier records dropped a name
+while its file was rewritten: a demo killed then left its own file unnamed."""
+
+
 def _recorded(out: Path) -> dict[str, str] | None:
-    """The record, or None in a folder from before demos kept one."""
+    """The record's files, or None in a folder from before demos kept one or named every file
+    (format 2): there, a file the record does not name is the demo's."""
     try:
         raw = json.loads((out / RECORD).read_text())
     except (OSError, ValueError):
         return None
-    return raw if isinstance(raw, dict) else None
+    if not isinstance(raw, dict) or raw.get(FORMAT_KEY) != FORMAT:
+        return None
+    return {k: v for k, v in raw.items() if k != FORMAT_KEY}
+
+
+def _digests_known(out: Path) -> dict[str, str]:
+    """What any record holds, whatever its format (what a digest check may compare)."""
+    try:
+        raw = json.loads((out / RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return {k: v for k, v in raw.items() if k != FORMAT_KEY} if isinstance(raw, dict) else {}
+
+
+def _write_record(out: Path, recorded: dict[str, str]) -> None:
+    body = {FORMAT_KEY: FORMAT, **recorded}
+    (out / RECORD).write_text(json.dumps(body, indent=1) + "\n")
 
 
 def record_demo_file(out: Path, name: str) -> None:
     """Record the digest of ``out/name`` as the demo wrote it."""
-    recorded = _recorded(out) or {}
+    recorded = _digests_known(out)
     recorded[name] = sha256_file(out / name)
-    (out / RECORD).write_text(json.dumps(recorded, indent=1) + "\n")
+    _write_record(out, recorded)
 
 
 def forget_demo_file(out: Path, name: str) -> None:
     """Mark ``name`` as being written before the demo writes it again: a demo killed while
     writing it (SIGKILL, a closed terminal) leaves a file whose digest differs, which the next
     demo must take as its own, not refuse."""
-    recorded = _recorded(out) or {}
+    recorded = _digests_known(out)
     recorded[name] = WRITING
-    (out / RECORD).write_text(json.dumps(recorded, indent=1) + "\n")
+    _write_record(out, recorded)
 
 
 def check_demo_files(
@@ -83,16 +106,15 @@ def check_demo_files(
 
 
 def foreign_or_changed(out: Path, names: list[str]) -> list[str]:
-    """Of the files ``names`` in ``out``, those the record does not name or that changed since
-    the demo wrote them (none in a folder from before the record: all the demo's)."""
-    recorded = _recorded(out)
-    if recorded is None:
-        return []
+    """Of the files ``names`` in ``out``, those a record of format 2 does not name, or that
+    changed since the demo wrote them (an unnamed file in an older record is the demo's)."""
+    named = _recorded(out)
+    known = _digests_known(out)
     return [
         name
         for name in names
-        if name not in recorded
-        or (recorded[name] != WRITING and sha256_file(out / name) != recorded[name])
+        if (named is not None and name not in named)
+        or (name in known and known[name] != WRITING and sha256_file(out / name) != known[name])
     ]
 
 

@@ -238,6 +238,10 @@ def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
     check_demo_files(out, out / "prepared", [out / "eval"], writes=[])  # --data: not written
     forget_demo_file(out, "trn.json.gz")  # a demo killed while writing its own: still its own
     check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
+    # a record an earlier version wrote dropped a name while its file was rewritten: a demo
+    # killed then (SIGKILL) left its own log unnamed, which is still the demo's (a review)
+    (out / ".amazon_sft_demo_files.json").write_text('{"answers.json": "0"}')
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
 
 
 def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):

@@ -138,11 +138,18 @@ def test_a_batch_goes_to_the_gpu_from_pinned_memory(monkeypatch):
     pos = np.tile(np.arange(12), (2, 1))
     batch = PackedBatch.from_rows(ids, ids.copy(), pos, [[5, 7], [12]], np.arange(2))
     pinned, copied = [], []
-    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda t: pinned.append(t.shape) or t)
-    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: copied.append(k) or t)
+
+    def pin(t):  # a stand-in "pinned" copy: a new tensor whose identity the copy must show
+        out = t.clone()
+        pinned.append(id(out))
+        return out
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin)
+    monkeypatch.setattr(torch.Tensor, "to", lambda t, *a, **k: copied.append((id(t), k)) or t)
     batch.to("cuda:0")
     assert len(pinned) == len(copied) == 5, (pinned, copied)
-    assert all(k.get("non_blocking") for k in copied)
+    assert [i for i, _ in copied] == pinned  # what is copied is the pinned tensor
+    assert all(k.get("non_blocking") for _, k in copied)
     pinned.clear()
     batch.to("cpu")  # nothing to pin for a CPU run
     assert pinned == []
@@ -204,7 +211,13 @@ def test_answering_on_a_gpu_loads_the_model_in_bf16(monkeypatch, tiny_model_dir)
     model, *_ = loading.load_for_eval("config:tiny", overrides, "cpu")
     assert next(model.parameters()).dtype == torch.float32
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setattr(attention, "_flash_capable_gpu", lambda: False)  # no card to ask
-    model, *_ = loading.load_for_eval("config:tiny", overrides, "cuda")
-    assert next(model.parameters()).dtype == torch.bfloat16
+    for native in (True, False):  # a T4 or V100 emulates bf16: fp32 there, as training
+        monkeypatch.setattr(
+            torch.cuda,
+            "is_bf16_supported",
+            lambda including_emulation=True, native=native: native or including_emulation,
+        )
+        model, *_ = loading.load_for_eval("config:tiny", overrides, "cuda")
+        want = torch.bfloat16 if native else torch.float32
+        assert next(model.parameters()).dtype == want

@@ -472,7 +472,13 @@ def test_prepare_overwrite_never_replaces_a_file_edited_since_prepare_wrote_it(
     code, err = _run_cli(capsys, *args, "--overwrite")
     _one_line(code, err, "prepare", "catalogue.jsonl", "changed since")
     assert mine.read_text().endswith(added)
-    mine.write_text(mine.read_text()[: -len(added)])  # as prepare wrote it: replaced
+    original = mine.read_text()[: -len(added)]
+    i = len(original) // 2  # an edit that keeps the size (a price changed), mid-file
+    edited = original[:i] + ("X" if original[i] != "X" else "Y") + original[i + 1 :]
+    mine.write_text(edited)
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "prepare", "catalogue.jsonl", "changed since")
+    mine.write_text(original)  # as prepare wrote it: replaced
     code, err = _run_cli(capsys, *args, "--overwrite")
     assert code == 0, err[-2000:]
 
@@ -510,11 +516,11 @@ def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
     theirs = root / "step-00000003-before-lr-change.tmp"
     theirs.mkdir(parents=True)
     (theirs / "notes.txt").write_text("backup")
-    killed = root / "step-00000004.tmp"
-    killed.mkdir()
+    killed, later = root / "step-00000004.tmp", root / "step-100000000.tmp"
+    killed.mkdir(), later.mkdir()
     clear_killed_saves(tmp_path / "run")
     assert (theirs / "notes.txt").read_text() == "backup"
-    assert not killed.exists()
+    assert not killed.exists() and not later.exists()  # step 100,000,000 has 9 digits
 
 
 def test_a_run_never_deletes_files_a_user_put_into_its_final(
@@ -679,6 +685,10 @@ def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
     (demo / "eval" / ".amazon_sft_eval.json").unlink()
     check = tmp_path / "gpu_check_out"
     shutil.move(demo, check / "demo")
+    (check / GPU_MARKER).write_text("{}\n")
+    (check / "demo" / DEMO_MARKER).unlink()  # a demo/ of the user's: no demo marker
+    assert clean(check).startswith(f"make clean: kept {check}") and (check / "demo").is_dir()
+    (check / "demo" / DEMO_MARKER).write_text("{}\n")
     (check / GPU_MARKER).write_text("{}\n")
     (check / "benchmark.txt").write_text("table")
     (check / "demo" / "eval" / "report.md").write_text("mine")  # eval never recorded it

@@ -149,6 +149,14 @@ def paired_rate_interval(before, after) -> tuple[float, float, float]:
     [0.0, -0.161, 0.161]
     >>> [round(x, 3) for x in paired_rate_interval([1] * 20, [0] * 20)]
     [-1.0, -1.0, -0.772]
+
+    Fagerland, Lydersen & Laake's worked example (Cavo 2012: 59 both, 6 and 16 one only, 80
+    neither) gives -0.0621 (-0.1186, -0.0046):
+
+    >>> before = [1] * 59 + [1] * 16 + [0] * 6 + [0] * 80
+    >>> after = [1] * 59 + [0] * 16 + [1] * 6 + [0] * 80
+    >>> [round(x, 4) for x in paired_rate_interval(before, after)]
+    [-0.0621, -0.1186, -0.0046]
     """
     b, a = np.asarray(before, dtype=float), np.asarray(after, dtype=float)
     if not (np.isin(b, (0.0, 1.0)).all() and np.isin(a, (0.0, 1.0)).all()) or len(a) != len(b):
@@ -160,7 +168,10 @@ def paired_rate_interval(before, after) -> tuple[float, float, float]:
     only_after, neither = float((a * (1 - b)).sum()), float(((1 - a) * (1 - b)).sum())
     margins = (both + only_before) * (only_after + neither) * (both + only_after)
     margins *= only_before + neither
-    phi = (both * neither - only_before * only_after) / np.sqrt(margins) if margins else 0.0
+    # Newcombe's phi: the cross product less n/2 when it is over n/2, 0 up to n/2 (method 10)
+    cross = both * neither - only_before * only_after
+    cross = cross - n / 2 if cross > n / 2 else 0.0 if cross >= 0 else cross
+    phi = cross / np.sqrt(margins) if margins else 0.0
     delta = p2 - p1
     low = delta - np.sqrt(
         max(0.0, (p2 - l2) ** 2 - 2 * phi * (p2 - l2) * (u1 - p1) + (u1 - p1) ** 2)

@@ -1274,3 +1274,45 @@ def test_a_held_out_fraction_the_data_was_split_with_otherwise_is_not_sent_back_
     said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert f"data.heldout_fraction={made}" in said and "held-out split" in said, said
     assert "prepare again" not in said, said
+
+
+def test_export_overwrite_replaces_only_an_unchanged_export(tuned_run, tmp_path, capsys):
+    """Exporting a run again to its folder was refused with no way but ``rm -rf`` (an rm that
+    takes the card the user edited, as the export's README invites, with it). ``--overwrite``
+    replaces a folder export wrote, and refuses one holding a file export did not write or one
+    edited since (its card, its weights), naming them."""
+    out = tmp_path / "model"
+    args = ("export", str(tuned_run), "--out", str(out))
+    code, err = _run_cli(capsys, *args)
+    assert code == 0, err[-2000:]
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, "export", "not empty", "--overwrite")
+    first = (out / "model.safetensors").stat().st_ino
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    assert code == 0, err[-2000:]
+    assert (out / "model.safetensors").stat().st_ino != first  # written again
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
+        ".model.lock"
+    ]  # nothing staged left
+    card = out / "README.md"
+    card.write_text(card.read_text() + "\nMy upload notes.\n")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "export", "README.md", "edited since")
+    assert "My upload notes." in card.read_text()
+    card.write_text(card.read_text().replace("\nMy upload notes.\n", ""))
+    (out / "notes.txt").write_text("mine")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "export", "notes.txt", "did not write")
+    (out / "notes.txt").unlink()
+    weights = out / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "export", "model.safetensors", "edited since")
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "thesis.txt").write_text("mine")
+    code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(other), "--overwrite")
+    _one_line(code, err, "export", "thesis.txt", "did not write")
+    assert (other / "thesis.txt").read_text() == "mine"

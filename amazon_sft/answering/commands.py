@@ -124,6 +124,11 @@ def add_commands(sub) -> None:
         default="float32",
         help="dtype of the saved weights (bfloat16 halves the folder; default float32)",
     )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an earlier export in --out (refused if a file in it was added or edited)",
+    )
     _add_trust_flag(p)
     p.set_defaults(run=_run_export)
 
@@ -356,7 +361,9 @@ def _run_serve(args) -> int:
 def _run_export(args) -> int:
     from amazon_sft.answering.export import export_model
 
-    result = export_model(args.run_dir, args.out, model_overrides(args), args.dtype)
+    result = export_model(
+        args.run_dir, args.out, model_overrides(args), args.dtype, overwrite=args.overwrite
+    )
     print(
         f"exported {result['source']} to {result['out']} (merge against the model as trained: "
         f"max logit difference {result['merge_logit_diff']:.2e}; the saved files reloaded: "

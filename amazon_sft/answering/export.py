@@ -17,8 +17,13 @@ from pathlib import Path
 
 import torch
 
-from amazon_sft.answering.export_files import export_readme, write_portable
-from amazon_sft.atomic import new_staging
+from amazon_sft.answering.export_files import (
+    export_not_as_written,
+    export_readme,
+    record_export,
+    write_portable,
+)
+from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
@@ -42,12 +47,18 @@ LOGIT_TOLERANCE = 1e-3
 
 
 def export_model(
-    run: str, out_dir: str | Path, overrides: list[str] | None = None, dtype: str = "float32"
+    run: str,
+    out_dir: str | Path,
+    overrides: list[str] | None = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
 ) -> dict:
     """Merge, save into a hidden sibling folder, reload and compare there, then rename it into
     place: ``out_dir`` is either absent, or holds the whole checked export. Another ``dtype``
     than float32: the merge is checked in float32, then the saved file against the merged
-    model cast to it (the cast's own rounding is the user's choice, not checked away)."""
+    model cast to it (the cast's own rounding is the user's choice, not checked away).
+    ``overwrite``: an earlier export in ``out_dir`` is replaced, if nothing in it was edited or
+    added since it was written."""
     if run.startswith("config:") or run.endswith((".yaml", ".yml")):  # its card says tuned
         raise UserError(
             f"RUN {run} is a base model, not a training run: it needs no export (load "
@@ -59,8 +70,7 @@ def export_model(
             f"--out {out_dir} is a mount point: the export is written beside --out and renamed "
             f"into place, which a mount point cannot take; give --out {out_dir}/NAME"
         )
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
+    replacing = _check_target(out_dir, overwrite)
     # the adapters kept apart: the merge is checked against them (merged on load, as answering
     # loads a run, the check compared the merge with itself)
     trained, tok, cfg, label = load_for_eval(run, overrides or [], "cpu", what="RUN", merge=False)
@@ -82,8 +92,7 @@ def export_model(
             expected = merged(input_ids=ids).logits
         merged = merged.to(getattr(torch, dtype))
     with OutputLock(out_dir, "amazon-sft export"):  # one writer; checked again under it
-        if out_dir.exists() and any(out_dir.iterdir()):
-            raise UserError(f"--out {out_dir} exists and is not empty: choose another folder")
+        replacing = _check_target(out_dir, overwrite)
         staging = new_staging(out_dir)
         try:
             kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
@@ -91,9 +100,15 @@ def export_model(
                 summary = _run_summary(run)
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
                 _keep_trained_on(run, staging)
+                record_export(staging)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
-            _into_place(staging, out_dir)
+            if replacing:
+                _check_target(out_dir, overwrite)  # nothing edited while this one was made
+                _take_on(out_dir.stat(), staging)  # the folder's mode and group, as before
+                swap_into_place(staging, out_dir)
+            else:
+                _into_place(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return {
@@ -102,6 +117,30 @@ def export_model(
         "merge_logit_diff": merge_diff,
         "source": label,
     }
+
+
+def _check_target(out_dir: Path, overwrite: bool) -> bool:
+    """Whether ``out_dir`` holds an earlier export to replace (``overwrite``); refused when it
+    holds anything without ``overwrite``, or a file export did not write, or one edited since."""
+    if not (out_dir.exists() and any(out_dir.iterdir())):
+        return False
+    if not overwrite:
+        raise UserError(
+            f"--out {out_dir} exists and is not empty: pass --overwrite to replace an earlier "
+            "export there, or choose another folder"
+        )
+    theirs, edited = export_not_as_written(out_dir)
+    if theirs:
+        raise UserError(
+            f"--out {out_dir} holds {listing(theirs)}, which export did not write: --overwrite "
+            "replaces only an earlier export; move them out or choose another folder"
+        )
+    if edited:
+        raise UserError(
+            f"--out {out_dir}: {listing(edited)} edited since export wrote it, and --overwrite "
+            "would replace it: move it out (or undo the edit), or choose another folder"
+        )
+    return True
 
 
 def _into_place(staging: Path, out_dir: Path) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock, plain_chat_template
 
 ANSWER_TOKENS = 160
@@ -183,3 +184,48 @@ def write_portable(
 
 def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+EXPORT_MARKER = ".amazon_sft_export.json"
+"""In an export: the names of the files it wrote and the sha256 of each but the weights (whose
+size and quick digest ``checksums.json`` holds): what ``export --overwrite`` may replace."""
+
+
+def record_export(folder: Path) -> None:
+    """Written last into a finished export (before it is renamed into place)."""
+    files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+    digests = {n: sha256_file(folder / n) for n in files if not n.endswith(".safetensors")}
+    (folder / EXPORT_MARKER).write_text(json.dumps({"files": files, "sha256": digests}, indent=1))
+
+
+def export_not_as_written(folder: Path) -> tuple[list[str], list[str]]:
+    """(files in ``folder`` an export did not write, files it wrote that were edited since);
+    every file is the user's in a folder without the record (no export, or one from before)."""
+    present = sorted(
+        str(p.relative_to(folder))
+        for p in folder.rglob("*")
+        if (p.is_file() or p.is_symlink()) and p.name != EXPORT_MARKER
+    )
+    try:
+        record = json.loads((folder / EXPORT_MARKER).read_text())
+        listed, digests = set(record["files"]), dict(record["sha256"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return present, []
+    try:
+        checked = json.loads((folder / "checksums.json").read_text())
+    except (OSError, ValueError):
+        checked = {}
+    theirs = [n for n in present if n not in listed or (folder / n).is_symlink()]
+    edited = []
+    for name in (n for n in present if n not in theirs):
+        path = folder / name
+        if name in digests:
+            changed = sha256_file(path) != digests[name]
+        else:  # weights: their checksums entry (size and quick digest)
+            want = checked.get(name) if isinstance(checked, dict) else None
+            changed = not isinstance(want, dict) or (
+                path.stat().st_size != want.get("bytes") or quick_digest(path) != want.get("quick")
+            )
+        if changed:
+            edited.append(name)
+    return theirs, edited

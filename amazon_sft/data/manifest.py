@@ -71,7 +71,7 @@ class Manifest:
     """Training documents built and dropped, by reason (a prompt or example too long for a row)."""
     files: dict[str, str] = field(default_factory=dict)
     file_digests: dict[str, str] = field(default_factory=dict)
-    """sha256 of each of ``files`` and ``report.md`` as prepare wrote them (whole: an edit that
+    """``sha256:HEX`` of each of ``files`` and ``report.md`` as prepare wrote them (whole: an edit that
     keeps the size, a price in catalogue.jsonl, escapes a sampled digest): a file
     edited since (a product added to catalogue.jsonl) is the user's, and ``--overwrite`` is
     refused rather than replace it (empty in manifests written before it)."""
@@ -128,7 +128,7 @@ def write_manifest(folder: Path, manifest: Manifest) -> Manifest:
     from amazon_sft.data.shards import sha256_file  # shards imports this module
 
     names = [*manifest.files.values(), "report.md"]
-    digests = {n: sha256_file(folder / n) for n in names if (folder / n).is_file()}
+    digests = {n: f"sha256:{sha256_file(folder / n)}" for n in names if (folder / n).is_file()}
     sealed = seal({**manifest.to_dict(), "file_digests": digests})
     (folder / MANIFEST).write_text(json.dumps(sealed, indent=2) + "\n")
     return Manifest.from_dict(sealed)
@@ -138,10 +138,12 @@ def edited_since_written(folder: Path, manifest: Manifest) -> list[str]:
     """The files prepare wrote into ``folder`` that changed since (the manifest's digests)."""
     from amazon_sft.data.shards import sha256_file  # shards imports this module
 
-    return sorted(
+    return sorted(  # a digest of another kind (a development version's sampled one) is skipped
         name
         for name, digest in manifest.file_digests.items()
-        if (folder / name).is_file() and sha256_file(folder / name) != digest
+        if digest.startswith("sha256:")
+        and (folder / name).is_file()
+        and f"sha256:{sha256_file(folder / name)}" != digest
     )
 
 

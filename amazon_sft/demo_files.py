@@ -55,6 +55,17 @@ def _digests_known(out: Path) -> dict[str, str]:
     return {k: v for k, v in raw.items() if k != FORMAT_KEY} if isinstance(raw, dict) else {}
 
 
+def _current(out: Path) -> dict[str, str]:
+    """The record to add to: an older one (or none) becomes format 2 with every demo file it
+    left unnamed marked ``WRITING`` (the demo's, by its rule), not dropped as not the demo's."""
+    known = _digests_known(out)
+    if _recorded(out) is None:
+        for name in DEMO_FILES:
+            if name not in known and (out / name).is_file():
+                known[name] = WRITING
+    return known
+
+
 def _write_record(out: Path, recorded: dict[str, str]) -> None:
     body = {FORMAT_KEY: FORMAT, **recorded}
     (out / RECORD).write_text(json.dumps(body, indent=1) + "\n")
@@ -62,7 +73,7 @@ def _write_record(out: Path, recorded: dict[str, str]) -> None:
 
 def record_demo_file(out: Path, name: str) -> None:
     """Record the digest of ``out/name`` as the demo wrote it."""
-    recorded = _digests_known(out)
+    recorded = _current(out)
     recorded[name] = sha256_file(out / name)
     _write_record(out, recorded)
 
@@ -71,7 +82,7 @@ def forget_demo_file(out: Path, name: str) -> None:
     """Mark ``name`` as being written before the demo writes it again: a demo killed while
     writing it (SIGKILL, a closed terminal) leaves a file whose digest differs, which the next
     demo must take as its own, not refuse."""
-    recorded = _digests_known(out)
+    recorded = _current(out)
     recorded[name] = WRITING
     _write_record(out, recorded)
 

@@ -242,6 +242,9 @@ def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
     # killed then (SIGKILL) left its own log unnamed, which is still the demo's (a review)
     (out / ".amazon_sft_demo_files.json").write_text('{"answers.json": "0"}')
     check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
+    # ... and stays the demo's once a new demo rewrites the record (before the log again)
+    forget_demo_file(out, "answers.json")
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log", "answers.json"])
 
 
 def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):

@@ -1306,10 +1306,22 @@ def test_export_overwrite_replaces_only_an_unchanged_export(tuned_run, tmp_path,
     (out / "notes.txt").unlink()
     weights = out / "model.safetensors"
     data = bytearray(weights.read_bytes())
-    data[-1] ^= 1
+    data[len(data) // 2 + 7] ^= 1  # mid-file, the same size: a sampled digest misses it
     weights.write_bytes(bytes(data))
     code, err = _run_cli(capsys, *args, "--overwrite")
     _one_line(code, err, "export", "model.safetensors", "edited since")
+    data[len(data) // 2 + 7] ^= 1
+    weights.write_bytes(bytes(data))
+    (out / "notes").mkdir()  # the record's name, but not the record
+    (out / "notes" / ".amazon_sft_export.json").write_text("mine")
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "export", ".amazon_sft_export.json", "did not write")
+    shutil.rmtree(out / "notes")
+    code, err = _run_cli(capsys, "export", str(out), "--out", str(out), "--overwrite")
+    _one_line(code, err, "export", "read from")
+    (out / ".amazon_sft_export.json").unlink()  # an export from before the record
+    code, err = _run_cli(capsys, *args, "--overwrite")
+    _one_line(code, err, "export", "from before exports kept a record")
     other = tmp_path / "mine"
     other.mkdir()
     (other / "thesis.txt").write_text("mine")

@@ -18,12 +18,14 @@ from pathlib import Path
 import torch
 
 from amazon_sft.answering.export_files import (
+    EXPORT_MARKER,
     export_not_as_written,
     export_readme,
+    looks_like_an_export,
     record_export,
     write_portable,
 )
-from amazon_sft.atomic import new_staging, swap_into_place
+from amazon_sft.atomic import new_staging, remove_stale, swap_into_place
 from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
@@ -65,6 +67,14 @@ def export_model(
             "model.path as it is); export takes a training run's out_dir or its final/"
         )
     out_dir = check_output_folder(out_dir, "--out")
+    try:
+        source = saved_folder(run)
+    except UserError:  # said below, in RUN's words, by the load
+        source = None
+    if source is not None and out_dir.resolve() in (source.resolve(), source.resolve().parent):
+        raise UserError(
+            f"--out {out_dir} is the folder RUN {run} is read from: export into another folder"
+        )
     if out_dir.is_dir() and os.path.ismount(out_dir):  # renamed into place: not onto a mount
         raise UserError(
             f"--out {out_dir} is a mount point: the export is written beside --out and renamed "
@@ -92,6 +102,7 @@ def export_model(
             expected = merged(input_ids=ids).logits
         merged = merged.to(getattr(torch, dtype))
     with OutputLock(out_dir, "amazon-sft export"):  # one writer; checked again under it
+        remove_stale(out_dir)  # an earlier export killed mid-swap: its old folder back first
         replacing = _check_target(out_dir, overwrite)
         staging = new_staging(out_dir)
         try:
@@ -103,11 +114,11 @@ def export_model(
                 record_export(staging)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
-            if replacing:
+            if replacing and out_dir.exists():
                 _check_target(out_dir, overwrite)  # nothing edited while this one was made
                 _take_on(out_dir.stat(), staging)  # the folder's mode and group, as before
                 swap_into_place(staging, out_dir)
-            else:
+            else:  # (an export replaced that the user removed meanwhile: put in place)
                 _into_place(staging, out_dir)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
@@ -130,6 +141,12 @@ def _check_target(out_dir: Path, overwrite: bool) -> bool:
             "export there, or choose another folder"
         )
     theirs, edited = export_not_as_written(out_dir)
+    if theirs and not (out_dir / EXPORT_MARKER).exists() and looks_like_an_export(out_dir):
+        raise UserError(
+            f"--out {out_dir} holds an export from before exports kept a record of their files "
+            f"({EXPORT_MARKER}), so whether any was edited cannot be told: remove it yourself "
+            "or choose another folder"
+        )
     if theirs:
         raise UserError(
             f"--out {out_dir} holds {listing(theirs)}, which export did not write: --overwrite "

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from amazon_sft.data.shards import quick_digest, sha256_file
+from amazon_sft.data.shards import sha256_file
 from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock, plain_chat_template
 
 ANSWER_TOKENS = 160
@@ -192,9 +192,10 @@ size and quick digest ``checksums.json`` holds): what ``export --overwrite`` may
 
 
 def record_export(folder: Path) -> None:
-    """Written last into a finished export (before it is renamed into place)."""
+    """Written last into a finished export (before it is renamed into place): every file's
+    sha256, the weights' too (a same-size edit escapes a sampled digest)."""
     files = sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
-    digests = {n: sha256_file(folder / n) for n in files if not n.endswith(".safetensors")}
+    digests = {n: sha256_file(folder / n) for n in files}
     (folder / EXPORT_MARKER).write_text(json.dumps({"files": files, "sha256": digests}, indent=1))
 
 
@@ -204,28 +205,22 @@ def export_not_as_written(folder: Path) -> tuple[list[str], list[str]]:
     present = sorted(
         str(p.relative_to(folder))
         for p in folder.rglob("*")
-        if (p.is_file() or p.is_symlink()) and p.name != EXPORT_MARKER
+        if (p.is_file() or p.is_symlink()) and p != folder / EXPORT_MARKER
     )
     try:
         record = json.loads((folder / EXPORT_MARKER).read_text())
         listed, digests = set(record["files"]), dict(record["sha256"])
     except (OSError, ValueError, KeyError, TypeError):
         return present, []
-    try:
-        checked = json.loads((folder / "checksums.json").read_text())
-    except (OSError, ValueError):
-        checked = {}
     theirs = [n for n in present if n not in listed or (folder / n).is_symlink()]
-    edited = []
-    for name in (n for n in present if n not in theirs):
-        path = folder / name
-        if name in digests:
-            changed = sha256_file(path) != digests[name]
-        else:  # weights: their checksums entry (size and quick digest)
-            want = checked.get(name) if isinstance(checked, dict) else None
-            changed = not isinstance(want, dict) or (
-                path.stat().st_size != want.get("bytes") or quick_digest(path) != want.get("quick")
-            )
-        if changed:
-            edited.append(name)
+    edited = [
+        n
+        for n in present
+        if n not in theirs and (n not in digests or sha256_file(folder / n) != digests[n])
+    ]
     return theirs, edited
+
+
+def looks_like_an_export(folder: Path) -> bool:
+    """An export from before the record: its config and checksums, no record."""
+    return (folder / "amazon_sft_config.yaml").is_file() and (folder / "checksums.json").is_file()

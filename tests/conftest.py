@@ -8,6 +8,11 @@ from pathlib import Path
 
 import pytest
 
+# Nothing in a test may reach the hub (the guide's rule, and this machine has no network): a
+# name that is no local folder ("model.path=typo-model") spent ~70 s a launch in DNS retries
+# before its one-line error. Offline, it fails at once; set before huggingface_hub reads it.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.data.synthetic import write_catalogue
 from amazon_sft.distributed import prebuilt_ops_dir

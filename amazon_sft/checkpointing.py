@@ -186,7 +186,7 @@ def verify_checkpoint(folder: Path) -> None:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
 
 
-_SAVE_STAGING = re.compile(r"step-\d{8,}\.tmp")
+SAVE_STAGING = re.compile(r"step-\d{8,}\.tmp")
 """The staging folder a save writes (``checkpoint_dir``'s name + ``.tmp``); any other name is
 not ours to remove (a user's ``step-00000003-before-lr-change.tmp`` backup)."""
 
@@ -205,7 +205,7 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
     swapped = {m.group(1) for p in root.iterdir() if (m := re.match(r"\.(step-\d+)\.old-", p.name))}
     for name in sorted(swapped):
         done += remove_stale(root / name, any_machine=True)
-    for path in sorted(p for p in root.glob("step-*.tmp") if _SAVE_STAGING.fullmatch(p.name)):
+    for path in sorted(p for p in root.glob("step-*.tmp") if SAVE_STAGING.fullmatch(p.name)):
         shutil.rmtree(path, ignore_errors=True)
         log.warning("removed %s, left by a killed save", path)
         done.append(f"removed {path.name}")
@@ -243,7 +243,7 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
     """Remove all but the newest ``keep_last`` complete checkpoints; one holding files its save
     did not write (a user's eval report put inside) is kept and named, never removed whole."""
     for old in complete_checkpoints(out_dir)[:-keep_last]:
-        theirs = _not_written_by_its_save(old)
+        theirs = not_written_by_its_save(old)
         if theirs:
             shown = ", ".join(theirs[:3]) + (" ..." if len(theirs) > 3 else "")
             log.warning(
@@ -263,7 +263,7 @@ def _carry_files_not_ours(old: Path, new: Path) -> None:
     and no moment when the only copy sits in a folder a killed save's clean-up removes)."""
     if not old.is_dir():
         return
-    for name in _not_written_by_its_save(old):
+    for name in not_written_by_its_save(old):
         target = new / name
         if target.exists():  # a name the new save writes: the user's copy stays beside it
             target = target.with_name(target.name + ".yours")
@@ -275,7 +275,7 @@ def _carry_files_not_ours(old: Path, new: Path) -> None:
         log.warning("kept %s (not written by a save) in the new checkpoint of %s", name, new.stem)
 
 
-def _not_written_by_its_save(folder: Path) -> list[str]:
+def not_written_by_its_save(folder: Path) -> list[str]:
     """Files in a checkpoint that its ``checksums.json`` does not list (nor itself, nor
     ``COMPLETE``, written after it); none when the list cannot be read (a damaged checkpoint
     of the run's own, removed as before)."""

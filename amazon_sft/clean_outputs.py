@@ -26,7 +26,7 @@ TENSORBOARD = re.compile(r"events\.out\.tfevents\..+")
 
 def foreign_in_run(run: Path) -> list[str]:
     """What in a training run folder (or one set aside in ``previous/``) no run wrote."""
-    from amazon_sft.checkpointing import _SAVE_STAGING, _not_written_by_its_save
+    from amazon_sft.checkpointing import SAVE_STAGING, not_written_by_its_save
     from amazon_sft.ownership import (
         CHECKPOINT_NAME,
         PREVIOUS_RUNS,
@@ -44,9 +44,9 @@ def foreign_in_run(run: Path) -> list[str]:
         elif name == "checkpoints" and entry.is_dir():
             for step in sorted(entry.iterdir()):
                 if CHECKPOINT_NAME.fullmatch(step.name) and step.is_dir():
-                    mine = _not_written_by_its_save(step)
+                    mine = not_written_by_its_save(step)
                     found += [f"checkpoints/{step.name}/{n}" for n in mine]
-                elif not (_SAVE_STAGING.fullmatch(step.name) or LITTER.fullmatch(step.name)):
+                elif not (SAVE_STAGING.fullmatch(step.name) or LITTER.fullmatch(step.name)):
                     found.append(f"checkpoints/{step.name}")
         elif name == "logs" and entry.is_dir():
             found += [
@@ -68,8 +68,8 @@ def foreign_in_eval(report: Path) -> tuple[list[str], list[str]]:
     from amazon_sft.eval_ownership import (
         EVAL_MARKER,
         EVAL_OUTPUTS,
-        _is_our_eval,
         changed_since_eval,
+        is_our_eval,
     )
 
     theirs = [
@@ -78,7 +78,7 @@ def foreign_in_eval(report: Path) -> tuple[list[str], list[str]]:
         if p.name not in (*EVAL_OUTPUTS, EVAL_MARKER) and not LITTER.fullmatch(p.name)
     ]
     present = [n for n in EVAL_OUTPUTS if (report / n).exists()]
-    if present and not _is_our_eval(report):
+    if present and not is_our_eval(report):
         return theirs + present, []
     return theirs, changed_since_eval(report)
 
@@ -86,15 +86,13 @@ def foreign_in_eval(report: Path) -> tuple[list[str], list[str]]:
 def foreign_in_demo(out: Path) -> tuple[list[str], list[str]]:
     """(what in a demo folder, at any depth, no demo step wrote; what it wrote, edited since)."""
     from amazon_sft.data.manifest import edited_since_written, read_manifest
-    from amazon_sft.demo_files import DEMO_FILES, RECORD, foreign_or_changed, recorded_names
+    from amazon_sft.demo_files import DEMO_FILES, RECORD, edited_since_demo, not_written_by_demo
     from amazon_sft.ownership import DEMO_MARKER
     from amazon_sft.prepared_ownership import foreign_in_prepared
 
     present = [n for n in DEMO_FILES if (out / n).is_file()]
-    off_record = set(foreign_or_changed(out, present))
-    named = recorded_names(out)
-    theirs = [n for n in present if n in off_record and named is not None and n not in named]
-    edited = [n for n in present if n in off_record and n not in theirs]
+    theirs = not_written_by_demo(out, present)
+    edited = [n for n in edited_since_demo(out, present) if n not in theirs]
     for entry in sorted(out.iterdir()):
         name = entry.name
         if name in (DEMO_MARKER, RECORD, *DEMO_FILES) or LITTER.fullmatch(name):
@@ -132,7 +130,7 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
         name = entry.name
         if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
             continue
-        if name == "demo" and entry.is_dir() and not entry.is_symlink() and _demo_marked(entry):
+        if name == "demo" and entry.is_dir() and not entry.is_symlink() and _marked(entry):
             mine, changed = foreign_in_demo(entry)
             theirs += [f"demo/{n}" for n in mine]
             edited += [f"demo/{n}" for n in changed]
@@ -144,7 +142,7 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
 GPU_MARKER = ".amazon_sft_gpu_check.json"  # scripts/gpu_check.py's MARKER
 
 
-def _demo_marked(folder: Path) -> bool:
+def _marked(folder: Path) -> bool:
     from amazon_sft.ownership import DEMO_MARKER
 
     return (folder / DEMO_MARKER).is_file()

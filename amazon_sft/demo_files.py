@@ -34,25 +34,24 @@ FORMAT_KEY, FORMAT = "_format", 2
 while its file was rewritten: a demo killed then left its own file unnamed."""
 
 
-def _recorded(out: Path) -> dict[str, str] | None:
-    """The record's files, or None in a folder from before demos kept one or named every file
-    (format 2): there, a file the record does not name is the demo's."""
-    try:
-        raw = json.loads((out / RECORD).read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(raw, dict) or raw.get(FORMAT_KEY) != FORMAT:
-        return None
-    return {k: v for k, v in raw.items() if k != FORMAT_KEY}
-
-
-def _digests_known(out: Path) -> dict[str, str]:
-    """What any record holds, whatever its format (what a digest check may compare)."""
+def _read(out: Path) -> dict:
     try:
         raw = json.loads((out / RECORD).read_text())
     except (OSError, ValueError):
         return {}
-    return {k: v for k, v in raw.items() if k != FORMAT_KEY} if isinstance(raw, dict) else {}
+    return raw if isinstance(raw, dict) else {}
+
+
+def _recorded(out: Path) -> dict[str, str] | None:
+    """The record's files, or None in a folder from before demos kept one or named every file
+    (format 2): there, a file the record does not name is the demo's."""
+    raw = _read(out)
+    return _digests_known(out) if raw.get(FORMAT_KEY) == FORMAT else None
+
+
+def _digests_known(out: Path) -> dict[str, str]:
+    """What any record holds, whatever its format (what a digest check may compare)."""
+    return {k: v for k, v in _read(out).items() if k != FORMAT_KEY}
 
 
 def _current(out: Path) -> dict[str, str]:
@@ -97,15 +96,13 @@ def check_demo_files(
     from amazon_sft.ownership import check_prepare_target
 
     present = [name for name in writes if (out / name).is_file()]
-    recorded = _recorded(out)
-    if recorded is not None:
-        foreign = [name for name in present if name not in recorded]
-        if foreign:
-            raise UserError(
-                f"--out {out}: {', '.join(foreign)} was not written by the demo, and the demo "
-                "would write it: move it out of the folder, or choose another --out"
-            )
-    changed = foreign_or_changed(out, present)
+    foreign = not_written_by_demo(out, present)
+    if foreign:
+        raise UserError(
+            f"--out {out}: {', '.join(foreign)} was not written by the demo, and the demo "
+            "would write it: move it out of the folder, or choose another --out"
+        )
+    changed = edited_since_demo(out, present)
     if changed:
         raise UserError(
             f"--out {out}: {', '.join(changed)} changed since the demo wrote it, and the "
@@ -116,20 +113,18 @@ def check_demo_files(
         check_eval_dir(report, overwrite=True)
 
 
-def foreign_or_changed(out: Path, names: list[str]) -> list[str]:
-    """Of the files ``names`` in ``out``, those a record of format 2 does not name, or that
-    changed since the demo wrote them (an unnamed file in an older record is the demo's)."""
+def not_written_by_demo(out: Path, names: list[str]) -> list[str]:
+    """Of ``names``, those a record of format 2 does not name (none with an older record or
+    none: there, every file is the demo's)."""
     named = _recorded(out)
+    return [] if named is None else [name for name in names if name not in named]
+
+
+def edited_since_demo(out: Path, names: list[str]) -> list[str]:
+    """Of ``names``, those whose recorded digest (any record's) differs from the file's."""
     known = _digests_known(out)
     return [
         name
         for name in names
-        if (named is not None and name not in named)
-        or (name in known and known[name] != WRITING and sha256_file(out / name) != known[name])
+        if name in known and known[name] != WRITING and sha256_file(out / name) != known[name]
     ]
-
-
-def recorded_names(out: Path) -> set[str] | None:
-    """The names the demo's record holds (None in a folder from before the record)."""
-    recorded = _recorded(out)
-    return None if recorded is None else set(recorded)

@@ -71,12 +71,17 @@ def world_size_from_env() -> int:
     return int(os.environ.get("WORLD_SIZE", "1"))
 
 
+def native_bf16_gpu() -> bool:
+    """A GPU with bf16 in hardware: not emulated (a T4 or V100 says True by default, then runs
+    bf16 slowly in software)."""
+    return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+
+
 def resolve_precision(cfg: RunConfig) -> str:
     """'bf16' where the GPU supports it (or when asked), 'no' (fp32) on CPU."""
     if cfg.train.precision == "fp32":
         return "no"
-    # not emulated: a T4 or V100 says True by default and then runs bf16 slowly in software
-    has_bf16 = torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    has_bf16 = native_bf16_gpu()
     if cfg.train.precision == "bf16":
         if not has_bf16 and torch.cuda.is_available():
             raise UserError(

@@ -23,7 +23,7 @@ EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
 """What ``amazon-sft eval`` writes into ``--out`` (besides its marker)."""
 
 
-def _is_our_eval(out_dir: Path) -> bool:
+def is_our_eval(out_dir: Path) -> bool:
     """The marker, or (a folder from before it) an eval's report.json: its models, data and its
     splits (oracle context) or groups (end to end)."""
     if (out_dir / EVAL_MARKER).is_file():
@@ -69,7 +69,7 @@ def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     (read-only: every rank may call it, before any model loads)."""
     refuse_link_to_nowhere(out_dir, "--out ")
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
-    if present and not _is_our_eval(out_dir):
+    if present and not is_our_eval(out_dir):
         raise UserError(
             f"--out {out_dir} holds {listing(present)} that amazon-sft eval did not write (no "
             f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"

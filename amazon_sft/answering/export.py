@@ -103,7 +103,10 @@ def export_model(
         merged = merged.to(getattr(torch, dtype))
     with OutputLock(out_dir, "amazon-sft export"):  # one writer; checked again under it
         remove_stale(out_dir)  # an earlier export killed mid-swap: its old folder back first
-        replacing = _check_target(out_dir, overwrite)
+        # checked whole above and again before the swap; here only whether there is one
+        replacing = overwrite and out_dir.exists() and any(out_dir.iterdir())
+        if not replacing:
+            _check_target(out_dir, overwrite)  # one arrived meanwhile without --overwrite
         staging = new_staging(out_dir)
         try:
             kept = f"nothing was written to {out_dir} and the run {run} is unchanged"

@@ -179,9 +179,9 @@ def _ready(model, device: str):
 def answering_dtype(device: str) -> torch.dtype:
     """bf16 on a GPU that has it (fp32 there doubled an 8B model's 16 GB of weights and halved
     generation speed; training computes in bf16 under autocast anyway), fp32 on CPU."""
-    cuda = str(device).startswith("cuda") and torch.cuda.is_available()
-    # in hardware, as training asks (distributed.py): a T4 or V100 only emulates bf16
-    native = cuda and torch.cuda.is_bf16_supported(including_emulation=False)
+    from amazon_sft.distributed import native_bf16_gpu  # as training decides it
+
+    native = str(device).startswith("cuda") and native_bf16_gpu()
     return torch.bfloat16 if native else torch.float32
 
 

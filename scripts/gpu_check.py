@@ -78,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     if device == "cpu" and not args.cpu_smoke:
         print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")
         return 2
-    try:  # it writes benchmark.txt, demo.txt, gpu_check.json and demo/: never over a user's
+    try:  # it writes gpu_tests.txt, benchmark.txt, demo.txt, gpu_check.json, demo/: not over yours
         claim_marked_dir(args.out, MARKER, "GPU check", earlier_check(args.out))
     except UserError as err:
         print(f"gpu-check: {err}")
@@ -152,6 +152,7 @@ def gpu_tests(args) -> tuple[str, str]:
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    (args.out / "gpu_tests.txt").write_text(proc.stdout + proc.stderr[-5000:])  # a failure's why
     summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     counts = dict(
         (k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)

@@ -73,6 +73,20 @@ def test_gpu_train_knobs_change_one_thing_and_profile(tmp_path):
     assert "unknown knob(s) ['fussed']" in proc.stderr
 
 
+def test_gpu_train_runs_more_steps_than_the_prepared_rows_hold():
+    """The H200 run of ``varlen-nockpt+compile+fused+m16`` failed with a bare StopIteration:
+    16 rows a step for 7 steps is more than --quick's 3,000 lines pack into. A benchmark
+    times steps, not epochs: it goes round the rows again."""
+    out = _run(
+        "bench/gpu_train.py",
+        *("--size", "tiny", "--steps", "5", "--warmup", "1", "--seq-len", "256"),
+        *("--rows", "40", "--micro", "2", "--variants", "sdpa-mask+m8"),
+    )
+    row = next(json.loads(x) for x in out.splitlines() if x[:1] == "{")
+    assert row["status"] == "ok" and row["rows_per_step"] == 8, row
+    assert row["packed_rows"] < 8 * 6 and row["epochs"] > 1, row  # it did go round
+
+
 def test_gpu_train_compares_with_trl_like_for_like():
     """TRL runs with gradient checkpointing: the first H200 run (docs/benchmarks.md) set our
     variant without it (45,832 tok/s) against TRL with it and printed 4.91x; the fair figure

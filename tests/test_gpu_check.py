@@ -32,6 +32,7 @@ def test_gpu_check_cpu_smoke_prints_one_table_and_says_what_it_skipped(tmp_path)
     assert checks["gpu tests"]["status"] == ("ok" if torch.cuda.is_available() else "skipped")
     assert checks["logits sdpa_per_document"]["status"] == "ok"
     assert checks["benchmark"]["status"] == "skipped"
+    assert "deselected" in (tmp_path / "gpu_tests.txt").read_text()  # pytest's own words kept
     if not torch.cuda.is_available():
         assert checks["logits varlen_attn"]["status"] == "skipped"
         assert "needs CUDA" in checks["logits varlen_attn"]["detail"]

@@ -314,6 +314,36 @@ def test_generator_version_2_describes_the_titled_product_and_version_1_is_uncha
     assert _cli("synth", "--out", str(tmp_path / "b.json"), "--version", "3").returncode != 0
 
 
+def test_generator_version_2_gives_distinct_products_distinct_titles_at_4000_rows():
+    """The GPU check's demo (4,000 rows) held three products titled "Quiet Whisk Set of 6":
+    a question naming that title has no one right answer, and the gate's abstention was
+    scored false. The 1,000 real rows share no title; version 2's described products now
+    share none either (an exact repeat of a row, uid and all, stays: the real file has those;
+    rows prepare drops may share one). The demo's 240 rows had no such pair: its bytes stay."""
+    import hashlib
+    import re
+
+    from amazon_sft.data.synthetic import generate_rows
+
+    titles: dict[str, str] = {}
+    for line in generate_rows(4000, 0, 2)[0]:
+        try:
+            row = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue
+        if not (isinstance(row, dict) and isinstance(row.get("title"), str) and "uid" in row):
+            continue
+        text = re.sub(r"<[^>]+>", "", row["content"])
+        if len(text) > 8 and text != row["title"]:  # a described product: prepare keeps it
+            owner = titles.setdefault(row["title"].lower(), row["uid"])
+            assert owner == row["uid"], f"{row['title']!r}: {owner} and {row['uid']}"
+    demo = b"\n".join(generate_rows(240, 0, 2)[0])
+    assert hashlib.sha256(demo).hexdigest()[:16] == DEMO_CATALOGUE_SHA256_16
+
+
+DEMO_CATALOGUE_SHA256_16 = "ff42220e291801a9"  # generate_rows(240, 0, 2) before the change
+
+
 def test_the_typed_manifest_round_trips_and_names_a_bad_field(prepared):
     from amazon_sft.data.manifest import Manifest
 

@@ -249,6 +249,7 @@ def generate_rows(n_rows: int, seed: int = 0, version: int = 1) -> tuple[list[by
     lines: list[bytes] = []
     made: Counter = Counter()
     written: list[tuple[str, str, str]] = []
+    titled: set[str] = set()  # version 2: the 1,000 real rows share no title; nor do its products
     for index in range(n_rows):
         roll = rng.random()
         if roll < 0.005:
@@ -271,6 +272,10 @@ def generate_rows(n_rows: int, seed: int = 0, version: int = 1) -> tuple[list[by
                     rng.choice(["TUtu", "ok", "N/A"]),
                     made["short_content"] + 1,
                 )
+            elif version >= 2:  # a described product (prepare keeps it): its own title
+                if title.lower() in titled:  # no draw: every later row stays as it was
+                    title += f" #{index}"
+                titled.add(title.lower())
             title, content = _add_quirks(title, content, rng)
             written.append((uid, title, content))
         row: dict = {

@@ -18,6 +18,9 @@ import sys
 from pathlib import Path
 
 from amazon_sft.errors import UserError
+from amazon_sft.gpu_check_files import FILES as GPU_CHECK_FILES
+from amazon_sft.gpu_check_files import MARKER as GPU_MARKER
+from amazon_sft.gpu_check_files import not_as_written
 
 LITTER = re.compile(r"\..+\.(lock|tmp-.+|old-.+)")
 """Lock files and killed runs' staging folders beside an output (``atomic.staging_name``)."""
@@ -120,12 +123,9 @@ def foreign_in_demo(out: Path) -> tuple[list[str], list[str]]:
     return theirs, edited
 
 
-GPU_CHECK_FILES = ("benchmark.txt", "demo.txt", "gpu_check.json")
-
-
 def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
     """(what in the GPU check's folder it did not write; edited since), its demo/ as a demo's."""
-    theirs, edited = [], []
+    theirs, edited = not_as_written(out)
     for entry in sorted(out.iterdir()):
         name = entry.name
         if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
@@ -137,9 +137,6 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
         else:
             theirs.append(name)
     return theirs, edited
-
-
-GPU_MARKER = ".amazon_sft_gpu_check.json"  # scripts/gpu_check.py's MARKER
 
 
 def _marked(folder: Path) -> bool:

@@ -33,7 +33,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from amazon_sft.errors import UserError  # noqa: E402 - the repository is on the path above
+from amazon_sft import gpu_check_files as own  # noqa: E402 - the repository is on the path above
+from amazon_sft.errors import UserError  # noqa: E402
 from amazon_sft.outputs import landing  # noqa: E402
 from amazon_sft.ownership import claim_marked_dir  # noqa: E402
 
@@ -49,8 +50,7 @@ OPTIONAL = {
 }
 
 
-MARKER = ".amazon_sft_gpu_check.json"
-"""Written into ``--out`` first: a non-empty folder without it is not the check's to write."""
+MARKER = own.MARKER
 
 
 def earlier_check(out: Path) -> bool:
@@ -83,6 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"gpu-check: {err}")
         return 2
+    refused = own.refusal(args.out)  # a file of its names it did not write, or edited since
+    if refused:
+        print(f"gpu-check: {refused}")
+        return 2
+    own.adopt(args.out)
     print(describe_machine(device), flush=True)
     checks = [missing_packages()]
     checks += timed("gpu tests", lambda: gpu_tests(args))
@@ -90,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     checks += timed("benchmark", lambda: benchmark(args))
     checks += timed("SmolLM2 fine-tune + eval", lambda: fine_tune_and_eval(args))
     print(table(checks))
-    (args.out / "gpu_check.json").write_text(json.dumps([asdict(c) for c in checks], indent=1))
+    own.write_text(args.out, "gpu_check.json", json.dumps([asdict(c) for c in checks], indent=1))
     return 1 if any(c.status == "failed" for c in checks) else 0
 
 
@@ -152,7 +157,7 @@ def gpu_tests(args) -> tuple[str, str]:
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
-    (args.out / "gpu_tests.txt").write_text(proc.stdout + proc.stderr[-5000:])  # a failure's why
+    own.write_text(args.out, "gpu_tests.txt", proc.stdout + proc.stderr[-5000:])  # the why
     summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     counts = dict(
         (k, int(n)) for n, k in re.findall(r"(\d+) (passed|failed|skipped|error)", summary)
@@ -196,7 +201,7 @@ def benchmark(args) -> tuple[str, str]:
         cmd += ["--rows", "600", "--micro", "2", "--variants", "varlen,docsdpa"]
     else:
         cmd += ["--quick"]
-    log = args.out / "benchmark.txt"  # written as it runs: a timeout keeps the variants done
+    log = own.writing(args.out, "benchmark.txt")  # as it runs: a timeout keeps those done
     with open(log, "w") as fh:
         try:
             code = subprocess.run(
@@ -204,6 +209,7 @@ def benchmark(args) -> tuple[str, str]:
             ).returncode
         except subprocess.TimeoutExpired:
             code = "timeout after 540 s"
+    own.written(args.out, "benchmark.txt")
     lines = log.read_text().splitlines()
     rows = [json.loads(x) for x in lines if x.startswith("{")]
     parts = [_bench_cell(r) for r in rows]
@@ -238,7 +244,7 @@ def fine_tune_and_eval(args) -> tuple[str, str]:
     # an earlier check's demo folder is the demo's to take again (its marker); anything else
     # there is refused by the demo itself, never deleted
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
-    (args.out / "demo.txt").write_text(proc.stdout + proc.stderr[-5000:])
+    own.write_text(args.out, "demo.txt", proc.stdout + proc.stderr[-5000:])
     if proc.returncode:
         return "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]
     return "ok", demo_cells(json.loads((out / "eval" / "report.json").read_text()))

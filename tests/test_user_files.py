@@ -1328,3 +1328,35 @@ def test_export_overwrite_replaces_only_an_unchanged_export(tuned_run, tmp_path,
     code, err = _run_cli(capsys, "export", str(tuned_run), "--out", str(other), "--overwrite")
     _one_line(code, err, "export", "thesis.txt", "did not write")
     assert (other / "thesis.txt").read_text() == "mine"
+
+
+def test_the_gpu_check_never_replaces_a_file_of_its_names_that_it_did_not_write(tmp_path):
+    """The GPU check's folder, once marked, took any file of its names as its own: a re-run
+    wrote over an edited ``gpu_check.json`` (or a user's ``demo.txt``) and ``make clean``
+    removed it. Each file it writes is now recorded with its digest in the marker; a file of
+    its names edited since, or one it never wrote, is refused before any step and kept by
+    ``make clean``."""
+    from amazon_sft.clean_outputs import clean
+
+    out = tmp_path / "gpu_check_out"
+    cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(out)]
+    cmd += ["--skip", "benchmark,demo,logits"]
+    repo = Path(__file__).resolve().parents[1]
+
+    def check() -> subprocess.CompletedProcess:
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=300)
+
+    first = check()
+    assert first.returncode == 0, first.stdout[-2000:] + first.stderr[-2000:]
+    assert check().returncode == 0  # its own files, as it wrote them: taken again
+    for name, text in (("gpu_check.json", "[] my edit"), ("demo.txt", "my notes")):
+        (out / name).write_text(text)
+        again = check()
+        assert again.returncode == 2 and "Traceback" not in again.stderr, again.stderr[-2000:]
+        assert name in again.stdout and again.stdout.count("\n") == 1, again.stdout
+        assert (out / name).read_text() == text
+        line = clean(out)
+        assert line.startswith(f"make clean: kept {out}") and name in line, line
+        (out / name).unlink()
+    assert check().returncode == 0  # gpu_check.json removed: written anew
+    assert clean(out) == f"removed {out}"

@@ -18,6 +18,7 @@ from pathlib import Path
 from amazon_sft.config import ModelConfig
 from amazon_sft.errors import UserError
 from amazon_sft.gguf_cache import converted_folder
+from amazon_sft.hub_reach import read_cache_only_unless_hub_reachable
 from amazon_sft.prompts import fixed_clock
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,8 @@ def resolve_location(spec: str) -> str:
                 "(or pick another config, e.g. --config tiny)"
             )
         return str(Path(next(iter(found.submodule_search_locations))) / sub)
+    if spec != "random":
+        read_cache_only_unless_hub_reachable(spec)  # a hub id: a minute of retries otherwise
     return spec
 
 

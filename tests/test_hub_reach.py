@@ -1,0 +1,81 @@
+"""A model named by a hub id on a machine that cannot reach the hub.
+
+Offline (no ``HF_HUB_OFFLINE``), ``model.path=typo-model`` waited ~50-70 s in huggingface_hub's
+retries (1, 2, 4, 8, 8 s for each file it asks for) before the one-line error. The hub is now
+tried once, at once; unreachable, the hub's cache alone is read (offline mode), so a model
+downloaded earlier still loads and a typo fails at once."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _offline_machine_env(**extra) -> dict:
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    }
+    for proxy in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
+        env.pop(proxy, None)
+    # a name no resolver knows (RFC 2606): what this machine's DNS answers for huggingface.co
+    return {**env, "HF_ENDPOINT": "https://hub.invalid", **extra}
+
+
+def test_a_hub_id_on_a_machine_without_the_hub_fails_at_once_in_one_line(tmp_path):
+    script = (
+        "from amazon_sft.config import ModelConfig\n"
+        "from amazon_sft.errors import UserError\n"
+        "from amazon_sft.tokenizer import load_tokenizer\n"
+        "try:\n"
+        "    load_tokenizer(ModelConfig(path='typo-model'))\n"
+        "except (UserError, OSError) as err:\n"
+        "    print('ERROR', type(err).__name__, str(err).splitlines()[0])\n"
+        "import os\n"
+        "print('OFFLINE', os.environ.get('HF_HUB_OFFLINE'))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**_offline_machine_env(), "PYTHONPATH": str(REPO)},
+        timeout=300,
+    )
+    assert "Retrying in" not in proc.stderr, proc.stderr[-2000:]  # no backoff on the hub
+    assert "ERROR" in proc.stdout and "typo-model" in proc.stdout, proc.stdout + proc.stderr[-2000:]
+    assert "OFFLINE 1" in proc.stdout  # ranks and steps started from here read the cache too
+
+
+def test_the_hub_is_not_probed_for_local_folders_or_when_offline_is_set(monkeypatch, tmp_path):
+    from amazon_sft import hub_reach
+
+    tried = []
+    monkeypatch.setattr(hub_reach, "_reachable", lambda host, port: tried.append(host) or False)
+    monkeypatch.setattr(hub_reach, "_decided", None)
+    hub_reach.read_cache_only_unless_hub_reachable(str(tmp_path))  # a folder: no hub
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub_reach.read_cache_only_unless_hub_reachable("org/model")  # offline already
+    assert tried == []
+
+
+@pytest.mark.parametrize("proxy", ["HTTPS_PROXY", "https_proxy"])
+def test_a_proxy_is_trusted_to_reach_the_hub(monkeypatch, proxy):
+    """Behind a proxy a direct connection fails while the hub is reachable: no probe."""
+    from amazon_sft import hub_reach
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv(proxy, "http://proxy.example:3128")
+    monkeypatch.setattr(hub_reach, "_decided", None)
+    monkeypatch.setattr(hub_reach, "_reachable", lambda host, port: pytest.fail("probed"))
+    hub_reach.read_cache_only_unless_hub_reachable("org/model")

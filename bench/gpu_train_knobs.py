@@ -9,6 +9,7 @@ thing about the same train step, so its tokens/s says what that thing costs:
   m<N>       N packed rows per step instead of ``--micro``
   chunk<N>   ``train.loss_chunk_tokens=N`` (the LM head + cross-entropy in chunks of N tokens)
   compile    ``train.compile=true``: the product's torch.compile of each decoder layer
+  lora       ``lora.enabled=true`` (the config's rank and targets): what the demo trains
   prof       ``torch.profiler`` over 2 more steps after the timed ones (not timed): the top
              operators by device time, written to ``$GPU_TRAIN_PROFILE_DIR/<variant>.txt``
 
@@ -16,6 +17,8 @@ thing about the same train step, so its tokens/s says what that thing costs:
 ('varlen', ['fused', 'm8'])
 >>> micro_rows(["chunk4096", "m8"], 4), cfg_overrides(["chunk4096", "m8", "compile"])
 (8, ['train.loss_chunk_tokens=4096', 'train.compile=true'])
+>>> cfg_overrides(["lora", "m1"])
+['lora.enabled=true']
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from pathlib import Path
 
 import torch
 
-KNOB = re.compile(r"^(fused|compile|prof|m\d+|chunk\d+)$")
+KNOB = re.compile(r"^(fused|compile|lora|prof|m\d+|chunk\d+)$")
 
 
 def split_knobs(name: str) -> tuple[str, list[str]]:
@@ -46,7 +49,8 @@ def micro_rows(knobs: list[str], default: int) -> int:
 
 def cfg_overrides(knobs: list[str]) -> list[str]:
     out = [f"train.loss_chunk_tokens={k[5:]}" for k in knobs if k.startswith("chunk")]
-    return out + (["train.compile=true"] if "compile" in knobs else [])
+    out += ["train.compile=true"] if "compile" in knobs else []
+    return out + (["lora.enabled=true"] if "lora" in knobs else [])
 
 
 def profile_steps(name: str, step, n_steps: int = 2) -> dict:

@@ -45,6 +45,15 @@ SIZES = {
         "num_key_value_heads": 8,
         "vocab_size": 32000,
     },
+    # SmolLM2-135M's shapes (the default config's model), its 49k vocabulary untied here
+    "135m": {
+        "hidden_size": 576,
+        "intermediate_size": 1536,
+        "num_hidden_layers": 30,
+        "num_attention_heads": 9,
+        "num_key_value_heads": 3,
+        "vocab_size": 49152,
+    },
     "tiny": {
         "hidden_size": 64,
         "intermediate_size": 128,
@@ -126,6 +135,7 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
     tok = load_tokenizer(cfg.model)
     model = build_lm(cfg, tok, accelerator, SIZES[args.size]["vocab_size"])
     vocab = model.lm.get_input_embeddings().weight.shape[0]
+    trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     fused = "fused" in knobs or fused_adamw_here(accelerator)  # train's choice, or the knob's
     optimizer, scheduler = build_optimizer(cfg, model, fused)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -167,6 +177,7 @@ def run_ours(name: str, args, data_dir: Path, device: str) -> dict:
         "attention": attention,
         "vocab": vocab,
         "rows_per_step": micro,
+        "trained_params": trained,
         "tokens_per_sec": round(tokens / wall),
         "mfu": None if mfu is None else round(mfu, 4),
         "peak_mem_gib": None if peak is None else round(peak, 2),

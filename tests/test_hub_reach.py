@@ -63,10 +63,72 @@ def test_the_hub_is_not_probed_for_local_folders_or_when_offline_is_set(monkeypa
     tried = []
     monkeypatch.setattr(hub_reach, "_reachable", lambda host, port: tried.append(host) or False)
     monkeypatch.setattr(hub_reach, "_decided", None)
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *PROXY_VARS):
+        monkeypatch.delenv(name, raising=False)
     hub_reach.read_cache_only_unless_hub_reachable(str(tmp_path))  # a folder: no hub
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub_reach.read_cache_only_unless_hub_reachable("org/model")  # offline already
     assert tried == []
+    hub_reach.read_cache_only_unless_hub_reachable("org/model")  # a hub id: one attempt
+    assert tried == ["huggingface.co"] and os.environ.pop("HF_HUB_OFFLINE") == "1"
+    for explicit in ("1", "0"):  # the user's own choice, either way, is left as it is
+        tried.clear()
+        monkeypatch.setattr(hub_reach, "_decided", None)
+        monkeypatch.setenv("HF_HUB_OFFLINE", explicit)
+        hub_reach.read_cache_only_unless_hub_reachable("org/model")
+        assert tried == [] and os.environ["HF_HUB_OFFLINE"] == explicit
+
+
+PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+PROXY_VARS += ("NO_PROXY", "no_proxy")
+
+
+@pytest.mark.parametrize(
+    "endpoint, env, probed",
+    [
+        ("http://mirror.invalid", {"HTTP_PROXY": "http://127.0.0.1:3128"}, False),
+        ("http://mirror.invalid", {"http_proxy": "http://127.0.0.1:3128"}, False),
+        ("https://hub.invalid", {"HTTP_PROXY": "http://127.0.0.1:3128"}, True),  # not its scheme
+        ("https://hub.invalid", {"https_proxy": "http://p:3128", "NO_PROXY": "hub.invalid"}, True),
+    ],
+)
+def test_the_probe_goes_direct_only_where_the_hub_is_reached_directly(
+    monkeypatch, endpoint, env, probed
+):
+    """An HTTP mirror behind HTTP_PROXY was probed directly, failed, and went offline (a
+    review); a host NO_PROXY names is reached directly, so it is probed."""
+    from amazon_sft import hub_reach
+
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", *PROXY_VARS):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    tried = []
+    monkeypatch.setattr(hub_reach, "_reachable", lambda host, port: tried.append(host) or True)
+    monkeypatch.setattr(hub_reach, "_decided", None)
+    hub_reach.read_cache_only_unless_hub_reachable("org/model")
+    assert bool(tried) == probed, tried
+
+
+def test_a_resolver_that_never_answers_does_not_hold_the_probe(monkeypatch):
+    """``create_connection``'s timeout does not bound the name lookup: a resolver that hangs
+    held the command. The attempt runs beside the command, which waits PROBE_SECONDS."""
+    import threading
+    import time
+
+    from amazon_sft import hub_reach
+
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(30)
+        raise OSError("the resolver gave up")
+
+    monkeypatch.setattr(hub_reach.socket, "create_connection", hanging_lookup)
+    monkeypatch.setattr(hub_reach, "PROBE_SECONDS", 0.2)
+    start = time.monotonic()
+    assert hub_reach._reachable("hub.invalid", 443) is False
+    assert time.monotonic() - start < 5
+    release.set()
 
 
 @pytest.mark.parametrize("proxy", ["HTTPS_PROXY", "https_proxy"])

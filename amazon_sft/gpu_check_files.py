@@ -2,37 +2,56 @@
 
 Once its folder was marked, the check took any file of its names there as its own: a re-run
 wrote over an edited ``gpu_check.json`` or a user's ``demo.txt``, and ``make clean`` removed
-them. The marker now records each file's sha256 as the check wrote it (``WRITING`` while it
-writes one), so a file of its names that it never wrote, or that changed since, is named and
-kept. A marker from before the record names no files: there, its names are the check's.
+them. The marker now records each file's sha256 as the check wrote it, so a file of its names
+that it never wrote, or that changed since, is named and kept. A marker from before the record
+(its JSON without ``files``) names no files: there, its names are the check's. A marker that is
+a link, or not the check's JSON, proves nothing: every file of its names there is kept.
+
+Each file is written under a hidden staging name, its digest recorded, then renamed into place:
+a kill leaves only the staging file (litter ``make clean`` removes), never a record of a file
+being written that a user's file could later pass for. The marker itself is replaced whole.
 """
 
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+from amazon_sft.atomic import staging_name
 from amazon_sft.data.shards import sha256_file
 
 MARKER = ".amazon_sft_gpu_check.json"
 """Written into the folder first: a non-empty folder without it is not the check's to write."""
 FILES = ("gpu_tests.txt", "benchmark.txt", "demo.txt", "gpu_check.json")
 """The files the check writes beside its ``demo/`` (a demo folder, checked as one)."""
-WRITING = "writing"
-"""A file's record while the check writes it: one killed half-way is still the check's."""
+_DAMAGED = "damaged"
 
 
-def _note(out: Path) -> dict:
+def _note(out: Path) -> dict | None:
+    """The marker's JSON; None where it is a link or not a JSON object."""
+    marker = out / MARKER
+    if marker.is_symlink():
+        return None
     try:
-        note = json.loads((out / MARKER).read_text())
+        note = json.loads(marker.read_text())
     except (OSError, ValueError):
-        return {}
-    return note if isinstance(note, dict) else {}
+        return None
+    return note if isinstance(note, dict) else None
 
 
-def _files(out: Path) -> dict | None:
-    files = _note(out).get("files")
-    return files if isinstance(files, dict) else None
+def _files(out: Path) -> dict | str | None:
+    """The record; None in a marker from before it; ``_DAMAGED`` where the marker proves nothing."""
+    note = _note(out)
+    if note is None:
+        return _DAMAGED
+    if "files" not in note:
+        return None
+    files = note["files"]
+    ok = isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+    return files if ok else _DAMAGED
 
 
 def not_as_written(out: Path) -> tuple[list[str], list[str]]:
@@ -45,9 +64,9 @@ def not_as_written(out: Path) -> tuple[list[str], list[str]]:
             theirs.append(name)  # writing through a link would replace what it points to
         elif not path.exists() or files is None:
             continue  # nothing there, or a folder from before the record: the check's
-        elif name not in files:
+        elif files == _DAMAGED or name not in files:
             theirs.append(name)
-        elif files[name] != WRITING and files[name] != sha256_file(path):
+        elif files[name] != sha256_file(path):
             edited.append(name)
     return theirs, edited
 
@@ -60,8 +79,9 @@ def refusal(out: Path) -> str | None:
     held += [f"{n}, edited since the GPU check wrote it" for n in edited]
     if not held:
         return None
+    why = f" (its {MARKER} is not the check's record)" if _files(out) == _DAMAGED else ""
     return (
-        f"--out {out} holds {'; '.join(held)}: move it out of the folder, or name a new "
+        f"--out {out} holds {'; '.join(held)}{why}: move it out of the folder, or name a new "
         "folder with --out"
     )
 
@@ -69,28 +89,34 @@ def refusal(out: Path) -> str | None:
 def adopt(out: Path) -> None:
     """Start the record: in a folder from before it, the files of the check's names there are
     the check's (its claim says so) and are recorded as they are now."""
-    if _files(out) is None:
+    files = _files(out)
+    if not isinstance(files, dict):
         _record(out, {n: sha256_file(out / n) for n in FILES if (out / n).is_file()})
 
 
 def _record(out: Path, files: dict) -> None:
-    note = _note(out)
+    note = _note(out) or {}
     note["files"] = files
-    (out / MARKER).write_text(json.dumps(note, indent=1) + "\n")
+    staging = staging_name(out / MARKER)
+    staging.write_text(json.dumps(note, indent=1) + "\n")
+    os.replace(staging, out / MARKER)  # whole, and a link there is replaced, not written through
 
 
-def writing(out: Path, name: str) -> Path:
-    """Mark ``name`` as being written (a kill leaves it the check's); returns its path."""
-    _record(out, {**(_files(out) or {}), name: WRITING})
-    return out / name
-
-
-def written(out: Path, name: str) -> None:
-    """Record ``name``'s digest as the check wrote it."""
-    _record(out, {**(_files(out) or {}), name: sha256_file(out / name)})
+@contextmanager
+def staged(out: Path, name: str) -> Iterator[Path]:
+    """Write one of the check's files into the path yielded (a hidden staging file); when the
+    block ends, its digest is recorded and it is renamed into place."""
+    staging = staging_name(out / name)
+    try:
+        yield staging
+        files = _files(out)
+        _record(out, {**(files if isinstance(files, dict) else {}), name: sha256_file(staging)})
+        os.replace(staging, out / name)
+    finally:
+        staging.unlink(missing_ok=True)
 
 
 def write_text(out: Path, name: str, text: str) -> None:
     """Write one of the check's files and record it."""
-    writing(out, name).write_text(text)
-    written(out, name)
+    with staged(out, name) as path:
+        path.write_text(text)

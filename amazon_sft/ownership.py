@@ -285,13 +285,16 @@ def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = Fals
     if out_dir.exists() and not out_dir.is_dir():
         raise UserError(f"--out {out_dir} is a file: name a new folder for the {what}")
     entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
-    if entries and not ((out_dir / marker).is_file() or earlier):
+    mark = out_dir / marker  # a link proves nothing: writing the mark would write where it points
+    marked = mark.is_file() and not mark.is_symlink()
+    if entries and not (marked or (earlier and not mark.is_symlink())):
+        why = f"its {marker} is a link" if mark.is_symlink() else f"no {marker}"
         raise UserError(
-            f"--out {out_dir} holds {listing(entries)} and is not a {what} folder (no "
-            f"{marker}): the {what} would write over them; name a new folder"
+            f"--out {out_dir} holds {listing(entries)} and is not a {what} folder ({why}): "
+            f"the {what} would write over them; name a new folder"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not (out_dir / marker).is_file():
+    if not marked:
         note = {"written_by": f"amazon_sft {__version__} {what}", "created": now_iso()}
         (out_dir / marker).write_text(json.dumps(note) + "\n")
 

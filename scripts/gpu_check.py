@@ -21,7 +21,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -73,6 +75,9 @@ class Check:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # a stop (kill, a scheduler's SIGTERM) unwinds as an exit does: the benchmark's process
+    # group is stopped with it and staging files are removed, not left half-written
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     args.out = landing(args.out)  # nope/../mine is mine: checked and written there
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.cpu_smoke:
@@ -201,22 +206,33 @@ def benchmark(args) -> tuple[str, str]:
         cmd += ["--rows", "600", "--micro", "2", "--variants", "varlen,docsdpa"]
     else:
         cmd += ["--quick"]
-    log = own.writing(args.out, "benchmark.txt")  # as it runs: a timeout keeps those done
-    with open(log, "w") as fh:
-        try:
-            code = subprocess.run(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, text=True, cwd=REPO, timeout=540
-            ).returncode
-        except subprocess.TimeoutExpired:
-            code = "timeout after 540 s"
-    own.written(args.out, "benchmark.txt")
-    lines = log.read_text().splitlines()
+    with own.staged(args.out, "benchmark.txt") as log:  # as it runs: a timeout keeps those done
+        with open(log, "w") as fh:
+            code = run_as_group(cmd, fh, timeout=540)
+        lines = log.read_text().splitlines()
     rows = [json.loads(x) for x in lines if x.startswith("{")]
     parts = [_bench_cell(r) for r in rows]
     if code or not rows:
         parts.append(f"exit {code}: {(lines or ['no output'])[-1][-200:]}")
     failed = code or not rows or any(r["status"] == "failed" for r in rows)
     return ("failed" if failed else "ok"), "; ".join(parts)
+
+
+def run_as_group(cmd: list[str], out, timeout: int) -> int | str:
+    """Run ``cmd`` in a process group of its own; on a timeout, or when the check itself is
+    stopped, the whole group goes (the benchmark starts a process per variant: a killed check
+    left them running, writing on). Returns the exit code or why it was stopped."""
+    proc = subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True
+    )
+    try:
+        return proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return f"timeout after {timeout} s"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 def _bench_cell(row: dict) -> str:

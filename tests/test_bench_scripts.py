@@ -80,12 +80,15 @@ def test_gpu_train_runs_more_steps_than_the_prepared_rows_hold():
     out = _run(
         "bench/gpu_train.py",
         *("--size", "tiny", "--steps", "5", "--warmup", "1", "--seq-len", "256"),
-        *("--rows", "40", "--micro", "2", "--variants", "sdpa-mask+m8,sdpa-mask+m8+lora"),
+        *("--rows", "40", "--micro", "2", "--variants", "sdpa-mask+m6,sdpa-mask+m8+lora"),
     )
     rows = [json.loads(x) for x in out.splitlines() if x[:1] == "{"]
     row, lora = rows
-    assert row["status"] == "ok" and row["rows_per_step"] == 8, row
-    assert row["packed_rows"] < 8 * 6 and row["epochs"] > 1, row  # it did go round
+    assert row["status"] == "ok" and row["rows_per_step"] == 6, row
+    assert row["packed_rows"] < 6 * 6 and row["epochs"] > 1, row  # it did go round
+    # an epoch's last step is filled with empty rows (32 rows, 6 a step): timed, it counted
+    # their time and not their tokens (a review: 9 of the H200 m16 run's 80 rows)
+    assert row["packed_rows"] % 6 and row["padding_rows_timed"] == 0, row
     # the lora knob (what the demo trains): the adapters alone are trained
     assert lora["status"] == "ok" and 0 < lora["trained_params"] < row["trained_params"] / 4, lora
 

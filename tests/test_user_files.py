@@ -1360,3 +1360,49 @@ def test_the_gpu_check_never_replaces_a_file_of_its_names_that_it_did_not_write(
         (out / name).unlink()
     assert check().returncode == 0  # gpu_check.json removed: written anew
     assert clean(out) == f"removed {out}"
+
+
+def test_the_gpu_check_marker_cannot_be_a_door_to_a_users_file(tmp_path):
+    """A review: a marker that is a link made the check write its record into the file the link
+    points to; a marker that is not the check's JSON (cut by a kill, or ``"files": []``) read as
+    one from before the record, so an edited gpu_check.json was written over and ``make clean``
+    removed it; a benchmark killed half-way left ``benchmark.txt`` recorded as being written
+    for good, so whatever a user put there later counted as the check's."""
+    from amazon_sft import gpu_check_files as own
+    from amazon_sft.clean_outputs import clean
+
+    repo = Path(__file__).resolve().parents[1]
+
+    def check(out: Path) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(out)]
+        cmd += ["--skip", "benchmark,demo,logits,tests"]
+        return subprocess.run(cmd, capture_output=True, text=True, cwd=repo, timeout=300)
+
+    mine = tmp_path / "mine.txt"
+    mine.write_text("my precious notes")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / own.MARKER).symlink_to(mine)
+    proc = check(linked)
+    assert proc.returncode == 2 and proc.stdout.count("\n") == 1, proc.stdout + proc.stderr
+    assert mine.read_text() == "my precious notes"
+
+    for damaged in (b'{"written_by": "amazon_sft 0.1 GPU ch', b'{"files": []}'):
+        out = tmp_path / f"damaged{len(damaged)}"
+        assert check(out).returncode == 0
+        (out / "gpu_check.json").write_text("my edit")
+        (out / own.MARKER).write_bytes(damaged)
+        proc = check(out)
+        assert proc.returncode == 2 and "gpu_check.json" in proc.stdout, proc.stdout
+        assert (out / "gpu_check.json").read_text() == "my edit"
+        assert clean(out).startswith(f"make clean: kept {out}")
+
+    out = tmp_path / "killed"
+    assert check(out).returncode == 0
+    with pytest.raises(KeyboardInterrupt), own.staged(out, "benchmark.txt") as log:
+        log.write_text('{"variant": "varlen"}\n')  # half-way through the benchmark
+        raise KeyboardInterrupt
+    assert not (out / "benchmark.txt").exists()
+    (out / "benchmark.txt").write_text("my own benchmark notes")
+    assert "benchmark.txt" in clean(out) and (out / "benchmark.txt").is_file()
+    assert "writing" not in (out / own.MARKER).read_text()  # no record outlives its run

@@ -50,6 +50,8 @@ from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.prepare import prepare
 
 ALL_VARIANTS = "varlen,flash,docsdpa,sdpa-mask,varlen-nockpt,trl"
+VARIANTS = (*PATHS, *(f"{p}-nockpt" for p in PATHS), "trl")
+"""Every variant: an attention path (PATHS), without gradient checkpointing, or TRL."""
 QUICK = {"steps": 5, "warmup": 2, "rows": 3000, "variant_timeout": 240}
 COLUMNS = ("variant", "status", "attention", "tokens_per_sec", "mfu", "peak_mem_gib")
 COLUMNS += ("host_collate_share", "logits_max_diff", "logits_max_diff_autocast", "reason")
@@ -81,8 +83,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.worker:
         return worker(args)
-    try:  # a misspelt knob is refused before anything runs
-        [split_knobs(name) for name in args.variants.split(",")]
+    try:  # a misspelt variant or knob is refused before anything runs
+        for name in args.variants.split(","):
+            base = split_knobs(name)[0]
+            if base not in VARIANTS:
+                raise ValueError(
+                    f"unknown variant {base!r} in {name!r}; one of {', '.join(VARIANTS)}"
+                )
     except ValueError as err:
         print(f"gpu_train: {err}", file=sys.stderr)
         return 2

@@ -53,6 +53,7 @@ OPTIONAL = {
 
 
 MARKER = own.MARKER
+STEPS = ("tests", "logits", "benchmark", "demo")
 
 
 def earlier_check(out: Path) -> bool:
@@ -113,10 +114,19 @@ def parse_args(argv):
         default=Path("gpu_check_out"),
         help="a new folder, or one an earlier check wrote (only its own files in it)",
     )
-    ap.add_argument("--skip", default="", help="comma-separated: tests,logits,benchmark,demo")
+    ap.add_argument("--skip", default="", help=f"comma-separated: {','.join(STEPS)}")
     args = ap.parse_args(argv)
     args.out = args.out.absolute()  # the demo runs in the repo: a relative path must not move
-    args.skip = set(filter(None, args.skip.split(",")))
+    named = list(filter(None, args.skip.split(",")))
+    unknown = [n for n in named if n not in STEPS]
+    if unknown:  # a misspelt step ran every step (pytest first: minutes on a GPU)
+        print(
+            f"gpu-check: --skip {', '.join(unknown)}: no such step; the steps are "
+            f"{','.join(STEPS)}",
+            file=sys.stderr,
+        )
+        sys.exit(2)
+    args.skip = set(named)
     return args
 
 

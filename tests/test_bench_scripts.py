@@ -71,6 +71,15 @@ def test_gpu_train_knobs_change_one_thing_and_profile(tmp_path):
     )
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert "unknown knob(s) ['fussed']" in proc.stderr
+    proc = subprocess.run(  # a misspelt variant too (it ran the others, then failed: KeyError)
+        [sys.executable, "bench/gpu_train.py", "--variants", "sdpamask,sdpa-mask+m8"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,  # without the refusal it prepares 20,000 lines and trains a 1B model
+    )
+    assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
+    assert "unknown variant 'sdpamask'" in proc.stderr and "sdpa-mask" in proc.stderr
 
 
 def test_gpu_train_runs_more_steps_than_the_prepared_rows_hold():

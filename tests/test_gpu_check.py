@@ -97,3 +97,14 @@ def test_the_logits_check_runs_a_full_fine_tunes_forward_through_the_kernel_cont
     diff = logits_check("varlen", "cpu", autocast=True)
     assert stand_ins and {c["dtype"] for c in stand_ins} == {torch.bfloat16}
     assert diff <= 5e-2  # the GPU check's bf16 tolerance
+
+
+def test_a_misspelt_step_to_skip_is_refused_before_anything_runs(tmp_path):
+    """``--skip test,bench`` ran every step (a new user's trial; pytest first, minutes on a GPU)."""
+    cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path / "o")]
+    proc = subprocess.run(
+        [*cmd, "--skip", "test,bench,demo"], capture_output=True, text=True, cwd=REPO, timeout=300
+    )
+    assert proc.returncode == 2 and "test, bench" in proc.stderr, proc.stdout + proc.stderr
+    assert "tests,logits,benchmark,demo" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "o").exists()

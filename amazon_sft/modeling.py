@@ -147,7 +147,7 @@ def load_model(
                 "dtype": dtype,
                 "trust_remote_code": m.trust_remote_code,
             }
-            source = resolve_location(m.path)
+            source = resolve_location(m.path, "model.path")
             cached = converted_folder(source, m.gguf_file, "model") if m.gguf_file else None
             if cached is None and m.gguf_file:
                 kwargs["gguf_file"] = m.gguf_file

@@ -26,8 +26,9 @@ ASSETS = Path(__file__).parent / "assets"
 Encoder = Callable[[list[str]], list[list[int]]]
 
 
-def resolve_location(spec: str) -> str:
-    """Turn ``pkg:`` and ``builtin:`` locations into folders; other strings pass through."""
+def resolve_location(spec: str, key: str = "") -> str:
+    """Turn ``pkg:`` and ``builtin:`` locations into folders; other strings pass through, a path
+    that is no folder here refused (``key``: the setting that named it, for the message)."""
     if spec.startswith("builtin:"):
         folder = ASSETS / f"{spec.removeprefix('builtin:')}-tokenizer"
         if not folder.is_dir():
@@ -43,7 +44,12 @@ def resolve_location(spec: str) -> str:
                 "(or pick another config, e.g. --config tiny)"
             )
         return str(Path(next(iter(found.submodule_search_locations))) / sub)
-    if spec != "random":
+    if spec != "random" and not Path(spec).exists():
+        if spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1:
+            raise UserError(  # the hub would answer "Repo id must be in the form ..."
+                f"{key + ' ' if key else ''}{spec}: no such folder here (a hub id is 'name' or "
+                "'org/name'): check the path"
+            )
         read_cache_only_unless_hub_reachable(spec)  # a hub id: a minute of retries otherwise
     return spec
 
@@ -72,7 +78,8 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
 
     spec = location or model.tokenizer or model.path
     gguf = model.gguf_file if spec == model.path else None
-    folder = resolve_location(spec)
+    key = "model.path" if spec == model.path else "tokenizer" if location else "model.tokenizer"
+    folder = resolve_location(spec, key)
     if spec == model.path:
         check_gguf_named(folder, gguf, spec)
     kwargs = {"trust_remote_code": model.trust_remote_code}

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from amazon_sft.distributed import is_deepspeed
+from amazon_sft.errors import UserError
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
 """Files of a model folder whose bytes are weights (config and tokenizer files are compared as
@@ -123,7 +124,10 @@ def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | No
 
     if path == "random":
         return None
-    folder = Path(resolve_location(path))
+    try:
+        folder = Path(resolve_location(path))
+    except UserError:  # a path that is no folder here: nothing to compare (the load says why)
+        return None
     if not folder.is_dir():
         folder = _cached_snapshot(path)
         if folder is None:

@@ -141,3 +141,17 @@ def test_a_proxy_is_trusted_to_reach_the_hub(monkeypatch, proxy):
     monkeypatch.setattr(hub_reach, "_decided", None)
     monkeypatch.setattr(hub_reach, "_reachable", lambda host, port: pytest.fail("probed"))
     hub_reach.read_cache_only_unless_hub_reachable("org/model")
+
+
+@pytest.mark.parametrize("typo", ["/srv/models/smollm2-135mm", "./modls/smollm2", "runs/x/final"])
+def test_a_path_that_is_no_folder_is_named_as_missing_not_as_a_bad_repo_id(tmp_path, typo):
+    """A typo in a local path was answered with the hub library's "Repo id must be in the form
+    'repo_name' or 'namespace/repo_name'" (a new user's trial): a path (absolute, ./, ../, ~, or
+    more than one /) is no hub id, so it is named as missing."""
+    from amazon_sft.config import ModelConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.tokenizer import load_tokenizer
+
+    with pytest.raises(UserError, match="no such folder") as err:
+        load_tokenizer(ModelConfig(path=typo))
+    assert typo in str(err.value) and "\n" not in str(err.value)

@@ -110,6 +110,8 @@ def test_locations_resolve_or_explain(tmp_path):
     with pytest.raises(UserError, match="pip install --no-deps no-such-pkg"):
         resolve_location("pkg:no_such_pkg")
     with pytest.raises(UserError, match="could not load tokenizer"):
+        load_tokenizer(ModelConfig(path=str(tmp_path)))  # a folder without a tokenizer
+    with pytest.raises(UserError, match=r"^model\.path .*/empty: no such folder here"):
         load_tokenizer(ModelConfig(path=str(tmp_path / "empty")))
 
 

@@ -1,6 +1,8 @@
 """Benchmark (GPU): tokens/s, MFU and peak memory of the real train step, per attention path.
 
-A Llama-3.2-1B-shape model (random weights, 32k vocabulary), full fine-tune, bf16 autocast over
+A model of ``--size`` (random weights): ``1b`` a Llama-3.2-1B shape with a 32k vocabulary (the
+default), ``135m`` SmolLM2-135M's shape (the default config's model; its 49k vocabulary untied,
+so 163M weights), ``tiny`` for CPU smoke runs. Full fine-tune (``+lora``: LoRA), bf16 autocast over
 fp32 master weights, packed rows of ``--seq-len`` tokens made by ``amazon-sft prepare`` from the
 real rows of ../shared/data (replicated; the generated catalogue when absent). Each variant runs
 ``amazon_sft.trainer.Trainer.train_step`` itself (loss normalisation, one host sync per step,
@@ -15,8 +17,9 @@ timeout is recorded with its reason and the next variant runs on a clean device.
   trl           TRL SFTTrainer, packing_strategy="bfd" + padding_free, same documents (when trl
                 imports); tokens/s from TRL's own token count over its timed steps
 
-A variant may carry knobs, ``varlen+fused+m8`` (``bench/gpu_train_knobs.py``: fused AdamW, rows
-per step, loss chunk, torch.compile, a profile), to find what holds MFU back.
+A variant may carry knobs, ``varlen+fused+m8`` (``bench/gpu_train_knobs.py``): ``fused`` AdamW,
+``m<N>`` rows per step, ``chunk<N>`` loss chunk tokens, ``compile`` (train.compile), ``lora``
+(lora.enabled), ``prof`` (a profile), to find what holds MFU back.
 
 Each timed variant then checks packed-vs-alone logits of its attention path on the device. MFU
 uses amazon_sft.metrics (PaLM convention, formula in the log); the peak is looked up from the
@@ -58,15 +61,17 @@ COLUMNS += ("host_collate_share", "logits_max_diff", "logits_max_diff_autocast",
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--size", choices=list(SIZES), default="1b")
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size", choices=list(SIZES), default="1b", help="the model's shape (above)")
     ap.add_argument("--steps", type=int, default=20, help="timed optimizer steps per variant")
-    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps first (compile, caches)")
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--micro", type=int, default=4, help="packed rows per step")
     ap.add_argument("--rows", type=int, default=20000, help="input lines to prepare")
     ap.add_argument("--peak-tflops", type=float, default=0.0)
-    ap.add_argument("--variants", default=ALL_VARIANTS)
+    ap.add_argument("--variants", default=ALL_VARIANTS, help="comma-separated, with +knobs (above)")
     ap.add_argument("--variant-timeout", type=int, default=900, help="seconds per variant")
     ap.add_argument("--quick", action="store_true", help=f"shorter runs: {QUICK}")
     ap.add_argument("--worker", help=argparse.SUPPRESS)  # run one variant (child process)

@@ -55,7 +55,8 @@ def read_cache_only_unless_hub_reachable(spec: str) -> None:
     """Before transformers looks ``spec`` up: a local path, the user's own offline setting or a
     proxy asks nothing; otherwise one attempt on the hub, and offline mode where it fails."""
     global _decided
-    if Path(spec).exists() or {"HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"} & set(os.environ):
+    chosen = any(os.environ.get(k, "").strip() for k in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    if Path(spec).exists() or chosen:  # set but empty is no choice: the hub reads it as online
         return
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co")
     url = urlsplit(endpoint)

@@ -294,9 +294,13 @@ def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = Fals
             f"the {what} would write over them; name a new folder"
         )
     out_dir.mkdir(parents=True, exist_ok=True)
-    if not marked:
+    if not marked:  # whole or not at all: a kill mid-write left a marker that proved nothing
+        from amazon_sft.atomic import staging_name
+
         note = {"written_by": f"amazon_sft {__version__} {what}", "created": now_iso()}
-        (out_dir / marker).write_text(json.dumps(note) + "\n")
+        staging = staging_name(mark)
+        staging.write_text(json.dumps(note) + "\n")
+        os.replace(staging, mark)
 
 
 def claim_demo_dir(out_dir: Path) -> None:

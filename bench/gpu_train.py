@@ -44,6 +44,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from child_process import die_with_parent
 from common import SHARED_ROWS, real_like_file
 from gpu_train_knobs import split_knobs
 from gpu_train_variants import PATHS, SIZES, available, build_cfg, run_variant
@@ -138,7 +139,13 @@ def run_in_child(name: str, args, data_dir: Path, tmp: Path) -> dict:
     cmd = [sys.executable, __file__, *child_args(args), "--worker", name]
     cmd += ["--data", str(data_dir), "--result", str(result)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=args.variant_timeout)
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            timeout=args.variant_timeout,
+            preexec_fn=die_with_parent,  # a benchmark killed outright leaves no variant running
+        )
     except subprocess.TimeoutExpired:
         return {"variant": name, "status": "failed", "reason": f"timeout {args.variant_timeout} s"}
     if proc.returncode == 0 and result.is_file():

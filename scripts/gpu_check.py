@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import re
 import signal
 import subprocess
@@ -34,6 +33,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
+
+from child_process import die_with_parent  # noqa: E402
 
 from amazon_sft import gpu_check_files as own  # noqa: E402 - the repository is on the path above
 from amazon_sft.errors import UserError  # noqa: E402
@@ -78,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     # a stop (kill, a scheduler's SIGTERM) unwinds as an exit does: the benchmark's process
     # group is stopped with it and staging files are removed, not left half-written
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, lambda signum, frame: sys.exit(128 + signum))
     args.out = landing(args.out)  # nope/../mine is mine: checked and written there
     device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cpu" and not args.cpu_smoke:
@@ -171,7 +173,9 @@ def gpu_tests(args) -> tuple[str, str]:
         str(f) for f in (REPO / "tests").glob("test_*.py") if "mark.gpu" in f.read_text()
     )
     cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", *files]
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=600, preexec_fn=die_with_parent
+    )
     own.write_text(args.out, "gpu_tests.txt", proc.stdout + proc.stderr[-5000:])  # the why
     summary = (proc.stdout.strip().splitlines() or ["no output"])[-1]
     counts = dict(
@@ -218,7 +222,7 @@ def benchmark(args) -> tuple[str, str]:
         cmd += ["--quick"]
     with own.staged(args.out, "benchmark.txt") as log:  # as it runs: a timeout keeps those done
         with open(log, "w") as fh:
-            code = run_as_group(cmd, fh, timeout=540)
+            code = run_dying_with_us(cmd, fh, timeout=540)
         lines = log.read_text().splitlines()
     rows = [json.loads(x) for x in lines if x.startswith("{")]
     parts = [_bench_cell(r) for r in rows]
@@ -228,12 +232,13 @@ def benchmark(args) -> tuple[str, str]:
     return ("failed" if failed else "ok"), "; ".join(parts)
 
 
-def run_as_group(cmd: list[str], out, timeout: int) -> int | str:
-    """Run ``cmd`` in a process group of its own; on a timeout, or when the check itself is
-    stopped, the whole group goes (the benchmark starts a process per variant: a killed check
-    left them running, writing on). Returns the exit code or why it was stopped."""
+def run_dying_with_us(cmd: list[str], out, timeout: int) -> int | str:
+    """Run ``cmd`` in the check's own process group (a closed terminal's SIGHUP reaches it), as
+    a child the kernel stops when the check ends, however it ends (the benchmark starts a
+    process per variant, each dying with it likewise: a killed check left them running, writing
+    on). Returns the exit code or why it was stopped."""
     proc = subprocess.Popen(
-        cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO, start_new_session=True
+        cmd, stdout=out, stderr=subprocess.STDOUT, text=True, cwd=REPO, preexec_fn=die_with_parent
     )
     try:
         return proc.wait(timeout=timeout)
@@ -241,7 +246,7 @@ def run_as_group(cmd: list[str], out, timeout: int) -> int | str:
         return f"timeout after {timeout} s"
     finally:
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+            proc.kill()  # its variant's process dies with it
             proc.wait()
 
 
@@ -269,7 +274,9 @@ def fine_tune_and_eval(args) -> tuple[str, str]:
         cmd += ["--config", "smollm2-135m", "--rows", "4000", "--steps", "60", "--n", "24"]
     # an earlier check's demo folder is the demo's to take again (its marker); anything else
     # there is refused by the demo itself, never deleted
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=900)
+    proc = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=REPO, timeout=900, preexec_fn=die_with_parent
+    )
     own.write_text(args.out, "demo.txt", proc.stdout + proc.stderr[-5000:])
     if proc.returncode:
         return "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]

@@ -781,3 +781,55 @@ def test_cleaning_cost_benchmark_measures_two_checkouts():
     assert "us a row" in out and re.search(
         r"ratio now / base: cleaning [\d.]+x, grouping [\d.]+x", out
     )
+
+
+def _pids_running(needle: str) -> list[int]:
+    """Processes whose command line holds ``needle`` (read from /proc: no psutil needed)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split(") ")[-1][:1]
+        except OSError:
+            continue
+        if needle in cmdline and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+def _wait_for(needle: str, seconds: float) -> list[int]:
+    import time
+
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        pids = _pids_running(needle)
+        if pids:
+            return pids
+        time.sleep(0.2)
+    return []
+
+
+def test_a_killed_benchmark_leaves_no_variant_running(tmp_path):
+    """A test's timeout killed ``gpu_train.py`` and its variant's process trained on for an
+    hour, orphaned (an outside review found two, slowing CI). A variant's process now dies
+    with the benchmark, however the benchmark dies."""
+    import signal
+    import time
+
+    tag = f"{time.time_ns() % 10**6 + 10**6}.5"  # this run's own --peak-tflops: the variant gets it
+    cmd = [sys.executable, "bench/gpu_train.py", "--size", "tiny", "--steps", "100000"]
+    cmd += ["--warmup", "1", "--seq-len", "256", "--rows", "100", "--micro", "2"]
+    cmd += ["--variants", "sdpa-mask", "--peak-tflops", tag]
+    parent = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        workers = _wait_for(f"{tag} --worker", 120)
+        assert workers, "the variant's process never started"
+        parent.send_signal(signal.SIGKILL)
+        parent.wait()
+        time.sleep(2)
+        assert _pids_running(f"{tag} --worker") == []
+    finally:
+        for pid in _pids_running(tag):
+            os.kill(pid, signal.SIGKILL)

@@ -3,7 +3,9 @@ a GPU is: it prints one table, and what could not run here is listed as skipped 
 benchmark step is ``bench/gpu_train.py``, smoke-tested in test_bench_scripts.py; its demo step
 is ``amazon-sft demo``, tested in test_demo.py: both are left out here to keep this cheap.)"""
 
+import contextlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -108,3 +110,64 @@ def test_a_misspelt_step_to_skip_is_refused_before_anything_runs(tmp_path):
     assert proc.returncode == 2 and "test, bench" in proc.stderr, proc.stdout + proc.stderr
     assert "tests,logits,benchmark,demo" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def _children(pid: int) -> list[int]:
+    """Every process below ``pid`` (read from /proc)."""
+    kids: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().split(") ")[-1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            kids.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for kid in kids.get(todo.pop(), []):
+            out.append(kid)
+            todo.append(kid)
+    return out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().split(") ")[-1][:1] != "Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
+def test_a_stopped_check_leaves_no_benchmark_running(tmp_path, how):
+    """A review: the check ran the benchmark in a session of its own, so a closed terminal
+    (SIGHUP to the group) or a kill left it running, writing on. Its processes now die with
+    the check, however it dies."""
+    import signal
+    import time
+
+    cmd = [sys.executable, "scripts/gpu_check.py", "--cpu-smoke", "--out", str(tmp_path / "o")]
+    check = subprocess.Popen(
+        [*cmd, "--skip", "tests,logits,demo"],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,  # its own group, as a terminal's job is
+    )
+    below: list[int] = []
+    try:
+        end = time.monotonic() + 120
+        while time.monotonic() < end and len(below) < 2:  # the benchmark and a variant
+            time.sleep(0.3)
+            below = _children(check.pid)
+        assert len(below) >= 2, "the benchmark never started its variant"
+        if how == "SIGKILL":
+            check.send_signal(signal.SIGKILL)
+        else:
+            os.killpg(check.pid, signal.SIGHUP)  # the terminal closed: its whole group
+        check.wait(timeout=60)
+        time.sleep(2)
+        assert [pid for pid in below if _alive(pid)] == []
+    finally:
+        for pid in [check.pid, *below]:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

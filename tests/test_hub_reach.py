@@ -75,6 +75,11 @@ def test_the_hub_is_not_probed_for_local_folders_or_when_offline_is_set(monkeypa
         monkeypatch.setenv("HF_HUB_OFFLINE", explicit)
         hub_reach.read_cache_only_unless_hub_reachable("org/model")
         assert tried == [] and os.environ["HF_HUB_OFFLINE"] == explicit
+    tried.clear()  # set but empty is no choice: huggingface_hub reads it as online (a review)
+    monkeypatch.setattr(hub_reach, "_decided", None)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "")
+    hub_reach.read_cache_only_unless_hub_reachable("org/model")
+    assert tried == ["huggingface.co"] and os.environ["HF_HUB_OFFLINE"] == "1"
 
 
 PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")

@@ -1406,3 +1406,15 @@ def test_the_gpu_check_marker_cannot_be_a_door_to_a_users_file(tmp_path):
     (out / "benchmark.txt").write_text("my own benchmark notes")
     assert "benchmark.txt" in clean(out) and (out / "benchmark.txt").is_file()
     assert "writing" not in (out / own.MARKER).read_text()  # no record outlives its run
+    (out / "benchmark.txt").unlink()
+
+    # a check killed under the version before staging left {"benchmark.txt": "writing"}: that
+    # file is the check's (it was told so), not "edited since" (a review)
+    with own.staged(out, "benchmark.txt") as log:
+        log.write_text("a table")
+    note = json.loads((out / own.MARKER).read_text())
+    note["files"]["benchmark.txt"] = "writing"
+    (out / own.MARKER).write_text(json.dumps(note))
+    (out / "benchmark.txt").write_text("a table cut by a kill")
+    assert check(out).returncode == 0
+    assert clean(out) == f"removed {out}"

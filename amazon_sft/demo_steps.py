@@ -9,6 +9,7 @@ import sys
 import threading
 import time
 
+from amazon_sft.child_process import die_with_parent
 from amazon_sft.errors import UserError
 
 CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
@@ -29,7 +30,9 @@ def run(step: str, args: list[str], log) -> str:
     cmd = [sys.executable, "-c", CLI, *args]
     print(f"\n== {step}\n$ amazon-sft {shlex.join(args)}", flush=True)
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(  # a killed demo leaves no step working on in its folder
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent
+    )
     out, err, latest = [], [], [""]
 
     def read_err() -> None:

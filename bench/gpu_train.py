@@ -44,11 +44,11 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from child_process import die_with_parent
 from common import SHARED_ROWS, real_like_file
 from gpu_train_knobs import split_knobs
 from gpu_train_variants import PATHS, SIZES, available, build_cfg, run_variant
 
+from amazon_sft.child_process import die_with_parent
 from amazon_sft.data.synthetic import write_catalogue
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.prepare import prepare

@@ -34,9 +34,8 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO), str(REPO / "bench")]
 
-from child_process import die_with_parent  # noqa: E402
-
 from amazon_sft import gpu_check_files as own  # noqa: E402 - the repository is on the path above
+from amazon_sft.child_process import die_with_parent  # noqa: E402
 from amazon_sft.errors import UserError  # noqa: E402
 from amazon_sft.outputs import landing  # noqa: E402
 from amazon_sft.ownership import claim_marked_dir  # noqa: E402

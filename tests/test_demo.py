@@ -268,3 +268,47 @@ def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):
     beats = [line for line in shown.splitlines() if line.startswith("   ...")]
     assert beats and "step" in beats[-1] and " s:" in beats[-1], shown
     assert "step 5/6" in (tmp_path / "log.txt").read_text()  # the log keeps every line
+
+
+def test_a_killed_demo_leaves_no_step_running(tmp_path):
+    """A demo stopped by SIGTERM or SIGKILL (a scheduler, ``kill``) left its running step, a
+    training or an eval, working on in its folder, holding the folder's lock. A step now dies
+    with the demo (found while fixing the same in the GPU check's benchmark)."""
+    import os
+    import signal
+    import time
+
+    tag = f"step-{time.time_ns()}"
+    outer = (
+        "import io, amazon_sft.demo_steps as d\n"
+        f"d.CLI = 'import time; time.sleep(120)  # {tag}'\n"
+        "d.run('a long step', ['x'], io.StringIO())\n"
+    )
+    demo = subprocess.Popen([sys.executable, "-c", outer], cwd=REPO, stdout=subprocess.DEVNULL)
+
+    def steps() -> list[int]:
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                if (
+                    entry.name.isdigit()
+                    and tag.encode() in (entry / "cmdline").read_bytes()
+                    and (entry / "stat").read_text().split(") ")[-1][:1] != "Z"
+                ):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+        return [p for p in found if p != demo.pid]
+
+    try:
+        end = time.monotonic() + 60
+        while not steps() and time.monotonic() < end:
+            time.sleep(0.2)
+        assert steps(), "the step never started"
+        demo.send_signal(signal.SIGKILL)
+        demo.wait()
+        time.sleep(2)
+        assert steps() == []
+    finally:
+        for pid in steps():
+            os.kill(pid, signal.SIGKILL)

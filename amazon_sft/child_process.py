@@ -1,8 +1,8 @@
 """A child process that dies with its parent, however the parent dies.
 
 The benchmark runs each variant in a process of its own; a parent killed outright (a test's
-timeout sends SIGKILL, which no handler sees) left the variant training on for an hour, and a
-GPU check stopped from its terminal left its benchmark running. Linux's parent-death signal
+timeout sends SIGKILL, which no handler sees) left the variant training on for an hour, a GPU
+check stopped from its terminal left its benchmark running, and a killed demo its step. Linux's parent-death signal
 (``prctl(PR_SET_PDEATHSIG)``) has the kernel stop the child then; elsewhere nothing changes.
 """
 

@@ -39,6 +39,18 @@ def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
     return out_dir.parent / f".{out_dir.name}.{kind}-{_machine()}-{os.getpid()}"
 
 
+def write_text_whole(path: Path, text: str) -> None:
+    """Write a small file (a record, a marker) beside it, then rename it into place: a kill
+    leaves the old file or the new one, never half of one, and a link at ``path`` is replaced,
+    not written through into the file it points to."""
+    staging = staging_name(path)
+    try:
+        staging.write_text(text)
+        os.replace(staging, path)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
 def new_staging(out_dir: Path) -> Path:
     """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first); a
     folder that cannot be written is a one-line error naming it."""

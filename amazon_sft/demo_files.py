@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from amazon_sft.atomic import write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 
@@ -67,7 +68,7 @@ def _current(out: Path) -> dict[str, str]:
 
 def _write_record(out: Path, recorded: dict[str, str]) -> None:
     body = {FORMAT_KEY: FORMAT, **recorded}
-    (out / RECORD).write_text(json.dumps(body, indent=1) + "\n")
+    write_text_whole(out / RECORD, json.dumps(body, indent=1) + "\n")
 
 
 def record_demo_file(out: Path, name: str) -> None:

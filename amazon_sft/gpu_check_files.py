@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from amazon_sft.atomic import staging_name
+from amazon_sft.atomic import staging_name, write_text_whole
 from amazon_sft.data.shards import sha256_file
 
 MARKER = ".amazon_sft_gpu_check.json"
@@ -100,9 +100,7 @@ def adopt(out: Path) -> None:
 def _record(out: Path, files: dict) -> None:
     note = _note(out) or {}
     note["files"] = files
-    staging = staging_name(out / MARKER)
-    staging.write_text(json.dumps(note, indent=1) + "\n")
-    os.replace(staging, out / MARKER)  # whole, and a link there is replaced, not written through
+    write_text_whole(out / MARKER, json.dumps(note, indent=1) + "\n")
 
 
 @contextmanager

@@ -295,12 +295,10 @@ def claim_marked_dir(out_dir: Path, marker: str, what: str, earlier: bool = Fals
         )
     out_dir.mkdir(parents=True, exist_ok=True)
     if not marked:  # whole or not at all: a kill mid-write left a marker that proved nothing
-        from amazon_sft.atomic import staging_name
+        from amazon_sft.atomic import write_text_whole
 
         note = {"written_by": f"amazon_sft {__version__} {what}", "created": now_iso()}
-        staging = staging_name(mark)
-        staging.write_text(json.dumps(note) + "\n")
-        os.replace(staging, mark)
+        write_text_whole(mark, json.dumps(note) + "\n")
 
 
 def claim_demo_dir(out_dir: Path) -> None:

@@ -1418,3 +1418,20 @@ def test_the_gpu_check_marker_cannot_be_a_door_to_a_users_file(tmp_path):
     (out / "benchmark.txt").write_text("a table cut by a kill")
     assert check(out).returncode == 0
     assert clean(out) == f"removed {out}"
+
+
+def test_the_demo_record_is_never_written_through_a_link(tmp_path):
+    """The GPU check's marker was written through a link into the file it pointed to (a
+    review); the demo's file record was written the same way. Records and markers are now
+    replaced whole (``atomic.write_text_whole``), so a link there is replaced, not followed."""
+    from amazon_sft.demo_files import RECORD, record_demo_file
+
+    mine = tmp_path / "mine.json"
+    mine.write_text('{"my": "notes"}')
+    out = tmp_path / "demo_out"
+    out.mkdir()
+    (out / RECORD).symlink_to(mine)
+    (out / "demo.log").write_text("$ amazon-sft synth\n")
+    record_demo_file(out, "demo.log")
+    assert mine.read_text() == '{"my": "notes"}'
+    assert not (out / RECORD).is_symlink() and "demo.log" in (out / RECORD).read_text()

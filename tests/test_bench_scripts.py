@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .processes import running
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
@@ -783,28 +785,12 @@ def test_cleaning_cost_benchmark_measures_two_checkouts():
     )
 
 
-def _pids_running(needle: str) -> list[int]:
-    """Processes whose command line holds ``needle`` (read from /proc: no psutil needed)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            state = (entry / "stat").read_text().split(") ")[-1][:1]
-        except OSError:
-            continue
-        if needle in cmdline and state != "Z":
-            found.append(int(entry.name))
-    return found
-
-
 def _wait_for(needle: str, seconds: float) -> list[int]:
     import time
 
     end = time.monotonic() + seconds
     while time.monotonic() < end:
-        pids = _pids_running(needle)
+        pids = running(needle)
         if pids:
             return pids
         time.sleep(0.2)
@@ -829,7 +815,7 @@ def test_a_killed_benchmark_leaves_no_variant_running(tmp_path):
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         time.sleep(2)
-        assert _pids_running(f"{tag} --worker") == []
+        assert running(f"{tag} --worker") == []
     finally:
-        for pid in _pids_running(tag):
+        for pid in running(tag):
             os.kill(pid, signal.SIGKILL)

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from .processes import running
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -287,18 +289,7 @@ def test_a_killed_demo_leaves_no_step_running(tmp_path):
     demo = subprocess.Popen([sys.executable, "-c", outer], cwd=REPO, stdout=subprocess.DEVNULL)
 
     def steps() -> list[int]:
-        found = []
-        for entry in Path("/proc").iterdir():
-            try:
-                if (
-                    entry.name.isdigit()
-                    and tag.encode() in (entry / "cmdline").read_bytes()
-                    and (entry / "stat").read_text().split(") ")[-1][:1] != "Z"
-                ):
-                    found.append(int(entry.name))
-            except OSError:
-                continue
-        return [p for p in found if p != demo.pid]
+        return [p for p in running(tag) if p != demo.pid]
 
     try:
         end = time.monotonic() + 60

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from .processes import alive, descendants
+
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
@@ -112,31 +114,6 @@ def test_a_misspelt_step_to_skip_is_refused_before_anything_runs(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def _children(pid: int) -> list[int]:
-    """Every process below ``pid`` (read from /proc)."""
-    kids: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                ppid = int((entry / "stat").read_text().split(") ")[-1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-            kids.setdefault(ppid, []).append(int(entry.name))
-    out, todo = [], [pid]
-    while todo:
-        for kid in kids.get(todo.pop(), []):
-            out.append(kid)
-            todo.append(kid)
-    return out
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return (Path("/proc") / str(pid) / "stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
-        return False
-
-
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGHUP"])
 def test_a_stopped_check_leaves_no_benchmark_running(tmp_path, how):
     """A review: the check ran the benchmark in a session of its own, so a closed terminal
@@ -158,7 +135,7 @@ def test_a_stopped_check_leaves_no_benchmark_running(tmp_path, how):
         end = time.monotonic() + 120
         while time.monotonic() < end and len(below) < 2:  # the benchmark and a variant
             time.sleep(0.3)
-            below = _children(check.pid)
+            below = descendants(check.pid)
         assert len(below) >= 2, "the benchmark never started its variant"
         if how == "SIGKILL":
             check.send_signal(signal.SIGKILL)
@@ -166,7 +143,7 @@ def test_a_stopped_check_leaves_no_benchmark_running(tmp_path, how):
             os.killpg(check.pid, signal.SIGHUP)  # the terminal closed: its whole group
         check.wait(timeout=60)
         time.sleep(2)
-        assert [pid for pid in below if _alive(pid)] == []
+        assert [pid for pid in below if alive(pid)] == []
     finally:
         for pid in [check.pid, *below]:
             with contextlib.suppress(OSError):

@@ -406,3 +406,56 @@ def test_a_paired_rate_change_gets_an_interval_that_covers_it():
         boot_hits += low <= change <= high
     assert hits / trials >= 0.93, hits / trials
     assert boot_hits / trials < 0.93, boot_hits / trials  # why not the bootstrap
+
+
+def test_a_bootstrap_over_few_counted_answers_gives_no_interval():
+    """An outside review: ROUGE-L over the 5 right answers of 60 questions printed "1.000 [1.000,
+    1.000] (of 5)", and a paired abstention precision over 3 vs 4 abstentions "[+0.000,
+    +0.000]": the guard counted every question, not the answers the figure is over."""
+    import math
+
+    from amazon_sft.evaluation import end_to_end as E
+
+    right = E.Outcome(False, True, False, False, 1.0, True, True)
+    missed = E.Outcome(False, False, False, True, math.nan, False, False)
+    figure = E.summarise([right] * 5 + [missed] * 55, {"all": list(range(60))})["all"]
+    rouge = figure["rougeL_when_right"]
+    assert rouge["of"] == 5 and math.isnan(rouge["low"]) and math.isnan(rouge["high"]), rouge
+    many = E.summarise([right] * 12 + [missed] * 48, {"all": list(range(60))})["all"]
+    assert not math.isnan(many["rougeL_when_right"]["low"])  # 12 answers: an interval
+
+    def absent(abstains: bool) -> E.Outcome:
+        return E.Outcome(True, False, False, abstains, math.nan, False, False)
+
+    present = E.Outcome(False, False, False, False, math.nan, False, False)
+    base = [absent(True)] * 3 + [absent(False)] * 7 + [present] * 90
+    tuned = [absent(True)] * 4 + [absent(False)] * 6 + [present] * 90
+    change = E.compare(base, tuned, {"all": list(range(100))})["all"]["abstention_precision"]
+    assert math.isnan(change["low"]) and math.isnan(change["high"]), change
+
+
+def test_rouge_reads_every_script_so_a_quote_of_another_record_is_caught():
+    """An outside review: rouge-score's default tokenizer keeps only [a-z0-9], so Cyrillic text
+    had no words (every overlap 0: an answer quoting record 9's text under uid 7 scored right)
+    and "ação" against "coração" scored 0.5 on the shared "o"."""
+    from amazon_sft.answering.ask import Answer
+    from amazon_sft.evaluation.end_to_end import score_answer
+    from amazon_sft.evaluation.question_file import Product, ShopperQuestion
+
+    bear = "Плюшевый медведь для детей, мягкий и красный."
+    book = "Книга о кошке и её котятах, для чтения перед сном."
+    assert M.rouge_scores([book], [book])["rougeL"] == [pytest.approx(1.0)]
+    assert M.rouge_scores(["ação"], ["coração"])["rougeL"] == [0.0]
+    assert M.rouge_scores(["O livro não é ação"], ["O livro não é ação"])["rougeL"] == [1.0]
+    english = M.rouge_scores(["Running dogs don't bark"], ["the dog runs, it doesn't bark"])
+    assert english["rougeL"] == [pytest.approx(0.5)]  # as rouge-score scored it: "dog t bark"
+
+    quoted = book + " [source: 7]"
+    sources = [
+        {"uid": u, "answer_rougeL": M.rouge_scores([book], [t])["rougeL"][0]}
+        for u, t in (("7", bear), ("9", book))
+    ]
+    question = ShopperQuestion("медведь", "7", None, "partial", "real", 1)
+    answer = Answer(question.text, quoted, sources, "", "grounded", ["7"])
+    scored = score_answer(question, answer, {"7": Product("7", bear, "heldout")})
+    assert scored.wrong and not scored.right, scored

@@ -245,3 +245,21 @@ def test_a_question_of_hundreds_of_words_looks_up_a_bounded_number(prepared, ind
     assert len(index.words(" ".join(vocab))) == MAX_LOOKUP_WORDS
     short = " ".join(vocab[:5] + vocab[:5])  # repeats and all, as before, under the cap
     assert index.words(short) == vocab[:5] + vocab[:5]
+
+
+def test_recall_counts_the_asked_product_not_another_of_its_title():
+    """An outside review: a question about product A counted as found when retrieval returned
+    B, another product of the same title; the title stands in only where a question has no
+    uid (the hand-written real questions)."""
+    from types import SimpleNamespace
+
+    class TwinFirst:
+        def search(self, text: str, k: int) -> list:
+            return [SimpleNamespace(uid="B", title="Quiet Whisk Set of 6")][:k]
+
+    asked = Question("descriptive", "the one with silicone and walnut", "A", "Quiet Whisk Set of 6")
+    assert recall(TwinFirst(), [asked])["all"]["recall@1"] == 0.0
+    by_title = Question(
+        "descriptive", "the one with silicone and walnut", "", "Quiet Whisk Set of 6"
+    )
+    assert recall(TwinFirst(), [by_title])["all"]["recall@1"] == 1.0

@@ -146,9 +146,14 @@ def _question(kind: str, rec: dict, i: int, unique: _Uniqueness, rng: random.Ran
     return None
 
 
+def _is_asked(found, question: Question) -> bool:
+    return found.uid == question.uid if question.uid else found.title == question.title
+
+
 def recall(index, questions: list[Question], ks: tuple[int, ...] = (1, 3)) -> dict:
     """Per kind and overall: {"n", "recall@k"...}. A hit is the asked product's uid among the
-    first k (or its title, for records without stable uids)."""
+    first k (its title only for a question without a uid: another product of the same title is
+    not the one asked about)."""
     hits: dict[str, dict[int, int]] = defaultdict(lambda: dict.fromkeys(ks, 0))
     counts: dict[str, int] = defaultdict(int)
     for q in questions:
@@ -156,7 +161,7 @@ def recall(index, questions: list[Question], ks: tuple[int, ...] = (1, 3)) -> di
         for kind in (q.kind, "all"):
             counts[kind] += 1
             for k in ks:
-                hits[kind][k] += any(s.uid == q.uid or s.title == q.title for s in found[:k])
+                hits[kind][k] += any(_is_asked(s, q) for s in found[:k])
     return {
         kind: {"n": counts[kind], **{f"recall@{k}": hits[kind][k] / counts[kind] for k in ks}}
         for kind in [*KINDS, "all"]

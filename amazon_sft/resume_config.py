@@ -25,6 +25,7 @@ import yaml
 from amazon_sft.checkpointing import RUN_CONFIG
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
+from amazon_sft.data.manifest import DataIdentity
 from amazon_sft.optim import lr_factor
 
 CHANGES = "config_changes.jsonl"
@@ -138,7 +139,7 @@ def saved_record(checkpoint: Path, out_dir: Path) -> dict | None:
 def changes_on_resume(
     saved: dict,
     config: dict,
-    data_integrity: str,
+    data: DataIdentity,
     base_weights: dict | None = None,
     precision: str | None = None,
 ) -> list[Change]:
@@ -157,15 +158,15 @@ def changes_on_resume(
         changes = [c for c in changes if c.key != "train.precision"]
         if ran != precision:
             changes.append(Change(RAN_PRECISION, precision_name(ran), precision_name(precision)))
-    same_data = saved.get("data_integrity") == data_integrity
+    same_data = data.names(saved.get("data_integrity"))
     # a LoRA base copied elsewhere (a requeue onto node-local storage): its weight files' record
     # proves the same base; a full fine-tune records none, so its model.path stays put
     recorded = saved.get("base_weights")
     same_base = bool(recorded) and base_weights is not None and recorded == base_weights
     moved = {"data.path": same_data, "model.path": same_base}
     refused = [c for c in changes if c.key not in APPLIED and not moved.get(c.key, False)]
-    if saved.get("data_integrity") not in (None, data_integrity):
-        refused.append(Change("data (manifest digest)", saved["data_integrity"], data_integrity))
+    if saved.get("data_integrity") is not None and not same_data:
+        refused.append(Change("data (manifest digest)", saved["data_integrity"], data.digest))
     if changed := base_change(saved, base_weights):
         refused.append(changed)
     if refused:

@@ -20,6 +20,7 @@ from amazon_sft.checkpointing import (
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.loader import PackedLoader
+from amazon_sft.data.manifest import DataIdentity
 from amazon_sft.distributed import raise_if_any_rank, running_engine
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import inside_run
@@ -64,14 +65,14 @@ def branch_goes_on(cfg: RunConfig, out_dir: Path) -> RunConfig:
 
 
 def plan_resume(
-    cfg: RunConfig, accelerator, integrity: str, out_dir: Path, base: dict | None
+    cfg: RunConfig, accelerator, data: DataIdentity, out_dir: Path, base: dict | None
 ) -> dict[Path, list | Exception | None]:
     """Before the model loads (minutes for a 7B base; a GGUF one converted and cached first):
     each checkpoint resume may load, newest first, with the config changes since it was written,
     or why it cannot be used. A change that would make the newest readable one another run (its
     base model's files, LoRA's shape, the data) is refused here, and on every rank when any
     rank refuses it (node-local copies of a base that differ), so none waits at a collective for
-    a rank that gave up. ``integrity``: the prepared data's manifest digest; ``base``: a LoRA
+    a rank that gave up. ``data``: the prepared data's identity (its manifest); ``base``: a LoRA
     run's ``frozen_base_of`` (None before a hub name's weights are downloaded: ``base_after_load``
     after the load). Per checkpoint: its changes, None (no config recorded) or the error."""
     planned: dict[Path, list | Exception | None] = {}
@@ -82,7 +83,7 @@ def plan_resume(
                 check_same_engine(path, running_engine(accelerator))  # not "unusable": relaunch
                 saved = saved_record(path, out_dir)
                 ran = accelerator.mixed_precision
-                planned[path] = config_changes(cfg, integrity, saved, path, base, ran)
+                planned[path] = config_changes(cfg, data, saved, path, base, ran)
             except LOAD_ERRORS as err:  # resume reports it as unusable and tries the one before
                 planned[path] = err
             except UserError as err:  # an older one's is raised only if resume comes to it
@@ -187,7 +188,12 @@ def resume(
 
 
 def config_changes(
-    cfg, integrity: str, saved, checkpoint: Path, base: dict | None, precision: str | None = None
+    cfg,
+    data: DataIdentity,
+    saved,
+    checkpoint: Path,
+    base: dict | None,
+    precision: str | None = None,
 ) -> list | None:
     """The changes since ``checkpoint`` was written (None: it carries no config to compare);
     those that make another run are refused. ``precision``: the mixed precision this launch
@@ -195,7 +201,7 @@ def config_changes(
     if saved is None:
         return None
     try:
-        return changes_on_resume(saved, to_dict(cfg), integrity, base, precision)
+        return changes_on_resume(saved, to_dict(cfg), data, base, precision)
     except ValueError as err:
         raise refused(checkpoint, str(err)) from None
 

@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
         base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
-        planned = plan_resume(cfg, accelerator, shards.manifest.integrity, out_dir, base)
+        planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
         model = build_model(cfg, tok, accelerator)
         base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
         optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if summary["stopped_by"] is None and finished_before(out_dir, summary):
             log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
         elif summary["stopped_by"] is None:
-            data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.integrity)
+            data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.identity.digest)
             weights = trainer.base_weights
             final = save_final(accelerator, cfg, model, tok, out_dir, summary, data, weights)
             log.info(

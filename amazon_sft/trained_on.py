@@ -5,9 +5,9 @@ A run's config keeps ``data.path`` as it was typed: ``data/prepared`` is another
 another directory, and two projects can both have one. ``ask`` without ``--index`` answered
 from whichever catalogue was there, and ``eval --data`` scored "held-out" titles from another
 folder's split (titles the run may have been trained on). ``save_final`` writes
-``trained_on.json`` beside the weights: the prepared folder's absolute path and its manifest's
-``integrity`` digest (over the manifest, which lists every shard's digest, the split's counts and
-the data settings), so a prepared folder is recognised wherever it is, and told apart from a
+``trained_on.json`` beside the weights: the prepared folder's absolute path and its data's
+digest (``data_digest``: over the manifest, which lists every shard's digest, the split's counts
+and the data settings, less its reports' timings), so a prepared folder is recognised wherever it is, and told apart from a
 namesake. A model saved before this file existed, or a base model, is not checked.
 """
 
@@ -17,6 +17,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from amazon_sft.data.manifest import DataIdentity, Manifest
 from amazon_sft.errors import UserError
 
 FILE = "trained_on.json"
@@ -29,7 +30,8 @@ class TrainedOn:
     folder: str
     """Its absolute path when the run was trained."""
     data_integrity: str
-    """Its ``manifest.json``'s ``integrity`` digest."""
+    """Its data's digest (``manifest.data_digest``; before 2026-12-04 the manifest's
+    ``integrity``, still accepted)."""
 
 
 def write_trained_on(model_folder: Path, record: TrainedOn) -> None:
@@ -51,13 +53,19 @@ def read_trained_on(model_folder: Path) -> TrainedOn | None:
         ) from None
 
 
-def integrity_of(prepared: str | Path) -> str | None:
-    """The manifest digest of a prepared folder, or None when it has no readable manifest (the
-    command that reads the folder says why)."""
+def identity_of(prepared: str | Path) -> DataIdentity | None:
+    """The data of a prepared folder, or None when it has no readable manifest (the command
+    that reads the folder says why)."""
     try:
-        return str(json.loads((Path(prepared) / "manifest.json").read_text())["integrity"])
-    except (OSError, ValueError, KeyError, TypeError):
+        raw = json.loads((Path(prepared) / "manifest.json").read_text())
+        return Manifest.from_dict(raw).identity
+    except (OSError, ValueError, KeyError, TypeError, UserError):
         return None
+
+
+def _holds(prepared: str | Path, record: TrainedOn) -> bool:
+    identity = identity_of(prepared)
+    return identity is not None and identity.names(record.data_integrity)
 
 
 def index_folder_for(model_folder: Path | None, data_path: str) -> str:
@@ -68,12 +76,12 @@ def index_folder_for(model_folder: Path | None, data_path: str) -> str:
     if record is None:
         return data_path
     for folder in (record.folder, data_path):
-        if integrity_of(folder) == record.data_integrity:
+        if _holds(folder, record):
             return folder
     # the training folder itself, prepared again since (data.path only where it is that folder:
     # another prepared folder there was never the one trained on)
     same = [f for f in (record.folder, data_path) if Path(f).resolve() == Path(record.folder)]
-    again = [f for f in same[:1] if integrity_of(f) is not None]
+    again = [f for f in same[:1] if identity_of(f) is not None]
     if again:  # there, but prepared again since: saying "neither at" named the folder it was in
         raise UserError(
             f"no --index given, and {again[0]} was prepared again since the model was trained "
@@ -90,7 +98,7 @@ def check_trained_on(model_folder: Path | None, data: Path, option: str = "--dat
     """Refuse scoring a saved model on a prepared folder other than the one it was trained on:
     that folder's held-out titles may be ones it was trained on."""
     record = read_trained_on(model_folder) if model_folder is not None else None
-    if record is None or integrity_of(data) in (None, record.data_integrity):
+    if record is None or identity_of(data) is None or _holds(data, record):
         return
     if Path(data).resolve() == Path(record.folder):
         raise UserError(

@@ -107,7 +107,7 @@ class Trainer:
         self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
         self.run_record = run_record(
             to_dict(self.cfg),
-            self.loader.shards.manifest.integrity,
+            self.loader.shards.manifest.identity.digest,
             self.base_weights,
             self.accelerator.mixed_precision,
         )

@@ -588,7 +588,7 @@ def test_a_changed_model_config_is_refused_as_damage(tuned_run, tmp_path):
         load_for_eval(str(run), [], "cpu")
 
 
-def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_path):
+def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(prepared, tmp_path):
     """A stopped run (checkpoints, no final/) was "not an amazon_sft training output?"; eval on
     the very folder prepared again (another digest) told the user to pass that same folder."""
     from amazon_sft.errors import UserError
@@ -608,7 +608,7 @@ def test_messages_for_a_run_without_a_model_yet_and_for_data_prepared_again(tmp_
     data, model = tmp_path / "data", tmp_path / "final"
     data.mkdir()
     model.mkdir()
-    (data / "manifest.json").write_text(json.dumps({"integrity": "new"}))
+    (data / "manifest.json").write_bytes((prepared / "manifest.json").read_bytes())
     write_trained_on(model, TrainedOn(str(data.resolve()), "old"))
     with pytest.raises(UserError, match="was prepared again since the model was trained on it"):
         check_trained_on(model, data)

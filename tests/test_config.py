@@ -6,8 +6,12 @@ import yaml
 
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.config_loader import builtin_config_names, to_dict, write_resolved
+from amazon_sft.data.manifest import DataIdentity
 from amazon_sft.errors import UserError
 from amazon_sft.resume_config import changes_on_resume
+
+SAME = DataIdentity("d", "d")
+"""The data a saved record names (``"d"``), prepared again: the same."""
 
 
 @pytest.mark.parametrize("name", builtin_config_names())
@@ -169,10 +173,10 @@ def test_resume_takes_a_key_added_since_the_checkpoint_at_its_default_and_refuse
     saved = to_dict(RunConfig())
     del saved["data"]["series_distractors"]  # a checkpoint written before the key existed
     del saved["data"]["question_mix"]
-    assert changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d") == []
+    assert changes_on_resume({"config": saved, "data_integrity": "d"}, new, SAME) == []
     new["data"]["series_distractors"] = 3
     with pytest.raises(ValueError, match=r"data\.series_distractors"):
-        changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")
+        changes_on_resume({"config": saved, "data_integrity": "d"}, new, SAME)
 
 
 def test_numbers_written_as_yaml_reads_them_as_text_are_numbers(tmp_path):
@@ -351,13 +355,13 @@ def test_resume_compares_the_precision_that_ran_not_the_word_auto():
     assert config["train"]["precision"] == "auto"
     saved = run_record(config, "d", None, precision="no")  # auto, resolved on a CPU
     with pytest.raises(ValueError, match=r"train\.precision.*fp32.*bf16"):
-        changes_on_resume(saved, config, "d", precision="bf16")
+        changes_on_resume(saved, config, SAME, precision="bf16")
     fp32 = to_dict(RunConfig())
     fp32["train"]["precision"] = "fp32"
-    assert changes_on_resume(saved, fp32, "d", precision="no") == []  # what ran: accepted
-    assert changes_on_resume(saved, config, "d", precision="no") == []
+    assert changes_on_resume(saved, fp32, SAME, precision="no") == []  # what ran: accepted
+    assert changes_on_resume(saved, config, SAME, precision="no") == []
     before = {"config": config, "data_integrity": "d"}  # a checkpoint from before the record
-    assert changes_on_resume(before, config, "d", precision="bf16") == []
+    assert changes_on_resume(before, config, SAME, precision="bf16") == []
 
 
 def test_lora_settings_without_lora_enabled_are_named_as_unused(tiny_model_dir, prepared, tmp_path):
@@ -483,7 +487,7 @@ def test_resume_takes_every_prepare_speed_and_layout_setting_train_does_not_read
         new = to_dict(RunConfig())
         value = new["data"][key]
         new["data"][key] = (value or 1) * 2 if isinstance(value, int) else "other"
-        found = changes_on_resume({"config": saved, "data_integrity": "d"}, new, "d")
+        found = changes_on_resume({"config": saved, "data_integrity": "d"}, new, SAME)
         assert [c.key for c in found] == [f"data.{key}"]
 
 
@@ -496,11 +500,11 @@ def test_a_lora_run_may_resume_on_its_base_copied_elsewhere():
     new["model"]["path"] = "/local/copy"
     files = {"model.safetensors": "abc123"}
     saved = {"config": saved_cfg, "data_integrity": "d", "base_weights": files}
-    assert [c.key for c in changes_on_resume(saved, new, "d", files)] == ["model.path"]
+    assert [c.key for c in changes_on_resume(saved, new, SAME, files)] == ["model.path"]
     with pytest.raises(ValueError, match=r"model\.path"):
-        changes_on_resume(saved, new, "d", {"model.safetensors": "other"})
+        changes_on_resume(saved, new, SAME, {"model.safetensors": "other"})
     with pytest.raises(ValueError, match=r"model\.path"):
-        changes_on_resume({"config": saved_cfg, "data_integrity": "d"}, new, "d", None)
+        changes_on_resume({"config": saved_cfg, "data_integrity": "d"}, new, SAME, None)
 
 
 def test_a_batch_the_processes_cannot_split_names_a_micro_batch_that_can():

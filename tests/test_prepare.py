@@ -161,6 +161,36 @@ def test_same_input_same_shards(catalogue, tiny_cfg, prepared, tmp_path):
     assert [s.sha256 for s in again.shards] == [s.sha256 for s in read_manifest(prepared).shards]
 
 
+def test_the_same_input_prepared_again_is_the_same_data_for_resume_and_eval(
+    catalogue, prepared, tmp_path
+):
+    """An outside review: a re-prepare of unchanged data (a requeue onto a node whose local disk
+    was wiped) had the same shards and split, but its manifest digest differed (the reports'
+    timings), so resume refused it and eval called it "prepared again since". The data's
+    digest leaves the reports out; a record of the folder's manifest integrity (what runs
+    recorded before) is still accepted."""
+    from amazon_sft.resume_config import changes_on_resume
+    from amazon_sft.trained_on import TrainedOn, check_trained_on, write_trained_on
+
+    cfg = load_run_config("tiny", PREPARED_OVERRIDES)
+    again = prepare(catalogue, tmp_path / "again", cfg, progress=False)
+    first = read_manifest(prepared)
+    assert again.integrity != first.integrity  # the reports' timings differ ...
+    assert again.identity.digest == first.identity.digest  # ... the data does not
+    # what a run records now; and before 2026-12-04 (the manifest's integrity: of this folder)
+    for recorded in (first.identity.digest, again.integrity):
+        model = tmp_path / f"model-{recorded[:8]}"
+        model.mkdir()
+        write_trained_on(model, TrainedOn(str((tmp_path / "again").resolve()), recorded))
+        check_trained_on(model, tmp_path / "again")  # not "prepared again since"
+        saved = {"config": first.config, "data_integrity": recorded}
+        assert changes_on_resume(saved, first.config, again.identity) == []
+    other = prepare(catalogue, tmp_path / "other", load_run_config("tiny"), progress=False)
+    with pytest.raises(ValueError, match="manifest digest"):
+        saved = {"config": first.config, "data_integrity": first.identity.digest}
+        changes_on_resume(saved, first.config, other.identity)
+
+
 def test_chat_template_prompts_use_the_exact_spliced_ids(chat_tok, catalogue, tiny_cfg, tmp_path):
     chat_tok.save_pretrained(tmp_path / "tok")
     prepare(catalogue, tmp_path / "out", tiny_cfg, tokenizer=str(tmp_path / "tok"), progress=False)

@@ -326,6 +326,7 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
     from amazon_sft.checkpointing import COMPLETE, checkpoint_dir
     from amazon_sft.config import load_run_config
     from amazon_sft.config_loader import to_dict
+    from amazon_sft.data.manifest import DataIdentity
     from amazon_sft.errors import UserError
     from amazon_sft.resume_config import run_record
     from amazon_sft.resuming import plan_resume
@@ -345,14 +346,14 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
         state=SimpleNamespace(deepspeed_plugin=None),
         mixed_precision="no",
     )
-    planned = plan_resume(cfg, accelerator, "digest", out, None)
+    planned = plan_resume(cfg, accelerator, DataIdentity("digest", "digest"), out, None)
     newest, older = planned.values()
     assert newest is None  # no config recorded: said when (if) it is loaded
     assert isinstance(older, UserError) and "ZeRO-2" in str(older)
     record = run_record(to_dict(cfg), "another digest")  # the data changed since step 2
     (checkpoint_dir(out, 2) / "run_config.json").write_text(json.dumps(record))
     with pytest.raises(UserError, match="would make it another run"):
-        plan_resume(cfg, accelerator, "digest", out, None)
+        plan_resume(cfg, accelerator, DataIdentity("digest", "digest"), out, None)
 
 
 def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoint(

@@ -87,6 +87,11 @@ class Manifest:
         """The data config prepare ran with."""
         return self.config.get("data", {})
 
+    @property
+    def identity(self) -> DataIdentity:
+        """What names this prepared data in a run's records (resume, ``trained_on.json``)."""
+        return DataIdentity(data_digest(self.to_dict()), self.integrity)
+
     def to_dict(self) -> dict:
         """As stored in manifest.json."""
         raw = dataclasses.asdict(self)
@@ -113,6 +118,35 @@ class Manifest:
         except TypeError as err:
             raise UserError(f"{where}: a shard entry is malformed ({err})") from None
         return cls(**{**raw, "shards": shards})
+
+
+REPORTS = ("report.json", "report.md")
+"""Prepare's reports: their timings (and the input path as typed) differ on every run."""
+
+
+def data_digest(manifest: dict) -> str:
+    """sha256 of what a prepared folder holds for training and evaluation: the manifest without
+    its integrity and its reports' digests. Preparing the same input again gives the same
+    digest (an outside review: a requeue's re-prepare of unchanged data was refused by resume,
+    and eval called it "prepared again since", because the reports' timings differed)."""
+    body = {k: v for k, v in manifest.items() if k != "integrity"}
+    digests = body.get("file_digests") or {}
+    body["file_digests"] = {n: d for n, d in digests.items() if n not in REPORTS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class DataIdentity:
+    """A prepared folder's data, as a run records it and later compares it."""
+
+    digest: str
+    """``data_digest``: what a run records."""
+    integrity: str
+    """The manifest's integrity digest, which runs recorded before 2026-12-04: still accepted."""
+
+    def names(self, recorded: str | None) -> bool:
+        """Whether a run's recorded digest is of this data."""
+        return recorded in (self.digest, self.integrity)
 
 
 def seal(manifest: dict) -> dict:

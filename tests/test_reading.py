@@ -129,3 +129,17 @@ def test_two_files_joined_keep_the_second_ones_first_row(tmp_path):
     stats = ReadStats()
     assert [r.uid for r in read_records(path, stats)] == ["a", "b"]
     assert not stats.skipped
+
+
+def test_strict_skips_and_counts_blank_lines_and_says_how_to_go_on(tmp_path):
+    """An outside review: a Windows file's trailing empty line ("\\r\\n\\r\\n") stopped --strict
+    ("line 2: blank_line"), which the README's list of bad lines does not name, and the stop
+    said nothing of what to do. A blank line holds no row to lose: counted, never a stop."""
+    path = tmp_path / "crlf.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + GOOD + b"\r\n\r\n   \n" + GOOD.replace(b"0001", b"0002"))
+    stats = ReadStats()
+    assert len(list(read_records(path, stats, strict=True))) == 2
+    assert stats.skipped["blank_line"] == 2
+    _write(path, [GOOD, b"[1, 2]"])
+    with pytest.raises(UserError, match=r"line 2: not_an_object.*drop --strict"):
+        list(read_records(path, ReadStats(), strict=True))

@@ -50,7 +50,10 @@ class ReadStats:
     def skip(self, reason: str, line_no: int, strict: bool, detail: str = "") -> None:
         if strict:
             where = f"{self.source} line {line_no}" if self.source else f"line {line_no}"
-            raise UserError(f"{where}: {reason}{': ' + detail if detail else ''} (--strict)")
+            raise UserError(
+                f"{where}: {reason}{': ' + detail if detail else ''} (--strict): fix or remove "
+                "that line, or drop --strict to skip and count such lines"
+            )
         self.skipped[reason] += 1
         kept = self.first_lines.setdefault(reason, [])
         if len(kept) < FIRST_LINES_KEPT:
@@ -136,8 +139,8 @@ def read_records(
                 continue
             if line.startswith(BOM):  # a file's first line, or a joined file's (cat a b)
                 line = line[len(BOM) :]
-            if not line.strip():
-                stats.skip("blank_line", line_no, strict)
+            if not line.strip():  # no row to lose (a Windows file's last "\r\n"): never a stop
+                stats.skip("blank_line", line_no, strict=False)
                 continue
             try:
                 obj = loads(line)

@@ -42,7 +42,7 @@ run_nodes() {
 
 # SLURM sends USR1 to this shell before the time limit (--signal=B:USR1@SECONDS): pass it on to
 # every task (the training loop saves a checkpoint and exits 0), then requeue the job; the new
-# run starts with resume=auto. USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
+# run starts with resume=auto (not when training reached its last step meanwhile). USR1, not TERM: srun passes USR1 on as it is, but answers TERM by
 # killing its tasks at once (seen under SLURM 22.05: nothing saved). PREEMPT_SIGNAL=TERM (eval,
 # which has nothing to save) stops the step at once instead. Eval and prepare start over at each
 # requeue, so one longer than the time limit would be requeued for ever (SLURM counts requeues
@@ -54,6 +54,10 @@ on_preempt() {
   if [ -n "${SRUN_PID:-}" ]; then
     kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true
+  fi
+  if declare -F training_finished >/dev/null && training_finished; then # train_slurm.sbatch's
+    echo "job $SLURM_JOB_ID: training reached its last step during the warning: not requeued"
+    exit 0
   fi
   if [ -n "${REQUEUE_LIMIT:-}" ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$REQUEUE_LIMIT" ]; then
     echo "job $SLURM_JOB_ID was requeued ${SLURM_RESTART_COUNT} times (MAX_REQUEUES=$REQUEUE_LIMIT)" \

@@ -364,6 +364,26 @@ def test_training_requeues_stop_when_they_save_nothing_new(tmp_path):
     assert (tmp_path / "a" / "logs" / ".stalled-requeues-77").read_text().strip() == "1"
 
 
+def test_a_run_that_finished_during_the_warning_is_not_requeued(tmp_path):
+    """A review: a warning that came while training saved its last step still requeued the
+    job, which queued again and loaded the model on every node to log "already finished".
+    A run whose final/ holds the config's last step (its config.yaml, as training resolved
+    it) ends the job; one stopped short of it, or a final/ from fewer steps, is requeued."""
+    for name, steps, stopped_by, requeued in (
+        ("done", 60, None, False),
+        ("short", 40, None, True),  # a final/ of an earlier, shorter run: max_steps raised
+        ("none", None, None, True),
+    ):
+        run = tmp_path / name / "run"
+        (run / "final").mkdir(parents=True)
+        (run / "config.yaml").write_text("# comments first\ntrain:\n  max_steps: 60\n")
+        if steps is not None:
+            summary = {"steps": steps, "stopped_by": stopped_by}
+            (run / "final" / "run_summary.json").write_text(json.dumps(summary))
+        code, _, calls = _fake_srun_job(tmp_path / name, "train_slurm.sbatch", OUT=str(run))
+        assert code == 0 and ("requeue 77" in calls) is requeued, (name, calls)
+
+
 def test_the_nodes_take_their_gpu_count_and_cpus_from_the_job(tmp_path):
     """``GPUS_PER_NODE`` was 8 whatever ``--gres`` gave, and srun (SLURM 22.05 on) does not
     inherit ``--cpus-per-task``: each node's training ran on one core."""

@@ -31,8 +31,8 @@ from pathlib import Path
 from amazon_sft.demo_files import (
     DEMO_FILES,
     check_demo_files,
-    forget_demo_file,
-    record_demo_file,
+    demo_log,
+    staged_demo_file,
 )
 from amazon_sft.demo_steps import run
 from amazon_sft.errors import OneLineParser
@@ -239,12 +239,8 @@ def _demo(args, out: Path) -> int:
     prepared, report, oracle = out / "prepared", out / "eval", out / "eval-oracle"
     writes = [n for n in DEMO_FILES if not (args.data and n == "trn.json.gz")]
     check_demo_files(out, prepared, [report, oracle], writes)  # before the first step
-    forget_demo_file(out, "demo.log")
-    try:
-        with open(out / "demo.log", "w") as log:
-            before, after, questions = _steps(args, out, log)
-    finally:
-        record_demo_file(out, "demo.log")
+    with demo_log(out) as log:
+        before, after, questions = _steps(args, out, log)
     summary = {
         "questions": [
             {
@@ -259,9 +255,8 @@ def _demo(args, out: Path) -> int:
             for i, q in enumerate(questions)
         ]
     }
-    forget_demo_file(out, "answers.json")
-    (out / "answers.json").write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-    record_demo_file(out, "answers.json")
+    with staged_demo_file(out, "answers.json") as staging:
+        staging.write_text(json.dumps(summary, indent=2, ensure_ascii=False))
     print_summary(summary, report)
     return 0
 
@@ -277,16 +272,14 @@ def _steps(args, out: Path, log) -> tuple[list[dict], list[dict], list[str]]:
     data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
     report, oracle = out / "eval", out / "eval-oracle"
     if args.data is None:
-        synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(data)]
-        synth.append("--overwrite")  # the demo folder's own catalogue, made again each run
-        forget_demo_file(out, data.name)
-        run("generate a catalogue", synth, log)
-        record_demo_file(out, data.name)
+        with staged_demo_file(out, data.name) as staging:
+            synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(staging)]
+            run("generate a catalogue", synth, log)
     run("prepare", prepare_args(args, args.data or str(data), prepared), log)
     rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")
-    forget_demo_file(out, "heldout_questions.jsonl")
-    question_file = write_questions(rows, out / "heldout_questions.jsonl")
-    record_demo_file(out, question_file.name)
+    with staged_demo_file(out, "heldout_questions.jsonl") as staging:
+        write_questions(rows, staging)
+    question_file = out / "heldout_questions.jsonl"
     print(f"\n== {len(rows)} held-out questions: {question_file}", flush=True)
     questions = demo_questions(rows)
     base = f"config:{args.config}"

@@ -14,24 +14,33 @@ which is the demo's, as the folder's claim says.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from amazon_sft.atomic import write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 
 RECORD = ".amazon_sft_demo_files.json"
-"""In the demo folder: file name -> sha256 of what the demo last wrote there."""
+"""In the demo folder: file name -> sha256 of what the demo last wrote there (two while it
+replaces the file; the log's inode while it writes it)."""
 DEMO_FILES = ("trn.json.gz", "heldout_questions.jsonl", "answers.json", "demo.log")
 
 
 WRITING = "writing"
-"""A file's record while the demo writes it: one killed half-way is still the demo's."""
+"""A file's record while an earlier version of the demo wrote it: whatever is there is the
+demo's (a user's file put there after that demo was killed was too: a review)."""
+OPEN = "open:"
+"""``open:DEVICE:INODE``: the log while the demo writes it in place (a killed demo's log is its
+own; a file put there since is another file)."""
 
 
 FORMAT_KEY, FORMAT = "_format", 2
-"""Records of format 2 name every file the demo wrote (one being written is marked
-``WRITING``), so a name missing from one is not the demo's. Earlier records dropped a name
+"""Records of format 2 name every file the demo wrote, so a name missing from one is not the
+demo's. Earlier records dropped a name
 while its file was rewritten: a demo killed then left its own file unnamed."""
 
 
@@ -57,12 +66,12 @@ def _digests_known(out: Path) -> dict[str, str]:
 
 def _current(out: Path) -> dict[str, str]:
     """The record to add to: an older one (or none) becomes format 2 with every demo file it
-    left unnamed marked ``WRITING`` (the demo's, by its rule), not dropped as not the demo's."""
+    left unnamed recorded as it is (the demo's, by its rule), not dropped as not the demo's."""
     known = _digests_known(out)
     if _recorded(out) is None:
         for name in DEMO_FILES:
             if name not in known and (out / name).is_file():
-                known[name] = WRITING
+                known[name] = sha256_file(out / name)  # the demo's as it is now
     return known
 
 
@@ -71,20 +80,61 @@ def _write_record(out: Path, recorded: dict[str, str]) -> None:
     write_text_whole(out / RECORD, json.dumps(body, indent=1) + "\n")
 
 
+def _set(out: Path, name: str, value: str | list[str]) -> None:
+    recorded = _current(out)
+    recorded[name] = value
+    _write_record(out, recorded)
+
+
 def record_demo_file(out: Path, name: str) -> None:
     """Record the digest of ``out/name`` as the demo wrote it."""
-    recorded = _current(out)
-    recorded[name] = sha256_file(out / name)
-    _write_record(out, recorded)
+    _set(out, name, sha256_file(out / name))
 
 
-def forget_demo_file(out: Path, name: str) -> None:
-    """Mark ``name`` as being written before the demo writes it again: a demo killed while
-    writing it (SIGKILL, a closed terminal) leaves a file whose digest differs, which the next
-    demo must take as its own, not refuse."""
-    recorded = _current(out)
-    recorded[name] = WRITING
-    _write_record(out, recorded)
+@contextmanager
+def staged_demo_file(out: Path, name: str) -> Iterator[Path]:
+    """Write ``name`` into the path yielded (a hidden staging file that keeps the name's
+    suffix: synth compresses a ``.gz``); then it replaces ``out/name`` and is recorded. While
+    it does, the record holds the old digest and the new one, so a kill at any instant leaves
+    a file the record names as the demo's, and no mark that would take a user's file put
+    there later for the demo's (a review: a ``writing`` mark outlived a kill)."""
+    staging = out / f".{name}.tmp-{os.getpid()}{''.join(Path(name).suffixes[-1:])}"
+    old = _digests_known(out).get(name)
+    try:
+        yield staging
+        new = sha256_file(staging)
+        _set(out, name, [*(old if isinstance(old, list) else [old] if old else []), new])
+        os.replace(staging, out / name)
+        _set(out, name, new)
+    finally:
+        staging.unlink(missing_ok=True)
+
+
+@contextmanager
+def demo_log(out: Path) -> Iterator[IO[str]]:
+    """The demo's log, written in place (a user may follow it); recorded by its inode while
+    open, by its digest once closed."""
+    path = out / "demo.log"
+    try:
+        with open(path, "w") as log:
+            info = os.fstat(log.fileno())
+            _set(out, path.name, f"{OPEN}{info.st_dev}:{info.st_ino}")
+            yield log
+    finally:
+        if path.is_file():
+            record_demo_file(out, path.name)
+
+
+def _as_written(path: Path, recorded: object) -> bool:
+    """Whether ``path`` is the file the record names (a digest, digests mid-swap, the log's
+    inode while open, or an earlier version's ``writing``)."""
+    if recorded == WRITING:
+        return True
+    if isinstance(recorded, str) and recorded.startswith(OPEN):
+        info = path.stat()
+        return recorded == f"{OPEN}{info.st_dev}:{info.st_ino}"
+    digests = recorded if isinstance(recorded, list) else [recorded]
+    return sha256_file(path) in digests
 
 
 def check_demo_files(
@@ -124,8 +174,4 @@ def not_written_by_demo(out: Path, names: list[str]) -> list[str]:
 def edited_since_demo(out: Path, names: list[str]) -> list[str]:
     """Of ``names``, those whose recorded digest (any record's) differs from the file's."""
     known = _digests_known(out)
-    return [
-        name
-        for name in names
-        if name in known and known[name] != WRITING and sha256_file(out / name) != known[name]
-    ]
+    return [name for name in names if name in known and not _as_written(out / name, known[name])]

@@ -1,6 +1,7 @@
 """The demo pipeline on the tiny model: the same code path as `make demo`, in seconds."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -207,27 +208,82 @@ def test_a_demo_given_a_missing_catalogue_creates_nothing(tmp_path):
     assert not out.exists()
 
 
-def test_a_demo_killed_while_writing_its_log_can_run_again(tmp_path):
+def test_a_demo_killed_while_writing_its_log_can_run_again_and_a_later_file_is_not_its_own(
+    tmp_path,
+):
     """A review of the record above: a demo killed (SIGKILL, a closed terminal) after opening
     demo.log never recorded it again, so the next demo refused its own log as "changed since".
-    A file's record is dropped before the demo writes it again."""
-    from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
+    Then the fix marked it "writing", and any file put there after the kill was the demo's to
+    replace. The log is recorded by its inode while open: the killed demo's log is its own, a
+    file put there since is not."""
+    from amazon_sft.demo_files import check_demo_files, demo_log, record_demo_file
+    from amazon_sft.errors import UserError
 
     out = tmp_path / "demo"
     out.mkdir()
     (out / "demo.log").write_text("$ amazon-sft synth ... (an earlier demo)\n")
     record_demo_file(out, "demo.log")
-    forget_demo_file(out, "demo.log")  # what the demo does before it opens the log
-    (out / "demo.log").write_text("$ amazon-sft synth ... (killed half-way)\n")
-    check_demo_files(out, out / "prepared", [out / "eval"])  # not refused
+    writing = demo_log(out)  # a demo that never leaves the block: killed
+    log = writing.__enter__()
+    log.write("$ amazon-sft synth ... (killed half-way)\n")
+    log.flush()
+    check_demo_files(out, out / "prepared", [out / "eval"])  # its own: not refused
+    (out / "demo.log").unlink()
+    (out / "demo.log").write_text("my notes on the demo\n")  # the user's, after the kill
+    with pytest.raises(UserError, match=r"demo\.log changed since"):
+        check_demo_files(out, out / "prepared", [out / "eval"])
+
+
+def test_a_file_the_demo_replaces_is_its_own_at_any_instant_of_a_kill(tmp_path, monkeypatch):
+    """A demo file is written beside its name, then renamed into place; the record holds the
+    old digest and the new one while it is: a kill before, during or after the rename leaves a
+    file the record names, and a user's file put there later is not the demo's."""
+    from amazon_sft import demo_files
+    from amazon_sft.demo_files import check_demo_files, record_demo_file, staged_demo_file
+    from amazon_sft.errors import UserError
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "trn.json.gz").write_bytes(b"the demo's first catalogue")
+    record_demo_file(out, "trn.json.gz")
+    with pytest.raises(KeyboardInterrupt), staged_demo_file(out, "trn.json.gz") as staging:
+        assert staging.name.endswith(".gz") and staging.name.startswith(".")  # synth gzips
+        staging.write_bytes(b"half a catalogue")
+        raise KeyboardInterrupt  # killed while synth wrote
+    assert (out / "trn.json.gz").read_bytes() == b"the demo's first catalogue"
+    assert not staging.exists()
+
+    replace = os.replace
+
+    def killed_at_the_rename(src, dst):
+        if Path(dst).name == "trn.json.gz":
+            raise SystemExit(137)
+        replace(src, dst)  # the record's own
+
+    monkeypatch.setattr(demo_files.os, "replace", killed_at_the_rename)
+    with pytest.raises(SystemExit), staged_demo_file(out, "trn.json.gz") as staging:
+        staging.write_bytes(b"the demo's second catalogue")
+    monkeypatch.undo()
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])  # old: its own
+    (out / "trn.json.gz").write_bytes(b"the demo's second catalogue")  # as if renamed
+    check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])  # new: too
+    (out / "trn.json.gz").write_bytes(b"my real products")
+    with pytest.raises(UserError, match=r"trn\.json\.gz changed since"):
+        check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
+    (out / "trn.json.gz").write_bytes(b"the demo's second catalogue")
+    with staged_demo_file(out, "trn.json.gz") as staging:
+        staging.write_bytes(b"the demo's third catalogue")
+    assert (out / "trn.json.gz").read_bytes() == b"the demo's third catalogue"
+    record = json.loads((out / demo_files.RECORD).read_text())
+    assert isinstance(record["trn.json.gz"], str)  # one digest once in place
 
 
 def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
     """A hostile review: a demo run with ``--data`` records no ``trn.json.gz``; the user's own
     catalogue put there afterwards was taken as the demo's (no record claimed it) and the next
     demo without ``--data`` generated a catalogue over it. A file the record does not name is
-    the demo's only in a folder from before the record; one it is writing is marked so."""
-    from amazon_sft.demo_files import check_demo_files, forget_demo_file, record_demo_file
+    the demo's only in a folder from before the record."""
+    from amazon_sft.demo_files import check_demo_files, record_demo_file, staged_demo_file
     from amazon_sft.errors import UserError
 
     out = tmp_path / "demo"
@@ -238,15 +294,17 @@ def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
     with pytest.raises(UserError, match=r"trn\.json\.gz.*not written by the demo"):
         check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
     check_demo_files(out, out / "prepared", [out / "eval"], writes=[])  # --data: not written
-    forget_demo_file(out, "trn.json.gz")  # a demo killed while writing its own: still its own
-    check_demo_files(out, out / "prepared", [out / "eval"], writes=["trn.json.gz"])
     # a record an earlier version wrote dropped a name while its file was rewritten: a demo
     # killed then (SIGKILL) left its own log unnamed, which is still the demo's (a review)
     (out / ".amazon_sft_demo_files.json").write_text('{"answers.json": "0"}')
     check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
-    # ... and stays the demo's once a new demo rewrites the record (before the log again)
-    forget_demo_file(out, "answers.json")
+    # ... and stays the demo's once a new demo rewrites the record (recorded as it is)
+    with staged_demo_file(out, "answers.json") as staging:
+        staging.write_text("{}")
     check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log", "answers.json"])
+    (out / "demo.log").write_text("edited since")
+    with pytest.raises(UserError, match=r"demo\.log changed since"):
+        check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
 
 
 def test_a_long_demo_step_says_it_is_alive(monkeypatch, capsys, tmp_path):

@@ -27,7 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.ask import Answerer
 from amazon_sft.answering.index import CatalogueIndex
-from amazon_sft.answering.serve import BROWSER_FLAGS, BackgroundServer, create_app
+from amazon_sft.answering.serve import BROWSER_FLAGS, create_app
+from amazon_sft.answering.serve_socket import BackgroundServer
 from amazon_sft.evaluation.loading import load_for_eval, pick_device
 from amazon_sft.prompts import build_prompt_format
 

@@ -682,7 +682,8 @@ def test_a_slowly_sent_body_is_timed_out():
     import time
     from types import SimpleNamespace
 
-    from amazon_sft.answering.serve import BackgroundServer, create_app
+    from amazon_sft.answering.serve import create_app
+    from amazon_sft.answering.serve_socket import BackgroundServer
 
     from .conftest import free_port
 
@@ -715,7 +716,8 @@ def test_an_oversized_body_that_stalls_is_answered_and_closed_in_time():
     import time
     from types import SimpleNamespace
 
-    from amazon_sft.answering.serve import MAX_BODY_BYTES, BackgroundServer, create_app
+    from amazon_sft.answering.serve import MAX_BODY_BYTES, create_app
+    from amazon_sft.answering.serve_socket import BackgroundServer
 
     from .conftest import free_port
 

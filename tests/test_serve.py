@@ -2,6 +2,7 @@
 
 import json
 import shutil
+import signal
 import socket
 import threading
 import time
@@ -12,7 +13,8 @@ import pytest
 from amazon_sft.answering.ask import Answer, Answerer
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.index_build import build_index
-from amazon_sft.answering.serve import BROWSER_FLAGS, MAX_BODY_BYTES, BackgroundServer, create_app
+from amazon_sft.answering.serve import BROWSER_FLAGS, MAX_BODY_BYTES, create_app
+from amazon_sft.answering.serve_socket import BackgroundServer
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import build_prompt_format
 
@@ -279,6 +281,48 @@ def test_an_abandoned_request_stops_generating(route):
         assert slow.cancelled.wait(timeout=5), "generation went on for a client that left"
 
 
+def test_a_stop_starts_no_waiting_answer_and_a_second_ends_the_one_generating():
+    """A hostile review: Ctrl-C twice (uvicorn's force quit) with 4 requests queued told every
+    client 500 at once, then took 25 s to exit (60 s with 9), generating every queued answer
+    for clients already gone; one Ctrl-C or SIGTERM waited for the whole queue (86 s with 9).
+    A stop lets the answer being generated finish and starts none of those waiting; a second
+    stop ends that one too."""
+    import http.client
+
+    slow = SlowAnswerer()
+    port = free_port()
+    background = BackgroundServer(create_app(slow, max_queue=3), port)
+    replies: list = []
+
+    def ask() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        try:
+            conn.request("POST", "/api/ask", json.dumps({"question": "q"}),
+                         {"Content-Type": "application/json"})  # fmt: skip
+            replies.append(conn.getresponse().status)
+        except OSError as err:  # a forced stop may close the connection first
+            replies.append(type(err).__name__)
+
+    with background:
+        threads = [threading.Thread(target=ask) for _ in range(3)]
+        for thread in threads:
+            thread.start()
+            time.sleep(0.1)
+        deadline = time.time() + 10
+        while slow.running < 1 and time.time() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)  # the other two wait for the model
+        background.server.handle_exit(signal.SIGINT, None)  # Ctrl-C
+        time.sleep(0.5)
+        assert not slow.cancelled.is_set()  # the answer being generated goes on
+        background.server.handle_exit(signal.SIGINT, None)  # Ctrl-C again
+        assert slow.cancelled.wait(timeout=3), "the answer being generated went on"
+        for thread in threads:
+            thread.join(timeout=10)
+    assert slow.running == 1, f"{slow.running} answers generated after the stop"
+    assert len(replies) == 3 and 200 not in replies, replies
+
+
 @pytest.mark.e2e
 @pytest.mark.skipif(
     CHROMIUM is None, reason="needs Debian's chromium: apt-get install chromium (.ci/run does)"
@@ -381,7 +425,7 @@ def test_port_0_says_the_port_it_serves_on(prepared, tiny_tok, tiny_cfg, capsys,
     """``--port 0`` said "serving on http://127.0.0.1:0/" while uvicorn bound a port of its
     own choosing: the socket is bound first, and its port is the one said."""
     import amazon_sft.evaluation.loading as loading
-    from amazon_sft.answering import serve as serving
+    from amazon_sft.answering import serve_socket as serving
     from amazon_sft.cli import main
 
     served = []

@@ -11,7 +11,8 @@ import time
 import pytest
 
 from amazon_sft.answering.ask import Answer
-from amazon_sft.answering.serve import BackgroundServer, create_app
+from amazon_sft.answering.serve import create_app
+from amazon_sft.answering.serve_socket import BackgroundServer
 from amazon_sft.errors import UserError
 
 from .conftest import free_port
@@ -305,7 +306,8 @@ _LOW_FILE_LIMIT_SERVER = """
 import resource, sys
 resource.setrlimit(resource.RLIMIT_NOFILE, (256, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 from amazon_sft.answering.ask import Answer
-from amazon_sft.answering.serve import create_app, listen, serve
+from amazon_sft.answering.serve import create_app
+from amazon_sft.answering.serve_socket import listen, serve
 
 class Quiet:
     default_mode = "closed"

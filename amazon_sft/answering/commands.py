@@ -336,16 +336,17 @@ def _run_chat(args) -> int:
 
 def _run_serve(args) -> int:
     from amazon_sft.answering import serve as serving
+    from amazon_sft.answering import serve_socket
 
     if args.max_queue < 0:
         raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
     serving.check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
-    serving.check_port(args.port)
+    serve_socket.check_port(args.port)
     serving.check_default_k(args.k)
     load = _checked_session(args, serving=True)
-    with serving.listen(args.host, args.port) as sock:  # the port is ours before the load
+    with serve_socket.listen(args.host, args.port) as sock:  # the port is ours before the load
         answerer = load()
-        print(f"serving on {serving.address(sock)}  (API: POST /api/ask)")
+        print(f"serving on {serve_socket.address(sock)}  (API: POST /api/ask)")
         hosts = (*serving.LOCAL_HOSTS, args.host, *args.allowed_host)
         app = serving.create_app(
             answerer,
@@ -354,7 +355,7 @@ def _run_serve(args) -> int:
             max_queue=args.max_queue,
             default_k=args.k,
         )
-        serving.serve(app, sock)
+        serve_socket.serve(app, sock)
     return 0
 
 

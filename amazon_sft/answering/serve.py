@@ -30,9 +30,7 @@ request).
 """
 
 import asyncio
-import errno
 import logging
-import socket
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
@@ -48,12 +46,9 @@ from amazon_sft.answering.first_come import FirstComeLock
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, without_lone_surrogates
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
-    HEADER_TIMEOUT_S,
     MAX_BODY_BYTES,
     BodyLimit,
     HostCheck,
-    guarded_protocol,
-    listen_backlog,
     safe_json,
 )
 from amazon_sft.answering.web_page import PAGE
@@ -65,6 +60,9 @@ MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DISCONNECT_POLL_S = 0.25
+STOPPING = object()
+"""``run``'s answer when the server is stopping (``app.state.stop``)."""
+STOPPING_MESSAGE = "the server is stopping: ask again once it is back"
 # Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -159,6 +157,18 @@ def create_app(
             return self.mode
 
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None, openapi_url=None)
+    stopping = threading.Event()
+    live: set[threading.Event] = set()  # each request's cancel, while it is answered
+
+    def stop(force: bool = False) -> None:
+        """The server is stopping: no waiting request starts generating (it is told 503);
+        ``force`` (a second stop): the answer being generated ends too. A stop waited for
+        every queued answer, generated for clients already gone (a hostile review)."""
+        stopping.set()
+        for cancel in list(live) if force else []:
+            cancel.set()
+
+    app.state.stop = stop
     lock = FirstComeLock()  # requests get the model in the order they came
     seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
     # A thread for each seat: waiting in the loop's shared pool (6 threads on 2 cores), requests
@@ -195,9 +205,14 @@ def create_app(
         return HTMLResponse(PAGE.replace("__MODE__", answerer.default_mode), headers=PAGE_HEADERS)
 
     def run(req: AskRequest, on_text=None, cancel=None):
-        """Holds a seat (taken by the caller) until done; one generation at a time."""
+        """Holds a seat (taken by the caller) until done; one generation at a time. None: its
+        client left while it waited; ``STOPPING``: the server is stopping."""
         try:
+            if stopping.is_set():
+                return STOPPING
             with lock:  # the model is shared
+                if stopping.is_set():
+                    return STOPPING
                 if cancel is not None and cancel.is_set():
                     return None  # its client left while it waited
                 return answerer(
@@ -218,11 +233,17 @@ def create_app(
         if not seats.acquire(blocking=False):
             return busy()
         cancel = threading.Event()
+        live.add(cancel)
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(loop.run_in_executor(answering, run, req, None, cancel))
-        while not task.done():  # a client that leaves stops the generation it asked for
-            await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
-            if not task.done() and await request.is_disconnected():
+        try:
+            while not task.done():  # a client that leaves stops the generation it asked for
+                await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
+                if not task.done() and await request.is_disconnected():
+                    cancel.set()
+        finally:  # this handler cancelled (a forced stop): nobody is waiting for the answer
+            live.discard(cancel)
+            if not task.done():
                 cancel.set()
         try:
             result = task.result()
@@ -230,6 +251,8 @@ def create_app(
             return error(422, str(err))
         except Exception as err:  # the model failed (out of memory), a file is damaged: ours
             return error(500, failed(err))
+        if result is STOPPING or (stopping.is_set() and cancel.is_set()):
+            return error(503, STOPPING_MESSAGE)
         if result is None:
             return error(499, "client closed the request")
         return Response(
@@ -246,6 +269,7 @@ def create_app(
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
+        live.add(cancel)
 
         def put(event: dict | None) -> None:
             """Hand an event to the loop from the generating thread. A thread waiting on a
@@ -259,13 +283,16 @@ def create_app(
         def work() -> None:
             try:
                 result = run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
-                if result is not None:  # the last event is /api/ask's reply, answer included
+                if result is STOPPING or (stopping.is_set() and cancel.is_set()):
+                    put({"error": STOPPING_MESSAGE})
+                elif result is not None:  # the last event is /api/ask's reply, answer included
                     put({**result.fields(), "sources": result.sources})
             except RequestError as err:
                 put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served
                 put({"error": failed(err)})
             finally:
+                live.discard(cancel)
                 put(None)
 
         threading.Thread(target=work, daemon=True).start()
@@ -294,94 +321,3 @@ def create_app(
         return StreamingResponse(body(), media_type="application/x-ndjson")
 
     return app
-
-
-def check_port(port: int) -> None:
-    """``serve --port``: a TCP port; refused here, not by ``bind()`` in a traceback."""
-    if not 0 <= port <= 65535:
-        raise UserError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
-
-
-def listen(host: str, port: int) -> socket.socket:
-    """A socket listening on ``host:port``, made before the model loads: a port that cannot be
-    had is a one-line error then, not uvicorn's after a long load, and ``--port 0`` has its real
-    port to print. It listens at once, so no other process can take the port meanwhile (clients
-    that come during the load wait in the backlog). Bound as uvicorn binds: IPv6 when the host
-    has a colon, ``SO_REUSEADDR`` so a restart need not wait for old connections to time out."""
-    check_port(port)
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        sock.listen(listen_backlog())
-    except OSError as err:
-        sock.close()
-        if err.errno == errno.EADDRINUSE:
-            raise UserError(
-                f"--port {port} is already in use on {host}: stop what serves there, or give "
-                "another --port (0: any free port)"
-            ) from None
-        reason = err.strerror or str(err)  # an address not of this machine, a privileged port
-        raise UserError(
-            f"cannot listen on --host {host} --port {port} ({reason}): give an address of this "
-            "machine and a port it may use (1024 or above without privileges)"
-        ) from None
-    return sock
-
-
-def address(sock: socket.socket) -> str:
-    """The URL of a listening socket, its port the one bound (``--port 0`` picks one)."""
-    host, port = sock.getsockname()[:2]
-    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
-
-
-def serve(app, sock: socket.socket) -> None:
-    """Serve ``app`` on ``sock`` (``listen``) until stopped."""
-    import uvicorn
-
-    host, port = sock.getsockname()[:2]
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_level="info",
-        http=guarded_protocol(),
-        backlog=listen_backlog(),
-    )
-    uvicorn.Server(config).run(sockets=[sock])
-
-
-class BackgroundServer:
-    """The app on a local port in a thread (tests and screenshots): ``with BackgroundServer(app) as url``."""
-
-    def __init__(
-        self, app, port: int, header_timeout_s: float = HEADER_TIMEOUT_S, max_connections: int = 0
-    ) -> None:
-        import uvicorn
-
-        self.port = port
-        http = guarded_protocol(header_timeout_s, max_connections)
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=port,
-            log_level="warning",
-            http=http,
-            backlog=listen_backlog(max_connections),
-        )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> str:
-        import time
-
-        self.thread.start()
-        deadline = time.time() + 30
-        while not self.server.started and time.time() < deadline:
-            time.sleep(0.05)
-        return f"http://127.0.0.1:{self.port}/"
-
-    def __exit__(self, *exc) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=10)

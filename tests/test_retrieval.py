@@ -263,3 +263,27 @@ def test_recall_counts_the_asked_product_not_another_of_its_title():
         "descriptive", "the one with silicone and walnut", "", "Quiet Whisk Set of 6"
     )
     assert recall(TwinFirst(), [by_title])["all"]["recall@1"] == 1.0
+
+
+def test_an_index_file_cut_in_place_while_serving_is_no_crash(prepared, index, tmp_path):
+    """A hostile review: ``offsets.npy`` was memory-mapped, so a file cut in place while
+    ``serve`` ran (``cp`` over it restores a backup that way) killed the server at its next
+    question with SIGBUS, silently. The offsets (8 bytes a product) are read whole."""
+    import shutil
+    import subprocess
+    import sys
+
+    copy = tmp_path / "prepared"
+    shutil.copytree(prepared, copy)
+    code = (
+        "import sys\n"
+        "from amazon_sft.answering.index import CatalogueIndex\n"
+        "index = CatalogueIndex(sys.argv[1])\n"
+        "open(sys.argv[1] + '/index/offsets.npy', 'w').close()\n"
+        "print(index.record(len(index) - 1)['uid'])\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(copy)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, (proc.returncode, proc.stderr[-1000:])
+    assert proc.stdout.strip() == str(_records(prepared)[-1]["uid"])

@@ -139,7 +139,9 @@ class CatalogueIndex:
             load = {"show_progress": False, "mmap": mmap}
             self.titles = bm25s.BM25.load(str(folder / "title"), **load)
             self.descriptions = bm25s.BM25.load(str(folder / "description"), **load)
-            self.offsets = np.load(folder / "offsets.npy", mmap_mode="r")
+            # read whole where mmap is not asked for (8 bytes a product): a mapped file cut in
+            # place (``cp`` over it) killed serve at its next question with SIGBUS
+            self.offsets = np.load(folder / "offsets.npy", mmap_mode="r" if mmap else None)
             self.train = np.load(folder / "train.npy")
             self.title_words = np.load(folder / "title_words.npy").astype(np.float32)
             self.title_repeats = np.load(folder / "title_repeats.npy")  # by token id

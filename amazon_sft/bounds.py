@@ -3,7 +3,9 @@
 - ``data.max_seq_len`` by the model's context (``max_position_embeddings``): longer rows would
   use positions the model has no embedding or rotary scaling for; and by its sliding attention
   window, which packed training's attention paths do not apply (a document attends to all of
-  its past): rows no longer than the window make the two the same.
+  its past): rows no longer than the window make the two the same; and by longrope's short
+  span (``original_max_position_embeddings``), past which a batch's longest position switches
+  every document in it to the long RoPE factors.
 - ``data.shard_rows`` by memory: prepare buffers one shard of rows (5 bytes a token) in RAM.
 - epochs per optimizer step: a global batch larger than the data repeats every row in one step.
 - ``--max-new-tokens`` of eval: an absolute cap, then the model's context.
@@ -15,6 +17,7 @@ import logging
 import math
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from amazon_sft.errors import READ_ERRORS, UserError
 
@@ -68,14 +71,56 @@ def window_of(config) -> int | None:
     return window
 
 
-def model_limits(model_cfg) -> tuple[int | None, int | None]:
-    """(context, sliding window) of the model a config names, read from its ``config.json``,
-    its GGUF file's header (context only: the load checks the window) or ``arch``, without
-    loading weights; None where it cannot be read here (a hub id offline, a damaged file: the
-    model's load says why)."""
+def longrope_span(config) -> int | None:
+    """The short span of a longrope model (Phi-3-128k, Phi-3.5-mini, Phi-4-mini): transformers
+    picks the short or the long RoPE factors from a batch's longest position against it. None
+    for any other rope type (a transformers config, or a ``model.arch`` dict).
+
+    >>> longrope_span({"rope_scaling": {"rope_type": "longrope"},
+    ...                "original_max_position_embeddings": 4096})
+    4096
+    >>> longrope_span({"rope_parameters": {"rope_type": "llama3", "factor": 8.0}}) is None
+    True
+    """
+    get = config.get if isinstance(config, dict) else lambda k: getattr(config, k, None)
+    for key in ("rope_parameters", "rope_scaling"):
+        rope = get(key)
+        if isinstance(rope, dict) and (rope.get("rope_type") or rope.get("type")) == "longrope":
+            span = rope.get("original_max_position_embeddings") or get(
+                "original_max_position_embeddings"
+            )
+            return span if isinstance(span, int) and span > 0 else None
+    return None
+
+
+class ModelLimits(NamedTuple):
+    """What caps ``data.max_seq_len`` (None: not known, or not there)."""
+
+    context: int | None = None
+    """Positions the model has embeddings for."""
+    window: int | None = None
+    """Its sliding attention window."""
+    short_rope: int | None = None
+    """longrope's short span (``longrope_span``)."""
+
+
+def limits_of(config) -> ModelLimits:
+    """The limits of a transformers config, or a ``model.arch`` dict."""
+    if isinstance(config, dict):
+        value = config.get("max_position_embeddings")
+        context = value if isinstance(value, int) and value > 0 else None
+    else:
+        context = context_of(config)
+    return ModelLimits(context, window_of(config), longrope_span(config))
+
+
+def model_limits(model_cfg) -> ModelLimits:
+    """The limits of the model a config names, read from its ``config.json``, its GGUF file's
+    header (context only: the load checks the rest) or ``arch``, without loading weights;
+    None where one cannot be read here (a hub id offline, a damaged file: the model's load
+    says why)."""
     if model_cfg.path == "random":
-        value = model_cfg.arch.get("max_position_embeddings")
-        return (value if isinstance(value, int) and value > 0 else None), window_of(model_cfg.arch)
+        return limits_of(model_cfg.arch)
     from amazon_sft.tokenizer import resolve_location
 
     if model_cfg.gguf_file:
@@ -83,29 +128,29 @@ def model_limits(model_cfg) -> tuple[int | None, int | None]:
 
         try:
             path = Path(resolve_location(model_cfg.path)) / model_cfg.gguf_file
-            return context_length(path), None
+            return ModelLimits(context=context_length(path))
         except UserError:
-            return None, None
+            return ModelLimits()
     from transformers import AutoConfig
 
     try:
         location = resolve_location(model_cfg.path)
         config = AutoConfig.from_pretrained(location, trust_remote_code=False)
     except (*READ_ERRORS, ImportError, UserError):
-        return None, None  # the model load itself reports why, with its own one line
-    return context_of(config), window_of(config)
+        return ModelLimits()  # the model load itself reports why, with its own one line
+    return limits_of(config)
 
 
-def check_seq_len(
-    max_seq_len: int, context: int | None, model: str, window: int | None = None
-) -> None:
-    """Refuse rows longer than the model's context, or than its sliding attention window.
+def check_seq_len(max_seq_len: int, limits: ModelLimits, model: str) -> None:
+    """Refuse rows longer than the model's context, its sliding attention window, or its
+    longrope short span.
 
-    >>> check_seq_len(2048, 1024, "random")
+    >>> check_seq_len(2048, ModelLimits(context=1024), "random")
     Traceback (most recent call last):
     amazon_sft.errors.UserError: data.max_seq_len=2048 is over the context of model 'random' (1024 tokens): use data.max_seq_len <= 1024
-    >>> check_seq_len(4096, 32768, "mistral-7b-v0.1", window=4096)  # no document outgrows it
+    >>> check_seq_len(4096, ModelLimits(32768, window=4096), "mistral-7b-v0.1")  # none outgrows it
     """
+    context, window, short_rope = limits
     if context is not None and max_seq_len > context:
         raise UserError(
             f"data.max_seq_len={max_seq_len} is over the context of model {model!r} "
@@ -116,6 +161,14 @@ def check_seq_len(
             f"data.max_seq_len={max_seq_len} is over the sliding attention window of model "
             f"{model!r} ({window} tokens), which packed training does not apply (a document "
             f"attends to all of its past): use data.max_seq_len <= {window}"
+        )
+    if short_rope is not None and max_seq_len > short_rope:
+        raise UserError(
+            f"data.max_seq_len={max_seq_len} is over model {model!r}'s longrope short span "
+            f"(original_max_position_embeddings {short_rope}): its RoPE factors are chosen by a "
+            "batch's longest position, and a packed row's tail runs to the row's end, so short "
+            "documents would train under the long factors, unlike when answered alone: use "
+            f"data.max_seq_len <= {short_rope}"
         )
 
 
@@ -152,8 +205,7 @@ def check_row_buffer(shard_rows: int, max_seq_len: int, memory: int | None = Non
 
 def check_prepare_bounds(cfg) -> None:
     """What prepare checks before reading a line: rows fit the model and a shard fits memory."""
-    context, window = model_limits(cfg.model)
-    check_seq_len(cfg.data.max_seq_len, context, cfg.model.path, window)
+    check_seq_len(cfg.data.max_seq_len, model_limits(cfg.model), cfg.model.path)
     check_row_buffer(cfg.data.shard_rows, cfg.data.max_seq_len)
 
 

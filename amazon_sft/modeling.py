@@ -17,7 +17,7 @@ from contextlib import contextmanager
 import torch
 
 from amazon_sft import attention
-from amazon_sft.bounds import check_seq_len, context_of, model_limits, window_of
+from amazon_sft.bounds import check_seq_len, limits_of, model_limits
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
@@ -137,11 +137,10 @@ def load_model(
     try:
         if m.path == "random":
             config = random_arch_config(m.arch, vocab_size, pad_id)
-            check_seq_len(cfg.data.max_seq_len, context_of(config), m.path, window_of(config))
+            check_seq_len(cfg.data.max_seq_len, limits_of(config), m.path)
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
         else:
-            context, window = model_limits(m)
-            check_seq_len(cfg.data.max_seq_len, context, m.path, window)
+            check_seq_len(cfg.data.max_seq_len, model_limits(m), m.path)
             kwargs = {
                 "attn_implementation": attn,
                 "dtype": dtype,
@@ -163,7 +162,7 @@ def load_model(
             "model.gguf_file, or re-save a truncated model"
         ) from None
     # a GGUF file's window is known only now (its header is read for the context alone)
-    check_seq_len(cfg.data.max_seq_len, None, m.path, window_of(model.config))
+    check_seq_len(cfg.data.max_seq_len, limits_of(model.config), m.path)
     check_supported(model.config, attn, m.path)
     model.config.pad_token_id = pad_id
     model.config.use_cache = False  # the KV cache would let packed documents see each other
@@ -330,8 +329,17 @@ def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.floa
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
     missing = [t for t in lora.target_modules if t not in names]
     if missing:
+        linear = sorted(
+            {
+                n.rsplit(".", 1)[-1]
+                for n, mod in model.named_modules()
+                if type(mod) is torch.nn.Linear
+            }
+            - {"lm_head"}
+        )
         raise UserError(
-            f"lora.target_modules {missing} are not modules of this model (it has e.g. q_proj, v_proj)"
+            f"lora.target_modules {missing} are not modules of this model; its linear layers "
+            f"are {', '.join(linear)}: set lora.target_modules to some of those"
         )
     # peft matches modules_to_save as ends of module names (str.endswith) and skips one that matches
     # nothing: a typo trained no extra module while the config and model card named it

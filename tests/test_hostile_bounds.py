@@ -300,6 +300,37 @@ def test_rows_longer_than_a_sliding_window_are_refused(
     assert load_model(cfg, len(tiny_tok), 0, "no").config.sliding_window == 16
 
 
+def test_rows_longer_than_longropes_short_span_are_refused(
+    catalogue, tiny_cfg, tiny_tok, tmp_path, capsys
+):
+    """A review of the model families: longrope (Phi-3-128k, Phi-3.5-mini, Phi-4-mini) picks
+    its short or long RoPE factors from a batch's longest position, and a packed row's tail
+    and a padding row run to the row's end: rows longer than ``original_max_position_embeddings``
+    trained short documents under the long factors (their logits moved by 0.008 beside a
+    padding row), which answering them alone never uses. Refused before prepare; rows within
+    the short span pass."""
+    from transformers import AutoConfig
+
+    from amazon_sft.bounds import check_prepare_bounds
+
+    head = tiny_cfg.model.arch["hidden_size"] // tiny_cfg.model.arch["num_attention_heads"]
+    rope = {"rope_type": "longrope", "short_factor": [1.0] * (head // 2),
+            "long_factor": [4.0] * (head // 2)}  # fmt: skip
+    config = AutoConfig.for_model(
+        "phi3", vocab_size=len(tiny_tok), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, pad_token_id=0,
+        max_position_embeddings=4096, original_max_position_embeddings=128, rope_scaling=rope,
+    )  # fmt: skip
+    saved = tmp_path / "phi3"
+    config.save_pretrained(saved)
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, f"model.path={saved}")  # tiny's rows: 256 tokens
+    _one_line(code, err, "prepare", "longrope", "original_max_position_embeddings", "<= 128")
+    assert not out.exists()
+    check_prepare_bounds(load_run_config("tiny", [f"model.path={saved}", "data.max_seq_len=128"]))
+
+
 def test_shard_rows_are_bounded_by_memory(catalogue, tmp_path, capsys):
     from amazon_sft.bounds import memory_bytes
 

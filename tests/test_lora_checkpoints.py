@@ -271,6 +271,27 @@ def test_a_misspelt_module_to_save_is_refused_not_trained_as_nothing(tiny_model_
     assert trained and all("lm_head" in n for n in trained)
 
 
+def test_lora_targets_a_model_lacks_are_named_with_the_linear_layers_it_has():
+    """A review of the model families: Phi-3's fused qkv_proj and gate_up_proj refused the
+    default targets saying the model "has e.g. q_proj, v_proj", which it does not."""
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from amazon_sft.config import LoraConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.modeling import wrap_lora
+
+    config = AutoConfig.for_model(
+        "phi3", vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=4, num_key_value_heads=4, pad_token_id=0,
+    )  # fmt: skip
+    model = AutoModelForCausalLM.from_config(config)
+    with pytest.raises(UserError) as refused:
+        wrap_lora(model, LoraConfig())
+    said = str(refused.value)
+    assert "qkv_proj" in said and "gate_up_proj" in said and "o_proj" in said, said
+    assert "e.g. q_proj" not in said and "lm_head" not in said
+
+
 def test_every_trainable_parameter_is_fp32_on_a_bf16_base(tiny_model_dir):
     """A kernel-contract review: on a bf16 LoRA base peft upcasts its adapters to fp32 but left
     the lora.modules_to_save copies bf16, so plain AdamW updated them without an fp32 master

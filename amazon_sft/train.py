@@ -24,7 +24,7 @@ import torch
 
 from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
 from amazon_sft.checkpointing import clear_killed_saves
-from amazon_sft.config import RunConfig, load_run_config
+from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.shards import PackedShards, check_fingerprints
@@ -68,7 +68,7 @@ log = logging.getLogger("amazon_sft.train")
 
 
 def main(argv: list[str] | None = None) -> int:
-    cfg, check_world, given = parse_config(argv)
+    cfg, check_world, given, config_name = parse_config(argv)
     if check_world is not None:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(unused),
         )
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
-    tok, shards = load_data(cfg)
+    tok, shards = load_data(cfg, config_name)
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
     cfg = steps_from_epochs(cfg, shards.manifest.rows)
@@ -151,7 +151,8 @@ def shutdown(accelerator) -> None:
         torch.distributed.destroy_process_group()
 
 
-def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[str]]:
+def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[str], str]:
+    """(the run config, --check-world, the overrides given, the config's name or YAML)."""
     parser = OneLineParser(prog="amazon-sft train", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"
@@ -188,7 +189,8 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[st
         json_path = deepspeed_json_of(args.accelerate_config)
         if json_path:  # as accelerate launch hands it to every rank
             os.environ["ACCELERATE_DEEPSPEED_CONFIG_FILE"] = json_path
-    return load_run_config(args.config, args.overrides), args.check_world, args.overrides
+    cfg = load_run_config(args.config, args.overrides)
+    return cfg, args.check_world, args.overrides, args.config or DEFAULT_CONFIG
 
 
 def setup_logging(accelerator) -> None:
@@ -196,13 +198,14 @@ def setup_logging(accelerator) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", force=True)
 
 
-def load_data(cfg: RunConfig):
-    """The tokenizer and the shards, refusing shards made with another tokenizer or template."""
+def load_data(cfg: RunConfig, config_name: str | None = None):
+    """The tokenizer and the shards, refusing shards made with another tokenizer or template
+    (``config_name``: the config's name or YAML, for the prepare command a refusal suggests)."""
     tok = load_tokenizer(cfg.model)
     fmt = build_prompt_format(tok, cfg.data)
-    shards = PackedShards(cfg.data.path, verify=cfg.data.verify)
+    shards = PackedShards(cfg.data.path, verify=cfg.data.verify, config=config_name)
     check_fingerprints(
-        shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path
+        shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path, config_name
     )
     if shards.max_seq_len != cfg.data.max_seq_len:
         raise UserError(

@@ -872,3 +872,41 @@ def test_rows_too_short_for_any_prompt_say_to_raise_the_row_length(catalogue, tm
     code, err = _run_cli(capsys, *args, "--max-seq-len", "16")
     _one_line(code, err, "prepare", "prompt_too_long", "raise data.max_seq_len")
     assert not out.exists()
+
+
+def test_the_prepare_a_refusal_suggests_is_for_the_config_in_use(
+    catalogue, prepared, chat_tok, tmp_path, capsys
+):
+    """A new user: ``train --config tiny data.path=data/nope`` said "run `amazon-sft prepare
+    trn.json.gz --out data/nope` first"; that prepare used the default model's tokenizer, and
+    the same train then refused the folder ("re-run amazon-sft prepare with this model's
+    config"), naming neither the config nor ``--overwrite`` (and ``data.path`` to eval, whose
+    option is ``--data``). Each suggests the prepare command for the config in use."""
+    nope = tmp_path / "nope"
+    code, err = _run_cli(capsys, "train", "--config", "tiny", f"data.path={nope}",
+                         f"out_dir={tmp_path / 'run'}")  # fmt: skip
+    _one_line(code, err, "train", f"--out {nope} --config tiny`")
+    code, err = _run_cli(capsys, "eval", "--model", "config:tiny", "--data", str(nope),
+                         "--out", str(tmp_path / "report"))  # fmt: skip
+    _one_line(code, err, "eval", f"--out {nope} --config tiny`")
+
+    chat_tok.save_pretrained(tmp_path / "tok")  # prepared for another tokenizer
+    other = tmp_path / "other"
+    args = ("prepare", str(catalogue), "--out", str(other), "--config", "tiny", "--quiet")
+    assert _run_cli(capsys, *args, f"model.tokenizer={tmp_path / 'tok'}")[0] == 0
+    code, err = _run_cli(capsys, "train", "--config", "tiny", f"data.path={other}",
+                         f"out_dir={tmp_path / 'run2'}")  # fmt: skip
+    _one_line(code, err, "train", "another tokenizer",
+              f"amazon-sft prepare {catalogue.resolve()} --out {other} --config tiny --overwrite")  # fmt: skip
+    code, err = _run_cli(capsys, "eval", "--model", "config:tiny", "--data", str(other),
+                         "--out", str(tmp_path / "report2"), "--n", "1")  # fmt: skip
+    line = _one_line(code, err, "eval", "another tokenizer", "--config tiny --overwrite", "--data")
+    assert "data.path" not in line, line
+
+
+def test_export_of_a_missing_run_does_not_suggest_a_base_model(tmp_path, capsys):
+    """A new user: ``export runs/notyet`` said "give config:NAME or a training out_dir", and
+    ``export config:tiny`` then said a base model needs no export."""
+    code, err = _run_cli(capsys, "export", str(tmp_path / "notyet"), "--out", str(tmp_path / "x"))
+    line = _one_line(code, err, "export", "notyet", "a training out_dir")
+    assert "config:NAME" not in line, line

@@ -7,6 +7,7 @@ edited manifest (a checksum changed, a shard entry deleted) is refused before tr
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -181,28 +182,46 @@ def edited_since_written(folder: Path, manifest: Manifest) -> list[str]:
     )
 
 
-def refuse_a_catalogue_file(path: str | Path) -> None:
+def refuse_a_catalogue_file(path: str | Path, config: str | None = None) -> None:
     """The catalogue itself given where its prepared folder goes: say how to make the folder
     (in ``data/`` here: the file's own folder may be a shared or read-only one)."""
     if Path(path).is_file():
         folder = Path("data") / (Path(path).name.split(".")[0] + "-prepared")
         raise UserError(
             f"{path} is a file, not a prepared folder: prepare it into one first "
-            f"(`amazon-sft prepare {path} --out {folder}`), then give that folder (train: "
+            f"(`amazon-sft prepare {path} --out {folder}{' --config ' + config if config else ''}`"
+            "), then give that folder (train: "
             f"data.path={folder}; ask, index, eval: the folder)"
         )
 
 
-def read_manifest(path: str | Path) -> Manifest:
+def prepare_command(out: str | Path, config: str | None, overwrite: bool = False) -> str:
+    """The prepare command that makes ``out`` for a run of ``config`` (a config's name or YAML;
+    None: unknown), from the catalogue ``out`` was made from where its report says so. A hint
+    without the config prepared for the default model, which the run then refused.
+
+    >>> prepare_command("data/nope", "tiny")
+    'amazon-sft prepare trn.json.gz --out data/nope --config tiny'
+    """
+    catalogue = "trn.json.gz"
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        catalogue = json.loads((Path(out) / "report.json").read_text())["input_resolved"]
+    words = ["amazon-sft prepare", str(catalogue), "--out", str(out)]
+    words += ["--config", config] if config else []
+    return " ".join(words + (["--overwrite"] if overwrite else []))
+
+
+def read_manifest(path: str | Path, config: str | None = None) -> Manifest:
     """The manifest of a prepared folder, checked whole: valid JSON, every field there, and its
-    own ``integrity`` digest matching (errors say how to make a good one)."""
+    own ``integrity`` digest matching (errors say how to make a good one, for ``config``: the
+    run config that reads it, when known)."""
     file = Path(path) / MANIFEST
-    redo = f"re-run `amazon-sft prepare ... --out {path} --overwrite`"
-    refuse_a_catalogue_file(path)
+    redo = f"re-run `{prepare_command(path, config, overwrite=True)}`"
+    refuse_a_catalogue_file(path, config)
     if not file.is_file():
         raise UserError(
-            f"{file} not found: run `amazon-sft prepare trn.json.gz --out {path}` first "
-            "(or set data.path to a prepared folder)"
+            f"{file} not found: run `{prepare_command(path, config)}` first (or give a "
+            "prepared folder)"
         )
     try:
         raw = json.loads(file.read_text())
@@ -221,19 +240,29 @@ def read_manifest(path: str | Path) -> Manifest:
     return manifest
 
 
-def check_fingerprints(manifest: Manifest, tokenizer_fp: str, template_fp: str, where: str) -> None:
-    """Refuse shards made with another tokenizer or prompt template: the ids would be wrong."""
+def check_fingerprints(
+    manifest: Manifest,
+    tokenizer_fp: str,
+    template_fp: str,
+    where: str,
+    config: str | None = None,
+    key: str = "data.path",
+) -> None:
+    """Refuse shards made with another tokenizer or prompt template: the ids would be wrong.
+    ``config``: the run config in use (its prepare command is suggested); ``key``: the option
+    that named ``where``."""
+    redo = f"re-run `{prepare_command(where, config, overwrite=True)}`"
     if manifest.tokenizer_fingerprint != tokenizer_fp:
         raise UserError(
             f"{where} was prepared with another tokenizer ({manifest.tokenizer!r}, fingerprint "
-            f"{manifest.tokenizer_fingerprint} != {tokenizer_fp}); re-run amazon-sft prepare "
-            "with this model's config or point data.path at matching shards"
+            f"{manifest.tokenizer_fingerprint} != {tokenizer_fp}); {redo}, or point {key} at "
+            "shards prepared for this model"
         )
     if manifest.template_fingerprint != template_fp:
         raise UserError(
             f"{where} was prepared with another prompt template (fingerprint "
-            f"{manifest.template_fingerprint} != {template_fp}); re-run amazon-sft prepare "
-            "with the same data.templates / use_chat_template / system_prompt"
+            f"{manifest.template_fingerprint} != {template_fp}); {redo} (the same "
+            "data.templates / use_chat_template / system_prompt)"
         )
 
 

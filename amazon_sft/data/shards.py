@@ -165,10 +165,11 @@ def verify_checksums(path: str | Path) -> None:
 class PackedShards:
     """Random access to packed rows across shards, through memory maps."""
 
-    def __init__(self, path: str | Path, verify: str = "quick") -> None:
-        """``verify``: quick (sizes + sampled digests), full (sha256 of everything) or none."""
+    def __init__(self, path: str | Path, verify: str = "quick", config: str | None = None) -> None:
+        """``verify``: quick (sizes + sampled digests), full (sha256 of everything) or none;
+        ``config``: the run config that reads them (named in a refusal's prepare command)."""
         self.path = Path(path)
-        self.manifest = read_manifest(self.path)
+        self.manifest = read_manifest(self.path, config)
         if verify != "none":
             verify_shards(self.path, self.manifest, full=verify == "full")
         self.max_seq_len = self.manifest.max_seq_len

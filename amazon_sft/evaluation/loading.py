@@ -112,15 +112,18 @@ def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
         )
 
 
+EXPORTED = "RUN"
+"""export's argument, which takes a training run only (a base model needs no export)."""
+
+
 def _run_folder(spec: str, what: str = "--model") -> Path:
     """The saved model's folder a training ``out_dir`` (or its ``final/``) names."""
     folder = Path(spec)
     if (folder / "final").is_dir():
         folder = folder / "final"
     if not folder.is_dir():
-        raise UserError(
-            f"{what} {spec}: not a folder; give config:NAME or a training out_dir / final folder"
-        )
+        takes = "a training" if what == EXPORTED else "config:NAME or a training"
+        raise UserError(f"{what} {spec}: not a folder; give {takes} out_dir / final folder")
     if (folder / "trainer_state.json").is_file():  # checkpoints/step-N: state for resume
         raise UserError(
             f"{spec} is a training checkpoint (what resume=auto continues from), not a saved "
@@ -142,6 +145,18 @@ def _run_folder(spec: str, what: str = "--model") -> Path:
             f"{what} {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"
         )
     return folder
+
+
+def config_of(spec: str) -> str | None:
+    """The run config a ``--model`` spec names (``config:NAME`` or a YAML), for the prepare
+    command a refusal suggests; None for a saved model.
+
+    >>> config_of("config:tiny"), config_of("runs/tiny")
+    ('tiny', None)
+    """
+    if spec.startswith("config:"):
+        return spec[len("config:") :]
+    return spec if spec.endswith((".yaml", ".yml")) else None
 
 
 def saved_folder(spec: str) -> Path | None:

@@ -30,7 +30,7 @@ from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.end_to_end import closer_to_another
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import EvalItem, build_items
-from amazon_sft.evaluation.loading import load_for_eval, pick_device, saved_folder
+from amazon_sft.evaluation.loading import config_of, load_for_eval, pick_device, saved_folder
 from amazon_sft.evaluation.question_file import check_question_file
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
@@ -79,7 +79,8 @@ def score_model(
     Reference perplexity comes first: the vLLM backend hands the GPU to vLLM."""
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
-    check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir))
+    check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir),
+                       config_of(spec), "--data")  # fmt: skip
     builder = _grounded_builder(index, manifest, cfg, fmt, tok)
     items = build_items(splits, mode, fmt, builder, args.n)
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
@@ -285,7 +286,7 @@ def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
     model loads (SmolLM2: 25 s); the prepared folder's manifest."""
     if args.backend == "vllm":
         check_vllm_usable(decoding, accelerator.num_processes)
-    manifest = read_manifest(Path(args.data))
+    manifest = read_manifest(Path(args.data), config_of((args.compare or [args.model])[-1]))
     for spec in args.compare or [args.model]:
         check_trained_on(saved_folder(spec), Path(args.data))
     if args.questions:

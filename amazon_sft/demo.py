@@ -239,8 +239,9 @@ def _demo(args, out: Path) -> int:
     prepared, report, oracle = out / "prepared", out / "eval", out / "eval-oracle"
     writes = [n for n in DEMO_FILES if not (args.data and n == "trn.json.gz")]
     check_demo_files(out, prepared, [report, oracle], writes)  # before the first step
-    with demo_log(out) as log:
-        before, after, questions = _steps(args, out, log)
+    settings = " ".join(f"{k}={v}" for k, v in sorted(vars(args).items()))
+    log = demo_log(out, f"# amazon-sft demo: {settings}\n")
+    before, after, questions = _steps(args, out, log)
     summary = {
         "questions": [
             {

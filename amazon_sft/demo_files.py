@@ -18,7 +18,6 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from amazon_sft.atomic import write_text_whole
 from amazon_sft.data.shards import sha256_file
@@ -26,16 +25,13 @@ from amazon_sft.errors import UserError
 
 RECORD = ".amazon_sft_demo_files.json"
 """In the demo folder: file name -> sha256 of what the demo last wrote there (two while it
-replaces the file; the log's inode while it writes it)."""
+replaces the file)."""
 DEMO_FILES = ("trn.json.gz", "heldout_questions.jsonl", "answers.json", "demo.log")
 
 
 WRITING = "writing"
 """A file's record while an earlier version of the demo wrote it: whatever is there is the
 demo's (a user's file put there after that demo was killed was too: a review)."""
-OPEN = "open:"
-"""``open:DEVICE:INODE``: the log while the demo writes it in place (a killed demo's log is its
-own; a file put there since is another file)."""
 
 
 FORMAT_KEY, FORMAT = "_format", 2
@@ -110,29 +106,33 @@ def staged_demo_file(out: Path, name: str) -> Iterator[Path]:
         staging.unlink(missing_ok=True)
 
 
-@contextmanager
-def demo_log(out: Path) -> Iterator[IO[str]]:
-    """The demo's log, written in place (a user may follow it); recorded by its inode while
-    open, by its digest once closed."""
-    path = out / "demo.log"
-    try:
-        with open(path, "w") as log:
-            info = os.fstat(log.fileno())
-            _set(out, path.name, f"{OPEN}{info.st_dev}:{info.st_ino}")
-            yield log
-    finally:
-        if path.is_file():
-            record_demo_file(out, path.name)
+class DemoLog:
+    """The demo's log, written whole at each step (``staged_demo_file``): it is small, and a
+    kill at any instant leaves the old log or the new, each recorded. Written in place and
+    marked by its inode while open, a file a user put there after a kill (``cp`` over it, or a
+    new file given the freed inode) was taken for the demo's and emptied (a review)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.text = out, ""
+
+    def write(self, text: str) -> None:
+        self.text += text
+        with staged_demo_file(self.out, "demo.log") as staging:
+            staging.write_text(self.text)
+
+
+def demo_log(out: Path, started: str) -> DemoLog:
+    """The demo's log, begun with ``started`` (the demo's command): the last demo's goes now."""
+    log = DemoLog(out)
+    log.write(started)
+    return log
 
 
 def _as_written(path: Path, recorded: object) -> bool:
-    """Whether ``path`` is the file the record names (a digest, digests mid-swap, the log's
-    inode while open, or an earlier version's ``writing``)."""
+    """Whether ``path`` is the file the record names (a digest, digests mid-swap, or an earlier
+    version's ``writing``)."""
     if recorded == WRITING:
         return True
-    if isinstance(recorded, str) and recorded.startswith(OPEN):
-        info = path.stat()
-        return recorded == f"{OPEN}{info.st_dev}:{info.st_ino}"
     digests = recorded if isinstance(recorded, list) else [recorded]
     return sha256_file(path) in digests
 

@@ -9,7 +9,7 @@ import logging
 
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import from_dict, to_dict
-from amazon_sft.data.manifest import Manifest
+from amazon_sft.data.manifest import PREPARE_SPEED, Manifest
 from amazon_sft.errors import UserError
 
 log = logging.getLogger("amazon_sft.train")
@@ -17,9 +17,6 @@ log = logging.getLogger("amazon_sft.train")
 
 READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len")
 """The data settings training itself reads."""
-PREPARE_SPEED = ("grounded_workers", "tokenize_batch_docs", "tokenizer_backend", "shard_rows")
-"""prepare's speed and layout, which leave the examples as they are; every other data setting
-shaped them."""
 
 
 def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifest) -> None:

@@ -209,27 +209,39 @@ def test_a_demo_given_a_missing_catalogue_creates_nothing(tmp_path):
 
 
 def test_a_demo_killed_while_writing_its_log_can_run_again_and_a_later_file_is_not_its_own(
-    tmp_path,
+    tmp_path, monkeypatch
 ):
-    """A review of the record above: a demo killed (SIGKILL, a closed terminal) after opening
-    demo.log never recorded it again, so the next demo refused its own log as "changed since".
-    Then the fix marked it "writing", and any file put there after the kill was the demo's to
-    replace. The log is recorded by its inode while open: the killed demo's log is its own, a
-    file put there since is not."""
-    from amazon_sft.demo_files import check_demo_files, demo_log, record_demo_file
+    """A review: a demo killed (SIGKILL, a closed terminal) after opening demo.log never
+    recorded it again, so the next demo refused its own log as "changed since". The fix marked
+    it "writing", then "open:DEVICE:INODE": a file a user put there after the kill (``cp`` over
+    it, or a new file given the freed inode) was still the demo's, and emptied (a review of the
+    fix). The log is written whole at each step and renamed in, each version recorded."""
+    from amazon_sft import demo_files
+    from amazon_sft.demo_files import check_demo_files, demo_log
     from amazon_sft.errors import UserError
 
     out = tmp_path / "demo"
     out.mkdir()
-    (out / "demo.log").write_text("$ amazon-sft synth ... (an earlier demo)\n")
-    record_demo_file(out, "demo.log")
-    writing = demo_log(out)  # a demo that never leaves the block: killed
-    log = writing.__enter__()
-    log.write("$ amazon-sft synth ... (killed half-way)\n")
-    log.flush()
+    log = demo_log(out, "# an earlier demo\n")
+    log.write("$ amazon-sft synth ... (done)\n")
+    replace = os.replace
+
+    def killed_at_the_rename(src, dst):
+        if Path(dst).name == "demo.log":
+            raise SystemExit(137)
+        replace(src, dst)  # the record's own
+
+    monkeypatch.setattr(demo_files.os, "replace", killed_at_the_rename)
+    with pytest.raises(SystemExit):
+        demo_log(out, "# the next demo, killed at its first write\n")
+    monkeypatch.undo()
     check_demo_files(out, out / "prepared", [out / "eval"])  # its own: not refused
     (out / "demo.log").unlink()
     (out / "demo.log").write_text("my notes on the demo\n")  # the user's, after the kill
+    with pytest.raises(UserError, match=r"demo\.log changed since"):
+        check_demo_files(out, out / "prepared", [out / "eval"])
+    with (out / "demo.log").open("w") as same_inode:  # cp over it: the same inode
+        same_inode.write("my other notes\n")
     with pytest.raises(UserError, match=r"demo\.log changed since"):
         check_demo_files(out, out / "prepared", [out / "eval"])
 

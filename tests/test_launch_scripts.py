@@ -367,20 +367,28 @@ def test_training_requeues_stop_when_they_save_nothing_new(tmp_path):
 def test_a_run_that_finished_during_the_warning_is_not_requeued(tmp_path):
     """A review: a warning that came while training saved its last step still requeued the
     job, which queued again and loaded the model on every node to log "already finished".
-    A run whose final/ holds the config's last step (its config.yaml, as training resolved
-    it) ends the job; one stopped short of it, or a final/ from fewer steps, is requeued."""
-    for name, steps, stopped_by, requeued in (
-        ("done", 60, None, False),
-        ("short", 40, None, True),  # a final/ of an earlier, shorter run: max_steps raised
-        ("none", None, None, True),
+    A run whose final/ holds the last step of the config this job runs (CONFIG and EXTRA) ends
+    the job; one stopped short of it, a final/ of fewer steps, or a finished run this job
+    extends (its config.yaml, rewritten only after the model loads, still says the old last
+    step: a review of the fix) is requeued."""
+    for name, steps, last, requeued in (
+        ("done", 60, 60, False),
+        ("short", 40, 60, True),  # a final/ of an earlier, shorter run: max_steps raised
+        ("none", None, 60, True),
+        ("extended", 60, 120, True),
     ):
         run = tmp_path / name / "run"
         (run / "final").mkdir(parents=True)
         (run / "config.yaml").write_text("# comments first\ntrain:\n  max_steps: 60\n")
         if steps is not None:
-            summary = {"steps": steps, "stopped_by": stopped_by}
+            summary = {"steps": steps, "stopped_by": None}
             (run / "final" / "run_summary.json").write_text(json.dumps(summary))
-        code, _, calls = _fake_srun_job(tmp_path / name, "train_slurm.sbatch", OUT=str(run))
+        code, _, calls = _fake_srun_job(
+            tmp_path / name,
+            "train_slurm.sbatch",
+            OUT=str(run),
+            EXTRA=f"train.epochs=0 train.max_steps={last}",
+        )
         assert code == 0 and ("requeue 77" in calls) is requeued, (name, calls)
 
 

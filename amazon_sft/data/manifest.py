@@ -123,16 +123,28 @@ class Manifest:
 
 REPORTS = ("report.json", "report.md")
 """Prepare's reports: their timings (and the input path as typed) differ on every run."""
+PREPARE_SPEED = ("grounded_workers", "tokenize_batch_docs", "tokenizer_backend", "shard_rows")
+"""prepare's speed and layout, which leave the examples as they are (the shards' own digests
+say whether their layout differs)."""
+NOT_THE_DATA = ("integrity", "tokenizer", "amazon_sft_version")
+"""Manifest fields that name no example: the tokenizer as typed (its fingerprint stays), the
+version that wrote it (the shards' digests say whether the examples differ)."""
 
 
 def data_digest(manifest: dict) -> str:
-    """sha256 of what a prepared folder holds for training and evaluation: the manifest without
-    its integrity and its reports' digests. Preparing the same input again gives the same
-    digest (an outside review: a requeue's re-prepare of unchanged data was refused by resume,
-    and eval called it "prepared again since", because the reports' timings differed)."""
-    body = {k: v for k, v in manifest.items() if k != "integrity"}
+    """sha256 of what a prepared folder holds for training and evaluation: the manifest less its
+    reports' digests, the fields ``NOT_THE_DATA``, and every setting of its run config but the
+    data ones that shape examples. Preparing the same input again gives the same digest (an
+    outside review: a requeue's re-prepare of unchanged data was refused by resume, and eval
+    called it "prepared again since": the reports' timings differed; then a review of that fix:
+    a train.lr or model.path given to prepare too changed it)."""
+    body = {k: v for k, v in manifest.items() if k not in NOT_THE_DATA}
     digests = body.get("file_digests") or {}
     body["file_digests"] = {n: d for n, d in digests.items() if n not in REPORTS}
+    config = body.get("config") if isinstance(body.get("config"), dict) else {}
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    unshaped = ("path", "verify", *PREPARE_SPEED)
+    body["config"] = {"data": {k: v for k, v in data.items() if k not in unshaped}}
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 

@@ -71,6 +71,8 @@ class FlopCounter:
     n_head: int
     """LM head weights, run on answer positions only."""
     head_trained: bool
+    n_head_adapters: int
+    """LoRA adapters on the LM head (trained), run where it runs."""
     layers: int
     hidden: int
     """The attention's width, heads x head size (``modeling.architecture``): the hidden size
@@ -85,10 +87,12 @@ class FlopCounter:
         # LoRA's modules_to_save wraps the embedding: its frozen original and trained copy
         embedding = {id(p) for p in base.get_input_embeddings().parameters()}
         head = base.get_output_embeddings().weight
-        trained = frozen = 0
+        trained = frozen = on_head = 0
         head_trained = False
         for name, p in lm.named_parameters():
-            if p is head or "lm_head" in name:  # LoRA's modules_to_save keeps a trained copy
+            if "lm_head" in name and "lora_" in name:  # adapters, not the head being trained
+                on_head += _numel(p) if p.requires_grad else 0
+            elif p is head or "lm_head" in name:  # LoRA's modules_to_save keeps a trained copy
                 head_trained = head_trained or p.requires_grad
             elif id(p) in embedding:
                 continue
@@ -99,13 +103,15 @@ class FlopCounter:
         layers, hidden = architecture(lm)
         per_device = peak_tflops or device_peak_tflops()
         peak = per_device * 1e12 * world_size if per_device else None
-        return cls(trained, frozen, _numel(head), head_trained, layers, hidden, peak)
+        return cls(trained, frozen, _numel(head), head_trained, on_head, layers, hidden, peak)
 
     def flops(self, doc_lens: list[list[int]], answer_tokens: int) -> float:
         """Model FLOPs of one micro-batch (its documents' lengths and its labelled positions)."""
         lens = [n for row in doc_lens for n in row]
         body = (6 * self.n_trained + 4 * self.n_frozen) * sum(lens)
-        head = (6 if self.head_trained else 4) * self.n_head * answer_tokens
+        head = ((6 if self.head_trained else 4) * self.n_head + 6 * self.n_head_adapters) * (
+            answer_tokens
+        )
         attention = 6 * self.layers * self.hidden * sum(n * n for n in lens)
         return body + head + attention
 

@@ -324,7 +324,8 @@ def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounte
         "step": step,
         "loss": result.loss,
         "lr": result.lr,
-        "grad_norm": result.grad_norm,
+        # a skipped step's norm is NaN, which is no JSON (jq and JSON.parse refuse the line)
+        "grad_norm": result.grad_norm if math.isfinite(result.grad_norm) else None,
         "tokens_per_sec": result.real_tokens / seconds,
         "label_tokens": result.label_tokens,
         "non_finite": not result.finite,
@@ -365,12 +366,13 @@ def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:
             note = " (non-finite: " + (
                 "stepped anyway by DeepSpeed)" if row["optimizer_stepped"] else "skipped)"
             )
+        norm = "n/a" if row["grad_norm"] is None else f"{row['grad_norm']:.3f}"
         log.info(
-            "step %d loss %.4f lr %.3e grad_norm %.3f tokens/s %.0f MFU %s%s",
+            "step %d loss %.4f lr %.3e grad_norm %s tokens/s %.0f MFU %s%s",
             row["step"],
             row["loss"],
             row["lr"],
-            row["grad_norm"],
+            norm,
             row["tokens_per_sec"],
             mfu,
             note,

@@ -289,6 +289,7 @@ def test_flop_count_names_each_term():
         n_frozen=100,
         n_head=7,
         head_trained=False,
+        n_head_adapters=0,
         layers=2,
         hidden=4,
         peak_flops=None,
@@ -324,6 +325,27 @@ def test_flop_counter_leaves_out_both_embeddings_of_lora_modules_to_save(saved_m
     adapters = sum(p.numel() for n, p in peft_lm.named_parameters() if "lora_" in n)
     c = FlopCounter.for_model(peft_lm, peak_tflops=0, world_size=1)
     assert (c.n_trained, c.n_frozen, c.head_trained) == (adapters, body, False)
+
+
+def test_flop_counter_charges_lora_on_the_head_as_adapters_on_answer_positions(saved_models):
+    """A metrics review: LoRA targeting lm_head counted its adapters as the head being trained
+    (the frozen head charged 6N an answer token, not 4N) and left them out of the trained
+    weights: MFU 17% high on a tiny model. The head's adapters run where the head runs."""
+    from amazon_sft.config_run_parts import LoraConfig
+    from amazon_sft.modeling import wrap_lora
+
+    lm = _load(saved_models["mistral"], "sdpa")
+    head = lm.get_output_embeddings().weight.numel()
+    peft_lm = wrap_lora(lm, LoraConfig(target_modules=["q_proj", "lm_head"], r=4))
+    named = dict(peft_lm.named_parameters())
+    on_head = sum(p.numel() for n, p in named.items() if "lora_" in n and "lm_head" in n)
+    on_body = sum(p.numel() for n, p in named.items() if "lora_" in n and "lm_head" not in n)
+    c = FlopCounter.for_model(peft_lm, peak_tflops=0, world_size=1)
+    assert (c.head_trained, c.n_head, c.n_trained) == (False, head, on_body)
+    lens, answers = [[100]], 40
+    want = (6 * on_body + 4 * c.n_frozen) * 100 + (4 * head + 6 * on_head) * answers
+    want += 6 * c.layers * c.hidden * 100**2
+    assert c.flops(lens, answers) == want
 
 
 def test_sdpa_per_document_generates_like_sdpa_on_left_padded_batches(saved_models):

@@ -208,6 +208,21 @@ def test_a_demo_given_a_missing_catalogue_creates_nothing(tmp_path):
     assert not out.exists()
 
 
+def _kill_at_the_rename_of(monkeypatch, name: str) -> None:
+    """The demo killed (SIGKILL) as it renames its file ``name`` into place; the record's own
+    renames go on."""
+    from amazon_sft import demo_files
+
+    replace = os.replace
+
+    def killed_at_the_rename(src, dst):
+        if Path(dst).name == name:
+            raise SystemExit(137)
+        replace(src, dst)
+
+    monkeypatch.setattr(demo_files.os, "replace", killed_at_the_rename)
+
+
 def test_a_demo_killed_while_writing_its_log_can_run_again_and_a_later_file_is_not_its_own(
     tmp_path, monkeypatch
 ):
@@ -216,7 +231,6 @@ def test_a_demo_killed_while_writing_its_log_can_run_again_and_a_later_file_is_n
     it "writing", then "open:DEVICE:INODE": a file a user put there after the kill (``cp`` over
     it, or a new file given the freed inode) was still the demo's, and emptied (a review of the
     fix). The log is written whole at each step and renamed in, each version recorded."""
-    from amazon_sft import demo_files
     from amazon_sft.demo_files import check_demo_files, demo_log
     from amazon_sft.errors import UserError
 
@@ -224,14 +238,7 @@ def test_a_demo_killed_while_writing_its_log_can_run_again_and_a_later_file_is_n
     out.mkdir()
     log = demo_log(out, "# an earlier demo\n")
     log.write("$ amazon-sft synth ... (done)\n")
-    replace = os.replace
-
-    def killed_at_the_rename(src, dst):
-        if Path(dst).name == "demo.log":
-            raise SystemExit(137)
-        replace(src, dst)  # the record's own
-
-    monkeypatch.setattr(demo_files.os, "replace", killed_at_the_rename)
+    _kill_at_the_rename_of(monkeypatch, "demo.log")
     with pytest.raises(SystemExit):
         demo_log(out, "# the next demo, killed at its first write\n")
     monkeypatch.undo()
@@ -265,14 +272,7 @@ def test_a_file_the_demo_replaces_is_its_own_at_any_instant_of_a_kill(tmp_path, 
     assert (out / "trn.json.gz").read_bytes() == b"the demo's first catalogue"
     assert not staging.exists()
 
-    replace = os.replace
-
-    def killed_at_the_rename(src, dst):
-        if Path(dst).name == "trn.json.gz":
-            raise SystemExit(137)
-        replace(src, dst)  # the record's own
-
-    monkeypatch.setattr(demo_files.os, "replace", killed_at_the_rename)
+    _kill_at_the_rename_of(monkeypatch, "trn.json.gz")
     with pytest.raises(SystemExit), staged_demo_file(out, "trn.json.gz") as staging:
         staging.write_bytes(b"the demo's second catalogue")
     monkeypatch.undo()

@@ -269,6 +269,16 @@ def test_training_refuses_rows_longer_than_the_context(prepared, tiny_model_dir,
         load_model(cfg, len(tiny_tok), 0, "no")
 
 
+def _prepare_refused(capsys, catalogue, tmp_path, model, *needles: str) -> None:
+    """prepare with tiny's 256-token rows for ``model`` is one line naming ``needles`` and
+    "<= 128", and writes nothing."""
+    out = tmp_path / "out"
+    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args, f"model.path={model}")
+    _one_line(code, err, "prepare", *needles, "<= 128")
+    assert not out.exists()
+
+
 def test_rows_longer_than_a_sliding_window_are_refused(
     catalogue, tiny_cfg, tiny_tok, tmp_path, capsys
 ):
@@ -286,11 +296,7 @@ def test_rows_longer_than_a_sliding_window_are_refused(
     config = AutoConfig.from_pretrained(saved)
     config.sliding_window = 128
     config.save_pretrained(saved)
-    out = tmp_path / "out"
-    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
-    code, err = _run_cli(capsys, *args, f"model.path={saved}")  # tiny's rows: 256 tokens
-    _one_line(code, err, "prepare", "sliding attention window", "128 tokens", "<= 128")
-    assert not out.exists()
+    _prepare_refused(capsys, catalogue, tmp_path, saved, "sliding attention window", "128 tokens")
 
     window = ["model.arch.model_type=mistral", "model.arch.sliding_window=16"]
     cfg = load_run_config("tiny", [*window, "data.max_seq_len=32"])
@@ -323,11 +329,7 @@ def test_rows_longer_than_longropes_short_span_are_refused(
     )  # fmt: skip
     saved = tmp_path / "phi3"
     config.save_pretrained(saved)
-    out = tmp_path / "out"
-    args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
-    code, err = _run_cli(capsys, *args, f"model.path={saved}")  # tiny's rows: 256 tokens
-    _one_line(code, err, "prepare", "longrope", "original_max_position_embeddings", "<= 128")
-    assert not out.exists()
+    _prepare_refused(capsys, catalogue, tmp_path, saved, "longrope", "original_max_position")
     check_prepare_bounds(load_run_config("tiny", [f"model.path={saved}", "data.max_seq_len=128"]))
 
 

@@ -131,8 +131,8 @@ def demo_log(out: Path, started: str) -> DemoLog:
 def _as_written(path: Path, recorded: object) -> bool:
     """Whether ``path`` is the file the record names (a digest, digests mid-swap, or an earlier
     version's ``writing``)."""
-    if recorded == WRITING:
-        return True
+    if recorded == WRITING or (isinstance(recorded, str) and recorded.startswith("open:")):
+        return True  # an earlier version's marks of a file being written (one, for an hour)
     digests = recorded if isinstance(recorded, list) else [recorded]
     return sha256_file(path) in digests
 

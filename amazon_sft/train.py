@@ -27,6 +27,7 @@ from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
+from amazon_sft.data.manifest import shaping_overrides
 from amazon_sft.data.shards import PackedShards, check_fingerprints
 from amazon_sft.deepspeed_config import deepspeed_json_of, refuse_one_process_launch
 from amazon_sft.distributed import (
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(unused),
         )
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
-    tok, shards = load_data(cfg, config_name)
+    tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
     cfg = steps_from_epochs(cfg, shards.manifest.rows)
@@ -198,14 +199,15 @@ def setup_logging(accelerator) -> None:
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(message)s", force=True)
 
 
-def load_data(cfg: RunConfig, config_name: str | None = None):
+def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
     """The tokenizer and the shards, refusing shards made with another tokenizer or template
-    (``config_name``: the config's name or YAML, for the prepare command a refusal suggests)."""
+    (``prepare_with``: the config's name or YAML and the overrides that shape the data, for the
+    prepare command a refusal suggests)."""
     tok = load_tokenizer(cfg.model)
     fmt = build_prompt_format(tok, cfg.data)
-    shards = PackedShards(cfg.data.path, verify=cfg.data.verify, config=config_name)
+    shards = PackedShards(cfg.data.path, verify=cfg.data.verify, config=prepare_with)
     check_fingerprints(
-        shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path, config_name
+        shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path, prepare_with
     )
     if shards.max_seq_len != cfg.data.max_seq_len:
         raise UserError(

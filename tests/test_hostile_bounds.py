@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -904,6 +906,26 @@ def test_the_prepare_a_refusal_suggests_is_for_the_config_in_use(
                          "--out", str(tmp_path / "report2"), "--n", "1")  # fmt: skip
     line = _one_line(code, err, "eval", "another tokenizer", "--config tiny --overwrite", "--data")
     assert "data.path" not in line, line
+
+    # a review of the fix: the hint left out the overrides given (model.tokenizer here), so
+    # following it failed the same way; and eval of a saved run named no config at all
+    tokenizer = f"model.tokenizer={tmp_path / 'tok'}"
+    good = tmp_path / "good"
+    assert _run_cli(capsys, "prepare", str(catalogue), "--out", str(good), "--config", "tiny",
+                    "--quiet")[0] == 0  # fmt: skip
+    code, err = _run_cli(capsys, "train", "--config", "tiny", f"data.path={good}", tokenizer,
+                         "train.lr=1e-4", f"out_dir={tmp_path / 'run3'}")  # fmt: skip
+    line = _one_line(code, err, "train", "another tokenizer")
+    hint = shlex.split(re.search(r"re-run `([^`]+)`", line).group(1))
+    assert hint[-3:] == ["tiny", tokenizer, "--overwrite"], hint  # not train.lr
+    assert _run_cli(capsys, *hint[1:], "--quiet")[0] == 0  # followed as written
+    code, err = _run_cli(capsys, "train", "--config", "tiny", f"data.path={good}", tokenizer,
+                         "train.max_steps=1", f"out_dir={tmp_path / 'run3'}")  # fmt: skip
+    assert code == 0, err[-2000:]
+    code, err = _run_cli(capsys, "eval", "--model", str(tmp_path / "run3"), "--data", str(nope),
+                         "--out", str(tmp_path / "report3"))  # fmt: skip
+    saved = tmp_path / "run3" / "final" / "amazon_sft_config.yaml"
+    _one_line(code, err, "eval", f"--out {nope} --config {saved}`")
 
 
 def test_export_of_a_missing_run_does_not_suggest_a_base_model(tmp_path, capsys):

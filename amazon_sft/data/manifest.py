@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,7 +92,8 @@ class Manifest:
     @property
     def identity(self) -> DataIdentity:
         """What names this prepared data in a run's records (resume, ``trained_on.json``)."""
-        return DataIdentity(data_digest(self.to_dict()), self.integrity)
+        raw = self.to_dict()
+        return DataIdentity(data_digest(raw), self.integrity, _reports_left_out(raw))
 
     def to_dict(self) -> dict:
         """As stored in manifest.json."""
@@ -156,10 +158,21 @@ class DataIdentity:
     """``data_digest``: what a run records."""
     integrity: str
     """The manifest's integrity digest, which runs recorded before 2026-12-04: still accepted."""
+    interim: str = ""
+    """What runs recorded for an hour on 2026-12-04 (``_reports_left_out``): still accepted."""
 
     def names(self, recorded: str | None) -> bool:
         """Whether a run's recorded digest is of this data."""
-        return recorded in (self.digest, self.integrity)
+        return bool(recorded) and recorded in (self.digest, self.integrity, self.interim)
+
+
+def _reports_left_out(manifest: dict) -> str:
+    """The manifest's digest less its integrity and its reports' digests, which runs recorded
+    between 151c034 and 034d0a0 (a review: they were refused once ``data_digest`` narrowed)."""
+    body = {k: v for k, v in manifest.items() if k != "integrity"}
+    digests = body.get("file_digests") or {}
+    body["file_digests"] = {n: d for n, d in digests.items() if n not in REPORTS}
+    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
 
 
 def seal(manifest: dict) -> dict:
@@ -194,36 +207,54 @@ def edited_since_written(folder: Path, manifest: Manifest) -> list[str]:
     )
 
 
-def refuse_a_catalogue_file(path: str | Path, config: str | None = None) -> None:
+def refuse_a_catalogue_file(path: str | Path, config: list[str] | None = None) -> None:
     """The catalogue itself given where its prepared folder goes: say how to make the folder
     (in ``data/`` here: the file's own folder may be a shared or read-only one)."""
     if Path(path).is_file():
         folder = Path("data") / (Path(path).name.split(".")[0] + "-prepared")
+        command = prepare_command(folder, config, catalogue=str(path))
         raise UserError(
-            f"{path} is a file, not a prepared folder: prepare it into one first "
-            f"(`amazon-sft prepare {path} --out {folder}{' --config ' + config if config else ''}`"
-            "), then give that folder (train: "
-            f"data.path={folder}; ask, index, eval: the folder)"
+            f"{path} is a file, not a prepared folder: prepare it into one first (`{command}`), "
+            f"then give that folder (train: data.path={folder}; ask, index, eval: the folder)"
         )
 
 
-def prepare_command(out: str | Path, config: str | None, overwrite: bool = False) -> str:
-    """The prepare command that makes ``out`` for a run of ``config`` (a config's name or YAML;
-    None: unknown), from the catalogue ``out`` was made from where its report says so. A hint
-    without the config prepared for the default model, which the run then refused.
+def shaping_overrides(overrides: list[str]) -> list[str]:
+    """Of a command's dotted overrides, those a prepare for it must be given too: the model's
+    (its tokenizer and template) and the data's, but where the data is.
 
-    >>> prepare_command("data/nope", "tiny")
-    'amazon-sft prepare trn.json.gz --out data/nope --config tiny'
+    >>> shaping_overrides(["train.lr=1e-4", "model.tokenizer=tok", "data.path=d", "data.seed=3"])
+    ['model.tokenizer=tok', 'data.seed=3']
     """
-    catalogue = "trn.json.gz"
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        catalogue = json.loads((Path(out) / "report.json").read_text())["input_resolved"]
-    words = ["amazon-sft prepare", str(catalogue), "--out", str(out)]
-    words += ["--config", config] if config else []
-    return " ".join(words + (["--overwrite"] if overwrite else []))
+    keys = [o.split("=", 1)[0] for o in overrides]
+    return [
+        o
+        for o, key in zip(overrides, keys)
+        if key.startswith(("model.", "data.")) and key != "data.path"
+    ]
 
 
-def read_manifest(path: str | Path, config: str | None = None) -> Manifest:
+def prepare_command(
+    out: str | Path, config: list[str] | None, overwrite: bool = False, catalogue: str = ""
+) -> str:
+    """The prepare command (shell-quoted) that makes ``out`` for a run of ``config`` (a config's
+    name or YAML, then the overrides that shape the data; None: unknown), from ``catalogue``,
+    else the one ``out`` was made from where its report says so. A hint without them prepared
+    for the default model, or another tokenizer, which the run then refused again.
+
+    >>> prepare_command("data/nope", ["tiny", "model.tokenizer=my tok"])
+    "amazon-sft prepare trn.json.gz --out data/nope --config tiny 'model.tokenizer=my tok'"
+    """
+    if not catalogue:
+        catalogue = "trn.json.gz"
+        with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+            catalogue = json.loads((Path(out) / "report.json").read_text())["input_resolved"]
+    words = ["amazon-sft", "prepare", str(catalogue), "--out", str(out)]
+    words += ["--config", *config] if config else []
+    return shlex.join(words + (["--overwrite"] if overwrite else []))
+
+
+def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest:
     """The manifest of a prepared folder, checked whole: valid JSON, every field there, and its
     own ``integrity`` digest matching (errors say how to make a good one, for ``config``: the
     run config that reads it, when known)."""
@@ -257,7 +288,7 @@ def check_fingerprints(
     tokenizer_fp: str,
     template_fp: str,
     where: str,
-    config: str | None = None,
+    config: list[str] | None = None,
     key: str = "data.path",
 ) -> None:
     """Refuse shards made with another tokenizer or prompt template: the ids would be wrong.

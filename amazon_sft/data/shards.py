@@ -165,7 +165,9 @@ def verify_checksums(path: str | Path) -> None:
 class PackedShards:
     """Random access to packed rows across shards, through memory maps."""
 
-    def __init__(self, path: str | Path, verify: str = "quick", config: str | None = None) -> None:
+    def __init__(
+        self, path: str | Path, verify: str = "quick", config: list[str] | None = None
+    ) -> None:
         """``verify``: quick (sizes + sampled digests), full (sha256 of everything) or none;
         ``config``: the run config that reads them (named in a refusal's prepare command)."""
         self.path = Path(path)

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 
 from amazon_sft.checkpointing import CHECKSUMS, CorruptCheckpoint, verify_checkpoint
 from amazon_sft.config import RunConfig, load_run_config
+from amazon_sft.data.manifest import shaping_overrides
 from amazon_sft.errors import UserError
 from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.ownership import RUN_MARKER
@@ -147,16 +149,24 @@ def _run_folder(spec: str, what: str = "--model") -> Path:
     return folder
 
 
-def config_of(spec: str) -> str | None:
-    """The run config a ``--model`` spec names (``config:NAME`` or a YAML), for the prepare
-    command a refusal suggests; None for a saved model.
+def config_of(specs: list[str], overrides: list[str]) -> list[str] | None:
+    """The run config the last of ``specs`` that names one is read with (``config:NAME``, a
+    YAML, a saved run's own config file) and the overrides that shape the data, for the prepare
+    command a refusal suggests; None where none names one.
 
-    >>> config_of("config:tiny"), config_of("runs/tiny")
-    ('tiny', None)
+    >>> config_of(["config:tiny", "runs/none"], ["data.seed=3"])
+    ['tiny', 'data.seed=3']
     """
-    if spec.startswith("config:"):
-        return spec[len("config:") :]
-    return spec if spec.endswith((".yaml", ".yml")) else None
+    for spec in reversed(specs):
+        if spec.startswith("config:"):
+            return [spec[len("config:") :], *shaping_overrides(overrides)]
+        if spec.endswith((".yaml", ".yml")):
+            return [spec, *shaping_overrides(overrides)]
+        with contextlib.suppress(UserError):
+            saved = _run_folder(spec) / SAVED_CONFIG
+            if saved.is_file():
+                return [str(saved), *shaping_overrides(overrides)]
+    return None
 
 
 def saved_folder(spec: str) -> Path | None:

@@ -80,7 +80,7 @@ def score_model(
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir),
-                       config_of(spec), "--data")  # fmt: skip
+                       config_of([spec], overrides), "--data")  # fmt: skip
     builder = _grounded_builder(index, manifest, cfg, fmt, tok)
     items = build_items(splits, mode, fmt, builder, args.n)
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
@@ -286,7 +286,9 @@ def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
     model loads (SmolLM2: 25 s); the prepared folder's manifest."""
     if args.backend == "vllm":
         check_vllm_usable(decoding, accelerator.num_processes)
-    manifest = read_manifest(Path(args.data), config_of((args.compare or [args.model])[-1]))
+    manifest = read_manifest(
+        Path(args.data), config_of(args.compare or [args.model], args.overrides)
+    )
     for spec in args.compare or [args.model]:
         check_trained_on(saved_folder(spec), Path(args.data))
     if args.questions:

@@ -136,7 +136,9 @@ def torch_varlen_attn(
         raise ValueError(f"Expect query heads a multiple of key/value heads: {hq}, {hk}")
     assert return_aux is None and seqused_k is None and block_table is None  # not used by training
     _require(tuple(window_size) in ((-1, -1), (-1, 0)), f"unexpected window {window_size}")
-    causal = tuple(window_size) == (-1, 0)
+    # torch's wrapper reads causality as ``window_size == (-1, 0)``: a list [-1, 0] is not
+    # causal there, so it is not here either (a review: the stand-in was laxer)
+    causal = window_size == (-1, 0)
     args = (query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
     return _varlen_op(*args, causal, scale, "varlen_attn")
 

@@ -22,9 +22,40 @@ from amazon_sft.gpu_check_files import FILES as GPU_CHECK_FILES
 from amazon_sft.gpu_check_files import MARKER as GPU_MARKER
 from amazon_sft.gpu_check_files import not_as_written
 
-LITTER = re.compile(r"\..+\.(lock|tmp-.+|old-.+)")
-"""Lock files and killed runs' staging folders beside an output (``atomic.staging_name``)."""
+STAGING = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9._]+-\d+(\.[A-Za-z0-9]+)?")
+"""Killed runs' staging files and folders beside an output: ``.NAME.tmp-MACHINE-PID`` (or
+``old``; ``atomic.staging_name``), with the name's suffix where it keeps one."""
+LOCK_NOTE = b"pid "
+
+
+def is_litter(path: Path) -> bool:
+    """A killed run's staging entry, or an output lock file (``output_lock``: empty, or its
+    holder's note). Matched by name alone, any hidden ``.X.tmp-*`` or ``.X.lock`` went, a user's
+    folder with all in it (a hostile review)."""
+    if path.is_symlink():
+        return False
+    if path.name.startswith(".") and path.name.endswith(".lock"):
+        if not path.is_file() or path.stat().st_size > 4096:
+            return False
+        with open(path, "rb") as fh:
+            head = fh.read(len(LOCK_NOTE))
+        return not head or head == LOCK_NOTE
+    return bool(STAGING.fullmatch(path.name))
+
+
 TENSORBOARD = re.compile(r"events\.out\.tfevents\..+")
+
+
+def _tensorboard_on(run: Path) -> bool:
+    """Whether the run's resolved config.yaml has it log to TensorBoard (the demo trains with
+    ``train.trackers=[]``: an events file in its logs/ was a user's, and make clean took it)."""
+    import yaml
+
+    try:
+        trackers = yaml.safe_load((run / "config.yaml").read_text())["train"]["trackers"]
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return False
+    return isinstance(trackers, list) and "tensorboard" in trackers
 
 
 def foreign_in_run(run: Path) -> list[str]:
@@ -49,19 +80,20 @@ def foreign_in_run(run: Path) -> list[str]:
                 if CHECKPOINT_NAME.fullmatch(step.name) and step.is_dir():
                     mine = not_written_by_its_save(step)
                     found += [f"checkpoints/{step.name}/{n}" for n in mine]
-                elif not (SAVE_STAGING.fullmatch(step.name) or LITTER.fullmatch(step.name)):
+                elif not (SAVE_STAGING.fullmatch(step.name) or is_litter(step)):
                     found.append(f"checkpoints/{step.name}")
         elif name == "logs" and entry.is_dir():
+            tracked = _tensorboard_on(run)  # else an events file is the user's (a baseline)
             found += [
                 f"logs/{p.relative_to(entry)}"
                 for p in entry.rglob("*")
-                if not p.is_dir() and not TENSORBOARD.fullmatch(p.name)
+                if not p.is_dir() and not (tracked and TENSORBOARD.fullmatch(p.name))
             ]
         elif name == PREVIOUS_RUNS and entry.is_dir():
             for earlier in sorted(entry.iterdir()):
                 inside = foreign_in_run(earlier) if earlier.is_dir() else [""]
                 found += [f"{PREVIOUS_RUNS}/{earlier.name}/{n}".rstrip("/") for n in inside]
-        elif name not in RUN_OUTPUTS and name != RUN_MARKER and not LITTER.fullmatch(name):
+        elif name not in RUN_OUTPUTS and name != RUN_MARKER and not is_litter(entry):
             found.append(name)
     return found
 
@@ -78,7 +110,7 @@ def foreign_in_eval(report: Path) -> tuple[list[str], list[str]]:
     theirs = [
         p.name
         for p in sorted(report.iterdir())
-        if p.name not in (*EVAL_OUTPUTS, EVAL_MARKER) and not LITTER.fullmatch(p.name)
+        if p.name not in (*EVAL_OUTPUTS, EVAL_MARKER) and not is_litter(p)
     ]
     present = [n for n in EVAL_OUTPUTS if (report / n).exists()]
     if present and not is_our_eval(report):
@@ -98,7 +130,7 @@ def foreign_in_demo(out: Path) -> tuple[list[str], list[str]]:
     edited = [n for n in edited_since_demo(out, present) if n not in theirs]
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if name in (DEMO_MARKER, RECORD, *DEMO_FILES) or LITTER.fullmatch(name):
+        if name in (DEMO_MARKER, RECORD, *DEMO_FILES) or is_litter(entry):
             continue
         if not entry.is_dir() or entry.is_symlink():
             theirs.append(name)
@@ -128,7 +160,7 @@ def foreign_in_gpu_check(out: Path) -> tuple[list[str], list[str]]:
     theirs, edited = not_as_written(out)
     for entry in sorted(out.iterdir()):
         name = entry.name
-        if name in (*GPU_CHECK_FILES, GPU_MARKER) or LITTER.fullmatch(name):
+        if name in (*GPU_CHECK_FILES, GPU_MARKER) or is_litter(entry):
             continue
         if name == "demo" and entry.is_dir() and not entry.is_symlink() and _marked(entry):
             mine, changed = foreign_in_demo(entry)

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from amazon_sft.atomic import write_text_whole
+from amazon_sft.atomic import staging_name, write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 
@@ -94,7 +94,8 @@ def staged_demo_file(out: Path, name: str) -> Iterator[Path]:
     it does, the record holds the old digest and the new one, so a kill at any instant leaves
     a file the record names as the demo's, and no mark that would take a user's file put
     there later for the demo's (a review: a ``writing`` mark outlived a kill)."""
-    staging = out / f".{name}.tmp-{os.getpid()}{''.join(Path(name).suffixes[-1:])}"
+    plain = staging_name(out / name)  # .NAME.tmp-MACHINE-PID: make clean's litter
+    staging = plain.with_name(plain.name + "".join(Path(name).suffixes[-1:]))
     old = _digests_known(out).get(name)
     try:
         yield staging

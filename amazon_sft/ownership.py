@@ -56,8 +56,8 @@ RUN_OUTPUTS = (
 """What a training run writes into ``out_dir`` (besides its marker)."""
 PREVIOUS_RUNS = "previous"
 SAVED_LIST = ".amazon_sft_saved.json"
-"""In a saved ``final/``: the names of the entries that save wrote (what a later save of the
-run may replace)."""
+"""In a saved ``final/``: the entries that save wrote, each with its digest (what a later save
+of the run may replace, as long as it is as saved)."""
 FINAL_ENTRY = re.compile(
     r"^(README\.md|run_summary\.json|amazon_sft_config\.yaml|trained_on\.json|checksums\.json|"
     r"(generation_|adapter_)?config\.json|.+\.safetensors(\.index\.json)?|tokenizer(\.json|"
@@ -94,17 +94,39 @@ def _legacy_run(out_dir: Path) -> bool:
     return any((p / "trainer_state.json").is_file() for p in complete_checkpoints(out_dir))
 
 
+def saved_entries(folder: Path) -> dict[str, str]:
+    """What ``SAVED_LIST`` records of a saved ``final/``: each entry's ``quick_digest`` (a
+    whole small file: a model card, a generation config), "" for a folder."""
+    from amazon_sft.data.shards import quick_digest
+
+    return {
+        p.name: quick_digest(p) if p.is_file() else ""
+        for p in sorted(folder.iterdir())
+        if p.name != SAVED_LIST
+    }
+
+
 def foreign_in_final(final: Path) -> list[str]:
     """Entries of a run's ``final/`` that no save of the run wrote (a user's notes, an eval
-    report): the next save swaps a new folder over ``final/`` and would delete them."""
+    report), or that changed since (a model card the user edited: a hostile review): the next
+    save swaps a new folder over ``final/`` and would delete them."""
+    from amazon_sft.data.shards import quick_digest
+
     if not final.is_dir():
         return []
     try:
-        listed = set(json.loads((final / SAVED_LIST).read_text()))
+        listed = json.loads((final / SAVED_LIST).read_text())
     except (OSError, ValueError, TypeError):
         listed = None  # saved before the list: the names a save writes
-    names = (p.name for p in final.iterdir() if p.name != SAVED_LIST)
-    ours = (lambda n: n in listed) if listed is not None else FINAL_ENTRY.match
+    names = [p.name for p in final.iterdir() if p.name != SAVED_LIST]
+    if isinstance(listed, dict):  # each entry as saved (a list, from before: names only)
+        return sorted(
+            n
+            for n in names
+            if n not in listed
+            or (listed[n] and (not (final / n).is_file() or quick_digest(final / n) != listed[n]))
+        )
+    ours = (lambda n: n in listed) if isinstance(listed, list) else FINAL_ENTRY.match
     return sorted(n for n in names if not ours(n))
 
 
@@ -178,7 +200,8 @@ def check_run_dir(out_dir_text: str, resume: str, overwrite: bool) -> None:
     if foreign:
         raise UserError(
             f"out_dir={out_dir}: final/ holds {listing(foreign)} that amazon-sft train did not "
-            "write, and the run's next save replaces final/: move them out of final/ first"
+            "write, or edited since it saved them, and the run's next save replaces final/: "
+            "move them out of final/ first"
         )
     no_checkpoint = not complete_checkpoints(out_dir)
     saved = not no_checkpoint or "final" in present  # not a launch killed before its first save

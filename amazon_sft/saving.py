@@ -24,7 +24,13 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
-from amazon_sft.ownership import PREVIOUS_RUNS, SAVED_LIST, foreign_in_final, utc_stamp
+from amazon_sft.ownership import (
+    PREVIOUS_RUNS,
+    SAVED_LIST,
+    foreign_in_final,
+    saved_entries,
+    utc_stamp,
+)
 from amazon_sft.resume_config import history_header
 from amazon_sft.trained_on import TrainedOn, write_trained_on
 
@@ -71,10 +77,14 @@ def save_final(
         write_trained_on(staging, trained_on)
         if base_weights:  # the adapter is put on model.path when loaded: it must be this base
             (staging / LORA_BASE).write_text(json.dumps(base_weights, indent=1) + "\n")
-        (staging / SAVED_LIST).write_text(json.dumps(sorted(p.name for p in staging.iterdir())))
+        (staging / SAVED_LIST).write_text(json.dumps(saved_entries(staging), indent=1))
         aside = set_aside_foreign_final(out_dir)
         if aside is not None:
-            log.warning("final/ held files training did not write: the old final/ is in %s", aside)
+            log.warning(
+                "final/ held files training did not write, or edited since: the old final/ is "
+                "in %s",
+                aside,
+            )
         swap_into_place(staging, final)
     accelerator.wait_for_everyone()
     return final

@@ -552,6 +552,36 @@ def test_a_run_never_deletes_files_a_user_put_into_its_final(
     assert foreign_in_final(out / "final") == ["NOTES.txt"]
 
 
+def test_a_file_of_final_edited_since_the_save_is_kept_like_a_users_own(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A hostile review: final/ was judged by names only, so a model card (README.md) or a
+    generation_config.json the user edited after the save counted as the run's, and the next
+    save of the run (resume=auto with more steps) replaced it without a word; make clean
+    removed a demo run holding one. Each file of final/ is recorded as saved: one edited since
+    is refused before training, set aside at a save, and keeps a demo folder."""
+    from amazon_sft.ownership import foreign_in_final
+    from amazon_sft.saving import set_aside_foreign_final
+
+    from .conftest import train_overrides
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert foreign_in_final(out / "final") == []
+    (out / "final" / "README.md").write_text("MY MODEL CARD")
+    assert foreign_in_final(out / "final") == ["README.md"]
+    code, err = _run_cli(
+        capsys,
+        "train",
+        "--config",
+        "tiny",
+        *train_overrides(prepared, tiny_model_dir, out, "resume=auto", "train.max_steps=26"),
+    )
+    _one_line(code, err, "train", "README.md", "final")
+    aside = set_aside_foreign_final(out)  # edited while the run trained: kept whole
+    assert aside is not None and (aside / "README.md").read_text() == "MY MODEL CARD"
+
+
 def test_a_final_holding_a_users_file_at_save_time_is_set_aside(tuned_run, tmp_path):
     from amazon_sft.saving import set_aside_foreign_final
 
@@ -638,6 +668,45 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
     assert (mine / "thesis.txt").is_file()
 
 
+def test_make_clean_keeps_user_files_named_like_its_litter_or_its_logs(tmp_path):
+    """A hostile review: any hidden ``.X.tmp-*``, ``.X.old-*`` or ``.X.lock`` entry counted as
+    a killed run's leftovers, a folder with all in it (``eval/.figures.tmp-v2/fig.md``), and any
+    TensorBoard events file in a demo run's logs/ as the run's, though the demo trains with
+    ``train.trackers=[]`` (a baseline copied in to compare): make clean removed them. Staging
+    names carry the machine and process; a lock file is empty or its holder's note; events
+    files are the run's only where its config.yaml logs to TensorBoard."""
+    from amazon_sft.atomic import staging_name
+    from amazon_sft.clean_outputs import clean, is_litter
+    from amazon_sft.ownership import DEMO_MARKER
+
+    demo = tmp_path / "demo_out"
+    (demo / "eval").mkdir(parents=True)
+    (demo / DEMO_MARKER).write_text("{}\n")
+    (demo / "run" / "logs").mkdir(parents=True)
+    (demo / "run" / ".amazon_sft_run.json").write_text("{}\n")
+    (demo / "run" / "config.yaml").write_text("train:\n  trackers: []\n")
+    litter = [staging_name(demo / "prepared"), demo / ".prepared.lock"]
+    for path in litter:
+        path.write_text("pid 12 on host\n" if path.suffix == ".lock" else "")
+        assert is_litter(path), path
+    users = [
+        demo / "eval" / ".figures.tmp-v2" / "fig.md",
+        demo / ".analysis.old-2" / "notes.md",
+        demo / "run" / ".todo.lock",
+        demo / "run" / "logs" / "baseline" / "events.out.tfevents.1.host.1.0",
+    ]
+    for path in users:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("mine")
+        line = clean(demo)
+        assert line.startswith(f"make clean: kept {demo}"), line
+        assert path.read_text() == "mine"
+        path.unlink()
+        if path.parent.name != "logs" and path.parent.name.startswith("."):
+            path.parent.rmdir()
+    assert clean(demo) == f"removed {demo}" and not demo.exists()
+
+
 def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
     """A hostile review: ``make clean`` checked the demo folder's top-level names only, then
     removed it whole: the user's ``eval/my_analysis.md``, ``run/my_run_notes.txt`` and a note
@@ -656,6 +725,7 @@ def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
     (demo / DEMO_MARKER).write_text("{}\n")
     (demo / "run" / ".amazon_sft_run.json").write_text("{}\n")
     (demo / "run" / "metrics.jsonl").write_text("{}\n")
+    (demo / "run" / "config.yaml").write_text("train:\n  trackers: [tensorboard]\n")
     (demo / "run" / "logs" / "amazon_sft" / "events.out.tfevents.1.host").write_bytes(b"tb")
     step = demo / "run" / "checkpoints" / "step-00000001"
     step.mkdir()

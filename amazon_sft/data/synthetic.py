@@ -16,6 +16,8 @@ from pathlib import Path
 
 import orjson
 
+from amazon_sft.atomic import staging_name
+
 _KINDS: dict[str, dict[str, list[str]]] = {
     "book": {
         "title": [
@@ -301,7 +303,7 @@ def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int =
     lines, made = generate_rows(n_rows, seed, version)
     data = b"\n".join(lines) + b"\n"
     # written beside it, then renamed: a kill or a full disk never leaves a cut file at ``path``
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    staging = staging_name(path)
     try:
         if path.suffix == ".gz":
             # no time and the final name in the header: the same seed gives the same bytes

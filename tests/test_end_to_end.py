@@ -111,6 +111,10 @@ def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_
         ('{"question": "q", "absent": 3, "kind": "t"}', "'absent'"),
         ('{"question": "q", "uid": "B2", "absent": "B1", "kind": "t"}', "disagree"),
         ('{"question": "%s", "uid": "B1", "kind": "t"}' % ("word " * 401), "at most 2000"),
+        # a review: zero-width spaces alone were refused only mid-run, after earlier answers
+        ('{"question": "\u200b\u200b", "uid": "B1", "kind": "typo"}', "no visible text"),
+        # ... and a repeated question counted twice, narrowing the intervals
+        ('{"question": " Q ", "uid": "B1", "kind": "typo"}', "repeats line 1"),
     ],
 )
 def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, line, needle):
@@ -392,6 +396,41 @@ def test_eval_with_a_bad_question_file_is_a_one_line_error(prepared, tiny_model_
     assert "from: unlabelled" in proc.stderr and "catalogue" not in proc.stderr
 
 
+def test_an_absent_question_naming_a_catalogue_title_is_refused_and_a_filter_is_reported(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A review: an absent question (``"uid": "absent"``) that was a catalogue product's whole
+    title was scored wrong for citing it, lowering abstention recall; and a report made with
+    ``--question-source`` read like one on the whole file. The first is refused naming the
+    product and how to take it out; the second says the source and how many it left out."""
+    row = _catalogue(prepared)[0]
+    path = _write(tmp_path / "a.jsonl", [
+        {"question": "q about it", "uid": row["uid"], "kind": "typo"},
+        {"question": row["title"], "uid": "absent", "kind": "absent"},
+    ])  # fmt: skip
+    (base,), overrides = _base(tiny_model_dir)
+    proc = _eval(
+        "--data", str(prepared), "--model", base, "--questions", str(path),
+        "--out", str(tmp_path / "r"), *overrides,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "line 2" in proc.stderr and f'"absent": "{row["uid"]}"' in proc.stderr
+
+    mixed = _write(tmp_path / "s.jsonl", [
+        {"question": row["title"], "uid": row["uid"], "kind": "title", "source": "real"},
+        {"question": "q about it", "uid": row["uid"], "kind": "typo"},
+    ])  # fmt: skip
+    out = tmp_path / "r2"
+    proc = _eval(
+        "--data", str(prepared), "--model", base, "--questions", str(mixed),
+        "--question-source", "real", "--max-new-tokens", "4", "--out", str(out), *overrides,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = json.loads((out / "report.json").read_text())
+    assert report["question_source"] == "real" and report["skipped"]["other_source"] == 1
+    assert "only source real: 1 others left out" in (out / "report.md").read_text()
+
+
 def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_dir, tmp_path):
     """``eval --questions --abstain-below``: every answer goes through the same gate as ``ask``
     (here a ratio no retrieval reaches: every question abstains, none generated); the report
@@ -645,7 +684,8 @@ def test_question_file_kinds_are_one_group_and_errors_stay_short(tmp_path):
     """An outside review: "typo", "typo " and "Typo" made three groups (two printed alike); a
     Latin-1 file was "not valid JSON"; a 2 MB 'source' was echoed whole into the error; a line
     without uid did not name the 'title' a real row may be keyed by."""
-    rows = [{"question": "mog kitens", "uid": "a", "kind": k} for k in ("typo", "typo ", "Typo")]
+    rows = [{"question": f"mog kitens {i}", "uid": "a", "kind": k}
+            for i, k in enumerate(("typo", "typo ", "Typo"))]  # fmt: skip
     got = QF.read_questions(_write(tmp_path / "q.jsonl", rows))
     assert {q.kind for q in got} == {"typo"}
     latin = tmp_path / "latin.jsonl"

@@ -77,6 +77,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         "data": str(data_dir),
         "questions": str(args.questions),
         "asked": len(questions),
+        "question_source": args.question_source,  # a filtered report says so (a review)
         "skipped": skipped,
         "max_new_tokens": args.max_new_tokens,
         "batch_size": args.batch_size,
@@ -140,8 +141,8 @@ def own_right(rows: list[dict], models: list[str]) -> dict:
 
 def _questions(args, data_dir: Path):
     questions = QF.read_questions(args.questions)
+    every = questions
     if args.question_source:
-        every = questions
         questions = [q for q in every if q.source == args.question_source]
         if not questions:
             raise UserError(
@@ -160,7 +161,9 @@ def _questions(args, data_dir: Path):
             f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
             "(questions about another catalogue? pick them with --question-source)"
         )
-    return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped]}
+    QF.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept)
+    left_out = {"other_source": len(every) - len(questions)} if args.question_source else {}
+    return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped], **left_out}
 
 
 def _taught_at_all(data_dir: Path):
@@ -305,6 +308,14 @@ def _batching(batch_size: int) -> str:
     )
 
 
+def _filtered(result: dict) -> str:
+    """The source filter a report was made with, and the questions it left out."""
+    source = result.get("question_source")
+    if not source:
+        return ""
+    return f"; only source {source}: {result['skipped'].get('other_source', 0)} others left out"
+
+
 def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
     models = list(result["models"])
     lines = [
@@ -312,7 +323,7 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
         "",
         f"Data: `{result['data']}`; questions: `{result['questions']}` ({result['asked']} asked, "
         f"{len(result['skipped']['not_in_catalogue'])} skipped: their product is not in this "
-        "catalogue); greedy, "
+        f"catalogue{_filtered(result)}); greedy, "
         f"max {result['max_new_tokens']} new tokens, {_batching(result.get('batch_size', 1))}; "
         "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L; differences "
         "between models: Newcombe's paired interval for a rate over the same questions, the "

@@ -26,10 +26,10 @@ from pathlib import Path
 import orjson
 
 from amazon_sft.answering.index import Source
-from amazon_sft.answering.question_text import MAX_QUESTION_CHARS
+from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
-from amazon_sft.errors import UserError, reading
+from amazon_sft.errors import RequestError, UserError, reading
 
 SOURCES = ("real", "generated")
 UNLABELLED = "unlabelled"
@@ -87,7 +87,22 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
                 out.append(_question(line, f"{path} line {line_no}", line_no))
     if not out:
         raise UserError(f"--questions {path} holds no question")
+    _refuse_repeats(path, out)
     return out
+
+
+def _refuse_repeats(path: Path, questions: list[ShopperQuestion]) -> None:
+    """A question asked twice about the same product counted twice, narrowing the intervals
+    (a review: nothing said so)."""
+    seen: dict[tuple, int] = {}
+    for q in questions:
+        key = (" ".join(q.text.casefold().split()), q.uid, q.removed, q.title)
+        if key in seen:
+            raise UserError(
+                f"{path} line {q.line} repeats line {seen[key]} (the same question about the "
+                "same product would count twice): remove one"
+            )
+        seen[key] = q.line
 
 
 def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
@@ -104,6 +119,10 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     text, kind = row.get("question"), row.get("kind")
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{where}: 'question' must be non-empty text")
+    try:  # as ask reads it: one of zero-width spaces alone was refused only mid-run
+        normalise_question(text)
+    except RequestError:
+        raise UserError(f"{where}: 'question' has no visible text; write the question") from None
     if (chars := len(" ".join(text.split()))) > MAX_QUESTION_CHARS:
         raise UserError(
             f"{where}: 'question' is {chars} characters; at most {MAX_QUESTION_CHARS} (what ask "
@@ -141,6 +160,23 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         return ShopperQuestion(text, uid, None, kind, source, line_no, title)
     removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
     return ShopperQuestion(text, None, removed, kind, source, line_no, title)
+
+
+def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuestion]) -> None:
+    """An absent question (``"uid": "absent"``, nothing taken out of retrieval) whose text is a
+    catalogue product's whole title: that product is there, and an answer citing it was scored
+    wrong (a review). One streaming pass, when any such question is asked."""
+    invented = {normalise_title(q.text): q for q in questions if q.uid is None and not q.removed}
+    if not invented:
+        return
+    for rec in _records(catalogue):
+        q = invented.get(normalise_title(str(rec.get("title", ""))))
+        if q is not None:
+            raise UserError(
+                f"question line {q.line}, absent: {q.text!r} is the title of product "
+                f'{rec.get("uid")} in {catalogue}; give "absent": "{rec.get("uid")}" to take '
+                "it out of retrieval, or ask about a product the catalogue lacks"
+            )
 
 
 def resolve_titles(catalogue: Path, questions: list[ShopperQuestion]) -> list[ShopperQuestion]:

@@ -704,6 +704,17 @@ def test_make_clean_keeps_user_files_named_like_its_litter_or_its_logs(tmp_path)
         path.unlink()
         if path.parent.name != "logs" and path.parent.name.startswith("."):
             path.parent.rmdir()
+    # a review of the fix: a file named like a run's folder was the run's; and a killed demo's
+    # staging files from this morning's builds (no machine in the name) kept the folder
+    shutil.rmtree(demo / "run" / "logs")
+    for name in ("final", "checkpoints", "logs"):
+        (demo / "run" / name).write_text("my notes")
+        line = clean(demo)
+        assert line.startswith(f"make clean: kept {demo}") and f"run/{name}" in line, line
+        (demo / "run" / name).unlink()
+    for name in (".demo.log.tmp-12345.log", ".trn.json.gz.tmp-12346"):
+        (demo / name).write_text("x")
+        assert is_litter(demo / name)
     assert clean(demo) == f"removed {demo}" and not demo.exists()
 
 

@@ -50,8 +50,10 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     (out / "report.md").write_text("precious\n")
     (out / "mine.txt").write_text("mine\n")
     questions = tmp_path / "q.jsonl"
-    title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
-    questions.write_text(json.dumps({"question": title, "uid": "absent", "kind": "partial"}) + "\n")
+    row = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])
+    questions.write_text(
+        json.dumps({"question": row["title"], "uid": row["uid"], "kind": "partial"}) + "\n"
+    )
     base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
     for extra in ([], ["--questions", str(questions)]):
         code, err = _run_cli(capsys, *base, *extra)
@@ -790,9 +792,9 @@ def test_eval_into_a_link_to_another_filesystem_keeps_the_report(prepared, tmp_p
         link = tmp_path / "eval"
         link.symlink_to(real)
         questions = tmp_path / "q.jsonl"
-        title = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])["title"]
+        row = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])
         questions.write_text(
-            json.dumps({"question": title, "uid": "absent", "kind": "partial"}) + "\n"
+            json.dumps({"question": row["title"], "uid": row["uid"], "kind": "partial"}) + "\n"
         )
         run = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(link)]
         run += ["--questions", str(questions), "--max-new-tokens", "2"]

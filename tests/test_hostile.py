@@ -235,6 +235,25 @@ def test_train_reads_manifest_and_shards(
     assert not (out / "final").exists() and not (out / "metrics.jsonl").exists()
 
 
+def test_a_damaged_manifests_hint_works_when_followed(
+    prepared_copy, tiny_model_dir, tmp_path, capsys
+):
+    """A review: a damaged manifest said "re-run `amazon-sft prepare ... --overwrite`", and
+    prepare refused that (its manifest no longer proves prepare wrote the folder). The hint
+    says to remove the folder first, then the prepare command, which then works."""
+    import re
+    import shlex
+
+    (prepared_copy / "manifest.json").write_text("{")
+    code, err = _train_reads(capsys, prepared_copy, tiny_model_dir, tmp_path / "run")
+    _assert_one_line(code, err, "train", "remove")
+    line = next(x for x in err.splitlines() if x.startswith("amazon-sft train: error:"))
+    assert "--overwrite" not in line, line
+    shutil.rmtree(prepared_copy)
+    command = shlex.split(re.search(r"run `([^`]+)`", line).group(1))
+    assert _run_cli(capsys, *command[1:], "--quiet")[0] == 0
+
+
 @pytest.mark.parametrize("how", ["key", "env"])
 def test_deepspeed_without_a_launcher_names_the_launcher(
     how, prepared, tiny_model_dir, tmp_path, capsys, monkeypatch

@@ -259,7 +259,12 @@ def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest
     own ``integrity`` digest matching (errors say how to make a good one, for ``config``: the
     run config that reads it, when known)."""
     file = Path(path) / MANIFEST
-    redo = f"re-run `{prepare_command(path, config, overwrite=True)}`"
+    # prepare --overwrite replaces only a folder whose manifest proves prepare wrote it: a
+    # damaged one's hint said --overwrite, which prepare then refused (a review)
+    redo = (
+        f"remove {path} yourself (prepare will not replace a folder whose manifest is damaged), "
+        f"then run `{prepare_command(path, config)}`"
+    )
     refuse_a_catalogue_file(path, config)
     if not file.is_file():
         raise UserError(

@@ -525,6 +525,16 @@ def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
     assert not killed.exists() and not later.exists()  # step 100,000,000 has 9 digits
 
 
+def _resume_with_more_steps(capsys, prepared, model, out) -> tuple[int, str]:
+    """``train --config tiny resume=auto`` with more steps than the finished run in ``out``."""
+    from .conftest import train_overrides
+
+    extra = ("resume=auto", "train.max_steps=26")
+    return _run_cli(
+        capsys, "train", "--config", "tiny", *train_overrides(prepared, model, out, *extra)
+    )
+
+
 def test_a_run_never_deletes_files_a_user_put_into_its_final(
     tuned_run, prepared, tiny_model_dir, tmp_path, capsys
 ):
@@ -534,19 +544,11 @@ def test_a_run_never_deletes_files_a_user_put_into_its_final(
     deleted."""
     from amazon_sft.ownership import foreign_in_final
 
-    from .conftest import train_overrides
-
     out = tmp_path / "run"
     shutil.copytree(tuned_run, out)
     assert foreign_in_final(out / "final") == []
     (out / "final" / "NOTES.txt").write_text("mine")
-    code, err = _run_cli(
-        capsys,
-        "train",
-        "--config",
-        "tiny",
-        *train_overrides(prepared, tiny_model_dir, out, "resume=auto", "train.max_steps=26"),
-    )
+    code, err = _resume_with_more_steps(capsys, prepared, tiny_model_dir, out)
     _one_line(code, err, "train", "NOTES.txt", "final")
     assert (out / "final" / "NOTES.txt").read_text() == "mine"
     assert foreign_in_final(out / "final") == ["NOTES.txt"]
@@ -565,20 +567,12 @@ def test_a_file_of_final_edited_since_the_save_is_kept_like_a_users_own(
     from amazon_sft.ownership import foreign_in_final
     from amazon_sft.saving import set_aside_foreign_final
 
-    from .conftest import train_overrides
-
     out = tmp_path / "run"
     shutil.copytree(tuned_run, out)
     assert foreign_in_final(out / "final") == []
     (out / "final" / "README.md").write_text("MY MODEL CARD")
     assert foreign_in_final(out / "final") == ["README.md"]
-    code, err = _run_cli(
-        capsys,
-        "train",
-        "--config",
-        "tiny",
-        *train_overrides(prepared, tiny_model_dir, out, "resume=auto", "train.max_steps=26"),
-    )
+    code, err = _resume_with_more_steps(capsys, prepared, tiny_model_dir, out)
     _one_line(code, err, "train", "README.md", "final")
     aside = set_aside_foreign_final(out)  # edited while the run trained: kept whole
     assert aside is not None and (aside / "README.md").read_text() == "MY MODEL CARD"
@@ -670,6 +664,19 @@ def test_make_clean_removes_only_the_folders_its_tools_marked(tmp_path):
     assert (mine / "thesis.txt").is_file()
 
 
+def _kept_by_clean(demo: Path, path: Path) -> str:
+    """The user's ``path`` written into the demo folder: make clean keeps the folder and the
+    file; its line."""
+    from amazon_sft.clean_outputs import clean
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("mine")
+    line = clean(demo)
+    assert line.startswith(f"make clean: kept {demo}"), line
+    assert path.read_text() == "mine"
+    return line
+
+
 def test_make_clean_keeps_user_files_named_like_its_litter_or_its_logs(tmp_path):
     """A hostile review: any hidden ``.X.tmp-*``, ``.X.old-*`` or ``.X.lock`` entry counted as
     a killed run's leftovers, a folder with all in it (``eval/.figures.tmp-v2/fig.md``), and any
@@ -698,11 +705,7 @@ def test_make_clean_keeps_user_files_named_like_its_litter_or_its_logs(tmp_path)
         demo / "run" / "logs" / "baseline" / "events.out.tfevents.1.host.1.0",
     ]
     for path in users:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("mine")
-        line = clean(demo)
-        assert line.startswith(f"make clean: kept {demo}"), line
-        assert path.read_text() == "mine"
+        _kept_by_clean(demo, path)
         path.unlink()
         if path.parent.name != "logs" and path.parent.name.startswith("."):
             path.parent.rmdir()
@@ -753,12 +756,8 @@ def test_make_clean_keeps_a_demo_holding_a_user_file_at_any_depth(tmp_path):
         demo / "run" / "previous" / "20261204T000000Z" / "thesis.txt",
     ]
     for path in users:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("mine")
-        line = clean(demo)
-        assert line.startswith(f"make clean: kept {demo}"), line
+        line = _kept_by_clean(demo, path)
         assert str(path.relative_to(demo)) in line, line
-        assert path.read_text() == "mine"
         path.unlink()
     (demo / "eval" / ".amazon_sft_eval.json").write_text('{"files": {}}')  # eval's, no digest
     (demo / "eval" / "report.md").write_text("edited")

@@ -26,10 +26,6 @@ STAGING = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9._]+-\d+(\.[A-Za-z0-9]+)?")
 """Killed runs' staging files and folders beside an output: ``.NAME.tmp-MACHINE-PID`` (or
 ``old``; ``atomic.staging_name``), with the name's suffix where it keeps one."""
 LOCK_NOTE = b"pid "
-LEGACY_DEMO_STAGING = re.compile(
-    r"\.(trn\.json\.gz|heldout_questions\.jsonl|answers\.json|demo\.log)\.tmp-\d+(\.\w+)?"
-)
-"""The demo's staging files before they carried the machine (``.demo.log.tmp-PID.log``)."""
 
 
 def is_litter(path: Path) -> bool:
@@ -44,8 +40,6 @@ def is_litter(path: Path) -> bool:
         with open(path, "rb") as fh:
             head = fh.read(len(LOCK_NOTE))
         return not head or head == LOCK_NOTE
-    if LEGACY_DEMO_STAGING.fullmatch(path.name):  # a killed demo of this morning's builds
-        return path.is_file()
     return bool(STAGING.fullmatch(path.name))
 
 

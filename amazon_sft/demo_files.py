@@ -29,11 +29,6 @@ replaces the file)."""
 DEMO_FILES = ("trn.json.gz", "heldout_questions.jsonl", "answers.json", "demo.log")
 
 
-WRITING = "writing"
-"""A file's record while an earlier version of the demo wrote it: whatever is there is the
-demo's (a user's file put there after that demo was killed was too: a review)."""
-
-
 FORMAT_KEY, FORMAT = "_format", 2
 """Records of format 2 name every file the demo wrote, so a name missing from one is not the
 demo's. Earlier records dropped a name
@@ -130,10 +125,9 @@ def demo_log(out: Path, started: str) -> DemoLog:
 
 
 def _as_written(path: Path, recorded: object) -> bool:
-    """Whether ``path`` is the file the record names (a digest, digests mid-swap, or an earlier
-    version's ``writing``)."""
-    if recorded == WRITING or (isinstance(recorded, str) and recorded.startswith("open:")):
-        return True  # an earlier version's marks of a file being written (one, for an hour)
+    """Whether ``path`` is the file the record names (a digest, or digests mid-swap). An
+    earlier version's marks of a file being written (``writing``, ``open:DEVICE:INODE``) name
+    no content: a file found under one may be a user's, so it is not the demo's."""
     digests = recorded if isinstance(recorded, list) else [recorded]
     return sha256_file(path) in digests
 

@@ -28,9 +28,6 @@ MARKER = ".amazon_sft_gpu_check.json"
 FILES = ("gpu_tests.txt", "benchmark.txt", "demo.txt", "gpu_check.json")
 """The files the check writes beside its ``demo/`` (a demo folder, checked as one)."""
 _DAMAGED = "damaged"
-LEGACY_WRITING = "writing"
-"""A file's record while an earlier version of the check wrote it in place (before staging):
-one it was killed writing is still the check's."""
 
 
 def _note(out: Path) -> dict | None:
@@ -69,7 +66,7 @@ def not_as_written(out: Path) -> tuple[list[str], list[str]]:
             continue  # nothing there, or a folder from before the record: the check's
         elif files == _DAMAGED or name not in files:
             theirs.append(name)
-        elif files[name] != LEGACY_WRITING and files[name] != sha256_file(path):
+        elif files[name] != sha256_file(path):  # an earlier version's "writing" too
             edited.append(name)
     return theirs, edited
 

@@ -310,11 +310,14 @@ def test_a_catalogue_the_demo_never_wrote_is_refused_not_replaced(tmp_path):
     # killed then (SIGKILL) left its own log unnamed, which is still the demo's (a review)
     (out / ".amazon_sft_demo_files.json").write_text('{"answers.json": "0"}')
     check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
-    # a log an hour's version marked by its inode while writing it, killed then: the demo's
+    # a mark of a file being written (earlier versions' "writing", "open:DEVICE:INODE") names
+    # no content: a file found under it may be a user's put there after the kill, so it is
+    # refused, not replaced (the marks' compatibility was dropped, 2026-12-05)
     inode = (out / "demo.log").stat()
-    mark = {"_format": 2, "demo.log": f"open:{inode.st_dev}:{inode.st_ino}"}
-    (out / ".amazon_sft_demo_files.json").write_text(json.dumps(mark))
-    check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
+    for mark in ("writing", f"open:{inode.st_dev}:{inode.st_ino}"):
+        (out / ".amazon_sft_demo_files.json").write_text(json.dumps({"demo.log": mark}))
+        with pytest.raises(UserError, match=r"demo\.log changed since"):
+            check_demo_files(out, out / "prepared", [out / "eval"], writes=["demo.log"])
     (out / ".amazon_sft_demo_files.json").write_text('{"answers.json": "0"}')
     # ... and stays the demo's once a new demo rewrites the record (recorded as it is)
     with staged_demo_file(out, "answers.json") as staging:

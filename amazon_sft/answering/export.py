@@ -30,7 +30,7 @@ from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
-from amazon_sft.evaluation.loading import EXPORTED, load_for_eval, saved_folder
+from amazon_sft.evaluation.loading import load_for_eval, saved_folder
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import listing, utc_stamp
@@ -84,7 +84,7 @@ def export_model(
     # the adapters kept apart: the merge is checked against them (merged on load, as answering
     # loads a run, the check compared the merge with itself)
     trained, tok, cfg, label = load_for_eval(
-        run, overrides or [], "cpu", what=EXPORTED, merge=False
+        run, overrides or [], "cpu", what="RUN", merge=False, runs_only=True
     )
     fmt = build_prompt_format(tok, cfg.data)
     sample = fmt.bos + hf_encoder(tok)([fmt.render("Sample product")])[0]

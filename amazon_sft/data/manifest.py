@@ -93,7 +93,7 @@ class Manifest:
     def identity(self) -> DataIdentity:
         """What names this prepared data in a run's records (resume, ``trained_on.json``)."""
         raw = self.to_dict()
-        return DataIdentity(data_digest(raw), self.integrity, _reports_left_out(raw))
+        return DataIdentity(data_digest(raw), self.integrity)
 
     def to_dict(self) -> dict:
         """As stored in manifest.json."""
@@ -158,21 +158,10 @@ class DataIdentity:
     """``data_digest``: what a run records."""
     integrity: str
     """The manifest's integrity digest, which runs recorded before 2026-12-04: still accepted."""
-    interim: str = ""
-    """What runs recorded for an hour on 2026-12-04 (``_reports_left_out``): still accepted."""
 
     def names(self, recorded: str | None) -> bool:
         """Whether a run's recorded digest is of this data."""
-        return bool(recorded) and recorded in (self.digest, self.integrity, self.interim)
-
-
-def _reports_left_out(manifest: dict) -> str:
-    """The manifest's digest less its integrity and its reports' digests, which runs recorded
-    between 151c034 and 034d0a0 (a review: they were refused once ``data_digest`` narrowed)."""
-    body = {k: v for k, v in manifest.items() if k != "integrity"}
-    digests = body.get("file_digests") or {}
-    body["file_digests"] = {n: d for n, d in digests.items() if n not in REPORTS}
-    return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()
+        return bool(recorded) and recorded in (self.digest, self.integrity)
 
 
 def seal(manifest: dict) -> dict:

@@ -26,11 +26,17 @@ SAVED_CONFIG = "amazon_sft_config.yaml"
 
 
 def load_for_eval(
-    spec: str, overrides: list[str], device: str, what: str = "--model", merge: bool = True
+    spec: str,
+    overrides: list[str],
+    device: str,
+    what: str = "--model",
+    merge: bool = True,
+    runs_only: bool = False,
 ):
     """(model in eval mode on ``device``, tokenizer, run config, label); errors name the model
-    as ``what`` ``spec`` (export's is its RUN argument). A LoRA run comes merged into its base
-    unless ``merge`` is False (export: its check compares the merge with the adapters apart)."""
+    as ``what`` ``spec`` (export's is its RUN argument) and, with ``runs_only`` (export), ask
+    for a training run alone. A LoRA run comes merged into its base unless ``merge`` is False
+    (export: its check compares the merge with the adapters apart)."""
     from accelerate.utils import set_seed  # seeds as training does (train.build_model)
 
     dtype = answering_dtype(device)
@@ -41,7 +47,7 @@ def load_for_eval(
         set_seed(cfg.seed)  # a random-init base is then the very model training starts from
         model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype)
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
-    folder = _run_folder(spec, what)
+    folder = _run_folder(spec, what, runs_only)
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
     if not has_weights:
         raise UserError(
@@ -114,17 +120,14 @@ def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
         )
 
 
-EXPORTED = "RUN"
-"""export's argument, which takes a training run only (a base model needs no export)."""
-
-
-def _run_folder(spec: str, what: str = "--model") -> Path:
-    """The saved model's folder a training ``out_dir`` (or its ``final/``) names."""
+def _run_folder(spec: str, what: str = "--model", runs_only: bool = False) -> Path:
+    """The saved model's folder a training ``out_dir`` (or its ``final/``) names; where
+    ``runs_only`` (export: a base model needs none), its errors do not offer ``config:NAME``."""
     folder = Path(spec)
     if (folder / "final").is_dir():
         folder = folder / "final"
     if not folder.is_dir():
-        takes = "a training" if what == EXPORTED else "config:NAME or a training"
+        takes = "a training" if runs_only else "config:NAME or a training"
         raise UserError(f"{what} {spec}: not a folder; give {takes} out_dir / final folder")
     if (folder / "trainer_state.json").is_file():  # checkpoints/step-N: state for resume
         raise UserError(

@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -257,3 +258,29 @@ def register() -> None:
     for name, fn in ((NAME, per_document_sdpa), (VARLEN, varlen_attention)):
         AttentionInterface.register(name, fn)
         AttentionMaskInterface.register(name, flash_attention_mask)
+
+
+@contextmanager
+def no_mask_preparation(implementation: str) -> Iterator[None]:
+    """A training forward on a boundary path, without transformers' mask preparation.
+
+    ``create_causal_mask`` looks for packed rows in the position ids of every forward given no
+    mask (``find_packed_sequence_indices``), and tests its result with ``.all()`` in an ``if``:
+    a host synchronisation per micro-batch, for a mask these paths do not use (the batch's
+    ``cu_seq_lens_*`` carry the boundaries). With the implementation's name out of the mask
+    table, transformers returns no mask at once (an attention it has no mask function for).
+    Generation keeps the table: its padding mask is flash-attn's 2-D one. The table is
+    transformers' private ``_global_mapping``: where a version lacks it, nothing changes but
+    that one synchronisation."""
+    from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS
+
+    table = getattr(ALL_MASK_ATTENTION_FUNCTIONS, "_global_mapping", None)
+    if implementation not in BOUNDARY_PATHS or not isinstance(table, dict):
+        yield
+        return
+    mask_function = table.pop(implementation, None)
+    try:
+        yield
+    finally:
+        if mask_function is not None:
+            table[implementation] = mask_function

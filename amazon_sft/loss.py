@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from amazon_sft.attention import packed_attention_inputs
+from amazon_sft.attention import no_mask_preparation, packed_attention_inputs
 from amazon_sft.data.batch import IGNORE_INDEX, PackedBatch
 from amazon_sft.modeling import decoder_and_head
 
@@ -103,13 +103,15 @@ class SummedAnswerLoss(nn.Module):
     def forward(self, batch: PackedBatch):
         decoder, head = decoder_and_head(self.lm)
         # the batch's own document boundaries keep packed documents apart on every attention path
-        boundaries = packed_attention_inputs(batch, self.lm.config._attn_implementation)
-        out = decoder(
-            input_ids=batch.input_ids,
-            position_ids=batch.position_ids,
-            use_cache=False,
-            **boundaries,
-        )
+        implementation = self.lm.config._attn_implementation
+        boundaries = packed_attention_inputs(batch, implementation)
+        with no_mask_preparation(implementation):  # no host read per micro-batch
+            out = decoder(
+                input_ids=batch.input_ids,
+                position_ids=batch.position_ids,
+                use_cache=False,
+                **boundaries,
+            )
         return chunked_cross_entropy(
             head, out.last_hidden_state, batch.labels, self.chunk_tokens, batch.label_positions
         )

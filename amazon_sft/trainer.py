@@ -289,9 +289,8 @@ class Trainer:
         after = reduce_sum(acc, flags)
         labels, tokens, flops, loss, n_bad, stops, due, norm = torch.cat(
             [before, after, grad_norm.to(device, torch.float64).reshape(1)]
-        ).tolist()  # the step's one host synchronisation of ours; transformers' mask
-        # preparation adds one per micro-batch (masking_utils.find_packed_sequence_indices
-        # tests its packed-row mask with .all() in an if: a kernel audit counted it)
+        ).tolist()  # the step's one host synchronisation (transformers' mask preparation
+        # added one per micro-batch: attention.no_mask_preparation)
         finite = n_bad == 0 and math.isfinite(norm)
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
         stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)

@@ -528,3 +528,42 @@ def test_flop_counter_takes_the_attention_width_from_the_heads():
     )
     c = FlopCounter.for_model(MistralForCausalLM(cfg), peak_tflops=0, world_size=1)
     assert (c.layers, c.hidden) == (1, 2 * 16)
+
+
+@pytest.mark.parametrize("implementation", ["sdpa_per_document", "varlen_attn"])
+def test_a_training_forward_reads_nothing_back_from_the_device(implementation, monkeypatch):
+    """A loop-overhead review: transformers' ``create_causal_mask`` ran
+    ``find_packed_sequence_indices`` on every training forward of the boundary paths, which
+    tests ``.all()`` in an ``if``: one host synchronisation per micro-batch (18 a step at 18
+    micro-batches), against the README's one a step, for a mask the boundaries make useless.
+    The training forward reads nothing back; its loss is the block-diagonal mask path's."""
+    from torch.profiler import profile
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from amazon_sft import attention
+    from amazon_sft.data.loader import position_ids
+
+    attention.register()
+    torch.manual_seed(0)
+    cfg = LlamaConfig(
+        vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, attn_implementation="sdpa",
+    )  # fmt: skip
+    lm = LlamaForCausalLM(cfg).train()
+    if implementation == "varlen_attn":  # the CUDA kernel's stand-in, which takes bf16 only
+        flash_kernels.install(monkeypatch)
+        lm = lm.to(torch.bfloat16)
+    lens = [[10, 6], [9, 7]]
+    ids = np.random.default_rng(0).integers(3, 100, size=(2, 16))
+    labels = ids.copy()
+    labels[:, :3] = -100
+    pos = np.stack([position_ids(np.array(n), 16) for n in lens])
+    batch = PackedBatch.from_rows(ids, labels, pos, lens, np.arange(2))
+    expected = SummedAnswerLoss(lm, 8)(batch)[0]  # sdpa: the block-diagonal mask
+    lm.config._attn_implementation = implementation
+    with profile() as prof:
+        loss = SummedAnswerLoss(lm, 8)(batch)[0]
+    reads = [e.name for e in prof.events() if e.name in ("aten::_local_scalar_dense", "aten::is_nonzero")]  # fmt: skip
+    assert reads == [], reads
+    bf16 = {"rtol": 1e-2, "atol": 1e-2} if implementation == "varlen_attn" else {}
+    torch.testing.assert_close(loss, expected, **bf16)  # bf16 sums in another order

@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from fractions import Fraction
 from pathlib import Path
 from typing import NamedTuple
 
@@ -213,10 +214,16 @@ def steps_for_epochs(epochs: float, data_rows: int, global_batch_rows: int) -> i
     """Optimizer steps that make ``epochs`` passes over ``data_rows`` packed rows, a pass being
     ceil(rows / rows a step) steps (the loader pads a pass to whole steps).
 
+    The product is taken in decimal (``Fraction(str(epochs))``): in binary 1.1 x 100 is
+    110.00000000000001, and its ceiling ran a step more than asked (a numerics review).
+
     >>> steps_for_epochs(1, 395, 8), steps_for_epochs(1.5, 395, 4), steps_for_epochs(0.01, 10, 8)
     (50, 149, 1)
+    >>> steps_for_epochs(1.1, 1000, 10), steps_for_epochs(2.2, 450, 18)
+    (110, 55)
     """
-    return max(1, math.ceil(epochs * math.ceil(data_rows / global_batch_rows)))
+    per_pass = math.ceil(data_rows / global_batch_rows)
+    return max(1, math.ceil(Fraction(str(epochs)) * per_pass))
 
 
 def check_epochs_per_step(global_batch_rows: int, data_rows: int, data: str) -> float:

@@ -30,10 +30,16 @@ from amazon_sft.answering.doubt import (
     retrieval_sure,
 )
 from amazon_sft.answering.index import CatalogueIndex, Source
-from amazon_sft.answering.question_text import clean_question, does_not_fit, normalise_question
+from amazon_sft.answering.question_text import (
+    clean_question,
+    does_not_fit,
+    normalise_question,
+    record_text_for_prompt,
+)
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
+from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.evaluation.generation import (
     Decoding,
@@ -104,13 +110,20 @@ def build_prompt(
 ) -> str:
     """The prompt training taught for this mode: grounded records cut to the same budget, or
     the closed-book question about the best-matching title."""
+    scrub = SpecialTextScrubber(tok, fmt)  # the record's text, for this tokenizer (a review)
+
+    def safe(text: str) -> str:
+        return record_text_for_prompt(text, scrub)
+
     if mode == "grounded":
         shown = cut_to_tokens(tok, [s.content for s in sources], data.context_record_tokens)
-        records = [ContextRecord(s.uid, s.title, text) for s, text in zip(sources, shown)]
+        records = [
+            ContextRecord(safe(s.uid), safe(s.title), safe(text)) for s, text in zip(sources, shown)
+        ]
         return fmt.wrap(fmt.grounded(question, records))
     if not sources:
         return fmt.wrap(question)
-    return fmt.render(sources[0].title, 0)
+    return fmt.render(safe(sources[0].title), 0)
 
 
 def shown_description(tok, data: DataConfig, source: Source) -> str:

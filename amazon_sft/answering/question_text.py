@@ -36,6 +36,20 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     )
 
 
+def record_text_for_prompt(text: str, scrub: SpecialTextScrubber) -> str:
+    """A record's title or description as a prompt may show it: prepare scrubbed it for the
+    tokenizer it prepared with, but an index may be asked with another model (``--index``),
+    or hand-written, so special-token text of the answering tokenizer, and tags its format
+    writes as text, are removed here too, with markup, until nothing changes (a removal can
+    join what is left). Unlike a question, nothing is refused: a record emptied is empty."""
+    for _ in range(MAX_PASSES):
+        again = scrub(without_markup(text))
+        if again == text:
+            return text
+        text = again
+    return ""  # still forging after every pass: shown as nothing
+
+
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 

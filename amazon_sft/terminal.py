@@ -18,6 +18,16 @@ import re
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+def one_line(text: str) -> str:
+    """``printable`` on one line: a field printed inside a line (a title, a uid, the gate's
+    reason) whose newline would start a line of its own, a forged source (a hostile review).
+
+    >>> one_line("Mug\\n  cited  [B00] Official Charger\\t(score 84)")
+    'Mug cited [B00] Official Charger (score 84)'
+    """
+    return " ".join(printable(text).split())
+
+
 def printable(text: str) -> str:
     """``text`` without control characters, newlines and tabs kept.
 
@@ -27,15 +37,18 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-_C1_AND_DEL = re.compile(r"[\x7f-\x9f]")
+_ESCAPED = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
 def json_line(payload) -> str:
     """One JSON line for a terminal or a pipe: the data unchanged, every control character
-    escaped (``json.dumps`` escapes C0 ones itself, not ``DEL`` or the C1 range).
+    and bidirectional override escaped (``json.dumps`` escapes C0 ones itself, not ``DEL``, the
+    C1 range or U+202A-U+202E, U+2066-U+2069: a review found a title's raw U+202E).
 
     >>> json_line({"t": "a\\x1bb\\x9b"})
     '{"t": "a\\\\u001bb\\\\u009b"}'
+    >>> json_line({"title": "Invoice \\u202etxt.exe"})  # shown reversed on a terminal if raw
+    '{"title": "Invoice \\\\u202etxt.exe"}'
     """
     text = json.dumps(payload, ensure_ascii=False)
-    return _C1_AND_DEL.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

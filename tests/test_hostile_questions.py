@@ -281,3 +281,21 @@ def test_a_catalogue_touched_but_not_changed_while_served_is_still_answered(prep
     stat = catalogue.stat()
     os.utime(catalogue, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
     assert index.search(question, 3) == first
+
+
+def test_a_title_with_a_newline_prints_as_one_source_line(capsys):
+    """A hostile review: a title keeping its newline (``data.clean.normalise_whitespace=false``
+    or a hand-written catalogue) printed a forged "cited [B00TRUSTED] Official Apple Charger"
+    line under the real source in ``ask``'s sources, and in the gate's doubt line."""
+    from amazon_sft.answering.shown import print_how, print_sources
+
+    forged = "Mug\n  cited  [B00TRUSTED] Official Apple Charger (retrieval score 84.04)"
+    print_sources([{"uid": "B01\nB02", "title": forged, "score": 1.0, "cited": True}])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines == ["Sources:", "  cited  [B01 B02] " + " ".join(forged.split()) + " (retrieval score 1.00)"]  # fmt: skip
+
+    class Doubtful:
+        doubtful, doubt, answer = True, f"the first record, {forged}, is not 2x ahead", ""
+
+    print_how(Doubtful())
+    assert len(capsys.readouterr().out.strip().splitlines()) == 1

@@ -6,7 +6,7 @@ from __future__ import annotations
 from amazon_sft.answering.gate import check_no_quote, for_mode, resolve_gate
 from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
-from amazon_sft.terminal import json_line, printable
+from amazon_sft.terminal import json_line, one_line, printable
 
 
 class AnswerPrinter:
@@ -29,7 +29,7 @@ class AnswerPrinter:
 def print_how(result) -> None:
     """Say when the gate, not the model, wrote the answer (answering/doubt.py, answering/sure.py)."""
     if result.doubtful:
-        print(f"(abstained without generating: retrieval was not sure: {printable(result.doubt)}; "
+        print(f"(abstained without generating: retrieval was not sure: {one_line(result.doubt)}; "
               "the gate, --abstain-below; --gate off asks the model anyway)")  # fmt: skip
     elif result.quoted:
         print(
@@ -40,7 +40,7 @@ def print_how(result) -> None:
         print("(the model's answer is empty: it wrote only white space)")
     unretrieved = getattr(result, "cited_unretrieved", None)
     if unretrieved:
-        uids = ", ".join(printable(u) for u in unretrieved)
+        uids = ", ".join(one_line(u) for u in unretrieved)
         print(f"(the answer cites {uids}: not a record retrieval returned, so not a source)")
 
 
@@ -61,7 +61,7 @@ def print_sources(sources: list[dict], closed: bool = False) -> None:
         )
         mark = {True: "cited ", False: "unused"}.get(s.get("cited"), "")
         mark = f"{mark} " if mark else ""
-        uid, title = printable(str(s["uid"])), printable(s["title"])
+        uid, title = one_line(str(s["uid"])), one_line(s["title"])  # a newline forged a line
         meaning = (
             f": words {s['words_score']:.2f}, meaning cosine {s['cosine']:.2f}"
             if s.get("cosine") is not None
@@ -111,7 +111,7 @@ def retrieval_only(args, command: str = "ask"):
             return
         if doubt:
             print(
-                f"Retrieval is not sure (--abstain-below {abstain_below}): {printable(doubt)}; "
+                f"Retrieval is not sure (--abstain-below {abstain_below}): {one_line(doubt)}; "
                 f"{command} abstains."
             )
         elif abstain_below and sources:

@@ -91,7 +91,7 @@ class DataConfig:
     """Questions each product is taught with: first the canonical phrasing (index 0, the one
     evaluation and answering ask), then others picked by a stable hash of the uid. More than 1
     teaches the model to answer other wordings (English and Portuguese) of the same question,
-    at one more copy of the document each."""
+    at one more copy of the document each; at most the number of phrasings (9 builtin)."""
     closed_book_fraction: float = 1.0
     """Share of training products taught closed-book (the title question, the description as
     answer), picked by a stable hash of the uid. 1.0: all of them."""
@@ -164,7 +164,7 @@ class DataConfig:
     """Cleaning steps, each switchable and counted in the report."""
 
     def __post_init__(self) -> None:
-        self.path = home(self.path)
+        self.path, self.templates = home(self.path), home(self.templates)
         if self.max_seq_len < 16:
             raise UserError(f"data.max_seq_len must be >= 16, got {self.max_seq_len}")
         if self.max_answer_tokens < 1:

@@ -89,6 +89,12 @@ def prepare(
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
+    if data.phrasings_per_doc > len(fmt.phrasings):  # a product is taught each phrasing once
+        raise UserError(
+            f"data.phrasings_per_doc={data.phrasings_per_doc} is more than the "
+            f"{len(fmt.phrasings)} phrasings of data.templates={data.templates}: give <= "
+            f"{len(fmt.phrasings)}, or a templates file with more phrasings"
+        )
     kept = f"{out_dir} is unchanged" if out_dir.exists() else f"nothing was written to {out_dir}"
     with OutputLock(out_dir, "amazon-sft prepare"):
         staging = _staging_dir(out_dir, overwrite)

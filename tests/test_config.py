@@ -298,6 +298,11 @@ def test_a_home_folder_path_is_the_users_home_not_a_folder_named_tilde(tmp_path,
     )
     assert cfg.out_dir == str(tmp_path / "runs/x") and cfg.data.path == str(tmp_path / "data")
     assert cfg.resume == str(tmp_path / "runs/x/checkpoints/step-2")
+    # a docs review: data.templates=~/t.yaml was "does not exist", the file there
+    cfg = load_run_config("tiny", ["data.templates=~/t.yaml", "deepspeed=~/ds.json"])
+    assert cfg.data.templates == str(tmp_path / "t.yaml")
+    assert cfg.deepspeed == str(tmp_path / "ds.json")
+    assert load_run_config("tiny").data.templates == "builtin"
 
 
 def test_model_arch_given_for_a_saved_model_is_refused_not_recorded(tmp_path):

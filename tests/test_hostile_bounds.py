@@ -372,6 +372,7 @@ def test_a_step_over_many_epochs_is_refused_and_over_one_warned(
         (("--max-new-tokens", "1000"), "does not fit: the model's context is 1024"),
         (("--repetition-penalty", "nan"), "--repetition-penalty"),
         (("--repetition-penalty", "-1"), "--repetition-penalty"),
+        (("--examples", "-2"), "--examples must be >= 0"),  # showed all but 2 (a review)
     ],
 )
 def test_eval_lengths_and_penalties_are_bounded(

@@ -135,6 +135,15 @@ def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prep
         load_run_config("tiny", ["data.max_train_products=0"])
 
 
+def test_more_phrasings_per_doc_than_the_templates_have_is_refused(catalogue, tmp_path):
+    """A docs review: data.phrasings_per_doc=20 taught 9 copies of each product (the builtin
+    phrasings) and the manifest recorded 20, unsaid."""
+    cfg = load_run_config("tiny", ["data.phrasings_per_doc=10"])
+    with pytest.raises(UserError, match=r"data\.phrasings_per_doc=10 .* 9 phrasings .*<= 9"):
+        prepare(catalogue, tmp_path / "out", cfg, progress=False)
+    assert not (tmp_path / "out").exists()
+
+
 def test_phrasings_per_doc_teaches_the_canonical_question_and_others(catalogue, tiny_tok, tmp_path):
     cfg = load_run_config("tiny", ["data.phrasings_per_doc=2", "data.max_train_products=30"])
     m = prepare(catalogue, tmp_path / "out", cfg, progress=False)

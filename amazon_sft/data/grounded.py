@@ -112,14 +112,10 @@ class GroundedBuilder:
                 return kind
         return "title"  # the shares' rounding left a sliver above their sum
 
-    def negatives(self, question: str, product: dict, count: int, train_only: bool) -> list[dict]:
-        """The ``count`` best matches of the question that are not the product, an edition of it
-        (same description) or a twin (same title): those would be a second right answer. One
-        query at a time (``build`` asks the batch's questions together)."""
-        best = self.index.top(question, count + 8, train_only, self.data.grounded_shortlist)
-        return self._negatives(best, product, count)
-
     def _negatives(self, best: list[tuple[int, float]], product: dict, count: int) -> list[dict]:
+        """The ``count`` best matches of the question (``best``) that are not the product, an
+        edition of it (same description) or a twin (same title): those would be a second right
+        answer."""
         title, content = normalise_title(product["title"]), product["content"]
         out = []
         for i, _ in best[: count + 8]:  # what a query for this count alone would have returned

@@ -124,6 +124,8 @@ def parse_args(argv):
             f"--repetition-penalty must be a finite number > 0 (1.0: none), got "
             f"{args.repetition_penalty}"
         )
+    if args.examples is not None and args.examples < 0:
+        raise UserError(f"--examples must be >= 0 (0: none in report.md), got {args.examples}")
     if args.no_repeat_ngram_size < 0:
         raise UserError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:

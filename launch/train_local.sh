@@ -7,7 +7,8 @@
 #   OUT     run folder (default: a YAML config's own out_dir, else runs/$CONFIG);
 #   DATA    prepared folder (default: the config's);
 #           relative paths (and a CONFIG given as a YAML path) are read from where you stand,
-#           as are the YAML's and the key=value arguments' data.path, model.path, resume, out_dir
+#           as are the YAML's and the key=value arguments' data.path, model.path, resume, out_dir,
+#           model.tokenizer, data.templates and deepspeed
 #   ACCEL   launch/accelerate/<name>.yaml (default single_gpu for 1 process, multi_gpu for more;
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
@@ -63,7 +64,9 @@ whole() {
     data.path=[!/~]* | out_dir=[!/~]*) ;;
     # resume=step-N names out_dir's checkpoint unless a folder of that name is here, as in train
     resume=[!/~]*) [ -d "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
-    model.path=[!/~]*) [ -e "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
+    # a name (a hub id, builtin, builtin:tiny) where nothing of that name is here
+    model.path=[!/~]* | model.tokenizer=[!/~]* | data.templates=[!/~]* | deepspeed=[!/~]*)
+      [ -e "$here/$value" ] || { printf "%s\n" "$1"; return; } ;;
     *) printf "%s\n" "$1" && return ;;
   esac
   case "$value" in auto | none | "") printf "%s\n" "$1" ;; *) printf "%s\n" "$key=$here/$value" ;; esac
@@ -76,7 +79,7 @@ if [ -f "$config_file" ]; then
   read_paths='import sys, yaml
 c = yaml.safe_load(open(sys.argv[1]))
 c = c if isinstance(c, dict) else {}
-for key in ("data.path", "model.path", "resume"):
+for key in ("data.path", "model.path", "resume", "model.tokenizer", "data.templates", "deepspeed"):
     part, _, leaf = key.rpartition(".")
     v = (c.get(part) if part else c)
     v = v.get(leaf) if isinstance(v, dict) else None

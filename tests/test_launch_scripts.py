@@ -867,6 +867,20 @@ def test_train_local_reads_relative_paths_from_where_you_stand_as_train_does(tmp
     args = seen.read_text().splitlines()
     assert args[-2:] == given, args
     assert f"data.path={tmp_path / 'runs' / 'tiny-data'}" in args, args
+    # a docs review: data.templates, model.tokenizer and a DeepSpeed JSON named here were read
+    # from the repo ("does not exist", or the repo's file of that name); names stay names
+    (tmp_path / "my_t.yaml").write_text("questions: {en: ['{title}?']}\n")
+    (tmp_path / "tok").mkdir()
+    (tmp_path / "ds.json").write_text("{}")
+    (tmp_path / "exp.yaml").write_text("data:\n  templates: my_t.yaml\ndeepspeed: ds.json\n")
+    env["CONFIG"] = "exp.yaml"
+    given = ["model.tokenizer=tok", "data.templates=builtin", "model.tokenizer=builtin:tiny"]
+    proc = subprocess.run([*run, *given], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    args = seen.read_text().splitlines()
+    assert f"data.templates={tmp_path / 'my_t.yaml'}" in args, args
+    assert f"deepspeed={tmp_path / 'ds.json'}" in args, args
+    assert args[-3:] == [f"model.tokenizer={tmp_path / 'tok'}", *given[1:]], args
 
 
 def test_train_sbatch_reads_its_settings_past_the_config_loaders_warnings(tmp_path):

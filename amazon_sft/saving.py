@@ -21,7 +21,7 @@ import torch
 from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.checkpointing import CHECKSUMS, FINAL_CHECKED, write_checksums
 from amazon_sft.config import RunConfig
-from amazon_sft.config_loader import write_resolved
+from amazon_sft.config_loader import with_whole_paths, write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import (
@@ -71,7 +71,8 @@ def save_final(
         write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
         # the changes made on resume, as the run's config.yaml says them
-        write_resolved(cfg, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
+        saved = with_whole_paths(cfg)  # read later from anywhere (ask elsewhere: a review)
+        write_resolved(saved, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
         write_trained_on(staging, trained_on)

@@ -126,7 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         if summary["stopped_by"] is None and finished_before(out_dir, summary):
             log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
         elif summary["stopped_by"] is None:
-            data = TrainedOn(str(Path(cfg.data.path).resolve()), shards.manifest.identity.digest)
+            manifest = shards.manifest  # its prompt fingerprint is the one load_data checked
+            data = TrainedOn(
+                str(Path(cfg.data.path).resolve()),
+                manifest.identity.digest,
+                manifest.template_fingerprint,
+            )
             weights = trainer.base_weights
             final = save_final(accelerator, cfg, model, tok, out_dir, summary, data, weights)
             log.info(

@@ -32,6 +32,10 @@ class TrainedOn:
     data_integrity: str
     """Its data's digest (``manifest.data_digest``; before 2026-12-04 the manifest's
     ``integrity``, still accepted)."""
+    prompt_format: str = ""
+    """The fingerprint of the prompts it was trained on (``PromptFormat.fingerprint``, as the
+    manifest has it): a command loading the run refuses other prompts (an edited
+    ``data.templates`` file). Empty in runs saved before 2026-12-05: not checked."""
 
 
 def write_trained_on(model_folder: Path, record: TrainedOn) -> None:
@@ -45,7 +49,8 @@ def read_trained_on(model_folder: Path) -> TrainedOn | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]))
+        prompts = str(raw.get("prompt_format") or "")
+        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]), prompts)
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{path} is damaged: copy the saved model folder again (or delete the file to skip "

@@ -340,3 +340,41 @@ def test_a_lora_runs_card_says_a_gguf_base_needs_its_cache_or_an_export():
     assert "conversion cache" in card and "amazon-sft export" in card
     full = load_run_config("smollm2-135m", ["lora.enabled=false"])
     assert "conversion cache" not in model_card(full, {"steps": 1})
+
+
+@pytest.mark.e2e
+def test_a_saved_run_answers_from_anywhere_and_refuses_prompts_it_was_not_trained_on(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """A docs review: a run kept ``model.path: base`` and ``data.templates: my_t.yaml`` as
+    typed, read later from wherever a command ran: ``ask`` elsewhere could not find the LoRA
+    base (and its hint, ``model.path=``, is no option of ask or export), and used whatever
+    ``my_t.yaml`` held there or held now, unsaid (eval alone compared the prompts, against the
+    prepared folder). final/'s config names them whole, and the run records its prompts'
+    fingerprint: every command that loads the run refuses other prompts."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    work = tmp_path / "work"
+    work.mkdir()
+    shutil.copytree(tiny_model_dir, work / "base")
+    shutil.copy(REPO / "amazon_sft" / "templates" / "questions.yaml", work / "my_t.yaml")
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.prepare import prepare
+
+    write_catalogue(work / "trn.json.gz", 300, seed=3)
+    monkeypatch.chdir(work)
+    prepare(work / "trn.json.gz", work / "prep", load_run_config("tiny", ["data.templates=my_t.yaml"]), progress=False)  # fmt: skip
+    args = train_overrides(Path("prep"), Path("base"), Path("run"), "train.max_steps=1", *STEPS, *LORA)  # fmt: skip
+    cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "tiny", *args]
+    proc = subprocess.run([*cmd, "data.templates=my_t.yaml"], capture_output=True, text=True,
+                          cwd=work, env={**ENV, "PYTHONPATH": str(REPO)}, timeout=600)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)  # another folder
+    _, _, cfg, _ = load_for_eval(str(work / "run"), [], "cpu")
+    assert cfg.model.path == str(work / "base") and cfg.data.templates == str(work / "my_t.yaml")
+    text = (work / "my_t.yaml").read_text()
+    (work / "my_t.yaml").write_text(text.replace("### Question:", "### Edited:"))
+    with pytest.raises(UserError, match=r"data\.templates.*other prompts than it was trained"):
+        load_for_eval(str(work / "run"), [], "cpu")

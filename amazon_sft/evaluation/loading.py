@@ -20,7 +20,9 @@ from amazon_sft.data.manifest import shaping_overrides
 from amazon_sft.errors import UserError
 from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.ownership import RUN_MARKER
+from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
+from amazon_sft.trained_on import read_trained_on
 
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
@@ -71,6 +73,7 @@ def load_for_eval(
         ) from None
     cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
+    check_prompts(folder, cfg, tok, what, spec)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
@@ -115,8 +118,24 @@ def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
         changed = sorted(set(now) ^ set(then) | {f for f in now if now[f] != then.get(f)})
         raise UserError(
             f"{what} {spec}: the LoRA adapter was trained on other base weights than model.path "
-            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): give model.path=THE_BASE "
-            "it was trained on, or train again on this one"
+            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): set model.path in "
+            f"{folder / SAVED_CONFIG} to the base it was trained on, or train again on this one"
+        )
+
+
+def check_prompts(folder: Path, cfg: RunConfig, tok, what: str, spec: str) -> None:
+    """Refuse a run whose prompts, rendered now from its config, are not those it was trained
+    on: its ``data.templates`` file edited since (ask, chat and serve used it unsaid)."""
+    record = read_trained_on(folder)
+    if record is None or not record.prompt_format:
+        return
+    now = build_prompt_format(tok, cfg.data).fingerprint()
+    if now != record.prompt_format:
+        raise UserError(
+            f"{what} {spec}: data.templates={cfg.data.templates} renders other prompts than it "
+            f"was trained on (fingerprint {now} != {record.prompt_format}): put back the "
+            f"templates file it was trained with, or set data.templates in "
+            f"{folder / SAVED_CONFIG} to a copy of it"
         )
 
 

@@ -378,3 +378,37 @@ def test_a_saved_run_answers_from_anywhere_and_refuses_prompts_it_was_not_traine
     (work / "my_t.yaml").write_text(text.replace("### Question:", "### Edited:"))
     with pytest.raises(UserError, match=r"data\.templates.*other prompts than it was trained"):
         load_for_eval(str(work / "run"), [], "cpu")
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize("target", ["lm_head", "embed_tokens"])
+def test_lora_on_a_tied_embedding_answers_with_the_model_it_trained(
+    target, prepared, tiny_cfg, tiny_tok, tmp_path
+):
+    """An export review: LoRA on ``lm_head`` (or ``embed_tokens``) of a model whose input and
+    output embeddings are one weight (SmolLM2, Llama-3.2) trains a change to one side only; the
+    merge for answering added it to the shared weight, both sides: ask, chat, serve and eval
+    answered with another model (logits 0.35 and 0.93 off, the top token changed) and export
+    refused with a figure. The shared weight is untied before the merge."""
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    from .conftest import save_random_model
+
+    base = save_random_model(tmp_path / "tied", tiny_cfg, tiny_tok, "llama", tied=True)
+    out = tmp_path / "run"
+    lora = [*LORA, f"lora.target_modules=[q_proj,v_proj,{target}]"]
+    proc = _train(*train_overrides(prepared, base, out, "train.max_steps=4", *STEPS, *lora))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ids = torch.tensor([[5, 17, 42, 99, 7, 3, 64, 12]])
+    trained, *_ = load_for_eval(str(out), [], "cpu", merge=False)
+    merged, *_ = load_for_eval(str(out), [], "cpu")
+    with torch.no_grad():
+        want, got = trained(ids).logits, merged(ids).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    export_model(str(out), tmp_path / "exported")  # its own check compares the two
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
+    with torch.no_grad():
+        torch.testing.assert_close(exported(ids).logits, want, rtol=1e-4, atol=1e-4)

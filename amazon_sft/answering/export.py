@@ -30,7 +30,7 @@ from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
-from amazon_sft.evaluation.loading import load_for_eval, saved_folder
+from amazon_sft.evaluation.loading import load_for_eval, merge_adapters, saved_folder
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import listing, utc_stamp
@@ -91,7 +91,7 @@ def export_model(
     ids = torch.tensor([sample])
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
-    merged = trained.merge_and_unload() if hasattr(trained, "merge_and_unload") else trained
+    merged = merge_adapters(trained)  # a tied embedding untied first, as answering merges
     # the merge against the adapters kept apart (two computations: float rounding apart)
     merge_diff = _max_diff(merged, ids, expected)
     _check(merge_diff, "the merged model's", expected)

@@ -91,7 +91,7 @@ def load_for_eval(
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
         with peft_quietly():
             model = PeftModel.from_pretrained(base, str(folder))
-            model = model.merge_and_unload() if merge else model
+        model = merge_adapters(model) if merge else model
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None
@@ -121,6 +121,38 @@ def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
             f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): set model.path in "
             f"{folder / SAVED_CONFIG} to the base it was trained on, or train again on this one"
         )
+
+
+def merge_adapters(model):
+    """A LoRA model merged into its base (peft ``merge_and_unload``), a weight its input and
+    output embeddings share untied first where an adapter sits on either; other models as they
+    are. The one merge answering and export make."""
+    if not hasattr(model, "merge_and_unload"):
+        return model
+    untie_adapted_embeddings(model)
+    with peft_quietly():
+        return model.merge_and_unload()
+
+
+def untie_adapted_embeddings(model) -> bool:
+    """Give the output layer its own copy of a weight it shares with the input embeddings when
+    an adapter sits on either (LoRA on ``lm_head`` or ``embed_tokens`` of SmolLM2, Llama-3.2):
+    training changed one side only, and a merge into the shared weight changes both (an export
+    review: logits 0.35 off, the top token changed). The model then saves untied. Returns
+    whether it untied."""
+    base = model.get_base_model()
+    inputs, outputs = base.get_input_embeddings(), base.get_output_embeddings()
+    if outputs is None:
+        return False
+    shared = getattr(inputs, "base_layer", inputs).weight
+    head = getattr(outputs, "base_layer", outputs)
+    adapted = hasattr(inputs, "base_layer") or hasattr(outputs, "base_layer")
+    if head.weight is not shared or not adapted:
+        return False
+    head.weight = torch.nn.Parameter(shared.detach().clone(), requires_grad=False)
+    for config in {id(c): c for c in (base.config, base.config.get_text_config())}.values():
+        config.tie_word_embeddings = False
+    return True
 
 
 def check_prompts(folder: Path, cfg: RunConfig, tok, what: str, spec: str) -> None:

@@ -61,7 +61,7 @@ from amazon_sft.resuming import base_after_load, branch_goes_on, plan_resume, re
 from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
-from amazon_sft.trainable_state import frozen_base_of
+from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
 from amazon_sft.trained_on import TrainedOn
 from amazon_sft.trainer import Trainer
 
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             ", ".join(unused),
         )
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
+    refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
     tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)

@@ -150,6 +150,19 @@ def _cached_snapshot(repo_id: str) -> Path | None:
         return None
 
 
+def refuse_undrawable_base(cfg, zero_stage: int | None) -> None:
+    """Refuse LoRA on a random base under ZeRO-3: ``zero.Init`` draws the base otherwise than
+    one process does from the same seed, and a LoRA run saves the adapter alone, to be put
+    back on a base drawn again (an export review: another model, logits 1.04 off, unsaid)."""
+    if cfg.lora.enabled and cfg.model.path == "random" and zero_stage == 3:
+        raise UserError(
+            "lora.enabled with model.path=random under DeepSpeed ZeRO-3: the random base drawn "
+            "there cannot be drawn again to put the adapter back on; save a model with "
+            "save_pretrained and give its folder as model.path, or train it with ZeRO-2 "
+            "(launch/accelerate/zero2.yaml)"
+        )
+
+
 def frozen_base_of(cfg) -> dict[str, str] | None:
     """``base_weights_digest`` of a LoRA run's base (``cfg``: the RunConfig); None for a full
     fine-tune, whose checkpoints hold every weight."""

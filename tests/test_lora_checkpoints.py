@@ -412,3 +412,22 @@ def test_lora_on_a_tied_embedding_answers_with_the_model_it_trained(
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "exported")
     with torch.no_grad():
         torch.testing.assert_close(exported(ids).logits, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.unit
+def test_lora_on_a_random_base_under_zero3_is_refused():
+    """An export review: ``model.path=random`` with LoRA under ZeRO-3 (README's CI launch plus
+    ``lora.enabled=true``) drew its base inside ``zero.Init``; answering draws it again on one
+    process from the seed, another model (logits 1.04 off), and export's check passed: the
+    adapter went onto another base unsaid. Refused before anything loads; one process, DDP
+    and ZeRO-2 draw the base answering draws."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.errors import UserError
+    from amazon_sft.trainable_state import refuse_undrawable_base
+
+    lora = load_run_config("tiny", ["lora.enabled=true"])
+    with pytest.raises(UserError, match=r"model\.path=random.*ZeRO-3.*save_pretrained"):
+        refuse_undrawable_base(lora, zero_stage=3)
+    for stage in (None, 2):
+        refuse_undrawable_base(lora, zero_stage=stage)
+    refuse_undrawable_base(load_run_config("tiny"), zero_stage=3)  # a full fine-tune saves all

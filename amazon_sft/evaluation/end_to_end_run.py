@@ -23,8 +23,9 @@ def add_arguments(p) -> None:
         type=Path,
         default=None,
         help="end-to-end mode: JSON lines of free-form questions (question, uid or 'absent', "
-        "kind, source), each answered as `amazon-sft ask` answers it and scored; the oracle-"
-        "context splits are not run",
+        "kind, source), each answered grounded through the Answerer `amazon-sft ask` uses (as "
+        "ask answers a model trained grounded; a closed-book model is asked grounded too) and "
+        "scored; the oracle-context splits are not run",
     )
     p.add_argument(
         "--question-source",

@@ -97,13 +97,15 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     the batch split and the DeepSpeed JSON (its precision is left to the ranks, whose GPUs
     decide ``auto``)."""
     from amazon_sft.modeling import refuse_compile_with_deepspeed
+    from amazon_sft.trainable_state import refuse_undrawable_base
 
     plan = plan_batches(cfg, world_size)
     path = deepspeed_config_path(cfg)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     refuse_compile_with_deepspeed(cfg, path is not None or deepspeed)
     if path is not None:
-        fill_deepspeed_config(path, cfg, plan, None)
+        ds = fill_deepspeed_config(path, cfg, plan, None)
+        refuse_undrawable_base(cfg, (ds.get("zero_optimization") or {}).get("stage"))
     elif deepspeed:
         raise UserError(INLINE_DEEPSPEED)
     checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start

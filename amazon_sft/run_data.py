@@ -15,8 +15,10 @@ from amazon_sft.errors import UserError
 log = logging.getLogger("amazon_sft.train")
 
 
-READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len")
-"""The data settings training itself reads."""
+READ_BY_TRAIN = ("path", "verify", "seed", "max_seq_len", "templates")
+"""The data settings training itself reads. ``templates`` too: train renders the prompts to
+compare their fingerprint with the data's (``load_data``), so the same file named another way
+(whole, by ``train_local.sh``) is the data's, and the name train was given is the one kept."""
 
 
 def refuse_data_not_prepared(given: list[str], cfg: RunConfig, manifest: Manifest) -> None:

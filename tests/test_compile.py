@@ -122,6 +122,14 @@ def test_check_world_refuses_compile_with_deepspeed(prepared, engine):
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "train.compile is not supported with DeepSpeed" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # a review: LoRA on a random base under ZeRO-3, which every rank refuses, passed too
+    argv = [a if a != "train.compile=true" else "lora.enabled=true" for a in proc.args]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=repo, timeout=300)
+    if engine == "zero3":
+        assert proc.returncode == 2 and "model.path=random under DeepSpeed ZeRO-3" in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    else:
+        assert proc.returncode == 0, proc.stderr
 
 
 @pytest.mark.parametrize("kernel", ["varlen_attn", "flash_attention_2"])

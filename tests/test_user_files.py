@@ -956,6 +956,33 @@ def test_every_data_setting_that_shaped_the_examples_is_recorded_as_prepared(pre
         assert f"data.{key}" in said, said
 
 
+def test_templates_named_another_way_are_the_templates_the_data_was_prepared_with(
+    prepared, tmp_path, monkeypatch
+):
+    """A review of train_local.sh's fix: it hands train ``data.templates`` whole, prepare had
+    recorded ``my_t.yaml`` as typed, and train refused the string ("prepare again"); had it
+    taken the manifest's value instead, final/ would name ``my_t.yaml`` relative to the repo.
+    What the templates render is compared by their fingerprint (``load_data``); the path train
+    was given is the one it keeps."""
+    import shutil
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import Manifest, read_manifest
+    from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(
+        Path(__file__).resolve().parents[1] / "amazon_sft/templates/questions.yaml", "my_t.yaml"
+    )
+    raw = read_manifest(prepared).to_dict()
+    raw["config"]["data"]["templates"] = "my_t.yaml"  # as prepare recorded it, typed there
+    manifest = Manifest.from_dict(raw)
+    given = [f"data.templates={tmp_path / 'my_t.yaml'}"]
+    cfg = load_run_config("tiny", given)
+    refuse_data_not_prepared(given, cfg, manifest)
+    assert taught_by_the_data(cfg, manifest).data.templates == str(tmp_path / "my_t.yaml")
+
+
 def test_a_manifest_from_an_older_version_still_trains_and_keeps_what_it_does_not_say(prepared):
     """A review of the change above: a manifest written before ``data.clean.strip_citations``
     was renamed (``strip_prompt_markup``) made train refuse the folder ("unknown config key"),

@@ -50,7 +50,10 @@ def _files(out: Path) -> dict | str | None:
     if "files" not in note:
         return None
     files = note["files"]
-    ok = isinstance(files, dict) and all(isinstance(v, str) for v in files.values())
+    ok = isinstance(files, dict) and all(
+        isinstance(v, str) or (isinstance(v, list) and all(isinstance(d, str) for d in v))
+        for v in files.values()
+    )
     return files if ok else _DAMAGED
 
 
@@ -66,7 +69,7 @@ def not_as_written(out: Path) -> tuple[list[str], list[str]]:
             continue  # nothing there, or a folder from before the record: the check's
         elif files == _DAMAGED or name not in files:
             theirs.append(name)
-        elif files[name] != sha256_file(path):  # an earlier version's "writing" too
+        elif sha256_file(path) not in _digests(files[name]):  # "writing" (before) too
             edited.append(name)
     return theirs, edited
 
@@ -100,16 +103,28 @@ def _record(out: Path, files: dict) -> None:
     write_text_whole(out / MARKER, json.dumps(note, indent=1) + "\n")
 
 
+def _digests(recorded: str | list[str]) -> list[str]:
+    """A file's recorded digests: one, or the old and the new while ``staged`` swaps it."""
+    return recorded if isinstance(recorded, list) else [recorded]
+
+
 @contextmanager
 def staged(out: Path, name: str) -> Iterator[Path]:
     """Write one of the check's files into the path yielded (a hidden staging file); when the
-    block ends, its digest is recorded and it is renamed into place."""
+    block ends, it is renamed into place, the record holding the old digest and the new one
+    while it is (a stop between the two left the old file under the new digest, refused as
+    "edited since" by the next check: a review), then the new one alone."""
     staging = staging_name(out / name)
     try:
         yield staging
         files = _files(out)
-        _record(out, {**(files if isinstance(files, dict) else {}), name: sha256_file(staging)})
+        files = files if isinstance(files, dict) else {}
+        new = sha256_file(staging)
+        old = [d for d in _digests(files.get(name, [])) if d != new]
+        _record(out, {**files, name: [*old, new] if old else new})
         os.replace(staging, out / name)
+        if old:
+            _record(out, {**files, name: new})
     finally:
         staging.unlink(missing_ok=True)
 

@@ -1474,6 +1474,40 @@ def test_the_gpu_check_never_replaces_a_file_of_its_names_that_it_did_not_write(
     assert clean(out) == f"removed {out}"
 
 
+def test_a_gpu_check_stopped_at_a_files_swap_takes_it_as_its_own(tmp_path, monkeypatch):
+    """A review: ``staged`` recorded the new digest, then renamed; a stop between the two (the
+    check turns SIGTERM into an exit) left the old file under the new digest, and the next
+    check refused its own file as "edited since". The record holds both while it swaps."""
+    import os
+
+    from amazon_sft import gpu_check_files as own
+
+    out = tmp_path / "check"
+    out.mkdir()
+    (out / own.MARKER).write_text("{}")
+    own.adopt(out)
+    own.write_text(out, "demo.txt", "first run\n")
+    replace = os.replace
+
+    def stopped(src, dst, *args, **kwargs):
+        if Path(dst).name == "demo.txt":
+            raise SystemExit(143)
+        return replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(own.os, "replace", stopped)
+    with pytest.raises(SystemExit):
+        own.write_text(out, "demo.txt", "second run\n")
+    monkeypatch.undo()
+    assert own.refusal(out) is None  # the old file: its own
+    (out / "demo.txt").write_text("second run\n")  # as if renamed
+    assert own.refusal(out) is None
+    (out / "demo.txt").write_text("my notes")
+    assert "demo.txt, edited since" in own.refusal(out)
+    (out / "demo.txt").write_text("first run\n")
+    own.write_text(out, "demo.txt", "third run\n")
+    assert isinstance(json.loads((out / own.MARKER).read_text())["files"]["demo.txt"], str)
+
+
 def test_the_gpu_check_marker_cannot_be_a_door_to_a_users_file(tmp_path):
     """A review: a marker that is a link made the check write its record into the file the link
     points to; a marker that is not the check's JSON (cut by a kill, or ``"files": []``) read as

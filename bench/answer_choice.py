@@ -32,9 +32,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from amazon_sft.answering.ask import build_prompt, quote_record
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.question_text import clean_question
+from amazon_sft.answering.record_prompts import build_prompt, quote_record
 from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import ABSTENTIONS, build_prompt_format
@@ -87,7 +87,7 @@ def score_questions(data_dir: Path, model_spec: str, questions_file: Path) -> li
         prompt_ids = (
             fmt.bos + encode([build_prompt(fmt, tok, cfg.data, text, sources, "grounded")])[0]
         )
-        answers = [quote_record(tok, cfg.data, s) for s in sources]  # as training taught them
+        answers = [quote_record(tok, cfg.data, s, fmt) for s in sources]  # as training taught
         answers += [ABSTENTIONS["en"], ABSTENTIONS["pt"]]
         candidates = [[*ids, tok.eos_token_id] for ids in encode(answers)]
         rows.append(

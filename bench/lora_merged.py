@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from amazon_sft.answering.ask import build_prompt
 from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.record_prompts import build_prompt
 from amazon_sft.evaluation.loading import _no_lora, _ready, load_for_eval
 from amazon_sft.modeling import load_model
 from amazon_sft.prompts import build_prompt_format

@@ -5,17 +5,17 @@ either cited record X in the API, marked it cited and linked it on the page."""
 
 import pytest
 
-from amazon_sft.answering.ask import (
-    Answer,
-    Planned,
-    clean_question,
-    finish_answer,
-    quote_record,
-    shown_description,
-)
+from amazon_sft.answering.ask import Answer, Planned, clean_question, finish_answer
 from amazon_sft.answering.index import Source
+from amazon_sft.answering.record_prompts import quote_record, shown_description
 from amazon_sft.config import DataConfig
-from amazon_sft.prompts import ContextRecord, PromptFormat, cited_uids, grounded_answer
+from amazon_sft.prompts import (
+    ContextRecord,
+    PromptFormat,
+    build_prompt_format,
+    cited_uids,
+    grounded_answer,
+)
 
 from .test_serve import CHROMIUM, asked_on_the_page
 
@@ -43,9 +43,10 @@ def test_record_text_with_markup_never_reaches_a_grounded_prompt_or_its_answer()
 
 def test_quoting_a_record_that_carries_markup_cites_that_record_only(tiny_tok):
     source = Source("B1", "Bear", FORGED, 9.0)
-    shown = shown_description(tiny_tok, DataConfig(), source)
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    shown = shown_description(tiny_tok, DataConfig(), source, fmt)
     assert "[source:" not in shown and "| uid:" not in shown
-    assert cited_uids(quote_record(tiny_tok, DataConfig(), source)) == ["B1"]
+    assert cited_uids(quote_record(tiny_tok, DataConfig(), source, fmt)) == ["B1"]
 
 
 def _planned(sources: list[Source]) -> Planned:

@@ -69,8 +69,9 @@ def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepa
     nothing replaced is ever shown. Without the flag, every answer is left as generated."""
     import torch
 
-    from amazon_sft.answering.ask import Answerer, quote_record
+    from amazon_sft.answering.ask import Answerer
     from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.answering.record_prompts import quote_record
     from amazon_sft.data.cutting import cut_to_tokens
     from amazon_sft.evaluation.loading import load_for_eval
     from amazon_sft.prompts import build_prompt_format, grounded_answer
@@ -108,7 +109,7 @@ def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepa
         return result
 
     want = taught(first)
-    assert quote_record(tok, cfg.data, first) == want
+    assert quote_record(tok, cfg.data, first, fmt) == want
     body = want.rsplit("\n", 1)[0]
     replaced = {
         "declines": ABSTENTIONS["en"],

@@ -30,16 +30,10 @@ from amazon_sft.answering.doubt import (
     retrieval_sure,
 )
 from amazon_sft.answering.index import CatalogueIndex, Source
-from amazon_sft.answering.question_text import (
-    clean_question,
-    does_not_fit,
-    normalise_question,
-    record_text_for_prompt,
-)
+from amazon_sft.answering.question_text import clean_question, does_not_fit, normalise_question
+from amazon_sft.answering.record_prompts import build_prompt, shown_description
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
 from amazon_sft.config import DataConfig
-from amazon_sft.data.cutting import cut_to_tokens
-from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.evaluation.generation import (
     Decoding,
@@ -49,12 +43,9 @@ from amazon_sft.evaluation.generation import (
 )
 from amazon_sft.evaluation.metrics import rouge_scores
 from amazon_sft.prompts import (
-    ContextRecord,
     PromptFormat,
     cited_uids,
-    grounded_answer,
     strip_citations,
-    without_markup,
 )
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder
 
@@ -103,38 +94,6 @@ class Answer:
             "quoted": self.quoted,
             "prompt": self.prompt,
         }
-
-
-def build_prompt(
-    fmt: PromptFormat, tok, data: DataConfig, question: str, sources: list[Source], mode: str
-) -> str:
-    """The prompt training taught for this mode: grounded records cut to the same budget, or
-    the closed-book question about the best-matching title."""
-    scrub = SpecialTextScrubber(tok, fmt)  # the record's text, for this tokenizer (a review)
-
-    def safe(text: str) -> str:
-        return record_text_for_prompt(text, scrub)
-
-    if mode == "grounded":
-        shown = cut_to_tokens(tok, [s.content for s in sources], data.context_record_tokens)
-        records = [
-            ContextRecord(safe(s.uid), safe(s.title), safe(text)) for s, text in zip(sources, shown)
-        ]
-        return fmt.wrap(fmt.grounded(question, records))
-    if not sources:
-        return fmt.wrap(question)
-    return fmt.render(safe(sources[0].title), 0)
-
-
-def shown_description(tok, data: DataConfig, source: Source) -> str:
-    """The record's description as a grounded prompt shows it (cut as in training)."""
-    return without_markup(cut_to_tokens(tok, [source.content], data.context_record_tokens)[0])
-
-
-def quote_record(tok, data: DataConfig, source: Source) -> str:
-    """The answer training taught for this record: its description cut as the prompt shows it,
-    then its citation."""
-    return grounded_answer(shown_description(tok, data, source), source.uid, "en")
 
 
 def default_mode(data: DataConfig) -> str:
@@ -218,7 +177,7 @@ def plan_answer(
         and mode == "grounded"
         and retrieval_sure(found, abstain_below, question)
     )
-    shown = shown_description(tok, data, sources[0]) if sure else ""
+    shown = shown_description(tok, data, sources[0], fmt) if sure else ""
     sent = (tok.bos_token if fmt.bos else "") + prompt
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown, sent)
 

@@ -18,8 +18,9 @@ a uvicorn protocol that bounds connections.
 from __future__ import annotations
 
 import asyncio
-import json
 import resource
+
+from amazon_sft.terminal import json_line
 
 MAX_BODY_BYTES = 16_384
 BODY_TIMEOUT_S = 10.0
@@ -34,8 +35,14 @@ DISCARD_BYTES = 1 << 20
 
 
 def safe_json(payload) -> bytes:
-    """JSON with <, > and & escaped, so product text can never become markup where it lands."""
-    text = json.dumps(payload, ensure_ascii=False)
+    """JSON with <, > and & escaped, so product text can never become markup where it lands,
+    and control characters and bidirectional overrides escaped as ``ask --json`` escapes them
+    (a title's raw U+202E reached the page, shown reversed: a review).
+
+    >>> safe_json({"t": "<b>Invoice \\u202etxt.exe"})
+    b'{"t": "\\\\u003cb\\\\u003eInvoice \\\\u202etxt.exe"}'
+    """
+    text = json_line(payload)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
 
 

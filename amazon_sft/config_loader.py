@@ -259,25 +259,6 @@ def to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def with_whole_paths(cfg: Any) -> Any:
-    """``cfg`` with ``model.path``, ``model.tokenizer`` and ``data.templates`` whole where they
-    name a file or folder relative to where the command runs: a saved run's config is read
-    from anywhere later (``ask`` in another folder did not find a LoRA base ``base/final``, or
-    read another ``my_t.yaml``). Names (a hub id, ``builtin``, ``builtin:tiny``) stay."""
-    import dataclasses
-
-    def whole(value: str | None) -> str | None:
-        if not value or os.path.isabs(value) or not os.path.exists(value):
-            return value
-        return os.path.abspath(value)
-
-    model = dataclasses.replace(
-        cfg.model, path=whole(cfg.model.path), tokenizer=whole(cfg.model.tokenizer)
-    )
-    data = dataclasses.replace(cfg.data, templates=whole(cfg.data.templates))
-    return dataclasses.replace(cfg, model=model, data=data)
-
-
 def write_resolved(cfg: Any, path: Path, header: str = "") -> None:
     """Write the fully resolved config, so a run's output says exactly what produced it
     (``header``: YAML comment lines put first, e.g. the changes made on resume)."""

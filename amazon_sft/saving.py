@@ -21,7 +21,7 @@ import torch
 from amazon_sft.atomic import new_staging, swap_into_place
 from amazon_sft.checkpointing import CHECKSUMS, FINAL_CHECKED, write_checksums
 from amazon_sft.config import RunConfig
-from amazon_sft.config_loader import with_whole_paths, write_resolved
+from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import (
@@ -32,7 +32,7 @@ from amazon_sft.ownership import (
     utc_stamp,
 )
 from amazon_sft.resume_config import history_header
-from amazon_sft.trained_on import TrainedOn, write_trained_on
+from amazon_sft.trained_on import TrainedOn, keep_templates, write_trained_on
 
 log = logging.getLogger("amazon_sft.train")
 LORA_BASE = "lora_base.json"
@@ -71,7 +71,7 @@ def save_final(
         write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
         # the changes made on resume, as the run's config.yaml says them
-        saved = with_whole_paths(cfg)  # read later from anywhere (ask elsewhere: a review)
+        saved = keep_templates(cfg, staging)  # its prompts go with it, wherever it is read
         write_resolved(saved, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

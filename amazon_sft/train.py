@@ -62,7 +62,7 @@ from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
-from amazon_sft.trained_on import TrainedOn
+from amazon_sft.trained_on import TrainedOn, whole_model_path
 from amazon_sft.trainer import Trainer
 
 log = logging.getLogger("amazon_sft.train")
@@ -132,6 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 str(Path(cfg.data.path).resolve()),
                 manifest.identity.digest,
                 manifest.template_fingerprint,
+                whole_model_path(cfg.model.path),
             )
             weights = trainer.base_weights
             final = save_final(accelerator, cfg, model, tok, out_dir, summary, data, weights)

@@ -34,8 +34,12 @@ class TrainedOn:
     ``integrity``, still accepted)."""
     prompt_format: str = ""
     """The fingerprint of the prompts it was trained on (``PromptFormat.fingerprint``, as the
-    manifest has it): a command loading the run refuses other prompts (an edited
-    ``data.templates`` file). Empty in runs saved before 2026-12-05: not checked."""
+    manifest has it): a command loading the run refuses other prompts. Empty in runs saved
+    before 2026-12-05: not checked."""
+    model_path: str = ""
+    """``model.path`` whole, where it named a folder (a LoRA run's base): the saved config keeps
+    it as typed, read from where a command runs (a project moved whole still finds ``base``),
+    and this where that finds nothing (``ask`` from another folder). Empty: a name."""
 
 
 def write_trained_on(model_folder: Path, record: TrainedOn) -> None:
@@ -49,8 +53,8 @@ def read_trained_on(model_folder: Path) -> TrainedOn | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        prompts = str(raw.get("prompt_format") or "")
-        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]), prompts)
+        prompts, base = str(raw.get("prompt_format") or ""), str(raw.get("model_path") or "")
+        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]), prompts, base)
     except (OSError, ValueError, KeyError, TypeError):
         raise UserError(
             f"{path} is damaged: copy the saved model folder again (or delete the file to skip "
@@ -116,3 +120,35 @@ def check_trained_on(model_folder: Path | None, data: Path, option: str = "--dat
         "by its manifest digest): its held-out titles may be ones the model was trained on; "
         f"pass {option} {record.folder}"
     )
+
+
+TEMPLATES = "question_templates.yaml"
+"""A saved model's copy of the ``data.templates`` file it was trained with, which its config
+names: the run renders its prompts wherever it is read, moved or exported, whatever the file
+it was copied from holds by then (a review: an edited file was used unsaid)."""
+
+
+def keep_templates(cfg, folder: Path):
+    """``cfg`` (a RunConfig) naming the saved model's own copy of its templates, copied into
+    ``folder``; the builtin templates are named as they are."""
+    import dataclasses
+    import shutil
+
+    if cfg.data.templates == "builtin":
+        return cfg
+    shutil.copyfile(cfg.data.templates, folder / TEMPLATES)
+    return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, templates=TEMPLATES))
+
+
+def own_templates(folder: Path) -> list[str]:
+    """The override that reads a saved model's templates from its folder (its config names the
+    copy relatively); none where it carries none."""
+    path = folder / TEMPLATES
+    return [f"data.templates={path}"] if path.is_file() else []
+
+
+def whole_model_path(path: str) -> str:
+    """``model.path`` whole where it names a folder here, else empty (a name: random, a hub id)."""
+    import os
+
+    return os.path.abspath(path) if path != "random" and os.path.isdir(path) else ""

@@ -349,20 +349,22 @@ def test_a_saved_run_answers_from_anywhere_and_refuses_prompts_it_was_not_traine
     """A docs review: a run kept ``model.path: base`` and ``data.templates: my_t.yaml`` as
     typed, read later from wherever a command ran: ``ask`` elsewhere could not find the LoRA
     base (and its hint, ``model.path=``, is no option of ask or export), and used whatever
-    ``my_t.yaml`` held there or held now, unsaid (eval alone compared the prompts, against the
-    prepared folder). final/'s config names them whole, and the run records its prompts'
-    fingerprint: every command that loads the run refuses other prompts."""
+    ``my_t.yaml`` held there or held now, unsaid. The fix's first form wrote both whole, which
+    broke a project moved whole and an export copied elsewhere (a review of it). The base is
+    read as typed, else as training named it whole; the run carries its templates; a run
+    whose templates now render other prompts is refused by every command that loads it."""
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.errors import UserError
     from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prepare import prepare
+    from amazon_sft.trained_on import TEMPLATES
 
     work = tmp_path / "work"
     work.mkdir()
     shutil.copytree(tiny_model_dir, work / "base")
     shutil.copy(REPO / "amazon_sft" / "templates" / "questions.yaml", work / "my_t.yaml")
-    from amazon_sft.config import load_run_config
-    from amazon_sft.data.synthetic import write_catalogue
-    from amazon_sft.prepare import prepare
-
     write_catalogue(work / "trn.json.gz", 300, seed=3)
     monkeypatch.chdir(work)
     prepare(work / "trn.json.gz", work / "prep", load_run_config("tiny", ["data.templates=my_t.yaml"]), progress=False)  # fmt: skip
@@ -371,13 +373,22 @@ def test_a_saved_run_answers_from_anywhere_and_refuses_prompts_it_was_not_traine
     proc = subprocess.run([*cmd, "data.templates=my_t.yaml"], capture_output=True, text=True,
                           cwd=work, env={**ENV, "PYTHONPATH": str(REPO)}, timeout=600)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (work / "my_t.yaml").write_text("questions: {en: ['EDITED {title}']}\n")  # the run's own copy
     monkeypatch.chdir(tmp_path)  # another folder
     _, _, cfg, _ = load_for_eval(str(work / "run"), [], "cpu")
-    assert cfg.model.path == str(work / "base") and cfg.data.templates == str(work / "my_t.yaml")
-    text = (work / "my_t.yaml").read_text()
-    (work / "my_t.yaml").write_text(text.replace("### Question:", "### Edited:"))
-    with pytest.raises(UserError, match=r"data\.templates.*other prompts than it was trained"):
-        load_for_eval(str(work / "run"), [], "cpu")
+    assert cfg.model.path == str(work / "base")
+    assert cfg.data.templates == str(work / "run" / "final" / TEMPLATES)
+    export_model(str(work / "run"), work / "exported")
+    moved = tmp_path / "moved"
+    shutil.move(str(work), str(moved))  # the whole project, read from its new root
+    monkeypatch.chdir(moved)
+    for model in ("run", "exported"):
+        _, _, cfg, _ = load_for_eval(model, [], "cpu")
+        assert Path(cfg.data.templates).parent.resolve() == (moved / model / ("final" if model == "run" else "")).resolve()  # fmt: skip
+    copy = moved / "run" / "final" / TEMPLATES
+    copy.write_text(copy.read_text().replace("### Question:", "### Edited:"))
+    with pytest.raises(UserError, match=r"renders other prompts than it was trained on"):
+        load_for_eval("run", [], "cpu")
 
 
 @pytest.mark.e2e

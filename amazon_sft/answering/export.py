@@ -37,7 +37,7 @@ from amazon_sft.ownership import listing, utc_stamp
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
-from amazon_sft.trained_on import read_trained_on, write_trained_on
+from amazon_sft.trained_on import keep_templates, read_trained_on, write_trained_on
 
 log = logging.getLogger(__name__)
 
@@ -203,7 +203,7 @@ def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -
     pad_id = model.config.pad_token_id
     pad = tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None
     write_portable(folder, fmt, pad, stop_ids(tok, model))  # the trained EOS, then the base's
-    write_resolved(cfg, folder / "amazon_sft_config.yaml")
+    write_resolved(keep_templates(cfg, folder), folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
     # ask, eval and serve verify every file (weights, tokenizer, chat template, config) but the
     # model card and the generation defaults, the user's to edit before an upload

@@ -22,7 +22,7 @@ from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.ownership import RUN_MARKER
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
-from amazon_sft.trained_on import read_trained_on
+from amazon_sft.trained_on import own_templates, read_trained_on
 
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
@@ -71,12 +71,13 @@ def load_for_eval(
             f"{what} {spec}: {err}; the saved model is damaged: copy it again or re-run "
             "training (resume=auto)"
         ) from None
-    cfg = load_run_config(str(folder / SAVED_CONFIG), overrides)
+    cfg = _saved_config(folder, overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
     check_prompts(folder, cfg, tok, what, spec)
     if (folder / "adapter_config.json").is_file():
         from peft import PeftModel
 
+        cfg = _base_found(folder, cfg)
         check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         try:
@@ -217,9 +218,10 @@ def config_of(specs: list[str], overrides: list[str]) -> list[str] | None:
         if spec.endswith((".yaml", ".yml")):
             return [spec, *shaping_overrides(overrides)]
         with contextlib.suppress(UserError):
-            saved = _run_folder(spec) / SAVED_CONFIG
-            if saved.is_file():
-                return [str(saved), *shaping_overrides(overrides)]
+            folder = _run_folder(spec)  # with its own templates, as it is read
+            if (folder / SAVED_CONFIG).is_file():
+                own = [*own_templates(folder), *overrides]
+                return [str(folder / SAVED_CONFIG), *shaping_overrides(own)]
     return None
 
 
@@ -235,7 +237,29 @@ def run_config_for(spec: str, overrides: list[str]) -> RunConfig:
     config is refused before a load that takes SmolLM2 25 s)."""
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
         return load_run_config(spec.removeprefix("config:"), overrides)
-    return load_run_config(str(_run_folder(spec) / SAVED_CONFIG), overrides)
+    return _saved_config(_run_folder(spec), overrides)
+
+
+def _saved_config(folder: Path, overrides: list[str]) -> RunConfig:
+    """A saved model's config, its templates read from its own copy (the user's overrides
+    after: eval's, for both models)."""
+    return load_run_config(str(folder / SAVED_CONFIG), [*own_templates(folder), *overrides])
+
+
+def _base_found(folder: Path, cfg: RunConfig) -> RunConfig:
+    """A LoRA run's config with ``model.path`` as training named it whole, where the path as
+    typed finds nothing from here (ask from another folder; a project moved whole still reads
+    ``base`` from its root). The base's weights are compared with the adapter's record after."""
+    import dataclasses
+    import os
+
+    record = read_trained_on(folder)
+    typed = cfg.model.path
+    if record is None or not record.model_path or os.path.exists(typed) or typed == "random":
+        return cfg
+    if not os.path.isdir(record.model_path):
+        return cfg  # the load says the base is not there, naming the config to set
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, path=record.model_path))
 
 
 def _no_lora(cfg: RunConfig) -> RunConfig:

@@ -49,9 +49,11 @@ def save_final(
     summary: dict,
     trained_on: TrainedOn,
     base_weights: dict | None = None,
+    templates: bytes | None = None,
 ) -> Path:
     """Every rank calls this (the gather is collective); rank 0 writes and verifies.
-    ``base_weights``: a LoRA run's ``frozen_base_of``, which loading checks the base against."""
+    ``base_weights``: a LoRA run's ``frozen_base_of``, which loading checks the base against;
+    ``templates``: the ``data.templates`` file as training read it (``templates_read``)."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
     if summary.get("final_loss") is None:  # no step ran in this launch (resume=auto finalising)
@@ -71,7 +73,7 @@ def save_final(
         write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
         # the changes made on resume, as the run's config.yaml says them
-        saved = keep_templates(cfg, staging)  # its prompts go with it, wherever it is read
+        saved = keep_templates(cfg, staging, templates)  # its prompts, wherever it is read
         write_resolved(saved, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
         (staging / "README.md").write_text(model_card(cfg, summary))
         (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")

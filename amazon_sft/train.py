@@ -62,7 +62,7 @@ from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
-from amazon_sft.trained_on import TrainedOn, whole_model_path
+from amazon_sft.trained_on import TrainedOn, templates_read, whole_model_path
 from amazon_sft.trainer import Trainer
 
 log = logging.getLogger("amazon_sft.train")
@@ -85,7 +85,11 @@ def main(argv: list[str] | None = None) -> int:
     refuse_moving_inputs(
         out_dir,
         cfg.overwrite,
-        {"model.path": cfg.model.path, "model.tokenizer": cfg.model.tokenizer},
+        {
+            "model.path": cfg.model.path,
+            "model.tokenizer": cfg.model.tokenizer,
+            "data.templates": cfg.data.templates,
+        },
     )
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
@@ -98,6 +102,7 @@ def main(argv: list[str] | None = None) -> int:
     check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
     refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
     tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
+    templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
     cfg = steps_from_epochs(cfg, shards.manifest.rows)
@@ -135,7 +140,9 @@ def main(argv: list[str] | None = None) -> int:
                 whole_model_path(cfg.model.path),
             )
             weights = trainer.base_weights
-            final = save_final(accelerator, cfg, model, tok, out_dir, summary, data, weights)
+            final = save_final(
+                accelerator, cfg, model, tok, out_dir, summary, data, weights, templates
+            )
             log.info(
                 'the model is in %s; next: amazon-sft ask "..." --model %s, amazon-sft eval '
                 "--model %s --data %s",

@@ -128,15 +128,22 @@ names: the run renders its prompts wherever it is read, moved or exported, whate
 it was copied from holds by then (a review: an edited file was used unsaid)."""
 
 
-def keep_templates(cfg, folder: Path):
-    """``cfg`` (a RunConfig) naming the saved model's own copy of its templates, copied into
-    ``folder``; the builtin templates are named as they are."""
+def templates_read(cfg) -> bytes | None:
+    """The ``data.templates`` file's bytes (None: builtin), read when training reads it: the
+    run carries these, not what the file holds when it saves (a review: an edit made while the
+    run trained went into final/, and every command refused the run's own model)."""
+    return None if cfg.data.templates == "builtin" else Path(cfg.data.templates).read_bytes()
+
+
+def keep_templates(cfg, folder: Path, read: bytes | None = None):
+    """``cfg`` (a RunConfig) naming the saved model's own copy of its templates, written into
+    ``folder``: ``read`` (what training read), else the file ``cfg`` names (export: the run's
+    copy); the builtin templates are named as they are."""
     import dataclasses
-    import shutil
 
     if cfg.data.templates == "builtin":
         return cfg
-    shutil.copyfile(cfg.data.templates, folder / TEMPLATES)
+    (folder / TEMPLATES).write_bytes(read if read is not None else templates_read(cfg))
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, templates=TEMPLATES))
 
 

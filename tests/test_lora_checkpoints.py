@@ -442,3 +442,41 @@ def test_lora_on_a_random_base_under_zero3_is_refused():
     for stage in (None, 2):
         refuse_undrawable_base(lora, zero_stage=stage)
     refuse_undrawable_base(load_run_config("tiny"), zero_stage=3)  # a full fine-tune saves all
+
+
+@pytest.mark.e2e
+def test_a_run_carries_the_templates_it_trained_with_not_an_edit_made_meanwhile(
+    tiny_model_dir, tmp_path, monkeypatch, fresh_accelerate
+):
+    """A review of the fix above: final/'s copy of the templates was copied at the save, so an
+    edit made while the run trained (for the next experiment) went into final/, and every
+    command refused the run's own model; with ``overwrite=true`` and the previous run's copy as
+    ``data.templates``, the copy had moved to previous/ by the save (a traceback, no final/).
+    The run carries the bytes it read at start; a templates file in the previous run is
+    refused before anything moves, as ``model.path`` there is."""
+    from amazon_sft import train
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prepare import prepare
+    from amazon_sft.trained_on import TEMPLATES
+
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(REPO / "amazon_sft" / "templates" / "questions.yaml", "my_t.yaml")
+    write_catalogue(tmp_path / "trn.json.gz", 300, seed=3)
+    prepare(tmp_path / "trn.json.gz", tmp_path / "prep", load_run_config("tiny", ["data.templates=my_t.yaml"]), progress=False)  # fmt: skip
+    save_final = train.save_final
+
+    def edited_meanwhile(*args, **kwargs):
+        Path("my_t.yaml").write_text("questions: {en: ['the next experiment: {title}']}\n")
+        return save_final(*args, **kwargs)
+
+    monkeypatch.setattr(train, "save_final", edited_meanwhile)
+    args = train_overrides(Path("prep"), tiny_model_dir, Path("run"), "train.max_steps=1", *STEPS)
+    assert train.main(["--config", "tiny", *args, "data.templates=my_t.yaml"]) == 0
+    load_for_eval("run", [], "cpu")  # the run's own model: its prompts as trained
+    assert "the next experiment" not in (tmp_path / "run" / "final" / TEMPLATES).read_text()
+    again = [*args, f"data.templates=run/final/{TEMPLATES}", "overwrite=true"]
+    with pytest.raises(UserError, match=r"data\.templates=.* is inside the previous run"):
+        train.main(["--config", "tiny", *again])

@@ -22,7 +22,7 @@ from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.ownership import RUN_MARKER
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer
-from amazon_sft.trained_on import own_templates, read_trained_on
+from amazon_sft.trained_on import TEMPLATES, own_templates, read_trained_on
 
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
@@ -164,11 +164,17 @@ def check_prompts(folder: Path, cfg: RunConfig, tok, what: str, spec: str) -> No
         return
     now = build_prompt_format(tok, cfg.data).fingerprint()
     if now != record.prompt_format:
+        own = own_templates(folder)
+        fix = (
+            f"put back {folder / TEMPLATES}, the copy the run carries (or a copy of the file "
+            "it was trained with)"
+            if own
+            else f"put back the templates file it was trained with, or set data.templates in "
+            f"{folder / SAVED_CONFIG} to a copy of it"
+        )
         raise UserError(
             f"{what} {spec}: data.templates={cfg.data.templates} renders other prompts than it "
-            f"was trained on (fingerprint {now} != {record.prompt_format}): put back the "
-            f"templates file it was trained with, or set data.templates in "
-            f"{folder / SAVED_CONFIG} to a copy of it"
+            f"was trained on (fingerprint {now} != {record.prompt_format}): {fix}"
         )
 
 

@@ -11,8 +11,11 @@ GPUS_PER_NODE="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"  # what --gres gave t
 if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi
 if command -v scontrol >/dev/null 2>&1; then
   MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE
-else  # off-cluster dry runs: a plain comma list of hosts
+else  # off-cluster dry runs: the list's first host ("gpu[01-03,07]": gpu01, as scontrol says)
   MAIN_ADDR="${SLURM_JOB_NODELIST%%,*}"
+  case "$MAIN_ADDR" in
+    *"["*) first="${MAIN_ADDR#*[}" && MAIN_ADDR="${MAIN_ADDR%%[*}${first%%[]-]*}" ;;
+  esac
 fi
 # A port per job: only jobs whose ids differ by a multiple of 20,000 share one, and they collide
 # only when both run at once with the same first host (then give one another MAIN_PORT). Below

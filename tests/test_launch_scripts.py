@@ -82,6 +82,15 @@ def test_sbatch_dry_run_gives_each_node_its_rank_and_one_address(script, tmp_pat
     }
     ports = {job: {n["main_process_port"] for n in r} for job, r in runs.items()}
     assert len(ports["4242"]) == 1 and ports["4242"] != ports["4243"]  # one port per job
+    # off the cluster (no scontrol), a compressed list's first host (a review: "gpu[01-03")
+    env = _fake_slurm(tmp_path, "4244")
+    (tmp_path / "bin" / "scontrol").unlink()
+    for listed, first in (("gpu[01-03,07]", "gpu01"), ("a01,gpu[2-3]", "a01"), ("n[7]", "n7")):
+        env["SLURM_JOB_NODELIST"] = listed
+        proc = subprocess.run(["bash", f"launch/{script}"], capture_output=True, text=True,
+                              cwd=REPO, env=env)  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert {n["main_process_ip"] for n in _nodes(proc.stdout)} == {first}, proc.stdout
 
 
 def test_train_sbatch_prepares_once_and_resumes(tmp_path):

@@ -284,6 +284,47 @@ def raise_if_any_rank(accelerator, error: UserError | None) -> None:
         )
 
 
+def shared_folder_error(folder: Path, name: str, token: str, what: str) -> UserError | None:
+    """This rank's error when ``folder/name`` does not hold ``token``, which rank 0 wrote there:
+    ``folder`` is not the same folder here (node-local scratch on a multi-node job)."""
+    try:
+        if (folder / name).read_text() == token:
+            return None
+    except OSError:
+        pass
+    return UserError(
+        f"{what}={folder} is not the folder rank 0 writes to, as seen from this rank: put it "
+        "on a shared filesystem every node sees (each node's ranks write their checkpoint "
+        "shards there, and rank 0 marks a checkpoint whole)"
+    )
+
+
+def check_shared_folder(accelerator, folder: Path, what: str) -> None:
+    """Refuse, on every rank, a ``folder`` some rank does not share with rank 0 (a review:
+    ``OUT`` on node-local scratch trained, each node holding its ranks' shards, and rank 0
+    marked checkpoints complete that no resume could read). One file, one broadcast, one
+    all-reduce; nothing for one process."""
+    import secrets
+
+    from accelerate.utils import broadcast_object_list
+
+    from amazon_sft.atomic import staging_name
+
+    if accelerator.num_processes == 1:
+        return
+    probe = [None, None]
+    if accelerator.is_main_process:  # a staging name: litter to make clean if a kill leaves it
+        path = staging_name(folder / "shared_check")
+        probe = [path.name, secrets.token_hex(8)]
+        path.write_text(probe[1])
+    name, token = broadcast_object_list(probe)  # after rank 0 wrote it
+    try:
+        raise_if_any_rank(accelerator, shared_folder_error(folder, name, token, what))
+    finally:
+        if accelerator.is_main_process:
+            (folder / name).unlink(missing_ok=True)
+
+
 def seed_per_rank(seed: int, accelerator) -> None:
     """After the model is built with the same seed everywhere (identical weights), give each
     rank its own random stream: dropout masks (LoRA, attention) must differ between the ranks'

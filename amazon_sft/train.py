@@ -34,6 +34,7 @@ from amazon_sft.distributed import (
     BatchPlan,
     build_accelerator,
     check_for_world,
+    check_shared_folder,
     describe_optimizer,
     raise_if_any_rank,
     running_engine,
@@ -109,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     made_here = accelerator.is_main_process and not out_dir.exists()
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
+        check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
         base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
         planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
         model = build_model(cfg, tok, accelerator)

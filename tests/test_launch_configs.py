@@ -265,3 +265,22 @@ def test_a_deepspeed_config_without_deepspeed_installed_is_one_line(monkeypatch)
     monkeypatch.setitem(sys.modules, "deepspeed", None)  # import deepspeed raises ImportError
     with pytest.raises(UserError, match=r"DeepSpeed.* not installed.*pip install 'deepspeed>="):
         fill_deepspeed_config(DS_CONFIG_DIR / "zero3.json", cfg, plan_batches(cfg, 1), "bf16")
+
+
+def test_an_out_dir_a_rank_does_not_share_is_refused_naming_it(tmp_path):
+    """A multi-node review: ``OUT`` on node-local scratch trained and "succeeded": each rank
+    wrote its ZeRO shard into its own node's folder, rank 0 marked checkpoints complete from
+    what it saw, and a requeue refused them with false advice ("saved on 1 process"). Every
+    rank reads back a file rank 0 wrote there before anything else is written."""
+    from amazon_sft.distributed import shared_folder_error
+
+    seen = tmp_path / "node0"
+    seen.mkdir()
+    (seen / ".probe").write_text("4f2a")
+    assert shared_folder_error(seen, ".probe", "4f2a", "out_dir") is None
+    other = tmp_path / "node1"  # the same path on another node's own disk
+    other.mkdir()
+    err = shared_folder_error(other, ".probe", "4f2a", "out_dir")
+    assert "out_dir" in str(err) and "shared filesystem" in str(err) and str(other) in str(err)
+    (other / ".probe").write_text("an earlier run's")
+    assert shared_folder_error(other, ".probe", "4f2a", "out_dir") is not None

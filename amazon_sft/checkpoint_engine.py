@@ -77,5 +77,6 @@ def _launch(saved: Engine) -> str:
     config = "zero3" if saved.zero_stage == 3 else "zero2"
     return (
         f"resume it with accelerate launch --config_file launch/accelerate/{config}.yaml "
-        f"--num_processes {saved.processes} amazon_sft/train.py --config ..."
+        f"--num_processes {saved.processes} amazon_sft/train.py --config ... (a SLURM job: "
+        f"nodes x GPUs per node = {saved.processes}, ACCEL={config})"
     )

@@ -254,7 +254,7 @@ def test_a_deepspeed_checkpoint_resumed_under_another_engine_names_the_launcher(
         (
             ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"],
             (3, 1),
-            "zero2.yaml --num_processes 1",
+            r"zero2.yaml --num_processes 1 .*\(a SLURM job: nodes x GPUs per node = 1, ACCEL=zero2\)",
         ),
         (
             ["mp_rank_00_model_states.pt", "zero_pp_rank_0_mp_rank_00_optim_states.pt"],

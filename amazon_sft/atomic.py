@@ -51,15 +51,14 @@ def write_text_whole(path: Path, text: str) -> None:
         staging.unlink(missing_ok=True)
 
 
-def new_staging(out_dir: Path, any_machine: bool = False) -> Path:
-    """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first: of any
-    machine's where the caller holds the folder's lock, ``remove_stale``); a folder that cannot
-    be written is a one-line error naming it."""
+def new_staging(out_dir: Path) -> Path:
+    """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first); a
+    folder that cannot be written is a one-line error naming it."""
     from amazon_sft.errors import UserError
 
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out_dir, any_machine)
+        remove_stale(out_dir)
         staging = staging_name(out_dir)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -129,8 +128,7 @@ def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
     """Delete staging folders of this machine's dead processes beside ``out_dir`` (restoring an
     old output set aside by a run killed mid-swap); returns what was done, for the log. Another
     machine's are left: whether its process lives cannot be known from here, unless the caller
-    holds the folder's lock (``any_machine``: train and prepare, whose requeue lands on another
-    node)."""
+    holds the folder's lock (``any_machine``: train, whose requeue lands on another node)."""
     done = []
     if not out_dir.parent.is_dir():
         return done

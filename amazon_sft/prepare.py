@@ -63,7 +63,7 @@ SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against pl
 
 def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
     check_prepare_target(out_dir, overwrite)  # under the lock: nobody else is writing there
-    return new_staging(out_dir, any_machine=True)  # a requeue's, killed on another node too
+    return new_staging(out_dir)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:

@@ -523,18 +523,3 @@ def test_an_error_during_reading_starts_its_own_line_after_the_progress_bar(cata
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.replace("\r", "\n").splitlines()
     assert any(line.startswith("amazon-sft prepare: error: ") for line in lines), proc.stderr
-
-
-def test_a_prepare_removes_another_machines_killed_staging_under_its_lock(tmp_path):
-    """A multi-node review: a prepare stopped by SLURM's warning and requeued onto another
-    first node left its staging folder (``.prepared.tmp-gpu-node-17-784``, up to a whole
-    prepared folder) on the shared disk for good: only this machine's dead staging was
-    removed. A prepare holds the folder's lock, so no other is writing there: train's rule."""
-    from amazon_sft.data.synthetic import write_catalogue
-
-    write_catalogue(tmp_path / "trn.json.gz", 200, seed=5)
-    stale = tmp_path / ".prepared.tmp-gpu-node-17-784"
-    stale.mkdir()
-    (stale / "shard_00000.bin").write_bytes(b"x" * 1000)
-    prepare(tmp_path / "trn.json.gz", tmp_path / "prepared", load_run_config("tiny"), progress=False)  # fmt: skip
-    assert not stale.exists()

@@ -312,16 +312,21 @@ def check_shared_folder(accelerator, folder: Path, what: str) -> None:
 
     if accelerator.num_processes == 1:
         return
-    probe = [None, None]
+    probe, error = [None, None], None
     if accelerator.is_main_process:  # a staging name: litter to make clean if a kill leaves it
         path = staging_name(folder / "shared_check")
-        probe = [path.name, secrets.token_hex(8)]
-        path.write_text(probe[1])
+        try:
+            path.write_text(token := secrets.token_hex(8))
+            probe = [path.name, token]
+        except OSError as err:  # a full disk or quota: every rank says so, in one line
+            error = UserError(f"{what}={folder} cannot be written: {err.strerror}")
     name, token = broadcast_object_list(probe)  # after rank 0 wrote it
+    if name is not None:
+        error = shared_folder_error(folder, name, token, what)
     try:
-        raise_if_any_rank(accelerator, shared_folder_error(folder, name, token, what))
+        raise_if_any_rank(accelerator, error)
     finally:
-        if accelerator.is_main_process:
+        if accelerator.is_main_process and name is not None:
             (folder / name).unlink(missing_ok=True)
 
 

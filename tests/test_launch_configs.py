@@ -284,3 +284,25 @@ def test_an_out_dir_a_rank_does_not_share_is_refused_naming_it(tmp_path):
     assert "out_dir" in str(err) and "shared filesystem" in str(err) and str(other) in str(err)
     (other / ".probe").write_text("an earlier run's")
     assert shared_folder_error(other, ".probe", "4f2a", "out_dir") is not None
+
+
+def test_a_probe_rank_0_cannot_write_is_a_one_line_error(tmp_path, monkeypatch):
+    """A review of the check above: a full disk or quota at the probe (the first write of a
+    ``resume=auto`` launch) was an OSError traceback on rank 0, a torn connection on the
+    others, and the new run folder stayed. It is a UserError every rank raises."""
+    from amazon_sft import distributed
+    from amazon_sft.errors import UserError
+
+    class Rank0:
+        num_processes, is_main_process, process_index = 2, True, 0
+
+    def full(self, *args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Path, "write_text", full)
+    monkeypatch.setattr("accelerate.utils.broadcast_object_list", lambda probe: probe)
+    raised = []
+    monkeypatch.setattr(distributed, "raise_if_any_rank", lambda acc, err: raised.append(err))
+    distributed.check_shared_folder(Rank0(), tmp_path, "out_dir")
+    assert len(raised) == 1 and isinstance(raised[0], UserError)
+    assert "out_dir" in str(raised[0]) and "No space left" in str(raised[0])

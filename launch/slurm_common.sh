@@ -11,11 +11,17 @@ GPUS_PER_NODE="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"  # what --gres gave t
 if [ -n "${SLURM_CPUS_PER_TASK:-}" ]; then export SRUN_CPUS_PER_TASK="$SLURM_CPUS_PER_TASK"; fi
 if command -v scontrol >/dev/null 2>&1; then
   MAIN_ADDR="$(scontrol show hostnames "$SLURM_JOB_NODELIST" | awk 'NR == 1')"  # awk reads it all: no SIGPIPE
-else  # off-cluster dry runs: the list's first host ("gpu[01-03,07]": gpu01, as scontrol says)
-  MAIN_ADDR="${SLURM_JOB_NODELIST%%,*}"
-  case "$MAIN_ADDR" in
-    *"["*) first="${MAIN_ADDR#*[}" && MAIN_ADDR="${MAIN_ADDR%%[*}${first%%[]-]*}" ;;
-  esac
+else  # off-cluster dry runs: the list's first host, as scontrol names it ("gpu[01-03,07]-ib":
+  # gpu01-ib; "rack[1-2]-n[01-04]": rack1-n01)
+  first_host='import re, sys
+listed, depth, first = sys.argv[1], 0, ""
+for c in listed:
+    depth += (c == "[") - (c == "]")
+    if c == "," and depth == 0:
+        break
+    first += c
+print(re.sub(r"\[([^]]*)\]", lambda m: re.split("[-,]", m.group(1))[0], first))'
+  MAIN_ADDR="$(python3 -c "$first_host" "$SLURM_JOB_NODELIST")"
 fi
 # A port per job: only jobs whose ids differ by a multiple of 20,000 share one, and they collide
 # only when both run at once with the same first host (then give one another MAIN_PORT). Below

@@ -85,7 +85,8 @@ def test_sbatch_dry_run_gives_each_node_its_rank_and_one_address(script, tmp_pat
     # off the cluster (no scontrol), a compressed list's first host (a review: "gpu[01-03")
     env = _fake_slurm(tmp_path, "4244")
     (tmp_path / "bin" / "scontrol").unlink()
-    for listed, first in (("gpu[01-03,07]", "gpu01"), ("a01,gpu[2-3]", "a01"), ("n[7]", "n7")):
+    for listed, first in (("gpu[01-03,07]", "gpu01"), ("a01,gpu[2-3]", "a01"), ("n[7]", "n7"),
+                          ("gpu[01-03,07]-ib", "gpu01-ib"), ("rack[1-2]-n[01-04]", "rack1-n01")):  # fmt: skip
         env["SLURM_JOB_NODELIST"] = listed
         proc = subprocess.run(["bash", f"launch/{script}"], capture_output=True, text=True,
                               cwd=REPO, env=env)  # fmt: skip

@@ -60,7 +60,10 @@ def check_same_engine(checkpoint: Path, running: Engine) -> None:
     if saved is None:
         if running.zero_stage is None:
             return
-        fix = "resume it without DeepSpeed (deepspeed=none, no DeepSpeed accelerate config)"
+        fix = (
+            "resume it without DeepSpeed (deepspeed=none, no DeepSpeed accelerate config; a "
+            "SLURM job: ACCEL=multi_node_ddp)"
+        )
     elif running.zero_stage is None or saved.zero_stage != (3 if running.zero_stage == 3 else 2):
         fix = _launch(saved)
     elif saved.processes != running.processes:

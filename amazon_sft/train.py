@@ -223,7 +223,12 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
     fmt = build_prompt_format(tok, cfg.data)
     shards = PackedShards(cfg.data.path, verify=cfg.data.verify, config=prepare_with)
     check_fingerprints(
-        shards.manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), cfg.data.path, prepare_with
+        shards.manifest,
+        tokenizer_fingerprint(tok),
+        fmt.fingerprint(),
+        cfg.data.path,
+        prepare_with,
+        templates=cfg.data.templates,
     )
     if shards.max_seq_len != cfg.data.max_seq_len:
         raise UserError(

@@ -12,7 +12,7 @@ import pytest
 
 from amazon_sft.config import load_run_config
 from amazon_sft.data.grounded import uid_share
-from amazon_sft.data.manifest import FORMAT_VERSION
+from amazon_sft.data.manifest import FORMAT_VERSION, Manifest
 from amazon_sft.data.shards import PackedShards, check_fingerprints, read_manifest, verify_checksums
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError
@@ -226,6 +226,12 @@ def test_fingerprint_mismatch_is_refused(prepared, chat_tok, tiny_tok, tiny_cfg)
         check_fingerprints(m, tokenizer_fingerprint(chat_tok), fmt.fingerprint(), "x")
     with pytest.raises(UserError, match="another prompt template"):
         check_fingerprints(m, tokenizer_fingerprint(tiny_tok), "0" * 16, "x")
+    # a new user: prepared with data.templates=my.yaml, train without it was told to prepare
+    # again, which rebuilt the folder with the builtin templates (theirs silently gone)
+    made = {**m.to_dict(), "config": {**m.config, "data": {**m.data, "templates": "my.yaml"}}}
+    theirs = Manifest.from_dict(made)
+    with pytest.raises(UserError, match=r"prepared with data\.templates=my\.yaml.*give data\.templates=my\.yaml"):  # fmt: skip
+        check_fingerprints(theirs, tokenizer_fingerprint(tiny_tok), "0" * 16, "x", templates="builtin")  # fmt: skip
 
 
 def test_everything_filtered_out_is_a_clear_error(tmp_path, tiny_cfg):

@@ -284,16 +284,25 @@ def check_fingerprints(
     where: str,
     config: list[str] | None = None,
     key: str = "data.path",
+    templates: str | None = None,
 ) -> None:
     """Refuse shards made with another tokenizer or prompt template: the ids would be wrong.
     ``config``: the run config in use (its prepare command is suggested); ``key``: the option
-    that named ``where``."""
+    that named ``where``; ``templates``: the command's ``data.templates``, named when the data
+    was prepared with another file (a new user followed "prepare again" and lost theirs)."""
     redo = f"re-run `{prepare_command(where, config, overwrite=True)}`"
     if manifest.tokenizer_fingerprint != tokenizer_fp:
         raise UserError(
             f"{where} was prepared with another tokenizer ({manifest.tokenizer!r}, fingerprint "
             f"{manifest.tokenizer_fingerprint} != {tokenizer_fp}); {redo}, or point {key} at "
             "shards prepared for this model"
+        )
+    made = manifest.data.get("templates")
+    if manifest.template_fingerprint != template_fp and templates and made not in (None, templates):
+        raise UserError(
+            f"{where} was prepared with data.templates={made}, and this command renders "
+            f"data.templates={templates}: give data.templates={made} too (the file the data was "
+            f"prepared with); or, for data.templates={templates}, {redo}"
         )
     if manifest.template_fingerprint != template_fp:
         raise UserError(

@@ -128,21 +128,23 @@ names: the run renders its prompts wherever it is read, moved or exported, whate
 it was copied from holds by then (a review: an edited file was used unsaid)."""
 
 
-def templates_read(cfg) -> bytes | None:
-    """The ``data.templates`` file's bytes (None: builtin), read when training reads it: the
-    run carries these, not what the file holds when it saves (a review: an edit made while the
-    run trained went into final/, and every command refused the run's own model)."""
-    return None if cfg.data.templates == "builtin" else Path(cfg.data.templates).read_bytes()
+def templates_read(cfg) -> bytes:
+    """The ``data.templates`` file's bytes (the builtin file's too), read when training reads
+    it: the run carries these, not what the file holds when it saves (a review: an edit made
+    while the run trained went into final/, and every command refused the run's own model)."""
+    from amazon_sft import prompts
+
+    builtin = cfg.data.templates == "builtin"
+    return (prompts.BUILTIN_TEMPLATES if builtin else Path(cfg.data.templates)).read_bytes()
 
 
 def keep_templates(cfg, folder: Path, read: bytes | None = None):
     """``cfg`` (a RunConfig) naming the saved model's own copy of its templates, written into
     ``folder``: ``read`` (what training read), else the file ``cfg`` names (export: the run's
-    copy); the builtin templates are named as they are."""
+    copy). The builtin ones too: the file's own comment invites editing it in place, which
+    locked every run trained on it out (a new user)."""
     import dataclasses
 
-    if cfg.data.templates == "builtin":
-        return cfg
     (folder / TEMPLATES).write_bytes(read if read is not None else templates_read(cfg))
     return dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, templates=TEMPLATES))
 

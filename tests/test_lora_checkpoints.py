@@ -480,3 +480,21 @@ def test_a_run_carries_the_templates_it_trained_with_not_an_edit_made_meanwhile(
     again = [*args, f"data.templates=run/final/{TEMPLATES}", "overwrite=true"]
     with pytest.raises(UserError, match=r"data\.templates=.* is inside the previous run"):
         train.main(["--config", "tiny", *again])
+
+
+@pytest.mark.e2e
+def test_a_run_on_the_builtin_templates_carries_them_too(tuned_run, tmp_path, monkeypatch):
+    """A new user edited amazon_sft/templates/questions.yaml in place (its comment says to
+    replace it): every saved run and export trained on the builtin templates was then refused,
+    and the advice (set data.templates in the export's config) broke the export's checksums.
+    Every run carries the templates it trained with, builtin ones too."""
+    from amazon_sft import prompts
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.trained_on import TEMPLATES
+
+    assert (tuned_run / "final" / TEMPLATES).is_file()
+    edited = tmp_path / "questions.yaml"
+    edited.write_text(prompts.BUILTIN_TEMPLATES.read_text().replace("### Question:", "### Q:"))
+    monkeypatch.setattr(prompts, "BUILTIN_TEMPLATES", edited)
+    _, tok, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
+    assert "### Question:" in prompts.build_prompt_format(tok, cfg.data).render("Mug")

@@ -72,9 +72,9 @@ def taught_by_the_data(cfg: RunConfig, manifest: Manifest, say: bool = True) -> 
         )
     if changed and say:  # the YAML edited after prepare, or the data prepared with overrides
         log.warning(
-            "%s prepared the examples with %s; the config gave %s. Training teaches what the "
-            "data holds and records its values: to teach the config's, run amazon-sft prepare "
-            "again with it",
+            "%s was prepared with %s, where the config says %s: training teaches what the data "
+            "holds and records the data's values (nothing to do if you prepared it so; to teach "
+            "the config's instead, run amazon-sft prepare again with it)",
             cfg.data.path,
             _listed(changed, 1),
             _listed(changed, 0),

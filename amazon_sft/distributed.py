@@ -319,6 +319,7 @@ def check_shared_folder(accelerator, folder: Path, what: str) -> None:
             path.write_text(token := secrets.token_hex(8))
             probe = [path.name, token]
         except OSError as err:  # a full disk or quota: every rank says so, in one line
+            path.unlink(missing_ok=True)  # made, then not written: it would keep the folder
             error = UserError(f"{what}={folder} cannot be written: {err.strerror}")
     name, token = broadcast_object_list(probe)  # after rank 0 wrote it
     if name is not None:

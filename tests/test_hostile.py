@@ -1031,3 +1031,23 @@ def test_the_gates_quote_is_the_record_as_the_prompt_showed_it(chat_tok, tiny_cf
     assert shown in grounded
     closed = build_prompt(fmt, chat_tok, tiny_cfg.data, "q", [source], "closed")
     assert closed == fmt.render(source.title, 0)  # as prepare rendered it for training
+
+
+def test_an_edited_templates_refusal_never_advises_editing_an_exports_config(tmp_path, tiny_tok, tiny_cfg):  # fmt: skip
+    """A review: a run or export saved before runs carried their templates, refused after the
+    builtin file was edited in place, was told to set data.templates in its config; an
+    export's checksums cover that file, so the edit read as damage. An export is told to put
+    the file back; a run may still point its config at a copy."""
+    import json
+
+    from amazon_sft.evaluation.loading import check_prompts
+    from amazon_sft.trained_on import TrainedOn, write_trained_on
+
+    write_trained_on(tmp_path, TrainedOn("/data", "d", prompt_format="0" * 16))
+    (tmp_path / "checksums.json").write_text(json.dumps({"model.safetensors": {}}))
+    with pytest.raises(UserError, match=r"git checkout amazon_sft/templates/questions\.yaml.*or set data\.templates in"):  # fmt: skip
+        check_prompts(tmp_path, tiny_cfg, tiny_tok, "--model", "run")
+    (tmp_path / "checksums.json").write_text(json.dumps({"amazon_sft_config.yaml": {}}))
+    with pytest.raises(UserError) as err:
+        check_prompts(tmp_path, tiny_cfg, tiny_tok, "--model", "export")
+    assert "git checkout" in str(err.value) and "set data.templates" not in str(err.value)

@@ -297,6 +297,7 @@ def test_a_probe_rank_0_cannot_write_is_a_one_line_error(tmp_path, monkeypatch):
         num_processes, is_main_process, process_index = 2, True, 0
 
     def full(self, *args, **kwargs):
+        self.touch()  # created, then the write fails (a review: the empty probe kept the folder)
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(Path, "write_text", full)
@@ -306,3 +307,4 @@ def test_a_probe_rank_0_cannot_write_is_a_one_line_error(tmp_path, monkeypatch):
     distributed.check_shared_folder(Rank0(), tmp_path, "out_dir")
     assert len(raised) == 1 and isinstance(raised[0], UserError)
     assert "out_dir" in str(raised[0]) and "No space left" in str(raised[0])
+    assert not list(tmp_path.iterdir())  # no probe left to keep the new run folder

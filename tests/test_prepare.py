@@ -232,6 +232,11 @@ def test_fingerprint_mismatch_is_refused(prepared, chat_tok, tiny_tok, tiny_cfg)
     theirs = Manifest.from_dict(made)
     with pytest.raises(UserError, match=r"prepared with data\.templates=my\.yaml.*give data\.templates=my\.yaml"):  # fmt: skip
         check_fingerprints(theirs, tokenizer_fingerprint(tiny_tok), "0" * 16, "x", templates="builtin")  # fmt: skip
+    # a review: eval --compare config:tiny RUN after the builtin file was edited in place was
+    # told to prepare --data again with --overwrite, which wrecked the run's own data
+    with pytest.raises(UserError) as err:
+        check_fingerprints(m, tokenizer_fingerprint(tiny_tok), "0" * 16, "x", None, "--data", "builtin")  # fmt: skip
+    assert "--overwrite" not in str(err.value) and "final/question_templates.yaml" in str(err.value)
 
 
 def test_everything_filtered_out_is_a_clear_error(tmp_path, tiny_cfg):

@@ -302,7 +302,15 @@ def check_fingerprints(
         raise UserError(
             f"{where} was prepared with data.templates={made}, and this command renders "
             f"data.templates={templates}: give data.templates={made} too (the file the data was "
-            f"prepared with); or, for data.templates={templates}, {redo}"
+            f"prepared with, as prepare was given it, unedited); or, for "
+            f"data.templates={templates}, {redo}"
+        )
+    if manifest.template_fingerprint != template_fp and key == "--data":  # eval: not its data
+        raise UserError(  # (a review: "prepare --data again" wrecked the run trained on it)
+            f"{where} was prepared with another prompt template (fingerprint "
+            f"{manifest.template_fingerprint} != {template_fp}): give the templates it was "
+            "prepared with (the same data.templates / use_chat_template / system_prompt; a "
+            "saved run carries its own, data.templates=RUN/final/question_templates.yaml)"
         )
     if manifest.template_fingerprint != template_fp:
         raise UserError(

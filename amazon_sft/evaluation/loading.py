@@ -169,13 +169,26 @@ def check_prompts(folder: Path, cfg: RunConfig, tok, what: str, spec: str) -> No
             f"put back {folder / TEMPLATES}, the copy the run carries (or a copy of the file "
             "it was trained with)"
             if own
-            else f"put back the templates file it was trained with, or set data.templates in "
-            f"{folder / SAVED_CONFIG} to a copy of it"
+            else "put back the templates file it was trained with (the builtin one: `git "
+            "checkout amazon_sft/templates/questions.yaml`)"
+            + (
+                ""  # an export's checksums cover its config: an edit there reads as damage
+                if _config_checked(folder)
+                else f", or set data.templates in {folder / SAVED_CONFIG} to a copy of it"
+            )
         )
         raise UserError(
             f"{what} {spec}: data.templates={cfg.data.templates} renders other prompts than it "
             f"was trained on (fingerprint {now} != {record.prompt_format}): {fix}"
         )
+
+
+def _config_checked(folder: Path) -> bool:
+    """Whether the folder's checksums cover its config (an export's do; a run's cover weights)."""
+    try:
+        return SAVED_CONFIG in json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def _run_folder(spec: str, what: str = "--model", runs_only: bool = False) -> Path:

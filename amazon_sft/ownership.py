@@ -62,9 +62,10 @@ FINAL_ENTRY = re.compile(
     r"^(README\.md|run_summary\.json|amazon_sft_config\.yaml|trained_on\.json|checksums\.json|"
     r"(generation_|adapter_)?config\.json|.+\.safetensors(\.index\.json)?|tokenizer(\.json|"
     r"_config\.json|\.model)|special_tokens_map\.json|added_tokens\.json|chat_template\.jinja|"
-    r"vocab\.(json|txt)|merges\.txt)$"
+    r"vocab\.(json|txt)|merges\.txt|question_templates\.yaml)$"
 )
-"""What a save wrote into ``final/`` before it listed its entries (``SAVED_LIST``)."""
+"""What a save writes into ``final/``, read where its list of entries (``SAVED_LIST``) is gone
+or from before the list."""
 
 
 CHECKPOINT_NAME = re.compile(r"step-\d{8,}")

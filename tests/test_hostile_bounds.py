@@ -926,7 +926,12 @@ def test_the_prepare_a_refusal_suggests_is_for_the_config_in_use(
     code, err = _run_cli(capsys, "eval", "--model", str(tmp_path / "run3"), "--data", str(nope),
                          "--out", str(tmp_path / "report3"))  # fmt: skip
     saved = tmp_path / "run3" / "final" / "amazon_sft_config.yaml"
-    _one_line(code, err, "eval", f"--out {nope} --config {saved}`")
+    own = f"data.templates={saved.parent / 'question_templates.yaml'}"  # the run's own copy
+    line = _one_line(code, err, "eval", f"--out {nope} --config {saved} {own}`")
+    hint = shlex.split(re.search(r"run `([^`]+)`", line).group(1))  # followed as written,
+    assert hint[2] == "trn.json.gz"  # the user's catalogue in place of its name
+    code, err = _run_cli(capsys, hint[1], str(catalogue), *hint[3:], "--quiet")
+    assert code == 0, err[-2000:]
 
 
 def test_export_of_a_missing_run_does_not_suggest_a_base_model(tmp_path, capsys):

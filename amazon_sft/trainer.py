@@ -21,6 +21,7 @@ from amazon_sft import stop_signal
 from amazon_sft.checkpointing import (
     TrainerState,
     capture_rng,
+    complete_checkpoints,
     restore_rng,
     save_checkpoint,
 )
@@ -143,16 +144,20 @@ class Trainer:
                 if result is None:  # a stop signal between micro-batches: the step is dropped
                     stopped_by = stop_signal.received() or "signal on another rank"
                     self.drop_step(at_start)
-                    save_checkpoint(
-                        acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
-                        self.run_record,
-                    )  # fmt: skip
+                    if state.bad_in_row == 0:  # never a state whose last step was non-finite
+                        save_checkpoint(
+                            acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
+                            self.run_record,
+                        )  # fmt: skip
+                        kept = f"checkpoint saved at step {state.step}"
+                    else:  # (a resume review: it saved one after a skipped step)
+                        kept = f"step {state.step} was non-finite: {self.kept_before()}"
                     log.info(
-                        "stopping during step %d on %s: the step was dropped, checkpoint saved at "
-                        "step %d; resume with resume=auto",
+                        "stopping during step %d on %s: the step was dropped, %s; resume with "
+                        "resume=auto",
                         state.step + 1,
                         stopped_by,
-                        state.step,
+                        kept,
                     )
                     break
                 seconds = time.perf_counter() - t0
@@ -192,7 +197,7 @@ class Trainer:
                         "stopping at step %d on %s: %s, resume with resume=auto",
                         state.step,
                         stopped_by,
-                        "checkpoint saved" if result.finite else "the checkpoint before it is kept",
+                        "checkpoint saved" if result.finite else self.kept_before(),
                     )
                     break
         if state.bad_in_row and not stopped_by:
@@ -210,6 +215,13 @@ class Trainer:
             "train_seconds": round(state.train_seconds, 1),
             "train_seconds_this_launch": round(time.perf_counter() - started, 1),
         }
+
+    def kept_before(self) -> str:
+        """What a resume starts from when the last step was non-finite and is not saved."""
+        saved = complete_checkpoints(Path(self.cfg.out_dir))
+        if saved:
+            return f"the checkpoint before it ({saved[-1].name}) is kept"
+        return "no checkpoint yet, so a resume starts from step 0"
 
     def step_start(self) -> StepStart | None:
         """What a step dropped between micro-batches must restore, so the checkpoint saved then

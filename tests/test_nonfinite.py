@@ -61,3 +61,42 @@ def test_a_non_finite_step_on_one_rank_changes_nothing(launch, prepared, tiny_mo
     assert rows[2]["lr"] == rows[1]["lr"]  # the schedule did not advance on the skipped step
     saved = sorted(p.parent.name for p in (tmp_path / "checkpoints").glob("step-*/COMPLETE"))
     assert saved == ["step-00000001", "step-00000003", "step-00000004"]
+
+
+STOPPED_STEP = """import os, signal, sys
+from amazon_sft.loss import SummedAnswerLoss
+from amazon_sft.train import cli
+forward, calls = SummedAnswerLoss.forward, [0]
+def poisoned(self, batch):  # the BAD-th forward's loss +inf; a SIGTERM at the TERM-th
+    calls[0] += 1
+    if calls[0] == int(os.environ["TERM"]):
+        os.kill(os.getpid(), signal.SIGTERM)
+    summed, n = forward(self, batch)
+    return (summed + float("inf") if calls[0] == int(os.environ["BAD"]) else summed), n
+SummedAnswerLoss.forward = poisoned
+cli()
+"""
+
+
+@pytest.mark.e2e
+def test_a_step_dropped_after_a_non_finite_one_saves_no_checkpoint_of_it(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A resume review: with 16 micro-batches a step, a stop between micro-batches of step 4
+    dropped it and saved a checkpoint at step 3, which had been non-finite (the README: no
+    checkpoint after such a step); finishing at step 3 then failed with advice to lower the
+    learning rate. The checkpoint before it is kept, as when a stop ends a step."""
+    script = tmp_path / "stopped_step.py"
+    script.write_text(STOPPED_STEP)
+    out = tmp_path / "run"
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=6",
+                           "train.global_batch_size=16", "train.micro_batch_size=1",
+                           "checkpoint.every_steps=2")  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "BAD": "33", "TERM": "50"}  # fmt: skip
+    proc = subprocess.run([sys.executable, str(script), "--config", "tiny", *args],
+                          capture_output=True, text=True, env=env, timeout=TIMEOUT_S)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the step was dropped" in proc.stderr
+    saved = sorted(p.parent.name for p in (out / "checkpoints").glob("step-*/COMPLETE"))
+    assert saved == ["step-00000002"], saved
+    assert "step 3 was non-finite" in proc.stderr, proc.stderr[-1500:]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 import unicodedata
 
-from amazon_sft.data.cleaning import INVISIBLE, MAX_PASSES
+from amazon_sft.data.cleaning import INVISIBLE, MAX_PASSES, settled
 from amazon_sft.data.encode import SpecialTextScrubber
 from amazon_sft.errors import RequestError
 from amazon_sft.prompts import PromptFormat, without_markup
@@ -24,12 +24,9 @@ def clean_question(question: str, tok, fmt: PromptFormat | None = None) -> str:
     until nothing changes, as prepare's cleaning is: a character removed (a NUL, a bidi or
     zero-width mark) or a removal itself can join what is left into "<|im_end|>"."""
     scrub = SpecialTextScrubber(tok, fmt)
-    text = normalise_question(question)
-    for _ in range(MAX_PASSES):
-        again = normalise_question(without_markup(scrub(text)))
-        if again == text:
-            return text
-        text = again
+    text = settled(lambda t: normalise_question(without_markup(scrub(t))), normalise_question(question))  # fmt: skip
+    if text is not None:
+        return text
     raise RequestError(
         "the question still holds special-token text after cleaning it "
         f"{MAX_PASSES} times: ask in plain words"
@@ -42,12 +39,7 @@ def record_text_for_prompt(text: str, scrub: SpecialTextScrubber) -> str:
     or hand-written, so special-token text of the answering tokenizer, and tags its format
     writes as text, are removed here too, with markup, until nothing changes (a removal can
     join what is left). Unlike a question, nothing is refused: a record emptied is empty."""
-    for _ in range(MAX_PASSES):
-        again = scrub(without_markup(text))
-        if again == text:
-            return text
-        text = again
-    return ""  # still forging after every pass: shown as nothing
+    return settled(lambda t: scrub(without_markup(t)), text) or ""  # still forging: nothing
 
 
 _LONE_SURROGATE = re.compile("[\ud800-\udfff]")

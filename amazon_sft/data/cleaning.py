@@ -49,6 +49,21 @@ MAX_PASSES = 8
 text needs more than two)."""
 
 
+def settled(step: Callable[[str], str], text: str) -> str | None:
+    """``step`` applied to ``text`` until it no longer changes it (a removal can join what is
+    left into something to remove again); None when it still changes after ``MAX_PASSES``.
+
+    >>> settled(lambda t: t.replace("<<>>", "<>"), "<<<<>>>>"), settled(lambda t: t + "x", "")
+    ('<>', None)
+    """
+    for _ in range(MAX_PASSES):
+        again = step(text)
+        if again == text:
+            return text
+        text = again
+    return None
+
+
 def clean_text(
     text: str,
     cfg: CleanConfig,
@@ -72,13 +87,8 @@ def clean_text(
             modified[f"html_unescaped_{field}"] += 1
             text = unescaped
     changed: set[str] = set()
-    for _ in range(MAX_PASSES):
-        again = _one_pass(text, cfg, changed, scrub)
-        if again == text:
-            break
-        text = again
-    else:
-        text = ""  # still changing: nothing trustworthy is left
+    # still changing after every pass: nothing trustworthy is left
+    text = settled(lambda t: _one_pass(t, cfg, changed, scrub), text) or ""
     for step in changed:
         modified[f"{step}_{field}"] += 1
     return text

@@ -67,8 +67,9 @@ class StepStart:
 class StepResult:
     """What one optimizer step did, over all ranks (read from the device once)."""
 
-    loss: float
-    """Summed answer cross-entropy / answer tokens of the step."""
+    loss: float | None
+    """Summed answer cross-entropy / answer tokens of the step; None when a micro-batch's loss
+    was non-finite on some rank (the sum would be partial: that micro-batch counts as 0)."""
     grad_norm: float
     """Global gradient norm before clipping."""
     lr: float
@@ -166,7 +167,7 @@ class Trainer:
                 state.tokens_seen += result.real_tokens
                 state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
                 state.loader = self.loader.state_dict()
-                loss = result.loss
+                loss = float("nan") if result.loss is None else result.loss
                 report_step(
                     acc,
                     cfg,
@@ -307,7 +308,7 @@ class Trainer:
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
         stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)
         return StepResult(
-            loss=loss / max(labels, 1.0),
+            loss=None if n_bad else loss / max(labels, 1.0),
             grad_norm=norm,
             lr=lr,
             label_tokens=int(labels),
@@ -380,10 +381,11 @@ def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:
                 "stepped anyway by DeepSpeed)" if row["optimizer_stepped"] else "skipped)"
             )
         norm = "n/a" if row["grad_norm"] is None else f"{row['grad_norm']:.3f}"
+        loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"
         log.info(
-            "step %d loss %.4f lr %.3e grad_norm %s tokens/s %.0f MFU %s%s",
+            "step %d loss %s lr %.3e grad_norm %s tokens/s %.0f MFU %s%s",
             row["step"],
-            row["loss"],
+            loss,
             row["lr"],
             norm,
             row["tokens_per_sec"],

@@ -57,6 +57,8 @@ def test_a_non_finite_step_on_one_rank_changes_nothing(launch, prepared, tiny_mo
     rows = [json.loads(x, parse_constant=no_nan) for x in lines]
     assert [r["non_finite"] for r in rows] == [False, True, False, False]
     assert rows[1]["grad_norm"] is None  # not NaN
+    # nor a partial sum that counts the bad micro-batch as 0 (a review of the loss log)
+    assert rows[1]["loss"] is None and all(r["loss"] > 0 for r in rows if r is not rows[1])
     assert [r["optimizer_stepped"] for r in rows] == [True, False, True, True]
     assert rows[2]["lr"] == rows[1]["lr"]  # the schedule did not advance on the skipped step
     saved = sorted(p.parent.name for p in (tmp_path / "checkpoints").glob("step-*/COMPLETE"))

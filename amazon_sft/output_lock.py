@@ -91,9 +91,14 @@ class OutputLock:
                 f"{self.path} is not amazon-sft's lock file (it holds text of its own): move it "
                 "away, or choose another output folder"
             )
-        os.ftruncate(fd, 0)
         note = f"pid {os.getpid()} on {socket.gethostname()}: {self.command}, since {dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')}"
-        os.pwrite(fd, note.encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, note.encode(), 0)
+        except OSError:  # a full disk: let go of the lock, the caller names the folder
+            os.close(fd)
+            self.locked = False
+            raise
         self._fd = fd
         return self
 

@@ -271,11 +271,19 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
             if (out_dir / name).exists():
                 (out_dir / name).rename(aside / name)
         moved = str(aside)
+    made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / RUN_MARKER
     if not marker.is_file():
+        from amazon_sft.atomic import write_text_whole
+
         note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
-        marker.write_text(json.dumps(note) + "\n")
+        try:  # whole or not at all: an empty marker (a full disk) would claim the folder
+            write_text_whole(marker, json.dumps(note) + "\n")
+        except OSError:
+            if made:  # under the lock: nobody else put anything there
+                out_dir.rmdir()
+            raise
     return moved
 
 

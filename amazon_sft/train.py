@@ -262,14 +262,25 @@ def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | No
     lock, error = None, None
     if accelerator.is_main_process:
         try:
-            lock = OutputLock(out_dir, "amazon-sft train").acquire()
-            moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
+            with disk_full(out_dir, "train could not claim its folder", "nothing was written"):
+                lock = OutputLock(out_dir, "amazon-sft train").acquire()
+                moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
             if lock.locked:  # no live process owns them (without locks: unknown, kept)
                 clear_killed_saves(out_dir)
             if moved:
                 log.info("overwrite=true: the previous run in %s was moved to %s", out_dir, moved)
-        except UserError as err:
-            error = err
+        except (UserError, OSError) as err:
+            # a read-only or foreign folder is one line too: every rank stops, none waits
+            error = (
+                err
+                if isinstance(err, UserError)
+                else UserError(
+                    f"train could not write to out_dir {out_dir} ({err.strerror}): choose a "
+                    "writable folder"
+                )
+            )
+            if lock is not None:
+                lock.release()
     raise_if_any_rank(accelerator, error)
     return lock
 

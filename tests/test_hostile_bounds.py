@@ -528,6 +528,53 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint(
     assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
 
 
+@pytest.mark.parametrize("lock_note", ["none", "a_killed_run's"])
+def test_training_claiming_a_folder_on_a_full_disk(
+    lock_note, small_disk, prepared, tiny_model_dir, capsys
+):
+    """A review: the lock's note, then the run marker, written at train start on a full disk
+    were an OSError traceback (on rank 0, with the other ranks left at the next collective),
+    and the folder made for the run stayed, empty. A killed run's note in the lock file holds
+    the block the new note takes back, so then the marker is what fails."""
+    disk = small_disk("64k")
+    out = disk / "run"
+    if lock_note != "none":
+        (disk / ".run.lock").write_text("pid 1 on elsewhere: amazon-sft train, since then")
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # every block taken
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1")
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    _one_line(code, err, "train", "is full", str(out), "nothing was written")
+    assert not out.exists()  # the folder this launch made went with the refusal
+
+
+def test_training_into_a_folder_it_cannot_write(
+    prepared, tiny_model_dir, tmp_path, capsys, monkeypatch
+):
+    """The same review: any other write error at the claim (read-only, another owner's) was a
+    traceback too; it is one line naming out_dir, and the lock is let go."""
+    from amazon_sft import atomic
+
+    def refused(path, text):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(atomic, "write_text_whole", refused)
+    out = tmp_path / "run"
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1")
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    _one_line(code, err, "train", "out_dir", str(out), "Permission denied", "writable")
+    assert not out.exists()
+    from amazon_sft.output_lock import OutputLock
+
+    OutputLock(out, "next").acquire().release()  # not held by the refused launch
+
+
 def test_export_on_a_full_disk_leaves_no_partial_folder(small_disk, tuned_run, capsys):
     disk = small_disk("256k")  # the tiny model's weights alone are ~0.9 MB
     out = disk / "model"

@@ -51,14 +51,15 @@ def write_text_whole(path: Path, text: str) -> None:
         staging.unlink(missing_ok=True)
 
 
-def new_staging(out_dir: Path) -> Path:
-    """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first); a
-    folder that cannot be written is a one-line error naming it."""
+def new_staging(out_dir: Path, any_machine: bool = False) -> Path:
+    """An empty staging folder for ``out_dir`` (stale ones of killed runs cleaned first: of any
+    machine's with ``any_machine``, for a caller holding the folder's lock); a folder that
+    cannot be written is a one-line error naming it."""
     from amazon_sft.errors import UserError
 
     try:
         out_dir.parent.mkdir(parents=True, exist_ok=True)
-        remove_stale(out_dir)
+        remove_stale(out_dir, any_machine)
         staging = staging_name(out_dir)
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
@@ -112,8 +113,13 @@ def stale_staging(out_dir: Path, name: str, any_machine: bool = False) -> str | 
     >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1")  # another machine's
     >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1", any_machine=True)
     'tmp'
+
+    A machine's name holds no ``-`` (``_machine``), so a sibling folder's staging is never read
+    as this folder's (``.index.tmp-x.tmp-somewhere-1`` is ``index.tmp-x``'s):
+
+    >>> stale_staging(Path("x/index"), ".index.tmp-x.tmp-somewhere-1", any_machine=True)
     """
-    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:(.+)-)?(\d+)$", name)
+    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:([A-Za-z0-9._]+)-)?(\d+)$", name)
     if not m:
         return None
     this_machine = m.group(2) in (None, _machine())

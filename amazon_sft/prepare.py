@@ -61,9 +61,12 @@ from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_finger
 SAMPLE_DOCS = 256  # documents used to check the fast tokenizer paths against plain encoding
 
 
-def _staging_dir(out_dir: Path, overwrite: bool) -> Path:
+def _staging_dir(out_dir: Path, overwrite: bool, locked: bool) -> Path:
     check_prepare_target(out_dir, overwrite)  # under the lock: nobody else is writing there
-    return new_staging(out_dir)
+    # held, the lock says no prepare of this folder lives on any node, so a killed one's
+    # staging goes whatever machine wrote it (a requeue lands on another node); without locks
+    # only this machine's dead processes' can be known dead
+    return new_staging(out_dir, any_machine=locked)
 
 
 def _write_jsonl(path: Path, records: list[dict]) -> None:
@@ -96,8 +99,8 @@ def prepare(
             f"{len(fmt.phrasings)}, or a templates file with more phrasings"
         )
     kept = f"{out_dir} is unchanged" if out_dir.exists() else f"nothing was written to {out_dir}"
-    with OutputLock(out_dir, "amazon-sft prepare"):
-        staging = _staging_dir(out_dir, overwrite)
+    with OutputLock(out_dir, "amazon-sft prepare") as lock:
+        staging = _staging_dir(out_dir, overwrite, lock.locked)
         setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
         try:
             source = tokenizer or cfg.model.tokenizer or cfg.model.path

@@ -235,6 +235,39 @@ def test_a_staging_folder_written_on_another_machine_is_never_cleaned_here(tmp_p
     assert not writing.exists() and out.is_dir() and not aside.exists()
 
 
+@pytest.mark.parametrize("locks", [True, False])
+def test_a_prepare_killed_on_another_node_is_cleaned_by_the_next_under_its_lock(
+    catalogue, tiny_cfg, tmp_path, monkeypatch, locks
+):
+    """A prepare killed on one node and requeued onto another left its staging folder on the
+    shared disk for good: only this machine's dead processes' are cleaned. Under prepare's
+    lock no live prepare of the folder exists anywhere, so another node's goes too; without
+    locks nothing of another node's is touched; and a sibling folder's staging
+    (``prepared.tmp-x``'s) is never read as this folder's (an earlier fix was reverted for
+    that)."""
+    import errno
+    import fcntl
+
+    import amazon_sft.prepare as prep
+
+    out = tmp_path / "prepared"
+    killed = tmp_path / ".prepared.tmp-node_b-4242"
+    killed.mkdir()
+    (killed / "shard-00000.bin").write_bytes(b"half written")
+    sibling = tmp_path / ".prepared.tmp-x.tmp-node_b-4243"  # the staging of prepared.tmp-x
+    sibling.mkdir()
+    if not locks:
+
+        def no_locks(fd, op):
+            raise OSError(errno.ENOLCK, "No locks available")
+
+        monkeypatch.setattr(fcntl, "flock", no_locks)
+    prep.prepare(catalogue, out, tiny_cfg, progress=False)
+    assert (out / "manifest.json").is_file()
+    assert killed.exists() is not locks
+    assert sibling.is_dir()
+
+
 def test_resume_auto_never_starts_over_on_a_finished_run(
     tuned_run, prepared, tiny_model_dir, tmp_path, capsys
 ):

@@ -13,10 +13,18 @@ import pytest
 # before its one-line error. Offline, it fails at once; set before huggingface_hub reads it.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# transformers binds its log handler to sys.stderr as it is when first configured: inside a test
+# that captures output (capsys), a later test's warning then hit the closed capture ("--- Logging
+# error ---" with a traceback: test_rows_longer_than_longropes_short_span_are_refused run alone).
+# Configured here, it writes to the real stderr.
+from transformers.utils import logging as _hf_logging
+
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.data.synthetic import write_catalogue
 from amazon_sft.distributed import prebuilt_ops_dir
 from amazon_sft.tokenizer import load_tokenizer
+
+_hf_logging.get_logger("transformers")
 
 REPO = Path(__file__).resolve().parents[1]
 collect_ignore = ["stand_ins"]  # modules put on PYTHONPATH by tests, not tests themselves

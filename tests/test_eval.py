@@ -106,6 +106,34 @@ def test_compare_writes_every_report_file(prepared, tiny_model_dir, tuned_run, t
     assert rouge_row.count("[") == 3, rouge_row  # base, tuned, delta
 
 
+@pytest.mark.e2e
+def test_compare_asks_the_base_the_runs_own_prompts(prepared, tiny_model_dir, tuned_run, tmp_path):
+    """``eval --compare config:NAME RUN``: the base model was read with its config's templates,
+    so a run trained (and data prepared) with the user's own ``data.templates`` was refused for
+    the base, and the advice's override then applied to both. Compared models are asked the
+    same prompts: the base is given the run's own copy (an override given here still wins)."""
+    from amazon_sft.prompts import BUILTIN_TEMPLATES
+
+    other = tmp_path / "other_questions.yaml"  # what the base's own config names
+    other.write_text(
+        Path(BUILTIN_TEMPLATES).read_text().replace("Tell me about {title}.", "Say {title}.")
+    )
+    base = tmp_path / "base.yaml"
+    text = (REPO / "amazon_sft" / "configs" / "tiny.yaml").read_text()
+    base.write_text(text.replace("data:\n", f"data:\n  templates: {other}\n", 1))
+    args = ("--data", str(prepared), "--compare", str(base), str(tuned_run), "--n", "2")
+    args += ("--splits", "heldout", "--max-new-tokens", "2", f"model.path={tiny_model_dir}")
+    proc = _eval(*args, "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    refused = _eval(*args, "--out", str(tmp_path / "r2"), f"data.templates={other}")
+    assert refused.returncode == 2, refused.stderr[-1500:]
+    line = next(x for x in refused.stderr.splitlines() if "error:" in x)
+    assert "data.templates=builtin too" in line and "--overwrite" not in line, (
+        line
+    )  # the run's data
+    assert f"--out {prepared}-own" in line
+
+
 def test_a_single_models_report_gives_each_figure_its_interval():
     """A base-only (or tuned-only) oracle report printed bare means ("citation accuracy 0.963"
     with no interval: bench/grounded_intervals.py had to be run for one); each figure now has

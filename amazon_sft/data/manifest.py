@@ -224,12 +224,17 @@ def shaping_overrides(overrides: list[str]) -> list[str]:
 
 
 def prepare_command(
-    out: str | Path, config: list[str] | None, overwrite: bool = False, catalogue: str = ""
+    out: str | Path,
+    config: list[str] | None,
+    overwrite: bool = False,
+    catalogue: str = "",
+    source: str | Path | None = None,
 ) -> str:
     """The prepare command (shell-quoted) that makes ``out`` for a run of ``config`` (a config's
     name or YAML, then the overrides that shape the data; None: unknown), from ``catalogue``,
-    else the one ``out`` was made from where its report says so. A hint without them prepared
-    for the default model, or another tokenizer, which the run then refused again.
+    else the one ``source`` (default ``out``) was made from where its report says so. A hint
+    without them prepared for the default model, or another tokenizer, which the run then
+    refused again.
 
     >>> prepare_command("data/nope", ["tiny", "model.tokenizer=my tok"])
     "amazon-sft prepare trn.json.gz --out data/nope --config tiny 'model.tokenizer=my tok'"
@@ -237,7 +242,8 @@ def prepare_command(
     if not catalogue:
         catalogue = "trn.json.gz"
         with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-            catalogue = json.loads((Path(out) / "report.json").read_text())["input_resolved"]
+            made = Path(source if source is not None else out)
+            catalogue = json.loads((made / "report.json").read_text())["input_resolved"]
     words = ["amazon-sft", "prepare", str(catalogue), "--out", str(out)]
     words += ["--config", *config] if config else []
     return shlex.join(words + (["--overwrite"] if overwrite else []))
@@ -290,7 +296,12 @@ def check_fingerprints(
     ``config``: the run config in use (its prepare command is suggested); ``key``: the option
     that named ``where``; ``templates``: the command's ``data.templates``, named when the data
     was prepared with another file (a new user followed "prepare again" and lost theirs)."""
-    redo = f"re-run `{prepare_command(where, config, overwrite=True)}`"
+    if key == "--data":  # eval: the data may be what a run trained on, never re-prepared in place
+        own = prepare_command(f"{where.rstrip('/')}-own", config, source=where)
+        redo = f"prepare a folder of its own and give that as --data (`{own}`)"
+        runs = "; a saved run carries its own, data.templates=RUN/final/question_templates.yaml"
+    else:
+        redo, runs = f"re-run `{prepare_command(where, config, overwrite=True)}`", ""
     if manifest.tokenizer_fingerprint != tokenizer_fp:
         raise UserError(
             f"{where} was prepared with another tokenizer ({manifest.tokenizer!r}, fingerprint "
@@ -302,21 +313,15 @@ def check_fingerprints(
         raise UserError(
             f"{where} was prepared with data.templates={made}, and this command renders "
             f"data.templates={templates}: give data.templates={made} too (the file the data was "
-            f"prepared with, as prepare was given it, unedited); or, for "
+            f"prepared with, as prepare was given it, unedited{runs}); or, for "
             f"data.templates={templates}, {redo}"
-        )
-    if manifest.template_fingerprint != template_fp and key == "--data":  # eval: not its data
-        raise UserError(  # (a review: "prepare --data again" wrecked the run trained on it)
-            f"{where} was prepared with another prompt template (fingerprint "
-            f"{manifest.template_fingerprint} != {template_fp}): give the templates it was "
-            "prepared with (the same data.templates / use_chat_template / system_prompt; a "
-            "saved run carries its own, data.templates=RUN/final/question_templates.yaml)"
         )
     if manifest.template_fingerprint != template_fp:
         raise UserError(
             f"{where} was prepared with another prompt template (fingerprint "
-            f"{manifest.template_fingerprint} != {template_fp}); {redo} (the same "
-            "data.templates / use_chat_template / system_prompt)"
+            f"{manifest.template_fingerprint} != {template_fp}): give the templates it was "
+            f"prepared with (the same data.templates / use_chat_template / system_prompt{runs}); "
+            f"or {redo}"
         )
 
 

@@ -15,6 +15,7 @@ from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.end_to_end_report import own_right, write_report
+from amazon_sft.evaluation.loading import compared_overrides
 
 
 def add_arguments(p) -> None:
@@ -87,10 +88,11 @@ def run(args, data_dir: Path, accelerator) -> int:
     answers, outcomes = {}, {}
     # compared models see the same records; one model alone answers as ask answers it
     taught = _taught(data_dir) if args.compare else None
+    overrides = compared_overrides(specs, args.overrides)  # and the same prompts
     for name, spec in specs.items():
         set_seed(args.seed)
         answerer, label = _answerer(
-            spec, args.overrides, index, gate.abstain_below, gate.quote_when_sure, taught
+            spec, overrides[name], index, gate.abstain_below, gate.quote_when_sure, taught
         )
         k = args.k or answerer.data.context_records
         tokens = answerer.data.context_record_tokens

@@ -244,6 +244,21 @@ def config_of(specs: list[str], overrides: list[str]) -> list[str] | None:
     return None
 
 
+def compared_overrides(specs: dict[str, str], overrides: list[str]) -> dict[str, list[str]]:
+    """Each model's overrides. Compared models are asked the same prompts, so a base read from
+    a config (``config:NAME``, a YAML) is given the tuned run's own templates (its config's
+    would be refused against data prepared with the user's); the user's overrides come after
+    and win. A saved run always reads its own (``_saved_config``)."""
+    own: list[str] = []
+    if "tuned" in specs:
+        with contextlib.suppress(UserError):  # not a run: nothing to share
+            own = own_templates(_run_folder(specs["tuned"]))
+    return {
+        name: [*own, *overrides] if saved_folder(spec) is None else list(overrides)
+        for name, spec in specs.items()
+    }
+
+
 def saved_folder(spec: str) -> Path | None:
     """The saved model's folder ``--model`` names, None for a base model (``config:NAME``)."""
     if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):

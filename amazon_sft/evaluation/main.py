@@ -30,7 +30,13 @@ from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.end_to_end import closer_to_another
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
 from amazon_sft.evaluation.items import EvalItem, build_items
-from amazon_sft.evaluation.loading import config_of, load_for_eval, pick_device, saved_folder
+from amazon_sft.evaluation.loading import (
+    compared_overrides,
+    config_of,
+    load_for_eval,
+    pick_device,
+    saved_folder,
+)
 from amazon_sft.evaluation.question_file import check_question_file
 from amazon_sft.evaluation.report import SHOWN, write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
@@ -322,11 +328,12 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     }
     vectors: dict = {}
     index = _open_index(mode, data_dir)
+    overrides = compared_overrides(specs, args.overrides)
     for name, spec in specs.items():
         set_seed(args.seed)
         label, scored, items = score_model(
             spec,
-            args.overrides,
+            overrides[name],
             data_dir,
             manifest,
             splits,

@@ -350,6 +350,20 @@ def describe_optimizer(optimizer) -> str:
     return f"{type(inner).__name__} ({rule})"
 
 
+def schedule_the_stepped_optimizer(scheduler, optimizer) -> None:
+    """Point the lr scheduler at the param groups of the optimizer that really steps. Under ZeRO
+    offload accelerate hands DeepSpeed a DeepSpeedCPUAdam built on the torch AdamW's param group
+    dicts, shared with the scheduler's until a checkpoint's load replaced them (torch's
+    ``load_state_dict`` makes new ones): a resumed run then stepped at the lr of the step it
+    resumed from, for good, while the scheduler and the log moved on. Elsewhere a no-op."""
+    inner = optimizer
+    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
+        inner = inner.optimizer
+    schedule = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
+    if isinstance(inner, torch.optim.Optimizer) and schedule.optimizer is not inner:
+        schedule.optimizer = inner
+
+
 def build_eval_accelerator():
     """A plain Accelerator for spreading generation over ranks (no DeepSpeed: evaluation loads
     consolidated weights), gloo when there is no CUDA."""

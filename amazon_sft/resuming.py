@@ -21,7 +21,11 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import DataIdentity
-from amazon_sft.distributed import raise_if_any_rank, running_engine
+from amazon_sft.distributed import (
+    raise_if_any_rank,
+    running_engine,
+    schedule_the_stepped_optimizer,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import inside_run
 from amazon_sft.resume_config import (
@@ -125,6 +129,7 @@ def resume(
     accelerator,
     model,
     loader: PackedLoader,
+    optimizer,
     scheduler,
     out_dir: Path,
     planned: dict[Path, list | Exception | None],
@@ -141,6 +146,7 @@ def resume(
                     "checkpoint %s carries no config: changes since it cannot be checked", path
                 )
             state = load_checkpoint(accelerator, model, path)
+            schedule_the_stepped_optimizer(scheduler, optimizer)  # before the lr is set below
             loader.load_state_dict(state.loader)
             # accelerate restores its micro-batch counter: with more accumulation now (fewer
             # processes), one not a multiple of it synced mid-step and skipped every optimizer

@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg.data.seed,
             plan.accumulation_steps,
         )
-        state = resume(cfg, accelerator, model, loader, scheduler, out_dir, planned)
+        state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):

@@ -309,3 +309,36 @@ def test_a_ddp_run_resumed_on_fewer_processes_still_steps_the_optimizer(
     (out / "metrics.jsonl").write_text((out / "metrics.jsonl").read_text().splitlines()[0] + "\n")
     _run([sys.executable], [*overrides, "resume=auto"])  # one process: accumulation 4
     assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)
+
+
+def test_a_zero3_offload_run_resumed_steps_at_the_schedules_lr(prepared, tiny_model_dir, tmp_path):
+    """An outside review: under ZeRO-3 with offloaded optimizer states the optimizer DeepSpeed
+    steps (DeepSpeedCPUAdam) shares its param groups with the torch AdamW the scheduler was
+    built on, until loading a checkpoint replaced them: a resumed run then stepped at the lr of
+    the step it resumed from for good, while the scheduler and metrics.jsonl moved on (and an
+    lr changed on resume was ignored). One step after the resume cannot show it (the loaded
+    state holds that step's lr), so steps 3 to 5 are run again from step 2's checkpoint."""
+    import shutil
+
+    out = tmp_path / "run"
+    overrides = train_overrides(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=5",
+        "train.warmup_steps=0",  # the lr moves every step: 1.0, 0.85, 0.55, 0.23, 0.1 of peak
+        "train.global_batch_size=4",
+        "train.micro_batch_size=1",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep_last=5",
+    )
+    launch = [ACCELERATE, "launch", "--config_file", "launch/accelerate/zero3_offload.yaml"]
+    launch += ["--num_processes", "2"]
+    _run([*launch, "--main_process_port", str(free_port())], overrides)
+    uninterrupted = _losses(out)
+    shutil.rmtree(out / "final")
+    for step in (4, 5):
+        shutil.rmtree(out / "checkpoints" / f"step-{step:08d}")
+    proc = _run([*launch, "--main_process_port", str(free_port())], [*overrides, "resume=auto"])
+    assert "at step 2" in proc.stderr
+    assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)

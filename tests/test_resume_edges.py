@@ -4,6 +4,7 @@ smaller ``train.max_steps`` was taken, and a change of LoRA made every checkpoin
 with advice to start over."""
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -373,7 +374,8 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
     ck = out / "checkpoints"
     (ck / "step-00000005.tmp").mkdir()
     (ck / "step-00000005.tmp" / "model.safetensors").write_bytes(b"x" * 1000)
-    other = f"{socket.gethostname()}-elsewhere"
+    # another machine's name as staging names write it (atomic._machine: no "-" in it)
+    other = re.sub(r"[^A-Za-z0-9._]", "_", f"{socket.gethostname()}-elsewhere")
     (out / f".final.tmp-{other}-12345").mkdir()
     (ck / "step-00000002").rename(ck / f".step-00000002.old-{other}-12345")  # killed mid-swap
     again = _cli(*base, *every, "train.max_steps=3", "resume=auto")
@@ -391,15 +393,13 @@ def test_without_a_lock_nothing_a_live_process_may_own_is_cleared(tmp_path, monk
     This machine's live processes' staging is never removed, and without the lock nothing is."""
     import errno
     import fcntl
-    import os
-    import socket
 
-    from amazon_sft.atomic import remove_stale
+    from amazon_sft.atomic import remove_stale, staging_name
     from amazon_sft.output_lock import OutputLock
 
     out = tmp_path / "run"
     out.mkdir()
-    live = out / f".final.tmp-{socket.gethostname()}-{os.getpid()}"
+    live = staging_name(out / "final")  # this machine's, this live process's
     live.mkdir()
     assert remove_stale(out / "final", any_machine=True) == [] and live.is_dir()
 

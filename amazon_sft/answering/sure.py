@@ -5,7 +5,8 @@ When the first record's score *is* RATIO times the second's, retrieval is sure t
 there, and it is rarely wrong: on the real dev questions at 1.4 the gate let 96 of the 101
 questions about a product through, and the first record was the asked product for all 96
 (docs/results.md). So the answer must then be about that record. The model's answer stands when
-it cites that record (alone). Any other answer (it declines, copies another shown record, cites
+it cites that record (alone) and copies its description from the start, or is whole sentences of
+it (an attribute question's answer leads with the sentence that answers it). Any other answer (it declines, copies another shown record, cites
 none or another) becomes the record as training taught the answer: its description as the
 prompt showed it, then its citation; the model's own opening is kept as far as it copied that
 description, so what was already streamed stays true (``answer_when_sure``).
@@ -51,6 +52,34 @@ def copied_prefix(text: str, shown: str) -> tuple[int, int]:
         used, upto = i, j
 
 
+def whole_sentences_of(text: str, shown: str) -> bool:
+    """``text`` is one or more whole sentences of ``shown`` in a row, spaces ignored: how an
+    attribute question is answered (``grounded_answer``'s ``lead``), cut as training cut it
+    (``question_kinds.sentences``).
+
+    >>> shown = "A soft bear. It is 30 cm tall! Ages 3+."
+    >>> whole_sentences_of("It is 30 cm  tall! Ages 3+.", shown), whole_sentences_of("Ages 3", shown)
+    (True, False)
+    >>> whole_sentences_of("", shown), whole_sentences_of("30 cm tall!", shown)
+    (False, False)
+    """
+    from amazon_sft.data.question_kinds import sentences
+
+    wanted = "".join(text.split())
+    if not wanted:
+        return False
+    parts = ["".join(p.split()) for p in sentences(shown)]
+    for start in range(len(parts)):
+        run = ""
+        for part in parts[start:]:
+            run += part
+            if len(run) >= len(wanted):
+                break
+        if run == wanted:
+            return True
+    return False
+
+
 def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     """The answer when retrieval is sure of its first record (``shown``: its description as the
     prompt showed it), and whether it was rewritten: the model's own when it cites that record
@@ -72,13 +101,23 @@ def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
     >>> answer_when_sure("[source: B1]", "B1", shown)
     ('A soft plush bear for new babies. Machine washable.\\n[source: B1]', True)
+
+    An attribute question's answer, as training teaches it, is the description's sentence that
+    answers it, then the citation (a review: it was replaced by the whole description):
+
+    >>> answer_when_sure("Machine washable.\\n[source: B1]", "B1", shown)
+    ('Machine washable.\\n[source: B1]', False)
+    >>> answer_when_sure("new babies. Machine washable.\\n[source: B1]", "B1", shown)[1]
+    True
     """
     body = text.split("[", 1)[0]
     used, upto = copied_prefix(body, shown)
     # a bare citation, or a word or two of it, gives the shopper no description (both were kept)
     enough = min(MIN_COPIED_WORDS, len(shown.split()))
-    copies = not shown or (
-        used > 0 and len(body[:used].split()) >= enough and not body[used:].strip()
+    copies = (
+        not shown
+        or (used > 0 and len(body[:used].split()) >= enough and not body[used:].strip())
+        or whole_sentences_of(body, shown)
     )
     if cited_uids(text) == [first_uid] and copies:
         return text, False

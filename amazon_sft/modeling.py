@@ -118,9 +118,11 @@ def load_model(
     precision: str,
     deepspeed: bool = False,
     dtype: torch.dtype | None = None,
+    bos_eos: tuple[int | None, int | None] = (None, None),
 ):
     """The causal LM of ``cfg.model`` (LoRA-wrapped when ``cfg.lora.enabled``); ``dtype``: the
-    weights' dtype for answering (training's follows ``model_dtype``)."""
+    weights' dtype for answering (training's follows ``model_dtype``); ``bos_eos``: the
+    tokenizer's BOS and EOS ids, which a random model's config records (``random_arch_config``)."""
     from transformers import AutoModelForCausalLM
 
     refuse_compile_with_deepspeed(cfg, deepspeed)
@@ -136,7 +138,7 @@ def load_model(
     m = cfg.model
     try:
         if m.path == "random":
-            config = random_arch_config(m.arch, vocab_size, pad_id)
+            config = random_arch_config(m.arch, vocab_size, pad_id, *bos_eos)
             check_seq_len(cfg.data.max_seq_len, limits_of(config), m.path)
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
         else:
@@ -267,8 +269,13 @@ def say_arch_unused(arch: dict, config, path: str) -> list[str]:
     return differ
 
 
-def random_arch_config(arch: dict, vocab_size: int, pad_id: int):
-    """The transformers config ``model.arch`` describes, or one line saying what is wrong."""
+def random_arch_config(
+    arch: dict, vocab_size: int, pad_id: int, bos_id: int | None = None, eos_id: int | None = None
+):
+    """The transformers config ``model.arch`` describes, or one line saying what is wrong. It
+    records the tokenizer's BOS and EOS (given): transformers' defaults, 1 and 2, are ordinary
+    tokens of most vocabularies ("#" in Llama 3's), and answering stops at the saved EOS too
+    (``stop_ids``)."""
     from huggingface_hub.errors import StrictDataclassError
     from transformers import AutoConfig
     from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
@@ -289,7 +296,12 @@ def random_arch_config(arch: dict, vocab_size: int, pad_id: int):
                 "(transformers would keep it unused and train the default shape)"
             )
     try:
-        return AutoConfig.for_model(**{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id})
+        ends = {
+            k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None
+        }
+        return AutoConfig.for_model(
+            **{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id, **ends}
+        )
     except (ValueError, TypeError, StrictDataclassError) as err:
         cause = err.__cause__ or err  # a strict-dataclass error's own first line names no field
         raise UserError(

@@ -291,7 +291,10 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
 
     set_seed(cfg.seed)  # same init on every rank
     deepspeed = accelerator.distributed_type == DistributedType.DEEPSPEED
-    lm = load_model(cfg, len(tok), choose_pad_id(tok), accelerator.mixed_precision, deepspeed)
+    ends = (tok.bos_token_id, tok.eos_token_id)
+    lm = load_model(
+        cfg, len(tok), choose_pad_id(tok), accelerator.mixed_precision, deepspeed, bos_eos=ends
+    )
     # from_pretrained returns eval mode: checkpointed layers would not recompute, dropout be off
     lm.train()
     seed_per_rank(cfg.seed, accelerator)

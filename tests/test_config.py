@@ -527,3 +527,17 @@ def test_a_batch_the_processes_cannot_split_names_a_micro_batch_that_can():
     with pytest.raises(UserError) as refused:
         plan_batches(cfg, world_size=2)  # no micro-batch splits 5 rows over 2 processes
     assert "micro_batch_size=" not in str(refused.value).split(";")[-1]
+
+
+def test_a_random_model_records_the_tokenizers_bos_and_eos():
+    """A review with a Llama-3-style tokenizer: ``model.path=random`` kept transformers' default
+    bos/eos ids 1 and 2 in the config saved with the run, and answering, eval and export then
+    stopped at id 2 too ("#" there, in 162 of the real rows). Only the builtin tokenizer's ids
+    agreed, by chance. Training and answering hand the tokenizer's ids to the config."""
+    from amazon_sft.modeling import load_model
+
+    model = load_model(load_run_config("tiny"), 512, 0, "fp32", bos_eos=(5, 7))
+    assert (model.config.bos_token_id, model.config.eos_token_id) == (5, 7)
+    assert model.generation_config.eos_token_id == 7
+    kept = load_model(load_run_config("tiny"), 512, 0, "fp32")  # nothing given: as before
+    assert kept.config.eos_token_id == 2

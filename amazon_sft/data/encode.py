@@ -122,11 +122,59 @@ def _starts_word(token: str | None) -> bool:
     [True, True, False, True, True]
     >>> _starts_word("\u00b6")
     False
+    >>> [_starts_word(t) for t in ("<0x80>", "<0xE2>", "<0x0A>", "<0x41>")]
+    [False, False, True, False]
     """
     if not token:
         return True
+    if byte := _BYTE_TOKEN.fullmatch(token):  # SentencePiece's byte fallback: "<0xE2>"
+        value = int(byte.group(1), 16)  # a non-ASCII byte goes on a character (a review: cut
+        return value < 0x80 and not chr(value).isalnum()  # there, answers ended "time.\ufffd")
     first = token[0]
     return token.startswith(_SPACE_MARKS) or (first.isascii() and not first.isalnum())
+
+
+_BYTE_TOKEN = re.compile(r"<0x([0-9A-Fa-f]{2})>")
+
+
+def word_starts(tok) -> list[bool]:
+    """Per token id of ``tok``: does it begin a word (``_starts_word``)."""
+    return [_starts_word(t) for t in tok.convert_ids_to_tokens(list(range(len(tok))))]
+
+
+def cut_at_word(ids: list[int], budget: int, starts: list[bool]) -> list[int]:
+    """The first ``budget`` ids, or fewer: where the id after them goes on a word, the cut backs
+    off to before that word (at most ``WORD_BACKOFF_TOKENS``; a longer "word", a URL, is cut
+    where it is). A cut word would teach the model to stop mid-word. ``starts``:
+    ``word_starts``.
+
+    >>> starts = [True, False, True, False]  # ids 0 and 2 begin a word
+    >>> cut_at_word([0, 1, 2, 3, 2], 4, starts), cut_at_word([0, 1, 2, 3], 3, starts)
+    ([0, 1, 2, 3], [0, 1])
+    """
+    if budget >= len(ids) or starts[ids[budget]]:
+        return ids[:budget]
+    for i in range(budget - 1, max(0, budget - WORD_BACKOFF_TOKENS), -1):
+        if starts[ids[i]]:
+            return ids[:i]
+    return ids[:budget]
+
+
+def closed_book_answer(
+    prompt_len: int, answer: list[int], max_answer_tokens: int, max_seq_len: int, starts: list[bool]
+) -> list[int]:
+    """A closed-book answer as prepare teaches it (the EOS goes after): cut at a word to what the
+    row leaves after the prompt, at most ``max_answer_tokens``; eval scores its reference the
+    same way (it cut mid-word, a place the model was taught never to stop at).
+
+    >>> starts = [True, False, True, False]  # ids 0 and 2 begin a word
+    >>> closed_book_answer(5, [0, 1, 2, 3], 3, 100, starts)  # 3 would cut the word "2 3"
+    [0, 1]
+    >>> closed_book_answer(98, [0, 1, 2, 3], 3, 100, starts)  # the row leaves 1
+    [0]
+    """
+    budget = min(max_answer_tokens, max_seq_len - prompt_len - 1)
+    return cut_at_word(answer, budget, starts) if len(answer) > budget else answer
 
 
 class DocumentEncoder:
@@ -160,21 +208,12 @@ class DocumentEncoder:
         abstention): the products taught grounded (``encode_pairs``'s ``answered``)."""
         self.truncated = 0
         self.precut = 0
-        tokens = tok.convert_ids_to_tokens(list(range(len(tok))))
-        self.word_start = [_starts_word(t) for t in tokens]
+        self.word_start = word_starts(tok)
         """Per token id: does it begin a word (a space marker, or not a letter or digit)."""
 
     def cut_at_word(self, ids: list[int], budget: int) -> list[int]:
-        """The first ``budget`` ids, or fewer: where the id after them goes on a word, the cut
-        backs off to before that word (at most ``WORD_BACKOFF_TOKENS``; a longer "word", a URL,
-        is cut where it is). A cut word would teach the model to stop mid-word."""
-        starts = self.word_start
-        if budget >= len(ids) or starts[ids[budget]]:
-            return ids[:budget]
-        for i in range(budget - 1, max(0, budget - WORD_BACKOFF_TOKENS), -1):
-            if starts[ids[i]]:
-                return ids[:i]
-        return ids[:budget]
+        """``cut_at_word`` with this tokenizer's word starts."""
+        return cut_at_word(ids, budget, self.word_start)
 
     def _prompts(self, batch: list[tuple[str, str, str]]) -> list[str]:
         """Every product's prompts, ``phrasings_per_doc`` consecutive ones each."""
@@ -230,8 +269,10 @@ class DocumentEncoder:
                 self.dropped["prompt_too_long"] += 1
                 continue
             kept[j // per_product] += 1
-            if len(a) > budget:
-                a = self.cut_at_word(a, budget)  # the description is cut; the EOS kept after
+            if len(a) > budget:  # the description is cut; the EOS kept after
+                a = closed_book_answer(
+                    len(p), a, self.max_answer_tokens, self.max_seq_len, self.word_start
+                )
                 self.truncated += 1
             pieces += (p, a, eos)
             doc_lens.append(len(p) + len(a) + 1)

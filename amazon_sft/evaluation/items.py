@@ -14,6 +14,9 @@ Modes, each a split of its own in the report:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
 
 from amazon_sft.data.grounded import GroundedBuilder
 from amazon_sft.errors import UserError
@@ -104,3 +107,31 @@ def build_items(
             "choose another --mode (or --splits heldout)"
         )
     return out
+
+
+def read_eval_rows(path: Path) -> list[dict]:
+    """The rows of an eval file, each checked (uid, title, content as strings); eval asks the
+    first ``--n`` of those taught the way it scores (``items.build_items``)."""
+    if not path.is_file():
+        raise UserError(
+            f"{path} not found: run amazon-sft prepare (it writes heldout.jsonl and seen_probe.jsonl)"
+        )
+    rows = []
+    with open(path, "rb") as fh:
+        for line_no, line in enumerate(fh, start=1):
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                raise UserError(
+                    f"{path} line {line_no}: not valid JSON; re-run amazon-sft prepare"
+                ) from None
+            if not isinstance(row, dict) or not all(
+                isinstance(row.get(k), str) for k in ("uid", "title", "content")
+            ):
+                raise UserError(
+                    f"{path} line {line_no}: needs string uid, title and content; re-run amazon-sft prepare"
+                )
+            rows.append(row)
+    if not rows:
+        raise UserError(f"{path} is empty: prepare held out nothing (raise data.heldout_fraction)")
+    return rows

@@ -47,7 +47,9 @@ def load_for_eval(
         cfg = load_run_config(spec.removeprefix("config:"), overrides)
         tok = load_tokenizer(cfg.model)
         set_seed(cfg.seed)  # a random-init base is then the very model training starts from
-        model = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype)
+        model = load_model(
+            _no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype, bos_eos=_ends(tok)
+        )
         return _ready(model, device), tok, cfg, f"base {cfg.model.path}"
     folder = _run_folder(spec, what, runs_only)
     has_weights = any(folder.glob("*.safetensors")) or any(folder.glob("*.bin"))
@@ -81,7 +83,9 @@ def load_for_eval(
         check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         try:
-            base = load_model(_no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype)
+            base = load_model(
+                _no_lora(cfg), len(tok), choose_pad_id(tok), "no", dtype=dtype, bos_eos=_ends(tok)
+            )
         except UserError as err:  # ask and export take no model.path=: say where it is named
             raise UserError(
                 f"{what} {spec}: its LoRA base {cfg.model.path!r} does not load ({err}); put the "
@@ -96,7 +100,7 @@ def load_for_eval(
         return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None
-    model = load_model(full, len(tok), choose_pad_id(tok), "no", dtype=dtype)
+    model = load_model(full, len(tok), choose_pad_id(tok), "no", dtype=dtype, bos_eos=_ends(tok))
     return _ready(model, device), tok, cfg, f"tuned {folder}"
 
 
@@ -221,6 +225,11 @@ def _run_folder(spec: str, what: str = "--model", runs_only: bool = False) -> Pa
             f"{what} {spec}: no {SAVED_CONFIG} in {folder}; is it an amazon_sft training output?"
         )
     return folder
+
+
+def _ends(tok) -> tuple[int | None, int | None]:
+    """The BOS and EOS a random model's config records (``modeling.random_arch_config``)."""
+    return tok.bos_token_id, tok.eos_token_id
 
 
 def config_of(specs: list[str], overrides: list[str]) -> list[str] | None:

@@ -18,9 +18,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from amazon_sft.bounds import check_prompt_fits, context_of
+from amazon_sft.data.encode import closed_book_answer, word_starts
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import UserError, permission_denied
@@ -29,7 +29,7 @@ from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.end_to_end import closer_to_another
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
-from amazon_sft.evaluation.items import EvalItem, build_items
+from amazon_sft.evaluation.items import EvalItem, build_items, read_eval_rows
 from amazon_sft.evaluation.loading import (
     compared_overrides,
     config_of,
@@ -49,34 +49,6 @@ from amazon_sft.trained_on import check_trained_on
 GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taught them
 
 
-def read_eval_rows(path: Path) -> list[dict]:
-    """The rows of an eval file, each checked (uid, title, content as strings); eval asks the
-    first ``--n`` of those taught the way it scores (``items.build_items``)."""
-    if not path.is_file():
-        raise UserError(
-            f"{path} not found: run amazon-sft prepare (it writes heldout.jsonl and seen_probe.jsonl)"
-        )
-    rows = []
-    with open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                raise UserError(
-                    f"{path} line {line_no}: not valid JSON; re-run amazon-sft prepare"
-                ) from None
-            if not isinstance(row, dict) or not all(
-                isinstance(row.get(k), str) for k in ("uid", "title", "content")
-            ):
-                raise UserError(
-                    f"{path} line {line_no}: needs string uid, title and content; re-run amazon-sft prepare"
-                )
-            rows.append(row)
-    if not rows:
-        raise UserError(f"{path} is empty: prepare held out nothing (raise data.heldout_fraction)")
-    return rows
-
-
 def score_model(
     spec, overrides, data_dir, manifest, splits, mode, index, decoding, accelerator, args
 ) -> tuple[str, dict, dict[str, list[EvalItem]]]:
@@ -91,14 +63,18 @@ def score_model(
     items = build_items(splits, mode, fmt, builder, args.n)
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)
     bos = fmt.bos
-    answer_limit = manifest.data["max_answer_tokens"]  # as prepare cut the targets,
-    prompts, nll = {}, {}  # for both models whatever their own configs say
+    starts, limit = word_starts(tok), manifest.data["max_answer_tokens"]
+
+    def cut(prompt_len: int, ids: list[int]) -> list[int]:  # as prepare cut the targets, for
+        return closed_book_answer(prompt_len, ids, limit, manifest.max_seq_len, starts)
+
+    prompts, nll = {}, {}  # both models whatever their own configs say
     for split, asked in items.items():
         prompts[split] = [bos + ids for ids in encode([it.prompt for it in asked])]
         answers = [
             # a grounded target is already cut to the record budget and ends with its citation
-            [*(ids if it.context or it.absent else ids[:answer_limit]), tok.eos_token_id]
-            for it, ids in zip(asked, encode([it.target for it in asked]))
+            [*(ids if it.context or it.absent else cut(len(p), ids)), tok.eos_token_id]
+            for it, p, ids in zip(asked, prompts[split], encode([it.target for it in asked]))
         ]
         nll[split] = reference_nll(
             model, prompts[split], answers, pad_id, decoding.batch_size, accelerator

@@ -256,7 +256,7 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
     phrasings = templates["phrasings"]
     plain_fmt = _plain_format(tok, templates)
     template = getattr(tok, "chat_template", None)
-    if template and template == plain_chat_template(plain_fmt):
+    if template and template in {plain_chat_template(plain_fmt, gap) for gap in PLAIN_GAPS}:
         return plain_fmt
     if data.use_chat_template and template:
         rendered = _apply_chat(tok, _PLACEHOLDER, data.system_prompt)
@@ -294,17 +294,24 @@ def _plain_format(tok, templates: dict) -> PromptFormat:
     )
 
 
-def plain_chat_template(fmt: PromptFormat) -> str:
+PLAIN_GAPS = ("", " ")
+"""Text between the BOS and the prefix in an exported plain template: training encodes the
+prefix after the BOS id, so a SentencePiece tokenizer (``legacy: false``) gives its first word
+the word-start mark; in text after "<s>" it does not ("<s>###" is "## #", not "▁###"), unless a
+space comes first. Export picks the gap whose ids are training's (``export_files``)."""
+
+
+def plain_chat_template(fmt: PromptFormat, gap: str = "") -> str:
     """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
     suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and
-    ``tok(text)`` alone left out the BOS training put first.
+    ``tok(text)`` alone left out the BOS training put first. ``gap``: ``PLAIN_GAPS``.
 
     >>> fmt = PromptFormat("### Question:\\n", "\\n\\n### Answer:\\n", ("{title}",), False, 1)
     >>> print(plain_chat_template(fmt))
     {{ bos_token }}{{ "### Question:\\n" }}{{ messages[-1]['content'] }}{{ "\\n\\n### Answer:\\n" }}
     """
     bos = "{{ bos_token }}" if fmt.bos_id is not None else ""
-    before, after = json.dumps(fmt.before), json.dumps(fmt.after)
+    before, after = json.dumps(gap + fmt.before), json.dumps(fmt.after)
     return f"{bos}{{{{ {before} }}}}{{{{ messages[-1]['content'] }}}}{{{{ {after} }}}}"
 
 

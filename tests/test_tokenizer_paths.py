@@ -196,3 +196,26 @@ def test_a_tokenizer_json_of_the_wrong_shape_is_one_line(tmp_path, text):
     )
     with pytest.raises(UserError, match="could not load tokenizer"):
         load_tokenizer(ModelConfig(path=str(tmp_path)))
+
+
+def test_an_exported_plain_template_prompts_with_the_trained_ids(tmp_path):
+    """A review at Mistral/Llama-2 base shapes: training encodes the plain prompt after the BOS
+    id, so a SentencePiece tokenizer (``legacy: false``, as ``sentencepiece_folder`` writes)
+    marks its first word ("<s> ▁###"); the exported template rendered "<s>###", which the same
+    tokenizer reads as "<s> ## #": every server prompt began with tokens never trained on.
+    Export picks the template whose ids are training's, and loading the export reads it back as
+    the same plain format."""
+    from amazon_sft.answering.export_files import plain_template_for, served_ids
+    from amazon_sft.prompts import plain_chat_template
+    from amazon_sft.tokenizer import hf_encoder
+
+    tok = load_tokenizer(ModelConfig(path=str(_sp_tokenizer_dir(tmp_path / "tok", "identity"))))
+    fmt = build_prompt_format(tok, DataConfig())
+    assert not fmt.chat
+    question = fmt.question("Mog's Kittens")
+    trained = fmt.bos + hf_encoder(tok)([fmt.wrap(question)])[0]
+    assert served_ids(tok, question, plain_chat_template(fmt)) != trained  # the bug's shape
+    template = plain_template_for(tok, fmt, trained, question)
+    assert served_ids(tok, question, template) == trained
+    tok.chat_template = template
+    assert build_prompt_format(tok, DataConfig()).fingerprint() == fmt.fingerprint()

@@ -22,7 +22,9 @@ from amazon_sft.answering.export_files import (
     export_not_as_written,
     export_readme,
     looks_like_an_export,
+    plain_template_for,
     record_export,
+    served_ids,
     write_portable,
 )
 from amazon_sft.atomic import new_staging, remove_stale, swap_into_place
@@ -87,7 +89,9 @@ def export_model(
         run, overrides or [], "cpu", what="RUN", merge=False, runs_only=True
     )
     fmt = build_prompt_format(tok, cfg.data)
-    sample = fmt.bos + hf_encoder(tok)([fmt.render("Sample product")])[0]
+    question = fmt.question("Sample product")
+    sample = fmt.bos + hf_encoder(tok)([fmt.wrap(question)])[0]
+    plain = "" if fmt.chat else plain_template_for(tok, fmt, sample, question)
     ids = torch.tensor([sample])
     with torch.no_grad():
         expected = trained(input_ids=ids).logits
@@ -114,9 +118,10 @@ def export_model(
             kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
             with disk_full(out_dir.parent, "export", kept):
                 summary = _run_summary(run)
-                _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary)
+                _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary, plain)
                 _keep_trained_on(run, staging)
                 record_export(staging)
+            _check_served(staging, question, sample)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
             if replacing and out_dir.exists():
@@ -196,13 +201,13 @@ def _take_on(made: os.stat_result, staging: Path) -> None:
         log.warning("could not give the export %s's group and mode (%s)", staging, err.strerror)
 
 
-def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary) -> None:
+def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary, plain) -> None:
     model.save_pretrained(folder, safe_serialization=True)
     readable_like_the_rest(folder)
     tok.save_pretrained(folder)
     pad_id = model.config.pad_token_id
     pad = tok.convert_ids_to_tokens(pad_id) if pad_id is not None else None
-    write_portable(folder, fmt, pad, stop_ids(tok, model))  # the trained EOS, then the base's
+    write_portable(folder, fmt, pad, stop_ids(tok, model), plain)  # the trained EOS first
     write_resolved(keep_templates(cfg, folder), folder / "amazon_sft_config.yaml")
     (folder / "README.md").write_text(export_readme(name, label, cfg, fmt, summary))
     # ask, eval and serve verify every file (weights, tokenizer, chat template, config) but the
@@ -226,6 +231,23 @@ def _run_summary(run: str) -> dict | None:
         return json.loads((folder / "run_summary.json").read_text()) if folder else None
     except (OSError, ValueError):
         return None
+
+
+def _check_served(folder: Path, question: str, trained: list[int]) -> None:
+    """The export's tokenizer and chat template, as a server loads them, prompt with the ids
+    training used (a review: a base SentencePiece model's plain template did not)."""
+    from transformers import AutoTokenizer
+
+    served = served_ids(AutoTokenizer.from_pretrained(folder), question)
+    if served != trained:
+        at = next((i for i, (a, b) in enumerate(zip(served, trained)) if a != b), None)
+        at = min(len(served), len(trained)) if at is None else at
+        raise UserError(
+            f"the exported chat template prompts with other token ids than training used (from "
+            f"token {at}: {served[at : at + 3]} against {trained[at : at + 3]}): a server would "
+            "ask the model what it was not trained on; nothing was exported (report this with "
+            "the tokenizer's name)"
+        )
 
 
 def _check(diff: float, what: str, expected: torch.Tensor) -> None:

@@ -16,7 +16,13 @@ import json
 from pathlib import Path
 
 from amazon_sft.data.shards import sha256_file
-from amazon_sft.prompts import ContextRecord, PromptFormat, fixed_clock, plain_chat_template
+from amazon_sft.prompts import (
+    PLAIN_GAPS,
+    ContextRecord,
+    PromptFormat,
+    fixed_clock,
+    plain_chat_template,
+)
 
 ANSWER_TOKENS = 160
 """``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
@@ -149,11 +155,34 @@ before a user's text reaches the template.
 """
 
 
+def served_ids(tok, question: str, template: str | None = None) -> list[int]:
+    """The ids a server prompts with: ``apply_chat_template`` on one user turn."""
+    ids = tok.apply_chat_template(
+        [{"role": "user", "content": question}],
+        chat_template=template,
+        add_generation_prompt=True,
+        tokenize=True,
+    )
+    return list(ids["input_ids"] if hasattr(ids, "keys") else ids)
+
+
+def plain_template_for(tok, fmt: PromptFormat, trained: list[int], question: str) -> str:
+    """The plain chat template (``plain_chat_template``) whose rendering of ``question`` the
+    tokenizer turns into ``trained``, the ids training used; the first gap when none does (the
+    export's own check then refuses it)."""
+    for gap in PLAIN_GAPS:
+        template = plain_chat_template(fmt, gap)
+        if served_ids(tok, question, template) == trained:
+            return template
+    return plain_chat_template(fmt)
+
+
 def write_portable(
-    folder: Path, fmt: PromptFormat, pad_token: str | None, stops: list[int]
+    folder: Path, fmt: PromptFormat, pad_token: str | None, stops: list[int], plain: str = ""
 ) -> None:
     """Rewrite the saved config, tokenizer config and generation config in ``folder``
-    (``stops``: the ids generation stops at, ``generation.stop_ids``)."""
+    (``stops``: the ids generation stops at, ``generation.stop_ids``; ``plain``: the chat
+    template of a plain-format run, ``plain_template_for``)."""
     config = json.loads((folder / "config.json").read_text())
     # the model config's EOS too: stacks that read it (TGI's fallback, older vLLM) stopped at
     # the base's alone, after the turn end the answers were trained to close with
@@ -166,7 +195,7 @@ def write_portable(
     # (prompts.TEMPLATE_DATE); in tokenizer_config.json as well as its own file: TGI and
     # transformers before the .jinja file read it only there
     if not fmt.chat:
-        template = plain_chat_template(fmt)
+        template = plain or plain_chat_template(fmt)
     elif jinja.exists():
         template = fixed_clock(jinja.read_text())
     else:

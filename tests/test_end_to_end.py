@@ -97,6 +97,25 @@ def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_
     assert [q.line for q in skipped] == [3]
 
 
+def test_a_product_named_once_by_uid_and_once_by_title_is_one_question(tmp_path):
+    """A review: the repeat check keyed on the uid or title as written, so the same question
+    about the same product, named by ``uid`` on one line and by ``title`` on another, counted
+    twice (3 of a group's 4 questions in its repro). Checked again once titles are resolved."""
+    cat = _write(
+        tmp_path / "catalogue.jsonl",
+        [{"uid": "B0007", "title": "Mog's Kittens", "content": "A cat.", "split": "heldout"}],
+    )
+    path = _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": "the mog book", "uid": "B0007", "kind": "partial"},
+            {"question": "the mog book", "title": "Mog's Kittens", "kind": "partial"},
+        ],
+    )
+    with pytest.raises(UserError, match=f"{path} line 2 repeats line 1"):
+        QF.resolve_titles(cat, QF.read_questions(path), path)
+
+
 @pytest.mark.parametrize(
     "line, needle",
     [
@@ -115,6 +134,8 @@ def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_
         ('{"question": "\u200b\u200b", "uid": "B1", "kind": "typo"}', "no visible text"),
         # ... and a repeated question counted twice, narrowing the intervals
         ('{"question": " Q ", "uid": "B1", "kind": "typo"}', "repeats line 1"),
+        # (a review: text ask's cleaning makes the same was not the same question here)
+        ('{"question": "q\u200b", "uid": "B1", "kind": "typo"}', "repeats line 1"),
     ],
 )
 def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, line, needle):

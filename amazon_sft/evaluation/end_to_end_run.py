@@ -137,7 +137,7 @@ def _questions(args, data_dir: Path):
                 f"of {args.questions} is from it (they are from: "
                 f"{', '.join(sorted({q.source for q in every}))})"
             )
-    questions = QF.resolve_titles(data_dir / "catalogue.jsonl", questions)
+    questions = QF.resolve_titles(data_dir / "catalogue.jsonl", questions, args.questions)
     products, removals = QF.read_products(
         data_dir / "catalogue.jsonl", questions, taught=_taught_at_all(data_dir)
     )

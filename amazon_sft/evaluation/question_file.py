@@ -91,12 +91,14 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
     return out
 
 
-def _refuse_repeats(path: Path, questions: list[ShopperQuestion]) -> None:
+def _refuse_repeats(path: Path | str, questions: list[ShopperQuestion], resolved=False) -> None:
     """A question asked twice about the same product counted twice, narrowing the intervals
-    (a review: nothing said so)."""
+    (a review: nothing said so). The text as ask reads it (``normalise_question``); the product
+    by its uid once titles are ``resolved`` (named by uid on one line, by title on another)."""
     seen: dict[tuple, int] = {}
     for q in questions:
-        key = (" ".join(q.text.casefold().split()), q.uid, q.removed, q.title)
+        key = (normalise_question(q.text).casefold(), q.uid, q.removed)
+        key += () if resolved else (q.title,)
         if key in seen:
             raise UserError(
                 f"{path} line {q.line} repeats line {seen[key]} (the same question about the "
@@ -179,7 +181,9 @@ def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuest
             )
 
 
-def resolve_titles(catalogue: Path, questions: list[ShopperQuestion]) -> list[ShopperQuestion]:
+def resolve_titles(
+    catalogue: Path, questions: list[ShopperQuestion], path: Path | str = "--questions"
+) -> list[ShopperQuestion]:
     """Questions naming their product by ``"title"`` whose derived uid (prepare's, from the raw
     title) the catalogue lacks, given the catalogue's uid for that title: the title as the tool
     shows it is cleaned (``&quot;`` read), and a catalogue with its own uids derives none (both
@@ -189,6 +193,12 @@ def resolve_titles(catalogue: Path, questions: list[ShopperQuestion]) -> list[Sh
     titled = [q for q in questions if q.title]
     if not titled:
         return questions
+    out = _by_catalogue_title(catalogue, questions, titled)
+    _refuse_repeats(path, out, resolved=True)  # one product named by uid and by title
+    return out
+
+
+def _by_catalogue_title(catalogue: Path, questions: list, titled: list) -> list[ShopperQuestion]:
     derived = {q.uid or q.removed for q in titled}
     wanted = {normalise_title(q.title) for q in titled}
     present: set[str] = set()

@@ -147,6 +147,18 @@ def test_bad_question_lines_are_one_line_errors_naming_file_and_line(tmp_path, l
     assert f"{path} line 2" in message and needle in message and "\n" not in message
 
 
+def test_an_answer_that_cites_nothing_and_does_not_abstain_has_its_row():
+    """A review: right, wrong and false abstention were all 0.000 for a model that never cites:
+    nothing said where its answers went. The four rows over questions about a product add up."""
+    nan = float("nan")
+    said = E.Outcome(False, False, False, False, nan, True, True)  # "A nice book." and no source
+    right = E.Outcome(False, True, False, False, 1.0, True, True, own=True)
+    row = E.summarise([said, said, right], {"all": [0, 1, 2]})["all"]
+    assert row["cited_nothing"]["value"] == pytest.approx(2 / 3)
+    rows = ("right_record_cited", "wrong_record_cited", "false_abstention", "cited_nothing")
+    assert sum(row[k]["value"] for k in rows) == pytest.approx(1.0)
+
+
 @dataclass
 class ScriptedAnswerer:
     """``ask``'s Answerer with a scripted model: real retrieval, the answer text looked up by
@@ -217,6 +229,7 @@ def test_scoring_on_known_answers(prepared):
         "right_record_cited": 2 / 4,
         "wrong_record_cited": 1 / 4,
         "false_abstention": 1 / 4,
+        "cited_nothing": 0 / 4,
         "abstention_recall": 2 / 3,  # q5, q6 of q5-q7
         "abstention_precision": 2 / 3,  # q5, q6 of the abstentions q3, q5, q6
         "cited_when_absent": 1 / 3,

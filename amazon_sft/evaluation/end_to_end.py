@@ -171,6 +171,12 @@ METRICS: dict[str, tuple[str, Callable[[Outcome], tuple[float, bool]]]] = {
     ),
     "wrong_record_cited": ("wrong record cited", lambda o: (o.wrong, not o.absent)),
     "false_abstention": ("false abstention", lambda o: (o.abstained, not o.absent)),
+    # with the three above, every answer about a product (a review: a model that never cites
+    # showed "wrong 0.000" and no row said where its answers went)
+    "cited_nothing": (
+        "cites no record, no abstention",
+        lambda o: (not (o.right or o.wrong or o.abstained), not o.absent),
+    ),
     "right_when_retrieved": (
         "right record cited, when retrieved",
         lambda o: (o.right, o.topk),

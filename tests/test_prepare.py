@@ -45,6 +45,9 @@ def test_manifest_report_and_files(prepared):
     report = json.loads((prepared / "report.json").read_text())
     assert report["histograms"]["answer_tokens"]["n"] == m.train_docs
     assert "## Skipped" in (prepared / "report.md").read_text()
+    # which prompt the data teaches (a review: a base model's plain format was said nowhere)
+    assert report["prompt_format"].startswith("plain")
+    assert "| prompt_format | plain" in (prepared / "report.md").read_text()
     assert sum(s.rows for s in m.shards) == m.rows == len(PackedShards(prepared))
 
 

@@ -86,6 +86,7 @@ def render_markdown(report: dict) -> str:
         "rows_per_sec",
         "rows_per_sec_with_setup",
         "tokenizer_backend",
+        "prompt_format",
         "prompt_encoding",
         "end_token",
         "pad_token",
@@ -218,6 +219,9 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "end_token": encoder.end_token,
         "pad_token": encoder.pad_token,
         "prompt_encoding": encoder.encode_prompts.path,
+        "prompt_format": "the tokenizer's chat template"
+        if encoder.fmt.chat
+        else "plain (the templates' plain prefix and suffix): no chat template, or use_chat_template=false",
         "rows_per_sec": round(stats.lines / total, 1),
         "rows_per_sec_with_setup": round(stats.lines / (total + setup_s), 1),
         "seconds": {

@@ -25,6 +25,7 @@ A command replaces or deletes only what it can prove it wrote:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -262,15 +263,14 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
     """On the main process, under the folder's lock: check again, move a previous run aside when
     ``overwrite``, write the marker. Returns where the previous run went, if it was moved."""
     check_run_dir(str(out_dir), resume, overwrite)
-    moved = None
+    aside, names = None, []
     present = run_outputs_present(out_dir)
     if overwrite and present:
         aside = out_dir / PREVIOUS_RUNS / utc_stamp()
         aside.mkdir(parents=True)
-        for name in [*present, RUN_MARKER]:
-            if (out_dir / name).exists():
-                (out_dir / name).rename(aside / name)
-        moved = str(aside)
+        names = [n for n in [*present, RUN_MARKER] if (out_dir / n).exists()]
+        for name in names:
+            (out_dir / name).rename(aside / name)
     made = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / RUN_MARKER
@@ -280,11 +280,17 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
         note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
         try:  # whole or not at all: an empty marker (a full disk) would claim the folder
             write_text_whole(marker, json.dumps(note) + "\n")
-        except OSError:
-            if made:  # under the lock: nobody else put anything there
+        except OSError:  # under the lock: nobody else put anything there
+            if aside is not None:  # the previous run back where it was: nothing was written
+                for name in names:
+                    (aside / name).rename(out_dir / name)
+                for folder in (aside, aside.parent):
+                    with contextlib.suppress(OSError):  # an earlier previous/ stays
+                        folder.rmdir()
+            if made:
                 out_dir.rmdir()
             raise
-    return moved
+    return None if aside is None else str(aside)
 
 
 @contextmanager

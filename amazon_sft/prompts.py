@@ -256,7 +256,8 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
     phrasings = templates["phrasings"]
     plain_fmt = _plain_format(tok, templates)
     template = getattr(tok, "chat_template", None)
-    if template and template in {plain_chat_template(plain_fmt, gap) for gap in PLAIN_GAPS}:
+    # a list: a tokenizer's named templates are a dict, which no set holds
+    if template and template in [plain_chat_template(plain_fmt, gap) for gap in PLAIN_GAPS]:
         return plain_fmt
     if data.use_chat_template and template:
         rendered = _apply_chat(tok, _PLACEHOLDER, data.system_prompt)
@@ -377,10 +378,20 @@ def fixed_clock(template: str) -> str:
     )
 
 
-def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
+def chat_messages(question: str, system_prompt: str | None) -> list[dict]:
+    """The turns a prompt renders: ``data.system_prompt``'s (when set, empty too), the question.
+
+    >>> [m["role"] for m in chat_messages("Q", None)], [m["role"] for m in chat_messages("Q", "")]
+    (['user'], ['system', 'user'])
+    """
     messages = [{"role": "user", "content": question}]
     if system_prompt is not None:
         messages.insert(0, {"role": "system", "content": system_prompt})
+    return messages
+
+
+def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
+    messages = chat_messages(question, system_prompt)
     try:
         template = fixed_clock(tok.get_chat_template())
     except ValueError as err:  # named templates ("rag", "tool_use") and no default among them

@@ -554,6 +554,37 @@ def test_training_claiming_a_folder_on_a_full_disk(
     assert not out.exists()  # the folder this launch made went with the refusal
 
 
+def test_overwrite_on_a_full_disk_puts_the_previous_run_back(
+    small_disk, prepared, tiny_model_dir, capsys
+):
+    """A review of the claim's fix: ``overwrite=true`` moved the previous run aside (renames
+    need no room), then failed writing the new marker and said "nothing was written" with the
+    run in previous/. The move is undone, so the line is true."""
+    disk = small_disk("64k")
+    out = disk / "run"
+    out.mkdir()
+    mine = {
+        ".amazon_sft_run.json": '{"written_by": "amazon_sft 0 train", "created": "then"}\n',
+        "metrics.jsonl": '{"step": 1, "loss": 2.0}\n',
+        "config.yaml": "seed: 1\n",
+    }
+    for name, text in mine.items():
+        (out / name).write_text(text)
+    (disk / ".run.lock").write_text("pid 1 on elsewhere: amazon-sft train, since then")
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:  # every block taken
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1", "overwrite=true")
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    _one_line(code, err, "train", "is full", "nothing was written")
+    assert {p.name: p.read_text() for p in out.iterdir()} == mine  # back in place, whole
+
+
 def test_training_into_a_folder_it_cannot_write(
     prepared, tiny_model_dir, tmp_path, capsys, monkeypatch
 ):

@@ -355,3 +355,25 @@ def test_an_export_of_a_plain_prompt_model_reads_its_prompt_format_back_as_train
     write_portable(folder, fmt, tok.convert_ids_to_tokens(choose_pad_id(tok)), [2])
     again = build_prompt_format(load_tokenizer(ModelConfig(path=str(folder))), DataConfig())
     assert not again.chat and again.fingerprint() == fmt.fingerprint()
+
+
+@pytest.mark.parametrize("system", ["You are a shop assistant.", ""])
+def test_an_export_of_a_run_with_a_system_prompt_checks_the_prompt_it_was_trained_on(
+    chat_tok, system, tmp_path
+):
+    """A review of the export's served-ids check: it asked with the user's turn alone, so every
+    chat run trained with ``data.system_prompt`` (an empty one too) was refused export. The
+    check asks with the system turn, as the export's README tells a server to."""
+    from amazon_sft.answering.export import _check_served
+    from amazon_sft.config import DataConfig
+    from amazon_sft.errors import UserError
+    from amazon_sft.prompts import build_prompt_format
+    from amazon_sft.tokenizer import hf_encoder
+
+    fmt = build_prompt_format(chat_tok, DataConfig(system_prompt=system))
+    question = fmt.question("Sample product")
+    trained = fmt.bos + hf_encoder(chat_tok)([fmt.wrap(question)])[0]
+    chat_tok.save_pretrained(tmp_path)
+    _check_served(tmp_path, question, trained, system)
+    with pytest.raises(UserError, match="other token ids"):  # asked without it: not training's
+        _check_served(tmp_path, question, trained, None)

@@ -121,7 +121,7 @@ def export_model(
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary, plain)
                 _keep_trained_on(run, staging)
                 record_export(staging)
-            _check_served(staging, question, sample)
+            _check_served(staging, question, sample, cfg.data.system_prompt if fmt.chat else None)
             diff = _max_logit_diff(staging, ids, expected)
             _check(diff, "the exported model's", expected)
             if replacing and out_dir.exists():
@@ -233,12 +233,13 @@ def _run_summary(run: str) -> dict | None:
         return None
 
 
-def _check_served(folder: Path, question: str, trained: list[int]) -> None:
+def _check_served(folder: Path, question: str, trained: list[int], system: str | None) -> None:
     """The export's tokenizer and chat template, as a server loads them, prompt with the ids
-    training used (a review: a base SentencePiece model's plain template did not)."""
+    training used (a review: a base SentencePiece model's plain template did not), with the
+    system prompt the run was trained with (``system``) as the export's README asks."""
     from transformers import AutoTokenizer
 
-    served = served_ids(AutoTokenizer.from_pretrained(folder), question)
+    served = served_ids(AutoTokenizer.from_pretrained(folder), question, system_prompt=system)
     if served != trained:
         at = next((i for i, (a, b) in enumerate(zip(served, trained)) if a != b), None)
         at = min(len(served), len(trained)) if at is None else at

@@ -20,6 +20,7 @@ from amazon_sft.prompts import (
     PLAIN_GAPS,
     ContextRecord,
     PromptFormat,
+    chat_messages,
     fixed_clock,
     plain_chat_template,
 )
@@ -155,10 +156,13 @@ before a user's text reaches the template.
 """
 
 
-def served_ids(tok, question: str, template: str | None = None) -> list[int]:
-    """The ids a server prompts with: ``apply_chat_template`` on one user turn."""
+def served_ids(
+    tok, question: str, template: str | None = None, system_prompt: str | None = None
+) -> list[int]:
+    """The ids a server prompts with: ``apply_chat_template`` on the turns training rendered
+    (``data.system_prompt``'s, then the question)."""
     ids = tok.apply_chat_template(
-        [{"role": "user", "content": question}],
+        chat_messages(question, system_prompt),
         chat_template=template,
         add_generation_prompt=True,
         tokenize=True,

@@ -105,9 +105,12 @@ def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     An attribute question's answer, as training teaches it, is the description's sentence that
     answers it, then the citation (a review: it was replaced by the whole description):
 
-    >>> answer_when_sure("Machine washable.\\n[source: B1]", "B1", shown)
-    ('Machine washable.\\n[source: B1]', False)
-    >>> answer_when_sure("new babies. Machine washable.\\n[source: B1]", "B1", shown)[1]
+    >>> told = "A soft plush bear. Written by Ana Lopes in 1999."
+    >>> answer_when_sure("Written by Ana Lopes in 1999.\\n[source: B1]", "B1", told)
+    ('Written by Ana Lopes in 1999.\\n[source: B1]', False)
+    >>> answer_when_sure("bear. Written by Ana Lopes in 1999.\\n[source: B1]", "B1", told)[1]
+    True
+    >>> answer_when_sure("Machine washable.\\n[source: B1]", "B1", shown)[1]  # a word or two
     True
     """
     body = text.split("[", 1)[0]
@@ -117,7 +120,7 @@ def answer_when_sure(text: str, first_uid: str, shown: str) -> tuple[str, bool]:
     copies = (
         not shown
         or (used > 0 and len(body[:used].split()) >= enough and not body[used:].strip())
-        or whole_sentences_of(body, shown)
+        or (whole_sentences_of(body, shown) and len(body.split()) >= enough)
     )
     if cited_uids(text) == [first_uid] and copies:
         return text, False

@@ -172,8 +172,16 @@ def closed_book_answer(
     [0, 1]
     >>> closed_book_answer(98, [0, 1, 2, 3], 3, 100, starts)  # the row leaves 1
     [0]
+
+    A prompt that leaves the row no room is not taught (prepare drops it): its reference is cut
+    at ``max_answer_tokens`` alone (a review: an empty one, or the whole description).
+
+    >>> closed_book_answer(99, [0, 1, 2, 3], 3, 100, starts), closed_book_answer(150, [0, 1, 2, 3], 3, 100, starts)
+    ([0, 1], [0, 1])
     """
     budget = min(max_answer_tokens, max_seq_len - prompt_len - 1)
+    if budget < 1:
+        budget = max_answer_tokens
     return cut_at_word(answer, budget, starts) if len(answer) > budget else answer
 
 

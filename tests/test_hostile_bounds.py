@@ -506,6 +506,49 @@ def small_disk(tmp_path):
         subprocess.run(["umount", "-l", str(path)], timeout=30)
 
 
+@pytest.mark.parametrize(
+    "kind, needle",
+    [
+        ("zip", "zip archive"),
+        ("array", "JSON array"),
+        ("gzipped array", "JSON array"),
+        ("utf16", "UTF-16"),
+        ("bz2", "bzip2"),
+    ],
+)
+def test_an_input_of_another_format_is_named_for_what_it_is(kind, needle, tmp_path, capsys):
+    """A review at the real file's shapes: the dataset ships as LF-Amazon-1.3M.raw.zip, and a
+    zip, one JSON array or UTF-16 text were read as "all N lines were filtered out", with
+    advice to relax data.clean."""
+    import bz2
+    import gzip
+    import json
+    import zipfile
+
+    rows = [
+        {"uid": str(i), "title": f"Product {i}", "content": "A fine thing. " * 5} for i in range(30)
+    ]
+    lines = "".join(json.dumps(r) + "\n" for r in rows)
+    path = tmp_path / "trn.json"
+    if kind == "zip":
+        with zipfile.ZipFile(path, "w") as z:
+            z.writestr("trn.json", lines)
+    elif kind == "array":
+        path.write_text(json.dumps(rows))
+    elif kind == "gzipped array":
+        path = tmp_path / "trn.json.gz"
+        path.write_bytes(gzip.compress(json.dumps(rows).encode()))
+    elif kind == "utf16":
+        path.write_text(lines, encoding="utf-16")
+    else:
+        path.write_bytes(bz2.compress(lines.encode()))
+    args = ("prepare", str(path), "--out", str(tmp_path / "out"), "--config", "tiny", "--quiet")
+    code, err = _run_cli(capsys, *args)
+    line = _one_line(code, err, "prepare", str(path), needle)
+    assert "data.clean" not in line
+    assert not (tmp_path / "out").exists()
+
+
 def test_prepare_on_a_full_disk(small_disk, catalogue, capsys):
     disk = small_disk("128k")
     out = disk / "data"

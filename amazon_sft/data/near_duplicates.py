@@ -236,7 +236,13 @@ def duplicate_labels(signatures: np.ndarray, joined=None) -> np.ndarray:
     """
     n = len(signatures)
     keys = np.ascontiguousarray(signatures).view(np.uint64)  # (n, BANDS): 4 x 16 bits a band
-    pairs = []
+    # rows of one signature (identical texts agree on every min-hash) joined once, to the
+    # first; their pairs in the bands dropped: a description shared by many rows kept up to
+    # BANDS x BUCKET_LOOKBACK pairs a row (1.75 GB at 400k rows of repeated blurbs, a review)
+    _, first, which = np.unique(signatures, axis=0, return_index=True, return_inverse=True)
+    twin = first[which.reshape(-1)]
+    apart = np.flatnonzero(twin != np.arange(n))
+    pairs = [(apart, twin[apart])]
     for band in keys.T:
         order = np.lexsort((np.arange(n), band))
         for lag in range(1, BUCKET_LOOKBACK + 1):
@@ -245,6 +251,7 @@ def duplicate_labels(signatures: np.ndarray, joined=None) -> np.ndarray:
                 break  # no bucket holds lag + 1 rows
             a, b = order[:-lag][same], order[lag:][same]
             agree = (signatures[a] == signatures[b]).sum(axis=1) >= MATCH
+            agree &= twin[a] != twin[b]
             pairs.append((a[agree], b[agree]))
     if joined is not None:
         pairs.append(joined)

@@ -7,6 +7,7 @@ in strict mode, stop the run with the line number and the reason.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -85,12 +86,51 @@ def check_input(path: Path) -> None:
         "file first)",
     )
     try:
-        with open(path, "rb"):
-            pass
+        with open(path, "rb") as fh:
+            head = fh.read(64)
+            if head[:2] == b"\x1f\x8b":  # what the gzip holds
+                with contextlib.suppress(OSError, EOFError, zlib.error):
+                    fh.seek(0)
+                    head = gzip.GzipFile(fileobj=fh).read(64)
     except OSError as err:
         raise UserError(
             f"input {path} cannot be opened ({err.strerror}): check its permissions"
         ) from None
+    if why := not_json_lines(head):
+        raise UserError(f"input {path} is {why}")
+
+
+_PACKED = {
+    b"PK\x03\x04": "a zip archive: unzip it (LF-Amazon-1.3M.raw.zip holds trn.json.gz) and "
+    "pass the trn.json.gz inside",
+    b"BZh": "bzip2-compressed: decompress it (bunzip2), or gzip it; prepare reads .gz itself",
+    b"\xfd7zXZ": "xz-compressed: decompress it (unxz), or gzip it; prepare reads .gz itself",
+    b"\x28\xb5\x2f\xfd": "zstd-compressed: decompress it (unzstd), or gzip it",
+    b"\xff\xfe": "UTF-16 text: save it as UTF-8, one JSON object a line",
+    b"\xfe\xff": "UTF-16 text: save it as UTF-8, one JSON object a line",
+}
+
+
+def not_json_lines(head: bytes) -> str | None:
+    """What the first bytes of an input say it is when it is no JSON lines (an archive, another
+    compression, UTF-16, one JSON array), else None: all of these were read as "every line
+    filtered out", with advice to relax the cleaning (a review).
+
+    >>> not_json_lines(b'{"uid": "1"}\\n'), not_json_lines(b"PK\\x03\\x04...")[:13]
+    (None, 'a zip archive')
+    >>> not_json_lines(b'\\xef\\xbb\\xbf  [{"uid": "1"}, ')[:12], not_json_lines(b'["x"]\\n{"uid": 1}')
+    ('a JSON array', None)
+    """
+    for magic, what in _PACKED.items():
+        if head.startswith(magic):
+            return what
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # "[{": an array of objects (a line
+    if start[:1] == b"[" and start[1:].lstrip()[:1] == b"{":  # such as ["x"] is one bad line)
+        return (
+            "a JSON array, not JSON lines: write one object a line (e.g. jq -c '.[]' FILE > "
+            "trn.json)"
+        )
+    return None
 
 
 def open_lines(path: Path) -> tuple[io.BufferedReader, io.BufferedReader | gzip.GzipFile]:

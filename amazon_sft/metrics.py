@@ -31,6 +31,7 @@ PEAK_BF16_TFLOPS = (
     ("H100", 989.4),  # SXM ("NVIDIA H100 80GB HBM3")
     ("H200 NVL", 835.5),
     ("H200", 989.4),  # SXM, and GH200
+    ("GB200", 2500.0),  # NVL72: 360 PFLOPS bf16 with sparsity over 72 GPUs; before "B200"
     ("B200", 2250.0),
     ("A100", 312.0),
     ("L40S", 362.1),
@@ -48,6 +49,8 @@ def peak_bf16_tflops(device_name: str) -> float | None:
 
     >>> peak_bf16_tflops("NVIDIA H100 PCIe"), peak_bf16_tflops("NVIDIA H100 80GB HBM3")
     (756.0, 989.4)
+    >>> peak_bf16_tflops("NVIDIA GB200"), peak_bf16_tflops("NVIDIA B200")
+    (2500.0, 2250.0)
     """
     return next((v for k, v in PEAK_BF16_TFLOPS if k in device_name), None)
 

@@ -69,8 +69,8 @@ def check_supported(config, attn: str, name: str) -> None:
     """Refuse a model the training path would compute wrongly or the kernel would refuse: logit
     softcapping (Gemma 2: no attention path here applies the attention cap, and the chunked
     loss calls the LM head without the final one), logits scaled after the head (Granite,
-    Cohere: the same), attention sinks (gpt-oss) and, on the flash paths, a head size they
-    do not take (a multiple of 8, at most 256)."""
+    Cohere: the same), attention sinks (gpt-oss), mixtures of experts and, on the flash paths,
+    a head size they do not take (a multiple of 8, at most 256)."""
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if getattr(config, key, None):
             raise UserError(
@@ -88,6 +88,16 @@ def check_supported(config, attn: str, name: str) -> None:
         raise UserError(
             f"model {name} uses attention sinks (gpt-oss), which amazon_sft's packed attention "
             "paths drop: choose a Llama/Mistral-class model"
+        )
+    keys = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral, Qwen-MoE, DeepSeek
+    experts = max(
+        (getattr(config, k) for k in keys if isinstance(getattr(config, k, None), int)), default=0
+    )
+    if experts > 1:  # (a review: a tiny Mixtral trained, its MFU 3.6x, then its final save failed)
+        raise UserError(
+            f"model {name} is a mixture of experts ({experts} a layer): amazon_sft trains dense "
+            "models (its MFU would count every expert for every token, and the final save "
+            "checks a dense model's weights); choose a dense Llama/Mistral-class model"
         )
     if attn not in (attention.VARLEN, "flash_attention_2"):
         return

@@ -339,11 +339,12 @@ def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounte
         # a skipped step's norm is NaN, which is no JSON (jq and JSON.parse refuse the line)
         "grad_norm": result.grad_norm if math.isfinite(result.grad_norm) else None,
         "tokens_per_sec": result.real_tokens / seconds,
-        "real_tokens": result.real_tokens,  # with seconds: tokens/s and MFU recomputed from the log
+        "real_tokens": result.real_tokens,  # with seconds (and flops): tokens/s and MFU again
         "seconds": seconds,
         "label_tokens": result.label_tokens,
         "non_finite": not result.finite,
         "optimizer_stepped": result.optimizer_stepped,
+        "flops": result.flops,  # the step's, over all ranks: MFU is flops / (seconds x peak)
         "mfu": flops.mfu(result.flops, seconds),
     }
 

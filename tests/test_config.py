@@ -1,3 +1,4 @@
+import json
 import re
 import subprocess
 
@@ -541,3 +542,21 @@ def test_a_random_model_records_the_tokenizers_bos_and_eos():
     assert model.generation_config.eos_token_id == 7
     kept = load_model(load_run_config("tiny"), 512, 0, "fp32")  # nothing given: as before
     assert kept.config.eos_token_id == 2
+
+
+def test_a_mixture_of_experts_model_is_refused_before_training():
+    """A review: a tiny Mixtral trained (its MFU 3.6x too high: every expert counted for every
+    token), then its final save failed after the last step. Refused at the load, in one line."""
+    from amazon_sft.modeling import load_model
+
+    cfg = load_run_config("tiny", ["model.arch.model_type=mixtral"])
+    with pytest.raises(UserError, match="mixture of experts"):
+        load_model(cfg, 512, 0, "fp32")
+
+
+def test_each_step_logs_its_flops(tuned_run):
+    """A review: MFU could not be recomputed from metrics.jsonl (the attention term needs each
+    document's length), though the code said it could; each row logs the step's FLOPs."""
+    rows = [json.loads(x) for x in (tuned_run / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["flops"] > 0 for r in rows)
+    assert all(r["tokens_per_sec"] == pytest.approx(r["real_tokens"] / r["seconds"]) for r in rows)

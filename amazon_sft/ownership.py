@@ -261,35 +261,38 @@ def inside_run(named: Path, out_dir: Path) -> bool:
 
 def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
     """On the main process, under the folder's lock: check again, move a previous run aside when
-    ``overwrite``, write the marker. Returns where the previous run went, if it was moved."""
+    ``overwrite``, write the marker. Returns where the previous run went, if it was moved. A
+    failure on the way (a full disk, a rename refused) puts back what was moved and removes
+    the folder it made: nothing was written."""
     check_run_dir(str(out_dir), resume, overwrite)
-    aside, names = None, []
+    aside, moved = None, []
     present = run_outputs_present(out_dir)
-    if overwrite and present:
-        aside = out_dir / PREVIOUS_RUNS / utc_stamp()
-        aside.mkdir(parents=True)
-        names = [n for n in [*present, RUN_MARKER] if (out_dir / n).exists()]
-        for name in names:
-            (out_dir / name).rename(aside / name)
     made = not out_dir.exists()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    marker = out_dir / RUN_MARKER
-    if not marker.is_file():
-        from amazon_sft.atomic import write_text_whole
+    try:  # under the lock: nobody else puts anything there
+        if overwrite and present:
+            aside = out_dir / PREVIOUS_RUNS / utc_stamp()
+            aside.mkdir(parents=True)
+            for name in [n for n in [*present, RUN_MARKER] if (out_dir / n).exists()]:
+                (out_dir / name).rename(aside / name)
+                moved.append(name)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        marker = out_dir / RUN_MARKER
+        if not marker.is_file():
+            from amazon_sft.atomic import write_text_whole
 
-        note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
-        try:  # whole or not at all: an empty marker (a full disk) would claim the folder
+            note = {"written_by": f"amazon_sft {__version__} train", "created": now_iso()}
+            # whole or not at all: an empty marker (a full disk) would claim the folder
             write_text_whole(marker, json.dumps(note) + "\n")
-        except OSError:  # under the lock: nobody else put anything there
-            if aside is not None:  # the previous run back where it was: nothing was written
-                for name in names:
-                    (aside / name).rename(out_dir / name)
-                for folder in (aside, aside.parent):
-                    with contextlib.suppress(OSError):  # an earlier previous/ stays
-                        folder.rmdir()
-            if made:
+    except OSError:
+        for name in moved:  # the previous run back where it was, whole
+            (aside / name).rename(out_dir / name)
+        for folder in (aside, aside.parent) if aside is not None else ():
+            with contextlib.suppress(OSError):  # an earlier previous/ stays
+                folder.rmdir()
+        if made:
+            with contextlib.suppress(OSError):
                 out_dir.rmdir()
-            raise
+        raise
     return None if aside is None else str(aside)
 
 

@@ -1617,3 +1617,31 @@ def test_the_demo_record_is_never_written_through_a_link(tmp_path):
     record_demo_file(out, "demo.log")
     assert mine.read_text() == '{"my": "notes"}'
     assert not (out / RECORD).is_symlink() and "demo.log" in (out / RECORD).read_text()
+
+
+def test_overwrite_whose_move_fails_part_way_puts_the_run_back(tmp_path, monkeypatch):
+    """A review: when a rename of ``overwrite=true``'s move failed part way (a mount point in the
+    run: EBUSY), the names already moved stayed in previous/, the run split in two (a later
+    resume=auto went on without its metrics history). What was moved goes back."""
+    from amazon_sft.ownership import RUN_MARKER, claim_run_dir
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (out / "checkpoints" / "step-00000001" / "COMPLETE").write_text("")
+    files = {RUN_MARKER: '{"written_by": "amazon_sft 0 train"}\n', "metrics.jsonl": "{}\n"}
+    files["config.yaml"] = "seed: 1\n"
+    for name, text in files.items():
+        (out / name).write_text(text)
+    rename = Path.rename
+
+    def busy(self, target):
+        if self.name == "checkpoints":
+            raise OSError(16, "Device or resource busy", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(OSError):
+        claim_run_dir(out, "none", True)
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == files
+    assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
+    assert not (out / "previous").exists()

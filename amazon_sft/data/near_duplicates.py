@@ -221,6 +221,26 @@ def contained_pairs(shingles: np.ndarray, owner: np.ndarray, rows: int):
     return a[keep], b[keep]
 
 
+def first_of_same(keys: np.ndarray) -> np.ndarray:
+    """For each row of ``keys`` (n, BANDS) uint64, the first row with the same keys: one lexsort
+    of the columns and one column compared at a time (``np.unique(axis=0)`` sorted 64-byte rows:
+    2.8x the time and 3.8x the memory at 1.3M rows, a review).
+
+    >>> first_of_same(np.array([[1, 2], [3, 4], [1, 2], [3, 4], [5, 6]], dtype=np.uint64)).tolist()
+    [0, 1, 0, 1, 4]
+    """
+    n = len(keys)
+    order = np.lexsort(keys.T[::-1])  # stable: rows of the same keys in row order
+    new = np.zeros(n, dtype=bool)
+    new[:1] = True
+    for column in keys.T:
+        new[1:] |= column[order[1:]] != column[order[:-1]]
+    group = np.cumsum(new) - 1
+    twin = np.empty(n, dtype=np.int64)
+    twin[order] = order[np.flatnonzero(new)][group]
+    return twin
+
+
 def duplicate_labels(signatures: np.ndarray, joined=None) -> np.ndarray:
     """For each row, the first row of its near-duplicate group (uint64): rows joined when they
     share a band of ``ROWS_PER_BAND`` min-hashes and at least ``MATCH`` min-hashes in all
@@ -239,8 +259,7 @@ def duplicate_labels(signatures: np.ndarray, joined=None) -> np.ndarray:
     # rows of one signature (identical texts agree on every min-hash) joined once, to the
     # first; their pairs in the bands dropped: a description shared by many rows kept up to
     # BANDS x BUCKET_LOOKBACK pairs a row (1.75 GB at 400k rows of repeated blurbs, a review)
-    _, first, which = np.unique(signatures, axis=0, return_index=True, return_inverse=True)
-    twin = first[which.reshape(-1)]
+    twin = first_of_same(keys)
     apart = np.flatnonzero(twin != np.arange(n))
     pairs = [(apart, twin[apart])]
     for band in keys.T:

@@ -87,11 +87,11 @@ def check_input(path: Path) -> None:
     )
     try:
         with open(path, "rb") as fh:
-            head = fh.read(64)
+            head = fh.read(HEAD_BYTES)
             if head[:2] == b"\x1f\x8b":  # what the gzip holds
                 with contextlib.suppress(OSError, EOFError, zlib.error):
                     fh.seek(0)
-                    head = gzip.GzipFile(fileobj=fh).read(64)
+                    head = gzip.GzipFile(fileobj=fh).read(HEAD_BYTES)
     except OSError as err:
         raise UserError(
             f"input {path} cannot be opened ({err.strerror}): check its permissions"
@@ -100,6 +100,9 @@ def check_input(path: Path) -> None:
         raise UserError(f"input {path} is {why}")
 
 
+HEAD_BYTES = 1 << 20
+"""What ``check_input`` reads of an input to name its format: a first line that is an array
+and ends within it is one bad line of JSON lines, not an array file."""
 _PACKED = {
     b"PK\x03\x04": "a zip archive: unzip it (LF-Amazon-1.3M.raw.zip holds trn.json.gz) and "
     "pass the trn.json.gz inside",
@@ -120,12 +123,16 @@ def not_json_lines(head: bytes) -> str | None:
     (None, 'a zip archive')
     >>> not_json_lines(b'\\xef\\xbb\\xbf  [{"uid": "1"}, ')[:12], not_json_lines(b'["x"]\\n{"uid": 1}')
     ('a JSON array', None)
+    >>> not_json_lines(b'[{"uid": "1"}]\\n{"uid": 2}'), not_json_lines(b'[{"uid": "1"}]\\n')[:12]
+    (None, 'a JSON array')
     """
     for magic, what in _PACKED.items():
         if head.startswith(magic):
             return what
-    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # "[{": an array of objects (a line
-    if start[:1] == b"[" and start[1:].lstrip()[:1] == b"{":  # such as ["x"] is one bad line)
+    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # "[{": an array of objects, unless
+    first, _, rest = start.partition(b"\n")  # a whole first line of more (one bad line)
+    whole_line = first.rstrip().endswith(b"]") and bool(rest.strip())
+    if start[:1] == b"[" and start[1:].lstrip()[:1] == b"{" and not whole_line:
         return (
             "a JSON array, not JSON lines: write one object a line (e.g. jq -c '.[]' FILE > "
             "trn.json)"

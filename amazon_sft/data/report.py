@@ -221,7 +221,7 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         "prompt_encoding": encoder.encode_prompts.path,
         "prompt_format": "the tokenizer's chat template"
         if encoder.fmt.chat
-        else "plain (the templates' plain prefix and suffix): no chat template, or use_chat_template=false",
+        else "plain (the templates' plain prefix and suffix, after the BOS)",
         "rows_per_sec": round(stats.lines / total, 1),
         "rows_per_sec_with_setup": round(stats.lines / (total + setup_s), 1),
         "seconds": {

@@ -571,6 +571,18 @@ def test_training_on_a_full_disk_keeps_the_last_checkpoint(
     assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
 
 
+def _fill(disk: Path) -> None:
+    """Take every free block of ``disk`` (a file written until the write fails)."""
+    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
+    try:
+        while os.write(fd, b"x" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 @pytest.mark.parametrize("lock_note", ["none", "a_killed_run's"])
 def test_training_claiming_a_folder_on_a_full_disk(
     lock_note, small_disk, prepared, tiny_model_dir, capsys
@@ -583,14 +595,7 @@ def test_training_claiming_a_folder_on_a_full_disk(
     out = disk / "run"
     if lock_note != "none":
         (disk / ".run.lock").write_text("pid 1 on elsewhere: amazon-sft train, since then")
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:  # every block taken
-        while os.write(fd, b"x" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    _fill(disk)
     args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1")
     code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
     _one_line(code, err, "train", "is full", str(out), "nothing was written")
@@ -614,14 +619,7 @@ def test_overwrite_on_a_full_disk_puts_the_previous_run_back(
     for name, text in mine.items():
         (out / name).write_text(text)
     (disk / ".run.lock").write_text("pid 1 on elsewhere: amazon-sft train, since then")
-    fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)
-    try:  # every block taken
-        while os.write(fd, b"x" * 4096):
-            pass
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    _fill(disk)
     args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=1", "overwrite=true")
     code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
     _one_line(code, err, "train", "is full", "nothing was written")

@@ -85,6 +85,14 @@ def closer_to_another(credited: float, others: list[float]) -> bool:
     return max(others, default=0.0) > credited + QUOTE_MARGIN
 
 
+def _sentences_of_asked(answer: str, question: ShopperQuestion, products: dict) -> bool:
+    """The answer (citations aside) is whole sentences of the asked product's description."""
+    from amazon_sft.answering.sure import whole_sentences_of
+
+    asked = products.get(question.uid)
+    return asked is not None and whole_sentences_of(strip_citations(answer), asked.content)
+
+
 def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]) -> Outcome:
     """Score one ``ask`` answer (``answering.ask.Answer``: its text and the sources retrieved).
 
@@ -102,6 +110,14 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     >>> quoting = [{"uid": "9", "answer_rougeL": 0.8}, {"uid": "7", "answer_rougeL": 0.1}]
     >>> score_answer(q, Answer(q.text, "A dog. [source: 7]", quoting, "", "grounded", ["7"]), products).wrong
     True
+
+    Whole sentences of the asked record, cited (an attribute question's answer), quote no other
+    record, however close a shorter record holding the same sentence is by ROUGE-L (a review):
+
+    >>> told = {"7": Product("7", "A long family saga by the sea. Written by Ana Lopes.", "seen")}
+    >>> short = [{"uid": "9", "answer_rougeL": 0.86}, {"uid": "7", "answer_rougeL": 0.27}]
+    >>> score_answer(q, Answer(q.text, "Written by Ana Lopes. [source: 7]", short, "", "grounded", ["7"]), told).right
+    True
     """
     uids = cited_uids(answer.answer)
     retrieved = [s["uid"] for s in answer.sources]
@@ -110,7 +126,12 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     abstained = is_abstention(answer.answer)
     wrong = any(u != question.uid or u not in retrieved for u in uids)
     wrong = not abstained and (
-        wrong or (bool(uids) and quotes_another(answer.sources, question.uid))
+        wrong
+        or (
+            bool(uids)
+            and quotes_another(answer.sources, question.uid)
+            and not _sentences_of_asked(answer.answer, question, products)
+        )
     )
     right = bool(uids) and not wrong and not abstained
     rouge_l = math.nan

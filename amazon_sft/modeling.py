@@ -21,6 +21,7 @@ from amazon_sft.bounds import check_seq_len, limits_of, model_limits
 from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
+from amazon_sft.model_support import check_supported
 from amazon_sft.tokenizer import resolve_location
 
 log = logging.getLogger(__name__)
@@ -60,55 +61,6 @@ def choose_attention(requested: str, precision: str = "bf16") -> tuple[str, str]
         why = "fp32 compute" if not half else "no varlen flash kernel on this GPU"
         return "sdpa", f"{why}: SDPA with a block-diagonal mask (no cross-document pairs)"
     return attention.NAME, "CPU: torch SDPA run per document (no cross-document pairs)"
-
-
-FLASH_MAX_HEAD_DIM = 256
-
-
-def check_supported(config, attn: str, name: str) -> None:
-    """Refuse a model the training path would compute wrongly or the kernel would refuse: logit
-    softcapping (Gemma 2: no attention path here applies the attention cap, and the chunked
-    loss calls the LM head without the final one), logits scaled after the head (Granite,
-    Cohere: the same), attention sinks (gpt-oss), mixtures of experts and, on the flash paths,
-    a head size they do not take (a multiple of 8, at most 256)."""
-    for key in ("attn_logit_softcapping", "final_logit_softcapping"):
-        if getattr(config, key, None):
-            raise UserError(
-                f"model {name} uses {key} (logit softcapping), which amazon_sft's attention "
-                "paths and chunked loss do not apply: choose a Llama/Mistral-class model"
-            )
-    for key in ("logits_scaling", "logit_scale"):  # Granite divides, Cohere multiplies
-        if getattr(config, key, 1) not in (None, 1):
-            raise UserError(
-                f"model {name} scales its logits ({key}={getattr(config, key)}), which the "
-                "chunked loss (it calls the LM head itself) does not apply: training would fit "
-                "another objective than generation uses; choose a Llama/Mistral-class model"
-            )
-    if getattr(config, "model_type", None) == "gpt_oss":
-        raise UserError(
-            f"model {name} uses attention sinks (gpt-oss), which amazon_sft's packed attention "
-            "paths drop: choose a Llama/Mistral-class model"
-        )
-    keys = ("num_local_experts", "num_experts", "n_routed_experts")  # Mixtral, Qwen-MoE, DeepSeek
-    experts = max(
-        (getattr(config, k) for k in keys if isinstance(getattr(config, k, None), int)), default=0
-    )
-    if experts > 1:  # (a review: a tiny Mixtral trained, its MFU 3.6x, then its final save failed)
-        raise UserError(
-            f"model {name} is a mixture of experts ({experts} a layer): amazon_sft trains dense "
-            "models (its MFU would count every expert for every token, and the final save "
-            "checks a dense model's weights); choose a dense Llama/Mistral-class model"
-        )
-    if attn not in (attention.VARLEN, "flash_attention_2"):
-        return
-    head_dim = getattr(config, "head_dim", None) or (
-        config.hidden_size // config.num_attention_heads
-    )
-    if head_dim % 8 or head_dim > FLASH_MAX_HEAD_DIM:
-        raise UserError(
-            f"model {name} has head_dim {head_dim}; train.attention={attn} takes a multiple of 8 "
-            f"up to {FLASH_MAX_HEAD_DIM}: set train.attention=sdpa_per_document"
-        )
 
 
 def model_dtype(precision: str, lora: bool, deepspeed: bool = False) -> torch.dtype:

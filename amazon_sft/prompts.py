@@ -9,15 +9,19 @@ then EOS; only answer tokens and the EOS carry loss.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import hashlib
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from amazon_sft.chat_templates import (
+    PLAIN_GAPS,
+    apply_chat,
+    plain_chat_template,
+    text_tags,
+    turn_scaffold,
+)
 from amazon_sft.config import DataConfig
 from amazon_sft.errors import UserError
 from amazon_sft.safe_input import load_yaml_file
@@ -260,18 +264,18 @@ def build_prompt_format(tok, data: DataConfig) -> PromptFormat:
     if template and template in [plain_chat_template(plain_fmt, gap) for gap in PLAIN_GAPS]:
         return plain_fmt
     if data.use_chat_template and template:
-        rendered = _apply_chat(tok, _PLACEHOLDER, data.system_prompt)
+        rendered = apply_chat(tok, _PLACEHOLDER, data.system_prompt)
         if rendered.count(_PLACEHOLDER) != 1:
             raise UserError(
                 "the chat template does not insert the question verbatim; "
                 "set data.use_chat_template=false to use the plain template"
             )
         before, after = rendered.split(_PLACEHOLDER)
-        tags = text_tags(_turn_scaffold(tok))
+        tags = text_tags(turn_scaffold(tok))
         languages = templates["languages"]
         fmt = PromptFormat(before, after, phrasings, True, None, languages, tags)
         probe = fmt.question("Sample Title", 1)
-        if _apply_chat(tok, probe, data.system_prompt) != fmt.wrap(probe):
+        if apply_chat(tok, probe, data.system_prompt) != fmt.wrap(probe):
             raise UserError(
                 "the chat template renders questions differently from before+question+after; "
                 "set data.use_chat_template=false"
@@ -293,123 +297,3 @@ def _plain_format(tok, templates: dict) -> PromptFormat:
         languages=templates["languages"],
         text_tags=text_tags(plain["prefix"] + plain["suffix"]),
     )
-
-
-PLAIN_GAPS = ("", " ")
-"""Text between the BOS and the prefix in an exported plain template: training encodes the
-prefix after the BOS id, so a SentencePiece tokenizer (``legacy: false``) gives its first word
-the word-start mark; in text after "<s>" it does not ("<s>###" is "## #", not "▁###"), unless a
-space comes first. Export picks the gap whose ids are training's (``export_files``)."""
-
-
-def plain_chat_template(fmt: PromptFormat, gap: str = "") -> str:
-    """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
-    suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and
-    ``tok(text)`` alone left out the BOS training put first. ``gap``: ``PLAIN_GAPS``.
-
-    >>> fmt = PromptFormat("### Question:\\n", "\\n\\n### Answer:\\n", ("{title}",), False, 1)
-    >>> print(plain_chat_template(fmt))
-    {{ bos_token }}{{ "### Question:\\n" }}{{ messages[-1]['content'] }}{{ "\\n\\n### Answer:\\n" }}
-    """
-    bos = "{{ bos_token }}" if fmt.bos_id is not None else ""
-    before, after = json.dumps(gap + fmt.before), json.dumps(fmt.after)
-    return f"{bos}{{{{ {before} }}}}{{{{ messages[-1]['content'] }}}}{{{{ {after} }}}}"
-
-
-# Tags some prompt formats write as plain text, not special tokens: Mistral v0.1/v0.2's "[INST]",
-# Llama 2's "<<SYS>>", Zephyr's "<|user|>", the plain template's "### Answer:"
-_TEXT_TAG = re.compile(r"\[/?[A-Z][A-Z_]*\]|<</?[A-Z]+>>|<\|[a-z_]+\|>|#{2,} ?[A-Z][a-z]+:")
-
-
-def text_tags(scaffold: str) -> tuple[str, ...]:
-    """The tags in a format's own text (``_turn_scaffold``: never a system prompt, where "[DVD]"
-    is no tag).
-
-    >>> text_tags("<s>[INST] Q [/INST]"), text_tags("<|user|>\\nQ</s>"), text_tags("### Answer:")
-    (('[/INST]', '[INST]'), ('<|user|>',), ('### Answer:',))
-    """
-    return tuple(sorted(set(_TEXT_TAG.findall(scaffold))))
-
-
-def _turn_scaffold(tok) -> str:
-    """The chat template's text around the turns, with no user text in it: rendered with a
-    one-letter system turn (Zephyr's "<|system|>" is built from the role name) and without
-    one (a template may refuse a system turn), and the template's source."""
-    scaffold = [tok.get_chat_template()]
-    for system in ("S", None):
-        with contextlib.suppress(UserError):  # _apply_chat's one-line refusal
-            scaffold.append(_apply_chat(tok, "Q", system))
-    return "\n".join(scaffold)
-
-
-TEMPLATE_DATE = datetime.date(2024, 7, 26)
-"""The day a chat template that reads the clock is rendered on (transformers' ``strftime_now``:
-Llama 3.2's and 3.3's, SmolLM3's "Today Date: ..."). A prompt that carried the day it was
-rendered would change at midnight: data prepared one day would be refused by a training run,
-a resume after a requeue or an eval the next (the template fingerprint in the manifest), and
-the tuned model would be asked in prompts it was not trained on. Llama 3.1's own fallback date."""
-_CLOCK_MACRO = "{% macro strftime_now(format) %}"
-_CLOCK_CALL = re.compile(r"strftime_now\(\s*(['\"])([^'\"{}]*)\1\s*\)")
-
-
-def fixed_clock(template: str) -> str:
-    """``template`` with ``strftime_now`` answering ``TEMPLATE_DATE`` for every format it asks
-    (a macro of the same name defined first shadows transformers' function; callables cannot be
-    passed as template variables). Unchanged when the template does not read the clock.
-
-    >>> fixed_clock("{{ bos }}") == "{{ bos }}"
-    True
-    >>> from jinja2 import Template
-    >>> Template(fixed_clock("Today: {{ strftime_now('%d %b %Y') }}|")).render()
-    'Today: 26 Jul 2024|'
-    >>> fixed_clock(fixed_clock("{{ strftime_now('%Y') }}")) == fixed_clock("{{ strftime_now('%Y') }}")
-    True
-    """
-    if "strftime_now" not in template or template.startswith(_CLOCK_MACRO):
-        return template
-    formats = dict.fromkeys(m.group(2) for m in _CLOCK_CALL.finditer(template)) or {"%d %b %Y": 0}
-    branches = "".join(
-        f"{{%- {'el' * (n > 0)}if format == {fmt!r} -%}}{TEMPLATE_DATE.strftime(fmt)}"
-        for n, fmt in enumerate(formats)
-    )
-    default = TEMPLATE_DATE.strftime("%d %b %Y")  # a format the template builds at run time
-    return (
-        f"{_CLOCK_MACRO}{branches}{{%- else -%}}{default}{{%- endif -%}}{{% endmacro %}}{template}"
-    )
-
-
-def chat_messages(question: str, system_prompt: str | None) -> list[dict]:
-    """The turns a prompt renders: ``data.system_prompt``'s (when set, empty too), the question.
-
-    >>> [m["role"] for m in chat_messages("Q", None)], [m["role"] for m in chat_messages("Q", "")]
-    (['user'], ['system', 'user'])
-    """
-    messages = [{"role": "user", "content": question}]
-    if system_prompt is not None:
-        messages.insert(0, {"role": "system", "content": system_prompt})
-    return messages
-
-
-def _apply_chat(tok, question: str, system_prompt: str | None) -> str:
-    messages = chat_messages(question, system_prompt)
-    try:
-        template = fixed_clock(tok.get_chat_template())
-    except ValueError as err:  # named templates ("rag", "tool_use") and no default among them
-        first = str(err).split("!")[0]
-        raise UserError(
-            f"the model's chat templates have no default ({first}); name one in the "
-            "tokenizer's chat_template, or set data.use_chat_template=false"
-        ) from None
-    from jinja2 import TemplateError
-
-    try:
-        return tok.apply_chat_template(
-            messages, chat_template=template, tokenize=False, add_generation_prompt=True
-        )
-    except TemplateError as err:  # Mistral v0.1/v0.2: "Only user and assistant roles ..."
-        fix = "set data.use_chat_template=false to use the plain template"
-        if system_prompt is not None:
-            fix = f"unset data.system_prompt, or {fix}"
-        raise UserError(
-            f"the model's chat template refuses this conversation ({err}); {fix}"
-        ) from None

@@ -15,11 +15,11 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 
+from amazon_sft.chat_templates import fixed_clock
 from amazon_sft.config import ModelConfig
 from amazon_sft.errors import UserError
 from amazon_sft.gguf_cache import converted_folder
 from amazon_sft.hub_reach import read_cache_only_unless_hub_reachable
-from amazon_sft.prompts import fixed_clock
 
 log = logging.getLogger(__name__)
 ASSETS = Path(__file__).parent / "assets"

@@ -426,7 +426,7 @@ def test_a_model_the_attention_paths_cannot_compute_is_refused(fields, needle):
     from types import SimpleNamespace
 
     from amazon_sft.errors import UserError
-    from amazon_sft.modeling import check_supported
+    from amazon_sft.model_support import check_supported
 
     base = {"hidden_size": 64, "num_attention_heads": 4}
     config = SimpleNamespace(**{**base, **fields})

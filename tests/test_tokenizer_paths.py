@@ -206,7 +206,7 @@ def test_an_exported_plain_template_prompts_with_the_trained_ids(tmp_path):
     Export picks the template whose ids are training's, and loading the export reads it back as
     the same plain format."""
     from amazon_sft.answering.export_files import plain_template_for, served_ids
-    from amazon_sft.prompts import plain_chat_template
+    from amazon_sft.chat_templates import plain_chat_template
     from amazon_sft.tokenizer import hf_encoder
 
     tok = load_tokenizer(ModelConfig(path=str(_sp_tokenizer_dir(tmp_path / "tok", "identity"))))

@@ -15,15 +15,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from amazon_sft.chat_templates import PLAIN_GAPS, chat_messages, fixed_clock, plain_chat_template
 from amazon_sft.data.shards import sha256_file
-from amazon_sft.prompts import (
-    PLAIN_GAPS,
-    ContextRecord,
-    PromptFormat,
-    chat_messages,
-    fixed_clock,
-    plain_chat_template,
-)
+from amazon_sft.prompts import ContextRecord, PromptFormat
 
 ANSWER_TOKENS = 160
 """``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
@@ -196,7 +190,7 @@ def write_portable(
     jinja = folder / "chat_template.jinja"
     # the template the model was trained with: a plain-format run's own (not the base's chat
     # template, which use_chat_template=false left unused), a chat run's on the trained date
-    # (prompts.TEMPLATE_DATE); in tokenizer_config.json as well as its own file: TGI and
+    # (chat_templates.TEMPLATE_DATE); in tokenizer_config.json as well as its own file: TGI and
     # transformers before the .jinja file read it only there
     if not fmt.chat:
         template = plain or plain_chat_template(fmt)

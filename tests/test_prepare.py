@@ -238,7 +238,7 @@ def test_fingerprint_mismatch_is_refused(prepared, chat_tok, tiny_tok, tiny_cfg)
     # a review: eval --compare config:tiny RUN after the builtin file was edited in place was
     # told to prepare --data again with --overwrite, which wrecked the run's own data
     with pytest.raises(UserError) as err:
-        check_fingerprints(m, tokenizer_fingerprint(tiny_tok), "0" * 16, "x", None, "--data", "builtin")  # fmt: skip
+        check_fingerprints(m, tokenizer_fingerprint(tiny_tok), "0" * 16, "x", None, "--data", "builtin", owned_by_a_run=True)  # fmt: skip
     assert "--overwrite" not in str(err.value) and "final/question_templates.yaml" in str(err.value)
 
 

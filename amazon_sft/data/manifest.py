@@ -291,12 +291,15 @@ def check_fingerprints(
     config: list[str] | None = None,
     key: str = "data.path",
     templates: str | None = None,
+    owned_by_a_run: bool = False,
 ) -> None:
     """Refuse shards made with another tokenizer or prompt template: the ids would be wrong.
     ``config``: the run config in use (its prepare command is suggested); ``key``: the option
     that named ``where``; ``templates``: the command's ``data.templates``, named when the data
-    was prepared with another file (a new user followed "prepare again" and lost theirs)."""
-    if key == "--data":  # eval: the data may be what a run trained on, never re-prepared in place
+    was prepared with another file (a new user followed "prepare again" and lost theirs);
+    ``owned_by_a_run``: ``where`` may be what a trained run reads (eval's ``--data``), so the
+    advice prepares a folder of its own rather than this one again."""
+    if owned_by_a_run:  # re-prepared in place, the run trained on it would refuse it
         own = prepare_command(f"{where.rstrip('/')}-own", config, source=where)
         redo = f"prepare a folder of its own and give that as --data (`{own}`)"
         runs = "; a saved run carries its own, data.templates=RUN/final/question_templates.yaml"

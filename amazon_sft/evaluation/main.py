@@ -58,7 +58,8 @@ def score_model(
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
     check_fingerprints(manifest, tokenizer_fingerprint(tok), fmt.fingerprint(), str(data_dir),
-                       config_of([spec], overrides), "--data", cfg.data.templates)  # fmt: skip
+                       config_of([spec], overrides), "--data", cfg.data.templates,
+                       owned_by_a_run=True)  # fmt: skip
     builder = _grounded_builder(index, manifest, cfg, fmt, tok)
     items = build_items(splits, mode, fmt, builder, args.n)
     encode, pad_id = hf_encoder(tok), choose_pad_id(tok)

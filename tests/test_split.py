@@ -186,3 +186,37 @@ def test_a_description_held_inside_a_longer_one_joins_it_and_boilerplate_does_no
     # alike enough for version 2's Jaccard test by chance, and stay joined)
     assert (labels[BATCH + 2 :] == alike[BATCH + 2 :]).all()
     assert len(set(labels.tolist())) == len(set(alike.tolist())) - 1
+
+
+def test_identical_descriptions_past_a_crowded_bucket_are_one_group_and_version_3_is_stale(
+    prepared,
+):
+    """Two rows of one description were joined only through the bands, each checked against
+    the ``BUCKET_LOOKBACK`` rows before it: where more rows than that shared each of their
+    bands in between, they stayed two groups and could land on both sides of the split. Rows of
+    one signature are joined first now (split version 4), so a folder split by version 3 is
+    stale."""
+    import json
+
+    from amazon_sft.data.manifest import Manifest, stale_split
+    from amazon_sft.data.near_duplicates import (
+        BANDS,
+        BUCKET_LOOKBACK,
+        PERMUTATIONS,
+        ROWS_PER_BAND,
+        duplicate_labels,
+    )
+
+    a = np.arange(PERMUTATIONS, dtype=np.uint16) + 100
+    blockers = []
+    for band in range(BANDS):  # rows sharing one band with a, no other min-hash
+        row = np.full(PERMUTATIONS, 5000 + band, dtype=np.uint16)
+        span = slice(band * ROWS_PER_BAND, (band + 1) * ROWS_PER_BAND)
+        row[span] = a[span]
+        blockers += [row] * (BUCKET_LOOKBACK + 1)
+    labels = duplicate_labels(np.stack([a, *blockers, a.copy()]))
+    assert labels[-1] == labels[0] == 0 and set(labels[1:-1].tolist()).isdisjoint({0})
+
+    raw = json.loads((prepared / "manifest.json").read_text())
+    raw["split_version"] = 3
+    assert "re-run amazon-sft prepare" in stale_split(Manifest.from_dict(raw), "d")

@@ -18,11 +18,13 @@ import re
 
 import numpy as np
 
-SPLIT_VERSION = 3
+SPLIT_VERSION = 4
 """1: groups by title and exact description; 2: descriptions normalised (punctuation, quotes,
 dashes) and near-duplicates grouped (``near_duplicates``); 3: a description most of whose rarer
-shingles another holds joins it too (``near_duplicates.contained_pairs``). Recorded in the manifest:
-held-out figures on data split by an older version may count twins as held out."""
+shingles another holds joins it too (``near_duplicates.contained_pairs``); 4: rows of one
+signature are joined first (``near_duplicates.first_of_same``: two rows of one description with
+more than ``BUCKET_LOOKBACK`` rows between them in every band's bucket stayed apart). Recorded in
+the manifest: held-out figures on data split by an older version may count twins as held out."""
 _NON_WORD = re.compile(r"[\W_]+")
 _HASH_RANGE = float(2**64)
 

@@ -964,3 +964,13 @@ def test_a_slurm_script_submitted_outside_the_repo_says_where_to_submit_from(scr
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
     assert "repository" in proc.stderr and str(tmp_path) in proc.stderr, proc.stderr
+
+
+def test_a_passing_test_run_leaves_no_temporary_folders():
+    """Each run kept its ~1.3 GB of test folders under /tmp/pytest-of-<user> (pytest keeps the
+    last three runs): with scratch work beside it, the disk a CI run installs on filled up and
+    the install failed (ENOSPC). Folders are kept only for tests that fail."""
+    import tomllib
+
+    pytest_settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
+    assert pytest_settings["ini_options"].get("tmp_path_retention_policy") == "failed"

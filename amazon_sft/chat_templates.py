@@ -26,6 +26,17 @@ the word-start mark; in text after "<s>" it does not ("<s>###" is "## #", not "â
 space comes first. Export picks the gap whose ids are training's (``export_files``)."""
 
 
+def plain_text_of(tok, prompt: str, ids: list[int]) -> str:
+    """A plain format's ``prompt`` as the text a server adding no special tokens reads as
+    ``ids`` (BOS first): BOS's text, the first of ``PLAIN_GAPS`` that gives ``ids``, the prompt
+    (BOS's text and the prompt when none does)."""
+    for gap in PLAIN_GAPS:
+        text = tok.bos_token + gap + prompt
+        if tok(text, add_special_tokens=False)["input_ids"] == ids:
+            return text
+    return tok.bos_token + prompt
+
+
 def plain_chat_template(fmt: PromptFormat, gap: str = "") -> str:
     """A chat template rendering amazon_sft's plain prompt (BOS, prefix, the last user turn,
     suffix), for a tokenizer that has none: chat endpoints refuse a tokenizer without one, and

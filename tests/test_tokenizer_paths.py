@@ -219,3 +219,22 @@ def test_an_exported_plain_template_prompts_with_the_trained_ids(tmp_path):
     assert served_ids(tok, question, template) == trained
     tok.chat_template = template
     assert build_prompt_format(tok, DataConfig()).fingerprint() == fmt.fingerprint()
+
+
+def test_the_prompt_ask_reports_reads_back_as_the_ids_it_sent(tmp_path, prepared):
+    """``ask --json``, the API and the stream report the prompt as text, "to send an exported
+    model elsewhere as it was trained": BOS's text, then the prompt. For a base SentencePiece
+    model (``legacy: false``) "<s>###" reads back as "<s> ## #" (the export's template had the
+    same defect, mended last session): the reported text is now the one whose ids are the ids
+    the model was given."""
+    from amazon_sft.answering.ask import plan_answer
+    from amazon_sft.answering.index import CatalogueIndex
+
+    tok = load_tokenizer(ModelConfig(path=str(_sp_tokenizer_dir(tmp_path / "tok", "identity"))))
+    data = DataConfig()
+    fmt = build_prompt_format(tok, data)
+    assert not fmt.chat and fmt.bos
+    index = CatalogueIndex(prepared)
+    for mode in ("grounded", "closed"):
+        plan = plan_answer("Tell me about the kitten book", None, tok, fmt, index, data, mode=mode)
+        assert tok(plan.sent, add_special_tokens=False)["input_ids"] == plan.ids, mode

@@ -33,6 +33,7 @@ from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.answering.question_text import clean_question, does_not_fit, normalise_question
 from amazon_sft.answering.record_prompts import build_prompt, shown_description
 from amazon_sft.answering.sure import HeldForFirstRecord, answer_when_sure
+from amazon_sft.chat_templates import plain_text_of
 from amazon_sft.config import DataConfig
 from amazon_sft.errors import RequestError
 from amazon_sft.evaluation.generation import (
@@ -138,7 +139,9 @@ class Planned:
     """The first record's description as the prompt shows it (when ``sure``)."""
     sent: str = ""
     """``prompt`` as the text of ``ids``: BOS's text first when the format puts one before it
-    (a plain format), so a server given it without special tokens added gets the same ids."""
+    (a plain format, then a space where a SentencePiece tokenizer needs one:
+    ``chat_templates.plain_text_of``), so a server given it without special tokens added gets
+    the same ids."""
 
 
 def plan_answer(
@@ -178,7 +181,7 @@ def plan_answer(
         and retrieval_sure(found, abstain_below, question)
     )
     shown = shown_description(tok, data, sources[0], fmt) if sure else ""
-    sent = (tok.bos_token if fmt.bos else "") + prompt
+    sent = plain_text_of(tok, prompt, ids) if fmt.bos else prompt
     return Planned(question, sources, prompt, ids, mode, doubt, sure, shown, sent)
 
 

@@ -23,6 +23,7 @@ from amazon_sft.atomic import swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
+from amazon_sft.run_files import read_run_summary
 from amazon_sft.trainable_state import load_kwargs, trainable_only
 
 log = logging.getLogger(__name__)
@@ -92,11 +93,8 @@ def set_aside_newer(out_dir: Path, step: int) -> list[str]:
 
 def _final_steps(final: Path) -> int | None:
     """The step ``final/`` was saved at (its ``run_summary.json``), None without one."""
-    try:
-        steps = json.loads((final / "run_summary.json").read_text()).get("steps")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return steps if isinstance(steps, int) else None
+    saved = read_run_summary(final)
+    return saved.steps if saved else None
 
 
 def resume_candidates(resume: str, out_dir: Path) -> list[Path]:

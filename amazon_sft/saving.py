@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -32,6 +33,7 @@ from amazon_sft.ownership import (
     utc_stamp,
 )
 from amazon_sft.resume_config import history_header
+from amazon_sft.run_files import RunSummary, metrics_lines, read_run_summary, write_run_summary
 from amazon_sft.trained_on import TrainedOn, keep_templates, write_trained_on
 
 log = logging.getLogger("amazon_sft.train")
@@ -56,11 +58,8 @@ def save_final(
     ``templates``: the ``data.templates`` file as training read it (``templates_read``)."""
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
-    if summary.get("final_loss") is None:  # no step ran in this launch (resume=auto finalising)
-        summary = {
-            **summary,
-            "final_loss": logged_loss(out_dir / "metrics.jsonl", summary["steps"]),
-        }
+    if summary.final_loss is None:  # no step ran in this launch (resume=auto finalising)
+        summary = replace(summary, final_loss=logged_loss(out_dir / "metrics.jsonl", summary.steps))
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
@@ -76,7 +75,7 @@ def save_final(
         saved = keep_templates(cfg, staging, templates)  # its prompts, wherever it is read
         write_resolved(saved, staging / "amazon_sft_config.yaml", history_header(Path(cfg.out_dir)))
         (staging / "README.md").write_text(model_card(cfg, summary))
-        (staging / "run_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_run_summary(staging, summary)
         write_trained_on(staging, trained_on)
         if base_weights:  # the adapter is put on model.path when loaded: it must be this base
             (staging / LORA_BASE).write_text(json.dumps(base_weights, indent=1) + "\n")
@@ -125,30 +124,23 @@ def logged_loss(metrics: Path, step: int) -> float | None:
     none there (``train.log_every``) or cannot be read."""
     loss = None
     try:
-        with open(metrics, encoding="utf-8") as fh:
-            for line in fh:
-                try:
-                    row = json.loads(line)
-                except ValueError:
-                    continue  # a line cut by a kill
-                if isinstance(row, dict) and row.get("step") == step:
-                    loss = row.get("loss")
+        for _, row in metrics_lines(metrics):
+            if row is not None and row["step"] == step:
+                loss = row.get("loss")
     except OSError:
         return None
     return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None
 
 
-def finished_before(out_dir: Path, summary: dict) -> bool:
+def finished_before(out_dir: Path, summary: RunSummary) -> bool:
     """This process ran no step and ``final/`` already holds the model of this very step (a
     requeue of a finished run): saving again would only lose its final loss. Read from the
     shared run folder, so every rank gives the same answer."""
     final = out_dir / "final"
-    try:
-        saved = json.loads((final / "run_summary.json").read_text())
-    except (OSError, ValueError):
+    saved = read_run_summary(final)
+    if saved is None or summary.final_loss is not None:
         return False
-    ran_none = summary["final_loss"] is None
-    return ran_none and saved.get("steps") == summary["steps"] and (final / CHECKSUMS).is_file()
+    return saved.steps == summary.steps and (final / CHECKSUMS).is_file()
 
 
 def refuse_non_finite(accelerator, model) -> None:
@@ -204,9 +196,9 @@ def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
             raise UserError(f"the save in {folder} differs from the trained weights at {key}")
 
 
-def model_card(cfg: RunConfig, summary: dict) -> str:
+def model_card(cfg: RunConfig, summary: RunSummary) -> str:
     mode = f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}" if cfg.lora.enabled else "full fine-tune"
-    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.items())
+    rows = "\n".join(f"| {k} | {v} |" for k, v in summary.as_dict().items())
     answers = (
         "grounded questions (the question and the records retrieval found) are answered with "
         "the product's description and `[source: uid]`, or an abstention when no record is the "

@@ -131,9 +131,9 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
-        if summary["stopped_by"] is None and finished_before(out_dir, summary):
-            log.info("already finished at step %d: final/ is kept as it is", summary["steps"])
-        elif summary["stopped_by"] is None:
+        if summary.stopped_by is None and finished_before(out_dir, summary):
+            log.info("already finished at step %d: final/ is kept as it is", summary.steps)
+        elif summary.stopped_by is None:
             manifest = shards.manifest  # its prompt fingerprint is the one load_data checked
             data = TrainedOn(
                 str(Path(cfg.data.path).resolve()),

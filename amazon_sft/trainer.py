@@ -41,6 +41,7 @@ from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
+from amazon_sft.run_files import RunSummary, metrics_lines
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -206,16 +207,16 @@ class Trainer:
                 f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "
                 "did not end on a usable model and no final model was saved; lower train.lr"
             )
-        return {
-            "steps": state.step,
+        return RunSummary(
+            steps=state.step,
             # None when this process ran no step (a finished or stopped run finalised by
             # resume=auto at its own step): NaN is not JSON
-            "final_loss": loss if math.isfinite(loss) else None,
-            "tokens_seen": state.tokens_seen,
-            "stopped_by": stopped_by,
-            "train_seconds": round(state.train_seconds, 1),
-            "train_seconds_this_launch": round(time.perf_counter() - started, 1),
-        }
+            final_loss=loss if math.isfinite(loss) else None,
+            tokens_seen=state.tokens_seen,
+            stopped_by=stopped_by,
+            train_seconds=round(state.train_seconds, 1),
+            train_seconds_this_launch=round(time.perf_counter() - started, 1),
+        )
 
     def kept_before(self) -> str:
         """What a resume starts from when the last step was non-finite and is not saved."""
@@ -355,13 +356,10 @@ def drop_metrics_after(metrics_file: Path, step: int) -> None:
     if not metrics_file.is_file():
         return
     kept = []
-    for line in metrics_file.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:  # the line a killed run was writing: cut, so not a step's record
-            log.warning("metrics.jsonl: dropped a cut line left by the interrupted run")
-            continue
-        if row.get("step", 0) <= step:
+    for line, row in metrics_lines(metrics_file):
+        if row is None:  # the line a killed run was writing: cut, so not a step's record
+            log.warning("metrics.jsonl: dropped a line that is no step's record (cut by a kill?)")
+        elif row["step"] <= step:
             kept.append(line)
     tmp = metrics_file.with_name(metrics_file.name + ".tmp")
     tmp.write_text("".join(line + "\n" for line in kept))

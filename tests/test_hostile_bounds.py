@@ -1061,3 +1061,63 @@ def test_export_of_a_missing_run_does_not_suggest_a_base_model(tmp_path, capsys)
     code, err = _run_cli(capsys, "export", str(tmp_path / "notyet"), "--out", str(tmp_path / "x"))
     line = _one_line(code, err, "export", "notyet", "a training out_dir")
     assert "config:NAME" not in line, line
+
+
+def test_run_files_edited_by_hand_read_as_absent_everywhere(tmp_path):
+    """``final/run_summary.json`` and ``metrics.jsonl`` were read in five places, each with its
+    own tolerance (a review): a summary that is JSON but not an object made a requeued run's
+    ``finished_before`` raise AttributeError (``checkpointing`` read it as absent), and a metrics
+    row that is not an object, or whose step is not a number, made the resume's
+    ``drop_metrics_after`` raise. Each file has one reader now."""
+    from amazon_sft.run_files import RunSummary, read_run_summary
+    from amazon_sft.saving import finished_before, logged_loss
+    from amazon_sft.trainer import drop_metrics_after
+
+    final = tmp_path / "final"
+    final.mkdir()
+    summary = RunSummary(steps=3, final_loss=None, tokens_seen=10)
+    for text in ("[1]", '{"steps": "3"}', '{"steps": 3, "final_loss": "low"}', "{"):
+        (final / "run_summary.json").write_text(text)
+        assert read_run_summary(final) is None, text
+        assert finished_before(tmp_path, summary) is False, text
+
+    metrics = tmp_path / "metrics.jsonl"
+    rows = ['{"step": 1, "loss": 2.0}', "[1, 2]", '{"step": "x"}', '{"step": 2, "loss": 1.5}']
+    metrics.write_text("\n".join([*rows, '{"step": 3, "lo']) + "\n")
+    drop_metrics_after(metrics, 2)
+    kept = metrics.read_text().splitlines()
+    assert kept == [rows[0], rows[3]]
+    assert logged_loss(metrics, 2) == 1.5 and logged_loss(metrics, 3) is None
+
+
+def test_heldout_questions_name_a_cut_catalogue_line(prepared, tmp_path):
+    """``heldout_questions`` (the demo's questions, and the docs' command for your own folder)
+    read ``catalogue.jsonl`` with a bare ``orjson.loads``: a cut line was a JSONDecodeError
+    traceback, where eval's reader of the same file names the file and line."""
+    import shutil
+
+    from amazon_sft.evaluation.heldout_questions import heldout_questions
+
+    copy = tmp_path / "copy"
+    shutil.copytree(prepared, copy)
+    lines = (copy / "catalogue.jsonl").read_bytes().splitlines()
+    (copy / "catalogue.jsonl").write_bytes(b"\n".join([*lines[:3], lines[3][:20], *lines[4:]]))
+    with pytest.raises(UserError, match=r"catalogue.jsonl line 4 is cut or corrupt"):
+        heldout_questions(copy, 2)
+
+
+def test_eval_launched_by_accelerate_says_interrupted_on_ctrl_c(monkeypatch, capsys):
+    """``eval/evaluate.py`` (the accelerate and SLURM path) ends through
+    ``evaluation.main.cli``, which had no KeyboardInterrupt branch: Ctrl-C was a traceback and
+    rc -2, where ``amazon-sft eval`` prints one line and returns 130."""
+    import amazon_sft.evaluation.main as eval_main
+
+    codes = []
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(eval_main, "main", interrupted)
+    monkeypatch.setattr(eval_main, "exit_skipping_teardown", codes.append)
+    eval_main.cli()
+    assert codes == [130] and capsys.readouterr().err == "amazon-sft eval: interrupted\n"

@@ -391,7 +391,7 @@ def test_a_run_that_finished_during_the_warning_is_not_requeued(tmp_path):
         (run / "final").mkdir(parents=True)
         (run / "config.yaml").write_text("# comments first\ntrain:\n  max_steps: 60\n")
         if steps is not None:
-            summary = {"steps": steps, "stopped_by": None}
+            summary = {"steps": steps, "final_loss": 1.5, "tokens_seen": 9, "stopped_by": None}
             (run / "final" / "run_summary.json").write_text(json.dumps(summary))
         code, _, calls = _fake_srun_job(
             tmp_path / name,

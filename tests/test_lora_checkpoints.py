@@ -332,14 +332,15 @@ def test_a_lora_runs_card_says_a_gguf_base_needs_its_cache_or_an_export():
     adapter's base; with the cache deleted (its docs say it may be) plain transformers cannot
     load final/. The card says so, and how to get a standalone model."""
     from amazon_sft.config import load_run_config
+    from amazon_sft.run_files import RunSummary
     from amazon_sft.saving import model_card
 
     lora_gguf = load_run_config("smollm2-135m", ["lora.enabled=true"])
     assert lora_gguf.model.gguf_file and lora_gguf.lora.enabled
-    card = model_card(lora_gguf, {"steps": 1})
+    card = model_card(lora_gguf, RunSummary(1, None, 0))
     assert "conversion cache" in card and "amazon-sft export" in card
     full = load_run_config("smollm2-135m", ["lora.enabled=false"])
-    assert "conversion cache" not in model_card(full, {"steps": 1})
+    assert "conversion cache" not in model_card(full, RunSummary(1, None, 0))
 
 
 @pytest.mark.e2e

@@ -362,6 +362,8 @@ def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
     (final / "adapter_model.safetensors").write_bytes(b"an older run's adapter")
     before = {p.name: p.read_bytes() for p in final.iterdir()}
     model = SummedAnswerLoss(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 64)
+    from amazon_sft.run_files import RunSummary
+
     accelerator = Accelerator(cpu=True)
     data = TrainedOn(str(tmp_path / "data"), "0" * 64)
 
@@ -370,11 +372,11 @@ def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
 
     monkeypatch.setattr(saving, "write_resolved", killed)
     with pytest.raises(KeyboardInterrupt):
-        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1}, data)
+        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, RunSummary(1, None, 0), data)
     assert {p.name: p.read_bytes() for p in final.iterdir()} == before
 
     monkeypatch.undo()
-    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, {"steps": 1}, data)
+    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, RunSummary(1, None, 0), data)
     names = {p.name for p in final.iterdir()}
     assert "adapter_model.safetensors" not in names  # nothing of the old final is mixed in
     assert {

@@ -8,7 +8,6 @@ written into a hidden sibling folder and renamed into place once checked, as pre
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -37,6 +36,7 @@ from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import listing, utc_stamp
 from amazon_sft.prompts import build_prompt_format
+from amazon_sft.run_files import RunSummary, read_run_summary
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
 from amazon_sft.trained_on import keep_templates, read_trained_on, write_trained_on
@@ -224,13 +224,10 @@ def _keep_trained_on(run: str, folder: Path) -> None:
         write_trained_on(folder, record)
 
 
-def _run_summary(run: str) -> dict | None:
+def _run_summary(run: str) -> RunSummary | None:
     """The run's ``run_summary.json`` (steps, final loss, tokens), None for a base model."""
     folder = saved_folder(run)
-    try:
-        return json.loads((folder / "run_summary.json").read_text()) if folder else None
-    except (OSError, ValueError):
-        return None
+    return read_run_summary(folder) if folder else None
 
 
 def _check_served(folder: Path, question: str, trained: list[int], system: str | None) -> None:

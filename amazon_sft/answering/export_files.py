@@ -18,6 +18,7 @@ from pathlib import Path
 from amazon_sft.chat_templates import PLAIN_GAPS, chat_messages, fixed_clock, plain_chat_template
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.prompts import ContextRecord, PromptFormat
+from amazon_sft.run_files import RunSummary
 
 ANSWER_TOKENS = 160
 """``max_new_tokens`` the export's generation config asks for: ``ask``'s default."""
@@ -105,14 +106,14 @@ def example_prompt(fmt: PromptFormat, k: int) -> str:
     return fmt.grounded("Tell me about Title 1", records)
 
 
-def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: dict | None) -> str:
+def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: RunSummary | None) -> str:
     """The exported folder's README: what it is, and how to prompt it as it was trained."""
     data, lora = cfg.data, cfg.lora
     how = f"LoRA r={lora.r} alpha={lora.alpha}, merged" if lora.enabled else "full fine-tune"
     trained = (
-        f"{summary['steps']} optimizer steps, final loss {summary['final_loss']:.4g}, "
-        f"{summary['tokens_seen']:,} tokens"
-        if summary and summary.get("final_loss") is not None
+        f"{summary.steps} optimizer steps, final loss {summary.final_loss:.4g}, "
+        f"{summary.tokens_seen:,} tokens"
+        if summary and summary.final_loss is not None
         else "see the run's final/run_summary.json"
     )
     system = (

@@ -17,6 +17,7 @@ import orjson
 
 from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.question_kinds import KINDS, make_question
+from amazon_sft.evaluation.question_file import catalogue_records
 
 INVENTED = (  # products no catalogue here holds: the answer must say so
     "do you sell the Quasar Toaster Q900 in chrome?",
@@ -32,9 +33,10 @@ def heldout_questions(prepared: Path, per_kind: int = 5, source: str = "generate
     products of ``prepared``: ``per_kind`` of each kind, each about a different product where
     there are enough, then ``per_kind`` held-out products taken out of retrieval and the
     ``INVENTED`` ones. Same folder, same rows."""
-    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    rows = catalogue_records(prepared / "catalogue.jsonl")
     held = sorted(
-        (r for r in rows if r["split"] == "heldout"), key=lambda r: uid_share(str(r["uid"]), "q:")
+        (r for r in rows if r.get("split") == "heldout"),
+        key=lambda r: uid_share(str(r["uid"]), "q:"),
     )
     out: list[dict] = []
     used: set[str] = set()

@@ -376,4 +376,7 @@ def cli() -> None:
     except PermissionError as err:
         print(f"amazon-sft eval: error: {permission_denied(err)}", file=sys.stderr)
         code = 2
+    except KeyboardInterrupt:  # as amazon-sft eval reports it (cli.main)
+        print("amazon-sft eval: interrupted", file=sys.stderr)
+        code = 130
     exit_skipping_teardown(code)  # launched on several ranks: gloo's teardown can abort a done run

@@ -171,7 +171,7 @@ def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuest
     invented = {normalise_title(q.text): q for q in questions if q.uid is None and not q.removed}
     if not invented:
         return
-    for rec in _records(catalogue):
+    for rec in catalogue_records(catalogue):
         q = invented.get(normalise_title(str(rec.get("title", ""))))
         if q is not None:
             raise UserError(
@@ -203,7 +203,7 @@ def _by_catalogue_title(catalogue: Path, questions: list, titled: list) -> list[
     wanted = {normalise_title(q.title) for q in titled}
     present: set[str] = set()
     by_title: dict[str, str] = {}
-    for rec in _records(catalogue):
+    for rec in catalogue_records(catalogue):
         uid = str(rec["uid"])
         if uid in derived:
             present.add(uid)
@@ -238,7 +238,7 @@ def read_products(
     products: dict[str, Product] = {}
     rows: dict[str, int] = {}
     keys: dict[str, tuple[str, str]] = {}
-    for i, rec in enumerate(_records(catalogue)):
+    for i, rec in enumerate(catalogue_records(catalogue)):
         uid = str(rec["uid"])
         if uid in named and uid not in products:
             group = CATALOGUE_SPLITS.get(rec.get("split", "train"), "seen")
@@ -257,14 +257,16 @@ def read_products(
         for uid in removed:
             by_title.setdefault(keys[uid][0], []).append(uid)
             by_text.setdefault(keys[uid][1], []).append(uid)
-        for i, rec in enumerate(_records(catalogue)):
+        for i, rec in enumerate(catalogue_records(catalogue)):
             title, text = normalise_title(rec["title"]), rec["content"]
             for uid in (*by_title.get(title, ()), *by_text.get(text, ())):
                 twins[uid].add(i)
     return products, {uid: frozenset(r) for uid, r in twins.items()}
 
 
-def _records(catalogue: Path):
+def catalogue_records(catalogue: Path):
+    """The records of a prepared ``catalogue.jsonl``, in order; a cut or corrupt line is a
+    ``UserError`` naming the file and line."""
     redo = "re-run amazon-sft prepare (it writes catalogue.jsonl)"
     with reading(catalogue, "catalogue", redo), open(catalogue, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):

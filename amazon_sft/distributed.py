@@ -267,13 +267,19 @@ def reduce_sum(accelerator, values: torch.Tensor) -> torch.Tensor:
     )
 
 
+def codes_of_ranks(accelerator, code: int) -> list[int]:
+    """Every rank's ``code`` (one all-reduce), so that all make the same choice from them."""
+    flags = torch.zeros(accelerator.num_processes, dtype=torch.float64)
+    flags[accelerator.process_index] = float(code)
+    return [int(c) for c in reduce_sum(accelerator, flags).tolist()]
+
+
 def raise_if_any_rank(accelerator, error: UserError | None) -> None:
     """Every rank raises when any rank failed (one all-reduce), so no rank is left waiting at
     the next collective for one that gave up; the others name the ranks whose message to read
     (a node-local base that differs fails on rank 1, not 0)."""
-    flags = torch.zeros(accelerator.num_processes, dtype=torch.float64)
-    flags[accelerator.process_index] = float(error is not None)
-    failed = reduce_sum(accelerator, flags).nonzero().flatten().tolist()
+    codes = codes_of_ranks(accelerator, int(error is not None))
+    failed = [rank for rank, code in enumerate(codes) if code]
     if error is not None:
         raise error
     if failed:

@@ -8,6 +8,8 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import torch
+
 from amazon_sft.checkpoint_engine import check_same_engine
 from amazon_sft.checkpointing import (
     LOAD_ERRORS,
@@ -22,6 +24,7 @@ from amazon_sft.config_loader import to_dict
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import DataIdentity
 from amazon_sft.distributed import (
+    codes_of_ranks,
     raise_if_any_rank,
     running_engine,
     schedule_the_stepped_optimizer,
@@ -124,6 +127,30 @@ def base_after_load(
     return base
 
 
+DAMAGED, OUT_OF_MEMORY = 1, 2
+"""How a rank's load of a checkpoint failed (0: it loaded), agreed across ranks."""
+
+
+def _failure_code(failure: BaseException | None) -> int:
+    if failure is None:
+        return 0
+    return OUT_OF_MEMORY if isinstance(failure, (torch.OutOfMemoryError, MemoryError)) else DAMAGED
+
+
+def _said(err: BaseException) -> str:
+    return " ".join(str(err).split())[:300] or type(err).__name__
+
+
+def _out_of_memory(path: Path, failure: BaseException | None, rank: int) -> UserError:
+    """Not a damaged checkpoint: falling back to an older one would set this one aside and
+    train its steps again."""
+    where = _said(failure) if failure else f"rank {rank} ran out: see its message"
+    return UserError(
+        f"not enough memory to load checkpoint {path} ({where}): it is kept; free the memory "
+        "(another process on the GPU?) and resume again"
+    )
+
+
 def resume(
     cfg: RunConfig,
     accelerator,
@@ -134,10 +161,12 @@ def resume(
     out_dir: Path,
     planned: dict[Path, list | Exception | None],
 ) -> TrainerState:
-    """The newest checkpoint that loads (an unusable one is reported and the one before tried),
-    with the config changes since it was written (``plan_resume``) applied."""
+    """The newest checkpoint that loads on every rank (one any rank cannot load is reported and
+    the one before tried, by all: a rank that went back alone trained from other weights), with
+    the config changes since it was written (``plan_resume``) applied."""
     rejected: list[str] = []
     for path, changes in planned.items():
+        failure: BaseException | None = None
         try:
             if isinstance(changes, Exception):
                 raise changes  # a refused change stops the run; an unreadable record: the one before
@@ -152,8 +181,15 @@ def resume(
             # processes), one not a multiple of it synced mid-step and skipped every optimizer
             # step after. A checkpoint is always at a step's end: the counter starts over.
             accelerator.step = 0
+        except (torch.OutOfMemoryError, MemoryError) as err:  # before RuntimeError: not damage
+            failure = err
         except LOAD_ERRORS as err:
-            why = " ".join(str(err).split())[:300] or type(err).__name__
+            failure = err
+        codes = codes_of_ranks(accelerator, _failure_code(failure))
+        if OUT_OF_MEMORY in codes:
+            raise _out_of_memory(path, failure, codes.index(OUT_OF_MEMORY))
+        if any(codes):
+            why = _said(failure) if failure else f"rank {codes.index(DAMAGED)} could not load it"
             log.warning("checkpoint %s is unusable (%s); trying the one before", path, why)
             rejected.append(f"{path.name}: {why}")
             continue

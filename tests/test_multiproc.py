@@ -342,3 +342,80 @@ def test_a_zero3_offload_run_resumed_steps_at_the_schedules_lr(prepared, tiny_mo
     proc = _run([*launch, "--main_process_port", str(free_port())], [*overrides, "resume=auto"])
     assert "at step 2" in proc.stderr
     assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)
+
+
+def test_a_checkpoint_one_rank_cannot_load_is_passed_over_by_every_rank(
+    prepared, tiny_model_dir, tmp_path
+):
+    """An outside review: resume fell back to "the one before" on each rank alone. A load
+    error on one rank only (a CUDA out-of-memory while it loads its optimizer state, simulated
+    here) had rank 1 resume from step 2 and rank 0 from step 4: the ranks trained from other
+    weights and steps, and a mixed model was saved later. The ranks now agree: a checkpoint any
+    rank cannot load is passed over by all, and the resumed run gives the uninterrupted losses.
+    An out-of-memory error is not a damaged checkpoint: it stops every rank, keeping them all."""
+    import shutil
+
+    out = tmp_path / "run"
+    overrides = train_overrides(
+        prepared,
+        tiny_model_dir,
+        out,
+        "train.max_steps=5",
+        "train.global_batch_size=4",
+        "train.micro_batch_size=1",
+        "checkpoint.every_steps=2",
+        "checkpoint.keep_last=5",
+    )
+    launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
+    env = {"ACCELERATE_USE_CPU": "true"}
+    _run([*launch, "--main_process_port", str(free_port())], overrides, env)
+    uninterrupted = _losses(out)
+    shutil.rmtree(out / "final")
+    shutil.rmtree(out / "checkpoints" / "step-00000005")  # the last step's
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    (out / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")  # killed after step 4's save
+
+    wrapper = tmp_path / "train_failing_on_rank_1.py"
+    wrapper.write_text(
+        "import os, sys, torch\n"
+        f"sys.path.insert(0, {str(REPO)!r})\n"
+        "import amazon_sft.resuming as R\n"
+        "from amazon_sft.train import cli\n"
+        "load = R.load_checkpoint\n"
+        "def failing(accelerator, model, path):\n"
+        "    if os.environ['RANK'] == '1' and path.name == 'step-00000004':\n"
+        "        raise ERROR('injected: rank 1 could not load ' + path.name)\n"
+        "    return load(accelerator, model, path)\n"
+        "R.load_checkpoint = failing\n"
+        "cli()\n"
+    )
+    cmd = [*launch, "--main_process_port", str(free_port()), str(wrapper), "--config", "tiny"]
+    cmd += [*overrides, "resume=auto"]
+    for error in ("RuntimeError", "torch.OutOfMemoryError"):
+        wrapper.write_text(wrapper.read_text().replace("ERROR(", f"{error}(", 1))
+        proc = subprocess.run(
+            cmd,
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            env={**os.environ, **env},
+            timeout=RUN_TIMEOUT_S,
+        )
+        if error == "RuntimeError":
+            assert proc.returncode == 0, proc.stderr[-4000:]
+            assert proc.stderr.count("resumed from") == 2, proc.stderr[-4000:]
+            assert "step-00000004 at step" not in proc.stderr
+            assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)
+            wrapper.write_text(wrapper.read_text().replace("RuntimeError(", "ERROR(", 1))
+            shutil.rmtree(out / "final")  # step 4 is set aside: put it back, as killed
+            aside = out / "checkpoints" / ".set_aside"
+            for folder in sorted(aside.iterdir()):
+                if folder.name.startswith("step-"):
+                    shutil.move(folder, out / "checkpoints" / folder.name)
+            shutil.rmtree(out / "checkpoints" / "step-00000005")
+            (out / "metrics.jsonl").write_text("\n".join(lines[:4]) + "\n")
+        else:
+            assert proc.returncode != 0
+            said = "amazon-sft train: error: not enough memory to load checkpoint"
+            assert proc.stderr.count(said) == 2, proc.stderr[-3000:]  # one line on each rank
+            assert (out / "checkpoints" / "step-00000004").is_dir()  # not set aside

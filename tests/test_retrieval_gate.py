@@ -574,3 +574,23 @@ def test_a_closed_book_answer_says_its_sources_were_not_given_to_the_model(
     assert main([*args, "--max-new-tokens", "4", "--grounded", "--gate", "off"]) == 0
     out = capsys.readouterr().out
     assert "\nSources:" in out and "given no records" not in out
+
+
+def test_a_portuguese_opener_with_a_capital_is_no_name_the_record_lacks():
+    """A review of the Portuguese path: "Quero comprar The Prophet" is not read as Portuguese
+    (the title's English words outnumber its Portuguese ones), so the gate read the capitalised
+    opener "Quero" as a name The Prophet lacks and abstained, while "quero comprar The Prophet"
+    was answered: 41 to 48 of 300 real products refused for "Quero comprar {t}", "Voces tem
+    {t}?" or "Quem escreveu {t}?", 152 of 300 generated ones under the demo's gate. Portuguese
+    words that open a question or a request name nothing, as English ones do not."""
+    from amazon_sft.answering.doubt import names_what_record_lacks, swaps_a_title_word
+
+    title, content = "The Book of Revelation", "The last book of the New Testament."
+    for opener in ("Quero comprar", "Voces tem", "Vocês têm", "Quem escreveu", "Onde encontro"):
+        question = f"{opener} {title}?"
+        assert names_what_record_lacks(question, title, content) == [], question
+        assert swaps_a_title_word(question, title) == [], question
+    # a name the record lacks is still read after a Portuguese opener
+    assert names_what_record_lacks("Quero comprar The Book of Mormon", title, content) == [
+        "Mormon"
+    ]

@@ -103,7 +103,7 @@ def _words(text: str) -> frozenset[str]:
 # Words that only a Portuguese sentence has (not English, not usual in English titles).
 PORTUGUESE_MARKERS = _words(
     "o os as do da dos das de em no na nos nas um uma uns umas que com para sobre quero queria "
-    "tem têm temos vocês voce você livro livros é são não ao aos à às pelo pela pelos pelas meu "
+    "tem têm temos vocês voces voce você livro livros é são não ao aos à às pelo pela pelos pelas meu "
     "minha meus minhas seu sua seus suas ele ela eles elas este esta esse essa isso qual quais "
     "quem onde como mais muito quanto quanta quantos quantas foi ser está estão procuro "
     "gostaria preciso algum alguma há tenho sou filho filha"
@@ -118,7 +118,7 @@ ENGLISH_MARKERS = _words(
 # Portuguese words of the question itself, dropped like English stop words.
 PORTUGUESE_STOP = _words(
     "o os a as do da dos das de em no na nos nas num numa um uma uns umas que com para sobre "
-    "quero queria tem têm temos vocês voce você é são não ao aos à às pelo pela pelos pelas "
+    "quero queria tem têm temos vocês voces voce você é são não ao aos à às pelo pela pelos pelas "
     "meu minha meus minhas seu sua seus suas ele ela eles elas este esta esse essa isso isto "
     "qual quais quem onde como mais muito quanto quanta quantos quantas foi ser está estão "
     "procuro gostaria preciso algum alguma há tenho sou se me mim por e ou mas já também "

@@ -13,7 +13,7 @@ from rapidfuzz.distance import OSA
 from rapidfuzz.process import extractOne
 
 from amazon_sft.answering.index import QUESTION_WORDS, TOKEN_PATTERN
-from amazon_sft.answering.query_words import english_query, is_portuguese
+from amazon_sft.answering.query_words import PORTUGUESE_STOP, english_query, is_portuguese
 from amazon_sft.answering.repair import MIN_LETTERS, max_edits
 
 WORD = re.compile(TOKEN_PATTERN)  # as the index splits words
@@ -22,9 +22,10 @@ REQUEST_WORDS = (  # noqa: SIM905
     "would should shall may might must summarize summarise explain recommend describe tell show "
     "give find list compare suggest according please get buy need want looking"
 ).split()
-NOT_NAMES = frozenset({*STOPWORDS_EN, *QUESTION_WORDS, *REQUEST_WORDS})
+NOT_NAMES = frozenset({*STOPWORDS_EN, *QUESTION_WORDS, *REQUEST_WORDS, *PORTUGUESE_STOP})
 """Capitalized words that name nothing: stop words, and the words that open a question or a
-request ("Does ...?", "Summarize ...", "My ...")."""
+request ("Does ...?", "Summarize ...", "My ...", "Quero ...", "Vocês têm ...?": a Portuguese
+question about an English title can read as English, its title's words outnumbering its own)."""
 SHORT_QUESTION_WORDS = 6
 """A question of at most this many words to look up (stop and question words aside) names a
 title, perhaps with its author; a longer one describes a product or a need, in words a title

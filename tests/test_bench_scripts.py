@@ -819,3 +819,18 @@ def test_a_killed_benchmark_leaves_no_variant_running(tmp_path):
     finally:
         for pid in running(tag):
             os.kill(pid, signal.SIGKILL)
+
+
+def test_phrasing_gate_benchmark_counts_each_phrasing(grounded_prepared):
+    out = _run(
+        "bench/phrasing_gate.py",
+        "--data",
+        str(grounded_prepared),
+        "--products",
+        "20",
+        "Quero comprar {t}",
+        "Tell me about {t}",
+    )
+    rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "{t}" in line]
+    assert [r[1].strip() for r in rows] == ["Quero comprar {t}", "Tell me about {t}"]
+    assert all(0 < int(r[2]) <= 20 and int(r[3]) <= int(r[2]) for r in rows), out

@@ -591,6 +591,4 @@ def test_a_portuguese_opener_with_a_capital_is_no_name_the_record_lacks():
         assert names_what_record_lacks(question, title, content) == [], question
         assert swaps_a_title_word(question, title) == [], question
     # a name the record lacks is still read after a Portuguese opener
-    assert names_what_record_lacks("Quero comprar The Book of Mormon", title, content) == [
-        "Mormon"
-    ]
+    assert names_what_record_lacks("Quero comprar The Book of Mormon", title, content) == ["Mormon"]

@@ -190,3 +190,14 @@ def test_a_portuguese_question_keeps_a_name_the_catalogue_has(tmp_path):
     index = _index(tmp_path, rows + FILLER)
     assert index.search("tem alguma biografia do Paulo Coelho?", 1)[0].uid == "U0"
     assert index.words("tem pelúcia de coelho?") == ["plush", "bunny"]
+
+
+def test_the_pt_br_docs_board_book_example_reads_as_its_english_one():
+    """docs/pt-BR/grounded.md's "by what it is" example, "o livro cartonado da Judith Kerr sobre
+    uma gata e seus filhotes", was searched as "book cartonado Judith Kerr cat puppies" (a
+    review): "cartonado" was not in the glossary, and "filhotes" is the young of any animal. The
+    docs' example now says "gatinhos" (kittens, as the English one), and "cartonado" is "board"."""
+    words = english_query("o livro cartonado da Judith Kerr sobre uma gata e seus gatinhos").split()
+    assert {"board", "book", "cat", "kittens"} <= {w.lower() for w in words}
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "pt-BR" / "grounded.md").read_text()
+    assert "sobre uma gata e seus\ngatinhos" in doc or "sobre uma gata e seus gatinhos" in doc

@@ -18,6 +18,7 @@ from amazon_sft.checkpointing import (
     load_checkpoint,
     resume_candidates,
     set_aside_newer,
+    verify_checkpoint,
 )
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
@@ -87,6 +88,8 @@ def plan_resume(
     try:
         for path in resume_candidates(cfg.resume, out_dir):
             try:
+                # its files first: a missing rank's file is damage, not another launch's count
+                verify_checkpoint(path)
                 check_same_engine(path, running_engine(accelerator))  # not "unusable": relaunch
                 saved = saved_record(path, out_dir)
                 ran = accelerator.mixed_precision

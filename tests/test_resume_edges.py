@@ -324,7 +324,7 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
     newest decides; an older one's refusal waits until resume falls back to it."""
     from types import SimpleNamespace
 
-    from amazon_sft.checkpointing import COMPLETE, checkpoint_dir
+    from amazon_sft.checkpointing import COMPLETE, checkpoint_dir, write_checksums
     from amazon_sft.config import load_run_config
     from amazon_sft.config_loader import to_dict
     from amazon_sft.data.manifest import DataIdentity
@@ -339,6 +339,8 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
         (checkpoint_dir(out, step) / COMPLETE).write_text("")
     (checkpoint_dir(out, 1) / "pytorch_model").mkdir()  # ZeRO-2 on one process
     (checkpoint_dir(out, 1) / "pytorch_model" / "zero_pp_rank_0_mp_rank_00_optim_states.pt").write_bytes(b"")  # fmt: skip
+    for step in (1, 2):
+        write_checksums(checkpoint_dir(out, step))  # whole: their files are checked first
     accelerator = SimpleNamespace(
         num_processes=1,
         process_index=0,
@@ -409,3 +411,49 @@ def test_without_a_lock_nothing_a_live_process_may_own_is_cleared(tmp_path, monk
     monkeypatch.setattr(fcntl, "flock", no_locks)
     with OutputLock(out, "train") as lock:
         assert not lock.locked
+
+
+@pytest.mark.unit
+def test_a_zero_checkpoint_missing_one_ranks_file_is_passed_over_not_read_as_another_launch(
+    tmp_path,
+):
+    """An outside review: ``plan_resume`` counted a ZeRO checkpoint's ranks from the files
+    present before checking them, so step 12 with rank 1's optimizer file missing read as
+    "saved under ZeRO-2 on 1 process: --num_processes 1", and relaunched so, step 10 (whole)
+    asked for 2: a user was stuck until they deleted step 12 by hand. Its files are checked
+    first now: it is unusable (named), and resume goes on from the one before."""
+    from types import SimpleNamespace
+
+    from amazon_sft.checkpointing import (
+        COMPLETE,
+        CorruptCheckpoint,
+        checkpoint_dir,
+        write_checksums,
+    )
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import DataIdentity
+    from amazon_sft.resuming import plan_resume
+
+    cfg = load_run_config("tiny", [f"out_dir={tmp_path / 'run'}", "resume=auto"])
+    out = tmp_path / "run"
+    for step in (10, 12):
+        folder = checkpoint_dir(out, step)
+        (folder / "pytorch_model").mkdir(parents=True)
+        for rank in (0, 1):
+            name = f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+            (folder / "pytorch_model" / name).write_bytes(b"optimizer partition")
+        write_checksums(folder)
+        (folder / COMPLETE).write_text("")
+    (checkpoint_dir(out, 12) / "pytorch_model" / "zero_pp_rank_1_mp_rank_00_optim_states.pt").unlink()  # fmt: skip
+    accelerator = SimpleNamespace(
+        num_processes=2,
+        process_index=0,
+        device="cpu",
+        reduce=lambda v, reduction: v,
+        state=SimpleNamespace(deepspeed_plugin=SimpleNamespace(zero_stage=2)),
+        mixed_precision="no",
+    )
+    planned = plan_resume(cfg, accelerator, DataIdentity("digest", "digest"), out, None)
+    newest, older = planned.values()
+    assert isinstance(newest, CorruptCheckpoint) and "zero_pp_rank_1" in str(newest)
+    assert older is None  # whole, no config recorded: loaded (and said so) when reached

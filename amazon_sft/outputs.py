@@ -106,6 +106,32 @@ def is_disk_full(err: BaseException | None, folder: Path | None = None) -> bool:
     return False
 
 
+TORCH_WRITE_FAILED = ("unexpected pos", "file write failed", "iostream error")
+"""What torch's checkpoint writer says of a failed write, the OS error dropped."""
+
+
+def file_size_limit() -> int | None:
+    """This process's largest file in bytes (``ulimit -f``), None when unlimited."""
+    import resource
+
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def is_past_file_size_limit(err: BaseException | None) -> bool:
+    """True for a write past the largest file allowed: ``EFBIG`` (``ulimit -f``, which SLURM
+    propagates to its jobs, or the filesystem's own limit), also when torch's writer dropped the
+    OS error (``TORCH_WRITE_FAILED``) while a ``ulimit -f`` is set."""
+    seen, torch_write = 0, False
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno == errno.EFBIG:
+            return True
+        torch_write = torch_write or any(t in str(err) for t in TORCH_WRITE_FAILED)
+        err = err.__cause__ or err.__context__
+        seen += 1
+    return torch_write and file_size_limit() is not None
+
+
 def run_kept(out_dir: Path) -> str:
     """What a training run keeps when a save fails: its newest complete checkpoint."""
     from amazon_sft.checkpointing import complete_checkpoints
@@ -127,6 +153,15 @@ def disk_full(folder: str | Path, what: str, kept: str | Callable[[], str]) -> I
         raise
     except Exception as err:
         folder = Path(folder)
+        if is_past_file_size_limit(err):
+            limit = file_size_limit()
+            allowed = f"ulimit -f: {limit / 2**20:.1f} MiB" if limit else "the filesystem's limit"
+            raise UserError(
+                f"{what}: a file in {folder} grew past the largest file allowed ({allowed}; "
+                f"{os.strerror(errno.EFBIG)}); {kept() if callable(kept) else kept}; lift the "
+                "limit (ulimit -f unlimited; in a SLURM job, srun --propagate=NONE) or choose "
+                "another filesystem, and re-run"
+            ) from None
         if not is_disk_full(err, folder):
             raise
         free = free_bytes(folder.absolute())

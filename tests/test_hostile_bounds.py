@@ -1121,3 +1121,37 @@ def test_eval_launched_by_accelerate_says_interrupted_on_ctrl_c(monkeypatch, cap
     monkeypatch.setattr(eval_main, "exit_skipping_teardown", codes.append)
     eval_main.cli()
     assert codes == [130] and capsys.readouterr().err == "amazon-sft eval: interrupted\n"
+
+
+def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
+    """An outside review: under a file-size limit (``ulimit -f``, which SLURM propagates to its
+    jobs by default, or a filesystem's own largest file) torch's checkpoint writer fails with
+    "unexpected pos ...", no OS error kept: train ended in two tracebacks. It is one line now,
+    naming the limit; a safetensors write keeps the OS's EFBIG, which reads the same."""
+    script = (
+        "import resource, sys, torch\n"
+        "from pathlib import Path\n"
+        "from amazon_sft.errors import UserError\n"
+        "from amazon_sft.outputs import disk_full\n"
+        "out = Path(sys.argv[1])\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 16, resource.RLIM_INFINITY))\n"
+        "for write in (lambda: torch.save(torch.zeros(100000), out / 'x.pt'),\n"
+        "              lambda: open(out / 'y.bin', 'wb').write(bytes(1 << 17))):\n"
+        "    try:\n"
+        "        with disk_full(out, 'train could not save', 'the checkpoint before is kept'):\n"
+        "            write()\n"
+        "    except UserError as err:\n"
+        "        print(err)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    said = proc.stdout.splitlines()
+    assert len(said) == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    for line in said:
+        assert line.startswith("train could not save: a file in ") and "ulimit -f" in line
+        assert "the checkpoint before is kept" in line

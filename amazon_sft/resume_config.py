@@ -111,16 +111,19 @@ def run_record(
     data_integrity: str,
     base_weights: dict | None = None,
     precision: str | None = None,
+    branched_from: str | None = None,
 ) -> dict:
     """What a checkpoint stores of the run it belongs to (``base_weights``: a LoRA run's base
     files' digest, trainable_state.py: its checkpoints do not hold the base; ``precision``: the
     mixed precision that ran, accelerate's "bf16", "fp16" or "no", which ``auto`` leaves to
-    the machine)."""
+    the machine; ``branched_from``: the other run's checkpoint this run branched from, as a
+    resolved path, kept by every launch: ``resuming.branch_goes_on``)."""
     return {
         "config": config,
         "data_integrity": data_integrity,
         "base_weights": base_weights,
         "precision": precision,
+        "branched_from": branched_from,
     }
 
 

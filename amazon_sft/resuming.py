@@ -40,10 +40,42 @@ from amazon_sft.resume_config import (
     record_changes,
     saved_record,
 )
+from amazon_sft.run_files import drop_metrics_after
 from amazon_sft.trainable_state import frozen_base_of
-from amazon_sft.trainer import drop_metrics_after
 
 log = logging.getLogger("amazon_sft.train")
+
+
+def branched_from(cfg: RunConfig, out_dir: Path) -> str | None:
+    """The other run's checkpoint ``resume=`` names (resolved), None when it names none."""
+    if cfg.resume in ("none", "auto") or not Path(cfg.resume).is_dir():
+        return None
+    asked = Path(cfg.resume).resolve()
+    return None if inside_run(asked, out_dir) else str(asked)
+
+
+def _branch_of(checkpoint: Path, out_dir: Path) -> str | None:
+    """The checkpoint a run branched from, as ``checkpoint``'s record says: its own
+    ``branched_from``, or (checkpoints before it) the ``resume=`` of the launch that wrote it;
+    a relaunch records ``resume=auto``, so only the first launch's said it."""
+    try:
+        record = saved_record(checkpoint, out_dir) or {}
+        said = record.get("branched_from") or record["config"]["resume"]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not isinstance(said, str) or said in ("none", "auto") or not Path(said).is_dir():
+        return None
+    return str(Path(said).resolve())
+
+
+def branch_origin(cfg: RunConfig, out_dir: Path) -> str | None:
+    """What this launch's checkpoints record as ``branched_from``: the other run's checkpoint
+    ``resume=`` names, or, relaunched with ``resume=auto``, what the newest checkpoint recorded."""
+    if (asked := branched_from(cfg, out_dir)) is not None or cfg.resume != "auto":
+        return asked
+    return next(
+        (b for c in resume_candidates("auto", out_dir) if (b := _branch_of(c, out_dir))), None
+    )
 
 
 def branch_goes_on(cfg: RunConfig, out_dir: Path) -> RunConfig:
@@ -51,17 +83,11 @@ def branch_goes_on(cfg: RunConfig, out_dir: Path) -> RunConfig:
     from that very checkpoint (a SLURM requeue repeats the command line): ``resume=auto``, so
     the branch goes on from its newest step rather than starting over from PATH (or being
     refused as a second run: ``ownership.check_run_dir``)."""
-    if cfg.resume in ("none", "auto") or not Path(cfg.resume).is_dir():
+    asked = branched_from(cfg, out_dir)
+    if asked is None:
         return cfg
-    asked = Path(cfg.resume).resolve()
-    if inside_run(asked, out_dir):
-        return cfg  # this run's own checkpoint: as asked
     for checkpoint in resume_candidates("auto", out_dir):
-        try:
-            started = (saved_record(checkpoint, out_dir) or {})["config"]["resume"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if isinstance(started, str) and Path(started).is_dir() and Path(started).resolve() == asked:
+        if _branch_of(checkpoint, out_dir) == asked:
             log.info(
                 "resume=%s: %s went on from it to %s; going on from there (resume=auto)",
                 cfg.resume,

@@ -9,12 +9,15 @@ returned None).
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 SUMMARY_FILE = "run_summary.json"
+
+log = logging.getLogger("amazon_sft.train")
 
 
 @dataclass(frozen=True)
@@ -92,3 +95,19 @@ def metrics_lines(path: Path) -> Iterator[tuple[str, dict | None]]:
                 row = None
             ok = isinstance(row, dict) and _number(row.get("step"))
             yield line, row if ok else None
+
+
+def drop_metrics_after(metrics_file: Path, step: int) -> None:
+    """On resume from ``step``, forget the rows of steps after it (they are run again), so
+    ``metrics.jsonl`` never repeats a step; rewritten beside and renamed, never cut in place."""
+    if not metrics_file.is_file():
+        return
+    kept = []
+    for line, row in metrics_lines(metrics_file):
+        if row is None:  # the line a killed run was writing: cut, so not a step's record
+            log.warning("metrics.jsonl: dropped a line that is no step's record (cut by a kill?)")
+        elif row["step"] <= step:
+            kept.append(line)
+    tmp = metrics_file.with_name(metrics_file.name + ".tmp")
+    tmp.write_text("".join(line + "\n" for line in kept))
+    tmp.replace(metrics_file)

@@ -58,7 +58,13 @@ from amazon_sft.ownership import (
 )
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header, precision_name
-from amazon_sft.resuming import base_after_load, branch_goes_on, plan_resume, resume
+from amazon_sft.resuming import (
+    base_after_load,
+    branch_goes_on,
+    branch_origin,
+    plan_resume,
+    resume,
+)
 from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     cfg = dataclasses.replace(cfg, out_dir=str(landing(cfg.out_dir)))  # nope/../mine: mine
     out_dir = Path(cfg.out_dir)
+    branch = branch_origin(cfg, out_dir)  # recorded by each checkpoint: branch_goes_on reads it
     cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
     refuse_run_in_data(out_dir, cfg.data.path)
@@ -128,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
-    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base)
+    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
         if summary.stopped_by is None and finished_before(out_dir, summary):

@@ -41,7 +41,7 @@ from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
 from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
-from amazon_sft.run_files import RunSummary, metrics_lines
+from amazon_sft.run_files import RunSummary
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -101,6 +101,9 @@ class Trainer:
     loader: PackedLoader
     base_weights: dict | None
     """A LoRA run's ``frozen_base_of`` (read once a launch), recorded in each checkpoint."""
+    branched_from: str | None = None
+    """The other run's checkpoint this run branched from (``resuming.branch_origin``),
+    recorded in each checkpoint."""
 
     def __post_init__(self) -> None:
         lm = self.accelerator.unwrap_model(self.model).lm
@@ -113,9 +116,10 @@ class Trainer:
             self.loader.shards.manifest.identity.digest,
             self.base_weights,
             self.accelerator.mixed_precision,
+            self.branched_from,
         )
 
-    def train(self, state: TrainerState) -> dict:
+    def train(self, state: TrainerState) -> RunSummary:
         """Optimizer steps until ``train.max_steps`` or a stop signal; checkpoints on the way."""
         cfg, acc = self.cfg, self.accelerator
         metrics_file = Path(cfg.out_dir) / "metrics.jsonl"
@@ -348,22 +352,6 @@ def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounte
         "flops": result.flops,  # the step's, over all ranks: MFU is flops / (seconds x peak)
         "mfu": flops.mfu(result.flops, seconds),
     }
-
-
-def drop_metrics_after(metrics_file: Path, step: int) -> None:
-    """On resume from ``step``, forget the rows of steps after it (they are run again), so
-    ``metrics.jsonl`` never repeats a step; rewritten beside and renamed, never cut in place."""
-    if not metrics_file.is_file():
-        return
-    kept = []
-    for line, row in metrics_lines(metrics_file):
-        if row is None:  # the line a killed run was writing: cut, so not a step's record
-            log.warning("metrics.jsonl: dropped a line that is no step's record (cut by a kill?)")
-        elif row["step"] <= step:
-            kept.append(line)
-    tmp = metrics_file.with_name(metrics_file.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(metrics_file)
 
 
 def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:

@@ -886,7 +886,7 @@ def test_a_stop_signal_is_honoured_between_micro_batches_and_resumes_exactly(
 
 
 def test_resume_survives_the_cut_metrics_line_of_a_killed_run(tmp_path):
-    from amazon_sft.trainer import drop_metrics_after
+    from amazon_sft.run_files import drop_metrics_after
 
     metrics = tmp_path / "metrics.jsonl"
     rows = [json.dumps({"step": s, "loss": 1.0}) for s in (1, 2, 3)]

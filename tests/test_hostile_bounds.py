@@ -1069,9 +1069,8 @@ def test_run_files_edited_by_hand_read_as_absent_everywhere(tmp_path):
     ``finished_before`` raise AttributeError (``checkpointing`` read it as absent), and a metrics
     row that is not an object, or whose step is not a number, made the resume's
     ``drop_metrics_after`` raise. Each file has one reader now."""
-    from amazon_sft.run_files import RunSummary, read_run_summary
+    from amazon_sft.run_files import RunSummary, drop_metrics_after, read_run_summary
     from amazon_sft.saving import finished_before, logged_loss
-    from amazon_sft.trainer import drop_metrics_after
 
     final = tmp_path / "final"
     final.mkdir()

@@ -44,8 +44,8 @@ DESCRIPTION_CHARS = 500
 """Characters of each description indexed: its opening says what the product is; the rest is
 detail that costs build time and memory (1.3M descriptions) for little recall."""
 DESCRIPTION_WEIGHT = 0.6
-"""Weight of the description score against the title score (measured on the question set:
-bench/retrieval_quality.py)."""
+"""Weight of the description score against the title score (measured with
+bench/retrieval_quality.py, on evaluation/questions.py's generated questions)."""
 TITLE_SHARE_FLOOR = 0.5
 """A product's score is scaled by ``floor + (1 - floor) x`` the share of its title's words that
 the question has: of two products that both have every word asked, the one whose title *is*
@@ -53,8 +53,8 @@ the question ("Kestrel Q10 Keyboard, Navy") beats one whose title differs and wh
 happens to name the missing word. The floor keeps descriptive questions (no title word at all)
 ranked by their description match."""
 COVERAGE_POWER = 2.0
-"""How strongly a product missing some of the question's words is pushed down (measured on the
-question set: bench/retrieval_quality.py)."""
+"""How strongly a product missing some of the question's words is pushed down (measured with
+bench/retrieval_quality.py, on evaluation/questions.py's generated questions)."""
 # Words of the question, not of the product: dropped from queries (English stop words are
 # dropped by bm25s itself).
 QUESTION_WORDS = (  # noqa: SIM905

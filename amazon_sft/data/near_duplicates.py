@@ -34,8 +34,9 @@ import numpy as np
 
 SHINGLE_WORDS = 8
 PERMUTATIONS = 32
-BANDS = 8
-ROWS_PER_BAND = PERMUTATIONS // BANDS
+ROWS_PER_BAND = 4
+"""Min-hashes a band: four 16-bit ones, read as one uint64 key (``duplicate_labels``)."""
+BANDS = PERMUTATIONS // ROWS_PER_BAND
 BUCKET_LOOKBACK = 8
 """Within a band's bucket, each row is checked against this many rows before it (row order):
 against the one before only, an unlike row between two near-twins in every band they shared
@@ -43,8 +44,8 @@ kept them apart (an outside review built one). Crowded buckets of boilerplate st
 MATCH = 16
 """Min-hashes of 32 a candidate pair must share to be joined (estimated Jaccard >= 0.5)."""
 CONTAIN_SAMPLE = 8
-"""One shingle in this many (by hash) is kept for containment: ~15 a real description, 12 bytes
-each while reading (~230 MB at 1.3M rows). Every 8th caught 8 of the 9 held-out real
+"""One shingle in this many (by hash) is kept for containment: ~11 a real description, 12 bytes
+each while reading (~175 MB at 1.3M rows; 11.0 and 171 MB measured on the 1,000 real rows). Every 8th caught 8 of the 9 held-out real
 descriptions contained in a training one (every shingle: 9; every 16th: 7;
 bench/near_duplicates.py)."""
 CONTAIN_SHARE = 0.5

@@ -164,7 +164,7 @@ def write_report(report: dict, out_dir: Path) -> str:
 
 
 def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -> dict:
-    """prepare's counts, histograms and timings (``streamed``: prepare's ``_Streamed``), the
+    """prepare's counts, histograms and timings (``streamed``: ``data.streamed.Streamed``), the
     source of report.json / report.md and of the manifest's counts."""
     stats, counts, encoder = streamed.stats, streamed.counts, streamed.encoder
     n_tokens = int(doc_lens.sum())

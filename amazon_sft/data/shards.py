@@ -37,7 +37,7 @@ QUICK_BLOCKS, QUICK_BLOCK_BYTES = 64, 4 << 10
 
 def quick_digest(path: Path) -> str:
     """sha256 of a file's size, its first and last 64 KiB and 64 evenly spread 4 KiB blocks:
-    ~0.4 MB read whatever the size, so it runs at every start (``verify_checksums`` reads all).
+    ~0.4 MB read whatever the size, so it runs at every start (``data.verify=full`` reads every byte).
 
     >>> import tempfile, os
     >>> f = Path(tempfile.mkdtemp()) / "x"; _ = f.write_bytes(b"a" * 300_000)

@@ -7,6 +7,13 @@ each checked to point at exactly one product (a partial title or a handful of de
 that several products share would make a question no index can answer); ``recall`` scores an
 index on them, per kind. A hand-written set for the real rows lives in
 ``tests/fixtures/real_questions.yaml``.
+
+This is the retrieval benchmark's own generator (``bench/retrieval_quality.py``, which
+``answering/index.py``'s weights were measured with, and ``tests/test_retrieval.py``), older than
+``data/question_kinds.py``, which training, eval's held-out questions and the demo use. Their
+kinds share names, not rules: this ``typo`` mistypes a *partial* title once ("balsamic vineagr
+description"), question_kinds' the whole title twice ("what is balsamic vinehar cookobok");
+``partial`` here is ``fragment`` there. A figure names which one it was measured on.
 """
 
 from __future__ import annotations

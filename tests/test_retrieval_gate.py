@@ -584,6 +584,7 @@ def test_a_portuguese_opener_with_a_capital_is_no_name_the_record_lacks():
     {t}?" or "Quem escreveu {t}?", 152 of 300 generated ones under the demo's gate. Portuguese
     words that open a question or a request name nothing, as English ones do not."""
     from amazon_sft.answering.doubt import names_what_record_lacks, swaps_a_title_word
+    from amazon_sft.answering.title_words import main_title_words
 
     title, content = "The Book of Revelation", "The last book of the New Testament."
     for opener in ("Quero comprar", "Voces tem", "Vocês têm", "Quem escreveu", "Onde encontro"):
@@ -592,3 +593,9 @@ def test_a_portuguese_opener_with_a_capital_is_no_name_the_record_lacks():
         assert swaps_a_title_word(question, title) == [], question
     # a name the record lacks is still read after a Portuguese opener
     assert names_what_record_lacks("Quero comprar The Book of Mormon", title, content) == ["Mormon"]
+    # and Portuguese words inside an English title stay names (the first form of this fix
+    # dropped them everywhere: a review)
+    garda = "A Travel Guide to Lake Garda"
+    assert names_what_record_lacks("A Travel Guide to Lake Como", garda, "Italy.") == ["Como"]
+    assert swaps_a_title_word("A Travel Guide to Lake Como", garda) == [("Como", "Garda")]
+    assert main_title_words("Lake Como: A Guide") == ["lake", "como"]

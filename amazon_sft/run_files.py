@@ -69,7 +69,8 @@ def read_run_summary(folder: Path) -> RunSummary | None:
     raw = {k: v for k, v in raw.items() if k in known}  # a later version's extra fields
     loss, stopped = raw.get("final_loss"), raw.get("stopped_by")
     if not (
-        isinstance(raw.get("steps"), int)
+        {"steps", "final_loss", "tokens_seen"} <= raw.keys()  # the fields without a default
+        and isinstance(raw.get("steps"), int)
         and isinstance(raw.get("tokens_seen"), int)
         and (loss is None or (_number(loss) and math.isfinite(loss)))
         and (stopped is None or isinstance(stopped, str))

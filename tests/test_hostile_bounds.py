@@ -1075,7 +1075,8 @@ def test_run_files_edited_by_hand_read_as_absent_everywhere(tmp_path):
     final = tmp_path / "final"
     final.mkdir()
     summary = RunSummary(steps=3, final_loss=None, tokens_seen=10)
-    for text in ("[1]", '{"steps": "3"}', '{"steps": 3, "final_loss": "low"}', "{"):
+    cases = ("[1]", '{"steps": "3"}', '{"steps": 3, "final_loss": "low"}', "{")
+    for text in (*cases, '{"steps": 3, "tokens_seen": 9}'):  # final_loss gone (a review)
         (final / "run_summary.json").write_text(text)
         assert read_run_summary(final) is None, text
         assert finished_before(tmp_path, summary) is False, text

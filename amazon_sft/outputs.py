@@ -118,10 +118,11 @@ def file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY else soft
 
 
-def is_past_file_size_limit(err: BaseException | None) -> bool:
+def is_past_file_size_limit(err: BaseException | None, folder: Path | None = None) -> bool:
     """True for a write past the largest file allowed: ``EFBIG`` (``ulimit -f``, which SLURM
     propagates to its jobs, or the filesystem's own limit), also when torch's writer dropped the
-    OS error (``TORCH_WRITE_FAILED``) while a ``ulimit -f`` is set."""
+    OS error (``TORCH_WRITE_FAILED``) and a file in ``folder`` has reached the ``ulimit -f``
+    (a write stops there: any finite limit alone blamed a full disk on it, a review)."""
     seen, torch_write = 0, False
     while err is not None and seen < 8:
         if isinstance(err, OSError) and err.errno == errno.EFBIG:
@@ -129,7 +130,10 @@ def is_past_file_size_limit(err: BaseException | None) -> bool:
         torch_write = torch_write or any(t in str(err) for t in TORCH_WRITE_FAILED)
         err = err.__cause__ or err.__context__
         seen += 1
-    return torch_write and file_size_limit() is not None
+    limit = file_size_limit()
+    if not torch_write or limit is None or folder is None or not folder.is_dir():
+        return False
+    return any(p.is_file() and p.stat().st_size >= limit for p in folder.rglob("*"))
 
 
 def run_kept(out_dir: Path) -> str:
@@ -153,7 +157,7 @@ def disk_full(folder: str | Path, what: str, kept: str | Callable[[], str]) -> I
         raise
     except Exception as err:
         folder = Path(folder)
-        if is_past_file_size_limit(err):
+        if not is_disk_full(err, folder) and is_past_file_size_limit(err, folder):
             limit = file_size_limit()
             allowed = f"ulimit -f: {limit / 2**20:.1f} MiB" if limit else "the filesystem's limit"
             raise UserError(

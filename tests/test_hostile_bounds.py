@@ -1155,3 +1155,20 @@ def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
     for line in said:
         assert line.startswith("train could not save: a file in ") and "ulimit -f" in line
         assert "the checkpoint before is kept" in line
+    # a full disk under a generous limit is a full disk, not the limit (the first form of this
+    # fix blamed any torch write failure on any finite ulimit -f: a review)
+    full = script.replace("1 << 16", "100 << 30").replace(
+        "from amazon_sft.outputs import disk_full\n",
+        "from amazon_sft import outputs\nfrom amazon_sft.outputs import disk_full\n"
+        "outputs.free_bytes = lambda folder: 12345\n",
+    )
+    full = full.replace("out / 'x.pt'", "'/dev/full'")
+    proc = subprocess.run(
+        [sys.executable, "-c", full, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+    first = proc.stdout.splitlines()[0]
+    assert "the disk holding" in first and "is full" in first, proc.stdout + proc.stderr[-2000:]

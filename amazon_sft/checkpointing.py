@@ -104,7 +104,7 @@ def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
         return []
     if resume == "auto":
         return complete_checkpoints(out_dir)[::-1]
-    path = _checkpoint_named(resume, out_dir)
+    path = checkpoint_named(resume, out_dir)
     if not path.is_dir():
         # another run's checkpoints folder named: list that run's checkpoints, not this one's
         run = path.parent.parent if path.parent.name == "checkpoints" else out_dir
@@ -119,7 +119,7 @@ def resume_candidates(resume: str, out_dir: Path) -> list[Path]:
     return [path]
 
 
-def _checkpoint_named(resume: str, out_dir: Path) -> Path:
+def checkpoint_named(resume: str, out_dir: Path) -> Path:
     """The folder ``resume`` names: a path as given (from the working folder), else one inside
     ``out_dir``; ``step-N`` or ``checkpoints/step-N`` with N unpadded is ``out_dir``'s, and
     ``<run>/checkpoints/step-N`` that run's ``step-0000000N``."""

@@ -15,6 +15,7 @@ from amazon_sft.checkpointing import (
     LOAD_ERRORS,
     SET_ASIDE,
     TrainerState,
+    checkpoint_named,
     load_checkpoint,
     resume_candidates,
     set_aside_newer,
@@ -47,11 +48,14 @@ log = logging.getLogger("amazon_sft.train")
 
 
 def branched_from(cfg: RunConfig, out_dir: Path) -> str | None:
-    """The other run's checkpoint ``resume=`` names (resolved), None when it names none."""
-    if cfg.resume in ("none", "auto") or not Path(cfg.resume).is_dir():
+    """The other run's checkpoint ``resume=`` names (resolved, ``step-N`` unpadded too, as
+    resume reads it), None when it names none."""
+    if cfg.resume in ("none", "auto"):
         return None
-    asked = Path(cfg.resume).resolve()
-    return None if inside_run(asked, out_dir) else str(asked)
+    named = checkpoint_named(cfg.resume, out_dir)
+    if not named.is_dir() or inside_run(named.resolve(), out_dir):
+        return None
+    return str(named.resolve())
 
 
 def _branch_of(checkpoint: Path, out_dir: Path) -> str | None:
@@ -63,9 +67,12 @@ def _branch_of(checkpoint: Path, out_dir: Path) -> str | None:
         said = record.get("branched_from") or record["config"]["resume"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if not isinstance(said, str) or said in ("none", "auto") or not Path(said).is_dir():
+    if not isinstance(said, str) or said in ("none", "auto"):
         return None
-    return str(Path(said).resolve())
+    named = checkpoint_named(said, out_dir)
+    if not named.is_dir() or inside_run(named.resolve(), out_dir):
+        return None  # gone, or this run's own (a resume from an older step of it)
+    return str(named.resolve())
 
 
 def branch_origin(cfg: RunConfig, out_dir: Path) -> str | None:

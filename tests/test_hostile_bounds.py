@@ -1123,6 +1123,17 @@ def test_eval_launched_by_accelerate_says_interrupted_on_ctrl_c(monkeypatch, cap
     assert codes == [130] and capsys.readouterr().err == "amazon-sft eval: interrupted\n"
 
 
+def _python(script: str, *args) -> subprocess.CompletedProcess:
+    """``script`` run by this Python from the repository, with ``args``."""
+    return subprocess.run(
+        [sys.executable, "-c", script, *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).resolve().parents[1],
+        timeout=120,
+    )
+
+
 def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
     """An outside review: under a file-size limit (``ulimit -f``, which SLURM propagates to its
     jobs by default, or a filesystem's own largest file) torch's checkpoint writer fails with
@@ -1143,13 +1154,7 @@ def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
         "    except UserError as err:\n"
         "        print(err)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", script, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
+    proc = _python(script, tmp_path)
     said = proc.stdout.splitlines()
     assert len(said) == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     for line in said:
@@ -1163,12 +1168,6 @@ def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
         "outputs.free_bytes = lambda folder: 12345\n",
     )
     full = full.replace("out / 'x.pt'", "'/dev/full'")
-    proc = subprocess.run(
-        [sys.executable, "-c", full, str(tmp_path)],
-        capture_output=True,
-        text=True,
-        cwd=Path(__file__).resolve().parents[1],
-        timeout=120,
-    )
+    proc = _python(full, tmp_path)
     first = proc.stdout.splitlines()[0]
     assert "the disk holding" in first and "is full" in first, proc.stdout + proc.stderr[-2000:]

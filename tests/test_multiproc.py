@@ -311,6 +311,16 @@ def test_a_ddp_run_resumed_on_fewer_processes_still_steps_the_optimizer(
     assert _losses(out) == pytest.approx(uninterrupted, rel=REL_TOL)
 
 
+FIVE_STEPS = (
+    "train.max_steps=5",
+    "train.global_batch_size=4",
+    "train.micro_batch_size=1",
+    "checkpoint.every_steps=2",
+    "checkpoint.keep_last=5",
+)
+"""Five steps of 4 rows, 1 a micro-batch, a checkpoint at steps 2 and 4 (and 5, the last)."""
+
+
 def test_a_zero3_offload_run_resumed_steps_at_the_schedules_lr(prepared, tiny_model_dir, tmp_path):
     """An outside review: under ZeRO-3 with offloaded optimizer states the optimizer DeepSpeed
     steps (DeepSpeedCPUAdam) shares its param groups with the torch AdamW the scheduler was
@@ -321,17 +331,8 @@ def test_a_zero3_offload_run_resumed_steps_at_the_schedules_lr(prepared, tiny_mo
     import shutil
 
     out = tmp_path / "run"
-    overrides = train_overrides(
-        prepared,
-        tiny_model_dir,
-        out,
-        "train.max_steps=5",
-        "train.warmup_steps=0",  # the lr moves every step: 1.0, 0.85, 0.55, 0.23, 0.1 of peak
-        "train.global_batch_size=4",
-        "train.micro_batch_size=1",
-        "checkpoint.every_steps=2",
-        "checkpoint.keep_last=5",
-    )
+    # the lr moves every step: 1.0, 0.85, 0.55, 0.23, 0.1 of peak
+    overrides = train_overrides(prepared, tiny_model_dir, out, *FIVE_STEPS, "train.warmup_steps=0")
     launch = [ACCELERATE, "launch", "--config_file", "launch/accelerate/zero3_offload.yaml"]
     launch += ["--num_processes", "2"]
     _run([*launch, "--main_process_port", str(free_port())], overrides)
@@ -356,16 +357,7 @@ def test_a_checkpoint_one_rank_cannot_load_is_passed_over_by_every_rank(
     import shutil
 
     out = tmp_path / "run"
-    overrides = train_overrides(
-        prepared,
-        tiny_model_dir,
-        out,
-        "train.max_steps=5",
-        "train.global_batch_size=4",
-        "train.micro_batch_size=1",
-        "checkpoint.every_steps=2",
-        "checkpoint.keep_last=5",
-    )
+    overrides = train_overrides(prepared, tiny_model_dir, out, *FIVE_STEPS)
     launch = [ACCELERATE, "launch", "--multi_gpu", "--num_processes", "2"]
     env = {"ACCELERATE_USE_CPU": "true"}
     _run([*launch, "--main_process_port", str(free_port())], overrides, env)

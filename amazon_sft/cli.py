@@ -9,7 +9,7 @@ import signal
 import sys
 
 from amazon_sft.answering.commands import add_commands
-from amazon_sft.errors import OneLineParser, UserError, permission_denied
+from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
 
 
 def _add_prepare(sub) -> None:
@@ -201,20 +201,14 @@ def main(argv: list[str] | None = None) -> int:
                 signal.signal(stop, _stop)
     try:
         return run()
-    except UserError as err:
-        print(f"amazon-sft {command}: error: {err}", file=sys.stderr)
-        return 2
-    except PermissionError as err:  # any reader or writer, on a file or a folder on its path
-        print(f"amazon-sft {command}: error: {permission_denied(err)}", file=sys.stderr)
-        return 2
     except _Stopped as err:
         name = signal.Signals(err.signum).name
         print(f"amazon-sft {command}: stopped by {name}; nothing partial was left", file=sys.stderr)
         return 128 + err.signum
-    except KeyboardInterrupt:
-        later = " (resume=auto goes on from the last checkpoint)" if command == "train" else ""
-        print(f"amazon-sft {command}: interrupted{later}", file=sys.stderr)
-        return 130
+    except KNOWN_FAILURES as err:  # a PermissionError from any reader or writer, on any path
+        said, code = known_failure(command, err)
+        print(said, file=sys.stderr)
+        return code
     except BrokenPipeError:  # the reader stopped (``| head``): end as Unix tools do, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 128 + signal.SIGPIPE

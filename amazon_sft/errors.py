@@ -64,6 +64,27 @@ def permission_denied(err: PermissionError) -> str:
     return f"{where}: {err.strerror or 'permission denied'}: check its permissions and those of the folders above it"
 
 
+KNOWN_FAILURES = (UserError, PermissionError, KeyboardInterrupt)
+"""What ends an ``amazon-sft`` command with one line, not a traceback (``known_failure``)."""
+
+
+def known_failure(command: str, err: BaseException) -> tuple[str, int]:
+    """The line ``amazon-sft <command>`` prints for one of ``KNOWN_FAILURES``, and its exit
+    code: one place for ``cli.main`` and the scripts accelerate launches (``train.py``,
+    ``eval/evaluate.py``), whose own copies had drifted (eval's lacked Ctrl-C: a traceback).
+
+    >>> known_failure("eval", UserError("--data x is not a prepared folder"))
+    ('amazon-sft eval: error: --data x is not a prepared folder', 2)
+    >>> known_failure("train", KeyboardInterrupt())
+    ('amazon-sft train: interrupted (resume=auto goes on from the last checkpoint)', 130)
+    """
+    if isinstance(err, KeyboardInterrupt):
+        later = " (resume=auto goes on from the last checkpoint)" if command == "train" else ""
+        return f"amazon-sft {command}: interrupted{later}", 130
+    said = permission_denied(err) if isinstance(err, PermissionError) else str(err)
+    return f"amazon-sft {command}: error: {said}", 2
+
+
 def first_line(err: BaseException) -> str:
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__

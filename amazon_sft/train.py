@@ -40,7 +40,7 @@ from amazon_sft.distributed import (
     running_engine,
     seed_per_rank,
 )
-from amazon_sft.errors import OneLineParser, UserError, permission_denied
+from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
@@ -356,18 +356,9 @@ def start_logging(
 def cli() -> None:
     try:
         code = main()
-    except UserError as err:
-        print(f"amazon-sft train: error: {err}", file=sys.stderr)
-        code = 2
-    except PermissionError as err:  # as amazon-sft train reports it (cli.main)
-        print(f"amazon-sft train: error: {permission_denied(err)}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:  # a second Ctrl-C (stop_signal): one line, as amazon-sft train
-        print(
-            "amazon-sft train: interrupted (resume=auto goes on from the last checkpoint)",
-            file=sys.stderr,
-        )
-        code = 130
+    except KNOWN_FAILURES as err:  # as amazon-sft train says them; Ctrl-C twice: stop_signal
+        said, code = known_failure("train", err)
+        print(said, file=sys.stderr)
     exit_skipping_teardown(code)
 
 

@@ -23,7 +23,7 @@ from amazon_sft.bounds import check_prompt_fits, context_of
 from amazon_sft.data.encode import closed_book_answer, word_starts
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
-from amazon_sft.errors import UserError, permission_denied
+from amazon_sft.errors import KNOWN_FAILURES, known_failure
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
@@ -370,13 +370,7 @@ def resolve_mode(mode: str, manifest: Manifest) -> str:
 def cli() -> None:
     try:
         code = main()
-    except UserError as err:
-        print(f"amazon-sft eval: error: {err}", file=sys.stderr)
-        code = 2
-    except PermissionError as err:
-        print(f"amazon-sft eval: error: {permission_denied(err)}", file=sys.stderr)
-        code = 2
-    except KeyboardInterrupt:  # as amazon-sft eval reports it (cli.main)
-        print("amazon-sft eval: interrupted", file=sys.stderr)
-        code = 130
+    except KNOWN_FAILURES as err:  # as amazon-sft eval says them
+        said, code = known_failure("eval", err)
+        print(said, file=sys.stderr)
     exit_skipping_teardown(code)  # launched on several ranks: gloo's teardown can abort a done run

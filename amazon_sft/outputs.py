@@ -157,7 +157,8 @@ def disk_full(folder: str | Path, what: str, kept: str | Callable[[], str]) -> I
         raise
     except Exception as err:
         folder = Path(folder)
-        if not is_disk_full(err, folder) and is_past_file_size_limit(err, folder):
+        full = is_disk_full(err, folder)  # first: a full disk is no file-size limit
+        if not full and is_past_file_size_limit(err, folder):
             limit = file_size_limit()
             allowed = f"ulimit -f: {limit / 2**20:.1f} MiB" if limit else "the filesystem's limit"
             raise UserError(
@@ -166,7 +167,7 @@ def disk_full(folder: str | Path, what: str, kept: str | Callable[[], str]) -> I
                 "limit (ulimit -f unlimited; in a SLURM job, srun --propagate=NONE) or choose "
                 "another filesystem, and re-run"
             ) from None
-        if not is_disk_full(err, folder):
+        if not full:
             raise
         free = free_bytes(folder.absolute())
         room = f"{free / 2**20:.0f} MiB free" if free is not None else "free space unknown"

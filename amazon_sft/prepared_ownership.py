@@ -5,7 +5,6 @@ Apart from amazon_sft.ownership (run, demo and marked folders) to keep each file
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -134,10 +133,12 @@ def foreign_in_index(index: Path) -> list[str]:
     what its ``stats.json`` lists is the build's (an index from before the list: its layout)."""
     if not index.is_dir():
         return []
-    try:
-        listed = set(json.loads((index / "stats.json").read_text())["files"]) | {"stats.json"}
-        ours = listed.__contains__
-    except (OSError, ValueError, KeyError, TypeError):  # an index from before the list
+    from amazon_sft.answering.index_checks import STATS, read_stats
+
+    stats = read_stats(index)
+    if stats is not None and stats.files is not None:
+        ours = ({*stats.files} | {STATS}).__contains__
+    else:  # an index from before the list
         ours = INDEX_FILES.__contains__
     foreign = []
     for root, dirs, files in os.walk(index):  # symlinks are listed, never followed

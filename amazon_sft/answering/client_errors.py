@@ -3,6 +3,9 @@ where its JSON breaks, what bytes are not UTF-8, and in every case what to send 
 
 from __future__ import annotations
 
+import json
+import sys
+
 MAX_NEW_TOKENS_CAP = 512
 """The most tokens a request may ask for (``max_new_tokens``), and ``serve --max-new-tokens``."""
 MAX_K = 10
@@ -42,11 +45,33 @@ def unreadable_body(body: bytes) -> str:
 
     >>> unreadable_body(b'{"question": "caf\\xe9"}')[:46]
     'request body is not UTF-8 (byte 0xe9 at 17): s'
+    >>> unreadable_body(b'{"k": 1' + b"0" * 4300 + b"}")[:46]
+    'request body holds an integer of 4301 digits ('
     """
     try:
-        body.decode("utf-8")
+        text = body.decode("utf-8")
     except UnicodeDecodeError as err:
         return (
             f"request body is not UTF-8 (byte 0x{body[err.start]:02x} at {err.start}): {HOW_TO_ASK}"
         )
+    limit = sys.get_int_max_str_digits()  # 0: no limit
+    if limit and (digits := _longest_integer(text)) > limit:
+        # valid JSON that Python will not read (CVE-2020-10735's limit): say so, not "not JSON"
+        return f"request body holds an integer of {digits} digits (at most {limit}): {HOW_TO_ASK}"
     return f"request body could not be read as JSON: {HOW_TO_ASK}"
+
+
+def _longest_integer(text: str) -> int:
+    """The most digits of any integer in the JSON ``text`` (0: none, or not JSON)."""
+    longest = 0
+
+    def count(digits: str) -> int:
+        nonlocal longest
+        longest = max(longest, len(digits.lstrip("-")))
+        return 0
+
+    try:
+        json.loads(text, parse_int=count)
+    except (ValueError, RecursionError):
+        return 0
+    return longest

@@ -30,6 +30,7 @@ request).
 """
 
 import asyncio
+import json
 import logging
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -148,7 +149,10 @@ def create_app(
         def _one_mode(self):
             both = self.mode is not None and self.grounded is not None
             if both and (self.mode == "grounded") != self.grounded:
-                raise ValueError(f"mode {self.mode!r} and grounded {self.grounded}: send one")
+                raise ValueError(
+                    f"mode {json.dumps(self.mode)} and grounded {json.dumps(self.grounded)} "
+                    "disagree: send one of them"
+                )
             return self
 
         def chosen_mode(self) -> str | None:
@@ -191,6 +195,8 @@ def create_app(
         if (whole := body_error(first, exc.body)) is not None:
             return error(422, whole)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
+        if not where and first.get("type") == "value_error":  # the request's own check
+            return error(422, str(first.get("ctx", {}).get("error", first.get("msg"))))
         return error(422, f"{where or 'body'}: {first.get('msg', 'invalid request')}")
 
     @app.exception_handler(HTTPException)  # 404, 405, a body that is not UTF-8 JSON: same shape

@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -83,10 +84,12 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def swap_into_place(staging: Path, out_dir: Path) -> None:
-    """Make ``staging`` the new ``out_dir``; the old ``out_dir`` (if any) is deleted after."""
+    """Make ``staging`` the new ``out_dir``; the old ``out_dir`` (if any) is deleted after, and
+    its mode and group are the new one's (``take_on``)."""
     if not out_dir.exists():
         staging.rename(out_dir)
         return
+    take_on(out_dir.stat(), staging)
     if _exchange(staging, out_dir):
         shutil.rmtree(staging)  # now holds the old output
         return
@@ -156,3 +159,55 @@ def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
     for line in done:
         log.warning(line)
     return done
+
+
+def take_on(made: os.stat_result, staging: Path) -> None:
+    """``staging`` and what it holds with the group of the folder it replaces, and that folder's
+    mode on ``staging`` itself (files keep theirs, as made inside a setgid folder): a team
+    folder made for the output (setgid, group-only) was replaced by a world-readable one."""
+    try:
+        for path in [staging, *staging.rglob("*")]:
+            if not path.is_symlink() and path.stat().st_gid != made.st_gid:
+                os.chown(path, -1, made.st_gid)
+        os.chmod(staging, stat.S_IMODE(made.st_mode))
+    except PermissionError as err:  # not in that group: the output is whole, the group not
+        log.warning(
+            "could not give %s the group and mode of the folder it replaces (%s)",
+            staging,
+            err.strerror,
+        )
+
+
+def is_mount_point(path: Path) -> bool:
+    """Whether ``path`` is a mount point, which no rename can replace or cross. ``ismount``
+    misses a bind mount within one filesystem (the same device as its parent); the kernel's
+    list of this process's mounts has it.
+
+    >>> is_mount_point(Path("/")), is_mount_point(Path(__file__))
+    (True, False)
+    """
+    if os.path.ismount(path):
+        return True
+    try:
+        mounts = Path("/proc/self/mountinfo").read_text()
+    except OSError:  # not Linux: ismount's answer
+        return False
+    real = os.path.realpath(path)
+    octal = re.compile(r"\\([0-7]{3})")  # a space in a mount point is written \040
+    for line in mounts.splitlines():
+        fields = line.split(" ")
+        if len(fields) > 4 and octal.sub(lambda m: chr(int(m[1], 8)), fields[4]) == real:
+            return True
+    return False
+
+
+def refuse_mount_point(out_dir: Path, flag: str, what: str) -> None:
+    """A one-line error for an ``out_dir`` that is a mount point, before any work: ``what`` is
+    written beside it and renamed into place, which a mount point cannot take (EBUSY)."""
+    from amazon_sft.errors import UserError
+
+    if out_dir.is_dir() and is_mount_point(out_dir):
+        raise UserError(
+            f"{flag} {out_dir} is a mount point: {what} is written beside {flag} and renamed "
+            f"into place, which a mount point cannot take; give {flag} {out_dir}/NAME"
+        )

@@ -27,7 +27,7 @@ import orjson
 from tqdm import tqdm
 
 from amazon_sft import __version__
-from amazon_sft.atomic import new_staging, swap_into_place
+from amazon_sft.atomic import new_staging, refuse_mount_point, swap_into_place
 from amazon_sft.bounds import check_prepare_bounds
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
@@ -90,6 +90,7 @@ def prepare(
     check_input(input_path)
     check_prepare_bounds(cfg)
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
+    refuse_mount_point(out_dir, "--out", "the prepared data")
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
     if data.phrasings_per_doc > len(fmt.phrasings):  # a product is taught each phrasing once

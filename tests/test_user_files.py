@@ -1066,7 +1066,8 @@ def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks
     """``kill -9`` while eval wrote its report left ``.OUT.tmp-MACHINE-PID/`` (a whole-looking
     report.json inside) for good: later evals removed only their own pid's, and with
     ``--out prepared/eval`` it made ``prepare --overwrite`` refuse the folder (an outside
-    review). The next eval removes a dead process's staging, never a live one's."""
+    review). The next eval removes a dead process's staging, never a live one's: inside
+    ``--out``, where it stages now (a mount point), and beside it, where older versions did."""
     import subprocess
     import sys
 
@@ -1077,14 +1078,17 @@ def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    killed = tmp_path / f".eval.tmp-{atomic._machine()}-{int(dead.stdout)}"
-    killed.mkdir()
-    (killed / "report.json").write_text("{}")
-    live = tmp_path / f".eval.tmp-{atomic._machine()}-1"  # pid 1 lives
+    out.mkdir()
+    beside = tmp_path / f".eval.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    killed = out / f".report.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    for folder in (beside, killed):
+        folder.mkdir()
+        (folder / "report.json").write_text("{}")
+    live = out / f".report.tmp-{atomic._machine()}-1"  # pid 1 lives
     live.mkdir()
     write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
     assert (out / "report.json").read_text() == '{"ok": 1}'
-    assert not killed.exists() and live.is_dir()
+    assert not killed.exists() and not beside.exists() and live.is_dir()
 
 
 def _build_with(monkeypatch, during):

@@ -9,9 +9,7 @@ written into a hidden sibling folder and renamed into place once checked, as pre
 from __future__ import annotations
 
 import logging
-import os
 import shutil
-import stat
 from pathlib import Path
 
 import torch
@@ -26,7 +24,13 @@ from amazon_sft.answering.export_files import (
     served_ids,
     write_portable,
 )
-from amazon_sft.atomic import new_staging, remove_stale, swap_into_place
+from amazon_sft.atomic import (
+    new_staging,
+    refuse_mount_point,
+    remove_stale,
+    swap_into_place,
+    take_on,
+)
 from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
@@ -77,11 +81,7 @@ def export_model(
         raise UserError(
             f"--out {out_dir} is the folder RUN {run} is read from: export into another folder"
         )
-    if out_dir.is_dir() and os.path.ismount(out_dir):  # renamed into place: not onto a mount
-        raise UserError(
-            f"--out {out_dir} is a mount point: the export is written beside --out and renamed "
-            f"into place, which a mount point cannot take; give --out {out_dir}/NAME"
-        )
+    refuse_mount_point(out_dir, "--out", "the export")
     replacing = _check_target(out_dir, overwrite)
     # the adapters kept apart: the merge is checked against them (merged on load, as answering
     # loads a run, the check compared the merge with itself)
@@ -126,8 +126,7 @@ def export_model(
             _check(diff, "the exported model's", expected)
             if replacing and out_dir.exists():
                 _check_target(out_dir, overwrite)  # nothing edited while this one was made
-                _take_on(out_dir.stat(), staging)  # the folder's mode and group, as before
-                swap_into_place(staging, out_dir)
+                swap_into_place(staging, out_dir)  # with the folder's mode and group
             else:  # (an export replaced that the user removed meanwhile: put in place)
                 _into_place(staging, out_dir)
         finally:
@@ -176,7 +175,7 @@ def _into_place(staging: Path, out_dir: Path) -> None:
     user made (a team's: its group, setgid, 2770) gives the export its mode and group."""
     try:
         if out_dir.exists():
-            _take_on(out_dir.stat(), staging)
+            take_on(out_dir.stat(), staging)
             out_dir.rmdir()
         staging.rename(out_dir)
     except OSError:  # ENOTEMPTY / EEXIST: files arrived while the export was written
@@ -187,18 +186,6 @@ def _into_place(staging: Path, out_dir: Path) -> None:
             f"--out {out_dir} got {held} while the export was written: it is kept there, and "
             f"the export is in {keep}"
         ) from None
-
-
-def _take_on(made: os.stat_result, staging: Path) -> None:
-    """``staging`` and what it holds with the group of the folder the user made, and the
-    folder's mode on ``staging`` itself (files keep theirs, as made inside a setgid folder)."""
-    try:
-        for path in [staging, *staging.rglob("*")]:
-            if path.stat().st_gid != made.st_gid:
-                os.chown(path, -1, made.st_gid)
-        os.chmod(staging, stat.S_IMODE(made.st_mode))
-    except PermissionError as err:  # not in that group: the export is whole, the group not
-        log.warning("could not give the export %s's group and mode (%s)", staging, err.strerror)
 
 
 def _write(model, tok, folder: Path, name: str, label: str, cfg, fmt, summary, plain) -> None:

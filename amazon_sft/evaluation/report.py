@@ -93,13 +93,16 @@ def write_staged(out_dir: Path, writers: dict) -> None:
     into ``out_dir``, claimed as eval's first: a full disk or a kill while writing leaves the
     previous report there as it was, and a report of the user's is never replaced. A kill while
     moving them in leaves a folder without report.json: a report.json is always a whole report."""
-    # beside the folder itself, not beside a link to it: os.replace cannot cross filesystems
-    staging = staging_name(out_dir.resolve())
+    # inside the folder: os.replace cannot cross filesystems, nor into a mount point from
+    # beside it (``docker -v $PWD/eval:/eval``: the old report went, the new one did not come)
+    inside = out_dir.resolve() / "report"
+    staging = staging_name(inside)
     try:
         kept = "the previous report there (if any) is unchanged"
         with disk_full(out_dir, "eval could not write its report", kept):
             claim_eval_dir(out_dir)
-            remove_stale(out_dir.resolve())  # a killed eval's, never a live process's
+            for where in (inside, out_dir.resolve()):  # beside: where older versions staged
+                remove_stale(where)  # a killed eval's, never a live process's
             shutil.rmtree(staging, ignore_errors=True)
             staging.mkdir()
             for name, write in writers.items():

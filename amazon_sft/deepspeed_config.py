@@ -33,11 +33,52 @@ def deepspeed_config_path(cfg: RunConfig) -> Path | None:
     path = Path(name)
     if not path.suffix:
         path = DS_CONFIG_DIR / f"{name}.json"
+    if path.is_dir():
+        raise UserError(f"deepspeed config {name!r} is a folder: give the JSON file in it")
     if not path.is_file():
         raise UserError(
             f"deepspeed config {name!r} not found: use zero2, zero3, zero3_offload or a JSON path"
         )
     return path
+
+
+OBJECT_SECTIONS = ("zero_optimization", "bf16", "fp16", "optimizer", "scheduler")
+"""The sections of a DeepSpeed JSON that are objects ({"enabled": ...}, {"stage": ...}): a
+``"bf16": true`` was passed over by the precision check, a ``"zero_optimization": "3"`` was an
+AttributeError traceback."""
+
+_EXAMPLE = {
+    "zero_optimization": '"stage": 3',
+    "bf16": '"enabled": "auto"',
+    "fp16": '"enabled": false',
+}
+
+
+def read_deepspeed_json(path: Path) -> dict:
+    """The DeepSpeed JSON at ``path``, as an object whose sections are objects; else one line."""
+    try:
+        ds = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(
+            f"{path} is not UTF-8 (byte 0x{err.object[err.start]:02x} at {err.start}): save it "
+            "as UTF-8"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON: {err}") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read it ({err.strerror})") from None
+    if not isinstance(ds, dict):
+        raise UserError(
+            f"{path} is not a JSON object of DeepSpeed settings (it holds a "
+            f"{type(ds).__name__}): start from ds_configs/zero2.json or zero3.json"
+        )
+    for section in OBJECT_SECTIONS:
+        if section in ds and not isinstance(ds[section], dict):
+            raise UserError(
+                f"{path}: {section} must be an object ({section}: {json.dumps(ds[section])}), "
+                f'such as "{section}": {{{_EXAMPLE.get(section, "...")}}}'
+            )
+    return ds
 
 
 MIN_DEEPSPEED = "0.19.3"
@@ -74,11 +115,8 @@ def fill_deepspeed_config(
 ) -> dict:
     """The DeepSpeed config with every "auto" filled from the run config (``precision`` None:
     bf16/fp16 left as they are), on a DeepSpeed new enough (``MIN_DEEPSPEED``)."""
+    ds = read_deepspeed_json(path)  # before the version: a bad file is said without deepspeed
     check_deepspeed_version()
-    try:
-        ds = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON: {err}") from None
     filled = {
         "train_micro_batch_size_per_gpu": plan.micro_batch_size,
         "gradient_accumulation_steps": plan.accumulation_steps,
@@ -102,13 +140,7 @@ def refuse_one_process_launch(accelerate_yaml: str, world_size: int) -> None:
     """An accelerate config of ``distributed_type: NO`` starts one process whatever
     ``--num_processes`` says: a job of ``world_size`` > 1 would run one lone process a node, each
     training by itself into the same out_dir (``--check-world`` said N processes could run)."""
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(Path(accelerate_yaml).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
-    kind = loaded.get("distributed_type") if isinstance(loaded, dict) else None
+    kind = read_accelerate_yaml(accelerate_yaml).get("distributed_type")
     if world_size > 1 and kind == "NO":
         raise UserError(
             f"--accelerate-config {accelerate_yaml} starts one process (distributed_type: "
@@ -122,17 +154,37 @@ def deepspeed_json_of(accelerate_yaml: str) -> str | None:
     read as accelerate reads it; None for a config without one. A config that turns DeepSpeed on
     marks the environment as ``accelerate launch`` would (``ACCELERATE_USE_DEEPSPEED``), so
     ``check_for_world`` sees what a rank will."""
-    import yaml
-
-    try:
-        loaded = yaml.safe_load(Path(accelerate_yaml).read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise UserError(f"--accelerate-config {accelerate_yaml}: cannot read it ({err})") from None
-    ds = loaded.get("deepspeed_config") if isinstance(loaded, dict) else None
+    loaded = read_accelerate_yaml(accelerate_yaml)
+    ds = loaded.get("deepspeed_config")
     name = ds.get("deepspeed_config_file") if isinstance(ds, dict) else None
-    if isinstance(loaded, dict) and loaded.get("distributed_type") == "DEEPSPEED":
+    if loaded.get("distributed_type") == "DEEPSPEED":
         os.environ["ACCELERATE_USE_DEEPSPEED"] = "true"  # as accelerate launch tells each rank
     return str(name) if name else None
+
+
+def read_accelerate_yaml(accelerate_yaml: str) -> dict:
+    """The accelerate config as a mapping, else one line naming the file (not UTF-8, not YAML,
+    or not a mapping of accelerate's settings)."""
+    import yaml
+
+    where = f"--accelerate-config {accelerate_yaml}"
+    try:
+        loaded = yaml.safe_load(Path(accelerate_yaml).read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise UserError(f"{where} is not UTF-8 (byte at {err.start}): save it as UTF-8") from None
+    except (OSError, yaml.YAMLError) as err:
+        raise UserError(f"{where}: cannot read it ({err})") from None
+    if not isinstance(loaded, dict):
+        raise UserError(
+            f"{where} is not a mapping of accelerate settings: start from launch/accelerate/"
+        )
+    return loaded
+
+
+NO_DEEPSPEED_UNDER_DEEPSPEED = (
+    "deepspeed=none asks for no DeepSpeed, but the accelerate config launches DeepSpeed: launch "
+    "with launch/accelerate/multi_gpu.yaml (single_gpu.yaml on one card), or drop deepspeed=none"
+)
 
 
 INLINE_DEEPSPEED = (

@@ -20,6 +20,7 @@ from amazon_sft.checkpoint_engine import Engine
 from amazon_sft.config import RunConfig
 from amazon_sft.deepspeed_config import (
     INLINE_DEEPSPEED,
+    NO_DEEPSPEED_UNDER_DEEPSPEED,
     deepspeed_config_path,
     deepspeed_name,
     fill_deepspeed_config,
@@ -107,7 +108,9 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
         ds = fill_deepspeed_config(path, cfg, plan, None)
         refuse_undrawable_base(cfg, (ds.get("zero_optimization") or {}).get("stage"))
     elif deepspeed:
-        raise UserError(INLINE_DEEPSPEED)
+        raise UserError(
+            NO_DEEPSPEED_UNDER_DEEPSPEED if cfg.deepspeed == "none" else INLINE_DEEPSPEED
+        )
     checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start
     return plan
 
@@ -158,7 +161,9 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
     if ds_path is not None:
         check_launched(cfg)
     elif os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true":
-        raise UserError(INLINE_DEEPSPEED)
+        raise UserError(
+            NO_DEEPSPEED_UNDER_DEEPSPEED if cfg.deepspeed == "none" else INLINE_DEEPSPEED
+        )
     # step_scheduler_with_optimizer=False: one scheduler step per optimizer step (accelerate
     # otherwise steps it once per process, which bends the warmup/cosine curve under DDP).
     kwargs: dict = {

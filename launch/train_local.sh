@@ -46,11 +46,7 @@ case "$CONFIG" in *.yaml | *.yml) CONFIG="$(absolute "$CONFIG")" ;; esac
 if [ -z "${OUT:-}" ] && [ -f "$CONFIG" ]; then
   # the YAML's own out_dir: two experiments' config.yaml shared runs/config, and resume=auto
   # went on from the other's checkpoint
-  read_out='import os, sys, yaml; c = yaml.safe_load(open(sys.argv[1])); print(os.path.expanduser((c.get("out_dir") if isinstance(c, dict) else None) or ""))'
-  if ! OUT="$(python3 -c "$read_out" "$CONFIG")"; then
-    echo "train_local.sh: cannot read out_dir from $CONFIG (python3 with PyYAML: activate the venv); or set OUT=run-folder" >&2
-    exit 2
-  fi
+  OUT="$(python3 -m amazon_sft.launch_yaml train_local.sh out_dir "$CONFIG")" || exit 2
 fi
 OUT="$(absolute "${OUT:-runs/$(basename "${CONFIG%.y*ml}")}")"
 [ -n "${DATA:-}" ] && DATA="$(absolute "$DATA")"
@@ -76,19 +72,7 @@ yaml_paths=()
 config_file="$CONFIG"
 [ -f "$config_file" ] || config_file="amazon_sft/configs/$CONFIG.yaml"
 if [ -f "$config_file" ]; then
-  read_paths='import sys, yaml
-c = yaml.safe_load(open(sys.argv[1]))
-c = c if isinstance(c, dict) else {}
-for key in ("data.path", "model.path", "resume", "model.tokenizer", "data.templates", "deepspeed"):
-    part, _, leaf = key.rpartition(".")
-    v = (c.get(part) if part else c)
-    v = v.get(leaf) if isinstance(v, dict) else None
-    if isinstance(v, str) and v:
-        print(f"{key}={v}")'
-  if ! listed="$(python3 -c "$read_paths" "$config_file")"; then
-    echo "train_local.sh: cannot read $config_file (python3 with PyYAML: activate the venv)" >&2
-    exit 2
-  fi
+  listed="$(python3 -m amazon_sft.launch_yaml train_local.sh paths "$config_file")" || exit 2
   while IFS= read -r line; do
     [ -z "$line" ] || [ "$(whole "$line")" = "$line" ] || yaml_paths+=("$(whole "$line")")
   done <<<"$listed"
@@ -96,10 +80,26 @@ fi
 given=()
 for arg in "$@"; do given+=("$(whole "$arg")"); done
 set -- ${given[@]+"${given[@]}"}
+NGPU="${NGPU//[[:space:]]/}"  # BSD wc pads its count
+# checked before anything runs: NGPU=0 trained with 1 process, ACCEL=nope was a traceback
+case "$NGPU" in "" | *[!0-9]* | 0*)
+  echo "train_local.sh: NGPU=$NGPU: give the number of processes, 1 or more" >&2 && exit 2 ;;
+esac
 if [ -z "${ACCEL:-}" ]; then
   if [ "$NGPU" -gt 1 ]; then ACCEL=multi_gpu; else ACCEL=single_gpu; fi
 fi
+if [ ! -f "launch/accelerate/$ACCEL.yaml" ]; then
+  names=(launch/accelerate/*.yaml) && names=("${names[@]#launch/accelerate/}")
+  echo "train_local.sh: ACCEL=$ACCEL: no launch/accelerate/$ACCEL.yaml; give one of: ${names[*]%.yaml}" >&2
+  exit 2
+fi
 PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
+case "$PORT" in "" | *[!0-9]* | 0*)
+  echo "train_local.sh: PORT=$PORT: give a port number, 1 to 65535 (or leave it unset)" >&2 && exit 2 ;;
+esac
+if [ "$PORT" -gt 65535 ]; then
+  echo "train_local.sh: PORT=$PORT: give a port number, 1 to 65535 (or leave it unset)" >&2 && exit 2
+fi
 
 launch=(accelerate launch --quiet --config_file "launch/accelerate/$ACCEL.yaml" --num_processes "$NGPU"
   --main_process_port "$PORT")
@@ -117,7 +117,7 @@ args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT" ${yaml_paths[@]+"${y
 [ -n "${DATA:-}" ] && args+=("data.path=$DATA")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  echo "${launch[*]} ${args[*]} $*"
+  printf '%q ' "${launch[@]}" "${args[@]}" "$@" | sed 's/ $//' && echo  # can be pasted back
   exit 0
 fi
 # A stop to this script goes on to training (launch/forward_stop.sh), also one that comes

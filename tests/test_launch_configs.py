@@ -308,3 +308,58 @@ def test_a_probe_rank_0_cannot_write_is_a_one_line_error(tmp_path, monkeypatch):
     assert len(raised) == 1 and isinstance(raised[0], UserError)
     assert "out_dir" in str(raised[0]) and "No space left" in str(raised[0])
     assert not list(tmp_path.iterdir())  # no probe left to keep the new run folder
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"[1, 2]", "not a JSON object"),
+        (b'{"zero_optimization": "3"}', "zero_optimization"),
+        (b'{"bf16": true}', "bf16"),
+        (b'{"train_batch_size": "auto", "x": "caf\xe9"}', "not UTF-8"),
+    ],
+)
+def test_a_deepspeed_json_of_the_wrong_shape_is_one_line(tmp_path, text, needle):
+    """A list, ``"zero_optimization": "3"`` or a Latin-1 byte was an AttributeError or a
+    UnicodeDecodeError traceback at ``--check-world`` and in a real launch (an outside review)."""
+    path = tmp_path / "mine.json"
+    path.write_bytes(text)
+    cfg = load_run_config("tiny", [])
+    with pytest.raises(UserError, match=needle) as err:
+        fill_deepspeed_config(path, cfg, plan_batches(cfg, 2), "bf16")
+    assert str(path) in str(err.value)
+
+
+def test_a_folder_named_as_a_deepspeed_json_is_said_to_be_a_folder(tmp_path):
+    (tmp_path / "mine.json").mkdir()
+    cfg = load_run_config("tiny", [f"deepspeed={tmp_path / 'mine.json'}"])
+    with pytest.raises(UserError, match="is a folder"):
+        deepspeed_config_path(cfg)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [(b"distributed_type: NO\nx: caf\xe9\n", "not UTF-8"), (b"- a\n- b\n", "not a mapping")],
+)
+def test_an_accelerate_config_that_is_not_utf8_or_a_mapping_is_one_line(tmp_path, text, needle):
+    """A Latin-1 byte was a UnicodeDecodeError traceback; a list passed without a word."""
+    from amazon_sft.deepspeed_config import deepspeed_json_of, refuse_one_process_launch
+
+    path = tmp_path / "accel.yaml"
+    path.write_bytes(text)
+    for check in (lambda: refuse_one_process_launch(str(path), 16), lambda: deepspeed_json_of(str(path))):  # fmt: skip
+        with pytest.raises(UserError, match=needle):
+            check()
+
+
+def test_deepspeed_none_under_a_deepspeed_launcher_names_the_conflict():
+    """``deepspeed=none`` with launch/accelerate/zero3.yaml said the YAML names no JSON and to
+    launch with zero3.yaml, the launcher in use (an outside review)."""
+    proc = subprocess.run(
+        [sys.executable, "amazon_sft/train.py", "--config", "tiny", "--check-world", "2",
+         "--accelerate-config", "launch/accelerate/zero3.yaml", "deepspeed=none"],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert "deepspeed=none" in proc.stderr and "multi_gpu.yaml" in proc.stderr, proc.stderr
+    assert "without a deepspeed_config_file" not in proc.stderr

@@ -974,3 +974,68 @@ def test_a_passing_test_run_leaves_no_temporary_folders():
 
     pytest_settings = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["pytest"]
     assert pytest_settings["ini_options"].get("tmp_path_retention_policy") == "failed"
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        (b"out_dir: runs/caf\xe9\n", "utf-8"),
+        (b"out_dir: 0630\n", "out_dir"),  # YAML 1.1 reads it as the number 408
+        (b"out_dir: [a, b]\n", "out_dir"),
+        (b"out_dir: a\n\tdata: b\n", "cannot read"),
+    ],
+)
+@pytest.mark.parametrize("script", ["train_local.sh", "eval_slurm.sbatch"])
+def test_a_launch_script_reads_a_bad_config_yaml_in_one_line(script, text, needle, tmp_path):
+    """A config YAML that is not UTF-8, or whose out_dir is a number, was a Python traceback,
+    then "activate the venv" with PyYAML installed (an outside review)."""
+    config = tmp_path / "exp.yaml"
+    config.write_bytes(text)
+    env = {**_fake_slurm(tmp_path, "79"), "CONFIG": str(config), "CPU": "1", "NGPU": "1"}
+    env.pop("OUT", None)
+    env.pop("TUNED", None)
+    proc = subprocess.run(
+        ["bash", f"launch/{script}"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert needle in proc.stderr.lower() and str(config) in proc.stderr, proc.stderr
+    assert "activate the venv" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("NGPU", "0"), ("NGPU", "-2"), ("NGPU", "abc"), ("ACCEL", "nope"), ("PORT", "http")],
+)
+def test_train_local_refuses_a_bad_launch_variable_in_one_line(variable, value, tmp_path):
+    """``NGPU=0 CPU=1`` ended in accelerate's "at least 2 processes for --multi_gpu",
+    ``NGPU=0`` alone trained with 1 process, ``ACCEL=nope`` was a FileNotFoundError traceback,
+    each then blamed "a process killed by a signal"; the dry run printed them as valid."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": "2", "OUT": str(tmp_path / "run")}
+    env |= {variable: value}
+    for dry in ("1", "0"):
+        proc = subprocess.run(
+            ["bash", "launch/train_local.sh", "train.max_steps=1"],
+            capture_output=True, text=True, cwd=REPO, env={**env, "DRY_RUN": dry}, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [proc.stderr.strip()], proc.stderr
+        assert f"{variable}={value}" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_local_dry_run_prints_a_command_that_can_be_pasted_back(tmp_path):
+    """A path with a space was printed bare: pasted back, it was two arguments."""
+    import shlex
+
+    out = tmp_path / "my runs" / "exp 1"
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": "2", "OUT": str(out), "DRY_RUN": "1"}
+    proc = subprocess.run(
+        ["bash", "launch/train_local.sh", "train.lr=1e-4"],
+        capture_output=True, text=True, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    words = shlex.split(proc.stdout)
+    assert f"out_dir={out}" in words and words[-1] == "train.lr=1e-4", proc.stdout

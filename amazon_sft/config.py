@@ -70,6 +70,21 @@ class ModelConfig:
             raise UserError("model.path=random needs model.arch.model_type (e.g. llama or mistral)")
         if self.path == "random" and self.tokenizer is None:
             raise UserError("model.path=random needs model.tokenizer (e.g. builtin:tiny)")
+        if self.path == "random" and self.gguf_file:  # config.yaml recorded it, unread
+            raise UserError(
+                "model.gguf_file names a file inside model.path, and model.path=random builds "
+                "a new model from model.arch: remove model.gguf_file"
+            )
+        from_tokenizer = [k for k in TOKENIZER_ARCH_KEYS if k in self.arch]
+        if self.path == "random" and from_tokenizer:
+            raise UserError(
+                f"model.arch.{from_tokenizer[0]} is the tokenizer's (model.tokenizer), not "
+                "model.arch's: remove it"
+            )
+
+
+TOKENIZER_ARCH_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")
+"""Settings a random model takes from its tokenizer (``modeling.random_arch_config``)."""
 
 
 @dataclass

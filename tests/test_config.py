@@ -560,3 +560,19 @@ def test_each_step_logs_its_flops(tuned_run):
     rows = [json.loads(x) for x in (tuned_run / "metrics.jsonl").read_text().splitlines()]
     assert all(r["flops"] > 0 for r in rows)
     assert all(r["tokens_per_sec"] == pytest.approx(r["real_tokens"] / r["seconds"]) for r in rows)
+
+
+@pytest.mark.parametrize(
+    ("override", "needle"),
+    [
+        ("model.gguf_file=foo.gguf", "model.gguf_file"),
+        ("model.arch.vocab_size=10", "model.arch.vocab_size"),
+        ("model.arch.eos_token_id=3", "model.arch.eos_token_id"),
+    ],
+)
+def test_a_setting_model_path_random_never_reads_is_refused(override, needle):
+    """A random model ignored ``model.gguf_file`` and took the tokenizer's vocabulary size and
+    special ids over ``model.arch``'s, while the run's config.yaml recorded the ignored values
+    (an outside review)."""
+    with pytest.raises(UserError, match=needle):
+        load_run_config("tiny", [override])

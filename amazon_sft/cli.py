@@ -96,7 +96,7 @@ def _run_synth(args) -> int:
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
     out = landing(args.out)
-    if out.is_dir():
+    if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
     if (out.exists() or out.is_symlink()) and not args.overwrite:
         raise UserError(

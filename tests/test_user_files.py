@@ -35,6 +35,9 @@ def test_synth_never_writes_over_an_existing_file_without_overwrite(tmp_path, ca
     _one_line(code, err, "synth", "folder")
     code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine), "--overwrite")
     assert code == 0 and mine.read_bytes() != b"precious"
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", f"{tmp_path / 'new'}/")
+    _one_line(code, err, "synth", "folder")  # it wrote a file named new (an outside review)
+    assert not (tmp_path / "new").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 

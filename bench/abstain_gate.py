@@ -78,7 +78,10 @@ def retrieve(
     """Each question's ``k`` records as ``ask`` retrieves them (``meaning_weight``: its
     ``--meaning-weight``), with the asked product taken out where the file takes it out."""
     index = CatalogueIndex(data_dir, meaning_weight=meaning_weight)
-    questions = QF.read_questions(questions_file)
+    # products named by title too, as eval asks them (they were skipped without a word)
+    questions = QF.resolve_titles(
+        data_dir / "catalogue.jsonl", QF.read_questions(questions_file), questions_file
+    )
     products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
     questions, _ = QF.keep_answerable(questions, products)
     rows = []

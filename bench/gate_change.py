@@ -12,13 +12,18 @@ gate (answering/doubt.py) is measured on the very questions before and after it:
     python bench/gate_change.py --data /tmp/pair/g40p --base /tmp/base --questions eval/questions/real_blind11_test.jsonl
 
 ``--data``: a prepared folder of the real rows (docs/results.md, "paired abstentions").
+Each question is asked once, however many files hold it (the same text about the same
+product, as ``eval --questions`` refuses a repeat), and ``--read FILES`` leaves out questions
+those files hold word for word (the ones a rule was chosen on): the lines dropped are counted.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +60,37 @@ def outcomes(data: Path, files: list[str], meaning: float, ratio: float) -> list
     return out
 
 
+def distinct_questions(data: Path, files: list[str], read: list[str], into: Path) -> str:
+    """Write into ``into`` the lines of ``files`` that no earlier line repeats and no ``read``
+    file holds (a question is its text as ``ask`` reads it, and its product: by uid, absent, or
+    the product it takes out), and say how many were dropped."""
+    from amazon_sft.answering.question_text import normalise_question
+    from amazon_sft.evaluation import question_file as QF
+
+    def keyed(name: str) -> list[tuple[tuple, str]]:
+        raw = Path(name).read_text(encoding="utf-8-sig").splitlines()
+        questions = QF.resolve_titles(data / "catalogue.jsonl", QF.read_questions(Path(name)), name)
+        return [((normalise_question(q.text).casefold(), q.uid, q.removed), raw[q.line - 1]) for q in questions]  # fmt: skip
+
+    was_read = {key for name in read for key, _ in keyed(name)}
+    seen, kept, repeats, in_read = set(), [], 0, 0
+    for name in files:
+        for key, line in keyed(name):
+            if key in seen:
+                repeats += 1
+            elif key in was_read:
+                in_read += 1
+            else:
+                kept.append(line)
+            seen.add(key)
+    into.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    total = len(kept) + repeats + in_read
+    return (
+        f"{total} lines: {repeats} repeats another, {in_read} is in the --read files; "
+        f"{len(kept)} asked"
+    )
+
+
 def table(rows: list[list]) -> np.ndarray:
     """0/1 per question and ``MEASURES`` (NaN where one does not apply: absent abstention is a
     share of absent questions, the rest of questions about a product; recall@3 from a checkout
@@ -78,7 +114,18 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="the prepared folder (its index)")
     ap.add_argument("--questions", nargs="+", required=True, help="question files")
+    ap.add_argument(
+        "--read",
+        nargs="*",
+        default=[],
+        help="question files read while a rule was chosen: their questions are left out",
+    )
     ap.add_argument("--base", help="the checkout to compare with (required)")
+    ap.add_argument(
+        "--by-kind",
+        action="store_true",
+        help="also this checkout's right first and recall@1 by kind",
+    )
     ap.add_argument("--meaning-weight", type=float, default=4.0)
     ap.add_argument("--abstain-below", type=float, default=2.0)
     ap.add_argument("--code", help=argparse.SUPPRESS)
@@ -92,11 +139,20 @@ def main() -> None:
         ap.error("--base is required: the checkout to compare with (git worktree add DIR REV)")
     from bench.static_embedding_fusion import change, share  # its tables' cells
 
+    scratch = tempfile.mkdtemp(prefix="gate_change-")
+    asked = Path(scratch) / "asked.jsonl"
+    print(distinct_questions(Path(args.data), files, args.read, asked))
+    files = [str(asked)]
     runs = {}
     for name, code in (("base", args.base), ("this checkout", REPO)):
         cli = ["--data", args.data, "--questions", *files]
         cli += ["--meaning-weight", str(args.meaning_weight), "--abstain-below", str(args.abstain_below)]  # fmt: skip
-        runs[name] = emitted_by(__file__, code, cli)
+        try:
+            runs[name] = emitted_by(__file__, code, cli)
+        except BaseException:
+            shutil.rmtree(scratch, ignore_errors=True)
+            raise
+    shutil.rmtree(scratch, ignore_errors=True)
     before, after = table(runs["base"]), table(runs["this checkout"])
     kinds = [r[0] for r in runs["base"]]
     if kinds != [r[0] for r in runs["this checkout"]]:
@@ -120,6 +176,27 @@ def main() -> None:
             continue
         cells = (share(before[:, m]), share(after[:, m]), change(before[:, m], after[:, m]))
         print(f"| {name} | " + " | ".join(cells) + " |")
+    if args.by_kind:
+        print(by_kind(kinds, after))
+
+
+def by_kind(kinds: list[str], after: np.ndarray) -> str:
+    """This checkout's right first and recall@1 for each kind of question about a product.
+
+    >>> print(by_kind(["need", "need", "absent"], table([["need", False, True, False, False, True, True], ["need", False, False, False, True, True, True], ["absent", True, False, False, True, False, False]])))
+    | kind | questions | right first | recall@1 |
+    |---|---|---|---|
+    | need | 2 | 0.500 | 1.000 |
+    """
+    lines = ["| kind | questions | right first | recall@1 |", "|---|---|---|---|"]
+    for kind in sorted(set(kinds) - {"absent"}):
+        rows = after[[k == kind for k in kinds]]
+        rows = rows[~np.isnan(rows[:, 0])]
+        if len(rows):
+            lines.append(
+                f"| {kind} | {len(rows)} | {rows[:, 0].mean():.3f} | {rows[:, 4].mean():.3f} |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

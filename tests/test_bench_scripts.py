@@ -834,3 +834,30 @@ def test_phrasing_gate_benchmark_counts_each_phrasing(grounded_prepared):
     rows = [line.split("|") for line in out.splitlines() if line.startswith("| ") and "{t}" in line]
     assert [r[1].strip() for r in rows] == ["Quero comprar {t}", "Tell me about {t}"]
     assert all(0 < int(r[2]) <= 20 and int(r[3]) <= int(r[2]) for r in rows), out
+
+
+def test_gate_change_asks_each_question_once_and_none_of_the_read_ones(prepared, tmp_path):
+    """Pooled question files held the same question up to 7 times ("times killer su doku book
+    6", absent: outside writers reach for the same famous books), and questions word for word
+    from the read files the gate was set on; both were counted, and a question naming its
+    product by title was skipped without a word (eval asks it). An outside audit: the 737's
+    absent abstention was 0.913 with them, 0.885 without."""
+    import orjson
+
+    questions = _titles_and_an_absent_product(prepared, tmp_path)
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    again = tmp_path / "again.jsonl"  # another writer's file: one repeat, one new, one by title
+    again.write_text(
+        json.dumps({"question": "A carbon  bicycle frame", "uid": "absent", "kind": "absent"})
+        + "\n" + json.dumps({"question": rows[6]["title"], "uid": rows[6]["uid"], "kind": "typo"})
+        + "\n" + json.dumps({"question": rows[7]["title"], "title": rows[7]["title"], "kind": "partial"})
+        + "\n"
+    )  # fmt: skip
+    read = tmp_path / "read.jsonl"  # read while the gate was set: left out of the blind figures
+    read.write_text(
+        json.dumps({"question": rows[0]["title"], "uid": rows[0]["uid"], "kind": "x"}) + "\n"
+    )
+    out = _run("bench/gate_change.py", "--data", str(prepared), "--questions", str(questions),
+               str(again), "--read", str(read), "--base", str(REPO))  # fmt: skip
+    assert "6 questions about a product, 1 absent" in out, out
+    assert "9 lines: 1 repeats another, 1 is in the --read files; 7 asked" in out, out

@@ -366,3 +366,16 @@ def test_a_bare_citation_or_a_cited_abstention_is_not_scored_as_quoting_another_
     assert vec["citation_accuracy"] == [1.0, 0.0, 1.0]
     assert vec["wrong_record_cited"] == [0.0, 0.0, 0.0]
     assert vec["false_abstention"] == [0.0, 1.0, 0.0]
+
+
+def test_oracle_scoring_takes_whole_sentences_of_the_asked_record_as_end_to_end_does():
+    """An attribute answer quoting one whole sentence of the asked record ("Written by Ana
+    Lopes.") that a shorter shown record holds too was right end to end and a wrong record
+    with oracle context, whose docs say it counts as end to end does (an outside audit)."""
+    asked = "A long family saga by the sea. Written by Ana Lopes."
+    ctx = [ContextRecord("9", "Other", "Written by Ana Lopes."), ContextRecord("7", "Saga", asked)]
+    item = EvalItem("7", "Saga", "p", asked, asked, ctx)
+    vec = grounded_vectors(
+        [item, item], ["Written by Ana Lopes.\n[source: 7]", "Written by Ana\n[source: 7]"]
+    )
+    assert vec["wrong_record_cited"] == [0.0, 1.0] and vec["citation_accuracy"] == [1.0, 0.0]

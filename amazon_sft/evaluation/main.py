@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from amazon_sft.answering.sure import whole_sentences_of
 from amazon_sft.bounds import check_prompt_fits, context_of
 from amazon_sft.data.encode import closed_book_answer, word_starts
 from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
@@ -188,7 +189,12 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
         # bare citation overlaps none, and argmax of all zeros named the first record
         credited = max((o for o, r in zip(overlap, it.context) if r.uid in uids), default=0.0)
         others = [o for o, r in zip(overlap, it.context) if r.uid not in uids]
-        is_wrong = set(uids) != {it.uid} or closer_to_another(credited, others)
+        # whole sentences of the asked record (an attribute's answer) quote no other record,
+        # however close a shorter one holding the same sentence is: end to end's exemption
+        quotes = closer_to_another(credited, others) and not whole_sentences_of(
+            strip_citations(answer), it.reference
+        )
+        is_wrong = set(uids) != {it.uid} or quotes
         wrong.append(float(is_wrong))
         cited.append(float(not is_wrong))  # the asked uid, once or more, and nothing else
     return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}

@@ -6,6 +6,7 @@ path) and applies dotted overrides such as ``data.max_seq_len=1024``.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass, field
 
@@ -14,6 +15,7 @@ from amazon_sft.config_loader import load_config
 from amazon_sft.config_run_parts import CheckpointConfig, LoraConfig, check_ranges
 from amazon_sft.errors import UserError
 
+log = logging.getLogger(__name__)
 MAX_SEED = 2**32 - 1
 """numpy's legacy seeding (accelerate's ``set_seed``) takes seeds in [0, 2**32 - 1]."""
 MAX_LR = 1e30
@@ -70,17 +72,28 @@ class ModelConfig:
             raise UserError("model.path=random needs model.arch.model_type (e.g. llama or mistral)")
         if self.path == "random" and self.tokenizer is None:
             raise UserError("model.path=random needs model.tokenizer (e.g. builtin:tiny)")
-        if self.path == "random" and self.gguf_file:  # config.yaml recorded it, unread
-            raise UserError(
-                "model.gguf_file names a file inside model.path, and model.path=random builds "
-                "a new model from model.arch: remove model.gguf_file"
+        if self.path == "random":  # unread settings: said and dropped, not recorded as used
+            self._drop_what_random_never_reads()
+
+    def _drop_what_random_never_reads(self) -> None:
+        """A random model reads no GGUF file, and takes its vocabulary size and special ids from
+        its tokenizer: a run's config.yaml recorded the values it ignored (an outside review).
+        Dropped with a warning, not refused: runs saved with them still load."""
+        if self.gguf_file:
+            log.warning(
+                "model.gguf_file=%s is not read: model.path=random builds a new model from "
+                "model.arch (dropped)",
+                self.gguf_file,
             )
-        from_tokenizer = [k for k in TOKENIZER_ARCH_KEYS if k in self.arch]
-        if self.path == "random" and from_tokenizer:
-            raise UserError(
-                f"model.arch.{from_tokenizer[0]} is the tokenizer's (model.tokenizer), not "
-                "model.arch's: remove it"
+            self.gguf_file = None
+        for key in [k for k in TOKENIZER_ARCH_KEYS if k in self.arch]:
+            log.warning(
+                "model.arch.%s=%s is not read: a random model takes it from its tokenizer "
+                "(model.tokenizer; dropped)",
+                key,
+                self.arch[key],
             )
+        self.arch = {k: v for k, v in self.arch.items() if k not in TOKENIZER_ARCH_KEYS}
 
 
 TOKENIZER_ARCH_KEYS = ("vocab_size", "pad_token_id", "bos_token_id", "eos_token_id")

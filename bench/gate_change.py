@@ -68,9 +68,18 @@ def distinct_questions(data: Path, files: list[str], read: list[str], into: Path
     from amazon_sft.evaluation import question_file as QF
 
     def keyed(name: str) -> list[tuple[tuple, str]]:
-        raw = Path(name).read_text(encoding="utf-8-sig").splitlines()
+        # lines as read_questions counts them: "\n" only (U+2028 is text inside a question)
+        raw = Path(name).read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
         questions = QF.resolve_titles(data / "catalogue.jsonl", QF.read_questions(Path(name)), name)
-        return [((normalise_question(q.text).casefold(), q.uid, q.removed), raw[q.line - 1]) for q in questions]  # fmt: skip
+        return [((normalise_question(q.text).casefold(), q.uid, q.removed), by_uid(raw[q.line - 1], q)) for q in questions]  # fmt: skip
+
+    def by_uid(line: bytes, q) -> str:
+        """The line naming its product by the uid resolved here: a base checkout that resolves
+        titles otherwise (older ones skipped some) asks the very same questions."""
+        row = json.loads(line)
+        if q.uid is not None:
+            row["uid"] = q.uid
+        return json.dumps(row, ensure_ascii=False)
 
     was_read = {key for name in read for key, _ in keyed(name)}
     seen, kept, repeats, in_read = set(), [], 0, 0

@@ -89,7 +89,8 @@ def build_cfg(args, attention: str, checkpointing: bool, extra: tuple[str, ...] 
         "train.trackers=[]",
         *extra,
     ]
-    overrides += [f"model.arch.{k}={v}" for k, v in SIZES[args.size].items()]
+    # the vocabulary is the tokenizer's for a random model (build_lm and the TRL path size it)
+    overrides += [f"model.arch.{k}={v}" for k, v in SIZES[args.size].items() if k != "vocab_size"]
     return load_run_config("tiny", overrides)
 
 
@@ -223,7 +224,7 @@ def run_trl(args, data_dir: Path, device: str) -> dict:
 
     cfg = build_cfg(args, "sdpa", checkpointing=True)
     attention = "flash_attention_2" if available("flash", device) is None else "sdpa"
-    config = AutoConfig.for_model(**cfg.model.arch)
+    config = AutoConfig.for_model(**cfg.model.arch, vocab_size=SIZES[args.size]["vocab_size"])
     model = AutoModelForCausalLM.from_config(config, attn_implementation=attention)
     docs = documents(PackedShards(data_dir))
     data = Dataset.from_list(

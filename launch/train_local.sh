@@ -82,8 +82,8 @@ for arg in "$@"; do given+=("$(whole "$arg")"); done
 set -- ${given[@]+"${given[@]}"}
 NGPU="${NGPU//[[:space:]]/}"  # BSD wc pads its count
 # checked before anything runs: NGPU=0 trained with 1 process, ACCEL=nope was a traceback
-case "$NGPU" in "" | *[!0-9]* | 0*)
-  echo "train_local.sh: NGPU=$NGPU: give the number of processes, 1 or more" >&2 && exit 2 ;;
+case "$NGPU" in "" | *[!0-9]* | 0* | ?????*)  # more than 4 digits: past bash's integers too
+  echo "train_local.sh: NGPU=$NGPU: give the number of processes, 1 to 9999" >&2 && exit 2 ;;
 esac
 if [ -z "${ACCEL:-}" ]; then
   if [ "$NGPU" -gt 1 ]; then ACCEL=multi_gpu; else ACCEL=single_gpu; fi
@@ -94,7 +94,7 @@ if [ ! -f "launch/accelerate/$ACCEL.yaml" ]; then
   exit 2
 fi
 PORT="${PORT:-$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')}"
-case "$PORT" in "" | *[!0-9]* | 0*)
+case "$PORT" in "" | *[!0-9]* | 0* | ??????*)
   echo "train_local.sh: PORT=$PORT: give a port number, 1 to 65535 (or leave it unset)" >&2 && exit 2 ;;
 esac
 if [ "$PORT" -gt 65535 ]; then
@@ -117,7 +117,10 @@ args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT" ${yaml_paths[@]+"${y
 [ -n "${DATA:-}" ] && args+=("data.path=$DATA")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  printf '%q ' "${launch[@]}" "${args[@]}" "$@" | sed 's/ $//' && echo  # can be pasted back
+  # pasted back anywhere, it runs as this script would: in the repo, with its environment
+  printf 'cd %q && ' "$PWD"
+  if [ "${ACCELERATE_USE_CPU:-}" = true ]; then printf 'ACCELERATE_USE_CPU=true '; fi
+  printf '%q ' "${launch[@]}" "${args[@]}" "$@" | sed 's/ $//' && echo
   exit 0
 fi
 # A stop to this script goes on to training (launch/forward_stop.sh), also one that comes

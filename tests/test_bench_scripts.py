@@ -861,3 +861,30 @@ def test_gate_change_asks_each_question_once_and_none_of_the_read_ones(prepared,
                str(again), "--read", str(read), "--base", str(REPO))  # fmt: skip
     assert "6 questions about a product, 1 absent" in out, out
     assert "9 lines: 1 repeats another, 1 is in the --read files; 7 asked" in out, out
+
+
+def test_gate_change_writes_each_question_whole_and_by_its_resolved_uid(prepared, tmp_path):
+    """A question holding U+2028 was cut in two (``splitlines``), and a question named by title
+    reached a base checkout that resolves titles otherwise (a review of the dedupe)."""
+    import orjson
+
+    sys.path.insert(0, str(REPO / "bench"))
+    from gate_change import distinct_questions
+
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    lines = [
+        {"question": "a fox\u2028and a bear", "uid": rows[0]["uid"], "kind": "typo"},
+        {"question": "by its title", "title": rows[1]["title"], "uid": None, "kind": "partial"},
+        {"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"},
+    ]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(x, ensure_ascii=False) + "\n" for x in lines))
+    into = tmp_path / "asked.jsonl"
+    said = distinct_questions(prepared, [str(questions)], [], into)
+    assert said == "3 lines: 0 repeats another, 0 is in the --read files; 3 asked"
+    asked = [json.loads(x) for x in into.read_text(encoding="utf-8").split("\n") if x]
+    assert asked[0]["question"] == "a fox\u2028and a bear"
+    from amazon_sft.evaluation.question_file import derived_uid
+
+    assert asked[1]["uid"] in (rows[1]["uid"], derived_uid(rows[1]["title"]))
+    assert asked[2]["uid"] == "absent"

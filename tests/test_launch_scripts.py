@@ -1039,3 +1039,19 @@ def test_train_local_dry_run_prints_a_command_that_can_be_pasted_back(tmp_path):
     assert proc.returncode == 0, proc.stderr
     words = shlex.split(proc.stdout)
     assert f"out_dir={out}" in words and words[-1] == "train.lr=1e-4", proc.stdout
+    # pasted anywhere, it runs where the script runs, with the environment it sets (a review:
+    # CPU=1's ACCELERATE_USE_CPU was left out, and the repo's paths were relative)
+    assert words[:3] == ["cd", str(REPO), "&&"] and "ACCELERATE_USE_CPU=true" in words, words
+
+
+@pytest.mark.parametrize("variable", ["NGPU", "PORT"])
+def test_train_local_refuses_a_number_too_long_for_the_shell(variable, tmp_path):
+    """``PORT=99999999999999999999`` passed ``[ "$PORT" -gt 65535 ]`` (bash says "integer
+    expression expected", false) and reached accelerate's OverflowError traceback."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": "2", "DRY_RUN": "1", variable: "9" * 20}
+    proc = subprocess.run(
+        ["bash", "launch/train_local.sh"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert proc.returncode == 2 and f"{variable}=" in proc.stderr, proc.stdout + proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr

@@ -367,8 +367,9 @@ def _serves_as_trained(out, cfg, tok, model) -> None:
     tokenizer_config = json.loads((out / "tokenizer_config.json").read_text())
     assert tokenizer_config["tokenizer_class"] == "PreTrainedTokenizerFast"
     readme = (out / "README.md").read_text()
-    assert "Catalogue records:" in readme and "[source: uid]" in readme
-    assert (out / "amazon_sft_config.yaml").is_file()
+    taught = cfg.data.grounded_fraction > 0  # the card prompts as the run was trained
+    assert ("Catalogue records:" in readme and "[source: uid]" in readme) is taught
+    assert fmt.question("TITLE") in readme and (out / "amazon_sft_config.yaml").is_file()
 
 
 def test_the_mode_and_the_index_are_checked_before_a_model_loads(
@@ -816,3 +817,21 @@ def test_export_into_an_empty_folder_keeps_its_mode_and_group(tuned_run, tmp_pat
     got = out.stat()
     assert stat.S_IMODE(got.st_mode) == 0o2770 and got.st_gid == 65534
     assert all(p.stat().st_gid == 65534 for p in out.rglob("*"))
+
+
+def test_an_exported_card_prompts_as_the_run_was_trained(tiny_tok):
+    """The card told every export to send a question with 3 retrieved records and expect
+    ``[source: uid]``, also a model trained closed-book only (``data.grounded_fraction`` 0, the
+    default of every shipped config but one), which ``ask`` itself asks closed-book (an outside
+    review, loading exports with plain transformers)."""
+    from amazon_sft.answering.export_files import export_readme
+    from amazon_sft.config import load_run_config
+    from amazon_sft.prompts import build_prompt_format
+
+    for fraction, grounded in ((0.0, False), (0.5, True)):
+        cfg = load_run_config("tiny", [f"data.grounded_fraction={fraction}"])
+        fmt = build_prompt_format(tiny_tok, cfg.data)
+        card = export_readme("m", "tiny", cfg, fmt, None)
+        assert ("Catalogue records:" in card and "[source: uid]" in card) is grounded, card
+        assert fmt.question("TITLE") in card
+        assert ("not taught to read catalogue records" in card) is not grounded, card

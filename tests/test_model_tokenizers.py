@@ -377,3 +377,27 @@ def test_an_export_of_a_run_with_a_system_prompt_checks_the_prompt_it_was_traine
     _check_served(tmp_path, question, trained, system)
     with pytest.raises(UserError, match="other token ids"):  # asked without it: not training's
         _check_served(tmp_path, question, trained, None)
+
+
+def test_a_ctrl_c_while_an_answer_streams_stops_its_generation_first(tiny_model_dir, tiny_tok):
+    """Ctrl-C during ``ask`` or ``chat``'s answer left ``generate`` running on its thread while
+    the interpreter exited: torch aborted it ("terminate called without an active exception",
+    SIGABRT) after the one-line "interrupted" (an outside review). The generation is stopped
+    and its thread joined before the interrupt goes on."""
+    import threading
+
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.answering.ask import _generate
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    model.generation_config.eos_token_id = None  # never stops by itself: 400 tokens to go
+    before = set(threading.enumerate())
+
+    def interrupted(piece: str) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        _generate(model, tiny_tok, [tiny_tok.bos_token_id, 40, 41], 400, interrupted, None)
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert not left, f"generation still running on {left}"

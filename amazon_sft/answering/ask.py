@@ -261,7 +261,7 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
             choose_pad_id(tok), Decoding(max_new_tokens=max_new_tokens), stop_ids(tok, model)
         ),
         "streamer": streamer,
-        "stopping_criteria": StoppingCriteriaList([Cancelled(cancel or threading.Event())]),
+        "stopping_criteria": StoppingCriteriaList([Cancelled(stop := cancel or threading.Event())]),
         **own_settings_only(model),
     }
     failure: list[BaseException] = []
@@ -276,10 +276,15 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
     thread = threading.Thread(target=generate, daemon=True)
     thread.start()
     pieces = []
-    for piece in streamer:
-        pieces.append(piece)
-        if on_text:
-            on_text(piece)
+    try:
+        for piece in streamer:
+            pieces.append(piece)
+            if on_text:
+                on_text(piece)
+    except BaseException:  # Ctrl-C, a closed pipe: generate left running on its thread was
+        stop.set()  # aborted by torch as the interpreter exited (SIGABRT after "interrupted")
+        thread.join()
+        raise
     thread.join()
     if failure:
         raise failure[0]

@@ -106,6 +106,37 @@ def example_prompt(fmt: PromptFormat, k: int) -> str:
     return fmt.grounded("Tell me about Title 1", records)
 
 
+def _how_to_prompt(fmt: PromptFormat, data, turn: str, system: str) -> str:
+    """The card's prompt instructions, as the run was trained: grounded (records retrieved, an
+    answer citing ``[source: uid]``) only when it was taught grounded examples."""
+    head = (
+        f"One user turn, rendered by {turn} {system}, with the generation prompt\n"
+        "(`apply_chat_template(messages, add_generation_prompt=True)`)."
+    )
+    closed = (
+        f"one question about an exact title, `{fmt.question('TITLE')}` (`ask --closed-book` asks it "
+        "of the best-matching title;\n"
+        f"`data.closed_book_fraction` {data.closed_book_fraction} in the run's config)."
+    )
+    if data.grounded_fraction <= 0:  # ask's own default mode for it (ask.default_mode)
+        return (
+            f"{head} It was taught {closed} It answers with the product's description and cites\n"
+            "nothing: it was not taught to read catalogue records (`data.grounded_fraction` 0 in "
+            "the run's\nconfig), and `amazon-sft ask` asks it closed-book.\n"
+        )
+    return f"""{head} A grounded question (how
+`amazon-sft ask` answers) sends the question, then the {data.context_records} records retrieval
+found, each description cut to {data.context_record_tokens} tokens of this tokenizer:
+
+```text
+{example_prompt(fmt, data.context_records)}
+```
+
+The model answers with the description of the product asked about and `[source: uid]`, or says
+the catalogue has no record of it. The closed-book form (no records) is {closed}
+"""
+
+
 def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: RunSummary | None) -> str:
     """The exported folder's README: what it is, and how to prompt it as it was trained."""
     data, lora = cfg.data, cfg.lora
@@ -122,6 +153,11 @@ def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: RunSum
         else "with the template's own default system message (send none)"
     )
     turn = "the chat template" if fmt.chat else "the chat template written here (plain format)"
+    cap = (
+        " (the citation comes last: a shorter cap cuts it off)"
+        if data.grounded_fraction > 0
+        else ""
+    )
     return f"""# {name}: {label}, exported by amazon_sft
 
 Standalone weights of a model fine-tuned by amazon_sft ({how}) on `{cfg.model.path}`, with
@@ -131,21 +167,9 @@ a product catalogue in AmazonTitles-1.3MM's `trn.json` format ({trained}). Load 
 
 ## Prompt it as it was trained
 
-One user turn, rendered by {turn} {system}, with the generation prompt
-(`apply_chat_template(messages, add_generation_prompt=True)`). A grounded question (how
-`amazon-sft ask` answers) sends the question, then the {data.context_records} records retrieval
-found, each description cut to {data.context_record_tokens} tokens of this tokenizer:
-
-```text
-{example_prompt(fmt, data.context_records)}
-```
-
-The model answers with the description of the product asked about and `[source: uid]`, or says
-the catalogue has no record of it. The closed-book form (no records) is one question about an exact
-title, `{fmt.question("TITLE")}` (`ask --closed-book` asks it of the best-matching title;
-`data.closed_book_fraction` {data.closed_book_fraction} in the run's config).
+{_how_to_prompt(fmt, data, turn, system)}
 `generation_config.json` asks for what `ask` does: greedy, up to {ANSWER_TOKENS} new tokens,
-stopping at EOS (the citation comes last: a shorter cap cuts it off). `ask` also removes
+stopping at EOS{cap}. `ask` also removes
 special-token text (such as `<|im_end|>`) from questions before rendering them: do the same
 before a user's text reaches the template.
 """

@@ -207,7 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + err.signum
     except KNOWN_FAILURES as err:  # a PermissionError from any reader or writer, on any path
         said, code = known_failure(command, err)
-        print(said, file=sys.stderr)
+        # a second Ctrl-C while it is said was a KeyboardInterrupt traceback
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            print(said, file=sys.stderr)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         return code
     except BrokenPipeError:  # the reader stopped (``| head``): end as Unix tools do, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit

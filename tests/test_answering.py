@@ -828,10 +828,12 @@ def test_an_exported_card_prompts_as_the_run_was_trained(tiny_tok):
     from amazon_sft.config import load_run_config
     from amazon_sft.prompts import build_prompt_format
 
-    for fraction, grounded in ((0.0, False), (0.5, True)):
-        cfg = load_run_config("tiny", [f"data.grounded_fraction={fraction}"])
+    for fraction, closed, grounded in ((0.0, 1.0, False), (0.5, 1.0, True), (1.0, 0.0, True)):
+        cfg = load_run_config(
+            "tiny", [f"data.grounded_fraction={fraction}", f"data.closed_book_fraction={closed}"]
+        )
         fmt = build_prompt_format(tiny_tok, cfg.data)
         card = export_readme("m", "tiny", cfg, fmt, None)
         assert ("Catalogue records:" in card and "[source: uid]" in card) is grounded, card
-        assert fmt.question("TITLE") in card
+        assert (fmt.question("TITLE") in card) is (closed > 0), card  # grounded only: a review
         assert ("not taught to read catalogue records" in card) is not grounded, card

@@ -1171,3 +1171,28 @@ def test_a_save_past_the_file_size_limit_is_one_line(tmp_path):
     proc = _python(full, tmp_path)
     first = proc.stdout.splitlines()[0]
     assert "the disk holding" in first and "is full" in first, proc.stdout + proc.stderr[-2000:]
+
+
+def test_a_second_ctrl_c_while_interrupted_is_said_is_not_a_traceback(tmp_path, monkeypatch):
+    """A second Ctrl-C landing while ``amazon-sft ask: interrupted`` was printed raised out of
+    ``cli.main``: a KeyboardInterrupt traceback, exit 1 (a review of the Ctrl-C fix)."""
+    import io
+    import os
+    import signal
+
+    import amazon_sft.data.synthetic as synthetic
+    from amazon_sft.cli import main
+
+    def first_ctrl_c(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    class SecondCtrlC(io.StringIO):
+        def write(self, text: str) -> int:
+            os.kill(os.getpid(), signal.SIGINT)  # delivered at once, mid-print
+            return super().write(text)
+
+    monkeypatch.setattr(synthetic, "write_catalogue", first_ctrl_c)
+    said = SecondCtrlC()
+    monkeypatch.setattr("sys.stderr", said)
+    assert main(["synth", "--rows", "5", "--out", str(tmp_path / "t.json.gz")]) == 130
+    assert "interrupted" in said.getvalue()

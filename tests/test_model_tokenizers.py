@@ -401,3 +401,20 @@ def test_a_ctrl_c_while_an_answer_streams_stops_its_generation_first(tiny_model_
         _generate(model, tiny_tok, [tiny_tok.bos_token_id, 40, 41], 400, interrupted, None)
     left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
     assert not left, f"generation still running on {left}"
+    # a second Ctrl-C while it waits for the generation to stop (a review of the fix)
+    join, seconds = threading.Thread.join, []
+
+    def interrupted_once(self, timeout=None):
+        if not seconds:
+            seconds.append(1)
+            raise KeyboardInterrupt
+        return join(self, timeout)
+
+    threading.Thread.join = interrupted_once
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _generate(model, tiny_tok, [tiny_tok.bos_token_id, 40, 41], 400, interrupted, None)
+    finally:
+        threading.Thread.join = join
+    left = [t for t in set(threading.enumerate()) - before if t.is_alive()]
+    assert seconds and not left, f"generation still running on {left}"

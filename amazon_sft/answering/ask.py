@@ -16,6 +16,7 @@ each source's description (ROUGE-L), so a user sees when the model invents.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -283,7 +284,9 @@ def _generate(model, tok, ids: list[int], max_new_tokens: int, on_text, cancel) 
                 on_text(piece)
     except BaseException:  # Ctrl-C, a closed pipe: generate left running on its thread was
         stop.set()  # aborted by torch as the interpreter exited (SIGABRT after "interrupted")
-        thread.join()
+        while thread.is_alive():  # a second Ctrl-C while it stops must not leave it running
+            with contextlib.suppress(KeyboardInterrupt):
+                thread.join()
         raise
     thread.join()
     if failure:

@@ -124,6 +124,12 @@ def _how_to_prompt(fmt: PromptFormat, data, turn: str, system: str) -> str:
             "nothing: it was not taught to read catalogue records (`data.grounded_fraction` 0 in "
             "the run's\nconfig), and `amazon-sft ask` asks it closed-book.\n"
         )
+    other = (
+        f"The closed-book form (no records) is {closed}"
+        if data.closed_book_fraction > 0
+        else "It was not taught closed-book questions (`data.closed_book_fraction` 0 in the run's\n"
+        "config): send the records with every question."
+    )
     return f"""{head} A grounded question (how
 `amazon-sft ask` answers) sends the question, then the {data.context_records} records retrieval
 found, each description cut to {data.context_record_tokens} tokens of this tokenizer:
@@ -133,7 +139,7 @@ found, each description cut to {data.context_record_tokens} tokens of this token
 ```
 
 The model answers with the description of the product asked about and `[source: uid]`, or says
-the catalogue has no record of it. The closed-book form (no records) is {closed}
+the catalogue has no record of it. {other}
 """
 
 

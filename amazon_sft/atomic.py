@@ -65,10 +65,29 @@ def new_staging(out_dir: Path, any_machine: bool = False) -> Path:
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
     except OSError as err:
-        raise UserError(
-            f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable --out"
-        ) from None
+        raise UserError(unwritable_beside(out_dir, err, "--out")) from None
     return staging
+
+
+def unwritable_beside(out_dir: Path, err: OSError, what: str) -> str:
+    """The line for a hidden file beside ``out_dir`` that cannot be made: a name too long once
+    ``.NAME.lock`` or ``.NAME.tmp-MACHINE-PID`` wraps it (it blamed the folder above), else the
+    folder above is not writable.
+
+    >>> import errno
+    >>> unwritable_beside(Path("x") / ("e" * 250), OSError(errno.ENAMETOOLONG, "x"), "--out")[:60]
+    'the name of --out x/eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee...'
+    """
+    import errno
+
+    if err.errno == errno.ENAMETOOLONG:
+        shown = f"{out_dir.parent / out_dir.name[:40]}..." if len(out_dir.name) > 40 else out_dir
+        return (
+            f"the name of {what} {shown} is too long ({len(out_dir.name)} characters) for the "
+            "hidden files amazon-sft keeps beside it (.NAME.lock, .NAME.tmp-MACHINE-PID; a name "
+            "takes 255 bytes at most): choose a shorter name"
+        )
+    return f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable {what}"
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -17,6 +17,7 @@ import socket
 import sys
 from pathlib import Path
 
+from amazon_sft.atomic import unwritable_beside
 from amazon_sft.errors import UserError
 
 NO_LOCKS = (errno.ENOLCK, errno.ENOSYS, errno.EOPNOTSUPP)
@@ -62,9 +63,7 @@ class OutputLock:
                 raise UserError(
                     f"{self.path} is a symbolic link, not amazon-sft's lock file: move it away"
                 ) from None
-            raise UserError(
-                f"cannot write to {self.path.parent} ({err.strerror}): choose a writable folder"
-            ) from None
+            raise UserError(unwritable_beside(Path(self.given), err, "folder")) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             self.locked = True

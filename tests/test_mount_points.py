@@ -128,3 +128,20 @@ def test_prepare_into_an_empty_team_folder_keeps_its_mode(catalogue, tmp_path, c
     assert code == 0, err[-2000:]
     assert stat.S_IMODE(out.stat().st_mode) == 0o2770
     assert (out / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("command", ["prepare", "eval"])
+def test_an_output_name_too_long_for_the_hidden_files_beside_it_says_so(
+    command, catalogue, prepared, tmp_path, capsys
+):
+    """A 250-character ``--out`` is a valid name, but the lock and staging beside it
+    (``.NAME.lock``, ``.NAME.tmp-MACHINE-PID``) are not: the error said "cannot write to
+    PARENT (File name too long)", blaming the folder above (an outside review)."""
+    out = tmp_path / ("e" * 250)
+    if command == "prepare":
+        args = ["prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet"]
+    else:
+        args = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
+    code, err = _run_cli(capsys, *args)
+    _one_line(code, err, command, "too long", "shorter")
+    assert not out.exists()

@@ -36,6 +36,7 @@ from amazon_sft.demo_files import (
 )
 from amazon_sft.demo_steps import run
 from amazon_sft.errors import OneLineParser
+from amazon_sft.evaluation.end_to_end_types import EndToEndReport, read_end_to_end_report
 
 MIX = {  # data.question_mix of the demo: every kind a shopper types, the title ones less
     "title": 0.15,
@@ -310,7 +311,7 @@ def answered_how(answer: dict) -> str:
 HEADLINE = ("right_record_cited", "wrong_record_cited", "abstention_recall", "recall_at_k")
 
 
-def headline(metrics: dict) -> list[str]:
+def headline(report: EndToEndReport) -> list[str]:
     """One line per group of an end-to-end eval report: each HEADLINE figure, base -> tuned
     (the demo's summary and the GPU check's last row).
 
@@ -318,35 +319,37 @@ def headline(metrics: dict) -> list[str]:
     a rate over the questions about a product is not "of n" (a review: "0.83 on its 31
     questions" was 20 of 24).
 
-    >>> cell = lambda v: {"right_record_cited": {"value": v, "of": 2}}
-    >>> headline({"groups": {"base": {"all": {"n": 3, **cell(0.5)}},
-    ...                      "tuned": {"all": {"n": 3, **cell(1.0)}}}})
+    >>> from amazon_sft.evaluation.end_to_end_types import Figure, GroupFigures
+    >>> cell = lambda v: GroupFigures(3, {"right_record_cited": Figure(v, 0.0, 1.0, of=2)})
+    >>> report = EndToEndReport("d", "q", 3, [], None, None, 64, 1, 2.0, True, 4.0, 0, {},
+    ...                         {"base": {"all": cell(0.5)}, "tuned": {"all": cell(1.0)}})
+    >>> headline(report)
     ['all (n=3): right record cited 0.50 -> 1.00 (of 2)']
     """
-    base, tuned = metrics["groups"]["base"], metrics["groups"]["tuned"]
+    base, tuned = report.groups["base"], report.groups["tuned"]
     lines = []
     for group, row in base.items():
         cells = [
-            f"{key.replace('_', ' ')} {row[key]['value']:.2f} -> {tuned[group][key]['value']:.2f}"
-            f" (of {row[key]['of']})"
+            f"{key.replace('_', ' ')} {row.figures[key].value:.2f} -> "
+            f"{tuned[group].figures[key].value:.2f} (of {row.figures[key].of})"
             for key in HEADLINE
-            if row.get(key) and tuned[group].get(key)
+            if key in row.figures and key in tuned[group].figures
         ]
-        lines.append(f"{group} (n={row['n']}): " + "   ".join(cells))
+        lines.append(f"{group} (n={row.n}): " + "   ".join(cells))
     return lines
 
 
 def print_summary(summary: dict, report: Path) -> None:
-    metrics = json.loads((report / "report.json").read_text())
+    metrics = read_end_to_end_report(report / "report.json")
     print("\n== Summary (end to end: the question through retrieval and the model, as ask does)")
     for line in headline(metrics):
         group, rest = line.split(" (n=", 1)
         print(f"{group:>24} (n={rest}")
-    own = metrics.get("own_right")  # with --quote-when-sure (evaluation/end_to_end_run.py)
+    own = metrics.own_right  # with --quote-when-sure (evaluation/end_to_end_run.py)
     if own:
         print(
             f"{'':>24} right record cited by the model's own answer (not quoted): "
-            f"{own['base']['right']} -> {own['tuned']['right']} of {own['base']['of']} questions "
+            f"{own['base'].right} -> {own['tuned'].right} of {own['base'].of} questions "
             "about a product"
         )
     for item in summary["questions"]:

@@ -13,7 +13,6 @@ renamed into place.
 
 from __future__ import annotations
 
-import dataclasses
 import itertools
 import shutil
 import time
@@ -35,7 +34,7 @@ from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber, nothing_left_remedy
 from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.grounded_stage import add_grounded, batched
-from amazon_sft.data.manifest import Manifest, write_manifest
+from amazon_sft.data.manifest import COUNTS, Manifest, write_manifest
 from amazon_sft.data.near_duplicates import NearDuplicateKeys
 from amazon_sft.data.packing import build_row, pack_bfd
 from amazon_sft.data.reading import ReadStats, check_input, read_records
@@ -346,9 +345,8 @@ def _pack_and_write(staging: Path, data, streamed: Streamed, doc_lens, pad_id: i
 
 
 def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer: str) -> Manifest:
-    counted = {f.name for f in dataclasses.fields(Manifest)} & set(report)
     return Manifest(
-        **{k: report[k] for k in counted},
+        **{k: report[k] for k in COUNTS},
         amazon_sft_version=__version__,
         split_version=SPLIT_VERSION,
         max_seq_len=cfg.data.max_seq_len,

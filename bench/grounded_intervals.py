@@ -17,7 +17,6 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.evaluation import metrics as M
-from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
 
 
 def interval(values, rate: bool = False) -> str:
@@ -31,19 +30,16 @@ def interval(values, rate: bool = False) -> str:
 
 
 def per_example(asked: list[dict], model: str, split: str) -> dict[str, list]:
-    """The per-example values whose means the report shows, by metric."""
-    answers = [r["answers"][model] for r in asked]
-    plain = [strip_citations(a) for a in answers]
-    out = {"rougeL": M.rouge_scores(plain, [r["reference"] for r in asked])["rougeL"]}
-    if split.endswith("grounded"):
-        out["citation_accuracy"] = [  # an abstention is none, whatever it cites (eval's rule)
-            set(cited_uids(a)) == {r["uid"]} and not is_abstention(a)  # twice is still right
-            for a, r in zip(answers, asked)
-        ]
-        out["false_abstention"] = [is_abstention(a) for a in answers]
-    if split.endswith("absent"):
-        out["abstention_accuracy"] = [is_abstention(a) for a in answers]
-    return out
+    """The per-example values whose means the report shows, by metric: eval's own verdicts
+    (each row's ``scores``), never scored again here by another rule (this script once counted
+    an answer quoting another record as a right citation, which eval does not)."""
+    if not all("scores" in r for r in asked):
+        sys.exit(
+            f"split {split!r}: its answers.jsonl rows carry no per-answer scores (an eval from "
+            "before they were written): run amazon-sft eval again"
+        )
+    scores = [r["scores"][model] for r in asked]
+    return {k: [s[k] for s in scores] for k in scores[0]} if scores else {}
 
 
 def _rows(folder: Path) -> list[dict]:

@@ -37,6 +37,7 @@ sys.path[:0] = [str(REPO), str(REPO / "bench")]
 from amazon_sft import gpu_check_files as own  # noqa: E402 - the repository is on the path above
 from amazon_sft.child_process import die_with_parent  # noqa: E402
 from amazon_sft.errors import UserError  # noqa: E402
+from amazon_sft.evaluation.end_to_end_types import EndToEndReport, read_end_to_end_report  # noqa: E402
 from amazon_sft.outputs import landing  # noqa: E402
 from amazon_sft.ownership import claim_marked_dir  # noqa: E402
 
@@ -279,10 +280,10 @@ def fine_tune_and_eval(args) -> tuple[str, str]:
     own.write_text(args.out, "demo.txt", proc.stdout + proc.stderr[-5000:])
     if proc.returncode:
         return "failed", (proc.stderr.strip().splitlines() or ["no output"])[-1][-300:]
-    return "ok", demo_cells(json.loads((out / "eval" / "report.json").read_text()))
+    return "ok", demo_cells(read_end_to_end_report(out / "eval" / "report.json"))
 
 
-def demo_cells(report: dict) -> str:
+def demo_cells(report: EndToEndReport) -> str:
     """The demo's end-to-end figures, base -> tuned, of its groups but the kinds of question
     (``amazon_sft.demo.headline``: the lines its summary prints), from its ``eval/report.json``;
     the kinds are in the report."""

@@ -220,22 +220,37 @@ def test_benchmarks_never_write_into_a_users_folder(script, args, tmp_path):
 
 
 def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
+    """It takes each answer's outcomes as eval scored them (a row's ``scores``), never by a rule
+    of its own: it once counted an answer that quotes another record, cited as the asked one,
+    a right citation, which eval scores wrong (a readability review)."""
     import json
 
-    rows = [
-        {"split": "heldout grounded", "uid": u, "reference": "a bear", "answers": {"model": a}}
-        for u, a in (("A", "a bear\n[source: A]"), ("C", "a fox\n[source: B]"))
-    ]
+    def row(uid: str, answer: str, right: float) -> dict:
+        scores = {"rougeL": right, "citation_accuracy": right, "wrong_record_cited": 1 - right}
+        return {"split": "heldout grounded", "uid": uid, "reference": "a bear",
+                "answers": {"model": answer}, "scores": {"model": scores}}  # fmt: skip
+
+    # the second quotes another shown record under the asked uid: eval scored it wrong
+    rows = [row("A", "a bear\n[source: A]", 1.0), row("C", "a fox\n[source: C]", 0.0)]
     (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = _run("bench/grounded_intervals.py", str(tmp_path))
     assert "'citation_accuracy': '0.500 [" in out
     base = tmp_path / "base"
     base.mkdir()
-    for row in rows:
-        row["answers"] = {"base": "a fox"}
+    for r in rows:
+        r["answers"] = {"base": "a fox"}
+        r["scores"] = {"base": {"rougeL": 0.0, "citation_accuracy": 0.0, "wrong_record_cited": 0.0}}
     (base / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = _run("bench/grounded_intervals.py", str(tmp_path), "--base", str(base))
     assert "tuned - base (paired) {'rougeL'" in out and "'citation_accuracy': '0.500 [" in out
+    for r in rows:  # an eval from before rows carried their scores: said, not scored again
+        del r["scores"]
+    (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    proc = subprocess.run(
+        [sys.executable, "bench/grounded_intervals.py", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "run amazon-sft eval again" in proc.stderr, proc.stderr
 
 
 def test_grounded_prepare_benchmark_compares_worker_counts():

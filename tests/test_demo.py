@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from amazon_sft.evaluation.end_to_end_types import read_end_to_end_report
+
 from .processes import running
 
 REPO = Path(__file__).resolve().parents[1]
@@ -75,7 +77,7 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
     sys.path.insert(0, str(REPO / "scripts"))
     import gpu_check
 
-    cells = gpu_check.demo_cells(report)
+    cells = gpu_check.demo_cells(read_end_to_end_report(out / "eval" / "report.json"))
     assert "held-out products" in cells and "right record cited" in cells, cells
 
 

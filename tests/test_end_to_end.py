@@ -22,6 +22,8 @@ from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation.end_to_end_types import read_end_to_end_report
+from amazon_sft.evaluation.report import json_text
 
 from .test_eval import _base, _eval
 
@@ -154,9 +156,9 @@ def test_an_answer_that_cites_nothing_and_does_not_abstain_has_its_row():
     said = E.Outcome(False, False, False, False, nan, True, True)  # "A nice book." and no source
     right = E.Outcome(False, True, False, False, 1.0, True, True, own=True)
     row = E.summarise([said, said, right], {"all": [0, 1, 2]})["all"]
-    assert row["cited_nothing"]["value"] == pytest.approx(2 / 3)
+    assert row.figures["cited_nothing"].value == pytest.approx(2 / 3)
     rows = ("right_record_cited", "wrong_record_cited", "false_abstention", "cited_nothing")
-    assert sum(row[k]["value"] for k in rows) == pytest.approx(1.0)
+    assert sum(row.figures[k].value for k in rows) == pytest.approx(1.0)
 
 
 @dataclass
@@ -238,33 +240,33 @@ def test_scoring_on_known_answers(prepared):
         "recall_at_k": sum(q.uid in g for q, g in zip(questions[:4], retrieved)) / 4,
     }
     for key, value in expected.items():
-        assert s[key]["value"] == pytest.approx(value), key
+        assert s.figures[key].value == pytest.approx(value), key
         if key == "rougeL_when_right":  # a mean of 2 of 7: 9.5% of resamples have no right answer
-            assert math.isnan(s[key]["low"]) and math.isnan(s[key]["high"])
+            assert math.isnan(s.figures[key].low) and math.isnan(s.figures[key].high)
             continue
-        assert s[key]["low"] <= s[key]["value"] <= s[key]["high"], key
-    assert s["abstention_precision"]["of"] == 3 and s["n"] == 7
+        assert s.figures[key].low <= s.figures[key].value <= s.figures[key].high, key
+    assert s.figures["abstention_precision"].of == 3 and s.n == 7
     assert set(groups["held-out products"]) == {0, 5}  # p1's question and its removal
     assert groups[E.NOT_IN_CATALOGUE] == [4, 6]
     held_out = E.summarise(outcomes, groups)["held-out products"]
     assert (
-        held_out["right_record_cited"]["value"] == 1.0
-        and held_out["abstention_recall"]["value"] == 1.0
+        held_out.figures["right_record_cited"].value == 1.0
+        and held_out.figures["abstention_recall"].value == 1.0
     )
 
     perfect = [
         E.Outcome(o.absent, not o.absent, False, o.absent, 1.0, o.top1, o.topk) for o in outcomes
     ]
     d = E.compare(outcomes, perfect, groups)["all"]
-    assert d["right_record_cited"]["delta"] == pytest.approx(0.5)
+    assert d["right_record_cited"].delta == pytest.approx(0.5)
     # a handful of questions: a rate's paired score interval, never a point (the bootstrap
     # collapsed to one); a bootstrap figure gives no interval rather than one that collapses
     right = d["right_record_cited"]
-    assert len(outcomes) < 10 and right["low"] < 0.5 < right["high"] <= 1.0
-    assert d["abstention_precision"]["delta"] == pytest.approx(1 / 3)
-    assert np.isnan(d["abstention_precision"]["low"])
-    assert d["recall_at_k"]["delta"] == 0.0
-    assert d["recall_at_k"]["low"] < 0.0 < d["recall_at_k"]["high"]
+    assert len(outcomes) < 10 and right.low < 0.5 < right.high <= 1.0
+    assert d["abstention_precision"].delta == pytest.approx(1 / 3)
+    assert np.isnan(d["abstention_precision"].low)
+    assert d["recall_at_k"].delta == 0.0
+    assert d["recall_at_k"].low < 0.0 < d["recall_at_k"].high
 
 
 def test_questions_about_another_catalogue_are_skipped_and_counted(prepared, tmp_path):
@@ -345,6 +347,10 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     about = report["groups"]["tuned"]["all"]["right_record_cited"]["of"]
     assert "| group | questions (about a product) |" in summary
     assert f"| all | 6 ({about}) |" in summary, summary
+    # the one typed reader (demo, gpu_check) reads this report back whole, in its layout
+    typed = read_end_to_end_report(out / "report.json")
+    assert json.loads(json_text(typed.to_json())) == report
+    assert typed.groups["tuned"]["all"].figures["right_record_cited"].of == about
 
 
 def test_oracle_splits_are_labelled_oracle_context():
@@ -588,9 +594,9 @@ def test_a_rate_of_none_or_all_has_an_interval_that_is_not_a_point():
     0), and the docs took it as meeting "<= 0.03"; the Wilson 95% upper bound is 0.051."""
     outcomes = [E.Outcome(False, True, False, False, 1.0, True, True, True)] * 72
     row = E.summarise(outcomes, {"all": list(range(72))})["all"]
-    wrong, right = row["wrong_record_cited"], row["right_record_cited"]
-    assert wrong["value"] == 0.0 and wrong["low"] == 0.0 and 0.05 < wrong["high"] < 0.052
-    assert right["value"] == 1.0 and right["high"] == 1.0 and 0.948 < right["low"] < 0.95
+    wrong, right = row.figures["wrong_record_cited"], row.figures["right_record_cited"]
+    assert wrong.value == 0.0 and wrong.low == 0.0 and 0.05 < wrong.high < 0.052
+    assert right.value == 1.0 and right.high == 1.0 and 0.948 < right.low < 0.95
 
 
 def test_a_paired_difference_mostly_undefined_in_resamples_has_no_interval():
@@ -600,8 +606,8 @@ def test_a_paired_difference_mostly_undefined_in_resamples_has_no_interval():
     base += [E.Outcome(True, False, False, True, math.nan, False, False, False)]
     tuned = [E.Outcome(False, False, False, True, math.nan, True, True, False)] * 30 + base[30:]
     cmp = E.compare(base, tuned, {"all": list(range(40))})["all"]
-    assert math.isnan(cmp["abstention_precision"]["low"])
-    assert not math.isnan(cmp["false_abstention"]["low"])  # defined in every resample
+    assert math.isnan(cmp["abstention_precision"].low)
+    assert not math.isnan(cmp["false_abstention"].low)  # defined in every resample
 
 
 def test_every_absent_question_takes_out_its_products_twins_when_two_share_a_title(

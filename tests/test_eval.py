@@ -138,7 +138,7 @@ def test_a_single_models_report_gives_each_figure_its_interval():
     """A base-only (or tuned-only) oracle report printed bare means ("citation accuracy 0.963"
     with no interval: bench/grounded_intervals.py had to be run for one); each figure now has
     its 95% interval (Wilson's for a rate, the bootstrap's for a score)."""
-    from amazon_sft.evaluation.main import figure_intervals
+    from amazon_sft.evaluation.oracle_scores import figure_intervals
     from amazon_sft.evaluation.report import render_markdown
 
     vec = {
@@ -447,10 +447,10 @@ def test_a_bootstrap_over_few_counted_answers_gives_no_interval():
     right = E.Outcome(False, True, False, False, 1.0, True, True)
     missed = E.Outcome(False, False, False, True, math.nan, False, False)
     figure = E.summarise([right] * 5 + [missed] * 55, {"all": list(range(60))})["all"]
-    rouge = figure["rougeL_when_right"]
-    assert rouge["of"] == 5 and math.isnan(rouge["low"]) and math.isnan(rouge["high"]), rouge
+    rouge = figure.figures["rougeL_when_right"]
+    assert rouge.of == 5 and math.isnan(rouge.low) and math.isnan(rouge.high), rouge
     many = E.summarise([right] * 12 + [missed] * 48, {"all": list(range(60))})["all"]
-    assert not math.isnan(many["rougeL_when_right"]["low"])  # 12 answers: an interval
+    assert not math.isnan(many.figures["rougeL_when_right"].low)  # 12 answers: an interval
 
     def absent(abstains: bool) -> E.Outcome:
         return E.Outcome(True, False, False, abstains, math.nan, False, False)
@@ -459,7 +459,7 @@ def test_a_bootstrap_over_few_counted_answers_gives_no_interval():
     base = [absent(True)] * 3 + [absent(False)] * 7 + [present] * 90
     tuned = [absent(True)] * 4 + [absent(False)] * 6 + [present] * 90
     change = E.compare(base, tuned, {"all": list(range(100))})["all"]["abstention_precision"]
-    assert math.isnan(change["low"]) and math.isnan(change["high"]), change
+    assert math.isnan(change.low) and math.isnan(change.high), change
 
 
 def test_rouge_reads_every_script_so_a_quote_of_another_record_is_caught():

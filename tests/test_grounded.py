@@ -15,7 +15,7 @@ from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.shards import PackedShards
 from amazon_sft.data.split import normalise_title, split_groups
 from amazon_sft.evaluation.items import EvalItem
-from amazon_sft.evaluation.main import grounded_vectors
+from amazon_sft.evaluation.oracle_scores import grounded_vectors
 from amazon_sft.prepare import prepare
 from amazon_sft.prompts import ABSTENTIONS, RECORDS_HEADER, ContextRecord, cited_uids
 
@@ -195,6 +195,14 @@ def test_eval_scores_both_modes_on_the_same_titles(grounded_prepared, tiny_model
         if row["split"].endswith("absent"):
             assert row["uid"] not in row["context"] and row["reference"] == ABSTENTIONS["en"]
     assert "citation accuracy" in (tmp_path / "r" / "report.md").read_text()
+    # each row carries its answer's outcomes, whose means are the report's (the one scoring,
+    # which bench/grounded_intervals.py reads back)
+    for split, figures in splits.items():
+        scores = [r["scores"]["model"] for r in rows if r["split"] == split]
+        for key in ("rougeL", "citation_accuracy", "false_abstention", "abstention_accuracy"):
+            if key in figures["model"]["metrics"]:
+                mean = sum(s[key] for s in scores) / len(scores)
+                assert mean == pytest.approx(figures["model"]["metrics"][key]), (split, key)
     # "seen grounded" asks about products taught grounded (data.grounded_fraction=0.5), not any
     # training product: half the "seen" grounded titles had never been taught grounded
     seen = [r for r in rows if r["split"] in ("seen grounded", "seen absent")]

@@ -133,6 +133,30 @@ NOT_THE_DATA = ("integrity", "tokenizer", "amazon_sft_version")
 version that wrote it (the shards' digests say whether the examples differ)."""
 
 
+COUNTS = (
+    "rows",
+    "tokens",
+    "answer_tokens",
+    "fill_ratio",
+    "lines_read",
+    "kept",
+    "train_products",
+    "closed_book_products",
+    "grounded_docs",
+    "grounded_absent_docs",
+    "train_docs",
+    "heldout_docs",
+    "over_max_train_products",
+    "probe_docs",
+    "answer_truncated",
+    "skipped",
+    "documents_dropped",
+)
+"""The manifest's fields that prepare's report counts (``prepare._manifest`` takes each from it:
+a count the report no longer has fails there, rather than be written 0; manifests written
+before a count existed read it 0)."""
+
+
 def data_digest(manifest: dict) -> str:
     """sha256 of what a prepared folder holds for training and evaluation: the manifest less its
     reports' digests, the fields ``NOT_THE_DATA``, and every setting of its run config but the

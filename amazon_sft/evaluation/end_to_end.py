@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.end_to_end_types import Change, Figure, GroupFigures
 from amazon_sft.evaluation.question_file import Product, ShopperQuestion, WithoutRows
 from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
 
@@ -254,14 +255,14 @@ def metric_pairs(outcomes: list[Outcome]) -> dict[str, np.ndarray]:
 
 def summarise(
     outcomes: list[Outcome], groups: dict[str, list[int]], seed: int = 0
-) -> dict[str, dict]:
-    """Group -> {"n": questions, metric: {value, low, high, of}} with 95% intervals (Wilson's
-    for a rate, the bootstrap's for a mean of ``MEANS``); ``of`` is the denominator (questions the rate is over). A metric with nothing to count in
-    a group (no absent question, no abstention) is left out."""
+) -> dict[str, GroupFigures]:
+    """Group -> its questions and each metric's figure with a 95% interval (Wilson's for a
+    rate, the bootstrap's for a mean of ``MEANS``) and denominator. A metric with nothing to
+    count in a group (no absent question, no abstention) is left out."""
     pairs = metric_pairs(outcomes)
     out = {}
     for group, idx in groups.items():
-        row: dict = {"n": len(idx)}
+        row: dict[str, Figure] = {}
         for name, values in pairs.items():
             sub = values[idx]
             if not sub[:, 1].sum():
@@ -270,14 +271,14 @@ def summarise(
                 v, lo, hi = M.bootstrap_interval(sub, seed=seed, statistic=M.ratio_of_sums)
             else:  # a rate of yes/no outcomes: 0 of n is no proof of a rate of 0
                 v, lo, hi = M.wilson_interval(sub[:, 0].sum(), sub[:, 1].sum())
-            row[name] = {"value": v, "low": lo, "high": hi, "of": int(sub[:, 1].sum())}
-        out[group] = row
+            row[name] = Figure(float(v), float(lo), float(hi), of=int(sub[:, 1].sum()))
+        out[group] = GroupFigures(n=len(idx), figures=row)
     return out
 
 
 def compare(
     base: list[Outcome], tuned: list[Outcome], groups: dict[str, list[int]], seed: int = 0
-) -> dict[str, dict]:
+) -> dict[str, dict[str, Change]]:
     """Group -> metric -> tuned minus base and its 95% interval: Newcombe's paired score
     interval for a rate over the same questions, else the paired bootstrap (the same
     questions resampled for both)."""
@@ -297,6 +298,6 @@ def compare(
                 d, lo, hi = M.paired_rate_interval(b[counted, 0], a[counted, 0])
             else:  # a mean, or a rate over each model's own questions (abstention precision)
                 d, lo, hi = M.paired_bootstrap(b, a, seed=seed, statistic=M.ratio_of_sums)
-            row[name] = {"delta": d, "low": lo, "high": hi}
+            row[name] = Change(float(d), float(lo), float(hi))
         out[group] = row
     return out

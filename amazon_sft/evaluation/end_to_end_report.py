@@ -7,40 +7,41 @@ from pathlib import Path
 
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.end_to_end_types import EndToEndReport, Figure, OwnRight
 from amazon_sft.evaluation.report import json_text, md_text, write_rows, write_staged
 
 TITLE = "End to end: free-form questions through ask's Answerer (real retrieval, k records)"
 
 
-def own_right(rows: list[dict], models: list[str]) -> dict:
+def own_right(rows: list[dict], models: list[str]) -> dict[str, OwnRight]:
     """Per model, the right citations its own answers made (not written by ``--quote-when-sure``)
     and the questions about a product they are out of."""
     present = [r for r in rows if not r["outcomes"][models[0]]["absent"]]
     return {
-        m: {
-            "right": sum(r["outcomes"][m]["right"] and not r["quoted"][m] for r in present),
-            "of": len(present),
-        }
+        m: OwnRight(
+            right=sum(r["outcomes"][m]["right"] and not r["quoted"][m] for r in present),
+            of=len(present),
+        )
         for m in models
     }
 
 
-def write_report(out_dir: Path, result: dict, rows: list[dict]) -> None:
+def write_report(out_dir: Path, result: EndToEndReport, rows: list[dict]) -> None:
     """report.json, answers.jsonl and report.md, written aside and moved in (``write_staged``)."""
     write_staged(
         out_dir,
         {
-            "report.json": lambda path: path.write_text(json_text(result)),
+            "report.json": lambda path: path.write_text(json_text(result.to_json())),
             "answers.jsonl": lambda path: write_rows(path, rows),
             "report.md": lambda path: path.write_text(render_markdown(result, rows)),
         },
     )
 
 
-def _cell(m: dict | None) -> str:
+def _cell(m: Figure | None) -> str:
     if m is None:
         return "-"
-    return f"{m['value']:.3f} {M.interval_text(m['low'], m['high'])} (of {m['of']})"
+    return f"{m.value:.3f} {M.interval_text(m.low, m.high)} (of {m.of})"
 
 
 HEADLINE = (
@@ -55,7 +56,7 @@ HEADLINE = (
 )
 
 
-def summary_table(result: dict, models: list[str]) -> list[str]:
+def summary_table(result: EndToEndReport, models: list[str]) -> list[str]:
     """One line per group, the headline rates of each model (values only; intervals below)."""
     heads = [f"{E.METRICS[k][0]} ({m})" for k in HEADLINE for m in models]
     lines = [
@@ -64,14 +65,15 @@ def summary_table(result: dict, models: list[str]) -> list[str]:
         "| group | questions (about a product) | " + " | ".join(heads) + " |",
     ]
     lines.append("|---" * (len(heads) + 2) + "|")
-    for group, row in result["groups"][models[0]].items():
+    for group, row in result.groups[models[0]].items():
         cells = []
         for key in HEADLINE:
             for m in models:
-                got = result["groups"][m][group].get(key)
-                cells.append("-" if got is None else f"{got['value']:.3f}")
-        about = (row.get("right_record_cited") or {}).get("of", "-")  # the rates' base
-        lines.append(f"| {md_text(group)} | {row['n']} ({about}) | " + " | ".join(cells) + " |")
+                got = result.groups[m][group].figures.get(key)
+                cells.append("-" if got is None else f"{got.value:.3f}")
+        right = row.figures.get("right_record_cited")
+        about = "-" if right is None else right.of  # the rates' base
+        lines.append(f"| {md_text(group)} | {row.n} ({about}) | " + " | ".join(cells) + " |")
     note = (
         "Right, wrong, false abstention and recall are out of the questions about a product "
         "(in brackets), abstention recall out of those about absent products; the tables "
@@ -89,49 +91,48 @@ def _batching(batch_size: int) -> str:
     )
 
 
-def _filtered(result: dict) -> str:
+def _filtered(result: EndToEndReport) -> str:
     """The source filter a report was made with, and the questions it left out."""
-    source = result.get("question_source")
-    if not source:
+    if not result.question_source:
         return ""
-    return f"; only source {source}: {result['skipped'].get('other_source', 0)} others left out"
+    return f"; only source {result.question_source}: {result.other_source or 0} others left out"
 
 
-def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
-    models = list(result["models"])
+def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 5) -> str:
+    models = list(result.models)
     lines = [
         f"# {TITLE}",
         "",
-        f"Data: `{result['data']}`; questions: `{result['questions']}` ({result['asked']} asked, "
-        f"{len(result['skipped']['not_in_catalogue'])} skipped: their product is not in this "
+        f"Data: `{result.data}`; questions: `{result.questions}` ({result.asked} asked, "
+        f"{len(result.skipped_lines)} skipped: their product is not in this "
         f"catalogue{_filtered(result)}); greedy, "
-        f"max {result['max_new_tokens']} new tokens, {_batching(result.get('batch_size', 1))}; "
+        f"max {result.max_new_tokens} new tokens, {_batching(result.batch_size)}; "
         "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L; differences "
         "between models: Newcombe's paired interval for a rate over the same questions, the "
         "paired bootstrap otherwise.",
         "",
     ]
-    if result.get("meaning_weight"):
+    if result.meaning_weight:
         from amazon_sft.answering.meaning import CANDIDATES, WORD_SCORE_FLOOR
 
         lines += [
             f"Retrieval re-scored its first {CANDIDATES} records by meaning too: (score + "
-            f"{WORD_SCORE_FLOOR:g}) x exp({result['meaning_weight']:g} x cosine) "
+            f"{WORD_SCORE_FLOOR:g}) x exp({result.meaning_weight:g} x cosine) "
             "(`--meaning-weight`, answering/meaning.py).",
             "",
         ]
-    if result.get("abstain_below"):
+    if result.abstain_below:
         doubtful = {m: sum(r["doubtful"][m] for r in rows) for m in models}
         lines += [
             f"Abstains without generating when the first record's retrieval score is under "
-            f"{result['abstain_below']} times the second's (`--abstain-below`): "
+            f"{result.abstain_below} times the second's (`--abstain-below`): "
             + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in doubtful.items())
             + ".",
             "",
         ]
-    if result.get("quote_when_sure"):
+    if result.quote_when_sure:
         quoted = {m: sum(r["quoted"][m] for r in rows) for m in models}
-        own = result.get("own_right") or own_right(rows, models)
+        own = result.own_right or own_right(rows, models)
         lines += [
             "Above it, an answer that did not cite the first record alone, or whose text was "
             "not that record's (it declined, or cited or quoted another record or none), was "
@@ -140,33 +141,33 @@ def render_markdown(result: dict, rows: list[dict], n_examples: int = 5) -> str:
             + ". So behind the gate the citation is retrieval's, and the tables below can read "
             "the same for two models; **the right record cited by the model's own answer (not "
             "replaced): "
-            + ", ".join(f"{m} {n['right']} of {n['of']}" for m, n in own.items())
+            + ", ".join(f"{m} {n.right} of {n.of}" for m, n in own.items())
             + " questions about a product** (the row \"right record cited by the model's own "
             "answer\" below, with its interval; to compare the models' own answers in every "
             "row, evaluate with `--no-quote-when-sure`, or `--gate off` for the models alone).",
             "",
         ]
     for m in models:
-        info = result["models"][m]
-        lines.append(f"- {m}: {md_text(info['label'])}, k = {info['k']} records")
+        info = result.models[m]
+        lines.append(f"- {m}: {md_text(info.label)}, k = {info.k} records")
     lines.append("")
     lines += summary_table(result, models)
-    for group in result["groups"][models[0]]:
-        lines += [f"## {group} (n={result['groups'][models[0]][group]['n']})", ""]
-        cmp = "comparison" in result
+    for group, first in result.groups[models[0]].items():
+        lines += [f"## {group} (n={first.n})", ""]
+        cmp = result.comparison is not None
         lines.append(
             "| metric | " + " | ".join(models) + (" | tuned - base (95% CI) |" if cmp else " |")
         )
         lines.append("|---" * (len(models) + 1 + cmp) + "|")
         for key, (label, _) in E.METRICS.items():
-            cells = [result["groups"][m][group].get(key) for m in models]
+            cells = [result.groups[m][group].figures.get(key) for m in models]
             if all(c is None for c in cells):
                 continue
             line = f"| {label} | " + " | ".join(_cell(c) for c in cells) + " |"
-            if cmp:
-                d = result["comparison"][group].get(key)
+            if result.comparison is not None:
+                d = result.comparison[group].get(key)
                 line += (
-                    f" {d['delta']:+.3f} {M.interval_text(d['low'], d['high'], signed=True)} |"
+                    f" {d.delta:+.3f} {M.interval_text(d.low, d.high, signed=True)} |"
                     if d
                     else " - |"
                 )

@@ -15,6 +15,7 @@ from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation.end_to_end_report import own_right, write_report
+from amazon_sft.evaluation.end_to_end_types import EndToEndReport, ModelRun
 from amazon_sft.evaluation.loading import compared_overrides
 
 
@@ -71,21 +72,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     index = CatalogueIndex(
         data_dir, meaning_weight=gate.meaning_weight
     )  # opened once for every model
-    result: dict = {
-        "mode": "end to end",
-        "data": str(data_dir),
-        "questions": str(args.questions),
-        "asked": len(questions),
-        "question_source": args.question_source,  # a filtered report says so (a review)
-        "skipped": skipped,
-        "max_new_tokens": args.max_new_tokens,
-        "batch_size": args.batch_size,
-        **asdict(gate),  # abstain_below, quote_when_sure, meaning_weight
-        "seed": args.seed,
-        "models": {},
-        "groups": {},
-    }
-    answers, outcomes = {}, {}
+    answers, outcomes, models, figures = {}, {}, {}, {}
     # compared models see the same records; one model alone answers as ask answers it
     taught = _taught(data_dir) if args.compare else None
     overrides = compared_overrides(specs, args.overrides)  # and the same prompts
@@ -95,20 +82,33 @@ def run(args, data_dir: Path, accelerator) -> int:
             spec, overrides[name], index, gate.abstain_below, gate.quote_when_sure, taught
         )
         k = args.k or answerer.data.context_records
-        tokens = answerer.data.context_record_tokens
-        result["models"][name] = {"label": label, "spec": spec, "k": k, "record_tokens": tokens}
+        models[name] = ModelRun(label, spec, k, answerer.data.context_record_tokens)
         answers[name], outcomes[name] = E.ask_all(
             answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size,
             source=str(args.questions),
         )  # fmt: skip
-        result["groups"][name] = E.summarise(outcomes[name], groups, args.seed)
+        figures[name] = E.summarise(outcomes[name], groups, args.seed)
         del answerer
-    if args.compare:
-        result["comparison"] = E.compare(outcomes["base"], outcomes["tuned"], groups, args.seed)
     rows = [_row(i, q, answers, outcomes) for i, q in enumerate(questions)]
-    if gate.quote_when_sure:
-        result["own_right"] = own_right(rows, list(specs))
-    write_report(Path(args.out), result, rows)
+    report = EndToEndReport(
+        data=str(data_dir),
+        questions=str(args.questions),
+        asked=len(questions),
+        skipped_lines=skipped["not_in_catalogue"],
+        other_source=skipped.get("other_source"),
+        question_source=args.question_source,  # a filtered report says so (a review)
+        max_new_tokens=args.max_new_tokens,
+        batch_size=args.batch_size,
+        **asdict(gate),  # abstain_below, quote_when_sure, meaning_weight
+        seed=args.seed,
+        models=models,
+        groups=figures,
+        comparison=E.compare(outcomes["base"], outcomes["tuned"], groups, args.seed)
+        if args.compare
+        else None,
+        own_right=own_right(rows, list(specs)) if gate.quote_when_sure else None,
+    )
+    write_report(Path(args.out), report, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
     return 0
 

@@ -1,0 +1,65 @@
+"""The end-to-end report's one typed reader: a file that is not such a report is one line
+naming the file and what it lacks, never a KeyError in the demo or the GPU check."""
+
+import json
+
+import pytest
+
+from amazon_sft.errors import UserError
+from amazon_sft.evaluation.end_to_end_types import (
+    EndToEndReport,
+    Figure,
+    GroupFigures,
+    ModelRun,
+    OwnRight,
+    read_end_to_end_report,
+)
+
+pytestmark = pytest.mark.unit
+
+
+def _report() -> EndToEndReport:
+    def group(v: float) -> GroupFigures:
+        return GroupFigures(4, {"right_record_cited": Figure(v, None, 1.0, of=3)})
+
+    return EndToEndReport(
+        "prepared", "q.jsonl", 4, [7], None, None, 64, 1, 2.0, True, 4.0, 0,
+        models={"model": ModelRun("tiny", "runs/tiny", 3, 96)},
+        groups={"model": {"all": group(0.5), "kind typo": group(1.0)}},
+        own_right={"model": OwnRight(1, 3)},
+    )  # fmt: skip
+
+
+def test_a_report_reads_back_as_written(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(_report().to_json()))
+    assert read_end_to_end_report(path) == _report()
+    assert json.loads(path.read_text())["groups"]["model"]["all"]["n"] == 4  # the layout users read
+
+
+@pytest.mark.parametrize(
+    "change, needle",
+    [
+        (lambda r: {"splits": {}, "models": {}, "data": "d"}, "oracle-context report?"),
+        (lambda r: [r], "oracle-context report?"),
+        (lambda r: {k: v for k, v in r.items() if k != "groups"}, 'no "groups"'),
+        (lambda r: r | {"models": []}, '"models" is not an object'),
+        (lambda r: r | {"asked": "many"}, "invalid literal"),
+    ],
+)
+def test_a_file_that_is_not_an_end_to_end_report_is_one_line(tmp_path, change, needle):
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(change(_report().to_json())))
+    with pytest.raises(UserError) as e:
+        read_end_to_end_report(path)
+    message = str(e.value)
+    assert "\n" not in message and str(path) in message and needle in message, message
+    assert "eval --questions" in message
+
+
+def test_a_missing_or_broken_file_is_one_line(tmp_path):
+    with pytest.raises(UserError, match="cannot read it"):
+        read_end_to_end_report(tmp_path / "report.json")
+    (tmp_path / "report.json").write_text("{")
+    with pytest.raises(UserError, match="is not the report of amazon-sft eval --questions"):
+        read_end_to_end_report(tmp_path / "report.json")

@@ -88,27 +88,10 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(cfg.out_dir)
     branch = branch_origin(cfg, out_dir)  # recorded by each checkpoint: branch_goes_on reads it
     cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
-    check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)  # every rank, before anyone writes
-    refuse_run_in_data(out_dir, cfg.data.path)
-    refuse_moving_inputs(
-        out_dir,
-        cfg.overwrite,
-        {
-            "model.path": cfg.model.path,
-            "model.tokenizer": cfg.model.tokenizer,
-            "data.templates": cfg.data.templates,
-        },
-    )
+    check_out_dir(cfg, out_dir)  # every rank, before anyone writes
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
-    if accelerator.is_main_process and (unused := cfg.lora.unused()):
-        log.warning(
-            "%s set, but lora.enabled is false: this run trains every weight (add "
-            "lora.enabled=true to train adapters)",
-            ", ".join(unused),
-        )
-    check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it: before the load
-    refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
+    check_before_load(cfg, accelerator)
     tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
     templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
     refuse_data_not_prepared(given, cfg, shards.manifest)
@@ -138,32 +121,68 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch)
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
-        if summary.stopped_by is None and finished_before(out_dir, summary):
-            log.info("already finished at step %d: final/ is kept as it is", summary.steps)
-        elif summary.stopped_by is None:
-            manifest = shards.manifest  # its prompt fingerprint is the one load_data checked
-            data = TrainedOn(
-                str(Path(cfg.data.path).resolve()),
-                manifest.identity.digest,
-                manifest.template_fingerprint,
-                whole_model_path(cfg.model.path),
-            )
-            weights = trainer.base_weights
-            final = save_final(
-                accelerator, cfg, model, tok, out_dir, summary, data, weights, templates
-            )
-            log.info(
-                'the model is in %s; next: amazon-sft ask "..." --model %s, amazon-sft eval '
-                "--model %s --data %s",
-                final,
-                out_dir,
-                out_dir,
-                cfg.data.path,
-            )
+        finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
     shutdown(accelerator)
     if lock is not None:
         lock.release()
     return 0
+
+
+def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:
+    """The run folder can take this run: resumable or new as asked, not inside the prepared
+    data, and not a run of other inputs."""
+    check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
+    refuse_run_in_data(out_dir, cfg.data.path)
+    refuse_moving_inputs(
+        out_dir,
+        cfg.overwrite,
+        {
+            "model.path": cfg.model.path,
+            "model.tokenizer": cfg.model.tokenizer,
+            "data.templates": cfg.data.templates,
+        },
+    )
+
+
+def check_before_load(cfg: RunConfig, accelerator) -> None:
+    """What can be told before the model loads (tens of seconds to minutes at 8B)."""
+    if accelerator.is_main_process and (unused := cfg.lora.unused()):
+        log.warning(
+            "%s set, but lora.enabled is false: this run trains every weight (add "
+            "lora.enabled=true to train adapters)",
+            ", ".join(unused),
+        )
+    check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it
+    refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
+
+
+def finish(accelerator, cfg, trainer: Trainer, tok, manifest, summary, templates) -> None:
+    """After the last step: the final model into ``final/`` (not after a stop, nor when a
+    finished run is launched again)."""
+    out_dir = Path(cfg.out_dir)
+    if summary.stopped_by is not None:
+        return
+    if finished_before(out_dir, summary):
+        log.info("already finished at step %d: final/ is kept as it is", summary.steps)
+        return
+    data = TrainedOn(  # the manifest's prompt fingerprint is the one load_data checked
+        str(Path(cfg.data.path).resolve()),
+        manifest.identity.digest,
+        manifest.template_fingerprint,
+        whole_model_path(cfg.model.path),
+    )
+    final = save_final(
+        accelerator, cfg, trainer.model, tok, out_dir, summary, data, trainer.base_weights,
+        templates,
+    )  # fmt: skip
+    log.info(
+        'the model is in %s; next: amazon-sft ask "..." --model %s, amazon-sft eval '
+        "--model %s --data %s",
+        final,
+        out_dir,
+        out_dir,
+        cfg.data.path,
+    )
 
 
 def shutdown(accelerator) -> None:

@@ -7,7 +7,6 @@ reads the step's numbers from the device once.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -42,6 +41,7 @@ from amazon_sft.metrics import FlopCounter
 from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
 from amazon_sft.run_files import RunSummary
+from amazon_sft.step_log import metrics_row, report_step
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -149,53 +149,23 @@ class Trainer:
                 result = self.train_step(micro)
                 if result is None:  # a stop signal between micro-batches: the step is dropped
                     stopped_by = stop_signal.received() or "signal on another rank"
-                    self.drop_step(at_start)
-                    if state.bad_in_row == 0:  # never a state whose last step was non-finite
-                        save_checkpoint(
-                            acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
-                            self.run_record,
-                        )  # fmt: skip
-                        kept = f"checkpoint saved at step {state.step}"
-                    else:  # (a resume review: it saved one after a skipped step)
-                        kept = f"step {state.step} was non-finite: {self.kept_before()}"
-                    log.info(
-                        "stopping during step %d on %s: the step was dropped, %s; resume with "
-                        "resume=auto",
-                        state.step + 1,
-                        stopped_by,
-                        kept,
-                    )
+                    self.stop_mid_step(state, at_start, stopped_by)
                     break
-                seconds = time.perf_counter() - t0
-                state.step += 1
-                state.train_seconds += seconds
-                state.tokens_seen += result.real_tokens
-                state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
-                state.loader = self.loader.state_dict()
+                self.count_step(state, result, time.perf_counter() - t0, metrics_file, bar)
                 loss = float("nan") if result.loss is None else result.loss
-                report_step(
-                    acc,
-                    cfg,
-                    metrics_row(state.step, result, seconds, self.flops),
-                    metrics_file,
-                    bar,
-                )
-                if state.bad_in_row >= cfg.train.max_bad_steps:
-                    raise UserError(
-                        f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
-                        f"gradient norm (last at step {state.step}); lower train.lr or check the data"
-                    )
-                if result.stop_requested:
+                if result.stop_requested and state.step < cfg.train.max_steps:
                     stopped_by = stop_signal.received() or "signal on another rank"
+                elif result.stop_requested:  # the run is done: final/ beats a requeue to write it
+                    log.info(
+                        "a stop (%s) came during the last step: the run is finished, final/ is "
+                        "written now",
+                        stop_signal.received() or "signal on another rank",
+                    )
                 last = state.step == cfg.train.max_steps
                 every = cfg.checkpoint.every_steps
                 if (every and state.step % every == 0) or last or stopped_by or result.save_due:
                     if result.finite:  # never a state whose last step was non-finite
-                        save_checkpoint(
-                            acc, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
-                            self.run_record,
-                        )  # fmt: skip
-                        self.last_save = time.monotonic()
+                        self.save(state)
                     else:
                         log.warning("step %d was non-finite: no checkpoint of it", state.step)
                 if stopped_by:
@@ -220,6 +190,50 @@ class Trainer:
             stopped_by=stopped_by,
             train_seconds=round(state.train_seconds, 1),
             train_seconds_this_launch=round(time.perf_counter() - started, 1),
+        )
+
+    def count_step(
+        self, state: TrainerState, result, seconds: float, metrics_file: Path, bar
+    ) -> None:
+        """A finished optimizer step into the state and the logs; too many non-finite steps in
+        a row stop the run."""
+        state.step += 1
+        state.train_seconds += seconds
+        state.tokens_seen += result.real_tokens
+        state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
+        state.loader = self.loader.state_dict()
+        row = metrics_row(state.step, result, seconds, self.flops)
+        report_step(self.accelerator, self.cfg, row, metrics_file, bar)
+        if state.bad_in_row >= self.cfg.train.max_bad_steps:
+            raise UserError(
+                f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
+                f"gradient norm (last at step {state.step}); lower train.lr or check the data"
+            )
+
+    def save(self, state: TrainerState) -> None:
+        """A checkpoint of ``state`` (the caller has checked its last step was finite)."""
+        cfg = self.cfg
+        save_checkpoint(
+            self.accelerator, self.model, Path(cfg.out_dir), state, cfg.checkpoint.keep_last,
+            self.run_record,
+        )  # fmt: skip
+        self.last_save = time.monotonic()
+
+    def stop_mid_step(self, state: TrainerState, at_start, stopped_by: str) -> None:
+        """A stop between micro-batches: the step is dropped, and the state before it saved
+        unless its last step was non-finite (a resume review: it saved one after a skipped
+        step)."""
+        self.drop_step(at_start)
+        if state.bad_in_row == 0:
+            self.save(state)
+            kept = f"checkpoint saved at step {state.step}"
+        else:
+            kept = f"step {state.step} was non-finite: {self.kept_before()}"
+        log.info(
+            "stopping during step %d on %s: the step was dropped, %s; resume with resume=auto",
+            state.step + 1,
+            stopped_by,
+            kept,
         )
 
     def kept_before(self) -> str:
@@ -334,53 +348,3 @@ class Trainer:
     def clip_gradients(self) -> torch.Tensor:
         """The global gradient norm before clipping (DeepSpeed clips inside its step)."""
         return global_grad_norm(self.accelerator, self.model, self.cfg.train.max_grad_norm)
-
-
-def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounter) -> dict:
-    return {
-        "step": step,
-        "loss": result.loss,
-        "lr": result.lr,
-        # a skipped step's norm is NaN, which is no JSON (jq and JSON.parse refuse the line)
-        "grad_norm": result.grad_norm if math.isfinite(result.grad_norm) else None,
-        "tokens_per_sec": result.real_tokens / seconds,
-        "real_tokens": result.real_tokens,  # with seconds (and flops): tokens/s and MFU again
-        "seconds": seconds,
-        "label_tokens": result.label_tokens,
-        "non_finite": not result.finite,
-        "optimizer_stepped": result.optimizer_stepped,
-        "flops": result.flops,  # the step's, over all ranks: MFU is flops / (seconds x peak)
-        "mfu": flops.mfu(result.flops, seconds),
-    }
-
-
-def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:
-    bar.update(1)
-    if not accelerator.is_main_process:
-        return
-    with open(metrics_file, "a") as fh:
-        fh.write(json.dumps(row) + "\n")
-    if row["step"] % cfg.train.log_every == 0:
-        mfu = "n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
-        note = ""
-        if row["non_finite"]:
-            note = " (non-finite: " + (
-                "stepped anyway by DeepSpeed)" if row["optimizer_stepped"] else "skipped)"
-            )
-        norm = "n/a" if row["grad_norm"] is None else f"{row['grad_norm']:.3f}"
-        loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"
-        log.info(
-            "step %d loss %s lr %.3e grad_norm %s tokens/s %.0f MFU %s%s",
-            row["step"],
-            loss,
-            row["lr"],
-            norm,
-            row["tokens_per_sec"],
-            mfu,
-            note,
-        )
-        if cfg.train.trackers:
-            accelerator.log(
-                {k: v for k, v in row.items() if isinstance(v, (int, float)) and v is not None},
-                step=row["step"],
-            )

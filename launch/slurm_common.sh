@@ -46,7 +46,13 @@ run_nodes() {
   ENTRY="$entry" srun --nodes="$NNODES" --ntasks-per-node=1 --kill-on-bad-exit=1 \
     --open-mode=append --output="$LOG_DIR/%x-%j-node%n.out" bash launch/slurm_node.sh -- "$@" &
   SRUN_PID=$!
-  wait "$SRUN_PID"
+  local rc=0
+  wait "$SRUN_PID" || rc=$?
+  if [ "$rc" -ne 0 ]; then # the batch log is where SLURM points: say where the error is
+    echo "job ${SLURM_JOB_ID:-}: $entry ended with exit $rc; each node's error is in" \
+      "$LOG_DIR/${SLURM_JOB_NAME:-*}-${SLURM_JOB_ID:-*}-node*.out" >&2
+  fi
+  return "$rc"
 }
 
 # SLURM sends USR1 to this shell before the time limit (--signal=B:USR1@SECONDS): pass it on to

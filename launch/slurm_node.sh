@@ -26,7 +26,7 @@ fi
 
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 cmd=(accelerate launch
-  --quiet # a refused run's one-line error is its last line, not accelerate's traceback
+  --quiet # no accelerate traceback under the run's one-line error (torch's banner remains)
   --config_file "$ACCEL_CONFIG"
   --num_machines "$NNODES"
   --num_processes "$((NNODES * GPUS_PER_NODE))"
@@ -66,4 +66,9 @@ trap 'stops=1' TERM USR1 # once: a second USR1 during Python's shutdown would ki
 launcher=$!
 forward_stop "$launcher"
 if wait "$launcher"; then status=0; else status=$?; fi
+# with several processes torch's failure banner follows the run's one-line error: say where it is
+if [ "$status" -ne 0 ]; then
+  echo "node $rank: training ended with exit $status; its error is above, once per process" \
+    "(a process killed by a signal, as the OOM killer's SIGKILL, prints none: see dmesg)" >&2
+fi
 exit "$status"

@@ -1055,3 +1055,38 @@ def test_train_local_refuses_a_number_too_long_for_the_shell(variable, tmp_path)
     )
     assert proc.returncode == 2 and f"{variable}=" in proc.stderr, proc.stdout + proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_path):
+    """A SLURM review: a requeued job refused (its config changed while it waited) exited 1, and
+    the batch log, the file SLURM points operators to, said nothing; the node log's one-line
+    refusal was followed by 25 lines of torch's failure banner, not last as the comment said."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text("#!/usr/bin/env bash\necho 'node refused' >&2\nexit 1\n")
+    srun.chmod(0o755)
+    Path(env["PREPARED"]).mkdir()
+    (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
+    proc = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "ended with exit 1" in last and f"{tmp_path / 'logs'}/" in last and "node" in last, last
+    # each node's own log ends with the same pointer, after whatever the launcher printed
+    accelerate = tmp_path / "bin" / "accelerate"
+    accelerate.write_text(
+        "#!/usr/bin/env bash\necho 'train: ERROR one line' >&2\n"
+        "for _ in $(seq 25); do echo 'torch banner' >&2; done\nexit 1\n"
+    )
+    accelerate.chmod(0o755)
+    node_env = {**env, "SLURM_PROCID": "1", "MAIN_ADDR": "a", "MAIN_PORT": "29500"}
+    node_env |= {"NNODES": "2", "GPUS_PER_NODE": "1", "ACCEL_CONFIG": "x.yaml", "ENTRY": "e.py"}
+    node = subprocess.run(
+        ["bash", "launch/slurm_node.sh", "--"], cwd=REPO, env=node_env, capture_output=True,
+        text=True, timeout=60,
+    )  # fmt: skip
+    assert node.returncode == 1
+    last = node.stderr.strip().splitlines()[-1]
+    assert last.startswith("node 1: training ended with exit 1") and "above" in last, last

@@ -312,3 +312,34 @@ def test_checkpoints_come_by_time_too(prepared, tiny_model_dir, tmp_path):
     assert by_steps == ["step-00000003"]
     refused = _train(*base, "checkpoint.every_steps=0", check=False)
     assert refused.returncode == 2 and "checkpoint.every_minutes" in refused.stderr
+
+
+@pytest.mark.parametrize("stopped_at, finished", [(2, True), (1, False)])
+def test_a_stop_that_comes_during_the_last_step_still_writes_the_final_model(
+    prepared, tiny_model_dir, tmp_path, monkeypatch, stopped_at, finished
+):
+    """A SLURM review: the pre-emption warning during the last step saved a checkpoint and no
+    final/, so the batch shell requeued a finished run (a trip through the queue and a model
+    load on every node to write final/). The last step done, the run is finished: final/ is
+    written. A stop before the last step still stops with a checkpoint and no final/."""
+    import dataclasses
+
+    from amazon_sft import train
+    from amazon_sft import trainer as T
+    from amazon_sft.run_files import read_run_summary
+
+    real, steps = T.Trainer.train_step, []
+
+    def stop_requested_in(self, micro):
+        result = real(self, micro)
+        steps.append(result)
+        return dataclasses.replace(result, stop_requested=len(steps) == stopped_at)
+
+    monkeypatch.setattr(T.Trainer, "train_step", stop_requested_in)
+    out = tmp_path / "run"
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=2")
+    assert train.main(["--config", "tiny", *args]) == 0
+    assert len(steps) == stopped_at
+    assert (out / "checkpoints" / f"step-{stopped_at:08d}" / "COMPLETE").is_file()
+    summary = read_run_summary(out / "final")
+    assert (summary is not None and summary.stopped_by is None and summary.steps == 2) is finished

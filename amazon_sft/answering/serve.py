@@ -30,11 +30,8 @@ request).
 """
 
 import asyncio
-import json
 import logging
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
 
 from amazon_sft.answering.client_errors import (
     MAX_K,
@@ -43,8 +40,6 @@ from amazon_sft.answering.client_errors import (
     body_error,
     unreadable_body,
 )
-from amazon_sft.answering.first_come import FirstComeLock
-from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, without_lone_surrogates
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
     MAX_BODY_BYTES,
@@ -52,6 +47,7 @@ from amazon_sft.answering.serve_guards import (
     HostCheck,
     safe_json,
 )
+from amazon_sft.answering.serve_queue import STOPPING_MESSAGE, AnswerQueue, ask_request_model
 from amazon_sft.answering.web_page import PAGE
 from amazon_sft.errors import RequestError, UserError
 
@@ -61,9 +57,6 @@ MAX_QUEUE = 8
 """Requests waiting for the model beyond the one generating; more get 503."""
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 DISCONNECT_POLL_S = 0.25
-STOPPING = object()
-"""``run``'s answer when the server is stopping (``app.state.stop``)."""
-STOPPING_MESSAGE = "the server is stopping: ask again once it is back"
 # Headless Chromium on a closed network: without these it keeps trying to reach Google's hosts.
 BROWSER_FLAGS = [
     "--no-sandbox",
@@ -119,65 +112,13 @@ def create_app(
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, Response, StreamingResponse
-    from pydantic import BaseModel, ConfigDict, Field, model_validator
     from starlette.exceptions import HTTPException
 
     check_default_tokens(default_max_new_tokens)
-
-    class AskRequest(BaseModel):
-        # JSON types as the API documents them: true is not the number 1 (a bool is an int in
-        # Python, so "max_new_tokens": true asked for one token), nor "8" the number 8.
-        model_config = ConfigDict(strict=True, extra="forbid")  # "max_tokens" is not ignored
-
-        question: str = Field(min_length=1, max_length=MAX_QUESTION_CHARS)
-        mode: Literal["grounded", "closed"] | None = None
-        grounded: bool | None = None  # the older switch: true = grounded, false = closed
-        max_new_tokens: int = Field(default=default_max_new_tokens, ge=1, le=MAX_NEW_TOKENS_CAP)
-        k: int | None = Field(default=None, ge=1, le=MAX_K)
-
-        @model_validator(mode="before")
-        @classmethod
-        def _as_text(cls, body):
-            # JSON's "\ud800" is no text: read as ask reads such argv (U+FFFD), in keys too,
-            # not refused as "unable to parse raw data as a unicode string"
-            if not isinstance(body, dict):
-                return body
-            fix = lambda v: without_lone_surrogates(v) if isinstance(v, str) else v  # noqa: E731
-            return {fix(k): fix(v) for k, v in body.items()}
-
-        @model_validator(mode="after")
-        def _one_mode(self):
-            both = self.mode is not None and self.grounded is not None
-            if both and (self.mode == "grounded") != self.grounded:
-                raise ValueError(
-                    f"mode {json.dumps(self.mode)} and grounded {json.dumps(self.grounded)} "
-                    "disagree: send one of them"
-                )
-            return self
-
-        def chosen_mode(self) -> str | None:
-            if self.mode is None and self.grounded is not None:
-                return "grounded" if self.grounded else "closed"
-            return self.mode
-
+    AskRequest = ask_request_model(default_max_new_tokens)
     app = FastAPI(title="amazon_sft", docs_url=None, redoc_url=None, openapi_url=None)
-    stopping = threading.Event()
-    live: set[threading.Event] = set()  # each request's cancel, while it is answered
-
-    def stop(force: bool = False) -> None:
-        """The server is stopping: no waiting request starts generating (it is told 503);
-        ``force`` (a second stop): the answer being generated ends too. A stop waited for
-        every queued answer, generated for clients already gone (a hostile review)."""
-        stopping.set()
-        for cancel in list(live) if force else []:
-            cancel.set()
-
-    app.state.stop = stop
-    lock = FirstComeLock()  # requests get the model in the order they came
-    seats = threading.BoundedSemaphore(max_queue + 1)  # the one generating + those waiting
-    # A thread for each seat: waiting in the loop's shared pool (6 threads on 2 cores), requests
-    # took the threads a stream needs to hand on its pieces, and it stalled behind them.
-    answering = ThreadPoolExecutor(max_workers=max_queue + 1, thread_name_prefix="answer")
+    queue = AnswerQueue(answerer, max_queue, default_k)
+    app.state.stop = queue.stop
     app.add_middleware(HostCheck, allowed_hosts=allowed_hosts)
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES, timeout_s=body_timeout_s)
 
@@ -210,45 +151,25 @@ def create_app(
         # never inside another site's frame (clickjacking)
         return HTMLResponse(PAGE.replace("__MODE__", answerer.default_mode), headers=PAGE_HEADERS)
 
-    def run(req: AskRequest, on_text=None, cancel=None):
-        """Holds a seat (taken by the caller) until done; one generation at a time. None: its
-        client left while it waited; ``STOPPING``: the server is stopping."""
-        try:
-            if stopping.is_set():
-                return STOPPING
-            with lock:  # the model is shared
-                if stopping.is_set():
-                    return STOPPING
-                if cancel is not None and cancel.is_set():
-                    return None  # its client left while it waited
-                return answerer(
-                    req.question,
-                    k=req.k if req.k is not None else default_k,
-                    mode=req.chosen_mode(),
-                    max_new_tokens=req.max_new_tokens,
-                    on_text=on_text,
-                    cancel=cancel,
-                )
-        finally:
-            seats.release()
-
     @app.post("/api/ask")
     async def ask(req: AskRequest, request: Request) -> Response:
         if not req.question.strip():
             return error(422, "question: empty")
-        if not seats.acquire(blocking=False):
+        if not queue.take_seat():
             return busy()
         cancel = threading.Event()
-        live.add(cancel)
+        queue.live.add(cancel)
         loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(loop.run_in_executor(answering, run, req, None, cancel))
+        task = asyncio.ensure_future(
+            loop.run_in_executor(queue.threads, queue.run, req, None, cancel)
+        )
         try:
             while not task.done():  # a client that leaves stops the generation it asked for
                 await asyncio.wait({task}, timeout=DISCONNECT_POLL_S)
                 if not task.done() and await request.is_disconnected():
                     cancel.set()
         finally:  # this handler cancelled (a forced stop): nobody is waiting for the answer
-            live.discard(cancel)
+            queue.live.discard(cancel)
             if not task.done():
                 cancel.set()
         try:
@@ -257,7 +178,7 @@ def create_app(
             return error(422, str(err))
         except Exception as err:  # the model failed (out of memory), a file is damaged: ours
             return error(500, failed(err))
-        if result is STOPPING or (stopping.is_set() and cancel.is_set()):
+        if queue.stopped(result, cancel):
             return error(503, STOPPING_MESSAGE)
         if result is None:
             return error(499, "client closed the request")
@@ -270,12 +191,12 @@ def create_app(
     async def stream(req: AskRequest, request: Request):
         if not req.question.strip():
             return error(422, "question: empty")
-        if not seats.acquire(blocking=False):
+        if not queue.take_seat():
             return busy()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
         cancel = threading.Event()
-        live.add(cancel)
+        queue.live.add(cancel)
 
         def put(event: dict | None) -> None:
             """Hand an event to the loop from the generating thread. A thread waiting on a
@@ -288,8 +209,8 @@ def create_app(
 
         def work() -> None:
             try:
-                result = run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
-                if result is STOPPING or (stopping.is_set() and cancel.is_set()):
+                result = queue.run(req, on_text=lambda t: put({"text": t}), cancel=cancel)
+                if queue.stopped(result, cancel):
                     put({"error": STOPPING_MESSAGE})
                 elif result is not None:  # the last event is /api/ask's reply, answer included
                     put({**result.fields(), "sources": result.sources})
@@ -298,7 +219,7 @@ def create_app(
             except Exception as err:  # the model failed: the stream says so, the next is served
                 put({"error": failed(err)})
             finally:
-                live.discard(cancel)
+                queue.live.discard(cancel)
                 put(None)
 
         threading.Thread(target=work, daemon=True).start()

@@ -599,3 +599,33 @@ def test_a_portuguese_opener_with_a_capital_is_no_name_the_record_lacks():
     assert names_what_record_lacks("A Travel Guide to Lake Como", garda, "Italy.") == ["Como"]
     assert swaps_a_title_word("A Travel Guide to Lake Como", garda) == [("Como", "Garda")]
     assert main_title_words("Lake Como: A Guide") == ["lake", "como"]
+
+
+def test_a_plainly_portuguese_question_is_declined_in_portuguese_whatever_the_model_prefers(
+    grounded_prepared, tuned_run, monkeypatch
+):
+    """A FIAP student's review: testing the base model before training, "Vocês vendem O Pequeno
+    Príncipe?" was declined in English (the gate asked the model which abstention is likelier,
+    and an untuned or briefly tuned model finds the English one likelier after any prompt).
+    Training teaches each question's abstention in the question's language: a question plainly
+    Portuguese gets the Portuguese one, in ask and in eval's batches; any other, the model's."""
+    from amazon_sft.answering import answer_many, doubt
+    from amazon_sft.answering.ask import Answerer
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.prompts import build_prompt_format
+
+    prefers_english = lambda *args: ABSTENTIONS["en"]  # noqa: E731 - a base model's choice
+    monkeypatch.setattr(doubt, "likeliest_abstention", prefers_english)
+    model, tok, cfg, _ = load_for_eval(str(tuned_run), ["data.grounded_fraction=0.5"], "cpu")
+    index = CatalogueIndex(grounded_prepared)
+    doubtful = Answerer(
+        model, tok, build_prompt_format(tok, cfg.data), index, cfg.data, abstain_below=1e9
+    )
+    asked = ["Vocês vendem O Pequeno Príncipe?", "Do you sell The Little Prince?"]
+    said = [doubtful(q, max_new_tokens=4).answer for q in asked]
+    assert said == [ABSTENTIONS["pt"], ABSTENTIONS["en"]]
+    many = answer_many.answer_many(
+        doubtful, [(q, index) for q in asked], k=None, mode="grounded", max_new_tokens=4
+    )
+    assert [a.answer for a in many] == said

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 
 from amazon_sft.answering.ask import Answer, Answerer, finish_answer
-from amazon_sft.answering.doubt import likeliest_abstention
+from amazon_sft.answering.doubt import gate_abstention
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import Decoding, generate_answers
@@ -61,7 +61,7 @@ def answer_many(
     ]  # fmt: skip
     model, tok = answerer.model, answerer.tok
     texts: list[str] = [
-        likeliest_abstention(model, tok, p.ids) if p.doubt is not None else "" for p in plans
+        gate_abstention(model, tok, p.ids, p.question) if p.doubt is not None else "" for p in plans
     ]
     todo = [i for i, p in enumerate(plans) if p.doubt is None]
     decoding = Decoding(max_new_tokens=max_new_tokens, batch_size=batch_size)

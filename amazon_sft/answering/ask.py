@@ -27,7 +27,7 @@ from transformers import StoppingCriteria
 from amazon_sft.answering.doubt import (
     GATE_RECORDS,
     doubt_reason,
-    likeliest_abstention,
+    gate_abstention,
     retrieval_sure,
 )
 from amazon_sft.answering.index import CatalogueIndex, Source
@@ -236,7 +236,7 @@ def answer_planned(
     so far is returned), then ``finish_answer``."""
     held = None
     if plan.doubt is not None:
-        text = likeliest_abstention(model, tok, plan.ids)
+        text = gate_abstention(model, tok, plan.ids, plan.question)
         if on_text:
             on_text(text)
     else:

@@ -11,7 +11,8 @@ So when the first record is not ``abstain_below`` times ahead of the second, ``a
 without generating (unless the question names the first record's main title and not the
 second's: series siblings score alike, answering/named_title.py); the model still picks the
 abstention's language (the likelier of ``prompts.ABSTENTIONS`` after the very prompt it would
-have answered), so a Portuguese question is declined in Portuguese. Off (0) unless asked for:
+have answered) unless the question is plainly Portuguese (``gate_abstention``), so a Portuguese
+question is declined in Portuguese. Off (0) unless asked for:
 the threshold is chosen on dev questions.
 
 One more sign that the first record is not the asked product, whatever its lead: its title
@@ -316,6 +317,17 @@ def likeliest_abstention(model, tok, prompt_ids: list[int]) -> str:
         if logp > best_logp:
             best, best_logp = text, logp
     return best
+
+
+def gate_abstention(model, tok, prompt_ids: list[int], question: str) -> str:
+    """The abstention the gate answers with: the Portuguese one for a question plainly in
+    Portuguese (``is_portuguese``: training taught each question's abstention in its language,
+    and an untuned or briefly tuned model finds the English one likelier after any prompt: a
+    base model declined "Vocês vendem O Pequeno Príncipe?" in English), else the one the model
+    finds likeliest (``likeliest_abstention``)."""
+    if "pt" in ABSTENTIONS and is_portuguese(question):
+        return ABSTENTIONS["pt"]
+    return likeliest_abstention(model, tok, prompt_ids)
 
 
 def retrieval_sure(sources: list[Source], abstain_below: float, question: str) -> bool:

@@ -1,0 +1,206 @@
+"""eval never deletes or replaces a report it cannot prove it wrote, and never leaves half a report
+that reads as whole. (A new user's and a hostile user's trials: each test names what it found.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from .test_hostile import _assert_one_line as _one_line
+from .test_hostile import _run_cli
+
+pytestmark = pytest.mark.hostile
+
+
+def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsys):
+    """``eval --out`` wrote report.md, report.json, answers.jsonl over the user's files of those
+    names. Now a folder holding one of them without eval's marker is refused before any model
+    loads; a folder eval wrote (marker, or a report.json of an eval from before the marker) is
+    written again with --overwrite (a new user's walkthrough: without it, refused)."""
+    from amazon_sft.eval_ownership import EVAL_MARKER
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "report.md").write_text("precious\n")
+    (out / "mine.txt").write_text("mine\n")
+    questions = tmp_path / "q.jsonl"
+    row = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])
+    questions.write_text(
+        json.dumps({"question": row["title"], "uid": row["uid"], "kind": "partial"}) + "\n"
+    )
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
+    for extra in ([], ["--questions", str(questions)]):
+        code, err = _run_cli(capsys, *base, *extra)
+        _one_line(code, err, "eval", "report.md", "did not write")
+        assert (out / "report.md").read_text() == "precious\n"
+    (out / "report.md").unlink()
+    code, err = _run_cli(capsys, *base, "--questions", str(questions), "--max-new-tokens", "2")
+    assert code == 0, err[-2000:]
+    assert (out / EVAL_MARKER).is_file() and (out / "mine.txt").read_text() == "mine\n"
+    again = [*base, "--questions", str(questions), "--max-new-tokens", "2"]
+    before = (out / "report.json").read_bytes()
+    code, err = _run_cli(capsys, *again)  # a new user's base-vs-tuned report went without a word
+    _one_line(code, err, "eval", "already holds an eval report", "--overwrite")
+    assert (out / "report.json").read_bytes() == before
+    code, err = _run_cli(capsys, *again, "--overwrite")
+    assert code == 0, err[-2000:]  # its own report is written again when asked
+    (out / "report.md").write_text("# my notes on it\n")  # edited since: the user's now
+    code, err = _run_cli(capsys, *again, "--overwrite")
+    _one_line(code, err, "eval", "report.md", "changed since")
+    assert (out / "report.md").read_text() == "# my notes on it\n"
+    (out / "report.md").unlink()
+    (out / EVAL_MARKER).unlink()  # an eval folder from before the marker: report.json proves it
+    code, err = _run_cli(capsys, *again, "--overwrite")
+    assert code == 0, err[-2000:]
+
+
+def test_a_report_json_that_is_not_an_evals_does_not_prove_the_folder(tmp_path):
+    """Any report.json with "models" and "data" keys was taken for an eval's from before the
+    marker (a file-safety audit: a user's benchmark results were replaced)."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.eval_ownership import check_eval_dir
+
+    mine = {"models": ["gpt-4o"], "data": "bench-v3", "scores": [0.8]}
+    (tmp_path / "report.json").write_text(json.dumps(mine))
+    with pytest.raises(UserError, match="did not write"):
+        check_eval_dir(tmp_path)
+    ours = {"models": {}, "data": "d", "mode": "end to end", "groups": {}}
+    (tmp_path / "report.json").write_text(json.dumps(ours))
+    check_eval_dir(tmp_path)
+
+
+def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path, capsys):
+    """Two evals into one --out both ran (the README says a second writer is refused); an end to
+    end report written where a closed-book one was kept the old report.png beside it."""
+    from amazon_sft.eval_ownership import EVAL_MARKER
+    from amazon_sft.output_lock import OutputLock
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / EVAL_MARKER).write_text("{}\n")
+    (out / "report.png").write_bytes(b"an older eval's plot")
+    questions = tmp_path / "q.jsonl"
+    questions.write_text(
+        json.dumps({"question": "a red kayak", "uid": "absent", "kind": "absent"}) + "\n"
+    )
+    args = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(out)]
+    args += ["--questions", str(questions), "--max-new-tokens", "2", "--overwrite"]
+    with OutputLock(out, "a first eval"):
+        code, err = _run_cli(capsys, *args)
+    _one_line(code, err, "eval", "being written by another process", "a first eval")
+    code, err = _run_cli(capsys, *args)
+    assert code == 0, err[-2000:]
+    assert (out / "report.md").is_file() and not (out / "report.png").exists()
+
+
+def test_a_report_moved_in_midway_is_never_taken_for_a_whole_one(tmp_path, monkeypatch):
+    """eval moved its new report files in one by one over the old ones: a kill between two moves
+    left the old report.json beside the new answers.jsonl, read as one report. Now the old report
+    goes first and report.json (what scripts read) is moved in last: a folder with a report.json
+    holds one whole report."""
+    from amazon_sft.eval_ownership import EVAL_MARKER
+    from amazon_sft.evaluation import report
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / EVAL_MARKER).write_text("{}\n")
+    for name in ("report.json", "answers.jsonl", "report.md"):
+        (out / name).write_text("old")
+    writers = {
+        name: (lambda path: path.write_text("new"))
+        for name in ("report.json", "answers.jsonl", "report.md")
+    }
+    moves = []
+
+    def killed_after_one(src, dst):
+        if moves:
+            raise KeyboardInterrupt
+        moves.append(dst)
+        return real_replace(src, dst)
+
+    real_replace = report.os.replace
+    monkeypatch.setattr(report.os, "replace", killed_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_staged(out, writers)
+    monkeypatch.undo()
+    left = {p.name: p.read_text() for p in out.iterdir() if p.name != EVAL_MARKER}
+    assert "report.json" not in left and "old" not in left.values(), left
+    report.write_staged(out, writers)
+    left = {p.name: p.read_text() for p in out.iterdir() if p.name != EVAL_MARKER}
+    assert left == {name: "new" for name in writers}
+
+
+def test_eval_into_a_dangling_link_or_a_file_is_one_line_before_any_model_loads(
+    prepared, tmp_path, capsys
+):
+    """A link to a folder not there yet was a FileExistsError traceback after the whole eval."""
+    link = tmp_path / "dang"
+    link.symlink_to(tmp_path / "nowhere")
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--n", "1"]
+    code, err = _run_cli(capsys, *base, "--out", str(link))
+    _one_line(code, err, "eval", str(link), "does not exist")
+    (tmp_path / "file").write_text("mine")
+    code, err = _run_cli(capsys, *base, "--out", str(tmp_path / "file"))
+    _one_line(code, err, "eval", "is a file")
+    assert (tmp_path / "file").read_text() == "mine"
+
+
+def test_eval_into_a_link_to_another_filesystem_keeps_the_report(prepared, tmp_path, capsys):
+    """``eval --out LINK`` whose folder is on another filesystem: the report was staged beside
+    the link, the old report deleted, then the move failed (EXDEV) with a traceback: neither the
+    old report nor the new one was left (an outside review). Staged beside the real folder."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's folder")
+    real = Path(tempfile.mkdtemp(dir=shm))
+    try:
+        link = tmp_path / "eval"
+        link.symlink_to(real)
+        questions = tmp_path / "q.jsonl"
+        row = json.loads((prepared / "heldout.jsonl").read_text().splitlines()[0])
+        questions.write_text(
+            json.dumps({"question": row["title"], "uid": row["uid"], "kind": "partial"}) + "\n"
+        )
+        run = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(link)]
+        run += ["--questions", str(questions), "--max-new-tokens", "2"]
+        for extra in ([], ["--overwrite"]):
+            code, err = _run_cli(capsys, *run, *extra)
+            assert code == 0 and "Traceback" not in err, err[-2000:]
+            assert json.loads((real / "report.json").read_text())["models"]
+    finally:
+        shutil.rmtree(real, ignore_errors=True)
+
+
+def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks_prepare(
+    tmp_path,
+):
+    """``kill -9`` while eval wrote its report left ``.OUT.tmp-MACHINE-PID/`` (a whole-looking
+    report.json inside) for good: later evals removed only their own pid's, and with
+    ``--out prepared/eval`` it made ``prepare --overwrite`` refuse the folder (an outside
+    review). The next eval removes a dead process's staging, never a live one's: inside
+    ``--out``, where it stages now (a mount point), and beside it, where older versions did."""
+
+    from amazon_sft import atomic
+    from amazon_sft.evaluation.report import write_staged
+
+    out = tmp_path / "eval"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    out.mkdir()
+    beside = tmp_path / f".eval.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    killed = out / f".report.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    for folder in (beside, killed):
+        folder.mkdir()
+        (folder / "report.json").write_text("{}")
+    live = out / f".report.tmp-{atomic._machine()}-1"  # pid 1 lives
+    live.mkdir()
+    write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
+    assert (out / "report.json").read_text() == '{"ok": 1}'
+    assert not killed.exists() and not beside.exists() and live.is_dir()

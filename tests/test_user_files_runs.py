@@ -1,0 +1,387 @@
+"""Training never deletes or replaces a file it cannot prove it wrote (checkpoints, final/, the run
+folder), never leaves half a save that reads as whole, and writes weights others can read like
+the rest of the folder. (A new user's and a hostile user's trials: each test names what it
+found.)"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from .conftest import train_overrides
+from .test_hostile import _assert_one_line as _one_line
+from .test_hostile import _cli, _one_line_error, _run_cli
+
+pytestmark = pytest.mark.hostile
+
+
+def test_resume_auto_never_starts_over_on_a_finished_run(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A finished run whose checkpoints were deleted (to free disk): ``resume=auto`` started over
+    silently, emptied metrics.jsonl and wrote the new model into the old final/ (a LoRA adapter
+    beside the old full weights, sealed together). Now refused; ``overwrite=true`` is the way."""
+    from .conftest import train_overrides
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    # a user's copy of a checkpoint is not one (a review: it let the run start over)
+    newest = sorted((out / "checkpoints").glob("step-*"))[-1]
+    shutil.copytree(newest, out / "kept-backup")
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    (out / "checkpoints").mkdir()
+    (out / "kept-backup").rename(out / "checkpoints" / f"{newest.name}-backup")
+    before = {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()}
+    metrics = (out / "metrics.jsonl").read_text()
+    for extra in ((), ("lora.enabled=true",)):
+        code, err = _run_cli(
+            capsys,
+            "train",
+            "--config",
+            "tiny",
+            *train_overrides(prepared, tiny_model_dir, out, "resume=auto", *extra),
+        )
+        _one_line(code, err, "train", "finished run", "overwrite=true")
+    assert {p.name: p.read_bytes() for p in (out / "final").iterdir() if p.is_file()} == before
+    assert (out / "metrics.jsonl").read_text() == metrics
+
+
+def test_a_final_save_killed_midway_leaves_the_previous_final_whole(
+    tiny_cfg, tiny_tok, tiny_model_dir, tmp_path, monkeypatch
+):
+    """A resumed run (train.max_steps raised on a finished run) wrote its new final/ over the old
+    one file by file: a kill between the weights and the rest left new weights under the old
+    config and card, and a full model's old weights beside a new adapter. Now the new final/ is
+    written aside and swapped in whole; a save that dies leaves the old one as it was."""
+    from accelerate import Accelerator
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft import saving
+    from amazon_sft.loss import SummedAnswerLoss
+    from amazon_sft.trained_on import TrainedOn
+
+    out = tmp_path / "run"
+    final = out / "final"
+    final.mkdir(parents=True)
+    (final / "model.safetensors").write_bytes(b"old weights")
+    (final / "adapter_model.safetensors").write_bytes(b"an older run's adapter")
+    before = {p.name: p.read_bytes() for p in final.iterdir()}
+    model = SummedAnswerLoss(AutoModelForCausalLM.from_pretrained(tiny_model_dir), 64)
+    from amazon_sft.run_files import RunSummary
+
+    accelerator = Accelerator(cpu=True)
+    data = TrainedOn(str(tmp_path / "data"), "0" * 64)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the job is killed after the weights are written
+
+    monkeypatch.setattr(saving, "write_resolved", killed)
+    with pytest.raises(KeyboardInterrupt):
+        saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, RunSummary(1, None, 0), data)
+    assert {p.name: p.read_bytes() for p in final.iterdir()} == before
+
+    monkeypatch.undo()
+    saving.save_final(accelerator, tiny_cfg, model, tiny_tok, out, RunSummary(1, None, 0), data)
+    names = {p.name for p in final.iterdir()}
+    assert "adapter_model.safetensors" not in names  # nothing of the old final is mixed in
+    assert {
+        "model.safetensors",
+        "checksums.json",
+        "amazon_sft_config.yaml",
+        "trained_on.json",
+    } <= names
+    assert [p.name for p in out.iterdir()] == ["final"]  # no staging left beside it
+
+
+def test_saved_weights_are_readable_like_every_other_file(tuned_run, tmp_path):
+    """transformers writes model.safetensors 0600 while every other file follows the umask: a
+    serving account reading the run folder could load its tokenizer but not its weights."""
+
+    from amazon_sft.answering.export import export_model
+
+    umask = os.umask(0)
+    os.umask(umask)
+    export_model(str(tuned_run), tmp_path / "exported")
+    for folder in (tuned_run / "final", tmp_path / "exported"):
+        modes = {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir() if p.is_file()}
+        assert set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_saved_adapters_are_readable_like_their_config(tmp_path):
+    """A LoRA run's final/ has no config.json, so its adapter_model.safetensors stayed 0600
+    (a helper's audit: a serving account could not read the adapters)."""
+    from amazon_sft.saving import readable_like_the_rest
+
+    (tmp_path / "adapter_config.json").write_text("{}")
+    (tmp_path / "adapter_config.json").chmod(0o644)
+    (tmp_path / "adapter_model.safetensors").write_bytes(b"")
+    (tmp_path / "adapter_model.safetensors").chmod(0o600)
+    readable_like_the_rest(tmp_path)
+    assert (tmp_path / "adapter_model.safetensors").stat().st_mode & 0o777 == 0o644
+
+
+def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_path, monkeypatch):
+    """A stop in the first step after a resume re-saves the step resumed from: its complete
+    checkpoint was deleted before the new one was written, so a kill during the save (SLURM's
+    SIGKILL after the grace period, a second Ctrl-C) left no checkpoint, and resume=auto
+    started over at step 0."""
+    from accelerate import Accelerator
+
+    from amazon_sft import checkpointing
+    from amazon_sft.checkpointing import COMPLETE, TrainerState, checkpoint_dir, save_checkpoint
+
+    out = tmp_path / "run"
+    kept = checkpoint_dir(out, 3)
+    kept.mkdir(parents=True)
+    (kept / COMPLETE).write_text("step 3\n")
+    (kept / "model.safetensors").write_bytes(b"the weights of step 3")
+    accelerator = Accelerator(cpu=True)
+
+    model = __import__("torch").nn.Linear(2, 2)  # all trained: saved whole
+
+    def killed(folder, **_):
+        Path(folder).mkdir(parents=True)
+        (Path(folder) / "model.safetensors").write_bytes(b"half")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(accelerator, "save_state", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, model, out, TrainerState(step=3), 3, {"config": {}})
+    assert checkpointing.complete_checkpoints(out) == [kept]
+    assert (kept / "model.safetensors").read_bytes() == b"the weights of step 3"
+
+    monkeypatch.setattr(accelerator, "save_state", lambda folder, **_: Path(folder).mkdir())
+    save_checkpoint(
+        accelerator, model, out, TrainerState(step=3), 3, {"config": {}}
+    )  # replaced whole
+    assert checkpointing.complete_checkpoints(out) == [kept]
+    assert not (kept / "model.safetensors").exists()
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
+
+
+def test_a_checkpoint_saved_again_keeps_the_files_a_user_put_in_it(tmp_path):
+    """A hostile review: a stop between the micro-batches of the first step after a resume
+    drops the step and saves the same step again; the new save was swapped over the checkpoint
+    resumed from and the old folder deleted, with the user's notes in it (pruning keeps such a
+    folder; the re-save did not). The files its save did not write move into the new one."""
+    import torch
+    from accelerate import Accelerator
+
+    from amazon_sft.checkpointing import TrainerState, checkpoint_dir, save_checkpoint
+
+    out = tmp_path / "run"
+    accelerator, model = Accelerator(cpu=True), torch.nn.Linear(2, 2)
+    save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    kept = checkpoint_dir(out, 1)
+    (kept / "my_notes.txt").write_text("precious")
+    (kept / "eval").mkdir()
+    (kept / "eval" / "report.md").write_text("mine")
+    save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    assert (kept / "my_notes.txt").read_text() == "precious"
+    assert (kept / "eval" / "report.md").read_text() == "mine"
+    assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
+
+
+def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
+    """A hostile review: any ``checkpoints/step-*.tmp`` was removed as a killed save's, a
+    user's ``step-00000003-before-lr-change.tmp`` backup with it. Only ``step-<8 digits>.tmp``
+    is a save's."""
+    from amazon_sft.checkpointing import clear_killed_saves
+
+    root = tmp_path / "run" / "checkpoints"
+    theirs = root / "step-00000003-before-lr-change.tmp"
+    theirs.mkdir(parents=True)
+    (theirs / "notes.txt").write_text("backup")
+    killed, later = root / "step-00000004.tmp", root / "step-100000000.tmp"
+    killed.mkdir(), later.mkdir()
+    clear_killed_saves(tmp_path / "run")
+    assert (theirs / "notes.txt").read_text() == "backup"
+    assert not killed.exists() and not later.exists()  # step 100,000,000 has 9 digits
+
+
+def _resume_with_more_steps(capsys, prepared, model, out) -> tuple[int, str]:
+    """``train --config tiny resume=auto`` with more steps than the finished run in ``out``."""
+    from .conftest import train_overrides
+
+    extra = ("resume=auto", "train.max_steps=26")
+    return _run_cli(
+        capsys, "train", "--config", "tiny", *train_overrides(prepared, model, out, *extra)
+    )
+
+
+def test_a_run_never_deletes_files_a_user_put_into_its_final(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A file-safety audit: notes and an eval report the user kept in ``run/final/`` were deleted
+    by the next save of that run (``resume=auto`` with more steps swapped a new folder over it).
+    Now refused before training; added during training, the old final/ is set aside, not
+    deleted."""
+    from amazon_sft.ownership import foreign_in_final
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert foreign_in_final(out / "final") == []
+    (out / "final" / "NOTES.txt").write_text("mine")
+    code, err = _resume_with_more_steps(capsys, prepared, tiny_model_dir, out)
+    _one_line(code, err, "train", "NOTES.txt", "final")
+    assert (out / "final" / "NOTES.txt").read_text() == "mine"
+    assert foreign_in_final(out / "final") == ["NOTES.txt"]
+    (out / "final" / ".amazon_sft_saved.json").unlink()  # a final saved before the list
+    assert foreign_in_final(out / "final") == ["NOTES.txt"]
+
+
+def test_a_file_of_final_edited_since_the_save_is_kept_like_a_users_own(
+    tuned_run, prepared, tiny_model_dir, tmp_path, capsys
+):
+    """A hostile review: final/ was judged by names only, so a model card (README.md) or a
+    generation_config.json the user edited after the save counted as the run's, and the next
+    save of the run (resume=auto with more steps) replaced it without a word; make clean
+    removed a demo run holding one. Each file of final/ is recorded as saved: one edited since
+    is refused before training, set aside at a save, and keeps a demo folder."""
+    from amazon_sft.ownership import foreign_in_final
+    from amazon_sft.saving import set_aside_foreign_final
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert foreign_in_final(out / "final") == []
+    (out / "final" / "README.md").write_text("MY MODEL CARD")
+    assert foreign_in_final(out / "final") == ["README.md"]
+    code, err = _resume_with_more_steps(capsys, prepared, tiny_model_dir, out)
+    _one_line(code, err, "train", "README.md", "final")
+    aside = set_aside_foreign_final(out)  # edited while the run trained: kept whole
+    assert aside is not None and (aside / "README.md").read_text() == "MY MODEL CARD"
+
+
+def test_a_final_holding_a_users_file_at_save_time_is_set_aside(tuned_run, tmp_path):
+    from amazon_sft.saving import set_aside_foreign_final
+
+    out = tmp_path / "run"
+    shutil.copytree(tuned_run, out)
+    assert set_aside_foreign_final(out) is None and (out / "final").is_dir()
+    (out / "final" / "report.md").write_text("# my eval")
+    aside = set_aside_foreign_final(out)
+    assert aside is not None and (aside / "report.md").read_text() == "# my eval"
+    assert not (out / "final").exists() and aside.parent.parent == out
+
+
+def test_a_users_copy_of_a_checkpoint_is_neither_resumed_nor_pruned(tmp_path):
+    """``cp -r step-00000003 step-00000003-backup`` was taken as the newest checkpoint, resumed
+    from, then deleted by keep_last; a second branch from an older step deleted the first
+    branch's set-aside checkpoints."""
+    from amazon_sft.checkpointing import COMPLETE, complete_checkpoints, set_aside_newer
+
+    root = tmp_path / "run" / "checkpoints"
+    for name in ("step-00000002", "step-00000003", "step-00000003-backup", "step-best"):
+        (root / name).mkdir(parents=True)
+        (root / name / COMPLETE).write_text("x")
+    assert [p.name for p in complete_checkpoints(tmp_path / "run")] == [
+        "step-00000002",
+        "step-00000003",
+    ]
+    assert set_aside_newer(tmp_path / "run", 2) == ["step-00000003"]
+    (root / "step-00000003").mkdir()  # the next branch got as far, and branches again
+    (root / "step-00000003" / COMPLETE).write_text("y")
+    assert set_aside_newer(tmp_path / "run", 2) == ["step-00000003"]
+    kept = sorted((p.name, (p / COMPLETE).read_text()) for p in (root / ".set_aside").iterdir())
+    assert len(kept) == 2 and {text for _, text in kept} == {"x", "y"}
+    assert (root / "step-00000003-backup").is_dir() and (root / "step-best").is_dir()
+
+
+@pytest.mark.parametrize("made", ["final_link", "previous_file"])
+def test_a_run_folder_whose_final_is_a_link_or_previous_a_file_is_one_line(tmp_path, capsys, made):
+    """An outside audit: a run whose ``final/`` was a link to a served model ended, after a
+    whole resumed run, in a traceback (rmtree refuses a link), the user's link renamed to a
+    staging name the next train deletes; ``previous`` as a file made ``overwrite=true`` a
+    traceback. Both are refused before anything is written."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.ownership import RUN_MARKER, check_run_dir
+
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / RUN_MARKER).write_text("{}")
+    (run / "metrics.jsonl").write_text("{}\n")
+    served = tmp_path / "served"
+    served.mkdir()
+    if made == "final_link":
+        (run / "final").symlink_to(served)
+        resume, overwrite, said = "auto", False, "final/ is a symbolic link"
+    else:
+        (run / "previous").write_text("my notes\n")
+        resume, overwrite, said = "none", True, "previous is not a folder"
+    with pytest.raises(UserError, match=said):
+        check_run_dir(str(run), resume, overwrite)
+
+
+def test_checkpoint_rotation_keeps_a_checkpoint_holding_a_users_files(tmp_path, caplog):
+    """``keep_last`` removed the oldest checkpoint whole, with an eval report a user had put
+    inside it, silently (an outside review). A checkpoint holding files its save did not write
+    (not in its checksums) is kept and named; the others go as before."""
+    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
+    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6, 8):
+        folder = root / f"step-{step:08d}"
+        (folder / "sub").mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"w" * step)
+        (folder / "sub" / "optimizer.bin").write_bytes(b"o")
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {step}\n")
+    (root / "step-00000002" / "my_eval").mkdir()
+    (root / "step-00000002" / "my_eval" / "report.md").write_text("mine")
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=2)
+    names = [p.name for p in complete_checkpoints(tmp_path)]
+    assert names == ["step-00000002", "step-00000006", "step-00000008"]
+    assert (root / "step-00000002" / "my_eval" / "report.md").read_text() == "mine"
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "step-00000002" in said and "my_eval/report.md" in said
+
+
+@pytest.mark.parametrize(
+    "refused, needle",
+    [(("model.path=typo-model",), "typo-model"), (("resume=step-9",), "resume=step-9")],
+)
+def test_a_train_refused_before_its_first_step_leaves_no_new_run_folder(
+    refused, needle, prepared, tiny_model_dir, tmp_path
+):
+    """A mistyped model.path or resume=step-9 in a new out_dir was one line, and left the folder
+    with only the run marker in it (a review): the folder this launch made goes with it."""
+    out = tmp_path / "run"
+    args = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    _one_line_error(_cli(*args, *refused, timeout=120), "train", needle)
+    assert not out.exists()
+    out.mkdir()  # a folder that was there is the user's: it stays, marked as a run's
+    _one_line_error(_cli(*args, *refused, timeout=120), "train", needle)
+    assert out.is_dir()
+
+
+def test_overwrite_whose_move_fails_part_way_puts_the_run_back(tmp_path, monkeypatch):
+    """A review: when a rename of ``overwrite=true``'s move failed part way (a mount point in the
+    run: EBUSY), the names already moved stayed in previous/, the run split in two (a later
+    resume=auto went on without its metrics history). What was moved goes back."""
+    from amazon_sft.ownership import RUN_MARKER, claim_run_dir
+
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-00000001").mkdir(parents=True)
+    (out / "checkpoints" / "step-00000001" / "COMPLETE").write_text("")
+    files = {RUN_MARKER: '{"written_by": "amazon_sft 0 train"}\n', "metrics.jsonl": "{}\n"}
+    files["config.yaml"] = "seed: 1\n"
+    for name, text in files.items():
+        (out / name).write_text(text)
+    rename = Path.rename
+
+    def busy(self, target):
+        if self.name == "checkpoints":
+            raise OSError(16, "Device or resource busy", str(self))
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", busy)
+    with pytest.raises(OSError):
+        claim_run_dir(out, "none", True)
+    assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == files
+    assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
+    assert not (out / "previous").exists()

@@ -622,9 +622,10 @@ def test_a_plainly_portuguese_question_is_declined_in_portuguese_whatever_the_mo
     doubtful = Answerer(
         model, tok, build_prompt_format(tok, cfg.data), index, cfg.data, abstain_below=1e9
     )
-    asked = ["Vocês vendem O Pequeno Príncipe?", "Do you sell The Little Prince?"]
+    asked = ["Vocês vendem O Pequeno Príncipe?", "vovó vigarista do David Walliams"]
+    asked += ["Do you sell The Little Prince?", "what do poeple do all day richard scary"]
     said = [doubtful(q, max_new_tokens=4).answer for q in asked]
-    assert said == [ABSTENTIONS["pt"], ABSTENTIONS["en"]]
+    assert said == [ABSTENTIONS["pt"]] * 2 + [ABSTENTIONS["en"]] * 2
     many = answer_many.answer_many(
         doubtful, [(q, index) for q in asked], k=None, mode="grounded", max_new_tokens=4
     )

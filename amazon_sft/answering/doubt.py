@@ -321,11 +321,11 @@ def likeliest_abstention(model, tok, prompt_ids: list[int]) -> str:
 
 def gate_abstention(model, tok, prompt_ids: list[int], question: str) -> str:
     """The abstention the gate answers with: the Portuguese one for a question plainly in
-    Portuguese (``is_portuguese``: training taught each question's abstention in its language,
+    Portuguese (``is_portuguese``, strict: training taught each question's abstention in its language,
     and an untuned or briefly tuned model finds the English one likelier after any prompt: a
     base model declined "Vocês vendem O Pequeno Príncipe?" in English), else the one the model
     finds likeliest (``likeliest_abstention``)."""
-    if "pt" in ABSTENTIONS and is_portuguese(question):
+    if "pt" in ABSTENTIONS and is_portuguese(question, strict=True):
         return ABSTENTIONS["pt"]
     return likeliest_abstention(model, tok, prompt_ids)
 

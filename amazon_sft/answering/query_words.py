@@ -174,9 +174,18 @@ def plain(word: str) -> str:
     return "".join(c for c in decomposed if not unicodedata.combining(c))
 
 
-def is_portuguese(question: str) -> bool:
+ALSO_ENGLISH = frozenset({"as", "do", "no"})
+"""Portuguese signs that are English words too: ``is_portuguese(..., strict=True)`` counts them
+only in a question without English function words ("what do poeple do all day richard scary"
+has two and "what"; "vovó vigarista do David Walliams" has one and none)."""
+
+
+def is_portuguese(question: str, strict: bool = False) -> bool:
     """Whether the question is in Portuguese: at least two Portuguese signs (function words,
-    or letters English does not use: ã õ ç ê ô â) and more of them than English function words.
+    or letters English does not use: ã õ ç ê ô â) and more of them than English function words;
+    ``strict``: the signs that are English words too (``ALSO_ENGLISH``) only where no English
+    function word is, for a reply in the shopper's language (a wrong guess is read, not searched
+    with).
 
     >>> is_portuguese("Quero o romance da Hilary Mantel sobre Thomas Cromwell")
     True
@@ -184,11 +193,15 @@ def is_portuguese(question: str) -> bool:
     (False, True)
     >>> is_portuguese("Asterix e os Godos"), is_portuguese("an e-book on knitting")
     (True, False)
+    >>> q = "what do poeple do all day richard scary"
+    >>> is_portuguese(q), is_portuguese(q, strict=True)
+    (True, False)
     """
     words = [w.lower() for w in _WORD.findall(question)]
-    pt = sum(w in PORTUGUESE_MARKERS or bool(set(w) & set("ãõçêôâáíóú")) for w in words)
-    pt += len(PORTUGUESE_AND.findall(question))
     en = sum(w in ENGLISH_MARKERS for w in words)
+    markers = PORTUGUESE_MARKERS - ALSO_ENGLISH if strict and en else PORTUGUESE_MARKERS
+    pt = sum(w in markers or bool(set(w) & set("ãõçêôâáíóú")) for w in words)
+    pt += len(PORTUGUESE_AND.findall(question))
     return pt >= 2 and pt > en
 
 

@@ -213,7 +213,8 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise UserError(f"config key {key!r} must be a string, got {value!r}")
     if origin is list or hint is list:
         if not isinstance(value, list):
-            raise UserError(f"config key {key!r} must be a list, got {value!r}")
+            one = f": a list of one is [{value}]" if isinstance(value, str) else ""
+            raise UserError(f"config key {key!r} must be a list, got {value!r}{one}")
         for item in value:
             if isinstance(item, float):
                 _finite(item, key)

@@ -26,6 +26,7 @@ from amazon_sft.deepspeed_config import (
     fill_deepspeed_config,
 )
 from amazon_sft.errors import UserError
+from amazon_sft.model_memory import check_lora_names_before_load
 
 
 @dataclass(frozen=True)
@@ -112,6 +113,7 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
             NO_DEEPSPEED_UNDER_DEEPSPEED if cfg.deepspeed == "none" else INLINE_DEEPSPEED
         )
     checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start
+    check_lora_names_before_load(cfg)  # a typo found after an 8B load cost the load and the slot
     return plan
 
 

@@ -25,10 +25,10 @@ DDP_BUCKET_BYTES_PER_PARAMETER = 4
 ``gradient_as_bucket_view=False``), with more than one process."""
 
 
-def parameters_of(model_cfg) -> int | None:
-    """The parameter count of the model ``model_cfg`` names, from its ``config.json`` alone;
-    None where that cannot be read here (a GGUF file, a random or remote-code model, a hub id
-    offline): the check is then left out and the load says what it says."""
+def meta_model(model_cfg):
+    """The model ``model_cfg`` names, built from its ``config.json`` alone on meta tensors (no
+    weight read); None where that cannot be done here (a GGUF file, a random or remote-code
+    model, a hub id offline): a check on it is then left out and the load says what it says."""
     if model_cfg.gguf_file or model_cfg.path == "random" or model_cfg.trust_remote_code:
         return None
     from transformers import AutoConfig, AutoModelForCausalLM
@@ -37,11 +37,36 @@ def parameters_of(model_cfg) -> int | None:
 
     try:
         config = AutoConfig.from_pretrained(resolve_location(model_cfg.path))
-        with torch.device("meta"):
-            model = AutoModelForCausalLM.from_config(config)
     except (*READ_ERRORS, ImportError, UserError):
         return None
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if is_deepspeed_zero3_enabled():  # its init hooks copy into the weights: none on meta
+        return None
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config)
+
+
+def parameters_of(model_cfg) -> int | None:
+    """The parameter count of the model ``model_cfg`` names, from its ``config.json`` alone
+    (``meta_model``); None where that cannot be read here."""
+    model = meta_model(model_cfg)
+    if model is None:
+        return None
     return sum(p.numel() for p in model.parameters())  # a tied head is counted once
+
+
+def check_lora_names_before_load(cfg) -> None:
+    """A LoRA run's target and saved module names, checked on the meta-device model before any
+    weight loads (``modeling.check_lora_names``); left to the load where no meta model can be
+    built here."""
+    if not cfg.lora.enabled:
+        return
+    model = meta_model(cfg.model)
+    if model is not None:
+        from amazon_sft.modeling import check_lora_names
+
+        check_lora_names(model, cfg.lora)
 
 
 def check_fits_unsharded(

@@ -293,15 +293,18 @@ def peft_quietly() -> Iterator[None]:
         yield
 
 
-def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.float32):
-    """``model`` with ``lora``'s adapters; every trainable parameter in ``trainable_dtype``:
-    fp32 where autocast computes and the optimizer updates them (its master copy), the base's
-    dtype under DeepSpeed, which runs without autocast and keeps its own fp32 masters."""
-    from peft import LoraConfig as PeftLoraConfig
-    from peft import get_peft_model
+ALL_LINEAR = "all-linear"
+"""``lora.target_modules=[all-linear]``: peft's shorthand, every linear layer but the output
+head."""
 
+
+def check_lora_names(model, lora: LoraConfig) -> None:
+    """Every name of ``lora.target_modules`` and ``lora.modules_to_save`` is a module of
+    ``model`` (a meta-device copy will do: ``train`` checks before the weights load, as a typo
+    found after an 8B load cost the load and a queue slot)."""
     names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in lora.target_modules if t not in names]
+    targets = [] if lora.target_modules == [ALL_LINEAR] else lora.target_modules
+    missing = [t for t in targets if t not in names]
     if missing:
         linear = sorted(
             {
@@ -313,7 +316,8 @@ def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.floa
         )
         raise UserError(
             f"lora.target_modules {missing} are not modules of this model; its linear layers "
-            f"are {', '.join(linear)}: set lora.target_modules to some of those"
+            f"are {', '.join(linear)}: set lora.target_modules to some of those, or "
+            f"[{ALL_LINEAR}]"
         )
     # peft matches modules_to_save as ends of module names (str.endswith) and skips one that matches
     # nothing: a typo trained no extra module while the config and model card named it
@@ -324,11 +328,24 @@ def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.floa
             f"lora.modules_to_save {unknown} are not modules of this model (it has e.g. lm_head, "
             "embed_tokens)"
         )
+
+
+def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.float32):
+    """``model`` with ``lora``'s adapters; every trainable parameter in ``trainable_dtype``:
+    fp32 where autocast computes and the optimizer updates them (its master copy), the base's
+    dtype under DeepSpeed, which runs without autocast and keeps its own fp32 masters."""
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+
+    check_lora_names(model, lora)
     peft_cfg = PeftLoraConfig(
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
-        target_modules=list(lora.target_modules),
+        # peft's own shorthand: every linear layer but the output head
+        target_modules=ALL_LINEAR
+        if lora.target_modules == [ALL_LINEAR]
+        else list(lora.target_modules),
         modules_to_save=list(lora.modules_to_save) or None,
         task_type="CAUSAL_LM",
     )

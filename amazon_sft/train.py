@@ -44,7 +44,7 @@ from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_fa
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
-from amazon_sft.model_memory import check_full_fine_tune_fits
+from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_before_load
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.output_lock import OutputLock
@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     branch = branch_origin(cfg, out_dir)  # recorded by each checkpoint: branch_goes_on reads it
     cfg = branch_goes_on(cfg, out_dir)  # a requeue of a branch from another run's checkpoint
     check_out_dir(cfg, out_dir)  # every rank, before anyone writes
+    check_lora_names_before_load(cfg)  # before the accelerator: ZeRO-3's init hooks need weights
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     check_before_load(cfg, accelerator)

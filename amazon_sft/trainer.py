@@ -146,14 +146,15 @@ class Trainer:
                 t0 = time.perf_counter()
                 at_start = self.step_start()
                 micro = [next(batches) for _ in range(self.plan.accumulation_steps)]
-                result = self.train_step(micro)
+                result = self.train_step(micro, droppable=state.step + 1 < cfg.train.max_steps)
                 if result is None:  # a stop signal between micro-batches: the step is dropped
                     stopped_by = stop_signal.received() or "signal on another rank"
                     self.stop_mid_step(state, at_start, stopped_by)
                     break
                 self.count_step(state, result, time.perf_counter() - t0, metrics_file, bar)
                 loss = float("nan") if result.loss is None else result.loss
-                if result.stop_requested and state.step < cfg.train.max_steps:
+                finished = state.step == cfg.train.max_steps and result.finite
+                if result.stop_requested and not finished:
                     stopped_by = stop_signal.received() or "signal on another rank"
                 elif result.stop_requested:  # the run is done: final/ beats a requeue to write it
                     log.info(
@@ -272,8 +273,10 @@ class Trainer:
         flag = torch.tensor([float(stop_signal.requested())])
         return bool(reduce_sum(self.accelerator, flag).item() > 0)
 
-    def train_step(self, micro: list[PackedBatch]) -> StepResult | None:
-        """``plan.accumulation_steps`` micro-batches, then one optimizer step.
+    def train_step(self, micro: list[PackedBatch], droppable: bool = True) -> StepResult | None:
+        """``plan.accumulation_steps`` micro-batches, then one optimizer step; a stop between
+        micro-batches drops the step (None) when it is ``droppable`` (not the last step, which
+        is finished so that ``final/`` is written).
 
         The loss of a step is the sum of cross-entropy over every answer token of the step on
         every rank, divided by the number of those tokens: each micro-batch's summed loss is
@@ -301,6 +304,7 @@ class Trainer:
             # between micro-batches of a long step, every STOP_CHECK_MICRO_BATCHES: a stop drops
             # the step (None) instead of waiting for maybe hours of accumulation to end
             at_check = i and i % STOP_CHECK_MICRO_BATCHES == 0 and self.can_drop_steps
+            at_check = at_check and droppable  # the last step is finished: final/ is written
             if at_check and self.stop_agreed():
                 return None
             with acc.accumulate(self.model):

@@ -67,8 +67,9 @@ launcher=$!
 forward_stop "$launcher"
 if wait "$launcher"; then status=0; else status=$?; fi
 # with several processes torch's failure banner follows the run's one-line error: say where it is
-if [ "$status" -ne 0 ]; then
-  echo "node $rank: training ended with exit $status; its error is above, once per process" \
+# (not after a stop: the launcher exits 143 once its workers saved, under cgroup or linuxproc)
+if [ "$status" -ne 0 ] && [ "$stops" = 0 ]; then
+  echo "node $rank: $ENTRY ended with exit $status; its error is above, once per process" \
     "(a process killed by a signal, as the OOM killer's SIGKILL, prints none: see dmesg)" >&2
 fi
 exit "$status"

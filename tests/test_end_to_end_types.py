@@ -37,6 +37,15 @@ def test_a_report_reads_back_as_written(tmp_path):
     assert json.loads(path.read_text())["groups"]["model"]["all"]["n"] == 4  # the layout users read
 
 
+def test_a_report_from_before_record_tokens_were_recorded_reads(tmp_path):
+    """A review: reports written before the models' ``record_tokens`` were refused."""
+    raw = _report().to_json()
+    del raw["models"]["model"]["record_tokens"]
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(raw))
+    assert read_end_to_end_report(path).models["model"].record_tokens is None
+
+
 @pytest.mark.parametrize(
     "change, needle",
     [

@@ -1089,4 +1089,4 @@ def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_
     )  # fmt: skip
     assert node.returncode == 1
     last = node.stderr.strip().splitlines()[-1]
-    assert last.startswith("node 1: training ended with exit 1") and "above" in last, last
+    assert last.startswith("node 1: e.py ended with exit 1") and "above" in last, last

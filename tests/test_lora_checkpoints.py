@@ -499,3 +499,33 @@ def test_a_run_on_the_builtin_templates_carries_them_too(tuned_run, tmp_path, mo
     monkeypatch.setattr(prompts, "BUILTIN_TEMPLATES", edited)
     _, tok, cfg, _ = load_for_eval(str(tuned_run), [], "cpu")
     assert "### Question:" in prompts.build_prompt_format(tok, cfg.data).render("Mug")
+
+
+def test_lora_names_are_checked_before_the_weights_load_and_all_linear_is_pefts(
+    prepared, tiny_model_dir, tmp_path
+):
+    """An ML engineer's review: a mistyped lora.target_modules passed `--check-world` and was
+    refused only after the base model loaded (minutes and a queue slot at 8B); peft's
+    `all-linear` shorthand was refused. Names are checked on the meta-device model from
+    config.json, before any weight is read; [all-linear] adapts every linear layer but the head."""
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.config import LoraConfig
+    from amazon_sft.modeling import wrap_lora
+
+    base = [f"model.path={tiny_model_dir}", "model.tokenizer=builtin:tiny", "lora.enabled=true"]
+    typo = _train(*base, "lora.target_modules=[q_proj,v_porj]", "--check-world", "2")
+    assert typo.returncode != 0 and "['v_porj'] are not modules of this model" in typo.stderr
+    assert len(typo.stderr.strip().splitlines()) == 1, typo.stderr
+    one = _train(*base, "lora.target_modules=all-linear", "--check-world", "1")
+    assert one.returncode != 0 and "a list of one is [all-linear]" in one.stderr, one.stderr
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    linear = {n for n, m in model.named_modules() if type(m).__name__ == "Linear"} - {"lm_head"}
+    wrapped = wrap_lora(model, LoraConfig(enabled=True, target_modules=["all-linear"]))
+    adapted = {n.removeprefix("base_model.model.").rsplit(".lora_A", 1)[0]
+               for n, _ in wrapped.named_modules() if n.endswith("lora_A")}  # fmt: skip
+    assert adapted == linear and linear
+    out = tmp_path / "run"
+    args = [f"data.path={prepared}", f"out_dir={out}", "train.max_steps=1", "train.trackers=[]"]
+    trained = _train(*base, *args, "lora.target_modules=[all-linear]")
+    assert trained.returncode == 0, trained.stderr[-2000:]

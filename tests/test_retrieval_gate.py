@@ -623,9 +623,11 @@ def test_a_plainly_portuguese_question_is_declined_in_portuguese_whatever_the_mo
         model, tok, build_prompt_format(tok, cfg.data), index, cfg.data, abstain_below=1e9
     )
     asked = ["Vocês vendem O Pequeno Príncipe?", "vovó vigarista do David Walliams"]
+    asked += ["Vocês vendem The Tale of the Pie and the Patty-Pan?"]  # an English title
     asked += ["Do you sell The Little Prince?", "what do poeple do all day richard scary"]
+    asked += ["Do you sell Rebellion (Matthew Hawkwood, No. 5)?"]
     said = [doubtful(q, max_new_tokens=4).answer for q in asked]
-    assert said == [ABSTENTIONS["pt"]] * 2 + [ABSTENTIONS["en"]] * 2
+    assert said == [ABSTENTIONS["pt"]] * 3 + [ABSTENTIONS["en"]] * 3
     many = answer_many.answer_many(
         doubtful, [(q, index) for q in asked], k=None, mode="grounded", max_new_tokens=4
     )

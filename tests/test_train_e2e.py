@@ -314,14 +314,19 @@ def test_checkpoints_come_by_time_too(prepared, tiny_model_dir, tmp_path):
     assert refused.returncode == 2 and "checkpoint.every_minutes" in refused.stderr
 
 
-@pytest.mark.parametrize("stopped_at, finished", [(2, True), (1, False)])
+@pytest.mark.parametrize(
+    "how, stopped_at, finished",
+    [("end", 2, True), ("end", 1, False), ("mid", 2, True), ("non-finite", 2, False)],
+)
 def test_a_stop_that_comes_during_the_last_step_still_writes_the_final_model(
-    prepared, tiny_model_dir, tmp_path, monkeypatch, stopped_at, finished
+    prepared, tiny_model_dir, tmp_path, monkeypatch, how, stopped_at, finished
 ):
     """A SLURM review: the pre-emption warning during the last step saved a checkpoint and no
     final/, so the batch shell requeued a finished run (a trip through the queue and a model
     load on every node to write final/). The last step done, the run is finished: final/ is
-    written. A stop before the last step still stops with a checkpoint and no final/."""
+    written, also when the stop comes between its micro-batches ("mid": 16 a step, checked every
+    8). A stop before the last step still stops with a checkpoint and no final/, and so does one
+    whose last step was non-finite (it is retried on resume, not refused)."""
     import dataclasses
 
     from amazon_sft import train
@@ -330,16 +335,23 @@ def test_a_stop_that_comes_during_the_last_step_still_writes_the_final_model(
 
     real, steps = T.Trainer.train_step, []
 
-    def stop_requested_in(self, micro):
-        result = real(self, micro)
+    def stop_requested_in(self, micro, **kwargs):
+        if how == "mid" and len(steps) + 1 == stopped_at:
+            monkeypatch.setattr(T.Trainer, "stop_agreed", lambda self: True)
+        result = real(self, micro, **kwargs)
         steps.append(result)
-        return dataclasses.replace(result, stop_requested=len(steps) == stopped_at)
+        now = len(steps) == stopped_at
+        if how == "non-finite" and now:
+            result = dataclasses.replace(result, finite=False, loss=None)
+        return dataclasses.replace(result, stop_requested=now and how != "mid")
 
     monkeypatch.setattr(T.Trainer, "train_step", stop_requested_in)
     out = tmp_path / "run"
-    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=2")
+    batch = ["train.global_batch_size=16", "train.micro_batch_size=1"] if how == "mid" else []
+    args = train_overrides(prepared, tiny_model_dir, out, "train.max_steps=2", *batch)
     assert train.main(["--config", "tiny", *args]) == 0
     assert len(steps) == stopped_at
-    assert (out / "checkpoints" / f"step-{stopped_at:08d}" / "COMPLETE").is_file()
+    saved = (out / "checkpoints" / f"step-{stopped_at:08d}" / "COMPLETE").is_file()
+    assert saved is (how != "non-finite")  # never a state whose last step was non-finite
     summary = read_run_summary(out / "final")
     assert (summary is not None and summary.stopped_by is None and summary.steps == 2) is finished

@@ -180,12 +180,23 @@ only in a question without English function words ("what do poeple do all day ri
 has two and "what"; "vovó vigarista do David Walliams" has one and none)."""
 
 
+PORTUGUESE_OPENINGS = frozenset(
+    {"vocês", "voces", "você", "voce", "tem", "têm", "quero", "queria", "procuro", "preciso"}
+    | {"gostaria", "vendem", "existe", "há", "qual", "quais", "quem", "onde", "quanto"}
+    | {"quantos", "quantas", "me fale", "me diga", "me mostre", "me conte", "fale"}
+)
+"""The words a Portuguese request opens with (``is_portuguese(..., strict=True)``): a shopper
+names an English title in Portuguese ("Vocês vendem The Tale of the Pie and the Patty-Pan?"),
+whose English words outnumber the Portuguese ones."""
+
+
 def is_portuguese(question: str, strict: bool = False) -> bool:
     """Whether the question is in Portuguese: at least two Portuguese signs (function words,
     or letters English does not use: ã õ ç ê ô â) and more of them than English function words;
-    ``strict``: the signs that are English words too (``ALSO_ENGLISH``) only where no English
-    function word is, for a reply in the shopper's language (a wrong guess is read, not searched
-    with).
+    ``strict``, for a reply in the shopper's language (a wrong guess is read, not searched
+    with): the signs that are English words too (``ALSO_ENGLISH``) count only where no English
+    function word is, and a question that opens as a Portuguese request
+    (``PORTUGUESE_OPENINGS``) is Portuguese whatever title it names.
 
     >>> is_portuguese("Quero o romance da Hilary Mantel sobre Thomas Cromwell")
     True
@@ -196,8 +207,17 @@ def is_portuguese(question: str, strict: bool = False) -> bool:
     >>> q = "what do poeple do all day richard scary"
     >>> is_portuguese(q), is_portuguese(q, strict=True)
     (True, False)
+    >>> q = "Vocês vendem The Tale of the Pie and the Patty-Pan?"
+    >>> is_portuguese(q), is_portuguese(q, strict=True)
+    (False, True)
     """
     words = [w.lower() for w in _WORD.findall(question)]
+    if (
+        strict
+        and words
+        and (words[0] in PORTUGUESE_OPENINGS or " ".join(words[:2]) in PORTUGUESE_OPENINGS)
+    ):
+        return True
     en = sum(w in ENGLISH_MARKERS for w in words)
     markers = PORTUGUESE_MARKERS - ALSO_ENGLISH if strict and en else PORTUGUESE_MARKERS
     pt = sum(w in markers or bool(set(w) & set("ãõçêôâáíóú")) for w in words)

@@ -2,9 +2,10 @@
 
 eval writes it (``end_to_end_run``), renders it (``end_to_end_report``), and ``make demo`` and
 ``scripts/gpu_check.py`` read it back: each reads these fields, not dict keys of its own. The
-JSON layout is the one reports have always had (a group's figures beside its ``n``), so a
-report written before this module reads the same; ``read_end_to_end_report`` says in one line
-which field a file lacks rather than a ``KeyError`` three modules away.
+JSON layout is the one reports have had (a group's figures beside its ``n``), so a report
+written before this module reads the same (one from before a field was written reads it as
+its default); ``read_end_to_end_report`` says in one line which field a file lacks rather than a
+``KeyError`` three modules away.
 """
 
 from __future__ import annotations
@@ -58,8 +59,8 @@ class ModelRun:
     """The model as given on the command line (``config:NAME`` or a run folder)."""
     k: int
     """Records retrieved into each prompt."""
-    record_tokens: int
-    """Tokens each record is cut to."""
+    record_tokens: int | None = None
+    """Tokens each record is cut to (None in reports written before it was recorded)."""
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,11 @@ def meta_model(model_cfg):
 
     if is_deepspeed_zero3_enabled():  # its init hooks copy into the weights: none on meta
         return None
-    with torch.device("meta"):
-        return AutoModelForCausalLM.from_config(config)
+    try:  # a model type no causal LM class takes (T5, Mistral3): the load says so in one line
+        with torch.device("meta"):
+            return AutoModelForCausalLM.from_config(config)
+    except (*READ_ERRORS, ImportError, UserError):
+        return None
 
 
 def parameters_of(model_cfg) -> int | None:

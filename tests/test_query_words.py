@@ -201,3 +201,31 @@ def test_the_pt_br_docs_board_book_example_reads_as_its_english_one():
     assert {"board", "book", "cat", "kittens"} <= {w.lower() for w in words}
     doc = (Path(__file__).resolve().parents[1] / "docs" / "pt-BR" / "grounded.md").read_text()
     assert "sobre uma gata e seus\ngatinhos" in doc or "sobre uma gata e seus gatinhos" in doc
+
+
+@pytest.mark.parametrize(
+    "question, portuguese",
+    [
+        ("Me fala sobre The Hunger Games", True),
+        ("Estou procurando The Great Gatsby", True),
+        ("Tô procurando The Very Hungry Caterpillar", True),
+        ("Vende Harry Potter and the Chamber of Secrets?", True),
+        ("Oi, tem The Hobbit?", True),
+        ("Vcs têm The Hobbit?", True),
+        ("Cadê The Hobbit?", True),
+        ("Pode me falar sobre Where the Wild Things Are?", True),
+        ("Vocês vendem The Tale of the Pie and the Patty-Pan?", True),
+        ("Gabriel García Márquez books", False),
+        ("Chronicle of a Death Foretold García Márquez", False),
+        ("Do you sell Rebellion (Matthew Hawkwood, No. 5)?", False),
+        ("what do poeple do all day richard scary", False),
+        ("Do you sell O Alquimista?", False),
+        ("Me Before You paperback", False),
+    ],
+)
+def test_the_language_the_gate_declines_in_reads_a_question_strictly(question, portuguese):
+    """Two reviews of the gate's reply language (``is_portuguese(..., strict=True)``): a
+    Portuguese request naming an English title, colloquial openings ("Me fala", "Tô
+    procurando", "Vcs têm"), and English questions with signs Portuguese shares with English
+    ("do", "no") or with Spanish (á í ó ú in "García Márquez")."""
+    assert is_portuguese(question, strict=True) is portuguese

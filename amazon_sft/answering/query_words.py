@@ -181,9 +181,11 @@ has two and "what"; "vovó vigarista do David Walliams" has one and none)."""
 
 
 PORTUGUESE_OPENINGS = frozenset(
-    {"vocês", "voces", "você", "voce", "tem", "têm", "quero", "queria", "procuro", "preciso"}
-    | {"gostaria", "vendem", "existe", "há", "qual", "quais", "quem", "onde", "quanto"}
-    | {"quantos", "quantas", "me fale", "me diga", "me mostre", "me conte", "fale"}
+    {"vocês", "voces", "vcs", "você", "voce", "tem", "têm", "quero", "queria", "procuro"}
+    | {"procurando", "busco", "estou", "tô", "preciso", "gostaria", "vende", "vendem", "existe"}
+    | {"há", "qual", "quais", "quem", "onde", "quanto", "quantos", "quantas", "cadê", "oi", "olá"}
+    | {"pode", "ainda", "alguém", "sobre", "descreve", "fala", "fale", "me fale", "me fala"}
+    | {"me diga", "me diz", "me mostre", "me mostra", "me conte", "me conta", "me explica"}
 )
 """The words a Portuguese request opens with (``is_portuguese(..., strict=True)``): a shopper
 names an English title in Portuguese ("Vocês vendem The Tale of the Pie and the Patty-Pan?"),
@@ -220,7 +222,10 @@ def is_portuguese(question: str, strict: bool = False) -> bool:
         return True
     en = sum(w in ENGLISH_MARKERS for w in words)
     markers = PORTUGUESE_MARKERS - ALSO_ENGLISH if strict and en else PORTUGUESE_MARKERS
-    pt = sum(w in markers or bool(set(w) & set("ãõçêôâáíóú")) for w in words)
+    accents = set("ãõçêôâáíóú")
+    if strict and not any(w in markers for w in words):
+        accents = set("ãõçêôâà")  # á í ó ú é are Spanish too: "Gabriel García Márquez books"
+    pt = sum(w in markers or bool(set(w) & accents) for w in words)
     pt += len(PORTUGUESE_AND.findall(question))
     return pt >= 2 and pt > en
 

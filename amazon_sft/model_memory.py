@@ -36,7 +36,10 @@ def meta_model(model_cfg):
     from amazon_sft.tokenizer import resolve_location
 
     try:
-        config = AutoConfig.from_pretrained(resolve_location(model_cfg.path))
+        # never remote code here (a run that needs it says so above): no "[y/N]" prompt
+        config = AutoConfig.from_pretrained(
+            resolve_location(model_cfg.path), trust_remote_code=False
+        )
     except (*READ_ERRORS, ImportError, UserError):
         return None
     from transformers.integrations import is_deepspeed_zero3_enabled

@@ -857,7 +857,8 @@ def test_a_stop_signal_is_honoured_between_micro_batches_and_resumes_exactly(
     import os
     import signal
 
-    big_step = ("train.global_batch_size=64", "train.micro_batch_size=1", "train.max_steps=1")
+    # two steps: a stop in the last one finishes it (final/ is written: test_train_e2e.py)
+    big_step = ("train.global_batch_size=64", "train.micro_batch_size=1", "train.max_steps=2")
     whole = tmp_path / "whole"
     args = ("--config", "tiny", *train_overrides(prepared, tiny_model_dir, whole, *big_step))
     assert _cli("train", *args).returncode == 0

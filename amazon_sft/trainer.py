@@ -153,8 +153,8 @@ class Trainer:
                     break
                 self.count_step(state, result, time.perf_counter() - t0, metrics_file, bar)
                 loss = float("nan") if result.loss is None else result.loss
-                finished = state.step == cfg.train.max_steps and result.finite
-                if result.stop_requested and not finished:
+                last = state.step == cfg.train.max_steps
+                if result.stop_requested and not (last and result.finite):
                     stopped_by = stop_signal.received() or "signal on another rank"
                 elif result.stop_requested:  # the run is done: final/ beats a requeue to write it
                     log.info(
@@ -162,7 +162,6 @@ class Trainer:
                         "written now",
                         stop_signal.received() or "signal on another rank",
                     )
-                last = state.step == cfg.train.max_steps
                 every = cfg.checkpoint.every_steps
                 if (every and state.step % every == 0) or last or stopped_by or result.save_due:
                     if result.finite:  # never a state whose last step was non-finite

@@ -243,6 +243,14 @@ class TrainConfig:
     """Peak dense TFLOPS of one device for MFU; 0 = look up the GPU (H100/H200/A100) or skip."""
     trackers: list = field(default_factory=lambda: ["tensorboard"])
     """accelerate trackers: tensorboard, wandb (optional), or [] for none."""
+    validation_rows: int = 0
+    """Packed rows held back from training and scored for a validation loss (``val_loss`` in
+    metrics.jsonl, the log and the trackers; ``run_summary.json`` keeps the last). The same rows
+    whatever the seed, world size or batch shape (a fixed draw over the row count); their
+    documents are not trained on, their products may be by others (``amazon-sft eval`` scores
+    held-out products). 0: none, every row is trained on."""
+    validation_every: int = 0
+    """Score the held-back rows every N optimizer steps; 0: after the last step only."""
 
     def __post_init__(self) -> None:
         for key in (
@@ -254,6 +262,14 @@ class TrainConfig:
         ):
             if getattr(self, key) < 1:
                 raise UserError(f"train.{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("validation_rows", "validation_every"):
+            if getattr(self, key) < 0:
+                raise UserError(f"train.{key} must be >= 0, got {getattr(self, key)}")
+        if self.validation_every and not self.validation_rows:
+            raise UserError(
+                f"train.validation_every={self.validation_every} scores no rows: hold some "
+                "back with train.validation_rows (e.g. 5% of the prepared rows)"
+            )
         if not self.epochs >= 0 or self.epochs == float("inf"):
             raise UserError(f"train.epochs must be a number >= 0 (0: max_steps), got {self.epochs}")
         if self.max_steps < 0:

@@ -50,6 +50,7 @@ APPLIED = frozenset(
         "train.gradient_checkpointing",
         "train.compile",
         "train.attention",
+        "train.validation_every",  # when to score; which rows (validation_rows) is refused
         "checkpoint.every_steps",
         "checkpoint.every_minutes",
         "checkpoint.keep_last",

@@ -37,6 +37,8 @@ class RunSummary:
     """Seconds in training steps, every launch."""
     train_seconds_this_launch: float = 0.0
     """Seconds this launch spent, from its first step."""
+    val_loss: float | None = None
+    """The validation loss after the last step (``train.validation_rows``); None without."""
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -67,12 +69,13 @@ def read_run_summary(folder: Path) -> RunSummary | None:
         return None
     known = {f.name for f in fields(RunSummary)}
     raw = {k: v for k, v in raw.items() if k in known}  # a later version's extra fields
-    loss, stopped = raw.get("final_loss"), raw.get("stopped_by")
+    loss, stopped, val = raw.get("final_loss"), raw.get("stopped_by"), raw.get("val_loss")
     if not (
         {"steps", "final_loss", "tokens_seen"} <= raw.keys()  # the fields without a default
         and isinstance(raw.get("steps"), int)
         and isinstance(raw.get("tokens_seen"), int)
         and (loss is None or (_number(loss) and math.isfinite(loss)))
+        and (val is None or (_number(val) and math.isfinite(val)))
         and (stopped is None or isinstance(stopped, str))
         and all(_number(raw.get(k, 0.0)) for k in ("train_seconds", "train_seconds_this_launch"))
     ):

@@ -59,7 +59,12 @@ def save_final(
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
     if summary.final_loss is None:  # no step ran in this launch (resume=auto finalising)
-        summary = replace(summary, final_loss=logged_loss(out_dir / "metrics.jsonl", summary.steps))
+        metrics = out_dir / "metrics.jsonl"
+        summary = replace(
+            summary,
+            final_loss=logged_loss(metrics, summary.steps),
+            val_loss=logged_loss(metrics, summary.steps, "val_loss"),
+        )
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm
@@ -119,14 +124,14 @@ def readable_like_the_rest(folder: Path) -> None:
         file.chmod(mode)
 
 
-def logged_loss(metrics: Path, step: int) -> float | None:
-    """The loss ``metrics.jsonl`` logged at ``step`` (its last row for it), None when it logged
-    none there (``train.log_every``) or cannot be read."""
+def logged_loss(metrics: Path, step: int, key: str = "loss") -> float | None:
+    """The loss (``key``: or the validation loss) ``metrics.jsonl`` logged at ``step`` (its
+    last row for it), None when it logged none there or cannot be read."""
     loss = None
     try:
         for _, row in metrics_lines(metrics):
             if row is not None and row["step"] == step:
-                loss = row.get("loss")
+                loss = row.get(key)
     except OSError:
         return None
     return loss if isinstance(loss, (int, float)) and math.isfinite(loss) else None

@@ -14,11 +14,23 @@ from amazon_sft.metrics import FlopCounter
 
 if TYPE_CHECKING:
     from amazon_sft.trainer import StepResult
+    from amazon_sft.validation import ValidationResult
 
 log = logging.getLogger("amazon_sft.train")  # the loop's own logger: its lines read as one
 
 
-def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounter) -> dict:
+def metrics_row(
+    step: int,
+    result: StepResult,
+    seconds: float,
+    flops: FlopCounter,
+    val: ValidationResult | None = None,
+) -> dict:
+    """The step's line of metrics.jsonl; ``val_loss``, ``val_tokens`` and ``val_seconds`` only
+    on the steps the held-back rows were scored after."""
+    scored = {}
+    if val is not None:
+        scored = {"val_loss": val.loss, "val_tokens": val.label_tokens, "val_seconds": val.seconds}
     return {
         "step": step,
         "loss": result.loss,
@@ -33,6 +45,7 @@ def metrics_row(step: int, result: StepResult, seconds: float, flops: FlopCounte
         "optimizer_stepped": result.optimizer_stepped,
         "flops": result.flops,  # the step's, over all ranks: MFU is flops / (seconds x peak)
         "mfu": flops.mfu(result.flops, seconds),
+        **scored,
     }
 
 
@@ -42,7 +55,7 @@ def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:
         return
     with open(metrics_file, "a") as fh:
         fh.write(json.dumps(row) + "\n")
-    if row["step"] % cfg.train.log_every == 0:
+    if row["step"] % cfg.train.log_every == 0 or "val_loss" in row:  # a validation: always
         mfu = "n/a" if row["mfu"] is None else f"{100 * row['mfu']:.1f}%"
         note = ""
         if row["non_finite"]:
@@ -51,6 +64,9 @@ def report_step(accelerator, cfg, row: dict, metrics_file: Path, bar) -> None:
             )
         norm = "n/a" if row["grad_norm"] is None else f"{row['grad_norm']:.3f}"
         loss = "n/a" if row["loss"] is None else f"{row['loss']:.4f}"
+        if "val_loss" in row:
+            val = row["val_loss"]
+            note += " val_loss " + ("n/a" if val is None else f"{val:.4f}")
         log.info(
             "step %d loss %s lr %.3e grad_norm %s tokens/s %.0f MFU %s%s",
             row["step"],

@@ -71,6 +71,7 @@ from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_finger
 from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
 from amazon_sft.trained_on import TrainedOn, templates_read, whole_model_path
 from amazon_sft.trainer import Trainer
+from amazon_sft.validation import split_rows
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -97,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
-    cfg = steps_from_epochs(cfg, shards.manifest.rows)
+    rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
+    cfg = steps_from_epochs(cfg, len(rows))
     made_here = accelerator.is_main_process and not out_dir.exists()
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
         rank = accelerator.process_index
         loader = PackedLoader(
-            shards,
+            rows,
             plan.micro_batch_size,
             rank,
             plan.world_size,
@@ -119,7 +121,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
     start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
-    trainer = Trainer(cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch)
+    trainer = Trainer(
+        cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
+    )  # fmt: skip
     with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
         summary = trainer.train(state)
         finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
@@ -262,8 +266,22 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
             f"{cfg.data.path} holds rows of {shards.max_seq_len} tokens but data.max_seq_len="
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
-    check_epochs_per_step(cfg.train.global_batch_size, shards.manifest.rows, cfg.data.path)
     return tok, shards
+
+
+def hold_back(cfg: RunConfig, shards: PackedShards) -> tuple:
+    """(the rows to train on, the rows held back for the validation loss or None)."""
+    rows, held = split_rows(shards, cfg.train.validation_rows)
+    check_epochs_per_step(cfg.train.global_batch_size, len(rows), cfg.data.path)
+    if held is not None:
+        every = cfg.train.validation_every
+        log.info(
+            "validation loss: %d rows held back of %d, scored %safter the last step",
+            len(held),
+            len(shards),
+            f"every {every} steps and " if every else "",
+        )
+    return rows, held
 
 
 def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:

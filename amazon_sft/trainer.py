@@ -42,6 +42,7 @@ from amazon_sft.nonfinite import apply_step, poisoned_loss
 from amazon_sft.resume_config import run_record
 from amazon_sft.run_files import RunSummary
 from amazon_sft.step_log import metrics_row, report_step
+from amazon_sft.validation import RowView, ValidationResult, validation_due, validation_loss
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -104,6 +105,8 @@ class Trainer:
     branched_from: str | None = None
     """The other run's checkpoint this run branched from (``resuming.branch_origin``),
     recorded in each checkpoint."""
+    held: RowView | None = None
+    """The rows held back for the validation loss (``train.validation_rows``), or None."""
 
     def __post_init__(self) -> None:
         lm = self.accelerator.unwrap_model(self.model).lm
@@ -111,6 +114,7 @@ class Trainer:
         # done with Ctrl-C where train.py / amazon-sft train began; in-process callers keep theirs
         stop_signal.install(ctrl_c=False)
         self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
+        self.val_loss: float | None = None  # the last validation's, for run_summary.json
         self.run_record = run_record(
             to_dict(self.cfg),
             self.loader.shards.manifest.identity.digest,
@@ -151,9 +155,11 @@ class Trainer:
                     stopped_by = stop_signal.received() or "signal on another rank"
                     self.stop_mid_step(state, at_start, stopped_by)
                     break
-                self.count_step(state, result, time.perf_counter() - t0, metrics_file, bar)
+                seconds = time.perf_counter() - t0  # the step's, not its validation's
+                last = state.step + 1 == cfg.train.max_steps
+                val = self.validate(state.step + 1, last, result.stop_requested)
+                self.count_step(state, result, seconds, metrics_file, bar, val)
                 loss = float("nan") if result.loss is None else result.loss
-                last = state.step == cfg.train.max_steps
                 if result.stop_requested and not (last and result.finite):
                     stopped_by = stop_signal.received() or "signal on another rank"
                 elif result.stop_requested:  # the run is done: final/ beats a requeue to write it
@@ -190,19 +196,34 @@ class Trainer:
             stopped_by=stopped_by,
             train_seconds=round(state.train_seconds, 1),
             train_seconds_this_launch=round(time.perf_counter() - started, 1),
+            val_loss=self.val_loss,
         )
 
+    def validate(self, step: int, last: bool, stopping: bool) -> ValidationResult | None:
+        """The validation loss after ``step`` when it is due, not when a stop cuts the run
+        short (a pre-emption warning leaves time for a checkpoint, not for scoring)."""
+        t = self.cfg.train
+        if self.held is None or not validation_due(step, t.validation_every, last):
+            return None
+        if stopping and not last:
+            return None
+        result = validation_loss(
+            self.accelerator, self.model, self.held, self.plan.micro_batch_size
+        )
+        self.val_loss = result.loss
+        return result
+
     def count_step(
-        self, state: TrainerState, result, seconds: float, metrics_file: Path, bar
+        self, state: TrainerState, result, seconds: float, metrics_file: Path, bar, val=None
     ) -> None:
-        """A finished optimizer step into the state and the logs; too many non-finite steps in
-        a row stop the run."""
+        """A finished optimizer step (and its validation loss, if scored after it) into the
+        state and the logs; too many non-finite steps in a row stop the run."""
         state.step += 1
         state.train_seconds += seconds
         state.tokens_seen += result.real_tokens
         state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
         state.loader = self.loader.state_dict()
-        row = metrics_row(state.step, result, seconds, self.flops)
+        row = metrics_row(state.step, result, seconds, self.flops, val)
         report_step(self.accelerator, self.cfg, row, metrics_file, bar)
         if state.bad_in_row >= self.cfg.train.max_bad_steps:
             raise UserError(

@@ -61,6 +61,8 @@ def test_the_7b_and_8b_configs_teach_the_grounded_path_ask_takes(name):
     assert cfg.question_mix == measured.question_mix and cfg.context_records == 3
     shown = cfg.context_records * cfg.context_record_tokens + cfg.max_answer_tokens
     assert shown < cfg.max_seq_len / 2  # a grounded example fits a row with room for the prompt
+    train = load_run_config(name).train  # a run of hours reports a validation loss on the way
+    assert train.validation_rows > 0 and train.validation_every > 0
 
 
 def test_the_grounded_recipe_is_the_one_measured():

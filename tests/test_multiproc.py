@@ -39,6 +39,10 @@ SHAPE = [
     "train.gradient_checkpointing=true",
     "train.weight_decay=0.1",
     "checkpoint.every_steps=2",  # a checkpoint at step 2 under each engine, at these shapes
+    # 3 held-back rows: rank 1 scores one row and a padding row, so a rank forwarding less than
+    # the other (a hang under ZeRO-3) would show; scored after steps 2 and 3
+    "train.validation_rows=3",
+    "train.validation_every=2",
 ]
 # no LoRA dropout: 1 process and 2 ranks draw different dropout masks, which is not what is compared
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
@@ -58,7 +62,9 @@ CASES = {
 
 
 def _losses(out: Path) -> list[float]:
-    return [json.loads(x)["loss"] for x in (out / "metrics.jsonl").read_text().splitlines()]
+    """Every step's loss, then every validation loss (none without train.validation_rows)."""
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in rows] + [r["val_loss"] for r in rows if "val_loss" in r]
 
 
 def _run(launch: list[str], overrides: list[str], env_extra: dict | None = None):
@@ -120,6 +126,7 @@ def test_two_processes_match_one_at_real_shapes(
         assert "optimizer: DeepSpeedCPUAdam (AdamW: decoupled weight decay)" in proc.stderr
     expected = references[f"{model}_lora" if extra else model]
     got = _losses(tmp_path)
+    assert len(got) == 3 + 2  # three steps, two validations
     assert all(map(torch.isfinite, torch.tensor(got)))
     assert got == pytest.approx(expected, rel=REL_TOL)
     assert (tmp_path / "checkpoints" / "step-00000002" / "COMPLETE").is_file()

@@ -211,9 +211,16 @@ class TrainConfig:
     lr: float = 2e-4
     """Peak learning rate (AdamW), reached after warmup."""
     min_lr_ratio: float = 0.1
-    """Cosine decay ends at lr x this."""
+    """The decay (cosine or linear) ends at lr x this."""
+    lr_schedule: str = "cosine"
+    """After warmup: cosine or linear decay to lr x min_lr_ratio at the last step, or constant
+    (lr to the end)."""
     warmup_steps: int = 10
     """Linear warmup steps from 0 to lr."""
+    warmup_ratio: float = 0.0
+    """Warmup as a share of the run's steps, in [0, 1): warmup_steps = ceil(ratio x max_steps),
+    known once ``epochs`` has sized the run (config.yaml records the steps, ratio 0). 0:
+    ``warmup_steps``."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and norms)."""
     adam_betas: list = field(default_factory=lambda: [0.9, 0.95])
@@ -289,7 +296,13 @@ class TrainConfig:
             ("train.lr", self.lr, self.lr > 0, "> 0"),
             ("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
             ("train.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
+            ("train.warmup_ratio", self.warmup_ratio, 0 <= self.warmup_ratio < 1, "in [0, 1)"),
         )
+        if self.lr_schedule not in ("cosine", "linear", "constant"):
+            raise UserError(
+                "train.lr_schedule must be one of cosine, linear, constant, got "
+                f"{self.lr_schedule!r}"
+            )
         if self.lr > MAX_LR:
             raise UserError(
                 f"train.lr={self.lr:g} is over {MAX_LR:g}: the optimizer's float32 step overflows"

@@ -1,4 +1,5 @@
-"""AdamW with linear warmup then cosine decay to ``min_lr_ratio x lr``."""
+"""AdamW with linear warmup, then a cosine or linear decay to ``min_lr_ratio x lr``, or a
+constant lr (``train.lr_schedule``)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,29 @@ import torch
 from amazon_sft.config import RunConfig
 
 
-def lr_factor(step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float) -> float:
+def lr_factor(
+    step: int, warmup_steps: int, max_steps: int, min_lr_ratio: float, schedule: str = "cosine"
+) -> float:
     """Multiplier of the peak lr at ``step`` (0-based count of steps already taken).
 
-    Warmup's last step is the peak and the cosine starts there, so the peak is used once and
-    the run's last step (``max_steps - 1``) is at the floor.
+    Warmup's last step is the peak and the decay starts there, so the peak is used once and
+    the run's last step (``max_steps - 1``) is at the floor (``constant``: stays at the peak).
 
     >>> [round(lr_factor(s, 2, 6, 0.1), 3) for s in range(7)]
     [0.5, 1.0, 0.868, 0.55, 0.232, 0.1, 0.1]
+    >>> [round(lr_factor(s, 2, 6, 0.1, "linear"), 3) for s in range(6)]
+    [0.5, 1.0, 0.775, 0.55, 0.325, 0.1]
+    >>> [lr_factor(s, 2, 6, 0.1, "constant") for s in range(6)]
+    [0.5, 1.0, 1.0, 1.0, 1.0, 1.0]
     """
     if step < warmup_steps:
         return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
     peak_step = max(warmup_steps - 1, 0)
     progress = min(1.0, (step - peak_step) / max(1, max_steps - 1 - peak_step))
+    if schedule == "linear":
+        return 1.0 - (1 - min_lr_ratio) * progress
     return min_lr_ratio + (1 - min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
@@ -58,6 +69,7 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module, fused: bool = False)
         groups, lr=t.lr, betas=tuple(t.adam_betas), fused=True if fused else None
     )
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+        optimizer,
+        lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio, t.lr_schedule),
     )
     return optimizer, scheduler

@@ -38,6 +38,8 @@ APPLIED = frozenset(
         "train.lr",
         "train.min_lr_ratio",
         "train.warmup_steps",
+        "train.warmup_ratio",
+        "train.lr_schedule",
         "train.max_steps",
         "train.epochs",
         "train.micro_batch_size",  # the same rows each step (global_batch_size is refused)
@@ -227,13 +229,15 @@ def _not_new_defaults(changes: list[Change], saved_config: dict) -> list[Change]
     ]
 
 
-def rebase_schedule(scheduler, lr: float, warmup: int, max_steps: int, min_ratio: float) -> None:
+def rebase_schedule(
+    scheduler, lr: float, warmup: int, max_steps: int, min_ratio: float, schedule: str = "cosine"
+) -> None:
     """Make the restored scheduler follow the new lr and schedule from its current step: its
     ``base_lrs`` come back from the checkpoint, and the optimizer's lr for the next step was set
     by the old schedule, so both are recomputed here."""
     inner = getattr(scheduler, "scheduler", scheduler)  # accelerate's wrapper
     step = inner.last_epoch
-    factor = lr_factor(step, warmup, max_steps, min_ratio)
+    factor = lr_factor(step, warmup, max_steps, min_ratio, schedule)
     inner.base_lrs = [lr for _ in inner.base_lrs]
     for group in inner.optimizer.param_groups:
         group["initial_lr"] = lr

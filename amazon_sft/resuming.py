@@ -300,7 +300,7 @@ def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) 
             f"run does not go back; give train.max_steps >= {step}, or resume=PATH from an "
             "earlier checkpoint"
         )
-    rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio)
+    rebase_schedule(scheduler, t.lr, t.warmup_steps, t.max_steps, t.min_lr_ratio, t.lr_schedule)
     for change in changes:
         log.info("changed at step %d: %s", step, change.describe())
     if changes and accelerator.is_main_process:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import sys
 from pathlib import Path
@@ -99,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     refuse_data_not_prepared(given, cfg, shards.manifest)
     cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
     rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
-    cfg = steps_from_epochs(cfg, len(rows))
+    cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
     made_here = accelerator.is_main_process and not out_dir.exists()
     lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
     with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
@@ -298,6 +299,19 @@ def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:
         t.global_batch_size,
     )
     return dataclasses.replace(cfg, train=dataclasses.replace(t, max_steps=steps, epochs=0.0))
+
+
+def resolve_schedule(cfg: RunConfig) -> RunConfig:
+    """The run config with ``train.warmup_steps`` set from ``train.warmup_ratio`` when that is
+    given (after ``steps_from_epochs``: the ratio is of the steps the run takes)."""
+    t = cfg.train
+    if not t.warmup_ratio:
+        return cfg
+    warmup = math.ceil(t.warmup_ratio * t.max_steps)
+    log.info("train.warmup_ratio=%g: %d warmup steps of %d", t.warmup_ratio, warmup, t.max_steps)
+    return dataclasses.replace(
+        cfg, train=dataclasses.replace(t, warmup_steps=warmup, warmup_ratio=0.0)
+    )
 
 
 def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | None:

@@ -58,3 +58,71 @@ def test_the_fused_adamw_steps_as_the_default_one():
             optimizer.step(), scheduler.step(), optimizer.zero_grad()
         results.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert torch.allclose(results[0], results[1], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "linear", "constant"])
+def test_every_schedule_warms_up_then_holds_its_peak_once(schedule):
+    factors = [lr_factor(s, 2, 6, 0.1, schedule) for s in range(6)]
+    assert factors[:2] == [0.5, 1.0]
+    assert all(a >= b for a, b in pairwise(factors[1:]))
+    floor = {"cosine": 0.1, "linear": 0.1, "constant": 1.0}[schedule]
+    assert factors[-1] == pytest.approx(floor)
+
+
+def test_linear_decays_in_equal_steps_and_constant_stays():
+    linear = [lr_factor(s, 1, 5, 0.2, "linear") for s in range(5)]
+    assert linear == pytest.approx([1.0, 0.8, 0.6, 0.4, 0.2])
+    assert [lr_factor(s, 0, 4, 0.2, "constant") for s in range(4)] == [1.0] * 4
+
+
+@pytest.mark.parametrize(
+    ("overrides", "says"),
+    [
+        (["train.lr_schedule=step"], "train.lr_schedule must be one of cosine, linear, constant"),
+        (["train.warmup_ratio=1.0"], r"train.warmup_ratio must be in \[0, 1\)"),
+        (["train.warmup_ratio=-0.1"], r"train.warmup_ratio must be in \[0, 1\)"),
+    ],
+)
+def test_schedule_settings_are_checked(overrides, says):
+    from amazon_sft.config import load_run_config
+    from amazon_sft.errors import UserError
+
+    with pytest.raises(UserError, match=says):
+        load_run_config("tiny", overrides)
+
+
+def test_a_warmup_ratio_is_a_share_of_the_steps_the_run_takes():
+    from amazon_sft.config import load_run_config
+    from amazon_sft.train import resolve_schedule
+
+    cfg = load_run_config("tiny", ["train.max_steps=200", "train.warmup_ratio=0.03"])
+    t = resolve_schedule(cfg).train
+    assert (t.warmup_steps, t.warmup_ratio) == (6, 0.0)  # config.yaml records the steps it ran
+    assert resolve_schedule(load_run_config("tiny")).train.warmup_steps == 10  # no ratio: as is
+
+
+@pytest.mark.e2e
+def test_the_schedule_asked_is_the_lr_each_step_used(prepared, tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    from pathlib import Path
+
+    import yaml
+
+    from .conftest import train_command
+
+    out = tmp_path / "run"
+    overrides = ["train.max_steps=4", "train.lr_schedule=linear", "train.warmup_ratio=0.5"]
+    cmd = train_command(prepared, tiny_model_dir, out, *overrides, "train.min_lr_ratio=0.25")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    # warmup ceil(0.5 x 4) = 2 steps, then linear from the peak at step 2 to 0.25 x lr at step 4
+    assert [r["lr"] for r in rows] == pytest.approx([1.5e-3, 3e-3, 1.875e-3, 0.75e-3])
+    saved = yaml.safe_load((out / "config.yaml").read_text())["train"]
+    assert (saved["warmup_steps"], saved["warmup_ratio"], saved["lr_schedule"]) == (
+        2,
+        0.0,
+        "linear",
+    )

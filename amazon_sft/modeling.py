@@ -342,6 +342,8 @@ def wrap_lora(model, lora: LoraConfig, trainable_dtype: torch.dtype = torch.floa
         r=lora.r,
         lora_alpha=lora.alpha,
         lora_dropout=lora.dropout,
+        use_rslora=lora.rslora,
+        use_dora=lora.dora,
         # peft's own shorthand: every linear layer but the output head
         target_modules=ALL_LINEAR
         if lora.target_modules == [ALL_LINEAR]

@@ -60,10 +60,11 @@ def save_final(
     refuse_non_finite(accelerator, model)
     if summary.final_loss is None:  # no step ran in this launch (resume=auto finalising)
         metrics = out_dir / "metrics.jsonl"
+        val = summary.val_loss
         summary = replace(
             summary,
             final_loss=logged_loss(metrics, summary.steps),
-            val_loss=logged_loss(metrics, summary.steps, "val_loss"),
+            val_loss=val if val is not None else logged_loss(metrics, summary.steps, "val_loss"),
         )
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
@@ -202,7 +203,7 @@ def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
 
 
 def model_card(cfg: RunConfig, summary: RunSummary) -> str:
-    mode = f"LoRA r={cfg.lora.r} alpha={cfg.lora.alpha}" if cfg.lora.enabled else "full fine-tune"
+    mode = cfg.lora.describe() if cfg.lora.enabled else "full fine-tune"
     rows = "\n".join(f"| {k} | {v} |" for k, v in summary.as_dict().items())
     answers = (
         "grounded questions (the question and the records retrieval found) are answered with "

@@ -273,7 +273,8 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
 def hold_back(cfg: RunConfig, shards: PackedShards) -> tuple:
     """(the rows to train on, the rows held back for the validation loss or None)."""
     rows, held = split_rows(shards, cfg.train.validation_rows)
-    check_epochs_per_step(cfg.train.global_batch_size, len(rows), cfg.data.path)
+    left = f" left after train.validation_rows={len(held)}" if held is not None else ""
+    check_epochs_per_step(cfg.train.global_batch_size, len(rows), f"{cfg.data.path}{left}")
     if held is not None:
         every = cfg.train.validation_every
         log.info(

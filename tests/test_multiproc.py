@@ -46,12 +46,14 @@ SHAPE = [
 ]
 # no LoRA dropout: 1 process and 2 ranks draw different dropout masks, which is not what is compared
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
+DORA = [*LORA, "lora.dora=true"]  # DoRA reads the whole base weight in its forward
 ZERO3 = ["--config_file", "launch/accelerate/zero3.yaml"]
 CASES = {
     "ddp": (["--multi_gpu"], {"ACCELERATE_USE_CPU": "true"}, [], "llama"),
     "zero2": (["--config_file", "launch/accelerate/zero2.yaml"], {}, [], "llama"),
     "zero3": (ZERO3, {}, [], "mistral"),
     "zero3_lora": (ZERO3, {}, LORA, "llama"),
+    "zero3_dora": (ZERO3, {}, DORA, "llama"),
     "zero3_offload": (
         ["--config_file", "launch/accelerate/zero3_offload.yaml"],
         {},
@@ -94,6 +96,7 @@ def references(real_shape_data, models, tmp_path_factory):
         ("llama", "llama", []),
         ("mistral", "mistral", []),
         ("llama_lora", "llama", LORA),
+        ("llama_dora", "llama", DORA),
     ):
         folder = tmp_path_factory.mktemp(f"ref-{name}")
         _run(
@@ -124,7 +127,9 @@ def test_two_processes_match_one_at_real_shapes(
     assert "micro 2 x accumulation 2 x world 2" in proc.stderr
     if case == "zero3_offload":  # accelerate maps our torch AdamW to DeepSpeed's CPU AdamW
         assert "optimizer: DeepSpeedCPUAdam (AdamW: decoupled weight decay)" in proc.stderr
-    expected = references[f"{model}_lora" if extra else model]
+    expected = references[
+        {"zero3_dora": "llama_dora"}.get(case, f"{model}_lora" if extra else model)
+    ]
     got = _losses(tmp_path)
     assert len(got) == 3 + 2  # three steps, two validations
     assert all(map(torch.isfinite, torch.tensor(got)))

@@ -158,3 +158,45 @@ def test_holding_back_all_the_rows_is_one_line(prepared, tiny_model_dir, tmp_pat
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert f"train.validation_rows={rows}" in proc.stderr
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.unit
+def test_a_batch_too_big_for_the_rows_left_names_the_rows_held_back():
+    """A review: the refusal said "the 1 rows of DATA" of a folder of 428 rows, 427 held back."""
+    from amazon_sft.train import hold_back
+
+    cfg = load_run_config("tiny", ["train.validation_rows=427", "train.global_batch_size=16"])
+    with pytest.raises(UserError, match=r"the 1 rows .* after train\.validation_rows=427"):
+        hold_back(cfg, _NumberedRows(428))
+
+
+@pytest.mark.e2e
+def test_a_run_finished_by_a_resume_that_ran_no_step_is_scored_too(
+    prepared, tiny_model_dir, tmp_path
+):
+    """A review: resumed with train.max_steps lowered to the step it had reached, the run ran
+    no step in that launch, and final/ was saved never scored (val_loss null)."""
+    import shutil
+
+    out = tmp_path / "run"
+    shape = ["train.global_batch_size=4", "train.micro_batch_size=2", "train.validation_rows=5"]
+    base = train_overrides(prepared, tiny_model_dir, out, *shape, "checkpoint.every_steps=2")
+    _train(*base, "train.max_steps=4")
+    shutil.rmtree(out / "final")
+    shutil.rmtree(out / "checkpoints" / "step-00000004")
+    proc = _train(*base, "train.max_steps=2", "resume=auto")
+    assert "resumed from" in proc.stderr
+    summary = json.loads((out / "final" / "run_summary.json").read_text())
+    assert summary["steps"] == 2 and np.isfinite(summary["val_loss"])
+    assert "validation loss at step 2" in proc.stderr
+
+
+@pytest.mark.unit
+def test_the_seen_split_says_when_a_run_held_rows_back():
+    """A review: a seen-probe product taught only in held-back rows was scored as taught."""
+    from amazon_sft.evaluation.report import seen_note
+
+    models = {"tuned": {"label": "runs/x", "validation_rows": 21}}
+    note = seen_note("seen", True, models, data_rows=428)
+    assert "runs/x held back 21 of the 428 prepared rows" in note
+    assert "held back" not in seen_note("seen", True, {"base": {"label": "b"}}, data_rows=428)

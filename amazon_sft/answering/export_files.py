@@ -146,7 +146,7 @@ the catalogue has no record of it. {other}
 def export_readme(name: str, label: str, cfg, fmt: PromptFormat, summary: RunSummary | None) -> str:
     """The exported folder's README: what it is, and how to prompt it as it was trained."""
     data, lora = cfg.data, cfg.lora
-    how = f"LoRA r={lora.r} alpha={lora.alpha}, merged" if lora.enabled else "full fine-tune"
+    how = f"{lora.describe()}, merged" if lora.enabled else "full fine-tune"
     trained = (
         f"{summary.steps} optimizer steps, final loss {summary.final_loss:.4g}, "
         f"{summary.tokens_seen:,} tokens"

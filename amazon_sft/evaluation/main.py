@@ -47,9 +47,9 @@ GROUNDED_KEYS = ("context_records", "context_record_tokens")  # as prepare taugh
 
 def score_model(
     spec, overrides, data_dir, manifest, splits, mode, index, decoding, accelerator, args
-) -> tuple[str, dict, dict[str, list[EvalItem]]]:
+) -> tuple[str, dict, dict[str, list[EvalItem]], int]:
     """Generate and score one model on every split: (label, split -> per-example arrays, the
-    items asked). ``index`` is the catalogue grounded prompts retrieve from (None closed-book).
+    items asked, the rows its run held back from training: ``train.validation_rows``). ``index`` is the catalogue grounded prompts retrieve from (None closed-book).
     Reference perplexity comes first: the vLLM backend hands the GPU to vLLM."""
     model, tok, cfg, label = load_for_eval(spec, overrides, pick_device())
     fmt = build_prompt_format(tok, cfg.data)
@@ -107,7 +107,7 @@ def score_model(
     }
     del model
     gc.collect()
-    return label, out, items
+    return label, out, items, cfg.train.validation_rows
 
 
 def _open_index(mode: str, data_dir: Path):
@@ -180,6 +180,7 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
         "splits": {},
         # whether the seen probe says how each product was taught (prepares before it did not)
         "seen_by_way": all("taught" in r for r in splits.get("seen", [])),
+        "data_rows": manifest.rows,
         "rows": [],
     }
     vectors: dict = {}
@@ -187,7 +188,7 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     overrides = compared_overrides(specs, args.overrides)
     for name, spec in specs.items():
         set_seed(args.seed)
-        label, scored, items = score_model(
+        label, scored, items, held = score_model(
             spec,
             overrides[name],
             data_dir,
@@ -199,7 +200,7 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
             accelerator,
             args,
         )
-        result["models"][name] = {"label": label, "spec": spec}
+        result["models"][name] = {"label": label, "spec": spec, "validation_rows": held}
         for split, asked in items.items():
             summary, vec = summarise(asked, scored[split])
             answers = scored[split]["answers"]

@@ -150,7 +150,9 @@ def render_markdown(result: dict, n_examples: int) -> str:
         oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
         lines += [f"## {split} titles{oracle} (n={by_model[models[0]]['n']})", ""]
         if split.startswith("seen"):
-            lines += [_seen_note(split, result.get("seen_by_way", False)), ""]
+            by_way = result.get("seen_by_way", False)
+            note = seen_note(split, by_way, result["models"], result.get("data_rows", 0))
+            lines += [note, ""]
         header = (
             "| metric | "
             + " | ".join(f"{m} (95% CI)" for m in models)
@@ -182,12 +184,23 @@ def render_markdown(result: dict, n_examples: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _seen_note(split: str, by_way: bool) -> str:
-    """What a seen split's products are: taught the way the split scores, where prepare said."""
+def seen_note(split: str, by_way: bool, models: dict, data_rows: int) -> str:
+    """What a seen split's products are: taught the way the split scores, where prepare said;
+    and, for a run that held rows back for its validation loss, that a product taught only in
+    those rows was not trained on (prepare chose the probe before any row was held back)."""
     if not by_way:
-        return "Training products, however prepare taught them (its probe does not say)."
-    way = "closed-book" if split == "seen" else "grounded"
-    return f"Training products prepare taught {way} (the seen probe's rows taught this way)."
+        note = "Training products, however prepare taught them (its probe does not say)."
+    else:
+        way = "closed-book" if split == "seen" else "grounded"
+        note = f"Training products prepare taught {way} (the seen probe's rows taught this way)."
+    for model in models.values():
+        if held := model.get("validation_rows", 0):
+            note += (
+                f" {model['label']} held back {held} of the {data_rows} prepared rows for its "
+                "validation loss (train.validation_rows): a product taught only in those rows "
+                "was not trained on, and counts here as seen."
+            )
+    return note
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|#])")

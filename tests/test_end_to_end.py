@@ -14,9 +14,10 @@ import numpy as np
 import orjson
 import pytest
 
+from amazon_sft.answering.answer_source import AnswerSource
 from amazon_sft.answering.ask import Answer
 from amazon_sft.answering.gate import DEFAULT_GATE, GATES
-from amazon_sft.answering.index import CatalogueIndex
+from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.data.manifest import read_manifest
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
@@ -170,7 +171,7 @@ class ScriptedAnswerer:
     script: dict
 
     def __call__(self, question, *, k, mode, max_new_tokens):
-        sources = [vars(s) for s in self.index.search(question, k)]
+        sources = [AnswerSource(s) for s in self.index.search(question, k)]
         text = self.script[question]
         return Answer(question, text, sources, "", mode, E.cited_uids(text))
 
@@ -217,7 +218,7 @@ def test_scoring_on_known_answers(prepared):
         (False, False, True),
         (False, True, False),
     ]
-    retrieved = [[s["uid"] for s in a.sources] for a in answers]
+    retrieved = [[s.uid for s in a.sources] for a in answers]
     assert p1["uid"] not in retrieved[5] and removals[p1["uid"]] >= {
         i for i, r in enumerate(rows) if r["uid"] == p1["uid"]
     }
@@ -585,7 +586,11 @@ def test_an_abstention_that_cites_the_asked_record_is_an_abstention_not_a_right_
     q = QF.ShopperQuestion("mogs kitens", "7", None, "typo", "real", 1)
     products = {"7": QF.Product("7", "A cat has kittens.", "seen")}
     text = "The catalogue has no record of this product.\n[source: 7]"
-    o = E.score_answer(q, Answer(q.text, text, [{"uid": "7"}], "", "grounded", ["7"]), products)
+    o = E.score_answer(
+        q,
+        Answer(q.text, text, [AnswerSource(Source("7", "", "", 1.0))], "", "grounded", ["7"]),
+        products,
+    )
     assert (o.right, o.wrong, o.abstained, o.own) == (False, False, True, False)
 
 

@@ -466,7 +466,9 @@ def test_rouge_reads_every_script_so_a_quote_of_another_record_is_caught():
     """An outside review: rouge-score's default tokenizer keeps only [a-z0-9], so Cyrillic text
     had no words (every overlap 0: an answer quoting record 9's text under uid 7 scored right)
     and "ação" against "coração" scored 0.5 on the shared "o"."""
+    from amazon_sft.answering.answer_source import AnswerSource
     from amazon_sft.answering.ask import Answer
+    from amazon_sft.answering.index import Source
     from amazon_sft.evaluation.end_to_end import score_answer
     from amazon_sft.evaluation.question_file import Product, ShopperQuestion
 
@@ -480,7 +482,7 @@ def test_rouge_reads_every_script_so_a_quote_of_another_record_is_caught():
 
     quoted = book + " [source: 7]"
     sources = [
-        {"uid": u, "answer_rougeL": M.rouge_scores([book], [t])["rougeL"][0]}
+        AnswerSource(Source(u, "", t, 1.0), M.rouge_scores([book], [t])["rougeL"][0])
         for u, t in (("7", bear), ("9", book))
     ]
     question = ShopperQuestion("медведь", "7", None, "partial", "real", 1)

@@ -58,7 +58,7 @@ def test_an_answer_citing_a_record_retrieval_did_not_return_does_not_cite_it():
     answer = finish_answer(_planned(sources), "A soft bear.\n[source: B0EVIL0000] [source: B1]")
     assert answer.cited == ["B1"]
     assert answer.cited_unretrieved == ["B0EVIL0000"]
-    assert [s["cited"] for s in answer.sources] == [True, False]
+    assert [s.cited for s in answer.sources] == [True, False]
     assert answer.fields()["cited_unretrieved"] == ["B0EVIL0000"]
 
 

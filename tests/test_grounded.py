@@ -224,9 +224,9 @@ def test_answering_defaults_to_grounded_for_a_grounded_model(grounded_prepared, 
     result = answerer(f"Tell me about {title}", max_new_tokens=4)
     assert result.mode == "grounded" and RECORDS_HEADER in result.prompt
     assert len(result.sources) == cfg.data.context_records
-    assert all(s["uid"] in result.prompt and "cited" in s for s in result.sources)
+    assert all(s.uid in result.prompt and s.cited is not None for s in result.sources)
     closed = answerer(f"Tell me about {title}", mode="closed", max_new_tokens=4)
-    assert RECORDS_HEADER not in closed.prompt and "cited" not in closed.sources[0]
+    assert RECORDS_HEADER not in closed.prompt and closed.sources[0].cited is None
 
 
 @pytest.mark.e2e

@@ -693,12 +693,14 @@ class _HostileAnswerer:
         self.doubting = doubting
 
     def __call__(self, question, *, k, mode, max_new_tokens, on_text=None, cancel=None):
+        from amazon_sft.answering.answer_source import AnswerSource
         from amazon_sft.answering.ask import Answer
+        from amazon_sft.answering.index import Source
 
         for piece in ("An answer ", "\x1b[2J", HOSTILE_TEXT):
             if on_text:
                 on_text(piece)
-        source = {"uid": "B\x1b[5m01", "title": HOSTILE_TEXT, "score": 1.0, "content": "x"}
+        source = AnswerSource(Source("B\x1b[5m01", HOSTILE_TEXT, "x", 1.0))
         doubt = f'"{HOSTILE_TEXT}" numbers another year' if self.doubting else None
         text = "An answer " + HOSTILE_TEXT
         return Answer(question, text, [source], "", "closed", [], self.doubting, False, doubt)

@@ -41,7 +41,7 @@ def test_abstains_without_generating_when_retrieval_is_not_sure(grounded_prepare
     result = doubtful(question, max_new_tokens=4, on_text=streamed.append)
     assert result.doubtful and result.answer in ABSTENTIONS.values() and result.cited == []
     assert streamed == [result.answer] and len(result.sources) == cfg.data.context_records
-    assert not any(s["cited"] for s in result.sources)
+    assert not any(s.cited for s in result.sources)
 
     # the language: the abstention whose tokens (then EOS) are likelier, by the model's own loss
     ids = hf_encoder(tok)([result.prompt])[0]  # the prompt's text holds the format's BOS
@@ -119,7 +119,7 @@ def test_when_retrieval_is_sure_the_answer_cites_its_first_record(grounded_prepa
     for why, generated in replaced.items():
         result = answer(generated)
         assert result.quoted and result.answer == want, why
-        assert result.cited == [first.uid] and result.sources[0]["cited"], why
+        assert result.cited == [first.uid] and result.sources[0].cited, why
         # without the flag the same answer is left as generated
         result = answer(generated, quote=False)
         assert not result.quoted and result.answer == generated.strip(), why

@@ -10,7 +10,9 @@ import time
 
 import pytest
 
+from amazon_sft.answering.answer_source import AnswerSource
 from amazon_sft.answering.ask import Answer
+from amazon_sft.answering.index import Source
 from amazon_sft.answering.serve import create_app
 from amazon_sft.answering.serve_socket import BackgroundServer
 from amazon_sft.errors import UserError
@@ -287,7 +289,7 @@ class _BidiAnswerer:
         answer = "It is \u202ereversed [source: B1]"
         if on_text:
             on_text(answer)
-        source = {"uid": "B1", "title": self.title, "content": "\u202egnirts", "score": 1.0}
+        source = AnswerSource(Source("B1", self.title, "\u202egnirts", 1.0))
         return Answer(question, answer, [source], "", "grounded", ["B1"])
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import StoppingCriteria
 
+from amazon_sft.answering.answer_source import AnswerSource
 from amazon_sft.answering.doubt import (
     GATE_RECORDS,
     doubt_reason,
@@ -59,9 +60,9 @@ class Answer:
     question: str
     answer: str
     """What the model wrote, citations included."""
-    sources: list[dict]
-    """The retrieved records, best first: uid, title, content, score, answer_rougeL and, in
-    grounded mode, ``cited`` (the answer cites it)."""
+    sources: list[AnswerSource]
+    """The retrieved records, best first, with the answer's ROUGE-L against each and, in
+    grounded mode, whether it cites each."""
     prompt: str
     mode: str
     cited: list[str]
@@ -81,6 +82,10 @@ class Answer:
     cited_unretrieved: list[str] = field(default_factory=list)
     """Uids the answer's text cites that retrieval did not return (made up, or copied): not
     sources, not in ``cited``; eval scores such a citation wrong, the asked uid's too."""
+
+    def sources_shown(self) -> list[dict]:
+        """The sources as ``ask --json``, the API and the stream's last event say them."""
+        return [s.shown() for s in self.sources]
 
     def fields(self) -> dict:
         """What ``ask --json``, the API and the stream's last event say besides the sources
@@ -199,15 +204,14 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
     written = cited_uids(text) if grounded else []
     cited = [u for u in written if u in retrieved]
     unretrieved = list(dict.fromkeys(u for u in written if u not in retrieved))
-    described = [s.shown() for s in plan.sources]
+    overlap = []
     if plan.sources:
-        plain = strip_citations(text)
         contents = [s.content for s in plan.sources]
-        overlap = rouge_scores([plain] * len(contents), contents)["rougeL"]
-        for d, r in zip(described, overlap):
-            d["answer_rougeL"] = round(r, 3)
-            if grounded:
-                d["cited"] = d["uid"] in cited
+        overlap = rouge_scores([strip_citations(text)] * len(contents), contents)["rougeL"]
+    described = [
+        AnswerSource(s, round(r, 3), s.uid in cited if grounded else None)
+        for s, r in zip(plan.sources, overlap)
+    ]
     doubtful = plan.doubt is not None
     return Answer(
         plan.question,

@@ -288,11 +288,15 @@ def _run_ask(args) -> int:
         stream = None if args.json else AnswerPrinter()
         result = answerer.answer(plan, args.max_new_tokens, stream)
         if args.json:  # one JSON line per question, in order
-            print(json_line({**result.fields(), "sources": [public(s) for s in result.sources]}))
+            print(
+                json_line(
+                    {**result.fields(), "sources": [public(s) for s in result.sources_shown()]}
+                )
+            )
         else:
             print()
             print_how(result)
-            print_sources(result.sources, closed=result.mode == "closed")
+            print_sources(result.sources_shown(), closed=result.mode == "closed")
     return 0
 
 
@@ -326,7 +330,7 @@ def _run_chat(args) -> int:
                 result = _answer(answerer, args, question, AnswerPrinter())
                 print()
                 print_how(result)
-                print_sources(result.sources, closed=result.mode == "closed")
+                print_sources(result.sources_shown(), closed=result.mode == "closed")
         except UserError as err:  # one line, and the conversation goes on
             print(f"amazon-sft chat: {err}")
             continue

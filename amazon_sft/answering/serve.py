@@ -183,7 +183,7 @@ def create_app(
         if result is None:
             return error(499, "client closed the request")
         return Response(
-            safe_json({**result.fields(), "sources": result.sources}),
+            safe_json({**result.fields(), "sources": result.sources_shown()}),
             media_type="application/json",
         )
 
@@ -213,7 +213,7 @@ def create_app(
                 if queue.stopped(result, cancel):
                     put({"error": STOPPING_MESSAGE})
                 elif result is not None:  # the last event is /api/ask's reply, answer included
-                    put({**result.fields(), "sources": result.sources})
+                    put({**result.fields(), "sources": result.sources_shown()})
             except RequestError as err:
                 put({"error": str(err)})
             except Exception as err:  # the model failed: the stream says so, the next is served

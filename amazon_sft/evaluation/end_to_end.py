@@ -22,6 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from amazon_sft.answering.answer_source import AnswerSource
+from amazon_sft.answering.index import Source
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.end_to_end_types import Change, Figure, GroupFigures
 from amazon_sft.evaluation.question_file import Product, ShopperQuestion, WithoutRows
@@ -58,19 +60,24 @@ QUOTE_MARGIN = 0.1
 to count as quoting that other record (series twins share most of a description)."""
 
 
-def quotes_another(sources: list[dict], cited: str) -> bool:
+def quotes_another(sources: list[AnswerSource], cited: str) -> bool:
     """The answer's text is another shown record's, under ``cited``'s citation (a new user's
     walkthrough: *The Lion Wakes*' review cited as *The Butterfly Lion*, ROUGE-L 0.20 against
     0.04, was scored right): by the answer's ROUGE-L against each source's description.
 
-    >>> quotes_another([{"uid": "a", "answer_rougeL": 0.2}, {"uid": "b", "answer_rougeL": 0.04}], "b")
+    >>> quotes_another([_shown("a", 0.2), _shown("b", 0.04)], "b")
     True
-    >>> quotes_another([{"uid": "a", "answer_rougeL": 0.9}, {"uid": "b", "answer_rougeL": 0.85}], "b")
+    >>> quotes_another([_shown("a", 0.9), _shown("b", 0.85)], "b")
     False
     """
-    own = next((s.get("answer_rougeL") for s in sources if s["uid"] == cited), None)
-    others = [s["answer_rougeL"] for s in sources if s["uid"] != cited and "answer_rougeL" in s]
+    own = next((s.answer_rougeL for s in sources if s.uid == cited), None)
+    others = [s.answer_rougeL for s in sources if s.uid != cited and s.answer_rougeL is not None]
     return own is not None and closer_to_another(own, others)
+
+
+def _shown(uid: str, answer_rougeL: float | None = None) -> AnswerSource:
+    """A source as the doctests here need one: its uid and the answer's ROUGE-L against it."""
+    return AnswerSource(Source(uid, "", "", 0.0), answer_rougeL)
 
 
 def closer_to_another(credited: float, others: list[float]) -> bool:
@@ -99,7 +106,7 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
 
     >>> from amazon_sft.answering.ask import Answer
     >>> q = ShopperQuestion("mogs kitens", "7", None, "typo", "real", 1)
-    >>> shown = [{"uid": "9"}, {"uid": "7"}]
+    >>> shown = [_shown("9"), _shown("7")]
     >>> products = {"7": Product("7", "A cat has kittens.", "seen")}
     >>> score_answer(q, Answer(q.text, "A cat has kittens. [source: 7]", shown, "", "grounded", ["7"]), products)
     Outcome(absent=False, right=True, wrong=False, abstained=False, rouge_l=1.0, top1=False, topk=True, own=True)
@@ -108,7 +115,7 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     >>> quoted = Answer(q.text, "A cat has kittens. [source: 7]", shown, "", "grounded", ["7"], quoted=True)
     >>> (score_answer(q, quoted, products).right, score_answer(q, quoted, products).own)
     (True, False)
-    >>> quoting = [{"uid": "9", "answer_rougeL": 0.8}, {"uid": "7", "answer_rougeL": 0.1}]
+    >>> quoting = [_shown("9", 0.8), _shown("7", 0.1)]
     >>> score_answer(q, Answer(q.text, "A dog. [source: 7]", quoting, "", "grounded", ["7"]), products).wrong
     True
 
@@ -116,12 +123,12 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     record, however close a shorter record holding the same sentence is by ROUGE-L (a review):
 
     >>> told = {"7": Product("7", "A long family saga by the sea. Written by Ana Lopes.", "seen")}
-    >>> short = [{"uid": "9", "answer_rougeL": 0.86}, {"uid": "7", "answer_rougeL": 0.27}]
+    >>> short = [_shown("9", 0.86), _shown("7", 0.27)]
     >>> score_answer(q, Answer(q.text, "Written by Ana Lopes. [source: 7]", short, "", "grounded", ["7"]), told).right
     True
     """
     uids = cited_uids(answer.answer)
-    retrieved = [s["uid"] for s in answer.sources]
+    retrieved = [s.uid for s in answer.sources]
     # a uid retrieval did not return is no source (``cited_unretrieved``): wrong, even the asked one
     # an answer that says the product is not there is an abstention, whatever it cites after
     abstained = is_abstention(answer.answer)

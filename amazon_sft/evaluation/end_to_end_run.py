@@ -213,7 +213,7 @@ def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "source": q.source,
         "uid": q.uid or QF.ABSENT,
         "removed": q.removed,
-        "retrieved": {m: [s["uid"] for s in answers[m][i].sources] for m in answers},
+        "retrieved": {m: [s.uid for s in answers[m][i].sources] for m in answers},
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated
         "doubtful": {m: answers[m][i].doubtful for m in answers},

@@ -175,6 +175,7 @@ def test_two_processes_train_through_the_varlen_kernel_contract(
         tmp_path / "run",
         *("train.precision=bf16", "train.attention=varlen_attn", "train.max_steps=1"),
         *("train.global_batch_size=4", "train.micro_batch_size=2", "train.loss_chunk_tokens=256"),
+        "train.validation_rows=3",  # the validation forwards (eval mode, no grad) go through too
         *shape,
     )
     env = {**os.environ, **env, "STAND_IN_LOG": str(log)}
@@ -191,3 +192,4 @@ def test_two_processes_train_through_the_varlen_kernel_contract(
         ]
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r["optimizer_stepped"] and not r["non_finite"] for r in rows)
+    assert rows[-1]["val_loss"] is not None and rows[-1]["val_tokens"] > 0

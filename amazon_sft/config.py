@@ -191,6 +191,7 @@ class DataConfig:
 
 
 DEFAULT_MAX_STEPS = 100
+DEFAULT_WARMUP_STEPS = 10
 
 
 @dataclass
@@ -215,12 +216,13 @@ class TrainConfig:
     lr_schedule: str = "cosine"
     """After warmup: cosine or linear decay to lr x min_lr_ratio at the last step, or constant
     (lr to the end)."""
-    warmup_steps: int = 10
-    """Linear warmup steps from 0 to lr."""
+    warmup_steps: int | None = None
+    """Linear warmup steps from 0 to lr; not given (null): 10, unless ``warmup_ratio`` sizes
+    the warmup (giving both is refused)."""
     warmup_ratio: float = 0.0
     """Warmup as a share of the run's steps, in [0, 1): warmup_steps = ceil(ratio x max_steps),
-    known once ``epochs`` has sized the run (config.yaml records the steps, ratio 0). 0:
-    ``warmup_steps``."""
+    at most max_steps - 1, known once ``epochs`` has sized the run (config.yaml records the
+    steps, ratio 0). 0: ``warmup_steps``."""
     weight_decay: float = 0.0
     """AdamW weight decay (not applied to biases and norms)."""
     adam_betas: list = field(default_factory=lambda: [0.9, 0.95])
@@ -275,7 +277,8 @@ class TrainConfig:
         if self.validation_every and not self.validation_rows:
             raise UserError(
                 f"train.validation_every={self.validation_every} scores no rows: hold some "
-                "back with train.validation_rows (e.g. 5% of the prepared rows)"
+                "back with train.validation_rows (e.g. 5% of the prepared rows; resuming, the "
+                "validation_rows the run started with)"
             )
         if not self.epochs >= 0 or self.epochs == float("inf"):
             raise UserError(f"train.epochs must be a number >= 0 (0: max_steps), got {self.epochs}")
@@ -292,10 +295,18 @@ class TrainConfig:
             )
         if not self.epochs and not self.max_steps:
             self.max_steps = DEFAULT_MAX_STEPS
+        if self.warmup_ratio and self.warmup_steps is not None:
+            raise UserError(
+                f"train.warmup_ratio={self.warmup_ratio:g} and train.warmup_steps="
+                f"{self.warmup_steps} both size the warmup: give one (train.warmup_steps=null "
+                "to size it by the ratio, train.warmup_ratio=0 to count steps)"
+            )
+        if self.warmup_steps is None and not self.warmup_ratio:
+            self.warmup_steps = DEFAULT_WARMUP_STEPS
         check_ranges(
             ("train.lr", self.lr, self.lr > 0, "> 0"),
             ("train.min_lr_ratio", self.min_lr_ratio, 0 <= self.min_lr_ratio <= 1, "in [0, 1]"),
-            ("train.warmup_steps", self.warmup_steps, self.warmup_steps >= 0, ">= 0"),
+            ("train.warmup_steps", self.warmup_steps, (self.warmup_steps or 0) >= 0, ">= 0"),
             ("train.warmup_ratio", self.warmup_ratio, 0 <= self.warmup_ratio < 1, "in [0, 1)"),
         )
         if self.lr_schedule not in ("cosine", "linear", "constant"):

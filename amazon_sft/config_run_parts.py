@@ -73,14 +73,18 @@ class LoraConfig:
                 "lora.target_modules is empty: name the layers that get adapters, e.g. [q_proj, v_proj]"
             )
 
+    @property
+    def kind(self) -> str:
+        """DoRA or LoRA, as the model card and eval's labels name the adapters."""
+        return "DoRA" if self.dora else "LoRA"
+
     def describe(self) -> str:
         """The adapters in a model card's words.
 
         >>> LoraConfig(alpha=32.0).describe(), LoraConfig(r=8, alpha=6.5, dora=True).describe()
         ('LoRA r=16 alpha=32', 'DoRA r=8 alpha=6.5')
         """
-        kind = "DoRA" if self.dora else "LoRA"
-        return f"{kind} r={self.r} alpha={self.alpha:g}" + (
+        return f"{self.kind} r={self.r} alpha={self.alpha:g}" + (
             " (rsLoRA scale)" if self.rslora else ""
         )
 

@@ -83,7 +83,9 @@ def main(argv: list[str] | None = None) -> int:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(
             f"amazon-sft train: {check_world} processes can run this config: {plan.describe()} "
-            "(the batch split and the engine; memory is not checked: see the README's table)"
+            "(the batch split and the engine; memory is not checked: see the README's table; "
+            "nor is the prepared data, which the launch checks against the batch and "
+            "train.validation_rows)"
         )
         return 0
     cfg = dataclasses.replace(cfg, out_dir=str(landing(cfg.out_dir)))  # nope/../mine: mine
@@ -171,6 +173,9 @@ def finish(accelerator, cfg, trainer: Trainer, tok, manifest, summary, templates
     if finished_before(out_dir, summary):
         log.info("already finished at step %d: final/ is kept as it is", summary.steps)
         return
+    if trainer.held is not None and summary.final_loss is None and summary.val_loss is None:
+        # this launch ran no step: the last one was scored, if at all, by the one that did
+        summary = dataclasses.replace(summary, val_loss=trainer.score_unscored(summary.steps))
     data = TrainedOn(  # the manifest's prompt fingerprint is the one load_data checked
         str(Path(cfg.data.path).resolve()),
         manifest.identity.digest,
@@ -308,10 +313,30 @@ def resolve_schedule(cfg: RunConfig) -> RunConfig:
     t = cfg.train
     if not t.warmup_ratio:
         return cfg
-    warmup = math.ceil(t.warmup_ratio * t.max_steps)
+    # rounded first: 0.07 x 100 is 7.000000000000001 in floats, and ceil made it 8; at most
+    # max_steps - 1, so the last step is the decay's (a ratio near 1 made the run all warmup)
+    warmup = min(math.ceil(round(t.warmup_ratio * t.max_steps, 9)), t.max_steps - 1)
     log.info("train.warmup_ratio=%g: %d warmup steps of %d", t.warmup_ratio, warmup, t.max_steps)
     return dataclasses.replace(
         cfg, train=dataclasses.replace(t, warmup_steps=warmup, warmup_ratio=0.0)
+    )
+
+
+def warmup_warning(warmup_steps: int, max_steps: int) -> str | None:
+    """What a warmup as long as the run does to the learning rate (None: a usual warmup).
+
+    >>> warmup_warning(10, 100) is None
+    True
+    """
+    if warmup_steps < max_steps:
+        return None
+    if warmup_steps == max_steps:
+        reach = "reaches train.lr only at the last step and never decays"
+    else:
+        reach = "never reaches train.lr"
+    return (
+        f"train.warmup_steps={warmup_steps} is not below train.max_steps={max_steps}: the "
+        f"learning rate {reach}; lower train.warmup_steps (or give train.warmup_ratio)"
     )
 
 
@@ -387,13 +412,10 @@ def start_logging(
         counts["total"],
     )
     log.info("optimizer: %s", describe_optimizer(optimizer))
-    if cfg.train.warmup_steps >= cfg.train.max_steps and accelerator.is_main_process:
-        log.warning(
-            "train.warmup_steps=%d is not below train.max_steps=%d: the learning rate never "
-            "reaches train.lr",
-            cfg.train.warmup_steps,
-            cfg.train.max_steps,
-        )
+    if (said := warmup_warning(cfg.train.warmup_steps, cfg.train.max_steps)) and (
+        accelerator.is_main_process
+    ):
+        log.warning(said)
     log.info(
         "precision: %s; distributed: %s", accelerator.mixed_precision, accelerator.distributed_type
     )

@@ -130,7 +130,6 @@ class Trainer:
         metrics_file = Path(cfg.out_dir) / "metrics.jsonl"
         batches = batches_forever(self.loader)
         started, stopped_by, loss = time.perf_counter(), None, float("nan")
-        launched_at = state.step
         if state.step < cfg.train.max_steps and self.stop_agreed():
             # signalled during start-up: nothing was trained in this launch, so nothing new to
             # save (a pre-emption warning leaves too little time for a step and a checkpoint)
@@ -184,8 +183,6 @@ class Trainer:
                         "checkpoint saved" if result.finite else self.kept_before(),
                     )
                     break
-        if self.held is not None and not stopped_by and state.step == launched_at:
-            self.score_unscored(state.step)  # finished by a resume that ran no step
         if state.bad_in_row and not stopped_by:
             raise UserError(
                 f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "
@@ -217,24 +214,26 @@ class Trainer:
         self.val_loss = result.loss
         return result
 
-    def score_unscored(self, step: int) -> None:
-        """The validation loss of a run finished at ``step`` by a resume that ran no step
-        (``train.max_steps`` lowered to the step reached), unless ``metrics.jsonl`` has it:
-        ``final/run_summary.json`` keeps it. Every rank reads the same shared file, so all
-        score or none does."""
-        metrics = Path(self.cfg.out_dir) / "metrics.jsonl"
-        self.val_loss = logged_loss(metrics, step, "val_loss")
-        if self.val_loss is not None or step < self.cfg.train.max_steps:
-            return
+    def score_unscored(self, step: int) -> float | None:
+        """The validation loss of a run about to save ``final/`` at ``step`` when this launch
+        ran no step (a resume with ``train.max_steps`` lowered to the step reached):
+        ``metrics.jsonl``'s, else scored now (logged and sent to the trackers; that step's
+        line of metrics.jsonl was written before). Every rank reads the same shared file, so
+        all score or none does."""
+        logged = logged_loss(Path(self.cfg.out_dir) / "metrics.jsonl", step, "val_loss")
+        if logged is not None:
+            return logged
         result = validation_loss(
             self.accelerator, self.model, self.held, self.plan.micro_batch_size
         )
-        self.val_loss = result.loss
         log.info(
             "validation loss at step %d (the run's last, not scored when it ran): %s",
             step,
             "n/a" if result.loss is None else f"{result.loss:.4f}",
         )
+        if result.loss is not None and self.cfg.train.trackers:
+            self.accelerator.log({"val_loss": result.loss}, step=step)
+        return result.loss
 
     def count_step(
         self, state: TrainerState, result, seconds: float, metrics_file: Path, bar, val=None

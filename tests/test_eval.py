@@ -81,8 +81,10 @@ def test_compare_writes_every_report_file(prepared, tiny_model_dir, tuned_run, t
         "--max-new-tokens",
         "24",
         *overrides,
+        "train.validation_rows=5",  # the base's config: an untrained model held nothing back
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "held back" not in (tmp_path / "r" / "report.md").read_text()  # a review
     for name in ("report.json", "report.md", "report.png", "answers.jsonl"):
         assert (tmp_path / "r" / name).stat().st_size > 0, name
     report = json.loads((tmp_path / "r" / "report.json").read_text())

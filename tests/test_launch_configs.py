@@ -188,6 +188,7 @@ def test_check_world_reads_the_accelerate_config_as_accelerate_does(tmp_path):
         assert ("8 processes can run" in run.stdout) is ok
         # a new user's walkthrough: it read as "fits"; memory is not what it checks
         assert not ok or "memory is not checked" in run.stdout
+        assert not ok or "nor is the prepared data" in run.stdout  # a new user trusted it
         assert ok or "stage3_gather_16bit_weights_on_model_save" in run.stderr
     zero = subprocess.run(
         [sys.executable, "amazon_sft/train.py", "--config", "tiny", "--check-world", "0"],

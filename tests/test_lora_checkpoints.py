@@ -218,7 +218,7 @@ def test_a_ddp_lora_run_resumes_from_its_adapter_checkpoint(prepared, tiny_model
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
-    warned = launch().stderr.count("never reaches train.lr")
+    warned = launch().stderr.count("train.warmup_steps=4 is not below train.max_steps=4")
     assert warned == 1, warned
     first = _losses(out)
     again = launch("resume=step-2")

@@ -113,6 +113,7 @@ def test_the_schedule_asked_is_the_lr_each_step_used(prepared, tiny_model_dir, t
 
     out = tmp_path / "run"
     overrides = ["train.max_steps=4", "train.lr_schedule=linear", "train.warmup_ratio=0.5"]
+    overrides += ["train.warmup_steps=null"]  # train_overrides gives steps: the ratio sizes it
     cmd = train_command(prepared, tiny_model_dir, out, *overrides, "train.min_lr_ratio=0.25")
     repo = Path(__file__).resolve().parents[1]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=repo)
@@ -126,3 +127,39 @@ def test_the_schedule_asked_is_the_lr_each_step_used(prepared, tiny_model_dir, t
         0.0,
         "linear",
     )
+
+
+@pytest.mark.parametrize(
+    ("ratio", "steps", "warmup"), [(0.07, 100, 7), (0.14, 100, 14), (0.9, 5, 4), (0.5, 1, 0)]
+)
+def test_a_warmup_ratio_leaves_the_last_step_to_the_decay(ratio, steps, warmup):
+    """A review: 0.07 x 100 gave 8 warmup steps (7.000000000000001 rounded up), and 0.9 of 5
+    steps made the whole run warmup, ending at the peak the docs say it decays from."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.train import resolve_schedule
+
+    cfg = load_run_config("tiny", [f"train.max_steps={steps}", f"train.warmup_ratio={ratio}"])
+    assert resolve_schedule(cfg).train.warmup_steps == warmup
+
+
+def test_the_warmup_warning_says_what_the_lr_does():
+    from amazon_sft.train import warmup_warning
+
+    assert warmup_warning(4, 5) is None
+    assert "only at the last step" in warmup_warning(5, 5)
+    assert "never reaches train.lr" in warmup_warning(6, 5)
+
+
+def test_warmup_steps_and_a_warmup_ratio_both_given_are_refused():
+    """A new user: train.warmup_steps=10 train.warmup_ratio=0.05 trained 1 warmup step, unsaid
+    (transformers lets the steps win); like epochs and max_steps, one of the two is given."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.errors import UserError
+
+    with pytest.raises(UserError, match=r"train\.warmup_ratio=0\.05 and train\.warmup_steps=10"):
+        load_run_config("tiny", ["train.warmup_steps=10", "train.warmup_ratio=0.05"])
+    with pytest.raises(UserError, match=r"train\.warmup_steps=null"):  # a config's own steps
+        load_run_config("smollm2-135m-grounded", ["train.warmup_ratio=0.05"])
+    ratio = ["train.warmup_steps=null", "train.warmup_ratio=0.05"]
+    assert load_run_config("smollm2-135m-grounded", ratio).train.warmup_ratio == 0.05
+    assert load_run_config("tiny").train.warmup_steps == 10  # neither given: 10

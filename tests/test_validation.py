@@ -189,6 +189,9 @@ def test_a_run_finished_by_a_resume_that_ran_no_step_is_scored_too(
     summary = json.loads((out / "final" / "run_summary.json").read_text())
     assert summary["steps"] == 2 and np.isfinite(summary["val_loss"])
     assert "validation loss at step 2" in proc.stderr
+    again = _train(*base, "train.max_steps=2", "resume=auto")  # a requeue of the finished run
+    assert "already finished at step 2" in again.stderr
+    assert "validation loss at step" not in again.stderr  # not scored again (a review)
 
 
 @pytest.mark.unit

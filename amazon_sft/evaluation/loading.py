@@ -27,6 +27,15 @@ from amazon_sft.trained_on import TEMPLATES, own_templates, read_trained_on
 SAVED_CONFIG = "amazon_sft_config.yaml"
 
 
+def names_a_config(spec: str) -> bool:
+    """``spec`` is a run config (``config:NAME`` or a YAML): its base model, never trained.
+
+    >>> names_a_config("config:tiny"), names_a_config("my.yaml"), names_a_config("runs/x")
+    (True, True, False)
+    """
+    return spec.startswith("config:") or spec.endswith((".yaml", ".yml"))
+
+
 def load_for_eval(
     spec: str,
     overrides: list[str],
@@ -43,7 +52,7 @@ def load_for_eval(
 
     dtype = answering_dtype(device)
 
-    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+    if names_a_config(spec):
         cfg = load_run_config(spec.removeprefix("config:"), overrides)
         tok = load_tokenizer(cfg.model)
         set_seed(cfg.seed)  # a random-init base is then the very model training starts from
@@ -97,7 +106,12 @@ def load_for_eval(
         with peft_quietly():
             model = PeftModel.from_pretrained(base, str(folder))
         model = merge_adapters(model) if merge else model
-        return _ready(model, device), tok, cfg, f"tuned {folder} (LoRA on {cfg.model.path})"
+        return (
+            _ready(model, device),
+            tok,
+            cfg,
+            f"tuned {folder} ({cfg.lora.kind} on {cfg.model.path})",
+        )
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None
     model = load_model(full, len(tok), choose_pad_id(tok), "no", dtype=dtype, bos_eos=_ends(tok))
@@ -270,7 +284,7 @@ def compared_overrides(specs: dict[str, str], overrides: list[str]) -> dict[str,
 
 def saved_folder(spec: str) -> Path | None:
     """The saved model's folder ``--model`` names, None for a base model (``config:NAME``)."""
-    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+    if names_a_config(spec):
         return None
     return _run_folder(spec)
 
@@ -278,7 +292,7 @@ def saved_folder(spec: str) -> Path | None:
 def run_config_for(spec: str, overrides: list[str]) -> RunConfig:
     """The run config ``--model`` names, read without loading a model (what needs only the
     config is refused before a load that takes SmolLM2 25 s)."""
-    if spec.startswith("config:") or spec.endswith((".yaml", ".yml")):
+    if names_a_config(spec):
         return load_run_config(spec.removeprefix("config:"), overrides)
     return _saved_config(_run_folder(spec), overrides)
 

@@ -29,7 +29,9 @@ from amazon_sft.evaluation.loading import (
     compared_overrides,
     config_of,
     load_for_eval,
+    names_a_config,
     pick_device,
+    run_config_for,
     saved_folder,
 )
 from amazon_sft.evaluation.oracle_scores import ROW_SCORES, compare, figure_intervals, summarise
@@ -107,7 +109,9 @@ def score_model(
     }
     del model
     gc.collect()
-    return label, out, items, cfg.train.validation_rows
+    # as the run trained (eval's overrides change the config it answers with, not its past)
+    held = 0 if names_a_config(spec) else run_config_for(spec, []).train.validation_rows
+    return label, out, items, held
 
 
 def _open_index(mode: str, data_dir: Path):

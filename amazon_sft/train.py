@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import sys
 from pathlib import Path
@@ -23,7 +22,6 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 
 import torch
 
-from amazon_sft.bounds import check_epochs_per_step, steps_for_epochs
 from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_loader import to_dict, write_resolved
@@ -67,12 +65,12 @@ from amazon_sft.resuming import (
     resume,
 )
 from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
+from amazon_sft.run_size import hold_back, resolve_schedule, steps_from_epochs, warmup_warning
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
 from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
 from amazon_sft.trained_on import TrainedOn, templates_read, whole_model_path
 from amazon_sft.trainer import Trainer
-from amazon_sft.validation import split_rows
 
 log = logging.getLogger("amazon_sft.train")
 
@@ -273,71 +271,6 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
     return tok, shards
-
-
-def hold_back(cfg: RunConfig, shards: PackedShards) -> tuple:
-    """(the rows to train on, the rows held back for the validation loss or None)."""
-    rows, held = split_rows(shards, cfg.train.validation_rows)
-    left = f" left after train.validation_rows={len(held)}" if held is not None else ""
-    check_epochs_per_step(cfg.train.global_batch_size, len(rows), f"{cfg.data.path}{left}")
-    if held is not None:
-        every = cfg.train.validation_every
-        log.info(
-            "validation loss: %d rows held back of %d, scored %safter the last step",
-            len(held),
-            len(shards),
-            f"every {every} steps and " if every else "",
-        )
-    return rows, held
-
-
-def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:
-    """The run config with ``train.max_steps`` set from ``train.epochs`` when that is given."""
-    t = cfg.train
-    if not t.epochs:
-        return cfg
-    steps = steps_for_epochs(t.epochs, data_rows, t.global_batch_size)
-    log.info(
-        "train.epochs=%g: %d optimizer steps (%d rows, %d a step)",
-        t.epochs,
-        steps,
-        data_rows,
-        t.global_batch_size,
-    )
-    return dataclasses.replace(cfg, train=dataclasses.replace(t, max_steps=steps, epochs=0.0))
-
-
-def resolve_schedule(cfg: RunConfig) -> RunConfig:
-    """The run config with ``train.warmup_steps`` set from ``train.warmup_ratio`` when that is
-    given (after ``steps_from_epochs``: the ratio is of the steps the run takes)."""
-    t = cfg.train
-    if not t.warmup_ratio:
-        return cfg
-    # rounded first: 0.07 x 100 is 7.000000000000001 in floats, and ceil made it 8; at most
-    # max_steps - 1, so the last step is the decay's (a ratio near 1 made the run all warmup)
-    warmup = min(math.ceil(round(t.warmup_ratio * t.max_steps, 9)), t.max_steps - 1)
-    log.info("train.warmup_ratio=%g: %d warmup steps of %d", t.warmup_ratio, warmup, t.max_steps)
-    return dataclasses.replace(
-        cfg, train=dataclasses.replace(t, warmup_steps=warmup, warmup_ratio=0.0)
-    )
-
-
-def warmup_warning(warmup_steps: int, max_steps: int) -> str | None:
-    """What a warmup as long as the run does to the learning rate (None: a usual warmup).
-
-    >>> warmup_warning(10, 100) is None
-    True
-    """
-    if warmup_steps < max_steps:
-        return None
-    if warmup_steps == max_steps:
-        reach = "reaches train.lr only at the last step and never decays"
-    else:
-        reach = "never reaches train.lr"
-    return (
-        f"train.warmup_steps={warmup_steps} is not below train.max_steps={max_steps}: the "
-        f"learning rate {reach}; lower train.warmup_steps (or give train.warmup_ratio)"
-    )
 
 
 def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | None:

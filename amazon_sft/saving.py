@@ -59,13 +59,8 @@ def save_final(
     final = out_dir / "final"
     refuse_non_finite(accelerator, model)
     if summary.final_loss is None:  # no step ran in this launch (resume=auto finalising)
-        metrics = out_dir / "metrics.jsonl"
-        val = summary.val_loss
-        summary = replace(
-            summary,
-            final_loss=logged_loss(metrics, summary.steps),
-            val_loss=val if val is not None else logged_loss(metrics, summary.steps, "val_loss"),
-        )
+        # (its val_loss: train.finish, Trainer.score_unscored)
+        summary = replace(summary, final_loss=logged_loss(out_dir / "metrics.jsonl", summary.steps))
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
     if accelerator.is_main_process:
         lm = accelerator.unwrap_model(model).lm

@@ -35,7 +35,12 @@ from amazon_sft.checkpointing import write_checksums
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation.generation import stop_ids
-from amazon_sft.evaluation.loading import load_for_eval, merge_adapters, saved_folder
+from amazon_sft.evaluation.loading import (
+    load_for_eval,
+    merge_adapters,
+    names_a_config,
+    saved_folder,
+)
 from amazon_sft.output_lock import OutputLock
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import listing, utc_stamp
@@ -67,7 +72,7 @@ def export_model(
     model cast to it (the cast's own rounding is the user's choice, not checked away).
     ``overwrite``: an earlier export in ``out_dir`` is replaced, if nothing in it was edited or
     added since it was written."""
-    if run.startswith("config:") or run.endswith((".yaml", ".yml")):  # its card says tuned
+    if names_a_config(run):  # its card says tuned
         raise UserError(
             f"RUN {run} is a base model, not a training run: it needs no export (load "
             "model.path as it is); export takes a training run's out_dir or its final/"

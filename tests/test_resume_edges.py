@@ -459,9 +459,8 @@ def test_a_zero_checkpoint_missing_one_ranks_file_is_passed_over_not_read_as_ano
     assert older is None  # whole, no config recorded: loaded (and said so) when reached
 
 
-@pytest.mark.parametrize("named", ["step-00000001", "step-1"])
 def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotated(
-    prepared, tiny_model_dir, tmp_path, named
+    prepared, tiny_model_dir, tmp_path
 ):
     """An outside review: a branch from another run's checkpoint, relaunched with the same
     ``resume=PATH`` (a SLURM requeue repeats its command line), goes on from its own newest
@@ -469,16 +468,18 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
     record ``resume=auto``, so once ``checkpoint.keep_last`` rotated the first launch's away the
     next relaunch was refused as a second run in the folder. Each checkpoint of a branch records
     where it branched from. A step named unpadded, as resume reads it, is the same checkpoint
-    (it was not recognised at all: a review)."""
-    run_a, branch = tmp_path / "a", tmp_path / "b"
+    (it was not recognised at all: a review): one branch of run A per spelling."""
+    run_a = tmp_path / "a"
     a = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, run_a))
     done = _cli(*a, "train.max_steps=2", "checkpoint.every_steps=1")
     assert done.returncode == 0, done.stderr[-2000:]
-    source = f"resume={run_a / 'checkpoints' / named}"
-    b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch), source)
-    for steps in (3, 5, 6):  # each launch the same resume=PATH, a longer run
-        launch = _cli(*b, f"train.max_steps={steps}", "checkpoint.every_steps=1")
-        assert launch.returncode == 0, launch.stderr[-2000:]
-        kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
-        assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
-    assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6]
+    for named in ("step-00000001", "step-1"):
+        branch = tmp_path / f"b-{named}"
+        source = f"resume={run_a / 'checkpoints' / named}"
+        b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch))
+        for steps in (3, 5, 6):  # each launch the same resume=PATH, a longer run
+            launch = _cli(*b, source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
+            assert launch.returncode == 0, (named, launch.stderr[-2000:])
+            kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
+            assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
+        assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6], named

@@ -601,3 +601,24 @@ def test_a_setting_model_path_random_never_reads_is_said_and_not_recorded(
     written = (tmp_path / "config.yaml").read_text()
     unread = "foo.gguf" if "gguf" in override else needle.rsplit(".", 1)[-1] + ":"
     assert unread not in written, written
+
+
+def test_train_help_lists_every_key_with_its_default_and_doc(capsys):
+    """``amazon-sft train --help`` named no key: they were in config.py and the docs' table
+    only. It lists each leaf key of the run config, its default, and the docstring under it,
+    and every field has one (the config's own rule)."""
+    from amazon_sft.config_keys import config_keys
+    from amazon_sft.train import parse_config
+
+    keys = config_keys(RunConfig)
+    assert len(keys) > 60 and all(k.doc for k in keys), [k.key for k in keys if not k.doc]
+    with pytest.raises(SystemExit) as done:
+        parse_config(["--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    listed = re.findall(r"^  (\S+) \(default: ", shown, flags=re.M)
+    assert listed == [k.key for k in keys]
+    assert "  train.validation_rows (default: 0)\n" in shown
+    assert "  model.gguf_file (default: null)\n" in shown
+    assert "  data.question_mix.fragment " in shown  # a nested section's keys, dotted
+    assert "Rank-stabilised LoRA" in " ".join(shown.split())

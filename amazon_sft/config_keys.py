@@ -1,4 +1,4 @@
-"""Every key of a config, with its default and the docstring written under its field, for
+"""Every key of a config, with its value and the docstring written under its field, for
 ``amazon-sft train --help``: the keys lived only in config.py and the docs' table.
 
 The docstrings are attribute docstrings (a string under the field), which Python keeps in the
@@ -7,6 +7,7 @@ source only, so they are read from it with ``ast``; no library reads them.
 
 from __future__ import annotations
 
+import argparse
 import ast
 import dataclasses
 import inspect
@@ -16,13 +17,17 @@ import textwrap
 from dataclasses import dataclass
 from functools import cache
 
+import yaml
+
+from amazon_sft.errors import OneLineParser
+
 
 @dataclass(frozen=True)
 class KeyDoc:
     key: str
     """The dotted key, as an override names it (``train.lr``)."""
-    default: str
-    """The default, as YAML would spell it (``null`` for None)."""
+    value: str
+    """Its value in the config read, as YAML spells it (``null`` for None)."""
     doc: str
     """The docstring under the field, whitespace folded to single spaces ("" if none)."""
 
@@ -32,8 +37,8 @@ def field_docstrings(cls: type) -> dict[str, str]:
     """The docstring under each annotated field of ``cls``'s own body (none for a class
     whose source Python cannot find, such as one typed at a prompt).
 
-    >>> field_docstrings(KeyDoc)["default"]
-    'The default, as YAML would spell it (``null`` for None).'
+    >>> field_docstrings(KeyDoc)["value"]
+    'Its value in the config read, as YAML spells it (``null`` for None).'
     """
     try:
         tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
@@ -53,48 +58,70 @@ def field_docstrings(cls: type) -> dict[str, str]:
     return docs
 
 
-def _default_text(f: dataclasses.Field) -> str:
-    if f.default is not dataclasses.MISSING:
-        value = f.default
-    elif f.default_factory is not dataclasses.MISSING:
-        value = f.default_factory()
-    else:
-        return "required"
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
+def _yaml_text(value: object) -> str:
+    """A value as a YAML file or an override spells it.
+
+    >>> [_yaml_text(v) for v in (None, True, 2e-4, ["tensorboard"], {}, "")]
+    ['null', 'true', '0.0002', '[tensorboard]', '{}', "''"]
+    """
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...").strip()
 
 
-def config_keys(cls: type, prefix: str = "") -> list[KeyDoc]:
-    """Each leaf key of the dataclass ``cls`` (nested sections walked), in declaration order.
+def config_keys(cfg: object, prefix: str = "") -> list[KeyDoc]:
+    """Each leaf key of the dataclass instance ``cfg`` (nested sections walked) in declaration
+    order, with its value there.
 
     >>> from amazon_sft.config import RunConfig
-    >>> lr = next(k for k in config_keys(RunConfig) if k.key == "train.lr")
-    >>> lr.default, lr.doc.split(".")[0]
+    >>> lr = next(k for k in config_keys(RunConfig()) if k.key == "train.lr")
+    >>> lr.value, lr.doc.split(".")[0]
     ('0.0002', 'Peak learning rate (AdamW), reached after warmup')
-    >>> [k.key for k in config_keys(RunConfig) if k.key.startswith("data.clean.")][:2]
+    >>> [k.key for k in config_keys(RunConfig()) if k.key.startswith("data.clean.")][:2]
     ['data.clean.unescape_html', 'data.clean.strip_tags']
     """
-    docs = field_docstrings(cls)
+    docs = field_docstrings(type(cfg))
     keys = []
-    for f in dataclasses.fields(cls):
-        default_factory = f.default_factory
-        if default_factory is not dataclasses.MISSING and dataclasses.is_dataclass(default_factory):
-            keys += config_keys(default_factory, f"{prefix}{f.name}.")
-            continue
-        keys.append(KeyDoc(f"{prefix}{f.name}", _default_text(f), docs.get(f.name, "")))
+    for f in dataclasses.fields(cfg):  # type: ignore[arg-type]
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            keys += config_keys(value, f"{prefix}{f.name}.")
+        else:
+            keys.append(KeyDoc(f"{prefix}{f.name}", _yaml_text(value), docs.get(f.name, "")))
     return keys
 
 
-def keys_help(cls: type, width: int = 100) -> str:
-    """The keys as ``--help`` lists them: ``key (default: D)`` and the docstring's first
-    sentence indented under it."""
+def keys_help(cfg: object, width: int = 100) -> str:
+    """The keys as ``--help`` lists them: ``key: value`` and the docstring's first sentence
+    indented under it."""
     lines = []
-    for k in config_keys(cls):
-        lines.append(f"  {k.key} (default: {k.default})")
+    for k in config_keys(cfg):
+        lines.append(f"  {k.key}: {k.value}")
         first = re.split(r"(?<=\.)\s+(?=[A-Z])", k.doc)[0]  # "e.g. lm_head" is not an end
         if first:
             lines += textwrap.wrap(first, width, initial_indent=" " * 6, subsequent_indent=" " * 6)
     return "\n".join(lines)
+
+
+def keys_epilog(config_name: str) -> str:
+    """The ``--help`` epilog: every key with its value in the config a run without ``--config``
+    reads (its defaults are that file's, not the dataclasses')."""
+    from amazon_sft.config import load_run_config
+
+    return (
+        f"config keys, with their values in the default config ({config_name}); a --config\n"
+        "file or a key=value override sets its own (docs/finetuning.md):\n"
+        + keys_help(load_run_config(config_name))
+    )
+
+
+class KeysHelpParser(OneLineParser):
+    """A parser whose ``--help`` ends with :func:`keys_epilog`, read only when help is shown: a
+    launch does not read the default config for a help it never prints."""
+
+    def __init__(self, *args, default_config: str, **kwargs):
+        super().__init__(*args, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        self.default_config = default_config
+
+    def format_help(self) -> str:
+        self.epilog = keys_epilog(self.default_config)
+        return super().format_help()

@@ -6,7 +6,6 @@ exact resume, tokens/s and MFU in the logs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 import os
@@ -25,7 +24,7 @@ import torch
 
 from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
-from amazon_sft.config_keys import keys_help
+from amazon_sft.config_keys import KeysHelpParser
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import shaping_overrides
@@ -41,7 +40,7 @@ from amazon_sft.distributed import (
     running_engine,
     seed_per_rank,
 )
-from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
+from amazon_sft.errors import KNOWN_FAILURES, UserError, known_failure
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
@@ -207,12 +206,10 @@ def shutdown(accelerator) -> None:
 
 def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[str], str]:
     """(the run config, --check-world, the overrides given, the config's name or YAML)."""
-    parser = OneLineParser(
+    parser = KeysHelpParser(
         prog="amazon-sft train",
         description=__doc__.splitlines()[0],
-        epilog="config keys (YAML sections, or key=value overrides; docs/finetuning.md):\n"
-        + keys_help(RunConfig),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        default_config=DEFAULT_CONFIG,
     )
     parser.add_argument(
         "--config", default=None, help="config name (tiny, smollm2-135m, ...) or YAML path"

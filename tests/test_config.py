@@ -603,22 +603,27 @@ def test_a_setting_model_path_random_never_reads_is_said_and_not_recorded(
     assert unread not in written, written
 
 
-def test_train_help_lists_every_key_with_its_default_and_doc(capsys):
+def test_train_help_lists_every_key_with_its_value_and_doc(capsys):
     """``amazon-sft train --help`` named no key: they were in config.py and the docs' table
-    only. It lists each leaf key of the run config, its default, and the docstring under it,
-    and every field has one (the config's own rule)."""
+    only. It lists each leaf key of the run config with the value a run without ``--config``
+    takes (the default config's, not the dataclass default: a review) and the docstring under
+    its field; every field has one (the config's own rule)."""
+    from amazon_sft.config import DEFAULT_CONFIG
     from amazon_sft.config_keys import config_keys
     from amazon_sft.train import parse_config
 
-    keys = config_keys(RunConfig)
+    default = load_run_config(None)
+    keys = config_keys(default)
     assert len(keys) > 60 and all(k.doc for k in keys), [k.key for k in keys if not k.doc]
     with pytest.raises(SystemExit) as done:
         parse_config(["--help"])
     assert done.value.code == 0
     shown = capsys.readouterr().out
-    listed = re.findall(r"^  (\S+) \(default: ", shown, flags=re.M)
+    listed = re.findall(r"^  (\S+): ", shown, flags=re.M)
     assert listed == [k.key for k in keys]
-    assert "  train.validation_rows (default: 0)\n" in shown
-    assert "  model.gguf_file (default: null)\n" in shown
-    assert "  data.question_mix.fragment " in shown  # a nested section's keys, dotted
+    assert f"values in the default config ({DEFAULT_CONFIG})" in shown
+    assert f"\n  data.max_seq_len: {default.data.max_seq_len}\n" in shown
+    assert f"\n  model.gguf_file: {default.model.gguf_file}\n" in shown
+    assert "\n  model.tokenizer: null\n" in shown and "\n  train.trackers: [tensorboard]\n" in shown
+    assert "  data.question_mix.fragment: " in shown  # a nested section's keys, dotted
     assert "Rank-stabilised LoRA" in " ".join(shown.split())

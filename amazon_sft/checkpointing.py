@@ -24,6 +24,7 @@ from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.run_files import read_run_summary
+from amazon_sft.tied_weights import tied_weights_said_once
 from amazon_sft.trainable_state import load_kwargs, trainable_only
 
 log = logging.getLogger(__name__)
@@ -222,7 +223,10 @@ def save_checkpoint(
     if accelerator.is_main_process:  # a complete checkpoint of this step stays until the new
         shutil.rmtree(tmp, ignore_errors=True)  # one is whole (a re-save after a dropped step)
     accelerator.wait_for_everyone()
-    with trainable_only(accelerator, model) as save_kwargs:
+    with (
+        trainable_only(accelerator, model) as save_kwargs,
+        tied_weights_said_once(accelerator.unwrap_model(model)),
+    ):
         accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -44,6 +44,11 @@ def test_train_writes_everything_then_resumes(prepared, tiny_model_dir, tmp_path
     assert (out / "config.yaml").is_file()
     assert [p.name for p in (out / "checkpoints").iterdir()] == ["step-00000004"]  # keep_last=1
     assert (out / "checkpoints" / "step-00000004" / "COMPLETE").is_file()
+    # the tiny model ties its LM head to its embedding (as SmolLM2 does): accelerate's "Removed
+    # shared tensor ... check by verifying" warning came at every checkpoint; said once instead
+    assert "Removed shared tensor" not in proc.stderr, proc.stderr[-2000:]
+    tied = "checkpoint: lm.lm_head.weight (tied to lm.model.embed_tokens.weight) saved once"
+    assert proc.stderr.count(tied) == 1, proc.stderr[-2000:]
     final = out / "final"
     for name in (
         "model.safetensors",

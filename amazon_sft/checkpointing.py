@@ -225,7 +225,7 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     with (
         trainable_only(accelerator, model) as save_kwargs,
-        tied_weights_said_once(accelerator.unwrap_model(model)),
+        tied_weights_said_once(model),
     ):
         accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()

@@ -21,19 +21,31 @@ import torch
 log = logging.getLogger(__name__)
 ACCELERATE_SAVE_LOGGER = "accelerate.utils.other"
 _PREFIX = "Removed shared tensor "
+DDP_PREFIX = "module."
 
 
 def tied_names(model: torch.nn.Module) -> dict[str, str]:
-    """Each state-dict name whose tensor is the same Parameter as an earlier name's (the name
-    accelerate drops), mapped to that earlier name: ties the model makes itself, not two
-    tensors that happen to share memory."""
+    """Each parameter name (as ``model``'s state dict names it: ``module.`` first under DDP)
+    whose Parameter is the output embedding a transformers model ties to its input embedding
+    because its config says so (``tie_word_embeddings``), mapped to the embedding's name: the
+    ties a load makes again. A tensor shared at run time only is not one of them."""
+    restored = set()
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if not getattr(config, "tie_word_embeddings", False):
+            continue
+        if not hasattr(module, "get_output_embeddings"):
+            continue
+        head, embedding = module.get_output_embeddings(), module.get_input_embeddings()
+        if head is not None and embedding is not None and head.weight is embedding.weight:
+            restored.add(id(head.weight))
     first_of: dict[int, str] = {}
     tied = {}
     for name, param in model.named_parameters(remove_duplicate=False):
-        if id(param) in first_of:
-            tied[name] = first_of[id(param)]
-        else:
+        if id(param) not in first_of:
             first_of[id(param)] = name
+        elif id(param) in restored:
+            tied[name] = first_of[id(param)]
     return tied
 
 
@@ -66,6 +78,8 @@ class _TiedFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         names = _removed(record.getMessage())
+        if names is not None:  # DDP's state dict may say "module.lm...", the model "lm..."
+            names = {n.removeprefix(DDP_PREFIX) for n in names}
         if not names or not names <= self.tied.keys():
             return True  # not ours to explain: accelerate's warning stands
         if not names <= _said:
@@ -77,13 +91,15 @@ class _TiedFilter(logging.Filter):
 
 @contextmanager
 def tied_weights_said_once(model: torch.nn.Module) -> Iterator[None]:
-    """Around ``accelerator.save_state`` of the unwrapped ``model``: accelerate's warning for the
-    model's own ties becomes one INFO line a run."""
+    """Around ``accelerator.save_state(...)`` of the prepared ``model``: accelerate's warning for
+    the model's own ties becomes one INFO line a run (names compared without DDP's ``module.``)."""
     tied = tied_names(model)
     if not tied:
         yield
         return
-    filt = _TiedFilter(tied)
+    filt = _TiedFilter(
+        {k.removeprefix(DDP_PREFIX): v.removeprefix(DDP_PREFIX) for k, v in tied.items()}
+    )
     target = logging.getLogger(ACCELERATE_SAVE_LOGGER)
     target.addFilter(filt)
     try:

@@ -360,3 +360,24 @@ def test_a_stop_that_comes_during_the_last_step_still_writes_the_final_model(
     assert saved is (how != "non-finite")  # never a state whose last step was non-finite
     summary = read_run_summary(out / "final")
     assert (summary is not None and summary.stopped_by is None and summary.steps == 2) is finished
+
+
+@pytest.mark.unit
+def test_only_ties_the_model_makes_again_on_load_are_said_once(tiny_cfg, tiny_tok, tmp_path):
+    """A review: a head tied by hand to the embedding of a model whose config does not tie them
+    is not tied again when the checkpoint loads, so accelerate's warning about it must stand."""
+    from transformers import AutoModelForCausalLM
+
+    from amazon_sft.tied_weights import tied_names
+
+    from .conftest import save_random_model
+
+    tied = AutoModelForCausalLM.from_pretrained(
+        save_random_model(tmp_path / "tied", tiny_cfg, tiny_tok, "llama", tied=True)
+    )
+    assert tied_names(tied) == {"lm_head.weight": "model.embed_tokens.weight"}
+    untied = AutoModelForCausalLM.from_pretrained(
+        save_random_model(tmp_path / "untied", tiny_cfg, tiny_tok, "llama", tied=False)
+    )
+    untied.lm_head.weight = untied.model.embed_tokens.weight  # shared at run time only
+    assert tied_names(untied) == {}

@@ -44,8 +44,9 @@ class CleanConfig:
 
 @dataclass
 class QuestionMix:
-    """Shares of grounded training questions per kind (amazon_sft/data/question_kinds.py), picked
-    per product by a stable hash of its uid; >= 0 each, summing to 1. Every kind but ``title``
+    """Shares of grounded training questions per kind (amazon_sft/data/question_kinds.py), drawn
+    per product by a stable hash of its uid and kept over each batch of 256 products (a kind a
+    record cannot make goes to another that can); >= 0 each, summing to 1. Every kind but ``title``
     retrieves its records for the question as typed, so retrieval misses teach abstention."""
 
     title: float = 1.0

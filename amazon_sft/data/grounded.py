@@ -4,8 +4,8 @@ answer that quotes the right record and cites it, or says the catalogue has no s
 Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG": the model learns to
 read the right record among distractors, to quote it, and to abstain when it is missing. Here:
 
-- the question is of a kind picked by the uid from ``data.question_mix``
-  (data/question_kinds.py): the title phrasings (EN/PT), or a title fragment, reordered or
+- the question is of a kind picked by the uid from ``data.question_mix``, its shares kept over
+  each batch however few records can make a kind (data/question_kinds.py): the title phrasings (EN/PT), or a title fragment, reordered or
   misspelt title, Portuguese phrasing, descriptive or attribute question made from the record;
 - title questions: the records are the ``context_records`` best matches of the question in the
   *training* split (hard negatives: the products a user could confuse it with; the catalogue
@@ -97,6 +97,7 @@ class GroundedBuilder:
             "grounded_retrieval_missed": 0,
             "grounded_series_distractors": 0,
             "grounded_paired": 0,
+            "grounded_kinds_unmade": 0,
             **{f"grounded_kind_{kind}": 0 for kind in KINDS},
         }
 
@@ -127,15 +128,40 @@ class GroundedBuilder:
                 break
         return out
 
-    def _question(self, product: dict, phrasing: int | None) -> tuple[str, str, str, str | None]:
-        """(kind, question, language, lead) of a product; the title phrasings when its kind is
-        ``title``, eval asks a phrasing, or the record cannot make its kind."""
-        seed = example_key(product)
-        asked = {**product, "uid": seed}  # the question's own random choices
-        made = None if phrasing is not None else make_question(self.kind_for(seed), asked)
-        if made is not None:
-            return made.kind, made.text, made.language, made.lead
-        n = self.fmt.phrasing_for(seed) if phrasing is None else phrasing
+    def _questions(self, products: list[dict], phrasing: int | None) -> list[tuple]:
+        """(kind, question, language, lead) of each product: eval asks title ``phrasing``;
+        training asks the kinds the uids draw (``kind_for``), as many of each as were drawn.
+
+        Most records cannot make every kind (171 of the 991 real rows state an attribute the
+        patterns read), so a kind is not simply dropped where its record cannot make it: the
+        batch's draws are the counts to meet, and the kinds fewest records can make are given
+        out first, to the products that drew them, then to any other product that can make
+        them. What no record of the batch can make becomes a title question, counted
+        (``grounded_kinds_unmade``). Batches are fixed runs of the catalogue, so a rerun asks
+        the same questions, with workers or without."""
+        if phrasing is not None:
+            return [self._title_question(p, phrasing) for p in products]
+        seeds = [example_key(p) for p in products]
+        drawn = [self.kind_for(seed) for seed in seeds]
+        made: list = [None] * len(products)
+        for kind in reversed(KINDS[1:]):  # description kinds first: fewest records make them
+            wanted = drawn.count(kind)
+            order = sorted(range(len(products)), key=lambda n: drawn[n] != kind)  # stable
+            for n in order:
+                if not wanted:
+                    break
+                if made[n] is None:
+                    made[n] = make_question(kind, {**products[n], "uid": seeds[n]})
+                    wanted -= made[n] is not None
+            self.counts["grounded_kinds_unmade"] += wanted
+        return [
+            self._title_question(p, None) if q is None else (q.kind, q.text, q.language, q.lead)
+            for p, q in zip(products, made)
+        ]
+
+    def _title_question(self, product: dict, phrasing: int | None) -> tuple:
+        """A template phrasing around the exact title: ``phrasing``, or one the uid picks."""
+        n = self.fmt.phrasing_for(example_key(product)) if phrasing is None else phrasing
         return "title", self.fmt.question(product["title"], n), self.fmt.language(n), None
 
     def build(
@@ -158,7 +184,7 @@ class GroundedBuilder:
         the answer abstains (counted as ``grounded_retrieval_missed``), as ``ask`` would need."""
         k = self.data.context_records
         products = list(products)
-        asked = [self._question(p, phrasing) for p in products]
+        asked = self._questions(products, phrasing)
         # every question asks for k + 8 (the longest need): ranking ties go to the lower row,
         # so a product that needs one record fewer gets the same list, one shorter
         found = self._retrieve(asked, k + 8, train_only)

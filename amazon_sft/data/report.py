@@ -103,6 +103,9 @@ def render_markdown(report: dict) -> str:
             lines.append(f"| {key} | {report.get(key, 0)} |")
         kinds = ", ".join(f"{k} {n}" for k, n in report.get("grounded_kinds", {}).items())
         lines.append(f"| grounded question kinds | {kinds} |")
+        if report.get("grounded_kinds_unmade"):  # data.question_mix not met: said, not hidden
+            unmade = report["grounded_kinds_unmade"]
+            lines.append(f"| drawn kinds no record could make (asked by title) | {unmade} |")
     lines += [
         "",
         "## Skipped (reason -> rows)",
@@ -193,6 +196,8 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
             for key, n in counts.items()
             if key.startswith("grounded_kind_") and n
         },
+        # drawn kinds (data.question_mix) that no record of their batch could make: title instead
+        "grounded_kinds_unmade": counts.get("grounded_kinds_unmade", 0),
         "grounded_workers": counts.get("grounded_workers", 0),
         # closed-book: products x data.phrasings_per_doc; + grounded; less the dropped ones
         "train_docs": len(doc_lens),

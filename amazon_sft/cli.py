@@ -9,6 +9,7 @@ import signal
 import sys
 
 from amazon_sft.answering.commands import add_commands
+from amazon_sft.config_keys import PREPARE_KEYS, KeysHelpParser
 from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
 
 
@@ -18,6 +19,7 @@ def _add_prepare(sub) -> None:
         help="raw trn.json(.gz) -> cleaned, split, tokenized, packed shards",
         description="Stream trn.json / trn.json.gz / tst.json into packed training shards, "
         "held-out and probe files, a manifest and a report.",
+        keys=PREPARE_KEYS,
     )
     p.add_argument("input", help="trn.json, trn.json.gz or tst.json (JSON lines)")
     p.add_argument("--out", required=True, help="output folder (written atomically)")
@@ -141,7 +143,7 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineParser(prog="amazon-sft", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
     _add_prepare(sub)
     _add_synth(sub)
     _add_train(sub)

@@ -1,5 +1,6 @@
 """Every key of a config, with its value and the docstring written under its field, for
-``amazon-sft train --help``: the keys lived only in config.py and the docs' table.
+``amazon-sft train --help`` (and the keys prepare reads, for ``prepare --help``): the keys lived
+only in config.py and the docs' table.
 
 The docstrings are attribute docstrings (a string under the field), which Python keeps in the
 source only, so they are read from it with ``ast``; no library reads them.
@@ -90,11 +91,24 @@ def config_keys(cfg: object, prefix: str = "") -> list[KeyDoc]:
     return keys
 
 
-def keys_help(cfg: object, width: int = 100) -> str:
+PREPARE_KEYS = (
+    "data.",
+    "model.path",
+    "model.tokenizer",
+    "model.gguf_file",
+    "model.trust_remote_code",
+)
+"""The keys prepare reads (``str.startswith`` prefixes): the data section, and the model keys the
+tokenizer load reads."""
+
+
+def keys_help(cfg: object, width: int = 100, only: tuple[str, ...] = ("",)) -> str:
     """The keys as ``--help`` lists them: ``key: value`` and the docstring's first sentence
-    indented under it."""
+    indented under it; ``only``: the keys starting with one of these."""
     lines = []
     for k in config_keys(cfg):
+        if not k.key.startswith(only):
+            continue
         lines.append(f"  {k.key}: {k.value}")
         first = re.split(r"(?<=\.)\s+(?=[A-Z])", k.doc)[0]  # "e.g. lm_head" is not an end
         if first:
@@ -102,26 +116,41 @@ def keys_help(cfg: object, width: int = 100) -> str:
     return "\n".join(lines)
 
 
-def keys_epilog(config_name: str) -> str:
-    """The ``--help`` epilog: every key with its value in the config a run without ``--config``
-    reads (its defaults are that file's, not the dataclasses')."""
+def keys_epilog(config_name: str, only: tuple[str, ...] = ("",)) -> str:
+    """The ``--help`` epilog: the keys (``only`` those starting so) with their values in the
+    config a run without ``--config`` reads (its defaults are that file's, not the
+    dataclasses')."""
     from amazon_sft.config import load_run_config
 
+    which = "config keys" if only == ("",) else "config keys it reads"
     return (
-        f"config keys, with their values in the default config ({config_name}); a --config\n"
+        f"{which}, with their values in the default config ({config_name}); a --config\n"
         "file or a key=value override sets its own (docs/finetuning.md):\n"
-        + keys_help(load_run_config(config_name))
+        + keys_help(load_run_config(config_name), only=only)
     )
 
 
 class KeysHelpParser(OneLineParser):
-    """A parser whose ``--help`` ends with :func:`keys_epilog`, read only when help is shown: a
-    launch does not read the default config for a help it never prints."""
+    """A parser whose ``--help`` ends with :func:`keys_epilog` of ``keys``, read only when help is
+    shown: a launch does not read the default config for a help it never prints. Without
+    ``keys`` (the other sub-commands of ``amazon-sft``, which share the parser class) it is a
+    plain :class:`OneLineParser`."""
 
-    def __init__(self, *args, default_config: str, **kwargs):
-        super().__init__(*args, formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
-        self.default_config = default_config
+    def __init__(
+        self,
+        *args,
+        keys: tuple[str, ...] | None = None,
+        default_config: str | None = None,
+        **kwargs,
+    ):
+        if keys is not None:
+            kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
+        super().__init__(*args, **kwargs)
+        self.keys, self.default_config = keys, default_config
 
     def format_help(self) -> str:
-        self.epilog = keys_epilog(self.default_config)
+        if self.keys is not None:
+            from amazon_sft.config import DEFAULT_CONFIG
+
+            self.epilog = keys_epilog(self.default_config or DEFAULT_CONFIG, self.keys)
         return super().format_help()

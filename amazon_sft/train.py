@@ -209,6 +209,7 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[st
     parser = KeysHelpParser(
         prog="amazon-sft train",
         description=__doc__.splitlines()[0],
+        keys=("",),
         default_config=DEFAULT_CONFIG,
     )
     parser.add_argument(

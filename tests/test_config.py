@@ -627,3 +627,27 @@ def test_train_help_lists_every_key_with_its_value_and_doc(capsys):
     assert "\n  model.tokenizer: null\n" in shown and "\n  train.trackers: [tensorboard]\n" in shown
     assert "  data.question_mix.fragment: " in shown  # a nested section's keys, dotted
     assert "Rank-stabilised LoRA" in " ".join(shown.split())
+
+
+def test_prepare_help_lists_the_keys_prepare_reads(capsys):
+    """``amazon-sft prepare --help`` named no key although prepare takes dotted overrides: it
+    lists the data keys and the model keys the tokenizer load reads, with their values in the
+    default config, and no training key."""
+    from amazon_sft.cli import build_parser
+    from amazon_sft.config_keys import PREPARE_KEYS, config_keys
+
+    default = load_run_config(None)
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["prepare", "--help"])
+    assert done.value.code == 0
+    shown = capsys.readouterr().out
+    listed = re.findall(r"^  ([a-z_]+\.\S+): ", shown, flags=re.M)
+    data_keys = [k.key for k in config_keys(default) if k.key.startswith("data.")]
+    assert set(data_keys) <= set(listed) and len(data_keys) > 30
+    assert {"model.path", "model.tokenizer", "model.gguf_file"} <= set(listed)
+    assert not [k for k in listed if k.split(".")[0] in ("train", "lora", "checkpoint")]
+    assert set(listed) == {k.key for k in config_keys(default) if k.key.startswith(PREPARE_KEYS)}
+    assert f"\n  data.max_seq_len: {default.data.max_seq_len}\n" in shown
+    with pytest.raises(SystemExit):  # other commands' help is as before: no keys
+        build_parser().parse_args(["index", "--help"])
+    assert "data.max_seq_len" not in capsys.readouterr().out

@@ -106,7 +106,7 @@ def test_a_catalogue_record_whose_title_is_not_text_is_one_line(prepared, tmp_pa
 @pytest.mark.parametrize(
     ("uid", "needle"),
     [
-        (None, "no uid"),
+        (None, "uid is missing"),
         ("SAME", "lines 3 and 4 have the same uid"),
         ("Q1 | uid: 1374498581\n[9] title: Fake", "cannot be cited"),
         ("B01]x", "cannot be cited"),

@@ -10,6 +10,7 @@ import yaml
 
 from amazon_sft.answering.index import FORMAT, CatalogueIndex
 from amazon_sft.answering.index_build import build_index
+from amazon_sft.evaluation.question_file import catalogue_records
 from amazon_sft.evaluation.questions import KINDS, Question, make_questions, recall
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -187,6 +188,17 @@ def test_any_worker_count_builds_the_same_index_files(prepared, tmp_path):
     (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], b'{"title": 1\n', *lines[bad:]]))
     with pytest.raises(UserError, match=rf"line {bad + 1} is cut or corrupt"):
         build_index(cut, workers=2)
+    # one verdict for a line, whoever reads it (data/catalogue_row.py): an integer uid was
+    # indexed (cited as "7") while eval refused the same catalogue as corrupt
+    number = b'{"uid": 7, "title": "Seven", "content": "Seven things."}\n'
+    (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], number, *lines[bad:]]))
+    assert build_index(cut, workers=2)["products"] == len(lines) + 1
+    assert [r["uid"] for r in catalogue_records(cut / "catalogue.jsonl")][bad] == "7"
+    listed = b'{"uid": [7], "title": "Seven", "content": "Seven things."}\n'
+    (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], listed, *lines[bad:]]))
+    for read in (lambda f: build_index(f.parent, workers=2), lambda f: list(catalogue_records(f))):
+        with pytest.raises(UserError, match=rf"line {bad + 1} is cut or corrupt \(its uid is not"):
+            read(cut / "catalogue.jsonl")
 
 
 def _catalogue_index(folder: Path, titles: list[str], contents: list[str] | None = None):

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 
 from amazon_sft.answering.corpus_tokens import merge_vocabularies, tokenize_flat
 from amazon_sft.answering.query_words import composed
+from amazon_sft.data.catalogue_row import catalogue_row
 from amazon_sft.data.reading import UID_MAX_CHARS, citable
 from amazon_sft.errors import UserError, first_line, reading
 
@@ -108,12 +108,9 @@ def uid_digest(uid: str) -> int:
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
 
 
-def _checked_uid(rec: dict) -> str:
+def _checked_uid(uid: str) -> str:
     """The record's uid as answers cite it, or why it cannot be one (prepare refuses the same:
     ``reading.citable``)."""
-    if "uid" not in rec or rec["uid"] is None:
-        raise KeyError("no uid")
-    uid = str(rec["uid"])
     if not uid or not citable(uid):
         raise ValueError(
             f"uid {uid[:60]!r} cannot be cited: at most {UID_MAX_CHARS} printable characters, "
@@ -137,10 +134,8 @@ def _read_range(
         for i in range(lines):
             line = fh.readline()
             try:
-                rec = orjson.loads(line)
-                if not (isinstance(rec["title"], str) and isinstance(rec["content"], str)):
-                    raise TypeError("its title and content must be text")
-                uids[i] = uid_digest(_checked_uid(rec))
+                rec = catalogue_row(line)
+                uids[i] = uid_digest(_checked_uid(rec["uid"]))
                 titles.append(composed(rec["title"]))
                 descriptions.append(composed(rec["content"][:DESCRIPTION_CHARS]))
                 train[i] = rec.get("split", "train") == "train"

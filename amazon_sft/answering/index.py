@@ -34,6 +34,7 @@ from amazon_sft.answering.index_checks import (
     is_current,
     whole_sha,
 )
+from amazon_sft.data.catalogue_row import CatalogueRow
 from amazon_sft.data.cleaning import INVISIBLE
 from amazon_sft.errors import UserError, reading
 
@@ -174,9 +175,11 @@ class CatalogueIndex:
     def __len__(self) -> int:
         return len(self.offsets)
 
-    def record(self, i: int) -> dict:
+    def record(self, i: int) -> CatalogueRow:
         """Record ``i``, read with one ``pread`` of its exact span from a descriptor kept open
-        (prepare reads several records per grounded example: no open/seek/readline each time)."""
+        (prepare reads several records per grounded example: no open/seek/readline each time).
+        Not checked again: the build checked every line (``catalogue_row``), and a catalogue
+        changed since is refused when the index loads."""
         with reading(self.catalogue, "catalogue", REDO):
             start = int(self.offsets[i])
             end = int(self.offsets[i + 1]) if i + 1 < len(self.offsets) else self._size

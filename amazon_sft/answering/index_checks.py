@@ -9,8 +9,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
-
+from amazon_sft.data.catalogue_row import CorruptRow, catalogue_row
 from amazon_sft.data.shards import quick_digest, sha256_file
 from amazon_sft.errors import UserError
 
@@ -94,14 +93,11 @@ def check_catalogue(folder: Path, catalogue: Path) -> None:
     with open(catalogue, "rb") as fh:
         for number, line in enumerate(fh, 1):
             try:
-                rec = orjson.loads(line)
-                whole = isinstance(rec, dict) and {"uid", "title", "content"} <= rec.keys()
-            except orjson.JSONDecodeError:
-                whole = False
-            if not whole:
+                catalogue_row(line)
+            except CorruptRow as err:
                 raise UserError(
                     f"{catalogue.name} changed since the index was built and its line {number} "
-                    f"is cut or corrupt: {REDO}"
+                    f"is cut or corrupt ({err}): {REDO}"
                 ) from None
     raise UserError(
         f"{catalogue.name} changed since the index was built (edited or replaced): rebuild the "

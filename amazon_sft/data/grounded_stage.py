@@ -8,11 +8,11 @@ import itertools
 import time
 from pathlib import Path
 
-import orjson
 from tqdm import tqdm
 
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.index_build import build_index
+from amazon_sft.data.catalogue_row import catalogue_row
 from amazon_sft.data.grounded import GroundedBuilder, build_batches, worker_count
 from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError
@@ -30,8 +30,8 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
     def picked():
         with open(staging / "catalogue.jsonl", "rb") as fh:
             for line in fh:
-                rec = orjson.loads(line)
-                if rec["split"] == "train" and builder.wanted(str(rec["uid"])):
+                rec = catalogue_row(line)  # written just now by this prepare: checked anyway
+                if rec.get("split") == "train" and builder.wanted(str(rec["uid"])):
                     yield from ({**rec, "variant": n} for n in range(data.grounded_questions))
 
     total = sum(1 for _ in picked())

@@ -16,8 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import orjson
-
+from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
 from amazon_sft.data.grounded import GroundedBuilder
 from amazon_sft.errors import UserError
 from amazon_sft.prompts import ContextRecord, PromptFormat
@@ -109,7 +108,7 @@ def build_items(
     return out
 
 
-def read_eval_rows(path: Path) -> list[dict]:
+def read_eval_rows(path: Path) -> list[CatalogueRow]:
     """The rows of an eval file, each checked (uid, title, content as strings); eval asks the
     first ``--n`` of those taught the way it scores (``items.build_items``)."""
     if not path.is_file():
@@ -120,18 +119,11 @@ def read_eval_rows(path: Path) -> list[dict]:
     with open(path, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):
             try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError:
+                rows.append(catalogue_row(line))
+            except CorruptRow as err:
                 raise UserError(
-                    f"{path} line {line_no}: not valid JSON; re-run amazon-sft prepare"
+                    f"{path} line {line_no}: {err}; re-run amazon-sft prepare"
                 ) from None
-            if not isinstance(row, dict) or not all(
-                isinstance(row.get(k), str) for k in ("uid", "title", "content")
-            ):
-                raise UserError(
-                    f"{path} line {line_no}: needs string uid, title and content; re-run amazon-sft prepare"
-                )
-            rows.append(row)
     if not rows:
         raise UserError(f"{path} is empty: prepare held out nothing (raise data.heldout_fraction)")
     return rows

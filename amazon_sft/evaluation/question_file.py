@@ -19,7 +19,7 @@ catalogue) only groups the report; a row without one is ``unlabelled``. Whether 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ import orjson
 
 from amazon_sft.answering.index import Source
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
+from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import RequestError, UserError, reading
@@ -264,20 +265,19 @@ def read_products(
     return products, {uid: frozenset(r) for uid, r in twins.items()}
 
 
-def catalogue_records(catalogue: Path):
+def catalogue_records(catalogue: Path) -> Iterator[CatalogueRow]:
     """The records of a prepared ``catalogue.jsonl``, in order; a cut or corrupt line is a
     ``UserError`` naming the file and line."""
     redo = "re-run amazon-sft prepare (it writes catalogue.jsonl)"
     with reading(catalogue, "catalogue", redo), open(catalogue, "rb") as fh:
         for line_no, line in enumerate(fh, start=1):
             try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                rec = None
-            fields = ("uid", "title", "content")  # as prepare writes them: text
-            if not isinstance(rec, dict) or not all(isinstance(rec.get(k), str) for k in fields):
-                raise UserError(f"{catalogue} line {line_no} is cut or corrupt: {redo}")
-            yield rec
+                row = catalogue_row(line)
+            except CorruptRow as err:
+                raise UserError(
+                    f"{catalogue} line {line_no} is cut or corrupt ({err}): {redo}"
+                ) from None
+            yield row
 
 
 def keep_answerable(

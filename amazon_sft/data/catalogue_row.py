@@ -1,0 +1,68 @@
+"""A record of a prepared catalogue: the one definition of its fields and the one place its
+lines are parsed and checked.
+
+prepare writes ``catalogue.jsonl`` (every kept product, with its split) and the eval files
+beside it (``heldout.jsonl``, ``seen_probe.jsonl``: the same fields and a few more). Its
+grounded stage, the index build and its checks, eval and the demo's questions read them back;
+each used to parse and check a line its own way (the index took an integer uid that eval refused,
+one checked only that the keys were there), so the same line got different verdicts.
+"""
+
+from __future__ import annotations
+
+from typing import NotRequired, TypedDict
+
+import orjson
+
+
+class CatalogueRow(TypedDict):
+    uid: str
+    """The product's id as answers cite it (``[source: uid]``); prepare writes it as text."""
+    title: str
+    """The cleaned title."""
+    content: str
+    """The cleaned description: what a grounded answer quotes."""
+    split: NotRequired[str]
+    """``train``, ``heldout`` or ``untaught`` (over ``data.max_train_products``): in
+    ``catalogue.jsonl``; the eval files hold one split each and leave it out."""
+
+
+TEXT_FIELDS = ("uid", "title", "content")
+
+
+class CorruptRow(ValueError):
+    """A line that is not a catalogue row; its message says what is wrong, for the caller to
+    put after the file and line it names."""
+
+
+def catalogue_row(line: bytes) -> CatalogueRow:
+    """The row of one line of a prepared catalogue file, checked: a JSON object whose uid,
+    title and content are text (an integer uid read as text, as prepare reads one; other
+    fields kept as they are).
+
+    >>> catalogue_row(b'{"uid": "B1", "title": "T", "content": "C", "split": "train"}')["split"]
+    'train'
+    >>> def why(line):
+    ...     try:
+    ...         catalogue_row(line)
+    ...     except CorruptRow as err:
+    ...         return str(err)
+    >>> why(b'{"uid": "B1", "title": "T", "con'), why(b'[1]')
+    ('not JSON (a cut line?)', 'not a JSON object')
+    >>> why(b'{"uid": [7], "title": "T", "content": "C"}'), why(b'{"uid": "B1", "title": "T"}')
+    ('its uid is not text', 'its content is missing')
+    >>> catalogue_row(b'{"uid": 7, "title": "T", "content": "C"}')["uid"]
+    '7'
+    """
+    try:
+        row = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        raise CorruptRow("not JSON (a cut line?)") from None
+    if not isinstance(row, dict):
+        raise CorruptRow("not a JSON object")
+    if type(row.get("uid")) is int:  # a number is a uid as text, as prepare reads one
+        row["uid"] = str(row["uid"])
+    for key in TEXT_FIELDS:
+        if not isinstance(row.get(key), str):
+            raise CorruptRow(f"its {key} is {'not text' if key in row else 'missing'}")
+    return row

@@ -355,19 +355,20 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
 
 
 def test_oracle_splits_are_labelled_oracle_context():
+    from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
     from amazon_sft.evaluation.report import render_markdown
 
     metrics = {"rougeL": 0.5, "citation_accuracy": 0.9}
-    result = {
-        "models": {"model": {"label": "m"}},
-        "data": "d",
-        "decoding": {},
-        "splits": {
-            s: {"model": {"n": 1, "metrics": metrics}}
+    result = OracleReport(
+        "d",
+        "both",
+        {},
+        models={"model": OracleModel("m")},
+        splits={
+            s: {"model": SplitScores(1, metrics)}
             for s in ("heldout", "heldout grounded", "heldout absent")
         },
-        "rows": [],
-    }
+    )
     md = render_markdown(result, 0)
     assert "## heldout titles (n=1)" in md
     assert "## heldout grounded titles, oracle context (n=1)" in md

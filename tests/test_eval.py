@@ -141,6 +141,7 @@ def test_a_single_models_report_gives_each_figure_its_interval():
     with no interval: bench/grounded_intervals.py had to be run for one); each figure now has
     its 95% interval (Wilson's for a rate, the bootstrap's for a score)."""
     from amazon_sft.evaluation.oracle_scores import figure_intervals
+    from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
     from amazon_sft.evaluation.report import render_markdown
 
     vec = {
@@ -156,15 +157,13 @@ def test_a_single_models_report_gives_each_figure_its_interval():
         intervals["eos_rate"][1] == 1.0 and intervals["eos_rate"][0] < 1.0
     )  # 20 of 20: not [1, 1]
     metrics = {"rougeL": 0.6, "citation_accuracy": 0.95, "perplexity": 1.6487, "eos_rate": 1.0}
-    result = {
-        "models": {"model": {"label": "tuned"}},
-        "data": "d",
-        "decoding": {},
-        "splits": {
-            "heldout grounded": {"model": {"n": 20, "metrics": metrics, "intervals": intervals}}
-        },
-        "rows": [],
-    }
+    result = OracleReport(
+        "d",
+        "grounded",
+        {},
+        models={"model": OracleModel("tuned")},
+        splits={"heldout grounded": {"model": SplitScores(20, metrics, intervals)}},
+    )
     md = render_markdown(result, 0)
     row = next(x for x in md.splitlines() if x.startswith("| citation accuracy |"))
     assert "0.9500 [" in row, row
@@ -285,6 +284,8 @@ def test_report_chart_draws_intervals_on_the_deltas_not_on_the_bars(tmp_path, mo
     -0.28 on its bar; intervals now sit on their own delta panels."""
     import matplotlib.axes
 
+    from amazon_sft.evaluation.end_to_end_types import Change
+    from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
     from amazon_sft.evaluation.report import SHOWN, plot
 
     calls = []
@@ -296,13 +297,16 @@ def test_report_chart_draws_intervals_on_the_deltas_not_on_the_bars(tmp_path, mo
 
     monkeypatch.setattr(matplotlib.axes.Axes, "bar", spy)
     metrics = {key: 0.02 for key in SHOWN}
-    split = {"base": {"metrics": metrics}, "tuned": {"metrics": metrics}}
-    cmp = {key: {"delta": -0.1, "low": -0.3, "high": 0.1} for key in SHOWN}
-    result = {
-        "models": ["base", "tuned"],
-        "splits": {"heldout": split, "seen": split},
-        "comparison": {"heldout": cmp, "seen": cmp},
-    }
+    split = {"base": SplitScores(8, metrics), "tuned": SplitScores(8, metrics)}
+    cmp = {key: Change(-0.1, -0.3, 0.1) for key in SHOWN}
+    result = OracleReport(
+        "d",
+        "closed",
+        {},
+        models={m: OracleModel(m) for m in ("base", "tuned")},
+        splits={"heldout": split, "seen": split},
+        comparison={"heldout": cmp, "seen": cmp},
+    )
     plot(result, tmp_path / "report.png")
     assert (tmp_path / "report.png").stat().st_size > 0
     value_bars = [c for c in calls if c[2] is None]
@@ -369,6 +373,7 @@ def test_the_plot_names_its_protocol_and_each_splits_count(tmp_path, monkeypatch
     context when a grounded split is drawn."""
     import matplotlib.figure
 
+    from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
     from amazon_sft.evaluation.report import plot
 
     seen = []
@@ -376,13 +381,16 @@ def test_the_plot_names_its_protocol_and_each_splits_count(tmp_path, monkeypatch
         matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: seen.append(fig)
     )
     metrics = {"rougeL": 0.4, "citation_accuracy": 0.5}
-    result = {
-        "models": ["model"],
-        "splits": {
-            "heldout": {"model": {"n": 16, "metrics": {"rougeL": 0.4}}},
-            "heldout grounded": {"model": {"n": 12, "metrics": metrics}},
+    result = OracleReport(
+        "d",
+        "both",
+        {},
+        models={"model": OracleModel("m")},
+        splits={
+            "heldout": {"model": SplitScores(16, {"rougeL": 0.4})},
+            "heldout grounded": {"model": SplitScores(12, metrics)},
         },
-    }
+    )
     plot(result, tmp_path / "report.png")
     fig = seen[0]
     title = fig._suptitle.get_text()
@@ -396,6 +404,7 @@ def test_the_plot_writes_each_bars_value_so_a_zero_is_not_an_empty_panel(tmp_pat
     nothing and read as a metric that was not measured; each bar now carries its value."""
     import matplotlib.figure
 
+    from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
     from amazon_sft.evaluation.report import plot
 
     seen = []
@@ -403,10 +412,13 @@ def test_the_plot_writes_each_bars_value_so_a_zero_is_not_an_empty_panel(tmp_pat
         matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: seen.append(fig)
     )
     metrics = {"rougeL": 0.4, "loop_rate": 0.0}
-    result = {
-        "models": ["base", "tuned"],
-        "splits": {"heldout": {m: {"n": 16, "metrics": metrics} for m in ("base", "tuned")}},
-    }
+    result = OracleReport(
+        "d",
+        "closed",
+        {},
+        models={m: OracleModel(m) for m in ("base", "tuned")},
+        splits={"heldout": {m: SplitScores(16, metrics) for m in ("base", "tuned")}},
+    )
     plot(result, tmp_path / "report.png")
     loop = next(ax for ax in seen[0].axes if ax.get_title() == "loop rate")
     assert [t.get_text() for t in loop.texts] == ["0.00", "0.00"]

@@ -197,9 +197,10 @@ def test_a_run_finished_by_a_resume_that_ran_no_step_is_scored_too(
 @pytest.mark.unit
 def test_the_seen_split_says_when_a_run_held_rows_back():
     """A review: a seen-probe product taught only in held-back rows was scored as taught."""
+    from amazon_sft.evaluation.oracle_types import OracleModel
     from amazon_sft.evaluation.report import seen_note
 
-    models = {"tuned": {"label": "runs/x", "validation_rows": 21}}
+    models = {"tuned": OracleModel("runs/x", validation_rows=21)}
     note = seen_note("seen", True, models, data_rows=428)
     assert "runs/x held back 21 of the 428 prepared rows" in note
-    assert "held back" not in seen_note("seen", True, {"base": {"label": "b"}}, data_rows=428)
+    assert "held back" not in seen_note("seen", True, {"base": OracleModel("b")}, data_rows=428)

@@ -35,6 +35,7 @@ from amazon_sft.evaluation.loading import (
     saved_folder,
 )
 from amazon_sft.evaluation.oracle_scores import ROW_SCORES, compare, figure_intervals, summarise
+from amazon_sft.evaluation.oracle_types import AnswerRow, OracleModel, OracleReport, SplitScores
 from amazon_sft.evaluation.question_file import check_question_file
 from amazon_sft.evaluation.report import write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
@@ -176,17 +177,13 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     }
     mode = resolve_mode(args.mode, manifest)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
-    result = {
-        "data": str(data_dir),
-        "mode": mode,
-        "decoding": vars(decoding) | {"greedy": True, "seed": args.seed, "backend": args.backend},
-        "models": {},
-        "splits": {},
-        # whether the seen probe says how each product was taught (prepares before it did not)
-        "seen_by_way": all("taught" in r for r in splits.get("seen", [])),
-        "data_rows": manifest.rows,
-        "rows": [],
-    }
+    result = OracleReport(
+        data=str(data_dir),
+        mode=mode,
+        decoding=vars(decoding) | {"greedy": True, "seed": args.seed, "backend": args.backend},
+        seen_by_way=all("taught" in r for r in splits.get("seen", [])),
+        data_rows=manifest.rows,
+    )
     vectors: dict = {}
     index = _open_index(mode, data_dir)
     overrides = compared_overrides(specs, args.overrides)
@@ -204,7 +201,7 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
             accelerator,
             args,
         )
-        result["models"][name] = {"label": label, "spec": spec, "validation_rows": held}
+        result.models[name] = OracleModel(label, spec, held)
         for split, asked in items.items():
             summary, vec = summarise(asked, scored[split])
             answers = scored[split]["answers"]
@@ -213,29 +210,27 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
                 "_preds": [strip_citations(a) for a in answers],
                 "_raw": answers,
             }
-            result["splits"].setdefault(split, {})[name] = {
-                "n": len(asked),
-                "metrics": summary,
-                "intervals": figure_intervals(vec, args.seed),
-            }
+            result.splits.setdefault(split, {})[name] = SplitScores(
+                len(asked), summary, figure_intervals(vec, args.seed)
+            )
     if args.compare:
-        result["comparison"] = {
+        result.comparison = {
             s: compare(asked, vectors[("base", s)], vectors[("tuned", s)], args.seed)
             for s, asked in items.items()
         }
     for split, asked in items.items():
         for i, it in enumerate(asked):
-            result["rows"].append(
-                {
-                    "split": split,
-                    "uid": it.uid,
-                    "title": it.title,
-                    "reference": it.reference,
-                    "context": [r.uid for r in it.context],
-                    "answers": {m: vectors[(m, split)]["_raw"][i] for m in specs},
+            result.rows.append(
+                AnswerRow(
+                    split,
+                    it.uid,
+                    it.title,
+                    it.reference,
+                    [r.uid for r in it.context],
+                    {m: vectors[(m, split)]["_raw"][i] for m in specs},
                     # each answer's outcomes as scored here: bench/grounded_intervals.py reads
                     # these rather than score again by a rule of its own
-                    "scores": {
+                    {
                         m: {
                             k: vectors[(m, split)][k][i]
                             for k in ROW_SCORES
@@ -243,7 +238,7 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
                         }
                         for m in specs
                     },
-                }
+                )
             )
     if accelerator.is_main_process:
         write_report(Path(args.out), result, args.examples)

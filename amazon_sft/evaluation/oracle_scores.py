@@ -12,6 +12,7 @@ import numpy as np
 from amazon_sft.answering.sure import whole_sentences_of
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.end_to_end import closer_to_another
+from amazon_sft.evaluation.end_to_end_types import Change
 from amazon_sft.evaluation.items import EvalItem
 from amazon_sft.evaluation.report import SHOWN
 from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
@@ -123,7 +124,7 @@ def figure_intervals(vec: dict, seed: int) -> dict[str, list[float]]:
     return out
 
 
-def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
+def compare(rows: list[EvalItem], base: dict, tuned: dict, seed: int) -> dict[str, Change]:
     """Tuned minus base of every metric, with its 95% interval: Newcombe's paired score
     interval for a rate, the paired bootstrap for a score."""
     out = {}
@@ -139,7 +140,7 @@ def compare(rows: list[dict], base: dict, tuned: dict, seed: int) -> dict:
             delta, lo, hi = M.paired_rate_interval(base[key], tuned[key])
         else:
             delta, lo, hi = M.paired_bootstrap(base[key], tuned[key], seed=seed)
-        out[key] = {"delta": delta, "low": lo, "high": hi}
+        out[key] = Change(delta, lo, hi)
     return out
 
 

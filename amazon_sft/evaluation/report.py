@@ -6,6 +6,7 @@ import html
 import os
 import re
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ from amazon_sft.atomic import remove_stale, staging_name
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.eval_ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.evaluation import metrics as M
+from amazon_sft.evaluation.oracle_types import OracleModel, OracleReport, SplitScores
 from amazon_sft.outputs import disk_full
 from amazon_sft.terminal import printable
 
@@ -67,15 +69,13 @@ def json_text(result: dict) -> str:
     return orjson.dumps(result, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode()
 
 
-def write_report(out_dir: Path, result: dict, n_examples: int = 5) -> None:
+def write_report(out_dir: Path, result: OracleReport, n_examples: int = 5) -> None:
     """The four report files into ``out_dir`` (``write_staged``)."""
     write_staged(
         out_dir,
         {
-            "report.json": lambda path: path.write_text(
-                json_text({k: v for k, v in result.items() if k != "rows"})
-            ),
-            "answers.jsonl": lambda path: write_rows(path, result["rows"]),
+            "report.json": lambda path: path.write_text(json_text(result.to_json())),
+            "answers.jsonl": lambda path: write_rows(path, [asdict(r) for r in result.rows]),
             "report.md": lambda path: path.write_text(render_markdown(result, n_examples)),
             "report.png": lambda path: plot(result, path),
         },
@@ -125,66 +125,65 @@ def _fmt(v) -> str:
     return "-" if v is None else f"{v:.4f}" if isinstance(v, float) else str(v)
 
 
-def _with_interval(shown: dict, key: str) -> str:
-    """A model's figure and its own 95% interval (reports from before them: the figure)."""
-    value, interval = shown["metrics"][key], shown.get("intervals", {}).get(key)
+def _with_interval(shown: SplitScores, key: str) -> str:
+    """A model's figure and its own 95% interval (a figure without one: the figure)."""
+    value, interval = shown.metrics[key], shown.intervals.get(key)
     if value is None or interval is None:
         return _fmt(value)
     return f"{_fmt(value)} {M.interval_text(*interval, 4)}"
 
 
-def render_markdown(result: dict, n_examples: int) -> str:
-    models = list(result["models"])
-    decoding = ", ".join(f"{k} {v}" for k, v in result["decoding"].items())
+def render_markdown(result: OracleReport, n_examples: int) -> str:
+    models, comparing = list(result.models), result.comparison is not None
+    decoding = ", ".join(f"{k} {v}" for k, v in result.decoding.items())
     lines = [
-        f"# Evaluation: {' vs '.join(result['models'][m]['label'] for m in models)}",
+        f"# Evaluation: {' vs '.join(m.label for m in result.models.values())}",
         "",
-        f"Data: `{result['data']}`; decoding: {decoding}",
+        f"Data: `{result.data}`; decoding: {decoding}",
         "",
-        INTERVALS_NOTE + (COMPARE_NOTE if "comparison" in result else ""),
+        INTERVALS_NOTE + (COMPARE_NOTE if comparing else ""),
         "",
     ]
-    if any(s.endswith(("grounded", "absent")) for s in result["splits"]):
+    if any(s.endswith(("grounded", "absent")) for s in result.splits):
         lines += [ORACLE_NOTE, ""]
-    for split, by_model in result["splits"].items():
+    for split, by_model in result.splits.items():
         oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
-        lines += [f"## {split} titles{oracle} (n={by_model[models[0]]['n']})", ""]
+        lines += [f"## {split} titles{oracle} (n={result.first_model(split).n})", ""]
         if split.startswith("seen"):
-            by_way = result.get("seen_by_way", False)
-            note = seen_note(split, by_way, result["models"], result.get("data_rows", 0))
+            note = seen_note(split, result.seen_by_way, result.models, result.data_rows)
             lines += [note, ""]
         header = (
             "| metric | "
             + " | ".join(f"{m} (95% CI)" for m in models)
-            + (" | delta (95% CI) |" if "comparison" in result else " |")
+            + (" | delta (95% CI) |" if comparing else " |")
         )
-        lines += [header, "|---" * (len(models) + 1 + ("comparison" in result)) + "|"]
+        lines += [header, "|---" * (len(models) + 1 + comparing) + "|"]
         for key, (label, _) in SHOWN.items():
-            if key not in by_model[models[0]]["metrics"]:
+            if key not in result.first_model(split).metrics:
                 continue  # a grounded metric on a closed-book split
             cells = [_with_interval(by_model[m], key) for m in models]
             row = f"| {label} | " + " | ".join(cells) + " |"
-            if "comparison" in result:
-                c = result["comparison"][split][key]
-                row += f" {c['delta']:+.4f} {M.interval_text(c['low'], c['high'], 4, True)} |"
+            if result.comparison is not None:
+                c = result.comparison[split][key]
+                row += f" {c.delta:+.4f} {M.interval_text(c.low, c.high, 4, True)} |"
             lines.append(row)
         lines.append("")
-        examples = [r for r in result["rows"] if r["split"] == split][:n_examples]
+        examples = [r for r in result.rows if r.split == split][:n_examples]
         if examples:
             lines += [f"### {split}: examples", ""]
             for r in examples:
                 lines += [
-                    f"**{md_text(r['title'])}** (uid {md_text(r['uid'])})",
+                    f"**{md_text(r.title)}** (uid {md_text(r.uid)})",
                     "",
-                    f"- reference: {md_text(r['reference'][:400])}",
+                    f"- reference: {md_text(r.reference[:400])}",
                 ]
                 for m in models:
-                    lines.append(f"- {md_text(m)}: {md_text(r['answers'][m][:400])}")
+                    lines.append(f"- {md_text(m)}: {md_text(r.answers[m][:400])}")
                 lines.append("")
     return "\n".join(lines) + "\n"
 
 
-def seen_note(split: str, by_way: bool, models: dict, data_rows: int) -> str:
+def seen_note(split: str, by_way: bool, models: dict[str, OracleModel], data_rows: int) -> str:
     """What a seen split's products are: taught the way the split scores, where prepare said;
     and, for a run that held rows back for its validation loss, that a product taught only in
     those rows was not trained on (prepare chose the probe before any row was held back)."""
@@ -194,9 +193,9 @@ def seen_note(split: str, by_way: bool, models: dict, data_rows: int) -> str:
         way = "closed-book" if split == "seen" else "grounded"
         note = f"Training products prepare taught {way} (the seen probe's rows taught this way)."
     for model in models.values():
-        if held := model.get("validation_rows", 0):
+        if held := model.validation_rows:
             note += (
-                f" {model['label']} held back {held} of the {data_rows} prepared rows for its "
+                f" {model.label} held back {held} of the {data_rows} prepared rows for its "
                 "validation loss (train.validation_rows): a product taught only in those rows "
                 "was not trained on, and counts here as seen."
             )
@@ -217,14 +216,12 @@ def md_text(text: str) -> str:
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 
-def _split_label(result: dict, split: str, model: str) -> str:
+def _split_label(result: OracleReport, split: str) -> str:
     """A split's tick label: its name over its count of items."""
-    n = result["splits"][split][model].get("n")
-    name = split.replace(" ", "\n")
-    return name if n is None else f"{name}\nn={n}"
+    return split.replace(" ", "\n") + f"\nn={result.first_model(split).n}"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: OracleReport, path: Path) -> None:
     """One panel per metric with a bar per model and split; when comparing, a second panel per
     metric with the delta (tuned - base) and its bootstrap interval around it, so no interval is
     drawn on a bar it does not belong to (a rate's bar never gets a whisker below 0 or above 1)."""
@@ -233,31 +230,30 @@ def plot(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models, splits = list(result["models"]), list(result["splits"])
-    keys = [k for k in SHOWN if any(k in result["splits"][s][models[0]]["metrics"] for s in splits)]
-    comparing = "comparison" in result
+    models, splits = list(result.models), list(result.splits)
+    keys = [k for k in SHOWN if any(k in result.first_model(s).metrics for s in splits)]
     cols = (len(keys) + 1) // 2
-    rows = 4 if comparing else 2
+    rows = 2 if result.comparison is None else 4
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows))
-    value_axes, delta_axes = list(axes[:2].flat), list(axes[2:].flat) if comparing else []
+    value_axes, delta_axes = list(axes[:2].flat), list(axes[2:].flat) if rows == 4 else []
     width = 0.8 / len(models)
     for ax, key in zip(value_axes, keys):
         for j, model in enumerate(models):
-            values = [result["splits"][s][model]["metrics"].get(key) for s in splits]
+            values = [result.splits[s][model].metrics.get(key) for s in splits]
             at = [i + j * width for i, v in enumerate(values) if v is not None]
             bars = ax.bar(at, [v for v in values if v is not None], width, label=model)
             ax.bar_label(bars, fmt="%.2f", fontsize=6)  # a bar of 0 is a number, not nothing
         ax.set_title(SHOWN[key][0], fontsize=9)
         ax.set_xticks(
             [i + width * (len(models) - 1) / 2 for i in range(len(splits))],
-            [_split_label(result, s, models[0]) for s in splits],
+            [_split_label(result, s) for s in splits],
             fontsize=7,
         )
     for ax, key in zip(delta_axes, keys):
-        at = [i for i, s in enumerate(splits) if key in result["comparison"][s]]
-        cmp = [result["comparison"][splits[i]][key] for i in at]
-        deltas = [c["delta"] for c in cmp]
-        errors = [[c["delta"] - c["low"] for c in cmp], [c["high"] - c["delta"] for c in cmp]]
+        at = [i for i, s in enumerate(splits) if key in result.comparison[s]]
+        cmp = [result.comparison[splits[i]][key] for i in at]
+        deltas = [c.delta for c in cmp]
+        errors = [[c.delta - c.low for c in cmp], [c.high - c.delta for c in cmp]]
         errors = np.nan_to_num(np.array(errors))  # no interval: no bar, not matplotlib's warning
         ax.bar(at, deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.6)

@@ -5,8 +5,9 @@ Zhang et al. 2024, "RAFT: Adapting Language Model to Domain Specific RAG": the m
 read the right record among distractors, to quote it, and to abstain when it is missing. Here:
 
 - the question is of a kind picked by the uid from ``data.question_mix``, its shares kept over
-  each batch however few records can make a kind (data/question_kinds.py): the title phrasings (EN/PT), or a title fragment, reordered or
-  misspelt title, Portuguese phrasing, descriptive or attribute question made from the record;
+  each batch however few records can make a kind (data/question_kinds.py): the title phrasings
+  (EN/PT), or a title fragment, reordered or misspelt title, Portuguese phrasing, descriptive or
+  attribute question made from the record;
 - title questions: the records are the ``context_records`` best matches of the question in the
   *training* split (hard negatives: the products a user could confuse it with; the catalogue
   index, answering's retrieval), the right one at a place picked by the uid;

@@ -9,7 +9,7 @@ import signal
 import sys
 
 from amazon_sft.answering.commands import add_commands
-from amazon_sft.config_keys import PREPARE_KEYS, KeysHelpParser
+from amazon_sft.config_keys import KeysHelpParser, prepare_reads
 from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
 
 
@@ -19,7 +19,7 @@ def _add_prepare(sub) -> None:
         help="raw trn.json(.gz) -> cleaned, split, tokenized, packed shards",
         description="Stream trn.json / trn.json.gz / tst.json into packed training shards, "
         "held-out and probe files, a manifest and a report.",
-        keys=PREPARE_KEYS,
+        keys=prepare_reads,
     )
     p.add_argument("input", help="trn.json, trn.json.gz or tst.json (JSON lines)")
     p.add_argument("--out", required=True, help="output folder (written atomically)")

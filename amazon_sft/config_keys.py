@@ -8,17 +8,15 @@ source only, so they are read from it with ``ast``; no library reads them.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import dataclasses
 import inspect
 import itertools
 import re
 import textwrap
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-
-import yaml
 
 from amazon_sft.errors import OneLineParser
 
@@ -65,6 +63,8 @@ def _yaml_text(value: object) -> str:
     >>> [_yaml_text(v) for v in (None, True, 2e-4, ["tensorboard"], {}, "")]
     ['null', 'true', '0.0002', '[tensorboard]', '{}', "''"]
     """
+    import yaml  # here: every amazon-sft command imports this module for its parser class
+
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
     return text.removesuffix("\n...").strip()
 
@@ -91,23 +91,31 @@ def config_keys(cfg: object, prefix: str = "") -> list[KeyDoc]:
     return keys
 
 
-PREPARE_KEYS = (
-    "data.",
-    "model.path",
-    "model.tokenizer",
-    "model.gguf_file",
-    "model.trust_remote_code",
-)
-"""The keys prepare reads (``str.startswith`` prefixes): the data section, and the model keys the
-tokenizer load reads."""
+def every_key(key: str) -> bool:
+    """``train --help``: every key is the run's."""
+    return True
 
 
-def keys_help(cfg: object, width: int = 100, only: tuple[str, ...] = ("",)) -> str:
-    """The keys as ``--help`` lists them: ``key: value`` and the docstring's first sentence
-    indented under it; ``only``: the keys starting with one of these."""
+def prepare_reads(key: str) -> bool:
+    """Whether ``amazon-sft prepare`` reads a config key: the data section, less where training
+    finds the prepared folder (``data.path``: prepare writes to ``--out``) and how training
+    checks it (``data.verify``), and the model keys the tokenizer load reads.
+
+    >>> [prepare_reads(k) for k in ("data.max_seq_len", "data.path", "model.gguf_file", "train.lr")]
+    [True, False, True, False]
+    """
+    if key in ("data.path", "data.verify"):
+        return False
+    tokenizer = ("model.path", "model.tokenizer", "model.gguf_file", "model.trust_remote_code")
+    return key.startswith("data.") or key in tokenizer
+
+
+def keys_help(cfg: object, width: int = 100, shown: Callable[[str], bool] = every_key) -> str:
+    """The keys as ``--help`` lists them (those ``shown`` keeps): ``key: value`` and the
+    docstring's first sentence indented under it."""
     lines = []
     for k in config_keys(cfg):
-        if not k.key.startswith(only):
+        if not shown(k.key):
             continue
         lines.append(f"  {k.key}: {k.value}")
         first = re.split(r"(?<=\.)\s+(?=[A-Z])", k.doc)[0]  # "e.g. lm_head" is not an end
@@ -116,41 +124,40 @@ def keys_help(cfg: object, width: int = 100, only: tuple[str, ...] = ("",)) -> s
     return "\n".join(lines)
 
 
-def keys_epilog(config_name: str, only: tuple[str, ...] = ("",)) -> str:
-    """The ``--help`` epilog: the keys (``only`` those starting so) with their values in the
-    config a run without ``--config`` reads (its defaults are that file's, not the
-    dataclasses')."""
+def keys_epilog(config_name: str, shown: Callable[[str], bool] = every_key) -> str:
+    """The ``--help`` epilog: the keys ``shown`` keeps, with their values in the config a run
+    without ``--config`` reads (its defaults are that file's, not the dataclasses')."""
     from amazon_sft.config import load_run_config
 
-    which = "config keys" if only == ("",) else "config keys it reads"
+    which = "config keys" if shown is every_key else "config keys it reads"
     return (
         f"{which}, with their values in the default config ({config_name}); a --config\n"
         "file or a key=value override sets its own (docs/finetuning.md):\n"
-        + keys_help(load_run_config(config_name), only=only)
+        + keys_help(load_run_config(config_name), shown=shown)
     )
 
 
 class KeysHelpParser(OneLineParser):
-    """A parser whose ``--help`` ends with :func:`keys_epilog` of ``keys``, read only when help is
-    shown: a launch does not read the default config for a help it never prints. Without
-    ``keys`` (the other sub-commands of ``amazon-sft``, which share the parser class) it is a
-    plain :class:`OneLineParser`."""
+    """A parser whose ``--help`` ends with :func:`keys_epilog` of the ``keys`` it keeps, read only
+    when help is shown: a launch does not read the default config for a help it never prints.
+    Without ``keys`` (the other sub-commands of ``amazon-sft``, which share the parser class) it
+    is a plain :class:`OneLineParser`. The list is appended as is; the description and the
+    options are wrapped as argparse wraps them."""
 
     def __init__(
         self,
         *args,
-        keys: tuple[str, ...] | None = None,
+        keys: Callable[[str], bool] | None = None,
         default_config: str | None = None,
         **kwargs,
     ):
-        if keys is not None:
-            kwargs["formatter_class"] = argparse.RawDescriptionHelpFormatter
         super().__init__(*args, **kwargs)
         self.keys, self.default_config = keys, default_config
 
     def format_help(self) -> str:
-        if self.keys is not None:
-            from amazon_sft.config import DEFAULT_CONFIG
+        text = super().format_help()
+        if self.keys is None:
+            return text
+        from amazon_sft.config import DEFAULT_CONFIG
 
-            self.epilog = keys_epilog(self.default_config or DEFAULT_CONFIG, self.keys)
-        return super().format_help()
+        return f"{text}\n{keys_epilog(self.default_config or DEFAULT_CONFIG, self.keys)}\n"

@@ -24,7 +24,7 @@ import torch
 
 from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
-from amazon_sft.config_keys import KeysHelpParser
+from amazon_sft.config_keys import KeysHelpParser, every_key
 from amazon_sft.config_loader import to_dict, write_resolved
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import shaping_overrides
@@ -209,7 +209,7 @@ def parse_config(argv: list[str] | None) -> tuple[RunConfig, int | None, list[st
     parser = KeysHelpParser(
         prog="amazon-sft train",
         description=__doc__.splitlines()[0],
-        keys=("",),
+        keys=every_key,
         default_config=DEFAULT_CONFIG,
     )
     parser.add_argument(

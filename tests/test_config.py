@@ -634,7 +634,7 @@ def test_prepare_help_lists_the_keys_prepare_reads(capsys):
     lists the data keys and the model keys the tokenizer load reads, with their values in the
     default config, and no training key."""
     from amazon_sft.cli import build_parser
-    from amazon_sft.config_keys import PREPARE_KEYS, config_keys
+    from amazon_sft.config_keys import config_keys, prepare_reads
 
     default = load_run_config(None)
     with pytest.raises(SystemExit) as done:
@@ -642,11 +642,15 @@ def test_prepare_help_lists_the_keys_prepare_reads(capsys):
     assert done.value.code == 0
     shown = capsys.readouterr().out
     listed = re.findall(r"^  ([a-z_]+\.\S+): ", shown, flags=re.M)
-    data_keys = [k.key for k in config_keys(default) if k.key.startswith("data.")]
+    data_keys = [k.key for k in config_keys(default) if prepare_reads(k.key)]
     assert set(data_keys) <= set(listed) and len(data_keys) > 30
     assert {"model.path", "model.tokenizer", "model.gguf_file"} <= set(listed)
     assert not [k for k in listed if k.split(".")[0] in ("train", "lora", "checkpoint")]
-    assert set(listed) == {k.key for k in config_keys(default) if k.key.startswith(PREPARE_KEYS)}
+    assert set(listed) == {k.key for k in config_keys(default) if prepare_reads(k.key)}
+    assert "data.path" not in listed and "data.verify" not in listed  # training's, not prepare's
+    # the description is wrapped as before; only the key list is appended as it is
+    head = shown.split("config keys it reads")[0]
+    assert max(map(len, head.splitlines())) <= 100, head  # unwrapped, it was one 120-char line
     assert f"\n  data.max_seq_len: {default.data.max_seq_len}\n" in shown
     with pytest.raises(SystemExit):  # other commands' help is as before: no keys
         build_parser().parse_args(["index", "--help"])

@@ -9,7 +9,7 @@ import pytest
 
 from amazon_sft.config import DataConfig, QuestionMix, load_run_config
 from amazon_sft.data import question_kinds as qk
-from amazon_sft.data.grounded import GroundedBuilder
+from amazon_sft.data.grounded import GroundedBuilder, example_key
 from amazon_sft.errors import UserError
 from amazon_sft.prompts import ABSTENTIONS, PromptFormat, cited_uids
 
@@ -260,3 +260,14 @@ def test_a_kind_few_records_can_make_keeps_its_share():
     drew = sum(few.kind_for(r["uid"]) == "attribute" for r in unable + able[:2])
     assert few.counts["grounded_kind_attribute"] == 2
     assert few.counts["grounded_kinds_unmade"] == drew - 2  # said, not lost silently
+    # several examples a product (data.grounded_questions): a kind it did not draw goes to
+    # another product rather than to a second example of one already asking it (a review:
+    # the variants of the first able products all asked the same attribute question)
+    variants = [{**r, "variant": v} for r in products for v in range(3)]
+    many = _builder(variants, {}, "title", series_distractors=0)
+    many.data = builder.data
+    asked = [e.uid for e in many.build(variants) if not e.question.startswith("Tell me about")]
+    drew_by_uid = {r["uid"]: 0 for r in variants}
+    for r in variants:
+        drew_by_uid[r["uid"]] += many.kind_for(example_key(r)) == "attribute"
+    assert all(asked.count(u) <= max(1, drew_by_uid[u]) for u in set(asked)), asked

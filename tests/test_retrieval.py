@@ -194,11 +194,15 @@ def test_any_worker_count_builds_the_same_index_files(prepared, tmp_path):
     (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], number, *lines[bad:]]))
     assert build_index(cut, workers=2)["products"] == len(lines) + 1
     assert [r["uid"] for r in catalogue_records(cut / "catalogue.jsonl")][bad] == "7"
-    listed = b'{"uid": [7], "title": "Seven", "content": "Seven things."}\n'
-    (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], listed, *lines[bad:]]))
-    for read in (lambda f: build_index(f.parent, workers=2), lambda f: list(catalogue_records(f))):
-        with pytest.raises(UserError, match=rf"line {bad + 1} is cut or corrupt \(its uid is not"):
-            read(cut / "catalogue.jsonl")
+    refused = {  # by both (a review: eval took an empty uid the index refused)
+        b'{"uid": [7], "title": "Seven", "content": "Seven things."}\n': "its uid is not text",
+        b'{"uid": "", "title": "Seven", "content": "Seven things."}\n': "cannot be cited",
+    }
+    for line, why in refused.items():
+        (cut / "catalogue.jsonl").write_bytes(b"".join([*lines[:bad], line, *lines[bad:]]))
+        for read in (lambda f: build_index(f.parent, workers=2), lambda f: [*catalogue_records(f)]):
+            with pytest.raises(UserError, match=rf"line {bad + 1} is cut or corrupt \(.*{why}"):
+                read(cut / "catalogue.jsonl")
 
 
 def _catalogue_index(folder: Path, titles: list[str], contents: list[str] | None = None):

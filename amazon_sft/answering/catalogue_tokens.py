@@ -26,7 +26,6 @@ import numpy as np
 from amazon_sft.answering.corpus_tokens import merge_vocabularies, tokenize_flat
 from amazon_sft.answering.query_words import composed
 from amazon_sft.data.catalogue_row import catalogue_row
-from amazon_sft.data.reading import UID_MAX_CHARS, citable
 from amazon_sft.errors import UserError, first_line, reading
 
 POOL_LINES = 100_000
@@ -108,17 +107,6 @@ def uid_digest(uid: str) -> int:
     return int.from_bytes(hashlib.blake2b(uid.encode(), digest_size=8).digest(), "big")
 
 
-def _checked_uid(uid: str) -> str:
-    """The record's uid as answers cite it, or why it cannot be one (prepare refuses the same:
-    ``reading.citable``)."""
-    if not uid or not citable(uid):
-        raise ValueError(
-            f"uid {uid[:60]!r} cannot be cited: at most {UID_MAX_CHARS} printable characters, "
-            "no spaces or brackets"
-        )
-    return uid
-
-
 def _read_range(
     catalogue: str, start: int, lines: int, first_line_no: int, pattern: str, stop: list[str]
 ) -> tuple[tuple, tuple, np.ndarray, np.ndarray]:
@@ -135,7 +123,7 @@ def _read_range(
             line = fh.readline()
             try:
                 rec = catalogue_row(line)
-                uids[i] = uid_digest(_checked_uid(rec["uid"]))
+                uids[i] = uid_digest(rec["uid"])
                 titles.append(composed(rec["title"]))
                 descriptions.append(composed(rec["content"][:DESCRIPTION_CHARS]))
                 train[i] = rec.get("split", "train") == "train"

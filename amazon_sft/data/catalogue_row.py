@@ -14,6 +14,8 @@ from typing import NotRequired, TypedDict
 
 import orjson
 
+from amazon_sft.data.reading import UID_MAX_CHARS, citable
+
 
 class CatalogueRow(TypedDict):
     uid: str
@@ -37,8 +39,8 @@ class CorruptRow(ValueError):
 
 def catalogue_row(line: bytes) -> CatalogueRow:
     """The row of one line of a prepared catalogue file, checked: a JSON object whose uid,
-    title and content are text (an integer uid read as text, as prepare reads one; other
-    fields kept as they are).
+    title and content are text (an integer uid read as text, as prepare reads one), whose uid
+    answers can cite, and whose split, if any, is text (other fields kept as they are).
 
     >>> catalogue_row(b'{"uid": "B1", "title": "T", "content": "C", "split": "train"}')["split"]
     'train'
@@ -51,6 +53,8 @@ def catalogue_row(line: bytes) -> CatalogueRow:
     ('not JSON (a cut line?)', 'not a JSON object')
     >>> why(b'{"uid": [7], "title": "T", "content": "C"}'), why(b'{"uid": "B1", "title": "T"}')
     ('its uid is not text', 'its content is missing')
+    >>> why(b'{"uid": "", "title": "T", "content": "C"}')
+    "its uid '' cannot be cited: 1 to 100 printable characters, no spaces or brackets"
     >>> catalogue_row(b'{"uid": 7, "title": "T", "content": "C"}')["uid"]
     '7'
     """
@@ -65,4 +69,11 @@ def catalogue_row(line: bytes) -> CatalogueRow:
     for key in TEXT_FIELDS:
         if not isinstance(row.get(key), str):
             raise CorruptRow(f"its {key} is {'not text' if key in row else 'missing'}")
+    if not isinstance(row.get("split", ""), str):
+        raise CorruptRow("its split is not text")
+    if not (uid := row["uid"]) or not citable(uid):  # prepare refuses the same (``citable``)
+        raise CorruptRow(
+            f"its uid {uid[:60]!r} cannot be cited: 1 to {UID_MAX_CHARS} printable "
+            "characters, no spaces or brackets"
+        )
     return row

@@ -133,11 +133,13 @@ class GroundedBuilder:
         """(kind, question, language, lead) of each product: eval asks title ``phrasing``;
         training asks the kinds the uids draw (``kind_for``), as many of each as were drawn.
 
-        Most records cannot make every kind (171 of the 991 real rows state an attribute the
-        patterns read), so a kind is not simply dropped where its record cannot make it: the
-        batch's draws are the counts to meet, and the kinds fewest records can make are given
-        out first, to the products that drew them, then to any other product that can make
-        them. What no record of the batch can make becomes a title question, counted
+        Most records cannot make every kind (171 of the 991 real rows prepare keeps state an
+        attribute the patterns read), so a kind is not simply dropped where its record cannot
+        make it: the batch's draws are the counts to meet, and the kinds fewest records can
+        make are given out first, to the products that drew them, then to other products
+        that can make them, in an order drawn by their uid (not the catalogue's), never to
+        a second example of a product that already asks it (``data.grounded_questions``).
+        What no record of the batch can make becomes a title question, counted
         (``grounded_kinds_unmade``). Batches are fixed runs of the catalogue, so a rerun asks
         the same questions, with workers or without."""
         if phrasing is not None:
@@ -146,14 +148,21 @@ class GroundedBuilder:
         drawn = [self.kind_for(seed) for seed in seeds]
         made: list = [None] * len(products)
         for kind in reversed(KINDS[1:]):  # description kinds first: fewest records make them
-            wanted = drawn.count(kind)
-            order = sorted(range(len(products)), key=lambda n: drawn[n] != kind)  # stable
+            wanted, asking = drawn.count(kind), set()  # the products asked it so far
+            order = sorted(
+                range(len(products)),
+                key=lambda n: (drawn[n] != kind, uid_share(seeds[n], f"kind {kind}:")),
+            )
             for n in order:
                 if not wanted:
                     break
-                if made[n] is None:
-                    made[n] = make_question(kind, {**products[n], "uid": seeds[n]})
-                    wanted -= made[n] is not None
+                uid = str(products[n]["uid"])
+                if made[n] is not None or (drawn[n] != kind and uid in asking):
+                    continue
+                made[n] = make_question(kind, {**products[n], "uid": seeds[n]})
+                if made[n] is not None:
+                    wanted -= 1
+                    asking.add(uid)
             self.counts["grounded_kinds_unmade"] += wanted
         return [
             self._title_question(p, None) if q is None else (q.kind, q.text, q.language, q.lead)

@@ -27,6 +27,9 @@ class CatalogueRow(TypedDict):
     split: NotRequired[str]
     """``train``, ``heldout`` or ``untaught`` (over ``data.max_train_products``): in
     ``catalogue.jsonl``; the eval files hold one split each and leave it out."""
+    taught: NotRequired[list[str]]
+    """``seen_probe.jsonl`` only: how prepare taught the product (``closed_book``,
+    ``grounded``), so eval scores each way on the products taught so."""
 
 
 TEXT_FIELDS = ("uid", "title", "content")

@@ -63,7 +63,7 @@ def grounded_items(rows: list[dict], builder: GroundedBuilder, absent: bool) -> 
     ]
 
 
-def taught(rows: list[dict], way: str) -> list[dict]:
+def taught(rows: list[CatalogueRow], way: str) -> list[CatalogueRow]:
     """The rows prepare taught ``way`` (``closed_book`` or ``grounded``): a seen-probe row names
     how its product was taught (``taught``); held-out rows, and the probes of prepares before
     that field, have none and are all kept.

@@ -26,6 +26,7 @@ import orjson
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.config import load_run_config
 from amazon_sft.data.grounded import GroundedBuilder
+from amazon_sft.data.grounded_stage import batched
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.tokenizer import load_tokenizer
 
@@ -55,7 +56,8 @@ def main() -> None:
                 products.append(rec)
             if len(products) == args.questions:
                 break
-    questions = [builder._question(p, None)[1] for p in products]  # as prepare asks them
+    # as prepare asks them: in its batches of 256 (the shares of question kinds are a batch's)
+    questions = [q[1] for b in batched(products, 256) for q in builder._questions(b, None)]
     index = builder.index
     index.top_many(questions[:20], 11, train_only=True)  # the index's pages read once
     first = None

@@ -40,13 +40,14 @@ def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
     return out_dir.parent / f".{out_dir.name}.{kind}-{_machine()}-{os.getpid()}"
 
 
-def write_text_whole(path: Path, text: str) -> None:
+def write_text_whole(path: Path, text: str | bytes) -> None:
     """Write a small file (a record, a marker) beside it, then rename it into place: a kill
-    leaves the old file or the new one, never half of one, and a link at ``path`` is replaced,
-    not written through into the file it points to."""
+    leaves the old file or the new one, never half of one, and a link at ``path`` (symbolic,
+    or a hard link a user's ``cp -al`` snapshot shares) is replaced, not written through into
+    the file it points to."""
     staging = staging_name(path)
     try:
-        staging.write_text(text)
+        staging.write_bytes(text.encode() if isinstance(text, str) else text)
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)

@@ -262,6 +262,10 @@ def to_dict(cfg: Any) -> dict:
 
 def write_resolved(cfg: Any, path: Path, header: str = "") -> None:
     """Write the fully resolved config, so a run's output says exactly what produced it
-    (``header``: YAML comment lines put first, e.g. the changes made on resume)."""
+    (``header``: YAML comment lines put first, e.g. the changes made on resume). Written
+    beside and renamed: each resume writes it again, and a run's ``config.yaml`` linked to the
+    user's own config (or shared with a ``cp -al`` snapshot) was written through."""
+    from amazon_sft.atomic import write_text_whole
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(header + yaml.safe_dump(to_dict(cfg), sort_keys=False))
+    write_text_whole(path, header + yaml.safe_dump(to_dict(cfg), sort_keys=False))

@@ -2,10 +2,13 @@
 wrote.
 
 The folder is proved by the marker ``.amazon_sft_eval.json`` that eval writes before its report
-(or, for folders from before the marker, by an eval's ``report.json``); eval never writes its
+(a file, never a link: it is replaced whole, never written through); eval never writes its
 report over a ``report.md``, ``report.json``, ... it cannot prove it wrote, or one changed since
-it wrote it (the marker keeps each report file's sha256). The other output folders:
-``amazon_sft.ownership``.
+it wrote it (the marker keeps each report file's sha256). A report from before the marker kept
+digests (an eval's ``report.json`` with no marker, or a marker without ``files``) is eval's,
+but whether it was edited cannot be told: it is not replaced either (an outside review: a
+``cp`` of a report folder, which leaves dotfiles behind, lost the user's notes in report.md to
+``--overwrite``). The other output folders: ``amazon_sft.ownership``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import json
 from pathlib import Path
 
 from amazon_sft import __version__
+from amazon_sft.atomic import write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import listing, now_iso, refuse_link_to_nowhere
@@ -25,8 +29,11 @@ EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
 
 def is_our_eval(out_dir: Path) -> bool:
     """The marker, or (a folder from before it) an eval's report.json: its models, data and its
-    splits (oracle context) or groups (end to end)."""
-    if (out_dir / EVAL_MARKER).is_file():
+    splits (oracle context) or groups (end to end). A link named as the marker proves nothing."""
+    marker = out_dir / EVAL_MARKER
+    if marker.is_symlink():
+        return False
+    if marker.is_file():
         return True
     try:
         report = json.loads((out_dir / "report.json").read_text())
@@ -38,7 +45,9 @@ def is_our_eval(out_dir: Path) -> bool:
 
 def _eval_digests(out_dir: Path) -> dict | None:
     """The marker's digests of the report files eval wrote (name -> sha256s it may hold), None
-    for a marker from before they were kept."""
+    for no marker (or a link) or one from before they were kept."""
+    if (out_dir / EVAL_MARKER).is_symlink():
+        return None
     try:
         files = json.loads((out_dir / EVAL_MARKER).read_text()).get("files")
     except (OSError, ValueError, AttributeError):
@@ -48,10 +57,8 @@ def _eval_digests(out_dir: Path) -> dict | None:
 
 def changed_since_eval(out_dir: Path) -> list[str]:
     """The report files in ``out_dir`` changed since eval wrote them, or that eval's record
-    does not hold (none for a marker from before the record)."""
-    digests = _eval_digests(out_dir)
-    if digests is None:
-        return []
+    does not hold (every one present where no record of digests is: unverifiable)."""
+    digests = _eval_digests(out_dir) or {}
     return [
         name
         for name in EVAL_OUTPUTS
@@ -68,11 +75,22 @@ def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     changed since it wrote them, or (without ``overwrite``) an earlier report at all
     (read-only: every rank may call it, before any model loads)."""
     refuse_link_to_nowhere(out_dir, "--out ")
+    if (out_dir / EVAL_MARKER).is_symlink():
+        raise UserError(
+            f"--out {out_dir}: its {EVAL_MARKER} is a link, where eval keeps its record of the "
+            "report files: remove the link or choose another --out"
+        )
     present = [name for name in EVAL_OUTPUTS if (out_dir / name).exists()]
     if present and not is_our_eval(out_dir):
         raise UserError(
             f"--out {out_dir} holds {listing(present)} that amazon-sft eval did not write (no "
             f"{EVAL_MARKER}): the report would replace them; move them out or choose another --out"
+        )
+    if present and _eval_digests(out_dir) is None:
+        raise UserError(
+            f"--out {out_dir} holds an eval report ({listing(present)}) from before eval kept "
+            f"digests of its files in {EVAL_MARKER}: whether one was edited cannot be told, so "
+            "it is not replaced; move them out or choose another --out"
         )
     if present:
         changed = changed_since_eval(out_dir)
@@ -99,7 +117,7 @@ def record_eval_files(out_dir: Path, files: dict[str, list[str]]) -> None:
         note = {}
     note = note if isinstance(note, dict) else {}
     note["files"] = files
-    marker.write_text(json.dumps(note) + "\n")
+    write_text_whole(marker, json.dumps(note) + "\n")
 
 
 def claim_eval_dir(out_dir: Path) -> None:
@@ -107,6 +125,6 @@ def claim_eval_dir(out_dir: Path) -> None:
     check_eval_dir(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     marker = out_dir / EVAL_MARKER
-    if not marker.is_file():
-        note = {"written_by": f"amazon_sft {__version__} eval", "created": now_iso()}
-        marker.write_text(json.dumps(note) + "\n")
+    if not marker.is_file():  # no files recorded yet: a report found here is not eval's
+        note = {"written_by": f"amazon_sft {__version__} eval", "created": now_iso(), "files": {}}
+        write_text_whole(marker, json.dumps(note) + "\n")

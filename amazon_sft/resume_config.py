@@ -246,22 +246,22 @@ def rebase_schedule(
 
 
 def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
-    """Append to ``config_changes.jsonl`` (the history ``config.yaml``'s header is made from)."""
+    """Add to ``config_changes.jsonl`` (the history ``config.yaml``'s header is made from):
+    the file is written again beside and renamed, not appended to, so a link there (to a
+    user's file, or shared with a ``cp -al`` snapshot of the run) is replaced, not written
+    through."""
+    from amazon_sft.atomic import write_text_whole
+
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     path = out_dir / CHANGES
-    cut = False  # a line cut by a kill or a full disk must not swallow the next record
-    if path.is_file() and path.stat().st_size:
-        with open(path, "rb") as fh:
-            fh.seek(-1, 2)
-            cut = fh.read(1) != b"\n"
-    with open(path, "a") as fh:
-        if cut:
-            fh.write("\n")
-        for c in changes:
-            fh.write(
-                json.dumps({"step": step, "key": c.key, "old": c.old, "new": c.new, "at": when})
-            )
-            fh.write("\n")
+    old = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+    if old and not old.endswith(b"\n"):  # a line cut by a kill must not swallow the next one
+        old += b"\n"
+    lines = [
+        json.dumps({"step": step, "key": c.key, "old": c.old, "new": c.new, "at": when}) + "\n"
+        for c in changes
+    ]
+    write_text_whole(path, old + "".join(lines).encode())
 
 
 def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> None:

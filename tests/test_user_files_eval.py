@@ -3,6 +3,7 @@ that reads as whole. (A new user's and a hostile user's trials: each test names 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 import subprocess
@@ -55,9 +56,15 @@ def test_eval_never_replaces_a_report_it_did_not_write(prepared, tmp_path, capsy
     _one_line(code, err, "eval", "report.md", "changed since")
     assert (out / "report.md").read_text() == "# my notes on it\n"
     (out / "report.md").unlink()
-    (out / EVAL_MARKER).unlink()  # an eval folder from before the marker: report.json proves it
     code, err = _run_cli(capsys, *again, "--overwrite")
     assert code == 0, err[-2000:]
+    # a copy without the dotfile (``cp dir/* copy/``): eval's report.json, but whether report.md
+    # was edited cannot be told (an outside review: the notes added to it were replaced)
+    (out / EVAL_MARKER).unlink()
+    (out / "report.md").write_text((out / "report.md").read_text() + "MY NOTES\n")
+    code, err = _run_cli(capsys, *again, "--overwrite")
+    _one_line(code, err, "eval", "cannot be told", "report.md")
+    assert (out / "report.md").read_text().endswith("MY NOTES\n")
 
 
 def test_a_report_json_that_is_not_an_evals_does_not_prove_the_folder(tmp_path):
@@ -71,8 +78,39 @@ def test_a_report_json_that_is_not_an_evals_does_not_prove_the_folder(tmp_path):
     with pytest.raises(UserError, match="did not write"):
         check_eval_dir(tmp_path)
     ours = {"models": {}, "data": "d", "mode": "end to end", "groups": {}}
-    (tmp_path / "report.json").write_text(json.dumps(ours))
-    check_eval_dir(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps(ours))  # eval's, from before the marker
+    with pytest.raises(UserError, match=r"from before eval kept digests.*cannot be told"):
+        check_eval_dir(tmp_path)
+
+
+def test_an_eval_marker_that_is_a_link_proves_nothing_and_is_never_written_through(tmp_path):
+    """An outside review: eval wrote its marker with ``write_text``, so a
+    ``.amazon_sft_eval.json`` linked to the user's diary replaced the diary with eval's record
+    of its files (and the link proved the folder eval's). Now the link is refused, and the
+    marker is only ever replaced whole."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.eval_ownership import (
+        EVAL_MARKER,
+        check_eval_dir,
+        claim_eval_dir,
+        is_our_eval,
+        record_eval_files,
+    )
+
+    diary = tmp_path / "diary.txt"
+    diary.write_text("my diary\n")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / EVAL_MARKER).symlink_to(diary)
+    assert not is_our_eval(out)
+    for call in (check_eval_dir, claim_eval_dir):
+        with pytest.raises(UserError, match=f"{EVAL_MARKER} is a link"):
+            call(out)
+    (out / "report.md").write_text("mine\n")
+    with pytest.raises(UserError, match="link"):
+        check_eval_dir(out)
+    record_eval_files(out, {"report.md": ["0" * 64]})  # were it reached: the link replaced
+    assert diary.read_text() == "my diary\n" and not (out / EVAL_MARKER).is_symlink()
 
 
 def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path, capsys):
@@ -83,8 +121,9 @@ def test_eval_is_one_writer_and_leaves_no_older_reports_file(prepared, tmp_path,
 
     out = tmp_path / "eval"
     out.mkdir()
-    (out / EVAL_MARKER).write_text("{}\n")
     (out / "report.png").write_bytes(b"an older eval's plot")
+    plot = hashlib.sha256(b"an older eval's plot").hexdigest()
+    (out / EVAL_MARKER).write_text(json.dumps({"files": {"report.png": [plot]}}))
     questions = tmp_path / "q.jsonl"
     questions.write_text(
         json.dumps({"question": "a red kayak", "uid": "absent", "kind": "absent"}) + "\n"
@@ -109,9 +148,11 @@ def test_a_report_moved_in_midway_is_never_taken_for_a_whole_one(tmp_path, monke
 
     out = tmp_path / "eval"
     out.mkdir()
-    (out / EVAL_MARKER).write_text("{}\n")
-    for name in ("report.json", "answers.jsonl", "report.md"):
+    names = ("report.json", "answers.jsonl", "report.md")
+    for name in names:
         (out / name).write_text("old")
+    old = hashlib.sha256(b"old").hexdigest()  # an earlier eval's, as its marker records them
+    (out / EVAL_MARKER).write_text(json.dumps({"files": {name: [old] for name in names}}))
     writers = {
         name: (lambda path: path.write_text("new"))
         for name in ("report.json", "answers.jsonl", "report.md")

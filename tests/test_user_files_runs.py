@@ -385,3 +385,33 @@ def test_overwrite_whose_move_fails_part_way_puts_the_run_back(tmp_path, monkeyp
     assert {p.name: p.read_text() for p in out.iterdir() if p.is_file()} == files
     assert (out / "checkpoints" / "step-00000001" / "COMPLETE").is_file()
     assert not (out / "previous").exists()
+
+
+@pytest.mark.parametrize("link", ["symbolic", "hard"])
+def test_a_resume_writes_config_and_its_changes_beside_never_through_a_link(tmp_path, link):
+    """An outside review: each launch wrote the run's config.yaml in place, and appended to
+    config_changes.jsonl: a config.yaml linked to the user's own experiment config had it
+    overwritten, and a ``cp -al`` snapshot of the run changed with the run. Now both files are
+    written beside and renamed: the link is replaced, what it pointed to is left as it was."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.config_loader import write_resolved
+    from amazon_sft.resume_config import CHANGES, Change, record_changes
+
+    run = tmp_path / "run"
+    run.mkdir()
+    mine = {"config.yaml": b"# my experiment\nlr: 1\n", CHANGES: b"my own lines\n"}
+    for name, body in mine.items():
+        (tmp_path / name).write_bytes(body)
+        if link == "symbolic":
+            (run / name).symlink_to(tmp_path / name)
+        else:
+            os.link(tmp_path / name, run / name)
+    write_resolved(load_run_config("tiny"), run / "config.yaml", header="# ran\n")
+    record_changes(run, 3, [Change("train.lr", 0.1, 0.2)])
+    for name, body in mine.items():
+        assert (tmp_path / name).read_bytes() == body, name  # the user's, as it was
+        assert not (run / name).is_symlink() and (run / name).stat().st_nlink == 1
+    assert (run / "config.yaml").read_text().startswith("# ran\n")
+    written = (run / CHANGES).read_text().splitlines()
+    assert '"key": "train.lr"' in written[-1]
+    assert written[:-1] == ([] if link == "symbolic" else ["my own lines"])

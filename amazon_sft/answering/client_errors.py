@@ -36,6 +36,33 @@ def body_error(first: dict, body: object) -> str | None:
     return None
 
 
+def wrong_content_type(content_type: str) -> str | None:
+    """What a client that sent its body as another media type than JSON is told (status 415);
+    None for JSON (``application/json``, ``application/*+json``). Without this a JSON object
+    sent as text was told "must be a JSON object" (a new user's trial).
+
+    >>> wrong_content_type("application/json; charset=utf-8") is None
+    True
+    >>> wrong_content_type("text/plain")[:55]
+    'request body was sent as Content-Type: text/plain, not '
+    >>> wrong_content_type("")[:56]
+    'request body was sent without a Content-Type, not as app'
+    """
+    media = content_type.split(";")[0].strip().lower()
+    if media == "application/json" or (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        return None
+    if not media:
+        return (
+            f"request body was sent without a Content-Type, not as application/json: {HOW_TO_ASK}"
+        )
+    shown = media[:80].encode("ascii", "replace").decode()  # a header is the client's to fill
+    if media == "application/x-www-form-urlencoded":
+        shown += " (curl -d's default)"
+    return f"request body was sent as Content-Type: {shown}, not application/json: {HOW_TO_ASK}"
+
+
 PARSE_FAILED = "There was an error parsing the body"
 """FastAPI's detail for a body its JSON decoder could not take as text (not UTF-8)."""
 

@@ -39,6 +39,7 @@ from amazon_sft.answering.client_errors import (
     PARSE_FAILED,
     body_error,
     unreadable_body,
+    wrong_content_type,
 )
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
@@ -134,6 +135,8 @@ def create_app(
     async def bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
         if (whole := body_error(first, exc.body)) is not None:
+            if media := wrong_content_type(request.headers.get("content-type", "")):
+                return error(415, media)  # the object may be fine: its type is not
             return error(422, whole)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         if not where and first.get("type") == "value_error":  # the request's own check

@@ -242,6 +242,13 @@ def _demo(args, out: Path) -> int:
     check_demo_files(out, prepared, [report, oracle], writes)  # before the first step
     settings = " ".join(f"{k}={v}" for k, v in sorted(vars(args).items()))
     log = demo_log(out, f"# amazon-sft demo: {settings}\n")
+    if (out / "run" / "final").is_dir():  # said: a stop midway left ask no model to name
+        again = (
+            f"demo: {out} holds an earlier demo: every step runs again; its tuned model is set "
+            f"aside in {out / 'run' / 'previous'}/<time>/ when training starts (never deleted)"
+        )
+        print(again, flush=True)
+        log.write(f"# {again}\n")
     before, after, questions = _steps(args, out, log)
     summary = {
         "questions": [

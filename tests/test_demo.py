@@ -384,3 +384,36 @@ def test_a_killed_demo_leaves_no_step_running(tmp_path):
     finally:
         for pid in steps():
             os.kill(pid, signal.SIGKILL)
+
+
+def test_a_demo_run_again_says_its_model_is_set_aside_and_ask_names_where(
+    tmp_path, monkeypatch, capsys
+):
+    """A new user's trial: a second ``make demo`` into the same folder set the first tuned model
+    aside in run/previous/ without a word, and once stopped while training, ``ask --model
+    demo_out/run`` said only that the run had no saved model. Both now say where it is."""
+    from amazon_sft import demo
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import _run_folder
+    from amazon_sft.ownership import RUN_MARKER, claim_demo_dir
+
+    out = tmp_path / "demo"
+    claim_demo_dir(out)
+    (out / "run" / "final").mkdir(parents=True)
+
+    def stop(*_):
+        raise KeyboardInterrupt  # stopped before the first step
+
+    monkeypatch.setattr(demo, "_steps", stop)
+    with pytest.raises(KeyboardInterrupt):
+        demo._demo(demo.parse_args(["--out", str(out)]), out)
+    said = capsys.readouterr().out
+    assert "holds an earlier demo" in said and str(out / "run" / "previous") in said
+    assert "holds an earlier demo" in (out / "demo.log").read_text()
+    run = out / "run"  # what a stop while training left: the marker, the old model aside
+    (run / "final").rename(tmp_path / "old-final")
+    (run / RUN_MARKER).write_text("{}\n")
+    (run / "previous" / "20261206T005325Z").mkdir(parents=True)
+    (tmp_path / "old-final").rename(run / "previous" / "20261206T005325Z" / "final")
+    with pytest.raises(UserError, match=r"earlier model is in .*previous/20261206T005325Z"):
+        _run_folder(str(run))

@@ -209,6 +209,27 @@ def _config_checked(folder: Path) -> bool:
         return False
 
 
+def _set_aside(run: Path) -> str:
+    """Where ``overwrite=true`` set the run's earlier model aside (the newest, saved): a second
+    ``make demo`` stopped while training left its first one there, unnamed (a new user's trial).
+
+    >>> import tempfile; run = Path(tempfile.mkdtemp())
+    >>> _set_aside(run)
+    ''
+    >>> (run / "previous" / "20261206T005325Z" / "final").mkdir(parents=True)
+    >>> _set_aside(run).endswith("previous/20261206T005325Z (overwrite=true set it aside)")
+    True
+    """
+    from amazon_sft.ownership import PREVIOUS_RUNS
+
+    kept = sorted((run / PREVIOUS_RUNS).glob("*/final"))
+    return (
+        f"; the run's earlier model is in {kept[-1].parent} (overwrite=true set it aside)"
+        if kept
+        else ""
+    )
+
+
 def _run_folder(spec: str, what: str = "--model", runs_only: bool = False) -> Path:
     """The saved model's folder a training ``out_dir`` (or its ``final/``) names; where
     ``runs_only`` (export: a base model needs none), its errors do not offer ``config:NAME``."""
@@ -232,7 +253,7 @@ def _run_folder(spec: str, what: str = "--model", runs_only: bool = False) -> Pa
     if not (folder / SAVED_CONFIG).is_file() and (folder / RUN_MARKER).is_file():
         raise UserError(
             f"{what} {spec}: the run has no saved model (final/) yet, nor a checkpoint: let it "
-            "train (train ... resume=auto), or give a finished run"
+            f"train (train ... resume=auto), or give a finished run{_set_aside(folder)}"
         )
     if not (folder / SAVED_CONFIG).is_file():
         raise UserError(

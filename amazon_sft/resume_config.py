@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from amazon_sft.atomic import write_text_whole
 from amazon_sft.checkpointing import RUN_CONFIG
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
@@ -245,23 +246,27 @@ def rebase_schedule(
     inner._last_lr = [group["lr"] for group in inner.optimizer.param_groups]
 
 
+def _history(out_dir: Path) -> bytes:
+    """The bytes of ``config_changes.jsonl``; none for a link there (it points at a file that is
+    no history of this run: a user's, never read, never written through)."""
+    path = out_dir / CHANGES
+    return path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+
+
 def record_changes(out_dir: Path, step: int, changes: list[Change]) -> None:
     """Add to ``config_changes.jsonl`` (the history ``config.yaml``'s header is made from):
     the file is written again beside and renamed, not appended to, so a link there (to a
     user's file, or shared with a ``cp -al`` snapshot of the run) is replaced, not written
     through."""
-    from amazon_sft.atomic import write_text_whole
-
     when = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-    path = out_dir / CHANGES
-    old = path.read_bytes() if path.is_file() and not path.is_symlink() else b""
+    old = _history(out_dir)
     if old and not old.endswith(b"\n"):  # a line cut by a kill must not swallow the next one
         old += b"\n"
     lines = [
         json.dumps({"step": step, "key": c.key, "old": c.old, "new": c.new, "at": when}) + "\n"
         for c in changes
     ]
-    write_text_whole(path, old + "".join(lines).encode())
+    write_text_whole(out_dir / CHANGES, old + "".join(lines).encode())
 
 
 def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> None:
@@ -271,14 +276,14 @@ def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> 
     (run record ``saved``) already holds its new value: a launch stopped within its first step
     saves the step it resumed from again, with its config, and that change still happened.
     Rewritten beside, renamed."""
-    path = out_dir / CHANGES
-    if not path.is_file():
+    history = _history(out_dir)
+    if not history:
         return
     held = flatten(saved["config"]) if saved and isinstance(saved.get("config"), dict) else {}
     if saved and saved.get("precision"):
         held[RAN_PRECISION] = precision_name(saved["precision"])
     kept = []
-    for line in path.read_text(errors="replace").splitlines():
+    for line in history.decode(errors="replace").splitlines():
         try:
             change = json.loads(line)
             at = int(change["step"])
@@ -287,18 +292,13 @@ def forget_changes_from(out_dir: Path, step: int, saved: dict | None = None) -> 
         except (ValueError, TypeError, KeyError, AttributeError):  # a cut line: history_header
             pass
         kept.append(line)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(path)
+    write_text_whole(out_dir / CHANGES, "".join(line + "\n" for line in kept))
 
 
 def history_header(out_dir: Path) -> str:
     """YAML comment lines, one per recorded change: ``# changed at step N: key: old -> new``."""
-    path = out_dir / CHANGES
-    if not path.is_file():
-        return ""
     lines, unreadable = [], 0
-    for line in path.read_text(errors="replace").splitlines():
+    for line in _history(out_dir).decode(errors="replace").splitlines():
         try:
             c = json.loads(line)
             lines.append(

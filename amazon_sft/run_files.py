@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from amazon_sft.atomic import write_text_whole
+
 SUMMARY_FILE = "run_summary.json"
 
 log = logging.getLogger("amazon_sft.train")
@@ -112,6 +114,4 @@ def drop_metrics_after(metrics_file: Path, step: int) -> None:
             log.warning("metrics.jsonl: dropped a line that is no step's record (cut by a kill?)")
         elif row["step"] <= step:
             kept.append(line)
-    tmp = metrics_file.with_name(metrics_file.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept))
-    tmp.replace(metrics_file)
+    write_text_whole(metrics_file, "".join(line + "\n" for line in kept))

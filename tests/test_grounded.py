@@ -11,6 +11,7 @@ import orjson
 import pytest
 
 from amazon_sft.config import load_run_config
+from amazon_sft.data.cutting import RUNS_ON
 from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.shards import PackedShards
 from amazon_sft.data.split import normalise_title, split_groups
@@ -117,7 +118,7 @@ def test_grounded_examples_quote_and_cite_or_abstain(grounded_prepared, tiny_tok
         assert uid in uids and answer.endswith(f"[source: {uid}]")
         shown = dict((u, d) for _, d, u in records)[uid]
         assert answer == f"{shown}\n[source: {uid}]"
-        assert by_uid[uid]["content"].startswith(shown)
+        assert by_uid[uid]["content"].startswith(shown.removesuffix(RUNS_ON))
         others = [by_uid[u] for u in uids if u != uid]  # distractors: never a twin
         assert all(o["content"] != by_uid[uid]["content"] for o in others)
         seen["cited"] += 1
@@ -338,10 +339,47 @@ def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(1, n))) for n in (5, 300, 9000)]
     texts = [t for t in texts for _ in range(3)] + ["y" * 5000, "word " * 3000, "short"]
     texts += [" ".join(rng.choice(words) for _ in range(rng.randint(100, 3000))) for _ in range(60)]
+    runs_on = len(tiny_tok([cutting.RUNS_ON], add_special_tokens=False)["input_ids"][0])
     for budget in (8, 40, 160):
         whole = tiny_tok(texts, add_special_tokens=False, return_offsets_mapping=True)
-        want = cutting._cut_at(texts, whole["offset_mapping"], budget)
+        want = cutting._cut_at(texts, whole["offset_mapping"], budget, runs_on)
         assert cutting.cut_to_tokens(tiny_tok, texts, budget) == want
+
+
+def test_a_cut_record_ends_at_a_sentence_or_says_it_runs_on(tiny_tok):
+    """A grounded answer copies the record as the prompt shows it. Cut at a word, a record was
+    answered mid-sentence with nothing to say so (a new user's demo: "... the Saucepan measures
+    [source: B01]"). Each cut record now ends at its last whole sentence, or at a word and then
+    ``RUNS_ON``, within its budget of tokens; the answer taught and quoted is that text."""
+    import json
+
+    from amazon_sft.data.cutting import RUNS_ON, SENTENCE_BREAK, cut_to_tokens
+    from amazon_sft.data.synthetic import generate_rows
+    from amazon_sft.prompts import grounded_answer
+
+    def content(line: bytes):
+        try:
+            return json.loads(line).get("content")
+        except (ValueError, AttributeError):  # the generator's malformed lines
+            return None
+
+    texts = [content(line) for line in generate_rows(400, seed=1, version=2)[0]]
+    texts = [t for t in texts if isinstance(t, str) and t]
+    endings = {"sentence": 0, "runs on": 0}
+    for budget in (16, 40):
+        for text, shown in zip(texts, cut_to_tokens(tiny_tok, texts, budget)):
+            assert len(tiny_tok(shown, add_special_tokens=False)["input_ids"]) <= budget
+            if shown == text:
+                continue
+            if shown.endswith(RUNS_ON):
+                endings["runs on"] += 1
+                assert text.startswith(shown[: -len(RUNS_ON)]) and shown[-2] != " "
+            else:
+                endings["sentence"] += 1
+                assert text.startswith(shown) and SENTENCE_BREAK.match(text, len(shown)), shown
+    assert min(endings.values()) > 20, endings
+    shown = cut_to_tokens(tiny_tok, [texts[1]], 16)[0]
+    assert grounded_answer(shown, "B01", "en") == shown + "\n[source: B01]"
 
 
 def test_grounded_examples_that_do_not_fit_max_seq_len_are_refused_early(catalogue, tmp_path):

@@ -297,6 +297,7 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
         {"question": seen[0]["title"], "absent": seen[0]["uid"], "kind": "absent"},
         {"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"},
     ]
+    lines = [{**x, "source": "generated"} for x in lines]
     questions = _write(tmp_path / "q.jsonl", lines)
     (base,), overrides = _base(tiny_model_dir)
     out = tmp_path / "r"
@@ -339,6 +340,13 @@ def test_compare_end_to_end_through_the_answerer(prepared, tiny_model_dir, tuned
     assert "data.context_record_tokens=160 as the prepared folder taught" in proc.stderr
     md = (out / "report.md").read_text()
     assert "tuned - base (95% CI)" in md and "retrieval recall@k" in md
+    # a reader is told what the catalogue is and how the tuned model was trained (a new user
+    # read the demo's generated catalogue's figures as the real rows', with no recipe beside)
+    made = json.loads((prepared / "report.json").read_text())
+    said = f"prepared from {made['input']}: {made['kept']} products"
+    assert said in report["catalogue"] and "a generated catalogue (amazon-sft synth)" in md
+    assert "full fine-tune of" in md and "25 steps of 4 rows, lr" in md
+    assert "0 skipped" not in md  # none was: said only when some were
     # the rates' intervals are Wilson's, not a bootstrap (0 of 2 reads [0, 0.658], not [0, 0])
     assert "95% Wilson intervals for rates" in md and "bootstrap intervals over questions" not in md
     summary = md.split("## Summary")[1].split("\n## ")[0]

@@ -98,14 +98,25 @@ def _filtered(result: EndToEndReport) -> str:
     return f"; only source {result.question_source}: {result.other_source or 0} others left out"
 
 
+def _said(catalogue: str) -> str:
+    return f", {md_text(catalogue)}" if catalogue else ""
+
+
+def _skipped(result: EndToEndReport) -> str:
+    """The questions left unasked because their product is not in the catalogue, if any."""
+    n = len(result.skipped_lines)
+    return f"; {n} skipped: their product is not in this catalogue" if n else ""
+
+
 def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 5) -> str:
     models = list(result.models)
     lines = [
         f"# {TITLE}",
         "",
-        f"Data: `{result.data}`; questions: `{result.questions}` ({result.asked} asked, "
-        f"{len(result.skipped_lines)} skipped: their product is not in this "
-        f"catalogue{_filtered(result)}); greedy, "
+        f"Data: `{result.data}`{_said(result.catalogue)}.",
+        "",
+        f"Questions: `{result.questions}` ({result.asked} asked{_skipped(result)}"
+        f"{_filtered(result)}); greedy, "
         f"max {result.max_new_tokens} new tokens, {_batching(result.batch_size)}; "
         "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L; differences "
         "between models: Newcombe's paired interval for a rate over the same questions, the "

@@ -4,7 +4,9 @@ or two models. What is asked and how an answer is scored: ``end_to_end``; the re
 
 from __future__ import annotations
 
+import json
 import sys
+from collections import Counter
 from dataclasses import asdict
 from pathlib import Path
 from types import SimpleNamespace
@@ -107,6 +109,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         if args.compare
         else None,
         own_right=own_right(rows, list(specs)) if gate.quote_when_sure else None,
+        catalogue=catalogue_said(data_dir, questions),
     )
     write_report(Path(args.out), report, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
@@ -151,6 +154,35 @@ def _questions(args, data_dir: Path):
     QF.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept)
     left_out = {"other_source": len(every) - len(questions)} if args.question_source else {}
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped], **left_out}
+
+
+ABOUT = {
+    "generated": "a generated catalogue (amazon-sft synth), not the AmazonTitles rows",
+    "real": "the AmazonTitles rows",
+}
+"""What a question file's ``source`` says its questions are about."""
+
+
+def catalogue_said(data_dir: Path, questions: list) -> str:
+    """The catalogue in words, for a reader who did not run prepare: the file it was prepared
+    from and its products (prepare's report.json; left out where that is missing or edited), and
+    what the questions say they are about (a new user took the demo's generated catalogue's
+    figures for the real rows': its report said only ``Data: demo_out/prepared``).
+
+    >>> catalogue_said(Path("/nowhere"), [])
+    ''
+    """
+    try:
+        made = json.loads((data_dir / "report.json").read_text())
+        said = [f"prepared from {made['input']}: {int(made['kept'])} products"]
+        said[0] += f", {int(made['train_products'])} of them taught"
+    except (OSError, ValueError, KeyError, TypeError):
+        said = []
+    sources = Counter(q.source for q in questions)
+    about = [f"{ABOUT[s]} ({n} questions)" for s, n in sorted(sources.items()) if s in ABOUT]
+    if about:
+        said.append("the questions are about " + " and ".join(about))
+    return "; ".join(said)
 
 
 def _taught_at_all(data_dir: Path):

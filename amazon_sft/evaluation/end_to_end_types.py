@@ -97,6 +97,10 @@ class EndToEndReport:
     """Group -> metric -> tuned minus base (``--compare`` only)."""
     own_right: dict[str, OwnRight] | None = None
     """Per model (``--quote-when-sure`` only)."""
+    catalogue: str = ""
+    """What the catalogue is, in words: the file prepare read and what the questions say they
+    are about, real or generated rows (``end_to_end_run.catalogue_said``; empty in reports
+    written before it)."""
     mode: str = field(default="end to end", init=False)
 
     def to_json(self) -> dict:
@@ -115,6 +119,7 @@ class EndToEndReport:
             "quote_when_sure": self.quote_when_sure,
             "meaning_weight": self.meaning_weight,
             "seed": self.seed,
+            "catalogue": self.catalogue,
             "models": {name: asdict(run) for name, run in self.models.items()},
             "groups": {
                 model: {
@@ -165,6 +170,7 @@ class EndToEndReport:
                 group: {k: Change(**_number_fields(c)) for k, c in row.items()}
                 for group, row in comparison.items()
             },
+            catalogue=str(raw.get("catalogue") or ""),
             own_right=None
             if own is None
             else {name: OwnRight(int(o["right"]), int(o["of"])) for name, o in own.items()},

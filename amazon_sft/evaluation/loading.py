@@ -106,16 +106,30 @@ def load_for_eval(
         with peft_quietly():
             model = PeftModel.from_pretrained(base, str(folder))
         model = merge_adapters(model) if merge else model
-        return (
-            _ready(model, device),
-            tok,
-            cfg,
-            f"tuned {folder} ({cfg.lora.kind} on {cfg.model.path})",
-        )
+        label = f"tuned {folder} ({cfg.lora.describe()} on {cfg.model.path}{_trained(folder, cfg)})"
+        return _ready(model, device), tok, cfg, label
     full = _no_lora(cfg)
     full.model.path, full.model.gguf_file = str(folder), None
     model = load_model(full, len(tok), choose_pad_id(tok), "no", dtype=dtype, bos_eos=_ends(tok))
-    return _ready(model, device), tok, cfg, f"tuned {folder}"
+    trained = _trained(folder, cfg)  # an export has no record of its training
+    how = f" (full fine-tune of {cfg.model.path}{trained})" if trained else ""
+    return _ready(model, device), tok, cfg, f"tuned {folder}{how}"
+
+
+def _trained(folder: Path, cfg: RunConfig) -> str:
+    """How a training run's saved model was trained, for a report's reader (a new user found
+    no recipe in the demo's): its steps, rows a step and learning rate, from its
+    ``run_summary.json`` (empty for a folder without one: an export)."""
+    from amazon_sft.run_files import read_run_summary
+
+    summary = read_run_summary(folder)
+    if summary is None:
+        return ""
+    stopped = f", stopped early by {summary.stopped_by}" if summary.stopped_by else ""
+    return (
+        f"; {summary.steps} steps of {cfg.train.global_batch_size} rows, lr {cfg.train.lr:g}"
+        + stopped
+    )
 
 
 def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:

@@ -131,7 +131,7 @@ def test_oversized_and_malformed_bodies(client):
     broken = client.post(
         "/api/ask", content=b"{not json", headers={"Content-Type": "application/json"}
     )
-    assert broken.status_code == 422 and "error" in broken.json()
+    assert broken.status_code == 400 and "error" in broken.json()
 
 
 def test_stream_sends_text_then_what_ask_returns(client):

@@ -132,39 +132,44 @@ def test_every_error_has_the_documented_shape():
 
 
 @pytest.mark.parametrize(
-    ("body", "content_type", "needle"),
+    ("body", "content_type", "status", "needle"),
     [
-        (b"{not json", "application/json", "not valid JSON (line 1 column 2: Expecting"),
+        (b"{not json", "application/json", 400, "not valid JSON (line 1 column 2: Expecting"),
         (
             b'{\n "question": "x",\n}',
             "application/json",
+            400,
             "not valid JSON (line 3 column 1: Expecting",
         ),
-        (b'["question"]', "application/json", "must be a JSON object"),
-        (b"", "application/json", "must be a JSON object"),
+        (b'["question"]', "application/json", 422, "must be a JSON object"),
+        (b"", "application/json", 422, "must be a JSON object"),
         # a JSON object under another type was told "must be a JSON object" (a new user's
         # trial); curl -d sends application/x-www-form-urlencoded unless told otherwise
-        (b'{"question": "x"}', "text/plain", "was sent as Content-Type: text/plain, not"),
+        (b'{"question": "x"}', "text/plain", 415, "was sent as Content-Type: text/plain, not"),
         (
             b'{"question": "x"}',
             "application/x-www-form-urlencoded",
+            415,
             "x-www-form-urlencoded (curl -d's default), not application/json",
         ),
         # FastAPI's own words were "There was an error parsing the body" (status 400, kept)
-        (b'{"question": "caf\xe9"}', "application/json", "not UTF-8 (byte 0xe9 at 17)"),
+        (b'{"question": "caf\xe9"}', "application/json", 400, "not UTF-8 (byte 0xe9 at 17)"),
         # valid JSON, past Python's 4300-digit limit on reading an integer: it was "could not
         # be read as JSON", naming nothing (a review)
-        (b'{"question": "x", "k": 1' + b"0" * 4300 + b"}", "application/json", "4301 digits"),
+        (b'{"question": "x", "k": 1' + b"0" * 4300 + b"}", "application/json", 400, "4301 digits"),
     ],
 )
-def test_a_body_that_is_not_a_json_object_says_what_to_send(body, content_type, needle):
-    """A body that was not JSON got ``{"error": "13: JSON decode error"}`` (13: an offset)."""
+def test_a_body_that_is_not_a_json_object_says_what_to_send(body, content_type, status, needle):
+    """A body that was not JSON got ``{"error": "13: JSON decode error"}`` (13: an offset).
+    Its status says whose the fault is, one way for each: a body that cannot be read as JSON
+    is a 400 (malformed JSON was a 422 while bytes that were not UTF-8 were a 400: a new user's
+    trial), JSON of the wrong shape a 422, another Content-Type a 415."""
     from fastapi.testclient import TestClient
 
     client = TestClient(create_app(SlowAnswerer()), base_url="http://127.0.0.1")
     r = client.post("/api/ask", content=body, headers={"content-type": content_type})
     error = r.json()["error"]
-    assert r.status_code in ((400, 422) if content_type == "application/json" else (415,))
+    assert r.status_code == status
     assert needle in error and 'send {"question": ' in error, error
 
 

@@ -137,7 +137,8 @@ def create_app(
         if (whole := body_error(first, exc.body)) is not None:
             if media := wrong_content_type(request.headers.get("content-type", "")):
                 return error(415, media)  # the object may be fine: its type is not
-            return error(422, whole)
+            # unreadable as JSON: 400, as a body that is not UTF-8 is; JSON of another shape: 422
+            return error(400 if first.get("type") == "json_invalid" else 422, whole)
         where = ".".join(str(p) for p in first.get("loc", ()) if p != "body")
         if not where and first.get("type") == "value_error":  # the request's own check
             return error(422, str(first.get("ctx", {}).get("error", first.get("msg"))))

@@ -378,6 +378,13 @@ def test_a_cut_record_ends_at_a_sentence_or_says_it_runs_on(tiny_tok):
                 endings["sentence"] += 1
                 assert text.startswith(shown) and SENTENCE_BREAK.match(text, len(shown)), shown
     assert min(endings.values()) > 20, endings
+    # a full stop after an initial or an abbreviation ends no sentence (a review found "...
+    # from interiors of St." among the real rows' cuts)
+    from amazon_sft.data.cutting import _ending
+
+    assert _ending("A soft warm bear. It is", "A soft warm bear. It") == "A soft warm bear."
+    for kept in ("Drawn by J. K.", "From interiors of St.", "Holds approx.", "Set of U.S.", "Vol."):
+        assert _ending(kept + " Paul and 3 more", kept) == kept + RUNS_ON
     shown = cut_to_tokens(tiny_tok, [texts[1]], 16)[0]
     assert grounded_answer(shown, "B01", "en") == shown + "\n[source: B01]"
 

@@ -21,6 +21,14 @@ record as shown, so a record cut mid-sentence was answered mid-sentence with not
 ("... the book features a [source: B01]": a new user's trial of the demo). Not every cut ends at
 a sentence: ROUGE-L is scored against the whole description, and a shorter record is a shorter
 answer."""
+NOT_AN_END = re.compile(
+    r"(?:^|[^\w.])(?:[A-Z]|St|Mr|Mrs|Ms|Dr|Prof|Vol|Vols|No|Nos|Ed|Eds|Fig|pp|approx|vs|etc|"
+    r"Inc|Ltd|Co|Jr|Sr|e\.g|i\.e|U\.S|U\.K|Ph\.D)\.$"
+)
+"""A full stop that ends an initial or an abbreviation, not a sentence: "by J. K.", "Vol.",
+"approx." (the record would stop mid-sentence without its ``RUNS_ON``: a review found "... from
+interiors of St." among the real rows' cuts). ``question_kinds.sentences`` splits there still:
+an attribute's sentence is the same either way."""
 RUNS_ON = "…"
 """Ends a text cut inside a sentence: the record, and the answer that copies it, say that the
 description goes on (its citation names where)."""
@@ -33,7 +41,8 @@ def cut_to_tokens(tok, texts: list[str], budget: int) -> list[str]:
     """Each text cut to about ``budget`` tokens of ``tok``: at the end of its last whole
     sentence within them where that keeps most of them (``SENTENCE_KEEPS``), else at the last
     space before the cut (a cut word would teach the model to stop mid-word) followed by
-    ``RUNS_ON``, whose tokens are counted in the budget.
+    ``RUNS_ON``, whose tokens are counted in the budget (a character of several tokens at the
+    cut can pass it by a token or two, as the word cut could).
 
     Only the opening of a long text is tokenized (``CHARS_PER_TOKEN_READ`` characters a token
     of budget, up to a space): descriptions run to 197k characters and only ~160 tokens are
@@ -93,9 +102,12 @@ def _ending(text: str, kept: str) -> str:
     'A soft bear for small hands. It is 30 cm tall and…'
     >>> _ending("Ages 3+. Batteries included", "Ages 3+.")  # a cut at a sentence's end
     'Ages 3+.'
+    >>> _ending("Drawn by J. K. Lee for all", "Drawn by J. K.")  # initials end no sentence
+    'Drawn by J. K.…'
     """
-    ends = [m.start() for m in SENTENCE_BREAK.finditer(text, 0, len(kept) + 2)]
-    ends = [e for e in ends if e <= len(kept)]
+    window = len(kept) + 64  # the spaces after a full stop, then the next sentence's first
+    ends = [m.start() for m in SENTENCE_BREAK.finditer(text, 0, window) if m.start() <= len(kept)]
+    ends = [e for e in ends if not NOT_AN_END.search(text, max(0, e - 12), e)]
     if ends and ends[-1] >= SENTENCE_KEEPS * len(kept):
         return text[: ends[-1]]
     return kept + RUNS_ON

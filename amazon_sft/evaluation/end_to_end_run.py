@@ -67,6 +67,7 @@ def run(args, data_dir: Path, accelerator) -> int:
     gate = G.resolve_gate(args)  # ask's default unless given: eval scores the path users take
     questions, products, removals, skipped = _questions(args, data_dir)
     say_skipped(skipped, args.questions, data_dir)
+    catalogue = catalogue_said(data_dir, questions)  # before the models answer, not after
     groups = E.question_groups(questions, products)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     from amazon_sft.answering.index import CatalogueIndex
@@ -109,7 +110,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         if args.compare
         else None,
         own_right=own_right(rows, list(specs)) if gate.quote_when_sure else None,
-        catalogue=catalogue_said(data_dir, questions),
+        catalogue=catalogue,
     )
     write_report(Path(args.out), report, rows)
     print(f"report: {Path(args.out) / 'report.md'} (also report.json, answers.jsonl)")
@@ -171,12 +172,17 @@ def catalogue_said(data_dir: Path, questions: list) -> str:
 
     >>> catalogue_said(Path("/nowhere"), [])
     ''
+    >>> import tempfile
+    >>> edited = Path(tempfile.mkdtemp())
+    >>> _ = (edited / "report.json").write_text('{"input": "x", "kept": 1e999, "train_products": 1}')
+    >>> catalogue_said(edited, [])  # edited by hand: left out, never a traceback after the run
+    ''
     """
     try:
         made = json.loads((data_dir / "report.json").read_text())
         said = [f"prepared from {made['input']}: {int(made['kept'])} products"]
         said[0] += f", {int(made['train_products'])} of them taught"
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, OverflowError):  # 1e999 reads as inf
         said = []
     sources = Counter(q.source for q in questions)
     about = [f"{ABOUT[s]} ({n} questions)" for s, n in sorted(sources.items()) if s in ABOUT]

@@ -346,14 +346,14 @@ def test_cutting_reads_only_the_opening_and_cuts_where_the_whole_text_would(tiny
         assert cutting.cut_to_tokens(tiny_tok, texts, budget) == want
 
 
-def test_a_cut_record_ends_at_a_sentence_or_says_it_runs_on(tiny_tok):
+def test_a_cut_record_says_it_runs_on(tiny_tok):
     """A grounded answer copies the record as the prompt shows it. Cut at a word, a record was
     answered mid-sentence with nothing to say so (a new user's demo: "... the Saucepan measures
-    [source: B01]"). Each cut record now ends at its last whole sentence, or at a word and then
-    ``RUNS_ON``, within its budget of tokens; the answer taught and quoted is that text."""
+    [source: B01]"). Each cut record now ends at a word and then ``RUNS_ON``, within its budget
+    of tokens; the answer taught and quoted is that text."""
     import json
 
-    from amazon_sft.data.cutting import RUNS_ON, SENTENCE_BREAK, cut_to_tokens
+    from amazon_sft.data.cutting import RUNS_ON, cut_to_tokens
     from amazon_sft.data.synthetic import generate_rows
     from amazon_sft.prompts import grounded_answer
 
@@ -365,27 +365,18 @@ def test_a_cut_record_ends_at_a_sentence_or_says_it_runs_on(tiny_tok):
 
     texts = [content(line) for line in generate_rows(400, seed=1, version=2)[0]]
     texts = [t for t in texts if isinstance(t, str) and t]
-    endings = {"sentence": 0, "runs on": 0}
+    cut = 0
     for budget in (16, 40):
         for text, shown in zip(texts, cut_to_tokens(tiny_tok, texts, budget)):
             assert len(tiny_tok(shown, add_special_tokens=False)["input_ids"]) <= budget
-            if shown == text:
-                continue
-            if shown.endswith(RUNS_ON):
-                endings["runs on"] += 1
-                assert text.startswith(shown[: -len(RUNS_ON)]) and shown[-2] != " "
-            else:
-                endings["sentence"] += 1
-                assert text.startswith(shown) and SENTENCE_BREAK.match(text, len(shown)), shown
-    assert min(endings.values()) > 20, endings
-    # a full stop after an initial or an abbreviation ends no sentence (a review found "...
-    # from interiors of St." among the real rows' cuts)
-    from amazon_sft.data.cutting import _ending
-
-    assert _ending("A soft warm bear. It is", "A soft warm bear. It") == "A soft warm bear."
-    for kept in ("Drawn by J. K.", "From interiors of St.", "Holds approx.", "Set of U.S.", "Vol."):
-        assert _ending(kept + " Paul and 3 more", kept) == kept + RUNS_ON
+            if shown != text:
+                cut += 1
+                opening = shown.removesuffix(RUNS_ON)
+                assert shown.endswith(RUNS_ON) and text.startswith(opening)
+                assert text[len(opening)] == " " and not opening.endswith(" ")  # at a word
+    assert cut > 100
     shown = cut_to_tokens(tiny_tok, [texts[1]], 16)[0]
+    assert shown.endswith(RUNS_ON)
     assert grounded_answer(shown, "B01", "en") == shown + "\n[source: B01]"
 
 

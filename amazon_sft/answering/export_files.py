@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from amazon_sft.chat_templates import PLAIN_GAPS, chat_messages, fixed_clock, plain_chat_template
-from amazon_sft.data.cutting import RUNS_ON, SENTENCE_KEEPS
+from amazon_sft.data.cutting import RUNS_ON
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.prompts import ContextRecord, PromptFormat
 from amazon_sft.run_files import RunSummary
@@ -133,9 +133,8 @@ def _how_to_prompt(fmt: PromptFormat, data, turn: str, system: str) -> str:
     )
     return f"""{head} A grounded question (how
 `amazon-sft ask` answers) sends the question, then the {data.context_records} records retrieval
-found, each description cut to {data.context_record_tokens} tokens of this tokenizer (at its last
-whole sentence where that keeps {SENTENCE_KEEPS:.0%} of a cut at a word, else at a word and then
-"{RUNS_ON}"):
+found, each description cut to {data.context_record_tokens} tokens of this tokenizer (at a word,
+then "{RUNS_ON}"):
 
 ```text
 {example_prompt(fmt, data.context_records)}

@@ -18,7 +18,7 @@ read the right record among distractors, to quote it, and to abstain when it is 
   by "Book 2", "Vol. 3", "#12") take the place of the last ones;
 - attribute questions are answered with the description's sentence that answers them, then the
   citation;
-- every description is cut to ``context_record_tokens`` at a sentence, or at a word then "…"
+- every description is cut to ``context_record_tokens`` at a word boundary, then "…"
   (data/cutting.py), and the answer is the right record exactly as shown, then
   ``[source: uid]`` (prompts.grounded_answer);
 - for ``absent_fraction`` of products the right record is left out (one more negative instead)

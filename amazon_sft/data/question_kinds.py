@@ -20,12 +20,11 @@ import random
 import re
 from dataclasses import dataclass
 
-from amazon_sft.data.cutting import SENTENCE_BREAK
-
 KINDS = ("title", "fragment", "reorder", "typo", "portuguese", "descriptive", "attribute")
 """The question kinds, in ``data.question_mix`` order; ``title`` is the template phrasings."""
 
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)?")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9\"'“])")
 _STOP_WORDS = (
     "a an and the of for in on with to by at from is it its this that these every each new your "
     "you are be or as all made into over our their his her was were has have will can one"
@@ -260,7 +259,7 @@ def sentences(content: str) -> list[str]:
     >>> sentences("A soft bear. It is 30 cm tall! Ages 3+.")
     ['A soft bear.', 'It is 30 cm tall!', 'Ages 3+.']
     """
-    return [s.strip() for s in SENTENCE_BREAK.split(content) if s.strip()]
+    return [s.strip() for s in _SENTENCE.split(content) if s.strip()]
 
 
 def attribute(title: str, content: str, uid: str) -> KindQuestion | None:

@@ -40,7 +40,8 @@ test: install
 	@# ~400 Python processes the tests start each compiled the package from source where
 	@# PYTHONDONTWRITEBYTECODE=1 (this CI machine's default): ~0.2 s of CPU a process, written once
 	$(PY) -m compileall -q amazon_sft scripts bench eval > /dev/null
-	$(PY) -m pytest -q -m "not probe" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	@# --durations: each CI log names the slowest tests, for the next trim (docs/benchmarks.md)
+	$(PY) -m pytest -q -m "not probe" --durations=25 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The scripts of probes that were measured and not shipped (bench/verifier_gate.py, ...): kept
 # runnable for their figures in docs/results.md, tested by CI after `make test`.

@@ -800,9 +800,8 @@ def test_resume_takes_another_micro_batch_size_and_trains_the_same_rows(
     args = (*base, *train_overrides(prepared, tiny_model_dir, straight), "train.max_steps=4")
     assert _cli(*args, "train.micro_batch_size=4").returncode == 0
     out = tmp_path / "run"
+    shutil.copytree(straight, out)  # the same launch: a run folder copied as a user moves one
     args = (*base, *train_overrides(prepared, tiny_model_dir, out), "train.max_steps=4")
-    first = _cli(*args, "train.micro_batch_size=4")
-    assert first.returncode == 0, first.stderr[-2000:]
     again = _cli(*args, "train.micro_batch_size=2", "resume=step-2")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "train.micro_batch_size: 4 -> 2" in (out / "config.yaml").read_text()
@@ -813,11 +812,22 @@ def test_resume_takes_another_micro_batch_size_and_trains_the_same_rows(
         assert after["grad_norm"] == pytest.approx(before["grad_norm"], rel=1e-3)
 
 
-def test_resume_refuses_a_change_that_makes_another_run(prepared, tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def two_steps_of_4(prepared, tiny_model_dir, tmp_path_factory) -> Path:
+    """A finished tiny run of 2 steps of 4 rows, trained once for the tests below to copy."""
+    out = tmp_path_factory.mktemp("two-steps") / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     first = _cli(*base, "train.max_steps=2", "train.global_batch_size=4")
     assert first.returncode == 0, first.stderr[-2000:]
+    return out
+
+
+def test_resume_refuses_a_change_that_makes_another_run(
+    two_steps_of_4, prepared, tiny_model_dir, tmp_path
+):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps_of_4, out)
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     # one launch with three changes: the refusal lists every change it refuses
     changes = ("train.global_batch_size=8", "train.adam_betas=[0.8,0.9]", "seed=7")
     again = _cli(*base, "train.max_steps=3", "resume=auto", *changes)
@@ -833,13 +843,14 @@ def test_resume_refuses_a_change_that_makes_another_run(prepared, tiny_model_dir
 
 
 def test_resume_refuses_other_data_but_follows_the_same_data_moved(
-    prepared, catalogue, tiny_cfg, tiny_model_dir, tmp_path
+    two_steps_of_4, prepared, catalogue, tiny_cfg, tiny_model_dir, tmp_path
 ):
     from amazon_sft.prepare import prepare
 
     out = tmp_path / "run"
+    shutil.copytree(two_steps_of_4, out)
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    assert _cli(*base, "train.max_steps=2").returncode == 0
+    base = (*base, "train.global_batch_size=4")
     moved = tmp_path / "moved"
     shutil.copytree(prepared, moved)
     ok = _cli(*base, "train.max_steps=3", "resume=auto", f"data.path={moved}")

@@ -20,28 +20,44 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def test_a_finished_run_resumed_again_keeps_its_final(prepared, tiny_model_dir, tmp_path):
-    out = tmp_path / "run"
+@pytest.fixture(scope="module")
+def two_steps(prepared, tiny_model_dir, tmp_path_factory) -> Path:
+    """A finished tiny run of 2 steps, a checkpoint each (keep_last 2): trained once for the
+    tests here (each launch is ~6 s, mostly imports: docs/benchmarks.md). Read, never written:
+    a test that goes on from it trains a copy (``_copy``)."""
+    out = tmp_path_factory.mktemp("two-steps") / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    first = _cli(*base, "train.max_steps=3", "resume=auto")
-    assert first.returncode == 0, first.stderr[-2000:]
+    done = _cli(*base, "train.max_steps=2", "checkpoint.every_steps=1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    return out
+
+
+def _copy(run: Path, to: Path) -> Path:
+    """A run folder copied as a user moves one (nothing in it names its own path)."""
+    shutil.copytree(run, to, symlinks=True)
+    return to
+
+
+def test_a_finished_run_resumed_again_keeps_its_final(
+    two_steps, prepared, tiny_model_dir, tmp_path
+):
+    out = _copy(two_steps, tmp_path / "run")
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     before = _files(out / "final")
-    again = _cli(*base, "train.max_steps=3", "resume=auto")  # a requeue after the end
+    again = _cli(*base, "train.max_steps=2", "resume=auto")  # a requeue after the end
     assert again.returncode == 0, again.stderr[-2000:]
-    assert "already finished at step 3" in again.stderr
+    assert "already finished at step 2" in again.stderr
     assert _files(out / "final") == before  # its final loss and card too
-    back = _cli(*base, "train.max_steps=2", "resume=auto")
-    _one_line_error(back, "train", "train.max_steps=2", "step 3")
-    assert _files(out / "final") == before and [r["step"] for r in _metrics(out)] == [1, 2, 3]
+    back = _cli(*base, "train.max_steps=1", "resume=auto")
+    _one_line_error(back, "train", "train.max_steps=1", "step 2")
+    assert _files(out / "final") == before and [r["step"] for r in _metrics(out)] == [1, 2]
 
 
 def test_resume_into_lora_is_refused_with_its_diff_not_as_unusable_checkpoints(
-    prepared, tiny_model_dir, tmp_path
+    two_steps, prepared, tiny_model_dir, tmp_path
 ):
-    out = tmp_path / "run"
+    out = _copy(two_steps, tmp_path / "run")
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    first = _cli(*base, "train.max_steps=2", "checkpoint.every_steps=1", "checkpoint.keep_last=2")
-    assert first.returncode == 0, first.stderr[-2000:]
     again = _cli(*base, "train.max_steps=3", "resume=auto", "lora.enabled=true")
     _one_line_error(again, "train", "another run", "lora.enabled: False -> True")
     assert "unusable" not in again.stderr and "overwrite=true" not in again.stderr
@@ -148,20 +164,16 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
 
 
 def test_another_runs_checkpoint_is_not_resumed_into_a_folder_holding_a_run(
-    prepared, tiny_model_dir, tmp_path
+    two_steps, prepared, tiny_model_dir, tmp_path
 ):
     """``out_dir=B resume=A/checkpoints/step-2`` into B's finished run went on: B's final/ was
     replaced, its metrics rows after step 2 deleted, A's rows appended to B's (an outside
     review). Refused now, before anything is written; into a new folder it is a branch."""
-    a, b = tmp_path / "a", tmp_path / "b"
-    every = ("checkpoint.every_steps=2", "train.max_steps=4")
-    for out in (a, b):
-        base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-        assert _cli(*base, *every).returncode == 0
+    a, b = two_steps, _copy(two_steps, tmp_path / "b")  # B: a finished run of its own
     before = {p: p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()}
     branch = f"resume={a / 'checkpoints' / 'step-00000002'}"
     into_b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, b))
-    refused = _cli(*into_b, *every, branch)
+    refused = _cli(*into_b, "checkpoint.every_steps=1", "train.max_steps=4", branch)
     _one_line_error(refused, "train", "another run", str(b), "resume=auto", "new out_dir")
     assert {p: p.read_bytes() for p in sorted(b.rglob("*")) if p.is_file()} == before
     c = tmp_path / "c"
@@ -360,7 +372,7 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
 
 
 def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoint(
-    prepared, tiny_model_dir, tmp_path
+    two_steps, prepared, tiny_model_dir, tmp_path
 ):
     """A save killed at a step the next save does not repeat (a stop's, or SIGKILL at the time
     limit) left ``checkpoints/step-N.tmp`` for good (a 7B ZeRO-3 checkpoint: ~100 GB, whatever
@@ -369,10 +381,9 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
     them: cleared at the start, and a checkpoint set aside mid-swap is restored."""
     import socket
 
-    out = tmp_path / "run"
+    out = _copy(two_steps, tmp_path / "run")
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    every = ("checkpoint.every_steps=1", "checkpoint.keep_last=3")
-    assert _cli(*base, *every, "train.max_steps=2").returncode == 0
+    every = ("checkpoint.every_steps=1",)
     ck = out / "checkpoints"
     (ck / "step-00000005.tmp").mkdir()
     (ck / "step-00000005.tmp" / "model.safetensors").write_bytes(b"x" * 1000)
@@ -460,7 +471,7 @@ def test_a_zero_checkpoint_missing_one_ranks_file_is_passed_over_not_read_as_ano
 
 
 def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotated(
-    prepared, tiny_model_dir, tmp_path
+    two_steps, prepared, tiny_model_dir, tmp_path
 ):
     """An outside review: a branch from another run's checkpoint, relaunched with the same
     ``resume=PATH`` (a SLURM requeue repeats its command line), goes on from its own newest
@@ -468,18 +479,17 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
     record ``resume=auto``, so once ``checkpoint.keep_last`` rotated the first launch's away the
     next relaunch was refused as a second run in the folder. Each checkpoint of a branch records
     where it branched from. A step named unpadded, as resume reads it, is the same checkpoint
-    (it was not recognised at all: a review): one branch of run A per spelling."""
-    run_a = tmp_path / "a"
-    a = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, run_a))
-    done = _cli(*a, "train.max_steps=2", "checkpoint.every_steps=1")
-    assert done.returncode == 0, done.stderr[-2000:]
-    for named in ("step-00000001", "step-1"):
-        branch = tmp_path / f"b-{named}"
+    (it was not recognised at all: a review): the launches alternate the two spellings, so each
+    starts the branch or goes on from it, before and after the rotation."""
+    run_a = two_steps
+    branch = tmp_path / "b"
+    b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch))
+    # each launch the same checkpoint resume=PATH, a longer run: 3 starts the branch, 5 goes on
+    # from the first launch's checkpoints, 6 and 7 from 5's after keep_last=2 rotated 3's away
+    for steps, named in ((3, "step-1"), (5, "step-00000001"), (6, "step-1"), (7, "step-00000001")):
         source = f"resume={run_a / 'checkpoints' / named}"
-        b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch))
-        for steps in (3, 5, 6):  # each launch the same resume=PATH, a longer run
-            launch = _cli(*b, source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
-            assert launch.returncode == 0, (named, launch.stderr[-2000:])
-            kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
-            assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
-        assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6], named
+        launch = _cli(*b, source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
+        assert launch.returncode == 0, (named, steps, launch.stderr[-2000:])
+        kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
+        assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
+    assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6, 7]

@@ -37,7 +37,9 @@ def printable(text: str) -> str:
     return _CONTROL.sub("", text)
 
 
-_ESCAPED = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+_ESCAPED = re.compile(r"[\x7f-\x9f\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+"""Escaped in ``json_line``; a lone surrogate too (argv's bytes that are not UTF-8: printed raw,
+the line was not UTF-8 and a reader's decode failed)."""
 
 
 def json_line(payload) -> str:
@@ -49,6 +51,8 @@ def json_line(payload) -> str:
     '{"t": "a\\\\u001bb\\\\u009b"}'
     >>> json_line({"title": "Invoice \\u202etxt.exe"})  # shown reversed on a terminal if raw
     '{"title": "Invoice \\\\u202etxt.exe"}'
+    >>> json_line({"question": "whisk" + chr(0xDCFF)})  # a byte 0xff of argv
+    '{"question": "whisk\\\\udcff"}'
     """
     text = json.dumps(payload, ensure_ascii=False)
     return _ESCAPED.sub(lambda m: f"\\u{ord(m.group()):04x}", text)

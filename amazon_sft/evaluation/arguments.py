@@ -8,8 +8,9 @@ import math
 from pathlib import Path
 
 from amazon_sft.bounds import check_new_tokens
+from amazon_sft.config import check_seed
 from amazon_sft.errors import OneLineParser, UserError
-from amazon_sft.eval_ownership import check_eval_dir
+from amazon_sft.eval_ownership import check_eval_dir, refuse_another_commands_folder
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation.items import MODES
 from amazon_sft.outputs import check_output_folder
@@ -128,9 +129,11 @@ def parse_args(argv):
         raise UserError(f"--examples must be >= 0 (0: none in report.md), got {args.examples}")
     if args.no_repeat_ngram_size < 0:
         raise UserError(f"--no-repeat-ngram-size must be >= 0, got {args.no_repeat_ngram_size}")
+    check_seed(args.seed, "--seed")  # numpy's seeding refused it after the model loaded
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
     args.out = str(check_output_folder(args.out, "--out", replaced_whole=False))  # file by file
+    refuse_another_commands_folder(Path(args.out))
     check_eval_dir(Path(args.out), args.overwrite)  # before any model loads
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:

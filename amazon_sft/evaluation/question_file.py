@@ -14,7 +14,8 @@ The question file is JSON lines (``read_questions``)::
 together with its twins (same normalised title or same description), so the right answer is
 the abstention. ``source`` (``real``: the AmazonTitles rows; ``generated``: the generated
 catalogue) only groups the report; a row without one is ``unlabelled``. Whether a product is held out or seen in training is read from the prepared
-``catalogue.jsonl`` (a ``split`` field in the file is accepted and ignored).
+``catalogue.jsonl`` (a ``split`` field in the file is accepted and ignored, as are ``line`` and
+``note``; any other key is refused, naming it).
 """
 
 from __future__ import annotations
@@ -76,16 +77,38 @@ def check_question_file(path: Path) -> None:
         raise UserError(f"--questions {path}: no such file (JSON lines of question, uid, kind)")
 
 
+MAX_LINE_BYTES = 1 << 20
+"""A question line's most bytes: a question of ``MAX_QUESTION_CHARS`` and its fields fit many
+times over. A longer line is refused when this much of it is read, never read whole (a link to
+/dev/zero, a binary file: one endless line filled memory)."""
+KEYS = frozenset({"question", "uid", "absent", "title", "kind", "source"})
+"""The keys of a question line; another is refused, naming it (a mistyped ``"absnt"`` was
+ignored, and the product it meant to take out was retrieved and scored)."""
+IGNORED_KEYS = frozenset({"split", "line", "note"})
+"""Read and ignored: the catalogue's split (``read_products`` reads it there), the line of the
+real rows a question set was written from, and a writer's own note."""
+
+
 def read_questions(path: Path) -> list[ShopperQuestion]:
     """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
     check_question_file(path)
     out = []
     with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
+        line_no = 0
+        while line := fh.readline(MAX_LINE_BYTES + 1):
+            line_no += 1
+            where = f"{path} line {line_no}"
             if line_no == 1:
+                if line.startswith(b"\x1f\x8b"):
+                    raise UserError(f"--questions {path} is gzip-compressed: decompress it first")
                 line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as prepare reads
+            if len(line) > MAX_LINE_BYTES:
+                raise UserError(
+                    f"{where} is over {MAX_LINE_BYTES:,} bytes: a question file holds one "
+                    f"question a line ({MAX_QUESTION_CHARS} characters at most)"
+                )
             if line.strip():
-                out.append(_question(line, f"{path} line {line_no}", line_no))
+                out.append(_question(line, where, line_no))
     if not out:
         raise UserError(f"--questions {path} holds no question")
     _refuse_repeats(path, out)
@@ -119,6 +142,8 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
     if not isinstance(row, dict):
         raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
+    if unknown := sorted(set(row) - KEYS - IGNORED_KEYS, key=str):
+        raise UserError(f"{where}: {_unknown_key(unknown[0])}")
     text, kind = row.get("question"), row.get("kind")
     if not isinstance(text, str) or not text.strip():
         raise UserError(f"{where}: 'question' must be non-empty text")
@@ -218,6 +243,25 @@ def _by_catalogue_title(catalogue: Path, questions: list, titled: list) -> list[
             q = replace(q, uid=found) if q.uid else replace(q, removed=found)
         out.append(q)
     return out
+
+
+def _unknown_key(key: str) -> str:
+    """Why a key is refused, and the key it likely meant.
+
+    >>> _unknown_key("absnt")
+    "unknown key 'absnt' (did you mean 'absent'?); a question line holds question, uid or absent or title, kind and source"
+    """
+    import difflib
+
+    if key == "removed":  # eval's answers.jsonl names the product taken out so
+        meant = " (eval's answers.jsonl writes the product taken out as 'removed': 'absent' here)"
+    else:
+        close = difflib.get_close_matches(key, sorted(KEYS | IGNORED_KEYS), n=1, cutoff=0.7)
+        meant = f" (did you mean {close[0]!r}?)" if close else ""
+    return (
+        f"unknown key {_short(key)}{meant}; a question line holds question, uid or absent or "
+        "title, kind and source"
+    )
 
 
 def _short(value, most: int = 60) -> str:

@@ -1,0 +1,130 @@
+"""A hostile user of ``eval --questions`` and ``ask`` (a helper's trial, 2026-12-06, forty-sixth
+session): a question file that never ends a line filled memory; a mistyped key was ignored and
+changed what was scored; ``--seed`` out of range was a traceback; a report went into a prepared
+folder's ``index/`` (blocking ``amazon-sft index`` there); ``ask --json`` printed bytes that are
+not UTF-8; a gzip-compressed question file was told to be "saved as UTF-8"."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .test_hostile import _assert_one_line, _run_cli
+
+pytestmark = pytest.mark.hostile
+
+
+def _read(path):
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.question_file import read_questions
+
+    with pytest.raises(UserError) as err:
+        read_questions(path)
+    return str(err.value)
+
+
+def test_a_question_line_that_never_ends_is_refused_without_reading_it_whole(tmp_path):
+    """``--questions`` a link to /dev/zero read one endless line (9 GB in 25 s, growing). Read
+    in a process capped at 4 GB of address space, so that reading it whole fails here rather
+    than the machine."""
+    zero = tmp_path / "zero.jsonl"
+    zero.symlink_to("/dev/zero")
+    long = tmp_path / "long.jsonl"
+    long.write_bytes(b'{"question": "' + b"a " * 600_000 + b'", "uid": "1", "kind": "title"}\n')
+    script = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from pathlib import Path\n"
+        "from amazon_sft.errors import UserError\n"
+        "from amazon_sft.evaluation.question_file import read_questions\n"
+        "for name in sys.argv[1:]:\n"
+        "    try:\n"
+        "        read_questions(Path(name))\n"
+        "    except UserError as err:\n"
+        "        print(err)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(zero), str(long)],
+        capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    said = proc.stdout.splitlines()
+    assert len(said) == 2, said
+    assert all("line 1" in x and "one question a line" in x for x in said), said
+
+
+@pytest.mark.unit
+def test_a_key_the_format_lacks_is_named_not_ignored(tmp_path):
+    """``"absnt": UID`` was ignored: the product meant to be taken out stayed in retrieval and
+    its answer was scored wrong; eval's own answers.jsonl (``"removed"``) read back the same."""
+    path = tmp_path / "q.jsonl"
+    path.write_text('{"question": "a tutu", "uid": "absent", "absnt": "18063", "kind": "absent"}\n')
+    said = _read(path)
+    assert "line 1" in said and "'absnt'" in said and "'absent'" in said, said
+    path.write_text('{"question": "a tutu", "uid": null, "removed": "18063", "kind": "absent"}\n')
+    said = _read(path)
+    assert "'removed'" in said and "'absent'" in said, said
+    # what the shipped question files carry beside the format's keys is read as before
+    from amazon_sft.evaluation.question_file import read_questions
+
+    path.write_text(
+        '{"question": "a tutu", "title": "Tutu", "line": 7, "split": "train", "kind": "title",'
+        ' "source": "real", "note": "from the dev part"}\n'
+    )
+    assert [q.title for q in read_questions(path)] == ["Tutu"]
+
+
+@pytest.mark.unit
+def test_a_compressed_question_file_is_told_to_be_decompressed(tmp_path):
+    path = tmp_path / "q.jsonl.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write('{"question": "a tutu", "uid": "1", "kind": "title"}\n')
+    said = _read(path)
+    assert "gzip" in said and "decompress" in said, said
+
+
+def test_eval_seed_out_of_range_is_one_line(prepared, tmp_path, capsys):
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--out", str(tmp_path / "e")]
+    for seed in ("-1", "99999999999"):
+        code, err = _run_cli(capsys, *base, "--seed", seed)
+        _assert_one_line(code, err, "eval", "--seed", "4294967295")
+
+
+def test_eval_never_writes_into_another_commands_folders(prepared, tuned_run, tmp_path, capsys):
+    """``--out DATA/index`` was taken: ``amazon-sft index`` and ``prepare --overwrite`` then
+    refused that folder until the report was moved out by hand; a run's final/ and checkpoints/
+    the same for its next save."""
+    base = ["eval", "--data", str(prepared), "--model", "config:tiny", "--n", "1"]
+    for out in (
+        prepared,
+        prepared / "index",
+        prepared / "shard-00000" / "eval",
+        tuned_run / "final",
+        tuned_run / "checkpoints" / "eval",
+    ):
+        before = sorted(p.name for p in out.parent.iterdir())
+        code, err = _run_cli(capsys, *base, "--out", str(out))
+        _assert_one_line(code, err, "eval", str(out), "choose another --out")
+        assert sorted(p.name for p in out.parent.iterdir()) == before
+    beside = tuned_run / "eval-heldout"  # a report kept in the run's folder is the user's choice
+    from amazon_sft.evaluation.arguments import parse_args
+
+    assert parse_args([*base[1:], "--out", str(beside)]).out == str(beside)
+
+
+def test_ask_json_is_utf8_whatever_bytes_the_question_holds(prepared):
+    """A question's bytes that are not UTF-8 (argv keeps them as lone surrogates) were printed
+    raw into ``--json``'s line: a reader's decode failed."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "amazon_sft.cli", "ask", b"golden whisk\xff", "--index",
+         str(prepared), "--sources-only", "--json"],
+        capture_output=True, cwd=prepared.parent, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    row = json.loads(proc.stdout.decode("utf-8"))
+    assert row["question"].startswith("golden whisk") and row["sources"]

@@ -80,7 +80,8 @@ def check_question_file(path: Path) -> None:
 MAX_LINE_BYTES = 1 << 20
 """A question line's most bytes: a question of ``MAX_QUESTION_CHARS`` and its fields fit many
 times over. A longer line is refused when this much of it is read, never read whole (a link to
-/dev/zero, a binary file: one endless line filled memory)."""
+/dev/zero, a binary file: one endless line filled memory). Not ``data.reading.bounded_lines``:
+it reads past a long line to skip it and go on, which never ends on /dev/zero."""
 KEYS = frozenset({"question", "uid", "absent", "title", "kind", "source"})
 """The keys of a question line; another is refused, naming it (a mistyped ``"absnt"`` was
 ignored, and the product it meant to take out was retrieved and scored)."""
@@ -142,7 +143,7 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
     if not isinstance(row, dict):
         raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
-    if unknown := sorted(set(row) - KEYS - IGNORED_KEYS, key=str):
+    if unknown := sorted(set(row) - KEYS - IGNORED_KEYS):
         raise UserError(f"{where}: {_unknown_key(unknown[0])}")
     text, kind = row.get("question"), row.get("kind")
     if not isinstance(text, str) or not text.strip():

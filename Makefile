@@ -47,7 +47,7 @@ test: install
 # measuring the package, not the package; apart so that `make test` stays under 20 minutes on 2
 # cores (docs/benchmarks.md). CI runs them after `make test`.
 test-bench: install
-	$(PY) -m pytest -q -m "bench and not probe" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
+	$(PY) -m pytest -q -m "bench and not probe" --durations=10 $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadfile)
 
 # The scripts of probes that were measured and not shipped (bench/verifier_gate.py, ...): kept
 # runnable for their figures in docs/results.md, tested by CI after `make test`.

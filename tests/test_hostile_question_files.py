@@ -80,12 +80,29 @@ def test_a_key_the_format_lacks_is_named_not_ignored(tmp_path):
 
 
 @pytest.mark.unit
-def test_a_compressed_question_file_is_told_to_be_decompressed(tmp_path):
-    path = tmp_path / "q.jsonl.gz"
-    with gzip.open(path, "wt") as fh:
-        fh.write('{"question": "a tutu", "uid": "1", "kind": "title"}\n')
-    said = _read(path)
-    assert "gzip" in said and "decompress" in said, said
+def test_a_compressed_question_file_is_read_as_its_text_even_from_a_pipe(tmp_path):
+    """prepare reads ``trn.json.gz``; a ``questions.jsonl.gz`` was refused. Read by content,
+    without seeking, so ``--questions <(cat q.jsonl.gz)`` works too; its lines keep the 1 MB cap."""
+    from amazon_sft.evaluation.question_file import MAX_LINE_BYTES, read_questions
+
+    lines = '{"question": "a tutu", "uid": "1", "kind": "title"}\n{"question": "x", "absent": "2", "kind": "need"}\n'
+    plain, packed = tmp_path / "q.jsonl", tmp_path / "q.jsonl.gz"
+    plain.write_text(lines)
+    with gzip.open(packed, "wt") as fh:
+        fh.write(lines)
+    want = read_questions(plain)
+    assert read_questions(packed) == want
+    reader = subprocess.Popen(["cat", str(packed)], stdout=subprocess.PIPE)
+    try:
+        assert read_questions(Path(f"/dev/fd/{reader.stdout.fileno()}")) == want
+    finally:
+        reader.stdout.close()
+        reader.wait()
+    with gzip.open(packed, "wb") as fh:
+        fh.write(b'{"question": "' + b"a" * MAX_LINE_BYTES + b'"}\n')
+    assert "over 1,048,576 bytes" in _read(packed)
+    packed.write_bytes(gzip.compress(lines.encode())[:-12])  # cut short, as a copy that stopped
+    assert "unreadable or corrupt" in _read(packed)
 
 
 def test_eval_seed_out_of_range_is_one_line(prepared, tmp_path, capsys):

@@ -20,6 +20,8 @@ catalogue) only groups the report; a row without one is ``unlabelled``. Whether 
 
 from __future__ import annotations
 
+import gzip
+import io
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -94,14 +96,13 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
     """Every question of a JSON-lines file, each checked (one-line errors naming the line)."""
     check_question_file(path)
     out = []
-    with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as fh:
+    with reading(path, "question file", "give a readable JSON-lines file"), open(path, "rb") as raw:
+        fh = _decompressed(raw)
         line_no = 0
         while line := fh.readline(MAX_LINE_BYTES + 1):
             line_no += 1
             where = f"{path} line {line_no}"
             if line_no == 1:
-                if line.startswith(b"\x1f\x8b"):
-                    raise UserError(f"--questions {path} is gzip-compressed: decompress it first")
                 line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as prepare reads
             if len(line) > MAX_LINE_BYTES:
                 raise UserError(
@@ -114,6 +115,13 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
         raise UserError(f"--questions {path} holds no question")
     _refuse_repeats(path, out)
     return out
+
+
+def _decompressed(raw: io.BufferedReader) -> io.BufferedReader | gzip.GzipFile:
+    """The file's text, gunzipped when its first bytes say gzip (as prepare reads trn.json.gz).
+    Sniffed with ``peek``, not ``data.reading.open_lines``' seek: a question file may be a pipe.
+    """
+    return gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
 
 
 def _refuse_repeats(path: Path | str, questions: list[ShopperQuestion], resolved=False) -> None:

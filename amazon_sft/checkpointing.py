@@ -234,6 +234,7 @@ def save_checkpoint(
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp)
         (tmp / COMPLETE).write_text(f"step {step}\n")
+        _set_aside_unless_saved(final)
         _carry_files_not_ours(final, tmp)
         swap_into_place(tmp, final)
         drop_old_checkpoints(out_dir, keep_last)
@@ -241,12 +242,49 @@ def save_checkpoint(
     return final
 
 
+def _set_aside_unless_saved(folder: Path) -> None:
+    """A ``step-N`` no save wrote (a link, a folder without ``COMPLETE`` or a readable
+    ``checksums.json``: a user's notes, a prepared folder put there) is renamed
+    ``step-N.yours-STAMP`` beside it, whole, before the save of step N takes its name (it was
+    replaced, all of it deleted: a hostile user's trial)."""
+    if not (folder.exists() or folder.is_symlink()) or _listed(folder) is not None:
+        return
+    aside = folder.with_name(f"{folder.name}.yours-{utc_stamp()}")
+    folder.rename(aside)
+    log.warning(
+        "set %s aside as %s: no save wrote it, and the save of that step takes its name",
+        folder,
+        aside.name,
+    )
+
+
+def _listed(folder: Path) -> set[str] | None:
+    """What a complete checkpoint's save wrote, by its ``checksums.json``; None for a link, a
+    folder without ``COMPLETE`` or one whose list cannot be read (what its save wrote cannot
+    be told)."""
+    if folder.is_symlink() or not (folder / COMPLETE).is_file():
+        return None
+    try:
+        listed = json.loads((folder / CHECKSUMS).read_text())
+    except (OSError, ValueError):
+        return None
+    return set(listed) if isinstance(listed, dict) else None
+
+
 def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
     """Remove all but the newest ``keep_last`` complete checkpoints; one holding files its save
-    did not write (a user's eval report put inside) is kept and named, never removed whole."""
+    did not write (a user's eval report put inside), or whose list of them is lost, is kept and
+    named, never removed whole."""
     for old in complete_checkpoints(out_dir)[:-keep_last]:
-        theirs = not_written_by_its_save(old)
-        if theirs:
+        if _listed(old) is None:
+            log.warning(
+                "kept %s past checkpoint.keep_last: its %s is unreadable, so which of its files "
+                "its save wrote cannot be told; remove it yourself if all are the run's",
+                old,
+                CHECKSUMS,
+            )
+            continue
+        if theirs := not_written_by_its_save(old):
             shown = ", ".join(theirs[:3]) + (" ..." if len(theirs) > 3 else "")
             log.warning(
                 "kept %s past checkpoint.keep_last: it holds files its save did not write (%s); "
@@ -279,13 +317,9 @@ def _carry_files_not_ours(old: Path, new: Path) -> None:
 
 def not_written_by_its_save(folder: Path) -> list[str]:
     """Files in a checkpoint that its ``checksums.json`` does not list (nor itself, nor
-    ``COMPLETE``, written after it); none when the list cannot be read (a damaged checkpoint
-    of the run's own, removed as before)."""
-    try:
-        listed = set(json.loads((folder / CHECKSUMS).read_text()))
-    except (OSError, ValueError, TypeError):
-        return []
-    ours = listed | {CHECKSUMS, COMPLETE}
+    ``COMPLETE``, written after it); every file but ``COMPLETE`` when the list cannot be read
+    (a lost list counted all as the run's: pruning and ``make clean`` removed a user's notes)."""
+    ours = (_listed(folder) or set()) | {CHECKSUMS, COMPLETE}
     found = (str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
     return sorted(name for name in found if name not in ours)
 

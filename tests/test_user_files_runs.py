@@ -136,8 +136,9 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     out = tmp_path / "run"
     kept = checkpoint_dir(out, 3)
     kept.mkdir(parents=True)
-    (kept / COMPLETE).write_text("step 3\n")
     (kept / "model.safetensors").write_bytes(b"the weights of step 3")
+    checkpointing.write_checksums(kept)
+    (kept / COMPLETE).write_text("step 3\n")
     accelerator = Accelerator(cpu=True)
 
     model = __import__("torch").nn.Linear(2, 2)  # all trained: saved whole
@@ -415,3 +416,67 @@ def test_a_resume_writes_config_and_its_changes_beside_never_through_a_link(tmp_
     written = (run / CHANGES).read_text().splitlines()
     assert '"key": "train.lr"' in written[-1]
     assert written[:-1] == ([] if link == "symbolic" else ["my own lines"])
+
+
+@pytest.mark.parametrize("made", ["notes", "prepared", "link"])
+def test_a_save_never_replaces_a_step_folder_no_save_wrote(tmp_path, caplog, made):
+    """A hostile user's trial: a ``checkpoints/step-N`` that no save wrote (a user's notes, a
+    prepared folder or a run put there, a link) was replaced by the save of step N, all of it
+    deleted. It is set aside under a name of its own, whole, and named in the log."""
+    import torch
+    from accelerate import Accelerator
+
+    from amazon_sft.checkpointing import TrainerState, checkpoint_dir, save_checkpoint
+    from amazon_sft.ownership import complete_checkpoints
+
+    out, theirs = tmp_path / "run", tmp_path / "elsewhere"
+    step = checkpoint_dir(out, 1)
+    step.parent.mkdir(parents=True)
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("mine")
+    if made == "prepared":
+        (theirs / "manifest.json").write_text("{}")
+        (theirs / "shard-00000").mkdir()
+        (theirs / "shard-00000" / "input_ids.npy").write_bytes(b"rows")
+    if made == "link":
+        step.symlink_to(theirs, target_is_directory=True)
+    else:
+        theirs.rename(step)
+    kept = {p.relative_to(step): p.read_bytes() for p in step.rglob("*") if p.is_file()}
+    accelerator, model = Accelerator(cpu=True), torch.nn.Linear(2, 2)
+    with caplog.at_level("WARNING"):
+        save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    assert complete_checkpoints(out) == [step] and not (step / "notes.txt").exists()
+    aside = [p for p in step.parent.iterdir() if p.name.startswith(f"{step.name}.yours-")]
+    assert len(aside) == 1, list(step.parent.iterdir())
+    assert {
+        p.relative_to(aside[0]): p.read_bytes() for p in aside[0].rglob("*") if p.is_file()
+    } == kept
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert aside[0].name in said, said
+
+
+def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, caplog):
+    """A hostile user's trial: a checkpoint whose ``checksums.json`` was lost counted as all
+    the run's, so ``keep_last`` removed it with the user's notes in it, and so did ``make
+    clean``. What its save wrote cannot be told: it is kept and named."""
+    from amazon_sft.checkpointing import CHECKSUMS, drop_old_checkpoints, write_checksums
+    from amazon_sft.clean_outputs import foreign_in_run
+    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step in (2, 4, 6):
+        folder = root / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "model.safetensors").write_bytes(b"w" * step)
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {step}\n")
+    lost = root / "step-00000002"
+    (lost / CHECKSUMS).unlink()
+    (lost / "notes.txt").write_text("mine")
+    assert "checkpoints/step-00000002/notes.txt" in foreign_in_run(tmp_path)
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=1)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000006"]
+    assert (lost / "notes.txt").read_text() == "mine"
+    assert "step-00000002" in " ".join(r.getMessage() for r in caplog.records)

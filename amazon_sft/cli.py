@@ -100,6 +100,10 @@ def _run_synth(args) -> int:
     out = landing(args.out)
     if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
+    if blocker := next((p for p in out.parents if p.is_file()), None):
+        raise UserError(f"--out {out} lies under {blocker}, which is a file: choose another --out")
+    if out.exists() and not out.is_file():  # a pipe or a device was replaced by a plain file
+        raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
     if (out.exists() or out.is_symlink()) and not args.overwrite:
         raise UserError(
             f"--out {out} already exists: pass --overwrite to replace it, or another --out"

@@ -36,6 +36,26 @@ def test_synth_never_writes_over_an_existing_file_without_overwrite(tmp_path, ca
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
 
 
+def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):
+    """A hostile user's trial: ``synth --out PIPE --overwrite`` replaced the pipe with a plain
+    file and said "wrote 5 lines to PIPE" (a reader got nothing; run as root, ``--out /dev/null``
+    replaced the device). ``--out FILE/x.json`` said "(File exists)"; ``x.GZ`` was not
+    compressed."""
+    import gzip
+    import stat
+
+    pipe = tmp_path / "p"
+    os.mkfifo(pipe)
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(pipe), "--overwrite")
+    _one_line(code, err, "synth", str(pipe), "not a regular file")
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+    (tmp_path / "f").write_text("mine")
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path / "f" / "x.json"))
+    _one_line(code, err, "synth", str(tmp_path / "f"), "is a file")
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path / "x.GZ"))
+    assert code == 0 and gzip.decompress((tmp_path / "x.GZ").read_bytes()).count(b"\n") == 5
+
+
 def test_demo_never_writes_into_a_folder_of_the_users(tmp_path, capsys):
     """``demo --out`` wrote demo.log, trn.json.gz (synth), answers.json, ... into any folder. Now
     a folder that holds anything and is not an earlier demo's is refused before any step."""

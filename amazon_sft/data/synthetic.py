@@ -305,7 +305,7 @@ def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int =
     # written beside it, then renamed: a kill or a full disk never leaves a cut file at ``path``
     staging = staging_name(path)
     try:
-        if path.suffix == ".gz":
+        if path.suffix.lower() == ".gz":
             # no time and the final name in the header: the same seed gives the same bytes
             with (
                 open(staging, "wb") as raw,

@@ -9,7 +9,8 @@ one if the new one never arrived.
 
 Staging folders carry the machine's name beside the process id: on a cluster's shared
 filesystem another node's process id means nothing here, so only this machine's dead
-processes' folders are cleaned (an older name without the machine is read as this machine's).
+processes' folders are cleaned (a name without the machine, from before 2026-12-02, is left:
+a user's backup may carry such a name).
 """
 
 from __future__ import annotations
@@ -129,6 +130,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+PID_LIMIT = 1 << 22
+"""Linux's largest ``pid_max``: a larger number is no process id of any machine (and
+``os.kill`` raises ``OverflowError`` on one of 20 digits)."""
+
+
 def stale_staging(out_dir: Path, name: str, any_machine: bool = False) -> str | None:
     """``tmp`` or ``old`` when ``name`` (beside ``out_dir``) is a staging folder of ``out_dir``
     left by a dead process of this machine (of any machine with ``any_machine``), else None.
@@ -141,11 +147,18 @@ def stale_staging(out_dir: Path, name: str, any_machine: bool = False) -> str | 
     as this folder's (``.index.tmp-x.tmp-somewhere-1`` is ``index.tmp-x``'s):
 
     >>> stale_staging(Path("x/index"), ".index.tmp-x.tmp-somewhere-1", any_machine=True)
+
+    A name without the machine (written before 2026-12-02), or whose number no process can have
+    (a date), is a user's: a hostile user's trial lost ``.data.old-20240101``, a backup beside
+    prepare's ``--out``, and export renamed ``.e2.old-1999`` into its ``--out``:
+
+    >>> stale_staging(Path("x/data"), ".data.old-20240101", any_machine=True)
+    >>> stale_staging(Path("x/data"), ".data.old-host-20240101", any_machine=True)
     """
-    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-(?:([A-Za-z0-9._]+)-)?(\d+)$", name)
-    if not m:
+    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-([A-Za-z0-9._]+)-(\d+)$", name)
+    if not m or int(m.group(3)) > PID_LIMIT:
         return None
-    this_machine = m.group(2) in (None, _machine())
+    this_machine = m.group(2) == _machine()
     if this_machine and _pid_alive(int(m.group(3))):
         return None  # a live process of this machine: never, lock or not
     if not this_machine and not any_machine:

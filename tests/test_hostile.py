@@ -453,7 +453,9 @@ def test_prepare_overwrite_keeps_the_old_output_until_the_new_one_is_whole(
     out = tmp_path / "data"
     shutil.copytree(prepared, out)
     before = (out / "manifest.json").read_text()
-    stale = tmp_path / ".data.tmp-999999"  # a killed run's leftovers (no such process)
+    from .test_user_files_prepare import dead_pid
+
+    stale = tmp_path / f".data.tmp-{atomic._machine()}-{dead_pid()}"  # a killed run's leftovers
     stale.mkdir()
     (stale / "junk").write_bytes(b"x" * 1000)
 

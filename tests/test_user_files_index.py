@@ -62,7 +62,9 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     """``prepare --overwrite --out LINK`` swapped the link itself aside and crashed on rmtree of
     it; a killed index build's staging folder was never cleaned, and prepare then refused the
     folder for it."""
-    from amazon_sft.atomic import remove_stale
+    from amazon_sft.atomic import _machine, remove_stale
+
+    from .test_user_files_prepare import dead_pid
 
     real = tmp_path / "real"
     shutil.copytree(prepared, real)
@@ -72,14 +74,15 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     code, err = _run_cli(capsys, *args, "--overwrite")
     _one_line(code, err, "prepare", "symbolic link", str(real))
     assert link.is_symlink() and (real / "manifest.json").is_file()
-    aside = tmp_path / ".x.tmp-999999999"  # a dead process's staging that is a link
+    aside = tmp_path / f".x.tmp-{_machine()}-{dead_pid()}"  # a dead process's staging, a link
     aside.symlink_to(real)
     assert remove_stale(tmp_path / "x") and not aside.is_symlink()
     assert (real / "manifest.json").is_file()  # the link went, never what it pointed to
-    (real / ".index.tmp-999999999").mkdir()  # a killed index build's
+    killed = real / f".index.tmp-{_machine()}-{dead_pid()}"
+    killed.mkdir()  # a killed index build's
     code, err = _run_cli(capsys, "index", str(real))
     assert code == 0, err[-2000:]
-    assert not (real / ".index.tmp-999999999").exists()
+    assert not killed.exists()
 
 
 def _build_with(monkeypatch, during):

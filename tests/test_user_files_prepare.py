@@ -62,7 +62,8 @@ def test_a_staging_folder_written_on_another_machine_is_never_cleaned_here(tmp_p
 
     out = tmp_path / "x"
     monkeypatch.setattr(socket, "gethostname", lambda: "node-a")
-    monkeypatch.setattr(atomic.os, "getpid", lambda: 999999999)  # not a process on this node
+    dead = dead_pid()
+    monkeypatch.setattr(atomic.os, "getpid", lambda: dead)  # no process on this node now
     writing = atomic.new_staging(out)
     (writing / "shard-00000.bin").write_bytes(b"half written")
     aside = atomic.staging_name(out, "old")  # node-a is mid-swap: its old output set aside
@@ -75,6 +76,36 @@ def test_a_staging_folder_written_on_another_machine_is_never_cleaned_here(tmp_p
     monkeypatch.setattr(socket, "gethostname", lambda: "node-a")  # node-a itself, its run dead
     assert len(atomic.remove_stale(out)) == 2
     assert not writing.exists() and out.is_dir() and not aside.exists()
+
+
+def test_a_users_backup_named_like_a_staging_folder_is_never_removed_or_moved(tmp_path):
+    """A hostile user's trial: ``prepare --overwrite`` deleted ``.data.old-20240101`` (a user's
+    backup beside ``--out``, its number read as a dead process's), and export renamed
+    ``.e2.old-1999`` into its missing ``--out``. Only names with the machine, and a number a
+    process can have, are a killed run's."""
+    from amazon_sft import atomic
+
+    out = tmp_path / "data"
+    names = (".data.old-20240101", ".data.old-1999", ".data.tmp-1999", ".data.tmp-host-20240101")
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "WHY.txt").write_text("mine")
+    huge = tmp_path / f".data.tmp-{atomic._machine()}-{'9' * 30}"  # os.kill overflowed
+    huge.mkdir()
+    assert atomic.remove_stale(out, any_machine=True) == [] and not out.exists()
+    assert all((tmp_path / name / "WHY.txt").read_text() == "mine" for name in names)
+    ours = tmp_path / f".data.old-{atomic._machine()}-{dead_pid()}"
+    ours.mkdir()
+    assert len(atomic.remove_stale(out)) == 1 and out.is_dir()  # a killed swap's, restored
+
+
+def dead_pid() -> int:
+    """A process id no process of this machine has now (one that has just ended)."""
+    import subprocess
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    return done.pid
 
 
 @pytest.mark.parametrize("locks", [True, False])

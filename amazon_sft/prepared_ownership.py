@@ -109,13 +109,19 @@ def foreign_in_prepared(out_dir: Path) -> list[str]:
 
 def _foreign_inside(out_dir: Path) -> list[str]:
     """Entries inside the folders prepare writes that it did not write (the swap deletes them):
-    a shard holds its four arrays; the index holds the files its ``stats.json`` lists."""
+    a shard the manifest lists holds its four arrays (one it does not list is all foreign,
+    whatever its files are named: a hostile user's trial); the index holds the files its
+    ``stats.json`` lists."""
     foreign = []
+    listed = _listed_shards(out_dir)
     for shard in sorted(out_dir.glob("shard-*")):
         if not PREPARED_ENTRY.match(shard.name):
             continue  # named at the top level already
         if shard.is_symlink() or not shard.is_dir():
             foreign.append(shard.name)
+            continue
+        if listed is not None and shard.name not in listed:
+            foreign += [f"{shard.name}/{p.name}" for p in sorted(shard.iterdir())] or [shard.name]
             continue
         foreign += [
             f"{shard.name}/{p.name}"
@@ -130,7 +136,9 @@ def _foreign_inside(out_dir: Path) -> list[str]:
 
 def foreign_in_index(index: Path) -> list[str]:
     """Files (and links) in an index folder that the index build did not write, relative to it:
-    what its ``stats.json`` lists is the build's (an index from before the list: its layout)."""
+    what its ``stats.json`` lists is the build's (an index from before the list: its layout,
+    beside a ``stats.json`` a build wrote, which names its format; a user's own ``stats.json``
+    and ``train.npy`` passed by their names, and were replaced: a hostile user's trial)."""
     if not index.is_dir():
         return []
     from amazon_sft.answering.index_checks import STATS, read_stats
@@ -138,8 +146,10 @@ def foreign_in_index(index: Path) -> list[str]:
     stats = read_stats(index)
     if stats is not None and stats.files is not None:
         ours = ({*stats.files} | {STATS}).__contains__
-    else:  # an index from before the list
+    elif stats is not None and isinstance(stats.format, int):  # an index from before the list
         ours = INDEX_FILES.__contains__
+    else:
+        ours = frozenset().__contains__
     foreign = []
     for root, dirs, files in os.walk(index):  # symlinks are listed, never followed
         for name in [*files, *(d for d in dirs if Path(root, d).is_symlink())]:
@@ -147,3 +157,11 @@ def foreign_in_index(index: Path) -> list[str]:
             if not ours(rel) or Path(root, name).is_symlink():
                 foreign.append(rel)
     return sorted(foreign)
+
+
+def _listed_shards(out_dir: Path) -> set[str] | None:
+    """The shards the folder's manifest lists; None when it cannot be read (refused apart)."""
+    try:
+        return {shard.name for shard in read_manifest(out_dir).shards}
+    except UserError:
+        return None

@@ -58,6 +58,30 @@ def test_an_index_folder_without_its_list_keeps_a_users_npy(prepared, tmp_path, 
     assert all(path.read_text() == "mine\n" for path in mine)
 
 
+@pytest.mark.parametrize("stats", ['{"accuracy": 0.93, "epochs": 12}', "x", None])
+def test_files_named_like_the_builds_are_the_users_without_an_index_stats(
+    prepared, tmp_path, capsys, stats
+):
+    """A hostile user's trial: a user's ``index/stats.json`` (their own figures) and
+    ``index/train.npy`` passed for an old index's by their names, and ``ask --sources-only``
+    replaced them. Names pass only beside the stats.json of an index build (its format)."""
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    shutil.rmtree(out / "index", ignore_errors=True)
+    (out / "index").mkdir()
+    mine = {out / "index" / "train.npy": b"my array"}
+    if stats is not None:
+        mine[out / "index" / "stats.json"] = stats.encode()
+    for path, data in mine.items():
+        path.write_bytes(data)
+    code, err = _run_cli(capsys, "ask", "anything", "--index", str(out), "--sources-only")
+    _one_line(code, err, "ask", "train.npy", "did not write")
+    assert all(path.read_bytes() == data for path, data in mine.items())
+    (out / "index" / "stats.json").write_text('{"format": 3, "products": 2}')  # an old build's
+    code, err = _run_cli(capsys, "ask", "anything", "--index", str(out), "--sources-only")
+    assert code == 0, err[-2000:]
+
+
 def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_path, capsys):
     """``prepare --overwrite --out LINK`` swapped the link itself aside and crashed on rmtree of
     it; a killed index build's staging folder was never cleaned, and prepare then refused the

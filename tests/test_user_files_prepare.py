@@ -20,12 +20,16 @@ from .test_hostile import _cli, _one_line_error, _run_cli
 pytestmark = pytest.mark.hostile
 
 
-@pytest.mark.parametrize("inside", ["shard-00000/mine.npy.txt", "index/notes.txt", "index/x/y"])
+@pytest.mark.parametrize(
+    "inside",
+    ["shard-00000/mine.npy.txt", "index/notes.txt", "index/x/y", "shard-00009/input_ids.npy"],
+)
 def test_prepare_overwrite_refuses_files_of_the_users_inside_its_folders(
     prepared, catalogue, tmp_path, capsys, inside
 ):
     """The check for foreign entries read only the top level: a file of the user's inside a shard
-    or the index folder was deleted by ``--overwrite`` without a word."""
+    or the index folder was deleted by ``--overwrite`` without a word; so was a shard the
+    manifest does not list, its files named as a shard's (a hostile user's trial)."""
     from amazon_sft.answering.index_build import build_index
 
     out = tmp_path / "data"
@@ -46,7 +50,7 @@ def test_prepare_overwrite_refuses_files_of_the_users_inside_its_folders(
         _one_line(code, err, "prepare", inside, "did not write")
         assert mine.read_text() == "mine\n"
     mine.unlink()
-    if mine.parent.name == "x":
+    if mine.parent.name in ("x", "shard-00009"):
         mine.parent.rmdir()
     code, err = _run_cli(capsys, *args, "--overwrite")  # its own index and shards: replaced
     assert code == 0, err[-2000:]

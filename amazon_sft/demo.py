@@ -221,6 +221,7 @@ def eval_args(args, prepared: Path, base: str, run_dir: Path, out: Path, extra) 
 def main(argv: list[str] | None = None) -> int:
     from amazon_sft.answering.option_checks import check_abstain_below
     from amazon_sft.data.reading import check_input
+    from amazon_sft.demo_checks import check_demo_args
     from amazon_sft.output_lock import OutputLock
     from amazon_sft.outputs import landing
     from amazon_sft.ownership import claim_demo_dir
@@ -230,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         check_input(Path(args.data))  # before --out is made
     out = landing(args.out)
+    check_demo_args(args, train_args(args, out / "prepared", out / "run")[3:])
     with OutputLock(out, "amazon-sft demo"):  # one demo a folder: a second is named the first
         claim_demo_dir(out)  # never over files of the user's
         return _demo(args, out)

@@ -127,6 +127,35 @@ def test_demo_refuses_a_gate_that_never_doubts_before_it_generates_anything(tmp_
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "given, named",
+    [
+        (["--steps", "0"], "--steps"),  # it trained 100 steps (the config's)
+        (["--per-kind", "-1"], "--per-kind"),  # it wrote 483 questions
+        (["--per-kind", "0"], "--per-kind"),  # no question about a product, "successfully"
+        (["--heldout-fraction", "0"], "--heldout-fraction"),
+        (["--oracle-eval", "--n", "0"], "--n"),  # refused after training
+        (["--max-new-tokens", "0"], "--max-new-tokens"),  # refused at the first ask
+        (["--grounded-fraction", "1.5"], "--grounded-fraction"),
+        (["train.lr=nan"], "train.lr"),  # refused at the training step, minutes in
+        (["out_dir=ELSEWHERE"], "out_dir"),  # trained there, reported the folder's old run
+        (["train.max_steps=7"], "--steps"),
+        (["data.heldout_fraction=0.3"], "data.heldout_fraction"),
+    ],
+)
+def test_demo_checks_its_flags_and_overrides_before_any_step(tmp_path, capsys, given, named):
+    """A hostile user's trial: most of the demo's numbers were checked only by the step that
+    used them (minutes in, naming the inner key) or not at all, and ``out_dir=`` trained a
+    model elsewhere while the report and the "after" answers read the folder's earlier run."""
+    from .test_hostile import _assert_one_line, _run_cli
+
+    out = tmp_path / "demo"
+    given = [g.replace("ELSEWHERE", str(tmp_path / "elsewhere")) for g in given]
+    code, err = _run_cli(capsys, "demo", "--config", "tiny", "--out", str(out), *given)
+    _assert_one_line(code, err, "demo", named)
+    assert not out.exists() and not (tmp_path / "elsewhere").exists()
+
+
 def test_demo_steps_run_the_installed_package_whatever_the_current_folder_holds(
     tmp_path, monkeypatch
 ):

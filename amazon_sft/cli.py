@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import signal
@@ -223,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # the reader stopped (``| head``): end as Unix tools do, quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
         return 128 + signal.SIGPIPE
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        # what no writer said itself: the answers' stdout on a full disk (``> /dev/full``)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no flush error at exit
+        print(f"amazon-sft {command}: error: {err.strerror}: free space", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """Answering: retrieval recall on paraphrased questions, ask/chat through the CLI, export."""
 
+import io
 import json
 import subprocess
 import sys
@@ -141,8 +142,8 @@ def test_chat_sources_only_needs_no_model_and_keeps_going(prepared, capsys, monk
     from amazon_sft.cli import main
 
     title = _records(prepared, 1)[0]["title"]
-    typed = iter([f"Tell me about {title}", "Tell " * 500, "", "exit"])
-    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    typed = [f"Tell me about {title}", "Tell " * 500, "", "exit"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(typed) + "\n"))  # a pipe's lines
 
     def no_model(args):
         raise AssertionError("chat --sources-only loaded a model")
@@ -164,9 +165,14 @@ def test_chat_ends_on_the_words_people_type_to_leave(prepared, capsys, monkeypat
     were "Quit" and "/exit"; after it, nothing more is read."""
     from amazon_sft.cli import main
 
-    typed = iter([leave, "never read"])
     asked = []
-    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(1) or next(typed))
+
+    class Typed(io.StringIO):
+        def readline(self, size=-1):
+            asked.append(1)
+            return super().readline(size)
+
+    monkeypatch.setattr("sys.stdin", Typed(f"{leave}\nnever read\n"))
     code = main(["chat", "--index", str(prepared), "--sources-only", "--gate", "words"])
     out = capsys.readouterr().out
     assert code == 0 and len(asked) == 1, out

@@ -145,3 +145,42 @@ def test_ask_json_is_utf8_whatever_bytes_the_question_holds(prepared):
     assert proc.returncode == 0, proc.stderr[-2000:]
     row = json.loads(proc.stdout.decode("utf-8"))
     assert row["question"].startswith("golden whisk") and row["sources"]
+
+
+def _chat(prepared, stdin, stdout=subprocess.PIPE, close_stdin=False):
+    """``amazon-sft chat --sources-only`` in a process capped at 4 GB of address space."""
+
+    def limits():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+        if close_stdin:
+            import os
+
+            os.close(0)
+
+    command = [sys.executable, "-m", "amazon_sft.cli", "chat", "--index", str(prepared)]
+    return subprocess.run(
+        [*command, "--sources-only"], stdin=stdin, stdout=stdout, stderr=subprocess.PIPE,
+        text=True, timeout=120, preexec_fn=limits, cwd=Path(__file__).resolve().parents[1],
+    )  # fmt: skip
+
+
+def test_chat_never_reads_an_endless_line_whole_nor_tracebacks_on_a_closed_stdin_or_full_disk(
+    prepared,
+):
+    """A hostile user's trial: ``chat < /dev/zero`` read one endless line (a MemoryError
+    traceback under 3 GB, else memory filled), as ``--questions`` did; ``chat <&-`` was
+    ``RuntimeError: input(): lost sys.stdin`` and ``chat > /dev/full`` an ``OSError``
+    traceback. Each is one line now."""
+    with open("/dev/zero") as zero:
+        proc = _chat(prepared, zero)
+    assert proc.returncode == 2 and "characters" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    proc = _chat(prepared, None, close_stdin=True)
+    assert proc.returncode == 2 and "stdin" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    with open("/dev/full", "w") as full:
+        proc = _chat(prepared, subprocess.DEVNULL, stdout=full)
+    assert proc.returncode != 0 and "No space left" in proc.stderr, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 2026-12-02): bytes that are not UTF-8, control characters, a chat that one bad question ended,
 a k too large named as a question too long, and damaged JSON a command reads."""
 
+import io
 import json
 import re
 import shutil
@@ -42,8 +43,8 @@ def test_chat_goes_on_after_a_question_it_cannot_answer(prepared, tuned_run, cap
     from amazon_sft.cli import main
 
     title = _records(prepared, 1)[0]["title"]
-    typed = iter(["é" * 1900, f"Tell me about {title}", "exit"])
-    monkeypatch.setattr("builtins.input", lambda prompt="": next(typed))
+    typed = ["é" * 1900, f"Tell me about {title}", "exit"]
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n".join(typed) + "\n"))  # a pipe's lines
     code = main(["chat", "--model", str(tuned_run), "--index", str(prepared)])
     out = capsys.readouterr().out
     assert code == 0

@@ -306,6 +306,8 @@ Portuguese: "sair")."""
 
 
 def _run_chat(args) -> int:
+    from amazon_sft.answering.chat_input import read_question
+
     if args.sources_only:
         show, answerer = retrieval_only(args, "chat"), None
     else:
@@ -313,11 +315,8 @@ def _run_chat(args) -> int:
     print("Ask about a product (Ctrl-D, 'exit' or 'sair' to quit).")
     if hasattr(sys.stdin, "reconfigure"):  # bytes that are not UTF-8: U+FFFD, not a traceback
         sys.stdin.reconfigure(errors="replace")
-    while True:
-        try:
-            question = input("> ").strip()
-        except EOFError:
-            break
+    while (line := read_question()) is not None:
+        question = line.strip()
         if question.lower().lstrip("/") in LEAVE_WORDS:
             break
         if not question:

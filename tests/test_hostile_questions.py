@@ -63,6 +63,12 @@ def test_a_k_too_large_for_the_context_names_k_not_the_question(prepared, tuned_
         str(prepared), "--grounded", "--k", "10", "--max-new-tokens", "1000",
     )  # fmt: skip
     _assert_one_line(code, err, "ask", "ask for at most", "fewer records (k; 10 now)")
+    code, err = _run_cli(  # closed book shows no record: it said "its 3 records", "fewer records"
+        capsys, "ask", "Tell me about a bear", "--model", str(tuned_run), "--index",
+        str(prepared), "--closed-book", "--max-new-tokens", "5000",
+    )  # fmt: skip
+    _assert_one_line(code, err, "ask", "ask for at most")
+    assert "record" not in err, err
 
 
 @pytest.mark.parametrize("listing", ["[]", '{"model.safetensors": []}', "{}"])

@@ -217,3 +217,13 @@ def test_a_loader_waits_for_the_index_another_process_is_building(prepared, tmp_
     finally:
         index_build._build_index = real_build
     assert loaded and len(loaded[0]) > 0 and not built  # the holder's index, not built again
+
+
+def test_a_file_of_a_prepared_folder_given_for_the_folder_is_told_to_give_the_folder(
+    prepared, capsys
+):
+    """A hostile user's trial: ``index PREP/catalogue.jsonl`` was told to prepare the catalogue
+    into a new folder; the fix is to give ``PREP`` (chat said so already)."""
+    code, err = _run_cli(capsys, "index", str(prepared / "catalogue.jsonl"))
+    _one_line(code, err, "index", f"prepared folder {prepared}: give the folder")
+    assert "amazon-sft prepare" not in err

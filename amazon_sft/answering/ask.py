@@ -175,9 +175,10 @@ def plan_answer(
     prompt = build_prompt(fmt, tok, data, question, sources, mode)
     ids = fmt.bos + hf_encoder(tok)([prompt])[0]
     context = context_length(model)
+    shown_records = len(sources) if mode == "grounded" else 0  # closed book shows none
     if context is not None and len(ids) + max_new_tokens > context:
         raise RequestError(
-            does_not_fit(tok, question, len(sources), len(ids), context, max_new_tokens)
+            does_not_fit(tok, question, shown_records, len(ids), context, max_new_tokens)
         )
     doubt = doubt_reason(found, abstain_below, question) if mode == "grounded" else None
     sure = (

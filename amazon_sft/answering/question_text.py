@@ -86,7 +86,8 @@ def does_not_fit(
         else "the prompt does not fit the model's context"
     )
     shorter = f"ask for at most {room} new tokens, or " if room > 0 else ""
+    shown = f"its {records} records and " if records else ""  # a closed-book prompt has none
     return (
         f"{what}: the prompt takes {prompt_tokens} of {context} tokens (the question {asked}, "
-        f"its {records} records and the instructions the rest); {shorter}" + " or ".join(fixes)
+        f"{shown}the instructions the rest); {shorter}" + " or ".join(fixes)
     )

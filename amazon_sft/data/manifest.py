@@ -223,6 +223,10 @@ def edited_since_written(folder: Path, manifest: Manifest) -> list[str]:
 def refuse_a_catalogue_file(path: str | Path, config: list[str] | None = None) -> None:
     """The catalogue itself given where its prepared folder goes: say how to make the folder
     (in ``data/`` here: the file's own folder may be a shared or read-only one)."""
+    if Path(path).is_file() and (Path(path).parent / MANIFEST).is_file():  # a file inside it
+        raise UserError(
+            f"{path} is a file of the prepared folder {Path(path).parent}: give the folder"
+        )
     if Path(path).is_file():
         folder = Path("data") / (Path(path).name.split(".")[0] + "-prepared")
         command = prepare_command(folder, config, catalogue=str(path))

@@ -94,11 +94,13 @@ def _add_synth(sub) -> None:
 
 def _run_synth(args) -> int:
     from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
     out = landing(args.out)
+    refuse_inside_another_output(out, "--out")
     if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
     if blocker := next((p for p in out.parents if p.is_file()), None):

@@ -18,10 +18,9 @@ from pathlib import Path
 
 from amazon_sft import __version__
 from amazon_sft.atomic import write_text_whole
-from amazon_sft.data.manifest import MANIFEST
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
-from amazon_sft.ownership import is_our_run, listing, now_iso, refuse_link_to_nowhere
+from amazon_sft.ownership import listing, now_iso, refuse_link_to_nowhere
 
 EVAL_MARKER = ".amazon_sft_eval.json"
 EVAL_OUTPUTS = ("report.json", "answers.jsonl", "report.md", "report.png")
@@ -69,27 +68,6 @@ def changed_since_eval(out_dir: Path) -> list[str]:
             or sha256_file(out_dir / name) not in digests.get(name, ())
         )
     ]
-
-
-def refuse_another_commands_folder(out_dir: Path) -> None:
-    """An ``--out`` in a folder another command owns: prepared data (its ``index/`` or a shard:
-    ``amazon-sft index`` and ``prepare --overwrite`` then refused the folder, naming the
-    report, a helper's trial) or a run's ``final/`` or ``checkpoints/`` (its next save refuses
-    a ``final/`` holding it). A report beside them (``runs/x/eval``) is the user's choice."""
-    out = out_dir.resolve()  # through links, as the files would land
-    for folder in (out, *out.parents):
-        if (folder / MANIFEST).is_file() and any(folder.glob("shard-*")):
-            raise UserError(
-                f"--out {out_dir} is inside {folder}, prepared data (amazon-sft index and "
-                "prepare --overwrite would refuse that folder with a report in it): choose "
-                "another --out"
-            )
-        if folder.name in ("final", "checkpoints") and is_our_run(folder.parent):
-            raise UserError(
-                f"--out {out_dir} is inside {folder}, the run's {folder.name}/ (the run's next "
-                "save refuses or passes over what it did not write): choose another --out, e.g. "
-                f"{folder.parent / 'eval'}"
-            )
 
 
 def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:

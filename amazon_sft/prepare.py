@@ -52,6 +52,7 @@ from amazon_sft.data.split import (
 from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError
 from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import disk_full, landing
 from amazon_sft.ownership import check_prepare_target
 from amazon_sft.prompts import build_prompt_format
@@ -88,6 +89,7 @@ def prepare(
     data, input_path, out_dir = cfg.data, Path(input_path), landing(out_dir)
     check_input(input_path)
     check_prepare_bounds(cfg)
+    refuse_inside_another_output(out_dir, "--out", replaces="prepared")
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
     refuse_mount_point(out_dir, "--out", "the prepared data")
     tok = load_tokenizer(cfg.model, tokenizer)

@@ -48,6 +48,7 @@ from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import disk_full, landing, run_kept
 from amazon_sft.ownership import (
     check_run_dir,
@@ -140,6 +141,7 @@ def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:
     data, and not a run of other inputs."""
     check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
     refuse_run_in_data(out_dir, cfg.data.path)
+    refuse_inside_another_output(out_dir, "out_dir")
     refuse_moving_inputs(
         out_dir,
         cfg.overwrite,

@@ -438,3 +438,34 @@ def test_the_demo_record_is_never_written_through_a_link(tmp_path):
     record_demo_file(out, "demo.log")
     assert mine.read_text() == '{"my": "notes"}'
     assert not (out / RECORD).is_symlink() and "demo.log" in (out / RECORD).read_text()
+
+
+@pytest.mark.parametrize("command", ["export", "synth", "prepare", "train"])
+def test_no_output_goes_inside_a_folder_another_command_owns(
+    command, catalogue, prepared, tuned_run, tiny_model_dir, tmp_path, capsys
+):
+    """A hostile user's trial: ``export RUN --out PREP/sub`` (or a run's ``final/``, or another
+    export) was written, then ``prepare --overwrite``, the run's next save or ``export
+    --overwrite`` refused that folder; ``export --out RUN_B/final`` was called an old export
+    to remove by hand. eval refused such an ``--out`` already; now every command does."""
+    from amazon_sft.answering.export_files import EXPORT_MARKER
+
+    from .conftest import train_overrides
+
+    data, run, export = tmp_path / "data", tmp_path / "run", tmp_path / "exported"
+    shutil.copytree(prepared, data)
+    shutil.copytree(tuned_run, run)
+    export.mkdir()
+    (export / EXPORT_MARKER).write_text("{}")
+    for owned, inside in ((data, data / "sub"), (run, run / "final"), (export, export / "sub")):
+        before = sorted(str(p) for p in owned.rglob("*"))
+        argv = {
+            "export": ["export", str(tuned_run), "--out", str(inside)],
+            "synth": ["synth", "--rows", "5", "--out", str(inside / "trn.json")],
+            "prepare": ["prepare", str(catalogue), "--out", str(inside), "--config", "tiny"],
+            "train": ["train", "--config", "tiny",
+                      *train_overrides(prepared, tiny_model_dir, inside, "train.max_steps=1")],
+        }[command]  # fmt: skip
+        code, err = _run_cli(capsys, *argv)
+        _one_line(code, err, command, f"is inside {owned}", "choose another")
+        assert sorted(str(p) for p in owned.rglob("*")) == before

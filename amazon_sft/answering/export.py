@@ -42,6 +42,7 @@ from amazon_sft.evaluation.loading import (
     saved_folder,
 )
 from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import check_output_folder, disk_full
 from amazon_sft.ownership import listing, utc_stamp
 from amazon_sft.prompts import build_prompt_format
@@ -78,6 +79,7 @@ def export_model(
             "model.path as it is); export takes a training run's out_dir or its final/"
         )
     out_dir = check_output_folder(out_dir, "--out")
+    refuse_inside_another_output(out_dir, "--out", replaces="export")
     try:
         source = saved_folder(run)
     except UserError:  # said below, in RUN's words, by the load

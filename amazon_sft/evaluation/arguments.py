@@ -10,9 +10,10 @@ from pathlib import Path
 from amazon_sft.bounds import check_new_tokens
 from amazon_sft.config import check_seed
 from amazon_sft.errors import OneLineParser, UserError
-from amazon_sft.eval_ownership import check_eval_dir, refuse_another_commands_folder
+from amazon_sft.eval_ownership import check_eval_dir
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation.items import MODES
+from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import check_output_folder
 
 SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
@@ -133,7 +134,7 @@ def parse_args(argv):
     if args.vllm_tensor_parallel < 1 or not 0.0 < args.vllm_gpu_memory <= 1.0:
         raise UserError("--vllm-tensor-parallel must be >= 1 and --vllm-gpu-memory in (0, 1]")
     args.out = str(check_output_folder(args.out, "--out", replaced_whole=False))  # file by file
-    refuse_another_commands_folder(Path(args.out))
+    refuse_inside_another_output(Path(args.out), "--out")
     check_eval_dir(Path(args.out), args.overwrite)  # before any model loads
     bad = set(args.splits.split(",")) - set(SPLIT_FILES)
     if bad:

@@ -136,3 +136,56 @@ def released_lock(path: Path) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+class DataReadLock:
+    """A prepared folder held for reading by a training run (shared: runs on one data go on
+    together) or for writing by prepare (exclusive): ``fcntl.flock`` on ``.<name>.readers.lock``
+    beside it, apart from ``OutputLock``'s so that an index build (prepare's lock) never waits
+    for a run. A hostile user's trial: ``prepare --overwrite`` replaced the shards a live run
+    read; the run ended with exit 0 on deleted files, then its resume, eval and ask were refused.
+    Where the lock file cannot be made (a read-only dataset folder, which no prepare replaces
+    either) or locks are not supported, nothing is checked."""
+
+    def __init__(self, folder: Path, shared: bool) -> None:
+        self.folder = Path(folder).resolve()
+        self.path = self.folder.parent / f".{self.folder.name}.readers.lock"
+        self.shared = shared
+        self._fd: int | None = None
+
+    def acquire(self) -> DataReadLock:
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError:
+            return self  # not ours to make here: unchecked, as without locks
+        try:
+            fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if not isinstance(err, BlockingIOError) and err.errno in NO_LOCKS:
+                return self
+            if not isinstance(err, BlockingIOError):
+                raise
+            if self.shared:
+                raise UserError(
+                    f"data.path={self.folder} is being prepared again (amazon-sft prepare): "
+                    "wait for it to end, then start the run"
+                ) from None
+            raise UserError(
+                f"--out {self.folder} is being read by a training run (its data.path): "
+                "replacing it would change the run's data under it; wait for the run to end, "
+                "or prepare into another --out"
+            ) from None
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+    def __enter__(self) -> DataReadLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()

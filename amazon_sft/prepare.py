@@ -51,7 +51,7 @@ from amazon_sft.data.split import (
 )
 from amazon_sft.data.streamed import Streamed
 from amazon_sft.errors import UserError
-from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_lock import DataReadLock, OutputLock
 from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import disk_full, landing
 from amazon_sft.ownership import check_prepare_target
@@ -101,7 +101,10 @@ def prepare(
             f"{len(fmt.phrasings)}, or a templates file with more phrasings"
         )
     kept = f"{out_dir} is unchanged" if out_dir.exists() else f"nothing was written to {out_dir}"
-    with OutputLock(out_dir, "amazon-sft prepare") as lock:
+    with (
+        OutputLock(out_dir, "amazon-sft prepare") as lock,
+        DataReadLock(out_dir, shared=False),  # no run reads it while it is replaced
+    ):
         staging = _staging_dir(out_dir, overwrite, lock.locked)
         setup_s = time.perf_counter() - started  # imports and tokenizer load: fixed, not per row
         try:

@@ -47,7 +47,7 @@ from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_before_load
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer, fused_adamw_here
-from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_lock import DataReadLock, OutputLock
 from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import disk_full, landing, run_kept
 from amazon_sft.ownership import (
@@ -97,42 +97,43 @@ def main(argv: list[str] | None = None) -> int:
     accelerator, plan = build_accelerator(cfg, out_dir / "logs")
     setup_logging(accelerator)
     check_before_load(cfg, accelerator)
-    tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
-    templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
-    refuse_data_not_prepared(given, cfg, shards.manifest)
-    cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
-    rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
-    cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
-    made_here = accelerator.is_main_process and not out_dir.exists()
-    lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
-    with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
-        check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
-        base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
-        planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
-        model = build_model(cfg, tok, accelerator)
-        base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
-        optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
-        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-        rank = accelerator.process_index
-        loader = PackedLoader(
-            rows,
-            plan.micro_batch_size,
-            rank,
-            plan.world_size,
-            cfg.data.seed,
-            plan.accumulation_steps,
-        )
-        state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
-    start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
-    trainer = Trainer(
-        cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
-    )  # fmt: skip
-    with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
-        summary = trainer.train(state)
-        finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
-    shutdown(accelerator)
-    if lock is not None:
-        lock.release()
+    with DataReadLock(Path(cfg.data.path), shared=True):  # prepare replaces it not meanwhile
+        tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
+        templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
+        refuse_data_not_prepared(given, cfg, shards.manifest)
+        cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
+        rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
+        cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
+        made_here = accelerator.is_main_process and not out_dir.exists()
+        lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
+        with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
+            check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
+            base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
+            planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
+            model = build_model(cfg, tok, accelerator)
+            base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
+            optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
+            model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+            rank = accelerator.process_index
+            loader = PackedLoader(
+                rows,
+                plan.micro_batch_size,
+                rank,
+                plan.world_size,
+                cfg.data.seed,
+                plan.accumulation_steps,
+            )
+            state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
+        start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
+        trainer = Trainer(
+            cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
+        )  # fmt: skip
+        with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
+            summary = trainer.train(state)
+            finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
+        shutdown(accelerator)
+        if lock is not None:
+            lock.release()
     return 0
 
 

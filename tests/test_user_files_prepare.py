@@ -479,7 +479,8 @@ def test_a_stopped_prepare_leaves_no_hidden_copy_behind(catalogue, tmp_path):
     err = proc.communicate(timeout=120)[1]
     assert proc.returncode == 143, err[-2000:]
     assert "amazon-sft prepare: stopped by SIGTERM" in err and "Traceback" not in err, err
-    assert sorted(p.name for p in tmp_path.iterdir() if p.name != ".prepared.lock") == []
+    locks = (".prepared.lock", ".prepared.readers.lock")  # lock files are never deleted
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name not in locks) == []
 
 
 def test_a_prepare_under_nohup_goes_on_after_a_hang_up(catalogue, tmp_path):
@@ -546,3 +547,34 @@ def test_a_held_out_fraction_the_data_was_split_with_otherwise_is_not_sent_back_
     said = " ".join(r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert f"data.heldout_fraction={made}" in said and "held-out split" in said, said
     assert "prepare again" not in said, said
+
+
+def test_prepare_never_replaces_data_a_training_run_is_reading(
+    prepared, catalogue, tiny_model_dir, tmp_path, capsys
+):
+    """A hostile user's trial: ``prepare --overwrite DATA`` replaced the shards a live run was
+    reading; the run ended with exit 0 on deleted files, then its resume, eval and ask were
+    refused (the data's digest had changed). A run holds its data for reading (shared: two runs
+    on one data are fine); prepare refuses it then, and a run does not start while prepare
+    writes there."""
+    from amazon_sft.output_lock import DataReadLock
+
+    from .conftest import train_overrides
+
+    data = tmp_path / "data"
+    shutil.copytree(prepared, data)
+    before = (data / "manifest.json").read_bytes()
+    args = ("prepare", str(catalogue), "--out", str(data), "--config", "tiny", "--quiet")
+    with DataReadLock(data, shared=True), DataReadLock(data, shared=True):  # two runs
+        code, err = _run_cli(capsys, *args, "--overwrite")
+        _one_line(code, err, "prepare", str(data.resolve()), "training run", "another --out")
+    assert (data / "manifest.json").read_bytes() == before
+    with DataReadLock(data, shared=False):  # prepare writing there
+        code, err = _run_cli(
+            capsys, "train", "--config", "tiny",
+            *train_overrides(data, tiny_model_dir, tmp_path / "run", "train.max_steps=1"),
+        )  # fmt: skip
+        _one_line(code, err, "train", "being prepared", "wait")
+    assert not (tmp_path / "run").exists()
+    code, err = _run_cli(capsys, *args, "--overwrite")  # no run reads it now
+    assert code == 0, err[-2000:]

@@ -227,3 +227,27 @@ def test_a_file_of_a_prepared_folder_given_for_the_folder_is_told_to_give_the_fo
     code, err = _run_cli(capsys, "index", str(prepared / "catalogue.jsonl"))
     _one_line(code, err, "index", f"prepared folder {prepared}: give the folder")
     assert "amazon-sft prepare" not in err
+
+
+def test_a_catalogue_line_prepare_never_writes_is_refused_before_it_is_indexed(
+    prepared, tmp_path, capsys
+):
+    """A hostile user's trial: a hand-edited ``catalogue.jsonl`` with one 200 MB record was
+    indexed ("indexed 186 products"); each question then took 6 GB and 34 s, or a MemoryError
+    traceback. prepare reads lines of at most 1 MB, so a longer catalogue line is refused."""
+    import json
+
+    from amazon_sft.answering.catalogue_tokens import MAX_CATALOGUE_LINE_BYTES
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    shutil.rmtree(out / "index", ignore_errors=True)
+    catalogue = out / "catalogue.jsonl"
+    lines = catalogue.read_bytes().splitlines(keepends=True)
+    row = json.loads(lines[0])
+    row["content"] = "word " * (MAX_CATALOGUE_LINE_BYTES // 5)
+    lines.insert(1, (json.dumps(row | {"uid": "huge-1"}) + "\n").encode())
+    catalogue.write_bytes(b"".join(lines))
+    code, err = _run_cli(capsys, "index", str(out))
+    _one_line(code, err, "index", f"{catalogue} line 2", "re-run amazon-sft prepare")
+    assert not (out / "index").exists()

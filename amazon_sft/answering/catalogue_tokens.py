@@ -61,6 +61,13 @@ class CatalogueTokens:
     descriptions: FieldTokens
 
 
+MAX_CATALOGUE_LINE_BYTES = 2_000_000
+"""The longest catalogue line prepare can write: it reads input lines of at most 1 MB
+(``data.reading.read_records``), and a record's line adds its uid and split. A longer one was
+edited in by hand; indexed, each question read it whole (6 GB and 34 s for a 200 MB record:
+a hostile user's trial)."""
+
+
 def line_starts(path: Path) -> np.ndarray:
     """Byte offset of each line of ``path`` (a last line without a newline counts), found by
     numpy in blocks rather than a Python loop over 1.3M lines."""
@@ -150,6 +157,13 @@ def read_catalogue(
 
     with reading(catalogue, "catalogue", REDO):
         offsets = line_starts(catalogue)
+        sizes = np.diff(offsets, append=catalogue.stat().st_size)
+    longest = int(np.argmax(sizes)) if len(sizes) else 0
+    if len(sizes) and sizes[longest] > MAX_CATALOGUE_LINE_BYTES:
+        raise UserError(
+            f"{catalogue} line {longest + 1} is {int(sizes[longest]):,} bytes, longer than any "
+            f"prepare writes ({MAX_CATALOGUE_LINE_BYTES:,}): the file was edited; {REDO}"
+        )
     count = index_workers(len(offsets), workers)
     cuts = np.linspace(0, len(offsets), count + 1).astype(int)
     jobs = [

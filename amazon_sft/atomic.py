@@ -9,8 +9,8 @@ one if the new one never arrived.
 
 Staging folders carry the machine's name beside the process id: on a cluster's shared
 filesystem another node's process id means nothing here, so only this machine's dead
-processes' folders are cleaned (a name without the machine, from before 2026-12-02, is left:
-a user's backup may carry such a name).
+processes' folders are cleaned. A name without the tool's word (``STAGING_TAG``; older
+versions wrote ``.NAME.tmp-MACHINE-PID``) is left: a user's backup may carry such a name.
 """
 
 from __future__ import annotations
@@ -35,10 +35,20 @@ def _machine() -> str:
     return re.sub(r"[^A-Za-z0-9._]", "_", socket.gethostname()) or "localhost"
 
 
-def staging_name(out_dir: Path, kind: str = "tmp") -> Path:
-    """The hidden sibling a process writes into: ``.NAME.tmp-MACHINE-PID`` (``old`` for one set
-    aside)."""
-    return out_dir.parent / f".{out_dir.name}.{kind}-{_machine()}-{os.getpid()}"
+STAGING_TAG = "amazon-sft"
+"""The word every staging name carries (``.NAME.amazon-sft-tmp-MACHINE-PID``): a name is all
+that marks a killed run's leftovers, and a user's backup ``.data.old-backup-7`` beside an
+output read as another machine's staging, and was deleted (a review). A user does not name a
+backup with the tool's name."""
+
+
+def staging_name(
+    out_dir: Path, kind: str = "tmp", machine: str | None = None, pid: int | None = None
+) -> Path:
+    """The hidden sibling a process writes into: ``.NAME.amazon-sft-tmp-MACHINE-PID`` (``old``
+    for one set aside); another ``machine`` or ``pid`` than this process's names theirs."""
+    machine, pid = machine or _machine(), os.getpid() if pid is None else pid
+    return out_dir.parent / f".{out_dir.name}.{STAGING_TAG}-{kind}-{machine}-{pid}"
 
 
 def write_text_whole(path: Path, text: str | bytes) -> None:
@@ -73,7 +83,7 @@ def new_staging(out_dir: Path, any_machine: bool = False) -> Path:
 
 def unwritable_beside(out_dir: Path, err: OSError, what: str) -> str:
     """The line for a hidden file beside ``out_dir`` that cannot be made: a name too long once
-    ``.NAME.lock`` or ``.NAME.tmp-MACHINE-PID`` wraps it (it blamed the folder above), else the
+    ``.NAME.lock`` or ``.NAME.amazon-sft-tmp-MACHINE-PID`` wraps it (it blamed the folder above), else the
     folder above is not writable.
 
     >>> import errno
@@ -86,7 +96,7 @@ def unwritable_beside(out_dir: Path, err: OSError, what: str) -> str:
         shown = f"{out_dir.parent / out_dir.name[:40]}..." if len(out_dir.name) > 40 else out_dir
         return (
             f"the name of {what} {shown} is too long ({len(out_dir.name)} characters) for the "
-            "hidden files amazon-sft keeps beside it (.NAME.lock, .NAME.tmp-MACHINE-PID; a name "
+            "hidden files amazon-sft keeps beside it (.NAME.lock, .NAME.amazon-sft-tmp-MACHINE-PID; a name "
             "takes 255 bytes at most): choose a shorter name"
         )
     return f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable {what}"
@@ -139,23 +149,24 @@ def stale_staging(out_dir: Path, name: str, any_machine: bool = False) -> str | 
     """``tmp`` or ``old`` when ``name`` (beside ``out_dir``) is a staging folder of ``out_dir``
     left by a dead process of this machine (of any machine with ``any_machine``), else None.
 
-    >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1")  # another machine's
-    >>> stale_staging(Path("x/index"), ".index.tmp-somewhere-1", any_machine=True)
+    >>> stale_staging(Path("x/index"), ".index.amazon-sft-tmp-somewhere-1")  # another's
+    >>> stale_staging(Path("x/index"), ".index.amazon-sft-tmp-somewhere-1", any_machine=True)
     'tmp'
 
     A machine's name holds no ``-`` (``_machine``), so a sibling folder's staging is never read
-    as this folder's (``.index.tmp-x.tmp-somewhere-1`` is ``index.tmp-x``'s):
+    as this folder's:
 
-    >>> stale_staging(Path("x/index"), ".index.tmp-x.tmp-somewhere-1", any_machine=True)
+    >>> stale_staging(Path("x/i"), ".i.amazon-sft-tmp-x.amazon-sft-tmp-y-1", any_machine=True)
 
-    A name without the machine (written before 2026-12-02), or whose number no process can have
-    (a date), is a user's: a hostile user's trial lost ``.data.old-20240101``, a backup beside
-    prepare's ``--out``, and export renamed ``.e2.old-1999`` into its ``--out``:
+    A name without the tool's word, or whose number no process can have (a date), is a user's:
+    a hostile user's trial lost ``.data.old-20240101`` and a review ``.data.old-backup-7``,
+    backups beside prepare's ``--out``; export renamed ``.e2.old-1999`` into its ``--out``:
 
-    >>> stale_staging(Path("x/data"), ".data.old-20240101", any_machine=True)
-    >>> stale_staging(Path("x/data"), ".data.old-host-20240101", any_machine=True)
+    >>> stale_staging(Path("x/data"), ".data.old-backup-7", any_machine=True)
+    >>> stale_staging(Path("x/data"), ".data.amazon-sft-old-host-20240101", any_machine=True)
     """
-    m = re.match(rf"^\.{re.escape(out_dir.name)}\.(tmp|old)-([A-Za-z0-9._]+)-(\d+)$", name)
+    tagged = rf"^\.{re.escape(out_dir.name)}\.{STAGING_TAG}-(tmp|old)-([A-Za-z0-9._]+)-(\d+)$"
+    m = re.match(tagged, name)
     if not m or int(m.group(3)) > PID_LIMIT:
         return None
     this_machine = m.group(2) == _machine()

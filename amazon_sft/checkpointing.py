@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from amazon_sft.atomic import swap_into_place
+from amazon_sft.atomic import STAGING_TAG, swap_into_place
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
@@ -201,7 +201,11 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
     root = out_dir / "checkpoints"
     if not root.is_dir():
         return done
-    swapped = {m.group(1) for p in root.iterdir() if (m := re.match(r"\.(step-\d+)\.old-", p.name))}
+    swapped = {
+        m.group(1)
+        for p in root.iterdir()
+        if (m := re.match(rf"\.(step-\d+)\.{STAGING_TAG}-old-", p.name))
+    }
     for name in sorted(swapped):
         done += remove_stale(root / name, any_machine=True)
     for path in sorted(p for p in root.glob("step-*.tmp") if SAVE_STAGING.fullmatch(p.name)):

@@ -17,13 +17,14 @@ import shutil
 import sys
 from pathlib import Path
 
+from amazon_sft.atomic import STAGING_TAG
 from amazon_sft.errors import UserError
 from amazon_sft.gpu_check_files import FILES as GPU_CHECK_FILES
 from amazon_sft.gpu_check_files import MARKER as GPU_MARKER
 from amazon_sft.gpu_check_files import not_as_written
 
-STAGING = re.compile(r"\..+\.(tmp|old)-[A-Za-z0-9._]+-\d+(\.[A-Za-z0-9]+)?")
-"""Killed runs' staging files and folders beside an output: ``.NAME.tmp-MACHINE-PID`` (or
+STAGING = re.compile(rf"\..+\.{STAGING_TAG}-(tmp|old)-[A-Za-z0-9._]+-\d+(\.[A-Za-z0-9]+)?")
+"""Killed runs' staging files and folders beside an output: ``.NAME.amazon-sft-tmp-MACHINE-PID`` (or
 ``old``; ``atomic.staging_name``), with the name's suffix where it keeps one."""
 LOCK_NOTE = b"pid "
 

@@ -223,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     from amazon_sft.data.reading import check_input
     from amazon_sft.demo_checks import check_demo_args
     from amazon_sft.output_lock import OutputLock
+    from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing
     from amazon_sft.ownership import claim_demo_dir
 
@@ -231,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.data is not None:
         check_input(Path(args.data))  # before --out is made
     out = landing(args.out)
+    refuse_inside_another_output(out, "--out")  # before its lock file and log are written
     check_demo_args(args, train_args(args, out / "prepared", out / "run")[3:])
     with OutputLock(out, "amazon-sft demo"):  # one demo a folder: a second is named the first
         claim_demo_dir(out)  # never over files of the user's

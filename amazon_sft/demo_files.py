@@ -89,7 +89,7 @@ def staged_demo_file(out: Path, name: str) -> Iterator[Path]:
     it does, the record holds the old digest and the new one, so a kill at any instant leaves
     a file the record names as the demo's, and no mark that would take a user's file put
     there later for the demo's (a review: a ``writing`` mark outlived a kill)."""
-    plain = staging_name(out / name)  # .NAME.tmp-MACHINE-PID: make clean's litter
+    plain = staging_name(out / name)  # .NAME.amazon-sft-tmp-MACHINE-PID: make clean's litter
     staging = plain.with_name(plain.name + "".join(Path(name).suffixes[-1:]))
     old = _digests_known(out).get(name)
     try:

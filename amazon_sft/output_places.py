@@ -31,7 +31,10 @@ def owner_above(out: Path, replaces: str = "") -> tuple[Path, str] | None:
         if prepared and not (mine and replaces == "prepared"):
             return folder, "prepared data (index and prepare --overwrite would refuse it then)"
         if folder.name in ("final", "checkpoints") and is_our_run(folder.parent):
-            return folder, f"the run's {folder.name}/ (the run's next save would refuse it then)"
+            return folder, (
+                f"the run's {folder.name}/, which its saves write (beside it, e.g. "
+                f"{folder.parent / 'eval'}, is fine)"
+            )
         if (folder / EXPORT_MARKER).is_file() and not (mine and replaces == "export"):
             return folder, "an export (export --overwrite would refuse it then)"
     return None
@@ -42,4 +45,5 @@ def refuse_inside_another_output(out: Path, flag: str, replaces: str = "") -> No
     found = owner_above(out, replaces)
     if found:
         folder, what = found
-        raise UserError(f"{flag} {out} is inside {folder}, {what}: choose another {flag}")
+        where = "is" if folder == out.resolve() else f"is inside {folder},"
+        raise UserError(f"{flag} {out} {where} {what}: choose another {flag}")

@@ -38,6 +38,7 @@ from amazon_sft import gpu_check_files as own  # noqa: E402 - the repository is 
 from amazon_sft.child_process import die_with_parent  # noqa: E402
 from amazon_sft.errors import UserError  # noqa: E402
 from amazon_sft.evaluation.end_to_end_types import EndToEndReport, read_end_to_end_report  # noqa: E402
+from amazon_sft.output_places import refuse_inside_another_output  # noqa: E402
 from amazon_sft.outputs import landing  # noqa: E402
 from amazon_sft.ownership import claim_marked_dir  # noqa: E402
 
@@ -87,6 +88,7 @@ def main(argv: list[str] | None = None) -> int:
         print("gpu-check: no CUDA GPU here; --cpu-smoke runs the same steps at tiny shapes")
         return 2
     try:  # it writes gpu_tests.txt, benchmark.txt, demo.txt, gpu_check.json, demo/: not over yours
+        refuse_inside_another_output(args.out, "--out")  # nor inside another command's output
         claim_marked_dir(args.out, MARKER, "GPU check", earlier_check(args.out))
     except UserError as err:
         print(f"gpu-check: {err}")

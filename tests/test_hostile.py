@@ -190,7 +190,8 @@ def test_prepare_input(damage, catalogue, tmp_path, capsys):
         capsys, "prepare", str(src), "--out", str(out), "--config", "tiny", "--quiet"
     )
     _assert_one_line(code, err, "prepare", str(src))
-    left = [p for p in tmp_path.glob(".out.*") if p.name != ".out.lock"]  # the lock file stays
+    locks = (".out.lock", ".out.readers.lock")  # the lock files stay (never deleted)
+    left = [p for p in tmp_path.glob(".out.*") if p.name not in locks]
     assert not out.exists() and not left, "partial output left"
 
 
@@ -206,7 +207,7 @@ def test_a_grounded_prepare_of_a_file_no_row_survives_names_the_file(text, tmp_p
     code, err = _run_cli(capsys, "prepare", str(src), "--out", str(tmp_path / "out"), "--config",
                          "tiny", "data.grounded_fraction=1.0", "--quiet")  # fmt: skip
     _assert_one_line(code, err, "prepare", str(src))
-    assert "filtered out" in err and ".tmp-" not in err, err
+    assert "filtered out" in err and "tmp-" not in err, err
 
 
 @pytest.fixture()
@@ -455,7 +456,7 @@ def test_prepare_overwrite_keeps_the_old_output_until_the_new_one_is_whole(
     before = (out / "manifest.json").read_text()
     from .test_user_files_prepare import dead_pid
 
-    stale = tmp_path / f".data.tmp-{atomic._machine()}-{dead_pid()}"  # a killed run's leftovers
+    stale = atomic.staging_name(tmp_path / "data", pid=dead_pid())  # a killed run's leftovers
     stale.mkdir()
     (stale / "junk").write_bytes(b"x" * 1000)
 
@@ -479,8 +480,9 @@ def test_prepare_overwrite_keeps_the_old_output_until_the_new_one_is_whole(
     monkeypatch.setattr("amazon_sft.prepare.swap_into_place", atomic.swap_into_place)
     code, _ = _run_cli(capsys, *args)
     assert code == 0 and (out / "manifest.json").is_file()
-    leftovers = [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]
-    assert leftovers == [tmp_path / ".data.lock"]  # the lock file stays (ownership.py says why)
+    leftovers = sorted(p for p in tmp_path.iterdir() if p.name.startswith(".data."))
+    # the lock files stay (output_lock.py says why)
+    assert leftovers == [tmp_path / ".data.lock", tmp_path / ".data.readers.lock"]
 
 
 def test_a_second_train_into_a_used_out_dir_is_refused(tuned_run, prepared, tiny_model_dir, capsys):

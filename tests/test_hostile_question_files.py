@@ -184,3 +184,18 @@ def test_chat_never_reads_an_endless_line_whole_nor_tracebacks_on_a_closed_stdin
         proc = _chat(prepared, subprocess.DEVNULL, stdout=full)
     assert proc.returncode != 0 and "No space left" in proc.stderr, proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_chat_takes_a_line_of_exactly_its_cap(monkeypatch):
+    """A review: a line of exactly ``MAX_LINE_CHARS`` and its newline was refused as over."""
+    import io
+
+    from amazon_sft.answering.chat_input import MAX_LINE_CHARS, read_question
+    from amazon_sft.errors import UserError
+
+    monkeypatch.setattr(
+        "sys.stdin", io.StringIO("a" * MAX_LINE_CHARS + "\n" + "b" * (MAX_LINE_CHARS + 1))
+    )
+    assert read_question("") == "a" * MAX_LINE_CHARS + "\n"
+    with pytest.raises(UserError, match="over 128,000 characters"):
+        read_question("")

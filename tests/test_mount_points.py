@@ -89,7 +89,7 @@ def test_an_eval_report_into_a_mount_point_replaces_the_last_one_whole(
     report = json.loads((out / "report.json").read_text())
     assert {"report.md", "answers.jsonl"} <= {p.name for p in out.iterdir()}
     assert len((out / "answers.jsonl").read_text().splitlines()) > 0 and report
-    assert not [p for p in out.iterdir() if ".tmp-" in p.name]  # no staging left inside
+    assert not [p for p in out.iterdir() if "tmp-" in p.name]  # no staging left inside
 
 
 def test_eval_stages_its_report_on_the_folders_own_filesystem(tmp_path, monkeypatch):

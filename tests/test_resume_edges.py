@@ -381,6 +381,8 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
     them: cleared at the start, and a checkpoint set aside mid-swap is restored."""
     import socket
 
+    from amazon_sft.atomic import staging_name
+
     out = _copy(two_steps, tmp_path / "run")
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     every = ("checkpoint.every_steps=1",)
@@ -389,8 +391,9 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
     (ck / "step-00000005.tmp" / "model.safetensors").write_bytes(b"x" * 1000)
     # another machine's name as staging names write it (atomic._machine: no "-" in it)
     other = re.sub(r"[^A-Za-z0-9._]", "_", f"{socket.gethostname()}-elsewhere")
-    (out / f".final.tmp-{other}-12345").mkdir()
-    (ck / "step-00000002").rename(ck / f".step-00000002.old-{other}-12345")  # killed mid-swap
+    staging_name(out / "final", machine=other, pid=12345).mkdir()
+    aside = staging_name(ck / "step-00000002", "old", machine=other, pid=12345)
+    (ck / "step-00000002").rename(aside)  # killed mid-swap
     again = _cli(*base, *every, "train.max_steps=3", "resume=auto")
     assert again.returncode == 0, again.stderr[-2000:]
     assert "step-00000002 at step 2" in again.stderr  # restored, then resumed from

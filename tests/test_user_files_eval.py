@@ -235,12 +235,12 @@ def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
     out.mkdir()
-    beside = tmp_path / f".eval.tmp-{atomic._machine()}-{int(dead.stdout)}"
-    killed = out / f".report.tmp-{atomic._machine()}-{int(dead.stdout)}"
+    beside = atomic.staging_name(out, pid=int(dead.stdout))
+    killed = atomic.staging_name(out / "report", pid=int(dead.stdout))
     for folder in (beside, killed):
         folder.mkdir()
         (folder / "report.json").write_text("{}")
-    live = out / f".report.tmp-{atomic._machine()}-1"  # pid 1 lives
+    live = atomic.staging_name(out / "report", pid=1)  # pid 1 lives
     live.mkdir()
     write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
     assert (out / "report.json").read_text() == '{"ok": 1}'

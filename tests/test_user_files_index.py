@@ -86,7 +86,7 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     """``prepare --overwrite --out LINK`` swapped the link itself aside and crashed on rmtree of
     it; a killed index build's staging folder was never cleaned, and prepare then refused the
     folder for it."""
-    from amazon_sft.atomic import _machine, remove_stale
+    from amazon_sft.atomic import remove_stale, staging_name
 
     from .test_user_files_prepare import dead_pid
 
@@ -98,11 +98,11 @@ def test_a_symlinked_out_and_a_killed_builds_leftovers(prepared, catalogue, tmp_
     code, err = _run_cli(capsys, *args, "--overwrite")
     _one_line(code, err, "prepare", "symbolic link", str(real))
     assert link.is_symlink() and (real / "manifest.json").is_file()
-    aside = tmp_path / f".x.tmp-{_machine()}-{dead_pid()}"  # a dead process's staging, a link
+    aside = staging_name(tmp_path / "x", pid=dead_pid())  # a dead process's staging, a link
     aside.symlink_to(real)
     assert remove_stale(tmp_path / "x") and not aside.is_symlink()
     assert (real / "manifest.json").is_file()  # the link went, never what it pointed to
-    killed = real / f".index.tmp-{_machine()}-{dead_pid()}"
+    killed = staging_name(real / "index", pid=dead_pid())
     killed.mkdir()  # a killed index build's
     code, err = _run_cli(capsys, "index", str(real))
     assert code == 0, err[-2000:]
@@ -173,7 +173,7 @@ def test_index_takes_the_prepared_folders_lock(prepared, tmp_path):
 def test_a_killed_index_builds_staging_does_not_block_prepare_overwrite(
     prepared, catalogue, tmp_path, capsys
 ):
-    """A build killed mid-way left ``.index.tmp-MACHINE-PID`` in the prepared folder, and
+    """A build killed mid-way left ``.index.amazon-sft-tmp-MACHINE-PID`` in the prepared folder, and
     prepare --overwrite refused the folder for it (an outside review)."""
 
     from amazon_sft import atomic
@@ -183,7 +183,7 @@ def test_a_killed_index_builds_staging_does_not_block_prepare_overwrite(
     dead = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
     )
-    (out / f".index.tmp-{atomic._machine()}-{int(dead.stdout)}").mkdir()
+    atomic.staging_name(out / "index", pid=int(dead.stdout)).mkdir()
     args = ("prepare", str(catalogue), "--out", str(out), "--config", "tiny", "--quiet")
     code, err = _run_cli(capsys, *args, *PREPARED_OVERRIDES, "--overwrite")
     assert code == 0, err

@@ -90,15 +90,15 @@ def test_a_users_backup_named_like_a_staging_folder_is_never_removed_or_moved(tm
     from amazon_sft import atomic
 
     out = tmp_path / "data"
-    names = (".data.old-20240101", ".data.old-1999", ".data.tmp-1999", ".data.tmp-host-20240101")
+    names = (".data.old-20240101", ".data.old-1999", ".data.tmp-1999", ".data.old-backup-7")
     for name in names:
         (tmp_path / name).mkdir()
         (tmp_path / name / "WHY.txt").write_text("mine")
-    huge = tmp_path / f".data.tmp-{atomic._machine()}-{'9' * 30}"  # os.kill overflowed
+    huge = atomic.staging_name(out, pid=int("9" * 30))  # os.kill overflowed
     huge.mkdir()
     assert atomic.remove_stale(out, any_machine=True) == [] and not out.exists()
     assert all((tmp_path / name / "WHY.txt").read_text() == "mine" for name in names)
-    ours = tmp_path / f".data.old-{atomic._machine()}-{dead_pid()}"
+    ours = atomic.staging_name(out, "old", pid=dead_pid())
     ours.mkdir()
     assert len(atomic.remove_stale(out)) == 1 and out.is_dir()  # a killed swap's, restored
 
@@ -126,12 +126,14 @@ def test_a_prepare_killed_on_another_node_is_cleaned_by_the_next_under_its_lock(
     import fcntl
 
     import amazon_sft.prepare as prep
+    from amazon_sft.atomic import staging_name
 
     out = tmp_path / "prepared"
-    killed = tmp_path / ".prepared.tmp-node_b-4242"
+    killed = staging_name(out, machine="node_b", pid=4242)
     killed.mkdir()
     (killed / "shard-00000.bin").write_bytes(b"half written")
-    sibling = tmp_path / ".prepared.tmp-x.tmp-node_b-4243"  # the staging of prepared.tmp-x
+    # the staging of a folder named prepared.amazon-sft-tmp-x
+    sibling = staging_name(tmp_path / "prepared.amazon-sft-tmp-x", machine="node_b", pid=4243)
     sibling.mkdir()
     if not locks:
 
@@ -472,7 +474,7 @@ def test_a_stopped_prepare_leaves_no_hidden_copy_behind(catalogue, tmp_path):
         [*cmd, "--config", "tiny", "--quiet"], stderr=subprocess.PIPE, text=True
     )
     deadline = time.time() + 120
-    while not any(p.name.startswith(".prepared.tmp") for p in tmp_path.iterdir()):
+    while not any(p.name.startswith(".prepared.amazon-sft-tmp") for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.time() < deadline, "prepare ended before staging"
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
@@ -498,7 +500,7 @@ def test_a_prepare_under_nohup_goes_on_after_a_hang_up(catalogue, tmp_path):
         preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN),
     )
     deadline = time.time() + 120
-    while not any(p.name.startswith(".prepared.tmp") for p in tmp_path.iterdir()):
+    while not any(p.name.startswith(".prepared.amazon-sft-tmp") for p in tmp_path.iterdir()):
         assert proc.poll() is None and time.time() < deadline, "prepare ended before staging"
         time.sleep(0.02)
     proc.send_signal(signal.SIGHUP)

@@ -163,9 +163,9 @@ def test_make_clean_keeps_user_files_named_like_its_litter_or_its_logs(tmp_path)
         line = clean(demo)
         assert line.startswith(f"make clean: kept {demo}") and f"run/{name}" in line, line
         (demo / "run" / name).unlink()
-    # staging names without the machine (one morning's demo, compatibility dropped 2026-12-05)
-    # are not litter: a user's file may carry such a name, so the folder is kept
-    for name in (".demo.log.tmp-12345.log", ".trn.json.gz.tmp-12346"):
+    # staging names without the tool's word (older versions', or a user's backup: a review
+    # found .prepared.old-host-20240101 deleted) are not litter, so the folder is kept
+    for name in (".demo.log.tmp-12345.log", ".trn.json.gz.tmp-12346", ".p.old-host-20240101"):
         (demo / name).write_text("x")
         assert not is_litter(demo / name)
         assert clean(demo).startswith(f"make clean: kept {demo}")
@@ -440,7 +440,7 @@ def test_the_demo_record_is_never_written_through_a_link(tmp_path):
     assert not (out / RECORD).is_symlink() and "demo.log" in (out / RECORD).read_text()
 
 
-@pytest.mark.parametrize("command", ["export", "synth", "prepare", "train"])
+@pytest.mark.parametrize("command", ["export", "synth", "prepare", "train", "demo"])
 def test_no_output_goes_inside_a_folder_another_command_owns(
     command, catalogue, prepared, tuned_run, tiny_model_dir, tmp_path, capsys
 ):
@@ -462,10 +462,11 @@ def test_no_output_goes_inside_a_folder_another_command_owns(
         argv = {
             "export": ["export", str(tuned_run), "--out", str(inside)],
             "synth": ["synth", "--rows", "5", "--out", str(inside / "trn.json")],
+            "demo": ["demo", "--config", "tiny", "--out", str(inside)],
             "prepare": ["prepare", str(catalogue), "--out", str(inside), "--config", "tiny"],
             "train": ["train", "--config", "tiny",
                       *train_overrides(prepared, tiny_model_dir, inside, "train.max_steps=1")],
         }[command]  # fmt: skip
         code, err = _run_cli(capsys, *argv)
-        _one_line(code, err, command, f"is inside {owned}", "choose another")
+        _one_line(code, err, command, str(owned), "choose another")
         assert sorted(str(p) for p in owned.rglob("*")) == before

@@ -35,7 +35,7 @@ def read_question(prompt: str = "> ") -> str | None:
             return None
     print(prompt, end="", flush=True)
     line = stdin.readline(MAX_LINE_CHARS + 1)
-    if len(line) > MAX_LINE_CHARS:
+    if len(line) > MAX_LINE_CHARS and not line.endswith("\n"):
         raise UserError(
             f"a line of stdin is over {MAX_LINE_CHARS:,} characters (a question is at most "
             f"{MAX_QUESTION_CHARS}): give one question a line"

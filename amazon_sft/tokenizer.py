@@ -98,6 +98,15 @@ def load_tokenizer(model: ModelConfig, location: str | None = None):
                 f"could not read the GGUF file {Path(folder) / gguf} ({first[:200]}): it is cut "
                 "or damaged; download it again (or give model.tokenizer= a tokenizer folder)"
             ) from None
+        saved = [
+            n for n in ("tokenizer.json", "tokenizer_config.json") if Path(folder, n).is_file()
+        ]
+        if Path(folder).is_dir() and saved:  # its files are there, and cannot be read (a review)
+            raise UserError(
+                f"could not load tokenizer {spec!r}: its {', '.join(saved)} are damaged or of "
+                f"another format ({first[:200]}): copy the folder again from where it was "
+                "saved, or save the tokenizer there again"
+            ) from None
         raise UserError(
             f"could not load tokenizer {spec!r} ({first}); give a local folder with "
             "tokenizer.json/tokenizer_config.json, or a hub id when you are online "

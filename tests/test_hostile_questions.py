@@ -306,3 +306,16 @@ def test_a_title_with_a_newline_prints_as_one_source_line(capsys):
 
     print_how(Doubtful())
     assert len(capsys.readouterr().out.strip().splitlines()) == 1
+
+
+def test_a_damaged_tokenizer_in_a_saved_model_is_told_to_be_copied_again(
+    prepared, tuned_run, tmp_path, capsys
+):
+    """A hostile user's trial: a cut ``tokenizer.json`` in a run's ``final/`` was told "give a
+    local folder ... or a hub id"; the files are there, damaged: copy the folder again."""
+    run = tmp_path / "run"
+    shutil.copytree(tuned_run, run)
+    tokenizer = run / "final" / "tokenizer.json"
+    tokenizer.write_bytes(tokenizer.read_bytes()[:100])
+    code, err = _run_cli(capsys, "ask", "a bear", "--model", str(run), "--index", str(prepared))
+    _assert_one_line(code, err, "ask", "tokenizer.json", "damaged", "copy the folder again")

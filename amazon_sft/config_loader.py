@@ -36,6 +36,12 @@ def builtin_config_names() -> list[str]:
 def resolve_config_path(name_or_path: str) -> Path:
     """A shipped config name (``tiny``) or a path to a YAML file."""
     path = Path(name_or_path)
+    shipped = CONFIG_DIR / f"{name_or_path}.yaml"
+    if path.suffix not in (".yaml", ".yml") and os.path.lexists(path) and shipped.is_file():
+        raise UserError(  # the local file was used silently (a hostile user's trial)
+            f"config {name_or_path!r} names both a shipped config and {path} here: give "
+            f"./{name_or_path} for that file, or run from another folder for the shipped one"
+        )
     if path.suffix in (".yaml", ".yml") or os.path.exists(path):  # False, not raised, on EACCES
         return require_regular_file(path, "config", "give a .yaml file of config sections")
     builtin = CONFIG_DIR / f"{name_or_path}.yaml"
@@ -84,6 +90,11 @@ def apply_overrides(raw: dict, overrides: list[str], cls: type | None = None) ->
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise UserError(f"override {item!r}: {part!r} is not a section")
+        if dataclasses.is_dataclass(_hint_of(cls, key)):  # "data={}" emptied the section
+            raise UserError(
+                f"override {item!r} would replace the whole {key} section (the config file's "
+                f"values with it): set its keys one by one, {key}.KEY=VALUE"
+            )
         if _is_text(_hint_of(cls, key)) and not _quoted(value):
             # the text as typed, not the number or date YAML read, nor cut at a " #" comment,
             # nor refused where YAML reads a mapping ("Rule: answer briefly"); null is None

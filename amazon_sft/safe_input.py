@@ -133,6 +133,8 @@ def load_yaml(text: str | bytes, what: str) -> Any:
         return yaml.load(text, Loader=_BoundedLoader)  # a SafeLoader subclass
     except yaml.YAMLError as err:
         raise UserError(f"{what} is not valid YAML: {_yaml_problem(err)}") from None
+    except RecursionError:  # "[[[[...": PyYAML composes nested nodes recursively
+        raise UserError(f"{what} is nested too deeply to be a config: give a flat value") from None
 
 
 def _yaml_problem(err: yaml.YAMLError) -> str:

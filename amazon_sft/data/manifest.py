@@ -220,6 +220,23 @@ def edited_since_written(folder: Path, manifest: Manifest) -> list[str]:
     )
 
 
+def refuse_not_prepared_data(path: str | Path) -> None:
+    """An empty path, or a training run's folder, where prepared data goes: "run prepare --out
+    RUN first" was advice prepare then refused (a hostile user's trial)."""
+    from amazon_sft.ownership import is_our_run  # it imports this module
+
+    if str(path).strip() in ("", "."):  # Path("") reads as the current folder
+        raise UserError(
+            "the prepared data's path is empty (or the current folder, which holds no "
+            f"{MANIFEST}): give the folder prepare wrote"
+        )
+    if Path(path).is_dir() and is_our_run(Path(path)):
+        raise UserError(
+            f"{path} is a training run's folder, not prepared data: give the folder prepare "
+            "wrote (the run's config.yaml names it, data.path)"
+        )
+
+
 def refuse_a_catalogue_file(path: str | Path, config: list[str] | None = None) -> None:
     """The catalogue itself given where its prepared folder goes: say how to make the folder
     (in ``data/`` here: the file's own folder may be a shared or read-only one)."""
@@ -290,6 +307,7 @@ def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest
     )
     refuse_a_catalogue_file(path, config)
     if not file.is_file():
+        refuse_not_prepared_data(path)
         raise UserError(
             f"{file} not found: run `{prepare_command(path, config)}` first (or give a "
             "prepared folder)"

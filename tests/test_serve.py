@@ -233,6 +233,25 @@ def test_a_chunked_body_is_limited_by_the_bytes_that_arrive():
     assert reply.startswith(b"HTTP/1.1 413") and b"bytes" in reply
 
 
+def test_a_body_declared_too_large_that_waits_for_continue_is_refused_at_once():
+    """A hostile user's trial: ``Expect: 100-continue`` with a Content-Length past the limit was
+    sent ``100 Continue``, then waited on for 10 s and answered 408 "too slow". The client sends
+    nothing until told to, so the 413 goes at once, before any Continue."""
+    app = create_app(SlowAnswerer())
+    port = free_port()
+    head = (
+        b"POST /api/ask HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Expect: 100-continue\r\nContent-Length: 99999999999999\r\n\r\n"
+    )
+    with BackgroundServer(app, port), socket.create_connection(("127.0.0.1", port)) as sock:
+        started = time.monotonic()
+        sock.sendall(head)
+        sock.settimeout(10.0)
+        reply = sock.recv(65536)
+    assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
+    assert time.monotonic() - started < 5.0
+
+
 def test_the_queue_is_bounded_and_says_503():
     from fastapi.testclient import TestClient
 

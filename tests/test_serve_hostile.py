@@ -510,3 +510,11 @@ def test_a_lone_surrogate_in_a_json_question_is_read_as_ask_reads_it():
     odd_key = b'{"question": "x", "\\ud800": 1}'
     r = client.post("/api/ask", content=odd_key, headers={"content-type": "application/json"})
     assert r.status_code == 422 and "must be a JSON object" not in r.json()["error"], r.json()
+
+
+def test_an_empty_host_is_refused_not_bound_to_every_interface(capsys):
+    """``serve --host ''`` (an unset ``$HOST``) listened on 0.0.0.0 (a hostile user's trial)."""
+    from .test_hostile import _assert_one_line, _run_cli
+
+    code, err = _run_cli(capsys, "serve", "--model", "unused", "--host", "")
+    _assert_one_line(code, err, "serve", "--host is empty", "0.0.0.0")

@@ -345,6 +345,7 @@ def _run_serve(args) -> int:
         raise UserError(f"--max-queue must be >= 0, got {args.max_queue}")
     serving.check_default_tokens(args.max_new_tokens)  # before minutes of loading the model
     serve_socket.check_port(args.port)
+    serve_socket.check_host(args.host)
     serving.check_default_k(args.k)
     load = _checked_session(args, serving=True)
     with serve_socket.listen(args.host, args.port) as sock:  # the port is ours before the load

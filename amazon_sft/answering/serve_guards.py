@@ -96,6 +96,24 @@ class HostCheck:
         return await self.app(scope, receive, send)
 
 
+def _waits_for_continue_past(scope, limit: int) -> bool:
+    """The client declares a body over ``limit`` and waits for ``100 Continue`` before sending
+    it: it can be refused at once, nothing in flight to be lost to a reset (it was sent the
+    Continue, then waited on for 10 s and answered 408: a hostile user's trial).
+
+    >>> head = [(b"expect", b"100-continue"), (b"content-length", b"99999999999999")]
+    >>> _waits_for_continue_past({"headers": head}, 16), _waits_for_continue_past({"headers": head[1:]}, 16)
+    (True, False)
+    """
+    headers = dict(scope.get("headers") or [])
+    declared = headers.get(b"content-length", b"").strip()
+    return (
+        headers.get(b"expect", b"").strip().lower() == b"100-continue"
+        and declared.isdigit()
+        and int(declared) > limit
+    )
+
+
 class BodyLimit:
     """ASGI middleware: read the request body, counting the bytes that really arrive (a chunked
     body has no Content-Length to trust), answer 413 past ``limit``, then hand the app the body
@@ -124,6 +142,8 @@ class BodyLimit:
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        if _waits_for_continue_past(scope, self.limit):  # it sends nothing until told to
+            return await _refuse(send, 413, f"request body over {self.limit} bytes")
         body, more = b"", True
         deadline = asyncio.get_running_loop().time() + self.timeout_s
         while more:

@@ -16,6 +16,16 @@ def check_port(port: int) -> None:
         raise UserError(f"--port must be between 0 and 65535 (0: any free port), got {port}")
 
 
+def check_host(host: str) -> None:
+    """``serve --host ''`` (an unset ``$HOST``) bound every interface, while the help says the
+    default is this machine only (a hostile user's trial): an empty host is refused."""
+    if not host.strip():
+        raise UserError(
+            "--host is empty: give 127.0.0.1 (this machine only, the default) or 0.0.0.0 "
+            "(every interface)"
+        )
+
+
 def listen(host: str, port: int) -> socket.socket:
     """A socket listening on ``host:port``, made before the model loads: a port that cannot be
     had is a one-line error then, not uvicorn's after a long load, and ``--port 0`` has its real

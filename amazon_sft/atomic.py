@@ -83,8 +83,8 @@ def new_staging(out_dir: Path, any_machine: bool = False) -> Path:
 
 def unwritable_beside(out_dir: Path, err: OSError, what: str) -> str:
     """The line for a hidden file beside ``out_dir`` that cannot be made: a name too long once
-    ``.NAME.lock`` or ``.NAME.amazon-sft-tmp-MACHINE-PID`` wraps it (it blamed the folder above), else the
-    folder above is not writable.
+    ``.NAME.lock`` or ``.NAME.amazon-sft-tmp-MACHINE-PID`` wraps it (it blamed the folder
+    above), else the folder above is not writable.
 
     >>> import errno
     >>> unwritable_beside(Path("x") / ("e" * 250), OSError(errno.ENAMETOOLONG, "x"), "--out")[:60]
@@ -96,8 +96,9 @@ def unwritable_beside(out_dir: Path, err: OSError, what: str) -> str:
         shown = f"{out_dir.parent / out_dir.name[:40]}..." if len(out_dir.name) > 40 else out_dir
         return (
             f"the name of {what} {shown} is too long ({len(out_dir.name)} characters) for the "
-            "hidden files amazon-sft keeps beside it (.NAME.lock, .NAME.amazon-sft-tmp-MACHINE-PID; a name "
-            "takes 255 bytes at most): choose a shorter name"
+            "hidden files amazon-sft keeps beside it (.NAME.lock, "
+            ".NAME.amazon-sft-tmp-MACHINE-PID; a name takes 255 bytes at most): choose a "
+            "shorter name"
         )
     return f"cannot write to {out_dir.parent} ({err.strerror}): choose a writable {what}"
 

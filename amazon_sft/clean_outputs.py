@@ -24,8 +24,9 @@ from amazon_sft.gpu_check_files import MARKER as GPU_MARKER
 from amazon_sft.gpu_check_files import not_as_written
 
 STAGING = re.compile(rf"\..+\.{STAGING_TAG}-(tmp|old)-[A-Za-z0-9._]+-\d+(\.[A-Za-z0-9]+)?")
-"""Killed runs' staging files and folders beside an output: ``.NAME.amazon-sft-tmp-MACHINE-PID`` (or
-``old``; ``atomic.staging_name``), with the name's suffix where it keeps one."""
+"""Killed runs' staging files and folders beside an output:
+``.NAME.amazon-sft-tmp-MACHINE-PID`` (or ``old``; ``atomic.staging_name``), with the name's
+suffix where it keeps one."""
 LOCK_NOTE = b"pid "
 
 

@@ -95,7 +95,7 @@ def _add_synth(sub) -> None:
 def _run_synth(args) -> int:
     from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.output_places import refuse_inside_another_output
-    from amazon_sft.outputs import landing
+    from amazon_sft.outputs import landing, refuse_under_a_file
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
@@ -103,8 +103,7 @@ def _run_synth(args) -> int:
     refuse_inside_another_output(out, "--out")
     if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
         raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
-    if blocker := next((p for p in out.parents if p.is_file()), None):
-        raise UserError(f"--out {out} lies under {blocker}, which is a file: choose another --out")
+    refuse_under_a_file(out, "--out")
     if out.exists() and not out.is_file():  # a pipe or a device was replaced by a plain file
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
     if (out.exists() or out.is_symlink()) and not args.overwrite:

@@ -27,24 +27,23 @@ def check_demo_args(args, train_overrides: list[str]) -> None:
     """One-line ``UserError`` for a flag out of range or an override the demo cannot take;
     ``train_overrides``: what the demo's training step will be given (the config loads them)."""
     from amazon_sft.config import load_run_config
+    from amazon_sft.config_run_parts import check_ranges
 
-    at_least_one = {
-        "--rows": args.rows,
-        "--steps": args.steps,
-        "--per-kind": args.per_kind,
-        "--max-new-tokens": args.max_new_tokens,
-        "--max-seq-len": args.max_seq_len,
-        **({"--n": args.n} if args.oracle_eval else {}),
-    }
-    for flag, value in at_least_one.items():
-        if value < 1:
-            raise UserError(f"demo {flag} must be >= 1, got {value}")
-    if not 0 < args.heldout_fraction < 1:  # it asks about held-out products, teaches the rest
-        raise UserError(
-            f"demo --heldout-fraction must be between 0 and 1, got {args.heldout_fraction}"
-        )
-    if not 0 <= args.grounded_fraction <= 1:
-        raise UserError(f"demo --grounded-fraction must be in [0, 1], got {args.grounded_fraction}")
+    at_least_one = [
+        ("--rows", args.rows),
+        ("--steps", args.steps),
+        ("--per-kind", args.per_kind),
+        ("--max-new-tokens", args.max_new_tokens),
+        ("--max-seq-len", args.max_seq_len),
+        *([("--n", args.n)] if args.oracle_eval else []),
+    ]
+    held, grounded = args.heldout_fraction, args.grounded_fraction
+    check_ranges(
+        *((f"demo {flag}", value, value >= 1, ">= 1") for flag, value in at_least_one),
+        # it asks about held-out products and teaches the rest
+        ("demo --heldout-fraction", held, 0 < held < 1, "between 0 and 1"),
+        ("demo --grounded-fraction", grounded, 0 <= grounded <= 1, "in [0, 1]"),
+    )
     for override in args.overrides:
         key = override.split("=", 1)[0].strip()
         if key in SET_BY_DEMO:

@@ -160,12 +160,8 @@ class DataReadLock:
             return self  # not ours to make here: unchecked, as without locks
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-        except OSError as err:
+        except BlockingIOError:
             os.close(fd)
-            if not isinstance(err, BlockingIOError) and err.errno in NO_LOCKS:
-                return self
-            if not isinstance(err, BlockingIOError):
-                raise
             if self.shared:
                 raise UserError(
                     f"data.path={self.folder} is being prepared again (amazon-sft prepare): "
@@ -176,6 +172,11 @@ class DataReadLock:
                 "replacing it would change the run's data under it; wait for the run to end, "
                 "or prepare into another --out"
             ) from None
+        except OSError as err:
+            os.close(fd)
+            if err.errno in NO_LOCKS:
+                return self
+            raise
         self._fd = fd
         return self
 

@@ -40,6 +40,15 @@ def landing(path: str | Path) -> Path:
     return Path(os.path.realpath(path.parent)) / path.name
 
 
+def refuse_under_a_file(path: Path, flag: str) -> None:
+    """An output path below a file (``FILE/x``) is named so, not "(File exists)" from mkdir."""
+    under = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if under is not None:
+        raise UserError(
+            f"{flag} {path} lies under {under}, which is a file: choose a writable path"
+        )
+
+
 def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True) -> Path:
     """Refuse an output folder that is a file or lies under one, and, when the command builds
     its output aside and renames it into place (``replaced_whole``), the current folder or one
@@ -49,11 +58,7 @@ def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True
         raise UserError(f"{flag} is empty: name a folder")
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder: choose a folder path")
-    under = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
-    if under is not None:
-        raise UserError(
-            f"{flag} {path} lies under {under}, which is a file: choose a writable folder path"
-        )
+    refuse_under_a_file(path, flag)
     if not replaced_whole:
         return path
     if path.is_symlink():  # the swap would replace the link itself and leave it aside

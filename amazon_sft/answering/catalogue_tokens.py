@@ -158,8 +158,8 @@ def read_catalogue(
     with reading(catalogue, "catalogue", REDO):
         offsets = line_starts(catalogue)
         sizes = np.diff(offsets, append=catalogue.stat().st_size)
-    longest = int(np.argmax(sizes)) if len(sizes) else 0
-    if len(sizes) and sizes[longest] > MAX_CATALOGUE_LINE_BYTES:
+    if len(sizes) and sizes.max() > MAX_CATALOGUE_LINE_BYTES:
+        longest = int(np.argmax(sizes))
         raise UserError(
             f"{catalogue} line {longest + 1} is {int(sizes[longest]):,} bytes, longer than any "
             f"prepare writes ({MAX_CATALOGUE_LINE_BYTES:,}): the file was edited; {REDO}"

@@ -102,7 +102,8 @@ def _waits_for_continue_past(scope, limit: int) -> bool:
     Continue, then waited on for 10 s and answered 408: a hostile user's trial).
 
     >>> head = [(b"expect", b"100-continue"), (b"content-length", b"99999999999999")]
-    >>> _waits_for_continue_past({"headers": head}, 16), _waits_for_continue_past({"headers": head[1:]}, 16)
+    >>> waits = _waits_for_continue_past
+    >>> waits({"headers": head}, 16), waits({"headers": head[1:]}, 16)
     (True, False)
     """
     headers = dict(scope.get("headers") or [])

@@ -98,43 +98,58 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(accelerator)
     check_before_load(cfg, accelerator)
     with DataReadLock(Path(cfg.data.path), shared=True):  # prepare replaces it not meanwhile
-        tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
-        templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
-        refuse_data_not_prepared(given, cfg, shards.manifest)
-        cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
-        rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
-        cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
-        made_here = accelerator.is_main_process and not out_dir.exists()
-        lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
-        with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
-            check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
-            base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
-            planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
-            model = build_model(cfg, tok, accelerator)
-            base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
-            optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
-            model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
-            rank = accelerator.process_index
-            loader = PackedLoader(
-                rows,
-                plan.micro_batch_size,
-                rank,
-                plan.world_size,
-                cfg.data.seed,
-                plan.accumulation_steps,
-            )
-            state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
-        start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
-        trainer = Trainer(
-            cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
-        )  # fmt: skip
-        with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
-            summary = trainer.train(state)
-            finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
-        shutdown(accelerator)
-        if lock is not None:
-            lock.release()
+        lock = train_on_data(cfg, accelerator, plan, out_dir, branch, given, config_name)
+    shutdown(accelerator)
+    if lock is not None:  # after the trackers' last writes into out_dir
+        lock.release()
     return 0
+
+
+def train_on_data(
+    cfg: RunConfig,
+    accelerator,
+    plan,
+    out_dir: Path,
+    branch,
+    given: list[str],
+    config_name: str,
+) -> OutputLock | None:
+    """Load the prepared data, claim ``out_dir``, build or resume the model, train, save; the
+    run folder's lock (main process), still held."""
+    tok, shards = load_data(cfg, [config_name, *shaping_overrides(given)])
+    templates = templates_read(cfg)  # final/ carries these bytes, whatever the file holds later
+    refuse_data_not_prepared(given, cfg, shards.manifest)
+    cfg = taught_by_the_data(cfg, shards.manifest, accelerator.is_main_process)
+    rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
+    cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
+    made_here = accelerator.is_main_process and not out_dir.exists()
+    lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
+    with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
+        check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
+        base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
+        planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
+        model = build_model(cfg, tok, accelerator)
+        base = base_after_load(cfg, accelerator, planned, out_dir, base)  # a hub name's
+        optimizer, scheduler = build_optimizer(cfg, model, fused_adamw_here(accelerator))
+        model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+        rank = accelerator.process_index
+        loader = PackedLoader(
+            rows,
+            plan.micro_batch_size,
+            rank,
+            plan.world_size,
+            cfg.data.seed,
+            plan.accumulation_steps,
+        )
+        state = resume(cfg, accelerator, model, loader, optimizer, scheduler, out_dir, planned)
+    start_logging(accelerator, cfg, plan, model, optimizer, out_dir, state.step)
+    trainer = Trainer(
+        cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
+    )  # fmt: skip
+    with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
+        summary = trainer.train(state)
+        finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
+    return lock
 
 
 def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:

@@ -139,21 +139,28 @@ def released_lock(path: Path) -> bool:
 
 
 class DataReadLock:
-    """A prepared folder held for reading by a training run (shared: runs on one data go on
-    together) or for writing by prepare (exclusive): ``fcntl.flock`` on ``.<name>.readers.lock``
+    """A prepared folder held for reading by a training run, eval, ask, chat or serve (shared:
+    they go on together) or for writing by prepare (exclusive): ``fcntl.flock`` on ``.<name>.readers.lock``
     beside it, apart from ``OutputLock``'s so that an index build (prepare's lock) never waits
     for a run. A hostile user's trial: ``prepare --overwrite`` replaced the shards a live run
     read; the run ended with exit 0 on deleted files, then its resume, eval and ask were refused.
+    Then eval's: a prepare during an eval made it score the new catalogue's records against
+    the old one's questions, exit 0. ``named``: the folder as the reader's command names it
+    (``data.path=DIR``, ``--data DIR``). A shared lock of a path that is not a folder locks
+    nothing and makes no lock file beside it (a mistyped path: its reader says what it lacks).
     Where the lock file cannot be made (a read-only dataset folder, which no prepare replaces
     either) or locks are not supported, nothing is checked."""
 
-    def __init__(self, folder: Path, shared: bool) -> None:
+    def __init__(self, folder: Path, shared: bool, named: str | None = None) -> None:
         self.folder = Path(folder).resolve()
+        self.named = named or f"data.path={self.folder}"
         self.path = self.folder.parent / f".{self.folder.name}.readers.lock"
         self.shared = shared
         self._fd: int | None = None
 
     def acquire(self) -> DataReadLock:
+        if self._fd is not None or (self.shared and not self.folder.is_dir()):
+            return self
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
         except OSError:
@@ -164,13 +171,13 @@ class DataReadLock:
             os.close(fd)
             if self.shared:
                 raise UserError(
-                    f"data.path={self.folder} is being prepared again (amazon-sft prepare): "
-                    "wait for it to end, then start the run"
+                    f"{self.named} is being prepared again (amazon-sft prepare): wait for it "
+                    "to end, then start again"
                 ) from None
             raise UserError(
-                f"--out {self.folder} is being read by a training run (its data.path): "
-                "replacing it would change the run's data under it; wait for the run to end, "
-                "or prepare into another --out"
+                f"--out {self.folder} is being read by a training run, eval, ask, chat or serve "
+                "(its data or --index): replacing it would change their data under them; wait "
+                "for them to end, or prepare into another --out"
             ) from None
         except OSError as err:
             os.close(fd)

@@ -55,6 +55,28 @@ def rank_rows(rows: np.ndarray, scores: np.ndarray, k: int) -> list[tuple[int, f
     return [(int(rows[i]), float(scores[i])) for i in order]
 
 
+def postings_inside(indptr, indices, common_rows, products: int) -> bool:
+    """Whether a field's posting lists stay inside the index: offsets that rise from 0 to the
+    count of product rows listed, each row (and each common word's best row) a product's. Two
+    passes over the rows at load (about 17 ms a pass over 100M rows here); a damaged file the
+    sampled digests let through raised an IndexError traceback at the first question (a
+    hostile user's trial).
+
+    >>> postings_inside(np.array([0, 2, 3]), np.array([0, 4, 1]), np.zeros((0, 2)), 5)
+    True
+    >>> postings_inside(np.array([0, 2, 3]), np.array([0, 2147483647, 1]), np.zeros((0, 2)), 5)
+    False
+    """
+    rows_fit = [np.asarray(a) for a in (indices, common_rows) if np.size(a)]
+    return (
+        len(indptr) > 0
+        and int(indptr[0]) == 0
+        and int(indptr[-1]) == len(indices)
+        and bool(np.all(np.diff(indptr) >= 0))
+        and all(int(a.min()) >= 0 and int(a.max()) < products for a in rows_fit)
+    )
+
+
 def save_common(field: Path, scores: dict, min_df: int | None = None, keep: int | None = None):
     """Beside a field's saved BM25 matrix: the words with more than ``min_df`` products and the
     ``keep`` best-scoring products of each (ties: the lower row), products in row order."""
@@ -92,6 +114,8 @@ class BatchScorer:
             )
             if not all_positive(s["data"]):
                 raise ValueError("a BM25 score <= 0 in the index")  # BM25 (Lucene idf) is > 0
+            if not postings_inside(s["indptr"], s["indices"], rows, s["num_docs"]):
+                raise ValueError(f"the {name} postings point outside the index")
 
     def _postings(self, word: str) -> list:
         """Per field: (products, scores, weight, is_title, candidate rows or None if whole)."""

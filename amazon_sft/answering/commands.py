@@ -226,12 +226,11 @@ def index_for(args, meaning: float, cfg: RunConfig | None = None):
     """The index of ``--index``, else of the prepared folder the model (``--model``, or the
     default) was trained on: its recorded folder or ``data.path`` (trained_on.py). ``cfg`` is
     the model's run config when the caller has read it."""
-    from amazon_sft.answering.index import CatalogueIndex
     from amazon_sft.evaluation import loading
     from amazon_sft.trained_on import index_folder_for
 
     if args.index:  # the model's record is not consulted: the user named the catalogue
-        return CatalogueIndex(args.index, meaning_weight=meaning)
+        return _held(Path(args.index), f"--index {args.index}", meaning)
     spec = args.model or _default_model()
     cfg = cfg or loading.run_config_for(spec, model_overrides(args))
     data_path = index_folder_for(loading.saved_folder(spec), cfg.data.path)
@@ -240,7 +239,21 @@ def index_for(args, meaning: float, cfg: RunConfig | None = None):
             f"no --index given, and the model config's data.path {data_path} is not a folder "
             "here: pass --index PREPARED (the folder amazon-sft prepare wrote)"
         )
-    return CatalogueIndex(data_path, meaning_weight=meaning)
+    return _held(Path(data_path), f"the model's data {data_path}", meaning)
+
+
+def _held(folder: Path, named: str, meaning: float):
+    """The index of ``folder``, the folder held for reading while this process lives (ask,
+    chat, serve): ``prepare --overwrite`` there is refused meanwhile. A hostile user's trial:
+    a prepare during ``serve`` left it answering from the replaced catalogue without a word,
+    and one during ``ask`` read the new catalogue at the old index's offsets."""
+    from amazon_sft.answering.index import CatalogueIndex
+    from amazon_sft.output_lock import DataReadLock
+
+    lock = DataReadLock(folder, shared=True, named=named).acquire()  # before the index's files
+    index = CatalogueIndex(folder, meaning_weight=meaning)
+    index.read_lock = lock  # released when the process ends
+    return index
 
 
 def _answer(answerer, args, question: str, on_text=None):

@@ -155,10 +155,6 @@ class CatalogueIndex:
             }
             if len(counts) != 1:
                 raise ValueError("the index files disagree on the product count")
-        if meaning_weight:  # loaded with the index, so that no question waits on it
-            from amazon_sft.answering.meaning import embedder
-
-            embedder()
         self.catalogue = root / "catalogue.jsonl"
         # opened and read now, with the checks: a folder replaced later (prepare --overwrite
         # while serve runs) would be read with these offsets and posting lists
@@ -171,6 +167,12 @@ class CatalogueIndex:
             from amazon_sft.answering.batched import BatchScorer
 
             self._scorer = BatchScorer(self)
+        # loaded with the index, so that no question waits on it; after the files are opened,
+        # which its seconds of loading kept apart
+        if meaning_weight:
+            from amazon_sft.answering.meaning import embedder
+
+            embedder()
 
     def __len__(self) -> int:
         return len(self.offsets)

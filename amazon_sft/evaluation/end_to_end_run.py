@@ -4,6 +4,7 @@ or two models. What is asked and how an answer is scored: ``end_to_end``; the re
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sys
 from collections import Counter
@@ -179,7 +180,10 @@ def catalogue_said(data_dir: Path, questions: list) -> str:
     ''
     """
     try:
-        made = json.loads((data_dir / "report.json").read_text())
+        raw = (data_dir / "report.json").read_bytes()
+        if not _as_prepare_wrote(data_dir, "report.json", raw):
+            raise ValueError("edited since prepare wrote it")
+        made = json.loads(raw)
         said = [f"prepared from {made['input']}: {int(made['kept'])} products"]
         said[0] += f", {int(made['train_products'])} of them taught"
     except (OSError, ValueError, KeyError, TypeError, OverflowError):  # 1e999 reads as inf
@@ -189,6 +193,20 @@ def catalogue_said(data_dir: Path, questions: list) -> str:
     if about:
         said.append("the questions are about " + " and ".join(about))
     return "; ".join(said)
+
+
+def _as_prepare_wrote(data_dir: Path, name: str, raw: bytes) -> bool:
+    """Whether ``raw``, the bytes of ``data_dir/name``, are what prepare wrote (its manifest's
+    digest; a manifest without one, from before digests, is taken at its word). A hostile user's
+    trial: a hand-edited ``report.json`` put "prepared from /the/real/trn.json.gz: 1300000
+    products" into the report of a generated catalogue's figures."""
+    from amazon_sft.data.manifest import read_manifest
+
+    try:
+        recorded = read_manifest(data_dir).file_digests.get(name, "")
+    except UserError:  # no manifest that reads: nothing vouches for the file
+        return False
+    return not recorded.startswith("sha256:") or recorded[7:] == hashlib.sha256(raw).hexdigest()
 
 
 def _taught_at_all(data_dir: Path):

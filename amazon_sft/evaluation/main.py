@@ -40,7 +40,7 @@ from amazon_sft.evaluation.question_file import check_question_file
 from amazon_sft.evaluation.report import write_report
 from amazon_sft.evaluation.vllm_backend import check_vllm_usable, generate_with_vllm
 from amazon_sft.exiting import exit_skipping_teardown
-from amazon_sft.output_lock import OutputLock
+from amazon_sft.output_lock import DataReadLock, OutputLock
 from amazon_sft.prompts import build_prompt_format, strip_citations
 from amazon_sft.tokenizer import choose_pad_id, hf_encoder, tokenizer_fingerprint
 from amazon_sft.trained_on import check_trained_on
@@ -141,8 +141,11 @@ def main(argv: list[str] | None = None) -> int:
         args.max_new_tokens, args.repetition_penalty, args.no_repeat_ngram_size, args.batch_size
     )
     accelerator = build_eval_accelerator()
-    manifest = _check_inputs(args, decoding, accelerator)  # a mistyped path locks nothing
     with ExitStack() as held:
+        # read from here to the report: a prepare --overwrite meanwhile is refused (it made
+        # eval score the new catalogue's records against the old one's questions, exit 0)
+        held.enter_context(DataReadLock(Path(args.data), shared=True, named=f"--data {args.data}"))
+        manifest = _check_inputs(args, decoding, accelerator)  # a mistyped path locks nothing
         if accelerator.is_main_process:  # one writer of --out at a time, named to the second
             held.enter_context(OutputLock(Path(args.out), "eval"))
         return _evaluate(args, decoding, accelerator, manifest)

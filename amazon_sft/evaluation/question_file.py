@@ -34,6 +34,7 @@ from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_ro
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import RequestError, UserError, reading
+from amazon_sft.terminal import printable
 
 SOURCES = ("real", "generated")
 UNLABELLED = "unlabelled"
@@ -165,9 +166,11 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
             f"{where}: 'question' is {chars} characters; at most {MAX_QUESTION_CHARS} (what ask "
             "takes): shorten it"
         )
-    if not isinstance(kind, str) or not kind.strip():
+    # "Typo " and "typo" are one group; control characters are not printed into the report's
+    # headings (a hostile user's trial: "x\u001b[2J")
+    kind = " ".join(printable(kind).split()).lower() if isinstance(kind, str) else ""
+    if not kind:
         raise UserError(f"{where}: 'kind' must be non-empty text (partial, typo, ...)")
-    kind = " ".join(kind.split()).lower()  # "Typo " and "typo" are one group
     source = row.get("source", UNLABELLED)
     if source not in (*SOURCES, UNLABELLED):
         raise UserError(

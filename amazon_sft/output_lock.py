@@ -197,3 +197,6 @@ class DataReadLock:
 
     def __exit__(self, *exc) -> None:
         self.release()
+
+    def __del__(self) -> None:  # an index dropped drops its folder's lock (a long-lived caller)
+        self.release()

@@ -252,7 +252,7 @@ def _held(folder: Path, named: str, meaning: float):
 
     lock = DataReadLock(folder, shared=True, named=named).acquire()  # before the index's files
     index = CatalogueIndex(folder, meaning_weight=meaning)
-    index.read_lock = lock  # released when the process ends
+    index.read_lock = lock  # released with the index, or when the process ends
     return index
 
 

@@ -315,7 +315,7 @@ def answered_how(answer: dict) -> str:
         why = answer.get("doubt")
         return f"abstained: retrieval not sure ({why})" if why else "abstained: retrieval not sure"
     if answer.get("quoted"):
-        return "the first record's answer: retrieval sure, the model's did not cite it"
+        return "the first record's answer: retrieval sure, the model's did not give it"
     return "the model's own"
 
 

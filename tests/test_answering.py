@@ -843,3 +843,16 @@ def test_an_exported_card_prompts_as_the_run_was_trained(tiny_tok):
         assert ("Catalogue records:" in card and "[source: uid]" in card) is grounded, card
         assert (fmt.question("TITLE") in card) is (closed > 0), card  # grounded only: a review
         assert ("not taught to read catalogue records" in card) is not grounded, card
+
+
+def test_a_quoted_answer_is_not_said_to_lack_a_citation_it_had(capsys):
+    """A new user's trial: the model answered "[source: <the first record>]" alone (no
+    description), the gate quoted the record, and ask said "the model's answer did not cite
+    it"; with --no-quote-when-sure the answer showed that citation."""
+    from types import SimpleNamespace
+
+    from amazon_sft.answering.shown import print_how
+
+    print_how(SimpleNamespace(doubtful=False, quoted=True, answer="A lamp. [source: B1]"))
+    out = capsys.readouterr().out
+    assert "did not cite it" not in out and "without copying its description" in out, out

@@ -33,8 +33,9 @@ def print_how(result) -> None:
               "the gate, --abstain-below; --gate off asks the model anyway)")  # fmt: skip
     elif result.quoted:
         print(
-            "(the first record's answer: retrieval was sure and the model's answer did not "
-            "cite it: the gate's --quote-when-sure; --no-quote-when-sure keeps the model's)"
+            "(the first record's answer: retrieval was sure, and the model's answer did not give "
+            "it (it declined, cited another record or none, or cited it without copying its "
+            "description): the gate's --quote-when-sure; --no-quote-when-sure keeps the model's)"
         )
     elif not result.answer.strip():  # else a run of blank lines reads as a hang or a bug
         print("(the model's answer is empty: it wrote only white space)")

@@ -59,7 +59,7 @@ $("f").addEventListener("submit", async (e) => {
         if (ev.answer !== undefined) $("answer").textContent = ev.answer;
         if (ev.error !== undefined) $("answer").textContent = "error: " + ev.error;
         if (ev.doubt) $("how").textContent = "Abstained without generating: retrieval was not sure: " + ev.doubt;
-        else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure and the model's answer did not cite it.";
+        else if (ev.quoted) $("how").textContent = "The first record's answer: retrieval was sure, and the model's answer did not give it (it declined, cited another record or none, or cited it without its description).";
         if (ev.sources) { linkCitations(new Set(ev.sources.map((s) => s.uid))); for (const s of ev.sources) {
           const li = document.createElement("li"); li.id = "src-" + s.uid;
           const t = document.createElement("strong"); t.textContent = s.title; li.append(t);

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import STAGING_TAG, swap_into_place
+from amazon_sft.checkpoint_staging import SAVE_STAGING, clear_staging, end_staging, start_staging
 from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
@@ -162,6 +163,25 @@ FINAL_CHECKED = ("*.safetensors", "config.json", "adapter_config.json")
 bare ``{"model_type": "llama"}`` built a default-size Llama until the machine ran out of memory)."""
 
 
+READ_ON_LOAD = ("*.safetensors", "*.bin", "*.pkl", "*.pt", "config.json", "adapter_config.json")
+"""Names a resume or a model load reads, which every save lists (``write_checksums``): one
+missing from the list was let through unchecked (a hostile user's trial: another run's weights
+copied in, the list cut to the other files; a LoRA ``adapter_config.json`` put into a full
+model's ``final/``)."""
+
+
+def _read_but_unlisted(folder: Path, files: dict) -> str | None:
+    """The first file under ``folder`` a load reads (``READ_ON_LOAD``, the state and the run
+    record) that ``files`` does not list."""
+    for path in sorted(folder.rglob("*")):
+        name = str(path.relative_to(folder))
+        if name in files or not path.is_file():
+            continue
+        if path.name in (STATE, RUN_CONFIG) or any(path.match(p) for p in READ_ON_LOAD):
+            return name
+    return None
+
+
 def verify_checkpoint(folder: Path) -> None:
     """Raise ``CorruptCheckpoint`` naming the first file that is missing, cut or changed."""
     listed = folder / CHECKSUMS
@@ -177,17 +197,14 @@ def verify_checkpoint(folder: Path) -> None:
     )
     if not well_formed or not files:  # {} verified nothing: the weights loaded unchecked
         raise CorruptCheckpoint(f"{listed} does not list its files' sizes and digests")
+    if unlisted := _read_but_unlisted(folder, files):  # a list cut to what was not swapped
+        raise CorruptCheckpoint(f"{unlisted} is loaded but not in {CHECKSUMS}")
     for name, want in files.items():
         path = folder / name
         if not path.is_file() or path.stat().st_size != want["bytes"]:
             raise CorruptCheckpoint(f"{path.name} is missing or has the wrong size")
         if quick_digest(path) != want["quick"]:
             raise CorruptCheckpoint(f"{path.name} does not match its checksum")
-
-
-SAVE_STAGING = re.compile(r"step-\d{8,}\.tmp")
-"""The staging folder a save writes (``checkpoint_dir``'s name + ``.tmp``); any other name is
-not ours to remove (a user's ``step-00000003-before-lr-change.tmp`` backup)."""
 
 
 def clear_killed_saves(out_dir: Path) -> list[str]:
@@ -209,9 +226,7 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
     for name in sorted(swapped):
         done += remove_stale(root / name, any_machine=True)
     for path in sorted(p for p in root.glob("step-*.tmp") if SAVE_STAGING.fullmatch(p.name)):
-        shutil.rmtree(path, ignore_errors=True)
-        log.warning("removed %s, left by a killed save", path)
-        done.append(f"removed {path.name}")
+        done.append(clear_staging(path))
     return done
 
 
@@ -225,7 +240,7 @@ def save_checkpoint(
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
     if accelerator.is_main_process:  # a complete checkpoint of this step stays until the new
-        shutil.rmtree(tmp, ignore_errors=True)  # one is whole (a re-save after a dropped step)
+        start_staging(tmp)  # one is whole (a re-save after a dropped step)
     accelerator.wait_for_everyone()
     with (
         trainable_only(accelerator, model) as save_kwargs,
@@ -234,6 +249,7 @@ def save_checkpoint(
         accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        end_staging(tmp)
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp)
@@ -324,7 +340,10 @@ def not_written_by_its_save(folder: Path) -> list[str]:
     ``COMPLETE``, written after it); every file but ``COMPLETE`` when the list cannot be read
     (a lost list counted all as the run's: pruning and ``make clean`` removed a user's notes)."""
     ours = (_listed(folder) or set()) | {CHECKSUMS, COMPLETE}
-    found = (str(p.relative_to(folder)) for p in folder.rglob("*") if not p.is_dir())
+    # a link to a folder is a file here: pruning removed a user's link inside an old checkpoint
+    found = (
+        str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_symlink() or not p.is_dir()
+    )
     return sorted(name for name in found if name not in ours)
 
 

@@ -62,7 +62,8 @@ def _tensorboard_on(run: Path) -> bool:
 
 def foreign_in_run(run: Path) -> list[str]:
     """What in a training run folder (or one set aside in ``previous/``) no run wrote."""
-    from amazon_sft.checkpointing import SAVE_STAGING, not_written_by_its_save
+    from amazon_sft.checkpoint_staging import killed_save
+    from amazon_sft.checkpointing import not_written_by_its_save
     from amazon_sft.ownership import (
         CHECKPOINT_NAME,
         PREVIOUS_RUNS,
@@ -85,7 +86,7 @@ def foreign_in_run(run: Path) -> list[str]:
                 if CHECKPOINT_NAME.fullmatch(step.name) and step.is_dir():
                     mine = not_written_by_its_save(step)
                     found += [f"checkpoints/{step.name}/{n}" for n in mine]
-                elif not (SAVE_STAGING.fullmatch(step.name) or is_litter(step)):
+                elif not (killed_save(step) or is_litter(step)):
                     found.append(f"checkpoints/{step.name}")
         elif name == "logs" and entry.is_dir():
             tracked = _tensorboard_on(run)  # else an events file is the user's (a baseline)

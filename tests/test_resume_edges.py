@@ -367,6 +367,7 @@ def test_an_older_checkpoint_that_cannot_load_stops_a_resume_only_when_it_is_rea
     assert isinstance(older, UserError) and "ZeRO-2" in str(older)
     record = run_record(to_dict(cfg), "another digest")  # the data changed since step 2
     (checkpoint_dir(out, 2) / "run_config.json").write_text(json.dumps(record))
+    write_checksums(checkpoint_dir(out, 2))  # as a save lists it (an unlisted one: not loaded)
     with pytest.raises(UserError, match="would make it another run"):
         plan_resume(cfg, accelerator, DataIdentity("digest", "digest"), out, None)
 
@@ -382,12 +383,13 @@ def test_a_resume_clears_what_killed_saves_left_and_restores_a_swapped_checkpoin
     import socket
 
     from amazon_sft.atomic import staging_name
+    from amazon_sft.checkpoint_staging import start_staging
 
     out = _copy(two_steps, tmp_path / "run")
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     every = ("checkpoint.every_steps=1",)
     ck = out / "checkpoints"
-    (ck / "step-00000005.tmp").mkdir()
+    start_staging(ck / "step-00000005.tmp")  # a save killed mid-way
     (ck / "step-00000005.tmp" / "model.safetensors").write_bytes(b"x" * 1000)
     # another machine's name as staging names write it (atomic._machine: no "-" in it)
     other = re.sub(r"[^A-Za-z0-9._]", "_", f"{socket.gethostname()}-elsewhere")

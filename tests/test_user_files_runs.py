@@ -5,6 +5,7 @@ found.)"""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from pathlib import Path
@@ -143,8 +144,8 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
 
     model = __import__("torch").nn.Linear(2, 2)  # all trained: saved whole
 
-    def killed(folder, **_):
-        Path(folder).mkdir(parents=True)
+    def killed(folder, **_):  # accelerate's save_state: os.makedirs(exist_ok=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
         (Path(folder) / "model.safetensors").write_bytes(b"half")
         raise KeyboardInterrupt
 
@@ -154,7 +155,9 @@ def test_saving_a_step_again_never_deletes_its_complete_checkpoint_first(tmp_pat
     assert checkpointing.complete_checkpoints(out) == [kept]
     assert (kept / "model.safetensors").read_bytes() == b"the weights of step 3"
 
-    monkeypatch.setattr(accelerator, "save_state", lambda folder, **_: Path(folder).mkdir())
+    monkeypatch.setattr(
+        accelerator, "save_state", lambda folder, **_: Path(folder).mkdir(exist_ok=True)
+    )
     save_checkpoint(
         accelerator, model, out, TrainerState(step=3), 3, {"config": {}}
     )  # replaced whole
@@ -190,6 +193,7 @@ def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
     """A hostile review: any ``checkpoints/step-*.tmp`` was removed as a killed save's, a
     user's ``step-00000003-before-lr-change.tmp`` backup with it. Only ``step-<8 digits>.tmp``
     is a save's."""
+    from amazon_sft.checkpoint_staging import start_staging
     from amazon_sft.checkpointing import clear_killed_saves
 
     root = tmp_path / "run" / "checkpoints"
@@ -197,10 +201,56 @@ def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
     theirs.mkdir(parents=True)
     (theirs / "notes.txt").write_text("backup")
     killed, later = root / "step-00000004.tmp", root / "step-100000000.tmp"
-    killed.mkdir(), later.mkdir()
+    for staging in (killed, later):
+        start_staging(staging)  # as a save starts
     clear_killed_saves(tmp_path / "run")
     assert (theirs / "notes.txt").read_text() == "backup"
     assert not killed.exists() and not later.exists()  # step 100,000,000 has 9 digits
+
+
+def test_a_save_staging_name_a_save_did_not_leave_is_set_aside_not_removed(tmp_path):
+    """A hostile user's trial: a link named ``checkpoints/step-N.tmp`` was "removed, left by a
+    killed save" (it was not: rmtree fails on a link, silently) and the save of step N wrote
+    through it, over a file in the user's folder; a user's copy of a checkpoint by that name,
+    notes in it, was deleted. Only a folder a save marked is removed; the rest is set aside."""
+    from amazon_sft.checkpoint_staging import start_staging
+    from amazon_sft.checkpointing import clear_killed_saves
+
+    root = tmp_path / "run" / "checkpoints"
+    root.mkdir(parents=True)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "model.safetensors").write_text("precious")
+    (root / "step-00000006.tmp").symlink_to(victim)
+    copy = root / "step-00000004.tmp"
+    copy.mkdir()
+    (copy / "NOTES.txt").write_text("mine")
+    (copy / "model.safetensors").write_text("a checkpoint's")
+    start_staging(root / "step-00000002.tmp")  # a killed save's
+    clear_killed_saves(tmp_path / "run")
+    names = sorted(p.name for p in root.iterdir())
+    assert len(names) == 2 and all(".tmp.yours-" in n for n in names), names
+    aside = next(root.glob("step-00000004.tmp.yours-*"))
+    assert (aside / "NOTES.txt").read_text() == "mine"
+    assert next(root.glob("step-00000006.tmp.yours-*")).is_symlink()
+    assert (victim / "model.safetensors").read_text() == "precious"
+    start_staging(root / "step-00000006.tmp")  # the save of step 6 now writes its own folder
+    assert not (root / "step-00000006.tmp").is_symlink()
+    assert sorted(p.name for p in victim.iterdir()) == ["model.safetensors"]
+
+
+def test_pruning_keeps_a_checkpoint_holding_a_users_link_to_a_folder(tmp_path):
+    """A link to a folder put inside an old checkpoint was not counted as the user's (it "is a
+    folder"), so keep_last pruned the checkpoint and the link with it."""
+    from amazon_sft.checkpointing import not_written_by_its_save
+
+    step = tmp_path / "step-00000002"
+    step.mkdir()
+    (step / "COMPLETE").write_text("step 2\n")
+    (step / "checksums.json").write_text("{}")
+    (tmp_path / "results").mkdir()
+    (step / "my_results").symlink_to(tmp_path / "results")
+    assert not_written_by_its_save(step) == ["my_results"]
 
 
 def _resume_with_more_steps(capsys, prepared, model, out) -> tuple[int, str]:
@@ -480,3 +530,28 @@ def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, 
     assert [p.name for p in complete_checkpoints(tmp_path)] == ["step-00000002", "step-00000006"]
     assert (lost / "notes.txt").read_text() == "mine"
     assert "step-00000002" in " ".join(r.getMessage() for r in caplog.records)
+
+
+def test_a_checksum_list_cut_to_leave_weights_out_is_refused(tmp_path):
+    """A hostile user's trial: another run's ``model.safetensors`` copied into a checkpoint,
+    its ``checksums.json`` cut to the other files: the resume took it as "the newest complete"
+    and trained from the other run's weights; a ``final/`` cut so loaded in ask and export.
+    A file a load reads must be listed; a user's notes need not be."""
+    from amazon_sft.checkpointing import CorruptCheckpoint, verify_checkpoint, write_checksums
+
+    step = tmp_path / "step-00000004"
+    step.mkdir()
+    for name in ("model.safetensors", "optimizer.bin", "trainer_state.json"):
+        (step / name).write_text(name)
+    write_checksums(step)
+    (step / "NOTES.txt").write_text("mine, not listed")
+    verify_checkpoint(step)
+    listed = json.loads((step / "checksums.json").read_text())
+    del listed["model.safetensors"]
+    (step / "checksums.json").write_text(json.dumps(listed))
+    with pytest.raises(CorruptCheckpoint, match=r"model\.safetensors is loaded but not in"):
+        verify_checkpoint(step)
+    write_checksums(step, ("*.safetensors",))  # a final/'s list, then an adapter put in
+    (step / "adapter_config.json").write_text("{}")
+    with pytest.raises(CorruptCheckpoint, match=r"adapter_config\.json is loaded but not in"):
+        verify_checkpoint(step)

@@ -170,10 +170,17 @@ copied in, the list cut to the other files; a LoRA ``adapter_config.json`` put i
 model's ``final/``)."""
 
 
+ENGINE_FOLDER = "pytorch_model"
+"""Where accelerate has DeepSpeed save a checkpoint's model and optimizer shards."""
+
+
 def _read_but_unlisted(folder: Path, files: dict) -> str | None:
-    """The first file under ``folder`` a load reads (``READ_ON_LOAD``, the state and the run
-    record) that ``files`` does not list."""
-    for path in sorted(folder.rglob("*")):
+    """The first file a load reads (``READ_ON_LOAD``, the state and the run record: in
+    ``folder`` itself or DeepSpeed's ``ENGINE_FOLDER``) that ``files`` does not list; a user's
+    folder inside a checkpoint is theirs, whatever it holds."""
+    engine = folder / ENGINE_FOLDER
+    inside = engine.rglob("*") if engine.is_dir() and not engine.is_symlink() else ()
+    for path in sorted([*folder.iterdir(), *inside]):
         name = str(path.relative_to(folder))
         if name in files or not path.is_file():
             continue

@@ -545,6 +545,8 @@ def test_a_checksum_list_cut_to_leave_weights_out_is_refused(tmp_path):
         (step / name).write_text(name)
     write_checksums(step)
     (step / "NOTES.txt").write_text("mine, not listed")
+    (step / "my_eval").mkdir()  # a folder of the user's: theirs, whatever it holds
+    (step / "my_eval" / "model.safetensors").write_text("another model of theirs")
     verify_checkpoint(step)
     listed = json.loads((step / "checksums.json").read_text())
     del listed["model.safetensors"]

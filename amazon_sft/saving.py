@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import new_staging, swap_into_place
-from amazon_sft.checkpointing import CHECKSUMS, FINAL_CHECKED, write_checksums
+from amazon_sft.checkpoint_checksums import CHECKSUMS, FINAL_CHECKED, write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum

@@ -518,3 +518,24 @@ def test_an_empty_host_is_refused_not_bound_to_every_interface(capsys):
 
     code, err = _run_cli(capsys, "serve", "--model", "unused", "--host", "")
     _assert_one_line(code, err, "serve", "--host is empty", "0.0.0.0")
+
+
+@pytest.mark.parametrize("route", ["/api/ask", "/api/stream"])
+def test_a_key_sent_twice_is_refused_not_read_as_its_last(route):
+    """``{"question": "a", "question": "b"}`` was answered about "b" (Python's JSON keeps the
+    last key), while a proxy or a log that reads the first saw "a" (left by the last session's
+    review). Refused with a 422 naming the key, before any generation."""
+    from fastapi.testclient import TestClient
+
+    answerer = SlowAnswerer()
+    client = TestClient(create_app(answerer), base_url="http://127.0.0.1")
+    body = b'{"question": "cats", "mode": "closed", "question": "dogs"}'
+    r = client.post(route, content=body, headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert '"question" twice' in error and 'send {"question": ' in error, error
+    assert answerer.running == 0
+    answerer.release.set()
+    once = b'{"question": "cats", "mode": "closed", "max_new_tokens": 1}'
+    r = client.post(route, content=once, headers={"content-type": "application/json"})
+    assert r.status_code == 200, r.text

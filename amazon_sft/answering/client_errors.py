@@ -88,6 +88,34 @@ def unreadable_body(body: bytes) -> str:
     return f"request body could not be read as JSON: {HOW_TO_ASK}"
 
 
+def key_sent_twice(body: bytes) -> str | None:
+    """What a client whose JSON object names a key twice is told (None: each key once).
+
+    Python's JSON keeps the last of the two, while a proxy, a log or a firewall in front of
+    the server may read the first: the answer would be to a question nobody in between saw.
+
+    >>> key_sent_twice(b'{"question": "cats", "question": "dogs"}')[:41]
+    'request body names "question" twice: send'
+    >>> key_sent_twice(b'{"question": "cats", "k": 2}') is None
+    True
+    """
+    twice: list[str] = []
+
+    def pairs(items: list) -> dict:
+        keys = [key for key, _ in items]
+        twice.extend(key for i, key in enumerate(keys) if key in keys[:i])
+        return dict(items)
+
+    try:
+        json.loads(body, object_pairs_hook=pairs)
+    except (ValueError, RecursionError):
+        return None  # not JSON: FastAPI's reading has said so already
+    if not twice:
+        return None
+    shown = json.dumps(twice[0][:40])
+    return f"request body names {shown} twice: send each key once: {HOW_TO_ASK}"
+
+
 def _longest_integer(text: str) -> int:
     """The most digits of any integer in the JSON ``text`` (0: none, or not JSON)."""
     longest = 0

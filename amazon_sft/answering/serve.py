@@ -38,6 +38,7 @@ from amazon_sft.answering.client_errors import (
     MAX_NEW_TOKENS_CAP,
     PARSE_FAILED,
     body_error,
+    key_sent_twice,
     unreadable_body,
     wrong_content_type,
 )
@@ -150,6 +151,10 @@ def create_app(
             return error(400, unreadable_body(await request.body()))
         return error(exc.status_code, str(exc.detail))
 
+    def refusal(req, body: bytes) -> str | None:
+        """Why a request that read as valid is refused anyway (None: it is not)."""
+        return key_sent_twice(body) or (None if req.question.strip() else "question: empty")
+
     @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse)
     def page() -> HTMLResponse:
         # never inside another site's frame (clickjacking)
@@ -157,8 +162,8 @@ def create_app(
 
     @app.post("/api/ask")
     async def ask(req: AskRequest, request: Request) -> Response:
-        if not req.question.strip():
-            return error(422, "question: empty")
+        if (refused := refusal(req, await request.body())) is not None:
+            return error(422, refused)
         if not queue.take_seat():
             return busy()
         cancel = threading.Event()
@@ -193,8 +198,8 @@ def create_app(
 
     @app.post("/api/stream")
     async def stream(req: AskRequest, request: Request):
-        if not req.question.strip():
-            return error(422, "question: empty")
+        if (refused := refusal(req, await request.body())) is not None:
+            return error(422, refused)
         if not queue.take_seat():
             return busy()
         loop = asyncio.get_running_loop()

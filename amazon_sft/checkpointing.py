@@ -14,7 +14,7 @@ import os
 import pickle
 import re
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -34,24 +34,9 @@ from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.run_files import read_run_summary
 from amazon_sft.tied_weights import tied_weights_said_once
 from amazon_sft.trainable_state import load_kwargs, trainable_only
+from amazon_sft.trainer_state import TrainerState, read_trainer_state
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class TrainerState:
-    """The loop's own progress, saved beside accelerate's state as ``trainer_state.json``."""
-
-    step: int = 0
-    """Optimizer steps taken."""
-    bad_in_row: int = 0
-    """Consecutive steps with a non-finite loss or gradient norm, up to now."""
-    tokens_seen: int = 0
-    """Real (non-padding) tokens trained on, over all ranks."""
-    loader: dict = field(default_factory=dict)
-    """``PackedLoader.state_dict()``: data epoch, row cursor and seed."""
-    train_seconds: float = 0.0
-    """Wall-clock seconds in optimizer steps, over every launch of the run so far."""
 
 
 def checkpoint_dir(out_dir: Path, step: int) -> Path:
@@ -300,7 +285,7 @@ def load_checkpoint(accelerator, model, path: Path) -> TrainerState:
     keeps the frozen weights a LoRA checkpoint leaves out); return the loop's state. Raises
     one of ``LOAD_ERRORS`` when the checkpoint is unusable."""
     verify_checkpoint(path)
-    state = TrainerState(**json.loads((path / STATE).read_text()))
+    state = read_trainer_state(path)
     accelerator.load_state(str(path), **load_kwargs(accelerator, model, path))
     return state
 

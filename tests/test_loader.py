@@ -119,3 +119,13 @@ def test_each_step_reads_the_same_rows_for_any_split_of_the_global_batch(n_rows,
     reference = _step_rows(n_rows, *splits[0], steps)
     for split in splits[1:]:
         assert _step_rows(n_rows, *split, steps) == reference, split
+
+
+@pytest.mark.parametrize("name", ["epoch", "cursor", "seed"])
+def test_a_loader_state_no_save_wrote_is_refused(name):
+    """A checkpoint's ``"cursor": -2`` (its checksums written again) read rows from the end of
+    the epoch's order (a hostile user's trial)."""
+    loader, saved = PackedLoader(FakeShards(8), 2), {"epoch": 0, "cursor": 2, "seed": 0}
+    loader.load_state_dict(saved)
+    with pytest.raises(ValueError, match=f"data {name} -2 is not a count"):
+        loader.load_state_dict({**saved, name: -2})

@@ -67,6 +67,10 @@ class PackedLoader:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
+        counts = {name: state.get(name) for name in ("epoch", "cursor", "seed")}
+        for name, value in counts.items():  # a checkpoint's, which its checksums do not vouch for
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"data {name} {value!r} is not a count; no save wrote it")
         if state["cursor"] % self.rows_per_step:
             raise ValueError(
                 f"data cursor {state['cursor']} is not a multiple of world_size x micro_batch_size "

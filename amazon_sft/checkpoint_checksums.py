@@ -20,9 +20,8 @@ class CorruptCheckpoint(Exception):
 def write_checksums(
     folder: Path, patterns: tuple[str, ...] = ("*",), skip: tuple[str, ...] = ()
 ) -> None:
-    """Size and quick digest of the files of a checkpoint (or of a final model's weights and
-    the configs that shape them, ``FINAL_CHECKED``), checked before they are loaded; ``skip``:
-    names left out (files a user may edit)."""
+    """Size and quick digest of the files of a checkpoint or a saved model, checked before
+    they are loaded; ``skip``: names left out (files a user may edit, ``FINAL_UNLISTED``)."""
     found = {p for pattern in patterns for p in folder.rglob(pattern)}
     files = {
         str(p.relative_to(folder)): {"bytes": p.stat().st_size, "quick": quick_digest(p)}
@@ -32,10 +31,32 @@ def write_checksums(
     (folder / CHECKSUMS).write_text(json.dumps(files, indent=1))
 
 
-FINAL_CHECKED = ("*.safetensors", "config.json", "adapter_config.json")
-"""What a saved model's checksums cover: the weights, and the configs that give them their shape
-(a changed ``num_hidden_layers`` loaded with a layer of random weights and answered dots; a
-bare ``{"model_type": "llama"}`` built a default-size Llama until the machine ran out of memory)."""
+FINAL_UNLISTED = ("README.md", "generation_config.json", "run_summary.json")
+"""A saved model's files its checksums leave out: the model card and the generation defaults
+(edited before an upload) and the run's summary. Every other file shapes its answers: the
+weights, the configs that give them their shape (a changed ``num_hidden_layers`` loaded with a
+layer of random weights), the tokenizer, the chat template, ``amazon_sft_config.yaml``, the
+prompt templates and the record of its data (a hostile user's trial: each, edited, changed
+every answer without a word)."""
+
+
+ANSWER_FILES = (
+    "tokenizer*.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "*.model",
+    "chat_template.jinja",
+    "chat_template.json",
+    "amazon_sft_config.yaml",
+    "question_templates.yaml",
+    "lora_base.json",
+)
+"""Files besides the weights that a saved model's answers depend on. A list that holds
+``tokenizer_config.json`` (a save since 2026-12-06, or any export; earlier saves listed the
+weights and configs only, and load as before) must hold every one of them in the folder: a
+``chat_template.jinja`` put beside the tokenizer was used, and blamed on the prompt templates."""
 
 
 READ_ON_LOAD = ("*.safetensors", "*.bin", "*.pkl", "*.pt", "config.json", "adapter_config.json")
@@ -51,15 +72,18 @@ ENGINE_FOLDER = "pytorch_model"
 
 def _read_but_unlisted(folder: Path, files: dict) -> str | None:
     """The first file a load reads (``READ_ON_LOAD``, the state and the run record: in
-    ``folder`` itself or DeepSpeed's ``ENGINE_FOLDER``) that ``files`` does not list; a user's
-    folder inside a checkpoint is theirs, whatever it holds."""
-    engine = folder / ENGINE_FOLDER
+    ``folder`` itself or DeepSpeed's ``ENGINE_FOLDER``; a saved model's ``ANSWER_FILES``) that
+    ``files`` does not list; a user's folder inside a checkpoint is theirs, whatever it holds."""
+    engine, answers = folder / ENGINE_FOLDER, "tokenizer_config.json" in files
     inside = engine.rglob("*") if engine.is_dir() and not engine.is_symlink() else ()
     for path in sorted([*folder.iterdir(), *inside]):
         name = str(path.relative_to(folder))
         if name in files or not path.is_file():
             continue
         if path.name in (STATE, RUN_CONFIG) or any(path.match(p) for p in READ_ON_LOAD):
+            return name
+        shaped = answers and path.parent == folder  # see ANSWER_FILES
+        if shaped and any(path.match(p) for p in ANSWER_FILES):
             return name
     return None
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import new_staging, swap_into_place
-from amazon_sft.checkpoint_checksums import CHECKSUMS, FINAL_CHECKED, write_checksums
+from amazon_sft.checkpoint_checksums import CHECKSUMS, FINAL_UNLISTED, write_checksums
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
@@ -70,7 +70,6 @@ def save_final(
         readable_like_the_rest(staging)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
         verify_saved(staging, expected)
-        write_checksums(staging, FINAL_CHECKED)  # checked by every command that loads it
         tok.save_pretrained(staging)
         # the changes made on resume, as the run's config.yaml says them
         saved = keep_templates(cfg, staging, templates)  # its prompts, wherever it is read
@@ -80,6 +79,7 @@ def save_final(
         write_trained_on(staging, trained_on)
         if base_weights:  # the adapter is put on model.path when loaded: it must be this base
             (staging / LORA_BASE).write_text(json.dumps(base_weights, indent=1) + "\n")
+        write_checksums(staging, skip=FINAL_UNLISTED)  # checked by every command that loads it
         (staging / SAVED_LIST).write_text(json.dumps(saved_entries(staging), indent=1))
         aside = set_aside_foreign_final(out_dir)
         if aside is not None:

@@ -53,13 +53,14 @@ def read_trained_on(model_folder: Path) -> TrainedOn | None:
         return None
     try:
         raw = json.loads(path.read_text())
-        prompts, base = str(raw.get("prompt_format") or ""), str(raw.get("model_path") or "")
-        return TrainedOn(str(raw["folder"]), str(raw["data_integrity"]), prompts, base)
-    except (OSError, ValueError, KeyError, TypeError):
-        raise UserError(
-            f"{path} is damaged: copy the saved model folder again (or delete the file to skip "
-            "the check of which prepared folder it was trained on)"
-        ) from None
+    except (OSError, ValueError):
+        raw = None
+    texts = ("folder", "data_integrity", "prompt_format", "model_path")
+    shaped = isinstance(raw, dict) and all(isinstance(raw.get(k, ""), str) for k in texts)
+    if not shaped or not raw.get("folder") or not raw.get("data_integrity"):
+        raise UserError(f"{path} is damaged: copy the saved model folder again") from None
+    fields = [raw.get(k) or "" for k in texts]
+    return TrainedOn(*fields)
 
 
 def identity_of(prepared: str | Path) -> DataIdentity | None:

@@ -15,7 +15,7 @@ from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.index_build import build_index
 from amazon_sft.data.split import normalise_title
 
-from .conftest import train_command
+from .conftest import as_saved, train_command
 
 REPO = Path(__file__).resolve().parents[1]
 EN_PT = [
@@ -496,6 +496,7 @@ def _run_whose_data_path_is_relative(tuned_run: Path, where: Path) -> Path:
     saved = yaml.safe_load(config.read_text())
     saved["data"]["path"] = "data"
     config.write_text(yaml.safe_dump(saved))
+    as_saved(run / "final")
     return run
 
 
@@ -528,6 +529,7 @@ def test_ask_without_index_answers_from_the_data_the_run_was_trained_on(
     (run / "final" / "trained_on.json").write_text(
         json.dumps({**recorded, "folder": str(tmp_path / "gone")})
     )
+    as_saved(run / "final")
     assert main(ask) == 2
     err = capsys.readouterr().err.strip()
     assert "--index" in err and "trained on" in err and len(err.splitlines()) == 1, err

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from amazon_sft.config import load_run_config
 from amazon_sft.errors import UserError
 
-from .conftest import train_overrides
+from .conftest import as_saved, train_overrides
 
 pytestmark = pytest.mark.hostile
 REPO = Path(__file__).resolve().parents[1]
@@ -117,6 +117,7 @@ def test_a_downloaded_run_folder_cannot_run_its_own_code(tuned_run, prepared, tm
         saved.read_text().replace("trust_remote_code: false", "trust_remote_code: true")
     )
     assert "trust_remote_code: true" in saved.read_text()
+    as_saved(final)  # the folder's author lists what they wrote
     args = ("ask", "Tell me about X", "--model", str(folder), "--index", str(prepared))
     proc = _cli(*args, "--max-new-tokens", "4")
     assert not marker.exists(), "the folder's own Python ran"

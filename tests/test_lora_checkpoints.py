@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from .conftest import train_overrides
+from .conftest import as_saved, train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
@@ -388,6 +388,9 @@ def test_a_saved_run_answers_from_anywhere_and_refuses_prompts_it_was_not_traine
         assert Path(cfg.data.templates).parent.resolve() == (moved / model / ("final" if model == "run" else "")).resolve()  # fmt: skip
     copy = moved / "run" / "final" / TEMPLATES
     copy.write_text(copy.read_text().replace("### Question:", "### Edited:"))
+    with pytest.raises(UserError, match=r"question_templates\.yaml (does not match|is missing)"):
+        load_for_eval("run", [], "cpu")  # its checksums
+    as_saved(copy.parent)  # listed again, the prompts' fingerprint still refuses it
     with pytest.raises(UserError, match=r"renders other prompts than it was trained on"):
         load_for_eval("run", [], "cpu")
 

@@ -53,9 +53,10 @@ from amazon_sft.trained_on import keep_templates, read_trained_on, write_trained
 
 log = logging.getLogger(__name__)
 
-EDITABLE = ("README.md", "generation_config.json", "trained_on.json")
+EDITABLE = ("README.md", "generation_config.json")
 """An export's files left out of its checksums: the model card and generation defaults (edited
-before an upload), and the training-data record (its own message says it may be deleted)."""
+before an upload). The record of the data it was trained on is listed: deleted, it turned the
+prompt check off (a hostile user's trial)."""
 LOGIT_TOLERANCE = 1e-3
 """Of the largest logit's size (at least 1): what a correct merge and reload may differ by."""
 
@@ -95,6 +96,12 @@ def export_model(
     trained, tok, cfg, label = load_for_eval(
         run, overrides or [], "cpu", what="RUN", merge=False, runs_only=True
     )
+    base = Path(cfg.model.path) if cfg.lora.enabled else None
+    if base is not None and base.exists() and base.resolve() == out_dir.resolve():
+        raise UserError(
+            f"--out {out_dir} is the base the LoRA run {run} loads (model.path): replaced, the "
+            "run could not be loaded again; export into another folder"
+        )
     fmt = build_prompt_format(tok, cfg.data)
     question = fmt.question("Sample product")
     sample = fmt.bos + hf_encoder(tok)([fmt.wrap(question)])[0]
@@ -125,8 +132,8 @@ def export_model(
             kept = f"nothing was written to {out_dir} and the run {run} is unchanged"
             with disk_full(out_dir.parent, "export", kept):
                 summary = _run_summary(run)
+                _keep_trained_on(run, staging)  # before _write lists the files
                 _write(merged, tok, staging, out_dir.name, label, cfg, fmt, summary, plain)
-                _keep_trained_on(run, staging)
                 record_export(staging)
             _check_served(staging, question, sample, cfg.data.system_prompt if fmt.chat else None)
             diff = _max_logit_diff(staging, ids, expected)

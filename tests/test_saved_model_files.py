@@ -1,0 +1,113 @@
+"""A saved model's files beyond its weights (a hostile user's trial of export and saved models,
+2026-12-06): an edited tokenizer, chat template or ``amazon_sft_config.yaml`` in ``final/``
+changed every answer without a word, and ``export`` sealed the edit into an export that then
+passed its own check; a deleted ``trained_on.json`` turned the prompt check off; ``[]`` in it
+was a traceback; ``export --overwrite`` could replace the base its own LoRA run loads."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from .conftest import REPO, save_random_model, train_command
+
+pytestmark = pytest.mark.e2e
+
+
+def _copy(run, to):
+    shutil.copytree(run, to, symlinks=True)
+    return to
+
+
+def _edit(path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new, 1))
+
+
+@pytest.mark.parametrize(
+    "change, named",
+    [
+        (lambda f: None, None),  # nothing changed: it loads
+        (lambda f: (f / "tokenizer_config.json").write_text(
+            (f / "tokenizer_config.json").read_text().replace("</s>", "<unk>")),
+         r"tokenizer_config\.json (does not match|is missing or has the wrong size)"),
+        (lambda f: (f / "chat_template.jinja").write_text("Q: {{ messages[-1]['content'] }}\nA:"),
+         r"chat_template\.jinja is loaded but not in checksums\.json"),
+        (lambda f: _edit(f / "amazon_sft_config.yaml", "seed: ", "seed: 7"),
+         r"amazon_sft_config\.yaml (does not match|is missing or has the wrong size)"),
+        (lambda f: (f / "trained_on.json").unlink(), r"trained_on\.json is missing"),
+    ],
+)  # fmt: skip
+def test_a_saved_models_answer_files_are_checked_like_its_weights(
+    tuned_run, tmp_path, change, named
+):
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    run = _copy(tuned_run, tmp_path / "run")
+    change(run / "final")
+    if named is None:
+        load_for_eval(str(run), [], "cpu")
+        return
+    with pytest.raises(UserError, match=named):
+        load_for_eval(str(run), [], "cpu")
+    from amazon_sft.answering.export import export_model
+
+    with pytest.raises(UserError, match=named):  # export seals nothing it could not verify
+        export_model(str(run), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_exports_record_of_its_data_and_its_chat_template_are_checked(tuned_run, tmp_path):
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.errors import UserError
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    out = tmp_path / "out"
+    export_model(str(tuned_run), out)
+    assert "trained_on.json" in json.loads((out / "checksums.json").read_text())
+    added = _copy(out, tmp_path / "added")
+    (added / "chat_template.jinja").write_text("Q: {{ messages[-1]['content'] }}\nA:")
+    with pytest.raises(UserError, match=r"chat_template\.jinja is loaded but not in"):
+        load_for_eval(str(added), [], "cpu")
+    gone = _copy(out, tmp_path / "gone")
+    (gone / "trained_on.json").unlink()
+    with pytest.raises(UserError, match=r"trained_on\.json is missing"):
+        load_for_eval(str(gone), [], "cpu")
+
+
+@pytest.mark.parametrize("text", ["[]", '{"folder": ["x"], "data_integrity": "d"}'])
+def test_a_trained_on_record_of_another_shape_is_damaged_in_one_line(tmp_path, text):
+    from amazon_sft.errors import UserError
+    from amazon_sft.trained_on import read_trained_on
+
+    (tmp_path / "trained_on.json").write_text(text)
+    with pytest.raises(UserError, match=r"trained_on\.json is damaged: copy the saved model"):
+        read_trained_on(tmp_path)
+
+
+def test_export_never_replaces_the_base_its_lora_run_loads(prepared, tiny_cfg, tiny_tok, tmp_path):
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.errors import UserError
+
+    first = save_random_model(tmp_path / "first", tiny_cfg, tiny_tok, "llama", tied=False)
+    run = tmp_path / "lora"
+    proc = subprocess.run(
+        train_command(prepared, first, run, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    base = tmp_path / "base"
+    export_model(str(run), base)  # an export, then trained on as a base: the helper's case
+    lora = tmp_path / "lora2"
+    proc = subprocess.run(
+        train_command(prepared, base, lora, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    weights = (base / "model.safetensors").read_bytes()
+    with pytest.raises(UserError, match=r"is the base the LoRA run \S+ loads"):
+        export_model(str(lora), base, overwrite=True)
+    assert (base / "model.safetensors").read_bytes() == weights

@@ -7,8 +7,6 @@ Under ZeRO-3 the accelerator's DeepSpeed plugin has already made the DeepSpeed c
 
 from __future__ import annotations
 
-import difflib
-import inspect
 import logging
 import warnings
 from collections.abc import Iterator
@@ -22,6 +20,7 @@ from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
 from amazon_sft.model_support import check_supported
+from amazon_sft.random_arch import random_arch_config
 from amazon_sft.tokenizer import resolve_location
 
 log = logging.getLogger(__name__)
@@ -229,56 +228,6 @@ def say_arch_unused(arch: dict, config, path: str) -> list[str]:
             ", ".join(differ),
         )
     return differ
-
-
-def random_arch_config(
-    arch: dict, vocab_size: int, pad_id: int, bos_id: int | None = None, eos_id: int | None = None
-):
-    """The transformers config ``model.arch`` describes, or one line saying what is wrong. It
-    records the tokenizer's BOS and EOS (given): transformers' defaults, 1 and 2, are ordinary
-    tokens of most vocabularies ("#" in Llama 3's), and answering stops at the saved EOS too
-    (``stop_ids``)."""
-    from huggingface_hub.errors import StrictDataclassError
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    model_type = arch.get("model_type")
-    if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
-        raise UserError(
-            f"model.arch.model_type={model_type!r} is not a causal LM type transformers knows: "
-            "use llama or mistral (or another of transformers' causal LM types)"
-        )
-    known = _settings_of(model_type)
-    for key in arch:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f" ({close[0]}?)" if close else ""
-            raise UserError(
-                f"model.arch.{key} is not a {model_type} setting{hint}: fix or remove it "
-                "(transformers would keep it unused and train the default shape)"
-            )
-    try:
-        ends = {
-            k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None
-        }
-        return AutoConfig.for_model(
-            **{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id, **ends}
-        )
-    except (ValueError, TypeError, StrictDataclassError) as err:
-        cause = err.__cause__ or err  # a strict-dataclass error's own first line names no field
-        raise UserError(
-            f"model.arch is not a valid {model_type} architecture ({first_line(cause)[:300]}): "
-            "fix model.arch"
-        ) from None
-
-
-def _settings_of(model_type: str) -> set[str]:
-    """The keys a ``model_type`` config knows: its defaults and its constructor's parameters."""
-    from transformers import AutoConfig
-
-    config = AutoConfig.for_model(model_type)
-    params = inspect.signature(type(config).__init__).parameters
-    return {*config.to_dict(), *params, *getattr(config, "attribute_map", {})} - {"self", "kwargs"}
 
 
 @contextmanager

@@ -237,10 +237,18 @@ def test_config_values_the_libraries_reject_are_refused_by_name(override, key):
     [
         ("model.arch.model_type=nonsense", "model.arch.model_type='nonsense'"),
         ("model.arch.model_type=5", "model.arch.model_type=5"),
-        ("model.arch.hidden_size=-5", "model.arch is not a valid llama architecture"),
+        ("model.arch.hidden_size=-5", "model.arch.hidden_size=-5 is not a count"),
         ("model.arch.num_hidden_layers=[1]", "model.arch is not a valid llama"),
         # a typo trained the default shape silently, the key kept as junk in config.json
         ("model.arch.hiden_size=32", "model.arch.hiden_size is not a llama setting"),
+        # an ML engineer's trial: a traceback at the first step, a ZeroDivisionError, a run
+        # that trained and then failed its save as "ZeRO-3 shards", and the wrong key named
+        ("model.arch.num_key_value_heads=3", "model.arch.num_key_value_heads=3 does not divide"),
+        ("model.arch.num_attention_heads=0", "model.arch.num_attention_heads=0 is not"),
+        ("model.arch.intermediate_size=0", "model.arch.intermediate_size=0 is not"),
+        ("model.arch.num_hidden_layers=0", "model.arch.num_hidden_layers=0 is not"),
+        ("model.arch.hidden_size=30", "model.arch.hidden_size=30 is not a multiple"),
+        ("model.arch.hidden_act=foo", "model.arch.hidden_act='foo' is not an activation"),
     ],
 )
 def test_a_wrong_model_arch_is_one_short_line(override, needle, tiny_tok):

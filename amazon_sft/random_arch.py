@@ -1,0 +1,106 @@
+"""A random model's transformers config from ``model.arch`` (the ``tiny`` and test configs,
+``model.path=random``), each setting checked by name: a typo or a shape transformers builds but
+cannot run is one line naming the key, not a traceback at the first step, or a run that trains
+and then fails its save (an ML engineer's trial: ``num_key_value_heads=3`` of 4 heads,
+``num_attention_heads=0``, ``intermediate_size=0``, ``hidden_act=foo``)."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+from amazon_sft.errors import UserError, first_line
+
+COUNTS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+          "num_key_value_heads", "head_dim")  # fmt: skip
+"""Settings that count something a model needs at least one of, where given."""
+
+
+def _shape_problem(arch) -> str | None:
+    """What makes ``arch`` (a dict, or a built config) a shape no model can run; None if nothing.
+
+    >>> _shape_problem({"hidden_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2})
+    >>> _shape_problem({"num_attention_heads": 4, "num_key_value_heads": 3})
+    'model.arch.num_key_value_heads=3 does not divide num_attention_heads=4'
+    """
+    get = arch.get if isinstance(arch, dict) else lambda k: getattr(arch, k, None)
+    for key in COUNTS:
+        value = get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
+            return None  # not a number: transformers' own check names it
+        if value is not None and value < 1:
+            return f"model.arch.{key}={value} is not a count of at least 1"
+    heads, kv = get("num_attention_heads"), get("num_key_value_heads")
+    if heads and kv and heads % kv:
+        return f"model.arch.num_key_value_heads={kv} does not divide num_attention_heads={heads}"
+    hidden = get("hidden_size")
+    if heads and hidden and not get("head_dim") and hidden % heads:
+        return (
+            f"model.arch.hidden_size={hidden} is not a multiple of num_attention_heads={heads} "
+            "(or give model.arch.head_dim)"
+        )
+    act = get("hidden_act")
+    if act is not None:
+        from transformers.activations import ACT2FN
+
+        if not isinstance(act, str) or act not in ACT2FN:
+            close = difflib.get_close_matches(str(act), list(ACT2FN), n=1)
+            return f"model.arch.hidden_act={act!r} is not an activation transformers knows" + (
+                f" ({close[0]}?)" if close else " (silu, gelu, relu, ...)"
+            )
+    return None
+
+
+def random_arch_config(
+    arch: dict, vocab_size: int, pad_id: int, bos_id: int | None = None, eos_id: int | None = None
+):
+    """The transformers config ``model.arch`` describes, or one line saying what is wrong. It
+    records the tokenizer's BOS and EOS (given): transformers' defaults, 1 and 2, are ordinary
+    tokens of most vocabularies ("#" in Llama 3's), and answering stops at the saved EOS too
+    (``stop_ids``)."""
+    from huggingface_hub.errors import StrictDataclassError
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    model_type = arch.get("model_type")
+    if not isinstance(model_type, str) or model_type not in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES:
+        raise UserError(
+            f"model.arch.model_type={model_type!r} is not a causal LM type transformers knows: "
+            "use llama or mistral (or another of transformers' causal LM types)"
+        )
+    known = _settings_of(model_type)
+    for key in arch:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1)
+            hint = f" ({close[0]}?)" if close else ""
+            raise UserError(
+                f"model.arch.{key} is not a {model_type} setting{hint}: fix or remove it "
+                "(transformers would keep it unused and train the default shape)"
+            )
+    if problem := _shape_problem(arch):  # before transformers divides by a count of 0
+        raise UserError(f"{problem}: fix model.arch")
+    try:
+        ends = {
+            k: v for k, v in (("bos_token_id", bos_id), ("eos_token_id", eos_id)) if v is not None
+        }
+        config = AutoConfig.for_model(
+            **{**arch, "vocab_size": vocab_size, "pad_token_id": pad_id, **ends}
+        )
+    except (ValueError, TypeError, ArithmeticError, StrictDataclassError) as err:
+        cause = err.__cause__ or err  # a strict-dataclass error's own first line names no field
+        raise UserError(
+            f"model.arch is not a valid {model_type} architecture ({first_line(cause)[:300]}): "
+            "fix model.arch"
+        ) from None
+    if problem := _shape_problem(config):
+        raise UserError(f"{problem}: fix model.arch")
+    return config
+
+
+def _settings_of(model_type: str) -> set[str]:
+    """The keys a ``model_type`` config knows: its defaults and its constructor's parameters."""
+    from transformers import AutoConfig
+
+    config = AutoConfig.for_model(model_type)
+    params = inspect.signature(type(config).__init__).parameters
+    return {*config.to_dict(), *params, *getattr(config, "attribute_map", {})} - {"self", "kwargs"}

@@ -287,6 +287,14 @@ def load_checkpoint(accelerator, model, path: Path) -> TrainerState:
     verify_checkpoint(path)
     state = read_trainer_state(path)
     accelerator.load_state(str(path), **load_kwargs(accelerator, model, path))
+    if not (path / f"random_states_{accelerator.process_index}.pkl").is_file():
+        # accelerate says so at INFO only: the resume is not the uninterrupted run's
+        log.warning(
+            "%s holds no random states for rank %d (saved by fewer processes): its dropout "
+            "draws a new stream, so the loss curve from here is not the uninterrupted run's",
+            path,
+            accelerator.process_index,
+        )
     return state
 
 

@@ -64,3 +64,25 @@ def test_a_forged_step_is_unusable_and_resume_goes_on_from_the_one_before(
     unusable = [line for line in again.stderr.splitlines() if "is unusable" in line]
     assert len(unusable) == 1 and "step -5 is not a count" in unusable[0], again.stderr[-2000:]
     assert "step-00000001 at step 1" in again.stderr
+
+
+def test_a_rank_without_random_states_is_warned_not_resumed_as_exact(
+    two_steps,  # noqa: F811
+    prepared,
+    tiny_model_dir,
+    tmp_path,
+):
+    """A resume on more processes than the save had: accelerate skips the missing rank's random
+    states at INFO, and the README's "bit for bit" resume was not, unsaid."""
+    from amazon_sft.checkpoint_checksums import write_checksums
+
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out, symlinks=True)
+    shutil.rmtree(out / "final")
+    step = out / "checkpoints" / "step-00000002"
+    (step / "random_states_0.pkl").unlink()  # as rank 2 of a 2-process save would find it
+    write_checksums(step)
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    again = _cli(*base, "train.max_steps=3", "checkpoint.every_steps=1", "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "holds no random states for rank 0" in again.stderr, again.stderr[-2000:]

@@ -54,9 +54,9 @@ ANSWER_FILES = (
     "lora_base.json",
 )
 """Files besides the weights that a saved model's answers depend on. A list that holds
-``tokenizer_config.json`` (a save since 2026-12-06, or any export; earlier saves listed the
-weights and configs only, and load as before) must hold every one of them in the folder: a
-``chat_template.jinja`` put beside the tokenizer was used, and blamed on the prompt templates."""
+``trained_on.json`` (a save or an export since 2026-12-06; earlier ones listed less, and load
+as before) must hold every one of them in the folder: a ``chat_template.jinja`` put beside the
+tokenizer was used, and blamed on the prompt templates."""
 
 
 READ_ON_LOAD = ("*.safetensors", "*.bin", "*.pkl", "*.pt", "config.json", "adapter_config.json")
@@ -74,7 +74,7 @@ def _read_but_unlisted(folder: Path, files: dict) -> str | None:
     """The first file a load reads (``READ_ON_LOAD``, the state and the run record: in
     ``folder`` itself or DeepSpeed's ``ENGINE_FOLDER``; a saved model's ``ANSWER_FILES``) that
     ``files`` does not list; a user's folder inside a checkpoint is theirs, whatever it holds."""
-    engine, answers = folder / ENGINE_FOLDER, "tokenizer_config.json" in files
+    engine, answers = folder / ENGINE_FOLDER, "trained_on.json" in files
     inside = engine.rglob("*") if engine.is_dir() and not engine.is_symlink() else ()
     for path in sorted([*folder.iterdir(), *inside]):
         name = str(path.relative_to(folder))

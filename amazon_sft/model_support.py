@@ -8,7 +8,7 @@ train on another objective than generation uses, or be counted wrong, so it is r
 from __future__ import annotations
 
 from amazon_sft import attention
-from amazon_sft.errors import UserError
+from amazon_sft.errors import UserError, first_line
 
 FLASH_MAX_HEAD_DIM = 256
 
@@ -19,6 +19,14 @@ def check_supported(config, attn: str, name: str) -> None:
     loss calls the LM head without the final one), logits scaled after the head (Granite,
     Cohere: the same), attention sinks (gpt-oss), mixtures of experts and, on the flash paths,
     a head size they do not take (a multiple of 8, at most 256)."""
+    try:  # a config whose shape differs by layer (Gemma 4) refuses to say one
+        getattr(config, "head_dim", None)
+    except Exception as err:
+        raise UserError(
+            f"model {name} sets its shape per layer ({first_line(err)[:120]}): amazon_sft's "
+            "attention paths and FLOP count take one shape for every layer; choose a "
+            "Llama/Mistral-class model"
+        ) from None
     for key in ("attn_logit_softcapping", "final_logit_softcapping"):
         if getattr(config, key, None):
             raise UserError(

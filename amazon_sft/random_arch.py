@@ -16,6 +16,15 @@ COUNTS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attentio
 """Settings that count something a model needs at least one of, where given."""
 
 
+def _setting(config, key: str):
+    """A built config's ``key``, None where it has none (or one per layer: gemma4's configs
+    raise their own error for a setting that differs by layer)."""
+    try:
+        return getattr(config, key, None)
+    except Exception:
+        return None
+
+
 def _shape_problem(arch) -> str | None:
     """What makes ``arch`` (a dict, or a built config) a shape no model can run; None if nothing.
 
@@ -23,7 +32,7 @@ def _shape_problem(arch) -> str | None:
     >>> _shape_problem({"num_attention_heads": 4, "num_key_value_heads": 3})
     'model.arch.num_key_value_heads=3 does not divide num_attention_heads=4'
     """
-    get = arch.get if isinstance(arch, dict) else lambda k: getattr(arch, k, None)
+    get = arch.get if isinstance(arch, dict) else lambda k: _setting(arch, k)
     for key in COUNTS:
         value = get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
@@ -33,12 +42,6 @@ def _shape_problem(arch) -> str | None:
     heads, kv = get("num_attention_heads"), get("num_key_value_heads")
     if heads and kv and heads % kv:
         return f"model.arch.num_key_value_heads={kv} does not divide num_attention_heads={heads}"
-    hidden = get("hidden_size")
-    if heads and hidden and not get("head_dim") and hidden % heads:
-        return (
-            f"model.arch.hidden_size={hidden} is not a multiple of num_attention_heads={heads} "
-            "(or give model.arch.head_dim)"
-        )
     act = get("hidden_act")
     if act is not None:
         from transformers.activations import ACT2FN

@@ -318,7 +318,7 @@ def test_a_damaged_tokenizer_in_a_saved_model_is_told_to_be_copied_again(
     tokenizer = run / "final" / "tokenizer.json"
     tokenizer.write_bytes(tokenizer.read_bytes()[:100])
     code, err = _run_cli(capsys, "ask", "a bear", "--model", str(run), "--index", str(prepared))
-    _assert_one_line(code, err, "ask", "tokenizer.json", "damaged: copy it again")  # checksums
+    _assert_one_line(code, err, "ask", "tokenizer.json", "damaged or was edited: put the file back")
     # a save before 2026-12-06 listed its weights and configs only: the tokenizer's own reading
     from amazon_sft.checkpoint_checksums import write_checksums
 

@@ -111,3 +111,38 @@ def test_export_never_replaces_the_base_its_lora_run_loads(prepared, tiny_cfg, t
     with pytest.raises(UserError, match=r"is the base the LoRA run \S+ loads"):
         export_model(str(lora), base, overwrite=True)
     assert (base / "model.safetensors").read_bytes() == weights
+
+
+def test_an_export_listing_its_tokenizer_but_not_its_data_record_loads_as_before(
+    tuned_run, tmp_path
+):
+    """Exports of 2026-12-03 listed their tokenizer files but not ``amazon_sft_config.yaml`` or
+    the rest (a review of this change: they were refused as damaged)."""
+    from amazon_sft.answering.export import export_model
+    from amazon_sft.checkpoint_checksums import write_checksums
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    out = tmp_path / "out"
+    export_model(str(tuned_run), out)
+    then = ("*.safetensors", "config.json", "tokenizer*.json")
+    write_checksums(out, then)
+    load_for_eval(str(out), [], "cpu")
+
+
+def test_export_into_a_folder_named_random_is_not_a_random_bases_folder(
+    prepared, tmp_path, monkeypatch
+):
+    """``model.path: random`` names no folder: ``export --out random --overwrite`` was refused
+    as "the base the LoRA run loads" (a review)."""
+    from amazon_sft.answering.export import export_model
+
+    run = tmp_path / "lora"
+    proc = subprocess.run(
+        [*train_command(prepared, "random", run, "train.max_steps=1", "lora.enabled=true",
+                        "lora.r=2")],
+        capture_output=True, text=True, cwd=REPO,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    export_model(str(run), "random")
+    export_model(str(run), "random", overwrite=True)

@@ -96,7 +96,7 @@ def export_model(
     trained, tok, cfg, label = load_for_eval(
         run, overrides or [], "cpu", what="RUN", merge=False, runs_only=True
     )
-    base = Path(cfg.model.path) if cfg.lora.enabled else None
+    base = Path(cfg.model.path) if cfg.lora.enabled and cfg.model.path != "random" else None
     if base is not None and base.exists() and base.resolve() == out_dir.resolve():
         raise UserError(
             f"--out {out_dir} is the base the LoRA run {run} loads (model.path): replaced, the "

@@ -73,14 +73,14 @@ def load_for_eval(
     if not (folder / CHECKSUMS).is_file():  # never skip the check because its list is gone
         raise UserError(
             f"{what} {spec}: {CHECKSUMS} is missing from {folder}, so its weights cannot be "
-            "verified: copy the whole folder again, or re-run training (resume=auto)"
+            "verified: copy the whole folder again"
         )
     try:
         verify_checkpoint(folder)
     except CorruptCheckpoint as err:
         raise UserError(
-            f"{what} {spec}: {err}; the saved model is damaged: copy it again or re-run "
-            "training (resume=auto)"
+            f"{what} {spec}: {err}; the saved model is damaged or was edited: put the file "
+            "back as it was saved, or copy the folder again"
         ) from None
     cfg = _saved_config(folder, overrides)
     tok = load_tokenizer(cfg.model, location=str(folder))
@@ -98,8 +98,8 @@ def load_for_eval(
         except UserError as err:  # ask and export take no model.path=: say where it is named
             raise UserError(
                 f"{what} {spec}: its LoRA base {cfg.model.path!r} does not load ({err}); put the "
-                f"base back there, or set model.path in {folder / SAVED_CONFIG} to where it is "
-                "now (its weight files are checked against the adapter's record)"
+                "base back there, or a link there to where it is now (its weight files are "
+                f"checked against the adapter's record; {SAVED_CONFIG} is in its checksums)"
             ) from None
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
@@ -151,8 +151,8 @@ def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
         changed = sorted(set(now) ^ set(then) | {f for f in now if now[f] != then.get(f)})
         raise UserError(
             f"{what} {spec}: the LoRA adapter was trained on other base weights than model.path "
-            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): set model.path in "
-            f"{folder / SAVED_CONFIG} to the base it was trained on, or train again on this one"
+            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): put the base it was "
+            "trained on there (or a link there to it), or train again on this one"
         )
 
 

@@ -20,6 +20,15 @@ def _copy(run, to):
     return to
 
 
+def _lora_step(prepared, base, run) -> None:
+    """One LoRA step on ``base`` into ``run``, through the real entrypoint."""
+    extra = ("train.max_steps=1", "lora.enabled=true", "lora.r=2")
+    proc = subprocess.run(
+        train_command(prepared, base, run, *extra), capture_output=True, text=True, cwd=REPO
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
 def _edit(path, old: str, new: str) -> None:
     text = path.read_text()
     assert old in text, f"{old!r} not in {path}"
@@ -94,19 +103,11 @@ def test_export_never_replaces_the_base_its_lora_run_loads(prepared, tiny_cfg, t
 
     first = save_random_model(tmp_path / "first", tiny_cfg, tiny_tok, "llama", tied=False)
     run = tmp_path / "lora"
-    proc = subprocess.run(
-        train_command(prepared, first, run, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _lora_step(prepared, first, run)
     base = tmp_path / "base"
     export_model(str(run), base)  # an export, then trained on as a base: the helper's case
     lora = tmp_path / "lora2"
-    proc = subprocess.run(
-        train_command(prepared, base, lora, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _lora_step(prepared, base, lora)
     weights = (base / "model.safetensors").read_bytes()
     with pytest.raises(UserError, match=r"is the base the LoRA run \S+ loads"):
         export_model(str(lora), base, overwrite=True)
@@ -137,12 +138,7 @@ def test_export_into_a_folder_named_random_is_not_a_random_bases_folder(
     from amazon_sft.answering.export import export_model
 
     run = tmp_path / "lora"
-    proc = subprocess.run(
-        [*train_command(prepared, "random", run, "train.max_steps=1", "lora.enabled=true",
-                        "lora.r=2")],
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    _lora_step(prepared, "random", run)
     monkeypatch.chdir(tmp_path)
     export_model(str(run), "random")
     export_model(str(run), "random", overwrite=True)

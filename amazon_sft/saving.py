@@ -20,7 +20,13 @@ from pathlib import Path
 import torch
 
 from amazon_sft.atomic import new_staging, swap_into_place
-from amazon_sft.checkpoint_checksums import CHECKSUMS, FINAL_UNLISTED, write_checksums
+from amazon_sft.checkpoint_checksums import (
+    CHECKSUMS,
+    FINAL_UNLISTED,
+    CorruptCheckpoint,
+    verify_checkpoint,
+    write_checksums,
+)
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
 from amazon_sft.distributed import reduce_sum
@@ -134,14 +140,20 @@ def logged_loss(metrics: Path, step: int, key: str = "loss") -> float | None:
 
 
 def finished_before(out_dir: Path, summary: RunSummary) -> bool:
-    """This process ran no step and ``final/`` already holds the model of this very step (a
-    requeue of a finished run): saving again would only lose its final loss. Read from the
+    """This process ran no step and ``final/`` already holds the model of this very step, whole
+    (a requeue of a finished run): saving again would only lose its final loss. Read from the
     shared run folder, so every rank gives the same answer."""
     final = out_dir / "final"
     saved = read_run_summary(final)
     if saved is None or summary.final_loss is not None:
         return False
-    return saved.steps == summary.steps and (final / CHECKSUMS).is_file()
+    if saved.steps != summary.steps or not (final / CHECKSUMS).is_file():
+        return False
+    try:  # one that lost or changed a file is saved again (the damaged one set aside, whole)
+        verify_checkpoint(final)
+    except CorruptCheckpoint:
+        return False
+    return True
 
 
 def refuse_non_finite(accelerator, model) -> None:

@@ -10,7 +10,9 @@ import subprocess
 
 import pytest
 
-from .conftest import REPO, save_random_model, train_command
+from .conftest import REPO, save_random_model, train_command, train_overrides
+from .test_hostile import _cli
+from .test_resume_edges import two_steps  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.e2e
 
@@ -142,3 +144,23 @@ def test_export_into_a_folder_named_random_is_not_a_random_bases_folder(
     monkeypatch.chdir(tmp_path)
     export_model(str(run), "random")
     export_model(str(run), "random", overwrite=True)
+
+
+def test_a_finished_run_whose_final_lost_a_file_is_finished_again(
+    two_steps,  # noqa: F811
+    prepared,
+    tiny_model_dir,
+    tmp_path,
+):
+    """``final/`` with a file gone, and the run launched again with ``resume=auto`` (as the
+    damaged model's message said): "already finished at step 2: final/ is kept as it is", and
+    final/ stayed unloadable (a review). It is saved again from the last checkpoint."""
+    from amazon_sft.evaluation.loading import load_for_eval
+
+    run = _copy(two_steps, tmp_path / "run")
+    (run / "final" / "amazon_sft_config.yaml").unlink()
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, run))
+    again = _cli(*base, "train.max_steps=2", "checkpoint.every_steps=1", "resume=auto")
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "already finished" not in again.stderr
+    load_for_eval(str(run), [], "cpu")

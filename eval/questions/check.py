@@ -39,6 +39,7 @@ FAMILIES = {
     "real_blind10": "real",
     "real_blind11": "real",
     "real_blind12": "real",
+    "real_blind13": "real",
 }
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
 ``real_blind`` to ``real_blind11``: real-row questions written later, each set by someone blind

@@ -149,7 +149,7 @@ def finished_before(out_dir: Path, summary: RunSummary) -> bool:
         return False
     if saved.steps != summary.steps or not (final / CHECKSUMS).is_file():
         return False
-    try:  # one that lost or changed a file is saved again (the damaged one set aside, whole)
+    try:  # saved again when it lost or changed a file (an edited one is kept, set aside whole)
         verify_checkpoint(final)
     except CorruptCheckpoint:
         return False

@@ -58,7 +58,7 @@ def read_trained_on(model_folder: Path) -> TrainedOn | None:
     texts = ("folder", "data_integrity", "prompt_format", "model_path")
     shaped = isinstance(raw, dict) and all(isinstance(raw.get(k, ""), str) for k in texts)
     if not shaped or not raw.get("folder") or not raw.get("data_integrity"):
-        raise UserError(f"{path} is damaged: copy the saved model folder again") from None
+        raise UserError(f"{path} is damaged: copy the saved model folder again")
     fields = [raw.get(k) or "" for k in texts]
     return TrainedOn(*fields)
 

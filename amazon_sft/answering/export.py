@@ -49,7 +49,12 @@ from amazon_sft.prompts import build_prompt_format
 from amazon_sft.run_files import RunSummary, read_run_summary
 from amazon_sft.saving import readable_like_the_rest
 from amazon_sft.tokenizer import hf_encoder
-from amazon_sft.trained_on import keep_templates, read_trained_on, write_trained_on
+from amazon_sft.trained_on import (
+    keep_templates,
+    read_trained_on,
+    whole_model_path,
+    write_trained_on,
+)
 
 log = logging.getLogger(__name__)
 
@@ -96,8 +101,8 @@ def export_model(
     trained, tok, cfg, label = load_for_eval(
         run, overrides or [], "cpu", what="RUN", merge=False, runs_only=True
     )
-    base = Path(cfg.model.path) if cfg.lora.enabled and cfg.model.path != "random" else None
-    if base is not None and base.exists() and base.resolve() == out_dir.resolve():
+    base = whole_model_path(cfg.model.path) if cfg.lora.enabled else ""  # "": no folder
+    if base and Path(base).resolve() == out_dir.resolve():
         raise UserError(
             f"--out {out_dir} is the base the LoRA run {run} loads (model.path): replaced, the "
             "run could not be loaded again; export into another folder"

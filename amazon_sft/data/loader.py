@@ -67,8 +67,8 @@ class PackedLoader:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed}
 
     def load_state_dict(self, state: dict) -> None:
-        counts = {name: state.get(name) for name in ("epoch", "cursor", "seed")}
-        for name, value in counts.items():  # a checkpoint's, which its checksums do not vouch for
+        for name in ("epoch", "cursor", "seed"):  # a checkpoint's checksums do not vouch for them
+            value = state.get(name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"data {name} {value!r} is not a count; no save wrote it")
         if state["cursor"] % self.rows_per_step:

@@ -134,23 +134,28 @@ _varlen_call.cache_clear = _KERNELS.clear  # type: ignore[attr-defined]
 
 
 def _build_varlen_call() -> Callable:
-    """Across the torch versions that have varlen_attn: 2.10 takes ``is_causal``, later ones
-    ``window_size=(-1, 0)``; ``enable_gqa`` came later."""
+    """Across the torch versions that have varlen_attn: 2.10 takes ``is_causal`` and no
+    ``scale`` (its kernel's own 1/sqrt(head_dim)), later ones ``window_size=(-1, 0)`` and
+    ``scale``; ``enable_gqa`` came later."""
     from torch.nn.attention.varlen import varlen_attn
 
     params = inspect.signature(varlen_attn).parameters
     causal = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    has_gqa = "enable_gqa" in params
+    has_gqa, has_scale = "enable_gqa" in params, "scale" in params
 
     def call(q, k, v, cu, max_len, scale):
         extra = dict(causal)
+        if has_scale:
+            extra["scale"] = scale
+        elif scale is not None and scale != q.shape[-1] ** -0.5:
+            q = q * (scale * q.shape[-1] ** 0.5)  # the kernel multiplies by 1/sqrt(head_dim)
         if q.shape[1] != k.shape[1]:
             if has_gqa:
                 extra["enable_gqa"] = True
             else:  # older torch: share each key/value head by copying it
                 groups = q.shape[1] // k.shape[1]
                 k, v = (x.repeat_interleave(groups, dim=1) for x in (k, v))
-        return varlen_attn(q, k, v, cu, cu, max_len, max_len, scale=scale, **extra)
+        return varlen_attn(q, k, v, cu, cu, max_len, max_len, **extra)
 
     return call
 

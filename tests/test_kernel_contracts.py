@@ -119,6 +119,20 @@ def _run_steps(
     return [trainer.train_step([next(batches)]) for _ in range(steps)]
 
 
+def test_the_stand_in_backward_refuses_what_the_kernel_refuses():
+    """flash_api.cpp's ``mha_varlen_bwd`` refuses a ``dout`` of another dtype than the query's,
+    or with a last dimension that is not contiguous: the stand-in's backward checked nothing
+    (a kernel audit), so a change to the output's handling would have passed on CPU."""
+    q = torch.randn(8, 2, 16, dtype=torch.bfloat16)
+    cu = torch.tensor([0, 5, 8], dtype=torch.int32)
+    backward = torch.ops.amazon_sft_stand_in.varlen_attn_backward
+    for dout in (torch.randn(8, 2, 16), torch.randn(8, 2, 32, dtype=torch.bfloat16)[..., ::2]):
+        with pytest.raises(KernelContractError, match="dout"):
+            backward(dout, q, q, q, cu, True, None)
+    dq, _, _ = backward(torch.randn_like(q), q, q, q, cu, True, None)
+    assert dq.shape == q.shape and dq.dtype == q.dtype
+
+
 @pytest.mark.parametrize("kind", ["full", "lora"])
 @pytest.mark.parametrize("attention", list(KERNEL_PATHS))
 def test_train_step_meets_the_kernel_contract_under_bf16_autocast(

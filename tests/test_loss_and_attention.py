@@ -212,12 +212,37 @@ def test_attention_follows_the_batch_boundaries_not_position_ids(saved_models):
     assert not torch.allclose(logits[0][0, 37:67], logits[1][0, 37:67], atol=1e-4)
 
 
-def _reference_varlen_2_10(q, k, v, cu_q, cu_k, max_q, max_k, *, scale=None, is_causal=False):
-    """torch 2.10's signature: is_causal, no enable_gqa (key/value heads must be copied); the
+def _reference_varlen_2_10(
+    query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, is_causal=False, return_aux=None
+):
+    """torch 2.10's signature exactly (its varlen.py): is_causal, no ``scale`` (the kernel's
+    own 1/sqrt(head_dim)), no window_size, no enable_gqa (key/value heads must be copied); the
     kernel's contract checked as for later versions (``tests/stand_ins/flash_kernels.py``)."""
-    assert is_causal and q.shape[1] == k.shape[1]
-    flash_kernels.check_contract(q, k, v, cu_q, cu_k, max_q, max_k)
-    return flash_kernels.reference_attention(q, k, v, cu_q, True, scale)
+    assert is_causal and query.shape[1] == key.shape[1] and return_aux is None
+    flash_kernels.check_contract(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k)
+    return flash_kernels.reference_attention(query, key, value, cu_seq_q, True, None)
+
+
+@pytest.mark.parametrize("scale", [None, 16**-0.5, 0.5])
+def test_varlen_attn_on_torch_2_10_keeps_the_models_scale(scale, monkeypatch):
+    """torch 2.10's varlen_attn takes no ``scale`` (it came with 2.11): the call passed
+    ``scale=`` on every torch, so a first training step on 2.10 with a GPU was a TypeError (a
+    kernel audit; the stand-in had a ``scale`` parameter the real function lacks). On 2.10 the
+    query is scaled instead, so a model whose scale is not 1/sqrt(head_dim) keeps its own."""
+    import torch.nn.attention.varlen as varlen
+
+    from amazon_sft import attention
+
+    monkeypatch.setattr(varlen, "varlen_attn", _reference_varlen_2_10)
+    attention._varlen_call.cache_clear()
+    try:
+        q, k, v = (torch.randn(8, 2, 16, dtype=torch.bfloat16) for _ in range(3))
+        cu = torch.tensor([0, 5, 8], dtype=torch.int32)
+        out = attention._varlen_call()(q, k, v, cu, 5, scale)
+    finally:
+        attention._varlen_call.cache_clear()
+    want = flash_kernels.reference_attention(q, k, v, cu, True, scale)
+    torch.testing.assert_close(out, want, atol=2e-2, rtol=2e-2)
 
 
 @pytest.mark.parametrize("version", ["2.11+", "2.10"])

@@ -179,7 +179,12 @@ def _varlen_backward_op(
     causal: bool,
     scale: float | None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The kernel's backward: the reference attention's gradients, recomputed."""
+    """The kernel's backward (its contract checked as flash_api.cpp's ``mha_varlen_bwd``
+    does: ``dout`` in the query's dtype, contiguous last dimension): the reference attention's
+    gradients, recomputed."""
+    _require(grad.dtype == query.dtype, "query and dout must have the same dtype")
+    _require(grad.stride(-1) == 1, "dout must have contiguous last dimension")
+    _require(grad.shape == query.shape, f"dout is {tuple(grad.shape)}, query {tuple(query.shape)}")
     bounds = cu_seq_q.tolist()  # torch.func's vjp runs below the custom op's autograd
 
     def attend(q, k, v):

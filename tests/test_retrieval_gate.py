@@ -481,6 +481,49 @@ def test_a_decade_or_a_stop_word_before_a_number_numbers_no_series(grounded_prep
     assert answerer("Tolkien Calendar 2015", max_new_tokens=4).doubtful
 
 
+def test_a_roman_volume_or_a_leading_year_numbered_otherwise_is_not_sure(
+    grounded_prepared, tuned_run
+):
+    """Blind questions (thirteenth set, dev) about products the catalogue lacks: "nigel slater
+    kitchen diaries III" had *The Kitchen Diaries II* 4.0 times ahead, "2015 Collins Britain
+    Essential Road Atlas" the 2014 atlas 2.6 times ahead, and the gate quoted them: a Roman
+    numeral and a year before the word it numbers were not read as numbers. Both are now: the
+    same volume asked by its Roman or Arabic number, or a question naming no number, is still
+    sure."""
+    from amazon_sft.answering.index import Source
+
+    found = [
+        Source("k-2", "The Kitchen Diaries II: A Year of Simple Suppers. Nigel Slater", "", 55.2),
+        Source("k-thirst", "Thirst", "Praise for 'Kitchen Diaries'.", 13.7),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = ("nigel slater kitchen diaries II", "nigel slater kitchen diaries 2")
+    _assert_gate(answerer, generated, "nigel slater kitchen diaries III", asked, "k-2")
+    found[:] = [
+        Source("c-14", "2014 Collins Britain Essential Road Atlas (Road Atlases)", "Maps.", 198.7),
+        Source("c-map", "Collins Whisky Map of Scotland", "A map.", 75.9),
+    ]
+    asked = ("2014 Collins Britain Essential Road Atlas", "collins britain essential road atlas")
+    generated.clear()  # the first part's sure answers
+    _assert_gate(answerer, generated, "2015 Collins Britain Essential Road Atlas", asked, "c-14")
+
+
+def test_a_volume_asked_by_its_arabic_number_names_a_roman_title(grounded_prepared, tuned_run):
+    """ "nigel slater kitchen diaries 2" (thirteenth blind set, dev) had *The Kitchen Diaries II*
+    1.95 times ahead of the second, under the ratio, and the gate abstained on the product the
+    shopper named: its main title's "II" was a word the question lacked. A number names the
+    same Roman numeral (answering/named_title.py); another number does not."""
+    from amazon_sft.answering.index import Source
+
+    found = [
+        Source("k-2", "The Kitchen Diaries II: A Year of Simple Suppers", "Recipes.", 1.95),
+        Source("k-one", "The Kitchen Diaries", "A year of recipes.", 1.0),
+    ]
+    answerer, generated = _gate_with_found(tuned_run, grounded_prepared, found)
+    asked = ("nigel slater kitchen diaries 2", "kitchen diaries ii")
+    _assert_gate(answerer, generated, "nigel slater kitchen diaries 3", asked, "k-2")
+
+
 def test_the_gate_reads_two_records_whatever_k_shows(grounded_prepared, tuned_run, capsys):
     """With ``k`` = 1 (``serve --k 1``, a model trained with ``data.context_records=1``) the
     gate saw no second record, so its ratio rule never fired: a question matching two products
@@ -515,8 +558,12 @@ def test_sources_only_gates_the_question_as_ask_reads_it(grounded_prepared, monk
     """``--sources-only`` said what ask's gate would do from the question as typed, soft hyphens
     and zero-width spaces inside words included, while ask's gate reads it without them
     (question_text.normalise_question): the two could disagree (an outside review)."""
-    from amazon_sft.answering import doubt
+    from amazon_sft.answering import ask, doubt  # ask first: it binds the real doubt_reason
     from amazon_sft.cli import main
+
+    # imported while the stub below is in place, ask.py would keep it for the whole process:
+    # a later test of ask's gate then never abstained (order-dependent, under pytest-xdist)
+    assert ask.doubt_reason is doubt.doubt_reason
 
     read = []
 

@@ -27,6 +27,7 @@ questions fewer, no absent product of 246 let through, no wrong record quoted
 from __future__ import annotations
 
 from amazon_sft.answering.query_words import english_query
+from amazon_sft.answering.series_numbers import ROMAN
 from amazon_sft.answering.title_words import (
     has_word,
     is_lookup_word,
@@ -34,6 +35,9 @@ from amazon_sft.answering.title_words import (
     main_title_words,
     words_of,
 )
+
+ROMAN_OF = {digit: roman for roman, digit in ROMAN.items()}
+"""A volume's number as its title may write it ("kitchen diaries 2" names "Kitchen Diaries II")."""
 
 
 def names_first_title_only(question: str, first_title: str, second_title: str) -> bool:
@@ -61,6 +65,8 @@ def names_first_title_only(question: str, first_title: str, second_title: str) -
     >>> names_first_title_only("stainless steel french press coffee maker 1 litre",
     ...                        "Coffee: Delectable Seasons", "French Cooking")
     False
+    >>> names_first_title_only("kitchen diaries 2", "The Kitchen Diaries II", "The Kitchen Diaries")
+    True
     >>> names_first_title_only("How many recipes are in the Risotto cookbook?",
     ...                        "Risotto: More than 100 Recipes", "Provence: The Beautiful Cookbook")
     True
@@ -69,7 +75,9 @@ def names_first_title_only(question: str, first_title: str, second_title: str) -
     asked = words_of(english_query(question))
     if not main or (len(main) == 1 and not is_short(asked)):
         return False
-    in_question = {w for w in asked if is_lookup_word(w)}
+    in_question = {w for w in asked if is_lookup_word(w)} | {
+        ROMAN_OF[w] for w in asked if w in ROMAN_OF
+    }
     if not all(has_word(w, in_question) for w in main):
         return False
     in_second = set(words_of(second_title))

@@ -28,6 +28,11 @@ LATER = re.compile(
     re.IGNORECASE,
 )
 """A title numbering a later one of a series: "Book 3", "#12", "II" (not "V-Day", "X's")."""
+ROMAN = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
+"""Roman numerals read as the number they write: "Kitchen Diaries II" numbers "diaries" 2, as
+"Kitchen Diaries 2" does. Not "i", "v" or "x": a pronoun or a letter ("Malcolm X")."""
+YEAR = re.compile(r"(?:19|20)\d\d")
+"""A year before the word it numbers ("2014 Collins Road Atlas"): read as that word's number."""
 
 
 def numbered_words(text: str) -> dict[str, set[str]]:
@@ -42,15 +47,32 @@ def numbered_words(text: str) -> dict[str, set[str]]:
     ({'t': {'20'}}, {})
     >>> numbered_words("reports from the 90s Balkan war"), numbered_words("music of 1960s")
     ({}, {})
+    >>> numbered_words("2014 Collins Road Atlas"), numbered_words("The Kitchen Diaries II")
+    ({'collins': {'2014'}}, {'diaries': {'2'}})
+    >>> numbered_words("published in 2014 by Collins"), numbered_words("a 1990s jukebox")
+    ({}, {})
     """
-    tokens = WORD_OR_NUMBER.findall(text.casefold())
+    tokens = numbers_read(text)
     out: dict[str, set[str]] = {}
     for (word, number), after in zip(pairwise(tokens), [*tokens[2:], ""]):
         if (word in STOPWORDS_EN and word != "no") or after == "s":  # "No. 5" numbers one
             continue
         if number.isdigit() and not word.isdigit():
             out.setdefault(word, set()).add(number)
+    for before, year, word in zip(["", *tokens], tokens, tokens[1:]):
+        opens = before == "" or before in STOPWORDS_EN  # "the 2014 Collins", not "since 2014"
+        if opens and YEAR.fullmatch(year) and word.isalpha() and word not in {*STOPWORDS_EN, "s"}:
+            out.setdefault(word, set()).add(year)
     return out
+
+
+def numbers_read(text: str) -> list[str]:
+    """The text's words and numbers, lower-cased, a Roman numeral as its number (``ROMAN``).
+
+    >>> numbers_read("The Kitchen Diaries II, Malcolm X")
+    ['the', 'kitchen', 'diaries', '2', 'malcolm', 'x']
+    """
+    return [ROMAN.get(t, t) for t in WORD_OR_NUMBER.findall(text.casefold())]
 
 
 def names_other_numbers(question: str, title: str) -> bool:
@@ -69,9 +91,12 @@ def names_other_numbers(question: str, title: str) -> bool:
     False
     >>> names_other_numbers("calendar 2015", "Calendar 2014 and 2015 (two years)")
     False
+    >>> names_other_numbers("kitchen diaries III", "The Kitchen Diaries II"), names_other_numbers(
+    ...     "2015 Collins Road Atlas", "2014 Collins Road Atlas")
+    (True, True)
     """
     asked, named = numbered_words(question), numbered_words(title)
-    in_title = {t for t in WORD_OR_NUMBER.findall(title) if t.isdigit()}
+    in_title = {t for t in numbers_read(title) if t.isdigit()}
     return any(
         named.get(word) and not numbers & named[word] and not numbers & in_title
         for word, numbers in asked.items()

@@ -9,6 +9,7 @@ import pytest
 
 from amazon_sft.config import DataConfig, QuestionMix, load_run_config
 from amazon_sft.data import question_kinds as qk
+from amazon_sft.data import series
 from amazon_sft.data.grounded import GroundedBuilder, example_key
 from amazon_sft.errors import UserError
 from amazon_sft.prompts import ABSTENTIONS, PromptFormat, cited_uids
@@ -49,11 +50,33 @@ def test_typos_differ_from_the_title_by_a_few_character_edits():
         assert all(difflib.SequenceMatcher(None, a, b).ratio() >= 0.75 for a, b in changed)
 
 
-def test_series_stems_join_the_books_of_a_series_only():
-    assert qk.series_stem("Harbor Tales, Vol. 2") == qk.series_stem("Harbor Tales: Book 5")
-    assert qk.series_stem("Quiet Bear Plush #12") == qk.series_stem("Quiet Bear Plush #7")
-    assert qk.series_stem("Harbor Tales, Vol. 2") != qk.series_stem("Harbor Songs, Vol. 2")
-    assert qk.series_stem("Harbor Tales") is None
+def test_series_keys_join_the_books_of_a_series_only():
+    keys = series.series_keys
+    assert keys("Harbor Tales, Vol. 2") == keys("Harbor Tales: Book 5")
+    assert keys("Quiet Bear Plush #12") == keys("Quiet Bear Plush #7")
+    assert keys("Harbor Tales, Vol. 2") != keys("Harbor Songs, Vol. 2")
+    assert keys("Harbor Tales") == frozenset()
+
+
+@pytest.mark.parametrize(
+    ("title", "sibling"),
+    [
+        ("Dark Blood (Logan McRae, Book 6)", "Dying Light (Logan McRae, Book 2)"),
+        ("Perelandra (Cosmic Trilogy)", "Out of the Silent Planet (Cosmic Trilogy)"),
+        ("The Best American Poetry 1991", "The Best American Poetry: 1992"),
+        (
+            "2013 Collins Britain Big Road Atlas (Road Atlases)",
+            "2014 Collins Britain Big Road Atlas (Road Atlases)",
+        ),
+        ("Times Crossword Book 12 (Bk. 12)", "Times Crossword Book 13 (Bk. 13)"),
+        ("The Kitchen Diaries II: A Year of Simple Suppers", "The Kitchen Diaries: A Year"),
+    ],
+)
+def test_series_keys_join_the_real_catalogues_series(title, sibling):
+    """The real rows name a series in parentheses or number a title otherwise: the first rule
+    read only a "Book N" marker on the same title, and joined no real product to a sibling."""
+    assert series.series_keys(title) & series.sibling_keys(sibling), (title, sibling)
+    assert not series.series_keys(title) & series.sibling_keys("Broken Skin (Roy Grace)")
 
 
 def test_question_mix_is_validated_naming_the_key():
@@ -143,6 +166,32 @@ def test_prepare_retrieves_with_its_own_shortlist():
     typo = _builder(records, {}, "typo", grounded_shortlist=777, series_distractors=0)
     typo.build([product])
     assert typo.index.shortlists == [None]
+
+
+def test_a_series_named_in_parentheses_joins_the_distractors():
+    """ "Dark Blood (Logan McRae, Book 6)": its series' other books are retrieved by the series'
+    name and shown among its records (the first rule retrieved "dark blood logan mcrae" and
+    kept only titles equal but for the number: none). The report counts the examples that show
+    a sibling, put there or retrieved: it counted only those put there (0 on the real rows,
+    whose title questions' hard negatives hold the series already: 17 examples show one)."""
+    records = _catalogue()
+    product = {"uid": "P", "title": "Dark Blood (Logan McRae, Book 6)", "content": CONTENT}
+    records[-1] = product
+    records.append({"uid": "S", "title": "Dying Light (Logan McRae, Book 2)", "content": "Two."})
+    question = "Tell me about Dark Blood (Logan McRae, Book 6)."
+    results = {question: ["P", "U1", "U2"], "logan mcrae": ["P", "S", "U3"]}
+    builder = _builder(records, results, "title")
+    (example,) = builder.build([product])
+    assert sorted(r.uid for r in example.records) == ["P", "S", "U1"]
+    assert builder.counts["grounded_series_distractors"] == 1
+    assert builder.counts["grounded_series_shown"] == 1
+    # retrieval already shows a sibling: it counts, and no second one is put in
+    results[question] = ["P", "S", "U1"]
+    builder = _builder(records, results, "title")
+    (example,) = builder.build([product])
+    assert sorted(r.uid for r in example.records) == ["P", "S", "U1"]
+    assert builder.counts["grounded_series_distractors"] == 0
+    assert builder.counts["grounded_series_shown"] == 1
 
 
 def test_attribute_answers_lead_with_the_sentence_then_cite():

@@ -14,8 +14,9 @@ read the right record among distractors, to quote it, and to abstain when it is 
 - every other kind: the records are what retrieval returns for the question as typed, in its
   order, so when it misses the right record the answer abstains (``grounded_retrieval_missed``);
 - records with the same description or title as the product are never distractors (they would
-  be a second right answer); up to ``series_distractors`` same-series products (titles that differ
-  by "Book 2", "Vol. 3", "#12") take the place of the last ones;
+  be a second right answer); up to ``series_distractors`` same-series products (the series named
+  in parentheses, or the title with another number, year or volume: data/series.py) take the
+  place of the last ones;
 - attribute questions are answered with the description's sentence that answers them, then the
   citation;
 - every description is cut to ``context_record_tokens`` at a word boundary, then "…"
@@ -39,7 +40,8 @@ from pathlib import Path
 
 from amazon_sft.config import DataConfig
 from amazon_sft.data.cutting import cut_to_tokens
-from amazon_sft.data.question_kinds import KINDS, make_question, series_stem
+from amazon_sft.data.question_kinds import KINDS, make_question
+from amazon_sft.data.series import series_keys, series_query, sibling_keys
 from amazon_sft.data.split import normalise_title, title_hash
 from amazon_sft.prompts import ContextRecord, PromptFormat, grounded_answer
 
@@ -98,6 +100,7 @@ class GroundedBuilder:
             "grounded_short_context": 0,
             "grounded_retrieval_missed": 0,
             "grounded_series_distractors": 0,
+            "grounded_series_shown": 0,
             "grounded_paired": 0,
             "grounded_kinds_unmade": 0,
             **{f"grounded_kind_{kind}": 0 for kind in KINDS},
@@ -266,31 +269,42 @@ class GroundedBuilder:
 
     def _series(self, products: list[dict], phrasing, train_only: bool) -> list[list[dict]]:
         """For each product, up to ``data.series_distractors`` other products of its series
-        (same ``series_stem``, not a twin), found by retrieving the stem; none for eval's oracle
-        context (its protocol stays the one docs/results.md measured)."""
+        (data/series.py: the series its title names in parentheses, or its title with another
+        number), found by retrieving the series' words; none for eval's oracle context (its
+        protocol stays the one docs/results.md measured)."""
         want = self.data.series_distractors
-        stems = [series_stem(p["title"]) if want and phrasing is None else None for p in products]
-        asked = [n for n, stem in enumerate(stems) if stem]
+        keys = [
+            series_keys(p["title"]) if want and phrasing is None else frozenset() for p in products
+        ]
+        asked = [n for n, own in enumerate(keys) if own]
         out: list[list[dict]] = [[] for _ in products]
         if not asked:
             return out
         found = self.index.top_many(
-            [stems[n] for n in asked], want + 8, train_only, self.data.grounded_shortlist
+            [series_query(keys[n]) for n in asked],
+            want + 8,
+            train_only,
+            self.data.grounded_shortlist,
         )
         for n, best in zip(asked, found):
             same = [r for r in self._negatives(best, products[n], want + 8)
-                    if series_stem(r["title"]) == stems[n]]  # fmt: skip
-            out[n] = same[:want]
+                    if keys[n] & sibling_keys(r["title"])]  # fmt: skip
+            out[n] = same  # every sibling found: the shown ones are counted among them
         return out
 
     def _with_series(self, records: list[dict], series: list[dict]) -> list[dict]:
-        """The records with the series twins in place of the last ones not already shown."""
+        """The records with up to ``data.series_distractors`` products of the series (those
+        retrieval showed count), in place of the last ones."""
         shown = {str(r["uid"]) for r in records}
-        new = [r for r in series if str(r["uid"]) not in shown][: len(records)]
-        if not new:
-            return records
+        # retrieval's own records often hold the series already (a title question's hard
+        # negatives): those count towards data.series_distractors, and the report says how
+        # many examples show a sibling either way
+        already = sum(str(r["uid"]) in shown for r in series)
+        fits = min(max(self.data.series_distractors - already, 0), len(records))
+        new = [r for r in series if str(r["uid"]) not in shown][:fits]
         self.counts["grounded_series_distractors"] += len(new)
-        return records[: len(records) - len(new)] + new
+        self.counts["grounded_series_shown"] += bool(new or already)
+        return records[: len(records) - len(new)] + new if new else records
 
 
 def worker_count(requested: int, products: int) -> int:

@@ -61,12 +61,6 @@ _ATTRIBUTES = (  # (what the sentence says, the question it answers); {t} is a s
     (re.compile(r"\b(?:weighs|measures|grams|centimetres|inches|millimetres)\b", re.I),
      "how big is {t}?"),
 )  # fmt: skip
-_SERIES = re.compile(
-    r"(?:[,:(\[-]\s*)?\b(?:book|vol\.?|volume|part|no\.?|number|episode|season)\s*\d+\b[)\]]?"
-    r"|\s*#\s*\d+\b|\s*\(\s*\d+\s*\)|\b(?:first|second|third|fourth|fifth|\d+(?:st|nd|rd|th))"
-    r"\s+edition\b",
-    re.I,
-)
 _KEYBOARD = dict(zip("qwertyuiopasdfghjklzxcvbnm", "wqrtyuiopsadfghjklzxcvbnmn"))
 
 
@@ -284,24 +278,6 @@ def attribute(title: str, content: str, uid: str) -> KindQuestion | None:
     sentence, ask = rng.choice(found)
     short = " ".join(words(re.split(r"[:(\[]", title)[0] or title)[:6]).lower()
     return KindQuestion("attribute", ask.format(t=short), lead=sentence)
-
-
-def series_stem(title: str) -> str | None:
-    """The title without its series marker ("Book 2", "Vol. 3", "#12", "Second Edition"),
-    normalised; None when the title has no marker (it is in no series).
-
-    >>> series_stem("Harbor Tales, Book 2") == series_stem("Harbor Tales (Book 3)")
-    True
-    >>> series_stem("Chess for Beginners, Third Edition")
-    'chess for beginners'
-    >>> series_stem("Harbor Tales") is None
-    True
-    """
-    stem, n = _SERIES.subn(" ", title)
-    if not n:
-        return None
-    stem = " ".join(x.lower() for x in words(stem))
-    return stem or None
 
 
 def make_question(kind: str, product: dict) -> KindQuestion | None:

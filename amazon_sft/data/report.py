@@ -98,6 +98,7 @@ def render_markdown(report: dict) -> str:
             "grounded_absent_docs",
             "grounded_retrieval_missed",
             "grounded_series_distractors",
+            "grounded_series_shown",
             "grounded_paired",
         ):
             lines.append(f"| {key} | {report.get(key, 0)} |")
@@ -188,7 +189,10 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
         # right record not in the first context_records retrieved for the question as typed:
         # those examples teach the abstention (data.question_mix, every kind but title)
         "grounded_retrieval_missed": counts.get("grounded_retrieval_missed", 0),
+        # same-series products put in the place of the last records (data.series_distractors)
         "grounded_series_distractors": counts.get("grounded_series_distractors", 0),
+        # examples that show a product of their series, put there or retrieved
+        "grounded_series_shown": counts.get("grounded_series_shown", 0),
         # abstentions taught beside the same question with the product shown (data.paired_absent)
         "grounded_paired": counts.get("grounded_paired", 0),
         "grounded_kinds": {

@@ -864,3 +864,18 @@ def test_gate_change_writes_each_question_whole_and_by_its_resolved_uid(prepared
 
     assert asked[1]["uid"] in (rows[1]["uid"], derived_uid(rows[1]["title"]))
     assert asked[2]["uid"] == "absent"
+
+
+def test_the_headline_pool_names_every_real_question_file_once():
+    """bench/never_tuned.py is the README's "never tuned on" table in one command: every real
+    question file of eval/questions is read (rules were chosen on it) or pooled (never read),
+    never both, never neither, so a new set cannot be left out or counted twice; a dev part
+    read for a change (the eleventh's, the thirteenth's) is in READ."""
+    sys.path.insert(0, str(REPO / "bench"))
+    import never_tuned
+
+    real = {f"eval/questions/{p.name}" for p in (REPO / "eval" / "questions").glob("real_*.jsonl")}
+    read, pool = set(never_tuned.READ), set(never_tuned.POOL)
+    assert not read & pool and read | pool == real, (read & pool, real ^ (read | pool))
+    out = _run("bench/never_tuned.py", "--files")
+    assert out.splitlines()[0] == "READ" and f"  {never_tuned.POOL[-1]}" in out

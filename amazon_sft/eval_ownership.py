@@ -70,6 +70,23 @@ def changed_since_eval(out_dir: Path) -> list[str]:
     ]
 
 
+def report_written_since(out_dir: Path, since_epoch_s: float) -> bool:
+    """Whether ``out_dir`` holds a whole eval report moved in after ``since_epoch_s``: every
+    file eval's record names is there with the one digest recorded after the move, report.md
+    among them (launch/eval_slurm.sbatch: a warning that came after its eval ended does not
+    requeue it)."""
+    digests = _eval_digests(out_dir)
+    report = out_dir / "report.md"
+    if not digests or "report.md" not in digests or not report.is_file():
+        return False
+    if report.stat().st_mtime < since_epoch_s:
+        return False
+    return all(
+        len(sums) == 1 and (out_dir / name).is_file() and sha256_file(out_dir / name) in sums
+        for name, sums in digests.items()
+    )
+
+
 def check_eval_dir(out_dir: Path, overwrite: bool = True) -> None:
     """Refuse an eval ``--out`` holding report files eval cannot prove it wrote, or that were
     changed since it wrote them, or (without ``overwrite``) an earlier report at all

@@ -27,6 +27,15 @@ fi
 # only when both run at once with the same first host (then give one another MAIN_PORT). Below
 # Linux's ephemeral range (32768 up), where an outgoing connection may already hold the port.
 MAIN_PORT="${MAIN_PORT:-$((10000 + SLURM_JOB_ID % 20000))}"
+# checked here, in one line, not after every node's set-up (an OverflowError traceback there)
+if ! [[ "$MAIN_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$MAIN_PORT" -gt 65535 ]; then
+  echo "${0##*/}: MAIN_PORT=$MAIN_PORT is not a port: give a number from 1024 to 65535" >&2
+  exit 1
+fi
+if ! [[ "$GPUS_PER_NODE" =~ ^[1-9][0-9]{0,3}$ ]]; then
+  echo "${0##*/}: GPUS_PER_NODE=$GPUS_PER_NODE is not a count of GPUs: give what --gres gave each node, e.g. 8" >&2
+  exit 1
+fi
 LOG_DIR="${LOG_DIR:-logs}"
 mkdir -p "$LOG_DIR"
 export MAIN_ADDR MAIN_PORT NNODES GPUS_PER_NODE
@@ -70,8 +79,8 @@ on_preempt() {
     kill -"${PREEMPT_SIGNAL:-USR1}" "$SRUN_PID" 2>/dev/null || true
     wait "$SRUN_PID" || true
   fi
-  if declare -F training_finished >/dev/null && training_finished; then # train_slurm.sbatch's
-    echo "job $SLURM_JOB_ID: training reached its last step during the warning: not requeued"
+  if declare -F job_finished >/dev/null && job_finished; then # each script's own test
+    echo "job $SLURM_JOB_ID: its work was done during the warning: not requeued"
     exit 0
   fi
   if [ -n "${REQUEUE_LIMIT:-}" ] && [ "${SLURM_RESTART_COUNT:-0}" -ge "$REQUEUE_LIMIT" ]; then
@@ -93,3 +102,5 @@ on_preempt() {
   exit 1
 }
 trap on_preempt USR1
+# a warning that came before this trap was set (the scripts catch it from their first line)
+if [ -n "${EARLY_WARNING:-}" ]; then on_preempt; fi

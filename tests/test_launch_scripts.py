@@ -296,7 +296,12 @@ def test_slurm_node_turns_sigterm_into_sigusr1_for_the_training_processes(tmp_pa
 
 
 def _fake_srun_job(
-    tmp_path: Path, script: str, prepared: bool = True, **extra_env: str
+    tmp_path: Path,
+    script: str,
+    prepared: bool = True,
+    manifest: Path | None = None,
+    before_start: str = "",
+    **extra_env: str,
 ) -> tuple[int, str, str]:
     """Run an sbatch script with a stand-in srun that behaves as SLURM 22.05's does: SIGTERM
     kills its tasks at once (SIGKILL, nothing saved), any other signal is passed on to them.
@@ -312,13 +317,15 @@ def _fake_srun_job(
         f'echo "${{SRUN_CPUS_PER_TASK:-unset}}" > {tmp_path / "srun-cpus"}\n'
         f"trap 'echo TERM > {got}; exit 137' TERM\n"
         f"trap 'echo USR1 > {got}; exit 0' USR1\n"
+        f"{before_start}\n"  # the step's work, done before the warning comes
         f"touch {started}\n"
         "for _ in $(seq 600); do sleep 0.1; done\n"
     )
     srun.chmod(0o755)
     Path(env["PREPARED"]).mkdir()
-    if prepared:
-        (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
+    if prepared:  # a real one's copy, where the script reads its rows
+        text = manifest.read_text() if manifest else "{}"
+        (Path(env["PREPARED"]) / "manifest.json").write_text(text)
     proc = subprocess.Popen(["bash", f"launch/{script}"], cwd=REPO, env=env)
     deadline = time.time() + 30
     while not started.exists() and time.time() < deadline:
@@ -404,6 +411,31 @@ def test_a_run_that_finished_during_the_warning_is_not_requeued(tmp_path):
             EXTRA=f"train.epochs=0 train.max_steps={last}",
         )
         assert code == 0 and ("requeue 77" in calls) is requeued, (name, calls)
+
+
+def test_a_run_of_epochs_with_validation_rows_that_finished_is_not_requeued(prepared, tmp_path):
+    """A hostile cluster user: a run of ``train.epochs`` with ``train.validation_rows`` (every
+    shipped 7-8B config) that finished was requeued at the warning: the script counted the
+    epochs' steps over all the prepared rows, training over the rows left after the held-back
+    ones. The last step is now train's own (``run_size.last_step``)."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.manifest import read_manifest
+    from amazon_sft.run_size import last_step
+
+    rows = read_manifest(prepared).rows
+    extra = "train.epochs=2 train.max_steps=0 train.global_batch_size=16 train.validation_rows=16"
+    cfg = load_run_config("tiny", extra.split())
+    steps = last_step(cfg, rows)
+    assert steps < last_step(load_run_config("tiny", [*extra.split()[:-1]]), rows)
+    run = tmp_path / "run"
+    (run / "final").mkdir(parents=True)
+    summary = {"steps": steps, "final_loss": 1.5, "tokens_seen": 9, "stopped_by": None}
+    (run / "final" / "run_summary.json").write_text(json.dumps(summary))
+    code, _, calls = _fake_srun_job(
+        tmp_path, "train_slurm.sbatch", manifest=prepared / "manifest.json", OUT=str(run),
+        CONFIG="tiny", EXTRA=extra,
+    )  # fmt: skip
+    assert code == 0 and "requeue" not in calls, calls
 
 
 def test_the_nodes_take_their_gpu_count_and_cpus_from_the_job(tmp_path):
@@ -1094,3 +1126,118 @@ def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_
     assert node.returncode == 1
     last = node.stderr.strip().splitlines()[-1]
     assert last.startswith("node 1: e.py ended with exit 1") and "above" in last, last
+
+
+WHOLE_REPORT = """python - <<'PY'
+from pathlib import Path
+from amazon_sft.data.shards import sha256_file
+from amazon_sft.eval_ownership import claim_eval_dir, record_eval_files
+out = Path("{out}")
+claim_eval_dir(out)
+for name in ("report.md", "report.json"):
+    (out / name).write_text("# a report" if name == "report.md" else "{{}}")
+record_eval_files(out, {{n: [sha256_file(out / n)] for n in ("report.md", "report.json")}})
+PY"""
+
+
+def test_an_eval_that_wrote_its_report_during_the_warning_is_not_requeued(tmp_path):
+    """A hostile cluster user: an eval that ended during the warning was requeued, and the
+    requeued job failed on the report it found ("already holds an eval report", exit 1). A
+    whole report moved in since the job started ends the job; an earlier one does not."""
+    for name, written_now, requeued in (("now", True, False), ("before", False, True)):
+        report = tmp_path / name / "report"
+        (tmp_path / name).mkdir()
+        hook = WHOLE_REPORT.format(out=report)
+        if not written_now:  # a report of an earlier job: --overwrite given to replace it
+            subprocess.run(["bash", "-c", hook], cwd=REPO, check=True)
+            os.utime(report / "report.md", (time.time() - 60,) * 2)
+        code, _, calls = _fake_srun_job(
+            tmp_path / name, "eval_slurm.sbatch", REPORT=str(report),
+            before_start=hook if written_now else "",
+        )  # fmt: skip
+        assert code == 0 and ("requeue 77" in calls) is requeued, (name, calls)
+
+
+def _sbatch_with_failing_prepare(tmp_path: Path, message: str) -> subprocess.CompletedProcess:
+    """train_slurm.sbatch with a stand-in srun whose prepare writes ``message`` to its log (as
+    SLURM's --output) and exits 2, and whose node step succeeds."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
+    Path(env["PREPARED"]).mkdir()
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text(
+        "#!/usr/bin/env bash\n"
+        'for a in "$@"; do case "$a" in --output=*) out="${a#--output=}" ;; esac; done\n'
+        'out="${out//%x/${SLURM_JOB_NAME:-amazon-sft-train}}"; out="${out//%j/$SLURM_JOB_ID}"\n'
+        f'if [[ "$*" == *" prepare "* ]]; then echo "{message}" >> "$out"; exit 2; fi\n'
+        f'echo "$*" >> {tmp_path / "nodes"}\n'
+    )
+    srun.chmod(0o755)
+    return subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+
+
+def test_a_failed_prepare_says_why_in_the_batch_log_and_a_shared_one_is_waited_for(tmp_path):
+    """A hostile cluster user: a prepare that failed ended the job with exit 2 and an empty
+    batch log (the reason only in the prepare log, which nothing named); two jobs of one
+    CONFIG (a sweep) share PREPARED, and the second's prepare, refused while the first writes
+    it, ended the job. The reason is said with the log's path; the second job's nodes wait for
+    the first's manifest."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    failed = _sbatch_with_failing_prepare(tmp_path / "a", "error: no space left on device")
+    assert failed.returncode == 1, failed.stderr
+    line = failed.stderr.strip().splitlines()[-1]
+    assert "prepare ended with exit 2: error: no space left on device" in line
+    assert "amazon-sft-train-78-prepare.out" in line
+    assert not (tmp_path / "a" / "nodes").exists()
+    locked = "error: /x/p is being written by another process (pid 9 on n1): wait for it to end"
+    shared = _sbatch_with_failing_prepare(tmp_path / "b", locked)
+    assert shared.returncode == 0 and "another job is preparing" in shared.stderr, shared.stderr
+    assert "slurm_node.sh" in (tmp_path / "b" / "nodes").read_text()  # the nodes wait for it
+
+
+def test_a_warning_before_the_trap_is_set_still_requeues(tmp_path):
+    """A hostile cluster user: SLURM's warning while the batch shell read its config (before
+    slurm_common.sh set its trap) killed the shell (exit 138): not requeued, nothing said."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "77").items() if k != "DRY_RUN"}
+    slow = tmp_path / "bin" / "python3"  # the config's read takes a second, as on a busy node
+    slow.write_text(f'#!/usr/bin/env bash\nsleep 1\nexec {sys.executable} "$@"\n')
+    slow.chmod(0o755)
+    proc = subprocess.Popen(["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env)
+    time.sleep(0.5)  # bash is reading the config
+    proc.send_signal(signal.SIGUSR1)
+    assert proc.wait(timeout=120) == 0
+    assert "requeue 77" in (tmp_path / "scontrol-calls").read_text()
+
+
+BAD_SETTINGS = [
+    ("MAIN_PORT", "99999", "MAIN_PORT=99999 is not a port"),
+    ("MAIN_PORT", "http", "MAIN_PORT=http is not a port"),
+    ("GPUS_PER_NODE", "abc", "GPUS_PER_NODE=abc is not a count"),
+    ("GPUS_PER_NODE", "2x", "GPUS_PER_NODE=2x is not a count"),
+    ("CONFIG", "-x.yaml", "-x.yaml"),
+]
+
+
+@pytest.mark.parametrize(
+    ("script", "variable", "value", "needle"),
+    [
+        (script, *bad)
+        for script in ("train_slurm.sbatch", "eval_slurm.sbatch")
+        for bad in BAD_SETTINGS
+    ]
+    + [("train_slurm.sbatch", "CONFIG", "no-such-config", "no-such-config")],  # eval reads none
+)
+def test_a_slurm_script_refuses_a_bad_setting_in_one_line(
+    script, variable, value, needle, tmp_path
+):
+    """A hostile cluster user: MAIN_PORT=99999 was an OverflowError traceback in every node's
+    log after the set-up, GPUS_PER_NODE=abc "unbound variable", CONFIG=-x.yaml basename's
+    "invalid option", and a config error named its exception class."""
+    env = {**_fake_slurm(tmp_path, "79"), variable: value}
+    proc = subprocess.run(
+        ["bash", f"launch/{script}"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
+    assert "Traceback" not in proc.stderr and "Error:" not in proc.stderr, proc.stderr

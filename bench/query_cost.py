@@ -4,11 +4,12 @@ checkout.
 
 python bench/query_cost.py --products 300000 --base /tmp/recall/base
 
-The catalogue is bench/retrieval_speed.py's generated products; its index is built once, directly
-(``build_index``, not a full prepare), and each checkout loads it and answers the same questions
-in a process of its own. Printed: CPU milliseconds a question per kind (after one warm-up
-question of each kind, whose one-off cost, the vocabulary by length that repairs read, is printed
-apart) and the ratio to the base.
+The catalogue is bench/retrieval_speed.py's generated products. Each checkout builds its own
+index of it (``build_index``, not a full prepare; the index format changed since issue 22 began,
+so a base cannot read this checkout's), timed (wall seconds), in a process of its own, then
+answers the same questions there. Printed: each build's seconds, and CPU milliseconds a question
+per kind (after one warm-up question of each kind, whose one-off cost, the vocabulary by length
+that repairs read, is printed apart), with the ratios to the base.
 """
 
 from __future__ import annotations
@@ -92,9 +93,30 @@ def measure(folder: Path, asked: dict[str, list[str]], meaning: float = 0.0) -> 
     return out
 
 
+def build(folder: Path) -> dict[str, float]:
+    """Wall seconds of this checkout's ``build_index`` over ``folder``'s catalogue.jsonl (it
+    lived in answering/index.py before answering/index_build.py)."""
+    try:
+        from amazon_sft.answering.index_build import build_index
+    except ImportError:
+        from amazon_sft.answering.index import build_index
+    start = time.perf_counter()
+    build_index(folder)
+    return {"build_s": time.perf_counter() - start}
+
+
 def _run(code: str, folder: Path, asked_file: Path, meaning: float = 0.0) -> dict[str, float]:
     extra = ["--meaning-weight", str(meaning)] if meaning else []
     return emitted_by(__file__, code, ["--folder", str(folder), "--asked", str(asked_file), *extra])
+
+
+def _own_index(code: str, tmp: Path, name: str) -> tuple[Path, float]:
+    """A folder with the catalogue (a hard link) and ``code``'s own index of it; build seconds."""
+    folder = tmp / name
+    folder.mkdir()
+    (folder / "catalogue.jsonl").hardlink_to(tmp / "catalogue.jsonl")
+    built = emitted_by(__file__, code, ["--folder", str(folder), "--asked", "-", "--build"])
+    return folder, built["build_s"]
 
 
 def main() -> None:
@@ -112,20 +134,23 @@ def main() -> None:
     ap.add_argument("--folder", help=argparse.SUPPRESS)
     ap.add_argument("--asked", help=argparse.SUPPRESS)
     ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.emit and args.build:
+        print(json.dumps(build(Path(args.folder))))
+        return
     if args.emit:
         asked = json.loads(Path(args.asked).read_text(encoding="utf-8"))
         print(json.dumps(measure(Path(args.folder), asked, args.meaning_weight)))
         return
-    from amazon_sft.answering.index_build import build_index
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        titles = write_catalogue(folder, args.products)
-        stats = build_index(folder)
-        asked_file = folder / "asked.json"
+        tmp = Path(tmp)
+        titles = write_catalogue(tmp, args.products)
+        asked_file = tmp / "asked.json"
         asked_file.write_text(json.dumps(questions(titles, args.queries)), encoding="utf-8")
         del titles
+        folder, built = _own_index(str(REPO), tmp, "this")
         now = _run(str(REPO), folder, asked_file, args.meaning_weight)
         name = (
             f"--meaning-weight {args.meaning_weight:g}" if args.meaning_weight else "this checkout"
@@ -133,9 +158,12 @@ def main() -> None:
         columns = {name: now}
         if args.meaning_weight:
             columns["words only"] = _run(str(REPO), folder, asked_file)  # the same code
+        builds = f"index built in {built:.1f} s"
         if args.base:
-            columns["base"] = _run(args.base, folder, asked_file)
-    print(f"{args.products} products, index built in {stats['seconds']} s; CPU ms a question:")
+            base_folder, base_built = _own_index(args.base, tmp, "base")
+            columns["base"] = _run(args.base, base_folder, asked_file)
+            builds += f" (the base's: {base_built:.1f} s, ratio {built / base_built:.2f}x)"
+    print(f"{args.products} products, {builds}; CPU ms a question:")
     names, rest = list(columns), list(columns)[1:]
     print("| kind | " + " | ".join(names) + " |" + "".join(f" ratio to {n} |" for n in rest))
     print("|---|" + "---|" * (len(names) + len(rest)))

@@ -331,10 +331,13 @@ def test_short_title_typos_benchmark_runs_on_a_few_titles():
 
 
 def test_query_cost_benchmark_prints_the_ratio_to_a_base():
+    """Each checkout builds its own index (the base's format may differ) and its build time is
+    printed beside this one's, with the ratio (an issue audit: build cost had no ratio)."""
     out = _run("bench/query_cost.py", "--products", "2000", "--queries", "3", "--base", str(REPO))
     for kind in ("exact", "typo", "portuguese", "long"):
         assert f"| {kind} | " in out
     assert out.count("x |") == 8
+    assert re.search(r"index built in [\d.]+ s \(the base's: [\d.]+ s, ratio [\d.]+x\)", out), out
 
 
 def test_query_cost_benchmark_compares_meaning_with_words_only():

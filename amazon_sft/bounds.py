@@ -275,3 +275,22 @@ def check_prompt_fits(longest_prompt: int, max_new_tokens: int, context: int | N
             f"tokens and the longest prompt takes {longest_prompt}; use --max-new-tokens <= "
             f"{max(context - longest_prompt, 0)}"
         )
+
+
+def last_step(cfg, prepared_rows: int) -> int:
+    """The step a run of ``cfg`` ends at on ``prepared_rows`` rows, as train decides it:
+    ``train.epochs``' steps over the rows left after ``train.validation_rows``, else
+    ``train.max_steps`` (launch/train_slurm.sbatch asks it whether a run finished, inside
+    SLURM's warning: this module imports no torch). ``cfg``: a ``RunConfig``.
+
+    >>> from amazon_sft.config import load_run_config
+    >>> last_step(load_run_config("tiny", ["train.epochs=1", "train.global_batch_size=4"]), 40)
+    10
+    >>> last_step(load_run_config("tiny", ["train.epochs=1", "train.global_batch_size=4",
+    ...                                    "train.validation_rows=8"]), 40)
+    8
+    """
+    t = cfg.train
+    if not t.epochs:
+        return t.max_steps
+    return steps_for_epochs(t.epochs, prepared_rows - t.validation_rows, t.global_batch_size)

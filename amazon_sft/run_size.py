@@ -49,24 +49,6 @@ def steps_from_epochs(cfg: RunConfig, data_rows: int) -> RunConfig:
     return dataclasses.replace(cfg, train=dataclasses.replace(t, max_steps=steps, epochs=0.0))
 
 
-def last_step(cfg: RunConfig, prepared_rows: int) -> int:
-    """The step a run of ``cfg`` ends at on ``prepared_rows`` rows, as train decides it:
-    ``train.epochs``' steps over the rows left after ``train.validation_rows``, else
-    ``train.max_steps`` (launch/train_slurm.sbatch asks it whether a run finished).
-
-    >>> from amazon_sft.config import load_run_config
-    >>> last_step(load_run_config("tiny", ["train.epochs=1", "train.global_batch_size=4"]), 40)
-    10
-    >>> last_step(load_run_config("tiny", ["train.epochs=1", "train.global_batch_size=4",
-    ...                                    "train.validation_rows=8"]), 40)
-    8
-    """
-    t = cfg.train
-    if not t.epochs:
-        return t.max_steps
-    return steps_for_epochs(t.epochs, prepared_rows - t.validation_rows, t.global_batch_size)
-
-
 def resolve_schedule(cfg: RunConfig) -> RunConfig:
     """The run config with ``train.warmup_steps`` set from ``train.warmup_ratio`` when that is
     given (after ``steps_from_epochs``: the ratio is of the steps the run takes)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -111,12 +112,25 @@ def _run(code: str, folder: Path, asked_file: Path, meaning: float = 0.0) -> dic
 
 
 def _own_index(code: str, tmp: Path, name: str) -> tuple[Path, float]:
-    """A folder with the catalogue (a hard link) and ``code``'s own index of it; build seconds."""
+    """A new folder with the catalogue (a hard link) and ``code``'s own index of it; the
+    build's wall seconds."""
     folder = tmp / name
+    shutil.rmtree(folder, ignore_errors=True)  # an earlier build's: each build starts bare
     folder.mkdir()
     (folder / "catalogue.jsonl").hardlink_to(tmp / "catalogue.jsonl")
     built = emitted_by(__file__, code, ["--folder", str(folder), "--asked", "-", "--build"])
     return folder, built["build_s"]
+
+
+def _builds(codes: dict[str, str], tmp: Path, repeats: int) -> dict[str, tuple[Path, float]]:
+    """Each checkout's index, built ``repeats`` times in turn (the order alternates, so neither
+    always reads the catalogue from a warm page cache); the fastest build of each is kept."""
+    best: dict[str, tuple[Path, float]] = {}
+    for round_ in range(repeats):
+        for name in list(codes)[:: -1 if round_ % 2 else 1]:
+            folder, seconds = _own_index(codes[name], tmp, name)
+            best[name] = (folder, min(seconds, best.get(name, (folder, seconds))[1]))
+    return best
 
 
 def main() -> None:
@@ -135,6 +149,9 @@ def main() -> None:
     ap.add_argument("--asked", help=argparse.SUPPRESS)
     ap.add_argument("--emit", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--build", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--build-repeats", type=int, default=2, help="index builds of each checkout (the fastest)"
+    )
     args = ap.parse_args()
     if args.emit and args.build:
         print(json.dumps(build(Path(args.folder))))
@@ -150,7 +167,9 @@ def main() -> None:
         asked_file = tmp / "asked.json"
         asked_file.write_text(json.dumps(questions(titles, args.queries)), encoding="utf-8")
         del titles
-        folder, built = _own_index(str(REPO), tmp, "this")
+        codes = {"this": str(REPO), **({"base": args.base} if args.base else {})}
+        built = _builds(codes, tmp, args.build_repeats)
+        folder, seconds = built["this"]
         now = _run(str(REPO), folder, asked_file, args.meaning_weight)
         name = (
             f"--meaning-weight {args.meaning_weight:g}" if args.meaning_weight else "this checkout"
@@ -158,11 +177,12 @@ def main() -> None:
         columns = {name: now}
         if args.meaning_weight:
             columns["words only"] = _run(str(REPO), folder, asked_file)  # the same code
-        builds = f"index built in {built:.1f} s"
+        builds = f"index built in {seconds:.1f} s"
         if args.base:
-            base_folder, base_built = _own_index(args.base, tmp, "base")
+            base_folder, base_seconds = built["base"]
             columns["base"] = _run(args.base, base_folder, asked_file)
-            builds += f" (the base's: {base_built:.1f} s, ratio {built / base_built:.2f}x)"
+            builds += f" (the base's: {base_seconds:.1f} s, ratio {seconds / base_seconds:.2f}x)"
+        builds += f", wall, the fastest of {args.build_repeats} each, taking turns"
     print(f"{args.products} products, {builds}; CPU ms a question:")
     names, rest = list(columns), list(columns)[1:]
     print("| kind | " + " | ".join(names) + " |" + "".join(f" ratio to {n} |" for n in rest))

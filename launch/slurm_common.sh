@@ -28,7 +28,7 @@ fi
 # Linux's ephemeral range (32768 up), where an outgoing connection may already hold the port.
 MAIN_PORT="${MAIN_PORT:-$((10000 + SLURM_JOB_ID % 20000))}"
 # checked here, in one line, not after every node's set-up (an OverflowError traceback there)
-if ! [[ "$MAIN_PORT" =~ ^[1-9][0-9]{0,4}$ ]] || [ "$MAIN_PORT" -gt 65535 ]; then
+if ! [[ "$MAIN_PORT" =~ ^[1-9][0-9]{3,4}$ ]] || [ "$MAIN_PORT" -lt 1024 ] || [ "$MAIN_PORT" -gt 65535 ]; then
   echo "${0##*/}: MAIN_PORT=$MAIN_PORT is not a port: give a number from 1024 to 65535" >&2
   exit 1
 fi

@@ -172,8 +172,9 @@ def test_a_series_named_in_parentheses_joins_the_distractors():
     """ "Dark Blood (Logan McRae, Book 6)": its series' other books are retrieved by the series'
     name and shown among its records (the first rule retrieved "dark blood logan mcrae" and
     kept only titles equal but for the number: none). The report counts the examples that show
-    a sibling, put there or retrieved: it counted only those put there (0 on the real rows,
-    whose title questions' hard negatives hold the series already: 17 examples show one)."""
+    a sibling, put there or retrieved: it counted only those put there (0 on the real rows
+    prepared with smollm2-135m-grounded, whose title questions' hard negatives hold the series
+    already: 17 examples show one)."""
     records = _catalogue()
     product = {"uid": "P", "title": "Dark Blood (Logan McRae, Book 6)", "content": CONTENT}
     records[-1] = product

@@ -27,7 +27,6 @@ questions fewer, no absent product of 246 let through, no wrong record quoted
 from __future__ import annotations
 
 from amazon_sft.answering.query_words import english_query
-from amazon_sft.answering.series_numbers import ROMAN
 from amazon_sft.answering.title_words import (
     has_word,
     is_lookup_word,
@@ -35,6 +34,7 @@ from amazon_sft.answering.title_words import (
     main_title_words,
     words_of,
 )
+from amazon_sft.data.series import ROMAN
 
 ROMAN_OF = {digit: roman for roman, digit in ROMAN.items()}
 """A volume's number as its title may write it ("kitchen diaries 2" names "Kitchen Diaries II")."""

@@ -15,6 +15,8 @@ from itertools import pairwise
 
 from bm25s.stopwords import STOPWORDS_EN
 
+from amazon_sft.data.series import ROMAN
+
 WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|\d+")
 FIRST = re.compile(
     r"\b(?:first (?:one|book|novel|volume|part|title|instal+ment)"
@@ -28,11 +30,13 @@ LATER = re.compile(
     re.IGNORECASE,
 )
 """A title numbering a later one of a series: "Book 3", "#12", "II" (not "V-Day", "X's")."""
-ROMAN = {"ii": "2", "iii": "3", "iv": "4", "vi": "6", "vii": "7", "viii": "8", "ix": "9"}
-"""Roman numerals read as the number they write: "Kitchen Diaries II" numbers "diaries" 2, as
-"Kitchen Diaries 2" does. Not "i", "v" or "x": a pronoun or a letter ("Malcolm X")."""
 YEAR = re.compile(r"(?:19|20)\d\d")
-"""A year before the word it numbers ("2014 Collins Road Atlas"): read as that word's number."""
+"""A year before the word it numbers ("2014 Collins Road Atlas"): read as that word's number. A
+year and a volume number never tell two products apart ("second world war 1939 photos" and
+*World War II in Photos*)."""
+OPENS_A_YEAR = frozenset({"", "the", "a", "an", "my", "our", "your", "this", "that", "his", "her"})
+"""What may come before a year that numbers the next word ("the 2014 Collins atlas"), not "in
+2014 Christmas songs" or "since 2014"."""
 
 
 def numbered_words(text: str) -> dict[str, set[str]]:
@@ -51,6 +55,8 @@ def numbered_words(text: str) -> dict[str, set[str]]:
     ({'collins': {'2014'}}, {'diaries': {'2'}})
     >>> numbered_words("published in 2014 by Collins"), numbered_words("a 1990s jukebox")
     ({}, {})
+    >>> numbered_words("in 2014 Christmas songs")
+    {}
     """
     tokens = numbers_read(text)
     out: dict[str, set[str]] = {}
@@ -60,8 +66,8 @@ def numbered_words(text: str) -> dict[str, set[str]]:
         if number.isdigit() and not word.isdigit():
             out.setdefault(word, set()).add(number)
     for before, year, word in zip(["", *tokens], tokens, tokens[1:]):
-        opens = before == "" or before in STOPWORDS_EN  # "the 2014 Collins", not "since 2014"
-        if opens and YEAR.fullmatch(year) and word.isalpha() and word not in {*STOPWORDS_EN, "s"}:
+        opens = before in OPENS_A_YEAR and YEAR.fullmatch(year)
+        if opens and word.isalpha() and word not in {*STOPWORDS_EN, "s"}:
             out.setdefault(word, set()).add(year)
     return out
 
@@ -91,6 +97,8 @@ def names_other_numbers(question: str, title: str) -> bool:
     False
     >>> names_other_numbers("calendar 2015", "Calendar 2014 and 2015 (two years)")
     False
+    >>> names_other_numbers("second world war 1939 photos", "World War II in Photos")
+    False
     >>> names_other_numbers("kitchen diaries III", "The Kitchen Diaries II"), names_other_numbers(
     ...     "2015 Collins Road Atlas", "2014 Collins Road Atlas")
     (True, True)
@@ -98,8 +106,22 @@ def names_other_numbers(question: str, title: str) -> bool:
     asked, named = numbered_words(question), numbered_words(title)
     in_title = {t for t in numbers_read(title) if t.isdigit()}
     return any(
-        named.get(word) and not numbers & named[word] and not numbers & in_title
+        _numbered_otherwise(numbers, named.get(word, set())) and not numbers & in_title
         for word, numbers in asked.items()
+    )
+
+
+def _numbered_otherwise(asked: set[str], named: set[str]) -> bool:
+    """Both number the word alike (years, or volumes) and with no number in common.
+
+    >>> _numbered_otherwise({"2015"}, {"2014"}), _numbered_otherwise({"1939"}, {"2"})
+    (True, False)
+    """
+    return any(
+        (ours := {n for n in asked if bool(YEAR.fullmatch(n)) is year})
+        and (theirs := {n for n in named if bool(YEAR.fullmatch(n)) is year})
+        and not ours & theirs
+        for year in (True, False)
     )
 
 

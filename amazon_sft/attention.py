@@ -254,6 +254,37 @@ def has_flash_attn() -> bool:
     return _flash_capable_gpu() and is_flash_attn_2_available()
 
 
+FLASH_ATTN_CUSTOM_OP = (2, 6)
+"""flash-attn's first version whose varlen function is a torch custom op: before it, the call
+into its C extension breaks ``torch.compile``'s graph inside each decoder layer, and (the
+checkpointed layer compiled whole, modeling.compile_decoder_layers) the layer runs eager."""
+
+
+def compile_note(attn: str) -> str | None:
+    """What ``train.compile`` does with this attention path, when it is not what it says: with
+    flash-attn older than ``FLASH_ATTN_CUSTOM_OP``, nothing (a kernel audit).
+
+    >>> compile_note("sdpa") is None
+    True
+    """
+    from importlib.metadata import PackageNotFoundError, version
+
+    if attn != "flash_attention_2":
+        return None
+    try:
+        found = version("flash-attn")
+    except PackageNotFoundError:
+        return None
+    parts = tuple(int(p) for p in found.split(".")[:2] if p.isdigit())
+    if parts >= FLASH_ATTN_CUSTOM_OP:
+        return None
+    return (
+        f"train.compile with flash-attn {found}: its kernel is no torch custom op before 2.6, so "
+        "the graph breaks in every decoder layer and the layers run uncompiled; set "
+        "train.attention=varlen_attn (torch's own, no wheel), or install flash-attn >= 2.6"
+    )
+
+
 def register() -> None:
     """Make ``sdpa_per_document`` and ``varlen_attn`` known to transformers (idempotent). Their
     mask function is flash-attn's, which passes no mask for unpadded packed rows."""

@@ -95,6 +95,8 @@ def load_model(
             "every step, its loop over documents changing with each batch; set "
             f"train.attention={here}, or train.compile=false"
         )
+    if cfg.train.compile and (note := attention.compile_note(attn)):
+        log.warning(note)
     dtype = dtype or model_dtype(precision, cfg.lora.enabled, deepspeed)
     m = cfg.model
     try:

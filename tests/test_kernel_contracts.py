@@ -207,3 +207,20 @@ def test_two_processes_train_through_the_varlen_kernel_contract(
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows and all(r["optimizer_stepped"] and not r["non_finite"] for r in rows)
     assert rows[-1]["val_loss"] is not None and rows[-1]["val_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    ("installed", "said"), [("2.5.8", True), ("2.6.3", False), ("2.8.0.post2", False)]
+)
+def test_compile_with_a_flash_attn_older_than_its_custom_op_is_said(installed, said, monkeypatch):
+    """A kernel audit: before flash-attn 2.6 its varlen function calls the C extension directly,
+    so ``train.compile`` breaks the graph in every checkpointed layer and the layers run eager:
+    compile on, nothing compiled, nothing said. It is said now, with the remedy."""
+    import importlib.metadata
+
+    from amazon_sft import attention
+
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: installed)
+    note = attention.compile_note("flash_attention_2")
+    assert (note is not None) is said and (not said or "varlen_attn" in note)
+    assert attention.compile_note("varlen_attn") is None

@@ -57,9 +57,11 @@ run_nodes() {
   SRUN_PID=$!
   local rc=0
   wait "$SRUN_PID" || rc=$?
-  if [ "$rc" -ne 0 ]; then # the batch log is where SLURM points: say where the error is
-    echo "job ${SLURM_JOB_ID:-}: $entry ended with exit $rc; each node's error is in" \
-      "$LOG_DIR/${SLURM_JOB_NAME:-*}-${SLURM_JOB_ID:-*}-node*.out" >&2
+  if [ "$rc" -ne 0 ]; then # the batch log is where SLURM points: say the error and where it is
+    local said
+    said="$(grep -h -s ': error: ' "$LOG_DIR/${SLURM_JOB_NAME:-}"*"-${SLURM_JOB_ID:-}-node"*.out | tail -n 1 || true)"
+    echo "job ${SLURM_JOB_ID:-}: $entry ended with exit $rc${said:+: $said}; each node's error is" \
+      "in $LOG_DIR/${SLURM_JOB_NAME:-*}-${SLURM_JOB_ID:-*}-node*.out" >&2
   fi
   return "$rc"
 }

@@ -1153,7 +1153,7 @@ def test_an_eval_that_wrote_its_report_during_the_warning_is_not_requeued(tmp_pa
             os.utime(report / "report.md", (time.time() - 60,) * 2)
         code, _, calls = _fake_srun_job(
             tmp_path / name, "eval_slurm.sbatch", REPORT=str(report),
-            before_start=hook if written_now else "",
+            before_start=hook if written_now else "", EXTRA="" if written_now else "--overwrite",
         )  # fmt: skip
         assert code == 0 and ("requeue 77" in calls) is requeued, (name, calls)
 
@@ -1254,3 +1254,50 @@ def test_a_slurm_script_refuses_a_bad_setting_in_one_line(
     lines = proc.stderr.strip().splitlines()
     assert proc.returncode != 0 and len(lines) == 1 and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr and "Error:" not in proc.stderr, proc.stderr
+
+
+def test_a_failed_step_gives_its_error_in_the_batch_log(tmp_path):
+    """An ML engineer's trial: a refused training job's batch log said only "ended with exit 1;
+    each node's error is in ..."; the one-line error was in the node log alone (a failed
+    prepare's batch log gives its reason). The node logs' last error line is said there too."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, "81").items() if k != "DRY_RUN"}
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text(
+        "#!/usr/bin/env bash\n"
+        'for a in "$@"; do case "$a" in --output=*) out="${a#--output=}" ;; esac; done\n'
+        'out="${out//%x/${SLURM_JOB_NAME:-}}"; out="${out//%j/$SLURM_JOB_ID}"; out="${out//%n/0}"\n'
+        "echo 'amazon-sft train: error: train.validation_rows=99 holds back all 54 rows' >> \"$out\"\n"
+        "echo '=== torch banner ===' >> \"$out\"\nexit 1\n"
+    )
+    srun.chmod(0o755)
+    Path(env["PREPARED"]).mkdir()
+    (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
+    proc = subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    last = proc.stderr.strip().splitlines()[-1]
+    assert proc.returncode == 1 and "error: train.validation_rows=99 holds back" in last, last
+    assert "ended with exit 1" in last and "node*.out" in last
+
+
+def test_eval_sbatch_refuses_an_earlier_report_before_launching(tmp_path):
+    """An ML engineer's trial: a REPORT holding an eval report was refused only on the nodes,
+    after the models loaded, under torch's banner, with advice (--overwrite) that is EXTRA's in
+    a job. The batch shell says it first, in one line; EXTRA=--overwrite goes on."""
+    report = tmp_path / "report"
+    subprocess.run(["bash", "-c", WHOLE_REPORT.format(out=report)], cwd=REPO, check=True)
+    env = {**_fake_slurm(tmp_path, "82"), "REPORT": str(report)}
+    (Path(env["PREPARED"])).mkdir()
+    (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
+    refused = subprocess.run(
+        ["bash", "launch/eval_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    lines = refused.stderr.strip().splitlines()
+    assert refused.returncode == 1 and len(lines) == 1, refused.stderr
+    assert "already holds an eval report" in lines[0] and "EXTRA=--overwrite" in lines[0]
+    again = subprocess.run(
+        ["bash", "launch/eval_slurm.sbatch"], cwd=REPO, env={**env, "EXTRA": "--overwrite"},
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert again.returncode == 0 and "--overwrite" in again.stdout, again.stderr

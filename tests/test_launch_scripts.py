@@ -1093,20 +1093,35 @@ def test_train_local_refuses_a_number_too_long_for_the_shell(variable, tmp_path)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
+def _train_sbatch_with_srun(
+    tmp_path: Path, job_id: str, srun_body: str, manifest: bool = True
+) -> subprocess.CompletedProcess:
+    """train_slurm.sbatch (not a dry run) with a stand-in srun running ``srun_body`` (bash; its
+    SLURM ``--output`` file, with %x %j %n filled in, is ``$out``), PREPARED with a manifest or
+    without one."""
+    env = {k: v for k, v in _fake_slurm(tmp_path, job_id).items() if k != "DRY_RUN"}
+    srun = tmp_path / "bin" / "srun"
+    srun.write_text(
+        "#!/usr/bin/env bash\n"
+        'for a in "$@"; do case "$a" in --output=*) out="${a#--output=}" ;; esac; done\n'
+        'out="${out:-/dev/null}"; out="${out//%x/${SLURM_JOB_NAME:-amazon-sft-train}}"\n'
+        'out="${out//%j/$SLURM_JOB_ID}"; out="${out//%n/0}"\n' + srun_body
+    )
+    srun.chmod(0o755)
+    Path(env["PREPARED"]).mkdir()
+    if manifest:
+        (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
+    return subprocess.run(
+        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+
 def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_path):
     """A SLURM review: a requeued job refused (its config changed while it waited) exited 1, and
     the batch log, the file SLURM points operators to, said nothing; the node log's one-line
     refusal was followed by 25 lines of torch's failure banner, not last as the comment said."""
-    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
-    srun = tmp_path / "bin" / "srun"
-    srun.write_text("#!/usr/bin/env bash\necho 'node refused' >&2\nexit 1\n")
-    srun.chmod(0o755)
-    Path(env["PREPARED"]).mkdir()
-    (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
-    proc = subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
+    proc = _train_sbatch_with_srun(tmp_path, "78", "echo 'node refused' >&2\nexit 1\n")
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "ended with exit 1" in last and f"{tmp_path / 'logs'}/" in last and "node" in last, last
@@ -1117,6 +1132,7 @@ def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_
         "for _ in $(seq 25); do echo 'torch banner' >&2; done\nexit 1\n"
     )
     accelerate.chmod(0o755)
+    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
     node_env = {**env, "SLURM_PROCID": "1", "MAIN_ADDR": "a", "MAIN_PORT": "29500"}
     node_env |= {"NNODES": "2", "GPUS_PER_NODE": "1", "ACCEL_CONFIG": "x.yaml", "ENTRY": "e.py"}
     node = subprocess.run(
@@ -1161,19 +1177,9 @@ def test_an_eval_that_wrote_its_report_during_the_warning_is_not_requeued(tmp_pa
 def _sbatch_with_failing_prepare(tmp_path: Path, message: str) -> subprocess.CompletedProcess:
     """train_slurm.sbatch with a stand-in srun whose prepare writes ``message`` to its log (as
     SLURM's --output) and exits 2, and whose node step succeeds."""
-    env = {k: v for k, v in _fake_slurm(tmp_path, "78").items() if k != "DRY_RUN"}
-    Path(env["PREPARED"]).mkdir()
-    srun = tmp_path / "bin" / "srun"
-    srun.write_text(
-        "#!/usr/bin/env bash\n"
-        'for a in "$@"; do case "$a" in --output=*) out="${a#--output=}" ;; esac; done\n'
-        'out="${out//%x/${SLURM_JOB_NAME:-amazon-sft-train}}"; out="${out//%j/$SLURM_JOB_ID}"\n'
-        f'if [[ "$*" == *" prepare "* ]]; then echo "{message}" >> "$out"; exit 2; fi\n'
-        f'echo "$*" >> {tmp_path / "nodes"}\n'
-    )
-    srun.chmod(0o755)
-    return subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"], capture_output=True, text=True, cwd=REPO, env=env
+    body = f'if [[ "$*" == *" prepare "* ]]; then echo "{message}" >> "$out"; exit 2; fi\n'
+    return _train_sbatch_with_srun(
+        tmp_path, "78", body + f'echo "$*" >> {tmp_path / "nodes"}\n', manifest=False
     )
 
 
@@ -1260,22 +1266,12 @@ def test_a_failed_step_gives_its_error_in_the_batch_log(tmp_path):
     """An ML engineer's trial: a refused training job's batch log said only "ended with exit 1;
     each node's error is in ..."; the one-line error was in the node log alone (a failed
     prepare's batch log gives its reason). The node logs' last error line is said there too."""
-    env = {k: v for k, v in _fake_slurm(tmp_path, "81").items() if k != "DRY_RUN"}
-    srun = tmp_path / "bin" / "srun"
-    srun.write_text(
-        "#!/usr/bin/env bash\n"
-        'for a in "$@"; do case "$a" in --output=*) out="${a#--output=}" ;; esac; done\n'
-        'out="${out//%x/${SLURM_JOB_NAME:-}}"; out="${out//%j/$SLURM_JOB_ID}"; out="${out//%n/0}"\n'
+    proc = _train_sbatch_with_srun(
+        tmp_path,
+        "81",
         "echo 'amazon-sft train: error: train.validation_rows=99 holds back all 54 rows' >> \"$out\"\n"
-        "echo '=== torch banner ===' >> \"$out\"\nexit 1\n"
+        "echo '=== torch banner ===' >> \"$out\"\nexit 1\n",
     )
-    srun.chmod(0o755)
-    Path(env["PREPARED"]).mkdir()
-    (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
-    proc = subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
     last = proc.stderr.strip().splitlines()[-1]
     assert proc.returncode == 1 and "error: train.validation_rows=99 holds back" in last, last
     assert "ended with exit 1" in last and "node*.out" in last

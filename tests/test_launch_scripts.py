@@ -1093,13 +1093,19 @@ def test_train_local_refuses_a_number_too_long_for_the_shell(variable, tmp_path)
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
-def _train_sbatch_with_srun(
-    tmp_path: Path, job_id: str, srun_body: str, manifest: bool = True
+def _sbatch_with_srun(
+    tmp_path: Path,
+    job_id: str,
+    srun_body: str,
+    manifest: bool = True,
+    script: str = "train_slurm.sbatch",
+    **extra_env: str,
 ) -> subprocess.CompletedProcess:
-    """train_slurm.sbatch (not a dry run) with a stand-in srun running ``srun_body`` (bash; its
-    SLURM ``--output`` file, with %x %j %n filled in, is ``$out``), PREPARED with a manifest or
+    """``script`` (not a dry run) with a stand-in srun running ``srun_body`` (bash; its SLURM
+    ``--output`` file, with %x %j %n filled in, is ``$out``), PREPARED with a manifest or
     without one."""
     env = {k: v for k, v in _fake_slurm(tmp_path, job_id).items() if k != "DRY_RUN"}
+    env.update(extra_env)
     srun = tmp_path / "bin" / "srun"
     srun.write_text(
         "#!/usr/bin/env bash\n"
@@ -1112,16 +1118,58 @@ def _train_sbatch_with_srun(
     if manifest:
         (Path(env["PREPARED"]) / "manifest.json").write_text("{}")
     return subprocess.run(
-        ["bash", "launch/train_slurm.sbatch"], cwd=REPO, env=env, capture_output=True, text=True,
+        ["bash", f"launch/{script}"], cwd=REPO, env=env, capture_output=True, text=True,
         timeout=60,
     )  # fmt: skip
+
+
+def test_a_training_job_that_ends_says_in_the_batch_log_where_its_model_is(tmp_path):
+    """The batch log, where SLURM points, said nothing when training ended well: not where the
+    model is, how far the run went, nor where this job began (a requeue resumes). It says all
+    three, from final/run_summary.json, and says so when training left no final model."""
+    out = tmp_path / "run"
+    (out / "checkpoints" / "step-40").mkdir(parents=True)
+    (out / "checkpoints" / "step-40" / "COMPLETE").touch()
+    summary = '{"steps": 148, "final_loss": 1.25, "tokens_seen": 9, "stopped_by": null}'
+    body = f"mkdir -p {out}/final && echo '{summary}' > {out}/final/run_summary.json\n"
+    proc = _sbatch_with_srun(tmp_path, "81", body, OUT=str(out))
+    assert proc.returncode == 0, proc.stderr
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"{out}/final" in last and "step 148" in last and "loss 1.25" in last, last
+    assert "resumed from checkpoints/step-40" in last, last
+    # a run stopped early (its own time limit), and a job whose training left no final model
+    stopped = summary.replace("null", '"time limit"').replace("148", "90")
+    body = f"echo '{stopped}' > {out}/final/run_summary.json\n"
+    shutil.rmtree(out / "checkpoints")  # this job starts the run
+    (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    proc = _sbatch_with_srun(tmp_path / "b", "82", body, OUT=str(out))
+    last = proc.stdout.strip().splitlines()[-1]
+    assert "stopped at step 90 by time limit" in last and "began at step 0" in last, last
+    proc = _sbatch_with_srun(tmp_path / "c", "83", f"rm -rf {out}/final\n", OUT=str(out))
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 0 and f"no {out}/final/run_summary.json" in last, last
+
+
+def test_an_eval_job_that_ends_names_its_report_in_the_batch_log(tmp_path):
+    """The same silence after an evaluation: the batch log now names the report, or says the
+    nodes ended well without one."""
+    report = tmp_path / "report"
+    body = f"mkdir -p {report} && echo '# report' > {report}/report.md\n"
+    proc = _sbatch_with_srun(tmp_path, "84", body, script="eval_slurm.sbatch", REPORT=str(report))
+    last = proc.stdout.strip().splitlines()[-1]
+    assert proc.returncode == 0 and f"the report is {report}/report.md" in last, proc.stderr
+    (tmp_path / "b").mkdir()
+    proc = _sbatch_with_srun(tmp_path / "b", "85", "true\n", script="eval_slurm.sbatch",
+                             REPORT=str(tmp_path / "none"))  # fmt: skip
+    last = proc.stdout.strip().splitlines()[-1]
+    assert f"no {tmp_path / 'none'}/report.md" in last, last
 
 
 def test_a_failed_training_step_is_named_in_the_batch_log_and_each_node_log(tmp_path):
     """A SLURM review: a requeued job refused (its config changed while it waited) exited 1, and
     the batch log, the file SLURM points operators to, said nothing; the node log's one-line
     refusal was followed by 25 lines of torch's failure banner, not last as the comment said."""
-    proc = _train_sbatch_with_srun(tmp_path, "78", "echo 'node refused' >&2\nexit 1\n")
+    proc = _sbatch_with_srun(tmp_path, "78", "echo 'node refused' >&2\nexit 1\n")
     assert proc.returncode == 1, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "ended with exit 1" in last and f"{tmp_path / 'logs'}/" in last and "node" in last, last
@@ -1178,7 +1226,7 @@ def _sbatch_with_failing_prepare(tmp_path: Path, message: str) -> subprocess.Com
     """train_slurm.sbatch with a stand-in srun whose prepare writes ``message`` to its log (as
     SLURM's --output) and exits 2, and whose node step succeeds."""
     body = f'if [[ "$*" == *" prepare "* ]]; then echo "{message}" >> "$out"; exit 2; fi\n'
-    return _train_sbatch_with_srun(
+    return _sbatch_with_srun(
         tmp_path, "78", body + f'echo "$*" >> {tmp_path / "nodes"}\n', manifest=False
     )
 
@@ -1266,7 +1314,7 @@ def test_a_failed_step_gives_its_error_in_the_batch_log(tmp_path):
     """An ML engineer's trial: a refused training job's batch log said only "ended with exit 1;
     each node's error is in ..."; the one-line error was in the node log alone (a failed
     prepare's batch log gives its reason). The node logs' last error line is said there too."""
-    proc = _train_sbatch_with_srun(
+    proc = _sbatch_with_srun(
         tmp_path,
         "81",
         "echo 'amazon-sft train: error: train.validation_rows=99 holds back all 54 rows' >> \"$out\"\n"

@@ -464,16 +464,30 @@ def test_the_log_folder_sbatch_writes_into_exists_in_a_clone():
     assert "logs/.gitkeep" in tracked
 
 
-def _wait_for_two_steps(run: Path, proc, timeout_s: float = 180) -> None:
-    """Until the run logged two steps (or its launcher ended, or ``timeout_s`` passed)."""
-    import time
-
+def _wait_for_two_steps(run: Path, proc, err: Path, timeout_s: float = 180) -> None:
+    """Until the run logged two steps; a failure showing ``err`` (the launcher's stderr) if
+    its launcher ended first or ``timeout_s`` passed."""
     deadline = time.time() + timeout_s
     while time.time() < deadline and proc.poll() is None:
         metrics = run / "metrics.jsonl"
         if metrics.is_file() and len(metrics.read_text().splitlines()) >= 2:
             return
         time.sleep(0.2)
+    pytest.fail(f"no two steps logged (exit {proc.poll()}):\n{err.read_text()[-3000:]}")
+
+
+def _stopped(proc, err: Path, timeout_s: float = 120) -> int:
+    """The launcher's exit code once it ends; past ``timeout_s``, a failure showing its stderr
+    and the processes still running (a one-off hang in a full run left nothing to read: the
+    stderr was a pipe read only after the wait)."""
+    try:
+        return proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        ps = ["ps", "-eo", "pid,ppid,pgid,stat,etimes,wchan:20,args"]
+        tree = subprocess.run(ps, capture_output=True, text=True).stdout
+        pytest.fail(
+            f"still running {timeout_s} s after the stop:\n{err.read_text()[-3000:]}\n{tree}"
+        )
 
 
 def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_training(
@@ -504,15 +518,15 @@ def test_train_local_one_cpu_process_from_anywhere_and_a_sigterm_reaches_trainin
     )
     run = tmp_path / "run"
     cmd = ["bash", script, *overrides, "train.max_steps=100000", "checkpoint.every_steps=100000"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    err = tmp_path / "stderr.log"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stderr=err_file, text=True)
     try:
-        _wait_for_two_steps(run, proc)
-        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        _wait_for_two_steps(run, proc, err)
         proc.send_signal(signal.SIGTERM)  # as a scheduler's preemption does, to the script
-        rc = proc.wait(timeout=120)
-        err = proc.stderr.read()
-        assert rc == 0, err[-3000:]
-        assert list((run / "checkpoints").glob("step-*")), err[-3000:]
+        rc = _stopped(proc, err)
+        assert rc == 0, err.read_text()[-3000:]
+        assert list((run / "checkpoints").glob("step-*")), err.read_text()[-3000:]
     finally:
         proc.kill()
         left = subprocess.run(["pgrep", "-f", f"out_dir={run}"], capture_output=True, text=True)
@@ -537,18 +551,20 @@ def test_train_local_stops_with_a_checkpoint(prepared, tmp_path, processes, how)
     cmd = ["bash", str(REPO / "launch" / "train_local.sh"), "train.trackers=[]",
            "train.max_steps=100000", "checkpoint.every_steps=100000",
            f"train.global_batch_size={processes}", "train.micro_batch_size=1"]  # fmt: skip
-    proc = subprocess.Popen(
-        cmd, cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True, start_new_session=True
-    )
+    err = tmp_path / "stderr.log"
+    with err.open("w") as err_file:
+        proc = subprocess.Popen(
+            cmd, cwd=tmp_path, env=env, stderr=err_file, text=True, start_new_session=True
+        )
     try:
-        _wait_for_two_steps(run, proc)
+        _wait_for_two_steps(run, proc, err)
         if how == "ctrl-c":
             os.killpg(proc.pid, signal.SIGINT)  # what the terminal does on Ctrl-C
         else:
             proc.send_signal(signal.SIGUSR1)
-        rc = proc.wait(timeout=120)
-        err = proc.stderr.read()
-        assert rc == 0 and list((run / "checkpoints").glob("step-*/COMPLETE")), err[-3000:]
+        rc = _stopped(proc, err)
+        saved = list((run / "checkpoints").glob("step-*/COMPLETE"))
+        assert rc == 0 and saved, err.read_text()[-3000:]
     finally:
         left = subprocess.run(["pgrep", "-f", f"out_dir={run}"], capture_output=True, text=True)
         subprocess.run(["pkill", "-9", "-f", f"out_dir={run}"])

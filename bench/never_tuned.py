@@ -38,6 +38,7 @@ POOL = tuple(
         "real_blind5_test", "real_blind6_test", "real_blind8_test", "real_blind9_test",
         "real_blind10_dev", "real_blind10_test", "real_blind11_test", "real_blind12_dev",
         "real_blind12_test", "real_blind13_test", "real_blind14_dev", "real_blind14_test",
+        "real_blind15_dev", "real_blind15_test",
     )
 )  # fmt: skip
 """Question files never read: the headline figures."""

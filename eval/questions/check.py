@@ -41,9 +41,10 @@ FAMILIES = {
     "real_blind12": "real",
     "real_blind13": "real",
     "real_blind14": "real",
+    "real_blind15": "real",
 }
 """File family (``{family}_dev.jsonl`` / ``{family}_test.jsonl``) -> the source of its rows.
-``real_blind`` to ``real_blind14``: real-row questions written later, each set by someone blind
+``real_blind`` to ``real_blind15``: real-row questions written later, each set by someone blind
 to the answering code, the gate's rules and the other sets (README); each family's dev/test
 split is its own, so adding one moved no question."""
 SPLITS = ("dev", "test")

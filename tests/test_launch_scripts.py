@@ -1142,28 +1142,36 @@ def _sbatch_with_srun(
 def test_a_training_job_that_ends_says_in_the_batch_log_where_its_model_is(tmp_path):
     """The batch log, where SLURM points, said nothing when training ended well: not where the
     model is, how far the run went, nor where this job began (a requeue resumes). It says all
-    three, from final/run_summary.json, and says so when training left no final model."""
+    three when the run finished (``job_finished``, as on_preempt asks). A stop that reached the
+    nodes alone ends them well too, with no final model: said so, with the newest checkpoint,
+    and an earlier run's final/ (a run extended) is not read as this run's end (a review)."""
     out = tmp_path / "run"
     (out / "checkpoints" / "step-40").mkdir(parents=True)
     (out / "checkpoints" / "step-40" / "COMPLETE").touch()
     summary = '{"steps": 148, "final_loss": 1.25, "tokens_seen": 9, "stopped_by": null}'
     body = f"mkdir -p {out}/final && echo '{summary}' > {out}/final/run_summary.json\n"
-    proc = _sbatch_with_srun(tmp_path, "81", body, OUT=str(out))
+    steps = "train.epochs=0 train.max_steps=148"  # the run's last step, as job_finished reads it
+    proc = _sbatch_with_srun(tmp_path, "81", body, OUT=str(out), EXTRA=steps)
     assert proc.returncode == 0, proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     assert f"{out}/final" in last and "step 148" in last and "loss 1.25" in last, last
     assert "resumed from checkpoints/step-40" in last, last
-    # a run stopped early (its own time limit), and a job whose training left no final model
-    stopped = summary.replace("null", '"time limit"').replace("148", "90")
-    body = f"echo '{stopped}' > {out}/final/run_summary.json\n"
+    # the same final/ when the run is extended to 200 steps and stopped at 120 on the nodes
     shutil.rmtree(out / "checkpoints")  # this job starts the run
+    body = f"mkdir -p {out}/checkpoints/step-120 && touch {out}/checkpoints/step-120/COMPLETE\n"
     (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
-    proc = _sbatch_with_srun(tmp_path / "b", "82", body, OUT=str(out))
+    proc = _sbatch_with_srun(
+        tmp_path / "b", "82", body, OUT=str(out), EXTRA="train.epochs=0 train.max_steps=200"
+    )
     last = proc.stdout.strip().splitlines()[-1]
-    assert "stopped at step 90 by time limit" in last and "began at step 0" in last, last
-    proc = _sbatch_with_srun(tmp_path / "c", "83", f"rm -rf {out}/final\n", OUT=str(out))
+    assert proc.returncode == 0 and "stopped before its last step" in last, last
+    assert f"{out}/checkpoints/step-120" in last and "began at step 0" in last, last
+    assert "done" not in last, last
+    # nothing saved, no final model
+    shutil.rmtree(out)
+    proc = _sbatch_with_srun(tmp_path / "c", "83", "true\n", OUT=str(out), EXTRA=steps)
     last = proc.stdout.strip().splitlines()[-1]
-    assert proc.returncode == 0 and f"no {out}/final/run_summary.json" in last, last
+    assert proc.returncode == 0 and "no final model" in last and "checkpoint: none" in last, last
 
 
 def test_an_eval_job_that_ends_names_its_report_in_the_batch_log(tmp_path):

@@ -50,28 +50,29 @@ def refuse_under_a_file(path: Path, flag: str) -> None:
 
 
 def check_output_folder(path: str | Path, flag: str, replaced_whole: bool = True) -> Path:
-    """Refuse an output folder that is a file or lies under one, and, when the command builds
-    its output aside and renames it into place (``replaced_whole``), the current folder or one
-    above it (those cannot be renamed). Returns where the path lands (``landing``): use it."""
-    path = landing(path)
-    if not str(path).strip():
+    """Refuse an empty output path, the current folder or one above it (``.``, ``..``, ``/``:
+    a command building its output aside cannot rename it there, and one writing file by file,
+    eval, wrote its report and a lock named ``/..lock`` into the filesystem root), a folder
+    that is a file or lies under one, and, when the command builds its output aside and renames
+    it into place (``replaced_whole``), a symbolic link. Returns where the path lands
+    (``landing``): use it."""
+    if not str(path).strip():  # before Path(), which reads "" as "."
         raise UserError(f"{flag} is empty: name a folder")
+    path = landing(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{flag} {path} is a file, not a folder: choose a folder path")
     refuse_under_a_file(path, flag)
-    if not replaced_whole:
-        return path
-    if path.is_symlink():  # the swap would replace the link itself and leave it aside
-        raise UserError(
-            f"{flag} {path} is a symbolic link (to {os.readlink(path)}): give the folder it "
-            f"points to, or a new folder path"
-        )
     here = Path.cwd().resolve()
     resolved = path.resolve()
     if resolved == here or resolved in here.parents:
         raise UserError(
             f"{flag} {path} is the current folder or one above it: name a new folder for the "
             f"output, e.g. {flag} out"
+        )
+    if replaced_whole and path.is_symlink():  # the swap would replace the link itself
+        raise UserError(
+            f"{flag} {path} is a symbolic link (to {os.readlink(path)}): give the folder it "
+            f"points to, or a new folder path"
         )
     return path
 

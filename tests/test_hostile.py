@@ -211,6 +211,42 @@ def test_a_grounded_prepare_of_a_file_no_row_survives_names_the_file(text, tmp_p
     assert "filtered out" in err and "tmp-" not in err, err
 
 
+def test_a_quiet_prepare_that_skipped_lines_says_how_many_in_its_one_line(tmp_path, capsys):
+    """A hostile user's review: ``prepare --quiet`` (the README's quick try) of a file whose
+    lines were 270 of 300 broken printed only "wrote 22 rows ..." and exited 0."""
+    import json
+
+    words = [
+        "a",
+        "sturdy",
+        "wooden",
+        "toy",
+        "train",
+        "with",
+        "six",
+        "painted",
+        "carriages",
+        "and",
+        "a",
+        "bell",
+    ]
+    good = [
+        json.dumps({"uid": f"B{i:09d}", "title": f"{words[i % 12]} set number {i}",
+                    "content": f"{' '.join(words[i % 5:])} for ages {i % 9 + 3} and up."})
+        for i in range(30)
+    ]  # fmt: skip
+    src = tmp_path / "mostly_bad.json"
+    src.write_text("\n".join(good + ['{"title": "x", "content":'] * 270) + "\n")
+    from amazon_sft.cli import main
+
+    code = main(
+        ["prepare", str(src), "--out", str(tmp_path / "out"), "--config", "tiny", "--quiet"]
+    )
+    said = capsys.readouterr().out.strip().splitlines()
+    assert code == 0 and len(said) == 1, said
+    assert "kept 30 of 300 lines (270 skipped: malformed_json 270; report.md lists" in said[0]
+
+
 @pytest.fixture()
 def prepared_copy(prepared, tmp_path) -> Path:
     copy = tmp_path / "data"

@@ -425,16 +425,36 @@ def _entries(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if not p.name.endswith(".lock"))
 
 
-@pytest.mark.parametrize("command", ["prepare", "export"])
-def test_out_dot_is_refused(command, catalogue, tuned_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.chdir(tmp_path)
+@pytest.mark.parametrize("out", [".", "..", ""])
+@pytest.mark.parametrize("command", ["prepare", "export", "eval"])
+def test_out_at_the_current_folder_or_above_or_empty_is_refused(
+    command, out, catalogue, prepared, tuned_run, tmp_path, capsys, monkeypatch
+):
+    """A hostile user's review: ``eval --out /`` wrote its report, answers and a lock named
+    ``/..lock`` into the filesystem root, and ``--out ""`` into the current folder (eval writes
+    file by file, so the check that refused these for prepare and export did not run)."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
     if command == "prepare":
-        args = ("prepare", str(catalogue), "--out", ".", "--config", "tiny", "--quiet")
+        args = ("prepare", str(catalogue), "--out", out, "--config", "tiny", "--quiet")
+    elif command == "export":
+        args = ("export", str(tuned_run), "--out", out)
     else:
-        args = ("export", str(tuned_run), "--out", ".")
+        args = (
+            "eval",
+            "--data",
+            str(prepared),
+            "--model",
+            str(tuned_run),
+            "--n",
+            "2",
+            "--out",
+            out,
+        )
     code, err = _run_cli(capsys, *args)
-    _one_line(code, err, command, "the current folder")
-    assert not list(tmp_path.iterdir())
+    _one_line(code, err, command, "is empty" if out == "" else "the current folder")
+    assert not list(tmp_path.rglob("*"))[1:], list(tmp_path.rglob("*"))
 
 
 def test_export_builds_aside_and_renames_into_place(tuned_run, tmp_path, capsys, monkeypatch):

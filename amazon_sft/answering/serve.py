@@ -94,7 +94,12 @@ PAGE_HEADERS = {
 
 
 def failed(err: BaseException) -> str:
-    """What a client is told when answering failed for a reason not its own (logged in full)."""
+    """What a client is told when answering failed for a reason not its own. A known fault (a
+    ``UserError``: the catalogue edited while serving) is logged as its one line, which names
+    the fix; anything else with its traceback. The client never sees the server's paths."""
+    if isinstance(err, UserError):
+        log.error("answering failed: %s", err)
+        return "answering failed on the server (a file it reads changed or is damaged); the server log names the fix"
     log.error("answering failed", exc_info=err)
     return f"answering failed on the server ({type(err).__name__}); the server log has the details"
 

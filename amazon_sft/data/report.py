@@ -159,6 +159,24 @@ def time_line(seconds: dict) -> str:
     )
 
 
+def kept_line(lines_read: int, kept: int, skipped: dict[str, int]) -> str:
+    """What prepare's closing line says of the input: how many lines were kept and, when any
+    were skipped, how many and why (``--quiet`` prints nothing else: a file mostly broken
+    exited 0 saying only how many rows it wrote).
+
+    >>> kept_line(300, 300, {})
+    'kept 300 of 300 lines'
+    >>> kept_line(300, 22, {"duplicate": 8, "malformed_json": 270})
+    'kept 22 of 300 lines (278 skipped: malformed_json 270, duplicate 8; report.md lists the first line numbers)'
+    """
+    said = f"kept {kept} of {lines_read} lines"
+    if not skipped:
+        return said
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(skipped.items(), key=lambda x: -x[1]))
+    total = sum(skipped.values())
+    return f"{said} ({total} skipped: {reasons}; report.md lists the first line numbers)"
+
+
 def write_report(report: dict, out_dir: Path) -> str:
     """Write report.json and report.md into ``out_dir``; return the Markdown."""
     markdown = render_markdown(report)

@@ -134,6 +134,30 @@ def test_oversized_and_malformed_bodies(client):
     assert broken.status_code == 400 and "error" in broken.json()
 
 
+def test_null_is_the_servers_default_for_every_optional_field(client):
+    """A hostile user's review: ``"k": null`` and ``"mode": null`` were the defaults, while
+    ``"max_new_tokens": null`` was refused; null now means "the server's default" in each."""
+    r = client.post(
+        "/api/ask",
+        json={"question": f"What is {SCRIPT_TITLE}?", "max_new_tokens": None, "k": None,
+              "mode": None, "grounded": None},
+    )  # fmt: skip
+    assert r.status_code == 200, r.text
+    assert r.json()["mode"] == "closed"  # this model's default
+
+
+def test_a_compressed_body_is_a_415_naming_its_encoding(client):
+    """A hostile user's review: a gzip body was "not UTF-8 (byte 0x8b)", naming no cause."""
+    import gzip
+
+    r = client.post(
+        "/api/ask",
+        content=gzip.compress(b'{"question": "x"}'),
+        headers={"Content-Type": "application/json", "Content-Encoding": "gzip"},
+    )
+    assert r.status_code == 415 and "Content-Encoding: gzip" in r.json()["error"], r.text
+
+
 def test_stream_sends_text_then_what_ask_returns(client):
     """The last event is /api/ask's reply, the whole answer included: it lacked ``answer``, so
     a client had to join the pieces (and could not tell a lost piece)."""

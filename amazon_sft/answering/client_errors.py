@@ -63,6 +63,28 @@ def wrong_content_type(content_type: str) -> str | None:
     return f"request body was sent as Content-Type: {shown}, not application/json: {HOW_TO_ASK}"
 
 
+def encoded_body(content_encoding: bytes) -> str | None:
+    """What a client that sent its body compressed is told (status 415): the server reads plain
+    JSON only, and a gzip body was "not UTF-8 (byte 0x8b)", naming no cause. None: no
+    ``Content-Encoding``, or ``identity``.
+
+    >>> encoded_body(b"gzip")[:60]
+    'request body was sent with Content-Encoding: gzip; send it u'
+    >>> encoded_body(b"identity") is None and encoded_body(b"") is None
+    True
+    """
+    coding = content_encoding.strip().lower()
+    if coding in (b"", b"identity"):
+        return None
+    shown = coding[:40].decode("ascii", "replace")  # a header is the client's to fill
+    return (
+        f"request body was sent with Content-Encoding: {shown}; send it uncompressed: {HOW_TO_ASK}"
+    )
+
+
+EMPTY_BODY = f"request body is empty: {HOW_TO_ASK}"
+
+
 PARSE_FAILED = "There was an error parsing the body"
 """FastAPI's detail for a body its JSON decoder could not take as text (not UTF-8)."""
 

@@ -34,6 +34,7 @@ import logging
 import threading
 
 from amazon_sft.answering.client_errors import (
+    EMPTY_BODY,
     MAX_K,
     MAX_NEW_TOKENS_CAP,
     PARSE_FAILED,
@@ -140,6 +141,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError):
         first = exc.errors()[0] if exc.errors() else {}
+        if not await request.body():  # FastAPI reads it as a missing object: it is no JSON
+            return error(400, EMPTY_BODY)
         if (whole := body_error(first, exc.body)) is not None:
             if media := wrong_content_type(request.headers.get("content-type", "")):
                 return error(415, media)  # the object may be fine: its type is not

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import resource
 
+from amazon_sft.answering.client_errors import encoded_body
 from amazon_sft.terminal import json_line
 
 MAX_BODY_BYTES = 16_384
@@ -161,6 +162,9 @@ class BodyLimit:
             if len(body) > self.limit:
                 await self._discard(receive, more, deadline)  # so the reply is not lost to a reset
                 return await _refuse(send, 413, f"request body over {self.limit} bytes")
+        coding = dict(scope.get("headers") or []).get(b"content-encoding", b"")
+        if body and (compressed := encoded_body(coding)) is not None:
+            return await _refuse(send, 415, compressed)  # read whole first: no reset loses it
         replayed = False
 
         async def replay():

@@ -37,11 +37,12 @@ def ask_request_model(default_max_new_tokens: int):
         @classmethod
         def _as_text(cls, body):
             # JSON's "\ud800" is no text: read as ask reads such argv (U+FFFD), in keys too,
-            # not refused as "unable to parse raw data as a unicode string"
+            # not refused as "unable to parse raw data as a unicode string". A field sent as
+            # null is left out: the server's default, in every optional field alike
             if not isinstance(body, dict):
                 return body
             fix = lambda v: without_lone_surrogates(v) if isinstance(v, str) else v  # noqa: E731
-            return {fix(k): fix(v) for k, v in body.items()}
+            return {fix(k): fix(v) for k, v in body.items() if v is not None}
 
         @model_validator(mode="after")
         def _one_mode(self):

@@ -59,6 +59,28 @@ def test_a_question_line_that_never_ends_is_refused_without_reading_it_whole(tmp
 
 
 @pytest.mark.unit
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        # the last of two keys was asked, silently (serve refuses the same body)
+        ('{"question": "a", "question": "b", "uid": "1", "kind": "title"}', "'question' twice"),
+        # valid JSON: "not valid JSON" sent the writer hunting for a syntax error
+        ('{"question": "a", "uid": ' + "1" * 5000 + ', "kind": "title"}', "integer of 5000 digits"),
+        ('{"question": "a", "uid": 123456789012345678901234, "kind": "title"}', "'uid' must be"),
+        # a JSON array was "not a JSON object", with no way to make lines of it
+        ('[{"question": "a", "uid": "1", "kind": "title"}]', "jq -c '.[]'"),
+        ('[\n{"question": "a", "uid": "1", "kind": "title"}\n]', "jq -c '.[]'"),
+    ],
+)
+def test_a_question_line_is_refused_saying_what_is_wrong_with_it(text, needle, tmp_path):
+    """A hostile user's review (2026-12-07): three question lines told the wrong thing."""
+    path = tmp_path / "q.jsonl"
+    path.write_text(text + "\n")
+    said = _read(path)
+    assert "line 1" in said and needle in said, said
+
+
+@pytest.mark.unit
 def test_a_key_the_format_lacks_is_named_not_ignored(tmp_path):
     """``"absnt": UID`` was ignored: the product meant to be taken out stayed in retrieval and
     its answer was scored wrong; eval's own answers.jsonl (``"removed"``) read back the same."""

@@ -104,7 +104,7 @@ def unreadable_body(body: bytes) -> str:
             f"request body is not UTF-8 (byte 0x{body[err.start]:02x} at {err.start}): {HOW_TO_ASK}"
         )
     limit = sys.get_int_max_str_digits()  # 0: no limit
-    if limit and (digits := _longest_integer(text)) > limit:
+    if limit and (digits := longest_integer(text)) > limit:
         # valid JSON that Python will not read (CVE-2020-10735's limit): say so, not "not JSON"
         return f"request body holds an integer of {digits} digits (at most {limit}): {HOW_TO_ASK}"
     return f"request body could not be read as JSON: {HOW_TO_ASK}"
@@ -121,6 +121,19 @@ def key_sent_twice(body: bytes) -> str | None:
     >>> key_sent_twice(b'{"question": "cats", "k": 2}') is None
     True
     """
+    twice = first_key_twice(body)
+    if twice is None:
+        return None
+    return f"request body names {json.dumps(twice[:40])} twice: send each key once: {HOW_TO_ASK}"
+
+
+def first_key_twice(text: bytes | str) -> str | None:
+    """The first key a JSON object in ``text`` names twice, at any depth (None: each key once,
+    or ``text`` is no JSON: its reader says so). Python's JSON, and orjson, keep the last.
+
+    >>> first_key_twice('{"a": 1, "b": {"c": 2, "c": 3}}'), first_key_twice('{"a": 1}')
+    ('c', None)
+    """
     twice: list[str] = []
 
     def pairs(items: list) -> dict:
@@ -129,16 +142,13 @@ def key_sent_twice(body: bytes) -> str | None:
         return dict(items)
 
     try:
-        json.loads(body, object_pairs_hook=pairs)
+        json.loads(text, object_pairs_hook=pairs, parse_int=len)  # ints: no digit limit here
     except (ValueError, RecursionError):
-        return None  # not JSON: FastAPI's reading has said so already
-    if not twice:
         return None
-    shown = json.dumps(twice[0][:40])
-    return f"request body names {shown} twice: send each key once: {HOW_TO_ASK}"
+    return twice[0] if twice else None
 
 
-def _longest_integer(text: str) -> int:
+def longest_integer(text: str) -> int:
     """The most digits of any integer in the JSON ``text`` (0: none, or not JSON)."""
     longest = 0
 

@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
+import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import orjson
 
+from amazon_sft.answering.client_errors import first_key_twice, longest_integer
 from amazon_sft.answering.index import Source
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
 from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
@@ -141,17 +144,41 @@ def _refuse_repeats(path: Path | str, questions: list[ShopperQuestion], resolved
         seen[key] = q.line
 
 
-def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
+def _json_line(line: bytes, where: str) -> dict:
+    """A question line's JSON object, or one line saying what keeps it from being one: not
+    UTF-8, a JSON array (a whole file of them), a key given twice (the last was asked,
+    silently), an integer longer than Python reads; orjson refuses any integer past 64 bits,
+    valid JSON that Python's reader takes (and the checks of each field then name)."""
+    if line.lstrip()[:1] == b"[":
+        raise UserError(
+            f"{where}: a JSON array, not JSON lines: write one object a line (e.g. "
+            "jq -c '.[]' FILE > questions.jsonl)"
+        )
     try:
         row = orjson.loads(line)
     except orjson.JSONDecodeError:
         try:
-            line.decode("utf-8")
+            text = line.decode("utf-8")
         except UnicodeDecodeError:
             raise UserError(f"{where}: not UTF-8 text; save the file as UTF-8") from None
-        raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
+        if (digits := longest_integer(text)) > (sys.get_int_max_str_digits() or digits):
+            raise UserError(
+                f"{where}: holds an integer of {digits} digits, more than Python reads: give "
+                "a uid as text"
+            ) from None
+        try:
+            row = json.loads(text)
+        except (ValueError, RecursionError):
+            raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
     if not isinstance(row, dict):
         raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
+    if (twice := first_key_twice(line)) is not None:
+        raise UserError(f"{where}: gives {twice!r} twice (the last would count): give it once")
+    return row
+
+
+def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
+    row = _json_line(line, where)
     if unknown := sorted(set(row) - KEYS - IGNORED_KEYS):
         raise UserError(f"{where}: {_unknown_key(unknown[0])}")
     text, kind = row.get("question"), row.get("kind")

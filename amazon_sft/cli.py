@@ -150,7 +150,10 @@ def _quiet_libraries(record: logging.LogRecord) -> bool:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from amazon_sft import __version__
+
     parser = OneLineParser(prog="amazon-sft", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=KeysHelpParser)
     _add_prepare(sub)
     _add_synth(sub)

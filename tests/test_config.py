@@ -655,3 +655,13 @@ def test_prepare_help_lists_the_keys_prepare_reads(capsys):
     with pytest.raises(SystemExit):  # other commands' help is as before: no keys
         build_parser().parse_args(["index", "--help"])
     assert "data.max_seq_len" not in capsys.readouterr().out
+
+
+def test_amazon_sft_version_prints_the_version(capsys):
+    """A hostile user's review: ``amazon-sft --version`` said "command required"."""
+    from amazon_sft import __version__
+    from amazon_sft.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(["--version"])
+    assert done.value.code == 0 and capsys.readouterr().out.strip() == f"amazon-sft {__version__}"

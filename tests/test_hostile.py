@@ -247,6 +247,16 @@ def test_a_quiet_prepare_that_skipped_lines_says_how_many_in_its_one_line(tmp_pa
     assert "kept 30 of 300 lines (270 skipped: malformed_json 270; report.md lists" in said[0]
 
 
+def test_a_prepare_that_kept_nothing_names_the_setting_behind_its_skips(tmp_path, capsys):
+    """A hostile user's review: ``data.clean.max_line_bytes=10`` skipped every line as
+    line_too_long, and the error said to relax ``data.clean.min_content_chars``."""
+    src = tmp_path / "trn.json"
+    src.write_text('{"uid": "1", "title": "A toy train", "content": "A wooden toy train."}\n' * 3)
+    code, err = _run_cli(capsys, "prepare", str(src), "--out", str(tmp_path / "out"), "--config",
+                         "tiny", "data.clean.max_line_bytes=10", "--quiet")  # fmt: skip
+    _assert_one_line(code, err, "prepare", "line_too_long", "raise data.clean.max_line_bytes")
+
+
 @pytest.fixture()
 def prepared_copy(prepared, tmp_path) -> Path:
     copy = tmp_path / "data"

@@ -319,17 +319,29 @@ def _batch(pieces, doc_lens, prompt_lens, answer_lens) -> EncodedBatch:
     return EncodedBatch(tokens, doc_lens, prompt_lens, answer_lens)
 
 
+_RELAX = {
+    "line_too_long": "raise data.clean.max_line_bytes",
+    "content_too_short": "lower data.clean.min_content_chars",
+    "title_empty": "lower data.clean.min_title_chars",
+    "content_equals_title": "set data.clean.drop_content_equal_title=false",
+}
+"""The setting that lets the most common skip reason's rows through (a review: every reason
+was told to relax ``min_content_chars``, lines too long too)."""
+
+
 def nothing_left_remedy(skipped: Counter, max_seq_len: int) -> str:
-    """What to change when nothing is left: the row length when prompts did not fit it.
+    """What to change when nothing is left: the setting behind the most common skip reason.
 
     >>> nothing_left_remedy(Counter(prompt_too_long=260), 16)
     'raise data.max_seq_len (16 tokens holds no prompt)'
+    >>> nothing_left_remedy(Counter(line_too_long=3, content_empty=1), 1024)
+    'check the file, or raise data.clean.max_line_bytes'
     >>> nothing_left_remedy(Counter(content_empty=3), 1024)[:14]
     'check the file'
     """
-    if skipped and skipped.most_common(1)[0][0] == "prompt_too_long":
+    top = skipped.most_common(1)[0][0] if skipped else None
+    if top == "prompt_too_long":
         return f"raise data.max_seq_len ({max_seq_len} tokens holds no prompt)"
-    return (
-        "check the file, or relax data.clean (e.g. data.clean.min_content_chars) / "
-        "data.heldout_fraction"
-    )
+    if top in _RELAX:
+        return f"check the file, or {_RELAX[top]}"
+    return "check the file, or relax data.clean / data.heldout_fraction"

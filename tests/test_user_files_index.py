@@ -251,3 +251,25 @@ def test_a_catalogue_line_prepare_never_writes_is_refused_before_it_is_indexed(
     code, err = _run_cli(capsys, "index", str(out))
     _one_line(code, err, "index", f"{catalogue} line 2", "re-run amazon-sft prepare")
     assert not (out / "index").exists()
+
+
+@pytest.mark.parametrize("readonly", ["folder", "its parent"])
+def test_a_read_only_prepared_folder_without_an_index_says_how_to_get_one(
+    readonly, prepared, tmp_path, capsys, monkeypatch
+):
+    """A hostile user's review: ``ask --sources-only`` on a read-only prepared folder without
+    its index (a shared, read-only mount) said "cannot write to X: choose a writable folder"
+    of a command that only reads. It now says the index is missing and how to get one.
+    (``os.access`` stands in for the read-only mount: root writes through a chmod.)"""
+    import os
+
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    shutil.rmtree(out / "index", ignore_errors=True)
+    blocked = out if readonly == "folder" else tmp_path
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode, **k: False if (
+        mode & os.W_OK and os.path.realpath(p) == os.path.realpath(blocked)) else real(p, mode, **k))  # fmt: skip
+    code, err = _run_cli(capsys, "ask", "a toy", "--index", str(out), "--sources-only")
+    _one_line(code, err, "ask", "has no index", f"amazon-sft index {out}", "writable")
+    assert not (out / "index").exists()

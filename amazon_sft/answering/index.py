@@ -131,8 +131,9 @@ class CatalogueIndex:
             raise UserError(f"--index {root} is not a folder: give the prepared folder")
         folder = root / INDEX_DIR
         if not usable(folder):
-            from amazon_sft.answering.index_build import build_when_free
+            from amazon_sft.answering.index_build import build_when_free, refuse_unbuildable
 
+            refuse_unbuildable(root)
             build_when_free(root)  # missing, or written by an older version
         check_catalogue(folder, root / "catalogue.jsonl")
         with reading(folder, "index", f"rebuild it: amazon-sft index {root}"):

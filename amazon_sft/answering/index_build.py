@@ -9,6 +9,7 @@ for another process already building it instead of refusing it.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import time
@@ -127,6 +128,22 @@ def _build_index(root: Path, workers: int | None) -> dict:
 INDEX_WAIT_S = 3600.0
 """How long a loader waits for another process building the same index (an 8-rank eval, or serve
 and eval started together, each found an old index and all but one were refused)."""
+
+
+def refuse_unbuildable(root: Path) -> None:
+    """A loader (ask, chat, serve, eval) of a prepared folder without a usable index builds it
+    there, which takes writing into the folder and a lock beside it. A read-only one (a shared
+    mount) was told "cannot write to X: choose a writable folder", by a command that only
+    reads: it is told the index is missing and how to get one."""
+    unwritable = next((p for p in (root, root.parent) if not os.access(p, os.W_OK)), None)
+    if unwritable is None:
+        return
+    what = "an index of an older version" if (root / INDEX_DIR).exists() else "no index"
+    raise UserError(
+        f"{root} has {what}, and it cannot be built here ({unwritable} is not writable): run "
+        f"amazon-sft index {root} as someone who can write there, or copy the folder to a "
+        "writable place and give that"
+    )
 
 
 def build_when_free(root: Path) -> None:

@@ -30,6 +30,8 @@ BAD_LINES = {
     b'{"uid": "1", "title": "\xff\xfe", "content": "x"}': "invalid_utf8",
     b'{"uid": [1], "title": "x", "content": "y"}': "uid_bad_type",
     b'{"uid": "B00 MOG K", "title": "x", "content": "y"}': "uid_not_citable",
+    # the last of two titles was read, silently (a hostile user's review)
+    b'{"uid": "1", "title": "x", "content": "y", "title": "z"}': "key_repeated",
 }
 
 
@@ -143,3 +145,18 @@ def test_strict_skips_and_counts_blank_lines_and_says_how_to_go_on(tmp_path):
     _write(path, [GOOD, b"[1, 2]"])
     with pytest.raises(UserError, match=r"line 2: not_an_object.*drop --strict"):
         list(read_records(path, ReadStats(), strict=True))
+
+
+def test_a_key_name_inside_a_value_is_no_repeated_key(tmp_path):
+    """The cheap test for a repeated key (a key's quoted name twice on the line) is confirmed by
+    reading the line: these rows are kept."""
+    lines = [
+        b'{"uid": "1", "title": "title", "content": "the \\"title\\" and \\"content\\""}',
+        b'{"uid": "2", "title": "x", "content": "y", "meta": {"title": "a", "uid": 3}}',
+    ]
+    stats = ReadStats()
+    assert [r.title for r in read_records(_write(tmp_path / "t.json", lines), stats)] == [
+        "title",
+        "x",
+    ]
+    assert not stats.skipped

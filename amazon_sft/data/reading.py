@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import hashlib
 import io
+import json
 import os
 import zlib
 from collections import Counter
@@ -198,6 +199,9 @@ def read_records(
             if not isinstance(obj, dict):
                 stats.skip("not_an_object", line_no, strict, type(obj).__name__)
                 continue
+            if (twice := repeated_key(line)) is not None:
+                stats.skip("key_repeated", line_no, strict, twice)
+                continue
             record = _to_record(obj, line_no, stats, strict)
             if record is not None:
                 yield record
@@ -208,6 +212,36 @@ def read_records(
         ) from None
     finally:
         raw.close()
+
+
+_READ_KEYS = ("uid", "title", "content")
+_QUOTED_KEYS = tuple(f'"{key}"'.encode() for key in _READ_KEYS)
+
+
+def repeated_key(line: bytes) -> str | None:
+    """A key prepare reads (uid, title, content) that the line's object gives twice: JSON
+    readers keep the last, so a row would be read as one of its two titles, silently. The cheap
+    test first, on every line: the key's quoted name twice (inside a value a quote is escaped,
+    so it is a key or that exact value); then the line read again, its object's own keys.
+
+    >>> repeated_key(b'{"title": "a", "content": "b", "title": "c"}')
+    'title'
+    >>> repeated_key(b'{"title": "title", "content": "b"}') is None
+    True
+    """
+    if not any(line.count(quoted) > 1 for quoted in _QUOTED_KEYS):
+        return None
+    keys: list[str] = []
+
+    def pairs(items: list) -> dict:
+        keys[:] = [key for key, _ in items]  # the outer object's hook runs last
+        return dict(items)
+
+    try:  # orjson read it; json may not (NaN, or nesting past Python's recursion limit)
+        json.loads(line, object_pairs_hook=pairs, parse_int=len)
+    except (ValueError, RecursionError):
+        return None
+    return next((key for key in _READ_KEYS if keys.count(key) > 1), None)
 
 
 def _to_record(obj: dict, line_no: int, stats: ReadStats, strict: bool) -> RawRecord | None:

@@ -123,7 +123,8 @@ def test_a_product_named_once_by_uid_and_once_by_title_is_one_question(tmp_path)
     "line, needle",
     [
         ("{not json", "not valid JSON"),
-        ('["a list"]', "not a JSON object"),
+        ('["a list"]', "a JSON array, not JSON lines"),
+        ('"a string"', "not a JSON object"),
         ('{"uid": "B1", "kind": "typo"}', "'question'"),
         ('{"question": "  ", "uid": "B1", "kind": "typo"}', "'question'"),
         ('{"question": "q", "uid": "B1"}', "'kind'"),

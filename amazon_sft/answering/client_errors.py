@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import sys
 
+from amazon_sft.json_checks import first_key_twice, longest_integer
+
 MAX_NEW_TOKENS_CAP = 512
 """The most tokens a request may ask for (``max_new_tokens``), and ``serve --max-new-tokens``."""
 MAX_K = 10
@@ -125,40 +127,3 @@ def key_sent_twice(body: bytes) -> str | None:
     if twice is None:
         return None
     return f"request body names {json.dumps(twice[:40])} twice: send each key once: {HOW_TO_ASK}"
-
-
-def first_key_twice(text: bytes | str) -> str | None:
-    """The first key a JSON object in ``text`` names twice, at any depth (None: each key once,
-    or ``text`` is no JSON: its reader says so). Python's JSON, and orjson, keep the last.
-
-    >>> first_key_twice('{"a": 1, "b": {"c": 2, "c": 3}}'), first_key_twice('{"a": 1}')
-    ('c', None)
-    """
-    twice: list[str] = []
-
-    def pairs(items: list) -> dict:
-        keys = [key for key, _ in items]
-        twice.extend(key for i, key in enumerate(keys) if key in keys[:i])
-        return dict(items)
-
-    try:
-        json.loads(text, object_pairs_hook=pairs, parse_int=len)  # ints: no digit limit here
-    except (ValueError, RecursionError):
-        return None
-    return twice[0] if twice else None
-
-
-def longest_integer(text: str) -> int:
-    """The most digits of any integer in the JSON ``text`` (0: none, or not JSON)."""
-    longest = 0
-
-    def count(digits: str) -> int:
-        nonlocal longest
-        longest = max(longest, len(digits.lstrip("-")))
-        return 0
-
-    try:
-        json.loads(text, parse_int=count)
-    except (ValueError, RecursionError):
-        return 0
-    return longest

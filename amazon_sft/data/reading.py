@@ -11,7 +11,6 @@ import contextlib
 import gzip
 import hashlib
 import io
-import json
 import os
 import zlib
 from collections import Counter
@@ -22,6 +21,7 @@ from pathlib import Path
 import orjson
 
 from amazon_sft.errors import UserError
+from amazon_sft.json_checks import first_key_twice
 from amazon_sft.safe_input import require_regular_file
 
 BOM = b"\xef\xbb\xbf"
@@ -214,15 +214,15 @@ def read_records(
         raw.close()
 
 
-_READ_KEYS = ("uid", "title", "content")
-_QUOTED_KEYS = tuple(f'"{key}"'.encode() for key in _READ_KEYS)
+_QUOTED_KEYS = (b'"uid"', b'"title"', b'"content"')
 
 
 def repeated_key(line: bytes) -> str | None:
-    """A key prepare reads (uid, title, content) that the line's object gives twice: JSON
-    readers keep the last, so a row would be read as one of its two titles, silently. The cheap
-    test first, on every line: the key's quoted name twice (inside a value a quote is escaped,
-    so it is a key or that exact value); then the line read again, its object's own keys.
+    """A key the line's JSON gives twice, looked for when a key prepare reads (uid, title,
+    content) may be one of them: JSON readers keep the last, so a row would be read as one of
+    its two titles, silently. The cheap test first, on every line: the key's quoted name twice
+    (inside a value a quote is escaped, so it is a key or that exact value); only then the line
+    read again (``first_key_twice``).
 
     >>> repeated_key(b'{"title": "a", "content": "b", "title": "c"}')
     'title'
@@ -231,17 +231,7 @@ def repeated_key(line: bytes) -> str | None:
     """
     if not any(line.count(quoted) > 1 for quoted in _QUOTED_KEYS):
         return None
-    keys: list[str] = []
-
-    def pairs(items: list) -> dict:
-        keys[:] = [key for key, _ in items]  # the outer object's hook runs last
-        return dict(items)
-
-    try:  # orjson read it; json may not (NaN, or nesting past Python's recursion limit)
-        json.loads(line, object_pairs_hook=pairs, parse_int=len)
-    except (ValueError, RecursionError):
-        return None
-    return next((key for key in _READ_KEYS if keys.count(key) > 1), None)
+    return first_key_twice(line)
 
 
 def _to_record(obj: dict, line_no: int, stats: ReadStats, strict: bool) -> RawRecord | None:

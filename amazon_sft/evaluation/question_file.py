@@ -30,13 +30,13 @@ from pathlib import Path
 
 import orjson
 
-from amazon_sft.answering.client_errors import first_key_twice, longest_integer
 from amazon_sft.answering.index import Source
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
 from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
 from amazon_sft.data.reading import derived_uid
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import RequestError, UserError, reading
+from amazon_sft.json_checks import first_key_twice, longest_integer
 from amazon_sft.terminal import printable
 
 SOURCES = ("real", "generated")

@@ -40,6 +40,7 @@ from amazon_sft.answering.doubt import RULES, doubt_rule, retrieval_doubtful
 from amazon_sft.answering.index import DESCRIPTION_CHARS, TOKEN_PATTERN, CatalogueIndex
 from amazon_sft.answering.title_words import names_part
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 from bench.answer_choice import roc_auc  # the same AUC as the model's (ties half)
 
 RATIOS = (1.0, 1.1, 1.2, 1.3, 1.4, 1.5, 1.75, 2.0, 2.5)
@@ -79,14 +80,14 @@ def retrieve(
     ``--meaning-weight``), with the asked product taken out where the file takes it out."""
     index = CatalogueIndex(data_dir, meaning_weight=meaning_weight)
     # products named by title too, as eval asks them (they were skipped without a word)
-    questions = QF.resolve_titles(
+    questions = QP.resolve_titles(
         data_dir / "catalogue.jsonl", QF.read_questions(questions_file), questions_file
     )
-    products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
-    questions, _ = QF.keep_answerable(questions, products)
+    products, removals = QP.read_products(data_dir / "catalogue.jsonl", questions)
+    questions, _ = QP.keep_answerable(questions, products)
     rows = []
     for q in questions:
-        searched = QF.WithoutRows(index, removals[q.removed]) if q.removed else index
+        searched = QP.WithoutRows(index, removals[q.removed]) if q.removed else index
         start = time.perf_counter()
         sources = searched.search(q.text, k)
         search_s = time.perf_counter() - start

@@ -36,6 +36,7 @@ from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.question_text import clean_question
 from amazon_sft.answering.record_prompts import build_prompt, quote_record
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 from amazon_sft.evaluation.loading import load_for_eval
 from amazon_sft.prompts import ABSTENTIONS, build_prompt_format
 from amazon_sft.tokenizer import hf_encoder
@@ -76,12 +77,12 @@ def score_questions(data_dir: Path, model_spec: str, questions_file: Path) -> li
     fmt = build_prompt_format(tok, cfg.data)
     index = CatalogueIndex(data_dir)
     questions = QF.read_questions(questions_file)
-    products, removals = QF.read_products(data_dir / "catalogue.jsonl", questions)
-    questions, _ = QF.keep_answerable(questions, products)
+    products, removals = QP.read_products(data_dir / "catalogue.jsonl", questions)
+    questions, _ = QP.keep_answerable(questions, products)
     encode, k = hf_encoder(tok), cfg.data.context_records
     rows, start = [], time.perf_counter()
     for n, q in enumerate(questions):
-        searched = QF.WithoutRows(index, removals[q.removed]) if q.removed else index
+        searched = QP.WithoutRows(index, removals[q.removed]) if q.removed else index
         text = clean_question(q.text, tok)
         sources = searched.search(text, k)
         prompt_ids = (

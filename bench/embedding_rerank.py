@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 
 RECORD_PROMPT = 'This product: "{}" means in one word:"'
 QUESTION_PROMPT = 'This request: "{}" means in one word:"'
@@ -118,8 +119,8 @@ def main() -> None:
     questions = []
     for f in args.questions:
         asked = QF.read_questions(f)
-        products, _ = QF.read_products(args.data / "catalogue.jsonl", asked)
-        questions += [q for q in QF.keep_answerable(asked, products)[0] if not q.absent]
+        products, _ = QP.read_products(args.data / "catalogue.jsonl", asked)
+        questions += [q for q in QP.keep_answerable(asked, products)[0] if not q.absent]
     start = time.perf_counter()
     texts = [f"{r['title']}. {r['content'][:RECORD_CHARS]}" for r in records]
     rec = embed(model, tok, texts, RECORD_PROMPT)

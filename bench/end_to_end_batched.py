@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 from amazon_sft.evaluation.end_to_end_run import _answerer
 
 
@@ -34,8 +35,8 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="the first N questions only")
     args = ap.parse_args()
     questions = QF.read_questions(args.questions)[: args.limit or None]
-    products, removals = QF.read_products(args.data / "catalogue.jsonl", questions)
-    questions, _ = QF.keep_answerable(questions, products)
+    products, removals = QP.read_products(args.data / "catalogue.jsonl", questions)
+    questions, _ = QP.keep_answerable(questions, products)
     index = CatalogueIndex(args.data)
     answerer, label = _answerer(args.model, [], index, args.abstain_below, args.quote_when_sure)
     runs = {}

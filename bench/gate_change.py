@@ -66,11 +66,12 @@ def distinct_questions(data: Path, files: list[str], read: list[str], into: Path
     the product it takes out), and say how many were dropped."""
     from amazon_sft.answering.question_text import normalise_question
     from amazon_sft.evaluation import question_file as QF
+    from amazon_sft.evaluation import question_products as QP
 
     def keyed(name: str) -> list[tuple[tuple, str]]:
         # lines as read_questions counts them: "\n" only (U+2028 is text inside a question)
         raw = Path(name).read_bytes().removeprefix(b"\xef\xbb\xbf").split(b"\n")
-        questions = QF.resolve_titles(data / "catalogue.jsonl", QF.read_questions(Path(name)), name)
+        questions = QP.resolve_titles(data / "catalogue.jsonl", QF.read_questions(Path(name)), name)
         return [((normalise_question(q.text).casefold(), q.uid, q.removed), by_uid(raw[q.line - 1], q)) for q in questions]  # fmt: skip
 
     def by_uid(line: bytes, q) -> str:

@@ -48,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import doubt_rule
 from amazon_sft.answering.index import CatalogueIndex, Source
 from amazon_sft.data.question_kinds import KINDS, make_question
-from amazon_sft.evaluation.question_file import WithoutRows
+from amazon_sft.evaluation.question_products import WithoutRows
 from bench.abstain_gate import first_to_second, retrieve
 from bench.answer_choice import roc_auc
 from bench.static_embedding_fusion import OUTCOMES, outcome_table, share

@@ -23,6 +23,7 @@ from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 from amazon_sft.evaluation.end_to_end_types import read_end_to_end_report
 from amazon_sft.evaluation.report import json_text
 
@@ -88,15 +89,15 @@ def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_
             {"question": "take it out", "title": "Mog's Kittens", "absent": True, "kind": "x"},
         ],
     )
-    questions = QF.resolve_titles(cat, QF.read_questions(path))
+    questions = QP.resolve_titles(cat, QF.read_questions(path))
     assert [(q.uid, q.removed) for q in questions] == [
         ("u-1", None),
         ("B0007", None),
         (questions[2].uid, None),  # no such title: left as derived, skipped as absent from it
         (None, "B0007"),
     ]
-    products, _ = QF.read_products(cat, questions)
-    _kept, skipped = QF.keep_answerable(questions, products)
+    products, _ = QP.read_products(cat, questions)
+    _kept, skipped = QP.keep_answerable(questions, products)
     assert [q.line for q in skipped] == [3]
 
 
@@ -116,7 +117,54 @@ def test_a_product_named_once_by_uid_and_once_by_title_is_one_question(tmp_path)
         ],
     )
     with pytest.raises(UserError, match=f"{path} line 2 repeats line 1"):
-        QF.resolve_titles(cat, QF.read_questions(path), path)
+        QP.resolve_titles(cat, QF.read_questions(path), path)
+
+
+def test_a_title_beside_a_uid_must_name_that_product(tmp_path):
+    """A review: a line giving both ``uid`` and ``title`` was scored on the uid and its title
+    never read, so a line whose title names another product (a copy-paste slip) was scored
+    against the wrong product, silently. A title that agrees (as the tool shows it, or as the
+    raw row wrote it, ``&quot;`` and all) is taken; one that names another product is refused,
+    naming the line and both titles; a title beside ``"uid": "absent"`` names no product."""
+    cat = _write(
+        tmp_path / "catalogue.jsonl",
+        [
+            {"uid": "u-1", "title": 'HMS "Ulysses"', "content": "A war novel.", "split": "train"},
+            {"uid": "B0007", "title": "Mog's Kittens", "content": "A cat.", "split": "heldout"},
+        ],
+    )
+    agree = _write(
+        tmp_path / "agree.jsonl",
+        [
+            {"question": "ulysses", "uid": "u-1", "title": "HMS &quot;Ulysses&quot;", "kind": "p"},
+            {"question": "mog", "uid": "B0007", "title": "mog's kittens!", "kind": "p"},
+            {"question": "mog gone", "absent": "B0007", "title": "Mog's Kittens", "kind": "p"},
+            {"question": "none", "uid": "absent", "title": None, "kind": "absent"},
+        ],
+    )
+    questions = QP.resolve_titles(cat, QF.read_questions(agree))
+    products, _ = QP.read_products(cat, questions)
+    assert sorted(products) == ["B0007", "u-1"]
+    slip = _write(
+        tmp_path / "slip.jsonl",
+        [
+            {"question": "ulysses", "uid": "u-1", "title": "HMS Ulysses", "kind": "p"},
+            {"question": "the war one", "uid": "B0007", "title": 'HMS "Ulysses"', "kind": "p"},
+        ],
+    )
+    questions = QP.resolve_titles(cat, QF.read_questions(slip))
+    with pytest.raises(UserError) as err:
+        QP.read_products(cat, questions)
+    said = str(err.value)
+    assert "line 2" in said and "B0007" in said and "Mog's Kittens" in said
+    assert "HMS" in said and "\n" not in said
+    for line, needle in (
+        ({"question": "q", "uid": "absent", "title": "Mog's Kittens", "kind": "a"}, "absent"),
+        ({"question": "q", "uid": "B0007", "title": 7, "kind": "a"}, "'title' must be"),
+    ):
+        path = _write(tmp_path / "bad.jsonl", [line])
+        with pytest.raises(UserError, match=needle):
+            QF.read_questions(path)
 
 
 @pytest.mark.parametrize(
@@ -204,8 +252,8 @@ def test_scoring_on_known_answers(prepared):
         ],
     )
     questions = QF.read_questions(path)
-    products, removals = QF.read_products(prepared / "catalogue.jsonl", questions)
-    assert QF.keep_answerable(questions, products) == (questions, [])
+    products, removals = QP.read_products(prepared / "catalogue.jsonl", questions)
+    assert QP.keep_answerable(questions, products) == (questions, [])
     index = CatalogueIndex(prepared)
     answerer = ScriptedAnswerer(index, {c["q"]: a for c, a in cases})
     answers, outcomes = E.ask_all(answerer, questions, products, removals, 3, 16)
@@ -282,8 +330,8 @@ def test_questions_about_another_catalogue_are_skipped_and_counted(prepared, tmp
         ],
     )
     questions = QF.read_questions(path)
-    products, _ = QF.read_products(prepared / "catalogue.jsonl", questions)
-    kept, skipped = QF.keep_answerable(questions, products)
+    products, _ = QP.read_products(prepared / "catalogue.jsonl", questions)
+    kept, skipped = QP.keep_answerable(questions, products)
     assert [q.line for q in kept] == [1] and [q.line for q in skipped] == [2, 3]
 
 
@@ -551,7 +599,7 @@ def test_batched_answers_are_the_answers_ask_gives_one_at_a_time(prepared, tuned
     index that lacks the asked product for an absent-product question."""
     from amazon_sft.answering.answer_many import answer_many
     from amazon_sft.evaluation.end_to_end_run import _answerer
-    from amazon_sft.evaluation.question_file import WithoutRows
+    from amazon_sft.evaluation.question_products import WithoutRows
 
     rows = _catalogue(prepared)
     held = [r for r in rows if r["split"] == "heldout"][:3]
@@ -594,7 +642,7 @@ def test_an_abstention_that_cites_the_asked_record_is_an_abstention_not_a_right_
     right record cited, as the model's own right answer and as a false abstention at once, so a
     report's rates could add to more than 1."""
     q = QF.ShopperQuestion("mogs kitens", "7", None, "typo", "real", 1)
-    products = {"7": QF.Product("7", "A cat has kittens.", "seen")}
+    products = {"7": QP.Product("7", "A cat has kittens.", "seen")}
     text = "The catalogue has no record of this product.\n[source: 7]"
     o = E.score_answer(
         q,
@@ -646,9 +694,9 @@ def test_every_absent_question_takes_out_its_products_twins_when_two_share_a_tit
         [{"question": title, "absent": u, "kind": "absent"} for u in (a, b)],
     )
     questions = QF.read_questions(path)
-    _, removals = QF.read_products(prepared / "catalogue.jsonl", questions)
+    _, removals = QP.read_products(prepared / "catalogue.jsonl", questions)
     for uid in (a, b):
-        _, alone = QF.read_products(
+        _, alone = QP.read_products(
             prepared / "catalogue.jsonl", [q for q in questions if q.removed == uid]
         )
         assert removals[uid] == alone[uid] and removals[uid] >= set(twins), uid
@@ -785,4 +833,4 @@ def test_a_damaged_catalogue_row_is_one_line_not_a_traceback(tmp_path):
         _write(tmp_path / "q.jsonl", [{"question": "q", "uid": "a", "kind": "t"}])
     )
     with pytest.raises(UserError, match=r"catalogue\.jsonl line 1 is cut or corrupt"):
-        QF.read_products(catalogue, questions)
+        QP.read_products(catalogue, questions)

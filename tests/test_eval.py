@@ -484,7 +484,8 @@ def test_rouge_reads_every_script_so_a_quote_of_another_record_is_caught():
     from amazon_sft.answering.ask import Answer
     from amazon_sft.answering.index import Source
     from amazon_sft.evaluation.end_to_end import score_answer
-    from amazon_sft.evaluation.question_file import Product, ShopperQuestion
+    from amazon_sft.evaluation.question_file import ShopperQuestion
+    from amazon_sft.evaluation.question_products import Product
 
     bear = "Плюшевый медведь для детей, мягкий и красный."
     book = "Книга о кошке и её котятах, для чтения перед сном."

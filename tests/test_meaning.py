@@ -16,7 +16,7 @@ from amazon_sft.answering import meaning
 from amazon_sft.answering.index import DESCRIPTION_CHARS, CatalogueIndex
 from amazon_sft.answering.index_build import build_index
 from amazon_sft.errors import UserError
-from amazon_sft.evaluation.question_file import WithoutRows
+from amazon_sft.evaluation.question_products import WithoutRows
 
 pytestmark = pytest.mark.unit
 

@@ -10,7 +10,7 @@ import yaml
 
 from amazon_sft.answering.index import FORMAT, CatalogueIndex
 from amazon_sft.answering.index_build import build_index
-from amazon_sft.evaluation.question_file import catalogue_records
+from amazon_sft.evaluation.question_products import catalogue_records
 from amazon_sft.evaluation.questions import KINDS, Question, make_questions, recall
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -26,7 +26,8 @@ from amazon_sft.answering.answer_source import AnswerSource
 from amazon_sft.answering.index import Source
 from amazon_sft.evaluation import metrics as M
 from amazon_sft.evaluation.end_to_end_types import Change, Figure, GroupFigures
-from amazon_sft.evaluation.question_file import Product, ShopperQuestion, WithoutRows
+from amazon_sft.evaluation.question_file import ShopperQuestion
+from amazon_sft.evaluation.question_products import Product, WithoutRows
 from amazon_sft.prompts import cited_uids, is_abstention, strip_citations
 
 

@@ -17,6 +17,7 @@ from amazon_sft.answering.option_checks import check_counts
 from amazon_sft.errors import UserError
 from amazon_sft.evaluation import end_to_end as E
 from amazon_sft.evaluation import question_file as QF
+from amazon_sft.evaluation import question_products as QP
 from amazon_sft.evaluation.end_to_end_report import own_right, write_report
 from amazon_sft.evaluation.end_to_end_types import EndToEndReport, ModelRun
 from amazon_sft.evaluation.loading import compared_overrides
@@ -142,18 +143,18 @@ def _questions(args, data_dir: Path):
                 f"of {args.questions} is from it (they are from: "
                 f"{', '.join(sorted({q.source for q in every}))})"
             )
-    questions = QF.resolve_titles(data_dir / "catalogue.jsonl", questions, args.questions)
-    products, removals = QF.read_products(
+    questions = QP.resolve_titles(data_dir / "catalogue.jsonl", questions, args.questions)
+    products, removals = QP.read_products(
         data_dir / "catalogue.jsonl", questions, taught=_taught_at_all(data_dir)
     )
-    kept, skipped = QF.keep_answerable(questions, products)
+    kept, skipped = QP.keep_answerable(questions, products)
     about = [q for q in questions if q.uid or q.removed]  # the rest ask about no product
     if not kept or (about and not any(q.uid or q.removed for q in kept)):
         raise UserError(
             f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
             "(questions about another catalogue? pick them with --question-source)"
         )
-    QF.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept)
+    QP.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept)
     left_out = {"other_source": len(every) - len(questions)} if args.question_source else {}
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped], **left_out}
 

@@ -17,7 +17,7 @@ import orjson
 
 from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.question_kinds import KINDS, make_question
-from amazon_sft.evaluation.question_file import catalogue_records
+from amazon_sft.evaluation.question_products import catalogue_records
 
 INVENTED = (  # products no catalogue here holds: the answer must say so
     "do you sell the Quasar Toaster Q900 in chrome?",

@@ -1,7 +1,6 @@
-"""The question file of ``amazon-sft eval --questions FILE`` and the catalogue it asks about:
-each question read and checked (one-line errors naming the line), each product's description
-and split read from the prepared ``catalogue.jsonl``, and the index without a product a
-question takes out (``WithoutRows``). Scoring the answers: ``end_to_end``.
+"""The question file of ``amazon-sft eval --questions FILE``: each question read and checked
+(one-line errors naming the line). The catalogue it asks about (products, titles, the index
+without a product taken out): ``question_products``. Scoring the answers: ``end_to_end``.
 
 The question file is JSON lines (``read_questions``)::
 
@@ -13,7 +12,9 @@ The question file is JSON lines (``read_questions``)::
 ``"absent": UID`` asks about a product that does exist, taken out of retrieval for that question
 together with its twins (same normalised title or same description), so the right answer is
 the abstention. ``source`` (``real``: the AmazonTitles rows; ``generated``: the generated
-catalogue) only groups the report; a row without one is ``unlabelled``. Whether a product is held out or seen in training is read from the prepared
+catalogue) only groups the report; a row without one is ``unlabelled``. ``"title"`` names a
+real row that has no uid (prepare derives one); beside a uid it must be that product's title
+(``question_products``: a slip was scored against the uid). Whether a product is held out or seen in training is read from the prepared
 ``catalogue.jsonl`` (a ``split`` field in the file is accepted and ignored, as are ``line`` and
 ``note``; any other key is refused, naming it).
 """
@@ -24,17 +25,13 @@ import gzip
 import io
 import json
 import sys
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
 
-from amazon_sft.answering.index import Source
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
-from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
 from amazon_sft.data.reading import derived_uid
-from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import RequestError, UserError, reading
 from amazon_sft.json_checks import first_key_twice, longest_integer
 from amazon_sft.terminal import printable
@@ -43,10 +40,6 @@ SOURCES = ("real", "generated")
 UNLABELLED = "unlabelled"
 """The source of a row that names none: a user's own catalogue is neither of ours."""
 ABSENT = "absent"
-CATALOGUE_SPLITS = {"heldout": "held-out", "train": "seen", "untaught": "untaught"}
-"""The catalogue's ``split`` of a product -> its group in the report (``untaught``: kept in the
-catalogue over ``data.max_train_products``, never taught; ``read_products`` also puts there a
-training product that prepare taught neither way)."""
 
 
 @dataclass(frozen=True)
@@ -61,18 +54,13 @@ class ShopperQuestion:
     line: int
     title: str | None = None
     """The title the file named the product by, in place of a uid (``resolve_titles``)."""
+    title_beside_uid: str | None = None
+    """A title given beside a uid: it must name that product (``read_products`` refuses a
+    line whose title is another product's: a slip was scored against the uid, silently)."""
 
     @property
     def absent(self) -> bool:
         return self.uid is None
-
-
-@dataclass(frozen=True)
-class Product:
-    uid: str
-    content: str
-    group: str
-    """held-out, seen or untaught (``CATALOGUE_SPLITS``)."""
 
 
 def check_question_file(path: Path) -> None:
@@ -117,7 +105,7 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
                 out.append(_question(line, where, line_no))
     if not out:
         raise UserError(f"--questions {path} holds no question")
-    _refuse_repeats(path, out)
+    refuse_repeats(path, out)
     return out
 
 
@@ -128,7 +116,7 @@ def _decompressed(raw: io.BufferedReader) -> io.BufferedReader | gzip.GzipFile:
     return gzip.GzipFile(fileobj=raw) if raw.peek(2)[:2] == b"\x1f\x8b" else raw
 
 
-def _refuse_repeats(path: Path | str, questions: list[ShopperQuestion], resolved=False) -> None:
+def refuse_repeats(path: Path | str, questions: list[ShopperQuestion], resolved=False) -> None:
     """A question asked twice about the same product counted twice, narrowing the intervals
     (a review: nothing said so). The text as ask reads it (``normalise_question``); the product
     by its uid once titles are ``resolved`` (named by uid on one line, by title on another)."""
@@ -202,86 +190,37 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     if source not in (*SOURCES, UNLABELLED):
         raise UserError(
             f"{where}: 'source' must be one of {SOURCES} (or left out: {UNLABELLED}), got "
-            f"{_short(source)}"
+            f"{short(source)}"
         )
-    uid, absent, title = row.get("uid"), row.get("absent", False), None
-    if uid is None and isinstance(row.get("title"), str) and row["title"]:
-        title = row["title"]
+    uid, absent, title, named = row.get("uid"), row.get("absent", False), None, row.get("title")
+    if named is not None and not isinstance(named, str):
+        raise UserError(f"{where}: 'title' must be the product's title text, got {short(named)}")
+    if uid == ABSENT and named:
+        raise UserError(
+            f"{where}: 'uid' {ABSENT!r} and 'title' {short(named)} disagree: an absent question "
+            'names no product (give "absent": UID to take a catalogue product out)'
+        )
+    if uid is None and named and not isinstance(absent, str):
+        title, named = named, None
         uid = derived_uid(title)  # a real row keyed by its title: prepare's derived uid
     if uid is not None and (not isinstance(uid, str) or not uid):
-        raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {_short(uid)}")
+        raise UserError(f"{where}: 'uid' must be a product's uid or {ABSENT!r}, got {short(uid)}")
     if absent is not True and absent is not False and not (isinstance(absent, str) and absent):
-        raise UserError(
-            f"{where}: 'absent' must be true or the uid taken out, got {_short(absent)}"
-        )
+        raise UserError(f"{where}: 'absent' must be true or the uid taken out, got {short(absent)}")
     if isinstance(absent, str) and uid not in (None, ABSENT, absent):
         raise UserError(
-            f"{where}: 'uid' {_short(uid)} and 'absent' {_short(absent)} disagree; give one"
+            f"{where}: 'uid' {short(uid)} and 'absent' {short(absent)} disagree; give one"
         )
     if uid is None and absent is False:
         raise UserError(
             f"{where}: needs 'uid' (the product asked about, or {ABSENT!r}), or the product's "
             "'title' (a real row without a uid)"
         )
+    named = named or None  # beside a uid: checked against the catalogue's (read_products)
     if absent is False and uid != ABSENT:
-        return ShopperQuestion(text, uid, None, kind, source, line_no, title)
+        return ShopperQuestion(text, uid, None, kind, source, line_no, title, named)
     removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
-    return ShopperQuestion(text, None, removed, kind, source, line_no, title)
-
-
-def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuestion]) -> None:
-    """An absent question (``"uid": "absent"``, nothing taken out of retrieval) whose text is a
-    catalogue product's whole title: that product is there, and an answer citing it was scored
-    wrong (a review). One streaming pass, when any such question is asked."""
-    invented = {normalise_title(q.text): q for q in questions if q.uid is None and not q.removed}
-    if not invented:
-        return
-    for rec in catalogue_records(catalogue):
-        q = invented.get(normalise_title(str(rec.get("title", ""))))
-        if q is not None:
-            raise UserError(
-                f"question line {q.line}, absent: {q.text!r} is the title of product "
-                f'{rec.get("uid")} in {catalogue}; give "absent": "{rec.get("uid")}" to take '
-                "it out of retrieval, or ask about a product the catalogue lacks"
-            )
-
-
-def resolve_titles(
-    catalogue: Path, questions: list[ShopperQuestion], path: Path | str = "--questions"
-) -> list[ShopperQuestion]:
-    """Questions naming their product by ``"title"`` whose derived uid (prepare's, from the raw
-    title) the catalogue lacks, given the catalogue's uid for that title: the title as the tool
-    shows it is cleaned (``&quot;`` read), and a catalogue with its own uids derives none (both
-    were skipped as "not in this catalogue"). Matched as the split matches titles
-    (``normalise_title``), the first row of that title. One streaming pass, when any question
-    names a title."""
-    titled = [q for q in questions if q.title]
-    if not titled:
-        return questions
-    out = _by_catalogue_title(catalogue, questions, titled)
-    _refuse_repeats(path, out, resolved=True)  # one product named by uid and by title
-    return out
-
-
-def _by_catalogue_title(catalogue: Path, questions: list, titled: list) -> list[ShopperQuestion]:
-    derived = {q.uid or q.removed for q in titled}
-    wanted = {normalise_title(q.title) for q in titled}
-    present: set[str] = set()
-    by_title: dict[str, str] = {}
-    for rec in catalogue_records(catalogue):
-        uid = str(rec["uid"])
-        if uid in derived:
-            present.add(uid)
-        key = normalise_title(rec["title"])
-        if key in wanted and key not in by_title:
-            by_title[key] = uid
-    out = []
-    for q in questions:
-        found = by_title.get(normalise_title(q.title)) if q.title else None
-        if found and (q.uid or q.removed) not in present:
-            q = replace(q, uid=found) if q.uid else replace(q, removed=found)
-        out.append(q)
-    return out
+    return ShopperQuestion(text, None, removed, kind, source, line_no, title, named)
 
 
 def _unknown_key(key: str) -> str:
@@ -298,97 +237,12 @@ def _unknown_key(key: str) -> str:
         close = difflib.get_close_matches(key, sorted(KEYS | IGNORED_KEYS), n=1, cutoff=0.7)
         meant = f" (did you mean {close[0]!r}?)" if close else ""
     return (
-        f"unknown key {_short(key)}{meant}; a question line holds question, uid or absent or "
+        f"unknown key {short(key)}{meant}; a question line holds question, uid or absent or "
         "title, kind and source"
     )
 
 
-def _short(value, most: int = 60) -> str:
+def short(value, most: int = 60) -> str:
     """``repr(value)``, cut: an error line stays one line whatever a file holds."""
     shown = repr(value)
     return shown if len(shown) <= most else shown[:most] + f"... ({len(shown)} characters)"
-
-
-def read_products(
-    catalogue: Path, questions: list[ShopperQuestion], taught: Callable[[str], bool] | None = None
-) -> tuple[dict[str, Product], dict[str, frozenset[int]]]:
-    """(uid -> product for every uid the questions name, removed uid -> the catalogue rows to
-    take out of retrieval: the product and its twins). Two streaming passes over
-    ``catalogue.jsonl`` (the second only when a question removes a product), keeping only the
-    products asked about: memory grows with the questions, not the catalogue. ``taught``: does
-    prepare teach this training product at all (``prepare.taught_ways``); one it does not is
-    ``untaught``, not seen."""
-    named = {q.uid for q in questions if q.uid} | {q.removed for q in questions if q.removed}
-    products: dict[str, Product] = {}
-    rows: dict[str, int] = {}
-    keys: dict[str, tuple[str, str]] = {}
-    for i, rec in enumerate(catalogue_records(catalogue)):
-        uid = str(rec["uid"])
-        if uid in named and uid not in products:
-            group = CATALOGUE_SPLITS.get(rec.get("split", "train"), "seen")
-            if group == "seen" and taught is not None and not taught(uid):
-                group = "untaught"  # both fractions under 1: neither closed-book nor grounded
-            products[uid] = Product(uid, rec["content"], group)
-            rows[uid] = i
-            keys[uid] = (normalise_title(rec["title"]), rec["content"])
-    removed = {q.removed for q in questions if q.removed and q.removed in products}
-    twins: dict[str, set[int]] = {uid: {rows[uid]} for uid in removed}
-    if removed:
-        # a key to every removed uid that has it: editions of one title asked about in two
-        # questions each take out all of them
-        by_title: dict[str, list[str]] = {}
-        by_text: dict[str, list[str]] = {}
-        for uid in removed:
-            by_title.setdefault(keys[uid][0], []).append(uid)
-            by_text.setdefault(keys[uid][1], []).append(uid)
-        for i, rec in enumerate(catalogue_records(catalogue)):
-            title, text = normalise_title(rec["title"]), rec["content"]
-            for uid in (*by_title.get(title, ()), *by_text.get(text, ())):
-                twins[uid].add(i)
-    return products, {uid: frozenset(r) for uid, r in twins.items()}
-
-
-def catalogue_records(catalogue: Path) -> Iterator[CatalogueRow]:
-    """The records of a prepared ``catalogue.jsonl``, in order; a cut or corrupt line is a
-    ``UserError`` naming the file and line."""
-    redo = "re-run amazon-sft prepare (it writes catalogue.jsonl)"
-    with reading(catalogue, "catalogue", redo), open(catalogue, "rb") as fh:
-        for line_no, line in enumerate(fh, start=1):
-            try:
-                row = catalogue_row(line)
-            except CorruptRow as err:
-                raise UserError(
-                    f"{catalogue} line {line_no} is cut or corrupt ({err}): {redo}"
-                ) from None
-            yield row
-
-
-def keep_answerable(
-    questions: list[ShopperQuestion], products: dict[str, Product]
-) -> tuple[list[ShopperQuestion], list[ShopperQuestion]]:
-    """(questions this catalogue can score, questions naming a product it lacks: another
-    catalogue's, or a row cleaning dropped; skipped and counted, never asked)."""
-    kept, skipped = [], []
-    for q in questions:
-        missing = (q.uid and q.uid not in products) or (q.removed and q.removed not in products)
-        (skipped if missing else kept).append(q)
-    return kept, skipped
-
-
-class WithoutRows:
-    """The catalogue index with some rows taken out: what ``search`` returns when the product a
-    question names is not in the catalogue. Only ``search`` is answered (what ``Answerer`` calls);
-    anything else is refused rather than passed through to the whole index."""
-
-    def __init__(self, index, rows: frozenset[int]) -> None:
-        self.index, self.rows = index, rows
-
-    def search(self, question: str, k: int = 3) -> list[Source]:
-        """``index.search`` without the removed rows (the next best fill their places)."""
-        wanted = self.index.candidates(k)  # as many as the whole index's search reads
-        hits = [
-            (i, s)
-            for i, s in self.index.top(question, wanted + len(self.rows))
-            if i not in self.rows
-        ]
-        return self.index.ranked(question, hits[:wanted], k)

@@ -162,10 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-STOPPABLE = ("prepare", "export", "index", "synth")
+STOPPABLE = ("prepare", "export", "index", "synth", "eval")
 """Commands whose SIGTERM or SIGHUP (a scheduler's stop, ``kill``, a closed terminal) stops them
 as a Ctrl-C does: their ``finally`` removes the hidden staging folder (a whole copy of the
-output; a model's weights for export), which Python's default death by the signal left behind."""
+output; a model's weights for export; eval's report), which Python's default death by the signal
+left behind, and say so in one line (eval ended with none)."""
 
 
 class _Stopped(KeyboardInterrupt):

@@ -245,3 +245,28 @@ def test_a_killed_evals_staging_is_cleared_by_the_next_eval_and_no_longer_blocks
     write_staged(out, {"report.json": lambda path: path.write_text('{"ok": 1}')})
     assert (out / "report.json").read_text() == '{"ok": 1}'
     assert not killed.exists() and not beside.exists() and live.is_dir()
+
+
+def test_a_stopped_eval_says_so_in_one_line_and_leaves_no_report(prepared, tmp_path):
+    """SIGTERM (a scheduler's stop, ``kill``) ended eval with no line at all, its ``finally``
+    blocks never run (a review). It stops as a Ctrl-C does: one line, exit 143, no report and
+    no staging left in ``--out``."""
+    import signal
+    import time
+
+    out, questions = tmp_path / "eval", tmp_path / "q.jsonl"
+    rows = [{"question": f"a red kayak {i}", "uid": "absent", "kind": "absent"} for i in range(40)]
+    questions.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "eval", "--data", str(prepared), "--model"]
+    cmd += ["config:tiny", "--out", str(out), "--questions", str(questions)]
+    proc = subprocess.Popen([*cmd, "--max-new-tokens", "64"], stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (tmp_path / ".eval.lock").exists():
+        assert proc.poll() is None and time.time() < deadline, "eval ended before its lock"
+        time.sleep(0.05)
+    time.sleep(2)  # into loading or answering
+    proc.send_signal(signal.SIGTERM)
+    err = proc.communicate(timeout=120)[1]
+    assert proc.returncode == 143, err[-2000:]
+    assert "amazon-sft eval: stopped by SIGTERM" in err and "Traceback" not in err, err
+    assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(("report", "."))]

@@ -82,7 +82,9 @@ def _add_synth(sub) -> None:
     p.add_argument("--rows", type=int, default=5000, help="lines to write")
     p.add_argument("--seed", type=int, default=0, help="same seed, same file")
     p.add_argument(
-        "--overwrite", action="store_true", help="replace --out when it is already there"
+        "--overwrite",
+        action="store_true",
+        help="replace --out when it is a file synth wrote (its record beside it proves it)",
     )
     p.add_argument(
         "--version",
@@ -98,6 +100,7 @@ def _run_synth(args) -> int:
     from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing, refuse_under_a_file
+    from amazon_sft.synth_ownership import check_synth_target, record_synth_output
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
@@ -108,12 +111,10 @@ def _run_synth(args) -> int:
     refuse_under_a_file(out, "--out")
     if out.exists() and not out.is_file():  # a pipe or a device was replaced by a plain file
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
-    if (out.exists() or out.is_symlink()) and not args.overwrite:
-        raise UserError(
-            f"--out {out} already exists: pass --overwrite to replace it, or another --out"
-        )
+    check_synth_target(out, args.overwrite)
     try:
         made = write_catalogue(out, args.rows, args.seed, args.version)
+        record_synth_output(out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"

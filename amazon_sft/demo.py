@@ -281,6 +281,7 @@ def _steps(args, out: Path, log) -> tuple[list[dict], list[dict], list[str]]:
         heldout_questions,
         write_questions,
     )
+    from amazon_sft.synth_ownership import record_path
 
     data, prepared, run_dir = out / "trn.json.gz", out / "prepared", out / "run"
     report, oracle = out / "eval", out / "eval-oracle"
@@ -288,6 +289,7 @@ def _steps(args, out: Path, log) -> tuple[list[dict], list[dict], list[str]]:
         with staged_demo_file(out, data.name) as staging:
             synth = ["synth", "--rows", str(args.rows), "--version", "2", "--out", str(staging)]
             run("generate a catalogue", synth, log)
+            record_path(staging).unlink(missing_ok=True)  # the demo's own record proves it
     run("prepare", prepare_args(args, args.data or str(data), prepared), log)
     rows = heldout_questions(prepared, args.per_kind, "real" if args.data else "generated")
     with staged_demo_file(out, "heldout_questions.jsonl") as staging:

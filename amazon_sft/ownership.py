@@ -18,7 +18,9 @@ A command replaces or deletes only what it can prove it wrote:
 - an eval report folder: ``amazon_sft.eval_ownership``;
 - an index folder is proved by its ``stats.json``'s list of files (a prepare ``--overwrite`` or
   an index build that would delete anything else is refused), a shard folder by its four arrays;
-- a demo folder is new, empty, or marked ``.amazon_sft_demo.json`` by an earlier demo.
+- a demo folder is new, empty, or marked ``.amazon_sft_demo.json`` by an earlier demo;
+- a generated catalogue (``synth``, one file) by the record beside it:
+  ``amazon_sft.synth_ownership``.
 
 ``OutputLock`` (one writer a folder) is in ``amazon_sft.output_lock``.
 """

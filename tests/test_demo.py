@@ -43,6 +43,7 @@ def test_demo_runs_the_whole_story_on_the_tiny_model(tmp_path):
         timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert not list(out.glob(".*amazon_sft_synth.json"))  # its own record proves trn.json.gz
     for name in (
         "prepared/manifest.json",
         "run/final/adapter_model.safetensors",

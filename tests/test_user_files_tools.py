@@ -18,22 +18,37 @@ from .test_hostile import _cli, _one_line_error, _run_cli
 pytestmark = pytest.mark.hostile
 
 
-def test_synth_never_writes_over_an_existing_file_without_overwrite(tmp_path, capsys):
+def test_synth_replaces_only_a_file_it_wrote_and_only_with_overwrite(tmp_path, capsys):
     """``synth --out`` replaced any file silently (a copy of the real rows became 5 generated
-    lines). Now an existing file is refused unless ``--overwrite`` names the intent."""
+    lines); then ``--overwrite`` still replaced any file, a user's real ``trn.json.gz`` among
+    them (a review: every other command replaces only what it can prove it wrote). Now an
+    existing file is replaced only with ``--overwrite`` and only when synth's record beside it
+    (``.NAME.amazon_sft_synth.json``) holds its digest: not a user's file, nor one edited since."""
     mine = tmp_path / "trn.json.gz"
     mine.write_bytes(b"precious")
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine))
     _one_line(code, err, "synth", str(mine), "--overwrite")
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine), "--overwrite")
+    _one_line(code, err, "synth", str(mine), "not a file synth wrote")
     assert mine.read_bytes() == b"precious"
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path))
     _one_line(code, err, "synth", "folder")
-    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(mine), "--overwrite")
-    assert code == 0 and mine.read_bytes() != b"precious"
+    ours = tmp_path / "gen.json"
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours))
+    first = ours.read_bytes()
+    code, _ = _run_cli(capsys, "synth", "--rows", "6", "--out", str(ours), "--overwrite")
+    assert code == 0 and ours.read_bytes() != first  # its own file, replaced
+    ours.write_bytes(ours.read_bytes() + b'{"uid": "1", "title": "mine", "content": "edited"}\n')
+    edited = ours.read_bytes()
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours), "--overwrite")
+    _one_line(code, err, "synth", str(ours), "changed since")
+    assert ours.read_bytes() == edited
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", f"{tmp_path / 'new'}/")
     _one_line(code, err, "synth", "folder")  # it wrote a file named new (an outside review)
     assert not (tmp_path / "new").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [
+        ".gen.json.amazon_sft_synth.json"
+    ]  # synth's record; no staging left
 
 
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):

@@ -1,0 +1,77 @@
+"""What ``amazon-sft synth`` may replace: only a file it wrote, unedited since.
+
+synth writes one file, not a folder, so its proof lies beside the file: a hidden record
+``.NAME.amazon_sft_synth.json`` holding the file's SHA-256 and how it was generated. With
+``--overwrite``, a file whose record is missing, names another file or holds another digest
+(a user's real ``trn.json.gz``, a generated file edited since) is refused, never replaced (a
+review: ``--overwrite`` replaced any file, where every other command replaces only what it can
+prove it wrote).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from amazon_sft import __version__
+from amazon_sft.atomic import write_text_whole
+from amazon_sft.data.shards import sha256_file
+from amazon_sft.errors import UserError
+
+
+def record_path(out: Path) -> Path:
+    """The record beside a generated file.
+
+    >>> record_path(Path("data/trn.json.gz"))
+    PosixPath('data/.trn.json.gz.amazon_sft_synth.json')
+    """
+    return out.parent / f".{out.name}.amazon_sft_synth.json"
+
+
+def check_synth_target(out: Path, overwrite: bool) -> None:
+    """One line when ``out`` is there and may not be replaced: without ``--overwrite``, or
+    with it for a file synth's record does not prove (a link is never synth's: it writes
+    regular files)."""
+    if not (out.exists() or out.is_symlink()):
+        return
+    if not overwrite:
+        raise UserError(
+            f"--out {out} already exists: pass --overwrite to replace it, or another --out"
+        )
+    why = _unproved(out)
+    if why:
+        raise UserError(
+            f"--out {out} is not a file synth wrote ({why}): --overwrite replaces only synth's "
+            "own output; move the file aside or choose another --out"
+        )
+
+
+def _unproved(out: Path) -> str | None:
+    """Why synth's record does not prove ``out`` its own, or None when it does."""
+    if out.is_symlink():
+        return "a link"
+    try:
+        record = json.loads(record_path(out).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return f"no record {record_path(out).name} beside it"
+    except (OSError, ValueError):
+        return f"its record {record_path(out).name} is unreadable"
+    if not isinstance(record, dict) or record.get("file") != out.name:
+        return f"its record {record_path(out).name} names another file"
+    if record.get("sha256") != sha256_file(out):
+        return "changed since synth wrote it"
+    return None
+
+
+def record_synth_output(out: Path, rows: int, seed: int, version: int) -> None:
+    """Write the record that proves ``out`` synth's (after the file is in place: a kill
+    between the two leaves a file synth will not replace, never a record of another file)."""
+    record = {
+        "file": out.name,
+        "sha256": sha256_file(out),
+        "rows": rows,
+        "seed": seed,
+        "generator_version": version,
+        "amazon_sft": __version__,
+    }
+    write_text_whole(record_path(out), json.dumps(record, indent=1) + "\n")

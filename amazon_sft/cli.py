@@ -100,7 +100,12 @@ def _run_synth(args) -> int:
     from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing, refuse_under_a_file
-    from amazon_sft.synth_ownership import check_synth_target, record_synth_output
+    from amazon_sft.synth_ownership import (
+        check_synth_target,
+        forget_synth_output,
+        record_path,
+        record_synth_output,
+    )
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
@@ -113,11 +118,18 @@ def _run_synth(args) -> int:
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
     check_synth_target(out, args.overwrite)
     try:
+        forget_synth_output(out)
         made = write_catalogue(out, args.rows, args.seed, args.version)
-        record_synth_output(out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"
+        ) from None
+    try:
+        record_synth_output(out, args.rows, args.seed, args.version)
+    except OSError as err:
+        raise UserError(
+            f"wrote {args.out} but not its record {record_path(out).name} ({err.strerror}): "
+            "a later --overwrite will refuse it; free the path and run synth again"
         ) from None
     print(
         f"wrote {args.rows} lines to {args.out}: "

@@ -28,6 +28,10 @@ def record_path(out: Path) -> Path:
     return out.parent / f".{out.name}.amazon_sft_synth.json"
 
 
+MAX_RECORD_BYTES = 1 << 16
+"""A record is a few hundred bytes; more is not one synth wrote (and is never read whole)."""
+
+
 def check_synth_target(out: Path, overwrite: bool) -> None:
     """One line when ``out`` is there and may not be replaced: without ``--overwrite``, or
     with it for a file synth's record does not prove (a link is never synth's: it writes
@@ -50,12 +54,17 @@ def _unproved(out: Path) -> str | None:
     """Why synth's record does not prove ``out`` its own, or None when it does."""
     if out.is_symlink():
         return "a link"
+    record_file = record_path(out)
+    if not record_file.exists() and not record_file.is_symlink():
+        return f"no record {record_file.name} beside it"
+    if record_file.is_symlink() or not record_file.is_file():  # a pipe hung, /dev/zero filled
+        return f"its record {record_file.name} is not a regular file"
     try:
-        record = json.loads(record_path(out).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return f"no record {record_path(out).name} beside it"
+        with open(record_file, "rb") as fh:
+            text = fh.read(MAX_RECORD_BYTES + 1)
+        record = json.loads(text) if len(text) <= MAX_RECORD_BYTES else None
     except (OSError, ValueError):
-        return f"its record {record_path(out).name} is unreadable"
+        return f"its record {record_file.name} is unreadable"
     if not isinstance(record, dict) or record.get("file") != out.name:
         return f"its record {record_path(out).name} names another file"
     if record.get("sha256") != sha256_file(out):
@@ -63,9 +72,17 @@ def _unproved(out: Path) -> str | None:
     return None
 
 
+def forget_synth_output(out: Path) -> None:
+    """Remove the record of the file about to be replaced, before it is: a stop between the
+    replacement and the new record leaves a file synth will not replace, never a record of
+    the file before it (which would call the new file edited)."""
+    record = record_path(out)
+    if record.is_symlink() or record.is_file():
+        record.unlink()
+
+
 def record_synth_output(out: Path, rows: int, seed: int, version: int) -> None:
-    """Write the record that proves ``out`` synth's (after the file is in place: a kill
-    between the two leaves a file synth will not replace, never a record of another file)."""
+    """Write the record that proves ``out`` synth's, once the file is in place."""
     record = {
         "file": out.name,
         "sha256": sha256_file(out),

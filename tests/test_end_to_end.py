@@ -139,6 +139,13 @@ def test_a_title_beside_a_uid_must_name_that_product(tmp_path):
             {"question": "ulysses", "uid": "u-1", "title": "HMS &quot;Ulysses&quot;", "kind": "p"},
             {"question": "mog", "uid": "B0007", "title": "mog's kittens!", "kind": "p"},
             {"question": "mog gone", "absent": "B0007", "title": "Mog's Kittens", "kind": "p"},
+            {
+                "question": "gone",
+                "uid": "absent",
+                "absent": "B0007",
+                "title": "<i>Mog's</i> Kittens",
+                "kind": "p",
+            },
             {"question": "none", "uid": "absent", "title": None, "kind": "absent"},
         ],
     )
@@ -154,9 +161,9 @@ def test_a_title_beside_a_uid_must_name_that_product(tmp_path):
     )
     questions = QP.resolve_titles(cat, QF.read_questions(slip))
     with pytest.raises(UserError) as err:
-        QP.read_products(cat, questions)
+        QP.read_products(cat, questions, path=slip)
     said = str(err.value)
-    assert "line 2" in said and "B0007" in said and "Mog's Kittens" in said
+    assert f"{slip} line 2" in said and "B0007" in said and "Mog's Kittens" in said
     assert "HMS" in said and "\n" not in said
     for line, needle in (
         ({"question": "q", "uid": "absent", "title": "Mog's Kittens", "kind": "a"}, "absent"),

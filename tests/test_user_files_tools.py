@@ -43,12 +43,22 @@ def test_synth_replaces_only_a_file_it_wrote_and_only_with_overwrite(tmp_path, c
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours), "--overwrite")
     _one_line(code, err, "synth", str(ours), "changed since")
     assert ours.read_bytes() == edited
+    piped = tmp_path / "piped.json"  # a record that is a pipe hung the check; none is read
+    piped.write_text("mine\n")
+    os.mkfifo(tmp_path / ".piped.json.amazon_sft_synth.json")
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(piped), "--overwrite")
+    _one_line(code, err, "synth", str(piped), "not a regular file")
+    (tmp_path / ".fresh.json.amazon_sft_synth.json").mkdir()  # the record cannot be written
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path / "fresh.json"))
+    _one_line(code, err, "synth", "but not its record", "run synth again")
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", f"{tmp_path / 'new'}/")
     _one_line(code, err, "synth", "folder")  # it wrote a file named new (an outside review)
     assert not (tmp_path / "new").exists()
-    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == [
-        ".gen.json.amazon_sft_synth.json"
-    ]  # synth's record; no staging left
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == [
+        ".fresh.json.amazon_sft_synth.json",
+        ".gen.json.amazon_sft_synth.json",
+        ".piped.json.amazon_sft_synth.json",
+    ]  # synth's records and the test's own; no staging left
 
 
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):

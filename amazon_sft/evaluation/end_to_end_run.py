@@ -145,7 +145,7 @@ def _questions(args, data_dir: Path):
             )
     questions = QP.resolve_titles(data_dir / "catalogue.jsonl", questions, args.questions)
     products, removals = QP.read_products(
-        data_dir / "catalogue.jsonl", questions, taught=_taught_at_all(data_dir)
+        data_dir / "catalogue.jsonl", questions, _taught_at_all(data_dir), args.questions
     )
     kept, skipped = QP.keep_answerable(questions, products)
     about = [q for q in questions if q.uid or q.removed]  # the rest ask about no product

@@ -195,7 +195,7 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
     uid, absent, title, named = row.get("uid"), row.get("absent", False), None, row.get("title")
     if named is not None and not isinstance(named, str):
         raise UserError(f"{where}: 'title' must be the product's title text, got {short(named)}")
-    if uid == ABSENT and named:
+    if uid == ABSENT and named and not isinstance(absent, str):
         raise UserError(
             f"{where}: 'uid' {ABSENT!r} and 'title' {short(named)} disagree: an absent question "
             'names no product (give "absent": UID to take a catalogue product out)'

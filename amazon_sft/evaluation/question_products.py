@@ -6,13 +6,15 @@ takes out (``WithoutRows``). The file itself: ``question_file``; scoring: ``end_
 
 from __future__ import annotations
 
-import html
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from amazon_sft.answering.index import Source
+from amazon_sft.config import CleanConfig
 from amazon_sft.data.catalogue_row import CatalogueRow, CorruptRow, catalogue_row
+from amazon_sft.data.cleaning import clean_text
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError, reading
 from amazon_sft.evaluation.question_file import ShopperQuestion, refuse_repeats, short
@@ -87,14 +89,17 @@ def _by_catalogue_title(catalogue: Path, questions: list, titled: list) -> list[
 
 
 def read_products(
-    catalogue: Path, questions: list[ShopperQuestion], taught: Callable[[str], bool] | None = None
+    catalogue: Path,
+    questions: list[ShopperQuestion],
+    taught: Callable[[str], bool] | None = None,
+    path: Path | str = "--questions",
 ) -> tuple[dict[str, Product], dict[str, frozenset[int]]]:
     """(uid -> product for every uid the questions name, removed uid -> the catalogue rows to
     take out of retrieval: the product and its twins). Two streaming passes over
     ``catalogue.jsonl`` (the second only when a question removes a product), keeping only the
     products asked about: memory grows with the questions, not the catalogue. ``taught``: does
     prepare teach this training product at all (``prepare.taught_ways``); one it does not is
-    ``untaught``, not seen."""
+    ``untaught``, not seen. ``path``: the question file, named in a refusal."""
     named = {q.uid for q in questions if q.uid} | {q.removed for q in questions if q.removed}
     products: dict[str, Product] = {}
     rows: dict[str, int] = {}
@@ -108,7 +113,7 @@ def read_products(
             products[uid] = Product(uid, rec["content"], group)
             rows[uid] = i
             keys[uid] = (normalise_title(rec["title"]), rec["content"], rec["title"])
-    _refuse_titles_beside_other_uids(catalogue, questions, keys)
+    _refuse_titles_beside_other_uids(path, catalogue, questions, keys)
     removed = {q.removed for q in questions if q.removed and q.removed in products}
     twins: dict[str, set[int]] = {uid: {rows[uid]} for uid in removed}
     if removed:
@@ -127,18 +132,24 @@ def read_products(
 
 
 def _refuse_titles_beside_other_uids(
-    catalogue: Path, questions: list[ShopperQuestion], keys: dict[str, tuple[str, str, str]]
+    path: Path | str,
+    catalogue: Path,
+    questions: list[ShopperQuestion],
+    keys: dict[str, tuple[str, str, str]],
 ) -> None:
     """A line whose ``title`` is not the title of its ``uid`` (or ``absent`` uid) in the
-    catalogue, as the tool shows it or as the raw row wrote it (``&quot;``)."""
+    catalogue, as the tool shows it or as the raw row wrote it (cleaned as prepare cleans a
+    title: ``&quot;``, tags)."""
     for q in questions:
         uid = q.uid or q.removed
         if not q.title_beside_uid or uid not in keys:
             continue  # a uid the catalogue lacks is skipped and counted (keep_answerable)
         given = q.title_beside_uid
-        if keys[uid][0] not in (normalise_title(given), normalise_title(html.unescape(given))):
+        cleaned = clean_text(given, CleanConfig(), Counter(), "title")
+        if keys[uid][0] not in (normalise_title(given), normalise_title(cleaned)):
+            field = "uid" if q.uid else "absent"
             raise UserError(
-                f"--questions line {q.line}: 'uid' {short(uid)} is {short(keys[uid][2])} in "
+                f"{path} line {q.line}: {field!r} {short(uid)} is {short(keys[uid][2])} in "
                 f"{catalogue}, but 'title' says {short(given)}: give the uid or the title of "
                 "the product asked about, not both of two"
             )

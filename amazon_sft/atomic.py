@@ -21,8 +21,12 @@ import logging
 import os
 import re
 import shutil
+import signal
 import socket
 import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,31 @@ def staging_name(
     for one set aside); another ``machine`` or ``pid`` than this process's names theirs."""
     machine, pid = machine or _machine(), os.getpid() if pid is None else pid
     return out_dir.parent / f".{out_dir.name}.{STAGING_TAG}-{kind}-{machine}-{pid}"
+
+
+STOPS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+@contextmanager
+def stops_held() -> Iterator[None]:
+    """Hold Ctrl-C, SIGTERM and SIGHUP for the few renames that make a set of files whole; one
+    that came meanwhile is raised again once they are done, to the handler there was (a stop
+    between eval's moves left new answers without their report.json, and said nothing partial
+    was left). Handlers, not the thread's signal mask: a process signal goes to any thread
+    that does not block it (torch's), and Python runs its handler on the main thread anyway.
+    Off the main thread (where no handler can be set) it holds nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    came: list[int] = []
+    previous = {stop: signal.signal(stop, lambda signum, _: came.append(signum)) for stop in STOPS}
+    try:
+        yield
+    finally:
+        for stop, handler in previous.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
+        if came:
+            signal.raise_signal(came[0])
 
 
 def write_text_whole(path: Path, text: str | bytes) -> None:

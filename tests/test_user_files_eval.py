@@ -270,3 +270,44 @@ def test_a_stopped_eval_says_so_in_one_line_and_leaves_no_report(prepared, tmp_p
     assert proc.returncode == 143, err[-2000:]
     assert "amazon-sft eval: stopped by SIGTERM" in err and "Traceback" not in err, err
     assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(("report", "."))]
+
+
+def test_a_stop_while_the_report_moves_in_lands_after_it_whole(tmp_path, monkeypatch):
+    """eval stops on SIGTERM as on Ctrl-C and says nothing partial was left; a stop between
+    the report's moves left a folder of new answers without its report.json (a review). The
+    stop is held for the moves, then delivered: the report is whole, then eval stops."""
+    import os
+    import signal
+
+    from amazon_sft.evaluation import report
+
+    out = tmp_path / "eval"
+    moved = []
+    real_replace = os.replace
+
+    def replace_then_stopped(src, dst):  # os.replace everywhere: the marker's writes too
+        real_replace(src, dst)
+        if Path(dst).name in ("answers.jsonl", "report.md", "report.json"):
+            moved.append(Path(dst).name)
+            if len(moved) == 1:
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report.os, "replace", replace_then_stopped)
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            report.write_staged(
+                out,
+                {
+                    "answers.jsonl": lambda p: p.write_text("{}\n"),
+                    "report.md": lambda p: p.write_text("# r\n"),
+                    "report.json": lambda p: p.write_text("{}"),
+                },
+            )
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert moved == ["answers.jsonl", "report.md", "report.json"]
+    assert (out / "report.json").read_text() == "{}"

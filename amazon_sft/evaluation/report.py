@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import orjson
 
-from amazon_sft.atomic import remove_stale, staging_name
+from amazon_sft.atomic import remove_stale, staging_name, stops_held
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.eval_ownership import EVAL_OUTPUTS, claim_eval_dir, record_eval_files
 from amazon_sft.evaluation import metrics as M
@@ -112,11 +112,12 @@ def write_staged(out_dir: Path, writers: dict) -> None:
         record_eval_files(out_dir, {n: [*{old.get(n), new.get(n)} - {None}] for n in {*old, *new}})
         # The old report goes first, report.json (what scripts read) comes in last: a kill
         # between two moves leaves no report.json, never an old one beside new answers.
-        for name in ["report.json", *EVAL_OUTPUTS]:  # the folder is eval's (claimed above)
-            (out_dir / name).unlink(missing_ok=True)
-        for name in sorted(writers, key=lambda name: name == "report.json"):
-            os.replace(staging / name, out_dir / name)
-        record_eval_files(out_dir, {name: [digest] for name, digest in new.items()})
+        with stops_held():  # a stop meanwhile comes once the report is whole
+            for name in ["report.json", *EVAL_OUTPUTS]:  # the folder is eval's (claimed above)
+                (out_dir / name).unlink(missing_ok=True)
+            for name in sorted(writers, key=lambda name: name == "report.json"):
+                os.replace(staging / name, out_dir / name)
+            record_eval_files(out_dir, {name: [digest] for name, digest in new.items()})
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

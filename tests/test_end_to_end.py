@@ -68,18 +68,23 @@ def test_real_row_questions_name_their_product_by_the_rows_title(tmp_path):
     assert q.uid == derived_uid(title) and not q.absent
 
 
-def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_path):
-    """``"title"`` was hashed as given, and prepare derived the row's uid from the raw title:
-    the title as ask shows it (``HMS "Ulysses"``, cleaned of ``&quot;``) and any title of a
-    catalogue with its own uids were skipped as "not in this catalogue" (an outside review).
-    A title whose derived uid the catalogue lacks is found by the catalogue's own title."""
-    cat = _write(
+def _ulysses_and_mog(tmp_path: Path) -> Path:
+    """A prepared catalogue of two rows: a title with quotes (seen) and one held out."""
+    return _write(
         tmp_path / "catalogue.jsonl",
         [
             {"uid": "u-1", "title": 'HMS "Ulysses"', "content": "A war novel.", "split": "train"},
             {"uid": "B0007", "title": "Mog's Kittens", "content": "A cat.", "split": "heldout"},
         ],
     )
+
+
+def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_path):
+    """``"title"`` was hashed as given, and prepare derived the row's uid from the raw title:
+    the title as ask shows it (``HMS "Ulysses"``, cleaned of ``&quot;``) and any title of a
+    catalogue with its own uids were skipped as "not in this catalogue" (an outside review).
+    A title whose derived uid the catalogue lacks is found by the catalogue's own title."""
+    cat = _ulysses_and_mog(tmp_path)
     path = _write(
         tmp_path / "q.jsonl",
         [
@@ -126,13 +131,7 @@ def test_a_title_beside_a_uid_must_name_that_product(tmp_path):
     against the wrong product, silently. A title that agrees (as the tool shows it, or as the
     raw row wrote it, ``&quot;`` and all) is taken; one that names another product is refused,
     naming the line and both titles; a title beside ``"uid": "absent"`` names no product."""
-    cat = _write(
-        tmp_path / "catalogue.jsonl",
-        [
-            {"uid": "u-1", "title": 'HMS "Ulysses"', "content": "A war novel.", "split": "train"},
-            {"uid": "B0007", "title": "Mog's Kittens", "content": "A cat.", "split": "heldout"},
-        ],
-    )
+    cat = _ulysses_and_mog(tmp_path)
     agree = _write(
         tmp_path / "agree.jsonl",
         [

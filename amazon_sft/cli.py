@@ -8,6 +8,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.config_keys import KeysHelpParser, prepare_reads
@@ -182,14 +183,39 @@ output; a model's weights for export; eval's report), which Python's default dea
 left behind, and say so in one line (eval ended with none)."""
 
 
-class _Stopped(KeyboardInterrupt):
+class Stopped(KeyboardInterrupt):
+    """A STOPPABLE command's SIGTERM or SIGHUP, raised where the main thread is."""
+
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
 
 
 def _stop(signum, frame) -> None:
-    raise _Stopped(signum)
+    raise Stopped(signum)
+
+
+def _send_dropped_stops_again(unraisable, previous=sys.unraisablehook) -> None:
+    """A stop raised while Python ran a callback whose exceptions it drops (a weakref's, such
+    as importlib's module locks on every import; a ``__del__``) was printed as "Exception
+    ignored" and lost: the command ran on to its end. The signal is sent again shortly, from a
+    timer thread, so that its handler runs back on the main thread's own code."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        previous(unraisable)
+        return
+    signum = getattr(unraisable.exc_value, "signum", signal.SIGINT)
+    again = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
+    again.daemon = True
+    again.start()
+
+
+def stop_on_signals() -> None:
+    """SIGTERM and SIGHUP raise ``Stopped`` (nohup's ignored hang-up stays ignored), and no
+    stop, Ctrl-C's included, is lost in a callback whose exceptions Python drops."""
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, _stop)
+    sys.unraisablehook = _send_dropped_stops_again
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -223,12 +249,10 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         command, run = args.command, lambda: args.run(args)
     if command in STOPPABLE:
-        for stop in (signal.SIGTERM, signal.SIGHUP):
-            if signal.getsignal(stop) is not signal.SIG_IGN:  # nohup's ignored hang-up stays so
-                signal.signal(stop, _stop)
+        stop_on_signals()
     try:
         return run()
-    except _Stopped as err:
+    except Stopped as err:
         name = signal.Signals(err.signum).name
         print(f"amazon-sft {command}: stopped by {name}; nothing partial was left", file=sys.stderr)
         return 128 + err.signum

@@ -272,6 +272,31 @@ def test_a_stopped_eval_says_so_in_one_line_and_leaves_no_report(prepared, tmp_p
     assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(("report", "."))]
 
 
+def test_a_stop_that_lands_in_a_callback_python_drops_still_stops(tmp_path):
+    """A SIGTERM that came while Python ran a weakref callback (importlib's module locks, on
+    each import) was printed as "Exception ignored" and lost: eval answered on, wrote its report
+    and ended 0 (CI). A dropped stop is sent again, outside the callback, and stops."""
+    script = (
+        "import os, signal, sys, time, weakref\n"
+        "from amazon_sft import cli\n"
+        "cli.stop_on_signals()\n"
+        "class Thing: pass\n"
+        "def callback(_):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    sum(range(10**6))  # the handler runs here, inside the callback\n"
+        "thing = Thing(); ref = weakref.ref(thing, callback)\n"
+        "try:\n"
+        "    del thing\n"
+        "    time.sleep(10)\n"
+        "    print('ran on')\n"
+        "except cli.Stopped as stop:\n"
+        "    sys.exit(128 + stop.signum)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 143 and "ran on" not in done.stdout, done.stderr
+    assert "Exception ignored" not in done.stderr, done.stderr
+
+
 def test_a_stop_while_the_report_moves_in_lands_after_it_whole(tmp_path, monkeypatch):
     """eval stops on SIGTERM as on Ctrl-C and says nothing partial was left; a stop between
     the report's moves left a folder of new answers without its report.json (a review). The

@@ -103,8 +103,8 @@ def _run_synth(args) -> int:
     from amazon_sft.outputs import landing, refuse_under_a_file
     from amazon_sft.synth_ownership import (
         check_synth_target,
-        forget_synth_output,
         record_path,
+        record_set_aside,
         record_synth_output,
     )
 
@@ -119,8 +119,8 @@ def _run_synth(args) -> int:
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
     check_synth_target(out, args.overwrite)
     try:
-        forget_synth_output(out)
-        made = write_catalogue(out, args.rows, args.seed, args.version)
+        with record_set_aside(out):
+            made = write_catalogue(out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"

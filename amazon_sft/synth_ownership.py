@@ -11,10 +11,13 @@ prove it wrote).
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from amazon_sft import __version__
-from amazon_sft.atomic import write_text_whole
+from amazon_sft.atomic import staging_name, write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 
@@ -72,13 +75,36 @@ def _unproved(out: Path) -> str | None:
     return None
 
 
-def forget_synth_output(out: Path) -> None:
-    """Remove the record of the file about to be replaced, before it is: a stop between the
+@contextmanager
+def record_set_aside(out: Path) -> Iterator[None]:
+    """Set the record of the file about to be replaced aside while it is: a stop between the
     replacement and the new record leaves a file synth will not replace, never a record of
-    the file before it (which would call the new file edited)."""
+    the file before it (which would call the new file edited). When the replacement fails (a
+    full disk, a Ctrl-C while writing), the old file is still there and its record goes back
+    (dropped for good, it made every later ``--overwrite`` refuse synth's own file: a review).
+    A rename both ways: no space is needed on a full disk."""
     record = record_path(out)
-    if record.is_symlink() or record.is_file():
-        record.unlink()
+    aside = staging_name(record, kind="old")
+    if not (record.is_symlink() or record.is_file()):
+        yield
+        return
+    os.replace(record, aside)
+    try:
+        yield
+    except BaseException:
+        if not _replaced(out, aside):
+            os.replace(aside, record)
+        raise
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+def _replaced(out: Path, aside: Path) -> bool:
+    """Whether ``out`` is no longer the file the record set aside proves."""
+    try:
+        return json.loads(aside.read_text()).get("sha256") != sha256_file(out)
+    except (OSError, ValueError, AttributeError):
+        return True
 
 
 def record_synth_output(out: Path, rows: int, seed: int, version: int) -> None:

@@ -61,6 +61,45 @@ def test_synth_replaces_only_a_file_it_wrote_and_only_with_overwrite(tmp_path, c
     ]  # synth's records and the test's own; no staging left
 
 
+@pytest.mark.parametrize("failure", ["full disk", "stop"])
+def test_synth_that_fails_to_replace_its_file_keeps_the_files_record(
+    failure, tmp_path, capsys, monkeypatch
+):
+    """synth dropped its record before writing the new file: a full disk (or a Ctrl-C) while
+    writing left the old file in place without its record, and every later ``--overwrite``
+    refused the file synth itself had written (a review). The record is set aside while the
+    file is replaced and put back when the file was not."""
+    import errno
+    import signal
+
+    from amazon_sft.cli import Stopped
+    from amazon_sft.data import synthetic
+
+    ours = tmp_path / "gen.json"
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours))
+    first = ours.read_bytes()
+    real = synthetic.write_catalogue
+
+    def fails(path, *args):
+        real(path.with_name("elsewhere.json"), *args)  # some of the work done
+        if failure == "stop":
+            raise Stopped(signal.SIGTERM)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "write_catalogue", fails)
+    code, err = _run_cli(capsys, "synth", "--rows", "6", "--out", str(ours), "--overwrite")
+    if failure == "stop":
+        assert code == 143 and "stopped by SIGTERM" in err, err
+    else:
+        _one_line(code, err, "synth", str(ours), "No space left")
+    assert ours.read_bytes() == first
+    monkeypatch.setattr(synthetic, "write_catalogue", real)
+    code, _ = _run_cli(capsys, "synth", "--rows", "6", "--out", str(ours), "--overwrite")
+    assert code == 0 and ours.read_bytes() != first  # still synth's own file, replaced
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".gen.json.amazon_sft_synth.json"]  # no record set aside left behind
+
+
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):
     """A hostile user's trial: ``synth --out PIPE --overwrite`` replaced the pipe with a plain
     file and said "wrote 5 lines to PIPE" (a reader got nothing; run as root, ``--out /dev/null``

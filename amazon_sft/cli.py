@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import logging
 import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.config_keys import KeysHelpParser, prepare_reads
@@ -195,11 +198,11 @@ def _stop(signum, frame) -> None:
     raise Stopped(signum)
 
 
-def _send_dropped_stops_again(unraisable, previous=sys.unraisablehook) -> None:
+def _send_dropped_stops_again(unraisable, previous) -> None:
     """A stop raised while Python ran a callback whose exceptions it drops (a weakref's, such
     as importlib's module locks on every import; a ``__del__``) was printed as "Exception
-    ignored" and lost: the command ran on to its end. The signal is sent again shortly, from a
-    timer thread, so that its handler runs back on the main thread's own code."""
+    ignored" and lost: the command ran on to its end (CI). The signal is sent again shortly,
+    from a timer thread, so that its handler runs back on the main thread's own code."""
     if not isinstance(unraisable.exc_value, KeyboardInterrupt):
         previous(unraisable)
         return
@@ -209,13 +212,24 @@ def _send_dropped_stops_again(unraisable, previous=sys.unraisablehook) -> None:
     again.start()
 
 
-def stop_on_signals() -> None:
+@contextmanager
+def stops_raised() -> Iterator[None]:
     """SIGTERM and SIGHUP raise ``Stopped`` (nohup's ignored hang-up stays ignored), and no
-    stop, Ctrl-C's included, is lost in a callback whose exceptions Python drops."""
-    for stop in (signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(stop) is not signal.SIG_IGN:
-            signal.signal(stop, _stop)
-    sys.unraisablehook = _send_dropped_stops_again
+    stop, Ctrl-C's included, is lost in a callback whose exceptions Python drops; the handlers
+    and hook there were are back afterwards (a caller in the same process keeps its own)."""
+    handlers = {
+        stop: signal.signal(stop, _stop)
+        for stop in (signal.SIGTERM, signal.SIGHUP)
+        if signal.getsignal(stop) is not signal.SIG_IGN
+    }
+    hook = sys.unraisablehook
+    sys.unraisablehook = functools.partial(_send_dropped_stops_again, previous=hook)
+    try:
+        yield
+    finally:
+        sys.unraisablehook = hook
+        for stop, handler in handlers.items():
+            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -248,10 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         if extra:
             args.overrides = [*args.overrides, *extra]
         command, run = args.command, lambda: args.run(args)
-    if command in STOPPABLE:
-        stop_on_signals()
     try:
-        return run()
+        with stops_raised() if command in STOPPABLE else nullcontext():
+            return run()
     except Stopped as err:
         name = signal.Signals(err.signum).name
         print(f"amazon-sft {command}: stopped by {name}; nothing partial was left", file=sys.stderr)

@@ -225,8 +225,8 @@ def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
                 f"restored {out_dir} from {path.name} (a run was killed while replacing it)"
             )
             continue
-        if path.is_symlink():  # rmtree refuses a link (and must not follow it)
-            path.unlink()
+        if path.is_symlink() or path.is_file():  # rmtree refuses a link (and must not follow
+            path.unlink()  # it) or a file (synth's staging is one)
         else:
             shutil.rmtree(path, ignore_errors=True)
         done.append(f"removed {path.name}, left by a killed run")

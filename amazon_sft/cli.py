@@ -101,13 +101,13 @@ def _add_synth(sub) -> None:
 
 
 def _run_synth(args) -> int:
+    from amazon_sft.atomic import remove_stale
     from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing, refuse_under_a_file
     from amazon_sft.synth_ownership import (
         check_synth_target,
         record_path,
-        record_set_aside,
         record_synth_output,
     )
 
@@ -122,8 +122,8 @@ def _run_synth(args) -> int:
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
     check_synth_target(out, args.overwrite)
     try:
-        with record_set_aside(out):
-            made = write_catalogue(out, args.rows, args.seed, args.version)
+        remove_stale(out)  # a killed synth's cut file beside it
+        made = write_catalogue(out, args.rows, args.seed, args.version)
     except OSError as err:
         raise UserError(
             f"cannot write {args.out} ({err.strerror}): choose a writable path"

@@ -11,13 +11,10 @@ prove it wrote).
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from amazon_sft import __version__
-from amazon_sft.atomic import staging_name, write_text_whole
+from amazon_sft.atomic import write_text_whole
 from amazon_sft.data.shards import sha256_file
 from amazon_sft.errors import UserError
 
@@ -71,44 +68,16 @@ def _unproved(out: Path) -> str | None:
     if not isinstance(record, dict) or record.get("file") != out.name:
         return f"its record {record_path(out).name} names another file"
     if record.get("sha256") != sha256_file(out):
-        return "changed since synth wrote it"
+        return "changed since synth wrote it, or a synth stopped before recording it"
     return None
 
 
-@contextmanager
-def record_set_aside(out: Path) -> Iterator[None]:
-    """Set the record of the file about to be replaced aside while it is: a stop between the
-    replacement and the new record leaves a file synth will not replace, never a record of
-    the file before it (which would call the new file edited). When the replacement fails (a
-    full disk, a Ctrl-C while writing), the old file is still there and its record goes back
-    (dropped for good, it made every later ``--overwrite`` refuse synth's own file: a review).
-    A rename both ways: no space is needed on a full disk."""
-    record = record_path(out)
-    aside = staging_name(record, kind="old")
-    if not (record.is_symlink() or record.is_file()):
-        yield
-        return
-    os.replace(record, aside)
-    try:
-        yield
-    except BaseException:
-        if not _replaced(out, aside):
-            os.replace(aside, record)
-        raise
-    finally:
-        aside.unlink(missing_ok=True)
-
-
-def _replaced(out: Path, aside: Path) -> bool:
-    """Whether ``out`` is no longer the file the record set aside proves."""
-    try:
-        return json.loads(aside.read_text()).get("sha256") != sha256_file(out)
-    except (OSError, ValueError, AttributeError):
-        return True
-
-
 def record_synth_output(out: Path, rows: int, seed: int, version: int) -> None:
-    """Write the record that proves ``out`` synth's, once the file is in place."""
+    """Write the record that proves ``out`` synth's, once the file is in place. The old file's
+    record stays until then: a full disk or a kill while the new file is written leaves the
+    old file with its record (set aside or dropped first, it was refused by every later
+    ``--overwrite``: reviews); only a stop in the instant between the two leaves a file whose
+    digest is not its record's, refused."""
     record = {
         "file": out.name,
         "sha256": sha256_file(out),

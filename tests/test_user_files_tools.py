@@ -100,6 +100,30 @@ def test_synth_that_fails_to_replace_its_file_keeps_the_files_record(
     assert hidden == [".gen.json.amazon_sft_synth.json"]  # no record set aside left behind
 
 
+def test_synth_killed_while_replacing_its_file_leaves_it_replaceable(tmp_path, capsys):
+    """A SIGKILL (the OOM killer) while ``synth --overwrite`` wrote left its file without its
+    record, refused by every later ``--overwrite``, and the cut staging file beside it for good
+    (a hostile user's trial). The record stays until the new file is in; the next synth removes
+    what a killed one left."""
+    import signal
+    import time
+
+    ours = tmp_path / "gen.json"
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours))
+    cmd = [sys.executable, "-m", "amazon_sft.cli", "synth", "--rows", "2000000"]
+    proc = subprocess.Popen([*cmd, "--out", str(ours), "--overwrite"], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while not list(tmp_path.glob(".gen.json.amazon-sft-tmp-*")):
+        assert proc.poll() is None and time.time() < deadline, proc.stderr.read()
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    code, err = _run_cli(capsys, "synth", "--rows", "6", "--out", str(ours), "--overwrite")
+    assert code == 0, err
+    hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
+    assert hidden == [".gen.json.amazon_sft_synth.json"]
+
+
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):
     """A hostile user's trial: ``synth --out PIPE --overwrite`` replaced the pipe with a plain
     file and said "wrote 5 lines to PIPE" (a reader got nothing; run as root, ``--out /dev/null``

@@ -11,7 +11,8 @@ import signal
 import sys
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager, nullcontext, suppress
+from typing import NoReturn
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.config_keys import KeysHelpParser, prepare_reads
@@ -157,9 +158,10 @@ def _add_train(sub) -> None:
     )
 
 
-QUIET_LIBRARIES = ("absl", "bm25s")
+QUIET_LIBRARIES = ("absl", "bm25s", "torch")
 """Libraries whose INFO/DEBUG logging is held back (rouge-score's absl says "Using default
-tokenizer" once per scored answer; bm25s logs each index build)."""
+tokenizer" once per scored answer; bm25s logs each index build; torch its FakeTensor cache's
+statistics at exit, after a stop's one line: a hostile user's trial)."""
 
 
 def _quiet_libraries(record: logging.LogRecord) -> bool:
@@ -232,6 +234,17 @@ def stops_raised() -> Iterator[None]:
             signal.signal(stop, signal.SIG_DFL if handler is None else handler)
 
 
+def _run_module(command: str, argv: list[str]) -> int:
+    """demo's or eval's own ``main``, imported here (inside the caller's stop handling)."""
+    if command == "demo":
+        from amazon_sft.demo import main as demo_main
+
+        return demo_main(argv)
+    from amazon_sft.evaluation.main import main as eval_main
+
+    return eval_main(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     for handler in logging.getLogger().handlers:  # bm25s sets its own level on import
@@ -244,14 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         from amazon_sft.train import main as train_main
 
         command, run = "train", lambda: train_main(argv[1:])
-    elif argv[:1] == ["demo"]:
-        from amazon_sft.demo import main as demo_main
-
-        command, run = "demo", lambda: demo_main(argv[1:])
-    elif argv[:1] == ["eval"]:
-        from amazon_sft.evaluation.main import main as eval_main
-
-        command, run = "eval", lambda: eval_main(argv[1:])
+    elif argv[:1] in (["demo"], ["eval"]):
+        # imported inside ``run``: a stop while torch loads (two seconds) is handled as later
+        command, run = argv[0], lambda: _run_module(argv[0], argv[1:])
     else:
         parser = build_parser()
         # dotted overrides may come after options (argparse stops filling positionals there)
@@ -290,5 +298,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def entry(argv: list[str] | None = None) -> NoReturn:
+    """The ``amazon-sft`` program: ``main``, then its exit, which a stop no longer changes. A
+    stop in the half second between a command's last line and the end of the process (torch's
+    teardown) killed it with a stop's status, its output already whole: a scheduler or a script
+    read a finished command as failed (a hostile user's trial). Such a stop now ends the
+    process at once with the command's own status."""
+    code = main(argv)
+
+    def finished(signum, frame) -> None:
+        for stream in (sys.stdout, sys.stderr):
+            with suppress(OSError, ValueError):  # a closed pipe: the status still stands
+                stream.flush()
+        os._exit(code)
+
+    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        if signal.getsignal(stop) is not signal.SIG_IGN:
+            signal.signal(stop, finished)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

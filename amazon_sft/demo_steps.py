@@ -12,7 +12,7 @@ import time
 from amazon_sft.child_process import die_with_parent
 from amazon_sft.errors import UserError
 
-CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import main; sys.exit(main(sys.argv[1:]))"
+CLI = "import sys; sys.path.remove('') if '' in sys.path else None; from amazon_sft.cli import entry; entry(sys.argv[1:])"
 """The steps' interpreter code: the CLI of the installed package, as the ``amazon-sft`` command
 runs it. ``python -m`` (and ``-c``) put the current folder first on ``sys.path``, so an
 ``amazon_sft`` folder there (the parent of a clone) was imported instead; ``-P``, which stops

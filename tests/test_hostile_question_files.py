@@ -70,6 +70,11 @@ def test_a_question_line_that_never_ends_is_refused_without_reading_it_whole(tmp
         # a JSON array was "not a JSON object", with no way to make lines of it
         ('[{"question": "a", "uid": "1", "kind": "title"}]', "jq -c '.[]'"),
         ('[\n{"question": "a", "uid": "1", "kind": "title"}\n]', "jq -c '.[]'"),
+        # a lone surrogate escape was read, then failed the report's write after every answer
+        ('{"question": "tell me \\ud800 about it", "uid": "1", "kind": "t"}', "\\ud800"),
+        # valid JSON too deep for Python's reader was "not valid JSON"
+        ('{"question": "a", "uid": "1", "note": ' + "[" * 10**5 + "]" * 10**5 + "}", "nested"),
+        ("42", '{"question": ..., "uid": ...}'),  # the hint is JSON, not a Python dict
     ],
 )
 def test_a_question_line_is_refused_saying_what_is_wrong_with_it(text, needle, tmp_path):
@@ -221,3 +226,19 @@ def test_chat_takes_a_line_of_exactly_its_cap(monkeypatch):
     assert read_question("") == "a" * MAX_LINE_CHARS + "\n"
     with pytest.raises(UserError, match="over 128,000 characters"):
         read_question("")
+
+
+@pytest.mark.unit
+def test_absent_true_beside_a_uid_takes_that_product_out_as_the_format_says(tmp_path):
+    """A hostile user's trial read ``{"uid": X, "absent": true}`` as silently reread: it is the
+    documented form of ``"absent": X`` (as beside a title), never a question about nothing."""
+    from amazon_sft.evaluation.question_file import read_questions
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"question": "a red kayak", "uid": "18063", "absent": true, "kind": "absent"}\n'
+        '{"question": "a blue kayak", "absent": true, "kind": "absent"}\n'
+    )
+    taken, invented = read_questions(path)
+    assert (taken.uid, taken.removed) == (None, "18063")
+    assert (invented.uid, invented.removed) == (None, None)

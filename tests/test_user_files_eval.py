@@ -297,6 +297,30 @@ def test_a_stop_that_lands_in_a_callback_python_drops_still_stops(tmp_path):
     assert "Exception ignored" not in done.stderr, done.stderr
 
 
+def test_a_stop_while_eval_loads_its_code_says_so_in_one_line(tmp_path):
+    """eval's modules (torch, transformers: two seconds) were imported before its stop handlers
+    were set: a SIGTERM then ended it with no line, a Ctrl-C with a traceback through torch's
+    import (a hostile user's trial). The stop now comes while they load."""
+    script = (
+        "import builtins, os, signal, sys\n"
+        "from amazon_sft import cli\n"
+        "real = builtins.__import__\n"
+        "def importing(name, *args, **kwargs):\n"
+        "    if name == 'amazon_sft.evaluation.main':\n"
+        "        os.kill(os.getpid(), getattr(signal, sys.argv[1]))\n"
+        "    return real(name, *args, **kwargs)\n"
+        "builtins.__import__ = importing\n"
+        "sys.exit(cli.main(['eval', '--help']))\n"
+    )
+    for stop, said, code in (
+        ("SIGTERM", "stopped by SIGTERM", 143),
+        ("SIGINT", "interrupted", 130),
+    ):
+        done = subprocess.run([sys.executable, "-c", script, stop], capture_output=True, text=True)
+        assert done.returncode == code and said in done.stderr, (done.returncode, done.stderr)
+        assert "Traceback" not in done.stderr and len(done.stderr.splitlines()) == 1, done.stderr
+
+
 def test_a_stop_while_the_report_moves_in_lands_after_it_whole(tmp_path, monkeypatch):
     """eval stops on SIGTERM as on Ctrl-C and says nothing partial was left; a stop between
     the report's moves left a folder of new answers without its report.json (a review). The

@@ -124,6 +124,29 @@ def test_synth_killed_while_replacing_its_file_leaves_it_replaceable(tmp_path, c
     assert hidden == [".gen.json.amazon_sft_synth.json"]
 
 
+@pytest.mark.parametrize("stop", ["SIGTERM", "SIGINT"])
+def test_a_stop_after_the_command_said_it_finished_keeps_its_exit_status(stop, tmp_path):
+    """A stop in the half second after a command's last line, its output whole (torch's
+    teardown; here a slow exit hook), killed the process with a stop's status: a script read
+    a finished prepare as failed (a hostile user's trial). It ends at once, with status 0."""
+    import signal
+
+    out = tmp_path / "gen.json"
+    script = (
+        "import atexit, sys, time\n"
+        "from amazon_sft import cli\n"
+        "atexit.register(time.sleep, 30)  # a slow teardown\n"
+        f"cli.entry(['synth', '--rows', '5', '--out', {str(out)!r}])\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stdout.readline().startswith("wrote 5 lines")
+    proc.send_signal(getattr(signal, stop))
+    assert proc.wait(timeout=20) == 0, proc.stderr.read()
+    assert out.is_file() and "Traceback" not in proc.stderr.read()
+
+
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):
     """A hostile user's trial: ``synth --out PIPE --overwrite`` replaced the pipe with a plain
     file and said "wrote 5 lines to PIPE" (a reader got nothing; run as root, ``--out /dev/null``

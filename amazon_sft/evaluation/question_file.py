@@ -8,9 +8,9 @@ The question file is JSON lines (``read_questions``)::
     {"question": "do you sell a red kayak?", "uid": "absent", "kind": "absent"}
     {"question": "tell me about Mog's Kittens", "absent": "0001", "kind": "absent"}
 
-``"uid": "absent"`` (or ``"absent": true``) asks about a product that does not exist;
-``"absent": UID`` asks about a product that does exist, taken out of retrieval for that question
-together with its twins (same normalised title or same description), so the right answer is
+``"uid": "absent"`` (or ``"absent": true`` alone) asks about a product that does not exist;
+``"absent": UID`` (or ``"absent": true`` beside its ``uid`` or ``title``) asks about a product
+that does exist, taken out of retrieval for that question together with its twins (same normalised title or same description), so the right answer is
 the abstention. ``source`` (``real``: the AmazonTitles rows; ``generated``: the generated
 catalogue) only groups the report; a row without one is ``unlabelled``. ``"title"`` names a
 real row that has no uid (prepare derives one); beside a uid it must be that product's title
@@ -156,10 +156,22 @@ def _json_line(line: bytes, where: str) -> dict:
             ) from None
         try:
             row = json.loads(text)
-        except (ValueError, RecursionError):
+        except RecursionError:
+            raise UserError(
+                f"{where}: nested deeper than Python reads; write one flat JSON object a line"
+            ) from None
+        except ValueError:
             raise UserError(f"{where}: not valid JSON; write one JSON object a line") from None
+        try:  # orjson refuses a lone surrogate escape that Python's reader takes
+            json.dumps(row, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as err:
+            bad = f"\\u{ord(err.object[err.start]):04x}"
+            raise UserError(
+                f"{where}: holds {bad}, half of a character (an unpaired surrogate escape): "
+                "write the character itself, or its pair of escapes"
+            ) from None
     if not isinstance(row, dict):
-        raise UserError(f"{where}: not a JSON object; write {{'question': ..., 'uid': ...}}")
+        raise UserError(f'{where}: not a JSON object; write {{"question": ..., "uid": ...}}')
     if (twice := first_key_twice(line)) is not None:
         raise UserError(f"{where}: gives {twice!r} twice (the last would count): give it once")
     return row

@@ -117,7 +117,8 @@ def _run_synth(args) -> int:
     out = landing(args.out)
     refuse_inside_another_output(out, "--out")
     if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
-        raise UserError(f"--out {out} is a folder: name the file to write, e.g. {out}/trn.json.gz")
+        what = "is a folder" if out.is_dir() else f"ends with {os.sep}, a folder's name"
+        raise UserError(f"--out {out} {what}: name the file to write, e.g. {out}/trn.json.gz")
     refuse_under_a_file(out, "--out")
     if out.exists() and not out.is_file():  # a pipe or a device was replaced by a plain file
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
@@ -126,9 +127,8 @@ def _run_synth(args) -> int:
         remove_stale(out)  # a killed synth's cut file beside it
         made = write_catalogue(out, args.rows, args.seed, args.version)
     except OSError as err:
-        raise UserError(
-            f"cannot write {args.out} ({err.strerror}): choose a writable path"
-        ) from None
+        fix = "free space on its disk" if err.errno == errno.ENOSPC else "choose a writable path"
+        raise UserError(f"cannot write {args.out} ({err.strerror}): {fix}") from None
     try:
         record_synth_output(out, args.rows, args.seed, args.version)
     except OSError as err:

@@ -106,6 +106,21 @@ def test_a_question_naming_its_product_by_the_title_the_tool_shows_finds_it(tmp_
     assert [q.line for q in skipped] == [3]
 
 
+def test_an_absent_question_naming_a_product_is_refused_naming_the_file(tmp_path):
+    """An absent question whose text is a product's whole title is refused (an answer citing
+    that product was scored wrong); the error named no file, where every other question-file
+    error does (a hostile user's trial)."""
+    from amazon_sft.errors import UserError
+
+    cat = _ulysses_and_mog(tmp_path)
+    path = _write(
+        tmp_path / "q.jsonl", [{"question": "Mog's Kittens", "uid": "absent", "kind": "x"}]
+    )
+    with pytest.raises(UserError) as err:
+        QP.refuse_absent_naming_a_product(cat, QF.read_questions(path), path)
+    assert str(err.value).startswith(f"{path} line 1: ") and '"absent": "B0007"' in str(err.value)
+
+
 def test_a_product_named_once_by_uid_and_once_by_title_is_one_question(tmp_path):
     """A review: the repeat check keyed on the uid or title as written, so the same question
     about the same product, named by ``uid`` on one line and by ``title`` on another, counted

@@ -147,6 +147,26 @@ def test_a_stop_after_the_command_said_it_finished_keeps_its_exit_status(stop, t
     assert out.is_file() and "Traceback" not in proc.stderr.read()
 
 
+def test_synth_says_what_a_trailing_slash_and_a_full_disk_need(tmp_path, capsys, monkeypatch):
+    """``--out new/`` (no such folder) was called "a folder", and a full disk asked for "a
+    writable path" (a hostile user's trial)."""
+    import errno
+
+    from amazon_sft.data import synthetic
+
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", f"{tmp_path / 'new'}/")
+    _one_line(code, err, "synth", "ends with /", "name the file to write")
+    assert "is a folder" not in err
+
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(synthetic, "write_catalogue", full)
+    code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path / "f.json"))
+    _one_line(code, err, "synth", "No space left", "free space")
+    assert "writable" not in err
+
+
 def test_synth_never_replaces_a_pipe_or_a_device_and_names_a_file_in_the_way(tmp_path, capsys):
     """A hostile user's trial: ``synth --out PIPE --overwrite`` replaced the pipe with a plain
     file and said "wrote 5 lines to PIPE" (a reader got nothing; run as root, ``--out /dev/null``

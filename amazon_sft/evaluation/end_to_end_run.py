@@ -154,7 +154,7 @@ def _questions(args, data_dir: Path):
             f"--questions {args.questions}: none of its products is in {data_dir}/catalogue.jsonl "
             "(questions about another catalogue? pick them with --question-source)"
         )
-    QP.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept)
+    QP.refuse_absent_naming_a_product(data_dir / "catalogue.jsonl", kept, args.questions)
     left_out = {"other_source": len(every) - len(questions)} if args.question_source else {}
     return kept, products, removals, {"not_in_catalogue": [q.line for q in skipped], **left_out}
 

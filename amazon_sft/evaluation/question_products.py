@@ -33,7 +33,9 @@ class Product:
     """held-out, seen or untaught (``CATALOGUE_SPLITS``)."""
 
 
-def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuestion]) -> None:
+def refuse_absent_naming_a_product(
+    catalogue: Path, questions: list[ShopperQuestion], path: Path | str = "--questions"
+) -> None:
     """An absent question (``"uid": "absent"``, nothing taken out of retrieval) whose text is a
     catalogue product's whole title: that product is there, and an answer citing it was scored
     wrong (a review). One streaming pass, when any such question is asked."""
@@ -44,7 +46,7 @@ def refuse_absent_naming_a_product(catalogue: Path, questions: list[ShopperQuest
         q = invented.get(normalise_title(str(rec.get("title", ""))))
         if q is not None:
             raise UserError(
-                f"question line {q.line}, absent: {q.text!r} is the title of product "
+                f"{path} line {q.line}: absent, but {q.text!r} is the title of product "
                 f'{rec.get("uid")} in {catalogue}; give "absent": "{rec.get("uid")}" to take '
                 "it out of retrieval, or ask about a product the catalogue lacks"
             )

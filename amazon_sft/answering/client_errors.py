@@ -49,12 +49,20 @@ def wrong_content_type(content_type: str) -> str | None:
     'request body was sent as Content-Type: text/plain, not '
     >>> wrong_content_type("")[:56]
     'request body was sent without a Content-Type, not as app'
+    >>> wrong_content_type(";;;")[:61]  # was "without a Content-Type" (a hostile user's trial)
+    "request body was sent as Content-Type: ';;;', no media type, "
     """
     media = content_type.split(";")[0].strip().lower()
     if media == "application/json" or (
         media.startswith("application/") and media.endswith("+json")
     ):
         return None
+    if not media and content_type.strip():
+        shown = repr(content_type.strip()[:80].encode("ascii", "replace").decode())
+        return (
+            f"request body was sent as Content-Type: {shown}, no media type, not "
+            f"application/json: {HOW_TO_ASK}"
+        )
     if not media:
         return (
             f"request body was sent without a Content-Type, not as application/json: {HOW_TO_ASK}"

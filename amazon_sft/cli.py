@@ -235,14 +235,18 @@ def stops_raised() -> Iterator[None]:
 
 
 def _run_module(command: str, argv: list[str]) -> int:
-    """demo's or eval's own ``main``, imported here (inside the caller's stop handling)."""
-    if command == "demo":
-        from amazon_sft.demo import main as demo_main
+    """demo's or eval's own ``main``, imported here, inside the caller's stop handling, with
+    stops held until the import is done: a Ctrl-C raised in Python code that torch's C++ called
+    while it loaded aborted the process ("terminate called after throwing", a hostile user's
+    trial)."""
+    from amazon_sft.atomic import stops_held
 
-        return demo_main(argv)
-    from amazon_sft.evaluation.main import main as eval_main
-
-    return eval_main(argv)
+    with stops_held():
+        if command == "demo":
+            from amazon_sft.demo import main as run
+        else:
+            from amazon_sft.evaluation.main import main as run
+    return run(argv)
 
 
 def main(argv: list[str] | None = None) -> int:

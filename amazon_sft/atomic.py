@@ -226,7 +226,10 @@ def remove_stale(out_dir: Path, any_machine: bool = False) -> list[str]:
             )
             continue
         if path.is_symlink() or path.is_file():  # rmtree refuses a link (and must not follow
-            path.unlink()  # it) or a file (synth's staging is one)
+            try:  # it) or a file (synth's staging is one)
+                path.unlink()
+            except OSError:  # another user's in a shared folder: theirs to remove
+                continue
         else:
             shutil.rmtree(path, ignore_errors=True)
         done.append(f"removed {path.name}, left by a killed run")

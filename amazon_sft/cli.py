@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import argparse
 import errno
-import functools
 import logging
 import os
 import signal
 import sys
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext, suppress
+from contextlib import nullcontext
 from typing import NoReturn
 
 from amazon_sft.answering.commands import add_commands
 from amazon_sft.config_keys import KeysHelpParser, prepare_reads
 from amazon_sft.errors import KNOWN_FAILURES, OneLineParser, UserError, known_failure
+from amazon_sft.process_stops import Stopped, exit_as_finished, stops_raised
 
 
 def _add_prepare(sub) -> None:
@@ -103,39 +101,28 @@ def _add_synth(sub) -> None:
 
 def _run_synth(args) -> int:
     from amazon_sft.atomic import remove_stale
-    from amazon_sft.data.synthetic import write_catalogue
     from amazon_sft.output_places import refuse_inside_another_output
     from amazon_sft.outputs import landing, refuse_under_a_file
-    from amazon_sft.synth_ownership import (
-        check_synth_target,
-        record_path,
-        record_synth_output,
-    )
+    from amazon_sft.synth_ownership import check_synth_target, write_synth_output
 
     if args.rows < 1:
         raise UserError(f"--rows must be >= 1, got {args.rows}")
     out = landing(args.out)
+    # first: a killed synth's cut file goes, a killed prepare's folder comes back to be named
+    remove_stale(out)
     refuse_inside_another_output(out, "--out")
     if out.is_dir() or str(args.out).endswith(os.sep):  # "new/" wrote a file named new
         what = "is a folder" if out.is_dir() else f"ends with {os.sep}, a folder's name"
-        raise UserError(f"--out {out} {what}: name the file to write, e.g. {out}/trn.json.gz")
+        raise UserError(f"--out {args.out} {what}: name the file to write, e.g. {out}/trn.json.gz")
     refuse_under_a_file(out, "--out")
     if out.exists() and not out.is_file():  # a pipe or a device was replaced by a plain file
         raise UserError(f"--out {out} is not a regular file (a pipe or a device): name a file")
-    check_synth_target(out, args.overwrite)
+    old = check_synth_target(out, args.overwrite)
     try:
-        remove_stale(out)  # a killed synth's cut file beside it
-        made = write_catalogue(out, args.rows, args.seed, args.version)
+        made = write_synth_output(out, old, args.rows, args.seed, args.version)
     except OSError as err:
         fix = "free space on its disk" if err.errno == errno.ENOSPC else "choose a writable path"
         raise UserError(f"cannot write {args.out} ({err.strerror}): {fix}") from None
-    try:
-        record_synth_output(out, args.rows, args.seed, args.version)
-    except OSError as err:
-        raise UserError(
-            f"wrote {args.out} but not its record {record_path(out).name} ({err.strerror}): "
-            "a later --overwrite will refuse it; free the path and run synth again"
-        ) from None
     print(
         f"wrote {args.rows} lines to {args.out}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(made.items()))
@@ -186,52 +173,6 @@ STOPPABLE = ("prepare", "export", "index", "synth", "eval")
 as a Ctrl-C does: their ``finally`` removes the hidden staging folder (a whole copy of the
 output; a model's weights for export; eval's report), which Python's default death by the signal
 left behind, and say so in one line (eval ended with none)."""
-
-
-class Stopped(KeyboardInterrupt):
-    """A STOPPABLE command's SIGTERM or SIGHUP, raised where the main thread is."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-def _stop(signum, frame) -> None:
-    raise Stopped(signum)
-
-
-def _send_dropped_stops_again(unraisable, previous) -> None:
-    """A stop raised while Python ran a callback whose exceptions it drops (a weakref's, such
-    as importlib's module locks on every import; a ``__del__``) was printed as "Exception
-    ignored" and lost: the command ran on to its end (CI). The signal is sent again shortly,
-    from a timer thread, so that its handler runs back on the main thread's own code."""
-    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
-        previous(unraisable)
-        return
-    signum = getattr(unraisable.exc_value, "signum", signal.SIGINT)
-    again = threading.Timer(0.01, signal.pthread_kill, (threading.main_thread().ident, signum))
-    again.daemon = True
-    again.start()
-
-
-@contextmanager
-def stops_raised() -> Iterator[None]:
-    """SIGTERM and SIGHUP raise ``Stopped`` (nohup's ignored hang-up stays ignored), and no
-    stop, Ctrl-C's included, is lost in a callback whose exceptions Python drops; the handlers
-    and hook there were are back afterwards (a caller in the same process keeps its own)."""
-    handlers = {
-        stop: signal.signal(stop, _stop)
-        for stop in (signal.SIGTERM, signal.SIGHUP)
-        if signal.getsignal(stop) is not signal.SIG_IGN
-    }
-    hook = sys.unraisablehook
-    sys.unraisablehook = functools.partial(_send_dropped_stops_again, previous=hook)
-    try:
-        yield
-    finally:
-        sys.unraisablehook = hook
-        for stop, handler in handlers.items():
-            signal.signal(stop, signal.SIG_DFL if handler is None else handler)
 
 
 def _run_module(command: str, argv: list[str]) -> int:
@@ -303,23 +244,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry(argv: list[str] | None = None) -> NoReturn:
-    """The ``amazon-sft`` program: ``main``, then its exit, which a stop no longer changes. A
-    stop in the half second between a command's last line and the end of the process (torch's
-    teardown) killed it with a stop's status, its output already whole: a scheduler or a script
-    read a finished command as failed (a hostile user's trial). Such a stop now ends the
-    process at once with the command's own status."""
-    code = main(argv)
-
-    def finished(signum, frame) -> None:
-        for stream in (sys.stdout, sys.stderr):
-            with suppress(OSError, ValueError):  # a closed pipe: the status still stands
-                stream.flush()
-        os._exit(code)
-
-    for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        if signal.getsignal(stop) is not signal.SIG_IGN:
-            signal.signal(stop, finished)
-    sys.exit(code)
+    """The ``amazon-sft`` program: ``main``, then an exit whose status no stop changes."""
+    exit_as_finished(main(argv))
 
 
 if __name__ == "__main__":

@@ -278,18 +278,18 @@ def test_a_stop_that_lands_in_a_callback_python_drops_still_stops(tmp_path):
     and ended 0 (CI). A dropped stop is sent again, outside the callback, and stops."""
     script = (
         "import os, signal, sys, time, weakref\n"
-        "from amazon_sft import cli\n"
+        "from amazon_sft import process_stops as stops\n"
         "class Thing: pass\n"
         "def callback(_):\n"
         "    os.kill(os.getpid(), signal.SIGTERM)\n"
         "    sum(range(10**6))  # the handler runs here, inside the callback\n"
         "thing = Thing(); ref = weakref.ref(thing, callback)\n"
         "try:\n"
-        "    with cli.stops_raised():\n"
+        "    with stops.stops_raised():\n"
         "        del thing\n"
         "        time.sleep(10)\n"
         "        print('ran on')\n"
-        "except cli.Stopped as stop:\n"
+        "except stops.Stopped as stop:\n"
         "    sys.exit(128 + stop.signum)\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)

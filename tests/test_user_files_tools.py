@@ -50,7 +50,8 @@ def test_synth_replaces_only_a_file_it_wrote_and_only_with_overwrite(tmp_path, c
     _one_line(code, err, "synth", str(piped), "not a regular file")
     (tmp_path / ".fresh.json.amazon_sft_synth.json").mkdir()  # the record cannot be written
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", str(tmp_path / "fresh.json"))
-    _one_line(code, err, "synth", "but not its record", "run synth again")
+    _one_line(code, err, "synth", "cannot write synth's record", "remove what is at that path")
+    assert not (tmp_path / "fresh.json").exists()  # nothing written that no record proves
     code, err = _run_cli(capsys, "synth", "--rows", "5", "--out", f"{tmp_path / 'new'}/")
     _one_line(code, err, "synth", "folder")  # it wrote a file named new (an outside review)
     assert not (tmp_path / "new").exists()
@@ -67,20 +68,20 @@ def test_synth_that_fails_to_replace_its_file_keeps_the_files_record(
 ):
     """synth dropped its record before writing the new file: a full disk (or a Ctrl-C) while
     writing left the old file in place without its record, and every later ``--overwrite``
-    refused the file synth itself had written (a review). The record is set aside while the
-    file is replaced and put back when the file was not."""
+    refused the file synth itself had written (a review). The record stays in place until the
+    new file is in."""
     import errno
     import signal
 
-    from amazon_sft.cli import Stopped
     from amazon_sft.data import synthetic
+    from amazon_sft.process_stops import Stopped
 
     ours = tmp_path / "gen.json"
     code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours))
     first = ours.read_bytes()
     real = synthetic.write_catalogue
 
-    def fails(path, *args):
+    def fails(path, *args, **kwargs):
         real(path.with_name("elsewhere.json"), *args)  # some of the work done
         if failure == "stop":
             raise Stopped(signal.SIGTERM)
@@ -98,6 +99,35 @@ def test_synth_that_fails_to_replace_its_file_keeps_the_files_record(
     assert code == 0 and ours.read_bytes() != first  # still synth's own file, replaced
     hidden = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("."))
     assert hidden == [".gen.json.amazon_sft_synth.json"]  # no record set aside left behind
+
+
+def test_synth_stopped_as_its_new_file_takes_the_old_ones_place_can_replace_it(
+    tmp_path, capsys, monkeypatch
+):
+    """The record was written after the new file took the old one's place, hashing it first
+    (seconds for a large file): a stop or a kill then left synth's own file refused by every
+    later ``--overwrite`` (a review). The record proves both files across the swap."""
+    import signal
+
+    from amazon_sft import synth_ownership
+    from amazon_sft.process_stops import Stopped
+
+    ours = tmp_path / "gen.json"
+    code, _ = _run_cli(capsys, "synth", "--rows", "5", "--out", str(ours))
+    first, real, calls = ours.read_bytes(), synth_ownership.record_synth_output, []
+
+    def stopped_after_the_swap(*args):
+        calls.append(args)
+        if len(calls) == 2:  # the file swapped in, its record not yet narrowed to it
+            raise Stopped(signal.SIGTERM)
+        real(*args)
+
+    monkeypatch.setattr(synth_ownership, "record_synth_output", stopped_after_the_swap)
+    code, err = _run_cli(capsys, "synth", "--rows", "6", "--out", str(ours), "--overwrite")
+    assert code == 143 and ours.read_bytes() != first, err
+    monkeypatch.setattr(synth_ownership, "record_synth_output", real)
+    code, err = _run_cli(capsys, "synth", "--rows", "7", "--out", str(ours), "--overwrite")
+    assert code == 0, err
 
 
 def test_synth_killed_while_replacing_its_file_leaves_it_replaceable(tmp_path, capsys):
@@ -135,16 +165,24 @@ def test_a_stop_after_the_command_said_it_finished_keeps_its_exit_status(stop, t
     script = (
         "import atexit, sys, time\n"
         "from amazon_sft import cli\n"
-        "atexit.register(time.sleep, 30)  # a slow teardown\n"
+        "def slow_teardown():\n"
+        "    print('tearing down', flush=True)\n"
+        "    time.sleep(30)\n"
+        "atexit.register(slow_teardown)\n"
         f"cli.entry(['synth', '--rows', '5', '--out', {str(out)!r}])\n"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert proc.stdout.readline().startswith("wrote 5 lines")
-    proc.send_signal(getattr(signal, stop))
-    assert proc.wait(timeout=20) == 0, proc.stderr.read()
-    assert out.is_file() and "Traceback" not in proc.stderr.read()
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        assert lines[0].startswith("wrote 5 lines") and lines[1] == "tearing down\n", lines
+        proc.send_signal(getattr(signal, stop))
+        assert proc.wait(timeout=20) == 0, proc.stderr.read()
+        assert out.is_file() and "Traceback" not in proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def test_synth_says_what_a_trailing_slash_and_a_full_disk_need(tmp_path, capsys, monkeypatch):
@@ -158,7 +196,7 @@ def test_synth_says_what_a_trailing_slash_and_a_full_disk_need(tmp_path, capsys,
     _one_line(code, err, "synth", "ends with /", "name the file to write")
     assert "is a folder" not in err
 
-    def full(*args):
+    def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(synthetic, "write_catalogue", full)

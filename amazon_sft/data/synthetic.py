@@ -13,7 +13,7 @@ import itertools
 import os
 import random
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import orjson
@@ -303,8 +303,16 @@ def iter_rows(n_rows: int, seed: int, version: int, made: Counter) -> Iterator[b
         yield orjson.dumps(row)
 
 
-def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int = 1) -> Counter:
-    """Write a generated catalogue to ``path`` (``.gz`` compresses); returns the quirk counts."""
+def write_catalogue(
+    path: str | Path,
+    n_rows: int,
+    seed: int = 0,
+    version: int = 1,
+    before_swap: Callable[[Path], None] | None = None,
+) -> Counter:
+    """Write a generated catalogue to ``path`` (``.gz`` compresses); returns the quirk counts.
+    ``before_swap`` is given the whole file written beside ``path`` before it takes its place
+    (synth records its digest there)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     made: Counter = Counter()
@@ -324,6 +332,8 @@ def write_catalogue(path: str | Path, n_rows: int, seed: int = 0, version: int =
         else:
             with open(staging, "wb") as fh:
                 _write_lines(fh, lines)
+        if before_swap is not None:
+            before_swap(staging)
         os.replace(staging, path)
     finally:
         staging.unlink(missing_ok=True)

@@ -23,7 +23,9 @@ SAVE_STAGING = re.compile(r"step-\d{8,}\.tmp")
 """The staging folder a save writes (``checkpoint_dir``'s name + ``.tmp``); any other name is
 not ours to remove (a user's ``step-00000003-before-lr-change.tmp`` backup)."""
 SAVE_MARK = ".amazon-sft-save"
-"""Written first into a save's staging folder, removed before its checksums are written."""
+"""Written first into a save's staging folder (its checksums leave it out), removed last, just
+before the folder takes its step's name (removed before the checksums, a kill after them left a
+whole staging folder taken for a user's: an ML engineer's trial)."""
 
 
 def killed_save(path: Path) -> bool:
@@ -66,5 +68,6 @@ def start_staging(path: Path) -> None:
 
 
 def end_staging(path: Path) -> None:
-    """The mark removed: the folder is whole, its checksums come next."""
+    """The mark removed: the folder is whole, checksums and ``COMPLETE`` in, and it takes its
+    step's name next."""
     (path / SAVE_MARK).unlink()

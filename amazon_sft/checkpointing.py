@@ -28,7 +28,13 @@ from amazon_sft.checkpoint_checksums import (
     verify_checkpoint,
     write_checksums,
 )
-from amazon_sft.checkpoint_staging import SAVE_STAGING, clear_staging, end_staging, start_staging
+from amazon_sft.checkpoint_staging import (
+    SAVE_MARK,
+    SAVE_STAGING,
+    clear_staging,
+    end_staging,
+    start_staging,
+)
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.run_files import read_run_summary
@@ -168,13 +174,13 @@ def save_checkpoint(
         accelerator.save_state(str(tmp), **save_kwargs)
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        end_staging(tmp)
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
-        write_checksums(tmp)
+        write_checksums(tmp, skip=(SAVE_MARK,))
         (tmp / COMPLETE).write_text(f"step {step}\n")
         _set_aside_unless_saved(final)
         _carry_files_not_ours(final, tmp)
+        end_staging(tmp)  # last: a kill before it leaves a killed save's folder, removed
         swap_into_place(tmp, final)
         drop_old_checkpoints(out_dir, keep_last)
     accelerator.wait_for_everyone()

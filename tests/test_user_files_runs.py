@@ -189,6 +189,30 @@ def test_a_checkpoint_saved_again_keeps_the_files_a_user_put_in_it(tmp_path):
     assert [p.name for p in (out / "checkpoints").iterdir()] == [kept.name]
 
 
+def test_a_save_killed_after_its_checksums_is_still_known_as_a_killed_save(tmp_path, monkeypatch):
+    """The save's mark was removed before its state, checksums and ``COMPLETE`` were written:
+    a SIGKILL then left a whole checkpoint's staging folder that the next start set aside as
+    the user's, for good (~100 GB at 7B; an ML engineer's trial). The mark goes just before
+    the folder takes its step's name."""
+    import torch
+    from accelerate import Accelerator
+
+    from amazon_sft import checkpointing
+    from amazon_sft.checkpoint_staging import killed_save
+    from amazon_sft.checkpointing import TrainerState, save_checkpoint
+
+    def killed(old, new):  # the last step before the swap
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checkpointing, "_carry_files_not_ours", killed)
+    accelerator, model = Accelerator(cpu=True), torch.nn.Linear(2, 2)
+    out = tmp_path / "run"
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(accelerator, model, out, TrainerState(step=1), 3, {"config": {}})
+    (staging,) = (out / "checkpoints").iterdir()
+    assert (staging / checkpointing.COMPLETE).is_file() and killed_save(staging)
+
+
 def test_a_start_removes_only_the_staging_folders_a_save_writes(tmp_path):
     """A hostile review: any ``checkpoints/step-*.tmp`` was removed as a killed save's, a
     user's ``step-00000003-before-lr-change.tmp`` backup with it. Only ``step-<8 digits>.tmp``

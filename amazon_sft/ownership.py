@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -69,6 +70,8 @@ FINAL_ENTRY = re.compile(
 )
 """What a save writes into ``final/``, read where its list of entries (``SAVED_LIST``) is gone
 or from before the list."""
+
+log = logging.getLogger("amazon_sft.ownership")
 
 
 CHECKPOINT_NAME = re.compile(r"step-\d{8,}")
@@ -299,22 +302,47 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
 
 
 @contextmanager
-def run_dir_given_back(out_dir: Path, made_here: bool) -> Iterator[None]:
-    """A refusal before the first step (a mistyped model.path, resume=step-9) takes the run
-    folder this launch made (``made_here``) with it, when it holds nothing but the marker and
-    empty folders: a typo leaves nothing to clean. (The lock file beside it stays:
-    ``output_lock``.)"""
+def run_dir_given_back(out_dir: Path, made_here: bool, moved: str | None = None) -> Iterator[None]:
+    """A refusal before the first step (a mistyped model.path, resume=step-9) leaves the run
+    folder as it was: the folder this launch made (``made_here``) goes, when it holds nothing
+    but the marker and empty folders (a typo leaves nothing to clean), and a previous run
+    ``overwrite=true`` moved aside (``moved``) comes back (it stayed in ``previous/``, and the
+    next ``resume=auto`` started over at step 0: an ML engineer's trial). (The lock file beside
+    it stays: ``output_lock``.)"""
     try:
         yield
     except UserError:
-        if made_here and out_dir.is_dir():
-            left = [p for p in out_dir.rglob("*") if not p.is_dir() and p.name != RUN_MARKER]
-            if not left:
+        if out_dir.is_dir() and not _written_since(out_dir):
+            if moved is not None:
+                _move_back(out_dir, Path(moved))
+            elif made_here:
                 (out_dir / RUN_MARKER).unlink(missing_ok=True)
                 for folder in sorted(out_dir.rglob("*"), reverse=True):  # deepest first
                     folder.rmdir()
                 out_dir.rmdir()
         raise
+
+
+def _written_since(out_dir: Path) -> bool:
+    """Whether the run wrote any file into ``out_dir`` (its marker, ``previous/`` aside)."""
+    previous = out_dir / PREVIOUS_RUNS
+    return any(
+        not p.is_dir() and p.name != RUN_MARKER and previous not in p.parents
+        for p in out_dir.rglob("*")
+    )
+
+
+def _move_back(out_dir: Path, aside: Path) -> None:
+    """The previous run from ``aside`` back into ``out_dir``, in place of this run's marker."""
+    (out_dir / RUN_MARKER).unlink(missing_ok=True)
+    for entry in sorted(aside.iterdir()):
+        with contextlib.suppress(OSError):  # an empty folder this run made: taken over
+            (out_dir / entry.name).rmdir()
+        entry.rename(out_dir / entry.name)
+    for folder in (aside, aside.parent):
+        with contextlib.suppress(OSError):  # an earlier previous/ stays
+            folder.rmdir()
+    log.info("the run was refused before its first step: the previous run is back in %s", out_dir)
 
 
 DEMO_MARKER = ".amazon_sft_demo.json"

@@ -123,8 +123,8 @@ def train_on_data(
     rows, held = hold_back(cfg, shards)  # train.validation_rows, before any folder is made
     cfg = resolve_schedule(steps_from_epochs(cfg, len(rows)))
     made_here = accelerator.is_main_process and not out_dir.exists()
-    lock = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run moved aside
-    with run_dir_given_back(out_dir, made_here):  # refused before the first step: no folder
+    lock, moved = claim_out_dir(cfg, accelerator, out_dir)  # one writer; a previous run aside
+    with run_dir_given_back(out_dir, made_here, moved):  # refused before the first step: as was
         check_shared_folder(accelerator, out_dir, "out_dir")  # node-local scratch: refused
         base = frozen_base_of(cfg)  # a LoRA run's base files (its checkpoints hold the adapter)
         planned = plan_resume(cfg, accelerator, shards.manifest.identity, out_dir, base)
@@ -297,11 +297,14 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
     return tok, shards
 
 
-def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | None:
+def claim_out_dir(
+    cfg: RunConfig, accelerator, out_dir: Path
+) -> tuple[OutputLock | None, str | None]:
     """The main process locks ``out_dir`` for the whole run, checks again under the lock, moves a
     previous run aside (``overwrite``) and marks the folder as a run's; every rank learns whether
-    that worked, so none waits at a barrier for a rank that gave up."""
-    lock, error = None, None
+    that worked, so none waits at a barrier for a rank that gave up. The lock (main process)
+    and where the previous run went, if it was moved."""
+    lock, error, moved = None, None, None
     if accelerator.is_main_process:
         try:
             with disk_full(out_dir, "train could not claim its folder", "nothing was written"):
@@ -324,7 +327,7 @@ def claim_out_dir(cfg: RunConfig, accelerator, out_dir: Path) -> OutputLock | No
             if lock is not None:
                 lock.release()
     raise_if_any_rank(accelerator, error)
-    return lock
+    return lock, moved
 
 
 def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:

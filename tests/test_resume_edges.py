@@ -498,3 +498,20 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
         kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
         assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
     assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6, 7]
+
+
+def test_overwrite_refused_before_its_first_step_leaves_the_previous_run_in_place(
+    two_steps, prepared, tiny_model_dir, tmp_path
+):
+    """``overwrite=true`` moved the previous run into ``previous/`` before the model loaded: a
+    setting refused at the load (a mistyped model.path, a kernel this machine lacks) left the
+    run there, and the next ``resume=auto`` started over at step 0 (an ML engineer's trial).
+    A run refused before its first step puts the previous run back."""
+    out = _copy(two_steps, tmp_path / "run")
+    before = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
+    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    refused = _cli(*base, "overwrite=true", "train.attention=flash_attention_2")
+    assert refused.returncode == 2, refused.stderr[-2000:]
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == before
+    again = _cli(*base, "train.max_steps=3", "resume=auto")
+    assert again.returncode == 0 and "at step 2" in again.stderr, again.stderr[-2000:]

@@ -54,3 +54,23 @@ def apply_step(accelerator, model, optimizer, scheduler, finite: bool) -> bool:
         scheduler.step()
     optimizer.zero_grad(set_to_none=True)
     return stepped
+
+
+def what_to_check(bad_in_row: int, step: int) -> str:
+    """The remedy a run stopped by non-finite steps is given. When every step since the run's
+    first was non-finite, the weights it starts from or its data hold NaN or inf more likely
+    than its learning rate is too high (a base with one NaN weight was told "lower train.lr":
+    an ML engineer's trial).
+
+    >>> what_to_check(3, 3)[:41]
+    'every step since the first was non-finite'
+    >>> what_to_check(2, 40)
+    'lower train.lr or check the data'
+    """
+    if bad_in_row < step:
+        return "lower train.lr or check the data"
+    return (
+        "every step since the first was non-finite: the weights it starts from (model.path) or "
+        "the data may hold NaN or inf, which no learning rate mends; check them (lower train.lr "
+        "if they are sound)"
+    )

@@ -38,7 +38,7 @@ from amazon_sft.distributed import (
 from amazon_sft.errors import UserError
 from amazon_sft.loss import micro_loss_scale
 from amazon_sft.metrics import FlopCounter
-from amazon_sft.nonfinite import apply_step, poisoned_loss
+from amazon_sft.nonfinite import apply_step, poisoned_loss, what_to_check
 from amazon_sft.resume_config import run_record
 from amazon_sft.run_files import RunSummary
 from amazon_sft.saving import logged_loss
@@ -186,7 +186,8 @@ class Trainer:
         if state.bad_in_row and not stopped_by:
             raise UserError(
                 f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "
-                "did not end on a usable model and no final model was saved; lower train.lr"
+                "did not end on a usable model and no final model was saved; "
+                + what_to_check(state.bad_in_row, state.step)
             )
         return RunSummary(
             steps=state.step,
@@ -250,7 +251,8 @@ class Trainer:
         if state.bad_in_row >= self.cfg.train.max_bad_steps:
             raise UserError(
                 f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
-                f"gradient norm (last at step {state.step}); lower train.lr or check the data"
+                f"gradient norm (last at step {state.step}); "
+                + what_to_check(state.bad_in_row, state.step)
             )
 
     def save(self, state: TrainerState) -> None:

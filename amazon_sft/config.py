@@ -224,6 +224,11 @@ class RunConfig:
         check_seed(self.seed, "seed")
         if not self.out_dir.strip():  # Path("") is the current folder: training would write there
             raise UserError("out_dir is empty: name the run's folder, e.g. out_dir=runs/my-run")
+        if not self.data.path.strip():  # read as the current folder: "out_dir is inside it"
+            raise UserError(
+                "data.path is empty: give the prepared folder (prepare's --out), e.g. "
+                "data.path=data/prepared"
+            )
         if not self.resume.strip():  # read as the current folder: "no COMPLETE file"
             raise UserError("resume is empty: give none (a new run), auto, or a checkpoint folder")
 

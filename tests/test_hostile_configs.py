@@ -63,6 +63,11 @@ def test_a_run_folder_or_an_empty_path_given_for_data_says_so(
         assert "amazon-sft prepare" not in err
     code, err = _run_cli(capsys, "eval", "--data", str(tuned_run), "--model", "config:tiny")
     _assert_one_line(code, err, "eval", "training run's folder")
+    # a relative out_dir is inside the current folder, which an empty data.path was read as:
+    # "out_dir=runs/q is inside data.path=" (an ML engineer's trial)
+    args = train_overrides("", tiny_model_dir, "runs/q", "train.max_steps=1")
+    code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
+    _assert_one_line(code, err, "train", "data.path is empty")
     args = train_overrides(tuned_run, tiny_model_dir, out, "resume=")
     code, err = _run_cli(capsys, "train", "--config", "tiny", *args)
     _assert_one_line(code, err, "train", "resume is empty")

@@ -20,7 +20,7 @@ from amazon_sft.config import LoraConfig, RunConfig
 from amazon_sft.errors import READ_ERRORS, UserError, first_line
 from amazon_sft.gguf_cache import converted_folder, forget_dequantized_gguf
 from amazon_sft.model_support import check_supported
-from amazon_sft.random_arch import random_arch_config
+from amazon_sft.random_arch import random_arch_config, refuse_beyond_memory
 from amazon_sft.tokenizer import resolve_location
 
 log = logging.getLogger(__name__)
@@ -103,6 +103,8 @@ def load_model(
         if m.path == "random":
             config = random_arch_config(m.arch, vocab_size, pad_id, *bos_eos)
             check_seq_len(cfg.data.max_seq_len, limits_of(config), m.path)
+            if not deepspeed:  # ZeRO-3's init partitions the weights over the ranks
+                refuse_beyond_memory(config, torch.finfo(dtype).bits // 8)
             model = AutoModelForCausalLM.from_config(config, attn_implementation=attn, dtype=dtype)
         else:
             check_seq_len(cfg.data.max_seq_len, model_limits(m), m.path)

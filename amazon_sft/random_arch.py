@@ -100,6 +100,59 @@ def random_arch_config(
     return config
 
 
+def estimated_parameters(config) -> int:
+    """A decoder-only transformer's parameters from its shape: attention (query and output of
+    every head, key and value of the key-value heads), a gated MLP, two norms a layer, the
+    embedding and, untied, the head. Exact for Llama and Mistral:
+
+    >>> from transformers import LlamaConfig, LlamaForCausalLM
+    >>> c = LlamaConfig(hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+    ...                 num_attention_heads=4, num_key_value_heads=2, vocab_size=100)
+    >>> estimated_parameters(c) == LlamaForCausalLM(c).num_parameters()
+    True
+    """
+    hidden, layers = config.hidden_size, config.num_hidden_layers
+    heads = config.num_attention_heads
+    kv_heads = _setting(config, "num_key_value_heads") or heads
+    head_dim = _setting(config, "head_dim") or hidden // heads
+    inner = _setting(config, "intermediate_size") or 4 * hidden
+    attention = 2 * hidden * heads * head_dim + 2 * hidden * kv_heads * head_dim
+    per_layer = attention + 3 * hidden * inner + 2 * hidden
+    tied = bool(_setting(config, "tie_word_embeddings"))
+    return layers * per_layer + (1 if tied else 2) * config.vocab_size * hidden + hidden
+
+
+def _available_bytes() -> int | None:
+    """The memory this machine can give now (Linux's MemAvailable), None where unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def refuse_beyond_memory(config, bytes_per_parameter: int) -> None:
+    """One line when a random model's weights alone (built in this process's memory, whatever
+    the device; not under ZeRO-3, whose init partitions them) exceed the memory this machine
+    has free: ``hidden_size=100000000`` was a 13-frame allocation traceback,
+    ``num_hidden_layers=100000`` four minutes of building, then the kernel's OOM kill with no
+    word (an ML engineer's trial)."""
+    try:
+        needed = estimated_parameters(config) * bytes_per_parameter
+    except (AttributeError, TypeError, ZeroDivisionError):
+        return  # not a decoder this estimates: transformers builds it as it is
+    free = _available_bytes()
+    if free is not None and needed > free:
+        raise UserError(
+            f"model.arch makes a model of {needed / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB this machine has free: shrink model.arch (hidden_size, "
+            "num_hidden_layers, intermediate_size)"
+        )
+
+
 def _settings_of(model_type: str) -> set[str]:
     """The keys a ``model_type`` config knows: its defaults and its constructor's parameters."""
     from transformers import AutoConfig

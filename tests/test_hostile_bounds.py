@@ -260,6 +260,8 @@ def test_a_model_types_own_head_size_is_not_refused(tiny_tok):
         ("model.arch.hidden_act=foo", "model.arch.hidden_act='foo' is not an activation"),
         # per-layer shapes: an AmbiguousGlobalPerLayerAttributeError traceback (a review)
         ("model.arch.model_type=gemma4_text", "sets its shape per layer"),
+        # an allocation traceback of 819 GB (an ML engineer's trial): the weights alone, told
+        ("model.arch.hidden_size=100000000", "GiB this machine has free: shrink model"),
     ],
 )
 def test_a_wrong_model_arch_is_one_short_line(override, needle, tiny_tok):

@@ -28,7 +28,9 @@ Encoder = Callable[[list[str]], list[list[int]]]
 
 def resolve_location(spec: str, key: str = "") -> str:
     """Turn ``pkg:`` and ``builtin:`` locations into folders; other strings pass through, a path
-    that is no folder here refused (``key``: the setting that named it, for the message)."""
+    that is no folder here refused (``key``: the setting that named it, for the message): one
+    inside a folder here too (``models/typo``, read as the hub id of an org ``models``, was told
+    "couldn't connect to huggingface.co": an ML engineer's trial)."""
     if spec.startswith("builtin:"):
         folder = ASSETS / f"{spec.removeprefix('builtin:')}-tokenizer"
         if not folder.is_dir():
@@ -45,7 +47,8 @@ def resolve_location(spec: str, key: str = "") -> str:
             )
         return str(Path(next(iter(found.submodule_search_locations))) / sub)
     if spec != "random" and not Path(spec).exists():
-        if spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1:
+        in_a_folder_here = spec.count("/") == 1 and Path(spec).parent.is_dir()
+        if spec.startswith(("/", "./", "../", "~")) or spec.count("/") > 1 or in_a_folder_here:
             raise UserError(  # the hub would answer "Repo id must be in the form ..."
                 f"{key + ' ' if key else ''}{spec}: no such folder here (a hub id is 'name' or "
                 "'org/name'): check the path"

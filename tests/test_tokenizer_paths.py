@@ -115,6 +115,15 @@ def test_locations_resolve_or_explain(tmp_path):
         load_tokenizer(ModelConfig(path=str(tmp_path / "empty")))
 
 
+def test_a_relative_path_inside_a_folder_here_is_no_hub_id(tmp_path, monkeypatch):
+    """``model.path=models/typo`` with a ``models`` folder here was read as a hub id and told
+    "couldn't connect to huggingface.co" (an ML engineer's trial)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    with pytest.raises(UserError, match=r"^model\.path models/typo: no such folder here"):
+        resolve_location("models/typo", "model.path")
+
+
 def test_cut_is_sized_from_the_sample_and_a_sparser_text_is_still_exact(tiny_tok):
     """The cut follows the tokenizer's characters per token on the sample (tighter than the
     fixed bound for the tiny tokenizer); a later text with far more characters per token than

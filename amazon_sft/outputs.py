@@ -143,12 +143,22 @@ def is_past_file_size_limit(err: BaseException | None, folder: Path | None = Non
 
 
 def run_kept(out_dir: Path) -> str:
-    """What a training run keeps when a save fails: its newest complete checkpoint."""
+    """What a training run keeps when a save fails: its newest complete checkpoint. With none,
+    the way on: a plain re-run is refused (the folder holds this run), which the message's
+    "re-run" sent a user into (an ML engineer's trial).
+
+    >>> import tempfile
+    >>> run_kept(Path(tempfile.mkdtemp()))
+    'no checkpoint of this run was complete yet (re-run with resume=auto: it removes the cut save and starts at step 0)'
+    """
     from amazon_sft.checkpointing import complete_checkpoints
 
     done = complete_checkpoints(out_dir)
     if not done:
-        return "no checkpoint of this run was complete yet"
+        return (
+            "no checkpoint of this run was complete yet (re-run with resume=auto: it removes "
+            "the cut save and starts at step 0)"
+        )
     return f"the newest complete checkpoint, {done[-1]}, is kept (resume=auto continues from it)"
 
 

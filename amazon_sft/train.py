@@ -22,7 +22,6 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 
 import torch
 
-from amazon_sft.checkpointing import clear_killed_saves
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_keys import KeysHelpParser, every_key
 from amazon_sft.config_loader import to_dict, write_resolved
@@ -36,7 +35,6 @@ from amazon_sft.distributed import (
     check_for_world,
     check_shared_folder,
     describe_optimizer,
-    raise_if_any_rank,
     running_engine,
     seed_per_rank,
 )
@@ -48,15 +46,8 @@ from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.output_lock import DataReadLock, OutputLock
-from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import disk_full, landing, run_kept
-from amazon_sft.ownership import (
-    check_run_dir,
-    claim_run_dir,
-    refuse_moving_inputs,
-    refuse_run_in_data,
-    run_dir_given_back,
-)
+from amazon_sft.ownership import run_dir_given_back
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header, precision_name
 from amazon_sft.resuming import (
@@ -67,6 +58,7 @@ from amazon_sft.resuming import (
     resume,
 )
 from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
+from amazon_sft.run_folder import check_out_dir, claim_out_dir
 from amazon_sft.run_size import hold_back, resolve_schedule, steps_from_epochs, warmup_warning
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
@@ -150,23 +142,6 @@ def train_on_data(
         summary = trainer.train(state)
         finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
     return lock
-
-
-def check_out_dir(cfg: RunConfig, out_dir: Path) -> None:
-    """The run folder can take this run: resumable or new as asked, not inside the prepared
-    data, and not a run of other inputs."""
-    check_run_dir(cfg.out_dir, cfg.resume, cfg.overwrite)
-    refuse_run_in_data(out_dir, cfg.data.path)
-    refuse_inside_another_output(out_dir, "out_dir")
-    refuse_moving_inputs(
-        out_dir,
-        cfg.overwrite,
-        {
-            "model.path": cfg.model.path,
-            "model.tokenizer": cfg.model.tokenizer,
-            "data.templates": cfg.data.templates,
-        },
-    )
 
 
 def check_before_load(cfg: RunConfig, accelerator) -> None:
@@ -295,39 +270,6 @@ def load_data(cfg: RunConfig, prepare_with: list[str] | None = None):
             f"{cfg.data.max_seq_len}; set data.max_seq_len={shards.max_seq_len} or re-run prepare"
         )
     return tok, shards
-
-
-def claim_out_dir(
-    cfg: RunConfig, accelerator, out_dir: Path
-) -> tuple[OutputLock | None, str | None]:
-    """The main process locks ``out_dir`` for the whole run, checks again under the lock, moves a
-    previous run aside (``overwrite``) and marks the folder as a run's; every rank learns whether
-    that worked, so none waits at a barrier for a rank that gave up. The lock (main process)
-    and where the previous run went, if it was moved."""
-    lock, error, moved = None, None, None
-    if accelerator.is_main_process:
-        try:
-            with disk_full(out_dir, "train could not claim its folder", "nothing was written"):
-                lock = OutputLock(out_dir, "amazon-sft train").acquire()
-                moved = claim_run_dir(out_dir, cfg.resume, cfg.overwrite)
-            if lock.locked:  # no live process owns them (without locks: unknown, kept)
-                clear_killed_saves(out_dir)
-            if moved:
-                log.info("overwrite=true: the previous run in %s was moved to %s", out_dir, moved)
-        except (UserError, OSError) as err:
-            # a read-only or foreign folder is one line too: every rank stops, none waits
-            error = (
-                err
-                if isinstance(err, UserError)
-                else UserError(
-                    f"train could not write to out_dir {out_dir} ({err.strerror}): choose a "
-                    "writable folder"
-                )
-            )
-            if lock is not None:
-                lock.release()
-    raise_if_any_rank(accelerator, error)
-    return lock, moved
 
 
 def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:

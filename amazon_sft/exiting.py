@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import sys
 
@@ -19,5 +20,6 @@ def exit_skipping_teardown(code: int) -> None:
     Uncaught exceptions do not come here: they exit as Python would, with their traceback."""
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
-        stream.flush()
+        with contextlib.suppress(Exception):  # a reader gone (``| head``): the code stands
+            stream.flush()
     os._exit(code)

@@ -5,7 +5,6 @@ command finished leaving its exit status alone. (``train`` has its own: ``stop_s
 
 from __future__ import annotations
 
-import atexit
 import functools
 import os
 import signal
@@ -14,6 +13,8 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from typing import NoReturn
+
+from amazon_sft.exiting import exit_skipping_teardown
 
 RESEND_AFTER_S = 0.01
 """How soon a dropped stop is sent again: long enough for the callback that dropped it to end."""
@@ -90,13 +91,7 @@ def exit_as_finished(code: int) -> NoReturn:
     for stop in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         if signal.getsignal(stop) is not signal.SIG_IGN:
             signal.signal(stop, finished)
-    _flush()
-    atexit._run_exitfuncs()
-    _flush()
-    os._exit(code)
-
-
-def _flush() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        with suppress(Exception):  # a reader gone (``| head``): the status still stands
+    for stream in (sys.stdout, sys.stderr):  # before the exit handlers: a stop during them
+        with suppress(Exception):  # loses no output (a reader gone: the code stands)
             stream.flush()
+    exit_skipping_teardown(code)

@@ -2,7 +2,8 @@
 a uvicorn protocol that bounds connections.
 
 - ``BodyLimit`` counts the body bytes that really arrive (a chunked body has no Content-Length
-  to trust): 413 past the limit, 408 when the whole body takes longer than ``BODY_TIMEOUT_S``.
+  to trust): 413 past the limit (within ``DECLARED_GRACE_S`` when the Content-Length already
+  says so), 408 when the whole body takes longer than ``BODY_TIMEOUT_S``.
 - ``HostCheck``: the ``Host`` header must name this server (DNS rebinding), read the way RFC
   3986 writes hosts, so ``[::1]:8765`` is ``::1`` (Starlette's check splits at the first colon
   and never matches an IPv6 address); an allowed name given with a port matches without it.
@@ -33,6 +34,10 @@ MAX_CONNECTIONS = 256
 """Open connections at most (fewer when the process may open fewer than twice this many files)."""
 DISCARD_BYTES = 1 << 20
 """How much of an oversized body is read and dropped before the 413 (never kept in memory)."""
+DECLARED_GRACE_S = 1.0
+"""A body whose Content-Length is already past the limit is read and dropped for this long at
+most before the 413: enough for bytes in flight (so no reset loses the reply), not the whole
+body deadline (a client that declared 100 TB and waited was held 10 s, then told 408)."""
 
 
 def safe_json(payload) -> bytes:
@@ -97,6 +102,18 @@ class HostCheck:
         return await self.app(scope, receive, send)
 
 
+def _declared_past(scope, limit: int) -> bool:
+    """The request's Content-Length is already over ``limit``.
+
+    >>> _declared_past({"headers": [(b"content-length", b"99999")]}, 16)
+    True
+    >>> _declared_past({"headers": [(b"content-length", b" 16")]}, 16)
+    False
+    """
+    declared = dict(scope.get("headers") or []).get(b"content-length", b"").strip()
+    return declared.isdigit() and int(declared) > limit
+
+
 def _waits_for_continue_past(scope, limit: int) -> bool:
     """The client declares a body over ``limit`` and waits for ``100 Continue`` before sending
     it: it can be refused at once, nothing in flight to be lost to a reset (it was sent the
@@ -107,13 +124,8 @@ def _waits_for_continue_past(scope, limit: int) -> bool:
     >>> waits({"headers": head}, 16), waits({"headers": head[1:]}, 16)
     (True, False)
     """
-    headers = dict(scope.get("headers") or [])
-    declared = headers.get(b"content-length", b"").strip()
-    return (
-        headers.get(b"expect", b"").strip().lower() == b"100-continue"
-        and declared.isdigit()
-        and int(declared) > limit
-    )
+    expect = dict(scope.get("headers") or []).get(b"expect", b"")
+    return expect.strip().lower() == b"100-continue" and _declared_past(scope, limit)
 
 
 class BodyLimit:
@@ -148,6 +160,10 @@ class BodyLimit:
             return await _refuse(send, 413, f"request body over {self.limit} bytes")
         body, more = b"", True
         deadline = asyncio.get_running_loop().time() + self.timeout_s
+        if _declared_past(scope, self.limit):  # drop what is in flight, then answer
+            grace = min(DECLARED_GRACE_S, self.timeout_s)
+            await self._discard(receive, True, asyncio.get_running_loop().time() + grace)
+            return await _refuse(send, 413, f"request body over {self.limit} bytes")
         while more:
             left = deadline - asyncio.get_running_loop().time()
             try:

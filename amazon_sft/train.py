@@ -6,6 +6,7 @@ exact resume, tokens/s and MFU in the logs.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -330,12 +331,25 @@ def start_logging(
         accelerator.init_trackers("amazon_sft", config=flat, init_kwargs=purge)
 
 
+REFUSAL_FILE_ENV = "AMAZON_SFT_REFUSAL_FILE"
+"""Set by launch/train_local.sh: a refusal is appended there too, so the script can end on it
+(after it, torch's failure report or accelerate's warnings had buried the one line)."""
+
+
+def tell_the_launcher(said: str) -> None:
+    if path := os.environ.get(REFUSAL_FILE_ENV):
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as file:
+            file.write(said + "\n")  # one short write: ranks' lines do not interleave
+
+
 def cli() -> None:
     try:
         code = main()
     except KNOWN_FAILURES as err:  # as amazon-sft train says them; Ctrl-C twice: stop_signal
         said, code = known_failure("train", err)
         print(said, file=sys.stderr)
+        if code == 2:
+            tell_the_launcher(said)
     exit_skipping_teardown(code)
 
 

@@ -134,6 +134,10 @@ fi
 export TORCH_ELASTIC_SHUTDOWN_TIMEOUT="${TORCH_ELASTIC_SHUTDOWN_TIMEOUT:-900}"
 # shellcheck source=launch/forward_stop.sh
 source launch/forward_stop.sh
+# train appends a refusal here (amazon_sft/train.py's REFUSAL_FILE_ENV), so the script can end
+# on it: torch's failure report (or accelerate's warnings) came after the rank's one line
+refusal_file="$(mktemp "${TMPDIR:-/tmp}/train_local-refused.XXXXXX")"
+export AMAZON_SFT_REFUSAL_FILE="$refusal_file"
 (exec setsid "${launch[@]}" "${args[@]}" "$@") &
 launcher=$!
 # Killed outright (SIGKILL, the OOM killer), this script passes nothing on and the launcher, in
@@ -141,17 +145,23 @@ launcher=$!
 # watchdog, in a session of its own too, gives training the stop once the script is gone.
 # The stops this script sent are kept in told_file, so the watchdog sends none twice (a second
 # SIGTERM during Python's shutdown would kill a process that had saved).
+# The refusal file is the script's to read: the watchdog removes it only once the script is gone.
 told_file="$(mktemp "${TMPDIR:-/tmp}/train_local-told.XXXXXX")"
 # shellcheck disable=SC2016  # expanded by the watchdog's shell
 setsid bash -c 'source "$3"; while kill -0 "$1" && kill -0 "$2"; do sleep 1; done 2>/dev/null
-  stops=1 stop_signal=TERM told_file="$4" && forward_stop "$2"; rm -f "$4"' watchdog "$$" \
-  "$launcher" "$PWD/launch/forward_stop.sh" "$told_file" </dev/null >/dev/null 2>&1 &
+  stops=1 stop_signal=TERM told_file="$4" && forward_stop "$2"; rm -f "$4"
+  kill -0 "$1" 2>/dev/null || rm -f "$5"' watchdog "$$" \
+  "$launcher" "$PWD/launch/forward_stop.sh" "$told_file" "$refusal_file" </dev/null >/dev/null 2>&1 &
 forward_stop "$launcher"
 if wait "$launcher"; then rc=0; else rc=$?; fi
 rm -f "$told_file"
-# accelerate runs --quiet (a refused run's one-line error stays the last line), which also drops
-# its word on a process killed by a signal, one that prints nothing itself
-if [ "$rc" -ne 0 ]; then
+refused="$(head -n 1 "$refusal_file" 2>/dev/null || true)"
+rm -f "$refusal_file"
+# accelerate runs --quiet, which also drops its word on a process killed by a signal, one that
+# prints nothing itself
+if [ "$rc" -ne 0 ] && [ -n "$refused" ]; then
+  echo "train_local.sh: $refused" >&2 && rc=2  # exit 2, as amazon-sft train refuses
+elif [ "$rc" -ne 0 ]; then
   echo "train_local.sh: training ended with exit $rc; its error is above (a process killed by a" \
     "signal, as the OOM killer's SIGKILL, prints none: see dmesg)" >&2
 fi

@@ -1077,6 +1077,24 @@ def test_train_local_refuses_a_bad_launch_variable_in_one_line(variable, value, 
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_train_local_ends_a_refused_config_on_its_one_line_and_exit_2(processes, tmp_path):
+    """An outside trial: ``train.lr=-1`` through train_local.sh ended with exit 1, train's
+    one line buried under accelerate's defaults warning (one process) or torch's failure
+    report (two), then "its error is above". The refusal is the last line, exit 2, as
+    ``amazon-sft train`` says it."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": processes, "OUT": str(tmp_path / "run")}
+    proc = subprocess.run(
+        ["bash", "launch/train_local.sh", "train.lr=-1"],
+        capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert "train.lr must be > 0" in last and "train_local.sh" in last, proc.stderr[-2000:]
+    assert not (tmp_path / "run").exists()
+
+
 def test_train_local_dry_run_prints_a_command_that_can_be_pasted_back(tmp_path):
     """A path with a space was printed bare: pasted back, it was two arguments."""
     import shlex

@@ -500,6 +500,23 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
     assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6, 7]
 
 
+def test_a_branch_into_a_new_folder_says_where_its_earlier_steps_are_logged(
+    two_steps, prepared, tiny_model_dir, tmp_path
+):
+    """An outside trial: ``resume=`` another run's checkpoint into a new folder started its
+    ``metrics.jsonl`` at the checkpoint's step, unsaid (the curve looked cut). The launch says
+    where the steps up to it are logged."""
+    branch = tmp_path / "b"
+    b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch))
+    source = two_steps / "checkpoints" / "step-00000001"
+    launch = _cli(*b, f"resume={source}", "train.max_steps=2")
+    assert launch.returncode == 0, launch.stderr[-2000:]
+    assert [r["step"] for r in _metrics(branch)] == [2]
+    said = " ".join(launch.stderr.split())
+    assert "metrics.jsonl starts after step 1" in said, launch.stderr[-2000:]
+    assert str(two_steps / "metrics.jsonl") in said, launch.stderr[-2000:]
+
+
 def test_overwrite_refused_before_its_first_step_leaves_the_previous_run_in_place(
     two_steps, prepared, tiny_model_dir, tmp_path
 ):

@@ -60,6 +60,14 @@ def clear_staging(path: Path) -> str | None:
     return f"set aside {path.name}"
 
 
+def discard_cut_save(path: Path) -> None:
+    """Remove the staging folder of a save that failed (a full disk, a file-size limit), mark
+    still in it: nothing can complete it, and it held its space on the full disk until a
+    ``resume=auto`` cleared it (an outside trial)."""
+    if killed_save(path):
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def start_staging(path: Path) -> None:
     """Clear ``path`` (``clear_staging``), then make it, marked as a save's."""
     clear_staging(path)

@@ -32,6 +32,7 @@ from amazon_sft.checkpoint_staging import (
     SAVE_MARK,
     SAVE_STAGING,
     clear_staging,
+    discard_cut_save,
     end_staging,
     start_staging,
 )
@@ -153,6 +154,20 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
     for path in sorted(p for p in root.glob("step-*.tmp") if SAVE_STAGING.fullmatch(p.name)):
         done.append(clear_staging(path))
     return done
+
+
+def after_a_cut_save(out_dir: Path, main_process: bool) -> str:
+    """What the run keeps, in words, once ``outputs.disk_full`` has told a full disk or a
+    file-size limit (reading the cut file as its evidence); the main process first removes the
+    cut saves, which held their space on the full disk until a ``resume=auto`` cleared them
+    (an outside trial)."""
+    from amazon_sft.outputs import run_kept
+
+    root = out_dir / "checkpoints"
+    if main_process and root.is_dir():
+        for path in root.glob("step-*.tmp"):
+            discard_cut_save(path)
+    return run_kept(out_dir)
 
 
 def save_checkpoint(

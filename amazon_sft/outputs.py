@@ -149,15 +149,15 @@ def run_kept(out_dir: Path) -> str:
 
     >>> import tempfile
     >>> run_kept(Path(tempfile.mkdtemp()))
-    'no checkpoint of this run was complete yet (re-run with resume=auto: it removes the cut save and starts at step 0)'
+    'no checkpoint of this run was complete yet (re-run with resume=auto: it starts at step 0)'
     """
     from amazon_sft.checkpointing import complete_checkpoints
 
     done = complete_checkpoints(out_dir)
     if not done:
         return (
-            "no checkpoint of this run was complete yet (re-run with resume=auto: it removes "
-            "the cut save and starts at step 0)"
+            "no checkpoint of this run was complete yet (re-run with resume=auto: it starts at "
+            "step 0)"
         )
     return f"the newest complete checkpoint, {done[-1]}, is kept (resume=auto continues from it)"
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import sys
@@ -23,6 +24,7 @@ if __name__ == "__main__":  # a stop signal during start-up is honoured too, not
 
 import torch
 
+from amazon_sft.checkpointing import after_a_cut_save
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_keys import KeysHelpParser, every_key
 from amazon_sft.config_loader import to_dict, write_resolved
@@ -47,7 +49,7 @@ from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
 from amazon_sft.optim import build_optimizer, fused_adamw_here
 from amazon_sft.output_lock import DataReadLock, OutputLock
-from amazon_sft.outputs import disk_full, landing, run_kept
+from amazon_sft.outputs import disk_full, landing
 from amazon_sft.ownership import run_dir_given_back
 from amazon_sft.prompts import build_prompt_format
 from amazon_sft.resume_config import history_header, precision_name
@@ -139,7 +141,8 @@ def train_on_data(
     trainer = Trainer(
         cfg, accelerator, plan, model, optimizer, scheduler, loader, base, branch, held
     )  # fmt: skip
-    with disk_full(out_dir, "train could not save", lambda: run_kept(out_dir)):
+    kept = functools.partial(after_a_cut_save, out_dir, accelerator.is_main_process)
+    with disk_full(out_dir, "train could not save", kept):
         summary = trainer.train(state)
         finish(accelerator, cfg, trainer, tok, shards.manifest, summary, templates)
     return lock

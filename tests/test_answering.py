@@ -91,6 +91,20 @@ def test_sources_only_needs_no_model_and_prints_json(prepared):
     assert sources[0]["title"] == title and {"uid", "title", "score"} <= set(sources[0])
 
 
+def test_sources_only_json_echoes_the_question_as_it_was_read(prepared, capsys):
+    """An outside trial: a question byte that is not UTF-8 (a Latin-1 terminal's "café") came
+    back in ``--sources-only --json`` as a lone-surrogate escape, which strict JSON readers
+    refuse; the answering path echoes the question as it read it (U+FFFD, spaces collapsed),
+    and so does this one now."""
+    from amazon_sft.cli import main
+
+    asked = "whisk  caf" + chr(0xDCE9)  # how Python reads argv's byte 0xe9
+    assert main(["ask", asked, "--index", str(prepared), "--sources-only", "--json"]) == 0
+    line = capsys.readouterr().out
+    assert "\\udc" not in line, line
+    assert json.loads(line)["question"] == "whisk caf\N{REPLACEMENT CHARACTER}"
+
+
 def test_sources_only_reads_the_gate_and_refuses_what_it_cannot_do(prepared, capsys):
     """A new user's run: ``--sources-only`` took ``--abstain-below -1`` and ``--quote-when-sure``
     silently (checked only when a model loads) and never said what the gate would do; a question

@@ -107,7 +107,7 @@ def retrieval_only(args, command: str = "ask"):
         if getattr(args, "json", False):
             gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
             print(
-                json_line({"question": question, **gate, "sources": [public(s) for s in sources]})
+                json_line({"question": read, **gate, "sources": [public(s) for s in sources]})
             )
             return
         if doubt:

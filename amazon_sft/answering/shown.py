@@ -106,9 +106,7 @@ def retrieval_only(args, command: str = "ask"):
         doubt = doubt_reason([Source(**s) for s in found], abstain_below, read)
         if getattr(args, "json", False):
             gate = {"doubtful": doubt is not None, "doubt": doubt} if abstain_below else {}
-            print(
-                json_line({"question": read, **gate, "sources": [public(s) for s in sources]})
-            )
+            print(json_line({"question": read, **gate, "sources": [public(s) for s in sources]}))
             return
         if doubt:
             print(

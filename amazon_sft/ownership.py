@@ -270,7 +270,7 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
     failure on the way (a full disk, a rename refused) puts back what was moved and removes
     the folder it made: nothing was written."""
     check_run_dir(str(out_dir), resume, overwrite)
-    aside, moved = None, []
+    aside = None
     present = run_outputs_present(out_dir)
     made = not out_dir.exists()
     try:  # under the lock: nobody else puts anything there
@@ -279,7 +279,6 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
             aside.mkdir(parents=True)
             for name in [n for n in [*present, RUN_MARKER] if (out_dir / n).exists()]:
                 (out_dir / name).rename(aside / name)
-                moved.append(name)
         out_dir.mkdir(parents=True, exist_ok=True)
         marker = out_dir / RUN_MARKER
         if not marker.is_file():
@@ -289,11 +288,8 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
             # whole or not at all: an empty marker (a full disk) would claim the folder
             write_text_whole(marker, json.dumps(note) + "\n")
     except OSError:
-        for name in moved:  # the previous run back where it was, whole
-            (aside / name).rename(out_dir / name)
-        for folder in (aside, aside.parent) if aside is not None else ():
-            with contextlib.suppress(OSError):  # an earlier previous/ stays
-                folder.rmdir()
+        if aside is not None and aside.is_dir():
+            _move_back(out_dir, aside)  # the previous run back where it was, whole
         if made:
             with contextlib.suppress(OSError):
                 out_dir.rmdir()
@@ -314,7 +310,10 @@ def run_dir_given_back(out_dir: Path, made_here: bool, moved: str | None = None)
     except UserError:
         if out_dir.is_dir() and not _written_since(out_dir):
             if moved is not None:
+                # this run's marker goes: the previous run's comes back with it
+                (out_dir / RUN_MARKER).unlink(missing_ok=True)
                 _move_back(out_dir, Path(moved))
+                log.info("refused before its first step: the previous run is back in %s", out_dir)
             elif made_here:
                 (out_dir / RUN_MARKER).unlink(missing_ok=True)
                 for folder in sorted(out_dir.rglob("*"), reverse=True):  # deepest first
@@ -333,8 +332,8 @@ def _written_since(out_dir: Path) -> bool:
 
 
 def _move_back(out_dir: Path, aside: Path) -> None:
-    """The previous run from ``aside`` back into ``out_dir``, in place of this run's marker."""
-    (out_dir / RUN_MARKER).unlink(missing_ok=True)
+    """The previous run from ``aside`` back into ``out_dir`` (a refusal before the first step,
+    or a claim that failed half-way)."""
     for entry in sorted(aside.iterdir()):
         with contextlib.suppress(OSError):  # an empty folder this run made: taken over
             (out_dir / entry.name).rmdir()
@@ -342,7 +341,6 @@ def _move_back(out_dir: Path, aside: Path) -> None:
     for folder in (aside, aside.parent):
         with contextlib.suppress(OSError):  # an earlier previous/ stays
             folder.rmdir()
-    log.info("the run was refused before its first step: the previous run is back in %s", out_dir)
 
 
 DEMO_MARKER = ".amazon_sft_demo.json"

@@ -271,7 +271,6 @@ def shaping_overrides(overrides: list[str]) -> list[str]:
 def prepare_command(
     out: str | Path,
     config: list[str] | None,
-    overwrite: bool = False,
     catalogue: str = "",
     source: str | Path | None = None,
 ) -> str:
@@ -291,7 +290,7 @@ def prepare_command(
             catalogue = json.loads((made / "report.json").read_text())["input_resolved"]
     words = ["amazon-sft", "prepare", str(catalogue), "--out", str(out)]
     words += ["--config", *config] if config else []
-    return shlex.join(words + (["--overwrite"] if overwrite else []))
+    return shlex.join(words)
 
 
 def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest:
@@ -343,14 +342,17 @@ def check_fingerprints(
     ``config``: the run config in use (its prepare command is suggested); ``key``: the option
     that named ``where``; ``templates``: the command's ``data.templates``, named when the data
     was prepared with another file (a new user followed "prepare again" and lost theirs);
-    ``owned_by_a_run``: ``where`` may be what a trained run reads (eval's ``--data``), so the
-    advice prepares a folder of its own rather than this one again."""
-    if owned_by_a_run:  # re-prepared in place, the run trained on it would refuse it
-        own = prepare_command(f"{where.rstrip('/')}-own", config, source=where)
-        redo = f"prepare a folder of its own and give that as --data (`{own}`)"
+    ``owned_by_a_run``: ``where`` is what a trained run reads (eval's ``--data``; its own
+    templates are named). The advice prepares a folder of its own, named for the config,
+    rather than this one again."""
+    # never re-prepared in place (--overwrite): a run trained on it would refuse it then (an
+    # outside trial followed train's hint and left another run without its data)
+    named = Path(config[0]).stem if config and not owned_by_a_run else "own"
+    own = prepare_command(f"{where.rstrip('/')}-{named}", config, source=where)
+    redo = f"prepare a folder of its own and give that as {key} (`{own}`)"
+    runs = ""
+    if owned_by_a_run:
         runs = "; a saved run carries its own, data.templates=RUN/final/question_templates.yaml"
-    else:
-        redo, runs = f"re-run `{prepare_command(where, config, overwrite=True)}`", ""
     if manifest.tokenizer_fingerprint != tokenizer_fp:
         raise UserError(
             f"{where} was prepared with another tokenizer ({manifest.tokenizer!r}, fingerprint "

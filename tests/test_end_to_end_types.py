@@ -72,3 +72,32 @@ def test_a_missing_or_broken_file_is_one_line(tmp_path):
     (tmp_path / "report.json").write_text("{")
     with pytest.raises(UserError, match="is not the report of amazon-sft eval --questions"):
         read_end_to_end_report(tmp_path / "report.json")
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        ({}, ["under 2.0 times the second's", "by meaning too", "`--quote-when-sure`"]),
+        (
+            {"abstain_below": 0.0, "quote_when_sure": False, "meaning_weight": 0.0},
+            ["no retrieval gate", "words alone", "as the model wrote them"],
+        ),
+    ],
+)
+def test_the_markdown_report_says_its_gate_whatever_it_is(change, said):
+    """An outside trial: with ``--gate off`` the report's gate lines just vanished, so the same
+    headings ("right record cited") carried another protocol unsaid. One line names the
+    protocol in every report: retrieval, the gate and whose answer is scored."""
+    import dataclasses
+
+    from amazon_sft.evaluation.end_to_end_report import render_markdown
+
+    report = dataclasses.replace(_report(), **change)
+    if not report.quote_when_sure:
+        report = dataclasses.replace(report, own_right=None)
+    rows = [{"doubtful": {"model": False}, "quoted": {"model": False}}] * 4
+    md = render_markdown(report, rows, n_examples=0)
+    protocol = [line for line in md.splitlines() if line.startswith("Protocol: end to end")]
+    assert len(protocol) == 1, md
+    for words in said:
+        assert words in md, (words, md)

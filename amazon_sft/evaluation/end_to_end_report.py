@@ -108,6 +108,28 @@ def _skipped(result: EndToEndReport) -> str:
     return f"; {n} skipped: their product is not in this catalogue" if n else ""
 
 
+def protocol_line(result: EndToEndReport) -> str:
+    """The protocol in one line, in every report: with ``--gate off`` the gate's lines below
+    vanished and the same headings carried another protocol unsaid (an outside trial)."""
+    said = [
+        f"meaning re-scores retrieval (`--meaning-weight {result.meaning_weight:g}`)"
+        if result.meaning_weight
+        else "retrieval by words alone (no meaning re-score)",
+        f"the gate abstains under a score ratio of {result.abstain_below:g} (`--abstain-below`)"
+        if result.abstain_below
+        else "no retrieval gate: the model answers every question (it abstains only in what "
+        "it writes)",
+        "a sure answer that misses the first record is replaced by it (`--quote-when-sure`)"
+        if result.quote_when_sure
+        else "answers scored as the model wrote them",
+    ]
+    return (
+        "Protocol: end to end, each question through real retrieval and the model; "
+        + "; ".join(said)
+        + "."
+    )
+
+
 def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 5) -> str:
     models = list(result.models)
     lines = [
@@ -121,6 +143,8 @@ def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 
         "95% Wilson intervals for rates, bootstrap over questions for ROUGE-L; differences "
         "between models: Newcombe's paired interval for a rate over the same questions, the "
         "paired bootstrap otherwise.",
+        "",
+        protocol_line(result),
         "",
     ]
     if result.meaning_weight:

@@ -448,10 +448,19 @@ def test_oracle_splits_are_labelled_oracle_context():
         },
     )
     md = render_markdown(result, 0)
-    assert "## heldout titles (n=1)" in md
+    # an outside trial: the closed-book split's heading said nothing of its protocol
+    assert "## heldout titles, closed-book (n=1)" in md
     assert "## heldout grounded titles, oracle context (n=1)" in md
     assert "## heldout absent titles, oracle context (n=1)" in md
     assert "--questions FILE" in md
+
+
+def test_a_split_with_fewer_titles_than_n_asks_is_said():
+    """An outside trial: ``--n 200`` scored the 50 titles the prepared probe holds, unsaid."""
+    from amazon_sft.evaluation.main import fewer_than_asked
+
+    said = fewer_than_asked({"heldout": [{}] * 50, "seen": [{}] * 300}, 200)
+    assert len(said) == 1 and "--n 200" in said[0] and "heldout holds 50" in said[0], said
 
 
 def test_a_question_file_with_a_byte_order_mark_or_a_folder_given(tmp_path):

@@ -166,6 +166,17 @@ def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
     return manifest
 
 
+def fewer_than_asked(splits: dict[str, list], n: int) -> list[str]:
+    """A note for each split holding fewer titles than ``--n`` asks: they were scored short,
+    unsaid (an outside trial)."""
+    return [
+        f"eval: --n {n}, but {split} holds {len(rows)} titles (prepare chose them, "
+        f"{SPLIT_FILES[split]}.jsonl): all {len(rows)} are scored"
+        for split, rows in splits.items()
+        if len(rows) < n
+    ]
+
+
 def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     from accelerate.utils import set_seed
 
@@ -178,6 +189,9 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     splits = {
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl") for s in args.splits.split(",")
     }
+    if accelerator.is_main_process:
+        for note in fewer_than_asked(splits, args.n):
+            print(note, file=sys.stderr)
     mode = resolve_mode(args.mode, manifest)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     result = OracleReport(

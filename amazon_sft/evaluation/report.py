@@ -148,7 +148,7 @@ def render_markdown(result: OracleReport, n_examples: int) -> str:
     if any(s.endswith(("grounded", "absent")) for s in result.splits):
         lines += [ORACLE_NOTE, ""]
     for split, by_model in result.splits.items():
-        oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ""
+        oracle = ", oracle context" if split.endswith(("grounded", "absent")) else ", closed-book"
         lines += [f"## {split} titles{oracle} (n={result.first_model(split).n})", ""]
         if split.startswith("seen"):
             note = seen_note(split, result.seen_by_way, result.models, result.data_rows)

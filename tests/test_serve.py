@@ -499,3 +499,16 @@ def test_a_body_declared_too_large_is_refused_without_waiting_out_the_body_deadl
         reply = sock.recv(65536)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert time.monotonic() - started < 5.0
+
+
+def test_a_wrong_method_or_path_says_what_to_send(client):
+    """An outside trial: ``GET /api/ask`` (and PUT, DELETE) was answered ``{"error": "Method
+    Not Allowed"}``, and an unknown path "Not Found": neither said what to send, as every
+    other refusal does."""
+    for method in ("GET", "PUT", "DELETE"):
+        got = client.request(method, "/api/ask")
+        said = got.json()["error"]
+        assert got.status_code == 405 and "POST" in got.headers["allow"], (method, said)
+        assert f"{method} /api/ask" in said and 'send {"question"' in said, said
+    got = client.get("/api/nope")
+    assert got.status_code == 404 and "POST /api/ask" in got.json()["error"], got.text

@@ -19,6 +19,27 @@ HOW_TO_ASK = (
 )
 
 
+def wrong_route(status: int, method: str, path: str) -> str | None:
+    """What a 404 or 405 says: what this server serves and what to send (it said only "Method
+    Not Allowed" or "Not Found": an outside trial). None for another status.
+
+    >>> wrong_route(405, "GET", "/api/ask")[:54]
+    '/api/ask takes POST, not GET /api/ask: send {"question'
+    >>> wrong_route(405, "POST", "/")[:48]
+    'POST / is not served: GET / is the page; to ask,'
+    """
+    served = "GET / (the page), POST /api/ask or POST /api/stream"
+    if status == 405 and path == "/":
+        return (
+            f"{method} / is not served: GET / is the page; to ask, POST /api/ask and {HOW_TO_ASK}"
+        )
+    if status == 405:
+        return f"{path} takes POST, not {method} {path}: {HOW_TO_ASK}"
+    if status == 404:
+        return f"no {path} here: this server answers {served}"
+    return None
+
+
 def body_error(first: dict, body: object) -> str | None:
     """What a client whose body is not a JSON object is told: where its JSON breaks (FastAPI
     gives a character offset), and what to send. None: the body is an object; its fields'

@@ -42,6 +42,7 @@ from amazon_sft.answering.client_errors import (
     key_sent_twice,
     unreadable_body,
     wrong_content_type,
+    wrong_route,
 )
 from amazon_sft.answering.serve_guards import (
     BODY_TIMEOUT_S,
@@ -157,7 +158,10 @@ def create_app(
     async def http_error(request: Request, exc: HTTPException):
         if exc.status_code == 400 and exc.detail == PARSE_FAILED:
             return error(400, unreadable_body(await request.body()))
-        return error(exc.status_code, str(exc.detail))
+        said = wrong_route(exc.status_code, request.method, request.url.path)
+        refused = error(exc.status_code, said or str(exc.detail))
+        refused.headers.update(exc.headers or {})  # a 405's Allow
+        return refused
 
     def refusal(req, body: bytes) -> str | None:
         """Why a request that read as valid is refused anyway (None: it is not)."""

@@ -209,7 +209,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
         with open(path, "wb") as out:
             for rec in read_records(input_path, stats, strict, data.clean.max_line_bytes):
                 bar.update(stats.bytes_read - bar.n)
-                pair = cleaner(rec.title, rec.content, rec.uid)
+                pair = cleaner(rec.title, rec.content, rec.uid, rec.line_no)
                 if pair is None:
                     continue
                 title, content = pair
@@ -220,6 +220,7 @@ def _read_clean(input_path, staging, data, tok, strict, progress) -> _Cleaned:
                 out.write(
                     orjson.dumps({"uid": rec.uid, "title": title, "content": content}) + b"\n"
                 )
+    stats.first_lines.update(cleaner.first_lines)  # its reasons are not the reader's
     hashes = (np.frombuffer(title_hashes, np.uint64), near.labels())
     return _Cleaned(path, hashes, stats, cleaner, scrub, hist, time.perf_counter() - started)
 

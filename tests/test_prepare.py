@@ -121,6 +121,24 @@ def test_a_uid_repeated_by_another_product_is_kept_once_and_counted(catalogue, t
     assert sum(r["title"] == "Marmalade Cookbook" for r in rows) == 1
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["skipped"]["uid_repeated"] == 2
+    # which lines were skipped is said for cleaning's reasons too (an outside trial: the
+    # "first lines" column was empty for uid_repeated, duplicate and the content reasons)
+    assert report["first_bad_lines"]["uid_repeated"] == [len(lines) + 2, len(lines) + 4]
+    assert f"| uid_repeated | 2 | {len(lines) + 2}, {len(lines) + 4} |" in (
+        tmp_path / "out" / "report.md"
+    ).read_text()
+
+
+def test_a_numeric_uid_read_as_text_is_said(catalogue, tmp_path):
+    """An outside trial: ``"uid": 12345`` was read as the text "12345", counted only in
+    report.json; report.md and prepare's closing line said nothing."""
+    src = tmp_path / "trn.json"
+    raw = catalogue.read_bytes()
+    lines = (gzip.decompress(raw) if catalogue.suffix == ".gz" else raw).splitlines()
+    extra = {"uid": 12345, "title": "Quokka Harmonica", "content": "A brass harmonica in C."}
+    src.write_bytes(b"\n".join([*lines, orjson.dumps(extra)]) + b"\n")
+    prepare(src, tmp_path / "out", load_run_config("tiny", []), progress=False)
+    assert "| uid_coerced | 1 |" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_max_train_products_teaches_a_prefix_and_counts_the_rest(catalogue, prepared, tmp_path):

@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from amazon_sft.config import CleanConfig
+from amazon_sft.data.reading import FIRST_LINES_KEPT
 from amazon_sft.prompts import without_markup
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
@@ -139,35 +140,41 @@ class Cleaner:
         self.modified: Counter = Counter()
         self.dropped: Counter = Counter()
         self._seen: set[bytes] = set()  # 8-byte digests: ~70 B per kept row, not the text
+        self.first_lines: dict[str, list[int]] = {}
+        """Reason -> the first line numbers dropped for it (the report's column; it was empty
+        for cleaning's reasons: an outside trial)."""
 
-    def __call__(self, title: str, content: str, uid: str | None = None) -> tuple[str, str] | None:
-        """The cleaned pair, or None after counting why the row was dropped. A row under a
-        ``uid`` a kept row has is dropped (``uid_repeated``) after the duplicate check, and
-        neither its pair nor its uid is remembered: only kept rows are."""
+    def _drop(self, reason: str, line_no: int | None) -> None:
+        self.dropped[reason] += 1
+        first = self.first_lines.setdefault(reason, [])
+        if line_no is not None and len(first) < FIRST_LINES_KEPT:
+            first.append(line_no)
+
+    def __call__(
+        self, title: str, content: str, uid: str | None = None, line_no: int | None = None
+    ) -> tuple[str, str] | None:
+        """The cleaned pair, or None after counting why the row was dropped (and keeping its
+        ``line_no`` among the reason's first). A row under a ``uid`` a kept row has is dropped
+        (``uid_repeated``) after the duplicate check, and neither its pair nor its uid is
+        remembered: only kept rows are."""
         cfg = self.cfg
         title = clean_text(title, cfg, self.modified, "title", self.scrub)
         content = clean_text(content, cfg, self.modified, "content", self.scrub)
         if len(title) < cfg.min_title_chars:
-            self.dropped["title_empty"] += 1
-            return None
+            return self._drop("title_too_short" if title else "title_empty", line_no)
         if not content:
-            self.dropped["content_empty"] += 1
-            return None
+            return self._drop("content_empty", line_no)
         if len(content) < cfg.min_content_chars:
-            self.dropped["content_too_short"] += 1
-            return None
+            return self._drop("content_too_short", line_no)
         near_title_length = len(content) <= 2 * len(title) + 8  # skips the compare for real texts
         if cfg.drop_content_equal_title and near_title_length and _key(content) == _key(title):
-            self.dropped["content_equals_title"] += 1
-            return None
+            return self._drop("content_equals_title", line_no)
         digest = hashlib.blake2b(f"{title}\x00{content}".encode(), digest_size=8).digest()
         if cfg.drop_duplicates and digest in self._seen:
-            self.dropped["duplicate"] += 1
-            return None
+            return self._drop("duplicate", line_no)
         uid_key = None if uid is None else hashlib.blake2b(uid.encode(), digest_size=8).digest()
         if uid_key is not None and uid_key in self._uids:  # another product under a kept uid
-            self.dropped["uid_repeated"] += 1  # (or a title repeated without one: its made-up uid)
-            return None
+            return self._drop("uid_repeated", line_no)  # (or a title repeated without one)
         if cfg.drop_duplicates:
             self._seen.add(digest)
         if uid_key is not None:

@@ -322,7 +322,7 @@ def _batch(pieces, doc_lens, prompt_lens, answer_lens) -> EncodedBatch:
 _RELAX = {
     "line_too_long": "raise data.clean.max_line_bytes",
     "content_too_short": "lower data.clean.min_content_chars",
-    "title_empty": "lower data.clean.min_title_chars",
+    "title_too_short": "lower data.clean.min_title_chars",
     "content_equals_title": "set data.clean.drop_content_equal_title=false",
 }
 """The setting that lets the most common skip reason's rows through (a review: every reason

@@ -79,6 +79,8 @@ def render_markdown(report: dict) -> str:
         "over_max_train_products",
         "probe_docs",
         "answer_truncated",
+        "uid_derived",
+        "uid_coerced",
         "rows",
         "tokens",
         "answer_tokens",

@@ -124,9 +124,10 @@ def test_a_uid_repeated_by_another_product_is_kept_once_and_counted(catalogue, t
     # which lines were skipped is said for cleaning's reasons too (an outside trial: the
     # "first lines" column was empty for uid_repeated, duplicate and the content reasons)
     assert report["first_bad_lines"]["uid_repeated"] == [len(lines) + 2, len(lines) + 4]
-    assert f"| uid_repeated | 2 | {len(lines) + 2}, {len(lines) + 4} |" in (
-        tmp_path / "out" / "report.md"
-    ).read_text()
+    assert (
+        f"| uid_repeated | 2 | {len(lines) + 2}, {len(lines) + 4} |"
+        in (tmp_path / "out" / "report.md").read_text()
+    )
 
 
 def test_a_numeric_uid_read_as_text_is_said(catalogue, tmp_path):

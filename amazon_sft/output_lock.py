@@ -115,6 +115,27 @@ class OutputLock:
         self.release()
 
 
+def writer_of(target: Path) -> str | None:
+    """The note of the process writing ``target`` now (its ``OutputLock`` held), else None: a
+    reader of a folder still being written is told so, not sent to make it (an outside trial:
+    train said "run amazon-sft prepare first" while one ran). The probe holds a shared lock
+    for an instant only when nobody holds one."""
+    resolved = Path(target).resolve()
+    try:
+        fd = os.open(resolved.parent / f".{resolved.name}.lock", os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 4096, 0).decode(errors="replace").strip() or "pid unknown"
+    except OSError:  # no locks on this filesystem: nothing to tell
+        return None
+    finally:
+        os.close(fd)
+
+
 def released_lock(path: Path) -> bool:
     """An amazon-sft lock file no process holds (``OutputLock``: emptied on release, never
     deleted; a killed holder's keeps its note), left in a prepared folder by ``eval --out

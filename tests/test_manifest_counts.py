@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 
 import pytest
 
@@ -50,3 +51,19 @@ def test_a_report_without_a_count_fails_prepare_rather_than_write_it_0(
     with pytest.raises(KeyError, match="grounded_docs"):
         P.prepare(catalogue, tmp_path / "data", load_run_config("tiny"), progress=False)
     assert not (tmp_path / "data").exists()  # nothing half-written left as whole
+
+
+def test_a_folder_still_being_prepared_is_said_so(tmp_path):
+    """An outside trial: ``train data.path=DIR`` while ``prepare --out DIR`` ran said "manifest
+    not found: run amazon-sft prepare ... first", advice that prepare itself then refuses. The
+    folder's writer is named, and the reader told to wait."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.output_lock import OutputLock
+
+    target = tmp_path / "prepared"
+    with OutputLock(target, "amazon-sft prepare"), pytest.raises(UserError) as caught:
+        read_manifest(target)
+    said = str(caught.value)
+    assert "being written" in said and f"pid {os.getpid()}" in said and "wait" in said, said
+    with pytest.raises(UserError, match="not found: run `amazon-sft prepare"):
+        read_manifest(target)  # the writer gone: as before

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from amazon_sft.errors import UserError
+from amazon_sft.output_lock import writer_of
 
 MANIFEST = "manifest.json"
 FORMAT_VERSION = 2  # 2: split on title and description groups, grounded examples
@@ -307,6 +308,10 @@ def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest
     refuse_a_catalogue_file(path, config)
     if not file.is_file():
         refuse_not_prepared_data(path)
+        if (writer := writer_of(Path(path))) is not None:
+            raise UserError(
+                f"{path} is being written ({writer}): wait for it to end, then start again"
+            )
         raise UserError(
             f"{file} not found: run `{prepare_command(path, config)}` first (or give a "
             "prepared folder)"

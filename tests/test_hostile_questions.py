@@ -325,3 +325,24 @@ def test_a_damaged_tokenizer_in_a_saved_model_is_told_to_be_copied_again(
     write_checksums(run / "final", ("*.safetensors", "config.json"))
     code, err = _run_cli(capsys, "ask", "a bear", "--model", str(run), "--index", str(prepared))
     _assert_one_line(code, err, "ask", "tokenizer.json", "damaged", "copy the folder again")
+
+
+def test_a_catalogue_with_a_byte_order_mark_is_indexed_as_prepare_reads_it(tmp_path, capsys):
+    """An outside trial: a catalogue.jsonl saved with a BOM (Windows editors write one), which
+    prepare reads, was "line 1 is cut or corrupt (not JSON (a cut line?))" to index and ask."""
+    folder = tmp_path / "shelf"
+    folder.mkdir()
+    rows = [
+        {"uid": "u0", "title": "Quokka Harmonica Deluxe", "content": "A brass harmonica in C."},
+        {"uid": "u1", "title": "Marmalade Cookbook", "content": "Seville orange recipes."},
+    ]
+    text = "\n".join(json.dumps(r) for r in rows) + "\n"
+    (folder / "catalogue.jsonl").write_bytes(b"\xef\xbb\xbf" + text.encode())
+    code, err = _run_cli(capsys, "index", str(folder))
+    assert code == 0, err
+    from amazon_sft.cli import main
+
+    assert (
+        main(["ask", "quokka harmonica", "--index", str(folder), "--sources-only", "--json"]) == 0
+    )
+    assert json.loads(capsys.readouterr().out)["sources"][0]["uid"] == "u0"

@@ -40,6 +40,10 @@ class CorruptRow(ValueError):
     put after the file and line it names."""
 
 
+UTF8_BOM = b"\xef\xbb\xbf"
+"""Before a file's first line when an editor saved it with one (prepare reads past it too)."""
+
+
 def catalogue_row(line: bytes) -> CatalogueRow:
     """The row of one line of a prepared catalogue file, checked: a JSON object whose uid,
     title and content are text (an integer uid read as text, as prepare reads one), whose uid
@@ -61,8 +65,8 @@ def catalogue_row(line: bytes) -> CatalogueRow:
     >>> catalogue_row(b'{"uid": 7, "title": "T", "content": "C"}')["uid"]
     '7'
     """
-    try:
-        row = orjson.loads(line)
+    try:  # a BOM before the first line (Windows editors write one), as prepare reads it
+        row = orjson.loads(line.removeprefix(UTF8_BOM))
     except orjson.JSONDecodeError:
         raise CorruptRow("not JSON (a cut line?)") from None
     if not isinstance(row, dict):

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from amazon_sft.atomic import STAGING_TAG, swap_into_place
+from amazon_sft.atomic import STAGING_TAG, staging_name, swap_into_place
 from amazon_sft.checkpoint_checksums import (
     CHECKSUMS,
     RUN_CONFIG,
@@ -158,15 +158,20 @@ def clear_killed_saves(out_dir: Path) -> list[str]:
 
 def after_a_cut_save(out_dir: Path, main_process: bool) -> str:
     """What the run keeps, in words, once ``outputs.disk_full`` has told a full disk or a
-    file-size limit (reading the cut file as its evidence); the main process first removes the
-    cut saves, which held their space on the full disk until a ``resume=auto`` cleared them
-    (an outside trial)."""
+    file-size limit (reading the cut file as its evidence); the main process, the one that
+    writes them, first removes the cut saves (a checkpoint's, and ``final/``'s own staging),
+    which held their space on the full disk until a ``resume=auto`` cleared them (an outside
+    trial). A save another rank's disk cut is left to the next launch (the ranks are stopped
+    before this one could tell)."""
     from amazon_sft.outputs import run_kept
 
-    root = out_dir / "checkpoints"
-    if main_process and root.is_dir():
-        for path in root.glob("step-*.tmp"):
+    if main_process:
+        root = out_dir / "checkpoints"
+        for path in root.glob("step-*.tmp") if root.is_dir() else ():
             discard_cut_save(path)
+        final = staging_name(out_dir / "final")  # this process's own: no other writes it
+        if final.is_dir() and not final.is_symlink():
+            shutil.rmtree(final, ignore_errors=True)
     return run_kept(out_dir)
 
 

@@ -4,6 +4,8 @@ and the helper that turns the known ways a file can be bad into one."""
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import struct
 import sys
 import zlib
@@ -22,13 +24,27 @@ class RequestError(UserError):
     damaged file) is the server's, 500, its words only in the server log."""
 
 
+REFUSAL_FILE_ENV = "AMAZON_SFT_REFUSAL_FILE"
+"""Set by launch/train_local.sh: a refusal is appended there too, so the script can end on it
+(after it, torch's failure report or accelerate's warnings had buried the one line)."""
+
+
+def tell_the_launcher(said: str) -> None:
+    """Append a refusal's line to ``REFUSAL_FILE_ENV``'s file, when a launcher set one."""
+    if path := os.environ.get(REFUSAL_FILE_ENV):
+        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as file:
+            file.write(said + "\n")  # one short write: ranks' lines do not interleave
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse whose own refusals (a value of the wrong type, a missing argument, an unknown
     command) are one line, like every other refusal, pointing at ``--help`` for the usage block
     argparse would print (a page for ``ask``)."""
 
     def error(self, message: str):
-        print(f"{self.prog}: error: {message} (see {self.prog} --help)", file=sys.stderr)
+        said = f"{self.prog}: error: {message} (see {self.prog} --help)"
+        print(said, file=sys.stderr)
+        tell_the_launcher(said)  # an unknown flag through train_local.sh: its last line too
         sys.exit(2)
 
 

@@ -118,14 +118,17 @@ class OutputLock:
 def writer_of(target: Path) -> str | None:
     """The note of the process writing ``target`` now (its ``OutputLock`` held), else None: a
     reader of a folder still being written is told so, not sent to make it (an outside trial:
-    train said "run amazon-sft prepare first" while one ran). The probe holds a shared lock
-    for an instant only when nobody holds one."""
+    train said "run amazon-sft prepare first" while one ran). A released lock file is empty and
+    is not probed: the probe's instant of shared lock would refuse a writer starting then (a
+    review); one a killed writer left holds its note, and is."""
     resolved = Path(target).resolve()
     try:
         fd = os.open(resolved.parent / f".{resolved.name}.lock", os.O_RDONLY | os.O_NOFOLLOW)
     except OSError:
         return None
     try:
+        if not os.pread(fd, 4, 0).startswith(b"pid "):
+            return None  # released (or not ours)
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         return None
     except BlockingIOError:

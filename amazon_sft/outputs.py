@@ -133,6 +133,8 @@ def is_past_file_size_limit(err: BaseException | None, folder: Path | None = Non
     while err is not None and seen < 8:
         if isinstance(err, OSError) and err.errno == errno.EFBIG:
             return True
+        if os.strerror(errno.EFBIG) in str(err):  # safetensors: "I/O error: File too large"
+            return True
         torch_write = torch_write or any(t in str(err) for t in TORCH_WRITE_FAILED)
         err = err.__cause__ or err.__context__
         seen += 1

@@ -288,7 +288,7 @@ def claim_run_dir(out_dir: Path, resume: str, overwrite: bool) -> str | None:
             # whole or not at all: an empty marker (a full disk) would claim the folder
             write_text_whole(marker, json.dumps(note) + "\n")
     except OSError:
-        if aside is not None and aside.is_dir():
+        if aside is not None:  # also when only previous/ was made (a full disk)
             _move_back(out_dir, aside)  # the previous run back where it was, whole
         if made:
             with contextlib.suppress(OSError):
@@ -334,7 +334,7 @@ def _written_since(out_dir: Path) -> bool:
 def _move_back(out_dir: Path, aside: Path) -> None:
     """The previous run from ``aside`` back into ``out_dir`` (a refusal before the first step,
     or a claim that failed half-way)."""
-    for entry in sorted(aside.iterdir()):
+    for entry in sorted(aside.iterdir()) if aside.is_dir() else ():
         with contextlib.suppress(OSError):  # an empty folder this run made: taken over
             (out_dir / entry.name).rmdir()
         entry.rename(out_dir / entry.name)

@@ -239,7 +239,9 @@ def resume(
             if rejected
             else ("the newest complete" if cfg.resume == "auto" else "as asked"),
         )
-        if accelerator.is_main_process and not inside_run(path.resolve(), out_dir):
+        log_file = out_dir / "metrics.jsonl"
+        fresh_log = not log_file.is_file() or log_file.stat().st_size == 0
+        if accelerator.is_main_process and fresh_log and not inside_run(path.resolve(), out_dir):
             log.info(earlier_steps_note(path, out_dir, state.step))  # the curve looked cut
         if accelerator.is_main_process:  # a branch from an older checkpoint: its own history
             forget_changes_from(out_dir, state.step, saved_record(path, out_dir))
@@ -271,10 +273,10 @@ def earlier_steps_note(checkpoint: Path, out_dir: Path, step: int) -> str:
     """Said when a run goes on from another run's checkpoint: where its steps up to ``step``
     are logged (this folder's log starts after them)."""
     origin = checkpoint.resolve().parent.parent / "metrics.jsonl"  # <run>/checkpoints/step-N
-    where = origin if origin.is_file() else f"the log of the run that wrote {checkpoint}"
+    where = origin if origin.is_file() else f"the run that wrote {checkpoint}"
     return (
-        f"{out_dir / 'metrics.jsonl'} starts after step {step}, the checkpoint's: the steps up "
-        f"to it are in {where}"
+        f"{out_dir / 'metrics.jsonl'} starts after step {step}, the checkpoint's: earlier steps "
+        f"are in its log, {where}"
     )
 
 

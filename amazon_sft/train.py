@@ -6,7 +6,6 @@ exact resume, tokens/s and MFU in the logs.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import logging
@@ -41,7 +40,7 @@ from amazon_sft.distributed import (
     running_engine,
     seed_per_rank,
 )
-from amazon_sft.errors import KNOWN_FAILURES, UserError, known_failure
+from amazon_sft.errors import KNOWN_FAILURES, UserError, known_failure, tell_the_launcher
 from amazon_sft.exiting import exit_skipping_teardown
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
@@ -332,17 +331,6 @@ def start_logging(
         # steps run again), as metrics.jsonl drops them; at step 0 too (killed before a save)
         purge = {"tensorboard": {"purge_step": step + 1}}
         accelerator.init_trackers("amazon_sft", config=flat, init_kwargs=purge)
-
-
-REFUSAL_FILE_ENV = "AMAZON_SFT_REFUSAL_FILE"
-"""Set by launch/train_local.sh: a refusal is appended there too, so the script can end on it
-(after it, torch's failure report or accelerate's warnings had buried the one line)."""
-
-
-def tell_the_launcher(said: str) -> None:
-    if path := os.environ.get(REFUSAL_FILE_ENV):
-        with contextlib.suppress(OSError), open(path, "a", encoding="utf-8") as file:
-            file.write(said + "\n")  # one short write: ranks' lines do not interleave
 
 
 def cli() -> None:

@@ -459,8 +459,15 @@ def test_a_split_with_fewer_titles_than_n_asks_is_said():
     """An outside trial: ``--n 200`` scored the 50 titles the prepared probe holds, unsaid."""
     from amazon_sft.evaluation.main import fewer_than_asked
 
-    said = fewer_than_asked({"heldout": [{}] * 50, "seen": [{}] * 300}, 200)
-    assert len(said) == 1 and "--n 200" in said[0] and "heldout holds 50" in said[0], said
+    said = fewer_than_asked({"heldout": [{}] * 50, "seen": [{}] * 300}, 200, "closed")
+    assert len(said) == 1 and "--n 200" in said[0] and "50 heldout titles" in said[0], said
+    # counted as scored: the seen probe's rows taught the way the mode scores (a review)
+    seen = [{"taught": ["closed_book"]}] * 60 + [{"taught": ["grounded"]}] * 20
+    said = fewer_than_asked({"seen": seen}, 100, "both")
+    assert [s.split(" (")[0] for s in said] == [
+        "eval: 60 seen titles taught closed-book",
+        "eval: 20 seen titles taught grounded",
+    ], said
 
 
 def test_a_question_file_with_a_byte_order_mark_or_a_folder_given(tmp_path):

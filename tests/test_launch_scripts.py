@@ -1077,8 +1077,17 @@ def test_train_local_refuses_a_bad_launch_variable_in_one_line(variable, value, 
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("processes", ["1", "2"])
-def test_train_local_ends_a_refused_config_on_its_one_line_and_exit_2(processes, tmp_path):
+@pytest.mark.parametrize(
+    "processes, given, said",
+    [
+        ("1", "train.lr=-1", "train.lr must be > 0"),
+        ("2", "train.lr=-1", "train.lr must be > 0"),
+        ("1", "--bogus-flag", "--bogus-flag"),  # the parser's refusal too (a review)
+    ],
+)
+def test_train_local_ends_a_refused_config_on_its_one_line_and_exit_2(
+    processes, given, said, tmp_path
+):
     """An outside trial: ``train.lr=-1`` through train_local.sh ended with exit 1, train's
     one line buried under accelerate's defaults warning (one process) or torch's failure
     report (two), then "its error is above". The refusal is the last line, exit 2, as
@@ -1086,12 +1095,12 @@ def test_train_local_ends_a_refused_config_on_its_one_line_and_exit_2(processes,
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
     env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": processes, "OUT": str(tmp_path / "run")}
     proc = subprocess.run(
-        ["bash", "launch/train_local.sh", "train.lr=-1"],
+        ["bash", "launch/train_local.sh", given],
         capture_output=True, text=True, cwd=REPO, env=env, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 2, proc.stderr[-2000:]
     last = proc.stderr.strip().splitlines()[-1]
-    assert "train.lr must be > 0" in last and "train_local.sh" in last, proc.stderr[-2000:]
+    assert said in last and "train_local.sh: amazon-sft train" in last, proc.stderr[-2000:]
     assert not (tmp_path / "run").exists()
 
 

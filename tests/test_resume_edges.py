@@ -517,25 +517,33 @@ def test_a_branch_into_a_new_folder_says_where_its_earlier_steps_are_logged(
     assert str(two_steps / "metrics.jsonl") in said, launch.stderr[-2000:]
 
 
-def test_a_save_cut_by_the_disk_gives_its_space_back_at_once(prepared, tiny_model_dir, tmp_path):
+@pytest.mark.parametrize(
+    "limit_bytes, saves",
+    [(1 << 20, "checkpoint.every_steps=1"), (1 << 19, "checkpoint.every_steps=9")],
+)
+def test_a_save_cut_by_the_disk_gives_its_space_back_at_once(
+    limit_bytes, saves, prepared, tiny_model_dir, tmp_path
+):
     """An outside trial: the first checkpoint's save, cut by a full disk, stayed in
     ``checkpoints/step-N.tmp`` (its space still taken on the full disk) until a re-run with
-    ``resume=auto`` removed it. The cut save is removed as the save fails. (A file-size limit
-    of 1 MiB cuts it here: the optimizer's file is ~1.6 MB, the model's ~0.8 MB.)"""
+    ``resume=auto`` removed it. The cut save is removed as the save fails; ``final/``'s too
+    (a review). A file-size limit cuts them here: of 1 MiB, the checkpoint's optimizer file
+    (~1.6 MB); of 512 KiB with no checkpoint before, the final model (~0.8 MB)."""
     import resource
     import subprocess
     import sys
 
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    limit = (1 << 20, resource.RLIM_INFINITY)
+    limit = (limit_bytes, resource.RLIM_INFINITY)
     proc = subprocess.run(
-        [sys.executable, "-m", "amazon_sft.cli", *base, "train.max_steps=2"],
+        [sys.executable, "-m", "amazon_sft.cli", *base, "train.max_steps=2", saves],
         capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1], timeout=300,
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_FSIZE, limit),
     )  # fmt: skip
     _one_line_error(proc, "train", "could not save", "ulimit -f", "resume=auto")
-    assert list((out / "checkpoints").iterdir()) == [], proc.stderr[-2000:]
+    left = [p.name for p in [*out.glob("checkpoints/*"), *out.glob(".final*")]]
+    assert left == [] and not (out / "final").exists(), left
 
 
 def test_overwrite_refused_before_its_first_step_leaves_the_previous_run_in_place(

@@ -34,8 +34,9 @@ from amazon_sft.answering.index_checks import (
     is_current,
     whole_sha,
 )
-from amazon_sft.data.catalogue_row import UTF8_BOM, CatalogueRow
+from amazon_sft.data.catalogue_row import CatalogueRow
 from amazon_sft.data.cleaning import INVISIBLE
+from amazon_sft.data.reading import BOM
 from amazon_sft.errors import UserError, reading
 
 INDEX_DIR = "index"
@@ -186,7 +187,7 @@ class CatalogueIndex:
         with reading(self.catalogue, "catalogue", REDO):
             start = int(self.offsets[i])
             end = int(self.offsets[i + 1]) if i + 1 < len(self.offsets) else self._size
-            rec = orjson.loads(os.pread(self._fd, end - start, start).removeprefix(UTF8_BOM))
+            rec = orjson.loads(os.pread(self._fd, end - start, start).removeprefix(BOM))
             return {"uid": str(rec["uid"]), "title": rec["title"], "content": rec["content"]}
 
     def _content_sha(self) -> str:

@@ -14,7 +14,7 @@ from typing import NotRequired, TypedDict
 
 import orjson
 
-from amazon_sft.data.reading import UID_MAX_CHARS, citable
+from amazon_sft.data.reading import BOM, UID_MAX_CHARS, citable
 
 
 class CatalogueRow(TypedDict):
@@ -40,10 +40,6 @@ class CorruptRow(ValueError):
     put after the file and line it names."""
 
 
-UTF8_BOM = b"\xef\xbb\xbf"
-"""Before a file's first line when an editor saved it with one (prepare reads past it too)."""
-
-
 def catalogue_row(line: bytes) -> CatalogueRow:
     """The row of one line of a prepared catalogue file, checked: a JSON object whose uid,
     title and content are text (an integer uid read as text, as prepare reads one), whose uid
@@ -66,7 +62,7 @@ def catalogue_row(line: bytes) -> CatalogueRow:
     '7'
     """
     try:  # a BOM before the first line (Windows editors write one), as prepare reads it
-        row = orjson.loads(line.removeprefix(UTF8_BOM))
+        row = orjson.loads(line.removeprefix(BOM))
     except orjson.JSONDecodeError:
         raise CorruptRow("not JSON (a cut line?)") from None
     if not isinstance(row, dict):

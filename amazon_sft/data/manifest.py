@@ -333,6 +333,22 @@ def read_manifest(path: str | Path, config: list[str] | None = None) -> Manifest
     return manifest
 
 
+def own_folder(where: str, config: list[str] | None, for_eval: bool = False) -> str:
+    """The folder a refusal suggests preparing for ``config`` beside ``where``: named for the
+    config, and for the overrides that shape the data by a short digest, so two tokenizers'
+    hints never name one folder (a review: the second was told to prepare into the first's).
+
+    >>> own_folder("data", ["tiny"]), own_folder("data/", ["tiny", "model.tokenizer=B"])
+    ('data-tiny', 'data-tiny-bda849')
+    >>> own_folder("data", ["tiny"], for_eval=True)
+    'data-own'
+    """
+    name = Path(config[0]).stem if config and not for_eval else "own"
+    if config and config[1:]:
+        name += "-" + hashlib.blake2b("\0".join(config[1:]).encode(), digest_size=3).hexdigest()
+    return f"{where.rstrip('/')}-{name}"
+
+
 def check_fingerprints(
     manifest: Manifest,
     tokenizer_fp: str,
@@ -352,8 +368,7 @@ def check_fingerprints(
     rather than this one again."""
     # never re-prepared in place (--overwrite): a run trained on it would refuse it then (an
     # outside trial followed train's hint and left another run without its data)
-    named = Path(config[0]).stem if config and not owned_by_a_run else "own"
-    own = prepare_command(f"{where.rstrip('/')}-{named}", config, source=where)
+    own = prepare_command(own_folder(where, config, owned_by_a_run), config, source=where)
     redo = f"prepare a folder of its own and give that as {key} (`{own}`)"
     runs = ""
     if owned_by_a_run:

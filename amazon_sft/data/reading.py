@@ -130,7 +130,7 @@ def not_json_lines(head: bytes) -> str | None:
     for magic, what in _PACKED.items():
         if head.startswith(magic):
             return what
-    start = head.removeprefix(b"\xef\xbb\xbf").lstrip()  # "[{": an array of objects, unless
+    start = head.removeprefix(BOM).lstrip()  # "[{": an array of objects, unless
     first, _, rest = start.partition(b"\n")  # a whole first line of more (one bad line)
     whole_line = first.rstrip().endswith(b"]") and bool(rest.strip())
     if start[:1] == b"[" and start[1:].lstrip()[:1] == b"{" and not whole_line:

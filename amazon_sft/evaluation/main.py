@@ -24,7 +24,7 @@ from amazon_sft.errors import KNOWN_FAILURES, known_failure
 from amazon_sft.evaluation import end_to_end_run
 from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
-from amazon_sft.evaluation.items import EvalItem, build_items, read_eval_rows
+from amazon_sft.evaluation.items import EvalItem, build_items, read_eval_rows, taught
 from amazon_sft.evaluation.loading import (
     compared_overrides,
     config_of,
@@ -166,15 +166,22 @@ def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
     return manifest
 
 
-def fewer_than_asked(splits: dict[str, list], n: int) -> list[str]:
-    """A note for each split holding fewer titles than ``--n`` asks: they were scored short,
-    unsaid (an outside trial)."""
-    return [
-        f"eval: --n {n}, but {split} holds {len(rows)} titles (prepare chose them, "
-        f"{SPLIT_FILES[split]}.jsonl): all {len(rows)} are scored"
-        for split, rows in splits.items()
-        if len(rows) < n
-    ]
+def fewer_than_asked(splits: dict[str, list], n: int, mode: str) -> list[str]:
+    """A note for each split and way ``mode`` scores that holds fewer titles than ``--n``
+    asks (``items.taught``, as ``build_items`` picks them): they were scored short, unsaid (an
+    outside trial)."""
+    ways = {"closed": ["closed_book"], "grounded": ["grounded"]}.get(
+        mode, ["closed_book", "grounded"]
+    )
+    notes = []
+    for split, rows in splits.items():
+        for way in ways:
+            if (have := len(taught(rows, way))) < n:
+                notes.append(
+                    f"eval: {have} {split} titles taught {way.replace('_', '-')} (prepare chose "
+                    f"them, {SPLIT_FILES[split]}.jsonl), fewer than --n {n}: all {have} are scored"
+                )
+    return notes
 
 
 def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
@@ -189,10 +196,10 @@ def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:
     splits = {
         s: read_eval_rows(data_dir / f"{SPLIT_FILES[s]}.jsonl") for s in args.splits.split(",")
     }
-    if accelerator.is_main_process:
-        for note in fewer_than_asked(splits, args.n):
-            print(note, file=sys.stderr)
     mode = resolve_mode(args.mode, manifest)
+    if accelerator.is_main_process:
+        for note in fewer_than_asked(splits, args.n, mode):
+            print(note, file=sys.stderr)
     specs = dict(zip(("base", "tuned"), args.compare)) if args.compare else {"model": args.model}
     result = OracleReport(
         data=str(data_dir),

@@ -31,7 +31,7 @@ from pathlib import Path
 import orjson
 
 from amazon_sft.answering.question_text import MAX_QUESTION_CHARS, normalise_question
-from amazon_sft.data.reading import derived_uid
+from amazon_sft.data.reading import BOM, derived_uid
 from amazon_sft.errors import RequestError, UserError, reading
 from amazon_sft.json_checks import first_key_twice, longest_integer
 from amazon_sft.terminal import printable
@@ -95,7 +95,7 @@ def read_questions(path: Path) -> list[ShopperQuestion]:
             line_no += 1
             where = f"{path} line {line_no}"
             if line_no == 1:
-                line = line.removeprefix(b"\xef\xbb\xbf")  # a byte-order mark, as prepare reads
+                line = line.removeprefix(BOM)  # a byte-order mark, as prepare reads
             if len(line) > MAX_LINE_BYTES:
                 raise UserError(
                     f"{where} is over {MAX_LINE_BYTES:,} bytes: a question file holds one "

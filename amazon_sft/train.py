@@ -27,9 +27,10 @@ from amazon_sft.checkpointing import after_a_cut_save
 from amazon_sft.config import DEFAULT_CONFIG, RunConfig, load_run_config
 from amazon_sft.config_keys import KeysHelpParser, every_key
 from amazon_sft.config_loader import to_dict, write_resolved
+from amazon_sft.data.fingerprints import check_fingerprints
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import shaping_overrides
-from amazon_sft.data.shards import PackedShards, check_fingerprints
+from amazon_sft.data.shards import PackedShards
 from amazon_sft.deepspeed_config import deepspeed_json_of, refuse_one_process_launch
 from amazon_sft.distributed import (
     BatchPlan,

@@ -11,9 +11,10 @@ import orjson
 import pytest
 
 from amazon_sft.config import load_run_config
+from amazon_sft.data.fingerprints import check_fingerprints
 from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.manifest import FORMAT_VERSION, Manifest
-from amazon_sft.data.shards import PackedShards, check_fingerprints, read_manifest, verify_checksums
+from amazon_sft.data.shards import PackedShards, read_manifest, verify_checksums
 from amazon_sft.data.split import normalise_title
 from amazon_sft.errors import UserError
 from amazon_sft.prepare import prepare

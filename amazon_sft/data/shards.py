@@ -22,7 +22,6 @@ from amazon_sft.data.manifest import (  # noqa: F401 - the manifest's readers im
     MANIFEST,
     Manifest,
     ShardEntry,
-    check_fingerprints,
     read_manifest,
     seal,
 )

@@ -18,7 +18,8 @@ from pathlib import Path
 
 from amazon_sft.bounds import check_prompt_fits, context_of
 from amazon_sft.data.encode import closed_book_answer, word_starts
-from amazon_sft.data.manifest import Manifest, check_fingerprints, read_manifest, stale_split
+from amazon_sft.data.fingerprints import check_fingerprints
+from amazon_sft.data.manifest import Manifest, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import KNOWN_FAILURES, known_failure
 from amazon_sft.evaluation import end_to_end_run

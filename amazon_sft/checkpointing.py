@@ -238,8 +238,9 @@ def _listed(folder: Path) -> set[str] | None:
 
 def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
     """Remove all but the newest ``keep_last`` complete checkpoints; one holding files its save
-    did not write (a user's eval report put inside), or whose list of them is lost, is kept and
-    named, never removed whole."""
+    did not write (a user's eval report put inside), whose list of them is lost, or whose
+    ``trainer_state.json`` no save of its step wrote (a user's copy of another step), is kept
+    and named, never removed whole."""
     for old in complete_checkpoints(out_dir)[:-keep_last]:
         if _listed(old) is None:
             log.warning(
@@ -256,6 +257,16 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
                 "move them out and remove the folder yourself",
                 old,
                 shown,
+            )
+            continue
+        try:  # a copy under another step's name (cp -r step-10 step-4): its checksums are whole
+            read_trainer_state(old)
+        except (CorruptCheckpoint, OSError) as err:
+            log.warning(
+                "kept %s past checkpoint.keep_last: no save of that step wrote it (%s); remove "
+                "it yourself if it is the run's",
+                old,
+                err,
             )
             continue
         shutil.rmtree(old, ignore_errors=True)

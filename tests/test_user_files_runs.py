@@ -403,6 +403,7 @@ def test_checkpoint_rotation_keeps_a_checkpoint_holding_a_users_files(tmp_path, 
         (folder / "sub").mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"w" * step)
         (folder / "sub" / "optimizer.bin").write_bytes(b"o")
+        (folder / "trainer_state.json").write_text(f'{{"step": {step}}}')  # as a save writes
         write_checksums(folder)
         (folder / COMPLETE).write_text(f"step {step}\n")
     (root / "step-00000002" / "my_eval").mkdir()
@@ -530,6 +531,32 @@ def test_a_save_never_replaces_a_step_folder_no_save_wrote(tmp_path, caplog, mad
     assert aside[0].name in said, said
 
 
+def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, caplog):
+    """An outside trial: ``cp -r step-00000010 step-00000004`` (a user's copy of a checkpoint)
+    was removed by ``keep_last`` without a word: its checksums were whole. Its
+    ``trainer_state.json`` holds step 10, which no save of step 4 writes (resume already
+    refuses to load it): it is kept and named."""
+    import json
+
+    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
+    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step, recorded in ((2, 2), (4, 8), (6, 6), (8, 8)):
+        folder = root / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": recorded}))
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {recorded}\n")
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == [
+        "step-00000004", "step-00000006", "step-00000008"
+    ]  # fmt: skip
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "step-00000004" in said and "step 8" in said, said
+
+
 def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, caplog):
     """A hostile user's trial: a checkpoint whose ``checksums.json`` was lost counted as all
     the run's, so ``keep_last`` removed it with the user's notes in it, and so did ``make
@@ -543,6 +570,7 @@ def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, 
         folder = root / f"step-{step:08d}"
         folder.mkdir(parents=True)
         (folder / "model.safetensors").write_bytes(b"w" * step)
+        (folder / "trainer_state.json").write_text(f'{{"step": {step}}}')  # as a save writes
         write_checksums(folder)
         (folder / COMPLETE).write_text(f"step {step}\n")
     lost = root / "step-00000002"

@@ -222,6 +222,43 @@ def _split_label(result: OracleReport, split: str) -> str:
     return split.replace(" ", "\n") + f"\nn={result.first_model(split).n}"
 
 
+def plot_caption(splits: list[str]) -> str:
+    """The protocol of every split a figure shows (it named the oracle splits only, and a
+    closed-book report none: an outside trial).
+
+    >>> plot_caption(["heldout", "seen"])
+    'heldout / seen: closed-book (the title asked, no record shown)'
+    """
+    said = []
+    if any(not s.endswith(("grounded", "absent")) for s in splits):
+        said.append("heldout / seen: closed-book (the title asked, no record shown)")
+    if any(s.endswith(("grounded", "absent")) for s in splits):
+        said.append(
+            "grounded / absent: oracle context (the exact title asked, the right record shown "
+            "or left out), not shoppers' questions through retrieval"
+        )
+    return "\n".join(said)
+
+
+def delta_title(label: str, changes: list) -> str:
+    """A delta panel's title: its interval named only where the report has one (BLEU and a
+    perplexity of few titles have none: a bar was titled "95% CI" all the same).
+
+    >>> from types import SimpleNamespace as C
+    >>> delta_title("BLEU", [C(low=None, high=None)]), delta_title("ROUGE-L", [C(low=0.1, high=0.2)])
+    ('BLEU: tuned - base (no interval)', 'ROUGE-L: tuned - base, 95% CI')
+    """
+    defined = [
+        c.low is not None and c.high is not None and not np.isnan([c.low, c.high]).any()
+        for c in changes
+    ]
+    if all(defined):
+        return f"{label}: tuned - base, 95% CI"
+    return (
+        f"{label}: tuned - base ({'no interval' if not any(defined) else '95% CI where defined'})"
+    )
+
+
 def plot(result: OracleReport, path: Path) -> None:
     """One panel per metric with a bar per model and split; when comparing, a second panel per
     metric with the delta (tuned - base) and its bootstrap interval around it, so no interval is
@@ -258,17 +295,12 @@ def plot(result: OracleReport, path: Path) -> None:
         errors = np.nan_to_num(np.array(errors))  # no interval: no bar, not matplotlib's warning
         ax.bar(at, deltas, 0.5, yerr=errors, capsize=3, color="tab:gray")
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.set_title(f"{SHOWN[key][0]}: tuned - base, 95% CI", fontsize=8)
+        ax.set_title(delta_title(SHOWN[key][0], cmp), fontsize=8)
         ax.set_xticks(range(len(splits)), [s.replace(" ", "\n") for s in splits], fontsize=7)
     for ax in value_axes[len(keys) :] + delta_axes[len(keys) :]:
         ax.axis("off")
     value_axes[0].legend(fontsize=7)
-    if any(s.endswith(("grounded", "absent")) for s in splits):
-        fig.suptitle(
-            "grounded / absent: oracle context (the exact title asked, the right record shown or "
-            "left out), not shoppers' questions through retrieval",
-            fontsize=8,
-        )
+    fig.suptitle(plot_caption(splits), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

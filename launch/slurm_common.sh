@@ -5,6 +5,10 @@
 
 : "${SLURM_JOB_ID:?not inside a SLURM job (for a dry run: DRY_RUN=1 with SLURM_JOB_ID, SLURM_NNODES, SLURM_JOB_NODELIST set)}"
 NNODES="${SLURM_NNODES:-1}"
+if ! [[ "$NNODES" =~ ^[1-9][0-9]{0,4}$ ]]; then  # set by SLURM; by hand in a dry run
+  echo "${0##*/}: SLURM_NNODES=$NNODES is not a node count: give the job's number of nodes, e.g. 2" >&2
+  exit 1
+fi
 GPUS_PER_NODE="${GPUS_PER_NODE:-${SLURM_GPUS_ON_NODE:-8}}"  # what --gres gave this node
 # srun does not inherit --cpus-per-task from sbatch (SLURM 22.05 on): without this each node's
 # training step, 8 ranks and their data loaders, ran on one core

@@ -1334,6 +1334,10 @@ BAD_SETTINGS = [
     ("GPUS_PER_NODE", "abc", "GPUS_PER_NODE=abc is not a count"),
     ("GPUS_PER_NODE", "2x", "GPUS_PER_NODE=2x is not a count"),
     ("CONFIG", "-x.yaml", "-x.yaml"),
+    # an outside trial: "abc: unbound variable", and 0 named --check-world, a flag never typed
+    ("SLURM_NNODES", "abc", "SLURM_NNODES=abc is not a node count"),
+    ("SLURM_NNODES", "0", "SLURM_NNODES=0 is not a node count"),
+    ("CONFIG", "no-such-config", "no-such-config"),  # eval's dry run printed it as good
 ]
 
 
@@ -1344,7 +1348,7 @@ BAD_SETTINGS = [
         for script in ("train_slurm.sbatch", "eval_slurm.sbatch")
         for bad in BAD_SETTINGS
     ]
-    + [("train_slurm.sbatch", "CONFIG", "no-such-config", "no-such-config")],  # eval reads none
+    + [("eval_slurm.sbatch", "N", n, f"N={n} is not a number of titles") for n in ("abc", "0")],
 )
 def test_a_slurm_script_refuses_a_bad_setting_in_one_line(
     script, variable, value, needle, tmp_path

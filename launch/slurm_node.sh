@@ -37,7 +37,8 @@ cmd=(accelerate launch
   "$ENTRY" "$@")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
-  echo "node $rank ($(hostname)): ${cmd[*]}"
+  # all ranks print here, on this one machine: its name is no node's (rank 0 is MAIN_ADDR)
+  echo "node $rank: ${cmd[*]}"
   exit 0
 fi
 

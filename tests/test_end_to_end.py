@@ -754,6 +754,15 @@ def test_answering_flags_without_questions_are_refused_not_ignored(flags):
         refuse_answering_flags(args)
 
 
+@pytest.mark.parametrize("flag", ["--n", "--batch-size"])
+def test_a_count_below_one_names_its_flag(flag):
+    """An outside trial: ``--n 0`` said "--n and --batch-size must be >= 1"."""
+    from amazon_sft.evaluation.arguments import parse_args
+
+    with pytest.raises(UserError, match=f"^{flag} must be >= 1, got 0$"):
+        parse_args(["--data", "d", "--model", "config:tiny", flag, "0"])
+
+
 def test_a_training_product_taught_neither_way_is_not_scored_as_seen(catalogue, tmp_path):
     """An outside review: end to end grouped every catalogue row of the training split as
     "seen", also the products prepare taught neither closed-book nor grounded (both fractions

@@ -118,8 +118,9 @@ def parse_args(argv):
     p.add_argument("overrides", nargs="*", help="dotted config overrides applied to both models")
     args = p.parse_intermixed_args(argv)  # overrides after an option too, as prepare
     oracle_defaults(args)
-    if args.n < 1 or args.batch_size < 1:
-        raise UserError("--n and --batch-size must be >= 1")
+    for flag, given in (("--n", args.n), ("--batch-size", args.batch_size)):
+        if given < 1:
+            raise UserError(f"{flag} must be >= 1, got {given}")
     check_new_tokens(args.max_new_tokens)
     if not (math.isfinite(args.repetition_penalty) and args.repetition_penalty > 0):
         raise UserError(

@@ -262,10 +262,14 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
         try:  # a copy under another step's name (cp -r step-10 step-4): its checksums are whole
             read_trainer_state(old)
         except (CorruptCheckpoint, OSError) as err:
+            why = (  # the step check's words: a copy; else the state file is damaged or gone
+                "no save of that step wrote it" if "in a folder named" in str(err) else
+                f"its {STATE} is damaged or missing"
+            )  # fmt: skip
             log.warning(
-                "kept %s past checkpoint.keep_last: no save of that step wrote it (%s); remove "
-                "it yourself if it is the run's",
+                "kept %s past checkpoint.keep_last: %s (%s); remove it yourself if it is the run's",
                 old,
+                why,
                 err,
             )
             continue

@@ -394,9 +394,36 @@ def test_the_plot_names_its_protocol_and_each_splits_count(tmp_path, monkeypatch
     plot(result, tmp_path / "report.png")
     fig = seen[0]
     title = fig._suptitle.get_text()
-    assert "oracle context" in title, title
+    # every split's protocol, the closed-book one too (an outside trial: only the oracle's)
+    assert "oracle context" in title and "heldout / seen: closed-book" in title, title
     labels = [t.get_text() for t in fig.axes[0].get_xticklabels()]
     assert labels == ["heldout\nn=16", "heldout\ngrounded\nn=12"], labels
+
+
+def test_a_delta_panel_without_an_interval_does_not_say_95_ci(tmp_path, monkeypatch):
+    """An outside trial: every delta panel said "95% CI", also where report.json's interval
+    is null (a perplexity over few titles)."""
+    import matplotlib.figure
+
+    from amazon_sft.evaluation.oracle_types import Change, OracleModel, OracleReport, SplitScores
+    from amazon_sft.evaluation.report import plot
+
+    seen = []
+    monkeypatch.setattr(
+        matplotlib.figure.Figure, "savefig", lambda fig, path, **kw: seen.append(fig)
+    )
+    nan = float("nan")
+    result = OracleReport(
+        "d",
+        "closed",
+        {},
+        models={"base": OracleModel("b"), "tuned": OracleModel("t")},
+        splits={"heldout": {m: SplitScores(4, {"rougeL": 0.4}) for m in ("base", "tuned")}},
+        comparison={"heldout": {"rougeL": Change(0.1, nan, nan)}},
+    )
+    plot(result, tmp_path / "report.png")
+    titles = [ax.get_title() for ax in seen[0].axes]
+    assert "ROUGE-L: tuned - base (no interval)" in titles, titles
 
 
 def test_the_plot_writes_each_bars_value_so_a_zero_is_not_an_empty_panel(tmp_path, monkeypatch):

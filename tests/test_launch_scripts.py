@@ -74,6 +74,9 @@ def test_sbatch_dry_run_gives_each_node_its_rank_and_one_address(script, tmp_pat
         )
         assert proc.returncode == 0, proc.stderr
         runs[job] = _nodes(proc.stdout)
+        # every rank prints on this one machine: no hostname beside a node's command (a trial)
+        lines = [x for x in proc.stdout.splitlines() if x.startswith("node ")]
+        assert all(re.match(r"node \d+: accelerate launch ", x) for x in lines), lines
     nodes = runs["4242"]
     assert [n["machine_rank"] for n in nodes] == ["0", "1"]
     assert {n["main_process_ip"] for n in nodes} == {"gpu-node-17"}
@@ -1339,6 +1342,18 @@ BAD_SETTINGS = [
     ("SLURM_NNODES", "0", "SLURM_NNODES=0 is not a node count"),
     ("CONFIG", "no-such-config", "no-such-config"),  # eval's dry run printed it as good
 ]
+
+
+def test_eval_slurm_takes_any_config_file_train_takes(tmp_path):
+    """A review of eval_slurm's new CONFIG check: a config file named without ``.yaml`` (or
+    ``.YAML``), which train reads, was refused as an unknown config name."""
+    config = tmp_path / "exp.YAML"
+    config.write_text("out_dir: runs/exp\n")
+    env = {**_fake_slurm(tmp_path, "80"), "CONFIG": str(config), "N": "10000000"}
+    proc = subprocess.run(
+        ["bash", "launch/eval_slurm.sbatch"], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert proc.returncode == 0 and "node 0: " in proc.stdout, proc.stderr
 
 
 @pytest.mark.parametrize(

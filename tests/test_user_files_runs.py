@@ -554,7 +554,20 @@ def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, ca
         "step-00000004", "step-00000006", "step-00000008"
     ]  # fmt: skip
     said = " ".join(r.getMessage() for r in caplog.records)
-    assert "step-00000004" in said and "step 8" in said, said
+    assert "step-00000004" in said and "step 8" in said and "no save of that step" in said, said
+    # a state file lost from the run's own save is named as such, not as a copy (a review)
+    (root / "step-00000006" / "trainer_state.json").unlink()
+    for step in (10, 12):
+        folder = root / f"step-{step:08d}"
+        folder.mkdir()
+        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {step}\n")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=2)
+    said = " ".join(r.getMessage() for r in caplog.records if "step-00000006" in r.getMessage())
+    assert "trainer_state.json is damaged or missing" in said, said
 
 
 def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, caplog):

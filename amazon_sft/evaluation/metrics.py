@@ -253,6 +253,15 @@ and the interval is NaN: one from the rest would be an interval on the resamples
 to include the rare questions, read as if whole."""
 
 
+def has_interval(low: float | None, high: float | None) -> bool:
+    """Whether an interval is defined (None in report.json, NaN in memory when not).
+
+    >>> has_interval(0.1, 0.2), has_interval(None, None), has_interval(float("nan"), 1.0)
+    (True, False, False)
+    """
+    return low is not None and high is not None and not (np.isnan(low) or np.isnan(high))
+
+
 def interval_text(low, high, digits: int = 3, signed: bool = False) -> str:
     """An interval as a report prints it; NaN ends (``_percentiles``; ``null`` once read back
     from report.json) say why there is none.
@@ -264,7 +273,7 @@ def interval_text(low, high, digits: int = 3, signed: bool = False) -> str:
     >>> interval_text(None, None)
     '[no interval: too few examples or resamples define it]'
     """
-    if low is None or high is None or np.isnan(low) or np.isnan(high):
+    if not has_interval(low, high):
         return "[no interval: too few examples or resamples define it]"
     spec = f"{'+' if signed else ''}.{digits}f"
     return f"[{low:{spec}}, {high:{spec}}]"

@@ -241,17 +241,14 @@ def plot_caption(splits: list[str]) -> str:
 
 
 def delta_title(label: str, changes: list) -> str:
-    """A delta panel's title: its interval named only where the report has one (BLEU and a
-    perplexity of few titles have none: a bar was titled "95% CI" all the same).
+    """A delta panel's title: its interval named only where the report has one (a perplexity
+    or BLEU over under 10 titles has none: a bar was titled "95% CI" all the same).
 
     >>> from types import SimpleNamespace as C
     >>> delta_title("BLEU", [C(low=None, high=None)]), delta_title("ROUGE-L", [C(low=0.1, high=0.2)])
     ('BLEU: tuned - base (no interval)', 'ROUGE-L: tuned - base, 95% CI')
     """
-    defined = [
-        c.low is not None and c.high is not None and not np.isnan([c.low, c.high]).any()
-        for c in changes
-    ]
+    defined = [M.has_interval(c.low, c.high) for c in changes]
     if all(defined):
         return f"{label}: tuned - base, 95% CI"
     return (

@@ -41,7 +41,7 @@ from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.run_files import read_run_summary
 from amazon_sft.tied_weights import tied_weights_said_once
 from amazon_sft.trainable_state import load_kwargs, trainable_only
-from amazon_sft.trainer_state import TrainerState, read_trainer_state
+from amazon_sft.trainer_state import StepMismatch, TrainerState, read_trainer_state
 
 log = logging.getLogger(__name__)
 
@@ -262,10 +262,8 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
         try:  # a copy under another step's name (cp -r step-10 step-4): its checksums are whole
             read_trainer_state(old)
         except (CorruptCheckpoint, OSError) as err:
-            why = (  # the step check's words: a copy; else the state file is damaged or gone
-                "no save of that step wrote it" if "in a folder named" in str(err) else
-                f"its {STATE} is damaged or missing"
-            )  # fmt: skip
+            copy = isinstance(err, StepMismatch)  # else its state file is damaged or gone
+            why = "no save of that step wrote it" if copy else f"its {STATE} is damaged or missing"
             log.warning(
                 "kept %s past checkpoint.keep_last: %s (%s); remove it yourself if it is the run's",
                 old,

@@ -59,6 +59,11 @@ def _problem(state: dict) -> str | None:
     return None
 
 
+class StepMismatch(CorruptCheckpoint):
+    """A ``trainer_state.json`` of another step than its ``step-N`` folder: a copy of another
+    checkpoint, which no save of that step wrote."""
+
+
 def read_trainer_state(folder: Path) -> TrainerState:
     """``folder``'s ``trainer_state.json``; ``CorruptCheckpoint`` when no save could have
     written it, or when it holds another step than the ``step-N`` folder it is in."""
@@ -72,7 +77,7 @@ def read_trainer_state(folder: Path) -> TrainerState:
         raise CorruptCheckpoint(f"{path}: {why}; no save wrote it")
     named = re.fullmatch(r"step-(\d+)", folder.name)
     if named and int(named.group(1)) != state.get("step", 0):
-        raise CorruptCheckpoint(
+        raise StepMismatch(
             f"{path} holds step {state.get('step', 0)}, in a folder named {folder.name}"
         )
     return TrainerState(**state)

@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from amazon_sft.config import CleanConfig
-from amazon_sft.data.reading import FIRST_LINES_KEPT
+from amazon_sft.data.reading import note_first_line
 from amazon_sft.prompts import without_markup
 
 # A tag: a name, then attributes after whitespace *or a slash* ("<svg/onload=...>" is a tag to a
@@ -146,9 +146,8 @@ class Cleaner:
 
     def _drop(self, reason: str, line_no: int | None) -> None:
         self.dropped[reason] += 1
-        first = self.first_lines.setdefault(reason, [])
-        if line_no is not None and len(first) < FIRST_LINES_KEPT:
-            first.append(line_no)
+        if line_no is not None:
+            note_first_line(self.first_lines, reason, line_no)
 
     def __call__(
         self, title: str, content: str, uid: str | None = None, line_no: int | None = None

@@ -57,9 +57,14 @@ class ReadStats:
                 "that line, or drop --strict to skip and count such lines"
             )
         self.skipped[reason] += 1
-        kept = self.first_lines.setdefault(reason, [])
-        if len(kept) < FIRST_LINES_KEPT:
-            kept.append(line_no)
+        note_first_line(self.first_lines, reason, line_no)
+
+
+def note_first_line(first_lines: dict[str, list[int]], reason: str, line_no: int) -> None:
+    """Keep ``line_no`` among the first ``FIRST_LINES_KEPT`` skipped for ``reason``."""
+    kept = first_lines.setdefault(reason, [])
+    if len(kept) < FIRST_LINES_KEPT:
+        kept.append(line_no)
 
 
 UID_MAX_CHARS = 100

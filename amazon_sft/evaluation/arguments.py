@@ -12,13 +12,9 @@ from amazon_sft.config import check_seed
 from amazon_sft.errors import OneLineParser, UserError
 from amazon_sft.eval_ownership import check_eval_dir
 from amazon_sft.evaluation import end_to_end_run
-from amazon_sft.evaluation.items import MODES
+from amazon_sft.evaluation.items import MODES, SPLIT_FILES
 from amazon_sft.output_places import refuse_inside_another_output
 from amazon_sft.outputs import check_output_folder
-
-SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
-"""Split name -> its file in the prepared folder (``NAME.jsonl``)."""
-
 
 DESCRIPTION = "score models on held-out and seen titles, or end to end on free-form questions"
 

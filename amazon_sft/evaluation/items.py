@@ -74,6 +74,25 @@ def taught(rows: list[CatalogueRow], way: str) -> list[CatalogueRow]:
     return [r for r in rows if way in r.get("taught", (way,))]
 
 
+SPLIT_FILES = {"heldout": "heldout", "seen": "seen_probe"}
+"""Split name -> its file in the prepared folder (``NAME.jsonl``)."""
+WAYS = {"closed": ("closed_book",), "grounded": ("grounded",), "both": ("closed_book", "grounded")}
+"""The ways of teaching a product each ``--mode`` scores (``taught``)."""
+
+
+def fewer_than_asked(splits: dict[str, list], n: int, mode: str) -> list[str]:
+    """A note for each split and way ``mode`` scores that holds fewer titles than ``--n``
+    asks, counted as ``build_items`` picks them: they were scored short, unsaid (an outside
+    trial)."""
+    return [
+        f"eval: {have} {split} titles taught {way.replace('_', '-')} (prepare chose them, "
+        f"{SPLIT_FILES[split]}.jsonl), fewer than --n {n}: all {have} are scored"
+        for split, rows in splits.items()
+        for way in WAYS[mode]
+        if (have := len(taught(rows, way))) < n
+    ]
+
+
 def build_items(
     splits: dict[str, list[dict]],
     mode: str,
@@ -91,11 +110,11 @@ def build_items(
     amazon_sft.errors.UserError: no product of seen was taught the way --mode closed scores: choose another --mode (or --splits heldout)
     """
     out: dict[str, list[EvalItem]] = {}
-    if mode in ("closed", "both"):
+    if "closed_book" in WAYS[mode]:
         for split, rows in splits.items():
             if asked := taught(rows, "closed_book")[:n]:  # none: data.closed_book_fraction=0
                 out[split] = closed_items(asked, fmt)
-    if mode in ("grounded", "both"):
+    if "grounded" in WAYS[mode]:
         for split, rows in splits.items():
             if asked := taught(rows, "grounded")[:n]:
                 out[f"{split} grounded"] = grounded_items(asked, builder, absent=False)

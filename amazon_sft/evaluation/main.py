@@ -23,9 +23,15 @@ from amazon_sft.data.manifest import Manifest, read_manifest, stale_split
 from amazon_sft.distributed import build_eval_accelerator
 from amazon_sft.errors import KNOWN_FAILURES, known_failure
 from amazon_sft.evaluation import end_to_end_run
-from amazon_sft.evaluation.arguments import SPLIT_FILES, parse_args
+from amazon_sft.evaluation.arguments import parse_args
 from amazon_sft.evaluation.generation import Decoding, generate_answers, reference_nll
-from amazon_sft.evaluation.items import EvalItem, build_items, read_eval_rows, taught
+from amazon_sft.evaluation.items import (
+    SPLIT_FILES,
+    EvalItem,
+    build_items,
+    fewer_than_asked,
+    read_eval_rows,
+)
 from amazon_sft.evaluation.loading import (
     compared_overrides,
     config_of,
@@ -165,24 +171,6 @@ def _check_inputs(args, decoding: Decoding, accelerator) -> Manifest:
     if args.questions:
         check_question_file(Path(args.questions))
     return manifest
-
-
-def fewer_than_asked(splits: dict[str, list], n: int, mode: str) -> list[str]:
-    """A note for each split and way ``mode`` scores that holds fewer titles than ``--n``
-    asks (``items.taught``, as ``build_items`` picks them): they were scored short, unsaid (an
-    outside trial)."""
-    ways = {"closed": ["closed_book"], "grounded": ["grounded"]}.get(
-        mode, ["closed_book", "grounded"]
-    )
-    notes = []
-    for split, rows in splits.items():
-        for way in ways:
-            if (have := len(taught(rows, way))) < n:
-                notes.append(
-                    f"eval: {have} {split} titles taught {way.replace('_', '-')} (prepare chose "
-                    f"them, {SPLIT_FILES[split]}.jsonl), fewer than --n {n}: all {have} are scored"
-                )
-    return notes
 
 
 def _evaluate(args, decoding: Decoding, accelerator, manifest: Manifest) -> int:

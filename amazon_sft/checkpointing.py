@@ -237,11 +237,29 @@ def _listed(folder: Path) -> set[str] | None:
 
 
 def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
-    """Remove all but the newest ``keep_last`` complete checkpoints; one holding files its save
-    did not write (a user's eval report put inside), whose list of them is lost, or whose
-    ``trainer_state.json`` no save of its step wrote (a user's copy of another step), is kept
-    and named, never removed whole."""
-    for old in complete_checkpoints(out_dir)[:-keep_last]:
+    """Remove all but the newest ``keep_last`` of the run's own complete checkpoints. One whose
+    ``trainer_state.json`` no save of its step wrote (a user's copy of another step, under a
+    higher step too) or whose state is damaged takes none of those places; it, one holding
+    files its save did not write (a user's eval report put inside) and one whose list of them
+    is lost are kept and named, never removed whole."""
+    places = keep_last
+    for old in reversed(complete_checkpoints(out_dir)):  # newest first: they take the places
+        try:  # a copy under another step's name (cp -r step-10 step-4): its checksums are whole
+            read_trainer_state(old)
+        except (CorruptCheckpoint, OSError) as err:
+            copy = isinstance(err, StepMismatch)  # else its state file is damaged or gone
+            why = "no save of that step wrote it" if copy else f"its {STATE} is damaged or missing"
+            log.warning(
+                "kept %s, not counted in checkpoint.keep_last: %s (%s); remove it yourself if "
+                "it is the run's",
+                old,
+                why,
+                err,
+            )
+            continue
+        if places:
+            places -= 1
+            continue
         if _listed(old) is None:
             log.warning(
                 "kept %s past checkpoint.keep_last: its %s is unreadable, so which of its files "
@@ -257,18 +275,6 @@ def drop_old_checkpoints(out_dir: Path, keep_last: int) -> None:
                 "move them out and remove the folder yourself",
                 old,
                 shown,
-            )
-            continue
-        try:  # a copy under another step's name (cp -r step-10 step-4): its checksums are whole
-            read_trainer_state(old)
-        except (CorruptCheckpoint, OSError) as err:
-            copy = isinstance(err, StepMismatch)  # else its state file is damaged or gone
-            why = "no save of that step wrote it" if copy else f"its {STATE} is damaged or missing"
-            log.warning(
-                "kept %s past checkpoint.keep_last: %s (%s); remove it yourself if it is the run's",
-                old,
-                why,
-                err,
             )
             continue
         shutil.rmtree(old, ignore_errors=True)

@@ -570,6 +570,31 @@ def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, ca
     assert "trainer_state.json is damaged or missing" in said, said
 
 
+def test_a_copy_under_a_higher_step_takes_none_of_keep_lasts_places(tmp_path, caplog):
+    """The last trial's leftover: ``cp -r step-00000004 step-00000099`` (a user's copy under a
+    higher step) sorted newest and took one of ``keep_last``'s places, so the run's own
+    ``step-4`` was removed at the next save: only the run's own saves count."""
+    import json
+
+    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
+    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+
+    root = tmp_path / "checkpoints"
+    for step, recorded in ((2, 2), (4, 4), (6, 6), (99, 4)):
+        folder = root / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": recorded}))
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {recorded}\n")
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(tmp_path, keep_last=2)
+    assert [p.name for p in complete_checkpoints(tmp_path)] == [
+        "step-00000004", "step-00000006", "step-00000099"
+    ]  # fmt: skip
+    said = " ".join(r.getMessage() for r in caplog.records)
+    assert "step-00000099" in said and "no save of that step" in said, said
+
+
 def test_a_checkpoint_whose_checksums_are_lost_is_never_removed_whole(tmp_path, caplog):
     """A hostile user's trial: a checkpoint whose ``checksums.json`` was lost counted as all
     the run's, so ``keep_last`` removed it with the user's notes in it, and so did ``make

@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     if check_world is not None:
         plan = check_for_world(cfg, check_world)  # nothing loaded, nothing written
         print(
-            f"amazon-sft train: {check_world} processes can run this config: {plan.describe()} "
+            f"amazon-sft train: {check_world} process{'es' if check_world > 1 else ''} can run "
+            f"this config: {plan.describe()} "
             "(the batch split and the engine; memory is not checked: see the README's table; "
             "nor is the prepared data, which the launch checks against the batch and "
             "train.validation_rows)"

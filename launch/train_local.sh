@@ -12,7 +12,7 @@
 #   ACCEL   launch/accelerate/<name>.yaml (default single_gpu for 1 process, multi_gpu for more;
 #           zero2, zero3, zero3_offload for DeepSpeed)
 #   CPU=1   CPU processes over gloo (tests, laptops);  PORT  rendezvous port (default: free one)
-#   DRY_RUN=1 prints the command and launches nothing.
+#   DRY_RUN=1 checks the config for this launch, prints the command and launches nothing.
 # SIGTERM, SIGUSR1, SIGHUP and SIGINT to this script reach the training processes (a checkpoint,
 # then exit 0), passed on by this script (a SIGKILL to it, by its watchdog): accelerate's
 # one-process launcher would die alone and leave training running unwatched, and torch's
@@ -74,6 +74,11 @@ config_file="$CONFIG"
 if [ -f "$config_file" ]; then
   listed="$(python3 -m amazon_sft.launch_yaml train_local.sh paths "$config_file")" || exit 2
   while IFS= read -r line; do
+    key="${line%%=*}"
+    # one DATA or an argument gives again is given once (the last won, but the dry run showed
+    # both)
+    if [ "$key" = data.path ] && [ -n "${DATA:-}" ]; then continue; fi
+    for arg in "$@"; do [ "${arg%%=*}" != "$key" ] || continue 2; done
     [ -z "$line" ] || [ "$(whole "$line")" = "$line" ] || yaml_paths+=("$(whole "$line")")
   done <<<"$listed"
 fi
@@ -117,6 +122,18 @@ args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT" ${yaml_paths[@]+"${y
 [ -n "${DATA:-}" ] && args+=("data.path=$DATA")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then
+  # the config checked for this launch (its keys, the batch split for NGPU processes, the
+  # DeepSpeed JSON), as the SLURM scripts' dry runs check it: a wrong value was printed as a
+  # good command (an outside trial). Its line goes to stderr: stdout is the command.
+  # With the Python the launch runs (accelerate's, beside it in a venv).
+  launcher_bin="$(command -v accelerate)" || {
+    echo "train_local.sh: no accelerate on PATH: activate the venv (make install)" >&2 && exit 2
+  }
+  python="$(dirname "$launcher_bin")/python" && [ -x "$python" ] || python=python3
+  accel_check=()
+  [ "${launch[3]}" != --config_file ] || accel_check=(--accelerate-config "${launch[4]}")
+  "$python" -m amazon_sft.train --check-world "$NGPU" ${accel_check[@]+"${accel_check[@]}"} \
+    "${args[@]:1}" "$@" >&2 || exit 2
   # pasted back anywhere, it runs as this script would: in the repo, with its environment
   printf 'cd %q && ' "$PWD"
   if [ "${ACCELERATE_USE_CPU:-}" = true ]; then printf 'ACCELERATE_USE_CPU=true '; fi

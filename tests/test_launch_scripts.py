@@ -939,13 +939,19 @@ def test_train_local_reads_relative_paths_from_where_you_stand_as_train_does(tmp
     (tmp_path / "ds.json").write_text("{}")
     (tmp_path / "exp.yaml").write_text("data:\n  templates: my_t.yaml\ndeepspeed: ds.json\n")
     env["CONFIG"] = "exp.yaml"
-    given = ["model.tokenizer=tok", "data.templates=builtin", "model.tokenizer=builtin:tiny"]
+    given = ["model.tokenizer=tok", "model.tokenizer=builtin:tiny"]
     proc = subprocess.run([*run, *given], cwd=tmp_path, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     args = seen.read_text().splitlines()
     assert f"data.templates={tmp_path / 'my_t.yaml'}" in args, args
     assert f"deepspeed={tmp_path / 'ds.json'}" in args, args
-    assert args[-3:] == [f"model.tokenizer={tmp_path / 'tok'}", *given[1:]], args
+    assert args[-2:] == [f"model.tokenizer={tmp_path / 'tok'}", *given[1:]], args
+    # a YAML's path given again as an argument is passed once: the argument's
+    proc = subprocess.run(
+        [*run, "data.templates=builtin"], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    args = seen.read_text().splitlines()
+    assert [a for a in args if a.startswith("data.templates=")] == ["data.templates=builtin"]
 
 
 def test_train_sbatch_reads_its_settings_past_the_config_loaders_warnings(tmp_path):
@@ -1124,6 +1130,30 @@ def test_train_local_dry_run_prints_a_command_that_can_be_pasted_back(tmp_path):
     # pasted anywhere, it runs where the script runs, with the environment it sets (a review:
     # CPU=1's ACCELERATE_USE_CPU was left out, and the repo's paths were relative)
     assert words[:3] == ["cd", str(REPO), "&&"] and "ACCELERATE_USE_CPU=true" in words, words
+
+
+def test_train_local_dry_run_checks_the_config_and_gives_each_path_once(tmp_path):
+    """An outside trial: ``DRY_RUN=1`` printed ``train.lr=-1`` (and a batch no world of NGPU
+    processes splits) as a good command, exit 0; the real run refused it. And a YAML's
+    ``data.path`` was printed beside ``DATA``'s (the last won). The dry run checks the config
+    for this launch, as the SLURM scripts' dry runs do, and gives each path once."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    env |= {"CONFIG": "tiny", "CPU": "1", "NGPU": "2", "DRY_RUN": "1", "PORT": "1"}
+    refused = subprocess.run(
+        ["bash", "launch/train_local.sh", "train.lr=-1"],
+        capture_output=True, text=True, cwd=REPO, env=env,
+    )  # fmt: skip
+    assert refused.returncode == 2 and not refused.stdout, refused.stdout + refused.stderr
+    assert "train.lr must be > 0" in refused.stderr.strip().splitlines()[-1], refused.stderr
+    (tmp_path / "mine.yaml").write_text("data:\n  path: from_yaml\nmodel:\n  path: builtin\n")
+    env |= {"CONFIG": "mine.yaml", "DATA": "from_data"}
+    dry = subprocess.run(
+        ["bash", str(REPO / "launch" / "train_local.sh"), "model.path=builtin"],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert dry.returncode == 0, dry.stderr
+    assert dry.stdout.count("data.path=") == 1 and "from_data" in dry.stdout, dry.stdout
+    assert dry.stdout.count("model.path=") == 1, dry.stdout
 
 
 @pytest.mark.parametrize("variable", ["NGPU", "PORT"])

@@ -589,6 +589,12 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     assert proc.returncode == 0, proc.stderr[-3000:]
     answers = [json.loads(x) for x in (out / "answers.jsonl").read_text().splitlines()]
     assert [a["doubtful"]["model"] for a in answers] == [True, True]
+    # each row names the gate's rule and the product's group (an outside audit recounted the
+    # report's rows: the held-out ones took a join with catalogue.jsonl)
+    from amazon_sft.answering.doubt import RULES
+
+    assert all(a["doubt_rule"]["model"] in RULES for a in answers), answers
+    assert {a["product"] for a in answers} <= {"held-out", "seen", "untaught"}, answers
     assert [a["quoted"]["model"] for a in answers] == [False, False]  # gated: nothing to quote
     assert all(a["outcomes"]["model"]["abstained"] for a in answers)
     report = json.loads((out / "report.json").read_text())
@@ -880,3 +886,19 @@ def test_a_damaged_catalogue_row_is_one_line_not_a_traceback(tmp_path):
     )
     with pytest.raises(UserError, match=r"catalogue\.jsonl line 1 is cut or corrupt"):
         QP.read_products(catalogue, questions)
+
+
+def test_a_question_of_kind_absent_that_names_a_product_is_refused(tmp_path):
+    """An outside audit: ``{"title": "Krabat", "kind": "absent"}`` (no ``absent`` key) was
+    scored as a question about Krabat in the "kind absent" row, beside the real absent ones:
+    that row mixed a citation with abstentions, unsaid. The line is refused, naming the fix."""
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"question": "do you sell kayaks?", "uid": "absent", "kind": "absent"}\n'
+        '{"question": "Krabat", "title": "Krabat", "kind": "Absent"}\n'
+    )
+    with pytest.raises(UserError, match=r"line 2: 'kind' is 'absent' but the line names a product"):
+        QF.read_questions(path)
+    path.write_text('{"question": "Krabat", "title": "Krabat", "kind": "absent", "absent": true}\n')
+    (q,) = QF.read_questions(path)
+    assert q.uid is None and q.removed

@@ -101,3 +101,35 @@ def test_the_markdown_report_says_its_gate_whatever_it_is(change, said):
     assert len(protocol) == 1, md
     for words in said:
         assert words in protocol[0], (words, protocol[0])
+
+
+def test_the_gate_line_counts_each_rule_apart_and_the_header_counts_every_source():
+    """An outside audit: "abstains when the first record's score is under 2.0 times the
+    second's: model 4 of 4" counted abstentions the title rules made (ratio 7.35); and the
+    header's "the questions are about the AmazonTitles rows (2 questions)" left out the
+    questions that name no source."""
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from amazon_sft.evaluation.end_to_end_report import render_markdown
+    from amazon_sft.evaluation.end_to_end_run import catalogue_said
+
+    rules = ["ratio", "ratio", "numbers", None]
+    rows = [
+        {
+            "doubtful": {"model": r is not None},
+            "doubt_rule": {"model": r},
+            "quoted": {"model": False},
+        }
+        for r in rules
+    ]
+    md = render_markdown(_report(), rows, n_examples=0)
+    gate = next(line for line in md.splitlines() if line.startswith("Abstains without"))
+    assert "model 3 of 4 questions (score ratio 2, numbers 1)" in gate, gate
+    said = catalogue_said(
+        Path("/nowhere"),
+        [SimpleNamespace(source=s) for s in ("real", "real", "unlabelled", "unlabelled")],
+    )
+    assert (
+        "the AmazonTitles rows (2 questions)" in said and "2 questions that name no source" in said
+    ), said

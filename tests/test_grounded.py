@@ -145,6 +145,12 @@ def test_grounded_scores_count_citations_twins_and_abstentions():
     # always answers about another product and cites it): citing another record is wrong
     assert vec["wrong_record_cited"] == [0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
     assert vec["false_abstention"] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    # an outside audit: what was neither right, wrong nor an abstention had no row of its own
+    # (a model writing nothing read 0 / 0 / 0): the four outcomes add up to each answer
+    silent = grounded_vectors(present[:2], ["", "a soft brown bear"])
+    assert silent["cites_nothing"] == [1.0, 1.0]
+    outcomes = ("citation_accuracy", "wrong_record_cited", "false_abstention", "cites_nothing")
+    assert all(sum(v) == 1 for v in zip(*(vec[k] for k in outcomes)))
     # the asked citation on another record's text: wrong, and not a right citation too
     quoted = grounded_vectors(present[:1], ["a red fox\n[source: A]"])
     assert (quoted["citation_accuracy"], quoted["wrong_record_cited"]) == ([0.0], [1.0])

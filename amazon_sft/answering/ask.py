@@ -27,7 +27,7 @@ from transformers import StoppingCriteria
 from amazon_sft.answering.answer_source import AnswerSource
 from amazon_sft.answering.doubt import (
     GATE_RECORDS,
-    doubt_reason,
+    doubt_rule,
     gate_abstention,
     retrieval_sure,
 )
@@ -82,6 +82,8 @@ class Answer:
     cited_unretrieved: list[str] = field(default_factory=list)
     """Uids the answer's text cites that retrieval did not return (made up, or copied): not
     sources, not in ``cited``; eval scores such a citation wrong, the asked uid's too."""
+    doubt_rule: str | None = None
+    """The gate's rule that found ``doubt`` (``doubt.RULES``): eval counts each apart."""
 
     def sources_shown(self) -> list[dict]:
         """The sources as ``ask --json``, the API and the stream's last event say them."""
@@ -148,6 +150,8 @@ class Planned:
     (a plain format, then a space where a SentencePiece tokenizer needs one:
     ``chat_templates.plain_text_of``), so a server given it without special tokens added gets
     the same ids."""
+    doubt_rule: str | None = None
+    """The gate's rule that found ``doubt`` (``doubt.RULES``)."""
 
 
 def plan_answer(
@@ -180,7 +184,8 @@ def plan_answer(
         raise RequestError(
             does_not_fit(tok, question, shown_records, len(ids), context, max_new_tokens)
         )
-    doubt = doubt_reason(found, abstain_below, question) if mode == "grounded" else None
+    doubted = doubt_rule(found, abstain_below, question) if mode == "grounded" else None
+    rule, doubt = doubted or (None, None)
     sure = (
         doubt is None
         and quote_when_sure
@@ -189,7 +194,7 @@ def plan_answer(
     )
     shown = shown_description(tok, data, sources[0], fmt) if sure else ""
     sent = plain_text_of(tok, prompt, ids) if fmt.bos else prompt
-    return Planned(question, sources, prompt, ids, mode, doubt, sure, shown, sent)
+    return Planned(question, sources, prompt, ids, mode, doubt, sure, shown, sent, rule)
 
 
 def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
@@ -225,6 +230,7 @@ def finish_answer(plan: Planned, text: str, cancelled: bool = False) -> Answer:
         quoted,
         plan.doubt,
         unretrieved,
+        plan.doubt_rule,
     )
 
 

@@ -3,6 +3,7 @@ figure with its denominator and interval, the protocol named in the header."""
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 from amazon_sft.evaluation import end_to_end as E
@@ -108,6 +109,22 @@ def _skipped(result: EndToEndReport) -> str:
     return f"; {n} skipped: their product is not in this catalogue" if n else ""
 
 
+def _gated(model: str, rows: list[dict]) -> str:
+    """How many questions the gate abstained on for ``model``, by the rule that fired: an
+    outside audit found the title rules' abstentions credited to the score ratio (an
+    answers.jsonl from before rules were recorded gives the count alone).
+
+    >>> _gated("m", [{"doubtful": {"m": True}, "doubt_rule": {"m": "ratio"}}, {"doubtful": {"m": False}}])
+    'm 1 of 2 questions (score ratio 1)'
+    """
+    rules = Counter(r.get("doubt_rule", {}).get(model) for r in rows if r["doubtful"][model])
+    said = f"{model} {sum(rules.values())} of {len(rows)} questions"
+    if rules and None not in rules:
+        named = {"ratio": "score ratio"}
+        said += " (" + ", ".join(f"{named.get(k, k)} {n}" for k, n in rules.most_common()) + ")"
+    return said
+
+
 def protocol_line(result: EndToEndReport) -> str:
     """The protocol in one line, in every report: with ``--gate off`` the gate's lines below
     vanished and the same headings carried another protocol unsaid (an outside trial)."""
@@ -115,7 +132,8 @@ def protocol_line(result: EndToEndReport) -> str:
         f"meaning re-scores retrieval (`--meaning-weight {result.meaning_weight:g}`)"
         if result.meaning_weight
         else "retrieval by words alone (no meaning re-score)",
-        f"the gate abstains under a score ratio of {result.abstain_below:g} (`--abstain-below`)"
+        f"the gate abstains under a score ratio of {result.abstain_below:g} (`--abstain-below`) "
+        "or on a first record whose title is not the one asked"
         if result.abstain_below
         else "no retrieval gate: the model answers every question (it abstains only in what "
         "it writes)",
@@ -157,12 +175,11 @@ def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 
             "",
         ]
     if result.abstain_below:
-        doubtful = {m: sum(r["doubtful"][m] for r in rows) for m in models}
         lines += [
-            f"Abstains without generating when the first record's retrieval score is under "
-            f"{result.abstain_below} times the second's (`--abstain-below`): "
-            + ", ".join(f"{m} {n} of {len(rows)} questions" for m, n in doubtful.items())
-            + ".",
+            "Abstains without generating when retrieval is not sure of its first record "
+            f"(answering/doubt.py): its score is under {result.abstain_below} times the "
+            "second's (`--abstain-below`), or its title is not the one asked (another number, "
+            "a swapped or missing name, ...): " + ", ".join(_gated(m, rows) for m in models) + ".",
             "",
         ]
     if result.quote_when_sure:

@@ -94,7 +94,7 @@ def run(args, data_dir: Path, accelerator) -> int:
         )  # fmt: skip
         figures[name] = E.summarise(outcomes[name], groups, args.seed)
         del answerer
-    rows = [_row(i, q, answers, outcomes) for i, q in enumerate(questions)]
+    rows = [_row(i, q, answers, outcomes, products) for i, q in enumerate(questions)]
     report = EndToEndReport(
         data=str(data_dir),
         questions=str(args.questions),
@@ -191,6 +191,8 @@ def catalogue_said(data_dir: Path, questions: list) -> str:
         said = []
     sources = Counter(q.source for q in questions)
     about = [f"{ABOUT[s]} ({n} questions)" for s, n in sorted(sources.items()) if s in ABOUT]
+    if unlabelled := sources.get(QF.UNLABELLED):  # counted too (an outside audit)
+        about.append(f"{unlabelled} questions that name no source")
     if about:
         said.append("the questions are about " + " and ".join(about))
     return "; ".join(said)
@@ -262,7 +264,8 @@ def _answerer(
     return Answerer(model, tok, fmt, index, data, abstain_below, quote), label
 
 
-def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
+def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict, products: dict) -> dict:
+    named = q.uid or q.removed
     return {
         "line": q.line,
         "question": q.text,
@@ -270,11 +273,14 @@ def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict) -> dict:
         "source": q.source,
         "uid": q.uid or QF.ABSENT,
         "removed": q.removed,
+        # the report's product group (held-out, seen, ...): an audit recounts its rows from here
+        "product": products[named].group if named else E.NOT_IN_CATALOGUE,
         "retrieved": {m: [s.uid for s in answers[m][i].sources] for m in answers},
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated
         "doubtful": {m: answers[m][i].doubtful for m in answers},
         "doubt": {m: answers[m][i].doubt for m in answers},  # why, in the gate's words
+        "doubt_rule": {m: answers[m][i].doubt_rule for m in answers},  # doubt.RULES
         # retrieval was sure, the answer did not cite its first record: that record quoted
         # (--quote-when-sure)
         "quoted": {m: answers[m][i].quoted for m in answers},

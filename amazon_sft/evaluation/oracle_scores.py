@@ -50,17 +50,20 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
       to a record of the context it does not cite (it quotes one product and credits another):
       as end to end counts it;
     - false_abstention: it says the product is missing when its record was there;
+    - cites_nothing: none of those (it cites nothing and does not abstain: an empty answer, a
+      description without its citation), so the four add up to each answer;
     - abstention_accuracy (right record left out): it says the product is missing.
     """
     if items and items[0].absent:  # its context may be empty: nothing else was retrieved
         return {"abstention_accuracy": [float(is_abstention(a)) for a in answers]}
     if not items or not items[0].context:  # closed-book (a grounded item shows its record)
         return {}
-    cited, wrong, abstained = [], [], []
+    cited, wrong, abstained, nothing = [], [], [], []
     for it, answer in zip(items, answers):
         uids = cited_uids(answer)
         abstains = is_abstention(answer)  # whatever it cites after saying the product is missing
         abstained.append(float(abstains))
+        nothing.append(float(not uids and not abstains))
         if not uids or abstains:
             wrong.append(0.0)
             cited.append(0.0)
@@ -80,17 +83,28 @@ def grounded_vectors(items: list[EvalItem], answers: list[str]) -> dict[str, lis
         is_wrong = set(uids) != {it.uid} or quotes
         wrong.append(float(is_wrong))
         cited.append(float(not is_wrong))  # the asked uid, once or more, and nothing else
-    return {"citation_accuracy": cited, "wrong_record_cited": wrong, "false_abstention": abstained}
+    return {
+        "citation_accuracy": cited,
+        "wrong_record_cited": wrong,
+        "false_abstention": abstained,
+        "cites_nothing": nothing,
+    }
 
 
 ROW_SCORES = (
     "rougeL",
+    "eos_rate",
+    "empty_rate",
+    "loop_rate",
     "citation_accuracy",
     "wrong_record_cited",
     "false_abstention",
+    "cites_nothing",
     "abstention_accuracy",
 )
-"""Per-answer outcomes each row of answers.jsonl carries, as the report's means count them."""
+"""Per-answer outcomes each row of answers.jsonl carries, as the report's means count them (an
+outside audit could not recount the EOS and loop rates). Perplexity, a ratio of sums over the
+reference's tokens, is the split's only."""
 RATES = frozenset(
     {
         "eos_rate",
@@ -99,6 +113,7 @@ RATES = frozenset(
         "citation_accuracy",
         "wrong_record_cited",
         "false_abstention",
+        "cites_nothing",
         "abstention_accuracy",
     }
 )

@@ -230,6 +230,11 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         )
     named = named or None  # beside a uid: checked against the catalogue's (read_products)
     if absent is False and uid != ABSENT:
+        if kind == ABSENT:  # its "kind absent" row mixed a citation into abstentions, unsaid
+            raise UserError(
+                f"{where}: 'kind' is {ABSENT!r} but the line names a product to find: add "
+                '"absent": true to take it out of retrieval, or give the kind of question it is'
+            )
         return ShopperQuestion(text, uid, None, kind, source, line_no, title, named)
     removed = absent if isinstance(absent, str) else (uid if uid not in (None, ABSENT) else None)
     return ShopperQuestion(text, None, removed, kind, source, line_no, title, named)

@@ -36,6 +36,7 @@ SHOWN = {
     "citation_accuracy": ("citation accuracy", True),
     "wrong_record_cited": ("wrong record cited", False),
     "false_abstention": ("false abstention", False),
+    "cites_nothing": ("cites nothing (nor abstains)", False),
     "abstention_accuracy": ("abstention accuracy", True),
 }
 

@@ -531,6 +531,20 @@ def test_a_save_never_replaces_a_step_folder_no_save_wrote(tmp_path, caplog, mad
     assert aside[0].name in said, said
 
 
+def _saved_checkpoints(root: Path, steps: tuple[tuple[int, int], ...]) -> None:
+    """Complete checkpoints ``step-N`` under ``root`` whose state records the paired step (a
+    copy under another step's name where the two differ)."""
+    from amazon_sft.checkpointing import write_checksums
+    from amazon_sft.ownership import COMPLETE
+
+    for step, recorded in steps:
+        folder = root / f"step-{step:08d}"
+        folder.mkdir(parents=True)
+        (folder / "trainer_state.json").write_text(json.dumps({"step": recorded}))
+        write_checksums(folder)
+        (folder / COMPLETE).write_text(f"step {recorded}\n")
+
+
 def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, caplog):
     """An outside trial: ``cp -r step-00000010 step-00000004`` (a user's copy of a checkpoint)
     was removed by ``keep_last`` without a word: its checksums were whole. Its
@@ -542,12 +556,7 @@ def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, ca
     from amazon_sft.ownership import COMPLETE, complete_checkpoints
 
     root = tmp_path / "checkpoints"
-    for step, recorded in ((2, 2), (4, 8), (6, 6), (8, 8)):
-        folder = root / f"step-{step:08d}"
-        folder.mkdir(parents=True)
-        (folder / "trainer_state.json").write_text(json.dumps({"step": recorded}))
-        write_checksums(folder)
-        (folder / COMPLETE).write_text(f"step {recorded}\n")
+    _saved_checkpoints(root, ((2, 2), (4, 8), (6, 6), (8, 8)))
     with caplog.at_level("WARNING"):
         drop_old_checkpoints(tmp_path, keep_last=2)
     assert [p.name for p in complete_checkpoints(tmp_path)] == [
@@ -574,18 +583,11 @@ def test_a_copy_under_a_higher_step_takes_none_of_keep_lasts_places(tmp_path, ca
     """The last trial's leftover: ``cp -r step-00000004 step-00000099`` (a user's copy under a
     higher step) sorted newest and took one of ``keep_last``'s places, so the run's own
     ``step-4`` was removed at the next save: only the run's own saves count."""
-    import json
 
-    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
-    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+    from amazon_sft.checkpointing import drop_old_checkpoints
+    from amazon_sft.ownership import complete_checkpoints
 
-    root = tmp_path / "checkpoints"
-    for step, recorded in ((2, 2), (4, 4), (6, 6), (99, 4)):
-        folder = root / f"step-{step:08d}"
-        folder.mkdir(parents=True)
-        (folder / "trainer_state.json").write_text(json.dumps({"step": recorded}))
-        write_checksums(folder)
-        (folder / COMPLETE).write_text(f"step {recorded}\n")
+    _saved_checkpoints(tmp_path / "checkpoints", ((2, 2), (4, 4), (6, 6), (99, 4)))
     with caplog.at_level("WARNING"):
         drop_old_checkpoints(tmp_path, keep_last=2)
     assert [p.name for p in complete_checkpoints(tmp_path)] == [

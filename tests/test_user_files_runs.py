@@ -550,10 +550,9 @@ def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, ca
     was removed by ``keep_last`` without a word: its checksums were whole. Its
     ``trainer_state.json`` holds step 10, which no save of step 4 writes (resume already
     refuses to load it): it is kept and named."""
-    import json
 
-    from amazon_sft.checkpointing import drop_old_checkpoints, write_checksums
-    from amazon_sft.ownership import COMPLETE, complete_checkpoints
+    from amazon_sft.checkpointing import drop_old_checkpoints
+    from amazon_sft.ownership import complete_checkpoints
 
     root = tmp_path / "checkpoints"
     _saved_checkpoints(root, ((2, 2), (4, 8), (6, 6), (8, 8)))
@@ -566,12 +565,7 @@ def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, ca
     assert "step-00000004" in said and "step 8" in said and "no save of that step" in said, said
     # a state file lost from the run's own save is named as such, not as a copy (a review)
     (root / "step-00000006" / "trainer_state.json").unlink()
-    for step in (10, 12):
-        folder = root / f"step-{step:08d}"
-        folder.mkdir()
-        (folder / "trainer_state.json").write_text(json.dumps({"step": step}))
-        write_checksums(folder)
-        (folder / COMPLETE).write_text(f"step {step}\n")
+    _saved_checkpoints(root, ((10, 10), (12, 12)))
     caplog.clear()
     with caplog.at_level("WARNING"):
         drop_old_checkpoints(tmp_path, keep_last=2)
@@ -583,7 +577,6 @@ def test_a_copy_under_a_higher_step_takes_none_of_keep_lasts_places(tmp_path, ca
     """The last trial's leftover: ``cp -r step-00000004 step-00000099`` (a user's copy under a
     higher step) sorted newest and took one of ``keep_last``'s places, so the run's own
     ``step-4`` was removed at the next save: only the run's own saves count."""
-
     from amazon_sft.checkpointing import drop_old_checkpoints
     from amazon_sft.ownership import complete_checkpoints
 

@@ -557,3 +557,38 @@ def test_an_error_during_reading_starts_its_own_line_after_the_progress_bar(cata
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.replace("\r", "\n").splitlines()
     assert any(line.startswith("amazon-sft prepare: error: ") for line in lines), proc.stderr
+
+
+def test_an_abstention_and_its_twin_are_dropped_together_and_the_counts_are_as_written(tmp_path):
+    """An outside audit: at rows too short for some grounded examples, each was dropped alone,
+    always the cited twin (it carries the record and the answer), so abstentions were taught
+    without their twin (``data.paired_absent``: only the record's presence may predict one),
+    and report.json still gave the counts as built (889 docs, 308 pairs; 501 written)."""
+    import json
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.prepare import prepare
+    from tests.conftest import GROUNDED
+
+    catalogue = tmp_path / "trn.json.gz"
+    write_catalogue(catalogue, 400, seed=3)
+    overrides = [
+        *GROUNDED,
+        "data.max_seq_len=350",  # most fit; the longest cited answers do not
+        "data.grounded_fraction=1.0",
+        "data.closed_book_fraction=0",
+        "data.paired_absent=true",
+        "data.absent_fraction=0.5",
+        "data.max_answer_tokens=64",
+    ]
+    prepare(catalogue, tmp_path / "out", load_run_config("tiny", overrides), progress=False)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    dropped = report["documents_dropped"]
+    assert dropped["grounded_too_long"] > 0 and dropped["grounded_twin_dropped"] > 0, dropped
+    assert report["grounded_docs"] == report["train_docs"]  # as written (no closed-book docs)
+    # every abstention written is paired, and every pair written has its cited twin
+    assert report["grounded_absent_docs"] == report["grounded_paired"] > 0
+    assert report["grounded_docs"] - report["grounded_absent_docs"] >= report["grounded_paired"]
+    said = (tmp_path / "out" / "report.md").read_text()
+    assert "grounded examples did not fit a row" in said

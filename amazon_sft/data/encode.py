@@ -290,19 +290,31 @@ class DocumentEncoder:
         return _batch(pieces, doc_lens, prompt_lens, answer_lens)
 
     def encode_pairs(
-        self, prompts: list[str], answers: list[str], answered: list[str | None] | None = None
-    ) -> EncodedBatch:
-        """(prompt, answer) texts -> documents, never cut: a grounded answer ends with its
-        citation, so one that does not fit ``max_seq_len`` is dropped and counted.
-        ``answered``: each pair's product uid when the answer is its record (None for an
-        abstention); the kept ones go to ``taught_grounded``."""
+        self,
+        prompts: list[str],
+        answers: list[str],
+        answered: list[str | None] | None = None,
+        groups: list[int] | None = None,
+    ) -> tuple[EncodedBatch, list[bool]]:
+        """(prompt, answer) texts -> (documents, which pairs were kept), never cut: a grounded
+        answer ends with its citation, so one that does not fit ``max_seq_len`` is dropped and
+        counted. ``answered``: each pair's product uid when the answer is its record (None for
+        an abstention); the kept ones go to ``taught_grounded``. ``groups``: pairs sharing a
+        number are kept or dropped together (an abstention and its twin: the abstention kept
+        alone, as its longer twin was dropped, taught the question's wording to predict it, an
+        outside audit), the others counted ``grounded_twin_dropped``."""
+        encoded = list(zip(self.encode_prompts.whole(prompts), self.encode_answers(answers)))
+        fits = [len(p) + len(a) + 1 <= self.max_seq_len for p, a in encoded]
+        groups = groups or list(range(len(encoded)))
+        whole = {g: True for g in groups}
+        for g, fit in zip(groups, fits):
+            whole[g] = whole[g] and fit
+        kept = [whole[g] for g in groups]
         pieces, doc_lens, prompt_lens, answer_lens = [], [], [], []
         owners = answered or [None] * len(prompts)
-        for p, a, uid in zip(
-            self.encode_prompts.whole(prompts), self.encode_answers(answers), owners
-        ):
-            if len(p) + len(a) + 1 > self.max_seq_len:
-                self.dropped["grounded_too_long"] += 1
+        for (p, a), uid, fit, keep in zip(encoded, owners, fits, kept):
+            if not keep:
+                self.dropped["grounded_too_long" if not fit else "grounded_twin_dropped"] += 1
                 continue
             if uid is not None:
                 self.taught_grounded.add(uid)
@@ -310,7 +322,7 @@ class DocumentEncoder:
             doc_lens.append(len(p) + len(a) + 1)
             prompt_lens.append(len(p))
             answer_lens.append(len(a))
-        return _batch(pieces, doc_lens, prompt_lens, answer_lens)
+        return _batch(pieces, doc_lens, prompt_lens, answer_lens), kept
 
 
 def _batch(pieces, doc_lens, prompt_lens, answer_lens) -> EncodedBatch:

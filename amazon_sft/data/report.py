@@ -129,6 +129,15 @@ def render_markdown(report: dict) -> str:
         ]
         for reason, n in sorted(report["documents_dropped"].items(), key=lambda kv: -kv[1]):
             lines.append(f"| {reason} | {n} |")
+        grounded = sum(v for k, v in report["documents_dropped"].items() if "grounded" in k)
+        if grounded:  # a cited answer is the longer: what is left leans to abstentions
+            lines += [
+                "",
+                f"{grounded} grounded examples did not fit a row (`data.max_seq_len`; an "
+                "abstention's twin goes with it): the longer ones, answers with their "
+                "record, go first, so the grounded counts above (as written) lean to "
+                "abstentions; raise data.max_seq_len to keep the mix asked.",
+            ]
     lines += ["", "## Modified by cleaning (step -> rows)", "", "| step | rows |", "|---|---|"]
     for step, n in sorted(report["modified"].items()):
         lines.append(f"| {step} | {n} |")

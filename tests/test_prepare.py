@@ -587,6 +587,7 @@ def test_an_abstention_and_its_twin_are_dropped_together_and_the_counts_are_as_w
     dropped = report["documents_dropped"]
     assert dropped["grounded_too_long"] > 0 and dropped["grounded_twin_dropped"] > 0, dropped
     assert report["grounded_docs"] == report["train_docs"]  # as written (no closed-book docs)
+    assert sum(report["grounded_kinds"].values()) == report["grounded_docs"]
     # every abstention written is paired, and every pair written has its cited twin
     assert report["grounded_absent_docs"] == report["grounded_paired"] > 0
     assert report["grounded_docs"] - report["grounded_absent_docs"] >= report["grounded_paired"]

@@ -74,6 +74,8 @@ class GroundedExample:
     """The full prompt text (chat template or plain), as answering renders it."""
     answer: str
     """The right record's description as shown plus its citation, or the abstention."""
+    kind: str = "title"
+    """The kind of question (``KINDS``): the report counts the kinds written."""
     paired: bool = False
     """One of an abstention and its twin (``data.paired_absent``): built one after the other,
     the abstention first, and kept or dropped together (``pair_groups``)."""
@@ -236,18 +238,20 @@ class GroundedBuilder:
                         place = sum(str(r["uid"]) in above for r in records)
                     records.insert(place, product)
                 self.counts[f"grounded_kind_{kind}"] += 1
-                plans.append((uid, question, language, lead, left_out, records, paired))
-        texts = [r["content"] for *_, records, _ in plans for r in records]
+                plans.append((uid, question, language, lead, left_out, records, kind, paired))
+        texts = [r["content"] for *_, records, _, _ in plans for r in records]
         cut = iter(cut_to_tokens(self.tok, texts, self.data.context_record_tokens))
         out = []
-        for uid, question, language, lead, leave_out, records, paired in plans:
+        for uid, question, language, lead, leave_out, records, kind, paired in plans:
             shown = [ContextRecord(str(r["uid"]), r["title"], next(cut)) for r in records]
             right = next((s.description for s in shown if s.uid == uid), None)
             lead = lead if lead is not None and right is not None and lead in right else None
             answer = grounded_answer(None if leave_out else right, uid, language, lead=lead)
             prompt = self.fmt.wrap(self.fmt.grounded(question, shown))
             out.append(
-                GroundedExample(uid, question, language, shown, leave_out, prompt, answer, paired)
+                GroundedExample(
+                    uid, question, language, shown, leave_out, prompt, answer, kind, paired
+                )
             )
             self.counts["grounded"] += 1
             self.counts["grounded_absent"] += leave_out
@@ -345,7 +349,7 @@ def pair_groups(examples: list[GroundedExample]) -> list[int]:
     """A group number for each example: an abstention and its twin share one (the twin comes
     right after it), every other example has its own.
 
-    >>> ex = lambda absent, paired: GroundedExample("u", "q", "en", [], absent, "p", "a", paired)
+    >>> ex = lambda absent, paired: GroundedExample("u", "q", "en", [], absent, "p", "a", paired=paired)
     >>> pair_groups([ex(False, False), ex(True, True), ex(False, True), ex(True, False)])
     [0, 1, 1, 3]
     """

@@ -79,6 +79,7 @@ def _uncount_dropped(counts: dict, examples: list, kept: list[bool]) -> None:
             counts["grounded"] -= 1
             counts["grounded_absent"] -= e.absent
             counts["grounded_paired"] -= e.paired and e.absent
+            counts[f"grounded_kind_{e.kind}"] -= 1
 
 
 def _count_grounded(streamed: Streamed, enc) -> None:

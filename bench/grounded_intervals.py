@@ -68,11 +68,16 @@ def main() -> None:
             sys.exit(f"{args.base} asked other titles than {args.folder} in split {split!r}")
         base_model = next(iter(by_uid.values()))["answers"]
         base_values = per_example([by_uid[r["uid"]] for r in asked], next(iter(base_model)), split)
+        # an older base eval wrote fewer outcomes a row (no EOS, loop, cites nothing): the
+        # deltas are of those both hold, and the others are named (a review: a KeyError)
+        both = [k for k in values if k in base_values]
         deltas = {
             k: interval(np.asarray(values[k], float) - np.asarray(base_values[k], float))
-            for k in values
+            for k in both
         }
         print(f"{split} tuned - base (paired)", deltas)
+        if missing := sorted(set(values) - set(both)):
+            print(f"{split}: no paired delta for {', '.join(missing)} (not in {args.base})")
 
 
 if __name__ == "__main__":

@@ -119,6 +119,8 @@ if [ "${CPU:-0}" = 1 ]; then
   fi
 fi
 args=(amazon_sft/train.py --config "$CONFIG" "out_dir=$OUT" ${yaml_paths[@]+"${yaml_paths[@]}"})
+# DATA unless an argument gives data.path (that one wins, and the command shows it once)
+for arg in "$@"; do [ "${arg%%=*}" != data.path ] || DATA=""; done
 [ -n "${DATA:-}" ] && args+=("data.path=$DATA")
 
 if [ "${DRY_RUN:-0}" = 1 ]; then

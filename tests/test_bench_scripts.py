@@ -204,6 +204,14 @@ def test_grounded_intervals_script_reads_an_eval_folder(tmp_path):
     (base / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")
     out = _run("bench/grounded_intervals.py", str(tmp_path), "--base", str(base))
     assert "tuned - base (paired) {'rougeL'" in out and "'citation_accuracy': '0.500 [" in out
+    # a base eval from before rows carried the EOS and cites-nothing outcomes (a review: a
+    # KeyError): the deltas of the outcomes both hold, the others named
+    tuned = [row("A", "a bear\n[source: A]", 1.0), row("C", "a fox\n[source: C]", 0.0)]
+    for r in tuned:
+        r["scores"]["model"]["cites_nothing"] = 0.0
+    (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in tuned) + "\n")
+    out = _run("bench/grounded_intervals.py", str(tmp_path), "--base", str(base))
+    assert "no paired delta for cites_nothing" in out, out
     for r in rows:  # an eval from before rows carried their scores: said, not scored again
         del r["scores"]
     (tmp_path / "answers.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + "\n")

@@ -594,7 +594,8 @@ def test_abstain_below_reaches_the_answerer_and_the_report(prepared, tiny_model_
     from amazon_sft.answering.doubt import RULES
 
     assert all(a["doubt_rule"]["model"] in RULES for a in answers), answers
-    assert {a["product"] for a in answers} <= {"held-out", "seen", "untaught"}, answers
+    groups = {"held-out products", "seen products", "untaught products"}  # the report's names
+    assert {a["product"] for a in answers} <= groups, answers
     assert [a["quoted"]["model"] for a in answers] == [False, False]  # gated: nothing to quote
     assert all(a["outcomes"]["model"]["abstained"] for a in answers)
     report = json.loads((out / "report.json").read_text())

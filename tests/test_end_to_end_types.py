@@ -125,11 +125,16 @@ def test_the_gate_line_counts_each_rule_apart_and_the_header_counts_every_source
     ]
     md = render_markdown(_report(), rows, n_examples=0)
     gate = next(line for line in md.splitlines() if line.startswith("Abstains without"))
-    assert "model 3 of 4 questions (score ratio 2, numbers 1)" in gate, gate
+    assert "model 3 of 4 questions (score ratio 2, another number 1)" in gate, gate
     said = catalogue_said(
         Path("/nowhere"),
         [SimpleNamespace(source=s) for s in ("real", "real", "unlabelled", "unlabelled")],
     )
-    assert (
-        "the AmazonTitles rows (2 questions)" in said and "2 questions that name no source" in said
-    ), said
+    assert "the AmazonTitles rows (2 questions)" in said and "2 questions name no source" in said, (
+        said
+    )
+    # every rule of the gate has its words (a review: "none of 1, nothing 1")
+    from amazon_sft.answering.doubt import RULES
+    from amazon_sft.evaluation.end_to_end_report import RULE_WORDS
+
+    assert set(RULE_WORDS) == set(RULES)

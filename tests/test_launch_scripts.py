@@ -1154,6 +1154,11 @@ def test_train_local_dry_run_checks_the_config_and_gives_each_path_once(tmp_path
     assert dry.returncode == 0, dry.stderr
     assert dry.stdout.count("data.path=") == 1 and "from_data" in dry.stdout, dry.stdout
     assert dry.stdout.count("model.path=") == 1, dry.stdout
+    given = subprocess.run(  # DATA and an argument: the argument, once (a review)
+        ["bash", str(REPO / "launch" / "train_local.sh"), "data.path=from_arg"],
+        capture_output=True, text=True, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    assert given.stdout.count("data.path=") == 1 and "from_arg" in given.stdout, given.stdout
 
 
 @pytest.mark.parametrize("variable", ["NGPU", "PORT"])

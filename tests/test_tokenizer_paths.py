@@ -247,3 +247,34 @@ def test_the_prompt_ask_reports_reads_back_as_the_ids_it_sent(tmp_path, prepared
     for mode in ("grounded", "closed"):
         plan = plan_answer("Tell me about the kitten book", None, tok, fmt, index, data, mode=mode)
         assert tok(plan.sent, add_special_tokens=False)["input_ids"] == plan.ids, mode
+
+
+def test_an_abstention_is_written_with_its_twin_or_not_at_all(tiny_tok):
+    """A review of the pairing fix: the prepare test passed with pairs grouped wrongly. Here
+    the cited twins of two pairs are too long for a row: each pair goes whole, the pair that
+    fits and the unpaired examples stay, and nothing is kept alone."""
+    from amazon_sft.data.grounded import GroundedExample, pair_groups
+
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    long = "word " * 300
+
+    def ex(absent: bool, paired: bool, answer: str = "short") -> GroundedExample:
+        return GroundedExample("u", "q", "en", [], absent, "a prompt", answer, paired=paired)
+
+    examples = [
+        ex(False, False),  # 0 alone, fits
+        ex(True, True), ex(False, True, long),  # 1-2: the twin too long: both go
+        ex(True, True), ex(False, True),  # 3-4: both fit: both stay
+        ex(True, False),  # 5 an unpaired abstention, fits
+        ex(True, True), ex(False, True, long),  # 6-7: both go
+        ex(False, False, long),  # 8 alone, too long
+    ]  # fmt: skip
+    enc = DocumentEncoder(
+        tiny_tok, fmt, max_seq_len=64, max_answer_tokens=512, backend="hf", sample=[]
+    )
+    out, kept = enc.encode_pairs(
+        [e.prompt for e in examples], [e.answer for e in examples], None, pair_groups(examples)
+    )
+    assert kept == [True, False, False, True, True, True, False, False, False]
+    assert len(out.doc_lens) == 4
+    assert enc.dropped == {"grounded_too_long": 3, "grounded_twin_dropped": 2}

@@ -135,8 +135,10 @@ def render_markdown(report: dict) -> str:
                 "",
                 f"{grounded} grounded examples did not fit a row (`data.max_seq_len`; an "
                 "abstention's twin goes with it): the longer ones, answers with their "
-                "record, go first, so the grounded counts above (as written) lean to "
-                "abstentions; raise data.max_seq_len to keep the mix asked.",
+                "record, go first, so what was written (grounded_docs, grounded_absent_docs, "
+                "grounded_paired and the kinds count it; the retrieval and series counts, "
+                "what was built) leans to abstentions; raise data.max_seq_len to keep the mix "
+                "asked.",
             ]
     lines += ["", "## Modified by cleaning (step -> rows)", "", "| step | rows |", "|---|---|"]
     for step, n in sorted(report["modified"].items()):

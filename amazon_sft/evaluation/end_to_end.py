@@ -232,6 +232,13 @@ MEANS = {"rougeL_when_right"}
 NOT_IN_CATALOGUE = "products not in the catalogue"
 
 
+def product_group(q: ShopperQuestion, products: dict[str, Product]) -> str:
+    """The report's group of the product ``q`` asks about: "held-out products", "seen
+    products", "untaught products", or ``NOT_IN_CATALOGUE``."""
+    named = q.uid or q.removed
+    return f"{products[named].group} products" if named else NOT_IN_CATALOGUE
+
+
 def question_groups(
     questions: list[ShopperQuestion], products: dict[str, Product]
 ) -> dict[str, list[int]]:
@@ -241,9 +248,7 @@ def question_groups(
     for i, q in enumerate(questions):
         out.setdefault(f"kind {q.kind}", []).append(i)
     for i, q in enumerate(questions):
-        named = q.uid or q.removed
-        group = f"{products[named].group} products" if named else NOT_IN_CATALOGUE
-        out.setdefault(group, []).append(i)
+        out.setdefault(product_group(q, products), []).append(i)
     if len({q.source for q in questions}) > 1:
         for i, q in enumerate(questions):
             out.setdefault(f"source {q.source}", []).append(i)

@@ -120,9 +120,22 @@ def _gated(model: str, rows: list[dict]) -> str:
     rules = Counter(r.get("doubt_rule", {}).get(model) for r in rows if r["doubtful"][model])
     said = f"{model} {sum(rules.values())} of {len(rows)} questions"
     if rules and None not in rules:
-        named = {"ratio": "score ratio"}
-        said += " (" + ", ".join(f"{named.get(k, k)} {n}" for k, n in rules.most_common()) + ")"
+        said += " (" + ", ".join(f"{RULE_WORDS[k]} {n}" for k, n in rules.most_common()) + ")"
     return said
+
+
+RULE_WORDS = {
+    "nothing": "nothing retrieved",
+    "numbers": "another number",
+    "later": "a later one of the series",
+    "ratio": "score ratio",
+    "swap": "a title word swapped",
+    "mentions": "the description names it as another book",
+    "other title": "another title asked",
+    "lacks": "a name the record lacks",
+    "none of": "no question word in the title",
+}
+"""Each rule of ``answering.doubt.RULES`` in words, for the report's gate line."""
 
 
 def protocol_line(result: EndToEndReport) -> str:

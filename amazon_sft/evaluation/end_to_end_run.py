@@ -191,10 +191,10 @@ def catalogue_said(data_dir: Path, questions: list) -> str:
         said = []
     sources = Counter(q.source for q in questions)
     about = [f"{ABOUT[s]} ({n} questions)" for s, n in sorted(sources.items()) if s in ABOUT]
-    if unlabelled := sources.get(QF.UNLABELLED):  # counted too (an outside audit)
-        about.append(f"{unlabelled} questions that name no source")
     if about:
         said.append("the questions are about " + " and ".join(about))
+    if unlabelled := sources.get(QF.UNLABELLED):  # counted too (an outside audit)
+        said.append(f"{unlabelled} questions name no source")
     return "; ".join(said)
 
 
@@ -265,7 +265,6 @@ def _answerer(
 
 
 def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict, products: dict) -> dict:
-    named = q.uid or q.removed
     return {
         "line": q.line,
         "question": q.text,
@@ -274,7 +273,7 @@ def _row(i: int, q: QF.ShopperQuestion, answers: dict, outcomes: dict, products:
         "uid": q.uid or QF.ABSENT,
         "removed": q.removed,
         # the report's product group (held-out, seen, ...): an audit recounts its rows from here
-        "product": products[named].group if named else E.NOT_IN_CATALOGUE,
+        "product": E.product_group(q, products),
         "retrieved": {m: [s.uid for s in answers[m][i].sources] for m in answers},
         "answers": {m: answers[m][i].answer for m in answers},
         # abstained because retrieval was not sure (--abstain-below), not generated

@@ -272,10 +272,14 @@ def check_lora_names(model, lora: LoraConfig) -> None:
             f"are {', '.join(linear)}: set lora.target_modules to some of those, or "
             f"[{ALL_LINEAR}]"
         )
-    # peft matches modules_to_save as ends of module names (str.endswith) and skips one that matches
-    # nothing: a typo trained no extra module while the config and model card named it
+    # peft skips a name of modules_to_save that matches nothing: a typo trained no extra module
+    # while the config and model card named it. A name matches a module's whole name or its
+    # last dotted parts (peft 0.22: "head" no longer matches lm_head, which 0.21's str.endswith
+    # did; this rule holds for both, and a fresh install took 0.22 unasked)
     full = [name for name, _ in model.named_modules()]
-    unknown = [t for t in lora.modules_to_save if not any(n.endswith(t) for n in full)]
+    unknown = [
+        t for t in lora.modules_to_save if not any(n == t or n.endswith(f".{t}") for n in full)
+    ]
     if unknown:
         raise UserError(
             f"lora.modules_to_save {unknown} are not modules of this model (it has e.g. lm_head, "

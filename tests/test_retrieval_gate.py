@@ -558,12 +558,12 @@ def test_sources_only_gates_the_question_as_ask_reads_it(grounded_prepared, monk
     """``--sources-only`` said what ask's gate would do from the question as typed, soft hyphens
     and zero-width spaces inside words included, while ask's gate reads it without them
     (question_text.normalise_question): the two could disagree (an outside review)."""
-    from amazon_sft.answering import ask, doubt  # ask first: it binds the real doubt_reason
+    from amazon_sft.answering import ask, doubt  # ask first: it binds the real doubt_rule
     from amazon_sft.cli import main
 
-    # imported while the stub below is in place, ask.py would keep it for the whole process:
-    # a later test of ask's gate then never abstained (order-dependent, under pytest-xdist)
-    assert ask.doubt_reason is doubt.doubt_reason
+    # imported while a stub of the gate is in place, ask.py would keep it for the whole
+    # process: a later test of ask's gate then never abstained (order-dependent, under xdist)
+    assert ask.doubt_rule is doubt.doubt_rule
 
     read = []
 

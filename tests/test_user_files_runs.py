@@ -545,23 +545,28 @@ def _saved_checkpoints(root: Path, steps: tuple[tuple[int, int], ...]) -> None:
         (folder / COMPLETE).write_text(f"step {recorded}\n")
 
 
+def _kept_after_drop(run: Path, caplog, keep_last: int) -> tuple[list[str], str]:
+    """``drop_old_checkpoints`` of ``run``: the complete checkpoints left, and what it said."""
+    from amazon_sft.checkpointing import drop_old_checkpoints
+    from amazon_sft.ownership import complete_checkpoints
+
+    with caplog.at_level("WARNING"):
+        drop_old_checkpoints(run, keep_last=keep_last)
+    said = " ".join(r.getMessage() for r in caplog.records)
+    return [p.name for p in complete_checkpoints(run)], said
+
+
 def test_a_copy_of_a_checkpoint_under_another_step_is_never_removed(tmp_path, caplog):
     """An outside trial: ``cp -r step-00000010 step-00000004`` (a user's copy of a checkpoint)
     was removed by ``keep_last`` without a word: its checksums were whole. Its
     ``trainer_state.json`` holds step 10, which no save of step 4 writes (resume already
     refuses to load it): it is kept and named."""
-
     from amazon_sft.checkpointing import drop_old_checkpoints
-    from amazon_sft.ownership import complete_checkpoints
 
     root = tmp_path / "checkpoints"
     _saved_checkpoints(root, ((2, 2), (4, 8), (6, 6), (8, 8)))
-    with caplog.at_level("WARNING"):
-        drop_old_checkpoints(tmp_path, keep_last=2)
-    assert [p.name for p in complete_checkpoints(tmp_path)] == [
-        "step-00000004", "step-00000006", "step-00000008"
-    ]  # fmt: skip
-    said = " ".join(r.getMessage() for r in caplog.records)
+    kept, said = _kept_after_drop(tmp_path, caplog, keep_last=2)
+    assert kept == ["step-00000004", "step-00000006", "step-00000008"]
     assert "step-00000004" in said and "step 8" in said and "no save of that step" in said, said
     # a state file lost from the run's own save is named as such, not as a copy (a review)
     (root / "step-00000006" / "trainer_state.json").unlink()
@@ -577,16 +582,10 @@ def test_a_copy_under_a_higher_step_takes_none_of_keep_lasts_places(tmp_path, ca
     """The last trial's leftover: ``cp -r step-00000004 step-00000099`` (a user's copy under a
     higher step) sorted newest and took one of ``keep_last``'s places, so the run's own
     ``step-4`` was removed at the next save: only the run's own saves count."""
-    from amazon_sft.checkpointing import drop_old_checkpoints
-    from amazon_sft.ownership import complete_checkpoints
 
     _saved_checkpoints(tmp_path / "checkpoints", ((2, 2), (4, 4), (6, 6), (99, 4)))
-    with caplog.at_level("WARNING"):
-        drop_old_checkpoints(tmp_path, keep_last=2)
-    assert [p.name for p in complete_checkpoints(tmp_path)] == [
-        "step-00000004", "step-00000006", "step-00000099"
-    ]  # fmt: skip
-    said = " ".join(r.getMessage() for r in caplog.records)
+    kept, said = _kept_after_drop(tmp_path, caplog, keep_last=2)
+    assert kept == ["step-00000004", "step-00000006", "step-00000099"]
     assert "step-00000099" in said and "no save of that step" in said, said
 
 

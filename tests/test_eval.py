@@ -45,6 +45,9 @@ def test_bootstrap_interval_covers_a_known_difference():
     assert (
         lo < delta < hi and lo < 0.5 < hi and hi - lo < 0.05
     )  # pairing removes the between-example spread
+    # a 95% interval, not a narrower one (a mutation audit): about 2 x 1.96 standard errors
+    normal_width = 2 * 1.96 * np.std(after - before, ddof=1) / np.sqrt(len(before))
+    assert hi - lo == pytest.approx(normal_width, rel=0.08)
     d0, lo0, hi0 = M.paired_bootstrap(before, before.copy())
     assert (d0, lo0, hi0) == (0.0, 0.0, 0.0)
 

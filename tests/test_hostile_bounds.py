@@ -216,6 +216,7 @@ def test_a_hostile_templates_file_is_one_line(name, catalogue, tmp_path, capsys)
     [
         ("train.adam_betas=[2,0.9]", "train.adam_betas"),
         ("train.adam_betas=[0.9]", "train.adam_betas"),
+        ("train.adam_betas=[0.9,1.0]", "train.adam_betas"),  # torch wants [0, 1)
         ("train.adam_betas=[a,b]", "train.adam_betas"),
         ("seed=-1", "seed"),
         ("seed=99999999999999999999", "seed"),

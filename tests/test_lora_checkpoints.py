@@ -270,6 +270,10 @@ def test_a_misspelt_module_to_save_is_refused_not_trained_as_nothing(tiny_model_
     # "head" (0.21 matched lm_head by its end): refused, whichever peft is installed
     with pytest.raises(UserError, match=r"lora\.modules_to_save \['head'\]"):
         wrap_lora(model, LoraConfig(modules_to_save=["head"]))
+    # so is a part of a target's name (a mutation audit: only a name in no module was tried)
+    for part in ("q_pro", "proj"):
+        with pytest.raises(UserError, match=rf"lora\.target_modules \['{part}'\]"):
+            wrap_lora(model, LoraConfig(target_modules=[part]))
     wrapped = wrap_lora(model, LoraConfig(modules_to_save=["lm_head"]))
     trained = [n for n, p in wrapped.named_parameters() if p.requires_grad and "lora_" not in n]
     assert trained and all("lm_head" in n for n in trained)

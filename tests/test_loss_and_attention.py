@@ -334,6 +334,9 @@ def test_flop_counter_leaves_out_the_input_embedding(saved_models, tiny_tok):
         untied = 0 if kind == "llama" else vocab_x_hidden
         assert c.n_head == vocab_x_hidden and c.head_trained
         assert c.n_trained == total - vocab_x_hidden - untied and c.n_frozen == 0
+    # MFU's peak is all ranks' together (a mutation audit: every test had one rank)
+    four = FlopCounter.for_model(lm, peak_tflops=100, world_size=4)
+    assert four.peak_flops == 4e14 and four.mfu(2e14, seconds=1.0) == 0.5
 
 
 def test_flop_counter_leaves_out_both_embeddings_of_lora_modules_to_save(saved_models):

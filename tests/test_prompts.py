@@ -42,6 +42,25 @@ def test_template_fingerprint_changes_with_the_template(chat_tok, tiny_tok):
     assert a.fingerprint() == build_prompt_format(chat_tok, DataConfig()).fingerprint()
 
 
+def test_the_fingerprint_changes_with_each_part_of_the_prompt():
+    """A mutation audit: the only edited-template test changed ``before``; a fingerprint that
+    left out the answer header (``after``) let eval and answering take another prompt."""
+    import dataclasses
+
+    fmt = PromptFormat("### Question: ", "\n### Answer:", ("{title}?",), False, 1, ("en",))
+    changed = {
+        "before": "### Q: ",
+        "after": "\n### Answer: ",
+        "phrasings": ("{title}",),
+        "chat": True,
+        "bos_id": None,
+        "languages": ("pt",),
+    }
+    for field, value in changed.items():
+        other = dataclasses.replace(fmt, **{field: value})
+        assert other.fingerprint() != fmt.fingerprint(), field
+
+
 def test_phrasing_choice_is_stable_and_spread():
     from amazon_sft.prompts import PromptFormat
 

@@ -55,6 +55,10 @@ def test_train_only_never_returns_held_out_products(prepared, index):
     held = next(r for r in records if r["split"] == "heldout")
     top = index.top(held["title"], 5, train_only=True)
     assert top and all(records[i]["split"] == "train" for i, _ in top)
+    # asked for more than match (a mutation audit): the held-out rows, kept as candidates at
+    # score 0, must not fill the list
+    every = index.top(held["title"], len(index), train_only=True)
+    assert all(records[i]["split"] == "train" and score > 0 for i, score in every)
     assert index.top(held["title"], 1)[0][0] == records.index(held)
 
 

@@ -632,6 +632,12 @@ def test_a_checksum_list_cut_to_leave_weights_out_is_refused(tmp_path):
     (step / "my_eval").mkdir()  # a folder of the user's: theirs, whatever it holds
     (step / "my_eval" / "model.safetensors").write_text("another model of theirs")
     verify_checkpoint(step)
+    # a same-size edit (a mutation audit: every edit tried changed the size, and a size check
+    # alone passed them all)
+    (step / "optimizer.bin").write_text("Optimizer.bin")
+    with pytest.raises(CorruptCheckpoint, match=r"optimizer\.bin does not match its checksum"):
+        verify_checkpoint(step)
+    (step / "optimizer.bin").write_text("optimizer.bin")
     listed = json.loads((step / "checksums.json").read_text())
     del listed["model.safetensors"]
     (step / "checksums.json").write_text(json.dumps(listed))

@@ -249,6 +249,12 @@ def doubt_rule(
 
     >>> doubt_rule([Source("u", "Calendar 2014", "c", 9.0)], 1.4, "calendar 2015")[0]
     'numbers'
+
+    The ratio rule abstains *under* the ratio: a lead of exactly 2.0 at 2.0 goes through.
+
+    >>> [doubt_rule([Source("u", "t", "c", lead), Source("v", "t", "c", 1.0)], 2.0, "t")
+    ...  for lead in (1.99, 2.0)]  # doctest: +NORMALIZE_WHITESPACE
+    [('ratio', "the first record's score is only 1.99 times the second's (under 2)"), None]
     """
     if abstain_below <= 0:
         return None

@@ -73,7 +73,12 @@ class PackedBatch:
 
     @property
     def real_tokens(self) -> int:
-        """Tokens of real documents (padding excluded)."""
+        """Tokens of real documents (padding excluded): what tokens/s and MFU count.
+
+        >>> ids = np.zeros((2, 4), np.int64)  # a row of 3 + a padding tail, then a padding row
+        >>> PackedBatch.from_rows(ids, ids - 100, ids, [[2, 1], []], np.array([0, -1])).real_tokens
+        3
+        """
         return sum(sum(lens) for lens in self.doc_lens)
 
     def to(self, device: torch.device | str) -> PackedBatch:

@@ -120,6 +120,15 @@ def score_answer(question: ShopperQuestion, answer, products: dict[str, Product]
     >>> score_answer(q, Answer(q.text, "A dog. [source: 7]", quoting, "", "grounded", ["7"]), products).wrong
     True
 
+    Citing the right record and another is wrong; citing nothing is neither (a mutation audit):
+
+    >>> both = Answer(q.text, "A cat has kittens. [source: 7] [source: 9]", shown, "", "grounded", ["7", "9"])
+    >>> score_answer(q, both, products).wrong
+    True
+    >>> bare = score_answer(q, Answer(q.text, "A cat has kittens.", shown, "", "grounded", []), products)
+    >>> (bare.right, bare.wrong, bare.abstained)
+    (False, False, False)
+
     Whole sentences of the asked record, cited (an attribute question's answer), quote no other
     record, however close a shorter record holding the same sentence is by ROUGE-L (a review):
 

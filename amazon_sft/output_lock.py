@@ -38,6 +38,14 @@ class OutputLock:
     ...     OutputLock(target, "second").acquire()  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     amazon_sft.output_lock.LockHeld: ...out is being written by another process (pid ...): wait for it to end or choose another output folder
+
+    The same folder reached through a link is the same lock:
+
+    >>> target.mkdir(); (target.parent / "link").symlink_to(target, target_is_directory=True)
+    >>> with OutputLock(target, "doctest"):
+    ...     OutputLock(target.parent / "link", "second").acquire()  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    amazon_sft.output_lock.LockHeld: ...
     """
 
     def __init__(self, target: Path, command: str) -> None:

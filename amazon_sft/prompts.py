@@ -109,6 +109,12 @@ def is_abstention(answer: str) -> bool:
 
     >>> is_abstention("O catálogo não tem registro deste produto."), is_abstention("A bear.")
     (True, False)
+
+    Without its full stop, or going on after it (an answer cut, or a model's "sorry"):
+
+    >>> is_abstention("The catalogue has no record of this product"), is_abstention(
+    ...     "o catálogo não tem registro deste produto, desculpe")
+    (True, True)
     """
     text = " ".join(answer.split()).casefold()
     return any(text.startswith(a.casefold().rstrip(".")) for a in ABSTENTIONS.values())

@@ -126,6 +126,32 @@ def train_command(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str) -
     ]
 
 
+def train_here(*args: str) -> None:
+    """``train``'s main in this process for a run whose files a test reads: the entrypoint's
+    code without an interpreter's start and imports (~6 s a launch on the 2-core CI machine).
+    What a launch prints, and how it exits or stops, is tested through a process."""
+    import logging
+
+    from accelerate.state import AcceleratorState, GradientState
+
+    from amazon_sft import train
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level  # train's basicConfig(force=True) replaces them
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    try:
+        assert train.main(["--config", "tiny", *args]) == 0
+    finally:
+        AcceleratorState._reset_state(reset_partial_state=True)
+        GradientState._reset_state()
+        for handler in root.handlers[:]:
+            root.removeHandler(handler)
+        for handler in handlers:
+            root.addHandler(handler)
+        root.setLevel(level)
+
+
 def free_port() -> int:
     import socket
 
@@ -136,22 +162,10 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def tuned_run(prepared, tiny_model_dir, tmp_path_factory) -> Path:
-    """A full fine-tune of the tiny model for 25 steps, through the real entrypoint."""
-    import subprocess
-
+    """A full fine-tune of the tiny model for 25 steps, through train's main."""
     out = tmp_path_factory.mktemp("tuned")
-    cmd = train_command(
-        prepared,
-        tiny_model_dir,
-        out,
-        "train.max_steps=25",
-        "train.global_batch_size=4",
-        "train.micro_batch_size=4",
-    )
-    proc = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[1]
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    train_here(*train_overrides(prepared, tiny_model_dir, out), "train.max_steps=25",
+               "train.global_batch_size=4", "train.micro_batch_size=4")  # fmt: skip
     return out
 
 

@@ -15,7 +15,7 @@ from amazon_sft.answering.index import CatalogueIndex
 from amazon_sft.answering.index_build import build_index
 from amazon_sft.data.split import normalise_title
 
-from .conftest import as_saved, train_command
+from .conftest import as_saved, train_here, train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 EN_PT = [
@@ -313,15 +313,8 @@ def test_lora_answers_merged_and_export_reloads_with_the_same_logits(
     prepared, tiny_model_dir, tmp_path
 ):
     run = tmp_path / "lora"
-    proc = subprocess.run(
-        train_command(
-            prepared, tiny_model_dir, run, "train.max_steps=3", "lora.enabled=true", "lora.r=4"
-        ),
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-    )
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_here(*train_overrides(prepared, tiny_model_dir, run), "train.max_steps=3",
+               "lora.enabled=true", "lora.r=4")  # fmt: skip
     # ask, serve and eval answer with the adapters merged into the base (each step of generation
     # ran three matmuls a projection), with the logits of the adapters kept apart
     from peft import PeftModel
@@ -676,13 +669,8 @@ def test_export_checks_the_merge_against_the_adapters_kept_apart(
     from amazon_sft.errors import UserError
 
     run = tmp_path / "lora"
-    proc = subprocess.run(
-        train_command(
-            prepared, tiny_model_dir, run, "train.max_steps=2", "lora.enabled=true", "lora.r=4"
-        ),
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_here(*train_overrides(prepared, tiny_model_dir, run), "train.max_steps=2",
+               "lora.enabled=true", "lora.r=4")  # fmt: skip
     real_merge = LoraModel.merge_and_unload
 
     def bad_merge(self, *args, **kwargs):
@@ -745,11 +733,8 @@ def test_a_lora_run_whose_base_was_replaced_since_is_refused_not_answered_with(
 
     base = save_random_model(tmp_path / "base", tiny_cfg, tiny_tok, "llama", tied=True)
     run = tmp_path / "lora"
-    proc = subprocess.run(
-        train_command(prepared, base, run, "train.max_steps=2", "lora.enabled=true", "lora.r=4"),
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_here(*train_overrides(prepared, base, run), "train.max_steps=2", "lora.enabled=true",
+               "lora.r=4")  # fmt: skip
     load_for_eval(str(run), [], "cpu")  # the base it was trained on: fine
     model = AutoModelForCausalLM.from_pretrained(base)
     with torch.no_grad():
@@ -811,11 +796,8 @@ def test_a_lora_run_whose_base_moved_says_where_its_base_is_named(
 
     base, run = tmp_path / "base", tmp_path / "lora"
     shutil.copytree(tiny_model_dir, base)
-    proc = subprocess.run(
-        train_command(prepared, base, run, "train.max_steps=1", "lora.enabled=true", "lora.r=2"),
-        capture_output=True, text=True, cwd=REPO,
-    )  # fmt: skip
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    train_here(*train_overrides(prepared, base, run), "train.max_steps=1", "lora.enabled=true",
+               "lora.r=2")  # fmt: skip
     base.rename(tmp_path / "moved")
     with pytest.raises(UserError) as err:
         load_for_eval(str(run), [], "cpu")

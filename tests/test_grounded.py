@@ -243,22 +243,15 @@ def test_a_run_on_grounded_data_answers_grounded_by_default(
     """The data taught grounded examples, whatever the train command said: the run's saved
     config takes the grounded settings from the manifest (a run trained with
     data.grounded_fraction left at 0 answered closed-book by default)."""
-    import subprocess
 
     from amazon_sft.answering.ask import default_mode
     from amazon_sft.config import load_run_config
 
-    from .conftest import train_command
+    from .conftest import train_here, train_overrides
 
-    cmd = train_command(
-        grounded_prepared,
-        tiny_model_dir,
-        tmp_path / "run",
-        "train.max_steps=1",
-        "data.max_seq_len=512",
-    )
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    run = tmp_path / "run"
+    train_here(*train_overrides(grounded_prepared, tiny_model_dir, run), "train.max_steps=1",
+               "data.max_seq_len=512")  # fmt: skip
     saved = load_run_config(str(tmp_path / "run" / "final" / "amazon_sft_config.yaml"))
     assert saved.data.grounded_fraction == 0.5 and saved.data.context_record_tokens == 40
     assert default_mode(saved.data) == "grounded"

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from amazon_sft.config import load_run_config
 from amazon_sft.errors import UserError
 
-from .conftest import as_saved, train_overrides
+from .conftest import as_saved, train_here, train_overrides
 
 pytestmark = pytest.mark.hostile
 REPO = Path(__file__).resolve().parents[1]
@@ -470,8 +470,7 @@ def run_of_two_checkpoints(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     """A 4-step run with checkpoints at steps 2 and 4; tests damage copies of it."""
     out = tmp_path_factory.mktemp("two-checkpoints") / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    first = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*base[3:], "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
     return out
 
 
@@ -798,8 +797,7 @@ def test_resume_applies_a_new_lr_and_max_steps_records_it_and_never_repeats_a_st
 
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    first = _cli(*base, "checkpoint.every_steps=2", "train.max_steps=4")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*base[3:], "checkpoint.every_steps=2", "train.max_steps=4")
     shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
     again = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -824,8 +822,7 @@ def test_a_branch_from_an_older_checkpoint_keeps_only_its_own_change_history(
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     base = (*base, "checkpoint.keep_last=3", "checkpoint.every_steps=2")
-    first = _cli(*base, "train.max_steps=4")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*base[3:], "train.max_steps=4")
     branch = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
     assert branch.returncode == 0, branch.stderr[-2000:]
     assert "train.lr: 0.003 -> 0.05" in (out / "config.yaml").read_text()
@@ -868,8 +865,7 @@ def two_steps_of_4(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     """A finished tiny run of 2 steps of 4 rows, trained once for the tests below to copy."""
     out = tmp_path_factory.mktemp("two-steps") / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    first = _cli(*base, "train.max_steps=2", "train.global_batch_size=4")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*base[3:], "train.max_steps=2", "train.global_batch_size=4")
     return out
 
 

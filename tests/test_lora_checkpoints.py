@@ -15,7 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from .conftest import as_saved, train_overrides
+from .conftest import as_saved, train_here, train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 LORA = ["lora.enabled=true", "lora.r=4", "lora.alpha=8", "lora.dropout=0"]
@@ -77,8 +77,7 @@ def test_a_lora_resume_on_a_changed_base_is_refused(prepared, tiny_model_dir, tm
     base, out = tmp_path / "base", tmp_path / "run"
     shutil.copytree(tiny_model_dir, base)
     every = [*STEPS, *LORA, "checkpoint.every_steps=1"]
-    first = _train(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
-    assert first.returncode == 0, first.stderr[-3000:]
+    train_here(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
     (weights,) = base.glob("*.safetensors")
     original = weights.read_bytes()
     tensors = load_file(str(weights))
@@ -107,8 +106,7 @@ def test_a_changed_base_is_refused_before_the_model_loads(prepared, tiny_model_d
     for weights in other.glob("*.safetensors"):
         weights.write_bytes(b"not a safetensors file")
     every = [*STEPS, *LORA, "checkpoint.every_steps=1"]
-    first = _train(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
-    assert first.returncode == 0, first.stderr[-3000:]
+    train_here(*train_overrides(prepared, base, out, "train.max_steps=1", *every))
     again = _train(
         *train_overrides(prepared, other, out, "train.max_steps=2", *every, "resume=auto")
     )

@@ -29,6 +29,54 @@ def test_an_infinite_loss_with_finite_gradients_back_propagates_nan():
     assert w.grad.isnan().all() and shown.item() == 0.0 and bad.item() == 1.0
 
 
+@pytest.mark.e2e
+def test_a_finite_loss_with_an_infinite_gradient_is_skipped_too(
+    prepared, tiny_model_dir, tmp_path, monkeypatch
+):
+    """A mutation audit: every other test makes the loss non-finite; a step whose loss is finite
+    but whose gradient norm is not must not reach the weights, the schedule or a checkpoint."""
+    from amazon_sft import trainer as T
+
+    from .conftest import train_here
+
+    real, calls = T.Trainer.clip_gradients, []
+
+    def infinite_at_step_2(self):
+        calls.append(1)
+        if len(calls) == 2:
+            next(p for p in self.model.parameters() if p.grad is not None).grad.fill_(float("inf"))
+        return real(self)
+
+    monkeypatch.setattr(T.Trainer, "clip_gradients", infinite_at_step_2)
+    steps = ("train.max_steps=3", "train.warmup_steps=0", "checkpoint.every_steps=1")
+    train_here(*train_overrides(prepared, tiny_model_dir, tmp_path, *steps,
+                                "checkpoint.keep_last=10"))  # fmt: skip
+    rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["non_finite"] for r in rows] == [False, True, False]
+    assert [r["optimizer_stepped"] for r in rows] == [True, False, True]
+    assert rows[2]["lr"] == rows[1]["lr"]  # the schedule did not advance on the skipped step
+    saved = sorted(p.parent.name for p in (tmp_path / "checkpoints").glob("step-*/COMPLETE"))
+    assert saved == ["step-00000001", "step-00000003"]
+
+
+def test_a_skipped_step_steps_neither_the_optimizer_nor_the_schedule(fresh_accelerate):
+    """A mutation audit: the schedule advancing on a skipped step was caught by a multiproc
+    test only."""
+    from accelerate import Accelerator
+
+    from amazon_sft.nonfinite import apply_step
+
+    w = torch.nn.Parameter(torch.ones(2))
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0 / (step + 1))
+    w.grad = torch.ones(2)
+    assert not apply_step(Accelerator(cpu=True), None, optimizer, scheduler, finite=False)
+    assert scheduler.last_epoch == 0 and torch.equal(w.detach(), torch.ones(2)) and w.grad is None
+    w.grad = torch.ones(2)
+    assert apply_step(Accelerator(cpu=True), None, optimizer, scheduler, finite=True)
+    assert scheduler.last_epoch == 1 and torch.equal(w.detach(), torch.zeros(2))
+
+
 @pytest.mark.multiproc
 @pytest.mark.parametrize("launch", list(LAUNCH))
 def test_a_non_finite_step_on_one_rank_changes_nothing(launch, prepared, tiny_model_dir, tmp_path):

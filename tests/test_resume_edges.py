@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import train_overrides
+from .conftest import train_here, train_overrides
 from .test_hostile import _cli, _metrics, _one_line_error
 
 pytestmark = pytest.mark.e2e
@@ -26,9 +26,8 @@ def two_steps(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     tests here (each launch is ~6 s, mostly imports: docs/benchmarks.md). Read, never written:
     a test that goes on from it trains a copy (``_copy``)."""
     out = tmp_path_factory.mktemp("two-steps") / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    done = _cli(*base, "train.max_steps=2", "checkpoint.every_steps=1")
-    assert done.returncode == 0, done.stderr[-2000:]
+    train_here(*train_overrides(prepared, tiny_model_dir, out), "train.max_steps=2",
+               "checkpoint.every_steps=1")  # fmt: skip
     return out
 
 
@@ -81,8 +80,7 @@ def test_a_lora_run_on_a_random_base_loads_the_base_it_was_trained_on(prepared, 
 
     out = tmp_path / "run"
     overrides = [f"data.path={prepared}", f"out_dir={out}", "train.trackers=[]"]
-    first = _cli("train", "--config", "tiny", *overrides, "train.max_steps=2", "lora.enabled=true")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*overrides, "train.max_steps=2", "lora.enabled=true")
     (checkpoint,) = (out / "checkpoints").glob("step-*")
     trained = load_file(str(checkpoint / "model.safetensors"))
     # a LoRA checkpoint holds the adapter only (trainable_state.py): the base is the one the
@@ -124,7 +122,7 @@ def test_tensorboard_shows_each_step_once_after_a_resume(prepared, tiny_model_di
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     base = (*base, "train.trackers=[tensorboard]", "checkpoint.every_steps=2")
-    assert _cli(*base, "train.max_steps=4").returncode == 0
+    train_here(*base[3:], "train.max_steps=4")
     shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
     again = _cli(*base, "train.max_steps=5", "resume=auto")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -142,8 +140,7 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     every = ("checkpoint.every_steps=2", "checkpoint.keep_last=3")
-    first = _cli(*base, *every, "train.max_steps=6")
-    assert first.returncode == 0, first.stderr[-2000:]
+    train_here(*base[3:], *every, "train.max_steps=6")
     branch = out / "checkpoints" / "step-00000002"
     again = _cli(*base, *every, "train.max_steps=3", f"resume={branch}", "train.lr=1e-5")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -199,7 +196,7 @@ def test_tensorboard_shows_each_step_once_after_a_restart_from_step_0(
     out = tmp_path / "run"
     base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
     base = (*base, "train.trackers=[tensorboard]", "train.max_steps=2")
-    assert _cli(*base).returncode == 0
+    train_here(*base[3:])
     shutil.rmtree(out / "checkpoints")  # killed after step 2, before any save
     shutil.rmtree(out / "final")
     again = _cli(*base, "resume=auto")
@@ -493,8 +490,7 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
     # from the first launch's checkpoints, 6 and 7 from 5's after keep_last=2 rotated 3's away
     for steps, named in ((3, "step-1"), (5, "step-00000001"), (6, "step-1"), (7, "step-00000001")):
         source = f"resume={run_a / 'checkpoints' / named}"
-        launch = _cli(*b, source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
-        assert launch.returncode == 0, (named, steps, launch.stderr[-2000:])
+        train_here(*b[3:], source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
         kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
         assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
     assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6, 7]

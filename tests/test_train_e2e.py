@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from amazon_sft.optim import lr_factor
 
-from .conftest import train_command, train_overrides
+from .conftest import train_command, train_here, train_overrides
 
 pytestmark = pytest.mark.e2e
 REPO = Path(__file__).resolve().parents[1]
@@ -67,10 +67,16 @@ def test_train_writes_everything_then_resumes(prepared, tiny_model_dir, tmp_path
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     expected = [3e-3 * lr_factor(s, 1, 4, 0.1) for s in range(4)]
     assert [r["lr"] for r in rows] == pytest.approx(expected)
+    # tokens seen are the documents' tokens trained on, across a resume too (a mutation audit)
+    summary = json.loads((final / "run_summary.json").read_text())
+    assert summary["tokens_seen"] == sum(r["real_tokens"] for r in rows) > 0
 
     proc = _train(*base, "train.max_steps=6", "checkpoint.every_steps=2", "resume=auto")
     assert "resumed from" in proc.stderr and "at step 4" in proc.stderr
     assert sorted(_losses(out)) == [1, 2, 3, 4, 5, 6]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    summary = json.loads((final / "run_summary.json").read_text())
+    assert summary["tokens_seen"] == sum(r["real_tokens"] for r in rows)
 
 
 def test_sigkill_then_resume_continues_the_loss_curve_exactly(prepared, tiny_model_dir, tmp_path):
@@ -242,7 +248,7 @@ def test_lora_with_gradient_checkpointing_trains_and_saves_an_adapter(
     prepared, tiny_model_dir, tmp_path
 ):
     out = tmp_path / "run"
-    _train(
+    train_here(
         *train_overrides(
             prepared,
             tiny_model_dir,
@@ -295,7 +301,7 @@ def test_epochs_set_the_steps_from_the_prepared_rows(prepared, tiny_model_dir, t
     rows = read_manifest(prepared).rows
     out = tmp_path / "run"
     sizes = ("train.global_batch_size=64", "train.micro_batch_size=8", "train.epochs=0.5")
-    _train(*train_overrides(prepared, tiny_model_dir, out, *sizes))
+    train_here(*train_overrides(prepared, tiny_model_dir, out, *sizes))
     steps = math.ceil(0.5 * math.ceil(rows / 64))
     assert sorted(_losses(out)) == list(range(1, steps + 1))
     assert yaml.safe_load((out / "config.yaml").read_text())["train"]["max_steps"] == steps
@@ -308,7 +314,7 @@ def test_checkpoints_come_by_time_too(prepared, tiny_model_dir, tmp_path):
     base = train_overrides(prepared, tiny_model_dir, tmp_path / "x", "checkpoint.keep_last=10")
 
     def saved(out, *cadence):
-        _train(*base, f"out_dir={out}", "train.max_steps=3", *cadence)
+        train_here(*base, f"out_dir={out}", "train.max_steps=3", *cadence)
         return sorted(p.name for p in (out / "checkpoints").iterdir())
 
     by_time = saved(tmp_path / "t", "checkpoint.every_steps=0", "checkpoint.every_minutes=1e-9")

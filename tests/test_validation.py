@@ -14,7 +14,7 @@ from amazon_sft.data.loader import PackedLoader
 from amazon_sft.errors import UserError
 from amazon_sft.validation import RowView, held_back_rows, split_rows
 
-from .conftest import train_overrides
+from .conftest import train_here, train_overrides
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -181,7 +181,7 @@ def test_a_run_finished_by_a_resume_that_ran_no_step_is_scored_too(
     out = tmp_path / "run"
     shape = ["train.global_batch_size=4", "train.micro_batch_size=2", "train.validation_rows=5"]
     base = train_overrides(prepared, tiny_model_dir, out, *shape, "checkpoint.every_steps=2")
-    _train(*base, "train.max_steps=4")
+    train_here(*base, "train.max_steps=4")
     shutil.rmtree(out / "final")
     shutil.rmtree(out / "checkpoints" / "step-00000004")
     proc = _train(*base, "train.max_steps=2", "resume=auto")

@@ -200,6 +200,12 @@ def contained_pairs(shingles: np.ndarray, owner: np.ndarray, rows: int):
     >>> rows = np.array([0, 0, 0, 1, 1, 1, 1, 1, 1, 2, 2])  # row 1 holds 2 of row 0's 3
     >>> [p.tolist() for p in contained_pairs(sh, rows, 3)]  # rows 0, 1, 2 share 8 and 16
     [[0, 0, 1], [1, 2, 2]]
+
+    One shared shingle joins nothing, even when it is all a short text holds:
+
+    >>> one = contained_pairs(np.array([8, 8, 16, 24, 32], np.uint64), np.array([0, 1, 1, 1, 1]), 2)
+    >>> [p.tolist() for p in one]
+    [[], []]
     """
     sizes = np.bincount(owner, minlength=rows)
     order = np.lexsort((owner, shingles))

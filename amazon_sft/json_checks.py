@@ -13,6 +13,8 @@ def first_key_twice(text: bytes | str) -> str | None:
 
     >>> first_key_twice('{"a": 1, "b": {"c": 2, "c": 3}}'), first_key_twice('{"a": 1}')
     ('c', None)
+    >>> first_key_twice('{"a": 1, "a": 2, "b": 1, "b": 2}')
+    'a'
     """
     twice: list[str] = []
 

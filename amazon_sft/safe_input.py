@@ -60,7 +60,12 @@ def require_regular_file(path: str | Path, what: str, fix: str) -> Path:
 
 
 def read_limited(path: str | Path, what: str, max_bytes: int, fix: str) -> bytes:
-    """The whole file, refused when it is not a regular file or holds more than ``max_bytes``."""
+    """The whole file, refused when it is not a regular file or holds more than ``max_bytes``.
+
+    >>> import tempfile; f = Path(tempfile.mkdtemp()) / "f"; _ = f.write_bytes(b"x" * 10)
+    >>> read_limited(f, "f", 10, "fix")  # exactly the limit is read
+    b'xxxxxxxxxx'
+    """
     path = require_regular_file(path, what, fix)
     try:
         with open(path, "rb") as fh:

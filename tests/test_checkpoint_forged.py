@@ -25,6 +25,7 @@ LOADER = {"epoch": 0, "cursor": 2, "seed": 0}
         ({"step": True}, "step True"),
         ({"tokens_seen": -1}, "tokens_seen -1"),
         ({"train_seconds": float("nan")}, "train_seconds nan"),
+        ({"train_seconds": -1.0}, "train_seconds -1.0"),
         ({"loader": []}, "loader []"),
         ({"extra": 1}, "'extra' is not a field"),
     ],

@@ -135,6 +135,7 @@ def test_demo_refuses_a_gate_that_never_doubts_before_it_generates_anything(tmp_
         (["--per-kind", "-1"], "--per-kind"),  # it wrote 483 questions
         (["--per-kind", "0"], "--per-kind"),  # no question about a product, "successfully"
         (["--heldout-fraction", "0"], "--heldout-fraction"),
+        (["--heldout-fraction", "1"], "--heldout-fraction"),  # nothing left to train on
         (["--oracle-eval", "--n", "0"], "--n"),  # refused after training
         (["--max-new-tokens", "0"], "--max-new-tokens"),  # refused at the first ask
         (["--grounded-fraction", "1.5"], "--grounded-fraction"),

@@ -1033,6 +1033,19 @@ def test_a_gguf_header_that_does_not_say_leaves_the_check_to_the_load(damage, tm
     assert context_length(path) is None
 
 
+def test_a_gguf_header_of_version_2_is_read_and_a_context_of_0_is_none(tmp_path):
+    """A mutation audit: gguf's writer writes version 3 only, so version 2 (which the reader
+    takes too) and a context of 0 (unknown, not a limit of 0 tokens) were never read."""
+    from amazon_sft.gguf_header import context_length
+
+    path = _gguf_header(tmp_path / "m.gguf", 256)
+    data = bytearray(path.read_bytes())
+    data[4:8] = (2).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    assert context_length(path) == 256
+    assert context_length(_gguf_header(tmp_path / "zero.gguf", 0)) is None
+
+
 def test_rows_too_short_for_any_prompt_say_to_raise_the_row_length(catalogue, tmp_path, capsys):
     """Every prompt over 16 tokens: the error said to relax data.clean / data.heldout_fraction."""
     out = tmp_path / "out"

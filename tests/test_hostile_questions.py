@@ -228,6 +228,29 @@ def test_an_index_stats_file_that_lists_too_little_is_damage_not_a_pass(
     _assert_one_line(code, err, "ask", "stats.json")
 
 
+def test_an_index_stats_file_that_leaves_out_the_catalogue_is_damage(tmp_path):
+    """A mutation audit: only the index's own files were left out of the list; without the
+    catalogue's digest, an edited catalogue would be read with the index's old offsets."""
+    from amazon_sft.answering.index_checks import STATS, check_index
+    from amazon_sft.data.shards import quick_digest
+    from amazon_sft.ownership import INDEX_FILES
+
+    folder, catalogue = tmp_path / "index", tmp_path / "catalogue.jsonl"
+    folder.mkdir()
+    catalogue.write_text('{"uid": "1"}\n')
+    files = {}
+    for name in sorted(INDEX_FILES - {STATS}):
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (folder / name).write_bytes(b"x")
+        files[name] = quick_digest(folder / name)
+    (folder / STATS).write_text(json.dumps({"format": 0, "files": files}))
+    with pytest.raises(ValueError, match=r"catalogue\.jsonl"):
+        check_index(folder, catalogue)
+    files[catalogue.name] = quick_digest(catalogue)
+    (folder / STATS).write_text(json.dumps({"format": 0, "files": files}))
+    check_index(folder, catalogue)
+
+
 def test_a_catalogue_replaced_after_the_index_loaded_is_not_read_with_old_offsets(
     prepared, tmp_path
 ):

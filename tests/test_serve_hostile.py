@@ -105,6 +105,20 @@ def test_half_sent_headers_are_cut_and_connections_are_capped():
             sock.close()
 
 
+def test_the_cap_th_connection_is_served():
+    """A mutation audit: only a connection beyond the cap was tried; one at the cap was not."""
+    port = free_port()
+    with BackgroundServer(
+        create_app(SlowAnswerer()), port, header_timeout_s=5.0, max_connections=6
+    ):
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(6)]
+        assert not _closed_within(held[-1], 0.5), "the connection at the cap was closed"
+        beyond = socket.create_connection(("127.0.0.1", port))
+        assert _closed_within(beyond, 0.5), "a connection beyond the cap was kept"
+        for sock in [*held, beyond]:
+            sock.close()
+
+
 def test_an_ipv6_host_and_a_host_with_its_port_are_served():
     from fastapi.testclient import TestClient
 

@@ -255,6 +255,13 @@ def doubt_rule(
     >>> [doubt_rule([Source("u", "t", "c", lead), Source("v", "t", "c", 1.0)], 2.0, "t")
     ...  for lead in (1.99, 2.0)]  # doctest: +NORMALIZE_WHITESPACE
     [('ratio', "the first record's score is only 1.99 times the second's (under 2)"), None]
+
+    The title rules read a first record whose lead is under ``NAMED_LEAD`` (4.0), not at it:
+
+    >>> pair = lambda lead: [Source("u", "Paddington Races Ahead", "A bear.", lead),
+    ...                      Source("v", "t", "c", 1.0)]
+    >>> [doubt_rule(pair(lead), 1.3, "Paddington Helps Out") for lead in (3.99, 4.0)]
+    [('lacks', '"Paddington Races Ahead" has no "Helps", which the question names'), None]
     """
     if abstain_below <= 0:
         return None

@@ -243,6 +243,8 @@ def english_word(word: str, known: Callable[[str], bool] | None = None) -> str:
     ('expedition', 'university')
     >>> english_word("Mosaica"), english_word("Mosaica", known=lambda w: w == "mosaica")
     ('mosaic', 'Mosaica')
+    >>> english_word("aria")  # no ending rule for a word two letters longer than the ending
+    'aria'
     """
     key = plain(word)
     if key in GLOSSARY:
@@ -269,6 +271,8 @@ def english_query(question: str, known: Callable[[str], bool] | None = None) -> 
     'biography Paulo Coelho'
     >>> english_query("tem pelúcia de coelho?", known=lambda w: w == "coelho")
     'plush bunny'
+    >>> english_query("Coelho de pelúcia", known=lambda w: w == "coelho")  # the first word
+    'bunny plush'
     """
     if is_portuguese(question):
         words = _WORD.findall(question)

@@ -49,6 +49,8 @@ def numbered_words(text: str) -> dict[str, set[str]]:
     {'calendar': ['2014'], 'book': ['3', '4']}
     >>> numbered_words("Lumio T20"), numbered_words("416 illustrations")
     ({'t': {'20'}}, {})
+    >>> numbered_words("Rebellion (Matthew Hawkwood, No. 5)")  # "no" is a stop word, not here
+    {'no': {'5'}}
     >>> numbered_words("reports from the 90s Balkan war"), numbered_words("music of 1960s")
     ({}, {})
     >>> numbered_words("2014 Collins Road Atlas"), numbered_words("The Kitchen Diaries II")

@@ -47,6 +47,8 @@ def safe_json(payload) -> bytes:
 
     >>> safe_json({"t": "<b>Invoice \\u202etxt.exe"})
     b'{"t": "\\\\u003cb\\\\u003eInvoice \\\\u202etxt.exe"}'
+    >>> safe_json({"t": "Tom & Jerry"})
+    b'{"t": "Tom \\\\u0026 Jerry"}'
     """
     text = json_line(payload)
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()

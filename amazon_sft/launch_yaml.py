@@ -61,6 +61,8 @@ def paths(config: dict) -> list[str]:
 
     >>> paths({"data": {"path": "data/p"}, "resume": "auto", "model": "x"})
     ['data.path=data/p', 'resume=auto']
+    >>> paths({"model": {"tokenizer": "tok", "path": "m"}})
+    ['model.path=m', 'model.tokenizer=tok']
     """
     found = []
     for key in PATH_KEYS:

@@ -157,7 +157,16 @@ def refuse_link_to_nowhere(out_dir: Path, flag: str) -> None:
 
 def refuse_run_in_data(out_dir: Path, data_path: str) -> None:
     """A run's folder inside the prepared data's: its checkpoints and final/ would sit among the
-    shards, and ``prepare --overwrite`` of that folder refuse it."""
+    shards, and ``prepare --overwrite`` of that folder refuse it.
+
+    >>> import tempfile; data = Path(tempfile.mkdtemp())
+    >>> refuse_run_in_data(data, str(data))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: out_dir=... is inside data.path=..., the prepared data: ...
+    >>> refuse_run_in_data(data / "run", str(data))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    amazon_sft.errors.UserError: out_dir=... is inside data.path=...
+    """
     data = Path(data_path).resolve()
     if data.is_dir() and (out_dir.resolve() == data or data in out_dir.resolve().parents):
         raise UserError(

@@ -387,6 +387,18 @@ def test_resume_compares_the_precision_that_ran_not_the_word_auto():
     assert changes_on_resume(before, config, SAME, precision="bf16") == []
 
 
+def test_refusals_name_the_section_and_a_batch_that_works():
+    """A mutation audit: the tests read only the key's name, not the section whose keys the
+    refusal lists, nor the global batch it suggests when it is under micro x world."""
+    from amazon_sft.distributed import plan_batches
+
+    with pytest.raises(UserError, match=r"keys allowed in train: .*\blr\b"):
+        load_run_config("tiny", ["train.lrr=1"])
+    small = load_run_config("tiny", ["train.global_batch_size=2", "train.micro_batch_size=4"])
+    with pytest.raises(UserError, match=r"use e\.g\. train\.global_batch_size=4\b"):
+        plan_batches(small, 1)
+
+
 def test_lora_settings_without_lora_enabled_are_named_as_unused(tiny_model_dir, prepared, tmp_path):
     """An outside review: ``lora.r=8 lora.alpha=16`` without ``lora.enabled=true`` ran a full
     fine-tune, unwarned, its config.yaml recording r 8 and alpha 16. Train warns, naming them

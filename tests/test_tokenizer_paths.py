@@ -148,6 +148,35 @@ def test_cut_is_sized_from_the_sample_and_a_sparser_text_is_still_exact(tiny_tok
     assert enc.precut >= 1  # the dense one was cut and trusted
 
 
+def test_an_answer_exactly_at_its_budget_is_not_counted_as_cut(tiny_tok):
+    """A mutation audit: only answers far over the budget were counted; one of exactly
+    ``max_answer_tokens`` is whole, and the report's ``answer_truncated`` must not count it."""
+    fmt = build_prompt_format(tiny_tok, DataConfig())
+    text = "A short description of a small thing."
+    n = len(tiny_tok(text, add_special_tokens=False).input_ids)
+    sample = [("u1", "Thing", text)]
+    enc = DocumentEncoder(
+        tiny_tok, fmt, max_seq_len=256, max_answer_tokens=n, backend="hf", sample=sample
+    )
+    out = enc.encode(sample)
+    assert out.answer_lens == [n] and enc.truncated == 0
+
+
+def test_the_tokenizer_fingerprint_changes_with_the_pad_id(tiny_tok):
+    """A mutation audit: a fingerprint without the pad id let shards padded with another id
+    be trained on (no test changed the pad alone)."""
+    import copy
+
+    from amazon_sft.tokenizer import choose_pad_id, tokenizer_fingerprint
+
+    other = copy.deepcopy(tiny_tok)
+    specials = [t for t in other.all_special_tokens if other.convert_tokens_to_ids(t) not in
+                (choose_pad_id(tiny_tok), other.eos_token_id)]  # fmt: skip
+    other.pad_token = specials[0]
+    assert choose_pad_id(other) != choose_pad_id(tiny_tok)
+    assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tiny_tok)
+
+
 def test_a_cut_closed_book_answer_ends_at_a_word_not_inside_one(tiny_tok):
     """An outside review: closed-book answers over ``max_answer_tokens`` were cut at the token
     budget, mid-word, and EOS followed ("With that one fl<|im_end|>"): the model was taught to

@@ -125,5 +125,10 @@ def retrieval_only(args, command: str = "ask"):
 
 
 def public(source: dict) -> dict:
+    """A source as ``ask --json`` and ``serve`` give it: whether the answer cited it included.
+
+    >>> public({"uid": "B01", "title": "t", "score": 1.0, "cited": False, "internal": 3})
+    {'uid': 'B01', 'title': 't', 'score': 1.0, 'cited': False}
+    """
     keys = ("uid", "title", "score", "words_score", "cosine", "answer_rougeL", "cited")
     return {k: source[k] for k in keys if k in source}

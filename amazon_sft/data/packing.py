@@ -27,6 +27,8 @@ def pack_bfd(lengths: Sequence[int] | np.ndarray, capacity: int) -> list[list[in
     [[4, 3], [0, 1], [2]]
     >>> pack_bfd([], capacity=8)
     []
+    >>> pack_bfd([7, 7, 1], capacity=8)  # a bin's last free token is used too
+    [[0], [1, 2]]
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     if lengths.size and (lengths.max() > capacity or lengths.min() < 1):

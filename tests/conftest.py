@@ -131,13 +131,15 @@ def train_here(*args: str) -> None:
     code without an interpreter's start and imports (~6 s a launch on the 2-core CI machine).
     What a launch prints, and how it exits or stops, is tested through a process."""
     import logging
+    import signal
 
     from accelerate.state import AcceleratorState, GradientState
 
-    from amazon_sft import train
+    from amazon_sft import stop_signal, train
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # train's basicConfig(force=True) replaces them
+    caught = {sig: signal.getsignal(sig) for sig in stop_signal.STOP_SIGNALS}  # the trainer's own
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     try:
@@ -145,6 +147,8 @@ def train_here(*args: str) -> None:
     finally:
         AcceleratorState._reset_state(reset_partial_state=True)
         GradientState._reset_state()
+        for sig, handler in caught.items():
+            signal.signal(sig, handler)
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in handlers:

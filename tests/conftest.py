@@ -129,7 +129,9 @@ def train_command(data_dir: Path, model_dir: Path, out_dir: Path, *extra: str) -
 def train_here(*args: str) -> None:
     """``train``'s main in this process for a run whose files a test reads: the entrypoint's
     code without an interpreter's start and imports (~6 s a launch on the 2-core CI machine).
-    What a launch prints, and how it exits or stops, is tested through a process."""
+    What a launch prints, and how it exits or stops, is tested through a process. Accelerate's
+    state, the root logger's handlers and level, the stop-signal handlers and any recorded stop
+    are put back after it."""
     import logging
     import signal
 
@@ -140,6 +142,7 @@ def train_here(*args: str) -> None:
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level  # train's basicConfig(force=True) replaces them
     caught = {sig: signal.getsignal(sig) for sig in stop_signal.STOP_SIGNALS}  # the trainer's own
+    stop_signal._received.clear()  # a stop an earlier in-process run recorded is not this one's
     AcceleratorState._reset_state(reset_partial_state=True)
     GradientState._reset_state()
     try:
@@ -149,6 +152,7 @@ def train_here(*args: str) -> None:
         GradientState._reset_state()
         for sig, handler in caught.items():
             signal.signal(sig, handler)
+        stop_signal._received.clear()
         for handler in root.handlers[:]:
             root.removeHandler(handler)
         for handler in handlers:

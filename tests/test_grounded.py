@@ -243,7 +243,6 @@ def test_a_run_on_grounded_data_answers_grounded_by_default(
     """The data taught grounded examples, whatever the train command said: the run's saved
     config takes the grounded settings from the manifest (a run trained with
     data.grounded_fraction left at 0 answered closed-book by default)."""
-
     from amazon_sft.answering.ask import default_mode
     from amazon_sft.config import load_run_config
 

@@ -34,7 +34,8 @@ def test_a_finite_loss_with_an_infinite_gradient_is_skipped_too(
     prepared, tiny_model_dir, tmp_path, monkeypatch
 ):
     """A mutation audit: every other test makes the loss non-finite; a step whose loss is finite
-    but whose gradient norm is not must not reach the weights, the schedule or a checkpoint."""
+    but whose gradient norm is not must not step the optimizer or the schedule, nor be saved
+    (applied, its infinite weights would make step 3 non-finite too: the run would end)."""
     from amazon_sft import trainer as T
 
     from .conftest import train_here

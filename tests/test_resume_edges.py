@@ -23,7 +23,7 @@ def _files(folder: Path) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def two_steps(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     """A finished tiny run of 2 steps, a checkpoint each (keep_last 2): trained once for the
-    tests here (each launch is ~6 s, mostly imports: docs/benchmarks.md). Read, never written:
+    tests here, in this process (``train_here``). Read, never written:
     a test that goes on from it trains a copy (``_copy``)."""
     out = tmp_path_factory.mktemp("two-steps") / "run"
     train_here(*train_overrides(prepared, tiny_model_dir, out), "train.max_steps=2",

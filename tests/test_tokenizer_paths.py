@@ -173,6 +173,7 @@ def test_the_tokenizer_fingerprint_changes_with_the_pad_id(tiny_tok):
     specials = [t for t in other.all_special_tokens if other.convert_tokens_to_ids(t) not in
                 (choose_pad_id(tiny_tok), other.eos_token_id)]  # fmt: skip
     other.pad_token = specials[0]
+    assert other.backend_tokenizer.to_str() == tiny_tok.backend_tokenizer.to_str()  # the id only
     assert choose_pad_id(other) != choose_pad_id(tiny_tok)
     assert tokenizer_fingerprint(other) != tokenizer_fingerprint(tiny_tok)
 

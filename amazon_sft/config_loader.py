@@ -79,6 +79,8 @@ def apply_overrides(raw: dict, overrides: list[str], cls: type | None = None) ->
 
     >>> apply_overrides({"train": {"lr": 1.0}}, ["train.lr=3e-4", "out_dir=runs/x"])
     {'train': {'lr': 0.0003}, 'out_dir': 'runs/x'}
+    >>> apply_overrides({}, ["data.system_prompt=Say a=b"])  # the key ends at the first "="
+    {'data': {'system_prompt': 'Say a=b'}}
     """
     for item in overrides:
         key, sep, value = item.partition("=")

@@ -647,3 +647,16 @@ def test_a_checksum_list_cut_to_leave_weights_out_is_refused(tmp_path):
     (step / "adapter_config.json").write_text("{}")
     with pytest.raises(CorruptCheckpoint, match=r"adapter_config\.json is loaded but not in"):
         verify_checkpoint(step)
+
+
+@pytest.mark.unit
+def test_an_input_that_is_itself_a_moved_output_is_refused(tmp_path):
+    """A mutation audit: only inputs inside a moved output were tried (``model.path=RUN/final``
+    is the output itself, the case the refusal was written for)."""
+    from amazon_sft.errors import UserError
+    from amazon_sft.ownership import refuse_moving_inputs
+
+    (tmp_path / "final").mkdir()
+    with pytest.raises(UserError, match=r"model\.path=.*inside the previous run"):
+        refuse_moving_inputs(tmp_path, True, {"model.path": str(tmp_path / "final")})
+    refuse_moving_inputs(tmp_path, False, {"model.path": str(tmp_path / "final")})  # not moved

@@ -469,8 +469,8 @@ def test_final_model(damage, tuned_run, prepared, tmp_path, capsys):
 def run_of_two_checkpoints(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     """A 4-step run with checkpoints at steps 2 and 4; tests damage copies of it."""
     out = tmp_path_factory.mktemp("two-checkpoints") / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    train_here(*base[3:], "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
+    over = train_overrides(prepared, tiny_model_dir, out)
+    train_here(*over, "checkpoint.every_steps=2", "train.max_steps=4", "checkpoint.keep_last=2")
     return out
 
 
@@ -796,8 +796,9 @@ def test_resume_applies_a_new_lr_and_max_steps_records_it_and_never_repeats_a_st
     from amazon_sft.optim import lr_factor
 
     out = tmp_path / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    train_here(*base[3:], "checkpoint.every_steps=2", "train.max_steps=4")
+    over = train_overrides(prepared, tiny_model_dir, out)
+    base = ("train", "--config", "tiny", *over)
+    train_here(*over, "checkpoint.every_steps=2", "train.max_steps=4")
     shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
     again = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -820,9 +821,10 @@ def test_a_branch_from_an_older_checkpoint_keeps_only_its_own_change_history(
     all (an outside review). Changes at or after the step resumed from are forgotten, as
     metrics.jsonl's rows are; the final model's config carries the same header."""
     out = tmp_path / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    base = (*base, "checkpoint.keep_last=3", "checkpoint.every_steps=2")
-    train_here(*base[3:], "train.max_steps=4")
+    over = (*train_overrides(prepared, tiny_model_dir, out), "checkpoint.keep_last=3",
+            "checkpoint.every_steps=2")  # fmt: skip
+    base = ("train", "--config", "tiny", *over)
+    train_here(*over, "train.max_steps=4")
     branch = _cli(*base, "resume=auto", "train.lr=5e-2", "train.max_steps=6")
     assert branch.returncode == 0, branch.stderr[-2000:]
     assert "train.lr: 0.003 -> 0.05" in (out / "config.yaml").read_text()
@@ -864,8 +866,8 @@ def test_resume_takes_another_micro_batch_size_and_trains_the_same_rows(
 def two_steps_of_4(prepared, tiny_model_dir, tmp_path_factory) -> Path:
     """A finished tiny run of 2 steps of 4 rows, trained once for the tests below to copy."""
     out = tmp_path_factory.mktemp("two-steps") / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    train_here(*base[3:], "train.max_steps=2", "train.global_batch_size=4")
+    train_here(*train_overrides(prepared, tiny_model_dir, out), "train.max_steps=2",
+               "train.global_batch_size=4")  # fmt: skip
     return out
 
 

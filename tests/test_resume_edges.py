@@ -120,9 +120,10 @@ def test_tensorboard_shows_each_step_once_after_a_resume(prepared, tiny_model_di
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    base = (*base, "train.trackers=[tensorboard]", "checkpoint.every_steps=2")
-    train_here(*base[3:], "train.max_steps=4")
+    over = (*train_overrides(prepared, tiny_model_dir, out), "train.trackers=[tensorboard]",
+            "checkpoint.every_steps=2")  # fmt: skip
+    base = ("train", "--config", "tiny", *over)
+    train_here(*over, "train.max_steps=4")
     shutil.rmtree(out / "checkpoints" / "step-00000004")  # killed after step 4, before its save
     again = _cli(*base, "train.max_steps=5", "resume=auto")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -138,9 +139,10 @@ def test_resuming_from_an_older_checkpoint_sets_the_newer_ones_aside(
     """resume=PATH of step 2 left steps 4 and 6 of the first run in place: retention then
     deleted the branch point, and the next resume=auto (a requeue) went on from the old step 6."""
     out = tmp_path / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
+    over = train_overrides(prepared, tiny_model_dir, out)
+    base = ("train", "--config", "tiny", *over)
     every = ("checkpoint.every_steps=2", "checkpoint.keep_last=3")
-    train_here(*base[3:], *every, "train.max_steps=6")
+    train_here(*over, *every, "train.max_steps=6")
     branch = out / "checkpoints" / "step-00000002"
     again = _cli(*base, *every, "train.max_steps=3", f"resume={branch}", "train.lr=1e-5")
     assert again.returncode == 0, again.stderr[-2000:]
@@ -194,9 +196,10 @@ def test_tensorboard_shows_each_step_once_after_a_restart_from_step_0(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     out = tmp_path / "run"
-    base = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, out))
-    base = (*base, "train.trackers=[tensorboard]", "train.max_steps=2")
-    train_here(*base[3:])
+    over = (*train_overrides(prepared, tiny_model_dir, out), "train.trackers=[tensorboard]",
+            "train.max_steps=2")  # fmt: skip
+    base = ("train", "--config", "tiny", *over)
+    train_here(*over)
     shutil.rmtree(out / "checkpoints")  # killed after step 2, before any save
     shutil.rmtree(out / "final")
     again = _cli(*base, "resume=auto")
@@ -485,12 +488,12 @@ def test_a_branch_relaunched_as_typed_goes_on_after_its_first_checkpoints_rotate
     starts the branch or goes on from it, before and after the rotation."""
     run_a = two_steps
     branch = tmp_path / "b"
-    b = ("train", "--config", "tiny", *train_overrides(prepared, tiny_model_dir, branch))
+    over = train_overrides(prepared, tiny_model_dir, branch)
     # each launch the same checkpoint resume=PATH, a longer run: 3 starts the branch, 5 goes on
     # from the first launch's checkpoints, 6 and 7 from 5's after keep_last=2 rotated 3's away
     for steps, named in ((3, "step-1"), (5, "step-00000001"), (6, "step-1"), (7, "step-00000001")):
         source = f"resume={run_a / 'checkpoints' / named}"
-        train_here(*b[3:], source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
+        train_here(*over, source, f"train.max_steps={steps}", "checkpoint.every_steps=1")
         kept = sorted(p.name for p in (branch / "checkpoints").glob("step-*"))
         assert kept == [f"step-{steps - 1:08d}", f"step-{steps:08d}"], kept  # keep_last 2
     assert [r["step"] for r in _metrics(branch)] == [2, 3, 4, 5, 6, 7]

@@ -41,6 +41,8 @@ def _edit(path, old: str, new: str) -> None:
     "change, named",
     [
         (lambda f: None, None),  # nothing changed: it loads
+        # the model card is the user's to edit before an upload (a mutation audit): it loads
+        (lambda f: (f / "README.md").write_text("# My product model\n"), None),
         (lambda f: (f / "tokenizer_config.json").write_text(
             (f / "tokenizer_config.json").read_text().replace("</s>", "<unk>")),
          r"tokenizer_config\.json (does not match|is missing or has the wrong size)"),

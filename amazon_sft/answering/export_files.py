@@ -57,6 +57,8 @@ def portable_tokenizer_config(config: dict, pad_token: str | None) -> dict:
 
     >>> portable_tokenizer_config({"tokenizer_class": "TokenizersBackend"}, "<pad>")
     {'tokenizer_class': 'PreTrainedTokenizerFast', 'pad_token': '<pad>', 'padding_side': 'left'}
+    >>> portable_tokenizer_config({}, None)["tokenizer_class"]  # none written: one both read
+    'PreTrainedTokenizerFast'
     """
     out = dict(config)
     if out.get("tokenizer_class") in (None, "TokenizersBackend"):

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+from collections.abc import Collection
 from dataclasses import replace
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from amazon_sft.ownership import (
 )
 from amazon_sft.resume_config import history_header
 from amazon_sft.run_files import RunSummary, metrics_lines, read_run_summary, write_run_summary
+from amazon_sft.tied_weights import tied_names
 from amazon_sft.trained_on import TrainedOn, keep_templates, write_trained_on
 
 log = logging.getLogger("amazon_sft.train")
@@ -75,7 +77,7 @@ def save_final(
         lm.save_pretrained(staging, state_dict=lm_state, safe_serialization=True)
         readable_like_the_rest(staging)
         expected = _expected_tensors(lm, lm_state, cfg.lora.enabled)
-        verify_saved(staging, expected)
+        verify_saved(staging, expected, tied_names(lm))
         tok.save_pretrained(staging)
         # the changes made on resume, as the run's config.yaml says them
         saved = keep_templates(cfg, staging, templates)  # its prompts, wherever it is read
@@ -183,8 +185,13 @@ def _expected_tensors(lm, lm_state: dict, lora: bool) -> dict[str, torch.Tensor]
     return lm_state
 
 
-def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
-    """Read every safetensors file back; each expected tensor must be there, non-empty, equal."""
+def verify_saved(
+    folder: Path, expected: dict[str, torch.Tensor], saved_once: Collection[str]
+) -> None:
+    """Read every safetensors file back; each expected tensor must be there, non-empty, equal.
+    ``saved_once``: names the model ties to its input embedding (``tied_weights.tied_names``),
+    which transformers saves once, under the embedding's name; any other name missing is a
+    save that lost a weight (an untied ``lm_head`` would load fresh and random)."""
     from safetensors.torch import load_file
 
     saved: dict[str, torch.Tensor] = {}
@@ -200,7 +207,7 @@ def verify_saved(folder: Path, expected: dict[str, torch.Tensor]) -> None:
     for key, tensor in expected.items():
         match = saved.get(key)
         if match is None:
-            if "lm_head" in key:  # tied to the input embeddings, saved once
+            if key in saved_once:
                 continue
             raise UserError(f"the save in {folder} is missing {key}")
         if match.shape != tensor.shape or not torch.equal(

@@ -36,13 +36,25 @@ def test_a_save_that_differs_from_the_trained_weights_is_refused(tmp_path):
     from amazon_sft.saving import verify_saved
 
     trained = {"w": torch.ones(2, 3), "lm_head.weight": torch.ones(4, 2)}
-    verify_saved(_saved(tmp_path / "same", {"w": torch.ones(2, 3)}), trained)  # tied: once
+    tied = {"lm_head.weight"}  # saved once, as the input embedding it is
+    verify_saved(_saved(tmp_path / "same", {"w": torch.ones(2, 3)}), trained, tied)
     with pytest.raises(UserError, match="differs from the trained weights at w"):
-        verify_saved(_saved(tmp_path / "other", {"w": torch.zeros(2, 3)}), trained)
+        verify_saved(_saved(tmp_path / "other", {"w": torch.zeros(2, 3)}), trained, tied)
     with pytest.raises(UserError, match="empty tensors"):
-        verify_saved(_saved(tmp_path / "shard", {"w": torch.ones(0)}), trained)
+        verify_saved(_saved(tmp_path / "shard", {"w": torch.ones(0)}), trained, tied)
     with pytest.raises(UserError, match="is missing b"):
-        verify_saved(_saved(tmp_path / "cut", {"w": torch.ones(2, 3)}), {"b": torch.ones(1)})
+        verify_saved(_saved(tmp_path / "cut", {"w": torch.ones(2, 3)}), {"b": torch.ones(1)}, tied)
+
+
+def test_a_save_without_the_output_layer_of_a_model_that_does_not_tie_it_is_refused(tmp_path):
+    """Llama-2 and Mistral keep an ``lm_head`` of their own: a save that left it out is not the
+    trained model (it would load with a fresh random head), whatever its name says. Only a
+    head the model ties to its input embedding is saved once and may be absent."""
+    from amazon_sft.saving import verify_saved
+
+    trained = {"w": torch.ones(2, 3), "lm_head.weight": torch.ones(4, 2)}
+    with pytest.raises(UserError, match=r"is missing lm_head\.weight"):
+        verify_saved(_saved(tmp_path / "untied", {"w": torch.ones(2, 3)}), trained, set())
 
 
 def test_the_logged_loss_is_the_last_finite_one_of_its_step(tmp_path):

@@ -677,3 +677,20 @@ def test_amazon_sft_version_prints_the_version(capsys):
     with pytest.raises(SystemExit) as done:
         main(["--version"])
     assert done.value.code == 0 and capsys.readouterr().out.strip() == f"amazon-sft {__version__}"
+
+
+def test_a_config_file_cannot_grant_its_folder_the_right_to_run_code(tmp_path, caplog):
+    """A downloaded run folder carries its own config: ``model.trust_remote_code: true`` read
+    from a file would let the folder run its own Python. Only the command line grants it (the
+    end-to-end case: test_hostile.py's downloaded run folder)."""
+    from amazon_sft.config_loader import CONFIG_DIR
+
+    path = tmp_path / "run.yaml"
+    raw = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    raw.setdefault("model", {})["trust_remote_code"] = True
+    path.write_text(yaml.safe_dump(raw))
+    with caplog.at_level("WARNING"):
+        assert load_run_config(str(path)).model.trust_remote_code is False
+    assert "files cannot grant it" in caplog.text and str(path) in caplog.text
+    granted = load_run_config(str(path), ["model.trust_remote_code=true"])
+    assert granted.model.trust_remote_code is True

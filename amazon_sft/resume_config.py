@@ -27,6 +27,7 @@ from amazon_sft.checkpointing import RUN_CONFIG
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.manifest import DataIdentity
+from amazon_sft.lora_base import as_recorded
 from amazon_sft.optim import lr_factor
 
 CHANGES = "config_changes.jsonl"
@@ -169,6 +170,7 @@ def changes_on_resume(
     # a LoRA base copied elsewhere (a requeue onto node-local storage): its weight files' record
     # proves the same base; a full fine-tune records none, so its model.path stays put
     recorded = saved.get("base_weights")
+    base_weights = as_recorded(base_weights, recorded)
     same_base = bool(recorded) and base_weights is not None and recorded == base_weights
     moved = {"data.path": same_data, "model.path": same_base}
     refused = [c for c in changes if c.key not in APPLIED and not moved.get(c.key, False)]
@@ -196,10 +198,11 @@ def base_change(saved: dict, base_weights: dict | None) -> Change | None:
     before the record, a hub name whose weights are not downloaded yet: compared after the
     load, ``resuming.base_after_load``)."""
     recorded = saved.get("base_weights")  # {}: recorded before the weights were downloaded
+    base_weights = as_recorded(base_weights, recorded)
     if not recorded or base_weights is None or recorded == base_weights:
         return None
     return Change(
-        "the base model's weight files (a LoRA checkpoint holds only the adapter)",
+        "the base model's weight files or config.json (a LoRA checkpoint holds only the adapter)",
         _files(recorded),
         _files(base_weights),
     )

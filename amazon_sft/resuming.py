@@ -32,6 +32,7 @@ from amazon_sft.distributed import (
     schedule_the_stepped_optimizer,
 )
 from amazon_sft.errors import UserError
+from amazon_sft.lora_base import frozen_base_of
 from amazon_sft.ownership import inside_run
 from amazon_sft.resume_config import (
     base_change,
@@ -42,7 +43,6 @@ from amazon_sft.resume_config import (
     saved_record,
 )
 from amazon_sft.run_files import drop_metrics_after
-from amazon_sft.trainable_state import frozen_base_of
 
 log = logging.getLogger("amazon_sft.train")
 

@@ -43,6 +43,7 @@ from amazon_sft.distributed import (
 )
 from amazon_sft.errors import KNOWN_FAILURES, UserError, known_failure, tell_the_launcher
 from amazon_sft.exiting import exit_skipping_teardown
+from amazon_sft.lora_base import frozen_base_of
 from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_before_load
@@ -65,7 +66,7 @@ from amazon_sft.run_folder import check_out_dir, claim_out_dir
 from amazon_sft.run_size import hold_back, resolve_schedule, steps_from_epochs, warmup_warning
 from amazon_sft.saving import finished_before, save_final
 from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
-from amazon_sft.trainable_state import frozen_base_of, refuse_undrawable_base
+from amazon_sft.trainable_state import refuse_undrawable_base
 from amazon_sft.trained_on import TrainedOn, templates_read, whole_model_path
 from amazon_sft.trainer import Trainer
 

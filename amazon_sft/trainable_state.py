@@ -5,9 +5,9 @@ the optimizer, the scheduler, the RNG; not the frozen base, which a resume loads
 Why: accelerate's ``save_state`` writes the whole model (a 7B LoRA run: ~14 GB a checkpoint
 in bf16, for ~40 MB of adapter) and DeepSpeed's ``save_checkpoint`` the frozen weights too
 unless told ``exclude_frozen_parameters``. The frozen base must then be the same at resume:
-each checkpoint records a digest of the base's weight files (``base_weights``), compared at
-resume like the data's manifest digest (resume_config.py), so a base replaced between a
-preemption and its requeue is refused instead of silently trained on.
+each checkpoint records a digest of the base's weight files and config (``base_weights``,
+lora_base.py), compared at resume like the data's manifest digest (resume_config.py), so a
+base replaced between a preemption and its requeue is refused instead of silently trained on.
 """
 
 from __future__ import annotations
@@ -18,10 +18,6 @@ from pathlib import Path
 
 from amazon_sft.distributed import is_deepspeed
 from amazon_sft.errors import UserError
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
-"""Files of a model folder whose bytes are weights (config and tokenizer files are compared as
-the run's config)."""
 
 
 def trainable_names(model) -> set[str]:
@@ -109,47 +105,6 @@ def load_kwargs(accelerator, model, folder: Path) -> dict:
     return {"strict": False}
 
 
-def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | None:
-    """Per weight file of the base model (``model.path``, or its ``gguf_file``): its size and
-    sampled-block digest (``quick_digest``: ~0.4 MB read a file). A hub name is read from its
-    local snapshot. None for a random model (its weights come from the seed and arch, both in
-    the config), a name neither a folder nor cached here, or a folder without weight files yet
-    (a hub snapshot holding what prepare read: the tokenizer and config).
-
-    >>> base_weights_digest("random", None) is None
-    True
-    """
-    from amazon_sft.data.shards import quick_digest
-    from amazon_sft.tokenizer import resolve_location
-
-    if path == "random":
-        return None
-    try:
-        folder = Path(resolve_location(path))
-    except UserError:  # a path that is no folder here: nothing to compare (the load says why)
-        return None
-    if not folder.is_dir():
-        folder = _cached_snapshot(path)
-        if folder is None:
-            return None
-    files = [folder / gguf_file] if gguf_file else sorted(folder.iterdir())
-    digests = {
-        f.name: quick_digest(f) for f in files if f.is_file() and f.name.endswith(WEIGHT_SUFFIXES)
-    }
-    return digests or None  # a hub snapshot with the tokenizer only: the weights come with the load
-
-
-def _cached_snapshot(repo_id: str) -> Path | None:
-    """The local snapshot folder of a hub name (the files ``from_pretrained`` read), never a
-    download; None when it is not cached here (then nothing can be compared)."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except (OSError, ValueError):  # not cached (LocalEntryNotFoundError), not a hub name
-        return None
-
-
 def refuse_undrawable_base(cfg, zero_stage: int | None) -> None:
     """Refuse LoRA on a random base under ZeRO-3: ``zero.Init`` draws the base otherwise than
     one process does from the same seed, and a LoRA run saves the adapter alone, to be put
@@ -161,11 +116,3 @@ def refuse_undrawable_base(cfg, zero_stage: int | None) -> None:
             "save_pretrained and give its folder as model.path, or train it with ZeRO-2 "
             "(launch/accelerate/zero2.yaml)"
         )
-
-
-def frozen_base_of(cfg) -> dict[str, str] | None:
-    """``base_weights_digest`` of a LoRA run's base (``cfg``: the RunConfig); None for a full
-    fine-tune, whose checkpoints hold every weight."""
-    if not cfg.lora.enabled:
-        return None
-    return base_weights_digest(cfg.model.path, cfg.model.gguf_file)

@@ -717,7 +717,7 @@ def test_an_export_keeps_which_data_it_was_trained_on_and_its_card_may_be_edited
 
 @pytest.mark.e2e
 def test_a_lora_run_whose_base_was_replaced_since_is_refused_not_answered_with(
-    prepared, tiny_cfg, tiny_tok, tmp_path
+    prepared, tiny_cfg, tiny_tok, tmp_path, monkeypatch
 ):
     """A LoRA run's final/ holds only the adapter; ask, eval, serve and export put it on
     whatever ``model.path`` holds now. A base re-saved with other weights since was used
@@ -736,6 +736,20 @@ def test_a_lora_run_whose_base_was_replaced_since_is_refused_not_answered_with(
     train_here(*train_overrides(prepared, base, run), "train.max_steps=2", "lora.enabled=true",
                "lora.r=4")  # fmt: skip
     load_for_eval(str(run), [], "cpu")  # the base it was trained on: fine
+    config = base / "config.json"  # the same weights read otherwise: another model too
+    saved = config.read_text()
+    config.write_text(json.dumps({**json.loads(saved), "rms_norm_eps": 0.1}))
+    with pytest.raises(UserError, match=r"model\.path.*config\.json differ"):
+        load_for_eval(str(run), [], "cpu")
+    config.write_text(saved)
+    # a hub name's weights are not here before its load: checked once the load brought them
+    from amazon_sft import lora_base
+
+    found = iter([None, {"model.safetensors": "0" * 64}])
+    monkeypatch.setattr(lora_base, "base_weights_digest", lambda *_: next(found))
+    with pytest.raises(UserError, match=r"model\.path.*differ"):
+        load_for_eval(str(run), [], "cpu")
+    monkeypatch.undo()
     model = AutoModelForCausalLM.from_pretrained(base)
     with torch.no_grad():
         for p in model.parameters():

@@ -127,9 +127,9 @@ def test_a_hub_base_read_before_its_weights_are_downloaded_is_compared_after_the
     from types import SimpleNamespace
 
     from amazon_sft.errors import UserError
+    from amazon_sft.lora_base import base_weights_digest
     from amazon_sft.resume_config import run_record
     from amazon_sft.resuming import base_after_load
-    from amazon_sft.trainable_state import base_weights_digest
 
     cache, rev = tmp_path / "hub", "a" * 40
     import huggingface_hub.constants

@@ -166,3 +166,29 @@ def test_a_finished_run_whose_final_lost_a_file_is_finished_again(
     assert again.returncode == 0, again.stderr[-2000:]
     assert "already finished" not in again.stderr
     load_for_eval(str(run), [], "cpu")
+
+
+def test_an_edited_generation_config_changes_no_answer_eval_or_ask_gives(tuned_run, tmp_path):
+    """``generation_config.json`` is left out of the checksums (the user's, edited before an
+    upload), and answering decodes as ``Decoding`` says; but transformers fills each setting
+    the decoding leaves unset from it: ``suppress_tokens``, ``bad_words_ids``, ``min_length``
+    added there changed the greedy answers eval scores, without a word (a review)."""
+    from amazon_sft.evaluation.generation import Decoding, generate_answers
+    from amazon_sft.evaluation.loading import load_for_eval
+    from amazon_sft.tokenizer import choose_pad_id
+
+    def answers(run):
+        model, tok, _, _ = load_for_eval(str(run), [], "cpu")
+        ids = [tok("Tell me about the", add_special_tokens=False)["input_ids"]]
+        out = generate_answers(model, tok, ids, Decoding(max_new_tokens=6), choose_pad_id(tok))
+        return [(a.text, a.new_tokens, a.ended_with_eos) for a in out], tok
+
+    run = _copy(tuned_run, tmp_path / "run")
+    first, tok = answers(run)
+    said = tok(first[0][0], add_special_tokens=False)["input_ids"]
+    edited = run / "final" / "generation_config.json"
+    config = json.loads(edited.read_text()) if edited.is_file() else {}
+    banned = sorted(set(said)) or [tok.eos_token_id]
+    config.update(suppress_tokens=banned, min_length=40, bad_words_ids=[[i] for i in banned])
+    edited.write_text(json.dumps(config))
+    assert answers(run)[0] == first

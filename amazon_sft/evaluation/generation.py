@@ -70,6 +70,33 @@ def greedy_config(pad_id: int, decoding: Decoding, stops: list[int]):
     )
 
 
+TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
+"""What answering reads of a model's generation_config.json: its token ids (``stop_ids``)."""
+
+
+def token_ids_only(model) -> None:
+    """Reduce ``model.generation_config`` to its ``TOKEN_IDS``: transformers fills every setting
+    ``greedy_config`` leaves unset from it, and the file is outside a saved model's checksums
+    (the user's to edit before an upload): a ``suppress_tokens``, ``bad_words_ids`` or
+    ``min_length`` put there changed the greedy answers eval scored, unsaid (a review).
+
+    >>> from transformers import GenerationConfig
+    >>> from types import SimpleNamespace as NS
+    >>> m = NS(generation_config=GenerationConfig(eos_token_id=[1, 9], suppress_tokens=[5]))
+    >>> token_ids_only(m)
+    >>> m.generation_config.eos_token_id, m.generation_config.suppress_tokens
+    ([1, 9], None)
+    """
+    from transformers import GenerationConfig
+
+    own = getattr(model, "generation_config", None)
+    if own is not None:
+        ids = {k: getattr(own, k, None) for k in TOKEN_IDS}
+        model.generation_config = GenerationConfig(
+            **{k: v for k, v in ids.items() if v is not None}
+        )
+
+
 def own_settings_only(model) -> dict:
     """``generate``'s keyword that keeps ``greedy_config`` whole: transformers 4.50 to 4.x
     replace a setting equal to the library default (repetition_penalty 1.0) by the model's

@@ -18,6 +18,7 @@ from amazon_sft.checkpointing import CHECKSUMS, CorruptCheckpoint, verify_checkp
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.data.manifest import shaping_overrides
 from amazon_sft.errors import UserError
+from amazon_sft.lora_base import check_lora_base
 from amazon_sft.modeling import load_model, peft_quietly
 from amazon_sft.ownership import RUN_MARKER
 from amazon_sft.prompts import build_prompt_format
@@ -89,7 +90,7 @@ def load_for_eval(
         from peft import PeftModel
 
         cfg = _base_found(folder, cfg)
-        check_lora_base(folder, cfg, what, spec)
+        compared = check_lora_base(folder, cfg, what, spec)
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         try:
             base = load_model(
@@ -101,6 +102,8 @@ def load_for_eval(
                 "base back there, or a link there to where it is now (its weight files are "
                 f"checked against the adapter's record; {SAVED_CONFIG} is in its checksums)"
             ) from None
+        if not compared:  # a hub name's weights came with the load: compared now
+            check_lora_base(folder, cfg, what, spec, loaded=True)
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)
         with peft_quietly():
@@ -130,30 +133,6 @@ def _trained(folder: Path, cfg: RunConfig) -> str:
         f"; {summary.steps} steps of {cfg.train.global_batch_size} rows, lr {cfg.train.lr:g}"
         + stopped
     )
-
-
-def check_lora_base(folder: Path, cfg: RunConfig, what: str, spec: str) -> None:
-    """Refuse a base at ``model.path`` whose weights differ from those the adapter was trained
-    on (``saving.LORA_BASE``; runs saved before it are not checked): the adapter would be put
-    on another model, silently, or with a shape traceback."""
-    from amazon_sft.saving import LORA_BASE
-    from amazon_sft.trainable_state import base_weights_digest
-
-    recorded = folder / LORA_BASE
-    if not recorded.is_file():
-        return
-    try:
-        then = json.loads(recorded.read_text())
-    except (OSError, ValueError):
-        raise UserError(f"{recorded} is damaged: copy the saved model folder again") from None
-    now = base_weights_digest(cfg.model.path, cfg.model.gguf_file)
-    if now is not None and now != then:
-        changed = sorted(set(now) ^ set(then) | {f for f in now if now[f] != then.get(f)})
-        raise UserError(
-            f"{what} {spec}: the LoRA adapter was trained on other base weights than model.path "
-            f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): put the base it was "
-            "trained on there (or a link there to it), or train again on this one"
-        )
 
 
 def merge_adapters(model):
@@ -367,7 +346,10 @@ def _no_lora(cfg: RunConfig) -> RunConfig:
 
 
 def _ready(model, device: str):
+    from amazon_sft.evaluation.generation import token_ids_only
+
     model.config.use_cache = True  # generation wants the KV cache (training turned it off)
+    token_ids_only(model)  # answers decode as Decoding says, whatever generation_config.json adds
     return model.to(device).eval()
 
 

@@ -36,6 +36,7 @@ from amazon_sft.checkpoint_staging import (
     end_staging,
     start_staging,
 )
+from amazon_sft.distributed import agreed
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import COMPLETE, complete_checkpoints, utc_stamp
 from amazon_sft.run_files import read_run_summary
@@ -184,16 +185,17 @@ def save_checkpoint(
     step = state.step
     final = checkpoint_dir(out_dir, step)
     tmp = final.with_name(final.name + ".tmp")
-    if accelerator.is_main_process:  # a complete checkpoint of this step stays until the new
-        start_staging(tmp)  # one is whole (a re-save after a dropped step)
-    accelerator.wait_for_everyone()
+    # a complete checkpoint of this step stays until the new one is whole (a re-save after a
+    # dropped step); each part ends with every rank learning whether it failed on any rank
+    saving = f"while saving checkpoint {final.name}"
+    agreed(accelerator, lambda: start_staging(tmp), saving, main_only=True)
     with (
         trainable_only(accelerator, model) as save_kwargs,
         tied_weights_said_once(model),
     ):
-        accelerator.save_state(str(tmp), **save_kwargs)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
+        agreed(accelerator, lambda: accelerator.save_state(str(tmp), **save_kwargs), saving, False)
+
+    def finish() -> None:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))
         (tmp / RUN_CONFIG).write_text(json.dumps(run_record, indent=1))
         write_checksums(tmp, skip=(SAVE_MARK,))
@@ -203,7 +205,8 @@ def save_checkpoint(
         end_staging(tmp)  # last: a kill before it leaves a killed save's folder, removed
         swap_into_place(tmp, final)
         drop_old_checkpoints(out_dir, keep_last)
-    accelerator.wait_for_everyone()
+
+    agreed(accelerator, finish, saving, main_only=True)
     return final
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -281,7 +282,9 @@ def codes_of_ranks(accelerator, code: int) -> list[int]:
     return [int(c) for c in reduce_sum(accelerator, flags).tolist()]
 
 
-def raise_if_any_rank(accelerator, error: UserError | None) -> None:
+def raise_if_any_rank(
+    accelerator, error: Exception | None, when: str = "before training started"
+) -> None:
     """Every rank raises when any rank failed (one all-reduce), so no rank is left waiting at
     the next collective for one that gave up; the others name the ranks whose message to read
     (a node-local base that differs fails on rank 1, not 0)."""
@@ -291,10 +294,22 @@ def raise_if_any_rank(accelerator, error: UserError | None) -> None:
         raise error
     if failed:
         ranks = ", ".join(str(r) for r in failed)
-        raise UserError(
-            f"rank {ranks} failed before training started: see its message above (this rank had "
-            "none)"
-        )
+        raise UserError(f"rank {ranks} failed {when}: see its message above (this rank had none)")
+
+
+def agreed(accelerator, action: Callable[[], object], when: str, main_only: bool) -> None:
+    """``action`` on rank 0 (``main_only``) or on every rank, in place of a barrier after it:
+    every rank learns whether it failed anywhere (``raise_if_any_rank``). Rank 0's writes of a
+    save (a full disk, a read-back that differs) raised there while the others waited at the
+    barrier until the launcher killed them (10 minutes' NCCL timeout across nodes), with a
+    traceback on each node instead of the one line (a review)."""
+    error = None
+    if accelerator.is_main_process or not main_only:
+        try:
+            action()
+        except Exception as err:  # raised again below, after every rank has heard of it
+            error = err
+    raise_if_any_rank(accelerator, error, when)
 
 
 def shared_folder_error(folder: Path, name: str, token: str, what: str) -> UserError | None:
@@ -351,16 +366,6 @@ def seed_per_rank(seed: int, accelerator) -> None:
     from accelerate.utils import set_seed
 
     set_seed(seed + accelerator.process_index)
-
-
-def describe_optimizer(optimizer) -> str:
-    """The optimizer that really runs, through accelerate's and DeepSpeed's wrappers."""
-    inner = optimizer
-    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
-        inner = inner.optimizer
-    adamw = getattr(inner, "adam_w_mode", isinstance(inner, torch.optim.AdamW))
-    rule = "AdamW: decoupled weight decay" if adamw else "Adam: L2 weight decay"
-    return f"{type(inner).__name__} ({rule})"
 
 
 def schedule_the_stepped_optimizer(scheduler, optimizer) -> None:

@@ -73,3 +73,13 @@ def build_optimizer(cfg: RunConfig, model: torch.nn.Module, fused: bool = False)
         lambda s: lr_factor(s, t.warmup_steps, t.max_steps, t.min_lr_ratio, t.lr_schedule),
     )
     return optimizer, scheduler
+
+
+def describe_optimizer(optimizer) -> str:
+    """The optimizer that really runs, through accelerate's and DeepSpeed's wrappers."""
+    inner = optimizer
+    while hasattr(inner, "optimizer") and inner.optimizer is not inner:
+        inner = inner.optimizer
+    adamw = getattr(inner, "adam_w_mode", isinstance(inner, torch.optim.AdamW))
+    rule = "AdamW: decoupled weight decay" if adamw else "Adam: L2 weight decay"
+    return f"{type(inner).__name__} ({rule})"

@@ -5,6 +5,7 @@ loads (``plan_resume``), the weights after (``resume``)."""
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from amazon_sft.config_loader import to_dict
 from amazon_sft.data.loader import PackedLoader
 from amazon_sft.data.manifest import DataIdentity
 from amazon_sft.distributed import (
+    agreed,
     codes_of_ranks,
     raise_if_any_rank,
     running_engine,
@@ -243,19 +245,14 @@ def resume(
         fresh_log = not log_file.is_file() or log_file.stat().st_size == 0
         if accelerator.is_main_process and fresh_log and not inside_run(path.resolve(), out_dir):
             log.info(earlier_steps_note(path, out_dir, state.step))  # the curve looked cut
-        if accelerator.is_main_process:  # a branch from an older checkpoint: its own history
-            forget_changes_from(out_dir, state.step, saved_record(path, out_dir))
+        # rank 0's writes, each agreed (a full disk there left the others at the barrier):
+        # a branch from an older checkpoint keeps its own history, the newer steps go aside
+        resuming = f"while resuming from {path.name}"
+        forget = functools.partial(_forget_changes_after, out_dir, state.step, path)
+        agreed(accelerator, forget, resuming, main_only=True)
         apply_config_changes(cfg, accelerator, scheduler, changes or [], state.step)
-        if accelerator.is_main_process:
-            drop_metrics_after(out_dir / "metrics.jsonl", state.step)
-            if moved := set_aside_newer(out_dir, state.step):
-                log.warning(
-                    "set aside %s, newer than the step resumed from, into %s: resume=auto goes "
-                    "on from this run's own checkpoints",
-                    ", ".join(moved),
-                    out_dir / "checkpoints" / SET_ASIDE,
-                )
-        accelerator.wait_for_everyone()
+        aside = functools.partial(_set_aside_newer_than, out_dir, state.step)
+        agreed(accelerator, aside, resuming, main_only=True)
         return state
     if rejected:
         raise UserError(
@@ -320,3 +317,21 @@ def apply_config_changes(cfg, accelerator, scheduler, changes: list, step: int) 
         log.info("changed at step %d: %s", step, change.describe())
     if changes and accelerator.is_main_process:
         record_changes(Path(cfg.out_dir), step, changes)
+
+
+def _forget_changes_after(out_dir: Path, step: int, path: Path) -> None:
+    """Rank 0, resuming at ``step`` from ``path``: a branch from an older checkpoint keeps
+    only its own change history."""
+    forget_changes_from(out_dir, step, saved_record(path, out_dir))
+
+
+def _set_aside_newer_than(out_dir: Path, step: int) -> None:
+    """Rank 0, resuming at ``step``: the log's later rows dropped, newer checkpoints set aside."""
+    drop_metrics_after(out_dir / "metrics.jsonl", step)
+    if moved := set_aside_newer(out_dir, step):
+        log.warning(
+            "set aside %s, newer than the step resumed from, into %s: resume=auto goes on from "
+            "this run's own checkpoints",
+            ", ".join(moved),
+            out_dir / "checkpoints" / SET_ASIDE,
+        )

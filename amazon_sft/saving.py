@@ -30,7 +30,7 @@ from amazon_sft.checkpoint_checksums import (
 )
 from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import write_resolved
-from amazon_sft.distributed import reduce_sum
+from amazon_sft.distributed import agreed, reduce_sum
 from amazon_sft.errors import UserError
 from amazon_sft.ownership import (
     PREVIOUS_RUNS,
@@ -70,7 +70,8 @@ def save_final(
         # (its val_loss: train.finish, Trainer.score_unscored)
         summary = replace(summary, final_loss=logged_loss(out_dir / "metrics.jsonl", summary.steps))
     state = accelerator.get_state_dict(model)  # collective; None on non-main ranks under DeepSpeed
-    if accelerator.is_main_process:
+
+    def write() -> None:  # rank 0 only: the others learn whether it failed (``agreed``)
         lm = accelerator.unwrap_model(model).lm
         lm_state = {k.removeprefix(LM_PREFIX): v for k, v in state.items()}
         staging = new_staging(final)  # only rank 0 writes, so no name need be agreed
@@ -97,7 +98,8 @@ def save_final(
                 aside,
             )
         swap_into_place(staging, final)
-    accelerator.wait_for_everyone()
+
+    agreed(accelerator, write, "while writing the final model", main_only=True)
     return final
 
 

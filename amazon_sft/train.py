@@ -37,7 +37,6 @@ from amazon_sft.distributed import (
     build_accelerator,
     check_for_world,
     check_shared_folder,
-    describe_optimizer,
     running_engine,
     seed_per_rank,
 )
@@ -48,7 +47,7 @@ from amazon_sft.loss import SummedAnswerLoss, head_calls
 from amazon_sft.metrics import MFU_FORMULA
 from amazon_sft.model_memory import check_full_fine_tune_fits, check_lora_names_before_load
 from amazon_sft.modeling import choose_attention, load_model, parameter_counts
-from amazon_sft.optim import build_optimizer, fused_adamw_here
+from amazon_sft.optim import build_optimizer, describe_optimizer, fused_adamw_here
 from amazon_sft.output_lock import DataReadLock, OutputLock
 from amazon_sft.outputs import disk_full, landing
 from amazon_sft.ownership import run_dir_given_back

@@ -188,8 +188,9 @@ class _Loader:
         return {"epoch": 0, "cursor": 0}
 
 
-def _accelerator(other_ranks: list[list[int]], main: bool = False):
-    """Rank 0 of 2; ``other_ranks``: rank 1's failure code at each agreement, in turn."""
+def _accelerator(other_ranks: list[list[float]], main: bool = False, index: int = 0):
+    """Rank ``index`` of 2; ``other_ranks``: the other rank's part of each all-reduce, in turn
+    (its failure code in its own slot)."""
 
     def reduce(values, reduction):
         assert reduction == "sum"
@@ -197,12 +198,18 @@ def _accelerator(other_ranks: list[list[int]], main: bool = False):
 
     return SimpleNamespace(
         num_processes=2,
-        process_index=0,
+        process_index=index,
         device="cpu",
         is_main_process=main,
         reduce=reduce,
         wait_for_everyone=lambda: None,
+        save_state=lambda *a, **k: None,
+        get_state_dict=lambda model: None,
     )
+
+
+TIDIED = [[0, 0], [0, 0]]
+"""Rank 1's part of the two agreements after a load: rank 0's tidying went well."""
 
 
 def _resume(monkeypatch, tmp_path, accelerator, failing: dict[str, BaseException]):
@@ -231,7 +238,7 @@ def _resume(monkeypatch, tmp_path, accelerator, failing: dict[str, BaseException
 def test_a_checkpoint_another_rank_cannot_load_is_passed_over_here_too(tmp_path, monkeypatch):
     """Rank 0 loads step 4, rank 1 cannot: a rank that went on from step 4 while the other
     went back to step 2 trains from other weights. Both go back."""
-    accelerator = _accelerator([[0, 1], [0, 0]])
+    accelerator = _accelerator([[0, 1], [0, 0], *TIDIED])
     state, loaded = _resume(monkeypatch, tmp_path, accelerator, {})
     assert state.step == 2 and loaded == ["step-00000004", "step-00000002"]
 
@@ -244,7 +251,10 @@ def test_a_checkpoint_that_ran_out_of_memory_is_kept_not_passed_over(tmp_path, m
     with pytest.raises(UserError, match="rank 1 ran out"):  # on the other rank: said here too
         _resume(monkeypatch, tmp_path, _accelerator([[0, 2]]), {})
     state, _ = _resume(
-        monkeypatch, tmp_path, _accelerator([[0, 0], [0, 0]]), {"step-00000004": OSError("cut")}
+        monkeypatch,
+        tmp_path,
+        _accelerator([[0, 0], [0, 0], *TIDIED]),
+        {"step-00000004": OSError("cut")},
     )
     assert state.step == 2  # damage: the one before
 
@@ -259,3 +269,71 @@ def test_a_start_over_forgets_the_steps_a_killed_launch_logged(tmp_path):
     state = resume(cfg, _accelerator([], main=True), None, _Loader(), None, None, tmp_path, {})
     assert state.step == 0 and state.loader == {"epoch": 0, "cursor": 0}
     assert (tmp_path / "metrics.jsonl").read_text() == ""
+
+
+# --- rank 0's writes of a save: every rank learns of their failure ------------------------------
+
+
+def _rank_one(rank_zero_says: list[list[float]]):
+    """Rank 1 of 2, not the main process; ``rank_zero_says``: rank 0's part of each all-reduce."""
+    return _accelerator(rank_zero_says, index=1)
+
+
+def test_a_checkpoint_rank_0_could_not_finish_stops_every_rank_naming_it(tmp_path):
+    """Rank 0 alone writes a checkpoint's list, marks and swap; a full disk there raised on rank
+    0 while the others waited at the barrier after it until the launcher killed them (a review:
+    10 minutes' NCCL timeout across nodes, a traceback on each). They now stop with one line."""
+    from amazon_sft.checkpointing import save_checkpoint
+    from amazon_sft.trainer_state import TrainerState
+
+    model = torch.nn.Linear(2, 2)
+    ok, failed = [0.0, 0.0], [1.0, 0.0]  # rank 0's code, then this rank's slot
+    # rank 0 failed making the staging folder, in the save itself, or writing its list and swap
+    for says in ([failed], [ok, failed], [ok, ok, failed]):
+        with pytest.raises(UserError, match=r"rank 0 failed while saving checkpoint step-0+3"):
+            save_checkpoint(_rank_one(says), model, tmp_path, TrainerState(step=3), 2, {})
+    save_checkpoint(_rank_one([ok, ok, ok]), model, tmp_path, TrainerState(step=3), 2, {})
+
+
+def test_a_final_model_rank_0_could_not_write_stops_every_rank_naming_it(tmp_path):
+    from amazon_sft.config import load_run_config
+    from amazon_sft.run_files import RunSummary
+    from amazon_sft.saving import save_final
+
+    model = torch.nn.Linear(2, 2)
+    accelerator = _rank_one([[0.0], [1.0, 0.0]])  # finite weights everywhere; rank 0 failed
+    with pytest.raises(UserError, match="rank 0 failed while writing the final model"):
+        save_final(
+            accelerator, load_run_config("tiny"), model, None, tmp_path, RunSummary(2, 1.5, 9), None
+        )
+    assert not (tmp_path / "final").exists()
+
+
+def test_an_action_that_fails_on_rank_0_is_raised_there_after_every_rank_heard(tmp_path):
+    from amazon_sft.distributed import agreed
+
+    heard = []
+    zero = SimpleNamespace(
+        num_processes=2,
+        process_index=0,
+        device="cpu",
+        is_main_process=True,
+        reduce=lambda values, reduction: heard.append(values.tolist()) or values,
+    )
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):  # its own error, for disk_full to say
+        agreed(zero, full_disk, "while saving", main_only=True)
+    assert heard == [[1.0, 0.0]]
+
+
+def test_a_resume_whose_tidying_failed_on_another_rank_stops_here_too(tmp_path, monkeypatch):
+    """Rank 0 alone forgets a branch's later history and sets newer checkpoints aside; a failure
+    there left the other ranks at the barrier after it."""
+    for says in ([[0, 0], [0, 1]], [[0, 0], [0, 0], [0, 1]]):  # the first tidying, the second
+        with pytest.raises(UserError, match="rank 1 failed while resuming from step-00000004"):
+            _resume(monkeypatch, tmp_path, _accelerator(says), {})
+    state, _ = _resume(monkeypatch, tmp_path, _accelerator([[0, 0], *TIDIED]), {})
+    assert state.step == 4

@@ -8,6 +8,7 @@ by comparing accelerate's count with torch.distributed's.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -289,27 +290,30 @@ def raise_if_any_rank(
     the next collective for one that gave up; the others name the ranks whose message to read
     (a node-local base that differs fails on rank 1, not 0)."""
     codes = codes_of_ranks(accelerator, int(error is not None))
-    failed = [rank for rank, code in enumerate(codes) if code]
+    failed = ", ".join(str(rank) for rank, code in enumerate(codes) if code)
     if error is not None:
         raise error
     if failed:
-        ranks = ", ".join(str(r) for r in failed)
-        raise UserError(f"rank {ranks} failed {when}: see its message above (this rank had none)")
+        raise UserError(f"rank {failed} failed {when}: see its message above (this rank had none)")
 
 
 def agreed(accelerator, action: Callable[[], object], when: str, main_only: bool) -> None:
-    """``action`` on rank 0 (``main_only``) or on every rank, in place of a barrier after it:
-    every rank learns whether it failed anywhere (``raise_if_any_rank``). Rank 0's writes of a
-    save (a full disk, a read-back that differs) raised there while the others waited at the
-    barrier until the launcher killed them (10 minutes' NCCL timeout across nodes), with a
-    traceback on each node instead of the one line (a review)."""
+    """``action`` on rank 0 (``main_only``) or every rank, then one all-reduce for a barrier:
+    all ranks learn whether it failed anywhere. Rank 0's failed writes left the others at the
+    barrier until the launcher killed them (NCCL: 10 minutes), a traceback on each node (a
+    review). An ``action`` with collectives of its own (DeepSpeed's save) still can."""
     error = None
     if accelerator.is_main_process or not main_only:
         try:
             action()
         except Exception as err:  # raised again below, after every rank has heard of it
             error = err
-    raise_if_any_rank(accelerator, error, when)
+    if error is None:
+        raise_if_any_rank(accelerator, None, when)
+        return
+    with contextlib.suppress(Exception):  # a dead peer: this rank's own error is the one said
+        codes_of_ranks(accelerator, 1)
+    raise error
 
 
 def shared_folder_error(folder: Path, name: str, token: str, what: str) -> UserError | None:

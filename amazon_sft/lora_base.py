@@ -24,7 +24,8 @@ BASE_CONFIG = "config.json"
 an edited config.json passed, and the adapter was put on a 2-layer cut of its 4-layer base)."""
 CONFIG_NOT_MODEL = ("transformers_version", "_name_or_path")
 """Keys of config.json that say who saved it, not what the model computes: a base re-saved by
-another transformers version is the same base."""
+another transformers version that writes the same keys is the same base (4.x -> 5 renames some,
+``torch_dtype`` -> ``dtype``: such a re-save is refused, the safe way, until trained again)."""
 
 
 def base_weights_digest(path: str, gguf_file: str | None) -> dict[str, str] | None:
@@ -123,8 +124,9 @@ def frozen_base_of(cfg) -> dict[str, str] | None:
 def check_lora_base(folder: Path, cfg, what: str, spec: str, loaded: bool = False) -> bool:
     """Refuse a base at ``model.path`` whose weight files or config.json differ from those the
     adapter was trained on (``saving.LORA_BASE``; runs saved before it are not checked): the
-    adapter would be put on another model, silently or with a shape traceback. False when it
-    cannot compare yet (a hub name's weights come with the load, then it is asked again)."""
+    adapter would be put on another model, silently or with a shape traceback. False unless
+    ``model.path`` is a folder here: a hub name's weights come with its load, which may also
+    bring a cached snapshot up to date, so it is asked again after it (``loaded``)."""
     from amazon_sft.saving import LORA_BASE
 
     recorded = folder / LORA_BASE
@@ -149,4 +151,14 @@ def check_lora_base(folder: Path, cfg, what: str, spec: str, loaded: bool = Fals
             f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): put the base it was "
             "trained on there (or a link there to it), or train again on this one"
         )
-    return True
+    return _folder_here(cfg.model.path)
+
+
+def _folder_here(path: str) -> bool:
+    """``model.path`` is a folder on this machine (not a hub name)."""
+    from amazon_sft.tokenizer import resolve_location
+
+    try:
+        return Path(resolve_location(path)).is_dir()
+    except UserError:
+        return False

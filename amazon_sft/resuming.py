@@ -250,7 +250,10 @@ def resume(
         resuming = f"while resuming from {path.name}"
         forget = functools.partial(_forget_changes_after, out_dir, state.step, path)
         agreed(accelerator, forget, resuming, main_only=True)
-        apply_config_changes(cfg, accelerator, scheduler, changes or [], state.step)
+        apply = functools.partial(  # every rank; rank 0 records them (config_changes.jsonl)
+            apply_config_changes, cfg, accelerator, scheduler, changes or [], state.step
+        )
+        agreed(accelerator, apply, resuming, main_only=False)
         aside = functools.partial(_set_aside_newer_than, out_dir, state.step)
         agreed(accelerator, aside, resuming, main_only=True)
         return state
@@ -261,8 +264,9 @@ def resume(
         )
     if cfg.resume == "auto":
         log.info("resume=auto: no checkpoint in %s yet; starting at step 0", out_dir)
-    if accelerator.is_main_process:  # resume=auto before the first checkpoint: start over
-        drop_metrics_after(out_dir / "metrics.jsonl", 0)
+    # resume=auto before the first checkpoint: start over (rank 0's write, agreed)
+    forget_all = functools.partial(drop_metrics_after, out_dir / "metrics.jsonl", 0)
+    agreed(accelerator, forget_all, "while starting over", main_only=True)
     return TrainerState(loader=loader.state_dict())
 
 

@@ -85,3 +85,25 @@ def test_a_folder_that_only_holds_a_file_of_an_exports_names_is_not_taken_for_on
         (old / name).write_text("{}")
     with pytest.raises(UserError, match="from before exports kept a record"):
         _check_target(old, overwrite=True)
+
+
+def test_an_unmerged_lora_model_generates_and_exports_with_token_ids_only():
+    """peft generates, merges and saves with the wrapped model's generation_config: reducing
+    only the wrapper's left a LoRA run's answers and export reading every setting of
+    generation_config.json, a full run's not (a review of the change)."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from amazon_sft.evaluation.generation import token_ids_only
+
+    base = LlamaForCausalLM(
+        LlamaConfig(vocab_size=32, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                    num_attention_heads=2, num_key_value_heads=2)
+    )  # fmt: skip
+    base.generation_config.suppress_tokens = [5]
+    base.generation_config.eos_token_id = [2, 7]
+    lora = get_peft_model(base, LoraConfig(r=2, target_modules=["q_proj"]))
+    token_ids_only(lora)
+    inner = lora.get_base_model().generation_config
+    assert inner.suppress_tokens is None and inner.eos_token_id == [2, 7]
+    assert lora.merge_and_unload().generation_config.suppress_tokens is None

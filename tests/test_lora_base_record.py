@@ -1,5 +1,5 @@
-"""A LoRA run's record of its base (``trainable_state.base_weights_digest``), which ask, eval,
-export (``evaluation/loading.check_lora_base``) and a resume (``resume_config.base_change``)
+"""A LoRA run's record of its base (``lora_base.base_weights_digest``), which ask, eval,
+export (``lora_base.check_lora_base``) and a resume (``resume_config.base_change``)
 compare with the base ``model.path`` holds now. A review found two ways past it: the base's
 config.json was not recorded (the same weights read with 2 of their 4 layers passed), and a
 hub name's weights, not downloaded when the check ran, were never checked after the load."""
@@ -103,6 +103,13 @@ def test_a_hub_base_not_here_before_its_load_is_checked_after_it(tmp_path, monke
     monkeypatch.setattr(lora_base, "base_weights_digest", lambda path, gguf: downloaded)
     with pytest.raises(UserError, match=r"model\.safetensors differ"):
         check_lora_base(run, cfg, "--model", str(run), loaded=True)
+    # cached at the trained revision: it matches before the load, which may fetch a newer one,
+    # so it is checked after it too (a review); a folder here is checked once
+    cached = {"model.safetensors": "a" * 64}
+    monkeypatch.setattr(lora_base, "base_weights_digest", lambda path, gguf: cached)
+    assert check_lora_base(run, cfg, "--model", str(run)) is False
+    local = SimpleNamespace(model=SimpleNamespace(path=str(tmp_path), gguf_file=None))
+    assert check_lora_base(run, local, "--model", str(run)) is True
 
 
 def _no_data():

@@ -208,8 +208,9 @@ def _accelerator(other_ranks: list[list[float]], main: bool = False, index: int 
     )
 
 
-TIDIED = [[0, 0], [0, 0]]
-"""Rank 1's part of the two agreements after a load: rank 0's tidying went well."""
+TIDIED = [[0, 0], [0, 0], [0, 0]]
+"""The other rank's part of the three agreements after a load (a branch's history forgotten,
+the config's changes applied, newer checkpoints set aside): all went well."""
 
 
 def _resume(monkeypatch, tmp_path, accelerator, failing: dict[str, BaseException]):
@@ -266,7 +267,9 @@ def test_a_start_over_forgets_the_steps_a_killed_launch_logged(tmp_path):
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "loss": 1.9}\n')
     cfg = SimpleNamespace(resume="auto", out_dir=str(tmp_path))
-    state = resume(cfg, _accelerator([], main=True), None, _Loader(), None, None, tmp_path, {})
+    state = resume(
+        cfg, _accelerator([[0, 0]], main=True), None, _Loader(), None, None, tmp_path, {}
+    )
     assert state.step == 0 and state.loader == {"epoch": 0, "cursor": 0}
     assert (tmp_path / "metrics.jsonl").read_text() == ""
 
@@ -306,7 +309,6 @@ def test_a_final_model_rank_0_could_not_write_stops_every_rank_naming_it(tmp_pat
         save_final(
             accelerator, load_run_config("tiny"), model, None, tmp_path, RunSummary(2, 1.5, 9), None
         )
-    assert not (tmp_path / "final").exists()
 
 
 def test_an_action_that_fails_on_rank_0_is_raised_there_after_every_rank_heard(tmp_path):
@@ -332,8 +334,28 @@ def test_an_action_that_fails_on_rank_0_is_raised_there_after_every_rank_heard(t
 def test_a_resume_whose_tidying_failed_on_another_rank_stops_here_too(tmp_path, monkeypatch):
     """Rank 0 alone forgets a branch's later history and sets newer checkpoints aside; a failure
     there left the other ranks at the barrier after it."""
-    for says in ([[0, 0], [0, 1]], [[0, 0], [0, 0], [0, 1]]):  # the first tidying, the second
-        with pytest.raises(UserError, match="rank 1 failed while resuming from step-00000004"):
-            _resume(monkeypatch, tmp_path, _accelerator(says), {})
-    state, _ = _resume(monkeypatch, tmp_path, _accelerator([[0, 0], *TIDIED]), {})
+    loaded, failed = [0, 0], [1, 0]  # rank 0's part: it loaded; it failed
+    for says in ([loaded, failed], [loaded, *TIDIED[:1], failed], [loaded, *TIDIED[:2], failed]):
+        with pytest.raises(UserError, match="rank 0 failed while resuming from step-00000004"):
+            _resume(monkeypatch, tmp_path, _rank_one(says), {})
+    state, _ = _resume(monkeypatch, tmp_path, _rank_one([loaded, *TIDIED]), {})
     assert state.step == 4
+
+
+def test_a_failed_write_is_said_even_when_the_other_ranks_cannot_hear_of_it():
+    """The all-reduce after rank 0's failure may fail itself (a peer gone, NCCL's timeout):
+    rank 0's own error (a full disk, for ``disk_full`` to say) is what is raised, not that."""
+    from amazon_sft.distributed import agreed
+
+    def gone(values, reduction):
+        raise RuntimeError("NCCL communicator was aborted")
+
+    zero = SimpleNamespace(
+        num_processes=2, process_index=0, device="cpu", is_main_process=True, reduce=gone
+    )
+
+    def full_disk():
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        agreed(zero, full_disk, "while saving", main_only=True)

@@ -89,12 +89,15 @@ def token_ids_only(model) -> None:
     """
     from transformers import GenerationConfig
 
-    own = getattr(model, "generation_config", None)
-    if own is not None:
-        ids = {k: getattr(own, k, None) for k in TOKEN_IDS}
-        model.generation_config = GenerationConfig(
-            **{k: v for k, v in ids.items() if v is not None}
-        )
+    # a LoRA model unmerged: peft generates (and merges, and saves) with the wrapped model's
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    for m in (model, inner) if inner is not model else (model,):
+        own = getattr(m, "generation_config", None)
+        if own is not None:
+            ids = {k: getattr(own, k, None) for k in TOKEN_IDS}
+            m.generation_config = GenerationConfig(
+                **{k: v for k, v in ids.items() if v is not None}
+            )
 
 
 def own_settings_only(model) -> dict:

@@ -8,6 +8,7 @@ loader's integer cursor, so a resumed run reads exactly the rows the interrupted
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -193,7 +194,8 @@ def save_checkpoint(
         trainable_only(accelerator, model) as save_kwargs,
         tied_weights_said_once(model),
     ):
-        agreed(accelerator, lambda: accelerator.save_state(str(tmp), **save_kwargs), saving, False)
+        save = functools.partial(accelerator.save_state, str(tmp), **save_kwargs)
+        agreed(accelerator, save, saving, main_only=False)  # every rank writes its part
 
     def finish() -> None:
         (tmp / STATE).write_text(json.dumps(asdict(state), indent=2))

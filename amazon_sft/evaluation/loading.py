@@ -90,7 +90,7 @@ def load_for_eval(
         from peft import PeftModel
 
         cfg = _base_found(folder, cfg)
-        compared = check_lora_base(folder, cfg, what, spec)
+        settled = check_lora_base(folder, cfg, what, spec)  # False: a hub name, asked again
         set_seed(cfg.seed)  # a random base (model.path: random) is the one training drew
         try:
             base = load_model(
@@ -102,7 +102,7 @@ def load_for_eval(
                 "base back there, or a link there to where it is now (its weight files are "
                 f"checked against the adapter's record; {SAVED_CONFIG} is in its checksums)"
             ) from None
-        if not compared:  # a hub name's weights came with the load: compared now
+        if not settled:  # the load brought a hub name's weights, or a newer revision of them
             check_lora_base(folder, cfg, what, spec, loaded=True)
         # merged for answering: one matmul a projection, not three (the demo's SmolLM2 run
         # generates 1.38x faster on 2 cores, the same tokens: bench/lora_merged.py)

@@ -151,10 +151,10 @@ def check_lora_base(folder: Path, cfg, what: str, spec: str, loaded: bool = Fals
             f"{cfg.model.path} holds now ({', '.join(changed[:3])} differ): put the base it was "
             "trained on there (or a link there to it), or train again on this one"
         )
-    return _folder_here(cfg.model.path)
+    return folder_here(cfg.model.path)
 
 
-def _folder_here(path: str) -> bool:
+def folder_here(path: str) -> bool:
     """``model.path`` is a folder on this machine (not a hub name)."""
     from amazon_sft.tokenizer import resolve_location
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
+import zlib
 from pathlib import Path
 
 import torch
@@ -34,7 +35,7 @@ from amazon_sft.distributed import (
     schedule_the_stepped_optimizer,
 )
 from amazon_sft.errors import UserError
-from amazon_sft.lora_base import frozen_base_of
+from amazon_sft.lora_base import folder_here, frozen_base_of
 from amazon_sft.ownership import inside_run
 from amazon_sft.resume_config import (
     base_change,
@@ -138,22 +139,39 @@ def plan_resume(
     except UserError as err:
         error = err
     raise_if_any_rank(accelerator, error)
+    check_same_checkpoints(accelerator, list(planned), out_dir)
     return planned
+
+
+def check_same_checkpoints(accelerator, candidates: list[Path], out_dir: Path) -> None:
+    """Refuse, on every rank, a resume whose ranks list different checkpoints (one all-reduce
+    of a digest of the names). A shared file system whose listing lags on one node (NFS's
+    attribute cache) had each rank load the newest it saw: ranks that loaded different steps
+    all loaded, and trained on from different weights and data positions."""
+    names = [path.name for path in candidates]
+    digest = zlib.crc32("\n".join(names).encode())  # < 2**32: exact in the float64 reduce
+    if len(set(codes_of_ranks(accelerator, digest))) > 1:
+        raise UserError(
+            f"the ranks of this launch list different checkpoints in {out_dir} (rank "
+            f"{accelerator.process_index}: {', '.join(names) or 'none'}): a shared file system "
+            "that has not caught up on one node? resume again once every node lists the same"
+        )
 
 
 def base_after_load(
     cfg: RunConfig, accelerator, planned: dict, out_dir: Path, base: dict | None
 ) -> dict | None:
-    """A LoRA run's ``frozen_base_of``, read again when it was unknown before the load (a hub
-    name's weights come with it), and then compared with each checkpoint resume may load, which
-    ``plan_resume`` could not do: a refusal of the first is raised, an older one's kept in
-    ``planned`` for a fallback. Every rank of a LoRA run takes part (a rank's cache may
-    hold the weights where another's does not), refusing on all when any refuses."""
+    """A LoRA run's ``frozen_base_of``, read again after the load of a hub name (its weights
+    come with the load, which may also bring a cached snapshot up to date: the base compared
+    before it is then not the one loaded), and compared with each checkpoint resume may load:
+    a refusal of the first is raised, an older one's kept in ``planned`` for a fallback. Every
+    rank of a LoRA run takes part (a rank's cache may hold the weights where another's does
+    not), refusing on all when any refuses. A local folder was compared before the load."""
     if not cfg.lora.enabled:
         return base
     error, first = None, True
-    if base is None:
-        base = frozen_base_of(cfg)
+    if base is None or not folder_here(cfg.model.path):
+        base = frozen_base_of(cfg) or base
         for path, changes in planned.items():
             if isinstance(changes, Exception):
                 continue

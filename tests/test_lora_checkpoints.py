@@ -173,6 +173,49 @@ def test_a_hub_base_read_before_its_weights_are_downloaded_is_compared_after_the
 
 
 @pytest.mark.unit
+def test_a_cached_hub_base_brought_up_to_date_by_the_load_is_compared_after_it(
+    tmp_path, monkeypatch
+):
+    """A hub base cached at the revision the adapter was trained on passed the check before
+    the load, and the load then fetched the hub's newer revision: the resumed adapter went on
+    another base, unsaid (ask, eval and export already checked after the load; training did
+    only when the weights were not cached). Now a hub name is read again after its load."""
+    from types import SimpleNamespace
+
+    import huggingface_hub.constants
+
+    from amazon_sft.errors import UserError
+    from amazon_sft.lora_base import base_weights_digest
+    from amazon_sft.resume_config import run_record
+    from amazon_sft.resuming import base_after_load
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    repo = cache / "models--org--base"
+    (repo / "refs").mkdir(parents=True)
+
+    def snapshot(rev: str, weights: bytes) -> None:  # what a download leaves
+        (repo / "snapshots" / rev).mkdir(parents=True)
+        (repo / "snapshots" / rev / "model.safetensors").write_bytes(weights)
+        (repo / "refs" / "main").write_text(rev)
+
+    snapshot("a" * 40, b"trained on" * 1000)
+    before = base_weights_digest("org/base", None)
+    cfg = SimpleNamespace(lora=SimpleNamespace(enabled=True), model=SimpleNamespace(path="org/base", gguf_file=None))  # fmt: skip
+    accelerator = SimpleNamespace(
+        num_processes=1, process_index=0, device="cpu", reduce=lambda v, reduction: v
+    )
+    step = tmp_path / "run" / "checkpoints" / "step-00000001"
+    step.mkdir(parents=True)
+    (step / "run_config.json").write_text(json.dumps(run_record({}, "x", before)))
+    assert base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", before) == before
+    snapshot("b" * 40, b"a newer one" * 1000)  # the load fetched the hub's main
+    with pytest.raises(UserError, match="the base model's weight files"):
+        base_after_load(cfg, accelerator, {step: []}, tmp_path / "run", before)
+
+
+@pytest.mark.unit
 def test_a_checkpoint_missing_a_trained_weight_is_unusable_not_loaded_as_initial(tmp_path):
     """``strict=False`` keeps the frozen weights the checkpoint leaves out; a trained weight it
     lacks must not silently stay at its initial value."""

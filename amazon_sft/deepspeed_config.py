@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -239,3 +240,17 @@ def _check_zero3_saves(ds: dict, path: Path) -> None:
             f"{path}: ZeRO-3 without zero_optimization.stage3_gather_16bit_weights_on_model_save "
             "cannot save the trained model (the run would fail at its final save): set it to true"
         )
+
+
+def prebuilt_ops_dir() -> Path:
+    """Where ``make install`` compiles DeepSpeed's CPU ops (scripts/build_deepspeed_ops.py): one
+    folder per environment, since the shared default cache's build files name one environment's
+    include paths and every other environment rebuilds them (minutes on 2 cores)."""
+    return Path(sys.prefix) / "torch_extensions"
+
+
+def use_prebuilt_ops() -> None:
+    """Point DeepSpeed at the ops ``make install`` built, when it did (the user's own
+    ``TORCH_EXTENSIONS_DIR`` wins); else DeepSpeed's default cache, as before."""
+    if prebuilt_ops_dir().is_dir():
+        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))

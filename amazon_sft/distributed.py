@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from amazon_sft.deepspeed_config import (
     deepspeed_config_path,
     deepspeed_name,
     fill_deepspeed_config,
+    use_prebuilt_ops,
 )
 from amazon_sft.errors import UserError
 from amazon_sft.model_memory import check_lora_names_before_load
@@ -119,20 +119,6 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     return plan
 
 
-def prebuilt_ops_dir() -> Path:
-    """Where ``make install`` compiles DeepSpeed's CPU ops (scripts/build_deepspeed_ops.py): one
-    folder per environment, since the shared default cache's build files name one environment's
-    include paths and every other environment rebuilds them (minutes on 2 cores)."""
-    return Path(sys.prefix) / "torch_extensions"
-
-
-def use_prebuilt_ops() -> None:
-    """Point DeepSpeed at the ops ``make install`` built, when it did (the user's own
-    ``TORCH_EXTENSIONS_DIR`` wins); else DeepSpeed's default cache, as before."""
-    if prebuilt_ops_dir().is_dir():
-        os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
-
-
 def checked_trackers(names: list) -> list[str]:
     """``train.trackers``, each one accelerate knows and is installed: an unknown name was a
     ValueError traceback, one not installed (wandb) only a warning, and the run went on unlogged.
@@ -188,6 +174,7 @@ def build_accelerator(cfg: RunConfig, log_dir: Path):
         kwargs["log_with"] = checked_trackers(cfg.train.trackers)
     accelerator = Accelerator(**kwargs)
     check_world(accelerator)
+    check_same_precision(accelerator)
     return accelerator, plan
 
 
@@ -230,6 +217,24 @@ def check_world(accelerator) -> None:
                 f"accelerate counts {accelerator.num_processes} processes, torch.distributed {actual}: "
                 "on CPU launch with ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes N"
             )
+
+
+PRECISIONS = ("no", "fp16", "bf16", "fp8")
+"""accelerate's ``mixed_precision`` names ('no': fp32), coded by their place for a reduce."""
+
+
+def check_same_precision(accelerator) -> None:
+    """Refuse, on every rank, a job whose ranks chose different precisions (one all-reduce):
+    ``train.precision=auto`` reads each rank's own GPU, so a job mixing GPU kinds trained bf16
+    on some ranks and fp32 on others, and DeepSpeed partitioned in each rank's dtype."""
+    chosen = codes_of_ranks(accelerator, PRECISIONS.index(accelerator.mixed_precision))
+    if len(set(chosen)) > 1:
+        said = ", ".join(f"rank {rank}: {PRECISIONS[c]}" for rank, c in enumerate(chosen))
+        raise UserError(
+            f"the ranks chose different precisions ({said}; 'no' is fp32): "
+            "train.precision=auto reads each rank's own GPU; run on one GPU kind, or set "
+            "train.precision=fp32 where some GPUs lack bf16"
+        )
 
 
 def is_deepspeed(accelerator) -> bool:

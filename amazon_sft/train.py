@@ -37,6 +37,7 @@ from amazon_sft.distributed import (
     build_accelerator,
     check_for_world,
     check_shared_folder,
+    raise_if_any_rank,
     running_engine,
     seed_per_rank,
 )
@@ -157,8 +158,13 @@ def check_before_load(cfg: RunConfig, accelerator) -> None:
             "lora.enabled=true to train adapters)",
             ", ".join(unused),
         )
-    check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it
-    refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
+    error = None
+    try:
+        check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it
+        refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
+    except UserError as err:  # a rank's own GPU (a job mixing kinds): refused on all
+        error = err
+    raise_if_any_rank(accelerator, error, "before the model loaded")
 
 
 def finish(accelerator, cfg, trainer: Trainer, tok, manifest, summary, templates) -> None:

@@ -2,7 +2,7 @@
 
 DeepSpeed builds these C++ ops just in time, the first time a run needs them: about 2.5 minutes
 of both cores here, which a fresh environment's first test run (or first ZeRO run on CPU)
-otherwise pays inside its timing. They go to ``amazon_sft.distributed.prebuilt_ops_dir()``
+otherwise pays inside its timing. They go to ``amazon_sft.deepspeed_config.prebuilt_ops_dir()``
 (``<sys.prefix>/torch_extensions``), where training and the tests look for them.
 
 Run by ``make install``. An op that cannot be built here is named and skipped (exit 0): the run
@@ -19,7 +19,7 @@ OPS = ("CPUAdamBuilder", "ShareMemCommBuilder")
 
 
 def main() -> int:
-    from amazon_sft.distributed import prebuilt_ops_dir
+    from amazon_sft.deepspeed_config import prebuilt_ops_dir
 
     os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(prebuilt_ops_dir()))
     try:

@@ -21,7 +21,7 @@ from transformers.utils import logging as _hf_logging
 
 from amazon_sft.config import RunConfig, load_run_config
 from amazon_sft.data.synthetic import write_catalogue
-from amazon_sft.distributed import prebuilt_ops_dir
+from amazon_sft.deepspeed_config import prebuilt_ops_dir
 from amazon_sft.tokenizer import load_tokenizer
 
 _hf_logging.get_logger("transformers")

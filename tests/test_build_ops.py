@@ -34,15 +34,15 @@ def test_install_builds_deepspeed_cpu_ops_where_the_runs_look_for_them():
 def test_training_uses_the_ops_install_built_and_only_when_it_did(tmp_path, monkeypatch):
     """A user's ZeRO run on CPU compiled DeepSpeed's comm op again (4.5 min) into the shared
     cache: only the tests looked in the environment's folder."""
-    from amazon_sft import distributed
+    from amazon_sft import deepspeed_config
 
     monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
-    monkeypatch.setattr(distributed.sys, "prefix", str(tmp_path))
-    distributed.use_prebuilt_ops()  # nothing built there: DeepSpeed's own default
+    monkeypatch.setattr(deepspeed_config.sys, "prefix", str(tmp_path))
+    deepspeed_config.use_prebuilt_ops()  # nothing built there: DeepSpeed's own default
     assert "TORCH_EXTENSIONS_DIR" not in os.environ
     (tmp_path / "torch_extensions").mkdir()
-    distributed.use_prebuilt_ops()
+    deepspeed_config.use_prebuilt_ops()
     assert os.environ["TORCH_EXTENSIONS_DIR"] == str(tmp_path / "torch_extensions")
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", "/mine")
-    distributed.use_prebuilt_ops()  # the user's own setting wins
+    deepspeed_config.use_prebuilt_ops()  # the user's own setting wins
     assert os.environ["TORCH_EXTENSIONS_DIR"] == "/mine"

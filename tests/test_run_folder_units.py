@@ -244,6 +244,51 @@ def test_a_checkpoint_another_rank_cannot_load_is_passed_over_here_too(tmp_path,
     assert state.step == 2 and loaded == ["step-00000004", "step-00000002"]
 
 
+def test_ranks_that_list_different_checkpoints_are_refused_before_any_loads(tmp_path, monkeypatch):
+    """A review's suspicion: resume agreed whether each rank loaded, not which checkpoint. A
+    node whose listing of the shared folder lags (NFS's attribute cache) saw no checkpoint and
+    started over while rank 0 loaded step 2, or loaded an older step. Rank 0 here lists none,
+    rank 1 (its part of the reduce) step 2: refused on every rank, the listings named."""
+    import zlib
+
+    from amazon_sft import resuming
+
+    monkeypatch.setattr(resuming, "resume_candidates", lambda resume, out_dir: [])
+    cfg = SimpleNamespace(resume="auto")
+    agreeing = _accelerator([[0, 0], [0, 0]])  # raise_if_any_rank, then the listing's digest
+    assert resuming.plan_resume(cfg, agreeing, None, tmp_path, None) == {}
+    differing = _accelerator([[0, 0], [0, zlib.crc32(b"step-00000002")]])
+    with pytest.raises(UserError, match=r"list different checkpoints .*\(rank 0: none\)"):
+        resuming.plan_resume(cfg, differing, None, tmp_path, None)
+
+
+def test_ranks_that_chose_different_precisions_are_refused():
+    """``train.precision=auto`` reads each rank's own GPU: on a job mixing GPU kinds one rank
+    trained bf16, another fp32."""
+    from amazon_sft.distributed import check_same_precision
+
+    here = _accelerator([[0, 2]])  # rank 1's code in its slot: bf16 (2), as here
+    here.mixed_precision = "bf16"
+    check_same_precision(here)
+    here = _accelerator([[0, 0]])  # rank 1 chose fp32 ("no", 0)
+    here.mixed_precision = "bf16"
+    with pytest.raises(UserError, match=r"different precisions \(rank 0: bf16, rank 1: no"):
+        check_same_precision(here)
+
+
+def test_a_check_another_rank_refused_before_the_load_stops_this_one(monkeypatch):
+    """The memory check reads a rank's own GPU: on a job mixing kinds rank 1 refused and rank 0
+    loaded the model, then waited at its first collective for a rank that had gone."""
+    from amazon_sft import train
+
+    monkeypatch.setattr(train, "check_full_fine_tune_fits", lambda cfg, accelerator: None)
+    monkeypatch.setattr(train, "running_engine", lambda accelerator: SimpleNamespace(zero_stage=0))  # fmt: skip
+    monkeypatch.setattr(train, "refuse_undrawable_base", lambda cfg, stage: None)
+    cfg = SimpleNamespace(lora=SimpleNamespace(unused=lambda: []))
+    with pytest.raises(UserError, match="rank 1 failed before the model loaded"):
+        train.check_before_load(cfg, _accelerator([[0, 1]], main=True))
+
+
 def test_a_checkpoint_that_ran_out_of_memory_is_kept_not_passed_over(tmp_path, monkeypatch):
     """Out of memory is not damage: falling back would set step 4 aside and train it again."""
     full = torch.OutOfMemoryError("CUDA out of memory")

@@ -65,7 +65,12 @@ from amazon_sft.run_data import refuse_data_not_prepared, taught_by_the_data
 from amazon_sft.run_folder import check_out_dir, claim_out_dir
 from amazon_sft.run_size import hold_back, resolve_schedule, steps_from_epochs, warmup_warning
 from amazon_sft.saving import finished_before, save_final
-from amazon_sft.tokenizer import choose_pad_id, load_tokenizer, tokenizer_fingerprint
+from amazon_sft.tokenizer import (
+    choose_pad_id,
+    load_tokenizer,
+    resolve_location,
+    tokenizer_fingerprint,
+)
 from amazon_sft.trainable_state import refuse_undrawable_base
 from amazon_sft.trained_on import TrainedOn, templates_read, whole_model_path
 from amazon_sft.trainer import Trainer
@@ -159,10 +164,11 @@ def check_before_load(cfg: RunConfig, accelerator) -> None:
             ", ".join(unused),
         )
     error = None
-    try:
-        check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small for it
+    try:  # what a rank reads of its own node: refused on all when any refuses
+        resolve_location(cfg.model.path, "model.path")  # a node-local copy missing on one node
+        check_full_fine_tune_fits(cfg, accelerator)  # DDP on GPUs too small (a job mixing kinds)
         refuse_undrawable_base(cfg, running_engine(accelerator).zero_stage)
-    except UserError as err:  # a rank's own GPU (a job mixing kinds): refused on all
+    except UserError as err:
         error = err
     raise_if_any_rank(accelerator, error, "before the model loaded")
 

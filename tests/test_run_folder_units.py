@@ -276,7 +276,7 @@ def test_ranks_that_chose_different_precisions_are_refused():
         check_same_precision(here)
 
 
-def test_a_check_another_rank_refused_before_the_load_stops_this_one(monkeypatch):
+def test_a_check_another_rank_refused_before_the_load_stops_this_one(monkeypatch, tmp_path):
     """The memory check reads a rank's own GPU: on a job mixing kinds rank 1 refused and rank 0
     loaded the model, then waited at its first collective for a rank that had gone."""
     from amazon_sft import train
@@ -284,9 +284,15 @@ def test_a_check_another_rank_refused_before_the_load_stops_this_one(monkeypatch
     monkeypatch.setattr(train, "check_full_fine_tune_fits", lambda cfg, accelerator: None)
     monkeypatch.setattr(train, "running_engine", lambda accelerator: SimpleNamespace(zero_stage=0))  # fmt: skip
     monkeypatch.setattr(train, "refuse_undrawable_base", lambda cfg, stage: None)
-    cfg = SimpleNamespace(lora=SimpleNamespace(unused=lambda: []))
+    cfg = SimpleNamespace(
+        lora=SimpleNamespace(unused=lambda: []), model=SimpleNamespace(path="random")
+    )
     with pytest.raises(UserError, match="rank 1 failed before the model loaded"):
         train.check_before_load(cfg, _accelerator([[0, 1]], main=True))
+    # a node-local copy of the model missing on this node: said here, and heard by the others
+    cfg.model.path = str(tmp_path / "models" / "llama")
+    with pytest.raises(UserError, match=r"model.path .*llama: no such folder here"):
+        train.check_before_load(cfg, _accelerator([[0, 0]], main=True))
 
 
 def test_a_checkpoint_that_ran_out_of_memory_is_kept_not_passed_over(tmp_path, monkeypatch):

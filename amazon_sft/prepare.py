@@ -32,7 +32,6 @@ from amazon_sft.config import RunConfig
 from amazon_sft.config_loader import to_dict
 from amazon_sft.data.cleaning import Cleaner
 from amazon_sft.data.encode import DocumentEncoder, SpecialTextScrubber, nothing_left_remedy
-from amazon_sft.data.grounded import uid_share
 from amazon_sft.data.grounded_stage import add_grounded, batched
 from amazon_sft.data.manifest import COUNTS, Manifest, write_manifest
 from amazon_sft.data.near_duplicates import NearDuplicateKeys
@@ -50,6 +49,7 @@ from amazon_sft.data.split import (
     title_hash,
 )
 from amazon_sft.data.streamed import Streamed
+from amazon_sft.data.taught import NOT_TAUGHT, not_taught, probe_rows, taught_ways
 from amazon_sft.errors import UserError
 from amazon_sft.output_lock import DataReadLock, OutputLock
 from amazon_sft.output_places import refuse_inside_another_output
@@ -164,6 +164,8 @@ def _run(input_path, staging, cfg, tok, fmt, strict, progress, setup_s, source) 
         rows = probe_rows(probe, streamed.encoder.untaught, streamed.encoder.taught_grounded)
         _write_jsonl(staging / f"{name}.jsonl", rows)
         streamed.counts[f"{name}_rows"] = len(rows)
+    dropped = not_taught(cfg.data, streamed.encoder.untaught, streamed.grounded_unanswered)
+    (staging / NOT_TAUGHT).write_text("".join(f"{uid}\n" for uid in dropped))
     total = time.perf_counter() - started
     report = build_report(input_path, cfg.data, streamed, doc_lens, n_rows, total, setup_s)
     markdown = write_report(report, staging)
@@ -306,34 +308,6 @@ def _split_encode(staging, data, tok, fmt, cleaned: _Cleaned, heldout: np.ndarra
     )
 
 
-def taught_ways(uid: str, data) -> list[str]:
-    """How prepare teaches a training product, by the stable hashes that pick it: closed-book
-    (``data.closed_book_fraction``), grounded (``data.grounded_fraction``), both or neither."""
-    closed = uid_share(uid, "closed:") < data.closed_book_fraction
-    grounded = uid_share(uid, "grounded:") < data.grounded_fraction
-    return [way for way, yes in (("closed_book", closed), ("grounded", grounded)) if yes]
-
-
-def probe_rows(probe: ProbeSample, untaught: set[str], taught_grounded: set[str]) -> list[dict]:
-    """The probe's rows less what was not taught after all: a product whose every closed-book
-    prompt was too long for the rows (``prompt_too_long``) was not taught closed-book; one
-    without a kept grounded example answered with its own record (every one too long, or only
-    abstentions) was not taught grounded."""
-    rows = []
-    for row in probe.records():
-        if "taught" in row:
-            ways = row["taught"]
-            if row["uid"] in untaught:
-                ways = [w for w in ways if w != "closed_book"]
-            if row["uid"] not in taught_grounded:
-                ways = [w for w in ways if w != "grounded"]
-            if not ways:
-                continue
-            row = {**row, "taught": ways}
-        rows.append(row)
-    return rows
-
-
 def _pack_and_write(staging: Path, data, streamed: Streamed, doc_lens, pad_id: int):
     """Stage 3: one best-fit-decreasing pass over every document, then the shards."""
     t0 = time.perf_counter()
@@ -365,6 +339,7 @@ def _manifest(report: dict, cfg, tok, fmt, pad_id: int, shards: list, tokenizer:
         files={
             "heldout": "heldout.jsonl",
             "seen_probe": "seen_probe.jsonl",
+            "not_taught": NOT_TAUGHT,
             "catalogue": "catalogue.jsonl",
             "report": "report.json",
         },

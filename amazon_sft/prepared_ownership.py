@@ -16,8 +16,8 @@ from amazon_sft.errors import UserError
 from amazon_sft.output_lock import released_lock
 
 PREPARED_ENTRY = re.compile(
-    r"^(manifest\.json|catalogue\.jsonl|heldout\.jsonl|seen_probe\.jsonl|report\.json|"
-    r"report\.md|index|shard-\d{5})$"
+    r"^(manifest\.json|catalogue\.jsonl|heldout\.jsonl|seen_probe\.jsonl|not_taught\.txt|"
+    r"report\.json|report\.md|index|shard-\d{5})$"
 )
 """Top-level entries of a prepare output (``index`` may also be built later by ``ask``)."""
 

@@ -799,6 +799,45 @@ def test_a_training_product_taught_neither_way_is_not_scored_as_seen(catalogue, 
     assert products[taught["uid"]].group == "seen"
 
 
+def test_a_product_prepare_asked_about_only_as_an_abstention_is_not_scored_as_seen(
+    catalogue, tmp_path
+):
+    """An outside review: end to end counted as "seen" every product the stable hashes pick,
+    also those prepare then did not teach: asked about only as abstentions (their own record
+    left out), or every prompt too long. 53 of 581 at the default fractions; the oracle's seen
+    probe already left them out. Now prepare lists them (not_taught.txt) and eval agrees with
+    the probe product by product."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data.split import normalise_title
+    from amazon_sft.evaluation.end_to_end_run import _questions
+    from amazon_sft.prepare import prepare
+
+    from .conftest import GROUNDED
+
+    out = tmp_path / "data"
+    shares = ["data.closed_book_fraction=0", "data.grounded_fraction=1", "data.probe_size=5000"]
+    cfg = load_run_config("tiny", [*GROUNDED, *shares, "data.absent_fraction=0.5"])
+    prepare(catalogue, out, cfg, progress=False)
+    train = [r for r in _catalogue(out) if r["split"] == "train"]
+    probed = {json.loads(line)["uid"] for line in (out / "seen_probe.jsonl").open()}
+    path = _write(
+        tmp_path / "q.jsonl",
+        [{"question": r["title"], "uid": r["uid"], "kind": "title"} for r in train],
+    )
+    _, products, _, _ = _questions(SimpleNamespace(questions=path, question_source=None), out)
+    seen = {uid for uid, product in products.items() if product.group == "seen"}
+    assert len(seen) < len(train)  # some were asked about only as abstentions
+    titles = Counter(normalise_title(r["title"]) for r in train)  # the probe keeps one a title
+    unique = {r["uid"] for r in train if titles[normalise_title(r["title"])] == 1}
+    assert probed <= seen and seen & unique == probed & unique
+    (out / "not_taught.txt").write_text("")  # edited: refused, not read as taught
+    with pytest.raises(UserError, match=r"not_taught\.txt changed since prepare wrote it"):
+        _questions(SimpleNamespace(questions=path, question_source=None), out)
+
+
 @pytest.mark.parametrize(
     "flags",
     [

@@ -50,6 +50,7 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
                 _check_grounded_fit(data, len(examples), len(enc.doc_lens))
             streamed.spill.add(enc)
             _count_grounded(streamed, enc)
+            _note_unanswered(streamed, examples)
             _uncount_dropped(builder.counts, examples, kept)
             bar.update(len(examples))
     streamed.counts.update(builder.counts)
@@ -80,6 +81,14 @@ def _uncount_dropped(counts: dict, examples: list, kept: list[bool]) -> None:
             counts["grounded_absent"] -= e.absent
             counts["grounded_paired"] -= e.paired and e.absent
             counts[f"grounded_kind_{e.kind}"] -= 1
+
+
+def _note_unanswered(streamed: Streamed, examples: list) -> None:
+    """The products of this batch and of the ones before not yet answered with their own
+    record: a product's questions may run on into the next batch."""
+    answered = streamed.encoder.taught_grounded
+    asked = streamed.grounded_unanswered | {e.uid for e in examples}
+    streamed.grounded_unanswered = {uid for uid in asked if uid not in answered}
 
 
 def _count_grounded(streamed: Streamed, enc) -> None:

@@ -4,7 +4,7 @@ the grounded stage (``grounded_stage``) adds to it too."""
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from amazon_sft.data.encode import DocumentEncoder
 from amazon_sft.data.reading import ReadStats
@@ -25,3 +25,6 @@ class Streamed:
     hist: dict
     probes: dict
     seconds: dict
+    grounded_unanswered: set[str] = field(default_factory=set)
+    """The grounded stage's picked products with no kept example answered with their own
+    record yet (``data.taught.not_taught``), checked after each batch: a small set."""

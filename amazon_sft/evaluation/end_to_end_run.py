@@ -213,20 +213,34 @@ def _as_prepare_wrote(data_dir: Path, name: str, raw: bytes) -> bool:
 
 
 def _taught_at_all(data_dir: Path):
-    """uid -> whether prepare taught that training product one way or the other (the same
-    stable hashes, ``prepare.taught_ways``, on the folder's recorded fractions)."""
+    """uid -> whether prepare taught that training product one way or the other: the stable
+    hashes it picks them by (``taught_ways``, on the folder's recorded fractions), less those
+    it did not teach after all (``not_taught.txt``: a folder prepared before it lacks the file,
+    and its every picked product counts as taught)."""
     from amazon_sft.config import DataConfig
     from amazon_sft.data.manifest import read_manifest
-    from amazon_sft.prepare import taught_ways
+    from amazon_sft.data.taught import NOT_TAUGHT, taught_ways
 
-    data = read_manifest(data_dir).data
+    manifest = read_manifest(data_dir)
+    data = manifest.data
     shares = SimpleNamespace(
         **{
             key: data.get(key, getattr(DataConfig(), key))
             for key in ("closed_book_fraction", "grounded_fraction")
         }
     )
-    return lambda uid: bool(taught_ways(uid, shares))
+    dropped: set[str] = set()
+    if NOT_TAUGHT in manifest.files.values():
+        try:
+            raw = (data_dir / NOT_TAUGHT).read_bytes()
+        except OSError as err:
+            raise UserError(f"{data_dir / NOT_TAUGHT}: {err.strerror}: prepare again") from None
+        if not _as_prepare_wrote(data_dir, NOT_TAUGHT, raw):
+            raise UserError(
+                f"{data_dir / NOT_TAUGHT} changed since prepare wrote it: prepare again"
+            )
+        dropped = set(raw.decode().split())
+    return lambda uid: bool(taught_ways(uid, shares)) and uid not in dropped
 
 
 def _taught(data_dir: Path) -> dict:

@@ -94,7 +94,7 @@ def _questions(path: Path) -> list[dict]:
 
 def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
     """A markdown table: kind, n, recall@1 and recall@k with intervals (and deltas vs base)."""
-    from amazon_sft.evaluation.metrics import interval_text, paired_bootstrap, share_interval
+    from amazon_sft.evaluation.metrics import interval_text, paired_change, share_interval
 
     kinds = ["all", *sorted({r["kind"] for r in rows})]
     head = f"| kind | n | recall@1 | recall@{k} |"
@@ -112,8 +112,8 @@ def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
         if base:
             b1 = np.array([base[i]["rank"] == 0 for i in pick], dtype=float)
             bk = np.array([base[i]["rank"] >= 0 for i in pick], dtype=float)
-            d, lo, hi = paired_bootstrap(b1, at1, n_resamples=2000)
-            shown = f"{d:+.3f} {interval_text(lo, hi, signed=True)}"  # none under 10 questions
+            d, lo, hi = paired_change(b1, at1)  # Newcombe's: yes/no outcomes
+            shown = f"{d:+.3f} {interval_text(lo, hi, signed=True)}"
             cells += [f"{b1.mean():.3f}", f"{bk.mean():.3f}", shown]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

@@ -48,7 +48,7 @@ from amazon_sft.answering.meaning import (
     record_text,
 )
 from amazon_sft.answering.query_words import english_query
-from amazon_sft.evaluation.metrics import interval_text, paired_bootstrap, share_interval
+from amazon_sft.evaluation.metrics import interval_text, paired_change, share_interval
 from bench.abstain_gate import retrieve
 
 GATE_K = 3  # records ask puts in the prompt, and the gate reads
@@ -95,10 +95,11 @@ def share(column: np.ndarray) -> str:
 
 
 def change(before: np.ndarray, after: np.ndarray) -> str:
-    """after - before on the same questions, with its paired 95% bootstrap interval."""
+    """after - before on the same questions, with its paired 95% interval (Newcombe's for the
+    yes/no outcomes: ``paired_change``)."""
     keep = ~np.isnan(before)
-    delta, low, high = paired_bootstrap(before[keep], after[keep])
-    return f"{delta:+.3f} {interval_text(low, high, signed=True)}"  # none under 10 questions
+    delta, low, high = paired_change(before[keep], after[keep])
+    return f"{delta:+.3f} {interval_text(low, high, signed=True)}"
 
 
 def question_text(question: str, index: CatalogueIndex, read_as: str) -> str:

@@ -84,7 +84,14 @@ def retrieve(
         data_dir / "catalogue.jsonl", QF.read_questions(questions_file), questions_file
     )
     products, removals = QP.read_products(data_dir / "catalogue.jsonl", questions)
-    questions, _ = QP.keep_answerable(questions, products)
+    questions, skipped = QP.keep_answerable(questions, products)
+    if skipped:  # counted, as eval counts them (an outside review: dropped unsaid)
+        lines = ", ".join(str(q.line) for q in skipped[:10])
+        print(
+            f"{questions_file}: {len(skipped)} questions skipped, their product not in "
+            f"{data_dir / 'catalogue.jsonl'} (lines {lines})",
+            file=sys.stderr,
+        )
     rows = []
     for q in questions:
         searched = QP.WithoutRows(index, removals[q.removed]) if q.removed else index

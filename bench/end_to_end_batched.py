@@ -35,8 +35,12 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="the first N questions only")
     args = ap.parse_args()
     questions = QF.read_questions(args.questions)[: args.limit or None]
-    products, removals = QP.read_products(args.data / "catalogue.jsonl", questions)
-    questions, _ = QP.keep_answerable(questions, products)
+    catalogue = args.data / "catalogue.jsonl"
+    questions = QP.resolve_titles(catalogue, questions, args.questions)  # as eval asks them
+    products, removals = QP.read_products(catalogue, questions)
+    questions, skipped = QP.keep_answerable(questions, products)
+    if skipped:  # counted, as eval counts them (an outside review: dropped unsaid)
+        print(f"{len(skipped)} questions skipped: their product is not in {catalogue}")
     index = CatalogueIndex(args.data)
     answerer, label = _answerer(args.model, [], index, args.abstain_below, args.quote_when_sure)
     runs = {}

@@ -10,7 +10,9 @@ question files in ``POOL`` (asked once each; a question any ``READ`` file holds 
 is left out and counted) over the real rows prepared as ``PREPARE`` says (the "paired
 abstentions" data of docs/results.md). ``READ`` holds the files rules were chosen on: a file
 read for a change moves from ``POOL`` to ``READ`` in the same commit, and a test checks that
-every real question file of eval/questions is in exactly one of them.
+every real question file of eval/questions is in exactly one of them. Never read is not
+never used: the pool's totals (this command's ``--base`` comparison) have decided whether a
+change shipped, a selection on it, small for changes of about 0.01 (an outside review).
 """
 
 from __future__ import annotations

@@ -92,6 +92,12 @@ def _questions(path: Path) -> list[dict]:
     ]
 
 
+def _asked(rows: list[dict]) -> list[tuple]:
+    """The questions ``rows`` scored, in order (an outside review: the paired deltas matched
+    a base's rows by position only)."""
+    return [(r.get("question"), r.get("kind")) for r in rows]
+
+
 def summary(rows: list[dict], k: int, base: list[dict] | None) -> str:
     """A markdown table: kind, n, recall@1 and recall@k with intervals (and deltas vs base)."""
     from amazon_sft.evaluation.metrics import interval_text, paired_change, share_interval
@@ -162,6 +168,12 @@ def main() -> None:
             base = _base_ranks(Path(args.base), questions, catalogue, args.k, args.meaning_weight)
             base = base["rows"]
     rows = found["rows"]
+    if base is not None and _asked(base) != _asked(rows):  # paired by position below
+        raise SystemExit(
+            f"{args.base} asked other questions than this checkout ({len(base)} against "
+            f"{len(rows)}: it skipped or resolved some otherwise): paired changes would compare "
+            "different questions"
+        )
     print(
         f"{questions}: {len(rows)} questions with a product, k={args.k}, meaning weight "
         f"{args.meaning_weight:g}; {found['skipped']} skipped (their product is not in the catalogue)"

@@ -912,3 +912,43 @@ def test_paired_changes_of_yes_no_outcomes_are_not_anchored_at_zero():
     for shown in (change(before, after), change(before, before), paired([0.0] * 134, [0.0] * 133 + [1.0])):  # fmt: skip
         low, high = low_high(shown)
         assert low < 0 < high, shown
+
+
+def test_the_gate_benchmarks_say_the_questions_they_skip(prepared, tmp_path, capsys):
+    """An outside review: bench/abstain_gate.py's ``retrieve`` (every gate benchmark's, and
+    bench/never_tuned.py's through gate_change) dropped a question whose product is not in the
+    catalogue without a word, after gate_change had printed "N asked"."""
+    import orjson
+
+    from bench.abstain_gate import retrieve
+
+    rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "title"} for r in rows[:2]]
+    lines.append({"question": "a carbon bicycle frame", "uid": "B0NOTHERE0", "kind": "title"})
+    questions = tmp_path / "q.jsonl"
+    questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
+    assert len(retrieve(prepared, questions, 3)) == 2
+    assert "1 questions skipped, their product not in" in capsys.readouterr().err
+
+
+def test_question_recall_refuses_a_base_that_asked_other_questions(tmp_path):
+    """An outside review: ``--base`` paired its rows with this checkout's by position, so a
+    base that skipped or resolved a question otherwise compared different questions."""
+    import shutil
+
+    base = tmp_path / "base"
+    shutil.copytree(REPO / "amazon_sft", base / "amazon_sft", ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    reader = base / "amazon_sft" / "evaluation" / "question_file.py"
+    reader.write_text(
+        reader.read_text() + "\n\n_all = read_questions\n\n\n"
+        "def read_questions(*args, **kwargs):  # a base that skips a question with a product\n"
+        "    asked = _all(*args, **kwargs)\n"
+        "    first = next(i for i, q in enumerate(asked) if not q.absent)\n"
+        "    return asked[:first] + asked[first + 1 :]\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "bench/question_recall.py", "eval/questions/generated_dev.jsonl",
+         "--base", str(base)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode != 0 and "asked other questions than this checkout" in proc.stderr

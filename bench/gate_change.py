@@ -5,7 +5,7 @@ Each question of the files goes through ``ask``'s retrieval (``--meaning-weight`
 ``amazon_sft``), and is scored as ``ask --quote-when-sure`` cites: right first record, wrong
 first record, false abstention (a product that is there), absent abstention, recall@1 and
 recall@3 (the 3 records ``ask`` puts in the prompt). Prints both checkouts' figures with 95%
-Wilson intervals and the paired change (its paired bootstrap interval), so a rule of the
+Wilson intervals and the paired change (Newcombe's interval for paired yes/no outcomes), so a rule of the
 gate (answering/doubt.py) is measured on the very questions before and after it:
 
     git worktree add /tmp/base HEAD~1
@@ -99,6 +99,15 @@ def distinct_questions(data: Path, files: list[str], read: list[str], into: Path
         f"{total} lines: {repeats} repeats another, {in_read} is in the --read files; "
         f"{len(kept)} asked"
     )
+
+
+def asked_once(data: Path, files: list, read: list) -> Path:
+    """``files``' questions in one new file, each once and none a ``read`` file holds
+    (``distinct_questions``, whose count is printed): probes once counted a question twice, and
+    fitted on questions their "never saw" figures held (an outside review)."""
+    into = Path(tempfile.mkdtemp(prefix="asked_once-")) / "questions.jsonl"
+    print(distinct_questions(data, [str(f) for f in files], [str(f) for f in read], into))
+    return into
 
 
 def table(rows: list[list]) -> np.ndarray:

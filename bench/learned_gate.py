@@ -34,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from amazon_sft.answering.doubt import doubt_rule, retrieval_doubtful
 from amazon_sft.answering.query_words import is_portuguese
 from bench.abstain_gate import retrieve
+from bench.gate_change import asked_once
 from bench.static_embedding_fusion import OUTCOMES, change, outcome_table, share
 
 GATE_K = 3
@@ -112,10 +113,10 @@ def main() -> None:
     p.add_argument("--threshold", type=float, default=0.5)
     args = p.parse_args()
 
-    def rows_of(files):
-        return [r for f in files for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
+    def rows_of(files, read):  # each question once, none of ``read``'s
+        return retrieve(args.data, asked_once(args.data, files, read), GATE_K, args.meaning_weight)
 
-    dev = rows_of(args.dev)
+    dev = rows_of(args.dev, [])
     x = np.array([features(r["question"], r["sources"]) for r in dev])
     y = np.array([not r["absent"] and bool(r["sources"]) and r["sources"][0].uid == r["uid"]
                   for r in dev], dtype=float)  # fmt: skip
@@ -125,7 +126,7 @@ def main() -> None:
     for name, weight in zip((*FEATURES, "bias"), w):
         print(f"  {name}: {weight:+.2f}")
     for files in [args.dev, *args.test]:
-        rows = dev if files is args.dev else rows_of(files)
+        rows = dev if files is args.dev else rows_of(files, args.dev)
         before, after = table(rows, args, scale, w)
         print(
             f"\n{' '.join(f.name for f in files)} ({'dev: fitted on' if files is args.dev else 'test'})"

@@ -50,6 +50,7 @@ from amazon_sft.answering.meaning import (
 from amazon_sft.answering.query_words import english_query
 from amazon_sft.evaluation.metrics import interval_text, paired_change, share_interval
 from bench.abstain_gate import retrieve
+from bench.gate_change import asked_once
 
 GATE_K = 3  # records ask puts in the prompt, and the gate reads
 
@@ -195,7 +196,7 @@ def main() -> None:
     index = CatalogueIndex(args.data)
     records = [index.record(i) for i in range(len(index))]
     most = max([args.candidates] + [int(c[3]) for c in args.compare or []])
-    rows = [r for f in args.questions for r in retrieve(args.data, f, most)]
+    rows = retrieve(args.data, asked_once(args.data, args.questions, []), most)
     uids = [r["uid"] for r in records]
     start = time.process_time()
     catalogue = embed([record_text(r["title"], r["content"], args.record_chars) for r in records])

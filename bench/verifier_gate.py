@@ -51,6 +51,7 @@ from amazon_sft.data.question_kinds import KINDS, make_question
 from amazon_sft.evaluation.question_products import WithoutRows
 from bench.abstain_gate import first_to_second, retrieve
 from bench.answer_choice import roc_auc
+from bench.gate_change import asked_once
 from bench.static_embedding_fusion import OUTCOMES, outcome_table, share
 
 GATE_K = 3
@@ -150,7 +151,7 @@ def fitted(args, p, index: CatalogueIndex):
         p.error("--dev and --questions share a file: train and score on different questions")
     start = time.process_time()
     pairs = training_pairs(index, args.rows)
-    dev = [r for f in args.dev for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
+    dev = retrieve(args.data, asked_once(args.data, args.dev, []), GATE_K, args.meaning_weight)
     shoppers = question_pairs(dev)
     pairs += shoppers * args.dev_repeat
     if dev:
@@ -207,7 +208,8 @@ def main() -> None:
     else:
         tok, model = fitted(args, p, index)
 
-    rows = [r for f in args.questions for r in retrieve(args.data, f, GATE_K, args.meaning_weight)]
+    asked = asked_once(args.data, args.questions, args.dev or [])  # none it was fitted on
+    rows = retrieve(args.data, asked, GATE_K, args.meaning_weight)
     prob = probabilities(tok, model, rows, args.tokens)
     absent = np.array([r["absent"] for r in rows])
     right = np.array([r["top1"] for r in rows])

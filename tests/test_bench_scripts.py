@@ -520,14 +520,16 @@ def test_abstain_gate_benchmark_tables_the_gate_alone_and_with_answers(prepared,
     assert re.search(r"gate \d+\.\d+ ms per question, search \d+\.\d+ ms", out)
 
 
-def _titles_and_an_absent_product(prepared: Path, tmp_path: Path) -> Path:
-    """A question file: five products asked by their exact titles, and one absent product."""
+def _titles_and_an_absent_product(prepared: Path, tmp_path: Path, first: int = 0) -> Path:
+    """A question file: five products asked by their exact titles (from catalogue row
+    ``first`` on), and one absent product."""
     import orjson
 
     rows = [orjson.loads(x) for x in (prepared / "catalogue.jsonl").read_bytes().splitlines()]
-    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[:5]]
-    lines.append({"question": "a carbon bicycle frame", "uid": "absent", "kind": "absent"})
-    questions = tmp_path / "q.jsonl"
+    lines = [{"question": r["title"], "uid": r["uid"], "kind": "partial"} for r in rows[first : first + 5]]  # fmt: skip
+    absent = "a carbon bicycle frame" if first == 0 else f"a carbon bicycle frame, size {first}"
+    lines.append({"question": absent, "uid": "absent", "kind": "absent"})
+    questions = tmp_path / f"q{first}.jsonl"
     questions.write_text("".join(json.dumps(x) + "\n" for x in lines))
     return questions
 
@@ -571,9 +573,14 @@ def test_learned_gate_probe_fits_on_dev_and_tables_both_gates(prepared, tmp_path
     each test) the ratio gate's and the learned gate's outcomes and their paired change; the
     first three outcomes of the questions about a product sum to 1."""
     questions = _titles_and_an_absent_product(prepared, tmp_path)
-    out = _run("bench/learned_gate.py", "--data", str(prepared), "--dev", str(questions),
+    dev = _titles_and_an_absent_product(prepared, tmp_path, first=5)
+    dev.write_text(dev.read_text() + questions.read_text().splitlines()[0] + "\n" * 2)
+    out = _run("bench/learned_gate.py", "--data", str(prepared), "--dev", str(dev),
                "--test", str(questions))  # fmt: skip
-    assert "fitted on 6 dev questions" in out
+    assert "fitted on 7 dev questions" in out
+    # the test files' questions the dev files hold are left out, and counted (an outside
+    # review: 12 of a "never fitted on" set of 120 were in the dev files)
+    assert "6 lines: 0 repeats another, 1 is in the --read files; 5 asked" in out
     weights = [line for line in out.splitlines() if line.startswith("  ")]
     assert len(weights) == 9 and weights[-1].startswith("  bias:")  # eight features, the bias
     assert "a rule of doubt.py fires:" in out
@@ -589,8 +596,8 @@ def test_verifier_gate_probe_trains_on_generated_pairs_and_tables_the_gates(
     right, some not), a saved verifier, both AUCs, and one row for the shipped gate and one per
     ``--rule``, whose first three outcomes of questions about a product sum to 1."""
     questions = _titles_and_an_absent_product(prepared, tmp_path)
-    dev = tmp_path / "dev.jsonl"  # shoppers' questions may be added to training
-    dev.write_text(questions.read_text())
+    # shoppers' questions may be added to training (never those it is scored on)
+    dev = _titles_and_an_absent_product(prepared, tmp_path, first=5)
     both = ("bench/verifier_gate.py", "--data", str(prepared), "--base", str(tuned_run / "final"),
             "--rows", "4", "--batch", "4", "--tokens", "48", "--meaning-weight", "0")  # fmt: skip
     out = _run(*both, "--out", str(tmp_path / "verifier"), "--questions", str(questions),

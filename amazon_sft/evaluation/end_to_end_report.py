@@ -214,7 +214,14 @@ def render_markdown(result: EndToEndReport, rows: list[dict], n_examples: int = 
         ]
     for m in models:
         info = result.models[m]
-        lines.append(f"- {m}: {md_text(info.label)}, k = {info.k} records")
+        held = (
+            f"; its run held back {info.validation_rows} prepared rows for its validation loss "
+            "(train.validation_rows): a product taught only in them was not trained on, and "
+            "counts as seen"
+            if info.validation_rows
+            else ""
+        )
+        lines.append(f"- {m}: {md_text(info.label)}, k = {info.k} records{held}")
     lines.append("")
     lines += summary_table(result, models)
     for group, first in result.groups[models[0]].items():

@@ -20,7 +20,7 @@ from amazon_sft.evaluation import question_file as QF
 from amazon_sft.evaluation import question_products as QP
 from amazon_sft.evaluation.end_to_end_report import own_right, write_report
 from amazon_sft.evaluation.end_to_end_types import EndToEndReport, ModelRun
-from amazon_sft.evaluation.loading import compared_overrides
+from amazon_sft.evaluation.loading import compared_overrides, held_back_rows
 
 
 def add_arguments(p) -> None:
@@ -87,7 +87,8 @@ def run(args, data_dir: Path, accelerator) -> int:
             spec, overrides[name], index, gate.abstain_below, gate.quote_when_sure, taught
         )
         k = args.k or answerer.data.context_records
-        models[name] = ModelRun(label, spec, k, answerer.data.context_record_tokens)
+        record_tokens = answerer.data.context_record_tokens
+        models[name] = ModelRun(label, spec, k, record_tokens, held_back_rows(spec))
         answers[name], outcomes[name] = E.ask_all(
             answerer, questions, products, removals, k, args.max_new_tokens, name, args.batch_size,
             source=str(args.questions),

@@ -61,6 +61,9 @@ class ModelRun:
     """Records retrieved into each prompt."""
     record_tokens: int | None = None
     """Tokens each record is cut to (None in reports written before it was recorded)."""
+    validation_rows: int = 0
+    """Prepared rows its run held back from training (``train.validation_rows``): a product
+    taught only in them counts as seen, not trained on."""
 
 
 @dataclass(frozen=True)

@@ -311,6 +311,14 @@ def run_config_for(spec: str, overrides: list[str]) -> RunConfig:
     return _saved_config(_run_folder(spec), overrides)
 
 
+def held_back_rows(spec: str) -> int:
+    """The prepared rows ``spec``'s run held back from training for its validation loss
+    (``train.validation_rows``; 0 for a config's base model): a product taught only in them
+    was not trained on, yet counts as seen. As the run trained: eval's overrides change the
+    config it answers with, not its past."""
+    return 0 if names_a_config(spec) else run_config_for(spec, []).train.validation_rows
+
+
 def _saved_config(folder: Path, overrides: list[str]) -> RunConfig:
     """A saved model's config, its templates read from its own copy (the user's overrides
     after: eval's, for both models)."""

@@ -35,10 +35,9 @@ from amazon_sft.evaluation.items import (
 from amazon_sft.evaluation.loading import (
     compared_overrides,
     config_of,
+    held_back_rows,
     load_for_eval,
-    names_a_config,
     pick_device,
-    run_config_for,
     saved_folder,
 )
 from amazon_sft.evaluation.oracle_scores import ROW_SCORES, compare, figure_intervals, summarise
@@ -117,9 +116,7 @@ def score_model(
     }
     del model
     gc.collect()
-    # as the run trained (eval's overrides change the config it answers with, not its past)
-    held = 0 if names_a_config(spec) else run_config_for(spec, []).train.validation_rows
-    return label, out, items, held
+    return label, out, items, held_back_rows(spec)
 
 
 def _open_index(mode: str, data_dir: Path):

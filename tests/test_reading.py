@@ -1,4 +1,5 @@
 import gzip
+from collections import Counter
 
 import orjson
 import pytest
@@ -32,6 +33,8 @@ BAD_LINES = {
     b'{"uid": "B00 MOG K", "title": "x", "content": "y"}': "uid_not_citable",
     # the last of two titles was read, silently (a hostile user's review)
     b'{"uid": "1", "title": "x", "content": "y", "title": "z"}': "key_repeated",
+    # ... and again when the second spells the key with an escape (a hostile-input review)
+    b'{"uid": "1", "title": "x", "content": "y", "t\\u0069tle": "z"}': "key_repeated",
 }
 
 
@@ -64,8 +67,8 @@ def test_bad_lines_are_skipped_and_counted_with_line_numbers(tmp_path):
     stats = ReadStats()
     records = list(read_records(path, stats, max_line_bytes=2000))
     assert len(records) == len(BAD_LINES) + 1
-    expected = {reason: 1 for reason in BAD_LINES.values()} | {"line_too_long": 1}
-    assert dict(stats.skipped) == expected
+    expected = Counter(BAD_LINES.values()) + Counter({"line_too_long": 1})
+    assert stats.skipped == expected
     assert stats.first_lines["malformed_json"] == [2]
 
 
@@ -160,3 +163,45 @@ def test_a_key_name_inside_a_value_is_no_repeated_key(tmp_path):
         "x",
     ]
     assert not stats.skipped
+
+
+def test_an_input_written_or_replaced_while_prepare_reads_it_is_refused(tmp_path, monkeypatch):
+    """A hostile-input review: a file still being written (a download, ``zcat > trn.json``)
+    and one replaced during the read were recorded by their final size and digest, which
+    launch/train_slurm.sbatch trusts to tell which catalogue PREPARED holds ("lines_read
+    40000" beside the 60-line file put in its place). Refused; nothing is written."""
+    import os
+
+    from amazon_sft.config import load_run_config
+    from amazon_sft.data import reading
+    from amazon_sft.data.synthetic import write_catalogue
+    from amazon_sft.prepare import prepare
+
+    source = tmp_path / "trn.json"
+    write_catalogue(source, 60, seed=1)
+    whole = source.read_bytes()
+    read = reading.read_records
+
+    def meanwhile(change):
+        def records(*args, **kwargs):
+            yield from read(*args, **kwargs)
+            change()
+
+        monkeypatch.setattr(reading, "read_records", records)
+        monkeypatch.setattr("amazon_sft.prepare.read_records", records)
+
+    def grown():
+        with open(source, "ab") as fh:
+            fh.write(whole.splitlines(keepends=True)[0])
+
+    def replaced():
+        (tmp_path / "other.json").write_bytes(whole[: len(whole) // 2])
+        os.replace(tmp_path / "other.json", source)
+
+    for n, change in enumerate((grown, replaced)):
+        source.write_bytes(whole)
+        meanwhile(change)
+        out = tmp_path / f"data{n}"
+        with pytest.raises(UserError, match="changed while prepare read it"):
+            prepare(source, out, load_run_config("tiny"), progress=False)
+        assert not out.exists()

@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import io
 import os
+import re
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -48,6 +49,9 @@ class ReadStats:
     uid_coerced: int = 0
     source: str = ""
     """The file read, named in a --strict stop."""
+    opened: tuple | None = None
+    """The file as it was opened (``file_stamp``): an input that changes while it is read
+    is refused (``check_unchanged``), not recorded as the catalogue read."""
 
     def skip(self, reason: str, line_no: int, strict: bool, detail: str = "") -> None:
         if strict:
@@ -146,6 +150,27 @@ def not_json_lines(head: bytes) -> str | None:
     return None
 
 
+def file_stamp(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What tells a file apart from itself changed or replaced: size, mtime, inode, device."""
+    return st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev
+
+
+def check_unchanged(path: Path, opened: tuple | None) -> None:
+    """Refuse an input that is not the file prepare opened and read: one still being written
+    (a download, ``zcat > trn.json``) or replaced meanwhile was recorded by its final size and
+    digest, which launch/train_slurm.sbatch trusts to tell which catalogue PREPARED holds (a
+    hostile-input review: "lines_read 40000" beside the 60-line file put in its place)."""
+    try:
+        now = file_stamp(os.stat(path))
+    except OSError:
+        now = None
+    if opened is not None and now != opened:
+        raise UserError(
+            f"input {path} changed while prepare read it (still being written, or replaced): "
+            "nothing was written; prepare again once nothing writes to it"
+        )
+
+
 def open_lines(path: Path) -> tuple[io.BufferedReader, io.BufferedReader | gzip.GzipFile]:
     """(raw file for progress by compressed bytes, reader that yields decompressed lines)."""
     check_input(path)
@@ -182,6 +207,7 @@ def read_records(
 ) -> Iterator[RawRecord]:
     """Yield one ``RawRecord`` per usable line; count every other line in ``stats.skipped``."""
     raw, reader = open_lines(path)
+    stats.opened = file_stamp(os.fstat(raw.fileno()))
     loads = orjson.loads
     try:
         for line_no, (line, size) in enumerate(bounded_lines(reader, max_line_bytes), start=1):
@@ -220,6 +246,9 @@ def read_records(
 
 
 _QUOTED_KEYS = (b'"uid"', b'"title"', b'"content"')
+_ESCAPED_LETTER = re.compile(rb"\\u00[67][0-9a-fA-F]")
+"""A lowercase ASCII letter written as an escape (``"t\\u0069tle"``): no JSON writer escapes
+one, so a line holding it is read again; real rows' escapes are of other characters."""
 
 
 def repeated_key(line: bytes) -> str | None:
@@ -227,14 +256,18 @@ def repeated_key(line: bytes) -> str | None:
     content) may be one of them: JSON readers keep the last, so a row would be read as one of
     its two titles, silently. The cheap test first, on every line: the key's quoted name twice
     (inside a value a quote is escaped, so it is a key or that exact value); only then the line
-    read again (``first_key_twice``).
+    read again (``first_key_twice``); so is a line with a letter escaped, which may spell a
+    key another way (a hostile-input review: ``"t\\u0069tle"`` gave the row its second title).
 
     >>> repeated_key(b'{"title": "a", "content": "b", "title": "c"}')
+    'title'
+    >>> repeated_key(b'{"title": "a", "content": "b", "t\\u0069tle": "c"}')
     'title'
     >>> repeated_key(b'{"title": "title", "content": "b"}') is None
     True
     """
-    if not any(line.count(quoted) > 1 for quoted in _QUOTED_KEYS):
+    escaped = _ESCAPED_LETTER.search(line) is not None
+    if not escaped and not any(line.count(quoted) > 1 for quoted in _QUOTED_KEYS):
         return None
     return first_key_twice(line)
 

@@ -91,6 +91,7 @@ def prepare(
     check_prepare_bounds(cfg)
     refuse_inside_another_output(out_dir, "--out", replaces="prepared")
     check_prepare_target(out_dir, overwrite)  # fail before the tokenizer is even loaded
+    refuse_input_inside(input_path, out_dir)
     refuse_mount_point(out_dir, "--out", "the prepared data")
     tok = load_tokenizer(cfg.model, tokenizer)
     fmt = build_prompt_format(tok, data)
@@ -133,6 +134,17 @@ def _refuse_arrivals(out_dir: Path, overwrite: bool) -> None:
             f"{out_dir} changed while prepare ran, and the prepared data was not put in place "
             f"({err})"
         ) from None
+
+
+def refuse_input_inside(input_path: Path, out_dir: Path) -> None:
+    """The swap deletes what ``--out`` held: an input inside it (its own heldout.jsonl given
+    back to it, with --overwrite) was deleted, and the report named it as the input (a
+    hostile-input review)."""
+    if input_path.resolve().is_relative_to(out_dir.resolve()):
+        raise UserError(
+            f"input {input_path} is inside --out {out_dir}, whose contents prepare replaces: "
+            "copy it elsewhere first, or give another --out"
+        )
 
 
 def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:

@@ -580,3 +580,17 @@ def test_prepare_never_replaces_data_a_training_run_is_reading(
     assert not (tmp_path / "run").exists()
     code, err = _run_cli(capsys, *args, "--overwrite")  # no run reads it now
     assert code == 0, err[-2000:]
+
+
+def test_prepare_refuses_an_input_inside_the_folder_it_replaces(prepared, tmp_path, capsys):
+    """A hostile-input review: ``prepare out/heldout.jsonl --out out --overwrite`` read the
+    file, then the swap deleted it, and the report named it as the input of another file now
+    at that path. Refused before anything is read."""
+    out = tmp_path / "data"
+    shutil.copytree(prepared, out)
+    given = out / "heldout.jsonl"
+    before = given.read_bytes()
+    code, err = _run_cli(capsys, "prepare", str(given), "--out", str(out), "--config", "tiny",
+                         "--quiet", "--overwrite")  # fmt: skip
+    _one_line(code, err, "prepare", "heldout.jsonl", "is inside --out")
+    assert given.read_bytes() == before

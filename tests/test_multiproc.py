@@ -20,7 +20,7 @@ import torch
 
 from amazon_sft.checkpoint_engine import Engine, saved_engine
 
-from .conftest import REAL_SHAPE_SEQ, free_port, train_overrides
+from .conftest import REAL_SHAPE_SEQ, free_port, train_here, train_overrides
 
 pytestmark = pytest.mark.multiproc
 REPO = Path(__file__).resolve().parents[1]
@@ -92,7 +92,8 @@ def models(tiny_model_dir, mistral_model_dir):
 
 @pytest.fixture(scope="module")
 def references(real_shape_data, models, tmp_path_factory):
-    """1-process loss curves of the same global batch (micro 2 x accumulation 4)."""
+    """1-process loss curves of the same global batch (micro 2 x accumulation 4), trained in
+    this process (only their metrics are read: ``train_here``)."""
     out = {}
     for name, model, extra in (
         ("llama", "llama", []),
@@ -101,10 +102,7 @@ def references(real_shape_data, models, tmp_path_factory):
         ("llama_dora", "llama", DORA),
     ):
         folder = tmp_path_factory.mktemp(f"ref-{name}")
-        _run(
-            [sys.executable],
-            train_overrides(real_shape_data, models[model], folder, *SHAPE, *extra),
-        )
+        train_here(*train_overrides(real_shape_data, models[model], folder, *SHAPE, *extra))
         out[name] = _losses(folder)
     return out
 

@@ -35,7 +35,7 @@ def test_full_fine_tune_of_the_gguf_model_saves_and_reloads(catalogue, tmp_path,
     out = tmp_path / "run"
     cmd = [sys.executable, str(REPO / "amazon_sft" / "train.py"), "--config", "smollm2-135m"]
     cmd += [f"data.path={tmp_path / 'data'}", f"out_dir={out}", "lora.enabled=false"]
-    cmd += ["train.max_steps=2", "train.global_batch_size=1", "train.warmup_steps=0"]
+    cmd += ["train.max_steps=1", "train.global_batch_size=1", "train.warmup_steps=0"]
     cmd += ["train.lr=1e-4", "train.trackers=[]", *shape]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -44,7 +44,7 @@ def test_full_fine_tune_of_the_gguf_model_saves_and_reloads(catalogue, tmp_path,
     name = "model.layers.0.self_attn.q_proj.weight"
     t, b = tuned.state_dict()[name], base.state_dict()[name]
     assert t.shape == b.shape and not torch.equal(t, b)  # trained, saved and read back
-    assert (t - b).abs().max() < 0.05  # two small steps away from the GGUF weights
+    assert (t - b).abs().max() < 0.05  # one small step away from the GGUF weights
     # the cache (amazon_sft/gguf_cache.py) holds the very model and tokenizer the GGUF file gives
     monkeypatch.setenv(CACHE_ENV, "off")
     direct, direct_tok, _, _ = load_for_eval("config:smollm2-135m", [], "cpu")

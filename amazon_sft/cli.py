@@ -53,7 +53,7 @@ def _add_prepare(sub) -> None:
 
 def _run_prepare(args) -> int:
     from amazon_sft.config import load_run_config
-    from amazon_sft.data.report import kept_line
+    from amazon_sft.data.report import dropped_line, kept_line
     from amazon_sft.outputs import check_output_folder
     from amazon_sft.prepare import prepare
 
@@ -72,6 +72,7 @@ def _run_prepare(args) -> int:
         progress=not args.quiet,
     )
     kept = kept_line(manifest.lines_read, manifest.kept, manifest.skipped)
+    kept += dropped_line(manifest.documents_dropped)
     print(
         f"{kept}; wrote {manifest.rows} rows of {manifest.max_seq_len} tokens "
         f"(fill_ratio {manifest.fill_ratio}) to {args.out}; report: {args.out}/report.md"

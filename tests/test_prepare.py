@@ -2,6 +2,7 @@
 
 import gzip
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -593,3 +594,19 @@ def test_an_abstention_and_its_twin_are_dropped_together_and_the_counts_are_as_w
     assert report["grounded_docs"] - report["grounded_absent_docs"] >= report["grounded_paired"]
     said = (tmp_path / "out" / "report.md").read_text()
     assert "grounded examples did not fit a row" in said
+
+
+def test_quiet_prepare_says_the_training_documents_it_dropped(catalogue, tmp_path):
+    """A hostile-input review: ``prepare --quiet`` said "kept 66 of 66 lines" of a run whose
+    every prompt of two products was too long for the rows: they were taught nothing, and
+    only report.md said so."""
+    src = tmp_path / "trn.json"
+    giant = {"uid": "B0GIANT2", "title": GIANT_TITLE, "content": "A very long titled thing."}
+    raw = gzip.decompress(catalogue.read_bytes()).splitlines()
+    src.write_bytes(b"\n".join([*raw, orjson.dumps(giant)]) + b"\n")
+    args = ["prepare", str(src), "--out", str(tmp_path / "out"), "--config", "tiny", "--quiet"]
+    ok = _cli(*args, "data.closed_book_fraction=1", "data.heldout_fraction=0.01")
+    assert ok.returncode == 0, ok.stderr
+    assert re.search(r"; \d+ training documents dropped \(prompt_too_long \d+", ok.stdout), (
+        ok.stdout
+    )

@@ -191,6 +191,20 @@ def kept_line(lines_read: int, kept: int, skipped: dict[str, int]) -> str:
     return f"{said} ({total} skipped: {reasons}; report.md lists the first line numbers)"
 
 
+def dropped_line(dropped: dict[str, int]) -> str:
+    """What prepare's closing line adds for training documents built and dropped (``--quiet``
+    said "kept 66 of 66 lines" of a run that taught two products nothing: a hostile-input
+    review); empty when none was.
+
+    >>> dropped_line({}), dropped_line({"prompt_too_long": 6, "grounded_too_long": 1})
+    ('', '; 7 training documents dropped (prompt_too_long 6, grounded_too_long 1; report.md)')
+    """
+    if not dropped:
+        return ""
+    reasons = ", ".join(f"{r} {n}" for r, n in sorted(dropped.items(), key=lambda x: -x[1]))
+    return f"; {sum(dropped.values())} training documents dropped ({reasons}; report.md)"
+
+
 def write_report(report: dict, out_dir: Path) -> str:
     """Write report.json and report.md into ``out_dir``; return the Markdown."""
     markdown = render_markdown(report)

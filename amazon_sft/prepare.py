@@ -151,6 +151,13 @@ def _refuse_nothing_left(input_path, cfg, streamed: Streamed) -> None:
     skipped = streamed.dropped + streamed.encoder.dropped
     if streamed.stats.lines == streamed.stats.skipped["blank_line"]:  # 0 lines, or blank ones
         raise UserError(f"{input_path} is empty: give the trn.json(.gz) file of the catalogue")
+    held, taught = streamed.counts["heldout"], streamed.counts["taught"]
+    if held and not taught:  # "all 29 lines were filtered out (skipped: {})": none was
+        raise UserError(
+            f"all {held} products kept of {input_path} went to the held-out split "
+            f"(data.heldout_fraction={cfg.data.heldout_fraction}): none is left to train on; "
+            "lower data.heldout_fraction, or give a larger catalogue"
+        )
     raise UserError(
         f"all {streamed.stats.lines} lines of {input_path} were filtered out (skipped: "
         f"{dict(skipped)}); {nothing_left_remedy(skipped, cfg.data.max_seq_len)}"

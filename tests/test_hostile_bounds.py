@@ -1055,6 +1055,19 @@ def test_rows_too_short_for_any_prompt_say_to_raise_the_row_length(catalogue, tm
     assert not out.exists()
 
 
+def test_a_catalogue_of_held_out_products_only_says_so(prepared, tmp_path, capsys):
+    """A hostile-input review: a catalogue whose every product went to the held-out split was
+    told "all 29 lines ... were filtered out (skipped: {})": none was filtered."""
+    rows = (prepared / "catalogue.jsonl").read_text().splitlines()
+    held = [line for line in rows if '"split":"heldout"' in line.replace(" ", "")]
+    source = tmp_path / "held.json"
+    source.write_text("\n".join(held) + "\n")
+    out = tmp_path / "out"
+    code, err = _run_cli(capsys, "prepare", str(source), "--out", str(out), "--config", "tiny", "--quiet")  # fmt: skip
+    _one_line(code, err, "prepare", "went to the held-out split", "lower data.heldout_fraction")
+    assert not out.exists()
+
+
 def test_the_prepare_a_refusal_suggests_is_for_the_config_in_use(
     catalogue, prepared, chat_tok, tmp_path, capsys
 ):

@@ -1055,6 +1055,25 @@ def test_rows_too_short_for_any_prompt_say_to_raise_the_row_length(catalogue, tm
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    "body, said",
+    [
+        (bytes(5 << 20), "mostly NUL bytes"),
+        (b'{"uid": "1", "title": "a", "content": "b"}\r' * 30000, "carriage return alone"),
+    ],
+)
+def test_a_file_read_as_one_endless_line_says_what_it_is(body, said, tmp_path, capsys):
+    """A hostile-input review: 5 MB of NULs, or old-Mac line ends, were "all 1 lines filtered
+    out (line_too_long); raise data.clean.max_line_bytes": advice that read the whole file into
+    memory, then failed as malformed JSON."""
+    source = tmp_path / "trn.json"
+    source.write_bytes(body)
+    out = tmp_path / "out"
+    code, err = _run_cli(capsys, "prepare", str(source), "--out", str(out), "--config", "tiny", "--quiet")  # fmt: skip
+    _one_line(code, err, "prepare", said)
+    assert "max_line_bytes" not in err and not out.exists()
+
+
 def test_a_catalogue_of_held_out_products_only_says_so(prepared, tmp_path, capsys):
     """A hostile-input review: a catalogue whose every product went to the held-out split was
     told "all 29 lines ... were filtered out (skipped: {})": none was filtered."""

@@ -135,10 +135,25 @@ def not_json_lines(head: bytes) -> str | None:
     ('a JSON array', None)
     >>> not_json_lines(b'[{"uid": "1"}]\\n{"uid": 2}'), not_json_lines(b'[{"uid": "1"}]\\n')[:12]
     (None, 'a JSON array')
+    >>> not_json_lines(b'{"uid": "1"}\\r{"uid": "2"}\\r')[:25], not_json_lines(bytes(4096))[:21]
+    ('a file whose lines end in', 'mostly NUL bytes, not')
     """
     for magic, what in _PACKED.items():
         if head.startswith(magic):
             return what
+    # read as one endless line: "raise data.clean.max_line_bytes" was advice that then read
+    # the whole file into memory (a hostile-input review)
+    one_line = b"\n" not in head
+    if one_line and head.count(b"\0") > len(head) // 2:
+        return (
+            "mostly NUL bytes, not text (a download cut short, or space set aside for one?): "
+            "give the complete trn.json(.gz)"
+        )
+    if one_line and head.count(b"\r") > 1:
+        return (
+            "a file whose lines end in a carriage return alone (old Mac line ends): convert "
+            "them first (tr '\\r' '\\n' < FILE > trn.json)"
+        )
     start = head.removeprefix(BOM).lstrip()  # "[{": an array of objects, unless
     first, _, rest = start.partition(b"\n")  # a whole first line of more (one bad line)
     whole_line = first.rstrip().endswith(b"]") and bool(rest.strip())

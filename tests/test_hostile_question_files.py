@@ -86,6 +86,21 @@ def test_a_question_line_is_refused_saying_what_is_wrong_with_it(text, needle, t
 
 
 @pytest.mark.unit
+def test_a_whole_number_uid_is_the_text_prepare_reads_it_as(tmp_path):
+    """A hostile-input review: prepare reads ``"uid": 7`` as the product "7", but a question
+    file written from the same trn.json was refused ("'uid' must be a product's uid")."""
+    from amazon_sft.evaluation.question_file import read_questions
+
+    path = tmp_path / "q.jsonl"
+    path.write_text(
+        '{"question": "a tutu", "uid": 7, "kind": "title"}\n'
+        '{"question": "a cape", "uid": "absent", "absent": 8, "kind": "absent"}\n'
+    )
+    asked = read_questions(path)
+    assert asked[0].uid == "7" and asked[1].absent and asked[1].removed == "8"
+
+
+@pytest.mark.unit
 def test_a_key_the_format_lacks_is_named_not_ignored(tmp_path):
     """``"absnt": UID`` was ignored: the product meant to be taken out stayed in retrieval and
     its answer was scored wrong; eval's own answers.jsonl (``"removed"``) read back the same."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from amazon_sft.metrics import FlopCounter
 
 if TYPE_CHECKING:
-    from amazon_sft.trainer import StepResult
+    from amazon_sft.trainer_state import StepResult
     from amazon_sft.validation import ValidationResult
 
 log = logging.getLogger("amazon_sft.train")  # the loop's own logger: its lines read as one

@@ -32,6 +32,7 @@ from amazon_sft.distributed import (
     BatchPlan,
     global_grad_norm,
     is_deepspeed,
+    raise_if_any_rank,
     reduce_sum,
     to_device,
 )
@@ -43,6 +44,7 @@ from amazon_sft.resume_config import run_record
 from amazon_sft.run_files import RunSummary
 from amazon_sft.saving import logged_loss
 from amazon_sft.step_log import metrics_row, report_step
+from amazon_sft.trainer_state import StepResult, StepStart
 from amazon_sft.validation import RowView, ValidationResult, validation_due, validation_loss
 
 log = logging.getLogger("amazon_sft.train")
@@ -56,38 +58,6 @@ def batches_forever(loader: PackedLoader):
 STOP_CHECK_MICRO_BATCHES = 8
 """A step of more micro-batches than this checks for a stop signal every this many of them (one
 all-reduce and host read each time); shorter steps check once, at their end."""
-
-
-@dataclass(frozen=True)
-class StepStart:
-    """The state a dropped step restores."""
-
-    rng: dict
-    accelerate_step: int
-
-
-@dataclass(frozen=True)
-class StepResult:
-    """What one optimizer step did, over all ranks (read from the device once)."""
-
-    loss: float | None
-    """Summed answer cross-entropy / answer tokens of the step; None when a micro-batch's loss
-    was non-finite on some rank (the sum would be partial: that micro-batch counts as 0)."""
-    grad_norm: float
-    """Global gradient norm before clipping."""
-    lr: float
-    """The learning rate this step used."""
-    label_tokens: int
-    real_tokens: int
-    flops: float
-    finite: bool
-    """Loss and gradient norm were finite on every rank."""
-    optimizer_stepped: bool
-    """The weights changed (False for a skipped non-finite step, or one DeepSpeed skipped)."""
-    stop_requested: bool
-    """SIGTERM / SIGUSR1 arrived on some rank."""
-    save_due: bool = False
-    """``checkpoint.every_minutes`` have passed since the last save, on some rank's clock."""
 
 
 @dataclass
@@ -116,6 +86,7 @@ class Trainer:
         stop_signal.install(ctrl_c=False)
         self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
         self.val_loss: float | None = None  # the last validation's, for run_summary.json
+        self.log_failure: OSError | None = None  # rank 0's write of a step's metrics
         self.run_record = run_record(
             to_dict(self.cfg),
             self.loader.shards.manifest.identity.digest,
@@ -183,6 +154,7 @@ class Trainer:
                         "checkpoint saved" if result.finite else self.kept_before(),
                     )
                     break
+        raise_if_any_rank(acc, self.log_failure, "writing metrics.jsonl")  # the last step's
         if state.bad_in_row and not stopped_by:
             raise UserError(
                 f"the last step ({state.step}) had a non-finite loss or gradient norm, so the run "
@@ -247,7 +219,10 @@ class Trainer:
         state.bad_in_row = 0 if result.finite else state.bad_in_row + 1
         state.loader = self.loader.state_dict()
         row = metrics_row(state.step, result, seconds, self.flops, val)
-        report_step(self.accelerator, self.cfg, row, metrics_file, bar)
+        try:
+            report_step(self.accelerator, self.cfg, row, metrics_file, bar)
+        except OSError as err:  # every rank hears of it in the next step's first all-reduce
+            self.log_failure = err  # (raised here, the others waited at it for the launcher)
         if state.bad_in_row >= self.cfg.train.max_bad_steps:
             raise UserError(
                 f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
@@ -337,6 +312,7 @@ class Trainer:
                 sum(b.label_tokens for b in micro),
                 sum(b.real_tokens for b in micro),
                 sum(self.flops.flops(b.doc_lens, b.label_tokens) for b in micro),
+                float(self.log_failure is not None),  # the last step's metrics unwritten
             ],
             dtype=torch.float64,
         )
@@ -367,10 +343,12 @@ class Trainer:
         own = [float(stop_signal.requested()), float(self.save_due())]
         flags = torch.cat([torch.stack([loss_sum, bad]), to_device(torch.tensor(own), device)])
         after = reduce_sum(acc, flags)
-        labels, tokens, flops, loss, n_bad, stops, due, norm = torch.cat(
+        labels, tokens, flops, unlogged, loss, n_bad, stops, due, norm = torch.cat(
             [before, after, grad_norm.to(device, torch.float64).reshape(1)]
         ).tolist()  # the step's one host synchronisation (transformers' mask preparation
         # added one per micro-batch: attention.no_mask_preparation)
+        if unlogged:  # before the optimizer steps: the last logged step is the last taken
+            self.raise_log_failure()
         finite = n_bad == 0 and math.isfinite(norm)
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
         stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)
@@ -386,6 +364,13 @@ class Trainer:
             stop_requested=stops > 0,
             save_due=due > 0,
         )
+
+    def raise_log_failure(self) -> None:
+        """Rank 0's failed write of metrics.jsonl, on every rank (a full disk: its own error,
+        which ``disk_full`` says in one line; the others name rank 0)."""
+        if self.log_failure is not None:
+            raise self.log_failure
+        raise UserError("rank 0 could not write metrics.jsonl: see its message above")
 
     def save_due(self) -> bool:
         """This rank's clock says ``checkpoint.every_minutes`` have passed since the last save

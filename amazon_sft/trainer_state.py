@@ -2,7 +2,8 @@
 ``trainer_state.json``, and read back checked (``read_trainer_state``): its checksums say the
 file is the one listed, not that the list was written by a save (a hostile user's trial: an
 edited ``"step": -5``, with the checksums written again, was resumed and trained steps -4, -3,
-...; a ``step-2`` folder holding step 1's state was resumed as step 2)."""
+...; a ``step-2`` folder holding step 1's state was resumed as step 2). Beside it, what one
+optimizer step did (``StepResult``) and what a dropped step restores (``StepStart``)."""
 
 from __future__ import annotations
 
@@ -81,3 +82,35 @@ def read_trainer_state(folder: Path) -> TrainerState:
             f"{path} holds step {state.get('step', 0)}, in a folder named {folder.name}"
         )
     return TrainerState(**state)
+
+
+@dataclass(frozen=True)
+class StepStart:
+    """The state a dropped step restores."""
+
+    rng: dict
+    accelerate_step: int
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one optimizer step did, over all ranks (read from the device once)."""
+
+    loss: float | None
+    """Summed answer cross-entropy / answer tokens of the step; None when a micro-batch's loss
+    was non-finite on some rank (the sum would be partial: that micro-batch counts as 0)."""
+    grad_norm: float
+    """Global gradient norm before clipping."""
+    lr: float
+    """The learning rate this step used."""
+    label_tokens: int
+    real_tokens: int
+    flops: float
+    finite: bool
+    """Loss and gradient norm were finite on every rank."""
+    optimizer_stepped: bool
+    """The weights changed (False for a skipped non-finite step, or one DeepSpeed skipped)."""
+    stop_requested: bool
+    """SIGTERM / SIGUSR1 arrived on some rank."""
+    save_due: bool = False
+    """``checkpoint.every_minutes`` have passed since the last save, on some rank's clock."""

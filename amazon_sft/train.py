@@ -34,6 +34,7 @@ from amazon_sft.data.shards import PackedShards
 from amazon_sft.deepspeed_config import deepspeed_json_of, refuse_one_process_launch
 from amazon_sft.distributed import (
     BatchPlan,
+    agreed,
     build_accelerator,
     check_for_world,
     check_shared_folder,
@@ -308,16 +309,18 @@ def build_model(cfg: RunConfig, tok, accelerator) -> SummedAnswerLoss:
 def start_logging(
     accelerator, cfg: RunConfig, plan: BatchPlan, model, optimizer, out_dir: Path, step: int
 ) -> None:
-    if accelerator.is_main_process:
+    engine, n = running_engine(accelerator), accelerator.num_processes
+    ran = (  # the config's auto / null leave these to the machine and the accelerate config
+        f"# this launch ran with: mixed precision {precision_name(accelerator.mixed_precision)}, "
+        f"{engine.describe()}, "
+        f"{n} process{'es' if n != 1 else ''}\n"
+    )
+
+    def write_config() -> None:  # rank 0's write, agreed: a full disk left the others waiting
         out_dir.mkdir(parents=True, exist_ok=True)
-        engine = running_engine(accelerator)
-        n = accelerator.num_processes
-        ran = (  # the config's auto / null leave these to the machine and the accelerate config
-            f"# this launch ran with: mixed precision {precision_name(accelerator.mixed_precision)}, "
-            f"{engine.describe()}, "
-            f"{n} process{'es' if n != 1 else ''}\n"
-        )
         write_resolved(cfg, out_dir / "config.yaml", header=ran + history_header(out_dir))
+
+    agreed(accelerator, write_config, "while writing config.yaml", main_only=True)
     counts = parameter_counts(accelerator.unwrap_model(model).lm)
     attn, why = choose_attention(cfg.train.attention, accelerator.mixed_precision)
     log.info("batch: %s", plan.describe())
@@ -344,7 +347,10 @@ def start_logging(
         # TensorBoard hides what an earlier process logged after the step resumed from (those
         # steps run again), as metrics.jsonl drops them; at step 0 too (killed before a save)
         purge = {"tensorboard": {"purge_step": step + 1}}
-        accelerator.init_trackers("amazon_sft", config=flat, init_kwargs=purge)
+        trackers = functools.partial(
+            accelerator.init_trackers, "amazon_sft", config=flat, init_kwargs=purge
+        )  # rank 0 makes their files (accelerate's own rule): agreed, as config.yaml
+        agreed(accelerator, trackers, "while starting the trackers", main_only=False)
 
 
 def cli() -> None:

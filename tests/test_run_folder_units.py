@@ -410,3 +410,17 @@ def test_a_failed_write_is_said_even_when_the_other_ranks_cannot_hear_of_it():
 
     with pytest.raises(OSError, match="No space left"):
         agreed(zero, full_disk, "while saving", main_only=True)
+
+
+def test_a_config_yaml_rank_0_could_not_write_stops_every_rank(tmp_path):
+    """A review's remainder: rank 0 alone writes config.yaml at the start (and the trackers'
+    files); a full disk there raised on rank 0 while the others went on to the first step's
+    all-reduce and waited there for the launcher. Agreed: rank 1 hears of it."""
+    from amazon_sft.config import load_run_config
+    from amazon_sft.train import start_logging
+
+    cfg = load_run_config("tiny", [f"out_dir={tmp_path}"])
+    rank1 = _accelerator([[1, 0]], index=1)  # rank 0's failure code in its slot
+    rank1.mixed_precision, rank1.state = "no", SimpleNamespace(deepspeed_plugin=None)
+    with pytest.raises(UserError, match=r"rank 0 failed while writing config\.yaml"):
+        start_logging(rank1, cfg, None, None, None, tmp_path, 0)

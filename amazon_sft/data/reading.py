@@ -222,7 +222,7 @@ def read_records(
 ) -> Iterator[RawRecord]:
     """Yield one ``RawRecord`` per usable line; count every other line in ``stats.skipped``."""
     raw, reader = open_lines(path)
-    stats.opened = file_stamp(os.fstat(raw.fileno()))
+    stats.opened = file_stamp(os.stat(path))  # by path, as check_unchanged reads it after
     loads = orjson.loads
     try:
         for line_no, (line, size) in enumerate(bounded_lines(reader, max_line_bytes), start=1):

@@ -171,8 +171,11 @@ def base_after_load(
         return base
     error, first = None, True
     if base is None or not folder_here(cfg.model.path):
-        base = frozen_base_of(cfg) or base
-        for path, changes in planned.items():
+        try:
+            base = frozen_base_of(cfg) or base
+        except OSError as err:  # a rank's own copy unreadable: refused on every rank below
+            error = UserError(f"model.path {cfg.model.path}: its files could not be read ({err})")
+        for path, changes in planned.items() if error is None else ():
             if isinstance(changes, Exception):
                 continue
             if changed := base_change(saved_record(path, out_dir) or {}, base):

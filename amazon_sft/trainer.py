@@ -86,7 +86,7 @@ class Trainer:
         stop_signal.install(ctrl_c=False)
         self.last_save = time.monotonic()  # checkpoint.every_minutes counts from here
         self.val_loss: float | None = None  # the last validation's, for run_summary.json
-        self.log_failure: OSError | None = None  # rank 0's write of a step's metrics
+        self.log_failure: Exception | None = None  # rank 0's write of a step's metrics
         self.run_record = run_record(
             to_dict(self.cfg),
             self.loader.shards.manifest.identity.digest,
@@ -221,8 +221,8 @@ class Trainer:
         row = metrics_row(state.step, result, seconds, self.flops, val)
         try:
             report_step(self.accelerator, self.cfg, row, metrics_file, bar)
-        except OSError as err:  # every rank hears of it in the next step's first all-reduce
-            self.log_failure = err  # (raised here, the others waited at it for the launcher)
+        except Exception as err:  # a full disk, a tracker's own error (mlflow's REST call):
+            self.log_failure = err  # every rank hears of it at the next step's first all-reduce
         if state.bad_in_row >= self.cfg.train.max_bad_steps:
             raise UserError(
                 f"{state.bad_in_row} optimizer steps in a row had a non-finite loss or "
@@ -347,8 +347,8 @@ class Trainer:
             [before, after, grad_norm.to(device, torch.float64).reshape(1)]
         ).tolist()  # the step's one host synchronisation (transformers' mask preparation
         # added one per micro-batch: attention.no_mask_preparation)
-        if unlogged:  # before the optimizer steps: the last logged step is the last taken
-            self.raise_log_failure()
+        if unlogged:  # this step is dropped, unsaved (under DeepSpeed its optimizer has
+            self.raise_log_failure()  # stepped inside backward already)
         finite = n_bad == 0 and math.isfinite(norm)
         lr = self.scheduler.get_last_lr()[0]  # read before scheduler.step(): the lr just used
         stepped = apply_step(acc, self.model, self.optimizer, self.scheduler, finite)

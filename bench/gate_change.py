@@ -20,6 +20,7 @@ those files hold word for word (the ones a rule was chosen on): the lines droppe
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import shutil
 import sys
@@ -105,7 +106,9 @@ def asked_once(data: Path, files: list, read: list) -> Path:
     """``files``' questions in one new file, each once and none a ``read`` file holds
     (``distinct_questions``, whose count is printed): probes once counted a question twice, and
     fitted on questions their "never saw" figures held (an outside review)."""
-    into = Path(tempfile.mkdtemp(prefix="asked_once-")) / "questions.jsonl"
+    folder = Path(tempfile.mkdtemp(prefix="asked_once-"))
+    atexit.register(shutil.rmtree, folder, True)  # read until the probe ends
+    into = folder / "questions.jsonl"
     print(distinct_questions(data, [str(f) for f in files], [str(f) for f in read], into))
     return into
 

@@ -92,12 +92,13 @@ def test_a_whole_number_uid_is_the_text_prepare_reads_it_as(tmp_path):
     from amazon_sft.evaluation.question_file import read_questions
 
     path = tmp_path / "q.jsonl"
-    path.write_text(
-        '{"question": "a tutu", "uid": 7, "kind": "title"}\n'
-        '{"question": "a cape", "uid": "absent", "absent": 8, "kind": "absent"}\n'
-    )
-    asked = read_questions(path)
-    assert asked[0].uid == "7" and asked[1].absent and asked[1].removed == "8"
+    path.write_text('{"question": "a tutu", "uid": 7, "kind": "title"}\n')
+    assert read_questions(path)[0].uid == "7"
+    # ... but not a 0/1 flag in 'absent' (pandas writes booleans so): it would take product
+    # "1" out of retrieval (a review of the change)
+    path.write_text('{"question": "a cape", "uid": "absent", "absent": 1, "kind": "absent"}\n')
+    said = _read(path)
+    assert "'absent' must be true or the uid taken out" in said, said
 
 
 @pytest.mark.unit

@@ -89,6 +89,11 @@ def test_truncated_gzip_is_a_user_error(tmp_path):
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(UserError, match="complete file"):
         list(read_records(path, ReadStats()))
+    # a damaged gzip's compressed bytes are not judged as text (a review: a truncated one
+    # without a newline byte and with carriage-return bytes was told "old Mac line ends")
+    path.write_bytes(b"\x1f\x8b" + b"\r" * 10)
+    with pytest.raises(UserError, match="complete file"):
+        list(read_records(path, ReadStats()))
 
 
 @settings(max_examples=150, deadline=None)
@@ -165,6 +170,21 @@ def test_a_key_name_inside_a_value_is_no_repeated_key(tmp_path):
     assert not stats.skipped
 
 
+def touched_after(source):
+    """prepare's split (the stage after the read), with ``source`` touched first."""
+    import os
+
+    from amazon_sft import prepare
+
+    split = prepare.heldout_mask
+
+    def touched(*args):
+        os.utime(source, ns=(1, 1))
+        return split(*args)
+
+    return touched
+
+
 def test_an_input_written_or_replaced_while_prepare_reads_it_is_refused(tmp_path, monkeypatch):
     """A hostile-input review: a file still being written (a download, ``zcat > trn.json``)
     and one replaced during the read were recorded by their final size and digest, which
@@ -183,9 +203,12 @@ def test_an_input_written_or_replaced_while_prepare_reads_it_is_refused(tmp_path
     read = reading.read_records
 
     def meanwhile(change):
-        def records(*args, **kwargs):
-            yield from read(*args, **kwargs)
+        def records(*args, **kwargs):  # the file changes after its first row is read
+            rows = read(*args, **kwargs)
+            first = next(rows)
             change()
+            yield first
+            yield from rows
 
         monkeypatch.setattr(reading, "read_records", records)
         monkeypatch.setattr("amazon_sft.prepare.read_records", records)
@@ -205,3 +228,9 @@ def test_an_input_written_or_replaced_while_prepare_reads_it_is_refused(tmp_path
         with pytest.raises(UserError, match="changed while prepare read it"):
             prepare(source, out, load_run_config("tiny"), progress=False)
         assert not out.exists()
+    # a file touched after its read is the file read (a review: the check ran after the
+    # later stages, hours at 1.3M rows, and a touch or a remount threw the prepare away)
+    source.write_bytes(whole)
+    meanwhile(lambda: None)
+    monkeypatch.setattr("amazon_sft.prepare.heldout_mask", touched_after(source))
+    prepare(source, tmp_path / "data", load_run_config("tiny"), progress=False)

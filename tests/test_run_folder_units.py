@@ -424,3 +424,18 @@ def test_a_config_yaml_rank_0_could_not_write_stops_every_rank(tmp_path):
     rank1.mixed_precision, rank1.state = "no", SimpleNamespace(deepspeed_plugin=None)
     with pytest.raises(UserError, match=r"rank 0 failed while writing config\.yaml"):
         start_logging(rank1, cfg, None, None, None, tmp_path, 0)
+
+
+def test_a_base_one_rank_cannot_read_after_the_load_is_agreed(monkeypatch, tmp_path):
+    """A review of the change: a LoRA resume reads a hub base's files again after the load on
+    every rank; an OSError there raised on that rank alone, before the agreement the others
+    waited at. It is this rank's refusal now, heard by the others (its code in the reduce)."""
+    from amazon_sft import resuming
+
+    def unreadable(cfg):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(resuming, "frozen_base_of", unreadable)
+    cfg = SimpleNamespace(lora=SimpleNamespace(enabled=True), model=SimpleNamespace(path="org/base"))  # fmt: skip
+    with pytest.raises(UserError, match=r"model.path org/base: its files could not be read"):
+        resuming.base_after_load(cfg, _accelerator([[0, 0]]), {}, tmp_path, {"w": "x"})

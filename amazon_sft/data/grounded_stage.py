@@ -50,7 +50,7 @@ def add_grounded(staging: Path, data, tok, fmt, streamed: Streamed, progress: bo
                 _check_grounded_fit(data, len(examples), len(enc.doc_lens))
             streamed.spill.add(enc)
             _count_grounded(streamed, enc)
-            _note_unanswered(streamed, examples)
+            _note_unanswered(streamed, examples, kept)
             _uncount_dropped(builder.counts, examples, kept)
             bar.update(len(examples))
     streamed.counts.update(builder.counts)
@@ -83,12 +83,14 @@ def _uncount_dropped(counts: dict, examples: list, kept: list[bool]) -> None:
             counts[f"grounded_kind_{e.kind}"] -= 1
 
 
-def _note_unanswered(streamed: Streamed, examples: list) -> None:
-    """The products of this batch and of the ones before not yet answered with their own
-    record: a product's questions may run on into the next batch."""
-    answered = streamed.encoder.taught_grounded
-    asked = streamed.grounded_unanswered | {e.uid for e in examples}
-    streamed.grounded_unanswered = {uid for uid in asked if uid not in answered}
+def _note_unanswered(streamed: Streamed, examples: list, kept: list[bool]) -> None:
+    """The products asked about so far not yet answered with their own record: this batch's
+    answers leave it, its other products join it (a product's questions may run on into the
+    next batch). Work in the batch's size: rebuilding the whole set each batch grew with the
+    square of the catalogue (a review: 138 s at 1.3M products, unpaired abstentions)."""
+    unanswered = streamed.grounded_unanswered
+    unanswered -= {e.uid for e, keep in zip(examples, kept) if keep and not e.absent}
+    unanswered |= {e.uid for e in examples} - streamed.encoder.taught_grounded
 
 
 def _count_grounded(streamed: Streamed, enc) -> None:

@@ -7,7 +7,6 @@ in strict mode, stop the run with the line number and the reason.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -21,6 +20,7 @@ from pathlib import Path
 
 import orjson
 
+from amazon_sft.data.shards import quick_digest
 from amazon_sft.errors import UserError
 from amazon_sft.json_checks import first_key_twice
 from amazon_sft.safe_input import require_regular_file
@@ -52,6 +52,8 @@ class ReadStats:
     opened: tuple | None = None
     """The file as it was opened (``file_stamp``): an input that changes while it is read
     is refused (``check_unchanged``), not recorded as the catalogue read."""
+    digest: str = ""
+    """``quick_digest`` of the file read, taken at the end of its read."""
 
     def skip(self, reason: str, line_no: int, strict: bool, detail: str = "") -> None:
         if strict:
@@ -99,9 +101,11 @@ def check_input(path: Path) -> None:
         with open(path, "rb") as fh:
             head = fh.read(HEAD_BYTES)
             if head[:2] == b"\x1f\x8b":  # what the gzip holds
-                with contextlib.suppress(OSError, EOFError, zlib.error):
+                try:
                     fh.seek(0)
                     head = gzip.GzipFile(fileobj=fh).read(HEAD_BYTES)
+                except (OSError, EOFError, zlib.error):  # damaged: read_records says where;
+                    return  # its compressed bytes are no text to judge (a review: "old Mac")
     except OSError as err:
         raise UserError(
             f"input {path} cannot be opened ({err.strerror}): check its permissions"
@@ -251,6 +255,11 @@ def read_records(
             record = _to_record(obj, line_no, stats, strict)
             if record is not None:
                 yield record
+        # at the read's end, not after the later stages (hours at 1.3M rows, in which a touch
+        # or an NFS remount would have thrown the whole prepare away: a review)
+        check_unchanged(path, stats.opened)
+        stats.digest = quick_digest(path)  # the same catalogue at another path
+        check_unchanged(path, stats.opened)  # ... nor while its digest was taken
     except (OSError, EOFError, zlib.error) as err:  # zlib.error (corrupt deflate) is no OSError
         raise UserError(
             f"input {path} could not be read at line {stats.lines + 1} ({err}): is it a "

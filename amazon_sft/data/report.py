@@ -6,7 +6,6 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from amazon_sft.data.reading import check_unchanged
 from amazon_sft.data.shards import quick_digest
 
 
@@ -218,15 +217,13 @@ def build_report(input_path, data, streamed, doc_lens, n_rows, total, setup_s) -
     source of report.json / report.md and of the manifest's counts."""
     stats, counts, encoder = streamed.stats, streamed.counts, streamed.encoder
     n_tokens = int(doc_lens.sum())
-    check_unchanged(Path(input_path), stats.opened)  # the file read, not one put there since
-    digest = quick_digest(Path(input_path))  # the same catalogue at another path
-    check_unchanged(Path(input_path), stats.opened)  # ... nor while its digest was taken
     return {
         "input": str(input_path),
-        # which catalogue, whatever path it was given by: launch/train_slurm.sbatch compares them
+        # which catalogue, whatever path it was given by: launch/train_slurm.sbatch compares
+        # them; as it was read (``read_records``: its stamp and digest at the read's end)
         "input_resolved": str(Path(input_path).resolve()),
-        "input_bytes": Path(input_path).stat().st_size,
-        "input_digest": digest,
+        "input_bytes": stats.opened[0] if stats.opened else Path(input_path).stat().st_size,
+        "input_digest": stats.digest or quick_digest(Path(input_path)),
         "lines_read": stats.lines,
         "records_parsed": stats.lines - sum(stats.skipped.values()),
         "kept": counts["taught"] + counts["heldout"] + counts["over_max_train_products"],

@@ -27,4 +27,5 @@ class Streamed:
     seconds: dict
     grounded_unanswered: set[str] = field(default_factory=set)
     """The grounded stage's picked products with no kept example answered with their own
-    record yet (``data.taught.not_taught``), checked after each batch: a small set."""
+    record yet (``data.taught.not_taught``), kept up to date batch by batch: about
+    ``data.absent_fraction`` of them when abstentions are not paired."""

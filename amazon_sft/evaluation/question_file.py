@@ -206,8 +206,9 @@ def _question(line: bytes, where: str, line_no: int) -> ShopperQuestion:
         )
     uid, absent, title, named = row.get("uid"), row.get("absent", False), None, row.get("title")
     # a whole number is the uid prepare reads it as (the catalogue's "7"; past 64 bits its
-    # reader refuses the row): it was refused without a word of why
-    uid, absent = (str(v) if type(v) is int and abs(v) < 2**63 else v for v in (uid, absent))
+    # reader refuses the row): it was refused without a word of why. Not 'absent''s: a 0/1
+    # flag there (pandas' booleans) would take product "1" out (a review)
+    uid = str(uid) if type(uid) is int and abs(uid) < 2**63 else uid
     if named is not None and not isinstance(named, str):
         raise UserError(f"{where}: 'title' must be the product's title text, got {short(named)}")
     if uid == ABSENT and named and not isinstance(absent, str):

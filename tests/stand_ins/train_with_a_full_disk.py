@@ -1,5 +1,6 @@
 """``amazon_sft/train.py`` whose rank 0 finds the disk full when it writes step ``$FULL_AT``'s
-line of metrics.jsonl, for ``accelerate launch`` tests of a write only rank 0 makes."""
+line of metrics.jsonl (or, with ``$FAILS=tracker``, whose tracker raises its own error there),
+for ``accelerate launch`` tests of a write only rank 0 makes."""
 
 import errno
 import os
@@ -16,6 +17,8 @@ _report_step, _full_at = trainer.report_step, int(os.environ["FULL_AT"])
 
 def report_step_on_a_full_disk(accelerator, cfg, row, metrics_file, bar):
     if accelerator.is_main_process and row["step"] == _full_at:
+        if os.environ.get("FAILS") == "tracker":  # mlflow's REST client, say: no OSError
+            raise RuntimeError("the tracking server answered 503")
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(metrics_file))
     _report_step(accelerator, cfg, row, metrics_file, bar)
 

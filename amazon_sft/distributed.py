@@ -9,7 +9,6 @@ by comparing accelerate's count with torch.distributed's.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from amazon_sft.deepspeed_config import (
 )
 from amazon_sft.errors import UserError
 from amazon_sft.model_memory import check_lora_names_before_load
+from amazon_sft.trackers import checked_trackers
 
 
 @dataclass(frozen=True)
@@ -117,26 +117,6 @@ def check_for_world(cfg: RunConfig, world_size: int) -> BatchPlan:
     checked_trackers(cfg.train.trackers)  # a tracker not installed stopped every rank at start
     check_lora_names_before_load(cfg)  # a typo found after an 8B load cost the load and the slot
     return plan
-
-
-def checked_trackers(names: list) -> list[str]:
-    """``train.trackers``, each one accelerate knows and is installed: an unknown name was a
-    ValueError traceback, one not installed (wandb) only a warning, and the run went on unlogged.
-    """
-    from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-
-    for name in names:
-        if name not in LOGGER_TYPE_TO_CLASS:
-            raise UserError(
-                f"train.trackers: {name!r} is not a tracker accelerate knows: use "
-                f"{', '.join(sorted(LOGGER_TYPE_TO_CLASS))}, or [] for none"
-            )
-        if importlib.util.find_spec(name) is None:
-            raise UserError(
-                f"train.trackers: {name} is not installed: pip install {name.replace('_', '-')}, "
-                "or leave it out (train.trackers=[tensorboard])"
-            )
-    return list(names)
 
 
 def build_accelerator(cfg: RunConfig, log_dir: Path):

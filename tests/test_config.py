@@ -242,7 +242,7 @@ def test_trackers_are_ones_accelerate_knows_and_that_are_installed(monkeypatch):
     only a warning, and the run went on unlogged."""
     import importlib.util
 
-    from amazon_sft.distributed import checked_trackers
+    from amazon_sft.trackers import checked_trackers
 
     assert checked_trackers(["tensorboard"]) == ["tensorboard"]
     with pytest.raises(UserError, match=r"'nonsense' is not a tracker accelerate knows.*wandb"):

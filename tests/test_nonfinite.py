@@ -78,25 +78,35 @@ def test_a_skipped_step_steps_neither_the_optimizer_nor_the_schedule(fresh_accel
     assert scheduler.last_epoch == 1 and torch.equal(w.detach(), torch.zeros(2))
 
 
+def _launch(launch: str, stand_in: str, env: dict, overrides: list[str]):
+    """Two processes of ``tests/stand_ins/<stand_in>`` (train.py with a fault put in) under
+    ``LAUNCH[launch]``, ``env`` added to the environment."""
+    flags, launch_env = LAUNCH[launch]
+    cmd = [ACCELERATE, "launch", *flags, "--num_processes", "2"]
+    cmd += ["--main_process_port", str(free_port())]
+    cmd += [str(REPO / "tests" / "stand_ins" / stand_in), "--config", "tiny", *overrides]
+    env = {**os.environ, **launch_env, **env}
+    return subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=TIMEOUT_S)
+
+
 @pytest.mark.multiproc
 @pytest.mark.parametrize("launch", list(LAUNCH))
 def test_a_non_finite_step_on_one_rank_changes_nothing(launch, prepared, tiny_model_dir, tmp_path):
     """Rank 1's first micro-batch of step 2 (of 4) has an infinite loss with finite gradients.
     Step 2 must be skipped on both ranks, step 3 must use step 2's learning rate, and no
     checkpoint may hold the state after step 2."""
-    flags, env = LAUNCH[launch]
-    cmd = [ACCELERATE, "launch", *flags, "--num_processes", "2"]
-    cmd += ["--main_process_port", str(free_port())]
-    cmd += [str(REPO / "tests" / "stand_ins" / "train_with_bad_step.py"), "--config", "tiny"]
-    cmd += train_overrides(
-        prepared,
-        tiny_model_dir,
-        tmp_path,
-        *("train.max_steps=4", "train.global_batch_size=4", "train.micro_batch_size=1"),
-        *("train.warmup_steps=0", "checkpoint.every_steps=1", "checkpoint.keep_last=10"),
+    proc = _launch(
+        launch,
+        "train_with_bad_step.py",
+        {"BAD_CALL": "3", "BAD_RANK": "1"},  # 2 micro-batches a step
+        train_overrides(
+            prepared,
+            tiny_model_dir,
+            tmp_path,
+            *("train.max_steps=4", "train.global_batch_size=4", "train.micro_batch_size=1"),
+            *("train.warmup_steps=0", "checkpoint.every_steps=1", "checkpoint.keep_last=10"),
+        ),
     )
-    env = {**os.environ, **env, "BAD_CALL": "3", "BAD_RANK": "1"}  # 2 micro-batches a step
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]
 
     def no_nan(word: str):
@@ -165,19 +175,18 @@ def test_a_metrics_line_rank_0_could_not_write_stops_every_rank(
     killed it (across nodes: NCCL's 10-minute timeout), a traceback on each node. The failure
     now rides the next step's first all-reduce (no synchronisation of its own): every rank
     stops before that step's optimizer step, rank 0 saying the full disk, rank 1 naming it."""
-    flags, env = LAUNCH["ddp"]
-    cmd = [ACCELERATE, "launch", *flags, "--num_processes", "2"]
-    cmd += ["--main_process_port", str(free_port())]
-    cmd += [str(REPO / "tests" / "stand_ins" / "train_with_a_full_disk.py"), "--config", "tiny"]
-    cmd += train_overrides(
-        prepared,
-        tiny_model_dir,
-        tmp_path,
-        *("train.max_steps=3", "train.global_batch_size=2", "train.micro_batch_size=1"),
-        *("train.warmup_steps=0", "checkpoint.every_steps=100"),
+    proc = _launch(
+        "ddp",
+        "train_with_a_full_disk.py",
+        {"FULL_AT": "2", "FAILS": fails},
+        train_overrides(
+            prepared,
+            tiny_model_dir,
+            tmp_path,
+            *("train.max_steps=3", "train.global_batch_size=2", "train.micro_batch_size=1"),
+            *("train.warmup_steps=0", "checkpoint.every_steps=100"),
+        ),
     )
-    env = {**os.environ, **env, "FULL_AT": "2", "FAILS": fails}
-    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=TIMEOUT_S)
     assert proc.returncode != 0
     assert said in proc.stderr, proc.stderr[-3000:]
     assert "rank 0 could not write metrics.jsonl" in proc.stderr, proc.stderr[-3000:]

@@ -198,7 +198,8 @@ def test_a_title_beside_a_uid_must_name_that_product(tmp_path):
         ('{"question": "  ", "uid": "B1", "kind": "typo"}', "'question'"),
         ('{"question": "q", "uid": "B1"}', "'kind'"),
         ('{"question": "q", "kind": "typo"}', "needs 'uid'"),
-        ('{"question": "q", "uid": 7, "kind": "typo"}', "'uid'"),
+        # (a whole number is the uid prepare reads it as: test_hostile_question_files.py)
+        ('{"question": "q", "uid": 7.5, "kind": "typo"}', "'uid'"),
         ('{"question": "q", "uid": "B1", "kind": "t", "source": "web"}', "'source'"),
         ('{"question": "q", "absent": 3, "kind": "t"}', "'absent'"),
         ('{"question": "q", "uid": "B2", "absent": "B1", "kind": "t"}', "disagree"),

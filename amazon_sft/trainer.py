@@ -370,7 +370,7 @@ class Trainer:
         which ``disk_full`` says in one line; the others name rank 0)."""
         if self.log_failure is not None:
             raise self.log_failure
-        raise UserError("rank 0 could not write metrics.jsonl: see its message above")
+        raise UserError("rank 0 failed writing metrics.jsonl: see its message above")
 
     def save_due(self) -> bool:
         """This rank's clock says ``checkpoint.every_minutes`` have passed since the last save

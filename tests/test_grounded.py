@@ -421,3 +421,25 @@ def test_oracle_scoring_takes_whole_sentences_of_the_asked_record_as_end_to_end_
         [item, item], ["Written by Ana Lopes.\n[source: 7]", "Written by Ana\n[source: 7]"]
     )
     assert vec["wrong_record_cited"] == [0.0, 1.0] and vec["citation_accuracy"] == [1.0, 0.0]
+
+
+def test_a_product_asked_across_two_batches_leaves_the_unanswered_once_answered():
+    """prepare's list of products it did not teach (not_taught.txt) is kept up batch by batch
+    (a review: rebuilding it each batch was quadratic). A product whose questions run on into
+    the next batch, answered there, leaves it; an example dropped as too long answers nothing."""
+    from types import SimpleNamespace
+
+    from amazon_sft.data.grounded_stage import _note_unanswered
+
+    def asked(uid: str, absent: bool = False):
+        return SimpleNamespace(uid=uid, absent=absent)
+
+    taught = {"B"}  # what the encoder recorded as answered with the product's own record
+    streamed = SimpleNamespace(grounded_unanswered=set(), encoder=SimpleNamespace(taught_grounded=taught))  # fmt: skip
+    _note_unanswered(streamed, [asked("A", absent=True), asked("B")], [True, True])
+    assert streamed.grounded_unanswered == {"A"}
+    taught.add("A")  # the next batch answers A's second question
+    _note_unanswered(streamed, [asked("A"), asked("C", absent=True)], [True, True])
+    assert streamed.grounded_unanswered == {"C"}
+    _note_unanswered(streamed, [asked("D")], [False])  # too long: dropped, so not taught
+    assert streamed.grounded_unanswered == {"C", "D"}

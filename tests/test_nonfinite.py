@@ -165,10 +165,14 @@ def test_a_step_dropped_after_a_non_finite_one_saves_no_checkpoint_of_it(
 
 @pytest.mark.multiproc
 @pytest.mark.parametrize(
-    "fails, said", [("disk", "the disk holding"), ("tracker", "tracking server answered 503")]
+    "fails, at, said",
+    [
+        ("disk", 2, "the disk holding"),  # heard at step 3's first all-reduce
+        ("tracker", 3, "tracking server answered 503"),  # the last step: heard at the loop's end
+    ],
 )
 def test_a_metrics_line_rank_0_could_not_write_stops_every_rank(
-    fails, said, prepared, tiny_model_dir, tmp_path
+    fails, at, said, prepared, tiny_model_dir, tmp_path
 ):
     """A review's remainder: rank 0 alone appends each step's line to metrics.jsonl. A full disk
     there raised on rank 0 while rank 1 waited at the next step's all-reduce until the launcher
@@ -178,7 +182,7 @@ def test_a_metrics_line_rank_0_could_not_write_stops_every_rank(
     proc = _launch(
         "ddp",
         "train_with_a_full_disk.py",
-        {"FULL_AT": "2", "FAILS": fails},
+        {"FULL_AT": str(at), "FAILS": fails},
         train_overrides(
             prepared,
             tiny_model_dir,
@@ -189,5 +193,6 @@ def test_a_metrics_line_rank_0_could_not_write_stops_every_rank(
     )
     assert proc.returncode != 0
     assert said in proc.stderr, proc.stderr[-3000:]
-    assert "rank 0 could not write metrics.jsonl" in proc.stderr, proc.stderr[-3000:]
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 1
+    assert "rank 0 failed writing metrics.jsonl" in proc.stderr, proc.stderr[-3000:]
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == at - 1
+    assert not (tmp_path / "final").exists()
